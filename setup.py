@@ -1,0 +1,84 @@
+"""Build fixq's C core and Cython wrapper.
+
+The C core lives in src/fixq/_csrc.  A file named ``<kernel>__<isa>.c`` is an
+ISA-specific micro-kernel: it is compiled with that ISA's flags alone, and only
+on CPUs families that have the ISA.  Everything else is built for the baseline
+(x86-64 / aarch64) with -O3 and no -march=native; the right path is picked at
+import time by runtime CPU dispatch (src/fixq/_csrc/dispatch.c).
+
+FIXQ_DEBUG=1 turns on Cython bounds/wraparound checks and builds with -O0 -g.
+"""
+import glob
+import os
+import platform
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+CSRC = "src/fixq/_csrc"
+DEBUG = os.environ.get("FIXQ_DEBUG", "0") not in ("", "0")
+X86 = platform.machine().lower() in ("x86_64", "amd64", "i686", "x86")
+
+# Flags given to ISA-specific files only.  Room for avx512vnni and neon later.
+ISA_FLAGS = {
+    "avx2": ["-mavx2", "-mfma", "-mf16c", "-mpopcnt"],
+}
+ISA_ON_THIS_ARCH = {"avx2": X86}
+
+
+def isa_of(path):
+    stem = os.path.splitext(os.path.basename(path))[0]
+    return stem.rsplit("__", 1)[1] if "__" in stem else None
+
+
+def c_sources():
+    out = []
+    for path in sorted(glob.glob(os.path.join(CSRC, "*.c"))):
+        isa = isa_of(path)
+        if isa in (None, "scalar") or ISA_ON_THIS_ARCH.get(isa, False):
+            out.append(path)
+    return out
+
+
+class BuildExt(build_ext):
+    """Adds each ISA file's own flags on top of the common ones."""
+
+    def build_extensions(self):
+        compile_one = self.compiler._compile
+
+        def _compile(obj, src, ext, cc_args, extra_postargs, pp_opts):
+            extra = list(extra_postargs) + ISA_FLAGS.get(isa_of(src), [])
+            compile_one(obj, src, ext, cc_args, extra, pp_opts)
+
+        self.compiler._compile = _compile
+        super().build_extensions()
+
+
+common = ["-std=gnu11", "-ffp-contract=off", "-fno-strict-aliasing", "-Wall", "-Wno-unused-function"]
+common += ["-O0", "-g"] if DEBUG else ["-O3"]
+macros = [("FIXQ_BUILDING", "1")]
+macros += [("FIXQ_COMPILED_" + isa.upper(), "1") for isa, ok in ISA_ON_THIS_ARCH.items() if ok]
+
+ext = Extension(
+    "fixq._core",
+    sources=["src/fixq/_core.pyx"] + c_sources(),
+    include_dirs=["src/fixq/include", CSRC],
+    define_macros=macros,
+    extra_compile_args=common,
+    extra_link_args=["-lpthread"],
+)
+
+directives = {
+    "language_level": 3,
+    "boundscheck": DEBUG,
+    "wraparound": DEBUG,
+    "initializedcheck": DEBUG,
+    "cdivision": True,
+    "embedsignature": True,
+}
+
+setup(
+    ext_modules=cythonize([ext], compiler_directives=directives, include_path=["src"]),
+    cmdclass={"build_ext": BuildExt},
+)

@@ -1,0 +1,33 @@
+"""fixq: exact, fast int8 inference.
+
+Integer results follow the declared fixed-point semantics exactly on every CPU
+path (docs/arithmetic.md).  ``fixq.cpu_info()`` tells which path runs.
+"""
+import os as _os
+
+from . import _core
+from .arith import dequantize, multiply_by_quantized_multiplier, quantize, quantize_multiplier, requantize
+
+__version__ = _core.VERSION
+
+
+def cpu_info():
+    """The CPU paths compiled into this build, those this machine supports, and the selected one
+    (FIXQ_ISA forces a path)."""
+    return {
+        "compiled": _core.compiled_isas(),
+        "supported": _core.supported_isas(),
+        "selected": _core.selected_isa(),
+        "forced_by_env": _os.environ.get("FIXQ_ISA") or None,
+    }
+
+
+def get_include():
+    """Directory holding ``fixq/fixq.h`` (like ``numpy.get_include()``)."""
+    return _os.path.join(_os.path.dirname(__file__), "include")
+
+
+__all__ = [
+    "__version__", "cpu_info", "get_include",
+    "quantize_multiplier", "multiply_by_quantized_multiplier", "requantize", "quantize", "dequantize",
+]

@@ -1,0 +1,160 @@
+/*
+ * Internal declarations shared by the C core.  The inline functions here are
+ * the scalar arithmetic contract: every ISA path must give the same bits.
+ */
+#ifndef FIXQ_INTERNAL_H_
+#define FIXQ_INTERNAL_H_
+
+#include <math.h>
+#include <stdint.h>
+
+#include "fixq/fixq.h"
+
+/* Set once by fixq_init (and by fixq_select_isa in tests).  Each kernel family
+ * keeps a `static const` table indexed by fixq_isa and calls
+ * table[fixq__isa]; a table entry is NULL where that ISA is not compiled. */
+extern fixq_isa fixq__isa;
+
+static inline int32_t fixq__sat_i32(int64_t v) {
+  return v > INT32_MAX ? INT32_MAX : v < INT32_MIN ? INT32_MIN : (int32_t)v;
+}
+
+/* gemmlowp fixedpoint.h SaturatingRoundingDoublingHighMul: ties toward +inf,
+ * INT32_MIN * INT32_MIN saturates to INT32_MAX. */
+static inline int32_t fixq__srdhm(int32_t a, int32_t b) {
+  if (a == b && a == INT32_MIN) return INT32_MAX;
+  const int64_t ab = (int64_t)a * (int64_t)b;
+  const int64_t nudge = ab >= 0 ? (INT64_C(1) << 30) : (1 - (INT64_C(1) << 30));
+  return (int32_t)((ab + nudge) / (INT64_C(1) << 31)); /* C division truncates, as in gemmlowp */
+}
+
+/* gemmlowp fixedpoint.h RoundingDivideByPOT: ties away from zero, 0 <= e <= 31. */
+static inline int32_t fixq__rdbpot(int32_t x, int e) {
+  const int32_t mask = (int32_t)((INT64_C(1) << e) - 1);
+  const int32_t remainder = x & mask;
+  const int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
+  return (x >> e) + (remainder > threshold ? 1 : 0);
+}
+
+/* TFLite MultiplyByQuantizedMultiplier (double rounding).  The left shift
+ * saturates (gemmlowp SaturatingRoundingMultiplyByPOT) where TFLite would
+ * overflow. */
+static inline int32_t fixq__mbqm_double(int32_t x, int32_t m, int shift) {
+  const int left = shift > 0 ? shift : 0;
+  const int right = shift > 0 ? 0 : -shift;
+  return fixq__rdbpot(fixq__srdhm(fixq__sat_i32((int64_t)x * ((int64_t)1 << left)), m), right);
+}
+
+/* TFLite MultiplyByQuantizedMultiplier with TFLITE_SINGLE_ROUNDING (ruy
+ * apply_multiplier.cc): one rounding, ties toward +inf, result saturated. */
+static inline int32_t fixq__mbqm_single(int32_t x, int32_t m, int shift) {
+  const int total = 31 - shift; /* 1..62 */
+  const int64_t r = ((int64_t)x * (int64_t)m + (INT64_C(1) << (total - 1))) >> total;
+  return fixq__sat_i32(r);
+}
+
+/* Round half to even for |f| < 2^22, independent of the FP environment: adding
+ * 1.5 * 2^23 leaves no fraction bits, so the FPU rounds to nearest even there
+ * (requires -ffp-contract=off and no -ffast-math, as setup.py builds). */
+static inline float fixq__round_even_small(float f) {
+  return (f + 12582912.0f) - 12582912.0f;
+}
+
+/* XNNPACK xnn_qs8_requantize_fp32: clamp in float around the zero point, round
+ * half to even, add the zero point. */
+static inline int32_t fixq__requant_fp32(int32_t x, float scale, int32_t zp, int32_t qmin,
+                                         int32_t qmax) {
+  float f = (float)x * scale;
+  const float lo = (float)(qmin - zp), hi = (float)(qmax - zp);
+  f = f < lo ? lo : f; /* NaN cannot occur: x is an integer and scale is finite */
+  f = f > hi ? hi : f;
+  return (int32_t)fixq__round_even_small(f) + zp;
+}
+
+/* clamp(v + zp) computed without int32 overflow */
+static inline int32_t fixq__add_clamp(int32_t v, int32_t zp, int32_t lo, int32_t hi) {
+  const int64_t s = (int64_t)v + zp;
+  return s < lo ? lo : s > hi ? hi : (int32_t)s;
+}
+
+/* One output value of the shared output stage, channel c. */
+static inline int32_t fixq__requant_one(int32_t x, const fixq_requant *p, size_t c) {
+  switch (p->rounding) {
+    case FIXQ_ROUND_DOUBLE:
+      return fixq__add_clamp(fixq__mbqm_double(x, p->multiplier[c], p->shift[c]), p->zero_point[c], p->qmin, p->qmax);
+    case FIXQ_ROUND_SINGLE:
+      return fixq__add_clamp(fixq__mbqm_single(x, p->multiplier[c], p->shift[c]), p->zero_point[c], p->qmin, p->qmax);
+    default:
+      return fixq__requant_fp32(x, p->scale[c], p->zero_point[c], p->qmin, p->qmax);
+  }
+}
+
+static inline void fixq__store(void *y, fixq_dtype dt, size_t i, int32_t v) {
+  switch (dt) {
+    case FIXQ_INT8: ((int8_t *)y)[i] = (int8_t)v; break;
+    case FIXQ_UINT8: ((uint8_t *)y)[i] = (uint8_t)v; break;
+    case FIXQ_INT16: ((int16_t *)y)[i] = (int16_t)v; break;
+    default: ((int32_t *)y)[i] = v; break;
+  }
+}
+
+static inline int32_t fixq__load(const void *q, fixq_dtype dt, size_t i) {
+  switch (dt) {
+    case FIXQ_INT8: return ((const int8_t *)q)[i];
+    case FIXQ_UINT8: return ((const uint8_t *)q)[i];
+    case FIXQ_INT16: return ((const int16_t *)q)[i];
+    default: return ((const int32_t *)q)[i];
+  }
+}
+
+static inline size_t fixq__dtype_size(fixq_dtype dt) {
+  return dt == FIXQ_INT8 || dt == FIXQ_UINT8 ? 1 : dt == FIXQ_INT16 ? 2 : 4;
+}
+
+/* ---- micro-kernels ---------------------------------------------------------
+ * Requantize `rows` rows of channels*inner int32 values.  Row r of x starts at
+ * x + r*x_stride, row r of y at element r*y_stride of y (strides in elements).
+ * The GEMM output stage calls this on a tile of accumulators with inner == 1
+ * and p's arrays offset to the tile's first column. */
+typedef void (*fixq_requant_ukernel)(size_t rows, size_t channels, size_t inner, const int32_t *x,
+                                     size_t x_stride, void *y, size_t y_stride, fixq_dtype y_dtype,
+                                     const fixq_requant *p);
+/* Returns nonzero when a NaN was seen. */
+typedef int (*fixq_quantize_ukernel)(size_t rows, size_t channels, size_t inner, const float *x,
+                                     void *y, fixq_dtype y_dtype, const float *scale,
+                                     const int32_t *zero_point, int32_t qmin, int32_t qmax);
+typedef void (*fixq_dequantize_ukernel)(size_t rows, size_t channels, size_t inner, const void *q,
+                                        fixq_dtype q_dtype, float *y, const float *scale,
+                                        const int32_t *zero_point);
+
+void fixq_requant_s32__scalar(size_t rows, size_t channels, size_t inner, const int32_t *x,
+                              size_t x_stride, void *y, size_t y_stride, fixq_dtype y_dtype,
+                              const fixq_requant *p);
+int fixq_quantize_f32__scalar(size_t rows, size_t channels, size_t inner, const float *x, void *y,
+                              fixq_dtype y_dtype, const float *scale, const int32_t *zero_point,
+                              int32_t qmin, int32_t qmax);
+void fixq_dequantize__scalar(size_t rows, size_t channels, size_t inner, const void *q,
+                             fixq_dtype q_dtype, float *y, const float *scale,
+                             const int32_t *zero_point);
+#ifdef FIXQ_COMPILED_AVX2
+void fixq_requant_s32__avx2(size_t rows, size_t channels, size_t inner, const int32_t *x,
+                            size_t x_stride, void *y, size_t y_stride, fixq_dtype y_dtype,
+                            const fixq_requant *p);
+int fixq_quantize_f32__avx2(size_t rows, size_t channels, size_t inner, const float *x, void *y,
+                            fixq_dtype y_dtype, const float *scale, const int32_t *zero_point,
+                            int32_t qmin, int32_t qmax);
+void fixq_dequantize__avx2(size_t rows, size_t channels, size_t inner, const void *q,
+                           fixq_dtype q_dtype, float *y, const float *scale,
+                           const int32_t *zero_point);
+#define FIXQ__AVX2(fn) fn
+#else
+#define FIXQ__AVX2(fn) NULL
+#endif
+
+/* The requantize micro-kernel of the selected path (for the GEMM output stage). */
+fixq_requant_ukernel fixq__requant_ukernel(void);
+
+/* Validates a fixq_requant against `channels` and the output dtype. */
+fixq_status fixq__check_requant(const fixq_requant *p, size_t channels, fixq_dtype y_dtype);
+
+#endif /* FIXQ_INTERNAL_H_ */

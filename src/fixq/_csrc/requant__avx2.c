@@ -1,0 +1,243 @@
+/* AVX2 requantize / quantize / dequantize, bit-identical to requant__scalar.c.
+ * Eight int32 lanes at a time; tails go through the scalar contract. */
+#include <immintrin.h>
+
+#include "fixq_internal.h"
+
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+
+/* gemmlowp SaturatingRoundingDoublingHighMul for m >= 0 (so the INT32_MIN *
+ * INT32_MIN case cannot occur): floor((x*m + 2^30) / 2^31), which equals the
+ * truncating division with the asymmetric nudge. */
+ALWAYS_INLINE __m256i srdhm(__m256i x, __m256i m) {
+  const __m256i nudge = _mm256_set1_epi64x(INT64_C(1) << 30);
+  const __m256i even = _mm256_srli_epi64(_mm256_add_epi64(_mm256_mul_epi32(x, m), nudge), 31);
+  const __m256i odd = _mm256_srli_epi64(
+      _mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64(x, 32), _mm256_srli_epi64(m, 32)), nudge), 31);
+  return _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
+}
+
+/* gemmlowp RoundingDivideByPOT, per-lane exponent 0..31: ties away from zero. */
+ALWAYS_INLINE __m256i rdbpot(__m256i x, __m256i e) {
+  const __m256i one = _mm256_set1_epi32(1);
+  const __m256i mask = _mm256_sub_epi32(_mm256_sllv_epi32(one, e), one);
+  const __m256i rem = _mm256_and_si256(x, mask);
+  const __m256i neg = _mm256_srli_epi32(x, 31);
+  const __m256i thr = _mm256_add_epi32(_mm256_srai_epi32(mask, 1), neg);
+  const __m256i up = _mm256_srli_epi32(_mm256_cmpgt_epi32(rem, thr), 31);
+  return _mm256_add_epi32(_mm256_srav_epi32(x, e), up);
+}
+
+/* Saturating x << left (left 0..30): gemmlowp SaturatingRoundingMultiplyByPOT.
+ * (INT32_MIN >> left) << left is INT32_MIN exactly; above the top, select INT32_MAX. */
+ALWAYS_INLINE __m256i sat_shl(__m256i x, __m256i left) {
+  const __m256i hi = _mm256_srav_epi32(_mm256_set1_epi32(INT32_MAX), left);
+  const __m256i lo = _mm256_srav_epi32(_mm256_set1_epi32(INT32_MIN), left);
+  const __m256i v = _mm256_sllv_epi32(_mm256_max_epi32(x, lo), left);
+  return _mm256_blendv_epi8(v, _mm256_set1_epi32(INT32_MAX), _mm256_cmpgt_epi32(x, hi));
+}
+
+ALWAYS_INLINE __m256i mbqm_double(__m256i x, __m256i m, __m256i left, __m256i right) {
+  return rdbpot(srdhm(sat_shl(x, left), m), right);
+}
+
+/* Arithmetic right shift of int64 lanes by n (0..63), saturated to int32,
+ * returned in the low half of each 64-bit lane. */
+ALWAYS_INLINE __m256i sra64_sat32(__m256i v, __m256i n) {
+  const __m256i sign = _mm256_cmpgt_epi64(_mm256_setzero_si256(), v);
+  __m256i r = _mm256_xor_si256(_mm256_srlv_epi64(_mm256_xor_si256(v, sign), n), sign);
+  const __m256i hi = _mm256_set1_epi64x(INT32_MAX), lo = _mm256_set1_epi64x(INT32_MIN);
+  r = _mm256_blendv_epi8(r, hi, _mm256_cmpgt_epi64(r, hi));
+  r = _mm256_blendv_epi8(r, lo, _mm256_cmpgt_epi64(lo, r));
+  return r;
+}
+
+/* TFLITE_SINGLE_ROUNDING: (x*m + 2^(total-1)) >> total, total = 31 - shift. */
+ALWAYS_INLINE __m256i mbqm_single(__m256i x, __m256i m, __m256i total) {
+  const __m256i one = _mm256_set1_epi64x(1);
+  const __m256i t_even = _mm256_and_si256(total, _mm256_set1_epi64x(0xFFFFFFFF));
+  const __m256i t_odd = _mm256_srli_epi64(total, 32);
+  const __m256i re = _mm256_sllv_epi64(one, _mm256_sub_epi64(t_even, one));
+  const __m256i ro = _mm256_sllv_epi64(one, _mm256_sub_epi64(t_odd, one));
+  const __m256i even = sra64_sat32(_mm256_add_epi64(_mm256_mul_epi32(x, m), re), t_even);
+  const __m256i odd = sra64_sat32(
+      _mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64(x, 32), _mm256_srli_epi64(m, 32)), ro), t_odd);
+  return _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
+}
+
+/* Same operations, same order as fixq__requant_fp32. */
+ALWAYS_INLINE __m256i requant_fp32(__m256i x, __m256 scale, __m256 lo, __m256 hi, __m256i zp) {
+  const __m256 magic = _mm256_set1_ps(12582912.0f);
+  __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(x), scale);
+  f = _mm256_min_ps(_mm256_max_ps(f, lo), hi);
+  f = _mm256_sub_ps(_mm256_add_ps(f, magic), magic);
+  return _mm256_add_epi32(_mm256_cvttps_epi32(f), zp);
+}
+
+/* Per-lane parameters of one group of 8 outputs. */
+typedef struct {
+  __m256i m, left, right, total, zp;
+  __m256 scale, lo, hi;
+} lanes;
+
+ALWAYS_INLINE lanes lanes_load(const fixq_requant *p, size_t c, int per_lane) {
+  lanes L;
+  const __m256i zero = _mm256_setzero_si256();
+  L.zp = per_lane ? _mm256_loadu_si256((const __m256i *)(p->zero_point + c)) : _mm256_set1_epi32(p->zero_point[c]);
+  if (p->rounding == FIXQ_ROUND_FP32) {
+    L.scale = per_lane ? _mm256_loadu_ps(p->scale + c) : _mm256_set1_ps(p->scale[c]);
+    const __m256i zp = L.zp;
+    L.lo = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_set1_epi32(p->qmin), zp));
+    L.hi = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_set1_epi32(p->qmax), zp));
+    L.m = L.left = L.right = L.total = zero;
+  } else {
+    const __m256i s = per_lane ? _mm256_loadu_si256((const __m256i *)(p->shift + c)) : _mm256_set1_epi32(p->shift[c]);
+    L.m = per_lane ? _mm256_loadu_si256((const __m256i *)(p->multiplier + c)) : _mm256_set1_epi32(p->multiplier[c]);
+    L.left = _mm256_max_epi32(s, zero);
+    L.right = _mm256_max_epi32(_mm256_sub_epi32(zero, s), zero);
+    L.total = _mm256_sub_epi32(_mm256_set1_epi32(31), s);
+    L.scale = L.lo = L.hi = _mm256_setzero_ps();
+  }
+  return L;
+}
+
+ALWAYS_INLINE __m256i requant8(__m256i x, const lanes *L, fixq_rounding mode, __m256i qmin, __m256i qmax) {
+  __m256i v;
+  if (mode == FIXQ_ROUND_FP32) return requant_fp32(x, L->scale, L->lo, L->hi, L->zp);
+  v = mode == FIXQ_ROUND_DOUBLE ? mbqm_double(x, L->m, L->left, L->right) : mbqm_single(x, L->m, L->total);
+  /* clamp(v + zp, qmin, qmax) == clamp(v, qmin - zp, qmax - zp) + zp, without int32 overflow */
+  v = _mm256_min_epi32(_mm256_max_epi32(v, _mm256_sub_epi32(qmin, L->zp)), _mm256_sub_epi32(qmax, L->zp));
+  return _mm256_add_epi32(v, L->zp);
+}
+
+/* Stores 8 int32 values already inside the output dtype's range. */
+ALWAYS_INLINE void store8(void *y, size_t i, fixq_dtype dt, __m256i v) {
+  const __m128i lo = _mm256_castsi256_si128(v), hi = _mm256_extracti128_si256(v, 1);
+  switch (dt) {
+    case FIXQ_INT8: {
+      const __m128i w = _mm_packs_epi32(lo, hi);
+      _mm_storel_epi64((__m128i *)((int8_t *)y + i), _mm_packs_epi16(w, w));
+      break;
+    }
+    case FIXQ_UINT8: {
+      const __m128i w = _mm_packs_epi32(lo, hi);
+      _mm_storel_epi64((__m128i *)((uint8_t *)y + i), _mm_packus_epi16(w, w));
+      break;
+    }
+    case FIXQ_INT16:
+      _mm_storeu_si128((__m128i *)((int16_t *)y + i), _mm_packs_epi32(lo, hi));
+      break;
+    default:
+      _mm256_storeu_si256((__m256i *)((int32_t *)y + i), v);
+      break;
+  }
+}
+
+ALWAYS_INLINE void requant_rows(size_t rows, size_t channels, size_t inner, const int32_t *x, size_t x_stride,
+                                void *y, size_t y_stride, fixq_dtype dt, const fixq_requant *p,
+                                fixq_rounding mode) {
+  const __m256i qmin = _mm256_set1_epi32(p->qmin), qmax = _mm256_set1_epi32(p->qmax);
+  if (inner == 1) {
+    /* parameters vary along the vector */
+    for (size_t r = 0; r < rows; r++) {
+      const int32_t *xr = x + r * x_stride;
+      const size_t yr = r * y_stride;
+      size_t c = 0;
+      for (; c + 8 <= channels; c += 8) {
+        const lanes L = lanes_load(p, c, 1);
+        store8(y, yr + c, dt, requant8(_mm256_loadu_si256((const __m256i *)(xr + c)), &L, mode, qmin, qmax));
+      }
+      for (; c < channels; c++) fixq__store(y, dt, yr + c, fixq__requant_one(xr[c], p, c));
+    }
+    return;
+  }
+  for (size_t r = 0; r < rows; r++)
+    for (size_t c = 0; c < channels; c++) {
+      const int32_t *xr = x + r * x_stride + c * inner;
+      const size_t yr = r * y_stride + c * inner;
+      const lanes L = lanes_load(p, c, 0);
+      size_t i = 0;
+      for (; i + 8 <= inner; i += 8)
+        store8(y, yr + i, dt, requant8(_mm256_loadu_si256((const __m256i *)(xr + i)), &L, mode, qmin, qmax));
+      for (; i < inner; i++) fixq__store(y, dt, yr + i, fixq__requant_one(xr[i], p, c));
+    }
+}
+
+void fixq_requant_s32__avx2(size_t rows, size_t channels, size_t inner, const int32_t *x, size_t x_stride,
+                            void *y, size_t y_stride, fixq_dtype y_dtype, const fixq_requant *p) {
+  switch (p->rounding) {
+    case FIXQ_ROUND_DOUBLE:
+      requant_rows(rows, channels, inner, x, x_stride, y, y_stride, y_dtype, p, FIXQ_ROUND_DOUBLE);
+      break;
+    case FIXQ_ROUND_SINGLE:
+      requant_rows(rows, channels, inner, x, x_stride, y, y_stride, y_dtype, p, FIXQ_ROUND_SINGLE);
+      break;
+    default:
+      requant_rows(rows, channels, inner, x, x_stride, y, y_stride, y_dtype, p, FIXQ_ROUND_FP32);
+      break;
+  }
+}
+
+/* ---- quantize: same float ops as fixq_quantize_f32__scalar ---------------- */
+int fixq_quantize_f32__avx2(size_t rows, size_t channels, size_t inner, const float *x, void *y,
+                            fixq_dtype dt, const float *scale, const int32_t *zero_point, int32_t qmin,
+                            int32_t qmax) {
+  const __m256 magic = _mm256_set1_ps(12582912.0f);
+  __m256 nan = _mm256_setzero_ps();
+  int nan_tail = 0;
+  size_t k = 0;
+  for (size_t r = 0; r < rows; r++)
+    for (size_t c = 0; c < channels; c++) {
+      const float s = scale[c];
+      const int32_t zp = zero_point[c];
+      const __m256 vs = _mm256_set1_ps(s);
+      const __m256 lo = _mm256_set1_ps((float)(qmin - zp)), hi = _mm256_set1_ps((float)(qmax - zp));
+      const __m256i vzp = _mm256_set1_epi32(zp);
+      size_t i = 0;
+      for (; i + 8 <= inner; i += 8, k += 8) {
+        __m256 f = _mm256_div_ps(_mm256_loadu_ps(x + k), vs);
+        nan = _mm256_or_ps(nan, _mm256_cmp_ps(f, f, _CMP_UNORD_Q));
+        f = _mm256_min_ps(_mm256_max_ps(f, lo), hi);
+        f = _mm256_sub_ps(_mm256_add_ps(f, magic), magic);
+        store8(y, k, dt, _mm256_add_epi32(_mm256_cvttps_epi32(f), vzp));
+      }
+      if (i < inner) {
+        nan_tail |= fixq_quantize_f32__scalar(1, 1, inner - i, x + k, (char *)y + k * fixq__dtype_size(dt), dt,
+                                              &s, &zp, qmin, qmax);
+        k += inner - i;
+      }
+    }
+  return nan_tail | (_mm256_movemask_ps(nan) != 0);
+}
+
+/* ---- dequantize ------------------------------------------------------------ */
+ALWAYS_INLINE __m256i load8_widen(const void *q, fixq_dtype dt, size_t k) {
+  switch (dt) {
+    case FIXQ_INT8: return _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)((const int8_t *)q + k)));
+    case FIXQ_UINT8: return _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)((const uint8_t *)q + k)));
+    default: return _mm256_cvtepi16_epi32(_mm_loadu_si128((const __m128i *)((const int16_t *)q + k)));
+  }
+}
+
+void fixq_dequantize__avx2(size_t rows, size_t channels, size_t inner, const void *q, fixq_dtype dt, float *y,
+                           const float *scale, const int32_t *zero_point) {
+  if (dt == FIXQ_INT32) { /* q - zero_point needs int64 here: the scalar contract */
+    fixq_dequantize__scalar(rows, channels, inner, q, dt, y, scale, zero_point);
+    return;
+  }
+  const size_t esize = fixq__dtype_size(dt);
+  size_t k = 0;
+  for (size_t r = 0; r < rows; r++)
+    for (size_t c = 0; c < channels; c++) {
+      const __m256 vs = _mm256_set1_ps(scale[c]);
+      const __m256i vzp = _mm256_set1_epi32(zero_point[c]);
+      size_t i = 0;
+      for (; i + 8 <= inner; i += 8, k += 8)
+        _mm256_storeu_ps(y + k, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(load8_widen(q, dt, k), vzp)), vs));
+      if (i < inner) {
+        fixq_dequantize__scalar(1, 1, inner - i, (const char *)q + k * esize, dt, y + k, scale + c,
+                                zero_point + c);
+        k += inner - i;
+      }
+    }
+}

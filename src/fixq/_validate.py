@@ -1,0 +1,137 @@
+"""Argument checks shared by the Python API.  Each raises TypeError/ValueError
+naming the argument, what it got, and what is expected."""
+import numbers
+
+import numpy as np
+
+ROUNDINGS = ("double", "single", "fp32")
+INT_RANGES = {
+    np.dtype(np.int8): (-128, 127),
+    np.dtype(np.uint8): (0, 255),
+    np.dtype(np.int16): (-32768, 32767),
+    np.dtype(np.int32): (-(2**31), 2**31 - 1),
+}
+
+
+def dtype_arg(dtype, allowed, name):
+    """np.dtype of `dtype`, which must be one of `allowed` (numpy dtypes)."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    allowed = [np.dtype(a) for a in allowed]
+    if dt not in allowed:
+        raise TypeError(f"{name} must be one of {[a.name for a in allowed]}, got {dtype!r}")
+    return dt
+
+
+def int_array(x, allowed, name):
+    """x as an array whose dtype is one of `allowed`; no silent casts."""
+    a = np.asarray(x)
+    if a.dtype not in [np.dtype(t) for t in allowed]:
+        raise TypeError(f"{name} must have dtype in {[np.dtype(t).name for t in allowed]}, got {a.dtype}; "
+                        f"convert it explicitly (e.g. {name}.astype(np.{np.dtype(allowed[0]).name}))")
+    return a
+
+
+def rounding_arg(rounding, allowed=ROUNDINGS):
+    if rounding not in allowed:
+        raise ValueError(f"rounding must be one of {list(allowed)}, got {rounding!r}")
+    return rounding
+
+
+def axis_arg(axis, ndim, name="axis"):
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {axis!r}")
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"{name}={axis} is out of range for an array with {ndim} dimension(s)")
+    return int(axis) % ndim
+
+
+def split_shape(shape, axis):
+    """(rows, channels, inner) of `shape` around `axis` (None: per-tensor)."""
+    if axis is None:
+        return 1, 1, int(np.prod(shape, dtype=np.int64))
+    return (int(np.prod(shape[:axis], dtype=np.int64)), int(shape[axis]),
+            int(np.prod(shape[axis + 1:], dtype=np.int64)))
+
+
+def per_channel(value, channels, name, dtype):
+    """`value` (scalar or 1-D of length 1 or `channels`) as a contiguous array of length `channels`."""
+    a = np.asarray(value)
+    if a.ndim > 1 or (a.ndim == 1 and a.shape[0] not in (1, channels)):
+        raise ValueError(f"{name} must be a scalar or a 1-D array of length {channels}, got shape {a.shape}")
+    if a.dtype.kind not in "iuf" and a.dtype != np.bool_:
+        raise TypeError(f"{name} must be numeric, got dtype {a.dtype}")
+    out = np.broadcast_to(a.reshape(-1), (channels,))
+    if np.dtype(dtype).kind in "iu":
+        if a.dtype.kind == "f" and not (np.all(np.isfinite(out)) and np.all(out == np.round(out))):
+            raise TypeError(f"{name} must hold integers, got {value!r}")
+        lo, hi = INT_RANGES[np.dtype(dtype)]
+        if out.min() < lo or out.max() > hi:
+            raise ValueError(f"{name} must lie in [{lo}, {hi}], got {value!r}")
+    return np.ascontiguousarray(out, dtype=dtype)
+
+
+def channel_count(values, names):
+    """The common per-channel length of several scalar-or-1-D arguments (1 if all scalar)."""
+    n = 1
+    for v, name in zip(values, names):
+        if v is None:
+            continue
+        a = np.asarray(v)
+        if a.ndim == 1 and a.shape[0] != 1:
+            if n != 1 and a.shape[0] != n:
+                raise ValueError(f"{name} has length {a.shape[0]} but another per-channel argument has length {n}")
+            n = a.shape[0]
+        elif a.ndim > 1:
+            raise ValueError(f"{name} must be a scalar or 1-D, got shape {a.shape}")
+    return n
+
+
+def scale_arg(scale, channels, name="scale"):
+    s = per_channel(scale, channels, name, np.float64)
+    if not np.all(np.isfinite(s)) or not np.all(s > 0):
+        raise ValueError(f"{name} must be finite and > 0, got {scale!r}")
+    s32 = s.astype(np.float32)
+    if not np.all(np.isfinite(s32)) or not np.all(s32 > 0):
+        raise ValueError(f"{name} must be representable as a positive finite float32, got {scale!r}")
+    return s32
+
+
+def zero_point_arg(zero_point, channels, dtype, name="zero_point"):
+    """Per-channel int32 zero points, each inside the range of `dtype`."""
+    return per_channel(zero_point, channels, name, dtype).astype(np.int32)
+
+
+def clamp_args(qmin, qmax, dtype, names=("qmin", "qmax")):
+    lo, hi = INT_RANGES[np.dtype(dtype)]
+    qmin = lo if qmin is None else qmin
+    qmax = hi if qmax is None else qmax
+    for v, name in ((qmin, names[0]), (qmax, names[1])):
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+            raise TypeError(f"{name} must be an integer, got {v!r}")
+        if not lo <= v <= hi:
+            raise ValueError(f"{name}={v} is outside {np.dtype(dtype).name} range [{lo}, {hi}]")
+    if qmin > qmax:
+        raise ValueError(f"{names[0]}={qmin} must not exceed {names[1]}={qmax}")
+    return int(qmin), int(qmax)
+
+
+def out_arg(out, shape, dtype, name="out"):
+    """A new C-contiguous array, or `out` checked to be a writable C-contiguous array of shape/dtype."""
+    if out is None:
+        return np.empty(shape, dtype)
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array, got {type(out).__name__}")
+    if out.shape != tuple(shape) or out.dtype != np.dtype(dtype):
+        raise ValueError(f"{name} must have shape {tuple(shape)} and dtype {np.dtype(dtype).name}, "
+                         f"got shape {out.shape} and dtype {out.dtype}")
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError(f"{name} must be C-contiguous and writeable")
+    return out
+
+
+def as_bytes(a):
+    """Flat uint8 view of a C-contiguous array (for the Cython wrappers)."""
+    return a.reshape(-1).view(np.uint8)

@@ -1,0 +1,171 @@
+"""Fixed-point arithmetic: multipliers, requantization, quantize/dequantize.
+
+The integer semantics are those of the C core (docs/arithmetic.md); these
+functions normalise numpy arguments and call it.
+"""
+import numbers
+
+import numpy as np
+
+from . import _core
+from ._validate import (INT_RANGES, as_bytes, axis_arg, channel_count, clamp_args, dtype_arg, int_array,
+                        out_arg, per_channel, rounding_arg, scale_arg, split_shape, zero_point_arg)
+
+__all__ = ["quantize_multiplier", "multiply_by_quantized_multiplier", "requantize", "quantize", "dequantize"]
+
+
+def quantize_multiplier(real):
+    """TFLite QuantizeMultiplier: ``real ~= multiplier * 2**(shift - 31)``.
+
+    Returns ``(multiplier, shift)``: Python ints for a scalar, int32 arrays for
+    an array.  ``shift > 0`` is a left shift.  Multipliers below 2**-31 flush
+    to ``(0, 0)``.
+    """
+    scalar = np.ndim(real) == 0
+    r = np.asarray(real)
+    if r.dtype.kind not in "iuf":
+        raise TypeError(f"real must be a real number or array, got dtype {r.dtype}")
+    r = np.ascontiguousarray(r, dtype=np.float64).reshape(-1)
+    if not np.all(np.isfinite(r)) or np.any(r < 0):
+        raise ValueError(f"real multiplier must be finite and >= 0, got {real!r}")
+    m = np.empty(r.shape, np.int32)
+    s = np.empty(r.shape, np.int32)
+    _core.quantize_multiplier_array(r, m, s)
+    if scalar:
+        return int(m[0]), int(s[0])
+    shape = np.shape(real)
+    return m.reshape(shape), s.reshape(shape)
+
+
+def _multiplier_shift(multiplier, shift, channels):
+    m = per_channel(multiplier, channels, "multiplier", np.int32)
+    s = per_channel(shift, channels, "shift", np.int32)
+    if m.min() < 0:
+        raise ValueError(f"multiplier must be in [0, 2**31 - 1] (a Q31 value from quantize_multiplier), "
+                         f"got {multiplier!r}")
+    if s.min() < -31 or s.max() > 30:
+        raise ValueError(f"shift must be in [-31, 30], got {shift!r}")
+    return m, s
+
+
+def multiply_by_quantized_multiplier(x, multiplier, shift, rounding="double"):
+    """TFLite MultiplyByQuantizedMultiplier on int32 values, elementwise with
+    numpy broadcasting.  ``rounding="double"``: gemmlowp SRDHM then
+    RoundingDivideByPOT; ``"single"``: ``(x*M + 2**(30-shift)) >> (31-shift)``."""
+    rounding_arg(rounding, ("double", "single"))
+    xa = np.asarray(x)
+    if xa.dtype.kind not in "iu":
+        raise TypeError(f"x must be an integer array, got dtype {xa.dtype}")
+    if xa.size and (xa.min() < -(2**31) or xa.max() > 2**31 - 1):
+        raise ValueError("x must fit in int32")
+    ma, sa = np.asarray(multiplier), np.asarray(shift)
+    for v, name in ((ma, "multiplier"), (sa, "shift")):
+        if v.dtype.kind not in "iu":
+            raise TypeError(f"{name} must be an integer or integer array, got dtype {v.dtype}")
+    try:
+        xb, mb, sb = np.broadcast_arrays(xa, ma, sa)
+    except ValueError:
+        raise ValueError(f"x, multiplier and shift do not broadcast: shapes {xa.shape}, {ma.shape}, {sa.shape}") from None
+    n = xb.size
+    y = np.empty(xb.shape, np.int32)
+    if n == 0:
+        return y
+    m, s = _multiplier_shift(mb.reshape(-1), sb.reshape(-1), n)
+    xi = np.ascontiguousarray(xb, dtype=np.int32).reshape(-1)
+    _core.requantize_raw(xi, as_bytes(y), "int32", 1, n, 1, rounding, m, s, None, np.zeros(n, np.int32),
+                         -(2**31), 2**31 - 1)
+    return int(y) if y.ndim == 0 else y
+
+
+def requantize(acc, multiplier=None, shift=None, zero_point=0, *, scale=None, qmin=None, qmax=None,
+               dtype=np.int8, rounding="double", axis=-1, out=None):
+    """int32 accumulators to int8/uint8/int16 (or int32).
+
+    Fixed-point modes (``rounding="double"|"single"``) take ``multiplier`` and
+    ``shift`` (from :func:`quantize_multiplier`); ``rounding="fp32"`` takes a
+    float32 ``scale`` and rounds half to even.  Each parameter is a scalar
+    (per-tensor) or a 1-D array with one value per index of ``axis``
+    (per-channel).  Then the zero point is added and the result clamped to
+    ``[qmin, qmax]`` (default: the range of ``dtype``).
+    """
+    a = int_array(acc, (np.int32,), "acc")
+    dt = dtype_arg(dtype, (np.int8, np.uint8, np.int16, np.int32), "dtype")
+    rounding_arg(rounding)
+    if rounding == "fp32":
+        if scale is None or multiplier is not None or shift is not None:
+            raise ValueError('rounding="fp32" takes scale= (and not multiplier/shift)')
+        if dt == np.int32:
+            raise ValueError('rounding="fp32" outputs int8, uint8 or int16')
+        params = (scale, zero_point)
+        names = ("scale", "zero_point")
+    else:
+        if multiplier is None or shift is None or scale is not None:
+            raise ValueError(f'rounding="{rounding}" takes multiplier= and shift= (and not scale=); '
+                             'use rounding="fp32" for a float scale')
+        params = (multiplier, shift, zero_point)
+        names = ("multiplier", "shift", "zero_point")
+    if dt == np.int32 and np.any(np.asarray(zero_point) != 0):
+        raise ValueError("zero_point must be 0 for int32 output")
+    channels = channel_count(params, names)
+    if channels > 1:
+        if a.ndim == 0:
+            raise ValueError("per-channel parameters need an array with at least one dimension")
+        ax = axis_arg(axis, a.ndim)
+        if a.shape[ax] != channels:
+            raise ValueError(f"per-channel parameters have length {channels} but acc.shape[{axis}] is "
+                             f"{a.shape[ax]} (shape {a.shape})")
+        rows, channels, inner = split_shape(a.shape, ax)
+    else:
+        rows, channels, inner = split_shape(a.shape, None)
+    zp = zero_point_arg(zero_point, channels, dt)
+    lo, hi = clamp_args(qmin, qmax, dt)
+    y = out_arg(out, a.shape, dt)
+    if rounding == "fp32":
+        m = s = None
+        sc = scale_arg(scale, channels)
+    else:
+        m, s = _multiplier_shift(multiplier, shift, channels)
+        sc = None
+    x = np.ascontiguousarray(a).reshape(-1)
+    _core.requantize_raw(x, as_bytes(y), dt.name, rows, channels, inner, rounding, m, s, sc, zp, lo, hi)
+    return y
+
+
+def _params_along(x, scale, zero_point, axis, dtype):
+    if axis is None:
+        channels = channel_count((scale, zero_point), ("scale", "zero_point"))
+        if channels != 1:
+            raise ValueError("per-channel scale/zero_point need axis=")
+        rows, channels, inner = split_shape(x.shape, None)
+    else:
+        if x.ndim == 0:
+            raise ValueError("axis= needs an array with at least one dimension")
+        ax = axis_arg(axis, x.ndim)
+        rows, channels, inner = split_shape(x.shape, ax)
+    return rows, channels, inner, scale_arg(scale, channels), zero_point_arg(zero_point, channels, dtype)
+
+
+def quantize(x, scale, zero_point=0, dtype=np.int8, axis=None, *, qmin=None, qmax=None, out=None):
+    """Float to int8/uint8/int16: ``saturate(round_half_even(x / scale) + zero_point)``,
+    computed in float32 (ONNX QuantizeLinear).  Per-tensor, or per index of
+    ``axis``.  NaN is an error."""
+    xa = np.asarray(x)
+    if xa.dtype.kind != "f":
+        raise TypeError(f"x must be a float array, got dtype {xa.dtype}")
+    dt = dtype_arg(dtype, (np.int8, np.uint8, np.int16), "dtype")
+    rows, channels, inner, sc, zp = _params_along(xa, scale, zero_point, axis, dt)
+    lo, hi = clamp_args(qmin, qmax, dt)
+    y = out_arg(out, xa.shape, dt)
+    xf = np.ascontiguousarray(xa, dtype=np.float32).reshape(-1)
+    _core.quantize_raw(xf, as_bytes(y), dt.name, rows, channels, inner, sc, zp, lo, hi)
+    return y
+
+
+def dequantize(q, scale, zero_point=0, axis=None, *, out=None):
+    """Integer to float32: ``(q - zero_point) * scale`` (ONNX DequantizeLinear)."""
+    qa = int_array(q, (np.int8, np.uint8, np.int16, np.int32), "q")
+    rows, channels, inner, sc, zp = _params_along(qa, scale, zero_point, axis, qa.dtype)
+    y = out_arg(out, qa.shape, np.float32)
+    _core.dequantize_raw(as_bytes(np.ascontiguousarray(qa)), qa.dtype.name, y.reshape(-1), rows, channels,
+                         inner, sc, zp)
+    return y

@@ -1,0 +1,37 @@
+"""The ``fixq`` command line: quantize ``.npz`` weight archives and run int8 inference."""
+import sys
+
+import click
+
+from .. import __version__, cpu_info
+
+
+def _version_message():
+    info = cpu_info()
+    return (f"fixq {__version__}\n"
+            f"CPU paths compiled: {', '.join(info['compiled'])}; supported: {', '.join(info['supported'])}; "
+            f"selected: {info['selected']}")
+
+
+def _print_version(ctx, _param, value):
+    if value and not ctx.resilient_parsing:
+        click.echo(_version_message())
+        ctx.exit(0)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+              help="Show the version and the CPU paths, then exit.")
+def cli():
+    """fixq: exact, fast int8 inference."""
+
+
+from . import demo as _demo  # noqa: E402,F401  (registers its command)
+
+
+def main(args=None, prog_name="fixq"):
+    try:
+        cli.main(args=args, prog_name=prog_name, standalone_mode=True)
+    except KeyboardInterrupt:
+        click.echo("fixq: interrupted", err=True)
+        sys.exit(130)
