@@ -152,14 +152,14 @@ void fixq_dequantize__avx2(size_t rows, size_t channels, size_t inner, const voi
 #endif
 
 /* ---- GEMM micro-kernels (qgemm.c drives them) ------------------------------
- * A is packed FIXQ_GEMM_MR rows at a time (rows past the end are zero): for
- * each group of 4 k values q, FIXQ_GEMM_MR records of 8 bytes, record r at
- * dst + (q * FIXQ_GEMM_MR + r) * 8.  A record holds a' = a (int8) or a ^ 0x80
- * (uint8, = a - 128) for k = 4q..4q+3 as
+ * A is packed `rows` <= FIXQ_GEMM_MR rows at a time (the kernel gets mr ==
+ * rows): for each group of 4 k values q (k padded with zeros to a multiple of
+ * 4), `rows` records of 8 bytes, record r at dst + (q * rows + r) * 8.  A
+ * record holds a' = a (int8) or a ^ 0x80 (uint8, = a - 128) for k = 4q..4q+3 as
  *   FIXQ_GEMM_S8:  uint8 s[4] = (a' < 0 ? 0xFF : 0), then uint8 |a'|[4]
  *   FIXQ_GEMM_S16: int16 a'[4]
- * and, per row r < rows, row_sum[r] = sum_k a' (mod 2^32; only when row_sum is
- * not NULL) and row_neg[r] = sum_k max(-a', 0).
+ * and row_sum[r] = sum_k a' (mod 2^32; only when row_sum is not NULL) and
+ * row_neg[r] = sum_k max(-a', 0).
  * The S8 kernels multiply |a'| by b' ^ s: for a' < 0 that is
  * |a'| * (-b' - 1) = a' b' - |a'|, so sum_k |a'| (b' ^ s) + row_neg = sum_k a' b'.
  * With b' in [-127, 127] each product lies in [-128 * 128, 128 * 127], so a

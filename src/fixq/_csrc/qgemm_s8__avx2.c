@@ -57,7 +57,7 @@ ALWAYS_INLINE void s8_tile(const size_t rows, size_t kq, const uint8_t *a, const
                            const int32_t *col_term) {
   const __m256i ones = _mm256_set1_epi16(1);
   __m256i l0 = _mm256_setzero_si256(), h0 = l0, l1 = l0, h1 = l0, l2 = l0, h2 = l0;
-  for (size_t q = 0; q < kq; q++, a += MR * 8, b += NR * 4) {
+  for (size_t q = 0; q < kq; q++, a += rows * 8, b += NR * 4) {
     const __m256i b0 = _mm256_loadu_si256((const __m256i *)b);
     const __m256i b1 = _mm256_loadu_si256((const __m256i *)(b + 32));
     S8_ROW(0, l0, h0);
@@ -146,13 +146,13 @@ void fixq_qgemm_s8__avx2(size_t mr, size_t kq, const uint8_t *a, const int8_t *b
  * Two rows at a time: 4 accumulators a row, each int32 lane holding the sum
  * over k pairs (0,1) or (2,3) of one column; hadd + permute put them back in
  * column order. */
-ALWAYS_INLINE void s16_rows(const size_t rows, size_t r0, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c,
-                            const int32_t *row_sum, const int32_t *b_zp, const int32_t *col_term) {
+ALWAYS_INLINE void s16_rows(const size_t rows, size_t r0, size_t mr, size_t kq, const uint8_t *a, const int8_t *b,
+                            int32_t *c, const int32_t *row_sum, const int32_t *b_zp, const int32_t *col_term) {
   __m256i acc[2][4];
   for (size_t r = 0; r < rows; r++)
     for (size_t i = 0; i < 4; i++) acc[r][i] = _mm256_setzero_si256();
   a += r0 * 8;
-  for (size_t q = 0; q < kq; q++, a += MR * 8, b += NR * 4) {
+  for (size_t q = 0; q < kq; q++, a += mr * 8, b += NR * 4) {
     const __m128i *bq = (const __m128i *)b;
     __m256i w[4];
     for (size_t i = 0; i < 4; i++) w[i] = _mm256_cvtepi8_epi16(_mm_loadu_si128(bq + i)); /* columns 4i..4i+3 */
@@ -174,38 +174,52 @@ void fixq_qgemm_s16__avx2(size_t mr, size_t kq, const uint8_t *a, const int8_t *
   (void)row_neg; /* S16 multiplies a' itself */
   for (size_t r0 = 0; r0 < mr; r0 += 2) {
     if (mr - r0 >= 2)
-      s16_rows(2, r0, kq, a, b, c, row_sum, b_zp, col_term);
+      s16_rows(2, r0, mr, kq, a, b, c, row_sum, b_zp, col_term);
     else
-      s16_rows(1, r0, kq, a, b, c, row_sum, b_zp, col_term);
+      s16_rows(1, r0, mr, kq, a, b, c, row_sum, b_zp, col_term);
   }
 }
 
 /* ---- packing A (S8 records; S16 records come from the scalar packer) ------- */
 
-/* Records of 4 rows x 8 quads (32 k values of each row, already a'). */
-ALWAYS_INLINE void pack_s8_chunk(const __m256i x[MR], uint8_t *dst, __m256i *sum, __m256i *neg) {
+/* Records of `rows` rows x 8 quads (32 k values of each row, already a'),
+ * and the rows' sums of a' + 128 and of max(-a', 0). */
+ALWAYS_INLINE void pack_s8_chunk(size_t rows, const __m256i x[MR], uint8_t *dst, __m256i *sum, __m256i *neg) {
   const __m256i zero = _mm256_setzero_si256(), bias = _mm256_set1_epi8((char)0x80);
   __m256i lo[MR], hi[MR];
   for (size_t r = 0; r < MR; r++) {
     const __m256i s = _mm256_cmpgt_epi8(zero, x[r]), m = _mm256_abs_epi8(x[r]);
-    sum[r] = _mm256_add_epi64(sum[r], _mm256_sad_epu8(_mm256_xor_si256(x[r], bias), zero)); /* a' + 128 */
-    neg[r] = _mm256_add_epi64(neg[r], _mm256_sad_epu8(_mm256_and_si256(m, s), zero));
+    if (r < rows) {
+      sum[r] = _mm256_add_epi64(sum[r], _mm256_sad_epu8(_mm256_xor_si256(x[r], bias), zero));
+      neg[r] = _mm256_add_epi64(neg[r], _mm256_sad_epu8(_mm256_and_si256(m, s), zero));
+    }
     lo[r] = _mm256_unpacklo_epi32(s, m); /* records of quads 0, 1 | 4, 5 */
     hi[r] = _mm256_unpackhi_epi32(s, m); /* quads 2, 3 | 6, 7 */
+  }
+  __m256i *d = (__m256i *)dst;
+  if (rows == 1) {
+    _mm256_storeu_si256(d + 0, _mm256_permute2x128_si256(lo[0], hi[0], 0x20));
+    _mm256_storeu_si256(d + 1, _mm256_permute2x128_si256(lo[0], hi[0], 0x31));
+    return;
   }
   const __m256i q04a = _mm256_unpacklo_epi64(lo[0], lo[1]), q04b = _mm256_unpacklo_epi64(lo[2], lo[3]);
   const __m256i q15a = _mm256_unpackhi_epi64(lo[0], lo[1]), q15b = _mm256_unpackhi_epi64(lo[2], lo[3]);
   const __m256i q26a = _mm256_unpacklo_epi64(hi[0], hi[1]), q26b = _mm256_unpacklo_epi64(hi[2], hi[3]);
   const __m256i q37a = _mm256_unpackhi_epi64(hi[0], hi[1]), q37b = _mm256_unpackhi_epi64(hi[2], hi[3]);
-  __m256i *d = (__m256i *)dst;
-  _mm256_storeu_si256(d + 0, _mm256_permute2x128_si256(q04a, q04b, 0x20));
-  _mm256_storeu_si256(d + 1, _mm256_permute2x128_si256(q15a, q15b, 0x20));
-  _mm256_storeu_si256(d + 2, _mm256_permute2x128_si256(q26a, q26b, 0x20));
-  _mm256_storeu_si256(d + 3, _mm256_permute2x128_si256(q37a, q37b, 0x20));
-  _mm256_storeu_si256(d + 4, _mm256_permute2x128_si256(q04a, q04b, 0x31));
-  _mm256_storeu_si256(d + 5, _mm256_permute2x128_si256(q15a, q15b, 0x31));
-  _mm256_storeu_si256(d + 6, _mm256_permute2x128_si256(q26a, q26b, 0x31));
-  _mm256_storeu_si256(d + 7, _mm256_permute2x128_si256(q37a, q37b, 0x31));
+  __m256i quad[8];
+  quad[0] = _mm256_permute2x128_si256(q04a, q04b, 0x20);
+  quad[1] = _mm256_permute2x128_si256(q15a, q15b, 0x20);
+  quad[2] = _mm256_permute2x128_si256(q26a, q26b, 0x20);
+  quad[3] = _mm256_permute2x128_si256(q37a, q37b, 0x20);
+  quad[4] = _mm256_permute2x128_si256(q04a, q04b, 0x31);
+  quad[5] = _mm256_permute2x128_si256(q15a, q15b, 0x31);
+  quad[6] = _mm256_permute2x128_si256(q26a, q26b, 0x31);
+  quad[7] = _mm256_permute2x128_si256(q37a, q37b, 0x31);
+  if (rows == MR) {
+    for (size_t q = 0; q < 8; q++) _mm256_storeu_si256(d + q, quad[q]);
+  } else {
+    for (size_t q = 0; q < 8; q++) memcpy(dst + q * rows * 8, &quad[q], rows * 8);
+  }
 }
 
 ALWAYS_INLINE int64_t hsum64(__m256i v) {
@@ -220,42 +234,31 @@ void fixq_qgemm_pack_a__avx2(size_t rows, size_t k, const void *a, size_t lda, f
     return;
   }
   const __m256i flip = _mm256_set1_epi8(a_dtype == FIXQ_UINT8 ? (char)0x80 : 0);
-  const size_t k_padded = (k + 3) / 4 * 4;
+  const size_t k_padded = (k + 3) / 4 * 4, chunk_bytes = 8 * rows * 8;
   __m256i sum[MR], neg[MR], x[MR];
-  for (size_t r = 0; r < MR; r++) sum[r] = neg[r] = _mm256_setzero_si256();
+  for (size_t r = 0; r < MR; r++) sum[r] = neg[r] = x[r] = _mm256_setzero_si256();
   size_t k0 = 0;
-  if (rows == MR)
-    for (; k0 + 32 <= k; k0 += 32, dst += 8 * MR * 8) {
-      for (size_t r = 0; r < MR; r++)
-        x[r] = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)((const uint8_t *)a + r * lda + k0)), flip);
-      pack_s8_chunk(x, dst, sum, neg);
-    }
-  /* the rest through a zero-padded copy of a' (a' = 0 adds nothing) */
-  for (; k0 < k_padded; k0 += 32, dst += 8 * MR * 8) {
-    int8_t tmp[MR][32] __attribute__((aligned(32)));
+  for (; k0 + 32 <= k; k0 += 32, dst += chunk_bytes) {
+    for (size_t r = 0; r < rows; r++)
+      x[r] = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)((const uint8_t *)a + r * lda + k0)), flip);
+    pack_s8_chunk(rows, x, dst, sum, neg);
+  }
+  if (k0 < k_padded) { /* the rest through a zero-padded copy of a' (a' = 0 adds nothing) */
+    uint8_t tmp[MR][32] __attribute__((aligned(32)));
+    uint8_t out[8 * MR * 8] __attribute__((aligned(32)));
     memset(tmp, 0, sizeof tmp);
-    const size_t len = k - k0 < 32 ? k - k0 : 32;
-    for (size_t r = 0; r < rows; r++) memcpy(tmp[r], (const uint8_t *)a + r * lda + k0, len);
     for (size_t r = 0; r < rows; r++) {
-      const __m256i ones_len = _mm256_cmpgt_epi8(_mm256_set1_epi8((char)len),
-                                                 _mm256_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
-                                                                  16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28,
-                                                                  29, 30, 31));
-      x[r] = _mm256_and_si256(_mm256_xor_si256(_mm256_load_si256((const __m256i *)tmp[r]), flip), ones_len);
+      memcpy(tmp[r], (const uint8_t *)a + r * lda + k0, k - k0);
+      for (size_t i = 0; i < k - k0; i++) tmp[r][i] ^= a_dtype == FIXQ_UINT8 ? 0x80 : 0;
+      x[r] = _mm256_load_si256((const __m256i *)tmp[r]);
     }
-    for (size_t r = rows; r < MR; r++) x[r] = _mm256_setzero_si256();
-    if (k_padded - k0 >= 32) {
-      pack_s8_chunk(x, dst, sum, neg);
-    } else {
-      uint8_t out[8 * MR * 8] __attribute__((aligned(32)));
-      pack_s8_chunk(x, out, sum, neg);
-      memcpy(dst, out, (k_padded - k0) / 4 * MR * 8);
-    }
+    pack_s8_chunk(rows, x, out, sum, neg);
+    memcpy(dst, out, (k_padded - k0) / 4 * rows * 8);
+    k0 += 32;
   }
   /* each chunk added 128 per k value, padding included */
-  const int64_t chunks = (int64_t)((k_padded + 31) / 32) * 32;
   for (size_t r = 0; r < rows; r++) {
-    if (row_sum != NULL) row_sum[r] = (int32_t)(uint32_t)(uint64_t)(hsum64(sum[r]) - 128 * chunks);
+    if (row_sum != NULL) row_sum[r] = (int32_t)(uint32_t)(uint64_t)(hsum64(sum[r]) - 128 * (int64_t)k0);
     row_neg[r] = (int32_t)(uint32_t)(uint64_t)hsum64(neg[r]);
   }
 }

@@ -16,13 +16,13 @@ static inline int32_t load_a(const void *a, fixq_dtype dt, size_t i) {
 void fixq_qgemm_pack_a__scalar(size_t rows, size_t k, const void *a, size_t lda, fixq_dtype a_dtype,
                                fixq_gemm_kernel kernel, uint8_t *dst, int32_t *row_sum, int32_t *row_neg) {
   const size_t kq = (k + 3) / 4;
-  for (size_t r = 0; r < MR; r++) {
+  for (size_t r = 0; r < rows; r++) {
     uint32_t sum = 0, neg = 0;
     for (size_t q = 0; q < kq; q++) {
-      uint8_t *rec = dst + (q * MR + r) * 8;
+      uint8_t *rec = dst + (q * rows + r) * 8;
       for (size_t t = 0; t < 4; t++) {
         const size_t kk = 4 * q + t;
-        const int32_t v = r < rows && kk < k ? load_a(a, a_dtype, r * lda + kk) : 0;
+        const int32_t v = kk < k ? load_a(a, a_dtype, r * lda + kk) : 0;
         sum += (uint32_t)v;
         neg += (uint32_t)(v < 0 ? -v : 0);
         if (kernel == FIXQ_GEMM_S8) {
@@ -34,10 +34,8 @@ void fixq_qgemm_pack_a__scalar(size_t rows, size_t k, const void *a, size_t lda,
         }
       }
     }
-    if (r < rows) {
-      if (row_sum != NULL) row_sum[r] = (int32_t)sum;
-      row_neg[r] = (int32_t)neg;
-    }
+    if (row_sum != NULL) row_sum[r] = (int32_t)sum;
+    row_neg[r] = (int32_t)neg;
   }
 }
 
@@ -55,7 +53,7 @@ void fixq_qgemm_s8__scalar(size_t mr, size_t kq, const uint8_t *a, const int8_t 
                            const int32_t *row_sum, const int32_t *row_neg, const int32_t *b_zp,
                            const int32_t *col_term) {
   uint32_t acc[MR][NR] = {{0}};
-  for (size_t q = 0; q < kq; q++, a += MR * 8, b += NR * 4)
+  for (size_t q = 0; q < kq; q++, a += mr * 8, b += NR * 4)
     for (size_t r = 0; r < mr; r++)
       for (size_t j = 0; j < NR; j++)
         for (size_t t = 0; t < 4; t++)
@@ -68,7 +66,7 @@ void fixq_qgemm_s16__scalar(size_t mr, size_t kq, const uint8_t *a, const int8_t
                             const int32_t *row_sum, const int32_t *row_neg, const int32_t *b_zp,
                            const int32_t *col_term) {
   uint32_t acc[MR][NR] = {{0}};
-  for (size_t q = 0; q < kq; q++, a += MR * 8, b += NR * 4)
+  for (size_t q = 0; q < kq; q++, a += mr * 8, b += NR * 4)
     for (size_t r = 0; r < mr; r++)
       for (size_t t = 0; t < 4; t++) {
         int16_t v;
