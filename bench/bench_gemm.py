@@ -253,7 +253,7 @@ def main():
         cells = [f"{gops[name][key]:.1f} ({gops[name][key] / gops[numpy_name][key]:.2f}x)" for key in keys]
         label = name + (" [AVX-512 VNNI]" if vnni and name.startswith("ORT") else "")
         print(f"| {label} | " + " | ".join(cells) + " |")
-    for title, group in (("best AVX2 peer", avx2_peers), ("best peer, any ISA", peers if vnni else [])):
+    for title, group in (("best AVX2 peer", avx2_peers), ("best peer, any ISA", peers if peers != avx2_peers else [])):
         if group:
             best = {key: max(gops[p][key] for p in group) for key in keys}
             print(f"| **fixq / {title}** | "
