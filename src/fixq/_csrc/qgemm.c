@@ -153,7 +153,8 @@ static void store_block(const qgemm_job *job, const int32_t *tile, size_t m0, si
 static void run_part(qgemm_part *part) {
   const qgemm_job *job = part->job;
   const fixq_packed_b *b = job->b;
-  const size_t kq = b->k_padded / 4, mc_max = rows_per_block(b->k_padded);
+  const size_t kq = b->k_padded / 4, rows = (part->m1 - part->m0 + MR - 1) / MR * MR;
+  const size_t mc_max = rows < rows_per_block(b->k_padded) ? rows : rows_per_block(b->k_padded);
   const fixq_qgemm_ukernel ukernel = job->kern->ukernel[b->kernel];
   const int need_row_sum = b->zero_point_nonzero;
   /* packed A block, its row sums and row_neg, the int32 tile: one allocation */
