@@ -99,7 +99,10 @@ def pack(const unsigned char[:, ::1] w, str dtype, const int32_t[::1] zero_point
     fixq_packed_b_init(&self.pb, k, n)
     self.layout = layout
     self.dtype = _np.dtype(dtype)
-    self._panels = _np.empty(self.pb.n_padded * self.pb.k_padded, _np.int8)
+    size = self.pb.n_padded * self.pb.k_padded
+    buf = _np.empty(size + 64, _np.int8)  # panels start on a cache line: a 64-byte group of B is one line
+    start = -buf.ctypes.data % 64
+    self._panels = buf[start:start + size]
     self._zero_point = _np.empty(self.pb.n_padded, _np.int32)
     self._col_sum = _np.empty(self.pb.n_padded, _np.int32)
     self._col_abs = _np.empty(self.pb.n_padded, _np.int64)

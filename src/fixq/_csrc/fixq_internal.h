@@ -168,29 +168,29 @@ void fixq_dequantize__avx2(size_t rows, size_t channels, size_t inner, const voi
 typedef void (*fixq_qgemm_pack_a_fn)(size_t rows, size_t k, const void *a, size_t lda, fixq_dtype a_dtype,
                                      fixq_gemm_kernel kernel, uint8_t *dst, int32_t *row_sum, int32_t *row_neg);
 /* One tile of mr <= FIXQ_GEMM_MR rows by FIXQ_GEMM_NR columns over kq groups
- * of 4 k values (b: the panel, fixq.h): c[r * FIXQ_GEMM_NR + j] =
+ * of 4 k values (b: the panel, fixq.h): c[r * ldc + j] =
  * sum_k a'[r][k] b'[k][j] - b_zp[j] * row_sum[r] + col_term[j], mod 2^32
  * (the row_sum term skipped when row_sum is NULL). */
 typedef void (*fixq_qgemm_ukernel)(size_t mr, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c,
-                                   const int32_t *row_sum, const int32_t *row_neg, const int32_t *b_zp,
-                                   const int32_t *col_term);
+                                   size_t ldc, const int32_t *row_sum, const int32_t *row_neg,
+                                   const int32_t *b_zp, const int32_t *col_term);
 
 void fixq_qgemm_pack_a__scalar(size_t rows, size_t k, const void *a, size_t lda, fixq_dtype a_dtype,
                                fixq_gemm_kernel kernel, uint8_t *dst, int32_t *row_sum, int32_t *row_neg);
 void fixq_qgemm_s8__scalar(size_t mr, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c,
-                           const int32_t *row_sum, const int32_t *row_neg, const int32_t *b_zp,
+                           size_t ldc, const int32_t *row_sum, const int32_t *row_neg, const int32_t *b_zp,
                            const int32_t *col_term);
 void fixq_qgemm_s16__scalar(size_t mr, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c,
-                            const int32_t *row_sum, const int32_t *row_neg, const int32_t *b_zp,
+                            size_t ldc, const int32_t *row_sum, const int32_t *row_neg, const int32_t *b_zp,
                             const int32_t *col_term);
 #ifdef FIXQ_COMPILED_AVX2
 void fixq_qgemm_pack_a__avx2(size_t rows, size_t k, const void *a, size_t lda, fixq_dtype a_dtype,
                              fixq_gemm_kernel kernel, uint8_t *dst, int32_t *row_sum, int32_t *row_neg);
 void fixq_qgemm_s8__avx2(size_t mr, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c,
-                         const int32_t *row_sum, const int32_t *row_neg, const int32_t *b_zp,
+                         size_t ldc, const int32_t *row_sum, const int32_t *row_neg, const int32_t *b_zp,
                          const int32_t *col_term);
 void fixq_qgemm_s16__avx2(size_t mr, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c,
-                          const int32_t *row_sum, const int32_t *row_neg, const int32_t *b_zp,
+                          size_t ldc, const int32_t *row_sum, const int32_t *row_neg, const int32_t *b_zp,
                           const int32_t *col_term);
 #endif
 

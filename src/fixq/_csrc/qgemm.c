@@ -15,7 +15,8 @@
 
 #define MR FIXQ_GEMM_MR
 #define NR FIXQ_GEMM_NR
-#define MC_MAX 128                /* rows per block: the int32 tile is MC_MAX * NR * 4 = 8 KiB */
+#define MC_MAX 128                /* rows per block */
+#define TILE_BYTES (8 * 1024)     /* int32 accumulators waiting for the output stage: stay in L1 */
 #define A_BLOCK_BYTES (96 * 1024) /* packed A block (8 bytes per row per 4 k): stays in L2 */
 #define MACS_PER_THREAD (1 << 21) /* less work than this per thread does not pay for pthread_create */
 
@@ -132,34 +133,41 @@ static size_t rows_per_block(size_t k_padded) {
   return mc < MR ? MR : mc > MC_MAX ? MC_MAX : mc;
 }
 
-/* The output stage on rows [m0, m0 + mc) x columns [n0, n0 + nr) of y. */
-static void store_block(const qgemm_job *job, const int32_t *tile, size_t m0, size_t mc, size_t n0, size_t nr) {
+/* The output stage on rows [m0, m0 + mc) x columns [n0, n0 + nc) of y; the
+ * accumulators are tile[r * ldt + j]. */
+static void store_block(const qgemm_job *job, const int32_t *tile, size_t ldt, size_t m0, size_t mc, size_t n0,
+                        size_t nc) {
   const size_t esize = fixq__dtype_size(job->y_dtype);
   char *y = job->y + (m0 * job->ldy + n0) * esize;
   if (job->p == NULL) {
-    for (size_t r = 0; r < mc; r++) memcpy(y + r * job->ldy * esize, tile + r * NR, nr * sizeof(int32_t));
+    for (size_t r = 0; r < mc; r++) memcpy(y + r * job->ldy * esize, tile + r * ldt, nc * sizeof(int32_t));
   } else if (job->per_column) {
     fixq_requant pc = *job->p;
     if (pc.multiplier != NULL) pc.multiplier += n0;
     if (pc.shift != NULL) pc.shift += n0;
     if (pc.scale != NULL) pc.scale += n0;
     pc.zero_point += n0;
-    job->requant(mc, nr, 1, tile, NR, y, job->ldy, job->y_dtype, &pc);
+    job->requant(mc, nc, 1, tile, ldt, y, job->ldy, job->y_dtype, &pc);
   } else {
-    job->requant(mc, 1, nr, tile, NR, y, job->ldy, job->y_dtype, job->p);
+    job->requant(mc, 1, nc, tile, ldt, y, job->ldy, job->y_dtype, job->p);
   }
 }
 
+/* Rows [m0, m1) x panels [p0, p1): blocks of mc_max rows of A packed once,
+ * groups of panels whose int32 accumulators (mc_max x group * NR) fit in
+ * TILE_BYTES go through the output stage together. */
 static void run_part(qgemm_part *part) {
   const qgemm_job *job = part->job;
   const fixq_packed_b *b = job->b;
   const size_t kq = b->k_padded / 4, rows = (part->m1 - part->m0 + MR - 1) / MR * MR;
   const size_t mc_max = rows < rows_per_block(b->k_padded) ? rows : rows_per_block(b->k_padded);
+  const size_t group = mc_max * NR * 4 >= TILE_BYTES ? 1 : TILE_BYTES / (mc_max * NR * 4);
+  const size_t ldt = group * NR, ncols = (part->p1 - part->p0) * NR;
   const fixq_qgemm_ukernel ukernel = job->kern->ukernel[b->kernel];
   const int need_row_sum = b->zero_point_nonzero;
-  /* packed A block, its row sums and row_neg, the int32 tile: one allocation */
+  /* packed A block, its row sums and row_neg, the int32 tile, col_term: one allocation */
   const size_t a_bytes = mc_max * kq * 8;
-  char *mem = malloc(a_bytes + mc_max * sizeof(int32_t) * (2 + NR) + 64);
+  char *mem = malloc(a_bytes + sizeof(int32_t) * (mc_max * (2 + ldt) + ncols) + 64);
   if (mem == NULL) {
     part->status = FIXQ_ERR_OUT_OF_MEMORY;
     return;
@@ -168,24 +176,29 @@ static void run_part(qgemm_part *part) {
   int32_t *row_sum = (int32_t *)(apack + a_bytes);
   int32_t *row_neg = row_sum + mc_max;
   int32_t *tile = row_neg + mc_max;
-  int32_t col_term[NR];
+  int32_t *col_term = tile + mc_max * ldt; /* bias - a_zp' * col_sum, for the part's columns */
+  for (size_t j = 0; j < ncols; j++) {
+    const size_t n = part->p0 * NR + j;
+    const uint32_t bias = job->bias != NULL && n < b->n ? (uint32_t)job->bias[n] : 0;
+    col_term[j] = (int32_t)(bias - (uint32_t)job->a_zp * (uint32_t)b->col_sum[n]);
+  }
   for (size_t m0 = part->m0; m0 < part->m1; m0 += mc_max) {
     const size_t mc = part->m1 - m0 < mc_max ? part->m1 - m0 : mc_max;
     for (size_t i = 0; i < mc; i += MR)
-      job->kern->pack_a(mc - i < MR ? mc - i : MR, b->k, (const char *)job->a + (m0 + i) * job->lda,
-                        job->lda, job->a_dtype, b->kernel, apack + i * kq * 8,
-                        need_row_sum ? row_sum + i : NULL, row_neg + i);
-    for (size_t pn = part->p0; pn < part->p1; pn++) {
-      const size_t n0 = pn * NR, nr = b->n - n0 < NR ? b->n - n0 : NR;
-      for (size_t j = 0; j < NR; j++) {
-        const uint32_t bias = job->bias != NULL && j < nr ? (uint32_t)job->bias[n0 + j] : 0;
-        col_term[j] = (int32_t)(bias - (uint32_t)job->a_zp * (uint32_t)b->col_sum[n0 + j]);
+      job->kern->pack_a(mc - i < MR ? mc - i : MR, b->k, (const char *)job->a + (m0 + i) * job->lda, job->lda,
+                        job->a_dtype, b->kernel, apack + i * kq * 8, need_row_sum ? row_sum + i : NULL,
+                        row_neg + i);
+    for (size_t g0 = part->p0; g0 < part->p1; g0 += group) {
+      const size_t g1 = part->p1 - g0 < group ? part->p1 : g0 + group;
+      for (size_t pn = g0; pn < g1; pn++) {
+        const int8_t *panel = b->panels + pn * kq * 4 * NR;
+        const size_t j0 = (pn - part->p0) * NR;
+        for (size_t i = 0; i < mc; i += MR)
+          ukernel(mc - i < MR ? mc - i : MR, kq, apack + i * kq * 8, panel, tile + i * ldt + (pn - g0) * NR, ldt,
+                  need_row_sum ? row_sum + i : NULL, row_neg + i, b->zero_point + pn * NR, col_term + j0);
       }
-      const int8_t *panel = b->panels + pn * kq * 4 * NR;
-      for (size_t i = 0; i < mc; i += MR)
-        ukernel(mc - i < MR ? mc - i : MR, kq, apack + i * kq * 8, panel, tile + i * NR,
-                need_row_sum ? row_sum + i : NULL, row_neg + i, b->zero_point + n0, col_term);
-      store_block(job, tile, m0, mc, n0, nr);
+      const size_t n0 = g0 * NR, n1 = g1 * NR < b->n ? g1 * NR : b->n;
+      store_block(job, tile, ldt, m0, mc, n0, n1 - n0);
     }
   }
   free(mem);

@@ -30,7 +30,7 @@ ALWAYS_INLINE __m256i bcast64(const uint8_t *p) {
 
 /* c row r = acc (columns 0-7, 8-15) + fix + col_term - b_zp * row_sum[r] */
 ALWAYS_INLINE void finish_row(__m256i lo, __m256i hi, int32_t fix, int32_t *c, size_t r, const int32_t *row_sum,
-                              const int32_t *b_zp, const int32_t *col_term) {
+                              const int32_t *b_zp, const int32_t *col_term) { /* c: row r's start */
   const __m256i f = _mm256_set1_epi32(fix);
   lo = _mm256_add_epi32(lo, _mm256_add_epi32(f, _mm256_loadu_si256((const __m256i *)col_term)));
   hi = _mm256_add_epi32(hi, _mm256_add_epi32(f, _mm256_loadu_si256((const __m256i *)(col_term + 8))));
@@ -39,8 +39,8 @@ ALWAYS_INLINE void finish_row(__m256i lo, __m256i hi, int32_t fix, int32_t *c, s
     lo = _mm256_sub_epi32(lo, _mm256_mullo_epi32(_mm256_loadu_si256((const __m256i *)b_zp), rs));
     hi = _mm256_sub_epi32(hi, _mm256_mullo_epi32(_mm256_loadu_si256((const __m256i *)(b_zp + 8)), rs));
   }
-  _mm256_storeu_si256((__m256i *)(c + r * NR), lo);
-  _mm256_storeu_si256((__m256i *)(c + r * NR + 8), hi);
+  _mm256_storeu_si256((__m256i *)c, lo);
+  _mm256_storeu_si256((__m256i *)(c + 8), hi);
 }
 
 /* ---- S8, 1 to 3 rows (GEMV and edges) ----------------------------------- */
@@ -52,7 +52,7 @@ ALWAYS_INLINE void finish_row(__m256i lo, __m256i hi, int32_t fix, int32_t *c, s
     hi = _mm256_add_epi32(hi, _mm256_madd_epi16(_mm256_maddubs_epi16(mag, _mm256_xor_si256(b1, s)), ones)); \
   } while (0)
 
-ALWAYS_INLINE void s8_tile(const size_t rows, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c,
+ALWAYS_INLINE void s8_tile(const size_t rows, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c, size_t ldc,
                            const int32_t *row_sum, const int32_t *row_neg, const int32_t *b_zp,
                            const int32_t *col_term) {
   const __m256i ones = _mm256_set1_epi16(1);
@@ -65,8 +65,8 @@ ALWAYS_INLINE void s8_tile(const size_t rows, size_t kq, const uint8_t *a, const
     if (rows > 2) S8_ROW(2, l2, h2);
   }
   finish_row(l0, h0, row_neg[0], c, 0, row_sum, b_zp, col_term);
-  if (rows > 1) finish_row(l1, h1, row_neg[1], c, 1, row_sum, b_zp, col_term);
-  if (rows > 2) finish_row(l2, h2, row_neg[2], c, 2, row_sum, b_zp, col_term);
+  if (rows > 1) finish_row(l1, h1, row_neg[1], c + ldc, 1, row_sum, b_zp, col_term);
+  if (rows > 2) finish_row(l2, h2, row_neg[2], c + 2 * ldc, 2, row_sum, b_zp, col_term);
 }
 
 /* ---- S8, the full 4 x 16 tile ----------------------------------------------
@@ -85,7 +85,7 @@ ALWAYS_INLINE void s8_tile(const size_t rows, size_t kq, const uint8_t *a, const
   "vpaddd %%ymm13, %%ymm" #lo ", %%ymm" #lo "\n\t" \
   "vpaddd %%ymm14, %%ymm" #hi ", %%ymm" #hi "\n\t"
 
-static void s8_tile4(size_t kq, const uint8_t *a, const int8_t *b, int32_t *c, const int32_t *row_sum,
+static void s8_tile4(size_t kq, const uint8_t *a, const int8_t *b, int32_t *c, size_t ldc, const int32_t *row_sum,
                      const int32_t *row_neg, const int32_t *b_zp, const int32_t *col_term) {
   int32_t acc[MR * NR] __attribute__((aligned(32)));
   __asm__ volatile(
@@ -128,17 +128,18 @@ static void s8_tile4(size_t kq, const uint8_t *a, const int8_t *b, int32_t *c, c
         "xmm10", "xmm11", "xmm12", "xmm13", "xmm14");
   for (size_t r = 0; r < MR; r++)
     finish_row(_mm256_load_si256((const __m256i *)(acc + NR * r)),
-               _mm256_load_si256((const __m256i *)(acc + NR * r + 8)), row_neg[r], c, r, row_sum, b_zp, col_term);
+               _mm256_load_si256((const __m256i *)(acc + NR * r + 8)), row_neg[r], c + r * ldc, r, row_sum, b_zp,
+               col_term);
 }
 
-void fixq_qgemm_s8__avx2(size_t mr, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c,
+void fixq_qgemm_s8__avx2(size_t mr, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c, size_t ldc,
                          const int32_t *row_sum, const int32_t *row_neg, const int32_t *b_zp,
                          const int32_t *col_term) {
   switch (mr) {
-    case 1: s8_tile(1, kq, a, b, c, row_sum, row_neg, b_zp, col_term); break;
-    case 2: s8_tile(2, kq, a, b, c, row_sum, row_neg, b_zp, col_term); break;
-    case 3: s8_tile(3, kq, a, b, c, row_sum, row_neg, b_zp, col_term); break;
-    default: s8_tile4(kq, a, b, c, row_sum, row_neg, b_zp, col_term); break;
+    case 1: s8_tile(1, kq, a, b, c, ldc, row_sum, row_neg, b_zp, col_term); break;
+    case 2: s8_tile(2, kq, a, b, c, ldc, row_sum, row_neg, b_zp, col_term); break;
+    case 3: s8_tile(3, kq, a, b, c, ldc, row_sum, row_neg, b_zp, col_term); break;
+    default: s8_tile4(kq, a, b, c, ldc, row_sum, row_neg, b_zp, col_term); break;
   }
 }
 
@@ -147,7 +148,8 @@ void fixq_qgemm_s8__avx2(size_t mr, size_t kq, const uint8_t *a, const int8_t *b
  * over k pairs (0,1) or (2,3) of one column; hadd + permute put them back in
  * column order. */
 ALWAYS_INLINE void s16_rows(const size_t rows, size_t r0, size_t mr, size_t kq, const uint8_t *a, const int8_t *b,
-                            int32_t *c, const int32_t *row_sum, const int32_t *b_zp, const int32_t *col_term) {
+                            int32_t *c, size_t ldc, const int32_t *row_sum, const int32_t *b_zp,
+                            const int32_t *col_term) {
   __m256i acc[2][4];
   for (size_t r = 0; r < rows; r++)
     for (size_t i = 0; i < 4; i++) acc[r][i] = _mm256_setzero_si256();
@@ -164,19 +166,19 @@ ALWAYS_INLINE void s16_rows(const size_t rows, size_t r0, size_t mr, size_t kq, 
   for (size_t r = 0; r < rows; r++) {
     const __m256i lo = _mm256_permute4x64_epi64(_mm256_hadd_epi32(acc[r][0], acc[r][1]), 0xD8);
     const __m256i hi = _mm256_permute4x64_epi64(_mm256_hadd_epi32(acc[r][2], acc[r][3]), 0xD8);
-    finish_row(lo, hi, 0, c + r0 * NR, r, row_sum != NULL ? row_sum + r0 : NULL, b_zp, col_term);
+    finish_row(lo, hi, 0, c + (r0 + r) * ldc, r, row_sum != NULL ? row_sum + r0 : NULL, b_zp, col_term);
   }
 }
 
-void fixq_qgemm_s16__avx2(size_t mr, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c,
+void fixq_qgemm_s16__avx2(size_t mr, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c, size_t ldc,
                           const int32_t *row_sum, const int32_t *row_neg, const int32_t *b_zp,
                           const int32_t *col_term) {
   (void)row_neg; /* S16 multiplies a' itself */
   for (size_t r0 = 0; r0 < mr; r0 += 2) {
     if (mr - r0 >= 2)
-      s16_rows(2, r0, mr, kq, a, b, c, row_sum, b_zp, col_term);
+      s16_rows(2, r0, mr, kq, a, b, c, ldc, row_sum, b_zp, col_term);
     else
-      s16_rows(1, r0, mr, kq, a, b, c, row_sum, b_zp, col_term);
+      s16_rows(1, r0, mr, kq, a, b, c, ldc, row_sum, b_zp, col_term);
   }
 }
 

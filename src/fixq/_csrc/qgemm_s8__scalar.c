@@ -39,18 +39,18 @@ void fixq_qgemm_pack_a__scalar(size_t rows, size_t k, const void *a, size_t lda,
   }
 }
 
-static inline void finish_tile(size_t mr, uint32_t acc[MR][NR], int32_t *c, const int32_t *row_sum,
+static inline void finish_tile(size_t mr, uint32_t acc[MR][NR], int32_t *c, size_t ldc, const int32_t *row_sum,
                                const int32_t *b_zp, const int32_t *col_term) {
   for (size_t r = 0; r < mr; r++)
     for (size_t j = 0; j < NR; j++) {
       uint32_t v = acc[r][j] + (uint32_t)col_term[j];
       if (row_sum != NULL) v -= (uint32_t)b_zp[j] * (uint32_t)row_sum[r];
-      c[r * NR + j] = (int32_t)v;
+      c[r * ldc + j] = (int32_t)v;
     }
 }
 
 void fixq_qgemm_s8__scalar(size_t mr, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c,
-                           const int32_t *row_sum, const int32_t *row_neg, const int32_t *b_zp,
+                           size_t ldc, const int32_t *row_sum, const int32_t *row_neg, const int32_t *b_zp,
                            const int32_t *col_term) {
   uint32_t acc[MR][NR] = {{0}};
   for (size_t q = 0; q < kq; q++, a += mr * 8, b += NR * 4)
@@ -59,11 +59,11 @@ void fixq_qgemm_s8__scalar(size_t mr, size_t kq, const uint8_t *a, const int8_t 
         for (size_t t = 0; t < 4; t++)
           acc[r][j] += (uint32_t)((a[r * 8 + t] ? -(int32_t)a[r * 8 + 4 + t] : a[r * 8 + 4 + t]) * b[4 * j + t]);
   (void)row_neg; /* the scalar contract multiplies a' b' directly */
-  finish_tile(mr, acc, c, row_sum, b_zp, col_term);
+  finish_tile(mr, acc, c, ldc, row_sum, b_zp, col_term);
 }
 
 void fixq_qgemm_s16__scalar(size_t mr, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c,
-                            const int32_t *row_sum, const int32_t *row_neg, const int32_t *b_zp,
+                            size_t ldc, const int32_t *row_sum, const int32_t *row_neg, const int32_t *b_zp,
                            const int32_t *col_term) {
   uint32_t acc[MR][NR] = {{0}};
   for (size_t q = 0; q < kq; q++, a += mr * 8, b += NR * 4)
@@ -74,5 +74,5 @@ void fixq_qgemm_s16__scalar(size_t mr, size_t kq, const uint8_t *a, const int8_t
         for (size_t j = 0; j < NR; j++) acc[r][j] += (uint32_t)((int32_t)v * b[4 * j + t]);
       }
   (void)row_neg;
-  finish_tile(mr, acc, c, row_sum, b_zp, col_term);
+  finish_tile(mr, acc, c, ldc, row_sum, b_zp, col_term);
 }
