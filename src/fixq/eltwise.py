@@ -18,7 +18,9 @@ _Q8 = (np.int8, np.uint8)
 
 def _scalar_scale(value, name):
     s = scale_arg(value, 1, name)
-    if not np.isfinite(np.float32(255) * s[0]):
+    with np.errstate(over="ignore"):
+        big = not np.isfinite(np.float32(255) * s[0])  # the C core's float32 check
+    if big:
         raise ValueError(f"{name}={value!r} is too large: 255 * {name} overflows float32")
     return float(s[0])
 
@@ -70,8 +72,8 @@ def _binary(op, a, b, a_scale, a_zero_point, b_scale, b_zero_point, out_scale, o
     params = _core.EltwiseParams(op, rounding, a.dtype.name, sa, za, b.dtype.name, sb, zb, dt.name, sy, zy,
                                  lo, hi)
     y = out_arg(out, shape, dt)
-    ac = np.ascontiguousarray(a)
-    bc = np.ascontiguousarray(b)
+    ac = a if a.flags.c_contiguous else a.copy(order="C")  # ascontiguousarray would make 0-d 1-d
+    bc = b if b.flags.c_contiguous else b.copy(order="C")
     _check_alias(ac, "a", y)
     _check_alias(bc, "b", y)
     if y.size == 0:
