@@ -8,6 +8,7 @@ import os as _os
 from . import _core
 from .arith import dequantize, multiply_by_quantized_multiplier, quantize, quantize_multiplier, requantize
 from .gemm import PackedWeights, pack_weights, qlinear, qmatmul
+from .eltwise import qadd, qmul
 
 __version__ = _core.VERSION
 
@@ -32,4 +33,5 @@ __all__ = [
     "__version__", "cpu_info", "get_include",
     "quantize_multiplier", "multiply_by_quantized_multiplier", "requantize", "quantize", "dequantize",
     "qmatmul", "qlinear", "pack_weights", "PackedWeights",
+    "qadd", "qmul",
 ]

@@ -150,6 +150,50 @@ fixq_status fixq_qgemm(size_t m, const void *a, fixq_dtype a_dtype, size_t lda, 
                        size_t p_channels, void *y, fixq_dtype y_dtype, size_t ldy, int threads);
 
 /* ---- elementwise (issue 4) ------------------------------------------------- */
+/* Quantized int8/uint8 add and multiply (TFLite int8 ADD / MUL, or float32),
+ * docs/arithmetic.md "Elementwise add and mul".  Fill a fixq_eltwise once with
+ * fixq_eltwise_init (it derives the multipliers from the scales), then call
+ * fixq_eltwise_nd any number of times, from any number of threads. */
+typedef enum { FIXQ_OP_ADD = 0, FIXQ_OP_MUL = 1 } fixq_eltwise_op;
+
+typedef struct {
+  fixq_eltwise_op op;
+  fixq_rounding rounding;
+  fixq_dtype a_dtype, b_dtype, y_dtype; /* FIXQ_INT8 or FIXQ_UINT8 */
+  int32_t a_zero_point, b_zero_point, y_zero_point;
+  int32_t qmin, qmax;                   /* output clamp (fused ReLU/ReLU6) */
+  float a_scale, b_scale, y_scale;      /* the scales (FP32 rounding uses them directly) */
+  /* DOUBLE/SINGLE: ADD applies a_/b_ multipliers to (x - zp) << 20 and the
+   * y_ multiplier to their sum; MUL applies the y_ multiplier to
+   * (a - a_zp) * (b - b_zp).  TFLite QuantizeMultiplier of reals derived in
+   * double from the float scales. */
+  int32_t a_multiplier, a_shift, b_multiplier, b_shift, y_multiplier, y_shift;
+} fixq_eltwise;
+
+/* Validates dtypes, scales (finite, > 0), zero points and the clamp, and
+ * derives the multipliers.  FIXQ_ERR_INVALID_ARGUMENT for bad arguments;
+ * FIXQ_ERR_UNSUPPORTED when a fixed-point multiplier cannot represent its real
+ * ratio (quantize_multiplier flushes it to zero, or needs shift > 30): the
+ * struct is still filled so the caller can report which; use FP32 there. */
+fixq_status fixq_eltwise_init(fixq_eltwise *p, fixq_eltwise_op op, fixq_rounding rounding,
+                              fixq_dtype a_dtype, float a_scale, int32_t a_zero_point,
+                              fixq_dtype b_dtype, float b_scale, int32_t b_zero_point,
+                              fixq_dtype y_dtype, float y_scale, int32_t y_zero_point,
+                              int32_t qmin, int32_t qmax);
+
+/* y = op(a, b) over an ndim-dimensional broadcast: shape[d] elements along
+ * dimension d; strides are in elements (0 broadcasts).  The innermost a/b
+ * strides must be 0 or 1 and y's innermost stride 1.  y may be a or b itself
+ * (same pointer and strides); any other overlap is undefined.  ndim >= 1. */
+fixq_status fixq_eltwise_nd(const fixq_eltwise *p, size_t ndim, const size_t *shape,
+                            const void *a, const ptrdiff_t *a_strides, const void *b,
+                            const ptrdiff_t *b_strides, void *y, const ptrdiff_t *y_strides);
+
+/* int8/uint8 -> int8/uint8 requantization, per tensor: the same result as
+ * fixq_requantize_s32 on (x - x_zero_point); channels == 1 in p.  Runs on
+ * the elementwise multiply kernels. */
+fixq_status fixq_requantize_q8(const void *x, fixq_dtype x_dtype, int32_t x_zero_point, void *y,
+                               fixq_dtype y_dtype, size_t n, const fixq_requant *p);
 
 #ifdef __cplusplus
 }
