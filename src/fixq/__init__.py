@@ -7,6 +7,9 @@ import os as _os
 
 from . import _core
 from .arith import dequantize, multiply_by_quantized_multiplier, quantize, quantize_multiplier, requantize
+# quantization schemes, calibration, low-bit weights (issue 5)
+from . import calibrate
+from .qparams import QParams, choose_qparams, quantize_bias
 
 __version__ = _core.VERSION
 
@@ -30,4 +33,5 @@ def get_include():
 __all__ = [
     "__version__", "cpu_info", "get_include",
     "quantize_multiplier", "multiply_by_quantized_multiplier", "requantize", "quantize", "dequantize",
+    "calibrate", "QParams", "choose_qparams", "quantize_bias",
 ]
