@@ -8,7 +8,9 @@ import os as _os
 from . import _core
 from .arith import dequantize, multiply_by_quantized_multiplier, quantize, quantize_multiplier, requantize
 # quantization schemes, calibration, low-bit weights (issue 5)
-from . import calibrate
+from . import calibrate, lowbit
+from .lowbit import (binarize, binary_linear, fp16_linear, lowbit_qlinear, pack_fp16, popcount_linear,
+                     storage_report, ternarize)
 from .qparams import QParams, choose_qparams, quantize_bias
 
 __version__ = _core.VERSION
@@ -34,4 +36,6 @@ __all__ = [
     "__version__", "cpu_info", "get_include",
     "quantize_multiplier", "multiply_by_quantized_multiplier", "requantize", "quantize", "dequantize",
     "calibrate", "QParams", "choose_qparams", "quantize_bias",
+    "lowbit", "pack_fp16", "fp16_linear", "ternarize", "binarize", "popcount_linear", "binary_linear",
+    "lowbit_qlinear", "storage_report",
 ]

@@ -1,5 +1,5 @@
 # Declarations of fixq's public C API (include/fixq/fixq.h).
-from libc.stdint cimport int8_t, uint8_t, int16_t, int32_t, int64_t, uint32_t, uint64_t
+from libc.stdint cimport int8_t, uint8_t, int16_t, uint16_t, int32_t, int64_t, uint32_t, uint64_t
 
 cdef extern from "fixq/fixq.h" nogil:
     ctypedef enum fixq_status:
@@ -57,5 +57,12 @@ cdef extern from "fixq/fixq.h" nogil:
     fixq_status fixq_dequantize(const void *q, fixq_dtype q_dtype, float *y, size_t rows,
                                 size_t channels, size_t inner, const float *scale,
                                 const int32_t *zero_point)
+
+    # low-bit weights (issue 5)
+    size_t fixq_f16_packed_size(size_t n, size_t k)
+    fixq_status fixq_f16_pack(const uint16_t *w, size_t n, size_t k, uint16_t *packed)
+    fixq_status fixq_f16_linear(const float *x, size_t m, size_t k, const uint16_t *packed, size_t n,
+                                const float *bias, float *y)
+    fixq_status fixq_bgemm(const uint64_t *a, size_t m, const uint64_t *b, size_t n, size_t k, int32_t *y)
 
 cdef int check_status(fixq_status st, str what) except -1

@@ -89,6 +89,25 @@ fixq_status fixq_dequantize(const void *q, fixq_dtype q_dtype, float *y, size_t 
 
 /* ---- elementwise (issue 4) ------------------------------------------------- */
 
+/* ---- low-bit weights (issue 5) ---------------------------------------------
+ * fp16 weights: w[n][k] as IEEE binary16 bits, packed by fixq_f16_pack into
+ * ceil(n/16) panels; panel p is [k][16] and holds columns 16p..16p+15 (zero
+ * padded).  fixq_f16_linear computes y[m][n] = sum_k x[m][k] * w[n][k]
+ * (+ bias[n]) in fp32; the summation order is fixed (for each block of 256
+ * values of k, an fmaf chain from +0.0f; blocks added in order; then the bias),
+ * so every CPU path returns the same bits. */
+size_t fixq_f16_packed_size(size_t n, size_t k); /* in uint16_t elements */
+fixq_status fixq_f16_pack(const uint16_t *w, size_t n, size_t k, uint16_t *packed);
+/* x [m][k], y [m][n] (row-major, contiguous); bias [n] or NULL; k >= 1. */
+fixq_status fixq_f16_linear(const float *x, size_t m, size_t k, const uint16_t *packed, size_t n,
+                            const float *bias, float *y);
+/* XOR-popcount GEMM on +-1 vectors stored as sign bits (bit 1 = -1; element i
+ * of a row is bit i % 64 of word i / 64): a [m][kw], b [n][kw] with
+ * kw = ceil(k / 64); y[i][j] = k - 2 * popcount(a[i] XOR b[j]) over the first
+ * k bits (padding bits are ignored).  1 <= k <= 2^31 - 1. */
+fixq_status fixq_bgemm(const uint64_t *a, size_t m, const uint64_t *b, size_t n, size_t k, int32_t *y);
+
+
 #ifdef __cplusplus
 }
 #endif
