@@ -169,11 +169,19 @@ def test_popcount_linear_bit_exact(k):
             np.testing.assert_array_equal(y, want, err_msg=isa)
 
 
-def test_popcount_ignores_padding_bits():
+def test_popcount_pack_clears_padding_bits():
     k = 70
     a, b = fixq.binarize(rng.standard_normal((3, k))), fixq.binarize(rng.standard_normal((4, k)))
     want = fixq.popcount_linear(a, b)
-    a._words[:, -1] |= np.uint64(0xFFFF) << np.uint64(48)   # garbage past bit k
+    dirty = a.bits.copy()
+    dirty[:, -1] |= 0xC0   # bits 70, 71: past k
+    packed = np.empty_like(a._packed)
+    _core.bgemm_pack_raw(dirty, k, packed)
+    np.testing.assert_array_equal(packed, a._packed)
+    # nibble-plane layout: chunk bytes & 15, then >> 4
+    raw = np.zeros(32, np.uint8)
+    raw[:9] = a.bits[0]
+    np.testing.assert_array_equal(a._packed[:64], np.concatenate([raw & 15, raw >> 4]))
     for y in _on_every_isa(lambda: fixq.popcount_linear(a, b)).values():
         np.testing.assert_array_equal(y, want)
 

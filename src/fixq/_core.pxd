@@ -63,6 +63,8 @@ cdef extern from "fixq/fixq.h" nogil:
     fixq_status fixq_f16_pack(const uint16_t *w, size_t n, size_t k, uint16_t *packed)
     fixq_status fixq_f16_linear(const float *x, size_t m, size_t k, const uint16_t *packed, size_t n,
                                 const float *bias, float *y)
-    fixq_status fixq_bgemm(const uint64_t *a, size_t m, const uint64_t *b, size_t n, size_t k, int32_t *y)
+    size_t fixq_bgemm_packed_size(size_t rows, size_t k)
+    fixq_status fixq_bgemm_pack(const uint8_t *bits, size_t rows, size_t k, uint8_t *packed)
+    fixq_status fixq_bgemm(const uint8_t *a, size_t m, const uint8_t *b, size_t n, size_t k, int32_t *y)
 
 cdef int check_status(fixq_status st, str what) except -1

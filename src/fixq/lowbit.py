@@ -198,10 +198,8 @@ class BinaryWeights:
     def __init__(self, bits, alpha, k):
         self.bits, self.alpha, self.k = bits, alpha, k
         self.shape = (bits.shape[0], k)
-        words = (k + 63) // 64
-        padded = np.zeros((bits.shape[0], words * 8), np.uint8)
-        padded[:, :bits.shape[1]] = bits
-        self._words = np.ascontiguousarray(padded.view("<u8").astype(np.uint64))
+        self._packed = np.empty(_core.bgemm_packed_size(bits.shape[0], k), np.uint8)   # kernel layout
+        _core.bgemm_pack_raw(bits, k, self._packed)
         self._int8 = None
 
     @property
@@ -249,7 +247,7 @@ def popcount_linear(a, w):
     if a.k != w.k:
         raise ValueError(f"a has K={a.k} but w has K={w.k}; they must match")
     y = np.empty((a.shape[0], w.shape[0]), np.int32)
-    _core.bgemm_raw(a._words, w._words, a.k, y)
+    _core.bgemm_raw(a._packed, a.shape[0], w._packed, w.shape[0], a.k, y)
     return y
 
 

@@ -167,17 +167,17 @@ typedef void (*fixq_f16_linear_ukernel)(size_t m, size_t n, size_t k, const floa
 void fixq_f16_linear__scalar(size_t m, size_t n, size_t k, const float *x, size_t ldx, const uint16_t *packed,
                              const float *bias, float *y, size_t ldy, float *work);
 
-/* XOR-popcount GEMM: y[m][n] = k - 2 * popcount(a[m] ^ b[n]) over kw words,
- * the last word masked with last_mask (so padding bits never count). */
-typedef void (*fixq_bgemm_ukernel)(size_t m, size_t n, size_t kw, uint64_t last_mask, const uint64_t *a,
-                                   const uint64_t *b, int32_t k, int32_t *y);
-void fixq_bgemm__scalar(size_t m, size_t n, size_t kw, uint64_t last_mask, const uint64_t *a, const uint64_t *b,
-                        int32_t k, int32_t *y);
+/* XOR-popcount GEMM on nibble planes (fixq_bgemm_pack; rows of chunks * 64
+ * bytes): y[i][j] = k - 2 * popcount(a[i] ^ b[j]). */
+typedef void (*fixq_bgemm_ukernel)(size_t m, size_t n, size_t chunks, const uint8_t *a, const uint8_t *b,
+                                   int32_t k, int32_t *y);
+void fixq_bgemm__scalar(size_t m, size_t n, size_t chunks, const uint8_t *a, const uint8_t *b, int32_t k,
+                        int32_t *y);
 #ifdef FIXQ_COMPILED_AVX2
 void fixq_f16_linear__avx2(size_t m, size_t n, size_t k, const float *x, size_t ldx, const uint16_t *packed,
                            const float *bias, float *y, size_t ldy, float *work);
-void fixq_bgemm__avx2(size_t m, size_t n, size_t kw, uint64_t last_mask, const uint64_t *a, const uint64_t *b,
-                      int32_t k, int32_t *y);
+void fixq_bgemm__avx2(size_t m, size_t n, size_t chunks, const uint8_t *a, const uint8_t *b, int32_t k,
+                      int32_t *y);
 #endif
 
 /* IEEE binary16 -> binary32, exact (what vcvtph2ps does, NaNs quieted). */

@@ -38,11 +38,34 @@ fixq_status fixq_f16_linear(const float *x, size_t m, size_t k, const uint16_t *
   return FIXQ_OK;
 }
 
-fixq_status fixq_bgemm(const uint64_t *a, size_t m, const uint64_t *b, size_t n, size_t k, int32_t *y) {
+size_t fixq_bgemm_packed_size(size_t rows, size_t k) { return rows * ((k + 255) / 256) * 64; }
+
+/* Per 256-bit chunk of a row (bits 256c .. 256c + 255, 32 bytes b[0..31]):
+ * b[i] & 15 for i = 0..31, then b[i] >> 4; bits >= k are cleared. */
+fixq_status fixq_bgemm_pack(const uint8_t *bits, size_t rows, size_t k, uint8_t *packed) {
+  if (bits == NULL || packed == NULL || k == 0 || k > INT32_MAX) return FIXQ_ERR_INVALID_ARGUMENT;
+  const size_t row_bytes = (k + 7) / 8, chunks = (k + 255) / 256;
+  for (size_t r = 0; r < rows; r++) {
+    const uint8_t *src = bits + r * row_bytes;
+    uint8_t *dst = packed + r * chunks * 64;
+    for (size_t c = 0; c < chunks; c++)
+      for (size_t i = 0; i < 32; i++) {
+        const size_t byte = c * 32 + i;
+        uint8_t v = 0;
+        if (byte < row_bytes) {
+          v = src[byte];
+          if (byte == row_bytes - 1 && k % 8 != 0) v &= (uint8_t)((1u << (k % 8)) - 1);
+        }
+        dst[c * 64 + i] = v & 15;
+        dst[c * 64 + 32 + i] = v >> 4;
+      }
+  }
+  return FIXQ_OK;
+}
+
+fixq_status fixq_bgemm(const uint8_t *a, size_t m, const uint8_t *b, size_t n, size_t k, int32_t *y) {
   if (a == NULL || b == NULL || y == NULL || n == 0 || k == 0 || k > INT32_MAX) return FIXQ_ERR_INVALID_ARGUMENT;
   if (m == 0) return FIXQ_OK;
-  const size_t kw = (k + 63) / 64;
-  const uint64_t last_mask = k % 64 == 0 ? ~UINT64_C(0) : (UINT64_C(1) << (k % 64)) - 1;
-  bgemm_table[fixq__isa](m, n, kw, last_mask, a, b, (int32_t)k, y);
+  bgemm_table[fixq__isa](m, n, (k + 255) / 256, a, b, (int32_t)k, y);
   return FIXQ_OK;
 }

@@ -102,10 +102,15 @@ fixq_status fixq_f16_pack(const uint16_t *w, size_t n, size_t k, uint16_t *packe
 fixq_status fixq_f16_linear(const float *x, size_t m, size_t k, const uint16_t *packed, size_t n,
                             const float *bias, float *y);
 /* XOR-popcount GEMM on +-1 vectors stored as sign bits (bit 1 = -1; element i
- * of a row is bit i % 64 of word i / 64): a [m][kw], b [n][kw] with
- * kw = ceil(k / 64); y[i][j] = k - 2 * popcount(a[i] XOR b[j]) over the first
- * k bits (padding bits are ignored).  1 <= k <= 2^31 - 1. */
-fixq_status fixq_bgemm(const uint64_t *a, size_t m, const uint64_t *b, size_t n, size_t k, int32_t *y);
+ * of a row is bit i % 8 of byte i / 8; rows of ceil(k / 8) bytes).
+ * fixq_bgemm_pack turns rows of bits into the kernel's layout: per 256-bit
+ * chunk, the 32 low nibbles then the 32 high nibbles, bits >= k cleared
+ * (fixq_bgemm_packed_size(rows, k) bytes).  fixq_bgemm on two packed operands,
+ * a [m] rows and b [n] rows of the same k: y[i][j] = k - 2 * popcount(a[i] XOR
+ * b[j]), the dot product of the +-1 vectors.  1 <= k <= 2^31 - 1. */
+size_t fixq_bgemm_packed_size(size_t rows, size_t k);
+fixq_status fixq_bgemm_pack(const uint8_t *bits, size_t rows, size_t k, uint8_t *packed);
+fixq_status fixq_bgemm(const uint8_t *a, size_t m, const uint8_t *b, size_t n, size_t k, int32_t *y);
 
 
 #ifdef __cplusplus
