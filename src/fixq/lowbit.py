@@ -132,6 +132,7 @@ class TernaryWeights:
         self.codes, self.alpha, self.k = codes, alpha, k
         self.shape = (codes.shape[0], k)
         self._int8 = None
+        self._int8_packed = None
 
     @property
     def nbytes(self):
@@ -201,6 +202,7 @@ class BinaryWeights:
         self._packed = np.empty(_core.bgemm_packed_size(bits.shape[0], k), np.uint8)   # kernel layout
         _core.bgemm_pack_raw(bits, k, self._packed)
         self._int8 = None
+        self._int8_packed = None
 
     @property
     def nbytes(self):
@@ -278,13 +280,16 @@ def lowbit_qlinear(x, w, x_scale, x_zero_point=0, *, bias=None, out_scale=None, 
     alpha = np.where(w.alpha > 0, w.alpha, np.float32(1.0)).astype(np.float32)
     s_acc = np.float32(x_scale) * alpha
     bias_q = None if bias is None else quantize_bias(bias, x_scale, alpha)[0]
+    if w._int8_packed is None:   # packed once per weight, as fixq.pack_weights intends
+        w._int8_packed = fixq.pack_weights(w.unpack())
     if dt in (np.dtype(np.int32), np.dtype(np.float32)):
-        acc = fixq.qlinear(x, w.unpack(), bias=bias_q, a_zero_point=x_zero_point, out_dtype=np.int32)
+        acc = fixq.qlinear(x, w._int8_packed, bias=bias_q, a_zero_point=x_zero_point, out_dtype=np.int32)
         return acc if dt == np.int32 else dequantize(acc, s_acc, 0, axis=acc.ndim - 1)
     if out_scale is None:
         raise ValueError("out_scale is required for int8/uint8 output")
-    return fixq.qlinear(x, w.unpack(), bias=bias_q, a_zero_point=x_zero_point, scale=s_acc / np.float32(out_scale),
-                        out_zero_point=out_zero_point, out_dtype=dt, rounding="fp32")
+    return fixq.qlinear(x, w._int8_packed, bias=bias_q, a_zero_point=x_zero_point,
+                        scale=s_acc / np.float32(out_scale), out_zero_point=out_zero_point, out_dtype=dt,
+                        rounding="fp32")
 
 
 # ---- reports ----------------------------------------------------------------------------------
