@@ -1,6 +1,6 @@
 # Declarations of fixq's public C API (include/fixq/fixq.h).
 from libc.stddef cimport ptrdiff_t
-from libc.stdint cimport int8_t, uint8_t, int16_t, int32_t, int64_t, uint32_t, uint64_t
+from libc.stdint cimport int8_t, uint8_t, int16_t, uint16_t, int32_t, int64_t, uint32_t, uint64_t
 
 cdef extern from "fixq/fixq.h" nogil:
     ctypedef enum fixq_status:
@@ -95,6 +95,14 @@ cdef extern from "fixq/fixq.h" nogil:
                                 const ptrdiff_t *b_strides, void *y, const ptrdiff_t *y_strides)
     fixq_status fixq_requantize_q8(const void *x, fixq_dtype x_dtype, int32_t x_zero_point, void *y,
                                    fixq_dtype y_dtype, size_t n, const fixq_requant *p)
+    # low-bit weights (issue 5)
+    size_t fixq_f16_packed_size(size_t n, size_t k)
+    fixq_status fixq_f16_pack(const uint16_t *w, size_t n, size_t k, uint16_t *packed)
+    fixq_status fixq_f16_linear(const float *x, size_t m, size_t k, const uint16_t *packed, size_t n,
+                                const float *bias, float *y)
+    size_t fixq_bgemm_packed_size(size_t rows, size_t k)
+    fixq_status fixq_bgemm_pack(const uint8_t *bits, size_t rows, size_t k, uint8_t *packed)
+    fixq_status fixq_bgemm(const uint8_t *a, size_t m, const uint8_t *b, size_t n, size_t k, int32_t *y)
 
 cdef int check_status(fixq_status st, str what) except -1
 

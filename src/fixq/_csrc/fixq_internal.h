@@ -233,6 +233,50 @@ static inline int32_t fixq__eltwise_one(int32_t va, int32_t vb, const fixq_eltwi
   return fixq__add_clamp(r, zp, p->qmin, p->qmax);
 }
 
+/* ---- low-bit kernels (issue 5) ---------------------------------------------
+ * fp16-weight linear: y[m][n] = sum_k x[m][k] * w[n][k] (+ bias[n]) in fp32.
+ * The weights are packed in panels of FIXQ__F16_NR columns (fixq.h).  The
+ * summation order is part of the contract, so every path gives the same bits:
+ * for each block of FIXQ__F16_KC values of k, acc = fmaf(x, w, acc) from
+ * acc = +0.0f in increasing k; y = ((acc_0 + acc_1) + ...) + bias.
+ * `work` holds FIXQ__F16_MC * FIXQ__F16_KC floats (AVX2 packs x there). */
+#define FIXQ__F16_NR 16
+#define FIXQ__F16_KC 256
+#define FIXQ__F16_MC 72
+typedef void (*fixq_f16_linear_ukernel)(size_t m, size_t n, size_t k, const float *x, size_t ldx,
+                                        const uint16_t *packed, const float *bias, float *y, size_t ldy,
+                                        float *work);
+void fixq_f16_linear__scalar(size_t m, size_t n, size_t k, const float *x, size_t ldx, const uint16_t *packed,
+                             const float *bias, float *y, size_t ldy, float *work);
+
+/* XOR-popcount GEMM on nibble planes (fixq_bgemm_pack; rows of chunks * 64
+ * bytes): y[i][j] = k - 2 * popcount(a[i] ^ b[j]). */
+typedef void (*fixq_bgemm_ukernel)(size_t m, size_t n, size_t chunks, const uint8_t *a, const uint8_t *b,
+                                   int32_t k, int32_t *y);
+void fixq_bgemm__scalar(size_t m, size_t n, size_t chunks, const uint8_t *a, const uint8_t *b, int32_t k,
+                        int32_t *y);
+#ifdef FIXQ_COMPILED_AVX2
+void fixq_f16_linear__avx2(size_t m, size_t n, size_t k, const float *x, size_t ldx, const uint16_t *packed,
+                           const float *bias, float *y, size_t ldy, float *work);
+void fixq_bgemm__avx2(size_t m, size_t n, size_t chunks, const uint8_t *a, const uint8_t *b, int32_t k,
+                      int32_t *y);
+#endif
+
+/* IEEE binary16 -> binary32, exact (what vcvtph2ps does, NaNs quieted). */
+static inline float fixq__f16_to_f32(uint16_t h) {
+  const uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
+  union { uint32_t u; float f; } v;
+  if (exp == 0x1f) {
+    v.u = sign | 0x7f800000u | (man << 13) | (man ? 0x400000u : 0u);
+  } else if (exp != 0) {
+    v.u = sign | ((exp + 112u) << 23) | (man << 13);
+  } else {
+    v.f = (float)man * 0x1p-24f; /* zero or subnormal: exact */
+    v.u |= sign;
+  }
+  return v.f;
+}
+
 /* The requantize micro-kernel of the selected path (for the GEMM output stage). */
 fixq_requant_ukernel fixq__requant_ukernel(void);
 

@@ -195,6 +195,30 @@ fixq_status fixq_eltwise_nd(const fixq_eltwise *p, size_t ndim, const size_t *sh
 fixq_status fixq_requantize_q8(const void *x, fixq_dtype x_dtype, int32_t x_zero_point, void *y,
                                fixq_dtype y_dtype, size_t n, const fixq_requant *p);
 
+/* ---- low-bit weights (issue 5) ---------------------------------------------
+ * fp16 weights: w[n][k] as IEEE binary16 bits, packed by fixq_f16_pack into
+ * ceil(n/16) panels; panel p is [k][16] and holds columns 16p..16p+15 (zero
+ * padded).  fixq_f16_linear computes y[m][n] = sum_k x[m][k] * w[n][k]
+ * (+ bias[n]) in fp32; the summation order is fixed (for each block of 256
+ * values of k, an fmaf chain from +0.0f; blocks added in order; then the bias),
+ * so every CPU path returns the same bits. */
+size_t fixq_f16_packed_size(size_t n, size_t k); /* in uint16_t elements */
+fixq_status fixq_f16_pack(const uint16_t *w, size_t n, size_t k, uint16_t *packed);
+/* x [m][k], y [m][n] (row-major, contiguous); bias [n] or NULL; k >= 1. */
+fixq_status fixq_f16_linear(const float *x, size_t m, size_t k, const uint16_t *packed, size_t n,
+                            const float *bias, float *y);
+/* XOR-popcount GEMM on +-1 vectors stored as sign bits (bit 1 = -1; element i
+ * of a row is bit i % 8 of byte i / 8; rows of ceil(k / 8) bytes).
+ * fixq_bgemm_pack turns rows of bits into the kernel's layout: per 256-bit
+ * chunk, the 32 low nibbles then the 32 high nibbles, bits >= k cleared
+ * (fixq_bgemm_packed_size(rows, k) bytes).  fixq_bgemm on two packed operands,
+ * a [m] rows and b [n] rows of the same k: y[i][j] = k - 2 * popcount(a[i] XOR
+ * b[j]), the dot product of the +-1 vectors.  1 <= k <= 2^31 - 1. */
+size_t fixq_bgemm_packed_size(size_t rows, size_t k);
+fixq_status fixq_bgemm_pack(const uint8_t *bits, size_t rows, size_t k, uint8_t *packed);
+fixq_status fixq_bgemm(const uint8_t *a, size_t m, const uint8_t *b, size_t n, size_t k, int32_t *y);
+
+
 #ifdef __cplusplus
 }
 #endif
