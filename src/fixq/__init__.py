@@ -11,6 +11,9 @@ from .arith import dequantize, multiply_by_quantized_multiplier, quantize, quant
 __version__ = _core.VERSION
 
 
+from .model import Model  # noqa: E402  (the int8 engine; docs/engine.md)
+
+
 def cpu_info():
     """The CPU paths compiled into this build, those this machine supports, and the selected one
     (FIXQ_ISA forces a path)."""
@@ -30,4 +33,5 @@ def get_include():
 __all__ = [
     "__version__", "cpu_info", "get_include",
     "quantize_multiplier", "multiply_by_quantized_multiplier", "requantize", "quantize", "dequantize",
+    "Model",
 ]
