@@ -11,6 +11,7 @@ Every check runs before any work and raises :class:`GraphError`, one line naming
 """
 import json
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -73,30 +74,28 @@ class Graph:
 def load_npz(path, what="model"):
     """The arrays of an .npz (allow_pickle=False), with damaged files and pickles as one-line errors."""
     try:
-        with np.load(path, allow_pickle=False) as z:
-            if not isinstance(z, np.lib.npyio.NpzFile):
-                raise GraphError(f"{path}: not an .npz archive (a single .npy array); save the {what} "
-                                 "with numpy.savez")
-            out = {}
-            for k in z.files:
-                try:
-                    out[k] = z[k]
-                except ValueError as e:
-                    if "allow_pickle" in str(e):
-                        raise GraphError(f"{path}: key {k!r} holds a pickled object array; fixq archives "
-                                         "hold only plain numeric and string arrays") from None
-                    raise GraphError(f"{path}: key {k!r} is damaged ({e})") from None
-                except (zipfile.BadZipFile, EOFError, OSError) as e:
-                    raise GraphError(f"{path}: key {k!r} is damaged ({e})") from None
-            return out
+        z = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise GraphError(f"{path}: no such file") from None
-    except (zipfile.BadZipFile, EOFError) as e:
-        raise GraphError(f"{path}: damaged or not an .npz archive ({e})") from None
-    except ValueError as e:
-        if isinstance(e, GraphError):
-            raise
-        raise GraphError(f"{path}: damaged or not an .npz archive ({e})") from None
+    except IsADirectoryError:
+        raise GraphError(f"{path}: is a directory") from None
+    except (zipfile.BadZipFile, EOFError, ValueError, OSError) as e:
+        raise GraphError(f"{path}: damaged or not an .npz archive ({' '.join(str(e).split())})") from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise GraphError(f"{path}: not an .npz archive (a single .npy array); save the {what} with numpy.savez")
+    out = {}
+    with z:
+        for k in z.files:
+            try:
+                out[k] = z[k]
+            except ValueError as e:
+                if "allow_pickle" in str(e):
+                    raise GraphError(f"{path}: key {k!r} holds a pickled object array; fixq archives hold only "
+                                     "plain numeric and string arrays") from None
+                raise GraphError(f"{path}: key {k!r} is damaged ({' '.join(str(e).split())})") from None
+            except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:
+                raise GraphError(f"{path}: key {k!r} is damaged ({' '.join(str(e).split())})") from None
+    return out
 
 
 def load_float_model(path, graph=None, activation="relu"):

@@ -54,20 +54,24 @@ def load_array(spec, what):
     if not os.path.exists(path):
         raise CliError(f"{what} {path}: no such file")
     try:
-        if path.endswith(".npz") or key is not None:
-            with np.load(path, allow_pickle=False) as z:
-                if key is None:
-                    if len(z.files) != 1:
-                        raise CliError(f"{what} {path}: holds keys {z.files}; name one as {path}:KEY")
-                    key = z.files[0]
-                if key not in z.files:
-                    raise CliError(f"{what} {path}: no key {key!r} (keys: {', '.join(z.files)})")
-                return z[key]
-        return np.load(path, mmap_mode="r", allow_pickle=False)
-    except CliError:
-        raise
+        obj = np.load(path, mmap_mode="r", allow_pickle=False)
     except Exception as e:  # numpy raises ValueError/OSError/EOFError/BadZipFile for damaged files
         raise CliError(f"{what} {path}: cannot read it as a numpy array ({' '.join(str(e).split())})") from None
+    if isinstance(obj, np.ndarray):
+        if key is not None:
+            raise CliError(f"{what} {path}: is a single .npy array with no keys; drop ':{key}'")
+        return obj
+    with obj as z:
+        if key is None:
+            if len(z.files) != 1:
+                raise CliError(f"{what} {path}: holds keys {z.files}; name one as {path}:KEY")
+            key = z.files[0]
+        if key not in z.files:
+            raise CliError(f"{what} {path}: no key {key!r} (keys: {', '.join(z.files)})")
+        try:
+            return z[key]
+        except Exception as e:
+            raise CliError(f"{what} {path}: key {key!r} cannot be read ({' '.join(str(e).split())})") from None
 
 
 def batches(x, batch_size, bar=None):

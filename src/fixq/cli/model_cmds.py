@@ -86,17 +86,17 @@ def quantize(model, output, calib, method, per_channel, weights, activations, dy
              graph_path, activation, force, quiet):
     """Quantize a float MODEL.npz to an int8 archive."""
     check_output(output, [model, calib, graph_path], force)
+    if dynamic and calib is not None:
+        raise CliError("--dynamic computes activation ranges at run time; drop --calib")
+    if not dynamic and calib is None:
+        raise CliError("static quantization needs --calib DATA.npy (or pass --dynamic)")
     g, inferred = G.load_float_model(model, graph=graph_path, activation=activation)
     if inferred:
         click.echo(f"no __graph__ in {model}; inferred a sequential MLP:\n{json.dumps(g.spec)}")
     if dynamic:
-        if calib is not None:
-            raise CliError("--dynamic computes activation ranges at run time; drop --calib")
         q = quantize_model(g, dynamic=True, per_channel=per_channel, weights=weights, activations=activations,
                            rounding=rounding)
     else:
-        if calib is None:
-            raise CliError("static quantization needs --calib DATA.npy (or pass --dynamic)")
         x = load_array(calib, "--calib")
         with progressbar(len(x), "calibrating", quiet) as bar:
             q = quantize_model(g, batches(x, batch_size, bar), method=method, per_channel=per_channel,
