@@ -20,8 +20,8 @@ import numpy as np
 
 import fixq
 
-from . import graph as G
-from ._validate import INT_RANGES, rounding_arg
+from . import _core, graph as G
+from ._validate import INT_RANGES, rounding_arg, scale_arg, zero_point_arg
 
 QMODEL_FORMAT = "fixq.qmodel/1"
 QMODEL_VERSION = 1
@@ -75,14 +75,27 @@ def _act_qparams(lo, hi, dtype):
     return np.float32(np.asarray(qp.scale).reshape(())), np.int32(np.asarray(qp.zero_point).reshape(()))
 
 
-def _quantize_weight(w, per_channel):
-    """Symmetric int8 in [-127, 127], zero point 0 (the TFLite weight spec): (wq, scale[O|1], zp)."""
+def _quantize_weight(w, per_channel, bias=None, input_scale=None):
+    """Symmetric int8 in [-127, 127], zero point 0 (the TFLite weight spec): (wq, scale[O|1], zp[O|1]).
+
+    With `bias` and `input_scale` (static mode), a weight scale so small that the int32 bias
+    ``bias / (input_scale * weight_scale)`` would pass 2**30 is raised until it fits (as ONNX Runtime's
+    quantizer adjusts weight scales for int32 biases), so bias and accumulator stay exact in int32."""
     flat = w.reshape(w.shape[0], -1)
     if per_channel:
         qp = fixq.choose_qparams(flat.min(axis=1), flat.max(axis=1), dtype=np.int8, symmetric=True, axis=0)
     else:
         qp = fixq.choose_qparams(flat.min(), flat.max(), dtype=np.int8, symmetric=True)
-    return qp.quantize(w), qp.scale.reshape(-1), qp.zero_point.reshape(-1)
+    scale = qp.scale.reshape(-1)
+    if bias is not None:
+        need = np.abs(bias.astype(np.float64)) / (np.float64(input_scale) * 2.0**30)
+        need = need.max(keepdims=True) if not per_channel else need
+        if np.any(scale < need):
+            scale = np.maximum(scale, np.nextafter(need.astype(np.float32), np.float32(np.inf)))
+            wq = fixq.quantize(w, scale if per_channel else scale[0], 0, dtype=np.int8,
+                               axis=0 if per_channel else None, qmin=qp.qmin, qmax=qp.qmax)
+            return wq, scale.astype(np.float32), qp.zero_point.reshape(-1)
+    return qp.quantize(w), scale, qp.zero_point.reshape(-1)
 
 
 def _requant_params(real):
@@ -149,14 +162,14 @@ def quantize_model(g, calib=None, *, method="minmax", per_channel=True, weights=
             wk, bk = wkeys[name]
             w = g.weights[wk]
             b = g.weights[bk] if bk else np.zeros(w.shape[0], np.float32)
-            wq, ws, wzp = _quantize_weight(w, per_channel)
+            s_in = None if dynamic else qp[s["inputs"][0]][0]
+            wq, ws, wzp = _quantize_weight(w, per_channel, None if dynamic else b, s_in)
             arrays[f"{name}:weight"] = wq
             arrays[f"{name}:weight_scale"] = ws
             arrays[f"{name}:weight_zero_point"] = wzp
             if dynamic:
                 arrays[f"{name}:bias"] = b.astype(np.float32)
                 continue
-            s_in = qp[s["inputs"][0]][0]
             s_out = qp[s["output"]][0]
             bias_scale = (np.float64(s_in) * ws.astype(np.float64))
             arrays[f"{name}:bias"] = fixq.quantize_bias(b, s_in, ws)[0]
@@ -297,6 +310,57 @@ def read_archive(path):
 # ---------------------------------------------------------------------------------------------
 # The engine
 
+def _prepared_quantize(scale, zero_point, dt):
+    """``fixq.quantize(x, scale, zero_point, dt)`` per tensor, its arguments checked once here."""
+    sc, zp = scale_arg(scale, 1), zero_point_arg(zero_point, 1, dt)
+    lo, hi = INT_RANGES[dt]
+    name, raw = dt.name, _core.quantize_raw
+
+    def quantize(x):
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        y = np.empty(x.shape, dt)
+        raw(x.reshape(-1), y.reshape(-1).view(np.uint8), name, 1, 1, x.size, sc, zp, lo, hi)
+        return y
+    return quantize
+
+
+def _prepared_dequantize(scale, zero_point, dt):
+    """``fixq.dequantize(q, scale, zero_point)`` per tensor, its arguments checked once here."""
+    sc, zp = scale_arg(scale, 1), zero_point_arg(zero_point, 1, dt)
+    name, raw = dt.name, _core.dequantize_raw
+
+    def dequantize(q):
+        q = np.ascontiguousarray(q)
+        y = np.empty(q.shape, np.float32)
+        raw(q.reshape(-1).view(np.uint8), name, y.reshape(-1), 1, 1, q.size, sc, zp)
+        return y
+    return dequantize
+
+
+def _prepared_requantize(rq, rounding, zero_point, lo, hi, dt, channels):
+    """``fixq.requantize(acc, **rq, zero_point, qmin=lo, qmax=hi, dtype=dt, rounding, axis=-1)`` with
+    per-tensor or per-last-axis parameters, checked once here (the same checks as fixq.requantize)."""
+    fixq.requantize(np.zeros(channels, np.int32), zero_point=zero_point, qmin=lo, qmax=hi, dtype=dt,
+                    rounding=rounding, **rq)
+    ch = np.asarray(rq.get("scale", rq.get("multiplier"))).size
+    m = s = sc = None
+    if rounding == "fp32":
+        sc = np.ascontiguousarray(np.broadcast_to(rq["scale"], (ch,)), dtype=np.float32)
+    else:
+        m = np.ascontiguousarray(np.broadcast_to(rq["multiplier"], (ch,)), dtype=np.int32)
+        s = np.ascontiguousarray(np.broadcast_to(rq["shift"], (ch,)), dtype=np.int32)
+    zp = np.full(ch, zero_point, np.int32)
+    name, raw = dt.name, _core.requantize_raw
+
+    def requantize(acc):
+        acc = np.ascontiguousarray(acc, dtype=np.int32)
+        y = np.empty(acc.shape, dt)
+        raw(acc.reshape(-1), y.reshape(-1).view(np.uint8), name, acc.size // ch, ch, 1, rounding, m, s, sc, zp,
+            lo, hi)
+        return y
+    return requantize
+
+
 def _avg_round(acc, count):
     """TFLite reference AveragePool: ``acc > 0 ? (acc + n/2) / n : (acc - n/2) / n`` (C division)."""
     h = count // 2
@@ -356,8 +420,8 @@ class Model:
             fn = self._dynamic_step(s) if self.dynamic else self._static_step(s)
             self._fns.append((fn, tuple(s["inputs"]), s["output"]))
         if not self.dynamic:
-            self._in_qp = self.qparams(self.input)
-            self._out_qp = [self.qparams(t) for t in self.outputs]
+            self._quantize_in = _prepared_quantize(*self.qparams(self.input), self.act_dtype)
+            self._dequantize_out = [_prepared_dequantize(*self.qparams(t), self.act_dtype) for t in self.outputs]
 
     def _static_step(self, s):
         name, op, a = s["name"], s["op"], self.arrays
@@ -408,22 +472,20 @@ class Model:
             c = self.meta["tensors"][s["inputs"][0]][1]
             mult = w.shape[0] // c
             taps = np.ascontiguousarray(w[:, 0].transpose(1, 2, 0)).astype(np.int32)  # [kH, kW, O]
-            bias = a[f"{name}:bias"]
-            rq = self._requant_kw(name)
-            geo = (tuple(w.shape[2:]), tuple(s["stride"]), tuple(s["padding"]), tuple(s["dilation"]))
             pad = zp_in[0]
-            requantize = fixq.requantize
+            # sum_t (x_t - zp) w_t + bias == sum_t x_t w_t + (bias - zp sum_t w_t), exactly in int32
+            bias = a[f"{name}:bias"] - np.int32(pad) * taps.sum(axis=(0, 1), dtype=np.int32)
+            requantize = _prepared_requantize(self._requant_kw(name), rounding, zp_out, lo, hi, dt, w.shape[0])
+            geo = (tuple(w.shape[2:]), tuple(s["stride"]), tuple(s["padding"]), tuple(s["dilation"]))
 
             def depthwise(x, threads):
                 if mult > 1:
-                    x = np.ascontiguousarray(np.repeat(x, mult, axis=3))
-                v = G.windows(x, *geo, pad_value=pad)
-                acc = np.broadcast_to(bias, v.shape[:3] + (w.shape[0],)).copy()
-                for i in range(geo[0][0]):
-                    for j in range(geo[0][1]):
-                        acc += (v[:, :, :, i, j, :].astype(np.int32) - pad) * taps[i, j]
-                return requantize(acc, zero_point=zp_out, qmin=lo, qmax=hi, dtype=dt, rounding=rounding,
-                                  axis=-1, **rq)
+                    x = np.repeat(x, mult, axis=3)
+                v = G.windows(x, *geo, pad_value=pad).astype(np.int32)
+                v *= taps
+                acc = v.sum(axis=(3, 4), dtype=np.int32)
+                acc += bias
+                return requantize(acc)
             return depthwise
         if op in ("add", "mul"):
             kern = fixq.qadd if op == "add" else fixq.qmul
@@ -437,16 +499,14 @@ class Model:
         if op == "concat":
             rq = self._requant_kw(name)
             axis = G.internal_axis(s["axis"], len(self.meta["tensors"][s["output"]]))
-            same = [(sc_in[i], zp_in[i]) == (sc_out, zp_out) for i in range(len(zp_in))]
-            parts = [{k: v[i] for k, v in rq.items()} for i in range(len(zp_in))]
-            requantize = fixq.requantize
+            rescale = [None if (sc_in[i], zp_in[i]) == (sc_out, zp_out) else
+                       (zp_in[i], _prepared_requantize({k: v[i] for k, v in rq.items()}, rounding, zp_out, qmin, qmax,
+                                                       dt, 1))
+                       for i in range(len(zp_in))]
 
             def concat(*xs):
-                xs, threads = xs[:-1], xs[-1]
-                return np.concatenate([x if same[i] else requantize(x.astype(np.int32) - zp_in[i],
-                                                                    zero_point=zp_out, dtype=dt,
-                                                                    rounding=rounding, **parts[i])
-                                       for i, x in enumerate(xs)], axis=axis)
+                return np.concatenate([x if r is None else r[1](x.astype(np.int32) - r[0])
+                                       for x, r in zip(xs[:-1], rescale)], axis=axis)
             return concat
         if op == "relu":
             return lambda x, threads: np.maximum(x, dt.type(zp_out))
@@ -468,8 +528,8 @@ class Model:
             return lambda x, threads: G.to_external(x).reshape(x.shape[0], -1)
         if op == "softmax":
             axis = G.internal_axis(s["axis"], len(self.meta["tensors"][s["output"]]))
-            dequantize = fixq.dequantize
-            return lambda x, threads: G.softmax(dequantize(x, sc_in[0], zp_in[0]), axis)
+            dequantize = _prepared_dequantize(sc_in[0], zp_in[0], dt)
+            return lambda x, threads: G.softmax(dequantize(x), axis)
         raise ArchiveError(f"step {name!r}: key 'op' {op!r} is not a fixq.qmodel/1 op")
 
     def _dynamic_step(self, s):
@@ -537,7 +597,7 @@ class Model:
         if self.dynamic:
             env = {self.input: np.asarray(x, np.float32)}
         else:
-            env = {self.input: fixq.quantize(x, self._in_qp[0], self._in_qp[1], dtype=self.act_dtype)}
+            env = {self.input: self._quantize_in(x)}
         for fn, ins, out in self._fns:
             env[out] = fn(*[env[t] for t in ins], threads)
         return env
@@ -555,7 +615,7 @@ class Model:
         for i, t in enumerate(self.outputs):
             y = env[t]
             if not self.dynamic and not raw and y.dtype != np.float32:
-                y = fixq.dequantize(y, *self._out_qp[i])
+                y = self._dequantize_out[i](y)
             outs.append(G.to_external(y))
         return outs[0] if len(outs) == 1 else tuple(outs)
 
