@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import fixq
-from engine_reference import eltwise, fp32_requant, mbqm
+from engine_reference import eltwise
 
 RANGES = {np.dtype(np.int8): (-128, 127), np.dtype(np.uint8): (0, 255)}
 
@@ -58,24 +58,6 @@ class _MinMax:
 calibrate = types.SimpleNamespace(make=lambda method, **o: _MinMax())
 
 
-def pack_weights(w):
-    return np.asarray(w)
-
-
-def qlinear(x, w, bias=None, *, a_zero_point=0, b_zero_point=0, multiplier=None, shift=None, scale=None,
-            out_zero_point=0, out_min=None, out_max=None, out_dtype=np.int8, rounding="double", threads=1, out=None):
-    acc = (x.astype(np.int64) - a_zero_point) @ w.astype(np.int64).T
-    if bias is not None:
-        acc += bias
-    if np.dtype(out_dtype) == np.int32:
-        return acc.astype(np.int32)
-    lo, hi = RANGES[np.dtype(out_dtype)]
-    lo = lo if out_min is None else out_min
-    hi = hi if out_max is None else out_max
-    y = fp32_requant(acc, scale) if rounding == "fp32" else mbqm(acc, multiplier, shift, rounding)
-    return np.clip(y + out_zero_point, lo, hi).astype(out_dtype)
-
-
 def _elt(op):
     def f(a, b, *, a_scale, a_zero_point, b_scale, b_zero_point, out_scale, out_zero_point, out_min=None,
           out_max=None, out_dtype=np.int8, rounding="double", out=None):
@@ -89,7 +71,6 @@ def _elt(op):
 
 def install():
     for name, v in (("QParams", QParams), ("choose_qparams", choose_qparams), ("quantize_bias", quantize_bias),
-                    ("calibrate", calibrate), ("pack_weights", pack_weights), ("qlinear", qlinear),
-                    ("qadd", _elt("add")), ("qmul", _elt("mul"))):
+                    ("calibrate", calibrate), ("qadd", _elt("add")), ("qmul", _elt("mul"))):
         if not hasattr(fixq, name):
             setattr(fixq, name, v)

@@ -20,7 +20,7 @@ import numpy as np
 
 import fixq
 
-from . import _core, graph as G
+from . import _core, gemm, graph as G
 from ._validate import INT_RANGES, rounding_arg, scale_arg, zero_point_arg
 
 QMODEL_FORMAT = "fixq.qmodel/1"
@@ -361,6 +361,24 @@ def _prepared_requantize(rq, rounding, zero_point, lo, hi, dt, channels):
     return requantize
 
 
+def _prepared_qlinear(w, bias, common, rq):
+    """``fixq.qlinear(x, fixq.pack_weights(w), bias, **common, **rq, threads=threads)`` as a function of
+    ``(x, threads)``: the weights packed and the output stage checked (by fixq.gemm's own checks) once,
+    here, so that a call at run time goes straight to the kernel."""
+    packed = fixq.pack_weights(w)
+    dt = np.dtype(common["out_dtype"])
+    stage = gemm._out_stage("qlinear", dt, common["rounding"], rq.get("multiplier"), rq.get("shift"),
+                            rq.get("scale"), common["out_zero_point"], common["out_min"], common["out_max"],
+                            packed.n)
+    bias = np.ascontiguousarray(bias, dtype=np.int32)
+    zp = gemm._int(common["a_zero_point"], "a_zero_point", "qlinear")
+    qgemm = _core.qgemm
+
+    def qlinear(x, threads):
+        return qgemm("qlinear", "x", x, packed, zp, bias, *stage, dt, threads, None)
+    return qlinear
+
+
 def _avg_round(acc, count):
     """TFLite reference AveragePool: ``acc > 0 ? (acc + n/2) / n : (acc - n/2) / n`` (C division)."""
     h = count // 2
@@ -441,30 +459,23 @@ class Model:
             per_ch = a[f"{name}:weight_scale"].shape[0] > 1
             bias = a[f"{name}:bias"]
             if op == "linear":
-                packed = fixq.pack_weights(w)
-                qlinear = fixq.qlinear
-                kw = dict(common, bias=bias, **rq)
-
-                def linear(x, threads):
-                    return qlinear(x, packed, threads=threads, **kw)
-                return linear
+                return _prepared_qlinear(w, bias, common, rq)
             og = w.shape[0] // groups
             ig = w.shape[1]
             wg = []
             for k in range(groups):
                 sl = slice(k * og, (k + 1) * og)
                 rqk = {key: (v[sl] if per_ch else v) for key, v in rq.items()}
-                wg.append((fixq.pack_weights(G.conv_weight_hwc(w[sl])), dict(common, bias=bias[sl], **rqk)))
+                wg.append(_prepared_qlinear(G.conv_weight_hwc(w[sl]), bias[sl], common, rqk))
             geo = (tuple(w.shape[2:]), tuple(s["stride"]), tuple(s["padding"]), tuple(s["dilation"]))
-            qlinear = fixq.qlinear
             pad = zp_in[0]
 
             def conv(x, threads):
                 outs = []
-                for k, (packed, kw) in enumerate(wg):
+                for k, qlinear in enumerate(wg):
                     xk = x if groups == 1 else np.ascontiguousarray(x[..., k * ig:(k + 1) * ig])
                     cols, (n, oh, ow) = G.im2col(xk, *geo, pad_value=pad)
-                    outs.append(qlinear(cols, packed, threads=threads, **kw).reshape(n, oh, ow, -1))
+                    outs.append(qlinear(cols, threads).reshape(n, oh, ow, -1))
                 return outs[0] if groups == 1 else np.concatenate(outs, axis=3)
             return conv
         if op == "conv2d":  # depthwise: int32 taps, then the per-channel output stage

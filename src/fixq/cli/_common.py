@@ -12,13 +12,13 @@ class CliError(Exception):
 
 
 def one_line_errors(fn):
-    """fixq's own errors (ValueError, TypeError, OSError, CliError) -> ``fixq: error: ...`` on stderr,
-    exit 1.  Click's usage errors keep exit 2."""
+    """fixq's own errors (ValueError, TypeError, OverflowError, OSError, CliError) -> ``fixq: error: ...``
+    on stderr, exit 1.  Click's usage errors keep exit 2."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (CliError, ValueError, TypeError) as e:
+        except (CliError, ValueError, TypeError, OverflowError) as e:
             msg = " ".join(str(e).split())
         except OSError as e:
             msg = f"{e.filename}: {e.strerror}" if e.filename and e.strerror else " ".join(str(e).split())
