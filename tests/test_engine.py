@@ -263,7 +263,7 @@ def test_dynamic_mode(tmp_path, name):
     f = G.run_float(g, x)
     assert abs(np.mean(out.argmax(1) == y) - np.mean(f.argmax(1) == y)) <= 0.01
     assert np.max(np.abs(out - f)) < 0.05 * np.max(np.abs(f))
-    with pytest.raises(ValueError, match="raw=True needs a static model"):
+    with pytest.raises(ValueError, match="raw=True needs a static int8 model"):
         m.run(x, raw=True)
 
 
@@ -385,3 +385,59 @@ def test_archive_meta_inconsistent(archive):
     _rewrite(path, a)
     with pytest.raises(ArchiveError, match="step 'fc1': key 'inputs' names unknown tensor 'ghost'"):
         Model.load(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Ternary, binary and fp16 weights
+
+NEEDS_LOWBIT = pytest.mark.skipif(not hasattr(fixq, "ternarize"), reason="TEMPORARY: issue 5 not merged yet")
+
+
+@NEEDS_LOWBIT
+@pytest.mark.parametrize("weights", ["ternary", "binary"])
+def test_lowbit_weights_bit_exact_and_packed(tmp_path, weights):
+    rng = np.random.default_rng(5)
+    w, spec = every_op_model(rng)
+    g = G.validate(spec, w)
+    q = quantize_model(g, calib_batches(rng, (3, 9, 6)), weights=weights)
+    path = str(tmp_path / "q.npz")
+    q.save(path)
+    m = Model.load(path)
+    key = {"ternary": "weight_codes", "binary": "weight_bits"}[weights]
+    per = {"ternary": 4, "binary": 8}[weights]
+    assert m.arrays[f"c2:{key}"].shape == (8, (4 * 3 * 3 + per - 1) // per)
+    assert "c2:weight" not in m.arrays
+    wq = m.weight(m.steps[1])
+    assert wq.shape == (8, 4, 3, 3) and set(np.unique(wq)) <= {-1, 0, 1}
+    x = rng.standard_normal((4, 3, 9, 6)).astype(np.float32)
+    fc, _ = m.run(x, raw=True)
+    np.testing.assert_array_equal(fc.astype(np.int64), simulate_lowbit(path, m, x))
+
+
+def simulate_lowbit(path, m, x):
+    """The int64 simulation on an archive rewritten with the unpacked int8 codes."""
+    with np.load(path) as z:
+        a = {k: z[k] for k in z.files}
+    meta = json.loads(str(a["__meta__"]))
+    for s in meta["steps"]:
+        if "weight_shape" in s:
+            a[f"{s['name']}:weight"] = m.weight(s)
+    alt = path + ".int8.npz"
+    np.savez(alt, **a)
+    return simulate(alt, x)[0]
+
+
+@NEEDS_LOWBIT
+def test_fp16_weights(tmp_path):
+    g, _ = G.load_float_model(bundled("digits_cnn.npz"))
+    x = np.load(bundled("digits_test_x.npy"))
+    q = quantize_model(g, weights="fp16")
+    path = str(tmp_path / "f16.npz")
+    q.save(path)
+    m = Model.load(path)
+    assert m.arrays["conv1:weight"].dtype == np.float16
+    assert m.weight_bytes() < 0.55 * m.float_weight_bytes()
+    ref = G.run_float(g, x)
+    out = m.run(x)
+    assert np.max(np.abs(out - ref)) < 1e-2 * np.max(np.abs(ref))
+    assert np.mean(out.argmax(1) == ref.argmax(1)) > 0.99

@@ -26,7 +26,8 @@ from ._validate import INT_RANGES, rounding_arg, scale_arg, zero_point_arg
 QMODEL_FORMAT = "fixq.qmodel/1"
 QMODEL_VERSION = 1
 METHODS = ("minmax", "moving_average", "percentile", "entropy", "mse")
-WEIGHT_TYPES = ("int8",)
+WEIGHT_TYPES = ("int8", "fp16", "ternary", "binary")
+LOWBIT_KEY = {"ternary": "weight_codes", "binary": "weight_bits"}
 ACT_TYPES = {"int8": np.int8, "uint8": np.uint8}
 
 
@@ -128,7 +129,10 @@ def quantize_model(g, calib=None, *, method="minmax", per_channel=True, weights=
     `calib` is an iterable of float input batches (NCHW, as the model takes them); static mode needs it,
     dynamic mode (`dynamic=True`) ignores it.  `method` picks the activation calibrator
     (``fixq.calibrate.make``), `per_channel` the weight granularity, `activations` int8 or uint8,
-    `rounding` the requantization (double, single or fp32)."""
+    `rounding` the requantization (double, single or fp32).  `weights`: ``"int8"``; ``"ternary"``
+    (fixq.ternarize) or ``"binary"`` (fixq.binarize), whose {-1, 0, +1} codes run through the same int8
+    path with alpha as the per-channel weight scale; or ``"fp16"``: float16 weights, float32
+    activations (weight-only compression, fixq.fp16_linear), no calibration."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
     if weights not in WEIGHT_TYPES:
@@ -136,12 +140,15 @@ def quantize_model(g, calib=None, *, method="minmax", per_channel=True, weights=
     if activations not in ACT_TYPES:
         raise ValueError(f"activations must be one of {list(ACT_TYPES)}, got {activations!r}")
     rounding_arg(rounding)
+    if weights == "fp16":
+        dynamic, calib = False, None
+    float_acts = dynamic or weights == "fp16"
     act_dt = ACT_TYPES[activations]
     steps = plan_steps(g)
     arrays = {}
     wkeys = _weight_keys(g)
     tensors = {}
-    if not dynamic:
+    if not float_acts:
         if calib is None:
             raise ValueError("static quantization needs calibration data (calib=); or use dynamic=True")
         observed = [g.input] + [s["output"] for s in steps if s["op"] in ("linear", "conv2d", "add", "mul",
@@ -162,9 +169,21 @@ def quantize_model(g, calib=None, *, method="minmax", per_channel=True, weights=
             wk, bk = wkeys[name]
             w = g.weights[wk]
             b = g.weights[bk] if bk else np.zeros(w.shape[0], np.float32)
+            s["weight_shape"] = list(w.shape)
+            if weights == "fp16":
+                arrays[f"{name}:weight"] = fixq.pack_fp16(w.reshape(w.shape[0], -1)).weights.reshape(w.shape)
+                arrays[f"{name}:bias"] = b.astype(np.float32)
+                continue
             s_in = None if dynamic else qp[s["inputs"][0]][0]
-            wq, ws, wzp = _quantize_weight(w, per_channel, None if dynamic else b, s_in)
-            arrays[f"{name}:weight"] = wq
+            if weights in LOWBIT_KEY:
+                lw = (fixq.ternarize if weights == "ternary" else fixq.binarize)(w.reshape(w.shape[0], -1))
+                arrays[f"{name}:{LOWBIT_KEY[weights]}"] = lw.codes if weights == "ternary" else lw.bits
+                # alpha folded into the per-channel weight scale (an all-zero row has alpha 0: use 1.0)
+                ws = np.where(lw.alpha > 0, lw.alpha, np.float32(1.0)).astype(np.float32)
+                wzp = np.zeros(w.shape[0], np.int32)
+            else:
+                wq, ws, wzp = _quantize_weight(w, per_channel, None if dynamic else b, s_in)
+                arrays[f"{name}:weight"] = wq
             arrays[f"{name}:weight_scale"] = ws
             arrays[f"{name}:weight_zero_point"] = wzp
             if dynamic:
@@ -175,18 +194,19 @@ def quantize_model(g, calib=None, *, method="minmax", per_channel=True, weights=
             arrays[f"{name}:bias"] = fixq.quantize_bias(b, s_in, ws)[0]
             m, sh, sc = _requant_params(bias_scale / np.float64(s_out))
             arrays[f"{name}:multiplier"], arrays[f"{name}:shift"], arrays[f"{name}:scale"] = m, sh, sc
-        elif s["op"] == "concat" and not dynamic:
+        elif s["op"] == "concat" and not float_acts:
             s_out = np.float64(qp[s["output"]][0])
             m, sh, sc = _requant_params([np.float64(qp[t][0]) / s_out for t in s["inputs"]])
             arrays[f"{name}:multiplier"], arrays[f"{name}:shift"], arrays[f"{name}:scale"] = m, sh, sc
-        if not dynamic and s["act"] is not None:
+        if not float_acts and s["act"] is not None:
             sc, zp = qp[s["output"]]
             s["out_min"] = int(max(qmin, zp))
             s["out_max"] = int(qmax) if s["act"] == "relu" else int(min(qmax, zp + round(6.0 / float(sc))))
     meta = {
         "format": QMODEL_FORMAT,
         "fixq_version": fixq.__version__,
-        "options": {"method": None if dynamic else method, "per_channel": bool(per_channel),
+        "options": {"method": None if float_acts else method,
+                    "per_channel": bool(per_channel or weights in LOWBIT_KEY),
                     "weights": weights, "activations": activations, "dynamic": bool(dynamic),
                     "rounding": rounding, "method_options": method_options or {}},
         "graph": g.spec,
@@ -229,7 +249,11 @@ def _expect(arrays, key, dtype, shape, step):
 def _check_archive(meta, arrays):
     """Every key the plan needs, with its dtype and shape."""
     opts = meta["options"]
-    dynamic = opts["dynamic"]
+    weights = opts["weights"]
+    if weights not in WEIGHT_TYPES or opts["activations"] not in ACT_TYPES:
+        raise ArchiveError(f"key '__meta__': options weights={weights!r}, activations={opts['activations']!r} "
+                           "are not ones this fixq runs")
+    dynamic = opts["dynamic"] or weights == "fp16"
     act_dt = ACT_TYPES[opts["activations"]]
     tshapes = meta["tensors"]
     if not dynamic:
@@ -247,13 +271,23 @@ def _check_archive(meta, arrays):
             if t not in tshapes:
                 raise ArchiveError(f"step {name!r}: key 'inputs' names unknown tensor {t!r}")
         if op in G.WEIGHTED:
-            w = _expect(arrays, f"{name}:weight", np.int8, None, name)
-            o = w.shape[0]
+            shape = s["weight_shape"]
+            if (not isinstance(shape, list) or len(shape) != (2 if op == "linear" else 4)
+                    or not all(isinstance(d, int) and d > 0 for d in shape)):
+                raise ArchiveError(f"step {name!r}: key 'weight_shape' is {shape!r}")
+            o, k = shape[0], int(np.prod(shape[1:]))
+            if weights in LOWBIT_KEY:
+                per = 4 if weights == "ternary" else 8
+                _expect(arrays, f"{name}:{LOWBIT_KEY[weights]}", np.uint8, (o, (k + per - 1) // per), name)
+            else:
+                _expect(arrays, f"{name}:weight", np.float16 if weights == "fp16" else np.int8, shape, name)
+            _expect(arrays, f"{name}:bias", np.float32 if dynamic else np.int32, (o,), name)
+            if weights == "fp16":
+                continue
             nch = arrays.get(f"{name}:weight_scale", np.zeros(0)).shape
             ch = nch[0] if len(nch) == 1 and nch[0] in (1, o) else o
             _expect(arrays, f"{name}:weight_scale", np.float32, (ch,), name)
             _expect(arrays, f"{name}:weight_zero_point", np.int32, (ch,), name)
-            _expect(arrays, f"{name}:bias", np.float32 if dynamic else np.int32, (o,), name)
             if not dynamic:
                 for k, dt in (("multiplier", np.int32), ("shift", np.int32), ("scale", np.float32)):
                     _expect(arrays, f"{name}:{k}", dt, (ch,), name)
@@ -394,6 +428,8 @@ class Model:
         self.options = meta["options"]
         self.rounding = rounding_arg(rounding) if rounding is not None else self.options["rounding"]
         self.dynamic = self.options["dynamic"]
+        self.weights = self.options["weights"]
+        self.float_acts = self.dynamic or self.weights == "fp16"
         self.act_dtype = np.dtype(ACT_TYPES[self.options["activations"]])
         self.input = meta["input"]
         self.input_shape = tuple(meta["input_shape"])
@@ -422,8 +458,24 @@ class Model:
         return sum(a.nbytes for k, a in self.arrays.items() if not k.startswith("t:"))
 
     def float_weight_bytes(self):
-        return sum(4 * self.arrays[f"{s['name']}:weight"].size + 4 * self.arrays[f"{s['name']}:weight"].shape[0]
+        """fp32 weights and biases of the weighted layers."""
+        return sum(4 * int(np.prod(s["weight_shape"])) + 4 * s["weight_shape"][0]
                    for s in self.steps if s["op"] in G.WEIGHTED)
+
+    def weight(self, s):
+        """The int8 weights of step `s` in their float layout (ternary/binary codes unpacked)."""
+        a, name, shape = self.arrays, s["name"], s["weight_shape"]
+        if self.weights == "ternary":
+            lw = fixq.lowbit.TernaryWeights.from_arrays({"codes": a[f"{name}:weight_codes"],
+                                                         "alpha": a[f"{name}:weight_scale"],
+                                                         "k": int(np.prod(shape[1:]))})
+        elif self.weights == "binary":
+            lw = fixq.lowbit.BinaryWeights.from_arrays({"bits": a[f"{name}:weight_bits"],
+                                                        "alpha": a[f"{name}:weight_scale"],
+                                                        "k": int(np.prod(shape[1:]))})
+        else:
+            return a[f"{name}:weight"]
+        return lw.unpack().reshape(shape)
 
     # -- building the run plan ------------------------------------------------------------------
     def _requant_kw(self, name):
@@ -435,9 +487,9 @@ class Model:
     def _build(self):
         self._fns = []
         for s in self.steps:
-            fn = self._dynamic_step(s) if self.dynamic else self._static_step(s)
+            fn = self._float_step(s) if self.float_acts else self._static_step(s)
             self._fns.append((fn, tuple(s["inputs"]), s["output"]))
-        if not self.dynamic:
+        if not self.float_acts:
             self._quantize_in = _prepared_quantize(*self.qparams(self.input), self.act_dtype)
             self._dequantize_out = [_prepared_dequantize(*self.qparams(t), self.act_dtype) for t in self.outputs]
 
@@ -451,7 +503,7 @@ class Model:
         lo, hi = s.get("out_min", qmin), s.get("out_max", qmax)
         rounding = self.rounding
         if op in G.WEIGHTED and not s.get("depthwise"):
-            w = a[f"{name}:weight"]
+            w = self.weight(s)
             groups = s.get("groups", 1)
             common = dict(a_zero_point=zp_in[0], out_zero_point=zp_out, out_min=lo, out_max=hi,
                           out_dtype=dt, rounding=rounding)
@@ -479,7 +531,7 @@ class Model:
                 return outs[0] if groups == 1 else np.concatenate(outs, axis=3)
             return conv
         if op == "conv2d":  # depthwise: int32 taps, then the per-channel output stage
-            w = a[f"{name}:weight"]
+            w = self.weight(s)
             c = self.meta["tensors"][s["inputs"][0]][1]
             mult = w.shape[0] // c
             taps = np.ascontiguousarray(w[:, 0].transpose(1, 2, 0)).astype(np.int32)  # [kH, kW, O]
@@ -543,52 +595,77 @@ class Model:
             return lambda x, threads: G.softmax(dequantize(x), axis)
         raise ArchiveError(f"step {name!r}: key 'op' {op!r} is not a fixq.qmodel/1 op")
 
-    def _dynamic_step(self, s):
-        """Dynamic mode: linear/conv quantize their input per batch (its own min/max), run the int8
-        GEMM to int32, and rescale to float; everything else runs in float."""
+    def _float_step(self, s):
+        """Float activations.  Dynamic mode: linear/conv quantize their input per batch (its own
+        min/max), run the int8 GEMM to int32 and rescale to float.  fp16 weights: linear/conv run
+        fixq.fp16_linear.  Everything else runs in float."""
         name, op, a = s["name"], s["op"], self.arrays
+        act = {"relu": lambda y: np.maximum(y, 0), "relu6": lambda y: np.clip(y, 0, 6), None: None}[s["act"]]
         if op not in G.WEIGHTED:
             node = G.Node(name, op, s["inputs"], {k: (tuple(v) if isinstance(v, list) else v)
                                                  for k, v in s.items() if k not in ("name", "op", "inputs")})
-            act = {"relu": lambda y: np.maximum(y, 0), "relu6": lambda y: np.clip(y, 0, 6), None: None}[s["act"]]
 
             def float_op(*xs):
                 y = G.float_node(None, node, list(xs[:-1]))
                 return act(y) if act else y
             return float_op
-        w = a[f"{name}:weight"]
-        ws = a[f"{name}:weight_scale"].astype(np.float64)
         bias = a[f"{name}:bias"]
+        groups = s.get("groups", 1)
+        shape = s["weight_shape"]
+        og, ig = shape[0] // groups, shape[1]
+        if op == "conv2d":
+            geo = (tuple(shape[2:]), tuple(s["stride"]), tuple(s["padding"]), tuple(s["dilation"]))
+
+        def gemm_input(x, k, pad):
+            """The [rows, K] GEMM operand of group k (depthwise: one group per input channel) and the
+            output's leading shape."""
+            if op == "linear":
+                return x, x.shape[:-1]
+            xk = x if groups == 1 else np.ascontiguousarray(x[..., k * ig:(k + 1) * ig])
+            cols, lead = G.im2col(xk, *geo, pad_value=pad)
+            return cols, lead
+
+        def finish(outs):
+            y = outs[0] if groups == 1 else np.concatenate(outs, axis=-1)
+            if act is not None:
+                y = act(y)
+            return y
+
+        if self.weights == "fp16":
+            w = a[f"{name}:weight"].astype(np.float32)  # float16 -> float32 -> float16 is exact
+            packs = [fixq.pack_fp16(w if op == "linear" else G.conv_weight_hwc(w[k * og:(k + 1) * og]))
+                     for k in range(groups)]
+            biases = [np.ascontiguousarray(bias[k * og:(k + 1) * og]) for k in range(groups)]
+            fp16_linear = fixq.fp16_linear
+
+            def fp16_step(x, threads):
+                outs = []
+                for k in range(groups):
+                    cols, lead = gemm_input(np.ascontiguousarray(x, dtype=np.float32), k, 0.0)
+                    outs.append(fp16_linear(cols, packs[k], biases[k]).reshape(lead + (og,)))
+                return finish(outs)
+            return fp16_step
+        w = self.weight(s)
+        ws = a[f"{name}:weight_scale"].astype(np.float64)
         dt = self.act_dtype
         qlinear = fixq.qlinear
-        act = s["act"]
-        groups = s.get("groups", 1)
         if op == "conv2d":
-            geo = (tuple(w.shape[2:]), tuple(s["stride"]), tuple(s["padding"]), tuple(s["dilation"]))
-            og, ig = w.shape[0] // groups, w.shape[1]
             packs = [fixq.pack_weights(G.conv_weight_hwc(w[k * og:(k + 1) * og])) for k in range(groups)]
         else:
             packs = [fixq.pack_weights(w)]
+        scales = [ws if ws.size == 1 else ws[k * og:(k + 1) * og] for k in range(groups)]
+        biases = [bias[k * og:(k + 1) * og] for k in range(groups)]
 
         def dynamic(x, threads):
             xs, xz = _act_qparams(min(float(x.min()), 0.0), max(float(x.max()), 0.0), dt)
             xq = fixq.quantize(x, xs, xz, dtype=dt)
-            if op == "linear":
-                acc = qlinear(xq, packs[0], a_zero_point=xz, out_dtype=np.int32, threads=threads)
-            else:
-                outs = []
-                for k, packed in enumerate(packs):
-                    xk = xq if groups == 1 else np.ascontiguousarray(xq[..., k * ig:(k + 1) * ig])
-                    cols, (n, oh, ow) = G.im2col(xk, *geo, pad_value=xz)
-                    outs.append(qlinear(cols, packed, a_zero_point=xz, out_dtype=np.int32,
-                                        threads=threads).reshape(n, oh, ow, -1))
-                acc = outs[0] if groups == 1 else np.concatenate(outs, axis=3)
-            y = (acc * (np.float64(xs) * ws)).astype(np.float32) + bias
-            if act == "relu":
-                np.maximum(y, 0, out=y)
-            elif act == "relu6":
-                np.clip(y, 0, 6, out=y)
-            return y
+            outs = []
+            for k, packed in enumerate(packs):
+                cols, lead = gemm_input(xq, k, xz)
+                acc = qlinear(cols, packed, a_zero_point=xz, out_dtype=np.int32, threads=threads)
+                outs.append(((acc * (np.float64(xs) * scales[k])).astype(np.float32) + biases[k]).reshape(
+                    lead + (og,)))
+            return finish(outs)
         return dynamic
 
     # -- running --------------------------------------------------------------------------------
@@ -605,7 +682,7 @@ class Model:
     def run_all(self, x, threads=1):
         """Every tensor of the run (internal layout: 4-D tensors NHWC), keyed by name."""
         x = G.to_internal(self._check_x(x))
-        if self.dynamic:
+        if self.float_acts:
             env = {self.input: np.asarray(x, np.float32)}
         else:
             env = {self.input: self._quantize_in(x)}
@@ -619,19 +696,19 @@ class Model:
         a tuple."""
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
-        if raw and self.dynamic:
-            raise ValueError("raw=True needs a static model; a dynamic model's outputs are float")
+        if raw and self.float_acts:
+            raise ValueError("raw=True needs a static int8 model; this model's outputs are float")
         env = self.run_all(x, threads)
         outs = []
         for i, t in enumerate(self.outputs):
             y = env[t]
-            if not self.dynamic and not raw and y.dtype != np.float32:
+            if not self.float_acts and not raw and y.dtype != np.float32:
                 y = self._dequantize_out[i](y)
             outs.append(G.to_external(y))
         return outs[0] if len(outs) == 1 else tuple(outs)
 
     def dequantized(self, tensor, value):
         """Float view of an internal tensor value (for per-layer error reports)."""
-        if self.dynamic or value.dtype == np.float32:
+        if self.float_acts or value.dtype == np.float32:
             return value
         return fixq.dequantize(value, *self.qparams(tensor))

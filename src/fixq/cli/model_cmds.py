@@ -8,7 +8,7 @@ import numpy as np
 from . import cli
 from ._common import CliError, batches, check_output, load_array, one_line_errors, progressbar
 from .. import graph as G
-from ..model import METHODS, Model, atomic_write, quantize_model
+from ..model import METHODS, WEIGHT_TYPES, Model, atomic_write, quantize_model
 
 QUIET = click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 FORCE = click.option("--force", "-f", is_flag=True, help="Overwrite an existing output file.")
@@ -41,18 +41,19 @@ def layer_rows(model):
     for s in model.steps:
         name, out = s["name"], s["output"]
         op = s["op"] + (f"+{s['act']}" if s["act"] else "") + (" dw" if s.get("depthwise") else "")
-        w = a.get(f"{name}:weight")
+        shape = s.get("weight_shape")
+        wdt = {"int8": "int8", "fp16": "float16", "ternary": "ternary", "binary": "binary"}[model.weights]
         nbytes = sum(v.nbytes for k, v in a.items() if k.startswith(name + ":"))
-        if model.dynamic:
-            io = ["dynamic", "", "float", ""]
+        if model.float_acts:
+            io = ["dynamic" if model.dynamic else "float", "", "float", ""]
         else:
             si, zi = model.qparams(s["inputs"][0])
             so, zo = model.qparams(out)
             io = [_fmt(si), zi, _fmt(so), zo]
         mq = (f"{_per(a[name + ':multiplier'])} / {_per(a[name + ':shift'])}"
               if f"{name}:multiplier" in a else "")
-        rows.append([name, op, "" if w is None else w.dtype.name, "" if w is None else "x".join(map(str, w.shape)),
-                     _per(a[name + ":weight_scale"]) if w is not None else ""] + io + [mq, nbytes])
+        rows.append([name, op, wdt if shape else "", "x".join(map(str, shape)) if shape else "",
+                     _per(a[name + ":weight_scale"]) if f"{name}:weight_scale" in a else ""] + io + [mq, nbytes])
     return rows
 
 
@@ -68,8 +69,8 @@ LAYER_HEADER = ["layer", "op", "dtype", "weight", "w scale", "in scale", "in zp"
 @click.option("--method", type=click.Choice(METHODS), default="minmax", show_default=True,
               help="Activation calibration method.")
 @click.option("--per-channel/--per-tensor", default=True, show_default=True, help="Weight scale granularity.")
-@click.option("--weights", type=click.Choice(["int8"]), default="int8", show_default=True,
-              help="Weight storage and compute type.")
+@click.option("--weights", type=click.Choice(WEIGHT_TYPES), default="int8", show_default=True,
+              help="Weight storage: int8; ternary/binary codes through the int8 path; fp16 (float activations).")
 @click.option("--activations", type=click.Choice(["int8", "uint8"]), default="int8", show_default=True)
 @click.option("--dynamic", is_flag=True, help="Activation qparams computed per batch at run time (no --calib).")
 @click.option("--rounding", type=click.Choice(["double", "single", "fp32"]), default="double", show_default=True,
@@ -88,13 +89,15 @@ def quantize(model, output, calib, method, per_channel, weights, activations, dy
     check_output(output, [model, calib, graph_path], force)
     if dynamic and calib is not None:
         raise CliError("--dynamic computes activation ranges at run time; drop --calib")
-    if not dynamic and calib is None:
+    if weights == "fp16" and (calib is not None or dynamic):
+        raise CliError("--weights fp16 keeps float activations: drop --calib and --dynamic")
+    if not dynamic and weights != "fp16" and calib is None:
         raise CliError("static quantization needs --calib DATA.npy (or pass --dynamic)")
     g, inferred = G.load_float_model(model, graph=graph_path, activation=activation)
     if inferred:
         click.echo(f"no __graph__ in {model}; inferred a sequential MLP:\n{json.dumps(g.spec)}")
-    if dynamic:
-        q = quantize_model(g, dynamic=True, per_channel=per_channel, weights=weights, activations=activations,
+    if calib is None:
+        q = quantize_model(g, dynamic=dynamic, per_channel=per_channel, weights=weights, activations=activations,
                            rounding=rounding)
     else:
         x = load_array(calib, "--calib")
@@ -168,7 +171,8 @@ def inspect(model):
     m = Model.load(model)
     o = m.options
     click.echo(f"{model}: {m.meta['format']}, made by fixq {m.meta['fixq_version']}")
-    click.echo(f"mode {'dynamic' if m.dynamic else 'static'}; weights {o['weights']} "
+    mode = "dynamic" if m.dynamic else ("float activations" if m.float_acts else "static")
+    click.echo(f"mode {mode}; weights {o['weights']} "
                f"{'per-channel' if o['per_channel'] else 'per-tensor'}; activations {o['activations']}; "
                f"calibration {o['method']}; rounding {o['rounding']}")
     click.echo(f"input {m.input} {m.input_shape}; outputs {', '.join(m.outputs)}")
