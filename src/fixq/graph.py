@@ -411,6 +411,18 @@ def windows(x, kernel, stride, padding, dilation=(1, 1), pad_value=0):
         x, (n, oh, ow, kh, kw, c), (s[0], s[1] * sh, s[2] * sw, s[1] * dh, s[2] * dw, s[3]), writeable=False)
 
 
+def window_reduce(x, kernel, stride, padding, pad_value, ufunc, dtype=None):
+    """``ufunc.reduce`` over each kH x kW window of NHWC `x` (as `dtype`), one tap at a time: elementwise
+    ufuncs on strided views beat a reduction over two strided axes."""
+    v = windows(x, kernel, stride, padding, pad_value=pad_value)
+    out = v[:, :, :, 0, 0].astype(dtype or x.dtype)
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            if i or j:
+                ufunc(out, v[:, :, :, i, j], out=out)
+    return out
+
+
 def im2col(x, kernel, stride, padding, dilation, pad_value=0):
     """NHWC `x` -> ([N*OH*OW, kH*kW*C] patches, (N, OH, OW)); weights must be [O, kH, kW, C]."""
     if kernel == (1, 1) and stride == (1, 1) and padding == (0, 0):
@@ -463,10 +475,10 @@ def float_node(g, node, xs):
     if node.op == "relu6":
         return np.clip(x, 0, 6)
     if node.op == "maxpool2d":
-        return windows(x, a["kernel"], a["stride"], a["padding"], pad_value=-np.inf).max(axis=(3, 4))
+        return window_reduce(x, a["kernel"], a["stride"], a["padding"], -np.inf, np.maximum)
     if node.op == "avgpool2d":
         k = a["kernel"]
-        return (windows(x, k, a["stride"], a["padding"]).sum(axis=(3, 4)) / (k[0] * k[1])).astype(np.float32)
+        return window_reduce(x, k, a["stride"], a["padding"], 0, np.add) / np.float32(k[0] * k[1])
     if node.op == "global_avgpool":
         return x.mean(axis=(1, 2), dtype=np.float32)
     if node.op == "flatten":

@@ -544,10 +544,12 @@ class Model:
             def depthwise(x, threads):
                 if mult > 1:
                     x = np.repeat(x, mult, axis=3)
-                v = G.windows(x, *geo, pad_value=pad).astype(np.int32)
-                v *= taps
-                acc = v.sum(axis=(3, 4), dtype=np.int32)
-                acc += bias
+                v = G.windows(x, *geo, pad_value=pad)
+                acc = np.add(bias, np.multiply(v[:, :, :, 0, 0], taps[0, 0]))  # int8 * int32 -> int32
+                for i in range(geo[0][0]):
+                    for j in range(geo[0][1]):
+                        if i or j:
+                            acc += np.multiply(v[:, :, :, i, j], taps[i, j])
                 return requantize(acc)
             return depthwise
         if op in ("add", "mul"):
@@ -578,12 +580,11 @@ class Model:
             return lambda x, threads: np.clip(x, zp_out, top).astype(dt, copy=False)
         if op == "maxpool2d":
             geo = (tuple(s["kernel"]), tuple(s["stride"]), tuple(s["padding"]))
-            return lambda x, threads: G.windows(x, *geo, pad_value=qmin).max(axis=(3, 4))
+            return lambda x, threads: G.window_reduce(x, *geo, qmin, np.maximum)
         if op == "avgpool2d":
             geo = (tuple(s["kernel"]), tuple(s["stride"]), tuple(s["padding"]))
             count = geo[0][0] * geo[0][1]
-            return lambda x, threads: _avg_round(
-                G.windows(x, *geo, pad_value=zp_out).sum(axis=(3, 4), dtype=np.int32), count).astype(dt)
+            return lambda x, threads: _avg_round(G.window_reduce(x, *geo, zp_out, np.add, np.int32), count).astype(dt)
         if op == "global_avgpool":
             return lambda x, threads: _avg_round(x.sum(axis=(1, 2), dtype=np.int32),
                                                  x.shape[1] * x.shape[2]).astype(dt)
