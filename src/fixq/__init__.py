@@ -18,6 +18,9 @@ from .qparams import QParams, choose_qparams, quantize_bias
 __version__ = _core.VERSION
 
 
+from .model import Model  # noqa: E402  (the int8 engine; docs/engine.md)
+
+
 def cpu_info():
     """The CPU paths compiled into this build, those this machine supports, and the selected one
     (FIXQ_ISA forces a path)."""
@@ -42,4 +45,5 @@ __all__ = [
     "calibrate", "QParams", "choose_qparams", "quantize_bias",
     "lowbit", "pack_fp16", "fp16_linear", "ternarize", "binarize", "popcount_linear", "binary_linear",
     "lowbit_qlinear", "storage_report",
+    "Model",
 ]
