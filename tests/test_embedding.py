@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import numpy as np
@@ -76,17 +77,25 @@ def consumer_env():
 # ---- the public header -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("lang,std", [("c", "c89"), ("c", "c99"), ("c", "c11"),
-                                      ("c++", "c++98"), ("c++", "c++11"), ("c++", "c++17")])
-def test_header_compiles_as_c_and_cxx(tmp_path, lang, std):
+HEADER_CASES = [("fixq.h", lang, std) for lang, std in [
+    ("c", "c89"), ("c", "c99"), ("c", "c11"), ("c++", "c++98"), ("c++", "c++11"), ("c++", "c++17")]]
+HEADER_CASES += [("fixq_capsule.h", lang, std) for lang, std in [
+    ("c", "c99"), ("c", "c11"), ("c++", "c++11"), ("c++", "c++17")]]
+
+
+@pytest.mark.parametrize("header,lang,std", HEADER_CASES)
+def test_header_compiles_as_c_and_cxx(tmp_path, header, lang, std):
+    """fixq.h in every C and C++ dialect; fixq_capsule.h (which includes Python.h) in those Python
+    supports.  -pedantic -Wall -Wextra -Werror."""
     compiler = CC if lang == "c" else CXX
     if compiler is None:
         pytest.skip("no C++ compiler found (set CXX)")
     src = tmp_path / ("t.c" if lang == "c" else "t.cpp")
-    src.write_text("#include <fixq/fixq.h>\n"
-                   "int main(void) { return fixq_status_string(FIXQ_OK)[0] == 0; }\n")
+    call = "import_fixq() < 0 ? 1 : " if header == "fixq_capsule.h" else ""
+    src.write_text(f"#include <fixq/{header}>\n"
+                   f"int f(void) {{ return {call}fixq_status_string(FIXQ_OK)[0] == 0; }}\n")
     run([compiler, f"-std={std}", "-pedantic", "-Wall", "-Wextra", "-Werror", "-fsyntax-only",
-         "-I", fixq.get_include(), str(src)], tmp_path)
+         "-I", fixq.get_include(), "-I", sysconfig.get_paths()["include"], str(src)], tmp_path)
 
 
 def test_get_include_holds_the_headers():

@@ -24,6 +24,9 @@
 #ifndef FIXQ_FIXQ_CAPSULE_H_
 #define FIXQ_FIXQ_CAPSULE_H_
 
+#ifndef FIXQ_BUILDING
+#include <Python.h> /* first, before any standard header, as Python requires */
+#endif
 #include "fixq/fixq.h"
 
 #define FIXQ_API_VERSION 1
@@ -65,8 +68,6 @@ const fixq_api *fixq__capsule_api(void);
 #endif
 
 #ifndef FIXQ_BUILDING
-#include <Python.h>
-
 static const fixq_api *fixq_capi = NULL;
 
 /* Imports fixq._core and fills fixq_capi.  0 on success; -1 with a Python
