@@ -216,3 +216,18 @@ def test_extension_reports_c_errors(ext):
         ext.requantize(np.zeros(4, np.int32), -1, 0, 0)
     with pytest.raises(ValueError, match="NaN"):
         ext.quantize(np.array([np.nan], np.float32), np.float32(1.0), 0)
+
+
+def test_extension_threads(ext):
+    """The kernels run without the GIL from several threads at once, each with its own data."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(88)
+    accs = [rng.integers(-(2**24), 2**24, 100_003, dtype=np.int32) for _ in range(4)]
+    m, s = fixq.quantize_multiplier(0.001)
+    want = [fixq.requantize(a, m, s, 5) for a in accs]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(3):
+            got = list(pool.map(lambda a: np.frombuffer(ext.requantize(a, m, s, 5), np.int8), accs))
+            for g, w in zip(got, want):
+                np.testing.assert_array_equal(g, w)
