@@ -12,8 +12,9 @@ CSRC := src/fixq/_csrc
 ARCH := $(shell uname -m)
 X86 := $(filter x86_64 amd64 i686 i386 x86,$(ARCH))
 
+# setup.py's flags plus those it inherits from Python's own build (-fwrapv -DNDEBUG -fPIC).
 CFLAGS_COMMON := -std=gnu11 -ffp-contract=off -fno-strict-aliasing -Wall -Wno-unused-function \
-	-fPIC $(OPT) -DNDEBUG -DFIXQ_BUILDING=1 $(if $(X86),-DFIXQ_COMPILED_AVX2=1) \
+	-fwrapv -fPIC $(OPT) -DNDEBUG -DFIXQ_BUILDING=1 $(if $(X86),-DFIXQ_COMPILED_AVX2=1) \
 	-Isrc/fixq/include -I$(CSRC)
 AVX2_FLAGS := -mavx2 -mfma -mf16c -mpopcnt
 
