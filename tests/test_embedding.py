@@ -44,17 +44,16 @@ def run(cmd, cwd, env=None):
     return res.stdout
 
 
-def demo_inputs(rows, channels):
+def demo_inputs(m=3, k=37, n=19):
     """The inputs c_demo/fixq_demo.c builds."""
-    i = np.arange(rows * channels, dtype=np.uint64)
-    acc = ((i * 2654435761) % 2**32 % 200001).astype(np.int64) - 100000
-    acc = acc.astype(np.int32).reshape(rows, channels)
-    x = (acc.astype(np.float32) / np.float32(4096.0)).astype(np.float32)
-    c = np.arange(channels)
-    multiplier, shift = fixq.quantize_multiplier(0.0005 * (c + 1))
-    scale = np.float32(0.01) * (c + 1).astype(np.float32)
-    zero_point = (c - 18).astype(np.int32)
-    return acc, x, multiplier, shift, scale, zero_point
+    i = np.arange(m * k, dtype=np.uint64)
+    x = ((i * 2654435761) % 2**32 % 1001).astype(np.float32) / np.float32(100) - np.float32(5)
+    i = np.arange(n * k, dtype=np.uint64)
+    w = (((i * 40503) % 2**32 % 255).astype(np.int32) - 127).astype(np.int8).reshape(n, k)
+    c = np.arange(n)
+    bias = ((c * 7919) % 2001 - 1000).astype(np.int32)
+    multiplier, shift = fixq.quantize_multiplier(0.0002 * (c + 1))
+    return x.reshape(m, k), w, bias, multiplier, shift
 
 
 @pytest.fixture(scope="module")
@@ -143,14 +142,15 @@ def test_c_program_linked_against_static_library(workdir, libfixq):
     exe = workdir / "fixq_demo"
     run([CC, "-O1", "c_demo/fixq_demo.c", "-I", fixq.get_include(), str(libfixq), "-lm", "-lpthread",
          "-o", str(exe)], workdir)
-    acc, x, multiplier, shift, scale, zero_point = demo_inputs(3, 37)
-    want_rq = fixq.requantize(acc, multiplier, shift, zero_point, axis=-1)
-    want_q = fixq.quantize(x, scale, zero_point, axis=-1)
+    x, w, bias, multiplier, shift = demo_inputs()
+    want_a = fixq.quantize(x, np.float32(0.05), -3)
+    want_y = fixq.qlinear(want_a, w, bias, a_zero_point=-3, multiplier=multiplier, shift=shift,
+                          out_zero_point=5)
     for isa in fixq.cpu_info()["supported"]:
         out = run([str(exe)], workdir, env=dict(os.environ, FIXQ_ISA=isa)).splitlines()
         assert out[0] == isa
-        np.testing.assert_array_equal(np.array(out[1].split(), np.int8), want_rq.reshape(-1))
-        np.testing.assert_array_equal(np.array(out[2].split(), np.int8), want_q.reshape(-1))
+        np.testing.assert_array_equal(np.array(out[1].split(), np.int8), want_a.reshape(-1))
+        np.testing.assert_array_equal(np.array(out[2].split(), np.int8), want_y.reshape(-1))
 
 
 # ---- 2. and 3. extensions through the capsule ------------------------------------------------
@@ -189,16 +189,19 @@ def ext(request):
 def test_extension_matches_python_api(ext, isa):
     rng = np.random.default_rng(8)
     assert ext.isa() == isa
-    for n in (0, 1, 7, 31, 33, 64, 65, 1000):
-        acc = rng.integers(-(2**31), 2**31, n, dtype=np.int64).astype(np.int32)
-        acc[: n // 4] //= 1 << 12
-        for real in (0.75, 2.0**-20, 3.0):
-            m, s = fixq.quantize_multiplier(real)
-            zp = int(rng.integers(-128, 128))
-            got = np.frombuffer(ext.requantize(acc, m, s, zp), np.int8)
-            np.testing.assert_array_equal(got, fixq.requantize(acc, m, s, zp))
-        x = rng.normal(0.0, 3.0, n).astype(np.float32)
-        x[: n // 3] = np.round(x[: n // 3] * 4) / 4  # ties
+    for m, k, n in [(1, 1, 1), (3, 37, 19), (16, 64, 33), (65, 17, 31), (2, 300, 7)]:
+        a = rng.integers(-128, 128, (m, k), dtype=np.int8)
+        w = rng.integers(-127, 128, (n, k), dtype=np.int8)
+        bias = rng.integers(-5000, 5000, n, dtype=np.int32)
+        for real, a_zp, out_zp in [(0.75 / k, -128, 0), (2.0**-12, 7, -128), (0.002, 127, 127)]:
+            mult, shift = fixq.quantize_multiplier(real)
+            got = np.frombuffer(ext.linear(a, w, bias, a_zp, mult, shift, out_zp), np.int8)
+            want = fixq.qlinear(a, w, bias, a_zero_point=a_zp, multiplier=mult, shift=shift,
+                                out_zero_point=out_zp)
+            np.testing.assert_array_equal(got.reshape(m, n), want)
+    for size in (0, 1, 7, 31, 33, 64, 65, 1000):
+        x = rng.normal(0.0, 3.0, size).astype(np.float32)
+        x[: size // 3] = np.round(x[: size // 3] * 4) / 4  # ties
         got = np.frombuffer(ext.quantize(x, np.float32(0.03125), -3), np.int8)
         np.testing.assert_array_equal(got, fixq.quantize(x, np.float32(0.03125), -3))
 
@@ -212,8 +215,9 @@ def test_extension_links_nothing_from_fixq(ext):
 
 
 def test_extension_reports_c_errors(ext):
+    a, w, bias = np.ones((2, 3), np.int8), np.ones((4, 3), np.int8), np.zeros(4, np.int32)
     with pytest.raises(ValueError, match="invalid argument"):
-        ext.requantize(np.zeros(4, np.int32), -1, 0, 0)
+        ext.linear(a, w, bias, 0, -1, 0, 0)
     with pytest.raises(ValueError, match="NaN"):
         ext.quantize(np.array([np.nan], np.float32), np.float32(1.0), 0)
 
@@ -223,11 +227,16 @@ def test_extension_threads(ext):
     from concurrent.futures import ThreadPoolExecutor
 
     rng = np.random.default_rng(88)
-    accs = [rng.integers(-(2**24), 2**24, 100_003, dtype=np.int32) for _ in range(4)]
-    m, s = fixq.quantize_multiplier(0.001)
-    want = [fixq.requantize(a, m, s, 5) for a in accs]
+    jobs = [(rng.integers(-128, 128, (64, 256), dtype=np.int8),
+             rng.integers(-127, 128, (96, 256), dtype=np.int8),
+             rng.integers(-1000, 1000, 96, dtype=np.int32)) for _ in range(4)]
+    mult, shift = fixq.quantize_multiplier(0.0003)
+    want = [fixq.qlinear(a, w, b, a_zero_point=3, multiplier=mult, shift=shift) for a, w, b in jobs]
+
+    def job(args):
+        return np.frombuffer(ext.linear(*args, 3, mult, shift, 0), np.int8).reshape(64, 96)
+
     with ThreadPoolExecutor(4) as pool:
         for _ in range(3):
-            got = list(pool.map(lambda a: np.frombuffer(ext.requantize(a, m, s, 5), np.int8), accs))
-            for g, w in zip(got, want):
-                np.testing.assert_array_equal(g, w)
+            for got, w in zip(pool.map(job, jobs), want):
+                np.testing.assert_array_equal(got, w)

@@ -7,7 +7,7 @@
 #         st = cfixq.fixq_requantize_s32(...)
 #
 # Build with include_dirs=[fixq.get_include()].  See docs/embedding.md.
-from libc.stdint cimport int32_t, uint32_t
+from libc.stdint cimport int8_t, int32_t, int64_t
 
 cdef extern from "fixq/fixq_capsule.h" nogil:
     const int FIXQ_VERSION_MAJOR
@@ -69,6 +69,36 @@ cdef extern from "fixq/fixq_capsule.h" nogil:
     fixq_status fixq_dequantize(const void *q, fixq_dtype q_dtype, float *y, size_t rows,
                                 size_t channels, size_t inner, const float *scale,
                                 const int32_t *zero_point) noexcept
+
+    # matmul with packed weights and the fused output stage (fixq.h: fixq_packed_b)
+    const int FIXQ_GEMM_NR
+
+    ctypedef enum fixq_gemm_kernel:
+        FIXQ_GEMM_S8
+        FIXQ_GEMM_S16
+
+    ctypedef struct fixq_packed_b:
+        size_t k
+        size_t n
+        size_t k_padded
+        size_t n_padded
+        fixq_dtype dtype
+        fixq_gemm_kernel kernel
+        int zero_point_nonzero
+        int64_t col_abs_max
+        int8_t *panels
+        int32_t *zero_point
+        int32_t *col_sum
+        int64_t *col_abs
+
+    void fixq_packed_b_init(fixq_packed_b *pb, size_t k, size_t n) noexcept
+    fixq_status fixq_pack_b(const void *b, fixq_dtype b_dtype, Py_ssize_t stride_k, Py_ssize_t stride_n,
+                            const int32_t *zero_point, size_t zp_count, fixq_packed_b *pb) noexcept
+    fixq_status fixq_packed_b_finish(fixq_packed_b *pb) noexcept
+    fixq_status fixq_qgemm(size_t m, const void *a, fixq_dtype a_dtype, size_t lda, int32_t a_zero_point,
+                           const fixq_packed_b *b, const int32_t *bias, const fixq_requant *p,
+                           size_t p_channels, void *y, fixq_dtype y_dtype, size_t ldy,
+                           int threads) noexcept
 
 cdef extern from "fixq/fixq_capsule.h":
     # Imports fixq._core and checks its C API version; raises ImportError on a mismatch.

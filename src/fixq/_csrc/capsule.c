@@ -17,6 +17,10 @@ static const fixq_api api = {
     fixq_requantize_s32,
     fixq_quantize_f32,
     fixq_dequantize,
+    fixq_packed_b_init,
+    fixq_pack_b,
+    fixq_packed_b_finish,
+    fixq_qgemm,
 };
 
 const fixq_api *fixq__capsule_api(void) { return &api; }

@@ -56,6 +56,14 @@ typedef struct fixq_api {
   fixq_status (*dequantize)(const void *q, fixq_dtype q_dtype, float *y, size_t rows,
                             size_t channels, size_t inner, const float *scale,
                             const int32_t *zero_point);
+  /* matmul with packed weights and the fused output stage */
+  void (*packed_b_init)(fixq_packed_b *pb, size_t k, size_t n);
+  fixq_status (*pack_b)(const void *b, fixq_dtype b_dtype, ptrdiff_t stride_k, ptrdiff_t stride_n,
+                        const int32_t *zero_point, size_t zp_count, fixq_packed_b *pb);
+  fixq_status (*packed_b_finish)(fixq_packed_b *pb);
+  fixq_status (*qgemm)(size_t m, const void *a, fixq_dtype a_dtype, size_t lda, int32_t a_zero_point,
+                       const fixq_packed_b *b, const int32_t *bias, const fixq_requant *p,
+                       size_t p_channels, void *y, fixq_dtype y_dtype, size_t ldy, int threads);
 } fixq_api;
 
 #ifdef FIXQ_BUILDING
@@ -101,6 +109,10 @@ static inline int import_fixq(void) {
 #define fixq_requantize_s32 (fixq_capi->requantize_s32)
 #define fixq_quantize_f32 (fixq_capi->quantize_f32)
 #define fixq_dequantize (fixq_capi->dequantize)
+#define fixq_packed_b_init (fixq_capi->packed_b_init)
+#define fixq_pack_b (fixq_capi->pack_b)
+#define fixq_packed_b_finish (fixq_capi->packed_b_finish)
+#define fixq_qgemm (fixq_capi->qgemm)
 #endif /* !FIXQ_BUILDING */
 
 #endif /* FIXQ_FIXQ_CAPSULE_H_ */
