@@ -7,6 +7,7 @@ import os as _os
 
 from . import _core
 from .arith import dequantize, multiply_by_quantized_multiplier, quantize, quantize_multiplier, requantize
+from .gemm import PackedWeights, pack_weights, qlinear, qmatmul
 
 __version__ = _core.VERSION
 
@@ -30,4 +31,5 @@ def get_include():
 __all__ = [
     "__version__", "cpu_info", "get_include",
     "quantize_multiplier", "multiply_by_quantized_multiplier", "requantize", "quantize", "dequantize",
+    "qmatmul", "qlinear", "pack_weights", "PackedWeights",
 ]

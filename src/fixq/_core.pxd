@@ -59,3 +59,33 @@ cdef extern from "fixq/fixq.h" nogil:
                                 const int32_t *zero_point)
 
 cdef int check_status(fixq_status st, str what) except -1
+
+# ---- matmul (issue 3) ----
+cdef extern from "fixq/fixq.h" nogil:
+    const int FIXQ_GEMM_NR
+
+    ctypedef enum fixq_gemm_kernel:
+        FIXQ_GEMM_S8
+        FIXQ_GEMM_S16
+
+    ctypedef struct fixq_packed_b:
+        size_t k
+        size_t n
+        size_t k_padded
+        size_t n_padded
+        fixq_dtype dtype
+        fixq_gemm_kernel kernel
+        int zero_point_nonzero
+        int64_t col_abs_max
+        int8_t *panels
+        int32_t *zero_point
+        int32_t *col_sum
+        int64_t *col_abs
+
+    void fixq_packed_b_init(fixq_packed_b *pb, size_t k, size_t n)
+    fixq_status fixq_pack_b(const void *b, fixq_dtype b_dtype, Py_ssize_t stride_k, Py_ssize_t stride_n,
+                            const int32_t *zero_point, size_t zp_count, fixq_packed_b *pb)
+    fixq_status fixq_packed_b_finish(fixq_packed_b *pb)
+    fixq_status fixq_qgemm(size_t m, const void *a, fixq_dtype a_dtype, size_t lda, int32_t a_zero_point,
+                           const fixq_packed_b *b, const int32_t *bias, const fixq_requant *p,
+                           size_t p_channels, void *y, fixq_dtype y_dtype, size_t ldy, int threads)
