@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import fixq
 from fixq import targets
 
 CASES = sorted((Path(__file__).parent / "conformance" / "cases").glob("*.npz"))
@@ -17,59 +18,48 @@ def _scalar(z, key):
     return np.asarray(z[key]).reshape(-1)[0]
 
 
-def _pad_same(size, k, s):
-    out = -(-size // s)
-    total = max((out - 1) * s + k - size, 0)
-    return out, total // 2, total - total // 2
+def _pads_same(size, k, s):
+    """TF "SAME" padding: (before, after)."""
+    total = max((-(-size // s) - 1) * s + k - size, 0)
+    return total // 2, total - total // 2
 
 
-def _patches_nhwc(x, kh, kw, stride, padding):
-    """[n, oh, ow, kh, kw, c] windows of an NHWC tensor (zero padding: x already has its zero point removed)."""
-    n, h, w, c = x.shape
-    if padding == "same":
-        oh, pt, pb = _pad_same(h, kh, stride)
-        ow, pl, pr = _pad_same(w, kw, stride)
-    else:
-        oh, ow, pt, pb, pl, pr = (h - kh) // stride + 1, (w - kw) // stride + 1, 0, 0, 0, 0
-    xp = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
-    out = np.empty((n, oh, ow, kh, kw, c), np.int64)
+def _windows(x, kh, kw, stride, pads, pad_value):
+    """[n, oh, ow, kh, kw, c] windows of an NHWC tensor padded with `pad_value` (pads: top, left, bottom, right)."""
+    pt, pl, pb, pr = pads
+    xp = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)), constant_values=pad_value)
+    oh, ow = (xp.shape[1] - kh) // stride + 1, (xp.shape[2] - kw) // stride + 1
+    out = np.empty((x.shape[0], oh, ow, kh, kw, x.shape[3]), x.dtype)
     for i in range(oh):
         for j in range(ow):
             out[:, i, j] = xp[:, i * stride:i * stride + kh, j * stride:j * stride + kw]
     return out
 
 
-def _tflite_acc(z, op):
-    """int32 accumulators (bias included) in int64, and the output-channel axis."""
-    x = z["x"].astype(np.int64) - int(_scalar(z, "x_zero_point"))
-    w = z["w"].astype(np.int64)
-    bias = z["bias"].astype(np.int64)
-    if op == "fully_connected":
-        return x @ w.T + bias
-    stride, padding = int(z["stride"]), str(z["padding"])
-    if op == "conv2d":                                     # w: OHWI
-        p = _patches_nhwc(x, w.shape[1], w.shape[2], stride, padding)
-        return np.einsum("nijhwc,ohwc->nijo", p, w) + bias
-    mult = int(z["depth_multiplier"])                      # w: [1, kh, kw, c * mult]
-    p = np.repeat(_patches_nhwc(x, w.shape[1], w.shape[2], stride, padding), mult, axis=-1)
-    return np.einsum("nijhwc,hwc->nijc", p, w[0]) + bias
+def _tflite_pads(z, kh, kw):
+    if str(z["padding"]) != "same":
+        return 0, 0, 0, 0
+    s = int(z["stride"])
+    (pt, pb), (pl, pr) = _pads_same(z["x"].shape[1], kh, s), _pads_same(z["x"].shape[2], kw, s)
+    return pt, pl, pb, pr
 
 
-def _onnx_acc(z, op):
-    if op == "qlinearmatmul":
-        a = z["a"].astype(np.int64) - int(_scalar(z, "a_zero_point"))
-        return a @ (z["b"].astype(np.int64) - z["b_zero_point"].astype(np.int64))
-    x = z["x"].astype(np.int64) - int(_scalar(z, "x_zero_point"))     # NCHW, w OIHW, pads t, l, b, r
-    w = z["w"].astype(np.int64)
-    group, stride = int(z["group"]), int(z["stride"])
-    pt, pl, pb, pr = (int(v) for v in z["pads"])
-    p = _patches_nhwc(np.pad(x.transpose(0, 2, 3, 1), ((0, 0), (pt, pb), (pl, pr), (0, 0))),
-                      w.shape[2], w.shape[3], stride, "valid")
-    o, cg = w.shape[0], w.shape[1]
-    og = o // group
-    acc = np.concatenate([np.einsum("nijhwc,ochw->nijo", p[..., g * cg:(g + 1) * cg], w[g * og:(g + 1) * og])
-                          for g in range(group)], axis=-1)
-    return (acc + z["bias"].astype(np.int64)).transpose(0, 3, 1, 2)
+def _conv_via_qlinear(target, op, x_nhwc, w_ohwi, x_zp, bias, stride, pads, scales, y_zp, out_min, dtype):
+    """Convolution as im2col (padding with the input zero point) + fixq.qlinear with the target's output stage."""
+    win = _windows(x_nhwc, w_ohwi.shape[1], w_ohwi.shape[2], stride, pads, x_zp)
+    n, oh, ow = win.shape[:3]
+    cols = win.reshape(n * oh * ow, -1)
+    y = targets.qgemm(fixq.qlinear, cols, w_ohwi.reshape(w_ohwi.shape[0], -1), target=target, scales=scales,
+                      op=op, bias=bias, a_zero_point=x_zp, out_zero_point=y_zp, out_min=out_min, out_dtype=dtype)
+    return y.reshape(n, oh, ow, -1)
+
+
+def _depthwise_acc(x_nhwc, w_hwc, x_zp, mult, bias, stride, pads):
+    win = _windows(x_nhwc, w_hwc.shape[0], w_hwc.shape[1], stride, pads, x_zp).astype(np.int64) - x_zp
+    win = np.repeat(win, mult, axis=-1)
+    acc = np.einsum("nijhwc,hwc->nijc", win, w_hwc.astype(np.int64)) + bias.astype(np.int64)
+    assert np.abs(acc).max() < 2**31
+    return acc.astype(np.int32)
 
 
 def _binary_kwargs(z):
@@ -79,36 +69,54 @@ def _binary_kwargs(z):
     return kw
 
 
+def _gemm_like(z, target, op, y):
+    y_zp = int(_scalar(z, "y_zero_point"))
+    if op == "qlinearmatmul":
+        return fixq.qmatmul(z["a"], z["b"], a_zero_point=int(_scalar(z, "a_zero_point")),
+                            b_zero_point=z["b_zero_point"], target=target,
+                            scales=(_scalar(z, "a_scale"), z["b_scale"], _scalar(z, "y_scale")),
+                            out_zero_point=y_zp, out_dtype=y.dtype)
+    x_zp = int(_scalar(z, "x_zero_point"))
+    scales = (_scalar(z, "x_scale"), z["w_scale"], _scalar(z, "y_scale"))
+    if target == "onnxruntime":                          # NCHW, OIHW, pads (top, left, bottom, right)
+        x, w, pads, stride = z["x"].transpose(0, 2, 3, 1), z["w"], tuple(int(p) for p in z["pads"]), int(z["stride"])
+        if op == "qlinearconv_depthwise":
+            acc = _depthwise_acc(x, w[:, 0].transpose(1, 2, 0), x_zp, 1, z["bias"], stride, pads)
+            out = targets.requantize(acc, target, "depthwise_conv", *scales, y_zp, dtype=y.dtype)
+        else:
+            out = _conv_via_qlinear(target, "conv", x, w.transpose(0, 2, 3, 1), x_zp, z["bias"], stride, pads,
+                                    scales, y_zp, None, y.dtype)
+        return out.transpose(0, 3, 1, 2)
+    out_min = y_zp if str(z["activation"]) == "relu" else None
+    if op == "fully_connected":
+        return fixq.qlinear(z["x"], z["w"], z["bias"], a_zero_point=x_zp, target=target, scales=scales,
+                            out_zero_point=y_zp, out_min=out_min, out_dtype=y.dtype)
+    w = z["w"]
+    pads = _tflite_pads(z, w.shape[1], w.shape[2])
+    if op == "conv2d":                                   # w: OHWI
+        return _conv_via_qlinear(target, "conv", z["x"], w, x_zp, z["bias"], int(z["stride"]), pads, scales, y_zp,
+                                 out_min, y.dtype)
+    acc = _depthwise_acc(z["x"], w[0], x_zp, int(z["depth_multiplier"]), z["bias"], int(z["stride"]), pads)
+    return targets.requantize(acc, target, "depthwise_conv", *scales, y_zp, out_min=out_min, dtype=y.dtype)
+
+
 def emulate(z):
     target, op = str(z["target"]), str(z["op"])
     y = z["y"]
     if op == "matmulinteger":
-        a = z["a"].astype(np.int64) - int(_scalar(z, "a_zero_point"))
-        return (a @ (z["b"].astype(np.int64) - int(_scalar(z, "b_zero_point")))).astype(np.int32)
+        return fixq.qmatmul(z["a"], z["b"], a_zero_point=int(_scalar(z, "a_zero_point")),
+                            b_zero_point=int(_scalar(z, "b_zero_point")), out_dtype=np.int32)
     kind = OP_OF[op]
     if kind in ("matmul", "conv", "depthwise_conv"):
-        if target == "onnxruntime":
-            acc = _onnx_acc(z, op)
-            in_scale = z["a_scale"] if op == "qlinearmatmul" else z["x_scale"]
-            w_scale = z["b_scale"] if op == "qlinearmatmul" else z["w_scale"]
-            axis = -1 if op == "qlinearmatmul" else 1
-            out_min = None
-        else:
-            acc = _tflite_acc(z, op)
-            in_scale, w_scale, axis = z["x_scale"], z["w_scale"], -1
-            out_min = int(_scalar(z, "y_zero_point")) if str(z["activation"]) == "relu" else None
-        assert np.abs(acc).max() < 2**31
-        return targets.requantize(acc.astype(np.int32), target, kind, np.asarray(in_scale).reshape(-1)[0],
-                                  np.asarray(w_scale).reshape(-1), _scalar(z, "y_scale"),
-                                  int(_scalar(z, "y_zero_point")), out_min=out_min, dtype=y.dtype, axis=axis)
+        return _gemm_like(z, target, op, y)
     if kind in ("add", "mul"):
         fn = targets.add if kind == "add" else targets.mul
         return fn(z["a"], z["b"], target, out_dtype=y.dtype, **_binary_kwargs(z))
-    return targets.quantize(z["x"], target, _scalar(z, "y_scale"), int(_scalar(z, "y_zero_point")), dtype=y.dtype)
+    return fixq.quantize(z["x"], _scalar(z, "y_scale"), int(_scalar(z, "y_zero_point")), dtype=y.dtype, target=target)
 
 
 @pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
-def test_case_bit_exact(path):
+def test_case_bit_exact(isa, path):
     z = np.load(path, allow_pickle=False)
     if "exact_in_int64" in z.files and not bool(z["exact_in_int64"]):
         pytest.skip(f"runtime defect recorded on this CPU ({z['cpu']}): {z['runtime']} is not exact here")
@@ -140,3 +148,34 @@ def test_bad_target_and_op():
         targets.recipe("tensorrt", "add")
     with pytest.raises(ValueError, match="op must be one of"):
         targets.recipe("tflite", "softmax")
+
+
+def test_target_keyword_rejects_explicit_output_stage():
+    a = np.arange(12, dtype=np.int8).reshape(3, 4)
+    b = np.ones((4, 2), np.int8)
+    with pytest.raises(ValueError, match="derives multiplier"):
+        fixq.qmatmul(a, b, target="tflite", scales=(0.1, 0.2, 0.3), multiplier=1 << 30)
+    with pytest.raises(ValueError, match="scales="):
+        fixq.qmatmul(a, b, target="xnnpack")
+    with pytest.raises(ValueError, match="target must be one of"):
+        fixq.qlinear(a, b.T.copy(), target="tensorrt", scales=(0.1, 0.2, 0.3))
+    with pytest.raises(ValueError, match="per-tensor"):
+        fixq.quantize(np.zeros(3, np.float32), 0.1, target="tflite", axis=0)
+
+
+@pytest.mark.parametrize("target", targets.TARGETS)
+def test_target_out_and_numpy_paths_agree_with_accumulators(isa, target):
+    """qmatmul(target=) equals targets.requantize on qmatmul's exact int32 accumulators, with and without out=."""
+    rng = np.random.default_rng(3)
+    a = rng.integers(-128, 128, size=(7, 19)).astype(np.int8)
+    b = rng.integers(-127, 128, size=(19, 5)).astype(np.int8)
+    bias = rng.integers(-500, 500, size=5).astype(np.int32)
+    scales = (np.float32(2.0**-4), rng.uniform(0.001, 0.01, size=5).astype(np.float32), np.float32(0.05))
+    acc = fixq.qmatmul(a, b, a_zero_point=-3, bias=bias, out_dtype=np.int32)
+    want = targets.requantize(acc, target, "matmul", *scales, 4, out_min=-100)
+    got = fixq.qmatmul(a, b, a_zero_point=-3, bias=bias, target=target, scales=scales, out_zero_point=4, out_min=-100)
+    np.testing.assert_array_equal(got, want)
+    out = np.empty_like(want)
+    assert fixq.qmatmul(a, b, a_zero_point=-3, bias=bias, target=target, scales=scales, out_zero_point=4,
+                        out_min=-100, out=out) is out
+    np.testing.assert_array_equal(out, want)

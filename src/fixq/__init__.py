@@ -8,6 +8,7 @@ import os as _os
 from . import _core
 from .arith import dequantize, multiply_by_quantized_multiplier, quantize, quantize_multiplier, requantize
 from .gemm import PackedWeights, pack_weights, qlinear, qmatmul
+from . import targets  # target= emulation recipes (docs/conformance.md)
 
 __version__ = _core.VERSION
 

@@ -21,7 +21,8 @@ import numpy as np
 from ._validate import INT_RANGES, dtype_arg
 from .arith import multiply_by_quantized_multiplier, quantize as _quantize, quantize_multiplier, requantize as _rq
 
-__all__ = ["TARGETS", "OPS", "Recipe", "recipe", "requantize", "add", "mul", "quantize"]
+__all__ = ["TARGETS", "OPS", "Recipe", "recipe", "gemm_out_stage", "requantize", "qgemm", "add", "mul",
+           "quantize"]
 
 TARGETS = ("gemmlowp", "tflite", "tflite-reference", "xnnpack", "onnxruntime")
 # "matmul" is FULLY_CONNECTED / MatMul / QLinearMatMul; conv and depthwise_conv requantize their int32
@@ -150,29 +151,59 @@ def _round_away(v):
     return t + np.copysign(1.0, v) * (np.abs(v - t) >= 0.5)
 
 
+_GEMM_OPS = ("matmul", "conv", "depthwise_conv")
+
+
+def _gemm_recipe(target, op):
+    rc = recipe(target, op)
+    if op not in _GEMM_OPS:
+        raise ValueError(f"op must be one of {list(_GEMM_OPS)} here, got {op!r}")
+    return rc
+
+
+def _real_multiplier(rc, in_scale, w_scale, out_scale):
+    """The runtime's real multiplier / scale: float64 or float32 arithmetic, per channel where w_scale is."""
+    s_in, s_w, s_out = _f32(in_scale, "in_scale"), _f32(w_scale, "w_scale"), _f32(out_scale, "out_scale")
+    if np.ndim(s_in) or np.ndim(s_out):
+        raise ValueError("in_scale and out_scale must be scalars (per-tensor activations)")
+    if np.ndim(s_w) > 1:
+        raise ValueError(f"w_scale must be a scalar or 1-D (one per output channel), got shape {np.shape(s_w)}")
+    if rc.multiplier == "double":
+        return np.float64(s_in) * s_w.astype(np.float64) / np.float64(s_out)
+    return ((s_in * s_w).astype(np.float32) / s_out).astype(np.float32)
+
+
+def gemm_out_stage(target, op, in_scale, w_scale, out_scale):
+    """The output-stage arguments (``rounding`` plus ``multiplier``/``shift`` or ``scale``) with which
+    :func:`fixq.qmatmul` / :func:`fixq.requantize` compute `target`'s requantization of `op`, or None
+    when the target rounds in a way that is not one of fixq's kernel modes (then use :func:`requantize`
+    on the int32 accumulators)."""
+    rc = _gemm_recipe(target, op)
+    real = _real_multiplier(rc, in_scale, w_scale, out_scale)
+    if rc.rounding == "fp32":
+        return dict(rounding="fp32", scale=real if np.ndim(real) else float(real))
+    if rc.rounding == "double":
+        m, s = quantize_multiplier(real)
+        return dict(rounding="double", multiplier=m, shift=s)
+    return None
+
+
 def requantize(acc, target, op, in_scale, w_scale, out_scale, out_zero_point=0, *, out_min=None, out_max=None,
                dtype=np.int8, axis=-1):
     """int32 accumulators (bias included) of a matmul / conv / depthwise conv requantized exactly as
     `target` does: ``w_scale`` is a scalar or one float32 per output channel along `axis`."""
-    rc = recipe(target, op)
-    if op not in ("matmul", "conv", "depthwise_conv"):
-        raise ValueError(f"requantize applies to matmul, conv and depthwise_conv, not {op!r}")
+    rc = _gemm_recipe(target, op)
     dt = dtype_arg(dtype, (np.int8, np.uint8), "dtype")
-    s_in, s_w, s_out = _f32(in_scale, "in_scale"), _f32(w_scale, "w_scale"), _f32(out_scale, "out_scale")
     lo, hi = _out_range(out_min, out_max, dt)
     a = np.asarray(acc)
-    if rc.multiplier == "double":
-        real = np.float64(s_in) * s_w.astype(np.float64) / np.float64(s_out)
-    else:
-        real = ((s_in * s_w).astype(np.float32) / s_out).astype(np.float32)
-    per_channel = np.ndim(real) > 0 and np.size(real) > 1
-    if rc.rounding == "fp32":
-        return _rq(a, scale=real, zero_point=out_zero_point, qmin=lo, qmax=hi, dtype=dt, rounding="fp32", axis=axis)
-    m, s = quantize_multiplier(real.astype(np.float64))
-    if rc.rounding == "double":
-        return _rq(a, m, s, out_zero_point, qmin=lo, qmax=hi, dtype=dt, rounding="double", axis=axis)
+    stage = gemm_out_stage(target, op, in_scale, w_scale, out_scale)
+    if stage is not None:
+        return _rq(a, zero_point=out_zero_point, qmin=lo, qmax=hi, dtype=dt, axis=axis, **stage)
+    real = _real_multiplier(rc, in_scale, w_scale, out_scale)
+    per_channel = np.size(real) > 1
     x = np.moveaxis(a.astype(np.int64), axis, -1) if per_channel else a.astype(np.int64)
     if rc.rounding == "ruy-x86":
+        m, s = quantize_multiplier(real)
         m64, s64 = np.asarray(m, np.int64), np.asarray(s, np.int64)
         left, right = np.maximum(s64, 0), np.maximum(-s64, 0)
         t = ((x << left) * m64 + (1 << 30)) >> 31
@@ -181,6 +212,32 @@ def requantize(acc, target, op, in_scale, w_scale, out_scale, out_zero_point=0, 
         y = _round_away(x.astype(np.float64) * real)
     y = np.clip(y + int(out_zero_point), lo, hi).astype(dt)
     return np.moveaxis(y, -1, axis) if per_channel else y
+
+
+def qgemm(fn, a, b, *, target, scales, op="matmul", out=None, **kwargs):
+    """``fn`` (:func:`fixq.qmatmul` or :func:`fixq.qlinear`) with the output stage of `target`:
+    ``scales = (a_scale, b_scale, out_scale)`` with ``b_scale`` per tensor or per output column."""
+    for k in ("multiplier", "shift", "scale", "rounding"):
+        if kwargs.get(k) is not None:
+            raise ValueError(f"target={target!r} derives {k} from scales=(a_scale, b_scale, out_scale); leave {k} out")
+        kwargs.pop(k, None)
+    try:
+        in_scale, w_scale, out_scale = scales
+    except (TypeError, ValueError):
+        raise ValueError(f"target= needs scales=(a_scale, b_scale, out_scale), got {scales!r}") from None
+    stage = gemm_out_stage(target, op, in_scale, w_scale, out_scale)
+    if stage is not None:
+        return fn(a, b, out=out, **kwargs, **stage)
+    head = {k: kwargs.pop(k) for k in ("out_zero_point", "out_min", "out_max", "out_dtype") if k in kwargs}
+    acc = fn(a, b, out_dtype=np.int32, **kwargs)
+    y = requantize(acc, target, op, in_scale, w_scale, out_scale, head.get("out_zero_point", 0),
+                   out_min=head.get("out_min"), out_max=head.get("out_max"), dtype=head.get("out_dtype", np.int8))
+    if out is None:
+        return y
+    if not isinstance(out, np.ndarray) or out.shape != y.shape or out.dtype != y.dtype:
+        raise ValueError(f"out must be a {y.dtype} array of shape {y.shape}")
+    out[...] = y
+    return out
 
 
 def _binary_args(a, b, a_zero_point, b_zero_point, out_zero_point, out_dtype, out_min, out_max):
