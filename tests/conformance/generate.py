@@ -229,16 +229,81 @@ def _versions():
     return f"ai-edge-litert {v}; tensorflow {tf.__version__} (converter)"
 
 
+# --------------------------------------------------------------------------- multiplier-derivation probes
+#
+# Ties of the exact arithmetic (pow2 variants) tell the tie rules apart but not how a runtime derives its
+# multiplier: float64 and float32 derivations give the same bits except near a rounding boundary.  The
+# "derive" variants search, per output channel, for accumulator values where candidate derivations disagree
+# and plant them through the bias (a row with x == zero point has acc == bias).
+
+def _derive_candidates(s_in, s_w, s_out, acc):
+    """{name: (result A, result B)} for the derivation pairs fixq's recipes must tell apart."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import fixq
+    from reference import rdbpot, srdhm
+
+    f32 = np.float32
+    rd = float(s_in) * float(s_w) / float(s_out)
+    rf = f32(f32(f32(s_in) * f32(s_w)) / f32(s_out))
+    (md, sd), (mf, sf) = fixq.quantize_multiplier(rd), fixq.quantize_multiplier(float(rf))
+
+    def dbl(m, s):
+        return rdbpot(srdhm(acc << max(s, 0), m), max(-s, 0))
+
+    def ruy(m, s):
+        r = max(-s, 0)
+        t = ((acc << max(s, 0)) * m + (1 << 30)) >> 31
+        return (t + ((1 << r) >> 1)) >> r
+
+    def away(real):
+        v = acc * real
+        t = np.trunc(v)
+        return t + np.copysign(1.0, v) * (np.abs(v - t) >= 0.5)
+
+    def fp(sc):
+        return np.rint((acc.astype(f32) * f32(sc)).astype(f32))
+
+    rf_bc = f32(f32(s_in) * f32(f32(s_w) / f32(s_out)))
+    return {"double: M from float64 vs float32 real": (dbl(md, sd), dbl(mf, sf)),
+            "ruy: M from float64 vs float32 real": (ruy(md, sd), ruy(mf, sf)),
+            "float64-away: float64 vs float32 real": (away(rd), away(float(rf))),
+            "fp32: (s_in*s_w)/s_out vs float64 rounded": (fp(rf), fp(f32(rd))),
+            "fp32: (s_in*s_w)/s_out vs s_in*(s_w/s_out)": (fp(rf), fp(rf_bc))}
+
+
+def _derive_acc(s_in, s_w, s_out, lo, hi, prefer, only=""):
+    """An accumulator in [lo, hi] where the `prefer`-th candidate pair (or any other whose name starts with
+    `only`) disagrees, or None."""
+    acc = np.arange(lo, hi + 1, dtype=np.int64)
+    cands = [kv for kv in _derive_candidates(s_in, s_w, s_out, acc).items() if kv[0].startswith(only)]
+    for name, (a, b) in cands[prefer:] + cands[:prefer]:
+        hit = np.flatnonzero(a != b)
+        if hit.size:
+            return int(acc[hit[hit.size // 2]]), name
+    return None, None
+
+
+def _with_pow2x3(models):
+    """Each pow2 model also as ``pow2x3``: output scale 3 * 2^-k, so exact ties of the real arithmetic are
+    broken by the representation error of the multiplier, in opposite directions in float32 and float64:
+    the case tells how the runtime derives its multiplier."""
+    for op, variant, model, reps, inputs, attrs, out_scale in models:
+        yield op, variant, model, reps, inputs, attrs, out_scale
+        if variant == "pow2":
+            yield op, "pow2x3", model, reps, inputs, attrs, 3 * out_scale
+
+
 def run_tflite(rng):
     versions = _versions()
-    for op, variant, model, reps, inputs, attrs, out_scale in tflite_models(rng):
+    for op, variant, model, reps, inputs, attrs, out_scale in _with_pow2x3(tflite_models(rng)):
         fb = _convert(model, reps)
         it0 = _interp(fb, "BUILTIN_WITHOUT_DEFAULT_DELEGATES")
         ops = [o for o in it0._get_ops_details() if o["op_name"] not in ("QUANTIZE", "DEQUANTIZE")]
         assert len(ops) == 1 and ops[0]["op_name"] == TFLITE_OPS[op], ops
         node = ops[0]
         out_idx = int(node["outputs"][0])
-        if out_scale is not None and variant == "pow2":
+        if out_scale is not None and variant != "rand":
             zp = int(_qparams(it0, out_idx)[1][0])
             fb = _set_scale(fb, lambda sg, i: i == out_idx, out_scale, zp)
             it0 = _interp(fb, "BUILTIN_WITHOUT_DEFAULT_DELEGATES")
@@ -276,6 +341,59 @@ def run_tflite(rng):
             save(f"{target}__{op}__{variant}", target=target, y=y, **arrays)
             print(f"{target:17s} {op:17s} {variant}: y {y.shape} {y.dtype}")
     run_tflite_quantize(rng, versions)
+    run_tflite_derive(rng, versions)
+
+
+def run_tflite_derive(rng, versions):
+    """FULLY_CONNECTED whose biases plant accumulators that separate float64 from float32 multipliers."""
+    from tensorflow import keras
+
+    n = k = 24
+    b = 6
+    inp = keras.Input((k,), batch_size=b)
+    dense = keras.layers.Dense(n)
+    model = keras.Model(inp, dense(inp))
+    w = np.zeros((k, n), np.float32)
+    w[np.arange(n), np.arange(n)] = rng.uniform(0.05, 2.0, size=n).astype(np.float32)
+    w[(np.arange(n) + 1) % k, np.arange(n)] = 0.01
+    rep = [rng.normal(0.3, 1.3, size=(b, k)).astype(np.float32) for _ in range(8)]
+    s_out = np.float32(0.7131)
+    dense.set_weights([w, np.zeros(n, np.float32)])
+    it0 = _interp(_convert(model, [rep]), "BUILTIN_WITHOUT_DEFAULT_DELEGATES")
+    node = next(o for o in it0._get_ops_details() if o["op_name"] == "FULLY_CONNECTED")
+    s_in, zp_in = (v[0] for v in _qparams(it0, int(node["inputs"][0]))[:2])
+    s_w = _qparams(it0, int(node["inputs"][1]))[0]
+    bias = np.zeros(n, np.float64)
+    for c in range(n):
+        lim = min(int(127 / (float(s_in) * float(s_w[c]) / float(s_out))), 2**22)
+        acc, why = _derive_acc(s_in, s_w[c], s_out, -lim, lim, c % 5)
+        if acc is not None:
+            bias[c] = acc * float(np.float32(s_in) * np.float32(s_w[c]))
+            print(f"  derive FC channel {c}: acc {acc} ({why})")
+    dense.set_weights([w, bias.astype(np.float32)])
+    fb = _convert(model, [rep])
+    it0 = _interp(fb, "BUILTIN_WITHOUT_DEFAULT_DELEGATES")
+    node = next(o for o in it0._get_ops_details() if o["op_name"] == "FULLY_CONNECTED")
+    out_idx = int(node["outputs"][0])
+    fb = _set_scale(fb, lambda sg, i: i == out_idx, s_out, 0)
+    it0 = _interp(fb, "BUILTIN_WITHOUT_DEFAULT_DELEGATES")
+    x = rng.integers(-128, 128, size=(b, k)).astype(np.int8)
+    x[0] = int(zp_in)
+    arrays = dict(op="fully_connected", variant="derive", runtime=versions, activation="none")
+    for name, idx in zip(("x", "w", "bias"), (int(i) for i in node["inputs"])):
+        sc, zp, dim, _ = _qparams(it0, idx)
+        arrays[f"{name}_scale"], arrays[f"{name}_zero_point"] = sc, zp
+        if name != "x":
+            arrays[name], arrays[f"{name}_axis"] = it0.get_tensor(idx), dim
+    arrays["y_scale"], arrays["y_zero_point"] = _qparams(it0, out_idx)[:2]
+    arrays["x"] = x
+    for target, resolver in TFLITE_RESOLVERS.items():
+        it = _interp(fb, resolver)
+        it.set_tensor(it.get_input_details()[0]["index"], x)
+        it.invoke()
+        y = it.get_tensor(it.get_output_details()[0]["index"])
+        save(f"{target}__fully_connected__derive", target=target, y=y, **arrays)
+        print(f"{target:17s} fully_connected   derive: y {y.shape} {y.dtype}")
 
 
 def run_tflite_quantize(rng, versions):
@@ -285,14 +403,14 @@ def run_tflite_quantize(rng, versions):
     shape = (4, 64)
     inp = keras.Input(shape[1:], batch_size=shape[0])
     m = keras.Model(inp, keras.layers.ReLU()(inp))
-    for variant in ("pow2", "rand"):
+    for variant in ("pow2", "pow2x3", "rand"):
         rep = [rng.normal(0.1, 1.0, size=shape).astype(np.float32) for _ in range(4)]
         fb = _convert(m, [rep], int8_io=False)
         it0 = _interp(fb, "BUILTIN_WITHOUT_DEFAULT_DELEGATES", preserve=True)
         qop = next(o for o in it0._get_ops_details() if o["op_name"] == "QUANTIZE")
         q_idx = int(qop["outputs"][0])
-        if variant == "pow2":
-            fb = _set_scale(fb, lambda sg, i: i == q_idx, 2.0 ** -4, 3)
+        if variant != "rand":
+            fb = _set_scale(fb, lambda sg, i: i == q_idx, 2.0 ** -4 * (3 if variant == "pow2x3" else 1), 3)
             it0 = _interp(fb, "BUILTIN_WITHOUT_DEFAULT_DELEGATES", preserve=True)
         s, z, _, _ = _qparams(it0, q_idx)
         # exact ties k + 1/2 of the scale, both signs, values past saturation, odd values
@@ -351,6 +469,7 @@ def run_onnxruntime(rng):
     # QLinearMatMul: a [M,K] (u8 or s8) x b [K,N] s8 (per-tensor and per-column scale), int8/uint8 out
     for variant, adt, m, k, n, per_col, pow2 in (("u8s8_pow2", np.uint8, 9, 33, 17, False, True),
                                                  ("s8s8_pow2", np.int8, 9, 33, 17, False, True),
+                                                 ("s8s8_pow2x3", np.int8, 9, 33, 17, False, True),
                                                  ("s8s8_rand_percol", np.int8, 7, 64, 10, True, False),
                                                  ("u8u8_rand", np.uint8, 5, 31, 6, False, False)):
         bdt = np.uint8 if variant.startswith("u8u8") else np.int8
@@ -358,7 +477,7 @@ def run_onnxruntime(rng):
         if bdt == np.int8:
             b = np.clip(b, -127, 127).astype(np.int8)   # keep the s8 kernels' weights in the symmetric range
         if pow2:
-            a_s, b_s, y_s = f32(2.0 ** -4), f32(2.0 ** -6), f32(2.0 ** -7)
+            a_s, b_s, y_s = f32(2.0 ** -4), f32(2.0 ** -6), f32(2.0 ** -7 * (3 if variant.endswith("x3") else 1))
         else:
             a_s = f32(0.0237)
             b_s = f32(rng.uniform(0.002, 0.01, size=n)) if per_col else f32(0.0061)
@@ -375,6 +494,35 @@ def run_onnxruntime(rng):
         save(f"onnxruntime__qlinearmatmul__{variant}", target="onnxruntime", op="qlinearmatmul", variant=variant,
              runtime=versions, a=a, y=y, **inits)
         print("onnxruntime qlinearmatmul", variant)
+
+    # QLinearMatMul "derive": row m plants, for column m, an accumulator where float32 scale orders disagree
+    n = 48
+    kk = 64
+    b = np.ones((kk, n), np.int8)
+    b[0] = 127
+    a_s, y_s = f32(0.0173), f32(0.0291)
+    b_s = f32(rng.uniform(0.002, 0.02, size=n))
+    a = np.zeros((n, kk), np.int8)
+    for m in range(n):
+        lim = min(127 * 127 + (kk - 1) * 127, int(127 / (float(a_s) * float(b_s[m]) / float(y_s))))
+        acc, why = _derive_acc(a_s, b_s[m], y_s, -lim, lim, m % 2, only="fp32")
+        if acc is None:
+            continue
+        q = int(np.clip(round(acc / 127), -128, 127))
+        r = acc - 127 * q
+        rest = np.full(kk - 1, r // (kk - 1))
+        rest[: r - rest.sum()] += 1
+        a[m, 0], a[m, 1:] = q, rest
+        assert int(a[m].astype(np.int64) @ b[:, m].astype(np.int64)) == acc
+        print(f"  derive QLinearMatMul column {m}: acc {acc} ({why})")
+    inits = dict(a_scale=a_s, a_zero_point=np.array(0, np.int8), b=b, b_scale=b_s, b_zero_point=np.zeros(n, np.int8),
+                 y_scale=y_s, y_zero_point=np.array(0, np.int8))
+    node = helper.make_node("QLinearMatMul", ["a", "a_scale", "a_zero_point", "b", "b_scale", "b_zero_point",
+                                              "y_scale", "y_zero_point"], ["y"])
+    y = run(node, {"a": a}, inits, np.int8)
+    save("onnxruntime__qlinearmatmul__s8s8_derive", target="onnxruntime", op="qlinearmatmul", variant="s8s8_derive",
+         runtime=versions, a=a, y=y, **inits)
+    print("onnxruntime qlinearmatmul s8s8_derive")
 
     # MatMulInteger u8 x s8 -> int32, worst case for vpmaddubsw (a = 255, b = +-127)
     for variant, adt in (("u8s8_extreme", np.uint8), ("s8s8_extreme", np.int8)):
@@ -396,6 +544,7 @@ def run_onnxruntime(rng):
     # QLinearConv NCHW, weights OIHW s8 per-channel, groups 1 and depthwise
     for variant, xdt, (nb, c, h, w_), (o, group), stride, pads, pow2 in (
             ("s8_pow2", np.int8, (2, 3, 6, 7), (5, 1), 1, (1, 1, 1, 1), True),
+            ("s8_pow2x3", np.int8, (2, 3, 6, 7), (5, 1), 1, (1, 1, 1, 1), True),
             ("u8_rand", np.uint8, (2, 4, 7, 5), (6, 1), 2, (0, 0, 0, 0), False),
             ("s8_depthwise_pow2", np.int8, (2, 4, 5, 6), (4, 4), 1, (1, 1, 1, 1), True),
             ("u8_depthwise_rand", np.uint8, (1, 6, 7, 7), (6, 6), 2, (1, 0, 1, 0), False)):
@@ -407,7 +556,7 @@ def run_onnxruntime(rng):
             wt = rng.integers(-127, 128, size=wt.shape).astype(np.int8)
         x_s = f32(2.0 ** -4 if pow2 else 0.0173)
         w_s = f32(np.full(o, 2.0 ** -6) if pow2 else rng.uniform(0.001, 0.02, size=o))
-        y_s = f32(2.0 ** -3 if pow2 else 0.377)
+        y_s = f32((2.0 ** -3 if pow2 else 0.377) * (3 if variant.endswith("x3") else 1))
         x_zp = np.array(-9 if xdt == np.int8 else 133, xdt)
         w_zp = np.zeros(o, np.int8)
         y_zp = np.array(-3 if xdt == np.int8 else 125, xdt)
@@ -426,6 +575,7 @@ def run_onnxruntime(rng):
     # QLinearAdd / QLinearMul (com.microsoft): fixed-point (SIMD) and float paths, broadcast row
     for opname in ("QLinearAdd", "QLinearMul"):
         for variant, dt, scales, bshape in (("s8_pow2", np.int8, (2.0 ** -4, 2.0 ** -3, 2.0 ** -3), None),
+                                            ("s8_pow2x3", np.int8, (2.0 ** -4, 2.0 ** -3, 3 * 2.0 ** -5), None),
                                             ("u8_rand", np.uint8, (0.0213, 0.0377, 0.0411), None),
                                             ("s8_rand_row", np.int8, (0.0213, 0.0077, 0.0311), (1, 67)),
                                             ("s8_ratio_out_of_range", np.int8, (1.0, 2.0 ** -20, 2.0 ** -3), None)):
@@ -445,7 +595,8 @@ def run_onnxruntime(rng):
             print("onnxruntime", op, variant)
 
     # QuantizeLinear float32 -> int8 / uint8, exact ties
-    for variant, dt, s, zp in (("s8_pow2", np.int8, 2.0 ** -4, 3), ("u8_rand", np.uint8, 0.0173, 128)):
+    for variant, dt, s, zp in (("s8_pow2", np.int8, 2.0 ** -4, 3), ("s8_pow2x3", np.int8, 3 * 2.0 ** -4, 3),
+                               ("u8_rand", np.uint8, 0.0173, 128)):
         k = rng.integers(-140, 140, size=(4, 64)).astype(np.float32)
         x = ((k + rng.choice([0.0, 0.5, 0.25, -0.5], size=k.shape)) * np.float32(s)).astype(np.float32)
         x[0, :8] = np.array([0.5, -0.5, 1.5, -1.5, 2.5, -2.5, 1e9, -1e9], np.float32) * np.float32(s)
