@@ -179,3 +179,81 @@ def test_target_out_and_numpy_paths_agree_with_accumulators(isa, target):
     assert fixq.qmatmul(a, b, a_zero_point=-3, bias=bias, target=target, scales=scales, out_zero_point=4,
                         out_min=-100, out=out) is out
     np.testing.assert_array_equal(out, want)
+
+
+@pytest.fixture(scope="module")
+def mlp_archive(tmp_path_factory):
+    """A fixq.qmodel/1 MLP made by `fixq quantize` (skipped until the engine is merged)."""
+    pytest.importorskip("fixq.model")
+    try:  # kernels the engine's tests stand in for until they are merged
+        import _standins
+        _standins.install()
+    except ImportError:
+        pass
+    from click.testing import CliRunner
+    from fixq.cli import cli
+
+    d = tmp_path_factory.mktemp("target_model")
+    rng = np.random.default_rng(5)
+    w = {"fc1.weight": rng.standard_normal((24, 10)).astype(np.float32) / 3,
+         "fc1.bias": rng.standard_normal(24).astype(np.float32) / 10,
+         "fc2.weight": rng.standard_normal((6, 24)).astype(np.float32) / 3,
+         "fc2.bias": rng.standard_normal(6).astype(np.float32) / 10}
+    np.savez(d / "float.npz", **w)
+    x = rng.standard_normal((200, 10)).astype(np.float32)
+    np.save(d / "calib.npy", x[:100])
+    np.save(d / "x.npy", x[100:])
+    r = CliRunner().invoke(cli, ["quantize", str(d / "float.npz"), "-o", str(d / "q.npz"), "--calib",
+                                 str(d / "calib.npy"), "--quiet"])
+    assert r.exit_code == 0, r.output
+    return d
+
+
+@pytest.mark.parametrize("target", targets.TARGETS)
+def test_model_target_runs_the_targets_recipes(mlp_archive, target):
+    """Model.load(target=) = the target's quantize, then qlinear(target=) layer by layer (ReLU as a clamp)."""
+    m = fixq.Model.load(str(mlp_archive / "q.npz"), target=target)
+    x = np.load(mlp_archive / "x.npy")
+    got = m.run(x, raw=True)
+    a, t = m.arrays, m.meta["tensors"]
+    sc, zp = m.qparams(m.input)
+    h = fixq.quantize(x, sc, zp, target=target)
+    for s in m.steps:
+        s_out, z_out = m.qparams(s["output"])
+        h = fixq.qlinear(h, a[f"{s['name']}:weight"], a[f"{s['name']}:bias"], a_zero_point=zp, target=target,
+                         scales=(sc, a[f"{s['name']}:weight_scale"], s_out), out_zero_point=z_out,
+                         out_min=s.get("out_min"), out_max=s.get("out_max"))
+        sc, zp = s_out, z_out
+    np.testing.assert_array_equal(got, h)
+    assert t  # the archive has its tensors
+
+
+def test_model_target_and_rounding_are_exclusive(mlp_archive):
+    with pytest.raises(ValueError, match="not both"):
+        fixq.Model.load(str(mlp_archive / "q.npz"), target="xnnpack", rounding="fp32")
+    with pytest.raises(ValueError, match="target must be one of"):
+        fixq.Model.load(str(mlp_archive / "q.npz"), target="tensorrt")
+
+
+def test_cli_target(mlp_archive):
+    """`fixq quantize --target` records the target; `fixq run --target` overrides it; both run its recipes."""
+    from click.testing import CliRunner
+    from fixq.cli import cli
+
+    d = mlp_archive
+    x = np.load(d / "x.npy")
+    r = CliRunner().invoke(cli, ["run", str(d / "q.npz"), str(d / "x.npy"), "-o", str(d / "t.npy"), "--raw",
+                                 "--target", "tflite-reference", "--quiet", "--force"])
+    assert r.exit_code == 0, r.output
+    np.testing.assert_array_equal(np.load(d / "t.npy"),
+                                  fixq.Model.load(str(d / "q.npz"), target="tflite-reference").run(x, raw=True))
+    r = CliRunner().invoke(cli, ["quantize", str(d / "float.npz"), "-o", str(d / "qx.npz"), "--calib",
+                                 str(d / "calib.npy"), "--target", "xnnpack", "--quiet"])
+    assert r.exit_code == 0, r.output
+    m = fixq.Model.load(str(d / "qx.npz"))
+    assert m.target == "xnnpack"
+    np.testing.assert_array_equal(m.run(x, raw=True),
+                                  fixq.Model.load(str(d / "q.npz"), target="xnnpack").run(x, raw=True))
+    r = CliRunner().invoke(cli, ["run", str(d / "q.npz"), str(d / "x.npy"), "-o", str(d / "t.npy"),
+                                 "--target", "tensorrt", "--force"])
+    assert r.exit_code == 2 and "tensorrt" in r.output
