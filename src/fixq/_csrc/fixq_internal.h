@@ -156,29 +156,42 @@ void fixq_dequantize__avx2(size_t rows, size_t channels, size_t inner, const voi
  * each group of 4 k values q, FIXQ_GEMM_MR records of 8 bytes, record r at
  * dst + (q * FIXQ_GEMM_MR + r) * 8.  A record holds a' = a (int8) or a ^ 0x80
  * (uint8, = a - 128) for k = 4q..4q+3 as
- *   FIXQ_GEMM_S8:  int8 a'[4], then uint8 |a'|[4]
+ *   FIXQ_GEMM_S8:  uint8 s[4] = (a' < 0 ? 0xFF : 0), then uint8 |a'|[4]
  *   FIXQ_GEMM_S16: int16 a'[4]
- * and row_sum[r] = sum_k a' (mod 2^32) when row_sum is not NULL. */
+ * and, per row r < rows, row_sum[r] = sum_k a' (mod 2^32; only when row_sum is
+ * not NULL) and row_neg[r] = sum_k max(-a', 0).
+ * The S8 kernels multiply |a'| by b' ^ s: for a' < 0 that is
+ * |a'| * (-b' - 1) = a' b' - |a'|, so sum_k |a'| (b' ^ s) + row_neg = sum_k a' b'.
+ * With b' in [-127, 127] each product lies in [-128 * 128, 128 * 127], so a
+ * vpmaddubsw pair sum lies in [-32768, 32512]: int16 saturation never triggers. */
 #define FIXQ_GEMM_MR 4
 typedef void (*fixq_qgemm_pack_a_fn)(size_t rows, size_t k, const void *a, size_t lda, fixq_dtype a_dtype,
-                                     fixq_gemm_kernel kernel, uint8_t *dst, int32_t *row_sum);
+                                     fixq_gemm_kernel kernel, uint8_t *dst, int32_t *row_sum, int32_t *row_neg);
 /* One tile of mr <= FIXQ_GEMM_MR rows by FIXQ_GEMM_NR columns over kq groups
- * of 4 k values: c[r * FIXQ_GEMM_NR + j] = sum_k a'[r][k] b'[k][j]
- * - b_zp[j] * row_sum[r] (skipped when row_sum is NULL) + col_term[j], mod 2^32. */
+ * of 4 k values (b: the panel, fixq.h): c[r * FIXQ_GEMM_NR + j] =
+ * sum_k a'[r][k] b'[k][j] - b_zp[j] * row_sum[r] + col_term[j], mod 2^32
+ * (the row_sum term skipped when row_sum is NULL). */
 typedef void (*fixq_qgemm_ukernel)(size_t mr, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c,
-                                   const int32_t *row_sum, const int32_t *b_zp, const int32_t *col_term);
+                                   const int32_t *row_sum, const int32_t *row_neg, const int32_t *b_zp,
+                                   const int32_t *col_term);
 
 void fixq_qgemm_pack_a__scalar(size_t rows, size_t k, const void *a, size_t lda, fixq_dtype a_dtype,
-                               fixq_gemm_kernel kernel, uint8_t *dst, int32_t *row_sum);
+                               fixq_gemm_kernel kernel, uint8_t *dst, int32_t *row_sum, int32_t *row_neg);
 void fixq_qgemm_s8__scalar(size_t mr, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c,
-                           const int32_t *row_sum, const int32_t *b_zp, const int32_t *col_term);
+                           const int32_t *row_sum, const int32_t *row_neg, const int32_t *b_zp,
+                           const int32_t *col_term);
 void fixq_qgemm_s16__scalar(size_t mr, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c,
-                            const int32_t *row_sum, const int32_t *b_zp, const int32_t *col_term);
+                            const int32_t *row_sum, const int32_t *row_neg, const int32_t *b_zp,
+                            const int32_t *col_term);
 #ifdef FIXQ_COMPILED_AVX2
+void fixq_qgemm_pack_a__avx2(size_t rows, size_t k, const void *a, size_t lda, fixq_dtype a_dtype,
+                             fixq_gemm_kernel kernel, uint8_t *dst, int32_t *row_sum, int32_t *row_neg);
 void fixq_qgemm_s8__avx2(size_t mr, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c,
-                         const int32_t *row_sum, const int32_t *b_zp, const int32_t *col_term);
+                         const int32_t *row_sum, const int32_t *row_neg, const int32_t *b_zp,
+                         const int32_t *col_term);
 void fixq_qgemm_s16__avx2(size_t mr, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c,
-                          const int32_t *row_sum, const int32_t *b_zp, const int32_t *col_term);
+                          const int32_t *row_sum, const int32_t *row_neg, const int32_t *b_zp,
+                          const int32_t *col_term);
 #endif
 
 /* The requantize micro-kernel of the selected path (for the GEMM output stage). */
