@@ -227,3 +227,57 @@ def test_eight_threads_mixed_kernels_match_single_thread(isa):
     assert len(results) == 8 * 6 * len(jobs)
     for name, got in results:
         np.testing.assert_array_equal(got, want[name], err_msg=name)
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzz_qmatmul(isa, data):
+    """qmatmul with fuzzed shapes (0-d to 3-D, empty, odd), dtypes, strided/transposed/read-only views, packed or
+    plain weights, extreme zero points and output stages, threads: an argument error or the exact result."""
+    import gemm_reference as gref
+
+    a = data.draw(mostly(arrays([np.int8, np.uint8]), arrays()))
+    k = a.shape[-1] if a.ndim else data.draw(st.integers(0, 5))
+    n = data.draw(st.integers(0, 9))
+    b = data.draw(mostly(st.builds(lambda seed, dt: np.random.default_rng(seed).integers(
+        np.iinfo(dt).min, np.iinfo(dt).max, size=(k, n), endpoint=True).astype(dt),
+        st.integers(0, 2**32 - 1), st.sampled_from([np.int8, np.uint8])), arrays()))
+    a_zp = data.draw(mostly(st.integers(-128, 255), extreme_ints))
+    b_zp = data.draw(mostly(st.one_of(st.integers(-128, 255), st.lists(st.integers(-128, 127), min_size=n,
+                                                                        max_size=n).map(np.array))))
+    bias = data.draw(mostly(st.one_of(st.none(), st.lists(st.integers(-(2**20), 2**20), min_size=n, max_size=n)
+                                      .map(lambda v: np.array(v, np.int32)))))
+    out_dtype = data.draw(mostly(st.sampled_from([np.int8, np.uint8, np.int16, np.int32]), st.just(np.float32)))
+    rounding = data.draw(mostly(st.sampled_from(["double", "single", "fp32"])))
+    stage = {}
+    if np.dtype(out_dtype) != np.int32:
+        if rounding == "fp32":
+            stage = dict(scale=data.draw(mostly(_per_channel(n, st.floats(1e-7, 10.0)))))
+        else:
+            stage = dict(multiplier=data.draw(mostly(_per_channel(n, st.integers(0, 2**31 - 1)))),
+                         shift=data.draw(mostly(_per_channel(n, st.integers(-31, 30)))))
+        stage["rounding"] = rounding
+    threads = data.draw(mostly(st.integers(1, 3), st.sampled_from([0, -1, 2.5, True])))
+    packed = data.draw(st.booleans())
+    if packed:
+        bb = _call(fixq.pack_weights, b, b_zp, layout="matmul")
+        if bb is None:
+            return
+        b_arg, zp_kw = bb, {}
+    else:
+        b_arg, zp_kw = b, {"b_zero_point": b_zp}
+    a_before, b_before = a.copy(), b.copy()
+    y = _call(fixq.qmatmul, a, b_arg, a_zero_point=a_zp, bias=bias, out_dtype=out_dtype, threads=threads,
+              **zp_kw, **stage)
+    np.testing.assert_array_equal(a, a_before)
+    np.testing.assert_array_equal(b, b_before)
+    if y is None:
+        return
+    acc = gref.qmatmul_acc(a, b, a_zp, b_zp, bias)
+    if np.dtype(out_dtype) == np.int32:
+        np.testing.assert_array_equal(y, acc)
+        return
+    info = np.iinfo(out_dtype)
+    want = gref.requantize(acc, rounding, stage.get("multiplier"), stage.get("shift"), stage.get("scale"), 0,
+                           info.min, info.max)
+    np.testing.assert_array_equal(y.astype(np.int64), want)

@@ -40,10 +40,10 @@ def quantize_multiplier(real):
 def _multiplier_shift(multiplier, shift, channels):
     m = per_channel(multiplier, channels, "multiplier", np.int32)
     s = per_channel(shift, channels, "shift", np.int32)
-    if m.min() < 0:
+    if np.any(m < 0):
         raise ValueError(f"multiplier must be in [0, 2**31 - 1] (a Q31 value from quantize_multiplier), "
                          f"got {multiplier!r}")
-    if s.min() < -31 or s.max() > 30:
+    if np.any(s < -31) or np.any(s > 30):
         raise ValueError(f"shift must be in [-31, 30], got {shift!r}")
     return m, s
 

@@ -167,9 +167,9 @@ def _out_stage(fn, dt, rounding, multiplier, shift, scale, zero_point, out_min, 
     else:
         m = per_channel(multiplier, channels, "multiplier", np.int32)
         s = per_channel(shift, channels, "shift", np.int32)
-        if m.min() < 0:
+        if np.any(m < 0):
             raise ValueError(f"{fn}: multiplier must be in [0, 2**31 - 1] (a Q31 value from quantize_multiplier)")
-        if s.min() < -31 or s.max() > 30:
+        if np.any(s < -31) or np.any(s > 30):
             raise ValueError(f"{fn}: shift must be in [-31, 30], got {shift!r}")
         sc = None
     if channels == 1 or n == 1:
