@@ -196,7 +196,11 @@ def _jobs(rng):
     if hasattr(fixq, "qmatmul"):
         w = rng.integers(-127, 128, size=(33, 47)).astype(np.int8)
         w.flags.writeable = False
-        jobs.append(("qmatmul", lambda: fixq.qmatmul(q8, w, a_zero_point=3, multiplier=1 << 30, shift=-8)))
+        ws = rng.uniform(0.001, 0.01, size=47).astype(np.float32)
+        jobs += [("qmatmul", lambda: fixq.qmatmul(q8, w, a_zero_point=3, multiplier=1 << 30, shift=-8)),
+                 ("qmatmul_2threads", lambda: fixq.qmatmul(q8, w, scale=ws, rounding="fp32", threads=2)),
+                 ("qmatmul_tflite", lambda: fixq.qmatmul(q8, w, target="tflite", scales=(0.05, ws, 0.3))),
+                 ("qmatmul_xnnpack", lambda: fixq.qmatmul(q8, w, target="xnnpack", scales=(0.05, ws, 0.3)))]
     if hasattr(fixq, "qadd"):
         jobs.append(("qadd", lambda: fixq.qadd(q8, q8[::-1], a_scale=0.1, a_zero_point=1, b_scale=0.05,
                                                 b_zero_point=-2, out_scale=0.2, out_zero_point=0)))
