@@ -50,6 +50,8 @@ if not ARGS.native_isa:
                       DNNL_MAX_CPU_ISA="AVX2", ATEN_CPU_CAPABILITY="avx2")
 for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[var] = str(ARGS.threads)
+# idle OpenMP workers sleep instead of spinning on the core the next system needs
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 
@@ -208,6 +210,8 @@ def main():
     shapes = [tuple(int(v) for v in s.split("x")) for s in ARGS.shapes] if ARGS.shapes else SHAPES
     peers = ARGS.peers.split(",")
     systems = {"fixq qlinear u8*s8->u8 (packed)": fixq_system, "numpy fp32 matmul": numpy_system}
+    if ARGS.threads > 1:  # the same run with threads=1, for the scaling row
+        systems["fixq, threads=1"] = lambda x, w, bias, threads: fixq_system(x, w, bias, 1)
     if "torch" in peers:
         systems.update(torch_systems(ARGS.threads))
     if "ort" in peers:
@@ -241,7 +245,8 @@ def main():
     numpy_name = "numpy fp32 matmul"
     fixq_name = next(iter(systems))
     vnni = "avx512_vnni" in cpu_flags()
-    peers = [name for name in systems if name not in (fixq_name, numpy_name)]
+    single = "fixq, threads=1"
+    peers = [name for name in systems if name not in (fixq_name, numpy_name, single)]
     # ONNX Runtime cannot be held to AVX2: on a VNNI CPU it is not an AVX2 peer
     avx2_peers = [name for name in peers if not (vnni and name.startswith("ORT"))]
     print(f"\nfixq {fixq.__version__}, ISA path {fixq.cpu_info()['selected']}, threads={ARGS.threads}, "
@@ -258,6 +263,9 @@ def main():
             best = {key: max(gops[p][key] for p in group) for key in keys}
             print(f"| **fixq / {title}** | "
                   + " | ".join(f"**{gops[fixq_name][key] / best[key]:.2f}x**" for key in keys) + " |")
+    if single in systems:
+        print(f"| **fixq threads={ARGS.threads} / threads=1** | "
+              + " | ".join(f"**{gops[fixq_name][key] / gops[single][key]:.2f}x**" for key in keys) + " |")
     print("\nfixed cost of one 1x64x64 call (us): " + ", ".join(f"{name}: {t:.1f}" for name, t in tiny.items()))
     print(f"two Python threads each running fixq 256x1024x1024 (threads=1): {pyth:.2f}x the throughput of one")
 
