@@ -20,8 +20,8 @@ cdef class PackedWeights:
 
     Made by :func:`fixq.pack_weights`.  Holds the weights in the kernels'
     panel layout (``fixq.h``: ``fixq_packed_b``) with their column sums, so
-    constant weights are packed once.  ``to_arrays()`` / ``from_arrays()``
-    turn it into plain numpy arrays and back (for archives).
+    constant weights are packed once.  ``to_arrays()`` gives plain numpy
+    arrays (for archives); ``fixq.pack_weights(**arrays)`` rebuilds it.
     """
     cdef fixq_packed_b pb
     cdef object _panels, _zero_point, _col_sum, _col_abs
@@ -51,7 +51,8 @@ cdef class PackedWeights:
 
     @property
     def kernel(self):
-        """"s8" (every w - 128*(uint8) in [-127, 127]: the fast exact kernel) or "s16"."""
+        """The kernel these weights run on: "s8" when every weight (minus 128 for uint8) is in
+        [-127, 127], "s16" (int16 products, slower) when one is -128."""
         return _GEMM_KERNEL_NAMES[self.pb.kernel]
 
     @property
