@@ -23,6 +23,11 @@ def rand(rng, dtype, shape):
     return rng.integers(info.min, info.max + 1, shape, dtype=np.int64).astype(dtype)
 
 
+def s8_range(b):
+    """b without its lowest value, so that it packs for the FIXQ_GEMM_S8 kernel (the full range needs S16)."""
+    return np.maximum(b, np.iinfo(b.dtype).min + 1).astype(b.dtype)
+
+
 def zero_points(dtype):
     info = np.iinfo(dtype)
     return (info.min, 0 if dtype == np.int8 else 128, info.max)
@@ -37,12 +42,13 @@ def test_shape_sweep_int32(isa, adt, bdt):
         azp = zero_points(adt)[i % 3]
         bzp = zero_points(bdt)[(i // 3) % 3] if i % 2 else rand(rng, bdt, n).astype(np.int32)
         bias = rng.integers(-10**6, 10**6, n, dtype=np.int32) if i % 4 else None
-        ref = R.qmatmul_acc(a, b, azp, bzp, bias)
-        y = fixq.qmatmul(a, b, a_zero_point=azp, b_zero_point=bzp, bias=bias, out_dtype=np.int32)
-        np.testing.assert_array_equal(y, ref, err_msg=f"shape {(m, k, n)}")
-        packed = fixq.pack_weights(np.ascontiguousarray(b.T), bzp)
-        y2 = fixq.qlinear(a, packed, bias, a_zero_point=azp, out_dtype=np.int32)
-        np.testing.assert_array_equal(y2, ref, err_msg=f"packed, shape {(m, k, n)}")
+        for bb in (b, s8_range(b)):
+            ref = R.qmatmul_acc(a, bb, azp, bzp, bias)
+            y = fixq.qmatmul(a, bb, a_zero_point=azp, b_zero_point=bzp, bias=bias, out_dtype=np.int32)
+            np.testing.assert_array_equal(y, ref, err_msg=f"shape {(m, k, n)}")
+            packed = fixq.pack_weights(np.ascontiguousarray(bb.T), bzp)
+            y2 = fixq.qlinear(a, packed, bias, a_zero_point=azp, out_dtype=np.int32)
+            np.testing.assert_array_equal(y2, ref, err_msg=f"packed ({packed.kernel}), shape {(m, k, n)}")
 
 
 def out_stage(rng, rounding, per_column, n):
@@ -63,6 +69,7 @@ def test_fused_output_stage(isa, rounding, per_column, out_dtype):
     for i, (m, k, n) in enumerate([(1, 64, 64), (5, 33, 17), (17, 100, 40), (64, 65, 31)]):
         adt, bdt = DTYPES[i % 2], DTYPES[i // 2 % 2]
         a, b = rand(rng, adt, (m, k)), rand(rng, bdt, (k, n))
+        b = s8_range(b) if i % 2 else b
         azp, bzp = int(rand(rng, adt, ())), int(rand(rng, bdt, ()))
         bias = rng.integers(-10**5, 10**5, n, dtype=np.int32)
         params = out_stage(rng, rounding, per_column, n)
@@ -238,10 +245,11 @@ def test_python_threads_share_inputs(isa):
 
 @settings(max_examples=40, deadline=None)
 @given(m=st.integers(1, 20), k=st.integers(1, 70), n=st.integers(1, 40), adt=st.sampled_from(DTYPES),
-       bdt=st.sampled_from(DTYPES), seed=st.integers(0, 2**32 - 1), per_column=st.booleans())
-def test_matches_reference_property(m, k, n, adt, bdt, seed, per_column):
+       bdt=st.sampled_from(DTYPES), seed=st.integers(0, 2**32 - 1), per_column=st.booleans(), s8=st.booleans())
+def test_matches_reference_property(m, k, n, adt, bdt, seed, per_column, s8):
     rng = np.random.default_rng(seed)
     a, b = rand(rng, adt, (m, k)), rand(rng, bdt, (k, n))
+    b = s8_range(b) if s8 else b
     azp = int(rand(rng, adt, ()))
     bzp = rand(rng, bdt, n).astype(np.int32) if per_column else int(rand(rng, bdt, ()))
     bias = rng.integers(-2**20, 2**20, n, dtype=np.int32)
