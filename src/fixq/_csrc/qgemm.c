@@ -44,10 +44,6 @@ void fixq_packed_b_init(fixq_packed_b *pb, size_t k, size_t n) {
   pb->n_padded = (n + NR - 1) / NR * NR;
 }
 
-static inline size_t panel_index(size_t k_padded, size_t k, size_t n) {
-  return ((n / NR) * (k_padded / 4) + k / 4) * 4 * NR + 4 * (n % NR) + k % 4;
-}
-
 static int has_buffers(const fixq_packed_b *pb) {
   if (pb->n_padded * pb->k_padded > 0 && pb->panels == NULL) return 0;
   return pb->n_padded == 0 || (pb->zero_point != NULL && pb->col_sum != NULL && pb->col_abs != NULL);
@@ -63,15 +59,19 @@ fixq_status fixq_pack_b(const void *b, fixq_dtype b_dtype, ptrdiff_t stride_k, p
   for (size_t i = 0; i < zp_count; i++)
     if (zero_point[i] < lo || zero_point[i] > hi) return FIXQ_ERR_INVALID_ARGUMENT;
   pb->dtype = b_dtype;
-  if (pb->n_padded * pb->k_padded > 0) memset(pb->panels, 0, pb->n_padded * pb->k_padded);
   for (size_t n = 0; n < pb->n_padded; n++)
     pb->zero_point[n] = n < pb->n ? zero_point[zp_count == 1 ? 0 : n] - shift : 0;
-  for (size_t n = 0; n < pb->n; n++)
-    for (size_t k = 0; k < pb->k; k++) {
-      const ptrdiff_t i = (ptrdiff_t)k * stride_k + (ptrdiff_t)n * stride_n;
-      const int32_t v = b_dtype == FIXQ_INT8 ? ((const int8_t *)b)[i] : (int32_t)((const uint8_t *)b)[i] - shift;
-      pb->panels[panel_index(pb->k_padded, k, n)] = (int8_t)v;
-    }
+  /* in the order of the panels (fixq.h), zeros past k and n */
+  int8_t *dst = pb->panels;
+  for (size_t n0 = 0; n0 < pb->n_padded; n0 += NR)
+    for (size_t k0 = 0; k0 < pb->k_padded; k0 += 4)
+      for (size_t n = n0; n < n0 + NR; n++)
+        for (size_t k = k0; k < k0 + 4; k++) {
+          const ptrdiff_t i = (ptrdiff_t)k * stride_k + (ptrdiff_t)n * stride_n;
+          *dst++ = k >= pb->k || n >= pb->n ? 0
+                   : b_dtype == FIXQ_INT8 ? ((const int8_t *)b)[i]
+                                          : (int8_t)((int32_t)((const uint8_t *)b)[i] - shift);
+        }
   return fixq_packed_b_finish(pb);
 }
 
@@ -80,26 +80,36 @@ fixq_status fixq_packed_b_finish(fixq_packed_b *pb) {
     return FIXQ_ERR_INVALID_ARGUMENT;
   if (pb->k_padded != (pb->k + 3) / 4 * 4 || pb->n_padded != (pb->n + NR - 1) / NR * NR)
     return FIXQ_ERR_INVALID_ARGUMENT;
-  int any_min = 0;
+  int any_min = 0, padding_ok = 1;
   pb->zero_point_nonzero = 0;
   pb->col_abs_max = 0;
   for (size_t n = 0; n < pb->n_padded; n++) {
     const int32_t zp = pb->zero_point[n];
     if (zp < INT8_MIN || zp > INT8_MAX || (n >= pb->n && zp != 0)) return FIXQ_ERR_INVALID_ARGUMENT;
     pb->zero_point_nonzero |= zp != 0;
-    int64_t sum = 0, abs_sum = 0;
-    for (size_t k = 0; k < pb->k_padded; k++) {
-      const int32_t v = pb->panels[panel_index(pb->k_padded, k, n)];
-      if ((k >= pb->k || n >= pb->n) && v != 0) return FIXQ_ERR_INVALID_ARGUMENT;
-      if (k >= pb->k) continue;
-      any_min |= v == INT8_MIN;
-      sum += v - zp;
-      abs_sum += v > zp ? v - zp : zp - v;
-    }
-    pb->col_sum[n] = (int32_t)(uint32_t)(uint64_t)sum; /* mod 2^32, as the kernels use it */
-    pb->col_abs[n] = abs_sum;
-    if (abs_sum > pb->col_abs_max) pb->col_abs_max = abs_sum;
   }
+  const int8_t *src = pb->panels;
+  for (size_t n0 = 0; n0 < pb->n_padded; n0 += NR) {
+    int64_t sum[NR] = {0}, abs_sum[NR] = {0};
+    for (size_t k0 = 0; k0 < pb->k_padded; k0 += 4)
+      for (size_t j = 0; j < NR; j++)
+        for (size_t k = k0; k < k0 + 4; k++) {
+          const int32_t v = *src++, zp = pb->zero_point[n0 + j];
+          if (k >= pb->k || n0 + j >= pb->n) {
+            padding_ok &= v == 0;
+            continue;
+          }
+          any_min |= v == INT8_MIN;
+          sum[j] += v - zp;
+          abs_sum[j] += v > zp ? v - zp : zp - v;
+        }
+    for (size_t j = 0; j < NR; j++) {
+      pb->col_sum[n0 + j] = (int32_t)(uint32_t)(uint64_t)sum[j]; /* mod 2^32, as the kernels use it */
+      pb->col_abs[n0 + j] = abs_sum[j];
+      if (abs_sum[j] > pb->col_abs_max) pb->col_abs_max = abs_sum[j];
+    }
+  }
+  if (!padding_ok) return FIXQ_ERR_INVALID_ARGUMENT;
   pb->kernel = any_min ? FIXQ_GEMM_S16 : FIXQ_GEMM_S8;
   return FIXQ_OK;
 }
