@@ -1,6 +1,7 @@
 /* Elementwise add / mul entry points: parameter derivation (TFLite int8 ADD
  * and MUL), the broadcast driver, and the selected row kernel. */
 #include <math.h>
+#include <stdlib.h>
 
 #include "fixq_internal.h"
 
@@ -29,6 +30,83 @@ static int multiplier_ok(double real, int32_t *m, int32_t *shift) {
   if (fixq_quantize_multiplier(real, m, &s) != FIXQ_OK) return 0;
   *shift = s;
   return *m != 0 && s <= 30;
+}
+
+/* The ADD plan (fixq_eltwise.lin_*).  The contract's output for every input
+ * pair; slopes ra, rb = the effective real multipliers of a and b rounded
+ * at the largest k that keeps them below 2^22; then the offsets u for which
+ * every pair lands in its output's interval (pairs below the output zero
+ * point taking the tie shift neg), and a final check of all 65536 pairs.
+ * TFLite's ties away from zero need neg = -1, single rounding neg = 0; exact
+ * ties under half-to-even (FP32) leave no plan. */
+static int64_t lin_out(int64_t x, int64_t u, int64_t t, int64_t neg, int k) {
+  const int64_t n = x + u;
+  return (n + (n < t ? neg : 0)) >> k;
+}
+
+static void plan_linear(fixq_eltwise *p) {
+  const int32_t oa = p->a_dtype == FIXQ_UINT8 ? 128 : 0, ob = p->b_dtype == FIXQ_UINT8 ? 128 : 0;
+  const int32_t oy = p->y_dtype == FIXQ_UINT8 ? 128 : 0;
+  const int64_t qmin = p->qmin - oy, qmax = p->qmax - oy, zy = p->y_zero_point - oy;
+  double ra_real = (double)p->a_scale / p->y_scale, rb_real = (double)p->b_scale / p->y_scale;
+  if (p->rounding != FIXQ_ROUND_FP32) { /* 2^20 * M_in * M_out */
+    const double out = ldexp((double)p->y_multiplier, p->y_shift - 31 + 20);
+    ra_real = ldexp((double)p->a_multiplier, p->a_shift - 31) * out;
+    rb_real = ldexp((double)p->b_multiplier, p->b_shift - 31) * out;
+  }
+  const double rmax = ra_real > rb_real ? ra_real : rb_real;
+  int k = 0;
+  while (k < 24 && rmax * ldexp(1.0, k + 1) < 4194303.0) k++;
+  if (k < 8) return;
+  uint8_t *buf = malloc(3 * 65536);
+  if (buf == NULL) return;
+  uint8_t *a = buf, *b = buf + 65536, *y = buf + 2 * 65536;
+  for (int i = 0; i < 65536; i++) {
+    a[i] = (uint8_t)((i >> 8) - 128 + oa); /* int8-domain value (i >> 8) - 128 */
+    b[i] = (uint8_t)((i & 255) - 128 + ob);
+  }
+  eltwise_table[fixq__isa](65536, a, 0, b, 0, y, p); /* lin_k == 0: the exact kernel */
+  const int64_t ra = llround(ldexp(ra_real, k)), rb = llround(ldexp(rb_real, k)), one = INT64_C(1) << k;
+  const int64_t t_rel = zy * one; /* n < t_rel + one/2: the value before rounding is below zero */
+  const int64_t negs[2] = {0, -1}; /* without the tie shift first: the kernel skips it */
+  for (int pass = 0; pass < 2; pass++) {
+    const int64_t neg = negs[pass];
+    int64_t lo = INT64_MIN, hi = INT64_MAX, u_est = 0;
+    for (int round = 0; round < 2; round++) { /* round 0 estimates u, round 1 uses it for the tie side */
+      lo = INT64_MIN;
+      hi = INT64_MAX;
+      for (int i = 0; i < 65536; i++) {
+        const int64_t x = ((i >> 8) - 128) * ra + ((i & 255) - 128) * rb;
+        const int64_t o = (int64_t)(p->y_dtype == FIXQ_UINT8 ? (int32_t)y[i] : (int32_t)(int8_t)y[i]) - oy;
+        const int64_t d = round && x + u_est < t_rel + one / 2 ? neg : 0;
+        if (o > qmin && o * one - x - d > lo) lo = o * one - x - d;
+        if (o < qmax && (o + 1) * one - 1 - x - d < hi) hi = (o + 1) * one - 1 - x - d;
+      }
+      if (lo == INT64_MIN) lo = hi == INT64_MAX ? 0 : hi;
+      if (hi == INT64_MAX) hi = lo;
+      u_est = lo + (hi - lo) / 2;
+    }
+    if (lo > hi) continue;
+    const int64_t u = u_est, t = t_rel + one / 2;
+    const int64_t span = 128 * (ra + rb);
+    if (u - span <= INT32_MIN || u + span >= INT32_MAX || t <= INT32_MIN || t >= INT32_MAX) continue;
+    int exact = 1;
+    for (int i = 0; i < 65536 && exact; i++) {
+      const int64_t x = ((i >> 8) - 128) * ra + ((i & 255) - 128) * rb;
+      int64_t o = lin_out(x, u, t, neg, k);
+      o = o < qmin ? qmin : o > qmax ? qmax : o;
+      exact = o == (int64_t)(p->y_dtype == FIXQ_UINT8 ? (int32_t)y[i] : (int32_t)(int8_t)y[i]) - oy;
+    }
+    if (!exact) continue;
+    p->lin_ra = (int32_t)ra;
+    p->lin_rb = (int32_t)rb;
+    p->lin_u = (int32_t)u;
+    p->lin_t = (int32_t)t;
+    p->lin_neg = (int32_t)neg;
+    p->lin_k = k;
+    break;
+  }
+  free(buf);
 }
 
 fixq_status fixq_eltwise_init(fixq_eltwise *p, fixq_eltwise_op op, fixq_rounding rounding,
@@ -73,17 +151,34 @@ fixq_status fixq_eltwise_init(fixq_eltwise *p, fixq_eltwise_op op, fixq_rounding
     /* tflite/kernels/mul.cc (int8): s_a * s_b / s_out */
     ok &= multiplier_ok(sa * sb / sy, &p->y_multiplier, &p->y_shift);
   }
-  return ok || rounding == FIXQ_ROUND_FP32 ? FIXQ_OK : FIXQ_ERR_UNSUPPORTED;
+  p->lin_ra = p->lin_rb = p->lin_u = p->lin_k = p->lin_t = p->lin_neg = 0;
+  if (!ok && rounding != FIXQ_ROUND_FP32) return FIXQ_ERR_UNSUPPORTED;
+  if (!ok) { /* FP32 does not use them */
+    p->a_multiplier = p->b_multiplier = p->y_multiplier = 0;
+    p->a_shift = p->b_shift = p->y_shift = 0;
+  }
+  if (op == FIXQ_OP_ADD) plan_linear(p);
+  return FIXQ_OK;
 }
 
+/* Range checks on a filled fixq_eltwise (memory safety does not depend on
+ * them; wrong values give wrong numbers, never out-of-bounds accesses). */
 static int eltwise_params_ok(const fixq_eltwise *p) {
-  fixq_eltwise q;
-  return p != NULL &&
-         fixq_eltwise_init(&q, p->op, p->rounding, p->a_dtype, p->a_scale, p->a_zero_point, p->b_dtype,
-                           p->b_scale, p->b_zero_point, p->y_dtype, p->y_scale, p->y_zero_point, p->qmin,
-                           p->qmax) == FIXQ_OK &&
-         q.a_multiplier == p->a_multiplier && q.a_shift == p->a_shift && q.b_multiplier == p->b_multiplier &&
-         q.b_shift == p->b_shift && q.y_multiplier == p->y_multiplier && q.y_shift == p->y_shift;
+  int32_t lo, hi;
+  if (p == NULL || (p->op != FIXQ_OP_ADD && p->op != FIXQ_OP_MUL)) return 0;
+  if (p->rounding != FIXQ_ROUND_DOUBLE && p->rounding != FIXQ_ROUND_SINGLE && p->rounding != FIXQ_ROUND_FP32)
+    return 0;
+  if (!q8_param_ok(p->a_dtype, p->a_zero_point) || !q8_param_ok(p->b_dtype, p->b_zero_point) ||
+      !q8_param_ok(p->y_dtype, p->y_zero_point) || !q8_range(p->y_dtype, &lo, &hi))
+    return 0;
+  if (p->qmin < lo || p->qmax > hi || p->qmin > p->qmax) return 0;
+  if (!scale_ok(p->a_scale) || !scale_ok(p->b_scale) || !(p->y_scale > 0.0f) || isinf(p->y_scale)) return 0;
+  const int32_t m[3] = {p->a_multiplier, p->b_multiplier, p->y_multiplier};
+  const int32_t sh[3] = {p->a_shift, p->b_shift, p->y_shift};
+  for (int i = 0; i < 3; i++)
+    if (m[i] < 0 || sh[i] < -31 || sh[i] > 30) return 0;
+  if (p->op == FIXQ_OP_ADD && p->rounding != FIXQ_ROUND_FP32 && (p->a_shift > 0 || p->b_shift > 0)) return 0;
+  return p->lin_k >= 0 && p->lin_k <= 30 && (p->lin_neg == 0 || p->lin_neg == -1);
 }
 
 /* Rows of the innermost dimension, walking the outer dimensions like an
@@ -163,6 +258,7 @@ fixq_status fixq_requantize_q8(const void *x, fixq_dtype x_dtype, int32_t x_zero
   e.a_shift = e.b_shift = 0;
   e.y_multiplier = p->rounding == FIXQ_ROUND_FP32 ? 0 : p->multiplier[0];
   e.y_shift = p->rounding == FIXQ_ROUND_FP32 ? 0 : p->shift[0];
+  e.lin_ra = e.lin_rb = e.lin_u = e.lin_k = e.lin_t = e.lin_neg = 0;
   eltwise_table[fixq__isa](n, x, 0, &one, 1, y, &e);
   return FIXQ_OK;
 }

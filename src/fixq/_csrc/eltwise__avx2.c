@@ -147,9 +147,9 @@ ALWAYS_INLINE __m256i widen8(const int8_t *x, __m256i flip, __m256i zp) {
 }
 
 /* 32 outputs: zero point with int16 saturation, int8 saturation, clamp. */
-ALWAYS_INLINE void store32(int8_t *y, __m256i r0, __m256i r1, __m256i r2, __m256i r3, const consts *k) {
-  const __m256i w01 = _mm256_adds_epi16(_mm256_packs_epi32(r0, r1), k->zy);
-  const __m256i w23 = _mm256_adds_epi16(_mm256_packs_epi32(r2, r3), k->zy);
+ALWAYS_INLINE void store32(int8_t *y, __m256i r0, __m256i r1, __m256i r2, __m256i r3, __m256i zy, const consts *k) {
+  const __m256i w01 = _mm256_adds_epi16(_mm256_packs_epi32(r0, r1), zy);
+  const __m256i w23 = _mm256_adds_epi16(_mm256_packs_epi32(r2, r3), zy);
   __m256i b = _mm256_packs_epi16(w01, w23);
   b = _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
   b = _mm256_min_epi8(_mm256_max_epi8(b, k->qmin), k->qmax);
@@ -165,7 +165,7 @@ ALWAYS_INLINE void block32(const int8_t *a, const int8_t *b, int8_t *y, const co
     const __m256i vb = b_bcast ? vb0 : widen8(b + 8 * j, k->xb, k->zb);
     r[j] = eight(va, vb, k, op, mode, a_bcast, b_bcast, pa, pb, exact);
   }
-  store32(y, r[0], r[1], r[2], r[3], k);
+  store32(y, r[0], r[1], r[2], r[3], k->zy, k);
 }
 
 ALWAYS_INLINE void row(size_t n, const int8_t *a, const int8_t *b, int8_t *y, const consts *k,
@@ -195,6 +195,67 @@ ALWAYS_INLINE void row(size_t n, const int8_t *a, const int8_t *b, int8_t *y, co
   }
 }
 
+/* ---- ADD by the plan of fixq_eltwise_init (lin_k > 0) -----------------------
+ * n = a'*ra + b'*rb + u, (n + (n < t ? neg : 0)) >> k with ra = rah*2^7 + ral: vpmaddwd on (a', b') int16
+ * pairs against (rah, rbh) and (ral, rbl); |a'*rah + b'*rbh| < 2^23, so the
+ * sum fits int32 (init keeps |a'*ra + b'*rb + u| < 2^31). */
+typedef struct {
+  __m256i hi, lo, u, t, neg;
+  __m128i k;
+} lin_consts;
+
+ALWAYS_INLINE __m256i lin8(__m256i pairs, const lin_consts *c, int ties) {
+  const __m256i h = _mm256_slli_epi32(_mm256_madd_epi16(pairs, c->hi), 7);
+  __m256i n = _mm256_add_epi32(h, _mm256_add_epi32(_mm256_madd_epi16(pairs, c->lo), c->u));
+  if (ties) n = _mm256_add_epi32(n, _mm256_and_si256(_mm256_cmpgt_epi32(c->t, n), c->neg));
+  return _mm256_sra_epi32(n, c->k);
+}
+
+ALWAYS_INLINE void lin_block32(__m256i av, __m256i bv, int8_t *y, const lin_consts *c, const consts *k,
+                               int ties) {
+  const __m256i t0 = _mm256_unpacklo_epi8(av, bv), t1 = _mm256_unpackhi_epi8(av, bv);
+  /* t0: pairs of elements 0-7 | 16-23, t1: 8-15 | 24-31 */
+  const __m256i r0 = lin8(_mm256_cvtepi8_epi16(_mm256_castsi256_si128(t0)), c, ties);
+  const __m256i r2 = lin8(_mm256_cvtepi8_epi16(_mm256_extracti128_si256(t0, 1)), c, ties);
+  const __m256i r1 = lin8(_mm256_cvtepi8_epi16(_mm256_castsi256_si128(t1)), c, ties);
+  const __m256i r3 = lin8(_mm256_cvtepi8_epi16(_mm256_extracti128_si256(t1, 1)), c, ties);
+  /* the zero point is inside u */
+  __m256i b = _mm256_packs_epi16(_mm256_packs_epi32(r0, r1), _mm256_packs_epi32(r2, r3));
+  b = _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+  b = _mm256_min_epi8(_mm256_max_epi8(b, k->qmin), k->qmax);
+  _mm256_storeu_si256((__m256i *)y, _mm256_xor_si256(b, k->xy));
+}
+
+ALWAYS_INLINE void lin_row(size_t n, const int8_t *a, const int8_t *b, int8_t *y, const fixq_eltwise *p,
+                           const consts *k, int a_bcast, int b_bcast, int ties) {
+  lin_consts c;
+  const int32_t ra = p->lin_ra, rb = p->lin_rb;
+  c.hi = _mm256_set1_epi32((int32_t)((uint32_t)(rb >> 7) << 16 | (uint32_t)(ra >> 7)));
+  c.lo = _mm256_set1_epi32((int32_t)((uint32_t)(rb & 127) << 16 | (uint32_t)(ra & 127)));
+  c.u = _mm256_set1_epi32(p->lin_u);
+  c.t = _mm256_set1_epi32(p->lin_t);
+  c.neg = _mm256_set1_epi32(p->lin_neg);
+  c.k = _mm_cvtsi32_si128(p->lin_k);
+  const __m256i av0 = _mm256_xor_si256(_mm256_set1_epi8(a[0]), k->xa);
+  const __m256i bv0 = _mm256_xor_si256(_mm256_set1_epi8(b[0]), k->xb);
+  size_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    const __m256i av = a_bcast ? av0 : _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(a + i)), k->xa);
+    const __m256i bv = b_bcast ? bv0 : _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(b + i)), k->xb);
+    lin_block32(av, bv, y + i, &c, k, ties);
+  }
+  if (i < n) {
+    int8_t ta[32] = {0}, tb[32] = {0}, ty[32];
+    const size_t t = n - i;
+    if (!a_bcast) memcpy(ta, a + i, t);
+    if (!b_bcast) memcpy(tb, b + i, t);
+    const __m256i av = a_bcast ? av0 : _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)ta), k->xa);
+    const __m256i bv = b_bcast ? bv0 : _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)tb), k->xb);
+    lin_block32(av, bv, ty, &c, k, ties);
+    memcpy(y + i, ty, t);
+  }
+}
+
 #define ROW(op, mode, ab, bb, ex) row(n, a, b, y, &k, op, mode, ab, bb, ex)
 #define ROWS(op, mode, ex)                                   \
   do {                                                       \
@@ -218,7 +279,11 @@ void fixq_eltwise__avx2(size_t n, const void *a_, int a_bcast, const void *b_, i
   int8_t *y = y_;
   consts k;
   consts_init(&k, p);
-  if (p->op == FIXQ_OP_ADD) {
+  if (p->op == FIXQ_OP_ADD && p->lin_k > 0) {
+    if (a_bcast || b_bcast) lin_row(n, a, b, y, p, &k, a_bcast, b_bcast, p->lin_neg != 0);
+    else if (p->lin_neg != 0) lin_row(n, a, b, y, p, &k, 0, 0, 1);
+    else lin_row(n, a, b, y, p, &k, 0, 0, 0);
+  } else if (p->op == FIXQ_OP_ADD) {
     const int ex = exact_inputs(p);
     if (p->rounding == FIXQ_ROUND_DOUBLE) ROWS(FIXQ_OP_ADD, FIXQ_ROUND_DOUBLE, ex);
     else if (p->rounding == FIXQ_ROUND_SINGLE) ROWS(FIXQ_OP_ADD, FIXQ_ROUND_SINGLE, ex);

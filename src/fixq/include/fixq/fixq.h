@@ -106,10 +106,17 @@ typedef struct {
    * (a - a_zp) * (b - b_zp).  TFLite QuantizeMultiplier of reals derived in
    * double from the float scales. */
   int32_t a_multiplier, a_shift, b_multiplier, b_shift, y_multiplier, y_shift;
+  /* ADD plan for SIMD paths, found by fixq_eltwise_init: when lin_k > 0,
+   * every output equals clamp((n + (n < lin_t ? lin_neg : 0)) >> lin_k) with
+   * n = a'*lin_ra + b'*lin_rb + lin_u, a', b' and the clamp in the int8
+   * domain (uint8 values minus 128); lin_neg (0 or -1) moves ties below
+   * zero.  init checks this on all 65536 input pairs.  lin_k == 0: none. */
+  int32_t lin_ra, lin_rb, lin_u, lin_k, lin_t, lin_neg;
 } fixq_eltwise;
 
 /* Validates dtypes, scales (finite, > 0), zero points and the clamp, and
- * derives the multipliers.  FIXQ_ERR_INVALID_ARGUMENT for bad arguments;
+ * derives the multipliers (and, for ADD, the SIMD plan: tens of
+ * microseconds; init once per parameter set).  FIXQ_ERR_INVALID_ARGUMENT for bad arguments;
  * FIXQ_ERR_UNSUPPORTED when a fixed-point multiplier cannot represent its real
  * ratio (quantize_multiplier flushes it to zero, or needs shift > 30): the
  * struct is still filled so the caller can report which; use FP32 there. */
