@@ -32,70 +32,79 @@ static int multiplier_ok(double real, int32_t *m, int32_t *shift) {
   return *m != 0 && s <= 30;
 }
 
-/* The ADD plan (fixq_eltwise.lin_*).  The contract's output for every input
- * pair; slopes ra, rb = the effective real multipliers of a and b rounded
- * at the largest k that keeps them below 2^22; then the offsets u for which
- * every pair lands in its output's interval (pairs below the output zero
- * point taking the tie shift neg), and a final check of all 65536 pairs.
- * TFLite's ties away from zero need neg = -1, single rounding neg = 0; exact
- * ties under half-to-even (FP32) leave no plan. */
+/* The linear plan (fixq_eltwise.lin_*) for outputs y known at `count`
+ * points: point i is a' = (i >> 8) - 128, b' = (i & 255) - 128 (all 65536
+ * pairs), or a' = i - 128, b' = 0 (unary: 256 points).  Slopes ra, rb are
+ * the effective real multipliers rounded at the largest k that keeps them
+ * below 2^22; then the offsets u for which every point lands in its output's
+ * interval (points below the output zero point taking the tie shift neg), and
+ * a final check of every point.  Double rounding moves values below zero by
+ * up to 2^-r_out of an output step (RoundingDivideByPOT after SRDHM): neg;
+ * exact ties under half-to-even (FP32), or ties that ADD's input rounding
+ * decides, leave no plan. */
 static int64_t lin_out(int64_t x, int64_t u, int64_t t, int64_t neg, int k) {
   const int64_t n = x + u;
   return (n + (n < t ? neg : 0)) >> k;
 }
 
-static void plan_linear(fixq_eltwise *p) {
-  const int32_t oa = p->a_dtype == FIXQ_UINT8 ? 128 : 0, ob = p->b_dtype == FIXQ_UINT8 ? 128 : 0;
+#define POINT_X(i) (unary ? ((i) - 128) * ra : (((i) >> 8) - 128) * ra + (((i) & 255) - 128) * rb)
+#define POINT_Y(i) ((int64_t)(p->y_dtype == FIXQ_UINT8 ? (int32_t)y[i] : (int32_t)(int8_t)y[i]) - oy)
+static int fit_offsets(fixq_eltwise *p, const uint8_t *y, int unary, int64_t ra, int64_t rb, int k, int64_t t,
+                       int r_out, int64_t qmin, int64_t qmax, int32_t oy);
+
+static void fit_linear(fixq_eltwise *p, const uint8_t *y, int unary, double ra_real, double rb_real,
+                       int r_out) {
   const int32_t oy = p->y_dtype == FIXQ_UINT8 ? 128 : 0;
   const int64_t qmin = p->qmin - oy, qmax = p->qmax - oy, zy = p->y_zero_point - oy;
-  double ra_real = (double)p->a_scale / p->y_scale, rb_real = (double)p->b_scale / p->y_scale;
-  if (p->rounding != FIXQ_ROUND_FP32) { /* 2^20 * M_in * M_out */
-    const double out = ldexp((double)p->y_multiplier, p->y_shift - 31 + 20);
-    ra_real = ldexp((double)p->a_multiplier, p->a_shift - 31) * out;
-    rb_real = ldexp((double)p->b_multiplier, p->b_shift - 31) * out;
-  }
   const double rmax = ra_real > rb_real ? ra_real : rb_real;
   int k = 0;
   while (k < 24 && rmax * ldexp(1.0, k + 1) < 4194303.0) k++;
   if (k < 8) return;
-  uint8_t *buf = malloc(3 * 65536);
-  if (buf == NULL) return;
-  uint8_t *a = buf, *b = buf + 65536, *y = buf + 2 * 65536;
-  for (int i = 0; i < 65536; i++) {
-    a[i] = (uint8_t)((i >> 8) - 128 + oa); /* int8-domain value (i >> 8) - 128 */
-    b[i] = (uint8_t)((i & 255) - 128 + ob);
+  const int64_t one = INT64_C(1) << k;
+  const int64_t t = zy * one + one / 2; /* n < t: the value before rounding is below zero */
+  /* slopes: rounded first, then the other neighbours (which way the rounding
+   * error leans decides exact ties the same way as the contract) */
+  const double xa = ldexp(ra_real, k), xb = ldexp(rb_real, k);
+  const int64_t ra0 = llround(xa), rb0 = llround(xb);
+  const int64_t ra1 = ra0 == (int64_t)floor(xa) ? (int64_t)ceil(xa) : (int64_t)floor(xa);
+  const int64_t rb1 = rb0 == (int64_t)floor(xb) ? (int64_t)ceil(xb) : (int64_t)floor(xb);
+  for (int sl = 0; sl < 4; sl++) {
+    const int64_t ra = sl & 1 ? ra1 : ra0, rb = sl & 2 ? rb1 : rb0;
+    if ((sl & 1 && ra1 == ra0) || (sl & 2 && rb1 == rb0)) continue;
+    if (fit_offsets(p, y, unary, ra, rb, k, t, r_out, qmin, qmax, oy)) return;
   }
-  eltwise_table[fixq__isa](65536, a, 0, b, 0, y, p); /* lin_k == 0: the exact kernel */
-  const int64_t ra = llround(ldexp(ra_real, k)), rb = llround(ldexp(rb_real, k)), one = INT64_C(1) << k;
-  const int64_t t_rel = zy * one; /* n < t_rel + one/2: the value before rounding is below zero */
-  const int64_t negs[2] = {0, -1}; /* without the tie shift first: the kernel skips it */
-  for (int pass = 0; pass < 2; pass++) {
-    const int64_t neg = negs[pass];
-    int64_t lo = INT64_MIN, hi = INT64_MAX, u_est = 0;
+}
+
+static int fit_offsets(fixq_eltwise *p, const uint8_t *y, int unary, int64_t ra, int64_t rb, int k, int64_t t,
+                       int r_out, int64_t qmin, int64_t qmax, int32_t oy) {
+  const int count = unary ? 256 : 65536;
+  const int64_t one = INT64_C(1) << k, span = 128 * (ra + rb);
+  /* tie shifts: none (the kernel then skips it), one unit, and RoundingDivideByPOT's
+   * 2^-r_out of an output step between values above and below zero */
+  const int64_t negs[3] = {0, -1, r_out > 0 && k >= r_out ? -(INT64_C(1) << (k - r_out)) : -1};
+  for (int c = 0; c < 3; c++) {
+    const int64_t neg = negs[c];
+    if (c == 2 && neg == -1) break;
+    int64_t lo = INT64_MIN, hi = INT64_MAX, u = 0;
     for (int round = 0; round < 2; round++) { /* round 0 estimates u, round 1 uses it for the tie side */
       lo = INT64_MIN;
       hi = INT64_MAX;
-      for (int i = 0; i < 65536; i++) {
-        const int64_t x = ((i >> 8) - 128) * ra + ((i & 255) - 128) * rb;
-        const int64_t o = (int64_t)(p->y_dtype == FIXQ_UINT8 ? (int32_t)y[i] : (int32_t)(int8_t)y[i]) - oy;
-        const int64_t d = round && x + u_est < t_rel + one / 2 ? neg : 0;
+      for (int i = 0; i < count; i++) {
+        const int64_t x = POINT_X(i), o = POINT_Y(i);
+        const int64_t d = round && x + u < t ? neg : 0;
         if (o > qmin && o * one - x - d > lo) lo = o * one - x - d;
         if (o < qmax && (o + 1) * one - 1 - x - d < hi) hi = (o + 1) * one - 1 - x - d;
       }
       if (lo == INT64_MIN) lo = hi == INT64_MAX ? 0 : hi;
       if (hi == INT64_MAX) hi = lo;
-      u_est = lo + (hi - lo) / 2;
+      u = lo + (hi - lo) / 2;
     }
-    if (lo > hi) continue;
-    const int64_t u = u_est, t = t_rel + one / 2;
-    const int64_t span = 128 * (ra + rb);
-    if (u - span <= INT32_MIN || u + span >= INT32_MAX || t <= INT32_MIN || t >= INT32_MAX) continue;
+    if (lo > hi || u - span <= INT32_MIN || u + span >= INT32_MAX || t <= INT32_MIN || t >= INT32_MAX) continue;
     int exact = 1;
-    for (int i = 0; i < 65536 && exact; i++) {
-      const int64_t x = ((i >> 8) - 128) * ra + ((i & 255) - 128) * rb;
-      int64_t o = lin_out(x, u, t, neg, k);
+    for (int i = 0; i < count && exact; i++) {
+      int64_t o = lin_out(POINT_X(i), u, t, neg, k);
       o = o < qmin ? qmin : o > qmax ? qmax : o;
-      exact = o == (int64_t)(p->y_dtype == FIXQ_UINT8 ? (int32_t)y[i] : (int32_t)(int8_t)y[i]) - oy;
+      exact = o == POINT_Y(i);
     }
     if (!exact) continue;
     p->lin_ra = (int32_t)ra;
@@ -104,8 +113,33 @@ static void plan_linear(fixq_eltwise *p) {
     p->lin_t = (int32_t)t;
     p->lin_neg = (int32_t)neg;
     p->lin_k = k;
-    break;
+    return 1;
   }
+  return 0;
+}
+#undef POINT_X
+#undef POINT_Y
+
+/* ADD: the contract on all 65536 input pairs, then fit_linear with the
+ * effective slopes 2^20 * M_in * M_out (fixed point) or s_in / s_out. */
+static void plan_add(fixq_eltwise *p) {
+  const int32_t oa = p->a_dtype == FIXQ_UINT8 ? 128 : 0, ob = p->b_dtype == FIXQ_UINT8 ? 128 : 0;
+  double ra_real = (double)p->a_scale / p->y_scale, rb_real = (double)p->b_scale / p->y_scale;
+  if (p->rounding != FIXQ_ROUND_FP32) {
+    const double out = ldexp((double)p->y_multiplier, p->y_shift - 31 + 20);
+    ra_real = ldexp((double)p->a_multiplier, p->a_shift - 31) * out;
+    rb_real = ldexp((double)p->b_multiplier, p->b_shift - 31) * out;
+  }
+  uint8_t *buf = malloc(3 * 65536);
+  if (buf == NULL) return;
+  uint8_t *a = buf, *b = buf + 65536, *y = buf + 2 * 65536;
+  for (int i = 0; i < 65536; i++) {
+    a[i] = (uint8_t)((i >> 8) - 128 + oa); /* int8-domain value (i >> 8) - 128 */
+    b[i] = (uint8_t)((i & 255) - 128 + ob);
+  }
+  eltwise_table[fixq__isa](65536, a, 0, b, 0, y, p); /* lin_k == 0: the exact kernel */
+  fit_linear(p, y, 0, ra_real, rb_real,
+             p->rounding == FIXQ_ROUND_DOUBLE && p->y_shift < 0 ? -p->y_shift : 0);
   free(buf);
 }
 
@@ -157,7 +191,7 @@ fixq_status fixq_eltwise_init(fixq_eltwise *p, fixq_eltwise_op op, fixq_rounding
     p->a_multiplier = p->b_multiplier = p->y_multiplier = 0;
     p->a_shift = p->b_shift = p->y_shift = 0;
   }
-  if (op == FIXQ_OP_ADD) plan_linear(p);
+  if (op == FIXQ_OP_ADD) plan_add(p);
   return FIXQ_OK;
 }
 
@@ -178,7 +212,7 @@ static int eltwise_params_ok(const fixq_eltwise *p) {
   for (int i = 0; i < 3; i++)
     if (m[i] < 0 || sh[i] < -31 || sh[i] > 30) return 0;
   if (p->op == FIXQ_OP_ADD && p->rounding != FIXQ_ROUND_FP32 && (p->a_shift > 0 || p->b_shift > 0)) return 0;
-  return p->lin_k >= 0 && p->lin_k <= 30 && (p->lin_neg == 0 || p->lin_neg == -1);
+  return p->lin_k >= 0 && p->lin_k <= 30 && p->lin_neg <= 0;
 }
 
 /* Rows of the innermost dimension, walking the outer dimensions like an
@@ -259,6 +293,15 @@ fixq_status fixq_requantize_q8(const void *x, fixq_dtype x_dtype, int32_t x_zero
   e.y_multiplier = p->rounding == FIXQ_ROUND_FP32 ? 0 : p->multiplier[0];
   e.y_shift = p->rounding == FIXQ_ROUND_FP32 ? 0 : p->shift[0];
   e.lin_ra = e.lin_rb = e.lin_u = e.lin_k = e.lin_t = e.lin_neg = 0;
+  if (n >= 1024) { /* a unary map of 256 values: plan it like ADD, on every input value */
+    uint8_t xs[256], ys[256];
+    const int32_t ox = x_dtype == FIXQ_UINT8 ? 128 : 0;
+    for (int i = 0; i < 256; i++) xs[i] = (uint8_t)(i - 128 + ox);
+    eltwise_table[fixq__isa](256, xs, 0, &one, 1, ys, &e);
+    const double r = p->rounding == FIXQ_ROUND_FP32 ? (double)p->scale[0]
+                                                    : ldexp((double)p->multiplier[0], p->shift[0] - 31);
+    fit_linear(&e, ys, 1, r, 0.0, p->rounding == FIXQ_ROUND_DOUBLE && p->shift[0] < 0 ? -p->shift[0] : 0);
+  }
   eltwise_table[fixq__isa](n, x, 0, &one, 1, y, &e);
   return FIXQ_OK;
 }

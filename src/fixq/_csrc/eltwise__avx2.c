@@ -195,7 +195,7 @@ ALWAYS_INLINE void row(size_t n, const int8_t *a, const int8_t *b, int8_t *y, co
   }
 }
 
-/* ---- ADD by the plan of fixq_eltwise_init (lin_k > 0) -----------------------
+/* ---- the linear plan (lin_k > 0; ADD from fixq_eltwise_init, requantize) ----
  * n = a'*ra + b'*rb + u, (n + (n < t ? neg : 0)) >> k with ra = rah*2^7 + ral: vpmaddwd on (a', b') int16
  * pairs against (rah, rbh) and (ral, rbl); |a'*rah + b'*rbh| < 2^23, so the
  * sum fits int32 (init keeps |a'*ra + b'*rb + u| < 2^31). */
@@ -279,7 +279,7 @@ void fixq_eltwise__avx2(size_t n, const void *a_, int a_bcast, const void *b_, i
   int8_t *y = y_;
   consts k;
   consts_init(&k, p);
-  if (p->op == FIXQ_OP_ADD && p->lin_k > 0) {
+  if (p->lin_k > 0) {
     if (a_bcast || b_bcast) lin_row(n, a, b, y, p, &k, a_bcast, b_bcast, p->lin_neg != 0);
     else if (p->lin_neg != 0) lin_row(n, a, b, y, p, &k, 0, 0, 1);
     else lin_row(n, a, b, y, p, &k, 0, 0, 0);

@@ -106,11 +106,11 @@ typedef struct {
    * (a - a_zp) * (b - b_zp).  TFLite QuantizeMultiplier of reals derived in
    * double from the float scales. */
   int32_t a_multiplier, a_shift, b_multiplier, b_shift, y_multiplier, y_shift;
-  /* ADD plan for SIMD paths, found by fixq_eltwise_init: when lin_k > 0,
+  /* Linear plan for SIMD paths (init finds one for ADD): when lin_k > 0,
    * every output equals clamp((n + (n < lin_t ? lin_neg : 0)) >> lin_k) with
    * n = a'*lin_ra + b'*lin_rb + lin_u, a', b' and the clamp in the int8
-   * domain (uint8 values minus 128); lin_neg (0 or -1) moves ties below
-   * zero.  init checks this on all 65536 input pairs.  lin_k == 0: none. */
+   * domain (uint8 values minus 128); lin_neg <= 0 shifts values below zero
+   * (double rounding rounds them differently).  init checks this on all 65536 input pairs.  lin_k == 0: none. */
   int32_t lin_ra, lin_rb, lin_u, lin_k, lin_t, lin_neg;
 } fixq_eltwise;
 
