@@ -1,6 +1,6 @@
 # Declarations of fixq's public C API (include/fixq/fixq.h).
 from libc.stddef cimport ptrdiff_t
-from libc.stdint cimport int8_t, uint8_t, int16_t, int32_t, int64_t, uint32_t, uint64_t
+from libc.stdint cimport int8_t, uint8_t, int16_t, uint16_t, int32_t, int64_t, uint32_t, uint64_t
 
 cdef extern from "fixq/fixq.h" nogil:
     ctypedef enum fixq_status:
@@ -101,5 +101,43 @@ cdef extern from "fixq/fixq.h" nogil:
                                 const ptrdiff_t *b_strides, void *y, const ptrdiff_t *y_strides)
     fixq_status fixq_requantize_q8(const void *x, fixq_dtype x_dtype, int32_t x_zero_point, void *y,
                                    fixq_dtype y_dtype, size_t n, const fixq_requant *p)
+    # low-bit weights (issue 5)
+    size_t fixq_f16_packed_size(size_t n, size_t k)
+    fixq_status fixq_f16_pack(const uint16_t *w, size_t n, size_t k, uint16_t *packed)
+    fixq_status fixq_f16_linear(const float *x, size_t m, size_t k, const uint16_t *packed, size_t n,
+                                const float *bias, float *y)
+    size_t fixq_bgemm_packed_size(size_t rows, size_t k)
+    fixq_status fixq_bgemm_pack(const uint8_t *bits, size_t rows, size_t k, uint8_t *packed)
+    fixq_status fixq_bgemm(const uint8_t *a, size_t m, const uint8_t *b, size_t n, size_t k, int32_t *y)
 
 cdef int check_status(fixq_status st, str what) except -1
+
+# ---- matmul (issue 3) ----
+cdef extern from "fixq/fixq.h" nogil:
+    const int FIXQ_GEMM_NR
+
+    ctypedef enum fixq_gemm_kernel:
+        FIXQ_GEMM_S8
+        FIXQ_GEMM_S16
+
+    ctypedef struct fixq_packed_b:
+        size_t k
+        size_t n
+        size_t k_padded
+        size_t n_padded
+        fixq_dtype dtype
+        fixq_gemm_kernel kernel
+        int zero_point_nonzero
+        int64_t col_abs_max
+        int8_t *panels
+        int32_t *zero_point
+        int32_t *col_sum
+        int64_t *col_abs
+
+    void fixq_packed_b_init(fixq_packed_b *pb, size_t k, size_t n)
+    fixq_status fixq_pack_b(const void *b, fixq_dtype b_dtype, Py_ssize_t stride_k, Py_ssize_t stride_n,
+                            const int32_t *zero_point, size_t zp_count, fixq_packed_b *pb)
+    fixq_status fixq_packed_b_finish(fixq_packed_b *pb)
+    fixq_status fixq_qgemm(size_t m, const void *a, fixq_dtype a_dtype, size_t lda, int32_t a_zero_point,
+                           const fixq_packed_b *b, const int32_t *bias, const fixq_requant *p,
+                           size_t p_channels, void *y, fixq_dtype y_dtype, size_t ldy, int threads)
