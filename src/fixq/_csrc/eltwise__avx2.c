@@ -35,6 +35,7 @@ typedef struct {
 typedef struct {
   __m256i xa, xb, xy;        /* 0x80 byte masks for uint8 operands */
   __m256i za, zb;            /* zero points in the int8 domain */
+  __m256i zab;               /* (za, zb) int16 pairs */
   in_stage ia, ib;           /* ADD fixed point */
   __m256i m, left, right, total, rnd, neg; /* output multiplier */
   __m128i right_count;
@@ -73,6 +74,8 @@ static void consts_init(consts *k, const fixq_eltwise *p) {
   k->xy = _mm256_set1_epi8(yu ? (char)0x80 : 0);
   k->za = _mm256_set1_epi32(p->a_zero_point - (au ? 128 : 0));
   k->zb = _mm256_set1_epi32(p->b_zero_point - (bu ? 128 : 0));
+  k->zab = _mm256_set1_epi32((int32_t)((uint32_t)(uint16_t)(p->b_zero_point - (bu ? 128 : 0)) << 16 |
+                                       (uint16_t)(p->a_zero_point - (au ? 128 : 0))));
   k->zy = _mm256_set1_epi16((int16_t)(p->y_zero_point - (yu ? 128 : 0)));
   k->qmin = _mm256_set1_epi8((char)(p->qmin - (yu ? 128 : 0)));
   k->qmax = _mm256_set1_epi8((char)(p->qmax - (yu ? 128 : 0)));
@@ -156,9 +159,32 @@ ALWAYS_INLINE void store32(int8_t *y, __m256i r0, __m256i r1, __m256i r2, __m256
   _mm256_storeu_si256((__m256i *)y, _mm256_xor_si256(b, k->xy));
 }
 
+/* MUL in fixed point: (a', b') int16 pairs minus (za', zb'), then
+ * va*vb = vpmaddwd((va, vb), (vb, 0)); elements as in lin_block32. */
+ALWAYS_INLINE __m256i mul_pairs8(__m128i pairs8, const consts *k, fixq_rounding mode) {
+  const __m256i d = _mm256_sub_epi16(_mm256_cvtepi8_epi16(pairs8), k->zab);
+  return out_stage(_mm256_madd_epi16(d, _mm256_srli_epi32(d, 16)), k, mode);
+}
+
+ALWAYS_INLINE void mul_block32(const int8_t *a, const int8_t *b, int8_t *y, const consts *k, fixq_rounding mode,
+                               int a_bcast, int b_bcast) {
+  const __m256i av = _mm256_xor_si256(a_bcast ? _mm256_set1_epi8(a[0]) : _mm256_loadu_si256((const __m256i *)a), k->xa);
+  const __m256i bv = _mm256_xor_si256(b_bcast ? _mm256_set1_epi8(b[0]) : _mm256_loadu_si256((const __m256i *)b), k->xb);
+  const __m256i t0 = _mm256_unpacklo_epi8(av, bv), t1 = _mm256_unpackhi_epi8(av, bv);
+  const __m256i r0 = mul_pairs8(_mm256_castsi256_si128(t0), k, mode);
+  const __m256i r2 = mul_pairs8(_mm256_extracti128_si256(t0, 1), k, mode);
+  const __m256i r1 = mul_pairs8(_mm256_castsi256_si128(t1), k, mode);
+  const __m256i r3 = mul_pairs8(_mm256_extracti128_si256(t1, 1), k, mode);
+  store32(y, r0, r1, r2, r3, k->zy, k);
+}
+
 ALWAYS_INLINE void block32(const int8_t *a, const int8_t *b, int8_t *y, const consts *k, fixq_eltwise_op op,
                            fixq_rounding mode, int a_bcast, int b_bcast, __m256i va0, __m256i vb0, __m256i pa,
                            __m256i pb, int exact) {
+  if (op == FIXQ_OP_MUL && mode != FIXQ_ROUND_FP32) {
+    mul_block32(a, b, y, k, mode, a_bcast, b_bcast);
+    return;
+  }
   __m256i r[4];
   for (int j = 0; j < 4; j++) {
     const __m256i va = a_bcast ? va0 : widen8(a + 8 * j, k->xa, k->za);
