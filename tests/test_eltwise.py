@@ -144,6 +144,8 @@ def test_linear_plan(isa):
             planned += p.plan is not None
             got = run("add", a, b, sa, za, sb, zb, so, zo, rounding, dto)
             np.testing.assert_array_equal(got, expect("add", a, b, sa, za, sb, zb, so, zo, rounding, dto))
+            got = run("add", a, b, sa, za, sb, zb, so, zo, rounding, dto, out_min=zo)  # ReLU
+            np.testing.assert_array_equal(got, expect("add", a, b, sa, za, sb, zb, so, zo, rounding, dto, out_min=zo))
             # broadcast rows use the same plan
             got = run("add", a.reshape(256, 256), b[:256], sa, za, sb, zb, so, zo, rounding, dto)
             np.testing.assert_array_equal(got, expect("add", a.reshape(256, 256), b[:256], sa, za, sb, zb, so, zo,

@@ -237,50 +237,73 @@ ALWAYS_INLINE __m256i lin8(__m256i pairs, const lin_consts *c, int ties) {
   return _mm256_sra_epi32(n, c->k);
 }
 
+/* kind: both inputs int8 (0) or both uint8 (1), read as they are (u then
+ * absorbs the 128 offsets); mixed (2): flip the uint8 one to int8.  clamp:
+ * the output clamp is narrower than int8 saturation. */
+ALWAYS_INLINE __m256i lin_widen(__m128i bytes, int kind) {
+  return kind == 1 ? _mm256_cvtepu8_epi16(bytes) : _mm256_cvtepi8_epi16(bytes);
+}
+
 ALWAYS_INLINE void lin_block32(__m256i av, __m256i bv, int8_t *y, const lin_consts *c, const consts *k,
-                               int ties) {
+                               int ties, int kind, int clamp) {
+  if (kind == 2) {
+    av = _mm256_xor_si256(av, k->xa);
+    bv = _mm256_xor_si256(bv, k->xb);
+  }
   const __m256i t0 = _mm256_unpacklo_epi8(av, bv), t1 = _mm256_unpackhi_epi8(av, bv);
   /* t0: pairs of elements 0-7 | 16-23, t1: 8-15 | 24-31 */
-  const __m256i r0 = lin8(_mm256_cvtepi8_epi16(_mm256_castsi256_si128(t0)), c, ties);
-  const __m256i r2 = lin8(_mm256_cvtepi8_epi16(_mm256_extracti128_si256(t0, 1)), c, ties);
-  const __m256i r1 = lin8(_mm256_cvtepi8_epi16(_mm256_castsi256_si128(t1)), c, ties);
-  const __m256i r3 = lin8(_mm256_cvtepi8_epi16(_mm256_extracti128_si256(t1, 1)), c, ties);
+  const __m256i r0 = lin8(lin_widen(_mm256_castsi256_si128(t0), kind), c, ties);
+  const __m256i r2 = lin8(lin_widen(_mm256_extracti128_si256(t0, 1), kind), c, ties);
+  const __m256i r1 = lin8(lin_widen(_mm256_castsi256_si128(t1), kind), c, ties);
+  const __m256i r3 = lin8(lin_widen(_mm256_extracti128_si256(t1, 1), kind), c, ties);
   /* the zero point is inside u */
   __m256i b = _mm256_packs_epi16(_mm256_packs_epi32(r0, r1), _mm256_packs_epi32(r2, r3));
   b = _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-  b = _mm256_min_epi8(_mm256_max_epi8(b, k->qmin), k->qmax);
+  if (clamp) b = _mm256_min_epi8(_mm256_max_epi8(b, k->qmin), k->qmax);
   _mm256_storeu_si256((__m256i *)y, _mm256_xor_si256(b, k->xy));
 }
 
 ALWAYS_INLINE void lin_row(size_t n, const int8_t *a, const int8_t *b, int8_t *y, const fixq_eltwise *p,
-                           const consts *k, int a_bcast, int b_bcast, int ties) {
+                           const consts *k, int a_bcast, int b_bcast, int ties, int kind, int clamp) {
   lin_consts c;
   const int32_t ra = p->lin_ra, rb = p->lin_rb;
   c.hi = _mm256_set1_epi32((int32_t)((uint32_t)(rb >> 7) << 16 | (uint32_t)(ra >> 7)));
   c.lo = _mm256_set1_epi32((int32_t)((uint32_t)(rb & 127) << 16 | (uint32_t)(ra & 127)));
-  c.u = _mm256_set1_epi32(p->lin_u);
+  /* uint8 read as is: a = a' + 128; n is unchanged, wrapping in the partial sums */
+  c.u = _mm256_set1_epi32((int32_t)((uint32_t)p->lin_u - (kind == 1 ? 128u * (uint32_t)ra + 128u * (uint32_t)rb : 0u)));
   c.t = _mm256_set1_epi32(p->lin_t);
   c.neg = _mm256_set1_epi32(p->lin_neg);
   c.k = _mm_cvtsi32_si128(p->lin_k);
-  const __m256i av0 = _mm256_xor_si256(_mm256_set1_epi8(a[0]), k->xa);
-  const __m256i bv0 = _mm256_xor_si256(_mm256_set1_epi8(b[0]), k->xb);
+  const __m256i av0 = _mm256_set1_epi8(a[0]), bv0 = _mm256_set1_epi8(b[0]);
   size_t i = 0;
   for (; i + 32 <= n; i += 32) {
-    const __m256i av = a_bcast ? av0 : _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(a + i)), k->xa);
-    const __m256i bv = b_bcast ? bv0 : _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(b + i)), k->xb);
-    lin_block32(av, bv, y + i, &c, k, ties);
+    const __m256i av = a_bcast ? av0 : _mm256_loadu_si256((const __m256i *)(a + i));
+    const __m256i bv = b_bcast ? bv0 : _mm256_loadu_si256((const __m256i *)(b + i));
+    lin_block32(av, bv, y + i, &c, k, ties, kind, clamp);
   }
   if (i < n) {
     int8_t ta[32] = {0}, tb[32] = {0}, ty[32];
     const size_t t = n - i;
     if (!a_bcast) memcpy(ta, a + i, t);
     if (!b_bcast) memcpy(tb, b + i, t);
-    const __m256i av = a_bcast ? av0 : _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)ta), k->xa);
-    const __m256i bv = b_bcast ? bv0 : _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)tb), k->xb);
-    lin_block32(av, bv, ty, &c, k, ties);
+    const __m256i av = a_bcast ? av0 : _mm256_loadu_si256((const __m256i *)ta);
+    const __m256i bv = b_bcast ? bv0 : _mm256_loadu_si256((const __m256i *)tb);
+    lin_block32(av, bv, ty, &c, k, ties, kind, clamp);
     memcpy(y + i, ty, t);
   }
 }
+
+#define LIN_KIND(ties, kind)                                                                   \
+  do {                                                                                         \
+    if (clamp) lin_row(n, a, b, y, p, &k, a_bcast, b_bcast, ties, kind, 1);                    \
+    else lin_row(n, a, b, y, p, &k, a_bcast, b_bcast, ties, kind, 0);                          \
+  } while (0)
+#define LIN_TIES(ties)                                                                         \
+  do {                                                                                         \
+    if (kind == 0) LIN_KIND(ties, 0);                                                          \
+    else if (kind == 1) LIN_KIND(ties, 1);                                                     \
+    else LIN_KIND(ties, 2);                                                                    \
+  } while (0)
 
 #define ROW(op, mode, ab, bb, ex) row(n, a, b, y, &k, op, mode, ab, bb, ex)
 #define ROWS(op, mode, ex)                                   \
@@ -306,9 +329,11 @@ void fixq_eltwise__avx2(size_t n, const void *a_, int a_bcast, const void *b_, i
   consts k;
   consts_init(&k, p);
   if (p->lin_k > 0) {
-    if (a_bcast || b_bcast) lin_row(n, a, b, y, p, &k, a_bcast, b_bcast, p->lin_neg != 0);
-    else if (p->lin_neg != 0) lin_row(n, a, b, y, p, &k, 0, 0, 1);
-    else lin_row(n, a, b, y, p, &k, 0, 0, 0);
+    const int kind = p->a_dtype != p->b_dtype ? 2 : p->a_dtype == FIXQ_UINT8;
+    const int32_t oy = p->y_dtype == FIXQ_UINT8 ? 128 : 0;
+    const int clamp = p->qmin - oy > INT8_MIN || p->qmax - oy < INT8_MAX;
+    if (p->lin_neg != 0) LIN_TIES(1);
+    else LIN_TIES(0);
   } else if (p->op == FIXQ_OP_ADD) {
     const int ex = exact_inputs(p);
     if (p->rounding == FIXQ_ROUND_DOUBLE) ROWS(FIXQ_OP_ADD, FIXQ_ROUND_DOUBLE, ex);
