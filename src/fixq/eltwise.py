@@ -17,6 +17,7 @@ from ._validate import (as_bytes, clamp_args, dtype_arg, int_array, out_arg, rou
 __all__ = ["qadd", "qmul"]
 
 _Q8 = (np.int8, np.uint8)
+_NAMES = {np.dtype(np.int8): "int8", np.dtype(np.uint8): "uint8"}  # dtype.name is slow
 _F32_MAX = float(np.finfo(np.float32).max)
 
 
@@ -78,7 +79,7 @@ def _binary(op, a, b, a_scale, a_zero_point, b_scale, b_zero_point, out_scale, o
     zb = scalar_zero_point_arg(b_zero_point, b.dtype, "b_zero_point")
     zy = scalar_zero_point_arg(out_zero_point, dt, "out_zero_point")
     lo, hi = clamp_args(out_min, out_max, dt, names=("out_min", "out_max"))
-    params = _params(op, rounding, a.dtype.name, sa, za, b.dtype.name, sb, zb, dt.name, sy, zy, lo, hi)
+    params = _params(op, rounding, _NAMES[a.dtype], sa, za, _NAMES[b.dtype], sb, zb, _NAMES[dt], sy, zy, lo, hi)
     y = out_arg(out, shape, dt)
     ac = a if a.flags.c_contiguous else a.copy(order="C")  # ascontiguousarray would make 0-d 1-d
     bc = b if b.flags.c_contiguous else b.copy(order="C")
