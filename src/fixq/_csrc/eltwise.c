@@ -137,7 +137,7 @@ static void plan_add(fixq_eltwise *p) {
     a[i] = (uint8_t)((i >> 8) - 128 + oa); /* int8-domain value (i >> 8) - 128 */
     b[i] = (uint8_t)((i & 255) - 128 + ob);
   }
-  eltwise_table[fixq__isa](65536, a, 0, b, 0, y, p); /* lin_k == 0: the exact kernel */
+  eltwise_table[fixq__isa](1, 65536, a, 0, 0, b, 0, 0, y, 0, p); /* lin_k == 0: the exact kernel */
   fit_linear(p, y, 0, ra_real, rb_real,
              p->rounding == FIXQ_ROUND_DOUBLE && p->y_shift < 0 ? -p->y_shift : 0);
   free(buf);
@@ -215,21 +215,22 @@ static int eltwise_params_ok(const fixq_eltwise *p) {
   return p->lin_k >= 0 && p->lin_k <= 30 && p->lin_neg <= 0;
 }
 
-/* Rows of the innermost dimension, walking the outer dimensions like an
- * odometer. */
-static void eltwise_rows(const fixq_eltwise *p, fixq_eltwise_ukernel row, size_t ndim, const size_t *shape,
-                         const char *a, const ptrdiff_t *as, const char *b, const ptrdiff_t *bs, char *y,
-                         const ptrdiff_t *ys) {
+/* Blocks of the two innermost dimensions (one row when ndim == 1), walking
+ * the outer dimensions like an odometer. */
+static void eltwise_blocks(const fixq_eltwise *p, fixq_eltwise_ukernel kern, size_t ndim, const size_t *shape,
+                           const char *a, const ptrdiff_t *as, const char *b, const ptrdiff_t *bs, char *y,
+                           const ptrdiff_t *ys) {
   const size_t n = shape[ndim - 1];
   const int a_bcast = as[ndim - 1] == 0, b_bcast = bs[ndim - 1] == 0;
   if (ndim == 1) {
-    row(n, a, a_bcast, b, b_bcast, y, p);
+    kern(1, n, a, 0, a_bcast, b, 0, b_bcast, y, 0, p);
     return;
   }
+  const size_t rows = shape[ndim - 2], outer = ndim - 2;
+  const ptrdiff_t ra = as[ndim - 2], rb = bs[ndim - 2], ry = ys[ndim - 2];
   size_t idx[16] = {0};
-  const size_t outer = ndim - 1;
   for (;;) {
-    row(n, a, a_bcast, b, b_bcast, y, p);
+    kern(rows, n, a, ra, a_bcast, b, rb, b_bcast, y, ry, p);
     size_t d = outer;
     while (d-- > 0) {
       if (++idx[d] < shape[d]) {
@@ -261,7 +262,7 @@ fixq_status fixq_eltwise_nd(const fixq_eltwise *p, size_t ndim, const size_t *sh
       y_strides[last] != 1)
     return FIXQ_ERR_INVALID_ARGUMENT;
   /* every input and output element is one byte: strides in elements are byte strides */
-  eltwise_rows(p, eltwise_table[fixq__isa], ndim, shape, a, a_strides, b, b_strides, y, y_strides);
+  eltwise_blocks(p, eltwise_table[fixq__isa], ndim, shape, a, a_strides, b, b_strides, y, y_strides);
   return FIXQ_OK;
 }
 
@@ -297,11 +298,11 @@ fixq_status fixq_requantize_q8(const void *x, fixq_dtype x_dtype, int32_t x_zero
     uint8_t xs[256], ys[256];
     const int32_t ox = x_dtype == FIXQ_UINT8 ? 128 : 0;
     for (int i = 0; i < 256; i++) xs[i] = (uint8_t)(i - 128 + ox);
-    eltwise_table[fixq__isa](256, xs, 0, &one, 1, ys, &e);
+    eltwise_table[fixq__isa](1, 256, xs, 0, 0, &one, 0, 1, ys, 0, &e);
     const double r = p->rounding == FIXQ_ROUND_FP32 ? (double)p->scale[0]
                                                     : ldexp((double)p->multiplier[0], p->shift[0] - 31);
     fit_linear(&e, ys, 1, r, 0.0, p->rounding == FIXQ_ROUND_DOUBLE && p->shift[0] < 0 ? -p->shift[0] : 0);
   }
-  eltwise_table[fixq__isa](n, x, 0, &one, 1, y, &e);
+  eltwise_table[fixq__isa](1, n, x, 0, 0, &one, 0, 1, y, 0, &e);
   return FIXQ_OK;
 }

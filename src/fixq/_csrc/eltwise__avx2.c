@@ -263,17 +263,20 @@ ALWAYS_INLINE void lin_block32(__m256i av, __m256i bv, int8_t *y, const lin_cons
   _mm256_storeu_si256((__m256i *)y, _mm256_xor_si256(b, k->xy));
 }
 
-ALWAYS_INLINE void lin_row(size_t n, const int8_t *a, const int8_t *b, int8_t *y, const fixq_eltwise *p,
-                           const consts *k, int a_bcast, int b_bcast, int ties, int kind, int clamp) {
-  lin_consts c;
+static void lin_consts_init(lin_consts *c, const fixq_eltwise *p, int kind) {
   const int32_t ra = p->lin_ra, rb = p->lin_rb;
-  c.hi = _mm256_set1_epi32((int32_t)((uint32_t)(rb >> 7) << 16 | (uint32_t)(ra >> 7)));
-  c.lo = _mm256_set1_epi32((int32_t)((uint32_t)(rb & 127) << 16 | (uint32_t)(ra & 127)));
+  c->hi = _mm256_set1_epi32((int32_t)((uint32_t)(rb >> 7) << 16 | (uint32_t)(ra >> 7)));
+  c->lo = _mm256_set1_epi32((int32_t)((uint32_t)(rb & 127) << 16 | (uint32_t)(ra & 127)));
   /* uint8 read as is: a = a' + 128; n is unchanged, wrapping in the partial sums */
-  c.u = _mm256_set1_epi32((int32_t)((uint32_t)p->lin_u - (kind == 1 ? 128u * (uint32_t)ra + 128u * (uint32_t)rb : 0u)));
-  c.t = _mm256_set1_epi32(p->lin_t);
-  c.neg = _mm256_set1_epi32(p->lin_neg);
-  c.k = _mm_cvtsi32_si128(p->lin_k);
+  c->u = _mm256_set1_epi32((int32_t)((uint32_t)p->lin_u - (kind == 1 ? 128u * (uint32_t)ra + 128u * (uint32_t)rb : 0u)));
+  c->t = _mm256_set1_epi32(p->lin_t);
+  c->neg = _mm256_set1_epi32(p->lin_neg);
+  c->k = _mm_cvtsi32_si128(p->lin_k);
+}
+
+ALWAYS_INLINE void lin_row(size_t n, const int8_t *a, const int8_t *b, int8_t *y, const lin_consts *lc,
+                           const consts *k, int a_bcast, int b_bcast, int ties, int kind, int clamp) {
+  const lin_consts c = *lc;
   const __m256i av0 = _mm256_set1_epi8(a[0]), bv0 = _mm256_set1_epi8(b[0]);
   size_t i = 0;
   for (; i + 32 <= n; i += 32) {
@@ -295,8 +298,8 @@ ALWAYS_INLINE void lin_row(size_t n, const int8_t *a, const int8_t *b, int8_t *y
 
 #define LIN_KIND(ties, kind)                                                                   \
   do {                                                                                         \
-    if (clamp) lin_row(n, a, b, y, p, &k, a_bcast, b_bcast, ties, kind, 1);                    \
-    else lin_row(n, a, b, y, p, &k, a_bcast, b_bcast, ties, kind, 0);                          \
+    if (clamp) lin_row(n, a, b, y, &lc, &k, a_bcast, b_bcast, ties, kind, 1);                  \
+    else lin_row(n, a, b, y, &lc, &k, a_bcast, b_bcast, ties, kind, 0);                        \
   } while (0)
 #define LIN_TIES(ties)                                                                         \
   do {                                                                                         \
@@ -322,26 +325,30 @@ static int exact_inputs(const fixq_eltwise *p) {
   return (p->a_multiplier == (1 << 30) && p->a_shift == 0) | (p->b_multiplier == (1 << 30) && p->b_shift == 0) << 1;
 }
 
-void fixq_eltwise__avx2(size_t n, const void *a_, int a_bcast, const void *b_, int b_bcast, void *y_,
-                        const fixq_eltwise *p) {
-  const int8_t *a = a_, *b = b_;
-  int8_t *y = y_;
+void fixq_eltwise__avx2(size_t rows, size_t n, const void *a0, ptrdiff_t a_stride, int a_bcast, const void *b0,
+                        ptrdiff_t b_stride, int b_bcast, void *y0, ptrdiff_t y_stride, const fixq_eltwise *p) {
   consts k;
+  lin_consts lc;
   consts_init(&k, p);
-  if (p->lin_k > 0) {
-    const int kind = p->a_dtype != p->b_dtype ? 2 : p->a_dtype == FIXQ_UINT8;
-    const int32_t oy = p->y_dtype == FIXQ_UINT8 ? 128 : 0;
-    const int clamp = p->qmin - oy > INT8_MIN || p->qmax - oy < INT8_MAX;
-    if (p->lin_neg != 0) LIN_TIES(1);
-    else LIN_TIES(0);
-  } else if (p->op == FIXQ_OP_ADD) {
-    const int ex = exact_inputs(p);
-    if (p->rounding == FIXQ_ROUND_DOUBLE) ROWS(FIXQ_OP_ADD, FIXQ_ROUND_DOUBLE, ex);
-    else if (p->rounding == FIXQ_ROUND_SINGLE) ROWS(FIXQ_OP_ADD, FIXQ_ROUND_SINGLE, ex);
-    else ROWS(FIXQ_OP_ADD, FIXQ_ROUND_FP32, 0);
-  } else {
-    if (p->rounding == FIXQ_ROUND_DOUBLE) ROWS(FIXQ_OP_MUL, FIXQ_ROUND_DOUBLE, 0);
-    else if (p->rounding == FIXQ_ROUND_SINGLE) ROWS(FIXQ_OP_MUL, FIXQ_ROUND_SINGLE, 0);
-    else ROWS(FIXQ_OP_MUL, FIXQ_ROUND_FP32, 0);
+  const int kind = p->a_dtype != p->b_dtype ? 2 : p->a_dtype == FIXQ_UINT8;
+  const int32_t oy = p->y_dtype == FIXQ_UINT8 ? 128 : 0;
+  const int clamp = p->qmin - oy > INT8_MIN || p->qmax - oy < INT8_MAX;
+  const int ex = exact_inputs(p);
+  lin_consts_init(&lc, p, kind);
+  for (size_t r = 0; r < rows; r++) {
+    const int8_t *a = (const int8_t *)a0 + (ptrdiff_t)r * a_stride, *b = (const int8_t *)b0 + (ptrdiff_t)r * b_stride;
+    int8_t *y = (int8_t *)y0 + (ptrdiff_t)r * y_stride;
+    if (p->lin_k > 0) {
+      if (p->lin_neg != 0) LIN_TIES(1);
+      else LIN_TIES(0);
+    } else if (p->op == FIXQ_OP_ADD) {
+      if (p->rounding == FIXQ_ROUND_DOUBLE) ROWS(FIXQ_OP_ADD, FIXQ_ROUND_DOUBLE, ex);
+      else if (p->rounding == FIXQ_ROUND_SINGLE) ROWS(FIXQ_OP_ADD, FIXQ_ROUND_SINGLE, ex);
+      else ROWS(FIXQ_OP_ADD, FIXQ_ROUND_FP32, 0);
+    } else {
+      if (p->rounding == FIXQ_ROUND_DOUBLE) ROWS(FIXQ_OP_MUL, FIXQ_ROUND_DOUBLE, 0);
+      else if (p->rounding == FIXQ_ROUND_SINGLE) ROWS(FIXQ_OP_MUL, FIXQ_ROUND_SINGLE, 0);
+      else ROWS(FIXQ_OP_MUL, FIXQ_ROUND_FP32, 0);
+    }
   }
 }
