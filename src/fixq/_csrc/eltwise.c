@@ -33,63 +33,52 @@ static int multiplier_ok(double real, int32_t *m, int32_t *shift) {
 }
 
 /* The linear plan (fixq_eltwise.lin_*) for outputs y known at `count`
- * points: point i is a' = (i >> 8) - 128, b' = (i & 255) - 128 (all 65536
- * pairs), or a' = i - 128, b' = 0 (unary: 256 points).  Slopes ra, rb are
- * the effective real multipliers rounded at the largest k that keeps them
- * below 2^22; then the offsets u for which every point lands in its output's
- * interval (points below the output zero point taking the tie shift neg), and
- * a final check of every point.  Double rounding moves values below zero by
- * up to 2^-r_out of an output step (RoundingDivideByPOT after SRDHM): neg;
- * exact ties under half-to-even (FP32), or ties that ADD's input rounding
- * decides, leave no plan. */
+ * points.  ADD (px == NULL): point i is the input pair a' = (i >> 8) - 128,
+ * b' = (i & 255) - 128 and n = a'*ra + b'*rb + u.  MUL (px given): point i
+ * has the product P = px[i] = (a - a_zp)(b - b_zp) and n = P*ra + u.  The
+ * slopes are the effective real multipliers rounded at the largest k that
+ * keeps them below `rlimit` (and their other neighbours); then the offsets u
+ * for which every point lands in its output's interval (points below the
+ * output zero point taking the tie shift neg), and a final check of every
+ * point.  Double rounding moves values below zero by up to 2^-r_out of an
+ * output step (RoundingDivideByPOT after SRDHM): neg.  t and neg are
+ * multiples of `granule`: the MUL kernel works on n >> 7 (stored that way).  Exact
+ * ties under half-to-even (FP32), or ties that ADD's input rounding decides,
+ * leave no plan. */
 static int64_t lin_out(int64_t x, int64_t u, int64_t t, int64_t neg, int k) {
   const int64_t n = x + u;
   return (n + (n < t ? neg : 0)) >> k;
 }
 
-#define POINT_X(i) (unary ? ((i) - 128) * ra : (((i) >> 8) - 128) * ra + (((i) & 255) - 128) * rb)
-#define POINT_Y(i) ((int64_t)(p->y_dtype == FIXQ_UINT8 ? (int32_t)y[i] : (int32_t)(int8_t)y[i]) - oy)
-static int fit_offsets(fixq_eltwise *p, const uint8_t *y, int unary, int64_t ra, int64_t rb, int k, int64_t t,
-                       int r_out, int64_t qmin, int64_t qmax, int32_t oy);
+typedef struct {
+  int count, k, r_out;
+  const int32_t *px;
+  const uint8_t *y;
+  int64_t t, granule, qmin, qmax;
+  int32_t oy;
+} fit_problem;
 
-static void fit_linear(fixq_eltwise *p, const uint8_t *y, int unary, double ra_real, double rb_real,
-                       int r_out) {
-  const int32_t oy = p->y_dtype == FIXQ_UINT8 ? 128 : 0;
-  const int64_t qmin = p->qmin - oy, qmax = p->qmax - oy, zy = p->y_zero_point - oy;
-  const double rmax = ra_real > rb_real ? ra_real : rb_real;
-  int k = 0;
-  while (k < 24 && rmax * ldexp(1.0, k + 1) < 4194303.0) k++;
-  if (k < 8) return;
-  const int64_t one = INT64_C(1) << k;
-  const int64_t t = zy * one + one / 2; /* n < t: the value before rounding is below zero */
-  /* slopes: rounded first, then the other neighbours (which way the rounding
-   * error leans decides exact ties the same way as the contract) */
-  const double xa = ldexp(ra_real, k), xb = ldexp(rb_real, k);
-  const int64_t ra0 = llround(xa), rb0 = llround(xb);
-  const int64_t ra1 = ra0 == (int64_t)floor(xa) ? (int64_t)ceil(xa) : (int64_t)floor(xa);
-  const int64_t rb1 = rb0 == (int64_t)floor(xb) ? (int64_t)ceil(xb) : (int64_t)floor(xb);
-  for (int sl = 0; sl < 4; sl++) {
-    const int64_t ra = sl & 1 ? ra1 : ra0, rb = sl & 2 ? rb1 : rb0;
-    if ((sl & 1 && ra1 == ra0) || (sl & 2 && rb1 == rb0)) continue;
-    if (fit_offsets(p, y, unary, ra, rb, k, t, r_out, qmin, qmax, oy)) return;
-  }
-}
-
-static int fit_offsets(fixq_eltwise *p, const uint8_t *y, int unary, int64_t ra, int64_t rb, int k, int64_t t,
-                       int r_out, int64_t qmin, int64_t qmax, int32_t oy) {
-  const int count = unary ? 256 : 65536;
-  const int64_t one = INT64_C(1) << k, span = 128 * (ra + rb);
+#define POINT_X(i) (f->px ? (int64_t)f->px[i] * ra : (((i) >> 8) - 128) * ra + (((i) & 255) - 128) * rb)
+#define POINT_Y(i) ((int64_t)(p->y_dtype == FIXQ_UINT8 ? (int32_t)f->y[i] : (int32_t)(int8_t)f->y[i]) - f->oy)
+static int fit_offsets(fixq_eltwise *p, const fit_problem *f, int64_t ra, int64_t rb) {
+  const int k = f->k;
+  const int64_t one = INT64_C(1) << k, t = f->t, qmin = f->qmin, qmax = f->qmax;
+  /* the kernels' int32 range: n itself (ADD); n >> 7 and u >> 7 (MUL, |P| <= 65025, ra < 2^21) */
+  const int64_t span = f->px ? (INT64_C(1) << 30) + (INT64_C(1) << 17) : 128 * (ra + rb);
+  const int shr = f->px ? 7 : 0;
   /* tie shifts: none (the kernel then skips it), one unit, and RoundingDivideByPOT's
    * 2^-r_out of an output step between values above and below zero */
-  const int64_t negs[3] = {0, -1, r_out > 0 && k >= r_out ? -(INT64_C(1) << (k - r_out)) : -1};
+  const int64_t negs[3] = {0, f->granule == 1 ? -1 : 0,
+                           f->r_out > 0 && (INT64_C(1) << (k - f->r_out)) >= f->granule && k >= f->r_out
+                               ? -(INT64_C(1) << (k - f->r_out)) : 0};
   for (int c = 0; c < 3; c++) {
     const int64_t neg = negs[c];
-    if (c == 2 && neg == -1) break;
+    if (c > 0 && neg == 0) continue;
     int64_t lo = INT64_MIN, hi = INT64_MAX, u = 0;
     for (int round = 0; round < 2; round++) { /* round 0 estimates u, round 1 uses it for the tie side */
       lo = INT64_MIN;
       hi = INT64_MAX;
-      for (int i = 0; i < count; i++) {
+      for (int i = 0; i < f->count; i++) {
         const int64_t x = POINT_X(i), o = POINT_Y(i);
         const int64_t d = round && x + u < t ? neg : 0;
         if (o > qmin && o * one - x - d > lo) lo = o * one - x - d;
@@ -99,26 +88,58 @@ static int fit_offsets(fixq_eltwise *p, const uint8_t *y, int unary, int64_t ra,
       if (hi == INT64_MAX) hi = lo;
       u = lo + (hi - lo) / 2;
     }
-    if (lo > hi || u - span <= INT32_MIN || u + span >= INT32_MAX || t <= INT32_MIN || t >= INT32_MAX) continue;
+    if (lo > hi || (u >> shr) - span <= INT32_MIN || (u >> shr) + span >= INT32_MAX || (t >> shr) <= INT32_MIN ||
+        (t >> shr) >= INT32_MAX)
+      continue;
     int exact = 1;
-    for (int i = 0; i < count && exact; i++) {
+    for (int i = 0; i < f->count && exact; i++) {
       int64_t o = lin_out(POINT_X(i), u, t, neg, k);
       o = o < qmin ? qmin : o > qmax ? qmax : o;
       exact = o == POINT_Y(i);
     }
     if (!exact) continue;
     p->lin_ra = (int32_t)ra;
-    p->lin_rb = (int32_t)rb;
-    p->lin_u = (int32_t)u;
-    p->lin_t = (int32_t)t;
-    p->lin_neg = (int32_t)neg;
-    p->lin_k = k;
+    p->lin_rb = (int32_t)(f->px ? u & 127 : rb); /* MUL: fixq.h's prescaled form */
+    p->lin_u = (int32_t)(u >> shr);
+    p->lin_t = (int32_t)(t >> shr);
+    p->lin_neg = (int32_t)(neg >> shr);
+    p->lin_k = k - shr;
     return 1;
   }
   return 0;
 }
 #undef POINT_X
 #undef POINT_Y
+
+static void fit_linear(fixq_eltwise *p, int count, const int32_t *px, const uint8_t *y, double ra_real,
+                       double rb_real, int r_out, int64_t granule, double rlimit) {
+  fit_problem f;
+  f.count = count;
+  f.px = px;
+  f.y = y;
+  f.r_out = r_out;
+  f.granule = granule;
+  f.oy = p->y_dtype == FIXQ_UINT8 ? 128 : 0;
+  f.qmin = p->qmin - f.oy;
+  f.qmax = p->qmax - f.oy;
+  const double rmax = ra_real > rb_real ? ra_real : rb_real;
+  int k = 0;
+  while (k < (px ? 29 : 24) && rmax * ldexp(1.0, k + 1) < rlimit - 1.0) k++;
+  if (k < 8) return;
+  f.k = k;
+  f.t = (int64_t)(p->y_zero_point - f.oy) * (INT64_C(1) << k) + (INT64_C(1) << (k - 1)); /* n < t: below zero */
+  /* slopes: rounded first, then the other neighbours (which way the rounding
+   * error leans decides exact ties the same way as the contract) */
+  const double xa = ldexp(ra_real, k), xb = ldexp(rb_real, k);
+  const int64_t ra0 = llround(xa), rb0 = llround(xb);
+  const int64_t ra1 = ra0 == (int64_t)floor(xa) ? (int64_t)ceil(xa) : (int64_t)floor(xa);
+  const int64_t rb1 = rb0 == (int64_t)floor(xb) ? (int64_t)ceil(xb) : (int64_t)floor(xb);
+  for (int sl = 0; sl < 4; sl++) {
+    const int64_t ra = sl & 1 ? ra1 : ra0, rb = sl & 2 ? rb1 : rb0;
+    if ((sl & 1 && ra1 == ra0) || (sl & 2 && rb1 == rb0)) continue;
+    if (fit_offsets(p, &f, ra, rb)) return;
+  }
+}
 
 /* ADD: the contract on all 65536 input pairs, then fit_linear with the
  * effective slopes 2^20 * M_in * M_out (fixed point) or s_in / s_out. */
@@ -138,8 +159,29 @@ static void plan_add(fixq_eltwise *p) {
     b[i] = (uint8_t)((i & 255) - 128 + ob);
   }
   eltwise_table[fixq__isa](1, 65536, a, 0, 0, b, 0, 0, y, 0, p); /* lin_k == 0: the exact kernel */
-  fit_linear(p, y, 0, ra_real, rb_real,
-             p->rounding == FIXQ_ROUND_DOUBLE && p->y_shift < 0 ? -p->y_shift : 0);
+  fit_linear(p, 65536, NULL, y, ra_real, rb_real,
+             p->rounding == FIXQ_ROUND_DOUBLE && p->y_shift < 0 ? -p->y_shift : 0, 1, 4194304.0);
+  free(buf);
+}
+
+/* MUL: the contract on all 65536 input pairs, then fit_linear on their
+ * products with the slope M * 2^(shift - 31) (fixed point) or s_a s_b / s_out. */
+static void plan_mul(fixq_eltwise *p) {
+  const int32_t oa = p->a_dtype == FIXQ_UINT8 ? 128 : 0, ob = p->b_dtype == FIXQ_UINT8 ? 128 : 0;
+  const double r = p->rounding == FIXQ_ROUND_FP32 ? (double)p->a_scale * p->b_scale / p->y_scale
+                                                  : ldexp((double)p->y_multiplier, p->y_shift - 31);
+  uint8_t *buf = malloc(3 * 65536 + 4 * 65536);
+  if (buf == NULL) return;
+  uint8_t *a = buf, *b = buf + 65536, *y = buf + 2 * 65536;
+  int32_t *px = (int32_t *)(buf + 3 * 65536);
+  for (int i = 0; i < 65536; i++) {
+    a[i] = (uint8_t)((i >> 8) - 128 + oa);
+    b[i] = (uint8_t)((i & 255) - 128 + ob);
+    px[i] = ((i >> 8) - 128 + oa - p->a_zero_point) * ((i & 255) - 128 + ob - p->b_zero_point);
+  }
+  eltwise_table[fixq__isa](1, 65536, a, 0, 0, b, 0, 0, y, 0, p); /* lin_k == 0: the exact kernel */
+  fit_linear(p, 65536, px, y, r, 0.0, p->rounding == FIXQ_ROUND_DOUBLE && p->y_shift < 0 ? -p->y_shift : 0, 128,
+             2097152.0);
   free(buf);
 }
 
@@ -192,6 +234,7 @@ fixq_status fixq_eltwise_init(fixq_eltwise *p, fixq_eltwise_op op, fixq_rounding
     p->a_shift = p->b_shift = p->y_shift = 0;
   }
   if (op == FIXQ_OP_ADD) plan_add(p);
+  else plan_mul(p);
   return FIXQ_OK;
 }
 
@@ -294,14 +337,19 @@ fixq_status fixq_requantize_q8(const void *x, fixq_dtype x_dtype, int32_t x_zero
   e.y_multiplier = p->rounding == FIXQ_ROUND_FP32 ? 0 : p->multiplier[0];
   e.y_shift = p->rounding == FIXQ_ROUND_FP32 ? 0 : p->shift[0];
   e.lin_ra = e.lin_rb = e.lin_u = e.lin_k = e.lin_t = e.lin_neg = 0;
-  if (n >= 1024) { /* a unary map of 256 values: plan it like ADD, on every input value */
+  if (n >= 1024) { /* a map of 256 values: plan it like MUL, on every input value */
     uint8_t xs[256], ys[256];
+    int32_t px[256];
     const int32_t ox = x_dtype == FIXQ_UINT8 ? 128 : 0;
-    for (int i = 0; i < 256; i++) xs[i] = (uint8_t)(i - 128 + ox);
+    for (int i = 0; i < 256; i++) {
+      xs[i] = (uint8_t)(i - 128 + ox);
+      px[i] = i - 128 + ox - x_zero_point;
+    }
     eltwise_table[fixq__isa](1, 256, xs, 0, 0, &one, 0, 1, ys, 0, &e);
     const double r = p->rounding == FIXQ_ROUND_FP32 ? (double)p->scale[0]
                                                     : ldexp((double)p->multiplier[0], p->shift[0] - 31);
-    fit_linear(&e, ys, 1, r, 0.0, p->rounding == FIXQ_ROUND_DOUBLE && p->shift[0] < 0 ? -p->shift[0] : 0);
+    fit_linear(&e, 256, px, ys, r, 0.0, p->rounding == FIXQ_ROUND_DOUBLE && p->shift[0] < 0 ? -p->shift[0] : 0,
+               128, 2097152.0);
   }
   eltwise_table[fixq__isa](1, n, x, 0, 0, &one, 0, 1, y, 0, &e);
   return FIXQ_OK;

@@ -48,6 +48,12 @@ typedef struct {
   __m256i qmin, qmax;        /* int8 lanes */
 } consts;
 
+/* the linear plan's constants (lin_row, mul_pairs8) */
+typedef struct {
+  __m256i hi, lo, u, t, neg, ulo;
+  __m128i k;
+} lin_consts;
+
 static in_stage in_stage_init(int32_t m, int32_t shift, fixq_rounding mode) {
   in_stage s;
   const int r = -shift; /* 0..31: input multipliers are <= 0.5 */
@@ -160,29 +166,53 @@ ALWAYS_INLINE void store32(int8_t *y, __m256i r0, __m256i r1, __m256i r2, __m256
 }
 
 /* MUL in fixed point: (a', b') int16 pairs minus (za', zb'), then
- * va*vb = vpmaddwd((va, vb), (vb, 0)); elements as in lin_block32. */
-ALWAYS_INLINE __m256i mul_pairs8(__m128i pairs8, const consts *k, fixq_rounding mode) {
+ * P = va*vb = vpmaddwd((va, vb), (vb, 0)); elements as in lin_block32.  With
+ * the plan (lin_k > 0, fixq.h's MUL form): P*rh + u_hi + ((P*rl + u_lo) >> 7)
+ * is exactly n >> 7 of n = P*ra + u, in int32; then the tie shift and the
+ * remaining shift. */
+ALWAYS_INLINE __m256i mul_pairs8(__m128i pairs8, const consts *k, const lin_consts *c, fixq_rounding mode,
+                                 int planned, int ties) {
   const __m256i d = _mm256_sub_epi16(_mm256_cvtepi8_epi16(pairs8), k->zab);
-  return out_stage(_mm256_madd_epi16(d, _mm256_srli_epi32(d, 16)), k, mode);
+  const __m256i prod = _mm256_madd_epi16(d, _mm256_srli_epi32(d, 16));
+  if (!planned) return out_stage(prod, k, mode);
+  const __m256i lo = _mm256_srai_epi32(_mm256_add_epi32(_mm256_mullo_epi32(prod, c->lo), c->ulo), 7);
+  __m256i n = _mm256_add_epi32(_mm256_add_epi32(_mm256_mullo_epi32(prod, c->hi), c->u), lo);
+  if (ties) n = _mm256_add_epi32(n, _mm256_and_si256(_mm256_cmpgt_epi32(c->t, n), c->neg));
+  return _mm256_sra_epi32(n, c->k);
 }
 
-ALWAYS_INLINE void mul_block32(const int8_t *a, const int8_t *b, int8_t *y, const consts *k, fixq_rounding mode,
-                               int a_bcast, int b_bcast) {
+ALWAYS_INLINE void mul_block32(const int8_t *a, const int8_t *b, int8_t *y, const consts *k, const lin_consts *c,
+                               fixq_rounding mode, int a_bcast, int b_bcast, int planned, int ties) {
   const __m256i av = _mm256_xor_si256(a_bcast ? _mm256_set1_epi8(a[0]) : _mm256_loadu_si256((const __m256i *)a), k->xa);
   const __m256i bv = _mm256_xor_si256(b_bcast ? _mm256_set1_epi8(b[0]) : _mm256_loadu_si256((const __m256i *)b), k->xb);
   const __m256i t0 = _mm256_unpacklo_epi8(av, bv), t1 = _mm256_unpackhi_epi8(av, bv);
-  const __m256i r0 = mul_pairs8(_mm256_castsi256_si128(t0), k, mode);
-  const __m256i r2 = mul_pairs8(_mm256_extracti128_si256(t0, 1), k, mode);
-  const __m256i r1 = mul_pairs8(_mm256_castsi256_si128(t1), k, mode);
-  const __m256i r3 = mul_pairs8(_mm256_extracti128_si256(t1, 1), k, mode);
-  store32(y, r0, r1, r2, r3, k->zy, k);
+  const __m256i r0 = mul_pairs8(_mm256_castsi256_si128(t0), k, c, mode, planned, ties);
+  const __m256i r2 = mul_pairs8(_mm256_extracti128_si256(t0, 1), k, c, mode, planned, ties);
+  const __m256i r1 = mul_pairs8(_mm256_castsi256_si128(t1), k, c, mode, planned, ties);
+  const __m256i r3 = mul_pairs8(_mm256_extracti128_si256(t1, 1), k, c, mode, planned, ties);
+  store32(y, r0, r1, r2, r3, planned ? _mm256_setzero_si256() : k->zy, k); /* the plan has zy in u */
+}
+
+ALWAYS_INLINE void mul_plan_row(size_t n, const int8_t *a, const int8_t *b, int8_t *y, const consts *k,
+                                const lin_consts *c, int a_bcast, int b_bcast, int ties) {
+  size_t i = 0;
+  for (; i + 32 <= n; i += 32)
+    mul_block32(a_bcast ? a : a + i, b_bcast ? b : b + i, y + i, k, c, FIXQ_ROUND_DOUBLE, a_bcast, b_bcast, 1, ties);
+  if (i < n) {
+    int8_t ta[32] = {0}, tb[32] = {0}, ty[32];
+    const size_t t = n - i;
+    if (!a_bcast) memcpy(ta, a + i, t);
+    if (!b_bcast) memcpy(tb, b + i, t);
+    mul_block32(a_bcast ? a : ta, b_bcast ? b : tb, ty, k, c, FIXQ_ROUND_DOUBLE, a_bcast, b_bcast, 1, ties);
+    memcpy(y + i, ty, t);
+  }
 }
 
 ALWAYS_INLINE void block32(const int8_t *a, const int8_t *b, int8_t *y, const consts *k, fixq_eltwise_op op,
                            fixq_rounding mode, int a_bcast, int b_bcast, __m256i va0, __m256i vb0, __m256i pa,
                            __m256i pb, int exact) {
   if (op == FIXQ_OP_MUL && mode != FIXQ_ROUND_FP32) {
-    mul_block32(a, b, y, k, mode, a_bcast, b_bcast);
+    mul_block32(a, b, y, k, NULL, mode, a_bcast, b_bcast, 0, 0);
     return;
   }
   __m256i r[4];
@@ -225,10 +255,6 @@ ALWAYS_INLINE void row(size_t n, const int8_t *a, const int8_t *b, int8_t *y, co
  * n = a'*ra + b'*rb + u, (n + (n < t ? neg : 0)) >> k with ra = rah*2^7 + ral: vpmaddwd on (a', b') int16
  * pairs against (rah, rbh) and (ral, rbl); |a'*rah + b'*rbh| < 2^23, so the
  * sum fits int32 (init keeps |a'*ra + b'*rb + u| < 2^31). */
-typedef struct {
-  __m256i hi, lo, u, t, neg;
-  __m128i k;
-} lin_consts;
 
 ALWAYS_INLINE __m256i lin8(__m256i pairs, const lin_consts *c, int ties) {
   const __m256i h = _mm256_slli_epi32(_mm256_madd_epi16(pairs, c->hi), 7);
@@ -265,12 +291,23 @@ ALWAYS_INLINE void lin_block32(__m256i av, __m256i bv, int8_t *y, const lin_cons
 
 static void lin_consts_init(lin_consts *c, const fixq_eltwise *p, int kind) {
   const int32_t ra = p->lin_ra, rb = p->lin_rb;
+  if (p->op == FIXQ_OP_MUL) { /* fixq.h's MUL form (see mul_pairs8) */
+    c->hi = _mm256_set1_epi32(ra >> 7);
+    c->lo = _mm256_set1_epi32(ra & 127);
+    c->ulo = _mm256_set1_epi32(rb);
+    c->u = _mm256_set1_epi32(p->lin_u);
+    c->t = _mm256_set1_epi32(p->lin_t);
+    c->neg = _mm256_set1_epi32(p->lin_neg);
+    c->k = _mm_cvtsi32_si128(p->lin_k);
+    return;
+  }
   c->hi = _mm256_set1_epi32((int32_t)((uint32_t)(rb >> 7) << 16 | (uint32_t)(ra >> 7)));
   c->lo = _mm256_set1_epi32((int32_t)((uint32_t)(rb & 127) << 16 | (uint32_t)(ra & 127)));
   /* uint8 read as is: a = a' + 128; n is unchanged, wrapping in the partial sums */
   c->u = _mm256_set1_epi32((int32_t)((uint32_t)p->lin_u - (kind == 1 ? 128u * (uint32_t)ra + 128u * (uint32_t)rb : 0u)));
   c->t = _mm256_set1_epi32(p->lin_t);
   c->neg = _mm256_set1_epi32(p->lin_neg);
+  c->ulo = _mm256_setzero_si256();
   c->k = _mm_cvtsi32_si128(p->lin_k);
 }
 
@@ -338,7 +375,10 @@ void fixq_eltwise__avx2(size_t rows, size_t n, const void *a0, ptrdiff_t a_strid
   for (size_t r = 0; r < rows; r++) {
     const int8_t *a = (const int8_t *)a0 + (ptrdiff_t)r * a_stride, *b = (const int8_t *)b0 + (ptrdiff_t)r * b_stride;
     int8_t *y = (int8_t *)y0 + (ptrdiff_t)r * y_stride;
-    if (p->lin_k > 0) {
+    if (p->lin_k > 0 && p->op == FIXQ_OP_MUL) {
+      if (p->lin_neg != 0) mul_plan_row(n, a, b, y, &k, &lc, a_bcast, b_bcast, 1);
+      else mul_plan_row(n, a, b, y, &k, &lc, a_bcast, b_bcast, 0);
+    } else if (p->lin_k > 0) {
       if (p->lin_neg != 0) LIN_TIES(1);
       else LIN_TIES(0);
     } else if (p->op == FIXQ_OP_ADD) {
