@@ -44,14 +44,14 @@ static int multiplier_ok(double real, int32_t *m, int32_t *shift) {
  * output step (RoundingDivideByPOT after SRDHM): neg.  t and neg are
  * multiples of `granule`: the MUL kernel works on n >> 7 (stored that way).  Exact
  * ties under half-to-even (FP32), or ties that ADD's input rounding decides,
- * leave no plan. */
+ * leave no plan.  mul_form: store the plan in fixq.h's MUL form. */
 static int64_t lin_out(int64_t x, int64_t u, int64_t t, int64_t neg, int k) {
   const int64_t n = x + u;
   return (n + (n < t ? neg : 0)) >> k;
 }
 
 typedef struct {
-  int count, k, r_out;
+  int count, k, r_out, mul_form;
   const int32_t *px;
   const uint8_t *y;
   int64_t t, granule, qmin, qmax;
@@ -64,8 +64,8 @@ static int fit_offsets(fixq_eltwise *p, const fit_problem *f, int64_t ra, int64_
   const int k = f->k;
   const int64_t one = INT64_C(1) << k, t = f->t, qmin = f->qmin, qmax = f->qmax;
   /* the kernels' int32 range: n itself (ADD); n >> 7 and u >> 7 (MUL, |P| <= 65025, ra < 2^21) */
-  const int64_t span = f->px ? (INT64_C(1) << 30) + (INT64_C(1) << 17) : 128 * (ra + rb);
-  const int shr = f->px ? 7 : 0;
+  const int64_t span = f->mul_form ? (INT64_C(1) << 30) + (INT64_C(1) << 17) : 128 * (ra + rb);
+  const int shr = f->mul_form ? 7 : 0;
   /* tie shifts: none (the kernel then skips it), one unit, and RoundingDivideByPOT's
    * 2^-r_out of an output step between values above and below zero */
   const int64_t negs[3] = {0, f->granule == 1 ? -1 : 0,
@@ -99,7 +99,7 @@ static int fit_offsets(fixq_eltwise *p, const fit_problem *f, int64_t ra, int64_
     }
     if (!exact) continue;
     p->lin_ra = (int32_t)ra;
-    p->lin_rb = (int32_t)(f->px ? u & 127 : rb); /* MUL: fixq.h's prescaled form */
+    p->lin_rb = (int32_t)(f->mul_form ? u & 127 : rb); /* MUL: fixq.h's prescaled form */
     p->lin_u = (int32_t)(u >> shr);
     p->lin_t = (int32_t)(t >> shr);
     p->lin_neg = (int32_t)(neg >> shr);
@@ -112,19 +112,21 @@ static int fit_offsets(fixq_eltwise *p, const fit_problem *f, int64_t ra, int64_
 #undef POINT_Y
 
 static void fit_linear(fixq_eltwise *p, int count, const int32_t *px, const uint8_t *y, double ra_real,
-                       double rb_real, int r_out, int64_t granule, double rlimit) {
+                       double rb_real, int r_out, int mul_form) {
+  const double rlimit = mul_form ? 2097152.0 : 4194304.0;
   fit_problem f;
+  f.mul_form = mul_form;
   f.count = count;
   f.px = px;
   f.y = y;
   f.r_out = r_out;
-  f.granule = granule;
+  f.granule = mul_form ? 128 : 1;
   f.oy = p->y_dtype == FIXQ_UINT8 ? 128 : 0;
   f.qmin = p->qmin - f.oy;
   f.qmax = p->qmax - f.oy;
   const double rmax = ra_real > rb_real ? ra_real : rb_real;
   int k = 0;
-  while (k < (px ? 29 : 24) && rmax * ldexp(1.0, k + 1) < rlimit - 1.0) k++;
+  while (k < (mul_form ? 29 : 24) && rmax * ldexp(1.0, k + 1) < rlimit - 1.0) k++;
   if (k < 8) return;
   f.k = k;
   f.t = (int64_t)(p->y_zero_point - f.oy) * (INT64_C(1) << k) + (INT64_C(1) << (k - 1)); /* n < t: below zero */
@@ -160,7 +162,7 @@ static void plan_add(fixq_eltwise *p) {
   }
   eltwise_table[fixq__isa](1, 65536, a, 0, 0, b, 0, 0, y, 0, p); /* lin_k == 0: the exact kernel */
   fit_linear(p, 65536, NULL, y, ra_real, rb_real,
-             p->rounding == FIXQ_ROUND_DOUBLE && p->y_shift < 0 ? -p->y_shift : 0, 1, 4194304.0);
+             p->rounding == FIXQ_ROUND_DOUBLE && p->y_shift < 0 ? -p->y_shift : 0, 0);
   free(buf);
 }
 
@@ -180,8 +182,7 @@ static void plan_mul(fixq_eltwise *p) {
     px[i] = ((i >> 8) - 128 + oa - p->a_zero_point) * ((i & 255) - 128 + ob - p->b_zero_point);
   }
   eltwise_table[fixq__isa](1, 65536, a, 0, 0, b, 0, 0, y, 0, p); /* lin_k == 0: the exact kernel */
-  fit_linear(p, 65536, px, y, r, 0.0, p->rounding == FIXQ_ROUND_DOUBLE && p->y_shift < 0 ? -p->y_shift : 0, 128,
-             2097152.0);
+  fit_linear(p, 65536, px, y, r, 0.0, p->rounding == FIXQ_ROUND_DOUBLE && p->y_shift < 0 ? -p->y_shift : 0, 1);
   free(buf);
 }
 
@@ -337,19 +338,19 @@ fixq_status fixq_requantize_q8(const void *x, fixq_dtype x_dtype, int32_t x_zero
   e.y_multiplier = p->rounding == FIXQ_ROUND_FP32 ? 0 : p->multiplier[0];
   e.y_shift = p->rounding == FIXQ_ROUND_FP32 ? 0 : p->shift[0];
   e.lin_ra = e.lin_rb = e.lin_u = e.lin_k = e.lin_t = e.lin_neg = 0;
-  if (n >= 1024) { /* a map of 256 values: plan it like MUL, on every input value */
+  if (n >= 1024) { /* a map of 256 values: plan it on every input value, in ADD's form (b' = 1, rb = 0) */
     uint8_t xs[256], ys[256];
     int32_t px[256];
     const int32_t ox = x_dtype == FIXQ_UINT8 ? 128 : 0;
     for (int i = 0; i < 256; i++) {
       xs[i] = (uint8_t)(i - 128 + ox);
-      px[i] = i - 128 + ox - x_zero_point;
+      px[i] = i - 128; /* a' */
     }
     eltwise_table[fixq__isa](1, 256, xs, 0, 0, &one, 0, 1, ys, 0, &e);
     const double r = p->rounding == FIXQ_ROUND_FP32 ? (double)p->scale[0]
                                                     : ldexp((double)p->multiplier[0], p->shift[0] - 31);
-    fit_linear(&e, 256, px, ys, r, 0.0, p->rounding == FIXQ_ROUND_DOUBLE && p->shift[0] < 0 ? -p->shift[0] : 0,
-               128, 2097152.0);
+    fit_linear(&e, 256, px, ys, r, 0.0, p->rounding == FIXQ_ROUND_DOUBLE && p->shift[0] < 0 ? -p->shift[0] : 0, 0);
+    if (e.lin_k > 0) e.op = FIXQ_OP_ADD; /* the kernels read an ADD-form plan off op */
   }
   eltwise_table[fixq__isa](1, n, x, 0, 0, &one, 0, 1, y, 0, &e);
   return FIXQ_OK;
