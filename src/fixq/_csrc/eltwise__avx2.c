@@ -1,5 +1,9 @@
 /* AVX2 elementwise add / mul, bit-identical to eltwise__scalar.c.
  *
+ * Three ways, all exact: the linear plan of fixq_eltwise_init when it found
+ * one (lin_*: vpmaddwd on (a', b') int16 pairs for ADD, two vpmulld on the
+ * product for MUL; docs/arithmetic.md), else the fixed-point formulas below
+ * (MUL: product by vpmaddwd, SRDHM and RoundingDivideByPOT), or float32.
  * 32 outputs per step in four groups of 8 int32 lanes.  uint8 data is read as
  * int8 after flipping the top bit (x ^ 0x80 == x - 128) with the zero point
  * moved by 128, and written the same way, so one code path serves every dtype
@@ -144,7 +148,6 @@ ALWAYS_INLINE __m256i eight(__m256i va, __m256i vb, const consts *k, fixq_eltwis
     const __m256 f = op == FIXQ_OP_ADD ? _mm256_add_ps(fa, fb) : _mm256_mul_ps(fa, fb);
     return clamp_round_f32(_mm256_div_ps(f, k->sy), k->lo, k->hi);
   }
-  if (op == FIXQ_OP_MUL) return out_stage(_mm256_mullo_epi32(va, vb), k, mode);
   const __m256i a = a_bcast ? pa : exact & 1 ? _mm256_slli_epi32(va, 19) : add_input(va, &k->ia);
   const __m256i b = b_bcast ? pb : exact & 2 ? _mm256_slli_epi32(vb, 19) : add_input(vb, &k->ib);
   return out_stage(_mm256_add_epi32(a, b), k, mode);
