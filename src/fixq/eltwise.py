@@ -18,6 +18,7 @@ __all__ = ["qadd", "qmul"]
 
 _Q8 = (np.int8, np.uint8)
 _NAMES = {np.dtype(np.int8): "int8", np.dtype(np.uint8): "uint8"}  # dtype.name is slow
+_OUT_DTYPES = {np.int8: np.dtype(np.int8), np.uint8: np.dtype(np.uint8)}
 _F32_MAX = float(np.finfo(np.float32).max)
 
 
@@ -67,10 +68,10 @@ def _binary(op, a, b, a_scale, a_zero_point, b_scale, b_zero_point, out_scale, o
     a = int_array(a, _Q8, "a")
     b = int_array(b, _Q8, "b")
     try:
-        shape = np.broadcast_shapes(a.shape, b.shape)
+        shape = a.shape if a.shape == b.shape else np.broadcast_shapes(a.shape, b.shape)
     except ValueError:
         raise ValueError(f"a and b do not broadcast: shapes {a.shape} and {b.shape}") from None
-    dt = dtype_arg(out_dtype, _Q8, "out_dtype")
+    dt = _OUT_DTYPES.get(out_dtype) or dtype_arg(out_dtype, _Q8, "out_dtype")
     rounding_arg(rounding)
     sa = _input_scale(a_scale, "a_scale")
     sb = _input_scale(b_scale, "b_scale")
