@@ -127,6 +127,37 @@ def test_random_parameters_all_pairs(op, rounding, la, lb, lo, za, zb, zo, dts, 
             np.testing.assert_array_equal(run(op, a, b, sa, za, sb, zb, so, zo, rounding, dto), want)
 
 
+@pytest.mark.parametrize("op", ["add", "mul"])
+def test_linear_plan(isa, op):
+    """The SIMD plan (when init finds one) reproduces every pair; scales with exact ties may have none."""
+    rng = np.random.default_rng(7)
+    planned = 0
+    for _ in range(12):
+        dta, dtb, dto = (Q8[i] for i in rng.integers(0, 2, 3))
+        sa = float(np.float32(10 ** rng.uniform(-3, -1)))
+        sb = float(np.float32(sa * 10 ** rng.uniform(-2, 2)))
+        so = float(np.float32((max(sa, sb) if op == "add" else sa * sb * 100) * 10 ** rng.uniform(-0.5, 1)))
+        za, zb, zo = (int(rng.integers(np.iinfo(d).min, np.iinfo(d).max + 1)) for d in (dta, dtb, dto))
+        a, b = all_pairs(dta, dtb)
+        for rounding in ROUNDINGS:
+            p = fixq._core.EltwiseParams(op, rounding, np.dtype(dta).name, sa, za, np.dtype(dtb).name, sb, zb,
+                                         np.dtype(dto).name, so, zo, np.iinfo(dto).min, np.iinfo(dto).max)
+            planned += p.plan is not None
+            got = run(op, a, b, sa, za, sb, zb, so, zo, rounding, dto)
+            np.testing.assert_array_equal(got, expect(op, a, b, sa, za, sb, zb, so, zo, rounding, dto))
+            got = run(op, a, b, sa, za, sb, zb, so, zo, rounding, dto, out_min=zo)  # ReLU
+            np.testing.assert_array_equal(got, expect(op, a, b, sa, za, sb, zb, so, zo, rounding, dto, out_min=zo))
+            # broadcast rows use the same plan
+            got = run(op, a.reshape(256, 256), b[:256], sa, za, sb, zb, so, zo, rounding, dto)
+            np.testing.assert_array_equal(got, expect(op, a.reshape(256, 256), b[:256], sa, za, sb, zb, so, zo,
+                                                      rounding, dto))
+    assert planned >= 24  # most calibrated-looking scale sets get a plan
+    if op == "add":
+        tied = fixq._core.EltwiseParams("add", "double", "int8", 0.02, 3, "int8", 0.013, -5, "int8", 0.03, 1, -128,
+                                        127)
+        assert tied.plan is None  # exact ties decided by the input rounding: the exact kernel runs
+
+
 # ---- lengths, broadcasting, clamps ----------------------------------------------------------
 
 LENGTHS = list(range(1, 66)) + [2**k + d for k in range(6, 13) for d in (-1, 0, 1)]

@@ -84,6 +84,12 @@ cdef extern from "fixq/fixq.h" nogil:
         int32_t b_shift
         int32_t y_multiplier
         int32_t y_shift
+        int32_t lin_ra
+        int32_t lin_rb
+        int32_t lin_u
+        int32_t lin_k
+        int32_t lin_t
+        int32_t lin_neg
 
     fixq_status fixq_eltwise_init(fixq_eltwise *p, fixq_eltwise_op op, fixq_rounding rounding,
                                   fixq_dtype a_dtype, float a_scale, int32_t a_zero_point,

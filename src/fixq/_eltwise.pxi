@@ -54,6 +54,15 @@ cdef class EltwiseParams:
                 "out": (self.p.y_multiplier, self.p.y_shift)}
 
 
+    @property
+    def plan(self):
+        """ADD's SIMD plan {ra, rb, u, k, t, neg} (fixq.h, fixq_eltwise.lin_*); None when absent."""
+        if self.p.lin_k == 0:
+            return None
+        return {"ra": self.p.lin_ra, "rb": self.p.lin_rb, "u": self.p.lin_u, "k": self.p.lin_k,
+                "t": self.p.lin_t, "neg": self.p.lin_neg}
+
+
 def eltwise_nd(EltwiseParams params, const unsigned char[::1] a, const unsigned char[::1] b,
                unsigned char[::1] y, tuple shape, tuple a_strides, tuple b_strides, tuple y_strides):
     """y = op(a, b) over `shape`; a, b, y are flat byte buffers, strides in elements (bytes)."""

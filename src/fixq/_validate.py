@@ -1,5 +1,6 @@
 """Argument checks shared by the Python API.  Each raises TypeError/ValueError
 naming the argument, what it got, and what is expected."""
+import math
 import numbers
 
 import numpy as np
@@ -135,3 +136,22 @@ def out_arg(out, shape, dtype, name="out"):
 def as_bytes(a):
     """Flat uint8 view of a C-contiguous array (for the Cython wrappers)."""
     return a.reshape(-1).view(np.uint8)
+
+
+def scalar_scale_arg(value, name):
+    """One positive finite scale as a Python float holding its float32 value (fast path of scale_arg)."""
+    if isinstance(value, (float, int, np.floating, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        v = float(value)
+        f = float(np.float32(v)) if math.isfinite(v) else v
+        if math.isfinite(v) and v > 0 and math.isfinite(f) and f > 0:
+            return f
+    return float(scale_arg(value, 1, name)[0])
+
+
+def scalar_zero_point_arg(value, dtype, name):
+    """One zero point inside the range of `dtype`, as a Python int (fast path of zero_point_arg)."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        lo, hi = INT_RANGES[np.dtype(dtype)]
+        if lo <= value <= hi:
+            return int(value)
+    return int(zero_point_arg(value, 1, dtype, name)[0])

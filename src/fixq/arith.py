@@ -9,7 +9,10 @@ import numpy as np
 
 from . import _core
 from ._validate import (INT_RANGES, as_bytes, axis_arg, channel_count, clamp_args, dtype_arg, int_array,
-                        out_arg, per_channel, rounding_arg, scale_arg, split_shape, zero_point_arg)
+                        out_arg, per_channel, rounding_arg, scalar_scale_arg, scalar_zero_point_arg, scale_arg,
+                        split_shape, zero_point_arg)
+
+_Q8_NAMES = {np.dtype(np.int8): "int8", np.dtype(np.uint8): "uint8"}
 
 __all__ = ["quantize_multiplier", "multiply_by_quantized_multiplier", "requantize", "quantize", "dequantize"]
 
@@ -38,6 +41,10 @@ def quantize_multiplier(real):
 
 
 def _multiplier_shift(multiplier, shift, channels):
+    if (channels == 1 and isinstance(multiplier, (int, np.integer)) and isinstance(shift, (int, np.integer))
+            and not isinstance(multiplier, bool) and not isinstance(shift, bool)
+            and 0 <= multiplier <= 2**31 - 1 and -31 <= shift <= 30):  # fast path: one pair of Python ints
+        return np.array([multiplier], np.int32), np.array([shift], np.int32)
     m = per_channel(multiplier, channels, "multiplier", np.int32)
     s = per_channel(shift, channels, "shift", np.int32)
     if np.any(m < 0):
@@ -97,7 +104,7 @@ def requantize(acc, multiplier=None, shift=None, zero_point=0, *, scale=None, qm
     """
     a = int_array(acc, (np.int32, np.int8, np.uint8), "acc")
     if a.dtype != np.int32:
-        zx = int(zero_point_arg(input_zero_point, 1, a.dtype, "input_zero_point")[0])
+        zx = scalar_zero_point_arg(input_zero_point, a.dtype, "input_zero_point")
         return _requantize_q8(a, zx, multiplier, shift, zero_point, scale, qmin, qmax, dtype, rounding, axis,
                               out)
     if np.any(np.asarray(input_zero_point) != 0):
@@ -157,21 +164,22 @@ def _requantize_q8(x, zx, multiplier, shift, zero_point, scale, qmin, qmax, dtyp
         if scale is None or multiplier is not None or shift is not None:
             raise ValueError('rounding="fp32" takes scale= (and not multiplier/shift)')
         m = s = None
-        sc = scale_arg(scale, 1)
+        sc = np.array([scalar_scale_arg(scale, "scale")], np.float32)
     else:
         if multiplier is None or shift is None or scale is not None:
             raise ValueError(f'rounding="{rounding}" takes multiplier= and shift= (and not scale=); '
                              'use rounding="fp32" for a float scale')
         m, s = _multiplier_shift(multiplier, shift, 1)
         sc = None
-    zp = zero_point_arg(zero_point, 1, dt)
+    zp = np.array([scalar_zero_point_arg(zero_point, dt, "zero_point")], np.int32)
     lo, hi = clamp_args(qmin, qmax, dt)
     y = out_arg(out, x.shape, dt)
     xc = np.ascontiguousarray(x)
     if np.may_share_memory(xc, y) and not (xc.__array_interface__["data"][0] == y.__array_interface__["data"][0]
                                            and xc.strides == y.strides):
         raise ValueError("out overlaps acc but is not acc itself; pass out=None or acc.copy()")
-    _core.requantize_q8_raw(as_bytes(xc), x.dtype.name, zx, as_bytes(y), dt.name, rounding, m, s, sc, zp, lo, hi)
+    _core.requantize_q8_raw(as_bytes(xc), _Q8_NAMES[x.dtype], zx, as_bytes(y), _Q8_NAMES[dt], rounding, m, s, sc, zp,
+                            lo, hi)
     return y
 
 

@@ -1,6 +1,7 @@
 /* Elementwise add / mul entry points: parameter derivation (TFLite int8 ADD
  * and MUL), the broadcast driver, and the selected row kernel. */
 #include <math.h>
+#include <stdlib.h>
 
 #include "fixq_internal.h"
 
@@ -29,6 +30,160 @@ static int multiplier_ok(double real, int32_t *m, int32_t *shift) {
   if (fixq_quantize_multiplier(real, m, &s) != FIXQ_OK) return 0;
   *shift = s;
   return *m != 0 && s <= 30;
+}
+
+/* The linear plan (fixq_eltwise.lin_*) for outputs y known at `count`
+ * points.  ADD (px == NULL): point i is the input pair a' = (i >> 8) - 128,
+ * b' = (i & 255) - 128 and n = a'*ra + b'*rb + u.  MUL (px given): point i
+ * has the product P = px[i] = (a - a_zp)(b - b_zp) and n = P*ra + u.  The
+ * slopes are the effective real multipliers rounded at the largest k that
+ * keeps them below `rlimit` (and their other neighbours); then the offsets u
+ * for which every point lands in its output's interval (points below the
+ * output zero point taking the tie shift neg), and a final check of every
+ * point.  Double rounding moves values below zero by up to 2^-r_out of an
+ * output step (RoundingDivideByPOT after SRDHM): neg.  t and neg are
+ * multiples of `granule`: the MUL kernel works on n >> 7 (stored that way).  Exact
+ * ties under half-to-even (FP32), or ties that ADD's input rounding decides,
+ * leave no plan.  mul_form: store the plan in fixq.h's MUL form. */
+static int64_t lin_out(int64_t x, int64_t u, int64_t t, int64_t neg, int k) {
+  const int64_t n = x + u;
+  return (n + (n < t ? neg : 0)) >> k;
+}
+
+typedef struct {
+  int count, k, r_out, mul_form;
+  const int32_t *px;
+  const uint8_t *y;
+  int64_t t, granule, qmin, qmax;
+  int32_t oy;
+} fit_problem;
+
+#define POINT_X(i) (f->px ? (int64_t)f->px[i] * ra : (((i) >> 8) - 128) * ra + (((i) & 255) - 128) * rb)
+#define POINT_Y(i) ((int64_t)(p->y_dtype == FIXQ_UINT8 ? (int32_t)f->y[i] : (int32_t)(int8_t)f->y[i]) - f->oy)
+static int fit_offsets(fixq_eltwise *p, const fit_problem *f, int64_t ra, int64_t rb) {
+  const int k = f->k;
+  const int64_t one = INT64_C(1) << k, t = f->t, qmin = f->qmin, qmax = f->qmax;
+  /* the kernels' int32 range: n itself (ADD); n >> 7 and u >> 7 (MUL, |P| <= 65025, ra < 2^21) */
+  const int64_t span = f->mul_form ? (INT64_C(1) << 30) + (INT64_C(1) << 17) : 128 * (ra + rb);
+  const int shr = f->mul_form ? 7 : 0;
+  /* tie shifts: none (the kernel then skips it), one unit, and RoundingDivideByPOT's
+   * 2^-r_out of an output step between values above and below zero */
+  const int64_t negs[3] = {0, f->granule == 1 ? -1 : 0,
+                           f->r_out > 0 && (INT64_C(1) << (k - f->r_out)) >= f->granule && k >= f->r_out
+                               ? -(INT64_C(1) << (k - f->r_out)) : 0};
+  for (int c = 0; c < 3; c++) {
+    const int64_t neg = negs[c];
+    if (c > 0 && neg == 0) continue;
+    int64_t lo = INT64_MIN, hi = INT64_MAX, u = 0;
+    for (int round = 0; round < 2; round++) { /* round 0 estimates u, round 1 uses it for the tie side */
+      lo = INT64_MIN;
+      hi = INT64_MAX;
+      for (int i = 0; i < f->count; i++) {
+        const int64_t x = POINT_X(i), o = POINT_Y(i);
+        const int64_t d = round && x + u < t ? neg : 0;
+        if (o > qmin && o * one - x - d > lo) lo = o * one - x - d;
+        if (o < qmax && (o + 1) * one - 1 - x - d < hi) hi = (o + 1) * one - 1 - x - d;
+      }
+      if (lo == INT64_MIN) lo = hi == INT64_MAX ? 0 : hi;
+      if (hi == INT64_MAX) hi = lo;
+      u = lo + (hi - lo) / 2;
+    }
+    if (lo > hi || (u >> shr) - span <= INT32_MIN || (u >> shr) + span >= INT32_MAX || (t >> shr) <= INT32_MIN ||
+        (t >> shr) >= INT32_MAX)
+      continue;
+    int exact = 1;
+    for (int i = 0; i < f->count && exact; i++) {
+      int64_t o = lin_out(POINT_X(i), u, t, neg, k);
+      o = o < qmin ? qmin : o > qmax ? qmax : o;
+      exact = o == POINT_Y(i);
+    }
+    if (!exact) continue;
+    p->lin_ra = (int32_t)ra;
+    p->lin_rb = (int32_t)(f->mul_form ? u & 127 : rb); /* MUL: fixq.h's prescaled form */
+    p->lin_u = (int32_t)(u >> shr);
+    p->lin_t = (int32_t)(t >> shr);
+    p->lin_neg = (int32_t)(neg >> shr);
+    p->lin_k = k - shr;
+    return 1;
+  }
+  return 0;
+}
+#undef POINT_X
+#undef POINT_Y
+
+static void fit_linear(fixq_eltwise *p, int count, const int32_t *px, const uint8_t *y, double ra_real,
+                       double rb_real, int r_out, int mul_form) {
+  const double rlimit = mul_form ? 2097152.0 : 4194304.0;
+  fit_problem f;
+  f.mul_form = mul_form;
+  f.count = count;
+  f.px = px;
+  f.y = y;
+  f.r_out = r_out;
+  f.granule = mul_form ? 128 : 1;
+  f.oy = p->y_dtype == FIXQ_UINT8 ? 128 : 0;
+  f.qmin = p->qmin - f.oy;
+  f.qmax = p->qmax - f.oy;
+  const double rmax = ra_real > rb_real ? ra_real : rb_real;
+  int k = 0;
+  while (k < (mul_form ? 29 : 24) && rmax * ldexp(1.0, k + 1) < rlimit - 1.0) k++;
+  if (k < 8) return;
+  f.k = k;
+  f.t = (int64_t)(p->y_zero_point - f.oy) * (INT64_C(1) << k) + (INT64_C(1) << (k - 1)); /* n < t: below zero */
+  /* slopes: rounded first, then the other neighbours (which way the rounding
+   * error leans decides exact ties the same way as the contract) */
+  const double xa = ldexp(ra_real, k), xb = ldexp(rb_real, k);
+  const int64_t ra0 = llround(xa), rb0 = llround(xb);
+  const int64_t ra1 = ra0 == (int64_t)floor(xa) ? (int64_t)ceil(xa) : (int64_t)floor(xa);
+  const int64_t rb1 = rb0 == (int64_t)floor(xb) ? (int64_t)ceil(xb) : (int64_t)floor(xb);
+  for (int sl = 0; sl < 4; sl++) {
+    const int64_t ra = sl & 1 ? ra1 : ra0, rb = sl & 2 ? rb1 : rb0;
+    if ((sl & 1 && ra1 == ra0) || (sl & 2 && rb1 == rb0)) continue;
+    if (fit_offsets(p, &f, ra, rb)) return;
+  }
+}
+
+/* ADD: the contract on all 65536 input pairs, then fit_linear with the
+ * effective slopes 2^20 * M_in * M_out (fixed point) or s_in / s_out. */
+static void plan_add(fixq_eltwise *p) {
+  const int32_t oa = p->a_dtype == FIXQ_UINT8 ? 128 : 0, ob = p->b_dtype == FIXQ_UINT8 ? 128 : 0;
+  double ra_real = (double)p->a_scale / p->y_scale, rb_real = (double)p->b_scale / p->y_scale;
+  if (p->rounding != FIXQ_ROUND_FP32) {
+    const double out = ldexp((double)p->y_multiplier, p->y_shift - 31 + 20);
+    ra_real = ldexp((double)p->a_multiplier, p->a_shift - 31) * out;
+    rb_real = ldexp((double)p->b_multiplier, p->b_shift - 31) * out;
+  }
+  uint8_t *buf = malloc(3 * 65536);
+  if (buf == NULL) return;
+  uint8_t *a = buf, *b = buf + 65536, *y = buf + 2 * 65536;
+  for (int i = 0; i < 65536; i++) {
+    a[i] = (uint8_t)((i >> 8) - 128 + oa); /* int8-domain value (i >> 8) - 128 */
+    b[i] = (uint8_t)((i & 255) - 128 + ob);
+  }
+  eltwise_table[fixq__isa](1, 65536, a, 0, 0, b, 0, 0, y, 0, p); /* lin_k == 0: the exact kernel */
+  fit_linear(p, 65536, NULL, y, ra_real, rb_real,
+             p->rounding == FIXQ_ROUND_DOUBLE && p->y_shift < 0 ? -p->y_shift : 0, 0);
+  free(buf);
+}
+
+/* MUL: the contract on all 65536 input pairs, then fit_linear on their
+ * products with the slope M * 2^(shift - 31) (fixed point) or s_a s_b / s_out. */
+static void plan_mul(fixq_eltwise *p) {
+  const int32_t oa = p->a_dtype == FIXQ_UINT8 ? 128 : 0, ob = p->b_dtype == FIXQ_UINT8 ? 128 : 0;
+  const double r = p->rounding == FIXQ_ROUND_FP32 ? (double)p->a_scale * p->b_scale / p->y_scale
+                                                  : ldexp((double)p->y_multiplier, p->y_shift - 31);
+  uint8_t *buf = malloc(3 * 65536 + 4 * 65536);
+  if (buf == NULL) return;
+  uint8_t *a = buf, *b = buf + 65536, *y = buf + 2 * 65536;
+  int32_t *px = (int32_t *)(buf + 3 * 65536);
+  for (int i = 0; i < 65536; i++) {
+    a[i] = (uint8_t)((i >> 8) - 128 + oa);
+    b[i] = (uint8_t)((i & 255) - 128 + ob);
+    px[i] = ((i >> 8) - 128 + oa - p->a_zero_point) * ((i & 255) - 128 + ob - p->b_zero_point);
+  }
+  eltwise_table[fixq__isa](1, 65536, a, 0, 0, b, 0, 0, y, 0, p); /* lin_k == 0: the exact kernel */
+  fit_linear(p, 65536, px, y, r, 0.0, p->rounding == FIXQ_ROUND_DOUBLE && p->y_shift < 0 ? -p->y_shift : 0, 1);
+  free(buf);
 }
 
 fixq_status fixq_eltwise_init(fixq_eltwise *p, fixq_eltwise_op op, fixq_rounding rounding,
@@ -73,34 +228,53 @@ fixq_status fixq_eltwise_init(fixq_eltwise *p, fixq_eltwise_op op, fixq_rounding
     /* tflite/kernels/mul.cc (int8): s_a * s_b / s_out */
     ok &= multiplier_ok(sa * sb / sy, &p->y_multiplier, &p->y_shift);
   }
-  return ok || rounding == FIXQ_ROUND_FP32 ? FIXQ_OK : FIXQ_ERR_UNSUPPORTED;
+  p->lin_ra = p->lin_rb = p->lin_u = p->lin_k = p->lin_t = p->lin_neg = 0;
+  if (!ok && rounding != FIXQ_ROUND_FP32) return FIXQ_ERR_UNSUPPORTED;
+  if (!ok) { /* FP32 does not use them */
+    p->a_multiplier = p->b_multiplier = p->y_multiplier = 0;
+    p->a_shift = p->b_shift = p->y_shift = 0;
+  }
+  if (op == FIXQ_OP_ADD) plan_add(p);
+  else plan_mul(p);
+  return FIXQ_OK;
 }
 
+/* Range checks on a filled fixq_eltwise (memory safety does not depend on
+ * them; wrong values give wrong numbers, never out-of-bounds accesses). */
 static int eltwise_params_ok(const fixq_eltwise *p) {
-  fixq_eltwise q;
-  return p != NULL &&
-         fixq_eltwise_init(&q, p->op, p->rounding, p->a_dtype, p->a_scale, p->a_zero_point, p->b_dtype,
-                           p->b_scale, p->b_zero_point, p->y_dtype, p->y_scale, p->y_zero_point, p->qmin,
-                           p->qmax) == FIXQ_OK &&
-         q.a_multiplier == p->a_multiplier && q.a_shift == p->a_shift && q.b_multiplier == p->b_multiplier &&
-         q.b_shift == p->b_shift && q.y_multiplier == p->y_multiplier && q.y_shift == p->y_shift;
+  int32_t lo, hi;
+  if (p == NULL || (p->op != FIXQ_OP_ADD && p->op != FIXQ_OP_MUL)) return 0;
+  if (p->rounding != FIXQ_ROUND_DOUBLE && p->rounding != FIXQ_ROUND_SINGLE && p->rounding != FIXQ_ROUND_FP32)
+    return 0;
+  if (!q8_param_ok(p->a_dtype, p->a_zero_point) || !q8_param_ok(p->b_dtype, p->b_zero_point) ||
+      !q8_param_ok(p->y_dtype, p->y_zero_point) || !q8_range(p->y_dtype, &lo, &hi))
+    return 0;
+  if (p->qmin < lo || p->qmax > hi || p->qmin > p->qmax) return 0;
+  if (!scale_ok(p->a_scale) || !scale_ok(p->b_scale) || !(p->y_scale > 0.0f) || isinf(p->y_scale)) return 0;
+  const int32_t m[3] = {p->a_multiplier, p->b_multiplier, p->y_multiplier};
+  const int32_t sh[3] = {p->a_shift, p->b_shift, p->y_shift};
+  for (int i = 0; i < 3; i++)
+    if (m[i] < 0 || sh[i] < -31 || sh[i] > 30) return 0;
+  if (p->op == FIXQ_OP_ADD && p->rounding != FIXQ_ROUND_FP32 && (p->a_shift > 0 || p->b_shift > 0)) return 0;
+  return p->lin_k >= 0 && p->lin_k <= 30 && p->lin_neg <= 0;
 }
 
-/* Rows of the innermost dimension, walking the outer dimensions like an
- * odometer. */
-static void eltwise_rows(const fixq_eltwise *p, fixq_eltwise_ukernel row, size_t ndim, const size_t *shape,
-                         const char *a, const ptrdiff_t *as, const char *b, const ptrdiff_t *bs, char *y,
-                         const ptrdiff_t *ys) {
+/* Blocks of the two innermost dimensions (one row when ndim == 1), walking
+ * the outer dimensions like an odometer. */
+static void eltwise_blocks(const fixq_eltwise *p, fixq_eltwise_ukernel kern, size_t ndim, const size_t *shape,
+                           const char *a, const ptrdiff_t *as, const char *b, const ptrdiff_t *bs, char *y,
+                           const ptrdiff_t *ys) {
   const size_t n = shape[ndim - 1];
   const int a_bcast = as[ndim - 1] == 0, b_bcast = bs[ndim - 1] == 0;
   if (ndim == 1) {
-    row(n, a, a_bcast, b, b_bcast, y, p);
+    kern(1, n, a, 0, a_bcast, b, 0, b_bcast, y, 0, p);
     return;
   }
+  const size_t rows = shape[ndim - 2], outer = ndim - 2;
+  const ptrdiff_t ra = as[ndim - 2], rb = bs[ndim - 2], ry = ys[ndim - 2];
   size_t idx[16] = {0};
-  const size_t outer = ndim - 1;
   for (;;) {
-    row(n, a, a_bcast, b, b_bcast, y, p);
+    kern(rows, n, a, ra, a_bcast, b, rb, b_bcast, y, ry, p);
     size_t d = outer;
     while (d-- > 0) {
       if (++idx[d] < shape[d]) {
@@ -132,7 +306,7 @@ fixq_status fixq_eltwise_nd(const fixq_eltwise *p, size_t ndim, const size_t *sh
       y_strides[last] != 1)
     return FIXQ_ERR_INVALID_ARGUMENT;
   /* every input and output element is one byte: strides in elements are byte strides */
-  eltwise_rows(p, eltwise_table[fixq__isa], ndim, shape, a, a_strides, b, b_strides, y, y_strides);
+  eltwise_blocks(p, eltwise_table[fixq__isa], ndim, shape, a, a_strides, b, b_strides, y, y_strides);
   return FIXQ_OK;
 }
 
@@ -163,6 +337,21 @@ fixq_status fixq_requantize_q8(const void *x, fixq_dtype x_dtype, int32_t x_zero
   e.a_shift = e.b_shift = 0;
   e.y_multiplier = p->rounding == FIXQ_ROUND_FP32 ? 0 : p->multiplier[0];
   e.y_shift = p->rounding == FIXQ_ROUND_FP32 ? 0 : p->shift[0];
-  eltwise_table[fixq__isa](n, x, 0, &one, 1, y, &e);
+  e.lin_ra = e.lin_rb = e.lin_u = e.lin_k = e.lin_t = e.lin_neg = 0;
+  if (n >= 1024) { /* a map of 256 values: plan it on every input value, in ADD's form (b' = 1, rb = 0) */
+    uint8_t xs[256], ys[256];
+    int32_t px[256];
+    const int32_t ox = x_dtype == FIXQ_UINT8 ? 128 : 0;
+    for (int i = 0; i < 256; i++) {
+      xs[i] = (uint8_t)(i - 128 + ox);
+      px[i] = i - 128; /* a' */
+    }
+    eltwise_table[fixq__isa](1, 256, xs, 0, 0, &one, 0, 1, ys, 0, &e);
+    const double r = p->rounding == FIXQ_ROUND_FP32 ? (double)p->scale[0]
+                                                    : ldexp((double)p->multiplier[0], p->shift[0] - 31);
+    fit_linear(&e, 256, px, ys, r, 0.0, p->rounding == FIXQ_ROUND_DOUBLE && p->shift[0] < 0 ? -p->shift[0] : 0, 0);
+    if (e.lin_k > 0) e.op = FIXQ_OP_ADD; /* the kernels read an ADD-form plan off op */
+  }
+  eltwise_table[fixq__isa](1, n, x, 0, 0, &one, 0, 1, y, 0, &e);
   return FIXQ_OK;
 }

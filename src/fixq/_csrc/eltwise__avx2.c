@@ -1,5 +1,9 @@
 /* AVX2 elementwise add / mul, bit-identical to eltwise__scalar.c.
  *
+ * Three ways, all exact: the linear plan of fixq_eltwise_init when it found
+ * one (lin_*: vpmaddwd on (a', b') int16 pairs for ADD, two vpmulld on the
+ * product for MUL; docs/arithmetic.md), else the fixed-point formulas below
+ * (MUL: product by vpmaddwd, SRDHM and RoundingDivideByPOT), or float32.
  * 32 outputs per step in four groups of 8 int32 lanes.  uint8 data is read as
  * int8 after flipping the top bit (x ^ 0x80 == x - 128) with the zero point
  * moved by 128, and written the same way, so one code path serves every dtype
@@ -35,6 +39,7 @@ typedef struct {
 typedef struct {
   __m256i xa, xb, xy;        /* 0x80 byte masks for uint8 operands */
   __m256i za, zb;            /* zero points in the int8 domain */
+  __m256i zab;               /* (za, zb) int16 pairs */
   in_stage ia, ib;           /* ADD fixed point */
   __m256i m, left, right, total, rnd, neg; /* output multiplier */
   __m128i right_count;
@@ -46,6 +51,12 @@ typedef struct {
   __m256i zy;                /* output zero point, int16 lanes */
   __m256i qmin, qmax;        /* int8 lanes */
 } consts;
+
+/* the linear plan's constants (lin_row, mul_pairs8) */
+typedef struct {
+  __m256i hi, lo, u, t, neg, ulo;
+  __m128i k;
+} lin_consts;
 
 static in_stage in_stage_init(int32_t m, int32_t shift, fixq_rounding mode) {
   in_stage s;
@@ -73,6 +84,8 @@ static void consts_init(consts *k, const fixq_eltwise *p) {
   k->xy = _mm256_set1_epi8(yu ? (char)0x80 : 0);
   k->za = _mm256_set1_epi32(p->a_zero_point - (au ? 128 : 0));
   k->zb = _mm256_set1_epi32(p->b_zero_point - (bu ? 128 : 0));
+  k->zab = _mm256_set1_epi32((int32_t)((uint32_t)(uint16_t)(p->b_zero_point - (bu ? 128 : 0)) << 16 |
+                                       (uint16_t)(p->a_zero_point - (au ? 128 : 0))));
   k->zy = _mm256_set1_epi16((int16_t)(p->y_zero_point - (yu ? 128 : 0)));
   k->qmin = _mm256_set1_epi8((char)(p->qmin - (yu ? 128 : 0)));
   k->qmax = _mm256_set1_epi8((char)(p->qmax - (yu ? 128 : 0)));
@@ -135,7 +148,6 @@ ALWAYS_INLINE __m256i eight(__m256i va, __m256i vb, const consts *k, fixq_eltwis
     const __m256 f = op == FIXQ_OP_ADD ? _mm256_add_ps(fa, fb) : _mm256_mul_ps(fa, fb);
     return clamp_round_f32(_mm256_div_ps(f, k->sy), k->lo, k->hi);
   }
-  if (op == FIXQ_OP_MUL) return out_stage(_mm256_mullo_epi32(va, vb), k, mode);
   const __m256i a = a_bcast ? pa : exact & 1 ? _mm256_slli_epi32(va, 19) : add_input(va, &k->ia);
   const __m256i b = b_bcast ? pb : exact & 2 ? _mm256_slli_epi32(vb, 19) : add_input(vb, &k->ib);
   return out_stage(_mm256_add_epi32(a, b), k, mode);
@@ -147,25 +159,72 @@ ALWAYS_INLINE __m256i widen8(const int8_t *x, __m256i flip, __m256i zp) {
 }
 
 /* 32 outputs: zero point with int16 saturation, int8 saturation, clamp. */
-ALWAYS_INLINE void store32(int8_t *y, __m256i r0, __m256i r1, __m256i r2, __m256i r3, const consts *k) {
-  const __m256i w01 = _mm256_adds_epi16(_mm256_packs_epi32(r0, r1), k->zy);
-  const __m256i w23 = _mm256_adds_epi16(_mm256_packs_epi32(r2, r3), k->zy);
+ALWAYS_INLINE void store32(int8_t *y, __m256i r0, __m256i r1, __m256i r2, __m256i r3, __m256i zy, const consts *k) {
+  const __m256i w01 = _mm256_adds_epi16(_mm256_packs_epi32(r0, r1), zy);
+  const __m256i w23 = _mm256_adds_epi16(_mm256_packs_epi32(r2, r3), zy);
   __m256i b = _mm256_packs_epi16(w01, w23);
   b = _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
   b = _mm256_min_epi8(_mm256_max_epi8(b, k->qmin), k->qmax);
   _mm256_storeu_si256((__m256i *)y, _mm256_xor_si256(b, k->xy));
 }
 
+/* MUL in fixed point: (a', b') int16 pairs minus (za', zb'), then
+ * P = va*vb = vpmaddwd((va, vb), (vb, 0)); elements as in lin_block32.  With
+ * the plan (lin_k > 0, fixq.h's MUL form): P*rh + u_hi + ((P*rl + u_lo) >> 7)
+ * is exactly n >> 7 of n = P*ra + u, in int32; then the tie shift and the
+ * remaining shift. */
+ALWAYS_INLINE __m256i mul_pairs8(__m128i pairs8, const consts *k, const lin_consts *c, fixq_rounding mode,
+                                 int planned, int ties) {
+  const __m256i d = _mm256_sub_epi16(_mm256_cvtepi8_epi16(pairs8), k->zab);
+  const __m256i prod = _mm256_madd_epi16(d, _mm256_srli_epi32(d, 16));
+  if (!planned) return out_stage(prod, k, mode);
+  const __m256i lo = _mm256_srai_epi32(_mm256_add_epi32(_mm256_mullo_epi32(prod, c->lo), c->ulo), 7);
+  __m256i n = _mm256_add_epi32(_mm256_add_epi32(_mm256_mullo_epi32(prod, c->hi), c->u), lo);
+  if (ties) n = _mm256_add_epi32(n, _mm256_and_si256(_mm256_cmpgt_epi32(c->t, n), c->neg));
+  return _mm256_sra_epi32(n, c->k);
+}
+
+ALWAYS_INLINE void mul_block32(const int8_t *a, const int8_t *b, int8_t *y, const consts *k, const lin_consts *c,
+                               fixq_rounding mode, int a_bcast, int b_bcast, int planned, int ties) {
+  const __m256i av = _mm256_xor_si256(a_bcast ? _mm256_set1_epi8(a[0]) : _mm256_loadu_si256((const __m256i *)a), k->xa);
+  const __m256i bv = _mm256_xor_si256(b_bcast ? _mm256_set1_epi8(b[0]) : _mm256_loadu_si256((const __m256i *)b), k->xb);
+  const __m256i t0 = _mm256_unpacklo_epi8(av, bv), t1 = _mm256_unpackhi_epi8(av, bv);
+  const __m256i r0 = mul_pairs8(_mm256_castsi256_si128(t0), k, c, mode, planned, ties);
+  const __m256i r2 = mul_pairs8(_mm256_extracti128_si256(t0, 1), k, c, mode, planned, ties);
+  const __m256i r1 = mul_pairs8(_mm256_castsi256_si128(t1), k, c, mode, planned, ties);
+  const __m256i r3 = mul_pairs8(_mm256_extracti128_si256(t1, 1), k, c, mode, planned, ties);
+  store32(y, r0, r1, r2, r3, planned ? _mm256_setzero_si256() : k->zy, k); /* the plan has zy in u */
+}
+
+ALWAYS_INLINE void mul_plan_row(size_t n, const int8_t *a, const int8_t *b, int8_t *y, const consts *k,
+                                const lin_consts *c, int a_bcast, int b_bcast, int ties) {
+  size_t i = 0;
+  for (; i + 32 <= n; i += 32)
+    mul_block32(a_bcast ? a : a + i, b_bcast ? b : b + i, y + i, k, c, FIXQ_ROUND_DOUBLE, a_bcast, b_bcast, 1, ties);
+  if (i < n) {
+    int8_t ta[32] = {0}, tb[32] = {0}, ty[32];
+    const size_t t = n - i;
+    if (!a_bcast) memcpy(ta, a + i, t);
+    if (!b_bcast) memcpy(tb, b + i, t);
+    mul_block32(a_bcast ? a : ta, b_bcast ? b : tb, ty, k, c, FIXQ_ROUND_DOUBLE, a_bcast, b_bcast, 1, ties);
+    memcpy(y + i, ty, t);
+  }
+}
+
 ALWAYS_INLINE void block32(const int8_t *a, const int8_t *b, int8_t *y, const consts *k, fixq_eltwise_op op,
                            fixq_rounding mode, int a_bcast, int b_bcast, __m256i va0, __m256i vb0, __m256i pa,
                            __m256i pb, int exact) {
+  if (op == FIXQ_OP_MUL && mode != FIXQ_ROUND_FP32) {
+    mul_block32(a, b, y, k, NULL, mode, a_bcast, b_bcast, 0, 0);
+    return;
+  }
   __m256i r[4];
   for (int j = 0; j < 4; j++) {
     const __m256i va = a_bcast ? va0 : widen8(a + 8 * j, k->xa, k->za);
     const __m256i vb = b_bcast ? vb0 : widen8(b + 8 * j, k->xb, k->zb);
     r[j] = eight(va, vb, k, op, mode, a_bcast, b_bcast, pa, pb, exact);
   }
-  store32(y, r[0], r[1], r[2], r[3], k);
+  store32(y, r[0], r[1], r[2], r[3], k->zy, k);
 }
 
 ALWAYS_INLINE void row(size_t n, const int8_t *a, const int8_t *b, int8_t *y, const consts *k,
@@ -195,6 +254,100 @@ ALWAYS_INLINE void row(size_t n, const int8_t *a, const int8_t *b, int8_t *y, co
   }
 }
 
+/* ---- the linear plan (lin_k > 0; ADD from fixq_eltwise_init, requantize) ----
+ * n = a'*ra + b'*rb + u, (n + (n < t ? neg : 0)) >> k with ra = rah*2^7 + ral: vpmaddwd on (a', b') int16
+ * pairs against (rah, rbh) and (ral, rbl); |a'*rah + b'*rbh| < 2^23, so the
+ * sum fits int32 (init keeps |a'*ra + b'*rb + u| < 2^31). */
+
+ALWAYS_INLINE __m256i lin8(__m256i pairs, const lin_consts *c, int ties) {
+  const __m256i h = _mm256_slli_epi32(_mm256_madd_epi16(pairs, c->hi), 7);
+  __m256i n = _mm256_add_epi32(h, _mm256_add_epi32(_mm256_madd_epi16(pairs, c->lo), c->u));
+  if (ties) n = _mm256_add_epi32(n, _mm256_and_si256(_mm256_cmpgt_epi32(c->t, n), c->neg));
+  return _mm256_sra_epi32(n, c->k);
+}
+
+/* kind: both inputs int8 (0) or both uint8 (1), read as they are (u then
+ * absorbs the 128 offsets); mixed (2): flip the uint8 one to int8.  clamp:
+ * the output clamp is narrower than int8 saturation. */
+ALWAYS_INLINE __m256i lin_widen(__m128i bytes, int kind) {
+  return kind == 1 ? _mm256_cvtepu8_epi16(bytes) : _mm256_cvtepi8_epi16(bytes);
+}
+
+ALWAYS_INLINE void lin_block32(__m256i av, __m256i bv, int8_t *y, const lin_consts *c, const consts *k,
+                               int ties, int kind, int clamp) {
+  if (kind == 2) {
+    av = _mm256_xor_si256(av, k->xa);
+    bv = _mm256_xor_si256(bv, k->xb);
+  }
+  const __m256i t0 = _mm256_unpacklo_epi8(av, bv), t1 = _mm256_unpackhi_epi8(av, bv);
+  /* t0: pairs of elements 0-7 | 16-23, t1: 8-15 | 24-31 */
+  const __m256i r0 = lin8(lin_widen(_mm256_castsi256_si128(t0), kind), c, ties);
+  const __m256i r2 = lin8(lin_widen(_mm256_extracti128_si256(t0, 1), kind), c, ties);
+  const __m256i r1 = lin8(lin_widen(_mm256_castsi256_si128(t1), kind), c, ties);
+  const __m256i r3 = lin8(lin_widen(_mm256_extracti128_si256(t1, 1), kind), c, ties);
+  /* the zero point is inside u */
+  __m256i b = _mm256_packs_epi16(_mm256_packs_epi32(r0, r1), _mm256_packs_epi32(r2, r3));
+  b = _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+  if (clamp) b = _mm256_min_epi8(_mm256_max_epi8(b, k->qmin), k->qmax);
+  _mm256_storeu_si256((__m256i *)y, _mm256_xor_si256(b, k->xy));
+}
+
+static void lin_consts_init(lin_consts *c, const fixq_eltwise *p, int kind) {
+  const int32_t ra = p->lin_ra, rb = p->lin_rb;
+  if (p->op == FIXQ_OP_MUL) { /* fixq.h's MUL form (see mul_pairs8) */
+    c->hi = _mm256_set1_epi32(ra >> 7);
+    c->lo = _mm256_set1_epi32(ra & 127);
+    c->ulo = _mm256_set1_epi32(rb);
+    c->u = _mm256_set1_epi32(p->lin_u);
+    c->t = _mm256_set1_epi32(p->lin_t);
+    c->neg = _mm256_set1_epi32(p->lin_neg);
+    c->k = _mm_cvtsi32_si128(p->lin_k);
+    return;
+  }
+  c->hi = _mm256_set1_epi32((int32_t)((uint32_t)(rb >> 7) << 16 | (uint32_t)(ra >> 7)));
+  c->lo = _mm256_set1_epi32((int32_t)((uint32_t)(rb & 127) << 16 | (uint32_t)(ra & 127)));
+  /* uint8 read as is: a = a' + 128; n is unchanged, wrapping in the partial sums */
+  c->u = _mm256_set1_epi32((int32_t)((uint32_t)p->lin_u - (kind == 1 ? 128u * (uint32_t)ra + 128u * (uint32_t)rb : 0u)));
+  c->t = _mm256_set1_epi32(p->lin_t);
+  c->neg = _mm256_set1_epi32(p->lin_neg);
+  c->ulo = _mm256_setzero_si256();
+  c->k = _mm_cvtsi32_si128(p->lin_k);
+}
+
+ALWAYS_INLINE void lin_row(size_t n, const int8_t *a, const int8_t *b, int8_t *y, const lin_consts *lc,
+                           const consts *k, int a_bcast, int b_bcast, int ties, int kind, int clamp) {
+  const lin_consts c = *lc;
+  const __m256i av0 = _mm256_set1_epi8(a[0]), bv0 = _mm256_set1_epi8(b[0]);
+  size_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    const __m256i av = a_bcast ? av0 : _mm256_loadu_si256((const __m256i *)(a + i));
+    const __m256i bv = b_bcast ? bv0 : _mm256_loadu_si256((const __m256i *)(b + i));
+    lin_block32(av, bv, y + i, &c, k, ties, kind, clamp);
+  }
+  if (i < n) {
+    int8_t ta[32] = {0}, tb[32] = {0}, ty[32];
+    const size_t t = n - i;
+    if (!a_bcast) memcpy(ta, a + i, t);
+    if (!b_bcast) memcpy(tb, b + i, t);
+    const __m256i av = a_bcast ? av0 : _mm256_loadu_si256((const __m256i *)ta);
+    const __m256i bv = b_bcast ? bv0 : _mm256_loadu_si256((const __m256i *)tb);
+    lin_block32(av, bv, ty, &c, k, ties, kind, clamp);
+    memcpy(y + i, ty, t);
+  }
+}
+
+#define LIN_KIND(ties, kind)                                                                   \
+  do {                                                                                         \
+    if (clamp) lin_row(n, a, b, y, &lc, &k, a_bcast, b_bcast, ties, kind, 1);                  \
+    else lin_row(n, a, b, y, &lc, &k, a_bcast, b_bcast, ties, kind, 0);                        \
+  } while (0)
+#define LIN_TIES(ties)                                                                         \
+  do {                                                                                         \
+    if (kind == 0) LIN_KIND(ties, 0);                                                          \
+    else if (kind == 1) LIN_KIND(ties, 1);                                                     \
+    else LIN_KIND(ties, 2);                                                                    \
+  } while (0)
+
 #define ROW(op, mode, ab, bb, ex) row(n, a, b, y, &k, op, mode, ab, bb, ex)
 #define ROWS(op, mode, ex)                                   \
   do {                                                       \
@@ -212,20 +365,33 @@ static int exact_inputs(const fixq_eltwise *p) {
   return (p->a_multiplier == (1 << 30) && p->a_shift == 0) | (p->b_multiplier == (1 << 30) && p->b_shift == 0) << 1;
 }
 
-void fixq_eltwise__avx2(size_t n, const void *a_, int a_bcast, const void *b_, int b_bcast, void *y_,
-                        const fixq_eltwise *p) {
-  const int8_t *a = a_, *b = b_;
-  int8_t *y = y_;
+void fixq_eltwise__avx2(size_t rows, size_t n, const void *a0, ptrdiff_t a_stride, int a_bcast, const void *b0,
+                        ptrdiff_t b_stride, int b_bcast, void *y0, ptrdiff_t y_stride, const fixq_eltwise *p) {
   consts k;
+  lin_consts lc;
   consts_init(&k, p);
-  if (p->op == FIXQ_OP_ADD) {
-    const int ex = exact_inputs(p);
-    if (p->rounding == FIXQ_ROUND_DOUBLE) ROWS(FIXQ_OP_ADD, FIXQ_ROUND_DOUBLE, ex);
-    else if (p->rounding == FIXQ_ROUND_SINGLE) ROWS(FIXQ_OP_ADD, FIXQ_ROUND_SINGLE, ex);
-    else ROWS(FIXQ_OP_ADD, FIXQ_ROUND_FP32, 0);
-  } else {
-    if (p->rounding == FIXQ_ROUND_DOUBLE) ROWS(FIXQ_OP_MUL, FIXQ_ROUND_DOUBLE, 0);
-    else if (p->rounding == FIXQ_ROUND_SINGLE) ROWS(FIXQ_OP_MUL, FIXQ_ROUND_SINGLE, 0);
-    else ROWS(FIXQ_OP_MUL, FIXQ_ROUND_FP32, 0);
+  const int kind = p->a_dtype != p->b_dtype ? 2 : p->a_dtype == FIXQ_UINT8;
+  const int32_t oy = p->y_dtype == FIXQ_UINT8 ? 128 : 0;
+  const int clamp = p->qmin - oy > INT8_MIN || p->qmax - oy < INT8_MAX;
+  const int ex = exact_inputs(p);
+  lin_consts_init(&lc, p, kind);
+  for (size_t r = 0; r < rows; r++) {
+    const int8_t *a = (const int8_t *)a0 + (ptrdiff_t)r * a_stride, *b = (const int8_t *)b0 + (ptrdiff_t)r * b_stride;
+    int8_t *y = (int8_t *)y0 + (ptrdiff_t)r * y_stride;
+    if (p->lin_k > 0 && p->op == FIXQ_OP_MUL) {
+      if (p->lin_neg != 0) mul_plan_row(n, a, b, y, &k, &lc, a_bcast, b_bcast, 1);
+      else mul_plan_row(n, a, b, y, &k, &lc, a_bcast, b_bcast, 0);
+    } else if (p->lin_k > 0) {
+      if (p->lin_neg != 0) LIN_TIES(1);
+      else LIN_TIES(0);
+    } else if (p->op == FIXQ_OP_ADD) {
+      if (p->rounding == FIXQ_ROUND_DOUBLE) ROWS(FIXQ_OP_ADD, FIXQ_ROUND_DOUBLE, ex);
+      else if (p->rounding == FIXQ_ROUND_SINGLE) ROWS(FIXQ_OP_ADD, FIXQ_ROUND_SINGLE, ex);
+      else ROWS(FIXQ_OP_ADD, FIXQ_ROUND_FP32, 0);
+    } else {
+      if (p->rounding == FIXQ_ROUND_DOUBLE) ROWS(FIXQ_OP_MUL, FIXQ_ROUND_DOUBLE, 0);
+      else if (p->rounding == FIXQ_ROUND_SINGLE) ROWS(FIXQ_OP_MUL, FIXQ_ROUND_SINGLE, 0);
+      else ROWS(FIXQ_OP_MUL, FIXQ_ROUND_FP32, 0);
+    }
   }
 }

@@ -200,15 +200,17 @@ void fixq_qgemm_s16__avx2(size_t mr, size_t kq, const uint8_t *a, const int8_t *
                           const int32_t *col_term);
 #endif
 
-/* Elementwise add/mul over one row of n outputs: a_bcast / b_bcast mean that
- * input is a single value repeated along the row. */
-typedef void (*fixq_eltwise_ukernel)(size_t n, const void *a, int a_bcast, const void *b, int b_bcast,
-                                     void *y, const fixq_eltwise *p);
-void fixq_eltwise__scalar(size_t n, const void *a, int a_bcast, const void *b, int b_bcast, void *y,
-                          const fixq_eltwise *p);
+/* Elementwise add/mul over `rows` rows of n outputs; row r of a starts at
+ * a + r * a_stride (bytes; every operand has 1-byte elements), likewise b
+ * and y.  a_bcast / b_bcast: that input is one value repeated along a row. */
+typedef void (*fixq_eltwise_ukernel)(size_t rows, size_t n, const void *a, ptrdiff_t a_stride, int a_bcast,
+                                     const void *b, ptrdiff_t b_stride, int b_bcast, void *y, ptrdiff_t y_stride,
+                                     const fixq_eltwise *p);
+void fixq_eltwise__scalar(size_t rows, size_t n, const void *a, ptrdiff_t a_stride, int a_bcast, const void *b,
+                          ptrdiff_t b_stride, int b_bcast, void *y, ptrdiff_t y_stride, const fixq_eltwise *p);
 #ifdef FIXQ_COMPILED_AVX2
-void fixq_eltwise__avx2(size_t n, const void *a, int a_bcast, const void *b, int b_bcast, void *y,
-                        const fixq_eltwise *p);
+void fixq_eltwise__avx2(size_t rows, size_t n, const void *a, ptrdiff_t a_stride, int a_bcast, const void *b,
+                        ptrdiff_t b_stride, int b_bcast, void *y, ptrdiff_t y_stride, const fixq_eltwise *p);
 #endif
 
 /* One output of the elementwise contract from the input differences
