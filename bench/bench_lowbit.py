@@ -3,8 +3,9 @@
 - fp16-weight linear (``fixq.fp16_linear``) against numpy fp32 matmul on the same shapes:
   ``y = x @ W.T`` with ``x`` [M, K], ``W`` [N, K].
 - XOR-popcount GEMM (``fixq.popcount_linear``) against the int8 GEMM at the same (M, K, N):
-  ``fixq.qmatmul`` when this build has it, else ONNX Runtime MatMulInteger u8*s8->i32 (the fastest
-  int8 peer in ../shared/PEERS.md) as the int8 estimate, labelled as such.
+  ``fixq.qlinear`` on packed weights (int32 out) when this build has it, else ONNX Runtime
+  MatMulInteger u8*s8->i32 (the fastest int8 peer in ../shared/PEERS.md) as the int8 estimate,
+  labelled as such.
 
 GOP/s = 2*M*N*K / s (a binary multiply-add counts as 2 ops, as an int8 one does).  Each figure is the
 median of ``--rounds`` rounds of the best of several calls.  Run single-threaded, with numpy's
@@ -53,12 +54,12 @@ def blas_info():
 
 def int8_baseline():
     """(name, make(m, k, n) -> callable) for the int8 GEMM at a shape."""
-    if hasattr(fixq, "qmatmul"):
+    if hasattr(fixq, "qlinear"):
         def make(m, k, n, rng):
-            a = rng.integers(-128, 128, (m, k), dtype=np.int8)
-            b = rng.integers(-127, 128, (k, n), dtype=np.int8)
-            return lambda: fixq.qmatmul(a, b, out_dtype=np.int32)
-        return "fixq.qmatmul int8->int32", make
+            x = rng.integers(-128, 128, (m, k), dtype=np.int8)
+            w = fixq.pack_weights(rng.integers(-127, 128, (n, k), dtype=np.int8))   # packed once
+            return lambda: fixq.qlinear(x, w, out_dtype=np.int32)
+        return "fixq.qlinear int8*int8->int32, packed weights", make
     try:
         import onnx
         import onnxruntime as ort
