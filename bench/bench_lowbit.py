@@ -7,9 +7,9 @@
   MatMulInteger u8*s8->i32 (the fastest int8 peer in ../shared/PEERS.md) as the int8 estimate,
   labelled as such.
 
-GOP/s = 2*M*N*K / s (a binary multiply-add counts as 2 ops, as an int8 one does).  Each figure is the
-median of ``--rounds`` rounds of the best of several calls.  Run single-threaded, with numpy's
-OpenBLAS on its own kernel choice:
+GOP/s = 2*M*N*K / s (a binary multiply-add counts as 2 ops, as an int8 one does).  The contenders
+alternate within each round; GOP/s are medians over ``--rounds`` rounds of the best of 3, ratios the
+median of the per-round ratios.  Run single-threaded, with numpy's OpenBLAS on its own kernel choice:
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 \\
         PYTHONPATH=src python bench/bench_lowbit.py [--json out.json]
@@ -28,19 +28,27 @@ SHAPES = [(1, 1024, 1024), (1, 4096, 4096), (16, 1024, 1024), (128, 1024, 1024),
           (1024, 1024, 1024), (512, 4096, 1024), (64, 768, 3072)]
 
 
-def timeit(f, ops, rounds):
-    f()
+def best_of(f, calls, tries=3):
+    best = np.inf
+    for _ in range(tries):
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            f()
+        best = min(best, (time.perf_counter() - t0) / calls)
+    return best
+
+
+def measure(fns, ops, rounds):
+    """Seconds per call of each function: the contenders alternate within every round (so a busy
+    neighbour slows all of them alike) and each figure is the median over rounds."""
     calls = max(1, int(2e8 / ops))
-    per_round = []
+    for f in fns.values():
+        f()
+    per = {name: [] for name in fns}
     for _ in range(rounds):
-        best = np.inf
-        for _ in range(3):
-            t0 = time.perf_counter()
-            for _ in range(calls):
-                f()
-            best = min(best, (time.perf_counter() - t0) / calls)
-        per_round.append(best)
-    return float(np.median(per_round))
+        for name, f in fns.items():
+            per[name].append(best_of(f, calls))
+    return {name: float(np.median(v)) for name, v in per.items()}, per
 
 
 def blas_info():
@@ -86,7 +94,7 @@ def int8_baseline():
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--shapes", help="M,K,N;M,K,N;... (default: the PEERS.md shapes)")
     args = ap.parse_args()
@@ -107,14 +115,19 @@ def main():
         wt = w.T
         y = np.empty((m, n), np.float32)
         w16 = fixq.pack_fp16(w)
-        t_np = timeit(lambda: np.matmul(x, wt, out=y), ops, args.rounds)
-        t_16 = timeit(lambda: fixq.fp16_linear(x, w16), ops, args.rounds)
         a_bits, w_bits = fixq.binarize(x), fixq.binarize(w)
-        t_pop = timeit(lambda: fixq.popcount_linear(a_bits, w_bits), ops, args.rounds)
-        t_i8 = timeit(int8_make(m, k, n, rng), ops, args.rounds) if int8_make else None
+        fns = {"numpy": lambda: np.matmul(x, wt, out=y), "fp16": lambda: fixq.fp16_linear(x, w16),
+               "popcount": lambda: fixq.popcount_linear(a_bits, w_bits)}
+        if int8_make:
+            fns["int8"] = int8_make(m, k, n, rng)
+        t, per = measure(fns, ops, args.rounds)
+        t_np, t_16, t_pop, t_i8 = t["numpy"], t["fp16"], t["popcount"], t.get("int8")
+        # ratios: median over rounds of the per-round ratio
+        fp16_ratio = float(np.median(np.array(per["numpy"]) / np.array(per["fp16"])))
+        pop_ratio = float(np.median(np.array(per["int8"]) / np.array(per["popcount"]))) if t_i8 else None
         r = {"shape": [m, k, n], "numpy_fp32_gops": ops / t_np / 1e9, "fp16_gops": ops / t_16 / 1e9,
-             "fp16_vs_numpy": t_np / t_16, "popcount_gops": ops / t_pop / 1e9,
-             "int8_gops": ops / t_i8 / 1e9 if t_i8 else None, "popcount_vs_int8": t_i8 / t_pop if t_i8 else None}
+             "fp16_vs_numpy": fp16_ratio, "popcount_gops": ops / t_pop / 1e9,
+             "int8_gops": ops / t_i8 / 1e9 if t_i8 else None, "popcount_vs_int8": pop_ratio}
         rows.append(r)
         i8 = f"{r['int8_gops']:7.1f}" if t_i8 else "      -"
         pr = f"{r['popcount_vs_int8']:7.2f}x" if t_i8 else "       -"
