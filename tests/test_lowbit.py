@@ -169,6 +169,15 @@ def test_popcount_linear_bit_exact(k):
             np.testing.assert_array_equal(y, want, err_msg=isa)
 
 
+def test_popcount_linear_cache_blocks():
+    # k = 8200: 33 chunks (> 31 between widenings), 62-row blocks of a, 8-row tiles of b plus tails
+    k, m, n = 8200, 70, 21
+    a, b = fixq.binarize(rng.standard_normal((m, k))), fixq.binarize(rng.standard_normal((n, k)))
+    want = a.unpack().astype(np.int64) @ b.unpack().astype(np.int64).T
+    for isa, y in _on_every_isa(lambda: fixq.popcount_linear(a, b)).items():
+        np.testing.assert_array_equal(y, want, err_msg=isa)
+
+
 def test_popcount_pack_clears_padding_bits():
     k = 70
     a, b = fixq.binarize(rng.standard_normal((3, k))), fixq.binarize(rng.standard_normal((4, k)))
