@@ -1,4 +1,5 @@
 # Declarations of fixq's public C API (include/fixq/fixq.h).
+from libc.stddef cimport ptrdiff_t
 from libc.stdint cimport int8_t, uint8_t, int16_t, uint16_t, int32_t, int64_t, uint32_t, uint64_t
 
 cdef extern from "fixq/fixq.h" nogil:
@@ -58,6 +59,42 @@ cdef extern from "fixq/fixq.h" nogil:
                                 size_t channels, size_t inner, const float *scale,
                                 const int32_t *zero_point)
 
+    # elementwise (issue 4)
+    ctypedef enum fixq_eltwise_op:
+        FIXQ_OP_ADD
+        FIXQ_OP_MUL
+
+    ctypedef struct fixq_eltwise:
+        fixq_eltwise_op op
+        fixq_rounding rounding
+        fixq_dtype a_dtype
+        fixq_dtype b_dtype
+        fixq_dtype y_dtype
+        int32_t a_zero_point
+        int32_t b_zero_point
+        int32_t y_zero_point
+        int32_t qmin
+        int32_t qmax
+        float a_scale
+        float b_scale
+        float y_scale
+        int32_t a_multiplier
+        int32_t a_shift
+        int32_t b_multiplier
+        int32_t b_shift
+        int32_t y_multiplier
+        int32_t y_shift
+
+    fixq_status fixq_eltwise_init(fixq_eltwise *p, fixq_eltwise_op op, fixq_rounding rounding,
+                                  fixq_dtype a_dtype, float a_scale, int32_t a_zero_point,
+                                  fixq_dtype b_dtype, float b_scale, int32_t b_zero_point,
+                                  fixq_dtype y_dtype, float y_scale, int32_t y_zero_point,
+                                  int32_t qmin, int32_t qmax)
+    fixq_status fixq_eltwise_nd(const fixq_eltwise *p, size_t ndim, const size_t *shape,
+                                const void *a, const ptrdiff_t *a_strides, const void *b,
+                                const ptrdiff_t *b_strides, void *y, const ptrdiff_t *y_strides)
+    fixq_status fixq_requantize_q8(const void *x, fixq_dtype x_dtype, int32_t x_zero_point, void *y,
+                                   fixq_dtype y_dtype, size_t n, const fixq_requant *p)
     # low-bit weights (issue 5)
     size_t fixq_f16_packed_size(size_t n, size_t k)
     fixq_status fixq_f16_pack(const uint16_t *w, size_t n, size_t k, uint16_t *packed)
@@ -68,3 +105,33 @@ cdef extern from "fixq/fixq.h" nogil:
     fixq_status fixq_bgemm(const uint8_t *a, size_t m, const uint8_t *b, size_t n, size_t k, int32_t *y)
 
 cdef int check_status(fixq_status st, str what) except -1
+
+# ---- matmul (issue 3) ----
+cdef extern from "fixq/fixq.h" nogil:
+    const int FIXQ_GEMM_NR
+
+    ctypedef enum fixq_gemm_kernel:
+        FIXQ_GEMM_S8
+        FIXQ_GEMM_S16
+
+    ctypedef struct fixq_packed_b:
+        size_t k
+        size_t n
+        size_t k_padded
+        size_t n_padded
+        fixq_dtype dtype
+        fixq_gemm_kernel kernel
+        int zero_point_nonzero
+        int64_t col_abs_max
+        int8_t *panels
+        int32_t *zero_point
+        int32_t *col_sum
+        int64_t *col_abs
+
+    void fixq_packed_b_init(fixq_packed_b *pb, size_t k, size_t n)
+    fixq_status fixq_pack_b(const void *b, fixq_dtype b_dtype, Py_ssize_t stride_k, Py_ssize_t stride_n,
+                            const int32_t *zero_point, size_t zp_count, fixq_packed_b *pb)
+    fixq_status fixq_packed_b_finish(fixq_packed_b *pb)
+    fixq_status fixq_qgemm(size_t m, const void *a, fixq_dtype a_dtype, size_t lda, int32_t a_zero_point,
+                           const fixq_packed_b *b, const int32_t *bias, const fixq_requant *p,
+                           size_t p_channels, void *y, fixq_dtype y_dtype, size_t ldy, int threads)

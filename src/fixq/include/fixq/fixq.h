@@ -4,7 +4,11 @@
  * Every entry point is reentrant, never aborts and never prints: it returns a
  * fixq_status.  Integer results are defined by the scalar code (the contract,
  * docs/arithmetic.md); SIMD paths are bit-identical to it.  Call fixq_init()
- * once before anything else (the Python module does it at import).
+ * once before anything else (the Python module does it at import); after it
+ * the library holds no mutable state, so any thread may call any entry point
+ * (fixq_select_isa, a test hook, is the one exception).  This header is C89
+ * and C++ clean; docs/embedding.md shows how to link the static library
+ * (`make lib`) or call an installed fixq through its capsule (fixq_capsule.h).
  */
 #ifndef FIXQ_FIXQ_H_
 #define FIXQ_FIXQ_H_
@@ -29,6 +33,9 @@ typedef enum {
   FIXQ_ERR_OUT_OF_MEMORY = 4,
   FIXQ_ERR_UNSUPPORTED = 5       /* ISA not compiled in or not supported by this CPU */
 } fixq_status;
+
+/* A short English description of `status` ("invalid argument", ...); never NULL. */
+const char *fixq_status_string(fixq_status status);
 
 typedef enum { FIXQ_ISA_SCALAR = 0, FIXQ_ISA_AVX2 = 1, FIXQ_ISA_COUNT = 2 } fixq_isa;
 
@@ -85,9 +92,115 @@ fixq_status fixq_quantize_f32(const float *x, void *y, fixq_dtype y_dtype, size_
 fixq_status fixq_dequantize(const void *q, fixq_dtype q_dtype, float *y, size_t rows, size_t channels,
                             size_t inner, const float *scale, const int32_t *zero_point);
 
-/* ---- matmul (issue 3) ------------------------------------------------------ */
+/* ---- matmul (issue 3) ------------------------------------------------------
+ * y[m][n] = out_stage(acc[m][n]),
+ * acc[m][n] = sum_k (a[m][k] - a_zp) * (b[k][n] - b_zp[n]) + bias[n]   (exact int32)
+ * with a, b int8 or uint8.  B is packed once (fixq_pack_b) into fixq_packed_b;
+ * the output stage is fixq_requantize_s32's (or none: int32 output).
+ *
+ * Packed layout.  uint8 values are stored as int8 v ^ 0x80 (= v - 128) with
+ * their zero point shifted the same way, so the packed values b' and zero
+ * points zp' are signed and (b' - zp') == (b - zp).  K is padded with zeros to
+ * k_padded = round_up(k, 4), N to n_padded = round_up(n, FIXQ_GEMM_NR).
+ * panels: n_padded / FIXQ_GEMM_NR panels, one after the other; inside a panel,
+ *   k_padded / 4 groups of FIXQ_GEMM_NR * 4 bytes; inside a group, column j of
+ *   the panel holds its 4 consecutive k values:
+ *   panels[(p * k_padded / 4 + q) * 4 * NR + 4 * j + t] = b'[4 q + t][p * NR + j]
+ * zero_point[n_padded]: zp'[n] (0 in the padding)
+ * col_sum[n_padded]:    sum_k (b'[k][n] - zp'[n]) (0 in the padding)
+ * col_abs[n_padded]:    sum_k |b'[k][n] - zp'[n]| (bounds acc, see fixq_qgemm)
+ */
+#define FIXQ_GEMM_NR 16
+
+typedef enum {
+  FIXQ_GEMM_S8 = 0, /* all b' in [-127, 127]: |a'| * sign(a')b' pairs cannot saturate int16 */
+  FIXQ_GEMM_S16 = 1 /* some b' == -128: operands widened to int16 */
+} fixq_gemm_kernel;
+
+typedef struct {
+  size_t k, n;                 /* logical B is [k][n] */
+  size_t k_padded, n_padded;
+  fixq_dtype dtype;            /* FIXQ_INT8 or FIXQ_UINT8: what b was */
+  fixq_gemm_kernel kernel;     /* chosen by fixq_pack_b from the packed values */
+  int zero_point_nonzero;      /* some zp'[n] != 0: the kernel needs A's row sums */
+  int64_t col_abs_max;         /* max over n of col_abs[n] */
+  int8_t *panels;              /* [n_padded * k_padded], caller-allocated */
+  int32_t *zero_point;         /* [n_padded], caller-allocated */
+  int32_t *col_sum;            /* [n_padded], caller-allocated */
+  int64_t *col_abs;            /* [n_padded], caller-allocated */
+} fixq_packed_b;
+
+/* Fills k, n, k_padded, n_padded (sizes of the buffers to allocate). */
+void fixq_packed_b_init(fixq_packed_b *pb, size_t k, size_t n);
+/* Packs B: element (k, n) is at b[k * stride_k + n * stride_n] (strides in
+ * elements; stride_k = n, stride_n = 1 for a C-contiguous [K][N] matmul
+ * operand, stride_k = 1, stride_n = k for a Linear weight [N][K]).
+ * zero_point: zp_count values (1 = per tensor, or n), inside b_dtype's range.
+ * pb: from fixq_packed_b_init, with its four buffers set. */
+fixq_status fixq_pack_b(const void *b, fixq_dtype b_dtype, ptrdiff_t stride_k, ptrdiff_t stride_n,
+                        const int32_t *zero_point, size_t zp_count, fixq_packed_b *pb);
+/* Recomputes every derived field (kernel, zero_point_nonzero, col_sum,
+ * col_abs, col_abs_max) of pb from its panels and zero_point (e.g. after
+ * loading them from a file); FIXQ_ERR_INVALID_ARGUMENT if the padding is not zero. */
+fixq_status fixq_packed_b_finish(fixq_packed_b *pb);
+
+/* y[m][n] at y + (m * ldy + n) * size(y_dtype); a[m][k] at a + m * lda + k.
+ * bias: NULL or [n].  p: the output stage with p_channels == 1 (per tensor) or
+ * b->n (per column), y_dtype int8/uint8/int16/int32 as in fixq_requantize_s32;
+ * p == NULL returns acc itself (y_dtype FIXQ_INT32, ONNX MatMulInteger).
+ * Before any work: FIXQ_ERR_OVERFLOW unless every acc, bounded by
+ * bias[n] +- max|a - a_zp| * col_abs[n], fits in int32.  Inside, sums wrap
+ * modulo 2^32, so the result is exact.  threads >= 1 splits the work over
+ * that many threads (pthreads, created per call; fewer when the product is small). */
+fixq_status fixq_qgemm(size_t m, const void *a, fixq_dtype a_dtype, size_t lda, int32_t a_zero_point,
+                       const fixq_packed_b *b, const int32_t *bias, const fixq_requant *p,
+                       size_t p_channels, void *y, fixq_dtype y_dtype, size_t ldy, int threads);
 
 /* ---- elementwise (issue 4) ------------------------------------------------- */
+/* Quantized int8/uint8 add and multiply (TFLite int8 ADD / MUL, or float32),
+ * docs/arithmetic.md "Elementwise add and mul".  Fill a fixq_eltwise once with
+ * fixq_eltwise_init (it derives the multipliers from the scales), then call
+ * fixq_eltwise_nd any number of times, from any number of threads. */
+typedef enum { FIXQ_OP_ADD = 0, FIXQ_OP_MUL = 1 } fixq_eltwise_op;
+
+typedef struct {
+  fixq_eltwise_op op;
+  fixq_rounding rounding;
+  fixq_dtype a_dtype, b_dtype, y_dtype; /* FIXQ_INT8 or FIXQ_UINT8 */
+  int32_t a_zero_point, b_zero_point, y_zero_point;
+  int32_t qmin, qmax;                   /* output clamp (fused ReLU/ReLU6) */
+  float a_scale, b_scale, y_scale;      /* the scales (FP32 rounding uses them directly) */
+  /* DOUBLE/SINGLE: ADD applies a_/b_ multipliers to (x - zp) << 20 and the
+   * y_ multiplier to their sum; MUL applies the y_ multiplier to
+   * (a - a_zp) * (b - b_zp).  TFLite QuantizeMultiplier of reals derived in
+   * double from the float scales. */
+  int32_t a_multiplier, a_shift, b_multiplier, b_shift, y_multiplier, y_shift;
+} fixq_eltwise;
+
+/* Validates dtypes, scales (finite, > 0), zero points and the clamp, and
+ * derives the multipliers.  FIXQ_ERR_INVALID_ARGUMENT for bad arguments;
+ * FIXQ_ERR_UNSUPPORTED when a fixed-point multiplier cannot represent its real
+ * ratio (quantize_multiplier flushes it to zero, or needs shift > 30): the
+ * struct is still filled so the caller can report which; use FP32 there. */
+fixq_status fixq_eltwise_init(fixq_eltwise *p, fixq_eltwise_op op, fixq_rounding rounding,
+                              fixq_dtype a_dtype, float a_scale, int32_t a_zero_point,
+                              fixq_dtype b_dtype, float b_scale, int32_t b_zero_point,
+                              fixq_dtype y_dtype, float y_scale, int32_t y_zero_point,
+                              int32_t qmin, int32_t qmax);
+
+/* y = op(a, b) over an ndim-dimensional broadcast: shape[d] elements along
+ * dimension d; strides are in elements (0 broadcasts).  The innermost a/b
+ * strides must be 0 or 1 and y's innermost stride 1.  y may be a or b itself
+ * (same pointer and strides); any other overlap is undefined.  ndim >= 1. */
+fixq_status fixq_eltwise_nd(const fixq_eltwise *p, size_t ndim, const size_t *shape,
+                            const void *a, const ptrdiff_t *a_strides, const void *b,
+                            const ptrdiff_t *b_strides, void *y, const ptrdiff_t *y_strides);
+
+/* int8/uint8 -> int8/uint8 requantization, per tensor: the same result as
+ * fixq_requantize_s32 on (x - x_zero_point); channels == 1 in p.  Runs on
+ * the elementwise multiply kernels. */
+fixq_status fixq_requantize_q8(const void *x, fixq_dtype x_dtype, int32_t x_zero_point, void *y,
+                               fixq_dtype y_dtype, size_t n, const fixq_requant *p);
 
 /* ---- low-bit weights (issue 5) ---------------------------------------------
  * fp16 weights: w[n][k] as IEEE binary16 bits, packed by fixq_f16_pack into

@@ -1,0 +1,302 @@
+/* GEMM driver: packing B, the up-front overflow proof, cache blocking,
+ * threads, and the fused output stage.
+ *
+ * acc[m][n] = sum_k (a' - a_zp')(b' - b_zp'[n]) + bias[n]
+ *           = sum_k a' b' - b_zp'[n] * row_sum[m] - a_zp' * col_sum[n] + bias[n]
+ * (gemmlowp doc/low-precision.md; a', b' as in fixq.h).  The kernels form the
+ * right-hand side modulo 2^32; fixq_qgemm first proves that the exact acc
+ * fits int32, so the wrapped value is acc.  Each block of accumulators goes
+ * through the requantize micro-kernel while it is still in L1. */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fixq_internal.h"
+
+#define MR FIXQ_GEMM_MR
+#define NR FIXQ_GEMM_NR
+#define MC_MAX 128                /* rows per block: the int32 tile is MC_MAX * NR * 4 = 8 KiB */
+#define A_BLOCK_BYTES (96 * 1024) /* packed A block (8 bytes per row per 4 k): stays in L2 */
+#define MACS_PER_THREAD (1 << 21) /* less work than this per thread does not pay for pthread_create */
+
+typedef struct {
+  fixq_qgemm_pack_a_fn pack_a;
+  fixq_qgemm_ukernel ukernel[2]; /* by fixq_gemm_kernel */
+} qgemm_kernels;
+
+static const qgemm_kernels kernel_table[FIXQ_ISA_COUNT] = {
+    {fixq_qgemm_pack_a__scalar, {fixq_qgemm_s8__scalar, fixq_qgemm_s16__scalar}},
+#ifdef FIXQ_COMPILED_AVX2
+    {fixq_qgemm_pack_a__avx2, {fixq_qgemm_s8__avx2, fixq_qgemm_s16__avx2}},
+#else
+    {NULL, {NULL, NULL}},
+#endif
+};
+
+/* ---- packing B ------------------------------------------------------------ */
+
+void fixq_packed_b_init(fixq_packed_b *pb, size_t k, size_t n) {
+  memset(pb, 0, sizeof *pb);
+  pb->k = k;
+  pb->n = n;
+  pb->k_padded = (k + 3) / 4 * 4;
+  pb->n_padded = (n + NR - 1) / NR * NR;
+}
+
+static inline size_t panel_index(size_t k_padded, size_t k, size_t n) {
+  return ((n / NR) * (k_padded / 4) + k / 4) * 4 * NR + 4 * (n % NR) + k % 4;
+}
+
+static int has_buffers(const fixq_packed_b *pb) {
+  if (pb->n_padded * pb->k_padded > 0 && pb->panels == NULL) return 0;
+  return pb->n_padded == 0 || (pb->zero_point != NULL && pb->col_sum != NULL && pb->col_abs != NULL);
+}
+
+fixq_status fixq_pack_b(const void *b, fixq_dtype b_dtype, ptrdiff_t stride_k, ptrdiff_t stride_n,
+                        const int32_t *zero_point, size_t zp_count, fixq_packed_b *pb) {
+  if (pb == NULL || !has_buffers(pb) || (b_dtype != FIXQ_INT8 && b_dtype != FIXQ_UINT8)) return FIXQ_ERR_INVALID_ARGUMENT;
+  if ((zp_count != 1 && zp_count != pb->n) || zero_point == NULL) return FIXQ_ERR_INVALID_ARGUMENT;
+  if (pb->n * pb->k > 0 && b == NULL) return FIXQ_ERR_INVALID_ARGUMENT;
+  const int32_t lo = b_dtype == FIXQ_INT8 ? INT8_MIN : 0, hi = b_dtype == FIXQ_INT8 ? INT8_MAX : UINT8_MAX;
+  const int32_t shift = b_dtype == FIXQ_INT8 ? 0 : 128;
+  for (size_t i = 0; i < zp_count; i++)
+    if (zero_point[i] < lo || zero_point[i] > hi) return FIXQ_ERR_INVALID_ARGUMENT;
+  pb->dtype = b_dtype;
+  if (pb->n_padded * pb->k_padded > 0) memset(pb->panels, 0, pb->n_padded * pb->k_padded);
+  for (size_t n = 0; n < pb->n_padded; n++)
+    pb->zero_point[n] = n < pb->n ? zero_point[zp_count == 1 ? 0 : n] - shift : 0;
+  for (size_t n = 0; n < pb->n; n++)
+    for (size_t k = 0; k < pb->k; k++) {
+      const ptrdiff_t i = (ptrdiff_t)k * stride_k + (ptrdiff_t)n * stride_n;
+      const int32_t v = b_dtype == FIXQ_INT8 ? ((const int8_t *)b)[i] : (int32_t)((const uint8_t *)b)[i] - shift;
+      pb->panels[panel_index(pb->k_padded, k, n)] = (int8_t)v;
+    }
+  return fixq_packed_b_finish(pb);
+}
+
+fixq_status fixq_packed_b_finish(fixq_packed_b *pb) {
+  if (pb == NULL || !has_buffers(pb) || (pb->dtype != FIXQ_INT8 && pb->dtype != FIXQ_UINT8))
+    return FIXQ_ERR_INVALID_ARGUMENT;
+  if (pb->k_padded != (pb->k + 3) / 4 * 4 || pb->n_padded != (pb->n + NR - 1) / NR * NR)
+    return FIXQ_ERR_INVALID_ARGUMENT;
+  int any_min = 0;
+  pb->zero_point_nonzero = 0;
+  pb->col_abs_max = 0;
+  for (size_t n = 0; n < pb->n_padded; n++) {
+    const int32_t zp = pb->zero_point[n];
+    if (zp < INT8_MIN || zp > INT8_MAX || (n >= pb->n && zp != 0)) return FIXQ_ERR_INVALID_ARGUMENT;
+    pb->zero_point_nonzero |= zp != 0;
+    int64_t sum = 0, abs_sum = 0;
+    for (size_t k = 0; k < pb->k_padded; k++) {
+      const int32_t v = pb->panels[panel_index(pb->k_padded, k, n)];
+      if ((k >= pb->k || n >= pb->n) && v != 0) return FIXQ_ERR_INVALID_ARGUMENT;
+      if (k >= pb->k) continue;
+      any_min |= v == INT8_MIN;
+      sum += v - zp;
+      abs_sum += v > zp ? v - zp : zp - v;
+    }
+    pb->col_sum[n] = (int32_t)(uint32_t)(uint64_t)sum; /* mod 2^32, as the kernels use it */
+    pb->col_abs[n] = abs_sum;
+    if (abs_sum > pb->col_abs_max) pb->col_abs_max = abs_sum;
+  }
+  pb->kernel = any_min ? FIXQ_GEMM_S16 : FIXQ_GEMM_S8;
+  return FIXQ_OK;
+}
+
+/* ---- the product ---------------------------------------------------------- */
+
+typedef struct {
+  const qgemm_kernels *kern;
+  const void *a;
+  fixq_dtype a_dtype;
+  size_t m, lda;
+  int32_t a_zp; /* a_zp' */
+  const fixq_packed_b *b;
+  const int32_t *bias;
+  const fixq_requant *p; /* NULL: int32 output */
+  int per_column;
+  fixq_requant_ukernel requant;
+  char *y;
+  fixq_dtype y_dtype;
+  size_t ldy;
+} qgemm_job;
+
+typedef struct {
+  const qgemm_job *job;
+  size_t m0, m1, p0, p1; /* rows [m0, m1), panels [p0, p1) */
+  fixq_status status;
+} qgemm_part;
+
+static size_t rows_per_block(size_t k_padded) {
+  size_t mc = k_padded ? A_BLOCK_BYTES / (2 * k_padded) / MR * MR : MC_MAX;
+  return mc < MR ? MR : mc > MC_MAX ? MC_MAX : mc;
+}
+
+/* The output stage on rows [m0, m0 + mc) x columns [n0, n0 + nr) of y. */
+static void store_block(const qgemm_job *job, const int32_t *tile, size_t m0, size_t mc, size_t n0, size_t nr) {
+  const size_t esize = fixq__dtype_size(job->y_dtype);
+  char *y = job->y + (m0 * job->ldy + n0) * esize;
+  if (job->p == NULL) {
+    for (size_t r = 0; r < mc; r++) memcpy(y + r * job->ldy * esize, tile + r * NR, nr * sizeof(int32_t));
+  } else if (job->per_column) {
+    fixq_requant pc = *job->p;
+    if (pc.multiplier != NULL) pc.multiplier += n0;
+    if (pc.shift != NULL) pc.shift += n0;
+    if (pc.scale != NULL) pc.scale += n0;
+    pc.zero_point += n0;
+    job->requant(mc, nr, 1, tile, NR, y, job->ldy, job->y_dtype, &pc);
+  } else {
+    job->requant(mc, 1, nr, tile, NR, y, job->ldy, job->y_dtype, job->p);
+  }
+}
+
+static void run_part(qgemm_part *part) {
+  const qgemm_job *job = part->job;
+  const fixq_packed_b *b = job->b;
+  const size_t kq = b->k_padded / 4, mc_max = rows_per_block(b->k_padded);
+  const fixq_qgemm_ukernel ukernel = job->kern->ukernel[b->kernel];
+  const int need_row_sum = b->zero_point_nonzero;
+  /* packed A block, its row sums and row_neg, the int32 tile: one allocation */
+  const size_t a_bytes = mc_max * kq * 8;
+  char *mem = malloc(a_bytes + mc_max * sizeof(int32_t) * (2 + NR) + 64);
+  if (mem == NULL) {
+    part->status = FIXQ_ERR_OUT_OF_MEMORY;
+    return;
+  }
+  uint8_t *apack = (uint8_t *)(((uintptr_t)mem + 63) & ~(uintptr_t)63);
+  int32_t *row_sum = (int32_t *)(apack + a_bytes);
+  int32_t *row_neg = row_sum + mc_max;
+  int32_t *tile = row_neg + mc_max;
+  int32_t col_term[NR];
+  for (size_t m0 = part->m0; m0 < part->m1; m0 += mc_max) {
+    const size_t mc = part->m1 - m0 < mc_max ? part->m1 - m0 : mc_max;
+    for (size_t i = 0; i < mc; i += MR)
+      job->kern->pack_a(mc - i < MR ? mc - i : MR, b->k, (const char *)job->a + (m0 + i) * job->lda,
+                        job->lda, job->a_dtype, b->kernel, apack + i * kq * 8,
+                        need_row_sum ? row_sum + i : NULL, row_neg + i);
+    for (size_t pn = part->p0; pn < part->p1; pn++) {
+      const size_t n0 = pn * NR, nr = b->n - n0 < NR ? b->n - n0 : NR;
+      for (size_t j = 0; j < NR; j++) {
+        const uint32_t bias = job->bias != NULL && j < nr ? (uint32_t)job->bias[n0 + j] : 0;
+        col_term[j] = (int32_t)(bias - (uint32_t)job->a_zp * (uint32_t)b->col_sum[n0 + j]);
+      }
+      const int8_t *panel = b->panels + pn * kq * 4 * NR;
+      for (size_t i = 0; i < mc; i += MR)
+        ukernel(mc - i < MR ? mc - i : MR, kq, apack + i * kq * 8, panel, tile + i * NR,
+                need_row_sum ? row_sum + i : NULL, row_neg + i, b->zero_point + n0, col_term);
+      store_block(job, tile, m0, mc, n0, nr);
+    }
+  }
+  free(mem);
+  part->status = FIXQ_OK;
+}
+
+static void *run_part_thread(void *arg) {
+  run_part((qgemm_part *)arg);
+  return NULL;
+}
+
+/* Splits rows when there are enough for every thread, else panels. */
+static void split(size_t m, size_t panels, int threads, int t, size_t *m0, size_t *m1, size_t *p0, size_t *p1) {
+  const size_t T = (size_t)threads;
+  if (m >= 32 * T || panels < T) {
+    const size_t groups = (m + MR - 1) / MR;
+    *m0 = groups * t / T * MR;
+    *m1 = groups * (t + 1) / T * MR;
+    if (*m1 > m) *m1 = m;
+    if (*m0 > m) *m0 = m;
+    *p0 = 0;
+    *p1 = panels;
+  } else {
+    *m0 = 0;
+    *m1 = m;
+    *p0 = panels * t / T;
+    *p1 = panels * (t + 1) / T;
+  }
+}
+
+static int dtype_bounds(fixq_dtype dt, int32_t *lo, int32_t *hi) {
+  if (dt == FIXQ_INT8) {
+    *lo = INT8_MIN;
+    *hi = INT8_MAX;
+    return 1;
+  }
+  if (dt == FIXQ_UINT8) {
+    *lo = 0;
+    *hi = UINT8_MAX;
+    return 1;
+  }
+  return 0;
+}
+
+/* acc[m][n] lies in bias[n] +- max|a - a_zp| * col_abs[n]. */
+static int fits_int32(const fixq_packed_b *b, int64_t a_span, const int32_t *bias) {
+  if (b->col_abs_max > INT32_MAX) return 0; /* a_span >= 127 */
+  if (bias == NULL) return a_span * b->col_abs_max <= INT32_MAX;
+  for (size_t n = 0; n < b->n; n++) {
+    const int64_t r = a_span * b->col_abs[n];
+    if (bias[n] + r > INT32_MAX || bias[n] - r < INT32_MIN) return 0;
+  }
+  return 1;
+}
+
+fixq_status fixq_qgemm(size_t m, const void *a, fixq_dtype a_dtype, size_t lda, int32_t a_zero_point,
+                       const fixq_packed_b *b, const int32_t *bias, const fixq_requant *p,
+                       size_t p_channels, void *y, fixq_dtype y_dtype, size_t ldy, int threads) {
+  int32_t lo, hi;
+  if (b == NULL || !has_buffers(b) || threads < 1 || !dtype_bounds(a_dtype, &lo, &hi)) return FIXQ_ERR_INVALID_ARGUMENT;
+  if (a_zero_point < lo || a_zero_point > hi || lda < b->k || ldy < b->n) return FIXQ_ERR_INVALID_ARGUMENT;
+  if (p == NULL) {
+    if (y_dtype != FIXQ_INT32) return FIXQ_ERR_INVALID_ARGUMENT;
+  } else {
+    if (p_channels != 1 && p_channels != b->n) return FIXQ_ERR_INVALID_ARGUMENT;
+    const fixq_status st = fixq__check_requant(p, p_channels, y_dtype);
+    if (st != FIXQ_OK) return st;
+  }
+  if (m == 0 || b->n == 0) return FIXQ_OK;
+  if (y == NULL || (a == NULL && b->k > 0)) return FIXQ_ERR_INVALID_ARGUMENT;
+  const int64_t a_span = a_zero_point - lo > hi - a_zero_point ? a_zero_point - lo : hi - a_zero_point;
+  if (!fits_int32(b, a_span, bias)) return FIXQ_ERR_OVERFLOW;
+
+  const qgemm_kernels *kern = &kernel_table[fixq__isa];
+  const qgemm_job job = {kern, a, a_dtype, m, lda, a_zero_point - (a_dtype == FIXQ_UINT8 ? 128 : 0), b, bias, p,
+                         p != NULL && p_channels > 1, fixq__requant_ukernel(), (char *)y, y_dtype, ldy};
+  const size_t panels = b->n_padded / NR;
+  const double macs = (double)m * (double)b->n * (double)(b->k ? b->k : 1);
+  int T = threads;
+  if (macs / MACS_PER_THREAD < T) T = (int)(macs / MACS_PER_THREAD) > 1 ? (int)(macs / MACS_PER_THREAD) : 1;
+  if ((size_t)T > panels * ((m + MR - 1) / MR)) T = (int)(panels * ((m + MR - 1) / MR));
+  if (T == 1) {
+    qgemm_part part = {&job, 0, m, 0, panels, FIXQ_OK};
+    run_part(&part);
+    return part.status;
+  }
+  qgemm_part *parts = malloc(sizeof(qgemm_part) * (size_t)T);
+  pthread_t *tids = malloc(sizeof(pthread_t) * (size_t)T);
+  char *started = calloc((size_t)T, 1);
+  if (parts == NULL || tids == NULL || started == NULL) {
+    free(parts);
+    free(tids);
+    free(started);
+    return FIXQ_ERR_OUT_OF_MEMORY;
+  }
+  for (int t = 0; t < T; t++) {
+    parts[t].job = &job;
+    parts[t].status = FIXQ_OK;
+    split(m, panels, T, t, &parts[t].m0, &parts[t].m1, &parts[t].p0, &parts[t].p1);
+  }
+  for (int t = 1; t < T; t++) started[t] = pthread_create(&tids[t], NULL, run_part_thread, &parts[t]) == 0;
+  run_part(&parts[0]);
+  fixq_status st = parts[0].status;
+  for (int t = 1; t < T; t++) {
+    if (started[t])
+      pthread_join(tids[t], NULL);
+    else
+      run_part(&parts[t]); /* no thread to be had: do its share here */
+    if (parts[t].status != FIXQ_OK) st = parts[t].status;
+  }
+  free(parts);
+  free(tids);
+  free(started);
+  return st;
+}
