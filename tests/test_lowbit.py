@@ -5,8 +5,6 @@ import fixq
 from fixq import _core, lowbit
 
 rng = np.random.default_rng(1234)
-NEEDS_QLINEAR = pytest.mark.skipif(not hasattr(fixq, "qlinear"),
-                                   reason="fixq.qlinear (issue 3, branch gemm) is not merged into this branch yet")
 
 
 def _on_every_isa(f):
@@ -220,7 +218,6 @@ def test_binary_linear_xnor_net():
 
 # ---- int8 activations through the int8 kernel ---------------------------------------------------
 
-@NEEDS_QLINEAR
 @pytest.mark.parametrize("kind", ["ternary", "binary"])
 def test_lowbit_qlinear_matches_reference(kind):
     k, n, m = 37, 11, 5
@@ -237,13 +234,6 @@ def test_lowbit_qlinear_matches_reference(kind):
     ref = np.clip(np.rint((want * (np.float32(x_scale) * lw.alpha[None, :]).astype(np.float32) / 0.5)) + 2,
                   -128, 127)
     assert np.abs(q.astype(np.int64) - ref).max() <= 1   # float32 vs float64 scale product
-
-
-def test_lowbit_qlinear_without_int8_kernel_is_a_clear_error():
-    if hasattr(fixq, "qlinear"):
-        pytest.skip("fixq.qlinear is present")
-    with pytest.raises(RuntimeError, match="qlinear"):
-        fixq.lowbit_qlinear(np.zeros((1, 4), np.int8), fixq.binarize(np.ones((2, 4))), 1.0)
 
 
 # ---- reports ----------------------------------------------------------------------------------
