@@ -5,8 +5,6 @@ import fixq
 from fixq import _core, lowbit
 
 rng = np.random.default_rng(1234)
-NEEDS_QLINEAR = pytest.mark.skipif(not hasattr(fixq, "qlinear"),
-                                   reason="fixq.qlinear (issue 3, branch gemm) is not merged into this branch yet")
 
 
 def _on_every_isa(f):
@@ -169,6 +167,15 @@ def test_popcount_linear_bit_exact(k):
             np.testing.assert_array_equal(y, want, err_msg=isa)
 
 
+def test_popcount_linear_cache_blocks():
+    # k = 8200: 33 chunks (> 31 between widenings), 62-row blocks of a, 8-row tiles of b plus tails
+    k, m, n = 8200, 70, 21
+    a, b = fixq.binarize(rng.standard_normal((m, k))), fixq.binarize(rng.standard_normal((n, k)))
+    want = a.unpack().astype(np.int64) @ b.unpack().astype(np.int64).T
+    for isa, y in _on_every_isa(lambda: fixq.popcount_linear(a, b)).items():
+        np.testing.assert_array_equal(y, want, err_msg=isa)
+
+
 def test_popcount_pack_clears_padding_bits():
     k = 70
     a, b = fixq.binarize(rng.standard_normal((3, k))), fixq.binarize(rng.standard_normal((4, k)))
@@ -211,7 +218,6 @@ def test_binary_linear_xnor_net():
 
 # ---- int8 activations through the int8 kernel ---------------------------------------------------
 
-@NEEDS_QLINEAR
 @pytest.mark.parametrize("kind", ["ternary", "binary"])
 def test_lowbit_qlinear_matches_reference(kind):
     k, n, m = 37, 11, 5
@@ -228,13 +234,6 @@ def test_lowbit_qlinear_matches_reference(kind):
     ref = np.clip(np.rint((want * (np.float32(x_scale) * lw.alpha[None, :]).astype(np.float32) / 0.5)) + 2,
                   -128, 127)
     assert np.abs(q.astype(np.int64) - ref).max() <= 1   # float32 vs float64 scale product
-
-
-def test_lowbit_qlinear_without_int8_kernel_is_a_clear_error():
-    if hasattr(fixq, "qlinear"):
-        pytest.skip("fixq.qlinear is present")
-    with pytest.raises(RuntimeError, match="qlinear"):
-        fixq.lowbit_qlinear(np.zeros((1, 4), np.int8), fixq.binarize(np.ones((2, 4))), 1.0)
 
 
 # ---- reports ----------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import numpy as np
 
 from . import _core
 from .arith import dequantize
+from .gemm import pack_weights, qlinear
 from .qparams import choose_qparams, quantize_bias
 
 __all__ = ["Fp16Weights", "TernaryWeights", "BinaryWeights", "pack_fp16", "fp16_linear", "ternarize",
@@ -271,9 +272,6 @@ def lowbit_qlinear(x, w, x_scale, x_zero_point=0, *, bias=None, out_scale=None, 
     ``out_dtype=np.int32`` returns the exact accumulators; ``np.float32`` returns them dequantized;
     int8/uint8 requantize with ``out_scale``/``out_zero_point`` (round half to even, as ORT).
     """
-    import fixq
-    if not hasattr(fixq, "qlinear"):
-        raise RuntimeError("lowbit_qlinear needs fixq.qlinear (the int8 matmul), which this build lacks")
     if not isinstance(w, (TernaryWeights, BinaryWeights)):
         raise TypeError(f"w must be TernaryWeights or BinaryWeights, got {type(w).__name__}")
     dt = np.dtype(out_dtype)
@@ -281,13 +279,13 @@ def lowbit_qlinear(x, w, x_scale, x_zero_point=0, *, bias=None, out_scale=None, 
     s_acc = np.float32(x_scale) * alpha
     bias_q = None if bias is None else quantize_bias(bias, x_scale, alpha)[0]
     if w._int8_packed is None:   # packed once per weight, as fixq.pack_weights intends
-        w._int8_packed = fixq.pack_weights(w.unpack())
+        w._int8_packed = pack_weights(w.unpack())
     if dt in (np.dtype(np.int32), np.dtype(np.float32)):
-        acc = fixq.qlinear(x, w._int8_packed, bias=bias_q, a_zero_point=x_zero_point, out_dtype=np.int32)
+        acc = qlinear(x, w._int8_packed, bias=bias_q, a_zero_point=x_zero_point, out_dtype=np.int32)
         return acc if dt == np.int32 else dequantize(acc, s_acc, 0, axis=acc.ndim - 1)
     if out_scale is None:
         raise ValueError("out_scale is required for int8/uint8 output")
-    return fixq.qlinear(x, w._int8_packed, bias=bias_q, a_zero_point=x_zero_point,
+    return qlinear(x, w._int8_packed, bias=bias_q, a_zero_point=x_zero_point,
                         scale=s_acc / np.float32(out_scale), out_zero_point=out_zero_point, out_dtype=dt,
                         rounding="fp32")
 
