@@ -183,13 +183,7 @@ def test_target_out_and_numpy_paths_agree_with_accumulators(isa, target):
 
 @pytest.fixture(scope="module")
 def mlp_archive(tmp_path_factory):
-    """A fixq.qmodel/1 MLP made by `fixq quantize` (skipped until the engine is merged)."""
-    pytest.importorskip("fixq.model")
-    try:  # kernels the engine's tests stand in for until they are merged
-        import _standins
-        _standins.install()
-    except ImportError:
-        pass
+    """A fixq.qmodel/1 MLP made by `fixq quantize`."""
     from click.testing import CliRunner
     from fixq.cli import cli
 
