@@ -11,14 +11,8 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-model_mod = pytest.importorskip("fixq.model")
-try:  # kernels the engine's tests stand in for until they are merged
-    import _standins
-    _standins.install()
-except ImportError:
-    pass
-
-from fixq.cli import cli  # noqa: E402
+from fixq import model as model_mod
+from fixq.cli import cli
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 OWN_ERRORS = (ValueError, TypeError, OSError)   # model.ArchiveError is a ValueError
