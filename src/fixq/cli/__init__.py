@@ -26,7 +26,7 @@ def cli():
     """fixq: exact, fast int8 inference."""
 
 
-from . import demo as _demo  # noqa: E402,F401  (registers its command)
+from . import demo as _demo, model_cmds as _model_cmds  # noqa: E402,F401  (register their commands)
 
 
 def main(args=None, prog_name="fixq"):

@@ -1,33 +1,70 @@
-"""``fixq demo``: the main job on a bundled example."""
+"""``fixq demo``: the main job on the bundled digits models, end to end."""
+import os
+import tempfile
 import time
 
 import click
 import numpy as np
 
 from . import cli
-from .. import dequantize, quantize, quantize_multiplier, requantize
+from ._common import one_line_errors
+from .. import graph as G
+from ..model import Model, quantize_model
+
+DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
+MODELS = {"mlp": "digits_mlp.npz", "cnn": "digits_cnn.npz"}
+
+
+def bundled(name):
+    """Path of a file shipped in fixq/data."""
+    return os.path.join(DATA, name)
+
+
+def _best_time(fn, repeat):
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
 
 
 @cli.command()
-@click.option("--seed", default=0, show_default=True, help="Seed of the bundled example layer.")
-def demo(seed):
-    """Quantize an example fp32 linear layer to int8 and compare it with float."""
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((64, 256)).astype(np.float32)
-    w = (rng.standard_normal((128, 256)) / 16).astype(np.float32)
-    x_scale = float(np.abs(x).max() / 127)
-    w_scale = (np.abs(w).max(axis=1) / 127).astype(np.float32)
-    y_float = x @ w.T
-    y_scale = float(np.abs(y_float).max() / 127)
-    t0 = time.perf_counter()
-    xq = quantize(x, x_scale)
-    wq = quantize(w, w_scale, axis=0, qmin=-127)
-    acc = (xq.astype(np.int64) @ wq.astype(np.int64).T).astype(np.int32)
-    m, s = quantize_multiplier(x_scale * w_scale.astype(np.float64) / y_scale)
-    yq = requantize(acc, m, s, 0, axis=-1)
-    t1 = time.perf_counter()
-    y = dequantize(yq, y_scale)
-    err = np.abs(y - y_float)
-    click.echo(f"layer 64x256 @ 256x128, int8 per-channel weights, double rounding ({(t1 - t0) * 1e3:.2f} ms)")
-    click.echo(f"max abs error vs float: {err.max():.4f} (output scale {y_scale:.4f}); "
-               f"mean abs error {err.mean():.5f}")
+@click.option("--model", "which", type=click.Choice(["mlp", "cnn", "both"]), default="both", show_default=True,
+              help="Which bundled model.")
+@click.option("--method", type=click.Choice(["minmax", "entropy"]), default="minmax", show_default=True,
+              help="Activation calibration method.")
+@one_line_errors
+def demo(which, method):
+    """Quantize the bundled digits models (trained offline on scikit-learn's 8x8 handwritten digits) to
+    int8, run them on the held-out test set, and compare accuracy, size and speed with float."""
+    x = np.load(bundled("digits_test_x.npy"))
+    y = np.load(bundled("digits_test_y.npy"))
+    calib = np.load(bundled("digits_calib.npy"))
+    click.echo(f"digits test set: {len(x)} images 1x8x8, 10 classes; calibration: {len(calib)} images; "
+               f"static int8, per-channel weights, {method} calibration, double rounding")
+    for name in (["mlp", "cnn"] if which == "both" else [which]):
+        g, _ = G.load_float_model(bundled(MODELS[name]))
+        t0 = time.perf_counter()
+        q = quantize_model(g, [calib[i:i + 128] for i in range(0, len(calib), 128)], method=method)
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, f"digits_{name}_int8.npz")
+            q.save(path)
+            m = Model.load(path)
+        t_quant = time.perf_counter() - t0
+        acc_f = float(np.mean(G.run_float(g, x).argmax(1) == y))
+        acc_q = float(np.mean(m.run(x).argmax(1) == y))
+        agree = float(np.mean(G.run_float(g, x).argmax(1) == m.run(x).argmax(1)))
+        tf = _best_time(lambda: G.run_float(g, x), 5)
+        tq = _best_time(lambda: m.run(x), 5)
+        x1 = x[:1]
+        t1f = _best_time(lambda: G.run_float(g, x1), 50)
+        t1q = _best_time(lambda: m.run(x1), 50)
+        click.echo(f"\n{name}: {' -> '.join(s['op'] + ('+' + s['act'] if s['act'] else '') for s in m.steps)}")
+        click.echo(f"  accuracy    float {100 * acc_f:.2f}%   int8 {100 * acc_q:.2f}%   "
+                   f"(top-1 agreement {100 * agree:.2f}%)")
+        click.echo(f"  parameters  float {m.float_weight_bytes()} B   int8 {m.weight_bytes()} B   "
+                   f"({m.float_weight_bytes() / m.weight_bytes():.2f}x smaller)")
+        click.echo(f"  speed       batch {len(x)}: numpy float {len(x) / tf:,.0f}/s, int8 {len(x) / tq:,.0f}/s; "
+                   f"batch 1: float {t1f * 1e6:.0f} us, int8 {t1q * 1e6:.0f} us")
+        click.echo(f"  (quantize + save + load: {t_quant * 1e3:.0f} ms)")

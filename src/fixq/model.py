@@ -1,0 +1,715 @@
+"""Quantized model archives (``fixq.qmodel/1``) and the int8 inference engine.
+
+:func:`quantize_model` turns a validated float graph (:mod:`fixq.graph`) into a :class:`Model`:
+weights quantized (symmetric int8, per-channel or per-tensor), activations calibrated (static) or
+left to run time (dynamic), every requantization's multiplier/shift/scale precomputed.
+:meth:`Model.save` writes the self-describing archive (docs/engine.md); :meth:`Model.load` reads it
+back with ``allow_pickle=False`` and prepacks everything; :meth:`Model.run` executes it.
+
+Static mode is integer-only between the input quantize and the output dequantize: linear and conv
+run through ``qlinear`` with the fused output stage (bias, requantization, ReLU/ReLU6 as clamps),
+depthwise conv accumulates in int32 and requantizes, add/mul run through ``qadd``/``qmul``, concat
+requantizes its inputs to the output's scale, pools work on the integers (max, or TFLite's
+average with rounding half away from zero), softmax is computed in float at the output.
+"""
+import json
+import os
+import tempfile
+
+import numpy as np
+
+import fixq
+
+from . import _core, gemm, graph as G
+from ._validate import INT_RANGES, rounding_arg, scale_arg, zero_point_arg
+
+QMODEL_FORMAT = "fixq.qmodel/1"
+QMODEL_VERSION = 1
+METHODS = ("minmax", "moving_average", "percentile", "entropy", "mse")
+WEIGHT_TYPES = ("int8", "fp16", "ternary", "binary")
+LOWBIT_KEY = {"ternary": "weight_codes", "binary": "weight_bits"}
+ACT_TYPES = {"int8": np.int8, "uint8": np.uint8}
+
+
+class ArchiveError(ValueError):
+    """A quantized model archive that is damaged, of an unknown or newer format, or inconsistent."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Planning: fuse activations into the producing step
+
+def plan_steps(g):
+    """The fused execution plan of graph `g`: a list of JSON-able step dicts."""
+    steps, fused = [], set()
+    for node in g.nodes:
+        if node.name in fused:
+            continue
+        step = {"name": node.name, "op": node.op, "inputs": list(node.inputs), "output": node.name,
+                "act": None}
+        a = node.attrs
+        if node.op == "conv2d":
+            step.update(stride=list(a["stride"]), padding=list(a["padding"]), dilation=list(a["dilation"]),
+                        groups=a["groups"], depthwise=G.is_depthwise(node, g.shapes[node.inputs[0]][1]))
+        elif node.op in ("maxpool2d", "avgpool2d"):
+            step.update(kernel=list(a["kernel"]), stride=list(a["stride"]), padding=list(a["padding"]))
+        elif node.op in ("concat", "softmax"):
+            step["axis"] = a["axis"]
+        if node.op in ("linear", "conv2d", "add", "mul"):
+            cons = g.consumers(node.name)
+            if (len(cons) == 1 and cons[0].op in ("relu", "relu6") and node.name not in g.outputs):
+                step["act"] = cons[0].op
+                step["output"] = cons[0].name
+                fused.add(cons[0].name)
+        steps.append(step)
+    return steps
+
+
+def _weight_keys(g):
+    return {n.name: (n.attrs["weight"], n.attrs["bias"]) for n in g.nodes if n.op in G.WEIGHTED}
+
+
+# ---------------------------------------------------------------------------------------------
+# Quantization
+
+def _act_qparams(lo, hi, dtype):
+    qp = fixq.choose_qparams(np.float32(lo), np.float32(hi), dtype=dtype)
+    return np.float32(np.asarray(qp.scale).reshape(())), np.int32(np.asarray(qp.zero_point).reshape(()))
+
+
+def _quantize_weight(w, per_channel, bias=None, input_scale=None):
+    """Symmetric int8 in [-127, 127], zero point 0 (the TFLite weight spec): (wq, scale[O|1], zp[O|1]).
+
+    With `bias` and `input_scale` (static mode), a weight scale so small that the int32 bias
+    ``bias / (input_scale * weight_scale)`` would pass 2**30 is raised until it fits (as ONNX Runtime's
+    quantizer adjusts weight scales for int32 biases), so bias and accumulator stay exact in int32."""
+    flat = w.reshape(w.shape[0], -1)
+    if per_channel:
+        qp = fixq.choose_qparams(flat.min(axis=1), flat.max(axis=1), dtype=np.int8, symmetric=True, axis=0)
+    else:
+        qp = fixq.choose_qparams(flat.min(), flat.max(), dtype=np.int8, symmetric=True)
+    scale = qp.scale.reshape(-1)
+    if bias is not None:
+        need = np.abs(bias.astype(np.float64)) / (np.float64(input_scale) * 2.0**30)
+        need = need.max(keepdims=True) if not per_channel else need
+        if np.any(scale < need):
+            scale = np.maximum(scale, np.nextafter(need.astype(np.float32), np.float32(np.inf)))
+            wq = fixq.quantize(w, scale if per_channel else scale[0], 0, dtype=np.int8,
+                               axis=0 if per_channel else None, qmin=qp.qmin, qmax=qp.qmax)
+            return wq, scale.astype(np.float32), qp.zero_point.reshape(-1)
+    return qp.quantize(w), scale, qp.zero_point.reshape(-1)
+
+
+def _requant_params(real):
+    """(multiplier, shift, scale) of real multipliers computed in double from float32 scales."""
+    real = np.asarray(real, dtype=np.float64).reshape(-1)
+    m, s = fixq.quantize_multiplier(real)
+    return m.astype(np.int32), s.astype(np.int32), real.astype(np.float32)
+
+
+def calibrate(g, batches, method="minmax", tensors=None, progress=None, **options):
+    """Observed (min, max) of each float tensor in `tensors` over an iterable of input `batches`."""
+    obs = {t: fixq.calibrate.make(method, **options) for t in tensors}
+    n = 0
+    for b in batches:
+        env = G.run_float(g, b, keep_all=True)
+        for t, o in obs.items():
+            o.update(env[t])
+        n += 1
+        if progress is not None:
+            progress(len(b))
+    if n == 0:
+        raise ValueError("calibration data is empty: give at least one sample")
+    return {t: tuple(float(v) for v in o.range()) for t, o in obs.items()}
+
+
+def quantize_model(g, calib=None, *, method="minmax", per_channel=True, weights="int8", activations="int8",
+                   dynamic=False, rounding="double", progress=None, method_options=None):
+    """A :class:`Model` from the validated float graph `g` (see :func:`fixq.graph.load_float_model`).
+
+    `calib` is an iterable of float input batches (NCHW, as the model takes them); static mode needs it,
+    dynamic mode (`dynamic=True`) ignores it.  `method` picks the activation calibrator
+    (``fixq.calibrate.make``), `per_channel` the weight granularity, `activations` int8 or uint8,
+    `rounding` the requantization (double, single or fp32).  `weights`: ``"int8"``; ``"ternary"``
+    (fixq.ternarize) or ``"binary"`` (fixq.binarize), whose {-1, 0, +1} codes run through the same int8
+    path with alpha as the per-channel weight scale; or ``"fp16"``: float16 weights, float32
+    activations (weight-only compression, fixq.fp16_linear), no calibration."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
+    if weights not in WEIGHT_TYPES:
+        raise ValueError(f"weights must be one of {list(WEIGHT_TYPES)}, got {weights!r}")
+    if activations not in ACT_TYPES:
+        raise ValueError(f"activations must be one of {list(ACT_TYPES)}, got {activations!r}")
+    rounding_arg(rounding)
+    if weights == "fp16":
+        dynamic, calib = False, None
+    float_acts = dynamic or weights == "fp16"
+    act_dt = ACT_TYPES[activations]
+    steps = plan_steps(g)
+    arrays = {}
+    wkeys = _weight_keys(g)
+    tensors = {}
+    if not float_acts:
+        if calib is None:
+            raise ValueError("static quantization needs calibration data (calib=); or use dynamic=True")
+        observed = [g.input] + [s["output"] for s in steps if s["op"] in ("linear", "conv2d", "add", "mul",
+                                                                           "concat")]
+        ranges = calibrate(g, calib, method, observed, progress, **(method_options or {}))
+        qp = {t: _act_qparams(*ranges[t], act_dt) for t in observed}
+        for s in steps:  # pass-through steps keep their input's quantization
+            if s["output"] not in qp:
+                qp[s["output"]] = qp[s["inputs"][0]]
+        for t, (sc, zp) in qp.items():
+            arrays[f"t:{t}:scale"] = np.float32(sc)
+            arrays[f"t:{t}:zero_point"] = np.int32(zp)
+    qmin, qmax = INT_RANGES[np.dtype(act_dt)]
+    for s in steps:
+        name = s["name"]
+        tensors[s["output"]] = list(g.shapes[s["output"]])
+        if s["op"] in G.WEIGHTED:
+            wk, bk = wkeys[name]
+            w = g.weights[wk]
+            b = g.weights[bk] if bk else np.zeros(w.shape[0], np.float32)
+            s["weight_shape"] = list(w.shape)
+            if weights == "fp16":
+                arrays[f"{name}:weight"] = fixq.pack_fp16(w.reshape(w.shape[0], -1)).weights.reshape(w.shape)
+                arrays[f"{name}:bias"] = b.astype(np.float32)
+                continue
+            s_in = None if dynamic else qp[s["inputs"][0]][0]
+            if weights in LOWBIT_KEY:
+                lw = (fixq.ternarize if weights == "ternary" else fixq.binarize)(w.reshape(w.shape[0], -1))
+                arrays[f"{name}:{LOWBIT_KEY[weights]}"] = lw.codes if weights == "ternary" else lw.bits
+                # alpha folded into the per-channel weight scale (an all-zero row has alpha 0: use 1.0)
+                ws = np.where(lw.alpha > 0, lw.alpha, np.float32(1.0)).astype(np.float32)
+                wzp = np.zeros(w.shape[0], np.int32)
+            else:
+                wq, ws, wzp = _quantize_weight(w, per_channel, None if dynamic else b, s_in)
+                arrays[f"{name}:weight"] = wq
+            arrays[f"{name}:weight_scale"] = ws
+            arrays[f"{name}:weight_zero_point"] = wzp
+            if dynamic:
+                arrays[f"{name}:bias"] = b.astype(np.float32)
+                continue
+            s_out = qp[s["output"]][0]
+            bias_scale = (np.float64(s_in) * ws.astype(np.float64))
+            arrays[f"{name}:bias"] = fixq.quantize_bias(b, s_in, ws)[0]
+            m, sh, sc = _requant_params(bias_scale / np.float64(s_out))
+            arrays[f"{name}:multiplier"], arrays[f"{name}:shift"], arrays[f"{name}:scale"] = m, sh, sc
+        elif s["op"] == "concat" and not float_acts:
+            s_out = np.float64(qp[s["output"]][0])
+            m, sh, sc = _requant_params([np.float64(qp[t][0]) / s_out for t in s["inputs"]])
+            arrays[f"{name}:multiplier"], arrays[f"{name}:shift"], arrays[f"{name}:scale"] = m, sh, sc
+        if not float_acts and s["act"] is not None:
+            sc, zp = qp[s["output"]]
+            s["out_min"] = int(max(qmin, zp))
+            s["out_max"] = int(qmax) if s["act"] == "relu" else int(min(qmax, zp + round(6.0 / float(sc))))
+    meta = {
+        "format": QMODEL_FORMAT,
+        "fixq_version": fixq.__version__,
+        "options": {"method": None if float_acts else method,
+                    "per_channel": bool(per_channel or weights in LOWBIT_KEY),
+                    "weights": weights, "activations": activations, "dynamic": bool(dynamic),
+                    "rounding": rounding, "method_options": method_options or {}},
+        "graph": g.spec,
+        "input": g.input,
+        "input_shape": list(g.input_shape),
+        "outputs": list(g.outputs),
+        "tensors": dict({g.input: list(g.input_shape)}, **tensors),
+        "steps": steps,
+    }
+    return Model(meta, arrays)
+
+
+# ---------------------------------------------------------------------------------------------
+# Archive I/O
+
+def atomic_write(path, write):
+    """Call ``write(fileobj)`` on a temporary file in `path`'s directory, then rename it onto `path`."""
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".fixq-", suffix=".tmp", dir=d)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def _expect(arrays, key, dtype, shape, step):
+    if key not in arrays:
+        raise ArchiveError(f"step {step!r}: key {key!r} is missing")
+    a = arrays[key]
+    if a.dtype != np.dtype(dtype):
+        raise ArchiveError(f"step {step!r}: key {key!r} has dtype {a.dtype}; expected {np.dtype(dtype).name}")
+    if shape is not None and a.shape != tuple(shape):
+        raise ArchiveError(f"step {step!r}: key {key!r} has shape {a.shape}; expected {tuple(shape)}")
+    return a
+
+
+def _check_archive(meta, arrays):
+    """Every key the plan needs, with its dtype and shape."""
+    opts = meta["options"]
+    weights = opts["weights"]
+    if weights not in WEIGHT_TYPES or opts["activations"] not in ACT_TYPES:
+        raise ArchiveError(f"key '__meta__': options weights={weights!r}, activations={opts['activations']!r} "
+                           "are not ones this fixq runs")
+    dynamic = opts["dynamic"] or weights == "fp16"
+    act_dt = ACT_TYPES[opts["activations"]]
+    tshapes = meta["tensors"]
+    if not dynamic:
+        for t in tshapes:
+            _expect(arrays, f"t:{t}:scale", np.float32, (), t)
+            zp = _expect(arrays, f"t:{t}:zero_point", np.int32, (), t)
+            lo, hi = INT_RANGES[np.dtype(act_dt)]
+            if not lo <= int(zp) <= hi:
+                raise ArchiveError(f"tensor {t!r}: key 't:{t}:zero_point' = {int(zp)} is outside {opts['activations']}")
+            if not (np.isfinite(arrays[f"t:{t}:scale"]) and arrays[f"t:{t}:scale"] > 0):
+                raise ArchiveError(f"tensor {t!r}: key 't:{t}:scale' must be finite and > 0")
+    for s in meta["steps"]:
+        name, op = s["name"], s["op"]
+        for t in s["inputs"]:
+            if t not in tshapes:
+                raise ArchiveError(f"step {name!r}: key 'inputs' names unknown tensor {t!r}")
+        if op in G.WEIGHTED:
+            shape = s["weight_shape"]
+            if (not isinstance(shape, list) or len(shape) != (2 if op == "linear" else 4)
+                    or not all(isinstance(d, int) and d > 0 for d in shape)):
+                raise ArchiveError(f"step {name!r}: key 'weight_shape' is {shape!r}")
+            o, k = shape[0], int(np.prod(shape[1:]))
+            if weights in LOWBIT_KEY:
+                per = 4 if weights == "ternary" else 8
+                _expect(arrays, f"{name}:{LOWBIT_KEY[weights]}", np.uint8, (o, (k + per - 1) // per), name)
+            else:
+                _expect(arrays, f"{name}:weight", np.float16 if weights == "fp16" else np.int8, shape, name)
+            _expect(arrays, f"{name}:bias", np.float32 if dynamic else np.int32, (o,), name)
+            if weights == "fp16":
+                continue
+            nch = arrays.get(f"{name}:weight_scale", np.zeros(0)).shape
+            ch = nch[0] if len(nch) == 1 and nch[0] in (1, o) else o
+            _expect(arrays, f"{name}:weight_scale", np.float32, (ch,), name)
+            _expect(arrays, f"{name}:weight_zero_point", np.int32, (ch,), name)
+            if not dynamic:
+                for k, dt in (("multiplier", np.int32), ("shift", np.int32), ("scale", np.float32)):
+                    _expect(arrays, f"{name}:{k}", dt, (ch,), name)
+        elif op == "concat" and not dynamic:
+            for k, dt in (("multiplier", np.int32), ("shift", np.int32), ("scale", np.float32)):
+                _expect(arrays, f"{name}:{k}", dt, (len(s["inputs"]),), name)
+
+
+def _parse_format(value, path):
+    if value.dtype.kind != "U" or value.ndim != 0:
+        raise ArchiveError(f"{path}: key '__format__' must be a string")
+    fmt = str(value)
+    name, _, ver = fmt.partition("/")
+    if name != "fixq.qmodel" or not ver.isdigit():
+        raise ArchiveError(f"{path}: key '__format__' is {fmt!r}, not a fixq quantized model "
+                           f"({QMODEL_FORMAT})")
+    if int(ver) > QMODEL_VERSION:
+        raise ArchiveError(f"{path}: format {fmt} is newer than this fixq {fixq.__version__} reads "
+                           f"({QMODEL_FORMAT}); upgrade fixq")
+    return fmt
+
+
+def read_archive(path):
+    """(meta, arrays) of a fixq.qmodel archive, checked key by key."""
+    try:
+        arrays = G.load_npz(path, "quantized model")
+    except G.GraphError as e:
+        raise ArchiveError(str(e)) from None
+    if "__format__" not in arrays:
+        raise ArchiveError(f"{path}: no key '__format__'; not a fixq quantized model (make one with "
+                           "`fixq quantize`)")
+    _parse_format(arrays.pop("__format__"), path)
+    if "__meta__" not in arrays:
+        raise ArchiveError(f"{path}: key '__meta__' is missing")
+    m = arrays.pop("__meta__")
+    if m.dtype.kind != "U" or m.ndim != 0:
+        raise ArchiveError(f"{path}: key '__meta__' must be a JSON string")
+    try:
+        meta = json.loads(str(m))
+    except json.JSONDecodeError as e:
+        raise ArchiveError(f"{path}: key '__meta__' is not valid JSON ({e})") from None
+    for k in ("format", "fixq_version", "options", "graph", "input", "input_shape", "outputs", "tensors", "steps"):
+        if k not in meta:
+            raise ArchiveError(f"{path}: key '__meta__' lacks {k!r}")
+    try:
+        _check_archive(meta, arrays)
+    except (KeyError, TypeError) as e:
+        raise ArchiveError(f"{path}: key '__meta__' is inconsistent ({type(e).__name__}: {e})") from None
+    except ArchiveError as e:
+        raise ArchiveError(f"{path}: {e}") from None
+    return meta, arrays
+
+
+# ---------------------------------------------------------------------------------------------
+# The engine
+
+def _prepared_quantize(scale, zero_point, dt):
+    """``fixq.quantize(x, scale, zero_point, dt)`` per tensor, its arguments checked once here."""
+    sc, zp = scale_arg(scale, 1), zero_point_arg(zero_point, 1, dt)
+    lo, hi = INT_RANGES[dt]
+    name, raw = dt.name, _core.quantize_raw
+
+    def quantize(x):
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        y = np.empty(x.shape, dt)
+        raw(x.reshape(-1), y.reshape(-1).view(np.uint8), name, 1, 1, x.size, sc, zp, lo, hi)
+        return y
+    return quantize
+
+
+def _prepared_dequantize(scale, zero_point, dt):
+    """``fixq.dequantize(q, scale, zero_point)`` per tensor, its arguments checked once here."""
+    sc, zp = scale_arg(scale, 1), zero_point_arg(zero_point, 1, dt)
+    name, raw = dt.name, _core.dequantize_raw
+
+    def dequantize(q):
+        q = np.ascontiguousarray(q)
+        y = np.empty(q.shape, np.float32)
+        raw(q.reshape(-1).view(np.uint8), name, y.reshape(-1), 1, 1, q.size, sc, zp)
+        return y
+    return dequantize
+
+
+def _prepared_requantize(rq, rounding, zero_point, lo, hi, dt, channels):
+    """``fixq.requantize(acc, **rq, zero_point, qmin=lo, qmax=hi, dtype=dt, rounding, axis=-1)`` with
+    per-tensor or per-last-axis parameters, checked once here (the same checks as fixq.requantize)."""
+    fixq.requantize(np.zeros(channels, np.int32), zero_point=zero_point, qmin=lo, qmax=hi, dtype=dt,
+                    rounding=rounding, **rq)
+    ch = np.asarray(rq.get("scale", rq.get("multiplier"))).size
+    m = s = sc = None
+    if rounding == "fp32":
+        sc = np.ascontiguousarray(np.broadcast_to(rq["scale"], (ch,)), dtype=np.float32)
+    else:
+        m = np.ascontiguousarray(np.broadcast_to(rq["multiplier"], (ch,)), dtype=np.int32)
+        s = np.ascontiguousarray(np.broadcast_to(rq["shift"], (ch,)), dtype=np.int32)
+    zp = np.full(ch, zero_point, np.int32)
+    name, raw = dt.name, _core.requantize_raw
+
+    def requantize(acc):
+        acc = np.ascontiguousarray(acc, dtype=np.int32)
+        y = np.empty(acc.shape, dt)
+        raw(acc.reshape(-1), y.reshape(-1).view(np.uint8), name, acc.size // ch, ch, 1, rounding, m, s, sc, zp,
+            lo, hi)
+        return y
+    return requantize
+
+
+def _prepared_qlinear(w, bias, common, rq):
+    """``fixq.qlinear(x, fixq.pack_weights(w), bias, **common, **rq, threads=threads)`` as a function of
+    ``(x, threads)``: the weights packed and the output stage checked (by fixq.gemm's own checks) once,
+    here, so that a call at run time goes straight to the kernel."""
+    packed = fixq.pack_weights(w)
+    dt = np.dtype(common["out_dtype"])
+    stage = gemm._out_stage("qlinear", dt, common["rounding"], rq.get("multiplier"), rq.get("shift"),
+                            rq.get("scale"), common["out_zero_point"], common["out_min"], common["out_max"],
+                            packed.n)
+    bias = np.ascontiguousarray(bias, dtype=np.int32)
+    zp = gemm._int(common["a_zero_point"], "a_zero_point", "qlinear")
+    qgemm = _core.qgemm
+
+    def qlinear(x, threads):
+        return qgemm("qlinear", "x", x, packed, zp, bias, *stage, dt, threads, None)
+    return qlinear
+
+
+def _avg_round(acc, count):
+    """TFLite reference AveragePool: ``acc > 0 ? (acc + n/2) / n : (acc - n/2) / n`` (C division)."""
+    h = count // 2
+    return np.where(acc >= 0, (acc + h) // count, -((h - acc) // count))
+
+
+class Model:
+    """An int8 model: ``Model.load(path)`` then ``model.run(x)``."""
+
+    def __init__(self, meta, arrays, rounding=None):
+        self.meta = meta
+        self.arrays = arrays
+        self.options = meta["options"]
+        self.rounding = rounding_arg(rounding) if rounding is not None else self.options["rounding"]
+        self.dynamic = self.options["dynamic"]
+        self.weights = self.options["weights"]
+        self.float_acts = self.dynamic or self.weights == "fp16"
+        self.act_dtype = np.dtype(ACT_TYPES[self.options["activations"]])
+        self.input = meta["input"]
+        self.input_shape = tuple(meta["input_shape"])
+        self.outputs = list(meta["outputs"])
+        self.steps = meta["steps"]
+        self._build()
+
+    @classmethod
+    def load(cls, path, rounding=None):
+        """Read a ``fixq.qmodel/1`` archive; `rounding` overrides the requantization it was made with."""
+        meta, arrays = read_archive(path)
+        return cls(meta, arrays, rounding)
+
+    def save(self, path):
+        """Write the archive atomically (temp file in the same directory, then rename)."""
+        out = {"__format__": np.array(QMODEL_FORMAT), "__meta__": np.array(json.dumps(self.meta))}
+        out.update(self.arrays)
+        atomic_write(path, lambda f: np.savez(f, **out))
+
+    # -- parameters -----------------------------------------------------------------------------
+    def qparams(self, tensor):
+        """(scale, zero_point) of an activation tensor (static mode)."""
+        return float(self.arrays[f"t:{tensor}:scale"]), int(self.arrays[f"t:{tensor}:zero_point"])
+
+    def weight_bytes(self):
+        return sum(a.nbytes for k, a in self.arrays.items() if not k.startswith("t:"))
+
+    def float_weight_bytes(self):
+        """fp32 weights and biases of the weighted layers."""
+        return sum(4 * int(np.prod(s["weight_shape"])) + 4 * s["weight_shape"][0]
+                   for s in self.steps if s["op"] in G.WEIGHTED)
+
+    def weight(self, s):
+        """The int8 weights of step `s` in their float layout (ternary/binary codes unpacked)."""
+        a, name, shape = self.arrays, s["name"], s["weight_shape"]
+        if self.weights == "ternary":
+            lw = fixq.lowbit.TernaryWeights.from_arrays({"codes": a[f"{name}:weight_codes"],
+                                                         "alpha": a[f"{name}:weight_scale"],
+                                                         "k": int(np.prod(shape[1:]))})
+        elif self.weights == "binary":
+            lw = fixq.lowbit.BinaryWeights.from_arrays({"bits": a[f"{name}:weight_bits"],
+                                                        "alpha": a[f"{name}:weight_scale"],
+                                                        "k": int(np.prod(shape[1:]))})
+        else:
+            return a[f"{name}:weight"]
+        return lw.unpack().reshape(shape)
+
+    # -- building the run plan ------------------------------------------------------------------
+    def _requant_kw(self, name):
+        a = self.arrays
+        if self.rounding == "fp32":
+            return {"scale": a[f"{name}:scale"]}
+        return {"multiplier": a[f"{name}:multiplier"], "shift": a[f"{name}:shift"]}
+
+    def _build(self):
+        self._fns = []
+        for s in self.steps:
+            fn = self._float_step(s) if self.float_acts else self._static_step(s)
+            self._fns.append((fn, tuple(s["inputs"]), s["output"]))
+        if not self.float_acts:
+            self._quantize_in = _prepared_quantize(*self.qparams(self.input), self.act_dtype)
+            self._dequantize_out = [_prepared_dequantize(*self.qparams(t), self.act_dtype) for t in self.outputs]
+
+    def _static_step(self, s):
+        name, op, a = s["name"], s["op"], self.arrays
+        dt = self.act_dtype
+        qmin, qmax = INT_RANGES[dt]
+        zp_in = [self.qparams(t)[1] for t in s["inputs"]]
+        sc_in = [self.qparams(t)[0] for t in s["inputs"]]
+        sc_out, zp_out = self.qparams(s["output"])
+        lo, hi = s.get("out_min", qmin), s.get("out_max", qmax)
+        rounding = self.rounding
+        if op in G.WEIGHTED and not s.get("depthwise"):
+            w = self.weight(s)
+            groups = s.get("groups", 1)
+            common = dict(a_zero_point=zp_in[0], out_zero_point=zp_out, out_min=lo, out_max=hi,
+                          out_dtype=dt, rounding=rounding)
+            rq = self._requant_kw(name)
+            per_ch = a[f"{name}:weight_scale"].shape[0] > 1
+            bias = a[f"{name}:bias"]
+            if op == "linear":
+                return _prepared_qlinear(w, bias, common, rq)
+            og = w.shape[0] // groups
+            ig = w.shape[1]
+            wg = []
+            for k in range(groups):
+                sl = slice(k * og, (k + 1) * og)
+                rqk = {key: (v[sl] if per_ch else v) for key, v in rq.items()}
+                wg.append(_prepared_qlinear(G.conv_weight_hwc(w[sl]), bias[sl], common, rqk))
+            geo = (tuple(w.shape[2:]), tuple(s["stride"]), tuple(s["padding"]), tuple(s["dilation"]))
+            pad = zp_in[0]
+
+            def conv(x, threads):
+                outs = []
+                for k, qlinear in enumerate(wg):
+                    xk = x if groups == 1 else np.ascontiguousarray(x[..., k * ig:(k + 1) * ig])
+                    cols, (n, oh, ow) = G.im2col(xk, *geo, pad_value=pad)
+                    outs.append(qlinear(cols, threads).reshape(n, oh, ow, -1))
+                return outs[0] if groups == 1 else np.concatenate(outs, axis=3)
+            return conv
+        if op == "conv2d":  # depthwise: int32 taps, then the per-channel output stage
+            w = self.weight(s)
+            c = self.meta["tensors"][s["inputs"][0]][1]
+            mult = w.shape[0] // c
+            taps = np.ascontiguousarray(w[:, 0].transpose(1, 2, 0)).astype(np.int32)  # [kH, kW, O]
+            pad = zp_in[0]
+            # sum_t (x_t - zp) w_t + bias == sum_t x_t w_t + (bias - zp sum_t w_t), exactly in int32
+            bias = a[f"{name}:bias"] - np.int32(pad) * taps.sum(axis=(0, 1), dtype=np.int32)
+            requantize = _prepared_requantize(self._requant_kw(name), rounding, zp_out, lo, hi, dt, w.shape[0])
+            geo = (tuple(w.shape[2:]), tuple(s["stride"]), tuple(s["padding"]), tuple(s["dilation"]))
+
+            def depthwise(x, threads):
+                if mult > 1:
+                    x = np.repeat(x, mult, axis=3)
+                v = G.windows(x, *geo, pad_value=pad)
+                acc = np.add(bias, np.multiply(v[:, :, :, 0, 0], taps[0, 0]))  # int8 * int32 -> int32
+                for i in range(geo[0][0]):
+                    for j in range(geo[0][1]):
+                        if i or j:
+                            acc += np.multiply(v[:, :, :, i, j], taps[i, j])
+                return requantize(acc)
+            return depthwise
+        if op in ("add", "mul"):
+            kern = fixq.qadd if op == "add" else fixq.qmul
+            kw = dict(a_scale=sc_in[0], a_zero_point=zp_in[0], b_scale=sc_in[1], b_zero_point=zp_in[1],
+                      out_scale=sc_out, out_zero_point=zp_out, out_min=lo, out_max=hi, out_dtype=dt,
+                      rounding=rounding)
+
+            def eltwise(x, y, threads):
+                return kern(x, y, **kw)
+            return eltwise
+        if op == "concat":
+            rq = self._requant_kw(name)
+            axis = G.internal_axis(s["axis"], len(self.meta["tensors"][s["output"]]))
+            rescale = [None if (sc_in[i], zp_in[i]) == (sc_out, zp_out) else
+                       (zp_in[i], _prepared_requantize({k: v[i] for k, v in rq.items()}, rounding, zp_out, qmin, qmax,
+                                                       dt, 1))
+                       for i in range(len(zp_in))]
+
+            def concat(*xs):
+                return np.concatenate([x if r is None else r[1](x.astype(np.int32) - r[0])
+                                       for x, r in zip(xs[:-1], rescale)], axis=axis)
+            return concat
+        if op == "relu":
+            return lambda x, threads: np.maximum(x, dt.type(zp_out))
+        if op == "relu6":
+            top = min(qmax, zp_out + round(6.0 / sc_out))
+            return lambda x, threads: np.clip(x, zp_out, top).astype(dt, copy=False)
+        if op == "maxpool2d":
+            geo = (tuple(s["kernel"]), tuple(s["stride"]), tuple(s["padding"]))
+            return lambda x, threads: G.window_reduce(x, *geo, qmin, np.maximum)
+        if op == "avgpool2d":
+            geo = (tuple(s["kernel"]), tuple(s["stride"]), tuple(s["padding"]))
+            count = geo[0][0] * geo[0][1]
+            return lambda x, threads: _avg_round(G.window_reduce(x, *geo, zp_out, np.add, np.int32), count).astype(dt)
+        if op == "global_avgpool":
+            return lambda x, threads: _avg_round(x.sum(axis=(1, 2), dtype=np.int32),
+                                                 x.shape[1] * x.shape[2]).astype(dt)
+        if op == "flatten":
+            return lambda x, threads: G.to_external(x).reshape(x.shape[0], -1)
+        if op == "softmax":
+            axis = G.internal_axis(s["axis"], len(self.meta["tensors"][s["output"]]))
+            dequantize = _prepared_dequantize(sc_in[0], zp_in[0], dt)
+            return lambda x, threads: G.softmax(dequantize(x), axis)
+        raise ArchiveError(f"step {name!r}: key 'op' {op!r} is not a fixq.qmodel/1 op")
+
+    def _float_step(self, s):
+        """Float activations.  Dynamic mode: linear/conv quantize their input per batch (its own
+        min/max), run the int8 GEMM to int32 and rescale to float.  fp16 weights: linear/conv run
+        fixq.fp16_linear.  Everything else runs in float."""
+        name, op, a = s["name"], s["op"], self.arrays
+        act = {"relu": lambda y: np.maximum(y, 0), "relu6": lambda y: np.clip(y, 0, 6), None: None}[s["act"]]
+        if op not in G.WEIGHTED:
+            node = G.Node(name, op, s["inputs"], {k: (tuple(v) if isinstance(v, list) else v)
+                                                 for k, v in s.items() if k not in ("name", "op", "inputs")})
+
+            def float_op(*xs):
+                y = G.float_node(None, node, list(xs[:-1]))
+                return act(y) if act else y
+            return float_op
+        bias = a[f"{name}:bias"]
+        groups = s.get("groups", 1)
+        shape = s["weight_shape"]
+        og, ig = shape[0] // groups, shape[1]
+        if op == "conv2d":
+            geo = (tuple(shape[2:]), tuple(s["stride"]), tuple(s["padding"]), tuple(s["dilation"]))
+
+        def gemm_input(x, k, pad):
+            """The [rows, K] GEMM operand of group k (depthwise: one group per input channel) and the
+            output's leading shape."""
+            if op == "linear":
+                return x, x.shape[:-1]
+            xk = x if groups == 1 else np.ascontiguousarray(x[..., k * ig:(k + 1) * ig])
+            cols, lead = G.im2col(xk, *geo, pad_value=pad)
+            return cols, lead
+
+        def finish(outs):
+            y = outs[0] if groups == 1 else np.concatenate(outs, axis=-1)
+            if act is not None:
+                y = act(y)
+            return y
+
+        if self.weights == "fp16":
+            w = a[f"{name}:weight"].astype(np.float32)  # float16 -> float32 -> float16 is exact
+            packs = [fixq.pack_fp16(w if op == "linear" else G.conv_weight_hwc(w[k * og:(k + 1) * og]))
+                     for k in range(groups)]
+            biases = [np.ascontiguousarray(bias[k * og:(k + 1) * og]) for k in range(groups)]
+            fp16_linear = fixq.fp16_linear
+
+            def fp16_step(x, threads):
+                outs = []
+                for k in range(groups):
+                    cols, lead = gemm_input(np.ascontiguousarray(x, dtype=np.float32), k, 0.0)
+                    outs.append(fp16_linear(cols, packs[k], biases[k]).reshape(lead + (og,)))
+                return finish(outs)
+            return fp16_step
+        w = self.weight(s)
+        ws = a[f"{name}:weight_scale"].astype(np.float64)
+        dt = self.act_dtype
+        qlinear = fixq.qlinear
+        if op == "conv2d":
+            packs = [fixq.pack_weights(G.conv_weight_hwc(w[k * og:(k + 1) * og])) for k in range(groups)]
+        else:
+            packs = [fixq.pack_weights(w)]
+        scales = [ws if ws.size == 1 else ws[k * og:(k + 1) * og] for k in range(groups)]
+        biases = [bias[k * og:(k + 1) * og] for k in range(groups)]
+
+        def dynamic(x, threads):
+            xs, xz = _act_qparams(min(float(x.min()), 0.0), max(float(x.max()), 0.0), dt)
+            xq = fixq.quantize(x, xs, xz, dtype=dt)
+            outs = []
+            for k, packed in enumerate(packs):
+                cols, lead = gemm_input(xq, k, xz)
+                acc = qlinear(cols, packed, a_zero_point=xz, out_dtype=np.int32, threads=threads)
+                outs.append(((acc * (np.float64(xs) * scales[k])).astype(np.float32) + biases[k]).reshape(
+                    lead + (og,)))
+            return finish(outs)
+        return dynamic
+
+    # -- running --------------------------------------------------------------------------------
+    def _check_x(self, x):
+        x = np.asarray(x)
+        if x.dtype.kind != "f":
+            raise TypeError(f"x must be a float array, got dtype {x.dtype}")
+        want = self.input_shape
+        if x.ndim != len(want) or x.shape[1:] != want[1:]:
+            raise ValueError(f"x has shape {x.shape}; the model's input {self.input!r} needs "
+                             f"[N, {', '.join(map(str, want[1:]))}]")
+        return x
+
+    def run_all(self, x, threads=1):
+        """Every tensor of the run (internal layout: 4-D tensors NHWC), keyed by name."""
+        x = G.to_internal(self._check_x(x))
+        if self.float_acts:
+            env = {self.input: np.asarray(x, np.float32)}
+        else:
+            env = {self.input: self._quantize_in(x)}
+        for fn, ins, out in self._fns:
+            env[out] = fn(*[env[t] for t in ins], threads)
+        return env
+
+    def run(self, x, threads=1, raw=False):
+        """Outputs for a float batch `x` (the model's input shape with any batch size): dequantized
+        float32, or with `raw` the int8/uint8 outputs (static mode).  One output: an array; several:
+        a tuple."""
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
+        if raw and self.float_acts:
+            raise ValueError("raw=True needs a static int8 model; this model's outputs are float")
+        env = self.run_all(x, threads)
+        outs = []
+        for i, t in enumerate(self.outputs):
+            y = env[t]
+            if not self.float_acts and not raw and y.dtype != np.float32:
+                y = self._dequantize_out[i](y)
+            outs.append(G.to_external(y))
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def dequantized(self, tensor, value):
+        """Float view of an internal tensor value (for per-layer error reports)."""
+        if self.float_acts or value.dtype == np.float32:
+            return value
+        return fixq.dequantize(value, *self.qparams(tensor))
