@@ -260,3 +260,16 @@ def test_extension_threads(ext):
         for _ in range(3):
             for got, w in zip(pool.map(job, jobs), want):
                 np.testing.assert_array_equal(got, w)
+
+
+def test_capsule_and_pxd_cover_the_public_c_api():
+    """Every entry point of fixq.h (but fixq_init / fixq_select_isa, which fixq._core owns) is in the
+    capsule table (a fixq_capsule.h macro) and in cfixq.pxd."""
+    inc = Path(fixq.get_include()) / "fixq"
+    public = set(re.findall(r"^[\w ]+?\**\s*\b(fixq_\w+)\(", (inc / "fixq.h").read_text(), re.M))
+    public -= {"fixq_init", "fixq_select_isa"}
+    assert {"fixq_qgemm", "fixq_pack_b", "fixq_eltwise_nd", "fixq_requantize_s32"} <= public
+    capsule = set(re.findall(r"^#define (fixq_\w+) \(fixq_capi->", (inc / "fixq_capsule.h").read_text(), re.M))
+    pxd = set(re.findall(r"\b(fixq_\w+)\(", (Path(fixq.__file__).parent / "cfixq.pxd").read_text()))
+    assert public == capsule
+    assert public <= pxd
