@@ -273,3 +273,27 @@ def test_capsule_and_pxd_cover_the_public_c_api():
     pxd = set(re.findall(r"\b(fixq_\w+)\(", (Path(fixq.__file__).parent / "cfixq.pxd").read_text()))
     assert public == capsule
     assert public <= pxd
+
+
+FAKE_TABLE = """
+import ctypes
+import fixq._core
+table = (ctypes.c_uint32 * 2)({abi}, {size})
+name = b"fixq._core._C_API"
+new = ctypes.pythonapi.PyCapsule_New
+new.restype, new.argtypes = ctypes.py_object, [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
+fixq._core._C_API = new(ctypes.addressof(table), name, None)
+try:
+    import {module}
+except ImportError as e:
+    print(e)
+"""
+
+
+@pytest.mark.parametrize("abi,size", [(999, 4096), (1, 8)], ids=["newer-abi", "older-smaller-table"])
+def test_import_fixq_refuses_an_incompatible_table(ext, abi, size):
+    """import_fixq() checks abi_version and size, and raises ImportError rather than call through a
+    table of another layout."""
+    code = FAKE_TABLE.format(abi=abi, size=size, module=ext.__name__)
+    out = run([sys.executable, "-c", code], Path(ext.__file__).parent, env=consumer_env())
+    assert f"exports C API version {abi} ({size} bytes)" in out and "rebuild it" in out
