@@ -168,6 +168,7 @@ def test_capsule():
 
 
 def build_extension(workdir, name, module):
+    pytest.importorskip("setuptools", reason="setuptools not installed: pip install -e '.[test]'")
     run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], workdir / name, env=consumer_env())
     sys.path.insert(0, str(workdir / name))
     try:
@@ -183,7 +184,7 @@ def capsule_ext(workdir):
 
 @pytest.fixture(scope="module")
 def cython_ext(workdir):
-    pytest.importorskip("Cython")
+    pytest.importorskip("Cython", reason="Cython not installed: pip install -e '.[test]'")
     return build_extension(workdir, "cython_demo", "fixqcy")
 
 
