@@ -53,7 +53,9 @@ def demo_inputs(m=3, k=37, n=19):
     c = np.arange(n)
     bias = ((c * 7919) % 2001 - 1000).astype(np.int32)
     multiplier, shift = fixq.quantize_multiplier(0.0002 * (c + 1))
-    return x.reshape(m, k), w, bias, multiplier, shift
+    i = np.arange(m * n, dtype=np.uint64)
+    skip = (((i * 69069) % 2**32 % 256).astype(np.int32) - 128).astype(np.int8).reshape(m, n)
+    return x.reshape(m, k), w, bias, multiplier, shift, skip
 
 
 @pytest.fixture(scope="module")
@@ -142,15 +144,19 @@ def test_c_program_linked_against_static_library(workdir, libfixq):
     exe = workdir / "fixq_demo"
     run([CC, "-O1", "c_demo/fixq_demo.c", "-I", fixq.get_include(), str(libfixq), "-lm", "-lpthread",
          "-o", str(exe)], workdir)
-    x, w, bias, multiplier, shift = demo_inputs()
+    x, w, bias, multiplier, shift, skip = demo_inputs()
     want_a = fixq.quantize(x, np.float32(0.05), -3)
     want_y = fixq.qlinear(want_a, w, bias, a_zero_point=-3, multiplier=multiplier, shift=shift,
                           out_zero_point=5)
+    f32 = np.float32
+    want_z = fixq.qadd(want_y, skip, a_scale=f32(0.1), a_zero_point=5, b_scale=f32(0.05), b_zero_point=-3,
+                       out_scale=f32(0.12), out_zero_point=2)
     for isa in fixq.cpu_info()["supported"]:
         out = run([str(exe)], workdir, env=dict(os.environ, FIXQ_ISA=isa)).splitlines()
         assert out[0] == isa
         np.testing.assert_array_equal(np.array(out[1].split(), np.int8), want_a.reshape(-1))
         np.testing.assert_array_equal(np.array(out[2].split(), np.int8), want_y.reshape(-1))
+        np.testing.assert_array_equal(np.array(out[3].split(), np.int8), want_z.reshape(-1))
 
 
 # ---- 2. and 3. extensions through the capsule ------------------------------------------------
@@ -162,6 +168,7 @@ def test_capsule():
 
 
 def build_extension(workdir, name, module):
+    pytest.importorskip("setuptools", reason="setuptools not installed: pip install -e '.[test]'")
     run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], workdir / name, env=consumer_env())
     sys.path.insert(0, str(workdir / name))
     try:
@@ -177,7 +184,7 @@ def capsule_ext(workdir):
 
 @pytest.fixture(scope="module")
 def cython_ext(workdir):
-    pytest.importorskip("Cython")
+    pytest.importorskip("Cython", reason="Cython not installed: pip install -e '.[test]'")
     return build_extension(workdir, "cython_demo", "fixqcy")
 
 
@@ -199,7 +206,17 @@ def test_extension_matches_python_api(ext, isa):
             want = fixq.qlinear(a, w, bias, a_zero_point=a_zp, multiplier=mult, shift=shift,
                                 out_zero_point=out_zp)
             np.testing.assert_array_equal(got.reshape(m, n), want)
+    f32 = np.float32
     for size in (0, 1, 7, 31, 33, 64, 65, 1000):
+        a = rng.integers(-128, 128, size, dtype=np.int8)
+        b = rng.integers(-128, 128, size, dtype=np.int8)
+        for scales, zps in [((0.1, 0.05, 0.12), (5, -3, 2)), ((1e-3, 2.5, 0.7), (-128, 127, 0)),
+                            ((0.02, 0.02, 0.02), (0, 0, -128))]:
+            sa, sb, sy = map(f32, scales)
+            got = np.frombuffer(ext.add(a, b, sa, zps[0], sb, zps[1], sy, zps[2]), np.int8)
+            want = fixq.qadd(a, b, a_scale=sa, a_zero_point=zps[0], b_scale=sb, b_zero_point=zps[1],
+                             out_scale=sy, out_zero_point=zps[2])
+            np.testing.assert_array_equal(got, want)
         x = rng.normal(0.0, 3.0, size).astype(np.float32)
         x[: size // 3] = np.round(x[: size // 3] * 4) / 4  # ties
         got = np.frombuffer(ext.quantize(x, np.float32(0.03125), -3), np.int8)
@@ -218,6 +235,10 @@ def test_extension_reports_c_errors(ext):
     a, w, bias = np.ones((2, 3), np.int8), np.ones((4, 3), np.int8), np.zeros(4, np.int32)
     with pytest.raises(ValueError, match="invalid argument"):
         ext.linear(a, w, bias, 0, -1, 0, 0)
+    with pytest.raises(ValueError, match="invalid argument"):
+        ext.add(np.ones(3, np.int8), np.ones(3, np.int8), 0.0, 0, 1.0, 0, 1.0, 0)
+    with pytest.raises(ValueError, match="scale ratio"):
+        ext.add(np.ones(3, np.int8), np.ones(3, np.int8), 1e-6, 0, 1e6, 0, 1.0, 0)
     with pytest.raises(ValueError, match="NaN"):
         ext.quantize(np.array([np.nan], np.float32), np.float32(1.0), 0)
 
@@ -240,3 +261,40 @@ def test_extension_threads(ext):
         for _ in range(3):
             for got, w in zip(pool.map(job, jobs), want):
                 np.testing.assert_array_equal(got, w)
+
+
+def test_capsule_and_pxd_cover_the_public_c_api():
+    """Every entry point of fixq.h (but fixq_init / fixq_select_isa, which fixq._core owns) is in the
+    capsule table (a fixq_capsule.h macro) and in cfixq.pxd."""
+    inc = Path(fixq.get_include()) / "fixq"
+    public = set(re.findall(r"^[\w ]+?\**\s*\b(fixq_\w+)\(", (inc / "fixq.h").read_text(), re.M))
+    public -= {"fixq_init", "fixq_select_isa"}
+    assert {"fixq_qgemm", "fixq_pack_b", "fixq_eltwise_nd", "fixq_requantize_s32"} <= public
+    capsule = set(re.findall(r"^#define (fixq_\w+) \(fixq_capi->", (inc / "fixq_capsule.h").read_text(), re.M))
+    pxd = set(re.findall(r"\b(fixq_\w+)\(", (Path(fixq.__file__).parent / "cfixq.pxd").read_text()))
+    assert public == capsule
+    assert public <= pxd
+
+
+FAKE_TABLE = """
+import ctypes
+import fixq._core
+table = (ctypes.c_uint32 * 2)({abi}, {size})
+name = b"fixq._core._C_API"
+new = ctypes.pythonapi.PyCapsule_New
+new.restype, new.argtypes = ctypes.py_object, [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
+fixq._core._C_API = new(ctypes.addressof(table), name, None)
+try:
+    import {module}
+except ImportError as e:
+    print(e)
+"""
+
+
+@pytest.mark.parametrize("abi,size", [(999, 4096), (1, 8)], ids=["newer-abi", "older-smaller-table"])
+def test_import_fixq_refuses_an_incompatible_table(ext, abi, size):
+    """import_fixq() checks abi_version and size, and raises ImportError rather than call through a
+    table of another layout."""
+    code = FAKE_TABLE.format(abi=abi, size=size, module=ext.__name__)
+    out = run([sys.executable, "-c", code], Path(ext.__file__).parent, env=consumer_env())
+    assert f"exports C API version {abi} ({size} bytes)" in out and "rebuild it" in out

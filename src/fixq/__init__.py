@@ -34,7 +34,8 @@ def cpu_info():
 
 
 def get_include():
-    """Directory holding ``fixq/fixq.h`` (like ``numpy.get_include()``)."""
+    """Directory holding ``fixq/fixq.h`` and ``fixq/fixq_capsule.h`` (like ``numpy.get_include()``);
+    docs/embedding.md shows how C, C extensions and Cython modules use them."""
     return _os.path.join(_os.path.dirname(__file__), "include")
 
 

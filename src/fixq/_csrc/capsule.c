@@ -21,6 +21,15 @@ static const fixq_api api = {
     fixq_pack_b,
     fixq_packed_b_finish,
     fixq_qgemm,
+    fixq_eltwise_init,
+    fixq_eltwise_nd,
+    fixq_requantize_q8,
+    fixq_f16_packed_size,
+    fixq_f16_pack,
+    fixq_f16_linear,
+    fixq_bgemm_packed_size,
+    fixq_bgemm_pack,
+    fixq_bgemm,
 };
 
 const fixq_api *fixq__capsule_api(void) { return &api; }

@@ -8,7 +8,8 @@ const char *fixq_status_string(fixq_status status) {
     case FIXQ_ERR_OVERFLOW: return "int32 accumulation could overflow";
     case FIXQ_ERR_NAN: return "NaN in the input";
     case FIXQ_ERR_OUT_OF_MEMORY: return "out of memory";
-    case FIXQ_ERR_UNSUPPORTED: return "CPU path not compiled in or not supported by this CPU";
+    case FIXQ_ERR_UNSUPPORTED:
+      return "unsupported: a CPU path not available here, or a scale ratio fixed point cannot represent";
     default: return "unknown status";
   }
 }

@@ -31,7 +31,7 @@ typedef enum {
   FIXQ_ERR_OVERFLOW = 2,         /* int32 accumulation could overflow */
   FIXQ_ERR_NAN = 3,              /* a NaN reached quantization */
   FIXQ_ERR_OUT_OF_MEMORY = 4,
-  FIXQ_ERR_UNSUPPORTED = 5       /* ISA not compiled in or not supported by this CPU */
+  FIXQ_ERR_UNSUPPORTED = 5       /* ISA not available here, or a ratio fixed point cannot represent */
 } fixq_status;
 
 /* A short English description of `status` ("invalid argument", ...); never NULL. */

@@ -64,6 +64,25 @@ typedef struct fixq_api {
   fixq_status (*qgemm)(size_t m, const void *a, fixq_dtype a_dtype, size_t lda, int32_t a_zero_point,
                        const fixq_packed_b *b, const int32_t *bias, const fixq_requant *p,
                        size_t p_channels, void *y, fixq_dtype y_dtype, size_t ldy, int threads);
+  /* elementwise add and mul */
+  fixq_status (*eltwise_init)(fixq_eltwise *p, fixq_eltwise_op op, fixq_rounding rounding,
+                              fixq_dtype a_dtype, float a_scale, int32_t a_zero_point,
+                              fixq_dtype b_dtype, float b_scale, int32_t b_zero_point,
+                              fixq_dtype y_dtype, float y_scale, int32_t y_zero_point, int32_t qmin,
+                              int32_t qmax);
+  fixq_status (*eltwise_nd)(const fixq_eltwise *p, size_t ndim, const size_t *shape, const void *a,
+                            const ptrdiff_t *a_strides, const void *b, const ptrdiff_t *b_strides,
+                            void *y, const ptrdiff_t *y_strides);
+  fixq_status (*requantize_q8)(const void *x, fixq_dtype x_dtype, int32_t x_zero_point, void *y,
+                               fixq_dtype y_dtype, size_t n, const fixq_requant *p);
+  /* low-bit weights */
+  size_t (*f16_packed_size)(size_t n, size_t k);
+  fixq_status (*f16_pack)(const uint16_t *w, size_t n, size_t k, uint16_t *packed);
+  fixq_status (*f16_linear)(const float *x, size_t m, size_t k, const uint16_t *packed, size_t n,
+                            const float *bias, float *y);
+  size_t (*bgemm_packed_size)(size_t rows, size_t k);
+  fixq_status (*bgemm_pack)(const uint8_t *bits, size_t rows, size_t k, uint8_t *packed);
+  fixq_status (*bgemm)(const uint8_t *a, size_t m, const uint8_t *b, size_t n, size_t k, int32_t *y);
 } fixq_api;
 
 #ifdef FIXQ_BUILDING
@@ -113,6 +132,15 @@ static inline int import_fixq(void) {
 #define fixq_pack_b (fixq_capi->pack_b)
 #define fixq_packed_b_finish (fixq_capi->packed_b_finish)
 #define fixq_qgemm (fixq_capi->qgemm)
+#define fixq_eltwise_init (fixq_capi->eltwise_init)
+#define fixq_eltwise_nd (fixq_capi->eltwise_nd)
+#define fixq_requantize_q8 (fixq_capi->requantize_q8)
+#define fixq_f16_packed_size (fixq_capi->f16_packed_size)
+#define fixq_f16_pack (fixq_capi->f16_pack)
+#define fixq_f16_linear (fixq_capi->f16_linear)
+#define fixq_bgemm_packed_size (fixq_capi->bgemm_packed_size)
+#define fixq_bgemm_pack (fixq_capi->bgemm_pack)
+#define fixq_bgemm (fixq_capi->bgemm)
 #endif /* !FIXQ_BUILDING */
 
 #endif /* FIXQ_FIXQ_CAPSULE_H_ */
