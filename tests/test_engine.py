@@ -5,15 +5,12 @@ import os
 import numpy as np
 import pytest
 
-import _standins
-_standins.install()
+import fixq
+from fixq import graph as G
+from fixq.cli.demo import bundled
+from fixq.model import ArchiveError, Model, quantize_model
 
-import fixq  # noqa: E402
-from fixq import graph as G  # noqa: E402
-from fixq.cli.demo import bundled  # noqa: E402
-from fixq.model import ArchiveError, Model, quantize_model  # noqa: E402
-
-from engine_reference import simulate  # noqa: E402
+from engine_reference import simulate
 
 
 def save_float(path, weights, graph=None):
@@ -390,10 +387,6 @@ def test_archive_meta_inconsistent(archive):
 # ---------------------------------------------------------------------------------------------
 # Ternary, binary and fp16 weights
 
-NEEDS_LOWBIT = pytest.mark.skipif(not hasattr(fixq, "ternarize"), reason="TEMPORARY: issue 5 not merged yet")
-
-
-@NEEDS_LOWBIT
 @pytest.mark.parametrize("weights", ["ternary", "binary"])
 def test_lowbit_weights_bit_exact_and_packed(tmp_path, weights):
     rng = np.random.default_rng(5)
@@ -427,7 +420,6 @@ def simulate_lowbit(path, m, x):
     return simulate(alt, x)[0]
 
 
-@NEEDS_LOWBIT
 def test_fp16_weights(tmp_path):
     g, _ = G.load_float_model(bundled("digits_cnn.npz"))
     x = np.load(bundled("digits_test_x.npy"))

@@ -8,11 +8,15 @@ import os as _os
 from . import _core
 from .arith import dequantize, multiply_by_quantized_multiplier, quantize, quantize_multiplier, requantize
 from .gemm import PackedWeights, pack_weights, qlinear, qmatmul
+from .eltwise import qadd, qmul
+# quantization schemes, calibration, low-bit weights (issue 5)
+from . import calibrate, lowbit
+from .lowbit import (binarize, binary_linear, fp16_linear, lowbit_qlinear, pack_fp16, popcount_linear,
+                     storage_report, ternarize)
+from .qparams import QParams, choose_qparams, quantize_bias
+from .model import Model  # the int8 engine (issue 6, docs/engine.md)
 
 __version__ = _core.VERSION
-
-
-from .model import Model  # noqa: E402  (the int8 engine; docs/engine.md)
 
 
 def cpu_info():
@@ -35,5 +39,9 @@ __all__ = [
     "__version__", "cpu_info", "get_include",
     "quantize_multiplier", "multiply_by_quantized_multiplier", "requantize", "quantize", "dequantize",
     "qmatmul", "qlinear", "pack_weights", "PackedWeights",
+    "qadd", "qmul",
+    "calibrate", "QParams", "choose_qparams", "quantize_bias",
+    "lowbit", "pack_fp16", "fp16_linear", "ternarize", "binarize", "popcount_linear", "binary_linear",
+    "lowbit_qlinear", "storage_report",
     "Model",
 ]

@@ -1,5 +1,6 @@
 # Declarations of fixq's public C API (include/fixq/fixq.h).
-from libc.stdint cimport int8_t, uint8_t, int16_t, int32_t, int64_t, uint32_t, uint64_t
+from libc.stddef cimport ptrdiff_t
+from libc.stdint cimport int8_t, uint8_t, int16_t, uint16_t, int32_t, int64_t, uint32_t, uint64_t
 
 cdef extern from "fixq/fixq.h" nogil:
     ctypedef enum fixq_status:
@@ -57,6 +58,51 @@ cdef extern from "fixq/fixq.h" nogil:
     fixq_status fixq_dequantize(const void *q, fixq_dtype q_dtype, float *y, size_t rows,
                                 size_t channels, size_t inner, const float *scale,
                                 const int32_t *zero_point)
+
+    # elementwise (issue 4)
+    ctypedef enum fixq_eltwise_op:
+        FIXQ_OP_ADD
+        FIXQ_OP_MUL
+
+    ctypedef struct fixq_eltwise:
+        fixq_eltwise_op op
+        fixq_rounding rounding
+        fixq_dtype a_dtype
+        fixq_dtype b_dtype
+        fixq_dtype y_dtype
+        int32_t a_zero_point
+        int32_t b_zero_point
+        int32_t y_zero_point
+        int32_t qmin
+        int32_t qmax
+        float a_scale
+        float b_scale
+        float y_scale
+        int32_t a_multiplier
+        int32_t a_shift
+        int32_t b_multiplier
+        int32_t b_shift
+        int32_t y_multiplier
+        int32_t y_shift
+
+    fixq_status fixq_eltwise_init(fixq_eltwise *p, fixq_eltwise_op op, fixq_rounding rounding,
+                                  fixq_dtype a_dtype, float a_scale, int32_t a_zero_point,
+                                  fixq_dtype b_dtype, float b_scale, int32_t b_zero_point,
+                                  fixq_dtype y_dtype, float y_scale, int32_t y_zero_point,
+                                  int32_t qmin, int32_t qmax)
+    fixq_status fixq_eltwise_nd(const fixq_eltwise *p, size_t ndim, const size_t *shape,
+                                const void *a, const ptrdiff_t *a_strides, const void *b,
+                                const ptrdiff_t *b_strides, void *y, const ptrdiff_t *y_strides)
+    fixq_status fixq_requantize_q8(const void *x, fixq_dtype x_dtype, int32_t x_zero_point, void *y,
+                                   fixq_dtype y_dtype, size_t n, const fixq_requant *p)
+    # low-bit weights (issue 5)
+    size_t fixq_f16_packed_size(size_t n, size_t k)
+    fixq_status fixq_f16_pack(const uint16_t *w, size_t n, size_t k, uint16_t *packed)
+    fixq_status fixq_f16_linear(const float *x, size_t m, size_t k, const uint16_t *packed, size_t n,
+                                const float *bias, float *y)
+    size_t fixq_bgemm_packed_size(size_t rows, size_t k)
+    fixq_status fixq_bgemm_pack(const uint8_t *bits, size_t rows, size_t k, uint8_t *packed)
+    fixq_status fixq_bgemm(const uint8_t *a, size_t m, const uint8_t *b, size_t n, size_t k, int32_t *y)
 
 cdef int check_status(fixq_status st, str what) except -1
 

@@ -1,1 +1,106 @@
-# (filled in by its issue)
+# Elementwise add / mul (issue 4): parameter derivation and the broadcast
+# kernel call.  fixq.eltwise normalises the arguments.
+
+_OPS = {"add": FIXQ_OP_ADD, "mul": FIXQ_OP_MUL}
+
+
+cdef class EltwiseParams:
+    """A filled fixq_eltwise: scales, zero points, clamp and the derived
+    TFLite multipliers (read-only attributes)."""
+    cdef fixq_eltwise p
+
+    def __init__(self, str op, str rounding, str a_dtype, float a_scale, int32_t a_zero_point,
+                 str b_dtype, float b_scale, int32_t b_zero_point, str y_dtype, float y_scale,
+                 int32_t y_zero_point, int32_t qmin, int32_t qmax):
+        if op not in _OPS:
+            raise ValueError(f"op must be one of {list(_OPS)}, got {op!r}")
+        if rounding not in _ROUNDING_CODES:
+            raise ValueError(f"rounding must be one of {list(_ROUNDING_CODES)}, got {rounding!r}")
+        st = fixq_eltwise_init(&self.p, _OPS[op], _ROUNDING_CODES[rounding], _DTYPE_CODES[a_dtype],
+                               a_scale, a_zero_point, _DTYPE_CODES[b_dtype], b_scale, b_zero_point,
+                               _DTYPE_CODES[y_dtype], y_scale, y_zero_point, qmin, qmax)
+        if st == FIXQ_ERR_UNSUPPORTED:
+            raise ValueError(self._unrepresentable(op, rounding))
+        check_status(st, f"q{op}")
+
+    def _unrepresentable(self, str op, str rounding):
+        sa, sb, sy = <double>self.p.a_scale, <double>self.p.b_scale, <double>self.p.y_scale
+        tm = 2.0 * max(sa, sb)
+        if op == "add":
+            cands = [("the input multiplier for a, a_scale / (2*max(a_scale, b_scale))", sa / tm,
+                      self.p.a_multiplier, self.p.a_shift),
+                     ("the input multiplier for b, b_scale / (2*max(a_scale, b_scale))", sb / tm,
+                      self.p.b_multiplier, self.p.b_shift),
+                     ("the output multiplier 2*max(a_scale, b_scale) / (2**20 * out_scale)", tm / (2.0**20 * sy),
+                      self.p.y_multiplier, self.p.y_shift)]
+        else:
+            cands = [("the multiplier a_scale * b_scale / out_scale", sa * sb / sy,
+                      self.p.y_multiplier, self.p.y_shift)]
+        for what, real, m, s in cands:
+            if m == 0:
+                return (f"q{op}: {what} = {real:.6g} is below 2**-32 and would flush to zero in "
+                        f"fixed point (rounding={rounding!r}); the scale ratio is too extreme for the "
+                        f"TFLite formula: use rounding='fp32'")
+            if s > 30:
+                return (f"q{op}: {what} = {real:.6g} needs a left shift of {s} > 30 in fixed point "
+                        f"(rounding={rounding!r}); the scale ratio is too extreme for the TFLite "
+                        f"formula: use rounding='fp32'")
+        return f"q{op}: a multiplier cannot be represented; use rounding='fp32'"
+
+    @property
+    def multipliers(self):
+        """{'a': (multiplier, shift), 'b': ..., 'out': ...} as derived (ADD: all three; MUL: 'out')."""
+        return {"a": (self.p.a_multiplier, self.p.a_shift), "b": (self.p.b_multiplier, self.p.b_shift),
+                "out": (self.p.y_multiplier, self.p.y_shift)}
+
+
+def eltwise_nd(EltwiseParams params, const unsigned char[::1] a, const unsigned char[::1] b,
+               unsigned char[::1] y, tuple shape, tuple a_strides, tuple b_strides, tuple y_strides):
+    """y = op(a, b) over `shape`; a, b, y are flat byte buffers, strides in elements (bytes)."""
+    cdef size_t c_shape[16]
+    cdef ptrdiff_t c_as[16]
+    cdef ptrdiff_t c_bs[16]
+    cdef ptrdiff_t c_ys[16]
+    cdef Py_ssize_t nd = len(shape), d, ext_a = 0, ext_b = 0, ext_y = 0
+    cdef fixq_status st
+    if not 1 <= nd <= 16 or len(a_strides) != nd or len(b_strides) != nd or len(y_strides) != nd:
+        raise ValueError("shape and strides must have the same length, 1..16")
+    for d in range(nd):
+        if shape[d] < 0 or a_strides[d] < 0 or b_strides[d] < 0 or y_strides[d] < 0:
+            raise ValueError("negative shape or stride")
+        if shape[d] == 0:
+            return
+        c_shape[d] = shape[d]
+        c_as[d] = a_strides[d]
+        c_bs[d] = b_strides[d]
+        c_ys[d] = y_strides[d]
+        ext_a += (shape[d] - 1) * a_strides[d]
+        ext_b += (shape[d] - 1) * b_strides[d]
+        ext_y += (shape[d] - 1) * y_strides[d]
+    if ext_a >= a.shape[0] or ext_b >= b.shape[0] or ext_y >= y.shape[0]:
+        raise ValueError("strides reach outside a buffer")
+    with nogil:
+        st = fixq_eltwise_nd(&params.p, nd, c_shape, &a[0], c_as, &b[0], c_bs, &y[0], c_ys)
+    check_status(st, "eltwise")
+
+
+def requantize_q8_raw(const unsigned char[::1] x, str x_dtype, int32_t x_zero_point, unsigned char[::1] y,
+                      str dtype, str rounding, const int32_t[::1] multiplier, const int32_t[::1] shift,
+                      const float[::1] scale, const int32_t[::1] zero_point, int32_t qmin, int32_t qmax):
+    """Per-tensor int8/uint8 -> int8/uint8 requantization of (x - x_zero_point)."""
+    cdef fixq_requant p
+    cdef fixq_status st
+    cdef Py_ssize_t n = x.shape[0]
+    cdef fixq_dtype xdt, ydt
+    if y.shape[0] != n:
+        raise ValueError("x and y must have the same number of elements")
+    if x_dtype not in ("int8", "uint8") or dtype not in ("int8", "uint8"):
+        raise ValueError("requantize_q8_raw takes and returns int8/uint8")
+    xdt = _DTYPE_CODES[x_dtype]
+    ydt = _DTYPE_CODES[dtype]
+    _fill_requant(&p, rounding, multiplier, shift, scale, zero_point, 1, qmin, qmax)
+    if n == 0:
+        return
+    with nogil:
+        st = fixq_requantize_q8(&x[0], xdt, x_zero_point, &y[0], ydt, n, &p)
+    check_status(st, "requantize")

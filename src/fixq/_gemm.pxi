@@ -190,12 +190,12 @@ def qgemm(str fn, str aname, a, PackedWeights b, int32_t a_zero_point, bias, str
                     raise ValueError(f"{fn}: per-column {name} must be a {dt.name} array of length N = {n}")
     try:
         ap = _data(a, &va, False)
-    except BufferError:
+    except (BufferError, ValueError):  # not C-contiguous
         a = _np.ascontiguousarray(a)
         ap = _data(a, &va, False)
     try:
         yp = _data(out, &vy, True)
-    except BufferError:
+    except (BufferError, ValueError):
         PyBuffer_Release(&va)
         raise ValueError(f"{fn}: out must be C-contiguous and writeable") from None
     try:

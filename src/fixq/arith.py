@@ -78,8 +78,9 @@ def multiply_by_quantized_multiplier(x, multiplier, shift, rounding="double"):
 
 
 def requantize(acc, multiplier=None, shift=None, zero_point=0, *, scale=None, qmin=None, qmax=None,
-               dtype=np.int8, rounding="double", axis=-1, out=None):
-    """int32 accumulators to int8/uint8/int16 (or int32).
+               dtype=np.int8, rounding="double", axis=-1, out=None, input_zero_point=0):
+    """int32 accumulators to int8/uint8/int16 (or int32), or an int8/uint8
+    tensor to a new scale and zero point.
 
     Fixed-point modes (``rounding="double"|"single"``) take ``multiplier`` and
     ``shift`` (from :func:`quantize_multiplier`); ``rounding="fp32"`` takes a
@@ -87,8 +88,20 @@ def requantize(acc, multiplier=None, shift=None, zero_point=0, *, scale=None, qm
     (per-tensor) or a 1-D array with one value per index of ``axis``
     (per-channel).  Then the zero point is added and the result clamped to
     ``[qmin, qmax]`` (default: the range of ``dtype``).
+
+    ``acc`` may also be int8/uint8 with its own ``input_zero_point``: the
+    result is that of ``requantize(acc.astype(np.int32) - input_zero_point, ...)``
+    (TFLite's int8 QUANTIZE/Requantize with the multiplier of
+    ``in_scale / out_scale``).  Per-tensor int8/uint8 -> int8/uint8 runs on the
+    elementwise kernels, at the speed of :func:`fixq.qadd`.
     """
-    a = int_array(acc, (np.int32,), "acc")
+    a = int_array(acc, (np.int32, np.int8, np.uint8), "acc")
+    if a.dtype != np.int32:
+        zx = int(zero_point_arg(input_zero_point, 1, a.dtype, "input_zero_point")[0])
+        return _requantize_q8(a, zx, multiplier, shift, zero_point, scale, qmin, qmax, dtype, rounding, axis,
+                              out)
+    if np.any(np.asarray(input_zero_point) != 0):
+        raise ValueError("input_zero_point applies to int8/uint8 input; for int32 acc it must be 0")
     dt = dtype_arg(dtype, (np.int8, np.uint8, np.int16, np.int32), "dtype")
     rounding_arg(rounding)
     if rounding == "fp32":
@@ -128,6 +141,37 @@ def requantize(acc, multiplier=None, shift=None, zero_point=0, *, scale=None, qm
         sc = None
     x = np.ascontiguousarray(a).reshape(-1)
     _core.requantize_raw(x, as_bytes(y), dt.name, rows, channels, inner, rounding, m, s, sc, zp, lo, hi)
+    return y
+
+
+def _requantize_q8(x, zx, multiplier, shift, zero_point, scale, qmin, qmax, dtype, rounding, axis, out):
+    dt = dtype_arg(dtype, (np.int8, np.uint8, np.int16, np.int32), "dtype")
+    rounding_arg(rounding)
+    per_tensor = channel_count((multiplier, shift, scale, zero_point),
+                               ("multiplier", "shift", "scale", "zero_point")) == 1
+    if not per_tensor or dt not in (np.int8, np.uint8):
+        wide = x.astype(np.int32) - np.int32(zx)
+        return requantize(wide, multiplier, shift, zero_point, scale=scale, qmin=qmin, qmax=qmax, dtype=dt,
+                          rounding=rounding, axis=axis, out=out)
+    if rounding == "fp32":
+        if scale is None or multiplier is not None or shift is not None:
+            raise ValueError('rounding="fp32" takes scale= (and not multiplier/shift)')
+        m = s = None
+        sc = scale_arg(scale, 1)
+    else:
+        if multiplier is None or shift is None or scale is not None:
+            raise ValueError(f'rounding="{rounding}" takes multiplier= and shift= (and not scale=); '
+                             'use rounding="fp32" for a float scale')
+        m, s = _multiplier_shift(multiplier, shift, 1)
+        sc = None
+    zp = zero_point_arg(zero_point, 1, dt)
+    lo, hi = clamp_args(qmin, qmax, dt)
+    y = out_arg(out, x.shape, dt)
+    xc = np.ascontiguousarray(x)
+    if np.may_share_memory(xc, y) and not (xc.__array_interface__["data"][0] == y.__array_interface__["data"][0]
+                                           and xc.strides == y.strides):
+        raise ValueError("out overlaps acc but is not acc itself; pass out=None or acc.copy()")
+    _core.requantize_q8_raw(as_bytes(xc), x.dtype.name, zx, as_bytes(y), dt.name, rounding, m, s, sc, zp, lo, hi)
     return y
 
 

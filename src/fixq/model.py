@@ -413,6 +413,28 @@ def _prepared_qlinear(w, bias, common, rq):
     return qlinear
 
 
+def _prepared_eltwise(op, kw):
+    """``fixq.qadd(x, y, **kw)`` / ``fixq.qmul`` on same-shape contiguous tensors as a function of
+    ``(x, y, threads)``: the arguments checked (by a call of the public function) and the TFLite
+    multipliers derived once, here."""
+    dt = np.dtype(kw["out_dtype"])
+    probe = np.zeros(1, dt)
+    (fixq.qadd if op == "add" else fixq.qmul)(probe, probe, **kw)
+    params = _core.EltwiseParams(op, kw["rounding"], dt.name, float(kw["a_scale"]), int(kw["a_zero_point"]),
+                                 dt.name, float(kw["b_scale"]), int(kw["b_zero_point"]), dt.name,
+                                 float(kw["out_scale"]), int(kw["out_zero_point"]), int(kw["out_min"]),
+                                 int(kw["out_max"]))
+    one = (1,)
+    eltwise_nd = _core.eltwise_nd
+
+    def eltwise(x, y, threads):
+        out = np.empty(x.shape, dt)
+        eltwise_nd(params, x.reshape(-1).view(np.uint8), y.reshape(-1).view(np.uint8),
+                   out.reshape(-1).view(np.uint8), (x.size,), one, one, one)
+        return out
+    return eltwise
+
+
 def _avg_round(acc, count):
     """TFLite reference AveragePool: ``acc > 0 ? (acc + n/2) / n : (acc - n/2) / n`` (C division)."""
     h = count // 2
@@ -553,14 +575,9 @@ class Model:
                 return requantize(acc)
             return depthwise
         if op in ("add", "mul"):
-            kern = fixq.qadd if op == "add" else fixq.qmul
-            kw = dict(a_scale=sc_in[0], a_zero_point=zp_in[0], b_scale=sc_in[1], b_zero_point=zp_in[1],
-                      out_scale=sc_out, out_zero_point=zp_out, out_min=lo, out_max=hi, out_dtype=dt,
-                      rounding=rounding)
-
-            def eltwise(x, y, threads):
-                return kern(x, y, **kw)
-            return eltwise
+            return _prepared_eltwise(op, dict(a_scale=sc_in[0], a_zero_point=zp_in[0], b_scale=sc_in[1],
+                                              b_zero_point=zp_in[1], out_scale=sc_out, out_zero_point=zp_out,
+                                              out_min=lo, out_max=hi, out_dtype=dt, rounding=rounding))
         if op == "concat":
             rq = self._requant_kw(name)
             axis = G.internal_axis(s["axis"], len(self.meta["tensors"][s["output"]]))

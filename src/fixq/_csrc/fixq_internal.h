@@ -60,15 +60,21 @@ static inline float fixq__round_even_small(float f) {
   return (f + 12582912.0f) - 12582912.0f;
 }
 
+/* The float output stage: clamp f to [qmin - zp, qmax - zp], round half to
+ * even, add the zero point.  f must not be NaN. */
+static inline int32_t fixq__clamp_round_f32(float f, int32_t zp, int32_t qmin, int32_t qmax) {
+  const float lo = (float)(qmin - zp), hi = (float)(qmax - zp);
+  f = f < lo ? lo : f;
+  f = f > hi ? hi : f;
+  return (int32_t)fixq__round_even_small(f) + zp;
+}
+
 /* XNNPACK xnn_qs8_requantize_fp32: clamp in float around the zero point, round
  * half to even, add the zero point. */
 static inline int32_t fixq__requant_fp32(int32_t x, float scale, int32_t zp, int32_t qmin,
                                          int32_t qmax) {
-  float f = (float)x * scale;
-  const float lo = (float)(qmin - zp), hi = (float)(qmax - zp);
-  f = f < lo ? lo : f; /* NaN cannot occur: x is an integer and scale is finite */
-  f = f > hi ? hi : f;
-  return (int32_t)fixq__round_even_small(f) + zp;
+  /* NaN cannot occur: x is an integer and scale is finite */
+  return fixq__clamp_round_f32((float)x * scale, zp, qmin, qmax);
 }
 
 /* clamp(v + zp) computed without int32 overflow */
@@ -156,30 +162,120 @@ void fixq_dequantize__avx2(size_t rows, size_t channels, size_t inner, const voi
  * each group of 4 k values q, FIXQ_GEMM_MR records of 8 bytes, record r at
  * dst + (q * FIXQ_GEMM_MR + r) * 8.  A record holds a' = a (int8) or a ^ 0x80
  * (uint8, = a - 128) for k = 4q..4q+3 as
- *   FIXQ_GEMM_S8:  int8 a'[4], then uint8 |a'|[4]
+ *   FIXQ_GEMM_S8:  uint8 s[4] = (a' < 0 ? 0xFF : 0), then uint8 |a'|[4]
  *   FIXQ_GEMM_S16: int16 a'[4]
- * and row_sum[r] = sum_k a' (mod 2^32) when row_sum is not NULL. */
+ * and, per row r < rows, row_sum[r] = sum_k a' (mod 2^32; only when row_sum is
+ * not NULL) and row_neg[r] = sum_k max(-a', 0).
+ * The S8 kernels multiply |a'| by b' ^ s: for a' < 0 that is
+ * |a'| * (-b' - 1) = a' b' - |a'|, so sum_k |a'| (b' ^ s) + row_neg = sum_k a' b'.
+ * With b' in [-127, 127] each product lies in [-128 * 128, 128 * 127], so a
+ * vpmaddubsw pair sum lies in [-32768, 32512]: int16 saturation never triggers. */
 #define FIXQ_GEMM_MR 4
 typedef void (*fixq_qgemm_pack_a_fn)(size_t rows, size_t k, const void *a, size_t lda, fixq_dtype a_dtype,
-                                     fixq_gemm_kernel kernel, uint8_t *dst, int32_t *row_sum);
+                                     fixq_gemm_kernel kernel, uint8_t *dst, int32_t *row_sum, int32_t *row_neg);
 /* One tile of mr <= FIXQ_GEMM_MR rows by FIXQ_GEMM_NR columns over kq groups
- * of 4 k values: c[r * FIXQ_GEMM_NR + j] = sum_k a'[r][k] b'[k][j]
- * - b_zp[j] * row_sum[r] (skipped when row_sum is NULL) + col_term[j], mod 2^32. */
+ * of 4 k values (b: the panel, fixq.h): c[r * FIXQ_GEMM_NR + j] =
+ * sum_k a'[r][k] b'[k][j] - b_zp[j] * row_sum[r] + col_term[j], mod 2^32
+ * (the row_sum term skipped when row_sum is NULL). */
 typedef void (*fixq_qgemm_ukernel)(size_t mr, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c,
-                                   const int32_t *row_sum, const int32_t *b_zp, const int32_t *col_term);
+                                   const int32_t *row_sum, const int32_t *row_neg, const int32_t *b_zp,
+                                   const int32_t *col_term);
 
 void fixq_qgemm_pack_a__scalar(size_t rows, size_t k, const void *a, size_t lda, fixq_dtype a_dtype,
-                               fixq_gemm_kernel kernel, uint8_t *dst, int32_t *row_sum);
+                               fixq_gemm_kernel kernel, uint8_t *dst, int32_t *row_sum, int32_t *row_neg);
 void fixq_qgemm_s8__scalar(size_t mr, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c,
-                           const int32_t *row_sum, const int32_t *b_zp, const int32_t *col_term);
+                           const int32_t *row_sum, const int32_t *row_neg, const int32_t *b_zp,
+                           const int32_t *col_term);
 void fixq_qgemm_s16__scalar(size_t mr, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c,
-                            const int32_t *row_sum, const int32_t *b_zp, const int32_t *col_term);
+                            const int32_t *row_sum, const int32_t *row_neg, const int32_t *b_zp,
+                            const int32_t *col_term);
 #ifdef FIXQ_COMPILED_AVX2
+void fixq_qgemm_pack_a__avx2(size_t rows, size_t k, const void *a, size_t lda, fixq_dtype a_dtype,
+                             fixq_gemm_kernel kernel, uint8_t *dst, int32_t *row_sum, int32_t *row_neg);
 void fixq_qgemm_s8__avx2(size_t mr, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c,
-                         const int32_t *row_sum, const int32_t *b_zp, const int32_t *col_term);
+                         const int32_t *row_sum, const int32_t *row_neg, const int32_t *b_zp,
+                         const int32_t *col_term);
 void fixq_qgemm_s16__avx2(size_t mr, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c,
-                          const int32_t *row_sum, const int32_t *b_zp, const int32_t *col_term);
+                          const int32_t *row_sum, const int32_t *row_neg, const int32_t *b_zp,
+                          const int32_t *col_term);
 #endif
+
+/* Elementwise add/mul over one row of n outputs: a_bcast / b_bcast mean that
+ * input is a single value repeated along the row. */
+typedef void (*fixq_eltwise_ukernel)(size_t n, const void *a, int a_bcast, const void *b, int b_bcast,
+                                     void *y, const fixq_eltwise *p);
+void fixq_eltwise__scalar(size_t n, const void *a, int a_bcast, const void *b, int b_bcast, void *y,
+                          const fixq_eltwise *p);
+#ifdef FIXQ_COMPILED_AVX2
+void fixq_eltwise__avx2(size_t n, const void *a, int a_bcast, const void *b, int b_bcast, void *y,
+                        const fixq_eltwise *p);
+#endif
+
+/* One output of the elementwise contract from the input differences
+ * va = a - a_zp, vb = b - b_zp (TFLite int8 ADD / MUL, or float32). */
+static inline int32_t fixq__eltwise_one(int32_t va, int32_t vb, const fixq_eltwise *p) {
+  const int32_t zp = p->y_zero_point;
+  if (p->rounding == FIXQ_ROUND_FP32) {
+    const float fa = (float)va * p->a_scale, fb = (float)vb * p->b_scale;
+    return fixq__clamp_round_f32((p->op == FIXQ_OP_ADD ? fa + fb : fa * fb) / p->y_scale, zp, p->qmin, p->qmax);
+  }
+  const int single = p->rounding == FIXQ_ROUND_SINGLE;
+  int32_t x = va * vb; /* MUL: |x| <= 255 * 255 */
+  if (p->op == FIXQ_OP_ADD) {
+    /* tflite reference_integer_ops::AddFunc: left shift 20, both inputs
+     * rescaled to 2*max(s_a, s_b), summed, rescaled to the output */
+    const int32_t xa = va * (1 << 20), xb = vb * (1 << 20);
+    x = single ? fixq__mbqm_single(xa, p->a_multiplier, p->a_shift) + fixq__mbqm_single(xb, p->b_multiplier, p->b_shift)
+               : fixq__mbqm_double(xa, p->a_multiplier, p->a_shift) + fixq__mbqm_double(xb, p->b_multiplier, p->b_shift);
+  }
+  const int32_t r = single ? fixq__mbqm_single(x, p->y_multiplier, p->y_shift)
+                           : fixq__mbqm_double(x, p->y_multiplier, p->y_shift);
+  return fixq__add_clamp(r, zp, p->qmin, p->qmax);
+}
+
+/* ---- low-bit kernels (issue 5) ---------------------------------------------
+ * fp16-weight linear: y[m][n] = sum_k x[m][k] * w[n][k] (+ bias[n]) in fp32.
+ * The weights are packed in panels of FIXQ__F16_NR columns (fixq.h).  The
+ * summation order is part of the contract, so every path gives the same bits:
+ * for each block of FIXQ__F16_KC values of k, acc = fmaf(x, w, acc) from
+ * acc = +0.0f in increasing k; y = ((acc_0 + acc_1) + ...) + bias.
+ * `work` holds FIXQ__F16_MC * FIXQ__F16_KC floats (AVX2 packs x there). */
+#define FIXQ__F16_NR 16
+#define FIXQ__F16_KC 256
+#define FIXQ__F16_MC 72
+typedef void (*fixq_f16_linear_ukernel)(size_t m, size_t n, size_t k, const float *x, size_t ldx,
+                                        const uint16_t *packed, const float *bias, float *y, size_t ldy,
+                                        float *work);
+void fixq_f16_linear__scalar(size_t m, size_t n, size_t k, const float *x, size_t ldx, const uint16_t *packed,
+                             const float *bias, float *y, size_t ldy, float *work);
+
+/* XOR-popcount GEMM on nibble planes (fixq_bgemm_pack; rows of chunks * 64
+ * bytes): y[i][j] = k - 2 * popcount(a[i] ^ b[j]). */
+typedef void (*fixq_bgemm_ukernel)(size_t m, size_t n, size_t chunks, const uint8_t *a, const uint8_t *b,
+                                   int32_t k, int32_t *y);
+void fixq_bgemm__scalar(size_t m, size_t n, size_t chunks, const uint8_t *a, const uint8_t *b, int32_t k,
+                        int32_t *y);
+#ifdef FIXQ_COMPILED_AVX2
+void fixq_f16_linear__avx2(size_t m, size_t n, size_t k, const float *x, size_t ldx, const uint16_t *packed,
+                           const float *bias, float *y, size_t ldy, float *work);
+void fixq_bgemm__avx2(size_t m, size_t n, size_t chunks, const uint8_t *a, const uint8_t *b, int32_t k,
+                      int32_t *y);
+#endif
+
+/* IEEE binary16 -> binary32, exact (what vcvtph2ps does, NaNs quieted). */
+static inline float fixq__f16_to_f32(uint16_t h) {
+  const uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
+  union { uint32_t u; float f; } v;
+  if (exp == 0x1f) {
+    v.u = sign | 0x7f800000u | (man << 13) | (man ? 0x400000u : 0u);
+  } else if (exp != 0) {
+    v.u = sign | ((exp + 112u) << 23) | (man << 13);
+  } else {
+    v.f = (float)man * 0x1p-24f; /* zero or subnormal: exact */
+    v.u |= sign;
+  }
+  return v.f;
+}
 
 /* The requantize micro-kernel of the selected path (for the GEMM output stage). */
 fixq_requant_ukernel fixq__requant_ukernel(void);

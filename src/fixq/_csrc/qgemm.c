@@ -27,7 +27,7 @@ typedef struct {
 static const qgemm_kernels kernel_table[FIXQ_ISA_COUNT] = {
     {fixq_qgemm_pack_a__scalar, {fixq_qgemm_s8__scalar, fixq_qgemm_s16__scalar}},
 #ifdef FIXQ_COMPILED_AVX2
-    {fixq_qgemm_pack_a__scalar, {fixq_qgemm_s8__avx2, fixq_qgemm_s16__avx2}},
+    {fixq_qgemm_pack_a__avx2, {fixq_qgemm_s8__avx2, fixq_qgemm_s16__avx2}},
 #else
     {NULL, {NULL, NULL}},
 #endif
@@ -156,23 +156,24 @@ static void run_part(qgemm_part *part) {
   const size_t kq = b->k_padded / 4, mc_max = rows_per_block(b->k_padded);
   const fixq_qgemm_ukernel ukernel = job->kern->ukernel[b->kernel];
   const int need_row_sum = b->zero_point_nonzero;
-  /* packed A block, its row sums, the int32 tile: one allocation */
+  /* packed A block, its row sums and row_neg, the int32 tile: one allocation */
   const size_t a_bytes = mc_max * kq * 8;
-  char *mem = malloc(a_bytes + mc_max * sizeof(int32_t) * (1 + NR) + 64);
+  char *mem = malloc(a_bytes + mc_max * sizeof(int32_t) * (2 + NR) + 64);
   if (mem == NULL) {
     part->status = FIXQ_ERR_OUT_OF_MEMORY;
     return;
   }
   uint8_t *apack = (uint8_t *)(((uintptr_t)mem + 63) & ~(uintptr_t)63);
   int32_t *row_sum = (int32_t *)(apack + a_bytes);
-  int32_t *tile = row_sum + mc_max;
+  int32_t *row_neg = row_sum + mc_max;
+  int32_t *tile = row_neg + mc_max;
   int32_t col_term[NR];
   for (size_t m0 = part->m0; m0 < part->m1; m0 += mc_max) {
     const size_t mc = part->m1 - m0 < mc_max ? part->m1 - m0 : mc_max;
     for (size_t i = 0; i < mc; i += MR)
       job->kern->pack_a(mc - i < MR ? mc - i : MR, b->k, (const char *)job->a + (m0 + i) * job->lda,
                         job->lda, job->a_dtype, b->kernel, apack + i * kq * 8,
-                        need_row_sum ? row_sum + i : NULL);
+                        need_row_sum ? row_sum + i : NULL, row_neg + i);
     for (size_t pn = part->p0; pn < part->p1; pn++) {
       const size_t n0 = pn * NR, nr = b->n - n0 < NR ? b->n - n0 : NR;
       for (size_t j = 0; j < NR; j++) {
@@ -182,7 +183,7 @@ static void run_part(qgemm_part *part) {
       const int8_t *panel = b->panels + pn * kq * 4 * NR;
       for (size_t i = 0; i < mc; i += MR)
         ukernel(mc - i < MR ? mc - i : MR, kq, apack + i * kq * 8, panel, tile + i * NR,
-                need_row_sum ? row_sum + i : NULL, b->zero_point + n0, col_term);
+                need_row_sum ? row_sum + i : NULL, row_neg + i, b->zero_point + n0, col_term);
       store_block(job, tile, m0, mc, n0, nr);
     }
   }

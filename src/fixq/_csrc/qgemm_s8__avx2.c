@@ -1,11 +1,12 @@
-/* AVX2 GEMM micro-kernels, bit-identical to qgemm_s8__scalar.c.
+/* AVX2 GEMM micro-kernels and A packing, bit-identical to qgemm_s8__scalar.c.
  *
- * FIXQ_GEMM_S8 (every b' in [-127, 127]): vpmaddubsw(|a'|, sign(a') * b')
- * multiplies u8 |a'| <= 128 by s8 sign(a')b' in [-127, 127]; a pair sums to at
- * most 2 * 128 * 127 = 32512, so its int16 saturation never triggers and
- * vpmaddwd(ones) + vpaddd give the exact sum (wrapping mod 2^32 like the
- * scalar uint32 sum).  FIXQ_GEMM_S16: b' widened to int16, vpmaddwd, exact.
- * Tile: up to 4 rows x 16 columns (8 int32 accumulators for S8). */
+ * FIXQ_GEMM_S8 (every b' in [-127, 127]): vpmaddubsw(|a'|, b' ^ s) with the
+ * sign mask s of a' (fixq_internal.h: pair sums stay inside int16, and the
+ * per-row row_neg restores sum a' b'), then vpmaddwd(ones) + vpaddd, which
+ * wrap modulo 2^32 like the scalar uint32 sums.  Four vector operations per
+ * 32 multiply-adds, two of them on the multiply pipes.
+ * FIXQ_GEMM_S16 (some b' == -128): b' widened to int16, vpmaddwd, exact.
+ * Tile: up to 4 rows x 16 columns. */
 #include <immintrin.h>
 #include <string.h>
 
@@ -27,11 +28,12 @@ ALWAYS_INLINE __m256i bcast64(const uint8_t *p) {
   return _mm256_set1_epi64x(v);
 }
 
-/* c row r = acc (columns 0-7, 8-15) + col_term - b_zp * row_sum[r] */
-ALWAYS_INLINE void finish_row(__m256i lo, __m256i hi, int32_t *c, size_t r, const int32_t *row_sum,
+/* c row r = acc (columns 0-7, 8-15) + fix + col_term - b_zp * row_sum[r] */
+ALWAYS_INLINE void finish_row(__m256i lo, __m256i hi, int32_t fix, int32_t *c, size_t r, const int32_t *row_sum,
                               const int32_t *b_zp, const int32_t *col_term) {
-  lo = _mm256_add_epi32(lo, _mm256_loadu_si256((const __m256i *)col_term));
-  hi = _mm256_add_epi32(hi, _mm256_loadu_si256((const __m256i *)(col_term + 8)));
+  const __m256i f = _mm256_set1_epi32(fix);
+  lo = _mm256_add_epi32(lo, _mm256_add_epi32(f, _mm256_loadu_si256((const __m256i *)col_term)));
+  hi = _mm256_add_epi32(hi, _mm256_add_epi32(f, _mm256_loadu_si256((const __m256i *)(col_term + 8))));
   if (row_sum != NULL) {
     const __m256i rs = _mm256_set1_epi32(row_sum[r]);
     lo = _mm256_sub_epi32(lo, _mm256_mullo_epi32(_mm256_loadu_si256((const __m256i *)b_zp), rs));
@@ -41,34 +43,107 @@ ALWAYS_INLINE void finish_row(__m256i lo, __m256i hi, int32_t *c, size_t r, cons
   _mm256_storeu_si256((__m256i *)(c + r * NR + 8), hi);
 }
 
+/* ---- S8, 1 to 3 rows (GEMV and edges) ----------------------------------- */
+
+#define S8_ROW(r, lo, hi)                                                                                    \
+  do {                                                                                                       \
+    const __m256i s = bcast32(a + (r) * 8), mag = bcast32(a + (r) * 8 + 4);                                  \
+    lo = _mm256_add_epi32(lo, _mm256_madd_epi16(_mm256_maddubs_epi16(mag, _mm256_xor_si256(b0, s)), ones)); \
+    hi = _mm256_add_epi32(hi, _mm256_madd_epi16(_mm256_maddubs_epi16(mag, _mm256_xor_si256(b1, s)), ones)); \
+  } while (0)
+
 ALWAYS_INLINE void s8_tile(const size_t rows, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c,
-                           const int32_t *row_sum, const int32_t *b_zp, const int32_t *col_term) {
+                           const int32_t *row_sum, const int32_t *row_neg, const int32_t *b_zp,
+                           const int32_t *col_term) {
   const __m256i ones = _mm256_set1_epi16(1);
-  __m256i lo[MR], hi[MR];
-  for (size_t r = 0; r < rows; r++) lo[r] = hi[r] = _mm256_setzero_si256();
+  __m256i l0 = _mm256_setzero_si256(), h0 = l0, l1 = l0, h1 = l0, l2 = l0, h2 = l0;
   for (size_t q = 0; q < kq; q++, a += MR * 8, b += NR * 4) {
     const __m256i b0 = _mm256_loadu_si256((const __m256i *)b);
     const __m256i b1 = _mm256_loadu_si256((const __m256i *)(b + 32));
-    for (size_t r = 0; r < rows; r++) {
-      const __m256i sgn = bcast32(a + r * 8), mag = bcast32(a + r * 8 + 4);
-      lo[r] = _mm256_add_epi32(lo[r], _mm256_madd_epi16(_mm256_maddubs_epi16(mag, _mm256_sign_epi8(b0, sgn)), ones));
-      hi[r] = _mm256_add_epi32(hi[r], _mm256_madd_epi16(_mm256_maddubs_epi16(mag, _mm256_sign_epi8(b1, sgn)), ones));
-    }
+    S8_ROW(0, l0, h0);
+    if (rows > 1) S8_ROW(1, l1, h1);
+    if (rows > 2) S8_ROW(2, l2, h2);
   }
-  for (size_t r = 0; r < rows; r++) finish_row(lo[r], hi[r], c, r, row_sum, b_zp, col_term);
+  finish_row(l0, h0, row_neg[0], c, 0, row_sum, b_zp, col_term);
+  if (rows > 1) finish_row(l1, h1, row_neg[1], c, 1, row_sum, b_zp, col_term);
+  if (rows > 2) finish_row(l2, h2, row_neg[2], c, 2, row_sum, b_zp, col_term);
+}
+
+/* ---- S8, the full 4 x 16 tile ----------------------------------------------
+ * Inline asm: with intrinsics GCC keeps some of the 8 accumulators on the
+ * stack.  ymm0-7 accumulators (rows 0-3 x columns 0-7 / 8-15), ymm8-9 B,
+ * ymm10 int16 ones, ymm11 s, ymm12 |a'|, ymm13-14 products. */
+#define S8_ASM_ROW(off, lo, hi)                    \
+  "vpbroadcastd " #off "(%[a]), %%ymm11\n\t"       \
+  "vpbroadcastd " #off "+4(%[a]), %%ymm12\n\t"     \
+  "vpxor %%ymm11, %%ymm8, %%ymm13\n\t"             \
+  "vpxor %%ymm11, %%ymm9, %%ymm14\n\t"             \
+  "vpmaddubsw %%ymm13, %%ymm12, %%ymm13\n\t"       \
+  "vpmaddubsw %%ymm14, %%ymm12, %%ymm14\n\t"       \
+  "vpmaddwd %%ymm10, %%ymm13, %%ymm13\n\t"         \
+  "vpmaddwd %%ymm10, %%ymm14, %%ymm14\n\t"         \
+  "vpaddd %%ymm13, %%ymm" #lo ", %%ymm" #lo "\n\t" \
+  "vpaddd %%ymm14, %%ymm" #hi ", %%ymm" #hi "\n\t"
+
+static void s8_tile4(size_t kq, const uint8_t *a, const int8_t *b, int32_t *c, const int32_t *row_sum,
+                     const int32_t *row_neg, const int32_t *b_zp, const int32_t *col_term) {
+  int32_t acc[MR * NR] __attribute__((aligned(32)));
+  __asm__ volatile(
+      "vpxor %%ymm0, %%ymm0, %%ymm0\n\t"
+      "vpxor %%ymm1, %%ymm1, %%ymm1\n\t"
+      "vpxor %%ymm2, %%ymm2, %%ymm2\n\t"
+      "vpxor %%ymm3, %%ymm3, %%ymm3\n\t"
+      "vpxor %%ymm4, %%ymm4, %%ymm4\n\t"
+      "vpxor %%ymm5, %%ymm5, %%ymm5\n\t"
+      "vpxor %%ymm6, %%ymm6, %%ymm6\n\t"
+      "vpxor %%ymm7, %%ymm7, %%ymm7\n\t"
+      "vpcmpeqw %%ymm10, %%ymm10, %%ymm10\n\t"
+      "vpsrlw $15, %%ymm10, %%ymm10\n\t"
+      "test %[kq], %[kq]\n\t"
+      "jz 2f\n\t"
+      ".p2align 5\n"
+      "1:\n\t"
+      "vmovdqu (%[b]), %%ymm8\n\t"
+      "vmovdqu 32(%[b]), %%ymm9\n\t"
+      S8_ASM_ROW(0, 0, 1)
+      S8_ASM_ROW(8, 2, 3)
+      S8_ASM_ROW(16, 4, 5)
+      S8_ASM_ROW(24, 6, 7)
+      "add $32, %[a]\n\t"
+      "add $64, %[b]\n\t"
+      "dec %[kq]\n\t"
+      "jnz 1b\n"
+      "2:\n\t"
+      "vmovdqa %%ymm0, (%[acc])\n\t"
+      "vmovdqa %%ymm1, 32(%[acc])\n\t"
+      "vmovdqa %%ymm2, 64(%[acc])\n\t"
+      "vmovdqa %%ymm3, 96(%[acc])\n\t"
+      "vmovdqa %%ymm4, 128(%[acc])\n\t"
+      "vmovdqa %%ymm5, 160(%[acc])\n\t"
+      "vmovdqa %%ymm6, 192(%[acc])\n\t"
+      "vmovdqa %%ymm7, 224(%[acc])\n\t"
+      : [a] "+r"(a), [b] "+r"(b), [kq] "+r"(kq)
+      : [acc] "r"(acc)
+      : "cc", "memory", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9",
+        "xmm10", "xmm11", "xmm12", "xmm13", "xmm14");
+  for (size_t r = 0; r < MR; r++)
+    finish_row(_mm256_load_si256((const __m256i *)(acc + NR * r)),
+               _mm256_load_si256((const __m256i *)(acc + NR * r + 8)), row_neg[r], c, r, row_sum, b_zp, col_term);
 }
 
 void fixq_qgemm_s8__avx2(size_t mr, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c,
-                         const int32_t *row_sum, const int32_t *b_zp, const int32_t *col_term) {
+                         const int32_t *row_sum, const int32_t *row_neg, const int32_t *b_zp,
+                         const int32_t *col_term) {
   switch (mr) {
-    case 1: s8_tile(1, kq, a, b, c, row_sum, b_zp, col_term); break;
-    case 2: s8_tile(2, kq, a, b, c, row_sum, b_zp, col_term); break;
-    case 3: s8_tile(3, kq, a, b, c, row_sum, b_zp, col_term); break;
-    default: s8_tile(4, kq, a, b, c, row_sum, b_zp, col_term); break;
+    case 1: s8_tile(1, kq, a, b, c, row_sum, row_neg, b_zp, col_term); break;
+    case 2: s8_tile(2, kq, a, b, c, row_sum, row_neg, b_zp, col_term); break;
+    case 3: s8_tile(3, kq, a, b, c, row_sum, row_neg, b_zp, col_term); break;
+    default: s8_tile4(kq, a, b, c, row_sum, row_neg, b_zp, col_term); break;
   }
 }
 
-/* Two rows at a time: 4 accumulators a row, each int32 lane holding the sum
+/* ---- S16 ---------------------------------------------------------------------
+ * Two rows at a time: 4 accumulators a row, each int32 lane holding the sum
  * over k pairs (0,1) or (2,3) of one column; hadd + permute put them back in
  * column order. */
 ALWAYS_INLINE void s16_rows(const size_t rows, size_t r0, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c,
@@ -89,16 +164,98 @@ ALWAYS_INLINE void s16_rows(const size_t rows, size_t r0, size_t kq, const uint8
   for (size_t r = 0; r < rows; r++) {
     const __m256i lo = _mm256_permute4x64_epi64(_mm256_hadd_epi32(acc[r][0], acc[r][1]), 0xD8);
     const __m256i hi = _mm256_permute4x64_epi64(_mm256_hadd_epi32(acc[r][2], acc[r][3]), 0xD8);
-    finish_row(lo, hi, c + r0 * NR, r, row_sum != NULL ? row_sum + r0 : NULL, b_zp, col_term);
+    finish_row(lo, hi, 0, c + r0 * NR, r, row_sum != NULL ? row_sum + r0 : NULL, b_zp, col_term);
   }
 }
 
 void fixq_qgemm_s16__avx2(size_t mr, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c,
-                          const int32_t *row_sum, const int32_t *b_zp, const int32_t *col_term) {
+                          const int32_t *row_sum, const int32_t *row_neg, const int32_t *b_zp,
+                          const int32_t *col_term) {
+  (void)row_neg; /* S16 multiplies a' itself */
   for (size_t r0 = 0; r0 < mr; r0 += 2) {
     if (mr - r0 >= 2)
       s16_rows(2, r0, kq, a, b, c, row_sum, b_zp, col_term);
     else
       s16_rows(1, r0, kq, a, b, c, row_sum, b_zp, col_term);
+  }
+}
+
+/* ---- packing A (S8 records; S16 records come from the scalar packer) ------- */
+
+/* Records of 4 rows x 8 quads (32 k values of each row, already a'). */
+ALWAYS_INLINE void pack_s8_chunk(const __m256i x[MR], uint8_t *dst, __m256i *sum, __m256i *neg) {
+  const __m256i zero = _mm256_setzero_si256(), bias = _mm256_set1_epi8((char)0x80);
+  __m256i lo[MR], hi[MR];
+  for (size_t r = 0; r < MR; r++) {
+    const __m256i s = _mm256_cmpgt_epi8(zero, x[r]), m = _mm256_abs_epi8(x[r]);
+    sum[r] = _mm256_add_epi64(sum[r], _mm256_sad_epu8(_mm256_xor_si256(x[r], bias), zero)); /* a' + 128 */
+    neg[r] = _mm256_add_epi64(neg[r], _mm256_sad_epu8(_mm256_and_si256(m, s), zero));
+    lo[r] = _mm256_unpacklo_epi32(s, m); /* records of quads 0, 1 | 4, 5 */
+    hi[r] = _mm256_unpackhi_epi32(s, m); /* quads 2, 3 | 6, 7 */
+  }
+  const __m256i q04a = _mm256_unpacklo_epi64(lo[0], lo[1]), q04b = _mm256_unpacklo_epi64(lo[2], lo[3]);
+  const __m256i q15a = _mm256_unpackhi_epi64(lo[0], lo[1]), q15b = _mm256_unpackhi_epi64(lo[2], lo[3]);
+  const __m256i q26a = _mm256_unpacklo_epi64(hi[0], hi[1]), q26b = _mm256_unpacklo_epi64(hi[2], hi[3]);
+  const __m256i q37a = _mm256_unpackhi_epi64(hi[0], hi[1]), q37b = _mm256_unpackhi_epi64(hi[2], hi[3]);
+  __m256i *d = (__m256i *)dst;
+  _mm256_storeu_si256(d + 0, _mm256_permute2x128_si256(q04a, q04b, 0x20));
+  _mm256_storeu_si256(d + 1, _mm256_permute2x128_si256(q15a, q15b, 0x20));
+  _mm256_storeu_si256(d + 2, _mm256_permute2x128_si256(q26a, q26b, 0x20));
+  _mm256_storeu_si256(d + 3, _mm256_permute2x128_si256(q37a, q37b, 0x20));
+  _mm256_storeu_si256(d + 4, _mm256_permute2x128_si256(q04a, q04b, 0x31));
+  _mm256_storeu_si256(d + 5, _mm256_permute2x128_si256(q15a, q15b, 0x31));
+  _mm256_storeu_si256(d + 6, _mm256_permute2x128_si256(q26a, q26b, 0x31));
+  _mm256_storeu_si256(d + 7, _mm256_permute2x128_si256(q37a, q37b, 0x31));
+}
+
+ALWAYS_INLINE int64_t hsum64(__m256i v) {
+  const __m128i s = _mm_add_epi64(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  return _mm_cvtsi128_si64(s) + _mm_extract_epi64(s, 1);
+}
+
+void fixq_qgemm_pack_a__avx2(size_t rows, size_t k, const void *a, size_t lda, fixq_dtype a_dtype,
+                             fixq_gemm_kernel kernel, uint8_t *dst, int32_t *row_sum, int32_t *row_neg) {
+  if (kernel != FIXQ_GEMM_S8) {
+    fixq_qgemm_pack_a__scalar(rows, k, a, lda, a_dtype, kernel, dst, row_sum, row_neg);
+    return;
+  }
+  const __m256i flip = _mm256_set1_epi8(a_dtype == FIXQ_UINT8 ? (char)0x80 : 0);
+  const size_t k_padded = (k + 3) / 4 * 4;
+  __m256i sum[MR], neg[MR], x[MR];
+  for (size_t r = 0; r < MR; r++) sum[r] = neg[r] = _mm256_setzero_si256();
+  size_t k0 = 0;
+  if (rows == MR)
+    for (; k0 + 32 <= k; k0 += 32, dst += 8 * MR * 8) {
+      for (size_t r = 0; r < MR; r++)
+        x[r] = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)((const uint8_t *)a + r * lda + k0)), flip);
+      pack_s8_chunk(x, dst, sum, neg);
+    }
+  /* the rest through a zero-padded copy of a' (a' = 0 adds nothing) */
+  for (; k0 < k_padded; k0 += 32, dst += 8 * MR * 8) {
+    int8_t tmp[MR][32] __attribute__((aligned(32)));
+    memset(tmp, 0, sizeof tmp);
+    const size_t len = k - k0 < 32 ? k - k0 : 32;
+    for (size_t r = 0; r < rows; r++) memcpy(tmp[r], (const uint8_t *)a + r * lda + k0, len);
+    for (size_t r = 0; r < rows; r++) {
+      const __m256i ones_len = _mm256_cmpgt_epi8(_mm256_set1_epi8((char)len),
+                                                 _mm256_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
+                                                                  16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28,
+                                                                  29, 30, 31));
+      x[r] = _mm256_and_si256(_mm256_xor_si256(_mm256_load_si256((const __m256i *)tmp[r]), flip), ones_len);
+    }
+    for (size_t r = rows; r < MR; r++) x[r] = _mm256_setzero_si256();
+    if (k_padded - k0 >= 32) {
+      pack_s8_chunk(x, dst, sum, neg);
+    } else {
+      uint8_t out[8 * MR * 8] __attribute__((aligned(32)));
+      pack_s8_chunk(x, out, sum, neg);
+      memcpy(dst, out, (k_padded - k0) / 4 * MR * 8);
+    }
+  }
+  /* each chunk added 128 per k value, padding included */
+  const int64_t chunks = (int64_t)((k_padded + 31) / 32) * 32;
+  for (size_t r = 0; r < rows; r++) {
+    if (row_sum != NULL) row_sum[r] = (int32_t)(uint32_t)(uint64_t)(hsum64(sum[r]) - 128 * chunks);
+    row_neg[r] = (int32_t)(uint32_t)(uint64_t)hsum64(neg[r]);
   }
 }

@@ -2,76 +2,11 @@
  * Eight int32 lanes at a time; tails go through the scalar contract. */
 #include <immintrin.h>
 
-#include "fixq_internal.h"
-
-#define ALWAYS_INLINE static inline __attribute__((always_inline))
-
-/* gemmlowp SaturatingRoundingDoublingHighMul for m >= 0 (so the INT32_MIN *
- * INT32_MIN case cannot occur): floor((x*m + 2^30) / 2^31), which equals the
- * truncating division with the asymmetric nudge. */
-ALWAYS_INLINE __m256i srdhm(__m256i x, __m256i m) {
-  const __m256i nudge = _mm256_set1_epi64x(INT64_C(1) << 30);
-  const __m256i even = _mm256_srli_epi64(_mm256_add_epi64(_mm256_mul_epi32(x, m), nudge), 31);
-  const __m256i odd = _mm256_srli_epi64(
-      _mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64(x, 32), _mm256_srli_epi64(m, 32)), nudge), 31);
-  return _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
-}
-
-/* gemmlowp RoundingDivideByPOT, per-lane exponent 0..31: ties away from zero. */
-ALWAYS_INLINE __m256i rdbpot(__m256i x, __m256i e) {
-  const __m256i one = _mm256_set1_epi32(1);
-  const __m256i mask = _mm256_sub_epi32(_mm256_sllv_epi32(one, e), one);
-  const __m256i rem = _mm256_and_si256(x, mask);
-  const __m256i neg = _mm256_srli_epi32(x, 31);
-  const __m256i thr = _mm256_add_epi32(_mm256_srai_epi32(mask, 1), neg);
-  const __m256i up = _mm256_srli_epi32(_mm256_cmpgt_epi32(rem, thr), 31);
-  return _mm256_add_epi32(_mm256_srav_epi32(x, e), up);
-}
-
-/* Saturating x << left (left 0..30): gemmlowp SaturatingRoundingMultiplyByPOT.
- * (INT32_MIN >> left) << left is INT32_MIN exactly; above the top, select INT32_MAX. */
-ALWAYS_INLINE __m256i sat_shl(__m256i x, __m256i left) {
-  const __m256i hi = _mm256_srav_epi32(_mm256_set1_epi32(INT32_MAX), left);
-  const __m256i lo = _mm256_srav_epi32(_mm256_set1_epi32(INT32_MIN), left);
-  const __m256i v = _mm256_sllv_epi32(_mm256_max_epi32(x, lo), left);
-  return _mm256_blendv_epi8(v, _mm256_set1_epi32(INT32_MAX), _mm256_cmpgt_epi32(x, hi));
-}
-
-ALWAYS_INLINE __m256i mbqm_double(__m256i x, __m256i m, __m256i left, __m256i right) {
-  return rdbpot(srdhm(sat_shl(x, left), m), right);
-}
-
-/* Arithmetic right shift of int64 lanes by n (0..63), saturated to int32,
- * returned in the low half of each 64-bit lane. */
-ALWAYS_INLINE __m256i sra64_sat32(__m256i v, __m256i n) {
-  const __m256i sign = _mm256_cmpgt_epi64(_mm256_setzero_si256(), v);
-  __m256i r = _mm256_xor_si256(_mm256_srlv_epi64(_mm256_xor_si256(v, sign), n), sign);
-  const __m256i hi = _mm256_set1_epi64x(INT32_MAX), lo = _mm256_set1_epi64x(INT32_MIN);
-  r = _mm256_blendv_epi8(r, hi, _mm256_cmpgt_epi64(r, hi));
-  r = _mm256_blendv_epi8(r, lo, _mm256_cmpgt_epi64(lo, r));
-  return r;
-}
-
-/* TFLITE_SINGLE_ROUNDING: (x*m + 2^(total-1)) >> total, total = 31 - shift. */
-ALWAYS_INLINE __m256i mbqm_single(__m256i x, __m256i m, __m256i total) {
-  const __m256i one = _mm256_set1_epi64x(1);
-  const __m256i t_even = _mm256_and_si256(total, _mm256_set1_epi64x(0xFFFFFFFF));
-  const __m256i t_odd = _mm256_srli_epi64(total, 32);
-  const __m256i re = _mm256_sllv_epi64(one, _mm256_sub_epi64(t_even, one));
-  const __m256i ro = _mm256_sllv_epi64(one, _mm256_sub_epi64(t_odd, one));
-  const __m256i even = sra64_sat32(_mm256_add_epi64(_mm256_mul_epi32(x, m), re), t_even);
-  const __m256i odd = sra64_sat32(
-      _mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64(x, 32), _mm256_srli_epi64(m, 32)), ro), t_odd);
-  return _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
-}
+#include "fixq_avx2.h"
 
 /* Same operations, same order as fixq__requant_fp32. */
 ALWAYS_INLINE __m256i requant_fp32(__m256i x, __m256 scale, __m256 lo, __m256 hi, __m256i zp) {
-  const __m256 magic = _mm256_set1_ps(12582912.0f);
-  __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(x), scale);
-  f = _mm256_min_ps(_mm256_max_ps(f, lo), hi);
-  f = _mm256_sub_ps(_mm256_add_ps(f, magic), magic);
-  return _mm256_add_epi32(_mm256_cvttps_epi32(f), zp);
+  return _mm256_add_epi32(clamp_round_f32(_mm256_mul_ps(_mm256_cvtepi32_ps(x), scale), lo, hi), zp);
 }
 
 /* Per-lane parameters of one group of 8 outputs. */

@@ -150,6 +150,74 @@ fixq_status fixq_qgemm(size_t m, const void *a, fixq_dtype a_dtype, size_t lda, 
                        size_t p_channels, void *y, fixq_dtype y_dtype, size_t ldy, int threads);
 
 /* ---- elementwise (issue 4) ------------------------------------------------- */
+/* Quantized int8/uint8 add and multiply (TFLite int8 ADD / MUL, or float32),
+ * docs/arithmetic.md "Elementwise add and mul".  Fill a fixq_eltwise once with
+ * fixq_eltwise_init (it derives the multipliers from the scales), then call
+ * fixq_eltwise_nd any number of times, from any number of threads. */
+typedef enum { FIXQ_OP_ADD = 0, FIXQ_OP_MUL = 1 } fixq_eltwise_op;
+
+typedef struct {
+  fixq_eltwise_op op;
+  fixq_rounding rounding;
+  fixq_dtype a_dtype, b_dtype, y_dtype; /* FIXQ_INT8 or FIXQ_UINT8 */
+  int32_t a_zero_point, b_zero_point, y_zero_point;
+  int32_t qmin, qmax;                   /* output clamp (fused ReLU/ReLU6) */
+  float a_scale, b_scale, y_scale;      /* the scales (FP32 rounding uses them directly) */
+  /* DOUBLE/SINGLE: ADD applies a_/b_ multipliers to (x - zp) << 20 and the
+   * y_ multiplier to their sum; MUL applies the y_ multiplier to
+   * (a - a_zp) * (b - b_zp).  TFLite QuantizeMultiplier of reals derived in
+   * double from the float scales. */
+  int32_t a_multiplier, a_shift, b_multiplier, b_shift, y_multiplier, y_shift;
+} fixq_eltwise;
+
+/* Validates dtypes, scales (finite, > 0), zero points and the clamp, and
+ * derives the multipliers.  FIXQ_ERR_INVALID_ARGUMENT for bad arguments;
+ * FIXQ_ERR_UNSUPPORTED when a fixed-point multiplier cannot represent its real
+ * ratio (quantize_multiplier flushes it to zero, or needs shift > 30): the
+ * struct is still filled so the caller can report which; use FP32 there. */
+fixq_status fixq_eltwise_init(fixq_eltwise *p, fixq_eltwise_op op, fixq_rounding rounding,
+                              fixq_dtype a_dtype, float a_scale, int32_t a_zero_point,
+                              fixq_dtype b_dtype, float b_scale, int32_t b_zero_point,
+                              fixq_dtype y_dtype, float y_scale, int32_t y_zero_point,
+                              int32_t qmin, int32_t qmax);
+
+/* y = op(a, b) over an ndim-dimensional broadcast: shape[d] elements along
+ * dimension d; strides are in elements (0 broadcasts).  The innermost a/b
+ * strides must be 0 or 1 and y's innermost stride 1.  y may be a or b itself
+ * (same pointer and strides); any other overlap is undefined.  ndim >= 1. */
+fixq_status fixq_eltwise_nd(const fixq_eltwise *p, size_t ndim, const size_t *shape,
+                            const void *a, const ptrdiff_t *a_strides, const void *b,
+                            const ptrdiff_t *b_strides, void *y, const ptrdiff_t *y_strides);
+
+/* int8/uint8 -> int8/uint8 requantization, per tensor: the same result as
+ * fixq_requantize_s32 on (x - x_zero_point); channels == 1 in p.  Runs on
+ * the elementwise multiply kernels. */
+fixq_status fixq_requantize_q8(const void *x, fixq_dtype x_dtype, int32_t x_zero_point, void *y,
+                               fixq_dtype y_dtype, size_t n, const fixq_requant *p);
+
+/* ---- low-bit weights (issue 5) ---------------------------------------------
+ * fp16 weights: w[n][k] as IEEE binary16 bits, packed by fixq_f16_pack into
+ * ceil(n/16) panels; panel p is [k][16] and holds columns 16p..16p+15 (zero
+ * padded).  fixq_f16_linear computes y[m][n] = sum_k x[m][k] * w[n][k]
+ * (+ bias[n]) in fp32; the summation order is fixed (for each block of 256
+ * values of k, an fmaf chain from +0.0f; blocks added in order; then the bias),
+ * so every CPU path returns the same bits. */
+size_t fixq_f16_packed_size(size_t n, size_t k); /* in uint16_t elements */
+fixq_status fixq_f16_pack(const uint16_t *w, size_t n, size_t k, uint16_t *packed);
+/* x [m][k], y [m][n] (row-major, contiguous); bias [n] or NULL; k >= 1. */
+fixq_status fixq_f16_linear(const float *x, size_t m, size_t k, const uint16_t *packed, size_t n,
+                            const float *bias, float *y);
+/* XOR-popcount GEMM on +-1 vectors stored as sign bits (bit 1 = -1; element i
+ * of a row is bit i % 8 of byte i / 8; rows of ceil(k / 8) bytes).
+ * fixq_bgemm_pack turns rows of bits into the kernel's layout: per 256-bit
+ * chunk, the 32 low nibbles then the 32 high nibbles, bits >= k cleared
+ * (fixq_bgemm_packed_size(rows, k) bytes).  fixq_bgemm on two packed operands,
+ * a [m] rows and b [n] rows of the same k: y[i][j] = k - 2 * popcount(a[i] XOR
+ * b[j]), the dot product of the +-1 vectors.  1 <= k <= 2^31 - 1. */
+size_t fixq_bgemm_packed_size(size_t rows, size_t k);
+fixq_status fixq_bgemm_pack(const uint8_t *bits, size_t rows, size_t k, uint8_t *packed);
+fixq_status fixq_bgemm(const uint8_t *a, size_t m, const uint8_t *b, size_t n, size_t k, int32_t *y);
+
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,113 @@
+"""Quantized elementwise add and multiply on int8/uint8 tensors.
+
+``rounding="double"`` / ``"single"``: TFLite's int8 ADD and MUL with the
+multipliers derived as docs/arithmetic.md ("Elementwise add and mul") states;
+``"fp32"``: dequantize, add or multiply in float32, divide by the output scale,
+round half to even.  numpy broadcasting; ``out`` may be ``a`` or ``b``.
+"""
+import numpy as np
+
+from . import _core
+from ._validate import (as_bytes, clamp_args, dtype_arg, int_array, out_arg, rounding_arg, scale_arg,
+                        zero_point_arg)
+
+__all__ = ["qadd", "qmul"]
+
+_Q8 = (np.int8, np.uint8)
+
+
+def _scalar_scale(value, name):
+    s = scale_arg(value, 1, name)
+    with np.errstate(over="ignore"):
+        big = not np.isfinite(np.float32(255) * s[0])  # the C core's float32 check
+    if big:
+        raise ValueError(f"{name}={value!r} is too large: 255 * {name} overflows float32")
+    return float(s[0])
+
+
+def _check_alias(src, name, y):
+    """`src` is handed to the kernel as is: it may be `y` itself, never a shifted or broadcast view of it."""
+    if not np.may_share_memory(src, y):
+        return
+    same = (src.shape == y.shape and src.strides == y.strides
+            and src.__array_interface__["data"][0] == y.__array_interface__["data"][0])
+    if not same:
+        raise ValueError(f"out overlaps {name} but is not the same array as {name} (an offset, reshaped or "
+                         f"broadcast view); elementwise ops can only write in place over an input of the "
+                         f"output's shape: pass out=None or {name}.copy()")
+
+
+def _coalesce(shape, *strides):
+    """Drops size-1 dimensions and merges neighbours that every operand walks contiguously."""
+    dims = [(n, [s[d] for s in strides]) for d, n in enumerate(shape) if n != 1]
+    if not dims:
+        return (1,), tuple((1,) for _ in strides)
+    out = [dims[0]]
+    for n, st in dims[1:]:
+        pn, pst = out[-1]
+        if all(ps == s * n for ps, s in zip(pst, st)):
+            out[-1] = (pn * n, st)
+        else:
+            out.append((n, st))
+    return tuple(n for n, _ in out), tuple(tuple(st[i] for _, st in out) for i in range(len(strides)))
+
+
+def _binary(op, a, b, a_scale, a_zero_point, b_scale, b_zero_point, out_scale, out_zero_point, out_min,
+            out_max, out_dtype, rounding, out):
+    a = int_array(a, _Q8, "a")
+    b = int_array(b, _Q8, "b")
+    try:
+        shape = np.broadcast_shapes(a.shape, b.shape)
+    except ValueError:
+        raise ValueError(f"a and b do not broadcast: shapes {a.shape} and {b.shape}") from None
+    dt = dtype_arg(out_dtype, _Q8, "out_dtype")
+    rounding_arg(rounding)
+    sa = _scalar_scale(a_scale, "a_scale")
+    sb = _scalar_scale(b_scale, "b_scale")
+    sy = float(scale_arg(out_scale, 1, "out_scale")[0])
+    za = int(zero_point_arg(a_zero_point, 1, a.dtype, "a_zero_point")[0])
+    zb = int(zero_point_arg(b_zero_point, 1, b.dtype, "b_zero_point")[0])
+    zy = int(zero_point_arg(out_zero_point, 1, dt, "out_zero_point")[0])
+    lo, hi = clamp_args(out_min, out_max, dt, names=("out_min", "out_max"))
+    params = _core.EltwiseParams(op, rounding, a.dtype.name, sa, za, b.dtype.name, sb, zb, dt.name, sy, zy,
+                                 lo, hi)
+    y = out_arg(out, shape, dt)
+    ac = a if a.flags.c_contiguous else a.copy(order="C")  # ascontiguousarray would make 0-d 1-d
+    bc = b if b.flags.c_contiguous else b.copy(order="C")
+    _check_alias(ac, "a", y)
+    _check_alias(bc, "b", y)
+    if y.size == 0:
+        return y
+    nshape, (sa_, sb_, sy_) = _coalesce(shape, np.broadcast_to(ac, shape).strides,
+                                        np.broadcast_to(bc, shape).strides, y.strides)
+    _core.eltwise_nd(params, as_bytes(ac), as_bytes(bc), as_bytes(y), nshape, sa_, sb_, sy_)
+    return y
+
+
+def qadd(a, b, *, a_scale, a_zero_point, b_scale, b_zero_point, out_scale, out_zero_point, out_min=None,
+         out_max=None, out_dtype=np.int8, rounding="double", out=None):
+    """Quantized ``a + b`` with numpy broadcasting; int8 or uint8 in and out.
+
+    ``rounding="double"`` (default) / ``"single"``: TFLite int8 ADD (inputs
+    ``(x - zp) << 20`` rescaled by ``s_x / (2 max(s_a, s_b))``, summed, rescaled
+    by ``2 max(s_a, s_b) / (2**20 s_out)``, each multiplier applied with that
+    rounding).  ``"fp32"``: ``((a - za) * s_a + (b - zb) * s_b) / s_out`` in
+    float32, rounded half to even.  Then ``+ out_zero_point``, clamped to
+    ``[out_min, out_max]`` (default: the dtype's range; ReLU: ``out_min =
+    out_zero_point``).  ``out`` may be ``a`` or ``b``.
+    """
+    return _binary("add", a, b, a_scale, a_zero_point, b_scale, b_zero_point, out_scale, out_zero_point,
+                   out_min, out_max, out_dtype, rounding, out)
+
+
+def qmul(a, b, *, a_scale, a_zero_point, b_scale, b_zero_point, out_scale, out_zero_point, out_min=None,
+         out_max=None, out_dtype=np.int8, rounding="double", out=None):
+    """Quantized ``a * b`` with numpy broadcasting; int8 or uint8 in and out.
+
+    ``rounding="double"`` / ``"single"``: TFLite int8 MUL,
+    ``MBQM((a - za) * (b - zb), M)`` with ``M = s_a s_b / s_out``.  ``"fp32"``:
+    ``((a - za) * s_a) * ((b - zb) * s_b) / s_out`` in float32, rounded half to
+    even.  Zero point, clamp and ``out`` as in :func:`qadd`.
+    """
+    return _binary("mul", a, b, a_scale, a_zero_point, b_scale, b_zero_point, out_scale, out_zero_point,
+                   out_min, out_max, out_dtype, rounding, out)

@@ -1,0 +1,300 @@
+"""fixq.qmatmul / qlinear / pack_weights against the numpy int64 reference, on every CPU path."""
+import concurrent.futures
+import io
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fixq
+import gemm_reference as R
+from conftest import ISAS, using_isa
+
+DTYPES = (np.int8, np.uint8)
+SIZES = list(range(1, 11)) + [15, 16, 17, 31, 32, 33, 63, 64, 65]
+# every size on each axis, paired with odd sizes on the others
+SHAPES = sorted({(s, t, u) for s, t, u in zip(SIZES, SIZES[3:] + SIZES[:3], SIZES[7:] + SIZES[:7])}
+                | {(s, s, s) for s in SIZES} | {(7, 33, 65), (65, 17, 3), (1, 65, 33), (33, 1, 17), (130, 67, 35)})
+
+
+def rand(rng, dtype, shape):
+    info = np.iinfo(dtype)
+    return rng.integers(info.min, info.max + 1, shape, dtype=np.int64).astype(dtype)
+
+
+def zero_points(dtype):
+    info = np.iinfo(dtype)
+    return (info.min, 0 if dtype == np.int8 else 128, info.max)
+
+
+@pytest.mark.parametrize("adt", DTYPES)
+@pytest.mark.parametrize("bdt", DTYPES)
+def test_shape_sweep_int32(isa, adt, bdt):
+    rng = np.random.default_rng(1)
+    for i, (m, k, n) in enumerate(SHAPES):
+        a, b = rand(rng, adt, (m, k)), rand(rng, bdt, (k, n))
+        azp = zero_points(adt)[i % 3]
+        bzp = zero_points(bdt)[(i // 3) % 3] if i % 2 else rand(rng, bdt, n).astype(np.int32)
+        bias = rng.integers(-10**6, 10**6, n, dtype=np.int32) if i % 4 else None
+        ref = R.qmatmul_acc(a, b, azp, bzp, bias)
+        y = fixq.qmatmul(a, b, a_zero_point=azp, b_zero_point=bzp, bias=bias, out_dtype=np.int32)
+        np.testing.assert_array_equal(y, ref, err_msg=f"shape {(m, k, n)}")
+        packed = fixq.pack_weights(np.ascontiguousarray(b.T), bzp)
+        y2 = fixq.qlinear(a, packed, bias, a_zero_point=azp, out_dtype=np.int32)
+        np.testing.assert_array_equal(y2, ref, err_msg=f"packed, shape {(m, k, n)}")
+
+
+def out_stage(rng, rounding, per_column, n):
+    shape = n if per_column else ()
+    if rounding == "fp32":
+        return {"scale": (rng.uniform(1e-5, 1e-2, shape)).astype(np.float32) if per_column else 3.1e-4}
+    m = rng.integers(1 << 30, 2**31 - 1, shape, dtype=np.int64).astype(np.int32)
+    s = rng.integers(-14, -6, shape, dtype=np.int64).astype(np.int32)
+    return {"multiplier": m if per_column else int(m), "shift": s if per_column else int(s)}
+
+
+@pytest.mark.parametrize("rounding", ["double", "single", "fp32"])
+@pytest.mark.parametrize("per_column", [False, True], ids=["tensor", "column"])
+@pytest.mark.parametrize("out_dtype", [np.int8, np.uint8, np.int16])
+def test_fused_output_stage(isa, rounding, per_column, out_dtype):
+    rng = np.random.default_rng(2)
+    lo, hi = np.iinfo(out_dtype).min, np.iinfo(out_dtype).max
+    for i, (m, k, n) in enumerate([(1, 64, 64), (5, 33, 17), (17, 100, 40), (64, 65, 31)]):
+        adt, bdt = DTYPES[i % 2], DTYPES[i // 2 % 2]
+        a, b = rand(rng, adt, (m, k)), rand(rng, bdt, (k, n))
+        azp, bzp = int(rand(rng, adt, ())), int(rand(rng, bdt, ()))
+        bias = rng.integers(-10**5, 10**5, n, dtype=np.int32)
+        params = out_stage(rng, rounding, per_column, n)
+        ozp = rng.integers(lo, hi + 1, n, dtype=np.int64).astype(np.int32) if per_column else int((lo + hi) // 2)
+        omin, omax = (lo + 3, hi - 5) if i % 2 else (None, None)
+        acc = R.qmatmul_acc(a, b, azp, bzp, bias)
+        ref = R.requantize(acc, rounding, params.get("multiplier"), params.get("shift"), params.get("scale"), ozp,
+                           lo if omin is None else omin, hi if omax is None else omax)
+        y = fixq.qmatmul(a, b, a_zero_point=azp, b_zero_point=bzp, bias=bias, out_zero_point=ozp, out_min=omin,
+                         out_max=omax, out_dtype=out_dtype, rounding=rounding, **params)
+        assert y.dtype == out_dtype
+        np.testing.assert_array_equal(y, ref, err_msg=f"shape {(m, k, n)}")
+        # the same through fixq.requantize on the int32 accumulators
+        acc32 = fixq.qmatmul(a, b, a_zero_point=azp, b_zero_point=bzp, bias=bias, out_dtype=np.int32)
+        y2 = fixq.requantize(acc32, zero_point=ozp, qmin=omin, qmax=omax, dtype=out_dtype, rounding=rounding,
+                             **params)
+        np.testing.assert_array_equal(y, y2)
+
+
+def test_relu_is_a_clamp(isa):
+    rng = np.random.default_rng(3)
+    a, w = rand(rng, np.int8, (9, 40)), rand(rng, np.int8, (24, 40))
+    y = fixq.qlinear(a, w, multiplier=1 << 30, shift=-6, out_zero_point=-10, out_min=-10)
+    acc = R.qmatmul_acc(a, w.T)
+    np.testing.assert_array_equal(y, R.requantize(acc, "double", 1 << 30, -6, zero_point=-10, qmin=-10))
+
+
+# ---- worst cases: where the fast peers saturate int16 -----------------------
+
+@pytest.mark.parametrize("k", [1, 2, 3, 64, 1023, 4096])
+def test_extremes_exact(isa, k):
+    cases = [
+        (np.full((3, k), 255, np.uint8), 0, np.full((k, 20), 127, np.int8)),
+        (np.full((3, k), 255, np.uint8), 0, np.full((k, 20), -127, np.int8)),
+        (np.full((3, k), -128, np.int8), 0, np.full((k, 20), 127, np.int8)),
+        (np.full((3, k), -128, np.int8), 0, np.full((k, 20), -127, np.int8)),
+        (np.full((3, k), -128, np.int8), 0, np.full((k, 20), -128, np.int8)),  # -128 * -128 everywhere
+        (np.full((3, k), 0, np.uint8), 255, np.full((k, 20), 255, np.uint8)),
+        (np.full((3, k), 127, np.int8), -128, np.full((k, 20), -128, np.int8)),
+    ]
+    rng = np.random.default_rng(4)
+    alt = np.where(rng.integers(0, 2, (3, k)) == 1, 255, 0).astype(np.uint8)
+    cases.append((alt, 0, np.where(rng.integers(0, 2, (k, 20)) == 1, 127, -127).astype(np.int8)))
+    for a, azp, b in cases:
+        ref = R.qmatmul_acc(a, b, azp)
+        np.testing.assert_array_equal(fixq.qmatmul(a, b, a_zero_point=azp, out_dtype=np.int32), ref)
+
+
+def test_k_65536_with_weights_in_127(isa):
+    k = 1 << 16
+    a = np.full((2, k), 255, np.uint8)
+    a[1, ::2] = 0
+    b = np.full((k, 16), 127, np.int8)
+    b[:, 1] = -127
+    packed = fixq.pack_weights(b, layout="matmul")
+    assert packed.kernel == "s8"
+    y = fixq.qmatmul(a, packed, out_dtype=np.int32)
+    np.testing.assert_array_equal(y, R.qmatmul_acc(a, b))
+    assert y[0, 0] == 255 * 127 * k
+    a8 = np.full((1, k), -128, np.int8)
+    np.testing.assert_array_equal(fixq.qmatmul(a8, packed, out_dtype=np.int32), R.qmatmul_acc(a8, b))
+
+
+def test_overflow_is_refused_up_front():
+    k = 1 << 16
+    a = np.full((1, k), 255, np.uint8)
+    b = np.full((k, 4), -128, np.int8)
+    np.testing.assert_array_equal(fixq.qmatmul(a, b, out_dtype=np.int32), R.qmatmul_acc(a, b))  # just fits
+    b = np.full((k + 1000, 4), -128, np.int8)
+    a = np.full((1, k + 1000), 255, np.uint8)
+    with pytest.raises(OverflowError, match="int32 accumulator could overflow.*column 0"):
+        fixq.qmatmul(a, b, out_dtype=np.int32)
+    a = np.full((1, k), 255, np.uint8)
+    b127 = np.full((k, 4), 127, np.int8)
+    fixq.qmatmul(a, b127, bias=np.full(4, 2**24, np.int32), out_dtype=np.int32)  # fits
+    with pytest.raises(OverflowError, match="bias"):
+        fixq.qmatmul(a, b127, bias=np.full(4, 2**30, np.int32), out_dtype=np.int32)
+
+
+def test_kernel_choice_follows_weight_range():
+    assert fixq.pack_weights(np.array([[-127, 127]], np.int8)).kernel == "s8"
+    assert fixq.pack_weights(np.array([[-128, 127]], np.int8)).kernel == "s16"
+    assert fixq.pack_weights(np.array([[1, 255]], np.uint8)).kernel == "s8"
+    assert fixq.pack_weights(np.array([[0, 255]], np.uint8)).kernel == "s16"
+
+
+# ---- packed weights, layouts, batching ---------------------------------------
+
+def test_packed_round_trip_through_npz():
+    rng = np.random.default_rng(5)
+    for dt, layout in ((np.int8, "linear"), (np.uint8, "matmul")):
+        w = rand(rng, dt, (37, 21))
+        zp = rand(rng, dt, 37 if layout == "linear" else 21).astype(np.int32)
+        packed = fixq.pack_weights(w, zp, layout=layout)
+        assert packed.shape == w.shape and packed.dtype == dt and packed.layout == layout
+        buf = io.BytesIO()
+        np.savez(buf, **packed.to_arrays())
+        buf.seek(0)
+        arrays = dict(np.load(buf, allow_pickle=False))
+        np.testing.assert_array_equal(arrays["w"], w)
+        np.testing.assert_array_equal(arrays["zero_point"], zp)
+        again = fixq.pack_weights(**arrays)
+        a = rand(rng, np.int8, (5, 21 if layout == "linear" else 37))
+        f = fixq.qlinear if layout == "linear" else fixq.qmatmul
+        np.testing.assert_array_equal(f(a, again, out_dtype=np.int32), f(a, packed, out_dtype=np.int32))
+        np.testing.assert_array_equal(f(a, packed, out_dtype=np.int32), f(a, w, b_zero_point=zp, out_dtype=np.int32))
+
+
+def test_batched_and_vector_inputs(isa):
+    rng = np.random.default_rng(6)
+    a = rand(rng, np.uint8, (2, 3, 5, 24))
+    w = rand(rng, np.int8, (10, 24))
+    y = fixq.qlinear(a, w, a_zero_point=128, out_dtype=np.int32)
+    assert y.shape == (2, 3, 5, 10)
+    np.testing.assert_array_equal(y, R.qmatmul_acc(a, w.T, 128))
+    v = a[0, 0, 0]
+    np.testing.assert_array_equal(fixq.qmatmul(v, w.T, a_zero_point=128, out_dtype=np.int32),
+                                  R.qmatmul_acc(v, w.T, 128))
+
+
+def test_strided_readonly_and_out(isa):
+    rng = np.random.default_rng(7)
+    base = rand(rng, np.int8, (12, 80))
+    a = base[::2, ::2]  # non-contiguous
+    b = rand(rng, np.int8, (40, 9))
+    b.flags.writeable = False
+    ref = R.requantize(R.qmatmul_acc(a, b), "double", 1 << 30, -8)
+    out = np.empty((6, 9), np.int8)
+    y = fixq.qmatmul(a, b, multiplier=1 << 30, shift=-8, out=out)
+    assert y is out
+    np.testing.assert_array_equal(out, ref)
+
+
+def test_empty_dimensions():
+    a = np.zeros((0, 8), np.int8)
+    assert fixq.qmatmul(a, np.zeros((8, 3), np.int8), out_dtype=np.int32).shape == (0, 3)
+    y = fixq.qmatmul(np.zeros((2, 0), np.int8), np.zeros((0, 3), np.int8), bias=np.arange(3, dtype=np.int32),
+                     out_dtype=np.int32)
+    np.testing.assert_array_equal(y, [[0, 1, 2], [0, 1, 2]])
+
+
+# ---- threads ------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", [(300, 200, 150), (3, 300, 700), (1, 4096, 1024)])
+def test_threads_give_identical_results(isa, shape):
+    m, k, n = shape
+    rng = np.random.default_rng(8)
+    a, w = rand(rng, np.uint8, (m, k)), rand(rng, np.int8, (n, k))
+    packed = fixq.pack_weights(w, 3)
+    ref = R.requantize(R.qmatmul_acc(a, w.T, 100, 3), "single", 1 << 30, -10)
+    for threads in (1, 2, 3):
+        y = fixq.qlinear(a, packed, a_zero_point=100, multiplier=1 << 30, shift=-10, rounding="single",
+                         threads=threads)
+        np.testing.assert_array_equal(y, ref, err_msg=f"threads={threads}")
+
+
+def test_python_threads_share_inputs(isa):
+    rng = np.random.default_rng(9)
+    a = rand(rng, np.int8, (64, 256))
+    packed = fixq.pack_weights(rand(rng, np.int8, (96, 256)))
+    bias = rng.integers(-1000, 1000, 96, dtype=np.int32)
+    ref = fixq.qlinear(a, packed, bias, multiplier=1 << 30, shift=-9)
+
+    def work(i):
+        return all(np.array_equal(fixq.qlinear(a, packed, bias, multiplier=1 << 30, shift=-9, threads=1 + i % 2), ref)
+                   for _ in range(20))
+
+    with concurrent.futures.ThreadPoolExecutor(4) as ex:
+        assert all(ex.map(work, range(8)))
+
+
+# ---- properties -----------------------------------------------------------------
+
+@settings(max_examples=40, deadline=None)
+@given(m=st.integers(1, 20), k=st.integers(1, 70), n=st.integers(1, 40), adt=st.sampled_from(DTYPES),
+       bdt=st.sampled_from(DTYPES), seed=st.integers(0, 2**32 - 1), per_column=st.booleans())
+def test_matches_reference_property(m, k, n, adt, bdt, seed, per_column):
+    rng = np.random.default_rng(seed)
+    a, b = rand(rng, adt, (m, k)), rand(rng, bdt, (k, n))
+    azp = int(rand(rng, adt, ()))
+    bzp = rand(rng, bdt, n).astype(np.int32) if per_column else int(rand(rng, bdt, ()))
+    bias = rng.integers(-2**20, 2**20, n, dtype=np.int32)
+    params = out_stage(rng, "double", per_column, n)
+    acc = R.qmatmul_acc(a, b, azp, bzp, bias)
+    ref = R.requantize(acc, "double", params["multiplier"], params["shift"])
+    for isa in ISAS:
+        with using_isa(isa):
+            np.testing.assert_array_equal(
+                fixq.qmatmul(a, b, a_zero_point=azp, b_zero_point=bzp, bias=bias, out_dtype=np.int32), acc)
+            np.testing.assert_array_equal(
+                fixq.qmatmul(a, b, a_zero_point=azp, b_zero_point=bzp, bias=bias, **params), ref)
+
+
+# ---- bad input ------------------------------------------------------------------
+
+A = np.zeros((4, 8), np.int8)
+B = np.zeros((8, 5), np.int8)
+MS = {"multiplier": 1 << 30, "shift": -3}
+
+
+@pytest.mark.parametrize("call, exc, match", [
+    (lambda: fixq.qmatmul(A, np.zeros((7, 5), np.int8), **MS), ValueError, r"\(4, 8\).*\(7, 5\)"),
+    (lambda: fixq.qlinear(A, np.zeros((5, 7), np.int8), **MS), ValueError, r"\(4, 8\).*\(5, 7\)"),
+    (lambda: fixq.qmatmul(A.astype(np.float32), B, **MS), TypeError, "a must have dtype"),
+    (lambda: fixq.qmatmul(A, B.astype(np.int16), **MS), TypeError, "b must have dtype"),
+    (lambda: fixq.qmatmul(A, np.zeros((2, 8, 5), np.int8), **MS), ValueError, "b must be 2-D"),
+    (lambda: fixq.qmatmul(A, B, bias=np.zeros(4, np.int32), **MS), ValueError, r"bias must have shape \(5,\)"),
+    (lambda: fixq.qmatmul(A, B, bias=np.zeros(5, np.int64), **MS), TypeError, "bias must have dtype"),
+    (lambda: fixq.qmatmul(A, B), ValueError, "takes multiplier= and shift="),
+    (lambda: fixq.qmatmul(A, B, multiplier=1, shift=0, scale=0.5), ValueError, "not scale"),
+    (lambda: fixq.qmatmul(A, B, scale=0.5, rounding="fp32", multiplier=3), ValueError, "not multiplier"),
+    (lambda: fixq.qmatmul(A, B, multiplier=np.ones(4, np.int32) << 20, shift=0), ValueError, "length N = 5"),
+    (lambda: fixq.qmatmul(A, B, scale=np.ones(3, np.float32), rounding="fp32"), ValueError, "length N = 5"),
+    (lambda: fixq.qmatmul(A, B, multiplier=-1, shift=0), ValueError, "multiplier"),
+    (lambda: fixq.qmatmul(A, B, multiplier=1, shift=40), ValueError, "shift"),
+    (lambda: fixq.qmatmul(A, B, rounding="nearest", **MS), ValueError, "rounding"),
+    (lambda: fixq.qmatmul(A, B, out=np.zeros((4, 6), np.int8), **MS), ValueError, r"out must .*\(4, 5\)"),
+    (lambda: fixq.qmatmul(A, B, out=np.zeros((4, 5), np.uint8), **MS), ValueError, "out must .*int8"),
+    (lambda: fixq.qmatmul(A, B, out=np.zeros((5, 4), np.int8).T, **MS), ValueError, "C-contiguous"),
+    (lambda: fixq.qmatmul(A, B, threads=0, **MS), ValueError, "threads"),
+    (lambda: fixq.qmatmul(A, B, a_zero_point=200, **MS), ValueError, "a_zero_point"),
+    (lambda: fixq.qmatmul(A, B, b_zero_point=-129, **MS), ValueError, "b_zero_point"),
+    (lambda: fixq.qmatmul(A, B, out_zero_point=300, **MS), ValueError, "out_zero_point"),
+    (lambda: fixq.qmatmul(A, B, out_min=10, out_max=5, **MS), ValueError, "out_min"),
+    (lambda: fixq.qmatmul(A, B, out_dtype=np.int32, **MS), ValueError, "raw accumulators"),
+    (lambda: fixq.qmatmul(A, B, out_dtype=np.float32, **MS), TypeError, "out_dtype"),
+    (lambda: fixq.qmatmul(A, fixq.pack_weights(B, 3, layout="matmul"), b_zero_point=4, **MS), ValueError,
+     "packed with"),
+    (lambda: fixq.pack_weights(B, layout="nk"), ValueError, "layout"),
+    (lambda: fixq.pack_weights(B, np.zeros(7, np.int32)), ValueError, "zero_point"),
+    (lambda: fixq.PackedWeights(), TypeError, "pack_weights"),
+])
+def test_bad_input(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
