@@ -272,6 +272,12 @@ def test_run_argument_errors(tmp_path):
         m.run(np.zeros((4, 11), np.float32))
     with pytest.raises(TypeError, match="x must be a float array, got dtype int8"):
         m.run(np.zeros((4, 12), np.int8))
+    bad = np.zeros((2, 12), np.float32)
+    bad[1, 3] = np.nan
+    with pytest.raises(ValueError, match="input contains NaN"):
+        m.run(bad)
+    with pytest.raises(ValueError, match="step 'fc1': its input contains NaN or Inf"):
+        quantize_model(g, dynamic=True).run(bad)
     with pytest.raises(ValueError, match="threads must be an integer >= 1, got 0"):
         m.run(np.zeros((4, 12), np.float32), threads=0)
     with pytest.raises(ValueError, match="static quantization needs calibration data"):

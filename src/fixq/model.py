@@ -675,7 +675,10 @@ class Model:
         biases = [bias[k * og:(k + 1) * og] for k in range(groups)]
 
         def dynamic(x, threads):
-            xs, xz = _act_qparams(min(float(x.min()), 0.0), max(float(x.max()), 0.0), dt)
+            lo, hi = float(x.min()), float(x.max())
+            if not (np.isfinite(lo) and np.isfinite(hi)):
+                raise ValueError(f"step {name!r}: its input contains NaN or Inf; replace or mask them")
+            xs, xz = _act_qparams(min(lo, 0.0), max(hi, 0.0), dt)
             xq = fixq.quantize(x, xs, xz, dtype=dt)
             outs = []
             for k, packed in enumerate(packs):
