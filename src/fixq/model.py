@@ -12,6 +12,7 @@ depthwise conv accumulates in int32 and requantizes, add/mul run through ``qadd`
 requantizes its inputs to the output's scale, pools work on the integers (max, or TFLite's
 average with rounding half away from zero), softmax is computed in float at the output.
 """
+import copy
 import json
 import os
 import tempfile
@@ -148,12 +149,22 @@ def quantize_model(g, calib=None, *, method="minmax", per_channel=True, weights=
     arrays = {}
     wkeys = _weight_keys(g)
     tensors = {}
+    lowbit = {}
+    if weights in LOWBIT_KEY:
+        make = fixq.ternarize if weights == "ternary" else fixq.binarize
+        lowbit = {name: make(g.weights[wk].reshape(g.weights[wk].shape[0], -1)) for name, (wk, _) in wkeys.items()}
     if not float_acts:
         if calib is None:
             raise ValueError("static quantization needs calibration data (calib=); or use dynamic=True")
         observed = [g.input] + [s["output"] for s in steps if s["op"] in ("linear", "conv2d", "add", "mul",
                                                                            "concat")]
-        ranges = calibrate(g, calib, method, observed, progress, **(method_options or {}))
+        # Ternary/binary weights change the activations: calibrate the network they approximate.
+        g_cal = g
+        if lowbit:
+            g_cal = copy.copy(g)
+            g_cal.weights = dict(g.weights, **{wkeys[n][0]: lw.dequantize().reshape(g.weights[wkeys[n][0]].shape)
+                                               for n, lw in lowbit.items()})
+        ranges = calibrate(g_cal, calib, method, observed, progress, **(method_options or {}))
         qp = {t: _act_qparams(*ranges[t], act_dt) for t in observed}
         for s in steps:  # pass-through steps keep their input's quantization
             if s["output"] not in qp:
@@ -176,10 +187,14 @@ def quantize_model(g, calib=None, *, method="minmax", per_channel=True, weights=
                 continue
             s_in = None if dynamic else qp[s["inputs"][0]][0]
             if weights in LOWBIT_KEY:
-                lw = (fixq.ternarize if weights == "ternary" else fixq.binarize)(w.reshape(w.shape[0], -1))
+                lw = lowbit[name]
                 arrays[f"{name}:{LOWBIT_KEY[weights]}"] = lw.codes if weights == "ternary" else lw.bits
-                # alpha folded into the per-channel weight scale (an all-zero row has alpha 0: use 1.0)
+                # alpha folded into the per-channel weight scale (an all-zero row has alpha 0: use 1.0),
+                # raised where the int32 bias would not fit (as for int8 weights)
                 ws = np.where(lw.alpha > 0, lw.alpha, np.float32(1.0)).astype(np.float32)
+                if not dynamic:
+                    need = np.abs(b.astype(np.float64)) / (np.float64(s_in) * 2.0**30)
+                    ws = np.maximum(ws, np.nextafter(need.astype(np.float32), np.float32(np.inf)), dtype=np.float32)
                 wzp = np.zeros(w.shape[0], np.int32)
             else:
                 wq, ws, wzp = _quantize_weight(w, per_channel, None if dynamic else b, s_in)

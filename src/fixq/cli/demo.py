@@ -36,7 +36,7 @@ def _best_time(fn, repeat):
               help="Activation calibration method.")
 @one_line_errors
 def demo(which, method):
-    """Quantize and run the bundled digits models: accuracy, size, speed.
+    """Quantize and run the bundled digits models (accuracy, size, speed).
 
     The models were trained offline on scikit-learn's 8x8 handwritten digits; they are quantized to
     int8, run on the held-out test set, and compared with float."""
