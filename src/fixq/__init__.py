@@ -14,6 +14,7 @@ from . import calibrate, lowbit
 from .lowbit import (binarize, binary_linear, fp16_linear, lowbit_qlinear, pack_fp16, popcount_linear,
                      storage_report, ternarize)
 from .qparams import QParams, choose_qparams, quantize_bias
+from . import targets  # target= emulation recipes (docs/conformance.md)
 from .model import Model  # the int8 engine (issue 6, docs/engine.md)
 
 __version__ = _core.VERSION

@@ -185,3 +185,4 @@ _init()
 include "_gemm.pxi"
 include "_eltwise.pxi"
 include "_lowbit.pxi"
+include "_capi.pxi"

@@ -68,7 +68,7 @@ def per_channel(value, channels, name, dtype):
         if a.dtype.kind == "f" and not (np.all(np.isfinite(out)) and np.all(out == np.round(out))):
             raise TypeError(f"{name} must hold integers, got {value!r}")
         lo, hi = INT_RANGES[np.dtype(dtype)]
-        if out.min() < lo or out.max() > hi:
+        if np.any(out < lo) or np.any(out > hi):
             raise ValueError(f"{name} must lie in [{lo}, {hi}], got {value!r}")
     return np.ascontiguousarray(out, dtype=dtype)
 

@@ -40,10 +40,10 @@ def quantize_multiplier(real):
 def _multiplier_shift(multiplier, shift, channels):
     m = per_channel(multiplier, channels, "multiplier", np.int32)
     s = per_channel(shift, channels, "shift", np.int32)
-    if m.min() < 0:
+    if np.any(m < 0):
         raise ValueError(f"multiplier must be in [0, 2**31 - 1] (a Q31 value from quantize_multiplier), "
                          f"got {multiplier!r}")
-    if s.min() < -31 or s.max() > 30:
+    if np.any(s < -31) or np.any(s > 30):
         raise ValueError(f"shift must be in [-31, 30], got {shift!r}")
     return m, s
 
@@ -189,10 +189,17 @@ def _params_along(x, scale, zero_point, axis, dtype):
     return rows, channels, inner, scale_arg(scale, channels), zero_point_arg(zero_point, channels, dtype)
 
 
-def quantize(x, scale, zero_point=0, dtype=np.int8, axis=None, *, qmin=None, qmax=None, out=None):
+def quantize(x, scale, zero_point=0, dtype=np.int8, axis=None, *, qmin=None, qmax=None, out=None, target=None):
     """Float to int8/uint8/int16: ``saturate(round_half_even(x / scale) + zero_point)``,
     computed in float32 (ONNX QuantizeLinear).  Per-tensor, or per index of
-    ``axis``.  NaN is an error."""
+    ``axis``.  NaN is an error.  ``target=`` (per-tensor, int8/uint8) quantizes
+    exactly as that runtime does (``fixq.targets.quantize``)."""
+    if target is not None:
+        from . import targets
+        if axis is not None or qmin is not None or qmax is not None or out is not None:
+            raise ValueError("quantize(target=...) is per-tensor over the full dtype range: leave out axis, qmin, "
+                             "qmax and out")
+        return targets.quantize(x, target, scale, zero_point, dtype)
     xa = np.asarray(x)
     if xa.dtype.kind != "f":
         raise TypeError(f"x must be a float array, got dtype {xa.dtype}")

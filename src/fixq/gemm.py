@@ -8,7 +8,7 @@ import numbers
 
 import numpy as np
 
-from . import _core
+from . import _core, targets as _targets
 from ._core import PackedWeights
 from ._validate import (INT_RANGES, channel_count, clamp_args, dtype_arg, int_array, per_channel, rounding_arg,
                         scale_arg, zero_point_arg)
@@ -48,7 +48,7 @@ def _pack(w, zero_point, layout, name, zp_name):
 
 def qmatmul(a, b, *, a_zero_point=0, b_zero_point=0, bias=None, multiplier=None, shift=None, scale=None,
             out_zero_point=0, out_min=None, out_max=None, out_dtype=np.int8, rounding="double", threads=1,
-            out=None):
+            out=None, target=None, scales=None):
     """``a @ b`` for int8/uint8 ``a [..., M, K]`` and ``b [K, N]`` (or :class:`PackedWeights`).
 
     ``acc = sum_k (a - a_zero_point)(b - b_zero_point[n]) + bias[n]`` in exact int32;
@@ -58,15 +58,31 @@ def qmatmul(a, b, *, a_zero_point=0, b_zero_point=0, bias=None, multiplier=None,
     column, then ``out_zero_point`` is added and the result clamped to
     ``[out_min, out_max]`` (a fused ReLU is a clamp).  ``threads`` splits the
     work; the GIL is released throughout.
+
+    ``target="tflite"|"tflite-reference"|"xnnpack"|"onnxruntime"|"gemmlowp"`` with
+    ``scales=(a_scale, b_scale, out_scale)`` requantizes exactly as that runtime
+    does (``fixq.targets``, docs/conformance.md) instead of taking
+    ``multiplier``/``shift``/``scale``/``rounding``.
     """
+    if target is not None:
+        return _targets.qgemm(qmatmul, a, b, target=target, scales=scales, out=out, a_zero_point=a_zero_point,
+                              b_zero_point=b_zero_point, bias=bias, multiplier=multiplier, shift=shift, scale=scale,
+                              out_zero_point=out_zero_point, out_min=out_min, out_max=out_max, out_dtype=out_dtype,
+                              rounding=None if rounding == "double" else rounding, threads=threads)
     return _qgemm("qmatmul", "a", "b", "matmul", a, b, a_zero_point, b_zero_point, bias, multiplier, shift, scale,
                   out_zero_point, out_min, out_max, out_dtype, rounding, threads, out)
 
 
 def qlinear(x, w, bias=None, *, a_zero_point=0, b_zero_point=0, multiplier=None, shift=None, scale=None,
             out_zero_point=0, out_min=None, out_max=None, out_dtype=np.int8, rounding="double", threads=1,
-            out=None):
+            out=None, target=None, scales=None):
     """A Linear/FC layer: :func:`qmatmul` with ``w`` in ``[N, K]`` layout (``y = x @ w.T + bias``)."""
+    if target is not None:
+        return _targets.qgemm(qlinear, x, w, target=target, scales=scales, out=out, bias=bias,
+                              a_zero_point=a_zero_point, b_zero_point=b_zero_point, multiplier=multiplier,
+                              shift=shift, scale=scale, out_zero_point=out_zero_point, out_min=out_min,
+                              out_max=out_max, out_dtype=out_dtype, rounding=None if rounding == "double" else rounding,
+                              threads=threads)
     return _qgemm("qlinear", "x", "w", "linear", x, w, a_zero_point, b_zero_point, bias, multiplier, shift, scale,
                   out_zero_point, out_min, out_max, out_dtype, rounding, threads, out)
 
@@ -151,9 +167,9 @@ def _out_stage(fn, dt, rounding, multiplier, shift, scale, zero_point, out_min, 
     else:
         m = per_channel(multiplier, channels, "multiplier", np.int32)
         s = per_channel(shift, channels, "shift", np.int32)
-        if m.min() < 0:
+        if np.any(m < 0):
             raise ValueError(f"{fn}: multiplier must be in [0, 2**31 - 1] (a Q31 value from quantize_multiplier)")
-        if s.min() < -31 or s.max() > 30:
+        if np.any(s < -31) or np.any(s > 30):
             raise ValueError(f"{fn}: shift must be in [-31, 30], got {shift!r}")
         sc = None
     if channels == 1 or n == 1:

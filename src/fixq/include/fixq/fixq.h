@@ -4,7 +4,11 @@
  * Every entry point is reentrant, never aborts and never prints: it returns a
  * fixq_status.  Integer results are defined by the scalar code (the contract,
  * docs/arithmetic.md); SIMD paths are bit-identical to it.  Call fixq_init()
- * once before anything else (the Python module does it at import).
+ * once before anything else (the Python module does it at import); after it
+ * the library holds no mutable state, so any thread may call any entry point
+ * (fixq_select_isa, a test hook, is the one exception).  This header is C89
+ * and C++ clean; docs/embedding.md shows how to link the static library
+ * (`make lib`) or call an installed fixq through its capsule (fixq_capsule.h).
  */
 #ifndef FIXQ_FIXQ_H_
 #define FIXQ_FIXQ_H_
@@ -29,6 +33,9 @@ typedef enum {
   FIXQ_ERR_OUT_OF_MEMORY = 4,
   FIXQ_ERR_UNSUPPORTED = 5       /* ISA not compiled in or not supported by this CPU */
 } fixq_status;
+
+/* A short English description of `status` ("invalid argument", ...); never NULL. */
+const char *fixq_status_string(fixq_status status);
 
 typedef enum { FIXQ_ISA_SCALAR = 0, FIXQ_ISA_AVX2 = 1, FIXQ_ISA_COUNT = 2 } fixq_isa;
 
