@@ -57,7 +57,9 @@ def requant_fixed(acc, m, shift, zp, qmin, qmax, rounding):
 
 def requant_fp32(acc, scale, zp, qmin, qmax):
     """XNNPACK fp32 requantization: float32 product, round half to even."""
-    f = np.asarray(acc).astype(np.float32) * np.asarray(scale, np.float32)
+    with np.errstate(over="ignore"):
+        f = np.asarray(acc).astype(np.float32) * np.asarray(scale, np.float32)
+    f = np.clip(f, -3e9, 3e9)  # saturates anyway; keeps the int64 cast defined
     return np.clip(np.rint(f).astype(np.int64) + np.asarray(zp, np.int64), qmin, qmax)
 
 

@@ -110,8 +110,8 @@ def emulate(z):
     if kind in ("matmul", "conv", "depthwise_conv"):
         return _gemm_like(z, target, op, y)
     if kind in ("add", "mul"):
-        fn = targets.add if kind == "add" else targets.mul
-        return fn(z["a"], z["b"], target, out_dtype=y.dtype, **_binary_kwargs(z))
+        fn = fixq.qadd if kind == "add" else fixq.qmul
+        return fn(z["a"], z["b"], target=target, out_dtype=y.dtype, **_binary_kwargs(z))
     return fixq.quantize(z["x"], _scalar(z, "y_scale"), int(_scalar(z, "y_zero_point")), dtype=y.dtype, target=target)
 
 

@@ -76,7 +76,7 @@ def _per_channel(n, elements):
 
 
 @FUZZ
-@given(acc=mostly(arrays([np.int32]), arrays()), data=st.data())
+@given(acc=mostly(arrays([np.int32, np.int32, np.int8, np.uint8]), arrays()), data=st.data())
 def test_fuzz_requantize(isa, acc, data):
     rounding = data.draw(mostly(st.sampled_from(["double", "single", "fp32"]), st.sampled_from(["nearest", 3])))
     dtype = data.draw(mostly(st.sampled_from([np.int8, np.uint8, np.int16, np.int32]),
@@ -93,13 +93,14 @@ def test_fuzz_requantize(isa, acc, data):
                   shift=data.draw(mostly(_per_channel(n, st.integers(-31, 30)))))
     lo = data.draw(mostly(st.one_of(st.none(), st.integers(info.min, info.max))))
     hi = data.draw(mostly(st.one_of(st.none(), st.integers(info.min, info.max))))
+    in_zp = data.draw(mostly(st.integers(-128, 255))) if acc.dtype in (np.int8, np.uint8) else 0
     before = acc.copy()
     y = _call(fixq.requantize, acc, zero_point=zero_point, qmin=lo, qmax=hi, dtype=dtype, rounding=rounding,
-              axis=axis, **kw)
+              axis=axis, input_zero_point=in_zp, **kw)
     np.testing.assert_array_equal(acc, before)          # inputs are never written
     if y is None:
         return
-    assert y.shape == acc.shape and acc.dtype == np.int32
+    assert y.shape == acc.shape and acc.dtype in (np.int32, np.int8, np.uint8)   # int8/uint8: rescaling
     dt = np.dtype(y.dtype)
     lo = np.iinfo(dt).min if lo is None else lo
     hi = np.iinfo(dt).max if hi is None else hi
@@ -111,10 +112,11 @@ def test_fuzz_requantize(isa, acc, data):
         v = np.asarray(v)
         return v.reshape(shape) if v.ndim and v.size > 1 else v.reshape(-1)[0]
 
+    x = acc.astype(np.int64) - in_zp
     if rounding == "fp32":
-        want = ref.requant_fp32(acc, bc(kw["scale"]), bc(zero_point), lo, hi)
+        want = ref.requant_fp32(x, bc(kw["scale"]), bc(zero_point), lo, hi)
     else:
-        want = ref.requant_fixed(acc, bc(kw["multiplier"]), bc(kw["shift"]), bc(zero_point), lo, hi, rounding)
+        want = ref.requant_fixed(x, bc(kw["multiplier"]), bc(kw["shift"]), bc(zero_point), lo, hi, rounding)
     np.testing.assert_array_equal(y.astype(np.int64), want)
 
 

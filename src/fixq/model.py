@@ -21,7 +21,7 @@ import numpy as np
 
 import fixq
 
-from . import _core, gemm, graph as G
+from . import _core, gemm, graph as G, targets
 from ._validate import INT_RANGES, rounding_arg, scale_arg, zero_point_arg
 
 QMODEL_FORMAT = "fixq.qmodel/1"
@@ -124,7 +124,7 @@ def calibrate(g, batches, method="minmax", tensors=None, progress=None, **option
 
 
 def quantize_model(g, calib=None, *, method="minmax", per_channel=True, weights="int8", activations="int8",
-                   dynamic=False, rounding="double", progress=None, method_options=None):
+                   dynamic=False, rounding="double", progress=None, method_options=None, target=None):
     """A :class:`Model` from the validated float graph `g` (see :func:`fixq.graph.load_float_model`).
 
     `calib` is an iterable of float input batches (NCHW, as the model takes them); static mode needs it,
@@ -133,7 +133,8 @@ def quantize_model(g, calib=None, *, method="minmax", per_channel=True, weights=
     `rounding` the requantization (double, single or fp32).  `weights`: ``"int8"``; ``"ternary"``
     (fixq.ternarize) or ``"binary"`` (fixq.binarize), whose {-1, 0, +1} codes run through the same int8
     path with alpha as the per-channel weight scale; or ``"fp16"``: float16 weights, float32
-    activations (weight-only compression, fixq.fp16_linear), no calibration."""
+    activations (weight-only compression, fixq.fp16_linear), no calibration.  `target`: a runtime whose
+    requantization the model emulates by default when run (``fixq.targets``, docs/conformance.md)."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
     if weights not in WEIGHT_TYPES:
@@ -141,6 +142,8 @@ def quantize_model(g, calib=None, *, method="minmax", per_channel=True, weights=
     if activations not in ACT_TYPES:
         raise ValueError(f"activations must be one of {list(ACT_TYPES)}, got {activations!r}")
     rounding_arg(rounding)
+    if target is not None:
+        targets.target_arg(target)
     if weights == "fp16":
         dynamic, calib = False, None
     float_acts = dynamic or weights == "fp16"
@@ -223,7 +226,8 @@ def quantize_model(g, calib=None, *, method="minmax", per_channel=True, weights=
         "options": {"method": None if float_acts else method,
                     "per_channel": bool(per_channel or weights in LOWBIT_KEY),
                     "weights": weights, "activations": activations, "dynamic": bool(dynamic),
-                    "rounding": rounding, "method_options": method_options or {}},
+                    "rounding": rounding, "method_options": method_options or {},
+                    **({"target": target} if target is not None else {})},
         "graph": g.spec,
         "input": g.input,
         "input_shape": list(g.input_shape),
@@ -259,6 +263,42 @@ def _expect(arrays, key, dtype, shape, step):
     if shape is not None and a.shape != tuple(shape):
         raise ArchiveError(f"step {step!r}: key {key!r} has shape {a.shape}; expected {tuple(shape)}")
     return a
+
+
+_OPTION_KEYS = ("method", "per_channel", "weights", "activations", "dynamic", "rounding")
+_STEP_KEYS = ("name", "op", "inputs", "output", "act")
+
+
+def _check_meta(meta):
+    """__meta__'s structure: the options, and steps that read tensors computed before them."""
+    def names(v):
+        return isinstance(v, list) and v and all(isinstance(t, str) for t in v)
+
+    if not isinstance(meta["options"], dict) or not isinstance(meta["tensors"], dict) \
+            or not isinstance(meta["steps"], list):
+        raise ArchiveError("key '__meta__' must hold 'options' and 'tensors' (objects) and 'steps' (a list)")
+    for k in _OPTION_KEYS:
+        if k not in meta["options"]:
+            raise ArchiveError(f"key '__meta__' lacks options.{k}")
+    tensors = meta["tensors"]
+    if not isinstance(meta["input"], str) or meta["input"] not in tensors:
+        raise ArchiveError(f"key '__meta__': input {meta['input']!r} is not one of its tensors")
+    known = {meta["input"]}
+    for i, s in enumerate(meta["steps"]):
+        if not isinstance(s, dict) or any(k not in s for k in _STEP_KEYS):
+            raise ArchiveError(f"key '__meta__': step {i} must be an object with keys {', '.join(_STEP_KEYS)}")
+        if not names(s["inputs"]):
+            raise ArchiveError(f"step {s['name']!r}: key 'inputs' must be a non-empty list of tensor names")
+        for t in s["inputs"]:
+            if t not in tensors:
+                raise ArchiveError(f"step {s['name']!r}: key 'inputs' names unknown tensor {t!r}")
+            if t not in known:
+                raise ArchiveError(f"step {s['name']!r}: key 'inputs' names tensor {t!r} before a step computes it")
+        if not isinstance(s["output"], str) or s["output"] not in tensors:
+            raise ArchiveError(f"step {s['name']!r}: output {s['output']!r} is not one of the tensors")
+        known.add(s["output"])
+    if not names(meta["outputs"]) or not set(meta["outputs"]) <= known:
+        raise ArchiveError(f"key '__meta__': outputs {meta['outputs']!r} are not tensors the steps compute")
 
 
 def _check_archive(meta, arrays):
@@ -347,7 +387,10 @@ def read_archive(path):
     for k in ("format", "fixq_version", "options", "graph", "input", "input_shape", "outputs", "tensors", "steps"):
         if k not in meta:
             raise ArchiveError(f"{path}: key '__meta__' lacks {k!r}")
+    if not isinstance(meta, dict):
+        raise ArchiveError(f"{path}: key '__meta__' must be a JSON object")
     try:
+        _check_meta(meta)
         _check_archive(meta, arrays)
     except (KeyError, TypeError) as e:
         raise ArchiveError(f"{path}: key '__meta__' is inconsistent ({type(e).__name__}: {e})") from None
@@ -450,6 +493,17 @@ def _prepared_eltwise(op, kw):
     return eltwise
 
 
+def _target_qlinear(w, bias, common, target, op, scales):
+    """``qlinear(x, threads)`` with `target`'s output stage for `op` (fixq.targets.qgemm)."""
+    packed = fixq.pack_weights(w)
+    kw = {k: v for k, v in common.items() if k != "rounding"}
+
+    def qlinear(x, threads):
+        return targets.qgemm(fixq.qlinear, x, packed, target=target, scales=scales, op=op, bias=bias, threads=threads,
+                             **kw)
+    return qlinear
+
+
 def _avg_round(acc, count):
     """TFLite reference AveragePool: ``acc > 0 ? (acc + n/2) / n : (acc - n/2) / n`` (C division)."""
     h = count // 2
@@ -459,7 +513,7 @@ def _avg_round(acc, count):
 class Model:
     """An int8 model: ``Model.load(path)`` then ``model.run(x)``."""
 
-    def __init__(self, meta, arrays, rounding=None):
+    def __init__(self, meta, arrays, rounding=None, target=None):
         self.meta = meta
         self.arrays = arrays
         self.options = meta["options"]
@@ -467,6 +521,14 @@ class Model:
         self.dynamic = self.options["dynamic"]
         self.weights = self.options["weights"]
         self.float_acts = self.dynamic or self.weights == "fp16"
+        self.target = target if target is not None else self.options.get("target")
+        if self.target is not None:
+            targets.target_arg(self.target)
+            if rounding is not None:
+                raise ValueError("give rounding= or target=, not both: a target fixes each op's rounding")
+            if self.float_acts:
+                raise ValueError(f"target={self.target!r} emulates a runtime's int8 kernels and needs a static "
+                                 "int8 model (quantized without --dynamic or --weights fp16)")
         self.act_dtype = np.dtype(ACT_TYPES[self.options["activations"]])
         self.input = meta["input"]
         self.input_shape = tuple(meta["input_shape"])
@@ -475,10 +537,15 @@ class Model:
         self._build()
 
     @classmethod
-    def load(cls, path, rounding=None):
-        """Read a ``fixq.qmodel/1`` archive; `rounding` overrides the requantization it was made with."""
+    def load(cls, path, rounding=None, target=None):
+        """Read a ``fixq.qmodel/1`` archive; `rounding` overrides the requantization it was made with;
+        `target` runs linear, conv, add, mul and the input quantization exactly as that runtime does
+        (``fixq.targets``, docs/conformance.md)."""
         meta, arrays = read_archive(path)
-        return cls(meta, arrays, rounding)
+        try:
+            return cls(meta, arrays, rounding, target)
+        except (KeyError, IndexError, TypeError) as e:
+            raise ArchiveError(f"{path}: key '__meta__' is inconsistent ({type(e).__name__}: {e})") from None
 
     def save(self, path):
         """Write the archive atomically (temp file in the same directory, then rename)."""
@@ -527,7 +594,11 @@ class Model:
             fn = self._float_step(s) if self.float_acts else self._static_step(s)
             self._fns.append((fn, tuple(s["inputs"]), s["output"]))
         if not self.float_acts:
-            self._quantize_in = _prepared_quantize(*self.qparams(self.input), self.act_dtype)
+            sc, zp = self.qparams(self.input)
+            if self.target is not None:
+                self._quantize_in = lambda x: targets.quantize(x, self.target, sc, zp, self.act_dtype)
+            else:
+                self._quantize_in = _prepared_quantize(sc, zp, self.act_dtype)
             self._dequantize_out = [_prepared_dequantize(*self.qparams(t), self.act_dtype) for t in self.outputs]
 
     def _static_step(self, s):
@@ -547,7 +618,11 @@ class Model:
             rq = self._requant_kw(name)
             per_ch = a[f"{name}:weight_scale"].shape[0] > 1
             bias = a[f"{name}:bias"]
-            if op == "linear":
+            if self.target is not None:
+                scales = (sc_in[0], a[f"{name}:weight_scale"], sc_out)
+                if op == "linear":
+                    return _target_qlinear(w, bias, common, self.target, "matmul", scales)
+            elif op == "linear":
                 return _prepared_qlinear(w, bias, common, rq)
             og = w.shape[0] // groups
             ig = w.shape[1]
@@ -555,7 +630,12 @@ class Model:
             for k in range(groups):
                 sl = slice(k * og, (k + 1) * og)
                 rqk = {key: (v[sl] if per_ch else v) for key, v in rq.items()}
-                wg.append(_prepared_qlinear(G.conv_weight_hwc(w[sl]), bias[sl], common, rqk))
+                if self.target is not None:
+                    ws = scales[1][sl] if per_ch else scales[1]
+                    wg.append(_target_qlinear(G.conv_weight_hwc(w[sl]), bias[sl], common, self.target, "conv",
+                                              (scales[0], ws, scales[2])))
+                else:
+                    wg.append(_prepared_qlinear(G.conv_weight_hwc(w[sl]), bias[sl], common, rqk))
             geo = (tuple(w.shape[2:]), tuple(s["stride"]), tuple(s["padding"]), tuple(s["dilation"]))
             pad = zp_in[0]
 
@@ -575,7 +655,13 @@ class Model:
             pad = zp_in[0]
             # sum_t (x_t - zp) w_t + bias == sum_t x_t w_t + (bias - zp sum_t w_t), exactly in int32
             bias = a[f"{name}:bias"] - np.int32(pad) * taps.sum(axis=(0, 1), dtype=np.int32)
-            requantize = _prepared_requantize(self._requant_kw(name), rounding, zp_out, lo, hi, dt, w.shape[0])
+            if self.target is not None:
+                rq_args = (self.target, "depthwise_conv", sc_in[0], a[f"{name}:weight_scale"], sc_out, zp_out)
+
+                def requantize(acc):
+                    return targets.requantize(acc, *rq_args, out_min=lo, out_max=hi, dtype=dt)
+            else:
+                requantize = _prepared_requantize(self._requant_kw(name), rounding, zp_out, lo, hi, dt, w.shape[0])
             geo = (tuple(w.shape[2:]), tuple(s["stride"]), tuple(s["padding"]), tuple(s["dilation"]))
 
             def depthwise(x, threads):
@@ -590,9 +676,18 @@ class Model:
                 return requantize(acc)
             return depthwise
         if op in ("add", "mul"):
-            return _prepared_eltwise(op, dict(a_scale=sc_in[0], a_zero_point=zp_in[0], b_scale=sc_in[1],
-                                              b_zero_point=zp_in[1], out_scale=sc_out, out_zero_point=zp_out,
-                                              out_min=lo, out_max=hi, out_dtype=dt, rounding=rounding))
+            kw = dict(a_scale=sc_in[0], a_zero_point=zp_in[0], b_scale=sc_in[1], b_zero_point=zp_in[1],
+                      out_scale=sc_out, out_zero_point=zp_out, out_min=lo, out_max=hi, out_dtype=dt,
+                      rounding=rounding)
+            if self.target is None:
+                return _prepared_eltwise(op, kw)
+            kern = targets.add if op == "add" else targets.mul
+            del kw["rounding"]
+            kw["target"] = self.target
+
+            def eltwise(x, y, threads):
+                return kern(x, y, **kw)
+            return eltwise
         if op == "concat":
             rq = self._requant_kw(name)
             axis = G.internal_axis(s["axis"], len(self.meta["tensors"][s["output"]]))

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._validate import INT_RANGES, dtype_arg
-from .arith import multiply_by_quantized_multiplier, quantize as _quantize, quantize_multiplier, requantize as _rq
+from .arith import quantize as _quantize, quantize_multiplier, requantize as _rq
 
 __all__ = ["TARGETS", "OPS", "Recipe", "recipe", "gemm_out_stage", "requantize", "qgemm", "add", "mul",
            "quantize"]
@@ -87,9 +87,11 @@ _XNNPACK_MUL = Recipe(
     "float32", "fp32", _AFTER, _SAT, "numpy",
     "rne((float)((a - za)(b - zb)) * (s_a * s_b / s_out in float32)) + z_out")
 _ORT_ADD = Recipe(
-    "float32", "fp32-add", _AFTER, "integer clamp to [qmin - zp, qmax - zp] after rounding", "numpy",
-    "rne(((float)(a - za) * s_a + (float)(b - zb) * s_b) / s_out) + z_out (MLAS QLinearAdd AVX2: vdivps, "
-    "cvtps2dq); the fixed-point MLAS path is NEON-only")
+    "float32", "fp32-add", "in float32, before rounding", "float clamp to [qmin - zp, qmax - zp] before adding zp",
+    "numpy",
+    "rne(clamp(((float)(a - za) * s_a + (float)(b - zb) * s_b) / s_out) + (float)z_out) (MLAS QLinearAdd "
+    "as observed: the zero point is added in float, so odd zero points move ties); the fixed-point MLAS "
+    "path is NEON-only")
 _ORT_MUL = Recipe(
     "float32", "fp32-mul", "in float32, before rounding", "int32 -> int16 -> int8 saturating packs", "numpy",
     "rne((float)((a - za)(b - zb)) * (s_a * s_b / s_out in float32) + (float)z_out) (MLAS QLinearMul SSE2)")
@@ -251,22 +253,28 @@ def _binary_args(a, b, a_zero_point, b_zero_point, out_zero_point, out_dtype, ou
             int(out_zero_point), dt, lo, hi)
 
 
+def _into(y, out):
+    if out is None:
+        return y
+    if not isinstance(out, np.ndarray) or out.shape != y.shape or out.dtype != y.dtype:
+        raise ValueError(f"out must be a {y.dtype} array of shape {y.shape}")
+    out[...] = y
+    return out
+
+
 def add(a, b, target, *, a_scale, a_zero_point, b_scale, b_zero_point, out_scale, out_zero_point,
-        out_min=None, out_max=None, out_dtype=np.int8):
+        out_min=None, out_max=None, out_dtype=np.int8, out=None):
     """Quantized ADD exactly as `target` computes it (numpy broadcasting)."""
     rc = recipe(target, "add")
+    kw = dict(a_scale=a_scale, a_zero_point=a_zero_point, b_scale=b_scale, b_zero_point=b_zero_point,
+              out_scale=out_scale, out_zero_point=out_zero_point, out_min=out_min, out_max=out_max,
+              out_dtype=out_dtype)
+    if rc is _TFLITE_ADD:
+        from .eltwise import qadd
+        return qadd(a, b, rounding="double", out=out, **kw)
     da, db, zo, dt, lo, hi = _binary_args(a, b, a_zero_point, b_zero_point, out_zero_point, out_dtype,
                                           out_min, out_max)
     sa, sb, so = _f32(a_scale, "a_scale"), _f32(b_scale, "b_scale"), _f32(out_scale, "out_scale")
-    if rc is _TFLITE_ADD:
-        twice_max = 2.0 * max(float(sa), float(sb))
-        ma, sha = quantize_multiplier(float(sa) / twice_max)
-        mb, shb = quantize_multiplier(float(sb) / twice_max)
-        mo, sho = quantize_multiplier(twice_max / ((1 << 20) * float(so)))
-        va = multiply_by_quantized_multiplier(np.asarray(da << 20, np.int32), ma, sha)
-        vb = multiply_by_quantized_multiplier(np.asarray(db << 20, np.int32), mb, shb)
-        y = multiply_by_quantized_multiplier(np.asarray(np.add(va, vb), np.int32), mo, sho)
-        return np.clip(np.asarray(y, np.int64) + zo, lo, hi).astype(dt)
     if rc is _XNNPACK_ADD:
         ra, rb = np.float32(sa / so), np.float32(sb / so)
         exponent = int((np.array(max(ra, rb), np.float32).view(np.uint32) >> 23) & 0xFF) - 127
@@ -278,32 +286,32 @@ def add(a, b, target, *, a_scale, a_zero_point, b_scale, b_zero_point, out_scale
         za, zb = int(a_zero_point), int(b_zero_point)
         bias = (1 << (shift - 1)) - m_a * za - m_b * zb
         acc = bias + (da + za) * m_a + (db + zb) * m_b
-        return np.clip((acc >> shift) + zo, lo, hi).astype(dt)
-    # onnxruntime: float32 dequantize-add, divide, round half to even, integer clamp, + zp
+        return _into(np.clip((acc >> shift) + zo, lo, hi).astype(dt), out)
+    # onnxruntime: float32 dequantize-add, divide, clamp, + zero point in float, round half to even
     fa = (da.astype(np.float32) * sa).astype(np.float32)
     fb = (db.astype(np.float32) * sb).astype(np.float32)
-    v = ((fa + fb).astype(np.float32) / so).astype(np.float32)
-    return (np.clip(np.rint(v), lo - zo, hi - zo).astype(np.int64) + zo).astype(dt)
+    v = np.clip(((fa + fb).astype(np.float32) / so).astype(np.float32), lo - zo, hi - zo).astype(np.float32)
+    return _into(np.rint((v + np.float32(zo)).astype(np.float32)).astype(dt), out)
 
 
 def mul(a, b, target, *, a_scale, a_zero_point, b_scale, b_zero_point, out_scale, out_zero_point,
-        out_min=None, out_max=None, out_dtype=np.int8):
+        out_min=None, out_max=None, out_dtype=np.int8, out=None):
     """Quantized MUL exactly as `target` computes it (numpy broadcasting)."""
     rc = recipe(target, "mul")
+    if rc is _TFLITE_MUL:
+        from .eltwise import qmul
+        return qmul(a, b, a_scale=a_scale, a_zero_point=a_zero_point, b_scale=b_scale, b_zero_point=b_zero_point,
+                    out_scale=out_scale, out_zero_point=out_zero_point, out_min=out_min, out_max=out_max,
+                    out_dtype=out_dtype, rounding="double", out=out)
     da, db, zo, dt, lo, hi = _binary_args(a, b, a_zero_point, b_zero_point, out_zero_point, out_dtype,
                                           out_min, out_max)
     sa, sb, so = _f32(a_scale, "a_scale"), _f32(b_scale, "b_scale"), _f32(out_scale, "out_scale")
-    prod = da * db
-    if rc is _TFLITE_MUL:
-        m, s = quantize_multiplier(float(sa) * float(sb) / float(so))
-        y = multiply_by_quantized_multiplier(np.asarray(prod, np.int32), m, s)
-        return np.clip(np.asarray(y, np.int64) + zo, lo, hi).astype(dt)
     scale = np.float32(np.float32(sa * sb) / so)
-    v = (prod.astype(np.float32) * scale).astype(np.float32)
+    v = ((da * db).astype(np.float32) * scale).astype(np.float32)
     if rc is _ORT_MUL:
         v = np.rint((v + np.float32(zo)).astype(np.float32))
-        return np.clip(v, lo, hi).astype(dt)
-    return np.clip(np.rint(v).astype(np.int64) + zo, lo, hi).astype(dt)
+        return _into(np.clip(v, lo, hi).astype(dt), out)
+    return _into(np.clip(np.rint(v).astype(np.int64) + zo, lo, hi).astype(dt), out)
 
 
 def quantize(x, target, scale, zero_point=0, dtype=np.int8):

@@ -576,14 +576,15 @@ def run_onnxruntime(rng):
     for opname in ("QLinearAdd", "QLinearMul"):
         for variant, dt, scales, bshape in (("s8_pow2", np.int8, (2.0 ** -4, 2.0 ** -3, 2.0 ** -3), None),
                                             ("s8_pow2x3", np.int8, (2.0 ** -4, 2.0 ** -3, 3 * 2.0 ** -5), None),
+                                            ("s8_pow2_oddzp", np.int8, (2.0 ** -4, 2.0 ** -3, 2.0 ** -3), None),
                                             ("u8_rand", np.uint8, (0.0213, 0.0377, 0.0411), None),
                                             ("s8_rand_row", np.int8, (0.0213, 0.0077, 0.0311), (1, 67)),
                                             ("s8_ratio_out_of_range", np.int8, (1.0, 2.0 ** -20, 2.0 ** -3), None)):
             shape = (5, 67)
             a = qdata(dt, shape, 5)
             b = qdata(dt, shape, 5) if bshape is None else qdata(dt, (3, 67), 5)[:1]
-            zps = (np.array(-5, dt), np.array(9, dt), np.array(-2, dt)) if dt == np.int8 else \
-                (np.array(121, dt), np.array(130, dt), np.array(127, dt))
+            zps = (np.array(-5, dt), np.array(9, dt), np.array(-3 if "oddzp" in variant else -2, dt)) \
+                if dt == np.int8 else (np.array(121, dt), np.array(130, dt), np.array(127, dt))
             inits = dict(a_scale=f32(scales[0]), a_zero_point=zps[0], b_scale=f32(scales[1]),
                          b_zero_point=zps[1], y_scale=f32(scales[2]), y_zero_point=zps[2])
             node = helper.make_node(opname, ["a", "a_scale", "a_zero_point", "b", "b_scale", "b_zero_point",

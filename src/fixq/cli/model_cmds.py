@@ -9,6 +9,7 @@ from . import cli
 from ._common import CliError, batches, check_output, load_array, one_line_errors, progressbar
 from .. import graph as G
 from ..model import METHODS, WEIGHT_TYPES, Model, atomic_write, quantize_model
+from ..targets import TARGETS
 
 QUIET = click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 FORCE = click.option("--force", "-f", is_flag=True, help="Overwrite an existing output file.")
@@ -75,6 +76,8 @@ LAYER_HEADER = ["layer", "op", "dtype", "weight", "w scale", "in scale", "in zp"
 @click.option("--dynamic", is_flag=True, help="Activation qparams computed per batch at run time (no --calib).")
 @click.option("--rounding", type=click.Choice(["double", "single", "fp32"]), default="double", show_default=True,
               help="Requantization rounding (docs/arithmetic.md).")
+@click.option("--target", type=click.Choice(TARGETS), default=None,
+              help="Runtime whose requantization the model emulates when run (docs/conformance.md).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True,
               help="Calibration batch size.")
 @click.option("--graph", "graph_path", type=click.Path(dir_okay=False), help="Graph JSON (overrides __graph__).")
@@ -83,7 +86,7 @@ LAYER_HEADER = ["layer", "op", "dtype", "weight", "w scale", "in scale", "in zp"
 @FORCE
 @QUIET
 @one_line_errors
-def quantize(model, output, calib, method, per_channel, weights, activations, dynamic, rounding, batch_size,
+def quantize(model, output, calib, method, per_channel, weights, activations, dynamic, rounding, target, batch_size,
              graph_path, activation, force, quiet):
     """Quantize a float MODEL.npz to an int8 archive."""
     check_output(output, [model, calib, graph_path], force)
@@ -98,12 +101,12 @@ def quantize(model, output, calib, method, per_channel, weights, activations, dy
         click.echo(f"no __graph__ in {model}; inferred a sequential MLP:\n{json.dumps(g.spec)}")
     if calib is None:
         q = quantize_model(g, dynamic=dynamic, per_channel=per_channel, weights=weights, activations=activations,
-                           rounding=rounding)
+                           rounding=rounding, target=target)
     else:
         x = load_array(calib, "--calib")
         with progressbar(len(x), "calibrating", quiet) as bar:
             q = quantize_model(g, batches(x, batch_size, bar), method=method, per_channel=per_channel,
-                               weights=weights, activations=activations, rounding=rounding)
+                               weights=weights, activations=activations, rounding=rounding, target=target)
     q.save(output)
     click.echo(_table(layer_rows(q), LAYER_HEADER))
     click.echo(f"wrote {output}: {q.weight_bytes()} bytes of parameters "
@@ -118,15 +121,17 @@ def quantize(model, output, calib, method, per_channel, weights, activations, dy
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--raw", is_flag=True, help="Write the int8/uint8 outputs instead of dequantized floats.")
+@click.option("--target", type=click.Choice(TARGETS), default=None,
+              help="Requantize exactly as this runtime does (docs/conformance.md).")
 @FORCE
 @QUIET
 @one_line_errors
-def run(model, input, output, batch_size, threads, raw, force, quiet):
+def run(model, input, output, batch_size, threads, raw, target, force, quiet):
     """Run a quantized MODEL on INPUT in batches.
 
     INPUT is FILE.npy (memory-mapped) or FILE.npz[:KEY]."""
     check_output(output, [model, input], force)
-    m = Model.load(model)
+    m = Model.load(model, target=target)
     x = load_array(input, "INPUT")
     if x.ndim == 0 or len(x) == 0:
         raise CliError(f"INPUT {input}: no samples")
