@@ -6,13 +6,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import _standins
-_standins.install()
-
-from fixq import graph as G  # noqa: E402
-from fixq.cli import cli  # noqa: E402
-from fixq.cli.demo import bundled  # noqa: E402
-from fixq.model import Model  # noqa: E402
+from fixq import graph as G
+from fixq.cli import cli
+from fixq.cli.demo import bundled
+from fixq.model import Model
 
 
 def invoke(*args):

@@ -5,15 +5,12 @@ import os
 import numpy as np
 import pytest
 
-import _standins
-_standins.install()
+import fixq
+from fixq import graph as G
+from fixq.cli.demo import bundled
+from fixq.model import ArchiveError, Model, quantize_model
 
-import fixq  # noqa: E402
-from fixq import graph as G  # noqa: E402
-from fixq.cli.demo import bundled  # noqa: E402
-from fixq.model import ArchiveError, Model, quantize_model  # noqa: E402
-
-from engine_reference import simulate  # noqa: E402
+from engine_reference import simulate
 
 
 def save_float(path, weights, graph=None):
@@ -275,6 +272,12 @@ def test_run_argument_errors(tmp_path):
         m.run(np.zeros((4, 11), np.float32))
     with pytest.raises(TypeError, match="x must be a float array, got dtype int8"):
         m.run(np.zeros((4, 12), np.int8))
+    bad = np.zeros((2, 12), np.float32)
+    bad[1, 3] = np.nan
+    with pytest.raises(ValueError, match="input contains NaN"):
+        m.run(bad)
+    with pytest.raises(ValueError, match="step 'fc1': its input contains NaN or Inf"):
+        quantize_model(g, dynamic=True).run(bad)
     with pytest.raises(ValueError, match="threads must be an integer >= 1, got 0"):
         m.run(np.zeros((4, 12), np.float32), threads=0)
     with pytest.raises(ValueError, match="static quantization needs calibration data"):
@@ -390,10 +393,6 @@ def test_archive_meta_inconsistent(archive):
 # ---------------------------------------------------------------------------------------------
 # Ternary, binary and fp16 weights
 
-NEEDS_LOWBIT = pytest.mark.skipif(not hasattr(fixq, "ternarize"), reason="TEMPORARY: issue 5 not merged yet")
-
-
-@NEEDS_LOWBIT
 @pytest.mark.parametrize("weights", ["ternary", "binary"])
 def test_lowbit_weights_bit_exact_and_packed(tmp_path, weights):
     rng = np.random.default_rng(5)
@@ -427,7 +426,6 @@ def simulate_lowbit(path, m, x):
     return simulate(alt, x)[0]
 
 
-@NEEDS_LOWBIT
 def test_fp16_weights(tmp_path):
     g, _ = G.load_float_model(bundled("digits_cnn.npz"))
     x = np.load(bundled("digits_test_x.npy"))

@@ -15,11 +15,9 @@ from .lowbit import (binarize, binary_linear, fp16_linear, lowbit_qlinear, pack_
                      storage_report, ternarize)
 from .qparams import QParams, choose_qparams, quantize_bias
 from . import targets  # target= emulation recipes (docs/conformance.md)
+from .model import Model  # the int8 engine (issue 6, docs/engine.md)
 
 __version__ = _core.VERSION
-
-
-from .model import Model  # noqa: E402  (the int8 engine; docs/engine.md)
 
 
 def cpu_info():

@@ -12,6 +12,7 @@ depthwise conv accumulates in int32 and requantizes, add/mul run through ``qadd`
 requantizes its inputs to the output's scale, pools work on the integers (max, or TFLite's
 average with rounding half away from zero), softmax is computed in float at the output.
 """
+import copy
 import json
 import os
 import tempfile
@@ -151,12 +152,22 @@ def quantize_model(g, calib=None, *, method="minmax", per_channel=True, weights=
     arrays = {}
     wkeys = _weight_keys(g)
     tensors = {}
+    lowbit = {}
+    if weights in LOWBIT_KEY:
+        make = fixq.ternarize if weights == "ternary" else fixq.binarize
+        lowbit = {name: make(g.weights[wk].reshape(g.weights[wk].shape[0], -1)) for name, (wk, _) in wkeys.items()}
     if not float_acts:
         if calib is None:
             raise ValueError("static quantization needs calibration data (calib=); or use dynamic=True")
         observed = [g.input] + [s["output"] for s in steps if s["op"] in ("linear", "conv2d", "add", "mul",
                                                                            "concat")]
-        ranges = calibrate(g, calib, method, observed, progress, **(method_options or {}))
+        # Ternary/binary weights change the activations: calibrate the network they approximate.
+        g_cal = g
+        if lowbit:
+            g_cal = copy.copy(g)
+            g_cal.weights = dict(g.weights, **{wkeys[n][0]: lw.dequantize().reshape(g.weights[wkeys[n][0]].shape)
+                                               for n, lw in lowbit.items()})
+        ranges = calibrate(g_cal, calib, method, observed, progress, **(method_options or {}))
         qp = {t: _act_qparams(*ranges[t], act_dt) for t in observed}
         for s in steps:  # pass-through steps keep their input's quantization
             if s["output"] not in qp:
@@ -179,10 +190,14 @@ def quantize_model(g, calib=None, *, method="minmax", per_channel=True, weights=
                 continue
             s_in = None if dynamic else qp[s["inputs"][0]][0]
             if weights in LOWBIT_KEY:
-                lw = (fixq.ternarize if weights == "ternary" else fixq.binarize)(w.reshape(w.shape[0], -1))
+                lw = lowbit[name]
                 arrays[f"{name}:{LOWBIT_KEY[weights]}"] = lw.codes if weights == "ternary" else lw.bits
-                # alpha folded into the per-channel weight scale (an all-zero row has alpha 0: use 1.0)
+                # alpha folded into the per-channel weight scale (an all-zero row has alpha 0: use 1.0),
+                # raised where the int32 bias would not fit (as for int8 weights)
                 ws = np.where(lw.alpha > 0, lw.alpha, np.float32(1.0)).astype(np.float32)
+                if not dynamic:
+                    need = np.abs(b.astype(np.float64)) / (np.float64(s_in) * 2.0**30)
+                    ws = np.maximum(ws, np.nextafter(need.astype(np.float32), np.float32(np.inf)), dtype=np.float32)
                 wzp = np.zeros(w.shape[0], np.int32)
             else:
                 wq, ws, wzp = _quantize_weight(w, per_channel, None if dynamic else b, s_in)
@@ -456,6 +471,28 @@ def _prepared_qlinear(w, bias, common, rq):
     return qlinear
 
 
+def _prepared_eltwise(op, kw):
+    """``fixq.qadd(x, y, **kw)`` / ``fixq.qmul`` on same-shape contiguous tensors as a function of
+    ``(x, y, threads)``: the arguments checked (by a call of the public function) and the TFLite
+    multipliers derived once, here."""
+    dt = np.dtype(kw["out_dtype"])
+    probe = np.zeros(1, dt)
+    (fixq.qadd if op == "add" else fixq.qmul)(probe, probe, **kw)
+    params = _core.EltwiseParams(op, kw["rounding"], dt.name, float(kw["a_scale"]), int(kw["a_zero_point"]),
+                                 dt.name, float(kw["b_scale"]), int(kw["b_zero_point"]), dt.name,
+                                 float(kw["out_scale"]), int(kw["out_zero_point"]), int(kw["out_min"]),
+                                 int(kw["out_max"]))
+    one = (1,)
+    eltwise_nd = _core.eltwise_nd
+
+    def eltwise(x, y, threads):
+        out = np.empty(x.shape, dt)
+        eltwise_nd(params, x.reshape(-1).view(np.uint8), y.reshape(-1).view(np.uint8),
+                   out.reshape(-1).view(np.uint8), (x.size,), one, one, one)
+        return out
+    return eltwise
+
+
 def _target_qlinear(w, bias, common, target, op, scales):
     """``qlinear(x, threads)`` with `target`'s output stage for `op` (fixq.targets.qgemm)."""
     packed = fixq.pack_weights(w)
@@ -556,11 +593,12 @@ class Model:
         for s in self.steps:
             fn = self._float_step(s) if self.float_acts else self._static_step(s)
             self._fns.append((fn, tuple(s["inputs"]), s["output"]))
-        if self.target is not None:
+        if not self.float_acts:
             sc, zp = self.qparams(self.input)
-            self._quantize_in = lambda x: targets.quantize(x, self.target, sc, zp, self.act_dtype)
-        elif not self.float_acts:
-            self._quantize_in = _prepared_quantize(*self.qparams(self.input), self.act_dtype)
+            if self.target is not None:
+                self._quantize_in = lambda x: targets.quantize(x, self.target, sc, zp, self.act_dtype)
+            else:
+                self._quantize_in = _prepared_quantize(sc, zp, self.act_dtype)
             self._dequantize_out = [_prepared_dequantize(*self.qparams(t), self.act_dtype) for t in self.outputs]
 
     def _static_step(self, s):
@@ -638,14 +676,14 @@ class Model:
                 return requantize(acc)
             return depthwise
         if op in ("add", "mul"):
-            kern = fixq.qadd if op == "add" else fixq.qmul
             kw = dict(a_scale=sc_in[0], a_zero_point=zp_in[0], b_scale=sc_in[1], b_zero_point=zp_in[1],
                       out_scale=sc_out, out_zero_point=zp_out, out_min=lo, out_max=hi, out_dtype=dt,
                       rounding=rounding)
-            if self.target is not None:
-                kern = targets.add if op == "add" else targets.mul
-                del kw["rounding"]
-                kw["target"] = self.target
+            if self.target is None:
+                return _prepared_eltwise(op, kw)
+            kern = targets.add if op == "add" else targets.mul
+            del kw["rounding"]
+            kw["target"] = self.target
 
             def eltwise(x, y, threads):
                 return kern(x, y, **kw)
@@ -747,7 +785,10 @@ class Model:
         biases = [bias[k * og:(k + 1) * og] for k in range(groups)]
 
         def dynamic(x, threads):
-            xs, xz = _act_qparams(min(float(x.min()), 0.0), max(float(x.max()), 0.0), dt)
+            lo, hi = float(x.min()), float(x.max())
+            if not (np.isfinite(lo) and np.isfinite(hi)):
+                raise ValueError(f"step {name!r}: its input contains NaN or Inf; replace or mask them")
+            xs, xz = _act_qparams(min(lo, 0.0), max(hi, 0.0), dt)
             xq = fixq.quantize(x, xs, xz, dtype=dt)
             outs = []
             for k, packed in enumerate(packs):

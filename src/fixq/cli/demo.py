@@ -36,8 +36,10 @@ def _best_time(fn, repeat):
               help="Activation calibration method.")
 @one_line_errors
 def demo(which, method):
-    """Quantize the bundled digits models (trained offline on scikit-learn's 8x8 handwritten digits) to
-    int8, run them on the held-out test set, and compare accuracy, size and speed with float."""
+    """Quantize and run the bundled digits models (accuracy, size, speed).
+
+    The models were trained offline on scikit-learn's 8x8 handwritten digits; they are quantized to
+    int8, run on the held-out test set, and compared with float."""
     x = np.load(bundled("digits_test_x.npy"))
     y = np.load(bundled("digits_test_y.npy"))
     calib = np.load(bundled("digits_calib.npy"))

@@ -127,7 +127,9 @@ def quantize(model, output, calib, method, per_channel, weights, activations, dy
 @QUIET
 @one_line_errors
 def run(model, input, output, batch_size, threads, raw, target, force, quiet):
-    """Run a quantized MODEL on INPUT (FILE.npy or FILE.npz[:KEY]) in batches."""
+    """Run a quantized MODEL on INPUT in batches.
+
+    INPUT is FILE.npy (memory-mapped) or FILE.npz[:KEY]."""
     check_output(output, [model, input], force)
     m = Model.load(model, target=target)
     x = load_array(input, "INPUT")
@@ -172,7 +174,10 @@ def _run_to_npy(m, x, output, batch_size, threads, raw, quiet):
 @click.argument("model", type=click.Path(dir_okay=False))
 @one_line_errors
 def inspect(model):
-    """Layers, dtypes, shapes, scales, zero points, multipliers/shifts and sizes of a quantized MODEL."""
+    """Show a quantized MODEL's layers, qparams and sizes.
+
+    Per layer: op, weight dtype and shape, scales, zero points, multipliers/shifts, bytes; then the
+    compression ratio against fp32."""
     m = Model.load(model)
     o = m.options
     click.echo(f"{model}: {m.meta['format']}, made by fixq {m.meta['fixq_version']}")
@@ -203,7 +208,9 @@ def sqnr_db(signal2, noise2):
 @QUIET
 @one_line_errors
 def eval_(float_model, model, data, labels, plot, batch_size, force, quiet):
-    """Compare the float FLOAT_MODEL with its quantized MODEL on --data."""
+    """Compare FLOAT_MODEL with its quantized MODEL on --data.
+
+    Accuracy (with --labels), top-1 agreement, max abs error and per-tensor SQNR."""
     if plot is not None:
         check_output(plot, [float_model, model, data, labels], force)
         try:
