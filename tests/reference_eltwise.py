@@ -6,56 +6,9 @@ Written from the TFLite sources, independently of the C core: QuantizeMultiplier
 (kernels/mul.cc + reference_integer_ops MulElementwise); the fp32 mode as
 docs/arithmetic.md states it.
 """
-import math
-
 import numpy as np
 
-I32_MIN, I32_MAX = -(2**31), 2**31 - 1
-
-
-def quantize_multiplier(real):
-    """TFLite QuantizeMultiplier on a Python float: (multiplier, shift)."""
-    if real == 0.0:
-        return 0, 0
-    q, e = math.frexp(real)
-    qf = int(math.floor(abs(q) * 2.0**31 + 0.5))  # std::round: half away from zero (q > 0)
-    if qf == 2**31:
-        qf //= 2
-        e += 1
-    if e < -31:
-        return 0, 0
-    return qf, e
-
-
-def srdhm(a, b):
-    """gemmlowp SaturatingRoundingDoublingHighMul on int64 arrays holding int32 values."""
-    a = np.asarray(a, np.int64)
-    b = np.asarray(b, np.int64)
-    ab = a * b
-    nudge = np.where(ab >= 0, 1 << 30, 1 - (1 << 30))
-    num = ab + nudge
-    q = np.where(num >= 0, num // (1 << 31), -((-num) // (1 << 31)))  # C division truncates
-    return np.where((a == I32_MIN) & (b == I32_MIN), I32_MAX, q)
-
-
-def rdbpot(x, e):
-    x = np.asarray(x, np.int64)
-    mask = (1 << e) - 1
-    rem = x & mask
-    thr = (mask >> 1) + (x < 0)
-    return (x >> e) + (rem > thr)
-
-
-def mbqm_double(x, m, shift):
-    left, right = max(shift, 0), max(-shift, 0)
-    xs = np.clip(np.asarray(x, np.int64) * (1 << left), I32_MIN, I32_MAX)
-    return rdbpot(srdhm(xs, m), right)
-
-
-def mbqm_single(x, m, shift):
-    total = 31 - shift
-    r = (np.asarray(x, np.int64) * m + (1 << (total - 1))) >> total
-    return np.clip(r, I32_MIN, I32_MAX)
+from reference import mbqm_double, mbqm_single, quantize_multiplier
 
 
 def add_multipliers(sa, sb, so):
