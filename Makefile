@@ -1,6 +1,7 @@
 # The C core as a static library, without Python:  make lib  ->  build/libfixq.a
 # Same sources, flags and macros as setup.py: a file named <name>__avx2.c gets
-# the AVX2 flags alone (x86 only); everything else the baseline flags.  Link a
+# the AVX2 flags alone, <name>__avx512vnni.c the AVX-512 ones (x86 only);
+# everything else the baseline flags.  Link a
 # program with:  cc prog.c -Isrc/fixq/include build/libfixq.a -lm -lpthread
 # (docs/embedding.md).  Overrides: CC, OPT (default -O3), BUILD (output dir).
 CC ?= cc
@@ -14,11 +15,12 @@ X86 := $(filter x86_64 amd64 i686 i386 x86,$(ARCH))
 
 # setup.py's flags plus those it inherits from Python's own build (-fwrapv -DNDEBUG -fPIC).
 CFLAGS_COMMON := -std=gnu11 -ffp-contract=off -fno-strict-aliasing -Wall -Wno-unused-function \
-	-fwrapv -fPIC $(OPT) -DNDEBUG -DFIXQ_BUILDING=1 $(if $(X86),-DFIXQ_COMPILED_AVX2=1) \
+	-fwrapv -fPIC $(OPT) -DNDEBUG -DFIXQ_BUILDING=1 $(if $(X86),-DFIXQ_COMPILED_AVX2=1 -DFIXQ_COMPILED_AVX512VNNI=1) \
 	-Isrc/fixq/include -I$(CSRC)
 AVX2_FLAGS := -mavx2 -mfma -mf16c -mpopcnt
+AVX512VNNI_FLAGS := $(AVX2_FLAGS) -mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx512vnni
 
-SRCS := $(filter-out $(if $(X86),,$(CSRC)/%__avx2.c),$(wildcard $(CSRC)/*.c))
+SRCS := $(filter-out $(if $(X86),,$(CSRC)/%__avx2.c $(CSRC)/%__avx512vnni.c),$(wildcard $(CSRC)/*.c))
 OBJS := $(patsubst $(CSRC)/%.c,$(BUILD)/libfixq/%.o,$(SRCS))
 HDRS := $(wildcard $(CSRC)/*.h src/fixq/include/fixq/*.h)
 
@@ -32,6 +34,10 @@ $(BUILD)/libfixq.a: $(OBJS)
 $(BUILD)/libfixq/%__avx2.o: $(CSRC)/%__avx2.c $(HDRS)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS_COMMON) $(AVX2_FLAGS) -c $< -o $@
+
+$(BUILD)/libfixq/%__avx512vnni.o: $(CSRC)/%__avx512vnni.c $(HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_COMMON) $(AVX512VNNI_FLAGS) -c $< -o $@
 
 $(BUILD)/libfixq/%.o: $(CSRC)/%.c $(HDRS)
 	@mkdir -p $(@D)

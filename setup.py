@@ -20,11 +20,13 @@ CSRC = "src/fixq/_csrc"
 DEBUG = os.environ.get("FIXQ_DEBUG", "0") not in ("", "0")
 X86 = platform.machine().lower() in ("x86_64", "amd64", "i686", "x86")
 
-# Flags given to ISA-specific files only.  Room for avx512vnni and neon later.
+# Flags given to ISA-specific files only.  Room for neon later.
 ISA_FLAGS = {
     "avx2": ["-mavx2", "-mfma", "-mf16c", "-mpopcnt"],
+    "avx512vnni": ["-mavx2", "-mfma", "-mf16c", "-mpopcnt",
+                   "-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx512vnni"],
 }
-ISA_ON_THIS_ARCH = {"avx2": X86}
+ISA_ON_THIS_ARCH = {"avx2": X86, "avx512vnni": X86}
 
 
 def isa_of(path):

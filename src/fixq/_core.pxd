@@ -14,6 +14,7 @@ cdef extern from "fixq/fixq.h" nogil:
     ctypedef enum fixq_isa:
         FIXQ_ISA_SCALAR
         FIXQ_ISA_AVX2
+        FIXQ_ISA_AVX512VNNI
         FIXQ_ISA_COUNT
 
     ctypedef enum fixq_rounding:

@@ -28,6 +28,7 @@ cdef extern from "fixq/fixq_capsule.h" nogil:
     ctypedef enum fixq_isa:
         FIXQ_ISA_SCALAR
         FIXQ_ISA_AVX2
+        FIXQ_ISA_AVX512VNNI
         FIXQ_ISA_COUNT
 
     ctypedef enum fixq_rounding:

@@ -11,7 +11,7 @@
 
 fixq_isa fixq__isa = FIXQ_ISA_SCALAR;
 
-static const char *const isa_names[FIXQ_ISA_COUNT] = {"scalar", "avx2"};
+static const char *const isa_names[FIXQ_ISA_COUNT] = {"scalar", "avx2", "avx512vnni"};
 
 const char *fixq_isa_name(fixq_isa isa) {
   return (unsigned)isa < FIXQ_ISA_COUNT ? isa_names[isa] : "unknown";
@@ -22,6 +22,9 @@ int fixq_isa_compiled(fixq_isa isa) {
     case FIXQ_ISA_SCALAR: return 1;
 #ifdef FIXQ_COMPILED_AVX2
     case FIXQ_ISA_AVX2: return 1;
+#endif
+#ifdef FIXQ_COMPILED_AVX512VNNI
+    case FIXQ_ISA_AVX512VNNI: return 1;
 #endif
     default: return 0;
   }
@@ -46,6 +49,17 @@ static int cpu_has_avx2(void) {
   __cpuid_count(7, 0, a, b, c, d);
   return (b >> 5) & 1;
 }
+
+/* AVX-512 F (CPUID.7.0:EBX bit 16), DQ (17), BW (30), VL (31), VNNI (ECX bit 11),
+ * and the OS saves opmask and ZMM state (XCR0 bits 5, 6, 7). */
+static int cpu_has_avx512vnni(void) {
+  if (!cpu_has_avx2()) return 0;
+  if ((xgetbv0() & 0xE6) != 0xE6) return 0;
+  unsigned a, b, c, d;
+  __cpuid_count(7, 0, a, b, c, d);
+  const unsigned need_b = (1u << 16) | (1u << 17) | (1u << 30) | (1u << 31);
+  return (b & need_b) == need_b && ((c >> 11) & 1);
+}
 #endif
 
 int fixq_isa_supported(fixq_isa isa) {
@@ -54,6 +68,7 @@ int fixq_isa_supported(fixq_isa isa) {
     case FIXQ_ISA_SCALAR: return 1;
 #ifdef FIXQ_X86
     case FIXQ_ISA_AVX2: return cpu_has_avx2();
+    case FIXQ_ISA_AVX512VNNI: return cpu_has_avx512vnni();
 #endif
     default: return 0;
   }

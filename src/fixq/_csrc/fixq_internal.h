@@ -156,6 +156,13 @@ void fixq_dequantize__avx2(size_t rows, size_t channels, size_t inner, const voi
 #else
 #define FIXQ__AVX2(fn) NULL
 #endif
+/* Table entry for the avx512vnni level: its own kernel, or (FIXQ__AVX512VNNI(x__avx2))
+ * the AVX2 one where 512-bit code would not pay. */
+#ifdef FIXQ_COMPILED_AVX512VNNI
+#define FIXQ__AVX512VNNI(fn) fn
+#else
+#define FIXQ__AVX512VNNI(fn) NULL
+#endif
 
 /* ---- GEMM micro-kernels (qgemm.c drives them) ------------------------------
  * A is packed `rows` <= FIXQ_GEMM_MR rows at a time (the kernel gets mr ==

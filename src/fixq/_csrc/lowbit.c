@@ -4,9 +4,11 @@
 #include "fixq_internal.h"
 
 static const fixq_f16_linear_ukernel f16_table[FIXQ_ISA_COUNT] = {
-    fixq_f16_linear__scalar, FIXQ__AVX2(fixq_f16_linear__avx2)};
+    fixq_f16_linear__scalar, FIXQ__AVX2(fixq_f16_linear__avx2),
+    FIXQ__AVX512VNNI(fixq_f16_linear__avx2)};
 static const fixq_bgemm_ukernel bgemm_table[FIXQ_ISA_COUNT] = {
-    fixq_bgemm__scalar, FIXQ__AVX2(fixq_bgemm__avx2)};
+    fixq_bgemm__scalar, FIXQ__AVX2(fixq_bgemm__avx2),
+    FIXQ__AVX512VNNI(fixq_bgemm__avx2)};
 
 size_t fixq_f16_packed_size(size_t n, size_t k) {
   return (n + FIXQ__F16_NR - 1) / FIXQ__F16_NR * FIXQ__F16_NR * k;

@@ -32,6 +32,11 @@ static const qgemm_kernels kernel_table[FIXQ_ISA_COUNT] = {
 #else
     {NULL, {NULL, NULL}},
 #endif
+#ifdef FIXQ_COMPILED_AVX512VNNI
+    {fixq_qgemm_pack_a__avx2, {fixq_qgemm_s8__avx2, fixq_qgemm_s16__avx2}},
+#else
+    {NULL, {NULL, NULL}},
+#endif
 };
 
 /* ---- packing B ------------------------------------------------------------ */

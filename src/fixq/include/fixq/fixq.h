@@ -37,7 +37,14 @@ typedef enum {
 /* A short English description of `status` ("invalid argument", ...); never NULL. */
 const char *fixq_status_string(fixq_status status);
 
-typedef enum { FIXQ_ISA_SCALAR = 0, FIXQ_ISA_AVX2 = 1, FIXQ_ISA_COUNT = 2 } fixq_isa;
+/* Each level implies the ones before it.  AVX512VNNI = AVX-512 F/BW/DQ/VL + VNNI
+ * (Ice Lake, Sapphire Rapids, Zen 4 and later). */
+typedef enum {
+  FIXQ_ISA_SCALAR = 0,
+  FIXQ_ISA_AVX2 = 1,
+  FIXQ_ISA_AVX512VNNI = 2,
+  FIXQ_ISA_COUNT = 3
+} fixq_isa;
 
 /* How a real multiplier is applied (docs/arithmetic.md). */
 typedef enum {
@@ -49,7 +56,7 @@ typedef enum {
 typedef enum { FIXQ_INT8 = 0, FIXQ_UINT8 = 1, FIXQ_INT16 = 2, FIXQ_INT32 = 3 } fixq_dtype;
 
 /* ---- CPU dispatch --------------------------------------------------------- */
-/* Reads FIXQ_ISA (scalar|avx2; unset = best supported).  Idempotent. */
+/* Reads FIXQ_ISA (scalar|avx2|avx512vnni; unset = best supported).  Idempotent. */
 fixq_status fixq_init(void);
 fixq_isa fixq_selected_isa(void);
 int fixq_isa_compiled(fixq_isa isa);
