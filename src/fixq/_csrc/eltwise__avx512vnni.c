@@ -1,0 +1,147 @@
+/* AVX-512 (BW + VNNI) elementwise add / mul on the linear plan of
+ * fixq_eltwise_init, bit-identical to eltwise__scalar.c.  Parameter sets
+ * without a plan run the AVX2 kernels (fixq_eltwise__avx2).
+ *
+ * 64 outputs per step.  uint8 operands are read as int8 after flipping the
+ * top bit (x ^ 0x80 == x - 128, the plan's a', b'); the output likewise.
+ * Interleaving a' and b' bytes and unpacking them under zero bytes gives
+ * int16 pairs (a' * 2^8, b' * 2^8), dword i holding output i.  With
+ * ra = rh * 2^8 + rl (0 <= rl < 2^8, rh < 2^14):
+ *   vpdpwssd: u + (a' 2^8) rh + (b' 2^8) rh_b                 (int16 pairs)
+ *   vpdpbusd: + rl a' + rl_b b'   (bytes 1 and 3 of the dword are a', b')
+ * which is n = a' ra + b' rb + u exactly (both accumulate modulo 2^32 and n
+ * fits int32).  MUL's plan (fixq.h's MUL form) keeps the AVX2 algorithm on
+ * 16 lanes.  Tails use masked loads and stores. */
+#include "fixq_avx2.h"
+
+#define AVX512_INLINE static inline __attribute__((always_inline))
+
+typedef struct {
+  __m512i flip_a, flip_b, flip_y; /* 0x80 bytes for uint8 operands */
+  __m512i hi, lo, u, t, neg, ulo, zab;
+  __m512i qmin, qmax;              /* int8 domain */
+  __m128i k;
+} plan512;
+
+AVX512_INLINE __m512i finish16(__m512i n, const plan512 *c, int ties) {
+  if (ties) n = _mm512_mask_add_epi32(n, _mm512_cmplt_epi32_mask(n, c->t), n, c->neg);
+  return _mm512_sra_epi32(n, c->k);
+}
+
+/* ADD form: n for the 16 pairs (a' 2^8, b' 2^8) in z. */
+AVX512_INLINE __m512i add16(__m512i z, const plan512 *c, int ties) {
+  return finish16(_mm512_dpbusd_epi32(_mm512_dpwssd_epi32(c->u, z, c->hi), c->lo, z), c, ties);
+}
+
+/* MUL form: d = (a' - za', b' - zb') int16 pairs, P = va vb by vpmaddwd; then
+ * n >> 7 = P rh + u_hi + ((P rl + u_lo) >> 7) as in eltwise__avx2.c. */
+AVX512_INLINE __m512i mul16(__m512i z, const plan512 *c, int ties) {
+  const __m512i d = _mm512_sub_epi16(_mm512_srai_epi16(z, 8), c->zab);
+  const __m512i prod = _mm512_madd_epi16(d, _mm512_srli_epi32(d, 16));
+  const __m512i lo = _mm512_srai_epi32(_mm512_add_epi32(_mm512_mullo_epi32(prod, c->lo), c->ulo), 7);
+  return finish16(_mm512_add_epi32(_mm512_add_epi32(_mm512_mullo_epi32(prod, c->hi), c->u), lo), c, ties);
+}
+
+/* 64 outputs from 64 a and 64 b bytes (int8 domain after the flips). */
+AVX512_INLINE __m512i block64(__m512i av, __m512i bv, const plan512 *c, int mul, int flip, int ties, int clamp) {
+  if (flip) {
+    av = _mm512_xor_si512(av, c->flip_a);
+    bv = _mm512_xor_si512(bv, c->flip_b);
+  }
+  const __m512i zero = _mm512_setzero_si512();
+  /* per 128-bit lane j: t0 pairs 16j..16j+7, t1 pairs 16j+8..16j+15 */
+  const __m512i t0 = _mm512_unpacklo_epi8(av, bv), t1 = _mm512_unpackhi_epi8(av, bv);
+  const __m512i z0 = _mm512_unpacklo_epi8(zero, t0), z1 = _mm512_unpackhi_epi8(zero, t0);
+  const __m512i z2 = _mm512_unpacklo_epi8(zero, t1), z3 = _mm512_unpackhi_epi8(zero, t1);
+  __m512i r0, r1, r2, r3;
+  if (mul) {
+    r0 = mul16(z0, c, ties); r1 = mul16(z1, c, ties); r2 = mul16(z2, c, ties); r3 = mul16(z3, c, ties);
+  } else {
+    r0 = add16(z0, c, ties); r1 = add16(z1, c, ties); r2 = add16(z2, c, ties); r3 = add16(z3, c, ties);
+  }
+  /* int32 -> int16 -> int8 saturation lands the outputs in order in each lane */
+  __m512i y = _mm512_packs_epi16(_mm512_packs_epi32(r0, r1), _mm512_packs_epi32(r2, r3));
+  if (clamp) y = _mm512_min_epi8(_mm512_max_epi8(y, c->qmin), c->qmax);
+  return _mm512_xor_si512(y, c->flip_y);
+}
+
+AVX512_INLINE void plan_row(size_t n, const int8_t *a, const int8_t *b, int8_t *y, const plan512 *pc, int a_bcast,
+                            int b_bcast, int mul, int flip, int ties, int clamp) {
+  const plan512 c = *pc;
+  const __m512i a0 = _mm512_set1_epi8(a[0]), b0 = _mm512_set1_epi8(b[0]);
+  size_t i = 0;
+  for (; i + 64 <= n; i += 64) {
+    const __m512i av = a_bcast ? a0 : _mm512_loadu_si512(a + i);
+    const __m512i bv = b_bcast ? b0 : _mm512_loadu_si512(b + i);
+    _mm512_storeu_si512(y + i, block64(av, bv, &c, mul, flip, ties, clamp));
+  }
+  if (i < n) {
+    const __mmask64 m = _cvtu64_mask64((UINT64_C(1) << (n - i)) - 1); /* n - i < 64 */
+    const __m512i av = a_bcast ? a0 : _mm512_maskz_loadu_epi8(m, a + i);
+    const __m512i bv = b_bcast ? b0 : _mm512_maskz_loadu_epi8(m, b + i);
+    _mm512_mask_storeu_epi8(y + i, m, block64(av, bv, &c, mul, flip, ties, clamp));
+  }
+}
+
+static void plan_init(plan512 *c, const fixq_eltwise *p) {
+  const int au = p->a_dtype == FIXQ_UINT8, bu = p->b_dtype == FIXQ_UINT8, yu = p->y_dtype == FIXQ_UINT8;
+  const int32_t ra = p->lin_ra, rb = p->lin_rb;
+  c->flip_a = _mm512_set1_epi8(au ? (char)0x80 : 0);
+  c->flip_b = _mm512_set1_epi8(bu ? (char)0x80 : 0);
+  c->flip_y = _mm512_set1_epi8(yu ? (char)0x80 : 0);
+  c->qmin = _mm512_set1_epi8((char)(p->qmin - (yu ? 128 : 0)));
+  c->qmax = _mm512_set1_epi8((char)(p->qmax - (yu ? 128 : 0)));
+  c->u = _mm512_set1_epi32(p->lin_u);
+  c->t = _mm512_set1_epi32(p->lin_t);
+  c->neg = _mm512_set1_epi32(p->lin_neg);
+  c->k = _mm_cvtsi32_si128(p->lin_k);
+  if (p->op == FIXQ_OP_MUL) { /* fixq.h's MUL form: rb holds u's low 7 bits */
+    c->hi = _mm512_set1_epi32(ra >> 7);
+    c->lo = _mm512_set1_epi32(ra & 127);
+    c->ulo = _mm512_set1_epi32(rb);
+    c->zab = _mm512_set1_epi32((int32_t)((uint32_t)(uint16_t)(p->b_zero_point - (bu ? 128 : 0)) << 16 |
+                                         (uint16_t)(p->a_zero_point - (au ? 128 : 0))));
+    return;
+  }
+  c->hi = _mm512_set1_epi32((int32_t)((uint32_t)(rb >> 8) << 16 | (uint32_t)(ra >> 8)));
+  c->lo = _mm512_set1_epi32((int32_t)((uint32_t)(rb & 255) << 24 | (uint32_t)(ra & 255) << 8));
+  c->ulo = c->zab = _mm512_setzero_si512();
+}
+
+#define PLAN_ROW(mul, flip, ties, clamp) plan_row(n, a, b, y, &c, a_bcast, b_bcast, mul, flip, ties, clamp)
+#define PLAN_CLAMP(mul, flip, ties)                  \
+  do {                                               \
+    if (clamp) PLAN_ROW(mul, flip, ties, 1);         \
+    else PLAN_ROW(mul, flip, ties, 0);               \
+  } while (0)
+#define PLAN_TIES(mul, flip)                         \
+  do {                                               \
+    if (ties) PLAN_CLAMP(mul, flip, 1);              \
+    else PLAN_CLAMP(mul, flip, 0);                   \
+  } while (0)
+#define PLAN_FLIP(mul)                               \
+  do {                                               \
+    if (flip) PLAN_TIES(mul, 1);                     \
+    else PLAN_TIES(mul, 0);                          \
+  } while (0)
+
+void fixq_eltwise__avx512vnni(size_t rows, size_t n, const void *a0, ptrdiff_t a_stride, int a_bcast,
+                              const void *b0, ptrdiff_t b_stride, int b_bcast, void *y0, ptrdiff_t y_stride,
+                              const fixq_eltwise *p) {
+  if (p->lin_k == 0) {
+    fixq_eltwise__avx2(rows, n, a0, a_stride, a_bcast, b0, b_stride, b_bcast, y0, y_stride, p);
+    return;
+  }
+  plan512 c;
+  plan_init(&c, p);
+  const int32_t oy = p->y_dtype == FIXQ_UINT8 ? 128 : 0;
+  const int clamp = p->qmin - oy > INT8_MIN || p->qmax - oy < INT8_MAX;
+  const int flip = p->a_dtype == FIXQ_UINT8 || p->b_dtype == FIXQ_UINT8;
+  const int ties = p->lin_neg != 0;
+  for (size_t r = 0; r < rows; r++) {
+    const int8_t *a = (const int8_t *)a0 + (ptrdiff_t)r * a_stride, *b = (const int8_t *)b0 + (ptrdiff_t)r * b_stride;
+    int8_t *y = (int8_t *)y0 + (ptrdiff_t)r * y_stride;
+    if (p->op == FIXQ_OP_MUL) PLAN_FLIP(1);
+    else PLAN_FLIP(0);
+  }
+}
