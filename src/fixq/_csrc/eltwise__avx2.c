@@ -255,74 +255,68 @@ ALWAYS_INLINE void row(size_t n, const int8_t *a, const int8_t *b, int8_t *y, co
 }
 
 /* ---- the linear plan (lin_k > 0; ADD from fixq_eltwise_init, requantize) ----
- * n = a'*ra + b'*rb + u, (n + (n < t ? neg : 0)) >> k with ra = rah*2^7 + ral: vpmaddwd on (a', b') int16
- * pairs against (rah, rbh) and (ral, rbl); |a'*rah + b'*rbh| < 2^23, so the
- * sum fits int32 (init keeps |a'*ra + b'*rb + u| < 2^31). */
+ * n = a'*ra + b'*rb + u, (n + (n < t ? neg : 0)) >> k.  Interleaving the a'
+ * and b' bytes and unpacking them under zero bytes gives int16 pairs
+ * z = (a' 2^8, b' 2^8), dword i holding output i.  With ra = rh*2^8 + rl
+ * (0 <= rl < 2^8, rh < 2^14): vpmaddwd(z, (rh, rh_b)) = 2^8 (a' rh + b' rh_b);
+ * vpmaddubsw((0, rl, 0, rl_b) bytes, z) = (a' rl, b' rl_b) int16 words (|.| <=
+ * 255 * 128, no saturation), summed by vpmaddwd against ones.  Both sums fit
+ * int32 and so does n (init keeps |n| < 2^31). */
 
-ALWAYS_INLINE __m256i lin8(__m256i pairs, const lin_consts *c, int ties) {
-  const __m256i h = _mm256_slli_epi32(_mm256_madd_epi16(pairs, c->hi), 7);
-  __m256i n = _mm256_add_epi32(h, _mm256_add_epi32(_mm256_madd_epi16(pairs, c->lo), c->u));
+ALWAYS_INLINE __m256i lin8(__m256i z, const lin_consts *c, int ties) {
+  const __m256i lo = _mm256_madd_epi16(_mm256_maddubs_epi16(c->lo, z), _mm256_set1_epi16(1));
+  __m256i n = _mm256_add_epi32(_mm256_madd_epi16(z, c->hi), _mm256_add_epi32(lo, c->u));
   if (ties) n = _mm256_add_epi32(n, _mm256_and_si256(_mm256_cmpgt_epi32(c->t, n), c->neg));
   return _mm256_sra_epi32(n, c->k);
 }
 
-/* kind: both inputs int8 (0) or both uint8 (1), read as they are (u then
- * absorbs the 128 offsets); mixed (2): flip the uint8 one to int8.  clamp:
- * the output clamp is narrower than int8 saturation. */
-ALWAYS_INLINE __m256i lin_widen(__m128i bytes, int kind) {
-  return kind == 1 ? _mm256_cvtepu8_epi16(bytes) : _mm256_cvtepi8_epi16(bytes);
-}
-
+/* flip: an input is uint8 (flipped to a' = x - 128).  clamp: the output
+ * clamp is narrower than int8 saturation. */
 ALWAYS_INLINE void lin_block32(__m256i av, __m256i bv, int8_t *y, const lin_consts *c, const consts *k,
-                               int ties, int kind, int clamp) {
-  if (kind == 2) {
+                               int ties, int flip, int clamp) {
+  if (flip) {
     av = _mm256_xor_si256(av, k->xa);
     bv = _mm256_xor_si256(bv, k->xb);
   }
+  const __m256i zero = _mm256_setzero_si256();
+  /* per 128-bit lane j: t0 pairs 16j..16j+7, t1 pairs 16j+8..16j+15 */
   const __m256i t0 = _mm256_unpacklo_epi8(av, bv), t1 = _mm256_unpackhi_epi8(av, bv);
-  /* t0: pairs of elements 0-7 | 16-23, t1: 8-15 | 24-31 */
-  const __m256i r0 = lin8(lin_widen(_mm256_castsi256_si128(t0), kind), c, ties);
-  const __m256i r2 = lin8(lin_widen(_mm256_extracti128_si256(t0, 1), kind), c, ties);
-  const __m256i r1 = lin8(lin_widen(_mm256_castsi256_si128(t1), kind), c, ties);
-  const __m256i r3 = lin8(lin_widen(_mm256_extracti128_si256(t1, 1), kind), c, ties);
-  /* the zero point is inside u */
+  const __m256i r0 = lin8(_mm256_unpacklo_epi8(zero, t0), c, ties);
+  const __m256i r1 = lin8(_mm256_unpackhi_epi8(zero, t0), c, ties);
+  const __m256i r2 = lin8(_mm256_unpacklo_epi8(zero, t1), c, ties);
+  const __m256i r3 = lin8(_mm256_unpackhi_epi8(zero, t1), c, ties);
+  /* the zero point is inside u; int32 -> int16 -> int8 saturation lands the outputs in order */
   __m256i b = _mm256_packs_epi16(_mm256_packs_epi32(r0, r1), _mm256_packs_epi32(r2, r3));
-  b = _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
   if (clamp) b = _mm256_min_epi8(_mm256_max_epi8(b, k->qmin), k->qmax);
   _mm256_storeu_si256((__m256i *)y, _mm256_xor_si256(b, k->xy));
 }
 
-static void lin_consts_init(lin_consts *c, const fixq_eltwise *p, int kind) {
+static void lin_consts_init(lin_consts *c, const fixq_eltwise *p) {
   const int32_t ra = p->lin_ra, rb = p->lin_rb;
+  c->u = _mm256_set1_epi32(p->lin_u);
+  c->t = _mm256_set1_epi32(p->lin_t);
+  c->neg = _mm256_set1_epi32(p->lin_neg);
+  c->k = _mm_cvtsi32_si128(p->lin_k);
   if (p->op == FIXQ_OP_MUL) { /* fixq.h's MUL form (see mul_pairs8) */
     c->hi = _mm256_set1_epi32(ra >> 7);
     c->lo = _mm256_set1_epi32(ra & 127);
     c->ulo = _mm256_set1_epi32(rb);
-    c->u = _mm256_set1_epi32(p->lin_u);
-    c->t = _mm256_set1_epi32(p->lin_t);
-    c->neg = _mm256_set1_epi32(p->lin_neg);
-    c->k = _mm_cvtsi32_si128(p->lin_k);
     return;
   }
-  c->hi = _mm256_set1_epi32((int32_t)((uint32_t)(rb >> 7) << 16 | (uint32_t)(ra >> 7)));
-  c->lo = _mm256_set1_epi32((int32_t)((uint32_t)(rb & 127) << 16 | (uint32_t)(ra & 127)));
-  /* uint8 read as is: a = a' + 128; n is unchanged, wrapping in the partial sums */
-  c->u = _mm256_set1_epi32((int32_t)((uint32_t)p->lin_u - (kind == 1 ? 128u * (uint32_t)ra + 128u * (uint32_t)rb : 0u)));
-  c->t = _mm256_set1_epi32(p->lin_t);
-  c->neg = _mm256_set1_epi32(p->lin_neg);
+  c->hi = _mm256_set1_epi32((int32_t)((uint32_t)(rb >> 8) << 16 | (uint32_t)(ra >> 8)));
+  c->lo = _mm256_set1_epi32((int32_t)((uint32_t)(rb & 255) << 24 | (uint32_t)(ra & 255) << 8));
   c->ulo = _mm256_setzero_si256();
-  c->k = _mm_cvtsi32_si128(p->lin_k);
 }
 
 ALWAYS_INLINE void lin_row(size_t n, const int8_t *a, const int8_t *b, int8_t *y, const lin_consts *lc,
-                           const consts *k, int a_bcast, int b_bcast, int ties, int kind, int clamp) {
+                           const consts *k, int a_bcast, int b_bcast, int ties, int flip, int clamp) {
   const lin_consts c = *lc;
   const __m256i av0 = _mm256_set1_epi8(a[0]), bv0 = _mm256_set1_epi8(b[0]);
   size_t i = 0;
   for (; i + 32 <= n; i += 32) {
     const __m256i av = a_bcast ? av0 : _mm256_loadu_si256((const __m256i *)(a + i));
     const __m256i bv = b_bcast ? bv0 : _mm256_loadu_si256((const __m256i *)(b + i));
-    lin_block32(av, bv, y + i, &c, k, ties, kind, clamp);
+    lin_block32(av, bv, y + i, &c, k, ties, flip, clamp);
   }
   if (i < n) {
     int8_t ta[32] = {0}, tb[32] = {0}, ty[32];
@@ -331,21 +325,20 @@ ALWAYS_INLINE void lin_row(size_t n, const int8_t *a, const int8_t *b, int8_t *y
     if (!b_bcast) memcpy(tb, b + i, t);
     const __m256i av = a_bcast ? av0 : _mm256_loadu_si256((const __m256i *)ta);
     const __m256i bv = b_bcast ? bv0 : _mm256_loadu_si256((const __m256i *)tb);
-    lin_block32(av, bv, ty, &c, k, ties, kind, clamp);
+    lin_block32(av, bv, ty, &c, k, ties, flip, clamp);
     memcpy(y + i, ty, t);
   }
 }
 
-#define LIN_KIND(ties, kind)                                                                   \
+#define LIN_FLIP(ties, flip)                                                                   \
   do {                                                                                         \
-    if (clamp) lin_row(n, a, b, y, &lc, &k, a_bcast, b_bcast, ties, kind, 1);                  \
-    else lin_row(n, a, b, y, &lc, &k, a_bcast, b_bcast, ties, kind, 0);                        \
+    if (clamp) lin_row(n, a, b, y, &lc, &k, a_bcast, b_bcast, ties, flip, 1);                  \
+    else lin_row(n, a, b, y, &lc, &k, a_bcast, b_bcast, ties, flip, 0);                        \
   } while (0)
 #define LIN_TIES(ties)                                                                         \
   do {                                                                                         \
-    if (kind == 0) LIN_KIND(ties, 0);                                                          \
-    else if (kind == 1) LIN_KIND(ties, 1);                                                     \
-    else LIN_KIND(ties, 2);                                                                    \
+    if (flip) LIN_FLIP(ties, 1);                                                               \
+    else LIN_FLIP(ties, 0);                                                                    \
   } while (0)
 
 #define ROW(op, mode, ab, bb, ex) row(n, a, b, y, &k, op, mode, ab, bb, ex)
@@ -370,11 +363,11 @@ void fixq_eltwise__avx2(size_t rows, size_t n, const void *a0, ptrdiff_t a_strid
   consts k;
   lin_consts lc;
   consts_init(&k, p);
-  const int kind = p->a_dtype != p->b_dtype ? 2 : p->a_dtype == FIXQ_UINT8;
+  const int flip = p->a_dtype == FIXQ_UINT8 || p->b_dtype == FIXQ_UINT8;
   const int32_t oy = p->y_dtype == FIXQ_UINT8 ? 128 : 0;
   const int clamp = p->qmin - oy > INT8_MIN || p->qmax - oy < INT8_MAX;
   const int ex = exact_inputs(p);
-  lin_consts_init(&lc, p, kind);
+  lin_consts_init(&lc, p);
   for (size_t r = 0; r < rows; r++) {
     const int8_t *a = (const int8_t *)a0 + (ptrdiff_t)r * a_stride, *b = (const int8_t *)b0 + (ptrdiff_t)r * b_stride;
     int8_t *y = (int8_t *)y0 + (ptrdiff_t)r * y_stride;
