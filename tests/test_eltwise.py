@@ -275,6 +275,59 @@ def test_requantize_q8(isa, rounding, dts):
             np.testing.assert_array_equal(out, want)
 
 
+@pytest.mark.parametrize("rounding", ROUNDINGS)
+def test_requantize_q8_planned_lengths(isa, rounding):
+    """From 1024 elements (and on repeated calls) the 256-value plan runs; every path, every tail."""
+    for dx, dy in ((np.int8, np.int8), (np.uint8, np.int8), (np.int8, np.uint8)):
+        info = np.iinfo(dx)
+        for real, zx, zy in ((0.37, info.min + 3, 5), (1.7, info.max, np.iinfo(dy).max - 9), (1e-3, 0, 0)):
+            kw = dict(scale=np.float32(real)) if rounding == "fp32" else dict(zip(("multiplier", "shift"),
+                                                                                  fixq.quantize_multiplier(real)))
+            for n in (1023, 1024, 1025, 1024 + 63, 4097):
+                x = np.resize(np.arange(info.min, info.max + 1, dtype=np.int64), n).astype(dx)
+                want = fixq.requantize(x.astype(np.int32) - np.int32(zx), zero_point=zy, dtype=dy, rounding=rounding,
+                                       **kw)
+                for _ in range(2):  # the second call finds the checked arguments again
+                    got = fixq.requantize(x, zero_point=zy, dtype=dy, rounding=rounding, input_zero_point=zx, **kw)
+                    np.testing.assert_array_equal(got, want, err_msg=f"{real} n={n}")
+
+
+def test_repeated_calls_keep_every_check():
+    """A parameter set seen before skips re-deriving it, never a check on the arrays or the arguments."""
+    x = np.arange(-64, 64, dtype=np.int8)
+    for op in ("add", "mul"):
+        run(op, x, x, *GOOD_ARGS)  # seen once, accepted
+        flat = np.arange(0, 200, dtype=np.int8)
+        with pytest.raises(ValueError, match="out overlaps a"):
+            run(op, flat[1:129], x, *GOOD_ARGS, out=flat[:128])
+        with pytest.raises(ValueError, match="out overlaps b"):
+            run(op, x, flat[3:131], *GOOD_ARGS, out=flat[:128])
+        ro = np.zeros(128, np.int8)
+        ro.flags.writeable = False
+        with pytest.raises(ValueError, match="writeable"):
+            run(op, x, x, *GOOD_ARGS, out=ro)
+        with pytest.raises(ValueError, match="C-contiguous"):
+            run(op, x, x, *GOOD_ARGS, out=np.zeros(256, np.int8)[::2])
+        with pytest.raises(ValueError, match="out must have shape"):
+            run(op, x, x, *GOOD_ARGS, out=np.zeros(128, np.uint8))
+        with pytest.raises(TypeError, match="b must have dtype"):
+            run(op, x, x.astype(np.int16), *GOOD_ARGS)
+        sa, za, sb, zb, so, zo, rounding = GOOD_ARGS
+        with pytest.raises(TypeError, match="a_zero_point"):
+            run(op, x, x, sa, str(za), sb, zb, so, zo, rounding)
+        np.testing.assert_array_equal(run(op, x, x[::-1], *GOOD_ARGS), expect(op, x, x[::-1], *GOOD_ARGS))
+        y = x.copy()
+        assert run(op, y, x, *GOOD_ARGS, out=y) is y  # in place, same memory
+        np.testing.assert_array_equal(y, expect(op, x, x, *GOOD_ARGS))
+    m, s = fixq.quantize_multiplier(0.4)
+    fixq.requantize(x, m, s, 3, input_zero_point=1)
+    flat = np.arange(0, 200, dtype=np.int8)
+    with pytest.raises(ValueError, match="out overlaps acc"):
+        fixq.requantize(flat[1:129], m, s, 3, input_zero_point=1, out=flat[:128])
+    with pytest.raises(ValueError, match="dtype"):
+        fixq.requantize(x, m, s, 3, input_zero_point=1, out=np.zeros(128, np.uint8))
+
+
 def test_requantize_q8_per_channel_and_wide_output(isa):
     x = np.arange(-128, 128, dtype=np.int8).reshape(64, 4)
     m, s = fixq.quantize_multiplier(np.array([0.3, 0.5, 1.7, 0.01]))
@@ -292,6 +345,9 @@ def test_requantize_int32_input_zero_point_rejected():
 # ---- bad input ------------------------------------------------------------------------------
 
 GOOD = dict(a_scale=0.1, a_zero_point=0, b_scale=0.1, b_zero_point=0, out_scale=0.1, out_zero_point=0)
+
+
+GOOD_ARGS = (0.02, 1, 0.03, -2, 0.04, 3, "double")
 
 
 @pytest.mark.parametrize("op", ["add", "mul"])

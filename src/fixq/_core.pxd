@@ -142,3 +142,8 @@ cdef extern from "fixq/fixq.h" nogil:
     fixq_status fixq_qgemm(size_t m, const void *a, fixq_dtype a_dtype, size_t lda, int32_t a_zero_point,
                            const fixq_packed_b *b, const int32_t *bias, const fixq_requant *p,
                            size_t p_channels, void *y, fixq_dtype y_dtype, size_t ldy, int threads)
+
+
+cdef extern from "fixq_internal.h" nogil:
+    fixq_status fixq__requantize_q8_params(fixq_eltwise *e, fixq_dtype x_dtype, int32_t x_zero_point,
+                                           fixq_dtype y_dtype, const fixq_requant *p, int plan)

@@ -93,23 +93,64 @@ def eltwise_nd(EltwiseParams params, const unsigned char[::1] a, const unsigned 
     check_status(st, "eltwise")
 
 
-def requantize_q8_raw(const unsigned char[::1] x, str x_dtype, int32_t x_zero_point, unsigned char[::1] y,
-                      str dtype, str rounding, const int32_t[::1] multiplier, const int32_t[::1] shift,
-                      const float[::1] scale, const int32_t[::1] zero_point, int32_t qmin, int32_t qmax):
-    """Per-tensor int8/uint8 -> int8/uint8 requantization of (x - x_zero_point)."""
+def requantize_q8_params(str x_dtype, int32_t x_zero_point, str dtype, str rounding, const int32_t[::1] multiplier,
+                         const int32_t[::1] shift, const float[::1] scale, const int32_t[::1] zero_point,
+                         int32_t qmin, int32_t qmax, bint plan):
+    """The EltwiseParams that requantizes int8/uint8 (x - x_zero_point) per tensor to int8/uint8 through
+    eltwise_flat(params, x, <an int8 1>, y); plan: also find the SIMD plan (a few microseconds)."""
+    cdef EltwiseParams e = EltwiseParams.__new__(EltwiseParams)
     cdef fixq_requant p
-    cdef fixq_status st
-    cdef Py_ssize_t n = x.shape[0]
-    cdef fixq_dtype xdt, ydt
-    if y.shape[0] != n:
-        raise ValueError("x and y must have the same number of elements")
     if x_dtype not in ("int8", "uint8") or dtype not in ("int8", "uint8"):
-        raise ValueError("requantize_q8_raw takes and returns int8/uint8")
-    xdt = _DTYPE_CODES[x_dtype]
-    ydt = _DTYPE_CODES[dtype]
+        raise ValueError("requantize_q8_params takes and returns int8/uint8")
     _fill_requant(&p, rounding, multiplier, shift, scale, zero_point, 1, qmin, qmax)
-    if n == 0:
-        return
-    with nogil:
-        st = fixq_requantize_q8(&x[0], xdt, x_zero_point, &y[0], ydt, n, &p)
-    check_status(st, "requantize")
+    check_status(fixq__requantize_q8_params(&e.p, _DTYPE_CODES[x_dtype], x_zero_point, _DTYPE_CODES[dtype], &p,
+                                            plan), "requantize")
+    return e
+
+
+def eltwise_flat(EltwiseParams params, a, b, y):
+    """y = op(a, b) over buffers of 1-byte elements, a and y of one size, b of that size or one element
+    (broadcast); the caller checked shapes and dtypes.
+    False, with nothing done, when a buffer is not C-contiguous (y: or not writeable) or when y overlaps
+    a or b without being the same memory: the caller then takes the general path, which explains why."""
+    cdef Py_buffer va, vb, vy
+    cdef size_t shape[1]
+    cdef ptrdiff_t one[1]
+    cdef ptrdiff_t bstride[1]
+    cdef fixq_status st = FIXQ_OK
+    cdef char *pa
+    cdef char *pb
+    cdef char *py
+    cdef Py_ssize_t n
+    cdef bint ok
+    try:
+        PyObject_GetBuffer(a, &va, PyBUF_C_CONTIGUOUS)
+    except (BufferError, ValueError):  # numpy: not C-contiguous, read-only
+        return False
+    try:
+        PyObject_GetBuffer(b, &vb, PyBUF_C_CONTIGUOUS)
+    except (BufferError, ValueError):  # numpy: not C-contiguous, read-only
+        PyBuffer_Release(&va)
+        return False
+    try:
+        PyObject_GetBuffer(y, &vy, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE)
+    except (BufferError, ValueError):  # numpy: not C-contiguous, read-only
+        PyBuffer_Release(&va)
+        PyBuffer_Release(&vb)
+        return False
+    pa, pb, py = <char *>va.buf, <char *>vb.buf, <char *>vy.buf
+    n = vy.len
+    ok = (va.itemsize == 1 and vb.itemsize == 1 and vy.itemsize == 1 and va.len == n and (vb.len == n or vb.len == 1)
+          and (pa == py or pa + n <= py or py + n <= pa) and (pb == py or pb + n <= py or py + n <= pb))
+    if ok and n > 0:
+        shape[0] = n
+        one[0] = 1
+        bstride[0] = 1 if vb.len == n else 0
+        with nogil:
+            st = fixq_eltwise_nd(&params.p, 1, shape, pa, one, pb, bstride, py, one)
+    PyBuffer_Release(&va)
+    PyBuffer_Release(&vb)
+    PyBuffer_Release(&vy)
+    if ok and n > 0:
+        check_status(st, "eltwise")
+    return ok

@@ -63,8 +63,34 @@ def _coalesce(shape, *strides):
     return tuple(n for n, _ in out), tuple(tuple(st[i] for _, st in out) for i in range(len(strides)))
 
 
+# Arguments seen before, with their types (1 and 1.0 and True are equal keys of different checks):
+# (parameter block, output dtype).  Only calls whose scalar arguments passed every check of _binary
+# are recorded, so a hit skips checks that would give the same answer.
+_SEEN = {}
+
+
 def _binary(op, a, b, a_scale, a_zero_point, b_scale, b_zero_point, out_scale, out_zero_point, out_min,
             out_max, out_dtype, rounding, out):
+    key = None
+    if type(a) is np.ndarray and type(b) is np.ndarray:
+        key = (op, a.dtype, b.dtype, a_scale, a_zero_point, b_scale, b_zero_point, out_scale, out_zero_point,
+               out_min, out_max, out_dtype, rounding, type(a_scale), type(a_zero_point), type(b_scale),
+               type(b_zero_point), type(out_scale), type(out_zero_point), type(out_min), type(out_max),
+               type(out_dtype), type(rounding))
+        try:
+            seen = _SEEN.get(key)
+        except TypeError:  # an unhashable argument: the checked path
+            seen = key = None
+        if seen is not None and a.shape == b.shape:  # same shape: one flat row, when contiguous and not overlapping
+            params, dt = seen
+            if out is None:
+                y = np.empty(a.shape, dt)
+            elif type(out) is np.ndarray and out.shape == a.shape and out.dtype == dt:
+                y = out
+            else:
+                y = None
+            if y is not None and _core.eltwise_flat(params, a, b, y):
+                return y
     a = int_array(a, _Q8, "a")
     b = int_array(b, _Q8, "b")
     try:
@@ -81,6 +107,10 @@ def _binary(op, a, b, a_scale, a_zero_point, b_scale, b_zero_point, out_scale, o
     zy = scalar_zero_point_arg(out_zero_point, dt, "out_zero_point")
     lo, hi = clamp_args(out_min, out_max, dt, names=("out_min", "out_max"))
     params = _params(op, rounding, _NAMES[a.dtype], sa, za, _NAMES[b.dtype], sb, zb, _NAMES[dt], sy, zy, lo, hi)
+    if key is not None:
+        if len(_SEEN) >= 512:
+            _SEEN.clear()
+        _SEEN[key] = (params, dt)
     y = out_arg(out, shape, dt)
     ac = a if a.flags.c_contiguous else a.copy(order="C")  # ascontiguousarray would make 0-d 1-d
     bc = b if b.flags.c_contiguous else b.copy(order="C")

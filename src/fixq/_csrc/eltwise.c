@@ -311,35 +311,32 @@ fixq_status fixq_eltwise_nd(const fixq_eltwise *p, size_t ndim, const size_t *sh
   return FIXQ_OK;
 }
 
-fixq_status fixq_requantize_q8(const void *x, fixq_dtype x_dtype, int32_t x_zero_point, void *y,
-                               fixq_dtype y_dtype, size_t n, const fixq_requant *p) {
-  if (fixq__check_requant(p, 1, y_dtype) != FIXQ_OK || !q8_param_ok(x_dtype, x_zero_point) ||
+fixq_status fixq__requantize_q8_params(fixq_eltwise *e, fixq_dtype x_dtype, int32_t x_zero_point,
+                                       fixq_dtype y_dtype, const fixq_requant *p, int plan) {
+  if (e == NULL || fixq__check_requant(p, 1, y_dtype) != FIXQ_OK || !q8_param_ok(x_dtype, x_zero_point) ||
       (y_dtype != FIXQ_INT8 && y_dtype != FIXQ_UINT8))
     return FIXQ_ERR_INVALID_ARGUMENT;
-  if (n == 0) return FIXQ_OK;
-  if (x == NULL || y == NULL) return FIXQ_ERR_INVALID_ARGUMENT;
   /* (x - x_zp) * (1 - 0), then the requantize output stage: a MUL whose
    * multiplier is the caller's (FP32: ((x - zp) * scale * 1) / 1, exact) */
   const int8_t one = 1;
-  fixq_eltwise e;
-  e.op = FIXQ_OP_MUL;
-  e.rounding = p->rounding;
-  e.a_dtype = x_dtype;
-  e.b_dtype = FIXQ_INT8;
-  e.y_dtype = y_dtype;
-  e.a_zero_point = x_zero_point;
-  e.b_zero_point = 0;
-  e.y_zero_point = p->zero_point[0];
-  e.qmin = p->qmin;
-  e.qmax = p->qmax;
-  e.a_scale = p->rounding == FIXQ_ROUND_FP32 ? p->scale[0] : 1.0f;
-  e.b_scale = e.y_scale = 1.0f;
-  e.a_multiplier = e.b_multiplier = 0;
-  e.a_shift = e.b_shift = 0;
-  e.y_multiplier = p->rounding == FIXQ_ROUND_FP32 ? 0 : p->multiplier[0];
-  e.y_shift = p->rounding == FIXQ_ROUND_FP32 ? 0 : p->shift[0];
-  e.lin_ra = e.lin_rb = e.lin_u = e.lin_k = e.lin_t = e.lin_neg = 0;
-  if (n >= 1024) { /* a map of 256 values: plan it on every input value, in ADD's form (b' = 1, rb = 0) */
+  e->op = FIXQ_OP_MUL;
+  e->rounding = p->rounding;
+  e->a_dtype = x_dtype;
+  e->b_dtype = FIXQ_INT8;
+  e->y_dtype = y_dtype;
+  e->a_zero_point = x_zero_point;
+  e->b_zero_point = 0;
+  e->y_zero_point = p->zero_point[0];
+  e->qmin = p->qmin;
+  e->qmax = p->qmax;
+  e->a_scale = p->rounding == FIXQ_ROUND_FP32 ? p->scale[0] : 1.0f;
+  e->b_scale = e->y_scale = 1.0f;
+  e->a_multiplier = e->b_multiplier = 0;
+  e->a_shift = e->b_shift = 0;
+  e->y_multiplier = p->rounding == FIXQ_ROUND_FP32 ? 0 : p->multiplier[0];
+  e->y_shift = p->rounding == FIXQ_ROUND_FP32 ? 0 : p->shift[0];
+  e->lin_ra = e->lin_rb = e->lin_u = e->lin_k = e->lin_t = e->lin_neg = 0;
+  if (plan) { /* a map of 256 values: plan it on every input value, in ADD's form (b' = 1, rb = 0) */
     uint8_t xs[256], ys[256];
     int32_t px[256];
     const int32_t ox = x_dtype == FIXQ_UINT8 ? 128 : 0;
@@ -347,12 +344,23 @@ fixq_status fixq_requantize_q8(const void *x, fixq_dtype x_dtype, int32_t x_zero
       xs[i] = (uint8_t)(i - 128 + ox);
       px[i] = i - 128; /* a' */
     }
-    eltwise_table[fixq__isa](1, 256, xs, 0, 0, &one, 0, 1, ys, 0, &e);
+    eltwise_table[fixq__isa](1, 256, xs, 0, 0, &one, 0, 1, ys, 0, e);
     const double r = p->rounding == FIXQ_ROUND_FP32 ? (double)p->scale[0]
                                                     : ldexp((double)p->multiplier[0], p->shift[0] - 31);
-    fit_linear(&e, 256, px, ys, r, 0.0, p->rounding == FIXQ_ROUND_DOUBLE && p->shift[0] < 0 ? -p->shift[0] : 0, 0);
-    if (e.lin_k > 0) e.op = FIXQ_OP_ADD; /* the kernels read an ADD-form plan off op */
+    fit_linear(e, 256, px, ys, r, 0.0, p->rounding == FIXQ_ROUND_DOUBLE && p->shift[0] < 0 ? -p->shift[0] : 0, 0);
+    if (e->lin_k > 0) e->lin_rb = -1; /* fixq.h: a MUL with lin_rb < 0 has its plan in ADD form */
   }
+  return FIXQ_OK;
+}
+
+fixq_status fixq_requantize_q8(const void *x, fixq_dtype x_dtype, int32_t x_zero_point, void *y,
+                               fixq_dtype y_dtype, size_t n, const fixq_requant *p) {
+  fixq_eltwise e;
+  const fixq_status st = fixq__requantize_q8_params(&e, x_dtype, x_zero_point, y_dtype, p, n >= 1024);
+  if (st != FIXQ_OK) return st;
+  if (n == 0) return FIXQ_OK;
+  if (x == NULL || y == NULL) return FIXQ_ERR_INVALID_ARGUMENT;
+  const int8_t one = 1;
   eltwise_table[fixq__isa](1, n, x, 0, 0, &one, 0, 1, y, 0, &e);
   return FIXQ_OK;
 }

@@ -297,14 +297,15 @@ static void lin_consts_init(lin_consts *c, const fixq_eltwise *p) {
   c->t = _mm256_set1_epi32(p->lin_t);
   c->neg = _mm256_set1_epi32(p->lin_neg);
   c->k = _mm_cvtsi32_si128(p->lin_k);
-  if (p->op == FIXQ_OP_MUL) { /* fixq.h's MUL form (see mul_pairs8) */
+  if (p->op == FIXQ_OP_MUL && rb >= 0) { /* fixq.h's MUL form (see mul_pairs8) */
     c->hi = _mm256_set1_epi32(ra >> 7);
     c->lo = _mm256_set1_epi32(ra & 127);
     c->ulo = _mm256_set1_epi32(rb);
     return;
   }
-  c->hi = _mm256_set1_epi32((int32_t)((uint32_t)(rb >> 8) << 16 | (uint32_t)(ra >> 8)));
-  c->lo = _mm256_set1_epi32((int32_t)((uint32_t)(rb & 255) << 24 | (uint32_t)(ra & 255) << 8));
+  const int32_t rbb = rb < 0 ? 0 : rb; /* a MUL with lin_rb < 0: ADD form on a' alone */
+  c->hi = _mm256_set1_epi32((int32_t)((uint32_t)(rbb >> 8) << 16 | (uint32_t)(ra >> 8)));
+  c->lo = _mm256_set1_epi32((int32_t)((uint32_t)(rbb & 255) << 24 | (uint32_t)(ra & 255) << 8));
   c->ulo = _mm256_setzero_si256();
 }
 
@@ -371,7 +372,7 @@ void fixq_eltwise__avx2(size_t rows, size_t n, const void *a0, ptrdiff_t a_strid
   for (size_t r = 0; r < rows; r++) {
     const int8_t *a = (const int8_t *)a0 + (ptrdiff_t)r * a_stride, *b = (const int8_t *)b0 + (ptrdiff_t)r * b_stride;
     int8_t *y = (int8_t *)y0 + (ptrdiff_t)r * y_stride;
-    if (p->lin_k > 0 && p->op == FIXQ_OP_MUL) {
+    if (p->lin_k > 0 && p->op == FIXQ_OP_MUL && p->lin_rb >= 0) {
       if (p->lin_neg != 0) mul_plan_row(n, a, b, y, &k, &lc, a_bcast, b_bcast, 1);
       else mul_plan_row(n, a, b, y, &k, &lc, a_bcast, b_bcast, 0);
     } else if (p->lin_k > 0) {

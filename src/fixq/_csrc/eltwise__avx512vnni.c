@@ -95,7 +95,7 @@ static void plan_init(plan512 *c, const fixq_eltwise *p) {
   c->t = _mm512_set1_epi32(p->lin_t);
   c->neg = _mm512_set1_epi32(p->lin_neg);
   c->k = _mm_cvtsi32_si128(p->lin_k);
-  if (p->op == FIXQ_OP_MUL) { /* fixq.h's MUL form: rb holds u's low 7 bits */
+  if (p->op == FIXQ_OP_MUL && rb >= 0) { /* fixq.h's MUL form: rb holds u's low 7 bits */
     c->hi = _mm512_set1_epi32(ra >> 7);
     c->lo = _mm512_set1_epi32(ra & 127);
     c->ulo = _mm512_set1_epi32(rb);
@@ -103,8 +103,9 @@ static void plan_init(plan512 *c, const fixq_eltwise *p) {
                                          (uint16_t)(p->a_zero_point - (au ? 128 : 0))));
     return;
   }
-  c->hi = _mm512_set1_epi32((int32_t)((uint32_t)(rb >> 8) << 16 | (uint32_t)(ra >> 8)));
-  c->lo = _mm512_set1_epi32((int32_t)((uint32_t)(rb & 255) << 24 | (uint32_t)(ra & 255) << 8));
+  const int32_t rbb = rb < 0 ? 0 : rb; /* a MUL with lin_rb < 0: ADD form on a' alone */
+  c->hi = _mm512_set1_epi32((int32_t)((uint32_t)(rbb >> 8) << 16 | (uint32_t)(ra >> 8)));
+  c->lo = _mm512_set1_epi32((int32_t)((uint32_t)(rbb & 255) << 24 | (uint32_t)(ra & 255) << 8));
   c->ulo = c->zab = _mm512_setzero_si512();
 }
 
@@ -141,7 +142,7 @@ void fixq_eltwise__avx512vnni(size_t rows, size_t n, const void *a0, ptrdiff_t a
   for (size_t r = 0; r < rows; r++) {
     const int8_t *a = (const int8_t *)a0 + (ptrdiff_t)r * a_stride, *b = (const int8_t *)b0 + (ptrdiff_t)r * b_stride;
     int8_t *y = (int8_t *)y0 + (ptrdiff_t)r * y_stride;
-    if (p->op == FIXQ_OP_MUL) PLAN_FLIP(1);
+    if (p->op == FIXQ_OP_MUL && p->lin_rb >= 0) PLAN_FLIP(1);
     else PLAN_FLIP(0);
   }
 }

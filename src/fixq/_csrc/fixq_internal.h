@@ -225,6 +225,12 @@ void fixq_eltwise__avx512vnni(size_t rows, size_t n, const void *a, ptrdiff_t a_
                               const fixq_eltwise *p);
 #endif
 
+/* The parameter block that computes fixq_requantize_q8 through fixq_eltwise_nd
+ * with b a single int8 1 broadcast (p per tensor); plan: also the SIMD plan
+ * over the 256 input values (a few microseconds). */
+fixq_status fixq__requantize_q8_params(fixq_eltwise *e, fixq_dtype x_dtype, int32_t x_zero_point,
+                                       fixq_dtype y_dtype, const fixq_requant *p, int plan);
+
 /* One output of the elementwise contract from the input differences
  * va = a - a_zp, vb = b - b_zp (TFLite int8 ADD / MUL, or float32). */
 static inline int32_t fixq__eltwise_one(int32_t va, int32_t vb, const fixq_eltwise *p) {

@@ -189,7 +189,8 @@ typedef struct {
    * values below zero differently), with
    *   ADD: n = a'*lin_ra + b'*lin_rb + lin_u  (a', b' int8-domain inputs);
    *   MUL: n = P*(lin_ra >> 7) + ((P*(lin_ra & 127) + lin_rb) >> 7) + lin_u,
-   *        P = (a - a_zero_point) * (b - b_zero_point). */
+   *        P = (a - a_zero_point) * (b - b_zero_point);
+   *   MUL with lin_rb < 0 (int8 requantize, b the constant 1): n = a'*lin_ra + lin_u. */
   int32_t lin_ra, lin_rb, lin_u, lin_k, lin_t, lin_neg;
 } fixq_eltwise;
 
