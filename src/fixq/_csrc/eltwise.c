@@ -311,6 +311,25 @@ fixq_status fixq_eltwise_nd(const fixq_eltwise *p, size_t ndim, const size_t *sh
   return FIXQ_OK;
 }
 
+/* fixq.h's requantize form of an ADD-form plan on a' alone: n = a'*ra + u is
+ * increasing in a', so its tie side n < t is a' <= d for the largest such d
+ * (-129: none), which the kernels compare on the bytes. */
+static int requant_form(fixq_eltwise *e) {
+  int32_t d = -129;
+  for (int32_t v = -128; v < 128; v++)
+    if ((int64_t)v * e->lin_ra + e->lin_u < e->lin_t) {
+      if (v != d + 1) return 0; /* not a prefix: never for ra >= 0 */
+      d = v;
+    }
+  const int64_t neg = d == -129 ? 0 : e->lin_neg;
+  /* the kernels add neg to u and take rb = neg, which must split into int16 (neg >> 8) and a byte */
+  if (neg <= -(INT64_C(1) << 23) || (int64_t)e->lin_u + neg - 128 * (int64_t)e->lin_ra <= INT32_MIN) return 0;
+  e->lin_rb = -1;
+  e->lin_t = d;
+  e->lin_neg = (int32_t)neg;
+  return 1;
+}
+
 fixq_status fixq__requantize_q8_params(fixq_eltwise *e, fixq_dtype x_dtype, int32_t x_zero_point,
                                        fixq_dtype y_dtype, const fixq_requant *p, int plan) {
   if (e == NULL || fixq__check_requant(p, 1, y_dtype) != FIXQ_OK || !q8_param_ok(x_dtype, x_zero_point) ||
@@ -348,7 +367,7 @@ fixq_status fixq__requantize_q8_params(fixq_eltwise *e, fixq_dtype x_dtype, int3
     const double r = p->rounding == FIXQ_ROUND_FP32 ? (double)p->scale[0]
                                                     : ldexp((double)p->multiplier[0], p->shift[0] - 31);
     fit_linear(e, 256, px, ys, r, 0.0, p->rounding == FIXQ_ROUND_DOUBLE && p->shift[0] < 0 ? -p->shift[0] : 0, 0);
-    if (e->lin_k > 0) e->lin_rb = -1; /* fixq.h: a MUL with lin_rb < 0 has its plan in ADD form */
+    if (e->lin_k > 0 && !requant_form(e)) e->lin_ra = e->lin_u = e->lin_k = e->lin_t = e->lin_neg = 0;
   }
   return FIXQ_OK;
 }

@@ -55,6 +55,7 @@ typedef struct {
 /* the linear plan's constants (lin_row, mul_pairs8) */
 typedef struct {
   __m256i hi, lo, u, t, neg, ulo;
+  __m256i rq_d; /* requantize form: the tie side a' <= d */
   __m128i k;
 } lin_consts;
 
@@ -266,11 +267,13 @@ ALWAYS_INLINE void row(size_t n, const int8_t *a, const int8_t *b, int8_t *y, co
 ALWAYS_INLINE __m256i lin8(__m256i z, const lin_consts *c, int ties) {
   const __m256i lo = _mm256_madd_epi16(_mm256_maddubs_epi16(c->lo, z), _mm256_set1_epi16(1));
   __m256i n = _mm256_add_epi32(_mm256_madd_epi16(z, c->hi), _mm256_add_epi32(lo, c->u));
-  if (ties) n = _mm256_add_epi32(n, _mm256_and_si256(_mm256_cmpgt_epi32(c->t, n), c->neg));
+  if (ties == 1) n = _mm256_add_epi32(n, _mm256_and_si256(_mm256_cmpgt_epi32(c->t, n), c->neg));
   return _mm256_sra_epi32(n, c->k);
 }
 
-/* flip: an input is uint8 (flipped to a' = x - 128).  clamp: the output
+/* ties: none (0), n < t (1), or fixq.h's int8 requantize form (2: b' =
+ * -[a' > d], rb = neg, u + neg, which adds neg exactly where a' <= d).
+ * flip: an input is uint8 (flipped to a' = x - 128).  clamp: the output
  * clamp is narrower than int8 saturation. */
 ALWAYS_INLINE void lin_block32(__m256i av, __m256i bv, int8_t *y, const lin_consts *c, const consts *k,
                                int ties, int flip, int clamp) {
@@ -278,6 +281,7 @@ ALWAYS_INLINE void lin_block32(__m256i av, __m256i bv, int8_t *y, const lin_cons
     av = _mm256_xor_si256(av, k->xa);
     bv = _mm256_xor_si256(bv, k->xb);
   }
+  if (ties == 2) bv = _mm256_cmpgt_epi8(av, c->rq_d);
   const __m256i zero = _mm256_setzero_si256();
   /* per 128-bit lane j: t0 pairs 16j..16j+7, t1 pairs 16j+8..16j+15 */
   const __m256i t0 = _mm256_unpacklo_epi8(av, bv), t1 = _mm256_unpackhi_epi8(av, bv);
@@ -303,7 +307,9 @@ static void lin_consts_init(lin_consts *c, const fixq_eltwise *p) {
     c->ulo = _mm256_set1_epi32(rb);
     return;
   }
-  const int32_t rbb = rb < 0 ? 0 : rb; /* a MUL with lin_rb < 0: ADD form on a' alone */
+  const int32_t rbb = rb < 0 ? p->lin_neg : rb; /* a MUL with lin_rb < 0: fixq.h's requantize form */
+  c->rq_d = _mm256_set1_epi8((char)p->lin_t);
+  if (rb < 0) c->u = _mm256_set1_epi32(p->lin_u + p->lin_neg);
   c->hi = _mm256_set1_epi32((int32_t)((uint32_t)(rbb >> 8) << 16 | (uint32_t)(ra >> 8)));
   c->lo = _mm256_set1_epi32((int32_t)((uint32_t)(rbb & 255) << 24 | (uint32_t)(ra & 255) << 8));
   c->ulo = _mm256_setzero_si256();
@@ -376,7 +382,9 @@ void fixq_eltwise__avx2(size_t rows, size_t n, const void *a0, ptrdiff_t a_strid
       if (p->lin_neg != 0) mul_plan_row(n, a, b, y, &k, &lc, a_bcast, b_bcast, 1);
       else mul_plan_row(n, a, b, y, &k, &lc, a_bcast, b_bcast, 0);
     } else if (p->lin_k > 0) {
-      if (p->lin_neg != 0) LIN_TIES(1);
+      if (p->op == FIXQ_OP_MUL && p->lin_neg != 0) LIN_TIES(2); /* requantize form (lin_rb < 0) */
+      else if (p->op == FIXQ_OP_MUL) LIN_TIES(0);                /* without ties: b' = 1 times rb = 0 */
+      else if (p->lin_neg != 0) LIN_TIES(1);
       else LIN_TIES(0);
     } else if (p->op == FIXQ_OP_ADD) {
       if (p->rounding == FIXQ_ROUND_DOUBLE) ROWS(FIXQ_OP_ADD, FIXQ_ROUND_DOUBLE, ex);

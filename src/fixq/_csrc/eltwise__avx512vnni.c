@@ -20,6 +20,7 @@ typedef struct {
   __m512i flip_a, flip_b, flip_y; /* 0x80 bytes for uint8 operands */
   __m512i hi, lo, u, t, neg, ulo, zab;
   __m512i qmin, qmax;              /* int8 domain */
+  __m512i rq_d;                    /* requantize form: the tie side a' <= d */
   __m128i k;
 } plan512;
 
@@ -42,12 +43,16 @@ AVX512_INLINE __m512i mul16(__m512i z, const plan512 *c, int ties) {
   return finish16(_mm512_add_epi32(_mm512_add_epi32(_mm512_mullo_epi32(prod, c->hi), c->u), lo), c, ties);
 }
 
-/* 64 outputs from 64 a and 64 b bytes (int8 domain after the flips). */
-AVX512_INLINE __m512i block64(__m512i av, __m512i bv, const plan512 *c, int mul, int flip, int ties, int clamp) {
+/* 64 outputs from 64 a and 64 b bytes (int8 domain after the flips).  form:
+ * ADD (0), MUL (1), or int8 requantize (2: b' = -[a' > d], rb = neg, u + neg,
+ * which adds neg exactly where a' <= d). */
+AVX512_INLINE __m512i block64(__m512i av, __m512i bv, const plan512 *c, int form, int flip, int ties, int clamp) {
+  const int mul = form == 1;
   if (flip) {
     av = _mm512_xor_si512(av, c->flip_a);
     bv = _mm512_xor_si512(bv, c->flip_b);
   }
+  if (form == 2) bv = _mm512_movm_epi8(_mm512_cmpgt_epi8_mask(av, c->rq_d));
   const __m512i zero = _mm512_setzero_si512();
   /* per 128-bit lane j: t0 pairs 16j..16j+7, t1 pairs 16j+8..16j+15 */
   const __m512i t0 = _mm512_unpacklo_epi8(av, bv), t1 = _mm512_unpackhi_epi8(av, bv);
@@ -66,20 +71,20 @@ AVX512_INLINE __m512i block64(__m512i av, __m512i bv, const plan512 *c, int mul,
 }
 
 AVX512_INLINE void plan_row(size_t n, const int8_t *a, const int8_t *b, int8_t *y, const plan512 *pc, int a_bcast,
-                            int b_bcast, int mul, int flip, int ties, int clamp) {
+                            int b_bcast, int form, int flip, int ties, int clamp) {
   const plan512 c = *pc;
   const __m512i a0 = _mm512_set1_epi8(a[0]), b0 = _mm512_set1_epi8(b[0]);
   size_t i = 0;
   for (; i + 64 <= n; i += 64) {
     const __m512i av = a_bcast ? a0 : _mm512_loadu_si512(a + i);
     const __m512i bv = b_bcast ? b0 : _mm512_loadu_si512(b + i);
-    _mm512_storeu_si512(y + i, block64(av, bv, &c, mul, flip, ties, clamp));
+    _mm512_storeu_si512(y + i, block64(av, bv, &c, form, flip, ties, clamp));
   }
   if (i < n) {
     const __mmask64 m = _cvtu64_mask64((UINT64_C(1) << (n - i)) - 1); /* n - i < 64 */
     const __m512i av = a_bcast ? a0 : _mm512_maskz_loadu_epi8(m, a + i);
     const __m512i bv = b_bcast ? b0 : _mm512_maskz_loadu_epi8(m, b + i);
-    _mm512_mask_storeu_epi8(y + i, m, block64(av, bv, &c, mul, flip, ties, clamp));
+    _mm512_mask_storeu_epi8(y + i, m, block64(av, bv, &c, form, flip, ties, clamp));
   }
 }
 
@@ -103,27 +108,29 @@ static void plan_init(plan512 *c, const fixq_eltwise *p) {
                                          (uint16_t)(p->a_zero_point - (au ? 128 : 0))));
     return;
   }
-  const int32_t rbb = rb < 0 ? 0 : rb; /* a MUL with lin_rb < 0: ADD form on a' alone */
+  const int32_t rbb = rb < 0 ? p->lin_neg : rb; /* a MUL with lin_rb < 0: fixq.h's requantize form */
+  c->rq_d = _mm512_set1_epi8((char)p->lin_t);
+  if (rb < 0) c->u = _mm512_set1_epi32(p->lin_u + p->lin_neg);
   c->hi = _mm512_set1_epi32((int32_t)((uint32_t)(rbb >> 8) << 16 | (uint32_t)(ra >> 8)));
   c->lo = _mm512_set1_epi32((int32_t)((uint32_t)(rbb & 255) << 24 | (uint32_t)(ra & 255) << 8));
   c->ulo = c->zab = _mm512_setzero_si512();
 }
 
-#define PLAN_ROW(mul, flip, ties, clamp) plan_row(n, a, b, y, &c, a_bcast, b_bcast, mul, flip, ties, clamp)
-#define PLAN_CLAMP(mul, flip, ties)                  \
+#define PLAN_ROW(form, flip, ties, clamp) plan_row(n, a, b, y, &c, a_bcast, b_bcast, form, flip, ties, clamp)
+#define PLAN_CLAMP(form, flip, ties)                 \
   do {                                               \
-    if (clamp) PLAN_ROW(mul, flip, ties, 1);         \
-    else PLAN_ROW(mul, flip, ties, 0);               \
+    if (clamp) PLAN_ROW(form, flip, ties, 1);        \
+    else PLAN_ROW(form, flip, ties, 0);              \
   } while (0)
-#define PLAN_TIES(mul, flip)                         \
+#define PLAN_TIES(form, flip)                        \
   do {                                               \
-    if (ties) PLAN_CLAMP(mul, flip, 1);              \
-    else PLAN_CLAMP(mul, flip, 0);                   \
+    if (ties) PLAN_CLAMP(form, flip, 1);             \
+    else PLAN_CLAMP(form, flip, 0);                  \
   } while (0)
-#define PLAN_FLIP(mul)                               \
+#define PLAN_FLIP(form)                              \
   do {                                               \
-    if (flip) PLAN_TIES(mul, 1);                     \
-    else PLAN_TIES(mul, 0);                          \
+    if (flip) PLAN_TIES(form, 1);                    \
+    else PLAN_TIES(form, 0);                         \
   } while (0)
 
 void fixq_eltwise__avx512vnni(size_t rows, size_t n, const void *a0, ptrdiff_t a_stride, int a_bcast,
@@ -138,11 +145,12 @@ void fixq_eltwise__avx512vnni(size_t rows, size_t n, const void *a0, ptrdiff_t a
   const int32_t oy = p->y_dtype == FIXQ_UINT8 ? 128 : 0;
   const int clamp = p->qmin - oy > INT8_MIN || p->qmax - oy < INT8_MAX;
   const int flip = p->a_dtype == FIXQ_UINT8 || p->b_dtype == FIXQ_UINT8;
-  const int ties = p->lin_neg != 0;
+  const int ties = p->lin_neg != 0 && (p->op == FIXQ_OP_ADD || p->lin_rb >= 0);
   for (size_t r = 0; r < rows; r++) {
     const int8_t *a = (const int8_t *)a0 + (ptrdiff_t)r * a_stride, *b = (const int8_t *)b0 + (ptrdiff_t)r * b_stride;
     int8_t *y = (int8_t *)y0 + (ptrdiff_t)r * y_stride;
     if (p->op == FIXQ_OP_MUL && p->lin_rb >= 0) PLAN_FLIP(1);
-    else PLAN_FLIP(0);
+    else if (p->op == FIXQ_OP_MUL && p->lin_neg != 0) PLAN_FLIP(2);
+    else PLAN_FLIP(0); /* ADD, or requantize without ties: b' = 1 times rb = 0 */
   }
 }

@@ -190,7 +190,8 @@ typedef struct {
    *   ADD: n = a'*lin_ra + b'*lin_rb + lin_u  (a', b' int8-domain inputs);
    *   MUL: n = P*(lin_ra >> 7) + ((P*(lin_ra & 127) + lin_rb) >> 7) + lin_u,
    *        P = (a - a_zero_point) * (b - b_zero_point);
-   *   MUL with lin_rb < 0 (int8 requantize, b the constant 1): n = a'*lin_ra + lin_u. */
+   *   MUL with lin_rb < 0 (int8 requantize, b the constant 1): n = a'*lin_ra + lin_u and the
+   *        tie side is a' <= lin_t instead of n < lin_t. */
   int32_t lin_ra, lin_rb, lin_u, lin_k, lin_t, lin_neg;
 } fixq_eltwise;
 
