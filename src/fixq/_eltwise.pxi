@@ -56,9 +56,13 @@ cdef class EltwiseParams:
 
     @property
     def plan(self):
-        """ADD's SIMD plan {ra, rb, u, k, t, neg} (fixq.h, fixq_eltwise.lin_*); None when absent."""
+        """The SIMD plan (fixq.h, fixq_eltwise.lin_*): ADD and int8 requantize {ra, rb, u, k, t, neg}, MUL
+        {alpha, g, gneg, t} (float32 values); None when absent."""
         if self.p.lin_k == 0:
             return None
+        if self.p.op == FIXQ_OP_MUL and self.p.lin_rb >= 0:
+            bits = _np.array([self.p.lin_ra, self.p.lin_u, self.p.lin_neg], _np.int32).view(_np.float32)
+            return {"alpha": float(bits[0]), "g": float(bits[1]), "gneg": float(bits[2]), "t": self.p.lin_t}
         return {"ra": self.p.lin_ra, "rb": self.p.lin_rb, "u": self.p.lin_u, "k": self.p.lin_k,
                 "t": self.p.lin_t, "neg": self.p.lin_neg}
 

@@ -2,6 +2,7 @@
  * and MUL), the broadcast driver, and the selected row kernel. */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "fixq_internal.h"
 
@@ -33,29 +34,27 @@ static int multiplier_ok(double real, int32_t *m, int32_t *shift) {
   return *m != 0 && s <= 30;
 }
 
-/* The linear plan (fixq_eltwise.lin_*) for outputs y known at `count`
- * points.  ADD (px == NULL): point i is the input pair a' = (i >> 8) - 128,
- * b' = (i & 255) - 128 and n = a'*ra + b'*rb + u.  MUL (px given): point i
- * has the product P = px[i] = (a - a_zp)(b - b_zp) and n = P*ra + u.  The
- * slopes are the effective real multipliers rounded at the largest k that
+/* The linear plan (fixq_eltwise.lin_*, ADD form) for outputs y known at
+ * `count` points.  px == NULL: point i is the input pair a' = (i >> 8) - 128,
+ * b' = (i & 255) - 128 and n = a'*ra + b'*rb + u; px given (int8 requantize):
+ * point i has a' = px[i] and n = a'*ra + u.  The slopes are the effective real multipliers rounded at the largest k that
  * keeps them below `rlimit` (and their other neighbours); then the offsets u
  * for which every point lands in its output's interval (points below the
  * output zero point taking the tie shift neg), and a final check of every
  * point.  Double rounding moves values below zero by up to 2^-r_out of an
- * output step (RoundingDivideByPOT after SRDHM): neg.  t and neg are
- * multiples of `granule`: the MUL kernel works on n >> 7 (stored that way).  Exact
- * ties under half-to-even (FP32), or ties that ADD's input rounding decides,
- * leave no plan.  mul_form: store the plan in fixq.h's MUL form. */
+ * output step (RoundingDivideByPOT after SRDHM): neg.  Exact ties under
+ * half-to-even (FP32), or ties that ADD's input rounding decides, leave no
+ * plan. */
 static int64_t lin_out(int64_t x, int64_t u, int64_t t, int64_t neg, int k) {
   const int64_t n = x + u;
   return (n + (n < t ? neg : 0)) >> k;
 }
 
 typedef struct {
-  int count, k, r_out, mul_form;
+  int count, k, r_out;
   const int32_t *px;
   const uint8_t *y;
-  int64_t t, granule, qmin, qmax;
+  int64_t t, qmin, qmax;
   int32_t oy;
 } fit_problem;
 
@@ -64,14 +63,10 @@ typedef struct {
 static int fit_offsets(fixq_eltwise *p, const fit_problem *f, int64_t ra, int64_t rb) {
   const int k = f->k;
   const int64_t one = INT64_C(1) << k, t = f->t, qmin = f->qmin, qmax = f->qmax;
-  /* the kernels' int32 range: n itself (ADD); n >> 7 and u >> 7 (MUL, |P| <= 65025, ra < 2^21) */
-  const int64_t span = f->mul_form ? (INT64_C(1) << 30) + (INT64_C(1) << 17) : 128 * (ra + rb);
-  const int shr = f->mul_form ? 7 : 0;
+  const int64_t span = 128 * (ra + rb); /* |n - u|: n must fit int32 in the kernels */
   /* tie shifts: none (the kernel then skips it), one unit, and RoundingDivideByPOT's
    * 2^-r_out of an output step between values above and below zero */
-  const int64_t negs[3] = {0, f->granule == 1 ? -1 : 0,
-                           f->r_out > 0 && (INT64_C(1) << (k - f->r_out)) >= f->granule && k >= f->r_out
-                               ? -(INT64_C(1) << (k - f->r_out)) : 0};
+  const int64_t negs[3] = {0, -1, f->r_out > 0 && k >= f->r_out ? -(INT64_C(1) << (k - f->r_out)) : 0};
   for (int c = 0; c < 3; c++) {
     const int64_t neg = negs[c];
     if (c > 0 && neg == 0) continue;
@@ -89,9 +84,7 @@ static int fit_offsets(fixq_eltwise *p, const fit_problem *f, int64_t ra, int64_
       if (hi == INT64_MAX) hi = lo;
       u = lo + (hi - lo) / 2;
     }
-    if (lo > hi || (u >> shr) - span <= INT32_MIN || (u >> shr) + span >= INT32_MAX || (t >> shr) <= INT32_MIN ||
-        (t >> shr) >= INT32_MAX)
-      continue;
+    if (lo > hi || u - span <= INT32_MIN || u + span >= INT32_MAX || t <= INT32_MIN || t >= INT32_MAX) continue;
     int exact = 1;
     for (int i = 0; i < f->count && exact; i++) {
       int64_t o = lin_out(POINT_X(i), u, t, neg, k);
@@ -100,11 +93,11 @@ static int fit_offsets(fixq_eltwise *p, const fit_problem *f, int64_t ra, int64_
     }
     if (!exact) continue;
     p->lin_ra = (int32_t)ra;
-    p->lin_rb = (int32_t)(f->mul_form ? u & 127 : rb); /* MUL: fixq.h's prescaled form */
-    p->lin_u = (int32_t)(u >> shr);
-    p->lin_t = (int32_t)(t >> shr);
-    p->lin_neg = (int32_t)(neg >> shr);
-    p->lin_k = k - shr;
+    p->lin_rb = (int32_t)rb;
+    p->lin_u = (int32_t)u;
+    p->lin_t = (int32_t)t;
+    p->lin_neg = (int32_t)neg;
+    p->lin_k = k;
     return 1;
   }
   return 0;
@@ -113,21 +106,19 @@ static int fit_offsets(fixq_eltwise *p, const fit_problem *f, int64_t ra, int64_
 #undef POINT_Y
 
 static void fit_linear(fixq_eltwise *p, int count, const int32_t *px, const uint8_t *y, double ra_real,
-                       double rb_real, int r_out, int mul_form) {
-  const double rlimit = mul_form ? 2097152.0 : 4194304.0;
+                       double rb_real, int r_out) {
+  const double rlimit = 4194304.0; /* ra, rb < 2^22: the kernels split them into int16 (>> 8) and a byte */
   fit_problem f;
-  f.mul_form = mul_form;
   f.count = count;
   f.px = px;
   f.y = y;
   f.r_out = r_out;
-  f.granule = mul_form ? 128 : 1;
   f.oy = p->y_dtype == FIXQ_UINT8 ? 128 : 0;
   f.qmin = p->qmin - f.oy;
   f.qmax = p->qmax - f.oy;
   const double rmax = ra_real > rb_real ? ra_real : rb_real;
   int k = 0;
-  while (k < (mul_form ? 29 : 24) && rmax * ldexp(1.0, k + 1) < rlimit - 1.0) k++;
+  while (k < 24 && rmax * ldexp(1.0, k + 1) < rlimit - 1.0) k++;
   if (k < 8) return;
   f.k = k;
   f.t = (int64_t)(p->y_zero_point - f.oy) * (INT64_C(1) << k) + (INT64_C(1) << (k - 1)); /* n < t: below zero */
@@ -162,13 +153,74 @@ static void plan_add(fixq_eltwise *p) {
     b[i] = (uint8_t)((i & 255) - 128 + ob);
   }
   eltwise_table[fixq__isa](1, 65536, a, 0, 0, b, 0, 0, y, 0, p); /* lin_k == 0: the exact kernel */
-  fit_linear(p, 65536, NULL, y, ra_real, rb_real,
-             p->rounding == FIXQ_ROUND_DOUBLE && p->y_shift < 0 ? -p->y_shift : 0, 0);
+  fit_linear(p, 65536, NULL, y, ra_real, rb_real, p->rounding == FIXQ_ROUND_DOUBLE && p->y_shift < 0 ? -p->y_shift : 0);
   free(buf);
 }
 
-/* MUL: the contract on all 65536 input pairs, then fit_linear on their
- * products with the slope M * 2^(shift - 31) (fixed point) or s_a s_b / s_out. */
+/* fixq.h's MUL float form: y = floor(fl(P*alpha + g)), g = gneg where P <
+ * pt, one float32 rounding (a fused multiply-add) of the exact value.
+ * fl(x) >= o holds for every x above the midpoint between o and the float
+ * below it, fl(x) < o + 1 for every x below the midpoint under o + 1
+ * (integers |o| <= 2^9 are floats), so each point bounds g from both sides,
+ * exactly in double (P*alpha has at most 17 + 24 bits).  The clamp and int8
+ * saturation follow as in the linear plan. */
+static double below_mid(double o) { return o - (o - (double)nextafterf((float)o, -INFINITY)) / 2; }
+
+/* side: every point (-1), those with P >= pt (0) or P < pt (1). */
+static int fit_float_side(const fixq_eltwise *p, const int32_t *px, const uint8_t *y, float alpha, int side,
+                          int32_t pt, float *g) {
+  const int32_t oy = p->y_dtype == FIXQ_UINT8 ? 128 : 0, qmin = p->qmin - oy, qmax = p->qmax - oy;
+  double lo = -INFINITY, hi = INFINITY; /* g in (lo, hi), open */
+  for (int i = 0; i < 65536; i++) {
+    if (side >= 0 && (px[i] < pt) != side) continue;
+    const int32_t o = (p->y_dtype == FIXQ_UINT8 ? (int32_t)y[i] : (int32_t)(int8_t)y[i]) - oy;
+    const double x = (double)px[i] * alpha;
+    if (o > qmin && below_mid(o) - x > lo) lo = below_mid(o) - x;
+    if (o < qmax && below_mid(o + 1) - x < hi) hi = below_mid(o + 1) - x;
+  }
+  if (lo == -INFINITY && hi == INFINITY) lo = -1.0, hi = 1.0;
+  else if (lo == -INFINITY) lo = hi - 1.0;
+  else if (hi == INFINITY) hi = lo + 1.0;
+  *g = (float)(lo + (hi - lo) / 2);
+  return lo < *g && *g < hi && fabsf(*g) < 65536.0f;
+}
+
+static int fit_float(fixq_eltwise *p, const int32_t *px, const uint8_t *y, double r) {
+  const int32_t oy = p->y_dtype == FIXQ_UINT8 ? 128 : 0;
+  const int32_t pts[3] = {0, 1, -1};
+  const float a0 = (float)r, up = nextafterf(a0, INFINITY), dn = nextafterf(a0, 0.0f);
+  const float alphas[5] = {a0, up, dn, nextafterf(up, INFINITY), nextafterf(dn, 0.0f)};
+  for (int c = 0; c < 5; c++) { /* the rounded slope, then its float neighbours */
+    const float alpha = alphas[c];
+    if (!(alpha > 0.0f) || 65025.0 * alpha >= 1073741824.0) return 0; /* floor(f) fits int32 */
+    for (int s = -1; s < 3; s++) { /* one offset, then two split at P < pt */
+      float g = 0.0f, gneg = 0.0f;
+      const int32_t pt = s < 0 ? 0 : pts[s];
+      if (!fit_float_side(p, px, y, alpha, s < 0 ? -1 : 0, pt, &g)) continue;
+      if (s < 0) gneg = g;
+      else if (!fit_float_side(p, px, y, alpha, 1, pt, &gneg)) continue;
+      int exact = 1;
+      for (int i = 0; i < 65536 && exact; i++) {
+        int64_t o = (int64_t)floorf(fmaf((float)px[i], alpha, px[i] < pt ? gneg : g));
+        o = o < p->qmin - oy ? p->qmin - oy : o > p->qmax - oy ? p->qmax - oy : o;
+        exact = o == (p->y_dtype == FIXQ_UINT8 ? (int32_t)y[i] : (int32_t)(int8_t)y[i]) - oy;
+      }
+      if (!exact) continue;
+      memcpy(&p->lin_ra, &alpha, 4);
+      memcpy(&p->lin_u, &g, 4);
+      memcpy(&p->lin_neg, &gneg, 4);
+      p->lin_t = pt;
+      p->lin_rb = 0;
+      p->lin_k = 1;
+      return 1;
+    }
+  }
+  return 0;
+}
+
+/* MUL: the contract on all 65536 input pairs, then the float form on their
+ * products (fit_float) with the slope M * 2^(shift - 31) (fixed point) or
+ * s_a s_b / s_out. */
 static void plan_mul(fixq_eltwise *p) {
   const int32_t oa = p->a_dtype == FIXQ_UINT8 ? 128 : 0, ob = p->b_dtype == FIXQ_UINT8 ? 128 : 0;
   const double r = p->rounding == FIXQ_ROUND_FP32 ? (double)p->a_scale * p->b_scale / p->y_scale
@@ -183,7 +235,7 @@ static void plan_mul(fixq_eltwise *p) {
     px[i] = ((i >> 8) - 128 + oa - p->a_zero_point) * ((i & 255) - 128 + ob - p->b_zero_point);
   }
   eltwise_table[fixq__isa](1, 65536, a, 0, 0, b, 0, 0, y, 0, p); /* lin_k == 0: the exact kernel */
-  fit_linear(p, 65536, px, y, r, 0.0, p->rounding == FIXQ_ROUND_DOUBLE && p->y_shift < 0 ? -p->y_shift : 0, 1);
+  fit_float(p, px, y, r);
   free(buf);
 }
 
@@ -257,7 +309,7 @@ static int eltwise_params_ok(const fixq_eltwise *p) {
   for (int i = 0; i < 3; i++)
     if (m[i] < 0 || sh[i] < -31 || sh[i] > 30) return 0;
   if (p->op == FIXQ_OP_ADD && p->rounding != FIXQ_ROUND_FP32 && (p->a_shift > 0 || p->b_shift > 0)) return 0;
-  return p->lin_k >= 0 && p->lin_k <= 30 && p->lin_neg <= 0;
+  return p->lin_k >= 0 && p->lin_k <= 30 && (p->lin_neg <= 0 || (p->op == FIXQ_OP_MUL && p->lin_rb == 0));
 }
 
 /* Blocks of the two innermost dimensions (one row when ndim == 1), walking
@@ -366,7 +418,7 @@ fixq_status fixq__requantize_q8_params(fixq_eltwise *e, fixq_dtype x_dtype, int3
     eltwise_table[fixq__isa](1, 256, xs, 0, 0, &one, 0, 1, ys, 0, e);
     const double r = p->rounding == FIXQ_ROUND_FP32 ? (double)p->scale[0]
                                                     : ldexp((double)p->multiplier[0], p->shift[0] - 31);
-    fit_linear(e, 256, px, ys, r, 0.0, p->rounding == FIXQ_ROUND_DOUBLE && p->shift[0] < 0 ? -p->shift[0] : 0, 0);
+    fit_linear(e, 256, px, ys, r, 0.0, p->rounding == FIXQ_ROUND_DOUBLE && p->shift[0] < 0 ? -p->shift[0] : 0);
     if (e->lin_k > 0 && !requant_form(e)) e->lin_ra = e->lin_u = e->lin_k = e->lin_t = e->lin_neg = 0;
   }
   return FIXQ_OK;

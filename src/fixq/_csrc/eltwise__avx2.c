@@ -52,10 +52,11 @@ typedef struct {
   __m256i qmin, qmax;        /* int8 lanes */
 } consts;
 
-/* the linear plan's constants (lin_row, mul_pairs8) */
+/* the plans' constants (lin_row) */
 typedef struct {
-  __m256i hi, lo, u, t, neg, ulo;
-  __m256i rq_d; /* requantize form: the tie side a' <= d */
+  __m256i hi, lo, u, t, neg;
+  __m256i rq_d;         /* requantize form: the tie side a' <= d */
+  __m256 alpha, g, gneg; /* MUL float form */
   __m128i k;
 } lin_consts;
 
@@ -170,53 +171,29 @@ ALWAYS_INLINE void store32(int8_t *y, __m256i r0, __m256i r1, __m256i r2, __m256
 }
 
 /* MUL in fixed point: (a', b') int16 pairs minus (za', zb'), then
- * P = va*vb = vpmaddwd((va, vb), (vb, 0)); elements as in lin_block32.  With
- * the plan (lin_k > 0, fixq.h's MUL form): P*rh + u_hi + ((P*rl + u_lo) >> 7)
- * is exactly n >> 7 of n = P*ra + u, in int32; then the tie shift and the
- * remaining shift. */
-ALWAYS_INLINE __m256i mul_pairs8(__m128i pairs8, const consts *k, const lin_consts *c, fixq_rounding mode,
-                                 int planned, int ties) {
+ * P = va*vb = vpmaddwd((va, vb), (vb, 0)); elements as in lin_block32. */
+ALWAYS_INLINE __m256i mul_pairs8(__m128i pairs8, const consts *k, fixq_rounding mode) {
   const __m256i d = _mm256_sub_epi16(_mm256_cvtepi8_epi16(pairs8), k->zab);
-  const __m256i prod = _mm256_madd_epi16(d, _mm256_srli_epi32(d, 16));
-  if (!planned) return out_stage(prod, k, mode);
-  const __m256i lo = _mm256_srai_epi32(_mm256_add_epi32(_mm256_mullo_epi32(prod, c->lo), c->ulo), 7);
-  __m256i n = _mm256_add_epi32(_mm256_add_epi32(_mm256_mullo_epi32(prod, c->hi), c->u), lo);
-  if (ties) n = _mm256_add_epi32(n, _mm256_and_si256(_mm256_cmpgt_epi32(c->t, n), c->neg));
-  return _mm256_sra_epi32(n, c->k);
+  return out_stage(_mm256_madd_epi16(d, _mm256_srli_epi32(d, 16)), k, mode);
 }
 
-ALWAYS_INLINE void mul_block32(const int8_t *a, const int8_t *b, int8_t *y, const consts *k, const lin_consts *c,
-                               fixq_rounding mode, int a_bcast, int b_bcast, int planned, int ties) {
+ALWAYS_INLINE void mul_block32(const int8_t *a, const int8_t *b, int8_t *y, const consts *k, fixq_rounding mode,
+                               int a_bcast, int b_bcast) {
   const __m256i av = _mm256_xor_si256(a_bcast ? _mm256_set1_epi8(a[0]) : _mm256_loadu_si256((const __m256i *)a), k->xa);
   const __m256i bv = _mm256_xor_si256(b_bcast ? _mm256_set1_epi8(b[0]) : _mm256_loadu_si256((const __m256i *)b), k->xb);
   const __m256i t0 = _mm256_unpacklo_epi8(av, bv), t1 = _mm256_unpackhi_epi8(av, bv);
-  const __m256i r0 = mul_pairs8(_mm256_castsi256_si128(t0), k, c, mode, planned, ties);
-  const __m256i r2 = mul_pairs8(_mm256_extracti128_si256(t0, 1), k, c, mode, planned, ties);
-  const __m256i r1 = mul_pairs8(_mm256_castsi256_si128(t1), k, c, mode, planned, ties);
-  const __m256i r3 = mul_pairs8(_mm256_extracti128_si256(t1, 1), k, c, mode, planned, ties);
-  store32(y, r0, r1, r2, r3, planned ? _mm256_setzero_si256() : k->zy, k); /* the plan has zy in u */
-}
-
-ALWAYS_INLINE void mul_plan_row(size_t n, const int8_t *a, const int8_t *b, int8_t *y, const consts *k,
-                                const lin_consts *c, int a_bcast, int b_bcast, int ties) {
-  size_t i = 0;
-  for (; i + 32 <= n; i += 32)
-    mul_block32(a_bcast ? a : a + i, b_bcast ? b : b + i, y + i, k, c, FIXQ_ROUND_DOUBLE, a_bcast, b_bcast, 1, ties);
-  if (i < n) {
-    int8_t ta[32] = {0}, tb[32] = {0}, ty[32];
-    const size_t t = n - i;
-    if (!a_bcast) memcpy(ta, a + i, t);
-    if (!b_bcast) memcpy(tb, b + i, t);
-    mul_block32(a_bcast ? a : ta, b_bcast ? b : tb, ty, k, c, FIXQ_ROUND_DOUBLE, a_bcast, b_bcast, 1, ties);
-    memcpy(y + i, ty, t);
-  }
+  const __m256i r0 = mul_pairs8(_mm256_castsi256_si128(t0), k, mode);
+  const __m256i r2 = mul_pairs8(_mm256_extracti128_si256(t0, 1), k, mode);
+  const __m256i r1 = mul_pairs8(_mm256_castsi256_si128(t1), k, mode);
+  const __m256i r3 = mul_pairs8(_mm256_extracti128_si256(t1, 1), k, mode);
+  store32(y, r0, r1, r2, r3, k->zy, k);
 }
 
 ALWAYS_INLINE void block32(const int8_t *a, const int8_t *b, int8_t *y, const consts *k, fixq_eltwise_op op,
                            fixq_rounding mode, int a_bcast, int b_bcast, __m256i va0, __m256i vb0, __m256i pa,
                            __m256i pb, int exact) {
   if (op == FIXQ_OP_MUL && mode != FIXQ_ROUND_FP32) {
-    mul_block32(a, b, y, k, NULL, mode, a_bcast, b_bcast, 0, 0);
+    mul_block32(a, b, y, k, mode, a_bcast, b_bcast);
     return;
   }
   __m256i r[4];
@@ -255,9 +232,9 @@ ALWAYS_INLINE void row(size_t n, const int8_t *a, const int8_t *b, int8_t *y, co
   }
 }
 
-/* ---- the linear plan (lin_k > 0; ADD from fixq_eltwise_init, requantize) ----
- * n = a'*ra + b'*rb + u, (n + (n < t ? neg : 0)) >> k.  Interleaving the a'
- * and b' bytes and unpacking them under zero bytes gives int16 pairs
+/* ---- the plans (lin_k > 0, fixq.h) ----
+ * ADD form: n = a'*ra + b'*rb + u, (n + (n < t ? neg : 0)) >> k.  Interleaving
+ * the a' and b' bytes and unpacking them under zero bytes gives int16 pairs
  * z = (a' 2^8, b' 2^8), dword i holding output i.  With ra = rh*2^8 + rl
  * (0 <= rl < 2^8, rh < 2^14): vpmaddwd(z, (rh, rh_b)) = 2^8 (a' rh + b' rh_b);
  * vpmaddubsw((0, rl, 0, rl_b) bytes, z) = (a' rl, b' rl_b) int16 words (|.| <=
@@ -267,29 +244,44 @@ ALWAYS_INLINE void row(size_t n, const int8_t *a, const int8_t *b, int8_t *y, co
 ALWAYS_INLINE __m256i lin8(__m256i z, const lin_consts *c, int ties) {
   const __m256i lo = _mm256_madd_epi16(_mm256_maddubs_epi16(c->lo, z), _mm256_set1_epi16(1));
   __m256i n = _mm256_add_epi32(_mm256_madd_epi16(z, c->hi), _mm256_add_epi32(lo, c->u));
-  if (ties == 1) n = _mm256_add_epi32(n, _mm256_and_si256(_mm256_cmpgt_epi32(c->t, n), c->neg));
+  if (ties) n = _mm256_add_epi32(n, _mm256_and_si256(_mm256_cmpgt_epi32(c->t, n), c->neg));
   return _mm256_sra_epi32(n, c->k);
 }
 
-/* ties: none (0), n < t (1), or fixq.h's int8 requantize form (2: b' =
- * -[a' > d], rb = neg, u + neg, which adds neg exactly where a' <= d).
- * flip: an input is uint8 (flipped to a' = x - 128).  clamp: the output
- * clamp is narrower than int8 saturation. */
+/* MUL float form: P = (a' - za')(b' - zb') by vpmaddwd as in mul_pairs8 (P is
+ * exact in float32), f = fma(P, alpha, P < t ? gneg : g) rounded once (the
+ * MXCSR default, nearest even, as every float32 kernel here), floor. */
+ALWAYS_INLINE __m256i mulf8(__m256i z, const lin_consts *c, const consts *k, int split) {
+  const __m256i d = _mm256_sub_epi16(_mm256_srai_epi16(z, 8), k->zab);
+  const __m256i prod = _mm256_madd_epi16(d, _mm256_srli_epi32(d, 16));
+  const __m256 g = split ? _mm256_blendv_ps(c->g, c->gneg, _mm256_castsi256_ps(_mm256_cmpgt_epi32(c->t, prod))) : c->g;
+  return _mm256_cvttps_epi32(_mm256_floor_ps(_mm256_fmadd_ps(_mm256_cvtepi32_ps(prod), c->alpha, g)));
+}
+
+/* form: ADD (0), ADD with ties (1), fixq.h's int8 requantize form (2: b' =
+ * -[a' > d], rb = neg, u + neg, which adds neg exactly where a' <= d), MUL
+ * float form with one offset (3) or two (4).  flip: an input is uint8
+ * (flipped to a' = x - 128).  clamp: the output clamp is narrower than int8
+ * saturation. */
+ALWAYS_INLINE __m256i plan8(__m256i z, const lin_consts *c, const consts *k, int form) {
+  return form >= 3 ? mulf8(z, c, k, form == 4) : lin8(z, c, form == 1);
+}
+
 ALWAYS_INLINE void lin_block32(__m256i av, __m256i bv, int8_t *y, const lin_consts *c, const consts *k,
-                               int ties, int flip, int clamp) {
+                               int form, int flip, int clamp) {
   if (flip) {
     av = _mm256_xor_si256(av, k->xa);
     bv = _mm256_xor_si256(bv, k->xb);
   }
-  if (ties == 2) bv = _mm256_cmpgt_epi8(av, c->rq_d);
+  if (form == 2) bv = _mm256_cmpgt_epi8(av, c->rq_d);
   const __m256i zero = _mm256_setzero_si256();
   /* per 128-bit lane j: t0 pairs 16j..16j+7, t1 pairs 16j+8..16j+15 */
   const __m256i t0 = _mm256_unpacklo_epi8(av, bv), t1 = _mm256_unpackhi_epi8(av, bv);
-  const __m256i r0 = lin8(_mm256_unpacklo_epi8(zero, t0), c, ties);
-  const __m256i r1 = lin8(_mm256_unpackhi_epi8(zero, t0), c, ties);
-  const __m256i r2 = lin8(_mm256_unpacklo_epi8(zero, t1), c, ties);
-  const __m256i r3 = lin8(_mm256_unpackhi_epi8(zero, t1), c, ties);
-  /* the zero point is inside u; int32 -> int16 -> int8 saturation lands the outputs in order */
+  const __m256i r0 = plan8(_mm256_unpacklo_epi8(zero, t0), c, k, form);
+  const __m256i r1 = plan8(_mm256_unpackhi_epi8(zero, t0), c, k, form);
+  const __m256i r2 = plan8(_mm256_unpacklo_epi8(zero, t1), c, k, form);
+  const __m256i r3 = plan8(_mm256_unpackhi_epi8(zero, t1), c, k, form);
+  /* the zero point is inside u (g); int32 -> int16 -> int8 saturation lands the outputs in order */
   __m256i b = _mm256_packs_epi16(_mm256_packs_epi32(r0, r1), _mm256_packs_epi32(r2, r3));
   if (clamp) b = _mm256_min_epi8(_mm256_max_epi8(b, k->qmin), k->qmax);
   _mm256_storeu_si256((__m256i *)y, _mm256_xor_si256(b, k->xy));
@@ -297,14 +289,19 @@ ALWAYS_INLINE void lin_block32(__m256i av, __m256i bv, int8_t *y, const lin_cons
 
 static void lin_consts_init(lin_consts *c, const fixq_eltwise *p) {
   const int32_t ra = p->lin_ra, rb = p->lin_rb;
+  memset(c, 0, sizeof *c);
   c->u = _mm256_set1_epi32(p->lin_u);
   c->t = _mm256_set1_epi32(p->lin_t);
   c->neg = _mm256_set1_epi32(p->lin_neg);
   c->k = _mm_cvtsi32_si128(p->lin_k);
-  if (p->op == FIXQ_OP_MUL && rb >= 0) { /* fixq.h's MUL form (see mul_pairs8) */
-    c->hi = _mm256_set1_epi32(ra >> 7);
-    c->lo = _mm256_set1_epi32(ra & 127);
-    c->ulo = _mm256_set1_epi32(rb);
+  if (p->op == FIXQ_OP_MUL && rb >= 0) { /* fixq.h's MUL float form */
+    float f[3];
+    memcpy(&f[0], &p->lin_ra, 4);
+    memcpy(&f[1], &p->lin_u, 4);
+    memcpy(&f[2], &p->lin_neg, 4);
+    c->alpha = _mm256_set1_ps(f[0]);
+    c->g = _mm256_set1_ps(f[1]);
+    c->gneg = _mm256_set1_ps(f[2]);
     return;
   }
   const int32_t rbb = rb < 0 ? p->lin_neg : rb; /* a MUL with lin_rb < 0: fixq.h's requantize form */
@@ -312,18 +309,17 @@ static void lin_consts_init(lin_consts *c, const fixq_eltwise *p) {
   if (rb < 0) c->u = _mm256_set1_epi32(p->lin_u + p->lin_neg);
   c->hi = _mm256_set1_epi32((int32_t)((uint32_t)(rbb >> 8) << 16 | (uint32_t)(ra >> 8)));
   c->lo = _mm256_set1_epi32((int32_t)((uint32_t)(rbb & 255) << 24 | (uint32_t)(ra & 255) << 8));
-  c->ulo = _mm256_setzero_si256();
 }
 
 ALWAYS_INLINE void lin_row(size_t n, const int8_t *a, const int8_t *b, int8_t *y, const lin_consts *lc,
-                           const consts *k, int a_bcast, int b_bcast, int ties, int flip, int clamp) {
+                           const consts *k, int a_bcast, int b_bcast, int form, int flip, int clamp) {
   const lin_consts c = *lc;
   const __m256i av0 = _mm256_set1_epi8(a[0]), bv0 = _mm256_set1_epi8(b[0]);
   size_t i = 0;
   for (; i + 32 <= n; i += 32) {
     const __m256i av = a_bcast ? av0 : _mm256_loadu_si256((const __m256i *)(a + i));
     const __m256i bv = b_bcast ? bv0 : _mm256_loadu_si256((const __m256i *)(b + i));
-    lin_block32(av, bv, y + i, &c, k, ties, flip, clamp);
+    lin_block32(av, bv, y + i, &c, k, form, flip, clamp);
   }
   if (i < n) {
     int8_t ta[32] = {0}, tb[32] = {0}, ty[32];
@@ -332,20 +328,20 @@ ALWAYS_INLINE void lin_row(size_t n, const int8_t *a, const int8_t *b, int8_t *y
     if (!b_bcast) memcpy(tb, b + i, t);
     const __m256i av = a_bcast ? av0 : _mm256_loadu_si256((const __m256i *)ta);
     const __m256i bv = b_bcast ? bv0 : _mm256_loadu_si256((const __m256i *)tb);
-    lin_block32(av, bv, ty, &c, k, ties, flip, clamp);
+    lin_block32(av, bv, ty, &c, k, form, flip, clamp);
     memcpy(y + i, ty, t);
   }
 }
 
-#define LIN_FLIP(ties, flip)                                                                   \
+#define LIN_FLIP(form, flip)                                                                   \
   do {                                                                                         \
-    if (clamp) lin_row(n, a, b, y, &lc, &k, a_bcast, b_bcast, ties, flip, 1);                  \
-    else lin_row(n, a, b, y, &lc, &k, a_bcast, b_bcast, ties, flip, 0);                        \
+    if (clamp) lin_row(n, a, b, y, &lc, &k, a_bcast, b_bcast, form, flip, 1);                  \
+    else lin_row(n, a, b, y, &lc, &k, a_bcast, b_bcast, form, flip, 0);                        \
   } while (0)
-#define LIN_TIES(ties)                                                                         \
+#define LIN_FORM(form)                                                                         \
   do {                                                                                         \
-    if (flip) LIN_FLIP(ties, 1);                                                               \
-    else LIN_FLIP(ties, 0);                                                                    \
+    if (flip) LIN_FLIP(form, 1);                                                               \
+    else LIN_FLIP(form, 0);                                                                    \
   } while (0)
 
 #define ROW(op, mode, ab, bb, ex) row(n, a, b, y, &k, op, mode, ab, bb, ex)
@@ -379,13 +375,13 @@ void fixq_eltwise__avx2(size_t rows, size_t n, const void *a0, ptrdiff_t a_strid
     const int8_t *a = (const int8_t *)a0 + (ptrdiff_t)r * a_stride, *b = (const int8_t *)b0 + (ptrdiff_t)r * b_stride;
     int8_t *y = (int8_t *)y0 + (ptrdiff_t)r * y_stride;
     if (p->lin_k > 0 && p->op == FIXQ_OP_MUL && p->lin_rb >= 0) {
-      if (p->lin_neg != 0) mul_plan_row(n, a, b, y, &k, &lc, a_bcast, b_bcast, 1);
-      else mul_plan_row(n, a, b, y, &k, &lc, a_bcast, b_bcast, 0);
+      if (p->lin_u != p->lin_neg) LIN_FORM(4);
+      else LIN_FORM(3);
     } else if (p->lin_k > 0) {
-      if (p->op == FIXQ_OP_MUL && p->lin_neg != 0) LIN_TIES(2); /* requantize form (lin_rb < 0) */
-      else if (p->op == FIXQ_OP_MUL) LIN_TIES(0);                /* without ties: b' = 1 times rb = 0 */
-      else if (p->lin_neg != 0) LIN_TIES(1);
-      else LIN_TIES(0);
+      if (p->op == FIXQ_OP_MUL && p->lin_neg != 0) LIN_FORM(2); /* requantize form (lin_rb < 0) */
+      else if (p->op == FIXQ_OP_MUL) LIN_FORM(0);                /* without ties: b' = 1 times rb = 0 */
+      else if (p->lin_neg != 0) LIN_FORM(1);
+      else LIN_FORM(0);
     } else if (p->op == FIXQ_OP_ADD) {
       if (p->rounding == FIXQ_ROUND_DOUBLE) ROWS(FIXQ_OP_ADD, FIXQ_ROUND_DOUBLE, ex);
       else if (p->rounding == FIXQ_ROUND_SINGLE) ROWS(FIXQ_OP_ADD, FIXQ_ROUND_SINGLE, ex);

@@ -10,15 +10,19 @@
  *   vpdpwssd: u + (a' 2^8) rh + (b' 2^8) rh_b                 (int16 pairs)
  *   vpdpbusd: + rl a' + rl_b b'   (bytes 1 and 3 of the dword are a', b')
  * which is n = a' ra + b' rb + u exactly (both accumulate modulo 2^32 and n
- * fits int32).  MUL's plan (fixq.h's MUL form) keeps the AVX2 algorithm on
- * 16 lanes.  Tails use masked loads and stores. */
+ * fits int32).  MUL's float plan: P by vpmaddwd, one vfmadd and a
+ * conversion with the roundings given in the instructions.  Tails use
+ * masked loads and stores. */
+#include <string.h>
+
 #include "fixq_avx2.h"
 
 #define AVX512_INLINE static inline __attribute__((always_inline))
 
 typedef struct {
   __m512i flip_a, flip_b, flip_y; /* 0x80 bytes for uint8 operands */
-  __m512i hi, lo, u, t, neg, ulo, zab;
+  __m512i hi, lo, u, t, neg, zab;
+  __m512 alpha, g, gneg;           /* MUL float form */
   __m512i qmin, qmax;              /* int8 domain */
   __m512i rq_d;                    /* requantize form: the tie side a' <= d */
   __m128i k;
@@ -34,13 +38,16 @@ AVX512_INLINE __m512i add16(__m512i z, const plan512 *c, int ties) {
   return finish16(_mm512_dpbusd_epi32(_mm512_dpwssd_epi32(c->u, z, c->hi), c->lo, z), c, ties);
 }
 
-/* MUL form: d = (a' - za', b' - zb') int16 pairs, P = va vb by vpmaddwd; then
- * n >> 7 = P rh + u_hi + ((P rl + u_lo) >> 7) as in eltwise__avx2.c. */
-AVX512_INLINE __m512i mul16(__m512i z, const plan512 *c, int ties) {
+/* MUL float form: d = (a' - za', b' - zb') int16 pairs, P = va vb by vpmaddwd
+ * (exact in float32), f = fma(P, alpha, P < t ? gneg : g) rounded once to
+ * nearest even, then floor; both roundings are given in the instructions. */
+AVX512_INLINE __m512i mul16(__m512i z, const plan512 *c, int split) {
   const __m512i d = _mm512_sub_epi16(_mm512_srai_epi16(z, 8), c->zab);
   const __m512i prod = _mm512_madd_epi16(d, _mm512_srli_epi32(d, 16));
-  const __m512i lo = _mm512_srai_epi32(_mm512_add_epi32(_mm512_mullo_epi32(prod, c->lo), c->ulo), 7);
-  return finish16(_mm512_add_epi32(_mm512_add_epi32(_mm512_mullo_epi32(prod, c->hi), c->u), lo), c, ties);
+  const __m512 g = split ? _mm512_mask_blend_ps(_mm512_cmplt_epi32_mask(prod, c->t), c->g, c->gneg) : c->g;
+  const __m512 f = _mm512_fmadd_round_ps(_mm512_cvtepi32_ps(prod), c->alpha, g,
+                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  return _mm512_cvt_roundps_epi32(f, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
 }
 
 /* 64 outputs from 64 a and 64 b bytes (int8 domain after the flips).  form:
@@ -100,10 +107,16 @@ static void plan_init(plan512 *c, const fixq_eltwise *p) {
   c->t = _mm512_set1_epi32(p->lin_t);
   c->neg = _mm512_set1_epi32(p->lin_neg);
   c->k = _mm_cvtsi32_si128(p->lin_k);
-  if (p->op == FIXQ_OP_MUL && rb >= 0) { /* fixq.h's MUL form: rb holds u's low 7 bits */
-    c->hi = _mm512_set1_epi32(ra >> 7);
-    c->lo = _mm512_set1_epi32(ra & 127);
-    c->ulo = _mm512_set1_epi32(rb);
+  c->hi = c->lo = c->zab = c->rq_d = _mm512_setzero_si512();
+  c->alpha = c->g = c->gneg = _mm512_setzero_ps();
+  if (p->op == FIXQ_OP_MUL && rb >= 0) { /* fixq.h's MUL float form */
+    float f[3];
+    memcpy(&f[0], &p->lin_ra, 4);
+    memcpy(&f[1], &p->lin_u, 4);
+    memcpy(&f[2], &p->lin_neg, 4);
+    c->alpha = _mm512_set1_ps(f[0]);
+    c->g = _mm512_set1_ps(f[1]);
+    c->gneg = _mm512_set1_ps(f[2]);
     c->zab = _mm512_set1_epi32((int32_t)((uint32_t)(uint16_t)(p->b_zero_point - (bu ? 128 : 0)) << 16 |
                                          (uint16_t)(p->a_zero_point - (au ? 128 : 0))));
     return;
@@ -113,7 +126,6 @@ static void plan_init(plan512 *c, const fixq_eltwise *p) {
   if (rb < 0) c->u = _mm512_set1_epi32(p->lin_u + p->lin_neg);
   c->hi = _mm512_set1_epi32((int32_t)((uint32_t)(rbb >> 8) << 16 | (uint32_t)(ra >> 8)));
   c->lo = _mm512_set1_epi32((int32_t)((uint32_t)(rbb & 255) << 24 | (uint32_t)(ra & 255) << 8));
-  c->ulo = c->zab = _mm512_setzero_si512();
 }
 
 #define PLAN_ROW(form, flip, ties, clamp) plan_row(n, a, b, y, &c, a_bcast, b_bcast, form, flip, ties, clamp)
@@ -145,11 +157,11 @@ void fixq_eltwise__avx512vnni(size_t rows, size_t n, const void *a0, ptrdiff_t a
   const int32_t oy = p->y_dtype == FIXQ_UINT8 ? 128 : 0;
   const int clamp = p->qmin - oy > INT8_MIN || p->qmax - oy < INT8_MAX;
   const int flip = p->a_dtype == FIXQ_UINT8 || p->b_dtype == FIXQ_UINT8;
-  const int ties = p->lin_neg != 0 && (p->op == FIXQ_OP_ADD || p->lin_rb >= 0);
+  const int ties = p->op == FIXQ_OP_ADD ? p->lin_neg != 0 : p->lin_rb >= 0 && p->lin_u != p->lin_neg;
   for (size_t r = 0; r < rows; r++) {
     const int8_t *a = (const int8_t *)a0 + (ptrdiff_t)r * a_stride, *b = (const int8_t *)b0 + (ptrdiff_t)r * b_stride;
     int8_t *y = (int8_t *)y0 + (ptrdiff_t)r * y_stride;
-    if (p->op == FIXQ_OP_MUL && p->lin_rb >= 0) PLAN_FLIP(1);
+    if (p->op == FIXQ_OP_MUL && p->lin_rb >= 0) PLAN_FLIP(1); /* ties: two offsets */
     else if (p->op == FIXQ_OP_MUL && p->lin_neg != 0) PLAN_FLIP(2);
     else PLAN_FLIP(0); /* ADD, or requantize without ties: b' = 1 times rb = 0 */
   }

@@ -182,16 +182,18 @@ typedef struct {
    * (a - a_zp) * (b - b_zp).  TFLite QuantizeMultiplier of reals derived in
    * double from the float scales. */
   int32_t a_multiplier, a_shift, b_multiplier, b_shift, y_multiplier, y_shift;
-  /* Linear plan for SIMD paths, found by init (lin_k == 0: none) and checked
-   * against the contract on all 65536 input pairs: every output equals
-   * clamp((n + (n < lin_t ? lin_neg : 0)) >> lin_k), the clamp in the int8
-   * domain (uint8 values minus 128), lin_neg <= 0 (double rounding treats
-   * values below zero differently), with
-   *   ADD: n = a'*lin_ra + b'*lin_rb + lin_u  (a', b' int8-domain inputs);
-   *   MUL: n = P*(lin_ra >> 7) + ((P*(lin_ra & 127) + lin_rb) >> 7) + lin_u,
-   *        P = (a - a_zero_point) * (b - b_zero_point);
-   *   MUL with lin_rb < 0 (int8 requantize, b the constant 1): n = a'*lin_ra + lin_u and the
-   *        tie side is a' <= lin_t instead of n < lin_t. */
+  /* Plan for SIMD paths, found by init (lin_k == 0: none) and checked
+   * against the contract on all 65536 input pairs, the clamp below in the
+   * int8 domain (uint8 values minus 128):
+   *   ADD: every output equals clamp((n + (n < lin_t ? lin_neg : 0)) >> lin_k),
+   *        n = a'*lin_ra + b'*lin_rb + lin_u (a', b' int8-domain inputs),
+   *        lin_neg <= 0 (double rounding treats values below zero differently);
+   *   MUL: clamp(floor(fmaf((float)P, alpha, P < lin_t ? gneg : g))), P = (a -
+   *        a_zero_point) * (b - b_zero_point), with the float32 bits of alpha,
+   *        g, gneg in lin_ra, lin_u, lin_neg (one rounding, to nearest even),
+   *        lin_k = 1, lin_rb = 0;
+   *   MUL with lin_rb < 0 (int8 requantize, b the constant 1): as ADD with
+   *        n = a'*lin_ra + lin_u, the tie side a' <= lin_t instead of n < lin_t. */
   int32_t lin_ra, lin_rb, lin_u, lin_k, lin_t, lin_neg;
 } fixq_eltwise;
 
