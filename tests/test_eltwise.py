@@ -158,6 +158,47 @@ def test_linear_plan(isa, op):
         assert tied.plan is None  # exact ties decided by the input rounding: the exact kernel runs
 
 
+ZP_EXTREMES = [(-128, 127, -128, np.int8, np.int8, np.int8), (127, -128, 127, np.int8, np.int8, np.int8),
+               (0, 255, 0, np.uint8, np.uint8, np.uint8), (255, 0, 255, np.uint8, np.uint8, np.uint8),
+               (-128, 0, 255, np.int8, np.uint8, np.uint8), (3, -5, 1, np.int8, np.int8, np.int8)]
+
+
+@pytest.mark.parametrize("zps", ZP_EXTREMES)
+def test_mul_float_plan(isa, zps):
+    """MUL's float plan (one offset, or two split at P < t under double rounding) on every pair, every tail
+    length, broadcast rows, in place; zero points at both extremes, ratios 1e-6..1e6 (the extreme ones fall
+    back to the exact kernels)."""
+    za, zb, zo, dta, dtb, dto = zps
+    a, b = all_pairs(dta, dtb)
+    kinds = set()
+    for ratio in (1e-6, 3.7e-3, 0.0213 * 0.0171 / 0.0391, 0.25, 1 / 3, 41.0, 1e6):
+        sa, sb = 0.0213, 0.0171
+        so = float(np.float32(sa * sb / ratio))
+        for rounding in ROUNDINGS:
+            p = fixq._core.EltwiseParams("mul", rounding, np.dtype(dta).name, sa, za, np.dtype(dtb).name, sb, zb,
+                                         np.dtype(dto).name, so, zo, np.iinfo(dto).min, np.iinfo(dto).max)
+            plan = p.plan
+            kinds.add(None if plan is None else plan["g"] != plan["gneg"])
+            want = expect("mul", a, b, sa, za, sb, zb, so, zo, rounding, dto)
+            np.testing.assert_array_equal(run("mul", a, b, sa, za, sb, zb, so, zo, rounding, dto), want,
+                                          err_msg=f"{ratio} {rounding} {plan}")
+            for n in (1, 2, 31, 33, 63, 64, 65, 127, 129, 255, 257):
+                np.testing.assert_array_equal(run("mul", a[:n], b[:n], sa, za, sb, zb, so, zo, rounding, dto),
+                                              want[:n], err_msg=f"n={n}")
+            rows = run("mul", a.reshape(256, 256), b[:256], sa, za, sb, zb, so, zo, rounding, dto)
+            np.testing.assert_array_equal(rows, expect("mul", a.reshape(256, 256), b[:256], sa, za, sb, zb, so, zo,
+                                                       rounding, dto))
+            if dta == dto:
+                y = a.copy()
+                run("mul", y, b, sa, za, sb, zb, so, zo, rounding, dto, out=y)
+                np.testing.assert_array_equal(y, want)
+    assert False in kinds  # the one-offset plan ran
+    assert True in kinds or za != 3  # and the two-offset one, with the typical zero points
+    split = fixq._core.EltwiseParams("mul", "double", "int8", 0.0213, 3, "int8", 0.0171, -5, "int8",
+                                     float(np.float32(0.0213 * 0.0171 * 3)), 1, -128, 127).plan
+    assert split["g"] != split["gneg"]  # double rounding's two offsets (test_all_pairs runs such sets)
+
+
 # ---- lengths, broadcasting, clamps ----------------------------------------------------------
 
 LENGTHS = list(range(1, 66)) + [2**k + d for k in range(6, 13) for d in (-1, 0, 1)]
