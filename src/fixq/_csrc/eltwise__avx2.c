@@ -260,7 +260,7 @@ ALWAYS_INLINE __m256i mulf8(__m256i z, const lin_consts *c, const consts *k, int
 
 /* form: ADD (0), ADD with ties (1), fixq.h's int8 requantize form (2: b' =
  * -[a' > d], rb = neg, u + neg, which adds neg exactly where a' <= d), MUL
- * float form with one offset (3) or two (4).  flip: an input is uint8
+ * float form with one offset (3) or two (4).  flip: an operand is uint8
  * (flipped to a' = x - 128).  clamp: the output clamp is narrower than int8
  * saturation. */
 ALWAYS_INLINE __m256i plan8(__m256i z, const lin_consts *c, const consts *k, int form) {
@@ -284,7 +284,7 @@ ALWAYS_INLINE void lin_block32(__m256i av, __m256i bv, int8_t *y, const lin_cons
   /* the zero point is inside u (g); int32 -> int16 -> int8 saturation lands the outputs in order */
   __m256i b = _mm256_packs_epi16(_mm256_packs_epi32(r0, r1), _mm256_packs_epi32(r2, r3));
   if (clamp) b = _mm256_min_epi8(_mm256_max_epi8(b, k->qmin), k->qmax);
-  _mm256_storeu_si256((__m256i *)y, _mm256_xor_si256(b, k->xy));
+  _mm256_storeu_si256((__m256i *)y, flip ? _mm256_xor_si256(b, k->xy) : b);
 }
 
 static void lin_consts_init(lin_consts *c, const fixq_eltwise *p) {
@@ -366,7 +366,7 @@ void fixq_eltwise__avx2(size_t rows, size_t n, const void *a0, ptrdiff_t a_strid
   consts k;
   lin_consts lc;
   consts_init(&k, p);
-  const int flip = p->a_dtype == FIXQ_UINT8 || p->b_dtype == FIXQ_UINT8;
+  const int flip = p->a_dtype == FIXQ_UINT8 || p->b_dtype == FIXQ_UINT8 || p->y_dtype == FIXQ_UINT8;
   const int32_t oy = p->y_dtype == FIXQ_UINT8 ? 128 : 0;
   const int clamp = p->qmin - oy > INT8_MIN || p->qmax - oy < INT8_MAX;
   const int ex = exact_inputs(p);

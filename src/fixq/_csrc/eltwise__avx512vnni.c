@@ -74,7 +74,7 @@ AVX512_INLINE __m512i block64(__m512i av, __m512i bv, const plan512 *c, int form
   /* int32 -> int16 -> int8 saturation lands the outputs in order in each lane */
   __m512i y = _mm512_packs_epi16(_mm512_packs_epi32(r0, r1), _mm512_packs_epi32(r2, r3));
   if (clamp) y = _mm512_min_epi8(_mm512_max_epi8(y, c->qmin), c->qmax);
-  return _mm512_xor_si512(y, c->flip_y);
+  return flip ? _mm512_xor_si512(y, c->flip_y) : y;
 }
 
 AVX512_INLINE void plan_row(size_t n, const int8_t *a, const int8_t *b, int8_t *y, const plan512 *pc, int a_bcast,
@@ -156,7 +156,7 @@ void fixq_eltwise__avx512vnni(size_t rows, size_t n, const void *a0, ptrdiff_t a
   plan_init(&c, p);
   const int32_t oy = p->y_dtype == FIXQ_UINT8 ? 128 : 0;
   const int clamp = p->qmin - oy > INT8_MIN || p->qmax - oy < INT8_MAX;
-  const int flip = p->a_dtype == FIXQ_UINT8 || p->b_dtype == FIXQ_UINT8;
+  const int flip = p->a_dtype == FIXQ_UINT8 || p->b_dtype == FIXQ_UINT8 || p->y_dtype == FIXQ_UINT8;
   const int ties = p->op == FIXQ_OP_ADD ? p->lin_neg != 0 : p->lin_rb >= 0 && p->lin_u != p->lin_neg;
   for (size_t r = 0; r < rows; r++) {
     const int8_t *a = (const int8_t *)a0 + (ptrdiff_t)r * a_stride, *b = (const int8_t *)b0 + (ptrdiff_t)r * b_stride;
