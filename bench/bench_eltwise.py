@@ -3,12 +3,14 @@
     OMP_NUM_THREADS=1 PYTHONPATH=src python bench/bench_eltwise.py [--sizes 1048576 16777216]
         [--repeats 3] [--json bench/results/eltwise.json]
 
-Bytes are counted as 2 inputs + 1 output (3 bytes per element).  Every row's
-time is the median over `--repeats` rounds of the best of several calls; the
-ratios compare rows measured in this same run.  Peers that are not installed
-are skipped.
+fixq runs on each of its SIMD paths this CPU supports (avx2, avx512vnni; switched
+with fixq._core.select_isa), the peers once.  Bytes are counted as 2 inputs + 1
+output (3 bytes per element).  Every row's time is the median over `--repeats`
+rounds of the best of several calls; the ratios compare rows measured in this
+same run.  Peers that are not installed are skipped.
 """
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -18,6 +20,20 @@ import time
 import numpy as np
 
 import fixq
+from fixq import _core
+
+# fixq's SIMD paths on this CPU, each benchmarked in the same run
+FIXQ_PATHS = [p for p in ("avx2", "avx512vnni") if p in fixq.cpu_info()["supported"]]
+
+
+@contextlib.contextmanager
+def using_isa(name):
+    before = _core.selected_isa()
+    _core.select_isa(name)
+    try:
+        yield
+    finally:
+        _core.select_isa(before)
 
 # Scales as calibration produces them (arbitrary float32 values).  "Round" decimal scales such as
 # 0.02 / 0.013 / 0.03 create exact ties that TFLite's input rounding decides; qadd then has no
@@ -72,22 +88,30 @@ def cases(n, repeats):
     kw = dict(a_scale=SA, a_zero_point=ZA, b_scale=SB, b_zero_point=ZB, out_scale=SO, out_zero_point=ZO)
     rows = []
 
-    def add(name, fn, group):
-        rows.append({"name": name, "group": group, "n": n, "seconds": timeit(fn, n, repeats)})
+    def add(name, fn, group, isa=None):
+        row = {"name": name, "group": group, "n": n, "isa": isa}
+        if isa is None:
+            row["seconds"] = timeit(fn, n, repeats)
+        else:
+            with using_isa(isa):
+                row["seconds"] = timeit(fn, n, repeats)
+        rows.append(row)
 
     au, bu, yu = a.view(np.uint8), b.view(np.uint8), y.view(np.uint8)
     add("numpy u8 a+b (3-stream limit)", lambda: np.add(au, bu, out=yu), "limit")
-    for rounding in ("double", "single", "fp32"):
-        add(f"fixq qadd {rounding}", lambda r=rounding: fixq.qadd(a, b, rounding=r, out=y, **kw), "add")
-    for rounding in ("double", "single", "fp32"):
-        add(f"fixq qmul {rounding}", lambda r=rounding: fixq.qmul(a, b, rounding=r, out=y, **kw), "mul")
-    add("fixq qadd double, tied scales (exact kernel)", lambda: fixq.qadd(a, b, out=y, **TIED), "add")
-    add("fixq qadd double, per-channel row [N/1024,1024]+[1024]",
-        lambda: fixq.qadd(a2, row, out=y2, **kw), "add-row")
-    add("fixq qadd double, scalar b", lambda: fixq.qadd(a, np.int8(7), out=y, **kw), "add-scalar")
     m, s = fixq.quantize_multiplier(SA / SO)
-    add("fixq requantize int8->int8 double", lambda: fixq.requantize(a, m, s, ZO, input_zero_point=ZA, out=y),
-        "requant")
+    for isa in FIXQ_PATHS:
+        for rounding in ("double", "single", "fp32"):
+            add(f"fixq qadd {rounding}", lambda r=rounding: fixq.qadd(a, b, rounding=r, out=y, **kw), "add", isa)
+        add("fixq qadd double, per-channel row [N/1024,1024]+[1024]",
+            lambda: fixq.qadd(a2, row, out=y2, **kw), "add-row", isa)
+        add("fixq qadd double, scalar b", lambda: fixq.qadd(a, np.int8(7), out=y, **kw), "add-scalar", isa)
+        add("fixq qadd double, tied scales (no plan: exact kernel)", lambda: fixq.qadd(a, b, out=y, **TIED), "add",
+            isa)
+        for rounding in ("double", "single", "fp32"):
+            add(f"fixq qmul {rounding}", lambda r=rounding: fixq.qmul(a, b, rounding=r, out=y, **kw), "mul", isa)
+        add("fixq requantize int8->int8 double", lambda: fixq.requantize(a, m, s, ZO, input_zero_point=ZA, out=y),
+            "requant", isa)
     try:
         for op in ("add", "mul"):
             sess = ort_session(op, a.shape, b.shape)
@@ -120,19 +144,18 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "results", "eltwise.json"))
     args = ap.parse_args(argv)
-    isa = fixq.cpu_info()["selected"]
-    out = {"isa": isa, "machine": platform.processor() or platform.machine(), "python": platform.python_version(),
-           "numpy": np.__version__, "rows": []}
+    out = {"isa_paths": FIXQ_PATHS, "machine": platform.processor() or platform.machine(),
+           "python": platform.python_version(), "numpy": np.__version__, "rows": []}
     for n in args.sizes:
         rows = cases(n, args.repeats)
-        by = {r["name"]: r for r in rows}
+        by = {r["name"]: r for r in rows if r["isa"] is None}
         limit = by["numpy u8 a+b (3-stream limit)"]["seconds"]
         peer = {"add": by.get("ORT QLinearAdd s8"), "mul": by.get("ORT QLinearMul s8"),
                 "add-row": by.get("ORT QLinearAdd s8, per-channel row")}
         tpeer = {"add": by.get("torch quantized.add qint8"), "mul": by.get("torch quantized.mul qint8")}
-        print(f"\n{n} elements ({3 * n / 2**20:.0f} MiB touched), fixq ISA path: {isa}")
-        print(f"| {'system':<52} | GB/s | Gelem/s | x ORT | x torch | x numpy limit |")
-        print(f"|{'-' * 54}|-----:|--------:|------:|--------:|--------------:|")
+        print(f"\n{n} elements ({3 * n / 2**20:.0f} MiB touched), fixq paths: {', '.join(FIXQ_PATHS)}")
+        print(f"| {'system':<56} | path       | GB/s | Gelem/s | x ORT | x torch | x numpy limit |")
+        print(f"|{'-' * 58}|------------|-----:|--------:|------:|--------:|--------------:|")
         for r in rows:
             t = r["seconds"]
             g = r["group"]
@@ -142,8 +165,8 @@ def main(argv=None):
                      x_ort=base["seconds"] / t if base else None, x_torch=tb["seconds"] / t if tb else None,
                      x_limit=limit / t)
             f = lambda v: f"{v:.2f}" if v is not None else "-"
-            print(f"| {r['name']:<52} | {r['gbps']:4.1f} | {r['gelem']:7.2f} | {f(r['x_ort']):>5} | "
-                  f"{f(r['x_torch']):>7} | {r['x_limit']:13.2f} |")
+            print(f"| {r['name']:<56} | {r['isa'] or '-':<10} | {r['gbps']:4.1f} | {r['gelem']:7.2f} | "
+                  f"{f(r['x_ort']):>5} | {f(r['x_torch']):>7} | {r['x_limit']:13.2f} |")
         out["rows"] += rows
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w") as fh:

@@ -357,6 +357,15 @@ def test_repeated_calls_keep_every_check():
         with pytest.raises(TypeError, match="a_zero_point"):
             run(op, x, x, sa, str(za), sb, zb, so, zo, rounding)
         np.testing.assert_array_equal(run(op, x, x[::-1], *GOOD_ARGS), expect(op, x, x[::-1], *GOOD_ARGS))
+        grid = np.arange(-64, 64, dtype=np.int8).reshape(8, 16)
+        want = expect(op, grid, grid[0], *GOOD_ARGS)
+        np.testing.assert_array_equal(run(op, grid, grid[0], *GOOD_ARGS), want)  # a row, seen from now on
+        np.testing.assert_array_equal(run(op, grid, grid[0].copy(), *GOOD_ARGS), want)
+        np.testing.assert_array_equal(run(op, grid, np.int8(5), *GOOD_ARGS), expect(op, grid, 5, *GOOD_ARGS))
+        with pytest.raises(ValueError, match="out overlaps b"):
+            run(op, grid, grid[0], *GOOD_ARGS, out=grid)  # b is out's first row
+        with pytest.raises(ValueError, match="out overlaps b"):
+            run(op, grid, grid.reshape(-1)[:1].reshape(()), *GOOD_ARGS, out=grid)  # b is out's first element
         y = x.copy()
         assert run(op, y, x, *GOOD_ARGS, out=y) is y  # in place, same memory
         np.testing.assert_array_equal(y, expect(op, x, x, *GOOD_ARGS))

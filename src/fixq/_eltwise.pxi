@@ -113,45 +113,54 @@ def requantize_q8_params(str x_dtype, int32_t x_zero_point, str dtype, str round
 
 
 def eltwise_flat(EltwiseParams params, a, b, y):
-    """y = op(a, b) over buffers of 1-byte elements, a and y of one size, b of that size or one element
-    (broadcast); the caller checked shapes and dtypes.
-    False, with nothing done, when a buffer is not C-contiguous (y: or not writeable) or when y overlaps
-    a or b without being the same memory: the caller then takes the general path, which explains why."""
+    """y = op(a, b) over C-contiguous buffers of 1-byte elements: a and y of one size, b of that size, of one
+    element, or a row that a repeats (the caller checked the dtypes, that y has a's shape and that b's shape
+    is a trailing part of it).  False, with nothing done, when a buffer is not C-contiguous (y: or not
+    writeable) or when y overlaps a or b without being the same memory: the caller then takes the general
+    path, which explains why."""
     cdef Py_buffer va, vb, vy
-    cdef size_t shape[1]
-    cdef ptrdiff_t one[1]
-    cdef ptrdiff_t bstride[1]
+    cdef size_t shape[2]
+    cdef ptrdiff_t sa[2]
+    cdef ptrdiff_t sb[2]
     cdef fixq_status st = FIXQ_OK
     cdef char *pa
     cdef char *pb
     cdef char *py
-    cdef Py_ssize_t n
+    cdef Py_ssize_t n, nb
     cdef bint ok
+    cdef size_t nd = 1
     try:
         PyObject_GetBuffer(a, &va, PyBUF_C_CONTIGUOUS)
     except (BufferError, ValueError):  # numpy: not C-contiguous, read-only
         return False
     try:
         PyObject_GetBuffer(b, &vb, PyBUF_C_CONTIGUOUS)
-    except (BufferError, ValueError):  # numpy: not C-contiguous, read-only
+    except (BufferError, ValueError):
         PyBuffer_Release(&va)
         return False
     try:
         PyObject_GetBuffer(y, &vy, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE)
-    except (BufferError, ValueError):  # numpy: not C-contiguous, read-only
+    except (BufferError, ValueError):
         PyBuffer_Release(&va)
         PyBuffer_Release(&vb)
         return False
     pa, pb, py = <char *>va.buf, <char *>vb.buf, <char *>vy.buf
-    n = vy.len
-    ok = (va.itemsize == 1 and vb.itemsize == 1 and vy.itemsize == 1 and va.len == n and (vb.len == n or vb.len == 1)
-          and (pa == py or pa + n <= py or py + n <= pa) and (pb == py or pb + n <= py or py + n <= pb))
+    n, nb = vy.len, vb.len
+    ok = (va.itemsize == 1 and vb.itemsize == 1 and vy.itemsize == 1 and va.len == n and nb > 0
+          and n % nb == 0 and (pa == py or pa + n <= py or py + n <= pa)
+          and ((pb == py and nb == n) or pb + nb <= py or py + n <= pb))
     if ok and n > 0:
-        shape[0] = n
-        one[0] = 1
-        bstride[0] = 1 if vb.len == n else 0
+        if nb == n or nb == 1:  # one row; b broadcast when it is one element
+            shape[0] = n
+            sa[0] = 1
+            sb[0] = 1 if nb == n else 0
+        else:  # rows of nb elements, b the same row for each
+            nd = 2
+            shape[0], shape[1] = n // nb, nb
+            sa[0], sa[1] = nb, 1
+            sb[0], sb[1] = 0, 1
         with nogil:
-            st = fixq_eltwise_nd(&params.p, 1, shape, pa, one, pb, bstride, py, one)
+            st = fixq_eltwise_nd(&params.p, nd, shape, pa, sa, pb, sb, py, sa)
     PyBuffer_Release(&va)
     PyBuffer_Release(&vb)
     PyBuffer_Release(&vy)

@@ -72,7 +72,7 @@ _SEEN = {}
 def _binary(op, a, b, a_scale, a_zero_point, b_scale, b_zero_point, out_scale, out_zero_point, out_min,
             out_max, out_dtype, rounding, out):
     key = None
-    if type(a) is np.ndarray and type(b) is np.ndarray:
+    if type(a) is np.ndarray and isinstance(b, (np.ndarray, np.generic)):
         key = (op, a.dtype, b.dtype, a_scale, a_zero_point, b_scale, b_zero_point, out_scale, out_zero_point,
                out_min, out_max, out_dtype, rounding, type(a_scale), type(a_zero_point), type(b_scale),
                type(b_zero_point), type(out_scale), type(out_zero_point), type(out_min), type(out_max),
@@ -81,7 +81,8 @@ def _binary(op, a, b, a_scale, a_zero_point, b_scale, b_zero_point, out_scale, o
             seen = _SEEN.get(key)
         except TypeError:  # an unhashable argument: the checked path
             seen = key = None
-        if seen is not None and a.shape == b.shape:  # same shape: one flat row, when contiguous and not overlapping
+        # same shape, or b a scalar or a row that a repeats: flat rows, when contiguous and not overlapping
+        if seen is not None and (a.shape == b.shape or a.shape[a.ndim - b.ndim:] == b.shape):
             params, dt = seen
             if out is None:
                 y = np.empty(a.shape, dt)
