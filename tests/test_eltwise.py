@@ -216,6 +216,24 @@ def test_lengths(isa, op):
                                           err_msg=f"n={n} {rounding}")
 
 
+def test_long_rows_stream(isa):
+    """Rows of 2^23 elements and more store with non-temporal writes from y's first aligned byte."""
+    from conftest import using_isa
+    rng = np.random.default_rng(8)
+    n = (1 << 23) + 45
+    a = rng.integers(-128, 128, n).astype(np.int8)
+    b = rng.integers(0, 256, n).astype(np.uint8)
+    buf = np.zeros(n + 64, np.int8)
+    for op in ("add", "mul"):
+        with using_isa("scalar"):
+            want = run(op, a, b, 0.03, -7, 0.011, 130, 0.05, 4, "double")
+        for off in (0, 3, 37):
+            buf[:] = 0
+            y = buf[off:off + n]
+            np.testing.assert_array_equal(run(op, a, b, 0.03, -7, 0.011, 130, 0.05, 4, "double", out=y), want)
+            assert not buf[:off].any() and not buf[off + n:].any()
+
+
 BROADCASTS = [((), ()), ((5,), ()), ((), (37,)), ((7, 33), (33,)), ((7, 33), (7, 1)), ((1, 33), (7, 1)),
               ((2, 1, 3), (4, 1)), ((3, 4, 5, 6), (4, 1, 6)), ((65,), (1,)), ((4, 1, 70), (1, 3, 1))]
 

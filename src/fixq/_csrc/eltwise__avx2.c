@@ -19,6 +19,7 @@
  * int32 (|v*Mh| < 2^28), so two vpmulld replace the 64-bit SRDHM.  The
  * input with the larger scale has real multiplier 0.5 exactly (M = 2^30,
  * shift 0), where the whole stage is v << 19. */
+#include <stdint.h>
 #include <string.h>
 
 #include "fixq_avx2.h"
@@ -267,8 +268,8 @@ ALWAYS_INLINE __m256i plan8(__m256i z, const lin_consts *c, const consts *k, int
   return form >= 3 ? mulf8(z, c, k, form == 4) : lin8(z, c, form == 1);
 }
 
-ALWAYS_INLINE void lin_block32(__m256i av, __m256i bv, int8_t *y, const lin_consts *c, const consts *k,
-                               int form, int flip, int clamp) {
+ALWAYS_INLINE __m256i lin_block32(__m256i av, __m256i bv, const lin_consts *c, const consts *k, int form, int flip,
+                                  int clamp) {
   if (flip) {
     av = _mm256_xor_si256(av, k->xa);
     bv = _mm256_xor_si256(bv, k->xb);
@@ -284,7 +285,7 @@ ALWAYS_INLINE void lin_block32(__m256i av, __m256i bv, int8_t *y, const lin_cons
   /* the zero point is inside u (g); int32 -> int16 -> int8 saturation lands the outputs in order */
   __m256i b = _mm256_packs_epi16(_mm256_packs_epi32(r0, r1), _mm256_packs_epi32(r2, r3));
   if (clamp) b = _mm256_min_epi8(_mm256_max_epi8(b, k->qmin), k->qmax);
-  _mm256_storeu_si256((__m256i *)y, flip ? _mm256_xor_si256(b, k->xy) : b);
+  return flip ? _mm256_xor_si256(b, k->xy) : b;
 }
 
 static void lin_consts_init(lin_consts *c, const fixq_eltwise *p) {
@@ -311,26 +312,42 @@ static void lin_consts_init(lin_consts *c, const fixq_eltwise *p) {
   c->lo = _mm256_set1_epi32((int32_t)((uint32_t)(rbb & 255) << 24 | (uint32_t)(ra & 255) << 8));
 }
 
+/* Up to 32 outputs through a local buffer (row heads and tails). */
+ALWAYS_INLINE void lin_part(size_t t, const int8_t *a, const int8_t *b, int8_t *y, const lin_consts *c,
+                            const consts *k, int a_bcast, int b_bcast, int form, int flip, int clamp) {
+  int8_t ta[32] = {0}, tb[32] = {0}, ty[32];
+  if (!a_bcast) memcpy(ta, a, t);
+  if (!b_bcast) memcpy(tb, b, t);
+  const __m256i av = a_bcast ? _mm256_set1_epi8(a[0]) : _mm256_loadu_si256((const __m256i *)ta);
+  const __m256i bv = b_bcast ? _mm256_set1_epi8(b[0]) : _mm256_loadu_si256((const __m256i *)tb);
+  _mm256_storeu_si256((__m256i *)ty, lin_block32(av, bv, c, k, form, flip, clamp));
+  memcpy(y, ty, t);
+}
+
+/* Rows this long (24 MB touched and more: past the last-level cache) store
+ * with non-temporal writes, which skip reading y's lines first. */
+#define STREAM_MIN ((size_t)1 << 23)
+
 ALWAYS_INLINE void lin_row(size_t n, const int8_t *a, const int8_t *b, int8_t *y, const lin_consts *lc,
                            const consts *k, int a_bcast, int b_bcast, int form, int flip, int clamp) {
   const lin_consts c = *lc;
   const __m256i av0 = _mm256_set1_epi8(a[0]), bv0 = _mm256_set1_epi8(b[0]);
+  const int stream = n >= STREAM_MIN;
   size_t i = 0;
+  if (stream && ((uintptr_t)y & 31)) { /* up to y's next 32-byte boundary */
+    i = 32 - ((uintptr_t)y & 31);
+    lin_part(i, a, b, y, &c, k, a_bcast, b_bcast, form, flip, clamp);
+  }
   for (; i + 32 <= n; i += 32) {
     const __m256i av = a_bcast ? av0 : _mm256_loadu_si256((const __m256i *)(a + i));
     const __m256i bv = b_bcast ? bv0 : _mm256_loadu_si256((const __m256i *)(b + i));
-    lin_block32(av, bv, y + i, &c, k, form, flip, clamp);
+    const __m256i v = lin_block32(av, bv, &c, k, form, flip, clamp);
+    if (stream) _mm256_stream_si256((__m256i *)(y + i), v);
+    else _mm256_storeu_si256((__m256i *)(y + i), v);
   }
-  if (i < n) {
-    int8_t ta[32] = {0}, tb[32] = {0}, ty[32];
-    const size_t t = n - i;
-    if (!a_bcast) memcpy(ta, a + i, t);
-    if (!b_bcast) memcpy(tb, b + i, t);
-    const __m256i av = a_bcast ? av0 : _mm256_loadu_si256((const __m256i *)ta);
-    const __m256i bv = b_bcast ? bv0 : _mm256_loadu_si256((const __m256i *)tb);
-    lin_block32(av, bv, ty, &c, k, form, flip, clamp);
-    memcpy(y + i, ty, t);
-  }
+  if (i < n)
+    lin_part(n - i, a_bcast ? a : a + i, b_bcast ? b : b + i, y + i, &c, k, a_bcast, b_bcast, form, flip, clamp);
+  if (stream) _mm_sfence();
 }
 
 #define LIN_FLIP(form, flip)                                                                   \

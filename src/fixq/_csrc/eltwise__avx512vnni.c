@@ -13,6 +13,7 @@
  * fits int32).  MUL's float plan: P by vpmaddwd, one vfmadd and a
  * conversion with the roundings given in the instructions.  Tails use
  * masked loads and stores. */
+#include <stdint.h>
 #include <string.h>
 
 #include "fixq_avx2.h"
@@ -77,15 +78,30 @@ AVX512_INLINE __m512i block64(__m512i av, __m512i bv, const plan512 *c, int form
   return flip ? _mm512_xor_si512(y, c->flip_y) : y;
 }
 
+/* Rows this long (24 MB touched and more: past the last-level cache) store
+ * with non-temporal writes, which skip reading y's lines first. */
+#define STREAM_MIN ((size_t)1 << 23)
+
 AVX512_INLINE void plan_row(size_t n, const int8_t *a, const int8_t *b, int8_t *y, const plan512 *pc, int a_bcast,
                             int b_bcast, int form, int flip, int ties, int clamp) {
   const plan512 c = *pc;
   const __m512i a0 = _mm512_set1_epi8(a[0]), b0 = _mm512_set1_epi8(b[0]);
+  const int stream = n >= STREAM_MIN;
   size_t i = 0;
+  if (stream && ((uintptr_t)y & 63)) { /* up to y's next 64-byte boundary */
+    const size_t head = 64 - ((uintptr_t)y & 63);
+    const __mmask64 m = _cvtu64_mask64((UINT64_C(1) << head) - 1);
+    const __m512i av = a_bcast ? a0 : _mm512_maskz_loadu_epi8(m, a);
+    const __m512i bv = b_bcast ? b0 : _mm512_maskz_loadu_epi8(m, b);
+    _mm512_mask_storeu_epi8(y, m, block64(av, bv, &c, form, flip, ties, clamp));
+    i = head;
+  }
   for (; i + 64 <= n; i += 64) {
     const __m512i av = a_bcast ? a0 : _mm512_loadu_si512(a + i);
     const __m512i bv = b_bcast ? b0 : _mm512_loadu_si512(b + i);
-    _mm512_storeu_si512(y + i, block64(av, bv, &c, form, flip, ties, clamp));
+    const __m512i v = block64(av, bv, &c, form, flip, ties, clamp);
+    if (stream) _mm512_stream_si512((void *)(y + i), v);
+    else _mm512_storeu_si512(y + i, v);
   }
   if (i < n) {
     const __mmask64 m = _cvtu64_mask64((UINT64_C(1) << (n - i)) - 1); /* n - i < 64 */
@@ -93,6 +109,7 @@ AVX512_INLINE void plan_row(size_t n, const int8_t *a, const int8_t *b, int8_t *
     const __m512i bv = b_bcast ? b0 : _mm512_maskz_loadu_epi8(m, b + i);
     _mm512_mask_storeu_epi8(y + i, m, block64(av, bv, &c, form, flip, ties, clamp));
   }
+  if (stream) _mm_sfence();
 }
 
 static void plan_init(plan512 *c, const fixq_eltwise *p) {
