@@ -232,6 +232,15 @@ def test_long_rows_stream(isa):
             y = buf[off:off + n]
             np.testing.assert_array_equal(run(op, a, b, 0.03, -7, 0.011, 130, 0.05, 4, "double", out=y), want)
             assert not buf[:off].any() and not buf[off + n:].any()
+    # many short rows: the whole call streams, each row from its own first aligned byte
+    for rows, cols in (((1 << 23) // 5 + 1, 5), ((1 << 23) // 64, 64)):
+        a2 = a[:rows * cols].reshape(rows, cols)
+        with using_isa("scalar"):
+            want = run("add", a2, b[:cols], 0.03, -7, 0.011, 130, 0.05, 4, "double")
+        buf[:] = 0
+        y = buf[7:7 + rows * cols].reshape(rows, cols)
+        np.testing.assert_array_equal(run("add", a2, b[:cols], 0.03, -7, 0.011, 130, 0.05, 4, "double", out=y), want)
+        assert not buf[:7].any() and not buf[7 + rows * cols:].any()
 
 
 BROADCASTS = [((), ()), ((5,), ()), ((), (37,)), ((7, 33), (33,)), ((7, 33), (7, 1)), ((1, 33), (7, 1)),

@@ -324,18 +324,17 @@ ALWAYS_INLINE void lin_part(size_t t, const int8_t *a, const int8_t *b, int8_t *
   memcpy(y, ty, t);
 }
 
-/* Rows this long (24 MB touched and more: past the last-level cache) store
- * with non-temporal writes, which skip reading y's lines first. */
+/* Calls with this many outputs (24 MB touched and more: past the last-level
+ * cache) store with non-temporal writes, which skip reading y's lines first. */
 #define STREAM_MIN ((size_t)1 << 23)
 
 ALWAYS_INLINE void lin_row(size_t n, const int8_t *a, const int8_t *b, int8_t *y, const lin_consts *lc,
-                           const consts *k, int a_bcast, int b_bcast, int form, int flip, int clamp) {
+                           const consts *k, int a_bcast, int b_bcast, int form, int flip, int clamp, int stream) {
   const lin_consts c = *lc;
   const __m256i av0 = _mm256_set1_epi8(a[0]), bv0 = _mm256_set1_epi8(b[0]);
-  const int stream = n >= STREAM_MIN;
   size_t i = 0;
   if (stream && ((uintptr_t)y & 31)) { /* up to y's next 32-byte boundary */
-    i = 32 - ((uintptr_t)y & 31);
+    i = n < 32 - ((uintptr_t)y & 31) ? n : 32 - ((uintptr_t)y & 31);
     lin_part(i, a, b, y, &c, k, a_bcast, b_bcast, form, flip, clamp);
   }
   for (; i + 32 <= n; i += 32) {
@@ -347,13 +346,12 @@ ALWAYS_INLINE void lin_row(size_t n, const int8_t *a, const int8_t *b, int8_t *y
   }
   if (i < n)
     lin_part(n - i, a_bcast ? a : a + i, b_bcast ? b : b + i, y + i, &c, k, a_bcast, b_bcast, form, flip, clamp);
-  if (stream) _mm_sfence();
 }
 
 #define LIN_FLIP(form, flip)                                                                   \
   do {                                                                                         \
-    if (clamp) lin_row(n, a, b, y, &lc, &k, a_bcast, b_bcast, form, flip, 1);                  \
-    else lin_row(n, a, b, y, &lc, &k, a_bcast, b_bcast, form, flip, 0);                        \
+    if (clamp) lin_row(n, a, b, y, &lc, &k, a_bcast, b_bcast, form, flip, 1, stream);          \
+    else lin_row(n, a, b, y, &lc, &k, a_bcast, b_bcast, form, flip, 0, stream);                \
   } while (0)
 #define LIN_FORM(form)                                                                         \
   do {                                                                                         \
@@ -387,6 +385,7 @@ void fixq_eltwise__avx2(size_t rows, size_t n, const void *a0, ptrdiff_t a_strid
   const int32_t oy = p->y_dtype == FIXQ_UINT8 ? 128 : 0;
   const int clamp = p->qmin - oy > INT8_MIN || p->qmax - oy < INT8_MAX;
   const int ex = exact_inputs(p);
+  const int stream = rows * n >= STREAM_MIN;
   lin_consts_init(&lc, p);
   for (size_t r = 0; r < rows; r++) {
     const int8_t *a = (const int8_t *)a0 + (ptrdiff_t)r * a_stride, *b = (const int8_t *)b0 + (ptrdiff_t)r * b_stride;
@@ -409,4 +408,5 @@ void fixq_eltwise__avx2(size_t rows, size_t n, const void *a0, ptrdiff_t a_strid
       else ROWS(FIXQ_OP_MUL, FIXQ_ROUND_FP32, 0);
     }
   }
+  if (stream) _mm_sfence(); /* the non-temporal stores before whatever the caller does next */
 }

@@ -78,18 +78,17 @@ AVX512_INLINE __m512i block64(__m512i av, __m512i bv, const plan512 *c, int form
   return flip ? _mm512_xor_si512(y, c->flip_y) : y;
 }
 
-/* Rows this long (24 MB touched and more: past the last-level cache) store
- * with non-temporal writes, which skip reading y's lines first. */
+/* Calls with this many outputs (24 MB touched and more: past the last-level
+ * cache) store with non-temporal writes, which skip reading y's lines first. */
 #define STREAM_MIN ((size_t)1 << 23)
 
 AVX512_INLINE void plan_row(size_t n, const int8_t *a, const int8_t *b, int8_t *y, const plan512 *pc, int a_bcast,
-                            int b_bcast, int form, int flip, int ties, int clamp) {
+                            int b_bcast, int form, int flip, int ties, int clamp, int stream) {
   const plan512 c = *pc;
   const __m512i a0 = _mm512_set1_epi8(a[0]), b0 = _mm512_set1_epi8(b[0]);
-  const int stream = n >= STREAM_MIN;
   size_t i = 0;
   if (stream && ((uintptr_t)y & 63)) { /* up to y's next 64-byte boundary */
-    const size_t head = 64 - ((uintptr_t)y & 63);
+    const size_t head = n < 64 - ((uintptr_t)y & 63) ? n : 64 - ((uintptr_t)y & 63);
     const __mmask64 m = _cvtu64_mask64((UINT64_C(1) << head) - 1);
     const __m512i av = a_bcast ? a0 : _mm512_maskz_loadu_epi8(m, a);
     const __m512i bv = b_bcast ? b0 : _mm512_maskz_loadu_epi8(m, b);
@@ -109,7 +108,6 @@ AVX512_INLINE void plan_row(size_t n, const int8_t *a, const int8_t *b, int8_t *
     const __m512i bv = b_bcast ? b0 : _mm512_maskz_loadu_epi8(m, b + i);
     _mm512_mask_storeu_epi8(y + i, m, block64(av, bv, &c, form, flip, ties, clamp));
   }
-  if (stream) _mm_sfence();
 }
 
 static void plan_init(plan512 *c, const fixq_eltwise *p) {
@@ -145,7 +143,8 @@ static void plan_init(plan512 *c, const fixq_eltwise *p) {
   c->lo = _mm512_set1_epi32((int32_t)((uint32_t)(rbb & 255) << 24 | (uint32_t)(ra & 255) << 8));
 }
 
-#define PLAN_ROW(form, flip, ties, clamp) plan_row(n, a, b, y, &c, a_bcast, b_bcast, form, flip, ties, clamp)
+#define PLAN_ROW(form, flip, ties, clamp) \
+  plan_row(n, a, b, y, &c, a_bcast, b_bcast, form, flip, ties, clamp, stream)
 #define PLAN_CLAMP(form, flip, ties)                 \
   do {                                               \
     if (clamp) PLAN_ROW(form, flip, ties, 1);        \
@@ -174,6 +173,7 @@ void fixq_eltwise__avx512vnni(size_t rows, size_t n, const void *a0, ptrdiff_t a
   const int32_t oy = p->y_dtype == FIXQ_UINT8 ? 128 : 0;
   const int clamp = p->qmin - oy > INT8_MIN || p->qmax - oy < INT8_MAX;
   const int flip = p->a_dtype == FIXQ_UINT8 || p->b_dtype == FIXQ_UINT8 || p->y_dtype == FIXQ_UINT8;
+  const int stream = rows * n >= STREAM_MIN;
   const int ties = p->op == FIXQ_OP_ADD ? p->lin_neg != 0 : p->lin_rb >= 0 && p->lin_u != p->lin_neg;
   for (size_t r = 0; r < rows; r++) {
     const int8_t *a = (const int8_t *)a0 + (ptrdiff_t)r * a_stride, *b = (const int8_t *)b0 + (ptrdiff_t)r * b_stride;
@@ -182,4 +182,5 @@ void fixq_eltwise__avx512vnni(size_t rows, size_t n, const void *a0, ptrdiff_t a
     else if (p->op == FIXQ_OP_MUL && p->lin_neg != 0) PLAN_FLIP(2);
     else PLAN_FLIP(0); /* ADD, or requantize without ties: b' = 1 times rb = 0 */
   }
+  if (stream) _mm_sfence(); /* the non-temporal stores before whatever the caller does next */
 }
