@@ -220,7 +220,7 @@ def test_long_rows_stream(isa):
     """Rows of 2^23 elements and more store with non-temporal writes from y's first aligned byte."""
     from conftest import using_isa
     rng = np.random.default_rng(8)
-    n = (1 << 23) + 45
+    n = (1 << 23) + 8243
     a = rng.integers(-128, 128, n).astype(np.int8)
     b = rng.integers(0, 256, n).astype(np.uint8)
     buf = np.zeros(n + 64, np.int8)
@@ -233,7 +233,7 @@ def test_long_rows_stream(isa):
             np.testing.assert_array_equal(run(op, a, b, 0.03, -7, 0.011, 130, 0.05, 4, "double", out=y), want)
             assert not buf[:off].any() and not buf[off + n:].any()
     # many short rows: the whole call streams, each row from its own first aligned byte
-    for rows, cols in (((1 << 23) // 5 + 1, 5), ((1 << 23) // 64, 64)):
+    for rows, cols in (((1 << 23) // 5 + 1, 5), ((1 << 23) // 64, 64), ((1 << 23) // 4099 + 1, 4099)):
         a2 = a[:rows * cols].reshape(rows, cols)
         with using_isa("scalar"):
             want = run("add", a2, b[:cols], 0.03, -7, 0.011, 130, 0.05, 4, "double")

@@ -385,7 +385,7 @@ void fixq_eltwise__avx2(size_t rows, size_t n, const void *a0, ptrdiff_t a_strid
   const int32_t oy = p->y_dtype == FIXQ_UINT8 ? 128 : 0;
   const int clamp = p->qmin - oy > INT8_MIN || p->qmax - oy < INT8_MAX;
   const int ex = exact_inputs(p);
-  const int stream = rows * n >= STREAM_MIN;
+  const int stream = rows * n >= STREAM_MIN && n >= 4096; /* row heads and tails go through a buffer here */
   lin_consts_init(&lc, p);
   for (size_t r = 0; r < rows; r++) {
     const int8_t *a = (const int8_t *)a0 + (ptrdiff_t)r * a_stride, *b = (const int8_t *)b0 + (ptrdiff_t)r * b_stride;
