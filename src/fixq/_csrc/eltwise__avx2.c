@@ -1,13 +1,15 @@
 /* AVX2 elementwise add / mul, bit-identical to eltwise__scalar.c.
  *
- * Three ways, all exact: the linear plan of fixq_eltwise_init when it found
- * one (lin_*: vpmaddwd on (a', b') int16 pairs for ADD, two vpmulld on the
- * product for MUL; docs/arithmetic.md), else the fixed-point formulas below
- * (MUL: product by vpmaddwd, SRDHM and RoundingDivideByPOT), or float32.
- * 32 outputs per step in four groups of 8 int32 lanes.  uint8 data is read as
- * int8 after flipping the top bit (x ^ 0x80 == x - 128) with the zero point
- * moved by 128, and written the same way, so one code path serves every dtype
- * mix.  The tail (n % 32) runs the same code on a copy in a local buffer.
+ * Three ways, all exact: the plan of fixq_eltwise_init when it found one
+ * (lin_*, fixq.h: vpmaddwd + vpmaddubsw on (a' 2^8, b' 2^8) int16 pairs for
+ * the ADD form, one fma on the product for MUL's float form;
+ * docs/arithmetic.md), else the fixed-point formulas below (MUL: product by
+ * vpmaddwd, SRDHM and RoundingDivideByPOT), or float32.  32 outputs per step
+ * in four groups of 8 int32 lanes.  uint8 data is read as int8 after
+ * flipping the top bit (x ^ 0x80 == x - 128) with the zero point moved by
+ * 128, and written the same way, so one code path serves every dtype mix.
+ * Row tails (and heads, when streaming) run the same code on a copy in a
+ * local buffer.
  *
  * ADD input stage, exact rewrite of MultiplyByQuantizedMultiplier(v << 20, M,
  * -r) for |v| <= 255 and M in [2^30, 2^31) (docs/arithmetic.md):
