@@ -177,3 +177,20 @@ def test_bundled_model_through_the_cli(tmp_path):
     acc_f, acc_q = (float(t.rstrip("%")) for t in line.split() if t.endswith("%"))
     assert abs(acc_f - acc_q) <= 1.0
     assert G.load_float_model(bundled("digits_cnn.npz"))[0].outputs == ["fc"]
+
+
+def test_closed_stdout_pipe_is_quiet(files):
+    """`fixq inspect OUT.npz | head -1`: no ``fixq: error: Broken pipe`` line when the reader leaves."""
+    import subprocess
+    import sys
+    assert invoke("quantize", files / "float.npz", "-o", files / "q.npz", "--calib", files / "calib.npy",
+                  "--quiet").exit_code == 0
+    code = "import sys; from fixq.cli import main; main(sys.argv[1:])"
+    for _ in range(3):  # the race between the writer and the closing reader; one loss is enough to fail
+        p = subprocess.Popen([sys.executable, "-c", code, "inspect", str(files / "q.npz")],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        p.stdout.readline()
+        p.stdout.close()
+        err = p.stderr.read().decode()
+        p.wait()
+        assert "error" not in err, err

@@ -13,13 +13,15 @@ class CliError(Exception):
 
 def one_line_errors(fn):
     """fixq's own errors (ValueError, TypeError, OverflowError, OSError, CliError) -> ``fixq: error: ...``
-    on stderr, exit 1.  Click's usage errors keep exit 2."""
+    on stderr, exit 1.  Click's usage errors keep exit 2; a closed stdout pipe is left to click."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except (CliError, ValueError, TypeError, OverflowError) as e:
             msg = " ".join(str(e).split())
+        except BrokenPipeError:  # `fixq inspect ... | head`: click exits 1 quietly, as it does for its own output
+            raise
         except OSError as e:
             msg = f"{e.filename}: {e.strerror}" if e.filename and e.strerror else " ".join(str(e).split())
         click.echo(f"fixq: error: {msg}", err=True)
