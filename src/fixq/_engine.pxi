@@ -1,0 +1,309 @@
+# The static int8 executor (issue 6): fixq.model builds a plan of steps once
+# (Model._build); Engine holds it as C structs (_csrc/fixq_engine.h), checks it
+# with the GIL, and runs a whole batch through it in one nogil call.
+from libc.stdlib cimport malloc, calloc, free
+from libc.string cimport memset
+
+cdef extern from "fixq_engine.h" nogil:
+    ctypedef enum fixq_eng_op:
+        FIXQ_ENG_QUANTIZE
+        FIXQ_ENG_GEMM
+        FIXQ_ENG_DEPTHWISE
+        FIXQ_ENG_ELTWISE
+        FIXQ_ENG_CONCAT
+        FIXQ_ENG_CLAMP
+        FIXQ_ENG_MAXPOOL
+        FIXQ_ENG_AVGPOOL
+        FIXQ_ENG_GLOBAL_AVGPOOL
+        FIXQ_ENG_FLATTEN
+
+    ctypedef struct fixq_eng_tensor:
+        size_t h, w, c, esize
+
+    ctypedef struct fixq_eng_step:
+        fixq_eng_op op
+        size_t n_in
+        const int32_t *in_ "in"
+        int32_t out
+        size_t kh, kw, sh, sw, ph, pw, dh, dw
+        size_t groups
+        const fixq_packed_b *const *packed
+        const int32_t *bias
+        const int8_t *taps
+        fixq_requant rq
+        size_t rq_channels
+        int32_t zp, lo, hi
+        float scale
+        const fixq_eltwise *eltwise
+        size_t axis
+        const int32_t *in_zp
+        const fixq_requant *in_rq
+
+    ctypedef struct fixq_eng_plan:
+        fixq_dtype dtype
+        size_t n_tensors
+        const fixq_eng_tensor *tensors
+        size_t n_steps
+        const fixq_eng_step *steps
+
+    fixq_status fixq_eng_check(const fixq_eng_plan *plan, size_t *bad_step)
+    size_t fixq_eng_scratch_bytes(const fixq_eng_plan *plan, size_t batch)
+    fixq_status fixq_eng_run(const fixq_eng_plan *plan, size_t batch, void *const *buffers, void *scratch,
+                             int threads, size_t *failed_step)
+    fixq_status fixq_eng_emit(const fixq_eng_plan *plan, int32_t t, int four_d, size_t batch, const void *src,
+                              float scale, int32_t zp, float *y, void *q, void *scratch)
+
+_ENG_OPS = {"quantize": FIXQ_ENG_QUANTIZE, "gemm": FIXQ_ENG_GEMM, "depthwise": FIXQ_ENG_DEPTHWISE,
+            "eltwise": FIXQ_ENG_ELTWISE, "concat": FIXQ_ENG_CONCAT, "clamp": FIXQ_ENG_CLAMP,
+            "maxpool": FIXQ_ENG_MAXPOOL, "avgpool": FIXQ_ENG_AVGPOOL, "global_avgpool": FIXQ_ENG_GLOBAL_AVGPOOL,
+            "flatten": FIXQ_ENG_FLATTEN}
+_ENG_CHUNK_BYTES = 1 << 18  # activations + scratch of one chunk of samples: stays in L2
+_ENG_ALIGN = 64
+DEF ENG_MAX_OUTPUTS = 64
+DEF ENG_MAX_TENSORS = 1024
+
+
+cdef const void *_ptr(object arr, type want) except NULL:
+    """Start of a C-contiguous numpy array of dtype `want` (the caller keeps `arr`)."""
+    if type(arr) is not _np.ndarray or arr.dtype.type is not want or not arr.flags.c_contiguous or arr.size == 0:
+        raise ValueError(f"engine plan: expected a non-empty contiguous {want.__name__} array")
+    return <const void *><size_t>arr.ctypes.data
+
+
+cdef int _fill_rq(fixq_requant *p, dict rq) except -1:
+    """rq: {"rounding", "multiplier", "shift" | "scale", "zero_point" (arrays of one length), "qmin", "qmax"}."""
+    p.rounding = _ROUNDING_CODES[rq["rounding"]]
+    p.multiplier = p.shift = NULL
+    p.scale = NULL
+    if p.rounding == FIXQ_ROUND_FP32:
+        p.scale = <const float *>_ptr(rq["scale"], _np.float32)
+    else:
+        p.multiplier = <const int32_t *>_ptr(rq["multiplier"], _np.int32)
+        p.shift = <const int32_t *>_ptr(rq["shift"], _np.int32)
+    p.zero_point = <const int32_t *>_ptr(rq["zero_point"], _np.int32)
+    p.qmin = rq["qmin"]
+    p.qmax = rq["qmax"]
+    n = rq["zero_point"].size
+    if (rq["scale"] if p.rounding == FIXQ_ROUND_FP32 else rq["multiplier"]).size != n:
+        raise ValueError("engine plan: requantization arrays of different lengths")
+    if p.rounding != FIXQ_ROUND_FP32 and rq["shift"].size != n:
+        raise ValueError("engine plan: requantization arrays of different lengths")
+    return 0
+
+
+cdef class Engine:
+    """A checked C plan of a static int8 model (built by fixq.model.Model; not public).
+
+    tensors: [(h, w, c, esize)] (tensor 0: the float input, NCHW); steps: dicts (see
+    Model._engine_steps); outputs: [(tensor, four_d, scale, zero_point, external shape)]."""
+    cdef fixq_eng_plan plan
+    cdef fixq_eng_tensor *tensors
+    cdef fixq_eng_step *steps
+    cdef void **mem_blocks
+    cdef Py_ssize_t n_blocks
+    cdef list keep, names, errors, out_info
+    cdef object dtype
+    cdef size_t in_elems, sample_bytes, chunk_max
+    cdef size_t *offsets
+    cdef dict arenas
+
+    def __cinit__(self):
+        self.tensors = NULL
+        self.steps = NULL
+        self.mem_blocks = NULL
+        self.n_blocks = 0
+        self.offsets = NULL
+
+    def __dealloc__(self):
+        cdef Py_ssize_t i
+        for i in range(self.n_blocks):
+            free(self.mem_blocks[i])
+        free(self.mem_blocks)
+        free(self.tensors)
+        free(self.steps)
+        free(self.offsets)
+
+    cdef void *_alloc(self, size_t nbytes) except NULL:
+        cdef void *p = calloc(nbytes if nbytes else 1, 1)
+        if p == NULL:
+            raise MemoryError("engine plan: out of memory")
+        self.mem_blocks[self.n_blocks] = p
+        self.n_blocks += 1
+        return p
+
+    def __init__(self, str dtype, list tensors, list steps, list outputs):
+        cdef Py_ssize_t i, j, nt = len(tensors), ns = len(steps)
+        cdef fixq_eng_step *s
+        cdef const fixq_packed_b **pk
+        cdef int32_t *ins
+        cdef fixq_requant *rqs
+        cdef size_t bad = 0
+        cdef fixq_status st
+        self.dtype = _np.dtype(dtype)
+        self.keep = []
+        self.names = []
+        self.errors = []
+        self.arenas = {}
+        self.mem_blocks = <void **>calloc(3 * ns + 1, sizeof(void *))
+        self.tensors = <fixq_eng_tensor *>calloc(nt if nt else 1, sizeof(fixq_eng_tensor))
+        self.steps = <fixq_eng_step *>calloc(ns if ns else 1, sizeof(fixq_eng_step))
+        self.offsets = <size_t *>calloc(nt if nt else 1, sizeof(size_t))
+        if self.mem_blocks == NULL or self.tensors == NULL or self.steps == NULL or self.offsets == NULL:
+            raise MemoryError("engine plan: out of memory")
+        for i, (h, w, c, es) in enumerate(tensors):
+            self.tensors[i].h, self.tensors[i].w, self.tensors[i].c, self.tensors[i].esize = h, w, c, es
+        for i, d in enumerate(steps):
+            s = &self.steps[i]
+            s.op = _ENG_OPS[d["op"]]
+            self.names.append(d["name"])
+            self.errors.append(d.get("overflow"))
+            ins = <int32_t *>self._alloc(len(d["in"]) * sizeof(int32_t))
+            for j, t in enumerate(d["in"]):
+                ins[j] = t
+            s.in_ = ins
+            s.n_in = len(d["in"])
+            s.out = d["out"]
+            s.kh, s.kw = d.get("kernel", (1, 1))
+            s.sh, s.sw = d.get("stride", (1, 1))
+            s.ph, s.pw = d.get("padding", (0, 0))
+            s.dh, s.dw = d.get("dilation", (1, 1))
+            s.groups = d.get("groups", 1)
+            s.zp, s.lo, s.hi = d.get("zp", 0), d.get("lo", 0), d.get("hi", 0)
+            s.scale = d.get("scale", 1.0)
+            s.axis = d.get("axis", 0)
+            if "packed" in d:
+                pk = <const fixq_packed_b **>self._alloc(len(d["packed"]) * sizeof(void *))
+                for j, pw in enumerate(d["packed"]):
+                    pk[j] = &(<PackedWeights?>pw).pb
+                s.packed = pk
+            if "bias" in d:
+                s.bias = <const int32_t *>_ptr(d["bias"], _np.int32)
+            if "taps" in d:
+                s.taps = <const int8_t *>_ptr(d["taps"], _np.int8)
+            if "rq" in d:
+                _fill_rq(&s.rq, d["rq"])
+                s.rq_channels = d["rq"]["zero_point"].size
+            if "eltwise" in d:
+                s.eltwise = &(<EltwiseParams?>d["eltwise"]).p
+            if "in_rq" in d:
+                s.in_zp = <const int32_t *>_ptr(d["in_zp"], _np.int32)
+                rqs = <fixq_requant *>self._alloc(len(d["in_rq"]) * sizeof(fixq_requant))
+                for j, r in enumerate(d["in_rq"]):
+                    if r is not None:
+                        _fill_rq(&rqs[j], r)
+                s.in_rq = rqs
+            self.keep.append(d)
+        self.plan.dtype = _DTYPE_CODES[dtype]
+        self.plan.n_tensors = nt
+        self.plan.tensors = self.tensors
+        self.plan.n_steps = ns
+        self.plan.steps = self.steps
+        st = fixq_eng_check(&self.plan, &bad)
+        if st != FIXQ_OK:
+            raise ValueError(f"engine plan: step {self.names[bad]!r} is inconsistent")
+        if nt > ENG_MAX_TENSORS:
+            raise ValueError(f"engine plan: more than {ENG_MAX_TENSORS} tensors")
+        if len(outputs) > ENG_MAX_OUTPUTS:
+            raise ValueError(f"engine plan: more than {ENG_MAX_OUTPUTS} outputs")
+        self.out_info = outputs
+        cdef size_t off = 0, per
+        for i in range(1, nt):  # tensor 0 (the float input) is the caller's
+            self.offsets[i] = off
+            per = self.tensors[i].h * self.tensors[i].w * self.tensors[i].c
+            off += per
+        self.sample_bytes = off + fixq_eng_scratch_bytes(&self.plan, 1)
+        self.in_elems = self.tensors[0].h * self.tensors[0].w * self.tensors[0].c
+        self.chunk_max = max(1, _ENG_CHUNK_BYTES // max(1, self.sample_bytes))
+
+    cdef object _arena(self, size_t batch, bint fresh):
+        """(buffer, scratch) arrays for `batch` samples: tensor i at offsets[i] * batch."""
+        a = None if fresh else self.arenas.get(batch)
+        if a is None:
+            n = 0
+            for i in range(1, self.plan.n_tensors):
+                n = max(n, (self.offsets[i] + self.tensors[i].h * self.tensors[i].w * self.tensors[i].c) * batch)
+            buf = _np.empty(n + _ENG_ALIGN, _np.uint8)
+            scratch = _np.empty(fixq_eng_scratch_bytes(&self.plan, batch) + _ENG_ALIGN, _np.uint8)
+            a = (buf, scratch)
+            if not fresh:
+                if len(self.arenas) >= 4:
+                    self.arenas.clear()
+                self.arenas[batch] = a
+        return a
+
+    cdef int _fail(self, fixq_status st, size_t step) except -1:
+        if st == FIXQ_ERR_OVERFLOW and self.errors[step] is not None:
+            raise OverflowError(self.errors[step]())
+        if st == FIXQ_ERR_NAN:
+            check_status(st, "quantize")
+        check_status(st, f"step {self.names[step]!r}")
+        return 0
+
+    def run(self, x, int threads, bint raw, bint keep_all):
+        """Outputs [(array, 0)] (external layout; float32 dequantized unless raw), or with keep_all
+        (buffer arrays, tensor views) of the whole batch in one chunk.  x: float array [N, ...]."""
+        cdef size_t n, n0, nb, chunk, i, k, bad = 0, nt = self.plan.n_tensors, no
+        cdef void *bufs[ENG_MAX_TENSORS]
+        cdef char *base
+        cdef char *scr
+        cdef const char *xp
+        cdef char *dst[ENG_MAX_OUTPUTS]
+        cdef size_t dst_row[ENG_MAX_OUTPUTS]
+        cdef int32_t out_t[ENG_MAX_OUTPUTS]
+        cdef int out_4d[ENG_MAX_OUTPUTS]
+        cdef int out_raw[ENG_MAX_OUTPUTS]
+        cdef float out_sc[ENG_MAX_OUTPUTS]
+        cdef int32_t out_zp[ENG_MAX_OUTPUTS]
+        cdef fixq_status st = FIXQ_OK
+        if type(x) is not _np.ndarray or x.dtype.type is not _np.float32 or not x.flags.c_contiguous:
+            x = _np.ascontiguousarray(x, dtype=_np.float32)
+        n = x.shape[0]
+        if x.size != n * self.in_elems:
+            raise ValueError("engine: input size does not match the plan")
+        chunk = n if keep_all else min(n, self.chunk_max)
+        buf, scratch = self._arena(max(chunk, 1), keep_all)
+        base = <char *><size_t>buf.ctypes.data
+        base += (-<size_t>base) % _ENG_ALIGN
+        scr = <char *><size_t>scratch.ctypes.data
+        scr += (-<size_t>scr) % _ENG_ALIGN
+        xp = <const char *><size_t>x.ctypes.data
+        outs = []
+        no = 0 if keep_all else len(self.out_info)
+        for k in range(no):
+            t, four_d, sc, zp, shape, is_raw = self.out_info[k]
+            is_raw = is_raw and raw
+            y = _np.empty((n,) + shape, self.dtype if is_raw else _np.float32)
+            outs.append(y)
+            dst[k] = <char *><size_t>y.ctypes.data
+            dst_row[k] = y.nbytes // n if n else 0
+            out_t[k], out_4d[k], out_raw[k], out_sc[k], out_zp[k] = t, four_d, is_raw, sc, zp
+        with nogil:
+            n0 = 0
+            while n0 < n:
+                nb = chunk if n - n0 > chunk else n - n0
+                bufs[0] = <void *>(xp + n0 * self.in_elems * 4)
+                for i in range(1, nt):
+                    bufs[i] = base + self.offsets[i] * chunk
+                st = fixq_eng_run(&self.plan, nb, bufs, scr, threads, &bad)
+                if st != FIXQ_OK:
+                    break
+                for k in range(no):
+                    st = fixq_eng_emit(&self.plan, out_t[k], out_4d[k], nb, bufs[out_t[k]], out_sc[k], out_zp[k],
+                                       NULL if out_raw[k] else <float *>(dst[k] + n0 * dst_row[k]),
+                                       (dst[k] + n0 * dst_row[k]) if out_raw[k] else NULL, scr)
+                    if st != FIXQ_OK:
+                        break
+                if st != FIXQ_OK:
+                    break
+                n0 += nb
+        if st != FIXQ_OK:
+            self._fail(st, bad)
+        if keep_all:
+            views = [None]
+            start = <size_t>(base - <char *><size_t>buf.ctypes.data)
+            for i in range(1, nt):
+                size = self.tensors[i].h * self.tensors[i].w * self.tensors[i].c
+                v = buf[start + self.offsets[i] * chunk:start + (self.offsets[i] + size) * chunk].view(self.dtype)
+                views.append(v.reshape(n, self.tensors[i].h, self.tensors[i].w, self.tensors[i].c))
+            return views
+        return outs
