@@ -1,8 +1,11 @@
 # The static int8 executor (issue 6): fixq.model builds a plan of steps once
 # (Model._build); Engine holds it as C structs (_csrc/fixq_engine.h), checks it
 # with the GIL, and runs a whole batch through it in one nogil call.
-from libc.stdlib cimport malloc, calloc, free
-from libc.string cimport memset
+from libc.stdlib cimport calloc, free
+from cpython.buffer cimport PyBUF_FORMAT
+
+cdef extern from "<stdlib.h>" nogil:
+    void *aligned_alloc(size_t alignment, size_t size)
 
 cdef extern from "fixq_engine.h" nogil:
     ctypedef enum fixq_eng_op:
@@ -58,7 +61,7 @@ _ENG_OPS = {"quantize": FIXQ_ENG_QUANTIZE, "gemm": FIXQ_ENG_GEMM, "depthwise": F
             "maxpool": FIXQ_ENG_MAXPOOL, "avgpool": FIXQ_ENG_AVGPOOL, "global_avgpool": FIXQ_ENG_GLOBAL_AVGPOOL,
             "flatten": FIXQ_ENG_FLATTEN}
 _ENG_CHUNK_BYTES = 1 << 18  # activations + scratch of one chunk of samples: stays in L2
-_ENG_ALIGN = 64
+DEF ENG_ALIGN = 64
 DEF ENG_MAX_OUTPUTS = 64
 DEF ENG_MAX_TENSORS = 1024
 
@@ -101,11 +104,19 @@ cdef class Engine:
     cdef fixq_eng_step *steps
     cdef void **mem_blocks
     cdef Py_ssize_t n_blocks
-    cdef list keep, names, errors, out_info
+    cdef list keep, names, errors
     cdef object dtype
     cdef size_t in_elems, sample_bytes, chunk_max
     cdef size_t *offsets
-    cdef dict arenas
+    cdef char *arena
+    cdef char *scratch
+    cdef size_t arena_batch, n_out
+    cdef int32_t out_t[ENG_MAX_OUTPUTS]
+    cdef int out_4d[ENG_MAX_OUTPUTS]
+    cdef int out_rawable[ENG_MAX_OUTPUTS]
+    cdef float out_sc[ENG_MAX_OUTPUTS]
+    cdef int32_t out_zp[ENG_MAX_OUTPUTS]
+    cdef list out_shapes
 
     def __cinit__(self):
         self.tensors = NULL
@@ -113,6 +124,8 @@ cdef class Engine:
         self.mem_blocks = NULL
         self.n_blocks = 0
         self.offsets = NULL
+        self.arena = NULL
+        self.arena_batch = 0
 
     def __dealloc__(self):
         cdef Py_ssize_t i
@@ -122,6 +135,7 @@ cdef class Engine:
         free(self.tensors)
         free(self.steps)
         free(self.offsets)
+        free(self.arena)
 
     cdef void *_alloc(self, size_t nbytes) except NULL:
         cdef void *p = calloc(nbytes if nbytes else 1, 1)
@@ -143,7 +157,6 @@ cdef class Engine:
         self.keep = []
         self.names = []
         self.errors = []
-        self.arenas = {}
         self.mem_blocks = <void **>calloc(3 * ns + 1, sizeof(void *))
         self.tensors = <fixq_eng_tensor *>calloc(nt if nt else 1, sizeof(fixq_eng_tensor))
         self.steps = <fixq_eng_step *>calloc(ns if ns else 1, sizeof(fixq_eng_step))
@@ -205,7 +218,13 @@ cdef class Engine:
             raise ValueError(f"engine plan: more than {ENG_MAX_TENSORS} tensors")
         if len(outputs) > ENG_MAX_OUTPUTS:
             raise ValueError(f"engine plan: more than {ENG_MAX_OUTPUTS} outputs")
-        self.out_info = outputs
+        self.n_out = len(outputs)
+        self.out_shapes = []
+        for i, (t, four_d, sc, zp, shape, rawable) in enumerate(outputs):
+            if not 0 < t < nt:
+                raise ValueError("engine plan: an output names no tensor")
+            self.out_t[i], self.out_4d[i], self.out_sc[i], self.out_zp[i], self.out_rawable[i] = t, four_d, sc, zp, rawable
+            self.out_shapes.append((1,) + tuple(shape))
         cdef size_t off = 0, per
         for i in range(1, nt):  # tensor 0 (the float input) is the caller's
             self.offsets[i] = off
@@ -215,21 +234,28 @@ cdef class Engine:
         self.in_elems = self.tensors[0].h * self.tensors[0].w * self.tensors[0].c
         self.chunk_max = max(1, _ENG_CHUNK_BYTES // max(1, self.sample_bytes))
 
-    cdef object _arena(self, size_t batch, bint fresh):
-        """(buffer, scratch) arrays for `batch` samples: tensor i at offsets[i] * batch."""
-        a = None if fresh else self.arenas.get(batch)
-        if a is None:
-            n = 0
-            for i in range(1, self.plan.n_tensors):
-                n = max(n, (self.offsets[i] + self.tensors[i].h * self.tensors[i].w * self.tensors[i].c) * batch)
-            buf = _np.empty(n + _ENG_ALIGN, _np.uint8)
-            scratch = _np.empty(fixq_eng_scratch_bytes(&self.plan, batch) + _ENG_ALIGN, _np.uint8)
-            a = (buf, scratch)
-            if not fresh:
-                if len(self.arenas) >= 4:
-                    self.arenas.clear()
-                self.arenas[batch] = a
-        return a
+    cdef size_t _arena_bytes(self, size_t batch):
+        cdef size_t i, n = 0, end
+        for i in range(1, self.plan.n_tensors):
+            end = (self.offsets[i] + self.tensors[i].h * self.tensors[i].w * self.tensors[i].c) * batch
+            n = end if end > n else n
+        return n
+
+    cdef int _arena(self, size_t batch) except -1:
+        """The cached activation and scratch memory for chunks of `batch` samples."""
+        cdef size_t nbuf, nscr
+        if batch == self.arena_batch and self.arena != NULL:
+            return 0
+        free(self.arena)
+        self.arena = NULL
+        nbuf = (self._arena_bytes(batch) + ENG_ALIGN - 1) // ENG_ALIGN * ENG_ALIGN
+        nscr = fixq_eng_scratch_bytes(&self.plan, batch)
+        self.arena = <char *>aligned_alloc(ENG_ALIGN, nbuf + (nscr + ENG_ALIGN - 1) // ENG_ALIGN * ENG_ALIGN + ENG_ALIGN)
+        if self.arena == NULL:
+            raise MemoryError(f"engine: out of memory for a batch of {batch}")
+        self.arena_batch = batch
+        self.scratch = self.arena + nbuf
+        return 0
 
     cdef int _fail(self, fixq_status st, size_t step) except -1:
         if st == FIXQ_ERR_OVERFLOW and self.errors[step] is not None:
@@ -240,8 +266,8 @@ cdef class Engine:
         return 0
 
     def run(self, x, int threads, bint raw, bint keep_all):
-        """Outputs [(array, 0)] (external layout; float32 dequantized unless raw), or with keep_all
-        (buffer arrays, tensor views) of the whole batch in one chunk.  x: float array [N, ...]."""
+        """The outputs (external layout; float32 dequantized unless raw) of float x [N, ...], or with
+        keep_all the views of every tensor of the batch, run in one chunk."""
         cdef size_t n, n0, nb, chunk, i, k, bad = 0, nt = self.plan.n_tensors, no
         cdef void *bufs[ENG_MAX_TENSORS]
         cdef char *base
@@ -249,61 +275,74 @@ cdef class Engine:
         cdef const char *xp
         cdef char *dst[ENG_MAX_OUTPUTS]
         cdef size_t dst_row[ENG_MAX_OUTPUTS]
-        cdef int32_t out_t[ENG_MAX_OUTPUTS]
-        cdef int out_4d[ENG_MAX_OUTPUTS]
         cdef int out_raw[ENG_MAX_OUTPUTS]
-        cdef float out_sc[ENG_MAX_OUTPUTS]
-        cdef int32_t out_zp[ENG_MAX_OUTPUTS]
         cdef fixq_status st = FIXQ_OK
-        if type(x) is not _np.ndarray or x.dtype.type is not _np.float32 or not x.flags.c_contiguous:
+        cdef Py_buffer vx, vy
+        if PyObject_GetBuffer(x, &vx, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) == -1:
+            raise TypeError("engine: x must be a contiguous array")
+        if vx.itemsize != 4 or vx.format == NULL or vx.format[0] != b"f" or vx.format[1] != 0:
+            PyBuffer_Release(&vx)
             x = _np.ascontiguousarray(x, dtype=_np.float32)
+            PyObject_GetBuffer(x, &vx, PyBUF_C_CONTIGUOUS)
+        xp = <const char *>vx.buf
         n = x.shape[0]
-        if x.size != n * self.in_elems:
+        if <size_t>vx.len != n * self.in_elems * 4:
+            PyBuffer_Release(&vx)
             raise ValueError("engine: input size does not match the plan")
-        chunk = n if keep_all else min(n, self.chunk_max)
-        buf, scratch = self._arena(max(chunk, 1), keep_all)
-        base = <char *><size_t>buf.ctypes.data
-        base += (-<size_t>base) % _ENG_ALIGN
-        scr = <char *><size_t>scratch.ctypes.data
-        scr += (-<size_t>scr) % _ENG_ALIGN
-        xp = <const char *><size_t>x.ctypes.data
-        outs = []
-        no = 0 if keep_all else len(self.out_info)
-        for k in range(no):
-            t, four_d, sc, zp, shape, is_raw = self.out_info[k]
-            is_raw = is_raw and raw
-            y = _np.empty((n,) + shape, self.dtype if is_raw else _np.float32)
-            outs.append(y)
-            dst[k] = <char *><size_t>y.ctypes.data
-            dst_row[k] = y.nbytes // n if n else 0
-            out_t[k], out_4d[k], out_raw[k], out_sc[k], out_zp[k] = t, four_d, is_raw, sc, zp
-        with nogil:
-            n0 = 0
-            while n0 < n:
-                nb = chunk if n - n0 > chunk else n - n0
-                bufs[0] = <void *>(xp + n0 * self.in_elems * 4)
-                for i in range(1, nt):
-                    bufs[i] = base + self.offsets[i] * chunk
-                st = fixq_eng_run(&self.plan, nb, bufs, scr, threads, &bad)
-                if st != FIXQ_OK:
-                    break
+        try:
+            outs = []
+            if keep_all:
+                chunk = n
+                buf = _np.empty(self._arena_bytes(n) + fixq_eng_scratch_bytes(&self.plan, n) + 2 * ENG_ALIGN, _np.uint8)
+                base = <char *>_data(buf, &vy, True)
+                PyBuffer_Release(&vy)  # buf keeps the memory
+                start = (-<size_t>base) % ENG_ALIGN
+                base += start
+                scr = base + (self._arena_bytes(n) + ENG_ALIGN - 1) // ENG_ALIGN * ENG_ALIGN
+                no = 0
+            else:
+                chunk = n if n < self.chunk_max else self.chunk_max
+                self._arena(chunk if chunk else 1)
+                base = self.arena
+                scr = self.scratch
+                no = self.n_out
                 for k in range(no):
-                    st = fixq_eng_emit(&self.plan, out_t[k], out_4d[k], nb, bufs[out_t[k]], out_sc[k], out_zp[k],
-                                       NULL if out_raw[k] else <float *>(dst[k] + n0 * dst_row[k]),
-                                       (dst[k] + n0 * dst_row[k]) if out_raw[k] else NULL, scr)
+                    out_raw[k] = raw and self.out_rawable[k]
+                    y = _np.empty(self.out_shapes[k] if n == 1 else (n,) + self.out_shapes[k][1:],
+                                  self.dtype if out_raw[k] else _np.float32)
+                    outs.append(y)
+                    dst[k] = <char *>_data(y, &vy, True)
+                    dst_row[k] = <size_t>vy.len // n if n else 0
+                    PyBuffer_Release(&vy)  # y keeps the memory
+            with nogil:
+                n0 = 0
+                while n0 < n:
+                    nb = chunk if n - n0 > chunk else n - n0
+                    bufs[0] = <void *>(xp + n0 * self.in_elems * 4)
+                    for i in range(1, nt):
+                        bufs[i] = base + self.offsets[i] * chunk
+                    st = fixq_eng_run(&self.plan, nb, bufs, scr, threads, &bad)
                     if st != FIXQ_OK:
                         break
-                if st != FIXQ_OK:
-                    break
-                n0 += nb
+                    for k in range(no):
+                        st = fixq_eng_emit(&self.plan, self.out_t[k], self.out_4d[k], nb, bufs[self.out_t[k]],
+                                           self.out_sc[k], self.out_zp[k],
+                                           NULL if out_raw[k] else <float *>(dst[k] + n0 * dst_row[k]),
+                                           (dst[k] + n0 * dst_row[k]) if out_raw[k] else NULL, scr)
+                        if st != FIXQ_OK:
+                            break
+                    if st != FIXQ_OK:
+                        break
+                    n0 += nb
+        finally:
+            PyBuffer_Release(&vx)
         if st != FIXQ_OK:
             self._fail(st, bad)
         if keep_all:
             views = [None]
-            start = <size_t>(base - <char *><size_t>buf.ctypes.data)
             for i in range(1, nt):
                 size = self.tensors[i].h * self.tensors[i].w * self.tensors[i].c
-                v = buf[start + self.offsets[i] * chunk:start + (self.offsets[i] + size) * chunk].view(self.dtype)
+                v = buf[start + self.offsets[i] * n:start + (self.offsets[i] + size) * n].view(self.dtype)
                 views.append(v.reshape(n, self.tensors[i].h, self.tensors[i].w, self.tensors[i].c))
             return views
         return outs

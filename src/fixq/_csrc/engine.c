@@ -108,6 +108,9 @@ static size_t step_scratch(const fixq_eng_plan *plan, const fixq_eng_step *s, si
       return gemm_is_direct(s) ? 0 : batch * y->h * y->w * s->kh * s->kw * (x->c / s->groups);
     case FIXQ_ENG_DEPTHWISE:
       return batch * numel(y) * sizeof(int32_t);
+    case FIXQ_ENG_MAXPOOL:
+    case FIXQ_ENG_AVGPOOL:
+      return y->c * sizeof(int32_t);
     case FIXQ_ENG_CONCAT: {
       size_t m = 0;
       for (size_t i = 0; i < s->n_in; i++)
@@ -165,24 +168,38 @@ static fixq_status run_quantize(const fixq_eng_plan *plan, const fixq_eng_step *
   return st;
 }
 
-/* graph.im2col of group g: patches in (kh, kw, c) order, padding = zp */
+/* graph.im2col of group g: patches in (kh, kw, c) order, padding = zp; with
+ * one group and no column dilation the taps of a kernel row inside the input
+ * are one run of bytes */
 static void im2col(const fixq_eng_step *s, const fixq_eng_tensor *xt, const fixq_eng_tensor *yt, size_t batch,
                    const uint8_t *x, size_t g, uint8_t *cols) {
-  const size_t cg = xt->c / s->groups, row = s->kh * s->kw * cg;
+  const size_t C = xt->c, cg = C / s->groups, row = s->kh * s->kw * cg;
+  const int runs = cg == C && s->dw == 1;
   const uint8_t pad = (uint8_t)s->zp;
   for (size_t n = 0; n < batch; n++)
     for (size_t oy = 0; oy < yt->h; oy++)
       for (size_t ox = 0; ox < yt->w; ox++) {
         uint8_t *d = cols + ((n * yt->h + oy) * yt->w + ox) * row;
-        for (size_t i = 0; i < s->kh; i++) {
+        /* the taps j in [j0, j1) lie inside the input's columns */
+        const ptrdiff_t x0 = (ptrdiff_t)(ox * s->sw) - (ptrdiff_t)s->pw;
+        size_t j0 = 0, j1 = s->kw;
+        while (j0 < s->kw && x0 + (ptrdiff_t)(j0 * s->dw) < 0) j0++;
+        while (j1 > j0 && x0 + (ptrdiff_t)((j1 - 1) * s->dw) >= (ptrdiff_t)xt->w) j1--;
+        for (size_t i = 0; i < s->kh; i++, d += s->kw * cg) {
           const ptrdiff_t iy = (ptrdiff_t)(oy * s->sh + i * s->dh) - (ptrdiff_t)s->ph;
-          for (size_t j = 0; j < s->kw; j++, d += cg) {
-            const ptrdiff_t ix = (ptrdiff_t)(ox * s->sw + j * s->dw) - (ptrdiff_t)s->pw;
-            if (iy < 0 || ix < 0 || iy >= (ptrdiff_t)xt->h || ix >= (ptrdiff_t)xt->w)
-              memset(d, pad, cg);
-            else
-              memcpy(d, x + ((n * xt->h + (size_t)iy) * xt->w + (size_t)ix) * xt->c + g * cg, cg);
+          if (iy < 0 || iy >= (ptrdiff_t)xt->h || j0 == j1) {
+            memset(d, pad, s->kw * cg);
+            continue;
           }
+          const uint8_t *src = x + ((n * xt->h + (size_t)iy) * xt->w) * C + g * cg;
+          if (j0 > 0) memset(d, pad, j0 * cg);
+          if (runs) {
+            memcpy(d + j0 * cg, src + (size_t)(x0 + (ptrdiff_t)j0) * C, (j1 - j0) * C);
+          } else {
+            for (size_t j = j0; j < j1; j++)
+              memcpy(d + j * cg, src + (size_t)(x0 + (ptrdiff_t)(j * s->dw)) * C, cg);
+          }
+          if (j1 < s->kw) memset(d + j1 * cg, pad, (s->kw - j1) * cg);
         }
       }
 }
@@ -226,6 +243,7 @@ static inline __attribute__((always_inline)) void depthwise_acc(const fixq_eng_s
                                                                 const void *x, int32_t *acc, int u8) {
   const size_t C = xt->c, O = yt->c, mult = s->groups;
   const uint32_t zp = (uint32_t)s->zp;
+  const int32_t zp16 = s->zp;
   for (size_t n = 0; n < batch; n++)
     for (size_t oy = 0; oy < yt->h; oy++)
       for (size_t ox = 0; ox < yt->w; ox++) {
@@ -240,12 +258,15 @@ static inline __attribute__((always_inline)) void depthwise_acc(const fixq_eng_s
             const size_t base = ((n * xt->h + (size_t)iy) * xt->w + (size_t)ix) * C;
             const int8_t *w = s->taps + (i * s->kw + j) * O;
             if (mult == 1) {
+              /* |x - zp| <= 255 and |w| <= 128: the product is exact in int16 (pmullw) */
               if (u8) {
                 const uint8_t *xr = (const uint8_t *)x + base;
-                for (size_t o = 0; o < O; o++) a[o] += ((uint32_t)xr[o] - zp) * (uint32_t)(int32_t)w[o];
+                for (size_t o = 0; o < O; o++)
+                  a[o] += (uint32_t)(int32_t)(int16_t)((int16_t)((int32_t)xr[o] - zp16) * (int16_t)w[o]);
               } else {
                 const int8_t *xr = (const int8_t *)x + base;
-                for (size_t o = 0; o < O; o++) a[o] += ((uint32_t)(int32_t)xr[o] - zp) * (uint32_t)(int32_t)w[o];
+                for (size_t o = 0; o < O; o++)
+                  a[o] += (uint32_t)(int32_t)(int16_t)((int16_t)((int32_t)xr[o] - zp16) * (int16_t)w[o]);
               }
             } else {
               for (size_t o = 0; o < O; o++)
@@ -310,8 +331,45 @@ static inline int32_t avg_round(int32_t acc, int32_t count) {
   return acc >= 0 ? (acc + h) / count : -((h - acc) / count);
 }
 
-/* graph.window_reduce with max (padding lo) or sum (padding zp) */
-static void run_pool(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const void *x, void *y) {
+/* graph.window_reduce with max (padding lo) or sum (padding zp), tap by tap
+ * over the channels of one output pixel (acc: C int32) */
+static inline __attribute__((always_inline)) void pool_pixel(const fixq_eng_step *s, const fixq_eng_tensor *xt,
+                                                             const void *x, size_t n, size_t oy, size_t ox,
+                                                             int32_t *acc, int u8, int is_max) {
+  const size_t C = xt->c;
+  const int32_t pad = is_max ? s->lo : s->zp;
+  size_t taps = 0;
+  for (size_t c = 0; c < C; c++) acc[c] = is_max ? s->lo : 0;
+  for (size_t i = 0; i < s->kh; i++) {
+    const ptrdiff_t iy = (ptrdiff_t)(oy * s->sh + i) - (ptrdiff_t)s->ph;
+    if (iy < 0 || iy >= (ptrdiff_t)xt->h) continue;
+    for (size_t j = 0; j < s->kw; j++) {
+      const ptrdiff_t ix = (ptrdiff_t)(ox * s->sw + j) - (ptrdiff_t)s->pw;
+      if (ix < 0 || ix >= (ptrdiff_t)xt->w) continue;
+      const size_t base = ((n * xt->h + (size_t)iy) * xt->w + (size_t)ix) * C;
+      taps++;
+      if (u8) {
+        const uint8_t *r = (const uint8_t *)x + base;
+        if (is_max)
+          for (size_t c = 0; c < C; c++) acc[c] = r[c] > acc[c] ? r[c] : acc[c];
+        else
+          for (size_t c = 0; c < C; c++) acc[c] += r[c];
+      } else {
+        const int8_t *r = (const int8_t *)x + base;
+        if (is_max)
+          for (size_t c = 0; c < C; c++) acc[c] = r[c] > acc[c] ? r[c] : acc[c];
+        else
+          for (size_t c = 0; c < C; c++) acc[c] += r[c];
+      }
+    }
+  }
+  /* the padded taps: max(acc, lo) == acc; the sum gains zp for each */
+  if (!is_max && taps < s->kh * s->kw)
+    for (size_t c = 0; c < C; c++) acc[c] += pad * (int32_t)(s->kh * s->kw - taps);
+}
+
+static void run_pool(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const void *x, void *y,
+                     int32_t *acc) {
   const fixq_eng_tensor *xt = &plan->tensors[s->in[0]], *yt = &plan->tensors[s->out];
   const int u8 = IS_U8(plan), is_max = s->op == FIXQ_ENG_MAXPOOL;
   const size_t C = xt->c;
@@ -319,23 +377,17 @@ static void run_pool(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t b
   for (size_t n = 0; n < batch; n++)
     for (size_t oy = 0; oy < yt->h; oy++)
       for (size_t ox = 0; ox < yt->w; ox++) {
+        if (u8 && is_max) pool_pixel(s, xt, x, n, oy, ox, acc, 1, 1);
+        else if (u8) pool_pixel(s, xt, x, n, oy, ox, acc, 1, 0);
+        else if (is_max) pool_pixel(s, xt, x, n, oy, ox, acc, 0, 1);
+        else pool_pixel(s, xt, x, n, oy, ox, acc, 0, 0);
         const size_t yo = ((n * yt->h + oy) * yt->w + ox) * C;
-        for (size_t c = 0; c < C; c++) {
-          int32_t v = is_max ? s->lo : 0;
-          for (size_t i = 0; i < s->kh; i++) {
-            const ptrdiff_t iy = (ptrdiff_t)(oy * s->sh + i) - (ptrdiff_t)s->ph;
-            for (size_t j = 0; j < s->kw; j++) {
-              const ptrdiff_t ix = (ptrdiff_t)(ox * s->sw + j) - (ptrdiff_t)s->pw;
-              const int inside = iy >= 0 && ix >= 0 && iy < (ptrdiff_t)xt->h && ix < (ptrdiff_t)xt->w;
-              const int32_t q = inside ? load_q(x, ((n * xt->h + (size_t)iy) * xt->w + (size_t)ix) * C + c, u8)
-                                       : (is_max ? s->lo : s->zp);
-              if (is_max)
-                v = q > v ? q : v;
-              else
-                v += q;
-            }
-          }
-          fixq__store(y, plan->dtype, yo + c, is_max ? v : avg_round(v, count));
+        if (u8) {
+          uint8_t *d = (uint8_t *)y + yo;
+          for (size_t c = 0; c < C; c++) d[c] = (uint8_t)(is_max ? acc[c] : avg_round(acc[c], count));
+        } else {
+          int8_t *d = (int8_t *)y + yo;
+          for (size_t c = 0; c < C; c++) d[c] = (int8_t)(is_max ? acc[c] : avg_round(acc[c], count));
         }
       }
 }
@@ -377,7 +429,7 @@ static fixq_status run_step(const fixq_eng_plan *plan, const fixq_eng_step *s, s
       return FIXQ_OK;
     case FIXQ_ENG_MAXPOOL:
     case FIXQ_ENG_AVGPOOL:
-      run_pool(plan, s, batch, x, y);
+      run_pool(plan, s, batch, x, y, scratch);
       return FIXQ_OK;
     case FIXQ_ENG_GLOBAL_AVGPOOL:
       run_global_avgpool(plan, s, batch, x, y);
