@@ -73,6 +73,18 @@ cdef const void *_ptr(object arr, type want) except NULL:
     return <const void *><size_t>arr.ctypes.data
 
 
+cdef bint _is_c_f32(object x, Py_buffer *view):
+    """True, with `view` held, when x is a C-contiguous float32 buffer."""
+    try:
+        PyObject_GetBuffer(x, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT)
+    except (ValueError, BufferError, TypeError):
+        return False
+    if view.itemsize == 4 and view.format != NULL and view.format[0] == b"f" and view.format[1] == 0:
+        return True
+    PyBuffer_Release(view)
+    return False
+
+
 cdef int _fill_rq(fixq_requant *p, dict rq) except -1:
     """rq: {"rounding", "multiplier", "shift" | "scale", "zero_point" (arrays of one length), "qmin", "qmax"}."""
     p.rounding = _ROUNDING_CODES[rq["rounding"]]
@@ -278,10 +290,7 @@ cdef class Engine:
         cdef int out_raw[ENG_MAX_OUTPUTS]
         cdef fixq_status st = FIXQ_OK
         cdef Py_buffer vx, vy
-        if PyObject_GetBuffer(x, &vx, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) == -1:
-            raise TypeError("engine: x must be a contiguous array")
-        if vx.itemsize != 4 or vx.format == NULL or vx.format[0] != b"f" or vx.format[1] != 0:
-            PyBuffer_Release(&vx)
+        if type(x) is not _np.ndarray or not _is_c_f32(x, &vx):
             x = _np.ascontiguousarray(x, dtype=_np.float32)
             PyObject_GetBuffer(x, &vx, PyBUF_C_CONTIGUOUS)
         xp = <const char *>vx.buf

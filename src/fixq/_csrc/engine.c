@@ -115,7 +115,7 @@ static size_t step_scratch(const fixq_eng_plan *plan, const fixq_eng_step *s, si
       size_t m = 0;
       for (size_t i = 0; i < s->n_in; i++)
         if (numel(&plan->tensors[s->in[i]]) > m) m = numel(&plan->tensors[s->in[i]]);
-      return batch * m;
+      return batch * m * (sizeof(int32_t) + 1);
     }
     default:
       return 0;
@@ -287,8 +287,8 @@ static fixq_status run_depthwise(const fixq_eng_plan *plan, const fixq_eng_step 
   return fixq_requantize_s32(acc, y, plan->dtype, batch * yt->h * yt->w, yt->c, 1, &s->rq);
 }
 
-/* model.py concat: inputs with other qparams requantized (fixq_requantize_q8 of
- * q - zp_in), then copied block by block along the axis */
+/* model.py concat: inputs with other qparams requantized (fixq_requantize_s32
+ * of q - zp_in), then copied block by block along the axis */
 static fixq_status run_concat(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch,
                               void *const *buffers, uint8_t *y, uint8_t *scratch) {
   const fixq_eng_tensor *yt = &plan->tensors[s->out];
@@ -302,10 +302,13 @@ static fixq_status run_concat(const fixq_eng_plan *plan, const fixq_eng_step *s,
     const size_t inner = yinner / ydims[s->axis - 1] * (s->axis == 1 ? t->h : s->axis == 2 ? t->w : t->c);
     const uint8_t *src = buffers[s->in[i]];
     if (s->in_rq[i].zero_point != NULL) {
-      const fixq_status st =
-          fixq_requantize_q8(src, plan->dtype, s->in_zp[i], scratch, plan->dtype, batch * numel(t), &s->in_rq[i]);
+      const size_t n = batch * numel(t);
+      int32_t *acc = (int32_t *)scratch;
+      uint8_t *q = scratch + n * sizeof(int32_t);
+      for (size_t e = 0; e < n; e++) acc[e] = load_q(src, e, IS_U8(plan)) - s->in_zp[i];
+      const fixq_status st = fixq_requantize_s32(acc, q, plan->dtype, 1, 1, n, &s->in_rq[i]);
       if (st != FIXQ_OK) return st;
-      src = scratch;
+      src = q;
     }
     for (size_t r = 0; r < outer; r++) memcpy(y + r * yinner + off, src + r * inner, inner);
     off += inner;
