@@ -63,6 +63,21 @@ typedef struct {
   const fixq_eng_step *steps;
 } fixq_eng_plan;
 
+/* The inner loops, one table per ISA (engine_loops.h) */
+typedef struct {
+  void (*im2col)(const fixq_eng_step *s, const fixq_eng_tensor *xt, const fixq_eng_tensor *yt, size_t batch,
+                 const uint8_t *x, size_t g, uint8_t *cols);
+  void (*depthwise)(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const void *x, int32_t *acc);
+  void (*clamp)(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t n, const void *x, void *y);
+  void (*pool)(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const void *x, void *y,
+               int32_t *acc);
+  void (*global_avgpool)(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const void *x, void *y);
+} fixq_eng_loops;
+extern const fixq_eng_loops fixq_eng_loops__scalar;
+#ifdef FIXQ_COMPILED_AVX2
+extern const fixq_eng_loops fixq_eng_loops__avx2;
+#endif
+
 /* Shapes, indices and parameters of every step agree (run never reads or
  * writes outside the tensors); on failure *bad_step is the step. */
 fixq_status fixq_eng_check(const fixq_eng_plan *plan, size_t *bad_step);

@@ -1,0 +1,232 @@
+/* The inner loops of the C executor (engine.c), compiled once per ISA:
+ * engine_loops__scalar.c and engine_loops__avx2.c include this file and
+ * export its functions as fixq_eng_loops (the compiler vectorizes them with
+ * that file's flags; integer code, so every path gives the same bits). */
+#ifndef FIXQ_ENGINE_LOOPS_H_
+#define FIXQ_ENGINE_LOOPS_H_
+
+#include <string.h>
+
+#include "fixq_engine.h"
+#include "fixq_internal.h"
+
+#define IS_U8(plan) ((plan)->dtype == FIXQ_UINT8)
+#define ENG_INLINE static inline __attribute__((always_inline))
+
+/* memcpy / memset for im2col's short runs (a few channels): inline 16-byte
+ * moves instead of a library call per run */
+ENG_INLINE void copy_run(uint8_t *d, const uint8_t *src, size_t n) {
+  if (n >= 256) {
+    memcpy(d, src, n);
+    return;
+  }
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    uint64_t a, b;
+    memcpy(&a, src + i, 8);
+    memcpy(&b, src + i + 8, 8);
+    memcpy(d + i, &a, 8);
+    memcpy(d + i + 8, &b, 8);
+  }
+  for (; i < n; i++) d[i] = src[i];
+}
+
+ENG_INLINE void fill_run(uint8_t *d, uint8_t v, size_t n) {
+  const uint64_t w = 0x0101010101010101ull * v;
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) memcpy(d + i, &w, 8);
+  for (; i < n; i++) d[i] = v;
+}
+
+static inline int32_t load_q(const void *p, size_t i, int u8) {
+  return u8 ? (int32_t)((const uint8_t *)p)[i] : (int32_t)((const int8_t *)p)[i];
+}
+
+static size_t numel(const fixq_eng_tensor *t) { return t->h * t->w * t->c; }
+
+/* model.py _avg_round: TFLite reference AveragePool, ties away from zero */
+static inline int32_t avg_round(int32_t acc, int32_t count) {
+  const int32_t h = count / 2;
+  return acc >= 0 ? (acc + h) / count : -((h - acc) / count);
+}
+
+
+/* graph.im2col of group g: patches in (kh, kw, c) order, padding = zp; with
+ * one group and no column dilation the taps of a kernel row inside the input
+ * are one run of bytes */
+static void im2col(const fixq_eng_step *s, const fixq_eng_tensor *xt, const fixq_eng_tensor *yt, size_t batch,
+                   const uint8_t *x, size_t g, uint8_t *cols) {
+  const size_t C = xt->c, cg = C / s->groups, row = s->kh * s->kw * cg;
+  const int runs = cg == C && s->dw == 1;
+  const uint8_t pad = (uint8_t)s->zp;
+  for (size_t n = 0; n < batch; n++)
+    for (size_t oy = 0; oy < yt->h; oy++)
+      for (size_t ox = 0; ox < yt->w; ox++) {
+        uint8_t *d = cols + ((n * yt->h + oy) * yt->w + ox) * row;
+        /* the taps j in [j0, j1) lie inside the input's columns */
+        const ptrdiff_t x0 = (ptrdiff_t)(ox * s->sw) - (ptrdiff_t)s->pw;
+        size_t j0 = 0, j1 = s->kw;
+        while (j0 < s->kw && x0 + (ptrdiff_t)(j0 * s->dw) < 0) j0++;
+        while (j1 > j0 && x0 + (ptrdiff_t)((j1 - 1) * s->dw) >= (ptrdiff_t)xt->w) j1--;
+        for (size_t i = 0; i < s->kh; i++, d += s->kw * cg) {
+          const ptrdiff_t iy = (ptrdiff_t)(oy * s->sh + i * s->dh) - (ptrdiff_t)s->ph;
+          if (iy < 0 || iy >= (ptrdiff_t)xt->h || j0 == j1) {
+            fill_run(d, pad, s->kw * cg);
+            continue;
+          }
+          const uint8_t *src = x + ((n * xt->h + (size_t)iy) * xt->w) * C + g * cg;
+          if (j0 > 0) fill_run(d, pad, j0 * cg);
+          if (runs) {
+            copy_run(d + j0 * cg, src + (size_t)(x0 + (ptrdiff_t)j0) * C, (j1 - j0) * C);
+          } else {
+            for (size_t j = j0; j < j1; j++)
+              copy_run(d + j * cg, src + (size_t)(x0 + (ptrdiff_t)(j * s->dw)) * C, cg);
+          }
+          if (j1 < s->kw) fill_run(d + j1 * cg, pad, (s->kw - j1) * cg);
+        }
+      }
+}
+
+
+/* model.py depthwise: acc[o] = bias[o] + sum over the taps inside the input of
+ * (x[o / mult] - zp) * w[o] (modulo 2^32, as numpy's int32), then the output stage */
+static inline __attribute__((always_inline)) void depthwise_acc(const fixq_eng_step *s, const fixq_eng_tensor *xt,
+                                                                const fixq_eng_tensor *yt, size_t batch,
+                                                                const void *x, int32_t *acc, int u8) {
+  const size_t C = xt->c, O = yt->c, mult = s->groups;
+  const uint32_t zp = (uint32_t)s->zp;
+  const int32_t zp16 = s->zp;
+  for (size_t n = 0; n < batch; n++)
+    for (size_t oy = 0; oy < yt->h; oy++)
+      for (size_t ox = 0; ox < yt->w; ox++) {
+        uint32_t *a = (uint32_t *)acc + ((n * yt->h + oy) * yt->w + ox) * O;
+        for (size_t o = 0; o < O; o++) a[o] = (uint32_t)s->bias[o];
+        for (size_t i = 0; i < s->kh; i++) {
+          const ptrdiff_t iy = (ptrdiff_t)(oy * s->sh + i * s->dh) - (ptrdiff_t)s->ph;
+          if (iy < 0 || iy >= (ptrdiff_t)xt->h) continue;
+          for (size_t j = 0; j < s->kw; j++) {
+            const ptrdiff_t ix = (ptrdiff_t)(ox * s->sw + j * s->dw) - (ptrdiff_t)s->pw;
+            if (ix < 0 || ix >= (ptrdiff_t)xt->w) continue;
+            const size_t base = ((n * xt->h + (size_t)iy) * xt->w + (size_t)ix) * C;
+            const int8_t *w = s->taps + (i * s->kw + j) * O;
+            if (mult == 1) {
+              /* |x - zp| <= 255 and |w| <= 128: the product is exact in int16 (pmullw) */
+              if (u8) {
+                const uint8_t *xr = (const uint8_t *)x + base;
+                for (size_t o = 0; o < O; o++)
+                  a[o] += (uint32_t)(int32_t)(int16_t)((int16_t)((int32_t)xr[o] - zp16) * (int16_t)w[o]);
+              } else {
+                const int8_t *xr = (const int8_t *)x + base;
+                for (size_t o = 0; o < O; o++)
+                  a[o] += (uint32_t)(int32_t)(int16_t)((int16_t)((int32_t)xr[o] - zp16) * (int16_t)w[o]);
+              }
+            } else {
+              for (size_t o = 0; o < O; o++)
+                a[o] += ((uint32_t)load_q(x, base + o / mult, u8) - zp) * (uint32_t)(int32_t)w[o];
+            }
+          }
+        }
+      }
+}
+
+
+static void depthwise(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const void *x, int32_t *acc) {
+  const fixq_eng_tensor *xt = &plan->tensors[s->in[0]], *yt = &plan->tensors[s->out];
+  if (IS_U8(plan))
+    depthwise_acc(s, xt, yt, batch, x, acc, 1);
+  else
+    depthwise_acc(s, xt, yt, batch, x, acc, 0);
+}
+
+static void run_clamp(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t n, const void *x, void *y) {
+  if (IS_U8(plan)) {
+    const uint8_t *a = x, lo = (uint8_t)s->lo, hi = (uint8_t)s->hi;
+    uint8_t *b = y;
+    for (size_t i = 0; i < n; i++) b[i] = a[i] < lo ? lo : a[i] > hi ? hi : a[i];
+  } else {
+    const int8_t *a = x, lo = (int8_t)s->lo, hi = (int8_t)s->hi;
+    int8_t *b = y;
+    for (size_t i = 0; i < n; i++) b[i] = a[i] < lo ? lo : a[i] > hi ? hi : a[i];
+  }
+}
+
+
+/* graph.window_reduce with max (padding lo) or sum (padding zp), tap by tap
+ * over the channels of one output pixel (acc: C int32) */
+static inline __attribute__((always_inline)) void pool_pixel(const fixq_eng_step *s, const fixq_eng_tensor *xt,
+                                                             const void *x, size_t n, size_t oy, size_t ox,
+                                                             int32_t *acc, int u8, int is_max) {
+  const size_t C = xt->c;
+  const int32_t pad = is_max ? s->lo : s->zp;
+  size_t taps = 0;
+  for (size_t c = 0; c < C; c++) acc[c] = is_max ? s->lo : 0;
+  for (size_t i = 0; i < s->kh; i++) {
+    const ptrdiff_t iy = (ptrdiff_t)(oy * s->sh + i) - (ptrdiff_t)s->ph;
+    if (iy < 0 || iy >= (ptrdiff_t)xt->h) continue;
+    for (size_t j = 0; j < s->kw; j++) {
+      const ptrdiff_t ix = (ptrdiff_t)(ox * s->sw + j) - (ptrdiff_t)s->pw;
+      if (ix < 0 || ix >= (ptrdiff_t)xt->w) continue;
+      const size_t base = ((n * xt->h + (size_t)iy) * xt->w + (size_t)ix) * C;
+      taps++;
+      if (u8) {
+        const uint8_t *r = (const uint8_t *)x + base;
+        if (is_max)
+          for (size_t c = 0; c < C; c++) acc[c] = r[c] > acc[c] ? r[c] : acc[c];
+        else
+          for (size_t c = 0; c < C; c++) acc[c] += r[c];
+      } else {
+        const int8_t *r = (const int8_t *)x + base;
+        if (is_max)
+          for (size_t c = 0; c < C; c++) acc[c] = r[c] > acc[c] ? r[c] : acc[c];
+        else
+          for (size_t c = 0; c < C; c++) acc[c] += r[c];
+      }
+    }
+  }
+  /* the padded taps: max(acc, lo) == acc; the sum gains zp for each */
+  if (!is_max && taps < s->kh * s->kw)
+    for (size_t c = 0; c < C; c++) acc[c] += pad * (int32_t)(s->kh * s->kw - taps);
+}
+
+static void run_pool(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const void *x, void *y,
+                     int32_t *acc) {
+  const fixq_eng_tensor *xt = &plan->tensors[s->in[0]], *yt = &plan->tensors[s->out];
+  const int u8 = IS_U8(plan), is_max = s->op == FIXQ_ENG_MAXPOOL;
+  const size_t C = xt->c;
+  const int32_t count = (int32_t)(s->kh * s->kw);
+  for (size_t n = 0; n < batch; n++)
+    for (size_t oy = 0; oy < yt->h; oy++)
+      for (size_t ox = 0; ox < yt->w; ox++) {
+        if (u8 && is_max) pool_pixel(s, xt, x, n, oy, ox, acc, 1, 1);
+        else if (u8) pool_pixel(s, xt, x, n, oy, ox, acc, 1, 0);
+        else if (is_max) pool_pixel(s, xt, x, n, oy, ox, acc, 0, 1);
+        else pool_pixel(s, xt, x, n, oy, ox, acc, 0, 0);
+        const size_t yo = ((n * yt->h + oy) * yt->w + ox) * C;
+        if (u8) {
+          uint8_t *d = (uint8_t *)y + yo;
+          for (size_t c = 0; c < C; c++) d[c] = (uint8_t)(is_max ? acc[c] : avg_round(acc[c], count));
+        } else {
+          int8_t *d = (int8_t *)y + yo;
+          for (size_t c = 0; c < C; c++) d[c] = (int8_t)(is_max ? acc[c] : avg_round(acc[c], count));
+        }
+      }
+}
+
+
+static void run_global_avgpool(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const void *x,
+                               void *y) {
+  const fixq_eng_tensor *xt = &plan->tensors[s->in[0]];
+  const int u8 = IS_U8(plan);
+  const size_t C = xt->c, hw = xt->h * xt->w;
+  for (size_t n = 0; n < batch; n++)
+    for (size_t c = 0; c < C; c++) {
+      uint32_t sum = 0; /* numpy's int32 sum, modulo 2^32 */
+      for (size_t p = 0; p < hw; p++) sum += (uint32_t)load_q(x, (n * hw + p) * C + c, u8);
+      fixq__store(y, plan->dtype, n * C + c, avg_round((int32_t)sum, (int32_t)hw));
+    }
+}
+
+
+#define FIXQ_ENG_LOOPS_INIT {im2col, depthwise, run_clamp, run_pool, run_global_avgpool}
+
+#endif
