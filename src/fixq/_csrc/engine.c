@@ -102,6 +102,7 @@ static size_t step_scratch(const fixq_eng_plan *plan, const fixq_eng_step *s, si
       return batch * numel(y) * sizeof(int32_t);
     case FIXQ_ENG_MAXPOOL:
     case FIXQ_ENG_AVGPOOL:
+    case FIXQ_ENG_GLOBAL_AVGPOOL:
       return y->c * sizeof(int32_t);
     case FIXQ_ENG_CONCAT: {
       size_t m = 0;
@@ -255,7 +256,7 @@ static fixq_status run_step(const fixq_eng_plan *plan, const fixq_eng_step *s, s
       loops_table[fixq__isa]->pool(plan, s, batch, x, y, scratch);
       return FIXQ_OK;
     case FIXQ_ENG_GLOBAL_AVGPOOL:
-      loops_table[fixq__isa]->global_avgpool(plan, s, batch, x, y);
+      loops_table[fixq__isa]->global_avgpool(plan, s, batch, x, y, scratch);
       return FIXQ_OK;
     case FIXQ_ENG_FLATTEN:
       transpose(batch, xt->h * xt->w, xt->c, 1, x, y);

@@ -13,29 +13,33 @@
 #define IS_U8(plan) ((plan)->dtype == FIXQ_UINT8)
 #define ENG_INLINE static inline __attribute__((always_inline))
 
-/* memcpy / memset for im2col's short runs (a few channels): inline 16-byte
- * moves instead of a library call per run */
+/* memcpy / memset for im2col's short runs (a few channels): inline moves,
+ * the last one overlapping the one before, instead of a library call */
 ENG_INLINE void copy_run(uint8_t *d, const uint8_t *src, size_t n) {
-  if (n >= 256) {
-    memcpy(d, src, n);
-    return;
+  if (n >= 16) {
+    size_t i = 0;
+    for (; i + 16 < n; i += 16) memcpy(d + i, src + i, 16);
+    memcpy(d + n - 16, src + n - 16, 16);
+  } else if (n >= 8) {
+    memcpy(d, src, 8);
+    memcpy(d + n - 8, src + n - 8, 8);
+  } else if (n >= 4) {
+    memcpy(d, src, 4);
+    memcpy(d + n - 4, src + n - 4, 4);
+  } else {
+    for (size_t i = 0; i < n; i++) d[i] = src[i];
   }
-  size_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    uint64_t a, b;
-    memcpy(&a, src + i, 8);
-    memcpy(&b, src + i + 8, 8);
-    memcpy(d + i, &a, 8);
-    memcpy(d + i + 8, &b, 8);
-  }
-  for (; i < n; i++) d[i] = src[i];
 }
 
 ENG_INLINE void fill_run(uint8_t *d, uint8_t v, size_t n) {
   const uint64_t w = 0x0101010101010101ull * v;
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8) memcpy(d + i, &w, 8);
-  for (; i < n; i++) d[i] = v;
+  if (n >= 8) {
+    size_t i = 0;
+    for (; i + 8 < n; i += 8) memcpy(d + i, &w, 8);
+    memcpy(d + n - 8, &w, 8);
+  } else {
+    for (size_t i = 0; i < n; i++) d[i] = v;
+  }
 }
 
 static inline int32_t load_q(const void *p, size_t i, int u8) {
@@ -214,16 +218,24 @@ static void run_pool(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t b
 
 
 static void run_global_avgpool(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const void *x,
-                               void *y) {
+                               void *y, int32_t *acc) {
   const fixq_eng_tensor *xt = &plan->tensors[s->in[0]];
   const int u8 = IS_U8(plan);
   const size_t C = xt->c, hw = xt->h * xt->w;
-  for (size_t n = 0; n < batch; n++)
-    for (size_t c = 0; c < C; c++) {
-      uint32_t sum = 0; /* numpy's int32 sum, modulo 2^32 */
-      for (size_t p = 0; p < hw; p++) sum += (uint32_t)load_q(x, (n * hw + p) * C + c, u8);
-      fixq__store(y, plan->dtype, n * C + c, avg_round((int32_t)sum, (int32_t)hw));
+  uint32_t *sum = (uint32_t *)acc; /* numpy's int32 sum, modulo 2^32 */
+  for (size_t n = 0; n < batch; n++) {
+    for (size_t c = 0; c < C; c++) sum[c] = 0;
+    for (size_t p = 0; p < hw; p++) {
+      if (u8) {
+        const uint8_t *r = (const uint8_t *)x + (n * hw + p) * C;
+        for (size_t c = 0; c < C; c++) sum[c] += r[c];
+      } else {
+        const int8_t *r = (const int8_t *)x + (n * hw + p) * C;
+        for (size_t c = 0; c < C; c++) sum[c] += (uint32_t)(int32_t)r[c];
+      }
     }
+    for (size_t c = 0; c < C; c++) fixq__store(y, plan->dtype, n * C + c, avg_round((int32_t)sum[c], (int32_t)hw));
+  }
 }
 
 

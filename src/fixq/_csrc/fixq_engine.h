@@ -71,7 +71,8 @@ typedef struct {
   void (*clamp)(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t n, const void *x, void *y);
   void (*pool)(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const void *x, void *y,
                int32_t *acc);
-  void (*global_avgpool)(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const void *x, void *y);
+  void (*global_avgpool)(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const void *x, void *y,
+                         int32_t *acc);
 } fixq_eng_loops;
 extern const fixq_eng_loops fixq_eng_loops__scalar;
 #ifdef FIXQ_COMPILED_AVX2
