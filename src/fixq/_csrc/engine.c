@@ -96,8 +96,10 @@ static size_t step_scratch(const fixq_eng_plan *plan, const fixq_eng_step *s, si
   switch (s->op) {
     case FIXQ_ENG_QUANTIZE:
       return batch * numel(y);
-    case FIXQ_ENG_GEMM:
-      return gemm_is_direct(s) ? 0 : batch * y->h * y->w * s->kh * s->kw * (x->c / s->groups);
+    case FIXQ_ENG_GEMM: /* im2col: the patches, then one padded sample */
+      return gemm_is_direct(s) ? 0
+                               : batch * y->h * y->w * s->kh * s->kw * (x->c / s->groups) + FIXQ_ENG_IM2COL_SLACK +
+                                     (x->h + 2 * s->ph) * (x->w + 2 * s->pw) * x->c + FIXQ_ENG_IM2COL_SLACK;
     case FIXQ_ENG_DEPTHWISE:
       return batch * numel(y) * sizeof(int32_t);
     case FIXQ_ENG_MAXPOOL:
@@ -174,9 +176,9 @@ static fixq_status run_gemm(const fixq_eng_plan *plan, const fixq_eng_step *s, s
       a = x + g * cg;
       lda = xt->c;
     } else {
-      loops_table[fixq__isa]->im2col(s, xt, yt, batch, x, g, scratch);
-      a = scratch;
       lda = s->kh * s->kw * cg;
+      loops_table[fixq__isa]->im2col(s, xt, yt, batch, x, g, scratch, scratch + m * lda + FIXQ_ENG_IM2COL_SLACK);
+      a = scratch;
     }
     fixq_requant rq = s->rq;
     if (per_channel) {

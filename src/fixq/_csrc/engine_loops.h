@@ -13,33 +13,10 @@
 #define IS_U8(plan) ((plan)->dtype == FIXQ_UINT8)
 #define ENG_INLINE static inline __attribute__((always_inline))
 
-/* memcpy / memset for im2col's short runs (a few channels): inline moves,
- * the last one overlapping the one before, instead of a library call */
-ENG_INLINE void copy_run(uint8_t *d, const uint8_t *src, size_t n) {
-  if (n >= 16) {
-    size_t i = 0;
-    for (; i + 16 < n; i += 16) memcpy(d + i, src + i, 16);
-    memcpy(d + n - 16, src + n - 16, 16);
-  } else if (n >= 8) {
-    memcpy(d, src, 8);
-    memcpy(d + n - 8, src + n - 8, 8);
-  } else if (n >= 4) {
-    memcpy(d, src, 4);
-    memcpy(d + n - 4, src + n - 4, 4);
-  } else {
-    for (size_t i = 0; i < n; i++) d[i] = src[i];
-  }
-}
-
-ENG_INLINE void fill_run(uint8_t *d, uint8_t v, size_t n) {
-  const uint64_t w = 0x0101010101010101ull * v;
-  if (n >= 8) {
-    size_t i = 0;
-    for (; i + 8 < n; i += 8) memcpy(d + i, &w, 8);
-    memcpy(d + n - 8, &w, 8);
-  } else {
-    for (size_t i = 0; i < n; i++) d[i] = v;
-  }
+/* Copies n bytes in 16-byte moves: writes up to 15 bytes past d + n and reads
+ * up to 15 past src + n (the caller leaves that slack) */
+ENG_INLINE void copy_over(uint8_t *d, const uint8_t *src, size_t n) {
+  for (size_t i = 0; i < n; i += 16) memcpy(d + i, src + i, 16);
 }
 
 static inline int32_t load_q(const void *p, size_t i, int u8) {
@@ -55,40 +32,34 @@ static inline int32_t avg_round(int32_t acc, int32_t count) {
 }
 
 
-/* graph.im2col of group g: patches in (kh, kw, c) order, padding = zp; with
- * one group and no column dilation the taps of a kernel row inside the input
- * are one run of bytes */
+/* graph.im2col of group g: patches in (kh, kw, c) order, padding = zp.  Each
+ * sample is first copied into `img` with its padding (FIXQ_ENG_IM2COL_SLACK
+ * bytes after it), so that every tap row is one run of bytes (a run per tap
+ * with groups or column dilation), copied in order with copy_over. */
+#define FIXQ_ENG_IM2COL_SLACK 16
 static void im2col(const fixq_eng_step *s, const fixq_eng_tensor *xt, const fixq_eng_tensor *yt, size_t batch,
-                   const uint8_t *x, size_t g, uint8_t *cols) {
-  const size_t C = xt->c, cg = C / s->groups, row = s->kh * s->kw * cg;
+                   const uint8_t *x, size_t g, uint8_t *cols, uint8_t *img) {
+  const size_t C = xt->c, cg = C / s->groups, K = s->kh * s->kw * cg;
+  const size_t PH = xt->h + 2 * s->ph, PW = xt->w + 2 * s->pw, run = s->kw * C;
   const int runs = cg == C && s->dw == 1;
   const uint8_t pad = (uint8_t)s->zp;
-  for (size_t n = 0; n < batch; n++)
+  memset(img, pad, PH * PW * C + FIXQ_ENG_IM2COL_SLACK);
+  for (size_t n = 0; n < batch; n++) {
+    for (size_t iy = 0; iy < xt->h; iy++)
+      memcpy(img + ((iy + s->ph) * PW + s->pw) * C, x + (n * xt->h + iy) * xt->w * C, xt->w * C);
+    uint8_t *d = cols + n * yt->h * yt->w * K;
     for (size_t oy = 0; oy < yt->h; oy++)
-      for (size_t ox = 0; ox < yt->w; ox++) {
-        uint8_t *d = cols + ((n * yt->h + oy) * yt->w + ox) * row;
-        /* the taps j in [j0, j1) lie inside the input's columns */
-        const ptrdiff_t x0 = (ptrdiff_t)(ox * s->sw) - (ptrdiff_t)s->pw;
-        size_t j0 = 0, j1 = s->kw;
-        while (j0 < s->kw && x0 + (ptrdiff_t)(j0 * s->dw) < 0) j0++;
-        while (j1 > j0 && x0 + (ptrdiff_t)((j1 - 1) * s->dw) >= (ptrdiff_t)xt->w) j1--;
-        for (size_t i = 0; i < s->kh; i++, d += s->kw * cg) {
-          const ptrdiff_t iy = (ptrdiff_t)(oy * s->sh + i * s->dh) - (ptrdiff_t)s->ph;
-          if (iy < 0 || iy >= (ptrdiff_t)xt->h || j0 == j1) {
-            fill_run(d, pad, s->kw * cg);
-            continue;
-          }
-          const uint8_t *src = x + ((n * xt->h + (size_t)iy) * xt->w) * C + g * cg;
-          if (j0 > 0) fill_run(d, pad, j0 * cg);
+      for (size_t ox = 0; ox < yt->w; ox++)
+        for (size_t i = 0; i < s->kh; i++) {
+          const uint8_t *src = img + ((oy * s->sh + i * s->dh) * PW + ox * s->sw) * C + g * cg;
           if (runs) {
-            copy_run(d + j0 * cg, src + (size_t)(x0 + (ptrdiff_t)j0) * C, (j1 - j0) * C);
+            copy_over(d, src, run);
+            d += run;
           } else {
-            for (size_t j = j0; j < j1; j++)
-              copy_run(d + j * cg, src + (size_t)(x0 + (ptrdiff_t)(j * s->dw)) * C, cg);
+            for (size_t j = 0; j < s->kw; j++, d += cg) copy_over(d, src + j * s->dw * C, cg);
           }
-          if (j1 < s->kw) fill_run(d + j1 * cg, pad, (s->kw - j1) * cg);
         }
-      }
+  }
 }
 
 
