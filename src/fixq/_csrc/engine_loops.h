@@ -75,7 +75,9 @@ static inline __attribute__((always_inline)) void depthwise_acc(const fixq_eng_s
     for (size_t oy = 0; oy < yt->h; oy++)
       for (size_t ox = 0; ox < yt->w; ox++) {
         uint32_t *a = (uint32_t *)acc + ((n * yt->h + oy) * yt->w + ox) * O;
-        for (size_t o = 0; o < O; o++) a[o] = (uint32_t)s->bias[o];
+        size_t o0 = 0;
+        for (; o0 + 8 <= O; o0 += 8) memcpy(a + o0, s->bias + o0, 8 * sizeof(int32_t));
+        for (; o0 < O; o0++) a[o0] = (uint32_t)s->bias[o0];
         for (size_t i = 0; i < s->kh; i++) {
           const ptrdiff_t iy = (ptrdiff_t)(oy * s->sh + i * s->dh) - (ptrdiff_t)s->ph;
           if (iy < 0 || iy >= (ptrdiff_t)xt->h) continue;
@@ -126,15 +128,13 @@ static void run_clamp(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t 
 }
 
 
-/* graph.window_reduce with max (padding lo) or sum (padding zp), tap by tap
- * over the channels of one output pixel (acc: C int32) */
-static inline __attribute__((always_inline)) void pool_pixel(const fixq_eng_step *s, const fixq_eng_tensor *xt,
-                                                             const void *x, size_t n, size_t oy, size_t ox,
-                                                             int32_t *acc, int u8, int is_max) {
+/* graph.window_reduce with sum (padding zp), tap by tap over the channels of
+ * one output pixel (acc: C int32) */
+ENG_INLINE void sum_pixel(const fixq_eng_step *s, const fixq_eng_tensor *xt, const void *x, size_t n, size_t oy,
+                          size_t ox, int32_t *acc, int u8) {
   const size_t C = xt->c;
-  const int32_t pad = is_max ? s->lo : s->zp;
   size_t taps = 0;
-  for (size_t c = 0; c < C; c++) acc[c] = is_max ? s->lo : 0;
+  for (size_t c = 0; c < C; c++) acc[c] = 0;
   for (size_t i = 0; i < s->kh; i++) {
     const ptrdiff_t iy = (ptrdiff_t)(oy * s->sh + i) - (ptrdiff_t)s->ph;
     if (iy < 0 || iy >= (ptrdiff_t)xt->h) continue;
@@ -145,22 +145,50 @@ static inline __attribute__((always_inline)) void pool_pixel(const fixq_eng_step
       taps++;
       if (u8) {
         const uint8_t *r = (const uint8_t *)x + base;
-        if (is_max)
-          for (size_t c = 0; c < C; c++) acc[c] = r[c] > acc[c] ? r[c] : acc[c];
-        else
-          for (size_t c = 0; c < C; c++) acc[c] += r[c];
+        for (size_t c = 0; c < C; c++) acc[c] += r[c];
       } else {
         const int8_t *r = (const int8_t *)x + base;
-        if (is_max)
-          for (size_t c = 0; c < C; c++) acc[c] = r[c] > acc[c] ? r[c] : acc[c];
-        else
-          for (size_t c = 0; c < C; c++) acc[c] += r[c];
+        for (size_t c = 0; c < C; c++) acc[c] += r[c];
       }
     }
   }
-  /* the padded taps: max(acc, lo) == acc; the sum gains zp for each */
-  if (!is_max && taps < s->kh * s->kw)
-    for (size_t c = 0; c < C; c++) acc[c] += pad * (int32_t)(s->kh * s->kw - taps);
+  /* each padded tap adds zp */
+  if (taps < s->kh * s->kw)
+    for (size_t c = 0; c < C; c++) acc[c] += s->zp * (int32_t)(s->kh * s->kw - taps);
+}
+
+/* maxpool on the integers themselves: each output row starts at lo (the
+ * padding) and takes the max with every tap inside the input */
+ENG_INLINE void max_pool(const fixq_eng_step *s, const fixq_eng_tensor *xt, const fixq_eng_tensor *yt, size_t batch,
+                         const void *x, void *y, int u8) {
+  const size_t C = xt->c;
+  for (size_t n = 0; n < batch; n++)
+    for (size_t oy = 0; oy < yt->h; oy++)
+      for (size_t ox = 0; ox < yt->w; ox++) {
+        const size_t yo = ((n * yt->h + oy) * yt->w + ox) * C;
+        uint8_t *du = (uint8_t *)y + yo;
+        int8_t *ds = (int8_t *)y + yo;
+        for (size_t c = 0; c < C; c++) {
+          if (u8) du[c] = (uint8_t)s->lo;
+          else ds[c] = (int8_t)s->lo;
+        }
+        for (size_t i = 0; i < s->kh; i++) {
+          const ptrdiff_t iy = (ptrdiff_t)(oy * s->sh + i) - (ptrdiff_t)s->ph;
+          if (iy < 0 || iy >= (ptrdiff_t)xt->h) continue;
+          for (size_t j = 0; j < s->kw; j++) {
+            const ptrdiff_t ix = (ptrdiff_t)(ox * s->sw + j) - (ptrdiff_t)s->pw;
+            if (ix < 0 || ix >= (ptrdiff_t)xt->w) continue;
+            const size_t base = ((n * xt->h + (size_t)iy) * xt->w + (size_t)ix) * C;
+            if (u8) {
+              const uint8_t *r = (const uint8_t *)x + base;
+              for (size_t c = 0; c < C; c++) du[c] = r[c] > du[c] ? r[c] : du[c];
+            } else {
+              const int8_t *r = (const int8_t *)x + base;
+              for (size_t c = 0; c < C; c++) ds[c] = r[c] > ds[c] ? r[c] : ds[c];
+            }
+          }
+        }
+      }
 }
 
 static void run_pool(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const void *x, void *y,
@@ -169,20 +197,25 @@ static void run_pool(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t b
   const int u8 = IS_U8(plan), is_max = s->op == FIXQ_ENG_MAXPOOL;
   const size_t C = xt->c;
   const int32_t count = (int32_t)(s->kh * s->kw);
+  if (is_max) {
+    if (u8)
+      max_pool(s, xt, yt, batch, x, y, 1);
+    else
+      max_pool(s, xt, yt, batch, x, y, 0);
+    return;
+  }
   for (size_t n = 0; n < batch; n++)
     for (size_t oy = 0; oy < yt->h; oy++)
       for (size_t ox = 0; ox < yt->w; ox++) {
-        if (u8 && is_max) pool_pixel(s, xt, x, n, oy, ox, acc, 1, 1);
-        else if (u8) pool_pixel(s, xt, x, n, oy, ox, acc, 1, 0);
-        else if (is_max) pool_pixel(s, xt, x, n, oy, ox, acc, 0, 1);
-        else pool_pixel(s, xt, x, n, oy, ox, acc, 0, 0);
         const size_t yo = ((n * yt->h + oy) * yt->w + ox) * C;
         if (u8) {
+          sum_pixel(s, xt, x, n, oy, ox, acc, 1);
           uint8_t *d = (uint8_t *)y + yo;
-          for (size_t c = 0; c < C; c++) d[c] = (uint8_t)(is_max ? acc[c] : avg_round(acc[c], count));
+          for (size_t c = 0; c < C; c++) d[c] = (uint8_t)avg_round(acc[c], count);
         } else {
+          sum_pixel(s, xt, x, n, oy, ox, acc, 0);
           int8_t *d = (int8_t *)y + yo;
-          for (size_t c = 0; c < C; c++) d[c] = (int8_t)(is_max ? acc[c] : avg_round(acc[c], count));
+          for (size_t c = 0; c < C; c++) d[c] = (int8_t)avg_round(acc[c], count);
         }
       }
 }
