@@ -129,4 +129,5 @@ def test_batches_split_into_chunks(isa):
     env = m.run_all(x, engine=False)
     np.testing.assert_array_equal(fc, env["fc"])
     np.testing.assert_array_equal(sm, env["sm"])
+    np.testing.assert_array_equal(m.run(x, threads=3, raw=True)[0], fc)
     np.testing.assert_array_equal(m.run(x.astype(np.float64)[::-1])[0], m.run(np.ascontiguousarray(x[::-1]))[0])

@@ -64,48 +64,55 @@ static void im2col(const fixq_eng_step *s, const fixq_eng_tensor *xt, const fixq
 
 
 /* model.py depthwise: acc[o] = bias[o] + sum over the taps inside the input of
- * (x[o / mult] - zp) * w[o] (modulo 2^32, as numpy's int32), then the output stage */
-static inline __attribute__((always_inline)) void depthwise_acc(const fixq_eng_step *s, const fixq_eng_tensor *xt,
-                                                                const fixq_eng_tensor *yt, size_t batch,
-                                                                const void *x, int32_t *acc, int u8) {
-  const size_t C = xt->c, O = yt->c, mult = s->groups;
-  const uint32_t zp = (uint32_t)s->zp;
-  const int32_t zp16 = s->zp;
+ * (x[o / mult] - zp) * w[o] (modulo 2^32, as numpy's int32), then the output
+ * stage.  One output pixel, channels [o0, o0 + nb), nb <= 16: the block of
+ * accumulators stays in registers over the taps. */
+ENG_INLINE void dw_block(const fixq_eng_step *s, const fixq_eng_tensor *xt, size_t O, const void *x, size_t n,
+                         size_t oy, size_t ox, size_t o0, size_t nb, uint32_t *a, int u8) {
+  const size_t C = xt->c, mult = s->groups;
+  const int32_t zp = s->zp;
+  uint32_t blk[16];
+  for (size_t k = 0; k < nb; k++) blk[k] = (uint32_t)s->bias[o0 + k];
+  for (size_t i = 0; i < s->kh; i++) {
+    const ptrdiff_t iy = (ptrdiff_t)(oy * s->sh + i * s->dh) - (ptrdiff_t)s->ph;
+    if (iy < 0 || iy >= (ptrdiff_t)xt->h) continue;
+    for (size_t j = 0; j < s->kw; j++) {
+      const ptrdiff_t ix = (ptrdiff_t)(ox * s->sw + j * s->dw) - (ptrdiff_t)s->pw;
+      if (ix < 0 || ix >= (ptrdiff_t)xt->w) continue;
+      const size_t base = ((n * xt->h + (size_t)iy) * xt->w + (size_t)ix) * C;
+      const int8_t *w = s->taps + (i * s->kw + j) * O + o0;
+      if (mult == 1) {
+        /* |x - zp| <= 255 and |w| <= 128: the product is exact in int16 (pmullw) */
+        if (u8) {
+          const uint8_t *xr = (const uint8_t *)x + base + o0;
+          for (size_t k = 0; k < nb; k++)
+            blk[k] += (uint32_t)(int32_t)(int16_t)((int16_t)((int32_t)xr[k] - zp) * (int16_t)w[k]);
+        } else {
+          const int8_t *xr = (const int8_t *)x + base + o0;
+          for (size_t k = 0; k < nb; k++)
+            blk[k] += (uint32_t)(int32_t)(int16_t)((int16_t)((int32_t)xr[k] - zp) * (int16_t)w[k]);
+        }
+      } else {
+        for (size_t k = 0; k < nb; k++)
+          blk[k] += (uint32_t)(load_q(x, base + (o0 + k) / mult, u8) - zp) * (uint32_t)(int32_t)w[k];
+      }
+    }
+  }
+  for (size_t k = 0; k < nb; k++) a[o0 + k] = blk[k];
+}
+
+ENG_INLINE void depthwise_acc(const fixq_eng_step *s, const fixq_eng_tensor *xt, const fixq_eng_tensor *yt,
+                              size_t batch, const void *x, int32_t *acc, int u8) {
+  const size_t O = yt->c;
   for (size_t n = 0; n < batch; n++)
     for (size_t oy = 0; oy < yt->h; oy++)
       for (size_t ox = 0; ox < yt->w; ox++) {
         uint32_t *a = (uint32_t *)acc + ((n * yt->h + oy) * yt->w + ox) * O;
         size_t o0 = 0;
-        for (; o0 + 8 <= O; o0 += 8) memcpy(a + o0, s->bias + o0, 8 * sizeof(int32_t));
-        for (; o0 < O; o0++) a[o0] = (uint32_t)s->bias[o0];
-        for (size_t i = 0; i < s->kh; i++) {
-          const ptrdiff_t iy = (ptrdiff_t)(oy * s->sh + i * s->dh) - (ptrdiff_t)s->ph;
-          if (iy < 0 || iy >= (ptrdiff_t)xt->h) continue;
-          for (size_t j = 0; j < s->kw; j++) {
-            const ptrdiff_t ix = (ptrdiff_t)(ox * s->sw + j * s->dw) - (ptrdiff_t)s->pw;
-            if (ix < 0 || ix >= (ptrdiff_t)xt->w) continue;
-            const size_t base = ((n * xt->h + (size_t)iy) * xt->w + (size_t)ix) * C;
-            const int8_t *w = s->taps + (i * s->kw + j) * O;
-            if (mult == 1) {
-              /* |x - zp| <= 255 and |w| <= 128: the product is exact in int16 (pmullw) */
-              if (u8) {
-                const uint8_t *xr = (const uint8_t *)x + base;
-                for (size_t o = 0; o < O; o++)
-                  a[o] += (uint32_t)(int32_t)(int16_t)((int16_t)((int32_t)xr[o] - zp16) * (int16_t)w[o]);
-              } else {
-                const int8_t *xr = (const int8_t *)x + base;
-                for (size_t o = 0; o < O; o++)
-                  a[o] += (uint32_t)(int32_t)(int16_t)((int16_t)((int32_t)xr[o] - zp16) * (int16_t)w[o]);
-              }
-            } else {
-              for (size_t o = 0; o < O; o++)
-                a[o] += ((uint32_t)load_q(x, base + o / mult, u8) - zp) * (uint32_t)(int32_t)w[o];
-            }
-          }
-        }
+        for (; o0 + 16 <= O; o0 += 16) dw_block(s, xt, O, x, n, oy, ox, o0, 16, a, u8);
+        if (o0 < O) dw_block(s, xt, O, x, n, oy, ox, o0, O - o0, a, u8);
       }
 }
-
 
 static void depthwise(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const void *x, int32_t *acc) {
   const fixq_eng_tensor *xt = &plan->tensors[s->in[0]], *yt = &plan->tensors[s->out];
