@@ -202,8 +202,12 @@ cdef class Engine:
                     pk[j] = &(<PackedWeights?>pw).pb
                 s.packed = pk
             if "bias" in d:
+                if d["bias"].size != tensors[d["out"]][2]:
+                    raise ValueError(f"engine plan: step {d['name']!r}: bias length is not the output channels")
                 s.bias = <const int32_t *>_ptr(d["bias"], _np.int32)
             if "taps" in d:
+                if d["taps"].size != s.kh * s.kw * tensors[d["out"]][2]:
+                    raise ValueError(f"engine plan: step {d['name']!r}: taps do not match the kernel")
                 s.taps = <const int8_t *>_ptr(d["taps"], _np.int8)
             if "rq" in d:
                 _fill_rq(&s.rq, d["rq"])
@@ -211,6 +215,8 @@ cdef class Engine:
             if "eltwise" in d:
                 s.eltwise = &(<EltwiseParams?>d["eltwise"]).p
             if "in_rq" in d:
+                if d["in_zp"].size != len(d["in"]) or len(d["in_rq"]) != len(d["in"]):
+                    raise ValueError(f"engine plan: step {d['name']!r}: one zero point and requantization per input")
                 s.in_zp = <const int32_t *>_ptr(d["in_zp"], _np.int32)
                 rqs = <fixq_requant *>self._alloc(len(d["in_rq"]) * sizeof(fixq_requant))
                 for j, r in enumerate(d["in_rq"]):

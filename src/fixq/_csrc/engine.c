@@ -130,22 +130,17 @@ size_t fixq_eng_scratch_bytes(const fixq_eng_plan *plan, size_t batch) {
 
 /* ---- layout ---------------------------------------------------------------- */
 
-/* [n][a][b] -> [n][b][a] for elements of `esize` bytes */
-static void transpose(size_t n, size_t a, size_t b, size_t esize, const void *src, void *dst) {
+/* [n][a][b] -> [n][b][a] bytes */
+static void transpose(size_t n, size_t a, size_t b, const void *src, void *dst) {
   if (a == 1 || b == 1) {
-    memcpy(dst, src, n * a * b * esize);
+    memcpy(dst, src, n * a * b);
     return;
   }
   for (size_t i = 0; i < n; i++) {
-    const char *s = (const char *)src + i * a * b * esize;
-    char *d = (char *)dst + i * a * b * esize;
-    if (esize == 1) {
-      for (size_t r = 0; r < a; r++)
-        for (size_t c = 0; c < b; c++) d[c * a + r] = s[r * b + c];
-    } else {
-      for (size_t r = 0; r < a; r++)
-        for (size_t c = 0; c < b; c++) memcpy(d + (c * a + r) * esize, s + (r * b + c) * esize, esize);
-    }
+    const uint8_t *s = (const uint8_t *)src + i * a * b;
+    uint8_t *d = (uint8_t *)dst + i * a * b;
+    for (size_t r = 0; r < a; r++)
+      for (size_t c = 0; c < b; c++) d[c * a + r] = s[r * b + c];
   }
 }
 
@@ -159,7 +154,7 @@ static fixq_status run_quantize(const fixq_eng_plan *plan, const fixq_eng_step *
   const int direct = t->c == 1 || t->h * t->w == 1;
   const fixq_status st =
       fixq_quantize_f32(x, direct ? y : scratch, plan->dtype, 1, 1, batch * numel(t), &s->scale, &s->zp, lo, hi);
-  if (st == FIXQ_OK && !direct) transpose(batch, t->c, t->h * t->w, 1, scratch, y);
+  if (st == FIXQ_OK && !direct) transpose(batch, t->c, t->h * t->w, scratch, y);
   return st;
 }
 
@@ -261,7 +256,7 @@ static fixq_status run_step(const fixq_eng_plan *plan, const fixq_eng_step *s, s
       loops_table[fixq__isa]->global_avgpool(plan, s, batch, x, y, scratch);
       return FIXQ_OK;
     case FIXQ_ENG_FLATTEN:
-      transpose(batch, xt->h * xt->w, xt->c, 1, x, y);
+      transpose(batch, xt->h * xt->w, xt->c, x, y);
       return FIXQ_OK;
   }
   return FIXQ_ERR_INVALID_ARGUMENT;
@@ -287,13 +282,13 @@ fixq_status fixq_eng_emit(const fixq_eng_plan *plan, int32_t t, int four_d, size
   const int nchw = four_d && tt->h * tt->w > 1 && tt->c > 1;
   if (q != NULL) { /* raw */
     if (nchw)
-      transpose(batch, tt->h * tt->w, tt->c, 1, src, q);
+      transpose(batch, tt->h * tt->w, tt->c, src, q);
     else
       memcpy(q, src, n);
     return FIXQ_OK;
   }
   if (nchw) {
-    transpose(batch, tt->h * tt->w, tt->c, 1, src, scratch);
+    transpose(batch, tt->h * tt->w, tt->c, src, scratch);
     src = scratch;
   }
   return fixq_dequantize(src, plan->dtype, y, 1, 1, n, &scale, &zp);
