@@ -131,3 +131,19 @@ def test_batches_split_into_chunks(isa):
     np.testing.assert_array_equal(sm, env["sm"])
     np.testing.assert_array_equal(m.run(x, threads=3, raw=True)[0], fc)
     np.testing.assert_array_equal(m.run(x.astype(np.float64)[::-1])[0], m.run(np.ascontiguousarray(x[::-1]))[0])
+
+
+def test_concurrent_runs_from_threads():
+    """Runs from several Python threads at once (the GIL is released) each get their own buffers."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(6)
+    w, spec = every_op_model(rng)
+    m = quantize_model(G.validate(spec, w), calib_batches(rng, (3, 9, 6)))
+    xs = [rng.standard_normal((n, 3, 9, 6)).astype(np.float32) for n in (1, 7, 40, 130)]
+    want = [m.run(x, raw=True) for x in xs]
+    with ThreadPoolExecutor(4) as ex:
+        got = list(ex.map(lambda i: m.run(xs[i % 4], raw=True), range(64)))
+    for i, g in enumerate(got):
+        for a, b in zip(g, want[i % 4]):
+            np.testing.assert_array_equal(a, b)

@@ -123,6 +123,7 @@ cdef class Engine:
     cdef char *arena
     cdef char *scratch
     cdef size_t arena_batch, n_out
+    cdef bint busy  # a run uses the cached arena (runs from other threads then take their own)
     cdef int32_t out_t[ENG_MAX_OUTPUTS]
     cdef int out_4d[ENG_MAX_OUTPUTS]
     cdef int out_rawable[ENG_MAX_OUTPUTS]
@@ -138,6 +139,7 @@ cdef class Engine:
         self.offsets = NULL
         self.arena = NULL
         self.arena_batch = 0
+        self.busy = False
 
     def __dealloc__(self):
         cdef Py_ssize_t i
@@ -304,31 +306,32 @@ cdef class Engine:
         if <size_t>vx.len != n * self.in_elems * 4:
             PyBuffer_Release(&vx)
             raise ValueError("engine: input size does not match the plan")
+        cdef bint own = False
         try:
             outs = []
-            if keep_all:
-                chunk = n
-                buf = _np.empty(self._arena_bytes(n) + fixq_eng_scratch_bytes(&self.plan, n) + 2 * ENG_ALIGN, _np.uint8)
+            chunk = n if keep_all or n < self.chunk_max else self.chunk_max
+            if keep_all or self.busy:  # the views outlive the call / another thread runs in the cached arena
+                buf = _np.empty(self._arena_bytes(chunk) + fixq_eng_scratch_bytes(&self.plan, chunk) + 2 * ENG_ALIGN,
+                                _np.uint8)
                 base = <char *>_data(buf, &vy, True)
                 PyBuffer_Release(&vy)  # buf keeps the memory
                 start = (-<size_t>base) % ENG_ALIGN
                 base += start
-                scr = base + (self._arena_bytes(n) + ENG_ALIGN - 1) // ENG_ALIGN * ENG_ALIGN
-                no = 0
+                scr = base + (self._arena_bytes(chunk) + ENG_ALIGN - 1) // ENG_ALIGN * ENG_ALIGN
             else:
-                chunk = n if n < self.chunk_max else self.chunk_max
                 self._arena(chunk if chunk else 1)
+                self.busy = own = True
                 base = self.arena
                 scr = self.scratch
-                no = self.n_out
-                for k in range(no):
-                    out_raw[k] = raw and self.out_rawable[k]
-                    y = _np.empty(self.out_shapes[k] if n == 1 else (n,) + self.out_shapes[k][1:],
-                                  self.dtype if out_raw[k] else _np.float32)
-                    outs.append(y)
-                    dst[k] = <char *>_data(y, &vy, True)
-                    dst_row[k] = <size_t>vy.len // n if n else 0
-                    PyBuffer_Release(&vy)  # y keeps the memory
+            no = 0 if keep_all else self.n_out
+            for k in range(no):
+                out_raw[k] = raw and self.out_rawable[k]
+                y = _np.empty(self.out_shapes[k] if n == 1 else (n,) + self.out_shapes[k][1:],
+                              self.dtype if out_raw[k] else _np.float32)
+                outs.append(y)
+                dst[k] = <char *>_data(y, &vy, True)
+                dst_row[k] = <size_t>vy.len // n if n else 0
+                PyBuffer_Release(&vy)  # y keeps the memory
             with nogil:
                 n0 = 0
                 while n0 < n:
@@ -351,6 +354,8 @@ cdef class Engine:
                     n0 += nb
         finally:
             PyBuffer_Release(&vx)
+            if own:
+                self.busy = False
         if st != FIXQ_OK:
             self._fail(st, bad)
         if keep_all:
