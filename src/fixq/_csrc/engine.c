@@ -100,8 +100,9 @@ static size_t step_scratch(const fixq_eng_plan *plan, const fixq_eng_step *s, si
       return gemm_is_direct(s) ? 0
                                : batch * y->h * y->w * s->kh * s->kw * (x->c / s->groups) + FIXQ_ENG_IM2COL_SLACK +
                                      (x->h + 2 * s->ph) * (x->w + 2 * s->pw) * x->c + FIXQ_ENG_IM2COL_SLACK;
-    case FIXQ_ENG_DEPTHWISE:
-      return batch * numel(y) * sizeof(int32_t);
+    case FIXQ_ENG_DEPTHWISE: /* the accumulators, then one padded sample */
+      return batch * numel(y) * sizeof(int32_t) + (x->h + 2 * s->ph) * (x->w + 2 * s->pw) * x->c +
+             FIXQ_ENG_IM2COL_SLACK;
     case FIXQ_ENG_MAXPOOL:
     case FIXQ_ENG_AVGPOOL:
     case FIXQ_ENG_GLOBAL_AVGPOOL:
@@ -193,7 +194,7 @@ static fixq_status run_gemm(const fixq_eng_plan *plan, const fixq_eng_step *s, s
 static fixq_status run_depthwise(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const void *x,
                                  void *y, int32_t *acc) {
   const fixq_eng_tensor *yt = &plan->tensors[s->out];
-  loops_table[fixq__isa]->depthwise(plan, s, batch, x, acc);
+  loops_table[fixq__isa]->depthwise(plan, s, batch, x, acc, (uint8_t *)(acc + batch * numel(yt)));
   return fixq_requantize_s32(acc, y, plan->dtype, batch * yt->h * yt->w, yt->c, 1, &s->rq);
 }
 

@@ -32,21 +32,33 @@ static inline int32_t avg_round(int32_t acc, int32_t count) {
 }
 
 
-/* graph.im2col of group g: patches in (kh, kw, c) order, padding = zp.  Each
- * sample is first copied into `img` with its padding (FIXQ_ENG_IM2COL_SLACK
- * bytes after it), so that every tap row is one run of bytes (a run per tap
- * with groups or column dilation), copied in order with copy_over. */
+/* A padded sample: img holds (h + 2 ph) x (w + 2 pw) x c bytes and
+ * FIXQ_ENG_IM2COL_SLACK more; pad_image fills it with the padding value once,
+ * pad_sample copies sample n of x into its interior. */
 #define FIXQ_ENG_IM2COL_SLACK 16
+ENG_INLINE void pad_image(const fixq_eng_step *s, const fixq_eng_tensor *xt, uint8_t *img, uint8_t pad) {
+  memset(img, pad, (xt->h + 2 * s->ph) * (xt->w + 2 * s->pw) * xt->c + FIXQ_ENG_IM2COL_SLACK);
+}
+
+ENG_INLINE void pad_sample(const fixq_eng_step *s, const fixq_eng_tensor *xt, const uint8_t *x, size_t n,
+                           uint8_t *img) {
+  const size_t PW = xt->w + 2 * s->pw, C = xt->c;
+  for (size_t iy = 0; iy < xt->h; iy++)
+    memcpy(img + ((iy + s->ph) * PW + s->pw) * C, x + (n * xt->h + iy) * xt->w * C, xt->w * C);
+}
+
+/* graph.im2col of group g: patches in (kh, kw, c) order, padding = zp.  From
+ * the padded sample every tap row is one run of bytes (a run per tap with
+ * groups or column dilation), copied in order with copy_over (its overrun is
+ * rewritten by the next run, or lands in the slack). */
 static void im2col(const fixq_eng_step *s, const fixq_eng_tensor *xt, const fixq_eng_tensor *yt, size_t batch,
                    const uint8_t *x, size_t g, uint8_t *cols, uint8_t *img) {
   const size_t C = xt->c, cg = C / s->groups, K = s->kh * s->kw * cg;
-  const size_t PH = xt->h + 2 * s->ph, PW = xt->w + 2 * s->pw, run = s->kw * C;
+  const size_t PW = xt->w + 2 * s->pw, run = s->kw * C;
   const int runs = cg == C && s->dw == 1;
-  const uint8_t pad = (uint8_t)s->zp;
-  memset(img, pad, PH * PW * C + FIXQ_ENG_IM2COL_SLACK);
+  pad_image(s, xt, img, (uint8_t)s->zp);
   for (size_t n = 0; n < batch; n++) {
-    for (size_t iy = 0; iy < xt->h; iy++)
-      memcpy(img + ((iy + s->ph) * PW + s->pw) * C, x + (n * xt->h + iy) * xt->w * C, xt->w * C);
+    pad_sample(s, xt, x, n, img);
     uint8_t *d = cols + n * yt->h * yt->w * K;
     for (size_t oy = 0; oy < yt->h; oy++)
       for (size_t ox = 0; ox < yt->w; ox++)
@@ -63,63 +75,63 @@ static void im2col(const fixq_eng_step *s, const fixq_eng_tensor *xt, const fixq
 }
 
 
-/* model.py depthwise: acc[o] = bias[o] + sum over the taps inside the input of
+/* model.py depthwise: acc[o] = bias[o] + sum over the taps of
  * (x[o / mult] - zp) * w[o] (modulo 2^32, as numpy's int32), then the output
- * stage.  One output pixel, channels [o0, o0 + nb), nb <= 16: the block of
- * accumulators stays in registers over the taps. */
-ENG_INLINE void dw_block(const fixq_eng_step *s, const fixq_eng_tensor *xt, size_t O, const void *x, size_t n,
-                         size_t oy, size_t ox, size_t o0, size_t nb, uint32_t *a, int u8) {
-  const size_t C = xt->c, mult = s->groups;
+ * stage.  The taps read a padded copy of the sample (padding zp adds
+ * (zp - zp) * w = 0, as numpy's windows do).  One output pixel, channels
+ * [o0, o0 + nb), nb <= 16: the block of accumulators stays in registers. */
+ENG_INLINE void dw_block(const fixq_eng_step *s, size_t C, size_t PW, size_t O, const uint8_t *img, size_t oy,
+                         size_t ox, size_t o0, size_t nb, uint32_t *a, int u8) {
+  const size_t mult = s->groups;
   const int32_t zp = s->zp;
   uint32_t blk[16];
   for (size_t k = 0; k < nb; k++) blk[k] = (uint32_t)s->bias[o0 + k];
-  for (size_t i = 0; i < s->kh; i++) {
-    const ptrdiff_t iy = (ptrdiff_t)(oy * s->sh + i * s->dh) - (ptrdiff_t)s->ph;
-    if (iy < 0 || iy >= (ptrdiff_t)xt->h) continue;
+  for (size_t i = 0; i < s->kh; i++)
     for (size_t j = 0; j < s->kw; j++) {
-      const ptrdiff_t ix = (ptrdiff_t)(ox * s->sw + j * s->dw) - (ptrdiff_t)s->pw;
-      if (ix < 0 || ix >= (ptrdiff_t)xt->w) continue;
-      const size_t base = ((n * xt->h + (size_t)iy) * xt->w + (size_t)ix) * C;
+      const size_t base = ((oy * s->sh + i * s->dh) * PW + ox * s->sw + j * s->dw) * C;
       const int8_t *w = s->taps + (i * s->kw + j) * O + o0;
       if (mult == 1) {
         /* |x - zp| <= 255 and |w| <= 128: the product is exact in int16 (pmullw) */
         if (u8) {
-          const uint8_t *xr = (const uint8_t *)x + base + o0;
+          const uint8_t *xr = img + base + o0;
           for (size_t k = 0; k < nb; k++)
             blk[k] += (uint32_t)(int32_t)(int16_t)((int16_t)((int32_t)xr[k] - zp) * (int16_t)w[k]);
         } else {
-          const int8_t *xr = (const int8_t *)x + base + o0;
+          const int8_t *xr = (const int8_t *)img + base + o0;
           for (size_t k = 0; k < nb; k++)
             blk[k] += (uint32_t)(int32_t)(int16_t)((int16_t)((int32_t)xr[k] - zp) * (int16_t)w[k]);
         }
       } else {
         for (size_t k = 0; k < nb; k++)
-          blk[k] += (uint32_t)(load_q(x, base + (o0 + k) / mult, u8) - zp) * (uint32_t)(int32_t)w[k];
+          blk[k] += (uint32_t)(load_q(img, base + (o0 + k) / mult, u8) - zp) * (uint32_t)(int32_t)w[k];
       }
     }
-  }
   for (size_t k = 0; k < nb; k++) a[o0 + k] = blk[k];
 }
 
 ENG_INLINE void depthwise_acc(const fixq_eng_step *s, const fixq_eng_tensor *xt, const fixq_eng_tensor *yt,
-                              size_t batch, const void *x, int32_t *acc, int u8) {
-  const size_t O = yt->c;
-  for (size_t n = 0; n < batch; n++)
+                              size_t batch, const uint8_t *x, int32_t *acc, uint8_t *img, int u8) {
+  const size_t O = yt->c, C = xt->c, PW = xt->w + 2 * s->pw;
+  pad_image(s, xt, img, (uint8_t)s->zp);
+  for (size_t n = 0; n < batch; n++) {
+    pad_sample(s, xt, x, n, img);
     for (size_t oy = 0; oy < yt->h; oy++)
       for (size_t ox = 0; ox < yt->w; ox++) {
         uint32_t *a = (uint32_t *)acc + ((n * yt->h + oy) * yt->w + ox) * O;
         size_t o0 = 0;
-        for (; o0 + 16 <= O; o0 += 16) dw_block(s, xt, O, x, n, oy, ox, o0, 16, a, u8);
-        if (o0 < O) dw_block(s, xt, O, x, n, oy, ox, o0, O - o0, a, u8);
+        for (; o0 + 16 <= O; o0 += 16) dw_block(s, C, PW, O, img, oy, ox, o0, 16, a, u8);
+        if (o0 < O) dw_block(s, C, PW, O, img, oy, ox, o0, O - o0, a, u8);
       }
+  }
 }
 
-static void depthwise(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const void *x, int32_t *acc) {
+static void depthwise(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const void *x, int32_t *acc,
+                      uint8_t *img) {
   const fixq_eng_tensor *xt = &plan->tensors[s->in[0]], *yt = &plan->tensors[s->out];
   if (IS_U8(plan))
-    depthwise_acc(s, xt, yt, batch, x, acc, 1);
+    depthwise_acc(s, xt, yt, batch, x, acc, img, 1);
   else
-    depthwise_acc(s, xt, yt, batch, x, acc, 0);
+    depthwise_acc(s, xt, yt, batch, x, acc, img, 0);
 }
 
 static void run_clamp(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t n, const void *x, void *y) {

@@ -67,7 +67,8 @@ typedef struct {
 typedef struct {
   void (*im2col)(const fixq_eng_step *s, const fixq_eng_tensor *xt, const fixq_eng_tensor *yt, size_t batch,
                  const uint8_t *x, size_t g, uint8_t *cols, uint8_t *img);
-  void (*depthwise)(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const void *x, int32_t *acc);
+  void (*depthwise)(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const void *x, int32_t *acc,
+                    uint8_t *img);
   void (*clamp)(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t n, const void *x, void *y);
   void (*pool)(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const void *x, void *y,
                int32_t *acc);
