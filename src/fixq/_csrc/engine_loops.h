@@ -19,6 +19,23 @@ ENG_INLINE void copy_over(uint8_t *d, const uint8_t *src, size_t n) {
   for (size_t i = 0; i < n; i += 16) memcpy(d + i, src + i, 16);
 }
 
+/* memcpy of a short row without a library call: the last move overlaps the
+ * one before it */
+ENG_INLINE void copy_exact(uint8_t *d, const uint8_t *src, size_t n) {
+  if (n >= 16) {
+    for (size_t i = 0; i + 16 < n; i += 16) memcpy(d + i, src + i, 16);
+    memcpy(d + n - 16, src + n - 16, 16);
+  } else if (n >= 8) {
+    memcpy(d, src, 8);
+    memcpy(d + n - 8, src + n - 8, 8);
+  } else if (n >= 4) {
+    memcpy(d, src, 4);
+    memcpy(d + n - 4, src + n - 4, 4);
+  } else {
+    for (size_t i = 0; i < n; i++) d[i] = src[i];
+  }
+}
+
 static inline int32_t load_q(const void *p, size_t i, int u8) {
   return u8 ? (int32_t)((const uint8_t *)p)[i] : (int32_t)((const int8_t *)p)[i];
 }
@@ -44,7 +61,7 @@ ENG_INLINE void pad_sample(const fixq_eng_step *s, const fixq_eng_tensor *xt, co
                            uint8_t *img) {
   const size_t PW = xt->w + 2 * s->pw, C = xt->c;
   for (size_t iy = 0; iy < xt->h; iy++)
-    memcpy(img + ((iy + s->ph) * PW + s->pw) * C, x + (n * xt->h + iy) * xt->w * C, xt->w * C);
+    copy_exact(img + ((iy + s->ph) * PW + s->pw) * C, x + (n * xt->h + iy) * xt->w * C, xt->w * C);
 }
 
 /* graph.im2col of group g: patches in (kh, kw, c) order, padding = zp.  From
