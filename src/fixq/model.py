@@ -471,17 +471,23 @@ def _prepared_qlinear(w, bias, common, rq):
     return qlinear
 
 
+def _eltwise_params(op, kw):
+    """The checked (by a call of ``fixq.qadd`` / ``fixq.qmul``) ``_core.EltwiseParams`` of `kw`."""
+    dt = np.dtype(kw["out_dtype"])
+    probe = np.zeros(1, dt)
+    (fixq.qadd if op == "add" else fixq.qmul)(probe, probe, **kw)
+    return _core.EltwiseParams(op, kw["rounding"], dt.name, float(kw["a_scale"]), int(kw["a_zero_point"]),
+                               dt.name, float(kw["b_scale"]), int(kw["b_zero_point"]), dt.name,
+                               float(kw["out_scale"]), int(kw["out_zero_point"]), int(kw["out_min"]),
+                               int(kw["out_max"]))
+
+
 def _prepared_eltwise(op, kw):
     """``fixq.qadd(x, y, **kw)`` / ``fixq.qmul`` on same-shape contiguous tensors as a function of
     ``(x, y, threads)``: the arguments checked (by a call of the public function) and the TFLite
     multipliers derived once, here."""
     dt = np.dtype(kw["out_dtype"])
-    probe = np.zeros(1, dt)
-    (fixq.qadd if op == "add" else fixq.qmul)(probe, probe, **kw)
-    params = _core.EltwiseParams(op, kw["rounding"], dt.name, float(kw["a_scale"]), int(kw["a_zero_point"]),
-                                 dt.name, float(kw["b_scale"]), int(kw["b_zero_point"]), dt.name,
-                                 float(kw["out_scale"]), int(kw["out_zero_point"]), int(kw["out_min"]),
-                                 int(kw["out_max"]))
+    params = _eltwise_params(op, kw)
     one = (1,)
     eltwise_nd = _core.eltwise_nd
 
@@ -502,6 +508,19 @@ def _target_qlinear(w, bias, common, target, op, scales):
         return targets.qgemm(fixq.qlinear, x, packed, target=target, scales=scales, op=op, bias=bias, threads=threads,
                              **kw)
     return qlinear
+
+
+def _overflow_message(name, dt, zp, packed, bias):
+    """The OverflowError text of fixq.qlinear for the first group of a conv/linear step that can overflow."""
+    def message():
+        lo, hi = INT_RANGES[dt]
+        span = max(zp - lo, hi - zp)
+        for k, pk in enumerate(packed):
+            b = bias[k * pk.n:(k + 1) * pk.n]
+            if np.any(span * pk.col_abs + np.abs(b.astype(np.int64)) > 2**31 - 1):
+                return _core._overflow_message("qlinear", 0 if dt == np.int8 else 1, zp, pk, b)
+        return f"step {name!r}: the int32 accumulator could overflow"
+    return message
 
 
 def _avg_round(acc, count):
@@ -589,10 +608,9 @@ class Model:
         return {"multiplier": a[f"{name}:multiplier"], "shift": a[f"{name}:shift"]}
 
     def _build(self):
-        self._fns = []
-        for s in self.steps:
-            fn = self._float_step(s) if self.float_acts else self._static_step(s)
-            self._fns.append((fn, tuple(s["inputs"]), s["output"]))
+        """Static int8 models run on the C plan (_engine_plan); target=, dynamic mode and fp16 weights run
+        the numpy steps (_python_steps, also built on demand for run_all(engine=False))."""
+        self._fns = None
         if not self.float_acts:
             sc, zp = self.qparams(self.input)
             if self.target is not None:
@@ -600,6 +618,114 @@ class Model:
             else:
                 self._quantize_in = _prepared_quantize(sc, zp, self.act_dtype)
             self._dequantize_out = [_prepared_dequantize(*self.qparams(t), self.act_dtype) for t in self.outputs]
+        self._engine = None if self.float_acts or self.target is not None else self._engine_plan()
+
+    def _python_steps(self):
+        if self._fns is None:
+            self._fns = []
+            for s in self.steps:
+                fn = self._float_step(s) if self.float_acts else self._static_step(s)
+                self._fns.append((fn, tuple(s["inputs"]), s["output"]))
+        return self._fns
+
+    def _engine_plan(self):
+        """The steps as a C plan (_core.Engine, src/fixq/_csrc/fixq_engine.h) over NHWC tensors: tensor 0
+        is the float input, then the quantized input and every step's output.  Softmax runs in numpy on
+        the dequantized output, as in _static_step."""
+        shapes = self.meta["tensors"]
+        dims = {t: ((sh[2], sh[3], sh[1]) if len(sh) == 4 else (1, 1, sh[1])) for t, sh in shapes.items()}
+        tensors = [dims[self.input] + (4,)]
+        self._engine_index = {}
+
+        def tensor(name):
+            self._engine_index[name] = len(tensors)
+            tensors.append(dims[name] + (1,))
+            return len(tensors) - 1
+        sc, zp = self.qparams(self.input)
+        scale_arg(sc, 1), zero_point_arg(zp, 1, self.act_dtype)  # _prepared_quantize's checks
+        plan = [{"name": self.input, "op": "quantize", "in": [0], "out": tensor(self.input), "scale": sc, "zp": zp}]
+        self._softmax = {}
+        for s in self.steps:
+            if s["op"] == "softmax":
+                self._softmax[s["output"]] = (s["inputs"][0], G.internal_axis(s["axis"], len(shapes[s["output"]])))
+                continue
+            d = self._engine_step(s)
+            d.update(name=s["name"], **{"in": [self._engine_index[t] for t in s["inputs"]]})
+            d["out"] = tensor(s["output"])
+            plan.append(d)
+        outputs = []
+        for t in self.outputs:
+            if t in self._softmax:  # its input, dequantized, in the internal layout
+                src = self._softmax[t][0]
+                outputs.append((self._engine_index[src], False, *self.qparams(src),
+                                dims[src] if len(shapes[src]) == 4 else dims[src][2:], False))
+            else:
+                outputs.append((self._engine_index[t], len(shapes[t]) == 4, *self.qparams(t), tuple(shapes[t][1:]),
+                                True))
+        return _core.Engine(self.act_dtype.name, tensors, plan, outputs)
+
+    def _engine_rq(self, rq, zero_point, lo, hi, channels):
+        """The output stage `rq` (``_requant_kw``) as arrays of length `channels`, checked by fixq.requantize."""
+        dt = self.act_dtype
+        fixq.requantize(np.zeros(channels, np.int32), zero_point=zero_point, qmin=lo, qmax=hi, dtype=dt,
+                        rounding=self.rounding, **rq)
+        out = {"rounding": self.rounding, "zero_point": np.full(channels, zero_point, np.int32), "qmin": int(lo),
+               "qmax": int(hi)}
+        for k, v in rq.items():
+            out[k] = np.ascontiguousarray(np.broadcast_to(v, (channels,)), dtype=np.float32 if k == "scale" else np.int32)
+        return out
+
+    def _engine_step(self, s):
+        """One step of the C plan: the parameters of _static_step's numpy code for it."""
+        name, op, a = s["name"], s["op"], self.arrays
+        dt = self.act_dtype
+        qmin, qmax = INT_RANGES[dt]
+        sc_in = [self.qparams(t)[0] for t in s["inputs"]]
+        zp_in = [self.qparams(t)[1] for t in s["inputs"]]
+        sc_out, zp_out = self.qparams(s["output"])
+        lo, hi = s.get("out_min", qmin), s.get("out_max", qmax)
+        if op in G.WEIGHTED:
+            w = self.weight(s)
+            bias = np.ascontiguousarray(a[f"{name}:bias"], dtype=np.int32)
+            rq = self._requant_kw(name)
+            geo = {} if op == "linear" else dict(kernel=tuple(w.shape[2:]), stride=tuple(s["stride"]),
+                                                 padding=tuple(s["padding"]), dilation=tuple(s["dilation"]))
+            if s.get("depthwise"):
+                taps = np.ascontiguousarray(w[:, 0].transpose(1, 2, 0))  # [kH, kW, O]
+                mult = w.shape[0] // self.meta["tensors"][s["inputs"][0]][1]
+                return dict(op="depthwise", groups=mult, bias=bias, taps=taps, zp=zp_in[0],
+                            rq=self._engine_rq(rq, zp_out, lo, hi, w.shape[0]), **geo)
+            groups = s.get("groups", 1)
+            og = w.shape[0] // groups
+            packed = [fixq.pack_weights(w if op == "linear" else G.conv_weight_hwc(w[k * og:(k + 1) * og]))
+                      for k in range(groups)]
+            rq = self._engine_rq(rq, zp_out, lo, hi, a[f"{name}:weight_scale"].shape[0])
+            return dict(op="gemm", groups=groups, packed=packed, bias=bias, zp=gemm._int(zp_in[0], "a_zero_point",
+                                                                                        "qlinear"),
+                        rq=rq, overflow=_overflow_message(name, dt, zp_in[0], packed, bias), **geo)
+        if op in ("add", "mul"):
+            kw = dict(a_scale=sc_in[0], a_zero_point=zp_in[0], b_scale=sc_in[1], b_zero_point=zp_in[1],
+                      out_scale=sc_out, out_zero_point=zp_out, out_min=lo, out_max=hi, out_dtype=dt,
+                      rounding=self.rounding)
+            return dict(op="eltwise", eltwise=_eltwise_params(op, kw))
+        if op == "concat":
+            rq = self._requant_kw(name)
+            nd = len(self.meta["tensors"][s["output"]])
+            in_rq = [None if (sc_in[i], zp_in[i]) == (sc_out, zp_out) else
+                     self._engine_rq({k: v[i:i + 1] for k, v in rq.items()}, zp_out, qmin, qmax, 1)
+                     for i in range(len(zp_in))]
+            return dict(op="concat", axis=G.internal_axis(s["axis"], nd) if nd == 4 else 3,
+                        in_zp=np.array(zp_in, np.int32), in_rq=in_rq)
+        if op == "relu":
+            return dict(op="clamp", lo=zp_out, hi=qmax)
+        if op == "relu6":
+            return dict(op="clamp", lo=zp_out, hi=min(qmax, zp_out + round(6.0 / sc_out)))
+        if op in ("maxpool2d", "avgpool2d"):
+            return dict(op=op[:-2], kernel=tuple(s["kernel"]), stride=tuple(s["stride"]), padding=tuple(s["padding"]),
+                        lo=qmin, zp=zp_out)
+        if op in ("global_avgpool", "flatten"):
+            return dict(op=op)
+        raise ArchiveError(f"step {name!r}: key 'op' {op!r} is not a fixq.qmodel/1 op")
 
     def _static_step(self, s):
         name, op, a = s["name"], s["op"], self.arrays
@@ -810,14 +936,24 @@ class Model:
                              f"[N, {', '.join(map(str, want[1:]))}]")
         return x
 
-    def run_all(self, x, threads=1):
-        """Every tensor of the run (internal layout: 4-D tensors NHWC), keyed by name."""
-        x = G.to_internal(self._check_x(x))
+    def run_all(self, x, threads=1, engine=True):
+        """Every tensor of the run (internal layout: 4-D tensors NHWC), keyed by name.  `engine=False`
+        runs the numpy steps instead of the C plan (the same integers)."""
+        x = self._check_x(x)
+        if self._engine is not None and engine:
+            views = self._engine.run(x, threads, False, True)
+            env = {}
+            for t, i in self._engine_index.items():
+                env[t] = views[i] if len(self.meta["tensors"][t]) == 4 else views[i].reshape(x.shape[0], -1)
+            for t, (src, axis) in self._softmax.items():
+                env[t] = G.softmax(fixq.dequantize(env[src], *self.qparams(src)), axis)
+            return env
+        x = G.to_internal(x)
         if self.float_acts:
             env = {self.input: np.asarray(x, np.float32)}
         else:
             env = {self.input: self._quantize_in(x)}
-        for fn, ins, out in self._fns:
+        for fn, ins, out in self._python_steps():
             env[out] = fn(*[env[t] for t in ins], threads)
         return env
 
@@ -829,6 +965,13 @@ class Model:
             raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
         if raw and self.float_acts:
             raise ValueError("raw=True needs a static int8 model; this model's outputs are float")
+        if self._engine is not None:
+            outs = self._engine.run(self._check_x(x), threads, raw, False)
+            if self._softmax:
+                for i, t in enumerate(self.outputs):
+                    if t in self._softmax:
+                        outs[i] = G.to_external(G.softmax(outs[i], self._softmax[t][1]))
+            return outs[0] if len(outs) == 1 else tuple(outs)
         env = self.run_all(x, threads)
         outs = []
         for i, t in enumerate(self.outputs):

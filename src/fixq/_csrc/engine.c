@@ -1,0 +1,296 @@
+/* The static int8 model executor: fixq_engine.h.  Each step is the C form of
+ * one rule of docs/engine.md section 3, bit for bit the numpy path of
+ * fixq.model (Model._static_step). */
+#include "engine_loops.h"
+
+static const fixq_eng_loops *const loops_table[FIXQ_ISA_COUNT] = {
+    &fixq_eng_loops__scalar, FIXQ__AVX2(&fixq_eng_loops__avx2), FIXQ__AVX512VNNI(&fixq_eng_loops__avx2)};
+
+/* (in + 2 pad - dil (k - 1) - 1) / stride + 1, or 0 when the window does not fit */
+static size_t out_size(size_t in, size_t k, size_t s, size_t p, size_t d) {
+  const size_t span = d * (k - 1) + 1;
+  if (k == 0 || s == 0 || d == 0 || in + 2 * p < span) return 0;
+  return (in + 2 * p - span) / s + 1;
+}
+
+/* ---- checks ---------------------------------------------------------------- */
+
+static int check_step(const fixq_eng_plan *plan, const fixq_eng_step *s) {
+  if (s->out < 0 || (size_t)s->out >= plan->n_tensors || s->n_in == 0 || s->in == NULL) return 0;
+  const fixq_eng_tensor *y = &plan->tensors[s->out];
+  if (y->esize != 1) return 0;
+  for (size_t i = 0; i < s->n_in; i++) {
+    if (s->in[i] < 0 || (size_t)s->in[i] >= plan->n_tensors || s->in[i] == s->out) return 0;
+    if (plan->tensors[s->in[i]].esize != (s->op == FIXQ_ENG_QUANTIZE ? 4u : 1u)) return 0;
+  }
+  const fixq_eng_tensor *x = &plan->tensors[s->in[0]];
+  const size_t want_in = s->op == FIXQ_ENG_ELTWISE ? 2 : s->op == FIXQ_ENG_CONCAT ? s->n_in : 1;
+  if (s->n_in != want_in || (s->op == FIXQ_ENG_CONCAT && s->n_in < 2)) return 0;
+  switch (s->op) {
+    case FIXQ_ENG_QUANTIZE:
+    case FIXQ_ENG_CLAMP:
+      return x->h == y->h && x->w == y->w && x->c == y->c;
+    case FIXQ_ENG_ELTWISE: {
+      const fixq_eng_tensor *b = &plan->tensors[s->in[1]];
+      return s->eltwise != NULL && numel(x) == numel(y) && numel(b) == numel(y);
+    }
+    case FIXQ_ENG_GEMM: {
+      const size_t g = s->groups;
+      if (g == 0 || x->c % g || y->c % g || s->packed == NULL || s->bias == NULL) return 0;
+      if (s->rq_channels != 1 && s->rq_channels != y->c) return 0;
+      for (size_t k = 0; k < g; k++)
+        if (s->packed[k] == NULL || s->packed[k]->k != s->kh * s->kw * (x->c / g) || s->packed[k]->n != y->c / g)
+          return 0;
+      return y->h == out_size(x->h, s->kh, s->sh, s->ph, s->dh) && y->w == out_size(x->w, s->kw, s->sw, s->pw, s->dw);
+    }
+    case FIXQ_ENG_DEPTHWISE:
+      if (s->groups == 0 || y->c != x->c * s->groups || s->taps == NULL || s->bias == NULL) return 0;
+      if (s->rq_channels != y->c) return 0;
+      return y->h == out_size(x->h, s->kh, s->sh, s->ph, s->dh) && y->w == out_size(x->w, s->kw, s->sw, s->pw, s->dw);
+    case FIXQ_ENG_MAXPOOL:
+    case FIXQ_ENG_AVGPOOL:
+      return y->c == x->c && y->h == out_size(x->h, s->kh, s->sh, s->ph, 1) &&
+             y->w == out_size(x->w, s->kw, s->sw, s->pw, 1);
+    case FIXQ_ENG_GLOBAL_AVGPOOL:
+      return y->h == 1 && y->w == 1 && y->c == x->c && x->h * x->w > 0;
+    case FIXQ_ENG_FLATTEN:
+      return y->h == 1 && y->w == 1 && y->c == numel(x);
+    case FIXQ_ENG_CONCAT: {
+      if (s->axis < 1 || s->axis > 3 || s->in_zp == NULL || s->in_rq == NULL) return 0;
+      size_t total = 0;
+      for (size_t i = 0; i < s->n_in; i++) {
+        const fixq_eng_tensor *t = &plan->tensors[s->in[i]];
+        const size_t d[3] = {t->h, t->w, t->c}, e[3] = {y->h, y->w, y->c};
+        for (size_t a = 1; a <= 3; a++)
+          if (a != s->axis && d[a - 1] != e[a - 1]) return 0;
+        total += d[s->axis - 1];
+        if (s->in_rq[i].zero_point != NULL && fixq__check_requant(&s->in_rq[i], 1, plan->dtype) != FIXQ_OK) return 0;
+      }
+      return total == (s->axis == 1 ? y->h : s->axis == 2 ? y->w : y->c);
+    }
+  }
+  return 0;
+}
+
+fixq_status fixq_eng_check(const fixq_eng_plan *plan, size_t *bad_step) {
+  *bad_step = 0;
+  if (plan == NULL || (plan->dtype != FIXQ_INT8 && plan->dtype != FIXQ_UINT8) || plan->tensors == NULL ||
+      (plan->n_steps > 0 && plan->steps == NULL))
+    return FIXQ_ERR_INVALID_ARGUMENT;
+  for (size_t i = 0; i < plan->n_steps; i++)
+    if (!check_step(plan, &plan->steps[i])) {
+      *bad_step = i;
+      return FIXQ_ERR_INVALID_ARGUMENT;
+    }
+  return FIXQ_OK;
+}
+
+/* ---- scratch ------------------------------------------------------------- */
+
+static int gemm_is_direct(const fixq_eng_step *s) {
+  return s->kh == 1 && s->kw == 1 && s->sh == 1 && s->sw == 1 && s->ph == 0 && s->pw == 0;
+}
+
+static size_t step_scratch(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch) {
+  const fixq_eng_tensor *x = &plan->tensors[s->in[0]], *y = &plan->tensors[s->out];
+  switch (s->op) {
+    case FIXQ_ENG_QUANTIZE:
+      return batch * numel(y);
+    case FIXQ_ENG_GEMM: /* im2col: the patches, then one padded sample */
+      return gemm_is_direct(s) ? 0
+                               : batch * y->h * y->w * s->kh * s->kw * (x->c / s->groups) + FIXQ_ENG_IM2COL_SLACK +
+                                     (x->h + 2 * s->ph) * (x->w + 2 * s->pw) * x->c + FIXQ_ENG_IM2COL_SLACK;
+    case FIXQ_ENG_DEPTHWISE: /* the accumulators, then one padded sample */
+      return batch * numel(y) * sizeof(int32_t) + (x->h + 2 * s->ph) * (x->w + 2 * s->pw) * x->c +
+             FIXQ_ENG_IM2COL_SLACK;
+    case FIXQ_ENG_MAXPOOL:
+    case FIXQ_ENG_AVGPOOL:
+    case FIXQ_ENG_GLOBAL_AVGPOOL:
+      return y->c * sizeof(int32_t);
+    case FIXQ_ENG_CONCAT: {
+      size_t m = 0;
+      for (size_t i = 0; i < s->n_in; i++)
+        if (numel(&plan->tensors[s->in[i]]) > m) m = numel(&plan->tensors[s->in[i]]);
+      return batch * m * (sizeof(int32_t) + 1);
+    }
+    default:
+      return 0;
+  }
+}
+
+size_t fixq_eng_scratch_bytes(const fixq_eng_plan *plan, size_t batch) {
+  size_t m = 0;
+  for (size_t i = 0; i < plan->n_steps; i++) {
+    const size_t b = step_scratch(plan, &plan->steps[i], batch);
+    if (b > m) m = b;
+  }
+  for (size_t t = 0; t < plan->n_tensors; t++) /* fixq_eng_emit of a 4-D output */
+    if (batch * numel(&plan->tensors[t]) > m) m = batch * numel(&plan->tensors[t]);
+  return m;
+}
+
+/* ---- layout ---------------------------------------------------------------- */
+
+/* [n][a][b] -> [n][b][a] bytes */
+static void transpose(size_t n, size_t a, size_t b, const void *src, void *dst) {
+  if (a == 1 || b == 1) {
+    memcpy(dst, src, n * a * b);
+    return;
+  }
+  for (size_t i = 0; i < n; i++) {
+    const uint8_t *s = (const uint8_t *)src + i * a * b;
+    uint8_t *d = (uint8_t *)dst + i * a * b;
+    for (size_t r = 0; r < a; r++)
+      for (size_t c = 0; c < b; c++) d[c * a + r] = s[r * b + c];
+  }
+}
+
+/* ---- steps ----------------------------------------------------------------- */
+
+/* model.py _prepared_quantize after graph.to_internal: quantize, then NCHW -> NHWC */
+static fixq_status run_quantize(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const float *x,
+                                void *y, void *scratch) {
+  const fixq_eng_tensor *t = &plan->tensors[s->out];
+  const int32_t lo = IS_U8(plan) ? 0 : INT8_MIN, hi = IS_U8(plan) ? UINT8_MAX : INT8_MAX;
+  const int direct = t->c == 1 || t->h * t->w == 1;
+  const fixq_status st =
+      fixq_quantize_f32(x, direct ? y : scratch, plan->dtype, 1, 1, batch * numel(t), &s->scale, &s->zp, lo, hi);
+  if (st == FIXQ_OK && !direct) transpose(batch, t->c, t->h * t->w, scratch, y);
+  return st;
+}
+
+/* model.py conv / qlinear: one fixq_qgemm per group on the group's columns of y */
+static fixq_status run_gemm(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const uint8_t *x,
+                            uint8_t *y, uint8_t *scratch, int threads) {
+  const fixq_eng_tensor *xt = &plan->tensors[s->in[0]], *yt = &plan->tensors[s->out];
+  const size_t cg = xt->c / s->groups, og = yt->c / s->groups, m = batch * yt->h * yt->w;
+  const int per_channel = s->rq_channels > 1;
+  for (size_t g = 0; g < s->groups; g++) {
+    const uint8_t *a;
+    size_t lda;
+    if (gemm_is_direct(s)) {
+      a = x + g * cg;
+      lda = xt->c;
+    } else {
+      lda = s->kh * s->kw * cg;
+      loops_table[fixq__isa]->im2col(s, xt, yt, batch, x, g, scratch, scratch + m * lda + FIXQ_ENG_IM2COL_SLACK);
+      a = scratch;
+    }
+    fixq_requant rq = s->rq;
+    if (per_channel) {
+      const size_t off = g * og;
+      if (rq.multiplier != NULL) rq.multiplier += off;
+      if (rq.shift != NULL) rq.shift += off;
+      if (rq.scale != NULL) rq.scale += off;
+      rq.zero_point += off;
+    }
+    const fixq_status st = fixq_qgemm(m, a, plan->dtype, lda, s->zp, s->packed[g], s->bias + g * og, &rq,
+                                      per_channel ? og : 1, y + g * og, plan->dtype, yt->c, threads);
+    if (st != FIXQ_OK) return st;
+  }
+  return FIXQ_OK;
+}
+
+static fixq_status run_depthwise(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const void *x,
+                                 void *y, int32_t *acc) {
+  const fixq_eng_tensor *yt = &plan->tensors[s->out];
+  loops_table[fixq__isa]->depthwise(plan, s, batch, x, acc, (uint8_t *)(acc + batch * numel(yt)));
+  return fixq_requantize_s32(acc, y, plan->dtype, batch * yt->h * yt->w, yt->c, 1, &s->rq);
+}
+
+/* model.py concat: inputs with other qparams requantized (fixq_requantize_s32
+ * of q - zp_in), then copied block by block along the axis */
+static fixq_status run_concat(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch,
+                              void *const *buffers, uint8_t *y, uint8_t *scratch) {
+  const fixq_eng_tensor *yt = &plan->tensors[s->out];
+  const size_t ydims[3] = {yt->h, yt->w, yt->c};
+  size_t outer = batch, yinner = 1;
+  for (size_t a = 1; a < s->axis; a++) outer *= ydims[a - 1];
+  for (size_t a = s->axis; a <= 3; a++) yinner *= ydims[a - 1];
+  size_t off = 0;
+  for (size_t i = 0; i < s->n_in; i++) {
+    const fixq_eng_tensor *t = &plan->tensors[s->in[i]];
+    const size_t inner = yinner / ydims[s->axis - 1] * (s->axis == 1 ? t->h : s->axis == 2 ? t->w : t->c);
+    const uint8_t *src = buffers[s->in[i]];
+    if (s->in_rq[i].zero_point != NULL) {
+      const size_t n = batch * numel(t);
+      int32_t *acc = (int32_t *)scratch;
+      uint8_t *q = scratch + n * sizeof(int32_t);
+      for (size_t e = 0; e < n; e++) acc[e] = load_q(src, e, IS_U8(plan)) - s->in_zp[i];
+      const fixq_status st = fixq_requantize_s32(acc, q, plan->dtype, 1, 1, n, &s->in_rq[i]);
+      if (st != FIXQ_OK) return st;
+      src = q;
+    }
+    for (size_t r = 0; r < outer; r++) memcpy(y + r * yinner + off, src + r * inner, inner);
+    off += inner;
+  }
+  return FIXQ_OK;
+}
+
+static fixq_status run_step(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, void *const *buffers,
+                            void *scratch, int threads) {
+  const void *x = buffers[s->in[0]];
+  void *y = buffers[s->out];
+  const fixq_eng_tensor *xt = &plan->tensors[s->in[0]];
+  switch (s->op) {
+    case FIXQ_ENG_QUANTIZE:
+      return run_quantize(plan, s, batch, x, y, scratch);
+    case FIXQ_ENG_GEMM:
+      return run_gemm(plan, s, batch, x, y, scratch, threads);
+    case FIXQ_ENG_DEPTHWISE:
+      return run_depthwise(plan, s, batch, x, y, scratch);
+    case FIXQ_ENG_ELTWISE: {
+      const size_t n = batch * numel(xt);
+      const ptrdiff_t one = 1;
+      return fixq_eltwise_nd(s->eltwise, 1, &n, x, &one, buffers[s->in[1]], &one, y, &one);
+    }
+    case FIXQ_ENG_CONCAT:
+      return run_concat(plan, s, batch, buffers, y, scratch);
+    case FIXQ_ENG_CLAMP:
+      loops_table[fixq__isa]->clamp(plan, s, batch * numel(xt), x, y);
+      return FIXQ_OK;
+    case FIXQ_ENG_MAXPOOL:
+    case FIXQ_ENG_AVGPOOL:
+      loops_table[fixq__isa]->pool(plan, s, batch, x, y, scratch);
+      return FIXQ_OK;
+    case FIXQ_ENG_GLOBAL_AVGPOOL:
+      loops_table[fixq__isa]->global_avgpool(plan, s, batch, x, y, scratch);
+      return FIXQ_OK;
+    case FIXQ_ENG_FLATTEN:
+      transpose(batch, xt->h * xt->w, xt->c, x, y);
+      return FIXQ_OK;
+  }
+  return FIXQ_ERR_INVALID_ARGUMENT;
+}
+
+fixq_status fixq_eng_run(const fixq_eng_plan *plan, size_t batch, void *const *buffers, void *scratch, int threads,
+                         size_t *failed_step) {
+  for (size_t i = 0; i < plan->n_steps; i++) {
+    const fixq_status st = run_step(plan, &plan->steps[i], batch, buffers, scratch, threads);
+    if (st != FIXQ_OK) {
+      *failed_step = i;
+      return st;
+    }
+  }
+  return FIXQ_OK;
+}
+
+fixq_status fixq_eng_emit(const fixq_eng_plan *plan, int32_t t, int four_d, size_t batch, const void *src,
+                          float scale, int32_t zp, float *y, void *q, void *scratch) {
+  if (t < 0 || (size_t)t >= plan->n_tensors || plan->tensors[t].esize != 1) return FIXQ_ERR_INVALID_ARGUMENT;
+  const fixq_eng_tensor *tt = &plan->tensors[t];
+  const size_t n = batch * numel(tt);
+  const int nchw = four_d && tt->h * tt->w > 1 && tt->c > 1;
+  if (q != NULL) { /* raw */
+    if (nchw)
+      transpose(batch, tt->h * tt->w, tt->c, src, q);
+    else
+      memcpy(q, src, n);
+    return FIXQ_OK;
+  }
+  if (nchw) {
+    transpose(batch, tt->h * tt->w, tt->c, src, scratch);
+    src = scratch;
+  }
+  return fixq_dequantize(src, plan->dtype, y, 1, 1, n, &scale, &zp);
+}

@@ -1,0 +1,96 @@
+/*
+ * The static int8 model executor (engine.c): a plan of steps over NHWC
+ * activation buffers, run in one call per batch (docs/engine.md, section 3).
+ * Internal to fixq: fixq.model builds the plan (src/fixq/_engine.pxi).
+ *
+ * Tensors are numbered; tensor t holds `batch` samples of h x w x c values
+ * (NHWC; a 2-D tensor is 1 x 1 x c) of the plan's activation dtype, except
+ * the plan's float input (esize 4, NCHW order).  buffers[t] is the start of
+ * tensor t.  Every step reads whole tensors and writes one.
+ */
+#ifndef FIXQ_ENGINE_H_
+#define FIXQ_ENGINE_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fixq/fixq.h"
+
+typedef enum {
+  FIXQ_ENG_QUANTIZE,       /* float NCHW -> q NHWC: fixq_quantize_f32 with scale, zp */
+  FIXQ_ENG_GEMM,           /* linear, conv2d (im2col, groups): fixq_qgemm with rq */
+  FIXQ_ENG_DEPTHWISE,      /* groups == C_in, channel multiplier `groups`: direct taps, then rq */
+  FIXQ_ENG_ELTWISE,        /* add / mul of two equal tensors: fixq_eltwise_nd */
+  FIXQ_ENG_CONCAT,         /* along internal axis `axis` (1..3), inputs requantized by in_rq */
+  FIXQ_ENG_CLAMP,          /* relu / relu6: clamp to [lo, hi] */
+  FIXQ_ENG_MAXPOOL,        /* padding counts as lo (qmin) */
+  FIXQ_ENG_AVGPOOL,        /* padding counts as zp; TFLite rounding */
+  FIXQ_ENG_GLOBAL_AVGPOOL, /* over h x w; TFLite rounding */
+  FIXQ_ENG_FLATTEN         /* NHWC -> NCHW order */
+} fixq_eng_op;
+
+typedef struct {
+  size_t h, w, c;
+  size_t esize; /* 1, or 4 for the float input */
+} fixq_eng_tensor;
+
+typedef struct {
+  fixq_eng_op op;
+  size_t n_in;
+  const int32_t *in; /* tensor indices */
+  int32_t out;
+  size_t kh, kw, sh, sw, ph, pw, dh, dw; /* conv and pool geometry */
+  size_t groups;                         /* GEMM: groups; DEPTHWISE: channel multiplier */
+  const fixq_packed_b *const *packed;    /* GEMM: one per group */
+  const int32_t *bias;                   /* GEMM, DEPTHWISE: [O] */
+  const int8_t *taps;                    /* DEPTHWISE: [kh * kw][O] */
+  fixq_requant rq;                       /* GEMM, DEPTHWISE: the output stage */
+  size_t rq_channels;                    /* 1 (per tensor) or O */
+  int32_t zp;                            /* GEMM, DEPTHWISE: input zero point; AVGPOOL: padding; QUANTIZE */
+  int32_t lo, hi;                        /* CLAMP; MAXPOOL: lo pads */
+  float scale;                           /* QUANTIZE */
+  const fixq_eltwise *eltwise;           /* ELTWISE */
+  size_t axis;                           /* CONCAT */
+  const int32_t *in_zp;                  /* CONCAT: per input */
+  const fixq_requant *in_rq;             /* CONCAT: per input; zero_point NULL: copied as is */
+} fixq_eng_step;
+
+typedef struct {
+  fixq_dtype dtype; /* FIXQ_INT8 or FIXQ_UINT8 */
+  size_t n_tensors;
+  const fixq_eng_tensor *tensors;
+  size_t n_steps;
+  const fixq_eng_step *steps;
+} fixq_eng_plan;
+
+/* The inner loops, one table per ISA (engine_loops.h) */
+typedef struct {
+  void (*im2col)(const fixq_eng_step *s, const fixq_eng_tensor *xt, const fixq_eng_tensor *yt, size_t batch,
+                 const uint8_t *x, size_t g, uint8_t *cols, uint8_t *img);
+  void (*depthwise)(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const void *x, int32_t *acc,
+                    uint8_t *img);
+  void (*clamp)(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t n, const void *x, void *y);
+  void (*pool)(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const void *x, void *y,
+               int32_t *acc);
+  void (*global_avgpool)(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const void *x, void *y,
+                         int32_t *acc);
+} fixq_eng_loops;
+extern const fixq_eng_loops fixq_eng_loops__scalar;
+#ifdef FIXQ_COMPILED_AVX2
+extern const fixq_eng_loops fixq_eng_loops__avx2;
+#endif
+
+/* Shapes, indices and parameters of every step agree (run never reads or
+ * writes outside the tensors); on failure *bad_step is the step. */
+fixq_status fixq_eng_check(const fixq_eng_plan *plan, size_t *bad_step);
+/* Bytes of scratch fixq_eng_run needs for `batch` samples. */
+size_t fixq_eng_scratch_bytes(const fixq_eng_plan *plan, size_t batch);
+/* Runs every step on `batch` samples; on failure *failed_step is the step. */
+fixq_status fixq_eng_run(const fixq_eng_plan *plan, size_t batch, void *const *buffers, void *scratch,
+                         int threads, size_t *failed_step);
+/* Output: tensor t of `batch` samples at src, NHWC -> NCHW (4-D), as float32
+ * (fixq_dequantize with scale, zp) into y, or raw (q) into q. */
+fixq_status fixq_eng_emit(const fixq_eng_plan *plan, int32_t t, int four_d, size_t batch, const void *src,
+                          float scale, int32_t zp, float *y, void *q, void *scratch);
+
+#endif

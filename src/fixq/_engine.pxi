@@ -1,0 +1,368 @@
+# The static int8 executor (issue 6): fixq.model builds a plan of steps once
+# (Model._build); Engine holds it as C structs (_csrc/fixq_engine.h), checks it
+# with the GIL, and runs a whole batch through it in one nogil call.
+from libc.stdlib cimport calloc, free
+from cpython.buffer cimport PyBUF_FORMAT
+
+cdef extern from "<stdlib.h>" nogil:
+    void *aligned_alloc(size_t alignment, size_t size)
+
+cdef extern from "fixq_engine.h" nogil:
+    ctypedef enum fixq_eng_op:
+        FIXQ_ENG_QUANTIZE
+        FIXQ_ENG_GEMM
+        FIXQ_ENG_DEPTHWISE
+        FIXQ_ENG_ELTWISE
+        FIXQ_ENG_CONCAT
+        FIXQ_ENG_CLAMP
+        FIXQ_ENG_MAXPOOL
+        FIXQ_ENG_AVGPOOL
+        FIXQ_ENG_GLOBAL_AVGPOOL
+        FIXQ_ENG_FLATTEN
+
+    ctypedef struct fixq_eng_tensor:
+        size_t h, w, c, esize
+
+    ctypedef struct fixq_eng_step:
+        fixq_eng_op op
+        size_t n_in
+        const int32_t *in_ "in"
+        int32_t out
+        size_t kh, kw, sh, sw, ph, pw, dh, dw
+        size_t groups
+        const fixq_packed_b *const *packed
+        const int32_t *bias
+        const int8_t *taps
+        fixq_requant rq
+        size_t rq_channels
+        int32_t zp, lo, hi
+        float scale
+        const fixq_eltwise *eltwise
+        size_t axis
+        const int32_t *in_zp
+        const fixq_requant *in_rq
+
+    ctypedef struct fixq_eng_plan:
+        fixq_dtype dtype
+        size_t n_tensors
+        const fixq_eng_tensor *tensors
+        size_t n_steps
+        const fixq_eng_step *steps
+
+    fixq_status fixq_eng_check(const fixq_eng_plan *plan, size_t *bad_step)
+    size_t fixq_eng_scratch_bytes(const fixq_eng_plan *plan, size_t batch)
+    fixq_status fixq_eng_run(const fixq_eng_plan *plan, size_t batch, void *const *buffers, void *scratch,
+                             int threads, size_t *failed_step)
+    fixq_status fixq_eng_emit(const fixq_eng_plan *plan, int32_t t, int four_d, size_t batch, const void *src,
+                              float scale, int32_t zp, float *y, void *q, void *scratch)
+
+_ENG_OPS = {"quantize": FIXQ_ENG_QUANTIZE, "gemm": FIXQ_ENG_GEMM, "depthwise": FIXQ_ENG_DEPTHWISE,
+            "eltwise": FIXQ_ENG_ELTWISE, "concat": FIXQ_ENG_CONCAT, "clamp": FIXQ_ENG_CLAMP,
+            "maxpool": FIXQ_ENG_MAXPOOL, "avgpool": FIXQ_ENG_AVGPOOL, "global_avgpool": FIXQ_ENG_GLOBAL_AVGPOOL,
+            "flatten": FIXQ_ENG_FLATTEN}
+_ENG_CHUNK_BYTES = 1 << 18  # activations + scratch of one chunk of samples: stays in L2
+DEF ENG_ALIGN = 64
+DEF ENG_MAX_OUTPUTS = 64
+DEF ENG_MAX_TENSORS = 1024
+
+
+cdef const void *_ptr(object arr, type want) except NULL:
+    """Start of a C-contiguous numpy array of dtype `want` (the caller keeps `arr`)."""
+    if type(arr) is not _np.ndarray or arr.dtype.type is not want or not arr.flags.c_contiguous or arr.size == 0:
+        raise ValueError(f"engine plan: expected a non-empty contiguous {want.__name__} array")
+    return <const void *><size_t>arr.ctypes.data
+
+
+cdef bint _is_c_f32(object x, Py_buffer *view):
+    """True, with `view` held, when x is a C-contiguous float32 buffer."""
+    try:
+        PyObject_GetBuffer(x, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT)
+    except (ValueError, BufferError, TypeError):
+        return False
+    if view.itemsize == 4 and view.format != NULL and view.format[0] == b"f" and view.format[1] == 0:
+        return True
+    PyBuffer_Release(view)
+    return False
+
+
+cdef int _fill_rq(fixq_requant *p, dict rq) except -1:
+    """rq: {"rounding", "multiplier", "shift" | "scale", "zero_point" (arrays of one length), "qmin", "qmax"}."""
+    p.rounding = _ROUNDING_CODES[rq["rounding"]]
+    p.multiplier = p.shift = NULL
+    p.scale = NULL
+    if p.rounding == FIXQ_ROUND_FP32:
+        p.scale = <const float *>_ptr(rq["scale"], _np.float32)
+    else:
+        p.multiplier = <const int32_t *>_ptr(rq["multiplier"], _np.int32)
+        p.shift = <const int32_t *>_ptr(rq["shift"], _np.int32)
+    p.zero_point = <const int32_t *>_ptr(rq["zero_point"], _np.int32)
+    p.qmin = rq["qmin"]
+    p.qmax = rq["qmax"]
+    n = rq["zero_point"].size
+    if (rq["scale"] if p.rounding == FIXQ_ROUND_FP32 else rq["multiplier"]).size != n:
+        raise ValueError("engine plan: requantization arrays of different lengths")
+    if p.rounding != FIXQ_ROUND_FP32 and rq["shift"].size != n:
+        raise ValueError("engine plan: requantization arrays of different lengths")
+    return 0
+
+
+cdef class Engine:
+    """A checked C plan of a static int8 model (built by fixq.model.Model; not public).
+
+    tensors: [(h, w, c, esize)] (tensor 0: the float input, NCHW); steps: dicts (see
+    Model._engine_steps); outputs: [(tensor, four_d, scale, zero_point, external shape)]."""
+    cdef fixq_eng_plan plan
+    cdef fixq_eng_tensor *tensors
+    cdef fixq_eng_step *steps
+    cdef void **mem_blocks
+    cdef Py_ssize_t n_blocks
+    cdef list keep, names, errors
+    cdef object dtype
+    cdef size_t in_elems, sample_bytes, chunk_max
+    cdef size_t *offsets
+    cdef char *arena
+    cdef char *scratch
+    cdef size_t arena_batch, n_out
+    cdef bint busy  # a run uses the cached arena (runs from other threads then take their own)
+    cdef int32_t out_t[ENG_MAX_OUTPUTS]
+    cdef int out_4d[ENG_MAX_OUTPUTS]
+    cdef int out_rawable[ENG_MAX_OUTPUTS]
+    cdef float out_sc[ENG_MAX_OUTPUTS]
+    cdef int32_t out_zp[ENG_MAX_OUTPUTS]
+    cdef list out_shapes
+
+    def __cinit__(self):
+        self.tensors = NULL
+        self.steps = NULL
+        self.mem_blocks = NULL
+        self.n_blocks = 0
+        self.offsets = NULL
+        self.arena = NULL
+        self.arena_batch = 0
+        self.busy = False
+
+    def __dealloc__(self):
+        cdef Py_ssize_t i
+        for i in range(self.n_blocks):
+            free(self.mem_blocks[i])
+        free(self.mem_blocks)
+        free(self.tensors)
+        free(self.steps)
+        free(self.offsets)
+        free(self.arena)
+
+    cdef void *_alloc(self, size_t nbytes) except NULL:
+        cdef void *p = calloc(nbytes if nbytes else 1, 1)
+        if p == NULL:
+            raise MemoryError("engine plan: out of memory")
+        self.mem_blocks[self.n_blocks] = p
+        self.n_blocks += 1
+        return p
+
+    def __init__(self, str dtype, list tensors, list steps, list outputs):
+        cdef Py_ssize_t i, j, nt = len(tensors), ns = len(steps)
+        cdef fixq_eng_step *s
+        cdef const fixq_packed_b **pk
+        cdef int32_t *ins
+        cdef fixq_requant *rqs
+        cdef size_t bad = 0
+        cdef fixq_status st
+        self.dtype = _np.dtype(dtype)
+        self.keep = []
+        self.names = []
+        self.errors = []
+        self.mem_blocks = <void **>calloc(3 * ns + 1, sizeof(void *))
+        self.tensors = <fixq_eng_tensor *>calloc(nt if nt else 1, sizeof(fixq_eng_tensor))
+        self.steps = <fixq_eng_step *>calloc(ns if ns else 1, sizeof(fixq_eng_step))
+        self.offsets = <size_t *>calloc(nt if nt else 1, sizeof(size_t))
+        if self.mem_blocks == NULL or self.tensors == NULL or self.steps == NULL or self.offsets == NULL:
+            raise MemoryError("engine plan: out of memory")
+        for i, (h, w, c, es) in enumerate(tensors):
+            self.tensors[i].h, self.tensors[i].w, self.tensors[i].c, self.tensors[i].esize = h, w, c, es
+        for i, d in enumerate(steps):
+            s = &self.steps[i]
+            s.op = _ENG_OPS[d["op"]]
+            self.names.append(d["name"])
+            self.errors.append(d.get("overflow"))
+            ins = <int32_t *>self._alloc(len(d["in"]) * sizeof(int32_t))
+            for j, t in enumerate(d["in"]):
+                ins[j] = t
+            s.in_ = ins
+            s.n_in = len(d["in"])
+            s.out = d["out"]
+            s.kh, s.kw = d.get("kernel", (1, 1))
+            s.sh, s.sw = d.get("stride", (1, 1))
+            s.ph, s.pw = d.get("padding", (0, 0))
+            s.dh, s.dw = d.get("dilation", (1, 1))
+            s.groups = d.get("groups", 1)
+            s.zp, s.lo, s.hi = d.get("zp", 0), d.get("lo", 0), d.get("hi", 0)
+            s.scale = d.get("scale", 1.0)
+            s.axis = d.get("axis", 0)
+            if "packed" in d:
+                pk = <const fixq_packed_b **>self._alloc(len(d["packed"]) * sizeof(void *))
+                for j, pw in enumerate(d["packed"]):
+                    pk[j] = &(<PackedWeights?>pw).pb
+                s.packed = pk
+            if "bias" in d:
+                if d["bias"].size != tensors[d["out"]][2]:
+                    raise ValueError(f"engine plan: step {d['name']!r}: bias length is not the output channels")
+                s.bias = <const int32_t *>_ptr(d["bias"], _np.int32)
+            if "taps" in d:
+                if d["taps"].size != s.kh * s.kw * tensors[d["out"]][2]:
+                    raise ValueError(f"engine plan: step {d['name']!r}: taps do not match the kernel")
+                s.taps = <const int8_t *>_ptr(d["taps"], _np.int8)
+            if "rq" in d:
+                _fill_rq(&s.rq, d["rq"])
+                s.rq_channels = d["rq"]["zero_point"].size
+            if "eltwise" in d:
+                s.eltwise = &(<EltwiseParams?>d["eltwise"]).p
+            if "in_rq" in d:
+                if d["in_zp"].size != len(d["in"]) or len(d["in_rq"]) != len(d["in"]):
+                    raise ValueError(f"engine plan: step {d['name']!r}: one zero point and requantization per input")
+                s.in_zp = <const int32_t *>_ptr(d["in_zp"], _np.int32)
+                rqs = <fixq_requant *>self._alloc(len(d["in_rq"]) * sizeof(fixq_requant))
+                for j, r in enumerate(d["in_rq"]):
+                    if r is not None:
+                        _fill_rq(&rqs[j], r)
+                s.in_rq = rqs
+            self.keep.append(d)
+        self.plan.dtype = _DTYPE_CODES[dtype]
+        self.plan.n_tensors = nt
+        self.plan.tensors = self.tensors
+        self.plan.n_steps = ns
+        self.plan.steps = self.steps
+        st = fixq_eng_check(&self.plan, &bad)
+        if st != FIXQ_OK:
+            raise ValueError(f"engine plan: step {self.names[bad]!r} is inconsistent")
+        if nt > ENG_MAX_TENSORS:
+            raise ValueError(f"engine plan: more than {ENG_MAX_TENSORS} tensors")
+        if len(outputs) > ENG_MAX_OUTPUTS:
+            raise ValueError(f"engine plan: more than {ENG_MAX_OUTPUTS} outputs")
+        self.n_out = len(outputs)
+        self.out_shapes = []
+        for i, (t, four_d, sc, zp, shape, rawable) in enumerate(outputs):
+            if not 0 < t < nt:
+                raise ValueError("engine plan: an output names no tensor")
+            self.out_t[i], self.out_4d[i], self.out_sc[i], self.out_zp[i], self.out_rawable[i] = t, four_d, sc, zp, rawable
+            self.out_shapes.append((1,) + tuple(shape))
+        cdef size_t off = 0, per
+        for i in range(1, nt):  # tensor 0 (the float input) is the caller's
+            self.offsets[i] = off
+            per = self.tensors[i].h * self.tensors[i].w * self.tensors[i].c
+            off += per
+        self.sample_bytes = off + fixq_eng_scratch_bytes(&self.plan, 1)
+        self.in_elems = self.tensors[0].h * self.tensors[0].w * self.tensors[0].c
+        self.chunk_max = max(1, _ENG_CHUNK_BYTES // max(1, self.sample_bytes))
+
+    cdef size_t _arena_bytes(self, size_t batch):
+        cdef size_t i, n = 0, end
+        for i in range(1, self.plan.n_tensors):
+            end = (self.offsets[i] + self.tensors[i].h * self.tensors[i].w * self.tensors[i].c) * batch
+            n = end if end > n else n
+        return n
+
+    cdef int _arena(self, size_t batch) except -1:
+        """The cached activation and scratch memory for chunks of `batch` samples."""
+        cdef size_t nbuf, nscr
+        if batch == self.arena_batch and self.arena != NULL:
+            return 0
+        free(self.arena)
+        self.arena = NULL
+        nbuf = (self._arena_bytes(batch) + ENG_ALIGN - 1) // ENG_ALIGN * ENG_ALIGN
+        nscr = fixq_eng_scratch_bytes(&self.plan, batch)
+        self.arena = <char *>aligned_alloc(ENG_ALIGN, nbuf + (nscr + ENG_ALIGN - 1) // ENG_ALIGN * ENG_ALIGN + ENG_ALIGN)
+        if self.arena == NULL:
+            raise MemoryError(f"engine: out of memory for a batch of {batch}")
+        self.arena_batch = batch
+        self.scratch = self.arena + nbuf
+        return 0
+
+    cdef int _fail(self, fixq_status st, size_t step) except -1:
+        if st == FIXQ_ERR_OVERFLOW and self.errors[step] is not None:
+            raise OverflowError(self.errors[step]())
+        if st == FIXQ_ERR_NAN:
+            check_status(st, "quantize")
+        check_status(st, f"step {self.names[step]!r}")
+        return 0
+
+    def run(self, x, int threads, bint raw, bint keep_all):
+        """The outputs (external layout; float32 dequantized unless raw) of float x [N, ...], or with
+        keep_all the views of every tensor of the batch, run in one chunk."""
+        cdef size_t n, n0, nb, chunk, i, k, bad = 0, nt = self.plan.n_tensors, no
+        cdef void *bufs[ENG_MAX_TENSORS]
+        cdef char *base
+        cdef char *scr
+        cdef const char *xp
+        cdef char *dst[ENG_MAX_OUTPUTS]
+        cdef size_t dst_row[ENG_MAX_OUTPUTS]
+        cdef int out_raw[ENG_MAX_OUTPUTS]
+        cdef fixq_status st = FIXQ_OK
+        cdef Py_buffer vx, vy
+        if type(x) is not _np.ndarray or not _is_c_f32(x, &vx):
+            x = _np.ascontiguousarray(x, dtype=_np.float32)
+            PyObject_GetBuffer(x, &vx, PyBUF_C_CONTIGUOUS)
+        xp = <const char *>vx.buf
+        n = x.shape[0]
+        if <size_t>vx.len != n * self.in_elems * 4:
+            PyBuffer_Release(&vx)
+            raise ValueError("engine: input size does not match the plan")
+        cdef bint own = False
+        try:
+            outs = []
+            chunk = n if keep_all or n < self.chunk_max else self.chunk_max
+            if keep_all or self.busy:  # the views outlive the call / another thread runs in the cached arena
+                buf = _np.empty(self._arena_bytes(chunk) + fixq_eng_scratch_bytes(&self.plan, chunk) + 2 * ENG_ALIGN,
+                                _np.uint8)
+                base = <char *>_data(buf, &vy, True)
+                PyBuffer_Release(&vy)  # buf keeps the memory
+                start = (-<size_t>base) % ENG_ALIGN
+                base += start
+                scr = base + (self._arena_bytes(chunk) + ENG_ALIGN - 1) // ENG_ALIGN * ENG_ALIGN
+            else:
+                self._arena(chunk if chunk else 1)
+                self.busy = own = True
+                base = self.arena
+                scr = self.scratch
+            no = 0 if keep_all else self.n_out
+            for k in range(no):
+                out_raw[k] = raw and self.out_rawable[k]
+                y = _np.empty(self.out_shapes[k] if n == 1 else (n,) + self.out_shapes[k][1:],
+                              self.dtype if out_raw[k] else _np.float32)
+                outs.append(y)
+                dst[k] = <char *>_data(y, &vy, True)
+                dst_row[k] = <size_t>vy.len // n if n else 0
+                PyBuffer_Release(&vy)  # y keeps the memory
+            with nogil:
+                n0 = 0
+                while n0 < n:
+                    nb = chunk if n - n0 > chunk else n - n0
+                    bufs[0] = <void *>(xp + n0 * self.in_elems * 4)
+                    for i in range(1, nt):
+                        bufs[i] = base + self.offsets[i] * chunk
+                    st = fixq_eng_run(&self.plan, nb, bufs, scr, threads, &bad)
+                    if st != FIXQ_OK:
+                        break
+                    for k in range(no):
+                        st = fixq_eng_emit(&self.plan, self.out_t[k], self.out_4d[k], nb, bufs[self.out_t[k]],
+                                           self.out_sc[k], self.out_zp[k],
+                                           NULL if out_raw[k] else <float *>(dst[k] + n0 * dst_row[k]),
+                                           (dst[k] + n0 * dst_row[k]) if out_raw[k] else NULL, scr)
+                        if st != FIXQ_OK:
+                            break
+                    if st != FIXQ_OK:
+                        break
+                    n0 += nb
+        finally:
+            PyBuffer_Release(&vx)
+            if own:
+                self.busy = False
+        if st != FIXQ_OK:
+            self._fail(st, bad)
+        if keep_all:
+            views = [None]
+            for i in range(1, nt):
+                size = self.tensors[i].h * self.tensors[i].w * self.tensors[i].c
+                v = buf[start + self.offsets[i] * n:start + (self.offsets[i] + size) * n].view(self.dtype)
+                views.append(v.reshape(n, self.tensors[i].h, self.tensors[i].w, self.tensors[i].c))
+            return views
+        return outs

@@ -1,0 +1,149 @@
+"""The C executor of static int8 models (src/fixq/_csrc/engine.c) against the numpy steps of
+fixq.model (run_all(engine=False)), bit for bit, on random graphs with every op, on every CPU path."""
+import numpy as np
+import pytest
+
+from fixq import graph as G
+from fixq.model import quantize_model
+
+from test_engine import calib_batches, every_op_model, graph_of
+
+
+def random_model(rng):
+    """A random NCHW graph: conv (kernel, stride, padding, dilation, groups), depthwise with a channel
+    multiplier, relu/relu6 fused and standalone, max/avg pools with padding, residual add and mul,
+    concat on C, H or W (inputs at other scales), global pool or flatten, linear, softmax; several
+    outputs, one of them 4-D."""
+    c, h, w = int(rng.integers(1, 5)), int(rng.integers(6, 10)), int(rng.integers(6, 10))
+    weights, nodes = {}, []
+    cur, shape = "x", (c, h, w)
+    count = iter(range(100))
+
+    def r(*s):
+        return (rng.standard_normal(s) / np.sqrt(np.prod(s[1:]))).astype(np.float32)
+
+    def conv(src, shp, out_c, k, stride=1, pad=0, dil=1, groups=1, bias=True):
+        name = f"conv{next(count)}"
+        weights[f"{name}.weight"] = r(out_c, shp[0] // groups, k, k)
+        if bias:
+            weights[f"{name}.bias"] = r(out_c)
+        nodes.append({"name": name, "op": "conv2d", "inputs": [src], "stride": stride, "padding": pad,
+                      "dilation": dil, "groups": groups})
+        span = dil * (k - 1) + 1
+        return name, (out_c, (shp[1] + 2 * pad - span) // stride + 1, (shp[2] + 2 * pad - span) // stride + 1)
+
+    def node(op, inputs, **kw):
+        name = f"{op}{next(count)}"
+        nodes.append({"name": name, "op": op, "inputs": inputs, **kw})
+        return name
+
+    # conv with groups, stride, padding, dilation
+    groups = int(rng.choice([g for g in (1, 2, 3, 4) if c % g == 0]))
+    k = int(rng.integers(1, 4))
+    cur, shape = conv(cur, shape, groups * int(rng.integers(1, 4)), k, stride=int(rng.integers(1, 3)),
+                      pad=int(rng.integers(0, k + 1)), dil=int(rng.integers(1, 3)) if k > 1 else 1, groups=groups,
+                      bias=bool(rng.integers(0, 2)))
+    outputs = [cur]  # a 4-D output; the relu after it stays a step of its own
+    cur = node(str(rng.choice(["relu", "relu6"])), [cur])
+    # depthwise with a channel multiplier, fused relu6
+    cur, shape = conv(cur, shape, shape[0] * int(rng.integers(1, 3)), 3, pad=1, groups=shape[0])
+    cur = node("relu6", [cur])
+    # residual add or mul through a 1x1 conv
+    side, _ = conv(cur, shape, shape[0], 1)
+    cur = node(str(rng.choice(["add", "mul"])), [side, cur])
+    # a pool with padding
+    k = int(rng.integers(2, 4))
+    cur = node(str(rng.choice(["maxpool2d", "avgpool2d"])), [cur], kernel=k, stride=int(rng.integers(1, 3)),
+               padding=int(rng.integers(0, k // 2 + 1)))
+    ph = (shape[1] + 2 * nodes[-1]["padding"] - k) // nodes[-1]["stride"] + 1
+    pw = (shape[2] + 2 * nodes[-1]["padding"] - k) // nodes[-1]["stride"] + 1
+    shape = (shape[0], ph, pw)
+    # concat of the pooled tensor and a conv of it (another scale) on C, H or W
+    other, _ = conv(cur, shape, shape[0], 1)
+    axis = int(rng.integers(1, 4))
+    cur = node("concat", [cur, other], axis=axis)
+    shape = tuple(d * 2 if i + 1 == axis else d for i, d in enumerate(shape))
+    # to 2-D, a concat of features, linear heads, softmax
+    flat = node(str(rng.choice(["flatten", "global_avgpool"])), [cur])
+    feats = int(np.prod(shape)) if nodes[-1]["op"] == "flatten" else shape[0]
+    gap = node("global_avgpool", [cur])
+    cat = node("concat", [flat, gap])
+    weights["fc.weight"], weights["fc.bias"] = r(5, feats + shape[0]), r(5)
+    nodes.append({"name": "fc", "op": "linear", "inputs": [cat]})
+    outputs.append("fc")
+    if rng.integers(0, 2):
+        outputs.append(node("softmax", ["fc"]))
+    return weights, graph_of(nodes, outputs, (c, h, w))
+
+
+def assert_same(m, x):
+    c_env, py_env = m.run_all(x), m.run_all(x, engine=False)
+    assert set(c_env) == set(py_env)
+    for t, want in py_env.items():
+        got = c_env[t]
+        assert got.dtype == want.dtype and got.shape == want.shape, t
+        np.testing.assert_array_equal(got, want, err_msg=t)
+    # run: the outputs, raw and dequantized, in any batch split
+    raw = m.run(x, raw=True)
+    raw = raw if isinstance(raw, tuple) else (raw,)
+    for t, y in zip(m.outputs, raw):
+        np.testing.assert_array_equal(y, G.to_external(py_env[t]))
+    one = m.run(x[1:2])
+    one = one if isinstance(one, tuple) else (one,)
+    full = m.run(x)
+    full = full if isinstance(full, tuple) else (full,)
+    for a, b in zip(one, full):
+        np.testing.assert_array_equal(a, b[1:2])
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("rounding", ["double", "single", "fp32"])
+@pytest.mark.parametrize("activations", ["int8", "uint8"])
+def test_random_graphs_c_equals_numpy(isa, seed, rounding, activations):
+    rng = np.random.default_rng(seed)
+    w, spec = random_model(rng)
+    g = G.validate(spec, w)
+    shape = g.input_shape[1:]
+    m = quantize_model(g, calib_batches(rng, shape, n=2, batch=8), rounding=rounding, activations=activations,
+                       per_channel=bool(seed % 2))
+    assert m._engine is not None
+    assert_same(m, (rng.standard_normal((3,) + shape) * 1.5).astype(np.float32))
+
+
+@pytest.mark.parametrize("weights", ["ternary", "binary"])
+def test_lowbit_weights_run_in_c(isa, weights):
+    rng = np.random.default_rng(11)
+    w, spec = every_op_model(rng)
+    m = quantize_model(G.validate(spec, w), calib_batches(rng, (3, 9, 6)), weights=weights, activations="uint8")
+    assert m._engine is not None
+    assert_same(m, rng.standard_normal((4, 3, 9, 6)).astype(np.float32))
+
+
+def test_batches_split_into_chunks(isa):
+    """A batch larger than one chunk of the C plan gives the rows of the whole batch."""
+    rng = np.random.default_rng(4)
+    w, spec = every_op_model(rng)
+    m = quantize_model(G.validate(spec, w), calib_batches(rng, (3, 9, 6)))
+    x = rng.standard_normal((300, 3, 9, 6)).astype(np.float32)
+    fc, sm = m.run(x, raw=True)
+    env = m.run_all(x, engine=False)
+    np.testing.assert_array_equal(fc, env["fc"])
+    np.testing.assert_array_equal(sm, env["sm"])
+    np.testing.assert_array_equal(m.run(x, threads=3, raw=True)[0], fc)
+    np.testing.assert_array_equal(m.run(x.astype(np.float64)[::-1])[0], m.run(np.ascontiguousarray(x[::-1]))[0])
+
+
+def test_concurrent_runs_from_threads():
+    """Runs from several Python threads at once (the GIL is released) each get their own buffers."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(6)
+    w, spec = every_op_model(rng)
+    m = quantize_model(G.validate(spec, w), calib_batches(rng, (3, 9, 6)))
+    xs = [rng.standard_normal((n, 3, 9, 6)).astype(np.float32) for n in (1, 7, 40, 130)]
+    want = [m.run(x, raw=True) for x in xs]
+    with ThreadPoolExecutor(4) as ex:
+        got = list(ex.map(lambda i: m.run(xs[i % 4], raw=True), range(64)))
+    for i, g in enumerate(got):
+        for a, b in zip(g, want[i % 4]):
+            np.testing.assert_array_equal(a, b)
