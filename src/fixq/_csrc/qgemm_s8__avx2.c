@@ -132,14 +132,16 @@ static void s8_tile4(size_t kq, const uint8_t *a, const int8_t *b, int32_t *c, s
                col_term);
 }
 
-void fixq_qgemm_s8__avx2(size_t mr, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c, size_t ldc,
-                         const int32_t *row_sum, const int32_t *row_neg, const int32_t *b_zp,
+void fixq_qgemm_s8__avx2(size_t mr, size_t np, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c,
+                         size_t ldc, const int32_t *row_sum, const int32_t *row_neg, const int32_t *b_zp,
                          const int32_t *col_term) {
-  switch (mr) {
-    case 1: s8_tile(1, kq, a, b, c, ldc, row_sum, row_neg, b_zp, col_term); break;
-    case 2: s8_tile(2, kq, a, b, c, ldc, row_sum, row_neg, b_zp, col_term); break;
-    case 3: s8_tile(3, kq, a, b, c, ldc, row_sum, row_neg, b_zp, col_term); break;
-    default: s8_tile4(kq, a, b, c, ldc, row_sum, row_neg, b_zp, col_term); break;
+  for (size_t p = 0; p < np; p++, b += kq * NR * 4, c += NR, b_zp += NR, col_term += NR) {
+    switch (mr) {
+      case 1: s8_tile(1, kq, a, b, c, ldc, row_sum, row_neg, b_zp, col_term); break;
+      case 2: s8_tile(2, kq, a, b, c, ldc, row_sum, row_neg, b_zp, col_term); break;
+      case 3: s8_tile(3, kq, a, b, c, ldc, row_sum, row_neg, b_zp, col_term); break;
+      default: s8_tile4(kq, a, b, c, ldc, row_sum, row_neg, b_zp, col_term); break;
+    }
   }
 }
 
@@ -170,15 +172,17 @@ ALWAYS_INLINE void s16_rows(const size_t rows, size_t r0, size_t mr, size_t kq, 
   }
 }
 
-void fixq_qgemm_s16__avx2(size_t mr, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c, size_t ldc,
-                          const int32_t *row_sum, const int32_t *row_neg, const int32_t *b_zp,
+void fixq_qgemm_s16__avx2(size_t mr, size_t np, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c,
+                          size_t ldc, const int32_t *row_sum, const int32_t *row_neg, const int32_t *b_zp,
                           const int32_t *col_term) {
   (void)row_neg; /* S16 multiplies a' itself */
-  for (size_t r0 = 0; r0 < mr; r0 += 2) {
-    if (mr - r0 >= 2)
-      s16_rows(2, r0, mr, kq, a, b, c, ldc, row_sum, b_zp, col_term);
-    else
-      s16_rows(1, r0, mr, kq, a, b, c, ldc, row_sum, b_zp, col_term);
+  for (size_t p = 0; p < np; p++, b += kq * NR * 4, c += NR, b_zp += NR, col_term += NR) {
+    for (size_t r0 = 0; r0 < mr; r0 += 2) {
+      if (mr - r0 >= 2)
+        s16_rows(2, r0, mr, kq, a, b, c, ldc, row_sum, b_zp, col_term);
+      else
+        s16_rows(1, r0, mr, kq, a, b, c, ldc, row_sum, b_zp, col_term);
+    }
   }
 }
 
