@@ -1,5 +1,5 @@
 /* AVX2 requantize / quantize / dequantize, bit-identical to requant__scalar.c.
- * Eight int32 lanes at a time; the last group of a row through masks.
+ * Eight int32 lanes at a time; the last group of a row through masks. */
 #include <immintrin.h>
 #include <string.h>
 
