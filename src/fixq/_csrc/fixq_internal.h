@@ -156,6 +156,11 @@ void fixq_dequantize__avx2(size_t rows, size_t channels, size_t inner, const voi
 #else
 #define FIXQ__AVX2(fn) NULL
 #endif
+#ifdef FIXQ_COMPILED_AVX512VNNI
+void fixq_requant_s32__avx512vnni(size_t rows, size_t channels, size_t inner, const int32_t *x,
+                                  size_t x_stride, void *y, size_t y_stride, fixq_dtype y_dtype,
+                                  const fixq_requant *p);
+#endif
 /* Table entry for the avx512vnni level: its own kernel, or (FIXQ__AVX512VNNI(x__avx2))
  * the AVX2 one where 512-bit code would not pay. */
 #ifdef FIXQ_COMPILED_AVX512VNNI
