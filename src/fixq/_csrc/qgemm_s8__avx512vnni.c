@@ -215,10 +215,8 @@ void fixq_qgemm_s8__avx512vnni(size_t mr, size_t np, size_t kq, const uint8_t *a
  * Records of 4 bytes (u8 a' + 128 for 4 consecutive k, zeros past k): for
  * each q, `rows` records, record r at dst + (q * rows + r) * 4.  Eight rows x
  * 32 k at a time: an 8 x 8 transpose of 32-bit elements. */
-void fixq_qgemm_pack_a__avx512vnni(size_t rows, size_t k, const void *a, size_t lda, fixq_dtype a_dtype,
-                                   fixq_gemm_kernel kernel, uint8_t *dst, int32_t *row_sum, int32_t *row_neg) {
-  (void)kernel; /* one record format for both */
-  (void)row_neg;
+ALWAYS_INLINE void pack(size_t rows, size_t k, const void *a, size_t lda, fixq_dtype a_dtype, uint8_t *dst,
+                        int32_t *row_sum) {
   const __m256i flip = _mm256_set1_epi8(a_dtype == FIXQ_INT8 ? (char)0x80 : 0), zero = _mm256_setzero_si256();
   const __mmask8 row_mask = (__mmask8)((1u << rows) - 1);
   __m256i sum[MR];
@@ -231,7 +229,7 @@ void fixq_qgemm_pack_a__avx512vnni(size_t rows, size_t k, const void *a, size_t 
       if (r < rows) {
         x[r] = _mm256_maskz_mov_epi8(km, _mm256_xor_si256(
                    _mm256_maskz_loadu_epi8(km, (const uint8_t *)a + r * lda + k0), flip));
-        sum[r] = _mm256_add_epi64(sum[r], _mm256_sad_epu8(x[r], zero));
+        if (row_sum != NULL) sum[r] = _mm256_add_epi64(sum[r], _mm256_sad_epu8(x[r], zero));
       }
     }
     /* quads (q) 0..7 of rows 0..7: transpose */
@@ -261,4 +259,14 @@ void fixq_qgemm_pack_a__avx512vnni(size_t rows, size_t k, const void *a, size_t 
       const int64_t total = _mm_cvtsi128_si64(s) + _mm_extract_epi64(s, 1);
       row_sum[r] = (int32_t)(uint32_t)(uint64_t)(total - 128 * (int64_t)k); /* sum of a' */
     }
+}
+
+void fixq_qgemm_pack_a__avx512vnni(size_t rows, size_t k, const void *a, size_t lda, fixq_dtype a_dtype,
+                                   fixq_gemm_kernel kernel, uint8_t *dst, int32_t *row_sum, int32_t *row_neg) {
+  (void)kernel; /* one record format for both */
+  (void)row_neg;
+  if (row_sum != NULL)
+    pack(rows, k, a, lda, a_dtype, dst, row_sum);
+  else
+    pack(rows, k, a, lda, a_dtype, dst, NULL); /* without the row sums */
 }
