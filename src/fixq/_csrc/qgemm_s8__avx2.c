@@ -191,13 +191,13 @@ void fixq_qgemm_s16__avx2(size_t mr, size_t np, size_t kq, const uint8_t *a, con
 /* Records of `rows` rows x nq <= 8 quads (32 k values of each row, already
  * a'), and the rows' sums of a' + 128 and of max(-a', 0). */
 ALWAYS_INLINE void pack_s8_chunk(size_t rows, const __m256i x[MR], uint8_t *dst, size_t nq, __m256i *sum,
-                                 __m256i *neg) {
+                                 __m256i *neg) { /* sum: NULL when the row sums are not needed */
   const __m256i zero = _mm256_setzero_si256(), bias = _mm256_set1_epi8((char)0x80);
   __m256i lo[MR], hi[MR];
   for (size_t r = 0; r < MR; r++) {
     const __m256i s = _mm256_cmpgt_epi8(zero, x[r]), m = _mm256_abs_epi8(x[r]);
     if (r < rows) {
-      sum[r] = _mm256_add_epi64(sum[r], _mm256_sad_epu8(_mm256_xor_si256(x[r], bias), zero));
+      if (sum != NULL) sum[r] = _mm256_add_epi64(sum[r], _mm256_sad_epu8(_mm256_xor_si256(x[r], bias), zero));
       neg[r] = _mm256_add_epi64(neg[r], _mm256_sad_epu8(_mm256_and_si256(m, s), zero));
     }
     lo[r] = _mm256_unpacklo_epi32(s, m); /* records of quads 0, 1 | 4, 5 */
@@ -249,7 +249,7 @@ ALWAYS_INLINE void pack_s8(const size_t rows, size_t k, const void *a, size_t ld
   for (; k0 + 32 <= k; k0 += 32, dst += chunk_bytes) {
     for (size_t r = 0; r < rows; r++)
       x[r] = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)((const uint8_t *)a + r * lda + k0)), flip);
-    pack_s8_chunk(rows, x, dst, 8, sum, neg);
+    pack_s8_chunk(rows, x, dst, 8, row_sum != NULL ? sum : NULL, neg);
   }
   if (k0 < k_padded) { /* the rest (k - k0 < 32 values) zero-padded: a' = 0 adds nothing */
     const __m256i keep = _mm256_cmpgt_epi8(_mm256_set1_epi8((char)(k - k0)),
@@ -257,7 +257,7 @@ ALWAYS_INLINE void pack_s8(const size_t rows, size_t k, const void *a, size_t ld
                                                             17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31));
     for (size_t r = 0; r < rows; r++)
       x[r] = _mm256_and_si256(_mm256_xor_si256(load_partial((const uint8_t *)a + r * lda + k0, k - k0), flip), keep);
-    pack_s8_chunk(rows, x, dst, (k_padded - k0) / 4, sum, neg);
+    pack_s8_chunk(rows, x, dst, (k_padded - k0) / 4, row_sum != NULL ? sum : NULL, neg);
     k0 += 32;
   }
   /* each chunk added 128 per k value, padding included */
@@ -267,16 +267,22 @@ ALWAYS_INLINE void pack_s8(const size_t rows, size_t k, const void *a, size_t ld
   }
 }
 
-void fixq_qgemm_pack_a__avx2(size_t rows, size_t k, const void *a, size_t lda, fixq_dtype a_dtype,
-                             fixq_gemm_kernel kernel, uint8_t *dst, int32_t *row_sum, int32_t *row_neg) {
-  if (kernel != FIXQ_GEMM_S8) {
-    fixq_qgemm_pack_a__scalar(rows, k, a, lda, a_dtype, kernel, dst, row_sum, row_neg);
-    return;
-  }
+ALWAYS_INLINE void pack_rows(size_t rows, size_t k, const void *a, size_t lda, fixq_dtype a_dtype, uint8_t *dst,
+                             int32_t *row_sum, int32_t *row_neg) {
   switch (rows) {
     case 1: pack_s8(1, k, a, lda, a_dtype, dst, row_sum, row_neg); break;
     case 2: pack_s8(2, k, a, lda, a_dtype, dst, row_sum, row_neg); break;
     case 3: pack_s8(3, k, a, lda, a_dtype, dst, row_sum, row_neg); break;
     default: pack_s8(MR, k, a, lda, a_dtype, dst, row_sum, row_neg); break;
   }
+}
+
+void fixq_qgemm_pack_a__avx2(size_t rows, size_t k, const void *a, size_t lda, fixq_dtype a_dtype,
+                             fixq_gemm_kernel kernel, uint8_t *dst, int32_t *row_sum, int32_t *row_neg) {
+  if (kernel != FIXQ_GEMM_S8)
+    fixq_qgemm_pack_a__scalar(rows, k, a, lda, a_dtype, kernel, dst, row_sum, row_neg);
+  else if (row_sum == NULL)
+    pack_rows(rows, k, a, lda, a_dtype, dst, NULL, row_neg); /* instances without the row sums */
+  else
+    pack_rows(rows, k, a, lda, a_dtype, dst, row_sum, row_neg);
 }
