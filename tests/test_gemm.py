@@ -294,7 +294,7 @@ def test_no_output_columns(rounding):
         fixq.qmatmul(a, np.zeros((4, 3), np.int8), rounding=rounding, **per_col)
 
 
-def test_empty_dimensions():
+def test_empty_dimensions(isa):
     a = np.zeros((0, 8), np.int8)
     assert fixq.qmatmul(a, np.zeros((8, 3), np.int8), out_dtype=np.int32).shape == (0, 3)
     y = fixq.qmatmul(np.zeros((2, 0), np.int8), np.zeros((0, 3), np.int8), bias=np.arange(3, dtype=np.int32),
