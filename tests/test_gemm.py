@@ -222,6 +222,13 @@ def test_overflow_is_refused_up_front():
     fixq.qmatmul(a, b127, bias=np.full(4, 2**24, np.int32), out_dtype=np.int32)  # fits
     with pytest.raises(OverflowError, match="bias"):
         fixq.qmatmul(a, b127, bias=np.full(4, 2**30, np.int32), out_dtype=np.int32)
+    # the largest |bias| and the largest column bound are in different columns: each column fits
+    b2 = np.zeros((k, 2), np.int8)
+    b2[:, 0] = 127
+    bias = np.array([-(2**24), -(2**31)], np.int32)
+    np.testing.assert_array_equal(fixq.qmatmul(a, b2, bias=bias, out_dtype=np.int32), R.qmatmul_acc(a, b2, 0, 0, bias))
+    with pytest.raises(OverflowError, match="column 0"):
+        fixq.qmatmul(a, b2, bias=np.array([-(2**26), 0], np.int32), out_dtype=np.int32)
 
 
 def test_kernel_choice_follows_weight_range():

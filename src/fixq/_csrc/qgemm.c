@@ -193,13 +193,16 @@ static void run_part(qgemm_part *part) {
   int32_t *row_sum = (int32_t *)(apack + a_bytes);
   int32_t *row_neg = row_sum + mc_max;
   int32_t *tile = row_neg + mc_max;
-  int32_t *col_term = tile + mc_max * ldt; /* bias - a_zp' * col_sum - a_offset * sum_k b', the part's columns */
-  for (size_t j = 0; j < ncols; j++) {
-    const size_t n = part->p0 * NR + j;
-    const uint32_t bias = job->bias != NULL && n < b->n ? (uint32_t)job->bias[n] : 0;
-    const uint32_t col_sum = (uint32_t)b->col_sum[n], b_sum = col_sum + (uint32_t)b->k * (uint32_t)b->zero_point[n];
-    col_term[j] = (int32_t)(bias - (uint32_t)job->a_zp * col_sum - kern->a_offset * b_sum);
-  }
+  /* col_term = bias - a_zp' * col_sum - a_offset * sum_k b' for the part's columns, where
+   * sum_k b' = col_sum + k * zp' (0 in the padding) */
+  int32_t *restrict col_term = tile + mc_max * ldt;
+  const size_t n0 = part->p0 * NR, n_bias = b->n - n0 < ncols ? b->n - n0 : ncols;
+  const uint32_t col_mult = (uint32_t)job->a_zp + kern->a_offset, zp_mult = kern->a_offset * (uint32_t)b->k;
+  const int32_t *restrict col_sum = b->col_sum + n0, *restrict zp = b->zero_point + n0, *restrict bias = job->bias;
+  for (size_t j = 0; j < ncols; j++)
+    col_term[j] = (int32_t)(0u - col_mult * (uint32_t)col_sum[j] - zp_mult * (uint32_t)zp[j]);
+  if (bias != NULL)
+    for (size_t j = 0; j < n_bias; j++) col_term[j] = (int32_t)((uint32_t)col_term[j] + (uint32_t)bias[n0 + j]);
   for (size_t m0 = part->m0; m0 < part->m1; m0 += mc_max) {
     const size_t mc = part->m1 - m0 < mc_max ? part->m1 - m0 : mc_max;
     for (size_t i = 0; i < mc; i += mr)
@@ -263,10 +266,17 @@ static int dtype_bounds(fixq_dtype dt, int32_t *lo, int32_t *hi) {
   return 0;
 }
 
-/* acc[m][n] lies in bias[n] +- max|a - a_zp| * col_abs[n]. */
+/* acc[m][n] lies in bias[n] +- max|a - a_zp| * col_abs[n]: first the bound
+ * with the largest |bias| (one loop that vectorizes), then column by column. */
 static int fits_int32(const fixq_packed_b *b, int64_t a_span, const int32_t *bias) {
   if (b->col_abs_max > INT32_MAX) return 0; /* a_span >= 127 */
   if (bias == NULL) return a_span * b->col_abs_max <= INT32_MAX;
+  uint32_t bias_max = 0;
+  for (size_t n = 0, count = b->n; n < count; n++) {
+    const uint32_t mag = bias[n] < 0 ? 0u - (uint32_t)bias[n] : (uint32_t)bias[n];
+    bias_max = mag > bias_max ? mag : bias_max;
+  }
+  if (a_span * b->col_abs_max + bias_max <= INT32_MAX) return 1;
   for (size_t n = 0; n < b->n; n++) {
     const int64_t r = a_span * b->col_abs[n];
     if (bias[n] + r > INT32_MAX || bias[n] - r < INT32_MIN) return 0;

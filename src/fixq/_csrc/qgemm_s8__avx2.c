@@ -203,6 +203,11 @@ ALWAYS_INLINE void pack_s8_chunk(size_t rows, const __m256i x[MR], uint8_t *dst,
     lo[r] = _mm256_unpacklo_epi32(s, m); /* records of quads 0, 1 | 4, 5 */
     hi[r] = _mm256_unpackhi_epi32(s, m); /* quads 2, 3 | 6, 7 */
   }
+  if (rows == 1 && nq == 8) { /* one row: the records of quads 0-3 and 4-7 */
+    _mm256_storeu_si256((__m256i *)dst, _mm256_permute2x128_si256(lo[0], hi[0], 0x20));
+    _mm256_storeu_si256((__m256i *)dst + 1, _mm256_permute2x128_si256(lo[0], hi[0], 0x31));
+    return;
+  }
   const __m256i q04a = _mm256_unpacklo_epi64(lo[0], lo[1]), q04b = _mm256_unpacklo_epi64(lo[2], lo[3]);
   const __m256i q15a = _mm256_unpackhi_epi64(lo[0], lo[1]), q15b = _mm256_unpackhi_epi64(lo[2], lo[3]);
   const __m256i q26a = _mm256_unpacklo_epi64(hi[0], hi[1]), q26b = _mm256_unpacklo_epi64(hi[2], hi[3]);
