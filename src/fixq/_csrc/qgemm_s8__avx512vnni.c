@@ -232,6 +232,12 @@ ALWAYS_INLINE void pack(size_t rows, size_t k, const void *a, size_t lda, fixq_d
         if (row_sum != NULL) sum[r] = _mm256_add_epi64(sum[r], _mm256_sad_epu8(x[r], zero));
       }
     }
+    if (rows == 1) { /* one row's records are its bytes in order, zeros up to k_padded */
+      const size_t bytes = k - k0 >= 32 ? 32 : (k - k0 + 3) / 4 * 4;
+      _mm256_mask_storeu_epi8(dst, bytes == 32 ? ~(__mmask32)0 : (__mmask32)((1u << bytes) - 1), x[0]);
+      dst += bytes;
+      continue;
+    }
     /* quads (q) 0..7 of rows 0..7: transpose */
     const __m256i t0 = _mm256_unpacklo_epi32(x[0], x[1]), t1 = _mm256_unpackhi_epi32(x[0], x[1]);
     const __m256i t2 = _mm256_unpacklo_epi32(x[2], x[3]), t3 = _mm256_unpackhi_epi32(x[2], x[3]);
