@@ -4,9 +4,10 @@
  * acc[m][n] = sum_k (a' - a_zp')(b' - b_zp'[n]) + bias[n]
  *           = sum_k a' b' - b_zp'[n] * row_sum[m] - a_zp' * col_sum[n] + bias[n]
  * (gemmlowp doc/low-precision.md; a', b' as in fixq.h).  The kernels form the
- * right-hand side modulo 2^32; fixq_qgemm first proves that the exact acc
- * fits int32, so the wrapped value is acc.  Each block of accumulators goes
- * through the requantize micro-kernel while it is still in L1. */
+ * right-hand side modulo 2^32 (a kernel that multiplies a' + a_offset, the
+ * VNNI one, gets -a_offset * sum_k b' in col_term); fixq_qgemm first proves
+ * that the exact acc fits int32, so the wrapped value is acc.  Each block of
+ * accumulators goes through the requantize micro-kernel while it is still in L1. */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
