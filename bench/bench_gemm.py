@@ -9,7 +9,10 @@ same machine load.  Peers are optional: numpy fp32 matmul (always), torch int8
 static Linear on a pre-quantized input (x86 and fbgemm engines), ONNX Runtime
 QLinearMatMul and MatMulInteger (single-node graphs made with onnx.helper).
 fixq runs qlinear on packed weights: uint8 activations (full range, zero
-point 128) times int8 weights in [-127, 127], requantized to uint8.
+point 128) times int8 weights in [-127, 127], requantized to uint8, once on
+each SIMD path the CPU has ("fixq avx2", "fixq avx512vnni": the path is
+switched at run time with fixq._core.select_isa), each compared with numpy
+fp32, the best AVX2 peer and the best peer of any ISA.
 """
 import argparse
 import json
@@ -56,6 +59,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 
 import fixq  # noqa: E402
+from fixq import _core  # noqa: E402
+
+FIXQ_ISAS = [isa for isa in fixq.cpu_info()["supported"] if isa != "scalar"]
 
 
 def timeit(f, min_time):
@@ -82,11 +88,33 @@ def make_inputs(m, k, n, rng):
 X_SCALE, W_SCALE, Y_SCALE, X_ZP, Y_ZP = 0.02, 0.01, 0.5, 128, 128
 
 
-def fixq_system(x, w, bias, threads):
-    packed = fixq.pack_weights(w)
-    m_, s_ = fixq.quantize_multiplier(X_SCALE * W_SCALE / Y_SCALE)
-    return lambda: fixq.qlinear(x, packed, bias, a_zero_point=X_ZP, multiplier=m_, shift=s_, out_zero_point=Y_ZP,
-                                out_dtype=np.uint8, threads=threads)
+class OnPath:
+    """A fixq call that runs on one ISA path: `select()` switches to it before timing."""
+
+    def __init__(self, isa, f):
+        self.isa, self.f = isa, f
+
+    def select(self):
+        _core.select_isa(self.isa)
+
+    def __call__(self):
+        return self.f()
+
+
+def fixq_system(isa, fixed_threads=None):
+    def make(x, w, bias, threads):
+        packed = fixq.pack_weights(w)
+        m_, s_ = fixq.quantize_multiplier(X_SCALE * W_SCALE / Y_SCALE)
+        t = fixed_threads or threads
+        return OnPath(isa, lambda: fixq.qlinear(x, packed, bias, a_zero_point=X_ZP, multiplier=m_, shift=s_,
+                                                out_zero_point=Y_ZP, out_dtype=np.uint8, threads=t))
+    return make
+
+
+def measure(f, min_time):
+    if isinstance(f, OnPath):
+        f.select()
+    return timeit(f, min_time)
 
 
 def numpy_system(x, w, bias, threads):
@@ -187,13 +215,15 @@ def openblas_info():
 
 def two_python_threads(x, packed, min_time):
     """Throughput of two Python threads each running qlinear(threads=1), relative to one."""
+    def call():
+        fixq.qlinear(x, packed, a_zero_point=X_ZP, multiplier=1 << 30, shift=-12, out_dtype=np.uint8)
+
     def run(count, out):
         t0 = time.perf_counter()
         for _ in range(count):
-            fixq.qlinear(x, packed, a_zero_point=X_ZP, multiplier=1 << 30, shift=-12, out_dtype=np.uint8)
+            call()
         out.append(time.perf_counter() - t0)
-    single = timeit(lambda: fixq.qlinear(x, packed, a_zero_point=X_ZP, multiplier=1 << 30, shift=-12,
-                                         out_dtype=np.uint8), min_time)
+    single = timeit(call, min_time)
     count = max(3, int(2 * min_time / single))
     times = []
     ts = [threading.Thread(target=run, args=(count, times)) for _ in range(2)]
@@ -209,9 +239,14 @@ def two_python_threads(x, packed, min_time):
 def main():
     shapes = [tuple(int(v) for v in s.split("x")) for s in ARGS.shapes] if ARGS.shapes else SHAPES
     peers = ARGS.peers.split(",")
-    systems = {"fixq qlinear u8*s8->u8 (packed)": fixq_system, "numpy fp32 matmul": numpy_system}
-    if ARGS.threads > 1:  # the same run with threads=1, for the scaling row
-        systems["fixq, threads=1"] = lambda x, w, bias, threads: fixq_system(x, w, bias, 1)
+    fixq_names = [f"fixq {isa}" for isa in FIXQ_ISAS]
+    systems = {name: fixq_system(isa) for name, isa in zip(fixq_names, FIXQ_ISAS)}
+    systems["numpy fp32 matmul"] = numpy_system
+    single = {}
+    if ARGS.threads > 1:  # the same run with threads=1, for the scaling rows
+        for name, isa in zip(fixq_names, FIXQ_ISAS):
+            single[name] = f"{name}, threads=1"
+            systems[single[name]] = fixq_system(isa, 1)
     if "torch" in peers:
         systems.update(torch_systems(ARGS.threads))
     if "ort" in peers:
@@ -225,11 +260,11 @@ def main():
         samples = {name: [] for name in systems}
         for _ in range(ARGS.rounds):
             for name, f in runs.items():
-                samples[name].append(timeit(f, ARGS.min_time))
+                samples[name].append(measure(f, ARGS.min_time))
         key = "x".join(map(str, shape))
         for name in systems:
             gops[name][key] = 2.0 * m * n * k / statistics.median(samples[name]) / 1e9
-        print(f"  {key}: " + ", ".join(f"{name.split(' ')[0]} {gops[name][key]:.1f}" for name in systems),
+        print(f"  {key}: " + ", ".join(f"{name} {gops[name][key]:.1f}" for name in systems),
               file=sys.stderr, flush=True)
 
     # fixed cost of a tiny call and Python-thread scaling
@@ -237,19 +272,20 @@ def main():
     tiny = {}
     for name, make in systems.items():
         f = make(x, w, bias, 1)
-        tiny[name] = statistics.median(timeit(f, 0.05) for _ in range(5)) * 1e6
+        tiny[name] = statistics.median(measure(f, 0.05) for _ in range(5)) * 1e6
     xs, ws, _ = make_inputs(256, 1024, 1024, rng)
-    pyth = two_python_threads(xs, fixq.pack_weights(ws), ARGS.min_time)
+    pyth = {}
+    for name, isa in zip(fixq_names, FIXQ_ISAS):
+        _core.select_isa(isa)
+        pyth[name] = two_python_threads(xs, fixq.pack_weights(ws), ARGS.min_time)
 
     keys = ["x".join(map(str, s)) for s in shapes]
     numpy_name = "numpy fp32 matmul"
-    fixq_name = next(iter(systems))
     vnni = "avx512_vnni" in cpu_flags()
-    single = "fixq, threads=1"
-    peers = [name for name in systems if name not in (fixq_name, numpy_name, single)]
+    peers = [name for name in systems if name != numpy_name and not name.startswith("fixq")]
     # ONNX Runtime cannot be held to AVX2: on a VNNI CPU it is not an AVX2 peer
     avx2_peers = [name for name in peers if not (vnni and name.startswith("ORT"))]
-    print(f"\nfixq {fixq.__version__}, ISA path {fixq.cpu_info()['selected']}, threads={ARGS.threads}, "
+    print(f"\nfixq {fixq.__version__}, ISA paths {', '.join(FIXQ_ISAS)}, threads={ARGS.threads}, "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; numpy BLAS: {openblas_info()}")
     print(f"GOP/s (ratio to numpy fp32), median of {ARGS.rounds} rounds; shapes M x K x N\n")
     print("| system | " + " | ".join(keys) + " |")
@@ -258,23 +294,29 @@ def main():
         cells = [f"{gops[name][key]:.1f} ({gops[name][key] / gops[numpy_name][key]:.2f}x)" for key in keys]
         label = name + (" [AVX-512 VNNI]" if vnni and name.startswith("ORT") else "")
         print(f"| {label} | " + " | ".join(cells) + " |")
+    ratios = {}
     for title, group in (("best AVX2 peer", avx2_peers), ("best peer, any ISA", peers if peers != avx2_peers else [])):
-        if group:
-            best = {key: max(gops[p][key] for p in group) for key in keys}
-            print(f"| **fixq / {title}** | "
-                  + " | ".join(f"**{gops[fixq_name][key] / best[key]:.2f}x**" for key in keys) + " |")
-    if single in systems:
-        print(f"| **fixq threads={ARGS.threads} / threads=1** | "
-              + " | ".join(f"**{gops[fixq_name][key] / gops[single][key]:.2f}x**" for key in keys) + " |")
+        if not group:
+            continue
+        best = {key: max(gops[p][key] for p in group) for key in keys}
+        for name in fixq_names:
+            ratios[f"{name} / {title}"] = {key: gops[name][key] / best[key] for key in keys}
+    for name in fixq_names:
+        if name in single:
+            ratios[f"{name} threads={ARGS.threads} / threads=1"] = {
+                key: gops[name][key] / gops[single[name]][key] for key in keys}
+    for title, row in ratios.items():
+        print(f"| **{title}** | " + " | ".join(f"**{row[key]:.2f}x**" for key in keys) + " |")
     print("\nfixed cost of one 1x64x64 call (us): " + ", ".join(f"{name}: {t:.1f}" for name, t in tiny.items()))
-    print(f"two Python threads each running fixq 256x1024x1024 (threads=1): {pyth:.2f}x the throughput of one")
+    for name, v in pyth.items():
+        print(f"two Python threads each running {name} 256x1024x1024 (threads=1): {v:.2f}x the throughput of one")
 
     if ARGS.json:
         with open(ARGS.json, "w") as f:
-            json.dump({"fixq_version": fixq.__version__, "isa": fixq.cpu_info()["selected"], "threads": ARGS.threads,
+            json.dump({"fixq_version": fixq.__version__, "isas": FIXQ_ISAS, "threads": ARGS.threads,
                        "rounds": ARGS.rounds, "machine": platform.machine(), "cpus": os.cpu_count(),
-                       "blas": openblas_info(), "avx512_vnni": vnni, "native_isa": ARGS.native_isa, "gops": gops, "tiny_call_us": tiny,
-                       "two_python_threads_speedup": pyth}, f, indent=2)
+                       "blas": openblas_info(), "avx512_vnni": vnni, "native_isa": ARGS.native_isa, "gops": gops,
+                       "ratios": ratios, "tiny_call_us": tiny, "two_python_threads_speedup": pyth}, f, indent=2)
     if ARGS.png:
         import matplotlib
         matplotlib.use("Agg")

@@ -133,6 +133,81 @@ def test_k_65536_with_weights_in_127(isa):
     np.testing.assert_array_equal(fixq.qmatmul(a8, packed, out_dtype=np.int32), R.qmatmul_acc(a8, b))
 
 
+@pytest.mark.parametrize("adt", DTYPES)
+def test_k_65536_worst_cases_every_column_and_row_tail(isa, adt):
+    """a = 255 (uint8) or -128 (int8) against -128, 127 and -127 at K = 2^16: the VNNI kernel multiplies
+    a' + 128 in [0, 255] by b' in [-128, 127]; 9 rows and 17 columns leave a row and a column over
+    every tile (4 or 8 rows, 16-column panels)."""
+    k, lo = 1 << 16, np.iinfo(adt).min
+    top = np.iinfo(adt).max if adt == np.uint8 else lo
+    a = np.full((9, k), top, adt)
+    a[1] = 0
+    a[2, ::2] = lo
+    a[3, 1::3] = np.iinfo(adt).max
+    b = np.full((k, 17), -128, np.int8)
+    b[:, 1::3], b[:, 2::3] = 127, -127
+    b[::5, 16] = 127
+    packed = fixq.pack_weights(b, layout="matmul")
+    assert packed.kernel == "s16"
+    y = fixq.qmatmul(a, packed, out_dtype=np.int32)
+    np.testing.assert_array_equal(y, R.qmatmul_acc(a, b))
+    assert y[0, 0] == int(top) * -128 * k
+    s8 = fixq.pack_weights(b[:, 1:3], layout="matmul")
+    assert s8.kernel == "s8"
+    np.testing.assert_array_equal(fixq.qmatmul(a, s8, out_dtype=np.int32), R.qmatmul_acc(a, b[:, 1:3]))
+
+
+def test_every_row_and_column_remainder(isa):
+    """M = 1..17 (every remainder of the 4- and 8-row tiles), N = 1..49 (every remainder of the
+    16-column panels and of the 3-panel tile), odd K, full-range operands and zero points."""
+    rng = np.random.default_rng(11)
+    for m in range(1, 18):
+        for n in range(1, 50):
+            k = (1, 3, 5, 36, 37, 71)[(m + n) % 6]
+            a, b = rand(rng, np.uint8, (m, k)), rand(rng, np.int8, (k, n))
+            bzp = 0 if n % 3 else rand(rng, np.int8, n).astype(np.int32)
+            ref = R.qmatmul_acc(a, b, 77, bzp)
+            y = fixq.qmatmul(a, b, a_zero_point=77, b_zero_point=bzp, out_dtype=np.int32)
+            np.testing.assert_array_equal(y, ref, err_msg=f"shape {(m, k, n)}")
+
+
+@pytest.mark.parametrize("shape", [(261, 1030, 100), (70, 3000, 17)])
+def test_blocks_of_rows_and_panels(isa, shape):
+    """Several blocks of packed A rows and several groups of panels in one call."""
+    m, k, n = shape
+    rng = np.random.default_rng(12)
+    a, w = rand(rng, np.int8, (m, k)), s8_range(rand(rng, np.int8, (n, k)))
+    bias = rng.integers(-10**6, 10**6, n, dtype=np.int32)
+    mult = rng.integers(1 << 30, 2**31 - 1, n, dtype=np.int64).astype(np.int32)
+    shift = rng.integers(-20, -12, n, dtype=np.int64).astype(np.int32)
+    acc = R.qmatmul_acc(a, w.T, -3, 0, bias)
+    np.testing.assert_array_equal(fixq.qlinear(a, w, bias, a_zero_point=-3, out_dtype=np.int32), acc)
+    y = fixq.qlinear(a, fixq.pack_weights(w), bias, a_zero_point=-3, multiplier=mult, shift=shift, out_zero_point=5)
+    np.testing.assert_array_equal(y, R.requantize(acc, "double", mult, shift, zero_point=5))
+
+
+def test_double_rounding_ties_every_shift(isa):
+    """The output stage's double rounding (one 64-bit rounding on AVX2) at the ties of both roundings
+    and at the int32 ends, for every shift, per tensor and per column."""
+    rng = np.random.default_rng(13)
+    for shift in range(-31, 31):
+        e = max(-shift, 0)
+        mults = [0, 1, 3, 1 << 30, (1 << 30) + 1, 2**31 - 1] + [int(v) for v in rng.integers(1, 2**31, 6)]
+        for m in mults:
+            xs = [-(2**31), -(2**31) + 1, 2**31 - 1, 0, 1, -1, 1 << 30, -(1 << 30), -(1 << 30) - 1]
+            for t in [int(j) * 2**(31 + e) + 2**(30 + e) for j in rng.integers(-2**20, 2**20, 6)] + \
+                     [int(j) * 2**31 + 2**30 for j in rng.integers(-2**20, 2**20, 6)]:
+                xs += [v for v in (t // max(m, 1) - 1, t // max(m, 1), t // max(m, 1) + 1) if -(2**31) <= v < 2**31]
+            x = np.array(xs, np.int64).astype(np.int32)
+            want = R.mbqm(x, m, shift, "double")
+            np.testing.assert_array_equal(fixq.requantize(x, m, shift, dtype=np.int32), want,
+                                          err_msg=f"m={m} shift={shift}")
+        ms = np.array(mults, np.int32)
+        x = rng.integers(-(2**31), 2**31, (5, len(ms)), dtype=np.int64).astype(np.int32)
+        np.testing.assert_array_equal(fixq.requantize(x, ms, np.full(len(ms), shift, np.int32), dtype=np.int32),
+                                      R.mbqm(x, ms, shift, "double"), err_msg=f"per column, shift={shift}")
+
+
 def test_overflow_is_refused_up_front():
     k = 1 << 16
     a = np.full((1, k), 255, np.uint8)
@@ -147,6 +222,13 @@ def test_overflow_is_refused_up_front():
     fixq.qmatmul(a, b127, bias=np.full(4, 2**24, np.int32), out_dtype=np.int32)  # fits
     with pytest.raises(OverflowError, match="bias"):
         fixq.qmatmul(a, b127, bias=np.full(4, 2**30, np.int32), out_dtype=np.int32)
+    # the largest |bias| and the largest column bound are in different columns: each column fits
+    b2 = np.zeros((k, 2), np.int8)
+    b2[:, 0] = 127
+    bias = np.array([-(2**24), -(2**31)], np.int32)
+    np.testing.assert_array_equal(fixq.qmatmul(a, b2, bias=bias, out_dtype=np.int32), R.qmatmul_acc(a, b2, 0, 0, bias))
+    with pytest.raises(OverflowError, match="column 0"):
+        fixq.qmatmul(a, b2, bias=np.array([-(2**26), 0], np.int32), out_dtype=np.int32)
 
 
 def test_kernel_choice_follows_weight_range():
@@ -203,7 +285,23 @@ def test_strided_readonly_and_out(isa):
     np.testing.assert_array_equal(out, ref)
 
 
-def test_empty_dimensions():
+@pytest.mark.parametrize("rounding", ["double", "single", "fp32"])
+def test_no_output_columns(rounding):
+    """N = 0 gives numpy's empty result, per-column parameters of length 0 included; length 0 against
+    N > 0 is a clear error."""
+    a = np.zeros((3, 4), np.uint8)
+    per_col = {"scale": np.zeros(0, np.float32)} if rounding == "fp32" else \
+        {"multiplier": np.zeros(0, np.int32), "shift": np.zeros(0, np.int32)}
+    for b in (np.zeros((4, 0), np.int8), fixq.pack_weights(np.zeros((4, 0), np.int8), layout="matmul")):
+        y = fixq.qmatmul(a, b, rounding=rounding, out_zero_point=np.zeros(0, np.int32), out_dtype=np.uint8,
+                         bias=np.zeros(0, np.int32), **per_col)
+        assert y.shape == (3, 0) and y.dtype == np.uint8
+        assert fixq.qmatmul(a[None], b, rounding=rounding, **per_col).shape == (1, 3, 0)
+    with pytest.raises(ValueError, match="length N = 3, got 0"):
+        fixq.qmatmul(a, np.zeros((4, 3), np.int8), rounding=rounding, **per_col)
+
+
+def test_empty_dimensions(isa):
     a = np.zeros((0, 8), np.int8)
     assert fixq.qmatmul(a, np.zeros((8, 3), np.int8), out_dtype=np.int32).shape == (0, 3)
     y = fixq.qmatmul(np.zeros((2, 0), np.int8), np.zeros((0, 3), np.int8), bias=np.arange(3, dtype=np.int32),

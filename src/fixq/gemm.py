@@ -172,6 +172,9 @@ def _out_stage(fn, dt, rounding, multiplier, shift, scale, zero_point, out_min, 
         if np.any(s < -31) or np.any(s > 30):
             raise ValueError(f"{fn}: shift must be in [-31, 30], got {shift!r}")
         sc = None
+    if n == 0:  # per-column arrays of length 0: the result is empty, as numpy's matmul gives it
+        fp32 = rounding == "fp32"
+        return rounding, None if fp32 else 0, None if fp32 else 0, 1.0 if fp32 else None, 0, qmin, qmax
     if channels == 1 or n == 1:
         return (rounding, None if m is None else int(m[0]), None if s is None else int(s[0]),
                 None if sc is None else float(sc[0]), int(zp[0]), qmin, qmax)

@@ -95,7 +95,7 @@ fixq_status fixq__check_requant(const fixq_requant *p, size_t channels, fixq_dty
 
 static const fixq_requant_ukernel requant_table[FIXQ_ISA_COUNT] = {
     fixq_requant_s32__scalar, FIXQ__AVX2(fixq_requant_s32__avx2),
-    FIXQ__AVX512VNNI(fixq_requant_s32__avx2)};
+    FIXQ__AVX512VNNI(fixq_requant_s32__avx512vnni)};
 static const fixq_quantize_ukernel quantize_table[FIXQ_ISA_COUNT] = {
     fixq_quantize_f32__scalar, FIXQ__AVX2(fixq_quantize_f32__avx2),
     FIXQ__AVX512VNNI(fixq_quantize_f32__avx2)};

@@ -21,17 +21,6 @@ ALWAYS_INLINE __m256i srdhm(__m256i x, __m256i m) {
   return _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
 }
 
-/* gemmlowp RoundingDivideByPOT, per-lane exponent 0..31: ties away from zero. */
-ALWAYS_INLINE __m256i rdbpot(__m256i x, __m256i e) {
-  const __m256i one = _mm256_set1_epi32(1);
-  const __m256i mask = _mm256_sub_epi32(_mm256_sllv_epi32(one, e), one);
-  const __m256i rem = _mm256_and_si256(x, mask);
-  const __m256i neg = _mm256_srli_epi32(x, 31);
-  const __m256i thr = _mm256_add_epi32(_mm256_srai_epi32(mask, 1), neg);
-  const __m256i up = _mm256_srli_epi32(_mm256_cmpgt_epi32(rem, thr), 31);
-  return _mm256_add_epi32(_mm256_srav_epi32(x, e), up);
-}
-
 /* Saturating x << left (left 0..30): gemmlowp SaturatingRoundingMultiplyByPOT.
  * (INT32_MIN >> left) << left is INT32_MIN exactly; above the top, select INT32_MAX. */
 ALWAYS_INLINE __m256i sat_shl(__m256i x, __m256i left) {
@@ -41,8 +30,57 @@ ALWAYS_INLINE __m256i sat_shl(__m256i x, __m256i left) {
   return _mm256_blendv_epi8(v, _mm256_set1_epi32(INT32_MAX), _mm256_cmpgt_epi32(x, hi));
 }
 
-ALWAYS_INLINE __m256i mbqm_double(__m256i x, __m256i m, __m256i left, __m256i right) {
-  return rdbpot(srdhm(sat_shl(x, left), m), right);
+/* TFLite MultiplyByQuantizedMultiplier (double rounding) for m >= 0 with one
+ * 64-bit rounding.  With x' = sat_shl(x, left), t = x' m (|t| < 2^62) and
+ * e = right: SRDHM(x', m) = floor((t + 2^30) / 2^31), which is < 0 exactly
+ * when t < -2^30, and RoundingDivideByPOT(s, e) = floor((s + 2^(e-1) - [s < 0])
+ * / 2^e) for e > 0, so (floor(floor(u / a) / b) = floor(u / ab)) the result is
+ *   floor((t + 2^30 + [e > 0] (2^(30+e) - [t < -2^30] 2^31)) / 2^(31+e)).
+ * AVX2 has no 64-bit arithmetic shift: 2^62 more keeps the sum in [0, 2^64),
+ * and the logical shift's low half is then 2^(62-31-e) too big. */
+typedef struct {
+  __m256i m_even, m_odd;     /* m in the low half of each 64-bit lane */
+  __m256i pos_even, pos_odd; /* 2^62 + 2^30 + [e > 0] 2^(30+e) */
+  __m256i neg_even, neg_odd; /* the same minus [e > 0] 2^31: for t < -2^30 */
+  __m256i sh_even, sh_odd;   /* 31 + e */
+  __m256i corr;              /* 2^(31-e) mod 2^32, in 32-bit lanes */
+  __m256i left;
+  int has_left;
+} mbqm_double_params;
+
+ALWAYS_INLINE mbqm_double_params mbqm_double_prepare(__m256i m, __m256i left, __m256i right) {
+  mbqm_double_params P;
+  const __m256i low = _mm256_set1_epi64x(0xFFFFFFFF), one = _mm256_set1_epi64x(1);
+  const __m256i e[2] = {_mm256_and_si256(right, low), _mm256_srli_epi64(right, 32)};
+  __m256i pos[2], neg[2], sh[2];
+  for (int h = 0; h < 2; h++) {
+    const __m256i up = _mm256_cmpgt_epi64(e[h], _mm256_setzero_si256()); /* e > 0 */
+    pos[h] = _mm256_add_epi64(_mm256_set1_epi64x((INT64_C(1) << 62) + (INT64_C(1) << 30)),
+                              _mm256_and_si256(up, _mm256_sllv_epi64(one, _mm256_add_epi64(e[h], _mm256_set1_epi64x(30)))));
+    neg[h] = _mm256_sub_epi64(pos[h], _mm256_and_si256(up, _mm256_set1_epi64x(INT64_C(1) << 31)));
+    sh[h] = _mm256_add_epi64(e[h], _mm256_set1_epi64x(31));
+  }
+  P.m_even = m;
+  P.m_odd = _mm256_srli_epi64(m, 32);
+  P.pos_even = pos[0], P.pos_odd = pos[1], P.neg_even = neg[0], P.neg_odd = neg[1];
+  P.sh_even = sh[0], P.sh_odd = sh[1];
+  P.corr = _mm256_sllv_epi32(_mm256_set1_epi32(1), _mm256_sub_epi32(_mm256_set1_epi32(31), right));
+  P.left = left;
+  P.has_left = !_mm256_testz_si256(left, left);
+  return P;
+}
+
+ALWAYS_INLINE __m256i mbqm_double_half(__m256i x, __m256i m, __m256i pos, __m256i neg, __m256i sh) {
+  const __m256i t = _mm256_mul_epi32(x, m);
+  const __m256i below = _mm256_cmpgt_epi64(_mm256_set1_epi64x(-(INT64_C(1) << 30)), t);
+  return _mm256_srlv_epi64(_mm256_add_epi64(t, _mm256_blendv_epi8(pos, neg, below)), sh);
+}
+
+ALWAYS_INLINE __m256i mbqm_double(__m256i x, const mbqm_double_params *P) {
+  if (P->has_left) x = sat_shl(x, P->left);
+  const __m256i even = mbqm_double_half(x, P->m_even, P->pos_even, P->neg_even, P->sh_even);
+  const __m256i odd = mbqm_double_half(_mm256_srli_epi64(x, 32), P->m_odd, P->pos_odd, P->neg_odd, P->sh_odd);
+  return _mm256_sub_epi32(_mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA), P->corr);
 }
 
 /* Arithmetic right shift of int64 lanes by n (0..63), saturated to int32,

@@ -156,6 +156,11 @@ void fixq_dequantize__avx2(size_t rows, size_t channels, size_t inner, const voi
 #else
 #define FIXQ__AVX2(fn) NULL
 #endif
+#ifdef FIXQ_COMPILED_AVX512VNNI
+void fixq_requant_s32__avx512vnni(size_t rows, size_t channels, size_t inner, const int32_t *x,
+                                  size_t x_stride, void *y, size_t y_stride, fixq_dtype y_dtype,
+                                  const fixq_requant *p);
+#endif
 /* Table entry for the avx512vnni level: its own kernel, or (FIXQ__AVX512VNNI(x__avx2))
  * the AVX2 one where 512-bit code would not pay. */
 #ifdef FIXQ_COMPILED_AVX512VNNI
@@ -165,46 +170,62 @@ void fixq_dequantize__avx2(size_t rows, size_t channels, size_t inner, const voi
 #endif
 
 /* ---- GEMM micro-kernels (qgemm.c drives them) ------------------------------
- * A is packed `rows` <= FIXQ_GEMM_MR rows at a time (the kernel gets mr ==
- * rows): for each group of 4 k values q (k padded with zeros to a multiple of
- * 4), `rows` records of 8 bytes, record r at dst + (q * rows + r) * 8.  A
- * record holds a' = a (int8) or a ^ 0x80 (uint8, = a - 128) for k = 4q..4q+3 as
- *   FIXQ_GEMM_S8:  uint8 s[4] = (a' < 0 ? 0xFF : 0), then uint8 |a'|[4]
- *   FIXQ_GEMM_S16: int16 a'[4]
- * and row_sum[r] = sum_k a' (mod 2^32; only when row_sum is not NULL) and
- * row_neg[r] = sum_k max(-a', 0).
+ * Each ISA has a packer for A and a tile kernel that read one record format;
+ * qgemm.c's kernel_table gives its tile (mr rows x np panels), its record size
+ * and the offset it adds to a'.
+ * A is packed `rows` <= mr rows at a time (the kernel gets mr == rows): for
+ * each group of 4 k values q (k padded with zeros to a multiple of 4), `rows`
+ * records, record r at dst + (q * rows + r) * record size.  A record holds
+ * a' = a (int8) or a ^ 0x80 (uint8, = a - 128) for k = 4q..4q+3 as
+ *   scalar, AVX2, FIXQ_GEMM_S8:  uint8 s[4] = (a' < 0 ? 0xFF : 0), then uint8 |a'|[4]
+ *   scalar, AVX2, FIXQ_GEMM_S16: int16 a'[4]
+ *   AVX-512 VNNI (both kernels): uint8 a' + 128 [4] (zeros past k)
+ * and row_sum[r] = sum_k a' (mod 2^32; only when row_sum is not NULL) and,
+ * for the 8-byte records, row_neg[r] = sum_k max(-a', 0).
  * The S8 kernels multiply |a'| by b' ^ s: for a' < 0 that is
  * |a'| * (-b' - 1) = a' b' - |a'|, so sum_k |a'| (b' ^ s) + row_neg = sum_k a' b'.
  * With b' in [-127, 127] each product lies in [-128 * 128, 128 * 127], so a
- * vpmaddubsw pair sum lies in [-32768, 32512]: int16 saturation never triggers. */
-#define FIXQ_GEMM_MR 4
+ * vpmaddubsw pair sum lies in [-32768, 32512]: int16 saturation never triggers.
+ * The VNNI kernel sums (a' + 128) b' exactly (vpdpbusd); the driver folds
+ * -128 * sum_k b' into col_term. */
+#define FIXQ_GEMM_MR 4 /* scalar and AVX2 tile rows */
+#define FIXQ__VNNI_MR 8
+#define FIXQ__VNNI_NP 3
 typedef void (*fixq_qgemm_pack_a_fn)(size_t rows, size_t k, const void *a, size_t lda, fixq_dtype a_dtype,
                                      fixq_gemm_kernel kernel, uint8_t *dst, int32_t *row_sum, int32_t *row_neg);
-/* One tile of mr <= FIXQ_GEMM_MR rows by FIXQ_GEMM_NR columns over kq groups
- * of 4 k values (b: the panel, fixq.h): c[r * ldc + j] =
+/* One tile of mr rows by np panels of FIXQ_GEMM_NR columns over kq groups of
+ * 4 k values (b: the first panel, fixq.h; the next ones follow kq * 4 *
+ * FIXQ_GEMM_NR bytes apart): c[r * ldc + j] =
  * sum_k a'[r][k] b'[k][j] - b_zp[j] * row_sum[r] + col_term[j], mod 2^32
  * (the row_sum term skipped when row_sum is NULL). */
-typedef void (*fixq_qgemm_ukernel)(size_t mr, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c,
+typedef void (*fixq_qgemm_ukernel)(size_t mr, size_t np, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c,
                                    size_t ldc, const int32_t *row_sum, const int32_t *row_neg,
                                    const int32_t *b_zp, const int32_t *col_term);
 
 void fixq_qgemm_pack_a__scalar(size_t rows, size_t k, const void *a, size_t lda, fixq_dtype a_dtype,
                                fixq_gemm_kernel kernel, uint8_t *dst, int32_t *row_sum, int32_t *row_neg);
-void fixq_qgemm_s8__scalar(size_t mr, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c,
+void fixq_qgemm_s8__scalar(size_t mr, size_t np, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c,
                            size_t ldc, const int32_t *row_sum, const int32_t *row_neg, const int32_t *b_zp,
                            const int32_t *col_term);
-void fixq_qgemm_s16__scalar(size_t mr, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c,
+void fixq_qgemm_s16__scalar(size_t mr, size_t np, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c,
                             size_t ldc, const int32_t *row_sum, const int32_t *row_neg, const int32_t *b_zp,
                             const int32_t *col_term);
 #ifdef FIXQ_COMPILED_AVX2
 void fixq_qgemm_pack_a__avx2(size_t rows, size_t k, const void *a, size_t lda, fixq_dtype a_dtype,
                              fixq_gemm_kernel kernel, uint8_t *dst, int32_t *row_sum, int32_t *row_neg);
-void fixq_qgemm_s8__avx2(size_t mr, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c,
+void fixq_qgemm_s8__avx2(size_t mr, size_t np, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c,
                          size_t ldc, const int32_t *row_sum, const int32_t *row_neg, const int32_t *b_zp,
                          const int32_t *col_term);
-void fixq_qgemm_s16__avx2(size_t mr, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c,
+void fixq_qgemm_s16__avx2(size_t mr, size_t np, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c,
                           size_t ldc, const int32_t *row_sum, const int32_t *row_neg, const int32_t *b_zp,
                           const int32_t *col_term);
+#endif
+#ifdef FIXQ_COMPILED_AVX512VNNI
+void fixq_qgemm_pack_a__avx512vnni(size_t rows, size_t k, const void *a, size_t lda, fixq_dtype a_dtype,
+                                   fixq_gemm_kernel kernel, uint8_t *dst, int32_t *row_sum, int32_t *row_neg);
+void fixq_qgemm_s8__avx512vnni(size_t mr, size_t np, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c,
+                               size_t ldc, const int32_t *row_sum, const int32_t *row_neg, const int32_t *b_zp,
+                               const int32_t *col_term);
 #endif
 
 /* Elementwise add/mul over `rows` rows of n outputs; row r of a starts at

@@ -4,39 +4,38 @@
  * acc[m][n] = sum_k (a' - a_zp')(b' - b_zp'[n]) + bias[n]
  *           = sum_k a' b' - b_zp'[n] * row_sum[m] - a_zp' * col_sum[n] + bias[n]
  * (gemmlowp doc/low-precision.md; a', b' as in fixq.h).  The kernels form the
- * right-hand side modulo 2^32; fixq_qgemm first proves that the exact acc
- * fits int32, so the wrapped value is acc.  Each block of accumulators goes
- * through the requantize micro-kernel while it is still in L1. */
+ * right-hand side modulo 2^32 (a kernel that multiplies a' + a_offset, the
+ * VNNI one, gets -a_offset * sum_k b' in col_term); fixq_qgemm first proves
+ * that the exact acc fits int32, so the wrapped value is acc.  Each block of
+ * accumulators goes through the requantize micro-kernel while it is still in L1. */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "fixq_internal.h"
 
-#define MR FIXQ_GEMM_MR
 #define NR FIXQ_GEMM_NR
 #define MC_MAX 128                /* rows per block */
 #define TILE_BYTES (8 * 1024)     /* int32 accumulators waiting for the output stage: stay in L1 */
-#define A_BLOCK_BYTES (96 * 1024) /* packed A block (8 bytes per row per 4 k): stays in L2 */
+#define A_BLOCK_BYTES (96 * 1024) /* packed A block: stays in L2 */
 #define MACS_PER_THREAD (1 << 21) /* less work than this per thread does not pay for pthread_create */
 
 typedef struct {
   fixq_qgemm_pack_a_fn pack_a;
   fixq_qgemm_ukernel ukernel[2]; /* by fixq_gemm_kernel */
+  size_t mr, np;                 /* tile: mr rows (one pack_a call) x up to np panels */
+  size_t record;                 /* packed A bytes per row per 4 k (fixq_internal.h) */
+  uint32_t a_offset;             /* the kernels multiply a' + a_offset */
 } qgemm_kernels;
 
 static const qgemm_kernels kernel_table[FIXQ_ISA_COUNT] = {
-    {fixq_qgemm_pack_a__scalar, {fixq_qgemm_s8__scalar, fixq_qgemm_s16__scalar}},
-#ifdef FIXQ_COMPILED_AVX2
-    {fixq_qgemm_pack_a__avx2, {fixq_qgemm_s8__avx2, fixq_qgemm_s16__avx2}},
-#else
-    {NULL, {NULL, NULL}},
-#endif
-#ifdef FIXQ_COMPILED_AVX512VNNI
-    {fixq_qgemm_pack_a__avx2, {fixq_qgemm_s8__avx2, fixq_qgemm_s16__avx2}},
-#else
-    {NULL, {NULL, NULL}},
-#endif
+    {fixq_qgemm_pack_a__scalar, {fixq_qgemm_s8__scalar, fixq_qgemm_s16__scalar}, FIXQ_GEMM_MR, 1, 8, 0},
+    {FIXQ__AVX2(fixq_qgemm_pack_a__avx2), {FIXQ__AVX2(fixq_qgemm_s8__avx2), FIXQ__AVX2(fixq_qgemm_s16__avx2)},
+     FIXQ_GEMM_MR, 1, 8, 0},
+    /* vpdpbusd is exact for b' = -128 too: one kernel for both */
+    {FIXQ__AVX512VNNI(fixq_qgemm_pack_a__avx512vnni),
+     {FIXQ__AVX512VNNI(fixq_qgemm_s8__avx512vnni), FIXQ__AVX512VNNI(fixq_qgemm_s8__avx512vnni)}, FIXQ__VNNI_MR,
+     FIXQ__VNNI_NP, 4, 128},
 };
 
 /* ---- packing B ------------------------------------------------------------ */
@@ -143,9 +142,10 @@ typedef struct {
   fixq_status status;
 } qgemm_part;
 
-static size_t rows_per_block(size_t k_padded) {
-  size_t mc = k_padded ? A_BLOCK_BYTES / (2 * k_padded) / MR * MR : MC_MAX;
-  return mc < MR ? MR : mc > MC_MAX ? MC_MAX : mc;
+static size_t rows_per_block(const qgemm_kernels *kern, size_t kq) {
+  const size_t mr = kern->mr;
+  size_t mc = kq ? A_BLOCK_BYTES / (kq * kern->record) / mr * mr : MC_MAX;
+  return mc < mr ? mr : mc > MC_MAX ? MC_MAX : mc;
 }
 
 /* The output stage on rows [m0, m0 + mc) x columns [n0, n0 + nc) of y; the
@@ -173,15 +173,18 @@ static void store_block(const qgemm_job *job, const int32_t *tile, size_t ldt, s
  * TILE_BYTES go through the output stage together. */
 static void run_part(qgemm_part *part) {
   const qgemm_job *job = part->job;
+  const qgemm_kernels *kern = job->kern;
   const fixq_packed_b *b = job->b;
-  const size_t kq = b->k_padded / 4, rows = (part->m1 - part->m0 + MR - 1) / MR * MR;
-  const size_t mc_max = rows < rows_per_block(b->k_padded) ? rows : rows_per_block(b->k_padded);
-  const size_t group = mc_max * NR * 4 >= TILE_BYTES ? 1 : TILE_BYTES / (mc_max * NR * 4);
+  const size_t mr = kern->mr, np = kern->np, kq = b->k_padded / 4;
+  const size_t rows = (part->m1 - part->m0 + mr - 1) / mr * mr, block = rows_per_block(kern, kq);
+  const size_t mc_max = rows < block ? rows : block;
+  size_t group = mc_max * NR * 4 >= TILE_BYTES ? 1 : TILE_BYTES / (mc_max * NR * 4);
+  group = (group + np - 1) / np * np;
   const size_t ldt = group * NR, ncols = (part->p1 - part->p0) * NR;
-  const fixq_qgemm_ukernel ukernel = job->kern->ukernel[b->kernel];
+  const fixq_qgemm_ukernel ukernel = kern->ukernel[b->kernel];
   const int need_row_sum = b->zero_point_nonzero;
   /* packed A block, its row sums and row_neg, the int32 tile, col_term: one allocation */
-  const size_t a_bytes = mc_max * kq * 8;
+  const size_t a_bytes = mc_max * kq * kern->record;
   char *mem = malloc(a_bytes + sizeof(int32_t) * (mc_max * (2 + ldt) + ncols) + 64);
   if (mem == NULL) {
     part->status = FIXQ_ERR_OUT_OF_MEMORY;
@@ -191,26 +194,31 @@ static void run_part(qgemm_part *part) {
   int32_t *row_sum = (int32_t *)(apack + a_bytes);
   int32_t *row_neg = row_sum + mc_max;
   int32_t *tile = row_neg + mc_max;
-  int32_t *col_term = tile + mc_max * ldt; /* bias - a_zp' * col_sum, for the part's columns */
-  for (size_t j = 0; j < ncols; j++) {
-    const size_t n = part->p0 * NR + j;
-    const uint32_t bias = job->bias != NULL && n < b->n ? (uint32_t)job->bias[n] : 0;
-    col_term[j] = (int32_t)(bias - (uint32_t)job->a_zp * (uint32_t)b->col_sum[n]);
-  }
+  /* col_term = bias - a_zp' * col_sum - a_offset * sum_k b' for the part's columns, where
+   * sum_k b' = col_sum + k * zp' (0 in the padding) */
+  int32_t *restrict col_term = tile + mc_max * ldt;
+  const size_t n0 = part->p0 * NR, n_bias = b->n - n0 < ncols ? b->n - n0 : ncols;
+  const uint32_t col_mult = (uint32_t)job->a_zp + kern->a_offset, zp_mult = kern->a_offset * (uint32_t)b->k;
+  const int32_t *restrict col_sum = b->col_sum + n0, *restrict zp = b->zero_point + n0, *restrict bias = job->bias;
+  for (size_t j = 0; j < ncols; j++)
+    col_term[j] = (int32_t)(0u - col_mult * (uint32_t)col_sum[j] - zp_mult * (uint32_t)zp[j]);
+  if (bias != NULL)
+    for (size_t j = 0; j < n_bias; j++) col_term[j] = (int32_t)((uint32_t)col_term[j] + (uint32_t)bias[n0 + j]);
   for (size_t m0 = part->m0; m0 < part->m1; m0 += mc_max) {
     const size_t mc = part->m1 - m0 < mc_max ? part->m1 - m0 : mc_max;
-    for (size_t i = 0; i < mc; i += MR)
-      job->kern->pack_a(mc - i < MR ? mc - i : MR, b->k, (const char *)job->a + (m0 + i) * job->lda, job->lda,
-                        job->a_dtype, b->kernel, apack + i * kq * 8, need_row_sum ? row_sum + i : NULL,
-                        row_neg + i);
+    for (size_t i = 0; i < mc; i += mr)
+      kern->pack_a(mc - i < mr ? mc - i : mr, b->k, (const char *)job->a + (m0 + i) * job->lda, job->lda,
+                   job->a_dtype, b->kernel, apack + i * kq * kern->record, need_row_sum ? row_sum + i : NULL,
+                   row_neg + i);
     for (size_t g0 = part->p0; g0 < part->p1; g0 += group) {
       const size_t g1 = part->p1 - g0 < group ? part->p1 : g0 + group;
-      for (size_t pn = g0; pn < g1; pn++) {
+      for (size_t pn = g0; pn < g1; pn += np) {
         const int8_t *panel = b->panels + pn * kq * 4 * NR;
-        const size_t j0 = (pn - part->p0) * NR;
-        for (size_t i = 0; i < mc; i += MR)
-          ukernel(mc - i < MR ? mc - i : MR, kq, apack + i * kq * 8, panel, tile + i * ldt + (pn - g0) * NR, ldt,
-                  need_row_sum ? row_sum + i : NULL, row_neg + i, b->zero_point + pn * NR, col_term + j0);
+        const size_t j0 = (pn - part->p0) * NR, tile_np = g1 - pn < np ? g1 - pn : np;
+        for (size_t i = 0; i < mc; i += mr)
+          ukernel(mc - i < mr ? mc - i : mr, tile_np, kq, apack + i * kq * kern->record, panel,
+                  tile + i * ldt + (pn - g0) * NR, ldt, need_row_sum ? row_sum + i : NULL, row_neg + i,
+                  b->zero_point + pn * NR, col_term + j0);
       }
       const size_t n0 = g0 * NR, n1 = g1 * NR < b->n ? g1 * NR : b->n;
       store_block(job, tile, ldt, m0, mc, n0, n1 - n0);
@@ -225,13 +233,14 @@ static void *run_part_thread(void *arg) {
   return NULL;
 }
 
-/* Splits rows when there are enough for every thread, else panels. */
-static void split(size_t m, size_t panels, int threads, int t, size_t *m0, size_t *m1, size_t *p0, size_t *p1) {
+/* Splits rows (in tiles of mr) when there are enough for every thread, else panels. */
+static void split(size_t m, size_t mr, size_t panels, int threads, int t, size_t *m0, size_t *m1, size_t *p0,
+                  size_t *p1) {
   const size_t T = (size_t)threads;
   if (m >= 32 * T || panels < T) {
-    const size_t groups = (m + MR - 1) / MR;
-    *m0 = groups * t / T * MR;
-    *m1 = groups * (t + 1) / T * MR;
+    const size_t groups = (m + mr - 1) / mr;
+    *m0 = groups * t / T * mr;
+    *m1 = groups * (t + 1) / T * mr;
     if (*m1 > m) *m1 = m;
     if (*m0 > m) *m0 = m;
     *p0 = 0;
@@ -258,10 +267,17 @@ static int dtype_bounds(fixq_dtype dt, int32_t *lo, int32_t *hi) {
   return 0;
 }
 
-/* acc[m][n] lies in bias[n] +- max|a - a_zp| * col_abs[n]. */
+/* acc[m][n] lies in bias[n] +- max|a - a_zp| * col_abs[n]: first the bound
+ * with the largest |bias| (one loop that vectorizes), then column by column. */
 static int fits_int32(const fixq_packed_b *b, int64_t a_span, const int32_t *bias) {
   if (b->col_abs_max > INT32_MAX) return 0; /* a_span >= 127 */
   if (bias == NULL) return a_span * b->col_abs_max <= INT32_MAX;
+  uint32_t bias_max = 0;
+  for (size_t n = 0, count = b->n; n < count; n++) {
+    const uint32_t mag = bias[n] < 0 ? 0u - (uint32_t)bias[n] : (uint32_t)bias[n];
+    bias_max = mag > bias_max ? mag : bias_max;
+  }
+  if (a_span * b->col_abs_max + bias_max <= INT32_MAX) return 1;
   for (size_t n = 0; n < b->n; n++) {
     const int64_t r = a_span * b->col_abs[n];
     if (bias[n] + r > INT32_MAX || bias[n] - r < INT32_MIN) return 0;
@@ -294,7 +310,7 @@ fixq_status fixq_qgemm(size_t m, const void *a, fixq_dtype a_dtype, size_t lda, 
   const double macs = (double)m * (double)b->n * (double)(b->k ? b->k : 1);
   int T = threads;
   if (macs / MACS_PER_THREAD < T) T = (int)(macs / MACS_PER_THREAD) > 1 ? (int)(macs / MACS_PER_THREAD) : 1;
-  if ((size_t)T > panels * ((m + MR - 1) / MR)) T = (int)(panels * ((m + MR - 1) / MR));
+  if ((size_t)T > panels * ((m + kern->mr - 1) / kern->mr)) T = (int)(panels * ((m + kern->mr - 1) / kern->mr));
   if (T == 1) {
     qgemm_part part = {&job, 0, m, 0, panels, FIXQ_OK};
     run_part(&part);
@@ -312,7 +328,7 @@ fixq_status fixq_qgemm(size_t m, const void *a, fixq_dtype a_dtype, size_t lda, 
   for (int t = 0; t < T; t++) {
     parts[t].job = &job;
     parts[t].status = FIXQ_OK;
-    split(m, panels, T, t, &parts[t].m0, &parts[t].m1, &parts[t].p0, &parts[t].p1);
+    split(m, kern->mr, panels, T, t, &parts[t].m0, &parts[t].m1, &parts[t].p0, &parts[t].p1);
   }
   for (int t = 1; t < T; t++) started[t] = pthread_create(&tids[t], NULL, run_part_thread, &parts[t]) == 0;
   run_part(&parts[0]);

@@ -132,14 +132,16 @@ static void s8_tile4(size_t kq, const uint8_t *a, const int8_t *b, int32_t *c, s
                col_term);
 }
 
-void fixq_qgemm_s8__avx2(size_t mr, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c, size_t ldc,
-                         const int32_t *row_sum, const int32_t *row_neg, const int32_t *b_zp,
+void fixq_qgemm_s8__avx2(size_t mr, size_t np, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c,
+                         size_t ldc, const int32_t *row_sum, const int32_t *row_neg, const int32_t *b_zp,
                          const int32_t *col_term) {
-  switch (mr) {
-    case 1: s8_tile(1, kq, a, b, c, ldc, row_sum, row_neg, b_zp, col_term); break;
-    case 2: s8_tile(2, kq, a, b, c, ldc, row_sum, row_neg, b_zp, col_term); break;
-    case 3: s8_tile(3, kq, a, b, c, ldc, row_sum, row_neg, b_zp, col_term); break;
-    default: s8_tile4(kq, a, b, c, ldc, row_sum, row_neg, b_zp, col_term); break;
+  for (size_t p = 0; p < np; p++, b += kq * NR * 4, c += NR, b_zp += NR, col_term += NR) {
+    switch (mr) {
+      case 1: s8_tile(1, kq, a, b, c, ldc, row_sum, row_neg, b_zp, col_term); break;
+      case 2: s8_tile(2, kq, a, b, c, ldc, row_sum, row_neg, b_zp, col_term); break;
+      case 3: s8_tile(3, kq, a, b, c, ldc, row_sum, row_neg, b_zp, col_term); break;
+      default: s8_tile4(kq, a, b, c, ldc, row_sum, row_neg, b_zp, col_term); break;
+    }
   }
 }
 
@@ -170,38 +172,40 @@ ALWAYS_INLINE void s16_rows(const size_t rows, size_t r0, size_t mr, size_t kq, 
   }
 }
 
-void fixq_qgemm_s16__avx2(size_t mr, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c, size_t ldc,
-                          const int32_t *row_sum, const int32_t *row_neg, const int32_t *b_zp,
+void fixq_qgemm_s16__avx2(size_t mr, size_t np, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c,
+                          size_t ldc, const int32_t *row_sum, const int32_t *row_neg, const int32_t *b_zp,
                           const int32_t *col_term) {
   (void)row_neg; /* S16 multiplies a' itself */
-  for (size_t r0 = 0; r0 < mr; r0 += 2) {
-    if (mr - r0 >= 2)
-      s16_rows(2, r0, mr, kq, a, b, c, ldc, row_sum, b_zp, col_term);
-    else
-      s16_rows(1, r0, mr, kq, a, b, c, ldc, row_sum, b_zp, col_term);
+  for (size_t p = 0; p < np; p++, b += kq * NR * 4, c += NR, b_zp += NR, col_term += NR) {
+    for (size_t r0 = 0; r0 < mr; r0 += 2) {
+      if (mr - r0 >= 2)
+        s16_rows(2, r0, mr, kq, a, b, c, ldc, row_sum, b_zp, col_term);
+      else
+        s16_rows(1, r0, mr, kq, a, b, c, ldc, row_sum, b_zp, col_term);
+    }
   }
 }
 
 /* ---- packing A (S8 records; S16 records come from the scalar packer) ------- */
 
-/* Records of `rows` rows x 8 quads (32 k values of each row, already a'),
- * and the rows' sums of a' + 128 and of max(-a', 0). */
-ALWAYS_INLINE void pack_s8_chunk(size_t rows, const __m256i x[MR], uint8_t *dst, __m256i *sum, __m256i *neg) {
+/* Records of `rows` rows x nq <= 8 quads (32 k values of each row, already
+ * a'), and the rows' sums of a' + 128 and of max(-a', 0). */
+ALWAYS_INLINE void pack_s8_chunk(size_t rows, const __m256i x[MR], uint8_t *dst, size_t nq, __m256i *sum,
+                                 __m256i *neg) { /* sum: NULL when the row sums are not needed */
   const __m256i zero = _mm256_setzero_si256(), bias = _mm256_set1_epi8((char)0x80);
   __m256i lo[MR], hi[MR];
   for (size_t r = 0; r < MR; r++) {
     const __m256i s = _mm256_cmpgt_epi8(zero, x[r]), m = _mm256_abs_epi8(x[r]);
     if (r < rows) {
-      sum[r] = _mm256_add_epi64(sum[r], _mm256_sad_epu8(_mm256_xor_si256(x[r], bias), zero));
+      if (sum != NULL) sum[r] = _mm256_add_epi64(sum[r], _mm256_sad_epu8(_mm256_xor_si256(x[r], bias), zero));
       neg[r] = _mm256_add_epi64(neg[r], _mm256_sad_epu8(_mm256_and_si256(m, s), zero));
     }
     lo[r] = _mm256_unpacklo_epi32(s, m); /* records of quads 0, 1 | 4, 5 */
     hi[r] = _mm256_unpackhi_epi32(s, m); /* quads 2, 3 | 6, 7 */
   }
-  __m256i *d = (__m256i *)dst;
-  if (rows == 1) {
-    _mm256_storeu_si256(d + 0, _mm256_permute2x128_si256(lo[0], hi[0], 0x20));
-    _mm256_storeu_si256(d + 1, _mm256_permute2x128_si256(lo[0], hi[0], 0x31));
+  if (rows == 1 && nq == 8) { /* one row: the records of quads 0-3 and 4-7 */
+    _mm256_storeu_si256((__m256i *)dst, _mm256_permute2x128_si256(lo[0], hi[0], 0x20));
+    _mm256_storeu_si256((__m256i *)dst + 1, _mm256_permute2x128_si256(lo[0], hi[0], 0x31));
     return;
   }
   const __m256i q04a = _mm256_unpacklo_epi64(lo[0], lo[1]), q04b = _mm256_unpacklo_epi64(lo[2], lo[3]);
@@ -217,11 +221,21 @@ ALWAYS_INLINE void pack_s8_chunk(size_t rows, const __m256i x[MR], uint8_t *dst,
   quad[5] = _mm256_permute2x128_si256(q15a, q15b, 0x31);
   quad[6] = _mm256_permute2x128_si256(q26a, q26b, 0x31);
   quad[7] = _mm256_permute2x128_si256(q37a, q37b, 0x31);
-  if (rows == MR) {
-    for (size_t q = 0; q < 8; q++) _mm256_storeu_si256(d + q, quad[q]);
-  } else {
-    for (size_t q = 0; q < 8; q++) memcpy(dst + q * rows * 8, &quad[q], rows * 8);
+  for (size_t q = 0; q < nq; q++) memcpy(dst + q * rows * 8, &quad[q], rows * 8);
+}
+
+/* Bytes p[0..n) (n < 32), zeros above, without reading past p + n: whole
+ * dwords through a mask, the last 1-3 bytes blended in (no store to reload). */
+ALWAYS_INLINE __m256i load_partial(const uint8_t *p, size_t n) {
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), whole = _mm256_set1_epi32((int)(n / 4));
+  __m256i x = _mm256_maskload_epi32((const int *)p, _mm256_cmpgt_epi32(whole, lane));
+  const size_t rest = n % 4;
+  if (rest) {
+    const uint8_t *t = p + n - rest;
+    const uint32_t w = t[0] | (rest > 1 ? (uint32_t)t[1] << 8 : 0) | (rest > 2 ? (uint32_t)t[2] << 16 : 0);
+    x = _mm256_blendv_epi8(x, _mm256_set1_epi32((int)w), _mm256_cmpeq_epi32(whole, lane));
   }
+  return x;
 }
 
 ALWAYS_INLINE int64_t hsum64(__m256i v) {
@@ -229,33 +243,26 @@ ALWAYS_INLINE int64_t hsum64(__m256i v) {
   return _mm_cvtsi128_si64(s) + _mm_extract_epi64(s, 1);
 }
 
-void fixq_qgemm_pack_a__avx2(size_t rows, size_t k, const void *a, size_t lda, fixq_dtype a_dtype,
-                             fixq_gemm_kernel kernel, uint8_t *dst, int32_t *row_sum, int32_t *row_neg) {
-  if (kernel != FIXQ_GEMM_S8) {
-    fixq_qgemm_pack_a__scalar(rows, k, a, lda, a_dtype, kernel, dst, row_sum, row_neg);
-    return;
-  }
+/* rows is a constant in each instance: the arrays stay in registers. */
+ALWAYS_INLINE void pack_s8(const size_t rows, size_t k, const void *a, size_t lda, fixq_dtype a_dtype, uint8_t *dst,
+                           int32_t *row_sum, int32_t *row_neg) {
   const __m256i flip = _mm256_set1_epi8(a_dtype == FIXQ_UINT8 ? (char)0x80 : 0);
   const size_t k_padded = (k + 3) / 4 * 4, chunk_bytes = 8 * rows * 8;
-  __m256i sum[MR], neg[MR], x[MR];
-  for (size_t r = 0; r < MR; r++) sum[r] = neg[r] = x[r] = _mm256_setzero_si256();
+  const __m256i zero = _mm256_setzero_si256(); /* one by one: a loop here becomes a slow memset */
+  __m256i sum[MR] = {zero, zero, zero, zero}, neg[MR] = {zero, zero, zero, zero}, x[MR] = {zero, zero, zero, zero};
   size_t k0 = 0;
   for (; k0 + 32 <= k; k0 += 32, dst += chunk_bytes) {
     for (size_t r = 0; r < rows; r++)
       x[r] = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)((const uint8_t *)a + r * lda + k0)), flip);
-    pack_s8_chunk(rows, x, dst, sum, neg);
+    pack_s8_chunk(rows, x, dst, 8, row_sum != NULL ? sum : NULL, neg);
   }
-  if (k0 < k_padded) { /* the rest through a zero-padded copy of a' (a' = 0 adds nothing) */
-    uint8_t tmp[MR][32] __attribute__((aligned(32)));
-    uint8_t out[8 * MR * 8] __attribute__((aligned(32)));
-    memset(tmp, 0, sizeof tmp);
-    for (size_t r = 0; r < rows; r++) {
-      memcpy(tmp[r], (const uint8_t *)a + r * lda + k0, k - k0);
-      for (size_t i = 0; i < k - k0; i++) tmp[r][i] ^= a_dtype == FIXQ_UINT8 ? 0x80 : 0;
-      x[r] = _mm256_load_si256((const __m256i *)tmp[r]);
-    }
-    pack_s8_chunk(rows, x, out, sum, neg);
-    memcpy(dst, out, (k_padded - k0) / 4 * rows * 8);
+  if (k0 < k_padded) { /* the rest (k - k0 < 32 values) zero-padded: a' = 0 adds nothing */
+    const __m256i keep = _mm256_cmpgt_epi8(_mm256_set1_epi8((char)(k - k0)),
+                                           _mm256_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16,
+                                                            17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31));
+    for (size_t r = 0; r < rows; r++)
+      x[r] = _mm256_and_si256(_mm256_xor_si256(load_partial((const uint8_t *)a + r * lda + k0, k - k0), flip), keep);
+    pack_s8_chunk(rows, x, dst, (k_padded - k0) / 4, row_sum != NULL ? sum : NULL, neg);
     k0 += 32;
   }
   /* each chunk added 128 per k value, padding included */
@@ -263,4 +270,24 @@ void fixq_qgemm_pack_a__avx2(size_t rows, size_t k, const void *a, size_t lda, f
     if (row_sum != NULL) row_sum[r] = (int32_t)(uint32_t)(uint64_t)(hsum64(sum[r]) - 128 * (int64_t)k0);
     row_neg[r] = (int32_t)(uint32_t)(uint64_t)hsum64(neg[r]);
   }
+}
+
+ALWAYS_INLINE void pack_rows(size_t rows, size_t k, const void *a, size_t lda, fixq_dtype a_dtype, uint8_t *dst,
+                             int32_t *row_sum, int32_t *row_neg) {
+  switch (rows) {
+    case 1: pack_s8(1, k, a, lda, a_dtype, dst, row_sum, row_neg); break;
+    case 2: pack_s8(2, k, a, lda, a_dtype, dst, row_sum, row_neg); break;
+    case 3: pack_s8(3, k, a, lda, a_dtype, dst, row_sum, row_neg); break;
+    default: pack_s8(MR, k, a, lda, a_dtype, dst, row_sum, row_neg); break;
+  }
+}
+
+void fixq_qgemm_pack_a__avx2(size_t rows, size_t k, const void *a, size_t lda, fixq_dtype a_dtype,
+                             fixq_gemm_kernel kernel, uint8_t *dst, int32_t *row_sum, int32_t *row_neg) {
+  if (kernel != FIXQ_GEMM_S8)
+    fixq_qgemm_pack_a__scalar(rows, k, a, lda, a_dtype, kernel, dst, row_sum, row_neg);
+  else if (row_sum == NULL)
+    pack_rows(rows, k, a, lda, a_dtype, dst, NULL, row_neg); /* instances without the row sums */
+  else
+    pack_rows(rows, k, a, lda, a_dtype, dst, row_sum, row_neg);
 }

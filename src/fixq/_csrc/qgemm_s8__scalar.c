@@ -49,30 +49,38 @@ static inline void finish_tile(size_t mr, uint32_t acc[MR][NR], int32_t *c, size
     }
 }
 
-void fixq_qgemm_s8__scalar(size_t mr, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c,
+void fixq_qgemm_s8__scalar(size_t mr, size_t np, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c,
                            size_t ldc, const int32_t *row_sum, const int32_t *row_neg, const int32_t *b_zp,
                            const int32_t *col_term) {
-  uint32_t acc[MR][NR] = {{0}};
-  for (size_t q = 0; q < kq; q++, a += mr * 8, b += NR * 4)
-    for (size_t r = 0; r < mr; r++)
-      for (size_t j = 0; j < NR; j++)
-        for (size_t t = 0; t < 4; t++)
-          acc[r][j] += (uint32_t)((a[r * 8 + t] ? -(int32_t)a[r * 8 + 4 + t] : a[r * 8 + 4 + t]) * b[4 * j + t]);
   (void)row_neg; /* the scalar contract multiplies a' b' directly */
-  finish_tile(mr, acc, c, ldc, row_sum, b_zp, col_term);
+  for (size_t p = 0; p < np; p++) {
+    uint32_t acc[MR][NR] = {{0}};
+    const uint8_t *ap = a;
+    const int8_t *bp = b + p * kq * NR * 4;
+    for (size_t q = 0; q < kq; q++, ap += mr * 8, bp += NR * 4)
+      for (size_t r = 0; r < mr; r++)
+        for (size_t j = 0; j < NR; j++)
+          for (size_t t = 0; t < 4; t++)
+            acc[r][j] += (uint32_t)((ap[r * 8 + t] ? -(int32_t)ap[r * 8 + 4 + t] : ap[r * 8 + 4 + t]) * bp[4 * j + t]);
+    finish_tile(mr, acc, c + p * NR, ldc, row_sum, b_zp + p * NR, col_term + p * NR);
+  }
 }
 
-void fixq_qgemm_s16__scalar(size_t mr, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c,
+void fixq_qgemm_s16__scalar(size_t mr, size_t np, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c,
                             size_t ldc, const int32_t *row_sum, const int32_t *row_neg, const int32_t *b_zp,
-                           const int32_t *col_term) {
-  uint32_t acc[MR][NR] = {{0}};
-  for (size_t q = 0; q < kq; q++, a += mr * 8, b += NR * 4)
-    for (size_t r = 0; r < mr; r++)
-      for (size_t t = 0; t < 4; t++) {
-        int16_t v;
-        memcpy(&v, a + r * 8 + 2 * t, 2);
-        for (size_t j = 0; j < NR; j++) acc[r][j] += (uint32_t)((int32_t)v * b[4 * j + t]);
-      }
+                            const int32_t *col_term) {
   (void)row_neg;
-  finish_tile(mr, acc, c, ldc, row_sum, b_zp, col_term);
+  for (size_t p = 0; p < np; p++) {
+    uint32_t acc[MR][NR] = {{0}};
+    const uint8_t *ap = a;
+    const int8_t *bp = b + p * kq * NR * 4;
+    for (size_t q = 0; q < kq; q++, ap += mr * 8, bp += NR * 4)
+      for (size_t r = 0; r < mr; r++)
+        for (size_t t = 0; t < 4; t++) {
+          int16_t v;
+          memcpy(&v, ap + r * 8 + 2 * t, 2);
+          for (size_t j = 0; j < NR; j++) acc[r][j] += (uint32_t)((int32_t)v * bp[4 * j + t]);
+        }
+    finish_tile(mr, acc, c + p * NR, ldc, row_sum, b_zp + p * NR, col_term + p * NR);
+  }
 }
