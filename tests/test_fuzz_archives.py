@@ -166,3 +166,21 @@ def test_pickled_archive_is_refused_without_unpickling(archive, tmp_path):
     with pytest.raises(ValueError):
         model_mod.Model.load(str(tmp_path / "p.npz"))
     _check_cli(tmp_path / "p.npz", d)
+
+
+@pytest.mark.parametrize("edit", ["encrypted", "compression"])
+def test_zip_entries_zipfile_cannot_read(archive, edit):
+    """An entry flagged encrypted (RuntimeError inside zipfile) or stored with a compression method
+    zipfile lacks (NotImplementedError) is a one-line 'damaged' error (hypothesis found the first)."""
+    d, raw, _, x = archive
+    b = bytearray(raw)
+    for sig, off in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):  # local header / central directory
+        i = b.find(sig)
+        if edit == "encrypted":
+            b[i + off] |= 1
+        else:
+            b[i + off + 2:i + off + 4] = (99).to_bytes(2, "little")  # AES, which zipfile cannot read
+    p = _write(d, f"{edit}.npz", bytes(b))
+    with pytest.raises(ValueError, match="damaged"):
+        model_mod.Model.load(str(p))
+    _check_cli(p, d)

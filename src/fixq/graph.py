@@ -93,7 +93,8 @@ def load_npz(path, what="model"):
                     raise GraphError(f"{path}: key {k!r} holds a pickled object array; fixq archives hold only "
                                      "plain numeric and string arrays") from None
                 raise GraphError(f"{path}: key {k!r} is damaged ({' '.join(str(e).split())})") from None
-            except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:
+            except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError) as e:
+                # zipfile raises RuntimeError for an encrypted entry, NotImplementedError for an unknown method
                 raise GraphError(f"{path}: key {k!r} is damaged ({' '.join(str(e).split())})") from None
     return out
 
