@@ -80,10 +80,16 @@ static void im2col(const fixq_eng_step *s, const fixq_eng_tensor *xt, const fixq
   for (size_t n = 0; n < batch; n++) {
     pad_sample(s, xt, x, n, img);
     uint8_t *d = cols + n * yt->h * yt->w * K;
-    for (size_t oy = 0; oy < yt->h; oy++)
-      for (size_t ox = 0; ox < yt->w; ox++)
+    for (size_t oy = 0; oy < yt->h; oy++) {
+      const uint8_t *row = img + oy * s->sh * PW * C + g * cg;
+      if (runs && run <= 16) { /* one 16-byte move a tap row */
+        for (size_t ox = 0; ox < yt->w; ox++, row += s->sw * C)
+          for (size_t i = 0; i < s->kh; i++, d += run) memcpy(d, row + i * s->dh * PW * C, 16);
+        continue;
+      }
+      for (size_t ox = 0; ox < yt->w; ox++, row += s->sw * C)
         for (size_t i = 0; i < s->kh; i++) {
-          const uint8_t *src = img + ((oy * s->sh + i * s->dh) * PW + ox * s->sw) * C + g * cg;
+          const uint8_t *src = row + i * s->dh * PW * C;
           if (runs) {
             copy_over(d, src, run);
             d += run;
@@ -91,6 +97,7 @@ static void im2col(const fixq_eng_step *s, const fixq_eng_tensor *xt, const fixq
             for (size_t j = 0; j < s->kw; j++, d += cg) copy_over(d, src + j * s->dw * C, cg);
           }
         }
+    }
   }
 }
 
