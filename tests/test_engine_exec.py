@@ -147,3 +147,23 @@ def test_concurrent_runs_from_threads():
     for i, g in enumerate(got):
         for a, b in zip(g, want[i % 4]):
             np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("c,k,stride,pad,dil", [(16, 3, 1, 1, 1), (33, 2, 2, 0, 1), (20, 3, 1, 2, 2), (48, 1, 1, 0, 1),
+                                                (32, 4, 1, 2, 1)])
+@pytest.mark.parametrize("activations", ["int8", "uint8"])
+def test_depthwise_blocks_of_16_channels(isa, c, k, stride, pad, dil, activations):
+    """Depthwise with 16 channels or more (the AVX2 tap-pair blocks and their scalar tail), odd and even
+    tap counts, stride, dilation and padding."""
+    rng = np.random.default_rng(c + k)
+    w = {"pw.weight": rng.standard_normal((c, 2, 1, 1)).astype(np.float32),
+         "dw.weight": (rng.standard_normal((c, 1, k, k)) / k).astype(np.float32),
+         "dw.bias": rng.standard_normal(c).astype(np.float32)}
+    nodes = [{"name": "pw", "op": "conv2d", "inputs": ["x"]},
+             {"name": "dw", "op": "conv2d", "inputs": ["pw"], "stride": stride, "padding": pad, "dilation": dil,
+              "groups": c}]
+    g = G.validate(graph_of(nodes, ["dw"], (2, 7, 6)), w)
+    m = quantize_model(g, calib_batches(rng, (2, 7, 6), n=2, batch=8), activations=activations,
+                       per_channel=True)
+    assert m._engine is not None
+    assert_same(m, (rng.standard_normal((3, 2, 7, 6)) * 1.5).astype(np.float32))

@@ -100,9 +100,9 @@ static size_t step_scratch(const fixq_eng_plan *plan, const fixq_eng_step *s, si
       return gemm_is_direct(s) ? 0
                                : batch * y->h * y->w * s->kh * s->kw * (x->c / s->groups) + FIXQ_ENG_IM2COL_SLACK +
                                      (x->h + 2 * s->ph) * (x->w + 2 * s->pw) * x->c + FIXQ_ENG_IM2COL_SLACK;
-    case FIXQ_ENG_DEPTHWISE: /* the accumulators, then one padded sample */
+    case FIXQ_ENG_DEPTHWISE: /* the accumulators, one padded sample, the weight pairs */
       return batch * numel(y) * sizeof(int32_t) + (x->h + 2 * s->ph) * (x->w + 2 * s->pw) * x->c +
-             FIXQ_ENG_IM2COL_SLACK;
+             FIXQ_ENG_IM2COL_SLACK + dw_pairs_bytes(s, y->c);
     case FIXQ_ENG_MAXPOOL:
     case FIXQ_ENG_AVGPOOL:
     case FIXQ_ENG_GLOBAL_AVGPOOL:

@@ -6,6 +6,9 @@
 #define FIXQ_ENGINE_LOOPS_H_
 
 #include <string.h>
+#ifdef __AVX2__
+#include <immintrin.h>
+#endif
 
 #include "fixq_engine.h"
 #include "fixq_internal.h"
@@ -77,10 +80,16 @@ static void im2col(const fixq_eng_step *s, const fixq_eng_tensor *xt, const fixq
   for (size_t n = 0; n < batch; n++) {
     pad_sample(s, xt, x, n, img);
     uint8_t *d = cols + n * yt->h * yt->w * K;
-    for (size_t oy = 0; oy < yt->h; oy++)
-      for (size_t ox = 0; ox < yt->w; ox++)
+    for (size_t oy = 0; oy < yt->h; oy++) {
+      const uint8_t *row = img + oy * s->sh * PW * C + g * cg;
+      if (runs && run <= 16) { /* one 16-byte move a tap row */
+        for (size_t ox = 0; ox < yt->w; ox++, row += s->sw * C)
+          for (size_t i = 0; i < s->kh; i++, d += run) memcpy(d, row + i * s->dh * PW * C, 16);
+        continue;
+      }
+      for (size_t ox = 0; ox < yt->w; ox++, row += s->sw * C)
         for (size_t i = 0; i < s->kh; i++) {
-          const uint8_t *src = img + ((oy * s->sh + i * s->dh) * PW + ox * s->sw) * C + g * cg;
+          const uint8_t *src = row + i * s->dh * PW * C;
           if (runs) {
             copy_over(d, src, run);
             d += run;
@@ -88,6 +97,7 @@ static void im2col(const fixq_eng_step *s, const fixq_eng_tensor *xt, const fixq
             for (size_t j = 0; j < s->kw; j++, d += cg) copy_over(d, src + j * s->dw * C, cg);
           }
         }
+    }
   }
 }
 
@@ -126,9 +136,57 @@ ENG_INLINE void dw_block(const fixq_eng_step *s, size_t C, size_t PW, size_t O, 
   for (size_t k = 0; k < nb; k++) a[o0 + k] = blk[k];
 }
 
+#ifdef __AVX2__
+/* Channel multiplier 1, 16 channels: the taps two by two through vpmaddwd
+ * (x - zp and w interleaved as int16 pairs; each product fits int16 as in
+ * dw_block and a pair sum fits int32, so the sum is the same modulo 2^32).
+ * wp: the block's weight pairs, lanes as unpack{lo,hi}_epi16 of taps t, t+1
+ * (an odd last tap pairs with weight 0); off: the taps' offsets in img. */
+ENG_INLINE void dw_block16(const uint8_t *px, const size_t *off, size_t pairs, const __m256i *wp, const int32_t *bias,
+                           __m256i zp, uint32_t *a, int u8) {
+  __m256i lo = _mm256_setzero_si256(), hi = lo;
+  for (size_t p = 0; p < pairs; p++) {
+    const __m128i ra = _mm_loadu_si128((const __m128i *)(px + off[2 * p]));
+    const __m128i rb = _mm_loadu_si128((const __m128i *)(px + off[2 * p + 1]));
+    const __m256i xa = _mm256_sub_epi16(u8 ? _mm256_cvtepu8_epi16(ra) : _mm256_cvtepi8_epi16(ra), zp);
+    const __m256i xb = _mm256_sub_epi16(u8 ? _mm256_cvtepu8_epi16(rb) : _mm256_cvtepi8_epi16(rb), zp);
+    lo = _mm256_add_epi32(lo, _mm256_madd_epi16(_mm256_unpacklo_epi16(xa, xb), _mm256_loadu_si256(wp + 2 * p)));
+    hi = _mm256_add_epi32(hi, _mm256_madd_epi16(_mm256_unpackhi_epi16(xa, xb), _mm256_loadu_si256(wp + 2 * p + 1)));
+  }
+  /* lo: channels 0-3 | 8-11, hi: 4-7 | 12-15 */
+  const __m256i c0 = _mm256_permute2x128_si256(lo, hi, 0x20), c1 = _mm256_permute2x128_si256(lo, hi, 0x31);
+  _mm256_storeu_si256((__m256i *)a, _mm256_add_epi32(c0, _mm256_loadu_si256((const __m256i *)bias)));
+  _mm256_storeu_si256((__m256i *)(a + 8), _mm256_add_epi32(c1, _mm256_loadu_si256((const __m256i *)(bias + 8))));
+}
+#endif
+
+/* Bytes after the padded sample that depthwise_acc uses (the weight pairs of dw_block16) */
+static inline size_t dw_pairs_bytes(const fixq_eng_step *s, size_t O) { return (s->kh * s->kw + 1) / 2 * O * 4; }
+
 ENG_INLINE void depthwise_acc(const fixq_eng_step *s, const fixq_eng_tensor *xt, const fixq_eng_tensor *yt,
                               size_t batch, const uint8_t *x, int32_t *acc, uint8_t *img, int u8) {
   const size_t O = yt->c, C = xt->c, PW = xt->w + 2 * s->pw;
+#ifdef __AVX2__
+  size_t nfast = 0; /* channels done 16 at a time by dw_block16 */
+  const size_t T = s->kh * s->kw, pairs = (T + 1) / 2;
+  size_t off[64];
+  __m256i *wp = (__m256i *)(img + (xt->h + 2 * s->ph) * PW * C + FIXQ_ENG_IM2COL_SLACK);
+  if (s->groups == 1 && T <= 63) {
+    nfast = O / 16 * 16;
+    for (size_t t = 0; t < T; t++) off[t] = ((t / s->kw) * s->dh * PW + (t % s->kw) * s->dw) * C;
+    off[T] = off[T - 1]; /* the odd tap's partner: weight 0 */
+    for (size_t o0 = 0; o0 < nfast; o0 += 16)
+      for (size_t p = 0; p < pairs; p++) {
+        const __m256i wa = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(s->taps + 2 * p * O + o0)));
+        const __m256i wb = 2 * p + 1 < T
+                               ? _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(s->taps + (2 * p + 1) * O + o0)))
+                               : _mm256_setzero_si256();
+        _mm256_storeu_si256(wp + (o0 / 16 * pairs + p) * 2, _mm256_unpacklo_epi16(wa, wb));
+        _mm256_storeu_si256(wp + (o0 / 16 * pairs + p) * 2 + 1, _mm256_unpackhi_epi16(wa, wb));
+      }
+  }
+  const __m256i zp16 = _mm256_set1_epi16((int16_t)s->zp);
+#endif
   pad_image(s, xt, img, (uint8_t)s->zp);
   for (size_t n = 0; n < batch; n++) {
     pad_sample(s, xt, x, n, img);
@@ -136,6 +194,11 @@ ENG_INLINE void depthwise_acc(const fixq_eng_step *s, const fixq_eng_tensor *xt,
       for (size_t ox = 0; ox < yt->w; ox++) {
         uint32_t *a = (uint32_t *)acc + ((n * yt->h + oy) * yt->w + ox) * O;
         size_t o0 = 0;
+#ifdef __AVX2__
+        const uint8_t *px = img + (oy * s->sh * PW + ox * s->sw) * C;
+        for (; o0 < nfast; o0 += 16)
+          dw_block16(px + o0, off, pairs, wp + o0 / 16 * pairs * 2, s->bias + o0, zp16, a + o0, u8);
+#endif
         for (; o0 + 16 <= O; o0 += 16) dw_block(s, C, PW, O, img, oy, ox, o0, 16, a, u8);
         if (o0 < O) dw_block(s, C, PW, O, img, oy, ox, o0, O - o0, a, u8);
       }
