@@ -60,7 +60,7 @@ typedef struct {
   __m256i hi, lo, u, t, neg;
   __m256i rq_d;         /* requantize form: the tie side a' <= d */
   __m256 alpha, g, gneg; /* MUL float form */
-  __m128i k;
+  __m256i k;
 } lin_consts;
 
 static in_stage in_stage_init(int32_t m, int32_t shift, fixq_rounding mode) {
@@ -248,7 +248,7 @@ ALWAYS_INLINE __m256i lin8(__m256i z, const lin_consts *c, int ties) {
   const __m256i lo = _mm256_madd_epi16(_mm256_maddubs_epi16(c->lo, z), _mm256_set1_epi16(1));
   __m256i n = _mm256_add_epi32(_mm256_madd_epi16(z, c->hi), _mm256_add_epi32(lo, c->u));
   if (ties) n = _mm256_add_epi32(n, _mm256_and_si256(_mm256_cmpgt_epi32(c->t, n), c->neg));
-  return _mm256_sra_epi32(n, c->k);
+  return _mm256_srav_epi32(n, c->k);
 }
 
 /* MUL float form: P = (a' - za')(b' - zb') by vpmaddwd as in mul_pairs8 (P is
@@ -296,7 +296,7 @@ static void lin_consts_init(lin_consts *c, const fixq_eltwise *p) {
   c->u = _mm256_set1_epi32(p->lin_u);
   c->t = _mm256_set1_epi32(p->lin_t);
   c->neg = _mm256_set1_epi32(p->lin_neg);
-  c->k = _mm_cvtsi32_si128(p->lin_k);
+  c->k = _mm256_set1_epi32(p->lin_k);
   if (p->op == FIXQ_OP_MUL && rb >= 0) { /* fixq.h's MUL float form */
     float f[3];
     memcpy(&f[0], &p->lin_ra, 4);

@@ -26,12 +26,12 @@ typedef struct {
   __m512 alpha, g, gneg;           /* MUL float form */
   __m512i qmin, qmax;              /* int8 domain */
   __m512i rq_d;                    /* requantize form: the tie side a' <= d */
-  __m128i k;
+  __m512i kv;                      /* k per lane: vpsravd (Zen 4 runs the xmm-count vpsrad ~13% slower here) */
 } plan512;
 
 AVX512_INLINE __m512i finish16(__m512i n, const plan512 *c, int ties) {
   if (ties) n = _mm512_mask_add_epi32(n, _mm512_cmplt_epi32_mask(n, c->t), n, c->neg);
-  return _mm512_sra_epi32(n, c->k);
+  return _mm512_srav_epi32(n, c->kv);
 }
 
 /* ADD form: n for the 16 pairs (a' 2^8, b' 2^8) in z. */
@@ -121,7 +121,7 @@ static void plan_init(plan512 *c, const fixq_eltwise *p) {
   c->u = _mm512_set1_epi32(p->lin_u);
   c->t = _mm512_set1_epi32(p->lin_t);
   c->neg = _mm512_set1_epi32(p->lin_neg);
-  c->k = _mm_cvtsi32_si128(p->lin_k);
+  c->kv = _mm512_set1_epi32(p->lin_k);
   c->hi = c->lo = c->zab = c->rq_d = _mm512_setzero_si512();
   c->alpha = c->g = c->gneg = _mm512_setzero_ps();
   if (p->op == FIXQ_OP_MUL && rb >= 0) { /* fixq.h's MUL float form */
