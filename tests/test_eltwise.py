@@ -199,6 +199,34 @@ def test_mul_float_plan(isa, zps):
     assert split["g"] != split["gneg"]  # double rounding's two offsets (test_all_pairs runs such sets)
 
 
+
+def test_mul_float_plan_other_rounding_mode(isa):
+    """MUL's float plan rounds to nearest even whatever the caller's rounding mode: a plan made under the
+    default mode stays exact when the caller switches to rounding down (AVX-512 names the rounding in the
+    instruction; AVX2 then runs the exact kernel), and no plan is made under another mode."""
+    import ctypes
+    import platform
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("x86 rounding mode constants")
+    libm = ctypes.CDLL(None)
+    fe_downward = 0x400  # x86 <fenv.h>
+    a, b = all_pairs(np.int8, np.int8)
+    sa, za, sb, zb, so, zo = 0.0213, 3, 0.0171, -5, float(np.float32(0.0213 * 0.0171 * 3)), 1
+    want = expect("mul", a, b, sa, za, sb, zb, so, zo, "double")
+    planned = fixq._core.EltwiseParams("mul", "double", "int8", sa, za, "int8", sb, zb, "int8", so, zo, -128, 127)
+    assert planned.plan is not None
+    np.testing.assert_array_equal(run("mul", a, b, sa, za, sb, zb, so, zo, "double"), want)  # the API keeps it
+    before = libm.fegetround()
+    assert libm.fesetround(fe_downward) == 0
+    try:
+        got = run("mul", a, b, sa, za, sb, zb, so, zo, "double")
+        fresh = fixq._core.EltwiseParams("mul", "double", "int8", 0.0213, 3, "int8", 0.0171, -5, "int8", 0.0311, 1,
+                                         -128, 127)
+    finally:
+        libm.fesetround(before)
+    np.testing.assert_array_equal(got, want)
+    assert fresh.plan is None
+
 # ---- lengths, broadcasting, clamps ----------------------------------------------------------
 
 LENGTHS = list(range(1, 66)) + [2**k + d for k in range(6, 13) for d in (-1, 0, 1)]

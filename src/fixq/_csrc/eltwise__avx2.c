@@ -252,8 +252,9 @@ ALWAYS_INLINE __m256i lin8(__m256i z, const lin_consts *c, int ties) {
 }
 
 /* MUL float form: P = (a' - za')(b' - zb') by vpmaddwd as in mul_pairs8 (P is
- * exact in float32), f = fma(P, alpha, P < t ? gneg : g) rounded once (the
- * MXCSR default, nearest even, as every float32 kernel here), floor. */
+ * exact in float32), f = fma(P, alpha, P < t ? gneg : g) rounded once (under
+ * MXCSR: fixq_eltwise__avx2 runs the form only when its rounding field is the
+ * default, nearest even), floor. */
 ALWAYS_INLINE __m256i mulf8(__m256i z, const lin_consts *c, const consts *k, int split) {
   const __m256i d = _mm256_sub_epi16(_mm256_srai_epi16(z, 8), k->zab);
   const __m256i prod = _mm256_madd_epi16(d, _mm256_srli_epi32(d, 16));
@@ -389,13 +390,15 @@ void fixq_eltwise__avx2(size_t rows, size_t n, const void *a0, ptrdiff_t a_strid
   const int ex = exact_inputs(p);
   const int stream = rows * n >= STREAM_MIN && n >= 4096; /* row heads and tails go through a buffer here */
   lin_consts_init(&lc, p);
+  /* the MUL float form's fma rounds under MXCSR: a caller's other mode gets the exact kernel */
+  const int planned = p->lin_k > 0 && (p->op != FIXQ_OP_MUL || p->lin_rb < 0 || (_mm_getcsr() & 0x6000) == 0);
   for (size_t r = 0; r < rows; r++) {
     const int8_t *a = (const int8_t *)a0 + (ptrdiff_t)r * a_stride, *b = (const int8_t *)b0 + (ptrdiff_t)r * b_stride;
     int8_t *y = (int8_t *)y0 + (ptrdiff_t)r * y_stride;
-    if (p->lin_k > 0 && p->op == FIXQ_OP_MUL && p->lin_rb >= 0) {
+    if (planned && p->op == FIXQ_OP_MUL && p->lin_rb >= 0) {
       if (p->lin_u != p->lin_neg) LIN_FORM(4);
       else LIN_FORM(3);
-    } else if (p->lin_k > 0) {
+    } else if (planned) {
       if (p->op == FIXQ_OP_MUL && p->lin_neg != 0) LIN_FORM(2); /* requantize form (lin_rb < 0) */
       else if (p->op == FIXQ_OP_MUL) LIN_FORM(0);                /* without ties: b' = 1 times rb = 0 */
       else if (p->lin_neg != 0) LIN_FORM(1);
