@@ -87,7 +87,7 @@ AVX512_INLINE void plan_row(size_t n, const int8_t *a, const int8_t *b, int8_t *
   const plan512 c = *pc;
   const __m512i a0 = _mm512_set1_epi8(a[0]), b0 = _mm512_set1_epi8(b[0]);
   size_t i = 0;
-  if (stream && ((uintptr_t)y & 63)) { /* up to y's next 64-byte boundary */
+  if (n >= 256 && ((uintptr_t)y & 63)) { /* up to y's next 64-byte boundary: aligned (or streamed) stores */
     const size_t head = n < 64 - ((uintptr_t)y & 63) ? n : 64 - ((uintptr_t)y & 63);
     const __mmask64 m = _cvtu64_mask64((UINT64_C(1) << head) - 1);
     const __m512i av = a_bcast ? a0 : _mm512_maskz_loadu_epi8(m, a);
