@@ -199,6 +199,38 @@ def test_mul_float_plan(isa, zps):
     assert split["g"] != split["gneg"]  # double rounding's two offsets (test_all_pairs runs such sets)
 
 
+
+@pytest.mark.parametrize("case", [
+    # (rounding, scales and zero points, x86 <fenv.h> mode): the second set's AVX2 plan differs from the contract
+    # on some pair when its fma rounds upward
+    ("double", (0.0213, 3, 0.0171, -5, float(np.float32(0.0213 * 0.0171 * 3)), 1), 0x400),
+    ("single", (0.00940979831, 121, 0.00111401803, -61, 0.00742177572, 52), 0x800)])
+def test_mul_float_plan_other_rounding_mode(isa, case):
+    """MUL's float plan rounds to nearest even whatever the caller's rounding mode: a plan made under the
+    default mode stays exact when the caller switches mode (AVX-512 names the rounding in the instruction;
+    AVX2 then runs the exact kernel), and no plan is made under another mode."""
+    import ctypes
+    import platform
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("x86 rounding mode constants")
+    libm = ctypes.CDLL(None)
+    rounding, (sa, za, sb, zb, so, zo), mode = case
+    a, b = all_pairs(np.int8, np.int8)
+    want = expect("mul", a, b, sa, za, sb, zb, so, zo, rounding)
+    planned = fixq._core.EltwiseParams("mul", rounding, "int8", sa, za, "int8", sb, zb, "int8", so, zo, -128, 127)
+    assert planned.plan is not None
+    np.testing.assert_array_equal(run("mul", a, b, sa, za, sb, zb, so, zo, rounding), want)  # the API keeps it
+    before = libm.fegetround()
+    assert libm.fesetround(mode) == 0
+    try:
+        got = run("mul", a, b, sa, za, sb, zb, so, zo, rounding)
+        fresh = fixq._core.EltwiseParams("mul", rounding, "int8", 0.0213, 3, "int8", 0.0171, -5, "int8", 0.0311, 1,
+                                         -128, 127)
+    finally:
+        libm.fesetround(before)
+    np.testing.assert_array_equal(got, want)
+    assert fresh.plan is None
+
 # ---- lengths, broadcasting, clamps ----------------------------------------------------------
 
 LENGTHS = list(range(1, 66)) + [2**k + d for k in range(6, 13) for d in (-1, 0, 1)]

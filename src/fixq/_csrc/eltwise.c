@@ -1,5 +1,6 @@
 /* Elementwise add / mul entry points: parameter derivation (TFLite int8 ADD
  * and MUL), the broadcast driver, and the selected row kernel. */
+#include <fenv.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -288,7 +289,7 @@ fixq_status fixq_eltwise_init(fixq_eltwise *p, fixq_eltwise_op op, fixq_rounding
     p->a_shift = p->b_shift = p->y_shift = 0;
   }
   if (op == FIXQ_OP_ADD) plan_add(p);
-  else plan_mul(p);
+  else if (fegetround() == FE_TONEAREST) plan_mul(p); /* fit_float's fmaf rounds as the kernels' fma */
   return FIXQ_OK;
 }
 

@@ -60,7 +60,7 @@ typedef struct {
   __m256i hi, lo, u, t, neg;
   __m256i rq_d;         /* requantize form: the tie side a' <= d */
   __m256 alpha, g, gneg; /* MUL float form */
-  __m128i k;
+  __m256i k;
 } lin_consts;
 
 static in_stage in_stage_init(int32_t m, int32_t shift, fixq_rounding mode) {
@@ -248,12 +248,13 @@ ALWAYS_INLINE __m256i lin8(__m256i z, const lin_consts *c, int ties) {
   const __m256i lo = _mm256_madd_epi16(_mm256_maddubs_epi16(c->lo, z), _mm256_set1_epi16(1));
   __m256i n = _mm256_add_epi32(_mm256_madd_epi16(z, c->hi), _mm256_add_epi32(lo, c->u));
   if (ties) n = _mm256_add_epi32(n, _mm256_and_si256(_mm256_cmpgt_epi32(c->t, n), c->neg));
-  return _mm256_sra_epi32(n, c->k);
+  return _mm256_srav_epi32(n, c->k);
 }
 
 /* MUL float form: P = (a' - za')(b' - zb') by vpmaddwd as in mul_pairs8 (P is
- * exact in float32), f = fma(P, alpha, P < t ? gneg : g) rounded once (the
- * MXCSR default, nearest even, as every float32 kernel here), floor. */
+ * exact in float32), f = fma(P, alpha, P < t ? gneg : g) rounded once (under
+ * MXCSR: fixq_eltwise__avx2 runs the form only when its rounding field is the
+ * default, nearest even), floor. */
 ALWAYS_INLINE __m256i mulf8(__m256i z, const lin_consts *c, const consts *k, int split) {
   const __m256i d = _mm256_sub_epi16(_mm256_srai_epi16(z, 8), k->zab);
   const __m256i prod = _mm256_madd_epi16(d, _mm256_srli_epi32(d, 16));
@@ -296,7 +297,7 @@ static void lin_consts_init(lin_consts *c, const fixq_eltwise *p) {
   c->u = _mm256_set1_epi32(p->lin_u);
   c->t = _mm256_set1_epi32(p->lin_t);
   c->neg = _mm256_set1_epi32(p->lin_neg);
-  c->k = _mm_cvtsi32_si128(p->lin_k);
+  c->k = _mm256_set1_epi32(p->lin_k);
   if (p->op == FIXQ_OP_MUL && rb >= 0) { /* fixq.h's MUL float form */
     float f[3];
     memcpy(&f[0], &p->lin_ra, 4);
@@ -389,13 +390,15 @@ void fixq_eltwise__avx2(size_t rows, size_t n, const void *a0, ptrdiff_t a_strid
   const int ex = exact_inputs(p);
   const int stream = rows * n >= STREAM_MIN && n >= 4096; /* row heads and tails go through a buffer here */
   lin_consts_init(&lc, p);
+  /* the MUL float form's fma rounds under MXCSR: a caller's other mode gets the exact kernel */
+  const int planned = p->lin_k > 0 && (p->op != FIXQ_OP_MUL || p->lin_rb < 0 || (_mm_getcsr() & 0x6000) == 0);
   for (size_t r = 0; r < rows; r++) {
     const int8_t *a = (const int8_t *)a0 + (ptrdiff_t)r * a_stride, *b = (const int8_t *)b0 + (ptrdiff_t)r * b_stride;
     int8_t *y = (int8_t *)y0 + (ptrdiff_t)r * y_stride;
-    if (p->lin_k > 0 && p->op == FIXQ_OP_MUL && p->lin_rb >= 0) {
+    if (planned && p->op == FIXQ_OP_MUL && p->lin_rb >= 0) {
       if (p->lin_u != p->lin_neg) LIN_FORM(4);
       else LIN_FORM(3);
-    } else if (p->lin_k > 0) {
+    } else if (planned) {
       if (p->op == FIXQ_OP_MUL && p->lin_neg != 0) LIN_FORM(2); /* requantize form (lin_rb < 0) */
       else if (p->op == FIXQ_OP_MUL) LIN_FORM(0);                /* without ties: b' = 1 times rb = 0 */
       else if (p->lin_neg != 0) LIN_FORM(1);
