@@ -132,17 +132,105 @@ static void s8_tile4(size_t kq, const uint8_t *a, const int8_t *b, int32_t *c, s
                col_term);
 }
 
+/* ---- S8, 4 rows x 32 columns (two panels) ----------------------------------
+ * Two passes of 2 rows x 32 columns over the 4-row records.  ymm0-7
+ * accumulators (2 rows x 4 column groups of 8), ymm12 products, ymm13 |a'|,
+ * ymm14 s, ymm15 int16 ones; B is read by the vpxor itself (memory operand),
+ * so one broadcast of s and one of |a'| serve 4 vectors of B. */
+#define S8_WIDE_COL(src, acc)                    \
+  "vpxor " src ", %%ymm14, %%ymm12\n\t"          \
+  "vpmaddubsw %%ymm12, %%ymm13, %%ymm12\n\t"     \
+  "vpmaddwd %%ymm15, %%ymm12, %%ymm12\n\t"       \
+  "vpaddd %%ymm12, %%ymm" #acc ", %%ymm" #acc "\n\t"
+#define S8_WIDE_ROW(off, c0, c1, c2, c3)                                            \
+  "vpbroadcastd " #off "(%[a]), %%ymm14\n\t"                                        \
+  "vpbroadcastd " #off "+4(%[a]), %%ymm13\n\t"                                      \
+  S8_WIDE_COL("(%[b])", c0) S8_WIDE_COL("32(%[b])", c1) S8_WIDE_COL("(%[b],%[pb])", c2) \
+  S8_WIDE_COL("32(%[b],%[pb])", c3)
+
+#define KC 64 /* quads of k per pass: 8 KB of the two panels, reused by every row pair */
+/* acc[0..7] (2 rows x 32 columns, row-major) += n quads of rows a (records of MR rows) x two panels */
+static void s8_wide_rows2(size_t n, const uint8_t *a, const int8_t *b, size_t pb, int32_t *acc) {
+  __asm__ volatile(
+      "vmovdqa (%[acc]), %%ymm0\n\t"
+      "vmovdqa 32(%[acc]), %%ymm1\n\t"
+      "vmovdqa 64(%[acc]), %%ymm2\n\t"
+      "vmovdqa 96(%[acc]), %%ymm3\n\t"
+      "vmovdqa 128(%[acc]), %%ymm4\n\t"
+      "vmovdqa 160(%[acc]), %%ymm5\n\t"
+      "vmovdqa 192(%[acc]), %%ymm6\n\t"
+      "vmovdqa 224(%[acc]), %%ymm7\n\t"
+      "vpcmpeqw %%ymm15, %%ymm15, %%ymm15\n\t"
+      "vpsrlw $15, %%ymm15, %%ymm15\n\t"
+      ".p2align 5\n"
+      "1:\n\t"
+      S8_WIDE_ROW(0, 0, 1, 2, 3)
+      S8_WIDE_ROW(8, 4, 5, 6, 7)
+      "add $32, %[a]\n\t"
+      "add $64, %[b]\n\t"
+      "dec %[n]\n\t"
+      "jnz 1b\n\t"
+      "vmovdqa %%ymm0, (%[acc])\n\t"
+      "vmovdqa %%ymm1, 32(%[acc])\n\t"
+      "vmovdqa %%ymm2, 64(%[acc])\n\t"
+      "vmovdqa %%ymm3, 96(%[acc])\n\t"
+      "vmovdqa %%ymm4, 128(%[acc])\n\t"
+      "vmovdqa %%ymm5, 160(%[acc])\n\t"
+      "vmovdqa %%ymm6, 192(%[acc])\n\t"
+      "vmovdqa %%ymm7, 224(%[acc])\n\t"
+      : [a] "+r"(a), [b] "+r"(b), [n] "+r"(n)
+      : [acc] "r"(acc), [pb] "r"(pb)
+      : "cc", "memory", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm12", "xmm13",
+        "xmm14", "xmm15");
+}
+
+/* rows (a multiple of MR, at most FIXQ__AVX2_MR) x two panels: k in chunks of
+ * KC quads, each chunk of B used by every pair of rows while it is in L1. */
+static void s8_wide(size_t rows, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c, size_t ldc,
+                    const int32_t *row_sum, const int32_t *row_neg, const int32_t *b_zp, const int32_t *col_term) {
+  const size_t pb = kq * NR * 4; /* bytes from one panel to the next */
+  int32_t acc[FIXQ__AVX2_MR * 2 * NR] __attribute__((aligned(32)));
+  memset(acc, 0, rows * 2 * NR * sizeof(int32_t));
+  for (size_t k0 = 0; k0 < kq; k0 += KC) {
+    const size_t n = kq - k0 < KC ? kq - k0 : KC;
+    for (size_t r = 0; r < rows; r += 2) /* rows r, r + 1: group r / MR, at r % MR in its records */
+      s8_wide_rows2(n, a + (r / MR * kq + k0) * MR * 8 + r % MR * 8, b + k0 * NR * 4, pb, acc + 2 * NR * r);
+  }
+  for (size_t r = 0; r < rows; r++)
+    for (size_t p = 0; p < 2; p++)
+      finish_row(_mm256_load_si256((const __m256i *)(acc + 2 * NR * r + NR * p)),
+                 _mm256_load_si256((const __m256i *)(acc + 2 * NR * r + NR * p + 8)), row_neg[r],
+                 c + r * ldc + p * NR, r, row_sum, b_zp + p * NR, col_term + p * NR);
+}
+
+/* a: groups of MR rows (records of MR rows, kq * MR * 8 bytes each), then
+ * the last mr % MR rows (records of that many rows). */
 void fixq_qgemm_s8__avx2(size_t mr, size_t np, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c,
                          size_t ldc, const int32_t *row_sum, const int32_t *row_neg, const int32_t *b_zp,
                          const int32_t *col_term) {
-  for (size_t p = 0; p < np; p++, b += kq * NR * 4, c += NR, b_zp += NR, col_term += NR) {
-    switch (mr) {
-      case 1: s8_tile(1, kq, a, b, c, ldc, row_sum, row_neg, b_zp, col_term); break;
-      case 2: s8_tile(2, kq, a, b, c, ldc, row_sum, row_neg, b_zp, col_term); break;
-      case 3: s8_tile(3, kq, a, b, c, ldc, row_sum, row_neg, b_zp, col_term); break;
-      default: s8_tile4(kq, a, b, c, ldc, row_sum, row_neg, b_zp, col_term); break;
+  const size_t full = mr / MR * MR, rest = mr - full, panel = kq * NR * 4;
+#define RS(r) (row_sum != NULL ? row_sum + (r) : NULL)
+  size_t p = 0;
+  if (full > 0)
+    for (; p + 2 <= np; p += 2)
+      s8_wide(full, kq, a, b + p * panel, c + p * NR, ldc, row_sum, row_neg, b_zp + p * NR, col_term + p * NR);
+  for (; p < np; p++)
+    for (size_t r = 0; r < full; r += MR)
+      s8_tile4(kq, a + r * kq * 8, b + p * panel, c + r * ldc + p * NR, ldc, RS(r), row_neg + r, b_zp + p * NR,
+               col_term + p * NR);
+  if (rest > 0) {
+    const uint8_t *ar = a + full * kq * 8;
+    for (p = 0; p < np; p++) {
+      int32_t *cr = c + full * ldc + p * NR;
+      const int8_t *bp = b + p * panel;
+      switch (rest) {
+        case 1: s8_tile(1, kq, ar, bp, cr, ldc, RS(full), row_neg + full, b_zp + p * NR, col_term + p * NR); break;
+        case 2: s8_tile(2, kq, ar, bp, cr, ldc, RS(full), row_neg + full, b_zp + p * NR, col_term + p * NR); break;
+        default: s8_tile(3, kq, ar, bp, cr, ldc, RS(full), row_neg + full, b_zp + p * NR, col_term + p * NR); break;
+      }
     }
   }
+#undef RS
 }
 
 /* ---- S16 ---------------------------------------------------------------------
@@ -286,8 +374,13 @@ void fixq_qgemm_pack_a__avx2(size_t rows, size_t k, const void *a, size_t lda, f
                              fixq_gemm_kernel kernel, uint8_t *dst, int32_t *row_sum, int32_t *row_neg) {
   if (kernel != FIXQ_GEMM_S8)
     fixq_qgemm_pack_a__scalar(rows, k, a, lda, a_dtype, kernel, dst, row_sum, row_neg);
-  else if (row_sum == NULL)
-    pack_rows(rows, k, a, lda, a_dtype, dst, NULL, row_neg); /* instances without the row sums */
   else
-    pack_rows(rows, k, a, lda, a_dtype, dst, row_sum, row_neg);
+    for (size_t r = 0, kq = (k + 3) / 4; r < rows; r += MR) { /* groups of MR rows (fixq_qgemm_s8__avx2) */
+      const size_t n = rows - r < MR ? rows - r : MR;
+      const void *ar = (const char *)a + r * lda;
+      if (row_sum == NULL)
+        pack_rows(n, k, ar, lda, a_dtype, dst + r * kq * 8, NULL, row_neg + r); /* instances without the row sums */
+      else
+        pack_rows(n, k, ar, lda, a_dtype, dst + r * kq * 8, row_sum + r, row_neg + r);
+    }
 }
