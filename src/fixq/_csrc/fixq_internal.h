@@ -189,8 +189,8 @@ void fixq_requant_s32__avx512vnni(size_t rows, size_t channels, size_t inner, co
  * The VNNI kernel sums (a' + 128) b' exactly (vpdpbusd); the driver folds
  * -128 * sum_k b' into col_term. */
 #define FIXQ_GEMM_MR 4 /* scalar and AVX2 tile rows */
-#define FIXQ__AVX2_MR 16 /* AVX2 tile rows: groups of FIXQ_GEMM_MR (qgemm_s8__avx2.c) */
-#define FIXQ__AVX2_NP 2
+#define FIXQ__AVX2_MR 16 /* AVX2 tile: 16 rows (groups of FIXQ_GEMM_MR) x 3 panels (qgemm_s8__avx2.c) */
+#define FIXQ__AVX2_NP 3
 #define FIXQ__VNNI_MR 8
 #define FIXQ__VNNI_NP 3
 typedef void (*fixq_qgemm_pack_a_fn)(size_t rows, size_t k, const void *a, size_t lda, fixq_dtype a_dtype,
