@@ -139,7 +139,7 @@ static void s8_tile4(size_t kq, const uint8_t *a, const int8_t *b, int32_t *c, s
  * 12 accumulators (ymm0-11) with ymm12 the product, ymm13 |a'|, ymm14 s and
  * ymm15 int16 ones, and B is the memory operand of the vpxor.  One broadcast
  * of s and one of |a'| serve 6 vectors of B (2 for the 4 x 16 tile), which
- * takes the kernel from ~203 to ~216 GOP/s with B in L1 on Zen4 (233 is both
+ * takes the kernel from ~204 to ~220 GOP/s with B in L1 on Zen4 (233 is both
  * multiply pipes busy); B held in registers instead measured 5% slower.  k
  * goes in chunks of KC quads, so each chunk of the panels (KC * 64 bytes
  * each) stays in L1 for all the row pairs; the accumulators wait in memory
