@@ -99,20 +99,24 @@ def test_relu_is_a_clamp(isa):
 
 # ---- worst cases: where the fast peers saturate int16 -----------------------
 
-@pytest.mark.parametrize("k", [1, 2, 3, 64, 1023, 4096])
-def test_extremes_exact(isa, k):
+@pytest.mark.parametrize("k", [1, 2, 3, 64, 1029, 4096])
+@pytest.mark.parametrize("m, n", [(3, 20), (23, 80)])  # 23 x 80: the AVX2 16-row tile on 3 + 2 panels, edges
+def test_extremes_exact(isa, k, m, n):
     cases = [
-        (np.full((3, k), 255, np.uint8), 0, np.full((k, 20), 127, np.int8)),
-        (np.full((3, k), 255, np.uint8), 0, np.full((k, 20), -127, np.int8)),
-        (np.full((3, k), -128, np.int8), 0, np.full((k, 20), 127, np.int8)),
-        (np.full((3, k), -128, np.int8), 0, np.full((k, 20), -127, np.int8)),
-        (np.full((3, k), -128, np.int8), 0, np.full((k, 20), -128, np.int8)),  # -128 * -128 everywhere
-        (np.full((3, k), 0, np.uint8), 255, np.full((k, 20), 255, np.uint8)),
-        (np.full((3, k), 127, np.int8), -128, np.full((k, 20), -128, np.int8)),
+        (np.full((m, k), 255, np.uint8), 0, np.full((k, n), 127, np.int8)),
+        (np.full((m, k), 255, np.uint8), 0, np.full((k, n), -127, np.int8)),
+        (np.full((m, k), -128, np.int8), 0, np.full((k, n), 127, np.int8)),
+        (np.full((m, k), -128, np.int8), 0, np.full((k, n), -127, np.int8)),
+        (np.full((m, k), 127, np.int8), 0, np.full((k, n), -127, np.int8)),
+        (np.full((m, k), -128, np.int8), 0, np.full((k, n), -128, np.int8)),  # -128 * -128 everywhere
+        (np.full((m, k), 0, np.uint8), 255, np.full((k, n), 255, np.uint8)),
+        (np.full((m, k), 127, np.int8), -128, np.full((k, n), -128, np.int8)),
     ]
     rng = np.random.default_rng(4)
-    alt = np.where(rng.integers(0, 2, (3, k)) == 1, 255, 0).astype(np.uint8)
-    cases.append((alt, 0, np.where(rng.integers(0, 2, (k, 20)) == 1, 127, -127).astype(np.int8)))
+    alt = np.where(rng.integers(0, 2, (m, k)) == 1, 255, 0).astype(np.uint8)
+    cases.append((alt, 0, np.where(rng.integers(0, 2, (k, n)) == 1, 127, -127).astype(np.int8)))
+    alt8 = np.where(rng.integers(0, 2, (m, k)) == 1, 127, -128).astype(np.int8)
+    cases.append((alt8, 0, np.where(rng.integers(0, 2, (k, n)) == 1, 127, -127).astype(np.int8)))
     for a, azp, b in cases:
         ref = R.qmatmul_acc(a, b, azp)
         np.testing.assert_array_equal(fixq.qmatmul(a, b, a_zero_point=azp, out_dtype=np.int32), ref)
@@ -152,13 +156,14 @@ def test_k_65536_worst_cases_every_column_and_row_tail(isa, adt):
     y = fixq.qmatmul(a, packed, out_dtype=np.int32)
     np.testing.assert_array_equal(y, R.qmatmul_acc(a, b))
     assert y[0, 0] == int(top) * -128 * k
-    s8 = fixq.pack_weights(b[:, 1:3], layout="matmul")
+    b127 = np.where(b == -128, -127, b).astype(np.int8)  # 2 panels: the AVX2 wide tile, 8 rows and 1 over
+    s8 = fixq.pack_weights(b127, layout="matmul")
     assert s8.kernel == "s8"
-    np.testing.assert_array_equal(fixq.qmatmul(a, s8, out_dtype=np.int32), R.qmatmul_acc(a, b[:, 1:3]))
+    np.testing.assert_array_equal(fixq.qmatmul(a, s8, out_dtype=np.int32), R.qmatmul_acc(a, b127))
 
 
 def test_every_row_and_column_remainder(isa):
-    """M = 1..17 (every remainder of the 4- and 8-row tiles), N = 1..49 (every remainder of the
+    """M = 1..17 (every remainder of the 4-, 8- and 16-row tiles), N = 1..49 (every remainder of the
     16-column panels and of the 3-panel tile), odd K, full-range operands and zero points."""
     rng = np.random.default_rng(11)
     for m in range(1, 18):

@@ -175,7 +175,9 @@ void fixq_requant_s32__avx512vnni(size_t rows, size_t channels, size_t inner, co
  * and the offset it adds to a'.
  * A is packed `rows` <= mr rows at a time (the kernel gets mr == rows): for
  * each group of 4 k values q (k padded with zeros to a multiple of 4), `rows`
- * records, record r at dst + (q * rows + r) * record size.  A record holds
+ * records, record r at dst + (q * rows + r) * record size (AVX2 S8: the rows
+ * in groups of FIXQ_GEMM_MR, one group after the other, each laid out so
+ * with its own row count).  A record holds
  * a' = a (int8) or a ^ 0x80 (uint8, = a - 128) for k = 4q..4q+3 as
  *   scalar, AVX2, FIXQ_GEMM_S8:  uint8 s[4] = (a' < 0 ? 0xFF : 0), then uint8 |a'|[4]
  *   scalar, AVX2, FIXQ_GEMM_S16: int16 a'[4]
@@ -188,7 +190,9 @@ void fixq_requant_s32__avx512vnni(size_t rows, size_t channels, size_t inner, co
  * vpmaddubsw pair sum lies in [-32768, 32512]: int16 saturation never triggers.
  * The VNNI kernel sums (a' + 128) b' exactly (vpdpbusd); the driver folds
  * -128 * sum_k b' into col_term. */
-#define FIXQ_GEMM_MR 4 /* scalar and AVX2 tile rows */
+#define FIXQ_GEMM_MR 4 /* scalar tile rows; the AVX2 S8 records come in groups of this many rows */
+#define FIXQ__AVX2_MR 16 /* AVX2 tile: 16 rows (groups of FIXQ_GEMM_MR) x 3 panels (qgemm_s8__avx2.c) */
+#define FIXQ__AVX2_NP 3
 #define FIXQ__VNNI_MR 8
 #define FIXQ__VNNI_NP 3
 typedef void (*fixq_qgemm_pack_a_fn)(size_t rows, size_t k, const void *a, size_t lda, fixq_dtype a_dtype,

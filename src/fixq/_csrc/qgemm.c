@@ -31,7 +31,7 @@ typedef struct {
 static const qgemm_kernels kernel_table[FIXQ_ISA_COUNT] = {
     {fixq_qgemm_pack_a__scalar, {fixq_qgemm_s8__scalar, fixq_qgemm_s16__scalar}, FIXQ_GEMM_MR, 1, 8, 0},
     {FIXQ__AVX2(fixq_qgemm_pack_a__avx2), {FIXQ__AVX2(fixq_qgemm_s8__avx2), FIXQ__AVX2(fixq_qgemm_s16__avx2)},
-     FIXQ_GEMM_MR, 1, 8, 0},
+     FIXQ__AVX2_MR, FIXQ__AVX2_NP, 8, 0},
     /* vpdpbusd is exact for b' = -128 too: one kernel for both */
     {FIXQ__AVX512VNNI(fixq_qgemm_pack_a__avx512vnni),
      {FIXQ__AVX512VNNI(fixq_qgemm_s8__avx512vnni), FIXQ__AVX512VNNI(fixq_qgemm_s8__avx512vnni)}, FIXQ__VNNI_MR,
