@@ -168,18 +168,21 @@ def test_pickled_archive_is_refused_without_unpickling(archive, tmp_path):
     _check_cli(tmp_path / "p.npz", d)
 
 
-@pytest.mark.parametrize("edit", ["encrypted", "compression"])
+@pytest.mark.parametrize("edit", ["encrypted", "compression", "version"])
 def test_zip_entries_zipfile_cannot_read(archive, edit):
-    """An entry flagged encrypted (RuntimeError inside zipfile) or stored with a compression method
-    zipfile lacks (NotImplementedError) is a one-line 'damaged' error (hypothesis found the first)."""
+    """An entry flagged encrypted (RuntimeError inside zipfile), stored with a compression method
+    zipfile lacks or needing a newer zip version (NotImplementedError) is a one-line 'damaged' error
+    (hypothesis found the first and the last)."""
     d, raw, _, x = archive
     b = bytearray(raw)
     for sig, off in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):  # local header / central directory
         i = b.find(sig)
         if edit == "encrypted":
             b[i + off] |= 1
-        else:
+        elif edit == "compression":
             b[i + off + 2:i + off + 4] = (99).to_bytes(2, "little")  # AES, which zipfile cannot read
+        elif sig == b"PK\x01\x02":
+            b[i + 6] = 99  # "version needed to extract": 9.9
     p = _write(d, f"{edit}.npz", bytes(b))
     with pytest.raises(ValueError, match="damaged"):
         model_mod.Model.load(str(p))

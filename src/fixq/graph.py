@@ -79,7 +79,8 @@ def load_npz(path, what="model"):
         raise GraphError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise GraphError(f"{path}: is a directory") from None
-    except (zipfile.BadZipFile, EOFError, ValueError, OSError) as e:
+    except (zipfile.BadZipFile, EOFError, ValueError, OSError, NotImplementedError) as e:
+        # NotImplementedError: zipfile's answer to a central directory entry needing a newer zip version
         raise GraphError(f"{path}: damaged or not an .npz archive ({' '.join(str(e).split())})") from None
     if not isinstance(z, np.lib.npyio.NpzFile):
         raise GraphError(f"{path}: not an .npz archive (a single .npy array); save the {what} with numpy.savez")
