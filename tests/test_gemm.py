@@ -176,6 +176,26 @@ def test_every_row_and_column_remainder(isa):
             np.testing.assert_array_equal(y, ref, err_msg=f"shape {(m, k, n)}")
 
 
+def test_gemv_rows_every_column_and_k_remainder(isa):
+    """M = 1..3 (the GEMV kernels), N around the 16-column panels and the 3-panel tile, K around the
+    4-value groups and the 2-group unroll, int8 and uint8 A, both weight kernels, a per-column b zero point."""
+    rng = np.random.default_rng(13)
+    for m in (1, 2, 3):
+        for n in (1, 15, 16, 17, 47, 48, 49, 1000):
+            for k in (1, 3, 4, 5, 1023, 4097):
+                if n * k > 1_000_000 and m > 1:
+                    continue  # one GEMV of the largest shape is enough per path
+                adt = (np.uint8, np.int8)[(n + k) % 2]
+                a, b = rand(rng, adt, (m, k)), rand(rng, np.int8, (k, n))
+                bzp = rand(rng, np.int8, n).astype(np.int32) if k % 2 else 0
+                azp = zero_points(adt)[(m + n) % 3]
+                for bb in (b, s8_range(b)):
+                    ref = R.qmatmul_acc(a, bb, azp, bzp)
+                    y = fixq.qlinear(a, fixq.pack_weights(np.ascontiguousarray(bb.T), bzp), a_zero_point=azp,
+                                     out_dtype=np.int32)
+                    np.testing.assert_array_equal(y, ref, err_msg=f"shape {(m, k, n)}")
+
+
 @pytest.mark.parametrize("shape", [(261, 1030, 100), (70, 3000, 17)])
 def test_blocks_of_rows_and_panels(isa, shape):
     """Several blocks of packed A rows and several groups of panels in one call."""

@@ -7,7 +7,7 @@
  * 32 multiply-adds, two of them on the multiply pipes.
  * FIXQ_GEMM_S16 (some b' == -128): b' widened to int16, vpmaddwd, exact.
  * Tiles: 16 rows x 48 columns (2 x 48 at a time), 4 x 16 where one panel is
- * left, 1 to 3 rows for the rest. */
+ * left, 2 or 3 rows for the rest, one row over up to 3 panels side by side. */
 #include <immintrin.h>
 #include <string.h>
 
@@ -44,7 +44,7 @@ ALWAYS_INLINE void finish_row(__m256i lo, __m256i hi, int32_t fix, int32_t *c, s
   _mm256_storeu_si256((__m256i *)(c + 8), hi);
 }
 
-/* ---- S8, 1 to 3 rows (GEMV and edges) ----------------------------------- */
+/* ---- S8, 2 or 3 rows (GEMV and edges) ----------------------------------- */
 
 #define S8_ROW(r, lo, hi)                                                                                    \
   do {                                                                                                       \
@@ -68,6 +68,28 @@ ALWAYS_INLINE void s8_tile(const size_t rows, size_t kq, const uint8_t *a, const
   finish_row(l0, h0, row_neg[0], c, 0, row_sum, b_zp, col_term);
   if (rows > 1) finish_row(l1, h1, row_neg[1], c + ldc, 1, row_sum, b_zp, col_term);
   if (rows > 2) finish_row(l2, h2, row_neg[2], c + 2 * ldc, 2, row_sum, b_zp, col_term);
+}
+
+/* One row (GEMV, bound by reading B): the np panels side by side, so that
+ * the two broadcasts of A serve np panels' 64 bytes of B. */
+ALWAYS_INLINE void s8_row1(const size_t np, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c,
+                           const int32_t *row_sum, const int32_t *row_neg, const int32_t *b_zp,
+                           const int32_t *col_term) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  const size_t ps = kq * NR * 4;
+  __m256i lo[3], hi[3];
+  for (size_t p = 0; p < np; p++) lo[p] = hi[p] = _mm256_setzero_si256();
+  for (size_t q = 0; q < kq; q++, a += 8, b += NR * 4) {
+    const __m256i s = bcast32(a), mag = bcast32(a + 4);
+    for (size_t p = 0; p < np; p++) {
+      const __m256i b0 = _mm256_loadu_si256((const __m256i *)(b + p * ps));
+      const __m256i b1 = _mm256_loadu_si256((const __m256i *)(b + p * ps + 32));
+      lo[p] = _mm256_add_epi32(lo[p], _mm256_madd_epi16(_mm256_maddubs_epi16(mag, _mm256_xor_si256(b0, s)), ones));
+      hi[p] = _mm256_add_epi32(hi[p], _mm256_madd_epi16(_mm256_maddubs_epi16(mag, _mm256_xor_si256(b1, s)), ones));
+    }
+  }
+  for (size_t p = 0; p < np; p++)
+    finish_row(lo[p], hi[p], row_neg[0], c + p * NR, 0, row_sum, b_zp + p * NR, col_term + p * NR);
 }
 
 /* ---- S8, the full 4 x 16 tile ----------------------------------------------
@@ -240,16 +262,24 @@ void fixq_qgemm_s8__avx2(size_t mr, size_t np, size_t kq, const uint8_t *a, cons
     for (size_t r = 0; r < full; r += MR)
       s8_tile4(kq, a + r * kq * 8, b + p * panel, c + r * ldc + p * NR, ldc, RS(r), row_neg + r, b_zp + p * NR,
                col_term + p * NR);
-  if (rest > 0) {
+  if (rest == 1) {
+    const uint8_t *ar = a + full * kq * 8;
+    for (p = 0; p + 3 <= np; p += 3)
+      s8_row1(3, kq, ar, b + p * panel, c + full * ldc + p * NR, RS(full), row_neg + full, b_zp + p * NR,
+              col_term + p * NR);
+    if (np - p == 2)
+      s8_row1(2, kq, ar, b + p * panel, c + full * ldc + p * NR, RS(full), row_neg + full, b_zp + p * NR,
+              col_term + p * NR);
+    else if (np - p == 1)
+      s8_row1(1, kq, ar, b + p * panel, c + full * ldc + p * NR, RS(full), row_neg + full, b_zp + p * NR,
+              col_term + p * NR);
+  } else if (rest > 0) {
     const uint8_t *ar = a + full * kq * 8;
     for (p = 0; p < np; p++) {
       int32_t *cr = c + full * ldc + p * NR;
       const int8_t *bp = b + p * panel;
-      switch (rest) {
-        case 1: s8_tile(1, kq, ar, bp, cr, ldc, RS(full), row_neg + full, b_zp + p * NR, col_term + p * NR); break;
-        case 2: s8_tile(2, kq, ar, bp, cr, ldc, RS(full), row_neg + full, b_zp + p * NR, col_term + p * NR); break;
-        default: s8_tile(3, kq, ar, bp, cr, ldc, RS(full), row_neg + full, b_zp + p * NR, col_term + p * NR); break;
-      }
+      if (rest == 2) s8_tile(2, kq, ar, bp, cr, ldc, RS(full), row_neg + full, b_zp + p * NR, col_term + p * NR);
+      else s8_tile(3, kq, ar, bp, cr, ldc, RS(full), row_neg + full, b_zp + p * NR, col_term + p * NR);
     }
   }
 #undef RS

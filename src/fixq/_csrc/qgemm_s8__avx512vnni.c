@@ -53,25 +53,36 @@ ALWAYS_INLINE void tile(const size_t rows, const size_t np, size_t kq, const uin
       finish16(acc[r][p], c + r * ldc + p * NR, row_sum, r, b_zp + p * NR, col_term + p * NR);
 }
 
-/* One row (GEMV, bound by reading B): the panels one after the other, so
- * that B is read as one sequential stream, each with four accumulators
- * (q mod 4) so that the chains do not wait on vpdpbusd's latency. */
+/* One row (GEMV, bound by reading B): the np panels side by side, so that
+ * one broadcast of A serves np loads of B (np + 1 loads per np * 64 bytes),
+ * with two accumulators a panel (q even / odd) so that the chains do not
+ * wait on vpdpbusd's latency. */
+ALWAYS_INLINE void row1_np(const size_t np, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c,
+                           const int32_t *row_sum, const int32_t *b_zp, const int32_t *col_term) {
+  const size_t ps = kq * NR * 4;
+  __m512i e[NP], o[NP];
+  for (size_t p = 0; p < np; p++) e[p] = o[p] = _mm512_setzero_si512();
+  size_t q = 0;
+  for (; q + 2 <= kq; q += 2, a += 8, b += 2 * NR * 4) {
+    const __m512i x0 = bcast32(a), x1 = bcast32(a + 4);
+    for (size_t p = 0; p < np; p++) {
+      e[p] = _mm512_dpbusd_epi32(e[p], x0, _mm512_loadu_si512(b + p * ps));
+      o[p] = _mm512_dpbusd_epi32(o[p], x1, _mm512_loadu_si512(b + p * ps + NR * 4));
+    }
+  }
+  if (q < kq) {
+    const __m512i x0 = bcast32(a);
+    for (size_t p = 0; p < np; p++) e[p] = _mm512_dpbusd_epi32(e[p], x0, _mm512_loadu_si512(b + p * ps));
+  }
+  for (size_t p = 0; p < np; p++)
+    finish16(_mm512_add_epi32(e[p], o[p]), c + p * NR, row_sum, 0, b_zp + p * NR, col_term + p * NR);
+}
+
 static void row1(size_t np, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c, const int32_t *row_sum,
                  const int32_t *b_zp, const int32_t *col_term) {
-  for (size_t p = 0; p < np; p++, c += NR, b_zp += NR, col_term += NR) {
-    __m512i acc0 = _mm512_setzero_si512(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
-    const uint8_t *ap = a;
-    size_t q = 0;
-    for (; q + 4 <= kq; q += 4, ap += 16, b += 4 * NR * 4) {
-      acc0 = _mm512_dpbusd_epi32(acc0, bcast32(ap), _mm512_loadu_si512(b));
-      acc1 = _mm512_dpbusd_epi32(acc1, bcast32(ap + 4), _mm512_loadu_si512(b + NR * 4));
-      acc2 = _mm512_dpbusd_epi32(acc2, bcast32(ap + 8), _mm512_loadu_si512(b + 2 * NR * 4));
-      acc3 = _mm512_dpbusd_epi32(acc3, bcast32(ap + 12), _mm512_loadu_si512(b + 3 * NR * 4));
-    }
-    for (; q < kq; q++, ap += 4, b += NR * 4) acc0 = _mm512_dpbusd_epi32(acc0, bcast32(ap), _mm512_loadu_si512(b));
-    finish16(_mm512_add_epi32(_mm512_add_epi32(acc0, acc1), _mm512_add_epi32(acc2, acc3)), c, row_sum, 0, b_zp,
-             col_term);
-  }
+  if (np == 1) row1_np(1, kq, a, b, c, row_sum, b_zp, col_term);
+  else if (np == 2) row1_np(2, kq, a, b, c, row_sum, b_zp, col_term);
+  else row1_np(3, kq, a, b, c, row_sum, b_zp, col_term);
 }
 
 /* ---- the full 8-row tiles ------------------------------------------------------
