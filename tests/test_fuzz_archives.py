@@ -187,3 +187,19 @@ def test_zip_entries_zipfile_cannot_read(archive, edit):
     with pytest.raises(ValueError, match="damaged"):
         model_mod.Model.load(str(p))
     _check_cli(p, d)
+
+
+@pytest.mark.parametrize("shape", [[None, -4], [None, 0], [None, 4, 2], [None, 1.5], [3, 4], "x", [None, True]])
+def test_meta_tensor_shape_is_checked(archive, tmp_path, shape):
+    """A tensor shape in __meta__ that is not [null, features] / [null, C, H, W] with positive sizes is an
+    ArchiveError naming the tensor (hypothesis found a negative size reaching the C plan's size_t)."""
+    d, _, arrays, _ = archive
+    a = dict(arrays)
+    meta = json.loads(str(a["__meta__"]))
+    name = sorted(meta["tensors"])[-1]
+    meta["tensors"][name] = shape
+    a["__meta__"] = np.array(json.dumps(meta))
+    np.savez(tmp_path / "s.npz", **a)
+    with pytest.raises(model_mod.ArchiveError, match=f"tensor '{name}' has shape"):
+        model_mod.Model.load(str(tmp_path / "s.npz"))
+    _check_cli(tmp_path / "s.npz", d)

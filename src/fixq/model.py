@@ -281,6 +281,11 @@ def _check_meta(meta):
         if k not in meta["options"]:
             raise ArchiveError(f"key '__meta__' lacks options.{k}")
     tensors = meta["tensors"]
+    for t, shape in tensors.items():  # graph.py's rule for the input shape, for every tensor
+        if (not isinstance(shape, list) or len(shape) not in (2, 4) or shape[0] is not None
+                or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape[1:])):
+            raise ArchiveError(f"key '__meta__': tensor {t!r} has shape {shape!r}; it must be [null, features] or "
+                               "[null, C, H, W] with positive sizes")
     if not isinstance(meta["input"], str) or meta["input"] not in tensors:
         raise ArchiveError(f"key '__meta__': input {meta['input']!r} is not one of its tensors")
     known = {meta["input"]}
