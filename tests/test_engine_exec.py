@@ -133,6 +133,23 @@ def test_batches_split_into_chunks(isa):
     np.testing.assert_array_equal(m.run(x.astype(np.float64)[::-1])[0], m.run(np.ascontiguousarray(x[::-1]))[0])
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_threads_run_chunks_in_parallel(isa, threads):
+    """threads=N runs chunks of the batch on N threads: the same integers as the numpy steps and the same
+    floats as threads=1, for batches smaller than N, of one chunk per thread and of many (a ragged last one)."""
+    rng = np.random.default_rng(7)
+    w, spec = every_op_model(rng)
+    m = quantize_model(G.validate(spec, w), calib_batches(rng, (3, 9, 6)), activations="uint8")
+    for n in (1, 2, 5, 67, 301):
+        x = rng.standard_normal((n, 3, 9, 6)).astype(np.float32)
+        env = m.run_all(x, engine=False)
+        fc, sm = m.run(x, threads=threads, raw=True)
+        np.testing.assert_array_equal(fc, env["fc"])
+        np.testing.assert_array_equal(sm, env["sm"])
+        for a, b in zip(m.run(x, threads=threads), m.run(x)):
+            np.testing.assert_array_equal(a, b)
+
+
 def test_concurrent_runs_from_threads():
     """Runs from several Python threads at once (the GIL is released) each get their own buffers."""
     from concurrent.futures import ThreadPoolExecutor
@@ -143,7 +160,7 @@ def test_concurrent_runs_from_threads():
     xs = [rng.standard_normal((n, 3, 9, 6)).astype(np.float32) for n in (1, 7, 40, 130)]
     want = [m.run(x, raw=True) for x in xs]
     with ThreadPoolExecutor(4) as ex:
-        got = list(ex.map(lambda i: m.run(xs[i % 4], raw=True), range(64)))
+        got = list(ex.map(lambda i: m.run(xs[i % 4], threads=1 + i % 3, raw=True), range(64)))
     for i, g in enumerate(got):
         for a, b in zip(g, want[i % 4]):
             np.testing.assert_array_equal(a, b)
