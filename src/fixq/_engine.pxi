@@ -68,6 +68,7 @@ cdef extern from "fixq_engine.h" nogil:
         char *const *dst
         const size_t *dst_row
 
+    int fixq_eng_workers(const fixq_eng_plan *plan, size_t n, int threads)
     fixq_status fixq_eng_run_batch(const fixq_eng_plan *plan, const fixq_eng_batch *b, char *const *arenas,
                                    int workers, int gemm_threads, size_t *failed_step)
     fixq_status fixq_eng_emit(const fixq_eng_plan *plan, int32_t t, int four_d, size_t batch, const void *src,
@@ -328,7 +329,7 @@ cdef class Engine:
         cdef bint own = False
         try:
             outs = []
-            workers = min(<size_t>threads, ENG_MAX_WORKERS, n) if not keep_all and n > 1 else 1
+            workers = 1 if keep_all else min(<size_t>fixq_eng_workers(&self.plan, n, threads), ENG_MAX_WORKERS)
             chunk = n if keep_all else min(self.chunk_max, (n + workers - 1) // workers)
             chunk = chunk if chunk else 1
             workers = min(workers, (n + chunk - 1) // chunk) if n else 1

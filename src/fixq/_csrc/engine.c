@@ -352,6 +352,20 @@ static void *batch_work(void *arg) {
   return NULL;
 }
 
+int fixq_eng_workers(const fixq_eng_plan *plan, size_t n, int threads) {
+  double macs = 0; /* per sample */
+  for (size_t i = 0; i < plan->n_steps; i++) {
+    const fixq_eng_step *s = &plan->steps[i];
+    const fixq_eng_tensor *xt = &plan->tensors[s->in[0]], *yt = &plan->tensors[s->out];
+    if (s->op == FIXQ_ENG_GEMM) macs += (double)numel(yt) * (double)(s->kh * s->kw * (xt->c / s->groups));
+    if (s->op == FIXQ_ENG_DEPTHWISE) macs += (double)numel(yt) * (double)(s->kh * s->kw);
+  }
+  const double fit = macs * (double)n / FIXQ__MACS_PER_THREAD;
+  if (fit < threads) threads = fit > 1 ? (int)fit : 1;
+  if ((size_t)threads > n) threads = n > 1 ? (int)n : 1;
+  return threads;
+}
+
 fixq_status fixq_eng_run_batch(const fixq_eng_plan *plan, const fixq_eng_batch *b, char *const *arenas, int workers,
                                int gemm_threads, size_t *failed_step) {
   if (b->chunk == 0 || workers < 1 || gemm_threads < 1) return FIXQ_ERR_INVALID_ARGUMENT;

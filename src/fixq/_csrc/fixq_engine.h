@@ -107,6 +107,10 @@ typedef struct {
   char *const *dst;      /* sample 0 of output k */
   const size_t *dst_row; /* bytes per sample of output k */
 } fixq_eng_batch;
+/* How many workers fixq_eng_run_batch should use for n samples: at most
+ * `threads`, and fewer where each would get less than FIXQ__MACS_PER_THREAD
+ * multiply-adds (GEMM and depthwise) to do. */
+int fixq_eng_workers(const fixq_eng_plan *plan, size_t n, int threads);
 /* Runs the batch; GEMMs get `gemm_threads`.  On failure *failed_step is the
  * step in the first failing chunk (the failure threads=1 reports). */
 fixq_status fixq_eng_run_batch(const fixq_eng_plan *plan, const fixq_eng_batch *b, char *const *arenas, int workers,
