@@ -165,6 +165,9 @@ def test_threads_run_chunks_in_parallel(isa, threads):
                 np.testing.assert_array_equal(y, G.to_external(env[t]))
             for a, b in zip(m.run(x, threads=threads), m.run(x)):
                 np.testing.assert_array_equal(a, b)
+            x[-1, 0, 0, 0] = np.nan  # a failure in the last chunk stops the run with its error
+            with pytest.raises(ValueError, match="input contains NaN"):
+                m.run(x, threads=threads)
 
 
 def test_concurrent_runs_from_threads():
