@@ -155,6 +155,8 @@ def main():
     ap.add_argument("--json", help="Write the results as JSON here.")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--models", default="mlp,cnn")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="Also time fixq with Model.run(x, threads=N) (the peers stay on one thread).")
     args = ap.parse_args()
 
     x_test = np.load(bundled("digits_test_x.npy"))
@@ -179,6 +181,8 @@ def main():
             m.save(path)
             m = fixq.Model.load(path)
             systems = {"numpy fp32": lambda x: G.run_float(g, x), "fixq int8": m.run}
+            if args.threads > 1:
+                systems[f"fixq int8 threads={args.threads}"] = lambda x, m=m: m.run(x, threads=args.threads)
             if ort is not None:
                 import onnx
                 fpath = os.path.join(d, "float.onnx")

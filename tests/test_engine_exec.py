@@ -133,6 +133,43 @@ def test_batches_split_into_chunks(isa):
     np.testing.assert_array_equal(m.run(x.astype(np.float64)[::-1])[0], m.run(np.ascontiguousarray(x[::-1]))[0])
 
 
+def heavy_model(rng):
+    """Convs of ~2.7 M multiply-adds per sample: every sample is worth a worker thread of its own."""
+    w = {"c1.weight": rng.standard_normal((32, 2, 3, 3)).astype(np.float32) / 4,
+         "c2.weight": rng.standard_normal((64, 32, 3, 3)).astype(np.float32) / 17,
+         "c2.bias": rng.standard_normal(64).astype(np.float32),
+         "fc.weight": rng.standard_normal((5, 64)).astype(np.float32) / 8}
+    nodes = [{"name": "c1", "op": "conv2d", "inputs": ["x"], "padding": 1},
+             {"name": "r1", "op": "relu", "inputs": ["c1"]},
+             {"name": "c2", "op": "conv2d", "inputs": ["r1"], "padding": 1},
+             {"name": "gap", "op": "global_avgpool", "inputs": ["c2"]},
+             {"name": "fc", "op": "linear", "inputs": ["gap"]}]
+    return quantize_model(G.validate(graph_of(nodes, ["fc", "c2"], (2, 12, 12)), w),
+                          calib_batches(rng, (2, 12, 12), n=2, batch=8), activations="uint8")
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_threads_run_chunks_in_parallel(isa, threads):
+    """threads=N runs chunks of the batch on up to N threads: the same integers as the numpy steps and the
+    same floats as threads=1, for batches smaller than N, of one chunk per thread (a ragged last one) and,
+    on the small every-op model, of many chunks per thread."""
+    rng = np.random.default_rng(7)
+    w, spec = every_op_model(rng)
+    models = [(heavy_model(rng), (2, 12, 12), (1, 2, 5, 8)),
+              (quantize_model(G.validate(spec, w), calib_batches(rng, (3, 9, 6))), (3, 9, 6), (67, 1001))]
+    for m, shape, sizes in models:
+        for n in sizes:
+            x = rng.standard_normal((n,) + shape).astype(np.float32)
+            env = m.run_all(x, engine=False)
+            for t, y in zip(m.outputs, m.run(x, threads=threads, raw=True)):
+                np.testing.assert_array_equal(y, G.to_external(env[t]))
+            for a, b in zip(m.run(x, threads=threads), m.run(x)):
+                np.testing.assert_array_equal(a, b)
+            x[-1, 0, 0, 0] = np.nan  # a failure in the last chunk stops the run with its error
+            with pytest.raises(ValueError, match="input contains NaN"):
+                m.run(x, threads=threads)
+
+
 def test_concurrent_runs_from_threads():
     """Runs from several Python threads at once (the GIL is released) each get their own buffers."""
     from concurrent.futures import ThreadPoolExecutor
@@ -143,7 +180,7 @@ def test_concurrent_runs_from_threads():
     xs = [rng.standard_normal((n, 3, 9, 6)).astype(np.float32) for n in (1, 7, 40, 130)]
     want = [m.run(x, raw=True) for x in xs]
     with ThreadPoolExecutor(4) as ex:
-        got = list(ex.map(lambda i: m.run(xs[i % 4], raw=True), range(64)))
+        got = list(ex.map(lambda i: m.run(xs[i % 4], threads=1 + i % 3, raw=True), range(64)))
     for i, g in enumerate(got):
         for a, b in zip(g, want[i % 4]):
             np.testing.assert_array_equal(a, b)

@@ -53,6 +53,24 @@ cdef extern from "fixq_engine.h" nogil:
     size_t fixq_eng_scratch_bytes(const fixq_eng_plan *plan, size_t batch)
     fixq_status fixq_eng_run(const fixq_eng_plan *plan, size_t batch, void *const *buffers, void *scratch,
                              int threads, size_t *failed_step)
+    ctypedef struct fixq_eng_batch:
+        size_t n, chunk
+        const float *x
+        size_t x_sample
+        const size_t *offsets
+        size_t scratch_off
+        size_t n_out
+        const int32_t *out_t
+        const int *out_4d
+        const int *out_raw
+        const float *out_scale
+        const int32_t *out_zp
+        char *const *dst
+        const size_t *dst_row
+
+    int fixq_eng_workers(const fixq_eng_plan *plan, size_t n, int threads)
+    fixq_status fixq_eng_run_batch(const fixq_eng_plan *plan, const fixq_eng_batch *b, char *const *arenas,
+                                   int workers, int gemm_threads, size_t *failed_step)
     fixq_status fixq_eng_emit(const fixq_eng_plan *plan, int32_t t, int four_d, size_t batch, const void *src,
                               float scale, int32_t zp, float *y, void *q, void *scratch)
 
@@ -64,6 +82,7 @@ _ENG_CHUNK_BYTES = 1 << 18  # activations + scratch of one chunk of samples: sta
 DEF ENG_ALIGN = 64
 DEF ENG_MAX_OUTPUTS = 64
 DEF ENG_MAX_TENSORS = 1024
+DEF ENG_MAX_WORKERS = 256
 
 
 cdef const void *_ptr(object arr, type want) except NULL:
@@ -121,8 +140,7 @@ cdef class Engine:
     cdef size_t in_elems, sample_bytes, chunk_max
     cdef size_t *offsets
     cdef char *arena
-    cdef char *scratch
-    cdef size_t arena_batch, n_out
+    cdef size_t arena_batch, arena_workers, n_out
     cdef bint busy  # a run uses the cached arena (runs from other threads then take their own)
     cdef int32_t out_t[ENG_MAX_OUTPUTS]
     cdef int out_4d[ENG_MAX_OUTPUTS]
@@ -138,7 +156,7 @@ cdef class Engine:
         self.n_blocks = 0
         self.offsets = NULL
         self.arena = NULL
-        self.arena_batch = 0
+        self.arena_batch = self.arena_workers = 0
         self.busy = False
 
     def __dealloc__(self):
@@ -261,23 +279,26 @@ cdef class Engine:
             n = end if end > n else n
         return n
 
-    cdef int _arena(self, size_t batch) except -1:
-        """The cached activation and scratch memory for chunks of `batch` samples."""
-        cdef size_t nbuf, nscr
-        if batch == self.arena_batch and self.arena != NULL:
+    cdef size_t _worker_bytes(self, size_t chunk):
+        """Activations, then scratch, of one worker running chunks of `chunk` samples (a multiple of ENG_ALIGN)."""
+        return ((self._arena_bytes(chunk) + ENG_ALIGN - 1) // ENG_ALIGN * ENG_ALIGN
+                + (fixq_eng_scratch_bytes(&self.plan, chunk) + ENG_ALIGN - 1) // ENG_ALIGN * ENG_ALIGN)
+
+    cdef int _arena(self, size_t chunk, size_t workers) except -1:
+        """The cached memory of `workers` workers running chunks of `chunk` samples."""
+        if chunk == self.arena_batch and workers == self.arena_workers and self.arena != NULL:
             return 0
         free(self.arena)
         self.arena = NULL
-        nbuf = (self._arena_bytes(batch) + ENG_ALIGN - 1) // ENG_ALIGN * ENG_ALIGN
-        nscr = fixq_eng_scratch_bytes(&self.plan, batch)
-        self.arena = <char *>aligned_alloc(ENG_ALIGN, nbuf + (nscr + ENG_ALIGN - 1) // ENG_ALIGN * ENG_ALIGN + ENG_ALIGN)
+        self.arena = <char *>aligned_alloc(ENG_ALIGN, workers * self._worker_bytes(chunk))
         if self.arena == NULL:
-            raise MemoryError(f"engine: out of memory for a batch of {batch}")
-        self.arena_batch = batch
-        self.scratch = self.arena + nbuf
+            raise MemoryError(f"engine: out of memory for {workers} chunks of {chunk} samples")
+        self.arena_batch, self.arena_workers = chunk, workers
         return 0
 
     cdef int _fail(self, fixq_status st, size_t step) except -1:
+        if step >= self.plan.n_steps:
+            check_status(st, "engine outputs")
         if st == FIXQ_ERR_OVERFLOW and self.errors[step] is not None:
             raise OverflowError(self.errors[step]())
         if st == FIXQ_ERR_NAN:
@@ -287,21 +308,20 @@ cdef class Engine:
 
     def run(self, x, int threads, bint raw, bint keep_all):
         """The outputs (external layout; float32 dequantized unless raw) of float x [N, ...], or with
-        keep_all the views of every tensor of the batch, run in one chunk."""
-        cdef size_t n, n0, nb, chunk, i, k, bad = 0, nt = self.plan.n_tensors, no
-        cdef void *bufs[ENG_MAX_TENSORS]
+        keep_all the views of every tensor of the batch, run in one chunk. threads > 1 runs chunks of the
+        batch on that many threads at once (each in its own memory, its GEMMs on one thread)."""
+        cdef size_t n, chunk, i, k, bad = 0, nt = self.plan.n_tensors, workers, stride
         cdef char *base
-        cdef char *scr
-        cdef const char *xp
+        cdef char *arenas[ENG_MAX_WORKERS]
         cdef char *dst[ENG_MAX_OUTPUTS]
         cdef size_t dst_row[ENG_MAX_OUTPUTS]
         cdef int out_raw[ENG_MAX_OUTPUTS]
+        cdef fixq_eng_batch b
         cdef fixq_status st = FIXQ_OK
         cdef Py_buffer vx, vy
         if type(x) is not _np.ndarray or not _is_c_f32(x, &vx):
             x = _np.ascontiguousarray(x, dtype=_np.float32)
             PyObject_GetBuffer(x, &vx, PyBUF_C_CONTIGUOUS)
-        xp = <const char *>vx.buf
         n = x.shape[0]
         if <size_t>vx.len != n * self.in_elems * 4:
             PyBuffer_Release(&vx)
@@ -309,20 +329,23 @@ cdef class Engine:
         cdef bint own = False
         try:
             outs = []
-            chunk = n if keep_all or n < self.chunk_max else self.chunk_max
+            workers = 1 if keep_all else min(<size_t>fixq_eng_workers(&self.plan, n, threads), ENG_MAX_WORKERS)
+            chunk = n if keep_all else min(self.chunk_max, (n + workers - 1) // workers)
+            chunk = chunk if chunk else 1
+            workers = min(workers, (n + chunk - 1) // chunk) if n else 1
+            stride = self._worker_bytes(chunk)
             if keep_all or self.busy:  # the views outlive the call / another thread runs in the cached arena
-                buf = _np.empty(self._arena_bytes(chunk) + fixq_eng_scratch_bytes(&self.plan, chunk) + 2 * ENG_ALIGN,
-                                _np.uint8)
+                buf = _np.empty(workers * stride + ENG_ALIGN, _np.uint8)
                 base = <char *>_data(buf, &vy, True)
                 PyBuffer_Release(&vy)  # buf keeps the memory
                 start = (-<size_t>base) % ENG_ALIGN
                 base += start
-                scr = base + (self._arena_bytes(chunk) + ENG_ALIGN - 1) // ENG_ALIGN * ENG_ALIGN
             else:
-                self._arena(chunk if chunk else 1)
+                self._arena(chunk, workers)
                 self.busy = own = True
                 base = self.arena
-                scr = self.scratch
+            for i in range(workers):
+                arenas[i] = base + i * stride
             no = 0 if keep_all else self.n_out
             for k in range(no):
                 out_raw[k] = raw and self.out_rawable[k]
@@ -332,26 +355,13 @@ cdef class Engine:
                 dst[k] = <char *>_data(y, &vy, True)
                 dst_row[k] = <size_t>vy.len // n if n else 0
                 PyBuffer_Release(&vy)  # y keeps the memory
-            with nogil:
-                n0 = 0
-                while n0 < n:
-                    nb = chunk if n - n0 > chunk else n - n0
-                    bufs[0] = <void *>(xp + n0 * self.in_elems * 4)
-                    for i in range(1, nt):
-                        bufs[i] = base + self.offsets[i] * chunk
-                    st = fixq_eng_run(&self.plan, nb, bufs, scr, threads, &bad)
-                    if st != FIXQ_OK:
-                        break
-                    for k in range(no):
-                        st = fixq_eng_emit(&self.plan, self.out_t[k], self.out_4d[k], nb, bufs[self.out_t[k]],
-                                           self.out_sc[k], self.out_zp[k],
-                                           NULL if out_raw[k] else <float *>(dst[k] + n0 * dst_row[k]),
-                                           (dst[k] + n0 * dst_row[k]) if out_raw[k] else NULL, scr)
-                        if st != FIXQ_OK:
-                            break
-                    if st != FIXQ_OK:
-                        break
-                    n0 += nb
+            b.n, b.chunk, b.x, b.x_sample = n, chunk, <const float *>vx.buf, self.in_elems
+            b.offsets, b.scratch_off = self.offsets, (self._arena_bytes(chunk) + ENG_ALIGN - 1) // ENG_ALIGN * ENG_ALIGN
+            b.n_out, b.out_t, b.out_4d, b.out_raw = no, self.out_t, self.out_4d, out_raw
+            b.out_scale, b.out_zp, b.dst, b.dst_row = self.out_sc, self.out_zp, dst, dst_row
+            if n:
+                with nogil:
+                    st = fixq_eng_run_batch(&self.plan, &b, arenas, <int>workers, threads if workers == 1 else 1, &bad)
         finally:
             PyBuffer_Release(&vx)
             if own:

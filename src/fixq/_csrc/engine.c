@@ -1,6 +1,9 @@
 /* The static int8 model executor: fixq_engine.h.  Each step is the C form of
  * one rule of docs/engine.md section 3, bit for bit the numpy path of
  * fixq.model (Model._static_step). */
+#include <pthread.h>
+#include <stdlib.h>
+
 #include "engine_loops.h"
 
 static const fixq_eng_loops *const loops_table[FIXQ_ISA_COUNT] = {
@@ -293,4 +296,102 @@ fixq_status fixq_eng_emit(const fixq_eng_plan *plan, int32_t t, int four_d, size
     src = scratch;
   }
   return fixq_dequantize(src, plan->dtype, y, 1, 1, n, &scale, &zp);
+}
+
+/* ---- a batch in chunks, on worker threads ----------------------------------- */
+
+typedef struct {
+  const fixq_eng_plan *plan;
+  const fixq_eng_batch *b;
+  int gemm_threads;
+  size_t next; /* the next chunk to take (atomic) */
+  int stop;    /* a chunk failed: take no more (atomic) */
+} batch_job;
+
+typedef struct {
+  batch_job *job;
+  char *arena;
+  size_t failed_chunk, failed_step; /* failed_chunk SIZE_MAX: none */
+  fixq_status st;
+} batch_worker;
+
+static fixq_status run_chunk(const batch_job *job, char *arena, size_t c, size_t *failed_step) {
+  const fixq_eng_plan *plan = job->plan;
+  const fixq_eng_batch *b = job->b;
+  const size_t n0 = c * b->chunk, nb = b->n - n0 < b->chunk ? b->n - n0 : b->chunk;
+  void *bufs[plan->n_tensors];
+  void *scratch = arena + b->scratch_off;
+  bufs[0] = (void *)(b->x + n0 * b->x_sample);
+  for (size_t i = 1; i < plan->n_tensors; i++) bufs[i] = arena + b->offsets[i] * b->chunk;
+  fixq_status st = fixq_eng_run(plan, nb, bufs, scratch, job->gemm_threads, failed_step);
+  for (size_t k = 0; k < b->n_out && st == FIXQ_OK; k++) {
+    char *d = b->dst[k] + n0 * b->dst_row[k];
+    st = fixq_eng_emit(plan, b->out_t[k], b->out_4d[k], nb, bufs[b->out_t[k]], b->out_scale[k], b->out_zp[k],
+                       b->out_raw[k] ? NULL : (float *)d, b->out_raw[k] ? d : NULL, scratch);
+    if (st != FIXQ_OK) *failed_step = plan->n_steps; /* not a step: emit failed */
+  }
+  return st;
+}
+
+/* Takes chunks until none is left or one failed; every chunk taken is run, so
+ * the chunks run form a prefix and the first failing one is threads=1's. */
+static void *batch_work(void *arg) {
+  batch_worker *w = arg;
+  batch_job *job = w->job;
+  const size_t n_chunks = (job->b->n + job->b->chunk - 1) / job->b->chunk;
+  while (!__atomic_load_n(&job->stop, __ATOMIC_RELAXED)) {
+    const size_t c = __atomic_fetch_add(&job->next, 1, __ATOMIC_RELAXED);
+    if (c >= n_chunks) break;
+    size_t step = 0;
+    const fixq_status st = run_chunk(job, w->arena, c, &step);
+    if (st != FIXQ_OK) {
+      if (c < w->failed_chunk) w->failed_chunk = c, w->failed_step = step, w->st = st;
+      __atomic_store_n(&job->stop, 1, __ATOMIC_RELAXED);
+    }
+  }
+  return NULL;
+}
+
+int fixq_eng_workers(const fixq_eng_plan *plan, size_t n, int threads) {
+  double macs = 0; /* per sample */
+  for (size_t i = 0; i < plan->n_steps; i++) {
+    const fixq_eng_step *s = &plan->steps[i];
+    const fixq_eng_tensor *xt = &plan->tensors[s->in[0]], *yt = &plan->tensors[s->out];
+    if (s->op == FIXQ_ENG_GEMM) macs += (double)numel(yt) * (double)(s->kh * s->kw * (xt->c / s->groups));
+    if (s->op == FIXQ_ENG_DEPTHWISE) macs += (double)numel(yt) * (double)(s->kh * s->kw);
+  }
+  const double fit = macs * (double)n / FIXQ__MACS_PER_THREAD;
+  if (fit < threads) threads = fit > 1 ? (int)fit : 1;
+  if ((size_t)threads > n) threads = n > 1 ? (int)n : 1;
+  return threads;
+}
+
+fixq_status fixq_eng_run_batch(const fixq_eng_plan *plan, const fixq_eng_batch *b, char *const *arenas, int workers,
+                               int gemm_threads, size_t *failed_step) {
+  if (b->chunk == 0 || workers < 1 || gemm_threads < 1) return FIXQ_ERR_INVALID_ARGUMENT;
+  batch_job job = {plan, b, gemm_threads, 0, 0};
+  batch_worker *ws = malloc(sizeof(batch_worker) * (size_t)workers);
+  pthread_t *tids = malloc(sizeof(pthread_t) * (size_t)workers);
+  int *started = calloc((size_t)workers, sizeof(int));
+  if (ws == NULL || tids == NULL || started == NULL) {
+    free(ws);
+    free(tids);
+    free(started);
+    *failed_step = plan->n_steps;
+    return FIXQ_ERR_OUT_OF_MEMORY;
+  }
+  for (int t = 0; t < workers; t++) ws[t] = (batch_worker){&job, arenas[t], SIZE_MAX, 0, FIXQ_OK};
+  /* a thread that does not start takes no chunks: the others run them */
+  for (int t = 1; t < workers; t++) started[t] = pthread_create(&tids[t], NULL, batch_work, &ws[t]) == 0;
+  batch_work(&ws[0]);
+  fixq_status st = FIXQ_OK;
+  size_t first = SIZE_MAX;
+  for (int t = 0; t < workers; t++) {
+    if (t > 0 && started[t]) pthread_join(tids[t], NULL);
+    if (ws[t].failed_chunk < first) first = ws[t].failed_chunk, st = ws[t].st, *failed_step = ws[t].failed_step;
+  }
+  free(ws);
+  free(tids);
+  free(started);
+  return st;
 }

@@ -88,6 +88,33 @@ size_t fixq_eng_scratch_bytes(const fixq_eng_plan *plan, size_t batch);
 /* Runs every step on `batch` samples; on failure *failed_step is the step. */
 fixq_status fixq_eng_run(const fixq_eng_plan *plan, size_t batch, void *const *buffers, void *scratch,
                          int threads, size_t *failed_step);
+/* A batch of n samples run in chunks of `chunk` samples by `workers` threads
+ * (the calling one and workers - 1 pthreads), each chunk through every step
+ * and its outputs emitted; a worker takes the next chunk until none is left,
+ * in its own memory: activations at arenas[w] + offsets[t] * chunk (t >= 1;
+ * tensor 0 is x), scratch at arenas[w] + scratch_off. */
+typedef struct {
+  size_t n, chunk;
+  const float *x;  /* tensor 0 of the n samples */
+  size_t x_sample; /* floats per sample of x */
+  const size_t *offsets;
+  size_t scratch_off;
+  size_t n_out; /* outputs, each as fixq_eng_emit's (t, four_d, scale, zp) */
+  const int32_t *out_t;
+  const int *out_4d, *out_raw; /* raw: into dst as q, else float32 */
+  const float *out_scale;
+  const int32_t *out_zp;
+  char *const *dst;      /* sample 0 of output k */
+  const size_t *dst_row; /* bytes per sample of output k */
+} fixq_eng_batch;
+/* How many workers fixq_eng_run_batch should use for n samples: at most
+ * `threads`, and fewer where each would get less than FIXQ__MACS_PER_THREAD
+ * multiply-adds (GEMM and depthwise) to do. */
+int fixq_eng_workers(const fixq_eng_plan *plan, size_t n, int threads);
+/* Runs the batch; GEMMs get `gemm_threads`.  On failure *failed_step is the
+ * step in the first failing chunk (the failure threads=1 reports). */
+fixq_status fixq_eng_run_batch(const fixq_eng_plan *plan, const fixq_eng_batch *b, char *const *arenas, int workers,
+                               int gemm_threads, size_t *failed_step);
 /* Output: tensor t of `batch` samples at src, NHWC -> NCHW (4-D), as float32
  * (fixq_dequantize with scale, zp) into y, or raw (q) into q. */
 fixq_status fixq_eng_emit(const fixq_eng_plan *plan, int32_t t, int four_d, size_t batch, const void *src,

@@ -18,7 +18,6 @@
 #define MC_MAX 128                /* rows per block */
 #define TILE_BYTES (8 * 1024)     /* int32 accumulators waiting for the output stage: stay in L1 */
 #define A_BLOCK_BYTES (96 * 1024) /* packed A block: stays in L2 */
-#define MACS_PER_THREAD (1 << 21) /* less work than this per thread does not pay for pthread_create */
 
 typedef struct {
   fixq_qgemm_pack_a_fn pack_a;
@@ -309,7 +308,8 @@ fixq_status fixq_qgemm(size_t m, const void *a, fixq_dtype a_dtype, size_t lda, 
   const size_t panels = b->n_padded / NR;
   const double macs = (double)m * (double)b->n * (double)(b->k ? b->k : 1);
   int T = threads;
-  if (macs / MACS_PER_THREAD < T) T = (int)(macs / MACS_PER_THREAD) > 1 ? (int)(macs / MACS_PER_THREAD) : 1;
+  const double fit = macs / FIXQ__MACS_PER_THREAD;
+  if (fit < T) T = fit > 1 ? (int)fit : 1;
   if ((size_t)T > panels * ((m + kern->mr - 1) / kern->mr)) T = (int)(panels * ((m + kern->mr - 1) / kern->mr));
   if (T == 1) {
     qgemm_part part = {&job, 0, m, 0, panels, FIXQ_OK};
