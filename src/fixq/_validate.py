@@ -155,3 +155,13 @@ def scalar_zero_point_arg(value, dtype, name):
         if lo <= value <= hi:
             return int(value)
     return int(zero_point_arg(value, 1, dtype, name)[0])
+
+
+def fast_out(out, shape, dtype):
+    """The output of an argument fast path (fixq.qadd, fixq.requantize on int8): a new array, `out`
+    itself when it is exactly an ndarray of that shape and dtype, or None (the checked path decides)."""
+    if out is None:
+        return np.empty(shape, dtype)
+    if type(out) is np.ndarray and out.shape == shape and out.dtype == dtype:
+        return out
+    return None

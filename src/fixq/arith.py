@@ -8,9 +8,9 @@ import numbers
 import numpy as np
 
 from . import _core
-from ._validate import (INT_RANGES, as_bytes, axis_arg, channel_count, clamp_args, dtype_arg, int_array,
-                        out_arg, per_channel, rounding_arg, scalar_scale_arg, scalar_zero_point_arg, scale_arg,
-                        split_shape, zero_point_arg)
+from ._validate import (INT_RANGES, as_bytes, axis_arg, channel_count, clamp_args, dtype_arg, fast_out,
+                        int_array, out_arg, per_channel, rounding_arg, scalar_scale_arg, scalar_zero_point_arg,
+                        scale_arg, split_shape, zero_point_arg)
 
 _Q8_NAMES = {np.dtype(np.int8): "int8", np.dtype(np.uint8): "uint8"}
 
@@ -113,12 +113,7 @@ def requantize(acc, multiplier=None, shift=None, zero_point=0, *, scale=None, qm
             seen = key = None
         if seen is not None:
             params, dt = seen
-            if out is None:
-                y = np.empty(acc.shape, dt)
-            elif type(out) is np.ndarray and out.shape == acc.shape and out.dtype == dt:
-                y = out
-            else:
-                y = None
+            y = fast_out(out, acc.shape, dt)
             if y is not None and _core.eltwise_flat(params, acc, _ONE, y):
                 return y
     a = int_array(acc, (np.int32, np.int8, np.uint8), "acc")

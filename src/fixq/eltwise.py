@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from . import _core
-from ._validate import (as_bytes, clamp_args, dtype_arg, int_array, out_arg, rounding_arg, scalar_scale_arg,
+from ._validate import (as_bytes, clamp_args, dtype_arg, fast_out, int_array, out_arg, rounding_arg, scalar_scale_arg,
                         scalar_zero_point_arg)
 
 __all__ = ["qadd", "qmul"]
@@ -84,12 +84,7 @@ def _binary(op, a, b, a_scale, a_zero_point, b_scale, b_zero_point, out_scale, o
         # same shape, or b a scalar or a row that a repeats: flat rows, when contiguous and not overlapping
         if seen is not None and (a.shape == b.shape or a.shape[a.ndim - b.ndim:] == b.shape):
             params, dt = seen
-            if out is None:
-                y = np.empty(a.shape, dt)
-            elif type(out) is np.ndarray and out.shape == a.shape and out.dtype == dt:
-                y = out
-            else:
-                y = None
+            y = fast_out(out, a.shape, dt)
             if y is not None and _core.eltwise_flat(params, a, b, y):
                 return y
     a = int_array(a, _Q8, "a")
