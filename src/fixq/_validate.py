@@ -94,7 +94,8 @@ def scale_arg(scale, channels, name="scale"):
     s = per_channel(scale, channels, name, np.float64)
     if not np.all(np.isfinite(s)) or not np.all(s > 0):
         raise ValueError(f"{name} must be finite and > 0, got {scale!r}")
-    s32 = s.astype(np.float32)
+    with np.errstate(over="ignore"):  # a scale beyond float32 becomes inf: the error below names it
+        s32 = s.astype(np.float32)
     if not np.all(np.isfinite(s32)) or not np.all(s32 > 0):
         raise ValueError(f"{name} must be representable as a positive finite float32, got {scale!r}")
     return s32
