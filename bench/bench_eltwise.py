@@ -4,13 +4,12 @@
         [--repeats 3] [--json bench/results/eltwise.json]
 
 fixq runs on each of its SIMD paths this CPU supports (avx2, avx512vnni; switched
-with fixq._core.select_isa), the peers once.  Bytes are counted as 2 inputs + 1
+with fixq.using_isa), the peers once.  Bytes are counted as 2 inputs + 1
 output (3 bytes per element).  Every row's time is the median over `--repeats`
 rounds of the best of several calls; the ratios compare rows measured in this
 same run.  Peers that are not installed are skipped.
 """
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -20,20 +19,11 @@ import time
 import numpy as np
 
 import fixq
-from fixq import _core
 
 # fixq's SIMD paths on this CPU, each benchmarked in the same run
 FIXQ_PATHS = [p for p in ("avx2", "avx512vnni") if p in fixq.cpu_info()["supported"]]
 
 
-@contextlib.contextmanager
-def using_isa(name):
-    before = _core.selected_isa()
-    _core.select_isa(name)
-    try:
-        yield
-    finally:
-        _core.select_isa(before)
 
 # Scales as calibration produces them (arbitrary float32 values).  "Round" decimal scales such as
 # 0.02 / 0.013 / 0.03 create exact ties that TFLite's input rounding decides; qadd then has no
@@ -93,7 +83,7 @@ def cases(n, repeats):
         if isa is None:
             row["seconds"] = timeit(fn, n, repeats)
         else:
-            with using_isa(isa):
+            with fixq.using_isa(isa):
                 row["seconds"] = timeit(fn, n, repeats)
         rows.append(row)
 

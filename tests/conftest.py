@@ -1,21 +1,9 @@
-import contextlib
-
 import pytest
 
 import fixq
-from fixq import _core
 
 ISAS = fixq.cpu_info()["supported"]
-
-
-@contextlib.contextmanager
-def using_isa(name):
-    before = _core.selected_isa()
-    _core.select_isa(name)
-    try:
-        yield
-    finally:
-        _core.select_isa(before)
+using_isa = fixq.using_isa
 
 
 @pytest.fixture(params=ISAS)

@@ -3,6 +3,7 @@
 Integer results follow the declared fixed-point semantics exactly on every CPU
 path (docs/arithmetic.md).  ``fixq.cpu_info()`` tells which path runs.
 """
+import contextlib as _contextlib
 import os as _os
 
 from . import _core
@@ -31,6 +32,19 @@ def cpu_info():
     }
 
 
+@_contextlib.contextmanager
+def using_isa(name):
+    """Run the block on CPU path `name` (one of ``cpu_info()["supported"]``), then restore the path
+    that was selected; for tests and benchmarks.  The path is process-wide: don't switch it while
+    other threads run fixq kernels."""
+    before = _core.selected_isa()
+    _core.select_isa(name)
+    try:
+        yield
+    finally:
+        _core.select_isa(before)
+
+
 def get_include():
     """Directory holding ``fixq/fixq.h`` and ``fixq/fixq_capsule.h`` (like ``numpy.get_include()``);
     docs/embedding.md shows how C, C extensions and Cython modules use them."""
@@ -38,7 +52,7 @@ def get_include():
 
 
 __all__ = [
-    "__version__", "cpu_info", "get_include",
+    "__version__", "cpu_info", "using_isa", "get_include",
     "quantize_multiplier", "multiply_by_quantized_multiplier", "requantize", "quantize", "dequantize",
     "qmatmul", "qlinear", "pack_weights", "PackedWeights",
     "qadd", "qmul",
