@@ -1,6 +1,7 @@
 """fixq.qmatmul / qlinear / pack_weights against the numpy int64 reference, on every CPU path."""
 import concurrent.futures
 import io
+import os
 
 import numpy as np
 import pytest
@@ -362,6 +363,38 @@ def test_python_threads_share_inputs(isa):
 
     with concurrent.futures.ThreadPoolExecutor(4) as ex:
         assert all(ex.map(work, range(8)))
+
+
+def test_worker_pool_under_concurrent_callers(isa):
+    """threads > 1 from several Python threads at once: one call holds the kept workers, the others start
+    threads of their own (parallel.c); every result is exact."""
+    rng = np.random.default_rng(10)
+    a = rand(rng, np.uint8, (130, 256))
+    w = rand(rng, np.int8, (260, 256))
+    packed = fixq.pack_weights(w)
+    ref = R.requantize(R.qmatmul_acc(a, w.T, 7, 0), "double", 1 << 30, -12)
+
+    def work(i):
+        return all(np.array_equal(fixq.qlinear(a, packed, a_zero_point=7, multiplier=1 << 30, shift=-12,
+                                               threads=2 + i % 3), ref) for _ in range(10))
+
+    with concurrent.futures.ThreadPoolExecutor(3) as ex:
+        assert all(ex.map(work, range(6)))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_worker_pool_after_fork():
+    """The kept workers do not survive fork(): the child starts its own and gets the same result."""
+    rng = np.random.default_rng(11)
+    a, w = rand(rng, np.int8, (128, 300)), rand(rng, np.int8, (200, 300))
+    ref = fixq.qlinear(a, w, multiplier=1 << 30, shift=-11, threads=2)
+    pid = os.fork()
+    if pid == 0:
+        ok = all(np.array_equal(fixq.qlinear(a, w, multiplier=1 << 30, shift=-11, threads=t), ref) for t in (2, 3, 2))
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    np.testing.assert_array_equal(fixq.qlinear(a, w, multiplier=1 << 30, shift=-11, threads=2), ref)
 
 
 # ---- properties -----------------------------------------------------------------

@@ -1,7 +1,6 @@
 /* The static int8 model executor: fixq_engine.h.  Each step is the C form of
  * one rule of docs/engine.md section 3, bit for bit the numpy path of
  * fixq.model (Model._static_step). */
-#include <pthread.h>
 #include <stdlib.h>
 
 #include "engine_loops.h"
@@ -335,8 +334,8 @@ static fixq_status run_chunk(const batch_job *job, char *arena, size_t c, size_t
 
 /* Takes chunks until none is left or one failed; every chunk taken is run, so
  * the chunks run form a prefix and the first failing one is threads=1's. */
-static void *batch_work(void *arg) {
-  batch_worker *w = arg;
+static void batch_work(void *workers, int t) {
+  batch_worker *w = (batch_worker *)workers + t;
   batch_job *job = w->job;
   const size_t n_chunks = (job->b->n + job->b->chunk - 1) / job->b->chunk;
   while (!__atomic_load_n(&job->stop, __ATOMIC_RELAXED)) {
@@ -349,7 +348,6 @@ static void *batch_work(void *arg) {
       __atomic_store_n(&job->stop, 1, __ATOMIC_RELAXED);
     }
   }
-  return NULL;
 }
 
 int fixq_eng_workers(const fixq_eng_plan *plan, size_t n, int threads) {
@@ -371,27 +369,16 @@ fixq_status fixq_eng_run_batch(const fixq_eng_plan *plan, const fixq_eng_batch *
   if (b->chunk == 0 || workers < 1 || gemm_threads < 1) return FIXQ_ERR_INVALID_ARGUMENT;
   batch_job job = {plan, b, gemm_threads, 0, 0};
   batch_worker *ws = malloc(sizeof(batch_worker) * (size_t)workers);
-  pthread_t *tids = malloc(sizeof(pthread_t) * (size_t)workers);
-  int *started = calloc((size_t)workers, sizeof(int));
-  if (ws == NULL || tids == NULL || started == NULL) {
-    free(ws);
-    free(tids);
-    free(started);
+  if (ws == NULL) {
     *failed_step = plan->n_steps;
     return FIXQ_ERR_OUT_OF_MEMORY;
   }
   for (int t = 0; t < workers; t++) ws[t] = (batch_worker){&job, arenas[t], SIZE_MAX, 0, FIXQ_OK};
-  /* a thread that does not start takes no chunks: the others run them */
-  for (int t = 1; t < workers; t++) started[t] = pthread_create(&tids[t], NULL, batch_work, &ws[t]) == 0;
-  batch_work(&ws[0]);
+  fixq__parallel(workers, batch_work, ws);
   fixq_status st = FIXQ_OK;
   size_t first = SIZE_MAX;
-  for (int t = 0; t < workers; t++) {
-    if (t > 0 && started[t]) pthread_join(tids[t], NULL);
+  for (int t = 0; t < workers; t++)
     if (ws[t].failed_chunk < first) first = ws[t].failed_chunk, st = ws[t].st, *failed_step = ws[t].failed_step;
-  }
   free(ws);
-  free(tids);
-  free(started);
   return st;
 }

@@ -190,7 +190,14 @@ void fixq_requant_s32__avx512vnni(size_t rows, size_t channels, size_t inner, co
  * vpmaddubsw pair sum lies in [-32768, 32512]: int16 saturation never triggers.
  * The VNNI kernel sums (a' + 128) b' exactly (vpdpbusd); the driver folds
  * -128 * sum_k b' into col_term. */
-#define FIXQ__MACS_PER_THREAD (1 << 21) /* less work than this per thread does not pay for pthread_create */
+#define FIXQ__MACS_PER_THREAD (1 << 21) /* less work than this per thread does not pay for a worker */
+
+/* ---- worker threads (parallel.c) ------------------------------------------
+ * fixq__parallel(n, fn, ctx) runs fn(ctx, t) for every t in [0, n), task 0
+ * on the calling thread and the others on kept worker threads, and returns
+ * when all have returned.  Every task runs, whatever threads can be had. */
+typedef void (*fixq__task_fn)(void *ctx, int t);
+void fixq__parallel(int n, fixq__task_fn fn, void *ctx);
 #define FIXQ_GEMM_MR 4 /* scalar tile rows; the AVX2 S8 records come in groups of this many rows */
 #define FIXQ__AVX2_MR 16 /* AVX2 tile: 16 rows (groups of FIXQ_GEMM_MR) x 3 panels (qgemm_s8__avx2.c) */
 #define FIXQ__AVX2_NP 3

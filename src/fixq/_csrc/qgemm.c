@@ -8,7 +8,6 @@
  * VNNI one, gets -a_offset * sum_k b' in col_term); fixq_qgemm first proves
  * that the exact acc fits int32, so the wrapped value is acc.  Each block of
  * accumulators goes through the requantize micro-kernel while it is still in L1. */
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -227,10 +226,7 @@ static void run_part(qgemm_part *part) {
   part->status = FIXQ_OK;
 }
 
-static void *run_part_thread(void *arg) {
-  run_part((qgemm_part *)arg);
-  return NULL;
-}
+static void run_part_task(void *parts, int t) { run_part((qgemm_part *)parts + t); }
 
 /* Splits rows (in tiles of mr) when there are enough for every thread, else panels. */
 static void split(size_t m, size_t mr, size_t panels, int threads, int t, size_t *m0, size_t *m1, size_t *p0,
@@ -317,31 +313,16 @@ fixq_status fixq_qgemm(size_t m, const void *a, fixq_dtype a_dtype, size_t lda, 
     return part.status;
   }
   qgemm_part *parts = malloc(sizeof(qgemm_part) * (size_t)T);
-  pthread_t *tids = malloc(sizeof(pthread_t) * (size_t)T);
-  char *started = calloc((size_t)T, 1);
-  if (parts == NULL || tids == NULL || started == NULL) {
-    free(parts);
-    free(tids);
-    free(started);
-    return FIXQ_ERR_OUT_OF_MEMORY;
-  }
+  if (parts == NULL) return FIXQ_ERR_OUT_OF_MEMORY;
   for (int t = 0; t < T; t++) {
     parts[t].job = &job;
     parts[t].status = FIXQ_OK;
     split(m, kern->mr, panels, T, t, &parts[t].m0, &parts[t].m1, &parts[t].p0, &parts[t].p1);
   }
-  for (int t = 1; t < T; t++) started[t] = pthread_create(&tids[t], NULL, run_part_thread, &parts[t]) == 0;
-  run_part(&parts[0]);
-  fixq_status st = parts[0].status;
-  for (int t = 1; t < T; t++) {
-    if (started[t])
-      pthread_join(tids[t], NULL);
-    else
-      run_part(&parts[t]); /* no thread to be had: do its share here */
+  fixq__parallel(T, run_part_task, parts);
+  fixq_status st = FIXQ_OK;
+  for (int t = 0; t < T; t++)
     if (parts[t].status != FIXQ_OK) st = parts[t].status;
-  }
   free(parts);
-  free(tids);
-  free(started);
   return st;
 }
