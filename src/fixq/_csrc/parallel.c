@@ -15,6 +15,7 @@
  * caller runs.  fork() waits for a running region; the child starts with no
  * workers (they do not survive the fork) and makes new ones on demand. */
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <time.h>
@@ -131,6 +132,18 @@ static void fork_child(void) {
   pthread_mutex_unlock(&pool.busy);
 }
 
+/* Worker number pool.workers, detached (it runs until the process ends). */
+static int start_worker(void) {
+  pthread_t tid;
+  pthread_attr_t attr;
+  if (pthread_attr_init(&attr) != 0) return 0;
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  pool.first_seen[pool.workers] = pool.region; /* it changes only under busy, as here */
+  const int ok = pthread_create(&tid, &attr, worker, (void *)(intptr_t)pool.workers) == 0;
+  pthread_attr_destroy(&attr);
+  return ok;
+}
+
 static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
 static void pool_init(void) { pthread_atfork(fork_prepare, fork_parent, fork_child); }
 
@@ -145,16 +158,12 @@ void fixq__parallel(int n, fixq__task_fn fn, void *ctx) {
     return;
   }
   const int want = n - 1 < POOL_MAX ? n - 1 : POOL_MAX;
-  while (pool.workers < want) {
-    pthread_t tid;
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pool.first_seen[pool.workers] = pool.region; /* it changes only here, under busy */
-    const int ok = pthread_create(&tid, &attr, worker, (void *)(intptr_t)pool.workers) == 0;
-    pthread_attr_destroy(&attr);
-    if (!ok) break;
-    pool.workers++;
+  if (pool.workers < want) {
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old); /* the workers inherit it: signals go to the application's threads */
+    while (pool.workers < want && start_worker()) pool.workers++;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
   }
   const int tasks = want < pool.workers ? want : pool.workers; /* tasks 1..tasks on the workers */
   pool.fn = fn;
