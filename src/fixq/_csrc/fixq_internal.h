@@ -193,9 +193,10 @@ void fixq_requant_s32__avx512vnni(size_t rows, size_t channels, size_t inner, co
 #define FIXQ__MACS_PER_THREAD (1 << 21) /* less work than this per thread does not pay for a worker */
 
 /* ---- worker threads (parallel.c) ------------------------------------------
- * fixq__parallel(n, fn, ctx) runs fn(ctx, t) for every t in [0, n), task 0
- * on the calling thread and the others on kept worker threads, and returns
- * when all have returned.  Every task runs, whatever threads can be had. */
+ * fixq__parallel(n, fn, ctx) runs fn(ctx, t) once for every t in [0, n),
+ * on the calling thread and kept worker threads (any task on any of them),
+ * and returns when all have returned.  Every task runs, whatever threads can
+ * be had. */
 typedef void (*fixq__task_fn)(void *ctx, int t);
 void fixq__parallel(int n, fixq__task_fn fn, void *ctx);
 #define FIXQ_GEMM_MR 4 /* scalar tile rows; the AVX2 S8 records come in groups of this many rows */

@@ -1,19 +1,20 @@
 /* fixq__parallel: the worker threads behind `threads=N`.
  *
  * Workers are started on first use and kept: a pthread_create + join costs
- * 20-40 us on a virtual machine, about a tenth of a 128x1024x1024 GEMM.  A
- * region is published as one atomic word (region number, task count), so a
- * worker decides whether it has a task from a consistent view; the fields it
- * then reads (fn, ctx) stay put until every needed worker has counted itself
- * done.  Between regions a worker polls for SPIN_NS before it sleeps on a
- * condition variable, so back-to-back calls (a model's layers, a benchmark
- * loop) start without a wake-up.
+ * 20-40 us on a virtual machine, about a tenth of a 128x1024x1024 GEMM.
+ * Tasks are claimed, not assigned: the caller claims them like any worker,
+ * so a worker that is slow to wake costs the call nothing but its share.  One atomic word holds the region number, its task
+ * count and the next task to claim, so a claim is only ever made on the
+ * region it names; fn and ctx stay put until every claimed task is done.
+ * Between regions a worker polls for SPIN_NS before it sleeps on a condition
+ * variable, so back-to-back calls (a model's layers, a benchmark loop) find
+ * it awake.
  *
  * One region runs on the pool at a time; a caller that finds it busy (another
- * thread's region) starts threads of its own, as does a caller whose workers
- * cannot be started.  A task is never dropped: what no thread takes, the
- * caller runs.  fork() waits for a running region; the child starts with no
- * workers (they do not survive the fork) and makes new ones on demand. */
+ * thread's region) starts threads of its own.  A task is never dropped: what
+ * no thread takes, the caller runs.  fork() waits for a running region; the
+ * child starts with no workers (they do not survive the fork) and makes new
+ * ones on demand. */
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
@@ -22,7 +23,7 @@
 
 #include "fixq_internal.h"
 
-#define POOL_MAX 63          /* workers kept; a larger request starts threads for the rest */
+#define POOL_MAX 63          /* workers kept (the task count and index fit 8 bits) */
 #define SPIN_NS 100000       /* poll this long for the next region before sleeping */
 
 static struct {
@@ -30,13 +31,12 @@ static struct {
   pthread_mutex_t m;         /* with wake / done: sleeping and waking */
   pthread_cond_t wake, done;
   int workers, sleepers;     /* workers: started (under busy); sleepers: under m */
-  uint64_t region;           /* atomic: region number << 8 | worker tasks in it */
-  int pending;               /* atomic: worker tasks of this region not finished */
-  uint64_t first_seen[POOL_MAX]; /* the region word when worker w started */
+  uint64_t word;             /* atomic: region number << 16 | task count << 8 | next task */
+  int finished;              /* atomic: tasks of this region run to the end */
   fixq__task_fn fn;
   void *ctx;
 } pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
-          PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, {0}, NULL, NULL};
+          PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, NULL, NULL};
 
 static void relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -50,11 +50,11 @@ static uint64_t now_ns(void) {
   return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
 }
 
-/* Polls (then sleeps) until the region word differs from `seen`. */
+/* Polls (then sleeps) until the region number differs from `seen`; returns the new one. */
 static uint64_t next_region(uint64_t seen) {
   const uint64_t start = now_ns();
   for (unsigned i = 1;; i++) {
-    const uint64_t r = __atomic_load_n(&pool.region, __ATOMIC_ACQUIRE);
+    const uint64_t r = __atomic_load_n(&pool.word, __ATOMIC_ACQUIRE) >> 16;
     if (r != seen) return r;
     if (i % 64 == 0 && now_ns() - start > SPIN_NS) break;
     relax();
@@ -62,21 +62,31 @@ static uint64_t next_region(uint64_t seen) {
   pthread_mutex_lock(&pool.m);
   pool.sleepers++;
   uint64_t r;
-  while ((r = __atomic_load_n(&pool.region, __ATOMIC_ACQUIRE)) == seen) pthread_cond_wait(&pool.wake, &pool.m);
+  while ((r = __atomic_load_n(&pool.word, __ATOMIC_ACQUIRE) >> 16) == seen) pthread_cond_wait(&pool.wake, &pool.m);
   pool.sleepers--;
   pthread_mutex_unlock(&pool.m);
   return r;
 }
 
-/* Worker w runs task w + 1 of each region that has that many worker tasks. */
+/* Claims and runs tasks of region `region` until none is left; returns how many it ran. */
+static int run_claimed(uint64_t region) {
+  int ran = 0;
+  uint64_t w = __atomic_load_n(&pool.word, __ATOMIC_ACQUIRE);
+  for (;;) {
+    if (w >> 16 != region || (w & 0xFF) >= (w >> 8 & 0xFF)) return ran;
+    if (!__atomic_compare_exchange_n(&pool.word, &w, w + 1, 1, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) continue;
+    pool.fn(pool.ctx, (int)(w & 0xFF));
+    ran++;
+    w = __atomic_load_n(&pool.word, __ATOMIC_ACQUIRE);
+  }
+}
+
 static void *worker(void *arg) {
-  const int w = (int)(intptr_t)arg;
-  uint64_t seen = pool.first_seen[w]; /* written before pthread_create */
+  uint64_t seen = (uint64_t)(uintptr_t)arg; /* the region number when it was started */
   for (;;) {
     seen = next_region(seen);
-    if ((int)(seen & 0xFF) <= w) continue;
-    pool.fn(pool.ctx, w + 1);
-    if (__atomic_sub_fetch(&pool.pending, 1, __ATOMIC_ACQ_REL) == 0) {
+    const int ran = run_claimed(seen);
+    if (ran > 0 && __atomic_sub_fetch(&pool.finished, ran, __ATOMIC_ACQ_REL) == 0) {
       pthread_mutex_lock(&pool.m);
       pthread_cond_signal(&pool.done);
       pthread_mutex_unlock(&pool.m);
@@ -132,14 +142,14 @@ static void fork_child(void) {
   pthread_mutex_unlock(&pool.busy);
 }
 
-/* Worker number pool.workers, detached (it runs until the process ends). */
+/* One more worker, detached (it runs until the process ends). */
 static int start_worker(void) {
   pthread_t tid;
   pthread_attr_t attr;
   if (pthread_attr_init(&attr) != 0) return 0;
   pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  pool.first_seen[pool.workers] = pool.region; /* it changes only under busy, as here */
-  const int ok = pthread_create(&tid, &attr, worker, (void *)(intptr_t)pool.workers) == 0;
+  const uint64_t region = pool.word >> 16; /* it changes only under busy, as here */
+  const int ok = pthread_create(&tid, &attr, worker, (void *)(uintptr_t)region) == 0;
   pthread_attr_destroy(&attr);
   return ok;
 }
@@ -165,22 +175,24 @@ void fixq__parallel(int n, fixq__task_fn fn, void *ctx) {
     while (pool.workers < want && start_worker()) pool.workers++;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
   }
-  const int tasks = want < pool.workers ? want : pool.workers; /* tasks 1..tasks on the workers */
+  const int extra = n - 1 > pool.workers ? n - 1 - pool.workers : 0; /* past the pool, or workers that did not start */
+  n -= extra;
   pool.fn = fn;
   pool.ctx = ctx;
-  __atomic_store_n(&pool.pending, tasks, __ATOMIC_RELAXED);
-  const uint64_t region = __atomic_load_n(&pool.region, __ATOMIC_RELAXED);
-  __atomic_store_n(&pool.region, ((region >> 8) + 1) << 8 | (uint64_t)tasks, __ATOMIC_RELEASE);
+  __atomic_store_n(&pool.finished, n, __ATOMIC_RELAXED);
+  const uint64_t region = (__atomic_load_n(&pool.word, __ATOMIC_RELAXED) >> 16) + 1;
+  __atomic_store_n(&pool.word, region << 16 | (uint64_t)n << 8, __ATOMIC_RELEASE);
   pthread_mutex_lock(&pool.m);
   if (pool.sleepers > 0) pthread_cond_broadcast(&pool.wake);
   pthread_mutex_unlock(&pool.m);
-  if (tasks + 1 < n) run_spawned(tasks + 1, n, fn, ctx); /* past the pool (or workers that did not start) */
-  fn(ctx, 0);
+  if (extra > 0) run_spawned(n, n + extra, fn, ctx); /* threads of their own */
+  const int mine = run_claimed(region);
+  if (mine > 0) __atomic_sub_fetch(&pool.finished, mine, __ATOMIC_ACQ_REL);
   const uint64_t start = now_ns();
-  for (unsigned i = 1; __atomic_load_n(&pool.pending, __ATOMIC_ACQUIRE) > 0; i++) {
+  for (unsigned i = 1; __atomic_load_n(&pool.finished, __ATOMIC_ACQUIRE) > 0; i++) {
     if (i % 64 == 0 && now_ns() - start > SPIN_NS) {
       pthread_mutex_lock(&pool.m);
-      while (__atomic_load_n(&pool.pending, __ATOMIC_ACQUIRE) > 0) pthread_cond_wait(&pool.done, &pool.m);
+      while (__atomic_load_n(&pool.finished, __ATOMIC_ACQUIRE) > 0) pthread_cond_wait(&pool.done, &pool.m);
       pthread_mutex_unlock(&pool.m);
       break;
     }
