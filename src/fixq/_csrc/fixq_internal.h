@@ -190,7 +190,7 @@ void fixq_requant_s32__avx512vnni(size_t rows, size_t channels, size_t inner, co
  * vpmaddubsw pair sum lies in [-32768, 32512]: int16 saturation never triggers.
  * The VNNI kernel sums (a' + 128) b' exactly (vpdpbusd); the driver folds
  * -128 * sum_k b' into col_term. */
-#define FIXQ__MACS_PER_THREAD (1 << 21) /* less work than this per thread does not pay for a worker */
+#define FIXQ__MACS_PER_THREAD (1 << 19) /* less work than this per thread does not pay for a worker */
 
 /* ---- worker threads (parallel.c) ------------------------------------------
  * fixq__parallel(n, fn, ctx) runs fn(ctx, t) once for every t in [0, n),
