@@ -212,6 +212,20 @@ def test_blocks_of_rows_and_panels(isa, shape):
     np.testing.assert_array_equal(y, R.requantize(acc, "double", mult, shift, zero_point=5))
 
 
+def test_strided_bias_and_per_column_arrays():
+    """Views with strides (every other element) are as good as contiguous arrays."""
+    rng = np.random.default_rng(13)
+    a, w = rand(rng, np.int8, (5, 40)), rand(rng, np.int8, (7, 40))
+    bias = rng.integers(-10**4, 10**4, 14, dtype=np.int32)[::2]
+    mult = np.full(14, 1 << 30, np.int32)[::2]
+    shift = np.arange(-14, 0, dtype=np.int32)[::2]
+    zp = np.arange(14, dtype=np.int32)[::2]
+    acc = R.qmatmul_acc(a, w.T, 0, 0, bias)
+    np.testing.assert_array_equal(fixq.qlinear(a, w, bias, out_dtype=np.int32), acc)
+    y = fixq.qlinear(a, fixq.pack_weights(w), bias, multiplier=mult, shift=shift, out_zero_point=zp)
+    np.testing.assert_array_equal(y, R.requantize(acc, "double", mult, shift, zero_point=zp))
+
+
 def test_double_rounding_ties_every_shift(isa):
     """The output stage's double rounding (one 64-bit rounding on AVX2) at the ties of both roundings
     and at the int32 ends, for every shift, per tensor and per column."""

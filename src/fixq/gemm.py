@@ -111,7 +111,8 @@ def _qgemm(fn, aname, bname, layout, a, b, a_zero_point, b_zero_point, bias, mul
     if not lo <= a_zero_point <= hi:
         raise ValueError(f"{fn}: a_zero_point={a_zero_point} is outside {a.dtype.name} range [{lo}, {hi}]")
     n = b.n
-    if bias is not None and not (type(bias) is np.ndarray and bias.dtype is _I32 and bias.shape == (n,)):
+    if bias is not None and not (type(bias) is np.ndarray and bias.dtype is _I32 and bias.shape == (n,)
+                                 and bias.flags.c_contiguous):
         bias = int_array(bias, (np.int32,), "bias")
         if bias.shape != (n,):
             raise ValueError(f"{fn}: bias must have shape ({n},) (one value per output column), got {bias.shape}")
