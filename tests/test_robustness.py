@@ -389,6 +389,13 @@ def test_every_argument_layout_gives_the_contiguous_result(name):
         o.flags.writeable = layout != "read-only"
         with pytest.raises(ValueError, match="out must .*C-contiguous and writeable"):
             fn(*args, **kw, out=o)
+    sub = np.zeros_like(out).view(_NdarraySubclass)   # np.memmap, say
+    fn(*args, **kw, out=sub)
+    assert _same(want, sub.view(np.ndarray)), f"{name}: out an ndarray subclass"
+
+
+class _NdarraySubclass(np.ndarray):
+    pass
 
 
 def _overlapping(src, dtype, shift):

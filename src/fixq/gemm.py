@@ -119,7 +119,7 @@ def _qgemm(fn, aname, bname, layout, a, b, a_zero_point, b_zero_point, bias, mul
         if bias.shape != (n,):
             raise ValueError(f"{fn}: bias must have shape ({n},) (one value per output column), got {bias.shape}")
         bias = np.ascontiguousarray(bias)
-    if out is not None and type(out) is np.ndarray:  # the kernel reads a and bias while it writes out
+    if isinstance(out, np.ndarray):  # the kernel reads a and bias while it writes out
         if np.may_share_memory(a, out):
             a = a.copy()
         if bias is not None and np.may_share_memory(bias, out):
