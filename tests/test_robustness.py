@@ -287,3 +287,171 @@ def test_fuzz_qmatmul(isa, data):
     want = gref.requantize(acc, rounding, stage.get("multiplier"), stage.get("shift"), stage.get("scale"), 0,
                            info.min, info.max)
     np.testing.assert_array_equal(y.astype(np.int64), want)
+
+
+# ---------------------------------------------------------------------------------------------
+# Input layouts: every array argument of the public API as a strided, Fortran-order, reversed,
+# read-only or byte-swapped view, or a list, gives the result of the C-contiguous call or an
+# argument error that names it; out= as such a view is filled or refused naming out.
+
+def _layouts(v):
+    """(name, v in another layout) with the same values."""
+    if not isinstance(v, np.ndarray):
+        return [("0-d", np.array(v)), ("numpy scalar", np.array(v)[()])] if isinstance(v, (int, float)) else []
+    ro = v.copy()
+    ro.flags.writeable = False
+    out = [("read-only", ro), ("list", v.tolist())]
+    if v.ndim:
+        wide = np.zeros(v.shape[:-1] + (2 * v.shape[-1],), v.dtype)
+        wide[..., ::2] = v
+        out += [("strided", wide[..., ::2]), ("reversed", v[::-1].copy()[::-1])]
+    if v.ndim > 1:
+        out.append(("fortran", np.asfortranarray(v)))
+    if v.dtype.itemsize > 1:
+        out.append(("byte-swapped", v.astype(v.dtype.newbyteorder())))
+    return out
+
+
+def _same(x, y):
+    if isinstance(x, np.ndarray):
+        return isinstance(y, np.ndarray) and x.dtype == y.dtype and np.array_equal(x, y)
+    if isinstance(x, (tuple, list)):
+        return len(x) == len(y) and all(_same(a, b) for a, b in zip(x, y))
+    if isinstance(x, dict):
+        return x.keys() == y.keys() and all(_same(x[k], y[k]) for k in x)
+    if hasattr(x, "to_arrays"):
+        return _same(x.to_arrays(), y.to_arrays())
+    return x == y
+
+
+def _layout_cases():
+    rng = np.random.default_rng(5)
+    i8 = lambda *s: rng.integers(-127, 128, size=s).astype(np.int8)  # noqa: E731
+    f32 = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
+    x, q, acc = f32(3, 5), i8(3, 5), rng.integers(-99999, 99999, size=(3, 5)).astype(np.int32)
+    sc, zp = np.abs(f32(5)) + 0.01, rng.integers(-9, 9, size=5).astype(np.int32)
+    m, s = fixq.quantize_multiplier(sc / 100)
+    bias, w, wf = rng.integers(-999, 999, size=5).astype(np.int32), i8(5, 4), f32(5, 4)
+    ew = dict(a_scale=0.05, a_zero_point=1, b_scale=0.03, b_zero_point=-2, out_scale=0.07, out_zero_point=4)
+    gemm = dict(a_zero_point=2, b_zero_point=zp, bias=bias, multiplier=m, shift=s - 4, out_zero_point=zp)
+    o8, o32, of = np.zeros((3, 5), np.int8), np.zeros((3, 5), np.int32), np.zeros((3, 5), np.float32)
+    return {  # name: (function, args, keyword args, out= of the right shape and dtype or None)
+        "quantize": (fixq.quantize, [x, sc, zp], dict(axis=1), o8),
+        "dequantize": (fixq.dequantize, [acc, sc, zp], dict(axis=1), of),
+        "requantize": (fixq.requantize, [acc, m, s, zp], {}, o8),
+        "requantize_fp32": (fixq.requantize, [acc], dict(scale=sc / 1e3, zero_point=zp, rounding="fp32"), o8),
+        "requantize_int8": (fixq.requantize, [q, 1 << 30, 0, 2], dict(input_zero_point=1), o8),
+        "mbqm": (fixq.multiply_by_quantized_multiplier, [acc, m, s], {}, None),
+        "qadd": (fixq.qadd, [q, i8(5)], ew, o8),
+        "qmul_xnnpack": (fixq.qmul, [q, i8(3, 5)], dict(ew, target="xnnpack"), o8),
+        "qmatmul": (fixq.qmatmul, [i8(3, 4), np.ascontiguousarray(w.T)], gemm, o8),
+        "qmatmul_int32": (fixq.qmatmul, [i8(3, 4), w.T.copy()], dict(b_zero_point=zp, bias=bias, out_dtype=np.int32),
+                          o32),
+        "qlinear_tflite": (fixq.qlinear, [i8(3, 4), w, bias], dict(target="tflite", scales=(0.05, sc / 100, 0.3)),
+                           o8),
+        "pack_weights": (fixq.pack_weights, [w, zp], {}, None),
+        "fp16_linear": (fixq.fp16_linear, [f32(3, 4), wf.astype(np.float16), f32(5)], {}, None),
+        "ternarize": (fixq.ternarize, [wf], {}, None),
+        "binarize": (fixq.binarize, [wf], {}, None),
+        "storage_report": (fixq.storage_report, [f32(7, 33)], {}, None),
+        "lowbit_qlinear": (fixq.lowbit_qlinear, [i8(3, 4), fixq.ternarize(wf), 0.05, 2],
+                           dict(bias=f32(5), out_scale=0.3), None),
+        "choose_qparams": (fixq.choose_qparams, [-np.abs(sc), sc], dict(axis=0), None),
+        "quantize_bias": (fixq.quantize_bias, [f32(5), 0.05, sc], {}, None),
+        "calibrate": (lambda b: fixq.calibrate.make("entropy").update(b).range(), [f32(6, 5)], {}, None),
+    }
+
+
+_LAYOUT_CASES = _layout_cases()
+
+
+@pytest.mark.parametrize("name", sorted(_LAYOUT_CASES))
+def test_every_argument_layout_gives_the_contiguous_result(name):
+    fn, args, kw, out = _LAYOUT_CASES[name]
+    want = fn(*args, **kw)
+    slots = [(i, f"arg {i}") for i in range(len(args))] + [(k, k) for k in kw]
+    for key, label in slots:
+        for layout, v in _layouts(args[key] if isinstance(key, int) else kw[key]):
+            a2, kw2 = list(args), dict(kw)
+            (a2.__setitem__ if isinstance(key, int) else kw2.__setitem__)(key, v)
+            try:
+                got = fn(*a2, **kw2)
+            except (TypeError, ValueError) as e:   # refused: naming the argument, not in numpy's words
+                assert "contiguous" not in str(e) and "buffer" not in str(e), (label, layout, e)
+                assert isinstance(key, int) or key in str(e), (label, layout, e)
+                continue
+            assert _same(want, got), f"{name}: {label} {layout}"
+    if out is None:
+        return
+    for layout, o in [("strided", np.zeros(out.shape[:-1] + (2 * out.shape[-1],), out.dtype)[..., ::2]),
+                      ("read-only", np.zeros_like(out)), ("fortran", np.asfortranarray(np.zeros_like(out))),
+                      ("reversed", np.zeros_like(out)[::-1])]:
+        o.flags.writeable = layout != "read-only"
+        with pytest.raises(ValueError, match="out must .*C-contiguous and writeable"):
+            fn(*args, **kw, out=o)
+    sub = np.zeros_like(out).view(_NdarraySubclass)   # np.memmap, say
+    fn(*args, **kw, out=sub)
+    assert _same(want, sub.view(np.ndarray)), f"{name}: out an ndarray subclass"
+
+
+class _NdarraySubclass(np.ndarray):
+    pass
+
+
+def _overlapping(src, dtype, shift):
+    """(src's values in a buffer, out of src's shape and `dtype` over the same buffer `shift` bytes on)."""
+    buf = np.zeros(src.nbytes + abs(shift) + np.dtype(dtype).itemsize * src.size, np.uint8)
+    start = max(-shift, 0)
+    a = buf[start:start + src.nbytes].view(src.dtype).reshape(src.shape)
+    a[...] = src
+    o = buf[start + shift:start + shift + np.dtype(dtype).itemsize * src.size].view(dtype).reshape(src.shape)
+    return a, o
+
+
+@pytest.mark.parametrize("shift", [-4, 4, 64])
+def test_out_overlapping_an_input(isa, shift):
+    """out as a shifted view over an input: the GEMMs copy that input (exact result), the elementwise
+    functions refuse naming it; out as the input itself is exact everywhere."""
+    rng = np.random.default_rng(2)
+    a = rng.integers(-128, 128, size=(96, 160)).astype(np.int8)
+    b = rng.integers(-127, 128, size=(160, 160)).astype(np.int8)
+    kw = dict(a_zero_point=3, multiplier=1 << 30, shift=-9)
+    want = fixq.qmatmul(a, b, **kw)
+    av, o = _overlapping(a, np.int8, shift)
+    np.testing.assert_array_equal(fixq.qmatmul(av, b, **kw, out=o), want)
+    av, o = _overlapping(a, np.int8, shift)
+    np.testing.assert_array_equal(fixq.qlinear(av, np.ascontiguousarray(b.T), **kw, threads=2, out=o), want)
+    acc = rng.integers(-2**24, 2**24, size=(40, 64)).astype(np.int32)
+    x = (rng.standard_normal((40, 64)) * 50).astype(np.float32)
+    calls = [(lambda v, out: fixq.requantize(v, 1 << 30, -3, dtype=np.int32, out=out), acc, np.int32, "acc"),
+             (lambda v, out: fixq.dequantize(v, 0.5, 1, out=out), acc, np.float32, "q"),
+             (lambda v, out: fixq.quantize(v, 0.5, 1, dtype=np.int16, out=out), x, np.int16, "x")]
+    for f, src, dt, name in calls:
+        v, o = _overlapping(src, dt, shift)
+        with pytest.raises(ValueError, match=f"out overlaps {name} but is not the same array"):
+            f(v, o)
+        if src.itemsize == np.dtype(dt).itemsize:
+            v = src.copy()
+            np.testing.assert_array_equal(f(v, v.view(dt)), f(src, None))
+
+
+def test_numpy_scalars_and_0d_arrays_where_scalars_are_taken(tmp_path):
+    from fixq import graph as G
+    from fixq.cli.demo import bundled
+    from fixq.model import quantize_model
+
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((6, 10)).astype(np.float32)
+    assert _same(fixq.ternarize(w, np.float32(0.5)), fixq.ternarize(w, 0.5))
+    a, b = rng.integers(-128, 128, size=(3, 6)).astype(np.int8), rng.integers(-127, 128, size=(6, 4)).astype(np.int8)
+    for zp in (np.array(5), np.int16(5)):
+        np.testing.assert_array_equal(fixq.qmatmul(a, b, a_zero_point=zp, out_dtype=np.int32),
+                                      fixq.qmatmul(a, b, a_zero_point=5, out_dtype=np.int32))
+    assert _same(fixq.pack_weights(b, layout=np.str_("matmul")), fixq.pack_weights(b, layout="matmul"))
+    g, _ = G.load_float_model(bundled("digits_mlp.npz"))
+    x = np.load(bundled("digits_test_x.npy"))[:8]
+    m = quantize_model(g, [np.load(bundled("digits_calib.npy"))[:32]])
+    for threads in (np.int64(2), np.uint8(2)):
+        np.testing.assert_array_equal(m.run(x, threads=threads), m.run(x, threads=2))
+    with pytest.raises(ValueError, match="threads must be an integer >= 1, got np.int64.0."):
+        m.run(x, threads=np.int64(0))

@@ -172,7 +172,7 @@ def qgemm(str fn, str aname, a, PackedWeights b, int32_t a_zero_point, bias, str
     m = a.size // k if k else _np.prod(shape[:len(shape) - 1], dtype=_np.int64)
     if out is None:
         out = _np.empty(out_shape, out_dtype)
-    elif type(out) is not _np.ndarray or out.shape != out_shape or out.dtype != out_dtype:
+    elif not isinstance(out, _np.ndarray) or out.shape != out_shape or out.dtype != out_dtype:
         raise ValueError(f"{fn}: out must be a numpy array of shape {out_shape} and dtype {out_dtype.name}, "
                          f"got {getattr(out, 'shape', type(out).__name__)} {getattr(out, 'dtype', '')}")
     if threads < 1:

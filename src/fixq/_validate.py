@@ -106,6 +106,13 @@ def zero_point_arg(zero_point, channels, dtype, name="zero_point"):
     return per_channel(zero_point, channels, name, dtype).astype(np.int32)
 
 
+def threads_arg(threads, fn=None):
+    """`threads` as a Python int >= 1 (numpy integers too); `fn` prefixes the message."""
+    if isinstance(threads, (bool, np.bool_)) or not isinstance(threads, numbers.Integral) or threads < 1:
+        raise ValueError(f"{fn + ': ' if fn else ''}threads must be an integer >= 1, got {threads!r}")
+    return int(threads)
+
+
 def clamp_args(qmin, qmax, dtype, names=("qmin", "qmax")):
     lo, hi = INT_RANGES[np.dtype(dtype)]
     qmin = lo if qmin is None else qmin
@@ -132,6 +139,20 @@ def out_arg(out, shape, dtype, name="out"):
     if not out.flags.c_contiguous or not out.flags.writeable:
         raise ValueError(f"{name} must be C-contiguous and writeable")
     return out
+
+
+def check_alias(src, name, y):
+    """`src`, handed to an elementwise kernel writing `y` (both C-contiguous), may be `y` itself (the
+    same elements, whatever the shape), never a shifted or broadcast view of it: the kernel would read
+    values it has already overwritten."""
+    if not np.may_share_memory(src, y):
+        return
+    same = (src.size == y.size and src.itemsize == y.itemsize and src.flags.c_contiguous
+            and src.__array_interface__["data"][0] == y.__array_interface__["data"][0])
+    if not same:
+        raise ValueError(f"out overlaps {name} but is not the same array as {name} (an offset, reshaped or "
+                         f"broadcast view); elementwise ops can only write in place over an input of the "
+                         f"output's shape: pass out=None or {name}.copy()")
 
 
 def as_bytes(a):

@@ -8,7 +8,7 @@ import numbers
 import numpy as np
 
 from . import _core
-from ._validate import (INT_RANGES, as_bytes, axis_arg, channel_count, clamp_args, dtype_arg, fast_out,
+from ._validate import (INT_RANGES, as_bytes, axis_arg, channel_count, check_alias, clamp_args, dtype_arg, fast_out,
                         int_array, out_arg, per_channel, rounding_arg, scalar_scale_arg, scalar_zero_point_arg,
                         scale_arg, split_shape, zero_point_arg)
 
@@ -160,8 +160,9 @@ def requantize(acc, multiplier=None, shift=None, zero_point=0, *, scale=None, qm
     else:
         m, s = _multiplier_shift(multiplier, shift, channels)
         sc = None
-    x = np.ascontiguousarray(a).reshape(-1)
-    _core.requantize_raw(x, as_bytes(y), dt.name, rows, channels, inner, rounding, m, s, sc, zp, lo, hi)
+    x = np.ascontiguousarray(a)
+    check_alias(x, "acc", y)
+    _core.requantize_raw(x.reshape(-1), as_bytes(y), dt.name, rows, channels, inner, rounding, m, s, sc, zp, lo, hi)
     return y
 
 
@@ -196,9 +197,7 @@ def _requantize_q8(x, zx, multiplier, shift, zero_point, scale, qmin, qmax, dtyp
     lo, hi = clamp_args(qmin, qmax, dt)
     y = out_arg(out, x.shape, dt)
     xc = np.ascontiguousarray(x)
-    if np.may_share_memory(xc, y) and not (xc.__array_interface__["data"][0] == y.__array_interface__["data"][0]
-                                           and xc.strides == y.strides):
-        raise ValueError("out overlaps acc but is not acc itself; pass out=None or acc.copy()")
+    check_alias(xc, "acc", y)
     params = _core.requantize_q8_params(_Q8_NAMES[x.dtype], zx, _Q8_NAMES[dt], rounding, m, s, sc, zp, lo, hi,
                                         key is not None or x.size >= 1024)
     if key is not None:
@@ -242,8 +241,9 @@ def quantize(x, scale, zero_point=0, dtype=np.int8, axis=None, *, qmin=None, qma
     rows, channels, inner, sc, zp = _params_along(xa, scale, zero_point, axis, dt)
     lo, hi = clamp_args(qmin, qmax, dt)
     y = out_arg(out, xa.shape, dt)
-    xf = np.ascontiguousarray(xa, dtype=np.float32).reshape(-1)
-    _core.quantize_raw(xf, as_bytes(y), dt.name, rows, channels, inner, sc, zp, lo, hi)
+    xf = np.ascontiguousarray(xa, dtype=np.float32)
+    check_alias(xf, "x", y)
+    _core.quantize_raw(xf.reshape(-1), as_bytes(y), dt.name, rows, channels, inner, sc, zp, lo, hi)
     return y
 
 
@@ -252,6 +252,7 @@ def dequantize(q, scale, zero_point=0, axis=None, *, out=None):
     qa = int_array(q, (np.int8, np.uint8, np.int16, np.int32), "q")
     rows, channels, inner, sc, zp = _params_along(qa, scale, zero_point, axis, qa.dtype)
     y = out_arg(out, qa.shape, np.float32)
-    _core.dequantize_raw(as_bytes(np.ascontiguousarray(qa)), qa.dtype.name, y.reshape(-1), rows, channels,
-                         inner, sc, zp)
+    qc = np.ascontiguousarray(qa)
+    check_alias(qc, "q", y)
+    _core.dequantize_raw(as_bytes(qc), qa.dtype.name, y.reshape(-1), rows, channels, inner, sc, zp)
     return y

@@ -11,8 +11,8 @@ import math
 import numpy as np
 
 from . import _core
-from ._validate import (as_bytes, clamp_args, dtype_arg, fast_out, int_array, out_arg, rounding_arg, scalar_scale_arg,
-                        scalar_zero_point_arg)
+from ._validate import (as_bytes, check_alias, clamp_args, dtype_arg, fast_out, int_array, out_arg, rounding_arg,
+                        scalar_scale_arg, scalar_zero_point_arg)
 
 __all__ = ["qadd", "qmul"]
 
@@ -34,18 +34,6 @@ def _input_scale(value, name):
     if not math.isfinite(255.0 * s) or 255.0 * s > _F32_MAX:  # the C core's float32 check
         raise ValueError(f"{name}={value!r} is too large: 255 * {name} overflows float32")
     return s
-
-
-def _check_alias(src, name, y):
-    """`src` is handed to the kernel as is: it may be `y` itself, never a shifted or broadcast view of it."""
-    if not np.may_share_memory(src, y):
-        return
-    same = (src.shape == y.shape and src.strides == y.strides
-            and src.__array_interface__["data"][0] == y.__array_interface__["data"][0])
-    if not same:
-        raise ValueError(f"out overlaps {name} but is not the same array as {name} (an offset, reshaped or "
-                         f"broadcast view); elementwise ops can only write in place over an input of the "
-                         f"output's shape: pass out=None or {name}.copy()")
 
 
 def _coalesce(shape, *strides):
@@ -110,8 +98,8 @@ def _binary(op, a, b, a_scale, a_zero_point, b_scale, b_zero_point, out_scale, o
     y = out_arg(out, shape, dt)
     ac = a if a.flags.c_contiguous else a.copy(order="C")  # ascontiguousarray would make 0-d 1-d
     bc = b if b.flags.c_contiguous else b.copy(order="C")
-    _check_alias(ac, "a", y)
-    _check_alias(bc, "b", y)
+    check_alias(ac, "a", y)
+    check_alias(bc, "b", y)
     if y.size == 0:
         return y
     if ac.shape == bc.shape:  # same shape: one flat row

@@ -11,7 +11,7 @@ import numpy as np
 from . import _core, targets as _targets
 from ._core import PackedWeights
 from ._validate import (INT_RANGES, channel_count, clamp_args, dtype_arg, int_array, per_channel, rounding_arg,
-                        scale_arg, zero_point_arg)
+                        scale_arg, threads_arg, zero_point_arg)
 
 __all__ = ["qmatmul", "qlinear", "pack_weights", "PackedWeights"]
 
@@ -30,7 +30,7 @@ def pack_weights(w, zero_point=0, *, layout="linear"):
     per output column.  ``fixq.pack_weights(**packed.to_arrays())`` rebuilds a
     packed weight from its plain arrays.
     """
-    if isinstance(layout, np.ndarray) and layout.ndim == 0:
+    if isinstance(layout, (str, np.ndarray)) and np.ndim(layout) == 0:  # np.str_ and 0-d arrays too
         layout = str(layout)
     if layout not in _LAYOUTS:
         raise ValueError(f"layout must be 'linear' ([N, K]) or 'matmul' ([K, N]), got {layout!r}")
@@ -90,6 +90,8 @@ def qlinear(x, w, bias=None, *, a_zero_point=0, b_zero_point=0, multiplier=None,
 def _int(v, name, fn):
     if type(v) is int:
         return v
+    if isinstance(v, np.ndarray) and v.ndim == 0 and v.dtype.kind in "iu":  # as per_channel takes zero points
+        return int(v)
     if isinstance(v, numbers.Integral) and not isinstance(v, bool):
         return int(v)
     raise TypeError(f"{fn}: {name} must be an integer, got {v!r}")
@@ -117,10 +119,13 @@ def _qgemm(fn, aname, bname, layout, a, b, a_zero_point, b_zero_point, bias, mul
         if bias.shape != (n,):
             raise ValueError(f"{fn}: bias must have shape ({n},) (one value per output column), got {bias.shape}")
         bias = np.ascontiguousarray(bias)
+    if isinstance(out, np.ndarray):  # the kernel reads a and bias while it writes out
+        if np.may_share_memory(a, out):
+            a = a.copy()
+        if bias is not None and np.may_share_memory(bias, out):
+            bias = bias.copy()
     if type(threads) is not int or threads < 1:
-        if isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 1:
-            raise ValueError(f"{fn}: threads must be an integer >= 1, got {threads!r}")
-        threads = int(threads)
+        threads = threads_arg(threads, fn)
     dt = _OUT_DTYPES.get(out_dtype) if isinstance(out_dtype, type) or isinstance(out_dtype, np.dtype) else None
     if dt is None:
         dt = dtype_arg(out_dtype, (np.int8, np.uint8, np.int16, np.int32), "out_dtype")

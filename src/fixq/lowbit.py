@@ -15,6 +15,8 @@ compute path (docs/quantization.md).
 
 Every format has ``to_arrays()`` / ``from_arrays()``: plain numpy arrays (no pickle) for archives.
 """
+import numbers
+
 import numpy as np
 
 from . import _core
@@ -36,7 +38,7 @@ def _weights_2d(w, name="w"):
         raise ValueError(f"{name} must be a non-empty 2-D array [N, K] (Linear layout), got shape {a.shape}")
     if not np.all(np.isfinite(a)):
         raise ValueError(f"{name} contains NaN or Inf")
-    return a
+    return np.ascontiguousarray(a)  # row sums in one order for every layout (alpha, SQNR)
 
 
 def _meta_k(arrays, name):
@@ -172,7 +174,8 @@ def ternarize(w, delta_factor=0.7):
     """Ternary Weight Networks: per row ``delta = delta_factor * mean|w|``; ``t = sign(w)`` where
     ``|w| > delta`` else 0; ``alpha = mean(|w|)`` over ``|w| > delta`` (0 for an all-zero row)."""
     a = _weights_2d(w).astype(np.float64)
-    if not (isinstance(delta_factor, (int, float)) and 0.0 <= delta_factor < 1.0):
+    if isinstance(delta_factor, (bool, np.bool_)) or not (isinstance(delta_factor, numbers.Real)
+                                                          and 0.0 <= delta_factor < 1.0):
         raise ValueError(f"delta_factor must be a number in [0, 1), got {delta_factor!r}")
     n, k = a.shape
     mag = np.abs(a)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validate import INT_RANGES, dtype_arg
+from ._validate import INT_RANGES, dtype_arg, out_arg
 from .arith import quantize as _quantize, quantize_multiplier, requantize as _rq
 
 __all__ = ["TARGETS", "OPS", "Recipe", "recipe", "gemm_out_stage", "requantize", "qgemm", "add", "mul",
@@ -234,12 +234,7 @@ def qgemm(fn, a, b, *, target, scales, op="matmul", out=None, **kwargs):
     acc = fn(a, b, out_dtype=np.int32, **kwargs)
     y = requantize(acc, target, op, in_scale, w_scale, out_scale, head.get("out_zero_point", 0),
                    out_min=head.get("out_min"), out_max=head.get("out_max"), dtype=head.get("out_dtype", np.int8))
-    if out is None:
-        return y
-    if not isinstance(out, np.ndarray) or out.shape != y.shape or out.dtype != y.dtype:
-        raise ValueError(f"out must be a {y.dtype} array of shape {y.shape}")
-    out[...] = y
-    return out
+    return _into(y, out)
 
 
 def _binary_args(a, b, a_zero_point, b_zero_point, out_zero_point, out_dtype, out_min, out_max):
@@ -254,11 +249,10 @@ def _binary_args(a, b, a_zero_point, b_zero_point, out_zero_point, out_dtype, ou
 
 
 def _into(y, out):
+    """`y`, or `y` copied into `out`, checked as fixq.qmatmul / fixq.qadd check theirs."""
     if out is None:
         return y
-    if not isinstance(out, np.ndarray) or out.shape != y.shape or out.dtype != y.dtype:
-        raise ValueError(f"out must be a {y.dtype} array of shape {y.shape}")
-    out[...] = y
+    out_arg(out, y.shape, y.dtype)[...] = y
     return out
 
 
