@@ -15,6 +15,13 @@ cdef void *_data(object arr, Py_buffer *view, bint writable) except? NULL:
     return view.buf
 
 
+cdef bint _overlaps(const Py_buffer *x, const Py_buffer *y) noexcept:
+    """The bytes of two acquired buffers intersect."""
+    cdef const char *xp = <const char *>x.buf
+    cdef const char *yp = <const char *>y.buf
+    return xp < yp + y.len and yp < xp + x.len
+
+
 cdef class PackedWeights:
     """Weights packed once for :func:`fixq.qmatmul` / :func:`fixq.qlinear`.
 
@@ -203,11 +210,25 @@ def qgemm(str fn, str aname, a, PackedWeights b, int32_t a_zero_point, bias, str
         PyBuffer_Release(&va)
         raise ValueError(f"{fn}: out must be C-contiguous and writeable") from None
     try:
+        if _overlaps(&va, &vy):  # the kernels read a while they write out
+            PyBuffer_Release(&va)
+            a = a.copy()
+            ap = _data(a, &va, False)
         if bias is not None:
             if type(bias) is not _np.ndarray or bias.dtype != _I32 or bias.shape != (n,):
                 raise ValueError(f"{fn}: bias must be an int32 array of shape ({n},)")
-            biasp = <const int32_t *>_data(bias, &vb, False)
+            try:
+                biasp = <const int32_t *>_data(bias, &vb, False)
+            except (BufferError, ValueError):  # not C-contiguous
+                bias = _np.ascontiguousarray(bias)
+                biasp = <const int32_t *>_data(bias, &vb, False)
             have_b = True
+            if _overlaps(&vb, &vy):
+                PyBuffer_Release(&vb)
+                have_b = False
+                bias = bias.copy()
+                biasp = <const int32_t *>_data(bias, &vb, False)
+                have_b = True
         if pp != NULL:
             if p.rounding == FIXQ_ROUND_FP32:
                 if channels > 1:

@@ -113,17 +113,10 @@ def _qgemm(fn, aname, bname, layout, a, b, a_zero_point, b_zero_point, bias, mul
     if not lo <= a_zero_point <= hi:
         raise ValueError(f"{fn}: a_zero_point={a_zero_point} is outside {a.dtype.name} range [{lo}, {hi}]")
     n = b.n
-    if bias is not None and not (type(bias) is np.ndarray and bias.dtype is _I32 and bias.shape == (n,)
-                                 and bias.flags.c_contiguous):
+    if bias is not None and not (type(bias) is np.ndarray and bias.dtype is _I32 and bias.shape == (n,)):
         bias = int_array(bias, (np.int32,), "bias")
         if bias.shape != (n,):
             raise ValueError(f"{fn}: bias must have shape ({n},) (one value per output column), got {bias.shape}")
-        bias = np.ascontiguousarray(bias)
-    if isinstance(out, np.ndarray):  # the kernel reads a and bias while it writes out
-        if np.may_share_memory(a, out):
-            a = a.copy()
-        if bias is not None and np.may_share_memory(bias, out):
-            bias = bias.copy()
     if type(threads) is not int or threads < 1:
         threads = threads_arg(threads, fn)
     dt = _OUT_DTYPES.get(out_dtype) if isinstance(out_dtype, type) or isinstance(out_dtype, np.dtype) else None
