@@ -219,6 +219,34 @@ def test_requantize_out_and_layouts(isa):
     assert fixq.requantize(np.zeros((0, 4), np.int32), 1, 0).shape == (0, 4)
 
 
+def test_repeated_calls_take_the_argument_fast_path_with_the_same_results():
+    """quantize, dequantize and requantize (int32) remember checked per-tensor arguments: the second
+    call with the same scalars skips their checks but not those of the data array and out."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((4, 6)).astype(np.float32) * 20
+    acc = _acc(rng, (4, 6))
+    q = rng.integers(-128, 128, (4, 6)).astype(np.int8)
+    calls = [(fixq.quantize, x, (np.float32(0.07), 3), {"dtype": np.int8}),
+             (fixq.dequantize, q, (np.float32(0.07), 3), {}),
+             (fixq.requantize, acc, (2**30, -9, 4), {"rounding": "single"})]
+    for fn, data, args, kw in calls:
+        want = fn(data, *args, **kw)
+        for view in (data, data[:, ::2], data.T, data[::-1], data[1:2, 3:4], data[0, 0]):
+            np.testing.assert_array_equal(fn(view, *args, **kw), fn(np.ascontiguousarray(view), *args, **kw))
+        np.testing.assert_array_equal(fn(data, *args, **kw), want)
+        out = np.empty_like(want)
+        assert fn(data, *args, **kw, out=out) is out
+        np.testing.assert_array_equal(out, want)
+        for bad in (out[:, ::2], out.astype(np.float64), out.T):
+            with pytest.raises(ValueError, match="out"):
+                fn(data, *args, **kw, out=bad)
+        out.flags.writeable = False
+        with pytest.raises(ValueError, match="out"):
+            fn(data, *args, **kw, out=out)
+        with pytest.raises((TypeError, ValueError)):
+            fn(data.astype(np.complex64), *args, **kw)
+
+
 @pytest.mark.parametrize("dtype", OUT_DTYPES)
 def test_quantize_matches_reference(isa, dtype):
     rng = np.random.default_rng(11)

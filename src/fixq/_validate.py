@@ -179,6 +179,25 @@ def scalar_zero_point_arg(value, dtype, name):
     return int(zero_point_arg(value, 1, dtype, name)[0])
 
 
+def arg_key(*args):
+    """A key for the scalar arguments of a call, for the argument fast paths (fixq.quantize,
+    dequantize, requantize): their values and their types (1, 1.0, True and np.int64(1) are equal
+    keys of different checks), or None when one is unhashable (an array: the checked path)."""
+    key = args + tuple(map(type, args))
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
+def remember(cache, key, value):
+    """Records what the checks made of the arguments of `key` (bounded: cleared at 512 entries)."""
+    if len(cache) >= 512:
+        cache.clear()
+    cache[key] = value
+
+
 def fast_out(out, shape, dtype):
     """The output of an argument fast path (fixq.qadd, fixq.requantize on int8): a new array, `out`
     itself when it is exactly an ndarray of that shape and dtype, or None (the checked path decides)."""

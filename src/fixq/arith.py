@@ -8,11 +8,31 @@ import numbers
 import numpy as np
 
 from . import _core
-from ._validate import (INT_RANGES, as_bytes, axis_arg, channel_count, check_alias, clamp_args, dtype_arg, fast_out,
-                        int_array, out_arg, per_channel, rounding_arg, scalar_scale_arg, scalar_zero_point_arg,
-                        scale_arg, split_shape, zero_point_arg)
+from ._validate import (INT_RANGES, arg_key, as_bytes, axis_arg, channel_count, check_alias, clamp_args, dtype_arg,
+                        fast_out, int_array, out_arg, per_channel, remember, rounding_arg, scalar_scale_arg,
+                        scalar_zero_point_arg, scale_arg, split_shape, zero_point_arg)
 
 _Q8_NAMES = {np.dtype(np.int8): "int8", np.dtype(np.uint8): "uint8"}
+_INT_NAMES = {np.dtype(t): np.dtype(t).name for t in (np.int8, np.uint8, np.int16, np.int32)}
+_I32, _F32 = np.dtype(np.int32), np.dtype(np.float32)
+
+# Per-tensor calls of quantize, dequantize and requantize (int32 acc) seen before (arg_key): what the
+# checks made of their scalar arguments, the C call's parameters.  Only calls that passed every check
+# are recorded, so a hit skips checks that would give the same answer; the data array and `out` are
+# still checked on every call.
+_QUANTIZE_SEEN, _DEQUANTIZE_SEEN, _REQUANTIZE_SEEN = {}, {}, {}
+
+
+def _fast_y(out, x, shape, dtype):
+    """The output of an argument fast path over the data array x: a new array, or `out` when it is a
+    writeable C-contiguous ndarray of that shape and dtype apart from x; None: the checked path decides."""
+    y = fast_out(out, shape, dtype)
+    if y is None or out is None:
+        return y
+    flags = y.flags
+    if not (flags.c_contiguous and flags.writeable) or np.may_share_memory(x, y):
+        return None
+    return y
 
 __all__ = ["quantize_multiplier", "multiply_by_quantized_multiplier", "requantize", "quantize", "dequantize"]
 
@@ -116,6 +136,16 @@ def requantize(acc, multiplier=None, shift=None, zero_point=0, *, scale=None, qm
             y = fast_out(out, acc.shape, dt)
             if y is not None and _core.eltwise_flat(params, acc, _ONE, y):
                 return y
+    rkey = None
+    if type(acc) is np.ndarray and acc.dtype is _I32:
+        rkey = arg_key(multiplier, shift, zero_point, scale, qmin, qmax, dtype, rounding, input_zero_point)
+        seen = _REQUANTIZE_SEEN.get(rkey) if rkey is not None else None
+        if seen is not None:
+            dt, name, stage = seen
+            y = _fast_y(out, acc, acc.shape, dt)
+            if y is not None:
+                _core.requantize_raw(acc.ravel(), as_bytes(y), name, 1, 1, acc.size, *stage)  # ravel: contiguous
+                return y
     a = int_array(acc, (np.int32, np.int8, np.uint8), "acc")
     if a.dtype != np.int32:
         zx = scalar_zero_point_arg(input_zero_point, a.dtype, "input_zero_point")
@@ -162,7 +192,10 @@ def requantize(acc, multiplier=None, shift=None, zero_point=0, *, scale=None, qm
         sc = None
     x = np.ascontiguousarray(a)
     check_alias(x, "acc", y)
-    _core.requantize_raw(x.reshape(-1), as_bytes(y), dt.name, rows, channels, inner, rounding, m, s, sc, zp, lo, hi)
+    stage = (rounding, m, s, sc, zp, lo, hi)
+    _core.requantize_raw(x.reshape(-1), as_bytes(y), dt.name, rows, channels, inner, *stage)
+    if rkey is not None and channels == 1:
+        remember(_REQUANTIZE_SEEN, rkey, (dt, dt.name, stage))
     return y
 
 
@@ -234,6 +267,16 @@ def quantize(x, scale, zero_point=0, dtype=np.int8, axis=None, *, qmin=None, qma
             raise ValueError("quantize(target=...) is per-tensor over the full dtype range: leave out axis, qmin, "
                              "qmax and out")
         return targets.quantize(x, target, scale, zero_point, dtype)
+    key = None
+    if axis is None and type(x) is np.ndarray and x.dtype is _F32:
+        key = arg_key(scale, zero_point, dtype, qmin, qmax)
+        seen = _QUANTIZE_SEEN.get(key) if key is not None else None
+        if seen is not None:
+            dt, name, sc, zp, lo, hi = seen
+            y = _fast_y(out, x, x.shape, dt)
+            if y is not None:
+                _core.quantize_raw(x.ravel(), as_bytes(y), name, 1, 1, x.size, sc, zp, lo, hi)
+                return y
     xa = np.asarray(x)
     if xa.dtype.kind != "f":
         raise TypeError(f"x must be a float array, got dtype {xa.dtype}")
@@ -244,15 +287,29 @@ def quantize(x, scale, zero_point=0, dtype=np.int8, axis=None, *, qmin=None, qma
     xf = np.ascontiguousarray(xa, dtype=np.float32)
     check_alias(xf, "x", y)
     _core.quantize_raw(xf.reshape(-1), as_bytes(y), dt.name, rows, channels, inner, sc, zp, lo, hi)
+    if key is not None:
+        remember(_QUANTIZE_SEEN, key, (dt, dt.name, sc, zp, lo, hi))
     return y
 
 
 def dequantize(q, scale, zero_point=0, axis=None, *, out=None):
     """Integer to float32: ``(q - zero_point) * scale`` (ONNX DequantizeLinear)."""
+    key = None
+    if axis is None and type(q) is np.ndarray and q.dtype in _INT_NAMES:
+        key = arg_key(q.dtype, scale, zero_point)
+        seen = _DEQUANTIZE_SEEN.get(key) if key is not None else None
+        if seen is not None:
+            sc, zp = seen
+            y = _fast_y(out, q, q.shape, _F32)
+            if y is not None:
+                _core.dequantize_raw(q.ravel().view(np.uint8), _INT_NAMES[q.dtype], y.reshape(-1), 1, 1, q.size, sc, zp)
+                return y
     qa = int_array(q, (np.int8, np.uint8, np.int16, np.int32), "q")
     rows, channels, inner, sc, zp = _params_along(qa, scale, zero_point, axis, qa.dtype)
     y = out_arg(out, qa.shape, np.float32)
     qc = np.ascontiguousarray(qa)
     check_alias(qc, "q", y)
     _core.dequantize_raw(as_bytes(qc), qa.dtype.name, y.reshape(-1), rows, channels, inner, sc, zp)
+    if key is not None:
+        remember(_DEQUANTIZE_SEEN, key, (sc, zp))
     return y
