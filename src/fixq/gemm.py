@@ -15,7 +15,7 @@ from ._validate import (INT_RANGES, channel_count, clamp_args, dtype_arg, int_ar
 
 __all__ = ["qmatmul", "qlinear", "pack_weights", "PackedWeights"]
 
-_I8, _U8, _I16, _I32 = (np.dtype(t) for t in (np.int8, np.uint8, np.int16, np.int32))
+_I8, _U8, _I16, _I32, _F32 = (np.dtype(t) for t in (np.int8, np.uint8, np.int16, np.int32, np.float32))
 _OUT_DTYPES = {t: np.dtype(t) for t in (np.int8, np.uint8, np.int16, np.int32)}
 _OUT_DTYPES.update({d: d for d in (_I8, _U8, _I16, _I32)})
 _LAYOUTS = {"linear": "[N, K]", "matmul": "[K, N]"}
@@ -129,9 +129,39 @@ def _qgemm(fn, aname, bname, layout, a, b, a_zero_point, b_zero_point, bias, mul
                              "multiplier, shift, scale, out_zero_point, out_min and out_max")
         return _core.qgemm(fn, aname, a, b, a_zero_point, bias, "double", None, None, None, 0, 0, 0, dt, threads,
                            out)
+    stage = _column_arrays(dt, rounding, multiplier, shift, scale, out_zero_point, out_min, out_max, n)
+    if stage is not None:
+        try:  # fixq_qgemm checks their values (fixq__check_requant) before any work
+            return _core.qgemm(fn, aname, a, b, a_zero_point, bias, *stage, dt, threads, out)
+        except _core.FixqError:  # a value it refused: _out_stage's checks say which
+            _out_stage(fn, dt, rounding, multiplier, shift, scale, out_zero_point, out_min, out_max, n)
+            raise
     return _core.qgemm(fn, aname, a, b, a_zero_point, bias,
                        *_out_stage(fn, dt, rounding, multiplier, shift, scale, out_zero_point, out_min, out_max, n),
                        dt, threads, out)
+
+
+def _column_arrays(dt, rounding, multiplier, shift, scale, zero_point, out_min, out_max, n):
+    """_out_stage's result for per-column parameters that are already contiguous arrays of the C
+    types (int32 multiplier/shift, float32 scale, int32 or scalar int zero point), without checking
+    their values: the C call does (a wrong value gets _out_stage's message).  None otherwise."""
+    def column(v, dtype):
+        return type(v) is np.ndarray and v.dtype is dtype and v.shape == (n,) and v.flags.c_contiguous
+
+    if out_min is not None or out_max is not None or n < 2:
+        return None
+    if rounding == "fp32":
+        if not (multiplier is None and shift is None and column(scale, _F32)):
+            return None
+    elif not (scale is None and column(multiplier, _I32) and column(shift, _I32)
+              and (rounding == "double" or rounding == "single")):
+        return None
+    if type(zero_point) is int:
+        zero_point = np.full(n, zero_point, np.int32)
+    elif not column(zero_point, _I32):
+        return None
+    lo, hi = INT_RANGES[dt]
+    return rounding, multiplier, shift, scale, zero_point, lo, hi
 
 
 def _out_stage(fn, dt, rounding, multiplier, shift, scale, zero_point, out_min, out_max, n):
