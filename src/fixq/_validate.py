@@ -5,6 +5,7 @@ import numbers
 
 import numpy as np
 
+_I32, _F32 = np.dtype(np.int32), np.dtype(np.float32)
 ROUNDINGS = ("double", "single", "fp32")
 INT_RANGES = {
     np.dtype(np.int8): (-128, 127),
@@ -52,9 +53,8 @@ def axis_arg(axis, ndim, name="axis"):
 def split_shape(shape, axis):
     """(rows, channels, inner) of `shape` around `axis` (None: per-tensor)."""
     if axis is None:
-        return 1, 1, int(np.prod(shape, dtype=np.int64))
-    return (int(np.prod(shape[:axis], dtype=np.int64)), int(shape[axis]),
-            int(np.prod(shape[axis + 1:], dtype=np.int64)))
+        return 1, 1, math.prod(shape)
+    return math.prod(shape[:axis]), int(shape[axis]), math.prod(shape[axis + 1:])
 
 
 def per_channel(value, channels, name, dtype):
@@ -177,6 +177,22 @@ def scalar_zero_point_arg(value, dtype, name):
         if lo <= value <= hi:
             return int(value)
     return int(zero_point_arg(value, 1, dtype, name)[0])
+
+
+def c_column(v, n, dtype):
+    """`v` is already what the C calls take for n per-channel values: a C-contiguous ndarray of
+    exactly `dtype` (int32 multipliers, shifts and zero points, float32 scales) and shape (n,).
+    Such arrays go to the C core unchecked: it checks their values before any work, and a value it
+    refuses is then explained by the Python checks."""
+    return type(v) is np.ndarray and v.dtype is dtype and v.shape == (n,) and v.flags.c_contiguous
+
+
+def c_zero_points(zero_point, n):
+    """Zero points for n channels as the C calls take them: a c_column as is, a Python int
+    broadcast; None for anything else (the checked path)."""
+    if type(zero_point) is int:
+        return np.full(n, zero_point, np.int32)
+    return zero_point if c_column(zero_point, n, _I32) else None
 
 
 def arg_key(*args):

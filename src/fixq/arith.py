@@ -8,9 +8,9 @@ import numbers
 import numpy as np
 
 from . import _core
-from ._validate import (INT_RANGES, arg_key, as_bytes, axis_arg, channel_count, check_alias, clamp_args, dtype_arg,
-                        fast_out, int_array, out_arg, per_channel, remember, rounding_arg, scalar_scale_arg,
-                        scalar_zero_point_arg, scale_arg, split_shape, zero_point_arg)
+from ._validate import (INT_RANGES, arg_key, as_bytes, axis_arg, c_column, c_zero_points, channel_count, check_alias,
+                        clamp_args, dtype_arg, fast_out, int_array, out_arg, per_channel, remember, rounding_arg,
+                        scalar_scale_arg, scalar_zero_point_arg, scale_arg, split_shape, zero_point_arg)
 
 _Q8_NAMES = {np.dtype(np.int8): "int8", np.dtype(np.uint8): "uint8"}
 _INT_NAMES = {np.dtype(t): np.dtype(t).name for t in (np.int8, np.uint8, np.int16, np.int32)}
@@ -181,21 +181,33 @@ def requantize(acc, multiplier=None, shift=None, zero_point=0, *, scale=None, qm
         rows, channels, inner = split_shape(a.shape, ax)
     else:
         rows, channels, inner = split_shape(a.shape, None)
-    zp = zero_point_arg(zero_point, channels, dt)
     lo, hi = clamp_args(qmin, qmax, dt)
     y = out_arg(out, a.shape, dt)
+    zp = c_zero_points(zero_point, channels) if channels > 1 else None
     if rounding == "fp32":
         m = s = None
-        sc = scale_arg(scale, channels)
+        sc = scale if c_column(scale, channels, _F32) else None
+        checked = zp is None or sc is None
     else:
-        m, s = _multiplier_shift(multiplier, shift, channels)
-        sc = None
+        m, s, sc = multiplier, shift, None
+        checked = zp is None or not (c_column(m, channels, _I32) and c_column(s, channels, _I32))
+
+    def checked_stage():
+        sc_, m_, s_ = (scale_arg(scale, channels), None, None) if rounding == "fp32" else \
+            (None, *_multiplier_shift(multiplier, shift, channels))
+        return rounding, m_, s_, sc_, zero_point_arg(zero_point, channels, dt), lo, hi
+
+    stage = checked_stage() if checked else (rounding, m, s, sc, zp, lo, hi)  # unchecked: c_column arrays
     x = np.ascontiguousarray(a)
     check_alias(x, "acc", y)
-    stage = (rounding, m, s, sc, zp, lo, hi)
-    _core.requantize_raw(x.reshape(-1), as_bytes(y), dt.name, rows, channels, inner, *stage)
+    try:
+        _core.requantize_raw(x.reshape(-1), as_bytes(y), _INT_NAMES[dt], rows, channels, inner, *stage)
+    except _core.FixqError:  # a parameter value it refused: the checks say which
+        if not checked:
+            checked_stage()
+        raise
     if rkey is not None and channels == 1:
-        remember(_REQUANTIZE_SEEN, rkey, (dt, dt.name, stage))
+        remember(_REQUANTIZE_SEEN, rkey, (dt, _INT_NAMES[dt], stage))
     return y
 
 
@@ -242,7 +254,9 @@ def _requantize_q8(x, zx, multiplier, shift, zero_point, scale, qmin, qmax, dtyp
     return y
 
 
-def _params_along(x, scale, zero_point, axis, dtype):
+def _params_along(x, scale, zero_point, axis, dtype, check=False):
+    """(rows, channels, inner, scale, zero_point, checked): per-channel parameters that are already
+    what the C calls take (c_column) come back unchecked (checked False) unless `check`."""
     if axis is None:
         channels = channel_count((scale, zero_point), ("scale", "zero_point"))
         if channels != 1:
@@ -253,7 +267,11 @@ def _params_along(x, scale, zero_point, axis, dtype):
             raise ValueError("axis= needs an array with at least one dimension")
         ax = axis_arg(axis, x.ndim)
         rows, channels, inner = split_shape(x.shape, ax)
-    return rows, channels, inner, scale_arg(scale, channels), zero_point_arg(zero_point, channels, dtype)
+    if not check and channels > 1 and c_column(scale, channels, _F32):
+        zp = c_zero_points(zero_point, channels)
+        if zp is not None:
+            return rows, channels, inner, scale, zp, False
+    return rows, channels, inner, scale_arg(scale, channels), zero_point_arg(zero_point, channels, dtype), True
 
 
 def quantize(x, scale, zero_point=0, dtype=np.int8, axis=None, *, qmin=None, qmax=None, out=None, target=None):
@@ -281,14 +299,19 @@ def quantize(x, scale, zero_point=0, dtype=np.int8, axis=None, *, qmin=None, qma
     if xa.dtype.kind != "f":
         raise TypeError(f"x must be a float array, got dtype {xa.dtype}")
     dt = dtype_arg(dtype, (np.int8, np.uint8, np.int16), "dtype")
-    rows, channels, inner, sc, zp = _params_along(xa, scale, zero_point, axis, dt)
+    rows, channels, inner, sc, zp, checked = _params_along(xa, scale, zero_point, axis, dt)
     lo, hi = clamp_args(qmin, qmax, dt)
     y = out_arg(out, xa.shape, dt)
     xf = np.ascontiguousarray(xa, dtype=np.float32)
     check_alias(xf, "x", y)
-    _core.quantize_raw(xf.reshape(-1), as_bytes(y), dt.name, rows, channels, inner, sc, zp, lo, hi)
+    try:
+        _core.quantize_raw(xf.reshape(-1), as_bytes(y), _INT_NAMES[dt], rows, channels, inner, sc, zp, lo, hi)
+    except _core.FixqError:  # a parameter value it refused: the checks say which
+        if not checked:
+            _params_along(xa, scale, zero_point, axis, dt, check=True)
+        raise
     if key is not None:
-        remember(_QUANTIZE_SEEN, key, (dt, dt.name, sc, zp, lo, hi))
+        remember(_QUANTIZE_SEEN, key, (dt, _INT_NAMES[dt], sc, zp, lo, hi))
     return y
 
 
@@ -305,11 +328,16 @@ def dequantize(q, scale, zero_point=0, axis=None, *, out=None):
                 _core.dequantize_raw(q.ravel().view(np.uint8), _INT_NAMES[q.dtype], y.reshape(-1), 1, 1, q.size, sc, zp)
                 return y
     qa = int_array(q, (np.int8, np.uint8, np.int16, np.int32), "q")
-    rows, channels, inner, sc, zp = _params_along(qa, scale, zero_point, axis, qa.dtype)
+    rows, channels, inner, sc, zp, checked = _params_along(qa, scale, zero_point, axis, qa.dtype)
     y = out_arg(out, qa.shape, np.float32)
     qc = np.ascontiguousarray(qa)
     check_alias(qc, "q", y)
-    _core.dequantize_raw(as_bytes(qc), qa.dtype.name, y.reshape(-1), rows, channels, inner, sc, zp)
+    try:
+        _core.dequantize_raw(as_bytes(qc), qa.dtype.name, y.reshape(-1), rows, channels, inner, sc, zp)
+    except _core.FixqError:  # a parameter value it refused: the checks say which
+        if not checked:
+            _params_along(qa, scale, zero_point, axis, qa.dtype, check=True)
+        raise
     if key is not None:
         remember(_DEQUANTIZE_SEEN, key, (sc, zp))
     return y

@@ -10,8 +10,8 @@ import numpy as np
 
 from . import _core, targets as _targets
 from ._core import PackedWeights
-from ._validate import (INT_RANGES, channel_count, clamp_args, dtype_arg, int_array, per_channel, rounding_arg,
-                        scale_arg, threads_arg, zero_point_arg)
+from ._validate import (INT_RANGES, c_column, c_zero_points, channel_count, clamp_args, dtype_arg, int_array,
+                        per_channel, rounding_arg, scale_arg, threads_arg, zero_point_arg)
 
 __all__ = ["qmatmul", "qlinear", "pack_weights", "PackedWeights"]
 
@@ -142,23 +142,18 @@ def _qgemm(fn, aname, bname, layout, a, b, a_zero_point, b_zero_point, bias, mul
 
 
 def _column_arrays(dt, rounding, multiplier, shift, scale, zero_point, out_min, out_max, n):
-    """_out_stage's result for per-column parameters that are already contiguous arrays of the C
-    types (int32 multiplier/shift, float32 scale, int32 or scalar int zero point), without checking
-    their values: the C call does (a wrong value gets _out_stage's message).  None otherwise."""
-    def column(v, dtype):
-        return type(v) is np.ndarray and v.dtype is dtype and v.shape == (n,) and v.flags.c_contiguous
-
+    """_out_stage's result for per-column parameters that are already what the C call takes
+    (c_column), without checking their values; None otherwise."""
     if out_min is not None or out_max is not None or n < 2:
         return None
     if rounding == "fp32":
-        if not (multiplier is None and shift is None and column(scale, _F32)):
+        if not (multiplier is None and shift is None and c_column(scale, n, _F32)):
             return None
-    elif not (scale is None and column(multiplier, _I32) and column(shift, _I32)
+    elif not (scale is None and c_column(multiplier, n, _I32) and c_column(shift, n, _I32)
               and (rounding == "double" or rounding == "single")):
         return None
-    if type(zero_point) is int:
-        zero_point = np.full(n, zero_point, np.int32)
-    elif not column(zero_point, _I32):
+    zero_point = c_zero_points(zero_point, n)
+    if zero_point is None:
         return None
     lo, hi = INT_RANGES[dt]
     return rounding, multiplier, shift, scale, zero_point, lo, hi
