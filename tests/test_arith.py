@@ -219,6 +219,32 @@ def test_requantize_out_and_layouts(isa):
     assert fixq.requantize(np.zeros((0, 4), np.int32), 1, 0).shape == (0, 4)
 
 
+def test_per_channel_arrays_of_the_c_types_get_the_checks_messages():
+    """int32/float32 per-channel arrays go to the C checks first; a value they refuse gets the same
+    message as the Python checks give other array types."""
+    c = 6
+    acc, x, q = np.zeros((3, c), np.int32), np.zeros((3, c), np.float32), np.zeros((3, c), np.int8)
+    m, s, zp, sc = np.full(c, 2**30, np.int32), np.full(c, -3, np.int32), np.zeros(c, np.int32), np.ones(c, np.float32)
+
+    def bad(a, i, v):
+        a = a.copy()
+        a[i] = v
+        return a
+
+    cases = [(lambda: fixq.requantize(acc, bad(m, 2, -1), s, zp), "multiplier must be in"),
+             (lambda: fixq.requantize(acc, m, bad(s, 0, 31), zp), "shift must be in"),
+             (lambda: fixq.requantize(acc, m, s, bad(zp, 5, 128)), "zero_point must lie in"),
+             (lambda: fixq.requantize(acc, scale=bad(sc, 1, np.nan), rounding="fp32"), "scale must be finite"),
+             (lambda: fixq.quantize(x, bad(sc, 3, 0.0), zp, axis=1), "scale must be finite"),
+             (lambda: fixq.quantize(x, sc, bad(zp, 3, -129), axis=1), "zero_point must lie in"),
+             (lambda: fixq.dequantize(q, bad(sc, 4, np.inf), zp, axis=1), "scale must be finite"),
+             (lambda: fixq.dequantize(q, sc, bad(zp, 0, 1000), axis=1), "zero_point must lie in")]
+    for call, match in cases:
+        with pytest.raises(ValueError, match=match):
+            call()
+    np.testing.assert_array_equal(fixq.dequantize(q + 1, sc, zp, axis=1), np.ones((3, c), np.float32))
+
+
 def test_repeated_calls_take_the_argument_fast_path_with_the_same_results():
     """quantize, dequantize and requantize (int32) remember checked per-tensor arguments: the second
     call with the same scalars skips their checks but not those of the data array and out."""
