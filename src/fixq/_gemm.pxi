@@ -109,7 +109,8 @@ def pack(const unsigned char[:, ::1] w, str dtype, const int32_t[::1] zero_point
     self.dtype = _np.dtype(dtype)
     size = self.pb.n_padded * self.pb.k_padded
     buf = _np.empty(size + 64, _np.int8)  # panels start on a cache line: a 64-byte group of B is one line
-    start = -buf.ctypes.data % 64
+    start = (-<size_t>_data(buf, &vp, True)) % 64
+    PyBuffer_Release(&vp)  # buf keeps the memory
     self._panels = buf[start:start + size]
     self._zero_point = _np.empty(self.pb.n_padded, _np.int32)
     self._col_sum = _np.empty(self.pb.n_padded, _np.int32)

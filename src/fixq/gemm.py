@@ -42,8 +42,12 @@ def _pack(w, zero_point, layout, name, zp_name):
     if wa.ndim != 2:
         raise ValueError(f"{name} must be 2-D {_LAYOUTS[layout]}, got shape {wa.shape}")
     n = wa.shape[0] if layout == "linear" else wa.shape[1]
-    zp = zero_point_arg(zero_point, 1 if np.ndim(zero_point) == 0 else n, wa.dtype, zp_name)
-    return _core.pack(np.ascontiguousarray(wa).view(np.uint8), wa.dtype.name, zp, layout)
+    lo, hi = INT_RANGES[wa.dtype]
+    if type(zero_point) is int and lo <= zero_point <= hi:
+        zp = np.array([zero_point], np.int32)
+    else:
+        zp = zero_point_arg(zero_point, 1 if np.ndim(zero_point) == 0 else n, wa.dtype, zp_name)
+    return _core.pack(np.ascontiguousarray(wa).view(np.uint8), "int8" if wa.dtype == _I8 else "uint8", zp, layout)
 
 
 def qmatmul(a, b, *, a_zero_point=0, b_zero_point=0, bias=None, multiplier=None, shift=None, scale=None,
