@@ -944,7 +944,8 @@ class Model:
     def run_all(self, x, threads=1, engine=True):
         """Every tensor of the run (internal layout: 4-D tensors NHWC), keyed by name.  `engine=False`
         runs the numpy steps instead of the C plan (the same integers)."""
-        threads = threads_arg(threads)
+        if type(threads) is not int or threads < 1:  # the common case without a call
+            threads = threads_arg(threads)
         x = self._check_x(x)
         if self._engine is not None and engine:
             views = self._engine.run(x, threads, False, True)
@@ -967,7 +968,8 @@ class Model:
         """Outputs for a float batch `x` (the model's input shape with any batch size): dequantized
         float32, or with `raw` the int8/uint8 outputs (static mode).  One output: an array; several:
         a tuple."""
-        threads = threads_arg(threads)
+        if type(threads) is not int or threads < 1:  # the common case without a call
+            threads = threads_arg(threads)
         if raw and self.float_acts:
             raise ValueError("raw=True needs a static int8 model; this model's outputs are float")
         if self._engine is not None:
