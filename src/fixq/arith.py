@@ -97,10 +97,15 @@ def multiply_by_quantized_multiplier(x, multiplier, shift, rounding="double"):
     y = np.empty(xb.shape, np.int32)
     if n == 0:
         return y
-    m, s = _multiplier_shift(mb.reshape(-1), sb.reshape(-1), n)
     xi = np.ascontiguousarray(xb, dtype=np.int32).reshape(-1)
-    _core.requantize_raw(xi, as_bytes(y), "int32", 1, n, 1, rounding, m, s, None, np.zeros(n, np.int32),
-                         -(2**31), 2**31 - 1)
+    if ma.ndim == 0 and sa.ndim == 0:  # one multiplier for every element: one channel
+        m, s = _multiplier_shift(int(ma), int(sa), 1)
+        channels, inner = 1, n
+    else:
+        m, s = _multiplier_shift(mb.reshape(-1), sb.reshape(-1), n)
+        channels, inner = n, 1
+    _core.requantize_raw(xi, as_bytes(y), "int32", 1, channels, inner, rounding, m, s, None,
+                         np.zeros(channels, np.int32), -(2**31), 2**31 - 1)
     return int(y) if y.ndim == 0 else y
 
 
