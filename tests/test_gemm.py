@@ -396,6 +396,28 @@ def test_worker_pool_under_concurrent_callers(isa):
         assert all(ex.map(work, range(6)))
 
 
+def test_more_threads_than_kept_workers(isa):
+    """threads beyond the 63 kept workers: the parts past them are claimed by the threads there are."""
+    rng = np.random.default_rng(12)
+    a, w = rand(rng, np.int8, (800, 256)), rand(rng, np.int8, (260, 256))
+    ref = R.requantize(R.qmatmul_acc(a, w.T, 0, 0), "double", 1 << 30, -12)
+    np.testing.assert_array_equal(fixq.qlinear(a, w, multiplier=1 << 30, shift=-12, threads=100), ref)
+
+
+def test_threads_against_few_row_tiles_and_panels(isa):
+    """More threads than row tiles and than 16-column panels (few rows, few columns, long K): every
+    part gets rows or panels (an empty part once divided by zero), and the result is threads=1's."""
+    rng = np.random.default_rng(14)
+    k = 8192
+    for m, n in [(1, 48), (5, 16), (8, 17), (9, 32), (16, 33), (17, 16), (33, 100)]:
+        a, w = rand(rng, np.uint8, (m, k)), s8_range(rand(rng, np.int8, (n, k)))
+        packed = fixq.pack_weights(w)
+        ref = fixq.qlinear(a, packed, a_zero_point=128, multiplier=1 << 30, shift=-16)
+        for threads in (2, 3, 5, 8, 64):
+            y = fixq.qlinear(a, packed, a_zero_point=128, multiplier=1 << 30, shift=-16, threads=threads)
+            np.testing.assert_array_equal(y, ref, err_msg=f"m={m} n={n} threads={threads}")
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_worker_pool_after_fork():
     """The kept workers do not survive fork(): the child starts its own and gets the same result."""

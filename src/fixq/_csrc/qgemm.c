@@ -228,7 +228,8 @@ static void run_part(qgemm_part *part) {
 
 static void run_part_task(void *parts, int t) { run_part((qgemm_part *)parts + t); }
 
-/* Splits rows (in tiles of mr) when there are enough for every thread, else panels. */
+/* Splits rows (in tiles of mr) when there are enough for every thread, else
+ * panels; threads is at most the larger count, so no part is empty. */
 static void split(size_t m, size_t mr, size_t panels, int threads, int t, size_t *m0, size_t *m1, size_t *p0,
                   size_t *p1) {
   const size_t T = (size_t)threads;
@@ -306,7 +307,8 @@ fixq_status fixq_qgemm(size_t m, const void *a, fixq_dtype a_dtype, size_t lda, 
   int T = threads;
   const double fit = macs / FIXQ__MACS_PER_THREAD;
   if (fit < T) T = fit > 1 ? (int)fit : 1;
-  if ((size_t)T > panels * ((m + kern->mr - 1) / kern->mr)) T = (int)(panels * ((m + kern->mr - 1) / kern->mr));
+  const size_t groups = (m + kern->mr - 1) / kern->mr; /* row tiles */
+  if ((size_t)T > groups && (size_t)T > panels) T = (int)(groups > panels ? groups : panels); /* split gives each part rows or panels */
   if (T == 1) {
     qgemm_part part = {&job, 0, m, 0, panels, FIXQ_OK};
     run_part(&part);
