@@ -512,3 +512,16 @@ def test_unrepresentable_ratio_messages():
 def test_empty():
     got = fixq.qadd(np.zeros((0, 3), np.int8), np.zeros(3, np.int8), **GOOD)
     assert got.shape == (0, 3)
+
+
+@pytest.mark.parametrize("ndim", [17, 18])
+def test_broadcast_over_more_than_16_dimensions(isa, ndim):
+    """Shapes that alternate 1 and 2 leave ndim dimensions no coalescing merges, more than the C core's
+    16: they used to raise "shape and strides must have the same length, 1..16"."""
+    rng = np.random.default_rng(ndim)
+    a = rng.integers(-128, 128, tuple(2 if d % 2 else 1 for d in range(ndim)), dtype=np.int8)
+    b = rng.integers(-128, 128, tuple(1 if d % 2 else 2 for d in range(ndim)), dtype=np.int8)
+    kw = dict(a_scale=0.05, a_zero_point=-3, b_scale=0.07, b_zero_point=5, out_scale=0.1, out_zero_point=2)
+    for op, fn in (("add", fixq.qadd), ("mul", fixq.qmul)):
+        want = eltwise(op, a, b, 0.05, -3, 0.07, 5, 0.1, 2, -128, 127, "double")
+        np.testing.assert_array_equal(fn(a, b, **kw), want)

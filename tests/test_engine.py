@@ -439,3 +439,18 @@ def test_fp16_weights(tmp_path):
     out = m.run(x)
     assert np.max(np.abs(out - ref)) < 1e-2 * np.max(np.abs(ref))
     assert np.mean(out.argmax(1) == ref.argmax(1)) > 0.99
+
+
+def test_empty_batch_in_every_mode():
+    """A batch of 0 gives empty outputs (as numpy would) in every mode, engine or numpy steps; dynamic
+    and fp16 models used to fail inside numpy (x.min() of an empty array, reshape(0, -1))."""
+    x = np.load(bundled("digits_test_x.npy"))[:0]
+    calib = np.load(bundled("digits_calib.npy"))[:64]
+    for name in ("digits_mlp.npz", "digits_cnn.npz"):
+        g, _ = G.load_float_model(bundled(name))
+        assert G.run_float(g, x).shape == (0, 10)
+        for kw in ({}, {"dynamic": True}, {"weights": "fp16"}):
+            q = quantize_model(g, [calib], **kw)
+            assert q.run(x, threads=3).shape == (0, 10)
+            for engine in (True, False):
+                assert all(v.shape[0] == 0 for v in q.run_all(x, engine=engine).values())

@@ -507,3 +507,8 @@ MS = {"multiplier": 1 << 30, "shift": -3}
 def test_bad_input(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+def test_pack_weights_layout_not_a_string():
+    with pytest.raises(ValueError, match="layout must be 'linear'"):
+        fixq.pack_weights(np.zeros((2, 3), np.int8), layout=np.array(["linear"]))

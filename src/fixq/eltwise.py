@@ -106,6 +106,9 @@ def _binary(op, a, b, a_scale, a_zero_point, b_scale, b_zero_point, out_scale, o
         nshape, sa_, sb_, sy_ = (y.size,), (1,), (1,), (1,)
     else:
         nshape, (sa_, sb_, sy_) = _coalesce(shape, _bcast_strides(ac, shape), _bcast_strides(bc, shape), y.strides)
+        if len(nshape) > 16:  # more than the C core's 16 dimensions: the inputs broadcast out, one flat row
+            ac, bc = (np.ascontiguousarray(np.broadcast_to(v, shape)) for v in (ac, bc))
+            nshape, sa_, sb_, sy_ = (y.size,), (1,), (1,), (1,)
     _core.eltwise_nd(params, as_bytes(ac), as_bytes(bc), as_bytes(y), nshape, sa_, sb_, sy_)
     return y
 

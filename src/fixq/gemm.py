@@ -32,7 +32,7 @@ def pack_weights(w, zero_point=0, *, layout="linear"):
     """
     if isinstance(layout, (str, np.ndarray)) and np.ndim(layout) == 0:  # np.str_ and 0-d arrays too
         layout = str(layout)
-    if layout not in _LAYOUTS:
+    if not isinstance(layout, str) or layout not in _LAYOUTS:  # a 1-D array would be unhashable
         raise ValueError(f"layout must be 'linear' ([N, K]) or 'matmul' ([K, N]), got {layout!r}")
     return _pack(w, zero_point, layout, "w", "zero_point")
 

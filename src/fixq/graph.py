@@ -10,6 +10,7 @@ Every check runs before any work and raises :class:`GraphError`, one line naming
 :func:`run_float` uses the same internal layout as the int8 engine so tensors compare one to one.
 """
 import json
+import math
 import zipfile
 import zlib
 
@@ -392,6 +393,12 @@ def to_external(x):
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2)) if x.ndim == 4 else x
 
 
+def flatten(x):
+    """The flatten op: [N, ...] (internal layout) to [N, features] in the external (NCHW) order; N = 0 too."""
+    y = to_external(x)
+    return y.reshape(y.shape[0], math.prod(y.shape[1:]))
+
+
 def internal_axis(axis, ndim):
     """The NHWC axis of NCHW `axis` for a rank-`ndim` tensor."""
     return {1: 3, 2: 1, 3: 2}[axis] if ndim == 4 else axis
@@ -484,7 +491,7 @@ def float_node(g, node, xs):
     if node.op == "global_avgpool":
         return x.mean(axis=(1, 2), dtype=np.float32)
     if node.op == "flatten":
-        return to_external(x).reshape(x.shape[0], -1)
+        return flatten(x)
     if node.op == "add":
         return xs[0] + xs[1]
     if node.op == "mul":

@@ -14,6 +14,7 @@ average with rounding half away from zero), softmax is computed in float at the 
 """
 import copy
 import json
+import math
 import os
 import tempfile
 
@@ -775,7 +776,7 @@ class Model:
                 for k, qlinear in enumerate(wg):
                     xk = x if groups == 1 else np.ascontiguousarray(x[..., k * ig:(k + 1) * ig])
                     cols, (n, oh, ow) = G.im2col(xk, *geo, pad_value=pad)
-                    outs.append(qlinear(cols, threads).reshape(n, oh, ow, -1))
+                    outs.append(qlinear(cols, threads).reshape(n, oh, ow, og))
                 return outs[0] if groups == 1 else np.concatenate(outs, axis=3)
             return conv
         if op == "conv2d":  # depthwise: int32 taps, then the per-channel output stage
@@ -847,7 +848,7 @@ class Model:
             return lambda x, threads: _avg_round(x.sum(axis=(1, 2), dtype=np.int32),
                                                  x.shape[1] * x.shape[2]).astype(dt)
         if op == "flatten":
-            return lambda x, threads: G.to_external(x).reshape(x.shape[0], -1)
+            return lambda x, threads: G.flatten(x)
         if op == "softmax":
             axis = G.internal_axis(s["axis"], len(self.meta["tensors"][s["output"]]))
             dequantize = _prepared_dequantize(sc_in[0], zp_in[0], dt)
@@ -916,7 +917,7 @@ class Model:
         biases = [bias[k * og:(k + 1) * og] for k in range(groups)]
 
         def dynamic(x, threads):
-            lo, hi = float(x.min()), float(x.max())
+            lo, hi = (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)  # an empty batch
             if not (np.isfinite(lo) and np.isfinite(hi)):
                 raise ValueError(f"step {name!r}: its input contains NaN or Inf; replace or mask them")
             xs, xz = _act_qparams(min(lo, 0.0), max(hi, 0.0), dt)
@@ -951,7 +952,8 @@ class Model:
             views = self._engine.run(x, threads, False, True)
             env = {}
             for t, i in self._engine_index.items():
-                env[t] = views[i] if len(self.meta["tensors"][t]) == 4 else views[i].reshape(x.shape[0], -1)
+                env[t] = views[i] if len(self.meta["tensors"][t]) == 4 else views[i].reshape(
+                    x.shape[0], math.prod(self.meta["tensors"][t][1:]))
             for t, (src, axis) in self._softmax.items():
                 env[t] = G.softmax(fixq.dequantize(env[src], *self.qparams(src)), axis)
             return env
