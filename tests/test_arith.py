@@ -412,3 +412,15 @@ def test_fixq_isa_unknown_is_a_clear_error():
 def test_select_isa_rejects_unknown():
     with pytest.raises(ValueError, match="unknown CPU path"):
         _core.select_isa("neon9")
+
+
+def test_requantize_per_channel_along_an_empty_axis():
+    """Per-channel arrays of length 0 along an axis of length 0 give the empty result (they used to be
+    refused as "a 1-D array of length 1"); a length that does not match the axis is still refused."""
+    for shape, axis in (((0,), -1), ((4, 0), 1)):
+        acc = np.zeros(shape, np.int32)
+        y = fixq.requantize(acc, np.zeros(0, np.int32), np.zeros(0, np.int32), axis=axis)
+        assert y.shape == shape and y.dtype == np.int8
+        assert fixq.requantize(acc, scale=np.ones(0, np.float32), rounding="fp32", axis=axis).shape == shape
+    with pytest.raises(ValueError, match="length 0 but acc.shape"):
+        fixq.requantize(np.zeros(3, np.int32), np.zeros(0, np.int32), np.zeros(0, np.int32))

@@ -176,7 +176,7 @@ def requantize(acc, multiplier=None, shift=None, zero_point=0, *, scale=None, qm
     if dt == np.int32 and np.any(np.asarray(zero_point) != 0):
         raise ValueError("zero_point must be 0 for int32 output")
     channels = channel_count(params, names)
-    if channels > 1:
+    if channels != 1:  # 0 too: per-channel along an axis of length 0
         if a.ndim == 0:
             raise ValueError("per-channel parameters need an array with at least one dimension")
         ax = axis_arg(axis, a.ndim)
@@ -203,6 +203,8 @@ def requantize(acc, multiplier=None, shift=None, zero_point=0, *, scale=None, qm
         return rounding, m_, s_, sc_, zero_point_arg(zero_point, channels, dt), lo, hi
 
     stage = checked_stage() if checked else (rounding, m, s, sc, zp, lo, hi)  # unchecked: c_column arrays
+    if channels == 0:  # an empty axis of channels: nothing to compute
+        return y
     x = np.ascontiguousarray(a)
     check_alias(x, "acc", y)
     try:
