@@ -454,3 +454,15 @@ def test_empty_batch_in_every_mode():
             assert q.run(x, threads=3).shape == (0, 10)
             for engine in (True, False):
                 assert all(v.shape[0] == 0 for v in q.run_all(x, engine=engine).values())
+
+
+def test_threads_beyond_int32_are_capped():
+    g, _ = G.load_float_model(bundled("digits_mlp.npz"))
+    x = np.load(bundled("digits_test_x.npy"))[:8]
+    for kw in ({}, {"dynamic": True}):
+        q = quantize_model(g, [np.load(bundled("digits_calib.npy"))[:64]], **kw)
+        want = q.run(x)
+        for t in (2**31, 2**63):
+            np.testing.assert_array_equal(q.run(x, threads=t), want)
+            np.testing.assert_array_equal(q.run_all(x, threads=t, engine=False)[q.outputs[0]],
+                                          q.run_all(x, engine=False)[q.outputs[0]])

@@ -512,3 +512,14 @@ def test_bad_input(call, exc, match):
 def test_pack_weights_layout_not_a_string():
     with pytest.raises(ValueError, match="layout must be 'linear'"):
         fixq.pack_weights(np.zeros((2, 3), np.int8), layout=np.array(["linear"]))
+
+
+def test_threads_beyond_int32_are_capped(isa):
+    """threads is an upper bound on the parts: 2**31 and more run like 2**31 - 1 (they used to raise
+    OverflowError "value too large to convert to int", the error type of an accumulator overflow)."""
+    rng = np.random.default_rng(0)
+    a = rng.integers(-128, 128, (16, 300), dtype=np.int8)
+    w = rng.integers(-128, 128, (40, 300), dtype=np.int8)
+    want = fixq.qlinear(a, w, out_dtype=np.int32)
+    for t in (2**31, 2**63, np.int64(2**40)):
+        np.testing.assert_array_equal(fixq.qlinear(a, w, out_dtype=np.int32, threads=t), want)

@@ -106,11 +106,15 @@ def zero_point_arg(zero_point, channels, dtype, name="zero_point"):
     return per_channel(zero_point, channels, name, dtype).astype(np.int32)
 
 
+THREADS_MAX = 2**31 - 1  # the C core's int: more threads than parts of the work already run as the parts
+
+
 def threads_arg(threads, fn=None):
-    """`threads` as a Python int >= 1 (numpy integers too); `fn` prefixes the message."""
+    """`threads` as a Python int in [1, THREADS_MAX] (numpy integers too; larger counts are
+    THREADS_MAX, since the work is split into at most that many parts); `fn` prefixes the message."""
     if isinstance(threads, (bool, np.bool_)) or not isinstance(threads, numbers.Integral) or threads < 1:
         raise ValueError(f"{fn + ': ' if fn else ''}threads must be an integer >= 1, got {threads!r}")
-    return int(threads)
+    return min(int(threads), THREADS_MAX)
 
 
 def clamp_args(qmin, qmax, dtype, names=("qmin", "qmax")):

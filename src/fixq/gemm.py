@@ -11,7 +11,7 @@ import numpy as np
 from . import _core, targets as _targets
 from ._core import PackedWeights
 from ._validate import (INT_RANGES, c_column, c_zero_points, channel_count, clamp_args, dtype_arg, int_array,
-                        per_channel, rounding_arg, scale_arg, threads_arg, zero_point_arg)
+                        per_channel, rounding_arg, scale_arg, threads_arg, zero_point_arg, THREADS_MAX)
 
 __all__ = ["qmatmul", "qlinear", "pack_weights", "PackedWeights"]
 
@@ -121,7 +121,7 @@ def _qgemm(fn, aname, bname, layout, a, b, a_zero_point, b_zero_point, bias, mul
         bias = int_array(bias, (np.int32,), "bias")
         if bias.shape != (n,):
             raise ValueError(f"{fn}: bias must have shape ({n},) (one value per output column), got {bias.shape}")
-    if type(threads) is not int or threads < 1:
+    if type(threads) is not int or not 0 < threads <= THREADS_MAX:
         threads = threads_arg(threads, fn)
     dt = _OUT_DTYPES.get(out_dtype) if isinstance(out_dtype, type) or isinstance(out_dtype, np.dtype) else None
     if dt is None:

@@ -23,7 +23,7 @@ import numpy as np
 import fixq
 
 from . import _core, gemm, graph as G, targets
-from ._validate import INT_RANGES, rounding_arg, scale_arg, threads_arg, zero_point_arg
+from ._validate import INT_RANGES, THREADS_MAX, rounding_arg, scale_arg, threads_arg, zero_point_arg
 
 QMODEL_FORMAT = "fixq.qmodel/1"
 QMODEL_VERSION = 1
@@ -945,7 +945,7 @@ class Model:
     def run_all(self, x, threads=1, engine=True):
         """Every tensor of the run (internal layout: 4-D tensors NHWC), keyed by name.  `engine=False`
         runs the numpy steps instead of the C plan (the same integers)."""
-        if type(threads) is not int or threads < 1:  # the common case without a call
+        if type(threads) is not int or not 0 < threads <= THREADS_MAX:  # the common case without a call
             threads = threads_arg(threads)
         x = self._check_x(x)
         if self._engine is not None and engine:
@@ -970,7 +970,7 @@ class Model:
         """Outputs for a float batch `x` (the model's input shape with any batch size): dequantized
         float32, or with `raw` the int8/uint8 outputs (static mode).  One output: an array; several:
         a tuple."""
-        if type(threads) is not int or threads < 1:  # the common case without a call
+        if type(threads) is not int or not 0 < threads <= THREADS_MAX:  # the common case without a call
             threads = threads_arg(threads)
         if raw and self.float_acts:
             raise ValueError("raw=True needs a static int8 model; this model's outputs are float")
