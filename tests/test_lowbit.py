@@ -249,3 +249,13 @@ def test_storage_report():
     assert rep["fp16"]["sqnr_db"] > 65 and 35 < rep["int8"]["sqnr_db"] < 48
     assert 6 < rep["ternary"]["sqnr_db"] < 8.5 and 4.0 < rep["binary"]["sqnr_db"] < 4.8
     assert rep["fp32"]["sqnr_db"] == float("inf")
+
+
+def test_binary_linear_empty_batch():
+    """An empty batch gives [0, N], as fp16_linear and lowbit_qlinear do (it used to be refused with
+    "w must be a non-empty 2-D array", naming the weights)."""
+    w = fixq.binarize(np.random.default_rng(0).standard_normal((5, 9)).astype(np.float32))
+    y = fixq.binary_linear(np.zeros((0, 9), np.float32), w)
+    assert y.shape == (0, 5) and y.dtype == np.float32
+    with pytest.raises(ValueError, match="x has K=8 but w has K=9"):
+        fixq.binary_linear(np.zeros((0, 8), np.float32), w)

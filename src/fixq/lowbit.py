@@ -260,7 +260,13 @@ def popcount_linear(a, w):
 def binary_linear(x, w):
     """XNOR-Net fully connected layer: ``x`` float ``[M, K]`` binarized per row (beta = mean|x|),
     then ``popcount_linear * beta[:, None] * alpha[None, :]`` as float32 ``[M, N]``."""
-    a = binarize(np.asarray(x)) if not isinstance(x, BinaryWeights) else x
+    if not isinstance(x, BinaryWeights):
+        x = np.asarray(x)
+        if x.ndim == 2 and x.shape[0] == 0 and x.dtype.kind == "f" and isinstance(w, BinaryWeights):
+            if x.shape[1] != w.k:
+                raise ValueError(f"x has K={x.shape[1]} but w has K={w.k}; they must match")
+            return np.zeros((0, w.shape[0]), np.float32)  # an empty batch (binarize takes non-empty rows)
+    a = binarize(x) if not isinstance(x, BinaryWeights) else x
     return popcount_linear(a, w).astype(np.float32) * a.alpha[:, None] * w.alpha[None, :]
 
 
