@@ -424,3 +424,12 @@ def test_requantize_per_channel_along_an_empty_axis():
         assert fixq.requantize(acc, scale=np.ones(0, np.float32), rounding="fp32", axis=axis).shape == shape
     with pytest.raises(ValueError, match="length 0 but acc.shape"):
         fixq.requantize(np.zeros(3, np.int32), np.zeros(0, np.int32), np.zeros(0, np.int32))
+
+
+def test_quantize_dequantize_per_channel_along_an_empty_axis():
+    """They used to fail inside the wrapper ("buffer sizes do not match rows*channels*inner")."""
+    for shape, axis in (((0,), 0), ((4, 0), 1), ((0, 3), 0)):
+        c = shape[axis]
+        q = fixq.quantize(np.zeros(shape, np.float32), np.ones(c, np.float32), np.zeros(c, np.int32), axis=axis)
+        assert q.shape == shape and q.dtype == np.int8
+        assert fixq.dequantize(q, np.ones(c, np.float32), np.zeros(c, np.int32), axis=axis).shape == shape

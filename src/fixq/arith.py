@@ -309,6 +309,8 @@ def quantize(x, scale, zero_point=0, dtype=np.int8, axis=None, *, qmin=None, qma
     rows, channels, inner, sc, zp, checked = _params_along(xa, scale, zero_point, axis, dt)
     lo, hi = clamp_args(qmin, qmax, dt)
     y = out_arg(out, xa.shape, dt)
+    if channels == 0:  # per-channel along an axis of length 0: nothing to compute
+        return y
     xf = np.ascontiguousarray(xa, dtype=np.float32)
     check_alias(xf, "x", y)
     try:
@@ -337,6 +339,8 @@ def dequantize(q, scale, zero_point=0, axis=None, *, out=None):
     qa = int_array(q, (np.int8, np.uint8, np.int16, np.int32), "q")
     rows, channels, inner, sc, zp, checked = _params_along(qa, scale, zero_point, axis, qa.dtype)
     y = out_arg(out, qa.shape, np.float32)
+    if channels == 0:  # per-channel along an axis of length 0: nothing to compute
+        return y
     qc = np.ascontiguousarray(qa)
     check_alias(qc, "q", y)
     try:
