@@ -110,7 +110,7 @@ def test_fuzz_requantize(isa, acc, data):
 
     def bc(v):
         v = np.asarray(v)
-        return v.reshape(shape) if v.ndim and v.size > 1 else v.reshape(-1)[0]
+        return v.reshape(shape) if v.ndim and v.size != 1 else v.reshape(-1)[0]  # size 0: an empty axis
 
     x = acc.astype(np.int64) - in_zp
     if rounding == "fp32":
