@@ -523,3 +523,16 @@ def test_threads_beyond_int32_are_capped(isa):
     want = fixq.qlinear(a, w, out_dtype=np.int32)
     for t in (2**31, 2**63, np.int64(2**40)):
         np.testing.assert_array_equal(fixq.qlinear(a, w, out_dtype=np.int32, threads=t), want)
+
+
+@pytest.mark.parametrize("target", ["tflite", "gemmlowp", "xnnpack", "onnxruntime"])
+def test_target_multiplier_out_of_range_is_refused(target):
+    """target="tflite" with a_scale * b_scale / out_scale = 1e12 (a left shift of 40) used to wrap in its
+    int64 emulation: x = 2 gave -128; gemmlowp named a shift the caller never passed; xnnpack and
+    onnxruntime, with a float32 scale that underflows to 0, named a `scale` the caller never passed."""
+    a = np.array([[1, 2, -3, 0]], np.int8)
+    w = np.eye(4, dtype=np.int8)
+    scales = (1e-38, 1e-38, 1.0) if target in ("xnnpack", "onnxruntime") else (1.0, 1.0, 1e-12)
+    with pytest.raises(ValueError, match="requantization multiplier a_scale \\* b_scale / out_scale"):
+        fixq.qlinear(a, w, target=target, scales=scales)
+    np.testing.assert_array_equal(fixq.qlinear(a, w, target=target, scales=(1.0, 1.0, 1e-9)), [[127, 127, -128, 0]])

@@ -182,12 +182,30 @@ def gemm_out_stage(target, op, in_scale, w_scale, out_scale):
     on the int32 accumulators)."""
     rc = _gemm_recipe(target, op)
     real = _real_multiplier(rc, in_scale, w_scale, out_scale)
+    _check_real(target, op, rc, real)
     if rc.rounding == "fp32":
         return dict(rounding="fp32", scale=real if np.ndim(real) else float(real))
     if rc.rounding == "double":
         m, s = quantize_multiplier(real)
         return dict(rounding="double", multiplier=m, shift=s)
     return None
+
+
+def _check_real(target, op, rc, real):
+    """Refuses a real multiplier a_scale * b_scale / out_scale that `target`'s output stage cannot hold:
+    a float32 scale that is 0 or inf, or a Q31 multiplier needing a left shift beyond 30 (TFLite's
+    ``x * (1 << left)`` overflows there, and fixq's kernels take shifts up to 30)."""
+    if rc.rounding == "float64-away":
+        return
+    if rc.rounding == "fp32":
+        bad = not np.all(np.isfinite(real) & (np.asarray(real) > 0))
+        need = "a positive finite float32"
+    else:
+        bad = np.any(np.asarray(quantize_multiplier(real)[1]) > 30)
+        need = "below 2**31 (a Q31 multiplier with a left shift of at most 30)"
+    if bad:
+        raise ValueError(f"target={target!r} ({op}): the requantization multiplier a_scale * b_scale / out_scale "
+                         f"= {real!r} must be {need}; the scales= are too far apart for this runtime")
 
 
 def requantize(acc, target, op, in_scale, w_scale, out_scale, out_zero_point=0, *, out_min=None, out_max=None,
