@@ -259,3 +259,13 @@ def test_binary_linear_empty_batch():
     assert y.shape == (0, 5) and y.dtype == np.float32
     with pytest.raises(ValueError, match="x has K=8 but w has K=9"):
         fixq.binary_linear(np.zeros((0, 8), np.float32), w)
+
+
+def test_binary_linear_errors_name_x():
+    w = fixq.binarize(np.random.default_rng(3).standard_normal((5, 40)).astype(np.float32))
+    for x, exc in [(np.zeros((3, 39), np.float32), ValueError), (np.zeros((3, 40), np.int8), TypeError),
+                   (np.zeros(40, np.float32), ValueError), (np.full((2, 40), np.nan, np.float32), ValueError)]:
+        with pytest.raises(exc, match="^x "):
+            fixq.binary_linear(x, w)
+    with pytest.raises(TypeError, match="^w must be BinaryWeights"):
+        fixq.binary_linear(np.ones((2, 40), np.float32), np.ones((5, 40), np.float32))

@@ -260,14 +260,18 @@ def popcount_linear(a, w):
 def binary_linear(x, w):
     """XNOR-Net fully connected layer: ``x`` float ``[M, K]`` binarized per row (beta = mean|x|),
     then ``popcount_linear * beta[:, None] * alpha[None, :]`` as float32 ``[M, N]``."""
+    if not isinstance(w, BinaryWeights):
+        raise TypeError(f"w must be BinaryWeights (fixq.lowbit.binarize), got {type(w).__name__}")
     if not isinstance(x, BinaryWeights):
         x = np.asarray(x)
-        if x.ndim == 2 and x.shape[0] == 0 and x.dtype.kind == "f" and isinstance(w, BinaryWeights):
+        if x.ndim == 2 and x.shape[0] == 0 and x.dtype.kind == "f":
             if x.shape[1] != w.k:
                 raise ValueError(f"x has K={x.shape[1]} but w has K={w.k}; they must match")
             return np.zeros((0, w.shape[0]), np.float32)  # an empty batch (binarize takes non-empty rows)
-    a = binarize(x) if not isinstance(x, BinaryWeights) else x
-    return popcount_linear(a, w).astype(np.float32) * a.alpha[:, None] * w.alpha[None, :]
+        x = binarize(_weights_2d(x, "x"))  # its checks name x
+    if x.k != w.k:
+        raise ValueError(f"x has K={x.k} but w has K={w.k}; they must match")
+    return popcount_linear(x, w).astype(np.float32) * x.alpha[:, None] * w.alpha[None, :]
 
 
 def lowbit_qlinear(x, w, x_scale, x_zero_point=0, *, bias=None, out_scale=None, out_zero_point=0,
