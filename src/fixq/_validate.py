@@ -199,16 +199,16 @@ def c_zero_points(zero_point, n):
     return zero_point if c_column(zero_point, n, _I32) else None
 
 
-def arg_key(*args):
-    """A key for the scalar arguments of a call, for the argument fast paths (fixq.quantize,
-    dequantize, requantize): their values and their types (1, 1.0, True and np.int64(1) are equal
-    keys of different checks), or None when one is unhashable (an array: the checked path)."""
+def seen_args(cache, *args):
+    """(key, value) for the argument fast paths (fixq.quantize, dequantize, requantize): the key of
+    the scalar arguments, their values and their types (1, 1.0, True and np.int64(1) are equal keys
+    of different checks), and what the checks made of them before (None: not seen); (None, None)
+    when one is unhashable (an array: the checked path)."""
     key = args + tuple(map(type, args))
     try:
-        hash(key)
+        return key, cache.get(key)
     except TypeError:
-        return None
-    return key
+        return None, None
 
 
 def remember(cache, key, value):

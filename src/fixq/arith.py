@@ -8,15 +8,15 @@ import numbers
 import numpy as np
 
 from . import _core
-from ._validate import (INT_RANGES, arg_key, as_bytes, axis_arg, c_column, c_zero_points, channel_count, check_alias,
-                        clamp_args, dtype_arg, fast_out, int_array, out_arg, per_channel, remember, rounding_arg,
+from ._validate import (INT_RANGES, as_bytes, axis_arg, c_column, c_zero_points, channel_count, check_alias,
+                        clamp_args, dtype_arg, fast_out, int_array, out_arg, per_channel, remember, rounding_arg, seen_args,
                         scalar_scale_arg, scalar_zero_point_arg, scale_arg, split_shape, zero_point_arg)
 
 _Q8_NAMES = {np.dtype(np.int8): "int8", np.dtype(np.uint8): "uint8"}
 _INT_NAMES = {np.dtype(t): np.dtype(t).name for t in (np.int8, np.uint8, np.int16, np.int32)}
 _I32, _F32 = np.dtype(np.int32), np.dtype(np.float32)
 
-# Per-tensor calls of quantize, dequantize and requantize (int32 acc) seen before (arg_key): what the
+# Per-tensor calls of quantize, dequantize and requantize (int32 acc) seen before (seen_args): what the
 # checks made of their scalar arguments, the C call's parameters.  Only calls that passed every check
 # are recorded, so a hit skips checks that would give the same answer; the data array and `out` are
 # still checked on every call.
@@ -24,17 +24,13 @@ _QUANTIZE_SEEN, _DEQUANTIZE_SEEN, _REQUANTIZE_SEEN = {}, {}, {}
 
 
 def _fast_y(out, x, shape, dtype):
-    """The output of an argument fast path over the data array x: a new array, or `out` when it is a
-    writeable C-contiguous ndarray of that shape and dtype apart from x; None: the checked path decides."""
+    """fast_out, with a given `out` also writeable, C-contiguous and apart from the data array x: the
+    raw calls below raise on the first two (eltwise_flat, behind qadd's fast path, declines them)."""
     y = fast_out(out, shape, dtype)
     if y is None or out is None:
         return y
     flags = y.flags
-    if not (flags.c_contiguous and flags.writeable) or np.may_share_memory(x, y):
-        return None
-    return y
-
-__all__ = ["quantize_multiplier", "multiply_by_quantized_multiplier", "requantize", "quantize", "dequantize"]
+    return y if flags.c_contiguous and flags.writeable and not np.may_share_memory(x, y) else None
 
 
 def quantize_multiplier(real):
@@ -143,8 +139,8 @@ def requantize(acc, multiplier=None, shift=None, zero_point=0, *, scale=None, qm
                 return y
     rkey = None
     if type(acc) is np.ndarray and acc.dtype is _I32:
-        rkey = arg_key(multiplier, shift, zero_point, scale, qmin, qmax, dtype, rounding, input_zero_point)
-        seen = _REQUANTIZE_SEEN.get(rkey) if rkey is not None else None
+        rkey, seen = seen_args(_REQUANTIZE_SEEN, multiplier, shift, zero_point, scale, qmin, qmax, dtype, rounding,
+                               input_zero_point)
         if seen is not None:
             dt, name, stage = seen
             y = _fast_y(out, acc, acc.shape, dt)
@@ -294,8 +290,7 @@ def quantize(x, scale, zero_point=0, dtype=np.int8, axis=None, *, qmin=None, qma
         return targets.quantize(x, target, scale, zero_point, dtype)
     key = None
     if axis is None and type(x) is np.ndarray and x.dtype is _F32:
-        key = arg_key(scale, zero_point, dtype, qmin, qmax)
-        seen = _QUANTIZE_SEEN.get(key) if key is not None else None
+        key, seen = seen_args(_QUANTIZE_SEEN, scale, zero_point, dtype, qmin, qmax)
         if seen is not None:
             dt, name, sc, zp, lo, hi = seen
             y = _fast_y(out, x, x.shape, dt)
@@ -328,8 +323,7 @@ def dequantize(q, scale, zero_point=0, axis=None, *, out=None):
     """Integer to float32: ``(q - zero_point) * scale`` (ONNX DequantizeLinear)."""
     key = None
     if axis is None and type(q) is np.ndarray and q.dtype in _INT_NAMES:
-        key = arg_key(q.dtype, scale, zero_point)
-        seen = _DEQUANTIZE_SEEN.get(key) if key is not None else None
+        key, seen = seen_args(_DEQUANTIZE_SEEN, q.dtype, scale, zero_point)
         if seen is not None:
             sc, zp = seen
             y = _fast_y(out, q, q.shape, _F32)

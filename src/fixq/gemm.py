@@ -133,7 +133,9 @@ def _qgemm(fn, aname, bname, layout, a, b, a_zero_point, b_zero_point, bias, mul
                              "multiplier, shift, scale, out_zero_point, out_min and out_max")
         return _core.qgemm(fn, aname, a, b, a_zero_point, bias, "double", None, None, None, 0, 0, 0, dt, threads,
                            out)
-    stage = _column_arrays(dt, rounding, multiplier, shift, scale, out_zero_point, out_min, out_max, n)
+    stage = None
+    if type(multiplier) is np.ndarray or type(scale) is np.ndarray:  # per-tensor ints skip this
+        stage = _column_arrays(dt, rounding, multiplier, shift, scale, out_zero_point, out_min, out_max, n)
     if stage is not None:
         try:  # fixq_qgemm checks their values (fixq__check_requant) before any work
             return _core.qgemm(fn, aname, a, b, a_zero_point, bias, *stage, dt, threads, out)
