@@ -25,10 +25,12 @@ FIXQ_PATHS = [p for p in ("avx2", "avx512vnni") if p in fixq.cpu_info()["support
 
 
 
-# Scales as calibration produces them (arbitrary float32 values).  "Round" decimal scales such as
-# 0.02 / 0.013 / 0.03 create exact ties that TFLite's input rounding decides; qadd then has no
-# linear plan and runs its exact fixed-point kernel (the "tied scales" row).
+# Scales as calibration produces them (arbitrary float32 values).  "Round" scales create exact ties:
+# powers of two such as 1/256 and 1/32 against 0.1 get a plan whose slopes keep their ratio (the
+# "power-of-two scales" row); decimal ones such as 0.02 / 0.013 / 0.03, whose ties TFLite's input
+# rounding decides, get none, and qadd runs its exact fixed-point kernel (the "tied scales" row).
 SA, ZA, SB, ZB, SO, ZO = 0.0213, 3, 0.0171, -5, 0.0391, 1
+POW2 = dict(a_scale=1 / 256, a_zero_point=3, b_scale=1 / 32, b_zero_point=-5, out_scale=0.1, out_zero_point=1)
 TIED = dict(a_scale=0.02, a_zero_point=3, b_scale=0.013, b_zero_point=-5, out_scale=0.03, out_zero_point=1)
 
 
@@ -96,6 +98,7 @@ def cases(n, repeats):
         add("fixq qadd double, per-channel row [N/1024,1024]+[1024]",
             lambda: fixq.qadd(a2, row, out=y2, **kw), "add-row", isa)
         add("fixq qadd double, scalar b", lambda: fixq.qadd(a, np.int8(7), out=y, **kw), "add-scalar", isa)
+        add("fixq qadd double, power-of-two scales", lambda: fixq.qadd(a, b, out=y, **POW2), "add", isa)
         add("fixq qadd double, tied scales (no plan: exact kernel)", lambda: fixq.qadd(a, b, out=y, **TIED), "add",
             isa)
         for rounding in ("double", "single", "fp32"):

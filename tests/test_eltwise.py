@@ -158,6 +158,25 @@ def test_linear_plan(isa, op):
         assert tied.plan is None  # exact ties decided by the input rounding: the exact kernel runs
 
 
+# "Round" scales: y depends on a' + 8 b' (say) alone, with exact real ties that the fixed-point roundings
+# decide; init finds plans whose slopes keep the scale ratio and whose tie shift below zero is fitted.
+ROUND_SCALES = [(1 / 256, 1 / 256, 0.1, "double"), (1 / 256, 1 / 32, 0.1, "double"), (1 / 256, 1 / 32, 0.1, "single"),
+                (1 / 256, 1 / 128, 0.1, "single"), (1 / 128, 0.5, 0.05, "double"), (0.5, 1 / 64, 0.2, "single")]
+
+
+@pytest.mark.parametrize("sa, sb, so, rounding", ROUND_SCALES)
+def test_round_scale_plans(isa, sa, sb, so, rounding):
+    p = fixq._core.EltwiseParams("add", rounding, "int8", sa, 3, "int8", sb, -5, "int8", so, 1, -128, 127)
+    assert p.plan is not None
+    a, b = all_pairs(np.int8, np.int8)
+    want = expect("add", a, b, sa, 3, sb, -5, so, 1, rounding)
+    np.testing.assert_array_equal(run("add", a, b, sa, 3, sb, -5, so, 1, rounding), want)
+    for n in (1, 31, 33, 63, 65, 257):
+        np.testing.assert_array_equal(run("add", a[:n], b[:n], sa, 3, sb, -5, so, 1, rounding), want[:n])
+    rows = run("add", a.reshape(256, 256), b[:256], sa, 3, sb, -5, so, 1, rounding)
+    np.testing.assert_array_equal(rows, expect("add", a.reshape(256, 256), b[:256], sa, 3, sb, -5, so, 1, rounding))
+
+
 ZP_EXTREMES = [(-128, 127, -128, np.int8, np.int8, np.int8), (127, -128, 127, np.int8, np.int8, np.int8),
                (0, 255, 0, np.uint8, np.uint8, np.uint8), (255, 0, 255, np.uint8, np.uint8, np.uint8),
                (-128, 0, 255, np.int8, np.uint8, np.uint8), (3, -5, 1, np.int8, np.int8, np.int8)]
@@ -525,3 +544,27 @@ def test_broadcast_over_more_than_16_dimensions(isa, ndim):
     for op, fn in (("add", fixq.qadd), ("mul", fixq.qmul)):
         want = eltwise(op, a, b, 0.05, -3, 0.07, 5, 0.1, 2, -128, 127, "double")
         np.testing.assert_array_equal(fn(a, b, **kw), want)
+
+
+def test_lazy_plan(monkeypatch):
+    """fixq.qadd plans a parameter set only once a million outputs ran with it (dynamic scales on small
+    tensors never pay 0.5-15 ms for a plan); the unplanned and planned kernels agree on every pair."""
+    monkeypatch.setattr(fixq._core, "_PLAN_AFTER", 1 << 20)
+    fixq.eltwise._params.cache_clear()
+    fixq.eltwise._SEEN.clear()
+    a, b = all_pairs(np.int8, np.int8)
+    kw = dict(a_scale=0.0213, a_zero_point=3, b_scale=0.0171, b_zero_point=-5, out_scale=0.0391, out_zero_point=1)
+    want = expect("add", a, b, 0.0213, 3, 0.0171, -5, 0.0391, 1, "double")
+    np.testing.assert_array_equal(fixq.qadd(a, b, **kw), want)
+    (params, _), = fixq.eltwise._SEEN.values()
+    assert params.plan is None  # 65536 outputs so far
+    for _ in range(14):
+        np.testing.assert_array_equal(fixq.qadd(a, b, **kw), want)
+    assert params.plan is None  # 15 * 65536 < 2^20
+    np.testing.assert_array_equal(fixq.qadd(a.reshape(256, 256), b[:256], **kw),
+                                  expect("add", a.reshape(256, 256), b[:256], 0.0213, 3, 0.0171, -5, 0.0391, 1,
+                                         "double"))  # the general path counts too: 2^20 reached
+    assert params.plan is not None
+    np.testing.assert_array_equal(fixq.qadd(a, b, **kw), want)
+    fixq.eltwise._params.cache_clear()
+    fixq.eltwise._SEEN.clear()

@@ -145,5 +145,11 @@ cdef extern from "fixq/fixq.h" nogil:
 
 
 cdef extern from "fixq_internal.h" nogil:
+    fixq_status fixq__eltwise_setup(fixq_eltwise *p, fixq_eltwise_op op, fixq_rounding rounding,
+                                    fixq_dtype a_dtype, float a_scale, int32_t a_zero_point,
+                                    fixq_dtype b_dtype, float b_scale, int32_t b_zero_point,
+                                    fixq_dtype y_dtype, float y_scale, int32_t y_zero_point,
+                                    int32_t qmin, int32_t qmax)
+    void fixq__eltwise_plan(fixq_eltwise *p)
     fixq_status fixq__requantize_q8_params(fixq_eltwise *e, fixq_dtype x_dtype, int32_t x_zero_point,
                                            fixq_dtype y_dtype, const fixq_requant *p, int plan)

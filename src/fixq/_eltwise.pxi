@@ -4,21 +4,37 @@
 _OPS = {"add": FIXQ_OP_ADD, "mul": FIXQ_OP_MUL}
 
 
+# A lazily planned EltwiseParams plans once the exact kernels have run this many
+# outputs with it: about as long as planning takes (0.5 to 15 ms), so parameter
+# sets used once on small tensors (dynamic scales) never pay for a plan.
+_PLAN_AFTER = 1 << 20
+
 cdef class EltwiseParams:
     """A filled fixq_eltwise: scales, zero points, clamp and the derived
-    TFLite multipliers (read-only attributes)."""
+    TFLite multipliers (read-only attributes).  plan=False defers the SIMD plan
+    until the kernels have run _PLAN_AFTER outputs with these parameters; it
+    is then found once, outside the GIL, into a second block that calls use
+    from then on (the first is never written again, so concurrent calls are
+    safe)."""
     cdef fixq_eltwise p
+    cdef fixq_eltwise planned
+    cdef int state  # 0: p is final; 1: lazy, not planned yet; 2: being planned; 3: planned is final
+    cdef unsigned long long ran
 
     def __init__(self, str op, str rounding, str a_dtype, float a_scale, int32_t a_zero_point,
                  str b_dtype, float b_scale, int32_t b_zero_point, str y_dtype, float y_scale,
-                 int32_t y_zero_point, int32_t qmin, int32_t qmax):
+                 int32_t y_zero_point, int32_t qmin, int32_t qmax, bint plan=True):
         if op not in _OPS:
             raise ValueError(f"op must be one of {list(_OPS)}, got {op!r}")
         if rounding not in _ROUNDING_CODES:
             raise ValueError(f"rounding must be one of {list(_ROUNDING_CODES)}, got {rounding!r}")
-        st = fixq_eltwise_init(&self.p, _OPS[op], _ROUNDING_CODES[rounding], _DTYPE_CODES[a_dtype],
-                               a_scale, a_zero_point, _DTYPE_CODES[b_dtype], b_scale, b_zero_point,
-                               _DTYPE_CODES[y_dtype], y_scale, y_zero_point, qmin, qmax)
+        st = fixq__eltwise_setup(&self.p, _OPS[op], _ROUNDING_CODES[rounding], _DTYPE_CODES[a_dtype],
+                                 a_scale, a_zero_point, _DTYPE_CODES[b_dtype], b_scale, b_zero_point,
+                                 _DTYPE_CODES[y_dtype], y_scale, y_zero_point, qmin, qmax)
+        self.state = 0 if plan else 1
+        self.ran = 0
+        if st == FIXQ_OK and plan:
+            fixq__eltwise_plan(&self.p)
         if st == FIXQ_ERR_UNSUPPORTED:
             raise ValueError(self._unrepresentable(op, rounding))
         check_status(st, f"q{op}")
@@ -54,17 +70,34 @@ cdef class EltwiseParams:
                 "out": (self.p.y_multiplier, self.p.y_shift)}
 
 
+    cdef const fixq_eltwise *use(self, unsigned long long n):
+        """The block for a call of n outputs (with the GIL held)."""
+        cdef fixq_eltwise local
+        if self.state == 3:
+            return &self.planned
+        if self.state == 1:
+            self.ran += n
+            if self.ran >= _PLAN_AFTER:
+                self.state = 2  # other threads keep using p meanwhile
+                local = self.p
+                with nogil:
+                    fixq__eltwise_plan(&local)
+                self.planned = local
+                self.state = 3
+                return &self.planned
+        return &self.p
+
     @property
     def plan(self):
         """The SIMD plan (fixq.h, fixq_eltwise.lin_*): ADD and int8 requantize {ra, rb, u, k, t, neg}, MUL
-        {alpha, g, gneg, t} (float32 values); None when absent."""
-        if self.p.lin_k == 0:
+        {alpha, g, gneg, t} (float32 values); None when absent (or, for plan=False, not made yet)."""
+        cdef const fixq_eltwise *e = &self.planned if self.state == 3 else &self.p
+        if e.lin_k == 0:
             return None
-        if self.p.op == FIXQ_OP_MUL and self.p.lin_rb >= 0:
-            bits = _np.array([self.p.lin_ra, self.p.lin_u, self.p.lin_neg], _np.int32).view(_np.float32)
-            return {"alpha": float(bits[0]), "g": float(bits[1]), "gneg": float(bits[2]), "t": self.p.lin_t}
-        return {"ra": self.p.lin_ra, "rb": self.p.lin_rb, "u": self.p.lin_u, "k": self.p.lin_k,
-                "t": self.p.lin_t, "neg": self.p.lin_neg}
+        if e.op == FIXQ_OP_MUL and e.lin_rb >= 0:
+            bits = _np.array([e.lin_ra, e.lin_u, e.lin_neg], _np.int32).view(_np.float32)
+            return {"alpha": float(bits[0]), "g": float(bits[1]), "gneg": float(bits[2]), "t": e.lin_t}
+        return {"ra": e.lin_ra, "rb": e.lin_rb, "u": e.lin_u, "k": e.lin_k, "t": e.lin_t, "neg": e.lin_neg}
 
 
 def eltwise_nd(EltwiseParams params, const unsigned char[::1] a, const unsigned char[::1] b,
@@ -76,6 +109,8 @@ def eltwise_nd(EltwiseParams params, const unsigned char[::1] a, const unsigned 
     cdef ptrdiff_t c_ys[16]
     cdef Py_ssize_t nd = len(shape), d, ext_a = 0, ext_b = 0, ext_y = 0
     cdef fixq_status st
+    cdef unsigned long long count = 1
+    cdef const fixq_eltwise *e
     if not 1 <= nd <= 16 or len(a_strides) != nd or len(b_strides) != nd or len(y_strides) != nd:
         raise ValueError("shape and strides must have the same length, 1..16")
     for d in range(nd):
@@ -87,13 +122,15 @@ def eltwise_nd(EltwiseParams params, const unsigned char[::1] a, const unsigned 
         c_as[d] = a_strides[d]
         c_bs[d] = b_strides[d]
         c_ys[d] = y_strides[d]
+        count *= <unsigned long long>c_shape[d]
         ext_a += (shape[d] - 1) * a_strides[d]
         ext_b += (shape[d] - 1) * b_strides[d]
         ext_y += (shape[d] - 1) * y_strides[d]
     if ext_a >= a.shape[0] or ext_b >= b.shape[0] or ext_y >= y.shape[0]:
         raise ValueError("strides reach outside a buffer")
+    e = params.use(count)
     with nogil:
-        st = fixq_eltwise_nd(&params.p, nd, c_shape, &a[0], c_as, &b[0], c_bs, &y[0], c_ys)
+        st = fixq_eltwise_nd(e, nd, c_shape, &a[0], c_as, &b[0], c_bs, &y[0], c_ys)
     check_status(st, "eltwise")
 
 
@@ -129,6 +166,7 @@ def eltwise_flat(EltwiseParams params, a, b, y):
     cdef Py_ssize_t n, nb
     cdef bint ok
     cdef size_t nd = 1
+    cdef const fixq_eltwise *e
     try:
         PyObject_GetBuffer(a, &va, PyBUF_C_CONTIGUOUS)
     except (BufferError, ValueError):  # numpy: not C-contiguous, read-only
@@ -159,8 +197,9 @@ def eltwise_flat(EltwiseParams params, a, b, y):
             shape[0], shape[1] = n // nb, nb
             sa[0], sa[1] = nb, 1
             sb[0], sb[1] = 0, 1
+        e = params.use(n)
         with nogil:
-            st = fixq_eltwise_nd(&params.p, nd, shape, pa, sa, pb, sb, py, sa)
+            st = fixq_eltwise_nd(e, nd, shape, pa, sa, pb, sb, py, sa)
     PyBuffer_Release(&va)
     PyBuffer_Release(&vb)
     PyBuffer_Release(&vy)

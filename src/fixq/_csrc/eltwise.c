@@ -61,18 +61,48 @@ typedef struct {
 
 #define POINT_X(i) (f->px ? (int64_t)f->px[i] * ra : (((i) >> 8) - 128) * ra + (((i) & 255) - 128) * rb)
 #define POINT_Y(i) ((int64_t)(p->y_dtype == FIXQ_UINT8 ? (int32_t)f->y[i] : (int32_t)(int8_t)f->y[i]) - f->oy)
+/* The interval [*lo, *hi] of offsets u that put every point with output in
+ * [omin, omax] in its interval (clamped outputs bound one side only). */
+static void offset_interval(const fixq_eltwise *p, const fit_problem *f, int64_t ra, int64_t rb, int64_t omin,
+                            int64_t omax, int64_t *lo, int64_t *hi) {
+  const int64_t one = INT64_C(1) << f->k;
+  *lo = INT64_MIN;
+  *hi = INT64_MAX;
+  for (int i = 0; i < f->count; i++) {
+    const int64_t x = POINT_X(i), o = POINT_Y(i);
+    if (o < omin || o > omax) continue;
+    if (o > f->qmin && o * one - x > *lo) *lo = o * one - x;
+    if (o < f->qmax && (o + 1) * one - 1 - x < *hi) *hi = (o + 1) * one - 1 - x;
+  }
+  if (*lo == INT64_MIN) *lo = *hi == INT64_MAX ? 0 : *hi;
+  if (*hi == INT64_MAX) *hi = *lo;
+}
+
 static int fit_offsets(fixq_eltwise *p, const fit_problem *f, int64_t ra, int64_t rb) {
   const int k = f->k;
   const int64_t one = INT64_C(1) << k, t = f->t, qmin = f->qmin, qmax = f->qmax;
   const int64_t span = 128 * (ra + rb); /* |n - u|: n must fit int32 in the kernels */
-  /* tie shifts: none (the kernel then skips it), one unit, and RoundingDivideByPOT's
-   * 2^-r_out of an output step between values above and below zero */
+  /* tie shifts: none (the kernel then skips it), one unit, RoundingDivideByPOT's
+   * 2^-r_out of an output step between values above and below zero, and one
+   * fitted on its own (c == 3): u from the points at or above the output zero
+   * point, u + neg from those at or below, for the ties that SRDHM's rounding
+   * makes exact on one side of zero and not on the other */
   const int64_t negs[3] = {0, -1, f->r_out > 0 && k >= f->r_out ? -(INT64_C(1) << (k - f->r_out)) : 0};
-  for (int c = 0; c < 3; c++) {
-    const int64_t neg = negs[c];
-    if (c > 0 && neg == 0) continue;
+  for (int c = 0; c < 4; c++) {
+    int64_t neg = c < 3 ? negs[c] : 0;
+    if (c > 0 && c < 3 && neg == 0) continue;
     int64_t lo = INT64_MIN, hi = INT64_MAX, u = 0;
-    for (int round = 0; round < 2; round++) { /* round 0 estimates u, round 1 uses it for the tie side */
+    if (c == 3) {
+      const int64_t zr = (t - (one >> 1)) >> k; /* the output zero point, int8 domain */
+      int64_t lo_neg, hi_neg;
+      offset_interval(p, f, ra, rb, zr, qmax, &lo, &hi);
+      offset_interval(p, f, ra, rb, qmin, zr, &lo_neg, &hi_neg);
+      u = lo + (hi - lo) / 2;
+      const int64_t u_neg = hi_neg < u ? lo_neg + (hi_neg - lo_neg) / 2 : u;
+      if (lo_neg > hi_neg || u_neg < lo_neg || u_neg - u <= INT32_MIN) continue;
+      neg = u_neg - u;
+    }
+    for (int round = 0; round < 2 && c < 3; round++) { /* round 0 estimates u, round 1 uses it for the tie side */
       lo = INT64_MIN;
       hi = INT64_MAX;
       for (int i = 0; i < f->count; i++) {
@@ -85,7 +115,7 @@ static int fit_offsets(fixq_eltwise *p, const fit_problem *f, int64_t ra, int64_
       if (hi == INT64_MAX) hi = lo;
       u = lo + (hi - lo) / 2;
     }
-    if (lo > hi || u - span <= INT32_MIN || u + span >= INT32_MAX || t <= INT32_MIN || t >= INT32_MAX) continue;
+    if (lo > hi || u + neg - span <= INT32_MIN || u + span >= INT32_MAX || t <= INT32_MIN || t >= INT32_MAX) continue;
     int exact = 1;
     for (int i = 0; i < f->count && exact; i++) {
       int64_t o = lin_out(POINT_X(i), u, t, neg, k);
@@ -132,6 +162,18 @@ static void fit_linear(fixq_eltwise *p, int count, const int32_t *px, const uint
   for (int sl = 0; sl < 4; sl++) {
     const int64_t ra = sl & 1 ? ra1 : ra0, rb = sl & 2 ? rb1 : rb0;
     if ((sl & 1 && ra1 == ra0) || (sl & 2 && rb1 == rb0)) continue;
+    if (fit_offsets(p, &f, ra, rb)) return;
+  }
+  /* Scales in a simple ratio (1/256 against 1/32) make ties along lines of
+   * equal a' xa + b' xb; the slopes then have to keep that ratio exactly while
+   * leaning one way: the larger slope one or two units off, the other scaled. */
+  if (xb == 0.0) return;
+  for (int c = 0; c < 8; c++) {
+    const int d = (c & 3) < 2 ? (c & 3) - 2 : (c & 3) - 1; /* -2, -1, 1, 2: from the smaller slope, then the larger */
+    int64_t ra, rb;
+    if ((xa <= xb) == (c < 4)) ra = ra0 + d, rb = llround((double)ra * xb / xa);
+    else rb = rb0 + d, ra = llround((double)rb * xa / xb);
+    if (ra < 0 || rb < 0 || (double)(ra > rb ? ra : rb) >= rlimit) continue;
     if (fit_offsets(p, &f, ra, rb)) return;
   }
 }
@@ -240,11 +282,11 @@ static void plan_mul(fixq_eltwise *p) {
   free(buf);
 }
 
-fixq_status fixq_eltwise_init(fixq_eltwise *p, fixq_eltwise_op op, fixq_rounding rounding,
-                              fixq_dtype a_dtype, float a_scale, int32_t a_zero_point,
-                              fixq_dtype b_dtype, float b_scale, int32_t b_zero_point,
-                              fixq_dtype y_dtype, float y_scale, int32_t y_zero_point,
-                              int32_t qmin, int32_t qmax) {
+fixq_status fixq__eltwise_setup(fixq_eltwise *p, fixq_eltwise_op op, fixq_rounding rounding,
+                                fixq_dtype a_dtype, float a_scale, int32_t a_zero_point,
+                                fixq_dtype b_dtype, float b_scale, int32_t b_zero_point,
+                                fixq_dtype y_dtype, float y_scale, int32_t y_zero_point,
+                                int32_t qmin, int32_t qmax) {
   int32_t lo, hi;
   if (p == NULL || (op != FIXQ_OP_ADD && op != FIXQ_OP_MUL)) return FIXQ_ERR_INVALID_ARGUMENT;
   if (rounding != FIXQ_ROUND_DOUBLE && rounding != FIXQ_ROUND_SINGLE && rounding != FIXQ_ROUND_FP32)
@@ -288,9 +330,23 @@ fixq_status fixq_eltwise_init(fixq_eltwise *p, fixq_eltwise_op op, fixq_rounding
     p->a_multiplier = p->b_multiplier = p->y_multiplier = 0;
     p->a_shift = p->b_shift = p->y_shift = 0;
   }
-  if (op == FIXQ_OP_ADD) plan_add(p);
-  else if (fegetround() == FE_TONEAREST) plan_mul(p); /* fit_float's fmaf rounds as the kernels' fma */
   return FIXQ_OK;
+}
+
+void fixq__eltwise_plan(fixq_eltwise *p) {
+  if (p->op == FIXQ_OP_ADD) plan_add(p);
+  else if (fegetround() == FE_TONEAREST) plan_mul(p); /* fit_float's fmaf rounds as the kernels' fma */
+}
+
+fixq_status fixq_eltwise_init(fixq_eltwise *p, fixq_eltwise_op op, fixq_rounding rounding,
+                              fixq_dtype a_dtype, float a_scale, int32_t a_zero_point,
+                              fixq_dtype b_dtype, float b_scale, int32_t b_zero_point,
+                              fixq_dtype y_dtype, float y_scale, int32_t y_zero_point,
+                              int32_t qmin, int32_t qmax) {
+  const fixq_status st = fixq__eltwise_setup(p, op, rounding, a_dtype, a_scale, a_zero_point, b_dtype, b_scale,
+                                             b_zero_point, y_dtype, y_scale, y_zero_point, qmin, qmax);
+  if (st == FIXQ_OK) fixq__eltwise_plan(p);
+  return st;
 }
 
 /* Range checks on a filled fixq_eltwise (memory safety does not depend on

@@ -23,11 +23,12 @@
 
 typedef struct {
   __m512i flip_a, flip_b, flip_y; /* 0x80 bytes for uint8 operands */
-  __m512i hi, lo, u, t, neg, zab;
+  __m512i hi, lo, u, t, neg;
   __m512 alpha, g, gneg;           /* MUL float form */
   __m512i qmin, qmax;              /* int8 domain */
   __m512i rq_d;                    /* requantize form: the tie side a' <= d */
   __m512i kv;                      /* k per lane: vpsravd (Zen 4 runs the xmm-count vpsrad ~13% slower here) */
+  __m512i iu0, iu1, is0, is1, sk, pc; /* MUL's product by vpdpbusd (mul_layout) */
 } plan512;
 
 AVX512_INLINE __m512i finish16(__m512i n, const plan512 *c, int ties) {
@@ -40,12 +41,14 @@ AVX512_INLINE __m512i add16(__m512i z, const plan512 *c, int ties) {
   return finish16(_mm512_dpbusd_epi32(_mm512_dpwssd_epi32(c->u, z, c->hi), c->lo, z), c, ties);
 }
 
-/* MUL float form: d = (a' - za', b' - zb') int16 pairs, P = va vb by vpmaddwd
- * (exact in float32), f = fma(P, alpha, P < t ? gneg : g) rounded once to
- * nearest even, then floor; both roundings are given in the instructions. */
-AVX512_INLINE __m512i mul16(__m512i z, const plan512 *c, int split) {
-  const __m512i d = _mm512_sub_epi16(_mm512_srai_epi16(z, 8), c->zab);
-  const __m512i prod = _mm512_madd_epi16(d, _mm512_srli_epi32(d, 16));
+/* MUL float form on 16 outputs from interleaved (x, y) byte pairs, tu as
+ * uint8 (x' + 128) and ts as int8 (x'): P by one vpdpbusd (mul_layout), f =
+ * fma(P, alpha, P < t ? gneg : g) rounded once to nearest even, then floor;
+ * both roundings are given in the instructions. */
+AVX512_INLINE __m512i mul16(__m512i tu, __m512i ts, __m512i iu, __m512i is, const plan512 *c, int split) {
+  const __m512i su = _mm512_shuffle_epi8(tu, iu);
+  const __m512i ss = _mm512_mask_shuffle_epi8(c->sk, _cvtu64_mask64(UINT64_C(0x1111111111111111)), ts, is);
+  const __m512i prod = _mm512_dpbusd_epi32(c->pc, su, ss);
   const __m512 g = split ? _mm512_mask_blend_ps(_mm512_cmplt_epi32_mask(prod, c->t), c->g, c->gneg) : c->g;
   const __m512 f = _mm512_fmadd_round_ps(_mm512_cvtepi32_ps(prod), c->alpha, g,
                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -65,13 +68,18 @@ AVX512_INLINE __m512i block64(__m512i av, __m512i bv, const plan512 *c, int form
   const __m512i zero = _mm512_setzero_si512();
   /* per 128-bit lane j: t0 pairs 16j..16j+7, t1 pairs 16j+8..16j+15 */
   const __m512i t0 = _mm512_unpacklo_epi8(av, bv), t1 = _mm512_unpackhi_epi8(av, bv);
-  const __m512i z0 = _mm512_unpacklo_epi8(zero, t0), z1 = _mm512_unpackhi_epi8(zero, t0);
-  const __m512i z2 = _mm512_unpacklo_epi8(zero, t1), z3 = _mm512_unpackhi_epi8(zero, t1);
   __m512i r0, r1, r2, r3;
   if (mul) {
-    r0 = mul16(z0, c, ties); r1 = mul16(z1, c, ties); r2 = mul16(z2, c, ties); r3 = mul16(z3, c, ties);
+    const __m512i x80 = _mm512_set1_epi8((char)0x80), u0 = _mm512_xor_si512(t0, x80), u1 = _mm512_xor_si512(t1, x80);
+    r0 = mul16(u0, t0, c->iu0, c->is0, c, ties);
+    r1 = mul16(u0, t0, c->iu1, c->is1, c, ties);
+    r2 = mul16(u1, t1, c->iu0, c->is0, c, ties);
+    r3 = mul16(u1, t1, c->iu1, c->is1, c, ties);
   } else {
-    r0 = add16(z0, c, ties); r1 = add16(z1, c, ties); r2 = add16(z2, c, ties); r3 = add16(z3, c, ties);
+    r0 = add16(_mm512_unpacklo_epi8(zero, t0), c, ties);
+    r1 = add16(_mm512_unpackhi_epi8(zero, t0), c, ties);
+    r2 = add16(_mm512_unpacklo_epi8(zero, t1), c, ties);
+    r3 = add16(_mm512_unpackhi_epi8(zero, t1), c, ties);
   }
   /* int32 -> int16 -> int8 saturation lands the outputs in order in each lane */
   __m512i y = _mm512_packs_epi16(_mm512_packs_epi32(r0, r1), _mm512_packs_epi32(r2, r3));
@@ -111,6 +119,52 @@ AVX512_INLINE void plan_row(size_t n, const int8_t *a, const int8_t *b, int8_t *
   }
 }
 
+/* MUL's product P = (a' - za')(b' - zb') (int8 domain) as one vpdpbusd on
+ * byte pairs: with x one operand, y the other, X = x' + 128 and ZX = zx' + 128
+ * (uint8), Y and ZY likewise,
+ *   P = (X - ZX)(y' - zy') = X y' + (-zy') X + (-ZX) Y + ZX ZY,
+ * so dword i takes the uint8 bytes (X, v1, v2, v3) against the int8 bytes
+ * (y', c1, c2, c3) with the constants c in [-128, 127] and ZX ZY in the
+ * accumulator: -zy' in one byte against X and -ZX in two against Y, or, when
+ * zy' = -128, 64 + 64 against X and -ZX (then >= -128) against Y.  x = a
+ * fits unless zb' = -128 and ZA > 128, when x = b does (-za' < 0).  Bytes as
+ * interleaved (a, b) pairs: output i of a lane is at 2i and 2i + 1. */
+static int mul_layout_for(plan512 *c, int x_is_a, int32_t zx, int32_t zy) {
+  const int32_t cx = -zy, cy = -(zx + 128);
+  int8_t vars[3], coef[3]; /* which operand (0: x, 1: y) each of bytes 1..3 reads, and its constant */
+  if (cx <= 127) {
+    vars[0] = 0, coef[0] = (int8_t)cx, vars[1] = vars[2] = 1, coef[1] = (int8_t)(cy - cy / 2), coef[2] = (int8_t)(cy / 2);
+  } else if (cy >= -128) {
+    vars[0] = vars[1] = 0, coef[0] = coef[1] = 64, vars[2] = 1, coef[2] = (int8_t)cy;
+  } else {
+    return 0;
+  }
+  int8_t iu[2][16], is[2][16], sk[16];
+  for (int h = 0; h < 2; h++)
+    for (int i = 0; i < 4; i++) {
+      const int o = 4 * h + i, px = 2 * o + !x_is_a, py = 2 * o + x_is_a;
+      iu[h][4 * i] = (int8_t)px;
+      is[h][4 * i] = (int8_t)py;
+      for (int j = 0; j < 3; j++) {
+        iu[h][4 * i + 1 + j] = (int8_t)(vars[j] ? py : px);
+        is[h][4 * i + 1 + j] = 0;
+        sk[4 * i + 1 + j] = coef[j];
+      }
+      sk[4 * i] = 0;
+    }
+  c->iu0 = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)iu[0]));
+  c->iu1 = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)iu[1]));
+  c->is0 = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)is[0]));
+  c->is1 = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)is[1]));
+  c->sk = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)sk));
+  c->pc = _mm512_set1_epi32((zx + 128) * (zy + 128));
+  return 1;
+}
+
+static void mul_layout(plan512 *c, int32_t za, int32_t zb) {
+  if (!mul_layout_for(c, 1, za, zb)) mul_layout_for(c, 0, zb, za);
+}
+
 static void plan_init(plan512 *c, const fixq_eltwise *p) {
   const int au = p->a_dtype == FIXQ_UINT8, bu = p->b_dtype == FIXQ_UINT8, yu = p->y_dtype == FIXQ_UINT8;
   const int32_t ra = p->lin_ra, rb = p->lin_rb;
@@ -123,7 +177,7 @@ static void plan_init(plan512 *c, const fixq_eltwise *p) {
   c->t = _mm512_set1_epi32(p->lin_t);
   c->neg = _mm512_set1_epi32(p->lin_neg);
   c->kv = _mm512_set1_epi32(p->lin_k);
-  c->hi = c->lo = c->zab = c->rq_d = _mm512_setzero_si512();
+  c->hi = c->lo = c->rq_d = c->iu0 = c->iu1 = c->is0 = c->is1 = c->sk = c->pc = _mm512_setzero_si512();
   c->alpha = c->g = c->gneg = _mm512_setzero_ps();
   if (p->op == FIXQ_OP_MUL && rb >= 0) { /* fixq.h's MUL float form */
     float f[3];
@@ -133,8 +187,7 @@ static void plan_init(plan512 *c, const fixq_eltwise *p) {
     c->alpha = _mm512_set1_ps(f[0]);
     c->g = _mm512_set1_ps(f[1]);
     c->gneg = _mm512_set1_ps(f[2]);
-    c->zab = _mm512_set1_epi32((int32_t)((uint32_t)(uint16_t)(p->b_zero_point - (bu ? 128 : 0)) << 16 |
-                                         (uint16_t)(p->a_zero_point - (au ? 128 : 0))));
+    mul_layout(c, p->a_zero_point - (au ? 128 : 0), p->b_zero_point - (bu ? 128 : 0));
     return;
   }
   const int32_t rbb = rb < 0 ? p->lin_neg : rb; /* a MUL with lin_rb < 0: fixq.h's requantize form */

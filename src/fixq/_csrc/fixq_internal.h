@@ -259,6 +259,15 @@ void fixq_eltwise__avx512vnni(size_t rows, size_t n, const void *a, ptrdiff_t a_
                               const fixq_eltwise *p);
 #endif
 
+/* fixq_eltwise_init in two steps: the checks and multipliers (no plan,
+ * lin_k = 0), then the SIMD plan (0.5 to 15 ms: the contract on all 65536
+ * input pairs and the fit), for callers that plan only when it pays. */
+fixq_status fixq__eltwise_setup(fixq_eltwise *p, fixq_eltwise_op op, fixq_rounding rounding, fixq_dtype a_dtype,
+                                float a_scale, int32_t a_zero_point, fixq_dtype b_dtype, float b_scale,
+                                int32_t b_zero_point, fixq_dtype y_dtype, float y_scale, int32_t y_zero_point,
+                                int32_t qmin, int32_t qmax);
+void fixq__eltwise_plan(fixq_eltwise *p);
+
 /* The parameter block that computes fixq_requantize_q8 through fixq_eltwise_nd
  * with b a single int8 1 broadcast (p per tensor); plan: also the SIMD plan
  * over the 256 input values (a few microseconds). */
