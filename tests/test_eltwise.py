@@ -159,22 +159,30 @@ def test_linear_plan(isa, op):
 
 
 # "Round" scales: y depends on a' + 8 b' (say) alone, with exact real ties that the fixed-point roundings
-# decide; init finds plans whose slopes keep the scale ratio and whose tie shift below zero is fitted.
+# decide (or, in fp32, half to even); init finds plans whose slopes keep the scale ratio, whose tie shift
+# below zero is fitted, or that round exact ties to even.
 ROUND_SCALES = [(1 / 256, 1 / 256, 0.1, "double"), (1 / 256, 1 / 32, 0.1, "double"), (1 / 256, 1 / 32, 0.1, "single"),
-                (1 / 256, 1 / 128, 0.1, "single"), (1 / 128, 0.5, 0.05, "double"), (0.5, 1 / 64, 0.2, "single")]
+                (1 / 256, 1 / 128, 0.1, "single"), (1 / 128, 0.5, 0.05, "double"), (0.5, 1 / 64, 0.2, "single"),
+                (1 / 256, 1 / 256, 1 / 128, "fp32"), (1 / 256, 1 / 32, 0.1, "fp32"), (1.0, 1.0, 2.0, "fp32")]
 
 
 @pytest.mark.parametrize("sa, sb, so, rounding", ROUND_SCALES)
 def test_round_scale_plans(isa, sa, sb, so, rounding):
-    p = fixq._core.EltwiseParams("add", rounding, "int8", sa, 3, "int8", sb, -5, "int8", so, 1, -128, 127)
-    assert p.plan is not None
     a, b = all_pairs(np.int8, np.int8)
-    want = expect("add", a, b, sa, 3, sb, -5, so, 1, rounding)
-    np.testing.assert_array_equal(run("add", a, b, sa, 3, sb, -5, so, 1, rounding), want)
-    for n in (1, 31, 33, 63, 65, 257):
-        np.testing.assert_array_equal(run("add", a[:n], b[:n], sa, 3, sb, -5, so, 1, rounding), want[:n])
-    rows = run("add", a.reshape(256, 256), b[:256], sa, 3, sb, -5, so, 1, rounding)
-    np.testing.assert_array_equal(rows, expect("add", a.reshape(256, 256), b[:256], sa, 3, sb, -5, so, 1, rounding))
+    for zo in (1, 0, -128):  # ties to even depend on the zero point's parity
+        p = fixq._core.EltwiseParams("add", rounding, "int8", sa, 3, "int8", sb, -5, "int8", so, zo, -128, 127)
+        assert p.plan is not None
+        want = expect("add", a, b, sa, 3, sb, -5, so, zo, rounding)
+        np.testing.assert_array_equal(run("add", a, b, sa, 3, sb, -5, so, zo, rounding), want)
+        for n in (1, 31, 33, 63, 65, 257):
+            np.testing.assert_array_equal(run("add", a[:n], b[:n], sa, 3, sb, -5, so, zo, rounding), want[:n])
+        rows = run("add", a.reshape(256, 256), b[:256], sa, 3, sb, -5, so, zo, rounding)
+        np.testing.assert_array_equal(rows, expect("add", a.reshape(256, 256), b[:256], sa, 3, sb, -5, so, zo,
+                                                   rounding))
+    p = fixq._core.EltwiseParams("add", rounding, "uint8", sa, 128, "uint8", sb, 0, "uint8", so, 7, 0, 255)
+    au, bu = all_pairs(np.uint8, np.uint8)
+    np.testing.assert_array_equal(run("add", au, bu, sa, 128, sb, 0, so, 7, rounding, np.uint8),
+                                  expect("add", au, bu, sa, 128, sb, 0, so, 7, rounding, np.uint8), err_msg=str(p.plan))
 
 
 ZP_EXTREMES = [(-128, 127, -128, np.int8, np.int8, np.int8), (127, -128, 127, np.int8, np.int8, np.int8),

@@ -455,3 +455,18 @@ def test_numpy_scalars_and_0d_arrays_where_scalars_are_taken(tmp_path):
         np.testing.assert_array_equal(m.run(x, threads=threads), m.run(x, threads=2))
     with pytest.raises(ValueError, match="threads must be an integer >= 1, got np.int64.0."):
         m.run(x, threads=np.int64(0))
+
+
+@pytest.mark.parametrize("zero_point", [2**31, -2**31 - 1, 2**64])
+def test_per_channel_int_zero_point_outside_int32(isa, zero_point):
+    """A Python int zero point beyond int32 with per-channel arrays gets the range message (it was numpy's
+    OverflowError from the per-channel fast path)."""
+    acc = np.array([[1, 2], [3, 4]], np.int32)
+    with pytest.raises(ValueError, match="zero_point"):
+        fixq.requantize(acc, scale=np.array([1.0, 1.0], np.float32), zero_point=zero_point, dtype=np.int8,
+                        rounding="fp32", axis=0)
+    with pytest.raises(ValueError, match="zero_point"):
+        fixq.quantize(np.ones((2, 2), np.float32), np.array([1.0, 1.0], np.float32), zero_point, axis=0)
+    with pytest.raises(ValueError, match="out_zero_point"):
+        fixq.qlinear(np.zeros((1, 4), np.int8), np.ones((2, 4), np.int8), multiplier=np.full(2, 1 << 30, np.int32),
+                     shift=np.zeros(2, np.int32), out_zero_point=zero_point)

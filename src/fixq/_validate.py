@@ -59,6 +59,9 @@ def split_shape(shape, axis):
 
 def per_channel(value, channels, name, dtype):
     """`value` (scalar or 1-D of length 1 or `channels`) as a contiguous array of length `channels`."""
+    if type(value) is int and np.dtype(dtype).kind in "iu" and not -2**63 <= value < 2**63:  # numpy: dtype object
+        lo, hi = INT_RANGES[np.dtype(dtype)]
+        raise ValueError(f"{name} must lie in [{lo}, {hi}], got {value!r}")
     a = np.asarray(value)
     if a.ndim > 1 or (a.ndim == 1 and a.shape[0] not in (1, channels)):
         raise ValueError(f"{name} must be a scalar or a 1-D array of length {channels}, got shape {a.shape}")
@@ -195,7 +198,7 @@ def c_zero_points(zero_point, n):
     """Zero points for n channels as the C calls take them: a c_column as is, a Python int
     broadcast; None for anything else (the checked path)."""
     if type(zero_point) is int:
-        return np.full(n, zero_point, np.int32)
+        return np.full(n, zero_point, np.int32) if -2**31 <= zero_point < 2**31 else None
     return zero_point if c_column(zero_point, n, _I32) else None
 
 

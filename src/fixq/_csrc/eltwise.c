@@ -48,6 +48,8 @@ static int multiplier_ok(double real, int32_t *m, int32_t *shift) {
  * plan. */
 static int64_t lin_out(int64_t x, int64_t u, int64_t t, int64_t neg, int k) {
   const int64_t n = x + u;
+  if (neg == 1) /* ties to even (fixq.h) */
+    return (n - ((n & ((INT64_C(2) << k) - 1)) == t)) >> k;
   return (n + (n < t ? neg : 0)) >> k;
 }
 
@@ -88,12 +90,26 @@ static int fit_offsets(fixq_eltwise *p, const fit_problem *f, int64_t ra, int64_
    * point, u + neg from those at or below, for the ties that SRDHM's rounding
    * makes exact on one side of zero and not on the other */
   const int64_t negs[3] = {0, -1, f->r_out > 0 && k >= f->r_out ? -(INT64_C(1) << (k - f->r_out)) : 0};
-  for (int c = 0; c < 4; c++) {
-    int64_t neg = c < 3 ? negs[c] : 0;
+  const int64_t zr = (t - (one >> 1)) >> k; /* the output zero point, int8 domain */
+  for (int c = 0; c < 5; c++) {
+    int64_t neg = c < 3 ? negs[c] : 0, tc = t;
     if (c > 0 && c < 3 && neg == 0) continue;
     int64_t lo = INT64_MIN, hi = INT64_MAX, u = 0;
+    if (c == 4) { /* FP32's half to even on exact ties: fixq.h's ADD form with lin_neg = 1 */
+      if (p->op != FIXQ_OP_ADD || p->rounding != FIXQ_ROUND_FP32) continue;
+      neg = 1;
+      tc = ((zr & 1) ^ 1) << k; /* n's low k + 1 bits at a tie whose lower neighbour is even */
+      for (int i = 0; i < f->count; i++) {
+        const int64_t x = POINT_X(i), o = POINT_Y(i);
+        /* n = o 2^k rounds down when (o - zr) is odd, n = (o + 1) 2^k to o when (o + 1 - zr) is */
+        if (o > qmin && o * one + ((o - zr) & 1) - x > lo) lo = o * one + ((o - zr) & 1) - x;
+        if (o < qmax && (o + 1) * one - 1 + ((o + 1 - zr) & 1) - x < hi) hi = (o + 1) * one - 1 + ((o + 1 - zr) & 1) - x;
+      }
+      if (lo == INT64_MIN) lo = hi == INT64_MAX ? 0 : hi;
+      if (hi == INT64_MAX) hi = lo;
+      u = lo + (hi - lo) / 2;
+    }
     if (c == 3) {
-      const int64_t zr = (t - (one >> 1)) >> k; /* the output zero point, int8 domain */
       int64_t lo_neg, hi_neg;
       offset_interval(p, f, ra, rb, zr, qmax, &lo, &hi);
       offset_interval(p, f, ra, rb, qmin, zr, &lo_neg, &hi_neg);
@@ -115,10 +131,12 @@ static int fit_offsets(fixq_eltwise *p, const fit_problem *f, int64_t ra, int64_
       if (hi == INT64_MAX) hi = lo;
       u = lo + (hi - lo) / 2;
     }
-    if (lo > hi || u + neg - span <= INT32_MIN || u + span >= INT32_MAX || t <= INT32_MIN || t >= INT32_MAX) continue;
+    if (lo > hi || u - (neg < 0 ? -neg : 1) - span <= INT32_MIN || u + span >= INT32_MAX || t <= INT32_MIN ||
+        t >= INT32_MAX)
+      continue;
     int exact = 1;
     for (int i = 0; i < f->count && exact; i++) {
-      int64_t o = lin_out(POINT_X(i), u, t, neg, k);
+      int64_t o = lin_out(POINT_X(i), u, tc, neg, k);
       o = o < qmin ? qmin : o > qmax ? qmax : o;
       exact = o == POINT_Y(i);
     }
@@ -126,7 +144,7 @@ static int fit_offsets(fixq_eltwise *p, const fit_problem *f, int64_t ra, int64_
     p->lin_ra = (int32_t)ra;
     p->lin_rb = (int32_t)rb;
     p->lin_u = (int32_t)u;
-    p->lin_t = (int32_t)t;
+    p->lin_t = (int32_t)tc;
     p->lin_neg = (int32_t)neg;
     p->lin_k = k;
     return 1;
@@ -148,8 +166,10 @@ static void fit_linear(fixq_eltwise *p, int count, const int32_t *px, const uint
   f.qmin = p->qmin - f.oy;
   f.qmax = p->qmax - f.oy;
   const double rmax = ra_real > rb_real ? ra_real : rb_real;
+  /* n = a' ra + b' rb + u, u about the output zero point times 2^k, must fit int32 */
+  const double reach = 128.0 * (ra_real + rb_real) + fabs((double)(p->y_zero_point - f.oy)) + 2.0;
   int k = 0;
-  while (k < 24 && rmax * ldexp(1.0, k + 1) < rlimit - 1.0) k++;
+  while (k < 24 && rmax * ldexp(1.0, k + 1) < rlimit - 1.0 && reach * ldexp(1.0, k + 1) < 2147483648.0) k++;
   if (k < 8) return;
   f.k = k;
   f.t = (int64_t)(p->y_zero_point - f.oy) * (INT64_C(1) << k) + (INT64_C(1) << (k - 1)); /* n < t: below zero */
@@ -366,7 +386,8 @@ static int eltwise_params_ok(const fixq_eltwise *p) {
   for (int i = 0; i < 3; i++)
     if (m[i] < 0 || sh[i] < -31 || sh[i] > 30) return 0;
   if (p->op == FIXQ_OP_ADD && p->rounding != FIXQ_ROUND_FP32 && (p->a_shift > 0 || p->b_shift > 0)) return 0;
-  return p->lin_k >= 0 && p->lin_k <= 30 && (p->lin_neg <= 0 || (p->op == FIXQ_OP_MUL && p->lin_rb == 0));
+  return p->lin_k >= 0 && p->lin_k <= 30 && (p->lin_neg <= 0 || (p->op == FIXQ_OP_MUL && p->lin_rb == 0) ||
+                                              (p->op == FIXQ_OP_ADD && p->lin_neg == 1 && p->lin_k <= 29));
 }
 
 /* Blocks of the two innermost dimensions (one row when ndim == 1), walking

@@ -58,6 +58,7 @@ typedef struct {
 /* the plans' constants (lin_row) */
 typedef struct {
   __m256i hi, lo, u, t, neg;
+  __m256i m2;           /* ties to even: 2^(k+1) - 1 */
   __m256i rq_d;         /* requantize form: the tie side a' <= d */
   __m256 alpha, g, gneg; /* MUL float form */
   __m256i k;
@@ -247,7 +248,8 @@ ALWAYS_INLINE void row(size_t n, const int8_t *a, const int8_t *b, int8_t *y, co
 ALWAYS_INLINE __m256i lin8(__m256i z, const lin_consts *c, int ties) {
   const __m256i lo = _mm256_madd_epi16(_mm256_maddubs_epi16(c->lo, z), _mm256_set1_epi16(1));
   __m256i n = _mm256_add_epi32(_mm256_madd_epi16(z, c->hi), _mm256_add_epi32(lo, c->u));
-  if (ties) n = _mm256_add_epi32(n, _mm256_and_si256(_mm256_cmpgt_epi32(c->t, n), c->neg));
+  if (ties == 1) n = _mm256_add_epi32(n, _mm256_and_si256(_mm256_cmpgt_epi32(c->t, n), c->neg));
+  if (ties == 2) n = _mm256_add_epi32(n, _mm256_cmpeq_epi32(_mm256_and_si256(n, c->m2), c->t)); /* -1 at ties */
   return _mm256_srav_epi32(n, c->k);
 }
 
@@ -264,11 +266,11 @@ ALWAYS_INLINE __m256i mulf8(__m256i z, const lin_consts *c, const consts *k, int
 
 /* form: ADD (0), ADD with ties (1), fixq.h's int8 requantize form (2: b' =
  * -[a' > d], rb = neg, u + neg, which adds neg exactly where a' <= d), MUL
- * float form with one offset (3) or two (4).  flip: an operand is uint8
+ * float form with one offset (3) or two (4), ADD with ties to even (5).  flip: an operand is uint8
  * (flipped to a' = x - 128).  clamp: the output clamp is narrower than int8
  * saturation. */
 ALWAYS_INLINE __m256i plan8(__m256i z, const lin_consts *c, const consts *k, int form) {
-  return form >= 3 ? mulf8(z, c, k, form == 4) : lin8(z, c, form == 1);
+  return form == 3 || form == 4 ? mulf8(z, c, k, form == 4) : lin8(z, c, form == 1 ? 1 : form == 5 ? 2 : 0);
 }
 
 ALWAYS_INLINE __m256i lin_block32(__m256i av, __m256i bv, const lin_consts *c, const consts *k, int form, int flip,
@@ -297,6 +299,7 @@ static void lin_consts_init(lin_consts *c, const fixq_eltwise *p) {
   c->u = _mm256_set1_epi32(p->lin_u);
   c->t = _mm256_set1_epi32(p->lin_t);
   c->neg = _mm256_set1_epi32(p->lin_neg);
+  c->m2 = _mm256_set1_epi32((int32_t)((UINT32_C(2) << p->lin_k) - 1));
   c->k = _mm256_set1_epi32(p->lin_k);
   if (p->op == FIXQ_OP_MUL && rb >= 0) { /* fixq.h's MUL float form */
     float f[3];
@@ -401,6 +404,7 @@ void fixq_eltwise__avx2(size_t rows, size_t n, const void *a0, ptrdiff_t a_strid
     } else if (planned) {
       if (p->op == FIXQ_OP_MUL && p->lin_neg != 0) LIN_FORM(2); /* requantize form (lin_rb < 0) */
       else if (p->op == FIXQ_OP_MUL) LIN_FORM(0);                /* without ties: b' = 1 times rb = 0 */
+      else if (p->lin_neg == 1) LIN_FORM(5);
       else if (p->lin_neg != 0) LIN_FORM(1);
       else LIN_FORM(0);
     } else if (p->op == FIXQ_OP_ADD) {

@@ -29,10 +29,14 @@ typedef struct {
   __m512i rq_d;                    /* requantize form: the tie side a' <= d */
   __m512i kv;                      /* k per lane: vpsravd (Zen 4 runs the xmm-count vpsrad ~13% slower here) */
   __m512i iu0, iu1, is0, is1, sk, pc; /* MUL's product by vpdpbusd (mul_layout) */
+  __m512i m2;                          /* ties to even: 2^(k+1) - 1 */
 } plan512;
 
+/* ties: 1 adds neg below t, 2 rounds exact ties to even (neg = -1 where n's
+ * low k + 1 bits equal t: fixq.h's lin_neg = 1). */
 AVX512_INLINE __m512i finish16(__m512i n, const plan512 *c, int ties) {
-  if (ties) n = _mm512_mask_add_epi32(n, _mm512_cmplt_epi32_mask(n, c->t), n, c->neg);
+  if (ties == 1) n = _mm512_mask_add_epi32(n, _mm512_cmplt_epi32_mask(n, c->t), n, c->neg);
+  if (ties == 2) n = _mm512_mask_add_epi32(n, _mm512_cmpeq_epi32_mask(_mm512_and_si512(n, c->m2), c->t), n, c->neg);
   return _mm512_srav_epi32(n, c->kv);
 }
 
@@ -175,7 +179,8 @@ static void plan_init(plan512 *c, const fixq_eltwise *p) {
   c->qmax = _mm512_set1_epi8((char)(p->qmax - (yu ? 128 : 0)));
   c->u = _mm512_set1_epi32(p->lin_u);
   c->t = _mm512_set1_epi32(p->lin_t);
-  c->neg = _mm512_set1_epi32(p->lin_neg);
+  c->neg = _mm512_set1_epi32(p->lin_neg == 1 ? -1 : p->lin_neg);
+  c->m2 = _mm512_set1_epi32((int32_t)((UINT32_C(2) << p->lin_k) - 1));
   c->kv = _mm512_set1_epi32(p->lin_k);
   c->hi = c->lo = c->rq_d = c->iu0 = c->iu1 = c->is0 = c->is1 = c->sk = c->pc = _mm512_setzero_si512();
   c->alpha = c->g = c->gneg = _mm512_setzero_ps();
@@ -206,7 +211,8 @@ static void plan_init(plan512 *c, const fixq_eltwise *p) {
   } while (0)
 #define PLAN_TIES(form, flip)                        \
   do {                                               \
-    if (ties) PLAN_CLAMP(form, flip, 1);             \
+    if (ties == 2) PLAN_CLAMP(form, flip, 2);        \
+    else if (ties) PLAN_CLAMP(form, flip, 1);        \
     else PLAN_CLAMP(form, flip, 0);                  \
   } while (0)
 #define PLAN_FLIP(form)                              \
@@ -228,7 +234,8 @@ void fixq_eltwise__avx512vnni(size_t rows, size_t n, const void *a0, ptrdiff_t a
   const int clamp = p->qmin - oy > INT8_MIN || p->qmax - oy < INT8_MAX;
   const int flip = p->a_dtype == FIXQ_UINT8 || p->b_dtype == FIXQ_UINT8 || p->y_dtype == FIXQ_UINT8;
   const int stream = rows * n >= STREAM_MIN;
-  const int ties = p->op == FIXQ_OP_ADD ? p->lin_neg != 0 : p->lin_rb >= 0 && p->lin_u != p->lin_neg;
+  const int ties = p->op == FIXQ_OP_ADD ? (p->lin_neg == 1 ? 2 : p->lin_neg != 0)
+                                         : p->lin_rb >= 0 && p->lin_u != p->lin_neg;
   for (size_t r = 0; r < rows; r++) {
     const int8_t *a = (const int8_t *)a0 + (ptrdiff_t)r * a_stride, *b = (const int8_t *)b0 + (ptrdiff_t)r * b_stride;
     int8_t *y = (int8_t *)y0 + (ptrdiff_t)r * y_stride;

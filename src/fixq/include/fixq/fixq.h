@@ -188,6 +188,8 @@ typedef struct {
    *   ADD: every output equals clamp((n + (n < lin_t ? lin_neg : 0)) >> lin_k),
    *        n = a'*lin_ra + b'*lin_rb + lin_u (a', b' int8-domain inputs),
    *        lin_neg <= 0 (double rounding treats values below zero differently);
+   *        lin_neg == 1 instead rounds exact ties to even (fp32):
+   *        clamp((n - ((n & (2^(lin_k+1) - 1)) == lin_t)) >> lin_k);
    *   MUL: clamp(floor(fmaf((float)P, alpha, P < lin_t ? gneg : g))), P = (a -
    *        a_zero_point) * (b - b_zero_point), with the float32 bits of alpha,
    *        g, gneg in lin_ra, lin_u, lin_neg (one rounding, to nearest even),
