@@ -197,7 +197,7 @@ def test_mul_float_plan(isa, zps):
     back to the exact kernels)."""
     za, zb, zo, dta, dtb, dto = zps
     a, b = all_pairs(dta, dtb)
-    kinds = set()
+    kinds, biases = set(), set()
     for ratio in (1e-6, 3.7e-3, 0.0213 * 0.0171 / 0.0391, 0.25, 1 / 3, 41.0, 1e6):
         sa, sb = 0.0213, 0.0171
         so = float(np.float32(sa * sb / ratio))
@@ -206,6 +206,7 @@ def test_mul_float_plan(isa, zps):
                                          np.dtype(dto).name, so, zo, np.iinfo(dto).min, np.iinfo(dto).max)
             plan = p.plan
             kinds.add(None if plan is None else plan["g"] != plan["gneg"])
+            biases.add(None if plan is None else plan["bias"])
             want = expect("mul", a, b, sa, za, sb, zb, so, zo, rounding, dto)
             np.testing.assert_array_equal(run("mul", a, b, sa, za, sb, zb, so, zo, rounding, dto), want,
                                           err_msg=f"{ratio} {rounding} {plan}")
@@ -221,6 +222,7 @@ def test_mul_float_plan(isa, zps):
                 np.testing.assert_array_equal(y, want)
     assert False in kinds  # the one-offset plan ran
     assert True in kinds or za != 3  # and the two-offset one, with the typical zero points
+    assert 12582912 in biases and (0 in biases or za != 3)  # the biased product taken by its bits, and converted
     split = fixq._core.EltwiseParams("mul", "double", "int8", 0.0213, 3, "int8", 0.0171, -5, "int8",
                                      float(np.float32(0.0213 * 0.0171 * 3)), 1, -128, 127).plan
     assert split["g"] != split["gneg"]  # double rounding's two offsets (test_all_pairs runs such sets)

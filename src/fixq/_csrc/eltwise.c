@@ -229,15 +229,16 @@ static void plan_add(fixq_eltwise *p) {
  * saturation follow as in the linear plan. */
 static double below_mid(double o) { return o - (o - (double)nextafterf((float)o, -INFINITY)) / 2; }
 
-/* side: every point (-1), those with P >= pt (0) or P < pt (1). */
+/* side: every point (-1), those with P >= pt (0) or P < pt (1); bias: the
+ * fma's first operand is (float)(P + bias), bias 0 or FIXQ__MUL_BIAS. */
 static int fit_float_side(const fixq_eltwise *p, const int32_t *px, const uint8_t *y, float alpha, int side,
-                          int32_t pt, float *g) {
+                          int32_t pt, int32_t bias, float *g) {
   const int32_t oy = p->y_dtype == FIXQ_UINT8 ? 128 : 0, qmin = p->qmin - oy, qmax = p->qmax - oy;
   double lo = -INFINITY, hi = INFINITY; /* g in (lo, hi), open */
   for (int i = 0; i < 65536; i++) {
     if (side >= 0 && (px[i] < pt) != side) continue;
     const int32_t o = (p->y_dtype == FIXQ_UINT8 ? (int32_t)y[i] : (int32_t)(int8_t)y[i]) - oy;
-    const double x = (double)px[i] * alpha;
+    const double x = (double)(px[i] + bias) * alpha; /* 24 x 24 bits: exact */
     if (o > qmin && below_mid(o) - x > lo) lo = below_mid(o) - x;
     if (o < qmax && below_mid(o + 1) - x < hi) hi = below_mid(o + 1) - x;
   }
@@ -245,7 +246,7 @@ static int fit_float_side(const fixq_eltwise *p, const int32_t *px, const uint8_
   else if (lo == -INFINITY) lo = hi - 1.0;
   else if (hi == INFINITY) hi = lo + 1.0;
   *g = (float)(lo + (hi - lo) / 2);
-  return lo < *g && *g < hi && fabsf(*g) < 65536.0f;
+  return lo < *g && *g < hi && fabs(*g + (double)bias * alpha) < 65536.0; /* the offset to alpha * P */
 }
 
 static int fit_float(fixq_eltwise *p, const int32_t *px, const uint8_t *y, double r) {
@@ -253,18 +254,21 @@ static int fit_float(fixq_eltwise *p, const int32_t *px, const uint8_t *y, doubl
   const int32_t pts[3] = {0, 1, -1};
   const float a0 = (float)r, up = nextafterf(a0, INFINITY), dn = nextafterf(a0, 0.0f);
   const float alphas[5] = {a0, up, dn, nextafterf(up, INFINITY), nextafterf(dn, 0.0f)};
-  for (int c = 0; c < 5; c++) { /* the rounded slope, then its float neighbours */
-    const float alpha = alphas[c];
+  /* biased first (lin_k = 2: the kernels then skip a conversion), where an
+   * offset near -alpha * 2^23 * 1.5 still has the precision the fit needs */
+  for (int c = 0; c < 10; c++) { /* the rounded slope, then its float neighbours */
+    const float alpha = alphas[c % 5];
+    const int32_t bias = c < 5 ? FIXQ__MUL_BIAS : 0;
     if (!(alpha > 0.0f) || 65025.0 * alpha >= 1073741824.0) return 0; /* floor(f) fits int32 */
     for (int s = -1; s < 3; s++) { /* one offset, then two split at P < pt */
       float g = 0.0f, gneg = 0.0f;
       const int32_t pt = s < 0 ? 0 : pts[s];
-      if (!fit_float_side(p, px, y, alpha, s < 0 ? -1 : 0, pt, &g)) continue;
+      if (!fit_float_side(p, px, y, alpha, s < 0 ? -1 : 0, pt, bias, &g)) continue;
       if (s < 0) gneg = g;
-      else if (!fit_float_side(p, px, y, alpha, 1, pt, &gneg)) continue;
+      else if (!fit_float_side(p, px, y, alpha, 1, pt, bias, &gneg)) continue;
       int exact = 1;
       for (int i = 0; i < 65536 && exact; i++) {
-        int64_t o = (int64_t)floorf(fmaf((float)px[i], alpha, px[i] < pt ? gneg : g));
+        int64_t o = (int64_t)floorf(fmaf((float)(px[i] + bias), alpha, px[i] < pt ? gneg : g));
         o = o < p->qmin - oy ? p->qmin - oy : o > p->qmax - oy ? p->qmax - oy : o;
         exact = o == (p->y_dtype == FIXQ_UINT8 ? (int32_t)y[i] : (int32_t)(int8_t)y[i]) - oy;
       }
@@ -274,7 +278,7 @@ static int fit_float(fixq_eltwise *p, const int32_t *px, const uint8_t *y, doubl
       memcpy(&p->lin_neg, &gneg, 4);
       p->lin_t = pt;
       p->lin_rb = 0;
-      p->lin_k = 1;
+      p->lin_k = bias ? 2 : 1;
       return 1;
     }
   }

@@ -257,20 +257,25 @@ ALWAYS_INLINE __m256i lin8(__m256i z, const lin_consts *c, int ties) {
  * exact in float32), f = fma(P, alpha, P < t ? gneg : g) rounded once (under
  * MXCSR: fixq_eltwise__avx2 runs the form only when its rounding field is the
  * default, nearest even), floor. */
-ALWAYS_INLINE __m256i mulf8(__m256i z, const lin_consts *c, const consts *k, int split) {
+ALWAYS_INLINE __m256i mulf8(__m256i z, const lin_consts *c, const consts *k, int split, int biased) {
   const __m256i d = _mm256_sub_epi16(_mm256_srai_epi16(z, 8), k->zab);
   const __m256i prod = _mm256_madd_epi16(d, _mm256_srli_epi32(d, 16));
   const __m256 g = split ? _mm256_blendv_ps(c->g, c->gneg, _mm256_castsi256_ps(_mm256_cmpgt_epi32(c->t, prod))) : c->g;
-  return _mm256_cvttps_epi32(_mm256_floor_ps(_mm256_fmadd_ps(_mm256_cvtepi32_ps(prod), c->alpha, g)));
+  /* lin_k = 2: (float)(P + 1.5 * 2^23) by its bits, an integer add in place of the conversion */
+  const __m256 pf = biased ? _mm256_castsi256_ps(_mm256_add_epi32(prod, _mm256_set1_epi32(FIXQ__MUL_BIAS_BITS)))
+                           : _mm256_cvtepi32_ps(prod);
+  return _mm256_cvttps_epi32(_mm256_floor_ps(_mm256_fmadd_ps(pf, c->alpha, g)));
 }
 
 /* form: ADD (0), ADD with ties (1), fixq.h's int8 requantize form (2: b' =
  * -[a' > d], rb = neg, u + neg, which adds neg exactly where a' <= d), MUL
- * float form with one offset (3) or two (4), ADD with ties to even (5).  flip: an operand is uint8
+ * float form with one offset (3) or two (4), ADD with ties to even (5), MUL
+ * float form on lin_k = 2's biased product with one offset (6) or two (7).  flip: an operand is uint8
  * (flipped to a' = x - 128).  clamp: the output clamp is narrower than int8
  * saturation. */
 ALWAYS_INLINE __m256i plan8(__m256i z, const lin_consts *c, const consts *k, int form) {
-  return form == 3 || form == 4 ? mulf8(z, c, k, form == 4) : lin8(z, c, form == 1 ? 1 : form == 5 ? 2 : 0);
+  if (form == 3 || form == 4 || form == 6 || form == 7) return mulf8(z, c, k, form == 4 || form == 7, form >= 6);
+  return lin8(z, c, form == 1 ? 1 : form == 5 ? 2 : 0);
 }
 
 ALWAYS_INLINE __m256i lin_block32(__m256i av, __m256i bv, const lin_consts *c, const consts *k, int form, int flip,
@@ -399,7 +404,9 @@ void fixq_eltwise__avx2(size_t rows, size_t n, const void *a0, ptrdiff_t a_strid
     const int8_t *a = (const int8_t *)a0 + (ptrdiff_t)r * a_stride, *b = (const int8_t *)b0 + (ptrdiff_t)r * b_stride;
     int8_t *y = (int8_t *)y0 + (ptrdiff_t)r * y_stride;
     if (planned && p->op == FIXQ_OP_MUL && p->lin_rb >= 0) {
-      if (p->lin_u != p->lin_neg) LIN_FORM(4);
+      if (p->lin_k == 2 && p->lin_u != p->lin_neg) LIN_FORM(7);
+      else if (p->lin_k == 2) LIN_FORM(6);
+      else if (p->lin_u != p->lin_neg) LIN_FORM(4);
       else LIN_FORM(3);
     } else if (planned) {
       if (p->op == FIXQ_OP_MUL && p->lin_neg != 0) LIN_FORM(2); /* requantize form (lin_rb < 0) */

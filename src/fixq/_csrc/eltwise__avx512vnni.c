@@ -49,21 +49,22 @@ AVX512_INLINE __m512i add16(__m512i z, const plan512 *c, int ties) {
  * uint8 (x' + 128) and ts as int8 (x'): P by one vpdpbusd (mul_layout), f =
  * fma(P, alpha, P < t ? gneg : g) rounded once to nearest even, then floor;
  * both roundings are given in the instructions. */
-AVX512_INLINE __m512i mul16(__m512i tu, __m512i ts, __m512i iu, __m512i is, const plan512 *c, int split) {
+AVX512_INLINE __m512i mul16(__m512i tu, __m512i ts, __m512i iu, __m512i is, const plan512 *c, int split,
+                            int biased) {
   const __m512i su = _mm512_shuffle_epi8(tu, iu);
   const __m512i ss = _mm512_mask_shuffle_epi8(c->sk, _cvtu64_mask64(UINT64_C(0x1111111111111111)), ts, is);
-  const __m512i prod = _mm512_dpbusd_epi32(c->pc, su, ss);
+  const __m512i prod = _mm512_dpbusd_epi32(c->pc, su, ss); /* biased: the bits of (float)(P + 1.5 * 2^23) */
   const __m512 g = split ? _mm512_mask_blend_ps(_mm512_cmplt_epi32_mask(prod, c->t), c->g, c->gneg) : c->g;
-  const __m512 f = _mm512_fmadd_round_ps(_mm512_cvtepi32_ps(prod), c->alpha, g,
-                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 pf = biased ? _mm512_castsi512_ps(prod) : _mm512_cvtepi32_ps(prod);
+  const __m512 f = _mm512_fmadd_round_ps(pf, c->alpha, g, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   return _mm512_cvt_roundps_epi32(f, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
 }
 
 /* 64 outputs from 64 a and 64 b bytes (int8 domain after the flips).  form:
- * ADD (0), MUL (1), or int8 requantize (2: b' = -[a' > d], rb = neg, u + neg,
- * which adds neg exactly where a' <= d). */
+ * ADD (0), MUL (1; 3 with lin_k = 2's biased product), or int8 requantize
+ * (2: b' = -[a' > d], rb = neg, u + neg, which adds neg exactly where a' <= d). */
 AVX512_INLINE __m512i block64(__m512i av, __m512i bv, const plan512 *c, int form, int flip, int ties, int clamp) {
-  const int mul = form == 1;
+  const int mul = form == 1 || form == 3;
   if (flip) {
     av = _mm512_xor_si512(av, c->flip_a);
     bv = _mm512_xor_si512(bv, c->flip_b);
@@ -75,10 +76,10 @@ AVX512_INLINE __m512i block64(__m512i av, __m512i bv, const plan512 *c, int form
   __m512i r0, r1, r2, r3;
   if (mul) {
     const __m512i x80 = _mm512_set1_epi8((char)0x80), u0 = _mm512_xor_si512(t0, x80), u1 = _mm512_xor_si512(t1, x80);
-    r0 = mul16(u0, t0, c->iu0, c->is0, c, ties);
-    r1 = mul16(u0, t0, c->iu1, c->is1, c, ties);
-    r2 = mul16(u1, t1, c->iu0, c->is0, c, ties);
-    r3 = mul16(u1, t1, c->iu1, c->is1, c, ties);
+    r0 = mul16(u0, t0, c->iu0, c->is0, c, ties, form == 3);
+    r1 = mul16(u0, t0, c->iu1, c->is1, c, ties, form == 3);
+    r2 = mul16(u1, t1, c->iu0, c->is0, c, ties, form == 3);
+    r3 = mul16(u1, t1, c->iu1, c->is1, c, ties, form == 3);
   } else {
     r0 = add16(_mm512_unpacklo_epi8(zero, t0), c, ties);
     r1 = add16(_mm512_unpackhi_epi8(zero, t0), c, ties);
@@ -198,6 +199,10 @@ static void plan_init(plan512 *c, const fixq_eltwise *p) {
     c->g = _mm512_set1_ps(f[1]);
     c->gneg = _mm512_set1_ps(f[2]);
     mul_layout(c, p->a_zero_point - (au ? 128 : 0), p->b_zero_point - (bu ? 128 : 0));
+    if (p->lin_k == 2) { /* P + FIXQ__MUL_BIAS as float bits, compared against t likewise */
+      c->pc = _mm512_add_epi32(c->pc, _mm512_set1_epi32(FIXQ__MUL_BIAS_BITS));
+      c->t = _mm512_set1_epi32(p->lin_t + FIXQ__MUL_BIAS_BITS);
+    }
     return;
   }
   const int32_t rbb = rb < 0 ? p->lin_neg : rb; /* a MUL with lin_rb < 0: fixq.h's requantize form */
@@ -242,7 +247,8 @@ void fixq_eltwise__avx512vnni(size_t rows, size_t n, const void *a0, ptrdiff_t a
   const int stream = rows * n >= STREAM_MIN;
   const int ties = p->op == FIXQ_OP_ADD ? (p->lin_neg == 1 ? 2 : p->lin_neg != 0)
                                          : p->lin_rb >= 0 && p->lin_u != p->lin_neg;
-  if (p->op == FIXQ_OP_MUL && p->lin_rb >= 0) PLAN_FLIP(1); /* ties: two offsets */
+  if (p->op == FIXQ_OP_MUL && p->lin_rb >= 0 && p->lin_k == 2) PLAN_FLIP(3); /* ties: two offsets */
+  else if (p->op == FIXQ_OP_MUL && p->lin_rb >= 0) PLAN_FLIP(1);
   else if (p->op == FIXQ_OP_MUL && p->lin_neg != 0) PLAN_FLIP(2);
   else PLAN_FLIP(0); /* ADD, or requantize without ties: b' = 1 times rb = 0 */
   if (stream) _mm_sfence(); /* the non-temporal stores before whatever the caller does next */

@@ -259,6 +259,11 @@ void fixq_eltwise__avx512vnni(size_t rows, size_t n, const void *a, ptrdiff_t a_
                               const fixq_eltwise *p);
 #endif
 
+/* MUL's float plan with lin_k = 2 takes (float)(P + FIXQ__MUL_BIAS): 1.5 * 2^23,
+ * whose float bits are 0x4B400000 + P for |P| < 2^22 (fixq.h). */
+#define FIXQ__MUL_BIAS 12582912
+#define FIXQ__MUL_BIAS_BITS 0x4B400000
+
 /* fixq_eltwise_init in two steps: the checks and multipliers (no plan,
  * lin_k = 0), then the SIMD plan (0.5 to 15 ms: the contract on all 65536
  * input pairs and the fit), for callers that plan only when it pays. */

@@ -193,7 +193,8 @@ typedef struct {
    *   MUL: clamp(floor(fmaf((float)P, alpha, P < lin_t ? gneg : g))), P = (a -
    *        a_zero_point) * (b - b_zero_point), with the float32 bits of alpha,
    *        g, gneg in lin_ra, lin_u, lin_neg (one rounding, to nearest even),
-   *        lin_k = 1, lin_rb = 0;
+   *        lin_k = 1, lin_rb = 0; lin_k = 2: the same with (float)(P + 12582912)
+   *        for (float)P (its bits are 0x4B400000 + P: no conversion);
    *   MUL with lin_rb < 0 (int8 requantize, b the constant 1): as ADD with
    *        n = a'*lin_ra + lin_u, the tie side a' <= lin_t instead of n < lin_t. */
   int32_t lin_ra, lin_rb, lin_u, lin_k, lin_t, lin_neg;
