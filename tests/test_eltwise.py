@@ -578,3 +578,12 @@ def test_lazy_plan(monkeypatch):
     np.testing.assert_array_equal(fixq.qadd(a, b, **kw), want)
     fixq.eltwise._params.cache_clear()
     fixq.eltwise._SEEN.clear()
+
+
+def test_params_filled_once():
+    """A second __init__ would rewrite the block that running kernels read, and a plan being made
+    outside the GIL from the old parameters would then land on the new ones (silently wrong)."""
+    args = ("mul", "fp32", "int8", 0.05, 3, "int8", 0.1, -7, "int8", 0.001, 0, -128, 127)
+    params = fixq._core.EltwiseParams(*args, plan=False)
+    with pytest.raises(TypeError, match="filled once"):
+        params.__init__(*args[:9], 0.5, *args[10:], plan=False)

@@ -20,10 +20,13 @@ cdef class EltwiseParams:
     cdef fixq_eltwise planned
     cdef int state  # 0: p is final; 1: lazy, not planned yet; 2: being planned; 3: planned is final
     cdef unsigned long long ran
+    cdef bint made  # __init__ has filled p: a second call would rewrite p under running kernels and a plan
 
     def __init__(self, str op, str rounding, str a_dtype, float a_scale, int32_t a_zero_point,
                  str b_dtype, float b_scale, int32_t b_zero_point, str y_dtype, float y_scale,
                  int32_t y_zero_point, int32_t qmin, int32_t qmax, bint plan=True):
+        if self.made:
+            raise TypeError("EltwiseParams is filled once: make a new one for other parameters")
         if op not in _OPS:
             raise ValueError(f"op must be one of {list(_OPS)}, got {op!r}")
         if rounding not in _ROUNDING_CODES:
@@ -38,6 +41,7 @@ cdef class EltwiseParams:
         if st == FIXQ_ERR_UNSUPPORTED:
             raise ValueError(self._unrepresentable(op, rounding))
         check_status(st, f"q{op}")
+        self.made = True
 
     def _unrepresentable(self, str op, str rounding):
         sa, sb, sy = <double>self.p.a_scale, <double>self.p.b_scale, <double>self.p.y_scale
