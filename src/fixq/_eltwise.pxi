@@ -151,6 +151,7 @@ def requantize_q8_params(str x_dtype, int32_t x_zero_point, str dtype, str round
     _fill_requant(&p, rounding, multiplier, shift, scale, zero_point, 1, qmin, qmax)
     check_status(fixq__requantize_q8_params(&e.p, _DTYPE_CODES[x_dtype], x_zero_point, _DTYPE_CODES[dtype], &p,
                                             plan), "requantize")
+    e.made = True
     return e
 
 
