@@ -94,14 +94,15 @@ cdef class EltwiseParams:
     @property
     def plan(self):
         """The SIMD plan (fixq.h, fixq_eltwise.lin_*): ADD and int8 requantize {ra, rb, u, k, t, neg}, MUL
-        {alpha, g, gneg, t, bias} (float32 values; the fma takes P + bias); None when absent (or, for plan=False, not made yet)."""
+        {alpha, g, gneg, t, bias} (float32 values; the fma takes P + bias); None when absent (or, for
+        plan=False, not made yet)."""
         cdef const fixq_eltwise *e = &self.planned if self.state == 3 else &self.p
         if e.lin_k == 0:
             return None
         if e.op == FIXQ_OP_MUL and e.lin_rb >= 0:
             bits = _np.array([e.lin_ra, e.lin_u, e.lin_neg], _np.int32).view(_np.float32)
             return {"alpha": float(bits[0]), "g": float(bits[1]), "gneg": float(bits[2]), "t": e.lin_t,
-                    "bias": 12582912 if e.lin_k == 2 else 0}
+                    "bias": FIXQ__MUL_BIAS if e.lin_k == 2 else 0}
         return {"ra": e.lin_ra, "rb": e.lin_rb, "u": e.lin_u, "k": e.lin_k, "t": e.lin_t, "neg": e.lin_neg}
 
 

@@ -64,17 +64,21 @@ typedef struct {
 #define POINT_X(i) (f->px ? (int64_t)f->px[i] * ra : (((i) >> 8) - 128) * ra + (((i) & 255) - 128) * rb)
 #define POINT_Y(i) ((int64_t)(p->y_dtype == FIXQ_UINT8 ? (int32_t)f->y[i] : (int32_t)(int8_t)f->y[i]) - f->oy)
 /* The interval [*lo, *hi] of offsets u that put every point with output in
- * [omin, omax] in its interval (clamped outputs bound one side only). */
+ * [omin, omax] in its interval (clamped outputs bound one side only).  even:
+ * under the ties-to-even form (lin_neg = 1) n = o 2^k rounds down when
+ * (o - zr) is odd, and n = (o + 1) 2^k to o when (o + 1 - zr) is. */
 static void offset_interval(const fixq_eltwise *p, const fit_problem *f, int64_t ra, int64_t rb, int64_t omin,
-                            int64_t omax, int64_t *lo, int64_t *hi) {
+                            int64_t omax, int even, int64_t zr, int64_t *lo, int64_t *hi) {
   const int64_t one = INT64_C(1) << f->k;
   *lo = INT64_MIN;
   *hi = INT64_MAX;
   for (int i = 0; i < f->count; i++) {
     const int64_t x = POINT_X(i), o = POINT_Y(i);
     if (o < omin || o > omax) continue;
-    if (o > f->qmin && o * one - x > *lo) *lo = o * one - x;
-    if (o < f->qmax && (o + 1) * one - 1 - x < *hi) *hi = (o + 1) * one - 1 - x;
+    const int64_t l = o * one + (even ? (o - zr) & 1 : 0) - x;
+    const int64_t h = (o + 1) * one - 1 + (even ? (o + 1 - zr) & 1 : 0) - x;
+    if (o > f->qmin && l > *lo) *lo = l;
+    if (o < f->qmax && h < *hi) *hi = h;
   }
   if (*lo == INT64_MIN) *lo = *hi == INT64_MAX ? 0 : *hi;
   if (*hi == INT64_MAX) *hi = *lo;
@@ -99,20 +103,13 @@ static int fit_offsets(fixq_eltwise *p, const fit_problem *f, int64_t ra, int64_
       if (p->op != FIXQ_OP_ADD || p->rounding != FIXQ_ROUND_FP32) continue;
       neg = 1;
       tc = ((zr & 1) ^ 1) << k; /* n's low k + 1 bits at a tie whose lower neighbour is even */
-      for (int i = 0; i < f->count; i++) {
-        const int64_t x = POINT_X(i), o = POINT_Y(i);
-        /* n = o 2^k rounds down when (o - zr) is odd, n = (o + 1) 2^k to o when (o + 1 - zr) is */
-        if (o > qmin && o * one + ((o - zr) & 1) - x > lo) lo = o * one + ((o - zr) & 1) - x;
-        if (o < qmax && (o + 1) * one - 1 + ((o + 1 - zr) & 1) - x < hi) hi = (o + 1) * one - 1 + ((o + 1 - zr) & 1) - x;
-      }
-      if (lo == INT64_MIN) lo = hi == INT64_MAX ? 0 : hi;
-      if (hi == INT64_MAX) hi = lo;
+      offset_interval(p, f, ra, rb, qmin, qmax, 1, zr, &lo, &hi);
       u = lo + (hi - lo) / 2;
     }
     if (c == 3) {
       int64_t lo_neg, hi_neg;
-      offset_interval(p, f, ra, rb, zr, qmax, &lo, &hi);
-      offset_interval(p, f, ra, rb, qmin, zr, &lo_neg, &hi_neg);
+      offset_interval(p, f, ra, rb, zr, qmax, 0, zr, &lo, &hi);
+      offset_interval(p, f, ra, rb, qmin, zr, 0, zr, &lo_neg, &hi_neg);
       u = lo + (hi - lo) / 2;
       const int64_t u_neg = hi_neg < u ? lo_neg + (hi_neg - lo_neg) / 2 : u;
       if (lo_neg > hi_neg || u_neg < lo_neg || u_neg - u <= INT32_MIN) continue;

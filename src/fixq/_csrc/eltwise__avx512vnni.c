@@ -143,7 +143,8 @@ static int mul_layout_for(plan512 *c, int x_is_a, int32_t zx, int32_t zy) {
   const int32_t cx = -zy, cy = -(zx + 128);
   int8_t vars[3], coef[3]; /* which operand (0: x, 1: y) each of bytes 1..3 reads, and its constant */
   if (cx <= 127) {
-    vars[0] = 0, coef[0] = (int8_t)cx, vars[1] = vars[2] = 1, coef[1] = (int8_t)(cy - cy / 2), coef[2] = (int8_t)(cy / 2);
+    vars[0] = 0, coef[0] = (int8_t)cx;
+    vars[1] = vars[2] = 1, coef[1] = (int8_t)(cy - cy / 2), coef[2] = (int8_t)(cy / 2);
   } else if (cy >= -128) {
     vars[0] = vars[1] = 0, coef[0] = coef[1] = 64, vars[2] = 1, coef[2] = (int8_t)cy;
   } else {
