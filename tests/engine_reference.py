@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 
-from fixq import graph as G
+from fixq import layout as L
 
 I32_MIN, I32_MAX = -(2**31), 2**31 - 1
 RANGES = {"int8": (-128, 127), "uint8": (0, 255)}
@@ -114,7 +114,7 @@ def simulate(path, x, rounding=None):
         return np.float32(a[f"t:{t}:scale"]), int(a[f"t:{t}:zero_point"])
 
     s_in, z_in = qp(meta["input"])
-    xf = G.to_internal(np.asarray(x, np.float32))
+    xf = L.to_internal(np.asarray(x, np.float32))
     env = {meta["input"]: np.clip(np.rint(xf / s_in).astype(np.int64) + z_in, lo, hi)}
     for s in meta["steps"]:
         name, op = s["name"], s["op"]
@@ -131,7 +131,7 @@ def simulate(path, x, rounding=None):
             g, o = s["groups"], w.shape[0]
             xp = xs[0]
             c = xp.shape[3]
-            v = G.windows(xp - zi[0], tuple(w.shape[2:]), tuple(s["stride"]), tuple(s["padding"]),
+            v = L.windows(xp - zi[0], tuple(w.shape[2:]), tuple(s["stride"]), tuple(s["padding"]),
                           tuple(s["dilation"]))  # pads with 0 == (zp - zp)
             og, ig = o // g, c // g
             acc = np.zeros(v.shape[:3] + (o,), np.int64)
@@ -153,18 +153,18 @@ def simulate(path, x, rounding=None):
                 else:
                     parts.append(np.clip(mbqm(xi - zi[i], a[f"{name}:multiplier"][i], a[f"{name}:shift"][i],
                                               rounding) + zo, lo, hi))
-            y = np.concatenate(parts, axis=G.internal_axis(s["axis"], len(meta["tensors"][s["output"]])))
+            y = np.concatenate(parts, axis=L.internal_axis(s["axis"], len(meta["tensors"][s["output"]])))
         elif op == "relu":
             y = np.maximum(xs[0], zo)
         elif op == "relu6":
             y = np.clip(xs[0], zo, min(hi, zo + round(6.0 / float(so))))
         elif op == "maxpool2d":
-            y = G.windows(xs[0], tuple(s["kernel"]), tuple(s["stride"]), tuple(s["padding"]),
+            y = L.windows(xs[0], tuple(s["kernel"]), tuple(s["stride"]), tuple(s["padding"]),
                           pad_value=lo).max(axis=(3, 4))
         elif op in ("avgpool2d", "global_avgpool"):
             if op == "avgpool2d":
                 k = tuple(s["kernel"])
-                acc = G.windows(xs[0], k, tuple(s["stride"]), tuple(s["padding"]),
+                acc = L.windows(xs[0], k, tuple(s["stride"]), tuple(s["padding"]),
                                 pad_value=zo).sum(axis=(3, 4))
                 n = k[0] * k[1]
             else:
@@ -173,11 +173,11 @@ def simulate(path, x, rounding=None):
             q = (np.abs(acc) + n // 2) // n  # TFLite: round half away from zero
             y = np.where(acc < 0, -q, q)
         elif op == "flatten":
-            y = G.to_external(xs[0]).reshape(xs[0].shape[0], -1)
+            y = L.to_external(xs[0]).reshape(xs[0].shape[0], -1)
         elif op == "softmax":  # float at the output: the simulation stops at its integer input
             y = xs[0]
         else:
             raise NotImplementedError(op)
         env[s["output"]] = y
-    outs = [G.to_external(env[t]) for t in meta["outputs"]]
+    outs = [L.to_external(env[t]) for t in meta["outputs"]]
     return outs[0] if len(outs) == 1 else tuple(outs)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import fixq
-from fixq import graph as G
+from fixq import graph as G, layout as L
 from fixq.cli.demo import bundled
 from fixq.model import ArchiveError, Model, quantize_model
 
@@ -118,11 +118,11 @@ def test_float_conv_matches_direct_convolution():
                     y[:, oc, i, j] = (patch * w[oc]).sum(axis=(1, 2, 3)) + (b[oc] if b is not None else 0)
         return y
 
-    r1 = G.to_external(env["r1"])
+    r1 = L.to_external(env["r1"])
     c2 = direct(r1, w["c2.weight"], w["c2.bias"], (2, 1), (2, 1), (2, 1), 2)
-    np.testing.assert_allclose(G.to_external(env["c2"]), c2, rtol=1e-4, atol=1e-4)
-    dw = direct(G.to_external(env["r2"]).repeat(2, axis=1), w["dw.weight"], w["dw.bias"], (1, 1), (1, 1), (1, 1), 16)
-    np.testing.assert_allclose(G.to_external(env["dw"]), dw, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(L.to_external(env["c2"]), c2, rtol=1e-4, atol=1e-4)
+    dw = direct(L.to_external(env["r2"]).repeat(2, axis=1), w["dw.weight"], w["dw.bias"], (1, 1), (1, 1), (1, 1), 16)
+    np.testing.assert_allclose(L.to_external(env["dw"]), dw, rtol=1e-4, atol=1e-4)
 
 
 def _bad(spec_edit=None, weights_edit=None):

@@ -3,7 +3,7 @@ fixq.model (run_all(engine=False)), bit for bit, on random graphs with every op,
 import numpy as np
 import pytest
 
-from fixq import graph as G
+from fixq import graph as G, layout as L
 from fixq.model import quantize_model
 
 from test_engine import calib_batches, every_op_model, graph_of
@@ -87,7 +87,7 @@ def assert_same(m, x):
     raw = m.run(x, raw=True)
     raw = raw if isinstance(raw, tuple) else (raw,)
     for t, y in zip(m.outputs, raw):
-        np.testing.assert_array_equal(y, G.to_external(py_env[t]))
+        np.testing.assert_array_equal(y, L.to_external(py_env[t]))
     one = m.run(x[1:2])
     one = one if isinstance(one, tuple) else (one,)
     full = m.run(x)
@@ -162,7 +162,7 @@ def test_threads_run_chunks_in_parallel(isa, threads):
             x = rng.standard_normal((n,) + shape).astype(np.float32)
             env = m.run_all(x, engine=False)
             for t, y in zip(m.outputs, m.run(x, threads=threads, raw=True)):
-                np.testing.assert_array_equal(y, G.to_external(env[t]))
+                np.testing.assert_array_equal(y, L.to_external(env[t]))
             for a, b in zip(m.run(x, threads=threads), m.run(x)):
                 np.testing.assert_array_equal(a, b)
             x[-1, 0, 0, 0] = np.nan  # a failure in the last chunk stops the run with its error

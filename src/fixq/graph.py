@@ -10,11 +10,12 @@ Every check runs before any work and raises :class:`GraphError`, one line naming
 :func:`run_float` uses the same internal layout as the int8 engine so tensors compare one to one.
 """
 import json
-import math
 import zipfile
 import zlib
 
 import numpy as np
+
+from . import layout as L
 
 GRAPH_FORMAT = "fixq.graph/1"
 ACTIVATIONS = ("relu", "relu6", "none")
@@ -381,70 +382,6 @@ def _infer(node, in_shapes, weights, out_w, used):
     raise AssertionError(op)
 
 
-# ---------------------------------------------------------------------------------------------
-# Layout and window helpers shared by the float reference and the int8 engine
-
-def to_internal(x):
-    """NCHW -> NHWC (4-D); other ranks unchanged."""
-    return np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if x.ndim == 4 else x
-
-
-def to_external(x):
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2)) if x.ndim == 4 else x
-
-
-def flatten(x):
-    """The flatten op: [N, ...] (internal layout) to [N, features] in the external (NCHW) order; N = 0 too."""
-    y = to_external(x)
-    return y.reshape(y.shape[0], math.prod(y.shape[1:]))
-
-
-def internal_axis(axis, ndim):
-    """The NHWC axis of NCHW `axis` for a rank-`ndim` tensor."""
-    return {1: 3, 2: 1, 3: 2}[axis] if ndim == 4 else axis
-
-
-def windows(x, kernel, stride, padding, dilation=(1, 1), pad_value=0):
-    """[N, OH, OW, kH, kW, C] strided view of padded NHWC `x` (a copy only for the padding)."""
-    n, h, w, c = x.shape
-    ph, pw = padding
-    if ph or pw:
-        xp = np.full((n, h + 2 * ph, w + 2 * pw, c), pad_value, dtype=x.dtype)
-        xp[:, ph:ph + h, pw:pw + w, :] = x
-        x = xp
-    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
-    oh = (x.shape[1] - dh * (kh - 1) - 1) // sh + 1
-    ow = (x.shape[2] - dw * (kw - 1) - 1) // sw + 1
-    s = x.strides
-    return np.lib.stride_tricks.as_strided(
-        x, (n, oh, ow, kh, kw, c), (s[0], s[1] * sh, s[2] * sw, s[1] * dh, s[2] * dw, s[3]), writeable=False)
-
-
-def window_reduce(x, kernel, stride, padding, pad_value, ufunc, dtype=None):
-    """``ufunc.reduce`` over each kH x kW window of NHWC `x` (as `dtype`), one tap at a time: elementwise
-    ufuncs on strided views beat a reduction over two strided axes."""
-    v = windows(x, kernel, stride, padding, pad_value=pad_value)
-    out = v[:, :, :, 0, 0].astype(dtype or x.dtype)
-    for i in range(kernel[0]):
-        for j in range(kernel[1]):
-            if i or j:
-                ufunc(out, v[:, :, :, i, j], out=out)
-    return out
-
-
-def im2col(x, kernel, stride, padding, dilation, pad_value=0):
-    """NHWC `x` -> ([N*OH*OW, kH*kW*C] patches, (N, OH, OW)); weights must be [O, kH, kW, C]."""
-    if kernel == (1, 1) and stride == (1, 1) and padding == (0, 0):
-        return x.reshape(-1, x.shape[3]), x.shape[:3]
-    v = windows(x, kernel, stride, padding, dilation, pad_value)
-    return v.reshape(-1, kernel[0] * kernel[1] * x.shape[3]), v.shape[:3]
-
-
-def conv_weight_hwc(w):
-    """[O, I, kH, kW] -> [O, kH*kW*I] matching :func:`im2col`'s patch order."""
-    return np.ascontiguousarray(w.transpose(0, 2, 3, 1).reshape(w.shape[0], -1))
-
-
 def is_depthwise(node, in_channels):
     return node.op == "conv2d" and node.attrs["groups"] == in_channels and in_channels > 1
 
@@ -467,16 +404,16 @@ def float_node(g, node, xs):
         w = g.weights[a["weight"]]
         gr, c = a["groups"], x.shape[3]
         if is_depthwise(node, c):
-            v = windows(x[..., np.arange(w.shape[0]) // (w.shape[0] // c)], w.shape[2:], a["stride"],
+            v = L.windows(x[..., np.arange(w.shape[0]) // (w.shape[0] // c)], w.shape[2:], a["stride"],
                         a["padding"], a["dilation"])
             y = np.einsum("nhwijc,cij->nhwc", v, w[:, 0], optimize=True).astype(np.float32)
         else:
             outs = []
             og, ig = w.shape[0] // gr, c // gr
             for k in range(gr):
-                cols, (n, oh, ow) = im2col(np.ascontiguousarray(x[..., k * ig:(k + 1) * ig]), w.shape[2:],
+                cols, (n, oh, ow) = L.im2col(np.ascontiguousarray(x[..., k * ig:(k + 1) * ig]), w.shape[2:],
                                            a["stride"], a["padding"], a["dilation"])
-                outs.append((cols @ conv_weight_hwc(w[k * og:(k + 1) * og]).T).reshape(n, oh, ow, og))
+                outs.append((cols @ L.conv_weight_hwc(w[k * og:(k + 1) * og]).T).reshape(n, oh, ow, og))
             y = outs[0] if gr == 1 else np.concatenate(outs, axis=3)
         return y + g.weights[a["bias"]] if a["bias"] else y
     if node.op == "relu":
@@ -484,22 +421,22 @@ def float_node(g, node, xs):
     if node.op == "relu6":
         return np.clip(x, 0, 6)
     if node.op == "maxpool2d":
-        return window_reduce(x, a["kernel"], a["stride"], a["padding"], -np.inf, np.maximum)
+        return L.window_reduce(x, a["kernel"], a["stride"], a["padding"], -np.inf, np.maximum)
     if node.op == "avgpool2d":
         k = a["kernel"]
-        return window_reduce(x, k, a["stride"], a["padding"], 0, np.add) / np.float32(k[0] * k[1])
+        return L.window_reduce(x, k, a["stride"], a["padding"], 0, np.add) / np.float32(k[0] * k[1])
     if node.op == "global_avgpool":
         return x.mean(axis=(1, 2), dtype=np.float32)
     if node.op == "flatten":
-        return flatten(x)
+        return L.flatten(x)
     if node.op == "add":
         return xs[0] + xs[1]
     if node.op == "mul":
         return xs[0] * xs[1]
     if node.op == "concat":
-        return np.concatenate(xs, axis=internal_axis(a["axis"], x.ndim))
+        return np.concatenate(xs, axis=L.internal_axis(a["axis"], x.ndim))
     if node.op == "softmax":
-        return softmax(x, internal_axis(a["axis"], x.ndim))
+        return softmax(x, L.internal_axis(a["axis"], x.ndim))
     raise AssertionError(node.op)
 
 
@@ -519,10 +456,10 @@ def check_input(g, x, name="x"):
 
 def run_float(g, x, keep_all=False):
     """Float32 reference: the outputs (external layout), or with `keep_all` every tensor (internal)."""
-    env = {g.input: to_internal(check_input(g, x))}
+    env = {g.input: L.to_internal(check_input(g, x))}
     for node in g.nodes:
         env[node.name] = float_node(g, node, [env[t] for t in node.inputs])
     if keep_all:
         return env
-    outs = [to_external(env[t]) for t in g.outputs]
+    outs = [L.to_external(env[t]) for t in g.outputs]
     return outs[0] if len(outs) == 1 else tuple(outs)

@@ -22,7 +22,7 @@ import numpy as np
 
 import fixq
 
-from . import _core, gemm, graph as G, targets
+from . import _core, gemm, graph as G, layout as L, targets
 from ._validate import INT_RANGES, THREADS_MAX, rounding_arg, scale_arg, threads_arg, zero_point_arg
 
 QMODEL_FORMAT = "fixq.qmodel/1"
@@ -653,7 +653,7 @@ class Model:
         self._softmax = {}
         for s in self.steps:
             if s["op"] == "softmax":
-                self._softmax[s["output"]] = (s["inputs"][0], G.internal_axis(s["axis"], len(shapes[s["output"]])))
+                self._softmax[s["output"]] = (s["inputs"][0], L.internal_axis(s["axis"], len(shapes[s["output"]])))
                 continue
             d = self._engine_step(s)
             d.update(name=s["name"], **{"in": [self._engine_index[t] for t in s["inputs"]]})
@@ -703,7 +703,7 @@ class Model:
                             rq=self._engine_rq(rq, zp_out, lo, hi, w.shape[0]), **geo)
             groups = s.get("groups", 1)
             og = w.shape[0] // groups
-            packed = [fixq.pack_weights(w if op == "linear" else G.conv_weight_hwc(w[k * og:(k + 1) * og]))
+            packed = [fixq.pack_weights(w if op == "linear" else L.conv_weight_hwc(w[k * og:(k + 1) * og]))
                       for k in range(groups)]
             rq = self._engine_rq(rq, zp_out, lo, hi, a[f"{name}:weight_scale"].shape[0])
             return dict(op="gemm", groups=groups, packed=packed, bias=bias, zp=gemm._int(zp_in[0], "a_zero_point",
@@ -720,7 +720,7 @@ class Model:
             in_rq = [None if (sc_in[i], zp_in[i]) == (sc_out, zp_out) else
                      self._engine_rq({k: v[i:i + 1] for k, v in rq.items()}, zp_out, qmin, qmax, 1)
                      for i in range(len(zp_in))]
-            return dict(op="concat", axis=G.internal_axis(s["axis"], nd) if nd == 4 else 3,
+            return dict(op="concat", axis=L.internal_axis(s["axis"], nd) if nd == 4 else 3,
                         in_zp=np.array(zp_in, np.int32), in_rq=in_rq)
         if op == "relu":
             return dict(op="clamp", lo=zp_out, hi=qmax)
@@ -764,10 +764,10 @@ class Model:
                 rqk = {key: (v[sl] if per_ch else v) for key, v in rq.items()}
                 if self.target is not None:
                     ws = scales[1][sl] if per_ch else scales[1]
-                    wg.append(_target_qlinear(G.conv_weight_hwc(w[sl]), bias[sl], common, self.target, "conv",
+                    wg.append(_target_qlinear(L.conv_weight_hwc(w[sl]), bias[sl], common, self.target, "conv",
                                               (scales[0], ws, scales[2])))
                 else:
-                    wg.append(_prepared_qlinear(G.conv_weight_hwc(w[sl]), bias[sl], common, rqk))
+                    wg.append(_prepared_qlinear(L.conv_weight_hwc(w[sl]), bias[sl], common, rqk))
             geo = (tuple(w.shape[2:]), tuple(s["stride"]), tuple(s["padding"]), tuple(s["dilation"]))
             pad = zp_in[0]
 
@@ -775,7 +775,7 @@ class Model:
                 outs = []
                 for k, qlinear in enumerate(wg):
                     xk = x if groups == 1 else np.ascontiguousarray(x[..., k * ig:(k + 1) * ig])
-                    cols, (n, oh, ow) = G.im2col(xk, *geo, pad_value=pad)
+                    cols, (n, oh, ow) = L.im2col(xk, *geo, pad_value=pad)
                     outs.append(qlinear(cols, threads).reshape(n, oh, ow, og))
                 return outs[0] if groups == 1 else np.concatenate(outs, axis=3)
             return conv
@@ -799,7 +799,7 @@ class Model:
             def depthwise(x, threads):
                 if mult > 1:
                     x = np.repeat(x, mult, axis=3)
-                v = G.windows(x, *geo, pad_value=pad)
+                v = L.windows(x, *geo, pad_value=pad)
                 acc = np.add(bias, np.multiply(v[:, :, :, 0, 0], taps[0, 0]))  # int8 * int32 -> int32
                 for i in range(geo[0][0]):
                     for j in range(geo[0][1]):
@@ -822,7 +822,7 @@ class Model:
             return eltwise
         if op == "concat":
             rq = self._requant_kw(name)
-            axis = G.internal_axis(s["axis"], len(self.meta["tensors"][s["output"]]))
+            axis = L.internal_axis(s["axis"], len(self.meta["tensors"][s["output"]]))
             rescale = [None if (sc_in[i], zp_in[i]) == (sc_out, zp_out) else
                        (zp_in[i], _prepared_requantize({k: v[i] for k, v in rq.items()}, rounding, zp_out, qmin, qmax,
                                                        dt, 1))
@@ -839,18 +839,18 @@ class Model:
             return lambda x, threads: np.clip(x, zp_out, top).astype(dt, copy=False)
         if op == "maxpool2d":
             geo = (tuple(s["kernel"]), tuple(s["stride"]), tuple(s["padding"]))
-            return lambda x, threads: G.window_reduce(x, *geo, qmin, np.maximum)
+            return lambda x, threads: L.window_reduce(x, *geo, qmin, np.maximum)
         if op == "avgpool2d":
             geo = (tuple(s["kernel"]), tuple(s["stride"]), tuple(s["padding"]))
             count = geo[0][0] * geo[0][1]
-            return lambda x, threads: _avg_round(G.window_reduce(x, *geo, zp_out, np.add, np.int32), count).astype(dt)
+            return lambda x, threads: _avg_round(L.window_reduce(x, *geo, zp_out, np.add, np.int32), count).astype(dt)
         if op == "global_avgpool":
             return lambda x, threads: _avg_round(x.sum(axis=(1, 2), dtype=np.int32),
                                                  x.shape[1] * x.shape[2]).astype(dt)
         if op == "flatten":
-            return lambda x, threads: G.flatten(x)
+            return lambda x, threads: L.flatten(x)
         if op == "softmax":
-            axis = G.internal_axis(s["axis"], len(self.meta["tensors"][s["output"]]))
+            axis = L.internal_axis(s["axis"], len(self.meta["tensors"][s["output"]]))
             dequantize = _prepared_dequantize(sc_in[0], zp_in[0], dt)
             return lambda x, threads: G.softmax(dequantize(x), axis)
         raise ArchiveError(f"step {name!r}: key 'op' {op!r} is not a fixq.qmodel/1 op")
@@ -882,7 +882,7 @@ class Model:
             if op == "linear":
                 return x, x.shape[:-1]
             xk = x if groups == 1 else np.ascontiguousarray(x[..., k * ig:(k + 1) * ig])
-            cols, lead = G.im2col(xk, *geo, pad_value=pad)
+            cols, lead = L.im2col(xk, *geo, pad_value=pad)
             return cols, lead
 
         def finish(outs):
@@ -893,7 +893,7 @@ class Model:
 
         if self.weights == "fp16":
             w = a[f"{name}:weight"].astype(np.float32)  # float16 -> float32 -> float16 is exact
-            packs = [fixq.pack_fp16(w if op == "linear" else G.conv_weight_hwc(w[k * og:(k + 1) * og]))
+            packs = [fixq.pack_fp16(w if op == "linear" else L.conv_weight_hwc(w[k * og:(k + 1) * og]))
                      for k in range(groups)]
             biases = [np.ascontiguousarray(bias[k * og:(k + 1) * og]) for k in range(groups)]
             fp16_linear = fixq.fp16_linear
@@ -910,7 +910,7 @@ class Model:
         dt = self.act_dtype
         qlinear = fixq.qlinear
         if op == "conv2d":
-            packs = [fixq.pack_weights(G.conv_weight_hwc(w[k * og:(k + 1) * og])) for k in range(groups)]
+            packs = [fixq.pack_weights(L.conv_weight_hwc(w[k * og:(k + 1) * og])) for k in range(groups)]
         else:
             packs = [fixq.pack_weights(w)]
         scales = [ws if ws.size == 1 else ws[k * og:(k + 1) * og] for k in range(groups)]
@@ -957,7 +957,7 @@ class Model:
             for t, (src, axis) in self._softmax.items():
                 env[t] = G.softmax(fixq.dequantize(env[src], *self.qparams(src)), axis)
             return env
-        x = G.to_internal(x)
+        x = L.to_internal(x)
         if self.float_acts:
             env = {self.input: np.asarray(x, np.float32)}
         else:
@@ -979,7 +979,7 @@ class Model:
             if self._softmax:
                 for i, t in enumerate(self.outputs):
                     if t in self._softmax:
-                        outs[i] = G.to_external(G.softmax(outs[i], self._softmax[t][1]))
+                        outs[i] = L.to_external(G.softmax(outs[i], self._softmax[t][1]))
             return outs[0] if len(outs) == 1 else tuple(outs)
         env = self.run_all(x, threads)
         outs = []
@@ -987,7 +987,7 @@ class Model:
             y = env[t]
             if not self.float_acts and not raw and y.dtype != np.float32:
                 y = self._dequantize_out[i](y)
-            outs.append(G.to_external(y))
+            outs.append(L.to_external(y))
         return outs[0] if len(outs) == 1 else tuple(outs)
 
     def dequantized(self, tensor, value):

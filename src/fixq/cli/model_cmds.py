@@ -7,7 +7,7 @@ import numpy as np
 
 from . import cli
 from ._common import CliError, batches, check_output, load_array, one_line_errors, progressbar
-from .. import graph as G
+from .. import graph as G, layout as L
 from ..model import METHODS, WEIGHT_TYPES, Model, atomic_write, quantize_model
 from ..targets import TARGETS
 
@@ -242,8 +242,8 @@ def eval_(float_model, model, data, labels, plot, batch_size, force, quiet):
                 d = f - m.dequantized(t, qenv[t])
                 sig[t] += float(np.sum(f * f))
                 noise[t] += float(np.sum(d * d))
-            fo = G.to_external(fenv[out])
-            qo = G.to_external(m.dequantized(out, qenv[out]))
+            fo = L.to_external(fenv[out])
+            qo = L.to_external(m.dequantized(out, qenv[out]))
             e = np.abs(fo - qo)
             max_err = max(max_err, float(e.max()))
             errs.append(e.reshape(-1))
