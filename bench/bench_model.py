@@ -22,7 +22,7 @@ import numpy as np
 import fixq
 from fixq import graph as G
 from fixq.cli.demo import bundled
-from fixq.model import quantize_model
+from fixq.quantizer import quantize_model
 
 BATCHES = (1, 256)
 

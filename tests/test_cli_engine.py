@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from fixq import graph as G
 from fixq.cli import cli
 from fixq.cli.demo import bundled
-from fixq.model import Model
+from fixq.archive import load_float_model
+from fixq.engine import Model
 
 
 def invoke(*args):
@@ -18,19 +18,39 @@ def invoke(*args):
 
 @pytest.fixture
 def files(tmp_path):
-    """A float MLP without a graph, calibration data as .npy and as an .npz key, inputs and labels."""
+    """A float MLP without a graph (its activation named by __activation__), calibration data as .npy and as
+    an .npz key, inputs and labels."""
     rng = np.random.default_rng(0)
     w = {"fc1.weight": rng.standard_normal((16, 12)).astype(np.float32) / 3,
          "fc1.bias": rng.standard_normal(16).astype(np.float32) / 10,
          "fc2.weight": rng.standard_normal((4, 16)).astype(np.float32) / 3,
          "fc2.bias": rng.standard_normal(4).astype(np.float32) / 10}
-    np.savez(tmp_path / "float.npz", **w)
+    np.savez(tmp_path / "float.npz", **w, __activation__=np.array("relu"))
     x = rng.standard_normal((300, 12)).astype(np.float32)
     np.save(tmp_path / "calib.npy", x[:100])
     np.savez(tmp_path / "data.npz", calib=x[:100], other=x[:5])
     np.save(tmp_path / "x.npy", x[100:])
     np.save(tmp_path / "y.npy", rng.integers(0, 4, 200))
     return tmp_path
+
+
+def test_inferred_mlp_needs_its_activation_named(files):
+    """Without a graph the activation between layers is never guessed: a tanh MLP quantized as a ReLU one
+    agrees with itself and with nothing else."""
+    w = dict(np.load(files / "float.npz"))
+    del w["__activation__"]
+    np.savez(files / "bare.npz", **w)
+    r = invoke("quantize", files / "bare.npz", "-o", files / "q.npz", "--calib", files / "calib.npy")
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert "has no __graph__" in r.output and "--activation relu|relu6|none" in r.output
+    assert not (files / "q.npz").exists()
+    r = invoke("quantize", files / "bare.npz", "-o", files / "q.npz", "--calib", files / "calib.npy",
+               "--activation", "relu6")
+    assert r.exit_code == 0, r.output
+    assert "warning:" in r.output and "relu6 between them (from --activation)" in r.output
+    assert [s["act"] for s in Model.load(str(files / "q.npz")).steps] == ["relu6", None]
+    with pytest.raises(ValueError, match="activation="):
+        load_float_model(str(files / "bare.npz"))
 
 
 def test_quantize_run_inspect_eval(files):
@@ -105,9 +125,9 @@ def test_errors_exit_1_one_line(files):
         (["quantize", d / "float.npz", "-o", d / "x.npy", "--calib", d / "calib.npy"],
          f"fixq: error: {d / 'x.npy'}: exists; pass --force to overwrite it\n"),
         (["run", d / "float.npz", d / "x.npy", "-o", d / "p.npy"],
-         f"fixq: error: {d / 'float.npz'}: no key '__format__'; not a fixq quantized model"),
+         f"fixq: error: {d / 'float.npz'}: is a float model, not a quantized one (fixq.qmodel/1); quantize it"),
         (["inspect", d / "x.npy"],
-         f"fixq: error: {d / 'x.npy'}: not an .npz archive"),
+         f"fixq: error: {d / 'x.npy'}: is a single .npy array, not an .npz archive"),
     ]
     for args, message in cases:
         r = CliRunner().invoke(cli, [str(a) for a in args])
@@ -176,7 +196,7 @@ def test_bundled_model_through_the_cli(tmp_path):
     line = [ln for ln in r.output.splitlines() if ln.startswith("accuracy")][0]
     acc_f, acc_q = (float(t.rstrip("%")) for t in line.split() if t.endswith("%"))
     assert abs(acc_f - acc_q) <= 1.0
-    assert G.load_float_model(bundled("digits_cnn.npz"))[0].outputs == ["fc"]
+    assert load_float_model(bundled("digits_cnn.npz"))[0].outputs == ["fc"]
 
 
 def test_closed_stdout_pipe_is_quiet(files):

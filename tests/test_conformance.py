@@ -198,7 +198,7 @@ def mlp_archive(tmp_path_factory):
     np.save(d / "calib.npy", x[:100])
     np.save(d / "x.npy", x[100:])
     r = CliRunner().invoke(cli, ["quantize", str(d / "float.npz"), "-o", str(d / "q.npz"), "--calib",
-                                 str(d / "calib.npy"), "--quiet"])
+                                 str(d / "calib.npy"), "--activation", "relu", "--quiet"])
     assert r.exit_code == 0, r.output
     return d
 
@@ -242,7 +242,7 @@ def test_cli_target(mlp_archive):
     np.testing.assert_array_equal(np.load(d / "t.npy"),
                                   fixq.Model.load(str(d / "q.npz"), target="tflite-reference").run(x, raw=True))
     r = CliRunner().invoke(cli, ["quantize", str(d / "float.npz"), "-o", str(d / "qx.npz"), "--calib",
-                                 str(d / "calib.npy"), "--target", "xnnpack", "--quiet"])
+                                 str(d / "calib.npy"), "--target", "xnnpack", "--activation", "relu", "--quiet"])
     assert r.exit_code == 0, r.output
     m = fixq.Model.load(str(d / "qx.npz"))
     assert m.target == "xnnpack"

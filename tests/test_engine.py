@@ -8,7 +8,9 @@ import pytest
 import fixq
 from fixq import graph as G, layout as L
 from fixq.cli.demo import bundled
-from fixq.model import ArchiveError, Model, quantize_model
+from fixq.archive import ArchiveError, load_float_model
+from fixq.engine import Model
+from fixq.quantizer import quantize_model
 
 from engine_reference import simulate
 
@@ -78,7 +80,7 @@ def test_bundled_models_validate_and_run_float():
     y = np.load(bundled("digits_test_y.npy"))
     assert x.dtype == np.float32 and x.shape[1:] == (1, 8, 8) and y.dtype.kind == "i"
     for name in ("digits_mlp.npz", "digits_cnn.npz"):
-        g, inferred = G.load_float_model(bundled(name))
+        g, inferred = load_float_model(bundled(name))
         assert not inferred
         assert np.mean(G.run_float(g, x).argmax(1) == y) > 0.96
     total = sum(os.path.getsize(bundled(f)) for f in os.listdir(os.path.dirname(bundled("x"))))
@@ -88,7 +90,7 @@ def test_bundled_models_validate_and_run_float():
 def test_inferred_mlp(tmp_path):
     rng = np.random.default_rng(0)
     path = save_float(tmp_path / "m.npz", mlp_weights(rng))
-    g, inferred = G.load_float_model(path, activation="relu6")
+    g, inferred = load_float_model(path, activation="relu6")
     assert inferred
     assert [(n.name, n.op) for n in g.nodes] == [("fc1", "linear"), ("fc1_relu6", "relu6"), ("fc2", "linear")]
     assert g.input_shape == (None, 12) and g.outputs == ["fc2"]
@@ -209,7 +211,7 @@ def test_round_trip_bit_exact(tmp_path, isa, rounding, activations, per_channel)
 
 
 def test_round_trip_bundled_cnn_bit_exact(tmp_path, isa):
-    g, _ = G.load_float_model(bundled("digits_cnn.npz"))
+    g, _ = load_float_model(bundled("digits_cnn.npz"))
     calib = np.load(bundled("digits_calib.npy"))
     q = quantize_model(g, [calib[:128], calib[128:]])
     path = str(tmp_path / "cnn.npz")
@@ -236,7 +238,7 @@ def test_rounding_override_at_load(tmp_path):
 @pytest.mark.parametrize("name", ["digits_mlp.npz", "digits_cnn.npz"])
 @pytest.mark.parametrize("method", ["minmax", "entropy"])
 def test_int8_accuracy_within_one_point(name, method):
-    g, _ = G.load_float_model(bundled(name))
+    g, _ = load_float_model(bundled(name))
     calib = np.load(bundled("digits_calib.npy"))
     x = np.load(bundled("digits_test_x.npy"))
     y = np.load(bundled("digits_test_y.npy"))
@@ -248,7 +250,7 @@ def test_int8_accuracy_within_one_point(name, method):
 
 @pytest.mark.parametrize("name", ["digits_mlp.npz", "digits_cnn.npz"])
 def test_dynamic_mode(tmp_path, name):
-    g, _ = G.load_float_model(bundled(name))
+    g, _ = load_float_model(bundled(name))
     x = np.load(bundled("digits_test_x.npy"))
     y = np.load(bundled("digits_test_y.npy"))
     q = quantize_model(g, dynamic=True)
@@ -427,7 +429,7 @@ def simulate_lowbit(path, m, x):
 
 
 def test_fp16_weights(tmp_path):
-    g, _ = G.load_float_model(bundled("digits_cnn.npz"))
+    g, _ = load_float_model(bundled("digits_cnn.npz"))
     x = np.load(bundled("digits_test_x.npy"))
     q = quantize_model(g, weights="fp16")
     path = str(tmp_path / "f16.npz")
@@ -447,7 +449,7 @@ def test_empty_batch_in_every_mode():
     x = np.load(bundled("digits_test_x.npy"))[:0]
     calib = np.load(bundled("digits_calib.npy"))[:64]
     for name in ("digits_mlp.npz", "digits_cnn.npz"):
-        g, _ = G.load_float_model(bundled(name))
+        g, _ = load_float_model(bundled(name))
         assert G.run_float(g, x).shape == (0, 10)
         for kw in ({}, {"dynamic": True}, {"weights": "fp16"}):
             q = quantize_model(g, [calib], **kw)
@@ -457,7 +459,7 @@ def test_empty_batch_in_every_mode():
 
 
 def test_threads_beyond_int32_are_capped():
-    g, _ = G.load_float_model(bundled("digits_mlp.npz"))
+    g, _ = load_float_model(bundled("digits_mlp.npz"))
     x = np.load(bundled("digits_test_x.npy"))[:8]
     for kw in ({}, {"dynamic": True}):
         q = quantize_model(g, [np.load(bundled("digits_calib.npy"))[:64]], **kw)

@@ -1,10 +1,10 @@
 """The C executor of static int8 models (src/fixq/_csrc/engine.c) against the numpy steps of
-fixq.model (run_all(engine=False)), bit for bit, on random graphs with every op, on every CPU path."""
+fixq.engine (run_all(engine=False)), bit for bit, on random graphs with every op, on every CPU path."""
 import numpy as np
 import pytest
 
 from fixq import graph as G, layout as L
-from fixq.model import quantize_model
+from fixq.quantizer import quantize_model
 
 from test_engine import calib_batches, every_op_model, graph_of
 

@@ -11,11 +11,12 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fixq import model as model_mod
+from fixq.archive import ArchiveError
+from fixq.engine import Model
 from fixq.cli import cli
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
-OWN_ERRORS = (ValueError, TypeError, OSError)   # model.ArchiveError is a ValueError
+OWN_ERRORS = (ValueError, TypeError, OSError)   # fixq.ArchiveError is a ValueError
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +33,7 @@ def archive(tmp_path_factory):
     np.save(d / "calib.npy", x)
     np.save(d / "x.npy", x[:5])
     r = CliRunner().invoke(cli, ["quantize", str(d / "float.npz"), "-o", str(d / "q.npz"), "--calib",
-                                 str(d / "calib.npy"), "--quiet"])
+                                 str(d / "calib.npy"), "--activation", "relu", "--quiet"])
     assert r.exit_code == 0, r.output
     raw = (d / "q.npz").read_bytes()
     with np.load(d / "q.npz", allow_pickle=False) as z:
@@ -43,7 +44,7 @@ def archive(tmp_path_factory):
 def _check_load_and_run(path, x):
     """Load + run give a result or one of fixq's own errors with a message."""
     try:
-        m = model_mod.Model.load(str(path))
+        m = Model.load(str(path))
         m.run(x)
     except OWN_ERRORS as e:
         assert str(e).strip(), f"{type(e).__name__} without a message"
@@ -165,7 +166,7 @@ def test_pickled_archive_is_refused_without_unpickling(archive, tmp_path):
     a["__meta__"] = np.array([json.loads(str(a["__meta__"]))], dtype=object)
     np.savez(tmp_path / "p.npz", **a)
     with pytest.raises(ValueError):
-        model_mod.Model.load(str(tmp_path / "p.npz"))
+        Model.load(str(tmp_path / "p.npz"))
     _check_cli(tmp_path / "p.npz", d)
 
 
@@ -186,7 +187,7 @@ def test_zip_entries_zipfile_cannot_read(archive, edit):
             b[i + 6] = 99  # "version needed to extract": 9.9
     p = _write(d, f"{edit}.npz", bytes(b))
     with pytest.raises(ValueError, match="damaged"):
-        model_mod.Model.load(str(p))
+        Model.load(str(p))
     _check_cli(p, d)
 
 
@@ -201,6 +202,6 @@ def test_meta_tensor_shape_is_checked(archive, tmp_path, shape):
     meta["tensors"][name] = shape
     a["__meta__"] = np.array(json.dumps(meta))
     np.savez(tmp_path / "s.npz", **a)
-    with pytest.raises(model_mod.ArchiveError, match=f"tensor '{name}' has shape"):
-        model_mod.Model.load(str(tmp_path / "s.npz"))
+    with pytest.raises(ArchiveError, match=f"tensor '{name}' has shape"):
+        Model.load(str(tmp_path / "s.npz"))
     _check_cli(tmp_path / "s.npz", d)

@@ -436,9 +436,9 @@ def test_out_overlapping_an_input(isa, shift):
 
 
 def test_numpy_scalars_and_0d_arrays_where_scalars_are_taken(tmp_path):
-    from fixq import graph as G
+    from fixq.archive import load_float_model
     from fixq.cli.demo import bundled
-    from fixq.model import quantize_model
+    from fixq.quantizer import quantize_model
 
     rng = np.random.default_rng(3)
     w = rng.standard_normal((6, 10)).astype(np.float32)
@@ -448,7 +448,7 @@ def test_numpy_scalars_and_0d_arrays_where_scalars_are_taken(tmp_path):
         np.testing.assert_array_equal(fixq.qmatmul(a, b, a_zero_point=zp, out_dtype=np.int32),
                                       fixq.qmatmul(a, b, a_zero_point=5, out_dtype=np.int32))
     assert _same(fixq.pack_weights(b, layout=np.str_("matmul")), fixq.pack_weights(b, layout="matmul"))
-    g, _ = G.load_float_model(bundled("digits_mlp.npz"))
+    g, _ = load_float_model(bundled("digits_mlp.npz"))
     x = np.load(bundled("digits_test_x.npy"))[:8]
     m = quantize_model(g, [np.load(bundled("digits_calib.npy"))[:32]])
     for threads in (np.int64(2), np.uint8(2)):

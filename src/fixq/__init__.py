@@ -10,13 +10,14 @@ from . import _core
 from .arith import dequantize, multiply_by_quantized_multiplier, quantize, quantize_multiplier, requantize
 from .gemm import PackedWeights, pack_weights, qlinear, qmatmul
 from .eltwise import qadd, qmul
-# quantization schemes, calibration, low-bit weights (issue 5)
 from . import calibrate, lowbit
 from .lowbit import (binarize, binary_linear, fp16_linear, lowbit_qlinear, pack_fp16, popcount_linear,
                      storage_report, ternarize)
 from .qparams import QParams, choose_qparams, quantize_bias
 from . import targets  # target= emulation recipes (docs/conformance.md)
-from .model import Model  # the int8 engine (issue 6, docs/engine.md)
+from .archive import ArchiveError, load_float_model
+from .engine import Model  # the int8 engine (docs/engine.md)
+from .quantizer import quantize_model
 
 __version__ = _core.VERSION
 
@@ -59,5 +60,5 @@ __all__ = [
     "calibrate", "QParams", "choose_qparams", "quantize_bias",
     "lowbit", "pack_fp16", "fp16_linear", "ternarize", "binarize", "popcount_linear", "binary_linear",
     "lowbit_qlinear", "storage_report",
-    "Model",
+    "Model", "quantize_model", "load_float_model", "ArchiveError",
 ]

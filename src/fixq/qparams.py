@@ -255,3 +255,11 @@ def quantize_bias(bias, input_scale, weight_scale):
     q = np.round(b.astype(np.float64) / scale.astype(np.float64))
     lim = float(2**31 - 1)
     return np.clip(q, -lim, lim).astype(np.int32), scale.astype(np.float32)
+
+
+def tensor_qparams(lo, hi, dtype):
+    """(float32 scale, int32 zero point) of an activation tensor observed in [lo, hi]: asymmetric
+    :func:`choose_qparams` per tensor, as the quantizer stores them and dynamic mode derives them."""
+    qp = choose_qparams(np.float32(lo), np.float32(hi), dtype=dtype)
+    return np.float32(np.asarray(qp.scale).reshape(())), np.int32(np.asarray(qp.zero_point).reshape(()))
+

@@ -9,7 +9,9 @@ import numpy as np
 from . import cli
 from ._common import one_line_errors
 from .. import graph as G
-from ..model import Model, quantize_model
+from ..archive import load_float_model
+from ..engine import Model
+from ..quantizer import quantize_model
 
 DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
 MODELS = {"mlp": "digits_mlp.npz", "cnn": "digits_cnn.npz"}
@@ -46,7 +48,7 @@ def demo(which, method):
     click.echo(f"digits test set: {len(x)} images 1x8x8, 10 classes; calibration: {len(calib)} images; "
                f"static int8, per-channel weights, {method} calibration, double rounding")
     for name in (["mlp", "cnn"] if which == "both" else [which]):
-        g, _ = G.load_float_model(bundled(MODELS[name]))
+        g, _ = load_float_model(bundled(MODELS[name]))
         t0 = time.perf_counter()
         q = quantize_model(g, [calib[i:i + 128] for i in range(0, len(calib), 128)], method=method)
         with tempfile.TemporaryDirectory() as d:

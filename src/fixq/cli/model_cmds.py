@@ -8,7 +8,9 @@ import numpy as np
 from . import cli
 from ._common import CliError, batches, check_output, load_array, one_line_errors, progressbar
 from .. import graph as G, layout as L
-from ..model import METHODS, WEIGHT_TYPES, Model, atomic_write, quantize_model
+from ..archive import WEIGHT_TYPES, atomic_write, load_float_model
+from ..engine import Model
+from ..quantizer import METHODS, quantize_model
 from ..targets import TARGETS
 
 QUIET = click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
@@ -81,7 +83,7 @@ LAYER_HEADER = ["layer", "op", "dtype", "weight", "w scale", "in scale", "in zp"
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True,
               help="Calibration batch size.")
 @click.option("--graph", "graph_path", type=click.Path(dir_okay=False), help="Graph JSON (overrides __graph__).")
-@click.option("--activation", type=click.Choice(G.ACTIVATIONS), default="relu", show_default=True,
+@click.option("--activation", type=click.Choice(G.ACTIVATIONS), default=None,
               help="Activation between layers of an inferred MLP (no graph).")
 @FORCE
 @QUIET
@@ -96,9 +98,7 @@ def quantize(model, output, calib, method, per_channel, weights, activations, dy
         raise CliError("--weights fp16 keeps float activations: drop --calib and --dynamic")
     if not dynamic and weights != "fp16" and calib is None:
         raise CliError("static quantization needs --calib DATA.npy (or pass --dynamic)")
-    g, inferred = G.load_float_model(model, graph=graph_path, activation=activation)
-    if inferred:
-        click.echo(f"no __graph__ in {model}; inferred a sequential MLP:\n{json.dumps(g.spec)}")
+    g, inferred = load_float_model(model, graph=graph_path, activation=activation)
     if calib is None:
         q = quantize_model(g, dynamic=dynamic, per_channel=per_channel, weights=weights, activations=activations,
                            rounding=rounding, target=target)
@@ -111,6 +111,13 @@ def quantize(model, output, calib, method, per_channel, weights, activations, dy
     click.echo(_table(layer_rows(q), LAYER_HEADER))
     click.echo(f"wrote {output}: {q.weight_bytes()} bytes of parameters "
                f"({q.float_weight_bytes() / max(q.weight_bytes(), 1):.2f}x smaller than fp32)")
+    if inferred:
+        acts = sorted({n.op for n in g.nodes if n.op != "linear"}) or ["no activation"]
+        source = "--activation" if activation is not None else "the archive's __activation__"
+        click.echo(f"warning: {model} has no __graph__: fixq inferred a sequential MLP of "
+                   f"{sum(n.op == 'linear' for n in g.nodes)} linear layers with {', '.join(acts)} between them "
+                   f"(from {source}); if the model differs, give its graph (--graph, docs/engine.md):\n"
+                   f"{json.dumps(g.spec)}", err=True)
 
 
 @cli.command()
@@ -218,7 +225,7 @@ def eval_(float_model, model, data, labels, plot, batch_size, force, quiet):
         except ImportError:
             raise CliError("--plot needs matplotlib (pip install matplotlib)") from None
     m = Model.load(model)
-    g, _ = G.load_float_model(float_model, graph=m.meta["graph"])
+    g, _ = load_float_model(float_model, graph=m.meta["graph"])
     x = load_array(data, "--data")
     y = None
     if labels is not None:

@@ -1,0 +1,351 @@
+"""fixq's two archive formats, read and written in one place (docs/engine.md).
+
+- Float models (``fixq.graph/1``): an ``.npz`` of float weights with PyTorch ``state_dict`` keys and
+  the graph as JSON under ``__graph__``; :func:`load_float_model` returns a validated
+  :class:`fixq.graph.Graph`.
+- Quantized models (``fixq.qmodel/1``): an ``.npz`` with ``__format__``, ``__meta__`` (JSON: options,
+  tensors, the fused steps) and one array per parameter; :func:`read_archive` checks every key
+  before anything runs, :func:`write_archive` writes one atomically.
+
+Every archive is read with ``allow_pickle=False``.  A file that is not an ``.npz`` (a PyTorch
+checkpoint, an ONNX or TFLite model, a single ``.npy``) is named as what it is, with the way in.
+Every file is written to a temporary name in its directory and renamed into place, with the mode a
+plain ``open()`` would give it.
+"""
+import json
+import os
+import secrets
+import stat
+import zipfile
+import zlib
+
+import numpy as np
+
+from ._core import VERSION
+from . import graph as G
+from ._validate import INT_RANGES
+
+QMODEL_FORMAT = "fixq.qmodel/1"
+QMODEL_VERSION = 1
+WEIGHT_TYPES = ("int8", "fp16", "ternary", "binary")
+LOWBIT_KEY = {"ternary": "weight_codes", "binary": "weight_bits"}
+ACT_TYPES = {"int8": np.int8, "uint8": np.uint8}
+
+
+class ArchiveError(ValueError):
+    """An archive that is damaged, not an archive, of an unknown or newer format, or inconsistent."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+
+def atomic_write(path, write):
+    """Call ``write(fileobj)`` on a new file in `path`'s directory, then rename it onto `path`: a reader
+    sees the old file or the whole new one, never a part.  The file gets the mode ``open(path, "wb")``
+    would give it: an existing file's mode, else 0o666 less the umask (the kernel applies it, as for
+    ``open``)."""
+    d = os.path.dirname(os.path.abspath(path))
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        mode = None
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    while True:
+        tmp = os.path.join(d, f".fixq-{secrets.token_hex(6)}.tmp")
+        try:
+            fd = os.open(tmp, flags, 0o666)
+            break
+        except FileExistsError:
+            continue
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if mode is not None:
+                os.fchmod(f.fileno(), mode)
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def write_archive(path, meta, arrays):
+    """Write a ``fixq.qmodel/1`` archive of `meta` and `arrays` atomically."""
+    out = {"__format__": np.array(QMODEL_FORMAT), "__meta__": np.array(json.dumps(meta))}
+    out.update(arrays)
+    atomic_write(path, lambda f: np.savez(f, **out))
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading .npz files safely
+
+_NPZ_HOWTO = "fixq reads float models as .npz (numpy.savez of the weights plus a __graph__; docs/engine.md)"
+
+
+def _what_file(path):
+    """What a file that numpy cannot read as an .npz is, and how to get from it to fixq, or None."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError:
+        return None
+    suffix = os.path.splitext(str(path))[1].lower()
+    torch_howto = ("a PyTorch checkpoint (torch.save); fixq does not unpickle: save its state_dict with "
+                   "numpy.savez(path, **{k: v.numpy() for k, v in sd.items()}) plus a __graph__ (docs/engine.md)")
+    if head[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05"):
+        return torch_howto if suffix in (".pt", ".pth", ".bin", ".ckpt") else \
+            "a Python pickle; fixq does not unpickle. " + _NPZ_HOWTO
+    if head[:4] == b"PK\x03\x04":
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = z.namelist()
+        except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError):
+            return None
+        if any(n.endswith("/data.pkl") or n == "data.pkl" for n in names):
+            return torch_howto
+        return None
+    if head[4:8] == b"TFL3":
+        return "a TensorFlow Lite model (.tflite); fixq cannot import .tflite files yet. " + _NPZ_HOWTO
+    if suffix == ".onnx":
+        return "an ONNX model (.onnx); fixq cannot import ONNX files yet. " + _NPZ_HOWTO
+    if head[:6] == b"\x93NUMPY":
+        return "a single .npy array, not an .npz archive. " + _NPZ_HOWTO
+    return None
+
+
+def load_npz(path, what="model"):
+    """The arrays of an .npz (allow_pickle=False), with damaged files, pickles and files of other kinds
+    as one-line errors."""
+    try:
+        z = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise ArchiveError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ArchiveError(f"{path}: is a directory") from None
+    except (zipfile.BadZipFile, EOFError, ValueError, OSError, NotImplementedError) as e:
+        # NotImplementedError: zipfile's answer to a central directory entry needing a newer zip version
+        kind = _what_file(path)
+        if kind is not None:
+            raise ArchiveError(f"{path}: is {kind}") from None
+        raise ArchiveError(f"{path}: damaged or not an .npz archive ({' '.join(str(e).split())})") from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise ArchiveError(f"{path}: is a single .npy array, not an .npz archive; save the {what} with numpy.savez")
+    out = {}
+    with z:
+        if "data.pkl" in z.files or any(k.endswith("/data") for k in z.files):
+            raise ArchiveError(f"{path}: is {_what_file(path) or 'not an .npz archive of arrays'}")
+        for k in z.files:
+            try:
+                out[k] = z[k]
+            except ValueError as e:
+                if "allow_pickle" in str(e):
+                    raise ArchiveError(f"{path}: key {k!r} holds a pickled object array; fixq archives hold only "
+                                       "plain numeric and string arrays") from None
+                raise ArchiveError(f"{path}: key {k!r} is damaged ({' '.join(str(e).split())})") from None
+            except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError) as e:
+                # zipfile raises RuntimeError for an encrypted entry, NotImplementedError for an unknown method
+                raise ArchiveError(f"{path}: key {k!r} is damaged ({' '.join(str(e).split())})") from None
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Float models (fixq.graph/1)
+
+def load_float_model(path, graph=None, activation=None):
+    """(Graph, inferred) from a float ``.npz`` at `path`.
+
+    `graph` (a dict, a JSON string, or the path of a .json file) overrides the archive's ``__graph__``.
+    With neither, a sequential MLP is inferred from the ``<layer>.weight``/``<layer>.bias`` pairs and
+    ``inferred`` is True; the activation between its layers must then be named, by `activation`
+    (``"relu"``, ``"relu6"`` or ``"none"``) or by an ``__activation__`` string in the archive: fixq
+    does not guess it."""
+    arrays = load_npz(path)
+    if "__format__" in arrays or "__meta__" in arrays:
+        raise ArchiveError(f"{path}: is a fixq quantized model ({QMODEL_FORMAT}), not a float model; run it with "
+                           "`fixq run`, or quantize the float .npz it was made from")
+    spec_src = arrays.pop("__graph__", None)
+    hint = arrays.pop("__activation__", None)
+    if graph is not None:
+        spec_src = _graph_arg(graph)
+    weights = {}
+    for k, v in arrays.items():
+        if v.dtype not in (np.float16, np.float32, np.float64):
+            raise ArchiveError(f"{path}: key {k!r} has dtype {v.dtype}; a float model holds float16, float32 or "
+                               "float64 weights")
+        weights[k] = np.ascontiguousarray(v, dtype=np.float32)
+    if spec_src is not None:
+        return G.validate(G.parse_spec(spec_src), weights), False
+    if activation is None and hint is not None:
+        if hint.dtype.kind != "U" or hint.ndim != 0:
+            raise ArchiveError(f"{path}: key '__activation__' must be a string, one of {list(G.ACTIVATIONS)}")
+        activation = str(hint)
+    if activation is None:
+        raise G.GraphError(f"{path}: has no __graph__, so fixq infers a sequential MLP from its weights but cannot "
+                           f"know the activation between layers; name it (--activation "
+                           f"{'|'.join(G.ACTIVATIONS)}, Python activation=) or add a __graph__ (docs/engine.md)")
+    return G.validate(G.infer_mlp(weights, activation), weights), True
+
+
+def _graph_arg(graph):
+    """A `graph=` argument: a dict or JSON text as it is; any other string or path is a .json file."""
+    if isinstance(graph, dict) or (isinstance(graph, str) and graph.lstrip().startswith("{")):
+        return graph
+    try:
+        with open(graph, encoding="utf-8") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise G.GraphError(f"graph: cannot read {str(graph)!r} ({getattr(e, 'strerror', None) or e})") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Quantized models (fixq.qmodel/1)
+
+def _expect(arrays, key, dtype, shape, step):
+    if key not in arrays:
+        raise ArchiveError(f"step {step!r}: key {key!r} is missing")
+    a = arrays[key]
+    if a.dtype != np.dtype(dtype):
+        raise ArchiveError(f"step {step!r}: key {key!r} has dtype {a.dtype}; expected {np.dtype(dtype).name}")
+    if shape is not None and a.shape != tuple(shape):
+        raise ArchiveError(f"step {step!r}: key {key!r} has shape {a.shape}; expected {tuple(shape)}")
+    return a
+
+
+_OPTION_KEYS = ("method", "per_channel", "weights", "activations", "dynamic", "rounding")
+
+
+_STEP_KEYS = ("name", "op", "inputs", "output", "act")
+
+
+def _check_meta(meta):
+    """__meta__'s structure: the options, and steps that read tensors computed before them."""
+    def names(v):
+        return isinstance(v, list) and v and all(isinstance(t, str) for t in v)
+
+    if not isinstance(meta["options"], dict) or not isinstance(meta["tensors"], dict) \
+            or not isinstance(meta["steps"], list):
+        raise ArchiveError("key '__meta__' must hold 'options' and 'tensors' (objects) and 'steps' (a list)")
+    for k in _OPTION_KEYS:
+        if k not in meta["options"]:
+            raise ArchiveError(f"key '__meta__' lacks options.{k}")
+    tensors = meta["tensors"]
+    for t, shape in tensors.items():  # fixq.graph's rule for the input shape, for every tensor
+        if (not isinstance(shape, list) or len(shape) not in (2, 4) or shape[0] is not None
+                or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape[1:])):
+            raise ArchiveError(f"key '__meta__': tensor {t!r} has shape {shape!r}; it must be [null, features] or "
+                               "[null, C, H, W] with positive sizes")
+    if not isinstance(meta["input"], str) or meta["input"] not in tensors:
+        raise ArchiveError(f"key '__meta__': input {meta['input']!r} is not one of its tensors")
+    known = {meta["input"]}
+    for i, s in enumerate(meta["steps"]):
+        if not isinstance(s, dict) or any(k not in s for k in _STEP_KEYS):
+            raise ArchiveError(f"key '__meta__': step {i} must be an object with keys {', '.join(_STEP_KEYS)}")
+        if not names(s["inputs"]):
+            raise ArchiveError(f"step {s['name']!r}: key 'inputs' must be a non-empty list of tensor names")
+        for t in s["inputs"]:
+            if t not in tensors:
+                raise ArchiveError(f"step {s['name']!r}: key 'inputs' names unknown tensor {t!r}")
+            if t not in known:
+                raise ArchiveError(f"step {s['name']!r}: key 'inputs' names tensor {t!r} before a step computes it")
+        if not isinstance(s["output"], str) or s["output"] not in tensors:
+            raise ArchiveError(f"step {s['name']!r}: output {s['output']!r} is not one of the tensors")
+        known.add(s["output"])
+    if not names(meta["outputs"]) or not set(meta["outputs"]) <= known:
+        raise ArchiveError(f"key '__meta__': outputs {meta['outputs']!r} are not tensors the steps compute")
+
+
+def _check_archive(meta, arrays):
+    """Every key the plan needs, with its dtype and shape."""
+    opts = meta["options"]
+    weights = opts["weights"]
+    if weights not in WEIGHT_TYPES or opts["activations"] not in ACT_TYPES:
+        raise ArchiveError(f"key '__meta__': options weights={weights!r}, activations={opts['activations']!r} "
+                           "are not ones this fixq runs")
+    dynamic = opts["dynamic"] or weights == "fp16"
+    act_dt = ACT_TYPES[opts["activations"]]
+    tshapes = meta["tensors"]
+    if not dynamic:
+        for t in tshapes:
+            _expect(arrays, f"t:{t}:scale", np.float32, (), t)
+            zp = _expect(arrays, f"t:{t}:zero_point", np.int32, (), t)
+            lo, hi = INT_RANGES[np.dtype(act_dt)]
+            if not lo <= int(zp) <= hi:
+                raise ArchiveError(f"tensor {t!r}: key 't:{t}:zero_point' = {int(zp)} is outside {opts['activations']}")
+            if not (np.isfinite(arrays[f"t:{t}:scale"]) and arrays[f"t:{t}:scale"] > 0):
+                raise ArchiveError(f"tensor {t!r}: key 't:{t}:scale' must be finite and > 0")
+    for s in meta["steps"]:
+        name, op = s["name"], s["op"]
+        for t in s["inputs"]:
+            if t not in tshapes:
+                raise ArchiveError(f"step {name!r}: key 'inputs' names unknown tensor {t!r}")
+        if op in G.WEIGHTED:
+            shape = s["weight_shape"]
+            if (not isinstance(shape, list) or len(shape) != (2 if op == "linear" else 4)
+                    or not all(isinstance(d, int) and d > 0 for d in shape)):
+                raise ArchiveError(f"step {name!r}: key 'weight_shape' is {shape!r}")
+            o, k = shape[0], int(np.prod(shape[1:]))
+            if weights in LOWBIT_KEY:
+                per = 4 if weights == "ternary" else 8
+                _expect(arrays, f"{name}:{LOWBIT_KEY[weights]}", np.uint8, (o, (k + per - 1) // per), name)
+            else:
+                _expect(arrays, f"{name}:weight", np.float16 if weights == "fp16" else np.int8, shape, name)
+            _expect(arrays, f"{name}:bias", np.float32 if dynamic else np.int32, (o,), name)
+            if weights == "fp16":
+                continue
+            nch = arrays.get(f"{name}:weight_scale", np.zeros(0)).shape
+            ch = nch[0] if len(nch) == 1 and nch[0] in (1, o) else o
+            _expect(arrays, f"{name}:weight_scale", np.float32, (ch,), name)
+            _expect(arrays, f"{name}:weight_zero_point", np.int32, (ch,), name)
+            if not dynamic:
+                for k, dt in (("multiplier", np.int32), ("shift", np.int32), ("scale", np.float32)):
+                    _expect(arrays, f"{name}:{k}", dt, (ch,), name)
+        elif op == "concat" and not dynamic:
+            for k, dt in (("multiplier", np.int32), ("shift", np.int32), ("scale", np.float32)):
+                _expect(arrays, f"{name}:{k}", dt, (len(s["inputs"]),), name)
+
+
+def _parse_format(value, path):
+    if value.dtype.kind != "U" or value.ndim != 0:
+        raise ArchiveError(f"{path}: key '__format__' must be a string")
+    fmt = str(value)
+    name, _, ver = fmt.partition("/")
+    if name != "fixq.qmodel" or not ver.isdigit():
+        raise ArchiveError(f"{path}: key '__format__' is {fmt!r}, not a fixq quantized model "
+                           f"({QMODEL_FORMAT})")
+    if int(ver) > QMODEL_VERSION:
+        raise ArchiveError(f"{path}: format {fmt} is newer than this fixq {VERSION} reads "
+                           f"({QMODEL_FORMAT}); upgrade fixq")
+    return fmt
+
+
+def read_archive(path):
+    """(meta, arrays) of a fixq.qmodel archive, checked key by key."""
+    arrays = load_npz(path, "quantized model")
+    if "__format__" not in arrays:
+        if "__graph__" in arrays or all(a.dtype.kind == "f" for k, a in arrays.items() if not k.startswith("__")):
+            raise ArchiveError(f"{path}: is a float model, not a quantized one ({QMODEL_FORMAT}); quantize it "
+                               f"first: fixq quantize {path} -o model.q.npz --calib data.npy")
+        raise ArchiveError(f"{path}: no key '__format__'; not a fixq quantized model (make one with "
+                           "`fixq quantize`)")
+    _parse_format(arrays.pop("__format__"), path)
+    if "__meta__" not in arrays:
+        raise ArchiveError(f"{path}: key '__meta__' is missing")
+    m = arrays.pop("__meta__")
+    if m.dtype.kind != "U" or m.ndim != 0:
+        raise ArchiveError(f"{path}: key '__meta__' must be a JSON string")
+    try:
+        meta = json.loads(str(m))
+    except json.JSONDecodeError as e:
+        raise ArchiveError(f"{path}: key '__meta__' is not valid JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise ArchiveError(f"{path}: key '__meta__' must be a JSON object")
+    for k in ("format", "fixq_version", "options", "graph", "input", "input_shape", "outputs", "tensors", "steps"):
+        if k not in meta:
+            raise ArchiveError(f"{path}: key '__meta__' lacks {k!r}")
+    try:
+        _check_meta(meta)
+        _check_archive(meta, arrays)
+    except (KeyError, TypeError) as e:
+        raise ArchiveError(f"{path}: key '__meta__' is inconsistent ({type(e).__name__}: {e})") from None
+    except ArchiveError as e:
+        raise ArchiveError(f"{path}: {e}") from None
+    return meta, arrays

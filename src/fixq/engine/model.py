@@ -1,0 +1,176 @@
+"""The :class:`Model`: a quantized model loaded, checked and ready to run."""
+import math
+
+import numpy as np
+
+from .. import graph as G, layout as L, lowbit, targets
+from .._validate import THREADS_MAX, rounding_arg, threads_arg
+from ..archive import ACT_TYPES, ArchiveError, read_archive, write_archive
+from ..arith import dequantize
+from .plan import engine_plan
+from .steps import float_step, prepared_dequantize, prepared_quantize, static_step
+
+
+class Model:
+    """An int8 model: ``Model.load(path)`` then ``model.run(x)``."""
+
+    def __init__(self, meta, arrays, rounding=None, target=None):
+        self.meta = meta
+        self.arrays = arrays
+        self.options = meta["options"]
+        self.rounding = rounding_arg(rounding) if rounding is not None else self.options["rounding"]
+        self.dynamic = self.options["dynamic"]
+        self.weights = self.options["weights"]
+        self.float_acts = self.dynamic or self.weights == "fp16"
+        self.target = target if target is not None else self.options.get("target")
+        if self.target is not None:
+            targets.target_arg(self.target)
+            if rounding is not None:
+                raise ValueError("give rounding= or target=, not both: a target fixes each op's rounding")
+            if self.float_acts:
+                raise ValueError(f"target={self.target!r} emulates a runtime's int8 kernels and needs a static "
+                                 "int8 model (quantized without --dynamic or --weights fp16)")
+        self.act_dtype = np.dtype(ACT_TYPES[self.options["activations"]])
+        self.input = meta["input"]
+        self.input_shape = tuple(meta["input_shape"])
+        self.outputs = list(meta["outputs"])
+        self.steps = meta["steps"]
+        self._build()
+
+    @classmethod
+    def load(cls, path, rounding=None, target=None):
+        """Read a ``fixq.qmodel/1`` archive; `rounding` overrides the requantization it was made with;
+        `target` runs linear, conv, add, mul and the input quantization exactly as that runtime does
+        (``fixq.targets``, docs/conformance.md)."""
+        meta, arrays = read_archive(path)
+        try:
+            return cls(meta, arrays, rounding, target)
+        except (KeyError, IndexError, TypeError) as e:
+            raise ArchiveError(f"{path}: key '__meta__' is inconsistent ({type(e).__name__}: {e})") from None
+
+    def save(self, path):
+        """Write the archive atomically (fixq.archive.write_archive)."""
+        write_archive(path, self.meta, self.arrays)
+
+    # -- parameters -----------------------------------------------------------------------------
+    def qparams(self, tensor):
+        """(scale, zero_point) of an activation tensor (static mode)."""
+        return float(self.arrays[f"t:{tensor}:scale"]), int(self.arrays[f"t:{tensor}:zero_point"])
+
+    def weight_bytes(self):
+        return sum(a.nbytes for k, a in self.arrays.items() if not k.startswith("t:"))
+
+    def float_weight_bytes(self):
+        """fp32 weights and biases of the weighted layers."""
+        return sum(4 * int(np.prod(s["weight_shape"])) + 4 * s["weight_shape"][0]
+                   for s in self.steps if s["op"] in G.WEIGHTED)
+
+    def weight(self, s):
+        """The int8 weights of step `s` in their float layout (ternary/binary codes unpacked)."""
+        a, name, shape = self.arrays, s["name"], s["weight_shape"]
+        if self.weights == "ternary":
+            lw = lowbit.TernaryWeights.from_arrays({"codes": a[f"{name}:weight_codes"],
+                                                         "alpha": a[f"{name}:weight_scale"],
+                                                         "k": int(np.prod(shape[1:]))})
+        elif self.weights == "binary":
+            lw = lowbit.BinaryWeights.from_arrays({"bits": a[f"{name}:weight_bits"],
+                                                        "alpha": a[f"{name}:weight_scale"],
+                                                        "k": int(np.prod(shape[1:]))})
+        else:
+            return a[f"{name}:weight"]
+        return lw.unpack().reshape(shape)
+
+    # -- building the run plan ------------------------------------------------------------------
+    def _requant_kw(self, name):
+        a = self.arrays
+        if self.rounding == "fp32":
+            return {"scale": a[f"{name}:scale"]}
+        return {"multiplier": a[f"{name}:multiplier"], "shift": a[f"{name}:shift"]}
+
+    def _build(self):
+        """Static int8 models run on the C plan (plan.engine_plan); target=, dynamic mode and fp16 weights
+        run the numpy steps (steps.py; built on demand for run_all(engine=False) too)."""
+        self._fns = None
+        if not self.float_acts:
+            sc, zp = self.qparams(self.input)
+            if self.target is not None:
+                self._quantize_in = lambda x: targets.quantize(x, self.target, sc, zp, self.act_dtype)
+            else:
+                self._quantize_in = prepared_quantize(sc, zp, self.act_dtype)
+            self._dequantize_out = [prepared_dequantize(*self.qparams(t), self.act_dtype) for t in self.outputs]
+        self._engine = None
+        if not self.float_acts and self.target is None:
+            self._engine, self._engine_index, self._softmax = engine_plan(self)
+
+    def _python_steps(self):
+        if self._fns is None:
+            self._fns = []
+            for s in self.steps:
+                fn = float_step(self, s) if self.float_acts else static_step(self, s)
+                self._fns.append((fn, tuple(s["inputs"]), s["output"]))
+        return self._fns
+
+    # -- running --------------------------------------------------------------------------------
+    def _check_x(self, x):
+        x = np.asarray(x)
+        if x.dtype.kind != "f":
+            raise TypeError(f"x must be a float array, got dtype {x.dtype}")
+        want = self.input_shape
+        if x.ndim != len(want) or x.shape[1:] != want[1:]:
+            raise ValueError(f"x has shape {x.shape}; the model's input {self.input!r} needs "
+                             f"[N, {', '.join(map(str, want[1:]))}]")
+        return x
+
+    def run_all(self, x, threads=1, engine=True):
+        """Every tensor of the run (internal layout: 4-D tensors NHWC), keyed by name.  `engine=False`
+        runs the numpy steps instead of the C plan (the same integers)."""
+        if type(threads) is not int or not 0 < threads <= THREADS_MAX:  # the common case without a call
+            threads = threads_arg(threads)
+        x = self._check_x(x)
+        if self._engine is not None and engine:
+            views = self._engine.run(x, threads, False, True)
+            env = {}
+            for t, i in self._engine_index.items():
+                env[t] = views[i] if len(self.meta["tensors"][t]) == 4 else views[i].reshape(
+                    x.shape[0], math.prod(self.meta["tensors"][t][1:]))
+            for t, (src, axis) in self._softmax.items():
+                env[t] = G.softmax(dequantize(env[src], *self.qparams(src)), axis)
+            return env
+        x = L.to_internal(x)
+        if self.float_acts:
+            env = {self.input: np.asarray(x, np.float32)}
+        else:
+            env = {self.input: self._quantize_in(x)}
+        for fn, ins, out in self._python_steps():
+            env[out] = fn(*[env[t] for t in ins], threads)
+        return env
+
+    def run(self, x, threads=1, raw=False):
+        """Outputs for a float batch `x` (the model's input shape with any batch size): dequantized
+        float32, or with `raw` the int8/uint8 outputs (static mode).  One output: an array; several:
+        a tuple."""
+        if type(threads) is not int or not 0 < threads <= THREADS_MAX:  # the common case without a call
+            threads = threads_arg(threads)
+        if raw and self.float_acts:
+            raise ValueError("raw=True needs a static int8 model; this model's outputs are float")
+        if self._engine is not None:
+            outs = self._engine.run(self._check_x(x), threads, raw, False)
+            if self._softmax:
+                for i, t in enumerate(self.outputs):
+                    if t in self._softmax:
+                        outs[i] = L.to_external(G.softmax(outs[i], self._softmax[t][1]))
+            return outs[0] if len(outs) == 1 else tuple(outs)
+        env = self.run_all(x, threads)
+        outs = []
+        for i, t in enumerate(self.outputs):
+            y = env[t]
+            if not self.float_acts and not raw and y.dtype != np.float32:
+                y = self._dequantize_out[i](y)
+            outs.append(L.to_external(y))
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def dequantized(self, tensor, value):
+        """Float view of an internal tensor value (for per-layer error reports)."""
+        if self.float_acts or value.dtype == np.float32:
+            return value
+        return dequantize(value, *self.qparams(tensor))

@@ -1,0 +1,135 @@
+"""The C plan of a static int8 model (``_core.Engine``, src/fixq/_csrc/fixq_engine.h): numbered NHWC
+tensors and one checked descriptor per step, built once with the GIL; ``Model.run`` then makes one
+``nogil`` call per batch.  Every parameter goes through the same checks as the public kernel
+functions (a call of each on a probe), so the plan cannot hold what they would refuse."""
+import numpy as np
+
+from .. import _core, arith, eltwise, gemm, graph as G, layout as L
+from .._validate import INT_RANGES, scale_arg, zero_point_arg
+from ..archive import ArchiveError
+
+def eltwise_params(op, kw):
+    """The checked (by a call of ``fixq.qadd`` / ``fixq.qmul``) ``_core.EltwiseParams`` of `kw`."""
+    dt = np.dtype(kw["out_dtype"])
+    probe = np.zeros(1, dt)
+    (eltwise.qadd if op == "add" else eltwise.qmul)(probe, probe, **kw)
+    return _core.EltwiseParams(op, kw["rounding"], dt.name, float(kw["a_scale"]), int(kw["a_zero_point"]),
+                               dt.name, float(kw["b_scale"]), int(kw["b_zero_point"]), dt.name,
+                               float(kw["out_scale"]), int(kw["out_zero_point"]), int(kw["out_min"]),
+                               int(kw["out_max"]))
+
+
+def _overflow_message(name, dt, zp, packed, bias):
+    """The OverflowError text of fixq.qlinear for the first group of a conv/linear step that can overflow."""
+    def message():
+        lo, hi = INT_RANGES[dt]
+        span = max(zp - lo, hi - zp)
+        for k, pk in enumerate(packed):
+            b = bias[k * pk.n:(k + 1) * pk.n]
+            if np.any(span * pk.col_abs + np.abs(b.astype(np.int64)) > 2**31 - 1):
+                return _core._overflow_message("qlinear", 0 if dt == np.int8 else 1, zp, pk, b)
+        return f"step {name!r}: the int32 accumulator could overflow"
+    return message
+
+
+def engine_plan(m):
+    """(engine, index, softmax) of Model `m`: its steps as a C plan (_core.Engine) over NHWC tensors, where
+    tensor 0 is the float input, then the quantized input and every step's output; ``index`` maps each
+    tensor name to its number; ``softmax`` maps each softmax output to (its input, the NHWC axis): softmax
+    runs in numpy on the dequantized output, as in steps.static_step."""
+    shapes = m.meta["tensors"]
+    dims = {t: ((sh[2], sh[3], sh[1]) if len(sh) == 4 else (1, 1, sh[1])) for t, sh in shapes.items()}
+    tensors = [dims[m.input] + (4,)]
+    index = {}
+
+    def tensor(name):
+        index[name] = len(tensors)
+        tensors.append(dims[name] + (1,))
+        return len(tensors) - 1
+    sc, zp = m.qparams(m.input)
+    scale_arg(sc, 1), zero_point_arg(zp, 1, m.act_dtype)  # prepared_quantize's checks
+    plan = [{"name": m.input, "op": "quantize", "in": [0], "out": tensor(m.input), "scale": sc, "zp": zp}]
+    softmax = {}
+    for s in m.steps:
+        if s["op"] == "softmax":
+            softmax[s["output"]] = (s["inputs"][0], L.internal_axis(s["axis"], len(shapes[s["output"]])))
+            continue
+        d = engine_step(m, s)
+        d.update(name=s["name"], **{"in": [index[t] for t in s["inputs"]]})
+        d["out"] = tensor(s["output"])
+        plan.append(d)
+    outputs = []
+    for t in m.outputs:
+        if t in softmax:  # its input, dequantized, in the internal layout
+            src = softmax[t][0]
+            outputs.append((index[src], False, *m.qparams(src),
+                            dims[src] if len(shapes[src]) == 4 else dims[src][2:], False))
+        else:
+            outputs.append((index[t], len(shapes[t]) == 4, *m.qparams(t), tuple(shapes[t][1:]),
+                            True))
+    return _core.Engine(m.act_dtype.name, tensors, plan, outputs), index, softmax
+
+
+def engine_rq(m, rq, zero_point, lo, hi, channels):
+    """The output stage `rq` (``Model._requant_kw``) as arrays of length `channels`, checked by fixq.requantize."""
+    dt = m.act_dtype
+    arith.requantize(np.zeros(channels, np.int32), zero_point=zero_point, qmin=lo, qmax=hi, dtype=dt,
+                    rounding=m.rounding, **rq)
+    out = {"rounding": m.rounding, "zero_point": np.full(channels, zero_point, np.int32), "qmin": int(lo),
+           "qmax": int(hi)}
+    for k, v in rq.items():
+        out[k] = np.ascontiguousarray(np.broadcast_to(v, (channels,)), dtype=np.float32 if k == "scale" else np.int32)
+    return out
+
+
+def engine_step(m, s):
+    """One step of the C plan: the parameters of _static_step's numpy code for it."""
+    name, op, a = s["name"], s["op"], m.arrays
+    dt = m.act_dtype
+    qmin, qmax = INT_RANGES[dt]
+    sc_in = [m.qparams(t)[0] for t in s["inputs"]]
+    zp_in = [m.qparams(t)[1] for t in s["inputs"]]
+    sc_out, zp_out = m.qparams(s["output"])
+    lo, hi = s.get("out_min", qmin), s.get("out_max", qmax)
+    if op in G.WEIGHTED:
+        w = m.weight(s)
+        bias = np.ascontiguousarray(a[f"{name}:bias"], dtype=np.int32)
+        rq = m._requant_kw(name)
+        geo = {} if op == "linear" else dict(kernel=tuple(w.shape[2:]), stride=tuple(s["stride"]),
+                                             padding=tuple(s["padding"]), dilation=tuple(s["dilation"]))
+        if s.get("depthwise"):
+            taps = np.ascontiguousarray(w[:, 0].transpose(1, 2, 0))  # [kH, kW, O]
+            mult = w.shape[0] // m.meta["tensors"][s["inputs"][0]][1]
+            return dict(op="depthwise", groups=mult, bias=bias, taps=taps, zp=zp_in[0],
+                        rq=engine_rq(m, rq, zp_out, lo, hi, w.shape[0]), **geo)
+        groups = s.get("groups", 1)
+        og = w.shape[0] // groups
+        packed = [gemm.pack_weights(w if op == "linear" else L.conv_weight_hwc(w[k * og:(k + 1) * og]))
+                  for k in range(groups)]
+        rq = engine_rq(m, rq, zp_out, lo, hi, a[f"{name}:weight_scale"].shape[0])
+        return dict(op="gemm", groups=groups, packed=packed, bias=bias, zp=gemm._int(zp_in[0], "a_zero_point",
+                                                                                    "qlinear"),
+                    rq=rq, overflow=_overflow_message(name, dt, zp_in[0], packed, bias), **geo)
+    if op in ("add", "mul"):
+        kw = dict(a_scale=sc_in[0], a_zero_point=zp_in[0], b_scale=sc_in[1], b_zero_point=zp_in[1],
+                  out_scale=sc_out, out_zero_point=zp_out, out_min=lo, out_max=hi, out_dtype=dt,
+                  rounding=m.rounding)
+        return dict(op="eltwise", eltwise=eltwise_params(op, kw))
+    if op == "concat":
+        rq = m._requant_kw(name)
+        nd = len(m.meta["tensors"][s["output"]])
+        in_rq = [None if (sc_in[i], zp_in[i]) == (sc_out, zp_out) else
+                 engine_rq(m, {k: v[i:i + 1] for k, v in rq.items()}, zp_out, qmin, qmax, 1)
+                 for i in range(len(zp_in))]
+        return dict(op="concat", axis=L.internal_axis(s["axis"], nd) if nd == 4 else 3,
+                    in_zp=np.array(zp_in, np.int32), in_rq=in_rq)
+    if op == "relu":
+        return dict(op="clamp", lo=zp_out, hi=qmax)
+    if op == "relu6":
+        return dict(op="clamp", lo=zp_out, hi=min(qmax, zp_out + round(6.0 / sc_out)))
+    if op in ("maxpool2d", "avgpool2d"):
+        return dict(op=op[:-2], kernel=tuple(s["kernel"]), stride=tuple(s["stride"]), padding=tuple(s["padding"]),
+                    lo=qmin, zp=zp_out)
+    if op in ("global_avgpool", "flatten"):
+        return dict(op=op)
+    raise ArchiveError(f"step {name!r}: key 'op' {op!r} is not a fixq.qmodel/1 op")

@@ -1,0 +1,313 @@
+"""The numpy steps of a quantized model: the test reference of the C plan (``run_all(engine=False)``),
+and the executor of what the C plan does not run (yet): ``target=`` recipes fixq's kernels lack, and
+float activations between layers (dynamic mode, fp16 weights).  Each step calls fixq's public kernels
+with its arguments checked once, when the step is built."""
+import numpy as np
+
+from .. import _core, arith, gemm, graph as G, layout as L, lowbit, targets
+from .._validate import INT_RANGES, scale_arg, zero_point_arg
+from ..archive import ArchiveError
+from ..qparams import tensor_qparams
+from .plan import eltwise_params
+
+def prepared_quantize(scale, zero_point, dt):
+    """``arith.quantize(x, scale, zero_point, dt)`` per tensor, its arguments checked once here."""
+    sc, zp = scale_arg(scale, 1), zero_point_arg(zero_point, 1, dt)
+    lo, hi = INT_RANGES[dt]
+    name, raw = dt.name, _core.quantize_raw
+
+    def quantize(x):
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        y = np.empty(x.shape, dt)
+        raw(x.reshape(-1), y.reshape(-1).view(np.uint8), name, 1, 1, x.size, sc, zp, lo, hi)
+        return y
+    return quantize
+
+
+def prepared_dequantize(scale, zero_point, dt):
+    """``fixq.dequantize(q, scale, zero_point)`` per tensor, its arguments checked once here."""
+    sc, zp = scale_arg(scale, 1), zero_point_arg(zero_point, 1, dt)
+    name, raw = dt.name, _core.dequantize_raw
+
+    def dequantize(q):
+        q = np.ascontiguousarray(q)
+        y = np.empty(q.shape, np.float32)
+        raw(q.reshape(-1).view(np.uint8), name, y.reshape(-1), 1, 1, q.size, sc, zp)
+        return y
+    return dequantize
+
+
+def prepared_requantize(rq, rounding, zero_point, lo, hi, dt, channels):
+    """``arith.requantize(acc, **rq, zero_point, qmin=lo, qmax=hi, dtype=dt, rounding, axis=-1)`` with
+    per-tensor or per-last-axis parameters, checked once here (the same checks as fixq.requantize)."""
+    arith.requantize(np.zeros(channels, np.int32), zero_point=zero_point, qmin=lo, qmax=hi, dtype=dt,
+                    rounding=rounding, **rq)
+    ch = np.asarray(rq.get("scale", rq.get("multiplier"))).size
+    m = s = sc = None
+    if rounding == "fp32":
+        sc = np.ascontiguousarray(np.broadcast_to(rq["scale"], (ch,)), dtype=np.float32)
+    else:
+        m = np.ascontiguousarray(np.broadcast_to(rq["multiplier"], (ch,)), dtype=np.int32)
+        s = np.ascontiguousarray(np.broadcast_to(rq["shift"], (ch,)), dtype=np.int32)
+    zp = np.full(ch, zero_point, np.int32)
+    name, raw = dt.name, _core.requantize_raw
+
+    def requantize(acc):
+        acc = np.ascontiguousarray(acc, dtype=np.int32)
+        y = np.empty(acc.shape, dt)
+        raw(acc.reshape(-1), y.reshape(-1).view(np.uint8), name, acc.size // ch, ch, 1, rounding, m, s, sc, zp,
+            lo, hi)
+        return y
+    return requantize
+
+
+def prepared_qlinear(w, bias, common, rq):
+    """``gemm.qlinear(x, gemm.pack_weights(w), bias, **common, **rq, threads=threads)`` as a function of
+    ``(x, threads)``: the weights packed and the output stage checked (by fixq.gemm's own checks) once,
+    here, so that a call at run time goes straight to the kernel."""
+    packed = gemm.pack_weights(w)
+    dt = np.dtype(common["out_dtype"])
+    stage = gemm._out_stage("qlinear", dt, common["rounding"], rq.get("multiplier"), rq.get("shift"),
+                            rq.get("scale"), common["out_zero_point"], common["out_min"], common["out_max"],
+                            packed.n)
+    bias = np.ascontiguousarray(bias, dtype=np.int32)
+    zp = gemm._int(common["a_zero_point"], "a_zero_point", "qlinear")
+    qgemm = _core.qgemm
+
+    def qlinear(x, threads):
+        return qgemm("qlinear", "x", x, packed, zp, bias, *stage, dt, threads, None)
+    return qlinear
+
+
+def prepared_eltwise(op, kw):
+    """``fixq.qadd(x, y, **kw)`` / ``fixq.qmul`` on same-shape contiguous tensors as a function of
+    ``(x, y, threads)``: the arguments checked (by a call of the public function) and the TFLite
+    multipliers derived once, here."""
+    dt = np.dtype(kw["out_dtype"])
+    params = eltwise_params(op, kw)
+    one = (1,)
+    eltwise_nd = _core.eltwise_nd
+
+    def eltwise(x, y, threads):
+        out = np.empty(x.shape, dt)
+        eltwise_nd(params, x.reshape(-1).view(np.uint8), y.reshape(-1).view(np.uint8),
+                   out.reshape(-1).view(np.uint8), (x.size,), one, one, one)
+        return out
+    return eltwise
+
+
+def _target_qlinear(w, bias, common, target, op, scales):
+    """``qlinear(x, threads)`` with `target`'s output stage for `op` (fixq.targets.qgemm)."""
+    packed = gemm.pack_weights(w)
+    kw = {k: v for k, v in common.items() if k != "rounding"}
+
+    def qlinear(x, threads):
+        return targets.qgemm(gemm.qlinear, x, packed, target=target, scales=scales, op=op, bias=bias, threads=threads,
+                             **kw)
+    return qlinear
+
+
+def avg_round(acc, count):
+    """TFLite reference AveragePool: ``acc > 0 ? (acc + n/2) / n : (acc - n/2) / n`` (C division)."""
+    h = count // 2
+    return np.where(acc >= 0, (acc + h) // count, -((h - acc) // count))
+
+
+def static_step(m, s):
+    name, op, a = s["name"], s["op"], m.arrays
+    dt = m.act_dtype
+    qmin, qmax = INT_RANGES[dt]
+    zp_in = [m.qparams(t)[1] for t in s["inputs"]]
+    sc_in = [m.qparams(t)[0] for t in s["inputs"]]
+    sc_out, zp_out = m.qparams(s["output"])
+    lo, hi = s.get("out_min", qmin), s.get("out_max", qmax)
+    rounding = m.rounding
+    if op in G.WEIGHTED and not s.get("depthwise"):
+        w = m.weight(s)
+        groups = s.get("groups", 1)
+        common = dict(a_zero_point=zp_in[0], out_zero_point=zp_out, out_min=lo, out_max=hi,
+                      out_dtype=dt, rounding=rounding)
+        rq = m._requant_kw(name)
+        per_ch = a[f"{name}:weight_scale"].shape[0] > 1
+        bias = a[f"{name}:bias"]
+        if m.target is not None:
+            scales = (sc_in[0], a[f"{name}:weight_scale"], sc_out)
+            if op == "linear":
+                return _target_qlinear(w, bias, common, m.target, "matmul", scales)
+        elif op == "linear":
+            return prepared_qlinear(w, bias, common, rq)
+        og = w.shape[0] // groups
+        ig = w.shape[1]
+        wg = []
+        for k in range(groups):
+            sl = slice(k * og, (k + 1) * og)
+            rqk = {key: (v[sl] if per_ch else v) for key, v in rq.items()}
+            if m.target is not None:
+                ws = scales[1][sl] if per_ch else scales[1]
+                wg.append(_target_qlinear(L.conv_weight_hwc(w[sl]), bias[sl], common, m.target, "conv",
+                                          (scales[0], ws, scales[2])))
+            else:
+                wg.append(prepared_qlinear(L.conv_weight_hwc(w[sl]), bias[sl], common, rqk))
+        geo = (tuple(w.shape[2:]), tuple(s["stride"]), tuple(s["padding"]), tuple(s["dilation"]))
+        pad = zp_in[0]
+
+        def conv(x, threads):
+            outs = []
+            for k, qlinear in enumerate(wg):
+                xk = x if groups == 1 else np.ascontiguousarray(x[..., k * ig:(k + 1) * ig])
+                cols, (n, oh, ow) = L.im2col(xk, *geo, pad_value=pad)
+                outs.append(qlinear(cols, threads).reshape(n, oh, ow, og))
+            return outs[0] if groups == 1 else np.concatenate(outs, axis=3)
+        return conv
+    if op == "conv2d":  # depthwise: int32 taps, then the per-channel output stage
+        w = m.weight(s)
+        c = m.meta["tensors"][s["inputs"][0]][1]
+        mult = w.shape[0] // c
+        taps = np.ascontiguousarray(w[:, 0].transpose(1, 2, 0)).astype(np.int32)  # [kH, kW, O]
+        pad = zp_in[0]
+        # sum_t (x_t - zp) w_t + bias == sum_t x_t w_t + (bias - zp sum_t w_t), exactly in int32
+        bias = a[f"{name}:bias"] - np.int32(pad) * taps.sum(axis=(0, 1), dtype=np.int32)
+        if m.target is not None:
+            rq_args = (m.target, "depthwise_conv", sc_in[0], a[f"{name}:weight_scale"], sc_out, zp_out)
+
+            def requantize(acc):
+                return targets.requantize(acc, *rq_args, out_min=lo, out_max=hi, dtype=dt)
+        else:
+            requantize = prepared_requantize(m._requant_kw(name), rounding, zp_out, lo, hi, dt, w.shape[0])
+        geo = (tuple(w.shape[2:]), tuple(s["stride"]), tuple(s["padding"]), tuple(s["dilation"]))
+
+        def depthwise(x, threads):
+            if mult > 1:
+                x = np.repeat(x, mult, axis=3)
+            v = L.windows(x, *geo, pad_value=pad)
+            acc = np.add(bias, np.multiply(v[:, :, :, 0, 0], taps[0, 0]))  # int8 * int32 -> int32
+            for i in range(geo[0][0]):
+                for j in range(geo[0][1]):
+                    if i or j:
+                        acc += np.multiply(v[:, :, :, i, j], taps[i, j])
+            return requantize(acc)
+        return depthwise
+    if op in ("add", "mul"):
+        kw = dict(a_scale=sc_in[0], a_zero_point=zp_in[0], b_scale=sc_in[1], b_zero_point=zp_in[1],
+                  out_scale=sc_out, out_zero_point=zp_out, out_min=lo, out_max=hi, out_dtype=dt,
+                  rounding=rounding)
+        if m.target is None:
+            return prepared_eltwise(op, kw)
+        kern = targets.add if op == "add" else targets.mul
+        del kw["rounding"]
+        kw["target"] = m.target
+
+        def eltwise(x, y, threads):
+            return kern(x, y, **kw)
+        return eltwise
+    if op == "concat":
+        rq = m._requant_kw(name)
+        axis = L.internal_axis(s["axis"], len(m.meta["tensors"][s["output"]]))
+        rescale = [None if (sc_in[i], zp_in[i]) == (sc_out, zp_out) else
+                   (zp_in[i], prepared_requantize({k: v[i] for k, v in rq.items()}, rounding, zp_out, qmin, qmax,
+                                                   dt, 1))
+                   for i in range(len(zp_in))]
+
+        def concat(*xs):
+            return np.concatenate([x if r is None else r[1](x.astype(np.int32) - r[0])
+                                   for x, r in zip(xs[:-1], rescale)], axis=axis)
+        return concat
+    if op == "relu":
+        return lambda x, threads: np.maximum(x, dt.type(zp_out))
+    if op == "relu6":
+        top = min(qmax, zp_out + round(6.0 / sc_out))
+        return lambda x, threads: np.clip(x, zp_out, top).astype(dt, copy=False)
+    if op == "maxpool2d":
+        geo = (tuple(s["kernel"]), tuple(s["stride"]), tuple(s["padding"]))
+        return lambda x, threads: L.window_reduce(x, *geo, qmin, np.maximum)
+    if op == "avgpool2d":
+        geo = (tuple(s["kernel"]), tuple(s["stride"]), tuple(s["padding"]))
+        count = geo[0][0] * geo[0][1]
+        return lambda x, threads: avg_round(L.window_reduce(x, *geo, zp_out, np.add, np.int32), count).astype(dt)
+    if op == "global_avgpool":
+        return lambda x, threads: avg_round(x.sum(axis=(1, 2), dtype=np.int32),
+                                             x.shape[1] * x.shape[2]).astype(dt)
+    if op == "flatten":
+        return lambda x, threads: L.flatten(x)
+    if op == "softmax":
+        axis = L.internal_axis(s["axis"], len(m.meta["tensors"][s["output"]]))
+        dequantize = prepared_dequantize(sc_in[0], zp_in[0], dt)
+        return lambda x, threads: G.softmax(dequantize(x), axis)
+    raise ArchiveError(f"step {name!r}: key 'op' {op!r} is not a fixq.qmodel/1 op")
+
+
+def float_step(m, s):
+    """Float activations.  Dynamic mode: linear/conv quantize their input per batch (its own
+    min/max), run the int8 GEMM to int32 and rescale to float.  fp16 weights: linear/conv run
+    lowbit.fp16_linear.  Everything else runs in float."""
+    name, op, a = s["name"], s["op"], m.arrays
+    act = {"relu": lambda y: np.maximum(y, 0), "relu6": lambda y: np.clip(y, 0, 6), None: None}[s["act"]]
+    if op not in G.WEIGHTED:
+        node = G.Node(name, op, s["inputs"], {k: (tuple(v) if isinstance(v, list) else v)
+                                             for k, v in s.items() if k not in ("name", "op", "inputs")})
+
+        def float_op(*xs):
+            y = G.float_node(None, node, list(xs[:-1]))
+            return act(y) if act else y
+        return float_op
+    bias = a[f"{name}:bias"]
+    groups = s.get("groups", 1)
+    shape = s["weight_shape"]
+    og, ig = shape[0] // groups, shape[1]
+    if op == "conv2d":
+        geo = (tuple(shape[2:]), tuple(s["stride"]), tuple(s["padding"]), tuple(s["dilation"]))
+
+    def gemm_input(x, k, pad):
+        """The [rows, K] GEMM operand of group k (depthwise: one group per input channel) and the
+        output's leading shape."""
+        if op == "linear":
+            return x, x.shape[:-1]
+        xk = x if groups == 1 else np.ascontiguousarray(x[..., k * ig:(k + 1) * ig])
+        cols, lead = L.im2col(xk, *geo, pad_value=pad)
+        return cols, lead
+
+    def finish(outs):
+        y = outs[0] if groups == 1 else np.concatenate(outs, axis=-1)
+        if act is not None:
+            y = act(y)
+        return y
+
+    if m.weights == "fp16":
+        w = a[f"{name}:weight"].astype(np.float32)  # float16 -> float32 -> float16 is exact
+        packs = [lowbit.pack_fp16(w if op == "linear" else L.conv_weight_hwc(w[k * og:(k + 1) * og]))
+                 for k in range(groups)]
+        biases = [np.ascontiguousarray(bias[k * og:(k + 1) * og]) for k in range(groups)]
+        fp16_linear = lowbit.fp16_linear
+
+        def fp16_step(x, threads):
+            outs = []
+            for k in range(groups):
+                cols, lead = gemm_input(np.ascontiguousarray(x, dtype=np.float32), k, 0.0)
+                outs.append(fp16_linear(cols, packs[k], biases[k]).reshape(lead + (og,)))
+            return finish(outs)
+        return fp16_step
+    w = m.weight(s)
+    ws = a[f"{name}:weight_scale"].astype(np.float64)
+    dt = m.act_dtype
+    qlinear = gemm.qlinear
+    if op == "conv2d":
+        packs = [gemm.pack_weights(L.conv_weight_hwc(w[k * og:(k + 1) * og])) for k in range(groups)]
+    else:
+        packs = [gemm.pack_weights(w)]
+    scales = [ws if ws.size == 1 else ws[k * og:(k + 1) * og] for k in range(groups)]
+    biases = [bias[k * og:(k + 1) * og] for k in range(groups)]
+
+    def dynamic(x, threads):
+        lo, hi = (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)  # an empty batch
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            raise ValueError(f"step {name!r}: its input contains NaN or Inf; replace or mask them")
+        xs, xz = tensor_qparams(min(lo, 0.0), max(hi, 0.0), dt)
+        xq = arith.quantize(x, xs, xz, dtype=dt)
+        outs = []
+        for k, packed in enumerate(packs):
+            cols, lead = gemm_input(xq, k, xz)
+            acc = qlinear(cols, packed, a_zero_point=xz, out_dtype=np.int32, threads=threads)
+            outs.append(((acc * (np.float64(xs) * scales[k])).astype(np.float32) + biases[k]).reshape(
+                lead + (og,)))
+        return finish(outs)
+    return dynamic

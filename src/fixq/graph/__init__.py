@@ -1,0 +1,12 @@
+"""Float graphs: ops, shapes, validation and float reference execution (docs/engine.md).
+
+4-D activations are NCHW at the model's boundary and NHWC inside (fixq.layout); :func:`run_float`
+uses the internal layout of the int8 engine so tensors compare one to one.  Reading and writing
+graphs in files is :mod:`fixq.archive`'s job; this package holds no file I/O.
+"""
+from .ops import ACTIVATIONS, OPS, WEIGHTED, GraphError, Node, is_depthwise
+from .reference import check_input, float_node, run_float, softmax
+from .spec import GRAPH_FORMAT, Graph, infer_mlp, parse_spec, validate
+
+__all__ = ["ACTIVATIONS", "OPS", "WEIGHTED", "GraphError", "Node", "is_depthwise", "check_input", "float_node",
+           "run_float", "softmax", "GRAPH_FORMAT", "Graph", "infer_mlp", "parse_spec", "validate"]

@@ -1,0 +1,82 @@
+"""Float reference execution in numpy float32, on the internal layout (4-D tensors NHWC) that the int8
+engine uses, so that tensors of the two compare one to one."""
+import numpy as np
+
+from .. import layout as L
+from .ops import is_depthwise
+
+
+def softmax(x, axis):
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def float_node(g, node, xs):
+    """One node in float32 on internal-layout inputs."""
+    a, x = node.attrs, xs[0]
+    if node.op == "linear":
+        y = x @ g.weights[a["weight"]].T
+        return y + g.weights[a["bias"]] if a["bias"] else y
+    if node.op == "conv2d":
+        w = g.weights[a["weight"]]
+        gr, c = a["groups"], x.shape[3]
+        if is_depthwise(node, c):
+            v = L.windows(x[..., np.arange(w.shape[0]) // (w.shape[0] // c)], w.shape[2:], a["stride"],
+                        a["padding"], a["dilation"])
+            y = np.einsum("nhwijc,cij->nhwc", v, w[:, 0], optimize=True).astype(np.float32)
+        else:
+            outs = []
+            og, ig = w.shape[0] // gr, c // gr
+            for k in range(gr):
+                cols, (n, oh, ow) = L.im2col(np.ascontiguousarray(x[..., k * ig:(k + 1) * ig]), w.shape[2:],
+                                           a["stride"], a["padding"], a["dilation"])
+                outs.append((cols @ L.conv_weight_hwc(w[k * og:(k + 1) * og]).T).reshape(n, oh, ow, og))
+            y = outs[0] if gr == 1 else np.concatenate(outs, axis=3)
+        return y + g.weights[a["bias"]] if a["bias"] else y
+    if node.op == "relu":
+        return np.maximum(x, 0)
+    if node.op == "relu6":
+        return np.clip(x, 0, 6)
+    if node.op == "maxpool2d":
+        return L.window_reduce(x, a["kernel"], a["stride"], a["padding"], -np.inf, np.maximum)
+    if node.op == "avgpool2d":
+        k = a["kernel"]
+        return L.window_reduce(x, k, a["stride"], a["padding"], 0, np.add) / np.float32(k[0] * k[1])
+    if node.op == "global_avgpool":
+        return x.mean(axis=(1, 2), dtype=np.float32)
+    if node.op == "flatten":
+        return L.flatten(x)
+    if node.op == "add":
+        return xs[0] + xs[1]
+    if node.op == "mul":
+        return xs[0] * xs[1]
+    if node.op == "concat":
+        return np.concatenate(xs, axis=L.internal_axis(a["axis"], x.ndim))
+    if node.op == "softmax":
+        return softmax(x, L.internal_axis(a["axis"], x.ndim))
+    raise AssertionError(node.op)
+
+
+def check_input(g, x, name="x"):
+    """`x` as float32 NCHW matching the graph's input shape (any batch)."""
+    x = np.asarray(x)
+    if x.dtype.kind != "f":
+        raise TypeError(f"{name} must be a float array, got dtype {x.dtype}")
+    want = g.input_shape
+    if x.ndim != len(want) or tuple(x.shape[1:]) != tuple(want[1:]):
+        raise ValueError(f"{name} has shape {x.shape}; the model's input {g.input!r} needs "
+                         f"[N, {', '.join(map(str, want[1:]))}]")
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"{name} contains NaN or Inf")
+    return np.asarray(x, dtype=np.float32)
+
+
+def run_float(g, x, keep_all=False):
+    """Float32 reference: the outputs (external layout), or with `keep_all` every tensor (internal)."""
+    env = {g.input: L.to_internal(check_input(g, x))}
+    for node in g.nodes:
+        env[node.name] = float_node(g, node, [env[t] for t in node.inputs])
+    if keep_all:
+        return env
+    outs = [L.to_external(env[t]) for t in g.outputs]
+    return outs[0] if len(outs) == 1 else tuple(outs)

@@ -1,0 +1,166 @@
+"""Float graphs (``fixq.graph/1``): the :class:`Graph`, its JSON spec, and validation.
+
+A graph is JSON (docs/engine.md) naming one input, nodes and outputs; :func:`validate` checks it
+against the weights and infers every tensor's shape before any work, raising :class:`GraphError`
+with one line naming the node and the key.  Without a graph, :func:`infer_mlp` builds a sequential
+MLP from ``<layer>.weight``/``<layer>.bias`` pairs, with the activation the caller names.
+"""
+import json
+
+import numpy as np
+
+from .ops import ACTIVATIONS, OPS, GraphError, Node, infer_shape
+
+GRAPH_FORMAT = "fixq.graph/1"
+
+
+class Graph:
+    """A validated graph: ``input`` (name), ``input_shape`` (NCHW, batch None), ``nodes`` in
+    execution order, ``outputs``, ``shapes`` (every tensor, NCHW order, batch None), ``weights``
+    (float32 arrays by key) and ``spec`` (the JSON-able graph)."""
+
+    def __init__(self, spec, weights):
+        self.spec = spec
+        self.weights = weights
+        self.input = spec["inputs"][0]["name"]
+        self.input_shape = tuple(spec["inputs"][0]["shape"])
+        self.nodes = []
+        self.outputs = list(spec["outputs"])
+        self.shapes = {}
+
+    def consumers(self, tensor):
+        return [n for n in self.nodes if tensor in n.inputs]
+
+
+def parse_spec(src):
+    """The graph dict of a dict, a JSON string or a 0-d string array (``__graph__`` as numpy stores it).
+    A graph is data: a string is parsed as JSON, never opened as a path."""
+    if isinstance(src, np.ndarray):
+        if src.dtype.kind != "U" or src.ndim != 0:
+            raise GraphError(f"__graph__: expected a JSON string (0-d str array), got dtype {src.dtype} "
+                             f"shape {src.shape}")
+        src = str(src)
+    if isinstance(src, dict):
+        return src
+    if not isinstance(src, str):
+        raise GraphError(f"graph: expected a JSON object or string, got {type(src).__name__}")
+    try:
+        spec = json.loads(src)
+    except json.JSONDecodeError as e:
+        raise GraphError(f"graph: invalid JSON ({e})") from None
+    if not isinstance(spec, dict):
+        raise GraphError("graph: expected a JSON object")
+    return spec
+
+
+def infer_mlp(weights, activation):
+    """A sequential MLP over the ``<p>.weight``/``<p>.bias`` pairs in file order."""
+    if activation not in ACTIVATIONS:
+        raise GraphError(f"activation: expected one of {list(ACTIVATIONS)}, got {activation!r}")
+    layers = []
+    for k, v in weights.items():
+        if k.endswith(".weight"):
+            layers.append(k[:-len(".weight")])
+        elif not k.endswith(".bias"):
+            raise GraphError(f"weights: key {k!r} is neither <layer>.weight nor <layer>.bias and there is "
+                             "no __graph__ to say what it is")
+    if not layers:
+        raise GraphError("weights: no <layer>.weight keys and no __graph__")
+    for k in weights:
+        if k.endswith(".bias") and k[:-len(".bias")] not in layers:
+            raise GraphError(f"weights: key {k!r} has no matching {k[:-5]}.weight")
+    for p in layers:
+        if weights[p + ".weight"].ndim != 2:
+            raise GraphError(f"node {p!r}: key '{p}.weight' has shape {weights[p + '.weight'].shape}; an "
+                             "inferred MLP needs 2-D [out, in] weights (give a __graph__ for convolutions)")
+    nodes, prev = [], "x"
+    for i, p in enumerate(layers):
+        nodes.append({"name": p, "op": "linear", "inputs": [prev]})
+        prev = p
+        if i < len(layers) - 1 and activation != "none":
+            nodes.append({"name": f"{p}_{activation}", "op": activation, "inputs": [prev]})
+            prev = f"{p}_{activation}"
+    return {"format": GRAPH_FORMAT,
+            "inputs": [{"name": "x", "shape": [None, int(weights[layers[0] + ".weight"].shape[1])]}],
+            "nodes": nodes, "outputs": [prev]}
+
+
+def validate(spec, weights):
+    """Check the graph against the weights and infer every tensor's shape; return a Graph."""
+    if spec.get("format") != GRAPH_FORMAT:
+        raise GraphError(f"graph: key 'format' must be {GRAPH_FORMAT!r}, got {spec.get('format')!r}")
+    for key in spec:
+        if key not in ("format", "inputs", "nodes", "outputs"):
+            raise GraphError(f"graph: unknown key {key!r}")
+    for key in ("inputs", "nodes", "outputs"):
+        if not isinstance(spec.get(key), list) or not spec[key]:
+            raise GraphError(f"graph: key {key!r} must be a non-empty list")
+    if len(spec["inputs"]) != 1:
+        raise GraphError("graph: key 'inputs' must list exactly one input")
+    inp = spec["inputs"][0]
+    if not isinstance(inp, dict) or not isinstance(inp.get("name"), str):
+        raise GraphError("graph: inputs[0] needs a string 'name'")
+    shape = inp.get("shape")
+    if (not isinstance(shape, list) or len(shape) not in (2, 4) or shape[0] is not None
+            or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape[1:])):
+        raise GraphError(f"input {inp['name']!r}: key 'shape' must be [null, features] or [null, C, H, W] "
+                         f"with positive sizes, got {shape!r}")
+    g = Graph(spec, {})
+    g.shapes[g.input] = tuple(shape)
+    raw = {}
+    for i, nd in enumerate(spec["nodes"]):
+        if not isinstance(nd, dict) or not isinstance(nd.get("name"), str) or not nd.get("name"):
+            raise GraphError(f"nodes[{i}]: key 'name' must be a non-empty string")
+        name = nd["name"]
+        if name in raw or name == g.input:
+            raise GraphError(f"node {name!r}: key 'name' is used twice")
+        op = nd.get("op")
+        if op not in OPS:
+            raise GraphError(f"node {name!r}: key 'op' is {op!r}, not one of {sorted(OPS)}")
+        n_in, allowed = OPS[op]
+        for key in nd:
+            if key not in ("name", "op", "inputs") and key not in allowed:
+                raise GraphError(f"node {name!r}: unknown key {key!r} for op {op}")
+        ins = nd.get("inputs")
+        if not isinstance(ins, list) or not all(isinstance(t, str) for t in ins):
+            raise GraphError(f"node {name!r}: key 'inputs' must be a list of tensor names")
+        if (n_in is None and len(ins) < 2) or (n_in is not None and len(ins) != n_in):
+            want = "2 or more" if n_in is None else str(n_in)
+            raise GraphError(f"node {name!r}: key 'inputs' must name {want} tensor(s) for op {op}, got {len(ins)}")
+        raw[name] = nd
+    for name, nd in raw.items():
+        for t in nd["inputs"]:
+            if t not in raw and t != g.input:
+                raise GraphError(f"node {name!r}: key 'inputs' names unknown tensor {t!r}")
+    for t in spec["outputs"]:
+        if not isinstance(t, str) or (t not in raw and t != g.input):
+            raise GraphError(f"graph: key 'outputs' names unknown tensor {t!r}")
+        if t == g.input:
+            raise GraphError(f"graph: key 'outputs' names the input {t!r}; outputs must be computed")
+    # Topological order (Kahn; stable in file order); what is left over lies on a cycle.
+    done, order, pending = {g.input}, [], list(raw)
+    while pending:
+        ready = [n for n in pending if all(t in done for t in raw[n]["inputs"])]
+        if not ready:
+            raise GraphError(f"node {pending[0]!r}: key 'inputs' is part of a cycle "
+                             f"({' -> '.join(pending)})")
+        for n in ready:
+            order.append(n)
+            done.add(n)
+        pending = [n for n in pending if n not in done]
+    used = set()
+    for name in order:
+        nd = raw[name]
+        attrs = {k: nd.get(k, d) for k, d in OPS[nd["op"]][1].items()}
+        node = Node(name, nd["op"], list(nd["inputs"]), attrs)
+        g.shapes[name] = infer_shape(node, [g.shapes[t] for t in node.inputs], weights, g.weights, used)
+        g.nodes.append(node)
+    for node in g.nodes:
+        if node.op == "softmax" and (node.name not in g.outputs or g.consumers(node.name)):
+            raise GraphError(f"node {node.name!r}: key 'op' softmax is computed in float and must be a graph "
+                             "output that no other node reads")
+    extra = [k for k in weights if k not in used]
+    if extra:
+        raise GraphError(f"weights: key {extra[0]!r} is not used by any node"
+                         + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""))
+    return g

@@ -1,0 +1,216 @@
+"""Float graph + calibration -> quantized model (the public :func:`quantize_model`).
+
+Weights become symmetric int8 (or ternary/binary codes, or float16), per output channel or per
+tensor; activations are calibrated (static mode) by streaming the float reference
+(:func:`fixq.graph.run_float`) through one observer (:mod:`fixq.calibrate`) per quantized tensor, or
+left to run time (dynamic mode); every requantization's multiplier/shift/scale is precomputed.
+The result is a :class:`fixq.Model` ready to run or save (docs/engine.md).
+"""
+import copy
+
+import numpy as np
+
+from .. import calibrate as calibrators, graph as G, targets
+from .._core import VERSION
+from .._validate import INT_RANGES, rounding_arg
+from ..archive import ACT_TYPES, LOWBIT_KEY, QMODEL_FORMAT, WEIGHT_TYPES
+from ..arith import quantize, quantize_multiplier
+from ..engine import Model
+from ..lowbit import binarize, pack_fp16, ternarize
+from ..qparams import choose_qparams, quantize_bias, tensor_qparams
+
+__all__ = ["METHODS", "quantize_model", "observe_ranges", "plan_steps"]
+
+METHODS = ("minmax", "moving_average", "percentile", "entropy", "mse")
+
+
+def plan_steps(g):
+    """The fused execution plan of graph `g`: a list of JSON-able step dicts."""
+    steps, fused = [], set()
+    for node in g.nodes:
+        if node.name in fused:
+            continue
+        step = {"name": node.name, "op": node.op, "inputs": list(node.inputs), "output": node.name,
+                "act": None}
+        a = node.attrs
+        if node.op == "conv2d":
+            step.update(stride=list(a["stride"]), padding=list(a["padding"]), dilation=list(a["dilation"]),
+                        groups=a["groups"], depthwise=G.is_depthwise(node, g.shapes[node.inputs[0]][1]))
+        elif node.op in ("maxpool2d", "avgpool2d"):
+            step.update(kernel=list(a["kernel"]), stride=list(a["stride"]), padding=list(a["padding"]))
+        elif node.op in ("concat", "softmax"):
+            step["axis"] = a["axis"]
+        if node.op in ("linear", "conv2d", "add", "mul"):
+            cons = g.consumers(node.name)
+            if (len(cons) == 1 and cons[0].op in ("relu", "relu6") and node.name not in g.outputs):
+                step["act"] = cons[0].op
+                step["output"] = cons[0].name
+                fused.add(cons[0].name)
+        steps.append(step)
+    return steps
+
+
+def _weight_keys(g):
+    return {n.name: (n.attrs["weight"], n.attrs["bias"]) for n in g.nodes if n.op in G.WEIGHTED}
+
+
+def _quantize_weight(w, per_channel, bias=None, input_scale=None):
+    """Symmetric int8 in [-127, 127], zero point 0 (the TFLite weight spec): (wq, scale[O|1], zp[O|1]).
+
+    With `bias` and `input_scale` (static mode), a weight scale so small that the int32 bias
+    ``bias / (input_scale * weight_scale)`` would pass 2**30 is raised until it fits (as ONNX Runtime's
+    quantizer adjusts weight scales for int32 biases), so bias and accumulator stay exact in int32."""
+    flat = w.reshape(w.shape[0], -1)
+    if per_channel:
+        qp = choose_qparams(flat.min(axis=1), flat.max(axis=1), dtype=np.int8, symmetric=True, axis=0)
+    else:
+        qp = choose_qparams(flat.min(), flat.max(), dtype=np.int8, symmetric=True)
+    scale = qp.scale.reshape(-1)
+    if bias is not None:
+        need = np.abs(bias.astype(np.float64)) / (np.float64(input_scale) * 2.0**30)
+        need = need.max(keepdims=True) if not per_channel else need
+        if np.any(scale < need):
+            scale = np.maximum(scale, np.nextafter(need.astype(np.float32), np.float32(np.inf)))
+            wq = quantize(w, scale if per_channel else scale[0], 0, dtype=np.int8,
+                               axis=0 if per_channel else None, qmin=qp.qmin, qmax=qp.qmax)
+            return wq, scale.astype(np.float32), qp.zero_point.reshape(-1)
+    return qp.quantize(w), scale, qp.zero_point.reshape(-1)
+
+
+def _requant_params(real):
+    """(multiplier, shift, scale) of real multipliers computed in double from float32 scales."""
+    real = np.asarray(real, dtype=np.float64).reshape(-1)
+    m, s = quantize_multiplier(real)
+    return m.astype(np.int32), s.astype(np.int32), real.astype(np.float32)
+
+
+def observe_ranges(g, batches, method="minmax", tensors=None, progress=None, **options):
+    """Observed (min, max) of each float tensor in `tensors` over an iterable of input `batches`."""
+    obs = {t: calibrators.make(method, **options) for t in tensors}
+    n = 0
+    for b in batches:
+        env = G.run_float(g, b, keep_all=True)
+        for t, o in obs.items():
+            o.update(env[t])
+        n += 1
+        if progress is not None:
+            progress(len(b))
+    if n == 0:
+        raise ValueError("calibration data is empty: give at least one sample")
+    return {t: tuple(float(v) for v in o.range()) for t, o in obs.items()}
+
+
+def quantize_model(g, calib=None, *, method="minmax", per_channel=True, weights="int8", activations="int8",
+                   dynamic=False, rounding="double", progress=None, method_options=None, target=None):
+    """A :class:`Model` from the validated float graph `g` (see :func:`fixq.archive.load_float_model`).
+
+    `calib` is an iterable of float input batches (NCHW, as the model takes them); static mode needs it,
+    dynamic mode (`dynamic=True`) ignores it.  `method` picks the activation calibrator
+    (``fixq.calibrate.make``), `per_channel` the weight granularity, `activations` int8 or uint8,
+    `rounding` the requantization (double, single or fp32).  `weights`: ``"int8"``; ``"ternary"``
+    (fixq.ternarize) or ``"binary"`` (fixq.binarize), whose {-1, 0, +1} codes run through the same int8
+    path with alpha as the per-channel weight scale; or ``"fp16"``: float16 weights, float32
+    activations (weight-only compression, fixq.fp16_linear), no calibration.  `target`: a runtime whose
+    requantization the model emulates by default when run (``fixq.targets``, docs/conformance.md)."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
+    if weights not in WEIGHT_TYPES:
+        raise ValueError(f"weights must be one of {list(WEIGHT_TYPES)}, got {weights!r}")
+    if activations not in ACT_TYPES:
+        raise ValueError(f"activations must be one of {list(ACT_TYPES)}, got {activations!r}")
+    rounding_arg(rounding)
+    if target is not None:
+        targets.target_arg(target)
+    if weights == "fp16":
+        dynamic, calib = False, None
+    float_acts = dynamic or weights == "fp16"
+    act_dt = ACT_TYPES[activations]
+    steps = plan_steps(g)
+    arrays = {}
+    wkeys = _weight_keys(g)
+    tensors = {}
+    lowbit = {}
+    if weights in LOWBIT_KEY:
+        make = ternarize if weights == "ternary" else binarize
+        lowbit = {name: make(g.weights[wk].reshape(g.weights[wk].shape[0], -1)) for name, (wk, _) in wkeys.items()}
+    if not float_acts:
+        if calib is None:
+            raise ValueError("static quantization needs calibration data (calib=); or use dynamic=True")
+        observed = [g.input] + [s["output"] for s in steps if s["op"] in ("linear", "conv2d", "add", "mul",
+                                                                           "concat")]
+        # Ternary/binary weights change the activations: calibrate the network they approximate.
+        g_cal = g
+        if lowbit:
+            g_cal = copy.copy(g)
+            g_cal.weights = dict(g.weights, **{wkeys[n][0]: lw.dequantize().reshape(g.weights[wkeys[n][0]].shape)
+                                               for n, lw in lowbit.items()})
+        ranges = observe_ranges(g_cal, calib, method, observed, progress, **(method_options or {}))
+        qp = {t: tensor_qparams(*ranges[t], act_dt) for t in observed}
+        for s in steps:  # pass-through steps keep their input's quantization
+            if s["output"] not in qp:
+                qp[s["output"]] = qp[s["inputs"][0]]
+        for t, (sc, zp) in qp.items():
+            arrays[f"t:{t}:scale"] = np.float32(sc)
+            arrays[f"t:{t}:zero_point"] = np.int32(zp)
+    qmin, qmax = INT_RANGES[np.dtype(act_dt)]
+    for s in steps:
+        name = s["name"]
+        tensors[s["output"]] = list(g.shapes[s["output"]])
+        if s["op"] in G.WEIGHTED:
+            wk, bk = wkeys[name]
+            w = g.weights[wk]
+            b = g.weights[bk] if bk else np.zeros(w.shape[0], np.float32)
+            s["weight_shape"] = list(w.shape)
+            if weights == "fp16":
+                arrays[f"{name}:weight"] = pack_fp16(w.reshape(w.shape[0], -1)).weights.reshape(w.shape)
+                arrays[f"{name}:bias"] = b.astype(np.float32)
+                continue
+            s_in = None if dynamic else qp[s["inputs"][0]][0]
+            if weights in LOWBIT_KEY:
+                lw = lowbit[name]
+                arrays[f"{name}:{LOWBIT_KEY[weights]}"] = lw.codes if weights == "ternary" else lw.bits
+                # alpha folded into the per-channel weight scale (an all-zero row has alpha 0: use 1.0),
+                # raised where the int32 bias would not fit (as for int8 weights)
+                ws = np.where(lw.alpha > 0, lw.alpha, np.float32(1.0)).astype(np.float32)
+                if not dynamic:
+                    need = np.abs(b.astype(np.float64)) / (np.float64(s_in) * 2.0**30)
+                    ws = np.maximum(ws, np.nextafter(need.astype(np.float32), np.float32(np.inf)), dtype=np.float32)
+                wzp = np.zeros(w.shape[0], np.int32)
+            else:
+                wq, ws, wzp = _quantize_weight(w, per_channel, None if dynamic else b, s_in)
+                arrays[f"{name}:weight"] = wq
+            arrays[f"{name}:weight_scale"] = ws
+            arrays[f"{name}:weight_zero_point"] = wzp
+            if dynamic:
+                arrays[f"{name}:bias"] = b.astype(np.float32)
+                continue
+            s_out = qp[s["output"]][0]
+            bias_scale = (np.float64(s_in) * ws.astype(np.float64))
+            arrays[f"{name}:bias"] = quantize_bias(b, s_in, ws)[0]
+            m, sh, sc = _requant_params(bias_scale / np.float64(s_out))
+            arrays[f"{name}:multiplier"], arrays[f"{name}:shift"], arrays[f"{name}:scale"] = m, sh, sc
+        elif s["op"] == "concat" and not float_acts:
+            s_out = np.float64(qp[s["output"]][0])
+            m, sh, sc = _requant_params([np.float64(qp[t][0]) / s_out for t in s["inputs"]])
+            arrays[f"{name}:multiplier"], arrays[f"{name}:shift"], arrays[f"{name}:scale"] = m, sh, sc
+        if not float_acts and s["act"] is not None:
+            sc, zp = qp[s["output"]]
+            s["out_min"] = int(max(qmin, zp))
+            s["out_max"] = int(qmax) if s["act"] == "relu" else int(min(qmax, zp + round(6.0 / float(sc))))
+    meta = {
+        "format": QMODEL_FORMAT,
+        "fixq_version": VERSION,
+        "options": {"method": None if float_acts else method,
+                    "per_channel": bool(per_channel or weights in LOWBIT_KEY),
+                    "weights": weights, "activations": activations, "dynamic": bool(dynamic),
+                    "rounding": rounding, "method_options": method_options or {},
+                    **({"target": target} if target is not None else {})},
+        "graph": g.spec,
+        "input": g.input,
+        "input_shape": list(g.input_shape),
+        "outputs": list(g.outputs),
+        "tensors": dict({g.input: list(g.input_shape)}, **tensors),
+        "steps": steps,
+    }
+    return Model(meta, arrays)
+
