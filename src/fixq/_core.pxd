@@ -60,7 +60,7 @@ cdef extern from "fixq/fixq.h" nogil:
                                 size_t channels, size_t inner, const float *scale,
                                 const int32_t *zero_point)
 
-    # elementwise (issue 4)
+    # elementwise
     ctypedef enum fixq_eltwise_op:
         FIXQ_OP_ADD
         FIXQ_OP_MUL
@@ -102,7 +102,7 @@ cdef extern from "fixq/fixq.h" nogil:
                                 const ptrdiff_t *b_strides, void *y, const ptrdiff_t *y_strides)
     fixq_status fixq_requantize_q8(const void *x, fixq_dtype x_dtype, int32_t x_zero_point, void *y,
                                    fixq_dtype y_dtype, size_t n, const fixq_requant *p)
-    # low-bit weights (issue 5)
+    # low-bit weights
     size_t fixq_f16_packed_size(size_t n, size_t k)
     fixq_status fixq_f16_pack(const uint16_t *w, size_t n, size_t k, uint16_t *packed)
     fixq_status fixq_f16_linear(const float *x, size_t m, size_t k, const uint16_t *packed, size_t n,
@@ -113,7 +113,7 @@ cdef extern from "fixq/fixq.h" nogil:
 
 cdef int check_status(fixq_status st, str what) except -1
 
-# ---- matmul (issue 3) ----
+# ---- matmul ----
 cdef extern from "fixq/fixq.h" nogil:
     const int FIXQ_GEMM_NR
 

@@ -1,4 +1,4 @@
-# Elementwise add / mul (issue 4): parameter derivation and the broadcast
+# Elementwise add / mul: parameter derivation and the broadcast
 # kernel call.  fixq.eltwise normalises the arguments.
 
 _OPS = {"add": FIXQ_OP_ADD, "mul": FIXQ_OP_MUL}

@@ -1,4 +1,4 @@
-# The static int8 executor (issue 6): fixq.model builds a plan of steps once
+# The static int8 executor: fixq.engine builds a plan of steps once
 # (Model._build); Engine holds it as C structs (_csrc/fixq_engine.h), checks it
 # with the GIL, and runs a whole batch through it in one nogil call.
 from libc.stdlib cimport calloc, free
@@ -126,10 +126,10 @@ cdef int _fill_rq(fixq_requant *p, dict rq) except -1:
 
 
 cdef class Engine:
-    """A checked C plan of a static int8 model (built by fixq.model.Model; not public).
+    """A checked C plan of a static int8 model (built by fixq.engine.Model; not public).
 
     tensors: [(h, w, c, esize)] (tensor 0: the float input, NCHW); steps: dicts (see
-    Model._engine_steps); outputs: [(tensor, four_d, scale, zero_point, external shape)]."""
+    fixq.engine.plan.engine_step); outputs: [(tensor, four_d, scale, zero_point, external shape)]."""
     cdef fixq_eng_plan plan
     cdef fixq_eng_tensor *tensors
     cdef fixq_eng_step *steps

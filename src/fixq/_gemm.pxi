@@ -1,4 +1,4 @@
-# GEMM (issue 3): packed weights and the fused int8 matmul.  fixq.gemm
+# GEMM: packed weights and the fused int8 matmul.  fixq.gemm
 # normalises arguments; the functions here check every size handed to C, then
 # run fixq_qgemm with the GIL released.
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_C_CONTIGUOUS, PyBUF_WRITABLE

@@ -1,4 +1,4 @@
-# Low-bit kernels (issue 5): fp16-weight linear and the XOR-popcount GEMM.
+# Low-bit kernels: fp16-weight linear and the XOR-popcount GEMM.
 from libc.stdint cimport uint16_t, uint64_t
 
 

@@ -131,7 +131,7 @@ def load_npz(path, what="model"):
         raise ArchiveError(f"{path}: is a single .npy array, not an .npz archive; save the {what} with numpy.savez")
     out = {}
     with z:
-        if "data.pkl" in z.files or any(k.endswith("/data") for k in z.files):
+        if any(k == "data.pkl" or k.endswith("/data.pkl") for k in z.files):
             raise ArchiveError(f"{path}: is {_what_file(path) or 'not an .npz archive of arrays'}")
         for k in z.files:
             try:
@@ -301,6 +301,10 @@ def _check_archive(meta, arrays):
         elif op == "concat" and not dynamic:
             for k, dt in (("multiplier", np.int32), ("shift", np.int32), ("scale", np.float32)):
                 _expect(arrays, f"{name}:{k}", dt, (len(s["inputs"]),), name)
+        elif op == "global_avgpool" and not dynamic and f"{name}:multiplier" in arrays:
+            # archives of fixq 0.1 keep the input's scale here, without a requantization
+            for k, dt in (("multiplier", np.int32), ("shift", np.int32), ("scale", np.float32)):
+                _expect(arrays, f"{name}:{k}", dt, (1,), name)
 
 
 def _parse_format(value, path):

@@ -1,6 +1,6 @@
 /* The static int8 model executor: fixq_engine.h.  Each step is the C form of
  * one rule of docs/engine.md section 3, bit for bit the numpy path of
- * fixq.model (Model._static_step). */
+ * fixq.engine (engine/steps.py static_step). */
 #include <stdlib.h>
 
 #include "engine_loops.h"
@@ -54,7 +54,11 @@ static int check_step(const fixq_eng_plan *plan, const fixq_eng_step *s) {
       return y->c == x->c && y->h == out_size(x->h, s->kh, s->sh, s->ph, 1) &&
              y->w == out_size(x->w, s->kw, s->sw, s->pw, 1);
     case FIXQ_ENG_GLOBAL_AVGPOOL:
-      return y->h == 1 && y->w == 1 && y->c == x->c && x->h * x->w > 0;
+      if (y->h != 1 || y->w != 1 || y->c != x->c || x->h * x->w == 0) return 0;
+      if (s->rq_channels == 0) return 1;
+      /* the int32 sum of h*w values q - zp, each within +-255, cannot wrap */
+      return s->rq_channels == y->c && x->h * x->w <= ((size_t)1 << 23) &&
+             fixq__check_requant(&s->rq, y->c, plan->dtype) == FIXQ_OK;
     case FIXQ_ENG_FLATTEN:
       return y->h == 1 && y->w == 1 && y->c == numel(x);
     case FIXQ_ENG_CONCAT: {
@@ -107,8 +111,9 @@ static size_t step_scratch(const fixq_eng_plan *plan, const fixq_eng_step *s, si
              FIXQ_ENG_IM2COL_SLACK + dw_pairs_bytes(s, y->c);
     case FIXQ_ENG_MAXPOOL:
     case FIXQ_ENG_AVGPOOL:
-    case FIXQ_ENG_GLOBAL_AVGPOOL:
       return y->c * sizeof(int32_t);
+    case FIXQ_ENG_GLOBAL_AVGPOOL:
+      return (s->rq_channels ? batch : 1) * y->c * sizeof(int32_t);
     case FIXQ_ENG_CONCAT: {
       size_t m = 0;
       for (size_t i = 0; i < s->n_in; i++)
@@ -149,7 +154,7 @@ static void transpose(size_t n, size_t a, size_t b, const void *src, void *dst) 
 
 /* ---- steps ----------------------------------------------------------------- */
 
-/* model.py _prepared_quantize after graph.to_internal: quantize, then NCHW -> NHWC */
+/* engine/steps.py prepared_quantize after layout.to_internal: quantize, then NCHW -> NHWC */
 static fixq_status run_quantize(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const float *x,
                                 void *y, void *scratch) {
   const fixq_eng_tensor *t = &plan->tensors[s->out];
@@ -161,7 +166,7 @@ static fixq_status run_quantize(const fixq_eng_plan *plan, const fixq_eng_step *
   return st;
 }
 
-/* model.py conv / qlinear: one fixq_qgemm per group on the group's columns of y */
+/* engine/steps.py conv / qlinear: one fixq_qgemm per group on the group's columns of y */
 static fixq_status run_gemm(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const uint8_t *x,
                             uint8_t *y, uint8_t *scratch, int threads) {
   const fixq_eng_tensor *xt = &plan->tensors[s->in[0]], *yt = &plan->tensors[s->out];
@@ -200,7 +205,27 @@ static fixq_status run_depthwise(const fixq_eng_plan *plan, const fixq_eng_step 
   return fixq_requantize_s32(acc, y, plan->dtype, batch * yt->h * yt->w, yt->c, 1, &s->rq);
 }
 
-/* model.py concat: inputs with other qparams requantized (fixq_requantize_s32
+/* The mean over h x w requantized to the output's own scale (ONNX Runtime's
+ * QLinearGlobalAveragePool, TFLite's MEAN): acc = sum of (q - zp_in), exact in
+ * int32, then the output stage with the multiplier s_in / (s_out * h * w). */
+static fixq_status run_global_avgpool_rq(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch,
+                                         const void *x, void *y, int32_t *acc) {
+  const fixq_eng_tensor *xt = &plan->tensors[s->in[0]];
+  const size_t C = xt->c, hw = xt->h * xt->w;
+  const int u8 = IS_U8(plan);
+  const int32_t offset = (int32_t)hw * s->zp;
+  for (size_t n = 0; n < batch; n++) {
+    int32_t *a = acc + n * C;
+    for (size_t c = 0; c < C; c++) a[c] = -offset;
+    for (size_t p = 0; p < hw; p++) {
+      const size_t base = (n * hw + p) * C;
+      for (size_t c = 0; c < C; c++) a[c] += load_q(x, base + c, u8);
+    }
+  }
+  return fixq_requantize_s32(acc, y, plan->dtype, batch, C, 1, &s->rq);
+}
+
+/* engine/steps.py concat: inputs with other qparams requantized (fixq_requantize_s32
  * of q - zp_in), then copied block by block along the axis */
 static fixq_status run_concat(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch,
                               void *const *buffers, uint8_t *y, uint8_t *scratch) {
@@ -256,6 +281,7 @@ static fixq_status run_step(const fixq_eng_plan *plan, const fixq_eng_step *s, s
       loops_table[fixq__isa]->pool(plan, s, batch, x, y, scratch);
       return FIXQ_OK;
     case FIXQ_ENG_GLOBAL_AVGPOOL:
+      if (s->rq_channels) return run_global_avgpool_rq(plan, s, batch, x, y, scratch);
       loops_table[fixq__isa]->global_avgpool(plan, s, batch, x, y, scratch);
       return FIXQ_OK;
     case FIXQ_ENG_FLATTEN:

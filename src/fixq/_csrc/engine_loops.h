@@ -45,7 +45,7 @@ static inline int32_t load_q(const void *p, size_t i, int u8) {
 
 static size_t numel(const fixq_eng_tensor *t) { return t->h * t->w * t->c; }
 
-/* model.py _avg_round: TFLite reference AveragePool, ties away from zero */
+/* engine/steps.py avg_round: TFLite reference AveragePool, ties away from zero */
 static inline int32_t avg_round(int32_t acc, int32_t count) {
   const int32_t h = count / 2;
   return acc >= 0 ? (acc + h) / count : -((h - acc) / count);
@@ -102,7 +102,7 @@ static void im2col(const fixq_eng_step *s, const fixq_eng_tensor *xt, const fixq
 }
 
 
-/* model.py depthwise: acc[o] = bias[o] + sum over the taps of
+/* engine/steps.py depthwise: acc[o] = bias[o] + sum over the taps of
  * (x[o / mult] - zp) * w[o] (modulo 2^32, as numpy's int32), then the output
  * stage.  The taps read a padded copy of the sample (padding zp adds
  * (zp - zp) * w = 0, as numpy's windows do).  One output pixel, channels

@@ -1,7 +1,7 @@
 /*
  * The static int8 model executor (engine.c): a plan of steps over NHWC
  * activation buffers, run in one call per batch (docs/engine.md, section 3).
- * Internal to fixq: fixq.model builds the plan (src/fixq/_engine.pxi).
+ * Internal to fixq: fixq.engine builds the plan (src/fixq/_engine.pxi).
  *
  * Tensors are numbered; tensor t holds `batch` samples of h x w x c values
  * (NHWC; a 2-D tensor is 1 x 1 x c) of the plan's activation dtype, except
@@ -25,7 +25,7 @@ typedef enum {
   FIXQ_ENG_CLAMP,          /* relu / relu6: clamp to [lo, hi] */
   FIXQ_ENG_MAXPOOL,        /* padding counts as lo (qmin) */
   FIXQ_ENG_AVGPOOL,        /* padding counts as zp; TFLite rounding */
-  FIXQ_ENG_GLOBAL_AVGPOOL, /* over h x w; TFLite rounding */
+  FIXQ_ENG_GLOBAL_AVGPOOL, /* over h x w; with rq: sum of (q - zp), then rq; without: TFLite rounding */
   FIXQ_ENG_FLATTEN         /* NHWC -> NCHW order */
 } fixq_eng_op;
 
@@ -44,9 +44,9 @@ typedef struct {
   const fixq_packed_b *const *packed;    /* GEMM: one per group */
   const int32_t *bias;                   /* GEMM, DEPTHWISE: [O] */
   const int8_t *taps;                    /* DEPTHWISE: [kh * kw][O] */
-  fixq_requant rq;                       /* GEMM, DEPTHWISE: the output stage */
-  size_t rq_channels;                    /* 1 (per tensor) or O */
-  int32_t zp;                            /* GEMM, DEPTHWISE: input zero point; AVGPOOL: padding; QUANTIZE */
+  fixq_requant rq;                       /* GEMM, DEPTHWISE, GLOBAL_AVGPOOL: the output stage */
+  size_t rq_channels;                    /* 1 (per tensor) or O; 0: GLOBAL_AVGPOOL without rq */
+  int32_t zp; /* GEMM, DEPTHWISE, GLOBAL_AVGPOOL: input zero point; AVGPOOL: padding; QUANTIZE */
   int32_t lo, hi;                        /* CLAMP; MAXPOOL: lo pads */
   float scale;                           /* QUANTIZE */
   const fixq_eltwise *eltwise;           /* ELTWISE */

@@ -301,7 +301,7 @@ static inline int32_t fixq__eltwise_one(int32_t va, int32_t vb, const fixq_eltwi
   return fixq__add_clamp(r, zp, p->qmin, p->qmax);
 }
 
-/* ---- low-bit kernels (issue 5) ---------------------------------------------
+/* ---- low-bit kernels --------------------------------------------------------
  * fp16-weight linear: y[m][n] = sum_k x[m][k] * w[n][k] (+ bias[n]) in fp32.
  * The weights are packed in panels of FIXQ__F16_NR columns (fixq.h).  The
  * summation order is part of the contract, so every path gives the same bits:

@@ -130,6 +130,9 @@ def engine_step(m, s):
     if op in ("maxpool2d", "avgpool2d"):
         return dict(op=op[:-2], kernel=tuple(s["kernel"]), stride=tuple(s["stride"]), padding=tuple(s["padding"]),
                     lo=qmin, zp=zp_out)
+    if op == "global_avgpool" and f"{name}:multiplier" in a:
+        return dict(op=op, zp=zp_in[0], rq=engine_rq(m, m._requant_kw(name), zp_out, qmin, qmax,
+                                                      m.meta["tensors"][s["output"]][1]))
     if op in ("global_avgpool", "flatten"):
         return dict(op=op)
     raise ArchiveError(f"step {name!r}: key 'op' {op!r} is not a fixq.qmodel/1 op")

@@ -224,7 +224,12 @@ def static_step(m, s):
         geo = (tuple(s["kernel"]), tuple(s["stride"]), tuple(s["padding"]))
         count = geo[0][0] * geo[0][1]
         return lambda x, threads: avg_round(L.window_reduce(x, *geo, zp_out, np.add, np.int32), count).astype(dt)
-    if op == "global_avgpool":
+    if op == "global_avgpool" and f"{name}:multiplier" in a:
+        # sum of (q - zp_in) over h x w, exact in int32, requantized by s_in / (s_out * h * w)
+        requantize = prepared_requantize(m._requant_kw(name), rounding, zp_out, qmin, qmax, dt, 1)
+        return lambda x, threads: requantize(x.sum(axis=(1, 2), dtype=np.int32)
+                                             - np.int32(zp_in[0] * x.shape[1] * x.shape[2]))
+    if op == "global_avgpool":  # an archive of fixq 0.1: the input's scale, TFLite's rounded average
         return lambda x, threads: avg_round(x.sum(axis=(1, 2), dtype=np.int32),
                                              x.shape[1] * x.shape[2]).astype(dt)
     if op == "flatten":

@@ -21,6 +21,11 @@ from ..qparams import choose_qparams, quantize_bias, tensor_qparams
 
 __all__ = ["METHODS", "quantize_model", "observe_ranges", "plan_steps"]
 
+# Steps whose output gets its own calibrated scale and zero point (a requantization); the others
+# (pools, flatten, standalone relu/relu6) keep their input's, as TFLite requires of int8 pools.
+# global_avgpool requantizes its mean like ONNX Runtime's QLinearGlobalAveragePool and TFLite's MEAN.
+REQUANTIZED = ("linear", "conv2d", "add", "mul", "concat", "global_avgpool")
+
 METHODS = ("minmax", "moving_average", "percentile", "entropy", "mse")
 
 
@@ -136,8 +141,7 @@ def quantize_model(g, calib=None, *, method="minmax", per_channel=True, weights=
     if not float_acts:
         if calib is None:
             raise ValueError("static quantization needs calibration data (calib=); or use dynamic=True")
-        observed = [g.input] + [s["output"] for s in steps if s["op"] in ("linear", "conv2d", "add", "mul",
-                                                                           "concat")]
+        observed = [g.input] + [s["output"] for s in steps if s["op"] in REQUANTIZED]
         # Ternary/binary weights change the activations: calibrate the network they approximate.
         g_cal = g
         if lowbit:
@@ -192,6 +196,11 @@ def quantize_model(g, calib=None, *, method="minmax", per_channel=True, weights=
         elif s["op"] == "concat" and not float_acts:
             s_out = np.float64(qp[s["output"]][0])
             m, sh, sc = _requant_params([np.float64(qp[t][0]) / s_out for t in s["inputs"]])
+            arrays[f"{name}:multiplier"], arrays[f"{name}:shift"], arrays[f"{name}:scale"] = m, sh, sc
+        elif s["op"] == "global_avgpool" and not float_acts:
+            _, _, h, w = g.shapes[s["inputs"][0]]
+            real = np.float64(qp[s["inputs"][0]][0]) / (np.float64(qp[s["output"]][0]) * (h * w))
+            m, sh, sc = _requant_params([real])
             arrays[f"{name}:multiplier"], arrays[f"{name}:shift"], arrays[f"{name}:scale"] = m, sh, sc
         if not float_acts and s["act"] is not None:
             sc, zp = qp[s["output"]]

@@ -99,7 +99,7 @@ fixq_status fixq_quantize_f32(const float *x, void *y, fixq_dtype y_dtype, size_
 fixq_status fixq_dequantize(const void *q, fixq_dtype q_dtype, float *y, size_t rows, size_t channels,
                             size_t inner, const float *scale, const int32_t *zero_point);
 
-/* ---- matmul (issue 3) ------------------------------------------------------
+/* ---- matmul ------------------------------------------------------------------
  * y[m][n] = out_stage(acc[m][n]),
  * acc[m][n] = sum_k (a[m][k] - a_zp) * (b[k][n] - b_zp[n]) + bias[n]   (exact int32)
  * with a, b int8 or uint8.  B is packed once (fixq_pack_b) into fixq_packed_b;
@@ -163,7 +163,7 @@ fixq_status fixq_qgemm(size_t m, const void *a, fixq_dtype a_dtype, size_t lda, 
                        const fixq_packed_b *b, const int32_t *bias, const fixq_requant *p,
                        size_t p_channels, void *y, fixq_dtype y_dtype, size_t ldy, int threads);
 
-/* ---- elementwise (issue 4) ------------------------------------------------- */
+/* ---- elementwise ----------------------------------------------------------- */
 /* Quantized int8/uint8 add and multiply (TFLite int8 ADD / MUL, or float32),
  * docs/arithmetic.md "Elementwise add and mul".  Fill a fixq_eltwise once with
  * fixq_eltwise_init (it derives the multipliers from the scales), then call
@@ -226,7 +226,7 @@ fixq_status fixq_eltwise_nd(const fixq_eltwise *p, size_t ndim, const size_t *sh
 fixq_status fixq_requantize_q8(const void *x, fixq_dtype x_dtype, int32_t x_zero_point, void *y,
                                fixq_dtype y_dtype, size_t n, const fixq_requant *p);
 
-/* ---- low-bit weights (issue 5) ---------------------------------------------
+/* ---- low-bit weights ---------------------------------------------------------
  * fp16 weights: w[n][k] as IEEE binary16 bits, packed by fixq_f16_pack into
  * ceil(n/16) panels; panel p is [k][16] and holds columns 16p..16p+15 (zero
  * padded).  fixq_f16_linear computes y[m][n] = sum_k x[m][k] * w[n][k]
