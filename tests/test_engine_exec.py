@@ -204,3 +204,39 @@ def test_depthwise_blocks_of_16_channels(isa, c, k, stride, pad, dil, activation
                        per_channel=True)
     assert m._engine is not None
     assert_same(m, (rng.standard_normal((3, 2, 7, 6)) * 1.5).astype(np.float32))
+
+
+# Which targets' recipes are all fixq kernel modes (the C plan runs them; the others run the numpy
+# steps), for a conv-only model, a CNN with a linear head, and a random model with add and mul:
+# gemm_out_stage for linear/conv, TFLite's fixed-point ADD/MUL, the four float32 QUANTIZE forms.
+PLANNED = {"gemmlowp": (True, True, True), "tflite": (False, False, False),
+           "tflite-reference": (True, False, False), "xnnpack": (True, True, False),
+           "onnxruntime": (True, True, False)}
+
+
+def _target_models(rng):
+    w, _ = every_op_model(rng)
+    conv = [{"name": "c1", "op": "conv2d", "inputs": ["x"], "padding": 1},
+            {"name": "r", "op": "relu6", "inputs": ["c1"]},
+            {"name": "gap", "op": "global_avgpool", "inputs": ["r"]}]
+    cw = {"c1.weight": w["c1.weight"], "c1.bias": w["c1.bias"]}
+    yield G.validate(graph_of(conv, ["gap"], (3, 9, 6)), cw)
+    yield G.validate(graph_of(conv + [{"name": "fc", "op": "linear", "inputs": ["gap"]}], ["fc"], (3, 9, 6)),
+                     dict(cw, **{"fc.weight": rng.standard_normal((4, 8)).astype(np.float32)}))
+    yield G.validate(*reversed(random_model(rng)))
+
+
+@pytest.mark.parametrize("target", sorted(PLANNED))
+@pytest.mark.parametrize("activations", ["int8", "uint8"])
+def test_targets_run_in_c_where_their_recipes_are_kernel_modes(isa, target, activations):
+    rng = np.random.default_rng(12)
+    for g, planned in zip(_target_models(rng), PLANNED[target]):
+        m = quantize_model(g, calib_batches(rng, g.input_shape[1:], n=2, batch=8), activations=activations,
+                           target=target)
+        assert (m._engine is not None) == planned, g.nodes
+        x = (rng.standard_normal((5,) + g.input_shape[1:]) * 2).astype(np.float32)
+        sc = np.float32(m.qparams(m.input)[0])
+        x[0] = (sc * (np.arange(x[0].size) % 301 - 150 + np.float32(0.5))).reshape(x[0].shape)  # ties
+        x[1] = 0
+        if planned:
+            assert_same(m, x)

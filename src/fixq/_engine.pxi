@@ -8,6 +8,12 @@ cdef extern from "<stdlib.h>" nogil:
     void *aligned_alloc(size_t alignment, size_t size)
 
 cdef extern from "fixq_engine.h" nogil:
+    ctypedef enum fixq_eng_quantize_form:
+        FIXQ_ENG_Q_DIV_EVEN
+        FIXQ_ENG_Q_RECIP_EVEN
+        FIXQ_ENG_Q_DIV_AWAY
+        FIXQ_ENG_Q_ZP_DIV_AWAY
+
     ctypedef enum fixq_eng_op:
         FIXQ_ENG_QUANTIZE
         FIXQ_ENG_GEMM
@@ -37,6 +43,7 @@ cdef extern from "fixq_engine.h" nogil:
         size_t rq_channels
         int32_t zp, lo, hi
         float scale
+        int form
         const fixq_eltwise *eltwise
         size_t axis
         const int32_t *in_zp
@@ -78,6 +85,8 @@ _ENG_OPS = {"quantize": FIXQ_ENG_QUANTIZE, "gemm": FIXQ_ENG_GEMM, "depthwise": F
             "eltwise": FIXQ_ENG_ELTWISE, "concat": FIXQ_ENG_CONCAT, "clamp": FIXQ_ENG_CLAMP,
             "maxpool": FIXQ_ENG_MAXPOOL, "avgpool": FIXQ_ENG_AVGPOOL, "global_avgpool": FIXQ_ENG_GLOBAL_AVGPOOL,
             "flatten": FIXQ_ENG_FLATTEN}
+_QUANTIZE_FORMS = {"div-even": FIXQ_ENG_Q_DIV_EVEN, "recip-even": FIXQ_ENG_Q_RECIP_EVEN,
+                   "div-away": FIXQ_ENG_Q_DIV_AWAY, "zp-div-away": FIXQ_ENG_Q_ZP_DIV_AWAY}
 _ENG_CHUNK_BYTES = 1 << 18  # activations + scratch of one chunk of samples: stays in L2
 DEF ENG_ALIGN = 64
 DEF ENG_MAX_OUTPUTS = 64
@@ -215,6 +224,7 @@ cdef class Engine:
             s.groups = d.get("groups", 1)
             s.zp, s.lo, s.hi = d.get("zp", 0), d.get("lo", 0), d.get("hi", 0)
             s.scale = d.get("scale", 1.0)
+            s.form = _QUANTIZE_FORMS[d.get("form", "div-even")]
             s.axis = d.get("axis", 0)
             if "packed" in d:
                 pk = <const fixq_packed_b **>self._alloc(len(d["packed"]) * sizeof(void *))

@@ -1,6 +1,7 @@
 /* The static int8 model executor: fixq_engine.h.  Each step is the C form of
  * one rule of docs/engine.md section 3, bit for bit the numpy path of
  * fixq.engine (engine/steps.py static_step). */
+#include <math.h>
 #include <stdlib.h>
 
 #include "engine_loops.h"
@@ -30,6 +31,9 @@ static int check_step(const fixq_eng_plan *plan, const fixq_eng_step *s) {
   if (s->n_in != want_in || (s->op == FIXQ_ENG_CONCAT && s->n_in < 2)) return 0;
   switch (s->op) {
     case FIXQ_ENG_QUANTIZE:
+      if (s->form < FIXQ_ENG_Q_DIV_EVEN || s->form > FIXQ_ENG_Q_ZP_DIV_AWAY || !(s->scale > 0) || isinf(s->scale))
+        return 0;
+      return x->h == y->h && x->w == y->w && x->c == y->c;
     case FIXQ_ENG_CLAMP:
       return x->h == y->h && x->w == y->w && x->c == y->c;
     case FIXQ_ENG_ELTWISE: {
@@ -101,7 +105,7 @@ static size_t step_scratch(const fixq_eng_plan *plan, const fixq_eng_step *s, si
   const fixq_eng_tensor *x = &plan->tensors[s->in[0]], *y = &plan->tensors[s->out];
   switch (s->op) {
     case FIXQ_ENG_QUANTIZE:
-      return batch * numel(y);
+      return batch * numel(y) * (s->form == FIXQ_ENG_Q_RECIP_EVEN ? 1 + sizeof(float) : 1);
     case FIXQ_ENG_GEMM: /* im2col: the patches, then one padded sample */
       return gemm_is_direct(s) ? 0
                                : batch * y->h * y->w * s->kh * s->kw * (x->c / s->groups) + FIXQ_ENG_IM2COL_SLACK +
@@ -154,14 +158,47 @@ static void transpose(size_t n, size_t a, size_t b, const void *src, void *dst) 
 
 /* ---- steps ----------------------------------------------------------------- */
 
-/* engine/steps.py prepared_quantize after layout.to_internal: quantize, then NCHW -> NHWC */
+/* The two half-away forms of fixq.targets.quantize, element by element: std::round is roundf. */
+static fixq_status quantize_away(const fixq_eng_step *s, size_t n, const float *x, void *y, fixq_dtype dt,
+                                 int32_t lo, int32_t hi) {
+  for (size_t i = 0; i < n; i++) {
+    if (isnan(x[i])) return FIXQ_ERR_NAN;
+    const float q = x[i] / s->scale;
+    int64_t v;
+    if (s->form == FIXQ_ENG_Q_ZP_DIV_AWAY) {
+      const float z = (float)s->zp + q;
+      v = (int64_t)roundf(z < (float)lo ? (float)lo : z > (float)hi ? (float)hi : z);
+    } else {
+      v = (int64_t)roundf(q < -0x1p31f ? -0x1p31f : q > 0x1p31f ? 0x1p31f : q) + s->zp;
+      v = v < lo ? lo : v > hi ? hi : v;
+    }
+    fixq__store(y, dt, i, (int32_t)v);
+  }
+  return FIXQ_OK;
+}
+
+/* engine/steps.py prepared_quantize after layout.to_internal: quantize, then NCHW -> NHWC, in the form of
+ * fixq.targets.quantize's recipe (FIXQ_ENG_Q_RECIP_EVEN: the float32 product x * (1/scale), then
+ * fixq_quantize_f32 with scale 1, which divides by 1 exactly). */
 static fixq_status run_quantize(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const float *x,
                                 void *y, void *scratch) {
   const fixq_eng_tensor *t = &plan->tensors[s->out];
   const int32_t lo = IS_U8(plan) ? 0 : INT8_MIN, hi = IS_U8(plan) ? UINT8_MAX : INT8_MAX;
   const int direct = t->c == 1 || t->h * t->w == 1;
-  const fixq_status st =
-      fixq_quantize_f32(x, direct ? y : scratch, plan->dtype, 1, 1, batch * numel(t), &s->scale, &s->zp, lo, hi);
+  const size_t n = batch * numel(t);
+  float scale = s->scale;
+  fixq_status st;
+  if (s->form == FIXQ_ENG_Q_RECIP_EVEN) {
+    float *v = (float *)scratch;
+    for (size_t i = 0; i < n; i++) v[i] = x[i] * s->scale;
+    x = v;
+    scratch = v + n;
+    scale = 1.0f;
+  }
+  if (s->form == FIXQ_ENG_Q_DIV_AWAY || s->form == FIXQ_ENG_Q_ZP_DIV_AWAY)
+    st = quantize_away(s, n, x, direct ? y : scratch, plan->dtype, lo, hi);
+  else
+    st = fixq_quantize_f32(x, direct ? y : scratch, plan->dtype, 1, 1, n, &scale, &s->zp, lo, hi);
   if (st == FIXQ_OK && !direct) transpose(batch, t->c, t->h * t->w, scratch, y);
   return st;
 }

@@ -17,7 +17,7 @@
 #include "fixq/fixq.h"
 
 typedef enum {
-  FIXQ_ENG_QUANTIZE,       /* float NCHW -> q NHWC: fixq_quantize_f32 with scale, zp */
+  FIXQ_ENG_QUANTIZE,       /* float NCHW -> q NHWC with scale, zp, in the form `form` */
   FIXQ_ENG_GEMM,           /* linear, conv2d (im2col, groups): fixq_qgemm with rq */
   FIXQ_ENG_DEPTHWISE,      /* groups == C_in, channel multiplier `groups`: direct taps, then rq */
   FIXQ_ENG_ELTWISE,        /* add / mul of two equal tensors: fixq_eltwise_nd */
@@ -28,6 +28,14 @@ typedef enum {
   FIXQ_ENG_GLOBAL_AVGPOOL, /* over h x w; with rq: sum of (q - zp), then rq; without: TFLite rounding */
   FIXQ_ENG_FLATTEN         /* NHWC -> NCHW order */
 } fixq_eng_op;
+
+/* How QUANTIZE rounds x / scale (docs/conformance.md); every product and quotient in float32. */
+typedef enum {
+  FIXQ_ENG_Q_DIV_EVEN,    /* rne(x / scale) + zp: fixq_quantize_f32, ONNX QuantizeLinear */
+  FIXQ_ENG_Q_RECIP_EVEN,  /* rne(x * scale) + zp, scale = 1 / s: TFLite optimized, XNNPACK */
+  FIXQ_ENG_Q_DIV_AWAY,    /* round(x / scale) + zp, std::round: TFLite reference AffineQuantize */
+  FIXQ_ENG_Q_ZP_DIV_AWAY  /* round(clamp(zp + x / scale, qmin, qmax)): gemmlowp's Quantize */
+} fixq_eng_quantize_form;
 
 typedef struct {
   size_t h, w, c;
@@ -48,7 +56,8 @@ typedef struct {
   size_t rq_channels;                    /* 1 (per tensor) or O; 0: GLOBAL_AVGPOOL without rq */
   int32_t zp; /* GEMM, DEPTHWISE, GLOBAL_AVGPOOL: input zero point; AVGPOOL: padding; QUANTIZE */
   int32_t lo, hi;                        /* CLAMP; MAXPOOL: lo pads */
-  float scale;                           /* QUANTIZE */
+  float scale;                           /* QUANTIZE: the scale (FIXQ_ENG_Q_RECIP_EVEN: its reciprocal) */
+  int form;                              /* QUANTIZE: a fixq_eng_quantize_form */
   const fixq_eltwise *eltwise;           /* ELTWISE */
   size_t axis;                           /* CONCAT */
   const int32_t *in_zp;                  /* CONCAT: per input */

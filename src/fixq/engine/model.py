@@ -88,8 +88,9 @@ class Model:
         return {"multiplier": a[f"{name}:multiplier"], "shift": a[f"{name}:shift"]}
 
     def _build(self):
-        """Static int8 models run on the C plan (plan.engine_plan); target=, dynamic mode and fp16 weights
-        run the numpy steps (steps.py; built on demand for run_all(engine=False) too)."""
+        """Static int8 models run on the C plan (plan.engine_plan), with target= too where every step's
+        recipe is one of fixq's kernel modes; other targets, dynamic mode and fp16 weights run the numpy
+        steps (steps.py; built on demand for run_all(engine=False) too)."""
         self._fns = None
         if not self.float_acts:
             sc, zp = self.qparams(self.input)
@@ -99,8 +100,10 @@ class Model:
                 self._quantize_in = prepared_quantize(sc, zp, self.act_dtype)
             self._dequantize_out = [prepared_dequantize(*self.qparams(t), self.act_dtype) for t in self.outputs]
         self._engine = None
-        if not self.float_acts and self.target is None:
-            self._engine, self._engine_index, self._softmax = engine_plan(self)
+        if not self.float_acts:
+            plan = engine_plan(self)
+            if plan is not None:
+                self._engine, self._engine_index, self._softmax = plan
 
     def _python_steps(self):
         if self._fns is None:

@@ -4,7 +4,7 @@ tensors and one checked descriptor per step, built once with the GIL; ``Model.ru
 functions (a call of each on a probe), so the plan cannot hold what they would refuse."""
 import numpy as np
 
-from .. import _core, arith, eltwise, gemm, graph as G, layout as L
+from .. import _core, arith, eltwise, gemm, graph as G, layout as L, targets
 from .._validate import INT_RANGES, scale_arg, zero_point_arg
 from ..archive import ArchiveError
 
@@ -36,7 +36,11 @@ def engine_plan(m):
     """(engine, index, softmax) of Model `m`: its steps as a C plan (_core.Engine) over NHWC tensors, where
     tensor 0 is the float input, then the quantized input and every step's output; ``index`` maps each
     tensor name to its number; ``softmax`` maps each softmax output to (its input, the NHWC axis): softmax
-    runs in numpy on the dequantized output, as in steps.static_step."""
+    runs in numpy on the dequantized output, as in steps.static_step.
+
+    With ``m.target`` each step takes that runtime's recipe where it is one of fixq's kernel modes
+    (fixq.targets.gemm_out_stage, TFLite's fixed-point ADD/MUL, the two float32 QUANTIZE forms); None
+    when a step's recipe is not, so the model runs the numpy steps."""
     shapes = m.meta["tensors"]
     dims = {t: ((sh[2], sh[3], sh[1]) if len(sh) == 4 else (1, 1, sh[1])) for t, sh in shapes.items()}
     tensors = [dims[m.input] + (4,)]
@@ -46,15 +50,19 @@ def engine_plan(m):
         index[name] = len(tensors)
         tensors.append(dims[name] + (1,))
         return len(tensors) - 1
-    sc, zp = m.qparams(m.input)
-    scale_arg(sc, 1), zero_point_arg(zp, 1, m.act_dtype)  # prepared_quantize's checks
-    plan = [{"name": m.input, "op": "quantize", "in": [0], "out": tensor(m.input), "scale": sc, "zp": zp}]
+    first = _quantize_step(m)
+    if first is None:
+        return None
+    first.update(name=m.input, out=tensor(m.input), **{"in": [0]})
+    plan = [first]
     softmax = {}
     for s in m.steps:
         if s["op"] == "softmax":
             softmax[s["output"]] = (s["inputs"][0], L.internal_axis(s["axis"], len(shapes[s["output"]])))
             continue
         d = engine_step(m, s)
+        if d is None:
+            return None
         d.update(name=s["name"], **{"in": [index[t] for t in s["inputs"]]})
         d["out"] = tensor(s["output"])
         plan.append(d)
@@ -70,12 +78,33 @@ def engine_plan(m):
     return _core.Engine(m.act_dtype.name, tensors, plan, outputs), index, softmax
 
 
-def engine_rq(m, rq, zero_point, lo, hi, channels):
-    """The output stage `rq` (``Model._requant_kw``) as arrays of length `channels`, checked by fixq.requantize."""
+def _quantize_step(m):
+    """The input's QUANTIZE step in fixq.quantize's form (ONNX QuantizeLinear: x / scale, ties to even) or
+    the target's (fixq_engine.h's fixq_eng_quantize_form); None for a scale whose reciprocal is inf."""
+    sc, zp = m.qparams(m.input)
+    scale_arg(sc, 1), zero_point_arg(zp, 1, m.act_dtype)  # prepared_quantize's checks
+    form = "div-even" if m.target is None else targets.recipe(m.target, "quantize").rounding
+    if form == "recip-even":
+        inv = np.float32(1.0) / np.float32(sc)  # as targets.quantize: float32 1 / scale
+        return {"op": "quantize", "scale": float(inv), "zp": zp, "form": form} if np.isfinite(inv) else None
+    return {"op": "quantize", "scale": sc, "zp": zp, "form": form}
+
+
+def _target_stage(m, s, op, w_scale):
+    """The requantization kwargs (rounding plus multiplier/shift or scale) of `m.target`'s recipe for a
+    linear/conv step, or None where that recipe is not one of fixq's kernel modes."""
+    sc_in, sc_out = m.qparams(s["inputs"][0])[0], m.qparams(s["output"])[0]
+    return targets.gemm_out_stage(m.target, op, sc_in, w_scale, sc_out)
+
+
+def engine_rq(m, rq, zero_point, lo, hi, channels, rounding=None):
+    """The output stage `rq` (``Model._requant_kw``, or a target's stage) as arrays of length `channels`,
+    checked by fixq.requantize; `rounding` defaults to the model's."""
     dt = m.act_dtype
+    rounding = rounding or m.rounding
     arith.requantize(np.zeros(channels, np.int32), zero_point=zero_point, qmin=lo, qmax=hi, dtype=dt,
-                    rounding=m.rounding, **rq)
-    out = {"rounding": m.rounding, "zero_point": np.full(channels, zero_point, np.int32), "qmin": int(lo),
+                    rounding=rounding, **rq)
+    out = {"rounding": rounding, "zero_point": np.full(channels, zero_point, np.int32), "qmin": int(lo),
            "qmax": int(hi)}
     for k, v in rq.items():
         out[k] = np.ascontiguousarray(np.broadcast_to(v, (channels,)), dtype=np.float32 if k == "scale" else np.int32)
@@ -83,7 +112,8 @@ def engine_rq(m, rq, zero_point, lo, hi, channels):
 
 
 def engine_step(m, s):
-    """One step of the C plan: the parameters of _static_step's numpy code for it."""
+    """One step of the C plan: the parameters of steps.static_step's numpy code for it (None: a target
+    recipe the plan lacks)."""
     name, op, a = s["name"], s["op"], m.arrays
     dt = m.act_dtype
     qmin, qmax = INT_RANGES[dt]
@@ -94,26 +124,38 @@ def engine_step(m, s):
     if op in G.WEIGHTED:
         w = m.weight(s)
         bias = np.ascontiguousarray(a[f"{name}:bias"], dtype=np.int32)
-        rq = m._requant_kw(name)
+        rq, rounding = m._requant_kw(name), None
+        if m.target is not None:
+            kind = "matmul" if op == "linear" else "depthwise_conv" if s.get("depthwise") else "conv"
+            rq = _target_stage(m, s, kind, a[f"{name}:weight_scale"])
+            if rq is None:
+                return None
+            rounding = rq.pop("rounding")
         geo = {} if op == "linear" else dict(kernel=tuple(w.shape[2:]), stride=tuple(s["stride"]),
                                              padding=tuple(s["padding"]), dilation=tuple(s["dilation"]))
         if s.get("depthwise"):
             taps = np.ascontiguousarray(w[:, 0].transpose(1, 2, 0))  # [kH, kW, O]
             mult = w.shape[0] // m.meta["tensors"][s["inputs"][0]][1]
             return dict(op="depthwise", groups=mult, bias=bias, taps=taps, zp=zp_in[0],
-                        rq=engine_rq(m, rq, zp_out, lo, hi, w.shape[0]), **geo)
+                        rq=engine_rq(m, rq, zp_out, lo, hi, w.shape[0], rounding), **geo)
         groups = s.get("groups", 1)
         og = w.shape[0] // groups
         packed = [gemm.pack_weights(w if op == "linear" else L.conv_weight_hwc(w[k * og:(k + 1) * og]))
                   for k in range(groups)]
-        rq = engine_rq(m, rq, zp_out, lo, hi, a[f"{name}:weight_scale"].shape[0])
+        rq = engine_rq(m, rq, zp_out, lo, hi, a[f"{name}:weight_scale"].shape[0], rounding)
         return dict(op="gemm", groups=groups, packed=packed, bias=bias, zp=gemm._int(zp_in[0], "a_zero_point",
                                                                                     "qlinear"),
                     rq=rq, overflow=_overflow_message(name, dt, zp_in[0], packed, bias), **geo)
     if op in ("add", "mul"):
+        rounding = m.rounding
+        if m.target is not None:
+            rc = targets.recipe(m.target, op)
+            if rc.kernel != "fixq":
+                return None
+            rounding = rc.rounding  # TFLite's ADD / MUL: fixq's "double"
         kw = dict(a_scale=sc_in[0], a_zero_point=zp_in[0], b_scale=sc_in[1], b_zero_point=zp_in[1],
                   out_scale=sc_out, out_zero_point=zp_out, out_min=lo, out_max=hi, out_dtype=dt,
-                  rounding=m.rounding)
+                  rounding=rounding)
         return dict(op="eltwise", eltwise=eltwise_params(op, kw))
     if op == "concat":
         rq = m._requant_kw(name)
