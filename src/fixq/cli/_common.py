@@ -1,10 +1,15 @@
 """What the model commands share: one-line errors, safe outputs, streamed array inputs, progress bars."""
+import contextlib
 import functools
+import json
 import os
 import sys
+import tempfile
 
 import click
 import numpy as np
+
+from .. import __version__
 
 
 class CliError(Exception):
@@ -13,7 +18,8 @@ class CliError(Exception):
 
 def one_line_errors(fn):
     """fixq's own errors (ValueError, TypeError, OverflowError, OSError, CliError) -> ``fixq: error: ...``
-    on stderr, exit 1.  Click's usage errors keep exit 2; a closed stdout pipe is left to click."""
+    on stderr, exit 1; any other exception too, named as a fixq bug, never as a traceback.  Click's
+    usage errors keep exit 2; a closed stdout pipe is left to click."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
@@ -24,6 +30,13 @@ def one_line_errors(fn):
             raise
         except OSError as e:
             msg = f"{e.filename}: {e.strerror}" if e.filename and e.strerror else " ".join(str(e).split())
+        except MemoryError:
+            msg = "out of memory; try a smaller --batch-size or a smaller input"
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as e:  # noqa: BLE001  (anything else is fixq's fault: say so in one line)
+            msg = (f"unexpected {type(e).__name__}: {' '.join(str(e).split())} (a bug in fixq {__version__}; "
+                   "please report it with the command that failed)")
         click.echo(f"fixq: error: {msg}", err=True)
         sys.exit(1)
     return wrapper
@@ -46,6 +59,47 @@ def check_output(out, inputs, force):
     d = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(d):
         raise CliError(f"{out}: directory {d} does not exist")
+
+
+def umask():
+    """The process's umask, read where Linux shows it (/proc/self/status, Linux 4.7+); elsewhere set to
+    0o077 and restored at once, so a file another thread creates in between is private, not open."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_output(path):
+    """The path of a new temporary file next to `path`, with the mode a plain ``open(path, "w")`` would
+    give it (0o666 less the umask; mkstemp's own is 0o600); renamed onto `path` when the block ends,
+    removed if it raises, so `path` is never half-written."""
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".fixq-", suffix=".tmp", dir=d)
+    try:
+        try:
+            if hasattr(os, "fchmod"):  # Windows has no mode bits to fix
+                os.fchmod(fd, 0o666 & ~umask())
+        finally:
+            os.close(fd)
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def echo_json(obj):
+    """`obj` as one line of strict JSON on stdout (NaN and infinities are refused, not written)."""
+    click.echo(json.dumps(obj, allow_nan=False))
 
 
 def load_array(spec, what):
