@@ -41,7 +41,7 @@ def _median_time(fn, calls=1):
               help="Which bundled model.")
 @click.option("--method", type=click.Choice(["minmax", "entropy"]), default="minmax", show_default=True,
               help="Activation calibration method.")
-@click.option("--threads", type=click.IntRange(min=1, max=64), default=1, show_default=True,
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
               help="Threads for both sides of the speed comparison: numpy's BLAS and fixq's threads=.")
 @one_line_errors
 def demo(which, method, threads):
@@ -58,7 +58,9 @@ def demo(which, method, threads):
     click.echo(f"digits test set: {len(x)} images 1x8x8, 10 classes; calibration: {len(calib)} images; "
                f"static int8, per-channel weights, {method} calibration, double rounding")
     with blas_threads(threads) as blas:
-        float_threads = (f"{blas[1]} {blas[0]} thread{'s' if blas[1] != 1 else ''}" if blas else
+        if blas:  # the BLAS may cap the count (OpenBLAS at its build's MAX_THREADS): fixq follows
+            threads = blas[1]
+        float_threads = (f"{threads} {blas[0]} thread{'s' if threads != 1 else ''}" if blas else
                          "its BLAS's own thread count (neither threadpoolctl nor OpenBLAS found to set it)")
         click.echo(f"speed: median of {REPEATS} runs; numpy float on {float_threads}, fixq int8 on {threads} "
                    f"thread{'s' if threads != 1 else ''}")
