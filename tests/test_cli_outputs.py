@@ -161,3 +161,15 @@ def test_plot_gets_the_mode_open_gives(models, umask_027):
     r = invoke("eval", d / "f1.npz", d / "q1.npz", "--data", d / "x.npy", "--plot", d / "report.png", "--quiet")
     assert r.exit_code == 0, r.output
     assert os.stat(d / "report.png").st_mode & 0o777 == umask_027
+
+
+def test_unwritable_directory_is_one_line(models, monkeypatch):
+    import tempfile
+
+    def refuse(*a, **k):
+        raise PermissionError(13, "Permission denied", "/somewhere/.fixq-abc.tmp")
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    d = models
+    r = invoke("run", d / "q1.npz", d / "x.npy", "-o", d / "p.csv", "--quiet")
+    assert (r.exit_code, r.stderr) == (1, f"fixq: error: {d / 'p.csv'}: cannot create a file in {d} (Permission "
+                                          "denied)\n")

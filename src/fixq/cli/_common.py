@@ -82,7 +82,10 @@ def atomic_output(path):
     give it (0o666 less the umask; mkstemp's own is 0o600); renamed onto `path` when the block ends,
     removed if it raises, so `path` is never half-written."""
     d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".fixq-", suffix=".tmp", dir=d)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".fixq-", suffix=".tmp", dir=d)
+    except OSError as e:
+        raise CliError(f"{path}: cannot create a file in {d} ({e.strerror or e})") from None
     try:
         try:
             if hasattr(os, "fchmod"):  # Windows has no mode bits to fix
