@@ -12,6 +12,7 @@ checkpoint, an ONNX or TFLite model, a single ``.npy``) is named as what it is, 
 Every file is written to a temporary name in its directory and renamed into place, with the mode a
 plain ``open()`` would give it.
 """
+import contextlib
 import json
 import os
 import secrets
@@ -39,11 +40,12 @@ class ArchiveError(ValueError):
 # ---------------------------------------------------------------------------------------------
 # Writing
 
-def atomic_write(path, write):
-    """Call ``write(fileobj)`` on a new file in `path`'s directory, then rename it onto `path`: a reader
-    sees the old file or the whole new one, never a part.  The file gets the mode ``open(path, "wb")``
-    would give it: an existing file's mode, else 0o666 less the umask (the kernel applies it, as for
-    ``open``)."""
+@contextlib.contextmanager
+def atomic_path(path):
+    """The path of a new, empty file in `path`'s directory, renamed onto `path` when the block ends and
+    removed if it raises: a reader sees the old file or the whole new one, never a part.  The file has
+    the mode ``open(path, "w")`` would give it: an existing file's mode, else 0o666 less the umask (the
+    kernel applies it, as for ``open``).  An OSError from creating it names the directory."""
     d = os.path.dirname(os.path.abspath(path))
     try:
         mode = stat.S_IMODE(os.stat(path).st_mode)
@@ -57,15 +59,27 @@ def atomic_write(path, write):
             break
         except FileExistsError:
             continue
+        except OSError as e:
+            raise OSError(e.errno, f"cannot create a file in {d} ({e.strerror or e})") from None
     try:
-        with os.fdopen(fd, "wb") as f:
+        try:
             if mode is not None:
-                os.fchmod(f.fileno(), mode)
-            write(f)
+                os.fchmod(fd, mode)
+        finally:
+            os.close(fd)
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
-        os.unlink(tmp)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
         raise
+
+
+def atomic_write(path, write):
+    """Call ``write(fileobj)`` on a new binary file that replaces `path` as a whole (:func:`atomic_path`)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            write(f)
 
 
 def write_archive(path, meta, arrays):

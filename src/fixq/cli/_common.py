@@ -1,10 +1,15 @@
 """What the model commands share: one-line errors, safe outputs, streamed array inputs, progress bars."""
+import contextlib
 import functools
+import json
 import os
 import sys
 
 import click
 import numpy as np
+
+from .. import __version__
+from ..archive import atomic_path
 
 
 class CliError(Exception):
@@ -13,7 +18,8 @@ class CliError(Exception):
 
 def one_line_errors(fn):
     """fixq's own errors (ValueError, TypeError, OverflowError, OSError, CliError) -> ``fixq: error: ...``
-    on stderr, exit 1.  Click's usage errors keep exit 2; a closed stdout pipe is left to click."""
+    on stderr, exit 1; any other exception too, named as a fixq bug, never as a traceback.  Click's
+    usage errors keep exit 2; a closed stdout pipe is left to click."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
@@ -24,6 +30,13 @@ def one_line_errors(fn):
             raise
         except OSError as e:
             msg = f"{e.filename}: {e.strerror}" if e.filename and e.strerror else " ".join(str(e).split())
+        except MemoryError:
+            msg = "out of memory; try a smaller --batch-size or a smaller input"
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as e:  # noqa: BLE001  (anything else is fixq's fault: say so in one line)
+            msg = (f"unexpected {type(e).__name__}: {' '.join(str(e).split())} (a bug in fixq {__version__}; "
+                   "please report it with the command that failed)")
         click.echo(f"fixq: error: {msg}", err=True)
         sys.exit(1)
     return wrapper
@@ -46,6 +59,23 @@ def check_output(out, inputs, force):
     d = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(d):
         raise CliError(f"{out}: directory {d} does not exist")
+
+
+@contextlib.contextmanager
+def atomic_output(path):
+    """:func:`fixq.archive.atomic_path` for the CLI's outputs: a directory it cannot create a file in is
+    one line naming the output and the directory."""
+    with contextlib.ExitStack() as stack:
+        try:
+            tmp = stack.enter_context(atomic_path(path))
+        except OSError as e:
+            raise CliError(f"{path}: {e.strerror}") from None
+        yield tmp
+
+
+def echo_json(obj):
+    """`obj` as one line of strict JSON on stdout (NaN and infinities are refused, not written)."""
+    click.echo(json.dumps(obj, allow_nan=False))
 
 
 def load_array(spec, what):

@@ -1,4 +1,5 @@
 """``fixq quantize``, ``fixq run``, ``fixq inspect``, ``fixq eval`` (docs/engine.md)."""
+import inspect as _inspect
 import json
 import os
 
@@ -6,15 +7,20 @@ import click
 import numpy as np
 
 from . import cli
-from ._common import CliError, batches, check_output, load_array, one_line_errors, progressbar
-from .. import graph as G, layout as L
-from ..archive import WEIGHT_TYPES, atomic_write, load_float_model
+from ._classes import ClassIds, classes, describe
+from ._common import (CliError, atomic_output, batches, check_output, echo_json, load_array, one_line_errors,
+                      progressbar)
+from ._outputs import WRITERS, check_layout, output_format, shape_text
+from .. import calibrate, graph as G, layout as L
+from ..archive import WEIGHT_TYPES, load_float_model
 from ..engine import Model
 from ..quantizer import METHODS, quantize_model
 from ..targets import TARGETS
 
 QUIET = click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 FORCE = click.option("--force", "-f", is_flag=True, help="Overwrite an existing output file.")
+JSON = click.option("--json", "as_json", is_flag=True,
+                    help="Print one JSON object on stdout instead of the text report.")
 
 
 def _fmt(v):
@@ -38,30 +44,83 @@ def _table(rows, header):
     return "\n".join(lines)
 
 
-def layer_rows(model):
-    """One row per step: name, op, dtype, weight shape, in/out scale and zero point, multiplier/shift, bytes."""
-    rows, a = [], model.arrays
+def _plain(v):
+    """A JSON value of a numpy array or scalar."""
+    return v.tolist() if isinstance(v, (np.ndarray, np.generic)) else v
+
+
+def layers(model):
+    """One dict per step: name, op, fused act, depthwise, weight dtype and shape, weight scales, input
+    and output scale and zero point (None with float activations), multipliers and shifts, bytes."""
+    out, a = [], model.arrays
+    wdt = {"int8": "int8", "fp16": "float16", "ternary": "ternary", "binary": "binary"}[model.weights]
     for s in model.steps:
-        name, out = s["name"], s["output"]
-        op = s["op"] + (f"+{s['act']}" if s["act"] else "") + (" dw" if s.get("depthwise") else "")
+        name = s["name"]
         shape = s.get("weight_shape")
-        wdt = {"int8": "int8", "fp16": "float16", "ternary": "ternary", "binary": "binary"}[model.weights]
-        nbytes = sum(v.nbytes for k, v in a.items() if k.startswith(name + ":"))
+        layer = {"name": name, "op": s["op"], "act": s["act"], "depthwise": bool(s.get("depthwise", False)),
+                 "weight_dtype": wdt if shape else None, "weight_shape": shape,
+                 "weight_scale": a.get(name + ":weight_scale"),
+                 "input_scale": None, "input_zero_point": None, "output_scale": None, "output_zero_point": None,
+                 "multiplier": a.get(name + ":multiplier"), "shift": a.get(name + ":shift"),
+                 "bytes": sum(v.nbytes for k, v in a.items() if k.startswith(name + ":"))}
+        if not model.float_acts:
+            si, zi = model.qparams(s["inputs"][0])
+            so, zo = model.qparams(s["output"])
+            layer.update(input_scale=si, input_zero_point=zi, output_scale=so, output_zero_point=zo)
+        out.append({k: _plain(v) for k, v in layer.items()})
+    return out
+
+
+def layer_rows(model):
+    """The rows of :data:`LAYER_HEADER`, one per step."""
+    rows = []
+    for ly in layers(model):
+        op = ly["op"] + (f"+{ly['act']}" if ly["act"] else "") + (" dw" if ly["depthwise"] else "")
         if model.float_acts:
             io = ["dynamic" if model.dynamic else "float", "", "float", ""]
         else:
-            si, zi = model.qparams(s["inputs"][0])
-            so, zo = model.qparams(out)
-            io = [_fmt(si), zi, _fmt(so), zo]
-        mq = (f"{_per(a[name + ':multiplier'])} / {_per(a[name + ':shift'])}"
-              if f"{name}:multiplier" in a else "")
-        rows.append([name, op, wdt if shape else "", "x".join(map(str, shape)) if shape else "",
-                     _per(a[name + ":weight_scale"]) if f"{name}:weight_scale" in a else ""] + io + [mq, nbytes])
+            io = [_fmt(ly["input_scale"]), ly["input_zero_point"], _fmt(ly["output_scale"]), ly["output_zero_point"]]
+        mq = (f"{_per(np.asarray(ly['multiplier']))} / {_per(np.asarray(ly['shift']))}"
+              if ly["multiplier"] is not None else "")
+        shape = ly["weight_shape"]
+        rows.append([ly["name"], op, ly["weight_dtype"] or "", "x".join(map(str, shape)) if shape else "",
+                     _per(np.asarray(ly["weight_scale"])) if ly["weight_scale"] is not None else ""]
+                    + io + [mq, ly["bytes"]])
     return rows
 
 
 LAYER_HEADER = ["layer", "op", "dtype", "weight", "w scale", "in scale", "in zp", "out scale", "out zp",
                 "multiplier / shift", "bytes"]
+
+
+def _observer_options(method):
+    """The options of `method`'s observer (``fixq.calibrate``), with their defaults."""
+    return _inspect.signature(calibrate.METHODS[method].__init__).parameters
+
+
+def _default(option):
+    """'default 2048': the default of `option` in the first observer that takes it."""
+    return next(f"default {_observer_options(m)[option].default}" for m in METHODS if option in _observer_options(m))
+
+
+def method_options(method, calibrating, **given):
+    """The calibration options given on the command line, checked against `method`'s observer
+    (``fixq.calibrate``): each refused in one line where that observer does not take it or its value is
+    out of range, before any data is read."""
+    given = {k: v for k, v in given.items() if v is not None}
+    for k, v in given.items():
+        flag = "--" + k.replace("_", "-")
+        if not calibrating:
+            raise CliError(f"{flag} is a calibration option, and --dynamic and --weights fp16 calibrate nothing; "
+                           f"drop {flag}")
+        if k not in _observer_options(method):
+            users = "/".join(m for m in METHODS if k in _observer_options(m))
+            raise CliError(f"{flag} applies to --method {users}, not {method}")
+        try:
+            calibrate.make(method, **{k: v})
+        except (ValueError, TypeError) as e:
+            raise CliError(f"{flag}: {e}") from None
+    return given
 
 
 @cli.command()
@@ -71,6 +130,12 @@ LAYER_HEADER = ["layer", "op", "dtype", "weight", "w scale", "in scale", "in zp"
 @click.option("--calib", help="Calibration inputs: FILE.npy (memory-mapped) or FILE.npz[:KEY].")
 @click.option("--method", type=click.Choice(METHODS), default="minmax", show_default=True,
               help="Activation calibration method.")
+@click.option("--percentile", type=float,
+              help=f"--method percentile: the percentile of |x| kept ({_default('percentile')}).")
+@click.option("--bins", type=int,
+              help=f"--method percentile/entropy/mse: histogram bins ({_default('bins')}).")
+@click.option("--averaging-constant", type=float,
+              help=f"--method moving_average: c in v += c*(batch v - v) ({_default('averaging_constant')}).")
 @click.option("--per-channel/--per-tensor", default=True, show_default=True, help="Weight scale granularity.")
 @click.option("--weights", type=click.Choice(WEIGHT_TYPES), default="int8", show_default=True,
               help="Weight storage: int8; ternary/binary codes through the int8 path; fp16 (float activations).")
@@ -88,14 +153,16 @@ LAYER_HEADER = ["layer", "op", "dtype", "weight", "w scale", "in scale", "in zp"
 @FORCE
 @QUIET
 @one_line_errors
-def quantize(model, output, calib, method, per_channel, weights, activations, dynamic, rounding, target, batch_size,
-             graph_path, activation, force, quiet):
+def quantize(model, output, calib, method, percentile, bins, averaging_constant, per_channel, weights, activations,
+             dynamic, rounding, target, batch_size, graph_path, activation, force, quiet):
     """Quantize a float MODEL.npz to an int8 archive."""
     check_output(output, [model, calib, graph_path], force)
     if dynamic and calib is not None:
         raise CliError("--dynamic computes activation ranges at run time; drop --calib")
     if weights == "fp16" and (calib is not None or dynamic):
         raise CliError("--weights fp16 keeps float activations: drop --calib and --dynamic")
+    options = method_options(method, not dynamic and weights != "fp16", percentile=percentile, bins=bins,
+                             averaging_constant=averaging_constant)
     if not dynamic and weights != "fp16" and calib is None:
         raise CliError("static quantization needs --calib DATA.npy (or pass --dynamic)")
     g, inferred = load_float_model(model, graph=graph_path, activation=activation)
@@ -105,8 +172,9 @@ def quantize(model, output, calib, method, per_channel, weights, activations, dy
     else:
         x = load_array(calib, "--calib")
         with progressbar(len(x), "calibrating", quiet) as bar:
-            q = quantize_model(g, batches(x, batch_size, bar), method=method, per_channel=per_channel,
-                               weights=weights, activations=activations, rounding=rounding, target=target)
+            q = quantize_model(g, batches(x, batch_size, bar), method=method, method_options=options,
+                               per_channel=per_channel, weights=weights, activations=activations,
+                               rounding=rounding, target=target)
     q.save(output)
     click.echo(_table(layer_rows(q), LAYER_HEADER))
     click.echo(f"wrote {output}: {q.weight_bytes()} bytes of parameters "
@@ -124,7 +192,12 @@ def quantize(model, output, calib, method, per_channel, weights, activations, dy
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.argument("input", type=str)
 @click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False),
-              help="Predictions to write (.npy; .npz for several outputs).")
+              help="Predictions to write, in the format of its suffix: .npy (one output), .npz (one array per "
+                   "output name), .csv (one output: a header row, then a row per sample), .json (an object "
+                   "keyed by output name).")
+@click.option("--argmax", is_flag=True,
+              help="Class ids instead of scores: the argmax of several columns; one column: class 1 where a "
+                   "probability is > 0.5 or a logit > 0 (the rule used is printed).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--raw", is_flag=True, help="Write the int8/uint8 outputs instead of dequantized floats.")
@@ -133,68 +206,69 @@ def quantize(model, output, calib, method, per_channel, weights, activations, dy
 @FORCE
 @QUIET
 @one_line_errors
-def run(model, input, output, batch_size, threads, raw, target, force, quiet):
+def run(model, input, output, argmax, batch_size, threads, raw, target, force, quiet):
     """Run a quantized MODEL on INPUT in batches.
 
     INPUT is FILE.npy (memory-mapped) or FILE.npz[:KEY]."""
+    if raw and argmax:
+        raise CliError("--argmax gives class ids from the dequantized scores; drop --raw")
+    fmt = output_format(output)
     check_output(output, [model, input], force)
     m = Model.load(model, target=target)
+    shapes = [m.meta["tensors"][t] for t in m.outputs]
+    if argmax:
+        for t, shape in zip(m.outputs, shapes):
+            if len(shape) != 2:
+                raise CliError(f"--argmax needs [N, C] outputs and output {t!r} is {shape_text(shape)}; drop --argmax")
+    check_layout(output, fmt, m.outputs, shapes, argmax)
     x = load_array(input, "INPUT")
     if x.ndim == 0 or len(x) == 0:
         raise CliError(f"INPUT {input}: no samples")
     m._check_x(x[:1])
-    if len(m.outputs) == 1:
-        _run_to_npy(m, x, output, batch_size, threads, raw, quiet)
-    else:
-        outs = [[] for _ in m.outputs]
+    ids = [ClassIds(shape[1]) for shape in shapes] if argmax else None
+    with atomic_output(output) as tmp, WRITERS[fmt](tmp, m.outputs, len(x)) as writer:
         with progressbar(len(x), "running", quiet) as bar:
             for b in batches(x, batch_size, bar):
-                for i, y in enumerate(m.run(b, threads=threads, raw=raw)):
-                    outs[i].append(y)
-        atomic_write(output, lambda f: np.savez(f, **{t: np.concatenate(o) for t, o in zip(m.outputs, outs)}))
+                ys = m.run(b, threads=threads, raw=raw)
+                ys = ys if isinstance(ys, tuple) else (ys,)
+                for acc, y in zip(ids or (), ys):
+                    acc.add(y)
+                if ids is None:
+                    writer.add(ys)
+        if ids is not None:
+            writer.add([acc.ids() for acc in ids])
+    for t, acc in zip(m.outputs, ids or ()):
+        if acc.columns == 1:
+            click.echo(f"{t}: {describe(acc.rule(), 1)}", err=True)
     if not quiet:
         click.echo(f"wrote {output}: {len(x)} samples", err=True)
 
 
-def _run_to_npy(m, x, output, batch_size, threads, raw, quiet):
-    """Stream the predictions into a memory-mapped temp .npy next to `output`, then rename it."""
-    d = os.path.dirname(os.path.abspath(output))
-    tmp = os.path.join(d, f".fixq-{os.getpid()}-{os.path.basename(output)}.tmp")
-    try:
-        dst, i = None, 0
-        with progressbar(len(x), "running", quiet) as bar:
-            for b in batches(x, batch_size, bar):
-                y = m.run(b, threads=threads, raw=raw)
-                if dst is None:
-                    dst = np.lib.format.open_memmap(tmp, mode="w+", dtype=y.dtype, shape=(len(x),) + y.shape[1:])
-                dst[i:i + len(y)] = y
-                i += len(y)
-        dst.flush()
-        del dst
-        os.replace(tmp, output)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 @cli.command()
 @click.argument("model", type=click.Path(dir_okay=False))
+@JSON
 @one_line_errors
-def inspect(model):
+def inspect(model, as_json):
     """Show a quantized MODEL's layers, qparams and sizes.
 
     Per layer: op, weight dtype and shape, scales, zero points, multipliers/shifts, bytes; then the
     compression ratio against fp32."""
     m = Model.load(model)
     o = m.options
-    click.echo(f"{model}: {m.meta['format']}, made by fixq {m.meta['fixq_version']}")
     mode = "dynamic" if m.dynamic else ("float activations" if m.float_acts else "static")
+    q, f = m.weight_bytes(), m.float_weight_bytes()
+    if as_json:
+        echo_json({"file": model, "format": m.meta["format"], "fixq_version": m.meta["fixq_version"], "mode": mode,
+                   "options": o, "input": m.input, "input_shape": list(m.input_shape), "outputs": list(m.outputs),
+                   "layers": layers(m), "parameter_bytes": q, "float_parameter_bytes": f,
+                   "compression": f / max(q, 1)})
+        return
+    click.echo(f"{model}: {m.meta['format']}, made by fixq {m.meta['fixq_version']}")
     click.echo(f"mode {mode}; weights {o['weights']} "
                f"{'per-channel' if o['per_channel'] else 'per-tensor'}; activations {o['activations']}; "
                f"calibration {o['method']}; rounding {o['rounding']}")
     click.echo(f"input {m.input} {m.input_shape}; outputs {', '.join(m.outputs)}")
     click.echo(_table(layer_rows(m), LAYER_HEADER))
-    q, f = m.weight_bytes(), m.float_weight_bytes()
     click.echo(f"parameters: {q} bytes quantized vs {f} bytes fp32: compression {f / max(q, 1):.2f}x")
 
 
@@ -208,38 +282,54 @@ def sqnr_db(signal2, noise2):
 @click.argument("float_model", type=click.Path(dir_okay=False))
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--data", required=True, help="Inputs: FILE.npy or FILE.npz[:KEY].")
-@click.option("--labels", help="Integer class labels: FILE.npy or FILE.npz[:KEY].")
+@click.option("--labels", help="Integer class labels, one per sample: FILE.npy or FILE.npz[:KEY]; scored against "
+                               "every [N, C] output whose classes they fit.")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Write a PNG report (needs matplotlib).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@JSON
 @FORCE
 @QUIET
 @one_line_errors
-def eval_(float_model, model, data, labels, plot, batch_size, force, quiet):
+def eval_(float_model, model, data, labels, plot, batch_size, as_json, force, quiet):
     """Compare FLOAT_MODEL with its quantized MODEL on --data.
 
-    Accuracy (with --labels), top-1 agreement, max abs error and per-tensor SQNR."""
+    Per-tensor SQNR; then for every output: max abs error, and for [N, C] outputs the class each sample
+    gets (argmax of several columns; one column: a probability > 0.5 or a logit > 0, whichever the
+    float outputs show, named in the report), the agreement of float and quantized classes and, with
+    --labels, the accuracy of each."""
     if plot is not None:
         check_output(plot, [float_model, model, data, labels], force)
         try:
-            import matplotlib
+            import matplotlib  # noqa: F401
         except ImportError:
             raise CliError("--plot needs matplotlib (pip install matplotlib)") from None
     m = Model.load(model)
     g, _ = load_float_model(float_model, graph=m.meta["graph"])
     x = load_array(data, "--data")
+    outputs = {t: m.meta["tensors"][t] for t in m.outputs}
+    decided = {t: shape[1] for t, shape in outputs.items() if len(shape) == 2}
     y = None
     if labels is not None:
         y = load_array(labels, "--labels")
-        if y.ndim != 1 or y.dtype.kind not in "iu" or len(y) != len(x):
+        if y.ndim != 1 or y.dtype.kind not in "biu" or len(y) != len(x):
             raise CliError(f"--labels must be 1-D integers, one per sample of --data ({len(x)}); got shape "
                            f"{y.shape} dtype {y.dtype}")
+        y = np.asarray(y, dtype=np.int64)
+        lo, hi = (int(y.min()), int(y.max())) if len(y) else (0, 0)
+        scored = [t for t, c in decided.items() if 0 <= lo and hi < classes(c)]
+        if not decided:
+            raise CliError("--labels need an [N, C] output to score; this model's outputs are "
+                           + ", ".join(f"{t!r} {shape_text(shape)}" for t, shape in outputs.items()))
+        if not scored:
+            raise CliError(f"--labels hold classes {lo}..{hi}, which fit no output ("
+                           + ", ".join(f"{t!r} has classes 0..{classes(c) - 1}" for t, c in decided.items()) + ")")
     tensors = [s["output"] for s in m.steps]
     sig = dict.fromkeys(tensors, 0.0)
     noise = dict.fromkeys(tensors, 0.0)
-    n = agree = right_f = right_q = 0
-    max_err = 0.0
+    max_err = dict.fromkeys(outputs, 0.0)
+    ids = {t: (ClassIds(c), ClassIds(c)) for t, c in decided.items()}
     errs = []
-    out = m.outputs[0]
+    n = 0
     with progressbar(len(x), "evaluating", quiet) as bar:
         for b in batches(x, batch_size, bar):
             fenv = G.run_float(g, b, keep_all=True)
@@ -249,47 +339,77 @@ def eval_(float_model, model, data, labels, plot, batch_size, force, quiet):
                 d = f - m.dequantized(t, qenv[t])
                 sig[t] += float(np.sum(f * f))
                 noise[t] += float(np.sum(d * d))
-            fo = L.to_external(fenv[out])
-            qo = L.to_external(m.dequantized(out, qenv[out]))
-            e = np.abs(fo - qo)
-            max_err = max(max_err, float(e.max()))
-            errs.append(e.reshape(-1))
-            if fo.ndim == 2:
-                pf, pq = fo.argmax(1), qo.argmax(1)
-                agree += int(np.sum(pf == pq))
-                if y is not None:
-                    yy = np.asarray(y[n:n + len(b)])
-                    right_f += int(np.sum(pf == yy))
-                    right_q += int(np.sum(pq == yy))
+            for t in outputs:
+                fo = L.to_external(fenv[t])
+                qo = L.to_external(m.dequantized(t, qenv[t]))
+                e = np.abs(fo - qo)
+                max_err[t] = max(max_err[t], float(e.max()))
+                if plot is not None:
+                    errs.append(e.reshape(-1))
+                if t in ids:
+                    ids[t][0].add(fo)
+                    ids[t][1].add(qo)
             n += len(b)
-    rows = [[t, _fmt(sqnr_db(sig[t], noise[t]))] for t in tensors]
-    click.echo(_table(rows, ["tensor", "SQNR dB"]))
-    if y is not None:
-        click.echo(f"accuracy: float {100 * right_f / n:.2f}%  quantized {100 * right_q / n:.2f}%  "
-                   f"({n} samples)")
-    click.echo(f"top-1 agreement: {100 * agree / n:.2f}%")
-    click.echo(f"max abs error of output {out!r}: {max_err:.6g}")
+    if n == 0:
+        raise CliError(f"--data {data}: no samples")
+    report = {"float_model": float_model, "model": model, "samples": n,
+              "labels": None if y is None else {"min": lo, "max": hi},
+              "sqnr_db": {t: sqnr_db(sig[t], noise[t]) for t in tensors}, "outputs": {}, "plot": plot}
+    for t, shape in outputs.items():
+        r = {"shape": list(shape), "max_abs_error": max_err[t], "class_rule": None, "class_rule_text": None,
+             "agreement": None, "accuracy": None}
+        if t in ids:
+            rule = ids[t][0].rule()  # the float model's outputs say which rule; both sides use it
+            pf, pq = ids[t][0].ids(rule), ids[t][1].ids(rule)
+            r.update(class_rule=rule, class_rule_text=describe(rule, decided[t]), agreement=float(np.mean(pf == pq)))
+            if y is not None and t in scored:
+                r["accuracy"] = {"float": float(np.mean(pf == y)), "quantized": float(np.mean(pq == y))}
+        report["outputs"][t] = r
     if plot is not None:
-        _plot(plot, rows, np.concatenate(errs), model)
-        click.echo(f"wrote {plot}")
+        _plot(plot, report["sqnr_db"], np.concatenate(errs), model)
+    if as_json:  # strict JSON has no infinity: a tensor without any error has SQNR null
+        echo_json(dict(report, sqnr_db={t: None if v == float("inf") else v for t, v in report["sqnr_db"].items()}))
+    else:
+        _print_eval(report)
 
 
-def _plot(path, rows, errs, title):
+def _print_eval(report):
+    click.echo(_table([[t, _fmt(v)] for t, v in report["sqnr_db"].items()], ["tensor", "SQNR dB"]))
+    labels = report["labels"]
+    for t, r in report["outputs"].items():
+        click.echo(f"output {t!r} {shape_text(r['shape'])}: {r['class_rule_text'] or 'no classes (not [N, C])'}")
+        if r["accuracy"] is not None:
+            click.echo(f"  accuracy: float {100 * r['accuracy']['float']:.2f}%  "
+                       f"quantized {100 * r['accuracy']['quantized']:.2f}%  ({report['samples']} samples)")
+        elif labels is not None and r["class_rule"] is not None:
+            click.echo(f"  accuracy: not scored: --labels hold classes {labels['min']}..{labels['max']}, this output "
+                       f"0..{classes(r['shape'][1]) - 1}")
+        if r["agreement"] is not None:
+            click.echo(f"  {'top-1 ' if r['class_rule'] == 'argmax' else ''}agreement: {100 * r['agreement']:.2f}% "
+                       "of samples get the same class")
+        click.echo(f"  max abs error: {r['max_abs_error']:.6g}")
+    if report["plot"] is not None:
+        click.echo(f"wrote {report['plot']}")
+
+
+def _plot(path, sqnr, errs, title):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
-    vals = [float(r[1]) if r[1] != "inf" else 100.0 for r in rows]
-    a1.barh([r[0] for r in rows][::-1], vals[::-1])
+    names = list(sqnr)
+    vals = [min(sqnr[t], 100.0) for t in names]
+    a1.barh(names[::-1], vals[::-1])
     a1.set_xlabel("SQNR (dB), float vs quantized")
     a1.set_title("per-layer SQNR")
     a2.hist(errs, bins=60)
     a2.set_yscale("log")
-    a2.set_xlabel("|float - quantized| at the output")
+    a2.set_xlabel("|float - quantized| at the outputs")
     a2.set_title("output error")
     fig.suptitle(os.path.basename(title))
     fig.tight_layout()
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
 
