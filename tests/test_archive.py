@@ -193,3 +193,11 @@ def test_global_avgpool_of_an_archive_without_its_requantization(tmp_path):
     q = (np.abs(acc) + 17) // 35
     np.testing.assert_array_equal(env["gap"], np.where(acc < 0, -q, q))
     np.testing.assert_array_equal(simulate(str(tmp_path / "old.npz"), x)[1], env["gap"])
+
+
+def test_eval_of_a_float_and_quantized_pair_that_do_not_belong_together(tmp_path):
+    g, _ = load_float_model(bundled("digits_mlp.npz"))
+    quantize_model(g, [np.load(bundled("digits_calib.npy"))[:64]]).save(str(tmp_path / "q.npz"))
+    r = invoke("eval", bundled("digits_cnn.npz"), tmp_path / "q.npz", "--data", bundled("digits_test_x.npy"))
+    assert r.exit_code == 1 and r.stderr.count("\n") == 1, r.output
+    assert "digits_cnn.npz is not the float model" in r.stderr and "q.npz was quantized from" in r.stderr

@@ -304,7 +304,11 @@ def eval_(float_model, model, data, labels, plot, batch_size, as_json, force, qu
         except ImportError:
             raise CliError("--plot needs matplotlib (pip install matplotlib)") from None
     m = Model.load(model)
-    g, _ = load_float_model(float_model, graph=m.meta["graph"])
+    try:
+        g, _ = load_float_model(float_model, graph=m.meta["graph"])
+    except G.GraphError as e:
+        raise CliError(f"{float_model} is not the float model {model} was quantized from: its weights do not "
+                       f"fit {model}'s graph ({e})") from None
     x = load_array(data, "--data")
     outputs = {t: m.meta["tensors"][t] for t in m.outputs}
     decided = {t: shape[1] for t, shape in outputs.items() if len(shape) == 2}
