@@ -7,9 +7,9 @@ import contextlib as _contextlib
 import os as _os
 
 from . import _core
-from .arith import dequantize, multiply_by_quantized_multiplier, quantize, quantize_multiplier, requantize
-from .gemm import PackedWeights, pack_weights, qlinear, qmatmul
-from .eltwise import qadd, qmul
+from .arith import dequantize, multiply_by_quantized_multiplier, quantize_multiplier, requantize
+from .gemm import PackedWeights, pack_weights
+from .ops import qadd, qlinear, qmatmul, qmul, quantize
 from . import calibrate, lowbit
 from .lowbit import (binarize, binary_linear, fp16_linear, lowbit_qlinear, pack_fp16, popcount_linear,
                      storage_report, ternarize)

@@ -277,23 +277,17 @@ def _params_along(x, scale, zero_point, axis, dtype, check=False):
     return rows, channels, inner, scale_arg(scale, channels), zero_point_arg(zero_point, channels, dtype), True
 
 
-def quantize(x, scale, zero_point=0, dtype=np.int8, axis=None, *, qmin=None, qmax=None, out=None, target=None):
+def quantize(x, scale, zero_point=0, dtype=np.int8, axis=None, qmin=None, qmax=None, out=None):
     """Float to int8/uint8/int16: ``saturate(round_half_even(x / scale) + zero_point)``,
     computed in float32 (ONNX QuantizeLinear).  Per-tensor, or per index of
-    ``axis``.  NaN is an error.  ``target=`` (per-tensor, int8/uint8) quantizes
-    exactly as that runtime does (``fixq.targets.quantize``)."""
-    if target is not None:
-        from . import targets
-        if axis is not None or qmin is not None or qmax is not None or out is not None:
-            raise ValueError("quantize(target=...) is per-tensor over the full dtype range: leave out axis, qmin, "
-                             "qmax and out")
-        return targets.quantize(x, target, scale, zero_point, dtype)
+    ``axis``.  NaN is an error.  The kernel of :func:`fixq.quantize`, which
+    documents the arguments and adds ``target=``."""
     key = None
     if axis is None and type(x) is np.ndarray and x.dtype is _F32:
         key, seen = seen_args(_QUANTIZE_SEEN, scale, zero_point, dtype, qmin, qmax)
         if seen is not None:
             dt, name, sc, zp, lo, hi = seen
-            y = _fast_y(out, x, x.shape, dt)
+            y = np.empty(x.shape, dt) if out is None else _fast_y(out, x, x.shape, dt)
             if y is not None:
                 _core.quantize_raw(x.ravel(), as_bytes(y), name, 1, 1, x.size, sc, zp, lo, hi)
                 return y

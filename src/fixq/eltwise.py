@@ -122,40 +122,15 @@ def _bcast_strides(x, shape):
 
 
 def qadd(a, b, *, a_scale, a_zero_point, b_scale, b_zero_point, out_scale, out_zero_point, out_min=None,
-         out_max=None, out_dtype=np.int8, rounding="double", out=None, target=None):
-    """Quantized ``a + b`` with numpy broadcasting; int8 or uint8 in and out.
-
-    ``rounding="double"`` (default) / ``"single"``: TFLite int8 ADD (inputs
-    ``(x - zp) << 20`` rescaled by ``s_x / (2 max(s_a, s_b))``, summed, rescaled
-    by ``2 max(s_a, s_b) / (2**20 s_out)``, each multiplier applied with that
-    rounding).  ``"fp32"``: ``((a - za) * s_a + (b - zb) * s_b) / s_out`` in
-    float32, rounded half to even.  Then ``+ out_zero_point``, clamped to
-    ``[out_min, out_max]`` (default: the dtype's range; ReLU: ``out_min =
-    out_zero_point``).  ``out`` may be ``a`` or ``b``.  ``target=`` computes it
-    exactly as that runtime does instead of `rounding` (``fixq.targets.add``).
-    """
-    if target is not None:
-        from . import targets
-        return targets.add(a, b, target, a_scale=a_scale, a_zero_point=a_zero_point, b_scale=b_scale,
-                           b_zero_point=b_zero_point, out_scale=out_scale, out_zero_point=out_zero_point,
-                           out_min=out_min, out_max=out_max, out_dtype=out_dtype, out=out)
+         out_max=None, out_dtype=np.int8, rounding="double", out=None):
+    """Quantized ``a + b``, int8/uint8, numpy broadcasting: the kernel of :func:`fixq.qadd`, which
+    documents the arguments and adds ``target=`` and ``activation=``."""
     return _binary("add", a, b, a_scale, a_zero_point, b_scale, b_zero_point, out_scale, out_zero_point,
                    out_min, out_max, out_dtype, rounding, out)
 
 
 def qmul(a, b, *, a_scale, a_zero_point, b_scale, b_zero_point, out_scale, out_zero_point, out_min=None,
-         out_max=None, out_dtype=np.int8, rounding="double", out=None, target=None):
-    """Quantized ``a * b`` with numpy broadcasting; int8 or uint8 in and out.
-
-    ``rounding="double"`` / ``"single"``: TFLite int8 MUL,
-    ``MBQM((a - za) * (b - zb), M)`` with ``M = s_a s_b / s_out``.  ``"fp32"``:
-    ``((a - za) * s_a) * ((b - zb) * s_b) / s_out`` in float32, rounded half to
-    even.  Zero point, clamp, ``out`` and ``target`` as in :func:`qadd`.
-    """
-    if target is not None:
-        from . import targets
-        return targets.mul(a, b, target, a_scale=a_scale, a_zero_point=a_zero_point, b_scale=b_scale,
-                           b_zero_point=b_zero_point, out_scale=out_scale, out_zero_point=out_zero_point,
-                           out_min=out_min, out_max=out_max, out_dtype=out_dtype, out=out)
+         out_max=None, out_dtype=np.int8, rounding="double", out=None):
+    """Quantized ``a * b``, int8/uint8, numpy broadcasting: the kernel of :func:`fixq.qmul`."""
     return _binary("mul", a, b, a_scale, a_zero_point, b_scale, b_zero_point, out_scale, out_zero_point,
                    out_min, out_max, out_dtype, rounding, out)

@@ -8,7 +8,7 @@ import numbers
 
 import numpy as np
 
-from . import _core, targets as _targets
+from . import _core
 from ._core import PackedWeights
 from ._validate import (INT_RANGES, c_column, c_zero_points, channel_count, clamp_args, dtype_arg, int_array,
                         per_channel, rounding_arg, scale_arg, threads_arg, zero_point_arg, THREADS_MAX)
@@ -52,41 +52,19 @@ def _pack(w, zero_point, layout, name, zp_name):
 
 def qmatmul(a, b, *, a_zero_point=0, b_zero_point=0, bias=None, multiplier=None, shift=None, scale=None,
             out_zero_point=0, out_min=None, out_max=None, out_dtype=np.int8, rounding="double", threads=1,
-            out=None, target=None, scales=None):
-    """``a @ b`` for int8/uint8 ``a [..., M, K]`` and ``b [K, N]`` (or :class:`PackedWeights`).
-
-    ``acc = sum_k (a - a_zero_point)(b - b_zero_point[n]) + bias[n]`` in exact int32;
-    ``out_dtype=np.int32`` returns ``acc`` (ONNX MatMulInteger).  Otherwise ``acc``
-    is requantized as by :func:`fixq.requantize`: ``rounding="double"|"single"``
-    with ``multiplier``/``shift``, ``"fp32"`` with ``scale``, per tensor or per
-    column, then ``out_zero_point`` is added and the result clamped to
-    ``[out_min, out_max]`` (a fused ReLU is a clamp).  ``threads`` splits the
-    work; the GIL is released throughout.
-
-    ``target="tflite"|"tflite-reference"|"xnnpack"|"onnxruntime"|"gemmlowp"`` with
-    ``scales=(a_scale, b_scale, out_scale)`` requantizes exactly as that runtime
-    does (``fixq.targets``, docs/conformance.md) instead of taking
-    ``multiplier``/``shift``/``scale``/``rounding``.
-    """
-    if target is not None:
-        return _targets.qgemm(qmatmul, a, b, target=target, scales=scales, out=out, a_zero_point=a_zero_point,
-                              b_zero_point=b_zero_point, bias=bias, multiplier=multiplier, shift=shift, scale=scale,
-                              out_zero_point=out_zero_point, out_min=out_min, out_max=out_max, out_dtype=out_dtype,
-                              rounding=None if rounding == "double" else rounding, threads=threads)
+            out=None):
+    """``a @ b`` for int8/uint8 ``a [..., M, K]`` and ``b [K, N]`` (or :class:`PackedWeights`), exact in
+    int32, with a fused output stage: the kernel of :func:`fixq.qmatmul`, which documents the arguments
+    and adds ``target=`` and ``activation=``."""
     return _qgemm("qmatmul", "a", "b", "matmul", a, b, a_zero_point, b_zero_point, bias, multiplier, shift, scale,
                   out_zero_point, out_min, out_max, out_dtype, rounding, threads, out)
 
 
 def qlinear(x, w, bias=None, *, a_zero_point=0, b_zero_point=0, multiplier=None, shift=None, scale=None,
             out_zero_point=0, out_min=None, out_max=None, out_dtype=np.int8, rounding="double", threads=1,
-            out=None, target=None, scales=None):
-    """A Linear/FC layer: :func:`qmatmul` with ``w`` in ``[N, K]`` layout (``y = x @ w.T + bias``)."""
-    if target is not None:
-        return _targets.qgemm(qlinear, x, w, target=target, scales=scales, out=out, bias=bias,
-                              a_zero_point=a_zero_point, b_zero_point=b_zero_point, multiplier=multiplier,
-                              shift=shift, scale=scale, out_zero_point=out_zero_point, out_min=out_min,
-                              out_max=out_max, out_dtype=out_dtype, rounding=None if rounding == "double" else rounding,
-                              threads=threads)
+            out=None):
+    """A Linear/FC layer: :func:`qmatmul` with ``w`` in ``[N, K]`` layout (``y = x @ w.T + bias``).
+    The kernel of :func:`fixq.qlinear`."""
     return _qgemm("qlinear", "x", "w", "linear", x, w, a_zero_point, b_zero_point, bias, multiplier, shift, scale,
                   out_zero_point, out_min, out_max, out_dtype, rounding, threads, out)
 

@@ -1,0 +1,116 @@
+"""The public quantized ops that take ``target=``: :func:`quantize`, :func:`qmatmul`,
+:func:`qlinear`, :func:`qadd`, :func:`qmul`.
+
+Without it each call is its kernel in fixq.arith / fixq.gemm / fixq.eltwise: qmatmul, qlinear, qadd
+and qmul call the same inner function as their kernels, so a plain call is no deeper than a kernel
+call.  ``target=`` runs that runtime's recipe instead (fixq.targets).  This module sits above both
+the kernels and fixq.targets, so neither of them imports the other's caller.
+"""
+import numpy as np
+
+from . import targets
+from .arith import quantize as _quantize
+from .eltwise import _binary
+from .gemm import _qgemm, qlinear as _qlinear, qmatmul as _qmatmul
+
+__all__ = ["quantize", "qmatmul", "qlinear", "qadd", "qmul"]
+
+
+def quantize(x, scale, zero_point=0, dtype=np.int8, axis=None, *, qmin=None, qmax=None, out=None, target=None):
+    """Float to int8/uint8/int16: ``saturate(round_half_even(x / scale) + zero_point)``,
+    computed in float32 (ONNX QuantizeLinear).  Per-tensor, or per index of
+    ``axis``.  NaN is an error.  ``target=`` (per-tensor, int8/uint8) quantizes
+    exactly as that runtime does (``fixq.targets.quantize``)."""
+    if target is None:
+        return _quantize(x, scale, zero_point, dtype, axis, qmin, qmax, out)
+    if axis is not None or qmin is not None or qmax is not None or out is not None:
+        raise ValueError("quantize(target=...) is per-tensor over the full dtype range: leave out axis, qmin, "
+                         "qmax and out")
+    return targets.quantize(x, target, scale, zero_point, dtype)
+
+
+def qmatmul(a, b, *, a_zero_point=0, b_zero_point=0, bias=None, multiplier=None, shift=None, scale=None,
+            out_zero_point=0, out_min=None, out_max=None, out_dtype=np.int8, rounding="double", threads=1,
+            out=None, target=None, scales=None):
+    """``a @ b`` for int8/uint8 ``a [..., M, K]`` and ``b [K, N]`` (or :class:`PackedWeights`).
+
+    ``acc = sum_k (a - a_zero_point)(b - b_zero_point[n]) + bias[n]`` in exact int32;
+    ``out_dtype=np.int32`` returns ``acc`` (ONNX MatMulInteger).  Otherwise ``acc``
+    is requantized as by :func:`fixq.requantize`: ``rounding="double"|"single"``
+    with ``multiplier``/``shift``, ``"fp32"`` with ``scale``, per tensor or per
+    column, then ``out_zero_point`` is added and the result clamped to
+    ``[out_min, out_max]`` (a fused ReLU is a clamp).  ``threads`` splits the
+    work; the GIL is released throughout.
+
+    ``target="tflite"|"tflite-reference"|"xnnpack"|"onnxruntime"|"gemmlowp"`` with
+    ``scales=(a_scale, b_scale, out_scale)`` requantizes exactly as that runtime
+    does (``fixq.targets``, docs/conformance.md) instead of taking
+    ``multiplier``/``shift``/``scale``/``rounding``.
+    """
+    if target is None:
+        return _qgemm("qmatmul", "a", "b", "matmul", a, b, a_zero_point, b_zero_point, bias, multiplier, shift, scale,
+                      out_zero_point, out_min, out_max, out_dtype, rounding, threads, out)
+    return _gemm(_qmatmul, a, b, target, scales, out, dict(
+        a_zero_point=a_zero_point, b_zero_point=b_zero_point, bias=bias, multiplier=multiplier, shift=shift,
+        scale=scale, out_zero_point=out_zero_point, out_min=out_min, out_max=out_max, out_dtype=out_dtype,
+        rounding=rounding, threads=threads))
+
+
+def qlinear(x, w, bias=None, *, a_zero_point=0, b_zero_point=0, multiplier=None, shift=None, scale=None,
+            out_zero_point=0, out_min=None, out_max=None, out_dtype=np.int8, rounding="double", threads=1,
+            out=None, target=None, scales=None):
+    """A Linear/FC layer: :func:`qmatmul` with ``w`` in ``[N, K]`` layout (``y = x @ w.T + bias``),
+    ``target`` and ``scales`` included."""
+    if target is None:
+        return _qgemm("qlinear", "x", "w", "linear", x, w, a_zero_point, b_zero_point, bias, multiplier, shift, scale,
+                      out_zero_point, out_min, out_max, out_dtype, rounding, threads, out)
+    return _gemm(_qlinear, x, w, target, scales, out, dict(
+        bias=bias, a_zero_point=a_zero_point, b_zero_point=b_zero_point, multiplier=multiplier, shift=shift,
+        scale=scale, out_zero_point=out_zero_point, out_min=out_min, out_max=out_max, out_dtype=out_dtype,
+        rounding=rounding, threads=threads))
+
+
+def qadd(a, b, *, a_scale, a_zero_point, b_scale, b_zero_point, out_scale, out_zero_point, out_min=None,
+         out_max=None, out_dtype=np.int8, rounding="double", out=None, target=None):
+    """Quantized ``a + b`` with numpy broadcasting; int8 or uint8 in and out.
+
+    ``rounding="double"`` (default) / ``"single"``: TFLite int8 ADD (inputs
+    ``(x - zp) << 20`` rescaled by ``s_x / (2 max(s_a, s_b))``, summed, rescaled
+    by ``2 max(s_a, s_b) / (2**20 s_out)``, each multiplier applied with that
+    rounding).  ``"fp32"``: ``((a - za) * s_a + (b - zb) * s_b) / s_out`` in
+    float32, rounded half to even.  Then ``+ out_zero_point``, clamped to
+    ``[out_min, out_max]`` (default: the dtype's range; ReLU: ``out_min =
+    out_zero_point``).  ``out`` may be ``a`` or ``b``.  ``target=`` computes it
+    exactly as that runtime does instead of `rounding` (``fixq.targets.add``).
+    """
+    if target is None:
+        return _binary("add", a, b, a_scale, a_zero_point, b_scale, b_zero_point, out_scale, out_zero_point,
+                       out_min, out_max, out_dtype, rounding, out)
+    return targets.add(a, b, target, a_scale=a_scale, a_zero_point=a_zero_point, b_scale=b_scale,
+                       b_zero_point=b_zero_point, out_scale=out_scale, out_zero_point=out_zero_point,
+                       out_min=out_min, out_max=out_max, out_dtype=out_dtype, out=out)
+
+
+def qmul(a, b, *, a_scale, a_zero_point, b_scale, b_zero_point, out_scale, out_zero_point, out_min=None,
+         out_max=None, out_dtype=np.int8, rounding="double", out=None, target=None):
+    """Quantized ``a * b`` with numpy broadcasting; int8 or uint8 in and out.
+
+    ``rounding="double"`` / ``"single"``: TFLite int8 MUL,
+    ``MBQM((a - za) * (b - zb), M)`` with ``M = s_a s_b / s_out``.  ``"fp32"``:
+    ``((a - za) * s_a) * ((b - zb) * s_b) / s_out`` in float32, rounded half to
+    even.  Zero point, clamp, ``out`` and ``target`` as in :func:`qadd`
+    (``fixq.targets.mul``).
+    """
+    if target is None:
+        return _binary("mul", a, b, a_scale, a_zero_point, b_scale, b_zero_point, out_scale, out_zero_point,
+                       out_min, out_max, out_dtype, rounding, out)
+    return targets.mul(a, b, target, a_scale=a_scale, a_zero_point=a_zero_point, b_scale=b_scale,
+                       b_zero_point=b_zero_point, out_scale=out_scale, out_zero_point=out_zero_point,
+                       out_min=out_min, out_max=out_max, out_dtype=out_dtype, out=out)
+
+
+def _gemm(kernel, a, b, target, scales, out, kw):
+    """`kernel` (fixq.gemm's) with `target`'s output stage."""
+    if kw["rounding"] == "double":  # the default: target= derives the rounding
+        kw["rounding"] = None
+    return targets.qgemm(kernel, a, b, target=target, scales=scales, out=out, **kw)

@@ -1,0 +1,159 @@
+"""The recipe table of every runtime module, and the functions that check their arguments and run a
+(target, op)'s recipe: fixq's kernels for the recipes that are one of their modes, the runtime
+module's numpy arithmetic for the others."""
+import numpy as np
+
+from ..arith import quantize_multiplier, requantize as _requantize
+from .._validate import dtype_arg, scalar_zero_point_arg
+from . import gemmlowp, onnxruntime, tflite, xnnpack
+from ._common import f32, into, out_range
+
+TARGETS = ("gemmlowp", "tflite", "tflite-reference", "xnnpack", "onnxruntime")
+# "matmul" is FULLY_CONNECTED / MatMul / QLinearMatMul; conv and depthwise_conv requantize their int32
+# accumulators like matmul but some runtimes treat them differently.
+OPS = ("matmul", "conv", "depthwise_conv", "add", "mul", "quantize")
+_GEMM_OPS = ("matmul", "conv", "depthwise_conv")
+_RECIPES = {**gemmlowp.RECIPES, **tflite.RECIPES, **xnnpack.RECIPES, **onnxruntime.RECIPES}
+
+
+def target_arg(target):
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {list(TARGETS)}, got {target!r}")
+    return target
+
+
+def recipe(target, op):
+    """The :class:`Recipe` that `target` uses for `op` (one of :data:`OPS`)."""
+    target_arg(target)
+    if op not in OPS:
+        raise ValueError(f"op must be one of {list(OPS)}, got {op!r}")
+    return _RECIPES[target][op]
+
+
+def _gemm_recipe(target, op):
+    rc = recipe(target, op)
+    if op not in _GEMM_OPS:
+        raise ValueError(f"op must be one of {list(_GEMM_OPS)} here, got {op!r}")
+    return rc
+
+
+def _real_multiplier(rc, in_scale, w_scale, out_scale):
+    """The runtime's real multiplier / scale: float64 or float32 arithmetic, per channel where w_scale is."""
+    s_in, s_w, s_out = f32(in_scale, "in_scale"), f32(w_scale, "w_scale"), f32(out_scale, "out_scale")
+    if np.ndim(s_in) or np.ndim(s_out):
+        raise ValueError("in_scale and out_scale must be scalars (per-tensor activations)")
+    if np.ndim(s_w) > 1:
+        raise ValueError(f"w_scale must be a scalar or 1-D (one per output channel), got shape {np.shape(s_w)}")
+    if rc.multiplier == "double":
+        return np.float64(s_in) * s_w.astype(np.float64) / np.float64(s_out)
+    return ((s_in * s_w).astype(np.float32) / s_out).astype(np.float32)
+
+
+def gemm_out_stage(target, op, in_scale, w_scale, out_scale):
+    """The output-stage arguments (``rounding`` plus ``multiplier``/``shift`` or ``scale``) with which
+    :func:`fixq.qmatmul` / :func:`fixq.requantize` compute `target`'s requantization of `op`, or None
+    when the target rounds in a way that is not one of fixq's kernel modes (then use :func:`requantize`
+    on the int32 accumulators)."""
+    rc = _gemm_recipe(target, op)
+    real = _real_multiplier(rc, in_scale, w_scale, out_scale)
+    _check_real(target, op, rc, real)
+    if rc.rounding == "fp32":
+        return dict(rounding="fp32", scale=real if np.ndim(real) else float(real))
+    if rc.rounding == "double":
+        m, s = quantize_multiplier(real)
+        return dict(rounding="double", multiplier=m, shift=s)
+    return None
+
+
+def _check_real(target, op, rc, real):
+    """Refuses a real multiplier a_scale * b_scale / out_scale that `target`'s output stage cannot hold:
+    a float32 scale that is 0 or inf, or a Q31 multiplier needing a left shift beyond 30 (TFLite's
+    ``x * (1 << left)`` overflows there, and fixq's kernels take shifts up to 30)."""
+    if rc.rounding == "float64-away":
+        return
+    if rc.rounding == "fp32":
+        bad = not np.all(np.isfinite(real) & (np.asarray(real) > 0))
+        need = "a positive finite float32"
+    else:
+        bad = np.any(np.asarray(quantize_multiplier(real)[1]) > 30)
+        need = "below 2**31 (a Q31 multiplier with a left shift of at most 30)"
+    if bad:
+        raise ValueError(f"target={target!r} ({op}): the requantization multiplier a_scale * b_scale / out_scale "
+                         f"= {real!r} must be {need}; the scales= are too far apart for this runtime")
+
+
+def requantize(acc, target, op, in_scale, w_scale, out_scale, out_zero_point=0, *, out_min=None, out_max=None,
+               dtype=np.int8, axis=-1):
+    """int32 accumulators (bias included) of a matmul / conv / depthwise conv requantized exactly as
+    `target` does: ``w_scale`` is a scalar or one float32 per output channel along `axis`."""
+    rc = _gemm_recipe(target, op)
+    dt = dtype_arg(dtype, (np.int8, np.uint8), "dtype")
+    lo, hi = out_range(out_min, out_max, dt)
+    a = np.asarray(acc)
+    stage = gemm_out_stage(target, op, in_scale, w_scale, out_scale)
+    if stage is not None:
+        return _requantize(a, zero_point=out_zero_point, qmin=lo, qmax=hi, dtype=dt, axis=axis, **stage)
+    real = _real_multiplier(rc, in_scale, w_scale, out_scale)
+    per_channel = np.size(real) > 1
+    x = np.moveaxis(a.astype(np.int64), axis, -1) if per_channel else a.astype(np.int64)
+    y = np.clip(rc.compute(x, real) + int(out_zero_point), lo, hi).astype(dt)
+    return np.moveaxis(y, -1, axis) if per_channel else y
+
+
+def qgemm(fn, a, b, *, target, scales, op="matmul", out=None, **kwargs):
+    """``fn`` (:func:`fixq.qmatmul`, :func:`fixq.qlinear` or their kernels in fixq.gemm) with the output
+    stage of `target` for `op`: ``scales = (a_scale, b_scale, out_scale)`` with ``b_scale`` per tensor
+    or per output column."""
+    for k in ("multiplier", "shift", "scale", "rounding"):
+        if kwargs.get(k) is not None:
+            raise ValueError(f"target={target!r} derives {k} from scales=(a_scale, b_scale, out_scale); leave {k} out")
+        kwargs.pop(k, None)
+    in_scale, w_scale, out_scale = scales_arg(scales)
+    stage = gemm_out_stage(target, op, in_scale, w_scale, out_scale)
+    if stage is not None:
+        return fn(a, b, out=out, **kwargs, **stage)
+    head = {k: kwargs.pop(k) for k in ("out_zero_point", "out_min", "out_max", "out_dtype") if k in kwargs}
+    acc = fn(a, b, out_dtype=np.int32, **kwargs)
+    y = requantize(acc, target, op, in_scale, w_scale, out_scale, head.get("out_zero_point", 0),
+                   out_min=head.get("out_min"), out_max=head.get("out_max"), dtype=head.get("out_dtype", np.int8))
+    return into(y, out)
+
+
+def scales_arg(scales):
+    """``(a_scale, b_scale, out_scale)`` of the ``scales=`` a GEMM with ``target=`` takes."""
+    try:
+        in_scale, w_scale, out_scale = scales
+    except (TypeError, ValueError):
+        raise ValueError(f"target= needs scales=(a_scale, b_scale, out_scale), got {scales!r}") from None
+    return in_scale, w_scale, out_scale
+
+
+def add(a, b, target, *, a_scale, a_zero_point, b_scale, b_zero_point, out_scale, out_zero_point,
+        out_min=None, out_max=None, out_dtype=np.int8, out=None):
+    """Quantized ADD exactly as `target` computes it (numpy broadcasting)."""
+    return recipe(target, "add").compute(
+        a, b, a_scale=a_scale, a_zero_point=a_zero_point, b_scale=b_scale, b_zero_point=b_zero_point,
+        out_scale=out_scale, out_zero_point=out_zero_point, out_min=out_min, out_max=out_max, out_dtype=out_dtype,
+        out=out)
+
+
+def mul(a, b, target, *, a_scale, a_zero_point, b_scale, b_zero_point, out_scale, out_zero_point,
+        out_min=None, out_max=None, out_dtype=np.int8, out=None):
+    """Quantized MUL exactly as `target` computes it (numpy broadcasting)."""
+    return recipe(target, "mul").compute(
+        a, b, a_scale=a_scale, a_zero_point=a_zero_point, b_scale=b_scale, b_zero_point=b_zero_point,
+        out_scale=out_scale, out_zero_point=out_zero_point, out_min=out_min, out_max=out_max, out_dtype=out_dtype,
+        out=out)
+
+
+def quantize(x, target, scale, zero_point=0, dtype=np.int8):
+    """QUANTIZE / QuantizeLinear of float32 `x` (per-tensor) exactly as `target` computes it."""
+    dt = dtype_arg(dtype, (np.int8, np.uint8), "dtype")
+    xf = np.asarray(x, np.float32)
+    if np.isnan(xf).any():
+        raise ValueError("x contains NaN")
+    s = f32(scale, "scale")
+    if s.size != 1:
+        raise ValueError(f"quantize(target=...) is per-tensor: scale must be a scalar, got shape {s.shape}")
+    zp = scalar_zero_point_arg(zero_point, dt, "zero_point")
+    return recipe(target, "quantize").compute(xf, s.reshape(-1)[0], zp, dt, None)

@@ -1,0 +1,44 @@
+"""ONNX Runtime's CPU execution provider (MLAS).  The numpy arithmetic here is its float32
+QLinearAdd / QLinearMul, which add the output zero point in float before rounding."""
+import numpy as np
+
+from ._common import AFTER, SAT, Recipe, binary_args, float32_product, into, quantize_divide
+
+
+def _add(a, b, *, out, **kw):
+    """MLAS QLinearAdd as the x86 build runs it: float32 dequantize-add, divide, clamp, + zero point in
+    float, round half to even."""
+    da, db, sa, sb, so, zo, dt, lo, hi = binary_args(a, b, **kw)
+    fa = (da.astype(np.float32) * sa).astype(np.float32)
+    fb = (db.astype(np.float32) * sb).astype(np.float32)
+    v = np.clip(((fa + fb).astype(np.float32) / so).astype(np.float32), lo - zo, hi - zo).astype(np.float32)
+    return into(np.rint((v + np.float32(zo)).astype(np.float32)).astype(dt), out)
+
+
+def _mul(a, b, *, out, **kw):
+    """MLAS QLinearMul (SSE2 kernel): rne((float)product * scale + (float)zp), saturating packs."""
+    v, zo, dt, lo, hi = float32_product(a, b, **kw)
+    v = np.rint((v + np.float32(zo)).astype(np.float32))
+    return into(np.clip(v, lo, hi).astype(dt), out)
+
+
+GEMM = Recipe(
+    "float32", "fp32", AFTER, "float clamp to [qmin - zp, qmax - zp] before rounding (same result)", "fixq",
+    "rne((float)acc * scale[c]) + zp, scale[c] = s_a * s_b[c] / s_y in float32 (MlasRequantizeOutput), "
+    "round half to even")
+ADD = Recipe(
+    "float32", "fp32-add", "in float32, before rounding", "float clamp to [qmin - zp, qmax - zp] before adding zp",
+    "numpy",
+    "rne(clamp(((float)(a - za) * s_a + (float)(b - zb) * s_b) / s_out) + (float)z_out) (MLAS QLinearAdd "
+    "as observed: the zero point is added in float, so odd zero points move ties); the fixed-point MLAS "
+    "path is NEON-only", _add)
+MUL = Recipe(
+    "float32", "fp32-mul", "in float32, before rounding", "int32 -> int16 -> int8 saturating packs", "numpy",
+    "rne((float)((a - za)(b - zb)) * (s_a * s_b / s_out in float32) + (float)z_out) (MLAS QLinearMul SSE2)", _mul)
+QUANTIZE = Recipe(
+    "-", "div-even", AFTER, SAT, "fixq",
+    "rne(x / scale) + zp in float32 (ONNX QuantizeLinear, MLAS vdivps)", quantize_divide)
+
+RECIPES = {
+    "onnxruntime": dict(matmul=GEMM, conv=GEMM, depthwise_conv=GEMM, add=ADD, mul=MUL, quantize=QUANTIZE),
+}

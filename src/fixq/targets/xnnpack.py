@@ -1,0 +1,47 @@
+"""XNNPACK as TFLite's default delegate (BUILTIN).  The numpy arithmetic here is XNNPACK's own: its
+one-rounding fixed-point ADD and its float32 MUL."""
+import numpy as np
+
+from ._common import AFTER, SAT, Recipe, binary_args, float32_product, into, quantize_reciprocal
+
+
+def _add(a, b, *, out, **kw):
+    """XNNPACK qs8/qu8 vadd: one fixed-point rounding, ties toward +inf."""
+    da, db, sa, sb, so, zo, dt, lo, hi = binary_args(a, b, **kw)
+    ra, rb = np.float32(sa / so), np.float32(sb / so)
+    exponent = int((np.array(max(ra, rb), np.float32).view(np.uint32) >> 23) & 0xFF) - 127
+    shift = 20 - exponent
+    if not 0 < shift < 32:
+        raise ValueError(f"XNNPACK ADD cannot represent scale ratios {float(ra)!r}, {float(rb)!r} (shift {shift})")
+    pot = np.float32(2.0 ** shift)
+    m_a, m_b = int(np.rint(np.float32(ra * pot))), int(np.rint(np.float32(rb * pot)))
+    za, zb = int(kw["a_zero_point"]), int(kw["b_zero_point"])
+    bias = (1 << (shift - 1)) - m_a * za - m_b * zb
+    acc = bias + (da + za) * m_a + (db + zb) * m_b
+    return into(np.clip((acc >> shift) + zo, lo, hi).astype(dt), out)
+
+
+def _mul(a, b, *, out, **kw):
+    """XNNPACK qs8/qu8 vmul (fp32 requantization): rne((float)product * scale) + zp."""
+    v, zo, dt, lo, hi = float32_product(a, b, **kw)
+    return into(np.clip(np.rint(v).astype(np.int64) + zo, lo, hi).astype(dt), out)
+
+
+GEMM = Recipe(
+    "float32", "fp32", AFTER, "clamp in float to [qmin - zp, qmax - zp] before rounding (same result)",
+    "fixq", "rne((float)acc * scale[c]) + zp, scale[c] = s_in * s_w[c] / s_out in float32 (XNNPACK "
+    "requantization_scale), round half to even (cvtps2dq)")
+ADD = Recipe(
+    "float32", "xnnpack-add", "folded into the bias before the shift", SAT, "numpy",
+    "shift = 20 - exponent(max(s_a/s_out, s_b/s_out)); m_a = lrintf(s_a/s_out * 2^shift) (RNE), m_b likewise; "
+    "bias = 2^(shift-1) - m_a za - m_b zb; out = ((bias + a m_a + b m_b) >> shift) + z_out: ties to +inf", _add)
+MUL = Recipe(
+    "float32", "fp32", AFTER, SAT, "numpy",
+    "rne((float)((a - za)(b - zb)) * (s_a * s_b / s_out in float32)) + z_out", _mul)
+QUANTIZE = Recipe(
+    "float32", "recip-even", AFTER, SAT, "fixq",
+    "rne(x * (1.0f / scale)) + zp in float32 (XNNPACK f32->qs8 convert)", quantize_reciprocal)
+
+RECIPES = {
+    "xnnpack": dict(matmul=GEMM, conv=GEMM, depthwise_conv=GEMM, add=ADD, mul=MUL, quantize=QUANTIZE),
+}
