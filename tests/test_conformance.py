@@ -18,50 +18,6 @@ def _scalar(z, key):
     return np.asarray(z[key]).reshape(-1)[0]
 
 
-def _pads_same(size, k, s):
-    """TF "SAME" padding: (before, after)."""
-    total = max((-(-size // s) - 1) * s + k - size, 0)
-    return total // 2, total - total // 2
-
-
-def _windows(x, kh, kw, stride, pads, pad_value):
-    """[n, oh, ow, kh, kw, c] windows of an NHWC tensor padded with `pad_value` (pads: top, left, bottom, right)."""
-    pt, pl, pb, pr = pads
-    xp = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)), constant_values=pad_value)
-    oh, ow = (xp.shape[1] - kh) // stride + 1, (xp.shape[2] - kw) // stride + 1
-    out = np.empty((x.shape[0], oh, ow, kh, kw, x.shape[3]), x.dtype)
-    for i in range(oh):
-        for j in range(ow):
-            out[:, i, j] = xp[:, i * stride:i * stride + kh, j * stride:j * stride + kw]
-    return out
-
-
-def _tflite_pads(z, kh, kw):
-    if str(z["padding"]) != "same":
-        return 0, 0, 0, 0
-    s = int(z["stride"])
-    (pt, pb), (pl, pr) = _pads_same(z["x"].shape[1], kh, s), _pads_same(z["x"].shape[2], kw, s)
-    return pt, pl, pb, pr
-
-
-def _conv_via_qlinear(target, op, x_nhwc, w_ohwi, x_zp, bias, stride, pads, scales, y_zp, out_min, dtype):
-    """Convolution as im2col (padding with the input zero point) + fixq.qlinear with the target's output stage."""
-    win = _windows(x_nhwc, w_ohwi.shape[1], w_ohwi.shape[2], stride, pads, x_zp)
-    n, oh, ow = win.shape[:3]
-    cols = win.reshape(n * oh * ow, -1)
-    y = targets.qgemm(fixq.qlinear, cols, w_ohwi.reshape(w_ohwi.shape[0], -1), target=target, scales=scales,
-                      op=op, bias=bias, a_zero_point=x_zp, out_zero_point=y_zp, out_min=out_min, out_dtype=dtype)
-    return y.reshape(n, oh, ow, -1)
-
-
-def _depthwise_acc(x_nhwc, w_hwc, x_zp, mult, bias, stride, pads):
-    win = _windows(x_nhwc, w_hwc.shape[0], w_hwc.shape[1], stride, pads, x_zp).astype(np.int64) - x_zp
-    win = np.repeat(win, mult, axis=-1)
-    acc = np.einsum("nijhwc,hwc->nijc", win, w_hwc.astype(np.int64)) + bias.astype(np.int64)
-    assert np.abs(acc).max() < 2**31
-    return acc.astype(np.int32)
-
-
 def _binary_kwargs(z):
     keys = ("a_scale", "a_zero_point", "b_scale", "b_zero_point")
     kw = {k: _scalar(z, k) for k in keys}
@@ -69,35 +25,37 @@ def _binary_kwargs(z):
     return kw
 
 
+def _conv_case(z):
+    """(x NHWC, w OHWI, bias, geometry, back to the case's layout) of a conv or depthwise case."""
+    if str(z["target"]) == "onnxruntime":               # NCHW, OIHW, pads (top, left, bottom, right)
+        pt, pl, pb, pr = (int(p) for p in z["pads"])
+        return (z["x"].transpose(0, 2, 3, 1), z["w"].transpose(0, 2, 3, 1), z["bias"],
+                dict(stride=int(z["stride"]), padding=((pt, pb), (pl, pr)), groups=int(z["group"])),
+                lambda y: y.transpose(0, 3, 1, 2))
+    geometry = dict(stride=int(z["stride"]), padding=str(z["padding"]))
+    if str(z["op"]) == "conv2d":                        # w: OHWI
+        return z["x"], z["w"], z["bias"], geometry, lambda y: y
+    # DEPTHWISE_CONV_2D: w [1, kH, kW, C * multiplier] -> OHWI, one group per input channel
+    return z["x"], z["w"].transpose(3, 1, 2, 0), z["bias"], dict(geometry, groups=z["x"].shape[3]), lambda y: y
+
+
 def _gemm_like(z, target, op, y):
+    """Matmul, conv and depthwise cases through the public ops: fixq.qmatmul, fixq.qlinear and fixq.qconv2d,
+    each with the case's target; qconv2d takes the conv recipe from the layer itself."""
     y_zp = int(_scalar(z, "y_zero_point"))
     if op == "qlinearmatmul":
         return fixq.qmatmul(z["a"], z["b"], a_zero_point=int(_scalar(z, "a_zero_point")),
                             b_zero_point=z["b_zero_point"], target=target,
                             scales=(_scalar(z, "a_scale"), z["b_scale"], _scalar(z, "y_scale")),
                             out_zero_point=y_zp, out_dtype=y.dtype)
-    x_zp = int(_scalar(z, "x_zero_point"))
-    scales = (_scalar(z, "x_scale"), z["w_scale"], _scalar(z, "y_scale"))
-    if target == "onnxruntime":                          # NCHW, OIHW, pads (top, left, bottom, right)
-        x, w, pads, stride = z["x"].transpose(0, 2, 3, 1), z["w"], tuple(int(p) for p in z["pads"]), int(z["stride"])
-        if op == "qlinearconv_depthwise":
-            acc = _depthwise_acc(x, w[:, 0].transpose(1, 2, 0), x_zp, 1, z["bias"], stride, pads)
-            out = targets.requantize(acc, target, "depthwise_conv", *scales, y_zp, dtype=y.dtype)
-        else:
-            out = _conv_via_qlinear(target, "conv", x, w.transpose(0, 2, 3, 1), x_zp, z["bias"], stride, pads,
-                                    scales, y_zp, None, y.dtype)
-        return out.transpose(0, 3, 1, 2)
-    out_min = y_zp if str(z["activation"]) == "relu" else None
+    common = dict(a_zero_point=int(_scalar(z, "x_zero_point")), target=target, out_zero_point=y_zp,
+                  scales=(_scalar(z, "x_scale"), z["w_scale"], _scalar(z, "y_scale")), out_dtype=y.dtype)
+    if "activation" in z.files and str(z["activation"]) == "relu":   # TFLite's fused ReLU
+        common["out_min"] = y_zp
     if op == "fully_connected":
-        return fixq.qlinear(z["x"], z["w"], z["bias"], a_zero_point=x_zp, target=target, scales=scales,
-                            out_zero_point=y_zp, out_min=out_min, out_dtype=y.dtype)
-    w = z["w"]
-    pads = _tflite_pads(z, w.shape[1], w.shape[2])
-    if op == "conv2d":                                   # w: OHWI
-        return _conv_via_qlinear(target, "conv", z["x"], w, x_zp, z["bias"], int(z["stride"]), pads, scales, y_zp,
-                                 out_min, y.dtype)
-    acc = _depthwise_acc(z["x"], w[0], x_zp, int(z["depth_multiplier"]), z["bias"], int(z["stride"]), pads)
-    return targets.requantize(acc, target, "depthwise_conv", *scales, y_zp, out_min=out_min, dtype=y.dtype)
+        return fixq.qlinear(z["x"], z["w"], z["bias"], **common)
+    x, w, bias, geometry, back = _conv_case(z)
+    return back(fixq.qconv2d(x, w, bias, **geometry, **common))
 
 
 def emulate(z):
@@ -126,6 +84,26 @@ def test_case_bit_exact(isa, path):
     diff = np.flatnonzero(got.astype(np.int64) != want.astype(np.int64))
     assert diff.size == 0, (f"{diff.size} of {want.size} values differ, first at {diff[:5]}: "
                             f"fixq {got.reshape(-1)[diff[:5]]} runtime {want.reshape(-1)[diff[:5]]}")
+
+
+def test_conv_cases_need_the_conv_recipe():
+    """The conv and depthwise cases above run through fixq.qconv2d.  With the fully-connected recipe instead
+    (what qlinear(target=) applies to im2col columns unless op= says otherwise) four of them come out wrong:
+    TFLite's reference CONV_2D and both kernel sets' DEPTHWISE_CONV_2D round twice in fixed point, not as
+    their FULLY_CONNECTED does."""
+    wrong = []
+    for path in CASES:
+        z = np.load(path)
+        if OP_OF.get(str(z["op"])) not in ("conv", "depthwise_conv"):
+            continue
+        x, w, bias, geometry, back = _conv_case(z)
+        acc = fixq.qconv2d(x, w, bias, a_zero_point=int(_scalar(z, "x_zero_point")), out_dtype=np.int32, **geometry)
+        y = targets.requantize(acc, str(z["target"]), "matmul", _scalar(z, "x_scale"), z["w_scale"],
+                               _scalar(z, "y_scale"), int(_scalar(z, "y_zero_point")), dtype=z["y"].dtype)
+        if np.any(back(y) != z["y"]):
+            wrong.append(path.stem)
+    assert wrong == ["tflite-reference__conv2d__pow2", "tflite-reference__depthwise_conv2d__pow2",
+                     "tflite__depthwise_conv2d__pow2", "tflite__depthwise_conv2d__pow2x3"]
 
 
 def test_cases_are_small_and_cover_every_target():

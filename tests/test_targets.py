@@ -7,7 +7,7 @@ import fixq
 SRC = Path(fixq.__file__).parent
 LAYERS = [  # each may import only from its own layer (without a cycle) and those before it
     {"_core", "_validate", "layout"},
-    {"arith", "gemm", "eltwise"},
+    {"arith", "gemm", "conv", "eltwise"},
     {"targets", "targets._common", "targets._dispatch", "targets.tflite", "targets.xnnpack", "targets.onnxruntime",
      "targets.gemmlowp"},
     {"ops"},

@@ -9,7 +9,7 @@ import os as _os
 from . import _core
 from .arith import dequantize, multiply_by_quantized_multiplier, quantize_multiplier, requantize
 from .gemm import PackedWeights, pack_weights
-from .ops import qadd, qlinear, qmatmul, qmul, quantize
+from .ops import qadd, qconv2d, qlinear, qmatmul, qmul, quantize
 from . import calibrate, lowbit
 from .lowbit import (binarize, binary_linear, fp16_linear, lowbit_qlinear, pack_fp16, popcount_linear,
                      storage_report, ternarize)
@@ -55,7 +55,7 @@ def get_include():
 __all__ = [
     "__version__", "cpu_info", "using_isa", "get_include",
     "quantize_multiplier", "multiply_by_quantized_multiplier", "requantize", "quantize", "dequantize",
-    "qmatmul", "qlinear", "pack_weights", "PackedWeights",
+    "qmatmul", "qlinear", "qconv2d", "pack_weights", "PackedWeights",
     "qadd", "qmul",
     "calibrate", "QParams", "choose_qparams", "quantize_bias",
     "lowbit", "pack_fp16", "fp16_linear", "ternarize", "binarize", "popcount_linear", "binary_linear",

@@ -1,19 +1,21 @@
 """The public quantized ops that take ``target=``: :func:`quantize`, :func:`qmatmul`,
-:func:`qlinear`, :func:`qadd`, :func:`qmul`.
+:func:`qlinear`, :func:`qconv2d`, :func:`qadd`, :func:`qmul`.
 
-Without it each call is its kernel in fixq.arith / fixq.gemm / fixq.eltwise: qmatmul, qlinear, qadd
-and qmul call the same inner function as their kernels, so a plain call is no deeper than a kernel
-call.  ``target=`` runs that runtime's recipe instead (fixq.targets).  This module sits above both
-the kernels and fixq.targets, so neither of them imports the other's caller.
+Without it each call is its kernel in fixq.arith / fixq.gemm / fixq.conv / fixq.eltwise: qmatmul,
+qlinear, qadd and qmul call the same inner function as their kernels, so a plain call is no deeper
+than a kernel call.  ``target=`` runs that runtime's recipe instead (fixq.targets).  This module sits
+above both the kernels and fixq.targets, so neither of them imports the other's caller.
 """
 import numpy as np
 
 from . import targets
 from .arith import quantize as _quantize
+from .conv import qconv2d as _qconv2d
 from .eltwise import _binary
 from .gemm import _qgemm, qlinear as _qlinear, qmatmul as _qmatmul
+from .targets._dispatch import _GEMM_OPS
 
-__all__ = ["quantize", "qmatmul", "qlinear", "qadd", "qmul"]
+__all__ = ["quantize", "qmatmul", "qlinear", "qconv2d", "qadd", "qmul"]
 
 
 def quantize(x, scale, zero_point=0, dtype=np.int8, axis=None, *, qmin=None, qmax=None, out=None, target=None):
@@ -31,7 +33,7 @@ def quantize(x, scale, zero_point=0, dtype=np.int8, axis=None, *, qmin=None, qma
 
 def qmatmul(a, b, *, a_zero_point=0, b_zero_point=0, bias=None, multiplier=None, shift=None, scale=None,
             out_zero_point=0, out_min=None, out_max=None, out_dtype=np.int8, rounding="double", threads=1,
-            out=None, target=None, scales=None):
+            out=None, target=None, scales=None, op=None):
     """``a @ b`` for int8/uint8 ``a [..., M, K]`` and ``b [K, N]`` (or :class:`PackedWeights`).
 
     ``acc = sum_k (a - a_zero_point)(b - b_zero_point[n]) + bias[n]`` in exact int32;
@@ -45,12 +47,16 @@ def qmatmul(a, b, *, a_zero_point=0, b_zero_point=0, bias=None, multiplier=None,
     ``target="tflite"|"tflite-reference"|"xnnpack"|"onnxruntime"|"gemmlowp"`` with
     ``scales=(a_scale, b_scale, out_scale)`` requantizes exactly as that runtime
     does (``fixq.targets``, docs/conformance.md) instead of taking
-    ``multiplier``/``shift``/``scale``/``rounding``.
+    ``multiplier``/``shift``/``scale``/``rounding``.  ``op`` names the runtime op
+    whose recipe applies: ``"matmul"`` (None, the default: FULLY_CONNECTED,
+    MatMul, QLinearMatMul), or ``"conv"`` / ``"depthwise_conv"`` for a
+    convolution computed as a matrix product (:func:`fixq.qconv2d` picks it
+    from the layer itself).
     """
-    if target is None:
+    if target is None and op is None:
         return _qgemm("qmatmul", "a", "b", "matmul", a, b, a_zero_point, b_zero_point, bias, multiplier, shift, scale,
                       out_zero_point, out_min, out_max, out_dtype, rounding, threads, out)
-    return _gemm(_qmatmul, a, b, target, scales, out, dict(
+    return _gemm(_qmatmul, a, b, target, scales, _gemm_op("qmatmul", op), out, dict(
         a_zero_point=a_zero_point, b_zero_point=b_zero_point, bias=bias, multiplier=multiplier, shift=shift,
         scale=scale, out_zero_point=out_zero_point, out_min=out_min, out_max=out_max, out_dtype=out_dtype,
         rounding=rounding, threads=threads))
@@ -58,16 +64,43 @@ def qmatmul(a, b, *, a_zero_point=0, b_zero_point=0, bias=None, multiplier=None,
 
 def qlinear(x, w, bias=None, *, a_zero_point=0, b_zero_point=0, multiplier=None, shift=None, scale=None,
             out_zero_point=0, out_min=None, out_max=None, out_dtype=np.int8, rounding="double", threads=1,
-            out=None, target=None, scales=None):
+            out=None, target=None, scales=None, op=None):
     """A Linear/FC layer: :func:`qmatmul` with ``w`` in ``[N, K]`` layout (``y = x @ w.T + bias``),
-    ``target`` and ``scales`` included."""
-    if target is None:
+    ``target``, ``scales`` and ``op`` included."""
+    if target is None and op is None:
         return _qgemm("qlinear", "x", "w", "linear", x, w, a_zero_point, b_zero_point, bias, multiplier, shift, scale,
                       out_zero_point, out_min, out_max, out_dtype, rounding, threads, out)
-    return _gemm(_qlinear, x, w, target, scales, out, dict(
+    return _gemm(_qlinear, x, w, target, scales, _gemm_op("qlinear", op), out, dict(
         bias=bias, a_zero_point=a_zero_point, b_zero_point=b_zero_point, multiplier=multiplier, shift=shift,
         scale=scale, out_zero_point=out_zero_point, out_min=out_min, out_max=out_max, out_dtype=out_dtype,
         rounding=rounding, threads=threads))
+
+
+def qconv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1, a_zero_point=0, b_zero_point=0,
+            multiplier=None, shift=None, scale=None, out_zero_point=0, out_min=None, out_max=None, out_dtype=np.int8,
+            rounding="double", threads=1, out=None, target=None, scales=None, op=None):
+    """2-D convolution of NHWC int8/uint8 ``x [N, H, W, C]`` with int8/uint8 weights
+    ``w [O, kH, kW, C / groups]`` (OHWI, as TFLite's CONV_2D holds them; from PyTorch's or ONNX's
+    ``[O, C / groups, kH, kW]``: ``w.transpose(0, 2, 3, 1)``; from TFLite's DEPTHWISE_CONV_2D
+    ``[1, kH, kW, O]``: ``w.transpose(3, 1, 2, 0)``), giving ``[N, OH, OW, O]``.
+
+    ``stride`` and ``dilation``: an int or ``(h, w)``.  ``padding``: ``"valid"``, ``"same"``
+    (TF SAME / ONNX SAME_UPPER: an odd padding puts the extra row and column after), an int,
+    ``(pad_h, pad_w)``, or ``((top, bottom), (left, right))``; padded with ``a_zero_point``.
+    ``groups == C`` is a depthwise conv (channel ``c`` feeds outputs ``c * O / C`` up to
+    ``(c + 1) * O / C``, TFLite's depth multiplier order).  The accumulators are exact int32; the
+    output stage, ``out``, ``threads``, ``target`` and ``scales`` are those of
+    :func:`fixq.qmatmul`, per output channel.
+
+    With ``target=`` the recipe is the runtime's CONV_2D (``op="conv"``) or DEPTHWISE_CONV_2D
+    (``"depthwise_conv"``), taken from the layer: depthwise when ``groups == C > 1``.  A conv with
+    one input channel is either; ``op=`` must say which where the target rounds them differently.
+    """
+    kw = dict(bias=bias, stride=stride, padding=padding, dilation=dilation, groups=groups, a_zero_point=a_zero_point,
+              b_zero_point=b_zero_point, multiplier=multiplier, shift=shift, scale=scale,
+              out_zero_point=out_zero_point, out_min=out_min, out_max=out_max, out_dtype=out_dtype, rounding=rounding,
+              threads=threads)
+    return _gemm(_qconv2d, x, w, target, scales, _conv_op(x, groups, op, target), out, kw)
 
 
 def qadd(a, b, *, a_scale, a_zero_point, b_scale, b_zero_point, out_scale, out_zero_point, out_min=None,
@@ -109,8 +142,37 @@ def qmul(a, b, *, a_scale, a_zero_point, b_scale, b_zero_point, out_scale, out_z
                        out_min=out_min, out_max=out_max, out_dtype=out_dtype, out=out)
 
 
-def _gemm(kernel, a, b, target, scales, out, kw):
-    """`kernel` (fixq.gemm's) with `target`'s output stage."""
+def _gemm_op(fn, op):
+    if op is None:
+        return "matmul"
+    if op not in _GEMM_OPS:
+        raise ValueError(f"{fn}: op must be one of {list(_GEMM_OPS)} (the runtime op whose recipe applies), got {op!r}")
+    return op
+
+
+def _conv_op(x, groups, op, target):
+    """The runtime op of a conv layer: ``"depthwise_conv"`` when groups == C > 1, else ``"conv"``;
+    a one-channel conv is either, so ``op=`` must say which where `target`'s recipes differ."""
+    c = np.shape(x)[3] if np.ndim(x) == 4 else None
+    if op is not None:
+        if op not in ("conv", "depthwise_conv"):
+            raise ValueError(f"qconv2d: op must be 'conv' or 'depthwise_conv', got {op!r}")
+        if op == "depthwise_conv" and c is not None and groups != c:
+            raise ValueError(f"qconv2d: op='depthwise_conv' needs groups = C = {c}, got groups={groups!r}")
+        return op
+    if c != 1:
+        return "depthwise_conv" if groups == c else "conv"
+    if target is not None and targets.recipe(target, "conv") != targets.recipe(target, "depthwise_conv"):
+        raise ValueError(f"qconv2d: with one input channel the layer is a conv or a depthwise conv, and "
+                         f"target={target!r} rounds the two differently: pass op='conv' (CONV_2D) or "
+                         "op='depthwise_conv' (DEPTHWISE_CONV_2D)")
+    return "conv"
+
+
+def _gemm(kernel, a, b, target, scales, op, out, kw):
+    """`kernel` (fixq.gemm's or fixq.conv's) with `target`'s output stage."""
+    if target is None:
+        return kernel(a, b, out=out, **kw)
     if kw["rounding"] == "double":  # the default: target= derives the rounding
         kw["rounding"] = None
-    return targets.qgemm(kernel, a, b, target=target, scales=scales, out=out, **kw)
+    return targets.qgemm(kernel, a, b, target=target, scales=scales, op=op, out=out, **kw)

@@ -101,9 +101,9 @@ def requantize(acc, target, op, in_scale, w_scale, out_scale, out_zero_point=0, 
 
 
 def qgemm(fn, a, b, *, target, scales, op="matmul", out=None, **kwargs):
-    """``fn`` (:func:`fixq.qmatmul`, :func:`fixq.qlinear` or their kernels in fixq.gemm) with the output
-    stage of `target` for `op`: ``scales = (a_scale, b_scale, out_scale)`` with ``b_scale`` per tensor
-    or per output column."""
+    """``fn`` (:func:`fixq.qmatmul`, :func:`fixq.qlinear`, :func:`fixq.qconv2d` or their kernels in
+    fixq.gemm / fixq.conv) with the output stage of `target` for `op`: ``scales = (a_scale, b_scale,
+    out_scale)`` with ``b_scale`` per tensor or per output column (channel)."""
     for k in ("multiplier", "shift", "scale", "rounding"):
         if kwargs.get(k) is not None:
             raise ValueError(f"target={target!r} derives {k} from scales=(a_scale, b_scale, out_scale); leave {k} out")
