@@ -50,8 +50,8 @@ def _gemm_like(z, target, op, y):
                             out_zero_point=y_zp, out_dtype=y.dtype)
     common = dict(a_zero_point=int(_scalar(z, "x_zero_point")), target=target, out_zero_point=y_zp,
                   scales=(_scalar(z, "x_scale"), z["w_scale"], _scalar(z, "y_scale")), out_dtype=y.dtype)
-    if "activation" in z.files and str(z["activation"]) == "relu":   # TFLite's fused ReLU
-        common["out_min"] = y_zp
+    if "activation" in z.files:                         # TFLite's fused activation
+        common["activation"] = str(z["activation"])
     if op == "fully_connected":
         return fixq.qlinear(z["x"], z["w"], z["bias"], **common)
     x, w, bias, geometry, back = _conv_case(z)
@@ -116,9 +116,10 @@ def test_cases_are_small_and_cover_every_target():
 
 @pytest.mark.parametrize("target", targets.TARGETS)
 def test_every_target_has_a_recipe_per_op(target):
-    for op in targets.OPS:
+    for op in targets.OPS + ("activation",):
         r = targets.recipe(target, op)
         assert r.kernel in ("fixq", "numpy") and r.formula
+        assert r.compute is not None or r.rounding in ("double", "fp32")   # a function, or a fixq output stage
 
 
 def test_bad_target_and_op():

@@ -1,8 +1,102 @@
-"""The layering of the kernels, fixq.targets and fixq.ops: import arrows point one way."""
+"""fixq.targets beyond the golden vectors: the fused-activation clamp each runtime derives, and the
+layering of the kernels, fixq.targets and fixq.ops."""
 import ast
 from pathlib import Path
 
+import numpy as np
+import pytest
+
 import fixq
+from fixq import targets
+
+TFLITE_LIKE = ("tflite", "tflite-reference", "gemmlowp")
+
+
+# ---- activation_range -------------------------------------------------------------------------------
+
+def test_relu6_exact_tie_in_float32_and_float64():
+    """6 / 12 = 0.5 exactly: TFLite rounds away (1), fixq's own rule ties to even (0), as designed."""
+    for target in TFLITE_LIKE:
+        assert targets.activation_range("relu6", 12.0, 0, target=target) == (0, 1)
+        assert targets.activation_range("relu6", 12.0, -3, target=target) == (-3, -2)
+    assert targets.activation_range("relu6", 12.0, 0) == (0, 0)
+    assert targets.activation_range("relu6", 12.0, 0, target="onnxruntime") == (0, 0)   # rne(0.5) = 0
+    assert targets.activation_range("relu6", 12.0, 1, target="xnnpack") == (1, 2)       # rint(0.5 + 1) = 2
+
+
+def test_relu6_tie_in_float32_only():
+    """s = 0.24489796f: 6.0f / s is exactly 24.5 in float32 (TFLite: 25) but 24.4999998 in float64 (fixq: 24)."""
+    s = np.float32(0.24489796)
+    assert np.float32(6.0) / s == np.float32(24.5) and 6.0 / float(s) < 24.5
+    for target in TFLITE_LIKE:
+        assert targets.activation_range("relu6", s, -128, target=target) == (-128, -103)
+    assert targets.activation_range("relu6", s, -128) == (-128, -104)
+    assert targets.activation_range("relu6", s, -128, target="onnxruntime") == (-128, -104)
+    # XNNPACK adds the zero point in float before rounding: the tie breaks by the parity of zp + 24.5
+    assert targets.activation_range("relu6", s, -128, target="xnnpack") == (-128, -104)
+    assert targets.activation_range("relu6", s, -127, target="xnnpack") == (-127, -102)
+    assert targets.activation_range("relu6", s, 0, np.uint8, target="xnnpack") == (0, 24)
+
+
+def test_fixq_rule_is_the_engines():
+    """target=None keeps zp + round(6.0 / s) (float64, Python's round) clamped to the dtype: the engine's rule."""
+    rng = np.random.default_rng(0)
+    for s in np.concatenate([rng.uniform(1e-3, 0.2, 500), 6.0 / (np.arange(1, 300) + 0.5)]).astype(np.float32):
+        zp = int(rng.integers(-128, 128))
+        assert targets.activation_range("relu6", s, zp) == (zp, min(127, zp + round(6.0 / float(s))))
+        assert targets.activation_range("relu", s, zp) == (zp, 127)
+
+
+@pytest.mark.parametrize("target", (None,) + targets.TARGETS)
+def test_activation_bounds(target):
+    assert targets.activation_range(None, None, 5, target=target) == (-128, 127)
+    assert targets.activation_range("none", 0.1, 5, np.uint8, target=target) == (0, 255)
+    assert targets.activation_range("relu", None, -7, target=target) == (-7, 127)
+    assert targets.activation_range("relu6", 0.5, 120, target=target) == (120, 127)
+    assert targets.activation_range("relu_n1_to_1", 0.25, 0, target=target) == (-4, 4)
+    assert targets.activation_range("relu6", 0.05, 0, np.int16, target=target) == (0, 120)
+    with pytest.raises(ValueError, match="activation must be one of"):
+        targets.activation_range("gelu", 0.1, 0, target=target)
+    with pytest.raises(ValueError, match="needs out_scale"):
+        targets.activation_range("relu6", None, 0, target=target)
+    with pytest.raises(ValueError, match="out_zero_point"):
+        targets.activation_range("relu", 0.1, 200, target=target)
+    with pytest.raises(ValueError, match="out_scale"):
+        targets.activation_range("relu6", -1.0, 0, target=target)
+
+
+@pytest.mark.parametrize("target", (None,) + targets.TARGETS)
+def test_activation_keyword_is_the_clamp(target):
+    """activation= on every op equals out_min/out_max from activation_range; with out_min/out_max it is refused."""
+    rng = np.random.default_rng(1)
+    s_out = np.float32(0.24489796)
+    lo, hi = targets.activation_range("relu6", s_out, -128, target=target)
+    x, w = rng.integers(-128, 128, (6, 16)).astype(np.int8), rng.integers(-127, 128, (5, 16)).astype(np.int8)
+    ew = dict(a_scale=0.5, a_zero_point=1, b_scale=0.25, b_zero_point=-2, out_scale=s_out, out_zero_point=-128)
+    calls = [(fixq.qadd, (x, x[::-1]), ew), (fixq.qmul, (x, x[::-1]), ew)]
+    if target is not None:
+        g = dict(target=target, scales=(np.float32(0.05), np.float32(0.02), s_out), out_zero_point=-128)
+        xc, wc = x.reshape(1, 6, 8, 2), w.reshape(5, 2, 4, 2)[:, :, :3]
+        calls += [(fixq.qlinear, (x, w), g), (fixq.qmatmul, (x, w.T.copy()), g), (fixq.qconv2d, (xc, wc), g)]
+    for fn, args, kw in calls:
+        want = fn(*args, **kw, **({"target": target} if "target" not in kw else {}), out_min=lo, out_max=hi)
+        got = fn(*args, **kw, **({"target": target} if "target" not in kw else {}), activation="relu6")
+        np.testing.assert_array_equal(got, want)
+        with pytest.raises(ValueError, match="not both"):
+            fn(*args, **kw, **({"target": target} if "target" not in kw else {}), activation="relu", out_min=0)
+
+
+def test_gemm_activation_without_target():
+    x, w = np.ones((2, 3), np.int8), np.ones((4, 3), np.int8)
+    y = fixq.qlinear(x, w, multiplier=1 << 30, shift=0, out_zero_point=-2, activation="relu")
+    np.testing.assert_array_equal(y, fixq.qlinear(x, w, multiplier=1 << 30, shift=0, out_zero_point=-2, out_min=-2))
+    with pytest.raises(ValueError, match="only from target= and scales="):
+        fixq.qlinear(x, w, multiplier=1 << 30, shift=0, activation="relu6")
+    with pytest.raises(ValueError, match="scales="):
+        fixq.qlinear(x, w, target="tflite", activation="relu6")
+
+
+# ---- layering ----------------------------------------------------------------------------------------
 
 SRC = Path(fixq.__file__).parent
 LAYERS = [  # each may import only from its own layer (without a cycle) and those before it

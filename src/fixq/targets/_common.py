@@ -28,7 +28,8 @@ class Recipe:
       GEMM ``(acc, real)``: int64 accumulators (channels on the last axis) and the real multiplier,
       returning int64 results before the zero point; add/mul: those of :func:`fixq.targets.add`;
       quantize ``(x, scale, zero_point, dtype, axis)``: float32 ``x``, float32 scale and int zero point
-      per tensor (``axis`` None) or 1-D per index of ``axis``.
+      per tensor (``axis`` None) or 1-D per index of ``axis``; activation ``(value, scale, zero_point,
+      qmin, qmax)``: the int a bound of the activation (6.0 for relu6) quantizes to, inside [qmin, qmax].
     """
     multiplier: str
     rounding: str

@@ -4,7 +4,7 @@ module's numpy arithmetic for the others."""
 import numpy as np
 
 from ..arith import quantize_multiplier, requantize as _requantize
-from .._validate import dtype_arg, scalar_zero_point_arg
+from .._validate import INT_RANGES, dtype_arg, scalar_zero_point_arg
 from . import gemmlowp, onnxruntime, tflite, xnnpack
 from ._common import f32, into, out_range
 
@@ -12,8 +12,13 @@ TARGETS = ("gemmlowp", "tflite", "tflite-reference", "xnnpack", "onnxruntime")
 # "matmul" is FULLY_CONNECTED / MatMul / QLinearMatMul; conv and depthwise_conv requantize their int32
 # accumulators like matmul but some runtimes treat them differently.
 OPS = ("matmul", "conv", "depthwise_conv", "add", "mul", "quantize")
+_MORE_RECIPES = ("activation",)
 _GEMM_OPS = ("matmul", "conv", "depthwise_conv")
 _RECIPES = {**gemmlowp.RECIPES, **tflite.RECIPES, **xnnpack.RECIPES, **onnxruntime.RECIPES}
+# The float range of each fused activation (None: unbounded), as TFLite's and XNNPACK's
+# ConvertActivationToOutputRange give it.
+_ACTIVATION_BOUNDS = {"none": (None, None), "relu": (0.0, None), "relu6": (0.0, 6.0), "relu_n1_to_1": (-1.0, 1.0)}
+ACTIVATIONS = tuple(_ACTIVATION_BOUNDS)
 
 
 def target_arg(target):
@@ -23,10 +28,11 @@ def target_arg(target):
 
 
 def recipe(target, op):
-    """The :class:`Recipe` that `target` uses for `op` (one of :data:`OPS`)."""
+    """The :class:`Recipe` that `target` uses for `op`: one of :data:`OPS`, or ``"activation"`` (how the
+    bounds of a fused activation are quantized, :func:`activation_range`)."""
     target_arg(target)
-    if op not in OPS:
-        raise ValueError(f"op must be one of {list(OPS)}, got {op!r}")
+    if op not in OPS and op not in _MORE_RECIPES:
+        raise ValueError(f"op must be one of {list(OPS + _MORE_RECIPES)}, got {op!r}")
     return _RECIPES[target][op]
 
 
@@ -157,3 +163,41 @@ def quantize(x, target, scale, zero_point=0, dtype=np.int8):
         raise ValueError(f"quantize(target=...) is per-tensor: scale must be a scalar, got shape {s.shape}")
     zp = scalar_zero_point_arg(zero_point, dt, "zero_point")
     return recipe(target, "quantize").compute(xf, s.reshape(-1)[0], zp, dt, None)
+
+
+def activation_range(activation, out_scale, out_zero_point, out_dtype=np.int8, target=None):
+    """``(lo, hi)``, Python ints: the output clamp of a fused `activation` (``"none"`` or None,
+    ``"relu"``, ``"relu6"``, ``"relu_n1_to_1"``) on an output with `out_scale` and `out_zero_point`.
+
+    `target` quantizes the activation's bounds its own way (``recipe(target, "activation")``; TFLite:
+    ``zp + std::round(6.0f / s)``, float32 division, ties away from zero).  ``target=None`` is fixq's
+    own rule, ``zp + round(6.0 / s)`` in float64 with Python's round (ties to even).  Both are then
+    clamped to the range of `out_dtype`.  ``out_scale`` may be None for ``"none"`` and ``"relu"``,
+    whose bounds do not depend on it."""
+    bounds = _ACTIVATION_BOUNDS.get("none" if activation is None else activation) \
+        if activation is None or isinstance(activation, str) else None
+    if bounds is None:
+        raise ValueError(f"activation must be one of {list(ACTIVATIONS)} or None, got {activation!r}")
+    dt = dtype_arg(out_dtype, (np.int8, np.uint8, np.int16), "out_dtype")
+    qmin, qmax = INT_RANGES[dt]
+    zp = scalar_zero_point_arg(out_zero_point, dt, "out_zero_point")
+    bound = _fixq_bound if target is None else recipe(target, "activation").compute
+    if out_scale is None:
+        if any(bounds):  # a bound other than 0 (which every rule quantizes to the zero point)
+            raise ValueError(f"activation={activation!r} needs out_scale: its bounds are quantized with it")
+    elif np.ndim(out_scale):
+        raise ValueError(f"out_scale must be a scalar (a per-tensor output), got shape {np.shape(out_scale)}")
+    else:
+        f32(out_scale, "out_scale")
+
+    def q(v, unbounded):
+        if v is None:
+            return unbounded
+        return min(max(zp, qmin), qmax) if v == 0.0 else bound(v, out_scale, zp, qmin, qmax)
+    return q(bounds[0], qmin), q(bounds[1], qmax)
+
+
+def _fixq_bound(value, scale, zero_point, qmin, qmax):
+    """fixq's own rule (its engine's since the first release): zp + round(f / s), the division in
+    float64 on the scale as given, Python's round (ties to even)."""
+    return min(max(zero_point + round(value / float(scale)), qmin), qmax)

@@ -1,7 +1,7 @@
 """gemmlowp, from its source (it has no Python runtime to record): the GEMM output stage
 ``OutputStageQuantizeDownInt32ByFixedPoint`` and ``doc/quantization_example.cc``'s Quantize.  gemmlowp
-has no elementwise ops: the target uses TFLite's, which were built on gemmlowp's fixed-point
-primitives."""
+has no elementwise ops and no activations: the target uses TFLite's, which were built on gemmlowp's
+fixed-point primitives."""
 import numpy as np
 
 from . import tflite
@@ -26,5 +26,5 @@ QUANTIZE = Recipe(
 
 RECIPES = {
     "gemmlowp": dict(matmul=GEMM, conv=GEMM, depthwise_conv=GEMM, add=tflite.ADD, mul=tflite.MUL,
-                     quantize=QUANTIZE),
+                     quantize=QUANTIZE, activation=tflite.ACTIVATION),
 }

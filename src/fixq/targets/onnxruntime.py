@@ -1,5 +1,7 @@
 """ONNX Runtime's CPU execution provider (MLAS).  The numpy arithmetic here is its float32
-QLinearAdd / QLinearMul, which add the output zero point in float before rounding."""
+QLinearAdd / QLinearMul, which add the output zero point in float before rounding, and the
+QuantizeLinear of an activation's bounds (ONNX has no fused activation: Relu / Clip run on the
+dequantized values and the next QuantizeLinear rounds their bounds)."""
 import numpy as np
 
 from ._common import AFTER, SAT, Recipe, binary_args, float32_product, into, quantize_divide
@@ -22,6 +24,12 @@ def _mul(a, b, *, out, **kw):
     return into(np.clip(v, lo, hi).astype(dt), out)
 
 
+def activation_bound(value, scale, zero_point, qmin, qmax):
+    """QuantizeLinear(f): saturate(rne(f / scale) + zp), the division in float32."""
+    q = np.rint(np.float32(value) / np.float32(scale))
+    return min(max(zero_point + int(np.clip(q, -2.0**31, 2.0**31)), qmin), qmax)
+
+
 GEMM = Recipe(
     "float32", "fp32", AFTER, "float clamp to [qmin - zp, qmax - zp] before rounding (same result)", "fixq",
     "rne((float)acc * scale[c]) + zp, scale[c] = s_a * s_b[c] / s_y in float32 (MlasRequantizeOutput), "
@@ -38,7 +46,12 @@ MUL = Recipe(
 QUANTIZE = Recipe(
     "-", "div-even", AFTER, SAT, "fixq",
     "rne(x / scale) + zp in float32 (ONNX QuantizeLinear, MLAS vdivps)", quantize_divide)
+ACTIVATION = Recipe(
+    "-", "div-even", AFTER, SAT, "numpy",
+    "QuantizeLinear of the bound: zp + rne(f / s_y) in float32, saturated (Relu: [zp, qmax], "
+    "Clip(0, 6): [zp, q(6)], Clip(-1, 1): [q(-1), q(1)])", activation_bound)
 
 RECIPES = {
-    "onnxruntime": dict(matmul=GEMM, conv=GEMM, depthwise_conv=GEMM, add=ADD, mul=MUL, quantize=QUANTIZE),
+    "onnxruntime": dict(matmul=GEMM, conv=GEMM, depthwise_conv=GEMM, add=ADD, mul=MUL, quantize=QUANTIZE,
+                        activation=ACTIVATION),
 }

@@ -1,7 +1,7 @@
 """TFLite (LiteRT) on x86: ``tflite-reference`` (the reference kernels, BUILTIN_REF) and ``tflite``
 (the optimized builtin kernels: ruy for FULLY_CONNECTED and CONV_2D).  The numpy arithmetic here is
 what fixq's kernels do not have: ruy's x86 epilogue, the reference FULLY_CONNECTED's float64
-rounding and the round-half-away QUANTIZE."""
+rounding, the round-half-away QUANTIZE and the activation range."""
 import numpy as np
 
 from ..arith import quantize_multiplier
@@ -39,6 +39,13 @@ def _quantize_divide_away(x, scale, zero_point, dtype, axis):
     return np.clip(round_away(np.clip(q, -2.0**31, 2.0**31)) + zp, lo, hi).astype(dtype)
 
 
+def activation_bound(value, scale, zero_point, qmin, qmax):
+    """CalculateActivationRangeQuantized's quantize(f): zero_point + (int32)std::round(f / scale),
+    the division in float32, ties away from zero; then max(qmin, .) / min(qmax, .)."""
+    q = round_away(np.float32(value) / np.float32(scale))
+    return min(max(zero_point + int(np.clip(q, -2.0**31, 2.0**31)), qmin), qmax)
+
+
 DOUBLE_GEMM = Recipe(
     "double", "double", AFTER, SAT, "fixq",
     "RDBPOT(SRDHM(acc << max(s,0), M), max(-s,0)): SRDHM ties to +inf, RDBPOT ties away from 0; "
@@ -65,10 +72,14 @@ QUANTIZE_DIVIDE_AWAY = Recipe(
     "-", "div-away", AFTER, SAT, "numpy",
     "std::round(x / scale) + zp in float32: ties away from 0 (TFLite reference AffineQuantize)",
     _quantize_divide_away)
+ACTIVATION = Recipe(
+    "-", "away", AFTER, "max(qmin, q(lo)), min(qmax, q(hi))", "numpy",
+    "CalculateActivationRangeQuantized: q(f) = zp + (int32)std::round(f / s_out) in float32, ties away "
+    "from 0; relu [q(0), qmax], relu6 [q(0), q(6)], relu_n1_to_1 [q(-1), q(1)]", activation_bound)
 
 RECIPES = {
     "tflite": dict(matmul=RUY_X86, conv=RUY_X86, depthwise_conv=DOUBLE_GEMM, add=ADD, mul=MUL,
-                   quantize=QUANTIZE_RECIPROCAL_EVEN),
+                   quantize=QUANTIZE_RECIPROCAL_EVEN, activation=ACTIVATION),
     "tflite-reference": dict(matmul=FLOAT64_AWAY, conv=DOUBLE_GEMM, depthwise_conv=DOUBLE_GEMM, add=ADD, mul=MUL,
-                             quantize=QUANTIZE_DIVIDE_AWAY),
+                             quantize=QUANTIZE_DIVIDE_AWAY, activation=ACTIVATION),
 }

@@ -1,5 +1,5 @@
 """XNNPACK as TFLite's default delegate (BUILTIN).  The numpy arithmetic here is XNNPACK's own: its
-one-rounding fixed-point ADD and its float32 MUL."""
+one-rounding fixed-point ADD, its float32 MUL and how it quantizes an activation's bounds."""
 import numpy as np
 
 from ._common import AFTER, SAT, Recipe, binary_args, float32_product, into, quantize_reciprocal
@@ -27,6 +27,13 @@ def _mul(a, b, *, out, **kw):
     return into(np.clip(np.rint(v).astype(np.int64) + zo, lo, hi).astype(dt), out)
 
 
+def activation_bound(value, scale, zero_point, qmin, qmax):
+    """xnn_qs8_quantize / xnn_qu8_quantize: lrintf(clamp(f / scale + (float)zp, qmin, qmax)), all in
+    float32: the zero point is added before rounding, ties to even."""
+    v = np.float32(value) / np.float32(scale) + np.float32(zero_point)
+    return int(np.rint(min(max(v, np.float32(qmin)), np.float32(qmax))))
+
+
 GEMM = Recipe(
     "float32", "fp32", AFTER, "clamp in float to [qmin - zp, qmax - zp] before rounding (same result)",
     "fixq", "rne((float)acc * scale[c]) + zp, scale[c] = s_in * s_w[c] / s_out in float32 (XNNPACK "
@@ -41,7 +48,12 @@ MUL = Recipe(
 QUANTIZE = Recipe(
     "float32", "recip-even", AFTER, SAT, "fixq",
     "rne(x * (1.0f / scale)) + zp in float32 (XNNPACK f32->qs8 convert)", quantize_reciprocal)
+ACTIVATION = Recipe(
+    "-", "zp-even", "in float32, before rounding", "float clamp to [qmin, qmax] before rounding", "numpy",
+    "xnn_qs8_quantize(f) = lrintf(clamp(f / s_out + (float)zp, qmin, qmax)) of the delegate's float range: "
+    "relu [0, +inf], relu6 [0, 6], relu_n1_to_1 [-1, 1]", activation_bound)
 
 RECIPES = {
-    "xnnpack": dict(matmul=GEMM, conv=GEMM, depthwise_conv=GEMM, add=ADD, mul=MUL, quantize=QUANTIZE),
+    "xnnpack": dict(matmul=GEMM, conv=GEMM, depthwise_conv=GEMM, add=ADD, mul=MUL, quantize=QUANTIZE,
+                    activation=ACTIVATION),
 }
