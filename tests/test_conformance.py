@@ -116,7 +116,7 @@ def test_cases_are_small_and_cover_every_target():
 
 @pytest.mark.parametrize("target", targets.TARGETS)
 def test_every_target_has_a_recipe_per_op(target):
-    for op in targets.OPS + ("activation",):
+    for op in targets.OPS + ("quantize_per_axis", "activation"):
         r = targets.recipe(target, op)
         assert r.kernel in ("fixq", "numpy") and r.formula
         assert r.compute is not None or r.rounding in ("double", "fp32")   # a function, or a fixq output stage
@@ -138,8 +138,8 @@ def test_target_keyword_rejects_explicit_output_stage():
         fixq.qmatmul(a, b, target="xnnpack")
     with pytest.raises(ValueError, match="target must be one of"):
         fixq.qlinear(a, b.T.copy(), target="tensorrt", scales=(0.1, 0.2, 0.3))
-    with pytest.raises(ValueError, match="per-tensor"):
-        fixq.quantize(np.zeros(3, np.float32), 0.1, target="tflite", axis=0)
+    with pytest.raises(ValueError, match="leave out qmin"):
+        fixq.quantize(np.zeros(3, np.float32), 0.1, target="tflite", qmin=0)
 
 
 @pytest.mark.parametrize("target", targets.TARGETS)

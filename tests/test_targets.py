@@ -1,5 +1,5 @@
-"""fixq.targets beyond the golden vectors: the fused-activation clamp each runtime derives, and the
-layering of the kernels, fixq.targets and fixq.ops."""
+"""fixq.targets beyond the golden vectors: the fused-activation clamp each runtime derives, per-axis
+QUANTIZE, DequantizeLinear, and the layering of the kernels, fixq.targets and fixq.ops."""
 import ast
 from pathlib import Path
 
@@ -94,6 +94,106 @@ def test_gemm_activation_without_target():
         fixq.qlinear(x, w, multiplier=1 << 30, shift=0, activation="relu6")
     with pytest.raises(ValueError, match="scales="):
         fixq.qlinear(x, w, target="tflite", activation="relu6")
+
+
+# ---- per-axis QUANTIZE ------------------------------------------------------------------------------
+
+def _reference_quantize(x, scale, zp, dtype, axis, rule):
+    """numpy per channel: the division in float32, then each runtime's rounding and zero point."""
+    lo, hi = np.iinfo(dtype).min, np.iinfo(dtype).max
+    shape = [1] * x.ndim
+    shape[axis] = -1
+    s, z = scale.astype(np.float32).reshape(shape), zp.reshape(shape).astype(np.int64)
+    q = (x / s).astype(np.float32).astype(np.float64)
+    if rule == "away":        # std::round(x / s) + zp
+        return np.clip(np.sign(q) * np.floor(np.abs(q) + 0.5) + z, lo, hi).astype(dtype)
+    if rule == "even":        # rne(x / s) + zp
+        return np.clip(np.rint(q) + z, lo, hi).astype(dtype)
+    v = np.clip((z.astype(np.float32) + q.astype(np.float32)).astype(np.float32), lo, hi).astype(np.float64)
+    return (np.sign(v) * np.floor(np.abs(v) + 0.5)).astype(dtype)     # gemmlowp: round(clamp(zp + x / s))
+
+
+PER_AXIS_RULE = {"tflite": "away", "tflite-reference": "away", "xnnpack": "away", "onnxruntime": "even",
+                 "gemmlowp": "zp-first"}
+
+
+@pytest.mark.parametrize("target", targets.TARGETS)
+@pytest.mark.parametrize("dtype", (np.int8, np.uint8))
+@pytest.mark.parametrize("axis", (0, 1, -1))
+def test_quantize_per_axis(isa, target, dtype, axis):
+    rng = np.random.default_rng(3)
+    x = np.empty((4, 5, 6), np.float32)
+    c = x.shape[axis]
+    scale = np.float32(2.0) ** rng.integers(-6, -1, c).astype(np.float32)
+    zp = rng.integers(0 if dtype == np.uint8 else -20, 40, c).astype(np.int32)
+    shape = [1, 1, 1]
+    shape[axis] = c
+    ticks = rng.integers(-300, 300, x.shape) + rng.choice([0.0, 0.5, 0.25, -0.5], x.shape)   # exact ties
+    x[...] = ticks * scale.reshape(shape)
+    x.reshape(-1)[::7] = rng.standard_normal(x.size)[::7].astype(np.float32)
+    want = _reference_quantize(x, scale, zp, dtype, axis % 3, PER_AXIS_RULE[target])
+    got = fixq.quantize(x, scale, zp, dtype, axis=axis, target=target)
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got, want)
+    for i in range(c):   # one channel per tensor: the per-tensor recipe of the same runtime
+        sl = [slice(None)] * 3
+        sl[axis] = i
+        per_tensor = targets.quantize(x[tuple(sl)], target, scale[i], zp[i], dtype)
+        if targets.recipe(target, "quantize") == targets.recipe(target, "quantize_per_axis"):
+            np.testing.assert_array_equal(got[tuple(sl)], per_tensor)
+
+
+def test_tflite_per_channel_quantize_is_not_its_per_tensor_recipe():
+    """TFLite's QUANTIZE multiplies by the reciprocal and ties to even per tensor, but runs the reference
+    PerChannelQuantize (divide, ties away) for per-channel parameters, with and without XNNPACK."""
+    x = np.float32([[2.5, -2.5, 0.5], [1.5, 3.5, -0.5]])
+    ones = np.ones(3, np.float32)
+    for target in ("tflite", "xnnpack"):
+        np.testing.assert_array_equal(fixq.quantize(x, ones, 0, axis=1, target=target), [[3, -3, 1], [2, 4, -1]])
+        np.testing.assert_array_equal(fixq.quantize(x, 1.0, 0, target=target), [[2, -2, 0], [2, 4, 0]])
+        # parameters of length 1 along the axis are per tensor, as TFLite's IsQuantizedPerChannel decides
+        np.testing.assert_array_equal(fixq.quantize(x, [1.0], [0], axis=0, target=target), [[2, -2, 0], [2, 4, 0]])
+
+
+def test_quantize_per_axis_errors():
+    x = np.zeros((2, 3), np.float32)
+    with pytest.raises(ValueError, match="need axis="):
+        fixq.quantize(x, np.ones(3, np.float32), target="tflite")
+    with pytest.raises(ValueError, match="length 3"):
+        fixq.quantize(x, np.ones(2, np.float32), axis=1, target="onnxruntime")
+    with pytest.raises(ValueError, match="out of range"):
+        fixq.quantize(x, np.ones(3, np.float32), axis=2, target="onnxruntime")
+    with pytest.raises(ValueError, match="zero_point"):
+        fixq.quantize(x, np.ones(3, np.float32), [0, 1, 300], axis=1, target="xnnpack")
+    with pytest.raises(ValueError, match="scale"):
+        fixq.quantize(x, [1.0, 0.0, 1.0], axis=1, target="tflite")
+    assert fixq.quantize(np.zeros((2, 0), np.float32), np.ones(0, np.float32), np.zeros(0, np.int32), axis=1,
+                         target="tflite").shape == (2, 0)
+
+
+# ---- DequantizeLinear / DEQUANTIZE ------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", (np.int8, np.uint8, np.int16))
+def test_every_runtimes_dequantize_is_fixqs(isa, dtype):
+    """ONNX Runtime and XNNPACK compute (float)(q - zp) * s in float32, TFLite (float)((double)s * (q - zp)):
+    for 8- and 16-bit q the difference is exact and the double product too, so all round the same product
+    once, and fixq.dequantize is each of them (per tensor and per axis)."""
+    info = np.iinfo(dtype)
+    q = np.arange(info.min, info.max + 1, dtype=np.int64).astype(dtype)
+    rng = np.random.default_rng(6)
+    scales = np.concatenate([rng.uniform(1e-6, 10, 40), [2.0**-20, 1e-30, 3e30, 0.1, 1 / 3]]).astype(np.float32)
+    for s in scales:
+        zp = int(rng.integers(info.min, info.max + 1))
+        diff = q.astype(np.int64) - zp
+        as_float32 = diff.astype(np.float32) * s
+        as_double = (np.float64(s) * diff).astype(np.float32)
+        np.testing.assert_array_equal(as_float32, as_double)
+        np.testing.assert_array_equal(fixq.dequantize(q, s, zp), as_float32)
+    per_axis = fixq.dequantize(q[:256].reshape(2, 128), scales[:2], np.int32([3, -5]) if dtype != np.uint8 else [3, 5],
+                               axis=0)
+    zps = np.int64([3, -5]) if dtype != np.uint8 else np.int64([3, 5])
+    np.testing.assert_array_equal(per_axis, (q[:256].reshape(2, 128) - zps[:, None]).astype(np.float32)
+                                  * scales[:2, None])
 
 
 # ---- layering ----------------------------------------------------------------------------------------

@@ -22,15 +22,18 @@ __all__ = ["quantize", "qmatmul", "qlinear", "qconv2d", "qadd", "qmul"]
 
 def quantize(x, scale, zero_point=0, dtype=np.int8, axis=None, *, qmin=None, qmax=None, out=None, target=None):
     """Float to int8/uint8/int16: ``saturate(round_half_even(x / scale) + zero_point)``,
-    computed in float32 (ONNX QuantizeLinear).  Per-tensor, or per index of
-    ``axis``.  NaN is an error.  ``target=`` (per-tensor, int8/uint8) quantizes
-    exactly as that runtime does (``fixq.targets.quantize``)."""
+    computed in float32 (ONNX QuantizeLinear).  Per-tensor, or one scale and zero point per
+    index of ``axis``.  NaN is an error.
+
+    ``target=`` (int8/uint8 output) quantizes exactly as that runtime does, per tensor or per
+    axis (``fixq.targets.quantize``; docs/conformance.md).  The runtimes saturate to the full
+    range of ``dtype``: leave ``qmin``, ``qmax`` and ``out`` out."""
     if target is None:
         return _quantize(x, scale, zero_point, dtype, axis, qmin, qmax, out)
-    if axis is not None or qmin is not None or qmax is not None or out is not None:
-        raise ValueError("quantize(target=...) is per-tensor over the full dtype range: leave out axis, qmin, "
+    if qmin is not None or qmax is not None or out is not None:
+        raise ValueError("quantize(target=...) saturates to the full dtype range as the runtimes do: leave out qmin, "
                          "qmax and out")
-    return targets.quantize(x, target, scale, zero_point, dtype)
+    return targets.quantize(x, target, scale, zero_point, dtype, axis)
 
 
 def qmatmul(a, b, *, a_zero_point=0, b_zero_point=0, bias=None, multiplier=None, shift=None, scale=None,

@@ -4,7 +4,7 @@ module's numpy arithmetic for the others."""
 import numpy as np
 
 from ..arith import quantize_multiplier, requantize as _requantize
-from .._validate import INT_RANGES, dtype_arg, scalar_zero_point_arg
+from .._validate import INT_RANGES, axis_arg, dtype_arg, per_channel, scalar_zero_point_arg, zero_point_arg
 from . import gemmlowp, onnxruntime, tflite, xnnpack
 from ._common import f32, into, out_range
 
@@ -12,7 +12,7 @@ TARGETS = ("gemmlowp", "tflite", "tflite-reference", "xnnpack", "onnxruntime")
 # "matmul" is FULLY_CONNECTED / MatMul / QLinearMatMul; conv and depthwise_conv requantize their int32
 # accumulators like matmul but some runtimes treat them differently.
 OPS = ("matmul", "conv", "depthwise_conv", "add", "mul", "quantize")
-_MORE_RECIPES = ("activation",)
+_MORE_RECIPES = ("quantize_per_axis", "activation")
 _GEMM_OPS = ("matmul", "conv", "depthwise_conv")
 _RECIPES = {**gemmlowp.RECIPES, **tflite.RECIPES, **xnnpack.RECIPES, **onnxruntime.RECIPES}
 # The float range of each fused activation (None: unbounded), as TFLite's and XNNPACK's
@@ -28,8 +28,9 @@ def target_arg(target):
 
 
 def recipe(target, op):
-    """The :class:`Recipe` that `target` uses for `op`: one of :data:`OPS`, or ``"activation"`` (how the
-    bounds of a fused activation are quantized, :func:`activation_range`)."""
+    """The :class:`Recipe` that `target` uses for `op`: one of :data:`OPS`, ``"quantize_per_axis"``
+    (QUANTIZE with one scale per index of an axis, which some runtimes compute with another kernel)
+    or ``"activation"`` (how the bounds of a fused activation are quantized, :func:`activation_range`)."""
     target_arg(target)
     if op not in OPS and op not in _MORE_RECIPES:
         raise ValueError(f"op must be one of {list(OPS + _MORE_RECIPES)}, got {op!r}")
@@ -152,17 +153,32 @@ def mul(a, b, target, *, a_scale, a_zero_point, b_scale, b_zero_point, out_scale
         out=out)
 
 
-def quantize(x, target, scale, zero_point=0, dtype=np.int8):
-    """QUANTIZE / QuantizeLinear of float32 `x` (per-tensor) exactly as `target` computes it."""
+def quantize(x, target, scale, zero_point=0, dtype=np.int8, axis=None):
+    """QUANTIZE / QuantizeLinear of float32 `x` exactly as `target` computes it: per tensor, or with
+    ``axis`` one scale and zero point per index of that axis (ONNX QuantizeLinear's ``axis``, TFLite's
+    per-channel ``quantized_dimension``).  Parameters of length 1 along an axis are per tensor, as both
+    runtimes take them."""
     dt = dtype_arg(dtype, (np.int8, np.uint8), "dtype")
     xf = np.asarray(x, np.float32)
     if np.isnan(xf).any():
         raise ValueError("x contains NaN")
-    s = f32(scale, "scale")
-    if s.size != 1:
-        raise ValueError(f"quantize(target=...) is per-tensor: scale must be a scalar, got shape {s.shape}")
-    zp = scalar_zero_point_arg(zero_point, dt, "zero_point")
-    return recipe(target, "quantize").compute(xf, s.reshape(-1)[0], zp, dt, None)
+    if axis is None:
+        s = f32(scale, "scale")
+        if s.size != 1 or (type(zero_point) is not int and np.size(zero_point) != 1):
+            raise ValueError("quantize(target=...): one scale and zero point per index of an axis need axis=")
+        zp = scalar_zero_point_arg(zero_point, dt, "zero_point")
+        return recipe(target, "quantize").compute(xf, s.reshape(-1)[0], zp, dt, None)
+    if xf.ndim == 0:
+        raise ValueError("axis= needs an array with at least one dimension")
+    ax = axis_arg(axis, xf.ndim)
+    if np.size(scale) == 1 and np.size(zero_point) == 1:
+        return quantize(xf, target, scale, zero_point, dt)
+    channels = xf.shape[ax]
+    s = f32(per_channel(scale, channels, "scale", np.float64), "scale")
+    zp = zero_point_arg(zero_point, channels, dt)
+    if channels == 0:
+        return np.empty(xf.shape, dt)
+    return recipe(target, "quantize_per_axis").compute(xf, s, zp, dt, ax)
 
 
 def activation_range(activation, out_scale, out_zero_point, out_dtype=np.int8, target=None):

@@ -26,5 +26,5 @@ QUANTIZE = Recipe(
 
 RECIPES = {
     "gemmlowp": dict(matmul=GEMM, conv=GEMM, depthwise_conv=GEMM, add=tflite.ADD, mul=tflite.MUL,
-                     quantize=QUANTIZE, activation=tflite.ACTIVATION),
+                     quantize=QUANTIZE, quantize_per_axis=QUANTIZE, activation=tflite.ACTIVATION),
 }

@@ -45,7 +45,8 @@ MUL = Recipe(
     "rne((float)((a - za)(b - zb)) * (s_a * s_b / s_out in float32) + (float)z_out) (MLAS QLinearMul SSE2)", _mul)
 QUANTIZE = Recipe(
     "-", "div-even", AFTER, SAT, "fixq",
-    "rne(x / scale) + zp in float32 (ONNX QuantizeLinear, MLAS vdivps)", quantize_divide)
+    "rne(x / scale[c]) + zp[c] in float32 (ONNX QuantizeLinear, MLAS vdivps; per axis the same per channel)",
+    quantize_divide)
 ACTIVATION = Recipe(
     "-", "div-even", AFTER, SAT, "numpy",
     "QuantizeLinear of the bound: zp + rne(f / s_y) in float32, saturated (Relu: [zp, qmax], "
@@ -53,5 +54,5 @@ ACTIVATION = Recipe(
 
 RECIPES = {
     "onnxruntime": dict(matmul=GEMM, conv=GEMM, depthwise_conv=GEMM, add=ADD, mul=MUL, quantize=QUANTIZE,
-                        activation=ACTIVATION),
+                        quantize_per_axis=QUANTIZE, activation=ACTIVATION),
 }

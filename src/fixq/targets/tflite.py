@@ -32,7 +32,7 @@ def _mul(a, b, **kw):
 
 
 def _quantize_divide_away(x, scale, zero_point, dtype, axis):
-    """AffineQuantize (reference): (int32)std::round(x / scale) + zp, clamped."""
+    """AffineQuantize (reference) / PerChannelQuantize: (int32)std::round(x / scale) + zp, clamped."""
     lo, hi = np.iinfo(dtype).min, np.iinfo(dtype).max
     q = (x / along(scale, axis, x.ndim)).astype(np.float32)
     zp = along(np.asarray(zero_point, np.int64), axis, x.ndim)
@@ -70,8 +70,8 @@ QUANTIZE_RECIPROCAL_EVEN = Recipe(
     "rne(x * (1.0f / scale)) + zp in float32 (TFLite optimized AffineQuantize)", quantize_reciprocal)
 QUANTIZE_DIVIDE_AWAY = Recipe(
     "-", "div-away", AFTER, SAT, "numpy",
-    "std::round(x / scale) + zp in float32: ties away from 0 (TFLite reference AffineQuantize)",
-    _quantize_divide_away)
+    "std::round(x / scale[c]) + zp[c] in float32: ties away from 0 (TFLite reference AffineQuantize; "
+    "PerChannelQuantize, which every kernel set runs for per-channel QUANTIZE)", _quantize_divide_away)
 ACTIVATION = Recipe(
     "-", "away", AFTER, "max(qmin, q(lo)), min(qmax, q(hi))", "numpy",
     "CalculateActivationRangeQuantized: q(f) = zp + (int32)std::round(f / s_out) in float32, ties away "
@@ -79,7 +79,8 @@ ACTIVATION = Recipe(
 
 RECIPES = {
     "tflite": dict(matmul=RUY_X86, conv=RUY_X86, depthwise_conv=DOUBLE_GEMM, add=ADD, mul=MUL,
-                   quantize=QUANTIZE_RECIPROCAL_EVEN, activation=ACTIVATION),
+                   quantize=QUANTIZE_RECIPROCAL_EVEN, quantize_per_axis=QUANTIZE_DIVIDE_AWAY, activation=ACTIVATION),
     "tflite-reference": dict(matmul=FLOAT64_AWAY, conv=DOUBLE_GEMM, depthwise_conv=DOUBLE_GEMM, add=ADD, mul=MUL,
-                             quantize=QUANTIZE_DIVIDE_AWAY, activation=ACTIVATION),
+                             quantize=QUANTIZE_DIVIDE_AWAY, quantize_per_axis=QUANTIZE_DIVIDE_AWAY,
+                             activation=ACTIVATION),
 }

@@ -1,7 +1,10 @@
 """XNNPACK as TFLite's default delegate (BUILTIN).  The numpy arithmetic here is XNNPACK's own: its
-one-rounding fixed-point ADD, its float32 MUL and how it quantizes an activation's bounds."""
+one-rounding fixed-point ADD, its float32 MUL and how it quantizes an activation's bounds.  Per-channel
+QUANTIZE is not delegated (the delegate takes per-tensor quantized tensors only), so TFLite's kernel
+computes it."""
 import numpy as np
 
+from . import tflite
 from ._common import AFTER, SAT, Recipe, binary_args, float32_product, into, quantize_reciprocal
 
 
@@ -55,5 +58,5 @@ ACTIVATION = Recipe(
 
 RECIPES = {
     "xnnpack": dict(matmul=GEMM, conv=GEMM, depthwise_conv=GEMM, add=ADD, mul=MUL, quantize=QUANTIZE,
-                    activation=ACTIVATION),
+                    quantize_per_axis=tflite.QUANTIZE_DIVIDE_AWAY, activation=ACTIVATION),
 }
