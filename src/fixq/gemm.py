@@ -91,7 +91,8 @@ def _qgemm(fn, aname, bname, layout, a, b, a_zero_point, b_zero_point, bias, mul
     if type(a) is not np.ndarray or (a.dtype is not _I8 and a.dtype is not _U8):
         a = int_array(a, (np.int8, np.uint8), aname)
     lo, hi = INT_RANGES[a.dtype]
-    a_zero_point = _int(a_zero_point, "a_zero_point", fn)
+    if type(a_zero_point) is not int:
+        a_zero_point = _int(a_zero_point, "a_zero_point", fn)
     if not lo <= a_zero_point <= hi:
         raise ValueError(f"{fn}: a_zero_point={a_zero_point} is outside {a.dtype.name} range [{lo}, {hi}]")
     n = b.n
