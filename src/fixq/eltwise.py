@@ -73,7 +73,7 @@ def _binary(op, a, b, a_scale, a_zero_point, b_scale, b_zero_point, out_scale, o
         # same shape, or b a scalar or a row that a repeats: flat rows, when contiguous and not overlapping
         if seen is not None and (a.shape == b.shape or a.shape[a.ndim - b.ndim:] == b.shape):
             params, dt = seen
-            y = fast_out(out, a.shape, dt)
+            y = np.empty(a.shape, dt) if out is None else fast_out(out, a.shape, dt)
             if y is not None and _core.eltwise_flat(params, a, b, y):
                 return y
     a = int_array(a, _Q8, "a")
