@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 
-import fixq
 from fixq import calibrate
 from calib_reference import trt_entropy_amax, trt_mse_amax, trt_percentile_amax
 

@@ -240,3 +240,32 @@ def test_targets_run_in_c_where_their_recipes_are_kernel_modes(isa, target, acti
         x[1] = 0
         if planned:
             assert_same(m, x)
+
+
+def test_relu6_bounds_are_each_targets(isa):
+    """relu6's top is zp + round(6 / s): fixq rounds 6.0 / s in float64 half to even, TFLite in float32 half
+    away, ONNX Runtime through QuantizeLinear (float32, half to even); fused and standalone alike."""
+    from fixq import targets
+    rng = np.random.default_rng(5)
+    w = {"fc.weight": rng.standard_normal((6, 5)).astype(np.float32)}
+    spec = graph_of([{"name": "fc", "op": "linear", "inputs": ["x"]},
+                     {"name": "r", "op": "relu6", "inputs": ["fc"]},
+                     {"name": "r2", "op": "relu6", "inputs": ["r"]}], ["r2"], (5,))
+    g = G.validate(spec, w)
+    tie = np.float32(0.24489796)  # 6 / tie is 24.5 in float32, 24.4999998 in float64
+    tops = {}
+    for target in (None, "tflite", "onnxruntime"):
+        m = quantize_model(g, calib_batches(rng, (5,)), target=target)
+        fused = next(s for s in m.steps if s["op"] == "linear")
+        sc, zp = m.qparams("r")
+        assert (fused["out_min"], fused["out_max"]) == targets.activation_range("relu6", sc, zp, np.int8, target)
+        m.arrays["t:r:scale"] = m.arrays["t:r2:scale"] = tie  # the standalone relu6 reads its own scale
+        m.arrays["t:r:zero_point"] = m.arrays["t:r2:zero_point"] = np.int32(-128)
+        from fixq.engine import Model
+        m = Model(m.meta, m.arrays, target=target)
+        x = (rng.standard_normal((64, 5)) * 20).astype(np.float32)
+        env = m.run_all(x)
+        tops[target] = int(env["r2"].max())
+        if m._engine is not None:
+            assert_same(m, x)
+    assert tops == {None: -128 + 24, "tflite": -128 + 25, "onnxruntime": -128 + 24}

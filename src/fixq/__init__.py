@@ -58,7 +58,7 @@ __all__ = [
     "qmatmul", "qlinear", "qconv2d", "pack_weights", "PackedWeights",
     "qadd", "qmul",
     "calibrate", "QParams", "choose_qparams", "quantize_bias",
-    "lowbit", "pack_fp16", "fp16_linear", "ternarize", "binarize", "popcount_linear", "binary_linear",
+    "targets", "lowbit", "pack_fp16", "fp16_linear", "ternarize", "binarize", "popcount_linear", "binary_linear",
     "lowbit_qlinear", "storage_report",
     "Model", "quantize_model", "load_float_model", "ArchiveError",
 ]

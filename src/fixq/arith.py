@@ -3,12 +3,11 @@
 The integer semantics are those of the C core (docs/arithmetic.md); these
 functions normalise numpy arguments and call it.
 """
-import numbers
 
 import numpy as np
 
 from . import _core
-from ._validate import (INT_RANGES, as_bytes, axis_arg, c_column, c_zero_points, channel_count, check_alias,
+from ._validate import (as_bytes, axis_arg, c_column, c_zero_points, channel_count, check_alias,
                         clamp_args, dtype_arg, fast_out, int_array, out_arg, per_channel, remember, rounding_arg, seen_args,
                         scalar_scale_arg, scalar_zero_point_arg, scale_arg, split_shape, zero_point_arg)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import arith
-from ._validate import INT_RANGES, axis_arg, dtype_arg
+from ._validate import INT_RANGES, dtype_arg
 
 __all__ = ["QParams", "choose_qparams", "quantize_bias", "CONVENTIONS"]
 

@@ -168,7 +168,8 @@ def engine_step(m, s):
     if op == "relu":
         return dict(op="clamp", lo=zp_out, hi=qmax)
     if op == "relu6":
-        return dict(op="clamp", lo=zp_out, hi=min(qmax, zp_out + round(6.0 / sc_out)))
+        lo, hi = targets.activation_range("relu6", sc_out, zp_out, dt, m.target)
+        return dict(op="clamp", lo=lo, hi=hi)
     if op in ("maxpool2d", "avgpool2d"):
         return dict(op=op[:-2], kernel=tuple(s["kernel"]), stride=tuple(s["stride"]), padding=tuple(s["padding"]),
                     lo=qmin, zp=zp_out)

@@ -215,8 +215,8 @@ def static_step(m, s):
     if op == "relu":
         return lambda x, threads: np.maximum(x, dt.type(zp_out))
     if op == "relu6":
-        top = min(qmax, zp_out + round(6.0 / sc_out))
-        return lambda x, threads: np.clip(x, zp_out, top).astype(dt, copy=False)
+        bottom, top = targets.activation_range("relu6", sc_out, zp_out, dt, m.target)
+        return lambda x, threads: np.clip(x, bottom, top).astype(dt, copy=False)
     if op == "maxpool2d":
         geo = (tuple(s["kernel"]), tuple(s["stride"]), tuple(s["padding"]))
         return lambda x, threads: L.window_reduce(x, *geo, qmin, np.maximum)

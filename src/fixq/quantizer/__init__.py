@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import calibrate as calibrators, graph as G, targets
 from .._core import VERSION
-from .._validate import INT_RANGES, rounding_arg
+from .._validate import rounding_arg
 from ..archive import ACT_TYPES, LOWBIT_KEY, QMODEL_FORMAT, WEIGHT_TYPES
 from ..arith import quantize, quantize_multiplier
 from ..engine import Model
@@ -156,7 +156,6 @@ def quantize_model(g, calib=None, *, method="minmax", per_channel=True, weights=
         for t, (sc, zp) in qp.items():
             arrays[f"t:{t}:scale"] = np.float32(sc)
             arrays[f"t:{t}:zero_point"] = np.int32(zp)
-    qmin, qmax = INT_RANGES[np.dtype(act_dt)]
     for s in steps:
         name = s["name"]
         tensors[s["output"]] = list(g.shapes[s["output"]])
@@ -202,10 +201,9 @@ def quantize_model(g, calib=None, *, method="minmax", per_channel=True, weights=
             real = np.float64(qp[s["inputs"][0]][0]) / (np.float64(qp[s["output"]][0]) * (h * w))
             m, sh, sc = _requant_params([real])
             arrays[f"{name}:multiplier"], arrays[f"{name}:shift"], arrays[f"{name}:scale"] = m, sh, sc
-        if not float_acts and s["act"] is not None:
+        if not float_acts and s["act"] is not None:  # each target quantizes relu6's bound its own way
             sc, zp = qp[s["output"]]
-            s["out_min"] = int(max(qmin, zp))
-            s["out_max"] = int(qmax) if s["act"] == "relu" else int(min(qmax, zp + round(6.0 / float(sc))))
+            s["out_min"], s["out_max"] = targets.activation_range(s["act"], sc, zp, act_dt, target)
     meta = {
         "format": QMODEL_FORMAT,
         "fixq_version": VERSION,
