@@ -26,6 +26,25 @@ cdef extern from "fixq_engine.h" nogil:
         FIXQ_ENG_GLOBAL_AVGPOOL
         FIXQ_ENG_FLATTEN
 
+    ctypedef enum fixq_eng_target_form:
+        FIXQ_ENG_T_RUY_X86
+        FIXQ_ENG_T_FLOAT64_AWAY
+        FIXQ_ENG_T_ORT_ADD
+        FIXQ_ENG_T_ORT_MUL
+        FIXQ_ENG_T_XNN_ADD
+        FIXQ_ENG_T_XNN_MUL
+
+    ctypedef struct fixq_eng_target:
+        fixq_eng_target_form form
+        const int32_t *multiplier
+        const int32_t *shift
+        const double *real
+        size_t channels
+        float a_scale, b_scale, out_scale, scale
+        int32_t a_zp, b_zp, out_zp, lo, hi
+        int64_t a_mult, b_mult, bias
+        int32_t shift_bits
+
     ctypedef struct fixq_eng_tensor:
         size_t h, w, c, esize
 
@@ -45,6 +64,7 @@ cdef extern from "fixq_engine.h" nogil:
         float scale
         int form
         const fixq_eltwise *eltwise
+        const fixq_eng_target *target
         size_t axis
         const int32_t *in_zp
         const fixq_requant *in_rq
@@ -85,6 +105,9 @@ _ENG_OPS = {"quantize": FIXQ_ENG_QUANTIZE, "gemm": FIXQ_ENG_GEMM, "depthwise": F
             "eltwise": FIXQ_ENG_ELTWISE, "concat": FIXQ_ENG_CONCAT, "clamp": FIXQ_ENG_CLAMP,
             "maxpool": FIXQ_ENG_MAXPOOL, "avgpool": FIXQ_ENG_AVGPOOL, "global_avgpool": FIXQ_ENG_GLOBAL_AVGPOOL,
             "flatten": FIXQ_ENG_FLATTEN}
+_TARGET_FORMS = {"ruy-x86": FIXQ_ENG_T_RUY_X86, "float64-away": FIXQ_ENG_T_FLOAT64_AWAY,
+                 "onnxruntime-add": FIXQ_ENG_T_ORT_ADD, "onnxruntime-mul": FIXQ_ENG_T_ORT_MUL,
+                 "xnnpack-add": FIXQ_ENG_T_XNN_ADD, "xnnpack-mul": FIXQ_ENG_T_XNN_MUL}
 _QUANTIZE_FORMS = {"div-even": FIXQ_ENG_Q_DIV_EVEN, "recip-even": FIXQ_ENG_Q_RECIP_EVEN,
                    "div-away": FIXQ_ENG_Q_DIV_AWAY, "zp-div-away": FIXQ_ENG_Q_ZP_DIV_AWAY}
 _ENG_CHUNK_BYTES = 1 << 18  # activations + scratch of one chunk of samples: stays in L2
@@ -186,6 +209,28 @@ cdef class Engine:
         self.n_blocks += 1
         return p
 
+    cdef const fixq_eng_target *_target(self, dict d) except NULL:
+        """A runtime's arithmetic (fixq_engine.h fixq_eng_target) from its dict; its arrays kept by the
+        step's dict."""
+        cdef fixq_eng_target *t = <fixq_eng_target *>self._alloc(sizeof(fixq_eng_target))
+        t.form = _TARGET_FORMS[d["form"]]
+        if "multiplier" in d:
+            t.multiplier = <const int32_t *>_ptr(d["multiplier"], _np.int32)
+            t.shift = <const int32_t *>_ptr(d["shift"], _np.int32)
+            t.channels = d["multiplier"].size
+            if d["shift"].size != t.channels:
+                raise ValueError("engine plan: one multiplier and shift per channel")
+        if "real" in d:
+            t.real = <const double *>_ptr(d["real"], _np.float64)
+            t.channels = d["real"].size
+        t.a_scale, t.b_scale, t.out_scale = d.get("a_scale", 1.0), d.get("b_scale", 1.0), d.get("out_scale", 1.0)
+        t.scale = d.get("scale", 1.0)
+        t.a_zp, t.b_zp, t.out_zp = d.get("a_zp", 0), d.get("b_zp", 0), d["out_zp"]
+        t.lo, t.hi = d["lo"], d["hi"]
+        t.a_mult, t.b_mult, t.bias = d.get("a_mult", 0), d.get("b_mult", 0), d.get("bias", 0)
+        t.shift_bits = d.get("shift_bits", 0)
+        return t
+
     def __init__(self, str dtype, list tensors, list steps, list outputs):
         cdef Py_ssize_t i, j, nt = len(tensors), ns = len(steps)
         cdef fixq_eng_step *s
@@ -198,7 +243,7 @@ cdef class Engine:
         self.keep = []
         self.names = []
         self.errors = []
-        self.mem_blocks = <void **>calloc(3 * ns + 1, sizeof(void *))
+        self.mem_blocks = <void **>calloc(4 * ns + 1, sizeof(void *))
         self.tensors = <fixq_eng_tensor *>calloc(nt if nt else 1, sizeof(fixq_eng_tensor))
         self.steps = <fixq_eng_step *>calloc(ns if ns else 1, sizeof(fixq_eng_step))
         self.offsets = <size_t *>calloc(nt if nt else 1, sizeof(size_t))
@@ -244,6 +289,8 @@ cdef class Engine:
                 s.rq_channels = d["rq"]["zero_point"].size
             if "eltwise" in d:
                 s.eltwise = &(<EltwiseParams?>d["eltwise"]).p
+            if "target" in d:
+                s.target = self._target(d["target"])
             if "in_rq" in d:
                 if d["in_zp"].size != len(d["in"]) or len(d["in_rq"]) != len(d["in"]):
                     raise ValueError(f"engine plan: step {d['name']!r}: one zero point and requantization per input")

@@ -18,6 +18,11 @@ static size_t out_size(size_t in, size_t k, size_t s, size_t p, size_t d) {
 
 /* ---- checks ---------------------------------------------------------------- */
 
+static int check_target_range(const fixq_eng_plan *plan, const fixq_eng_target *t) {
+  const int32_t lo = IS_U8(plan) ? 0 : INT8_MIN, hi = IS_U8(plan) ? UINT8_MAX : INT8_MAX;
+  return lo <= t->lo && t->lo <= t->hi && t->hi <= hi;
+}
+
 static int check_step(const fixq_eng_plan *plan, const fixq_eng_step *s) {
   if (s->out < 0 || (size_t)s->out >= plan->n_tensors || s->n_in == 0 || s->in == NULL) return 0;
   const fixq_eng_tensor *y = &plan->tensors[s->out];
@@ -38,12 +43,30 @@ static int check_step(const fixq_eng_plan *plan, const fixq_eng_step *s) {
       return x->h == y->h && x->w == y->w && x->c == y->c;
     case FIXQ_ENG_ELTWISE: {
       const fixq_eng_tensor *b = &plan->tensors[s->in[1]];
+      if (s->target != NULL)
+        return s->target->form >= FIXQ_ENG_T_ORT_ADD && s->target->form <= FIXQ_ENG_T_XNN_MUL &&
+               check_target_range(plan, s->target) && numel(x) == numel(y) && numel(b) == numel(y) &&
+               (s->target->form != FIXQ_ENG_T_XNN_ADD ||
+                (s->target->shift_bits >= 1 && s->target->shift_bits <= 31));
       return s->eltwise != NULL && numel(x) == numel(y) && numel(b) == numel(y);
     }
     case FIXQ_ENG_GEMM: {
       const size_t g = s->groups;
+      if (s->target != NULL) {
+        const fixq_eng_target *t = s->target;
+        if ((t->form != FIXQ_ENG_T_RUY_X86 && t->form != FIXQ_ENG_T_FLOAT64_AWAY) || !check_target_range(plan, t) ||
+            (t->channels != 1 && t->channels != y->c))
+          return 0;
+        if (t->form == FIXQ_ENG_T_RUY_X86) {
+          if (t->multiplier == NULL || t->shift == NULL) return 0;
+          for (size_t c = 0; c < t->channels; c++)
+            if (t->multiplier[c] < 0 || t->shift[c] > 30 || t->shift[c] < -62) return 0;
+        } else if (t->real == NULL) {
+          return 0;
+        }
+      }
       if (g == 0 || x->c % g || y->c % g || s->packed == NULL || s->bias == NULL) return 0;
-      if (s->rq_channels != 1 && s->rq_channels != y->c) return 0;
+      if (s->target == NULL && s->rq_channels != 1 && s->rq_channels != y->c) return 0;
       for (size_t k = 0; k < g; k++)
         if (s->packed[k] == NULL || s->packed[k]->k != s->kh * s->kw * (x->c / g) || s->packed[k]->n != y->c / g)
           return 0;
@@ -106,10 +129,11 @@ static size_t step_scratch(const fixq_eng_plan *plan, const fixq_eng_step *s, si
   switch (s->op) {
     case FIXQ_ENG_QUANTIZE:
       return batch * numel(y) * (s->form == FIXQ_ENG_Q_RECIP_EVEN ? 1 + sizeof(float) : 1);
-    case FIXQ_ENG_GEMM: /* im2col: the patches, then one padded sample */
-      return gemm_is_direct(s) ? 0
-                               : batch * y->h * y->w * s->kh * s->kw * (x->c / s->groups) + FIXQ_ENG_IM2COL_SLACK +
-                                     (x->h + 2 * s->ph) * (x->w + 2 * s->pw) * x->c + FIXQ_ENG_IM2COL_SLACK;
+    case FIXQ_ENG_GEMM: /* im2col: the patches, then one padded sample; a target's int32 accumulators */
+      return (gemm_is_direct(s) ? 0
+                                : batch * y->h * y->w * s->kh * s->kw * (x->c / s->groups) + FIXQ_ENG_IM2COL_SLACK +
+                                      (x->h + 2 * s->ph) * (x->w + 2 * s->pw) * x->c + FIXQ_ENG_IM2COL_SLACK) +
+             (s->target != NULL ? batch * y->h * y->w * (y->c / s->groups) * sizeof(int32_t) + 64 : 0);
     case FIXQ_ENG_DEPTHWISE: /* the accumulators, one padded sample, the weight pairs */
       return batch * numel(y) * sizeof(int32_t) + (x->h + 2 * s->ph) * (x->w + 2 * s->pw) * x->c +
              FIXQ_ENG_IM2COL_SLACK + dw_pairs_bytes(s, y->c);
@@ -203,6 +227,78 @@ static fixq_status run_quantize(const fixq_eng_plan *plan, const fixq_eng_step *
   return st;
 }
 
+static int32_t saturate(int64_t v, int32_t lo, int32_t hi) { return v < lo ? lo : v > hi ? hi : (int32_t)v; }
+
+/* fixq.targets' numpy epilogues of an int32 GEMM (bias included): ruy's x86 kernel and TFLite's reference
+ * FULLY_CONNECTED, then + zero point and the clamp. */
+static fixq_status gemm_target(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t m, const uint8_t *a,
+                               size_t lda, size_t g, size_t og, uint8_t *y, size_t ldy, uint8_t *scratch,
+                               int threads) {
+  const fixq_eng_target *t = s->target;
+  const fixq_eng_tensor *xt = &plan->tensors[s->in[0]];
+  const size_t im2col = gemm_is_direct(s) ? 0
+                                          : m * s->kh * s->kw * (xt->c / s->groups) + FIXQ_ENG_IM2COL_SLACK +
+                                                (xt->h + 2 * s->ph) * (xt->w + 2 * s->pw) * xt->c +
+                                                FIXQ_ENG_IM2COL_SLACK;
+  int32_t *acc = (int32_t *)(scratch + ((im2col + 63) & ~(size_t)63));
+  const fixq_status st = fixq_qgemm(m, a, plan->dtype, lda, s->zp, s->packed[g], s->bias + g * og, NULL, 0, acc,
+                                    FIXQ_INT32, og, threads);
+  if (st != FIXQ_OK) return st;
+  for (size_t r = 0; r < m; r++)
+    for (size_t j = 0; j < og; j++) {
+      const size_t c = t->channels == 1 ? 0 : g * og + j;
+      const int64_t v = acc[r * og + j];
+      int32_t q;
+      if (t->form == FIXQ_ENG_T_RUY_X86) {
+        const int32_t sh = t->shift[c];
+        const int left = sh > 0 ? sh : 0, right = sh < 0 ? -sh : 0;
+        /* numpy's int64: the shift and the product wrap modulo 2^64, >> is arithmetic */
+        const uint64_t p = ((uint64_t)v << left) * (uint64_t)(int64_t)t->multiplier[c] + ((uint64_t)1 << 30);
+        const int64_t u = (int64_t)p >> 31;
+        const int64_t w = (int64_t)((uint64_t)u + (((uint64_t)1 << right) >> 1)) >> right;
+        q = saturate((int64_t)((uint64_t)w + (uint64_t)(int64_t)t->out_zp), t->lo, t->hi);
+      } else { /* round() is std::round: ties away from zero; the clamp in double, as numpy's */
+        const double d = round((double)v * t->real[c]) + (double)t->out_zp;
+        q = d < t->lo ? t->lo : d > t->hi ? t->hi : (int32_t)d;
+      }
+      fixq__store(y + g * og, plan->dtype, r * ldy + j, q);
+    }
+  return FIXQ_OK;
+}
+
+/* fixq.targets' numpy add / mul of ONNX Runtime (MLAS on x86) and XNNPACK, element by element */
+static void eltwise_target(const fixq_eng_plan *plan, const fixq_eng_target *t, size_t n, const void *a,
+                           const void *b, void *y) {
+  const int u8 = IS_U8(plan);
+  for (size_t i = 0; i < n; i++) {
+    const int32_t qa = load_q(a, i, u8), qb = load_q(b, i, u8);
+    const int64_t da = (int64_t)qa - t->a_zp, db = (int64_t)qb - t->b_zp;
+    int64_t q;
+    switch (t->form) {
+      case FIXQ_ENG_T_ORT_ADD: {
+        const float fa = (float)da * t->a_scale, fb = (float)db * t->b_scale;
+        float v = (fa + fb) / t->out_scale;
+        const float lo = (float)(t->lo - t->out_zp), hi = (float)(t->hi - t->out_zp);
+        v = v < lo ? lo : v > hi ? hi : v; /* numpy's clip: NaN stays NaN (none arises: finite operands) */
+        q = (int64_t)rintf(v + (float)t->out_zp);
+        break;
+      }
+      case FIXQ_ENG_T_ORT_MUL:
+        q = (int64_t)rintf((float)(da * db) * t->scale + (float)t->out_zp);
+        break;
+      case FIXQ_ENG_T_XNN_ADD: {
+        const int64_t acc = t->bias + (int64_t)qa * t->a_mult + (int64_t)qb * t->b_mult;
+        q = (acc >> t->shift_bits) + t->out_zp;
+        break;
+      }
+      default: /* FIXQ_ENG_T_XNN_MUL */
+        q = (int64_t)rintf((float)(da * db) * t->scale) + t->out_zp;
+        break;
+    }
+    fixq__store(y, plan->dtype, i, saturate(q, t->lo, t->hi));
+  }
+}
+
 /* engine/steps.py conv / qlinear: one fixq_qgemm per group on the group's columns of y */
 static fixq_status run_gemm(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const uint8_t *x,
                             uint8_t *y, uint8_t *scratch, int threads) {
@@ -219,6 +315,11 @@ static fixq_status run_gemm(const fixq_eng_plan *plan, const fixq_eng_step *s, s
       lda = s->kh * s->kw * cg;
       loops_table[fixq__isa]->im2col(s, xt, yt, batch, x, g, scratch, scratch + m * lda + FIXQ_ENG_IM2COL_SLACK);
       a = scratch;
+    }
+    if (s->target != NULL) {
+      const fixq_status st = gemm_target(plan, s, m, a, lda, g, og, y, yt->c, scratch, threads);
+      if (st != FIXQ_OK) return st;
+      continue;
     }
     fixq_requant rq = s->rq;
     if (per_channel) {
@@ -306,6 +407,10 @@ static fixq_status run_step(const fixq_eng_plan *plan, const fixq_eng_step *s, s
     case FIXQ_ENG_ELTWISE: {
       const size_t n = batch * numel(xt);
       const ptrdiff_t one = 1;
+      if (s->target != NULL) {
+        eltwise_target(plan, s->target, n, x, buffers[s->in[1]], y);
+        return FIXQ_OK;
+      }
       return fixq_eltwise_nd(s->eltwise, 1, &n, x, &one, buffers[s->in[1]], &one, y, &one);
     }
     case FIXQ_ENG_CONCAT:

@@ -37,6 +37,30 @@ typedef enum {
   FIXQ_ENG_Q_ZP_DIV_AWAY  /* round(clamp(zp + x / scale, qmin, qmax)): gemmlowp's Quantize */
 } fixq_eng_quantize_form;
 
+/* A runtime's arithmetic that fixq's kernels lack (fixq.targets, docs/conformance.md), computed
+ * element by element exactly as that runtime does: the epilogue of an int32 GEMM, or an add / mul. */
+typedef enum {
+  FIXQ_ENG_T_RUY_X86 = 1, /* GEMM: t = ((acc << l) * M + 2^30) >> 31, (t + 2^(r-1)) >> r, l = max(s, 0),
+                             r = max(-s, 0), int64 wrapping, ties to +inf (ruy's x86 epilogue) */
+  FIXQ_ENG_T_FLOAT64_AWAY, /* GEMM: std::round((double)acc * real[c]) (TFLite reference FULLY_CONNECTED) */
+  FIXQ_ENG_T_ORT_ADD,      /* rne(clamp(((float)(a - za) * sa + (float)(b - zb) * sb) / so) + (float)zo) */
+  FIXQ_ENG_T_ORT_MUL,      /* rne((float)((a - za)(b - zb)) * scale + (float)zo), saturated */
+  FIXQ_ENG_T_XNN_ADD,      /* ((bias + a * ma + b * mb) >> shift) + zo (XNNPACK vadd) */
+  FIXQ_ENG_T_XNN_MUL       /* rne((float)((a - za)(b - zb)) * scale) + zo (XNNPACK vmul) */
+} fixq_eng_target_form;
+
+typedef struct {
+  fixq_eng_target_form form;
+  const int32_t *multiplier, *shift; /* RUY_X86: per output channel (or one) */
+  const double *real;                /* FLOAT64_AWAY: per output channel (or one) */
+  size_t channels;                   /* GEMM: 1 or the output channels */
+  float a_scale, b_scale, out_scale; /* ORT_ADD */
+  float scale;                       /* *_MUL: s_a * s_b / s_out in float32 */
+  int32_t a_zp, b_zp, out_zp, lo, hi;
+  int64_t a_mult, b_mult, bias;      /* XNN_ADD */
+  int32_t shift_bits;                /* XNN_ADD: in 1..31 */
+} fixq_eng_target;
+
 typedef struct {
   size_t h, w, c;
   size_t esize; /* 1, or 4 for the float input */
@@ -59,6 +83,7 @@ typedef struct {
   float scale;                           /* QUANTIZE: the scale (FIXQ_ENG_Q_RECIP_EVEN: its reciprocal) */
   int form;                              /* QUANTIZE: a fixq_eng_quantize_form */
   const fixq_eltwise *eltwise;           /* ELTWISE */
+  const fixq_eng_target *target;         /* GEMM, ELTWISE: a runtime's arithmetic instead of rq / eltwise */
   size_t axis;                           /* CONCAT */
   const int32_t *in_zp;                  /* CONCAT: per input */
   const fixq_requant *in_rq;             /* CONCAT: per input; zero_point NULL: copied as is */

@@ -88,9 +88,8 @@ class Model:
         return {"multiplier": a[f"{name}:multiplier"], "shift": a[f"{name}:shift"]}
 
     def _build(self):
-        """Static int8 models run on the C plan (plan.engine_plan), with target= too where every step's
-        recipe is one of fixq's kernel modes; other targets, dynamic mode and fp16 weights run the numpy
-        steps (steps.py; built on demand for run_all(engine=False) too)."""
+        """Static int8 models run on the C plan (plan.engine_plan), with or without target=; dynamic mode
+        and fp16 weights run the numpy steps (steps.py; built on demand for run_all(engine=False) too)."""
         self._fns = None
         if not self.float_acts:
             sc, zp = self.qparams(self.input)

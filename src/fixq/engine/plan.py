@@ -38,9 +38,10 @@ def engine_plan(m):
     tensor name to its number; ``softmax`` maps each softmax output to (its input, the NHWC axis): softmax
     runs in numpy on the dequantized output, as in steps.static_step.
 
-    With ``m.target`` each step takes that runtime's recipe where it is one of fixq's kernel modes
-    (fixq.targets.gemm_out_stage, TFLite's fixed-point ADD/MUL, the two float32 QUANTIZE forms); None
-    when a step's recipe is not, so the model runs the numpy steps."""
+    With ``m.target`` each step takes that runtime's recipe: one of fixq's kernel modes where it is one
+    (fixq.targets.gemm_out_stage, TFLite's fixed-point ADD/MUL), else the plan's own element-by-element
+    form of it (fixq_engine.h: fixq_eng_quantize_form, fixq_eng_target); None if a step's recipe has
+    neither, so that the model runs the numpy steps."""
     shapes = m.meta["tensors"]
     dims = {t: ((sh[2], sh[3], sh[1]) if len(sh) == 4 else (1, 1, sh[1])) for t, sh in shapes.items()}
     tensors = [dims[m.input] + (4,)]
@@ -92,9 +93,41 @@ def _quantize_step(m):
 
 def _target_stage(m, s, op, w_scale):
     """The requantization kwargs (rounding plus multiplier/shift or scale) of `m.target`'s recipe for a
-    linear/conv step, or None where that recipe is not one of fixq's kernel modes."""
+    linear/conv step where it is one of fixq's kernel modes; else the C plan's own form of the target's
+    epilogue (fixq_engine.h fixq_eng_target: ruy's x86 epilogue, TFLite's reference float64 rounding) as
+    ``{"target": ...}``; None for a recipe the plan lacks."""
     sc_in, sc_out = m.qparams(s["inputs"][0])[0], m.qparams(s["output"])[0]
-    return targets.gemm_out_stage(m.target, op, sc_in, w_scale, sc_out)
+    stage = targets.gemm_out_stage(m.target, op, sc_in, w_scale, sc_out)
+    if stage is not None:
+        return stage
+    form = targets.recipe(m.target, op).rounding
+    real = np.atleast_1d(targets.real_multiplier(m.target, op, sc_in, w_scale, sc_out))
+    if form == "ruy-x86":
+        mult, shift = arith.quantize_multiplier(real)
+        return {"target": dict(form=form, multiplier=np.ascontiguousarray(mult, np.int32),
+                               shift=np.ascontiguousarray(shift, np.int32))}
+    if form == "float64-away":
+        return {"target": dict(form=form, real=np.ascontiguousarray(real, np.float64))}
+    return None
+
+
+def _target_eltwise(m, op, sc_in, zp_in, sc_out, zp_out, lo, hi):
+    """The C plan's form (fixq_eng_target) of `m.target`'s add / mul where it is not fixq's kernel:
+    ONNX Runtime's float32 QLinearAdd / QLinearMul (MLAS on x86), XNNPACK's vadd / vmul; None for a
+    recipe the plan lacks."""
+    form = targets.recipe(m.target, op).rounding
+    d = dict(a_zp=zp_in[0], b_zp=zp_in[1], out_zp=zp_out, lo=lo, hi=hi)
+    if form == "fp32-add":
+        return dict(d, form="onnxruntime-add", a_scale=float(np.float32(sc_in[0])), b_scale=float(np.float32(sc_in[1])),
+                    out_scale=float(np.float32(sc_out)))
+    if form in ("fp32-mul", "fp32"):
+        return dict(d, form="onnxruntime-mul" if form == "fp32-mul" else "xnnpack-mul",
+                    scale=float(targets.product_scale(sc_in[0], sc_in[1], sc_out)))
+    if form == "xnnpack-add":
+        m_a, m_b, shift, bias = targets.xnnpack.add_params(np.float32(sc_in[0]), np.float32(sc_in[1]),
+                                                          np.float32(sc_out), zp_in[0], zp_in[1])
+        return dict(d, form=form, a_mult=m_a, b_mult=m_b, shift_bits=shift, bias=bias)
+    return None
 
 
 def engine_rq(m, rq, zero_point, lo, hi, channels, rounding=None):
@@ -109,6 +142,26 @@ def engine_rq(m, rq, zero_point, lo, hi, channels, rounding=None):
     for k, v in rq.items():
         out[k] = np.ascontiguousarray(np.broadcast_to(v, (channels,)), dtype=np.float32 if k == "scale" else np.int32)
     return out
+
+
+def _geometry(s, w):
+    return {} if s["op"] == "linear" else dict(kernel=tuple(w.shape[2:]), stride=tuple(s["stride"]),
+                                               padding=tuple(s["padding"]), dilation=tuple(s["dilation"]))
+
+
+def _gemm_step(m, s, w, bias, rq=None, target=None):
+    """The GEMM step of a linear or (grouped) conv: the weights packed per group, the output stage `rq`
+    (or a target's epilogue), the input zero point and the text of a possible int32 overflow."""
+    groups = s.get("groups", 1)
+    og = w.shape[0] // groups
+    zp = m.qparams(s["inputs"][0])[1]
+    packed = [gemm.pack_weights(w if s["op"] == "linear" else L.conv_weight_hwc(w[k * og:(k + 1) * og]))
+              for k in range(groups)]
+    geo = _geometry(s, w)
+    d = dict(op="gemm", groups=groups, packed=packed, bias=bias, zp=gemm._int(zp, "a_zero_point", "qlinear"),
+             overflow=_overflow_message(s["name"], m.act_dtype, zp, packed, bias), **geo)
+    d.update({"rq": rq} if target is None else {"target": target})
+    return d
 
 
 def engine_step(m, s):
@@ -128,30 +181,25 @@ def engine_step(m, s):
         if m.target is not None:
             kind = "matmul" if op == "linear" else "depthwise_conv" if s.get("depthwise") else "conv"
             rq = _target_stage(m, s, kind, a[f"{name}:weight_scale"])
-            if rq is None:
+            if rq is None or ("target" in rq and s.get("depthwise")):
                 return None
+            if "target" in rq:
+                return _gemm_step(m, s, w, bias, target=dict(rq["target"], out_zp=zp_out, lo=lo, hi=hi))
             rounding = rq.pop("rounding")
-        geo = {} if op == "linear" else dict(kernel=tuple(w.shape[2:]), stride=tuple(s["stride"]),
-                                             padding=tuple(s["padding"]), dilation=tuple(s["dilation"]))
         if s.get("depthwise"):
             taps = np.ascontiguousarray(w[:, 0].transpose(1, 2, 0))  # [kH, kW, O]
             mult = w.shape[0] // m.meta["tensors"][s["inputs"][0]][1]
             return dict(op="depthwise", groups=mult, bias=bias, taps=taps, zp=zp_in[0],
-                        rq=engine_rq(m, rq, zp_out, lo, hi, w.shape[0], rounding), **geo)
-        groups = s.get("groups", 1)
-        og = w.shape[0] // groups
-        packed = [gemm.pack_weights(w if op == "linear" else L.conv_weight_hwc(w[k * og:(k + 1) * og]))
-                  for k in range(groups)]
-        rq = engine_rq(m, rq, zp_out, lo, hi, a[f"{name}:weight_scale"].shape[0], rounding)
-        return dict(op="gemm", groups=groups, packed=packed, bias=bias, zp=gemm._int(zp_in[0], "a_zero_point",
-                                                                                    "qlinear"),
-                    rq=rq, overflow=_overflow_message(name, dt, zp_in[0], packed, bias), **geo)
+                        rq=engine_rq(m, rq, zp_out, lo, hi, w.shape[0], rounding), **_geometry(s, w))
+        return _gemm_step(m, s, w, bias, rq=engine_rq(m, rq, zp_out, lo, hi, a[f"{name}:weight_scale"].shape[0],
+                                                      rounding))
     if op in ("add", "mul"):
         rounding = m.rounding
         if m.target is not None:
             rc = targets.recipe(m.target, op)
             if rc.kernel != "fixq":
-                return None
+                target = _target_eltwise(m, op, sc_in, zp_in, sc_out, zp_out, lo, hi)
+                return None if target is None else dict(op="eltwise", target=target)
             rounding = rc.rounding  # TFLite's ADD / MUL: fixq's "double"
         kw = dict(a_scale=sc_in[0], a_zero_point=zp_in[0], b_scale=sc_in[1], b_zero_point=zp_in[1],
                   out_scale=sc_out, out_zero_point=zp_out, out_min=lo, out_max=hi, out_dtype=dt,

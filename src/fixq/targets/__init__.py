@@ -16,8 +16,9 @@ fixq.gemm, fixq.eltwise), which this package sits above; the public ops that
 take ``target=`` (fixq.ops) sit above it.
 """
 from ._common import Recipe
+from ._common import product_scale
 from ._dispatch import (ACTIVATIONS, OPS, TARGETS, activation_range, add, gemm_out_stage, mul, qgemm, quantize,
-                        recipe, requantize, target_arg)
+                        real_multiplier, recipe, requantize, target_arg)
 
 __all__ = ["TARGETS", "OPS", "ACTIVATIONS", "Recipe", "recipe", "target_arg", "gemm_out_stage", "requantize", "qgemm",
-           "add", "mul", "quantize", "activation_range"]
+           "add", "mul", "quantize", "activation_range", "real_multiplier", "product_scale"]

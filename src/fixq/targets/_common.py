@@ -88,11 +88,18 @@ def binary_args(a, b, *, a_scale, a_zero_point, b_scale, b_zero_point, out_scale
             int(out_zero_point), dt, lo, hi)
 
 
+def product_scale(a_scale, b_scale, out_scale):
+    """``s_a * s_b / s_out`` in float32, left to right: the scale XNNPACK's and MLAS's MUL multiply the
+    integer product by."""
+    sa, sb, so = f32(a_scale, "a_scale"), f32(b_scale, "b_scale"), f32(out_scale, "out_scale")
+    return np.float32(np.float32(sa * sb) / so)
+
+
 def float32_product(a, b, **kw):
-    """``(float)((a - za)(b - zb)) * scale`` with ``scale = s_a * s_b / s_out`` in float32, left to right
-    (XNNPACK's and MLAS's MUL before they round), and the output's zero point, dtype and clamp."""
+    """``(float)((a - za)(b - zb)) * scale`` with :func:`product_scale` (XNNPACK's and MLAS's MUL before
+    they round), and the output's zero point, dtype and clamp."""
     da, db, sa, sb, so, zo, dt, lo, hi = binary_args(a, b, **kw)
-    scale = np.float32(np.float32(sa * sb) / so)
+    scale = product_scale(sa, sb, so)
     return ((da * db).astype(np.float32) * scale).astype(np.float32), zo, dt, lo, hi
 
 

@@ -72,6 +72,16 @@ def gemm_out_stage(target, op, in_scale, w_scale, out_scale):
     return None
 
 
+def real_multiplier(target, op, in_scale, w_scale, out_scale):
+    """`target`'s real multiplier for the GEMM op `op` (matmul, conv, depthwise_conv), computed in float64
+    or float32 as that runtime computes it, per channel where `w_scale` is, and checked as its output
+    stage checks it."""
+    rc = _gemm_recipe(target, op)
+    real = _real_multiplier(rc, in_scale, w_scale, out_scale)
+    _check_real(target, op, rc, real)
+    return real
+
+
 def _check_real(target, op, rc, real):
     """Refuses a real multiplier a_scale * b_scale / out_scale that `target`'s output stage cannot hold:
     a float32 scale that is 0 or inf, or a Q31 multiplier needing a left shift beyond 30 (TFLite's

@@ -8,18 +8,24 @@ from . import tflite
 from ._common import AFTER, SAT, Recipe, binary_args, float32_product, into, quantize_reciprocal
 
 
-def _add(a, b, *, out, **kw):
-    """XNNPACK qs8/qu8 vadd: one fixed-point rounding, ties toward +inf."""
-    da, db, sa, sb, so, zo, dt, lo, hi = binary_args(a, b, **kw)
-    ra, rb = np.float32(sa / so), np.float32(sb / so)
+def add_params(a_scale, b_scale, out_scale, a_zero_point, b_zero_point):
+    """XNNPACK's qs8/qu8 vadd parameters ``(m_a, m_b, shift, bias)``: ``shift = 20 - exponent(max(s_a/s_out,
+    s_b/s_out))``, ``m = lrintf(s/s_out * 2^shift)`` (ties to even), ``bias = 2^(shift-1) - m_a za - m_b zb``."""
+    ra, rb = np.float32(a_scale / out_scale), np.float32(b_scale / out_scale)
     exponent = int((np.array(max(ra, rb), np.float32).view(np.uint32) >> 23) & 0xFF) - 127
     shift = 20 - exponent
     if not 0 < shift < 32:
         raise ValueError(f"XNNPACK ADD cannot represent scale ratios {float(ra)!r}, {float(rb)!r} (shift {shift})")
     pot = np.float32(2.0 ** shift)
     m_a, m_b = int(np.rint(np.float32(ra * pot))), int(np.rint(np.float32(rb * pot)))
+    return m_a, m_b, shift, (1 << (shift - 1)) - m_a * int(a_zero_point) - m_b * int(b_zero_point)
+
+
+def _add(a, b, *, out, **kw):
+    """XNNPACK qs8/qu8 vadd: one fixed-point rounding, ties toward +inf."""
+    da, db, sa, sb, so, zo, dt, lo, hi = binary_args(a, b, **kw)
     za, zb = int(kw["a_zero_point"]), int(kw["b_zero_point"])
-    bias = (1 << (shift - 1)) - m_a * za - m_b * zb
+    m_a, m_b, shift, bias = add_params(sa, sb, so, za, zb)
     acc = bias + (da + za) * m_a + (db + zb) * m_b
     return into(np.clip((acc >> shift) + zo, lo, hi).astype(dt), out)
 
