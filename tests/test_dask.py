@@ -177,6 +177,10 @@ def test_from_npy_reads_on_the_workers(client, tmp_path, cnn):
     assert xd.numblocks[0] > 3
     assert len(pickle.dumps(dict(xd.__dask_graph__()))) < 20_000   # the files travel as paths, not data
     np.testing.assert_array_equal(xd.compute(), x)
+    m = quantize_model(cnn[0], [x[:100]])
+    y = fqd.run(m, xd, batch_size=50)   # blocks of 100 and 100, 100, 100 / 300: whole batches already
+    assert y.chunks[0] == xd.chunks[0] == (100,) * 9
+    np.testing.assert_array_equal(y.compute(), m.run(x))
     np.save(tmp_path / "bad.npy", x[:3, :, :4])
     with pytest.raises(ValueError, match="does not stack"):
         fqd.from_npy([tmp_path / "0.npy", tmp_path / "bad.npy"])

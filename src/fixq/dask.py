@@ -54,15 +54,18 @@ def _as_samples(x):
 
 def _whole_batches(x, batch_size):
     """`x` in blocks of whole samples (one chunk across every other axis) whose sizes are whole multiples
-    of `batch_size` but for the last, so the blocks cut `x` into the batches a loop over it would."""
+    of `batch_size` but for the last, so the blocks cut `x` into the batches a loop over it would; blocks
+    that already are stay as they are."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if any(len(c) > 1 for c in x.chunks[1:]):
         x = x.rechunk({0: "auto", **{i: -1 for i in range(1, x.ndim)}})
+    if all(c % batch_size == 0 for c in x.chunks[0][:-1]):
+        return x
     n = x.shape[0]
     rows = max(1, round(max(x.chunks[0]) / batch_size)) * batch_size
     sizes = (rows,) * (n // rows) + ((n % rows,) if n % rows else ())
-    return x if x.chunks[0] == sizes else x.rechunk({0: sizes})
+    return x.rechunk({0: sizes})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -123,8 +126,8 @@ def run(model, x, batch_size=256, threads=1, raw=False):
     samples `x` (a Dask array, or an array Dask can wrap): a Dask array (a tuple of them for several
     outputs), equal bit for bit to ``model.run`` over `x` in batches of `batch_size`.
 
-    `x` is rechunked into blocks of whole samples whose sizes are multiples of `batch_size` (near its
-    current chunk size); each block is one task, run in batches of `batch_size` on `threads` of fixq's
+    `x` is rechunked, where needed, into blocks of whole samples whose sizes are multiples of `batch_size`
+    but for the last (near its current chunk size); each block is one task, run in batches of `batch_size` on `threads` of fixq's
     threads: with Dask's own threads per worker, keep their product at most the worker's cores
     (docs/scale-out.md).  The model is one key of the graph (each worker receives it once) and is built
     once per worker process."""
