@@ -87,7 +87,7 @@ def main():
         print(f"{n} samples ({args.mb} MiB) in {SHARDS} shards; loop: {n / t:,.0f} samples/s", flush=True)
         for w in args.workers:
             t0 = time.perf_counter()
-            with LocalCluster(n_workers=w, threads_per_worker=1, processes=True, dashboard_address=None,
+            with LocalCluster(n_workers=w, threads_per_worker=1, processes=True, dashboard_address=":0",
                               silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
                 start = time.perf_counter() - t0
                 x = fqd.from_npy(paths, rows=args.rows)

@@ -28,7 +28,7 @@ METHODS = ["minmax", "moving_average", "percentile", "entropy", "mse"]
 
 
 def _cluster(**kw):
-    return distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+    return distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
                                     silence_logs=logging.ERROR, **kw)
 
 
@@ -159,8 +159,12 @@ def test_calibrate_ternary_and_bad_input(client, cnn):
         fqd.calibrate(g, x, "entropy", method_options={"foo": 1})
     with pytest.raises(TypeError, match="float"):
         fqd.calibrate(g, x.astype(np.int32))
-    with pytest.raises(ValueError, match="needs"):
+    with pytest.raises(ValueError, match=r"x has shape \(900, 64\); the model's input 'x' needs \[N, 1, 8, 8\]"):
         fqd.calibrate(g, x.reshape(-1, 64))
+    with pytest.raises(ValueError, match=r"x has shape \(900, 1, 64\)"):
+        fqd.run(want, x.reshape(-1, 1, 64))
+    with pytest.raises(ValueError, match="at least one sample"):
+        fqd.run(want, x[:0])
     with pytest.raises(ValueError, match="batch_size"):
         fqd.run(want, x, batch_size=0)
     with pytest.raises(ValueError, match="no \\(min, max\\)"):

@@ -31,7 +31,7 @@ try:
 except ImportError:
     raise ImportError("fixq.dask needs Dask: pip install 'fixq[dask]'") from None
 
-from . import calibrate as calibrators, graph as G
+from . import calibrate as calibrators
 from .engine import Model
 from .quantizer import METHODS, calibrated_tensors, calibration_graph, lowbit_weights, observers
 
@@ -41,14 +41,18 @@ __all__ = ["run", "calibrate", "from_npy", "client", "as_completed"]
 # ---------------------------------------------------------------------------------------------
 # Blocks of whole batches
 
-def _as_samples(x):
+def _as_samples(x, name, shape):
+    """`x` as a Dask array of float samples for input `name` of shape ``[None, ...]`` `shape`."""
     x = x if isinstance(x, da.Array) else da.asarray(x)
     if x.dtype.kind != "f":
         raise TypeError(f"x must be a float array, got dtype {x.dtype}")
-    if x.ndim == 0 or x.shape[0] == 0:
-        raise ValueError(f"x has shape {x.shape}: it needs at least one sample along its first axis")
-    if any(math.isnan(d) for d in x.shape):
+    if x.ndim != len(shape) or tuple(x.shape[1:]) != tuple(shape[1:]):
+        raise ValueError(f"x has shape {x.shape}; the model's input {name!r} needs "
+                         f"[N, {', '.join(map(str, shape[1:]))}]")
+    if math.isnan(x.shape[0]):
         raise ValueError("x has an unknown number of samples; call x.compute_chunk_sizes() first")
+    if x.shape[0] == 0:
+        raise ValueError(f"x has shape {x.shape}: it needs at least one sample")
     return x
 
 
@@ -127,13 +131,13 @@ def run(model, x, batch_size=256, threads=1, raw=False):
     outputs), equal bit for bit to ``model.run`` over `x` in batches of `batch_size`.
 
     `x` is rechunked, where needed, into blocks of whole samples whose sizes are multiples of `batch_size`
-    but for the last (near its current chunk size); each block is one task, run in batches of `batch_size` on `threads` of fixq's
-    threads: with Dask's own threads per worker, keep their product at most the worker's cores
-    (docs/scale-out.md).  The model is one key of the graph (each worker receives it once) and is built
+    but for the last (near its current chunk size); each block is one task, run in batches of `batch_size`
+    on `threads` of fixq's threads: with Dask's own threads per worker, keep their product at most the
+    worker's cores (docs/scale-out.md).  The model is one key of the graph (each worker receives it once) and is built
     once per worker process."""
     if not isinstance(model, Model):
         model = Model.load(os.fspath(model))
-    x = _whole_batches(_as_samples(x), batch_size)
+    x = _whole_batches(_as_samples(x, model.input, model.input_shape), batch_size)
     probe = model.run(np.zeros((1,) + x.shape[1:], np.float32), threads=threads, raw=raw)
     probe = probe if isinstance(probe, tuple) else (probe,)
     payload = _payload(model)
@@ -184,8 +188,7 @@ def calibrate(g, x, method="minmax", *, batch_size=256, weights="int8", method_o
     calibrators.make(method, **options)   # options checked here, not on a worker
     if isinstance(split_every, bool) or not isinstance(split_every, int) or split_every < 2:
         raise ValueError(f"split_every must be an integer >= 2, got {split_every!r}")
-    x = _whole_batches(_as_samples(x), batch_size)
-    G.check_input(g, np.zeros((1,) + x.shape[1:], x.dtype))
+    x = _whole_batches(_as_samples(x, g.input, g.input_shape), batch_size)
     tensors = calibrated_tensors(g)
     g_cal = calibration_graph(g, lowbit_weights(g, weights))
     held = dask.delayed(g_cal, name=f"fixq-graph-{uuid.uuid4().hex}", traverse=False)
@@ -251,7 +254,7 @@ def client(scheduler):
             yield c
     elif kind == "local" and (not n or (n.isdigit() and int(n) > 0)):
         with LocalCluster(n_workers=int(n) if n else None, threads_per_worker=1, processes=True,
-                          dashboard_address=None) as cluster, Client(cluster) as c:
+                          dashboard_address=":0") as cluster, Client(cluster) as c:
             yield c
     else:
         raise ValueError(f"scheduler {scheduler!r}: give tcp://HOST:PORT, local or local:N (N workers)")
