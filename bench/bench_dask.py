@@ -1,5 +1,6 @@
 """Batch inference on Dask (``fixq.dask.run``) against a plain ``Model.run`` loop in one process: throughput
-on 1 and 2 worker processes, scaling efficiency, the cost of one task and of the first run.
+on 1 and 2 worker processes (and on Dask's threads in this process), scaling efficiency, the cost of one
+task and of the first run.
 
     OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 PYTHONPATH=src python bench/bench_dask.py [--mb 300] [--rounds 3]
 
@@ -8,17 +9,24 @@ input, 256 bytes a sample) in 8 ``.npy`` shards in a temporary directory, read m
 and by the workers (``fixq.dask.from_npy``), blocks of ``--rows`` samples, batches of 256.  Every system
 computes all the float32 outputs and brings them back to this process.  Workers are local processes of
 one thread each (``LocalCluster(n_workers=N, threads_per_worker=1)``) running fixq with ``threads=1``.
+Both clusters stay up and every system runs once per round, in turn, so that they share whatever else
+the machine is doing; the table gives the median round.
 """
 import argparse
+import contextlib
+import functools
 import json
+import logging
 import os
 import statistics
 import tempfile
 import time
 
 import numpy as np
+from dask.distributed import Client, LocalCluster, get_task_stream
 
 import fixq
+import fixq.dask as fqd
 from fixq.cli.demo import bundled
 from fixq.quantizer import quantize_model
 
@@ -51,13 +59,31 @@ def loop(m, paths, n):
     return out
 
 
-def timed(fn, rounds):
-    ts = []
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts), ts
+def task_cost_ms(run, x, m, rows):
+    """One task's cost: the same samples in blocks of one batch against blocks of `rows`, per extra task."""
+    sub = x[:min(len(x), 64 * BATCH)]
+    big = min(rows, len(sub))
+    ts = {}
+    for size in (big, BATCH):
+        y = fqd.run(m, sub.rechunk(size), BATCH)
+        run(y)
+        ts[size] = min(timed(lambda: run(y)) for _ in range(3))
+    return 1e3 * (ts[BATCH] - ts[big]) / (len(sub) // BATCH - -(-len(sub) // big))
+
+
+def busy_share(c, m, x, workers):
+    """The share of one run's wall time the workers spent computing tasks (Dask's task stream): what the
+    scheduler keeps them fed, whatever CPU time the machine gives them."""
+    with get_task_stream(c) as stream:
+        wall = timed(lambda: c.compute(fqd.run(m, x, BATCH), sync=True))
+    busy = sum(s["stop"] - s["start"] for t in stream.data for s in t["startstops"] if s["action"] == "compute")
+    return busy / (workers * wall)
+
+
+def timed(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
 
 
 def main():
@@ -65,63 +91,62 @@ def main():
     ap.add_argument("--mb", type=int, default=300, help="data set size in MiB (default 300)")
     ap.add_argument("--rows", type=int, default=65536, help="samples per Dask block (default 65536, 16 MiB)")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args()
-
-    import logging
-
-    from dask.distributed import Client, LocalCluster
-    import fixq.dask as fqd
 
     g, _ = fixq.load_float_model(bundled("digits_cnn.npz"))
     m = quantize_model(g, [np.load(bundled("digits_calib.npy"))])
     res = {"cpu": fixq.cpu_info()["selected"], "cores": os.cpu_count(), "mb": args.mb, "rows": args.rows,
            "load_before": os.getloadavg()[0]}
-    with tempfile.TemporaryDirectory() as d:
+    with tempfile.TemporaryDirectory() as d, contextlib.ExitStack() as stack:
         paths, n = make_data(d, args.mb)
         res["samples"] = n
+        x = fqd.from_npy(paths, rows=args.rows)
+        res["tasks"] = x.numblocks[0]
         want = loop(m, paths, n)
-        t, ts = timed(lambda: loop(m, paths, n), args.rounds)
-        res["loop"] = {"s": t, "rounds": ts, "samples_per_s": n / t}
-        print(f"{n} samples ({args.mb} MiB) in {SHARDS} shards; loop: {n / t:,.0f} samples/s", flush=True)
-        for w in args.workers:
+        systems = {"loop": lambda: loop(m, paths, n)}
+        for threads in (1, 2):
+            systems[f"threads_{threads}"] = functools.partial(
+                lambda t: fqd.run(m, x, BATCH).compute(scheduler="threads", num_workers=t), threads)
+        clients = {}
+        for w in (1, 2):
             t0 = time.perf_counter()
-            with LocalCluster(n_workers=w, threads_per_worker=1, processes=True, dashboard_address=":0",
-                              silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
-                start = time.perf_counter() - t0
-                x = fqd.from_npy(paths, rows=args.rows)
-                t0 = time.perf_counter()
-                got = fqd.run(m, x, batch_size=BATCH).compute()
-                first = time.perf_counter() - t0
-                assert np.array_equal(got, want), "the distributed outputs differ from the loop's"
-                t, ts = timed(lambda: fqd.run(m, x, batch_size=BATCH).compute(), args.rounds)
-                r = {"s": t, "rounds": ts, "samples_per_s": n / t, "tasks": x.numblocks[0], "first_run_s": first,
-                     "cluster_start_s": start}
-                # one task's cost: the same samples in blocks of one batch against blocks of --rows
-                sub = x[:min(n, 64 * BATCH)]
-                big, _ = timed(lambda: fqd.run(m, sub.rechunk(min(args.rows, len(sub))), BATCH).compute(), 3)
-                small, _ = timed(lambda: fqd.run(m, sub.rechunk(BATCH), BATCH).compute(), 3)
-                nb_big = -(-len(sub) // min(args.rows, len(sub)))
-                r["task_overhead_ms"] = 1e3 * (small - big) / (len(sub) // BATCH - nb_big)
-                res[f"dask_{w}"] = r
-                client.close()
-            print(f"dask {w} worker(s): {n / t:,.0f} samples/s ({r['tasks']} tasks, first run {first:.2f} s, "
-                  f"{r['task_overhead_ms']:.2f} ms a task, cluster start {start:.1f} s)", flush=True)
+            cluster = stack.enter_context(LocalCluster(n_workers=w, threads_per_worker=1, processes=True,
+                                                       dashboard_address=":0", silence_logs=logging.ERROR))
+            c = clients[w] = stack.enter_context(Client(cluster, set_as_default=False))
+            res[f"cluster_{w}_start_s"] = time.perf_counter() - t0
+            systems[f"workers_{w}"] = functools.partial(lambda c: c.compute(fqd.run(m, x, BATCH), sync=True), c)
+        for name, fn in systems.items():   # the first run: workers import fixq and build the model
+            res[f"{name}_first_s"] = timed(lambda: np.testing.assert_array_equal(fn(), want))
+        times = {name: [] for name in systems}
+        for _ in range(args.rounds):       # the systems take turns, so they share the machine's load
+            for name, fn in systems.items():
+                times[name].append(timed(fn))
+        for name, ts in times.items():
+            res[name] = {"s": statistics.median(ts), "rounds": ts, "samples_per_s": n / statistics.median(ts)}
+        for w, c in clients.items():
+            res[f"workers_{w}"]["task_ms"] = task_cost_ms(lambda y, c=c: c.compute(y, sync=True), x, m, args.rows)
+            res[f"workers_{w}"]["busy"] = busy_share(c, m, x, w)
+        res["threads_1"]["task_ms"] = task_cost_ms(lambda y: y.compute(scheduler="threads", num_workers=1), x, m,
+                                                   args.rows)
     res["load_after"] = os.getloadavg()[0]
-    if "dask_1" in res and "dask_2" in res:
-        res["scaling_efficiency"] = res["dask_2"]["samples_per_s"] / (2 * res["dask_1"]["samples_per_s"])
-    print()
-    print("| system | samples/s | vs loop | time (s) |")
-    print("|---|---|---|---|")
-    print(f"| Model.run loop, 1 process | {res['loop']['samples_per_s']:,.0f} | 1.00x | {res['loop']['s']:.2f} |")
-    for w in args.workers:
-        r = res[f"dask_{w}"]
-        print(f"| fixq.dask.run, {w} worker{'s' if w > 1 else ''} | {r['samples_per_s']:,.0f} | "
-              f"{r['samples_per_s'] / res['loop']['samples_per_s']:.2f}x | {r['s']:.2f} |")
-    if "scaling_efficiency" in res:
-        print(f"\nscaling efficiency at 2 workers: {100 * res['scaling_efficiency']:.0f}%; "
-              f"load average {res['load_before']:.2f} before, {res['load_after']:.2f} after")
+    res["scaling_efficiency"] = res["workers_2"]["samples_per_s"] / (2 * res["workers_1"]["samples_per_s"])
+    base = res["loop"]["samples_per_s"]
+    print(f"{n} samples ({args.mb} MiB) in {SHARDS} shards, {res['tasks']} blocks of {args.rows}; "
+          f"load average {res['load_before']:.2f} before, {res['load_after']:.2f} after\n")
+    print("| system | samples/s | vs loop | median s (rounds) | first run s | one task ms | workers busy |")
+    print("|---|---|---|---|---|---|---|")
+    for name, label in [("loop", "Model.run loop, 1 process"), ("threads_1", "fixq.dask.run, threads scheduler, 1"),
+                        ("threads_2", "fixq.dask.run, threads scheduler, 2"),
+                        ("workers_1", "fixq.dask.run, LocalCluster 1 worker"),
+                        ("workers_2", "fixq.dask.run, LocalCluster 2 workers")]:
+        r = res[name]
+        task = f"{r['task_ms']:.1f}" if "task_ms" in r else ""
+        busy = f"{100 * r['busy']:.0f}%" if "busy" in r else ""
+        print(f"| {label} | {r['samples_per_s']:,.0f} | {r['samples_per_s'] / base:.2f}x | {r['s']:.2f} "
+              f"({', '.join(f'{t:.2f}' for t in r['rounds'])}) | {res[name + '_first_s']:.2f} | {task} | {busy} |")
+    print(f"\nscaling efficiency, 2 workers against 1: {100 * res['scaling_efficiency']:.0f}%; "
+          f"cluster start {res['cluster_1_start_s']:.1f} s (1 worker), {res['cluster_2_start_s']:.1f} s (2)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(res, f, indent=1)
