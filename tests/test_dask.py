@@ -214,9 +214,10 @@ def test_cli_quantize_calib_directory(client, tmp_path, cnn):
     for name, extra in [("file", ["--calib", tmp_path / "all.npy"]), ("dir", ["--calib", shards]),
                         ("dask", ["--calib", shards, "--scheduler", client.scheduler.address])]:
         code, out = _invoke("quantize", model, "-o", tmp_path / f"{name}.npz", "--method", "entropy",
-                            "--batch-size", 64, "-q", *extra)
+                            "--bins", 512, "--batch-size", 64, "-q", *extra)
         assert code == 0, out
         outs[name] = np.load(tmp_path / f"{name}.npz")
+    assert '"bins": 512' in str(outs["dask"]["__meta__"])   # the option reached the workers' observers
     for k in outs["file"].files:
         np.testing.assert_array_equal(outs["dir"][k], outs["file"][k])
         np.testing.assert_array_equal(outs["dask"][k], outs["file"][k])
@@ -295,6 +296,7 @@ def test_cli_directory_errors(tmp_path, cnn):
         (["run", tmp_path / "q.npz", os.path.join(src, "part-000.npy"), "-o", tmp_path / "o.npy",
           "--scheduler", "local"], "directory of .npy shards"),
         (["run", tmp_path / "q.npz", os.path.join(src, "part-000.npy"), "-o", tmp_path], "is a directory"),
+        (["run", tmp_path / "q.npz", src, "-o", tmp_path / "o", "--argmax"], "--argmax needs a file INPUT"),
         (["quantize", bundled("digits_cnn.npz"), "-o", tmp_path / "d.npz", "--dynamic", "--scheduler", "local"],
          "needs --calib"),
     ]:
