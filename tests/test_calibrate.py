@@ -181,3 +181,96 @@ def test_percentile_matches_onnxruntime_collector():
     ours = obs.range()
     step = np.abs(x).max() / 2048 + obs.hist.width / 2048   # one bin of each histogram
     assert abs(float(hi) - ours[1]) <= 1.01 * step and abs(float(lo) - ours[0]) <= 1.01 * step
+
+
+def _shards(seed):
+    """Shards of batches whose ranges differ by orders of magnitude (histograms of different W), with an
+    all-zero batch and a negative-only one, so merging must re-bin."""
+    rng = np.random.default_rng(seed)
+    scales = [1.0, 7.0, 0.01, 300.0, 0.5]
+    batches = [(rng.standard_normal((int(rng.integers(1, 40)), 6)) * scales[i % 5]).astype(np.float32)
+               for i in range(12)]
+    batches.insert(3, np.zeros((5, 6), np.float32))
+    batches.insert(7, -np.abs(batches[7]))
+    cuts = sorted(rng.choice(np.arange(1, len(batches)), size=4, replace=False))
+    return [batches[a:b] for a, b in zip([0] + cuts, cuts + [len(batches)])]
+
+
+def _merge_tree(obs, rng):
+    """Merge a list of observers in order, pairing neighbours at random (any tree keeps the order)."""
+    obs = list(obs)
+    while len(obs) > 1:
+        i = int(rng.integers(0, len(obs) - 1))
+        obs[i:i + 2] = [obs[i].merge(obs[i + 1])]
+    return obs[0]
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("method,options", [
+    ("minmax", {}), ("moving_average", {"averaging_constant": 0.3}), ("per_channel_minmax", {"axis": 1}),
+    ("percentile", {}), ("percentile", {"symmetric": False, "percentile": 99.0}), ("entropy", {"bins": 1001}),
+    ("entropy", {}), ("mse", {}),
+])
+def test_merged_shards_equal_one_pass(method, options, seed):
+    import pickle
+    shards = _shards(seed)
+    one = calibrate.make(method, **options)
+    for b in (b for s in shards for b in s):
+        one.update(b)
+    parts = []
+    for s in shards:
+        o = calibrate.make(method, **options)
+        for b in s:
+            o.update(b)
+        parts.append(pickle.loads(pickle.dumps(o)))   # as Dask moves them between processes
+    merged = _merge_tree(parts, np.random.default_rng(seed))
+    lo, hi = merged.range()
+    want_lo, want_hi = one.range()
+    np.testing.assert_array_equal(lo, want_lo)
+    np.testing.assert_array_equal(hi, want_hi)
+    a, b = merged.qparams(symmetric=False), one.qparams(symmetric=False)
+    np.testing.assert_array_equal(a.scale, b.scale)
+    np.testing.assert_array_equal(a.zero_point, b.zero_point)
+    if hasattr(one, "hist"):
+        np.testing.assert_array_equal(merged.hist.pos, one.hist.pos)
+        np.testing.assert_array_equal(merged.hist.neg, one.hist.neg)
+        assert merged.hist.width == one.hist.width
+
+
+def test_merge_leaves_other_unchanged_and_empty_is_identity():
+    x = np.array([0.5, -3.0, 9.0], np.float32)
+    small = calibrate.make("entropy").update(x / 100)
+    big = calibrate.make("entropy").update(x)
+    pos = small.hist.pos.copy()
+    big.merge(small)
+    np.testing.assert_array_equal(small.hist.pos, pos)
+    assert small.hist.width == 0.125 and big.hist.width == 16.0
+    for m in calibrate.METHODS:
+        seen = calibrate.make(m).update(np.ones((2, 3), np.float32))
+        r = seen.range()
+        np.testing.assert_array_equal(seen.merge(calibrate.make(m)).range(), r)
+        np.testing.assert_array_equal(calibrate.make(m).merge(seen).range(), r)
+
+
+def test_moving_average_merge_is_in_order():
+    bs = [np.array([-1.0, 1.0], np.float32), np.array([-3.0, 2.0], np.float32), np.array([-0.5, 8.0], np.float32)]
+    a = calibrate.make("moving_average", averaging_constant=0.5).update(bs[0]).update(bs[1])
+    b = calibrate.make("moving_average", averaging_constant=0.5).update(bs[2])
+    lo, hi = a.merge(b).range()
+    assert (lo, hi) == (-2.0 + 0.5 * (-0.5 + 2.0), 1.5 + 0.5 * (8.0 - 1.5))
+
+
+@pytest.mark.parametrize("call,exc,match", [
+    (lambda: calibrate.make("minmax").merge(calibrate.make("entropy")), TypeError, "'entropy' into a 'minmax'"),
+    (lambda: calibrate.make("minmax").merge((0.0, 1.0)), TypeError, "tuple"),
+    (lambda: calibrate.make("entropy").merge(calibrate.make("entropy", bins=1024)), ValueError, "same options"),
+    (lambda: calibrate.make("percentile", percentile=99.0).merge(calibrate.make("percentile")), ValueError,
+     "percentile"),
+    (lambda: calibrate.make("mse").update(np.ones((2, 3))).merge(calibrate.make("mse").update(np.ones((2, 4)))),
+     ValueError, "shape"),
+    (lambda: calibrate.make("per_channel_minmax").update(np.ones((2, 3))).merge(
+        calibrate.make("per_channel_minmax").update(np.ones((3, 3)))), ValueError, "channel axis"),
+])
+def test_bad_merge(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()

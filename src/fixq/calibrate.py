@@ -16,7 +16,13 @@ are in docs/quantization.md:
 Histogram observers keep two count arrays of ``bins`` bins over ``[0, W]`` (one for
 x >= 0, one for x < 0, by |x|); when a batch exceeds ``W`` the range doubles by
 adding bin pairs, which re-bins exactly (see :class:`_Histogram`).
+
+Observers merge: ``a.merge(b)`` leaves ``a`` as if ``b``'s batches had followed
+``a``'s, so shards observed apart (processes, machines) and merged in order give
+the range of one pass over their batches, bit for bit.  Observers pickle (plain
+numbers and numpy arrays).
 """
+import array
 import math
 import numbers
 
@@ -36,13 +42,17 @@ def _batch(batch, shape_seen, axis=None):
     if not np.all(np.isfinite(x)):
         raise ValueError("batch contains NaN or Inf; calibration data must be finite")
     if shape_seen is not None:
-        same_tail = x.ndim == len(shape_seen) and x.shape[1:] == shape_seen[1:]
-        same_channels = axis is None or axis % x.ndim != 0 or x.shape[0] == shape_seen[0]
-        if not (same_tail and same_channels):
-            raise ValueError(f"batch has shape {x.shape} but earlier batches had shape {shape_seen}; only the "
-                             "leading (batch) dimension may change between updates"
-                             + ("" if axis is None else f" (and not when it is the channel axis {axis})"))
+        _check_shape(x.shape, shape_seen, axis, "batch", "earlier batches")
     return x
+
+
+def _check_shape(shape, shape_seen, axis, what, seen):
+    same_tail = len(shape) == len(shape_seen) and shape[1:] == shape_seen[1:]
+    same_channels = axis is None or axis % len(shape) != 0 or shape[0] == shape_seen[0]
+    if not (same_tail and same_channels):
+        raise ValueError(f"{what} has shape {shape} but {seen} had shape {shape_seen}; only the "
+                         "leading (batch) dimension may change between updates"
+                         + ("" if axis is None else f" (and not when it is the channel axis {axis})"))
 
 
 def _number(v, name, lo, hi, lo_open=False, integer=False):
@@ -56,9 +66,10 @@ def _number(v, name, lo, hi, lo_open=False, integer=False):
 
 
 class Observer:
-    """Common part: ``update``, ``range``, ``qparams``."""
+    """Common part: ``update``, ``merge``, ``range``, ``qparams``."""
     method = None
     axis = None
+    options = ()   # the names of the constructor's options; merged observers must agree on them
 
     def __init__(self):
         self._shape = None
@@ -72,6 +83,32 @@ class Observer:
         self._observe(x)
         self._shape = x.shape
         return self
+
+    def merge(self, other):
+        """Add what observer `other` saw, as if its batches had come after this observer's own.
+
+        `other` must come from ``make`` with the same method and options.  Observing shards apart
+        and merging them in shard order gives the range of one pass over all their batches in that
+        order, bit for bit (for ``moving_average`` the order matters; for the others it does not).
+        `other` is left as it was."""
+        if type(other) is not type(self):
+            what = repr(other.method) if isinstance(other, Observer) else type(other).__name__
+            raise TypeError(f"cannot merge {what} into a {self.method!r} observer; "
+                            "both must come from make() with the same method")
+        mine, theirs = self._option_values(), other._option_values()
+        if mine != theirs:
+            raise ValueError(f"cannot merge a {self.method} observer with options {theirs} into one with {mine}; "
+                             "make both with the same options")
+        if other._shape is None:
+            return self
+        if self._shape is not None:
+            _check_shape(other._shape, self._shape, self.axis, "the merged observer's data", "this observer's")
+        self._merge(other)
+        self._shape = other._shape
+        return self
+
+    def _option_values(self):
+        return {name: getattr(self, name) for name in self.options}
 
     def range(self):
         """``(min, max)`` as Python floats (per-channel: float64 arrays)."""
@@ -98,39 +135,55 @@ class MinMax(Observer):
         self._lo = self._hi = None
 
     def _observe(self, x):
-        lo, hi = float(x.min()), float(x.max())
+        self._extend(float(x.min()), float(x.max()))
+
+    def _extend(self, lo, hi):
         self._lo = lo if self._lo is None else min(self._lo, lo)
         self._hi = hi if self._hi is None else max(self._hi, hi)
+
+    def _merge(self, other):
+        self._extend(other._lo, other._hi)
 
     def _range(self):
         return self._lo, self._hi
 
 
 class MovingAverage(Observer):
-    """torch MovingAverageMinMaxObserver: the first batch sets min/max, then ``v += c * (v_batch - v)``."""
+    """torch MovingAverageMinMaxObserver: the first batch sets min/max, then ``v += c * (v_batch - v)``.
+
+    Each batch's min and max are kept (16 bytes a batch) and the average is run over them when the
+    range is asked for: merging appends the other observer's batches, so the average over shards
+    merged in order is the one a single pass over their batches computes, bit for bit."""
     method = "moving_average"
+    options = ("averaging_constant",)
 
     def __init__(self, averaging_constant=0.01):
         super().__init__()
         self.averaging_constant = _number(averaging_constant, "averaging_constant", 0.0, 1.0, lo_open=True)
-        self._lo = self._hi = None
+        self._lows = array.array("d")
+        self._highs = array.array("d")
 
     def _observe(self, x):
-        lo, hi = float(x.min()), float(x.max())
-        if self._lo is None:
-            self._lo, self._hi = lo, hi
-        else:
-            c = self.averaging_constant
-            self._lo += c * (lo - self._lo)
-            self._hi += c * (hi - self._hi)
+        self._lows.append(float(x.min()))
+        self._highs.append(float(x.max()))
+
+    def _merge(self, other):
+        self._lows.extend(other._lows)
+        self._highs.extend(other._highs)
 
     def _range(self):
-        return self._lo, self._hi
+        c = self.averaging_constant
+        lo, hi = self._lows[0], self._highs[0]
+        for i in range(1, len(self._lows)):
+            lo += c * (self._lows[i] - lo)
+            hi += c * (self._highs[i] - hi)
+        return lo, hi
 
 
 class PerChannelMinMax(Observer):
     """torch PerChannelMinMaxObserver: min/max over every axis but ``axis``."""
     method = "per_channel_minmax"
+    options = ("axis",)
 
     def __init__(self, axis=0):
         super().__init__()
@@ -142,11 +195,15 @@ class PerChannelMinMax(Observer):
     def _observe(self, x):
         ax = self.axis % x.ndim
         others = tuple(i for i in range(x.ndim) if i != ax)
-        lo = x.min(axis=others).astype(np.float64)
-        hi = x.max(axis=others).astype(np.float64)
-        self._lo = lo if self._lo is None else np.minimum(self._lo, lo)
-        self._hi = hi if self._hi is None else np.maximum(self._hi, hi)
-        self._ndim = x.ndim
+        self._extend(x.min(axis=others).astype(np.float64), x.max(axis=others).astype(np.float64), x.ndim)
+
+    def _extend(self, lo, hi, ndim):
+        self._lo = lo.copy() if self._lo is None else np.minimum(self._lo, lo)
+        self._hi = hi.copy() if self._hi is None else np.maximum(self._hi, hi)
+        self._ndim = ndim
+
+    def _merge(self, other):
+        self._extend(other._lo, other._hi, other._ndim)
 
     def _range(self):
         return self._lo.copy(), self._hi.copy()
@@ -160,14 +217,16 @@ class _Histogram:
 
     Bin ``j`` holds ``j*W/bins < |x| <= (j+1)*W/bins`` (bin 0 also holds 0), i.e.
     ``j = max(ceil(|x| * bins / W) - 1, 0)``, and ``W`` is the smallest power of
-    two >= max|x|.  For float32 data ``|x| * bins`` is exact in float64 and
-    ``/ W`` is a power-of-two scaling, so every index is exact.  When a batch
-    exceeds ``W``, ``W`` doubles and bin pairs ``(2j, 2j+1)`` merge into ``j``;
-    since ``ceil(ceil(y) / 2) == ceil(y / 2)`` that puts every value where a
-    histogram built directly over ``2W`` would.  So the counts depend only on
-    the values seen, not on how they were split into batches or in what order,
-    and memory stays ``2 * bins`` counts.  The data occupies between half and
-    all of the bins.
+    two >= max|x|.  ``|x| * bins`` is rounded once (exactly for float32 data) and
+    dividing by the power of two ``W`` is exact, so the quotient over ``2W`` is
+    exactly half the quotient over ``W``.  When a batch exceeds ``W``, ``W`` doubles and bin pairs
+    ``(2j, 2j+1)`` merge into ``j``; since ``ceil(ceil(y) / 2) == ceil(y / 2)``
+    that puts every value where a histogram built directly over ``2W`` would.
+    So the counts depend only on the values seen, not on how they were split
+    into batches or in what order, and two histograms merge exactly: the one
+    with the smaller ``W`` doubles up to the other's, then the counts add.
+    Memory stays ``2 * bins`` counts; the data occupies between half and all of
+    the bins.
     """
 
     def __init__(self, bins):
@@ -177,30 +236,50 @@ class _Histogram:
         self.width = 0.0                      # W; 0 until a nonzero value is seen
         self.lo = self.hi = None              # observed min and max
 
-    def add(self, x):
-        a = np.abs(x.astype(np.float64, copy=False)).reshape(-1)
-        neg = x.reshape(-1) < 0
-        amax = float(a.max())
-        lo, hi = float(x.min()), float(x.max())
-        self.lo = lo if self.lo is None else min(self.lo, lo)
-        self.hi = hi if self.hi is None else max(self.hi, hi)
-        if self.width == 0.0 and amax > 0.0:
-            m, e = math.frexp(amax)
-            self.width = math.ldexp(1.0, e - 1 if m == 0.5 else e)
-        while amax > self.width:
+    def _widen(self, width):
+        """Re-bin onto ``[0, width]`` (a power of two >= W)."""
+        if self.width == 0.0:   # only zeros so far: they belong to bin 0 whatever W becomes
+            self.width = width
+        while self.width < width:
             for h in (self.pos, self.neg):
                 merged = h[0::2].copy()
                 merged[:h.shape[0] // 2] += h[1::2]
                 h[:] = 0
                 h[:merged.shape[0]] = merged
             self.width *= 2.0
-        if self.width == 0.0:   # only zeros so far: they belong to bin 0 whatever W becomes
+
+    def _extend(self, lo, hi):
+        self.lo = lo if self.lo is None else min(self.lo, lo)
+        self.hi = hi if self.hi is None else max(self.hi, hi)
+
+    def add(self, x):
+        a = np.abs(x.astype(np.float64, copy=False)).reshape(-1)
+        neg = x.reshape(-1) < 0
+        amax = float(a.max())
+        self._extend(float(x.min()), float(x.max()))
+        if amax > self.width:
+            m, e = math.frexp(amax)
+            self._widen(math.ldexp(1.0, e - 1 if m == 0.5 else e))
+        if self.width == 0.0:
             self.pos[0] += a.shape[0]
             return
         idx = np.maximum(np.ceil(a * self.bins / self.width).astype(np.int64) - 1, 0)
         np.minimum(idx, self.bins - 1, out=idx)   # float64 data beyond float32 precision may round up at W
         self.pos += np.bincount(idx[~neg], minlength=self.bins)
         self.neg += np.bincount(idx[neg], minlength=self.bins)
+
+    def merge(self, other):
+        self._extend(other.lo, other.hi)
+        pos, neg = other.pos, other.neg
+        if other.width < self.width:
+            o = _Histogram(self.bins)
+            o.pos, o.neg, o.width = pos.copy(), neg.copy(), other.width
+            o._widen(self.width)
+            pos, neg = o.pos, o.neg
+        elif other.width > self.width:
+            self._widen(other.width)
+        self.pos += pos
+        self.neg += neg
 
     def edges(self):
         return np.arange(self.bins + 1, dtype=np.float64) * (self.width / self.bins)
@@ -221,6 +300,9 @@ class _HistogramObserver(Observer):
     def _observe(self, x):
         self.hist.add(x)
 
+    def _merge(self, other):
+        self.hist.merge(other.hist)
+
     def _symmetric(self, t):
         """``[-t, t]`` clipped to the observed [min, max] (ORT calibrate.py does the same)."""
         h = self.hist
@@ -237,6 +319,7 @@ class Percentile(_HistogramObserver):
     bin's lower edge, one bin width less.
     """
     method = "percentile"
+    options = ("percentile", "symmetric", "bins")
 
     def __init__(self, percentile=99.99, symmetric=True, bins=2048):
         super().__init__(bins)
@@ -328,6 +411,7 @@ class Entropy(_HistogramObserver):
     pytorch-quantization: a histogram of |x|, ``num_quantized_bins`` levels, candidates from
     ``start_bin`` up; the range is ``[-T, T]`` clipped to the observed [min, max]."""
     method = "entropy"
+    options = ("bins", "num_quantized_bins", "start_bin", "stride")
 
     def __init__(self, bins=2048, num_quantized_bins=128, start_bin=128, stride=1):
         super().__init__(bins)
@@ -347,6 +431,7 @@ class MSE(_HistogramObserver):
     """pytorch-quantization MSE calibration on the |x| histogram; range ``[-T, T]`` clipped to
     the observed [min, max]."""
     method = "mse"
+    options = ("bins", "num_bits", "unsigned", "start_bin", "stride")
 
     def __init__(self, bins=2048, num_bits=8, unsigned=False, start_bin=128, stride=1):
         super().__init__(bins)

@@ -11,6 +11,7 @@ from ._classes import ClassIds, classes, describe
 from ._common import (CliError, atomic_output, batches, check_output, echo_json, load_array, one_line_errors,
                       progressbar)
 from ._outputs import WRITERS, check_layout, output_format, shape_text
+from ._shards import SCHEDULER, dask_ranges, load_samples, run_shards
 from .. import calibrate, graph as G, layout as L
 from ..archive import WEIGHT_TYPES, load_float_model
 from ..engine import Model
@@ -127,7 +128,8 @@ def method_options(method, calibrating, **given):
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False),
               help="Quantized archive to write (fixq.qmodel/1 .npz).")
-@click.option("--calib", help="Calibration inputs: FILE.npy (memory-mapped) or FILE.npz[:KEY].")
+@click.option("--calib", help="Calibration inputs: FILE.npy (memory-mapped), FILE.npz[:KEY] or a directory of "
+                                "FILE.npy shards (taken in name order).")
 @click.option("--method", type=click.Choice(METHODS), default="minmax", show_default=True,
               help="Activation calibration method.")
 @click.option("--percentile", type=float,
@@ -150,11 +152,12 @@ def method_options(method, calibrating, **given):
 @click.option("--graph", "graph_path", type=click.Path(dir_okay=False), help="Graph JSON (overrides __graph__).")
 @click.option("--activation", type=click.Choice(G.ACTIVATIONS), default=None,
               help="Activation between layers of an inferred MLP (no graph).")
+@SCHEDULER
 @FORCE
 @QUIET
 @one_line_errors
 def quantize(model, output, calib, method, percentile, bins, averaging_constant, per_channel, weights, activations,
-             dynamic, rounding, target, batch_size, graph_path, activation, force, quiet):
+             dynamic, rounding, target, batch_size, graph_path, activation, scheduler, force, quiet):
     """Quantize a float MODEL.npz to an int8 archive."""
     check_output(output, [model, calib, graph_path], force)
     if dynamic and calib is not None:
@@ -165,12 +168,18 @@ def quantize(model, output, calib, method, percentile, bins, averaging_constant,
                              averaging_constant=averaging_constant)
     if not dynamic and weights != "fp16" and calib is None:
         raise CliError("static quantization needs --calib DATA.npy (or pass --dynamic)")
+    if scheduler is not None and calib is None:
+        raise CliError("--scheduler runs the calibration: it needs --calib (a directory of .npy shards)")
     g, inferred = load_float_model(model, graph=graph_path, activation=activation)
     if calib is None:
         q = quantize_model(g, dynamic=dynamic, per_channel=per_channel, weights=weights, activations=activations,
                            rounding=rounding, target=target)
+    elif scheduler is not None:
+        ranges = dask_ranges(g, calib, scheduler, method, options, weights, batch_size)
+        q = quantize_model(g, ranges=ranges, method=method, method_options=options, per_channel=per_channel,
+                           weights=weights, activations=activations, rounding=rounding, target=target)
     else:
-        x = load_array(calib, "--calib")
+        x = load_samples(calib, "--calib")
         with progressbar(len(x), "calibrating", quiet) as bar:
             q = quantize_model(g, batches(x, batch_size, bar), method=method, method_options=options,
                                per_channel=per_channel, weights=weights, activations=activations,
@@ -191,10 +200,10 @@ def quantize(model, output, calib, method, percentile, bins, averaging_constant,
 @cli.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.argument("input", type=str)
-@click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False),
+@click.option("-o", "--output", "output", required=True, type=click.Path(),
               help="Predictions to write, in the format of its suffix: .npy (one output), .npz (one array per "
                    "output name), .csv (one output: a header row, then a row per sample), .json (an object "
-                   "keyed by output name).")
+                   "keyed by output name); for a directory INPUT, a directory (one .npy or .npz per shard).")
 @click.option("--argmax", is_flag=True,
               help="Class ids instead of scores: the argmax of several columns; one column: class 1 where a "
                    "probability is > 0.5 or a logit > 0 (the rule used is printed).")
@@ -203,15 +212,27 @@ def quantize(model, output, calib, method, percentile, bins, averaging_constant,
 @click.option("--raw", is_flag=True, help="Write the int8/uint8 outputs instead of dequantized floats.")
 @click.option("--target", type=click.Choice(TARGETS), default=None,
               help="Requantize exactly as this runtime does (docs/conformance.md).")
+@SCHEDULER
 @FORCE
 @QUIET
 @one_line_errors
-def run(model, input, output, argmax, batch_size, threads, raw, target, force, quiet):
+def run(model, input, output, argmax, batch_size, threads, raw, target, scheduler, force, quiet):
     """Run a quantized MODEL on INPUT in batches.
 
-    INPUT is FILE.npy (memory-mapped) or FILE.npz[:KEY]."""
+    INPUT is FILE.npy (memory-mapped) or FILE.npz[:KEY], or a directory of FILE.npy shards: then -o is a
+    directory that gets one output per shard, named as the shard, and a rerun runs only the shards whose
+    output is missing (--force: all)."""
     if raw and argmax:
         raise CliError("--argmax gives class ids from the dequantized scores; drop --raw")
+    if os.path.isdir(input):
+        if argmax:
+            raise CliError("--argmax needs a file INPUT; a directory INPUT writes each shard's scores (.npy)")
+        return run_shards(Model.load(model, target=target), input, output, batch_size, threads, raw, scheduler,
+                          force, quiet)
+    if scheduler is not None:
+        raise CliError("--scheduler runs a directory of .npy shards; INPUT is not a directory")
+    if os.path.isdir(output):
+        raise CliError(f"{output}: is a directory; give a file, or a directory of .npy shards as INPUT")
     fmt = output_format(output)
     check_output(output, [model, input], force)
     m = Model.load(model, target=target)

@@ -7,6 +7,7 @@ left to run time (dynamic mode); every requantization's multiplier/shift/scale i
 The result is a :class:`fixq.Model` ready to run or save (docs/engine.md).
 """
 import copy
+import math
 
 import numpy as np
 
@@ -19,7 +20,8 @@ from ..engine import Model
 from ..lowbit import binarize, pack_fp16, ternarize
 from ..qparams import choose_qparams, quantize_bias, tensor_qparams
 
-__all__ = ["METHODS", "quantize_model", "observe_ranges", "plan_steps"]
+__all__ = ["METHODS", "quantize_model", "observers", "observe_ranges", "plan_steps", "calibrated_tensors",
+           "lowbit_weights", "calibration_graph"]
 
 # Steps whose output gets its own calibrated scale and zero point (a requantization); the others
 # (pools, flatten, standalone relu/relu6) keep their input's, as TFLite requires of int8 pools.
@@ -89,8 +91,52 @@ def _requant_params(real):
     return m.astype(np.int32), s.astype(np.int32), real.astype(np.float32)
 
 
-def observe_ranges(g, batches, method="minmax", tensors=None, progress=None, **options):
-    """Observed (min, max) of each float tensor in `tensors` over an iterable of input `batches`."""
+def calibrated_tensors(g):
+    """The float tensors whose ranges static quantization observes: the input and every requantized output."""
+    return [g.input] + [s["output"] for s in plan_steps(g) if s["op"] in REQUANTIZED]
+
+
+def lowbit_weights(g, weights):
+    """The ternary or binary codes of each weighted layer (``weights`` "ternary"/"binary"), else {}."""
+    if weights not in LOWBIT_KEY:
+        return {}
+    make = ternarize if weights == "ternary" else binarize
+    return {name: make(g.weights[wk].reshape(g.weights[wk].shape[0], -1)) for name, (wk, _) in _weight_keys(g).items()}
+
+
+def calibration_graph(g, lowbit):
+    """The float graph to calibrate on: `g`, or with :func:`lowbit_weights` `lowbit` the network those
+    ternary/binary weights approximate (they change the activations)."""
+    if not lowbit:
+        return g
+    wkeys = _weight_keys(g)
+    g_cal = copy.copy(g)
+    g_cal.weights = dict(g.weights, **{wkeys[n][0]: lw.dequantize().reshape(g.weights[wkeys[n][0]].shape)
+                                       for n, lw in lowbit.items()})
+    return g_cal
+
+
+def _given_ranges(ranges, tensors):
+    """`ranges` checked: a finite (min, max) with min <= max for every tensor in `tensors`."""
+    missing = [t for t in tensors if t not in ranges]
+    if missing:
+        raise ValueError(f"ranges= has no (min, max) for tensor(s) {missing}; it needs every tensor of "
+                         "calibrated_tensors(g) (fixq.dask.calibrate and observe_ranges give them)")
+    out = {}
+    for t in tensors:
+        try:
+            lo, hi = (float(v) for v in ranges[t])
+        except (TypeError, ValueError):
+            raise TypeError(f"ranges[{t!r}] must be a (min, max) pair of numbers, got {ranges[t]!r}") from None
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+            raise ValueError(f"ranges[{t!r}] = ({lo!r}, {hi!r}) must be finite with min <= max")
+        out[t] = (lo, hi)
+    return out
+
+
+def observers(g, batches, method="minmax", tensors=None, progress=None, **options):
+    """One observer (``fixq.calibrate.make(method, **options)``) per float tensor in `tensors`, fed with the
+    float run of each of an iterable of input `batches`; observers of parts of the data merge exactly."""
     obs = {t: calibrators.make(method, **options) for t in tensors}
     n = 0
     for b in batches:
@@ -102,11 +148,17 @@ def observe_ranges(g, batches, method="minmax", tensors=None, progress=None, **o
             progress(len(b))
     if n == 0:
         raise ValueError("calibration data is empty: give at least one sample")
+    return obs
+
+
+def observe_ranges(g, batches, method="minmax", tensors=None, progress=None, **options):
+    """Observed (min, max) of each float tensor in `tensors` over an iterable of input `batches`."""
+    obs = observers(g, batches, method, tensors, progress, **options)
     return {t: tuple(float(v) for v in o.range()) for t, o in obs.items()}
 
 
 def quantize_model(g, calib=None, *, method="minmax", per_channel=True, weights="int8", activations="int8",
-                   dynamic=False, rounding="double", progress=None, method_options=None, target=None):
+                   dynamic=False, rounding="double", progress=None, method_options=None, target=None, ranges=None):
     """A :class:`Model` from the validated float graph `g` (see :func:`fixq.archive.load_float_model`).
 
     `calib` is an iterable of float input batches (NCHW, as the model takes them); static mode needs it,
@@ -116,7 +168,10 @@ def quantize_model(g, calib=None, *, method="minmax", per_channel=True, weights=
     (fixq.ternarize) or ``"binary"`` (fixq.binarize), whose {-1, 0, +1} codes run through the same int8
     path with alpha as the per-channel weight scale; or ``"fp16"``: float16 weights, float32
     activations (weight-only compression, fixq.fp16_linear), no calibration.  `target`: a runtime whose
-    requantization the model emulates by default when run (``fixq.targets``, docs/conformance.md)."""
+    requantization the model emulates by default when run (``fixq.targets``, docs/conformance.md).
+    `ranges`, instead of `calib`: the (min, max) of every tensor of :func:`calibrated_tensors`, observed
+    elsewhere (``fixq.dask.calibrate`` over a cluster, calibration graph :func:`calibration_graph`); `method`
+    and `method_options` then only record how they were observed."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
     if weights not in WEIGHT_TYPES:
@@ -127,28 +182,25 @@ def quantize_model(g, calib=None, *, method="minmax", per_channel=True, weights=
     if target is not None:
         targets.target_arg(target)
     if weights == "fp16":
-        dynamic, calib = False, None
+        dynamic, calib, ranges = False, None, None
     float_acts = dynamic or weights == "fp16"
     act_dt = ACT_TYPES[activations]
     steps = plan_steps(g)
     arrays = {}
     wkeys = _weight_keys(g)
     tensors = {}
-    lowbit = {}
-    if weights in LOWBIT_KEY:
-        make = ternarize if weights == "ternary" else binarize
-        lowbit = {name: make(g.weights[wk].reshape(g.weights[wk].shape[0], -1)) for name, (wk, _) in wkeys.items()}
+    lowbit = lowbit_weights(g, weights)
     if not float_acts:
-        if calib is None:
-            raise ValueError("static quantization needs calibration data (calib=); or use dynamic=True")
-        observed = [g.input] + [s["output"] for s in steps if s["op"] in REQUANTIZED]
-        # Ternary/binary weights change the activations: calibrate the network they approximate.
-        g_cal = g
-        if lowbit:
-            g_cal = copy.copy(g)
-            g_cal.weights = dict(g.weights, **{wkeys[n][0]: lw.dequantize().reshape(g.weights[wkeys[n][0]].shape)
-                                               for n, lw in lowbit.items()})
-        ranges = observe_ranges(g_cal, calib, method, observed, progress, **(method_options or {}))
+        observed = calibrated_tensors(g)
+        if ranges is not None:
+            if calib is not None:
+                raise ValueError("give calib= (batches to observe) or ranges= (observed ranges), not both")
+            ranges = _given_ranges(ranges, observed)
+        elif calib is None:
+            raise ValueError("static quantization needs calibration data (calib=) or ranges=; or use dynamic=True")
+        else:
+            ranges = observe_ranges(calibration_graph(g, lowbit), calib, method, observed, progress,
+                                    **(method_options or {}))
         qp = {t: tensor_qparams(*ranges[t], act_dt) for t in observed}
         for s in steps:  # pass-through steps keep their input's quantization
             if s["output"] not in qp:
