@@ -14,7 +14,8 @@ int32_t fixq_rounding_divide_by_pot(int32_t x, int exponent) {
 
 /* tensorflow/lite/kernels/internal/quantization_util.cc QuantizeMultiplier:
  * frexp, round half away from zero (std::round), the 2^31 correction, and
- * multipliers below 2^-31 flushed to zero. */
+ * frexp exponents below -31 flushed to zero: reals below 2^-32, except those
+ * in [2^-32 - 2^-64, 2^-32) that round up to (2^30, -31). */
 fixq_status fixq_quantize_multiplier(double real, int32_t *multiplier, int *shift) {
   if (!(real >= 0.0) || isinf(real) || multiplier == NULL || shift == NULL)
     return FIXQ_ERR_INVALID_ARGUMENT;

@@ -4,9 +4,17 @@
  * Every entry point is reentrant, never aborts and never prints: it returns a
  * fixq_status.  Integer results are defined by the scalar code (the contract,
  * docs/arithmetic.md); SIMD paths are bit-identical to it.  Call fixq_init()
- * once before anything else (the Python module does it at import); after it
- * the library holds no mutable state, so any thread may call any entry point
- * (fixq_select_isa, a test hook, is the one exception).
+ * once before anything else (the Python module does it at import).
+ *
+ * State: the library keeps two things.  The selected CPU path, written by
+ * fixq_init and fixq_select_isa (a test hook), neither of which may race with
+ * kernel calls.  And the worker pool behind fixq_qgemm's threads > 1, safe to
+ * use from any number of threads: workers started on first use and kept for
+ * the life of the process; one call at a time runs on them (a mutex, taken
+ * with trylock), and a call that finds them busy runs on threads of its own,
+ * so concurrent calls never wait for each other; a fork() child starts with
+ * no workers and makes new ones.  Nothing else is written: any thread may
+ * call any entry point, on its own arguments.
  *
  * Sizes: no object is larger than PTRDIFF_MAX bytes, so every size argument,
  * and every product or sum of them an entry point forms (element and byte
@@ -78,7 +86,9 @@ fixq_status fixq_select_isa(fixq_isa isa);
 /* ---- fixed-point primitives (scalar, the contract) ------------------------- */
 int32_t fixq_srdhm(int32_t a, int32_t b);                    /* SaturatingRoundingDoublingHighMul */
 int32_t fixq_rounding_divide_by_pot(int32_t x, int exponent); /* 0 <= exponent <= 31 */
-/* TFLite QuantizeMultiplier: real >= 0, finite.  real ~ m * 2^(shift-31). */
+/* TFLite QuantizeMultiplier: real >= 0, finite.  real ~ m * 2^(shift-31).
+ * Reals below 2^-32 flush to (0, 0), but those in [2^-32 - 2^-64, 2^-32),
+ * which round up to (2^30, -31). */
 fixq_status fixq_quantize_multiplier(double real, int32_t *multiplier, int *shift);
 /* rounding DOUBLE or SINGLE; 0 <= m <= INT32_MAX, -31 <= shift <= 30. */
 int32_t fixq_multiply_by_quantized_multiplier(int32_t x, int32_t m, int shift, fixq_rounding rounding);
@@ -92,7 +102,8 @@ typedef struct {
   const int32_t *multiplier; /* DOUBLE/SINGLE: [channels], 0..INT32_MAX */
   const int32_t *shift;      /* DOUBLE/SINGLE: [channels], -31..30 */
   const float *scale;        /* FP32: [channels], finite, > 0 */
-  const int32_t *zero_point; /* [channels], inside [qmin, qmax] */
+  const int32_t *zero_point; /* [channels], inside the output dtype (0 for int32 output); it is
+                                added before the clamp, so it may lie outside [qmin, qmax] */
   int32_t qmin, qmax;        /* clamp, inside the output dtype */
 } fixq_requant;
 
@@ -108,7 +119,7 @@ fixq_status fixq_quantize_f32(const float *x, void *y, fixq_dtype y_dtype, size_
 fixq_status fixq_dequantize(const void *q, fixq_dtype q_dtype, float *y, size_t rows, size_t channels,
                             size_t inner, const float *scale, const int32_t *zero_point);
 
-/* ---- matmul (issue 3) ------------------------------------------------------
+/* ---- matmul --------------------------------------------------------------
  * y[m][n] = out_stage(acc[m][n]),
  * acc[m][n] = sum_k (a[m][k] - a_zp) * (b[k][n] - b_zp[n]) + bias[n]   (exact int32)
  * with a, b int8 or uint8.  B is packed once (fixq_pack_b) into fixq_packed_b;
@@ -172,12 +183,13 @@ fixq_status fixq_packed_b_finish(fixq_packed_b *pb);
  * Before any work: FIXQ_ERR_OVERFLOW unless every acc, bounded by
  * bias[n] +- max|a - a_zp| * col_abs[n], fits in int32.  Inside, sums wrap
  * modulo 2^32, so the result is exact.  threads >= 1 splits the work over
- * that many threads (pthreads, created per call; fewer when the product is small). */
+ * that many threads: the calling one and threads - 1 workers of the kept pool
+ * (State, above; fewer when the product is small). */
 fixq_status fixq_qgemm(size_t m, const void *a, fixq_dtype a_dtype, size_t lda, int32_t a_zero_point,
                        const fixq_packed_b *b, const int32_t *bias, const fixq_requant *p,
                        size_t p_channels, void *y, fixq_dtype y_dtype, size_t ldy, int threads);
 
-/* ---- elementwise (issue 4) ------------------------------------------------- */
+/* ---- elementwise --------------------------------------------------------- */
 /* Quantized int8/uint8 add and multiply (TFLite int8 ADD / MUL, or float32),
  * docs/arithmetic.md "Elementwise add and mul".  Fill a fixq_eltwise once with
  * fixq_eltwise_init (it derives the multipliers from the scales), then call
@@ -242,7 +254,7 @@ fixq_status fixq_eltwise_nd(const fixq_eltwise *p, size_t ndim, const size_t *sh
 fixq_status fixq_requantize_q8(const void *x, fixq_dtype x_dtype, int32_t x_zero_point, void *y,
                                fixq_dtype y_dtype, size_t n, const fixq_requant *p);
 
-/* ---- low-bit weights (issue 5) ---------------------------------------------
+/* ---- low-bit weights -----------------------------------------------------
  * fp16 weights: w[n][k] as IEEE binary16 bits, packed by fixq_f16_pack into
  * ceil(n/16) panels; panel p is [k][16] and holds columns 16p..16p+15 (zero
  * padded).  fixq_f16_linear computes y[m][n] = sum_k x[m][k] * w[n][k]
