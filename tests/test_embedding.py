@@ -120,7 +120,7 @@ def libfixq(tmp_path_factory):
     return build / "libfixq.a"
 
 
-def test_static_library_has_no_mutable_state_and_never_prints(libfixq):
+def test_static_library_writes_only_the_isa_and_the_pool_and_never_prints(libfixq):
     """After fixq_init nothing is written but the selected path (fixq__isa) and the worker pool of
     threads > 1 (parallel.c: pool, pool_once); no stdio, no abort."""
     if shutil.which("objdump") is None:
