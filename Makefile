@@ -1,4 +1,5 @@
-# The C core as a static library, without Python:  make lib  ->  build/libfixq.a
+# The C core as a static library, without Python:  make -j$(nproc) lib  ->  build/libfixq.a
+# (every object is its own target: -j compiles them in parallel).
 # Same sources, flags and macros as setup.py: a file named <name>__avx2.c gets
 # the AVX2 flags alone, <name>__avx512vnni.c the AVX-512 ones (x86 only);
 # everything else the baseline flags.  Link a

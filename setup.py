@@ -11,6 +11,7 @@ FIXQ_DEBUG=1 turns on Cython bounds/wraparound checks and builds with -O0 -g.
 import glob
 import os
 import platform
+from concurrent.futures import ThreadPoolExecutor
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
@@ -43,17 +44,48 @@ def c_sources():
     return out
 
 
+def cpu_count():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 class BuildExt(build_ext):
-    """Adds each ISA file's own flags on top of the common ones."""
+    """Compiles the C files in parallel, each ISA file with its own flags on top of the common ones.
+
+    ``build_ext -j N`` (``--parallel N``) sets the number of compiler processes; by default, one per
+    CPU this process may run on.  Files start in the order of the sources, the slowest to compile
+    (Cython's _core.c) first."""
 
     def build_extensions(self):
-        compile_one = self.compiler._compile
+        compiler = self.compiler
+        compile_one, compile_all = compiler._compile, compiler.compile
+        jobs = self.parallel if type(self.parallel) is int and self.parallel > 0 else cpu_count()
 
-        def _compile(obj, src, ext, cc_args, extra_postargs, pp_opts):
+        def compile_parallel(*args, **kwargs):
+            todo = []
+            # CCompiler.compile's setup (object names, output directories), with each file queued
+            compiler._compile = lambda obj, src, *rest: todo.append((obj, src) + rest)
+            try:
+                objects = compile_all(*args, **kwargs)
+            finally:
+                compiler._compile = compile_one
+            with ThreadPoolExecutor(jobs) as pool:
+                running = [pool.submit(compile_with_isa_flags, *job) for job in todo]
+                try:
+                    for done in running:
+                        done.result()
+                except BaseException:  # the first CompileError: start no more files
+                    pool.shutdown(cancel_futures=True)
+                    raise
+            return objects
+
+        def compile_with_isa_flags(obj, src, ext, cc_args, extra_postargs, pp_opts):
             extra = list(extra_postargs) + ISA_FLAGS.get(isa_of(src), [])
             compile_one(obj, src, ext, cc_args, extra, pp_opts)
 
-        self.compiler._compile = _compile
+        compiler.compile = compile_parallel
         super().build_extensions()
 
 

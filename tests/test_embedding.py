@@ -120,7 +120,7 @@ def libfixq(tmp_path_factory):
     return build / "libfixq.a"
 
 
-def test_static_library_has_no_mutable_state_and_never_prints(libfixq):
+def test_static_library_writes_only_the_isa_and_the_pool_and_never_prints(libfixq):
     """After fixq_init nothing is written but the selected path (fixq__isa) and the worker pool of
     threads > 1 (parallel.c: pool, pool_once); no stdio, no abort."""
     if shutil.which("objdump") is None:
@@ -158,6 +158,19 @@ def test_c_program_linked_against_static_library(workdir, libfixq):
         np.testing.assert_array_equal(np.array(out[1].split(), np.int8), want_a.reshape(-1))
         np.testing.assert_array_equal(np.array(out[2].split(), np.int8), want_y.reshape(-1))
         np.testing.assert_array_equal(np.array(out[3].split(), np.int8), want_z.reshape(-1))
+
+
+def test_c_api_limits(libfixq, tmp_path):
+    """tests/c/api_limits.c against the static library, on every CPU path: each size of each entry
+    point at SIZE_MAX and SIZE_MAX / 2 + 1 (a negative int), and sizes whose products overflow, get
+    FIXQ_ERR_INVALID_ARGUMENT and no crash (each call in a child process); the quantize_multiplier
+    flush threshold, requant's zero point range and eltwise_nd's ndim, as fixq.h states them."""
+    exe = tmp_path / "api_limits"
+    run([CC, "-O1", "-Wall", "-Wextra", "-Werror", str(ROOT / "tests" / "c" / "api_limits.c"), "-I",
+         fixq.get_include(), str(libfixq), "-lm", "-lpthread", "-o", str(exe)], tmp_path)
+    for isa in fixq.cpu_info()["supported"]:
+        out = run([str(exe)], tmp_path, env=dict(os.environ, FIXQ_ISA=isa))
+        assert out.startswith("ok: ") and out.rstrip().endswith(f"({isa})"), out
 
 
 # ---- 2. and 3. extensions through the capsule ------------------------------------------------

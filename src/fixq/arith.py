@@ -36,8 +36,9 @@ def quantize_multiplier(real):
     """TFLite QuantizeMultiplier: ``real ~= multiplier * 2**(shift - 31)``.
 
     Returns ``(multiplier, shift)``: Python ints for a scalar, int32 arrays for
-    an array.  ``shift > 0`` is a left shift.  Multipliers below 2**-31 flush
-    to ``(0, 0)``.
+    an array.  ``shift > 0`` is a left shift.  Multipliers below 2**-32 flush
+    to ``(0, 0)``, but those in ``[2**-32 - 2**-64, 2**-32)``, which round up
+    to ``(2**30, -31)``.
     """
     scalar = np.ndim(real) == 0
     r = np.asarray(real)

@@ -14,7 +14,8 @@ int32_t fixq_rounding_divide_by_pot(int32_t x, int exponent) {
 
 /* tensorflow/lite/kernels/internal/quantization_util.cc QuantizeMultiplier:
  * frexp, round half away from zero (std::round), the 2^31 correction, and
- * multipliers below 2^-31 flushed to zero. */
+ * frexp exponents below -31 flushed to zero: reals below 2^-32, except those
+ * in [2^-32 - 2^-64, 2^-32) that round up to (2^30, -31). */
 fixq_status fixq_quantize_multiplier(double real, int32_t *multiplier, int *shift) {
   if (!(real >= 0.0) || isinf(real) || multiplier == NULL || shift == NULL)
     return FIXQ_ERR_INVALID_ARGUMENT;
@@ -70,6 +71,14 @@ static int check_zero_points(const int32_t *zp, size_t channels, int32_t lo, int
   return 1;
 }
 
+/* [rows][channels][inner] elements of 4 bytes (the int32 or float32 side) and
+ * the per-channel arrays: every count and byte count an array can have. */
+static int tensor_sizes_ok(size_t rows, size_t channels, size_t inner) {
+  size_t n;
+  return fixq__mul_size(channels, sizeof(int32_t), &n) && fixq__mul_size(rows, channels, &n) &&
+         fixq__mul_size(n, inner, &n) && fixq__mul_size(n, sizeof(int32_t), &n);
+}
+
 fixq_status fixq__check_requant(const fixq_requant *p, size_t channels, fixq_dtype y_dtype) {
   int32_t lo, hi;
   if (p == NULL || channels == 0 || !dtype_range(y_dtype, &lo, &hi)) return FIXQ_ERR_INVALID_ARGUMENT;
@@ -107,6 +116,7 @@ fixq_requant_ukernel fixq__requant_ukernel(void) { return requant_table[fixq__is
 
 fixq_status fixq_requantize_s32(const int32_t *x, void *y, fixq_dtype y_dtype, size_t rows,
                                 size_t channels, size_t inner, const fixq_requant *p) {
+  if (!tensor_sizes_ok(rows, channels, inner)) return FIXQ_ERR_INVALID_ARGUMENT;
   const fixq_status st = fixq__check_requant(p, channels, y_dtype);
   if (st != FIXQ_OK) return st;
   if (rows == 0 || inner == 0) return FIXQ_OK;
@@ -119,6 +129,7 @@ fixq_status fixq_quantize_f32(const float *x, void *y, fixq_dtype y_dtype, size_
                               size_t inner, const float *scale, const int32_t *zero_point, int32_t qmin,
                               int32_t qmax) {
   int32_t lo, hi;
+  if (!tensor_sizes_ok(rows, channels, inner)) return FIXQ_ERR_INVALID_ARGUMENT;
   if (channels == 0 || y_dtype == FIXQ_INT32 || !dtype_range(y_dtype, &lo, &hi)) return FIXQ_ERR_INVALID_ARGUMENT;
   if (qmin < lo || qmax > hi || qmin > qmax) return FIXQ_ERR_INVALID_ARGUMENT;
   if (!check_scales(scale, channels) || !check_zero_points(zero_point, channels, lo, hi))
@@ -133,6 +144,7 @@ fixq_status fixq_quantize_f32(const float *x, void *y, fixq_dtype y_dtype, size_
 fixq_status fixq_dequantize(const void *q, fixq_dtype q_dtype, float *y, size_t rows, size_t channels,
                             size_t inner, const float *scale, const int32_t *zero_point) {
   int32_t lo, hi;
+  if (!tensor_sizes_ok(rows, channels, inner)) return FIXQ_ERR_INVALID_ARGUMENT;
   if (channels == 0 || !dtype_range(q_dtype, &lo, &hi)) return FIXQ_ERR_INVALID_ARGUMENT;
   if (!check_scales(scale, channels) || !check_zero_points(zero_point, channels, lo, hi))
     return FIXQ_ERR_INVALID_ARGUMENT;

@@ -18,7 +18,7 @@ static int q8_range(fixq_dtype dt, int32_t *lo, int32_t *hi) {
 }
 
 static int q8_param_ok(fixq_dtype dt, int32_t zp) {
-  int32_t lo, hi;
+  int32_t lo = 0, hi = 0;
   return q8_range(dt, &lo, &hi) && zp >= lo && zp <= hi;
 }
 
@@ -430,13 +430,21 @@ fixq_status fixq_eltwise_nd(const fixq_eltwise *p, size_t ndim, const size_t *sh
   if (!eltwise_params_ok(p) || ndim == 0 || ndim > 16 || shape == NULL || a_strides == NULL ||
       b_strides == NULL || y_strides == NULL)
     return FIXQ_ERR_INVALID_ARGUMENT;
+  size_t count = 1;
   for (size_t d = 0; d < ndim; d++)
-    if (shape[d] == 0) return FIXQ_OK;
+    if (!fixq__mul_size(count, shape[d], &count)) return FIXQ_ERR_INVALID_ARGUMENT;
+  if (count == 0) return FIXQ_OK;
   if (a == NULL || b == NULL || y == NULL) return FIXQ_ERR_INVALID_ARGUMENT;
   const size_t last = ndim - 1;
   if ((a_strides[last] != 0 && a_strides[last] != 1) || (b_strides[last] != 0 && b_strides[last] != 1) ||
       y_strides[last] != 1)
     return FIXQ_ERR_INVALID_ARGUMENT;
+  /* the innermost strides (0 or 1) reach at most shape[last] - 1 < count */
+  size_t a_reach = shape[last] - 1, b_reach = a_reach, y_reach = a_reach;
+  for (size_t d = 0; d < last; d++)
+    if (!fixq__add_reach(&a_reach, shape[d], a_strides[d]) || !fixq__add_reach(&b_reach, shape[d], b_strides[d]) ||
+        !fixq__add_reach(&y_reach, shape[d], y_strides[d]))
+      return FIXQ_ERR_INVALID_ARGUMENT;
   /* every input and output element is one byte: strides in elements are byte strides */
   eltwise_blocks(p, eltwise_table[fixq__isa], ndim, shape, a, a_strides, b, b_strides, y, y_strides);
   return FIXQ_OK;
@@ -506,6 +514,7 @@ fixq_status fixq__requantize_q8_params(fixq_eltwise *e, fixq_dtype x_dtype, int3
 fixq_status fixq_requantize_q8(const void *x, fixq_dtype x_dtype, int32_t x_zero_point, void *y,
                                fixq_dtype y_dtype, size_t n, const fixq_requant *p) {
   fixq_eltwise e;
+  if (n > PTRDIFF_MAX) return FIXQ_ERR_INVALID_ARGUMENT; /* bytes: no array has more (fixq__mul_size) */
   const fixq_status st = fixq__requantize_q8_params(&e, x_dtype, x_zero_point, y_dtype, p, n >= 1024);
   if (st != FIXQ_OK) return st;
   if (n == 0) return FIXQ_OK;

@@ -6,6 +6,7 @@
 #define FIXQ_INTERNAL_H_
 
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "fixq/fixq.h"
@@ -14,6 +15,29 @@
  * keeps a `static const` table indexed by fixq_isa and calls
  * table[fixq__isa]; a table entry is NULL where that ISA is not compiled. */
 extern fixq_isa fixq__isa;
+
+/* ---- sizes -----------------------------------------------------------------
+ * No object is larger than PTRDIFF_MAX bytes, and a size that came from a
+ * negative int lies above it: an entry point takes a size, and forms a
+ * product or sum of sizes (element and byte counts, padded sizes, strided
+ * reaches), only through these, at entry, and refuses the call when one
+ * fails.  *r = a * b (a + b); 0 when a, b or the result passes PTRDIFF_MAX. */
+static inline int fixq__mul_size(size_t a, size_t b, size_t *r) {
+  return __builtin_expect(!__builtin_mul_overflow(a, b, r) && a <= PTRDIFF_MAX && b <= PTRDIFF_MAX && *r <= PTRDIFF_MAX, 1);
+}
+
+static inline int fixq__add_size(size_t a, size_t b, size_t *r) {
+  return __builtin_expect(!__builtin_add_overflow(a, b, r) && *r <= PTRDIFF_MAX, 1);
+}
+
+/* *reach += (count - 1) * |stride|: how far `count` elements `stride` apart
+ * lie from the first (nothing when count is 0). */
+static inline int fixq__add_reach(size_t *reach, size_t count, ptrdiff_t stride) {
+  const size_t mag = stride < 0 ? 0 - (size_t)stride : (size_t)stride;
+  size_t step;
+  return count == 0 ||
+         (count <= PTRDIFF_MAX && fixq__mul_size(count - 1, mag, &step) && fixq__add_size(*reach, step, reach));
+}
 
 static inline int32_t fixq__sat_i32(int64_t v) {
   return v > INT32_MAX ? INT32_MAX : v < INT32_MIN ? INT32_MIN : (int32_t)v;
@@ -301,7 +325,7 @@ static inline int32_t fixq__eltwise_one(int32_t va, int32_t vb, const fixq_eltwi
   return fixq__add_clamp(r, zp, p->qmin, p->qmax);
 }
 
-/* ---- low-bit kernels --------------------------------------------------------
+/* ---- low-bit kernels -------------------------------------------------------
  * fp16-weight linear: y[m][n] = sum_k x[m][k] * w[n][k] (+ bias[n]) in fp32.
  * The weights are packed in panels of FIXQ__F16_NR columns (fixq.h).  The
  * summation order is part of the contract, so every path gives the same bits:

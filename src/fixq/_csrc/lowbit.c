@@ -10,12 +10,20 @@ static const fixq_bgemm_ukernel bgemm_table[FIXQ_ISA_COUNT] = {
     fixq_bgemm__scalar, FIXQ__AVX2(fixq_bgemm__avx2),
     FIXQ__AVX512VNNI(fixq_bgemm__avx2)};
 
+/* n rounded up to whole panels, times k; 0 when that many elements (or their
+ * bytes) pass what an array can have. */
 size_t fixq_f16_packed_size(size_t n, size_t k) {
-  return (n + FIXQ__F16_NR - 1) / FIXQ__F16_NR * FIXQ__F16_NR * k;
+  size_t padded, count, bytes;
+  if (!fixq__add_size(n, FIXQ__F16_NR - 1, &padded) ||
+      !fixq__mul_size(padded / FIXQ__F16_NR * FIXQ__F16_NR, k, &count) ||
+      !fixq__mul_size(count, sizeof(uint16_t), &bytes))
+    return 0;
+  return count;
 }
 
 fixq_status fixq_f16_pack(const uint16_t *w, size_t n, size_t k, uint16_t *packed) {
-  if (w == NULL || packed == NULL || n == 0 || k == 0) return FIXQ_ERR_INVALID_ARGUMENT;
+  if (w == NULL || packed == NULL || n == 0 || k == 0 || fixq_f16_packed_size(n, k) == 0)
+    return FIXQ_ERR_INVALID_ARGUMENT;
   const size_t panels = (n + FIXQ__F16_NR - 1) / FIXQ__F16_NR;
   for (size_t p = 0; p < panels; p++)
     for (size_t kk = 0; kk < k; kk++)
@@ -28,7 +36,12 @@ fixq_status fixq_f16_pack(const uint16_t *w, size_t n, size_t k, uint16_t *packe
 
 fixq_status fixq_f16_linear(const float *x, size_t m, size_t k, const uint16_t *packed, size_t n,
                             const float *bias, float *y) {
-  if (x == NULL || packed == NULL || y == NULL || k == 0 || n == 0) return FIXQ_ERR_INVALID_ARGUMENT;
+  size_t count;
+  if (x == NULL || packed == NULL || y == NULL || k == 0 || n == 0 || fixq_f16_packed_size(n, k) == 0)
+    return FIXQ_ERR_INVALID_ARGUMENT;
+  if (!fixq__mul_size(m, k, &count) || !fixq__mul_size(count, sizeof(float), &count) ||
+      !fixq__mul_size(m, n, &count) || !fixq__mul_size(count, sizeof(float), &count))
+    return FIXQ_ERR_INVALID_ARGUMENT;
   if (m == 0) return FIXQ_OK;
   float *work = NULL;
   if (fixq__isa != FIXQ_ISA_SCALAR) {
@@ -40,12 +53,21 @@ fixq_status fixq_f16_linear(const float *x, size_t m, size_t k, const uint16_t *
   return FIXQ_OK;
 }
 
-size_t fixq_bgemm_packed_size(size_t rows, size_t k) { return rows * ((k + 255) / 256) * 64; }
+/* Bytes of `rows` packed rows of k bits (64 per chunk of 256 bits), 1 <= k <= INT32_MAX. */
+static int bgemm_bytes(size_t rows, size_t k, size_t *bytes) {
+  return k >= 1 && k <= INT32_MAX && fixq__mul_size(rows, (k + 255) / 256 * 64, bytes);
+}
+
+size_t fixq_bgemm_packed_size(size_t rows, size_t k) {
+  size_t bytes;
+  return bgemm_bytes(rows, k, &bytes) ? bytes : 0;
+}
 
 /* Per 256-bit chunk of a row (bits 256c .. 256c + 255, 32 bytes b[0..31]):
  * b[i] & 15 for i = 0..31, then b[i] >> 4; bits >= k are cleared. */
 fixq_status fixq_bgemm_pack(const uint8_t *bits, size_t rows, size_t k, uint8_t *packed) {
-  if (bits == NULL || packed == NULL || k == 0 || k > INT32_MAX) return FIXQ_ERR_INVALID_ARGUMENT;
+  size_t bytes;
+  if (bits == NULL || packed == NULL || !bgemm_bytes(rows, k, &bytes)) return FIXQ_ERR_INVALID_ARGUMENT;
   const size_t row_bytes = (k + 7) / 8, chunks = (k + 255) / 256;
   for (size_t r = 0; r < rows; r++) {
     const uint8_t *src = bits + r * row_bytes;
@@ -66,7 +88,10 @@ fixq_status fixq_bgemm_pack(const uint8_t *bits, size_t rows, size_t k, uint8_t 
 }
 
 fixq_status fixq_bgemm(const uint8_t *a, size_t m, const uint8_t *b, size_t n, size_t k, int32_t *y) {
-  if (a == NULL || b == NULL || y == NULL || n == 0 || k == 0 || k > INT32_MAX) return FIXQ_ERR_INVALID_ARGUMENT;
+  size_t bytes;
+  if (a == NULL || b == NULL || y == NULL || n == 0 || !bgemm_bytes(m, k, &bytes) || !bgemm_bytes(n, k, &bytes))
+    return FIXQ_ERR_INVALID_ARGUMENT;
+  if (!fixq__mul_size(m, n, &bytes) || !fixq__mul_size(bytes, sizeof(int32_t), &bytes)) return FIXQ_ERR_INVALID_ARGUMENT;
   if (m == 0) return FIXQ_OK;
   bgemm_table[fixq__isa](m, n, (k + 255) / 256, a, b, (int32_t)k, y);
   return FIXQ_OK;

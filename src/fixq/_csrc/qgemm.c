@@ -38,22 +38,40 @@ static const qgemm_kernels kernel_table[FIXQ_ISA_COUNT] = {
 
 /* ---- packing B ------------------------------------------------------------ */
 
-void fixq_packed_b_init(fixq_packed_b *pb, size_t k, size_t n) {
-  memset(pb, 0, sizeof *pb);
-  pb->k = k;
-  pb->n = n;
-  pb->k_padded = (k + 3) / 4 * 4;
-  pb->n_padded = (n + NR - 1) / NR * NR;
+/* k and n rounded up as fixq.h says; 0 when the buffers could not exist (the
+ * panels' n_padded * k_padded bytes or col_abs's 8 * n_padded). */
+static int padded_sizes(size_t k, size_t n, size_t *k_padded, size_t *n_padded) {
+  size_t kp, np, bytes;
+  if (!fixq__add_size(k, 3, &kp) || !fixq__add_size(n, NR - 1, &np)) return 0;
+  kp = kp / 4 * 4;
+  np = np / NR * NR;
+  if (!fixq__mul_size(np, kp, &bytes) || !fixq__mul_size(np, sizeof(int64_t), &bytes)) return 0;
+  *k_padded = kp;
+  *n_padded = np;
+  return 1;
 }
 
-static int has_buffers(const fixq_packed_b *pb) {
-  if (pb->n_padded * pb->k_padded > 0 && pb->panels == NULL) return 0;
-  return pb->n_padded == 0 || (pb->zero_point != NULL && pb->col_sum != NULL && pb->col_abs != NULL);
+void fixq_packed_b_init(fixq_packed_b *pb, size_t k, size_t n) {
+  memset(pb, 0, sizeof *pb); /* padded sizes 0 where k, n are out of range */
+  pb->k = k;
+  pb->n = n;
+  padded_sizes(k, n, &pb->k_padded, &pb->n_padded);
+}
+
+/* pb's padded sizes are fixq_packed_b_init's for its k and n, and its buffers are set. */
+static int packed_ok(const fixq_packed_b *pb) {
+  size_t kp, np;
+  if (!padded_sizes(pb->k, pb->n, &kp, &np) || pb->k_padded != kp || pb->n_padded != np) return 0;
+  if (np * kp > 0 && pb->panels == NULL) return 0;
+  return np == 0 || (pb->zero_point != NULL && pb->col_sum != NULL && pb->col_abs != NULL);
 }
 
 fixq_status fixq_pack_b(const void *b, fixq_dtype b_dtype, ptrdiff_t stride_k, ptrdiff_t stride_n,
                         const int32_t *zero_point, size_t zp_count, fixq_packed_b *pb) {
-  if (pb == NULL || !has_buffers(pb) || (b_dtype != FIXQ_INT8 && b_dtype != FIXQ_UINT8)) return FIXQ_ERR_INVALID_ARGUMENT;
+  size_t reach = 0; /* of the elements of b from the first, which the strides may put anywhere */
+  if (pb == NULL || !packed_ok(pb) || (b_dtype != FIXQ_INT8 && b_dtype != FIXQ_UINT8)) return FIXQ_ERR_INVALID_ARGUMENT;
+  if (!fixq__add_reach(&reach, pb->k, stride_k) || !fixq__add_reach(&reach, pb->n, stride_n))
+    return FIXQ_ERR_INVALID_ARGUMENT;
   if ((zp_count != 1 && zp_count != pb->n) || zero_point == NULL) return FIXQ_ERR_INVALID_ARGUMENT;
   if (pb->n * pb->k > 0 && b == NULL) return FIXQ_ERR_INVALID_ARGUMENT;
   const int32_t lo = b_dtype == FIXQ_INT8 ? INT8_MIN : 0, hi = b_dtype == FIXQ_INT8 ? INT8_MAX : UINT8_MAX;
@@ -78,9 +96,7 @@ fixq_status fixq_pack_b(const void *b, fixq_dtype b_dtype, ptrdiff_t stride_k, p
 }
 
 fixq_status fixq_packed_b_finish(fixq_packed_b *pb) {
-  if (pb == NULL || !has_buffers(pb) || (pb->dtype != FIXQ_INT8 && pb->dtype != FIXQ_UINT8))
-    return FIXQ_ERR_INVALID_ARGUMENT;
-  if (pb->k_padded != (pb->k + 3) / 4 * 4 || pb->n_padded != (pb->n + NR - 1) / NR * NR)
+  if (pb == NULL || !packed_ok(pb) || (pb->dtype != FIXQ_INT8 && pb->dtype != FIXQ_UINT8))
     return FIXQ_ERR_INVALID_ARGUMENT;
   int any_min = 0, padding_ok = 1;
   pb->zero_point_nonzero = 0;
@@ -285,8 +301,12 @@ fixq_status fixq_qgemm(size_t m, const void *a, fixq_dtype a_dtype, size_t lda, 
                        const fixq_packed_b *b, const int32_t *bias, const fixq_requant *p,
                        size_t p_channels, void *y, fixq_dtype y_dtype, size_t ldy, int threads) {
   int32_t lo, hi;
-  if (b == NULL || !has_buffers(b) || threads < 1 || !dtype_bounds(a_dtype, &lo, &hi)) return FIXQ_ERR_INVALID_ARGUMENT;
+  size_t bytes;
+  if (b == NULL || !packed_ok(b) || threads < 1 || !dtype_bounds(a_dtype, &lo, &hi)) return FIXQ_ERR_INVALID_ARGUMENT;
   if (a_zero_point < lo || a_zero_point > hi || lda < b->k || ldy < b->n) return FIXQ_ERR_INVALID_ARGUMENT;
+  if (!fixq__mul_size(m, lda, &bytes) || !fixq__mul_size(m, ldy, &bytes) ||
+      !fixq__mul_size(bytes, fixq__dtype_size(y_dtype), &bytes))
+    return FIXQ_ERR_INVALID_ARGUMENT;
   if (p == NULL) {
     if (y_dtype != FIXQ_INT32) return FIXQ_ERR_INVALID_ARGUMENT;
   } else {

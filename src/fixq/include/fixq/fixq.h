@@ -4,11 +4,28 @@
  * Every entry point is reentrant, never aborts and never prints: it returns a
  * fixq_status.  Integer results are defined by the scalar code (the contract,
  * docs/arithmetic.md); SIMD paths are bit-identical to it.  Call fixq_init()
- * once before anything else (the Python module does it at import); after it
- * the library holds no mutable state, so any thread may call any entry point
- * (fixq_select_isa, a test hook, is the one exception).  This header is C89
- * and C++ clean; docs/embedding.md shows how to link the static library
- * (`make lib`) or call an installed fixq through its capsule (fixq_capsule.h).
+ * once before anything else (the Python module does it at import).
+ *
+ * State: the library keeps two things.  The selected CPU path, written by
+ * fixq_init and fixq_select_isa (a test hook), neither of which may race with
+ * kernel calls.  And the worker pool behind fixq_qgemm's threads > 1, safe to
+ * use from any number of threads: workers started on first use and kept for
+ * the life of the process; one call at a time runs on them (a mutex, taken
+ * with trylock), and a call that finds them busy runs on threads of its own,
+ * so concurrent calls never wait for each other; a fork() child starts with
+ * no workers and makes new ones.  Nothing else is written: any thread may
+ * call any entry point, on its own arguments.
+ *
+ * Sizes: no object is larger than PTRDIFF_MAX bytes, so every size argument,
+ * and every product or sum of them an entry point forms (element and byte
+ * counts, padded sizes, strided reaches), must be at most PTRDIFF_MAX; else
+ * the call returns FIXQ_ERR_INVALID_ARGUMENT before it reads or writes
+ * anything.  A size that came from a negative int ((size_t)-1) is refused so,
+ * even where another size is 0.
+ *
+ * This header is C89 and C++ clean; docs/embedding.md shows how to link the
+ * static library (`make lib`) or call an installed fixq through its capsule
+ * (fixq_capsule.h).
  */
 #ifndef FIXQ_FIXQ_H_
 #define FIXQ_FIXQ_H_
@@ -69,7 +86,9 @@ fixq_status fixq_select_isa(fixq_isa isa);
 /* ---- fixed-point primitives (scalar, the contract) ------------------------- */
 int32_t fixq_srdhm(int32_t a, int32_t b);                    /* SaturatingRoundingDoublingHighMul */
 int32_t fixq_rounding_divide_by_pot(int32_t x, int exponent); /* 0 <= exponent <= 31 */
-/* TFLite QuantizeMultiplier: real >= 0, finite.  real ~ m * 2^(shift-31). */
+/* TFLite QuantizeMultiplier: real >= 0, finite.  real ~ m * 2^(shift-31).
+ * Reals below 2^-32 flush to (0, 0), but those in [2^-32 - 2^-64, 2^-32),
+ * which round up to (2^30, -31). */
 fixq_status fixq_quantize_multiplier(double real, int32_t *multiplier, int *shift);
 /* rounding DOUBLE or SINGLE; 0 <= m <= INT32_MAX, -31 <= shift <= 30. */
 int32_t fixq_multiply_by_quantized_multiplier(int32_t x, int32_t m, int shift, fixq_rounding rounding);
@@ -83,7 +102,8 @@ typedef struct {
   const int32_t *multiplier; /* DOUBLE/SINGLE: [channels], 0..INT32_MAX */
   const int32_t *shift;      /* DOUBLE/SINGLE: [channels], -31..30 */
   const float *scale;        /* FP32: [channels], finite, > 0 */
-  const int32_t *zero_point; /* [channels], inside [qmin, qmax] */
+  const int32_t *zero_point; /* [channels], inside the output dtype (0 for int32 output); it is
+                                added before the clamp, so it may lie outside [qmin, qmax] */
   int32_t qmin, qmax;        /* clamp, inside the output dtype */
 } fixq_requant;
 
@@ -99,7 +119,7 @@ fixq_status fixq_quantize_f32(const float *x, void *y, fixq_dtype y_dtype, size_
 fixq_status fixq_dequantize(const void *q, fixq_dtype q_dtype, float *y, size_t rows, size_t channels,
                             size_t inner, const float *scale, const int32_t *zero_point);
 
-/* ---- matmul ------------------------------------------------------------------
+/* ---- matmul --------------------------------------------------------------
  * y[m][n] = out_stage(acc[m][n]),
  * acc[m][n] = sum_k (a[m][k] - a_zp) * (b[k][n] - b_zp[n]) + bias[n]   (exact int32)
  * with a, b int8 or uint8.  B is packed once (fixq_pack_b) into fixq_packed_b;
@@ -137,11 +157,15 @@ typedef struct {
   int64_t *col_abs;            /* [n_padded], caller-allocated */
 } fixq_packed_b;
 
-/* Fills k, n, k_padded, n_padded (sizes of the buffers to allocate). */
+/* Fills k, n, k_padded, n_padded (sizes of the buffers to allocate).  Where
+ * those buffers could not exist (k or n too large: see Sizes above),
+ * k_padded = n_padded = 0, and fixq_pack_b, fixq_packed_b_finish and
+ * fixq_qgemm return FIXQ_ERR_INVALID_ARGUMENT for pb. */
 void fixq_packed_b_init(fixq_packed_b *pb, size_t k, size_t n);
 /* Packs B: element (k, n) is at b[k * stride_k + n * stride_n] (strides in
  * elements; stride_k = n, stride_n = 1 for a C-contiguous [K][N] matmul
- * operand, stride_k = 1, stride_n = k for a Linear weight [N][K]).
+ * operand, stride_k = 1, stride_n = k for a Linear weight [N][K]);
+ * (k - 1) * |stride_k| + (n - 1) * |stride_n| at most PTRDIFF_MAX.
  * zero_point: zp_count values (1 = per tensor, or n), inside b_dtype's range.
  * pb: from fixq_packed_b_init, with its four buffers set. */
 fixq_status fixq_pack_b(const void *b, fixq_dtype b_dtype, ptrdiff_t stride_k, ptrdiff_t stride_n,
@@ -151,19 +175,21 @@ fixq_status fixq_pack_b(const void *b, fixq_dtype b_dtype, ptrdiff_t stride_k, p
  * loading them from a file); FIXQ_ERR_INVALID_ARGUMENT if the padding is not zero. */
 fixq_status fixq_packed_b_finish(fixq_packed_b *pb);
 
-/* y[m][n] at y + (m * ldy + n) * size(y_dtype); a[m][k] at a + m * lda + k.
+/* y[m][n] at y + (m * ldy + n) * size(y_dtype); a[m][k] at a + m * lda + k
+ * (m * lda and m * ldy * size(y_dtype) at most PTRDIFF_MAX).
  * bias: NULL or [n].  p: the output stage with p_channels == 1 (per tensor) or
  * b->n (per column), y_dtype int8/uint8/int16/int32 as in fixq_requantize_s32;
  * p == NULL returns acc itself (y_dtype FIXQ_INT32, ONNX MatMulInteger).
  * Before any work: FIXQ_ERR_OVERFLOW unless every acc, bounded by
  * bias[n] +- max|a - a_zp| * col_abs[n], fits in int32.  Inside, sums wrap
  * modulo 2^32, so the result is exact.  threads >= 1 splits the work over
- * that many threads (pthreads, created per call; fewer when the product is small). */
+ * that many threads: the calling one and threads - 1 workers of the kept pool
+ * (State, above; fewer when the product is small). */
 fixq_status fixq_qgemm(size_t m, const void *a, fixq_dtype a_dtype, size_t lda, int32_t a_zero_point,
                        const fixq_packed_b *b, const int32_t *bias, const fixq_requant *p,
                        size_t p_channels, void *y, fixq_dtype y_dtype, size_t ldy, int threads);
 
-/* ---- elementwise ----------------------------------------------------------- */
+/* ---- elementwise --------------------------------------------------------- */
 /* Quantized int8/uint8 add and multiply (TFLite int8 ADD / MUL, or float32),
  * docs/arithmetic.md "Elementwise add and mul".  Fill a fixq_eltwise once with
  * fixq_eltwise_init (it derives the multipliers from the scales), then call
@@ -212,10 +238,12 @@ fixq_status fixq_eltwise_init(fixq_eltwise *p, fixq_eltwise_op op, fixq_rounding
                               fixq_dtype y_dtype, float y_scale, int32_t y_zero_point,
                               int32_t qmin, int32_t qmax);
 
-/* y = op(a, b) over an ndim-dimensional broadcast: shape[d] elements along
- * dimension d; strides are in elements (0 broadcasts).  The innermost a/b
- * strides must be 0 or 1 and y's innermost stride 1.  y may be a or b itself
- * (same pointer and strides); any other overlap is undefined.  ndim >= 1. */
+/* y = op(a, b) over an ndim-dimensional broadcast, 1 <= ndim <= 16 (else
+ * FIXQ_ERR_INVALID_ARGUMENT): shape[d] elements along dimension d; strides
+ * are in elements (0 broadcasts).  The innermost a/b strides must be 0 or 1
+ * and y's innermost stride 1; per operand, sum_d (shape[d] - 1) * |stride[d]|
+ * at most PTRDIFF_MAX.  y may be a or b itself (same pointer and strides);
+ * any other overlap is undefined. */
 fixq_status fixq_eltwise_nd(const fixq_eltwise *p, size_t ndim, const size_t *shape,
                             const void *a, const ptrdiff_t *a_strides, const void *b,
                             const ptrdiff_t *b_strides, void *y, const ptrdiff_t *y_strides);
@@ -226,14 +254,14 @@ fixq_status fixq_eltwise_nd(const fixq_eltwise *p, size_t ndim, const size_t *sh
 fixq_status fixq_requantize_q8(const void *x, fixq_dtype x_dtype, int32_t x_zero_point, void *y,
                                fixq_dtype y_dtype, size_t n, const fixq_requant *p);
 
-/* ---- low-bit weights ---------------------------------------------------------
+/* ---- low-bit weights -----------------------------------------------------
  * fp16 weights: w[n][k] as IEEE binary16 bits, packed by fixq_f16_pack into
  * ceil(n/16) panels; panel p is [k][16] and holds columns 16p..16p+15 (zero
  * padded).  fixq_f16_linear computes y[m][n] = sum_k x[m][k] * w[n][k]
  * (+ bias[n]) in fp32; the summation order is fixed (for each block of 256
  * values of k, an fmaf chain from +0.0f; blocks added in order; then the bias),
  * so every CPU path returns the same bits. */
-size_t fixq_f16_packed_size(size_t n, size_t k); /* in uint16_t elements */
+size_t fixq_f16_packed_size(size_t n, size_t k); /* in uint16_t elements; 0 if too large */
 fixq_status fixq_f16_pack(const uint16_t *w, size_t n, size_t k, uint16_t *packed);
 /* x [m][k], y [m][n] (row-major, contiguous); bias [n] or NULL; k >= 1. */
 fixq_status fixq_f16_linear(const float *x, size_t m, size_t k, const uint16_t *packed, size_t n,
@@ -245,7 +273,7 @@ fixq_status fixq_f16_linear(const float *x, size_t m, size_t k, const uint16_t *
  * (fixq_bgemm_packed_size(rows, k) bytes).  fixq_bgemm on two packed operands,
  * a [m] rows and b [n] rows of the same k: y[i][j] = k - 2 * popcount(a[i] XOR
  * b[j]), the dot product of the +-1 vectors.  1 <= k <= 2^31 - 1. */
-size_t fixq_bgemm_packed_size(size_t rows, size_t k);
+size_t fixq_bgemm_packed_size(size_t rows, size_t k); /* 0 if k or the size is out of range */
 fixq_status fixq_bgemm_pack(const uint8_t *bits, size_t rows, size_t k, uint8_t *packed);
 fixq_status fixq_bgemm(const uint8_t *a, size_t m, const uint8_t *b, size_t n, size_t k, int32_t *y);
 
