@@ -608,10 +608,6 @@ def load_model(model):
         raise OnnxError(f"{path}: cannot read it as an ONNX model ({' '.join(str(e).split())})") from None
 
 
-def import_onnx(model, constants=None):
-    """A validated float :class:`fixq.graph.Graph` from an ONNX model (a path or an ``onnx.ModelProto``).
-
-    `constants` maps names of extra graph inputs to arrays that are then treated as initializers (fixq
-    models take one input).  Unsupported nodes raise :class:`OnnxError`, one line naming the node, its
-    op type and opset (docs/onnx.md lists what is supported)."""
-    return _Importer(load_model(model), constants).run()
+def import_float(model, constants=None):
+    """A validated float :class:`fixq.graph.Graph` from an ``onnx.ModelProto`` of a float model."""
+    return _Importer(model, constants).run()
