@@ -142,3 +142,13 @@ def test_unsupported_quantized_op_is_named(float_models, tmp_path):
         opset_imports=[g.make_opsetid("", 17), g.make_opsetid("com.microsoft", 1)])
     with pytest.raises(OnnxError, match=r"node 'sig' \(QLinearSigmoid, opset 17\): this quantized op is not supported"):
         import_onnx(model)
+
+
+def test_compare_cli_counts_equal_outputs(float_models, tmp_path):
+    path = _quantize(float_models["cnn_bn"], "QOperator", "s8", True)
+    out, data = tmp_path / "m.q.npz", tmp_path / "x.npy"
+    import_onnx(path).save(str(out))
+    np.save(data, np.random.default_rng(13).random((20, 1, 8, 8), dtype=np.float32))
+    r = CliRunner().invoke(cli, ["compare", str(out), path, "--data", str(data)])
+    assert r.exit_code == 0, r.output
+    assert r.output.strip().endswith(": 200 / 200 equal, max difference 0")
