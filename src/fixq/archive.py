@@ -82,6 +82,13 @@ def atomic_write(path, write):
             write(f)
 
 
+def write_float_model(path, g):
+    """Write the ``fixq.graph/1`` archive of validated graph `g` (its weights plus ``__graph__``) atomically."""
+    out = dict(g.weights)
+    out["__graph__"] = np.array(json.dumps(g.spec))
+    atomic_write(path, lambda f: np.savez(f, **out))
+
+
 def write_archive(path, meta, arrays):
     """Write a ``fixq.qmodel/1`` archive of `meta` and `arrays` atomically."""
     out = {"__format__": np.array(QMODEL_FORMAT), "__meta__": np.array(json.dumps(meta))}
@@ -120,7 +127,8 @@ def _what_file(path):
     if head[4:8] == b"TFL3":
         return "a TensorFlow Lite model (.tflite); fixq cannot import .tflite files yet. " + _NPZ_HOWTO
     if suffix == ".onnx":
-        return "an ONNX model (.onnx); fixq cannot import ONNX files yet. " + _NPZ_HOWTO
+        return ("an ONNX model (.onnx); import it first: fixq import MODEL.onnx -o model.npz (Python: "
+                "fixq.import_onnx; docs/onnx.md)")
     if head[:6] == b"\x93NUMPY":
         return "a single .npy array, not an .npz archive. " + _NPZ_HOWTO
     return None

@@ -43,7 +43,7 @@ def cli():
     """fixq: exact, fast int8 inference."""
 
 
-from . import demo as _demo, model_cmds as _model_cmds  # noqa: E402,F401  (register their commands)
+from . import demo as _demo, io_cmds as _io_cmds, model_cmds as _model_cmds  # noqa: E402,F401  (register their commands)
 
 
 def main(args=None, prog_name="fixq"):

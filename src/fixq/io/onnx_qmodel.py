@@ -1,0 +1,440 @@
+"""Quantized ONNX models -> fixq int8 models (``fixq.qmodel/1``, target ``onnxruntime``; docs/onnx.md).
+
+Both formats ONNX Runtime's quantizer writes are read into the graph ORT's CPU session actually runs
+with its default graph optimizations: QOperator nodes (QLinearConv, QLinearMatMul, QGemm, QLinearAdd,
+...) map to fixq steps one to one; in QDQ form, each float op whose inputs are DequantizeLinear views
+and whose output goes through a QuantizeLinear is one step (ORT's QDQ selector-action fusion makes it
+the same QLinear kernel), and the DequantizeLinear / QuantizeLinear pairs around MaxPool, Flatten and
+Reshape with equal scales are dropped (ORT's drop-QDQ rule).  The model's own scales, zero points,
+int8 weights and int32 biases are kept as they are.
+"""
+import numpy as np
+
+from .. import graph as G
+from .._core import VERSION
+from ..archive import QMODEL_FORMAT
+from ..arith import quantize_multiplier
+from ..engine import Model
+from .onnx import _FOLDABLE, BATCH, DOCS, OnnxError, _Importer, _Tensor
+
+# ONNX ops that only a quantized model holds
+QUANT_OPS = ("QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "QGemm", "QLinearAdd",
+             "QLinearMul", "QLinearGlobalAveragePool", "QLinearConcat", "QLinearAveragePool", "MatMulInteger",
+             "ConvInteger", "DynamicQuantizeLinear", "QLinearSigmoid", "QLinearLeakyRelu")
+
+
+class _Q:
+    """A quantized fixq tensor: its name, NCHW shape (batch None), scale and zero point."""
+    __slots__ = ("name", "shape", "scale", "zp", "squeezed")
+
+    def __init__(self, name, shape, scale, zp, squeezed=False):
+        self.name, self.shape, self.scale, self.zp, self.squeezed = name, tuple(shape), scale, zp, squeezed
+
+    @property
+    def onnx_shape(self):
+        return self.shape + (1, 1) if self.squeezed else self.shape
+
+
+class _DQ:
+    """The float view (DequantizeLinear) of a quantized tensor."""
+    __slots__ = ("q",)
+
+    def __init__(self, q):
+        self.q = q
+
+
+class _CQ:
+    """A DequantizeLinear of a constant integer tensor (QDQ weights and biases)."""
+    __slots__ = ("q", "scale", "zp", "axis")
+
+    def __init__(self, q, scale, zp, axis):
+        self.q, self.scale, self.zp, self.axis = q, scale, zp, axis
+
+
+class _InputView:
+    """Flatten / Reshape / Identity of the float model input before its QuantizeLinear (quantizing is
+    elementwise, so they run on the quantized input instead)."""
+    __slots__ = ("chain",)
+
+    def __init__(self, chain):
+        self.chain = chain
+
+
+class _Pending:
+    """A float op on DequantizeLinear views, waiting for the QuantizeLinear that makes it one int8 step."""
+    __slots__ = ("nd",)
+
+    def __init__(self, nd):
+        self.nd = nd
+
+
+_PASS_THROUGH = ("MaxPool", "Flatten", "Reshape", "Identity", "Dropout", "Squeeze")
+_QDQ_FLOAT_OPS = ("Conv", "Gemm", "MatMul", "Add", "Mul", "GlobalAveragePool", "Softmax") + _PASS_THROUGH
+
+
+def _real_requant(real):
+    real = np.asarray(real, dtype=np.float64).reshape(-1)
+    m, s = quantize_multiplier(real)
+    return m.astype(np.int32), s.astype(np.int32), real.astype(np.float32)
+
+
+class _QImporter(_Importer):
+    def __init__(self, model, constants):
+        super().__init__(model, constants)
+        self.steps, self.arrays, self.tensors = [], {}, {}
+        self.act_dtype = None
+        self.per_channel = False
+        self.input_q = None
+
+    # -- records ---------------------------------------------------------------------------------------
+    def qparams(self, nd, s_i, z_i):
+        s = self.const(nd, s_i, "scale")
+        z = self.opt_const(nd, z_i)
+        z = np.zeros((), np.uint8) if z is None else z
+        if s.size != 1 or z.size != 1:
+            self.fail(nd, "per-axis activation scales are not supported")
+        if z.dtype not in (np.int8, np.uint8):
+            self.fail(nd, f"zero point of dtype {z.dtype}; fixq runs int8 and uint8 activations")
+        if self.act_dtype is None:
+            self.act_dtype = z.dtype
+        elif z.dtype != self.act_dtype:
+            self.fail(nd, f"mixes {self.act_dtype} and {z.dtype} activations; fixq runs one activation type")
+        return np.float32(s.reshape(())), int(z.reshape(()))
+
+    def tensor_record(self, name, shape, scale, zp):
+        self.tensors[name] = [None] + [int(d) for d in shape[1:]]
+        self.arrays[f"t:{name}:scale"] = np.float32(scale)
+        self.arrays[f"t:{name}:zero_point"] = np.int32(zp)
+
+    def step(self, nd, op, ins, scale, zp, attrs=None, weight=None, w_scale=None, bias=None, squeezed=False):
+        """One fixq step for ONNX node `nd`: its shape from fixq.graph's rules, its keys in the archive."""
+        attrs = dict(attrs or {})
+        name = self._name(nd.name or nd.output[0], op)
+        wts = {}
+        if weight is not None:
+            wts[name + ".weight"] = weight.astype(np.float32)
+        node = G.Node(name, op, [q.name for q in ins], {k: attrs.get(k, d) for k, d in G.OPS[op][1].items()})
+        try:
+            shape = G.ops.infer_shape(node, [q.shape for q in ins], wts, {}, set())
+        except G.GraphError as e:
+            self.fail(nd, str(e))
+        s = {"name": name, "op": op, "inputs": [q.name for q in ins], "output": name, "act": None}
+        a = node.attrs
+        if op == "conv2d":
+            s.update(stride=list(a["stride"]), padding=list(a["padding"]), dilation=list(a["dilation"]),
+                     groups=a["groups"], depthwise=G.is_depthwise(node, ins[0].shape[1]))
+        elif op in ("maxpool2d", "avgpool2d"):
+            s.update(kernel=list(a["kernel"]), stride=list(a["stride"]), padding=list(a["padding"]))
+        elif op in ("concat", "softmax"):
+            s["axis"] = a["axis"]
+        if weight is not None:
+            if weight.dtype != np.int8:
+                self.fail(nd, f"weights of dtype {weight.dtype}; fixq runs int8 weights")
+            o = weight.shape[0]
+            ws = np.asarray(w_scale, np.float32).reshape(-1)
+            if ws.size not in (1, o):
+                self.fail(nd, f"{ws.size} weight scales for {o} output channels")
+            self.per_channel |= ws.size > 1
+            s["weight_shape"] = list(weight.shape)
+            b = np.zeros(o, np.int32) if bias is None else np.asarray(bias)
+            if b.dtype != np.int32 or b.shape != (o,):
+                self.fail(nd, f"bias of dtype {b.dtype} and shape {list(b.shape)}; fixq needs int32 [{o}]")
+            self.arrays[f"{name}:weight"] = np.ascontiguousarray(weight)
+            self.arrays[f"{name}:weight_scale"] = ws
+            self.arrays[f"{name}:weight_zero_point"] = np.zeros(ws.size, np.int32)
+            self.arrays[f"{name}:bias"] = np.ascontiguousarray(b)
+            real = np.float64(ins[0].scale) * ws.astype(np.float64) / np.float64(scale)
+            (self.arrays[f"{name}:multiplier"], self.arrays[f"{name}:shift"],
+             self.arrays[f"{name}:scale"]) = _real_requant(real)
+        elif op == "global_avgpool":
+            h, w = ins[0].shape[2:]
+            m, sh, _ = _real_requant([np.float64(ins[0].scale) / (np.float64(scale) * (h * w))])
+            # MLAS QLinearGlobalAveragePool: ScaleInput / (ScaleOutput * (float)ImageSize) in float32
+            sc = np.float32(ins[0].scale) / np.float32(np.float32(scale) * np.float32(h * w))
+            self.arrays[f"{name}:multiplier"], self.arrays[f"{name}:shift"] = m, sh
+            self.arrays[f"{name}:scale"] = np.array([sc], np.float32)
+        elif op == "concat":
+            (self.arrays[f"{name}:multiplier"], self.arrays[f"{name}:shift"],
+             self.arrays[f"{name}:scale"]) = _real_requant([np.float64(q.scale) / np.float64(scale) for q in ins])
+        self.steps.append(s)
+        self.tensor_record(name, shape, scale, zp)
+        out = _Q(name, shape, scale, zp, squeezed)
+        self.env[nd.output[0]] = out
+        return out
+
+    # -- the walk ----------------------------------------------------------------------------------------
+    def run(self):
+        for nd in self.nodes:
+            if nd.domain not in ("", "ai.onnx", "com.microsoft"):
+                self.fail(nd, f"op domain {nd.domain!r} is not supported")
+            ins = [self.env.get(t) if t else None for t in nd.input]
+            for t, v in zip(nd.input, ins):
+                if t and v is None:
+                    self.fail(nd, f"input {t!r} is not computed before it")
+            if nd.op_type in _FOLDABLE and all(v is None or isinstance(v, np.ndarray) for v in ins):
+                self.fold(nd)
+                continue
+            handler = getattr(self, "q_" + nd.op_type, None)
+            if handler is not None:
+                handler(nd)
+            elif nd.op_type in _QDQ_FLOAT_OPS and any(isinstance(v, (_DQ, _Pending)) for v in ins):
+                self.env[nd.output[0]] = _Pending(nd)
+            elif nd.op_type in ("Flatten", "Reshape", "Identity", "Squeeze") and isinstance(ins[0], (_Tensor,
+                                                                                                 _InputView)):
+                self.env[nd.output[0]] = _InputView((ins[0].chain if isinstance(ins[0], _InputView) else []) + [nd])
+            elif nd.op_type in _PASS_THROUGH and isinstance(ins[0], _Q):
+                self.pass_through(nd, ins[0], ins[0].scale, ins[0].zp)
+            elif nd.op_type in QUANT_OPS:
+                self.fail(nd, "this quantized op is not supported yet")
+            else:
+                self.fail(nd, "this op is not supported in a quantized model")
+        outputs = []
+        for name in self.graph_outputs:
+            v = self.env.get(name)
+            if isinstance(v, _Pending) and v.nd.op_type == "Softmax":
+                v = _DQ(self.softmax(v.nd))
+            if not isinstance(v, _DQ) or v.q.name == self.input_name:
+                raise OnnxError(f"output {name!r}: is not the DequantizeLinear of a computed int8 tensor; fixq's "
+                                f"int8 models output dequantized int8 tensors ({DOCS})")
+            outputs.append(v.q.name)
+        if self.input_q is None:
+            raise OnnxError(f"input {self.input_name!r}: no QuantizeLinear reads it ({DOCS})")
+        self.tensor_record(self.input_name, self.input_shape, self.input_q[0], self.input_q[1])
+        meta = {
+            "format": QMODEL_FORMAT, "fixq_version": VERSION,
+            "options": {"method": "onnx", "per_channel": self.per_channel, "weights": "int8",
+                        "activations": np.dtype(self.act_dtype).name, "dynamic": False, "rounding": "fp32",
+                        "method_options": {}, "target": "onnxruntime"},
+            "graph": {"format": G.GRAPH_FORMAT, "inputs": [{"name": self.input_name,
+                                                           "shape": list(self.input_shape)}],
+                      "nodes": [{"name": s["name"], "op": s["op"], "inputs": s["inputs"]} for s in self.steps],
+                      "outputs": outputs},
+            "input": self.input_name, "input_shape": list(self.input_shape), "outputs": outputs,
+            "tensors": dict({self.input_name: [None] + list(self.input_shape[1:])},
+                            **{k: v for k, v in self.tensors.items() if k != self.input_name}),
+            "steps": self.steps,
+        }
+        return Model(meta, self.arrays)
+
+    # -- boundaries ---------------------------------------------------------------------------------------
+    def q_QuantizeLinear(self, nd):
+        x = self.env[nd.input[0]]
+        if isinstance(x, np.ndarray):
+            s = self.const(nd, 1, "scale")
+            z = self.opt_const(nd, 2)
+            z = np.zeros((), np.uint8) if z is None else z
+            info = np.iinfo(z.dtype)
+            axis = self.attr(nd, "axis", 1)
+            shape = [1] * x.ndim
+            if s.size > 1:
+                shape[axis] = -1
+            q = np.rint(x.astype(np.float32) / s.astype(np.float32).reshape(shape)) + z.astype(np.int64).reshape(shape)
+            self.env[nd.output[0]] = np.clip(q, info.min, info.max).astype(z.dtype)
+            return
+        scale, zp = self.qparams(nd, 1, 2)
+        if isinstance(x, (_Tensor, _InputView)):
+            if self.input_q is not None and self.input_q != (scale, zp):
+                self.fail(nd, "the input is quantized twice with different scales")
+            self.input_q = (scale, zp)
+            q = _Q(self.input_name, self.input_shape, scale, zp)
+            for view in (x.chain if isinstance(x, _InputView) else []):
+                self.env[view.input[0]] = q
+                self.pass_through(view, q, scale, zp)
+                q = self.env[view.output[0]]
+            self.env[nd.output[0]] = q
+        elif isinstance(x, _DQ):
+            if (x.q.scale, x.q.zp) != (scale, zp):
+                self.fail(nd, "requantizes a tensor to another scale on its own; fixq requantizes in its ops")
+            self.env[nd.output[0]] = x.q
+        elif isinstance(x, _Pending):
+            self.materialize(x.nd, scale, zp, nd)
+        else:
+            self.fail(nd, "input 0 must be the model's input or a float op on dequantized tensors")
+
+    def q_DequantizeLinear(self, nd):
+        x = self.env[nd.input[0]]
+        if isinstance(x, np.ndarray):
+            s = self.const(nd, 1, "scale")
+            z = self.opt_const(nd, 2)
+            z = np.zeros(1, x.dtype) if z is None else z
+            self.env[nd.output[0]] = _CQ(x, s, z, self.attr(nd, "axis", 1))
+        elif isinstance(x, _Q):
+            scale, zp = self.qparams(nd, 1, 2)
+            if (scale, zp) != (x.scale, x.zp):
+                self.fail(nd, "dequantizes with other parameters than its tensor was quantized with")
+            self.env[nd.output[0]] = _DQ(x)
+        else:
+            self.fail(nd, "input 0 must be a quantized tensor or an integer constant")
+
+    def q_Shape(self, nd):
+        x = self.env[nd.input[0]]
+        shape = x.q.onnx_shape if isinstance(x, _DQ) else x.onnx_shape if isinstance(x, (_Q, _Tensor)) else None
+        if shape is None:
+            self.fail(nd, "Shape of this input is not supported")
+        y = np.empty(len(shape), dtype=object)
+        y[:] = [BATCH if d is None else d for d in shape]
+        self.env[nd.output[0]] = y[self.attr(nd, "start", 0):self.attr(nd, "end", None)]
+
+    # -- steps ------------------------------------------------------------------------------------------
+    def weight_of(self, nd, cq, axis_ok):
+        """int8 weights, their scales (zero points must be 0) from a _CQ (QDQ)."""
+        if not isinstance(cq, _CQ):
+            self.fail(nd, "its weight must be the DequantizeLinear of an int8 constant")
+        if np.any(np.asarray(cq.zp) != 0):
+            self.fail(nd, "weight zero points other than 0 are not supported (fixq runs symmetric weights)")
+        if np.asarray(cq.scale).size > 1 and cq.axis % cq.q.ndim != axis_ok:
+            self.fail(nd, f"per-axis weight scales on axis {cq.axis}; fixq has per-output-channel scales")
+        return cq.q, np.asarray(cq.scale, np.float32).reshape(-1)
+
+    def bias_of(self, nd, cq):
+        if cq is None:
+            return None
+        if not isinstance(cq, _CQ) or cq.q.dtype != np.int32:
+            self.fail(nd, "its bias must be the DequantizeLinear of an int32 constant")
+        return cq.q.reshape(-1)
+
+    def conv_attrs(self, nd, q, w):
+        fake = _Tensor(q.name, q.shape)
+        strides = list(self.attr(nd, "strides", [1, 1]))
+        dil = list(self.attr(nd, "dilations", [1, 1]))
+        return dict(stride=strides, padding=self._pads(nd, fake, w.shape[2:], strides, dil), dilation=dil,
+                    groups=int(self.attr(nd, "group", 1)))
+
+    def q_input(self, nd, i):
+        v = self.env.get(nd.input[i])
+        if isinstance(v, _DQ):
+            return v.q
+        if not isinstance(v, _Q):
+            self.fail(nd, f"input {i} must be a quantized tensor")
+        return v
+
+    def materialize(self, nd, scale, zp, qnode):
+        """The int8 step ORT's QDQ fusion makes of float node `nd` with output quantization (scale, zp)."""
+        op = nd.op_type
+        ins = [self.env.get(t) if t else None for t in nd.input]
+        if op == "Conv":
+            q = self.q_input(nd, 0)
+            w, ws = self.weight_of(nd, ins[1], 0)
+            b = self.bias_of(nd, ins[2] if len(ins) > 2 else None)
+            self.step(qnode, "conv2d", [q], scale, zp, self.conv_attrs(nd, q, w), w, ws, b)
+        elif op in ("Gemm", "MatMul"):
+            q = self.q_input(nd, 0)
+            if op == "Gemm" and (self.attr(nd, "transA", 0) or self.attr(nd, "alpha", 1.0) != 1.0):
+                self.fail(nd, "a quantized Gemm with transA or alpha is not supported")
+            trans = op == "Gemm" and self.attr(nd, "transB", 0)
+            w, ws = self.weight_of(nd, ins[1], 0 if trans else 1)
+            b = self.bias_of(nd, ins[2] if len(ins) > 2 else None)
+            self.step(qnode, "linear", [q], scale, zp, None, w if trans else np.ascontiguousarray(w.T), ws, b)
+        elif op in ("Add", "Mul"):
+            a, b = self.q_input(nd, 0), self.q_input(nd, 1)
+            self.step(qnode, op.lower(), [a, b], scale, zp, squeezed=a.squeezed)
+        elif op == "GlobalAveragePool":
+            self.step(qnode, "global_avgpool", [self.q_input(nd, 0)], scale, zp, squeezed=True)
+        elif op in _PASS_THROUGH:
+            src = self.env.get(nd.input[0])
+            if isinstance(src, _Pending):
+                self.fail(nd, "a chain of float ops between quantized tensors is not supported")
+            q = self.q_input(nd, 0)
+            if (q.scale, q.zp) != (scale, zp):
+                self.fail(nd, f"{op} between different scales; ORT keeps it in float here, fixq does not")
+            self.pass_through(nd, q, scale, zp, out=qnode.output[0])
+        else:
+            self.fail(nd, "this float op between quantized tensors is not supported")
+
+    def pass_through(self, nd, q, scale, zp, out=None):
+        """MaxPool / Flatten / Reshape / Identity on a quantized tensor: its scale and zero point kept."""
+        out = out or nd.output[0]
+        op = nd.op_type
+        if op in ("Identity", "Dropout"):
+            self.env[out] = q
+            return
+        fake = _Tensor(q.name, q.shape, q.squeezed)
+        saved = self.env.get(nd.output[0])
+        self.env[nd.input[0]], keep = fake, self.env[nd.input[0]]
+        self.spec_nodes = []
+        getattr(self, "op_" + op)(nd)
+        self.env[nd.input[0]] = keep
+        res = self.env[nd.output[0]]
+        if self.spec_nodes:  # a fixq node: flatten or a pool
+            spec = self.spec_nodes[0]
+            attrs = {k: v for k, v in spec.items() if k not in ("name", "op", "inputs")}
+            self.names.discard(spec["name"])
+            self.env[nd.output[0]] = saved
+            self.step(nd, spec["op"], [q], scale, zp, attrs, squeezed=res.squeezed)
+            if out != nd.output[0]:
+                self.env[out] = self.env.pop(nd.output[0])
+        else:
+            self.env[out] = _Q(q.name, res.shape, scale, zp, res.squeezed)
+
+    def softmax(self, nd):
+        q = self.q_input(nd, 0)
+        rank = len(q.onnx_shape)
+        axis = self.attr(nd, "axis", -1 if self.opset >= 13 else 1) % rank
+        return self.step(nd, "softmax", [q], q.scale, q.zp, {"axis": 1 if q.squeezed else axis})
+
+    # -- QOperator ---------------------------------------------------------------------------------------
+    def _qop_weight(self, nd, i, axis_ok):
+        w = self.const(nd, i, "weight")
+        ws = self.const(nd, i + 1, "weight scale")
+        wz = self.opt_const(nd, i + 2)
+        return self.weight_of(nd, _CQ(w, ws, np.zeros(1) if wz is None else wz, axis_ok), axis_ok)
+
+    def q_QLinearConv(self, nd):
+        q = self.q_input(nd, 0)
+        w, ws = self._qop_weight(nd, 3, 0)
+        scale, zp = self.qparams(nd, 6, 7)
+        b = self.opt_const(nd, 8)
+        self.step(nd, "conv2d", [q], scale, zp, self.conv_attrs(nd, q, w), w, ws,
+                  None if b is None else b.reshape(-1))
+
+    def q_QLinearMatMul(self, nd):
+        q = self.q_input(nd, 0)
+        w, ws = self._qop_weight(nd, 3, 1)
+        scale, zp = self.qparams(nd, 6, 7)
+        self.step(nd, "linear", [q], scale, zp, None, np.ascontiguousarray(w.T), ws)
+
+    def q_QGemm(self, nd):
+        q = self.q_input(nd, 0)
+        if self.attr(nd, "transA", 0) or self.attr(nd, "alpha", 1.0) != 1.0:
+            self.fail(nd, "transA or alpha is not supported")
+        trans = self.attr(nd, "transB", 0)
+        w, ws = self._qop_weight(nd, 3, 0 if trans else 1)
+        if len(nd.input) < 8 or not nd.input[7]:
+            self.fail(nd, "a QGemm with a float output is not supported")
+        scale, zp = self.qparams(nd, 7, 8)
+        b = self.opt_const(nd, 6)
+        self.step(nd, "linear", [q], scale, zp, None, w if trans else np.ascontiguousarray(w.T), ws,
+                  None if b is None else b.reshape(-1))
+
+    def _qbinary(self, nd, op):
+        a, b = self.q_input(nd, 0), self.q_input(nd, 3)
+        if a.onnx_shape != b.onnx_shape:
+            self.fail(nd, "inputs of different shapes; fixq's add and mul need equal shapes")
+        scale, zp = self.qparams(nd, 6, 7)
+        self.step(nd, op, [a, b], scale, zp, squeezed=a.squeezed)
+
+    def q_QLinearAdd(self, nd):
+        self._qbinary(nd, "add")
+
+    def q_QLinearMul(self, nd):
+        self._qbinary(nd, "mul")
+
+    def q_QLinearGlobalAveragePool(self, nd):
+        if self.attr(nd, "channels_last", 0):
+            self.fail(nd, "channels_last=1 is not supported")
+        scale, zp = self.qparams(nd, 3, 4)
+        self.step(nd, "global_avgpool", [self.q_input(nd, 0)], scale, zp, squeezed=True)
+
+    def q_QLinearConcat(self, nd):
+        scale, zp = self.qparams(nd, 0, 1)
+        qs = [self.q_input(nd, i) for i in range(2, len(nd.input), 3)]
+        axis = self.attr(nd, "axis") % len(qs[0].onnx_shape)
+        self.step(nd, "concat", qs, scale, zp, {"axis": axis}, squeezed=qs[0].squeezed)
+
+
+def is_quantized(model):
+    return any(n.op_type in QUANT_OPS for n in model.graph.node)
+
+
+def import_quantized(model, constants=None):
+    return _QImporter(model, constants).run()
