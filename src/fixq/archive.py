@@ -15,7 +15,6 @@ plain ``open()`` would give it.
 import contextlib
 import json
 import os
-import secrets
 import stat
 import zipfile
 import zlib
@@ -53,7 +52,7 @@ def atomic_path(path):
         mode = None
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
     while True:
-        tmp = os.path.join(d, f".fixq-{secrets.token_hex(6)}.tmp")
+        tmp = os.path.join(d, f".fixq-{os.urandom(6).hex()}.tmp")
         try:
             fd = os.open(tmp, flags, 0o666)
             break
