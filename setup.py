@@ -20,14 +20,18 @@ from setuptools.command.build_ext import build_ext
 CSRC = "src/fixq/_csrc"
 DEBUG = os.environ.get("FIXQ_DEBUG", "0") not in ("", "0")
 X86 = platform.machine().lower() in ("x86_64", "amd64", "i686", "x86")
+ARM = platform.machine().lower() in ("aarch64", "arm64")
 
-# Flags given to ISA-specific files only.  Room for neon later.
+# Flags given to ISA-specific files only.
 ISA_FLAGS = {
     "avx2": ["-mavx2", "-mfma", "-mf16c", "-mpopcnt"],
     "avx512vnni": ["-mavx2", "-mfma", "-mf16c", "-mpopcnt",
                    "-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx512vnni"],
+    "neon": ["-march=armv8-a+simd"],
+    "dotprod": ["-march=armv8.2-a+dotprod"],
+    "i8mm": ["-march=armv8.6-a+i8mm"],
 }
-ISA_ON_THIS_ARCH = {"avx2": X86, "avx512vnni": X86}
+ISA_ON_THIS_ARCH = {"avx2": X86, "avx512vnni": X86, "neon": ARM, "dotprod": ARM, "i8mm": ARM}
 
 
 def isa_of(path):

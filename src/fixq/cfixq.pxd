@@ -29,6 +29,9 @@ cdef extern from "fixq/fixq_capsule.h" nogil:
         FIXQ_ISA_SCALAR
         FIXQ_ISA_AVX2
         FIXQ_ISA_AVX512VNNI
+        FIXQ_ISA_NEON
+        FIXQ_ISA_DOTPROD
+        FIXQ_ISA_I8MM
         FIXQ_ISA_COUNT
 
     ctypedef enum fixq_rounding:

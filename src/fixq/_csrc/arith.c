@@ -104,13 +104,16 @@ fixq_status fixq__check_requant(const fixq_requant *p, size_t channels, fixq_dty
 
 static const fixq_requant_ukernel requant_table[FIXQ_ISA_COUNT] = {
     fixq_requant_s32__scalar, FIXQ__AVX2(fixq_requant_s32__avx2),
-    FIXQ__AVX512VNNI(fixq_requant_s32__avx512vnni)};
+    FIXQ__AVX512VNNI(fixq_requant_s32__avx512vnni), FIXQ__NEON(fixq_requant_s32__neon),
+    FIXQ__DOTPROD(fixq_requant_s32__neon), FIXQ__I8MM(fixq_requant_s32__neon)};
 static const fixq_quantize_ukernel quantize_table[FIXQ_ISA_COUNT] = {
     fixq_quantize_f32__scalar, FIXQ__AVX2(fixq_quantize_f32__avx2),
-    FIXQ__AVX512VNNI(fixq_quantize_f32__avx2)};
+    FIXQ__AVX512VNNI(fixq_quantize_f32__avx2), FIXQ__NEON(fixq_quantize_f32__scalar),
+    FIXQ__DOTPROD(fixq_quantize_f32__scalar), FIXQ__I8MM(fixq_quantize_f32__scalar)};
 static const fixq_dequantize_ukernel dequantize_table[FIXQ_ISA_COUNT] = {
     fixq_dequantize__scalar, FIXQ__AVX2(fixq_dequantize__avx2),
-    FIXQ__AVX512VNNI(fixq_dequantize__avx2)};
+    FIXQ__AVX512VNNI(fixq_dequantize__avx2), FIXQ__NEON(fixq_dequantize__scalar),
+    FIXQ__DOTPROD(fixq_dequantize__scalar), FIXQ__I8MM(fixq_dequantize__scalar)};
 
 fixq_requant_ukernel fixq__requant_ukernel(void) { return requant_table[fixq__isa]; }
 

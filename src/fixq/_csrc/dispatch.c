@@ -1,4 +1,5 @@
-/* Runtime CPU dispatch: CPUID + XGETBV once at fixq_init, FIXQ_ISA override. */
+/* Runtime CPU dispatch: CPUID + XGETBV (x86-64) or the kernel's HWCAP bits
+ * (aarch64 Linux) once at fixq_init, FIXQ_ISA override. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -9,9 +10,15 @@
 #define FIXQ_X86 1
 #endif
 
+#if defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>
+#define FIXQ_ARM_LINUX 1
+#endif
+
 fixq_isa fixq__isa = FIXQ_ISA_SCALAR;
 
-static const char *const isa_names[FIXQ_ISA_COUNT] = {"scalar", "avx2", "avx512vnni"};
+static const char *const isa_names[FIXQ_ISA_COUNT] = {"scalar", "avx2", "avx512vnni",
+                                                          "neon", "dotprod", "i8mm"};
 
 const char *fixq_isa_name(fixq_isa isa) {
   return (unsigned)isa < FIXQ_ISA_COUNT ? isa_names[isa] : "unknown";
@@ -25,6 +32,15 @@ int fixq_isa_compiled(fixq_isa isa) {
 #endif
 #ifdef FIXQ_COMPILED_AVX512VNNI
     case FIXQ_ISA_AVX512VNNI: return 1;
+#endif
+#ifdef FIXQ_COMPILED_NEON
+    case FIXQ_ISA_NEON: return 1;
+#endif
+#ifdef FIXQ_COMPILED_DOTPROD
+    case FIXQ_ISA_DOTPROD: return 1;
+#endif
+#ifdef FIXQ_COMPILED_I8MM
+    case FIXQ_ISA_I8MM: return 1;
 #endif
     default: return 0;
   }
@@ -62,6 +78,20 @@ static int cpu_has_avx512vnni(void) {
 }
 #endif
 
+#ifdef FIXQ_ARM_LINUX
+/* Linux arch/arm64 uapi hwcap.h: HWCAP_ASIMD, HWCAP_ASIMDDP, HWCAP2_I8MM.
+ * Read on every call: the library keeps no state but the selected path. */
+static int cpu_has_neon(void) { return (getauxval(AT_HWCAP) >> 1) & 1; }
+static int cpu_has_dotprod(void) { return cpu_has_neon() && ((getauxval(AT_HWCAP) >> 20) & 1); }
+static int cpu_has_i8mm(void) { return cpu_has_dotprod() && ((getauxval(AT_HWCAP2) >> 13) & 1); }
+#elif defined(__aarch64__)
+/* Advanced SIMD is part of every aarch64 core; without Linux's HWCAP the
+ * optional dot-product and matrix-multiply paths are not offered. */
+static int cpu_has_neon(void) { return 1; }
+static int cpu_has_dotprod(void) { return 0; }
+static int cpu_has_i8mm(void) { return 0; }
+#endif
+
 int fixq_isa_supported(fixq_isa isa) {
   if (!fixq_isa_compiled(isa)) return 0;
   switch (isa) {
@@ -69,6 +99,11 @@ int fixq_isa_supported(fixq_isa isa) {
 #ifdef FIXQ_X86
     case FIXQ_ISA_AVX2: return cpu_has_avx2();
     case FIXQ_ISA_AVX512VNNI: return cpu_has_avx512vnni();
+#endif
+#ifdef __aarch64__
+    case FIXQ_ISA_NEON: return cpu_has_neon();
+    case FIXQ_ISA_DOTPROD: return cpu_has_dotprod();
+    case FIXQ_ISA_I8MM: return cpu_has_i8mm();
 #endif
     default: return 0;
   }

@@ -7,7 +7,8 @@
 #include "engine_loops.h"
 
 static const fixq_eng_loops *const loops_table[FIXQ_ISA_COUNT] = {
-    &fixq_eng_loops__scalar, FIXQ__AVX2(&fixq_eng_loops__avx2), FIXQ__AVX512VNNI(&fixq_eng_loops__avx2)};
+    &fixq_eng_loops__scalar, FIXQ__AVX2(&fixq_eng_loops__avx2), FIXQ__AVX512VNNI(&fixq_eng_loops__avx2),
+    FIXQ__NEON(&fixq_eng_loops__neon), FIXQ__DOTPROD(&fixq_eng_loops__neon), FIXQ__I8MM(&fixq_eng_loops__neon)};
 
 /* (in + 2 pad - dil (k - 1) - 1) / stride + 1, or 0 when the window does not fit */
 static size_t out_size(size_t in, size_t k, size_t s, size_t p, size_t d) {

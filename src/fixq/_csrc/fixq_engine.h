@@ -113,6 +113,9 @@ extern const fixq_eng_loops fixq_eng_loops__scalar;
 #ifdef FIXQ_COMPILED_AVX2
 extern const fixq_eng_loops fixq_eng_loops__avx2;
 #endif
+#ifdef FIXQ_COMPILED_NEON
+extern const fixq_eng_loops fixq_eng_loops__neon;
+#endif
 
 /* Shapes, indices and parameters of every step agree (run never reads or
  * writes outside the tensors); on failure *bad_step is the step. */

@@ -192,6 +192,23 @@ void fixq_requant_s32__avx512vnni(size_t rows, size_t channels, size_t inner, co
 #else
 #define FIXQ__AVX512VNNI(fn) NULL
 #endif
+/* The aarch64 levels' table entries, likewise: FIXQ__DOTPROD(x__neon) where
+ * the dot product would not change the kernel. */
+#ifdef FIXQ_COMPILED_NEON
+#define FIXQ__NEON(fn) fn
+#else
+#define FIXQ__NEON(fn) NULL
+#endif
+#ifdef FIXQ_COMPILED_DOTPROD
+#define FIXQ__DOTPROD(fn) fn
+#else
+#define FIXQ__DOTPROD(fn) NULL
+#endif
+#ifdef FIXQ_COMPILED_I8MM
+#define FIXQ__I8MM(fn) fn
+#else
+#define FIXQ__I8MM(fn) NULL
+#endif
 
 /* ---- GEMM micro-kernels (qgemm.c drives them) ------------------------------
  * Each ISA has a packer for A and a tile kernel that read one record format;
@@ -263,6 +280,38 @@ void fixq_qgemm_pack_a__avx512vnni(size_t rows, size_t k, const void *a, size_t 
 void fixq_qgemm_s8__avx512vnni(size_t mr, size_t np, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c,
                                size_t ldc, const int32_t *row_sum, const int32_t *row_neg, const int32_t *b_zp,
                                const int32_t *col_term);
+#endif
+
+/* The aarch64 kernels (qgemm_s8__neon.c, __dotprod.c, __i8mm.c) read one A
+ * format: int8 a'[4] per row per 4 k (4-byte records), the rows in groups of
+ * FIXQ__ARM_MR, records of rows past `rows` zero; per group of 4 k, the
+ * group's FIXQ__ARM_MR records one after the other (i8mm: per pair of groups,
+ * rows 2i and 2i+1 as 8 k each, side by side; an odd last group as the
+ * others).  Every a' b' product and pair sum is exact (smull/sadalp, sdot,
+ * smmla are signed x signed), so b' = -128 needs no second kernel and
+ * row_neg is not used. */
+#define FIXQ__ARM_MR 4
+#define FIXQ__ARM_NP 2
+#ifdef FIXQ_COMPILED_NEON
+void fixq_qgemm_pack_a__neon(size_t rows, size_t k, const void *a, size_t lda, fixq_dtype a_dtype,
+                             fixq_gemm_kernel kernel, uint8_t *dst, int32_t *row_sum, int32_t *row_neg);
+void fixq_qgemm_s8__neon(size_t mr, size_t np, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c,
+                         size_t ldc, const int32_t *row_sum, const int32_t *row_neg, const int32_t *b_zp,
+                         const int32_t *col_term);
+void fixq_requant_s32__neon(size_t rows, size_t channels, size_t inner, const int32_t *x, size_t x_stride,
+                            void *y, size_t y_stride, fixq_dtype y_dtype, const fixq_requant *p);
+#endif
+#ifdef FIXQ_COMPILED_DOTPROD
+void fixq_qgemm_s8__dotprod(size_t mr, size_t np, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c,
+                            size_t ldc, const int32_t *row_sum, const int32_t *row_neg, const int32_t *b_zp,
+                            const int32_t *col_term);
+#endif
+#ifdef FIXQ_COMPILED_I8MM
+void fixq_qgemm_pack_a__i8mm(size_t rows, size_t k, const void *a, size_t lda, fixq_dtype a_dtype,
+                             fixq_gemm_kernel kernel, uint8_t *dst, int32_t *row_sum, int32_t *row_neg);
+void fixq_qgemm_s8__i8mm(size_t mr, size_t np, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c,
+                         size_t ldc, const int32_t *row_sum, const int32_t *row_neg, const int32_t *b_zp,
+                         const int32_t *col_term);
 #endif
 
 /* Elementwise add/mul over `rows` rows of n outputs; row r of a starts at

@@ -5,10 +5,12 @@
 
 static const fixq_f16_linear_ukernel f16_table[FIXQ_ISA_COUNT] = {
     fixq_f16_linear__scalar, FIXQ__AVX2(fixq_f16_linear__avx2),
-    FIXQ__AVX512VNNI(fixq_f16_linear__avx2)};
+    FIXQ__AVX512VNNI(fixq_f16_linear__avx2), FIXQ__NEON(fixq_f16_linear__scalar),
+    FIXQ__DOTPROD(fixq_f16_linear__scalar), FIXQ__I8MM(fixq_f16_linear__scalar)};
 static const fixq_bgemm_ukernel bgemm_table[FIXQ_ISA_COUNT] = {
     fixq_bgemm__scalar, FIXQ__AVX2(fixq_bgemm__avx2),
-    FIXQ__AVX512VNNI(fixq_bgemm__avx2)};
+    FIXQ__AVX512VNNI(fixq_bgemm__avx2), FIXQ__NEON(fixq_bgemm__scalar),
+    FIXQ__DOTPROD(fixq_bgemm__scalar), FIXQ__I8MM(fixq_bgemm__scalar)};
 
 /* n rounded up to whole panels, times k; 0 when that many elements (or their
  * bytes) pass what an array can have. */

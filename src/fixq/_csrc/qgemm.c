@@ -34,6 +34,12 @@ static const qgemm_kernels kernel_table[FIXQ_ISA_COUNT] = {
     {FIXQ__AVX512VNNI(fixq_qgemm_pack_a__avx512vnni),
      {FIXQ__AVX512VNNI(fixq_qgemm_s8__avx512vnni), FIXQ__AVX512VNNI(fixq_qgemm_s8__avx512vnni)}, FIXQ__VNNI_MR,
      FIXQ__VNNI_NP, 4, 128},
+    {FIXQ__NEON(fixq_qgemm_pack_a__neon), {FIXQ__NEON(fixq_qgemm_s8__neon), FIXQ__NEON(fixq_qgemm_s8__neon)},
+     FIXQ__ARM_MR, FIXQ__ARM_NP, 4, 0},
+    {FIXQ__DOTPROD(fixq_qgemm_pack_a__neon), {FIXQ__DOTPROD(fixq_qgemm_s8__dotprod), FIXQ__DOTPROD(fixq_qgemm_s8__dotprod)},
+     FIXQ__ARM_MR, FIXQ__ARM_NP, 4, 0},
+    {FIXQ__I8MM(fixq_qgemm_pack_a__i8mm), {FIXQ__I8MM(fixq_qgemm_s8__i8mm), FIXQ__I8MM(fixq_qgemm_s8__i8mm)},
+     FIXQ__ARM_MR, FIXQ__ARM_NP, 4, 0},
 };
 
 /* ---- packing B ------------------------------------------------------------ */

@@ -54,13 +54,20 @@ typedef enum {
 /* A short English description of `status` ("invalid argument", ...); never NULL. */
 const char *fixq_status_string(fixq_status status);
 
-/* Each level implies the ones before it.  AVX512VNNI = AVX-512 F/BW/DQ/VL + VNNI
- * (Ice Lake, Sapphire Rapids, Zen 4 and later). */
+/* Two families, each level implying the ones before it in its family (and
+ * scalar everywhere).  x86-64: AVX512VNNI = AVX-512 F/BW/DQ/VL + VNNI (Ice
+ * Lake, Sapphire Rapids, Zen 4 and later).  aarch64: NEON (every core),
+ * DOTPROD = sdot (Armv8.2-A DotProd: Cortex-A55/A76, Neoverse N1, Apple M1),
+ * I8MM = smmla (Armv8.6-A Int8 matrix multiply: Cortex-A710/X2, Neoverse V1/N2,
+ * Apple M2). */
 typedef enum {
   FIXQ_ISA_SCALAR = 0,
   FIXQ_ISA_AVX2 = 1,
   FIXQ_ISA_AVX512VNNI = 2,
-  FIXQ_ISA_COUNT = 3
+  FIXQ_ISA_NEON = 3,
+  FIXQ_ISA_DOTPROD = 4,
+  FIXQ_ISA_I8MM = 5,
+  FIXQ_ISA_COUNT = 6
 } fixq_isa;
 
 /* How a real multiplier is applied (docs/arithmetic.md). */
@@ -73,7 +80,8 @@ typedef enum {
 typedef enum { FIXQ_INT8 = 0, FIXQ_UINT8 = 1, FIXQ_INT16 = 2, FIXQ_INT32 = 3 } fixq_dtype;
 
 /* ---- CPU dispatch --------------------------------------------------------- */
-/* Reads FIXQ_ISA (scalar|avx2|avx512vnni; unset = best supported).  Idempotent. */
+/* Reads FIXQ_ISA (scalar|avx2|avx512vnni|neon|dotprod|i8mm; unset = best
+ * supported).  Idempotent. */
 fixq_status fixq_init(void);
 fixq_isa fixq_selected_isa(void);
 int fixq_isa_compiled(fixq_isa isa);

@@ -1,0 +1,336 @@
+/* Every CPU path this machine supports gives the scalar path's bits: the int8
+ * GEMM (int8/uint8 A and B, weights of -128, zero points, bias, every output
+ * stage, one and several threads), requantize (double, single, fp32 rounding;
+ * per channel and per tensor; int8/uint8/int16/int32 outputs; int32 extremes
+ * and rounding ties), quantize / dequantize and elementwise add / mul, on
+ * random and edge-case inputs from a fixed seed.  Written for the Arm paths
+ * (run under qemu-aarch64 -cpu max from tests/test_arm.py); on x86 it checks
+ * avx2 and avx512vnni the same way.  FIXQ_ISA=name checks that path alone.
+ *
+ * Prints one line per mismatch (at most 20) and "ok: N cases (paths)"; exit
+ * status 1 on any mismatch.
+ * Build: cc isa_equal.c -Isrc/fixq/include build/libfixq.a -lm -lpthread */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <fixq/fixq.h>
+
+static uint64_t rng = 0x9E3779B97F4A7C15u;
+static uint32_t next(void) { /* xorshift64* */
+  rng ^= rng >> 12;
+  rng ^= rng << 25;
+  rng ^= rng >> 27;
+  return (uint32_t)((rng * 0x2545F4914F6CDD1Du) >> 32);
+}
+static int32_t uniform(int32_t lo, int32_t hi) { return lo + (int32_t)(next() % (uint32_t)((int64_t)hi - lo + 1)); }
+
+static fixq_isa paths[FIXQ_ISA_COUNT];
+static int npaths, cases, mismatches;
+
+static void mismatch(const char *what, fixq_isa isa, int id, const char *detail) {
+  if (++mismatches <= 20) printf("MISMATCH %s case %d on %s: %s\n", what, id, fixq_isa_name(isa), detail);
+}
+
+/* Runs fn(ctx, out) on scalar, then on each path, and compares the bytes and the status. */
+typedef fixq_status (*case_fn)(void *ctx, void *out);
+static void check(const char *what, case_fn fn, void *ctx, size_t bytes) {
+  unsigned char *want = malloc(bytes + 1), *got = malloc(bytes + 1);
+  const int id = ++cases;
+  memset(want, 0xA5, bytes + 1);
+  fixq_select_isa(FIXQ_ISA_SCALAR);
+  const fixq_status st = fn(ctx, want);
+  for (int i = 0; i < npaths; i++) {
+    memset(got, 0xA5, bytes + 1);
+    fixq_select_isa(paths[i]);
+    const fixq_status st2 = fn(ctx, got);
+    char detail[160];
+    if (st2 != st) {
+      snprintf(detail, sizeof detail, "status %d, scalar %d", (int)st2, (int)st);
+      mismatch(what, paths[i], id, detail);
+    } else if (memcmp(want, got, bytes + 1) != 0) {
+      size_t at = 0;
+      while (want[at] == got[at]) at++;
+      snprintf(detail, sizeof detail, "byte %zu of %zu: 0x%02x, scalar 0x%02x", at, bytes, got[at], want[at]);
+      mismatch(what, paths[i], id, detail);
+    }
+  }
+  free(want);
+  free(got);
+}
+
+static size_t dsize(fixq_dtype dt) { return dt == FIXQ_INT8 || dt == FIXQ_UINT8 ? 1 : dt == FIXQ_INT16 ? 2 : 4; }
+static void drange(fixq_dtype dt, int32_t *lo, int32_t *hi) {
+  *lo = dt == FIXQ_INT8 ? -128 : dt == FIXQ_UINT8 ? 0 : dt == FIXQ_INT16 ? -32768 : INT32_MIN;
+  *hi = dt == FIXQ_INT8 ? 127 : dt == FIXQ_UINT8 ? 255 : dt == FIXQ_INT16 ? 32767 : INT32_MAX;
+}
+
+/* ---- requantize ------------------------------------------------------------ */
+
+/* an int32 input: extremes, ties of a right shift, small and any values */
+static int32_t edge_i32(int e) {
+  switch (next() % 6) {
+    case 0: {
+      static const int32_t v[] = {INT32_MIN, INT32_MIN + 1, -1, 0, 1, INT32_MAX, INT32_MAX - 1, -65536, 65535};
+      return v[next() % 9];
+    }
+    case 1: /* k * 2^e +- 2^(e-1): a tie of RoundingDivideByPOT and of srshl */
+      if (e > 0 && e < 31) return (int32_t)((uint32_t)uniform(-1000, 1000) << e) + (int32_t)(next() % 2 ? 1 : -1) * (1 << (e - 1));
+      return uniform(-3, 3);
+    case 2: return uniform(-300, 300);
+    case 3: return uniform(-(1 << 20), 1 << 20);
+    default: return (int32_t)next();
+  }
+}
+
+typedef struct {
+  size_t rows, channels, inner;
+  fixq_dtype y_dtype;
+  int32_t *x, *multiplier, *shift, *zero_point;
+  float *scale;
+  fixq_requant p;
+} requant_case;
+
+static fixq_status run_requant(void *ctx, void *out) {
+  requant_case *c = ctx;
+  return fixq_requantize_s32(c->x, out, c->y_dtype, c->rows, c->channels, c->inner, &c->p);
+}
+
+static void requant_cases(int count) {
+  static const fixq_dtype dts[] = {FIXQ_INT8, FIXQ_UINT8, FIXQ_INT16, FIXQ_INT32};
+  for (int t = 0; t < count; t++) {
+    requant_case c;
+    c.rows = (size_t)uniform(1, 5);
+    c.channels = (size_t)uniform(1, 13);
+    c.inner = next() % 2 ? 1 : (size_t)uniform(1, 21);
+    c.y_dtype = dts[next() % 4];
+    const fixq_rounding mode = (fixq_rounding)(next() % 3);
+    if (mode == FIXQ_ROUND_FP32 && c.y_dtype == FIXQ_INT32) c.y_dtype = FIXQ_INT16;
+    const size_t n = c.rows * c.channels * c.inner;
+    c.x = malloc(n * 4);
+    c.multiplier = malloc(c.channels * 4);
+    c.shift = malloc(c.channels * 4);
+    c.zero_point = malloc(c.channels * 4);
+    c.scale = malloc(c.channels * 4);
+    int32_t lo, hi;
+    drange(c.y_dtype, &lo, &hi);
+    for (size_t ch = 0; ch < c.channels; ch++) {
+      static const int32_t m_edge[] = {0, 1, 1 << 30, INT32_MAX, INT32_MAX - 1, (1 << 30) + 1};
+      c.multiplier[ch] = next() % 4 ? uniform(1 << 30, INT32_MAX) : m_edge[next() % 6];
+      c.shift[ch] = next() % 3 ? uniform(-31, 30) : next() % 2 ? -31 : 30;
+      if (next() % 3 == 0) c.shift[ch] = uniform(-12, 2);
+      c.zero_point[ch] = c.y_dtype == FIXQ_INT32 ? 0 : uniform(lo, hi);
+      c.scale[ch] = ldexpf(1.0f + (float)(next() % 1000000) / 1e6f, uniform(-40, 4));
+    }
+    for (size_t i = 0; i < n; i++) c.x[i] = edge_i32(-c.shift[(i / c.inner) % c.channels]);
+    c.p.rounding = mode;
+    c.p.multiplier = c.multiplier;
+    c.p.shift = c.shift;
+    c.p.scale = c.scale;
+    c.p.zero_point = c.zero_point;
+    c.p.qmin = next() % 2 ? lo : uniform(lo, lo / 2 + hi / 2);
+    c.p.qmax = next() % 2 ? hi : uniform(lo / 2 + hi / 2, hi);
+    if (c.p.qmin > c.p.qmax) c.p.qmin = c.p.qmax;
+    check("requantize_s32", run_requant, &c, n * dsize(c.y_dtype));
+    free(c.x), free(c.multiplier), free(c.shift), free(c.zero_point), free(c.scale);
+  }
+}
+
+/* ---- GEMM ------------------------------------------------------------------ */
+
+typedef struct {
+  size_t m, k, n;
+  fixq_dtype a_dtype, y_dtype;
+  int32_t a_zp;
+  void *a;
+  fixq_packed_b pb;
+  int32_t *bias;
+  const fixq_requant *p;
+  size_t p_channels;
+  int threads;
+} gemm_case;
+
+static fixq_status run_gemm(void *ctx, void *out) {
+  gemm_case *c = ctx;
+  return fixq_qgemm(c->m, c->a, c->a_dtype, c->k, c->a_zp, &c->pb, c->bias, c->p, c->p_channels, out, c->y_dtype,
+                    c->n, c->threads);
+}
+
+static void gemm_one(size_t m, size_t k, size_t n, int threads) {
+  gemm_case c = {m, k, n, next() % 2 ? FIXQ_INT8 : FIXQ_UINT8, FIXQ_INT32, 0, NULL, {0}, NULL, NULL, 0, threads};
+  const fixq_dtype b_dtype = next() % 2 ? FIXQ_INT8 : FIXQ_UINT8;
+  const int32_t b_off = b_dtype == FIXQ_INT8 ? 0 : 128, a_off = c.a_dtype == FIXQ_INT8 ? 0 : 128;
+  const int weights = (int)(next() % 4); /* 0: any, 1: mostly -128', 2: all -128', 3: within +-127' */
+  int8_t *a = malloc(m * k + 1);
+  uint8_t *b = malloc(k * n + 1);
+  for (size_t i = 0; i < m * k; i++) a[i] = (int8_t)next();
+  for (size_t i = 0; i < k * n; i++) {
+    int32_t v = uniform(-128, 127);
+    if (weights == 1 && next() % 2) v = -128;
+    if (weights == 2) v = -128;
+    if (weights == 3 && v == -128) v = -127;
+    b[i] = (uint8_t)(v + b_off);
+  }
+  c.a = a;
+  const int zp_kind = (int)(next() % 3); /* 0: zero, 1: one per tensor, 2: per column */
+  int32_t *zp = malloc(n * 4);
+  for (size_t j = 0; j < n; j++) zp[j] = zp_kind == 0 ? b_off : uniform(-128, 127) + b_off;
+  c.a_zp = next() % 3 ? uniform(-128, 127) + a_off : a_off;
+  fixq_packed_b_init(&c.pb, k, n);
+  c.pb.panels = malloc(c.pb.n_padded * c.pb.k_padded + 1);
+  c.pb.zero_point = malloc(c.pb.n_padded * 4 + 4);
+  c.pb.col_sum = malloc(c.pb.n_padded * 4 + 4);
+  c.pb.col_abs = malloc(c.pb.n_padded * 8 + 8);
+  if (fixq_pack_b(b, b_dtype, (ptrdiff_t)n, 1, zp, zp_kind == 2 ? n : 1, &c.pb) != FIXQ_OK) {
+    printf("MISMATCH setup: fixq_pack_b failed\n");
+    mismatches++;
+    return;
+  }
+  if (next() % 2) {
+    c.bias = malloc(n * 4);
+    for (size_t j = 0; j < n; j++) c.bias[j] = uniform(-(1 << 22), 1 << 22);
+  }
+  /* the output stage: int32, or a requantize with per-column or per-tensor parameters */
+  const size_t chans = next() % 2 ? n : 1;
+  int32_t *mult = malloc(chans * 4), *shift = malloc(chans * 4), *yzp = malloc(chans * 4);
+  float *scale = malloc(chans * 4);
+  fixq_requant p;
+  const int stage = (int)(next() % 4);
+  if (stage > 0) {
+    c.y_dtype = next() % 2 ? FIXQ_INT8 : FIXQ_UINT8;
+    int32_t lo, hi;
+    drange(c.y_dtype, &lo, &hi);
+    for (size_t j = 0; j < chans; j++) {
+      mult[j] = uniform(1 << 30, INT32_MAX);
+      shift[j] = uniform(-14, 1);
+      yzp[j] = uniform(lo, hi);
+      scale[j] = ldexpf(1.0f + (float)(next() % 1000) / 1000.0f, uniform(-14, 0));
+    }
+    p = (fixq_requant){(fixq_rounding)(stage - 1), mult, shift, scale, yzp, lo, hi};
+    c.p = &p;
+    c.p_channels = chans;
+  }
+  check("qgemm", run_gemm, &c, m * n * dsize(c.y_dtype));
+  free(a), free(b), free(zp), free(c.bias), free(mult), free(shift), free(yzp), free(scale);
+  free(c.pb.panels), free(c.pb.zero_point), free(c.pb.col_sum), free(c.pb.col_abs);
+}
+
+static void gemm_cases(int count) {
+  for (int t = 0; t < count; t++)
+    gemm_one((size_t)uniform(1, 23), (size_t)uniform(0, 45), (size_t)uniform(1, 40), next() % 4 ? 1 : 3);
+  /* several row blocks and panel groups, odd and even numbers of 4-k groups, threads */
+  gemm_one(300, 301, 70, 1);
+  gemm_one(131, 64, 100, 2);
+  gemm_one(9, 1000, 33, 3);
+  gemm_one(1, 517, 200, 1); /* one row: a GEMV */
+}
+
+/* ---- quantize, dequantize, elementwise ------------------------------------- */
+
+typedef struct {
+  size_t n;
+  fixq_dtype dt;
+  float *x, scale;
+  int32_t zp, qmin, qmax;
+  void *q;
+} qd_case;
+
+static fixq_status run_quantize(void *ctx, void *out) {
+  qd_case *c = ctx;
+  return fixq_quantize_f32(c->x, out, c->dt, 1, 1, c->n, &c->scale, &c->zp, c->qmin, c->qmax);
+}
+
+static fixq_status run_dequantize(void *ctx, void *out) {
+  qd_case *c = ctx;
+  return fixq_dequantize(c->q, c->dt, out, 1, 1, c->n, &c->scale, &c->zp);
+}
+
+static void quantize_cases(int count) {
+  static const fixq_dtype dts[] = {FIXQ_INT8, FIXQ_UINT8, FIXQ_INT16, FIXQ_INT32};
+  for (int t = 0; t < count; t++) {
+    qd_case c;
+    c.n = (size_t)uniform(1, 70);
+    c.dt = dts[next() % 3];
+    drange(c.dt, &c.qmin, &c.qmax);
+    c.zp = uniform(c.qmin, c.qmax);
+    c.scale = ldexpf(1.0f + (float)(next() % 1000) / 1000.0f, uniform(-10, 3));
+    c.x = malloc(c.n * 4);
+    for (size_t i = 0; i < c.n; i++) /* halves (ties), large, tiny, zeros of both signs */
+      c.x[i] = next() % 3 ? (float)uniform(-800, 800) * 0.5f * c.scale
+               : next() % 2 ? ldexpf((float)uniform(-1000, 1000), uniform(-30, 30)) : (next() % 2 ? -0.0f : 0.0f);
+    check("quantize_f32", run_quantize, &c, c.n * dsize(c.dt));
+    c.dt = dts[next() % 4];
+    drange(c.dt, &c.qmin, &c.qmax);
+    c.zp = uniform(c.qmin, c.qmax);
+    c.q = malloc(c.n * 4);
+    for (size_t i = 0; i < c.n * 4; i++) ((uint8_t *)c.q)[i] = (uint8_t)next();
+    check("dequantize", run_dequantize, &c, c.n * 4);
+    free(c.x), free(c.q);
+  }
+}
+
+typedef struct {
+  fixq_eltwise p;
+  size_t shape[2];
+  ptrdiff_t as[2], bs[2], ys[2];
+  uint8_t *a, *b;
+} elt_case;
+
+static fixq_status run_eltwise(void *ctx, void *out) {
+  elt_case *c = ctx;
+  return fixq_eltwise_nd(&c->p, 2, c->shape, c->a, c->as, c->b, c->bs, out, c->ys);
+}
+
+static void eltwise_cases(int count) {
+  for (int t = 0; t < count; t++) {
+    elt_case c;
+    const fixq_dtype at = next() % 2 ? FIXQ_INT8 : FIXQ_UINT8, bt = next() % 2 ? FIXQ_INT8 : FIXQ_UINT8;
+    const fixq_dtype yt = next() % 2 ? FIXQ_INT8 : FIXQ_UINT8;
+    int32_t alo, ahi, blo, bhi, ylo, yhi;
+    drange(at, &alo, &ahi), drange(bt, &blo, &bhi), drange(yt, &ylo, &yhi);
+    const float as = ldexpf(1.0f + (float)(next() % 1000) / 1000.0f, uniform(-8, 0));
+    const float bs = ldexpf(1.0f + (float)(next() % 1000) / 1000.0f, uniform(-8, 0));
+    const float ys = ldexpf(1.0f + (float)(next() % 1000) / 1000.0f, uniform(-8, 0));
+    if (fixq_eltwise_init(&c.p, (fixq_eltwise_op)(next() % 2), (fixq_rounding)(next() % 3), at, as, uniform(alo, ahi),
+                          bt, bs, uniform(blo, bhi), yt, ys, uniform(ylo, yhi), ylo, yhi) != FIXQ_OK)
+      continue;
+    c.shape[0] = (size_t)uniform(1, 4);
+    c.shape[1] = (size_t)uniform(1, 90);
+    const size_t n = c.shape[0] * c.shape[1];
+    c.a = malloc(n), c.b = malloc(n);
+    for (size_t i = 0; i < n; i++) c.a[i] = (uint8_t)next(), c.b[i] = (uint8_t)next();
+    c.as[0] = (ptrdiff_t)c.shape[1], c.as[1] = 1;
+    c.bs[0] = (ptrdiff_t)c.shape[1], c.bs[1] = next() % 4 ? 1 : 0; /* b broadcast along rows */
+    c.ys[0] = (ptrdiff_t)c.shape[1], c.ys[1] = 1;
+    check("eltwise", run_eltwise, &c, n);
+    free(c.a), free(c.b);
+  }
+}
+
+int main(void) {
+  if (fixq_init() != FIXQ_OK) {
+    printf("fixq_init failed (FIXQ_ISA?)\n");
+    return 1;
+  }
+  const char *only = getenv("FIXQ_ISA");
+  char names[128] = "";
+  for (int i = 1; i < FIXQ_ISA_COUNT; i++)
+    if (fixq_isa_supported((fixq_isa)i) && (only == NULL || only[0] == '\0' || (fixq_isa)i == fixq_selected_isa())) {
+      paths[npaths++] = (fixq_isa)i;
+      strcat(names, npaths > 1 ? ", " : "");
+      strcat(names, fixq_isa_name((fixq_isa)i));
+    }
+  const int scale = getenv("FIXQ_TEST_CASES") ? atoi(getenv("FIXQ_TEST_CASES")) : 200;
+  requant_cases(scale * 2);
+  gemm_cases(scale);
+  quantize_cases(scale / 2);
+  eltwise_cases(scale / 4);
+  if (mismatches) {
+    printf("%d mismatches in %d cases\n", mismatches, cases);
+    return 1;
+  }
+  printf("ok: %d cases (%s)\n", cases, npaths ? names : "no path but scalar");
+  return 0;
+}
