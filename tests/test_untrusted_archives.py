@@ -205,3 +205,37 @@ def test_c_plan_refuses_wrapped_geometry(kernel, stride, padding, op):
 def test_c_plan_refuses_wrapped_tensor_sizes():
     with pytest.raises(ValueError, match="inconsistent"):
         _plan((1, 1), (1, 1), (0, 0), x=(2**62, 4, 1), y=(2**62, 4, 1))
+
+
+def _npz_member(zf, name, header_shape, payload, compress=zipfile.ZIP_DEFLATED):
+    import io
+    b = io.BytesIO()
+    np.lib.format.write_array_header_1_0(b, {"descr": "|i1", "fortran_order": False, "shape": header_shape})
+    zf.writestr(zipfile.ZipInfo(name), b.getvalue() + payload, compress_type=compress)
+
+
+def test_zip_bomb_is_refused_before_inflating(tmp_path, monkeypatch):
+    """Members' uncompressed sizes are summed from the zip's directory before anything is inflated (a 3 MB
+    archive of 3.1 GB of zeros took 2.99 GB of RSS and 22 s; now 33 MB and no time)."""
+    monkeypatch.setitem(G.LIMITS, "archive_bytes", 1 << 20)
+    with zipfile.ZipFile(tmp_path / "bomb.npz", "w") as zf:
+        _npz_member(zf, "junk.npy", (2 << 20,), bytes(2 << 20))
+    with pytest.raises(ArchiveError, match="hold more than 1048576 bytes uncompressed"):
+        Model.load(str(tmp_path / "bomb.npz"))
+    with pytest.raises(ArchiveError, match="hold more than 1048576 bytes uncompressed"):
+        load_float_model(str(tmp_path / "bomb.npz"))
+
+
+def test_member_size_must_match_its_header(tmp_path):
+    with zipfile.ZipFile(tmp_path / "lie.npz", "w") as zf:
+        _npz_member(zf, "fc.weight.npy", (2**40,), bytes(16))
+    with pytest.raises(ArchiveError, match=r"member 'fc.weight.npy' declares shape \(1099511627776,\)"):
+        load_float_model(str(tmp_path / "lie.npz"))
+
+
+def test_conv_padding_is_bounded(tmp_path):
+    """Padding 8192 on an 8x8 input took 3.1 GB and 17 s for one sample; now the padded input is refused."""
+    w = {"c.weight": np.ones((1, 1, 3, 3), np.float32), "c.bias": np.zeros(1, np.float32)}
+    spec = graph_of([{"name": "c", "op": "conv2d", "inputs": ["x"], "padding": 8192}], ["c"], [1, 8, 8])
+    with pytest.raises(G.GraphError, match="padded input of shape .* more than 134217728"):
+        load_float_model(save_float(tmp_path / "f.npz", w, spec))

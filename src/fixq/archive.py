@@ -127,6 +127,38 @@ def _what_file(path):
     return None
 
 
+def _check_members(path, zf):
+    """Before anything is decompressed: each member named once, each member's size as its .npy header
+    declares it (shape x itemsize after the header), and all of them within LIMITS["archive_bytes"]
+    (zipfile never inflates a member past its declared size)."""
+    seen, total = set(), 0
+    for info in zf.infolist():
+        if info.filename in seen:
+            raise ArchiveError(f"{path}: member {info.filename!r} appears twice in the zip; a fixq archive names "
+                               "each key once")
+        seen.add(info.filename)
+        total += info.file_size
+        if total > G.LIMITS["archive_bytes"]:
+            raise ArchiveError(f"{path}: its members hold more than {G.LIMITS['archive_bytes']} bytes uncompressed "
+                               "(docs/security.md)")
+        try:
+            with zf.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                    np.lib.format.read_array_header_2_0
+                shape, _, dtype = read(f, max_header_size=10000)
+                header = f.tell()
+        except (ValueError, SyntaxError, zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError,
+                RuntimeError):
+            continue  # not an .npy, or damaged: reading it names what is wrong
+        if dtype.hasobject:
+            continue  # a pickle: refused when read
+        declared = header + math.prod(shape) * dtype.itemsize
+        if declared != info.file_size:
+            raise ArchiveError(f"{path}: member {info.filename!r} declares shape {shape} of {dtype} ({declared} "
+                               f"bytes with its header) but holds {info.file_size} bytes")
+
+
 def load_npz(path, what="model"):
     """The arrays of an .npz (allow_pickle=False), with damaged files, pickles and files of other kinds
     as one-line errors."""
@@ -146,10 +178,7 @@ def load_npz(path, what="model"):
         raise ArchiveError(f"{path}: is a single .npy array, not an .npz archive; save the {what} with numpy.savez")
     out = {}
     with z:
-        members = z.zip.namelist()
-        if len(set(members)) != len(members):
-            dup = next(n for i, n in enumerate(members) if n in members[:i])
-            raise ArchiveError(f"{path}: member {dup!r} appears twice in the zip; a fixq archive names each key once")
+        _check_members(path, z.zip)
         if any(k == "data.pkl" or k.endswith("/data.pkl") for k in z.files):
             raise ArchiveError(f"{path}: is {_what_file(path) or 'not an .npz archive of arrays'}")
         for k in z.files:

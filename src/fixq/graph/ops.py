@@ -31,7 +31,7 @@ LIMITS = {
     "elements": 2**27,               # per sample: every tensor, a conv's padded input and its patches
     "attribute": 2**16,              # kernel, stride, padding, dilation (each side), groups, axis
     "pool_area": 2**23,              # avgpool kernel and global_avgpool input area: the int32 sum is exact
-    "archive_bytes": 2**32,          # all members of an archive, uncompressed
+    "archive_bytes": 2**31,          # all members of an archive, uncompressed
     "engine_tensors": 1024,          # the C plan of a static int8 model: its tensors (steps + 2) ...
     "engine_outputs": 64,            # ... and its outputs
 }
