@@ -470,3 +470,14 @@ def test_per_channel_int_zero_point_outside_int32(isa, zero_point):
     with pytest.raises(ValueError, match="out_zero_point"):
         fixq.qlinear(np.zeros((1, 4), np.int8), np.ones((2, 4), np.int8), multiplier=np.full(2, 1 << 30, np.int32),
                      shift=np.zeros(2, np.int32), out_zero_point=zero_point)
+
+
+@pytest.mark.parametrize("acc_dtype", [np.int8, np.uint8, np.int32])
+@pytest.mark.parametrize("scale", [1.3e36, 1.35e36, 3e38])
+def test_requantize_fp32_huge_scale_is_one_behaviour(acc_dtype, scale):
+    """8-bit input with a float32 scale past FLT_MAX / 255 gave the internal FixqError; every input type
+    now saturates as the int32 form does."""
+    x = np.array([1, 0, 100, 3], acc_dtype)
+    wide = fixq.requantize(x.astype(np.int32), scale=np.float32(scale), zero_point=0, dtype=np.int8, rounding="fp32")
+    y = fixq.requantize(x, scale=np.float32(scale), zero_point=0, dtype=np.int8, rounding="fp32")
+    assert np.array_equal(y, wide) and np.array_equal(y, [127, 0, 127, 127])

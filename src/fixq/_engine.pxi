@@ -115,6 +115,7 @@ DEF ENG_ALIGN = 64
 DEF ENG_MAX_OUTPUTS = 64
 DEF ENG_MAX_TENSORS = 1024
 DEF ENG_MAX_WORKERS = 256
+DEF ENG_MAX_SAMPLE_BYTES = 1 << 40  # so that chunk * workers * sample bytes stays far below 2**63
 
 
 cdef const void *_ptr(object arr, type want) except NULL:
@@ -320,12 +321,15 @@ cdef class Engine:
                 raise ValueError("engine plan: an output names no tensor")
             self.out_t[i], self.out_4d[i], self.out_sc[i], self.out_zp[i], self.out_rawable[i] = t, four_d, sc, zp, rawable
             self.out_shapes.append((1,) + tuple(shape))
-        cdef size_t off = 0, per
+        off = 0  # a Python int: the sum of the checked tensor sizes cannot wrap
         for i in range(1, nt):  # tensor 0 (the float input) is the caller's
             self.offsets[i] = off
-            per = self.tensors[i].h * self.tensors[i].w * self.tensors[i].c
-            off += per
-        self.sample_bytes = off + fixq_eng_scratch_bytes(&self.plan, 1)
+            off += self.tensors[i].h * self.tensors[i].w * self.tensors[i].c
+        scratch = fixq_eng_scratch_bytes(&self.plan, 1)
+        if off + scratch > ENG_MAX_SAMPLE_BYTES:
+            raise MemoryError(f"engine plan: one sample needs {off + scratch} bytes of activations and scratch, more "
+                              f"than {ENG_MAX_SAMPLE_BYTES}")
+        self.sample_bytes = off + scratch
         self.in_elems = self.tensors[0].h * self.tensors[0].w * self.tensors[0].c
         self.chunk_max = max(1, _ENG_CHUNK_BYTES // max(1, self.sample_bytes))
 
@@ -390,6 +394,9 @@ cdef class Engine:
             chunk = n if keep_all else min(self.chunk_max, (n + workers - 1) // workers)
             chunk = chunk if chunk else 1
             workers = min(workers, (n + chunk - 1) // chunk) if n else 1
+            if chunk * workers > (<size_t>1 << 62) // self.sample_bytes:
+                raise MemoryError(f"engine: {chunk} samples of {self.sample_bytes} bytes of activations and scratch "
+                                  "do not fit in memory; run a smaller batch")
             stride = self._worker_bytes(chunk)
             if keep_all or self.busy:  # the views outlive the call / another thread runs in the cached arena
                 buf = _np.empty(workers * stride + ENG_ALIGN, _np.uint8)

@@ -14,6 +14,7 @@ plain ``open()`` would give it.
 """
 import contextlib
 import json
+import math
 import os
 import stat
 import zipfile
@@ -133,6 +134,38 @@ def _what_file(path):
     return None
 
 
+def _check_members(path, zf):
+    """Before anything is decompressed: each member named once, each member's size as its .npy header
+    declares it (shape x itemsize after the header), and all of them within LIMITS["archive_bytes"]
+    (zipfile never inflates a member past its declared size)."""
+    seen, total = set(), 0
+    for info in zf.infolist():
+        if info.filename in seen:
+            raise ArchiveError(f"{path}: member {info.filename!r} appears twice in the zip; a fixq archive names "
+                               "each key once")
+        seen.add(info.filename)
+        total += info.file_size
+        if total > G.LIMITS["archive_bytes"]:
+            raise ArchiveError(f"{path}: its members hold more than {G.LIMITS['archive_bytes']} bytes uncompressed "
+                               "(docs/security.md)")
+        try:
+            with zf.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                    np.lib.format.read_array_header_2_0
+                shape, _, dtype = read(f, max_header_size=10000)
+                header = f.tell()
+        except (ValueError, SyntaxError, zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError,
+                RuntimeError):
+            continue  # not an .npy, or damaged: reading it names what is wrong
+        if dtype.hasobject:
+            continue  # a pickle: refused when read
+        declared = header + math.prod(shape) * dtype.itemsize
+        if declared != info.file_size:
+            raise ArchiveError(f"{path}: member {info.filename!r} declares shape {shape} of {dtype} ({declared} "
+                               f"bytes with its header) but holds {info.file_size} bytes")
+
+
 def load_npz(path, what="model"):
     """The arrays of an .npz (allow_pickle=False), with damaged files, pickles and files of other kinds
     as one-line errors."""
@@ -152,6 +185,7 @@ def load_npz(path, what="model"):
         raise ArchiveError(f"{path}: is a single .npy array, not an .npz archive; save the {what} with numpy.savez")
     out = {}
     with z:
+        _check_members(path, z.zip)
         if any(k == "data.pkl" or k.endswith("/data.pkl") for k in z.files):
             raise ArchiveError(f"{path}: is {_what_file(path) or 'not an .npz archive of arrays'}")
         for k in z.files:
@@ -235,10 +269,25 @@ _OPTION_KEYS = ("method", "per_channel", "weights", "activations", "dynamic", "r
 
 
 _STEP_KEYS = ("name", "op", "inputs", "output", "act")
+FUSED = ("linear", "conv2d", "add", "mul")  # the ops whose step may end in a fused act (and out_min/out_max)
+
+
+def _step_keys(op):
+    """The keys a step of `op` may hold: the common ones, the op's graph attributes (fixq.graph.OPS) but
+    the weight keys, and what the plan adds."""
+    keys = set(_STEP_KEYS) | (set(G.OPS[op][1]) - {"weight", "bias"})
+    if op in G.WEIGHTED:
+        keys.add("weight_shape")
+    if op == "conv2d":
+        keys.add("depthwise")
+    if op in FUSED:
+        keys |= {"out_min", "out_max"}
+    return keys
 
 
 def _check_meta(meta):
-    """__meta__'s structure: the options, and steps that read tensors computed before them."""
+    """__meta__'s structure: the options, names, shapes within fixq.graph.LIMITS, and steps that compute
+    each tensor once and read only tensors computed before them."""
     def names(v):
         return isinstance(v, list) and v and all(isinstance(t, str) for t in v)
 
@@ -248,18 +297,30 @@ def _check_meta(meta):
     for k in _OPTION_KEYS:
         if k not in meta["options"]:
             raise ArchiveError(f"key '__meta__' lacks options.{k}")
+    if len(meta["steps"]) > G.LIMITS["nodes"]:
+        raise ArchiveError(f"key '__meta__': {len(meta['steps'])} steps, more than {G.LIMITS['nodes']} "
+                           "(docs/security.md)")
     tensors = meta["tensors"]
     for t, shape in tensors.items():  # fixq.graph's rule for the input shape, for every tensor
+        G.check_name("key '__meta__': tensor", t)
         if (not isinstance(shape, list) or len(shape) not in (2, 4) or shape[0] is not None
                 or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape[1:])):
             raise ArchiveError(f"key '__meta__': tensor {t!r} has shape {shape!r}; it must be [null, features] or "
                                "[null, C, H, W] with positive sizes")
+        G.check_elements(t, "key '__meta__' gives it shape", shape)
     if not isinstance(meta["input"], str) or meta["input"] not in tensors:
         raise ArchiveError(f"key '__meta__': input {meta['input']!r} is not one of its tensors")
-    known = {meta["input"]}
+    if meta["input_shape"] != tensors[meta["input"]]:
+        raise ArchiveError(f"key '__meta__': input_shape {meta['input_shape']!r} is not the shape of tensor "
+                           f"{meta['input']!r}, {tensors[meta['input']]!r}")
+    known, steps = {meta["input"]}, set()
     for i, s in enumerate(meta["steps"]):
         if not isinstance(s, dict) or any(k not in s for k in _STEP_KEYS):
             raise ArchiveError(f"key '__meta__': step {i} must be an object with keys {', '.join(_STEP_KEYS)}")
+        G.check_name(f"key '__meta__': step {i}", s["name"])
+        if s["name"] in steps:
+            raise ArchiveError(f"step {s['name']!r}: key 'name' is used twice")
+        steps.add(s["name"])
         if not names(s["inputs"]):
             raise ArchiveError(f"step {s['name']!r}: key 'inputs' must be a non-empty list of tensor names")
         for t in s["inputs"]:
@@ -269,9 +330,72 @@ def _check_meta(meta):
                 raise ArchiveError(f"step {s['name']!r}: key 'inputs' names tensor {t!r} before a step computes it")
         if not isinstance(s["output"], str) or s["output"] not in tensors:
             raise ArchiveError(f"step {s['name']!r}: output {s['output']!r} is not one of the tensors")
+        if s["output"] in known:
+            raise ArchiveError(f"step {s['name']!r}: output {s['output']!r} is computed twice (or is the input)")
         known.add(s["output"])
     if not names(meta["outputs"]) or not set(meta["outputs"]) <= known:
         raise ArchiveError(f"key '__meta__': outputs {meta['outputs']!r} are not tensors the steps compute")
+
+
+def _check_steps(meta):
+    """Every attribute of every step, by fixq.graph's own checks (fixq.graph.output_shape: types, ranges,
+    kernels that fit, groups that divide the channels, LIMITS), each step's output shape equal to its
+    tensor's, and what the plan adds (``weight_shape``, ``depthwise``, ``act``, ``out_min``/``out_max``)
+    consistent with them; pairs are normalized to lists in place."""
+    tensors, static = meta["tensors"], not (meta["options"]["dynamic"] or meta["options"]["weights"] == "fp16")
+    lo, hi = INT_RANGES[np.dtype(ACT_TYPES[meta["options"]["activations"]])]
+    for s in meta["steps"]:
+        name, op = s["name"], s["op"]
+        if op not in G.OPS:
+            raise ArchiveError(f"step {name!r}: key 'op' is {op!r}, not one of {sorted(G.OPS)}")
+        extra = set(s) - _step_keys(op)
+        if extra:
+            raise ArchiveError(f"step {name!r}: unknown key {sorted(extra)[0]!r} for op {op}")
+        n_in = G.OPS[op][0]
+        if (n_in is None and len(s["inputs"]) < 2) or (n_in is not None and len(s["inputs"]) != n_in):
+            raise ArchiveError(f"step {name!r}: key 'inputs' names {len(s['inputs'])} tensors; {op} takes "
+                               f"{'2 or more' if n_in is None else n_in}")
+        if s["act"] not in (None, "relu", "relu6") or (s["act"] is not None and op not in FUSED):
+            raise ArchiveError(f"step {name!r}: key 'act' is {s['act']!r}; a {op} step takes "
+                               + ("null, 'relu' or 'relu6'" if op in FUSED else "null"))
+        w_shape = None
+        if op in G.WEIGHTED:
+            w_shape = s.get("weight_shape")
+            if (not isinstance(w_shape, list) or len(w_shape) != (2 if op == "linear" else 4)
+                    or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in w_shape)):
+                raise ArchiveError(f"step {name!r}: key 'weight_shape' is {w_shape!r}")
+            G.check_elements(name, "key 'weight_shape'", [None] + w_shape)
+        attrs = {k: s.get(k, d) for k, d in G.OPS[op][1].items() if k not in ("weight", "bias")}
+        node = G.Node(name, op, list(s["inputs"]), attrs)
+        shape = G.output_shape(node, [tuple(tensors[t]) for t in s["inputs"]], w_shape)
+        if list(shape) != tensors[s["output"]]:
+            raise ArchiveError(f"step {name!r}: its attributes give output shape {list(shape)}, but tensor "
+                               f"{s['output']!r} has shape {tensors[s['output']]}")
+        for k, v in attrs.items():
+            s[k] = list(v) if isinstance(v, tuple) else v
+        if op == "conv2d":
+            dw = G.is_depthwise(node, tensors[s["inputs"][0]][1])
+            if s.setdefault("depthwise", dw) is not dw:
+                raise ArchiveError(f"step {name!r}: key 'depthwise' is {s['depthwise']!r}, but groups={attrs['groups']} "
+                                   f"and {tensors[s['inputs'][0]][1]} input channels make it {dw}")
+        bounds = [s.get(k) for k in ("out_min", "out_max") if k in s]
+        if static and s["act"] is not None and len(bounds) != 2:
+            raise ArchiveError(f"step {name!r}: key 'act' is {s['act']!r} but keys 'out_min' and 'out_max' are missing")
+        if bounds and not (len(bounds) == 2 and all(isinstance(b, int) and not isinstance(b, bool) for b in bounds)
+                           and lo <= bounds[0] <= bounds[1] <= hi):
+            raise ArchiveError(f"step {name!r}: keys 'out_min', 'out_max' are {bounds}; they must be integers "
+                               f"with {lo} <= out_min <= out_max <= {hi}")
+    if static:
+        check_engine_limits(sum(s["op"] != "softmax" for s in meta["steps"]), len(meta["outputs"]), "key '__meta__'")
+
+
+def check_engine_limits(n_steps, n_outputs, what):
+    """A static int8 model's C plan holds its steps' tensors (softmax runs outside it), the float input and
+    the quantized input, at most LIMITS["engine_tensors"], and at most LIMITS["engine_outputs"] outputs."""
+    if n_steps + 2 > G.LIMITS["engine_tensors"] or n_outputs > G.LIMITS["engine_outputs"]:
+        raise ArchiveError(f"{what}: {n_steps} steps and {n_outputs} outputs; a static int8 model runs at most "
+                           f"{G.LIMITS['engine_tensors'] - 2} steps and {G.LIMITS['engine_outputs']} outputs "
+                           "(docs/security.md); quantize it with dynamic=True (--dynamic)")
 
 
 def _check_archive(meta, arrays):
@@ -300,10 +424,7 @@ def _check_archive(meta, arrays):
                 raise ArchiveError(f"step {name!r}: key 'inputs' names unknown tensor {t!r}")
         if op in G.WEIGHTED:
             shape = s["weight_shape"]
-            if (not isinstance(shape, list) or len(shape) != (2 if op == "linear" else 4)
-                    or not all(isinstance(d, int) and d > 0 for d in shape)):
-                raise ArchiveError(f"step {name!r}: key 'weight_shape' is {shape!r}")
-            o, k = shape[0], int(np.prod(shape[1:]))
+            o, k = shape[0], math.prod(shape[1:])
             if weights in LOWBIT_KEY:
                 per = 4 if weights == "ternary" else 8
                 _expect(arrays, f"{name}:{LOWBIT_KEY[weights]}", np.uint8, (o, (k + per - 1) // per), name)
@@ -358,19 +479,18 @@ def read_archive(path):
     if m.dtype.kind != "U" or m.ndim != 0:
         raise ArchiveError(f"{path}: key '__meta__' must be a JSON string")
     try:
-        meta = json.loads(str(m))
-    except json.JSONDecodeError as e:
-        raise ArchiveError(f"{path}: key '__meta__' is not valid JSON ({e})") from None
-    if not isinstance(meta, dict):
-        raise ArchiveError(f"{path}: key '__meta__' must be a JSON object")
+        meta = G.json_object(str(m), "key '__meta__'")
+    except G.GraphError as e:
+        raise ArchiveError(f"{path}: {e}") from None
     for k in ("format", "fixq_version", "options", "graph", "input", "input_shape", "outputs", "tensors", "steps"):
         if k not in meta:
             raise ArchiveError(f"{path}: key '__meta__' lacks {k!r}")
     try:
         _check_meta(meta)
+        _check_steps(meta)
         _check_archive(meta, arrays)
     except (KeyError, TypeError) as e:
         raise ArchiveError(f"{path}: key '__meta__' is inconsistent ({type(e).__name__}: {e})") from None
-    except ArchiveError as e:
+    except (ArchiveError, G.GraphError) as e:
         raise ArchiveError(f"{path}: {e}") from None
     return meta, arrays

@@ -226,7 +226,12 @@ def _requantize_q8(x, zx, multiplier, shift, zero_point, scale, qmin, qmax, dtyp
     rounding_arg(rounding)
     per_tensor = channel_count((multiplier, shift, scale, zero_point),
                                ("multiplier", "shift", "scale", "zero_point")) == 1
-    if not per_tensor or dt not in (np.int8, np.uint8):
+    # the 8-bit map takes a scale s with 255 * s finite in float32 (eltwise.c scale_ok); a larger one
+    # saturates every nonzero x - zx, as the int32 form does
+    huge = rounding == "fp32" and per_tensor and scale is not None and multiplier is None and \
+        np.all(np.isfinite(np.asarray(scale, np.float64))) and np.all(np.abs(np.asarray(scale, np.float64)) * 255.0 >
+                                                                      float(np.finfo(np.float32).max))
+    if not per_tensor or dt not in (np.int8, np.uint8) or huge:
         wide = x.astype(np.int32) - np.int32(zx)
         return requantize(wide, multiplier, shift, zero_point, scale=scale, qmin=qmin, qmax=qmax, dtype=dt,
                           rounding=rounding, axis=axis, out=out)

@@ -10,14 +10,38 @@ static const fixq_eng_loops *const loops_table[FIXQ_ISA_COUNT] = {
     &fixq_eng_loops__scalar, FIXQ__AVX2(&fixq_eng_loops__avx2), FIXQ__AVX512VNNI(&fixq_eng_loops__avx2),
     FIXQ__NEON(&fixq_eng_loops__neon), FIXQ__DOTPROD(&fixq_eng_loops__neon), FIXQ__I8MM(&fixq_eng_loops__neon)};
 
-/* (in + 2 pad - dil (k - 1) - 1) / stride + 1, or 0 when the window does not fit */
-static size_t out_size(size_t in, size_t k, size_t s, size_t p, size_t d) {
-  const size_t span = d * (k - 1) + 1;
-  if (k == 0 || s == 0 || d == 0 || in + 2 * p < span) return 0;
-  return (in + 2 * p - span) / s + 1;
+/* Saturating size arithmetic: SIZE_MAX for a result past PTRDIFF_MAX (fixq__mul_size / fixq__add_size), and
+ * SIZE_MAX in gives SIZE_MAX out, so a chain of them is checked once at its end. */
+static size_t mul_sz(size_t a, size_t b) {
+  size_t r;
+  return fixq__mul_size(a, b, &r) ? r : SIZE_MAX;
+}
+static size_t add_sz(size_t a, size_t b) {
+  size_t r;
+  return fixq__add_size(a, b, &r) ? r : SIZE_MAX;
 }
 
+/* (in + 2 pad - dil (k - 1) - 1) / stride + 1, or 0 when the window does not fit or a term overflows */
+static size_t out_size(size_t in, size_t k, size_t s, size_t p, size_t d) {
+  if (k == 0 || s == 0 || d == 0) return 0;
+  const size_t span = add_sz(mul_sz(d, k - 1), 1), padded = add_sz(in, mul_sz(2, p));
+  if (span == SIZE_MAX || padded == SIZE_MAX || padded < span) return 0;
+  return (padded - span) / s + 1;
+}
+
+/* Bytes of one padded sample of x (pad_image), SIZE_MAX past PTRDIFF_MAX */
+static size_t padded_bytes(const fixq_eng_step *s, const fixq_eng_tensor *x) {
+  return add_sz(mul_sz(mul_sz(add_sz(x->h, mul_sz(2, s->ph)), add_sz(x->w, mul_sz(2, s->pw))), x->c),
+                FIXQ_ENG_IM2COL_SLACK);
+}
+
+/* The largest pool window (and global pool area) whose int32 sum of |q| <= 255 cannot wrap */
+#define FIXQ_ENG_MAX_POOL_AREA ((size_t)1 << 23)
+
 /* ---- checks ---------------------------------------------------------------- */
+
+static size_t step_scratch(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch);
+static int gemm_is_direct(const fixq_eng_step *s);
 
 static int check_target_range(const fixq_eng_plan *plan, const fixq_eng_target *t) {
   const int32_t lo = IS_U8(plan) ? 0 : INT8_MIN, hi = IS_U8(plan) ? UINT8_MAX : INT8_MAX;
@@ -69,23 +93,27 @@ static int check_step(const fixq_eng_plan *plan, const fixq_eng_step *s) {
       if (g == 0 || x->c % g || y->c % g || s->packed == NULL || s->bias == NULL) return 0;
       if (s->target == NULL && s->rq_channels != 1 && s->rq_channels != y->c) return 0;
       for (size_t k = 0; k < g; k++)
-        if (s->packed[k] == NULL || s->packed[k]->k != s->kh * s->kw * (x->c / g) || s->packed[k]->n != y->c / g)
+        if (s->packed[k] == NULL || s->packed[k]->k != mul_sz(mul_sz(s->kh, s->kw), x->c / g) ||
+            s->packed[k]->n != y->c / g)
           return 0;
+      if (step_scratch(plan, s, 1) == SIZE_MAX) return 0;
       return y->h == out_size(x->h, s->kh, s->sh, s->ph, s->dh) && y->w == out_size(x->w, s->kw, s->sw, s->pw, s->dw);
     }
     case FIXQ_ENG_DEPTHWISE:
       if (s->groups == 0 || y->c != x->c * s->groups || s->taps == NULL || s->bias == NULL) return 0;
-      if (s->rq_channels != y->c) return 0;
+      if (s->rq_channels != y->c || step_scratch(plan, s, 1) == SIZE_MAX) return 0;
       return y->h == out_size(x->h, s->kh, s->sh, s->ph, s->dh) && y->w == out_size(x->w, s->kw, s->sw, s->pw, s->dw);
     case FIXQ_ENG_MAXPOOL:
     case FIXQ_ENG_AVGPOOL:
+      if (s->op == FIXQ_ENG_AVGPOOL && mul_sz(s->kh, s->kw) > FIXQ_ENG_MAX_POOL_AREA) return 0;
       return y->c == x->c && y->h == out_size(x->h, s->kh, s->sh, s->ph, 1) &&
              y->w == out_size(x->w, s->kw, s->sw, s->pw, 1);
     case FIXQ_ENG_GLOBAL_AVGPOOL:
-      if (y->h != 1 || y->w != 1 || y->c != x->c || x->h * x->w == 0) return 0;
+      /* the int32 sum of h*w values q (- zp), each within +-255, cannot wrap */
+      if (y->h != 1 || y->w != 1 || y->c != x->c || x->h * x->w == 0 || x->h * x->w > FIXQ_ENG_MAX_POOL_AREA)
+        return 0;
       if (s->rq_channels == 0) return 1;
-      /* the int32 sum of h*w values q - zp, each within +-255, cannot wrap */
-      return s->rq_channels == y->c && x->h * x->w <= ((size_t)1 << 23) &&
+      return s->rq_channels == y->c &&
              fixq__check_requant(&s->rq, y->c, plan->dtype) == FIXQ_OK;
     case FIXQ_ENG_FLATTEN:
       return y->h == 1 && y->w == 1 && y->c == numel(x);
@@ -97,7 +125,7 @@ static int check_step(const fixq_eng_plan *plan, const fixq_eng_step *s) {
         const size_t d[3] = {t->h, t->w, t->c}, e[3] = {y->h, y->w, y->c};
         for (size_t a = 1; a <= 3; a++)
           if (a != s->axis && d[a - 1] != e[a - 1]) return 0;
-        total += d[s->axis - 1];
+        total = add_sz(total, d[s->axis - 1]);
         if (s->in_rq[i].zero_point != NULL && fixq__check_requant(&s->in_rq[i], 1, plan->dtype) != FIXQ_OK) return 0;
       }
       return total == (s->axis == 1 ? y->h : s->axis == 2 ? y->w : y->c);
@@ -111,6 +139,11 @@ fixq_status fixq_eng_check(const fixq_eng_plan *plan, size_t *bad_step) {
   if (plan == NULL || (plan->dtype != FIXQ_INT8 && plan->dtype != FIXQ_UINT8) || plan->tensors == NULL ||
       (plan->n_steps > 0 && plan->steps == NULL))
     return FIXQ_ERR_INVALID_ARGUMENT;
+  for (size_t t = 0; t < plan->n_tensors; t++) { /* every later h * w * c, times esize, is exact */
+    const fixq_eng_tensor *x = &plan->tensors[t];
+    if ((x->esize != 1 && x->esize != 4) || x->h == 0 || x->w == 0 || x->c == 0 || mul_sz(mul_sz(mul_sz(x->h, x->w), x->c), x->esize) == SIZE_MAX)
+      return FIXQ_ERR_INVALID_ARGUMENT;
+  }
   for (size_t i = 0; i < plan->n_steps; i++)
     if (!check_step(plan, &plan->steps[i])) {
       *bad_step = i;
@@ -125,29 +158,34 @@ static int gemm_is_direct(const fixq_eng_step *s) {
   return s->kh == 1 && s->kw == 1 && s->sh == 1 && s->sw == 1 && s->ph == 0 && s->pw == 0;
 }
 
+/* In saturating arithmetic (mul_sz, add_sz): SIZE_MAX when a size passes PTRDIFF_MAX */
 static size_t step_scratch(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch) {
   const fixq_eng_tensor *x = &plan->tensors[s->in[0]], *y = &plan->tensors[s->out];
+  const size_t out_n = mul_sz(batch, numel(y));
   switch (s->op) {
     case FIXQ_ENG_QUANTIZE:
-      return batch * numel(y) * (s->form == FIXQ_ENG_Q_RECIP_EVEN ? 1 + sizeof(float) : 1);
-    case FIXQ_ENG_GEMM: /* im2col: the patches, then one padded sample; a target's int32 accumulators */
-      return (gemm_is_direct(s) ? 0
-                                : batch * y->h * y->w * s->kh * s->kw * (x->c / s->groups) + FIXQ_ENG_IM2COL_SLACK +
-                                      (x->h + 2 * s->ph) * (x->w + 2 * s->pw) * x->c + FIXQ_ENG_IM2COL_SLACK) +
-             (s->target != NULL ? batch * y->h * y->w * (y->c / s->groups) * sizeof(int32_t) + 64 : 0);
-    case FIXQ_ENG_DEPTHWISE: /* the accumulators, one padded sample, the weight pairs */
-      return batch * numel(y) * sizeof(int32_t) + (x->h + 2 * s->ph) * (x->w + 2 * s->pw) * x->c +
-             FIXQ_ENG_IM2COL_SLACK + dw_pairs_bytes(s, y->c);
+      return mul_sz(out_n, s->form == FIXQ_ENG_Q_RECIP_EVEN ? 1 + sizeof(float) : 1);
+    case FIXQ_ENG_GEMM: { /* im2col: the patches, then one padded sample; a target's int32 accumulators */
+      const size_t pixels = mul_sz(mul_sz(batch, y->h), y->w);
+      const size_t cols = gemm_is_direct(s) ? 0
+                                            : add_sz(add_sz(mul_sz(pixels, mul_sz(mul_sz(s->kh, s->kw), x->c / s->groups)),
+                                                            FIXQ_ENG_IM2COL_SLACK),
+                                                     padded_bytes(s, x));
+      return add_sz(cols, s->target != NULL ? add_sz(mul_sz(mul_sz(pixels, y->c / s->groups), sizeof(int32_t)), 64) : 0);
+    }
+    case FIXQ_ENG_DEPTHWISE: /* the accumulators, one padded sample, the weight pairs of dw_block16 */
+      return add_sz(add_sz(mul_sz(out_n, sizeof(int32_t)), padded_bytes(s, x)),
+                    mul_sz(mul_sz(add_sz(mul_sz(s->kh, s->kw), 1) / 2, y->c), 4));
     case FIXQ_ENG_MAXPOOL:
     case FIXQ_ENG_AVGPOOL:
-      return y->c * sizeof(int32_t);
+      return mul_sz(y->c, sizeof(int32_t));
     case FIXQ_ENG_GLOBAL_AVGPOOL:
-      return (s->rq_channels ? batch : 1) * y->c * sizeof(int32_t);
+      return mul_sz(mul_sz(s->rq_channels ? batch : 1, y->c), sizeof(int32_t));
     case FIXQ_ENG_CONCAT: {
       size_t m = 0;
       for (size_t i = 0; i < s->n_in; i++)
         if (numel(&plan->tensors[s->in[i]]) > m) m = numel(&plan->tensors[s->in[i]]);
-      return batch * m * (sizeof(int32_t) + 1);
+      return mul_sz(mul_sz(batch, m), sizeof(int32_t) + 1);
     }
     default:
       return 0;
@@ -161,7 +199,7 @@ size_t fixq_eng_scratch_bytes(const fixq_eng_plan *plan, size_t batch) {
     if (b > m) m = b;
   }
   for (size_t t = 0; t < plan->n_tensors; t++) /* fixq_eng_emit of a 4-D output */
-    if (batch * numel(&plan->tensors[t]) > m) m = batch * numel(&plan->tensors[t]);
+    if (mul_sz(batch, numel(&plan->tensors[t])) > m) m = mul_sz(batch, numel(&plan->tensors[t]));
   return m;
 }
 

@@ -160,9 +160,6 @@ ENG_INLINE void dw_block16(const uint8_t *px, const size_t *off, size_t pairs, c
 }
 #endif
 
-/* Bytes after the padded sample that depthwise_acc uses (the weight pairs of dw_block16) */
-static inline size_t dw_pairs_bytes(const fixq_eng_step *s, size_t O) { return (s->kh * s->kw + 1) / 2 * O * 4; }
-
 ENG_INLINE void depthwise_acc(const fixq_eng_step *s, const fixq_eng_tensor *xt, const fixq_eng_tensor *yt,
                               size_t batch, const uint8_t *x, int32_t *acc, uint8_t *img, int u8) {
   const size_t O = yt->c, C = xt->c, PW = xt->w + 2 * s->pw;

@@ -1,5 +1,6 @@
 """The ``fixq`` command line: quantize ``.npz`` weight archives and run int8 inference."""
 import json
+import signal
 import sys
 
 import click
@@ -46,7 +47,12 @@ def cli():
 from . import demo as _demo, io_cmds as _io_cmds, model_cmds as _model_cmds  # noqa: E402,F401  (register their commands)
 
 
+def _terminated(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM as Ctrl-C: temporary outputs are removed, `fixq: interrupted`, exit 130
+
+
 def main(args=None, prog_name="fixq"):
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         cli.main(args=args, prog_name=prog_name, standalone_mode=True)
     except KeyboardInterrupt:

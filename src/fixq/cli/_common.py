@@ -18,18 +18,23 @@ class CliError(Exception):
 
 def one_line_errors(fn):
     """fixq's own errors (ValueError, TypeError, OverflowError, OSError, CliError) -> ``fixq: error: ...``
-    on stderr, exit 1; any other exception too, named as a fixq bug, never as a traceback.  Click's
-    usage errors keep exit 2; a closed stdout pipe is left to click."""
+    on stderr, exit 1; any other exception too, named as a fixq bug, never as a traceback.  Ctrl-C (and
+    SIGTERM, which fixq.cli.main turns into it) is ``fixq: interrupted``, exit 130, once the command's
+    temporary files are removed.  Click's usage errors keep exit 2; a closed stdout pipe is left to click."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except KeyboardInterrupt:  # before click turns it into "Aborted!", exit 1
+            click.echo("fixq: interrupted", err=True)
+            sys.exit(130)
         except (CliError, ValueError, TypeError, OverflowError) as e:
             msg = " ".join(str(e).split())
         except BrokenPipeError:  # `fixq inspect ... | head`: click exits 1 quietly, as it does for its own output
             raise
         except OSError as e:
-            msg = f"{e.filename}: {e.strerror}" if e.filename and e.strerror else " ".join(str(e).split())
+            msg = f"{e.filename}: {e.strerror}" if e.filename and e.strerror else \
+                e.strerror if e.strerror else " ".join(str(e).split())
         except MemoryError:
             msg = "out of memory; try a smaller --batch-size or a smaller input"
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):

@@ -61,6 +61,13 @@ class _Npy(_Writer):
         if self._dst is None:
             self._dst = np.lib.format.open_memmap(self.path, mode="w+", dtype=y.dtype,
                                                   shape=(self.samples,) + y.shape[1:])
+            # the blocks of the whole file now: a full disk is an OSError here, not a SIGBUS in a later store
+            with open(self.path, "r+b") as f:
+                size = os.fstat(f.fileno()).st_size
+                try:
+                    os.posix_fallocate(f.fileno(), 0, size)
+                except OSError as e:
+                    raise OSError(e.errno, f"cannot write the {size}-byte output ({e.strerror})") from None
         self._dst[self._i:self._i + len(y)] = y
         self._i += len(y)
 

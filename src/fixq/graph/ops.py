@@ -1,5 +1,7 @@
 """The ops of a float graph: the table of ops and their attributes, the checks of each node's
 attributes and weights, and the shape each op gives.  A new op starts here (docs/architecture.md)."""
+import re
+
 import numpy as np
 
 ACTIVATIONS = ("relu", "relu6", "none")
@@ -21,6 +23,21 @@ OPS = {
 }
 WEIGHTED = ("linear", "conv2d")
 
+# What a model file may declare (docs/security.md).  Every reader (fixq.archive and the importers of
+# fixq.io) checks its files against this one table before anything is allocated or reaches C.
+LIMITS = {
+    "name_length": 128,              # a node or tensor name: 1 to 128 characters of NAME_CHARS
+    "nodes": 100_000,                # nodes of a graph, steps of a quantized archive
+    "elements": 2**27,               # per sample: every tensor, a conv's padded input and its patches
+    "attribute": 2**16,              # kernel, stride, padding, dilation (each side), groups, axis
+    "pool_area": 2**23,              # avgpool kernel and global_avgpool input area: the int32 sum is exact
+    "archive_bytes": 2**31,          # all members of an archive, uncompressed
+    "engine_tensors": 1024,          # the C plan of a static int8 model: its tensors (steps + 2) ...
+    "engine_outputs": 64,            # ... and its outputs
+}
+NAME_CHARS = "letters, digits, '_', '.' and '-'"
+_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
+
 
 class GraphError(ValueError):
     """A float model archive or graph that fixq cannot run (one line: the node and the key)."""
@@ -36,19 +53,45 @@ class Node:
         return f"Node({self.name!r}, {self.op!r}, {self.inputs!r}, {self.attrs!r})"
 
 
+def check_name(what, name):
+    """`name` (a node or tensor name) as it is, if it is 1 to LIMITS["name_length"] of NAME_CHARS: fixq's
+    archives key arrays by ``<name>:<key>`` and ``t:<name>:<key>``, so ':' and '/' are not allowed."""
+    if (not isinstance(name, str) or not 0 < len(name) <= LIMITS["name_length"]
+            or _NAME.fullmatch(name) is None):
+        raise GraphError(f"{what}: name {str(name)[:LIMITS['name_length']]!r} must be 1 to "
+                         f"{LIMITS['name_length']} characters of {NAME_CHARS}")
+    return name
+
+
+def _is_int(v, minimum, maximum):
+    return isinstance(v, int) and not isinstance(v, bool) and minimum <= v <= maximum
+
+
 def _pair(node, key, v, minimum):
+    top = LIMITS["attribute"]
     vals = [v, v] if isinstance(v, int) and not isinstance(v, bool) else v
     if (not isinstance(vals, (list, tuple)) or len(vals) != 2
-            or not all(isinstance(i, int) and not isinstance(i, bool) and i >= minimum for i in vals)):
-        raise GraphError(f"node {node!r}: key {key!r} must be an integer >= {minimum} or a pair of them, "
-                         f"got {v!r}")
+            or not all(_is_int(i, minimum, top) for i in vals)):
+        raise GraphError(f"node {node!r}: key {key!r} must be an integer >= {minimum} or a pair of them "
+                         f"(at most {top}), got {v!r}")
     return tuple(vals)
 
 
 def _check_int(node, key, v, minimum):
-    if not isinstance(v, int) or isinstance(v, bool) or v < minimum:
-        raise GraphError(f"node {node!r}: key {key!r} must be an integer >= {minimum}, got {v!r}")
+    top = LIMITS["attribute"]
+    if not _is_int(v, minimum, top):
+        raise GraphError(f"node {node!r}: key {key!r} must be an integer >= {minimum} (at most {top}), got {v!r}")
     return v
+
+
+def check_elements(node, what, shape):
+    """`shape` (batch None) holds at most LIMITS["elements"] values per sample."""
+    n = 1
+    for d in shape[1:]:
+        n *= d
+    if n > LIMITS["elements"]:
+        raise GraphError(f"node {node!r}: {what} {list(shape)} holds {n} values per sample, more than "
+                         f"{LIMITS['elements']} (docs/security.md)")
 
 
 def _finite(node, key, w):
@@ -58,6 +101,7 @@ def _finite(node, key, w):
 
 def _pool_out(node, h, k, s, p, d=(1, 1)):
     o = []
+    check_elements(node, "key 'padding' gives a padded input of shape", (None, h[0] + 2 * p[0], h[1] + 2 * p[1]))
     for i in range(2):
         span = d[i] * (k[i] - 1) + 1
         n = (h[i] + 2 * p[i] - span) // s[i] + 1
@@ -87,25 +131,36 @@ def infer_shape(node, in_shapes, weights, out_w, used):
     """The output shape of `node` (NCHW order, batch None) from its input shapes, its attributes checked
     and normalized in place (pairs as tuples, axes non-negative); its weights checked, recorded in `out_w`
     and their keys in `used`."""
-    name, op, a = node.name, node.op, node.attrs
-    x = in_shapes[0]
-    if op in WEIGHTED:
+    name, a = node.name, node.attrs
+    w_shape = None
+    if node.op in WEIGHTED:
         w = _weight(node, "weight", name + ".weight", weights, out_w, used, True)
         b = _weight(node, "bias", name + ".bias", weights, out_w, used, False)
         if b is not None and (b.ndim != 1 or b.shape[0] != w.shape[0]):
             raise GraphError(f"node {name!r}: bias key {a['bias']!r} has shape {b.shape}; expected "
                              f"({w.shape[0]},)")
+        w_shape = w.shape
+    return output_shape(node, in_shapes, w_shape)
+
+
+def output_shape(node, in_shapes, w_shape=None):
+    """The output shape of `node` (NCHW order, batch None) from its input shapes and, for linear and
+    conv2d, the shape of its weight; its attributes checked against LIMITS and normalized in place (pairs
+    as tuples, axes non-negative).  fixq.archive checks the steps of quantized archives with it too."""
+    name, op, a = node.name, node.op, node.attrs
+    x = in_shapes[0]
+    wkey = a.get("weight")
     if op == "linear":
-        if w.ndim != 2:
-            raise GraphError(f"node {name!r}: weight key {a['weight']!r} has shape {w.shape}; linear needs "
+        if len(w_shape) != 2:
+            raise GraphError(f"node {name!r}: weight key {wkey!r} has shape {tuple(w_shape)}; linear needs "
                              "[out, in]")
-        if len(x) != 2 or x[1] != w.shape[1]:
+        if len(x) != 2 or x[1] != w_shape[1]:
             raise GraphError(f"node {name!r}: key 'inputs' gives shape {list(x)} but weight "
-                             f"{a['weight']!r} has shape {list(w.shape)} (needs [null, {w.shape[1]}])")
-        return (None, w.shape[0])
+                             f"{wkey!r} has shape {list(w_shape)} (needs [null, {w_shape[1]}])")
+        return (None, w_shape[0])
     if op == "conv2d":
-        if w.ndim != 4:
-            raise GraphError(f"node {name!r}: weight key {a['weight']!r} has shape {w.shape}; conv2d needs "
+        if len(w_shape) != 4:
+            raise GraphError(f"node {name!r}: weight key {wkey!r} has shape {tuple(w_shape)}; conv2d needs "
                              "[O, I/groups, kH, kW]")
         if len(x) != 4:
             raise GraphError(f"node {name!r}: key 'inputs' gives shape {list(x)}; conv2d needs [N, C, H, W]")
@@ -113,11 +168,12 @@ def infer_shape(node, in_shapes, weights, out_w, used):
         a["padding"] = _pair(name, "padding", a["padding"], 0)
         a["dilation"] = _pair(name, "dilation", a["dilation"], 1)
         gr = _check_int(name, "groups", a["groups"], 1)
-        if x[1] % gr or w.shape[0] % gr or w.shape[1] * gr != x[1]:
+        if x[1] % gr or w_shape[0] % gr or w_shape[1] * gr != x[1]:
             raise GraphError(f"node {name!r}: key 'groups'={gr} does not fit {x[1]} input channels and weight "
-                             f"{a['weight']!r} of shape {list(w.shape)}")
-        oh, ow = _pool_out(name, x[2:], w.shape[2:], a["stride"], a["padding"], a["dilation"])
-        return (None, w.shape[0], oh, ow)
+                             f"{wkey!r} of shape {list(w_shape)}")
+        oh, ow = _pool_out(name, x[2:], w_shape[2:], a["stride"], a["padding"], a["dilation"])
+        check_elements(name, "its patches, of shape", (None, oh, ow, w_shape[1], w_shape[2], w_shape[3]))
+        return check_out(name, (None, w_shape[0], oh, ow))
     if op in ("maxpool2d", "avgpool2d"):
         if len(x) != 4:
             raise GraphError(f"node {name!r}: key 'inputs' gives shape {list(x)}; {op} needs [N, C, H, W]")
@@ -128,11 +184,17 @@ def infer_shape(node, in_shapes, weights, out_w, used):
         a["padding"] = _pair(name, "padding", a["padding"], 0)
         if any(p * 2 > k for p, k in zip(a["padding"], a["kernel"])):
             raise GraphError(f"node {name!r}: key 'padding' {a['padding']} must be at most half the kernel")
-        return (None, x[1]) + _pool_out(name, x[2:], a["kernel"], a["stride"], a["padding"])
+        if op == "avgpool2d" and a["kernel"][0] * a["kernel"][1] > LIMITS["pool_area"]:
+            raise GraphError(f"node {name!r}: key 'kernel' {a['kernel']} covers more than {LIMITS['pool_area']} "
+                             "values (docs/security.md)")
+        return check_out(name, (None, x[1]) + _pool_out(name, x[2:], a["kernel"], a["stride"], a["padding"]))
     if op == "global_avgpool":
         if len(x) != 4:
             raise GraphError(f"node {name!r}: key 'inputs' gives shape {list(x)}; global_avgpool needs "
                              "[N, C, H, W]")
+        if x[2] * x[3] > LIMITS["pool_area"]:
+            raise GraphError(f"node {name!r}: key 'inputs' gives a {x[2]}x{x[3]} input; global_avgpool takes at "
+                             f"most {LIMITS['pool_area']} values a channel (docs/security.md)")
         return (None, x[1])
     if op == "flatten":
         return (None, int(np.prod(x[1:])))
@@ -144,23 +206,28 @@ def infer_shape(node, in_shapes, weights, out_w, used):
                              f"{list(in_shapes[1])}; {op} needs equal shapes")
         return x
     if op == "concat":
-        ax = _check_int(name, "axis", a["axis"], 1) if a["axis"] >= 0 or not isinstance(a["axis"], int) \
-            else a["axis"] + len(x)
-        if not 1 <= ax < len(x):
-            raise GraphError(f"node {name!r}: key 'axis'={a['axis']} is out of range for shape {list(x)}")
-        a["axis"] = ax
+        ax = a["axis"]
+        if not _is_int(ax, -len(x), len(x) - 1) or ax % len(x) == 0:
+            raise GraphError(f"node {name!r}: key 'axis'={ax!r} is out of range for shape {list(x)}")
+        ax = a["axis"] = ax % len(x)
         for s in in_shapes:
             if len(s) != len(x) or any(s[i] != x[i] for i in range(1, len(x)) if i != ax):
                 raise GraphError(f"node {name!r}: key 'inputs' gives shapes "
                                  f"{[list(s) for s in in_shapes]} that do not concatenate on axis {ax}")
-        return tuple(sum(s[ax] for s in in_shapes) if i == ax else x[i] for i in range(len(x)))
+        return check_out(name, tuple(sum(s[ax] for s in in_shapes) if i == ax else x[i] for i in range(len(x))))
     if op == "softmax":
         ax = a["axis"]
-        if not isinstance(ax, int) or not -len(x) <= ax < len(x) or ax % len(x) == 0:
+        if not _is_int(ax, -len(x), len(x) - 1) or ax % len(x) == 0:
             raise GraphError(f"node {name!r}: key 'axis'={ax!r} must be a non-batch axis of shape {list(x)}")
         a["axis"] = ax % len(x)
         return x
     raise AssertionError(op)
+
+
+def check_out(node, shape):
+    """`shape`, an output shape, within LIMITS["elements"]."""
+    check_elements(node, "its output shape", shape)
+    return shape
 
 
 def is_depthwise(node, in_channels):

@@ -9,7 +9,7 @@ import json
 
 import numpy as np
 
-from .ops import ACTIVATIONS, OPS, GraphError, Node, infer_shape
+from .ops import ACTIVATIONS, LIMITS, OPS, GraphError, Node, check_elements, check_name, infer_shape
 
 GRAPH_FORMAT = "fixq.graph/1"
 
@@ -27,9 +27,37 @@ class Graph:
         self.nodes = []
         self.outputs = list(spec["outputs"])
         self.shapes = {}
+        self._readers = None
 
     def consumers(self, tensor):
-        return [n for n in self.nodes if tensor in n.inputs]
+        """The nodes that read `tensor`, in execution order (an index built on the first call)."""
+        if self._readers is None:
+            self._readers = {}
+            for n in self.nodes:
+                for t in dict.fromkeys(n.inputs):
+                    self._readers.setdefault(t, []).append(n)
+        return list(self._readers.get(tensor, ()))
+
+
+def json_object(text, what):
+    """The JSON object of `text`: a duplicate key, nesting too deep for Python's parser, or anything but
+    an object is a one-line GraphError naming `what`."""
+    def pairs(kv):
+        d = {}
+        for k, v in kv:
+            if k in d:
+                raise GraphError(f"{what}: key {k!r} appears twice in one JSON object")
+            d[k] = v
+        return d
+    try:
+        obj = json.loads(text, object_pairs_hook=pairs)
+    except json.JSONDecodeError as e:
+        raise GraphError(f"{what}: invalid JSON ({e})") from None
+    except RecursionError:
+        raise GraphError(f"{what}: JSON nested too deeply") from None
+    if not isinstance(obj, dict):
+        raise GraphError(f"{what}: expected a JSON object")
+    return obj
 
 
 def parse_spec(src):
@@ -44,13 +72,7 @@ def parse_spec(src):
         return src
     if not isinstance(src, str):
         raise GraphError(f"graph: expected a JSON object or string, got {type(src).__name__}")
-    try:
-        spec = json.loads(src)
-    except json.JSONDecodeError as e:
-        raise GraphError(f"graph: invalid JSON ({e})") from None
-    if not isinstance(spec, dict):
-        raise GraphError("graph: expected a JSON object")
-    return spec
+    return json_object(src, "graph")
 
 
 def infer_mlp(weights, activation):
@@ -95,23 +117,28 @@ def validate(spec, weights):
     for key in ("inputs", "nodes", "outputs"):
         if not isinstance(spec.get(key), list) or not spec[key]:
             raise GraphError(f"graph: key {key!r} must be a non-empty list")
+    if len(spec["nodes"]) > LIMITS["nodes"]:
+        raise GraphError(f"graph: key 'nodes' lists {len(spec['nodes'])} nodes, more than {LIMITS['nodes']} "
+                         "(docs/security.md)")
     if len(spec["inputs"]) != 1:
         raise GraphError("graph: key 'inputs' must list exactly one input")
     inp = spec["inputs"][0]
     if not isinstance(inp, dict) or not isinstance(inp.get("name"), str):
         raise GraphError("graph: inputs[0] needs a string 'name'")
+    check_name("graph: inputs[0]", inp["name"])
     shape = inp.get("shape")
     if (not isinstance(shape, list) or len(shape) not in (2, 4) or shape[0] is not None
             or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape[1:])):
         raise GraphError(f"input {inp['name']!r}: key 'shape' must be [null, features] or [null, C, H, W] "
                          f"with positive sizes, got {shape!r}")
+    check_elements(inp["name"], "key 'shape'", shape)
     g = Graph(spec, {})
     g.shapes[g.input] = tuple(shape)
     raw = {}
     for i, nd in enumerate(spec["nodes"]):
         if not isinstance(nd, dict) or not isinstance(nd.get("name"), str) or not nd.get("name"):
             raise GraphError(f"nodes[{i}]: key 'name' must be a non-empty string")
-        name = nd["name"]
+        name = check_name(f"nodes[{i}]", nd["name"])
         if name in raw or name == g.input:
             raise GraphError(f"node {name!r}: key 'name' is used twice")
         op = nd.get("op")
@@ -137,17 +164,27 @@ def validate(spec, weights):
             raise GraphError(f"graph: key 'outputs' names unknown tensor {t!r}")
         if t == g.input:
             raise GraphError(f"graph: key 'outputs' names the input {t!r}; outputs must be computed")
-    # Topological order (Kahn; stable in file order); what is left over lies on a cycle.
-    done, order, pending = {g.input}, [], list(raw)
-    while pending:
-        ready = [n for n in pending if all(t in done for t in raw[n]["inputs"])]
-        if not ready:
-            raise GraphError(f"node {pending[0]!r}: key 'inputs' is part of a cycle "
-                             f"({' -> '.join(pending)})")
-        for n in ready:
-            order.append(n)
-            done.add(n)
-        pending = [n for n in pending if n not in done]
+    # Topological order by levels, stable in file order: a node's level is one more than its inputs'
+    # highest (Kahn's algorithm over the nodes' in-degrees); what is left over lies on a cycle.
+    index = {n: i for i, n in enumerate(raw)}
+    waiting = {n: len(set(raw[n]["inputs"]) - {g.input}) for n in raw}
+    readers = {}
+    for n, nd in raw.items():
+        for t in set(nd["inputs"]) - {g.input}:
+            readers.setdefault(t, []).append(n)
+    level = {n: 0 for n, k in waiting.items() if k == 0}
+    ready = list(level)
+    for n in ready:  # grows while it is walked
+        for r in readers.get(n, ()):
+            level[r] = max(level.get(r, 0), level[n] + 1)
+            waiting[r] -= 1
+            if waiting[r] == 0:
+                ready.append(r)
+    if len(ready) < len(raw):
+        pending = [n for n in raw if n not in level or waiting[n]]
+        raise GraphError(f"node {pending[0]!r}: key 'inputs' is part of a cycle "
+                         f"({' -> '.join(pending[:20])}{' -> ...' if len(pending) > 20 else ''})")
+    order = sorted(raw, key=lambda n: (level[n], index[n]))
     used = set()
     for name in order:
         nd = raw[name]
@@ -155,8 +192,9 @@ def validate(spec, weights):
         node = Node(name, nd["op"], list(nd["inputs"]), attrs)
         g.shapes[name] = infer_shape(node, [g.shapes[t] for t in node.inputs], weights, g.weights, used)
         g.nodes.append(node)
+    outputs = set(g.outputs)
     for node in g.nodes:
-        if node.op == "softmax" and (node.name not in g.outputs or g.consumers(node.name)):
+        if node.op == "softmax" and (node.name not in outputs or g.consumers(node.name)):
             raise GraphError(f"node {node.name!r}: key 'op' softmax is computed in float and must be a graph "
                              "output that no other node reads")
     extra = [k for k in weights if k not in used]

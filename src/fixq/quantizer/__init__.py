@@ -14,7 +14,7 @@ import numpy as np
 from .. import calibrate as calibrators, graph as G, targets
 from .._core import VERSION
 from .._validate import rounding_arg
-from ..archive import ACT_TYPES, LOWBIT_KEY, QMODEL_FORMAT, WEIGHT_TYPES
+from ..archive import ACT_TYPES, LOWBIT_KEY, QMODEL_FORMAT, WEIGHT_TYPES, check_engine_limits
 from ..arith import quantize, quantize_multiplier
 from ..engine import Model
 from ..lowbit import binarize, pack_fp16, ternarize
@@ -186,6 +186,8 @@ def quantize_model(g, calib=None, *, method="minmax", per_channel=True, weights=
     float_acts = dynamic or weights == "fp16"
     act_dt = ACT_TYPES[activations]
     steps = plan_steps(g)
+    if not float_acts:  # before calibration, not after it
+        check_engine_limits(sum(s["op"] != "softmax" for s in steps), len(g.outputs), "graph")
     arrays = {}
     wkeys = _weight_keys(g)
     tensors = {}
