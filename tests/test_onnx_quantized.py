@@ -134,7 +134,7 @@ def test_unsupported_quantized_op_is_named(float_models, tmp_path):
     g = onnx.helper
     model = g.make_model(g.make_graph(
         [g.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
-         g.make_node("QLinearSigmoid", ["q", "s", "z", "s", "z"], ["qs"], domain="com.microsoft", name="sig"),
+         g.make_node("QLinearAveragePool", ["q", "s", "z", "s", "z"], ["qs"], domain="com.microsoft", name="sig"),
          g.make_node("DequantizeLinear", ["qs", "s", "z"], ["y"])], "g",
         [g.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 4])],
         [g.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],

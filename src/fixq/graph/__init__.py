@@ -4,9 +4,9 @@
 uses the internal layout of the int8 engine so tensors compare one to one.  Reading and writing
 graphs in files is :mod:`fixq.archive`'s job; this package holds no file I/O.
 """
-from .ops import ACTIVATIONS, OPS, WEIGHTED, GraphError, Node, is_depthwise
-from .reference import check_input, float_node, run_float, softmax
+from .ops import ACTIVATIONS, OPS, TABLE_OPS, WEIGHTED, GraphError, Node, is_depthwise
+from .reference import check_input, elementwise, float_node, run_float, softmax
 from .spec import GRAPH_FORMAT, Graph, infer_mlp, parse_spec, validate
 
-__all__ = ["ACTIVATIONS", "OPS", "WEIGHTED", "GraphError", "Node", "is_depthwise", "check_input", "float_node",
-           "run_float", "softmax", "GRAPH_FORMAT", "Graph", "infer_mlp", "parse_spec", "validate"]
+__all__ = ["ACTIVATIONS", "OPS", "TABLE_OPS", "WEIGHTED", "GraphError", "Node", "is_depthwise", "check_input",
+           "elementwise", "float_node", "run_float", "softmax", "GRAPH_FORMAT", "Graph", "infer_mlp", "parse_spec", "validate"]
