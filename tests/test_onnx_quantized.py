@@ -140,7 +140,7 @@ def test_unsupported_quantized_op_is_named(float_models, tmp_path):
         [g.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
         [onnx.numpy_helper.from_array(np.float32(0.1), "s"), onnx.numpy_helper.from_array(np.uint8(128), "z")]),
         opset_imports=[g.make_opsetid("", 17), g.make_opsetid("com.microsoft", 1)])
-    with pytest.raises(OnnxError, match=r"node 'sig' \(QLinearSigmoid, opset 17\): this quantized op is not supported"):
+    with pytest.raises(OnnxError, match=r"node 'sig' \(QLinearAveragePool, opset 17\): this quantized op is not supported"):
         import_onnx(model)
 
 

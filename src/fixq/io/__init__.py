@@ -3,11 +3,17 @@
 - :func:`import_onnx`: an ONNX model (a path or an ``onnx.ModelProto``) -> a validated float
   :class:`fixq.graph.Graph`, or an int8 :class:`fixq.Model` for a quantized one (docs/onnx.md).  The
   ``onnx`` package is imported only here, on first use.
+- :func:`export_onnx`: an int8 :class:`fixq.Model` -> QDQ ONNX that ONNX Runtime runs.
+
+Importing this package lets ``Model.load`` read ``.onnx`` paths (:func:`load_onnx_model`).
 """
+from ..archive import ArchiveError
+from ..engine import Model, register_loader
 from .onnx import OnnxError, import_float, load_model
+from .onnx_export import export_onnx
 from .onnx_qmodel import import_quantized, is_quantized
 
-__all__ = ["OnnxError", "import_onnx"]
+__all__ = ["OnnxError", "import_onnx", "export_onnx", "load_onnx_model"]
 
 
 def import_onnx(model, constants=None):
@@ -22,3 +28,20 @@ def import_onnx(model, constants=None):
     if is_quantized(proto):
         return import_quantized(proto, constants)
     return import_float(proto, constants)
+
+
+def load_onnx_model(path, rounding=None, target=None):
+    """``Model.load`` of an ``.onnx`` path: a quantized model imported on the fly (target ``"onnxruntime"``
+    unless `rounding` or `target` say otherwise); a float one is refused with the way to quantize it."""
+    proto = load_model(path)
+    if not is_quantized(proto):
+        raise ArchiveError(f"{path}: is a float ONNX model; fixq runs int8 models: fixq import {path} -o model.npz, "
+                           "then fixq quantize model.npz -o model.q.npz --calib data.npy (docs/onnx.md)")
+    m = import_quantized(proto)
+    if rounding is None and target is None:
+        return m
+    meta = dict(m.meta, options={k: v for k, v in m.meta["options"].items() if k != "target"})
+    return Model(meta, m.arrays, rounding, target)
+
+
+register_loader(".onnx", load_onnx_model)
