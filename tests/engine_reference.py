@@ -177,6 +177,8 @@ def simulate(path, x, rounding=None):
             y = np.where(acc < 0, -q, q)
         elif op == "flatten":
             y = L.to_external(xs[0]).reshape(xs[0].shape[0], -1)
+        elif op in ("sigmoid", "tanh", "hardswish", "leaky_relu", "hardsigmoid"):  # the table, by the input's byte
+            y = a[f"{name}:table"].astype(np.int64)[xs[0] & 0xFF]
         elif op == "softmax":  # float at the output: the simulation stops at its integer input
             y = xs[0]
         else:

@@ -134,13 +134,13 @@ def test_unsupported_quantized_op_is_named(float_models, tmp_path):
     g = onnx.helper
     model = g.make_model(g.make_graph(
         [g.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
-         g.make_node("QLinearSigmoid", ["q", "s", "z", "s", "z"], ["qs"], domain="com.microsoft", name="sig"),
+         g.make_node("QLinearAveragePool", ["q", "s", "z", "s", "z"], ["qs"], domain="com.microsoft", name="sig"),
          g.make_node("DequantizeLinear", ["qs", "s", "z"], ["y"])], "g",
         [g.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 4])],
         [g.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
         [onnx.numpy_helper.from_array(np.float32(0.1), "s"), onnx.numpy_helper.from_array(np.uint8(128), "z")]),
         opset_imports=[g.make_opsetid("", 17), g.make_opsetid("com.microsoft", 1)])
-    with pytest.raises(OnnxError, match=r"node 'sig' \(QLinearSigmoid, opset 17\): this quantized op is not supported"):
+    with pytest.raises(OnnxError, match=r"node 'sig' \(QLinearAveragePool, opset 17\): this quantized op is not supported"):
         import_onnx(model)
 
 

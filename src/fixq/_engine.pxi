@@ -25,6 +25,7 @@ cdef extern from "fixq_engine.h" nogil:
         FIXQ_ENG_AVGPOOL
         FIXQ_ENG_GLOBAL_AVGPOOL
         FIXQ_ENG_FLATTEN
+        FIXQ_ENG_LUT
 
     ctypedef enum fixq_eng_target_form:
         FIXQ_ENG_T_RUY_X86
@@ -68,6 +69,7 @@ cdef extern from "fixq_engine.h" nogil:
         size_t axis
         const int32_t *in_zp
         const fixq_requant *in_rq
+        const uint8_t *table
 
     ctypedef struct fixq_eng_plan:
         fixq_dtype dtype
@@ -104,7 +106,7 @@ cdef extern from "fixq_engine.h" nogil:
 _ENG_OPS = {"quantize": FIXQ_ENG_QUANTIZE, "gemm": FIXQ_ENG_GEMM, "depthwise": FIXQ_ENG_DEPTHWISE,
             "eltwise": FIXQ_ENG_ELTWISE, "concat": FIXQ_ENG_CONCAT, "clamp": FIXQ_ENG_CLAMP,
             "maxpool": FIXQ_ENG_MAXPOOL, "avgpool": FIXQ_ENG_AVGPOOL, "global_avgpool": FIXQ_ENG_GLOBAL_AVGPOOL,
-            "flatten": FIXQ_ENG_FLATTEN}
+            "flatten": FIXQ_ENG_FLATTEN, "lut": FIXQ_ENG_LUT}
 _TARGET_FORMS = {"ruy-x86": FIXQ_ENG_T_RUY_X86, "float64-away": FIXQ_ENG_T_FLOAT64_AWAY,
                  "onnxruntime-add": FIXQ_ENG_T_ORT_ADD, "onnxruntime-mul": FIXQ_ENG_T_ORT_MUL,
                  "xnnpack-add": FIXQ_ENG_T_XNN_ADD, "xnnpack-mul": FIXQ_ENG_T_XNN_MUL}
@@ -288,6 +290,10 @@ cdef class Engine:
             if "rq" in d:
                 _fill_rq(&s.rq, d["rq"])
                 s.rq_channels = d["rq"]["zero_point"].size
+            if "table" in d:
+                if d["table"].size != 256:
+                    raise ValueError(f"engine plan: step {d['name']!r}: a table has 256 entries")
+                s.table = <const uint8_t *>_ptr(d["table"], _np.uint8)
             if "eltwise" in d:
                 s.eltwise = &(<EltwiseParams?>d["eltwise"]).p
             if "target" in d:

@@ -443,6 +443,8 @@ def _check_archive(meta, arrays):
         elif op == "concat" and not dynamic:
             for k, dt in (("multiplier", np.int32), ("shift", np.int32), ("scale", np.float32)):
                 _expect(arrays, f"{name}:{k}", dt, (len(s["inputs"]),), name)
+        elif op in G.TABLE_OPS and not dynamic:
+            _expect(arrays, f"{name}:table", act_dt, (256,), name)
         elif op == "global_avgpool" and not dynamic and f"{name}:multiplier" in arrays:
             # archives of fixq 0.1 keep the input's scale here, without a requantization
             for k, dt in (("multiplier", np.int32), ("shift", np.int32), ("scale", np.float32)):

@@ -117,6 +117,8 @@ static int check_step(const fixq_eng_plan *plan, const fixq_eng_step *s) {
              fixq__check_requant(&s->rq, y->c, plan->dtype) == FIXQ_OK;
     case FIXQ_ENG_FLATTEN:
       return y->h == 1 && y->w == 1 && y->c == numel(x);
+    case FIXQ_ENG_LUT:
+      return s->table != NULL && x->h == y->h && x->w == y->w && x->c == y->c;
     case FIXQ_ENG_CONCAT: {
       if (s->axis < 1 || s->axis > 3 || s->in_zp == NULL || s->in_rq == NULL) return 0;
       size_t total = 0;
@@ -431,6 +433,13 @@ static fixq_status run_concat(const fixq_eng_plan *plan, const fixq_eng_step *s,
   return FIXQ_OK;
 }
 
+/* int8 and uint8 alike: the table is indexed by the input's byte (int8 q at (uint8_t)q) */
+static void run_lut(const uint8_t *table, size_t n, const void *x, void *y) {
+  const uint8_t *a = (const uint8_t *)x;
+  uint8_t *b = (uint8_t *)y;
+  for (size_t i = 0; i < n; i++) b[i] = table[a[i]];
+}
+
 static fixq_status run_step(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, void *const *buffers,
                             void *scratch, int threads) {
   const void *x = buffers[s->in[0]];
@@ -467,6 +476,9 @@ static fixq_status run_step(const fixq_eng_plan *plan, const fixq_eng_step *s, s
       return FIXQ_OK;
     case FIXQ_ENG_FLATTEN:
       transpose(batch, xt->h * xt->w, xt->c, x, y);
+      return FIXQ_OK;
+    case FIXQ_ENG_LUT:
+      run_lut(s->table, batch * numel(xt), x, y);
       return FIXQ_OK;
   }
   return FIXQ_ERR_INVALID_ARGUMENT;

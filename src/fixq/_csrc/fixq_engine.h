@@ -26,7 +26,8 @@ typedef enum {
   FIXQ_ENG_MAXPOOL,        /* padding counts as lo (qmin) */
   FIXQ_ENG_AVGPOOL,        /* padding counts as zp; TFLite rounding */
   FIXQ_ENG_GLOBAL_AVGPOOL, /* over h x w; with rq: sum of (q - zp), then rq; without: TFLite rounding */
-  FIXQ_ENG_FLATTEN         /* NHWC -> NCHW order */
+  FIXQ_ENG_FLATTEN,        /* NHWC -> NCHW order */
+  FIXQ_ENG_LUT             /* y = table[byte of x]: an elementwise function of one int8 / uint8 value */
 } fixq_eng_op;
 
 /* How QUANTIZE rounds x / scale (docs/conformance.md); every product and quotient in float32. */
@@ -87,6 +88,7 @@ typedef struct {
   size_t axis;                           /* CONCAT */
   const int32_t *in_zp;                  /* CONCAT: per input */
   const fixq_requant *in_rq;             /* CONCAT: per input; zero_point NULL: copied as is */
+  const uint8_t *table;                  /* LUT: [256] output bytes, indexed by the input's byte */
 } fixq_eng_step;
 
 typedef struct {

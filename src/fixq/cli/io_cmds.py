@@ -1,4 +1,4 @@
-"""``fixq import``: models of other formats in; ``fixq compare``: fixq against ONNX Runtime (docs/onnx.md)."""
+"""``fixq import`` / ``fixq export``: models of other formats in and out; ``fixq compare``: fixq against ONNX Runtime (docs/onnx.md)."""
 import collections
 
 import click
@@ -8,7 +8,7 @@ from . import cli
 from ._common import CliError, atomic_output, check_output, load_array, one_line_errors
 from ..archive import write_float_model
 from ..engine import Model
-from ..io import import_onnx
+from ..io import export_onnx, import_onnx
 
 
 @cli.command("import")
@@ -36,6 +36,23 @@ def import_(model, output, force):
     click.echo(f"wrote {output}: input {g.input} {list(g.input_shape)}, {len(g.nodes)} nodes "
                f"({', '.join(f'{k} x{v}' for k, v in ops.items())}), outputs {', '.join(g.outputs)}, "
                f"{sum(w.size for w in g.weights.values())} weights")
+
+
+@cli.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False),
+              help="ONNX model to write (QDQ, opset 13).")
+@click.option("--force", "-f", is_flag=True, help="Overwrite an existing output file.")
+@one_line_errors
+def export(model, output, force):
+    """Export MODEL (a fixq int8 archive) as QDQ ONNX that ONNX Runtime runs with the arithmetic of
+    `--target onnxruntime` (docs/onnx.md)."""
+    check_output(output, [model], force)
+    m = Model.load(model)
+    with atomic_output(output) as tmp:
+        proto = export_onnx(m, tmp)
+    click.echo(f"wrote {output}: QDQ ONNX (opset {proto.opset_import[0].version}), {len(proto.graph.node)} nodes, "
+               f"input {m.input} {['N'] + list(m.input_shape[1:])}, outputs {', '.join(m.outputs)}")
 
 
 @cli.command()

@@ -1,5 +1,6 @@
 """The :class:`Model`: a quantized model loaded, checked and ready to run."""
 import math
+import os
 
 import numpy as np
 
@@ -9,6 +10,15 @@ from ..archive import ACT_TYPES, ArchiveError, read_archive, write_archive
 from ..arith import dequantize
 from .plan import engine_plan
 from .steps import float_step, prepared_dequantize, prepared_quantize, static_step
+
+
+# file suffix -> load(path, rounding, target) of a front-end above this layer (fixq.io registers ".onnx")
+_LOADERS = {}
+
+
+def register_loader(suffix, load):
+    """Let :meth:`Model.load` read files ending in `suffix` with ``load(path, rounding, target)``."""
+    _LOADERS[suffix.lower()] = load
 
 
 class Model:
@@ -41,7 +51,11 @@ class Model:
     def load(cls, path, rounding=None, target=None):
         """Read a ``fixq.qmodel/1`` archive; `rounding` overrides the requantization it was made with;
         `target` runs linear, conv, add, mul and the input quantization exactly as that runtime does
-        (``fixq.targets``, docs/conformance.md)."""
+        (``fixq.targets``, docs/conformance.md).  A path of another format with a registered front-end
+        (``.onnx``: :func:`fixq.io.load_onnx_model`) is imported on the fly."""
+        load = _LOADERS.get(os.path.splitext(os.fspath(path))[1].lower())
+        if load is not None:
+            return load(path, rounding, target)
         meta, arrays = read_archive(path)
         try:
             return cls(meta, arrays, rounding, target)

@@ -226,4 +226,6 @@ def engine_step(m, s):
                                                       m.meta["tensors"][s["output"]][1]))
     if op in ("global_avgpool", "flatten"):
         return dict(op=op)
+    if op in G.TABLE_OPS:
+        return dict(op="lut", table=np.ascontiguousarray(a[f"{name}:table"]).view(np.uint8))
     raise ArchiveError(f"step {name!r}: key 'op' {op!r} is not a fixq.qmodel/1 op")

@@ -234,6 +234,9 @@ def static_step(m, s):
                                              x.shape[1] * x.shape[2]).astype(dt)
     if op == "flatten":
         return lambda x, threads: L.flatten(x)
+    if op in G.TABLE_OPS:  # indexed by the input's byte, as the C plan's LUT step
+        table = a[f"{name}:table"]
+        return lambda x, threads: table[x.view(np.uint8)]
     if op == "softmax":
         axis = L.internal_axis(s["axis"], len(m.meta["tensors"][s["output"]]))
         dequantize = prepared_dequantize(sc_in[0], zp_in[0], dt)

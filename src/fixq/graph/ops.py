@@ -20,8 +20,15 @@ OPS = {
     "mul": (2, {}),
     "concat": (None, {"axis": 1}),
     "softmax": (1, {"axis": -1}),
+    "sigmoid": (1, {}),
+    "tanh": (1, {}),
+    "hardswish": (1, {}),
+    "leaky_relu": (1, {"alpha": 0.01}),
+    "hardsigmoid": (1, {"alpha": 0.2, "beta": 0.5}),
 }
 WEIGHTED = ("linear", "conv2d")
+# Elementwise functions of one value: int8 in, int8 out through a 256-entry table (docs/engine.md)
+TABLE_OPS = ("sigmoid", "tanh", "hardswish", "leaky_relu", "hardsigmoid")
 
 # What a model file may declare (docs/security.md).  Every reader (fixq.archive and the importers of
 # fixq.io) checks its files against this one table before anything is allocated or reaches C.
@@ -199,6 +206,13 @@ def output_shape(node, in_shapes, w_shape=None):
     if op == "flatten":
         return (None, int(np.prod(x[1:])))
     if op in ("relu", "relu6"):
+        return x
+    if op in TABLE_OPS:
+        for key in OPS[op][1]:
+            v = a[key]
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not np.isfinite(v):
+                raise GraphError(f"node {name!r}: key {key!r} must be a finite number, got {v!r}")
+            a[key] = float(v)
         return x
     if op in ("add", "mul"):
         if in_shapes[0] != in_shapes[1]:

@@ -3,12 +3,30 @@ engine uses, so that tensors of the two compare one to one."""
 import numpy as np
 
 from .. import layout as L
-from .ops import is_depthwise
+from .ops import TABLE_OPS, is_depthwise
 
 
 def softmax(x, axis):
     e = np.exp(x - x.max(axis=axis, keepdims=True))
     return e / e.sum(axis=axis, keepdims=True)
+
+
+def elementwise(op, attrs, x):
+    """The table ops (fixq.graph.ops.TABLE_OPS) on `x`, in x's float dtype: ONNX Sigmoid, Tanh, HardSwish,
+    LeakyRelu (alpha), HardSigmoid (alpha, beta)."""
+    one = x.dtype.type(1)
+    if op == "sigmoid":  # exp of -|x| only, so that nothing overflows
+        e = np.exp(-np.abs(x))
+        return np.where(x >= 0, one, e) / (one + e)
+    if op == "tanh":
+        return np.tanh(x)
+    if op == "hardswish":  # x * max(0, min(1, x / 6 + 1 / 2)), ONNX HardSwish (alpha 1/6, beta 1/2)
+        return x * np.clip(x / x.dtype.type(6) + x.dtype.type(0.5), 0, one)
+    if op == "leaky_relu":
+        return np.where(x < 0, x.dtype.type(attrs["alpha"]) * x, x)
+    if op == "hardsigmoid":
+        return np.clip(x.dtype.type(attrs["alpha"]) * x + x.dtype.type(attrs["beta"]), 0, one)
+    raise AssertionError(op)
 
 
 def float_node(g, node, xs):
@@ -54,6 +72,8 @@ def float_node(g, node, xs):
         return np.concatenate(xs, axis=L.internal_axis(a["axis"], x.ndim))
     if node.op == "softmax":
         return softmax(x, L.internal_axis(a["axis"], x.ndim))
+    if node.op in TABLE_OPS:
+        return elementwise(node.op, a, x)
     raise AssertionError(node.op)
 
 

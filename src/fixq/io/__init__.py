@@ -3,8 +3,14 @@
 - :func:`import_onnx`: an ONNX model (a path or an ``onnx.ModelProto``) -> a validated float
   :class:`fixq.graph.Graph`, or an int8 :class:`fixq.Model` for a quantized one (docs/onnx.md).  The
   ``onnx`` package is imported only here, on first use.
+- :func:`export_onnx`: an int8 :class:`fixq.Model` -> QDQ ONNX that ONNX Runtime runs.
+
+Importing this package lets ``Model.load`` read ``.onnx`` paths (:func:`load_onnx_model`).
 """
-__all__ = ["OnnxError", "import_onnx"]
+from ..archive import ArchiveError
+from ..engine import Model, register_loader
+
+__all__ = ["OnnxError", "import_onnx", "export_onnx", "load_onnx_model"]
 
 
 def __getattr__(name):
@@ -30,3 +36,31 @@ def import_onnx(model, constants=None):
     if is_quantized(proto):
         return import_quantized(proto, constants)
     return import_float(proto, constants)
+
+
+def export_onnx(model, path=None):
+    """The QDQ ONNX model (opset 13) of int8 :class:`fixq.Model` `model`, written atomically to `path` when
+    given; returns the ``onnx.ModelProto`` (fixq.io.onnx_export)."""
+    from .onnx_export import export_onnx as export
+
+    return export(model, path)
+
+
+def load_onnx_model(path, rounding=None, target=None):
+    """``Model.load`` of an ``.onnx`` path: a quantized model imported on the fly (target ``"onnxruntime"``
+    unless `rounding` or `target` say otherwise); a float one is refused with the way to quantize it."""
+    from .onnx import load_model
+    from .onnx_qmodel import import_quantized, is_quantized
+
+    proto = load_model(path)
+    if not is_quantized(proto):
+        raise ArchiveError(f"{path}: is a float ONNX model; fixq runs int8 models: fixq import {path} -o model.npz, "
+                           "then fixq quantize model.npz -o model.q.npz --calib data.npy (docs/onnx.md)")
+    m = import_quantized(proto)
+    if rounding is None and target is None:
+        return m
+    meta = dict(m.meta, options={k: v for k, v in m.meta["options"].items() if k != "target"})
+    return Model(meta, m.arrays, rounding, target)
+
+
+register_loader(".onnx", load_onnx_model)

@@ -69,9 +69,9 @@ _FOLDABLE = ("Constant", "Shape", "Gather", "Cast", "Unsqueeze", "Squeeze", "Con
              "Sqrt", "Neg", "Dropout")
 
 # ONNX ops that become fixq nodes or are rewritten away (docs/onnx.md); the foldable ones on constants
-SUPPORTED = ("Gemm", "MatMul", "Conv", "Relu", "Clip", "MaxPool", "AveragePool", "GlobalAveragePool",
-             "ReduceMean", "Flatten", "Reshape", "Squeeze", "Add", "Sub", "Mul", "Div", "Concat", "Softmax",
-             "BatchNormalization", "Identity", "Dropout") + _FOLDABLE
+SUPPORTED = ("Gemm", "MatMul", "Conv", "Relu", "Clip", "Sigmoid", "Tanh", "HardSwish", "LeakyRelu", "HardSigmoid",
+             "MaxPool", "AveragePool", "GlobalAveragePool", "ReduceMean", "Flatten", "Reshape", "Squeeze", "Add",
+             "Sub", "Mul", "Div", "Concat", "Softmax", "BatchNormalization", "Identity", "Dropout") + _FOLDABLE
 
 
 def _clean(name, fallback):
@@ -342,6 +342,26 @@ class _Importer:
     def op_Relu(self, nd):
         t = self.tensor(nd)
         self.add_node(nd, "relu", [t], squeezed=t.squeezed)
+
+    def _table_op(self, nd, op, **attrs):
+        t = self.tensor(nd)
+        self.add_node(nd, op, [t], squeezed=t.squeezed, **attrs)
+
+    def op_Sigmoid(self, nd):
+        self._table_op(nd, "sigmoid")
+
+    def op_Tanh(self, nd):
+        self._table_op(nd, "tanh")
+
+    def op_HardSwish(self, nd):
+        self._table_op(nd, "hardswish")
+
+    def op_LeakyRelu(self, nd):
+        self._table_op(nd, "leaky_relu", alpha=float(self.attr(nd, "alpha", 0.01)))
+
+    def op_HardSigmoid(self, nd):
+        self._table_op(nd, "hardsigmoid", alpha=float(self.attr(nd, "alpha", 0.2)),
+                       beta=float(self.attr(nd, "beta", 0.5)))
 
     def op_Clip(self, nd):
         t = self.tensor(nd)

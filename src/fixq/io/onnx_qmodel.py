@@ -69,7 +69,54 @@ class _Pending:
 
 
 _PASS_THROUGH = ("MaxPool", "Flatten", "Reshape", "Identity", "Dropout", "Squeeze")
-_QDQ_FLOAT_OPS = ("Conv", "Gemm", "MatMul", "Add", "Mul", "GlobalAveragePool", "Softmax") + _PASS_THROUGH
+_QDQ_FLOAT_OPS = ("Conv", "Gemm", "MatMul", "Add", "Mul", "GlobalAveragePool", "Softmax", "Sigmoid",
+                  "LeakyRelu") + _PASS_THROUGH
+
+# MLAS MlasLogisticConstants (Eigen's rational approximation of the logistic function)
+_LOGISTIC_ALPHA = np.array([4.37031012579801e-11, 1.15627324459942e-07, 6.08574864600143e-05,
+                            8.51377133304701e-03, 2.48287947061529e-01], np.float32)
+_LOGISTIC_BETA = np.array([6.10247389755681e-13, 5.76102136993427e-09, 6.29106785017040e-06,
+                           1.70198817374094e-03, 1.16817656904453e-01, 9.93151921023180e-01], np.float32)
+
+
+def _fma32(a, b, c):
+    """float32 fused multiply-add a * b + c rounded once: the float32 product is exact in float64, the
+    float64 sum is rounded to odd (TwoSum's error picks the odd neighbour) so that its rounding to
+    float32 is the correctly rounded result."""
+    p = a.astype(np.float64) * b.astype(np.float64)
+    c = np.asarray(c, np.float64)
+    s = p + c
+    bb = s - p
+    err = (p - (s - bb)) + (c - bb)
+    even = (s.view(np.int64) & 1) == 0
+    s = np.where((err != 0) & even, np.nextafter(s, np.where(err > 0, np.inf, -np.inf)), s)
+    return s.astype(np.float32)
+
+
+def _mlas_logistic(x):
+    """MLAS MlasLogisticKernelFma3 (x86-64 with FMA3): x clamped to [-18, 18], p and q by fused
+    multiply-adds in x^2, then max(0, x * p / q + 0.5), all in float32."""
+    x = np.clip(x, np.float32(-18), np.float32(18)).astype(np.float32)
+    x2 = x * x
+    p = _fma32(x2, np.float32(_LOGISTIC_ALPHA[0]), _LOGISTIC_ALPHA[1])
+    for a in _LOGISTIC_ALPHA[2:]:
+        p = _fma32(x2, p, a)
+    q = _fma32(x2, np.float32(_LOGISTIC_BETA[0]), _LOGISTIC_BETA[1])
+    for b in _LOGISTIC_BETA[2:]:
+        q = _fma32(x2, q, b)
+    return np.maximum(np.float32(0), (x * p) / q + np.float32(0.5))
+
+
+def _ort_table(op, alpha, s_in, zp_in, s_out, zp_out, dt):
+    """ORT's QlinearBuildLookupTable (QLinearSigmoid, QLinearLeakyRelu): each input byte's value
+    dequantized as X_scale * (q - zp) in float32, the function in float32 (MlasComputeLogistic, or
+    ``v >= 0 ? v : alpha * v``), then MlasQuantizeLinear (float32 division, ties to even)."""
+    dt = np.dtype(dt)
+    q = np.arange(256, dtype=np.uint8).view(dt).astype(np.int32)
+    x = np.float32(s_in) * (q - zp_in).astype(np.float32)
+    y = _mlas_logistic(x) if op == "sigmoid" else np.where(x >= 0, x, np.float32(alpha) * x)
+    info = np.iinfo(dt)
+    return np.clip(np.rint(y / np.float32(s_out)) + zp_out, info.min, info.max).astype(dt)
 
 
 def _real_requant(real):
@@ -127,6 +174,10 @@ class _QImporter(_Importer):
             s.update(kernel=list(a["kernel"]), stride=list(a["stride"]), padding=list(a["padding"]))
         elif op in ("concat", "softmax"):
             s["axis"] = a["axis"]
+        elif op in G.TABLE_OPS:
+            s.update(a)
+            self.arrays[f"{name}:table"] = _ort_table(op, a.get("alpha"), ins[0].scale, ins[0].zp, scale, zp,
+                                                      self.act_dtype)
         if weight is not None:
             if weight.dtype != np.int8:
                 self.fail(nd, f"weights of dtype {weight.dtype}; fixq runs int8 weights")
@@ -330,6 +381,9 @@ class _QImporter(_Importer):
             self.step(qnode, op.lower(), [a, b], scale, zp, squeezed=a.squeezed)
         elif op == "GlobalAveragePool":
             self.step(qnode, "global_avgpool", [self.q_input(nd, 0)], scale, zp, squeezed=True)
+        elif op in ("Sigmoid", "LeakyRelu"):  # ORT fuses them into QLinearSigmoid / QLinearLeakyRelu
+            q = self.q_input(nd, 0)
+            self._lookup(qnode, q, op, scale, zp, self.attr(nd, "alpha", 0.01))
         elif op in _PASS_THROUGH:
             src = self.env.get(nd.input[0])
             if isinstance(src, _Pending):
@@ -424,6 +478,19 @@ class _QImporter(_Importer):
             self.fail(nd, "channels_last=1 is not supported")
         scale, zp = self.qparams(nd, 3, 4)
         self.step(nd, "global_avgpool", [self.q_input(nd, 0)], scale, zp, squeezed=True)
+
+    def _lookup(self, nd, q, op, scale, zp, alpha):
+        if op == "Sigmoid":
+            return self.step(nd, "sigmoid", [q], scale, zp, squeezed=q.squeezed)
+        return self.step(nd, "leaky_relu", [q], scale, zp, {"alpha": float(alpha)}, squeezed=q.squeezed)
+
+    def q_QLinearSigmoid(self, nd):
+        scale, zp = self.qparams(nd, 3, 4)
+        self._lookup(nd, self.q_input(nd, 0), "Sigmoid", scale, zp, None)
+
+    def q_QLinearLeakyRelu(self, nd):
+        scale, zp = self.qparams(nd, 3, 4)
+        self._lookup(nd, self.q_input(nd, 0), "LeakyRelu", scale, zp, self.attr(nd, "alpha", 0.01))
 
     def q_QLinearConcat(self, nd):
         scale, zp = self.qparams(nd, 0, 1)

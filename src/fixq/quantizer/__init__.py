@@ -21,12 +21,13 @@ from ..lowbit import binarize, pack_fp16, ternarize
 from ..qparams import choose_qparams, quantize_bias, tensor_qparams
 
 __all__ = ["METHODS", "quantize_model", "observers", "observe_ranges", "plan_steps", "calibrated_tensors",
-           "lowbit_weights", "calibration_graph"]
+           "lowbit_weights", "calibration_graph", "activation_table"]
 
 # Steps whose output gets its own calibrated scale and zero point (a requantization); the others
 # (pools, flatten, standalone relu/relu6) keep their input's, as TFLite requires of int8 pools.
-# global_avgpool requantizes its mean like ONNX Runtime's QLinearGlobalAveragePool and TFLite's MEAN.
-REQUANTIZED = ("linear", "conv2d", "add", "mul", "concat", "global_avgpool")
+# global_avgpool requantizes its mean like ONNX Runtime's QLinearGlobalAveragePool and TFLite's MEAN;
+# the table ops (sigmoid, tanh, ...) map each input value to a value of their own output quantization.
+REQUANTIZED = ("linear", "conv2d", "add", "mul", "concat", "global_avgpool") + G.TABLE_OPS
 
 METHODS = ("minmax", "moving_average", "percentile", "entropy", "mse")
 
@@ -47,6 +48,8 @@ def plan_steps(g):
             step.update(kernel=list(a["kernel"]), stride=list(a["stride"]), padding=list(a["padding"]))
         elif node.op in ("concat", "softmax"):
             step["axis"] = a["axis"]
+        elif node.op in G.TABLE_OPS:
+            step.update(a)
         if node.op in ("linear", "conv2d", "add", "mul"):
             cons = g.consumers(node.name)
             if (len(cons) == 1 and cons[0].op in ("relu", "relu6") and node.name not in g.outputs):
@@ -55,6 +58,17 @@ def plan_steps(g):
                 fused.add(cons[0].name)
         steps.append(step)
     return steps
+
+
+def activation_table(op, attrs, in_scale, in_zero_point, out_scale, out_zero_point, dtype):
+    """The 256-entry table of table op `op` (fixq.graph.TABLE_OPS) from int8/uint8 input to output, indexed
+    by the input's byte (int8 q at q & 0xff): ``clamp(round(f((q - zp_in) * s_in) / s_out) + zp_out)``
+    with f (fixq.graph.elementwise) and every product and quotient in float64, rounded half to even."""
+    dt = np.dtype(dtype)
+    q = np.arange(256, dtype=np.uint8).view(dt).astype(np.float64)
+    f = G.elementwise(op, attrs, (q - in_zero_point) * np.float64(in_scale))
+    info = np.iinfo(dt)
+    return np.clip(np.rint(f / np.float64(out_scale)) + out_zero_point, info.min, info.max).astype(dt)
 
 
 def _weight_keys(g):
@@ -255,6 +269,8 @@ def quantize_model(g, calib=None, *, method="minmax", per_channel=True, weights=
             real = np.float64(qp[s["inputs"][0]][0]) / (np.float64(qp[s["output"]][0]) * (h * w))
             m, sh, sc = _requant_params([real])
             arrays[f"{name}:multiplier"], arrays[f"{name}:shift"], arrays[f"{name}:scale"] = m, sh, sc
+        elif s["op"] in G.TABLE_OPS and not float_acts:
+            arrays[f"{name}:table"] = activation_table(s["op"], s, *qp[s["inputs"][0]], *qp[s["output"]], act_dt)
         if not float_acts and s["act"] is not None:  # each target quantizes relu6's bound its own way
             sc, zp = qp[s["output"]]
             s["out_min"], s["out_max"] = targets.activation_range(s["act"], sc, zp, act_dt, target)
