@@ -149,6 +149,18 @@ def _geometry(s, w):
                                                padding=tuple(s["padding"]), dilation=tuple(s["dilation"]))
 
 
+def mean_requant(m, s):
+    """(requantization kwargs, rounding) of a global_avgpool step: the target's recipe where it has one
+    (fixq.targets.mean_stage), else the archive's own (rounding None: the model's)."""
+    if m.target is not None:
+        (_, _, h, w), (s_in, _), (s_out, _) = (m.meta["tensors"][s["inputs"][0]], m.qparams(s["inputs"][0]),
+                                             m.qparams(s["output"]))
+        stage = targets.mean_stage(m.target, s_in, s_out, h * w)
+        if stage is not None:
+            return stage, stage.pop("rounding")
+    return m._requant_kw(s["name"]), None
+
+
 def _gemm_step(m, s, w, bias, rq=None, target=None):
     """The GEMM step of a linear or (grouped) conv: the weights packed per group, the output stage `rq`
     (or a target's epilogue), the input zero point and the text of a possible int32 overflow."""
@@ -222,8 +234,9 @@ def engine_step(m, s):
         return dict(op=op[:-2], kernel=tuple(s["kernel"]), stride=tuple(s["stride"]), padding=tuple(s["padding"]),
                     lo=qmin, zp=zp_out)
     if op == "global_avgpool" and f"{name}:multiplier" in a:
-        return dict(op=op, zp=zp_in[0], rq=engine_rq(m, m._requant_kw(name), zp_out, qmin, qmax,
-                                                      m.meta["tensors"][s["output"]][1]))
+        rq, rounding = mean_requant(m, s)
+        return dict(op=op, zp=zp_in[0], rq=engine_rq(m, rq, zp_out, qmin, qmax, m.meta["tensors"][s["output"]][1],
+                                                      rounding))
     if op in ("global_avgpool", "flatten"):
         return dict(op=op)
     if op in G.TABLE_OPS:

@@ -8,7 +8,7 @@ from .. import _core, arith, gemm, graph as G, layout as L, lowbit, targets
 from .._validate import INT_RANGES, scale_arg, zero_point_arg
 from ..archive import ArchiveError
 from ..qparams import tensor_qparams
-from .plan import eltwise_params
+from .plan import eltwise_params, mean_requant
 
 def prepared_quantize(scale, zero_point, dt):
     """``arith.quantize(x, scale, zero_point, dt)`` per tensor, its arguments checked once here."""
@@ -226,7 +226,8 @@ def static_step(m, s):
         return lambda x, threads: avg_round(L.window_reduce(x, *geo, zp_out, np.add, np.int32), count).astype(dt)
     if op == "global_avgpool" and f"{name}:multiplier" in a:
         # sum of (q - zp_in) over h x w, exact in int32, requantized by s_in / (s_out * h * w)
-        requantize = prepared_requantize(m._requant_kw(name), rounding, zp_out, qmin, qmax, dt, 1)
+        rq, mean_rounding = mean_requant(m, s)
+        requantize = prepared_requantize(rq, mean_rounding or rounding, zp_out, qmin, qmax, dt, 1)
         return lambda x, threads: requantize(x.sum(axis=(1, 2), dtype=np.int32)
                                              - np.int32(zp_in[0] * x.shape[1] * x.shape[2]))
     if op == "global_avgpool":  # an archive of fixq 0.1: the input's scale, TFLite's rounded average

@@ -18,7 +18,7 @@ take ``target=`` (fixq.ops) sit above it.
 from ._common import Recipe
 from ._common import product_scale
 from ._dispatch import (ACTIVATIONS, OPS, TARGETS, activation_range, add, gemm_out_stage, mul, qgemm, quantize,
-                        real_multiplier, recipe, requantize, target_arg)
+                        mean_stage, real_multiplier, recipe, requantize, target_arg)
 
 __all__ = ["TARGETS", "OPS", "ACTIVATIONS", "Recipe", "recipe", "target_arg", "gemm_out_stage", "requantize", "qgemm",
-           "add", "mul", "quantize", "activation_range", "real_multiplier", "product_scale"]
+           "add", "mul", "quantize", "activation_range", "real_multiplier", "product_scale", "mean_stage"]

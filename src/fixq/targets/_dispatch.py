@@ -37,6 +37,17 @@ def recipe(target, op):
     return _RECIPES[target][op]
 
 
+def mean_stage(target, in_scale, out_scale, count):
+    """The output stage (``rounding`` plus ``scale``) with which `target` requantizes the int32 sum of
+    (q - zp_in) over a global average pool's `count` values, or None where fixq has no recipe of
+    `target`'s for it (the model's own requantization of ``s_in / (s_out * count)`` applies; TFLite's
+    MEAN is not emulated yet)."""
+    rc = _RECIPES[target_arg(target)].get("global_avgpool")
+    if rc is None:
+        return None
+    return dict(rounding=rc.rounding, scale=np.array([rc.compute(in_scale, out_scale, count)], np.float32))
+
+
 def _gemm_recipe(target, op):
     rc = recipe(target, op)
     if op not in _GEMM_OPS:

@@ -52,7 +52,17 @@ ACTIVATION = Recipe(
     "QuantizeLinear of the bound: zp + rne(f / s_y) in float32, saturated (Relu: [zp, qmax], "
     "Clip(0, 6): [zp, q(6)], Clip(-1, 1): [q(-1), q(1)])", activation_bound)
 
+def mean_scale(in_scale, out_scale, count):
+    """MLAS QLinearGlobalAveragePool's scale: ScaleInput / (ScaleOutput * (float)ImageSize) in float32."""
+    return np.float32(np.float32(in_scale) / np.float32(np.float32(out_scale) * np.float32(count)))
+
+
+MEAN = Recipe(
+    "float32", "fp32", AFTER, SAT, "fixq",
+    "rne((float)(sum of (q - zp_in)) * scale) + zp, scale = s_in / (s_out * (float)(H*W)) in float32 "
+    "(MLAS QLinearGlobalAveragePool)", mean_scale)
+
 RECIPES = {
     "onnxruntime": dict(matmul=GEMM, conv=GEMM, depthwise_conv=GEMM, add=ADD, mul=MUL, quantize=QUANTIZE,
-                        quantize_per_axis=QUANTIZE, activation=ACTIVATION),
+                        quantize_per_axis=QUANTIZE, activation=ACTIVATION, global_avgpool=MEAN),
 }
