@@ -230,43 +230,69 @@ static void gemm_cases(int count) {
 /* ---- quantize, dequantize, elementwise ------------------------------------- */
 
 typedef struct {
-  size_t n;
+  size_t channels, inner;
   fixq_dtype dt;
-  float *x, scale;
-  int32_t zp, qmin, qmax;
+  float *x, scale[3];
+  int32_t zp[3], qmin, qmax;
   void *q;
 } qd_case;
 
 static fixq_status run_quantize(void *ctx, void *out) {
   qd_case *c = ctx;
-  return fixq_quantize_f32(c->x, out, c->dt, 1, 1, c->n, &c->scale, &c->zp, c->qmin, c->qmax);
+  return fixq_quantize_f32(c->x, out, c->dt, 1, c->channels, c->inner, c->scale, c->zp, c->qmin, c->qmax);
 }
 
 static fixq_status run_dequantize(void *ctx, void *out) {
   qd_case *c = ctx;
-  return fixq_dequantize(c->q, c->dt, out, 1, 1, c->n, &c->scale, &c->zp);
+  return fixq_dequantize(c->q, c->dt, out, 1, c->channels, c->inner, c->scale, c->zp);
+}
+
+/* an input of quantize for channel scale s: halves (ties), large (saturating),
+ * tiny, zeros of both signs, +-inf, and rarely NaN */
+static float edge_f32(float s, int nan) {
+  switch (next() % 8) {
+    case 0: return ldexpf((float)uniform(-1000, 1000), uniform(-30, 30));
+    case 1: return next() % 2 ? -0.0f : 0.0f;
+    case 2: return (float)uniform(-70000, 70000) * s; /* past every clamp */
+    case 3: return next() % 2 ? INFINITY : -INFINITY;
+    case 4: return nan && next() % 4 == 0 ? NAN : (float)uniform(-300, 300) * 0.5f * s;
+    default: return (float)uniform(-800, 800) * 0.5f * s;
+  }
 }
 
 static void quantize_cases(int count) {
   static const fixq_dtype dts[] = {FIXQ_INT8, FIXQ_UINT8, FIXQ_INT16, FIXQ_INT32};
   for (int t = 0; t < count; t++) {
     qd_case c;
-    c.n = (size_t)uniform(1, 70);
+    c.channels = (size_t)uniform(1, 3);
+    c.inner = (size_t)uniform(1, 40);
+    const size_t n = c.channels * c.inner;
     c.dt = dts[next() % 3];
     drange(c.dt, &c.qmin, &c.qmax);
-    c.zp = uniform(c.qmin, c.qmax);
-    c.scale = ldexpf(1.0f + (float)(next() % 1000) / 1000.0f, uniform(-10, 3));
-    c.x = malloc(c.n * 4);
-    for (size_t i = 0; i < c.n; i++) /* halves (ties), large, tiny, zeros of both signs */
-      c.x[i] = next() % 3 ? (float)uniform(-800, 800) * 0.5f * c.scale
-               : next() % 2 ? ldexpf((float)uniform(-1000, 1000), uniform(-30, 30)) : (next() % 2 ? -0.0f : 0.0f);
-    check("quantize_f32", run_quantize, &c, c.n * dsize(c.dt));
+    for (size_t ch = 0; ch < c.channels; ch++) {
+      c.zp[ch] = next() % 4 ? uniform(c.qmin, c.qmax) : next() % 2 ? c.qmin : c.qmax;
+      c.scale[ch] = ldexpf(1.0f + (float)(next() % 1000) / 1000.0f, uniform(-10, 3));
+    }
+    if (next() % 3 == 0) { /* a fused clamp inside the dtype */
+      c.qmin = uniform(c.qmin, c.qmin / 2 + c.qmax / 2);
+      c.qmax = uniform(c.qmin, c.qmax);
+      for (size_t ch = 0; ch < c.channels; ch++) c.zp[ch] = uniform(c.qmin, c.qmax);
+    }
+    const int nan = next() % 8 == 0;
+    c.x = malloc(n * 4);
+    for (size_t i = 0; i < n; i++) c.x[i] = edge_f32(c.scale[i / c.inner], nan);
+    check("quantize_f32", run_quantize, &c, n * dsize(c.dt));
     c.dt = dts[next() % 4];
     drange(c.dt, &c.qmin, &c.qmax);
-    c.zp = uniform(c.qmin, c.qmax);
-    c.q = malloc(c.n * 4);
-    for (size_t i = 0; i < c.n * 4; i++) ((uint8_t *)c.q)[i] = (uint8_t)next();
-    check("dequantize", run_dequantize, &c, c.n * 4);
+    for (size_t ch = 0; ch < c.channels; ch++) c.zp[ch] = next() % 4 ? uniform(c.qmin, c.qmax) : c.qmax;
+    c.q = malloc(n * 4);
+    for (size_t i = 0; i < n * 4; i++) ((uint8_t *)c.q)[i] = (uint8_t)next();
+    for (size_t i = 0; i < n; i++) /* the dtype's extremes */
+      if (next() % 5 == 0) {
+        const int32_t v = next() % 2 ? c.qmin : c.qmax;
+        memcpy((char *)c.q + i * dsize(c.dt), &v, dsize(c.dt)); /* little-endian low bytes */
+      }
+    check("dequantize", run_dequantize, &c, n * 4);
     free(c.x), free(c.q);
   }
 }
