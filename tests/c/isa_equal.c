@@ -2,8 +2,9 @@
  * GEMM (int8/uint8 A and B, weights of -128, zero points, bias, every output
  * stage, one and several threads), requantize (double, single, fp32 rounding;
  * per channel and per tensor; int8/uint8/int16/int32 outputs; int32 extremes
- * and rounding ties), quantize / dequantize and elementwise add / mul, on
- * random and edge-case inputs from a fixed seed.  Written for the Arm paths
+ * and rounding ties), quantize / dequantize (+-inf, NaN), elementwise add /
+ * mul and the int8 requantize that runs on them, on random and edge-case
+ * inputs from a fixed seed.  Written for the Arm paths
  * (run under qemu-aarch64 -cpu max from tests/test_arm.py); on x86 it checks
  * avx2 and avx512vnni the same way.  FIXQ_ISA=name checks that path alone.
  *
@@ -309,6 +310,9 @@ static fixq_status run_eltwise(void *ctx, void *out) {
   return fixq_eltwise_nd(&c->p, 2, c->shape, c->a, c->as, c->b, c->bs, out, c->ys);
 }
 
+/* a scale 2^e * [1, 2) */
+static float scale_in(int lo, int hi) { return ldexpf(1.0f + (float)(next() % 1000) / 1000.0f, uniform(lo, hi)); }
+
 static void eltwise_cases(int count) {
   for (int t = 0; t < count; t++) {
     elt_case c;
@@ -316,22 +320,68 @@ static void eltwise_cases(int count) {
     const fixq_dtype yt = next() % 2 ? FIXQ_INT8 : FIXQ_UINT8;
     int32_t alo, ahi, blo, bhi, ylo, yhi;
     drange(at, &alo, &ahi), drange(bt, &blo, &bhi), drange(yt, &ylo, &yhi);
-    const float as = ldexpf(1.0f + (float)(next() % 1000) / 1000.0f, uniform(-8, 0));
-    const float bs = ldexpf(1.0f + (float)(next() % 1000) / 1000.0f, uniform(-8, 0));
-    const float ys = ldexpf(1.0f + (float)(next() % 1000) / 1000.0f, uniform(-8, 0));
-    if (fixq_eltwise_init(&c.p, (fixq_eltwise_op)(next() % 2), (fixq_rounding)(next() % 3), at, as, uniform(alo, ahi),
-                          bt, bs, uniform(blo, bhi), yt, ys, uniform(ylo, yhi), ylo, yhi) != FIXQ_OK)
+    /* equal scales (ADD's tie-heavy case), or any within 2^+-8 (saturating outputs among them) */
+    const float as = scale_in(-8, 0), bs = next() % 4 ? scale_in(-8, 0) : as, ys = scale_in(-10, 0);
+    const int32_t azp = next() % 4 ? uniform(alo, ahi) : next() % 2 ? alo : ahi;
+    const int32_t bzp = next() % 4 ? uniform(blo, bhi) : next() % 2 ? blo : bhi;
+    int32_t qmin = ylo, qmax = yhi;
+    if (next() % 3 == 0) qmin = uniform(ylo, ylo / 2 + yhi / 2), qmax = uniform(qmin, yhi); /* fused ReLU */
+    /* every 4th case: all 65536 input pairs (a row per value of a), each op
+     * and rounding in turn (a one-off in ADD's rescaled inputs shows only at
+     * the output's rounding boundaries); else random bytes */
+    const int all = t % 4 == 0;
+    const fixq_eltwise_op op = (fixq_eltwise_op)(all ? t / 4 % 2 : (int)(next() % 2));
+    const fixq_rounding mode = (fixq_rounding)(all ? t / 8 % 3 : (int)(next() % 3));
+    if (fixq_eltwise_init(&c.p, op, mode, at, as, azp, bt, bs, bzp, yt, ys, uniform(ylo, yhi), qmin, qmax) != FIXQ_OK)
       continue;
-    c.shape[0] = (size_t)uniform(1, 4);
-    c.shape[1] = (size_t)uniform(1, 90);
+    c.shape[0] = all ? 256 : (size_t)uniform(1, 4);
+    c.shape[1] = all ? 256 : (size_t)uniform(1, 90);
     const size_t n = c.shape[0] * c.shape[1];
     c.a = malloc(n), c.b = malloc(n);
-    for (size_t i = 0; i < n; i++) c.a[i] = (uint8_t)next(), c.b[i] = (uint8_t)next();
-    c.as[0] = (ptrdiff_t)c.shape[1], c.as[1] = 1;
-    c.bs[0] = (ptrdiff_t)c.shape[1], c.bs[1] = next() % 4 ? 1 : 0; /* b broadcast along rows */
+    for (size_t i = 0; i < n; i++)
+      c.a[i] = all ? (uint8_t)(i >> 8) : (uint8_t)next(), c.b[i] = all ? (uint8_t)i : (uint8_t)next();
+    const int bcast = all ? 2 : (int)(next() % 6); /* 0: a broadcast along rows, 1: b, else none */
+    c.as[0] = (ptrdiff_t)c.shape[1], c.as[1] = bcast == 0 ? 0 : 1;
+    c.bs[0] = (ptrdiff_t)c.shape[1], c.bs[1] = bcast == 1 ? 0 : 1;
     c.ys[0] = (ptrdiff_t)c.shape[1], c.ys[1] = 1;
     check("eltwise", run_eltwise, &c, n);
     free(c.a), free(c.b);
+  }
+}
+
+typedef struct {
+  size_t n;
+  fixq_dtype x_dtype, y_dtype;
+  int32_t x_zp;
+  uint8_t *x;
+  fixq_requant p;
+} rq8_case;
+
+static fixq_status run_requantize_q8(void *ctx, void *out) {
+  rq8_case *c = ctx;
+  return fixq_requantize_q8(c->x, c->x_dtype, c->x_zp, out, c->y_dtype, c->n, &c->p);
+}
+
+/* int8/uint8 -> int8/uint8 requantize: the elementwise kernels with b = 1 */
+static void requantize_q8_cases(int count) {
+  for (int t = 0; t < count; t++) {
+    rq8_case c;
+    int32_t xlo, xhi, lo, hi, mult, shift, zp;
+    float scale;
+    c.x_dtype = next() % 2 ? FIXQ_INT8 : FIXQ_UINT8;
+    c.y_dtype = next() % 2 ? FIXQ_INT8 : FIXQ_UINT8;
+    drange(c.x_dtype, &xlo, &xhi), drange(c.y_dtype, &lo, &hi);
+    c.x_zp = uniform(xlo, xhi);
+    mult = next() % 4 ? uniform(1 << 30, INT32_MAX) : 1 << 30;
+    shift = uniform(-10, 2);
+    zp = uniform(lo, hi);
+    scale = scale_in(-6, 2);
+    c.p = (fixq_requant){(fixq_rounding)(next() % 3), &mult, &shift, &scale, &zp, lo, hi};
+    c.n = next() % 2 ? (size_t)uniform(1, 100) : (size_t)uniform(1024, 1100); /* planned from 1024 */
+    c.x = malloc(c.n);
+    for (size_t i = 0; i < c.n; i++) c.x[i] = (uint8_t)next();
+    check("requantize_q8", run_requantize_q8, &c, c.n);
+    free(c.x);
   }
 }
 
@@ -352,7 +402,8 @@ int main(void) {
   requant_cases(scale * 2);
   gemm_cases(scale);
   quantize_cases(scale / 2);
-  eltwise_cases(scale / 4);
+  eltwise_cases(scale);
+  requantize_q8_cases(scale / 4);
   if (mismatches) {
     printf("%d mismatches in %d cases\n", mismatches, cases);
     return 1;

@@ -332,6 +332,10 @@ void fixq_eltwise__scalar(size_t rows, size_t n, const void *a, ptrdiff_t a_stri
 void fixq_eltwise__avx2(size_t rows, size_t n, const void *a, ptrdiff_t a_stride, int a_bcast, const void *b,
                         ptrdiff_t b_stride, int b_bcast, void *y, ptrdiff_t y_stride, const fixq_eltwise *p);
 #endif
+#ifdef FIXQ_COMPILED_NEON
+void fixq_eltwise__neon(size_t rows, size_t n, const void *a, ptrdiff_t a_stride, int a_bcast, const void *b,
+                        ptrdiff_t b_stride, int b_bcast, void *y, ptrdiff_t y_stride, const fixq_eltwise *p);
+#endif
 #ifdef FIXQ_COMPILED_AVX512VNNI
 void fixq_eltwise__avx512vnni(size_t rows, size_t n, const void *a, ptrdiff_t a_stride, int a_bcast,
                               const void *b, ptrdiff_t b_stride, int b_bcast, void *y, ptrdiff_t y_stride,
