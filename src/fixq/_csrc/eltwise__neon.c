@@ -5,10 +5,11 @@
  *
  * Inputs are widened to int16 and the zero points subtracted there (|a - zp|
  * <= 255).  Fixed point (TFLite reference_integer_ops AddFunc / MulFunc):
- * ADD rescales (a - zp) << 20 and (b - zp) << 20 with neon_mbqm_double /
- * _single (fixq_neon.h), adds them in int32 (each is at most 2^27 in
- * magnitude), MUL takes the exact product by smull (int16 x int16 -> int32);
- * then the output multiplier, sqadd of the zero point and the clamp to
+ * ADD rescales (a - zp) << 20 and (b - zp) << 20 by sqrdmulh and neon_rdbpot
+ * (the input shifts are <= 0) or by neon_mbqm_single (fixq_neon.h) and adds
+ * them in int32 (each is at most 2^27 in magnitude); MUL takes the exact
+ * product by smull (int16 x int16 -> int32); then the output multiplier,
+ * sqadd of the zero point and the clamp to
  * [qmin, qmax], which equals fixq__add_clamp.  FP32: scvtf (exact), fmul,
  * fadd or fmul, fdiv by the output scale, fmax / fmin, neon_round_even_small:
  * the float32 operations of fixq__eltwise_one in its order (no fused
@@ -62,8 +63,7 @@ ALWAYS_INLINE int32x4_t one4(int16x4_t va, int16x4_t vb, const consts *k, fixq_e
   if (op == FIXQ_OP_ADD) {
     const int32x4_t xa = vshlq_n_s32(vmovl_s16(va), 20), xb = vshlq_n_s32(vmovl_s16(vb), 20);
     x = single ? vaddq_s32(neon_mbqm_single(xa, k->ma, k->ta), neon_mbqm_single(xb, k->mb, k->tb))
-               : vaddq_s32(neon_mbqm_double(xa, k->ma, vdupq_n_s32(0), k->ra),
-                           neon_mbqm_double(xb, k->mb, vdupq_n_s32(0), k->rb));
+               : vaddq_s32(neon_rdbpot(vqrdmulhq_s32(xa, k->ma), k->ra), neon_rdbpot(vqrdmulhq_s32(xb, k->mb), k->rb));
   } else {
     x = vmull_s16(va, vb);
   }

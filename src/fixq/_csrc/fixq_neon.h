@@ -36,18 +36,21 @@ ALWAYS_INLINE void arm_finish4(int32x4_t acc, int32_t *c, const int32_t *row_sum
   vst1q_s32(c, acc);
 }
 
+/* fixq__rdbpot on four lanes, neg_right = -e.  srshl by -e rounds ties
+ * toward +inf where RoundingDivideByPOT rounds them away from zero:
+ * gemmlowp's NEON fix-up (fixedpoint_neon.h) first adds -1 to negative v when
+ * e > 0 (saturating: INT32_MIN gives the same quotient). */
+ALWAYS_INLINE int32x4_t neon_rdbpot(int32x4_t v, int32x4_t neg_right) {
+  return vrshlq_s32(vqaddq_s32(v, vshrq_n_s32(vandq_s32(v, neg_right), 31)), neg_right);
+}
+
 /* fixq__mbqm_double on four lanes, left = max(shift, 0), neg_right =
  * min(shift, 0).  sqrdmulh is gemmlowp's SaturatingRoundingDoublingHighMul
  * exactly ((2ab + 2^31) >> 32, ties toward +inf, INT32_MIN^2 saturated:
  * gemmlowp's nudge-and-truncate gives floor((ab + 2^30) / 2^31) for either
- * sign of ab).  srshl by -e rounds ties toward +inf where RoundingDivideByPOT
- * rounds them away from zero: gemmlowp's NEON fix-up (fixedpoint_neon.h)
- * first adds -1 to negative x when e > 0 (saturating: INT32_MIN gives the
- * same quotient).  The left shift is sqshl (SaturatingRoundingMultiplyByPOT). */
+ * sign of ab); the left shift is sqshl (SaturatingRoundingMultiplyByPOT). */
 ALWAYS_INLINE int32x4_t neon_mbqm_double(int32x4_t x, int32x4_t m, int32x4_t left, int32x4_t neg_right) {
-  int32x4_t v = vqrdmulhq_s32(vqshlq_s32(x, left), m);
-  v = vqaddq_s32(v, vshrq_n_s32(vandq_s32(v, neg_right), 31));
-  return vrshlq_s32(v, neg_right);
+  return neon_rdbpot(vqrdmulhq_s32(vqshlq_s32(x, left), m), neg_right);
 }
 
 /* fixq__mbqm_single on four lanes, neg_total = shift - 31: smull to int64 and
