@@ -56,12 +56,13 @@ def isa_equal(cross_tools, tmp_path_factory):
     build = tmp_path_factory.mktemp("arm")
     run(["make", "-s", "-j2", "lib", f"CC={CROSS}gcc", f"AR={CROSS}ar", "ARCH=aarch64", f"BUILD={build}", "OPT=-O2"])
     objects = sorted(p.name for p in (build / "libfixq").iterdir())
-    for name in ("qgemm_s8__neon.o", "qgemm_s8__dotprod.o", "qgemm_s8__i8mm.o", "requant__neon.o"):
+    for name in ("qgemm_s8__neon.o", "qgemm_s8__dotprod.o", "qgemm_s8__i8mm.o", "requant__neon.o", "eltwise__neon.o",
+                 "engine_loops__neon.o"):
         assert name in objects
     assert not [o for o in objects if "avx" in o]
     exe = build / "isa_equal"
     run([f"{CROSS}gcc", "-O1", "-Wall", "-Wextra", "-Werror", "tests/c/isa_equal.c", "-Isrc/fixq/include",
-         str(build / "libfixq.a"), "-lm", "-lpthread", "-o", str(exe)])
+         "-Isrc/fixq/_csrc", str(build / "libfixq.a"), "-lm", "-lpthread", "-o", str(exe)])
     return exe
 
 
@@ -74,7 +75,7 @@ def qemu(exe, cpu, isa=None):
 
 def test_every_arm_path_matches_scalar(isa_equal):
     """On an emulated core with every extension (qemu -cpu max), neon, dotprod and i8mm each give
-    the scalar path's bits: GEMM, requantize, quantize/dequantize, elementwise."""
+    the scalar path's bits: GEMM, requantize, quantize/dequantize, elementwise, the executor's loops."""
     assert qemu(isa_equal, "max").endswith("(neon, dotprod, i8mm)")
 
 

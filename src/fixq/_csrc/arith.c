@@ -108,12 +108,12 @@ static const fixq_requant_ukernel requant_table[FIXQ_ISA_COUNT] = {
     FIXQ__DOTPROD(fixq_requant_s32__neon), FIXQ__I8MM(fixq_requant_s32__neon)};
 static const fixq_quantize_ukernel quantize_table[FIXQ_ISA_COUNT] = {
     fixq_quantize_f32__scalar, FIXQ__AVX2(fixq_quantize_f32__avx2),
-    FIXQ__AVX512VNNI(fixq_quantize_f32__avx2), FIXQ__NEON(fixq_quantize_f32__scalar),
-    FIXQ__DOTPROD(fixq_quantize_f32__scalar), FIXQ__I8MM(fixq_quantize_f32__scalar)};
+    FIXQ__AVX512VNNI(fixq_quantize_f32__avx2), FIXQ__NEON(fixq_quantize_f32__neon),
+    FIXQ__DOTPROD(fixq_quantize_f32__neon), FIXQ__I8MM(fixq_quantize_f32__neon)};
 static const fixq_dequantize_ukernel dequantize_table[FIXQ_ISA_COUNT] = {
     fixq_dequantize__scalar, FIXQ__AVX2(fixq_dequantize__avx2),
-    FIXQ__AVX512VNNI(fixq_dequantize__avx2), FIXQ__NEON(fixq_dequantize__scalar),
-    FIXQ__DOTPROD(fixq_dequantize__scalar), FIXQ__I8MM(fixq_dequantize__scalar)};
+    FIXQ__AVX512VNNI(fixq_dequantize__avx2), FIXQ__NEON(fixq_dequantize__neon),
+    FIXQ__DOTPROD(fixq_dequantize__neon), FIXQ__I8MM(fixq_dequantize__neon)};
 
 fixq_requant_ukernel fixq__requant_ukernel(void) { return requant_table[fixq__isa]; }
 

@@ -9,8 +9,8 @@
 
 static const fixq_eltwise_ukernel eltwise_table[FIXQ_ISA_COUNT] = {
     fixq_eltwise__scalar, FIXQ__AVX2(fixq_eltwise__avx2),
-    FIXQ__AVX512VNNI(fixq_eltwise__avx512vnni), FIXQ__NEON(fixq_eltwise__scalar),
-    FIXQ__DOTPROD(fixq_eltwise__scalar), FIXQ__I8MM(fixq_eltwise__scalar)};
+    FIXQ__AVX512VNNI(fixq_eltwise__avx512vnni), FIXQ__NEON(fixq_eltwise__neon),
+    FIXQ__DOTPROD(fixq_eltwise__neon), FIXQ__I8MM(fixq_eltwise__neon)};
 
 static int q8_range(fixq_dtype dt, int32_t *lo, int32_t *hi) {
   if (dt == FIXQ_INT8) { *lo = INT8_MIN; *hi = INT8_MAX; return 1; }

@@ -300,6 +300,12 @@ void fixq_qgemm_s8__neon(size_t mr, size_t np, size_t kq, const uint8_t *a, cons
                          const int32_t *col_term);
 void fixq_requant_s32__neon(size_t rows, size_t channels, size_t inner, const int32_t *x, size_t x_stride,
                             void *y, size_t y_stride, fixq_dtype y_dtype, const fixq_requant *p);
+int fixq_quantize_f32__neon(size_t rows, size_t channels, size_t inner, const float *x, void *y,
+                            fixq_dtype y_dtype, const float *scale, const int32_t *zero_point,
+                            int32_t qmin, int32_t qmax);
+void fixq_dequantize__neon(size_t rows, size_t channels, size_t inner, const void *q,
+                           fixq_dtype q_dtype, float *y, const float *scale,
+                           const int32_t *zero_point);
 #endif
 #ifdef FIXQ_COMPILED_DOTPROD
 void fixq_qgemm_s8__dotprod(size_t mr, size_t np, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c,
@@ -324,6 +330,10 @@ void fixq_eltwise__scalar(size_t rows, size_t n, const void *a, ptrdiff_t a_stri
                           ptrdiff_t b_stride, int b_bcast, void *y, ptrdiff_t y_stride, const fixq_eltwise *p);
 #ifdef FIXQ_COMPILED_AVX2
 void fixq_eltwise__avx2(size_t rows, size_t n, const void *a, ptrdiff_t a_stride, int a_bcast, const void *b,
+                        ptrdiff_t b_stride, int b_bcast, void *y, ptrdiff_t y_stride, const fixq_eltwise *p);
+#endif
+#ifdef FIXQ_COMPILED_NEON
+void fixq_eltwise__neon(size_t rows, size_t n, const void *a, ptrdiff_t a_stride, int a_bcast, const void *b,
                         ptrdiff_t b_stride, int b_bcast, void *y, ptrdiff_t y_stride, const fixq_eltwise *p);
 #endif
 #ifdef FIXQ_COMPILED_AVX512VNNI

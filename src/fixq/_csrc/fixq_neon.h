@@ -1,5 +1,7 @@
-/* Shared by the aarch64 GEMM kernels (qgemm_s8__neon.c, __dotprod.c,
- * __i8mm.c): the A packer's row loads and the tile's output step. */
+/* Shared by the aarch64 kernels: the GEMM's A packer row loads and tile
+ * output step (qgemm_s8__neon.c, __dotprod.c, __i8mm.c), and the fixed-point
+ * multipliers of the requantize and elementwise kernels (requant__neon.c,
+ * eltwise__neon.c). */
 #ifndef FIXQ_NEON_H_
 #define FIXQ_NEON_H_
 
@@ -32,6 +34,40 @@ ALWAYS_INLINE void arm_finish4(int32x4_t acc, int32_t *c, const int32_t *row_sum
   acc = vaddq_s32(acc, vld1q_s32(col_term));
   if (row_sum != NULL) acc = vmlsq_n_s32(acc, vld1q_s32(b_zp), row_sum[r]);
   vst1q_s32(c, acc);
+}
+
+/* fixq__rdbpot on four lanes, neg_right = -e.  srshl by -e rounds ties
+ * toward +inf where RoundingDivideByPOT rounds them away from zero:
+ * gemmlowp's NEON fix-up (fixedpoint_neon.h) first adds -1 to negative v when
+ * e > 0 (saturating: INT32_MIN gives the same quotient). */
+ALWAYS_INLINE int32x4_t neon_rdbpot(int32x4_t v, int32x4_t neg_right) {
+  return vrshlq_s32(vqaddq_s32(v, vshrq_n_s32(vandq_s32(v, neg_right), 31)), neg_right);
+}
+
+/* fixq__mbqm_double on four lanes, left = max(shift, 0), neg_right =
+ * min(shift, 0).  sqrdmulh is gemmlowp's SaturatingRoundingDoublingHighMul
+ * exactly ((2ab + 2^31) >> 32, ties toward +inf, INT32_MIN^2 saturated:
+ * gemmlowp's nudge-and-truncate gives floor((ab + 2^30) / 2^31) for either
+ * sign of ab); the left shift is sqshl (SaturatingRoundingMultiplyByPOT). */
+ALWAYS_INLINE int32x4_t neon_mbqm_double(int32x4_t x, int32x4_t m, int32x4_t left, int32x4_t neg_right) {
+  return neon_rdbpot(vqrdmulhq_s32(vqshlq_s32(x, left), m), neg_right);
+}
+
+/* fixq__mbqm_single on four lanes, neg_total = shift - 31: smull to int64 and
+ * srshl by -(31 - shift) is ruy's (x m + 2^(total-1)) >> total exactly (the
+ * rounding shift has the headroom); sqxtn saturates. */
+ALWAYS_INLINE int32x4_t neon_mbqm_single(int32x4_t x, int32x4_t m, int32x4_t neg_total) {
+  const int64x2_t lo = vrshlq_s64(vmull_s32(vget_low_s32(x), vget_low_s32(m)), vmovl_s32(vget_low_s32(neg_total)));
+  const int64x2_t hi = vrshlq_s64(vmull_high_s32(x, m), vmovl_high_s32(neg_total));
+  return vcombine_s32(vqmovn_s64(lo), vqmovn_s64(hi));
+}
+
+/* fixq__round_even_small on four lanes, then fcvtzs: + 1.5 * 2^23 - 1.5 * 2^23
+ * (round half to even for |f| < 2^22) and truncation of the integer left;
+ * a NaN lane gives 0 (fcvtzs). */
+ALWAYS_INLINE int32x4_t neon_round_even_small(float32x4_t f) {
+  const float32x4_t bias = vdupq_n_f32(12582912.0f);
+  return vcvtq_s32_f32(vsubq_f32(vaddq_f32(f, bias), bias));
 }
 
 #endif /* FIXQ_NEON_H_ */

@@ -1,23 +1,14 @@
-/* NEON requantize, bit-identical to requant__scalar.c: four int32 lanes at a
- * time, the last 1-3 of a row through the scalar contract.
+/* NEON requantize / quantize / dequantize, bit-identical to requant__scalar.c:
+ * four int32 lanes at a time (quantize, dequantize: eight), the last few of a
+ * row through the scalar contract.
  *
- * Double rounding: sqrdmulh is gemmlowp's SaturatingRoundingDoublingHighMul
- * exactly ((2ab + 2^31) >> 32, ties toward +inf, INT32_MIN^2 saturated:
- * gemmlowp's nudge-and-truncate gives floor((ab + 2^30) / 2^31) for either
- * sign of ab).  srshl by -e rounds ties toward +inf where RoundingDivideByPOT
- * rounds them away from zero: gemmlowp's NEON fix-up (fixedpoint_neon.h)
- * first adds -1 to negative x when e > 0 (saturating: INT32_MIN gives the
- * same quotient).  The left shift is sqshl (SaturatingRoundingMultiplyByPOT).
- * Single rounding: smull to int64 and srshl by -(31 - shift) is ruy's
- * (x m + 2^(total-1)) >> total exactly; sqxtn saturates.  Adding the zero
- * point with sqadd then clamping to [qmin, qmax] equals the exact sum
- * clamped.  fp32: scvtf rounds to nearest even like (float)x; the clamp, then
- * + 1.5 * 2^23 - 1.5 * 2^23 as fixq__round_even_small, then fcvtzs. */
-#include <arm_neon.h>
-
-#include "fixq_internal.h"
-
-#define ALWAYS_INLINE static inline __attribute__((always_inline))
+ * Double and single rounding: fixq_neon.h's neon_mbqm_double (sqrdmulh, the
+ * gemmlowp tie fix-up, srshl) and neon_mbqm_single (smull, srshl, sqxtn).
+ * Adding the zero point with sqadd then clamping to [qmin, qmax] equals the
+ * exact sum clamped.  fp32: scvtf rounds to nearest even like (float)x; the
+ * clamp, then + 1.5 * 2^23 - 1.5 * 2^23 as fixq__round_even_small, then
+ * fcvtzs. */
+#include "fixq_neon.h"
 
 typedef struct {
   int32x4_t m, left, neg_right, neg_total, zp; /* double: m, left, -right; single: m, -total */
@@ -46,21 +37,11 @@ ALWAYS_INLINE lanes lanes_load(const fixq_requant *p, size_t c, int per_lane, fi
 ALWAYS_INLINE int32x4_t requant4(int32x4_t x, const lanes *L, fixq_rounding mode, int32x4_t qmin, int32x4_t qmax) {
   int32x4_t v;
   if (mode == FIXQ_ROUND_FP32) {
-    const float32x4_t bias = vdupq_n_f32(12582912.0f);
     float32x4_t f = vmulq_f32(vcvtq_f32_s32(x), L->scale);
     f = vminq_f32(vmaxq_f32(f, L->lo), L->hi);
-    f = vsubq_f32(vaddq_f32(f, bias), bias);
-    return vaddq_s32(vcvtq_s32_f32(f), L->zp);
+    return vaddq_s32(neon_round_even_small(f), L->zp);
   }
-  if (mode == FIXQ_ROUND_DOUBLE) {
-    v = vqrdmulhq_s32(vqshlq_s32(x, L->left), L->m);
-    v = vqaddq_s32(v, vshrq_n_s32(vandq_s32(v, L->neg_right), 31));
-    v = vrshlq_s32(v, L->neg_right);
-  } else {
-    const int64x2_t lo = vrshlq_s64(vmull_s32(vget_low_s32(x), vget_low_s32(L->m)), vmovl_s32(vget_low_s32(L->neg_total)));
-    const int64x2_t hi = vrshlq_s64(vmull_high_s32(x, L->m), vmovl_high_s32(L->neg_total));
-    v = vcombine_s32(vqmovn_s64(lo), vqmovn_s64(hi));
-  }
+  v = mode == FIXQ_ROUND_DOUBLE ? neon_mbqm_double(x, L->m, L->left, L->neg_right) : neon_mbqm_single(x, L->m, L->neg_total);
   return vmaxq_s32(vminq_s32(vqaddq_s32(v, L->zp), qmax), qmin);
 }
 
@@ -121,4 +102,84 @@ void fixq_requant_s32__neon(size_t rows, size_t channels, size_t inner, const in
       requant_rows(rows, channels, inner, x, x_stride, y, y_stride, y_dtype, p, FIXQ_ROUND_FP32);
       break;
   }
+}
+
+/* ---- quantize: the float operations of fixq_quantize_f32__scalar ----------
+ * fdiv, then fmax / fmin to [qmin - zp, qmax - zp]: a NaN quotient stays NaN
+ * through both (FMAX and FMIN return NaN when an operand is one) and fcvtzs
+ * turns it into 0, so a NaN stores zp as the scalar kernel does; +-inf
+ * clamps to the bounds. */
+ALWAYS_INLINE int16x8_t quantize8(const float *x, float32x4_t s, float32x4_t lo, float32x4_t hi, int32x4_t zp,
+                                  uint32x4_t *nan) {
+  const float32x4_t f0 = vdivq_f32(vld1q_f32(x), s), f1 = vdivq_f32(vld1q_f32(x + 4), s);
+  *nan = vorrq_u32(*nan, vmvnq_u32(vceqq_f32(f0, f0)));
+  *nan = vorrq_u32(*nan, vmvnq_u32(vceqq_f32(f1, f1)));
+  const int32x4_t q0 = vaddq_s32(neon_round_even_small(vminq_f32(vmaxq_f32(f0, lo), hi)), zp);
+  const int32x4_t q1 = vaddq_s32(neon_round_even_small(vminq_f32(vmaxq_f32(f1, lo), hi)), zp);
+  return vcombine_s16(vmovn_s32(q0), vmovn_s32(q1)); /* inside the dtype's range: exact */
+}
+
+int fixq_quantize_f32__neon(size_t rows, size_t channels, size_t inner, const float *x, void *y, fixq_dtype dt,
+                            const float *scale, const int32_t *zero_point, int32_t qmin, int32_t qmax) {
+  uint32x4_t nan = vdupq_n_u32(0);
+  int nan_tail = 0;
+  size_t k = 0;
+  for (size_t r = 0; r < rows; r++)
+    for (size_t c = 0; c < channels; c++) {
+      const float s = scale[c];
+      const int32_t zp = zero_point[c];
+      const float32x4_t vs = vdupq_n_f32(s);
+      const float32x4_t lo = vdupq_n_f32((float)(qmin - zp)), hi = vdupq_n_f32((float)(qmax - zp));
+      const int32x4_t vzp = vdupq_n_s32(zp);
+      size_t i = 0;
+      for (; i + 8 <= inner; i += 8, k += 8) {
+        const int16x8_t q = quantize8(x + k, vs, lo, hi, vzp, &nan);
+        switch (dt) {
+          case FIXQ_INT8: vst1_s8((int8_t *)y + k, vmovn_s16(q)); break;
+          case FIXQ_UINT8: vst1_u8((uint8_t *)y + k, vmovn_u16(vreinterpretq_u16_s16(q))); break;
+          default: vst1q_s16((int16_t *)y + k, q); break;
+        }
+      }
+      if (i < inner) {
+        nan_tail |= fixq_quantize_f32__scalar(1, 1, inner - i, x + k, (char *)y + k * fixq__dtype_size(dt), dt,
+                                              &s, &zp, qmin, qmax);
+        k += inner - i;
+      }
+    }
+  return nan_tail | (vmaxvq_u32(nan) != 0);
+}
+
+/* ---- dequantize: (q - zp) in int32 (exact for 8- and 16-bit q), scvtf
+ * (exact below 2^24), fmul: the scalar kernel's one rounding ------------- */
+ALWAYS_INLINE int16x8_t load8_widen(const void *q, fixq_dtype dt, size_t k) {
+  switch (dt) {
+    case FIXQ_INT8: return vmovl_s8(vld1_s8((const int8_t *)q + k));
+    case FIXQ_UINT8: return vreinterpretq_s16_u16(vmovl_u8(vld1_u8((const uint8_t *)q + k)));
+    default: return vld1q_s16((const int16_t *)q + k);
+  }
+}
+
+void fixq_dequantize__neon(size_t rows, size_t channels, size_t inner, const void *q, fixq_dtype dt, float *y,
+                           const float *scale, const int32_t *zero_point) {
+  if (dt == FIXQ_INT32) { /* q - zero_point needs int64 here: the scalar contract */
+    fixq_dequantize__scalar(rows, channels, inner, q, dt, y, scale, zero_point);
+    return;
+  }
+  const size_t esize = fixq__dtype_size(dt);
+  size_t k = 0;
+  for (size_t r = 0; r < rows; r++)
+    for (size_t c = 0; c < channels; c++) {
+      const float32x4_t vs = vdupq_n_f32(scale[c]);
+      const int32x4_t vzp = vdupq_n_s32(zero_point[c]);
+      size_t i = 0;
+      for (; i + 8 <= inner; i += 8, k += 8) {
+        const int16x8_t v = load8_widen(q, dt, k); /* uint8 widened as uint16: below 2^15, a valid int16 */
+        vst1q_f32(y + k, vmulq_f32(vcvtq_f32_s32(vsubq_s32(vmovl_s16(vget_low_s16(v)), vzp)), vs));
+        vst1q_f32(y + k + 4, vmulq_f32(vcvtq_f32_s32(vsubq_s32(vmovl_high_s16(v), vzp)), vs));
+      }
+      if (i < inner) {
+        fixq_dequantize__scalar(1, 1, inner - i, (const char *)q + k * esize, dt, y + k, scale + c, zero_point + c);
+        k += inner - i;
+      }
+    }
 }
