@@ -270,6 +270,8 @@ def test_cli_run_directory_resumes_after_an_interrupt(tmp_path, cnn):
         time.sleep(0.005)
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=60)
+    if p.returncode == 0 and len(os.listdir(out)) == 20:  # a starved machine: the run ended before the signal
+        pytest.skip("the run finished before SIGINT reached it; nothing was interrupted")
     assert p.returncode == 130 and err.strip() == "fixq: interrupted", err
     done = sorted(os.listdir(out))
     assert 0 < len(done) < 20 and all(n.startswith("part-") for n in done)   # no temporary file left
