@@ -83,7 +83,7 @@ def _clean(name, fallback):
 
 def _check_declared(t, what):
     """A TensorProto's declared dims, before its data is read: non-negative, at most LIMITS["elements"]
-    values (the bound on a weight)."""
+    values (the bound on a weight).  Returns the value count."""
     n = 1
     for d in t.dims:
         if d < 0:
@@ -92,6 +92,7 @@ def _check_declared(t, what):
     if n > G.LIMITS["elements"]:
         raise OnnxError(f"{what} {t.name!r}: declares dims {list(t.dims)}, {n} values, more than "
                         f"{G.LIMITS['elements']} (docs/security.md)")
+    return n
 
 
 class _Importer:
@@ -675,6 +676,8 @@ def load_model(model):
     path = os.fspath(model)
     if not os.path.exists(path):
         raise OnnxError(f"{path}: no such file")
+    if os.path.isfile(path) and os.path.getsize(path) > G.LIMITS["archive_bytes"]:
+        raise OnnxError(f"{path}: holds more than {G.LIMITS['archive_bytes']} bytes (docs/security.md)")
     try:
         proto = onnx.load(path, load_external_data=False)
     except Exception as e:  # onnx raises DecodeError, OSError, ValueError for damaged files
@@ -691,8 +694,12 @@ def _load_external(onnx, proto, path):
 
     base = os.path.realpath(os.path.dirname(os.path.abspath(path)))
     tensors = [t for t in ext._get_all_tensors(proto) if ext.uses_external_data(t)]
+    total = 0
     for t in tensors:
-        _check_declared(t, "initializer")
+        total += _check_declared(t, "initializer") * 8  # no ONNX numeric type is wider than 8 bytes
+        if total > G.LIMITS["archive_bytes"]:
+            raise OnnxError(f"{path}: its external data declares more than {G.LIMITS['archive_bytes']} bytes "
+                            "(docs/security.md)")
         loc = {e.key: e.value for e in t.external_data}.get("location", "")
         full = os.path.realpath(os.path.join(base, loc))
         if not loc or os.path.isabs(loc) or os.path.commonpath([base, full]) != base or not os.path.isfile(full):
