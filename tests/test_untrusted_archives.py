@@ -262,3 +262,18 @@ def test_c_target_mul_saturates_a_product_past_int64(form, scale):
     assert np.all(y[sq > 0] == 127)
     if np.isfinite(scale):
         assert np.all(y[sq == 0] == 3)
+
+
+@pytest.mark.parametrize("zp,ok", [(-128, True), (127, True), (2**30, False), (-(2**31), False)])
+def test_c_plan_checks_the_global_avgpool_input_zero_point(zp, ok):
+    # h * w * zp in int32: a zero point outside int8 wrapped (signed overflow) for a 64 x 64 input
+    rq = {"rounding": "fp32", "scale": np.full(2, 1 / 4096, np.float32), "zero_point": np.zeros(2, np.int32),
+          "qmin": -128, "qmax": 127}
+    tensors = [(64, 64, 2, 4), (64, 64, 2, 1), (1, 1, 2, 1)]
+    steps = [{"op": "quantize", "name": "x", "in": [0], "out": 1, "scale": 1.0, "zp": 0, "form": "div-even"},
+             {"op": "global_avgpool", "name": "gap", "in": [1], "out": 2, "zp": zp, "rq": rq}]
+    if ok:
+        _core.Engine("int8", tensors, steps, [(2, True, 1.0, 0, (2,), True)])
+    else:
+        with pytest.raises(ValueError, match="engine plan: step 'gap' is inconsistent"):
+            _core.Engine("int8", tensors, steps, [(2, True, 1.0, 0, (2,), True)])

@@ -115,7 +115,9 @@ static int check_step(const fixq_eng_plan *plan, const fixq_eng_step *s) {
       if (y->h != 1 || y->w != 1 || y->c != x->c || x->h * x->w == 0 || x->h * x->w > FIXQ_ENG_MAX_POOL_AREA)
         return 0;
       if (s->rq_channels == 0) return 1;
-      return s->rq_channels == y->c &&
+      /* the input zero point within the dtype keeps h * w * zp inside int32 */
+      return s->rq_channels == y->c && s->zp >= (IS_U8(plan) ? 0 : INT8_MIN) &&
+             s->zp <= (IS_U8(plan) ? UINT8_MAX : INT8_MAX) &&
              fixq__check_requant(&s->rq, y->c, plan->dtype) == FIXQ_OK;
     case FIXQ_ENG_FLATTEN:
       return y->h == 1 && y->w == 1 && y->c == numel(x);
