@@ -1,7 +1,7 @@
 """A structure-aware fuzzer for quantized archives: from a valid archive of every op, hypothesis edits
 step attributes, tensor shapes, dtypes, names and member sizes toward the edges (0, 1, 2**31 +- 1, 2**32,
 2**63 +- 1, negative, float, bool, huge).  Every outcome is a run whose C plan equals the numpy steps, or
-one line from fixq (``Model.load``) and from ``fixq inspect``; never a crash (tools/sanitize.sh runs it
+one line from fixq (``Model.load``, with and without a ``target=``) and from ``fixq inspect``; never a crash (tools/sanitize.sh runs it
 under ASan/UBSan), a traceback or another exception.
 
 Budget: FIXQ_FUZZ_EXAMPLES examples per test (default 40, a few seconds); e.g.
@@ -99,8 +99,11 @@ def test_structured_archive_edits(base, data):
     a = data.draw(edits(meta, arrays))
     path = str(d / "fuzz.npz")
     np.savez(path, **a)
+    # the C plan's target forms (gemm_target, eltwise_target, the half-away quantize) run only with a target
+    target = None if meta["options"]["dynamic"] else data.draw(st.sampled_from([None, "onnxruntime", "tflite",
+                                                                                "tflite-reference", "xnnpack"]))
     try:
-        m = Model.load(path)
+        m = Model.load(path, target=target)
     except ArchiveError as e:
         assert _one_line(str(e)) and str(e).startswith(path)
         loaded = False

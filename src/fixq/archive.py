@@ -484,15 +484,21 @@ def read_archive(path):
         meta = G.json_object(str(m), "key '__meta__'")
     except G.GraphError as e:
         raise ArchiveError(f"{path}: {e}") from None
+    check_archive(meta, arrays, path)
+    return meta, arrays
+
+
+def check_archive(meta, arrays, what):
+    """The checks of :func:`read_archive` on a quantized model's `meta` and `arrays` however they were made
+    (an archive, an importer): every key, shape, attribute and limit; an ArchiveError naming `what`."""
     for k in ("format", "fixq_version", "options", "graph", "input", "input_shape", "outputs", "tensors", "steps"):
         if k not in meta:
-            raise ArchiveError(f"{path}: key '__meta__' lacks {k!r}")
+            raise ArchiveError(f"{what}: key '__meta__' lacks {k!r}")
     try:
         _check_meta(meta)
         _check_steps(meta)
         _check_archive(meta, arrays)
     except (KeyError, TypeError) as e:
-        raise ArchiveError(f"{path}: key '__meta__' is inconsistent ({type(e).__name__}: {e})") from None
+        raise ArchiveError(f"{what}: key '__meta__' is inconsistent ({type(e).__name__}: {e})") from None
     except (ArchiveError, G.GraphError) as e:
-        raise ArchiveError(f"{path}: {e}") from None
-    return meta, arrays
+        raise ArchiveError(f"{what}: {e}") from None

@@ -86,8 +86,10 @@ static int check_step(const fixq_eng_plan *plan, const fixq_eng_step *s) {
           if (t->multiplier == NULL || t->shift == NULL) return 0;
           for (size_t c = 0; c < t->channels; c++)
             if (t->multiplier[c] < 0 || t->shift[c] > 30 || t->shift[c] < -62) return 0;
-        } else if (t->real == NULL) {
-          return 0;
+        } else {
+          if (t->real == NULL) return 0;
+          for (size_t c = 0; c < t->channels; c++) /* round() of a NaN product has no int32 */
+            if (!(t->real[c] >= 0) || isinf(t->real[c])) return 0;
         }
       }
       if (g == 0 || x->c % g || y->c % g || s->packed == NULL || s->bias == NULL) return 0;
@@ -113,7 +115,9 @@ static int check_step(const fixq_eng_plan *plan, const fixq_eng_step *s) {
       if (y->h != 1 || y->w != 1 || y->c != x->c || x->h * x->w == 0 || x->h * x->w > FIXQ_ENG_MAX_POOL_AREA)
         return 0;
       if (s->rq_channels == 0) return 1;
-      return s->rq_channels == y->c &&
+      /* the input zero point within the dtype keeps h * w * zp inside int32 */
+      return s->rq_channels == y->c && s->zp >= (IS_U8(plan) ? 0 : INT8_MIN) &&
+             s->zp <= (IS_U8(plan) ? UINT8_MAX : INT8_MAX) &&
              fixq__check_requant(&s->rq, y->c, plan->dtype) == FIXQ_OK;
     case FIXQ_ENG_FLATTEN:
       return y->h == 1 && y->w == 1 && y->c == numel(x);
@@ -270,6 +274,12 @@ static fixq_status run_quantize(const fixq_eng_plan *plan, const fixq_eng_step *
 
 static int32_t saturate(int64_t v, int32_t lo, int32_t hi) { return v < lo ? lo : v > hi ? hi : (int32_t)v; }
 
+/* A rounded float as int64 without undefined behaviour: past the range it saturates (the clamp that
+ * follows then gives numpy's np.clip of the float), NaN (an infinite scale times 0) is 0 */
+static int64_t float_to_i64(float v) {
+  return v != v ? 0 : v <= -0x1p63f ? INT64_MIN : v >= 0x1p63f ? INT64_MAX : (int64_t)v;
+}
+
 /* fixq.targets' numpy epilogues of an int32 GEMM (bias included): ruy's x86 kernel and TFLite's reference
  * FULLY_CONNECTED, then + zero point and the clamp. */
 static fixq_status gemm_target(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t m, const uint8_t *a,
@@ -321,11 +331,11 @@ static void eltwise_target(const fixq_eng_plan *plan, const fixq_eng_target *t, 
         float v = (fa + fb) / t->out_scale;
         const float lo = (float)(t->lo - t->out_zp), hi = (float)(t->hi - t->out_zp);
         v = v < lo ? lo : v > hi ? hi : v; /* numpy's clip: NaN stays NaN (none arises: finite operands) */
-        q = (int64_t)rintf(v + (float)t->out_zp);
+        q = float_to_i64(rintf(v + (float)t->out_zp));
         break;
       }
       case FIXQ_ENG_T_ORT_MUL:
-        q = (int64_t)rintf((float)(da * db) * t->scale + (float)t->out_zp);
+        q = float_to_i64(rintf((float)(da * db) * t->scale + (float)t->out_zp));
         break;
       case FIXQ_ENG_T_XNN_ADD: {
         const int64_t acc = t->bias + (int64_t)qa * t->a_mult + (int64_t)qb * t->b_mult;
@@ -333,7 +343,8 @@ static void eltwise_target(const fixq_eng_plan *plan, const fixq_eng_target *t, 
         break;
       }
       default: /* FIXQ_ENG_T_XNN_MUL */
-        q = (int64_t)rintf((float)(da * db) * t->scale) + t->out_zp;
+        q = float_to_i64(rintf((float)(da * db) * t->scale));
+        q = (q < -((int64_t)1 << 40) ? -((int64_t)1 << 40) : q > ((int64_t)1 << 40) ? ((int64_t)1 << 40) : q) + t->out_zp;
         break;
     }
     fixq__store(y, plan->dtype, i, saturate(q, t->lo, t->hi));

@@ -75,8 +75,24 @@ SUPPORTED = ("Gemm", "MatMul", "Conv", "Relu", "Clip", "Sigmoid", "Tanh", "HardS
 
 
 def _clean(name, fallback):
-    n = re.sub(r"[^A-Za-z0-9_.\-]+", "_", name or "").strip("_.")
+    """An ONNX name in fixq's character set (fixq.graph.check_name): other runs of characters become '_',
+    and it is cut to leave room for the '_<k>' that tells equal names apart."""
+    n = re.sub(r"[^A-Za-z0-9_.\-]+", "_", name or "").strip("_.")[:G.LIMITS["name_length"] - 8].rstrip("_.")
     return n or fallback
+
+
+def _check_declared(t, what):
+    """A TensorProto's declared dims, before its data is read: non-negative, at most LIMITS["elements"]
+    values (the bound on a weight).  Returns the value count."""
+    n = 1
+    for d in t.dims:
+        if d < 0:
+            raise OnnxError(f"{what} {t.name!r}: declares dims {list(t.dims)}; dims must be >= 0")
+        n *= d
+    if n > G.LIMITS["elements"]:
+        raise OnnxError(f"{what} {t.name!r}: declares dims {list(t.dims)}, {n} values, more than "
+                        f"{G.LIMITS['elements']} (docs/security.md)")
+    return n
 
 
 class _Importer:
@@ -92,7 +108,12 @@ class _Importer:
         self.producer = {}          # fixq tensor name -> its spec node
         self.names = set()
         for t in g.initializer:
-            self.env[t.name] = self.nh.to_array(t)
+            _check_declared(t, "initializer")
+            try:
+                self.env[t.name] = self.nh.to_array(t)
+            except (ValueError, TypeError, IndexError) as e:
+                raise OnnxError(f"initializer {t.name!r}: its data does not match its dims and type "
+                                f"({' '.join(str(e).split())[:200]})") from None
         for t in g.sparse_initializer:
             raise OnnxError(f"initializer {t.values.name!r}: sparse initializers are not supported ({DOCS})")
         for name, v in (constants or {}).items():
@@ -123,6 +144,10 @@ class _Importer:
         if dims is None or len(dims) not in (2, 4) or any(d is None or d <= 0 for d in dims[1:]):
             raise OnnxError(f"input {vi.name!r}: has shape {dims}; fixq takes [batch, features] or "
                             "[batch, C, H, W] with fixed sizes after the batch")
+        try:
+            G.check_elements(vi.name, "input shape", [None] + dims[1:])
+        except G.GraphError as e:
+            raise OnnxError(f"input {vi.name!r}: {e}") from None
         self.fixed_batch = dims[0]
         return self._name(vi.name, "x"), (None,) + tuple(dims[1:])
 
@@ -134,6 +159,21 @@ class _Importer:
             name = f"{base}_{k}"
         self.names.add(name)
         return name
+
+    def walk(self, visit):
+        """visit(nd) for each node in order; a field of the wrong kind or count anywhere in a node (a short
+        pads list, a tensor attribute where ints belong) is one line naming the node."""
+        for nd in self.nodes:
+            try:
+                visit(nd)
+            except OnnxError:
+                raise
+            except G.GraphError as e:
+                self.fail(nd, str(e))
+            except (ValueError, TypeError, IndexError, KeyError, AttributeError, OverflowError, ZeroDivisionError,
+                    MemoryError) as e:
+                self.fail(nd, f"its attributes or inputs are malformed ({type(e).__name__}: "
+                          f"{' '.join(str(e).split())[:200]})")
 
     def fail(self, nd, why):
         raise OnnxError(f"node {nd.name or nd.output[0]!r} ({nd.op_type}, opset {self.opset}): {why} ({DOCS})")
@@ -212,24 +252,26 @@ class _Importer:
         self.weights[spec["name"] + ".bias"] = b.astype(np.float32)
 
     # -- the walk ----------------------------------------------------------------------------------
+    def visit(self, nd):
+        if nd.domain not in ("", "ai.onnx"):
+            self.fail(nd, f"op domain {nd.domain!r} is not supported")
+        ins = [self.env.get(t) if t else None for t in nd.input]
+        for t, v in zip(nd.input, ins):
+            if t and v is None:
+                self.fail(nd, f"input {t!r} is not computed before it")
+        if nd.op_type in _FOLDABLE and all(v is None or isinstance(v, np.ndarray) for v in ins):
+            self.fold(nd)
+            return
+        handler = getattr(self, "op_" + nd.op_type, None)
+        if handler is None:
+            self.fail(nd, "this op is not supported")
+        handler(nd)
+        for extra in nd.output[1:]:
+            if extra and self.uses.get(extra):
+                self.fail(nd, f"its output {extra!r} is used; fixq computes only the first output")
+
     def run(self):
-        for nd in self.nodes:
-            if nd.domain not in ("", "ai.onnx"):
-                self.fail(nd, f"op domain {nd.domain!r} is not supported")
-            ins = [self.env.get(t) if t else None for t in nd.input]
-            for t, v in zip(nd.input, ins):
-                if t and v is None:
-                    self.fail(nd, f"input {t!r} is not computed before it")
-            if nd.op_type in _FOLDABLE and all(v is None or isinstance(v, np.ndarray) for v in ins):
-                self.fold(nd)
-                continue
-            handler = getattr(self, "op_" + nd.op_type, None)
-            if handler is None:
-                self.fail(nd, "this op is not supported")
-            handler(nd)
-            for extra in nd.output[1:]:
-                if extra and self.uses.get(extra):
-                    self.fail(nd, f"its output {extra!r} is used; fixq computes only the first output")
+        self.walk(self.visit)
         outputs = []
         for name in self.graph_outputs:
             v = self.env.get(name)
@@ -255,6 +297,8 @@ class _Importer:
             if op == "Constant":
                 a = nd.attribute[0]
                 v = self.onnx.helper.get_attribute_value(a)
+                if a.name == "value":
+                    _check_declared(v, "Constant")
                 y = self.nh.to_array(v) if a.name == "value" else np.asarray(
                     v, dtype=np.float32 if "float" in a.name else np.int64)
             elif op == "Shape":
@@ -310,8 +354,11 @@ class _Importer:
             elif op == "ConstantOfShape":
                 v = self.attr(nd, "value")
                 fill = self.nh.to_array(v) if v is not None else np.zeros(1, np.float32)
-                y = np.full([int(d) for d in x[0].tolist()], fill.reshape(-1)[0], dtype=fill.dtype)
+                dims = [int(d) for d in x[0].tolist()]
+                self.check_size(nd, math.prod(dims) if all(d >= 0 for d in dims) else 0)
+                y = np.full(dims, fill.reshape(-1)[0], dtype=fill.dtype)
             elif op == "Range":
+                self.check_size(nd, math.ceil((float(x[1]) - float(x[0])) / float(x[2])))
                 y = np.arange(x[0], x[1], x[2]).astype(x[0].dtype)
             elif op == "Sqrt":
                 y = np.sqrt(x[0])
@@ -319,9 +366,16 @@ class _Importer:
                 y = -x[0]
             else:
                 raise AssertionError(op)
-        except (TypeError, ValueError, IndexError) as e:
-            self.fail(nd, f"cannot compute it on its constant inputs ({' '.join(str(e).split())})")
+        except OnnxError:
+            raise
+        except (TypeError, ValueError, IndexError, OverflowError, ZeroDivisionError, MemoryError) as e:
+            self.fail(nd, f"cannot compute it on its constant inputs ({' '.join(str(e).split())[:200]})")
+        self.check_size(nd, np.size(y))
         self.env[nd.output[0]] = np.asarray(y)
+
+    def check_size(self, nd, n):
+        if n > G.LIMITS["elements"]:
+            self.fail(nd, f"computes a constant of {n} values, more than {G.LIMITS['elements']} (docs/security.md)")
 
     # -- ops on tensors ------------------------------------------------------------------------------
     def op_Shape(self, nd):
@@ -622,10 +676,40 @@ def load_model(model):
     path = os.fspath(model)
     if not os.path.exists(path):
         raise OnnxError(f"{path}: no such file")
+    if os.path.isfile(path) and os.path.getsize(path) > G.LIMITS["archive_bytes"]:
+        raise OnnxError(f"{path}: holds more than {G.LIMITS['archive_bytes']} bytes (docs/security.md)")
     try:
-        return onnx.load(path)
+        proto = onnx.load(path, load_external_data=False)
     except Exception as e:  # onnx raises DecodeError, OSError, ValueError for damaged files
-        raise OnnxError(f"{path}: cannot read it as an ONNX model ({' '.join(str(e).split())})") from None
+        raise OnnxError(f"{path}: cannot read it as an ONNX model ({' '.join(str(e).split())[:200]})") from None
+    _load_external(onnx, proto, path)
+    return proto
+
+
+def _load_external(onnx, proto, path):
+    """The external data of `proto` (a model read from `path`), each file a regular file inside the model's
+    directory (its real path, symbolic links followed), each tensor's declared dims within LIMITS, before
+    anything is read."""
+    from onnx import external_data_helper as ext
+
+    base = os.path.realpath(os.path.dirname(os.path.abspath(path)))
+    tensors = [t for t in ext._get_all_tensors(proto) if ext.uses_external_data(t)]
+    total = 0
+    for t in tensors:
+        total += _check_declared(t, "initializer") * 8  # no ONNX numeric type is wider than 8 bytes
+        if total > G.LIMITS["archive_bytes"]:
+            raise OnnxError(f"{path}: its external data declares more than {G.LIMITS['archive_bytes']} bytes "
+                            "(docs/security.md)")
+        loc = {e.key: e.value for e in t.external_data}.get("location", "")
+        full = os.path.realpath(os.path.join(base, loc))
+        if not loc or os.path.isabs(loc) or os.path.commonpath([base, full]) != base or not os.path.isfile(full):
+            raise OnnxError(f"{path}: initializer {t.name!r} names external data {loc!r}; external data must be a "
+                            "file in the model's own directory")
+    if tensors:
+        try:
+            ext.load_external_data_for_model(proto, base)
+        except Exception as e:  # onnx raises OSError, ValueError for a short or unreadable file
+            raise OnnxError(f"{path}: cannot read its external data ({' '.join(str(e).split())[:200]})") from None
 
 
 def import_float(model, constants=None):

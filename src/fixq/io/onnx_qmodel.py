@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import graph as G
 from .._core import VERSION
-from ..archive import QMODEL_FORMAT
+from ..archive import QMODEL_FORMAT, ArchiveError, check_archive
 from ..arith import quantize_multiplier
 from ..engine import Model
 from .onnx import _FOLDABLE, BATCH, DOCS, OnnxError, _Importer, _Tensor
@@ -214,31 +214,33 @@ class _QImporter(_Importer):
         return out
 
     # -- the walk ----------------------------------------------------------------------------------------
+    def visit(self, nd):
+        if nd.domain not in ("", "ai.onnx", "com.microsoft"):
+            self.fail(nd, f"op domain {nd.domain!r} is not supported")
+        ins = [self.env.get(t) if t else None for t in nd.input]
+        for t, v in zip(nd.input, ins):
+            if t and v is None:
+                self.fail(nd, f"input {t!r} is not computed before it")
+        if nd.op_type in _FOLDABLE and all(v is None or isinstance(v, np.ndarray) for v in ins):
+            self.fold(nd)
+            return
+        handler = getattr(self, "q_" + nd.op_type, None)
+        if handler is not None:
+            handler(nd)
+        elif nd.op_type in _QDQ_FLOAT_OPS and any(isinstance(v, (_DQ, _Pending)) for v in ins):
+            self.env[nd.output[0]] = _Pending(nd)
+        elif nd.op_type in ("Flatten", "Reshape", "Identity", "Squeeze") and isinstance(ins[0], (_Tensor,
+                                                                                             _InputView)):
+            self.env[nd.output[0]] = _InputView((ins[0].chain if isinstance(ins[0], _InputView) else []) + [nd])
+        elif nd.op_type in _PASS_THROUGH and isinstance(ins[0], _Q):
+            self.pass_through(nd, ins[0], ins[0].scale, ins[0].zp)
+        elif nd.op_type in QUANT_OPS:
+            self.fail(nd, "this quantized op is not supported yet")
+        else:
+            self.fail(nd, "this op is not supported in a quantized model")
+
     def run(self):
-        for nd in self.nodes:
-            if nd.domain not in ("", "ai.onnx", "com.microsoft"):
-                self.fail(nd, f"op domain {nd.domain!r} is not supported")
-            ins = [self.env.get(t) if t else None for t in nd.input]
-            for t, v in zip(nd.input, ins):
-                if t and v is None:
-                    self.fail(nd, f"input {t!r} is not computed before it")
-            if nd.op_type in _FOLDABLE and all(v is None or isinstance(v, np.ndarray) for v in ins):
-                self.fold(nd)
-                continue
-            handler = getattr(self, "q_" + nd.op_type, None)
-            if handler is not None:
-                handler(nd)
-            elif nd.op_type in _QDQ_FLOAT_OPS and any(isinstance(v, (_DQ, _Pending)) for v in ins):
-                self.env[nd.output[0]] = _Pending(nd)
-            elif nd.op_type in ("Flatten", "Reshape", "Identity", "Squeeze") and isinstance(ins[0], (_Tensor,
-                                                                                                 _InputView)):
-                self.env[nd.output[0]] = _InputView((ins[0].chain if isinstance(ins[0], _InputView) else []) + [nd])
-            elif nd.op_type in _PASS_THROUGH and isinstance(ins[0], _Q):
-                self.pass_through(nd, ins[0], ins[0].scale, ins[0].zp)
-            elif nd.op_type in QUANT_OPS:
-                self.fail(nd, "this quantized op is not supported yet")
-            else:
-                self.fail(nd, "this op is not supported in a quantized model")
+        self.walk(self.visit)
         outputs = []
         for name in self.graph_outputs:
             v = self.env.get(name)
@@ -265,6 +267,10 @@ class _QImporter(_Importer):
                             **{k: v for k, v in self.tensors.items() if k != self.input_name}),
             "steps": self.steps,
         }
+        try:  # the one validator of quantized archives (Model.load, fixq inspect)
+            check_archive(meta, self.arrays, "model")
+        except ArchiveError as e:
+            raise OnnxError(f"{e} ({DOCS})") from None
         return Model(meta, self.arrays)
 
     # -- boundaries ---------------------------------------------------------------------------------------

@@ -33,7 +33,8 @@ def _add(a, b, *, out, **kw):
 def _mul(a, b, *, out, **kw):
     """XNNPACK qs8/qu8 vmul (fp32 requantization): rne((float)product * scale) + zp."""
     v, zo, dt, lo, hi = float32_product(a, b, **kw)
-    return into(np.clip(np.rint(v).astype(np.int64) + zo, lo, hi).astype(dt), out)
+    # the clip to 2^40 keeps a product past int64 saturating (the C plan's float_to_i64), not wrapping
+    return into(np.clip(np.clip(np.rint(v), -2.0**40, 2.0**40).astype(np.int64) + zo, lo, hi).astype(dt), out)
 
 
 def activation_bound(value, scale, zero_point, qmin, qmax):
