@@ -252,8 +252,10 @@ class _Importer:
         self.weights[spec["name"] + ".bias"] = b.astype(np.float32)
 
     # -- the walk ----------------------------------------------------------------------------------
-    def visit(self, nd):
-        if nd.domain not in ("", "ai.onnx"):
+    def inputs(self, nd, domains):
+        """The values of `nd`'s inputs, after the checks every walk makes; None when the node only computes
+        a constant, which is then folded."""
+        if nd.domain not in domains:
             self.fail(nd, f"op domain {nd.domain!r} is not supported")
         ins = [self.env.get(t) if t else None for t in nd.input]
         for t, v in zip(nd.input, ins):
@@ -261,6 +263,11 @@ class _Importer:
                 self.fail(nd, f"input {t!r} is not computed before it")
         if nd.op_type in _FOLDABLE and all(v is None or isinstance(v, np.ndarray) for v in ins):
             self.fold(nd)
+            return None
+        return ins
+
+    def visit(self, nd):
+        if self.inputs(nd, ("", "ai.onnx")) is None:
             return
         handler = getattr(self, "op_" + nd.op_type, None)
         if handler is None:

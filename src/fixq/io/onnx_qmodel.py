@@ -15,7 +15,7 @@ from .._core import VERSION
 from ..archive import QMODEL_FORMAT, ArchiveError, check_archive
 from ..arith import quantize_multiplier
 from ..engine import Model
-from .onnx import _FOLDABLE, BATCH, DOCS, OnnxError, _Importer, _Tensor
+from .onnx import BATCH, DOCS, OnnxError, _Importer, _Tensor
 
 # ONNX ops that only a quantized model holds
 QUANT_OPS = ("QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "QGemm", "QLinearAdd",
@@ -215,14 +215,8 @@ class _QImporter(_Importer):
 
     # -- the walk ----------------------------------------------------------------------------------------
     def visit(self, nd):
-        if nd.domain not in ("", "ai.onnx", "com.microsoft"):
-            self.fail(nd, f"op domain {nd.domain!r} is not supported")
-        ins = [self.env.get(t) if t else None for t in nd.input]
-        for t, v in zip(nd.input, ins):
-            if t and v is None:
-                self.fail(nd, f"input {t!r} is not computed before it")
-        if nd.op_type in _FOLDABLE and all(v is None or isinstance(v, np.ndarray) for v in ins):
-            self.fold(nd)
+        ins = self.inputs(nd, ("", "ai.onnx", "com.microsoft"))
+        if ins is None:
             return
         handler = getattr(self, "q_" + nd.op_type, None)
         if handler is not None:
