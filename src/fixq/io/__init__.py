@@ -16,7 +16,7 @@ __all__ = ["OnnxError", "import_onnx", "export_onnx", "load_onnx_model"]
 def __getattr__(name):
     # the importers load on first use, so that `import fixq` does not pay for them
     if name == "OnnxError":
-        from .onnx import OnnxError
+        from .onnx_file import OnnxError
         return OnnxError
     raise AttributeError(f"module 'fixq.io' has no attribute {name!r}")
 
@@ -29,7 +29,8 @@ def import_onnx(model, constants=None):
     `constants` maps names of extra graph inputs to arrays that are then treated as initializers (fixq
     models take one input).  Unsupported nodes raise :class:`OnnxError`, one line naming the node, its
     op type and opset (docs/onnx.md lists what is supported)."""
-    from .onnx import import_float, load_model
+    from .onnx import import_float
+    from .onnx_file import load_model
     from .onnx_qmodel import import_quantized, is_quantized
 
     proto = load_model(model)
@@ -49,7 +50,7 @@ def export_onnx(model, path=None):
 def load_onnx_model(path, rounding=None, target=None):
     """``Model.load`` of an ``.onnx`` path: a quantized model imported on the fly (target ``"onnxruntime"``
     unless `rounding` or `target` say otherwise); a float one is refused with the way to quantize it."""
-    from .onnx import load_model
+    from .onnx_file import load_model
     from .onnx_qmodel import import_quantized, is_quantized
 
     proto = load_model(path)

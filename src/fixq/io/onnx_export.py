@@ -14,7 +14,7 @@ import numpy as np
 from .. import graph as G, targets
 from .._validate import INT_RANGES
 from ..archive import atomic_path
-from .onnx import OnnxError, _onnx
+from .onnx_file import OnnxError, _onnx
 
 OPSET = 13
 IR_VERSION = 8  # the IR of opset 13: every ONNX Runtime since 1.10 loads it

@@ -15,7 +15,8 @@ from .._core import VERSION
 from ..archive import QMODEL_FORMAT, ArchiveError, check_archive
 from ..arith import quantize_multiplier
 from ..engine import Model
-from .onnx import BATCH, DOCS, OnnxError, _Importer, _Tensor
+from .onnx import BATCH, DOCS, _Importer, _Tensor
+from .onnx_file import OnnxError
 
 # ONNX ops that only a quantized model holds
 QUANT_OPS = ("QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "QGemm", "QLinearAdd",
