@@ -174,7 +174,7 @@ def main():
         print("onnxruntime not installed: ORT columns skipped")
     results = []
     for name in args.models.split(","):
-        g, _ = G.load_float_model(bundled(f"digits_{name}.npz"))
+        g, _ = fixq.load_float_model(bundled(f"digits_{name}.npz"))
         m = quantize_model(g, [calib], method="minmax", per_channel=True)
         with tempfile.TemporaryDirectory() as d:
             path = os.path.join(d, "q.npz")
