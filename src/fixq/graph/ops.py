@@ -25,8 +25,30 @@ OPS = {
     "hardswish": (1, {}),
     "leaky_relu": (1, {"alpha": 0.01}),
     "hardsigmoid": (1, {"alpha": 0.2, "beta": 0.5}),
+    # sequence ops (docs/transformers.md): tensors keep their layout, dims may be symbolic
+    "gather": (1, {"weight": None, "positions": False}),
+    "layer_norm": (1, {"weight": None, "bias": None, "eps": 1e-5}),
+    "gelu": (1, {"approximate": "none"}),
+    "matmul": (2, {}),
+    "transpose": (1, {"perm": None}),
+    "reshape": (1, {"shape": None}),
+    "scale": (1, {"value": None}),
+    "attention_mask": (1, {"value": -3.4028234663852886e38}),
+    "masked_mean": (2, {}),
+    "l2_normalize": (1, {"eps": 1e-12}),
 }
 WEIGHTED = ("linear", "conv2d")
+# Ops with float weights that stay float in every mode: their weight keys (fixq.quantizer stores them as float32)
+FLOAT_WEIGHTED = {"gather": ("weight",), "layer_norm": ("weight", "bias")}
+# Ops only sequence graphs hold; a graph with one of them, several inputs, an integer input or a symbolic dim is a
+# sequence graph: its tensors keep their own layout (no NCHW -> NHWC) and the ops below it cannot hold
+SEQUENCE_OPS = ("gather", "layer_norm", "gelu", "matmul", "transpose", "reshape", "scale", "attention_mask",
+                "masked_mean", "l2_normalize")
+IMAGE_OPS = ("conv2d", "maxpool2d", "avgpool2d", "global_avgpool", "flatten")
+# Which input of an op reads integers: token ids (gather) or a 0/1 mask (attention_mask, masked_mean)
+INT_INPUTS = {"gather": {0: "ids"}, "attention_mask": {0: "mask"}, "masked_mean": {1: "mask"}}
+INPUT_DTYPES = ("float32", "int32", "int64")
+MAX_RANK = 8
 # Elementwise functions of one value: int8 in, int8 out through a 256-entry table (docs/engine.md)
 TABLE_OPS = ("sigmoid", "tanh", "hardswish", "leaky_relu", "hardsigmoid")
 
@@ -41,6 +63,7 @@ LIMITS = {
     "archive_bytes": 2**31,          # all members of an archive, uncompressed
     "engine_tensors": 1024,          # the C plan of a static int8 model: its tensors (steps + 2) ...
     "engine_outputs": 64,            # ... and its outputs
+    "inputs": 16,                    # inputs of a graph
 }
 NAME_CHARS = "letters, digits, '_', '.' and '-'"
 _NAME = re.compile(r"[A-Za-z0-9_.\-]+")
@@ -48,6 +71,39 @@ _NAME = re.compile(r"[A-Za-z0-9_.\-]+")
 
 class GraphError(ValueError):
     """A float model archive or graph that fixq cannot run (one line: the node and the key)."""
+
+
+class Dim(str):
+    """A symbolic dim of a sequence graph (the sequence length): its name, and ``max``, the largest size it
+    takes (the graph's ``dims``), by which sizes are checked against LIMITS.  JSON writes it as its name."""
+    max = 0
+
+    def __new__(cls, name, maximum):
+        d = super().__new__(cls, name)
+        d.max = maximum
+        return d
+
+
+def parse_shape(what, shape, dims, batch=True):
+    """`shape` of a JSON spec as a tuple: None batch first, then positive ints or names of `dims` (Dim);
+    a one-line GraphError naming `what` otherwise."""
+    if (not isinstance(shape, list) or not 2 <= len(shape) <= MAX_RANK or (batch and shape[0] is not None)
+            or not all(_is_int(d, 1, 2**62) or (isinstance(d, str) and d in dims) for d in shape[1:])):
+        raise GraphError(f"{what}: key 'shape' must be [null, ...] with 1 to {MAX_RANK - 1} positive sizes or names "
+                         f"of the graph's 'dims' ({sorted(dims)}), got {shape!r}")
+    return (None,) + tuple(Dim(d, dims[d]) if isinstance(d, str) else d for d in shape[1:])
+
+
+def parse_dims(what, dims):
+    """A graph's ``dims`` (symbolic dim -> its largest size) checked: names of NAME_CHARS, sizes within
+    LIMITS["attribute"]."""
+    if not isinstance(dims, dict):
+        raise GraphError(f"{what}: key 'dims' must be an object of name -> largest size, got {dims!r}")
+    for k, v in dims.items():
+        check_name(f"{what}: key 'dims'", k)
+        if not _is_int(v, 1, LIMITS["attribute"]):
+            raise GraphError(f"{what}: key 'dims': {k!r} must be an integer from 1 to {LIMITS['attribute']}, got {v!r}")
+    return dict(dims)
 
 
 class Node:
@@ -95,7 +151,7 @@ def check_elements(node, what, shape):
     """`shape` (batch None) holds at most LIMITS["elements"] values per sample."""
     n = 1
     for d in shape[1:]:
-        n *= d
+        n *= d.max if isinstance(d, Dim) else d
     if n > LIMITS["elements"]:
         raise GraphError(f"node {node!r}: {what} {list(shape)} holds {n} values per sample, more than "
                          f"{LIMITS['elements']} (docs/security.md)")
@@ -134,7 +190,7 @@ def _weight(node, key_attr, default_key, weights, out, used, required):
     return weights[key]
 
 
-def infer_shape(node, in_shapes, weights, out_w, used):
+def infer_shape(node, in_shapes, weights, out_w, used, sequence=False):
     """The output shape of `node` (NCHW order, batch None) from its input shapes, its attributes checked
     and normalized in place (pairs as tuples, axes non-negative); its weights checked, recorded in `out_w`
     and their keys in `used`."""
@@ -147,24 +203,38 @@ def infer_shape(node, in_shapes, weights, out_w, used):
             raise GraphError(f"node {name!r}: bias key {a['bias']!r} has shape {b.shape}; expected "
                              f"({w.shape[0]},)")
         w_shape = w.shape
-    return output_shape(node, in_shapes, w_shape)
+    elif node.op in FLOAT_WEIGHTED:
+        w = _weight(node, "weight", name + ".weight", weights, out_w, used, True)
+        if node.op == "layer_norm":
+            b = _weight(node, "bias", name + ".bias", weights, out_w, used, False)
+            if b is not None and b.shape != w.shape:
+                raise GraphError(f"node {name!r}: bias key {a['bias']!r} has shape {b.shape}; expected {w.shape}")
+        w_shape = w.shape
+    return output_shape(node, in_shapes, w_shape, sequence)
 
 
-def output_shape(node, in_shapes, w_shape=None):
-    """The output shape of `node` (NCHW order, batch None) from its input shapes and, for linear and
-    conv2d, the shape of its weight; its attributes checked against LIMITS and normalized in place (pairs
-    as tuples, axes non-negative).  fixq.archive checks the steps of quantized archives with it too."""
+def output_shape(node, in_shapes, w_shape=None, sequence=False):
+    """The output shape of `node` (NCHW order, batch None) from its input shapes and, for linear, conv2d,
+    gather and layer_norm, the shape of its weight; its attributes checked against LIMITS and normalized
+    in place (pairs as tuples, axes non-negative).  In a `sequence` graph add and mul broadcast and the
+    NCHW ops are refused.  fixq.archive checks the steps of quantized archives with it too."""
     name, op, a = node.name, node.op, node.attrs
     x = in_shapes[0]
     wkey = a.get("weight")
+    if sequence and op in IMAGE_OPS:
+        raise GraphError(f"node {name!r}: key 'op' {op} works on NCHW images and this is a sequence graph "
+                         "(docs/transformers.md)")
+    if op in SEQUENCE_OPS:
+        return _sequence_shape(node, in_shapes, w_shape)
     if op == "linear":
         if len(w_shape) != 2:
             raise GraphError(f"node {name!r}: weight key {wkey!r} has shape {tuple(w_shape)}; linear needs "
                              "[out, in]")
-        if len(x) != 2 or x[1] != w_shape[1]:
+        if len(x) not in (2, 3) or x[-1] != w_shape[1]:
             raise GraphError(f"node {name!r}: key 'inputs' gives shape {list(x)} but weight "
-                             f"{wkey!r} has shape {list(w_shape)} (needs [null, {w_shape[1]}])")
-        return (None, w_shape[0])
+                             f"{wkey!r} has shape {list(w_shape)} (needs [null, {w_shape[1]}] or "
+                             f"[null, L, {w_shape[1]}])")
+        return check_out(name, x[:-1] + (w_shape[0],))
     if op == "conv2d":
         if len(w_shape) != 4:
             raise GraphError(f"node {name!r}: weight key {wkey!r} has shape {tuple(w_shape)}; conv2d needs "
@@ -214,6 +284,8 @@ def output_shape(node, in_shapes, w_shape=None):
                 raise GraphError(f"node {name!r}: key {key!r} must be a finite number, got {v!r}")
             a[key] = float(v)
         return x
+    if op in ("add", "mul") and sequence:
+        return check_out(name, broadcast(name, op, in_shapes[0], in_shapes[1]))
     if op in ("add", "mul"):
         if in_shapes[0] != in_shapes[1]:
             raise GraphError(f"node {name!r}: key 'inputs' gives shapes {list(in_shapes[0])} and "
@@ -246,3 +318,135 @@ def check_out(node, shape):
 
 def is_depthwise(node, in_channels):
     return node.op == "conv2d" and node.attrs["groups"] == in_channels and in_channels > 1
+
+
+def _number(node, key, v, positive=False):
+    if (not isinstance(v, (int, float)) or isinstance(v, bool) or not np.isfinite(v)
+            or (positive and not v > 0) or abs(v) > np.finfo(np.float32).max):
+        raise GraphError(f"node {node!r}: key {key!r} must be a finite float32 number{' > 0' if positive else ''}, "
+                         f"got {v!r}")
+    return float(v)
+
+
+def broadcast(node, op, a, b):
+    """numpy's broadcast of shapes `a` and `b` of one rank: each dim equal, or one of them 1."""
+    if len(a) != len(b) or not all(p == q or p == 1 or q == 1 for p, q in zip(a[1:], b[1:])):
+        raise GraphError(f"node {node!r}: key 'inputs' gives shapes {list(a)} and {list(b)}; {op} needs one rank "
+                         "and each dim equal or 1 (numpy broadcasting)")
+    return (None,) + tuple(q if p == 1 else p for p, q in zip(a[1:], b[1:]))
+
+
+def _dim_product(dims):
+    """(the product of the int dims, the sorted names of the symbolic ones)."""
+    n, syms = 1, []
+    for d in dims:
+        if isinstance(d, str):
+            syms.append(d)
+        else:
+            n *= d
+    return n, sorted(syms)
+
+
+def _reshape(node, x, spec):
+    """ONNX Reshape over the dims after the batch: 0 copies the input's dim at that place, -1 (at most one) is
+    what is left; symbolic dims pass through 0 or -1."""
+    name = node.name
+    if (not isinstance(spec, list) or not 1 <= len(spec) < MAX_RANK
+            or not all(_is_int(d, -1, 2**62) for d in spec) or spec.count(-1) > 1):
+        raise GraphError(f"node {name!r}: key 'shape' must list 1 to {MAX_RANK - 1} sizes after the batch (0 copies "
+                         f"the input's, at most one -1), got {spec!r}")
+    rest = x[1:]
+    out = []
+    for i, d in enumerate(spec):
+        if d == 0:
+            if i >= len(rest):
+                raise GraphError(f"node {name!r}: key 'shape' {spec} copies dim {i + 1} (0) of a rank-{len(x)} input")
+            out.append(rest[i])
+        else:
+            out.append(d)
+    n_in, s_in = _dim_product(rest)
+    n_out, s_out = _dim_product([d for d in out if d != -1])
+    if -1 in out:
+        left = list(s_in)
+        for s in s_out:
+            if s not in left:
+                left = None
+                break
+            left.remove(s)
+        if left is None or n_in % n_out or len(left) > 1 or (left and n_in != n_out):
+            raise GraphError(f"node {name!r}: key 'shape' {spec} cannot take the values of input shape {list(x)}")
+        out[out.index(-1)] = next(d for d in rest if d == left[0]) if left else n_in // n_out
+    elif (n_in, s_in) != (n_out, s_out):
+        raise GraphError(f"node {name!r}: key 'shape' {spec} does not hold the values of input shape {list(x)}")
+    return (None,) + tuple(out)
+
+
+def _sequence_shape(node, in_shapes, w_shape):
+    name, op, a = node.name, node.op, node.attrs
+    x = in_shapes[0]
+    wkey = a.get("weight")
+    if op == "gather":
+        if not isinstance(a["positions"], bool):
+            raise GraphError(f"node {name!r}: key 'positions' must be true or false, got {a['positions']!r}")
+        if len(w_shape) != 2:
+            raise GraphError(f"node {name!r}: weight key {wkey!r} has shape {tuple(w_shape)}; gather needs [rows, D]")
+        if a["positions"] and x[-1] != w_shape[0] and (not isinstance(x[-1], Dim) or x[-1].max > w_shape[0]):
+            biggest = x[-1].max if isinstance(x[-1], Dim) else x[-1]
+            raise GraphError(f"node {name!r}: key 'positions': its input's last dim takes up to {biggest} positions "
+                             f"and weight {wkey!r} has {w_shape[0]} rows")
+        return check_out(name, x + (w_shape[1],))
+    if op == "layer_norm":
+        a["eps"] = _number(name, "eps", a["eps"], positive=True)
+        if tuple(w_shape) != (x[-1],):
+            raise GraphError(f"node {name!r}: weight key {wkey!r} has shape {tuple(w_shape)}; expected ({x[-1]},), the "
+                             f"last dim of input shape {list(x)}")
+        return x
+    if op == "gelu":
+        if a["approximate"] not in ("none", "tanh"):
+            raise GraphError(f"node {name!r}: key 'approximate' must be 'none' or 'tanh', got {a['approximate']!r}")
+        return x
+    if op == "matmul":
+        b = in_shapes[1]
+        if len(x) < 3 or len(b) != len(x) or x[1:-2] != b[1:-2] or x[-1] != b[-2]:
+            raise GraphError(f"node {name!r}: key 'inputs' gives shapes {list(x)} and {list(b)}; matmul needs "
+                             "[N, ..., M, K] and [N, ..., K, N2] with the same leading dims")
+        return check_out(name, x[:-1] + (b[-1],))
+    if op == "transpose":
+        p = a["perm"]
+        if (not isinstance(p, list) or len(p) != len(x) or not all(_is_int(i, 0, len(x) - 1) for i in p)
+                or sorted(p) != list(range(len(x))) or p[0] != 0):
+            raise GraphError(f"node {name!r}: key 'perm' must be a permutation of 0..{len(x) - 1} that keeps the batch "
+                             f"first, got {p!r}")
+        return tuple(x[i] for i in p)
+    if op == "reshape":
+        return check_out(name, _reshape(node, x, a["shape"]))
+    if op == "scale":
+        if a["value"] is None:
+            raise GraphError(f"node {name!r}: key 'value' is required for scale")
+        a["value"] = _number(name, "value", a["value"])
+        return x
+    if op == "attention_mask":
+        a["value"] = _number(name, "value", a["value"])
+        if len(x) != 2:
+            raise GraphError(f"node {name!r}: key 'inputs' gives shape {list(x)}; attention_mask needs a [N, L] mask")
+        return (None, 1, 1, x[1])
+    if op == "masked_mean":
+        m = in_shapes[1]
+        if len(x) < 3 or m != x[:-1]:
+            raise GraphError(f"node {name!r}: key 'inputs' gives shapes {list(x)} and {list(m)}; masked_mean needs "
+                             "[N, L, D] and its [N, L] mask")
+        return (None, x[-1])
+    if op == "l2_normalize":
+        a["eps"] = _number(name, "eps", a["eps"], positive=True)
+        return x
+    raise AssertionError(op)
+
+
+def check_input_kinds(node, kinds):
+    """Each input of `node` of the kind it reads (INT_INPUTS): `kinds` gives "int" or "float" per input."""
+    ints = INT_INPUTS.get(node.op, {})
+    for i, k in enumerate(kinds):
+        want = "int" if i in ints else "float"
+        if k != want:
+            raise GraphError(f"node {node.name!r}: key 'inputs' gives {node.inputs[i]!r}, an {k} tensor; {node.op} reads "
+                             f"{'integer ' + ints[i] if i in ints else 'a float tensor'} there")

@@ -9,21 +9,28 @@ import json
 
 import numpy as np
 
-from .ops import ACTIVATIONS, LIMITS, OPS, GraphError, Node, check_elements, check_name, infer_shape
+from .ops import (ACTIVATIONS, INPUT_DTYPES, LIMITS, OPS, SEQUENCE_OPS, GraphError, Node, check_elements,
+                  check_input_kinds, check_name, infer_shape, parse_dims, parse_shape)
 
 GRAPH_FORMAT = "fixq.graph/1"
 
 
 class Graph:
-    """A validated graph: ``input`` (name), ``input_shape`` (NCHW, batch None), ``nodes`` in
-    execution order, ``outputs``, ``shapes`` (every tensor, NCHW order, batch None), ``weights``
-    (float32 arrays by key) and ``spec`` (the JSON-able graph)."""
+    """A validated graph: ``input`` (the first input's name), ``input_shape`` (its shape, NCHW, batch None),
+    ``inputs`` (every input: a dict of ``name``, ``shape``, ``dtype``, ``optional``), ``dims`` (symbolic dim ->
+    largest size), ``sequence`` (a sequence graph: tensors keep their layout, docs/transformers.md), ``nodes``
+    in execution order, ``outputs``, ``shapes`` (every tensor, NCHW order, batch None), ``kinds`` (every
+    tensor: "int" or "float"), ``weights`` (float32 arrays by key) and ``spec`` (the JSON-able graph)."""
 
     def __init__(self, spec, weights):
         self.spec = spec
         self.weights = weights
         self.input = spec["inputs"][0]["name"]
         self.input_shape = tuple(spec["inputs"][0]["shape"])
+        self.inputs = []
+        self.dims = {}
+        self.sequence = False
+        self.kinds = {}
         self.nodes = []
         self.outputs = list(spec["outputs"])
         self.shapes = {}
@@ -112,7 +119,7 @@ def validate(spec, weights):
     if spec.get("format") != GRAPH_FORMAT:
         raise GraphError(f"graph: key 'format' must be {GRAPH_FORMAT!r}, got {spec.get('format')!r}")
     for key in spec:
-        if key not in ("format", "inputs", "nodes", "outputs"):
+        if key not in ("format", "inputs", "dims", "nodes", "outputs"):
             raise GraphError(f"graph: unknown key {key!r}")
     for key in ("inputs", "nodes", "outputs"):
         if not isinstance(spec.get(key), list) or not spec[key]:
@@ -120,26 +127,31 @@ def validate(spec, weights):
     if len(spec["nodes"]) > LIMITS["nodes"]:
         raise GraphError(f"graph: key 'nodes' lists {len(spec['nodes'])} nodes, more than {LIMITS['nodes']} "
                          "(docs/security.md)")
-    if len(spec["inputs"]) != 1:
-        raise GraphError("graph: key 'inputs' must list exactly one input")
-    inp = spec["inputs"][0]
-    if not isinstance(inp, dict) or not isinstance(inp.get("name"), str):
-        raise GraphError("graph: inputs[0] needs a string 'name'")
-    check_name("graph: inputs[0]", inp["name"])
-    shape = inp.get("shape")
-    if (not isinstance(shape, list) or len(shape) not in (2, 4) or shape[0] is not None
-            or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape[1:])):
-        raise GraphError(f"input {inp['name']!r}: key 'shape' must be [null, features] or [null, C, H, W] "
-                         f"with positive sizes, got {shape!r}")
-    check_elements(inp["name"], "key 'shape'", shape)
+    seq_spec = (len(spec["inputs"]) > 1 or "dims" in spec
+                or any(isinstance(nd, dict) and nd.get("op") in SEQUENCE_OPS for nd in spec["nodes"])
+                or any(isinstance(i, dict) and i.get("dtype", "float32") != "float32" for i in spec["inputs"]))
+    if not seq_spec:
+        _check_image_input(spec)
+    dims = parse_dims("graph", spec.get("dims", {}))
+    if len(spec["inputs"]) > LIMITS["inputs"]:
+        raise GraphError(f"graph: key 'inputs' lists {len(spec['inputs'])} inputs, more than {LIMITS['inputs']}")
+    inputs = [parse_input(f"graph: inputs[{i}]", inp, dims) for i, inp in enumerate(spec["inputs"])]
     g = Graph(spec, {})
-    g.shapes[g.input] = tuple(shape)
+    g.sequence, g.dims, g.inputs = seq_spec, dims, inputs
+    for inp in inputs:
+        if inp["name"] in g.shapes:
+            raise GraphError(f"input {inp['name']!r}: key 'name' is used twice")
+        g.shapes[inp["name"]] = inp["shape"]
+        g.kinds[inp["name"]] = "float" if inp["dtype"] == "float32" else "int"
+    if inputs[0]["optional"]:
+        raise GraphError(f"input {g.input!r}: key 'optional': the first input cannot be optional")
+    g.input_shape = g.shapes[g.input]
     raw = {}
     for i, nd in enumerate(spec["nodes"]):
         if not isinstance(nd, dict) or not isinstance(nd.get("name"), str) or not nd.get("name"):
             raise GraphError(f"nodes[{i}]: key 'name' must be a non-empty string")
         name = check_name(f"nodes[{i}]", nd["name"])
-        if name in raw or name == g.input:
+        if name in raw or name in g.shapes:
             raise GraphError(f"node {name!r}: key 'name' is used twice")
         op = nd.get("op")
         if op not in OPS:
@@ -157,20 +169,21 @@ def validate(spec, weights):
         raw[name] = nd
     for name, nd in raw.items():
         for t in nd["inputs"]:
-            if t not in raw and t != g.input:
+            if t not in raw and t not in g.shapes:
                 raise GraphError(f"node {name!r}: key 'inputs' names unknown tensor {t!r}")
     for t in spec["outputs"]:
-        if not isinstance(t, str) or (t not in raw and t != g.input):
+        if not isinstance(t, str) or (t not in raw and t not in g.shapes):
             raise GraphError(f"graph: key 'outputs' names unknown tensor {t!r}")
-        if t == g.input:
+        if t in g.shapes:
             raise GraphError(f"graph: key 'outputs' names the input {t!r}; outputs must be computed")
     # Topological order by levels, stable in file order: a node's level is one more than its inputs'
     # highest (Kahn's algorithm over the nodes' in-degrees); what is left over lies on a cycle.
     index = {n: i for i, n in enumerate(raw)}
-    waiting = {n: len(set(raw[n]["inputs"]) - {g.input}) for n in raw}
+    given = set(g.shapes)
+    waiting = {n: len(set(raw[n]["inputs"]) - given) for n in raw}
     readers = {}
     for n, nd in raw.items():
-        for t in set(nd["inputs"]) - {g.input}:
+        for t in set(nd["inputs"]) - given:
             readers.setdefault(t, []).append(n)
     level = {n: 0 for n, k in waiting.items() if k == 0}
     ready = list(level)
@@ -190,11 +203,13 @@ def validate(spec, weights):
         nd = raw[name]
         attrs = {k: nd.get(k, d) for k, d in OPS[nd["op"]][1].items()}
         node = Node(name, nd["op"], list(nd["inputs"]), attrs)
-        g.shapes[name] = infer_shape(node, [g.shapes[t] for t in node.inputs], weights, g.weights, used)
+        check_input_kinds(node, [g.kinds[t] for t in node.inputs])
+        g.shapes[name] = infer_shape(node, [g.shapes[t] for t in node.inputs], weights, g.weights, used, g.sequence)
+        g.kinds[name] = "float"
         g.nodes.append(node)
     outputs = set(g.outputs)
     for node in g.nodes:
-        if node.op == "softmax" and (node.name not in outputs or g.consumers(node.name)):
+        if node.op == "softmax" and not g.sequence and (node.name not in outputs or g.consumers(node.name)):
             raise GraphError(f"node {node.name!r}: key 'op' softmax is computed in float and must be a graph "
                              "output that no other node reads")
     extra = [k for k in weights if k not in used]
@@ -202,3 +217,37 @@ def validate(spec, weights):
         raise GraphError(f"weights: key {extra[0]!r} is not used by any node"
                          + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""))
     return g
+
+
+def _check_image_input(spec):
+    """An image graph's one float input: [null, features] or [null, C, H, W]."""
+    inp = spec["inputs"][0]
+    if not isinstance(inp, dict) or not isinstance(inp.get("name"), str):
+        raise GraphError("graph: inputs[0] needs a string 'name'")
+    check_name("graph: inputs[0]", inp["name"])
+    shape = inp.get("shape")
+    if (not isinstance(shape, list) or len(shape) not in (2, 4) or shape[0] is not None
+            or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape[1:])):
+        raise GraphError(f"input {inp['name']!r}: key 'shape' must be [null, features] or [null, C, H, W] "
+                         f"with positive sizes, got {shape!r}")
+
+
+def parse_input(what, inp, dims):
+    """One entry of a graph's ``inputs``: {"name", "shape", "dtype" (float32, int32 or int64; int32 and int64
+    both take either at run time), "optional" (an int input left out runs as zeros)} checked, the shape as
+    a tuple of ints and Dims."""
+    if not isinstance(inp, dict) or not isinstance(inp.get("name"), str):
+        raise GraphError(f"{what} needs a string 'name'")
+    check_name(what, inp["name"])
+    for key in inp:
+        if key not in ("name", "shape", "dtype", "optional"):
+            raise GraphError(f"input {inp['name']!r}: unknown key {key!r}")
+    shape = parse_shape(f"input {inp['name']!r}", inp.get("shape"), dims)
+    check_elements(inp["name"], "key 'shape'", shape)
+    dtype, optional = inp.get("dtype", "float32"), inp.get("optional", False)
+    if dtype not in INPUT_DTYPES:
+        raise GraphError(f"input {inp['name']!r}: key 'dtype' must be one of {list(INPUT_DTYPES)}, got {dtype!r}")
+    if not isinstance(optional, bool) or (optional and dtype == "float32"):
+        raise GraphError(f"input {inp['name']!r}: key 'optional' must be true or false, and true only for an "
+                         f"integer input, got {optional!r}")
+    return {"name": inp["name"], "shape": shape, "dtype": dtype, "optional": optional}
