@@ -28,7 +28,7 @@ from ._validate import INT_RANGES
 
 QMODEL_FORMAT = "fixq.qmodel/1"
 QMODEL_VERSION = 1
-WEIGHT_TYPES = ("int8", "fp16", "ternary", "binary")
+WEIGHT_TYPES = ("int8", "fp16", "ternary", "binary", "fp32")
 LOWBIT_KEY = {"ternary": "weight_codes", "binary": "weight_bits"}
 ACT_TYPES = {"int8": np.int8, "uint8": np.uint8}
 
@@ -272,11 +272,19 @@ _STEP_KEYS = ("name", "op", "inputs", "output", "act")
 FUSED = ("linear", "conv2d", "add", "mul")  # the ops whose step may end in a fused act (and out_min/out_max)
 
 
+def float_activations(options):
+    """Whether a model of these options keeps float activations between steps (no activation qparams)."""
+    return bool(options["dynamic"]) or options["weights"] in ("fp16", "fp32")
+
+
+_WEIGHT_RANK = {"linear": 2, "conv2d": 4, "gather": 2, "layer_norm": 1}
+
+
 def _step_keys(op):
     """The keys a step of `op` may hold: the common ones, the op's graph attributes (fixq.graph.OPS) but
     the weight keys, and what the plan adds."""
     keys = set(_STEP_KEYS) | (set(G.OPS[op][1]) - {"weight", "bias"})
-    if op in G.WEIGHTED:
+    if op in _WEIGHT_RANK:
         keys.add("weight_shape")
     if op == "conv2d":
         keys.add("depthwise")
@@ -301,19 +309,28 @@ def _check_meta(meta):
         raise ArchiveError(f"key '__meta__': {len(meta['steps'])} steps, more than {G.LIMITS['nodes']} "
                            "(docs/security.md)")
     tensors = meta["tensors"]
+    sequence = "inputs" in meta
+    if sequence:
+        _check_sequence_meta(meta)
     for t, shape in tensors.items():  # fixq.graph's rule for the input shape, for every tensor
         G.check_name("key '__meta__': tensor", t)
-        if (not isinstance(shape, list) or len(shape) not in (2, 4) or shape[0] is not None
+        if sequence:
+            tensors[t] = list(G.parse_shape(f"key '__meta__': tensor {t!r}", shape, meta["dims"]))
+        elif (not isinstance(shape, list) or len(shape) not in (2, 4) or shape[0] is not None
                 or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape[1:])):
             raise ArchiveError(f"key '__meta__': tensor {t!r} has shape {shape!r}; it must be [null, features] or "
                                "[null, C, H, W] with positive sizes")
-        G.check_elements(t, "key '__meta__' gives it shape", shape)
+        G.check_elements(t, "key '__meta__' gives it shape", tensors[t])
     if not isinstance(meta["input"], str) or meta["input"] not in tensors:
         raise ArchiveError(f"key '__meta__': input {meta['input']!r} is not one of its tensors")
     if meta["input_shape"] != tensors[meta["input"]]:
         raise ArchiveError(f"key '__meta__': input_shape {meta['input_shape']!r} is not the shape of tensor "
                            f"{meta['input']!r}, {tensors[meta['input']]!r}")
-    known, steps = {meta["input"]}, set()
+    inputs = [i["name"] for i in meta["inputs"]] if sequence else [meta["input"]]
+    for i, name in enumerate(inputs):
+        if name not in tensors or (sequence and list(meta["inputs"][i]["shape"]) != tensors[name]):
+            raise ArchiveError(f"key '__meta__': input {name!r} is not one of its tensors, of the same shape")
+    known, steps = set(inputs), set()
     for i, s in enumerate(meta["steps"]):
         if not isinstance(s, dict) or any(k not in s for k in _STEP_KEYS):
             raise ArchiveError(f"key '__meta__': step {i} must be an object with keys {', '.join(_STEP_KEYS)}")
@@ -337,17 +354,44 @@ def _check_meta(meta):
         raise ArchiveError(f"key '__meta__': outputs {meta['outputs']!r} are not tensors the steps compute")
 
 
+def _check_sequence_meta(meta):
+    """A sequence model's ``inputs`` and ``dims`` (fixq.graph.parse_input's rules; shapes become tuples of ints and
+    Dims in place) and its options: dynamic int8 or fp32, ``granularity``, ``int8_attention``."""
+    if not isinstance(meta["inputs"], list) or not 1 <= len(meta["inputs"]) <= G.LIMITS["inputs"]:
+        raise ArchiveError(f"key '__meta__': inputs must list 1 to {G.LIMITS['inputs']} inputs")
+    dims = meta["dims"] = G.parse_dims("key '__meta__'", meta.get("dims"))
+    meta["inputs"] = [G.parse_input(f"key '__meta__': inputs[{i}]", inp, dims) for i, inp in enumerate(meta["inputs"])]
+    if meta["inputs"][0]["name"] != meta["input"] or meta["inputs"][0]["optional"]:
+        raise ArchiveError("key '__meta__': inputs[0] must be the input named by 'input', and not optional")
+    if len({i["name"] for i in meta["inputs"]}) != len(meta["inputs"]):
+        raise ArchiveError("key '__meta__': inputs name one input twice")
+    opts = meta["options"]
+    if opts["weights"] == "fp32" and not opts["dynamic"] and "granularity" not in opts \
+            and "int8_attention" not in opts:
+        return
+    if (opts["weights"] != "int8" or opts["dynamic"] is not True or opts.get("granularity") not in ("row", "tensor")
+            or not isinstance(opts.get("int8_attention"), bool)):
+        raise ArchiveError("key '__meta__': a sequence model runs weights fp32, or int8 with dynamic true, granularity "
+                           "'row' or 'tensor' and int8_attention true or false; got options "
+                           f"{ {k: opts.get(k) for k in ('weights', 'dynamic', 'granularity', 'int8_attention')} }")
+
+
 def _check_steps(meta):
     """Every attribute of every step, by fixq.graph's own checks (fixq.graph.output_shape: types, ranges,
     kernels that fit, groups that divide the channels, LIMITS), each step's output shape equal to its
     tensor's, and what the plan adds (``weight_shape``, ``depthwise``, ``act``, ``out_min``/``out_max``)
     consistent with them; pairs are normalized to lists in place."""
-    tensors, static = meta["tensors"], not (meta["options"]["dynamic"] or meta["options"]["weights"] == "fp16")
+    tensors, static = meta["tensors"], not float_activations(meta["options"])
+    sequence = "inputs" in meta
+    kinds = {i["name"]: "float" if i["dtype"] == "float32" else "int" for i in meta["inputs"]} if sequence else {}
     lo, hi = INT_RANGES[np.dtype(ACT_TYPES[meta["options"]["activations"]])]
     for s in meta["steps"]:
         name, op = s["name"], s["op"]
         if op not in G.OPS:
             raise ArchiveError(f"step {name!r}: key 'op' is {op!r}, not one of {sorted(G.OPS)}")
+        if op in G.SEQUENCE_OPS and not sequence:
+            raise ArchiveError(f"step {name!r}: key 'op' is {op!r}, an op of sequence models, and key '__meta__' lacks "
+                               "their 'inputs'")
         extra = set(s) - _step_keys(op)
         if extra:
             raise ArchiveError(f"step {name!r}: unknown key {sorted(extra)[0]!r} for op {op}")
@@ -359,15 +403,17 @@ def _check_steps(meta):
             raise ArchiveError(f"step {name!r}: key 'act' is {s['act']!r}; a {op} step takes "
                                + ("null, 'relu' or 'relu6'" if op in FUSED else "null"))
         w_shape = None
-        if op in G.WEIGHTED:
+        if op in _WEIGHT_RANK:
             w_shape = s.get("weight_shape")
-            if (not isinstance(w_shape, list) or len(w_shape) != (2 if op == "linear" else 4)
+            if (not isinstance(w_shape, list) or len(w_shape) != _WEIGHT_RANK[op]
                     or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in w_shape)):
                 raise ArchiveError(f"step {name!r}: key 'weight_shape' is {w_shape!r}")
             G.check_elements(name, "key 'weight_shape'", [None] + w_shape)
         attrs = {k: s.get(k, d) for k, d in G.OPS[op][1].items() if k not in ("weight", "bias")}
         node = G.Node(name, op, list(s["inputs"]), attrs)
-        shape = G.output_shape(node, [tuple(tensors[t]) for t in s["inputs"]], w_shape)
+        if sequence:
+            G.check_input_kinds(node, [kinds.get(t, "float") for t in s["inputs"]])
+        shape = G.output_shape(node, [tuple(tensors[t]) for t in s["inputs"]], w_shape, sequence)
         if list(shape) != tensors[s["output"]]:
             raise ArchiveError(f"step {name!r}: its attributes give output shape {list(shape)}, but tensor "
                                f"{s['output']!r} has shape {tensors[s['output']]}")
@@ -405,7 +451,7 @@ def _check_archive(meta, arrays):
     if weights not in WEIGHT_TYPES or opts["activations"] not in ACT_TYPES:
         raise ArchiveError(f"key '__meta__': options weights={weights!r}, activations={opts['activations']!r} "
                            "are not ones this fixq runs")
-    dynamic = opts["dynamic"] or weights == "fp16"
+    dynamic = float_activations(opts)
     act_dt = ACT_TYPES[opts["activations"]]
     tshapes = meta["tensors"]
     if not dynamic:
@@ -429,9 +475,13 @@ def _check_archive(meta, arrays):
                 per = 4 if weights == "ternary" else 8
                 _expect(arrays, f"{name}:{LOWBIT_KEY[weights]}", np.uint8, (o, (k + per - 1) // per), name)
             else:
-                _expect(arrays, f"{name}:weight", np.float16 if weights == "fp16" else np.int8, shape, name)
+                _expect(arrays, f"{name}:weight", {"fp16": np.float16, "fp32": np.float32}.get(weights, np.int8), shape,
+                        name)
             _expect(arrays, f"{name}:bias", np.float32 if dynamic else np.int32, (o,), name)
-            if weights == "fp16":
+            if weights in ("fp16", "fp32"):
+                for k in ("weight", "bias"):
+                    if not np.all(np.isfinite(arrays[f"{name}:{k}"])):
+                        raise ArchiveError(f"step {name!r}: key '{name}:{k}' contains NaN or Inf")
                 continue
             nch = arrays.get(f"{name}:weight_scale", np.zeros(0)).shape
             ch = nch[0] if len(nch) == 1 and nch[0] in (1, o) else o
@@ -440,6 +490,11 @@ def _check_archive(meta, arrays):
             if not dynamic:
                 for k, dt in (("multiplier", np.int32), ("shift", np.int32), ("scale", np.float32)):
                     _expect(arrays, f"{name}:{k}", dt, (ch,), name)
+        elif op in G.FLOAT_WEIGHTED:
+            for k in G.FLOAT_WEIGHTED[op]:
+                a = _expect(arrays, f"{name}:{k}", np.float32, s["weight_shape"], name)
+                if not np.all(np.isfinite(a)):
+                    raise ArchiveError(f"step {name!r}: key '{name}:{k}' contains NaN or Inf")
         elif op == "concat" and not dynamic:
             for k, dt in (("multiplier", np.int32), ("shift", np.int32), ("scale", np.float32)):
                 _expect(arrays, f"{name}:{k}", dt, (len(s["inputs"]),), name)

@@ -9,6 +9,7 @@ from .._validate import THREADS_MAX, rounding_arg, threads_arg
 from ..archive import ACT_TYPES, ArchiveError, read_archive, write_archive
 from ..arith import dequantize
 from .plan import engine_plan
+from .sequence import SequenceRunner
 from .steps import float_step, prepared_dequantize, prepared_quantize, static_step
 
 
@@ -31,7 +32,8 @@ class Model:
         self.rounding = rounding_arg(rounding) if rounding is not None else self.options["rounding"]
         self.dynamic = self.options["dynamic"]
         self.weights = self.options["weights"]
-        self.float_acts = self.dynamic or self.weights == "fp16"
+        self.float_acts = self.dynamic or self.weights in ("fp16", "fp32")
+        self.sequence = "inputs" in meta  # a sequence model (docs/transformers.md): several named inputs
         self.target = target if target is not None else self.options.get("target")
         if self.target is not None:
             targets.target_arg(self.target)
@@ -43,6 +45,8 @@ class Model:
         self.act_dtype = np.dtype(ACT_TYPES[self.options["activations"]])
         self.input = meta["input"]
         self.input_shape = tuple(meta["input_shape"])
+        self.inputs = [dict(i, shape=tuple(i["shape"])) for i in meta["inputs"]] if self.sequence else \
+            [{"name": self.input, "shape": self.input_shape, "dtype": "float32", "optional": False}]
         self.outputs = list(meta["outputs"])
         self.steps = meta["steps"]
         self._build()
@@ -75,9 +79,10 @@ class Model:
         return sum(a.nbytes for k, a in self.arrays.items() if not k.startswith("t:"))
 
     def float_weight_bytes(self):
-        """fp32 weights and biases of the weighted layers."""
-        return sum(4 * int(np.prod(s["weight_shape"])) + 4 * s["weight_shape"][0]
-                   for s in self.steps if s["op"] in G.WEIGHTED)
+        """fp32 weights and biases of the weighted layers (and of gather and layer_norm)."""
+        return sum(4 * int(np.prod(s["weight_shape"])) * (2 if s["op"] == "layer_norm" else 1)
+                   + (4 * s["weight_shape"][0] if s["op"] in G.WEIGHTED else 0)
+                   for s in self.steps if s["op"] in G.WEIGHTED or s["op"] in G.FLOAT_WEIGHTED)
 
     def weight(self, s):
         """The int8 weights of step `s` in their float layout (ternary/binary codes unpacked)."""
@@ -105,6 +110,10 @@ class Model:
         """Static int8 models run on the C plan (plan.engine_plan), with or without target=; dynamic mode
         and fp16 weights run the numpy steps (steps.py; built on demand for run_all(engine=False) too)."""
         self._fns = None
+        self._engine = None
+        if self.sequence:
+            self._sequence = SequenceRunner(self)
+            return
         if not self.float_acts:
             sc, zp = self.qparams(self.input)
             if self.target is not None:
@@ -139,9 +148,12 @@ class Model:
 
     def run_all(self, x, threads=1, engine=True):
         """Every tensor of the run (internal layout: 4-D tensors NHWC), keyed by name.  `engine=False`
-        runs the numpy steps instead of the C plan (the same integers)."""
+        runs the numpy steps instead of the C plan (the same integers).  A sequence model takes a dict of
+        input name -> array and keeps its tensors' layout."""
         if type(threads) is not int or not 0 < threads <= THREADS_MAX:  # the common case without a call
             threads = threads_arg(threads)
+        if self.sequence:
+            return self._sequence.run(x, threads, True)
         x = self._check_x(x)
         if self._engine is not None and engine:
             views = self._engine.run(x, threads, False, True)
@@ -164,11 +176,15 @@ class Model:
     def run(self, x, threads=1, raw=False):
         """Outputs for a float batch `x` (the model's input shape with any batch size): dequantized
         float32, or with `raw` the int8/uint8 outputs (static mode).  One output: an array; several:
-        a tuple."""
+        a tuple.  A sequence model takes a dict of input name -> array (``input_ids``, ``attention_mask``,
+        ...; one array for a model of one required input), each checked (fixq.graph.check_feeds)."""
         if type(threads) is not int or not 0 < threads <= THREADS_MAX:  # the common case without a call
             threads = threads_arg(threads)
         if raw and self.float_acts:
             raise ValueError("raw=True needs a static int8 model; this model's outputs are float")
+        if self.sequence:
+            outs = self._sequence.run(x, threads)
+            return outs[0] if len(outs) == 1 else tuple(outs)
         if self._engine is not None:
             outs = self._engine.run(self._check_x(x), threads, raw, False)
             if self._softmax:

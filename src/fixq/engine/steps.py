@@ -248,7 +248,7 @@ def static_step(m, s):
 def float_step(m, s):
     """Float activations.  Dynamic mode: linear/conv quantize their input per batch (its own
     min/max), run the int8 GEMM to int32 and rescale to float.  fp16 weights: linear/conv run
-    lowbit.fp16_linear.  Everything else runs in float."""
+    lowbit.fp16_linear; fp32 weights: a float32 GEMM.  Everything else runs in float."""
     name, op, a = s["name"], s["op"], m.arrays
     act = {"relu": lambda y: np.maximum(y, 0), "relu6": lambda y: np.clip(y, 0, 6), None: None}[s["act"]]
     if op not in G.WEIGHTED:
@@ -281,12 +281,17 @@ def float_step(m, s):
             y = act(y)
         return y
 
-    if m.weights == "fp16":
+    if m.weights in ("fp16", "fp32"):
         w = a[f"{name}:weight"].astype(np.float32)  # float16 -> float32 -> float16 is exact
-        packs = [lowbit.pack_fp16(w if op == "linear" else L.conv_weight_hwc(w[k * og:(k + 1) * og]))
-                 for k in range(groups)]
+        ws = [w if op == "linear" else L.conv_weight_hwc(w[k * og:(k + 1) * og]) for k in range(groups)]
         biases = [np.ascontiguousarray(bias[k * og:(k + 1) * og]) for k in range(groups)]
-        fp16_linear = lowbit.fp16_linear
+        if m.weights == "fp16":
+            packs, fp16_linear = [lowbit.pack_fp16(wk) for wk in ws], lowbit.fp16_linear
+        else:  # float32 weights: one float GEMM
+            packs = [np.ascontiguousarray(wk.T) for wk in ws]
+
+            def fp16_linear(cols, wt, b):
+                return cols @ wt + b
 
         def fp16_step(x, threads):
             outs = []

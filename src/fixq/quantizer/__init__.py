@@ -20,7 +20,7 @@ from ..engine import Model
 from ..lowbit import binarize, pack_fp16, ternarize
 from ..qparams import choose_qparams, quantize_bias, tensor_qparams
 
-__all__ = ["METHODS", "quantize_model", "observers", "observe_ranges", "plan_steps", "calibrated_tensors",
+__all__ = ["METHODS", "GRANULARITIES", "quantize_model", "observers", "observe_ranges", "plan_steps", "calibrated_tensors",
            "lowbit_weights", "calibration_graph", "activation_table"]
 
 # Steps whose output gets its own calibrated scale and zero point (a requantization); the others
@@ -30,6 +30,7 @@ __all__ = ["METHODS", "quantize_model", "observers", "observe_ranges", "plan_ste
 REQUANTIZED = ("linear", "conv2d", "add", "mul", "concat", "global_avgpool") + G.TABLE_OPS
 
 METHODS = ("minmax", "moving_average", "percentile", "entropy", "mse")
+GRANULARITIES = ("row", "tensor")  # of a sequence model's dynamic activations: per row (token) or per tensor
 
 
 def plan_steps(g):
@@ -50,6 +51,8 @@ def plan_steps(g):
             step["axis"] = a["axis"]
         elif node.op in G.TABLE_OPS:
             step.update(a)
+        elif node.op in G.SEQUENCE_OPS:
+            step.update({k: v for k, v in a.items() if k not in ("weight", "bias")})
         if node.op in ("linear", "conv2d", "add", "mul"):
             cons = g.consumers(node.name)
             if (len(cons) == 1 and cons[0].op in ("relu", "relu6") and node.name not in g.outputs):
@@ -171,8 +174,34 @@ def observe_ranges(g, batches, method="minmax", tensors=None, progress=None, **o
     return {t: tuple(float(v) for v in o.range()) for t, o in obs.items()}
 
 
+def _sequence_options(g, dynamic, weights, target, granularity, int8_attention):
+    """The options of a sequence graph's model (docs/transformers.md), checked: it runs dynamic int8 or fp32."""
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"granularity must be one of {list(GRANULARITIES)}, got {granularity!r}")
+    if not isinstance(int8_attention, bool):
+        raise TypeError(f"int8_attention must be True or False, got {int8_attention!r}")
+    if not g.sequence:
+        if granularity != "row" or int8_attention:
+            raise ValueError("granularity= and int8_attention= apply to sequence graphs (docs/transformers.md); this "
+                             "graph is an image/MLP graph")
+        return {}
+    if target is not None:
+        raise ValueError("target= emulates a runtime's static int8 kernels; a sequence graph runs dynamic=True or "
+                         "weights='fp32'")
+    if weights == "fp32":
+        if int8_attention:
+            raise ValueError("int8_attention=True quantizes the attention matmuls of a dynamic model; weights='fp32' "
+                             "runs them in float")
+        return {}
+    if not dynamic or weights != "int8":
+        raise ValueError("a sequence graph (docs/transformers.md) runs in dynamic int8 (dynamic=True, weights='int8') "
+                         "or in float (weights='fp32')")
+    return {"granularity": granularity, "int8_attention": int8_attention}
+
+
 def quantize_model(g, calib=None, *, method="minmax", per_channel=True, weights="int8", activations="int8",
-                   dynamic=False, rounding="double", progress=None, method_options=None, target=None, ranges=None):
+                   dynamic=False, rounding="double", progress=None, method_options=None, target=None, ranges=None,
+                   granularity="row", int8_attention=False):
     """A :class:`Model` from the validated float graph `g` (see :func:`fixq.archive.load_float_model`).
 
     `calib` is an iterable of float input batches (NCHW, as the model takes them); static mode needs it,
@@ -183,6 +212,9 @@ def quantize_model(g, calib=None, *, method="minmax", per_channel=True, weights=
     path with alpha as the per-channel weight scale; or ``"fp16"``: float16 weights, float32
     activations (weight-only compression, fixq.fp16_linear), no calibration.  `target`: a runtime whose
     requantization the model emulates by default when run (``fixq.targets``, docs/conformance.md).
+    ``"fp32"``: float32 weights and activations (float mode, no quantization).  A sequence graph
+    (docs/transformers.md) takes ``dynamic=True`` (int8 linears, activations quantized per row or per tensor
+    at run time by `granularity`, the attention matmuls in float unless `int8_attention`) or ``"fp32"``.
     `ranges`, instead of `calib`: the (min, max) of every tensor of :func:`calibrated_tensors`, observed
     elsewhere (``fixq.dask.calibrate`` over a cluster, calibration graph :func:`calibration_graph`); `method`
     and `method_options` then only record how they were observed."""
@@ -195,9 +227,10 @@ def quantize_model(g, calib=None, *, method="minmax", per_channel=True, weights=
     rounding_arg(rounding)
     if target is not None:
         targets.target_arg(target)
-    if weights == "fp16":
+    if weights in ("fp16", "fp32"):
         dynamic, calib, ranges = False, None, None
-    float_acts = dynamic or weights == "fp16"
+    seq_options = _sequence_options(g, dynamic, weights, target, granularity, int8_attention)
+    float_acts = dynamic or weights in ("fp16", "fp32")
     act_dt = ACT_TYPES[activations]
     steps = plan_steps(g)
     if not float_acts:  # before calibration, not after it
@@ -224,6 +257,7 @@ def quantize_model(g, calib=None, *, method="minmax", per_channel=True, weights=
         for t, (sc, zp) in qp.items():
             arrays[f"t:{t}:scale"] = np.float32(sc)
             arrays[f"t:{t}:zero_point"] = np.int32(zp)
+    g_nodes = {n.name: n for n in g.nodes}
     for s in steps:
         name = s["name"]
         tensors[s["output"]] = list(g.shapes[s["output"]])
@@ -235,6 +269,9 @@ def quantize_model(g, calib=None, *, method="minmax", per_channel=True, weights=
             if weights == "fp16":
                 arrays[f"{name}:weight"] = pack_fp16(w.reshape(w.shape[0], -1)).weights.reshape(w.shape)
                 arrays[f"{name}:bias"] = b.astype(np.float32)
+                continue
+            if weights == "fp32":
+                arrays[f"{name}:weight"], arrays[f"{name}:bias"] = w, b.astype(np.float32)
                 continue
             s_in = None if dynamic else qp[s["inputs"][0]][0]
             if weights in LOWBIT_KEY:
@@ -260,6 +297,13 @@ def quantize_model(g, calib=None, *, method="minmax", per_channel=True, weights=
             arrays[f"{name}:bias"] = quantize_bias(b, s_in, ws)[0]
             m, sh, sc = _requant_params(bias_scale / np.float64(s_out))
             arrays[f"{name}:multiplier"], arrays[f"{name}:shift"], arrays[f"{name}:scale"] = m, sh, sc
+        elif s["op"] in G.FLOAT_WEIGHTED:
+            node = g_nodes[name]
+            w = g.weights[node.attrs["weight"]]
+            s["weight_shape"] = list(w.shape)
+            arrays[f"{name}:weight"] = w
+            if s["op"] == "layer_norm":
+                arrays[f"{name}:bias"] = g.weights[node.attrs["bias"]] if node.attrs["bias"] else np.zeros_like(w)
         elif s["op"] == "concat" and not float_acts:
             s_out = np.float64(qp[s["output"]][0])
             m, sh, sc = _requant_params([np.float64(qp[t][0]) / s_out for t in s["inputs"]])
@@ -281,13 +325,16 @@ def quantize_model(g, calib=None, *, method="minmax", per_channel=True, weights=
                     "per_channel": bool(per_channel or weights in LOWBIT_KEY),
                     "weights": weights, "activations": activations, "dynamic": bool(dynamic),
                     "rounding": rounding, "method_options": method_options or {},
-                    **({"target": target} if target is not None else {})},
+                    **({"target": target} if target is not None else {}), **seq_options},
         "graph": g.spec,
         "input": g.input,
         "input_shape": list(g.input_shape),
         "outputs": list(g.outputs),
-        "tensors": dict({g.input: list(g.input_shape)}, **tensors),
+        "tensors": dict({i["name"]: list(i["shape"]) for i in g.inputs}, **tensors),
         "steps": steps,
     }
+    if g.sequence:
+        meta["inputs"] = [dict(i, shape=list(i["shape"])) for i in g.inputs]
+        meta["dims"] = dict(g.dims)
     return Model(meta, arrays)
 
