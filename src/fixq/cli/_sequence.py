@@ -1,0 +1,72 @@
+"""``fixq run`` of a sequence model (docs/transformers.md): INPUT is an ``.npz`` of its named inputs
+(``input_ids``, ``attention_mask``[, ``token_type_ids``]), checked whole before anything runs, then run in
+batches into the output file."""
+import os
+import zipfile
+
+import click
+import numpy as np
+
+from ._classes import ClassIds, describe
+from ._common import CliError, atomic_output, progressbar
+from ._outputs import WRITERS, check_layout, shape_text
+from .. import graph as G
+
+
+def load_feeds(spec, m):
+    """The named arrays of the .npz `spec` for sequence model `m`, every key one of its inputs."""
+    if os.path.isdir(spec) or not os.path.exists(spec):
+        raise CliError(f"INPUT {spec}: no such file; give an .npz of the model's inputs "
+                       f"({', '.join(i['name'] for i in m.inputs)})")
+    names = ", ".join(i["name"] for i in m.inputs)
+    errors = (ValueError, OSError, EOFError, zipfile.BadZipFile, NotImplementedError, RuntimeError)
+    try:
+        z = np.load(spec, allow_pickle=False)
+    except errors as e:
+        raise CliError(f"INPUT {spec}: cannot read it as an .npz of arrays ({' '.join(str(e).split())})") from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise CliError(f"INPUT {spec}: a single array; a sequence model takes an .npz of its named inputs ({names}), "
+                       "e.g. numpy.savez(path, input_ids=..., attention_mask=...)")
+    with z:
+        try:
+            feeds = {k: z[k] for k in z.files}
+        except errors as e:
+            raise CliError(f"INPUT {spec}: cannot read it as an .npz of arrays ({' '.join(str(e).split())})") from None
+    try:
+        G.check_feeds(m._sequence.inputs, m._sequence.roles, feeds)
+    except (ValueError, TypeError) as e:
+        raise CliError(f"INPUT {spec}: {e}") from None
+    return feeds
+
+
+def run_sequence(m, input, output, fmt, argmax, batch_size, threads, raw, quiet):
+    if raw:
+        raise CliError("--raw writes int8 outputs and a sequence model's outputs are float; drop --raw")
+    shapes = [m.meta["tensors"][t] for t in m.outputs]
+    if argmax:
+        for t, shape in zip(m.outputs, shapes):
+            if len(shape) != 2:
+                raise CliError(f"--argmax needs [N, C] outputs and output {t!r} is {shape_text(shape)}; drop --argmax")
+    check_layout(output, fmt, m.outputs, shapes, argmax)
+    feeds = load_feeds(input, m)
+    n = len(next(iter(feeds.values())))
+    if n == 0:
+        raise CliError(f"INPUT {input}: no samples")
+    ids = [ClassIds(shape[1]) for shape in shapes] if argmax else None
+    with atomic_output(output) as tmp, WRITERS[fmt](tmp, m.outputs, n) as writer:
+        with progressbar(n, "running", quiet) as bar:
+            for i in range(0, n, batch_size):
+                ys = m.run({k: v[i:i + batch_size] for k, v in feeds.items()}, threads=threads)
+                ys = ys if isinstance(ys, tuple) else (ys,)
+                for acc, y in zip(ids or (), ys):
+                    acc.add(y)
+                if ids is None:
+                    writer.add(ys)
+                bar.update(len(ys[0]))
+        if ids is not None:
+            writer.add([acc.ids() for acc in ids])
+    for t, acc in zip(m.outputs, ids or ()):
+        if acc.columns == 1:
+            click.echo(f"{t}: {describe(acc.rule(), 1)}", err=True)
+    if not quiet:
+        click.echo(f"wrote {output}: {n} samples", err=True)
