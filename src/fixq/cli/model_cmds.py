@@ -354,6 +354,9 @@ def eval_(float_model, model, data, labels, plot, batch_size, as_json, force, qu
         except ImportError:
             raise CliError("--plot needs matplotlib (pip install matplotlib)") from None
     m = Model.load(model)
+    if m.sequence:
+        raise CliError(f"{model} is a sequence model; fixq eval compares models of one float input (--data): compare "
+                       "a sequence model's Model.run outputs in Python (docs/transformers.md)")
     try:
         g, _ = load_float_model(float_model, graph=m.meta["graph"])
     except G.GraphError as e:
