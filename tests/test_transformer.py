@@ -189,6 +189,16 @@ def test_single_required_input_takes_an_array():
     assert cosine(quantize_model(g, dynamic=True).run(x).reshape(10, 3), ref.reshape(10, 3)).min() > 0.99
 
 
+@pytest.mark.parametrize("name", ["digits_mlp", "digits_cnn"])
+def test_fp32_weights_on_image_models(tmp_path, name):
+    from fixq.archive import load_float_model
+    data = os.path.join(os.path.dirname(fixq.__file__), "data")
+    g, _ = load_float_model(os.path.join(data, name + ".npz"), activation="relu")
+    quantize_model(g, weights="fp32").save(tmp_path / "m.npz")
+    x = np.load(os.path.join(data, "digits_test_x.npy"))[:16]
+    np.testing.assert_allclose(fixq.Model.load(tmp_path / "m.npz").run(x), G.run_float(g, x), atol=1e-4)
+
+
 def test_reshape_rules():
     def shape(x, spec):
         return G.output_shape(G.Node("r", "reshape", ["x"], {"shape": spec}), [x], None, True)
