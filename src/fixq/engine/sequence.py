@@ -2,7 +2,8 @@
 GEMMs (``weights="fp32"``) or dynamic int8 (``dynamic=True``: activations quantized per row or per tensor at run
 time), attention matmuls in float or, with ``int8_attention``, dynamic int8; layer_norm, softmax and gelu on
 ``fixq.float_ops``.  Everything a step needs is looked up once, here, at load: a run is one checked feed and one
-call per step into a list of tensors numbered at load."""
+call per step into a list of tensors numbered at load.  The kernels take C-contiguous float32 arrays; the
+steps pass them so (np.ascontiguousarray copies only the broadcast view of a position table)."""
 import numpy as np
 
 from .. import gemm, graph as G
@@ -62,7 +63,7 @@ def _step(m, s, slots):
         return lambda env, threads: layer_norm(np.ascontiguousarray(env[i]), w, b, eps, threads=threads)
     if op == "gelu":
         approximate, gelu = s["approximate"], F.gelu
-        return lambda env, threads: gelu(env[i], approximate, threads=threads)
+        return lambda env, threads: gelu(np.ascontiguousarray(env[i]), approximate, threads=threads)
     if op == "softmax":
         axis, softmax = s["axis"], F.softmax
         if axis == len(m.meta["tensors"][s["output"]]) - 1:
@@ -71,7 +72,7 @@ def _step(m, s, slots):
     if op == "matmul":
         j = ins[1]
         mm = F.qmatmul_dynamic if m.options.get("int8_attention") else F.matmul
-        return lambda env, threads: mm(env[i], env[j], threads=threads)
+        return lambda env, threads: mm(np.ascontiguousarray(env[i]), np.ascontiguousarray(env[j]), threads=threads)
     if op == "transpose":
         perm = tuple(s["perm"])
         return lambda env, threads: np.ascontiguousarray(env[i].transpose(perm))
