@@ -255,7 +255,7 @@ def test_graph_validation_errors(tiny, edit, message):
 BAD_FEEDS = [
     (lambda f: f.update(input_id=f.pop("input_ids")), ValueError, "unknown input 'input_id'"),
     (lambda f: f.pop("attention_mask"), ValueError, "input 'attention_mask' is missing"),
-    (lambda f: f.update(input_ids=f["input_ids"].astype(np.float32)), TypeError, "must be a integer array"),
+    (lambda f: f.update(input_ids=f["input_ids"].astype(np.float32)), TypeError, "must be an integer array"),
     (lambda f: f.update(input_ids=f["input_ids"][:, :, None]), ValueError, "has shape"),
     (lambda f: f.update(attention_mask=f["attention_mask"][:, :5]), ValueError, "its seq dim is 5"),
     (lambda f: f.update(attention_mask=f["attention_mask"][:2]), ValueError, "give one batch"),
@@ -281,6 +281,19 @@ def test_bad_inputs_are_one_line_errors(tiny, edit, error, message, mode):
         G.run_float(g, f)
     with pytest.raises(TypeError, match="give a dict"):
         m.run(f.get("input_ids", np.zeros((1, 3), np.int64)))
+
+
+@pytest.mark.parametrize("n, length", [(0, 5), (1, 1), (2, SEQ_MAX)])
+def test_batch_and_length_edges(tiny, n, length):
+    _, _, g = tiny
+    f = feeds(np.random.default_rng(9), n=max(n, 1), length=length)
+    f = {k: v[:n] for k, v in f.items()}
+    ref = G.run_float(g, f)
+    for mode in (dict(weights="fp32"), dict(dynamic=True)):
+        y = quantize_model(g, **mode).run(f)
+        assert y.shape == (n, 32) and y.dtype == np.float32
+        if n:
+            assert cosine(y, ref).min() > 0.99
 
 
 def test_import_sources(tiny, tmp_path):

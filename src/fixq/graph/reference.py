@@ -211,7 +211,8 @@ def check_feeds(inputs, roles, feeds):
         x = np.asarray(feeds[name])
         want = "float" if inp["dtype"] == "float32" else "integer"
         if x.dtype.kind != ("f" if want == "float" else "i") and not (want == "integer" and x.dtype.kind == "u"):
-            raise TypeError(f"input {name!r} must be a {want} array, got dtype {x.dtype}")
+            raise TypeError(f"input {name!r} must be {'a float' if want == 'float' else 'an integer'} array, got dtype "
+                            f"{x.dtype}")
         text = "[N, " + ", ".join(map(str, shape[1:])) + "]"
         if x.ndim != len(shape):
             raise ValueError(f"input {name!r} has shape {x.shape}; the model needs {text}")
