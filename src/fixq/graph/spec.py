@@ -1,8 +1,8 @@
 """Float graphs (``fixq.graph/1``): the :class:`Graph`, its JSON spec, and validation.
 
-A graph is JSON (docs/engine.md) naming one input, nodes and outputs; :func:`validate` checks it
-against the weights and infers every tensor's shape before any work, raising :class:`GraphError`
-with one line naming the node and the key.  Without a graph, :func:`infer_mlp` builds a sequential
+A graph is JSON (docs/engine.md) naming its input (a sequence graph: several, docs/transformers.md), nodes
+and outputs; :func:`validate` checks it against the weights and infers every tensor's shape before any
+work, raising :class:`GraphError` with one line naming the node and the key.  Without a graph, :func:`infer_mlp` builds a sequential
 MLP from ``<layer>.weight``/``<layer>.bias`` pairs, with the activation the caller names.
 """
 import json
