@@ -37,11 +37,12 @@ class _Q:
 
 
 class _DQ:
-    """The float view (DequantizeLinear) of a quantized tensor."""
-    __slots__ = ("q",)
+    """The float view (DequantizeLinear) of a quantized tensor; `moved` when ORT's QDQ propagation put it
+    there (after a MaxPool / Reshape / Squeeze)."""
+    __slots__ = ("q", "moved")
 
-    def __init__(self, q):
-        self.q = q
+    def __init__(self, q, moved=False):
+        self.q, self.moved = q, moved
 
 
 class _CQ:
@@ -71,7 +72,10 @@ class _Pending:
 
 _PASS_THROUGH = ("MaxPool", "Flatten", "Reshape", "Identity", "Dropout", "Squeeze")
 _QDQ_FLOAT_OPS = ("Conv", "Gemm", "MatMul", "Add", "Mul", "GlobalAveragePool", "Softmax", "Sigmoid",
-                  "LeakyRelu") + _PASS_THROUGH
+                  "LeakyRelu", "Relu") + _PASS_THROUGH
+# ORT's QDQPropagationTransformer (CanNodePropagate): a DequantizeLinear read by nothing but one of these
+# ops moves after it, for the op versions listed there (opset ranges [first, end))
+_DQ_PROPAGATES = {"MaxPool": (12, 22), "Reshape": (5, 21), "Squeeze": (1, 21)}
 
 # MLAS MlasLogisticConstants (Eigen's rational approximation of the logistic function)
 _LOGISTIC_ALPHA = np.array([4.37031012579801e-11, 1.15627324459942e-07, 6.08574864600143e-05,
@@ -222,6 +226,12 @@ class _QImporter(_Importer):
         handler = getattr(self, "q_" + nd.op_type, None)
         if handler is not None:
             handler(nd)
+        elif (isinstance(ins[0], _DQ) and (ins[0].moved or self.uses.get(nd.input[0]) == 1)
+              and self.opset in range(*_DQ_PROPAGATES.get(nd.op_type, (0, 0)))):
+            # PropagateDQForward: the DequantizeLinear itself read once, then past every reader of the op
+            q = ins[0].q
+            self.pass_through(nd, q, q.scale, q.zp)
+            self.env[nd.output[0]] = _DQ(self.env[nd.output[0]], moved=True)
         elif nd.op_type in _QDQ_FLOAT_OPS and any(isinstance(v, (_DQ, _Pending)) for v in ins):
             self.env[nd.output[0]] = _Pending(nd)
         elif nd.op_type in ("Flatten", "Reshape", "Identity", "Squeeze") and isinstance(ins[0], (_Tensor,
@@ -338,11 +348,18 @@ class _QImporter(_Importer):
             self.fail(nd, f"per-axis weight scales on axis {cq.axis}; fixq has per-output-channel scales")
         return cq.q, np.asarray(cq.scale, np.float32).reshape(-1)
 
-    def bias_of(self, nd, cq):
+    def bias_of(self, nd, cq, s_in, ws):
         if cq is None:
             return None
+        if isinstance(cq, np.ndarray) and cq.dtype == np.float32 and cq.ndim == 1 and nd.op_type in ("Conv", "Gemm"):
+            # a float bias (PyTorch QAT exports): ORT's WeightBiasQuantization makes it
+            # Cast<int32>(Round(bias / (input_scale * weight_scale))), all in float32, ties to even
+            b = np.rint(cq / (np.float32(s_in) * ws.astype(np.float32)))
+            if not np.all(np.abs(b) < 2.0 ** 31):
+                self.fail(nd, "its float bias overflows int32 at scale input_scale * weight_scale")
+            return b.astype(np.int32)
         if not isinstance(cq, _CQ) or cq.q.dtype != np.int32:
-            self.fail(nd, "its bias must be the DequantizeLinear of an int32 constant")
+            self.fail(nd, "its bias must be a float32 constant or the DequantizeLinear of an int32 constant")
         return cq.q.reshape(-1)
 
     def conv_attrs(self, nd, q, w):
@@ -356,6 +373,10 @@ class _QImporter(_Importer):
         v = self.env.get(nd.input[i])
         if isinstance(v, _DQ):
             return v.q
+        if isinstance(v, _Pending):
+            self.fail(nd, f"input {i} is the float output of {v.nd.op_type} node {v.nd.name!r}, not a "
+                          "DequantizeLinear, so ORT runs this node in float; fixq runs int8 ops (quantize that "
+                          "output, or use Reshape / view, which ORT moves the DequantizeLinear past, for Flatten)")
         if not isinstance(v, _Q):
             self.fail(nd, f"input {i} must be a quantized tensor")
         return v
@@ -364,10 +385,21 @@ class _QImporter(_Importer):
         """The int8 step ORT's QDQ fusion makes of float node `nd` with output quantization (scale, zp)."""
         op = nd.op_type
         ins = [self.env.get(t) if t else None for t in nd.input]
-        if op == "Conv":
+        if op == "Relu":  # ORT's ReluQuantFusion: Relu before a QuantizeLinear that clamps at 0 anyway
+            src = ins[0]
+            if zp != np.iinfo(self.act_dtype).min:
+                self.fail(nd, "a Relu before a QuantizeLinear whose zero point is not the type's minimum: ORT "
+                              "runs the op before it in float; fixq runs int8 ops")
+            if isinstance(src, _Pending) and self.uses.get(nd.input[0]) == 1:
+                return self.materialize(src.nd, scale, zp, qnode)
+            q = self.q_input(nd, 0)
+            if (q.scale, q.zp) != (scale, zp):
+                self.fail(nd, "Relu between different scales; ORT keeps it in float here, fixq does not")
+            self.env[qnode.output[0]] = q
+        elif op == "Conv":
             q = self.q_input(nd, 0)
             w, ws = self.weight_of(nd, ins[1], 0)
-            b = self.bias_of(nd, ins[2] if len(ins) > 2 else None)
+            b = self.bias_of(nd, ins[2] if len(ins) > 2 else None, q.scale, ws)
             self.step(qnode, "conv2d", [q], scale, zp, self.conv_attrs(nd, q, w), w, ws, b)
         elif op in ("Gemm", "MatMul"):
             q = self.q_input(nd, 0)
@@ -375,7 +407,7 @@ class _QImporter(_Importer):
                 self.fail(nd, "a quantized Gemm with transA or alpha is not supported")
             trans = op == "Gemm" and self.attr(nd, "transB", 0)
             w, ws = self.weight_of(nd, ins[1], 0 if trans else 1)
-            b = self.bias_of(nd, ins[2] if len(ins) > 2 else None)
+            b = self.bias_of(nd, ins[2] if len(ins) > 2 else None, q.scale, ws)
             self.step(qnode, "linear", [q], scale, zp, None, w if trans else np.ascontiguousarray(w.T), ws, b)
         elif op in ("Add", "Mul"):
             a, b = self.q_input(nd, 0), self.q_input(nd, 1)
