@@ -82,10 +82,12 @@ def test_qat_conv_net_keeps_trained_qparams_and_equals_ort(tmp_path, act, per_ch
     m = import_onnx(str(path))
     assert m.target == "onnxruntime" and [s["op"] for s in m.steps] == ["conv2d", "conv2d", "maxpool2d", "flatten",
                                                                        "linear"]
-    # the trained scales and zero points, as float32 and integers, exactly
+    # the trained scales and zero points, as float32 and integers, exactly (int8 ones as ORT runs them: uint8,
+    # zero point + 128, its QDQS8ToU8Transformer)
+    shift = 128 if act == "s8" else 0
     for tensor, fq in ((m.input, net.quant.activation_post_process), (m.steps[0]["name"], net.c1.activation_post_process),
                        (m.steps[1]["name"], net.c2.activation_post_process), (m.outputs[0], net.fc.activation_post_process)):
-        assert m.qparams(tensor) == (float(fq.scale.item()), int(fq.zero_point.item()))
+        assert m.qparams(tensor) == (float(fq.scale.item()), int(fq.zero_point.item()) + shift)
     np.testing.assert_array_equal(m.arrays[f"{m.steps[0]['name']}:weight_scale"],
                                   net.c1.weight_fake_quant.scale.numpy().astype(np.float32).reshape(-1))
     x = np.random.default_rng(5).random((256, 1, 8, 8), dtype=np.float32)

@@ -161,6 +161,13 @@ def mean_requant(m, s):
     return m._requant_kw(s["name"]), None
 
 
+def ort_avgpool(m, s):
+    """Whether avgpool2d step `s` runs ORT's QLinearAveragePool arithmetic (float32, numpy steps): with target
+    onnxruntime, and wherever its input and output scales differ (only ORT models have such steps); else
+    TFLite's integer average of one scale."""
+    return m.target == "onnxruntime" or m.qparams(s["inputs"][0]) != m.qparams(s["output"])
+
+
 def _gemm_step(m, s, w, bias, rq=None, target=None):
     """The GEMM step of a linear or (grouped) conv: the weights packed per group, the output stage `rq`
     (or a target's epilogue), the input zero point and the text of a possible int32 overflow."""
@@ -230,6 +237,8 @@ def engine_step(m, s):
     if op == "relu6":
         lo, hi = targets.activation_range("relu6", sc_out, zp_out, dt, m.target)
         return dict(op="clamp", lo=lo, hi=hi)
+    if op == "avgpool2d" and ort_avgpool(m, s):
+        return None
     if op in ("maxpool2d", "avgpool2d"):
         return dict(op=op[:-2], kernel=tuple(s["kernel"]), stride=tuple(s["stride"]), padding=tuple(s["padding"]),
                     lo=qmin, zp=zp_out)

@@ -8,7 +8,7 @@ from .. import _core, arith, gemm, graph as G, layout as L, lowbit, targets
 from .._validate import INT_RANGES, scale_arg, zero_point_arg
 from ..archive import ArchiveError
 from ..qparams import tensor_qparams
-from .plan import eltwise_params, mean_requant
+from .plan import eltwise_params, mean_requant, ort_avgpool
 
 def prepared_quantize(scale, zero_point, dt):
     """``arith.quantize(x, scale, zero_point, dt)`` per tensor, its arguments checked once here."""
@@ -220,6 +220,10 @@ def static_step(m, s):
     if op == "maxpool2d":
         geo = (tuple(s["kernel"]), tuple(s["stride"]), tuple(s["padding"]))
         return lambda x, threads: L.window_reduce(x, *geo, qmin, np.maximum)
+    if op == "avgpool2d" and ort_avgpool(m, s):
+        geo = (tuple(s["kernel"]), tuple(s["stride"]), tuple(s["padding"]))
+        args = (sc_in[0], zp_in[0], sc_out, zp_out, dt)
+        return lambda x, threads: targets.onnxruntime.qlinear_avgpool(x, *geo, *args)
     if op == "avgpool2d":
         geo = (tuple(s["kernel"]), tuple(s["stride"]), tuple(s["padding"]))
         count = geo[0][0] * geo[0][1]

@@ -71,8 +71,10 @@ class _Pending:
 
 
 _PASS_THROUGH = ("MaxPool", "Flatten", "Reshape", "Identity", "Dropout", "Squeeze")
-_QDQ_FLOAT_OPS = ("Conv", "Gemm", "MatMul", "Add", "Mul", "GlobalAveragePool", "Softmax", "Sigmoid",
-                  "LeakyRelu", "Relu") + _PASS_THROUGH
+_TABLES = {"Sigmoid": "sigmoid", "LeakyRelu": "leaky_relu", "Tanh": "tanh", "HardSigmoid": "hardsigmoid",
+           "HardSwish": "hardswish"}
+_QDQ_FLOAT_OPS = ("Conv", "Gemm", "MatMul", "Add", "Mul", "GlobalAveragePool", "AveragePool", "Softmax",
+                  "Relu") + tuple(_TABLES) + _PASS_THROUGH
 # ORT's QDQPropagationTransformer (CanNodePropagate): a DequantizeLinear read by nothing but one of these
 # ops moves after it, for the op versions listed there (opset ranges [first, end))
 _DQ_PROPAGATES = {"MaxPool": (12, 22), "Reshape": (5, 21), "Squeeze": (1, 21)}
@@ -112,14 +114,56 @@ def _mlas_logistic(x):
     return np.maximum(np.float32(0), (x * p) / q + np.float32(0.5))
 
 
-def _ort_table(op, alpha, s_in, zp_in, s_out, zp_out, dt):
-    """ORT's QlinearBuildLookupTable (QLinearSigmoid, QLinearLeakyRelu): each input byte's value
-    dequantized as X_scale * (q - zp) in float32, the function in float32 (MlasComputeLogistic, or
-    ``v >= 0 ? v : alpha * v``), then MlasQuantizeLinear (float32 division, ties to even)."""
+# MLAS MlasTanhConstants (Eigen's rational approximation of tanh): odd numerator, even denominator
+_TANH_ALPHA = np.array([-2.76076847742355e-16, 2.00018790482477e-13, -8.60467152213735e-11, 5.12229709037114e-08,
+                        1.48572235717979e-05, 6.37261928875436e-04, 4.89352455891786e-03], np.float32)
+_TANH_BETA = np.array([1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900e-03, 4.89352518554385e-03],
+                      np.float32)
+
+
+def _mlas_tanh(x):
+    """MLAS MlasTanhKernel (x86-64: its FMA3 form): x clamped to [-9, 9], p and q by fused multiply-adds in
+    x^2, then x * p / q, all in float32."""
+    x = np.clip(x, np.float32(-9), np.float32(9)).astype(np.float32)
+    x2 = x * x
+    p = _fma32(x2, np.float32(_TANH_ALPHA[0]), _TANH_ALPHA[1])
+    for a in _TANH_ALPHA[2:]:
+        p = _fma32(p, x2, a)
+    q = _fma32(x2, np.float32(_TANH_BETA[0]), _TANH_BETA[1])
+    for b in _TANH_BETA[2:]:
+        q = _fma32(q, x2, b)
+    return (p * x) / q
+
+
+def _hardsigmoid(x, alpha, beta):
+    """ORT HardSigmoid (float32): max(0, min(1, alpha * x + beta)), the product and the sum each rounded."""
+    return np.maximum(np.float32(0), np.minimum(np.float32(1), np.float32(alpha) * x + np.float32(beta)))
+
+
+def _ort_function(op, x, a):
+    """The float32 function ORT applies to dequantized values `x` for table op `op` (attributes `a`)."""
+    if op == "sigmoid":
+        return _mlas_logistic(x)
+    if op == "leaky_relu":
+        return np.where(x >= 0, x, np.float32(a["alpha"]) * x)
+    if op == "tanh":
+        return _mlas_tanh(x)
+    if op == "hardsigmoid":
+        return _hardsigmoid(x, a["alpha"], a["beta"])
+    # HardSwish: ORT expands its function body, x * HardSigmoid(x, alpha = 1/6, beta = 1/2), in float32
+    return x * _hardsigmoid(x, np.float32(1 / 6), 0.5)
+
+
+def _ort_table(op, a, s_in, zp_in, s_out, zp_out, dt):
+    """ORT's arithmetic for a table op on each of the 256 input bytes: the value dequantized as
+    X_scale * (q - zp) in float32, the function in float32, then MlasQuantizeLinear (float32 division, ties
+    to even).  QLinearSigmoid / QLinearLeakyRelu build this table themselves (QlinearBuildLookupTable);
+    Tanh, HardSigmoid and HardSwish between DequantizeLinear and QuantizeLinear stay float ops in ORT's
+    optimized graph, and as their input holds 256 values the table is their result on every input."""
     dt = np.dtype(dt)
     q = np.arange(256, dtype=np.uint8).view(dt).astype(np.int32)
     x = np.float32(s_in) * (q - zp_in).astype(np.float32)
-    y = _mlas_logistic(x) if op == "sigmoid" else np.where(x >= 0, x, np.float32(alpha) * x)
+    y = _ort_function(op, x, a).astype(np.float32)
     info = np.iinfo(dt)
     return np.clip(np.rint(y / np.float32(s_out)) + zp_out, info.min, info.max).astype(dt)
 
@@ -137,6 +181,7 @@ class _QImporter(_Importer):
         self.act_dtype = None
         self.per_channel = False
         self.input_q = None
+        self.q_outputs, self.dq_reads = set(), {}
 
     # -- records ---------------------------------------------------------------------------------------
     def qparams(self, nd, s_i, z_i):
@@ -181,8 +226,7 @@ class _QImporter(_Importer):
             s["axis"] = a["axis"]
         elif op in G.TABLE_OPS:
             s.update(a)
-            self.arrays[f"{name}:table"] = _ort_table(op, a.get("alpha"), ins[0].scale, ins[0].zp, scale, zp,
-                                                      self.act_dtype)
+            self.arrays[f"{name}:table"] = _ort_table(op, a, ins[0].scale, ins[0].zp, scale, zp, self.act_dtype)
         if weight is not None:
             if weight.dtype != np.int8:
                 self.fail(nd, f"weights of dtype {weight.dtype}; fixq runs int8 weights")
@@ -258,6 +302,9 @@ class _QImporter(_Importer):
         if self.input_q is None:
             raise OnnxError(f"input {self.input_name!r}: no QuantizeLinear reads it ({DOCS})")
         self.tensor_record(self.input_name, self.input_shape, self.input_q[0], self.input_q[1])
+        if self.act_dtype == np.int8 and self.q_outputs and all(
+                self.uses.get(t) == 1 and self.dq_reads.get(t) == 1 for t in self.q_outputs):
+            self.to_uint8()
         meta = {
             "format": QMODEL_FORMAT, "fixq_version": VERSION,
             "options": {"method": "onnx", "per_channel": self.per_channel, "weights": "int8",
@@ -278,6 +325,19 @@ class _QImporter(_Importer):
             raise OnnxError(f"{e} ({DOCS})") from None
         return Model(meta, self.arrays)
 
+    def to_uint8(self):
+        """ORT's QDQS8ToU8Transformer: every int8 QuantizeLinear read by one DequantizeLinear only becomes
+        uint8 with its zero point + 128, so ORT's kernels run this model on uint8 activations.  The same
+        values, but the kernels that add the zero point in float before rounding (QLinearAdd, QLinearMul,
+        QLinearAveragePool) can round differently with it: fixq runs the uint8 model ORT runs."""
+        self.act_dtype = np.dtype(np.uint8)
+        flip = np.arange(256) ^ 0x80  # the int8 table's entry for uint8 byte b is at byte b ^ 0x80
+        for k in list(self.arrays):
+            if k.startswith("t:") and k.endswith(":zero_point"):
+                self.arrays[k] = np.int32(self.arrays[k] + 128)
+            elif k.endswith(":table"):
+                self.arrays[k] = self.arrays[k].view(np.uint8)[flip] ^ np.uint8(0x80)
+
     # -- boundaries ---------------------------------------------------------------------------------------
     def q_QuantizeLinear(self, nd):
         x = self.env[nd.input[0]]
@@ -294,6 +354,7 @@ class _QImporter(_Importer):
             self.env[nd.output[0]] = np.clip(q, info.min, info.max).astype(z.dtype)
             return
         scale, zp = self.qparams(nd, 1, 2)
+        self.q_outputs.add(nd.output[0])
         if isinstance(x, (_Tensor, _InputView)):
             if self.input_q is not None and self.input_q != (scale, zp):
                 self.fail(nd, "the input is quantized twice with different scales")
@@ -322,6 +383,7 @@ class _QImporter(_Importer):
             self.env[nd.output[0]] = _CQ(x, s, z, self.attr(nd, "axis", 1))
         elif isinstance(x, _Q):
             scale, zp = self.qparams(nd, 1, 2)
+            self.dq_reads[nd.input[0]] = self.dq_reads.get(nd.input[0], 0) + 1
             if (scale, zp) != (x.scale, x.zp):
                 self.fail(nd, "dequantizes with other parameters than its tensor was quantized with")
             self.env[nd.output[0]] = _DQ(x)
@@ -414,9 +476,10 @@ class _QImporter(_Importer):
             self.step(qnode, op.lower(), [a, b], scale, zp, squeezed=a.squeezed)
         elif op == "GlobalAveragePool":
             self.step(qnode, "global_avgpool", [self.q_input(nd, 0)], scale, zp, squeezed=True)
-        elif op in ("Sigmoid", "LeakyRelu"):  # ORT fuses them into QLinearSigmoid / QLinearLeakyRelu
-            q = self.q_input(nd, 0)
-            self._lookup(qnode, q, op, scale, zp, self.attr(nd, "alpha", 0.01))
+        elif op in _TABLES:  # Sigmoid, LeakyRelu: ORT fuses them into QLinearSigmoid / QLinearLeakyRelu
+            self._lookup(qnode, nd, self.q_input(nd, 0), op, scale, zp)
+        elif op == "AveragePool":  # ORT fuses it into QLinearAveragePool
+            self.avgpool(nd, self.q_input(nd, 0), scale, zp, qnode.output[0])
         elif op in _PASS_THROUGH:
             src = self.env.get(nd.input[0])
             if isinstance(src, _Pending):
@@ -428,10 +491,11 @@ class _QImporter(_Importer):
         else:
             self.fail(nd, "this float op between quantized tensors is not supported")
 
-    def pass_through(self, nd, q, scale, zp, out=None):
-        """MaxPool / Flatten / Reshape / Identity on a quantized tensor: its scale and zero point kept."""
+    def pass_through(self, nd, q, scale, zp, out=None, op=None):
+        """MaxPool / Flatten / Reshape / Identity on a quantized tensor (its scale and zero point kept), or the
+        float importer's reading of ONNX op `op` (AveragePool) with output quantization (scale, zp)."""
         out = out or nd.output[0]
-        op = nd.op_type
+        op = op or nd.op_type
         if op in ("Identity", "Dropout"):
             self.env[out] = q
             return
@@ -512,18 +576,28 @@ class _QImporter(_Importer):
         scale, zp = self.qparams(nd, 3, 4)
         self.step(nd, "global_avgpool", [self.q_input(nd, 0)], scale, zp, squeezed=True)
 
-    def _lookup(self, nd, q, op, scale, zp, alpha):
-        if op == "Sigmoid":
-            return self.step(nd, "sigmoid", [q], scale, zp, squeezed=q.squeezed)
-        return self.step(nd, "leaky_relu", [q], scale, zp, {"alpha": float(alpha)}, squeezed=q.squeezed)
+    def _lookup(self, qnode, nd, q, op, scale, zp):
+        """The table step of ONNX op `op` (its attributes on node `nd`), named after `qnode`."""
+        attrs = {k: float(self.attr(nd, k, d)) for k, d in G.OPS[_TABLES[op]][1].items()}
+        return self.step(qnode, _TABLES[op], [q], scale, zp, attrs, squeezed=q.squeezed)
 
     def q_QLinearSigmoid(self, nd):
         scale, zp = self.qparams(nd, 3, 4)
-        self._lookup(nd, self.q_input(nd, 0), "Sigmoid", scale, zp, None)
+        self._lookup(nd, nd, self.q_input(nd, 0), "Sigmoid", scale, zp)
 
     def q_QLinearLeakyRelu(self, nd):
         scale, zp = self.qparams(nd, 3, 4)
-        self._lookup(nd, self.q_input(nd, 0), "LeakyRelu", scale, zp, self.attr(nd, "alpha", 0.01))
+        self._lookup(nd, nd, self.q_input(nd, 0), "LeakyRelu", scale, zp)
+
+    def avgpool(self, nd, q, scale, zp, out):
+        """QLinearAveragePool (or its QDQ form): avgpool2d, ORT's arithmetic (fixq.targets.onnxruntime)."""
+        if self.attr(nd, "channels_last", 0):
+            self.fail(nd, "channels_last=1 is not supported")
+        self.pass_through(nd, q, scale, zp, out=out, op="AveragePool")
+
+    def q_QLinearAveragePool(self, nd):
+        scale, zp = self.qparams(nd, 3, 4)
+        self.avgpool(nd, self.q_input(nd, 0), scale, zp, nd.output[0])
 
     def q_QLinearConcat(self, nd):
         scale, zp = self.qparams(nd, 0, 1)

@@ -52,6 +52,32 @@ ACTIVATION = Recipe(
     "QuantizeLinear of the bound: zp + rne(f / s_y) in float32, saturated (Relu: [zp, qmax], "
     "Clip(0, 6): [zp, q(6)], Clip(-1, 1): [q(-1), q(1)])", activation_bound)
 
+def qlinear_avgpool(x, kernel, stride, padding, in_scale, in_zp, out_scale, out_zp, dtype):
+    """ORT QLinearAveragePool (contrib_ops/cpu/quantization/qlinear_pool.cc), count_include_pad=1, on NHWC
+    `x`: each input dequantized as x_scale * (int)(q - zp) in float32, each window summed in float32 row
+    by row (padding adds nothing), divided by the kernel area, then
+    saturate(nearbyintf(y / y_scale + (float)y_zero_point)): the zero point added before rounding, ties
+    to even.  A window over the whole image without padding is QLinearGlobalAveragePool's arithmetic
+    (the kernel's fallback): the int32 sum of (q - zp) times mean_scale, rounded half to even, + zp."""
+    n, h, w, c = x.shape
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    lo, hi = np.iinfo(dtype).min, np.iinfo(dtype).max
+    if (kh, kw) == (h, w) and (ph, pw) == (0, 0):
+        acc = x.sum(axis=(1, 2), dtype=np.int32, keepdims=True) - np.int32(in_zp * h * w)
+        v = np.rint((acc.astype(np.float32) * mean_scale(in_scale, out_scale, h * w)).astype(np.float32))
+        return np.clip(v + out_zp, lo, hi).astype(dtype)
+    f = (np.float32(in_scale) * (x.astype(np.int32) - in_zp).astype(np.float32)).astype(np.float32)
+    f = np.pad(f, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
+    oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    acc = np.zeros((n, oh, ow, c), np.float32)
+    for i in range(kh):
+        for j in range(kw):
+            acc += f[:, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw, :]
+    y = (acc / np.float32(kh * kw)).astype(np.float32)
+    v = np.rint(((y / np.float32(out_scale)).astype(np.float32) + np.float32(out_zp)).astype(np.float32))
+    return np.clip(v, lo, hi).astype(dtype)
+
+
 def mean_scale(in_scale, out_scale, count):
     """MLAS QLinearGlobalAveragePool's scale: ScaleInput / (ScaleOutput * (float)ImageSize) in float32."""
     return np.float32(np.float32(in_scale) / np.float32(np.float32(out_scale) * np.float32(count)))
