@@ -65,3 +65,48 @@ def test_average_pool_excluding_padding_is_refused_by_name():
     with pytest.raises(fixq.io.OnnxError, match=r"node 'pool' \(QLinearAveragePool, opset 17\): AveragePool with "
                                                 r"padding and count_include_pad=0"):
         fixq.import_onnx(_model("QOperator", np.uint8, geo, (0.1, 3), (0.1, 3)))
+
+
+# -- export ---------------------------------------------------------------------------------------------
+
+def _pool_concat_model(act):
+    from fixq.quantizer import quantize_model
+    spec = {"format": "fixq.graph/1", "inputs": [{"name": "x", "shape": [None, 2, 8, 8]}], "nodes": [
+        {"name": "c1", "op": "conv2d", "inputs": ["x"], "padding": 1},
+        {"name": "r1", "op": "relu", "inputs": ["c1"]},
+        {"name": "ap", "op": "avgpool2d", "inputs": ["r1"], "kernel": 3, "stride": 1, "padding": 1},
+        {"name": "c2", "op": "conv2d", "inputs": ["x"], "padding": 0},
+        {"name": "cat", "op": "concat", "inputs": ["ap", "c2", "r1"], "axis": 1},
+        {"name": "ap2", "op": "avgpool2d", "inputs": ["cat"], "kernel": 2, "stride": 2},
+        {"name": "f", "op": "flatten", "inputs": ["ap2"]},
+        {"name": "fc", "op": "linear", "inputs": ["f"]}], "outputs": ["fc"]}
+    rng = np.random.default_rng(0)
+    w = {"c1.weight": rng.normal(size=(6, 2, 3, 3)).astype(np.float32) / 3,
+         "c1.bias": rng.normal(size=6).astype(np.float32) / 5,
+         "c2.weight": rng.normal(size=(4, 2, 1, 1)).astype(np.float32),
+         "c2.bias": rng.normal(size=4).astype(np.float32) / 5,
+         "fc.weight": rng.normal(size=(10, 16 * 16)).astype(np.float32) / 10}
+    g = fixq.graph.validate(spec, w)
+    return quantize_model(g, [rng.random((64, 2, 8, 8), dtype=np.float32) * 2 - 0.5], activations=act)
+
+
+@pytest.mark.parametrize("act", ["uint8", "int8"])
+def test_export_of_avgpool_and_concat_runs_in_ort_as_target_onnxruntime(act, tmp_path):
+    m = _pool_concat_model(act)
+    # concat requantizes inputs at two other scales (the pool keeps its input's)
+    assert m.qparams("ap") == m.qparams("r1") and len({m.qparams(t) for t in ("ap", "c2", "cat")}) == 3
+    path = tmp_path / "m.onnx"
+    proto = fixq.export_onnx(m, str(path))
+    assert {"AveragePool", "Concat"} <= {n.op_type for n in proto.graph.node}
+    x = np.random.default_rng(9).random((512, 2, 8, 8), dtype=np.float32) * 2 - 0.5
+    ref = _ort_path(path, x)
+    want = fixq.Model(m.meta, m.arrays, target="onnxruntime").run(x)
+    assert np.array_equal(want, ref), f"{(want != ref).sum()} of {ref.size} differ"
+    np.testing.assert_array_equal(fixq.Model.load(str(path)).run(x), ref)  # the exported model imported back
+
+
+def _ort_path(path, x):
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    s = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return s.run(None, {s.get_inputs()[0].name: x})[0]

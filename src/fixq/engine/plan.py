@@ -230,6 +230,13 @@ def engine_step(m, s):
         in_rq = [None if (sc_in[i], zp_in[i]) == (sc_out, zp_out) else
                  engine_rq(m, {k: v[i:i + 1] for k, v in rq.items()}, zp_out, qmin, qmax, 1)
                  for i in range(len(zp_in))]
+        if m.target == "onnxruntime":  # QLinearConcat's tables where an fp32 output stage gives them
+            scales = [None if r is None else targets.onnxruntime.concat_scale(sc_in[i], zp_in[i], sc_out, zp_out, dt)
+                      for i, r in enumerate(in_rq)]
+            if any(r is not None and c is None for r, c in zip(in_rq, scales)):
+                return None
+            in_rq = [None if c is None else engine_rq(m, {"scale": np.array([c], np.float32)}, zp_out, qmin, qmax, 1,
+                                                      "fp32") for c in scales]
         return dict(op="concat", axis=L.internal_axis(s["axis"], nd) if nd == 4 else 3,
                     in_zp=np.array(zp_in, np.int32), in_rq=in_rq)
     if op == "relu":

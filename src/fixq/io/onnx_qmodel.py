@@ -73,7 +73,7 @@ class _Pending:
 _PASS_THROUGH = ("MaxPool", "Flatten", "Reshape", "Identity", "Dropout", "Squeeze")
 _TABLES = {"Sigmoid": "sigmoid", "LeakyRelu": "leaky_relu", "Tanh": "tanh", "HardSigmoid": "hardsigmoid",
            "HardSwish": "hardswish"}
-_QDQ_FLOAT_OPS = ("Conv", "Gemm", "MatMul", "Add", "Mul", "GlobalAveragePool", "AveragePool", "Softmax",
+_QDQ_FLOAT_OPS = ("Conv", "Gemm", "MatMul", "Add", "Mul", "GlobalAveragePool", "AveragePool", "Concat", "Softmax",
                   "Relu") + tuple(_TABLES) + _PASS_THROUGH
 # ORT's QDQPropagationTransformer (CanNodePropagate): a DequantizeLinear read by nothing but one of these
 # ops moves after it, for the op versions listed there (opset ranges [first, end))
@@ -478,6 +478,10 @@ class _QImporter(_Importer):
             self.step(qnode, "global_avgpool", [self.q_input(nd, 0)], scale, zp, squeezed=True)
         elif op in _TABLES:  # Sigmoid, LeakyRelu: ORT fuses them into QLinearSigmoid / QLinearLeakyRelu
             self._lookup(qnode, nd, self.q_input(nd, 0), op, scale, zp)
+        elif op == "Concat":  # ORT fuses it into QLinearConcat
+            qs = [self.q_input(nd, i) for i in range(len(nd.input))]
+            axis = self.attr(nd, "axis") % len(qs[0].onnx_shape)
+            self.step(qnode, "concat", qs, scale, zp, {"axis": axis}, squeezed=qs[0].squeezed)
         elif op == "AveragePool":  # ORT fuses it into QLinearAveragePool
             self.avgpool(nd, self.q_input(nd, 0), scale, zp, qnode.output[0])
         elif op in _PASS_THROUGH:
