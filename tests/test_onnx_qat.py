@@ -85,8 +85,9 @@ def test_qat_conv_net_keeps_trained_qparams_and_equals_ort(tmp_path, act, per_ch
     # the trained scales and zero points, as float32 and integers, exactly (int8 ones as ORT runs them: uint8,
     # zero point + 128, its QDQS8ToU8Transformer)
     shift = 128 if act == "s8" else 0
-    for tensor, fq in ((m.input, net.quant.activation_post_process), (m.steps[0]["name"], net.c1.activation_post_process),
-                       (m.steps[1]["name"], net.c2.activation_post_process), (m.outputs[0], net.fc.activation_post_process)):
+    observers = (net.quant, net.c1, net.c2, net.fc)
+    for tensor, fq in zip((m.input, m.steps[0]["name"], m.steps[1]["name"], m.outputs[0]),
+                          (o.activation_post_process for o in observers)):
         assert m.qparams(tensor) == (float(fq.scale.item()), int(fq.zero_point.item()) + shift)
     np.testing.assert_array_equal(m.arrays[f"{m.steps[0]['name']}:weight_scale"],
                                   net.c1.weight_fake_quant.scale.numpy().astype(np.float32).reshape(-1))

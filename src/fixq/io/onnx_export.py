@@ -4,7 +4,8 @@ Each quantized tensor is a uint8 ONNX tensor with the model's own scale and zero
 by 128, zero point + 128: the model ORT's own int8-to-uint8 rewrite would run); each
 step reads the DequantizeLinear views of its inputs and writes through a QuantizeLinear, the form ORT's
 default session fuses into its QLinear kernels (QLinearConv, QGemm, QLinearAdd, QLinearMul,
-QLinearGlobalAveragePool, QLinearAveragePool, QLinearConcat), so that ORT computes what ``Model.load(path, target="onnxruntime")`` does.
+QLinearGlobalAveragePool, QLinearAveragePool, QLinearConcat), so that ORT computes what
+``Model.load(path, target="onnxruntime")`` does.
 Weights are int8 initializers with per-channel (axis 0) or per-tensor scales, biases int32 with scale
 ``s_in * s_w``.  Flatten, MaxPool and the clamps of ReLU / ReLU6 that change nothing run on the
 integer tensors; a table op (sigmoid, tanh, ...) is its 256-entry table as a ``Gather`` on the input's
@@ -142,9 +143,8 @@ class _Exporter:
             lo, hi = m.qparams(out)[1], INT_RANGES[self.dt][1]
             if op == "relu6":
                 lo, hi = targets.activation_range("relu6", *m.qparams(out), self.dt, m.target)
-            self.q[out] = self.node("Clip", [self.q[ins[0]], self.init(f"{name}:lo", np.array(lo + self.shift, np.uint8)),
-                                             self.init(f"{name}:hi", np.array(hi + self.shift, np.uint8))],
-                                    [f"{out}:q"], name)
+            bounds = [self.init(f"{name}:{k}", np.array(v + self.shift, np.uint8)) for k, v in (("lo", lo), ("hi", hi))]
+            self.q[out] = self.node("Clip", [self.q[ins[0]]] + bounds, [f"{out}:q"], name)
             return
         if op in G.TABLE_OPS:  # Gather by the uint8 value; an int8 table's entry for value b is at byte b ^ 0x80
             idx = self.node("Cast", [self.q[ins[0]]], [f"{name}:index"], f"{name}:index",
