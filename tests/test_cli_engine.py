@@ -8,6 +8,7 @@ from click.testing import CliRunner
 
 from fixq.cli import cli
 from fixq.cli.demo import bundled
+import fixq.graph as G
 from fixq.archive import load_float_model
 from fixq.engine import Model
 
@@ -72,6 +73,11 @@ def test_quantize_run_inspect_eval(files):
     raw = np.load(d / "raw.npy")
     assert raw.dtype == np.int8
     np.testing.assert_array_equal(raw, m.run(np.load(d / "x.npy"), raw=True))
+    # the float archive runs in float: fixq's float reference, beside the int8 outputs
+    r = invoke("run", d / "float.npz", d / "x.npy", "-o", d / "float_pred.npy", "--quiet")
+    assert r.exit_code == 0, r.output
+    g, _ = load_float_model(str(d / "float.npz"))
+    np.testing.assert_array_equal(np.load(d / "float_pred.npy"), G.run_float(g, np.load(d / "x.npy")))
 
     r = invoke("inspect", d / "q.npz")
     assert r.exit_code == 0, r.output
@@ -124,7 +130,9 @@ def test_errors_exit_1_one_line(files):
          f"fixq: error: {d / 'float.npz'}: is also an input; write the output elsewhere\n"),
         (["quantize", d / "float.npz", "-o", d / "x.npy", "--calib", d / "calib.npy"],
          f"fixq: error: {d / 'x.npy'}: exists; pass --force to overwrite it\n"),
-        (["run", d / "float.npz", d / "x.npy", "-o", d / "p.npy"],
+        (["run", d / "float.npz", d / "x.npy", "-o", d / "p.npy", "--raw"],
+         f"fixq: error: {d / 'float.npz'}: is a float model; its outputs are float: drop --raw\n"),
+        (["inspect", d / "float.npz"],
          f"fixq: error: {d / 'float.npz'}: is a float model, not a quantized one (fixq.qmodel/1); quantize it"),
         (["inspect", d / "x.npy"],
          f"fixq: error: {d / 'x.npy'}: is a single .npy array, not an .npz archive"),

@@ -209,7 +209,8 @@ def test_depthwise_blocks_of_16_channels(isa, c, k, stride, pad, dil, activation
 # Every target runs on the C plan: fixq's kernel modes where a recipe is one (gemm_out_stage, TFLite's
 # fixed-point ADD/MUL, the four float32 QUANTIZE forms), the plan's element-by-element forms of the
 # others (ruy's x86 epilogue, TFLite's reference float64 rounding, ONNX Runtime's and XNNPACK's ADD/MUL),
-# for a conv-only model, a CNN with a linear head, and a random model with add and mul.
+# except ONNX Runtime's average pool, for a conv-only model, a CNN with a linear head, and a random model
+# with add and mul.
 TARGETS = ("gemmlowp", "tflite", "tflite-reference", "xnnpack", "onnxruntime")
 
 
@@ -232,7 +233,9 @@ def test_targets_run_in_c_bit_for_bit_as_their_numpy_recipes(isa, target, activa
     for g in _target_models(rng):
         m = quantize_model(g, calib_batches(rng, g.input_shape[1:], n=2, batch=8), activations=activations,
                            target=target)
-        assert m._engine is not None, g.nodes
+        # ORT's QLinearAveragePool (float32 sums) has no C form yet: those models run the numpy steps
+        ort_pool = target == "onnxruntime" and any(n.op == "avgpool2d" for n in g.nodes)
+        assert (m._engine is None) == ort_pool, g.nodes
         x = (rng.standard_normal((5,) + g.input_shape[1:]) * 2).astype(np.float32)
         sc = np.float32(m.qparams(m.input)[0])
         x[0] = (sc * (np.arange(x[0].size) % 301 - 150 + np.float32(0.5))).reshape(x[0].shape)  # ties

@@ -148,6 +148,33 @@ def test_import_cli_then_quantize(exported, tmp_path):
     assert r.exit_code == 1 and "--force" in r.output
 
 
+def test_run_float_models_and_compare_the_float_row(exported, tmp_path):
+    """`fixq run` on a float .onnx and on a float archive runs fixq's float reference; `fixq compare --float`
+    adds the float model's distance to fixq's int8 outputs and to ORT's."""
+    path = exported[("residual", True)]
+    x = np.random.default_rng(3).random((6, 1, 8, 8), dtype=np.float32)
+    np.save(tmp_path / "x.npy", x)
+    ref = ort_float(path, x)
+    assert CliRunner().invoke(cli, ["import", path, "-o", str(tmp_path / "f.npz")]).exit_code == 0
+    for model in (path, str(tmp_path / "f.npz")):
+        r = CliRunner().invoke(cli, ["run", model, str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npy"), "-f"])
+        assert r.exit_code == 0, r.output
+        assert_close(np.load(tmp_path / "y.npy"), ref)
+        r = CliRunner().invoke(cli, ["run", model, str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npy"), "-f",
+                                     "--target", "onnxruntime"])
+        assert r.exit_code == 1 and r.output.count("\n") == 1 and "is a float model" in r.output, r.output
+    assert CliRunner().invoke(cli, ["quantize", str(tmp_path / "f.npz"), "-o", str(tmp_path / "q.npz"), "--calib",
+                                    str(tmp_path / "x.npy")]).exit_code == 0
+    r = CliRunner().invoke(cli, ["compare", str(tmp_path / "q.npz"), path, "--data", str(tmp_path / "x.npy"),
+                                 "--float", str(tmp_path / "f.npz")])
+    assert r.exit_code == 0, r.output
+    lines = r.output.strip().split("\n")
+    assert ": float reference (" in lines[1] and "to fixq" in lines[1] and "to ONNX Runtime" in lines[1]
+    # a float MODEL compared with its own ONNX file: fixq's float reference against ORT's float
+    r = CliRunner().invoke(cli, ["compare", str(tmp_path / "f.npz"), path, "--data", str(tmp_path / "x.npy")])
+    assert r.exit_code == 0 and float(r.output.split("max difference ")[1]) < 1e-5, r.output
+
+
 # ---- models built with onnx.helper ---------------------------------------------------------------------
 
 def _model(nodes, inits, in_shape, out_name="y", opset=17, out_shape=None):

@@ -1,7 +1,8 @@
 """The table ops (sigmoid, tanh, hardswish, leaky_relu, hardsigmoid): int8 in and out through a
 256-entry table; the C plan equals the numpy steps and the int64 simulation; ONNX Sigmoid, Tanh,
 HardSwish, LeakyRelu, HardSigmoid import as them; ORT's QLinearSigmoid / QLinearLeakyRelu (QOperator
-and QDQ) are bit-exact with ONNX Runtime."""
+and QDQ) and Tanh / HardSigmoid / HardSwish between DequantizeLinear and QuantizeLinear are bit-exact with
+ONNX Runtime on all 256 input values."""
 import math
 
 import numpy as np
@@ -110,30 +111,43 @@ def test_float_onnx_table_ops_import(op, attrs):
     assert np.abs(G.run_float(g, x) - ref).max() <= 1e-5 * max(1.0, np.abs(ref).max())
 
 
+_FLOAT_OPS = {"Tanh": "tanh", "HardSigmoid": "hardsigmoid", "HardSwish": "hardswish"}
+
+
 @pytest.mark.parametrize("dt", [np.int8, np.uint8])
-@pytest.mark.parametrize("form", ["QOperator", "QDQ"])
-@pytest.mark.parametrize("op", ["Sigmoid", "LeakyRelu"])
+@pytest.mark.parametrize("op,form", [(op, form) for op in ("Sigmoid", "LeakyRelu") for form in ("QOperator", "QDQ")]
+                         + [(op, "QDQ") for op in _FLOAT_OPS])
 def test_ort_lookup_ops_bit_exact(op, form, dt):
+    """Every one of the 256 input values, at several scales and zero points, equals ORT's output: QLinearSigmoid /
+    QLinearLeakyRelu's own tables, and Tanh / HardSigmoid / HardSwish, which ORT leaves in float between the
+    DequantizeLinear and the QuantizeLinear (MLAS's tanh, HardSwish as x * HardSigmoid(x))."""
     onnx = pytest.importorskip("onnx")
     h = onnx.helper
-    zi, zo = (np.int8(-7), np.int8(-128)) if dt == np.int8 else (np.uint8(121), np.uint8(3))
-    inits = {"si": np.float32(0.043), "zi": np.array(zi), "so": np.float32(1 / 255 if op == "Sigmoid" else 0.031),
-             "zo": np.array(zo)}
-    alpha = {"alpha": 0.13} if op == "LeakyRelu" else {}
-    if form == "QOperator":
-        nodes = [h.make_node("QuantizeLinear", ["x", "si", "zi"], ["q"]),
-                 h.make_node(f"QLinear{op}", ["q", "si", "zi", "so", "zo"], ["qy"], domain="com.microsoft", **alpha),
-                 h.make_node("DequantizeLinear", ["qy", "so", "zo"], ["y"])]
-    else:
-        nodes = [h.make_node("QuantizeLinear", ["x", "si", "zi"], ["q"]),
-                 h.make_node("DequantizeLinear", ["q", "si", "zi"], ["dq"]),
-                 h.make_node(op, ["dq"], ["f"], **alpha),
-                 h.make_node("QuantizeLinear", ["f", "so", "zo"], ["qy"]),
-                 h.make_node("DequantizeLinear", ["qy", "so", "zo"], ["y"])]
-    model = _onnx_model(nodes, inits, ms=form == "QOperator")
-    m = fixq.import_onnx(model)
-    assert [s["op"] for s in m.steps] == ["sigmoid" if op == "Sigmoid" else "leaky_relu"]
-    # every input value: x sweeps the whole int8 / uint8 range of the input quantization
-    q = np.arange(256, dtype=np.uint8).view(dt).astype(np.float32)
-    x = np.repeat(((q - float(zi)) * np.float32(0.043))[:, None], 6, axis=1).astype(np.float32)
-    np.testing.assert_array_equal(m.run(x), _ort(model, x))
+    info = np.iinfo(dt)
+    rng = np.random.default_rng(7)
+    attrs = {"LeakyRelu": {"alpha": 0.13}, "HardSigmoid": {"alpha": 0.3, "beta": 0.55}}.get(op, {})
+    for trial in range(6):
+        s_in, s_out = np.float32(rng.uniform(0.01, 0.08)), np.float32(rng.uniform(0.002, 0.04))
+        zi, zo = (dt(rng.integers(info.min, info.max + 1)) for _ in range(2))
+        if trial == 0:
+            zo = dt(info.min)
+        inits = {"si": s_in, "zi": np.array(zi), "so": s_out, "zo": np.array(zo)}
+        if form == "QOperator":
+            nodes = [h.make_node("QuantizeLinear", ["x", "si", "zi"], ["q"]),
+                     h.make_node(f"QLinear{op}", ["q", "si", "zi", "so", "zo"], ["qy"], domain="com.microsoft",
+                                 **attrs),
+                     h.make_node("DequantizeLinear", ["qy", "so", "zo"], ["y"])]
+        else:
+            nodes = [h.make_node("QuantizeLinear", ["x", "si", "zi"], ["q"]),
+                     h.make_node("DequantizeLinear", ["q", "si", "zi"], ["dq"]),
+                     h.make_node(op, ["dq"], ["f"], **attrs),
+                     h.make_node("QuantizeLinear", ["f", "so", "zo"], ["qy"]),
+                     h.make_node("DequantizeLinear", ["qy", "so", "zo"], ["y"])]
+        model = _onnx_model(nodes, inits, ms=form == "QOperator")
+        m = fixq.import_onnx(model)
+        want = {"Sigmoid": "sigmoid", "LeakyRelu": "leaky_relu"}.get(op) or _FLOAT_OPS[op]
+        assert [s["op"] for s in m.steps] == [want]
+        # every input value: x sweeps the whole int8 / uint8 range of the input quantization
+        q = np.arange(256, dtype=np.uint8).view(dt).astype(np.float32)
+        x = np.repeat(((q - float(zi)) * s_in)[:, None], 6, axis=1).astype(np.float32)
+        np.testing.assert_array_equal(m.run(x), _ort(model, x), err_msg=f"{s_in} {zi} {s_out} {zo}")

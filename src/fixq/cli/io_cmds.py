@@ -8,6 +8,7 @@ import numpy as np
 from . import cli
 from ._outputs import shape_text
 from ._common import CliError, atomic_output, check_output, load_array, one_line_errors
+from ._float import FloatModel, load_runnable
 from ..archive import write_float_model
 from ..engine import Model
 from ..io import export_onnx, import_bert, import_onnx
@@ -74,15 +75,21 @@ def export(model, output, force):
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.argument("onnx_model", type=click.Path(dir_okay=False))
 @click.option("--data", required=True, help="Inputs: FILE.npy or FILE.npz[:KEY] (float, the model's input shape).")
+@click.option("--float", "float_model", type=click.Path(dir_okay=False),
+              help="A float model (.npz archive or .onnx) run with fixq's float reference: adds its distance to both.")
 @one_line_errors
-def compare(model, onnx_model, data):
-    """Run MODEL (a fixq int8 archive) and ONNX_MODEL in ONNX Runtime (its default optimizations, one
-    thread) on the same inputs; print, per output, the elements that are equal and the largest difference."""
+def compare(model, onnx_model, data, float_model):
+    """Run MODEL (a fixq archive or .onnx, int8 or float) and ONNX_MODEL in ONNX Runtime (its default
+    optimizations, one thread) on the same inputs; print, per output, the elements that are equal and the
+    largest difference, and with --float the float reference's largest difference to each."""
     try:
         import onnxruntime
     except ImportError:
         raise CliError("fixq compare runs ONNX Runtime: pip install onnxruntime") from None
-    m = Model.load(model)
+    m = load_runnable(model)
+    f = None if float_model is None else load_runnable(float_model)
+    if f is not None and not isinstance(f, FloatModel):
+        raise CliError(f"--float {float_model}: is an int8 model; give the float model (.npz or .onnx)")
     x = np.ascontiguousarray(load_array(data, "--data"), dtype=np.float32)
     so = onnxruntime.SessionOptions()
     so.intra_op_num_threads = 1
@@ -91,13 +98,27 @@ def compare(model, onnx_model, data):
         refs = sess.run(None, {sess.get_inputs()[0].name: x})
     except Exception as e:  # onnxruntime raises its own exception types for unreadable models and bad inputs
         raise CliError(f"{onnx_model}: ONNX Runtime cannot run it ({' '.join(str(e).split())})") from None
-    ys = m.run(x)
-    ys = ys if isinstance(ys, tuple) else (ys,)
-    if len(ys) != len(refs):
-        raise CliError(f"{model} has {len(ys)} outputs and {onnx_model} {len(refs)}")
-    for name, y, ref in zip(m.outputs, ys, refs):
-        if y.size != ref.size:
-            raise CliError(f"output {name!r}: fixq gives shape {list(y.shape)}, ONNX Runtime {list(ref.shape)}")
+    ys = _outputs(m, x)
+    fs = None if f is None else _outputs(f, x)
+    if len(ys) != len(refs) or (fs is not None and len(fs) != len(ys)):
+        raise CliError(f"{model} has {len(ys)} outputs, {onnx_model} {len(refs)}"
+                       + ("" if fs is None else f" and {float_model} {len(fs)}"))
+    for i, (name, y, ref) in enumerate(zip(m.outputs, ys, refs)):
+        if y.size != ref.size or (fs is not None and fs[i].size != ref.size):
+            raise CliError(f"output {name!r}: fixq gives shape {list(y.shape)}, ONNX Runtime {list(ref.shape)}"
+                           + ("" if fs is None else f", the float model {list(fs[i].shape)}"))
         y = y.reshape(ref.shape)
-        diff = np.abs(y.astype(np.float64) - ref.astype(np.float64))
-        click.echo(f"{name}: {int((y == ref).sum())} / {ref.size} equal, max difference {diff.max():.6g}")
+        click.echo(f"{name}: {int((y == ref).sum())} / {ref.size} equal, max difference {_maxdiff(y, ref):.6g}")
+        if fs is not None:
+            r = fs[i].reshape(ref.shape)
+            click.echo(f"{name}: float reference ({float_model}): max difference {_maxdiff(r, y):.6g} to fixq, "
+                       f"{_maxdiff(r, ref):.6g} to ONNX Runtime")
+
+
+def _outputs(m, x):
+    ys = m.run(x)
+    return ys if isinstance(ys, tuple) else (ys,)
+
+
+def _maxdiff(a, b):
+    return float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)), initial=0.0))

@@ -10,6 +10,7 @@ from . import cli
 from ._classes import ClassIds, classes, describe
 from ._common import (CliError, atomic_output, batches, check_output, echo_json, load_array, one_line_errors,
                       progressbar)
+from ._float import FloatModel, load_runnable, output_shapes
 from ._outputs import WRITERS, check_layout, output_format, shape_text
 from ._sequence import run_sequence
 from ._shards import SCHEDULER, dask_ranges, load_samples, run_shards
@@ -234,7 +235,8 @@ def quantize(model, output, calib, method, percentile, bins, averaging_constant,
 @QUIET
 @one_line_errors
 def run(model, input, output, argmax, batch_size, threads, raw, target, scheduler, force, quiet):
-    """Run a quantized MODEL on INPUT in batches.
+    """Run MODEL on INPUT in batches: an int8 archive (or quantized .onnx) in int8, a float archive (or
+    float .onnx) in float with fixq's float reference, to compare the two.
 
     INPUT is FILE.npy (memory-mapped) or FILE.npz[:KEY], or a directory of FILE.npy shards: then -o is a
     directory that gets one output per shard, named as the shard, and a rerun runs only the shards whose
@@ -244,21 +246,20 @@ def run(model, input, output, argmax, batch_size, threads, raw, target, schedule
     if os.path.isdir(input):
         if argmax:
             raise CliError("--argmax needs a file INPUT; a directory INPUT writes each shard's scores (.npy)")
-        m = Model.load(model, target=target)
-        if m.sequence:
+        m = _runnable(model, target, raw, scheduler)
+        if getattr(m, "sequence", False):
             raise CliError(f"{model} is a sequence model: INPUT is an .npz of its named inputs, not a directory")
-        return run_shards(m, input, output, batch_size, threads, raw, scheduler,
-                          force, quiet)
+        return run_shards(m, input, output, batch_size, threads, raw, scheduler, force, quiet)
     if scheduler is not None:
         raise CliError("--scheduler runs a directory of .npy shards; INPUT is not a directory")
     if os.path.isdir(output):
         raise CliError(f"{output}: is a directory; give a file, or a directory of .npy shards as INPUT")
     fmt = output_format(output)
     check_output(output, [model, input], force)
-    m = Model.load(model, target=target)
-    if m.sequence:
+    m = _runnable(model, target, raw, scheduler)
+    if getattr(m, "sequence", False):
         return run_sequence(m, input, output, fmt, argmax, batch_size, threads, raw, quiet)
-    shapes = [m.meta["tensors"][t] for t in m.outputs]
+    shapes = output_shapes(m)
     if argmax:
         for t, shape in zip(m.outputs, shapes):
             if len(shape) != 2:
@@ -285,6 +286,19 @@ def run(model, input, output, argmax, batch_size, threads, raw, target, schedule
             click.echo(f"{t}: {describe(acc.rule(), 1)}", err=True)
     if not quiet:
         click.echo(f"wrote {output}: {len(x)} samples", err=True)
+
+
+def _runnable(model, target, raw, scheduler):
+    m = load_runnable(model, target)
+    if isinstance(m, FloatModel) and m.graph.sequence:
+        # a float sequence graph runs on the engine's float mode (fp32 weights, float kernels)
+        return quantize_model(m.graph, weights="fp32")
+    if isinstance(m, FloatModel):
+        if raw:
+            raise CliError(f"{model}: is a float model; its outputs are float: drop --raw")
+        if scheduler is not None:
+            raise CliError(f"{model}: is a float model; --scheduler runs int8 models: drop it")
+    return m
 
 
 @cli.command()

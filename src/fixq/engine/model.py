@@ -56,7 +56,7 @@ class Model:
         """Read a ``fixq.qmodel/1`` archive; `rounding` overrides the requantization it was made with;
         `target` runs linear, conv, add, mul and the input quantization exactly as that runtime does
         (``fixq.targets``, docs/conformance.md).  A path of another format with a registered front-end
-        (``.onnx``: :func:`fixq.io.load_onnx_model`) is imported on the fly."""
+        (``.onnx``: :func:`fixq.io.load_onnx`) is imported on the fly."""
         load = _LOADERS.get(os.path.splitext(os.fspath(path))[1].lower())
         if load is not None:
             return load(path, rounding, target)

@@ -161,6 +161,13 @@ def mean_requant(m, s):
     return m._requant_kw(s["name"]), None
 
 
+def ort_avgpool(m, s):
+    """Whether avgpool2d step `s` runs ORT's QLinearAveragePool arithmetic (float32, numpy steps): with target
+    onnxruntime, and wherever its input and output scales differ (only ORT models have such steps); else
+    TFLite's integer average of one scale."""
+    return m.target == "onnxruntime" or m.qparams(s["inputs"][0]) != m.qparams(s["output"])
+
+
 def _gemm_step(m, s, w, bias, rq=None, target=None):
     """The GEMM step of a linear or (grouped) conv: the weights packed per group, the output stage `rq`
     (or a target's epilogue), the input zero point and the text of a possible int32 overflow."""
@@ -223,6 +230,13 @@ def engine_step(m, s):
         in_rq = [None if (sc_in[i], zp_in[i]) == (sc_out, zp_out) else
                  engine_rq(m, {k: v[i:i + 1] for k, v in rq.items()}, zp_out, qmin, qmax, 1)
                  for i in range(len(zp_in))]
+        if m.target == "onnxruntime":  # QLinearConcat's tables where an fp32 output stage gives them
+            scales = [None if r is None else targets.onnxruntime.concat_scale(sc_in[i], zp_in[i], sc_out, zp_out, dt)
+                      for i, r in enumerate(in_rq)]
+            if any(r is not None and c is None for r, c in zip(in_rq, scales)):
+                return None
+            in_rq = [None if c is None else engine_rq(m, {"scale": np.array([c], np.float32)}, zp_out, qmin, qmax, 1,
+                                                      "fp32") for c in scales]
         return dict(op="concat", axis=L.internal_axis(s["axis"], nd) if nd == 4 else 3,
                     in_zp=np.array(zp_in, np.int32), in_rq=in_rq)
     if op == "relu":
@@ -230,6 +244,8 @@ def engine_step(m, s):
     if op == "relu6":
         lo, hi = targets.activation_range("relu6", sc_out, zp_out, dt, m.target)
         return dict(op="clamp", lo=lo, hi=hi)
+    if op == "avgpool2d" and ort_avgpool(m, s):
+        return None
     if op in ("maxpool2d", "avgpool2d"):
         return dict(op=op[:-2], kernel=tuple(s["kernel"]), stride=tuple(s["stride"]), padding=tuple(s["padding"]),
                     lo=qmin, zp=zp_out)

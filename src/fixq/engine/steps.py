@@ -8,7 +8,7 @@ from .. import _core, arith, gemm, graph as G, layout as L, lowbit, targets
 from .._validate import INT_RANGES, scale_arg, zero_point_arg
 from ..archive import ArchiveError
 from ..qparams import tensor_qparams
-from .plan import eltwise_params, mean_requant
+from .plan import eltwise_params, mean_requant, ort_avgpool
 
 def prepared_quantize(scale, zero_point, dt):
     """``arith.quantize(x, scale, zero_point, dt)`` per tensor, its arguments checked once here."""
@@ -207,6 +207,15 @@ def static_step(m, s):
                    (zp_in[i], prepared_requantize({k: v[i] for k, v in rq.items()}, rounding, zp_out, qmin, qmax,
                                                    dt, 1))
                    for i in range(len(zp_in))]
+        if m.target == "onnxruntime":  # QLinearConcat: a table per input at another scale
+            rescale = [None if r is None else
+                       (0, targets.onnxruntime.concat_table(sc_in[i], zp_in[i], sc_out, zp_out, dt)) for i, r in
+                       enumerate(rescale)]
+
+            def concat(*xs):
+                return np.concatenate([x if r is None else r[1][x.view(np.uint8)] for x, r in zip(xs[:-1], rescale)],
+                                      axis=axis)
+            return concat
 
         def concat(*xs):
             return np.concatenate([x if r is None else r[1](x.astype(np.int32) - r[0])
@@ -220,6 +229,12 @@ def static_step(m, s):
     if op == "maxpool2d":
         geo = (tuple(s["kernel"]), tuple(s["stride"]), tuple(s["padding"]))
         return lambda x, threads: L.window_reduce(x, *geo, qmin, np.maximum)
+    if op == "avgpool2d" and ort_avgpool(m, s):
+        geo = (tuple(s["kernel"]), tuple(s["stride"]), tuple(s["padding"]))
+        # int8: ORT runs fixq's QDQ export on uint8 (fixq.io.onnx_export), a QOperator model imported from
+        # ONNX (method "onnx") on its int8 kernel
+        args = (sc_in[0], zp_in[0], sc_out, zp_out, dt, m.options["method"] != "onnx")
+        return lambda x, threads: targets.onnxruntime.qlinear_avgpool(x, *geo, *args)
     if op == "avgpool2d":
         geo = (tuple(s["kernel"]), tuple(s["stride"]), tuple(s["padding"]))
         count = geo[0][0] * geo[0][1]

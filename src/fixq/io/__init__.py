@@ -7,12 +7,12 @@
 - :func:`import_bert`: a BERT sentence-embedding model (safetensors + config.json, a zip of them, or the
   installed all-MiniLM-L6-v2 package) -> a validated float sequence graph (docs/transformers.md).
 
-Importing this package lets ``Model.load`` read ``.onnx`` paths (:func:`load_onnx_model`).
+Importing this package lets ``Model.load`` read ``.onnx`` paths (:func:`load_onnx`).
 """
 from ..archive import ArchiveError
 from ..engine import Model, register_loader
 
-__all__ = ["OnnxError", "import_onnx", "export_onnx", "load_onnx_model", "import_bert"]
+__all__ = ["OnnxError", "import_onnx", "export_onnx", "load_onnx", "import_bert"]
 
 
 def __getattr__(name):
@@ -58,14 +58,18 @@ def export_onnx(model, path=None):
     return export(model, path)
 
 
-def load_onnx_model(path, rounding=None, target=None):
-    """``Model.load`` of an ``.onnx`` path: a quantized model imported on the fly (target ``"onnxruntime"``
-    unless `rounding` or `target` say otherwise); a float one is refused with the way to quantize it."""
+def load_onnx(path, rounding=None, target=None, float_ok=False):
+    """A quantized ONNX model at `path` imported as a :class:`fixq.Model` (target ``"onnxruntime"`` unless
+    `rounding` or `target` say otherwise); a float one is its float Graph with `float_ok`, else refused with
+    the way to quantize it."""
+    from .onnx import import_float
     from .onnx_file import load_model
     from .onnx_qmodel import import_quantized, is_quantized
 
     proto = load_model(path)
     if not is_quantized(proto):
+        if float_ok:
+            return import_float(proto)
         raise ArchiveError(f"{path}: is a float ONNX model; fixq runs int8 models: fixq import {path} -o model.npz, "
                            "then fixq quantize model.npz -o model.q.npz --calib data.npy (docs/onnx.md)")
     m = import_quantized(proto)
@@ -75,4 +79,4 @@ def load_onnx_model(path, rounding=None, target=None):
     return Model(meta, m.arrays, rounding, target)
 
 
-register_loader(".onnx", load_onnx_model)
+register_loader(".onnx", load_onnx)

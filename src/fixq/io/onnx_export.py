@@ -1,13 +1,15 @@
 """fixq int8 models -> QDQ ONNX (opset 13) that ONNX Runtime loads and runs (docs/onnx.md).
 
-Each quantized tensor is an int8 / uint8 ONNX tensor with the model's own scale and zero point; each
+Each quantized tensor is a uint8 ONNX tensor with the model's own scale and zero point (int8 ones shifted
+by 128, zero point + 128: the model ORT's own int8-to-uint8 rewrite would run); each
 step reads the DequantizeLinear views of its inputs and writes through a QuantizeLinear, the form ORT's
 default session fuses into its QLinear kernels (QLinearConv, QGemm, QLinearAdd, QLinearMul,
-QLinearGlobalAveragePool), so that ORT computes what ``Model.load(path, target="onnxruntime")`` does.
+QLinearGlobalAveragePool, QLinearAveragePool, QLinearConcat), so that ORT computes what
+``Model.load(path, target="onnxruntime")`` does.
 Weights are int8 initializers with per-channel (axis 0) or per-tensor scales, biases int32 with scale
 ``s_in * s_w``.  Flatten, MaxPool and the clamps of ReLU / ReLU6 that change nothing run on the
 integer tensors; a table op (sigmoid, tanh, ...) is its 256-entry table as a ``Gather`` on the input's
-value (an int8 value -q reads entry 256 - q, the table's byte order), so it is exact in any runtime.
+value, so it is exact in any runtime.
 """
 import numpy as np
 
@@ -27,7 +29,11 @@ class _Exporter:
         self.m = m
         self.nodes, self.inits = [], []
         self.dt = m.act_dtype
-        self.elem = self.onnx.TensorProto.INT8 if self.dt == np.int8 else self.onnx.TensorProto.UINT8
+        # int8 activations are written as uint8 with zero points + 128 (the same values): ORT's
+        # QDQS8ToU8Transformer converts only the int8 QuantizeLinear read by one DequantizeLinear, and a tensor
+        # read by two ops left in int8 next to converted ones keeps their QDQ groups from fusing
+        self.shift = 128 if self.dt == np.int8 else 0
+        self.elem = self.onnx.TensorProto.UINT8
         self.q = {}  # fixq tensor -> the ONNX name of its integer tensor
         self.dq = {}  # fixq tensor -> the ONNX name of its DequantizeLinear
         self.qp = set()  # fixq tensors whose scale and zero point are initializers
@@ -44,7 +50,7 @@ class _Exporter:
         if t not in self.qp:
             sc, zp = self.m.qparams(t)
             self.init(f"{t}:scale", np.float32(sc))
-            self.init(f"{t}:zero_point", np.array(zp, self.dt))
+            self.init(f"{t}:zero_point", np.array(zp + self.shift, np.uint8))
             self.qp.add(t)
         return [f"{t}:scale", f"{t}:zero_point"]
 
@@ -122,6 +128,14 @@ class _Exporter:
             self.q[out] = self.node("MaxPool", [self.q[ins[0]]], [f"{out}:q"], name, kernel_shape=k,
                                     strides=list(s["stride"]), pads=p + p)
             return
+        if op == "avgpool2d":  # QLinearAveragePool in ORT (count_include_pad: fixq counts padding as zeros)
+            k, p = list(s["kernel"]), list(s["padding"])
+            y = self.node("AveragePool", [self.dequantized(ins[0])], [f"{name}:float"], name, kernel_shape=k,
+                          strides=list(s["stride"]), pads=p + p, count_include_pad=1)
+            return self.quantize_to(out, y, name)
+        if op == "concat":  # QLinearConcat in ORT: a table per input at another scale
+            y = self.node("Concat", [self.dequantized(t) for t in ins], [f"{name}:float"], name, axis=s["axis"])
+            return self.quantize_to(out, y, name)
         if op == "flatten":
             self.q[out] = self.node("Flatten", [self.q[ins[0]]], [f"{out}:q"], name, axis=1)
             return
@@ -129,13 +143,16 @@ class _Exporter:
             lo, hi = m.qparams(out)[1], INT_RANGES[self.dt][1]
             if op == "relu6":
                 lo, hi = targets.activation_range("relu6", *m.qparams(out), self.dt, m.target)
-            self.q[out] = self.node("Clip", [self.q[ins[0]], self.init(f"{name}:lo", np.array(lo, self.dt)),
-                                             self.init(f"{name}:hi", np.array(hi, self.dt))], [f"{out}:q"], name)
+            bounds = [self.init(f"{name}:{k}", np.array(v + self.shift, np.uint8)) for k, v in (("lo", lo), ("hi", hi))]
+            self.q[out] = self.node("Clip", [self.q[ins[0]]] + bounds, [f"{out}:q"], name)
             return
-        if op in G.TABLE_OPS:  # Gather reads index -q of an int8 value at 256 - q: the table's byte order
+        if op in G.TABLE_OPS:  # Gather by the uint8 value; an int8 table's entry for value b is at byte b ^ 0x80
             idx = self.node("Cast", [self.q[ins[0]]], [f"{name}:index"], f"{name}:index",
                             to=self.onnx.TensorProto.INT32)
-            table = self.init(f"{name}:table", m.arrays[f"{name}:table"])
+            t = m.arrays[f"{name}:table"].view(np.uint8)
+            if self.shift:
+                t = t[np.arange(256) ^ 0x80] ^ np.uint8(0x80)
+            table = self.init(f"{name}:table", t)
             self.q[out] = self.node("Gather", [table, idx], [f"{out}:q"], name, axis=0)
             return
         if op == "softmax":  # float, on the dequantized input, as fixq computes it

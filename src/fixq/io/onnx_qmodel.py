@@ -37,11 +37,12 @@ class _Q:
 
 
 class _DQ:
-    """The float view (DequantizeLinear) of a quantized tensor."""
-    __slots__ = ("q",)
+    """The float view (DequantizeLinear) of a quantized tensor; `moved` when ORT's QDQ propagation put it
+    there (after a MaxPool / Reshape / Squeeze)."""
+    __slots__ = ("q", "moved")
 
-    def __init__(self, q):
-        self.q = q
+    def __init__(self, q, moved=False):
+        self.q, self.moved = q, moved
 
 
 class _CQ:
@@ -70,8 +71,13 @@ class _Pending:
 
 
 _PASS_THROUGH = ("MaxPool", "Flatten", "Reshape", "Identity", "Dropout", "Squeeze")
-_QDQ_FLOAT_OPS = ("Conv", "Gemm", "MatMul", "Add", "Mul", "GlobalAveragePool", "Softmax", "Sigmoid",
-                  "LeakyRelu") + _PASS_THROUGH
+_TABLES = {"Sigmoid": "sigmoid", "LeakyRelu": "leaky_relu", "Tanh": "tanh", "HardSigmoid": "hardsigmoid",
+           "HardSwish": "hardswish"}
+_QDQ_FLOAT_OPS = ("Conv", "Gemm", "MatMul", "Add", "Mul", "GlobalAveragePool", "AveragePool", "Concat", "Softmax",
+                  "Relu") + tuple(_TABLES) + _PASS_THROUGH
+# ORT's QDQPropagationTransformer (CanNodePropagate): a DequantizeLinear read by nothing but one of these
+# ops moves after it, for the op versions listed there (opset ranges [first, end))
+_DQ_PROPAGATES = {"MaxPool": (12, 22), "Reshape": (5, 21), "Squeeze": (1, 21)}
 
 # MLAS MlasLogisticConstants (Eigen's rational approximation of the logistic function)
 _LOGISTIC_ALPHA = np.array([4.37031012579801e-11, 1.15627324459942e-07, 6.08574864600143e-05,
@@ -108,14 +114,56 @@ def _mlas_logistic(x):
     return np.maximum(np.float32(0), (x * p) / q + np.float32(0.5))
 
 
-def _ort_table(op, alpha, s_in, zp_in, s_out, zp_out, dt):
-    """ORT's QlinearBuildLookupTable (QLinearSigmoid, QLinearLeakyRelu): each input byte's value
-    dequantized as X_scale * (q - zp) in float32, the function in float32 (MlasComputeLogistic, or
-    ``v >= 0 ? v : alpha * v``), then MlasQuantizeLinear (float32 division, ties to even)."""
+# MLAS MlasTanhConstants (Eigen's rational approximation of tanh): odd numerator, even denominator
+_TANH_ALPHA = np.array([-2.76076847742355e-16, 2.00018790482477e-13, -8.60467152213735e-11, 5.12229709037114e-08,
+                        1.48572235717979e-05, 6.37261928875436e-04, 4.89352455891786e-03], np.float32)
+_TANH_BETA = np.array([1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900e-03, 4.89352518554385e-03],
+                      np.float32)
+
+
+def _mlas_tanh(x):
+    """MLAS MlasTanhKernel (x86-64: its FMA3 form): x clamped to [-9, 9], p and q by fused multiply-adds in
+    x^2, then x * p / q, all in float32."""
+    x = np.clip(x, np.float32(-9), np.float32(9)).astype(np.float32)
+    x2 = x * x
+    p = _fma32(x2, np.float32(_TANH_ALPHA[0]), _TANH_ALPHA[1])
+    for a in _TANH_ALPHA[2:]:
+        p = _fma32(p, x2, a)
+    q = _fma32(x2, np.float32(_TANH_BETA[0]), _TANH_BETA[1])
+    for b in _TANH_BETA[2:]:
+        q = _fma32(q, x2, b)
+    return (p * x) / q
+
+
+def _hardsigmoid(x, alpha, beta):
+    """ORT HardSigmoid (float32): max(0, min(1, alpha * x + beta)), the product and the sum each rounded."""
+    return np.maximum(np.float32(0), np.minimum(np.float32(1), np.float32(alpha) * x + np.float32(beta)))
+
+
+def _ort_function(op, x, a):
+    """The float32 function ORT applies to dequantized values `x` for table op `op` (attributes `a`)."""
+    if op == "sigmoid":
+        return _mlas_logistic(x)
+    if op == "leaky_relu":
+        return np.where(x >= 0, x, np.float32(a["alpha"]) * x)
+    if op == "tanh":
+        return _mlas_tanh(x)
+    if op == "hardsigmoid":
+        return _hardsigmoid(x, a["alpha"], a["beta"])
+    # HardSwish: ORT expands its function body, x * HardSigmoid(x, alpha = 1/6, beta = 1/2), in float32
+    return x * _hardsigmoid(x, np.float32(1 / 6), 0.5)
+
+
+def _ort_table(op, a, s_in, zp_in, s_out, zp_out, dt):
+    """ORT's arithmetic for a table op on each of the 256 input bytes: the value dequantized as
+    X_scale * (q - zp) in float32, the function in float32, then MlasQuantizeLinear (float32 division, ties
+    to even).  QLinearSigmoid / QLinearLeakyRelu build this table themselves (QlinearBuildLookupTable);
+    Tanh, HardSigmoid and HardSwish between DequantizeLinear and QuantizeLinear stay float ops in ORT's
+    optimized graph, and as their input holds 256 values the table is their result on every input."""
     dt = np.dtype(dt)
     q = np.arange(256, dtype=np.uint8).view(dt).astype(np.int32)
     x = np.float32(s_in) * (q - zp_in).astype(np.float32)
-    y = _mlas_logistic(x) if op == "sigmoid" else np.where(x >= 0, x, np.float32(alpha) * x)
+    y = _ort_function(op, x, a).astype(np.float32)
     info = np.iinfo(dt)
     return np.clip(np.rint(y / np.float32(s_out)) + zp_out, info.min, info.max).astype(dt)
 
@@ -133,6 +181,7 @@ class _QImporter(_Importer):
         self.act_dtype = None
         self.per_channel = False
         self.input_q = None
+        self.q_outputs, self.dq_reads = set(), {}
 
     # -- records ---------------------------------------------------------------------------------------
     def qparams(self, nd, s_i, z_i):
@@ -177,8 +226,7 @@ class _QImporter(_Importer):
             s["axis"] = a["axis"]
         elif op in G.TABLE_OPS:
             s.update(a)
-            self.arrays[f"{name}:table"] = _ort_table(op, a.get("alpha"), ins[0].scale, ins[0].zp, scale, zp,
-                                                      self.act_dtype)
+            self.arrays[f"{name}:table"] = _ort_table(op, a, ins[0].scale, ins[0].zp, scale, zp, self.act_dtype)
         if weight is not None:
             if weight.dtype != np.int8:
                 self.fail(nd, f"weights of dtype {weight.dtype}; fixq runs int8 weights")
@@ -222,6 +270,12 @@ class _QImporter(_Importer):
         handler = getattr(self, "q_" + nd.op_type, None)
         if handler is not None:
             handler(nd)
+        elif (isinstance(ins[0], _DQ) and (ins[0].moved or self.uses.get(nd.input[0]) == 1)
+              and self.opset in range(*_DQ_PROPAGATES.get(nd.op_type, (0, 0)))):
+            # PropagateDQForward: the DequantizeLinear itself read once, then past every reader of the op
+            q = ins[0].q
+            self.pass_through(nd, q, q.scale, q.zp)
+            self.env[nd.output[0]] = _DQ(self.env[nd.output[0]], moved=True)
         elif nd.op_type in _QDQ_FLOAT_OPS and any(isinstance(v, (_DQ, _Pending)) for v in ins):
             self.env[nd.output[0]] = _Pending(nd)
         elif nd.op_type in ("Flatten", "Reshape", "Identity", "Squeeze") and isinstance(ins[0], (_Tensor,
@@ -248,6 +302,9 @@ class _QImporter(_Importer):
         if self.input_q is None:
             raise OnnxError(f"input {self.input_name!r}: no QuantizeLinear reads it ({DOCS})")
         self.tensor_record(self.input_name, self.input_shape, self.input_q[0], self.input_q[1])
+        if self.act_dtype == np.int8 and self.q_outputs and all(
+                self.uses.get(t) == 1 and self.dq_reads.get(t) == 1 for t in self.q_outputs):
+            self.to_uint8()
         meta = {
             "format": QMODEL_FORMAT, "fixq_version": VERSION,
             "options": {"method": "onnx", "per_channel": self.per_channel, "weights": "int8",
@@ -268,6 +325,19 @@ class _QImporter(_Importer):
             raise OnnxError(f"{e} ({DOCS})") from None
         return Model(meta, self.arrays)
 
+    def to_uint8(self):
+        """ORT's QDQS8ToU8Transformer: every int8 QuantizeLinear read by one DequantizeLinear only becomes
+        uint8 with its zero point + 128, so ORT's kernels run this model on uint8 activations.  The same
+        values, but the kernels that add the zero point in float before rounding (QLinearAdd, QLinearMul,
+        QLinearAveragePool) can round differently with it: fixq runs the uint8 model ORT runs."""
+        self.act_dtype = np.dtype(np.uint8)
+        flip = np.arange(256) ^ 0x80  # the int8 table's entry for uint8 byte b is at byte b ^ 0x80
+        for k in list(self.arrays):
+            if k.startswith("t:") and k.endswith(":zero_point"):
+                self.arrays[k] = np.int32(self.arrays[k] + 128)
+            elif k.endswith(":table"):
+                self.arrays[k] = self.arrays[k].view(np.uint8)[flip] ^ np.uint8(0x80)
+
     # -- boundaries ---------------------------------------------------------------------------------------
     def q_QuantizeLinear(self, nd):
         x = self.env[nd.input[0]]
@@ -284,6 +354,7 @@ class _QImporter(_Importer):
             self.env[nd.output[0]] = np.clip(q, info.min, info.max).astype(z.dtype)
             return
         scale, zp = self.qparams(nd, 1, 2)
+        self.q_outputs.add(nd.output[0])
         if isinstance(x, (_Tensor, _InputView)):
             if self.input_q is not None and self.input_q != (scale, zp):
                 self.fail(nd, "the input is quantized twice with different scales")
@@ -312,6 +383,7 @@ class _QImporter(_Importer):
             self.env[nd.output[0]] = _CQ(x, s, z, self.attr(nd, "axis", 1))
         elif isinstance(x, _Q):
             scale, zp = self.qparams(nd, 1, 2)
+            self.dq_reads[nd.input[0]] = self.dq_reads.get(nd.input[0], 0) + 1
             if (scale, zp) != (x.scale, x.zp):
                 self.fail(nd, "dequantizes with other parameters than its tensor was quantized with")
             self.env[nd.output[0]] = _DQ(x)
@@ -338,11 +410,18 @@ class _QImporter(_Importer):
             self.fail(nd, f"per-axis weight scales on axis {cq.axis}; fixq has per-output-channel scales")
         return cq.q, np.asarray(cq.scale, np.float32).reshape(-1)
 
-    def bias_of(self, nd, cq):
+    def bias_of(self, nd, cq, s_in, ws):
         if cq is None:
             return None
+        if isinstance(cq, np.ndarray) and cq.dtype == np.float32 and cq.ndim == 1 and nd.op_type in ("Conv", "Gemm"):
+            # a float bias (PyTorch QAT exports): ORT's WeightBiasQuantization makes it
+            # Cast<int32>(Round(bias / (input_scale * weight_scale))), all in float32, ties to even
+            b = np.rint(cq / (np.float32(s_in) * ws.astype(np.float32)))
+            if not np.all(np.abs(b) < 2.0 ** 31):
+                self.fail(nd, "its float bias overflows int32 at scale input_scale * weight_scale")
+            return b.astype(np.int32)
         if not isinstance(cq, _CQ) or cq.q.dtype != np.int32:
-            self.fail(nd, "its bias must be the DequantizeLinear of an int32 constant")
+            self.fail(nd, "its bias must be a float32 constant or the DequantizeLinear of an int32 constant")
         return cq.q.reshape(-1)
 
     def conv_attrs(self, nd, q, w):
@@ -356,6 +435,10 @@ class _QImporter(_Importer):
         v = self.env.get(nd.input[i])
         if isinstance(v, _DQ):
             return v.q
+        if isinstance(v, _Pending):
+            self.fail(nd, f"input {i} is the float output of {v.nd.op_type} node {v.nd.name!r}, not a "
+                          "DequantizeLinear, so ORT runs this node in float; fixq runs int8 ops (quantize that "
+                          "output, or use Reshape / view, which ORT moves the DequantizeLinear past, for Flatten)")
         if not isinstance(v, _Q):
             self.fail(nd, f"input {i} must be a quantized tensor")
         return v
@@ -364,10 +447,21 @@ class _QImporter(_Importer):
         """The int8 step ORT's QDQ fusion makes of float node `nd` with output quantization (scale, zp)."""
         op = nd.op_type
         ins = [self.env.get(t) if t else None for t in nd.input]
-        if op == "Conv":
+        if op == "Relu":  # ORT's ReluQuantFusion: Relu before a QuantizeLinear that clamps at 0 anyway
+            src = ins[0]
+            if zp != np.iinfo(self.act_dtype).min:
+                self.fail(nd, "a Relu before a QuantizeLinear whose zero point is not the type's minimum: ORT "
+                              "runs the op before it in float; fixq runs int8 ops")
+            if isinstance(src, _Pending) and self.uses.get(nd.input[0]) == 1:
+                return self.materialize(src.nd, scale, zp, qnode)
+            q = self.q_input(nd, 0)
+            if (q.scale, q.zp) != (scale, zp):
+                self.fail(nd, "Relu between different scales; ORT keeps it in float here, fixq does not")
+            self.env[qnode.output[0]] = q
+        elif op == "Conv":
             q = self.q_input(nd, 0)
             w, ws = self.weight_of(nd, ins[1], 0)
-            b = self.bias_of(nd, ins[2] if len(ins) > 2 else None)
+            b = self.bias_of(nd, ins[2] if len(ins) > 2 else None, q.scale, ws)
             self.step(qnode, "conv2d", [q], scale, zp, self.conv_attrs(nd, q, w), w, ws, b)
         elif op in ("Gemm", "MatMul"):
             q = self.q_input(nd, 0)
@@ -375,16 +469,21 @@ class _QImporter(_Importer):
                 self.fail(nd, "a quantized Gemm with transA or alpha is not supported")
             trans = op == "Gemm" and self.attr(nd, "transB", 0)
             w, ws = self.weight_of(nd, ins[1], 0 if trans else 1)
-            b = self.bias_of(nd, ins[2] if len(ins) > 2 else None)
+            b = self.bias_of(nd, ins[2] if len(ins) > 2 else None, q.scale, ws)
             self.step(qnode, "linear", [q], scale, zp, None, w if trans else np.ascontiguousarray(w.T), ws, b)
         elif op in ("Add", "Mul"):
             a, b = self.q_input(nd, 0), self.q_input(nd, 1)
             self.step(qnode, op.lower(), [a, b], scale, zp, squeezed=a.squeezed)
         elif op == "GlobalAveragePool":
             self.step(qnode, "global_avgpool", [self.q_input(nd, 0)], scale, zp, squeezed=True)
-        elif op in ("Sigmoid", "LeakyRelu"):  # ORT fuses them into QLinearSigmoid / QLinearLeakyRelu
-            q = self.q_input(nd, 0)
-            self._lookup(qnode, q, op, scale, zp, self.attr(nd, "alpha", 0.01))
+        elif op in _TABLES:  # Sigmoid, LeakyRelu: ORT fuses them into QLinearSigmoid / QLinearLeakyRelu
+            self._lookup(qnode, nd, self.q_input(nd, 0), op, scale, zp)
+        elif op == "Concat":  # ORT fuses it into QLinearConcat
+            qs = [self.q_input(nd, i) for i in range(len(nd.input))]
+            axis = self.attr(nd, "axis") % len(qs[0].onnx_shape)
+            self.step(qnode, "concat", qs, scale, zp, {"axis": axis}, squeezed=qs[0].squeezed)
+        elif op == "AveragePool":  # ORT fuses it into QLinearAveragePool
+            self.avgpool(nd, self.q_input(nd, 0), scale, zp, qnode.output[0])
         elif op in _PASS_THROUGH:
             src = self.env.get(nd.input[0])
             if isinstance(src, _Pending):
@@ -396,10 +495,11 @@ class _QImporter(_Importer):
         else:
             self.fail(nd, "this float op between quantized tensors is not supported")
 
-    def pass_through(self, nd, q, scale, zp, out=None):
-        """MaxPool / Flatten / Reshape / Identity on a quantized tensor: its scale and zero point kept."""
+    def pass_through(self, nd, q, scale, zp, out=None, op=None):
+        """MaxPool / Flatten / Reshape / Identity on a quantized tensor (its scale and zero point kept), or the
+        float importer's reading of ONNX op `op` (AveragePool) with output quantization (scale, zp)."""
         out = out or nd.output[0]
-        op = nd.op_type
+        op = op or nd.op_type
         if op in ("Identity", "Dropout"):
             self.env[out] = q
             return
@@ -480,18 +580,28 @@ class _QImporter(_Importer):
         scale, zp = self.qparams(nd, 3, 4)
         self.step(nd, "global_avgpool", [self.q_input(nd, 0)], scale, zp, squeezed=True)
 
-    def _lookup(self, nd, q, op, scale, zp, alpha):
-        if op == "Sigmoid":
-            return self.step(nd, "sigmoid", [q], scale, zp, squeezed=q.squeezed)
-        return self.step(nd, "leaky_relu", [q], scale, zp, {"alpha": float(alpha)}, squeezed=q.squeezed)
+    def _lookup(self, qnode, nd, q, op, scale, zp):
+        """The table step of ONNX op `op` (its attributes on node `nd`), named after `qnode`."""
+        attrs = {k: float(self.attr(nd, k, d)) for k, d in G.OPS[_TABLES[op]][1].items()}
+        return self.step(qnode, _TABLES[op], [q], scale, zp, attrs, squeezed=q.squeezed)
 
     def q_QLinearSigmoid(self, nd):
         scale, zp = self.qparams(nd, 3, 4)
-        self._lookup(nd, self.q_input(nd, 0), "Sigmoid", scale, zp, None)
+        self._lookup(nd, nd, self.q_input(nd, 0), "Sigmoid", scale, zp)
 
     def q_QLinearLeakyRelu(self, nd):
         scale, zp = self.qparams(nd, 3, 4)
-        self._lookup(nd, self.q_input(nd, 0), "LeakyRelu", scale, zp, self.attr(nd, "alpha", 0.01))
+        self._lookup(nd, nd, self.q_input(nd, 0), "LeakyRelu", scale, zp)
+
+    def avgpool(self, nd, q, scale, zp, out):
+        """QLinearAveragePool (or its QDQ form): avgpool2d, ORT's arithmetic (fixq.targets.onnxruntime)."""
+        if self.attr(nd, "channels_last", 0):
+            self.fail(nd, "channels_last=1 is not supported")
+        self.pass_through(nd, q, scale, zp, out=out, op="AveragePool")
+
+    def q_QLinearAveragePool(self, nd):
+        scale, zp = self.qparams(nd, 3, 4)
+        self.avgpool(nd, self.q_input(nd, 0), scale, zp, nd.output[0])
 
     def q_QLinearConcat(self, nd):
         scale, zp = self.qparams(nd, 0, 1)

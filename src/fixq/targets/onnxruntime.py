@@ -4,6 +4,7 @@ QuantizeLinear of an activation's bounds (ONNX has no fused activation: Relu / C
 dequantized values and the next QuantizeLinear rounds their bounds)."""
 import numpy as np
 
+from .. import arith
 from ._common import AFTER, SAT, Recipe, binary_args, float32_product, into, quantize_divide
 
 
@@ -51,6 +52,62 @@ ACTIVATION = Recipe(
     "-", "div-even", AFTER, SAT, "numpy",
     "QuantizeLinear of the bound: zp + rne(f / s_y) in float32, saturated (Relu: [zp, qmax], "
     "Clip(0, 6): [zp, q(6)], Clip(-1, 1): [q(-1), q(1)])", activation_bound)
+
+def qlinear_avgpool(x, kernel, stride, padding, in_scale, in_zp, out_scale, out_zp, dtype, as_uint8=False):
+    """ORT QLinearAveragePool (contrib_ops/cpu/quantization/qlinear_pool.cc), count_include_pad=1, on NHWC
+    `x`: each input dequantized as x_scale * (int)(q - zp) in float32, each window summed in float32 row
+    by row (padding adds nothing), divided by the kernel area, then
+    saturate(nearbyintf(y / y_scale + (float)y_zero_point)): the zero point added before rounding, ties
+    to even.  A window over the whole image without padding is QLinearGlobalAveragePool's arithmetic
+    (the kernel's fallback): the int32 sum of (q - zp) times mean_scale, rounded half to even, + zp.
+    `as_uint8`: int8 `x` runs as ORT runs a QDQ int8 model, on uint8 values with zero points + 128
+    (QDQS8ToU8Transformer), which moves the ties of the float zero-point addition."""
+    if as_uint8 and np.dtype(dtype) == np.int8:
+        u = qlinear_avgpool((x.astype(np.int16) + 128).astype(np.uint8), kernel, stride, padding, in_scale,
+                            in_zp + 128, out_scale, out_zp + 128, np.uint8)
+        return (u.astype(np.int16) - 128).astype(np.int8)
+    n, h, w, c = x.shape
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    lo, hi = np.iinfo(dtype).min, np.iinfo(dtype).max
+    if (kh, kw) == (h, w) and (ph, pw) == (0, 0):
+        acc = x.sum(axis=(1, 2), dtype=np.int32, keepdims=True) - np.int32(in_zp * h * w)
+        v = np.rint((acc.astype(np.float32) * mean_scale(in_scale, out_scale, h * w)).astype(np.float32))
+        return np.clip(v + out_zp, lo, hi).astype(dtype)
+    f = (np.float32(in_scale) * (x.astype(np.int32) - in_zp).astype(np.float32)).astype(np.float32)
+    f = np.pad(f, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
+    oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    acc = np.zeros((n, oh, ow, c), np.float32)
+    for i in range(kh):
+        for j in range(kw):
+            acc += f[:, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw, :]
+    y = (acc / np.float32(kh * kw)).astype(np.float32)
+    v = np.rint(((y / np.float32(out_scale)).astype(np.float32) + np.float32(out_zp)).astype(np.float32))
+    return np.clip(v, lo, hi).astype(dtype)
+
+
+def concat_table(in_scale, in_zp, out_scale, out_zp, dtype):
+    """ORT QLinearConcat's table of an input at another scale or zero point (QlinearBuildLookupTable of the
+    identity): for each input byte, saturate(rne(x_scale * (q - x_zp) / y_scale) + y_zp), float32
+    (MlasQuantizeLinear), indexed by the input's byte."""
+    q = np.arange(256, dtype=np.uint8).view(dtype).astype(np.int32)
+    x = (np.float32(in_scale) * (q - in_zp).astype(np.float32)).astype(np.float32)
+    v = np.rint((x / np.float32(out_scale)).astype(np.float32)) + out_zp
+    return np.clip(v, np.iinfo(dtype).min, np.iinfo(dtype).max).astype(dtype)
+
+
+def concat_scale(in_scale, in_zp, out_scale, out_zp, dtype):
+    """A float32 scale whose fixq output stage (``rounding="fp32"``: rne((float)(q - x_zp) * scale) + y_zp)
+    gives :func:`concat_table` on all 256 inputs (the float32 ratio or a neighbour), so that the C plan runs
+    ORT's concat; None when none does."""
+    table = concat_table(in_scale, in_zp, out_scale, out_zp, dtype)
+    d = (np.arange(256, dtype=np.uint8).view(dtype).astype(np.int32) - in_zp).astype(np.int32)
+    c = np.float32(np.float64(in_scale) / np.float64(out_scale))
+    for cand in (c, np.nextafter(c, np.float32(np.inf)), np.nextafter(c, np.float32(0))):
+        got = arith.requantize(d, scale=cand, zero_point=out_zp, dtype=dtype, rounding="fp32")
+        if np.array_equal(got, table):
+            return np.float32(cand)
+    return None
+
 
 def mean_scale(in_scale, out_scale, count):
     """MLAS QLinearGlobalAveragePool's scale: ScaleInput / (ScaleOutput * (float)ImageSize) in float32."""
