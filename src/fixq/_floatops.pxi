@@ -18,78 +18,127 @@ cdef extern from "fixq_floatops.h" nogil:
                                     size_t w_scale_count, const float *bias, fixq_dyn_granularity granularity,
                                     float *y, int threads)
 
+cdef extern from "Python.h":
+    const Py_ssize_t PY_SSIZE_T_MAX
+
 _GELU_FORMS = {"none": FIXQ_GELU_ERF, "tanh": FIXQ_GELU_TANH}
 _GRANULARITIES = {"row": FIXQ_DYN_ROW, "tensor": FIXQ_DYN_TENSOR}
 
 
-cdef int _rows_check(Py_ssize_t xlen, Py_ssize_t ylen, Py_ssize_t rows, Py_ssize_t n) except -1:
-    if rows < 0 or n < 0 or xlen != rows * n or ylen != xlen:
-        raise ValueError("buffer sizes do not match rows * n")
+cdef struct _Buffers:
+    Py_buffer view[5]
+    int count
+
+
+cdef int _float_buffer(_Buffers *b, object arr, bint writable, size_t count, const char *name,
+                       float **data) except -1:
+    """data = the start of arr's C-contiguous buffer, which must hold `count` float32 values; b releases it."""
+    if count > <size_t>PY_SSIZE_T_MAX // sizeof(float):
+        raise ValueError(f"{name.decode()}: too many values")
+    PyObject_GetBuffer(arr, &b.view[b.count], PyBUF_C_CONTIGUOUS | (PyBUF_WRITABLE if writable else 0))
+    b.count += 1
+    if <size_t>b.view[b.count - 1].len != count * sizeof(float):
+        raise ValueError(f"{name.decode()} must hold {count} float32 values, got {b.view[b.count - 1].len} bytes")
+    data[0] = <float *>b.view[b.count - 1].buf
     return 0
 
 
-def layer_norm_raw(const float[::1] x, const float[::1] weight, const float[::1] bias, float eps, float[::1] y,
-                   Py_ssize_t rows, Py_ssize_t n, int threads):
-    cdef fixq_status st
-    _rows_check(x.shape[0], y.shape[0], rows, n)
-    if weight.shape[0] != n or bias.shape[0] != n:
-        raise ValueError("weight and bias must have length n")
-    if rows * n == 0:
-        return
-    with nogil:
-        st = fixq_layer_norm_f32(&x[0], rows, n, &weight[0], &bias[0], eps, &y[0], threads)
+cdef size_t _product(size_t a, size_t b) except? 0:
+    """a * b, or ValueError when it passes size_t."""
+    if b != 0 and a > (<size_t>-1) // b:
+        raise ValueError("sizes overflow")
+    return a * b
+
+
+cdef void _release(_Buffers *b) noexcept:
+    cdef int i
+    for i in range(b.count):
+        PyBuffer_Release(&b.view[i])
+    b.count = 0
+
+
+def layer_norm_raw(x, weight, bias, float eps, y, size_t rows, size_t n, int threads):
+    """x, y: rows * n float32 values (y may be x); weight, bias: n."""
+    cdef _Buffers b
+    cdef float *xp
+    cdef float *wp
+    cdef float *bp
+    cdef float *yp
+    cdef fixq_status st = FIXQ_OK
+    b.count = 0
+    try:
+        _float_buffer(&b, x, False, _product(rows, n), "x", &xp)
+        _float_buffer(&b, weight, False, n, "weight", &wp)
+        _float_buffer(&b, bias, False, n, "bias", &bp)
+        _float_buffer(&b, y, True, _product(rows, n), "y", &yp)
+        with nogil:
+            st = fixq_layer_norm_f32(xp, rows, n, wp, bp, eps, yp, threads)
+    finally:
+        _release(&b)
     check_status(st, "layer_norm")
 
 
-def softmax_raw(const float[::1] x, float[::1] y, Py_ssize_t rows, Py_ssize_t n, int threads):
-    cdef fixq_status st
-    _rows_check(x.shape[0], y.shape[0], rows, n)
-    if rows * n == 0:
-        return
-    with nogil:
-        st = fixq_softmax_f32(&x[0], rows, n, &y[0], threads)
+def softmax_raw(x, y, size_t rows, size_t n, int threads):
+    """x, y: rows * n float32 values (y may be x)."""
+    cdef _Buffers b
+    cdef float *xp
+    cdef float *yp
+    cdef fixq_status st = FIXQ_OK
+    b.count = 0
+    try:
+        _float_buffer(&b, x, False, _product(rows, n), "x", &xp)
+        _float_buffer(&b, y, True, _product(rows, n), "y", &yp)
+        with nogil:
+            st = fixq_softmax_f32(xp, rows, n, yp, threads)
+    finally:
+        _release(&b)
     check_status(st, "softmax")
 
 
-def gelu_raw(const float[::1] x, str approximate, float[::1] y, int threads):
-    cdef fixq_status st
+def gelu_raw(x, str approximate, y, size_t count, int threads):
+    """x, y: count float32 values (y may be x)."""
+    cdef _Buffers b
+    cdef float *xp
+    cdef float *yp
+    cdef fixq_status st = FIXQ_OK
     cdef fixq_gelu_form form = _GELU_FORMS[approximate]
-    _rows_check(x.shape[0], y.shape[0], x.shape[0], 1)
-    if x.shape[0] == 0:
-        return
-    with nogil:
-        st = fixq_gelu_f32(&x[0], x.shape[0], form, &y[0], threads)
+    b.count = 0
+    try:
+        _float_buffer(&b, x, False, count, "x", &xp)
+        _float_buffer(&b, y, True, count, "y", &yp)
+        with nogil:
+            st = fixq_gelu_f32(xp, count, form, yp, threads)
+    finally:
+        _release(&b)
     check_status(st, "gelu")
 
 
-def dynamic_linear_raw(const float[::1] x, Py_ssize_t m, PackedWeights b, const float[::1] w_scale,
-                       const float[::1] bias, str granularity, float[::1] y, int threads):
-    """y [m * N] = the dynamic-int8 product of x [m * K] and b."""
-    cdef fixq_status st
+def dynamic_linear_raw(x, size_t m, PackedWeights w, w_scale, bias, str granularity, y, int threads):
+    """y [m * N] = the dynamic-int8 product of x [m * K] and w; w_scale: 1 or N float32 values, bias N or None."""
+    cdef _Buffers b
+    cdef float *xp
+    cdef float *sp
+    cdef float *bp = NULL
+    cdef float *yp
+    cdef fixq_status st = FIXQ_OK
     cdef fixq_dyn_granularity g = _GRANULARITIES[granularity]
-    cdef size_t k = b.pb.k, n = b.pb.n
-    cdef const float *xp = NULL
-    cdef const float *bp = NULL
-    if m < 0 or <size_t>x.shape[0] != <size_t>m * k or <size_t>y.shape[0] != <size_t>m * n:
-        raise ValueError("buffer sizes do not match m * K and m * N")
-    if w_scale.shape[0] != 1 and <size_t>w_scale.shape[0] != n:
-        raise ValueError("w_scale must have length 1 or N")
-    if bias is not None:
-        if <size_t>bias.shape[0] != n:
-            raise ValueError("bias must have length N")
-        if n > 0:
-            bp = &bias[0]
-    if x.shape[0] > 0:
-        xp = &x[0]
-    if m == 0 or n == 0:
-        return
-    with nogil:
-        st = fixq_dynamic_linear(xp, m, &b.pb, &w_scale[0], w_scale.shape[0], bp, g, &y[0], threads)
+    cdef size_t k = w.pb.k, n = w.pb.n, scales = 1 if len(w_scale) == 1 else n
+    b.count = 0
+    try:
+        _float_buffer(&b, x, False, _product(m, k), "x", &xp)
+        _float_buffer(&b, w_scale, False, scales, "weight_scale", &sp)
+        if bias is not None:
+            _float_buffer(&b, bias, False, n, "bias", &bp)
+        _float_buffer(&b, y, True, _product(m, n), "y", &yp)
+        with nogil:
+            st = fixq_dynamic_linear(xp, m, &w.pb, sp, scales, bp, g, yp, threads)
+    finally:
+        _release(&b)
     if st == FIXQ_ERR_NAN:
         raise ValueError("dynamic_linear: x holds NaN or infinity (or values whose range max - min passes float32); "
                          "replace or mask them before the layer")
     if st == FIXQ_ERR_OVERFLOW:  # |q - zp| <= 255
-        raise OverflowError(_overflow_message("dynamic_linear", FIXQ_UINT8, 0, b, None))
+        raise OverflowError(_overflow_message("dynamic_linear", FIXQ_UINT8, 0, w, None))
     if st == FIXQ_ERR_INVALID_ARGUMENT:
-        raise ValueError(f"dynamic_linear: weight_scale must hold finite values > 0, got {_np.asarray(w_scale)!r}")
+        raise ValueError(f"dynamic_linear: weight_scale must hold finite values > 0, got {w_scale!r}")
     check_status(st, "dynamic_linear")

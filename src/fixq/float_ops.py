@@ -79,11 +79,14 @@ def layer_norm(x, weight, bias, eps, out=None, threads=1):
     if weight.shape != (n,) or bias.shape != (n,):
         raise ValueError(f"{fn}: weight and bias must have shape ({n},) (x.shape[-1]), got {weight.shape} and "
                          f"{bias.shape}")
-    if isinstance(eps, (bool, np.bool_)) or not isinstance(eps, (int, float, np.floating, np.integer)) \
-            or not 0 <= eps <= _F32_MAX:
+    if type(eps) is not float and (isinstance(eps, (bool, np.bool_)) or not isinstance(eps, (int, float, np.floating,
+                                                                                         np.integer))):
+        raise ValueError(f"{fn}: eps must be a number in [0, {_F32_MAX:g}] (finite in float32), got {eps!r}")
+    eps = float(eps)
+    if not 0 <= eps <= _F32_MAX:
         raise ValueError(f"{fn}: eps must be a number in [0, {_F32_MAX:g}] (finite in float32), got {eps!r}")
     y = _out(out, x, fn)
-    _core.layer_norm_raw(x.reshape(-1), weight, bias, float(eps), y.reshape(-1), rows, n, _threads(threads, fn))
+    _core.layer_norm_raw(x, weight, bias, eps, y, rows, n, _threads(threads, fn))
     return y
 
 
@@ -93,7 +96,7 @@ def softmax(x, out=None, threads=1):
     x = _f32(x, "x", fn)
     rows, n = _rows(x, fn)
     y = _out(out, x, fn)
-    _core.softmax_raw(x.reshape(-1), y.reshape(-1), rows, n, _threads(threads, fn))
+    _core.softmax_raw(x, y, rows, n, _threads(threads, fn))
     return y
 
 
@@ -105,7 +108,7 @@ def gelu(x, approximate="none", out=None, threads=1):
     if not isinstance(approximate, str) or approximate not in _GELU_FORMS:
         raise ValueError(f"{fn}: approximate must be 'none' or 'tanh', got {approximate!r}")
     y = _out(out, x, fn)
-    _core.gelu_raw(x.reshape(-1), approximate, y.reshape(-1), _threads(threads, fn))
+    _core.gelu_raw(x, approximate, y, x.size, _threads(threads, fn))
     return y
 
 
@@ -150,7 +153,7 @@ def dynamic_linear(x, packed, weight_scale, bias=None, granularity="row", thread
         raise ValueError(f"{fn}: granularity must be 'row' or 'tensor', got {granularity!r}")
     y = np.empty(x.shape[:-1] + (n,), _F32)
     m = y.size // n if n else 0
-    _core.dynamic_linear_raw(x.reshape(-1), m, packed, ws, bias, granularity, y.reshape(-1), _threads(threads, fn))
+    _core.dynamic_linear_raw(x, m, packed, ws, bias, granularity, y, _threads(threads, fn))
     return y
 
 
