@@ -307,6 +307,7 @@ def test_bad_input():
         (lambda: F.softmax(x, out=np.empty((4, 9), np.float32)), "out must have the shape"),
         (lambda: F.softmax(x, out=x.reshape(-1)[1:].reshape(1, 31)[:, :0]), "out must have the shape"),
         (lambda: F.gelu(x, approximate="erf"), "approximate must be"),
+        (lambda: F.gelu(x, out=np.frombuffer(bytes(128), np.float32).reshape(4, 8)), "out is read-only"),
         (lambda: F.gelu(x, threads=0), "threads must be"),
         (lambda: F.dynamic_linear(x.astype(np.float16), packed, 1.0), "x must be float32"),
         (lambda: F.dynamic_linear(x[:, :5], packed, 1.0), "C-contiguous"),

@@ -49,13 +49,13 @@ def _out(out, x, fn):
     """A float32 array of x's shape to write: new, x itself, or an `out` that does not overlap x."""
     if out is None:
         return np.empty_like(x)
-    if out is x:
-        return out
     out = _f32(out, "out", fn)
-    if out.shape != x.shape:
-        raise ValueError(f"{fn}: out must have the shape of x {x.shape}, got {out.shape}")
     if not out.flags.writeable:
         raise ValueError(f"{fn}: out is read-only")
+    if out is x:
+        return out
+    if out.shape != x.shape:
+        raise ValueError(f"{fn}: out must have the shape of x {x.shape}, got {out.shape}")
     if np.may_share_memory(out, x) and out.__array_interface__["data"][0] != x.__array_interface__["data"][0]:
         raise ValueError(f"{fn}: out overlaps x without being x; pass out=x or a separate array")
     return out

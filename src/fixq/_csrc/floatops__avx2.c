@@ -88,26 +88,17 @@ ALWAYS_INLINE float hmax_ps(__m256 v) {
 
 static void layer_norm(size_t rows, size_t n, const float *x, const float *w, const float *b, float eps, float *y) {
   for (size_t r = 0; r < rows; r++, x += n, y += n) {
-    __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
+    __m256d s0 = _mm256_setzero_pd(), s1 = s0, q0 = s0, q1 = s0;
     for (size_t i = 0; i < n; i += 8) {
       const __m256 v = load(x + i, tail_mask(n - i)); /* zeros past n */
-      s0 = _mm256_add_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(v)));
-      s1 = _mm256_add_pd(s1, _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
+      const __m256d d0 = _mm256_cvtps_pd(_mm256_castps256_ps128(v)), d1 = _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
+      s0 = _mm256_add_pd(s0, d0);
+      s1 = _mm256_add_pd(s1, d1);
+      q0 = _mm256_fmadd_pd(d0, d0, q0);
+      q1 = _mm256_fmadd_pd(d1, d1, q1);
     }
     const double mean = hsum_pd(_mm256_add_pd(s0, s1)) / (double)n;
-    const __m256d md = _mm256_set1_pd(mean);
-    s0 = s1 = _mm256_setzero_pd();
-    for (size_t i = 0; i < n; i += 8) {
-      const __m256i k = tail_mask(n - i);
-      const __m256 v = load(x + i, k);
-      const __m256d k0 = _mm256_castsi256_pd(_mm256_cvtepi32_epi64(_mm256_castsi256_si128(k)));
-      const __m256d k1 = _mm256_castsi256_pd(_mm256_cvtepi32_epi64(_mm256_extracti128_si256(k, 1)));
-      const __m256d d0 = _mm256_and_pd(k0, _mm256_sub_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)), md));
-      const __m256d d1 = _mm256_and_pd(k1, _mm256_sub_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)), md));
-      s0 = _mm256_fmadd_pd(d0, d0, s0);
-      s1 = _mm256_fmadd_pd(d1, d1, s1);
-    }
-    const double var = hsum_pd(_mm256_add_pd(s0, s1)) / (double)n;
+    const double var = fmax(hsum_pd(_mm256_add_pd(q0, q1)) / (double)n - mean * mean, 0.0);
     const __m256 rstd = _mm256_set1_ps((float)(1.0 / sqrt(var + eps))), m = _mm256_set1_ps((float)mean);
     for (size_t i = 0; i < n; i += 8) {
       const __m256i k = tail_mask(n - i);

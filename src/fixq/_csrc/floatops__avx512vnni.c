@@ -68,23 +68,17 @@ ALWAYS_INLINE __m512d hi8(__m512 v) { return _mm512_cvtps_pd(_mm256_castpd_ps(_m
 
 static void layer_norm(size_t rows, size_t n, const float *x, const float *w, const float *b, float eps, float *y) {
   for (size_t r = 0; r < rows; r++, x += n, y += n) {
-    __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+    __m512d s0 = _mm512_setzero_pd(), s1 = s0, q0 = s0, q1 = s0;
     for (size_t i = 0; i < n; i += 16) {
-      const __m512 v = _mm512_maskz_loadu_ps(tail_mask(n - i), x + i);
-      s0 = _mm512_add_pd(s0, lo8(v));
-      s1 = _mm512_add_pd(s1, hi8(v));
+      const __m512 v = _mm512_maskz_loadu_ps(tail_mask(n - i), x + i); /* zeros past n */
+      const __m512d d0 = lo8(v), d1 = hi8(v);
+      s0 = _mm512_add_pd(s0, d0);
+      s1 = _mm512_add_pd(s1, d1);
+      q0 = _mm512_fmadd_pd(d0, d0, q0);
+      q1 = _mm512_fmadd_pd(d1, d1, q1);
     }
     const double mean = _mm512_reduce_add_pd(_mm512_add_pd(s0, s1)) / (double)n;
-    const __m512d md = _mm512_set1_pd(mean);
-    s0 = s1 = _mm512_setzero_pd();
-    for (size_t i = 0; i < n; i += 16) {
-      const __mmask16 k = tail_mask(n - i);
-      const __m512 v = _mm512_maskz_loadu_ps(k, x + i);
-      const __m512d d0 = _mm512_maskz_sub_pd((__mmask8)k, lo8(v), md), d1 = _mm512_maskz_sub_pd((__mmask8)(k >> 8), hi8(v), md);
-      s0 = _mm512_fmadd_pd(d0, d0, s0);
-      s1 = _mm512_fmadd_pd(d1, d1, s1);
-    }
-    const double var = _mm512_reduce_add_pd(_mm512_add_pd(s0, s1)) / (double)n;
+    const double var = fmax(_mm512_reduce_add_pd(_mm512_add_pd(q0, q1)) / (double)n - mean * mean, 0.0);
     const __m512 rstd = _mm512_set1_ps((float)(1.0 / sqrt(var + eps))), m = _mm512_set1_ps((float)mean);
     for (size_t i = 0; i < n; i += 16) {
       const __mmask16 k = tail_mask(n - i);

@@ -1,5 +1,6 @@
 /* Layer norm, softmax and GELU: the scalar path (fixq_floatops.h states
- * what each computes).  Row statistics are summed in double. */
+ * what each computes).  Row statistics are summed in double, one pass:
+ * var = E[x^2] - mean^2 (exact enough in double unless |mean| / std passes ~1e6). */
 #include <string.h>
 
 #include "fixq_floatops.h"
@@ -42,11 +43,13 @@ static float erf_f(float x) {
 
 static void layer_norm(size_t rows, size_t n, const float *x, const float *w, const float *b, float eps, float *y) {
   for (size_t r = 0; r < rows; r++, x += n, y += n) {
-    double sum = 0.0, var = 0.0;
-    for (size_t i = 0; i < n; i++) sum += x[i];
-    const double mean = sum / (double)n;
-    for (size_t i = 0; i < n; i++) var += (x[i] - mean) * (x[i] - mean);
-    const float rstd = (float)(1.0 / sqrt(var / (double)n + eps)), m = (float)mean;
+    double sum = 0.0, sq = 0.0;
+    for (size_t i = 0; i < n; i++) {
+      sum += x[i];
+      sq += (double)x[i] * x[i];
+    }
+    const double mean = sum / (double)n, var = fmax(sq / (double)n - mean * mean, 0.0);
+    const float rstd = (float)(1.0 / sqrt(var + eps)), m = (float)mean;
     for (size_t i = 0; i < n; i++) y[i] = (x[i] - m) * rstd * w[i] + b[i];
   }
 }
