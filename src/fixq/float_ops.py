@@ -180,11 +180,11 @@ def matmul(a, b, threads=1):
 
 
 def _quantize_columns(b):
-    """b [K, N] float32 -> (int8 [K, N], float32 scale [N]): symmetric per column, scale = max|b| / 127
-    (1 for a zero column), q = round_half_even(b / scale) (within [-127, 127])."""
-    amax = np.max(np.abs(b), axis=0) if b.shape[0] else np.zeros(b.shape[1], np.float32)
+    """b [..., K, N] float32 -> (int8 [..., K, N], float32 scale [..., N]): symmetric per column,
+    scale = max|b| / 127 (1 for a zero column), q = round_half_even(b / scale) (within [-127, 127])."""
+    amax = np.max(np.abs(b), axis=-2, initial=0)
     scale = np.where(amax > 0, amax / np.float32(127), np.float32(1)).astype(np.float32)
-    return np.clip(np.rint(b / scale), -127, 127).astype(np.int8), scale
+    return np.clip(np.rint(b / scale[..., None, :]), -127, 127).astype(np.int8), scale
 
 
 def qmatmul_dynamic(a, b, threads=1):
@@ -198,10 +198,10 @@ def qmatmul_dynamic(a, b, threads=1):
         raise ValueError(f"{fn}: b holds NaN or infinity; replace or mask them first")
     m, n = a.shape[-2], b.shape[-1]
     a_full = np.broadcast_to(a, batch + a.shape[-2:])
-    b_full = np.broadcast_to(b, batch + b.shape[-2:])
+    qb, scale = _quantize_columns(b)
+    qb, scale = np.broadcast_to(qb, batch + qb.shape[-2:]), np.broadcast_to(scale, batch + (n,))
     out = np.empty(batch + (m, n), _F32)
     for i in np.ndindex(*batch):
-        q, scale = _quantize_columns(b_full[i])
-        out[i] = dynamic_linear(np.ascontiguousarray(a_full[i]), pack_weights(q, layout="matmul"), scale,
-                                threads=threads)
+        out[i] = dynamic_linear(np.ascontiguousarray(a_full[i]), pack_weights(qb[i], layout="matmul"),
+                                np.ascontiguousarray(scale[i]), threads=threads)
     return out

@@ -45,7 +45,7 @@ typedef struct {
   float *x_scale, *range; /* range: lo, hi per task (per tensor) */
   int32_t *zp;
   int *bad;               /* per task: a row (or the task's block) failed quant_params or finite_range */
-  int tasks, tensor_pass; /* tensor_pass: 1 = ranges, 2 = quantize with x_scale[0], zp[0] */
+  int tasks, tensor_pass; /* 0: per row, both steps; per tensor: 1 = ranges, 2 = quantize with x_scale[0], zp[0] */
   const int32_t *col_sum;
   const float *w_scale, *bias;
   float *y;

@@ -6,7 +6,9 @@
 
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 
-ALWAYS_INLINE __mmask16 tail_mask(size_t left) { return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1); }
+ALWAYS_INLINE __mmask16 tail_mask(size_t left) {
+  return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
+}
 
 static int finite_range(size_t n, const float *x, float *lo, float *hi) {
   __m512 l = _mm512_set1_ps(x[0]), h = l, z = _mm512_setzero_ps();

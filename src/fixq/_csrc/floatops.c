@@ -25,7 +25,9 @@ typedef struct {
 static void run_rows(const float_job *job, size_t r0, size_t r1) {
   const size_t off = r0 * job->n;
   switch (job->op) {
-    case OP_LAYER_NORM: job->kern->layer_norm(r1 - r0, job->n, job->x + off, job->w, job->b, job->eps, job->y + off); break;
+    case OP_LAYER_NORM:
+      job->kern->layer_norm(r1 - r0, job->n, job->x + off, job->w, job->b, job->eps, job->y + off);
+      break;
     case OP_SOFTMAX: job->kern->softmax(r1 - r0, job->n, job->x + off, job->y + off); break;
     default: job->kern->gelu(r1 - r0, job->x + off, job->form, job->y + off); break;
   }

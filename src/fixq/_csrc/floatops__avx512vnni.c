@@ -7,7 +7,9 @@
 
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 
-ALWAYS_INLINE __mmask16 tail_mask(size_t left) { return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1); }
+ALWAYS_INLINE __mmask16 tail_mask(size_t left) {
+  return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
+}
 
 ALWAYS_INLINE __m512 exp16(__m512 x) {
   const __mmask16 under = _mm512_cmp_ps_mask(x, _mm512_set1_ps(FIXQ__EXP_LO), _CMP_LT_OQ);
@@ -62,9 +64,11 @@ static void gelu(size_t count, const float *x, fixq_gelu_form form, float *y) {
   }
 }
 
-/* sum of the 16 floats of v, widened: two vectors of 8 doubles */
+/* the 16 floats of v widened: two vectors of 8 doubles */
 ALWAYS_INLINE __m512d lo8(__m512 v) { return _mm512_cvtps_pd(_mm512_castps512_ps256(v)); }
-ALWAYS_INLINE __m512d hi8(__m512 v) { return _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))); }
+ALWAYS_INLINE __m512d hi8(__m512 v) {
+  return _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+}
 
 static void layer_norm(size_t rows, size_t n, const float *x, const float *w, const float *b, float eps, float *y) {
   for (size_t r = 0; r < rows; r++, x += n, y += n) {
@@ -83,7 +87,8 @@ static void layer_norm(size_t rows, size_t n, const float *x, const float *w, co
     for (size_t i = 0; i < n; i += 16) {
       const __mmask16 k = tail_mask(n - i);
       const __m512 v = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), m), rstd);
-      _mm512_mask_storeu_ps(y + i, k, _mm512_fmadd_ps(v, _mm512_maskz_loadu_ps(k, w + i), _mm512_maskz_loadu_ps(k, b + i)));
+      const __m512 wv = _mm512_maskz_loadu_ps(k, w + i), bv = _mm512_maskz_loadu_ps(k, b + i);
+      _mm512_mask_storeu_ps(y + i, k, _mm512_fmadd_ps(v, wv, bv));
     }
   }
 }
