@@ -176,7 +176,7 @@ def dynamic_linear_ref(x, w, w_zp, w_scale, bias, granularity):
 
 
 LINEAR_SHAPES = [(1, 1, 1), (2, 3, 4), (7, 5, 17), (9, 63, 16), (1, 64, 15), (33, 65, 33), (4, 100, 50),
-                 (130, 384, 67), (0, 8, 3), (3, 0, 5)]
+                 (130, 384, 67), (0, 8, 3), (3, 0, 5), (3, 5, 0)]
 
 
 @pytest.mark.parametrize("granularity", ["row", "tensor"])
@@ -301,6 +301,7 @@ def test_bad_input():
         (lambda: F.layer_norm(x, one, w8, 1e-5), r"weight and bias must have shape \(8,\)"),
         (lambda: F.layer_norm(x, w8, w8, -1.0), "eps must be"),
         (lambda: F.layer_norm(x, w8, w8, float("nan")), "eps must be"),
+        (lambda: F.layer_norm(x, w8, w8, "1e-5"), "eps must be"),
         (lambda: F.layer_norm(x.T, w8[:4], w8[:4], 1e-5), "C-contiguous"),
         (lambda: F.softmax([1.0, 2.0]), "numpy float32 array"),
         (lambda: F.softmax(np.ones((), np.float32)), "at least one dimension"),

@@ -11,6 +11,9 @@ numpy's (BLAS); ``qmatmul_dynamic`` quantizes both operands at run time.
 Inputs are float32 and C-contiguous (no silent copies or casts); ``out``, where
 taken, may be ``x`` itself.  ``threads`` splits rows over fixq's worker pool.
 """
+import math
+import numbers
+
 import numpy as np
 
 from . import _core
@@ -79,14 +82,12 @@ def layer_norm(x, weight, bias, eps, out=None, threads=1):
     if weight.shape != (n,) or bias.shape != (n,):
         raise ValueError(f"{fn}: weight and bias must have shape ({n},) (x.shape[-1]), got {weight.shape} and "
                          f"{bias.shape}")
-    if type(eps) is not float and (isinstance(eps, (bool, np.bool_)) or not isinstance(eps, (int, float, np.floating,
-                                                                                         np.integer))):
-        raise ValueError(f"{fn}: eps must be a number in [0, {_F32_MAX:g}] (finite in float32), got {eps!r}")
-    eps = float(eps)
-    if not 0 <= eps <= _F32_MAX:
+    e = eps if type(eps) is float else None if isinstance(eps, (bool, np.bool_)) or \
+        not isinstance(eps, numbers.Real) else float(eps)
+    if e is None or not 0 <= e <= _F32_MAX:
         raise ValueError(f"{fn}: eps must be a number in [0, {_F32_MAX:g}] (finite in float32), got {eps!r}")
     y = _out(out, x, fn)
-    _core.layer_norm_raw(x, weight, bias, eps, y, rows, n, _threads(threads, fn))
+    _core.layer_norm_raw(x, weight, bias, e, y, rows, n, _threads(threads, fn))
     return y
 
 
@@ -149,10 +150,10 @@ def dynamic_linear(x, packed, weight_scale, bias=None, granularity="row", thread
         bias = _f32(bias, "bias", fn)
         if bias.shape != (n,):
             raise ValueError(f"{fn}: bias must have shape ({n},) (one per output column), got {bias.shape}")
-    if granularity != "row" and granularity != "tensor":
+    if not isinstance(granularity, str) or granularity not in _GRANULARITIES:
         raise ValueError(f"{fn}: granularity must be 'row' or 'tensor', got {granularity!r}")
     y = np.empty(x.shape[:-1] + (n,), _F32)
-    m = y.size // n if n else 0
+    m = math.prod(x.shape[:-1])
     _core.dynamic_linear_raw(x, m, packed, ws, bias, granularity, y, _threads(threads, fn))
     return y
 
