@@ -201,7 +201,7 @@ def test_every_runtimes_dequantize_is_fixqs(isa, dtype):
 SRC = Path(fixq.__file__).parent
 LAYERS = [  # each may import only from its own layer (without a cycle) and those before it
     {"_core", "_validate", "layout"},
-    {"arith", "gemm", "conv", "eltwise"},
+    {"arith", "gemm", "conv", "eltwise", "float_ops"},
     {"targets", "targets._common", "targets._dispatch", "targets.tflite", "targets.xnnpack", "targets.onnxruntime",
      "targets.gemmlowp"},
     {"ops"},

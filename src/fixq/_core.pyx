@@ -185,5 +185,6 @@ _init()
 include "_gemm.pxi"
 include "_eltwise.pxi"
 include "_lowbit.pxi"
+include "_floatops.pxi"
 include "_capi.pxi"
 include "_engine.pxi"

@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fixq_internal.h"
+#include "fixq_floatops.h"
 
 #define NR FIXQ_GEMM_NR
 #define MC_MAX 128                /* rows per block */
@@ -154,6 +154,8 @@ typedef struct {
   char *y;
   fixq_dtype y_dtype;
   size_t ldy;
+  fixq__qgemm_store store; /* given: the output stage is the caller's (p, y unused) */
+  const void *store_ctx;
 } qgemm_job;
 
 typedef struct {
@@ -172,6 +174,10 @@ static size_t rows_per_block(const qgemm_kernels *kern, size_t kq) {
  * accumulators are tile[r * ldt + j]. */
 static void store_block(const qgemm_job *job, const int32_t *tile, size_t ldt, size_t m0, size_t mc, size_t n0,
                         size_t nc) {
+  if (job->store != NULL) {
+    job->store(job->store_ctx, tile, ldt, m0, mc, n0, nc);
+    return;
+  }
   const size_t esize = fixq__dtype_size(job->y_dtype);
   char *y = job->y + (m0 * job->ldy + n0) * esize;
   if (job->p == NULL) {
@@ -303,6 +309,38 @@ static int fits_int32(const fixq_packed_b *b, int64_t a_span, const int32_t *bia
   return 1;
 }
 
+/* Runs job on up to `threads` threads (fewer when the product is small). */
+static fixq_status launch(const qgemm_job *job, int threads) {
+  const qgemm_kernels *kern = job->kern;
+  const fixq_packed_b *b = job->b;
+  const size_t m = job->m;
+  const size_t panels = b->n_padded / NR;
+  const double macs = (double)m * (double)b->n * (double)(b->k ? b->k : 1);
+  int T = threads;
+  const double fit = macs / FIXQ__MACS_PER_THREAD;
+  if (fit < T) T = fit > 1 ? (int)fit : 1;
+  const size_t groups = (m + kern->mr - 1) / kern->mr; /* row tiles */
+  if ((size_t)T > groups && (size_t)T > panels) T = (int)(groups > panels ? groups : panels); /* split gives each part rows or panels */
+  if (T == 1) {
+    qgemm_part part = {job, 0, m, 0, panels, FIXQ_OK};
+    run_part(&part);
+    return part.status;
+  }
+  qgemm_part *parts = malloc(sizeof(qgemm_part) * (size_t)T);
+  if (parts == NULL) return FIXQ_ERR_OUT_OF_MEMORY;
+  for (int t = 0; t < T; t++) {
+    parts[t].job = job;
+    parts[t].status = FIXQ_OK;
+    split(m, kern->mr, panels, T, t, &parts[t].m0, &parts[t].m1, &parts[t].p0, &parts[t].p1);
+  }
+  fixq__parallel(T, run_part_task, parts);
+  fixq_status st = FIXQ_OK;
+  for (int t = 0; t < T; t++)
+    if (parts[t].status != FIXQ_OK) st = parts[t].status;
+  free(parts);
+  return st;
+}
+
 fixq_status fixq_qgemm(size_t m, const void *a, fixq_dtype a_dtype, size_t lda, int32_t a_zero_point,
                        const fixq_packed_b *b, const int32_t *bias, const fixq_requant *p,
                        size_t p_channels, void *y, fixq_dtype y_dtype, size_t ldy, int threads) {
@@ -327,30 +365,19 @@ fixq_status fixq_qgemm(size_t m, const void *a, fixq_dtype a_dtype, size_t lda, 
 
   const qgemm_kernels *kern = &kernel_table[fixq__isa];
   const qgemm_job job = {kern, a, a_dtype, m, lda, a_zero_point - (a_dtype == FIXQ_UINT8 ? 128 : 0), b, bias, p,
-                         p != NULL && p_channels > 1, fixq__requant_ukernel(), (char *)y, y_dtype, ldy};
-  const size_t panels = b->n_padded / NR;
-  const double macs = (double)m * (double)b->n * (double)(b->k ? b->k : 1);
-  int T = threads;
-  const double fit = macs / FIXQ__MACS_PER_THREAD;
-  if (fit < T) T = fit > 1 ? (int)fit : 1;
-  const size_t groups = (m + kern->mr - 1) / kern->mr; /* row tiles */
-  if ((size_t)T > groups && (size_t)T > panels) T = (int)(groups > panels ? groups : panels); /* split gives each part rows or panels */
-  if (T == 1) {
-    qgemm_part part = {&job, 0, m, 0, panels, FIXQ_OK};
-    run_part(&part);
-    return part.status;
-  }
-  qgemm_part *parts = malloc(sizeof(qgemm_part) * (size_t)T);
-  if (parts == NULL) return FIXQ_ERR_OUT_OF_MEMORY;
-  for (int t = 0; t < T; t++) {
-    parts[t].job = &job;
-    parts[t].status = FIXQ_OK;
-    split(m, kern->mr, panels, T, t, &parts[t].m0, &parts[t].m1, &parts[t].p0, &parts[t].p1);
-  }
-  fixq__parallel(T, run_part_task, parts);
-  fixq_status st = FIXQ_OK;
-  for (int t = 0; t < T; t++)
-    if (parts[t].status != FIXQ_OK) st = parts[t].status;
-  free(parts);
-  return st;
+                         p != NULL && p_channels > 1, fixq__requant_ukernel(), (char *)y, y_dtype, ldy, NULL, NULL};
+  return launch(&job, threads);
+}
+
+fixq_status fixq__qgemm_u8_store(size_t m, const uint8_t *a, size_t lda, const fixq_packed_b *b,
+                                 fixq__qgemm_store store, const void *ctx, int threads) {
+  size_t bytes;
+  if (b == NULL || !packed_ok(b) || threads < 1 || store == NULL || lda < b->k || !fixq__mul_size(m, lda, &bytes))
+    return FIXQ_ERR_INVALID_ARGUMENT;
+  if (m == 0 || b->n == 0) return FIXQ_OK;
+  if (a == NULL && b->k > 0) return FIXQ_ERR_INVALID_ARGUMENT;
+  if (!fits_int32(b, UINT8_MAX, NULL)) return FIXQ_ERR_OVERFLOW;
+  const qgemm_kernels *kern = &kernel_table[fixq__isa];
+  const qgemm_job job = {kern, a, FIXQ_UINT8, m, lda, -128, b, NULL, NULL, 0, NULL, NULL, FIXQ_INT32, 0, store, ctx};
+  return launch(&job, threads);
 }

@@ -1,0 +1,56 @@
+/* Dynamic linear kernels, AVX-512: bit-identical to dynlinear__scalar.c
+ * (IEEE division and round-half-even as there, no FMA in the epilogue). */
+#include <immintrin.h>
+
+#include "fixq_floatops.h"
+
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+
+ALWAYS_INLINE __mmask16 tail_mask(size_t left) {
+  return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
+}
+
+static int finite_range(size_t n, const float *x, float *lo, float *hi) {
+  __m512 l = _mm512_set1_ps(x[0]), h = l, z = _mm512_setzero_ps();
+  const __m512 zero = _mm512_setzero_ps();
+  for (size_t i = 0; i < n; i += 16) {
+    const __mmask16 k = tail_mask(n - i);
+    const __m512 v = _mm512_maskz_loadu_ps(k, x + i);
+    l = _mm512_mask_min_ps(l, k, l, v);
+    h = _mm512_mask_max_ps(h, k, h, v);
+    z = _mm512_fmadd_ps(v, zero, z); /* NaN once some x[i] is NaN or infinite */
+  }
+  *lo = _mm512_reduce_min_ps(l);
+  *hi = _mm512_reduce_max_ps(h);
+  return _mm512_cmp_ps_mask(z, zero, _CMP_EQ_OQ) == 0xFFFF;
+}
+
+static void quantize_u8(size_t n, const float *x, float scale, int32_t zp, uint8_t *q) {
+  const __m512 s = _mm512_set1_ps(scale), lo = _mm512_set1_ps((float)-zp), hi = _mm512_set1_ps((float)(UINT8_MAX - zp));
+  const __m512i z = _mm512_set1_epi32(zp);
+  for (size_t i = 0; i < n; i += 16) {
+    const __mmask16 k = tail_mask(n - i);
+    const __m512 v = _mm512_min_ps(_mm512_max_ps(_mm512_div_ps(_mm512_maskz_loadu_ps(k, x + i), s), lo), hi);
+    const __m512i r = _mm512_add_epi32(_mm512_cvt_roundps_epi32(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), z);
+    _mm512_mask_cvtepi32_storeu_epi8(q + i, k, r);
+  }
+}
+
+static void epilogue(size_t rows, size_t cols, const int32_t *acc, size_t lda, const int32_t *zp,
+                     const float *x_scale, const int32_t *col_sum, const float *w_scale, const float *bias, float *y,
+                     size_t ldy) {
+  for (size_t r = 0; r < rows; r++, acc += lda, y += ldy) {
+    const __m512i z = _mm512_set1_epi32(zp[r]);
+    const __m512 xs = _mm512_set1_ps(x_scale[r]);
+    for (size_t j = 0; j < cols; j += 16) {
+      const __mmask16 k = tail_mask(cols - j);
+      const __m512i a = _mm512_sub_epi32(_mm512_maskz_loadu_epi32(k, acc + j),
+                                         _mm512_mullo_epi32(z, _mm512_maskz_loadu_epi32(k, col_sum + j)));
+      const __m512 f = _mm512_cvt_roundepi32_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      const __m512 s = _mm512_mul_ps(xs, _mm512_maskz_loadu_ps(k, w_scale + j));
+      _mm512_mask_storeu_ps(y + j, k, _mm512_add_ps(_mm512_mul_ps(f, s), _mm512_maskz_loadu_ps(k, bias + j)));
+    }
+  }
+}
+
+const fixq__dyn_kernels fixq__dyn_kernels__avx512vnni = {finite_range, quantize_u8, epilogue};

@@ -1,0 +1,31 @@
+/* Dynamic linear kernels, scalar: the contract (fixq_floatops.h) the SIMD
+ * paths match bit for bit. */
+#include "fixq_floatops.h"
+
+static int finite_range(size_t n, const float *x, float *lo, float *hi) {
+  float l = x[0], h = x[0], z = 0.0f;
+  for (size_t i = 0; i < n; i++) {
+    l = x[i] < l ? x[i] : l;
+    h = x[i] > h ? x[i] : h;
+    z += x[i] * 0.0f; /* NaN once some x[i] is NaN or infinite */
+  }
+  *lo = l;
+  *hi = h;
+  return z == 0.0f;
+}
+
+static void quantize_u8(size_t n, const float *x, float scale, int32_t zp, uint8_t *q) {
+  for (size_t i = 0; i < n; i++) q[i] = (uint8_t)fixq__clamp_round_f32(x[i] / scale, zp, 0, UINT8_MAX);
+}
+
+static void epilogue(size_t rows, size_t cols, const int32_t *acc, size_t lda, const int32_t *zp,
+                     const float *x_scale, const int32_t *col_sum, const float *w_scale, const float *bias, float *y,
+                     size_t ldy) {
+  for (size_t r = 0; r < rows; r++, acc += lda, y += ldy)
+    for (size_t j = 0; j < cols; j++) {
+      const int32_t a = (int32_t)((uint32_t)acc[j] - (uint32_t)zp[r] * (uint32_t)col_sum[j]);
+      y[j] = (float)a * (x_scale[r] * w_scale[j]) + bias[j];
+    }
+}
+
+const fixq__dyn_kernels fixq__dyn_kernels__scalar = {finite_range, quantize_u8, epilogue};

@@ -1,0 +1,114 @@
+/* Float kernels of a transformer encoder (layer norm, softmax, GELU) and the
+ * dynamic-int8 linear layer.  fixq._core calls them; they are not part of the
+ * public C API (fixq.h, the capsule).
+ *
+ * Float results are not bit-identical across CPU paths (sums run in
+ * different orders; docs/arithmetic.md states the error bounds), except the
+ * dynamic linear layer's: its int32 accumulators are exact and its epilogue
+ * is one float multiply and one float add per output on every path. */
+#ifndef FIXQ_FLOATOPS_H_
+#define FIXQ_FLOATOPS_H_
+
+#include "fixq_internal.h"
+
+typedef enum { FIXQ_GELU_ERF = 0, FIXQ_GELU_TANH = 1 } fixq_gelu_form;
+typedef enum { FIXQ_DYN_ROW = 0, FIXQ_DYN_TENSOR = 1 } fixq_dyn_granularity;
+
+/* y[r][i] = (x[r][i] - mean_r) / sqrt(var_r + eps) * weight[i] + bias[i] over rows of n
+ * (var biased, as torch.nn.functional.layer_norm); eps >= 0 and finite.  y may be x. */
+fixq_status fixq_layer_norm_f32(const float *x, size_t rows, size_t n, const float *weight, const float *bias,
+                                float eps, float *y, int threads);
+/* y[r][i] = exp(x[r][i] - max_r) / sum_i exp(x[r][i] - max_r).  y may be x. */
+fixq_status fixq_softmax_f32(const float *x, size_t rows, size_t n, float *y, int threads);
+/* ERF: 0.5 x (1 + erf(x / sqrt 2)); TANH: 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))).  y may be x. */
+fixq_status fixq_gelu_f32(const float *x, size_t count, fixq_gelu_form form, float *y, int threads);
+
+/* y[m][n] = (float)acc * (x_scale[m] * w_scale[n]) + bias[n] for float x [m][k]
+ * (row-major), B packed from int8/uint8 weights, with x quantized to uint8 per
+ * row or per tensor as ONNX DynamicQuantizeLinear does (docs/arithmetic.md)
+ * and acc = sum_k (q[m][k] - zp[m]) (b[k][n] - b_zp[n]) exact.  w_scale:
+ * w_scale_count (1 or n) finite values > 0; bias [n] or NULL.
+ * FIXQ_ERR_NAN: x holds a NaN or an infinity (y unspecified);
+ * FIXQ_ERR_OVERFLOW: acc could pass int32 (fixq_qgemm's check, |q - zp| <= 255). */
+fixq_status fixq_dynamic_linear(const float *x, size_t m, const fixq_packed_b *b, const float *w_scale,
+                                size_t w_scale_count, const float *bias, fixq_dyn_granularity granularity,
+                                float *y, int threads);
+
+/* ---- shared constants -------------------------------------------------------
+ * exp: Cephes expf (x = n ln2 + r with ln 2 in two parts, |r| <= ln2 / 2, a
+ * degree-5 polynomial for (e^r - 1 - r) / r^2, then times 2^n), relative error
+ * about 2e-7; x below FIXQ__EXP_LO (~ ln FLT_MIN) gives 0, x above FIXQ__EXP_HI
+ * gives e^88. */
+#define FIXQ__EXP_LO (-87.33654f)
+#define FIXQ__EXP_HI 88.0f
+#define FIXQ__LOG2E 1.44269504088896341f
+#define FIXQ__LN2_HI 0.693359375f
+#define FIXQ__LN2_LO (-2.12194440e-4f)
+#define FIXQ__EXP_P0 1.9875691500e-4f
+#define FIXQ__EXP_P1 1.3981999507e-3f
+#define FIXQ__EXP_P2 8.3334519073e-3f
+#define FIXQ__EXP_P3 4.1665795894e-2f
+#define FIXQ__EXP_P4 1.6666665459e-1f
+#define FIXQ__EXP_P5 5.0000001201e-1f
+/* erf: Eigen's generic_fast_erf_float, x clamped to [-4, 4] (where erf is +-1
+ * in float32), x * A(x^2) / B(x^2); absolute error below 2e-7. */
+#define FIXQ__ERF_A13 (-2.72614225801306e-10f)
+#define FIXQ__ERF_A11 2.77068142495902e-08f
+#define FIXQ__ERF_A9 (-2.10102402082508e-06f)
+#define FIXQ__ERF_A7 (-5.69250639462346e-05f)
+#define FIXQ__ERF_A5 (-7.34990630326855e-04f)
+#define FIXQ__ERF_A3 (-2.95459980854025e-03f)
+#define FIXQ__ERF_A1 (-1.60960333262415e-02f)
+#define FIXQ__ERF_B8 (-1.45660718464996e-05f)
+#define FIXQ__ERF_B6 (-2.13374055278905e-04f)
+#define FIXQ__ERF_B4 (-1.68282697438203e-03f)
+#define FIXQ__ERF_B2 (-7.37332916720468e-03f)
+#define FIXQ__ERF_B0 (-1.42647390514189e-02f)
+#define FIXQ__SQRT1_2 0.70710678118654752f
+#define FIXQ__SQRT_2_OVER_PI 0.79788456080286536f
+#define FIXQ__GELU_TANH_C 0.044715f
+
+/* ---- row kernels, one set per ISA (floatops__<isa>.c) ---------------------- */
+typedef struct {
+  void (*layer_norm)(size_t rows, size_t n, const float *x, const float *w, const float *b, float eps, float *y);
+  void (*softmax)(size_t rows, size_t n, const float *x, float *y);
+  void (*gelu)(size_t count, const float *x, fixq_gelu_form form, float *y);
+} fixq__float_kernels;
+
+/* ---- dynamic linear kernels (dynlinear__<isa>.c) ----------------------------
+ * finite_range: lo = min(x), hi = max(x) over n >= 1 values; 0 when one is NaN
+ * or infinite.  quantize_u8: q[i] = clamp(round_half_even(x[i] / scale) + zp,
+ * 0, 255).  epilogue: for rows r < rows, columns j < cols,
+ *   y[r * ldy + j] = (float)(int32)(acc[r * lda + j] - zp[r] * col_sum[j]) * (x_scale[r] * w_scale[j]) + bias[j]
+ * (the subtraction modulo 2^32, each float operation rounded once: no FMA). */
+typedef struct {
+  int (*finite_range)(size_t n, const float *x, float *lo, float *hi);
+  void (*quantize_u8)(size_t n, const float *x, float scale, int32_t zp, uint8_t *q);
+  void (*epilogue)(size_t rows, size_t cols, const int32_t *acc, size_t lda, const int32_t *zp,
+                   const float *x_scale, const int32_t *col_sum, const float *w_scale, const float *bias, float *y,
+                   size_t ldy);
+} fixq__dyn_kernels;
+
+extern const fixq__float_kernels fixq__float_kernels__scalar;
+extern const fixq__dyn_kernels fixq__dyn_kernels__scalar;
+#ifdef FIXQ_COMPILED_AVX2
+extern const fixq__float_kernels fixq__float_kernels__avx2;
+extern const fixq__dyn_kernels fixq__dyn_kernels__avx2;
+#endif
+#ifdef FIXQ_COMPILED_AVX512VNNI
+extern const fixq__float_kernels fixq__float_kernels__avx512vnni;
+extern const fixq__dyn_kernels fixq__dyn_kernels__avx512vnni;
+#endif
+
+/* The GEMM driver (qgemm.c) with a caller's output stage: acc[m][n] =
+ * sum_k a[m][k] (b[k][n] - b_zp[n]) for uint8 a [m][lda] (zero point 0),
+ * exact; store(ctx, acc, lda_acc, m0, rows, n0, cols) gets each block of
+ * accumulators (acc[r * lda_acc + j] for row m0 + r, column n0 + j), from any
+ * of `threads` threads, every block once.  FIXQ_ERR_OVERFLOW unless
+ * 255 * col_abs_max fits int32. */
+typedef void (*fixq__qgemm_store)(const void *ctx, const int32_t *acc, size_t lda_acc, size_t m0, size_t rows,
+                                  size_t n0, size_t cols);
+fixq_status fixq__qgemm_u8_store(size_t m, const uint8_t *a, size_t lda, const fixq_packed_b *b,
+                                 fixq__qgemm_store store, const void *ctx, int threads);
+
+#endif /* FIXQ_FLOATOPS_H_ */

@@ -1,0 +1,77 @@
+/* Layer norm, softmax and GELU in float32: argument checks, rows split over
+ * threads, and the selected path's row kernels (floatops__<isa>.c). */
+#include "fixq_floatops.h"
+
+#define ELEMENTS_PER_THREAD (1 << 15) /* less work than this per thread does not pay for a worker */
+
+static const fixq__float_kernels *const float_table[FIXQ_ISA_COUNT] = {
+    &fixq__float_kernels__scalar, FIXQ__AVX2(&fixq__float_kernels__avx2),
+    FIXQ__AVX512VNNI(&fixq__float_kernels__avx512vnni), &fixq__float_kernels__scalar,
+    &fixq__float_kernels__scalar, &fixq__float_kernels__scalar};
+
+typedef enum { OP_LAYER_NORM, OP_SOFTMAX, OP_GELU } float_op;
+
+typedef struct {
+  float_op op;
+  const fixq__float_kernels *kern;
+  const float *x, *w, *b;
+  float eps;
+  fixq_gelu_form form;
+  float *y;
+  size_t rows, n; /* GELU: rows are single elements */
+  int tasks;
+} float_job;
+
+static void run_rows(const float_job *job, size_t r0, size_t r1) {
+  const size_t off = r0 * job->n;
+  switch (job->op) {
+    case OP_LAYER_NORM:
+      job->kern->layer_norm(r1 - r0, job->n, job->x + off, job->w, job->b, job->eps, job->y + off);
+      break;
+    case OP_SOFTMAX: job->kern->softmax(r1 - r0, job->n, job->x + off, job->y + off); break;
+    default: job->kern->gelu(r1 - r0, job->x + off, job->form, job->y + off); break;
+  }
+}
+
+static void run_task(void *ctx, int t) {
+  const float_job *job = ctx;
+  const size_t T = (size_t)job->tasks;
+  run_rows(job, job->rows * (size_t)t / T, job->rows * ((size_t)t + 1) / T);
+}
+
+/* Splits rows over up to `threads` threads, none with less than ELEMENTS_PER_THREAD. */
+static fixq_status run(float_job *job, int threads) {
+  size_t count;
+  if (threads < 1 || !fixq__mul_size(job->rows, job->n, &count)) return FIXQ_ERR_INVALID_ARGUMENT;
+  if (count == 0) return FIXQ_OK;
+  if (job->x == NULL || job->y == NULL) return FIXQ_ERR_INVALID_ARGUMENT;
+  job->kern = float_table[fixq__isa];
+  size_t T = count / ELEMENTS_PER_THREAD;
+  if (T > (size_t)threads) T = (size_t)threads;
+  if (T > job->rows) T = job->rows;
+  if (T <= 1) {
+    run_rows(job, 0, job->rows);
+    return FIXQ_OK;
+  }
+  job->tasks = (int)T;
+  fixq__parallel(job->tasks, run_task, job);
+  return FIXQ_OK;
+}
+
+fixq_status fixq_layer_norm_f32(const float *x, size_t rows, size_t n, const float *weight, const float *bias,
+                                float eps, float *y, int threads) {
+  if (!(eps >= 0.0f && isfinite(eps)) || (n > 0 && (weight == NULL || bias == NULL))) return FIXQ_ERR_INVALID_ARGUMENT;
+  float_job job = {OP_LAYER_NORM, NULL, x, weight, bias, eps, FIXQ_GELU_ERF, y, rows, n, 1};
+  return run(&job, threads);
+}
+
+fixq_status fixq_softmax_f32(const float *x, size_t rows, size_t n, float *y, int threads) {
+  float_job job = {OP_SOFTMAX, NULL, x, NULL, NULL, 0.0f, FIXQ_GELU_ERF, y, rows, n, 1};
+  return run(&job, threads);
+}
+
+fixq_status fixq_gelu_f32(const float *x, size_t count, fixq_gelu_form form, float *y, int threads) {
+  if (form != FIXQ_GELU_ERF && form != FIXQ_GELU_TANH) return FIXQ_ERR_INVALID_ARGUMENT;
+  float_job job = {OP_GELU, NULL, x, NULL, NULL, 0.0f, form, y, count, 1, 1};
+  return run(&job, threads);
+}

@@ -1,0 +1,116 @@
+/* Layer norm, softmax and GELU: the AVX-512 path, 16 floats a vector, the
+ * tail of a row through masked loads and stores.  The same formulas as
+ * floatops__scalar.c with FMA and 16 partial sums. */
+#include <immintrin.h>
+
+#include "fixq_floatops.h"
+
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+
+ALWAYS_INLINE __mmask16 tail_mask(size_t left) {
+  return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
+}
+
+ALWAYS_INLINE __m512 exp16(__m512 x) {
+  const __mmask16 under = _mm512_cmp_ps_mask(x, _mm512_set1_ps(FIXQ__EXP_LO), _CMP_LT_OQ);
+  x = _mm512_min_ps(_mm512_set1_ps(FIXQ__EXP_HI), x); /* min/max return the second operand for NaN */
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(FIXQ__LOG2E)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(FIXQ__LN2_HI), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(FIXQ__LN2_LO), r);
+  __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(FIXQ__EXP_P0), r, _mm512_set1_ps(FIXQ__EXP_P1));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(FIXQ__EXP_P2));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(FIXQ__EXP_P3));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(FIXQ__EXP_P4));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(FIXQ__EXP_P5));
+  const __m512 e = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0f));
+  return _mm512_maskz_mov_ps((__mmask16)~under, _mm512_scalef_ps(e, n));
+}
+
+ALWAYS_INLINE __m512 erf16(__m512 x) {
+  x = _mm512_min_ps(_mm512_set1_ps(4.0f), _mm512_max_ps(_mm512_set1_ps(-4.0f), x));
+  const __m512 x2 = _mm512_mul_ps(x, x);
+  __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(FIXQ__ERF_A13), x2, _mm512_set1_ps(FIXQ__ERF_A11));
+  p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(FIXQ__ERF_A9));
+  p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(FIXQ__ERF_A7));
+  p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(FIXQ__ERF_A5));
+  p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(FIXQ__ERF_A3));
+  p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(FIXQ__ERF_A1));
+  __m512 q = _mm512_fmadd_ps(_mm512_set1_ps(FIXQ__ERF_B8), x2, _mm512_set1_ps(FIXQ__ERF_B6));
+  q = _mm512_fmadd_ps(q, x2, _mm512_set1_ps(FIXQ__ERF_B4));
+  q = _mm512_fmadd_ps(q, x2, _mm512_set1_ps(FIXQ__ERF_B2));
+  q = _mm512_fmadd_ps(q, x2, _mm512_set1_ps(FIXQ__ERF_B0));
+  return _mm512_div_ps(_mm512_mul_ps(x, p), q);
+}
+
+ALWAYS_INLINE __m512 gelu16(__m512 x, fixq_gelu_form form) {
+  if (form == FIXQ_GELU_ERF) {
+    const __m512 e = erf16(_mm512_mul_ps(x, _mm512_set1_ps(FIXQ__SQRT1_2)));
+    return _mm512_mul_ps(_mm512_mul_ps(x, _mm512_set1_ps(0.5f)), _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+  }
+  const __m512 x3 = _mm512_mul_ps(_mm512_mul_ps(x, x), x);
+  const __m512 u = _mm512_mul_ps(_mm512_set1_ps(FIXQ__SQRT_2_OVER_PI),
+                                 _mm512_fmadd_ps(_mm512_set1_ps(FIXQ__GELU_TANH_C), x3, x));
+  const __m512 e = exp16(_mm512_mul_ps(_mm512_set1_ps(-2.0f), u));
+  return _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+}
+
+static void gelu(size_t count, const float *x, fixq_gelu_form form, float *y) {
+  size_t i = 0;
+  for (; i + 16 <= count; i += 16) _mm512_storeu_ps(y + i, gelu16(_mm512_loadu_ps(x + i), form));
+  if (i < count) {
+    const __mmask16 k = tail_mask(count - i);
+    _mm512_mask_storeu_ps(y + i, k, gelu16(_mm512_maskz_loadu_ps(k, x + i), form));
+  }
+}
+
+/* the 16 floats of v widened: two vectors of 8 doubles */
+ALWAYS_INLINE __m512d lo8(__m512 v) { return _mm512_cvtps_pd(_mm512_castps512_ps256(v)); }
+ALWAYS_INLINE __m512d hi8(__m512 v) {
+  return _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+}
+
+static void layer_norm(size_t rows, size_t n, const float *x, const float *w, const float *b, float eps, float *y) {
+  for (size_t r = 0; r < rows; r++, x += n, y += n) {
+    __m512d s0 = _mm512_setzero_pd(), s1 = s0, q0 = s0, q1 = s0;
+    for (size_t i = 0; i < n; i += 16) {
+      const __m512 v = _mm512_maskz_loadu_ps(tail_mask(n - i), x + i); /* zeros past n */
+      const __m512d d0 = lo8(v), d1 = hi8(v);
+      s0 = _mm512_add_pd(s0, d0);
+      s1 = _mm512_add_pd(s1, d1);
+      q0 = _mm512_fmadd_pd(d0, d0, q0);
+      q1 = _mm512_fmadd_pd(d1, d1, q1);
+    }
+    const double mean = _mm512_reduce_add_pd(_mm512_add_pd(s0, s1)) / (double)n;
+    const double var = fmax(_mm512_reduce_add_pd(_mm512_add_pd(q0, q1)) / (double)n - mean * mean, 0.0);
+    const __m512 rstd = _mm512_set1_ps((float)(1.0 / sqrt(var + eps))), m = _mm512_set1_ps((float)mean);
+    for (size_t i = 0; i < n; i += 16) {
+      const __mmask16 k = tail_mask(n - i);
+      const __m512 v = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), m), rstd);
+      const __m512 wv = _mm512_maskz_loadu_ps(k, w + i), bv = _mm512_maskz_loadu_ps(k, b + i);
+      _mm512_mask_storeu_ps(y + i, k, _mm512_fmadd_ps(v, wv, bv));
+    }
+  }
+}
+
+static void softmax(size_t rows, size_t n, const float *x, float *y) {
+  for (size_t r = 0; r < rows; r++, x += n, y += n) {
+    __m512 mx = _mm512_set1_ps(-INFINITY);
+    for (size_t i = 0; i < n; i += 16) mx = _mm512_max_ps(mx, _mm512_mask_loadu_ps(mx, tail_mask(n - i), x + i));
+    const __m512 max = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+    __m512 sum = _mm512_setzero_ps();
+    for (size_t i = 0; i < n; i += 16) {
+      const __mmask16 k = tail_mask(n - i);
+      const __m512 e = _mm512_maskz_mov_ps(k, exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), max)));
+      _mm512_mask_storeu_ps(y + i, k, e);
+      sum = _mm512_add_ps(sum, e);
+    }
+    const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum));
+    for (size_t i = 0; i < n; i += 16) {
+      const __mmask16 k = tail_mask(n - i);
+      _mm512_mask_storeu_ps(y + i, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, y + i), inv));
+    }
+  }
+}
+
+const fixq__float_kernels fixq__float_kernels__avx512vnni = {layer_norm, softmax, gelu};

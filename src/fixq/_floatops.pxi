@@ -1,0 +1,144 @@
+# Float kernels of a transformer encoder (layer norm, softmax, GELU) and the
+# dynamic-int8 linear layer.  fixq.float_ops checks the arguments and passes
+# flat C-contiguous float32 views; the functions here check every size handed
+# to C, then call it with the GIL released.
+
+cdef extern from "fixq_floatops.h" nogil:
+    ctypedef enum fixq_gelu_form:
+        FIXQ_GELU_ERF
+        FIXQ_GELU_TANH
+    ctypedef enum fixq_dyn_granularity:
+        FIXQ_DYN_ROW
+        FIXQ_DYN_TENSOR
+    fixq_status fixq_layer_norm_f32(const float *x, size_t rows, size_t n, const float *weight, const float *bias,
+                                    float eps, float *y, int threads)
+    fixq_status fixq_softmax_f32(const float *x, size_t rows, size_t n, float *y, int threads)
+    fixq_status fixq_gelu_f32(const float *x, size_t count, fixq_gelu_form form, float *y, int threads)
+    fixq_status fixq_dynamic_linear(const float *x, size_t m, const fixq_packed_b *b, const float *w_scale,
+                                    size_t w_scale_count, const float *bias, fixq_dyn_granularity granularity,
+                                    float *y, int threads)
+
+cdef extern from "Python.h":
+    const Py_ssize_t PY_SSIZE_T_MAX
+
+_GELU_FORMS = {"none": FIXQ_GELU_ERF, "tanh": FIXQ_GELU_TANH}
+_GRANULARITIES = {"row": FIXQ_DYN_ROW, "tensor": FIXQ_DYN_TENSOR}
+
+
+cdef struct _Buffers:
+    Py_buffer view[5]
+    int count
+
+
+cdef int _float_buffer(_Buffers *b, object arr, bint writable, size_t count, const char *name,
+                       float **data) except -1:
+    """data = the start of arr's C-contiguous buffer, which must hold `count` float32 values; b releases it."""
+    if count > <size_t>PY_SSIZE_T_MAX // sizeof(float):
+        raise ValueError(f"{name.decode()}: too many values")
+    PyObject_GetBuffer(arr, &b.view[b.count], PyBUF_C_CONTIGUOUS | (PyBUF_WRITABLE if writable else 0))
+    b.count += 1
+    if <size_t>b.view[b.count - 1].len != count * sizeof(float):
+        raise ValueError(f"{name.decode()} must hold {count} float32 values, got {b.view[b.count - 1].len} bytes")
+    data[0] = <float *>b.view[b.count - 1].buf
+    return 0
+
+
+cdef size_t _product(size_t a, size_t b) except? 0:
+    """a * b, or ValueError when it passes size_t."""
+    if b != 0 and a > (<size_t>-1) // b:
+        raise ValueError("sizes overflow")
+    return a * b
+
+
+cdef void _release(_Buffers *b) noexcept:
+    cdef int i
+    for i in range(b.count):
+        PyBuffer_Release(&b.view[i])
+    b.count = 0
+
+
+def layer_norm_raw(x, weight, bias, float eps, y, size_t rows, size_t n, int threads):
+    """x, y: rows * n float32 values (y may be x); weight, bias: n."""
+    cdef _Buffers b
+    cdef float *xp
+    cdef float *wp
+    cdef float *bp
+    cdef float *yp
+    cdef fixq_status st = FIXQ_OK
+    b.count = 0
+    try:
+        _float_buffer(&b, x, False, _product(rows, n), "x", &xp)
+        _float_buffer(&b, weight, False, n, "weight", &wp)
+        _float_buffer(&b, bias, False, n, "bias", &bp)
+        _float_buffer(&b, y, True, _product(rows, n), "y", &yp)
+        with nogil:
+            st = fixq_layer_norm_f32(xp, rows, n, wp, bp, eps, yp, threads)
+    finally:
+        _release(&b)
+    check_status(st, "layer_norm")
+
+
+def softmax_raw(x, y, size_t rows, size_t n, int threads):
+    """x, y: rows * n float32 values (y may be x)."""
+    cdef _Buffers b
+    cdef float *xp
+    cdef float *yp
+    cdef fixq_status st = FIXQ_OK
+    b.count = 0
+    try:
+        _float_buffer(&b, x, False, _product(rows, n), "x", &xp)
+        _float_buffer(&b, y, True, _product(rows, n), "y", &yp)
+        with nogil:
+            st = fixq_softmax_f32(xp, rows, n, yp, threads)
+    finally:
+        _release(&b)
+    check_status(st, "softmax")
+
+
+def gelu_raw(x, str approximate, y, size_t count, int threads):
+    """x, y: count float32 values (y may be x)."""
+    cdef _Buffers b
+    cdef float *xp
+    cdef float *yp
+    cdef fixq_status st = FIXQ_OK
+    cdef fixq_gelu_form form = _GELU_FORMS[approximate]
+    b.count = 0
+    try:
+        _float_buffer(&b, x, False, count, "x", &xp)
+        _float_buffer(&b, y, True, count, "y", &yp)
+        with nogil:
+            st = fixq_gelu_f32(xp, count, form, yp, threads)
+    finally:
+        _release(&b)
+    check_status(st, "gelu")
+
+
+def dynamic_linear_raw(x, size_t m, PackedWeights w, w_scale, bias, str granularity, y, int threads):
+    """y [m * N] = the dynamic-int8 product of x [m * K] and w; w_scale: 1 or N float32 values, bias N or None."""
+    cdef _Buffers b
+    cdef float *xp
+    cdef float *sp
+    cdef float *bp = NULL
+    cdef float *yp
+    cdef fixq_status st = FIXQ_OK
+    cdef fixq_dyn_granularity g = _GRANULARITIES[granularity]
+    cdef size_t k = w.pb.k, n = w.pb.n, scales = 1 if len(w_scale) == 1 else n
+    b.count = 0
+    try:
+        _float_buffer(&b, x, False, _product(m, k), "x", &xp)
+        _float_buffer(&b, w_scale, False, scales, "weight_scale", &sp)
+        if bias is not None:
+            _float_buffer(&b, bias, False, n, "bias", &bp)
+        _float_buffer(&b, y, True, _product(m, n), "y", &yp)
+        with nogil:
+            st = fixq_dynamic_linear(xp, m, &w.pb, sp, scales, bp, g, yp, threads)
+    finally:
+        _release(&b)
+    if st == FIXQ_ERR_NAN:
+        raise ValueError("dynamic_linear: x holds NaN or infinity (or values whose range max - min passes float32); "
+                         "replace or mask them before the layer")
+    if st == FIXQ_ERR_OVERFLOW:  # |q - zp| <= 255
+        raise OverflowError(_overflow_message("dynamic_linear", FIXQ_UINT8, 0, w, None))
+    if st == FIXQ_ERR_INVALID_ARGUMENT:
+        raise ValueError(f"dynamic_linear: weight_scale must hold finite values > 0, got {w_scale!r}")
+    check_status(st, "dynamic_linear")

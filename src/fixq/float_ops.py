@@ -1,0 +1,208 @@
+"""Float kernels of a transformer encoder, and its dynamic-int8 linear layer.
+
+``layer_norm``, ``softmax`` (over the last axis) and ``gelu`` run fixq's C
+kernels on float32 arrays; ``dynamic_linear`` quantizes float activations to
+uint8 at run time (per row or per tensor, as ONNX DynamicQuantizeLinear) and
+runs fixq's exact int8 GEMM on weights packed by :func:`fixq.pack_weights`,
+dequantizing in the GEMM's epilogue; docs/arithmetic.md ("Float kernels and
+the dynamic linear layer") states every rule and error bound.  ``matmul`` is
+numpy's (BLAS); ``qmatmul_dynamic`` quantizes both operands at run time.
+
+Inputs are float32 and C-contiguous (no silent copies or casts); ``out``, where
+taken, may be ``x`` itself.  ``threads`` splits rows over fixq's worker pool.
+"""
+import math
+import numbers
+
+import numpy as np
+
+from . import _core
+from ._core import PackedWeights
+from .gemm import pack_weights
+from ._validate import THREADS_MAX, threads_arg
+
+__all__ = ["layer_norm", "gelu", "softmax", "dynamic_linear", "matmul", "qmatmul_dynamic"]
+
+_F32 = np.dtype(np.float32)
+_F32_MAX = float(np.finfo(np.float32).max)
+_GELU_FORMS = ("none", "tanh")
+_GRANULARITIES = ("row", "tensor")
+
+
+def _f32(x, name, fn):
+    """x itself: a C-contiguous float32 numpy array."""
+    if type(x) is np.ndarray and x.dtype is _F32 and x.flags.c_contiguous:
+        return x
+    if not isinstance(x, np.ndarray):
+        raise ValueError(f"{fn}: {name} must be a numpy float32 array, got {type(x).__name__}")
+    if x.dtype != _F32:
+        raise ValueError(f"{fn}: {name} must be float32, got {x.dtype}; convert it with {name}.astype(np.float32)")
+    if not x.flags.c_contiguous:
+        raise ValueError(f"{fn}: {name} must be C-contiguous; pass np.ascontiguousarray({name})")
+    return x
+
+
+def _threads(threads, fn):
+    if type(threads) is int and 0 < threads <= THREADS_MAX:
+        return threads
+    return threads_arg(threads, fn)
+
+
+def _out(out, x, fn):
+    """A float32 array of x's shape to write: new, x itself, or an `out` that does not overlap x."""
+    if out is None:
+        return np.empty_like(x)
+    out = _f32(out, "out", fn)
+    if not out.flags.writeable:
+        raise ValueError(f"{fn}: out is read-only")
+    if out is x:
+        return out
+    if out.shape != x.shape:
+        raise ValueError(f"{fn}: out must have the shape of x {x.shape}, got {out.shape}")
+    if np.may_share_memory(out, x) and out.__array_interface__["data"][0] != x.__array_interface__["data"][0]:
+        raise ValueError(f"{fn}: out overlaps x without being x; pass out=x or a separate array")
+    return out
+
+
+def _rows(x, fn):
+    """(rows, n) of x viewed as rows of its last axis."""
+    if x.ndim == 0:
+        raise ValueError(f"{fn}: x must have at least one dimension, got a 0-d array")
+    n = x.shape[-1]
+    return (x.size // n if n else 0), n
+
+
+def layer_norm(x, weight, bias, eps, out=None, threads=1):
+    """``(x - mean) / sqrt(var + eps) * weight + bias`` over the last axis (var biased, as
+    torch.nn.functional.layer_norm); weight and bias float32 of shape (x.shape[-1],)."""
+    fn = "layer_norm"
+    x = _f32(x, "x", fn)
+    rows, n = _rows(x, fn)
+    weight, bias = _f32(weight, "weight", fn), _f32(bias, "bias", fn)
+    if weight.shape != (n,) or bias.shape != (n,):
+        raise ValueError(f"{fn}: weight and bias must have shape ({n},) (x.shape[-1]), got {weight.shape} and "
+                         f"{bias.shape}")
+    e = eps if type(eps) is float else None if isinstance(eps, (bool, np.bool_)) or \
+        not isinstance(eps, numbers.Real) else float(eps)
+    if e is None or not 0 <= e <= _F32_MAX:
+        raise ValueError(f"{fn}: eps must be a number in [0, {_F32_MAX:g}] (finite in float32), got {eps!r}")
+    y = _out(out, x, fn)
+    _core.layer_norm_raw(x, weight, bias, e, y, rows, n, _threads(threads, fn))
+    return y
+
+
+def softmax(x, out=None, threads=1):
+    """``exp(x - max) / sum(exp(x - max))`` over the last axis."""
+    fn = "softmax"
+    x = _f32(x, "x", fn)
+    rows, n = _rows(x, fn)
+    y = _out(out, x, fn)
+    _core.softmax_raw(x, y, rows, n, _threads(threads, fn))
+    return y
+
+
+def gelu(x, approximate="none", out=None, threads=1):
+    """GELU: ``approximate="none"``: ``0.5 x (1 + erf(x / sqrt 2))``; ``"tanh"``:
+    ``0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3)))`` (torch.nn.functional.gelu's forms)."""
+    fn = "gelu"
+    x = _f32(x, "x", fn)
+    if not isinstance(approximate, str) or approximate not in _GELU_FORMS:
+        raise ValueError(f"{fn}: approximate must be 'none' or 'tanh', got {approximate!r}")
+    y = _out(out, x, fn)
+    _core.gelu_raw(x, approximate, y, x.size, _threads(threads, fn))
+    return y
+
+
+def _weight_scale(weight_scale, n, fn):
+    """weight_scale as a 1-D C-contiguous float32 array of length 1 or n."""
+    if type(weight_scale) is np.ndarray and weight_scale.dtype is _F32 and weight_scale.shape == (n,) \
+            and weight_scale.flags.c_contiguous:
+        return weight_scale
+    if isinstance(weight_scale, (bool, np.bool_)):
+        raise ValueError(f"{fn}: weight_scale must be a number or an array of shape ({n},), got {weight_scale!r}")
+    try:
+        ws = np.asarray(weight_scale, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{fn}: weight_scale must be a number or an array of shape ({n},), "
+                         f"got {weight_scale!r}") from None
+    if ws.shape not in ((), (1,), (n,)):
+        raise ValueError(f"{fn}: weight_scale must be a scalar or have shape ({n},) (one per output column), "
+                         f"got shape {ws.shape}")
+    return np.ascontiguousarray(ws.reshape(-1), dtype=np.float32)
+
+
+def dynamic_linear(x, packed, weight_scale, bias=None, granularity="row", threads=1):
+    """``x @ w.T * weight_scale + bias`` in int8: float32 ``x (..., K)`` quantized to uint8 at run time
+    (``granularity="row"``: each row of K values its own scale and zero point; ``"tensor"``: one for all),
+    int8/uint8 weights packed by :func:`fixq.pack_weights` (any zero points) with ``weight_scale`` per
+    output column (shape (N,)) or per tensor, exact int32 accumulators, float32 ``(..., N)`` out."""
+    fn = "dynamic_linear"
+    x = _f32(x, "x", fn)
+    if type(packed) is not PackedWeights:
+        raise ValueError(f"{fn}: packed must be fixq.pack_weights(w) (int8 weights [N, K]), "
+                         f"got {type(packed).__name__}")
+    k, n = packed.k, packed.n
+    if x.ndim == 0 or x.shape[-1] != k:
+        raise ValueError(f"{fn}: x's last dimension must be K = {k} (packed weights {packed.shape}), "
+                         f"got x of shape {x.shape}")
+    ws = _weight_scale(weight_scale, n, fn)
+    if bias is not None:
+        bias = _f32(bias, "bias", fn)
+        if bias.shape != (n,):
+            raise ValueError(f"{fn}: bias must have shape ({n},) (one per output column), got {bias.shape}")
+    if not isinstance(granularity, str) or granularity not in _GRANULARITIES:
+        raise ValueError(f"{fn}: granularity must be 'row' or 'tensor', got {granularity!r}")
+    y = np.empty(x.shape[:-1] + (n,), _F32)
+    m = math.prod(x.shape[:-1])
+    _core.dynamic_linear_raw(x, m, packed, ws, bias, granularity, y, _threads(threads, fn))
+    return y
+
+
+def _batched(a, b, fn):
+    a, b = _f32(a, "a", fn), _f32(b, "b", fn)
+    if a.ndim < 2 or b.ndim < 2 or a.shape[-1] != b.shape[-2]:
+        raise ValueError(f"{fn}: shapes {a.shape} and {b.shape} do not match: a must be (..., M, K) and "
+                         f"b (..., K, N)")
+    try:
+        batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    except ValueError:
+        raise ValueError(f"{fn}: the batch dimensions of {a.shape} and {b.shape} do not broadcast") from None
+    return a, b, batch
+
+
+def matmul(a, b, threads=1):
+    """Batched float32 ``a (..., M, K) @ b (..., K, N)`` (batch dimensions broadcast): numpy's matmul, which
+    calls BLAS (faster than a fixq kernel would be); ``threads`` is checked, and BLAS uses its own thread
+    count (OPENBLAS_NUM_THREADS / OMP_NUM_THREADS)."""
+    fn = "matmul"
+    a, b, _ = _batched(a, b, fn)
+    _threads(threads, fn)
+    return np.matmul(a, b)
+
+
+def _quantize_columns(b):
+    """b [..., K, N] float32 -> (int8 [..., K, N], float32 scale [..., N]): symmetric per column,
+    scale = max|b| / 127 (1 for a zero column), q = round_half_even(b / scale) (within [-127, 127])."""
+    amax = np.max(np.abs(b), axis=-2, initial=0)
+    scale = np.where(amax > 0, amax / np.float32(127), np.float32(1)).astype(np.float32)
+    return np.clip(np.rint(b / scale[..., None, :]), -127, 127).astype(np.int8), scale
+
+
+def qmatmul_dynamic(a, b, threads=1):
+    """Batched ``a (..., M, K) @ b (..., K, N)`` with both operands quantized at run time: a per row to uint8
+    (:func:`dynamic_linear`'s ``granularity="row"``), b per column to symmetric int8; exact int32
+    accumulators, float32 out (the int8 option for attention's two matmuls)."""
+    fn = "qmatmul_dynamic"
+    a, b, batch = _batched(a, b, fn)
+    threads = _threads(threads, fn)
+    if not np.isfinite(b).all():
+        raise ValueError(f"{fn}: b holds NaN or infinity; replace or mask them first")
+    m, n = a.shape[-2], b.shape[-1]
+    a_full = np.broadcast_to(a, batch + a.shape[-2:])
+    qb, scale = _quantize_columns(b)
+    qb, scale = np.broadcast_to(qb, batch + qb.shape[-2:]), np.broadcast_to(scale, batch + (n,))
+    out = np.empty(batch + (m, n), _F32)
+    for i in np.ndindex(*batch):
+        out[i] = dynamic_linear(np.ascontiguousarray(a_full[i]), pack_weights(qb[i], layout="matmul"),
+                                np.ascontiguousarray(scale[i]), threads=threads)
+    return out

@@ -1,0 +1,345 @@
+"""fixq.float_ops on every CPU path: layer_norm / softmax / gelu against float64 references (error
+bounds as docs/arithmetic.md states them), dynamic_linear and qmatmul_dynamic bit for bit against an
+int64 numpy reference of the same quantization rule, and the argument checks."""
+import math
+
+import numpy as np
+import pytest
+
+import fixq
+from fixq import float_ops as F
+
+ULP = 2.0**-24  # float32 unit roundoff (half an ulp of 1)
+
+
+def rows_of(rng, shape, scale=3.0, offset=1.0):
+    return (rng.standard_normal(shape) * scale + offset).astype(np.float32)
+
+
+# ---- layer_norm --------------------------------------------------------------------------------
+
+def layer_norm_ref(x, w, b, eps):
+    xd = x.astype(np.float64)
+    mean = xd.mean(-1, keepdims=True)
+    var = ((xd - mean) ** 2).mean(-1, keepdims=True)
+    return (xd - mean) / np.sqrt(var + eps) * w + b
+
+
+@pytest.mark.parametrize("shape", [(3, 384), (2, 5, 17), (1, 1), (4, 7), (1, 16), (2, 33), (0, 8), (384,)])
+def test_layer_norm(isa, shape):
+    rng = np.random.default_rng(2)
+    x = rows_of(rng, shape, offset=5.0)
+    n = shape[-1]
+    w, b = rows_of(rng, n, 1.0, 0.0), rows_of(rng, n, 1.0, 0.0)
+    y = F.layer_norm(x, w, b, 1e-5)
+    assert y.shape == x.shape and y.dtype == np.float32
+    # mean and variance in double; then four float32 roundings on (x - mean) * rstd * w + b, and mean
+    # rounded to float32 costs ulp(mean) * rstd
+    ref = layer_norm_ref(x, w, b, 1e-5)
+    xd = x.astype(np.float64)
+    rstd = 1 / np.sqrt(xd.var(-1, keepdims=True) + 1e-5) if n else 0
+    bound = 8 * ULP * (np.abs(ref) + np.abs(b) + np.abs(w) * (np.abs(xd - xd.mean(-1, keepdims=True)) * rstd
+                                                            + np.abs(xd.mean(-1, keepdims=True)) * rstd))
+    assert np.all(np.abs(y - ref) <= bound + 1e-30)
+
+
+def test_layer_norm_in_place_and_threads(isa):
+    rng = np.random.default_rng(3)
+    x = rows_of(rng, (300, 384))
+    w, b = rows_of(rng, 384, 1.0, 0.0), rows_of(rng, 384, 1.0, 0.0)
+    want = F.layer_norm(x, w, b, 1e-12)
+    assert np.array_equal(F.layer_norm(x, w, b, 1e-12, threads=4), want)  # rows computed alike on any thread
+    out = np.empty_like(x)
+    assert F.layer_norm(x, w, b, 1e-12, out=out) is out and np.array_equal(out, want)
+    assert F.layer_norm(x, w, b, 1e-12, out=x) is x and np.array_equal(x, want)
+
+
+# ---- softmax -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", [(4, 128), (2, 3, 17), (1, 1), (5, 7), (1, 16), (3, 33), (0, 4), (100,)])
+def test_softmax(isa, shape):
+    rng = np.random.default_rng(4)
+    x = rows_of(rng, shape, 4.0, 2.0)
+    y = F.softmax(x)
+    xd = x.astype(np.float64)
+    e = np.exp(xd - xd.max(-1, keepdims=True))
+    ref = e / e.sum(-1, keepdims=True)
+    # x - max rounds to float32 (an error of ulp(max(|x|, |max|)) / 2 in the exponent), exp is within
+    # 2 ulp, the sum and the reciprocal add a few more
+    big = np.maximum(np.abs(xd), np.abs(xd.max(-1, keepdims=True))) if x.size else 0
+    assert np.all(np.abs(y - ref) <= ref * ULP * (12 + 2 * big))
+
+
+def test_softmax_masked_rows(isa):
+    x = np.array([[0.0, -np.inf, 1.0, -1e30], [np.nan, 0.0, 1.0, 2.0], [-np.inf] * 4], np.float32)
+    y = F.softmax(x)
+    assert y[0, 1] == 0 and y[0, 3] == 0 and abs(y[0, 0] + y[0, 2] - 1) < 1e-6
+    assert np.isnan(y[1]).all() and np.isnan(y[2]).all()  # NaN in, NaN out; a row of -inf is 0/0
+
+
+def test_softmax_in_place_and_threads(isa):
+    x = rows_of(np.random.default_rng(5), (64, 12, 128))
+    want = F.softmax(x)
+    assert np.array_equal(F.softmax(x, threads=3), want)
+    assert F.softmax(x, out=x) is x and np.array_equal(x, want)
+
+
+# ---- gelu --------------------------------------------------------------------------------------
+
+GELU_X = np.concatenate([np.linspace(-12, 12, 4001), [-0.0, 0.0, 1e-30, -1e-30, 1e-5, 40.0, -40.0]]).astype(np.float32)
+
+
+def gelu_erf_ref(x):
+    return np.array([0.5 * v * (1 + math.erf(v / math.sqrt(2))) for v in x.astype(np.float64)])
+
+
+def gelu_tanh_ref(x):
+    """0.5 x (1 + tanh u) as x / (1 + exp(-2u)): the same value without the cancellation for x < 0."""
+    xd = x.astype(np.float64)
+    with np.errstate(over="ignore"):
+        return xd / (1 + np.exp(-2 * math.sqrt(2 / math.pi) * (xd + 0.044715 * xd**3)))
+
+
+@pytest.mark.parametrize("count", [len(GELU_X), 1, 7, 16, 17, 0])
+def test_gelu_erf(isa, count):
+    x = GELU_X[:count]
+    y = F.gelu(x)
+    # erf within 3e-7 absolute (Eigen's 2e-7 with FMA, a little more without), times |x| / 2, plus a few
+    # roundings of the result (relative error is large where 1 + erf cancels, x < -3, as in torch)
+    assert np.all(np.abs(y - gelu_erf_ref(x)) <= 1.6e-7 * np.abs(x) + 4 * ULP * np.abs(gelu_erf_ref(x)) + 1e-37)
+
+
+@pytest.mark.parametrize("count", [len(GELU_X), 1, 7, 16, 17, 0])
+def test_gelu_tanh(isa, count):
+    x = GELU_X[:count]
+    ref = gelu_tanh_ref(x)
+    # x / (1 + exp(-2u)): no cancellation, so a relative bound; u's four float32 roundings cost up to
+    # 4 u 2^-24 in the exponent, doubled by exp(-2u)
+    u = np.abs(math.sqrt(2 / math.pi) * (x.astype(np.float64) + 0.044715 * x.astype(np.float64) ** 3))
+    # (below x = -9 the result underflows float32; exp saturating at e^88 leaves below 1e-36 there)
+    assert np.all(np.abs(F.gelu(x, "tanh") - ref) <= np.abs(ref) * ULP * (10 + 8 * u) + 1e-36)
+
+
+def test_gelu_against_torch(isa):
+    torch = pytest.importorskip("torch")
+    x = GELU_X[np.abs(GELU_X) <= 12]
+    t = torch.from_numpy(x.copy())
+    for form in ("none", "tanh"):
+        want = torch.nn.functional.gelu(t, approximate=form).numpy()
+        # torch computes the same formulas with its own erf/tanh: within a few float32 ulp of |x|
+        assert np.abs(F.gelu(x, form) - want).max() <= 8 * ULP * 12
+
+
+def test_gelu_in_place_and_threads(isa):
+    x = rows_of(np.random.default_rng(6), (64, 128, 24))
+    want = F.gelu(x)
+    assert np.array_equal(F.gelu(x, threads=4), want)
+    assert F.gelu(x, "none", out=x) is x and np.array_equal(x, want)
+
+
+# ---- dynamic_linear ------------------------------------------------------------------------------
+
+def qparams_ref(lo, hi):
+    """onnxruntime DynamicQuantizeLinear's uint8 rule in float32 (docs/arithmetic.md)."""
+    f = np.float32
+    lo, hi = min(f(lo), f(0)), max(f(hi), f(0))
+    scale = f(f(hi - lo) / f(255))
+    if scale == 0:
+        scale = f(1)
+    zp = np.rint(np.clip(f(0) - f(lo / scale), f(0), f(255)))
+    return scale, int(zp)
+
+
+def quantize_ref(x2d, granularity):
+    """(q uint8 [M, K], scale float32 [M], zero point int64 [M])."""
+    m = x2d.shape[0]
+    if granularity == "tensor":
+        params = [qparams_ref(x2d.min(initial=0), x2d.max(initial=0))] * m
+    else:
+        params = [qparams_ref(r.min(initial=0), r.max(initial=0)) for r in x2d]
+    scale = np.array([p[0] for p in params], np.float32).reshape(m)
+    zp = np.array([p[1] for p in params], np.int64).reshape(m)
+    q = np.clip(np.rint(x2d / scale[:, None]) + zp[:, None], 0, 255).astype(np.int64)
+    return q, scale, zp
+
+
+def dynamic_linear_ref(x, w, w_zp, w_scale, bias, granularity):
+    """x [..., K] float32, w [N, K] int: the exact int64 sums, then the epilogue's float32 operations."""
+    k, n = w.shape[1], w.shape[0]
+    x2d = x.reshape(math.prod(x.shape[:-1]), k)
+    q, xs, zp = quantize_ref(x2d, granularity)
+    acc = (q - zp[:, None]) @ (w.astype(np.int64) - np.asarray(w_zp, np.int64).reshape(-1, 1)).T
+    assert np.abs(acc).max(initial=0) < 2**31
+    s = xs[:, None] * np.broadcast_to(np.asarray(w_scale, np.float32), (n,))[None, :]
+    y = acc.astype(np.float32) * s + (np.zeros(n, np.float32) if bias is None else bias)
+    return y.reshape(x.shape[:-1] + (n,))
+
+
+LINEAR_SHAPES = [(1, 1, 1), (2, 3, 4), (7, 5, 17), (9, 63, 16), (1, 64, 15), (33, 65, 33), (4, 100, 50),
+                 (130, 384, 67), (0, 8, 3), (3, 0, 5), (3, 5, 0)]
+
+
+@pytest.mark.parametrize("granularity", ["row", "tensor"])
+@pytest.mark.parametrize("m,k,n", LINEAR_SHAPES)
+def test_dynamic_linear_exact(isa, m, k, n, granularity):
+    rng = np.random.default_rng(m * 1000 + k * 10 + n)
+    x = rows_of(rng, (m, k), 2.0, 0.3)
+    w = rng.integers(-128, 128, (n, k)).astype(np.int8)  # -128 included: AVX2's int16 kernel
+    ws = (rng.random(n) * 0.02 + 1e-3).astype(np.float32)
+    bias = rows_of(rng, n, 1.0, 0.0)
+    y = F.dynamic_linear(x, fixq.pack_weights(w), ws, bias, granularity=granularity)
+    assert y.shape == (m, n) and y.dtype == np.float32
+    assert np.array_equal(y, dynamic_linear_ref(x, w, 0, ws, bias, granularity))
+
+
+@pytest.mark.parametrize("granularity", ["row", "tensor"])
+def test_dynamic_linear_weight_forms(isa, granularity):
+    """uint8 weights with per-column zero points, the matmul layout, a scalar scale, no bias, batch axes."""
+    rng = np.random.default_rng(7)
+    k, n = 45, 38
+    x = rows_of(rng, (2, 3, k), 1.0, -0.5)
+    w = rng.integers(0, 256, (n, k)).astype(np.uint8)
+    w_zp = rng.integers(0, 256, n)
+    want = dynamic_linear_ref(x, w, w_zp, 0.01, None, granularity)
+    assert np.array_equal(F.dynamic_linear(x, fixq.pack_weights(w, w_zp), 0.01, granularity=granularity), want)
+    packed = fixq.pack_weights(np.ascontiguousarray(w.T), w_zp, layout="matmul")
+    assert np.array_equal(F.dynamic_linear(x, packed, np.float32(0.01), granularity=granularity), want)
+
+
+@pytest.mark.parametrize("granularity", ["row", "tensor"])
+def test_dynamic_linear_threads_and_special_rows(isa, granularity):
+    """Rows of zeros (scale 1), all-positive and all-negative rows (zero point 0 / 255), constant rows,
+    one huge value; any thread count gives the same bits."""
+    rng = np.random.default_rng(8)
+    k, n = 384, 96
+    x = rows_of(rng, (300, k), 1.0, 0.0)
+    x[0] = 0
+    x[1] = np.abs(x[1])
+    x[2] = -np.abs(x[2])
+    x[3] = 2.5
+    x[4, 7] = 1e30
+    x[5] = 1e-40  # subnormal
+    w = rng.integers(-127, 128, (n, k)).astype(np.int8)
+    ws = (rng.random(n) * 0.01 + 1e-3).astype(np.float32)
+    bias = rows_of(rng, n, 1.0, 0.0)
+    packed = fixq.pack_weights(w)
+    want = dynamic_linear_ref(x, w, 0, ws, bias, granularity)
+    for threads in (1, 2, 5):
+        assert np.array_equal(F.dynamic_linear(x, packed, ws, bias, granularity, threads=threads), want)
+
+
+def test_dynamic_linear_close_to_float(isa):
+    """Per-row quantization error: |y - x @ w.T * ws| <= sum_k (scale_row / 2) |w| ws per output."""
+    rng = np.random.default_rng(9)
+    x = rows_of(rng, (64, 384), 1.0, 0.0)
+    w = rng.integers(-127, 128, (192, 384)).astype(np.int8)
+    ws = np.full(192, 0.01, np.float32)
+    y = F.dynamic_linear(x, fixq.pack_weights(w), ws)
+    ref = x.astype(np.float64) @ (w.astype(np.float64) * 0.01).T
+    _, xs, _ = quantize_ref(x, "row")
+    bound = xs[:, None].astype(np.float64) / 2 * (np.abs(w).sum(1) * 0.01)[None, :] * 1.001 + 1e-4
+    assert np.all(np.abs(y - ref) <= bound)
+
+
+def test_quantization_rule_matches_onnxruntime():
+    """The per-tensor rule is ORT's DynamicQuantizeLinear: same scale, zero point and uint8 values."""
+    ort = pytest.importorskip("onnxruntime")
+    helper = pytest.importorskip("onnx.helper")
+    from onnx import TensorProto
+    node = helper.make_node("DynamicQuantizeLinear", ["x"], ["y", "s", "z"])
+    graph = helper.make_graph([node], "dql", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None])],
+                              [helper.make_tensor_value_info("y", TensorProto.UINT8, [None]),
+                               helper.make_tensor_value_info("s", TensorProto.FLOAT, []),
+                               helper.make_tensor_value_info("z", TensorProto.UINT8, [])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(10)
+    for x in [rows_of(rng, 1000, 2.0, 0.5), np.abs(rows_of(rng, 50)), -np.abs(rows_of(rng, 50)),
+              np.zeros(8, np.float32), rows_of(rng, 300, 1e-3, 0.0), np.float32([-1, 254]) / 255]:
+        q, s, z = sess.run(None, {"x": x})
+        q_ref, s_ref, z_ref = quantize_ref(x.reshape(1, -1), "tensor")
+        assert s == s_ref[0] and z == z_ref[0] and np.array_equal(q, q_ref[0])
+
+
+# ---- matmul, qmatmul_dynamic -----------------------------------------------------------------------
+
+def test_matmul():
+    rng = np.random.default_rng(11)
+    a, b = rows_of(rng, (2, 3, 5, 7)), rows_of(rng, (3, 7, 4))
+    assert np.array_equal(F.matmul(a, b), np.matmul(a, b))
+
+
+def test_qmatmul_dynamic(isa):
+    rng = np.random.default_rng(12)
+    a, b = rows_of(rng, (2, 3, 9, 20), 1.0, 0.0), rows_of(rng, (3, 20, 11), 1.0, 0.0)
+    b[1, :, 4] = 0  # a zero column: scale 1
+    y = F.qmatmul_dynamic(a, b, threads=2)
+    assert y.shape == (2, 3, 9, 11)
+    for i in range(2):
+        for j in range(3):
+            amax = np.abs(b[j]).max(0)
+            scale = np.where(amax > 0, amax / np.float32(127), np.float32(1)).astype(np.float32)
+            qb = np.clip(np.rint(b[j] / scale), -127, 127).astype(np.int8)
+            assert np.array_equal(y[i, j], dynamic_linear_ref(a[i, j], qb.T, 0, scale, None, "row"))
+    assert np.abs(y - a @ b).max() < 0.3
+
+
+# ---- bad input -----------------------------------------------------------------------------------
+
+def one_line_value_error(call, match):
+    with pytest.raises(ValueError, match=match) as info:
+        call()
+    assert "\n" not in str(info.value)
+
+
+def test_bad_input():
+    x = np.ones((4, 8), np.float32)
+    w8, one = np.ones(8, np.float32), np.ones(1, np.float32)
+    packed = fixq.pack_weights(np.ones((3, 8), np.int8))
+    cases = [
+        (lambda: F.layer_norm(x.astype(np.float64), w8, w8, 1e-5), "x must be float32"),
+        (lambda: F.layer_norm(x, one, w8, 1e-5), r"weight and bias must have shape \(8,\)"),
+        (lambda: F.layer_norm(x, w8, w8, -1.0), "eps must be"),
+        (lambda: F.layer_norm(x, w8, w8, float("nan")), "eps must be"),
+        (lambda: F.layer_norm(x, w8, w8, "1e-5"), "eps must be"),
+        (lambda: F.layer_norm(x.T, w8[:4], w8[:4], 1e-5), "C-contiguous"),
+        (lambda: F.softmax([1.0, 2.0]), "numpy float32 array"),
+        (lambda: F.softmax(np.ones((), np.float32)), "at least one dimension"),
+        (lambda: F.softmax(x, out=np.empty((4, 9), np.float32)), "out must have the shape"),
+        (lambda: F.softmax(x, out=x.reshape(-1)[1:].reshape(1, 31)[:, :0]), "out must have the shape"),
+        (lambda: F.gelu(x, approximate="erf"), "approximate must be"),
+        (lambda: F.gelu(x, out=np.frombuffer(bytes(128), np.float32).reshape(4, 8)), "out is read-only"),
+        (lambda: F.gelu(x, threads=0), "threads must be"),
+        (lambda: F.dynamic_linear(x.astype(np.float16), packed, 1.0), "x must be float32"),
+        (lambda: F.dynamic_linear(x[:, :5], packed, 1.0), "C-contiguous"),
+        (lambda: F.dynamic_linear(np.ones((4, 7), np.float32), packed, 1.0), "last dimension must be K = 8"),
+        (lambda: F.dynamic_linear(x, np.ones((3, 8), np.int8), 1.0), "pack_weights"),
+        (lambda: F.dynamic_linear(x, packed, np.ones(2, np.float32)), r"shape \(3,\)"),
+        (lambda: F.dynamic_linear(x, packed, 0.0), "finite values > 0"),
+        (lambda: F.dynamic_linear(x, packed, np.float32([1, np.nan, 1])), "finite values > 0"),
+        (lambda: F.dynamic_linear(x, packed, 1.0, bias=np.ones(4, np.float32)), r"bias must have shape \(3,\)"),
+        (lambda: F.dynamic_linear(x, packed, 1.0, granularity="channel"), "granularity must be"),
+        (lambda: F.matmul(x, x), "do not match"),
+        (lambda: F.qmatmul_dynamic(np.ones((2, 4, 8), np.float32), np.ones((3, 8, 2), np.float32)), "broadcast"),
+    ]
+    for call, match in cases:
+        one_line_value_error(call, match)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("granularity", ["row", "tensor"])
+def test_dynamic_linear_refuses_nan(isa, bad, granularity):
+    packed = fixq.pack_weights(np.ones((3, 40), np.int8))
+    x = np.ones((5, 40), np.float32)
+    x[3, 37] = bad
+    one_line_value_error(lambda: F.dynamic_linear(x, packed, 1.0, granularity=granularity), "NaN or infinity")
+    x[3, 37] = 3e38
+    x[2, 0] = -3e38  # max - min overflows float32
+    one_line_value_error(lambda: F.dynamic_linear(x, packed, 1.0, granularity="tensor"), "NaN or infinity")
+
+
+def test_dynamic_linear_overflow_is_refused():
+    k = 70000  # 255 * 128 * k > 2**31 - 1
+    packed = fixq.pack_weights(np.full((1, k), -128, np.int8))
+    with pytest.raises(OverflowError, match="dynamic_linear: the int32 accumulator could overflow"):
+        F.dynamic_linear(np.ones((1, k), np.float32), packed, 1.0)
