@@ -6,12 +6,7 @@ call per step into a list of tensors numbered at load.  The kernels take C-conti
 steps pass them so (np.ascontiguousarray copies only the broadcast view of a position table)."""
 import numpy as np
 
-from .. import gemm, graph as G
-
-try:
-    from .. import float_ops as F
-except ImportError:
-    from . import _float_ops_stub as F
+from .. import float_ops as F, gemm, graph as G
 
 _PLAIN = type("PlainLayout", (), {"sequence": True, "weights": {}})()  # float_node's view of a sequence graph
 
