@@ -1,4 +1,5 @@
-"""``fixq import`` / ``fixq export``: models of other formats in and out; ``fixq compare``: fixq against ONNX Runtime (docs/onnx.md)."""
+"""``fixq import`` / ``fixq export``: models of other formats in and out; ``fixq compare``: fixq against ONNX Runtime
+(docs/onnx.md) or LiteRT (docs/tflite.md)."""
 import collections
 
 import click
@@ -8,7 +9,11 @@ from . import cli
 from ._common import CliError, atomic_output, check_output, load_array, one_line_errors
 from ..archive import write_float_model
 from ..engine import Model
-from ..io import export_onnx, import_onnx
+from ..io import export_onnx, import_onnx, import_tflite
+
+
+def is_tflite(path):
+    return str(path).lower().endswith(".tflite")
 
 
 @cli.command("import")
@@ -19,14 +24,16 @@ from ..io import export_onnx, import_onnx
 @one_line_errors
 def import_(model, output, force):
     """Import an ONNX MODEL: a float model as a fixq float archive (graph + weights) for `fixq quantize`; a
-    quantized one (QOperator or QDQ) as an int8 archive that runs ONNX Runtime's arithmetic."""
+    quantized one (QOperator or QDQ) as an int8 archive that runs ONNX Runtime's arithmetic.  A full-integer
+    .tflite MODEL becomes an int8 archive that runs any of LiteRT's kernel sets (--target at run time;
+    xnnpack by default)."""
     check_output(output, [model], force)
-    g = import_onnx(model)
+    g = import_tflite(model) if is_tflite(model) else import_onnx(model)
     if isinstance(g, Model):
         with atomic_output(output) as tmp:
             g.save(tmp)
         ops = collections.Counter(s["op"] for s in g.steps)
-        click.echo(f"wrote {output}: int8 model ({g.act_dtype.name} activations, target onnxruntime), "
+        click.echo(f"wrote {output}: int8 model ({g.act_dtype.name} activations, target {g.target}), "
                    f"{len(g.steps)} steps ({', '.join(f'{k} x{v}' for k, v in ops.items())}), "
                    f"{g.weight_bytes()} bytes of parameters")
         return
@@ -57,12 +64,24 @@ def export(model, output, force):
 
 @cli.command()
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.argument("onnx_model", type=click.Path(dir_okay=False))
-@click.option("--data", required=True, help="Inputs: FILE.npy or FILE.npz[:KEY] (float, the model's input shape).")
+@click.argument("onnx_model", type=click.Path(dir_okay=False), required=False)
+@click.option("--data", required=True, help="Inputs: FILE.npy or FILE.npz[:KEY] (float, the model's input shape; "
+                                            "for a .tflite MODEL its own input type and NHWC shape).")
 @one_line_errors
 def compare(model, onnx_model, data):
     """Run MODEL (a fixq int8 archive) and ONNX_MODEL in ONNX Runtime (its default optimizations, one
-    thread) on the same inputs; print, per output, the elements that are equal and the largest difference."""
+    thread) on the same inputs; print, per output, the elements that are equal and the largest difference.
+
+    A .tflite MODEL (no ONNX_MODEL) runs in fixq with each of LiteRT's kernel sets (tflite-reference, tflite,
+    xnnpack) and in LiteRT's interpreter with the same kernel set (ai-edge-litert): per output, how many
+    elements agree; then where the kernel sets disagree with each other, the operator that first differs."""
+    if is_tflite(model):
+        if onnx_model is not None:
+            raise CliError("a .tflite MODEL is compared with LiteRT: give no ONNX_MODEL")
+        from ._tflite import compare_tflite
+        return compare_tflite(model, load_array(data, "--data"))
+    if onnx_model is None:
+        raise CliError("give ONNX_MODEL, the ONNX model to compare MODEL with (or a .tflite MODEL)")
     try:
         import onnxruntime
     except ImportError:
