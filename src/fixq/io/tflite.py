@@ -498,7 +498,7 @@ class _Importer:
 def import_model(source):
     """A :class:`fixq.Model` from a .tflite path or the bytes of one (fixq.import_tflite)."""
     tm = read_model(source)
-    where = source if isinstance(source, str) else "model"
+    where = source if isinstance(source, str) else "the .tflite bytes"
     return _Importer(tm, where).run()
 
 

@@ -178,7 +178,7 @@ class TfliteModel:
 def read_bytes(source):
     """The bytes of a model: a path (bounded by LIMITS["archive_bytes"] before it is read) or bytes-like."""
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return memoryview(source).cast("B") if isinstance(source, memoryview) else memoryview(source), "model"
+        return memoryview(source).cast("B") if isinstance(source, memoryview) else memoryview(source), "the .tflite bytes"
     path = os.fspath(source)
     if not os.path.isfile(path):
         raise TfliteError(f"{path}: no such file")
@@ -224,7 +224,7 @@ def read_model(source):
         f.fail("is too short to be a .tflite model")
     if bytes(buf[4:8]) != b"TFL3":
         f.fail(f"is not a .tflite model (file identifier {bytes(buf[4:8])!r}, expected b'TFL3')")
-    model = _Table(f, f.get("I", 0, "root"), "model")
+    model = _Table(f, f.get("I", 0, "root offset"), "root table")
     version = model.scalar(0, "I", 0)
     if version != SCHEMA_VERSION:
         f.fail(f"schema version {version}; fixq reads version {SCHEMA_VERSION} ({DOCS})")
