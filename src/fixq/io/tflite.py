@@ -64,15 +64,22 @@ class _Importer:
     def tensor(self, k):
         return self.tm.tensors[k]
 
-    def qparams(self, o, k):
-        """Per-tensor (float32 scale, int zero point) of activation tensor `k`, int8."""
+    def qparams(self, o, k, dtype=np.int8):
+        """Per-tensor (float32 scale, int zero point) of activation tensor `k` of `dtype` (int8 unless said)."""
         t = self.tensor(k)
-        if t.dtype != np.int8:
-            self.fail(o, f"tensor {k} {t.name!r} is {TENSOR_TYPE_NAMES.get(t.type, t.type)}; fixq runs int8 "
-                         "activations (full-integer models)")
+        where = f"operator {o.index} ({o.op}, version {o.version})" if o is not None else "the model's input"
+        if t.dtype != dtype:
+            raise TfliteError(f"{self.where}: {where}: tensor {k} {t.name!r} is {TENSOR_TYPE_NAMES.get(t.type, t.type)}; "
+                              f"fixq runs {np.dtype(dtype).name} here (full-integer models) ({DOCS})")
         if t.scale is None or t.scale.size != 1 or t.zero_point is None or t.zero_point.size != 1:
-            self.fail(o, f"tensor {k} {t.name!r} has no per-tensor scale and zero point")
-        return np.float32(t.scale[0]), int(t.zero_point[0])
+            raise TfliteError(f"{self.where}: {where}: tensor {k} {t.name!r} has no per-tensor scale and zero point "
+                              f"({DOCS})")
+        info = np.iinfo(dtype)
+        scale, zp = np.float32(t.scale[0]), int(t.zero_point[0])
+        if not (np.isfinite(scale) and np.finfo(np.float32).tiny <= scale) or not info.min <= zp <= info.max:
+            raise TfliteError(f"{self.where}: {where}: tensor {k} {t.name!r} has scale {float(scale)!r} and zero point "
+                              f"{zp}; scales must be finite normal floats > 0 and zero points inside {np.dtype(dtype).name}")
+        return scale, zp
 
     def value(self, o, i):
         """The quantized fixq tensor that input `i` of operator `o` reads."""
@@ -88,7 +95,7 @@ class _Importer:
         return self.tensor(k).data
 
     def record(self, name, shape, scale, zp, k):
-        if len(shape) not in (2, 4):
+        if len(shape) not in (2, 4) or any(d < 1 for d in shape[1:]):
             self.fail_shape(name, shape)
         self.tensors[name] = [None] + [int(d) for d in shape[1:]]
         self.arrays[f"t:{name}:scale"] = np.float32(scale)
@@ -122,12 +129,25 @@ class _Importer:
         self.env[out_k] = q
         return q
 
-    def multipliers(self, name, real):
+    def multipliers(self, o, name, real):
+        """multiplier / shift / scale of the real multipliers `real` (float64), each in (0, 256) in float64
+        and float32 (XNNPACK keeps a node with a larger one on TFLite; a zero or infinite one is damage)."""
         real = np.asarray(real, np.float64).reshape(-1)
+        with np.errstate(over="ignore", under="ignore"):
+            r32 = real.astype(np.float32)
+        if not (np.all(np.isfinite(real)) and np.all(real > 0) and np.all(real < 256) and np.all(r32 > 0)):
+            self.fail(o, f"a requantization multiplier (input scale x weight scale / output scale) of "
+                         f"{float(real[~((real > 0) & (real < 256) & (r32 > 0))][0]):.6g}; fixq takes them in (0, 256)")
         m, sh = quantize_multiplier(real)
         self.arrays[f"{name}:multiplier"] = m.astype(np.int32)
         self.arrays[f"{name}:shift"] = sh.astype(np.int32)
         self.arrays[f"{name}:scale"] = real.astype(np.float32)
+
+    def positive(self, o, *names):
+        """Options `names` (strides, dilations, filter sizes) each in [1, LIMITS["attribute"]]."""
+        for n in names:
+            if not 1 <= o.options[n] <= G.LIMITS["attribute"]:
+                self.fail(o, f"option {n} = {o.options[n]}; it must be in [1, {G.LIMITS['attribute']}]")
 
     def act(self, o):
         a = o.options.get("activation", 0)
@@ -149,6 +169,8 @@ class _Importer:
             if handler is None:
                 raise TfliteError(f"{self.where}: operator {o.index} ({o.op}, version {o.version}) is not supported; "
                                   f"{DOCS} lists the ops fixq imports")
+            if len(o.outputs) != 1 or o.outputs[0] == -1:
+                self.fail(o, f"{len(o.outputs)} outputs; fixq's steps have one")
             handler(o)
         outputs = [self.output_tensor(k) for k in tm.outputs]
         name = self.io["input"]
@@ -185,7 +207,7 @@ class _Importer:
             q[0].op = "INPUT_QUANTIZE"
             src = q[0].outputs[0]
             if t.type == 3:
-                (si, zi), (so, zo) = self.uint8_qparams(q[0], k), self.qparams(q[0], src)
+                (si, zi), (so, zo) = self.qparams(q[0], k, np.uint8), self.qparams(q[0], src)
                 if si != so or zi - 128 != zo:
                     self.fail(q[0], "a uint8 input with another scale than the int8 tensor it becomes is not "
                                     "supported")
@@ -203,15 +225,7 @@ class _Importer:
         t = self.tensor(k)
         if len(t.shape) not in (2, 4) or t.shape[0] != 1:
             self.fail_shape(t.name, t.shape)
-        if t.dtype != np.int8 or t.scale is None or t.scale.size != 1:
-            raise TfliteError(f"{self.where}: input tensor {t.name!r} is not per-tensor int8 ({DOCS})")
-        return np.float32(t.scale[0]), int(t.zero_point[0])
-
-    def uint8_qparams(self, o, k):
-        t = self.tensor(k)
-        if t.scale is None or t.scale.size != 1:
-            self.fail(o, f"tensor {k} {t.name!r} has no per-tensor scale")
-        return np.float32(t.scale[0]), int(t.zero_point[0])
+        return self.qparams(None, k)
 
     def output_tensor(self, k):
         """A model output: an int8 tensor, or the uint8 / float32 one a QUANTIZE / DEQUANTIZE makes of one."""
@@ -226,7 +240,7 @@ class _Importer:
             if o.op == "QUANTIZE":
                 if t.type != 3:
                     self.fail(o, "an output QUANTIZE to another type than uint8 is not supported")
-                (si, zi), (so, zo) = self.qparams(o, src), self.uint8_qparams(o, k)
+                (si, zi), (so, zo) = self.qparams(o, src), self.qparams(o, k, np.uint8)
                 if si != so or zi + 128 != zo:
                     self.fail(o, "a uint8 output with another scale than the int8 tensor it comes from is not "
                                  "supported")
@@ -237,14 +251,20 @@ class _Importer:
         return q.name
 
     # -- operators ------------------------------------------------------------------------------------------
-    def weights(self, o, i, axis, o_channels):
+    def weights(self, o, i, axis, ndim):
+        """int8 weights (input `i`, rank `ndim`, output channels on `axis`) and their float32 scales."""
         w = self.const(o, i, "weight")
         t = self.tensor(o.inputs[i])
+        if w.ndim != ndim or 0 in w.shape:
+            self.fail(o, f"weights of shape {list(w.shape)}; it needs rank {ndim}")
+        o_channels = w.shape[axis]
         if w.dtype != np.int8:
             self.fail(o, f"weights of type {TENSOR_TYPE_NAMES.get(t.type)}; fixq runs int8 weights (dynamic-range "
                          "and float models are not supported)")
         if t.scale is None or t.scale.size not in (1, o_channels) or (t.scale.size > 1 and t.qdim != axis):
             self.fail(o, f"weight scales must be per tensor or per output channel (dimension {axis})")
+        if not np.all(np.isfinite(t.scale) & (t.scale > 0)):
+            self.fail(o, f"tensor {o.inputs[i]} {t.name!r}: weight scales must be finite and > 0")
         if t.zero_point is not None and np.any(t.zero_point != 0):
             self.fail(o, "weight zero points other than 0 are not supported")
         self.per_channel |= t.scale.size > 1
@@ -266,11 +286,16 @@ class _Importer:
         self.arrays[f"{name}:weight_scale"] = np.array(ws, np.float32)
         self.arrays[f"{name}:weight_zero_point"] = np.zeros(ws.size, np.int32)
         self.arrays[f"{name}:bias"] = np.array(b, np.int32)
-        self.multipliers(name, np.float64(q.scale) * ws.astype(np.float64) / np.float64(s_out))
+        with np.errstate(all="ignore"):  # XNNPACK's float32 s_in * s_w / s_out, left to right
+            r32 = (np.float32(q.scale) * ws).astype(np.float32) / np.float32(s_out)
+        if not np.all(np.isfinite(r32) & (r32 > 0)):
+            self.fail(o, "input scale x weight scale / output scale is 0 or infinite in float32")
+        self.multipliers(o, name, np.float64(q.scale) * ws.astype(np.float64) / np.float64(s_out))
         return self.step(o, op, [q], attrs=dict(attrs, weight_shape=list(w.shape)), act=act)
 
     def conv_padding(self, o, q, kh, kw, dil):
         """fixq's symmetric [ph, pw], after a pad step where TFLite's SAME padding is asymmetric."""
+        self.positive(o, "stride_h", "stride_w", "dilation_h", "dilation_w")
         _, _, h, w = q.shape
         if o.options["padding"] == 1:  # VALID
             return q, [0, 0]
@@ -291,7 +316,7 @@ class _Importer:
 
     def op_CONV_2D(self, o):
         q = self.nhwc_value(o, 0)
-        w, ws = self.weights(o, 1, 0, self.tensor(o.inputs[1]).shape[0])
+        w, ws = self.weights(o, 1, 0, 4)
         dil = [o.options["dilation_h"], o.options["dilation_w"]]
         q, pad = self.conv_padding(o, q, w.shape[1], w.shape[2], dil)
         groups = q.shape[1] // w.shape[3]
@@ -301,8 +326,8 @@ class _Importer:
 
     def op_DEPTHWISE_CONV_2D(self, o):
         q = self.nhwc_value(o, 0)
-        shape = self.tensor(o.inputs[1]).shape
-        w, ws = self.weights(o, 1, 3, shape[3])
+        w, ws = self.weights(o, 1, 3, 4)
+        shape = w.shape
         dil = [o.options["dilation_h"], o.options["dilation_w"]]
         q, pad = self.conv_padding(o, q, w.shape[1], w.shape[2], dil)
         c = q.shape[1]
@@ -316,7 +341,7 @@ class _Importer:
         if o.options["weights_format"] != 0:
             self.fail(o, "shuffled weights are not supported")
         q = self.value(o, 0)
-        w, ws = self.weights(o, 1, 0, self.tensor(o.inputs[1]).shape[0])
+        w, ws = self.weights(o, 1, 0, 2)
         if len(q.shape) == 4:  # FULLY_CONNECTED flattens its input itself
             q = self.flatten(o, q, f"flatten_{o.index}")
         if w.ndim != 2 or q.shape[1] != w.shape[1]:
@@ -365,7 +390,7 @@ class _Importer:
             self.fail(o, "concatenating flattened feature maps is not supported")
         s_out, _ = self.qparams(o, o.outputs[0])
         name = f"concat_{o.index}"
-        self.multipliers(name, [np.float64(q.scale) / np.float64(s_out) for q in qs])
+        self.multipliers(o, name, [np.float64(q.scale) / np.float64(s_out) for q in qs])
         self.step(o, "concat", qs, attrs={"axis": axis})
 
     def pool(self, o, op):
@@ -374,6 +399,7 @@ class _Importer:
             self.fail(o, "a fused activation on a pool is not supported")
         if self.qparams(o, o.outputs[0]) != (q.scale, q.zp):
             self.fail(o, "input and output quantization differ")
+        self.positive(o, "filter_h", "filter_w", "stride_h", "stride_w")
         k = [o.options["filter_h"], o.options["filter_w"]]
         attrs = {"kernel": k, "stride": [o.options["stride_h"], o.options["stride_w"]], "padding": [0, 0]}
         if o.options["padding"] == 0:  # SAME
@@ -399,10 +425,12 @@ class _Importer:
         _, c, h, w = q.shape
         s_out, _ = self.qparams(o, o.outputs[0])
         name = f"global_avgpool_{o.index}"
-        self.multipliers(name, [np.float64(q.scale) / (np.float64(s_out) * (h * w))])
+        self.multipliers(o, name, [np.float64(q.scale) / (np.float64(s_out) * (h * w))])
+        attrs = {}
         if len(self.tensor(o.outputs[0]).shape) == 4:  # keep_dims: [1, 1, 1, C] is [N, C] in fixq
             self.tensor(o.outputs[0]).shape = (1, c)
-        self.step(o, "global_avgpool", [q], name=name)
+            attrs["keep_dims"] = True  # the tflite kernel set runs its optimized Mean only then
+        self.step(o, "global_avgpool", [q], attrs=attrs, name=name)
 
     def op_SOFTMAX(self, o):
         q = self.value(o, 0)
