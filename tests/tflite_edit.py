@@ -28,14 +28,15 @@ def field_position(content, edit):
 
 
 def patch_field(content, edit, value):
-    """The bytes of `content` with the field named by `edit` set to `value`."""
+    """The bytes of `content` with the field named by `edit` set to `value` (wrapped to the field's width)."""
     out = bytearray(content)
     p, kind = field_position(out, edit)
-    struct.pack_into("<" + kind, out, p, value)
+    size = struct.calcsize(kind)
+    struct.pack_into("<" + kind.upper(), out, p, value % 2 ** (8 * size))
     if edit[-1] == "builtin_code":  # readers take max(deprecated_builtin_code, builtin_code)
         try:
             q, k = field_position(out, edit[:-1] + ("deprecated_builtin_code",))
-            struct.pack_into("<b", out, q, min(value, 127))
+            struct.pack_into("<B", out, q, min(value % 2**32, 127))
         except LookupError:
             pass
     return bytes(out)
