@@ -178,7 +178,9 @@ class TfliteModel:
 def read_bytes(source):
     """The bytes of a model: a path (bounded by LIMITS["archive_bytes"] before it is read) or bytes-like."""
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return memoryview(source).cast("B") if isinstance(source, memoryview) else memoryview(source), "the .tflite bytes"
+        view = memoryview(source).cast("B")
+        # the model's arrays are views of these bytes: a buffer the caller may change is copied, once
+        return (view if view.readonly else memoryview(bytes(view))), "the .tflite bytes"
     path = os.fspath(source)
     if not os.path.isfile(path):
         raise TfliteError(f"{path}: no such file")
