@@ -103,8 +103,26 @@ def uint8_io():
     return keras.Model(inp, x), (1, 15, 15, 2)
 
 
+def same_pad():
+    """The layout corners: asymmetric SAME padding (stride 2 on an even size, an even kernel, pools), an
+    explicit PAD, HARD_SWISH, MEAN with keep_dims, a flatten of an H x W x C map into FULLY_CONNECTED, and
+    two outputs."""
+    import keras
+    import tensorflow as tf
+    from keras import layers as L
+    x = inp = keras.Input((16, 16, 3), batch_size=1)
+    x = L.ReLU(6.0)(L.Conv2D(8, 3, strides=2, padding="same")(x))
+    x = L.Activation("hard_swish")(L.Conv2D(8, 4, padding="same")(x))
+    x = L.Lambda(lambda t: tf.pad(t, [[0, 0], [0, 2], [1, 0], [0, 0]]))(x)
+    x = L.AveragePooling2D(3, strides=2, padding="same")(x)
+    x = L.MaxPooling2D(2, strides=1, padding="same")(x)
+    a = L.Dense(6)(L.Flatten()(x))
+    b = L.Dense(4)(L.Flatten()(L.GlobalAveragePooling2D(keepdims=True)(x)))
+    return keras.Model(inp, [a, b]), (1, 16, 16, 3)
+
+
 MODELS = {"mobilenet_v2": (mobilenet_v2, False), "ds_cnn": (ds_cnn, False), "mlp": (mlp, False),
-          "uint8_io": (uint8_io, True)}
+          "uint8_io": (uint8_io, True), "same_pad": (same_pad, False)}
 
 
 def convert(model, shape, rng, uint8):
