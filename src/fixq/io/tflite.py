@@ -405,8 +405,8 @@ class _Importer:
         if o.options["padding"] == 0:  # SAME
             (t, b), (l, r) = (_same_pads(q.shape[2], k[0], attrs["stride"][0], 1),
                               _same_pads(q.shape[3], k[1], attrs["stride"][1], 1))
-            if op == "maxpool2d" and t == b and l == r:  # padding with qmin: a max over the taps inside
-                attrs["padding"] = [t, l]
+            if op == "maxpool2d":  # padding with qmin: a max over the taps inside
+                attrs["padding"] = [t, l] if (t, l) == (b, r) else [t, l, b, r]
             elif t or b or l or r:
                 attrs.update(padding=[t, l, b, r], count_include_pad=False)
         self.step(o, op, [q], attrs=attrs)
