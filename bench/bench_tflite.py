@@ -42,12 +42,12 @@ def bench(name, rounds):
             rows.append({"model": name, "target": target, "error": str(e)})
             continue
         xf = tflite_input(m, x1)
-        t_fixq = timeit(lambda x: m.run(x, raw=True), xf, rounds=rounds)
+        t_fixq = timeit(lambda x, m=m: m.run(x, raw=True), xf, rounds=rounds)
         exact = all(np.array_equal(y, gold[f"y:{target}:{k}"]) for k, y in enumerate(run_tflite(m, gold["x"])))
         it = interpreter(content, target)
         i_in, i_out = it.get_input_details()[0]["index"], [d["index"] for d in it.get_output_details()]
 
-        def lite(x):
+        def lite(x, it=it, i_in=i_in, i_out=i_out):
             it.set_tensor(i_in, x)
             it.invoke()
             return [it.get_tensor(k) for k in i_out]

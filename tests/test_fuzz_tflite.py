@@ -98,13 +98,12 @@ def test_fields(name, field, i, value):
 
 def test_operator_cycle_is_one_line():
     """An operator reading the tensor a later operator writes (a cycle in the graph) is refused."""
-    from tflite_edit import field_position  # noqa: F401  (the same walk as the edits above)
     from fixq.io.tflite_file import TfliteError, _File, _Table
 
     c = bytearray(CONTENTS["mlp"])
     f = _File(memoryview(bytes(c)), "m")
     ops = _Table(f, f.get("I", 0, "root"), "model").tables(2, "s")[0].tables(3, "o")
-    start, n = ops[0].vector(1, "inputs", 4)  # operator 0's input 0 := operator 2's output
+    start, _ = ops[0].vector(1, "inputs", 4)  # operator 0's input 0 := operator 2's output
     out_start, _ = ops[2].vector(2, "outputs", 4)
     struct.pack_into("<i", c, start, struct.unpack_from("<i", c, out_start)[0])
     with pytest.raises(TfliteError, match="before any operator writes it"):

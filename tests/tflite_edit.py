@@ -35,7 +35,7 @@ def patch_field(content, edit, value):
     struct.pack_into("<" + kind.upper(), out, p, value % 2 ** (8 * size))
     if edit[-1] == "builtin_code":  # readers take max(deprecated_builtin_code, builtin_code)
         try:
-            q, k = field_position(out, edit[:-1] + ("deprecated_builtin_code",))
+            q, _ = field_position(out, edit[:-1] + ("deprecated_builtin_code",))
             struct.pack_into("<B", out, q, min(value % 2**32, 127))
         except LookupError:
             pass

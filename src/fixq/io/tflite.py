@@ -69,16 +69,18 @@ class _Importer:
         t = self.tensor(k)
         where = f"operator {o.index} ({o.op}, version {o.version})" if o is not None else "the model's input"
         if t.dtype != dtype:
-            raise TfliteError(f"{self.where}: {where}: tensor {k} {t.name!r} is {TENSOR_TYPE_NAMES.get(t.type, t.type)}; "
-                              f"fixq runs {np.dtype(dtype).name} here (full-integer models) ({DOCS})")
+            raise TfliteError(f"{self.where}: {where}: tensor {k} {t.name!r} is "
+                              f"{TENSOR_TYPE_NAMES.get(t.type, t.type)}; fixq runs {np.dtype(dtype).name} here "
+                              f"(full-integer models) ({DOCS})")
         if t.scale is None or t.scale.size != 1 or t.zero_point is None or t.zero_point.size != 1:
             raise TfliteError(f"{self.where}: {where}: tensor {k} {t.name!r} has no per-tensor scale and zero point "
                               f"({DOCS})")
         info = np.iinfo(dtype)
         scale, zp = np.float32(t.scale[0]), int(t.zero_point[0])
         if not (np.isfinite(scale) and np.finfo(np.float32).tiny <= scale) or not info.min <= zp <= info.max:
-            raise TfliteError(f"{self.where}: {where}: tensor {k} {t.name!r} has scale {float(scale)!r} and zero point "
-                              f"{zp}; scales must be finite normal floats > 0 and zero points inside {np.dtype(dtype).name}")
+            raise TfliteError(f"{self.where}: {where}: tensor {k} {t.name!r} has scale {float(scale)!r} and zero "
+                              f"point {zp}; scales must be finite normal floats > 0 and zero points inside "
+                              f"{np.dtype(dtype).name}")
         return scale, zp
 
     def value(self, o, i):
@@ -235,7 +237,8 @@ class _Importer:
         if k not in self.env:
             o = next((o for o in self.tm.operators if o.outputs[:1] == [k]), None)
             if o is None or o.op not in ("QUANTIZE", "DEQUANTIZE") or o.inputs[0] not in self.env:
-                raise TfliteError(f"{self.where}: output {t.name!r} is not computed by an operator fixq imports ({DOCS})")
+                raise TfliteError(f"{self.where}: output {t.name!r} is not computed by an operator fixq imports "
+                                  f"({DOCS})")
             src = o.inputs[0]
             if o.op == "QUANTIZE":
                 if t.type != 3:
@@ -505,7 +508,8 @@ class _Importer:
         p = np.asarray(self.const(o, 1, "paddings")).reshape(-1)
         if p.size != 8 or p[0] or p[1] or p[6] or p[7] or np.any(p < 0):
             self.fail(o, f"paddings {p.tolist()}; fixq pads H and W only")
-        if len(o.inputs) > 2 and o.inputs[2] != -1 and int(np.asarray(self.const(o, 2, "constant")).reshape(-1)[0]) != q.zp:
+        fill = self.const(o, 2, "constant") if len(o.inputs) > 2 and o.inputs[2] != -1 else None
+        if fill is not None and (fill.size != 1 or int(fill.reshape(-1)[0]) != q.zp):
             self.fail(o, "a pad value other than the zero point is not supported")
         if self.qparams(o, o.outputs[0]) != (q.scale, q.zp):
             self.fail(o, "input and output quantization differ")
@@ -546,7 +550,8 @@ def tflite_input(model, x):
     if x.dtype != want:
         raise TypeError(f"x has dtype {x.dtype}; the model's input is {io['dtype']} of shape {io['shape']}")
     if x.ndim != len(io["shape"]) or list(x.shape[1:]) != io["shape"][1:]:
-        raise ValueError(f"x has shape {list(x.shape)}; the model's input needs [N, {', '.join(map(str, io['shape'][1:]))}]")
+        raise ValueError(f"x has shape {list(x.shape)}; the model's input needs "
+                         f"[N, {', '.join(map(str, io['shape'][1:]))}]")
     if x.dtype != np.float32:
         x = dequantize(x, io["scale"], io["zero_point"])
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2)) if x.ndim == 4 else x
