@@ -121,18 +121,20 @@ def same_pad():
     return keras.Model(inp, [a, b]), (1, 16, 16, 3)
 
 
-MODELS = {"mobilenet_v2": (mobilenet_v2, False), "ds_cnn": (ds_cnn, False), "mlp": (mlp, False),
-          "uint8_io": (uint8_io, True), "same_pad": (same_pad, False)}
+# name -> (model, the type of the model's input and output: int8, uint8 or float32, the converter's default)
+MODELS = {"mobilenet_v2": (mobilenet_v2, "int8"), "ds_cnn": (ds_cnn, "int8"), "mlp": (mlp, "int8"),
+          "uint8_io": (uint8_io, "uint8"), "same_pad": (same_pad, "int8"), "mlp_float_io": (mlp, "float32")}
 
 
-def convert(model, shape, rng, uint8):
+def convert(model, shape, rng, io):
     import tensorflow as tf
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     reps = [rng.normal(0, 1, size=shape).astype(np.float32) for _ in range(32)]
     conv.representative_dataset = lambda: ([r] for r in reps)
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = conv.inference_output_type = tf.uint8 if uint8 else tf.int8
+    if io != "float32":
+        conv.inference_input_type = conv.inference_output_type = getattr(tf, io)
     return conv.convert()
 
 
@@ -147,10 +149,12 @@ def interpreter(fb, resolver, preserve):
 def goldens(fb, shape, rng):
     it = interpreter(fb, "BUILTIN_REF", False)
     d = it.get_input_details()[0]
-    s, z = d["quantization"]
-    info = np.iinfo(d["dtype"])
     xf = rng.normal(0, 1.2, size=(SAMPLES,) + shape[1:]).astype(np.float32)
-    x = np.clip(np.rint(xf / s) + z, info.min, info.max).astype(d["dtype"])
+    x = xf
+    if d["dtype"] != np.float32:
+        s, z = d["quantization"]
+        info = np.iinfo(d["dtype"])
+        x = np.clip(np.rint(xf / s) + z, info.min, info.max).astype(d["dtype"])
     out = {"x": x}
     for name, resolver in RESOLVERS.items():
         it = interpreter(fb, resolver, True)
@@ -183,10 +187,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=os.path.dirname(os.path.abspath(__file__)))
     args = ap.parse_args()
-    for k, (name, (make, uint8)) in enumerate(MODELS.items()):
+    for k, (name, (make, io)) in enumerate(MODELS.items()):
         rng = _seed(100 + k)
         model, shape = make()
-        fb = convert(model, shape, rng, uint8)
+        fb = convert(model, shape, rng, io)
         with open(os.path.join(args.out, name + ".tflite"), "wb") as f:
             f.write(fb)
         g = goldens(fb, shape, np.random.default_rng(200 + k))
