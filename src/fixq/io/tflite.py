@@ -557,6 +557,22 @@ def tflite_input(model, x):
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2)) if x.ndim == 4 else x
 
 
+def _dequantize(q, scale, zero_point, target):
+    """The output DEQUANTIZE (int8 -> float32) of kernel set `target`, per sample (one invocation of the
+    batch-1 model).  Reference kernels and XNNPACK: ``(float)(q - zp) * s`` (fixq.dequantize).  The optimized
+    builtin kernel (optimized_ops::Dequantize) runs its NEON loop (NEON_2_SSE on x86) over the first
+    ``8 * (n // 8)`` values: ``(float)q * s + (float)(-zp * (double)s)``, a float32 multiply then add, not
+    fused; the rest as the reference.  Read off LiteRT 2.3.0 (37-, 21- and 13-wide outputs)."""
+    y = dequantize(q, scale, zero_point)
+    if target == "tflite":
+        n = q[0].size if len(q) else 0
+        flat, vec = y.reshape(len(q), n), 8 * (n // 8)
+        s = np.float32(scale)
+        head = q.reshape(len(q), n)[:, :vec].astype(np.float32) * s
+        flat[:, :vec] = head + np.float32(-zero_point * np.float64(s))
+    return y
+
+
 def tflite_outputs(model, ys):
     """Model.run(..., raw=True) outputs -> the .tflite model's output types and layouts."""
     outs = []
@@ -569,7 +585,7 @@ def tflite_outputs(model, ys):
         if io["dtype"] == "uint8":
             y = (y.astype(np.int16) + 128).astype(np.uint8)
         elif io["dtype"] == "float32":
-            y = dequantize(y, io["scale"], io["zero_point"])
+            y = _dequantize(y, io["scale"], io["zero_point"], model.target)
         outs.append(np.ascontiguousarray(y).reshape((-1,) + tuple(io["shape"][1:])))
     return outs
 
