@@ -19,7 +19,7 @@ from fixq.io.tflite_litert import first_divergence, litert, run_litert  # noqa: 
 from tflite_edit import patch_field  # noqa: E402
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "tflite")
-MODELS = ("mobilenet_v2", "ds_cnn", "mlp", "uint8_io", "same_pad")
+MODELS = ("mobilenet_v2", "ds_cnn", "mlp", "uint8_io", "same_pad", "mlp_float_io")
 TARGETS = ("tflite-reference", "tflite", "xnnpack")
 
 # (model, kernel set) -> the operators fixq does not compute as that kernel set does yet: their per-kernel-set
@@ -32,11 +32,13 @@ _PAD = "PAD, and the pad step of an asymmetric SAME CONV_2D (no fixq step yet: t
 PENDING_OUTPUTS = {("mobilenet_v2", t): f"operator 12 {_MEAN}; operator 14 {_SOFTMAX}" for t in TARGETS}
 PENDING_OUTPUTS.update({("ds_cnn", t): f"operator 7 {_SOFTMAX}" for t in TARGETS})
 PENDING_OUTPUTS.update({("mlp", t): f"operator 5 {_LEAKY}" for t in TARGETS})
+PENDING_OUTPUTS.update({("mlp_float_io", t): f"operator 6 {_LEAKY}" for t in TARGETS})
 PENDING_OUTPUTS.update({("uint8_io", t): f"operator 10 {_SUB}" for t in TARGETS})
 PENDING_OUTPUTS.update({("same_pad", t): f"operators 0, 3 {_PAD}" for t in TARGETS})
 # the same for the recorded intermediate tensors (the first two samples of each golden file)
 PENDING_LAYERS = {("mobilenet_v2", "tflite"): f"operator 12 {_MEAN}"}
 PENDING_LAYERS.update({("mlp", t): f"operator 5 {_LEAKY}" for t in TARGETS})
+PENDING_LAYERS.update({("mlp_float_io", t): f"operator 6 {_LEAKY}" for t in TARGETS})
 PENDING_LAYERS.update({("uint8_io", t): f"operator 10 {_SUB}" for t in TARGETS})
 PENDING_LAYERS.update({("same_pad", t): f"operators 0, 3 {_PAD}" for t in TARGETS})
 
@@ -84,8 +86,12 @@ def test_every_layer_equals_litert(isa, name, target):
 def test_live_litert(name, target):
     m = fixq.Model.load(path(name), target=target)
     io = m.meta["tflite"]["inputs"][0]
-    info = np.iinfo(io["dtype"])
-    x = np.random.default_rng(7).integers(info.min, info.max + 1, (6,) + tuple(io["shape"][1:])).astype(io["dtype"])
+    rng, shape = np.random.default_rng(7), (6,) + tuple(io["shape"][1:])
+    if io["dtype"] == "float32":
+        x = rng.normal(0, 1.5, shape).astype(np.float32)
+    else:
+        info = np.iinfo(io["dtype"])
+        x = rng.integers(info.min, info.max + 1, shape).astype(io["dtype"])
     with open(path(name), "rb") as f:
         refs, _ = run_litert(f.read(), x, target)
     for y, ref in zip(run_tflite(m, x), refs):
