@@ -74,7 +74,7 @@ class _Table:
         f.check(vt, 4, what + " vtable")
         self.vt, self.vt_len = vt, f.get("H", vt, what)
         if self.vt_len < 4 or self.vt_len % 2:
-            f.fail(f"{what}: vtable of {self.vt_len} bytes")
+            f.fail(f"{what}: a vtable of {self.vt_len} bytes; the file is truncated or damaged")
         f.check(vt, self.vt_len, what + " vtable")
 
     def field(self, slot):
