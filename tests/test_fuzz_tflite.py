@@ -24,7 +24,7 @@ from tflite_edit import patch_field  # noqa: E402
 FUZZ = settings(max_examples=int(os.environ.get("FIXQ_FUZZ_EXAMPLES", "40")), deadline=None,
                 suppress_health_check=list(HealthCheck), database=None)
 DATA = os.path.join(os.path.dirname(__file__), "data", "tflite")
-MODELS = ("mobilenet_v2", "ds_cnn", "mlp")
+MODELS = ("mobilenet_v2", "ds_cnn", "mlp", "uint8_io", "same_pad", "mlp_float_io")
 INTS = [0, 1, 2, 3, 4, -1, -2, 2**31 - 1, 2**31, 2**32 - 1, 2**16, 2**16 + 1, 127, 128, 255, 10**6]
 
 
