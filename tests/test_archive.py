@@ -59,8 +59,9 @@ def test_files_of_other_kinds_are_named(tmp_path, name, make, expected):
                  ["inspect", path]):
         r = invoke(*args)
         assert r.exit_code == 1 and "Traceback" not in r.output, r.output
-        # run and inspect load .onnx paths through the ONNX importer, which reads this one as damaged
-        want = "cannot read it as an ONNX model" if name.endswith(".onnx") and args[0] != "quantize" else expected
+        # run and inspect load .onnx and .tflite paths through their importers, which read these as damaged
+        want = {".onnx": "cannot read it as an ONNX model", ".tflite": "the file is truncated or damaged"}.get(
+            os.path.splitext(name)[1], expected) if args[0] != "quantize" else expected
         assert r.stderr.count("\n") == 1 and want in r.stderr, r.stderr
 
 

@@ -19,6 +19,7 @@ from .archive import ArchiveError, load_float_model
 from .engine import Model  # the int8 engine (docs/engine.md)
 from .quantizer import quantize_model
 from .io import export_onnx, import_onnx  # ONNX models in and out (docs/onnx.md; needs the onnx extra)
+from .io import import_tflite  # .tflite models in (docs/tflite.md; needs the tflite extra)
 
 __version__ = _core.VERSION
 
@@ -62,5 +63,5 @@ __all__ = [
     "targets", "lowbit", "pack_fp16", "fp16_linear", "ternarize", "binarize", "popcount_linear", "binary_linear",
     "lowbit_qlinear", "storage_report",
     "Model", "quantize_model", "load_float_model", "ArchiveError", "import_onnx",
-    "export_onnx",
+    "export_onnx", "import_tflite",
 ]

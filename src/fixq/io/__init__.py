@@ -6,13 +6,18 @@
 - :func:`export_onnx`: an int8 :class:`fixq.Model` -> QDQ ONNX that ONNX Runtime runs.
 - :func:`import_bert`: a BERT sentence-embedding model (safetensors + config.json, a zip of them, or the
   installed all-MiniLM-L6-v2 package) -> a validated float sequence graph (docs/transformers.md).
+- :func:`import_tflite`: a full-integer ``.tflite`` model (a path or its bytes) -> an int8
+  :class:`fixq.Model` that runs each of LiteRT's kernel sets with ``target=`` (docs/tflite.md).  The
+  ``flatbuffers`` package is imported only there, on first use.
 
-Importing this package lets ``Model.load`` read ``.onnx`` paths (:func:`load_onnx`).
+Importing this package lets ``Model.load`` read ``.onnx`` and ``.tflite`` paths (:func:`load_onnx`,
+:func:`load_tflite_model`).
 """
 from ..archive import ArchiveError
 from ..engine import Model, register_loader
 
-__all__ = ["OnnxError", "import_onnx", "export_onnx", "load_onnx", "import_bert"]
+__all__ = ["OnnxError", "TfliteError", "import_onnx", "export_onnx", "load_onnx", "import_bert", "import_tflite",
+           "load_tflite_model"]
 
 
 def __getattr__(name):
@@ -20,6 +25,9 @@ def __getattr__(name):
     if name == "OnnxError":
         from .onnx_file import OnnxError
         return OnnxError
+    if name == "TfliteError":
+        from .tflite_file import TfliteError
+        return TfliteError
     raise AttributeError(f"module 'fixq.io' has no attribute {name!r}")
 
 
@@ -80,3 +88,27 @@ def load_onnx(path, rounding=None, target=None, float_ok=False):
 
 
 register_loader(".onnx", load_onnx)
+
+
+def import_tflite(model):
+    """A :class:`fixq.Model` from a full-integer ``.tflite`` model (a path, or the file's bytes): the model's
+    own scales, zero points, int8 weights and int32 biases, run as LiteRT's XNNPACK delegate does unless
+    ``Model(..., target=)`` or ``Model.load(path, target=)`` picks ``"tflite"`` or ``"tflite-reference"``.
+    Unsupported operators raise :class:`TfliteError`, one line naming the operator, its index and version
+    (docs/tflite.md lists what is supported)."""
+    from .tflite import import_model
+
+    return import_model(model)
+
+
+def load_tflite_model(path, rounding=None, target=None):
+    """``Model.load`` of a ``.tflite`` path: imported on the fly (target ``"xnnpack"`` unless `rounding` or
+    `target` say otherwise)."""
+    m = import_tflite(path)
+    if rounding is None and target is None:
+        return m
+    meta = dict(m.meta, options={k: v for k, v in m.meta["options"].items() if k != "target"})
+    return Model(meta, m.arrays, rounding, target)
+
+
+register_loader(".tflite", load_tflite_model)
