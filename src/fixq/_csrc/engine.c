@@ -2,6 +2,7 @@
  * one rule of docs/engine.md section 3, bit for bit the numpy path of
  * fixq.engine (engine/steps.py static_step). */
 #include <math.h>
+#include <string.h>
 #include <stdlib.h>
 
 #include "engine_loops.h"
@@ -27,6 +28,14 @@ static size_t out_size(size_t in, size_t k, size_t s, size_t p, size_t d) {
   const size_t span = add_sz(mul_sz(d, k - 1), 1), padded = add_sz(in, mul_sz(2, p));
   if (span == SIZE_MAX || padded == SIZE_MAX || padded < span) return 0;
   return (padded - span) / s + 1;
+}
+
+/* A pool's output size with pb after and pa before: (in + pb + pa - k) / stride + 1, 0 when it does not fit */
+static size_t pool_out_size(size_t in, size_t k, size_t s, size_t pb, size_t pa) {
+  if (k == 0 || s == 0) return 0;
+  const size_t padded = add_sz(add_sz(in, pb), pa);
+  if (padded == SIZE_MAX || padded < k || pb >= k || pa >= k) return 0;
+  return (padded - k) / s + 1;
 }
 
 /* Bytes of one padded sample of x (pad_image), SIZE_MAX past PTRDIFF_MAX */
@@ -108,12 +117,17 @@ static int check_step(const fixq_eng_plan *plan, const fixq_eng_step *s) {
     case FIXQ_ENG_MAXPOOL:
     case FIXQ_ENG_AVGPOOL:
       if (s->op == FIXQ_ENG_AVGPOOL && mul_sz(s->kh, s->kw) > FIXQ_ENG_MAX_POOL_AREA) return 0;
-      return y->c == x->c && y->h == out_size(x->h, s->kh, s->sh, s->ph, 1) &&
-             y->w == out_size(x->w, s->kw, s->sw, s->pw, 1);
+      return y->c == x->c && y->h == pool_out_size(x->h, s->kh, s->sh, s->ph, s->pb) &&
+             y->w == pool_out_size(x->w, s->kw, s->sw, s->pw, s->pr);
     case FIXQ_ENG_GLOBAL_AVGPOOL:
       /* the int32 sum of h*w values q (- zp), each within +-255, cannot wrap */
       if (y->h != 1 || y->w != 1 || y->c != x->c || x->h * x->w == 0 || x->h * x->w > FIXQ_ENG_MAX_POOL_AREA)
         return 0;
+      if (s->target != NULL)
+        return check_target_range(plan, s->target) &&
+               (s->target->form == FIXQ_ENG_T_XNN_MEAN ||
+                (s->target->form == FIXQ_ENG_T_TFLITE_MEAN && s->target->channels == 1 &&
+                 s->target->split <= y->c && s->target->shift[0] >= -31 && s->target->shift[0] <= 30));
       if (s->rq_channels == 0) return 1;
       /* the input zero point within the dtype keeps h * w * zp inside int32 */
       return s->rq_channels == y->c && s->zp >= (IS_U8(plan) ? 0 : INT8_MIN) &&
@@ -123,6 +137,16 @@ static int check_step(const fixq_eng_plan *plan, const fixq_eng_step *s) {
       return y->h == 1 && y->w == 1 && y->c == numel(x);
     case FIXQ_ENG_LUT:
       return s->table != NULL && x->h == y->h && x->w == y->w && x->c == y->c;
+    case FIXQ_ENG_PAD:
+      return x->c == y->c && add_sz(x->h, s->ph) <= y->h && add_sz(x->w, s->pw) <= y->w &&
+             s->zp >= (IS_U8(plan) ? 0 : INT8_MIN) && s->zp <= (IS_U8(plan) ? UINT8_MAX : INT8_MAX);
+    case FIXQ_ENG_REQUANTIZE: {
+      const fixq_eng_target *t = s->target;
+      if (t == NULL || x->h != y->h || x->w != y->w || x->c != y->c || !check_target_range(plan, t)) return 0;
+      if (t->form == FIXQ_ENG_T_XNN_REQUANT) return t->a_mult >= 1 && t->a_mult <= 32768;
+      return t->form == FIXQ_ENG_T_TFLITE_REQUANT && t->channels == 1 && t->split <= numel(x) &&
+             t->shift[0] >= -31 && t->shift[0] <= 30;
+    }
     case FIXQ_ENG_CONCAT: {
       if (s->axis < 1 || s->axis > 3 || s->in_zp == NULL || s->in_rq == NULL) return 0;
       size_t total = 0;
@@ -415,6 +439,64 @@ static fixq_status run_global_avgpool_rq(const fixq_eng_plan *plan, const fixq_e
   return fixq_requantize_s32(acc, y, plan->dtype, batch, C, 1, &s->rq);
 }
 
+/* TFLite's MultiplyByQuantizedMultiplier4Rows (its NEON loops, which the x86 build runs through
+ * NEON_2_SSE): vqrdmulh of x << left (wrapping), then vrshl: both steps ties toward +inf */
+static int32_t neon_mbqm(int32_t x, int32_t m, int shift) {
+  const int left = shift > 0 ? shift : 0, right = shift > 0 ? 0 : -shift;
+  const int64_t t = fixq__srdhm((int32_t)((uint32_t)x << left), m);
+  return (int32_t)((t + ((INT64_C(1) << right) >> 1)) >> right);
+}
+
+/* fixq.targets' MEAN over h x w (TFLite optimized, XNNPACK): the sum of the raw q per channel */
+static void global_avgpool_target(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const void *x,
+                                  void *y) {
+  const fixq_eng_tensor *xt = &plan->tensors[s->in[0]];
+  const fixq_eng_target *t = s->target;
+  const size_t C = xt->c, hw = xt->h * xt->w;
+  const int u8 = IS_U8(plan);
+  for (size_t n = 0; n < batch; n++)
+    for (size_t c = 0; c < C; c++) {
+      int32_t sum = 0;
+      for (size_t p = 0; p < hw; p++) sum += load_q(x, (n * hw + p) * C + c, u8);
+      int64_t q;
+      if (t->form == FIXQ_ENG_T_XNN_MEAN)
+        q = float_to_i64(rintf((float)sum * t->scale + t->offset));
+      else
+        q = (int64_t)(c < t->split ? neon_mbqm(sum, t->multiplier[0], t->shift[0])
+                                   : fixq__mbqm_double(sum, t->multiplier[0], t->shift[0])) + t->bias;
+      fixq__store(y, plan->dtype, n * C + c, saturate(q, t->lo, t->hi));
+    }
+}
+
+/* fixq.targets' requantize8 of TFLite (Requantize: NEON loop, then scalar) and XNNPACK (qs8-vcvt) */
+static void requantize_target(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const void *x,
+                              void *y) {
+  const fixq_eng_target *t = s->target;
+  const size_t per = numel(&plan->tensors[s->in[0]]);
+  const int u8 = IS_U8(plan);
+  for (size_t n = 0; n < batch; n++)
+    for (size_t i = 0; i < per; i++) {
+      const int32_t v = load_q(x, n * per + i, u8) - t->a_zp;
+      int64_t q;
+      if (t->form == FIXQ_ENG_T_XNN_REQUANT)
+        q = (((int64_t)v * t->a_mult + 128) >> 8) + t->out_zp;
+      else
+        q = (int64_t)(i < t->split ? neon_mbqm(v, t->multiplier[0], t->shift[0])
+                                   : fixq__mbqm_double(v, t->multiplier[0], t->shift[0])) + t->out_zp;
+      fixq__store(y, plan->dtype, n * per + i, saturate(q, t->lo, t->hi));
+    }
+}
+
+/* A sample copied into a larger one at (ph, pw), the rest zp (TFLite PAD with the output's zero point) */
+static void run_pad(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const uint8_t *x, uint8_t *y) {
+  const fixq_eng_tensor *xt = &plan->tensors[s->in[0]], *yt = &plan->tensors[s->out];
+  memset(y, (uint8_t)s->zp, batch * numel(yt));
+  for (size_t n = 0; n < batch; n++)
+    for (size_t r = 0; r < xt->h; r++)
+      memcpy(y + ((n * yt->h + r + s->ph) * yt->w + s->pw) * yt->c, x + (n * xt->h + r) * xt->w * xt->c,
+             xt->w * xt->c);
+}
+
 /* engine/steps.py concat: inputs with other qparams requantized (fixq_requantize_s32
  * of q - zp_in), then copied block by block along the axis */
 static fixq_status run_concat(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch,
@@ -482,6 +564,10 @@ static fixq_status run_step(const fixq_eng_plan *plan, const fixq_eng_step *s, s
       loops_table[fixq__isa]->pool(plan, s, batch, x, y, scratch);
       return FIXQ_OK;
     case FIXQ_ENG_GLOBAL_AVGPOOL:
+      if (s->target != NULL) {
+        global_avgpool_target(plan, s, batch, x, y);
+        return FIXQ_OK;
+      }
       if (s->rq_channels) return run_global_avgpool_rq(plan, s, batch, x, y, scratch);
       loops_table[fixq__isa]->global_avgpool(plan, s, batch, x, y, scratch);
       return FIXQ_OK;
@@ -490,6 +576,12 @@ static fixq_status run_step(const fixq_eng_plan *plan, const fixq_eng_step *s, s
       return FIXQ_OK;
     case FIXQ_ENG_LUT:
       run_lut(s->table, batch * numel(xt), x, y);
+      return FIXQ_OK;
+    case FIXQ_ENG_PAD:
+      run_pad(plan, s, batch, x, y);
+      return FIXQ_OK;
+    case FIXQ_ENG_REQUANTIZE:
+      requantize_target(plan, s, batch, x, y);
       return FIXQ_OK;
   }
   return FIXQ_ERR_INVALID_ARGUMENT;

@@ -24,10 +24,12 @@ typedef enum {
   FIXQ_ENG_CONCAT,         /* along internal axis `axis` (1..3), inputs requantized by in_rq */
   FIXQ_ENG_CLAMP,          /* relu / relu6: clamp to [lo, hi] */
   FIXQ_ENG_MAXPOOL,        /* padding counts as lo (qmin) */
-  FIXQ_ENG_AVGPOOL,        /* padding counts as zp; TFLite rounding */
+  FIXQ_ENG_AVGPOOL,        /* padding counts as zp, or (count_valid) is left out of the count; TFLite rounding */
   FIXQ_ENG_GLOBAL_AVGPOOL, /* over h x w; with rq: sum of (q - zp), then rq; without: TFLite rounding */
   FIXQ_ENG_FLATTEN,        /* NHWC -> NCHW order */
-  FIXQ_ENG_LUT             /* y = table[byte of x]: an elementwise function of one int8 / uint8 value */
+  FIXQ_ENG_LUT,            /* y = table[byte of x]: an elementwise function of one int8 / uint8 value */
+  FIXQ_ENG_PAD,            /* ph rows and pw columns before, what y's shape leaves after, filled with zp */
+  FIXQ_ENG_REQUANTIZE      /* one 8-bit quantization to another, in a target's form */
 } fixq_eng_op;
 
 /* How QUANTIZE rounds x / scale (docs/conformance.md); every product and quotient in float32. */
@@ -47,7 +49,13 @@ typedef enum {
   FIXQ_ENG_T_ORT_ADD,      /* rne(clamp(((float)(a - za) * sa + (float)(b - zb) * sb) / so) + (float)zo) */
   FIXQ_ENG_T_ORT_MUL,      /* rne((float)((a - za)(b - zb)) * scale + (float)zo), saturated */
   FIXQ_ENG_T_XNN_ADD,      /* ((bias + a * ma + b * mb) >> shift) + zo (XNNPACK vadd) */
-  FIXQ_ENG_T_XNN_MUL       /* rne((float)((a - za)(b - zb)) * scale) + zo (XNNPACK vmul) */
+  FIXQ_ENG_T_XNN_MUL,      /* rne((float)((a - za)(b - zb)) * scale) + zo (XNNPACK vmul) */
+  FIXQ_ENG_T_TFLITE_MEAN,  /* GLOBAL_AVGPOOL: MBQM(sum of q, M, s) + bias, the first `split` channels in the
+                              NEON form (TFLite optimized Mean: ties to +inf), the rest double rounding */
+  FIXQ_ENG_T_XNN_MEAN,     /* GLOBAL_AVGPOOL: rne((float)(sum of q) * scale + offset) (XNNPACK mean) */
+  FIXQ_ENG_T_TFLITE_REQUANT, /* REQUANTIZE: MBQM(q - a_zp, M, s) + zo, the first `split` values of each
+                              sample in the NEON form (TFLite Requantize), the rest double rounding */
+  FIXQ_ENG_T_XNN_REQUANT   /* REQUANTIZE: (((q - a_zp) * a_mult + 128) >> 8) + zo (XNNPACK qs8-vcvt) */
 } fixq_eng_target_form;
 
 typedef struct {
@@ -60,6 +68,8 @@ typedef struct {
   int32_t a_zp, b_zp, out_zp, lo, hi;
   int64_t a_mult, b_mult, bias;      /* XNN_ADD */
   int32_t shift_bits;                /* XNN_ADD: in 1..31 */
+  size_t split;                      /* TFLITE_MEAN: channels, TFLITE_REQUANT: values per sample, in NEON form */
+  float offset;                      /* XNN_MEAN: the folded zero point */
 } fixq_eng_target;
 
 typedef struct {
@@ -73,6 +83,8 @@ typedef struct {
   const int32_t *in; /* tensor indices */
   int32_t out;
   size_t kh, kw, sh, sw, ph, pw, dh, dw; /* conv and pool geometry */
+  size_t pb, pr;                         /* MAXPOOL, AVGPOOL: padding after (bottom, right) */
+  int count_valid;                       /* AVGPOOL: divide by the taps inside the input (TFLite) */
   size_t groups;                         /* GEMM: groups; DEPTHWISE: channel multiplier */
   const fixq_packed_b *const *packed;    /* GEMM: one per group */
   const int32_t *bias;                   /* GEMM, DEPTHWISE: [O] */
@@ -84,7 +96,8 @@ typedef struct {
   float scale;                           /* QUANTIZE: the scale (FIXQ_ENG_Q_RECIP_EVEN: its reciprocal) */
   int form;                              /* QUANTIZE: a fixq_eng_quantize_form */
   const fixq_eltwise *eltwise;           /* ELTWISE */
-  const fixq_eng_target *target;         /* GEMM, ELTWISE: a runtime's arithmetic instead of rq / eltwise */
+  const fixq_eng_target *target;         /* GEMM, ELTWISE, GLOBAL_AVGPOOL: a runtime's arithmetic instead of
+                                            rq / eltwise; REQUANTIZE: its form */
   size_t axis;                           /* CONCAT */
   const int32_t *in_zp;                  /* CONCAT: per input */
   const fixq_requant *in_rq;             /* CONCAT: per input; zero_point NULL: copied as is */

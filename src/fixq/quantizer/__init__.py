@@ -46,8 +46,14 @@ def plan_steps(g):
                         groups=a["groups"], depthwise=G.is_depthwise(node, g.shapes[node.inputs[0]][1]))
         elif node.op in ("maxpool2d", "avgpool2d"):
             step.update(kernel=list(a["kernel"]), stride=list(a["stride"]), padding=list(a["padding"]))
-        elif node.op in ("concat", "softmax"):
+            if node.op == "avgpool2d" and not a["count_include_pad"]:
+                step["count_include_pad"] = False
+        elif node.op == "concat":
             step["axis"] = a["axis"]
+        elif node.op == "softmax":
+            step.update(axis=a["axis"], **({} if a["beta"] == 1.0 else {"beta": a["beta"]}))
+        elif node.op == "pad":
+            step["padding"] = list(a["padding"])
         elif node.op in G.TABLE_OPS:
             step.update(a)
         if node.op in ("linear", "conv2d", "add", "mul"):

@@ -82,3 +82,40 @@ def requantize8(q, target, in_scale, in_zero_point, out_scale, out_zero_point, d
             f32(out_scale, "out_scale"), scalar_zero_point_arg(out_zero_point, dt, "out_zero_point"), dt)
     return {"reference": tflite.requantize_reference, "optimized": tflite.requantize_optimized,
             "xnnpack": xnnpack.requantize}[kind](*args)
+
+
+def mean_form(target, in_scale, in_zero_point, out_scale, out_zero_point, count, channels, keep_dims=False,
+              dtype=np.int8):
+    """How `target` computes MEAN over H, W (:func:`mean_hw`) as the engine's global_avgpool takes it:
+    ``{"form": "double", "multiplier", "shift"}`` (MBQM of the sum of q - zp_in: TFLite's reference),
+    ``{"form": "tflite-mean", "multiplier", "shift", "bias", "split"}`` (MBQM of the raw sum + bias, the
+    first `split` channels in NEON form) or ``{"form": "xnnpack-mean", "scale", "offset"}``; None for a
+    target without its own."""
+    kind = _tflite_family(target)
+    if kind is None:
+        return None
+    dt = dtype_arg(dtype, (np.int8, np.uint8), "dtype")
+    if kind == "xnnpack" and dt == np.int8:
+        fs = np.float32
+        inv = fs(fs(fs(in_scale) / fs(out_scale)) * fs(fs(1.0) / fs(count)))
+        offset = fs(fs(out_zero_point) - fs(fs(int(count) * int(in_zero_point)) * inv))
+        return {"form": "xnnpack-mean", "scale": float(inv), "offset": float(offset)}
+    if kind == "optimized" and keep_dims:
+        m, s, bias = tflite.mean_optimized_params(count, in_scale, in_zero_point, out_scale, out_zero_point)
+        return {"form": "tflite-mean", "multiplier": m, "shift": s, "bias": bias,
+                "split": channels - channels % 16}
+    m, s = tflite.mean_reference_multiplier(count, in_scale, out_scale)
+    return {"form": "double", "multiplier": m, "shift": s}
+
+
+def requantize_form(target, in_scale, in_zero_point, out_scale, out_zero_point, size, dtype=np.int8):
+    """How `target` (None: fixq's own, TFLite's reference arithmetic) requantizes an 8-bit tensor of `size`
+    values a sample: ``{"form": "tflite-requantize", "multiplier", "shift", "split"}`` (MBQM of q - zp_in,
+    the first `split` values in NEON form) or ``{"form": "xnnpack-requantize", "multiplier"}``."""
+    kind = None if target is None else _tflite_family(target)
+    ratio = np.float32(np.float32(in_scale) / np.float32(out_scale))
+    if kind == "xnnpack" and np.dtype(dtype) == np.int8 and 2.0**-8 <= ratio <= 128.0:
+        return {"form": "xnnpack-requantize", "multiplier": int(np.rint(np.float32(256.0) * ratio))}
+    m, s = tflite.requantize_multiplier(in_scale, out_scale)
+    return {"form": "tflite-requantize", "multiplier": m, "shift": s,
+            "split": size - size % 16 if kind in ("optimized", "xnnpack") else 0}

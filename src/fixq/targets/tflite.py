@@ -238,15 +238,21 @@ def softmax_optimized(x, in_scale, beta, out_scale, out_zero_point, dtype):
 
 # ---------------------------------------------------------------- MEAN over H, W and AVERAGE_POOL_2D
 
+def mean_reference_multiplier(count, in_scale, out_scale):
+    """QuantizedMeanOrSum's (M', s'): QuantizeMultiplier((double)s_in / s_out) with 1/count folded in as
+    ``M' = (M << k) / count``, ``s' = s - k``, k = floor(log2 count) (at most 32 and 31 + s)."""
+    m, s = quantize_multiplier(float(np.float64(np.float32(in_scale)) / np.float64(np.float32(out_scale))))
+    k = min(int(count).bit_length() - 1, 32, 31 + int(s))
+    return (int(m) << k) // int(count), int(s) - k
+
+
 def mean_reference(sums, count, in_scale, in_zero_point, out_scale, out_zero_point, dtype):
     """reference_ops::QuantizedMeanOrSum of int32 `sums` of the raw inputs over `count` values: M, s =
     QuantizeMultiplier((double)s_in / s_out), folded with 1/count as ``M' = (M << k) / count``, ``s' = s -
     k`` (k = floor(log2 count), at most 32 and 31 + s), then MBQM(sum - zp_in*count, M', s') + zp_out."""
-    m, s = quantize_multiplier(float(np.float64(np.float32(in_scale)) / np.float64(np.float32(out_scale))))
-    k = min(int(count).bit_length() - 1, 32, 31 + int(s))
-    m2 = (int(m) << k) // int(count)
+    m, s = mean_reference_multiplier(count, in_scale, out_scale)
     acc = np.asarray(sums, np.int64) - int(in_zero_point) * int(count)
-    y = multiply_by_quantized_multiplier(acc, m2, int(s) - k).astype(np.int64) + int(out_zero_point)
+    y = multiply_by_quantized_multiplier(acc, m, s).astype(np.int64) + int(out_zero_point)
     info = np.iinfo(dtype)
     return np.clip(y, info.min, info.max).astype(dtype)
 
