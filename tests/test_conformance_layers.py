@@ -1,4 +1,4 @@
-"""fixq against LiteRT's golden vectors of the int8 activations, SOFTMAX, MEAN and QUANTIZE (requantize)
+"""fixq against LiteRT's golden vectors of the int8 activations, SOFTMAX, MEAN, SUB and QUANTIZE (requantize)
 (tests/conformance/cases, made by tests/conformance/generate_tflite_ops.py): each case with its target, bit
 for bit."""
 from pathlib import Path
@@ -9,7 +9,7 @@ import pytest
 from fixq import targets
 
 TABLE_OP = {"logistic": "sigmoid", "tanh": "tanh", "hard_swish": "hardswish", "leaky_relu": "leaky_relu"}
-LAYER_OPS = tuple(TABLE_OP) + ("softmax", "mean", "requantize")
+LAYER_OPS = tuple(TABLE_OP) + ("softmax", "mean", "requantize", "sub")
 CASES = sorted(p for p in (Path(__file__).parent / "conformance" / "cases").glob("*.npz")
                if p.stem.split("__")[1] in LAYER_OPS)
 
@@ -19,7 +19,10 @@ def _q(z, name):
 
 
 def emulate(z):
-    target, op, x, y = str(z["target"]), str(z["op"]), z["x"], z["y"]
+    target, op, y = str(z["target"]), str(z["op"]), z["y"]
+    if op == "sub":
+        return targets.sub(z["a"], z["b"], target, *_q(z, "a"), *_q(z, "b"), *_q(z, "y"), dtype=y.dtype)
+    x = z["x"]
     (s_in, zp_in), (s_out, zp_out) = _q(z, "x"), _q(z, "y")
     if op in TABLE_OP:
         attrs = {"alpha": float(z["alpha"])} if "alpha" in z.files else {}

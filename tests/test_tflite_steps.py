@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fixq import Model, archive
+from fixq import Model, archive, targets
 from fixq.quantizer import activation_table
 
 TABLE_OP = {"logistic": "sigmoid", "tanh": "tanh", "hard_swish": "hardswish", "leaky_relu": "leaky_relu"}
@@ -97,3 +97,31 @@ def test_one_step_model_is_bit_exact(isa, path, tmp_path):
         diff = np.flatnonzero(got.astype(np.int64) != want[:n].astype(np.int64))
         assert diff.size == 0, f"{diff.size} of {got.size} differ"
     assert (m._engine is not None), "the C plan refused the step"
+
+
+@pytest.mark.parametrize("target", [None, "tflite-reference", "tflite", "xnnpack"])
+def test_sub_step_runs_the_targets_sub(isa, target, tmp_path):
+    """x -> two requantizes (a, b: their own scales and odd zero points) -> sub(a, b) with a fused relu: the
+    C plan and the numpy steps give fixq.targets.sub of a and b (checked against LiteRT's SUB cases in
+    test_conformance_layers.py); fixq's own (target None) is TFLite's arithmetic."""
+    qp = {"x": (0.05, 3), "a": (2.0 ** -4, 3), "b": (0.0311, -5), "y": (2.0 ** -3, 1)}
+    arrays = {}
+    for t, (sc, zp) in qp.items():
+        arrays[f"t:{t}:scale"], arrays[f"t:{t}:zero_point"] = np.float32(sc), np.int32(zp)
+    steps = [{"name": "a", "op": "requantize", "inputs": ["x"], "output": "a", "act": None},
+             {"name": "b", "op": "requantize", "inputs": ["x"], "output": "b", "act": None},
+             {"name": "y", "op": "sub", "inputs": ["a", "b"], "output": "y", "act": "relu", "out_min": 1,
+              "out_max": 127}]
+    meta = {"format": archive.QMODEL_FORMAT, "fixq_version": "test", "graph": {},
+            "options": {"method": "minmax", "per_channel": True, "weights": "int8", "activations": "int8",
+                        "dynamic": False, "rounding": "double", "method_options": {}},
+            "input": "x", "input_shape": [None, 67], "outputs": ["y"],
+            "tensors": {t: [None, 67] for t in qp}, "steps": steps}
+    archive.write_archive(tmp_path / "m.npz", meta, arrays)
+    m = Model.load(tmp_path / "m.npz", target=target)
+    x = np.random.default_rng(4).normal(0, 3, size=(9, 67)).astype(np.float32)
+    env = m.run_all(x)
+    want = np.maximum(targets.sub(env["a"], env["b"], target or "tflite-reference", *qp["a"], *qp["b"], *qp["y"]),
+                      np.int8(1))
+    np.testing.assert_array_equal(m.run(x, raw=True), want)
+    np.testing.assert_array_equal(m.run_all(x, engine=False)["y"], want)

@@ -36,6 +36,7 @@ cdef extern from "fixq_engine.h" nogil:
         FIXQ_ENG_T_ORT_MUL
         FIXQ_ENG_T_XNN_ADD
         FIXQ_ENG_T_XNN_MUL
+        FIXQ_ENG_T_TFLITE_SUB
         FIXQ_ENG_T_TFLITE_MEAN
         FIXQ_ENG_T_XNN_MEAN
         FIXQ_ENG_T_TFLITE_REQUANT
@@ -120,7 +121,7 @@ _ENG_OPS = {"quantize": FIXQ_ENG_QUANTIZE, "gemm": FIXQ_ENG_GEMM, "depthwise": F
             "requantize": FIXQ_ENG_REQUANTIZE}
 _TARGET_FORMS = {"ruy-x86": FIXQ_ENG_T_RUY_X86, "float64-away": FIXQ_ENG_T_FLOAT64_AWAY,
                  "onnxruntime-add": FIXQ_ENG_T_ORT_ADD, "onnxruntime-mul": FIXQ_ENG_T_ORT_MUL,
-                 "xnnpack-add": FIXQ_ENG_T_XNN_ADD, "xnnpack-mul": FIXQ_ENG_T_XNN_MUL,
+                 "xnnpack-add": FIXQ_ENG_T_XNN_ADD, "xnnpack-mul": FIXQ_ENG_T_XNN_MUL, "tflite-sub": FIXQ_ENG_T_TFLITE_SUB,
                  "tflite-mean": FIXQ_ENG_T_TFLITE_MEAN, "xnnpack-mean": FIXQ_ENG_T_XNN_MEAN,
                  "tflite-requantize": FIXQ_ENG_T_TFLITE_REQUANT, "xnnpack-requantize": FIXQ_ENG_T_XNN_REQUANT}
 _QUANTIZE_FORMS = {"div-even": FIXQ_ENG_Q_DIV_EVEN, "recip-even": FIXQ_ENG_Q_RECIP_EVEN,

@@ -243,6 +243,23 @@ def run_requantize(rng, versions):
     assert _quantize_nodes(conv.convert(), versions, "requantize", "uint8io", [x]) > 0
 
 
+def run_sub(rng, versions):
+    """SUB of two int8 tensors with different scales: calibrated, and power-of-two scales with odd zero
+    points (ties of the fixed-point rescalings)."""
+    from tensorflow import keras
+    shape = (5, 67)
+    a = rng.integers(-128, 128, size=shape).astype(np.int8)
+    b = rng.integers(-128, 128, size=shape).astype(np.int8)
+    a[0::3], b[0::3] = rng.integers(-5, 6, size=a[0::3].shape), rng.integers(-5, 6, size=b[0::3].shape)
+    for variant, edits in (("rand", None), ("pow2", {"in0": (2.0 ** -4, 3), "in1": (2.0 ** -3, -5),
+                                                     "out": (2.0 ** -3, 1)})):
+        model = _single_op_model(keras.layers.Subtract(), shape, n_inputs=2)
+        fb = _convert(model, [_reps(rng, shape, -2.0, 3.0), _reps(rng, shape, -1.0, 0.7)])
+        if edits:
+            fb = _edit(fb, "SUB", edits)
+        _run_case(fb, "SUB", "sub", variant, [a, b], versions)
+
+
 def run_pad(rng, versions):
     from tensorflow import keras
     x = rng.integers(-128, 128, size=(2, 4, 5, 3)).astype(np.int8)
@@ -259,3 +276,4 @@ def main(rng):
     run_mean(rng, versions)
     run_requantize(rng, versions)
     run_pad(rng, versions)
+    run_sub(rng, versions)

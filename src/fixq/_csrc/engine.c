@@ -78,7 +78,10 @@ static int check_step(const fixq_eng_plan *plan, const fixq_eng_step *s) {
     case FIXQ_ENG_ELTWISE: {
       const fixq_eng_tensor *b = &plan->tensors[s->in[1]];
       if (s->target != NULL)
-        return s->target->form >= FIXQ_ENG_T_ORT_ADD && s->target->form <= FIXQ_ENG_T_XNN_MUL &&
+        return ((s->target->form >= FIXQ_ENG_T_ORT_ADD && s->target->form <= FIXQ_ENG_T_XNN_MUL) ||
+                (s->target->form == FIXQ_ENG_T_TFLITE_SUB && s->target->channels == 3 &&
+                 s->target->shift[0] <= 0 && s->target->shift[1] <= 0 && s->target->shift[2] <= 0 &&
+                 s->target->shift[0] >= -31 && s->target->shift[1] >= -31 && s->target->shift[2] >= -31)) &&
                check_target_range(plan, s->target) && numel(x) == numel(y) && numel(b) == numel(y) &&
                (s->target->form != FIXQ_ENG_T_XNN_ADD ||
                 (s->target->shift_bits >= 1 && s->target->shift_bits <= 31));
@@ -364,6 +367,12 @@ static void eltwise_target(const fixq_eng_plan *plan, const fixq_eng_target *t, 
       case FIXQ_ENG_T_XNN_ADD: {
         const int64_t acc = t->bias + (int64_t)qa * t->a_mult + (int64_t)qb * t->b_mult;
         q = (acc >> t->shift_bits) + t->out_zp;
+        break;
+      }
+      case FIXQ_ENG_T_TFLITE_SUB: {
+        const int32_t sa = fixq__mbqm_double((int32_t)(da * (1 << 20)), t->multiplier[0], t->shift[0]);
+        const int32_t sb = fixq__mbqm_double((int32_t)(db * (1 << 20)), t->multiplier[1], t->shift[1]);
+        q = (int64_t)fixq__mbqm_double(sa - sb, t->multiplier[2], t->shift[2]) + t->out_zp;
         break;
       }
       default: /* FIXQ_ENG_T_XNN_MUL */

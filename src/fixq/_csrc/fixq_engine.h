@@ -50,6 +50,8 @@ typedef enum {
   FIXQ_ENG_T_ORT_MUL,      /* rne((float)((a - za)(b - zb)) * scale + (float)zo), saturated */
   FIXQ_ENG_T_XNN_ADD,      /* ((bias + a * ma + b * mb) >> shift) + zo (XNNPACK vadd) */
   FIXQ_ENG_T_XNN_MUL,      /* rne((float)((a - za)(b - zb)) * scale) + zo (XNNPACK vmul) */
+  FIXQ_ENG_T_TFLITE_SUB,   /* MBQM(MBQM((a - za) << 20, M0, s0) - MBQM((b - zb) << 20, M1, s1), M2, s2) + zo
+                              (TFLite SubElementwise, double rounding; multiplier / shift hold 3) */
   FIXQ_ENG_T_TFLITE_MEAN,  /* GLOBAL_AVGPOOL: MBQM(sum of q, M, s) + bias, the first `split` channels in the
                               NEON form (TFLite optimized Mean: ties to +inf), the rest double rounding */
   FIXQ_ENG_T_XNN_MEAN,     /* GLOBAL_AVGPOOL: rne((float)(sum of q) * scale + offset) (XNNPACK mean) */

@@ -201,6 +201,19 @@ def requantize_target(m, s, lo, hi):
                 split=form["split"])
 
 
+def sub_target(m, s, lo, hi):
+    """The C plan's form of a sub step: XNNPACK's vadd with b negated (int8 under target xnnpack), else
+    TFLite's SubElementwise (every other target, and fixq's own)."""
+    (sa, za), (sb, zb), (so, zo) = m.qparams(s["inputs"][0]), m.qparams(s["inputs"][1]), m.qparams(s["output"])
+    d = dict(a_zp=za, b_zp=zb, out_zp=zo, lo=lo, hi=hi)
+    if m.target == "xnnpack" and m.act_dtype == np.int8:
+        m_a, m_b, shift, bias = targets.xnnpack.sub_params(np.float32(sa), np.float32(sb), np.float32(so), za, zb)
+        return dict(d, form="xnnpack-add", a_mult=m_a, b_mult=m_b, shift_bits=shift, bias=bias)
+    mults = targets.tflite.sub_multipliers(sa, sb, so)
+    return dict(d, form="tflite-sub", multiplier=np.array([mm for mm, _ in mults], np.int32),
+                shift=np.array([sh for _, sh in mults], np.int32))
+
+
 def step_range(m, s):
     """(out_min, out_max) of a step: its fused activation's bounds as the target quantizes them, or the
     archive's (fixq's own rule)."""
@@ -299,6 +312,8 @@ def engine_step(m, s):
                   out_scale=sc_out, out_zero_point=zp_out, out_min=lo, out_max=hi, out_dtype=dt,
                   rounding=rounding)
         return dict(op="eltwise", eltwise=eltwise_params(op, kw))
+    if op == "sub":
+        return dict(op="eltwise", target=sub_target(m, s, lo, hi))
     if op == "concat":
         rq = m._requant_kw(name)
         nd = len(m.meta["tensors"][s["output"]])

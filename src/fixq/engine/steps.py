@@ -200,6 +200,13 @@ def static_step(m, s):
         def eltwise(x, y, threads):
             return kern(x, y, **kw)
         return eltwise
+    if op == "sub":
+        if m.target == "xnnpack" and dt == np.int8:
+            kern = targets.xnnpack.sub
+        else:
+            kern = targets.tflite.sub
+        args = (sc_in[0], zp_in[0], sc_in[1], zp_in[1], sc_out, zp_out, lo, hi, dt)
+        return lambda x, y, threads: kern(x, y, *args)
     if op == "concat":
         rq = m._requant_kw(name)
         axis = L.internal_axis(s["axis"], len(m.meta["tensors"][s["output"]]))

@@ -18,6 +18,7 @@ OPS = {
     "flatten": (1, {}),
     "add": (2, {}),
     "mul": (2, {}),
+    "sub": (2, {}),
     "concat": (None, {"axis": 1}),
     "softmax": (1, {"axis": -1, "beta": 1.0}),
     "pad": (1, {"padding": None}),
@@ -248,7 +249,7 @@ def output_shape(node, in_shapes, w_shape=None):
                 raise GraphError(f"node {name!r}: key {key!r} must be a finite number, got {v!r}")
             a[key] = float(v)
         return x
-    if op in ("add", "mul"):
+    if op in ("add", "mul", "sub"):
         if in_shapes[0] != in_shapes[1]:
             raise GraphError(f"node {name!r}: key 'inputs' gives shapes {list(in_shapes[0])} and "
                              f"{list(in_shapes[1])}; {op} needs equal shapes")

@@ -79,6 +79,8 @@ def float_node(g, node, xs):
         return xs[0] + xs[1]
     if node.op == "mul":
         return xs[0] * xs[1]
+    if node.op == "sub":
+        return xs[0] - xs[1]
     if node.op == "concat":
         return np.concatenate(xs, axis=L.internal_axis(a["axis"], x.ndim))
     if node.op == "softmax":

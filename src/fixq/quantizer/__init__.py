@@ -27,7 +27,7 @@ __all__ = ["METHODS", "quantize_model", "observers", "observe_ranges", "plan_ste
 # (pools, flatten, standalone relu/relu6) keep their input's, as TFLite requires of int8 pools.
 # global_avgpool requantizes its mean like ONNX Runtime's QLinearGlobalAveragePool and TFLite's MEAN;
 # the table ops (sigmoid, tanh, ...) map each input value to a value of their own output quantization.
-REQUANTIZED = ("linear", "conv2d", "add", "mul", "concat", "global_avgpool") + G.TABLE_OPS
+REQUANTIZED = ("linear", "conv2d", "add", "mul", "sub", "concat", "global_avgpool") + G.TABLE_OPS
 
 METHODS = ("minmax", "moving_average", "percentile", "entropy", "mse")
 
@@ -56,7 +56,7 @@ def plan_steps(g):
             step["padding"] = list(a["padding"])
         elif node.op in G.TABLE_OPS:
             step.update(a)
-        if node.op in ("linear", "conv2d", "add", "mul"):
+        if node.op in ("linear", "conv2d", "add", "mul", "sub"):
             cons = g.consumers(node.name)
             if (len(cons) == 1 and cons[0].op in ("relu", "relu6") and node.name not in g.outputs):
                 step["act"] = cons[0].op

@@ -119,3 +119,20 @@ def requantize_form(target, in_scale, in_zero_point, out_scale, out_zero_point, 
     m, s = tflite.requantize_multiplier(in_scale, out_scale)
     return {"form": "tflite-requantize", "multiplier": m, "shift": s,
             "split": size - size % 16 if kind in ("optimized", "xnnpack") else 0}
+
+
+def sub(a, b, target, a_scale, a_zero_point, b_scale, b_zero_point, out_scale, out_zero_point, out_min=None,
+        out_max=None, dtype=np.int8):
+    """`target`'s 8-bit SUB of equal-shape `a` and `b` (TFLite's reference arithmetic for ``tflite`` and
+    ``tflite-reference``, XNNPACK's vadd with b negated), clamped to [out_min, out_max]; None for a
+    target without one."""
+    kind = _tflite_family(target)
+    if kind is None:
+        return None
+    dt = dtype_arg(dtype, (np.int8, np.uint8), "dtype")
+    info = np.iinfo(dt)
+    lo = info.min if out_min is None else int(out_min)
+    hi = info.max if out_max is None else int(out_max)
+    fn = xnnpack.sub if kind == "xnnpack" else tflite.sub
+    return fn(a, b, f32(a_scale, "a_scale"), int(a_zero_point), f32(b_scale, "b_scale"), int(b_zero_point),
+              f32(out_scale, "out_scale"), int(out_zero_point), lo, hi, dt)

@@ -330,3 +330,27 @@ def requantize_optimized(q, in_scale, in_zero_point, out_scale, out_zero_point, 
     info = np.iinfo(dtype)
     y[:n] = np.clip(neon_mbqm(v, m, s) + int(out_zero_point), info.min, info.max)
     return y.reshape(q.shape)
+
+
+# ---------------------------------------------------------------- SUB
+
+def sub_multipliers(a_scale, b_scale, out_scale):
+    """PrepareGeneralSubOp's ((M_a, s_a), (M_b, s_b), (M_out, s_out)) for 8-bit SUB, ADD's derivation:
+    left shift 20, ``2 max(s_a, s_b)`` (float32, exact), the three quotients in double."""
+    f32 = np.float32
+    twice = np.float64(2 * max(f32(a_scale), f32(b_scale)))
+    reals = (np.float64(f32(a_scale)) / twice, np.float64(f32(b_scale)) / twice,
+             twice / np.float64(f32(2**20) * f32(out_scale)))
+    return tuple((int(m), int(s)) for m, s in (quantize_multiplier(float(r)) for r in reals))
+
+
+def sub(a, b, a_scale, a_zero_point, b_scale, b_zero_point, out_scale, out_zero_point, lo, hi, dtype):
+    """reference_ops::SubElementwise (every kernel set's 8-bit SUB): ``MBQM(MBQM((a - za) << 20, M_a) -
+    MBQM((b - zb) << 20, M_b), M_out) + zp_out``, double rounding, clamped to [lo, hi]."""
+    (ma, sa), (mb, sb), (mo, so) = sub_multipliers(a_scale, b_scale, out_scale)
+    da = np.asarray(a).astype(np.int64) - int(a_zero_point)
+    db = np.asarray(b).astype(np.int64) - int(b_zero_point)
+    raw = (multiply_by_quantized_multiplier(da << 20, ma, sa).astype(np.int64)
+           - multiply_by_quantized_multiplier(db << 20, mb, sb).astype(np.int64))
+    y = multiply_by_quantized_multiplier(raw, mo, so).astype(np.int64) + int(out_zero_point)
+    return np.clip(y, lo, hi).astype(dtype)

@@ -166,3 +166,21 @@ def mean(sums, count, in_scale, in_zero_point, out_scale, out_zero_point, dtype)
     zp = f32(f32(out_zero_point) - f32(f32(int(count) * int(in_zero_point)) * inv))
     v = (np.asarray(sums, np.int64).astype(f32) * inv).astype(f32)
     return np.clip(np.rint((v + zp).astype(f32)), -128, 127).astype(np.int8)
+
+
+def sub_params(a_scale, b_scale, out_scale, a_zero_point, b_zero_point):
+    """XNNPACK's SUB: its ADD (:func:`add_params`) with b's scale negated, so b's multiplier is ``-m_b``
+    and the bias ``2^(shift-1) - m_a za + m_b zb``."""
+    m_a, m_b, shift, _ = add_params(a_scale, b_scale, out_scale, a_zero_point, b_zero_point)
+    return m_a, -m_b, shift, (1 << (shift - 1)) - m_a * int(a_zero_point) + m_b * int(b_zero_point)
+
+
+def sub(a, b, a_scale, a_zero_point, b_scale, b_zero_point, out_scale, out_zero_point, lo, hi, dtype):
+    """qs8 vadd with b's multiplier negated: ``((bias + a m_a - b m_b) >> shift) + zp_out``, ties up; uint8
+    is not delegated (TFLite's SUB)."""
+    if np.dtype(dtype) != np.int8:
+        return tflite.sub(a, b, a_scale, a_zero_point, b_scale, b_zero_point, out_scale, out_zero_point, lo, hi, dtype)
+    m_a, m_b, shift, bias = sub_params(np.float32(a_scale), np.float32(b_scale), np.float32(out_scale),
+                                       a_zero_point, b_zero_point)
+    acc = bias + np.asarray(a).astype(np.int64) * m_a + np.asarray(b).astype(np.int64) * m_b
+    return np.clip((acc >> shift) + int(out_zero_point), lo, hi).astype(dtype)
