@@ -299,14 +299,6 @@ static fixq_status run_quantize(const fixq_eng_plan *plan, const fixq_eng_step *
   return st;
 }
 
-static int32_t saturate(int64_t v, int32_t lo, int32_t hi) { return v < lo ? lo : v > hi ? hi : (int32_t)v; }
-
-/* A rounded float as int64 without undefined behaviour: past the range it saturates (the clamp that
- * follows then gives numpy's np.clip of the float), NaN (an infinite scale times 0) is 0 */
-static int64_t float_to_i64(float v) {
-  return v != v ? 0 : v <= -0x1p63f ? INT64_MIN : v >= 0x1p63f ? INT64_MAX : (int64_t)v;
-}
-
 /* fixq.targets' numpy epilogues of an int32 GEMM (bias included): ruy's x86 kernel and TFLite's reference
  * FULLY_CONNECTED, then + zero point and the clamp. */
 static fixq_status gemm_target(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t m, const uint8_t *a,
@@ -342,46 +334,6 @@ static fixq_status gemm_target(const fixq_eng_plan *plan, const fixq_eng_step *s
       fixq__store(y + g * og, plan->dtype, r * ldy + j, q);
     }
   return FIXQ_OK;
-}
-
-/* fixq.targets' numpy add / mul of ONNX Runtime (MLAS on x86) and XNNPACK, element by element */
-static void eltwise_target(const fixq_eng_plan *plan, const fixq_eng_target *t, size_t n, const void *a,
-                           const void *b, void *y) {
-  const int u8 = IS_U8(plan);
-  for (size_t i = 0; i < n; i++) {
-    const int32_t qa = load_q(a, i, u8), qb = load_q(b, i, u8);
-    const int64_t da = (int64_t)qa - t->a_zp, db = (int64_t)qb - t->b_zp;
-    int64_t q;
-    switch (t->form) {
-      case FIXQ_ENG_T_ORT_ADD: {
-        const float fa = (float)da * t->a_scale, fb = (float)db * t->b_scale;
-        float v = (fa + fb) / t->out_scale;
-        const float lo = (float)(t->lo - t->out_zp), hi = (float)(t->hi - t->out_zp);
-        v = v < lo ? lo : v > hi ? hi : v; /* numpy's clip: NaN stays NaN (none arises: finite operands) */
-        q = float_to_i64(rintf(v + (float)t->out_zp));
-        break;
-      }
-      case FIXQ_ENG_T_ORT_MUL:
-        q = float_to_i64(rintf((float)(da * db) * t->scale + (float)t->out_zp));
-        break;
-      case FIXQ_ENG_T_XNN_ADD: {
-        const int64_t acc = t->bias + (int64_t)qa * t->a_mult + (int64_t)qb * t->b_mult;
-        q = (acc >> t->shift_bits) + t->out_zp;
-        break;
-      }
-      case FIXQ_ENG_T_TFLITE_SUB: {
-        const int32_t sa = fixq__mbqm_double((int32_t)(da * (1 << 20)), t->multiplier[0], t->shift[0]);
-        const int32_t sb = fixq__mbqm_double((int32_t)(db * (1 << 20)), t->multiplier[1], t->shift[1]);
-        q = (int64_t)fixq__mbqm_double(sa - sb, t->multiplier[2], t->shift[2]) + t->out_zp;
-        break;
-      }
-      default: /* FIXQ_ENG_T_XNN_MUL */
-        q = float_to_i64(rintf((float)(da * db) * t->scale));
-        q = (q < -((int64_t)1 << 40) ? -((int64_t)1 << 40) : q > ((int64_t)1 << 40) ? ((int64_t)1 << 40) : q) + t->out_zp;
-        break;
-    }
-    fixq__store(y, plan->dtype, i, saturate(q, t->lo, t->hi));
-  }
 }
 
 /* engine/steps.py conv / qlinear: one fixq_qgemm per group on the group's columns of y */
@@ -448,64 +400,6 @@ static fixq_status run_global_avgpool_rq(const fixq_eng_plan *plan, const fixq_e
   return fixq_requantize_s32(acc, y, plan->dtype, batch, C, 1, &s->rq);
 }
 
-/* TFLite's MultiplyByQuantizedMultiplier4Rows (its NEON loops, which the x86 build runs through
- * NEON_2_SSE): vqrdmulh of x << left (wrapping), then vrshl: both steps ties toward +inf */
-static int32_t neon_mbqm(int32_t x, int32_t m, int shift) {
-  const int left = shift > 0 ? shift : 0, right = shift > 0 ? 0 : -shift;
-  const int64_t t = fixq__srdhm((int32_t)((uint32_t)x << left), m);
-  return (int32_t)((t + ((INT64_C(1) << right) >> 1)) >> right);
-}
-
-/* fixq.targets' MEAN over h x w (TFLite optimized, XNNPACK): the sum of the raw q per channel */
-static void global_avgpool_target(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const void *x,
-                                  void *y) {
-  const fixq_eng_tensor *xt = &plan->tensors[s->in[0]];
-  const fixq_eng_target *t = s->target;
-  const size_t C = xt->c, hw = xt->h * xt->w;
-  const int u8 = IS_U8(plan);
-  for (size_t n = 0; n < batch; n++)
-    for (size_t c = 0; c < C; c++) {
-      int32_t sum = 0;
-      for (size_t p = 0; p < hw; p++) sum += load_q(x, (n * hw + p) * C + c, u8);
-      int64_t q;
-      if (t->form == FIXQ_ENG_T_XNN_MEAN)
-        q = float_to_i64(rintf((float)sum * t->scale + t->offset));
-      else
-        q = (int64_t)(c < t->split ? neon_mbqm(sum, t->multiplier[0], t->shift[0])
-                                   : fixq__mbqm_double(sum, t->multiplier[0], t->shift[0])) + t->bias;
-      fixq__store(y, plan->dtype, n * C + c, saturate(q, t->lo, t->hi));
-    }
-}
-
-/* fixq.targets' requantize8 of TFLite (Requantize: NEON loop, then scalar) and XNNPACK (qs8-vcvt) */
-static void requantize_target(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const void *x,
-                              void *y) {
-  const fixq_eng_target *t = s->target;
-  const size_t per = numel(&plan->tensors[s->in[0]]);
-  const int u8 = IS_U8(plan);
-  for (size_t n = 0; n < batch; n++)
-    for (size_t i = 0; i < per; i++) {
-      const int32_t v = load_q(x, n * per + i, u8) - t->a_zp;
-      int64_t q;
-      if (t->form == FIXQ_ENG_T_XNN_REQUANT)
-        q = (((int64_t)v * t->a_mult + 128) >> 8) + t->out_zp;
-      else
-        q = (int64_t)(i < t->split ? neon_mbqm(v, t->multiplier[0], t->shift[0])
-                                   : fixq__mbqm_double(v, t->multiplier[0], t->shift[0])) + t->out_zp;
-      fixq__store(y, plan->dtype, n * per + i, saturate(q, t->lo, t->hi));
-    }
-}
-
-/* A sample copied into a larger one at (ph, pw), the rest zp (TFLite PAD with the output's zero point) */
-static void run_pad(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const uint8_t *x, uint8_t *y) {
-  const fixq_eng_tensor *xt = &plan->tensors[s->in[0]], *yt = &plan->tensors[s->out];
-  memset(y, (uint8_t)s->zp, batch * numel(yt));
-  for (size_t n = 0; n < batch; n++)
-    for (size_t r = 0; r < xt->h; r++)
-      memcpy(y + ((n * yt->h + r + s->ph) * yt->w + s->pw) * yt->c, x + (n * xt->h + r) * xt->w * xt->c,
-             xt->w * xt->c);
-}
-
 /* engine/steps.py concat: inputs with other qparams requantized (fixq_requantize_s32
  * of q - zp_in), then copied block by block along the axis */
 static fixq_status run_concat(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch,
@@ -558,7 +452,7 @@ static fixq_status run_step(const fixq_eng_plan *plan, const fixq_eng_step *s, s
       const size_t n = batch * numel(xt);
       const ptrdiff_t one = 1;
       if (s->target != NULL) {
-        eltwise_target(plan, s->target, n, x, buffers[s->in[1]], y);
+        fixq__eng_eltwise_target(plan, s->target, n, x, buffers[s->in[1]], y);
         return FIXQ_OK;
       }
       return fixq_eltwise_nd(s->eltwise, 1, &n, x, &one, buffers[s->in[1]], &one, y, &one);
@@ -574,7 +468,7 @@ static fixq_status run_step(const fixq_eng_plan *plan, const fixq_eng_step *s, s
       return FIXQ_OK;
     case FIXQ_ENG_GLOBAL_AVGPOOL:
       if (s->target != NULL) {
-        global_avgpool_target(plan, s, batch, x, y);
+        fixq__eng_global_avgpool_target(plan, s, batch, x, y);
         return FIXQ_OK;
       }
       if (s->rq_channels) return run_global_avgpool_rq(plan, s, batch, x, y, scratch);
@@ -587,10 +481,10 @@ static fixq_status run_step(const fixq_eng_plan *plan, const fixq_eng_step *s, s
       run_lut(s->table, batch * numel(xt), x, y);
       return FIXQ_OK;
     case FIXQ_ENG_PAD:
-      run_pad(plan, s, batch, x, y);
+      fixq__eng_pad(plan, s, batch, x, y);
       return FIXQ_OK;
     case FIXQ_ENG_REQUANTIZE:
-      requantize_target(plan, s, batch, x, y);
+      fixq__eng_requantize_target(plan, s, batch, x, y);
       return FIXQ_OK;
   }
   return FIXQ_ERR_INVALID_ARGUMENT;

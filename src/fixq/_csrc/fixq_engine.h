@@ -134,6 +134,15 @@ extern const fixq_eng_loops fixq_eng_loops__avx2;
 extern const fixq_eng_loops fixq_eng_loops__neon;
 #endif
 
+/* The target forms and PAD (engine_targets.c), run by fixq_eng_run on checked steps */
+void fixq__eng_eltwise_target(const fixq_eng_plan *plan, const fixq_eng_target *t, size_t n, const void *a,
+                              const void *b, void *y);
+void fixq__eng_global_avgpool_target(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch,
+                                     const void *x, void *y);
+void fixq__eng_requantize_target(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const void *x,
+                                 void *y);
+void fixq__eng_pad(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const uint8_t *x, uint8_t *y);
+
 /* Shapes, indices and parameters of every step agree (run never reads or
  * writes outside the tensors); on failure *bad_step is the step. */
 fixq_status fixq_eng_check(const fixq_eng_plan *plan, size_t *bad_step);
