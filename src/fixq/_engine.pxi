@@ -64,7 +64,7 @@ cdef extern from "fixq_engine.h" nogil:
         const int32_t *in_ "in"
         int32_t out
         size_t kh, kw, sh, sw, ph, pw, dh, dw
-        size_t pb, pr
+        size_t pb_extra, pr_extra
         int count_valid
         size_t groups
         const fixq_packed_b *const *packed
@@ -284,7 +284,7 @@ cdef class Engine:
             s.kh, s.kw = d.get("kernel", (1, 1))
             s.sh, s.sw = d.get("stride", (1, 1))
             s.ph, s.pw = d.get("padding", (0, 0))
-            s.pb, s.pr = d.get("padding_end", (s.ph, s.pw))
+            s.pb_extra, s.pr_extra = d.get("padding_extra", (0, 0))
             s.count_valid = d.get("count_valid", False)
             s.dh, s.dw = d.get("dilation", (1, 1))
             s.groups = d.get("groups", 1)

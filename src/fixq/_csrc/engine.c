@@ -30,11 +30,12 @@ static size_t out_size(size_t in, size_t k, size_t s, size_t p, size_t d) {
   return (padded - span) / s + 1;
 }
 
-/* A pool's output size with pb after and pa before: (in + pb + pa - k) / stride + 1, 0 when it does not fit */
-static size_t pool_out_size(size_t in, size_t k, size_t s, size_t pb, size_t pa) {
+/* A pool's output size with p before and p + extra after: (in + 2 p + extra - k) / stride + 1, 0 when the
+ * window does not fit or a term overflows */
+static size_t pool_out_size(size_t in, size_t k, size_t s, size_t p, size_t extra) {
   if (k == 0 || s == 0) return 0;
-  const size_t padded = add_sz(add_sz(in, pb), pa);
-  if (padded == SIZE_MAX || padded < k || pb >= k || pa >= k) return 0;
+  const size_t padded = add_sz(add_sz(in, mul_sz(2, p)), extra);
+  if (padded == SIZE_MAX || padded < k) return 0;
   return (padded - k) / s + 1;
 }
 
@@ -120,8 +121,10 @@ static int check_step(const fixq_eng_plan *plan, const fixq_eng_step *s) {
     case FIXQ_ENG_MAXPOOL:
     case FIXQ_ENG_AVGPOOL:
       if (s->op == FIXQ_ENG_AVGPOOL && mul_sz(s->kh, s->kw) > FIXQ_ENG_MAX_POOL_AREA) return 0;
-      return y->c == x->c && y->h == pool_out_size(x->h, s->kh, s->sh, s->ph, s->pb) &&
-             y->w == pool_out_size(x->w, s->kw, s->sw, s->pw, s->pr);
+      /* every window of a count_valid average holds a tap of the input: each padding below the kernel */
+      if (s->count_valid && (add_sz(s->ph, s->pb_extra) >= s->kh || add_sz(s->pw, s->pr_extra) >= s->kw)) return 0;
+      return y->c == x->c && y->h == pool_out_size(x->h, s->kh, s->sh, s->ph, s->pb_extra) &&
+             y->w == pool_out_size(x->w, s->kw, s->sw, s->pw, s->pr_extra);
     case FIXQ_ENG_GLOBAL_AVGPOOL:
       /* the int32 sum of h*w values q (- zp), each within +-255, cannot wrap */
       if (y->h != 1 || y->w != 1 || y->c != x->c || x->h * x->w == 0 || x->h * x->w > FIXQ_ENG_MAX_POOL_AREA)

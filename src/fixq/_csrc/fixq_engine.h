@@ -85,7 +85,8 @@ typedef struct {
   const int32_t *in; /* tensor indices */
   int32_t out;
   size_t kh, kw, sh, sw, ph, pw, dh, dw; /* conv and pool geometry */
-  size_t pb, pr;                         /* MAXPOOL, AVGPOOL: padding after (bottom, right) */
+  size_t pb_extra, pr_extra;             /* MAXPOOL, AVGPOOL: padding after (bottom, right) beyond ph, pw
+                                            (TFLite's SAME puts the odd one after) */
   int count_valid;                       /* AVGPOOL: divide by the taps inside the input (TFLite) */
   size_t groups;                         /* GEMM: groups; DEPTHWISE: channel multiplier */
   const fixq_packed_b *const *packed;    /* GEMM: one per group */

@@ -329,8 +329,11 @@ def engine_step(m, s):
         return dict(op="clamp", lo=lo, hi=hi)
     if op in ("maxpool2d", "avgpool2d"):
         top, left, bottom, right = G.pad4(s["padding"])
+        if bottom < top or right < left:  # the C pools pad as much or more after (TFLite's SAME does)
+            return None
         return dict(op=op[:-2], kernel=tuple(s["kernel"]), stride=tuple(s["stride"]), padding=(top, left),
-                    padding_end=(bottom, right), count_valid=not s.get("count_include_pad", True), lo=qmin, zp=zp_out)
+                    padding_extra=(bottom - top, right - left), count_valid=not s.get("count_include_pad", True),
+                    lo=qmin, zp=zp_out)
     if op == "pad":
         return dict(op="pad", padding=tuple(s["padding"][:2]), zp=zp_out)
     if op == "requantize":
