@@ -8,10 +8,13 @@ import pytest
 import fixq
 from fixq import targets
 
-CASES = sorted((Path(__file__).parent / "conformance" / "cases").glob("*.npz"))
 OP_OF = {"fully_connected": "matmul", "qlinearmatmul": "matmul", "conv2d": "conv", "qlinearconv": "conv",
          "depthwise_conv2d": "depthwise_conv", "qlinearconv_depthwise": "depthwise_conv",
-         "add": "add", "qlinearadd": "add", "mul": "mul", "qlinearmul": "mul", "quantize": "quantize"}
+         "add": "add", "qlinearadd": "add", "mul": "mul", "qlinearmul": "mul", "quantize": "quantize",
+         "matmulinteger": None}
+# the cases of the ops above (file names are target__op__variant); test_conformance_layers.py runs the rest
+CASES = sorted(p for p in (Path(__file__).parent / "conformance" / "cases").glob("*.npz")
+               if p.stem.split("__")[1] in OP_OF)
 
 
 def _scalar(z, key):
@@ -107,7 +110,7 @@ def test_conv_cases_need_the_conv_recipe():
 
 
 def test_cases_are_small_and_cover_every_target():
-    assert sum(p.stat().st_size for p in CASES) < 2 * 1024 * 1024
+    assert sum(p.stat().st_size for p in CASES[0].parent.glob("*.npz")) < 2 * 1024 * 1024
     seen = {(str(np.load(p)["target"]), OP_OF.get(str(np.load(p)["op"]))) for p in CASES}
     for target in ("tflite", "tflite-reference", "xnnpack", "onnxruntime"):
         for op in targets.OPS:

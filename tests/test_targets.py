@@ -203,7 +203,7 @@ LAYERS = [  # each may import only from its own layer (without a cycle) and thos
     {"_core", "_validate", "layout"},
     {"arith", "gemm", "conv", "eltwise", "float_ops"},
     {"targets", "targets._common", "targets._dispatch", "targets.tflite", "targets.xnnpack", "targets.onnxruntime",
-     "targets.gemmlowp"},
+     "targets.gemmlowp", "targets._layers", "targets._fixedpoint"},
     {"ops"},
 ]
 

@@ -6,6 +6,7 @@ here check that buffer sizes agree with the sizes handed to C (so no call can
 read or write out of bounds), release the GIL, and map C status codes to
 Python exceptions.
 """
+from libc.math cimport exp, expf, tanhf
 from libc.stdint cimport int32_t
 
 _DTYPE_CODES = {"int8": FIXQ_INT8, "uint8": FIXQ_UINT8, "int16": FIXQ_INT16, "int32": FIXQ_INT32}
@@ -181,6 +182,41 @@ def dequantize_raw(const unsigned char[::1] q, str dtype, float[::1] y, Py_ssize
 
 
 _init()
+
+def libm(str name, x):
+    """``name(x)`` elementwise through the C library's own function: ``"expf"`` and ``"tanhf"`` on float32,
+    ``"exp"`` on float64.  The tables of TFLite's and XNNPACK's LUT-based int8 activations are built by
+    these functions (results differ between C libraries by an ulp here and there, which moves a table
+    entry when it lands near a rounding tie), so fixq builds them with the same ones."""
+    import numpy as np
+    cdef Py_ssize_t i, n
+    cdef float[::1] xf, yf
+    cdef double[::1] xd, yd
+    if name == "exp":
+        a = np.ascontiguousarray(x, dtype=np.float64).reshape(-1)
+        out = np.empty_like(a)
+        xd, yd = a, out
+        n = a.shape[0]
+        with nogil:
+            for i in range(n):
+                yd[i] = exp(xd[i])
+        return out.reshape(np.shape(x))
+    if name not in ("expf", "tanhf"):
+        raise ValueError(f"name must be 'expf', 'tanhf' or 'exp', got {name!r}")
+    a = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
+    out = np.empty_like(a)
+    xf, yf = a, out
+    n = a.shape[0]
+    if name == "expf":
+        with nogil:
+            for i in range(n):
+                yf[i] = expf(xf[i])
+    else:
+        with nogil:
+            for i in range(n):
+                yf[i] = tanhf(xf[i])
+    return out.reshape(np.shape(x))
+
 
 include "_gemm.pxi"
 include "_eltwise.pxi"

@@ -26,6 +26,8 @@ cdef extern from "fixq_engine.h" nogil:
         FIXQ_ENG_GLOBAL_AVGPOOL
         FIXQ_ENG_FLATTEN
         FIXQ_ENG_LUT
+        FIXQ_ENG_PAD
+        FIXQ_ENG_REQUANTIZE
 
     ctypedef enum fixq_eng_target_form:
         FIXQ_ENG_T_RUY_X86
@@ -34,6 +36,11 @@ cdef extern from "fixq_engine.h" nogil:
         FIXQ_ENG_T_ORT_MUL
         FIXQ_ENG_T_XNN_ADD
         FIXQ_ENG_T_XNN_MUL
+        FIXQ_ENG_T_TFLITE_SUB
+        FIXQ_ENG_T_TFLITE_MEAN
+        FIXQ_ENG_T_XNN_MEAN
+        FIXQ_ENG_T_TFLITE_REQUANT
+        FIXQ_ENG_T_XNN_REQUANT
 
     ctypedef struct fixq_eng_target:
         fixq_eng_target_form form
@@ -45,6 +52,8 @@ cdef extern from "fixq_engine.h" nogil:
         int32_t a_zp, b_zp, out_zp, lo, hi
         int64_t a_mult, b_mult, bias
         int32_t shift_bits
+        size_t split
+        float offset
 
     ctypedef struct fixq_eng_tensor:
         size_t h, w, c, esize
@@ -55,6 +64,8 @@ cdef extern from "fixq_engine.h" nogil:
         const int32_t *in_ "in"
         int32_t out
         size_t kh, kw, sh, sw, ph, pw, dh, dw
+        size_t pb_extra, pr_extra
+        int count_valid
         size_t groups
         const fixq_packed_b *const *packed
         const int32_t *bias
@@ -106,10 +117,13 @@ cdef extern from "fixq_engine.h" nogil:
 _ENG_OPS = {"quantize": FIXQ_ENG_QUANTIZE, "gemm": FIXQ_ENG_GEMM, "depthwise": FIXQ_ENG_DEPTHWISE,
             "eltwise": FIXQ_ENG_ELTWISE, "concat": FIXQ_ENG_CONCAT, "clamp": FIXQ_ENG_CLAMP,
             "maxpool": FIXQ_ENG_MAXPOOL, "avgpool": FIXQ_ENG_AVGPOOL, "global_avgpool": FIXQ_ENG_GLOBAL_AVGPOOL,
-            "flatten": FIXQ_ENG_FLATTEN, "lut": FIXQ_ENG_LUT}
+            "flatten": FIXQ_ENG_FLATTEN, "lut": FIXQ_ENG_LUT, "pad": FIXQ_ENG_PAD,
+            "requantize": FIXQ_ENG_REQUANTIZE}
 _TARGET_FORMS = {"ruy-x86": FIXQ_ENG_T_RUY_X86, "float64-away": FIXQ_ENG_T_FLOAT64_AWAY,
                  "onnxruntime-add": FIXQ_ENG_T_ORT_ADD, "onnxruntime-mul": FIXQ_ENG_T_ORT_MUL,
-                 "xnnpack-add": FIXQ_ENG_T_XNN_ADD, "xnnpack-mul": FIXQ_ENG_T_XNN_MUL}
+                 "xnnpack-add": FIXQ_ENG_T_XNN_ADD, "xnnpack-mul": FIXQ_ENG_T_XNN_MUL, "tflite-sub": FIXQ_ENG_T_TFLITE_SUB,
+                 "tflite-mean": FIXQ_ENG_T_TFLITE_MEAN, "xnnpack-mean": FIXQ_ENG_T_XNN_MEAN,
+                 "tflite-requantize": FIXQ_ENG_T_TFLITE_REQUANT, "xnnpack-requantize": FIXQ_ENG_T_XNN_REQUANT}
 _QUANTIZE_FORMS = {"div-even": FIXQ_ENG_Q_DIV_EVEN, "recip-even": FIXQ_ENG_Q_RECIP_EVEN,
                    "div-away": FIXQ_ENG_Q_DIV_AWAY, "zp-div-away": FIXQ_ENG_Q_ZP_DIV_AWAY}
 _ENG_CHUNK_BYTES = 1 << 18  # activations + scratch of one chunk of samples: stays in L2
@@ -232,6 +246,8 @@ cdef class Engine:
         t.lo, t.hi = d["lo"], d["hi"]
         t.a_mult, t.b_mult, t.bias = d.get("a_mult", 0), d.get("b_mult", 0), d.get("bias", 0)
         t.shift_bits = d.get("shift_bits", 0)
+        t.split = d.get("split", 0)
+        t.offset = d.get("offset", 0.0)
         return t
 
     def __init__(self, str dtype, list tensors, list steps, list outputs):
@@ -268,6 +284,8 @@ cdef class Engine:
             s.kh, s.kw = d.get("kernel", (1, 1))
             s.sh, s.sw = d.get("stride", (1, 1))
             s.ph, s.pw = d.get("padding", (0, 0))
+            s.pb_extra, s.pr_extra = d.get("padding_extra", (0, 0))
+            s.count_valid = d.get("count_valid", False)
             s.dh, s.dw = d.get("dilation", (1, 1))
             s.groups = d.get("groups", 1)
             s.zp, s.lo, s.hi = d.get("zp", 0), d.get("lo", 0), d.get("hi", 0)

@@ -270,7 +270,7 @@ _OPTION_KEYS = ("method", "per_channel", "weights", "activations", "dynamic", "r
 
 
 _STEP_KEYS = ("name", "op", "inputs", "output", "act")
-FUSED = ("linear", "conv2d", "add", "mul")  # the ops whose step may end in a fused act (and out_min/out_max)
+FUSED = ("linear", "conv2d", "add", "mul", "sub")  # the ops whose step may end in a fused act (and out_min/out_max)
 
 
 def float_activations(options):

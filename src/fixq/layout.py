@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-__all__ = ["to_internal", "to_external", "flatten", "internal_axis", "windows", "window_reduce", "im2col",
+__all__ = ["to_internal", "to_external", "flatten", "internal_axis", "windows", "padded", "window_reduce", "im2col",
            "conv_weight_hwc"]
 
 
@@ -44,6 +44,15 @@ def windows(x, kernel, stride, padding, dilation=(1, 1), pad_value=0):
     s = x.strides
     return np.lib.stride_tricks.as_strided(
         x, (n, oh, ow, kh, kw, c), (s[0], s[1] * sh, s[2] * sw, s[1] * dh, s[2] * dw, s[3]), writeable=False)
+
+
+def padded(x, padding, pad_value):
+    """(x, padding) for :func:`window_reduce`: a pair as it is, four values [top, left, bottom, right]
+    applied here with `pad_value` (then (0, 0))."""
+    if len(padding) == 2:
+        return x, tuple(padding)
+    t, left, b, r = padding
+    return np.pad(x, ((0, 0), (t, b), (left, r), (0, 0)), constant_values=pad_value), (0, 0)
 
 
 def window_reduce(x, kernel, stride, padding, pad_value, ufunc, dtype=None):

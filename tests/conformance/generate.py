@@ -611,12 +611,15 @@ def run_onnxruntime(rng):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", choices=["tflite", "onnxruntime"])
+    ap.add_argument("--only", choices=["tflite", "tflite-ops", "onnxruntime"])
     ap.add_argument("--seed", type=int, default=20261125)
     args = ap.parse_args(argv)
     rng = np.random.default_rng(args.seed)
     if args.only in (None, "tflite"):
         run_tflite(rng)
+    if args.only in (None, "tflite-ops"):
+        import generate_tflite_ops
+        generate_tflite_ops.main(rng)
     if args.only in (None, "onnxruntime"):
         run_onnxruntime(rng)
     total = sum(p.stat().st_size for p in CASES.glob("*.npz"))

@@ -2,6 +2,7 @@
  * one rule of docs/engine.md section 3, bit for bit the numpy path of
  * fixq.engine (engine/steps.py static_step). */
 #include <math.h>
+#include <string.h>
 #include <stdlib.h>
 
 #include "engine_loops.h"
@@ -27,6 +28,15 @@ static size_t out_size(size_t in, size_t k, size_t s, size_t p, size_t d) {
   const size_t span = add_sz(mul_sz(d, k - 1), 1), padded = add_sz(in, mul_sz(2, p));
   if (span == SIZE_MAX || padded == SIZE_MAX || padded < span) return 0;
   return (padded - span) / s + 1;
+}
+
+/* A pool's output size with p before and p + extra after: (in + 2 p + extra - k) / stride + 1, 0 when the
+ * window does not fit or a term overflows */
+static size_t pool_out_size(size_t in, size_t k, size_t s, size_t p, size_t extra) {
+  if (k == 0 || s == 0) return 0;
+  const size_t padded = add_sz(add_sz(in, mul_sz(2, p)), extra);
+  if (padded == SIZE_MAX || padded < k) return 0;
+  return (padded - k) / s + 1;
 }
 
 /* Bytes of one padded sample of x (pad_image), SIZE_MAX past PTRDIFF_MAX */
@@ -69,7 +79,10 @@ static int check_step(const fixq_eng_plan *plan, const fixq_eng_step *s) {
     case FIXQ_ENG_ELTWISE: {
       const fixq_eng_tensor *b = &plan->tensors[s->in[1]];
       if (s->target != NULL)
-        return s->target->form >= FIXQ_ENG_T_ORT_ADD && s->target->form <= FIXQ_ENG_T_XNN_MUL &&
+        return ((s->target->form >= FIXQ_ENG_T_ORT_ADD && s->target->form <= FIXQ_ENG_T_XNN_MUL) ||
+                (s->target->form == FIXQ_ENG_T_TFLITE_SUB && s->target->channels == 3 &&
+                 s->target->shift[0] <= 0 && s->target->shift[1] <= 0 && s->target->shift[2] <= 0 &&
+                 s->target->shift[0] >= -31 && s->target->shift[1] >= -31 && s->target->shift[2] >= -31)) &&
                check_target_range(plan, s->target) && numel(x) == numel(y) && numel(b) == numel(y) &&
                (s->target->form != FIXQ_ENG_T_XNN_ADD ||
                 (s->target->shift_bits >= 1 && s->target->shift_bits <= 31));
@@ -108,12 +121,19 @@ static int check_step(const fixq_eng_plan *plan, const fixq_eng_step *s) {
     case FIXQ_ENG_MAXPOOL:
     case FIXQ_ENG_AVGPOOL:
       if (s->op == FIXQ_ENG_AVGPOOL && mul_sz(s->kh, s->kw) > FIXQ_ENG_MAX_POOL_AREA) return 0;
-      return y->c == x->c && y->h == out_size(x->h, s->kh, s->sh, s->ph, 1) &&
-             y->w == out_size(x->w, s->kw, s->sw, s->pw, 1);
+      /* every window of a count_valid average holds a tap of the input: each padding below the kernel */
+      if (s->count_valid && (add_sz(s->ph, s->pb_extra) >= s->kh || add_sz(s->pw, s->pr_extra) >= s->kw)) return 0;
+      return y->c == x->c && y->h == pool_out_size(x->h, s->kh, s->sh, s->ph, s->pb_extra) &&
+             y->w == pool_out_size(x->w, s->kw, s->sw, s->pw, s->pr_extra);
     case FIXQ_ENG_GLOBAL_AVGPOOL:
       /* the int32 sum of h*w values q (- zp), each within +-255, cannot wrap */
       if (y->h != 1 || y->w != 1 || y->c != x->c || x->h * x->w == 0 || x->h * x->w > FIXQ_ENG_MAX_POOL_AREA)
         return 0;
+      if (s->target != NULL)
+        return check_target_range(plan, s->target) &&
+               (s->target->form == FIXQ_ENG_T_XNN_MEAN ||
+                (s->target->form == FIXQ_ENG_T_TFLITE_MEAN && s->target->channels == 1 &&
+                 s->target->split <= y->c && s->target->shift[0] >= -31 && s->target->shift[0] <= 30));
       if (s->rq_channels == 0) return 1;
       /* the input zero point within the dtype keeps h * w * zp inside int32 */
       return s->rq_channels == y->c && s->zp >= (IS_U8(plan) ? 0 : INT8_MIN) &&
@@ -123,6 +143,16 @@ static int check_step(const fixq_eng_plan *plan, const fixq_eng_step *s) {
       return y->h == 1 && y->w == 1 && y->c == numel(x);
     case FIXQ_ENG_LUT:
       return s->table != NULL && x->h == y->h && x->w == y->w && x->c == y->c;
+    case FIXQ_ENG_PAD:
+      return x->c == y->c && add_sz(x->h, s->ph) <= y->h && add_sz(x->w, s->pw) <= y->w &&
+             s->zp >= (IS_U8(plan) ? 0 : INT8_MIN) && s->zp <= (IS_U8(plan) ? UINT8_MAX : INT8_MAX);
+    case FIXQ_ENG_REQUANTIZE: {
+      const fixq_eng_target *t = s->target;
+      if (t == NULL || x->h != y->h || x->w != y->w || x->c != y->c || !check_target_range(plan, t)) return 0;
+      if (t->form == FIXQ_ENG_T_XNN_REQUANT) return t->a_mult >= 1 && t->a_mult <= 32768;
+      return t->form == FIXQ_ENG_T_TFLITE_REQUANT && t->channels == 1 && t->split <= numel(x) &&
+             t->shift[0] >= -31 && t->shift[0] <= 30;
+    }
     case FIXQ_ENG_CONCAT: {
       if (s->axis < 1 || s->axis > 3 || s->in_zp == NULL || s->in_rq == NULL) return 0;
       size_t total = 0;
@@ -272,14 +302,6 @@ static fixq_status run_quantize(const fixq_eng_plan *plan, const fixq_eng_step *
   return st;
 }
 
-static int32_t saturate(int64_t v, int32_t lo, int32_t hi) { return v < lo ? lo : v > hi ? hi : (int32_t)v; }
-
-/* A rounded float as int64 without undefined behaviour: past the range it saturates (the clamp that
- * follows then gives numpy's np.clip of the float), NaN (an infinite scale times 0) is 0 */
-static int64_t float_to_i64(float v) {
-  return v != v ? 0 : v <= -0x1p63f ? INT64_MIN : v >= 0x1p63f ? INT64_MAX : (int64_t)v;
-}
-
 /* fixq.targets' numpy epilogues of an int32 GEMM (bias included): ruy's x86 kernel and TFLite's reference
  * FULLY_CONNECTED, then + zero point and the clamp. */
 static fixq_status gemm_target(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t m, const uint8_t *a,
@@ -315,40 +337,6 @@ static fixq_status gemm_target(const fixq_eng_plan *plan, const fixq_eng_step *s
       fixq__store(y + g * og, plan->dtype, r * ldy + j, q);
     }
   return FIXQ_OK;
-}
-
-/* fixq.targets' numpy add / mul of ONNX Runtime (MLAS on x86) and XNNPACK, element by element */
-static void eltwise_target(const fixq_eng_plan *plan, const fixq_eng_target *t, size_t n, const void *a,
-                           const void *b, void *y) {
-  const int u8 = IS_U8(plan);
-  for (size_t i = 0; i < n; i++) {
-    const int32_t qa = load_q(a, i, u8), qb = load_q(b, i, u8);
-    const int64_t da = (int64_t)qa - t->a_zp, db = (int64_t)qb - t->b_zp;
-    int64_t q;
-    switch (t->form) {
-      case FIXQ_ENG_T_ORT_ADD: {
-        const float fa = (float)da * t->a_scale, fb = (float)db * t->b_scale;
-        float v = (fa + fb) / t->out_scale;
-        const float lo = (float)(t->lo - t->out_zp), hi = (float)(t->hi - t->out_zp);
-        v = v < lo ? lo : v > hi ? hi : v; /* numpy's clip: NaN stays NaN (none arises: finite operands) */
-        q = float_to_i64(rintf(v + (float)t->out_zp));
-        break;
-      }
-      case FIXQ_ENG_T_ORT_MUL:
-        q = float_to_i64(rintf((float)(da * db) * t->scale + (float)t->out_zp));
-        break;
-      case FIXQ_ENG_T_XNN_ADD: {
-        const int64_t acc = t->bias + (int64_t)qa * t->a_mult + (int64_t)qb * t->b_mult;
-        q = (acc >> t->shift_bits) + t->out_zp;
-        break;
-      }
-      default: /* FIXQ_ENG_T_XNN_MUL */
-        q = float_to_i64(rintf((float)(da * db) * t->scale));
-        q = (q < -((int64_t)1 << 40) ? -((int64_t)1 << 40) : q > ((int64_t)1 << 40) ? ((int64_t)1 << 40) : q) + t->out_zp;
-        break;
-    }
-    fixq__store(y, plan->dtype, i, saturate(q, t->lo, t->hi));
-  }
 }
 
 /* engine/steps.py conv / qlinear: one fixq_qgemm per group on the group's columns of y */
@@ -467,7 +455,7 @@ static fixq_status run_step(const fixq_eng_plan *plan, const fixq_eng_step *s, s
       const size_t n = batch * numel(xt);
       const ptrdiff_t one = 1;
       if (s->target != NULL) {
-        eltwise_target(plan, s->target, n, x, buffers[s->in[1]], y);
+        fixq__eng_eltwise_target(plan, s->target, n, x, buffers[s->in[1]], y);
         return FIXQ_OK;
       }
       return fixq_eltwise_nd(s->eltwise, 1, &n, x, &one, buffers[s->in[1]], &one, y, &one);
@@ -482,6 +470,10 @@ static fixq_status run_step(const fixq_eng_plan *plan, const fixq_eng_step *s, s
       loops_table[fixq__isa]->pool(plan, s, batch, x, y, scratch);
       return FIXQ_OK;
     case FIXQ_ENG_GLOBAL_AVGPOOL:
+      if (s->target != NULL) {
+        fixq__eng_global_avgpool_target(plan, s, batch, x, y);
+        return FIXQ_OK;
+      }
       if (s->rq_channels) return run_global_avgpool_rq(plan, s, batch, x, y, scratch);
       loops_table[fixq__isa]->global_avgpool(plan, s, batch, x, y, scratch);
       return FIXQ_OK;
@@ -490,6 +482,12 @@ static fixq_status run_step(const fixq_eng_plan *plan, const fixq_eng_step *s, s
       return FIXQ_OK;
     case FIXQ_ENG_LUT:
       run_lut(s->table, batch * numel(xt), x, y);
+      return FIXQ_OK;
+    case FIXQ_ENG_PAD:
+      fixq__eng_pad(plan, s, batch, x, y);
+      return FIXQ_OK;
+    case FIXQ_ENG_REQUANTIZE:
+      fixq__eng_requantize_target(plan, s, batch, x, y);
       return FIXQ_OK;
   }
   return FIXQ_ERR_INVALID_ARGUMENT;

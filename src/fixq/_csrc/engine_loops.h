@@ -45,6 +45,14 @@ static inline int32_t load_q(const void *p, size_t i, int u8) {
 
 static size_t numel(const fixq_eng_tensor *t) { return t->h * t->w * t->c; }
 
+static inline int32_t saturate(int64_t v, int32_t lo, int32_t hi) { return v < lo ? lo : v > hi ? hi : (int32_t)v; }
+
+/* A rounded float as int64 without undefined behaviour: past the range it saturates (the clamp that
+ * follows then gives numpy's np.clip of the float), NaN (an infinite scale times 0) is 0 */
+static inline int64_t float_to_i64(float v) {
+  return v != v ? 0 : v <= -0x1p63f ? INT64_MIN : v >= 0x1p63f ? INT64_MAX : (int64_t)v;
+}
+
 /* engine/steps.py avg_round: TFLite reference AveragePool, ties away from zero */
 static inline int32_t avg_round(int32_t acc, int32_t count) {
   const int32_t h = count / 2;
@@ -225,8 +233,8 @@ static void run_clamp(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t 
 
 
 /* graph.window_reduce with sum (padding zp), tap by tap over the channels of
- * one output pixel (acc: C int32) */
-ENG_INLINE void sum_pixel(const fixq_eng_step *s, const fixq_eng_tensor *xt, const void *x, size_t n, size_t oy,
+ * one output pixel (acc: C int32); returns the count to divide by */
+ENG_INLINE size_t sum_pixel(const fixq_eng_step *s, const fixq_eng_tensor *xt, const void *x, size_t n, size_t oy,
                           size_t ox, int32_t *acc, int u8) {
   const size_t C = xt->c;
   size_t taps = 0;
@@ -248,9 +256,11 @@ ENG_INLINE void sum_pixel(const fixq_eng_step *s, const fixq_eng_tensor *xt, con
       }
     }
   }
-  /* each padded tap adds zp */
+  /* each padded tap adds zp, or (count_valid) the taps inside are the count */
+  if (s->count_valid) return taps;
   if (taps < s->kh * s->kw)
     for (size_t c = 0; c < C; c++) acc[c] += s->zp * (int32_t)(s->kh * s->kw - taps);
+  return s->kh * s->kw;
 }
 
 /* maxpool on the integers themselves: each output row starts at lo (the
@@ -292,7 +302,6 @@ static void run_pool(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t b
   const fixq_eng_tensor *xt = &plan->tensors[s->in[0]], *yt = &plan->tensors[s->out];
   const int u8 = IS_U8(plan), is_max = s->op == FIXQ_ENG_MAXPOOL;
   const size_t C = xt->c;
-  const int32_t count = (int32_t)(s->kh * s->kw);
   if (is_max) {
     if (u8)
       max_pool(s, xt, yt, batch, x, y, 1);
@@ -305,11 +314,11 @@ static void run_pool(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t b
       for (size_t ox = 0; ox < yt->w; ox++) {
         const size_t yo = ((n * yt->h + oy) * yt->w + ox) * C;
         if (u8) {
-          sum_pixel(s, xt, x, n, oy, ox, acc, 1);
+          const int32_t count = (int32_t)sum_pixel(s, xt, x, n, oy, ox, acc, 1);
           uint8_t *d = (uint8_t *)y + yo;
           for (size_t c = 0; c < C; c++) d[c] = (uint8_t)avg_round(acc[c], count);
         } else {
-          sum_pixel(s, xt, x, n, oy, ox, acc, 0);
+          const int32_t count = (int32_t)sum_pixel(s, xt, x, n, oy, ox, acc, 0);
           int8_t *d = (int8_t *)y + yo;
           for (size_t c = 0; c < C; c++) d[c] = (int8_t)avg_round(acc[c], count);
         }

@@ -24,10 +24,12 @@ typedef enum {
   FIXQ_ENG_CONCAT,         /* along internal axis `axis` (1..3), inputs requantized by in_rq */
   FIXQ_ENG_CLAMP,          /* relu / relu6: clamp to [lo, hi] */
   FIXQ_ENG_MAXPOOL,        /* padding counts as lo (qmin) */
-  FIXQ_ENG_AVGPOOL,        /* padding counts as zp; TFLite rounding */
+  FIXQ_ENG_AVGPOOL,        /* padding counts as zp, or (count_valid) is left out of the count; TFLite rounding */
   FIXQ_ENG_GLOBAL_AVGPOOL, /* over h x w; with rq: sum of (q - zp), then rq; without: TFLite rounding */
   FIXQ_ENG_FLATTEN,        /* NHWC -> NCHW order */
-  FIXQ_ENG_LUT             /* y = table[byte of x]: an elementwise function of one int8 / uint8 value */
+  FIXQ_ENG_LUT,            /* y = table[byte of x]: an elementwise function of one int8 / uint8 value */
+  FIXQ_ENG_PAD,            /* ph rows and pw columns before, what y's shape leaves after, filled with zp */
+  FIXQ_ENG_REQUANTIZE      /* one 8-bit quantization to another, in a target's form */
 } fixq_eng_op;
 
 /* How QUANTIZE rounds x / scale (docs/conformance.md); every product and quotient in float32. */
@@ -47,7 +49,15 @@ typedef enum {
   FIXQ_ENG_T_ORT_ADD,      /* rne(clamp(((float)(a - za) * sa + (float)(b - zb) * sb) / so) + (float)zo) */
   FIXQ_ENG_T_ORT_MUL,      /* rne((float)((a - za)(b - zb)) * scale + (float)zo), saturated */
   FIXQ_ENG_T_XNN_ADD,      /* ((bias + a * ma + b * mb) >> shift) + zo (XNNPACK vadd) */
-  FIXQ_ENG_T_XNN_MUL       /* rne((float)((a - za)(b - zb)) * scale) + zo (XNNPACK vmul) */
+  FIXQ_ENG_T_XNN_MUL,      /* rne((float)((a - za)(b - zb)) * scale) + zo (XNNPACK vmul) */
+  FIXQ_ENG_T_TFLITE_SUB,   /* MBQM(MBQM((a - za) << 20, M0, s0) - MBQM((b - zb) << 20, M1, s1), M2, s2) + zo
+                              (TFLite SubElementwise, double rounding; multiplier / shift hold 3) */
+  FIXQ_ENG_T_TFLITE_MEAN,  /* GLOBAL_AVGPOOL: MBQM(sum of q, M, s) + bias, the first `split` channels in the
+                              NEON form (TFLite optimized Mean: ties to +inf), the rest double rounding */
+  FIXQ_ENG_T_XNN_MEAN,     /* GLOBAL_AVGPOOL: rne((float)(sum of q) * scale + offset) (XNNPACK mean) */
+  FIXQ_ENG_T_TFLITE_REQUANT, /* REQUANTIZE: MBQM(q - a_zp, M, s) + zo, the first `split` values of each
+                              sample in the NEON form (TFLite Requantize), the rest double rounding */
+  FIXQ_ENG_T_XNN_REQUANT   /* REQUANTIZE: (((q - a_zp) * a_mult + 128) >> 8) + zo (XNNPACK qs8-vcvt) */
 } fixq_eng_target_form;
 
 typedef struct {
@@ -60,6 +70,8 @@ typedef struct {
   int32_t a_zp, b_zp, out_zp, lo, hi;
   int64_t a_mult, b_mult, bias;      /* XNN_ADD */
   int32_t shift_bits;                /* XNN_ADD: in 1..31 */
+  size_t split;                      /* TFLITE_MEAN: channels, TFLITE_REQUANT: values per sample, in NEON form */
+  float offset;                      /* XNN_MEAN: the folded zero point */
 } fixq_eng_target;
 
 typedef struct {
@@ -73,6 +85,9 @@ typedef struct {
   const int32_t *in; /* tensor indices */
   int32_t out;
   size_t kh, kw, sh, sw, ph, pw, dh, dw; /* conv and pool geometry */
+  size_t pb_extra, pr_extra;             /* MAXPOOL, AVGPOOL: padding after (bottom, right) beyond ph, pw
+                                            (TFLite's SAME puts the odd one after) */
+  int count_valid;                       /* AVGPOOL: divide by the taps inside the input (TFLite) */
   size_t groups;                         /* GEMM: groups; DEPTHWISE: channel multiplier */
   const fixq_packed_b *const *packed;    /* GEMM: one per group */
   const int32_t *bias;                   /* GEMM, DEPTHWISE: [O] */
@@ -84,7 +99,8 @@ typedef struct {
   float scale;                           /* QUANTIZE: the scale (FIXQ_ENG_Q_RECIP_EVEN: its reciprocal) */
   int form;                              /* QUANTIZE: a fixq_eng_quantize_form */
   const fixq_eltwise *eltwise;           /* ELTWISE */
-  const fixq_eng_target *target;         /* GEMM, ELTWISE: a runtime's arithmetic instead of rq / eltwise */
+  const fixq_eng_target *target;         /* GEMM, ELTWISE, GLOBAL_AVGPOOL: a runtime's arithmetic instead of
+                                            rq / eltwise; REQUANTIZE: its form */
   size_t axis;                           /* CONCAT */
   const int32_t *in_zp;                  /* CONCAT: per input */
   const fixq_requant *in_rq;             /* CONCAT: per input; zero_point NULL: copied as is */
@@ -118,6 +134,15 @@ extern const fixq_eng_loops fixq_eng_loops__avx2;
 #ifdef FIXQ_COMPILED_NEON
 extern const fixq_eng_loops fixq_eng_loops__neon;
 #endif
+
+/* The target forms and PAD (engine_targets.c), run by fixq_eng_run on checked steps */
+void fixq__eng_eltwise_target(const fixq_eng_plan *plan, const fixq_eng_target *t, size_t n, const void *a,
+                              const void *b, void *y);
+void fixq__eng_global_avgpool_target(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch,
+                                     const void *x, void *y);
+void fixq__eng_requantize_target(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const void *x,
+                                 void *y);
+void fixq__eng_pad(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const uint8_t *x, uint8_t *y);
 
 /* Shapes, indices and parameters of every step agree (run never reads or
  * writes outside the tensors); on failure *bad_step is the step. */

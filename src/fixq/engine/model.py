@@ -161,8 +161,9 @@ class Model:
             for t, i in self._engine_index.items():
                 env[t] = views[i] if len(self.meta["tensors"][t]) == 4 else views[i].reshape(
                     x.shape[0], math.prod(self.meta["tensors"][t][1:]))
-            for t, (src, axis) in self._softmax.items():
-                env[t] = G.softmax(dequantize(env[src], *self.qparams(src)), axis)
+            for t, (src, axis, quantized) in self._softmax.items():
+                env[t] = (quantized(env[src]) if quantized is not None else
+                          G.softmax(dequantize(env[src], *self.qparams(src)), axis, self._beta(t)))
             return env
         x = L.to_internal(x)
         if self.float_acts:
@@ -186,11 +187,15 @@ class Model:
             outs = self._sequence.run(x, threads)
             return outs[0] if len(outs) == 1 else tuple(outs)
         if self._engine is not None:
-            outs = self._engine.run(self._check_x(x), threads, raw, False)
-            if self._softmax:
-                for i, t in enumerate(self.outputs):
-                    if t in self._softmax:
-                        outs[i] = L.to_external(G.softmax(outs[i], self._softmax[t][1]))
+            quantized = any(q is not None for _, _, q in self._softmax.values())
+            outs = self._engine.run(self._check_x(x), threads, raw or quantized, False)
+            for i, t in enumerate(self.outputs):
+                if t in self._softmax:
+                    _, axis, q = self._softmax[t]
+                    y = q(outs[i]) if q is not None else G.softmax(outs[i], axis, self._beta(t))
+                    outs[i] = L.to_external(y if raw or q is None else dequantize(y, *self.qparams(t)))
+                elif quantized and not raw:
+                    outs[i] = self._dequantize_out[i](outs[i])
             return outs[0] if len(outs) == 1 else tuple(outs)
         env = self.run_all(x, threads)
         outs = []
@@ -200,6 +205,10 @@ class Model:
                 y = self._dequantize_out[i](y)
             outs.append(L.to_external(y))
         return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def _beta(self, tensor):
+        """The beta of the softmax step writing `tensor`."""
+        return next(s.get("beta", 1.0) for s in self.steps if s["output"] == tensor)
 
     def dequantized(self, tensor, value):
         """Float view of an internal tensor value (for per-layer error reports)."""

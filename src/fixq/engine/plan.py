@@ -35,7 +35,8 @@ def _overflow_message(name, dt, zp, packed, bias):
 def engine_plan(m):
     """(engine, index, softmax) of Model `m`: its steps as a C plan (_core.Engine) over NHWC tensors, where
     tensor 0 is the float input, then the quantized input and every step's output; ``index`` maps each
-    tensor name to its number; ``softmax`` maps each softmax output to (its input, the NHWC axis): softmax
+    tensor name to its number; ``softmax`` maps each softmax output to (its input, the NHWC axis, the
+    target's 8-bit softmax of the raw input or None: :func:`quantized_softmax`): softmax
     runs in numpy on the dequantized output, as in steps.static_step.
 
     With ``m.target`` each step takes that runtime's recipe: one of fixq's kernel modes where it is one
@@ -59,7 +60,8 @@ def engine_plan(m):
     softmax = {}
     for s in m.steps:
         if s["op"] == "softmax":
-            softmax[s["output"]] = (s["inputs"][0], L.internal_axis(s["axis"], len(shapes[s["output"]])))
+            softmax[s["output"]] = (s["inputs"][0], L.internal_axis(s["axis"], len(shapes[s["output"]])),
+                                    quantized_softmax(m, s))
             continue
         d = engine_step(m, s)
         if d is None:
@@ -69,10 +71,10 @@ def engine_plan(m):
         plan.append(d)
     outputs = []
     for t in m.outputs:
-        if t in softmax:  # its input, dequantized, in the internal layout
+        if t in softmax:  # its input in the internal layout: dequantized, or raw for a target's int8 softmax
             src = softmax[t][0]
             outputs.append((index[src], False, *m.qparams(src),
-                            dims[src] if len(shapes[src]) == 4 else dims[src][2:], False))
+                            dims[src] if len(shapes[src]) == 4 else dims[src][2:], softmax[t][2] is not None))
         else:
             outputs.append((index[t], len(shapes[t]) == 4, *m.qparams(t), tuple(shapes[t][1:]),
                             True))
@@ -158,6 +160,10 @@ def mean_requant(m, s):
         stage = targets.mean_stage(m.target, s_in, s_out, h * w)
         if stage is not None:
             return stage, stage.pop("rounding")
+        form = _mean_form(m, s)
+        if form is not None and form["form"] == "double":
+            return {"multiplier": np.array([form["multiplier"]], np.int32),
+                    "shift": np.array([form["shift"]], np.int32)}, "double"
     return m._requant_kw(s["name"]), None
 
 
@@ -166,6 +172,95 @@ def ort_avgpool(m, s):
     onnxruntime, and wherever its input and output scales differ (only ORT models have such steps); else
     TFLite's integer average of one scale."""
     return m.target == "onnxruntime" or m.qparams(s["inputs"][0]) != m.qparams(s["output"])
+
+
+def _mean_form(m, s):
+    (_, c, h, w), (s_in, zp_in), (s_out, zp_out) = (m.meta["tensors"][s["inputs"][0]], m.qparams(s["inputs"][0]),
+                                                   m.qparams(s["output"]))
+    return targets.mean_form(m.target, s_in, zp_in, s_out, zp_out, h * w, c, s.get("keep_dims", False), m.act_dtype)
+
+
+def mean_target(m, s):
+    """The C plan's form (fixq_eng_target) of the target's MEAN where it is not an output stage of fixq's
+    (TFLite's optimized 4-D Mean, XNNPACK's), else None."""
+    if m.target is None:
+        return None
+    form = _mean_form(m, s)
+    if form is None or form["form"] == "double":
+        return None
+    qmin, qmax = INT_RANGES[m.act_dtype]
+    d = dict(form=form["form"], out_zp=0, lo=qmin, hi=qmax)
+    if form["form"] == "xnnpack-mean":
+        return dict(d, scale=form["scale"], offset=form["offset"])
+    return dict(d, multiplier=np.array([form["multiplier"]], np.int32), shift=np.array([form["shift"]], np.int32),
+                bias=form["bias"], split=form["split"])
+
+
+def requantize_target(m, s, lo, hi):
+    """The C plan's REQUANTIZE form of the target (fixq's own: TFLite's reference arithmetic)."""
+    (s_in, zp_in), (s_out, zp_out) = m.qparams(s["inputs"][0]), m.qparams(s["output"])
+    size = int(np.prod(m.meta["tensors"][s["output"]][1:]))
+    form = targets.requantize_form(m.target, s_in, zp_in, s_out, zp_out, size, m.act_dtype)
+    d = dict(form=form["form"], a_zp=zp_in, out_zp=zp_out, lo=lo, hi=hi)
+    if form["form"] == "xnnpack-requantize":
+        return dict(d, a_mult=form["multiplier"])
+    return dict(d, multiplier=np.array([form["multiplier"]], np.int32), shift=np.array([form["shift"]], np.int32),
+                split=form["split"])
+
+
+def sub_target(m, s, lo, hi):
+    """The C plan's form of a sub step: XNNPACK's vadd with b negated (int8 under target xnnpack), else
+    TFLite's SubElementwise (every other target, and fixq's own)."""
+    (sa, za), (sb, zb), (so, zo) = m.qparams(s["inputs"][0]), m.qparams(s["inputs"][1]), m.qparams(s["output"])
+    d = dict(a_zp=za, b_zp=zb, out_zp=zo, lo=lo, hi=hi)
+    if m.target == "xnnpack" and m.act_dtype == np.int8:
+        m_a, m_b, shift, bias = targets.xnnpack.sub_params(np.float32(sa), np.float32(sb), np.float32(so), za, zb)
+        return dict(d, form="xnnpack-add", a_mult=m_a, b_mult=m_b, shift_bits=shift, bias=bias)
+    mults = targets.tflite.sub_multipliers(sa, sb, so)
+    return dict(d, form="tflite-sub", multiplier=np.array([mm for mm, _ in mults], np.int32),
+                shift=np.array([sh for _, sh in mults], np.int32))
+
+
+def step_range(m, s):
+    """(out_min, out_max) of a step: its fused activation's bounds as the target quantizes them, or the
+    archive's (fixq's own rule)."""
+    qmin, qmax = INT_RANGES[m.act_dtype]
+    if m.target is not None and s.get("act") in ("relu", "relu6"):
+        return targets.activation_range(s["act"], m.qparams(s["output"])[0], m.qparams(s["output"])[1],
+                                        m.act_dtype, m.target)
+    return s.get("out_min", qmin), s.get("out_max", qmax)
+
+
+def step_table(m, s):
+    """A table op's 256 output values: the target's own table (fixq.targets.table) where it has one,
+    else the archive's."""
+    if m.target is not None and s["op"] in targets.TABLE_OPS:
+        (s_in, zp_in), (s_out, zp_out) = m.qparams(s["inputs"][0]), m.qparams(s["output"])
+        table = targets.table(m.target, s["op"], s, s_in, zp_in, s_out, zp_out, m.act_dtype)
+        if table is not None:
+            return table
+    return np.ascontiguousarray(m.arrays[f"{s['name']}:table"])
+
+
+def quantized_softmax(m, s):
+    """The target's 8-bit SOFTMAX of a softmax step as a function of its raw input (internal layout) to
+    raw outputs, or None: no target, a target without one, or an output quantization other than TFLite's
+    (scale 1/256 within 0.1 %, zero point the dtype's minimum), for which the softmax stays float."""
+    if m.target is None:
+        return None
+    (s_in, _), (s_out, zp_out) = m.qparams(s["inputs"][0]), m.qparams(s["output"])
+    dt = m.act_dtype
+    if zp_out != INT_RANGES[dt][0] or abs(s_out - 1.0 / 256) > 0.001 / 256:
+        return None
+    beta = s.get("beta", 1.0)
+    if targets.softmax(np.zeros((1, 1), dt), m.target, s_in, beta, s_out, zp_out, dt) is None:
+        return None
+    axis = L.internal_axis(s["axis"], len(m.meta["tensors"][s["output"]]))
+
+    def softmax(x):
+        y = targets.softmax(np.moveaxis(x, axis, -1), m.target, s_in, beta, s_out, zp_out, dt)
+        return np.ascontiguousarray(np.moveaxis(y, -1, axis))
+    return softmax
 
 
 def _gemm_step(m, s, w, bias, rq=None, target=None):
@@ -192,7 +287,7 @@ def engine_step(m, s):
     sc_in = [m.qparams(t)[0] for t in s["inputs"]]
     zp_in = [m.qparams(t)[1] for t in s["inputs"]]
     sc_out, zp_out = m.qparams(s["output"])
-    lo, hi = s.get("out_min", qmin), s.get("out_max", qmax)
+    lo, hi = step_range(m, s)
     if op in G.WEIGHTED:
         w = m.weight(s)
         bias = np.ascontiguousarray(a[f"{name}:bias"], dtype=np.int32)
@@ -224,6 +319,8 @@ def engine_step(m, s):
                   out_scale=sc_out, out_zero_point=zp_out, out_min=lo, out_max=hi, out_dtype=dt,
                   rounding=rounding)
         return dict(op="eltwise", eltwise=eltwise_params(op, kw))
+    if op == "sub":
+        return dict(op="eltwise", target=sub_target(m, s, lo, hi))
     if op == "concat":
         rq = m._requant_kw(name)
         nd = len(m.meta["tensors"][s["output"]])
@@ -247,14 +344,25 @@ def engine_step(m, s):
     if op == "avgpool2d" and ort_avgpool(m, s):
         return None
     if op in ("maxpool2d", "avgpool2d"):
-        return dict(op=op[:-2], kernel=tuple(s["kernel"]), stride=tuple(s["stride"]), padding=tuple(s["padding"]),
+        top, left, bottom, right = G.pad4(s["padding"])
+        if bottom < top or right < left:  # the C pools pad as much or more after (TFLite's SAME does)
+            return None
+        return dict(op=op[:-2], kernel=tuple(s["kernel"]), stride=tuple(s["stride"]), padding=(top, left),
+                    padding_extra=(bottom - top, right - left), count_valid=not s.get("count_include_pad", True),
                     lo=qmin, zp=zp_out)
+    if op == "pad":
+        return dict(op="pad", padding=tuple(s["padding"][:2]), zp=zp_out)
+    if op == "requantize":
+        return dict(op="requantize", target=requantize_target(m, s, qmin, qmax))
     if op == "global_avgpool" and f"{name}:multiplier" in a:
+        form = mean_target(m, s)
+        if form is not None:
+            return dict(op=op, target=form)
         rq, rounding = mean_requant(m, s)
         return dict(op=op, zp=zp_in[0], rq=engine_rq(m, rq, zp_out, qmin, qmax, m.meta["tensors"][s["output"]][1],
                                                       rounding))
     if op in ("global_avgpool", "flatten"):
         return dict(op=op)
     if op in G.TABLE_OPS:
-        return dict(op="lut", table=np.ascontiguousarray(a[f"{name}:table"]).view(np.uint8))
+        return dict(op="lut", table=step_table(m, s).view(np.uint8))
     raise ArchiveError(f"step {name!r}: key 'op' {op!r} is not a fixq.qmodel/1 op")

@@ -8,7 +8,8 @@ from .. import _core, arith, gemm, graph as G, layout as L, lowbit, targets
 from .._validate import INT_RANGES, scale_arg, zero_point_arg
 from ..archive import ArchiveError
 from ..qparams import tensor_qparams
-from .plan import eltwise_params, mean_requant, ort_avgpool
+from .plan import (eltwise_params, mean_requant, mean_target, ort_avgpool, quantized_softmax, requantize_target,
+                   step_range, step_table)
 
 def prepared_quantize(scale, zero_point, dt):
     """``arith.quantize(x, scale, zero_point, dt)`` per tensor, its arguments checked once here."""
@@ -120,7 +121,7 @@ def static_step(m, s):
     zp_in = [m.qparams(t)[1] for t in s["inputs"]]
     sc_in = [m.qparams(t)[0] for t in s["inputs"]]
     sc_out, zp_out = m.qparams(s["output"])
-    lo, hi = s.get("out_min", qmin), s.get("out_max", qmax)
+    lo, hi = step_range(m, s)
     rounding = m.rounding
     if op in G.WEIGHTED and not s.get("depthwise"):
         w = m.weight(s)
@@ -200,6 +201,13 @@ def static_step(m, s):
         def eltwise(x, y, threads):
             return kern(x, y, **kw)
         return eltwise
+    if op == "sub":
+        if m.target == "xnnpack" and dt == np.int8:
+            kern = targets.xnnpack.sub
+        else:
+            kern = targets.tflite.sub
+        args = (sc_in[0], zp_in[0], sc_in[1], zp_in[1], sc_out, zp_out, lo, hi, dt)
+        return lambda x, y, threads: kern(x, y, *args)
     if op == "concat":
         rq = m._requant_kw(name)
         axis = L.internal_axis(s["axis"], len(m.meta["tensors"][s["output"]]))
@@ -227,8 +235,12 @@ def static_step(m, s):
         bottom, top = targets.activation_range("relu6", sc_out, zp_out, dt, m.target)
         return lambda x, threads: np.clip(x, bottom, top).astype(dt, copy=False)
     if op == "maxpool2d":
-        geo = (tuple(s["kernel"]), tuple(s["stride"]), tuple(s["padding"]))
-        return lambda x, threads: L.window_reduce(x, *geo, qmin, np.maximum)
+        kernel, stride = tuple(s["kernel"]), tuple(s["stride"])
+
+        def maxpool(x, threads):
+            xp, pad = L.padded(x, s["padding"], qmin)
+            return L.window_reduce(xp, kernel, stride, pad, qmin, np.maximum)
+        return maxpool
     if op == "avgpool2d" and ort_avgpool(m, s):
         geo = (tuple(s["kernel"]), tuple(s["stride"]), tuple(s["padding"]))
         # int8: ORT runs fixq's QDQ export on uint8 (fixq.io.onnx_export), a QOperator model imported from
@@ -236,9 +248,53 @@ def static_step(m, s):
         args = (sc_in[0], zp_in[0], sc_out, zp_out, dt, m.options["method"] != "onnx")
         return lambda x, threads: targets.onnxruntime.qlinear_avgpool(x, *geo, *args)
     if op == "avgpool2d":
-        geo = (tuple(s["kernel"]), tuple(s["stride"]), tuple(s["padding"]))
-        count = geo[0][0] * geo[0][1]
-        return lambda x, threads: avg_round(L.window_reduce(x, *geo, zp_out, np.add, np.int32), count).astype(dt)
+        kernel, stride, valid = tuple(s["kernel"]), tuple(s["stride"]), not s.get("count_include_pad", True)
+        count = kernel[0] * kernel[1]
+
+        fill = 0 if valid else zp_out
+
+        def avgpool(x, threads):
+            xp, pad = L.padded(x.astype(np.int32), s["padding"], fill)
+            total = L.window_reduce(xp, kernel, stride, pad, fill, np.add, np.int32)
+            if valid:  # TFLite: the taps inside the input are the count
+                ones, pad = L.padded(np.ones((1,) + x.shape[1:3] + (1,), np.int32), s["padding"], 0)
+                return avg_round(total, L.window_reduce(ones, kernel, stride, pad, 0, np.add)).astype(dt)
+            return avg_round(total, count).astype(dt)
+        return avgpool
+    if op == "pad":
+        top, left, bottom, right = s["padding"]
+        return lambda x, threads: np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)),
+                                         constant_values=dt.type(zp_out))
+    if op == "requantize":
+        form = requantize_target(m, s, qmin, qmax)
+
+        def requantize(x, threads):
+            v = x.reshape(x.shape[0], -1).astype(np.int64) - zp_in[0]
+            if form["form"] == "xnnpack-requantize":
+                y = ((v * form["a_mult"] + 128) >> 8) + zp_out
+            else:
+                mult, shift = int(form["multiplier"][0]), int(form["shift"][0])
+                y = arith.multiply_by_quantized_multiplier(v, mult, shift).astype(np.int64)
+                k = form["split"]
+                y[:, :k] = targets.tflite.neon_mbqm(v[:, :k], mult, shift)
+                y += zp_out
+            return np.clip(y, qmin, qmax).astype(dt).reshape(x.shape)
+        return requantize
+    if op == "global_avgpool" and mean_target(m, s) is not None:
+        sum_form = mean_target(m, s)
+
+        def mean(x, threads):
+            sums = x.astype(np.int64).sum(axis=(1, 2))
+            if sum_form["form"] == "xnnpack-mean":
+                v = (sums.astype(np.float32) * np.float32(sum_form["scale"])).astype(np.float32)
+                y = np.rint((v + np.float32(sum_form["offset"])).astype(np.float32))
+            else:
+                mult, shift, k = int(sum_form["multiplier"][0]), int(sum_form["shift"][0]), sum_form["split"]
+                y = arith.multiply_by_quantized_multiplier(sums, mult, shift).astype(np.int64)
+                y[:, :k] = targets.tflite.neon_mbqm(sums[:, :k], mult, shift)
+                y += sum_form["bias"]
+            return np.clip(y, qmin, qmax).astype(dt)
+        return mean
     if op == "global_avgpool" and f"{name}:multiplier" in a:
         # sum of (q - zp_in) over h x w, exact in int32, requantized by s_in / (s_out * h * w)
         rq, mean_rounding = mean_requant(m, s)
@@ -251,12 +307,15 @@ def static_step(m, s):
     if op == "flatten":
         return lambda x, threads: L.flatten(x)
     if op in G.TABLE_OPS:  # indexed by the input's byte, as the C plan's LUT step
-        table = a[f"{name}:table"]
+        table = step_table(m, s)
         return lambda x, threads: table[x.view(np.uint8)]
     if op == "softmax":
+        quantized = quantized_softmax(m, s)
+        if quantized is not None:
+            return lambda x, threads: quantized(x)
         axis = L.internal_axis(s["axis"], len(m.meta["tensors"][s["output"]]))
         dequantize = prepared_dequantize(sc_in[0], zp_in[0], dt)
-        return lambda x, threads: G.softmax(dequantize(x), axis)
+        return lambda x, threads: G.softmax(dequantize(x), axis, s.get("beta", 1.0))
     raise ArchiveError(f"step {name!r}: key 'op' {op!r} is not a fixq.qmodel/1 op")
 
 

@@ -13,13 +13,16 @@ OPS = {
     "relu": (1, {}),
     "relu6": (1, {}),
     "maxpool2d": (1, {"kernel": None, "stride": None, "padding": 0}),
-    "avgpool2d": (1, {"kernel": None, "stride": None, "padding": 0}),
-    "global_avgpool": (1, {}),
+    "avgpool2d": (1, {"kernel": None, "stride": None, "padding": 0, "count_include_pad": True}),
+    "global_avgpool": (1, {"keep_dims": False}),
     "flatten": (1, {}),
     "add": (2, {}),
     "mul": (2, {}),
+    "sub": (2, {}),
     "concat": (None, {"axis": 1}),
-    "softmax": (1, {"axis": -1}),
+    "softmax": (1, {"axis": -1, "beta": 1.0}),
+    "pad": (1, {"padding": None}),
+    "requantize": (1, {}),
     "sigmoid": (1, {}),
     "tanh": (1, {}),
     "hardswish": (1, {}),
@@ -162,12 +165,31 @@ def _finite(node, key, w):
         raise GraphError(f"node {node!r}: weight key {key!r} contains NaN or Inf")
 
 
+def pad4(padding):
+    """A pool's or pad's padding as (top, left, bottom, right): from a pair (symmetric) or four values."""
+    return tuple(padding) * 2 if len(padding) == 2 else tuple(padding)
+
+
+def _padding(node, key, v, kernel=None):
+    """A pair (int or [h, w], symmetric) or four values [top, left, bottom, right] (TFLite's SAME puts the
+    odd one after), each below the kernel where there is one."""
+    top = LIMITS["attribute"]
+    if isinstance(v, (list, tuple)) and len(v) == 4:
+        if not all(_is_int(i, 0, top) for i in v):
+            raise GraphError(f"node {node!r}: key {key!r} must be four integers >= 0 (at most {top}), got {v!r}")
+        if kernel is not None and any(p >= k for p, k in zip(v, kernel * 2)):
+            raise GraphError(f"node {node!r}: key {key!r} {list(v)} must be below the kernel {list(kernel)}")
+        return tuple(v)
+    return _pair(node, key, v, 0)
+
+
 def _pool_out(node, h, k, s, p, d=(1, 1)):
     o = []
-    check_elements(node, "key 'padding' gives a padded input of shape", (None, h[0] + 2 * p[0], h[1] + 2 * p[1]))
+    t, left, b, r = pad4(p)
+    check_elements(node, "key 'padding' gives a padded input of shape", (None, h[0] + t + b, h[1] + left + r))
     for i in range(2):
         span = d[i] * (k[i] - 1) + 1
-        n = (h[i] + 2 * p[i] - span) // s[i] + 1
+        n = (h[i] + (t + b, left + r)[i] - span) // s[i] + 1
         if n < 1:
             raise GraphError(f"node {node!r}: key 'kernel' {k} (dilation {d}, padding {p}) does not fit the "
                              f"{h[0]}x{h[1]} input")
@@ -258,9 +280,12 @@ def output_shape(node, in_shapes, w_shape=None, sequence=False):
             raise GraphError(f"node {name!r}: key 'kernel' is required for {op}")
         a["kernel"] = _pair(name, "kernel", a["kernel"], 1)
         a["stride"] = _pair(name, "stride", a["stride"] if a["stride"] is not None else a["kernel"], 1)
-        a["padding"] = _pair(name, "padding", a["padding"], 0)
-        if any(p * 2 > k for p, k in zip(a["padding"], a["kernel"])):
+        a["padding"] = _padding(name, "padding", a["padding"], a["kernel"])
+        if len(a["padding"]) == 2 and any(p * 2 > k for p, k in zip(a["padding"], a["kernel"])):
             raise GraphError(f"node {name!r}: key 'padding' {a['padding']} must be at most half the kernel")
+        if op == "avgpool2d" and not isinstance(a["count_include_pad"], bool):
+            raise GraphError(f"node {name!r}: key 'count_include_pad' must be true or false, "
+                             f"got {a['count_include_pad']!r}")
         if op == "avgpool2d" and a["kernel"][0] * a["kernel"][1] > LIMITS["pool_area"]:
             raise GraphError(f"node {name!r}: key 'kernel' {a['kernel']} covers more than {LIMITS['pool_area']} "
                              "values (docs/security.md)")
@@ -272,7 +297,17 @@ def output_shape(node, in_shapes, w_shape=None, sequence=False):
         if x[2] * x[3] > LIMITS["pool_area"]:
             raise GraphError(f"node {name!r}: key 'inputs' gives a {x[2]}x{x[3]} input; global_avgpool takes at "
                              f"most {LIMITS['pool_area']} values a channel (docs/security.md)")
+        if not isinstance(a["keep_dims"], bool):
+            raise GraphError(f"node {name!r}: key 'keep_dims' must be true or false, got {a['keep_dims']!r}")
         return (None, x[1])
+    if op == "pad":
+        if len(x) != 4 or not isinstance(a["padding"], (list, tuple)) or len(a["padding"]) != 4:
+            raise GraphError(f"node {name!r}: pad needs an [N, C, H, W] input and key 'padding' [top, left, "
+                             f"bottom, right], got {list(x)} and {a['padding']!r}")
+        t, left, b, r = a["padding"] = _padding(name, "padding", a["padding"])
+        return check_out(name, (None, x[1], x[2] + t + b, x[3] + left + r))
+    if op == "requantize":
+        return x
     if op == "flatten":
         return (None, int(np.prod(x[1:])))
     if op in ("relu", "relu6"):
@@ -286,7 +321,7 @@ def output_shape(node, in_shapes, w_shape=None, sequence=False):
         return x
     if op in ("add", "mul") and sequence:
         return check_out(name, broadcast(name, op, in_shapes[0], in_shapes[1]))
-    if op in ("add", "mul"):
+    if op in ("add", "mul", "sub"):
         if in_shapes[0] != in_shapes[1]:
             raise GraphError(f"node {name!r}: key 'inputs' gives shapes {list(in_shapes[0])} and "
                              f"{list(in_shapes[1])}; {op} needs equal shapes")
@@ -306,6 +341,10 @@ def output_shape(node, in_shapes, w_shape=None, sequence=False):
         if not _is_int(ax, -len(x), len(x) - 1) or ax % len(x) == 0:
             raise GraphError(f"node {name!r}: key 'axis'={ax!r} must be a non-batch axis of shape {list(x)}")
         a["axis"] = ax % len(x)
+        beta = a["beta"]
+        if not isinstance(beta, (int, float)) or isinstance(beta, bool) or not np.isfinite(beta) or beta <= 0:
+            raise GraphError(f"node {name!r}: key 'beta' must be a finite number > 0, got {beta!r}")
+        a["beta"] = float(beta)
         return x
     raise AssertionError(op)
 

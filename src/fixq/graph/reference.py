@@ -5,13 +5,13 @@ import math
 import numpy as np
 
 from .. import layout as L
-from .ops import INT_INPUTS, SEQUENCE_OPS, TABLE_OPS, Dim, is_depthwise
+from .ops import INT_INPUTS, SEQUENCE_OPS, TABLE_OPS, Dim, is_depthwise, pad4
 
 _erf = np.frompyfunc(math.erf, 1, 1)
 
 
-def softmax(x, axis):
-    e = np.exp(x - x.max(axis=axis, keepdims=True))
+def softmax(x, axis, beta=1.0):
+    e = np.exp((x - x.max(axis=axis, keepdims=True)) * np.float32(beta))
     return e / e.sum(axis=axis, keepdims=True)
 
 
@@ -135,10 +135,21 @@ def float_node(g, node, xs):
     if node.op == "relu6":
         return np.clip(x, 0, 6)
     if node.op == "maxpool2d":
-        return L.window_reduce(x, a["kernel"], a["stride"], a["padding"], -np.inf, np.maximum)
+        xp, p = L.padded(x, a["padding"], -np.inf)
+        return L.window_reduce(xp, a["kernel"], a["stride"], p, -np.inf, np.maximum)
     if node.op == "avgpool2d":
         k = a["kernel"]
-        return L.window_reduce(x, k, a["stride"], a["padding"], 0, np.add) / np.float32(k[0] * k[1])
+        xp, p = L.padded(x, a["padding"], 0)
+        total = L.window_reduce(xp, k, a["stride"], p, 0, np.add)
+        if a["count_include_pad"]:
+            return total / np.float32(k[0] * k[1])
+        ones, p = L.padded(np.ones((1,) + x.shape[1:3] + (1,), np.float32), a["padding"], 0)
+        return total / L.window_reduce(ones, k, a["stride"], p, 0, np.add)
+    if node.op == "pad":
+        t, left, b, r = pad4(a["padding"])
+        return np.pad(x, ((0, 0), (t, b), (left, r), (0, 0)))
+    if node.op == "requantize":
+        return x
     if node.op == "global_avgpool":
         return x.mean(axis=(1, 2), dtype=np.float32)
     if node.op == "flatten":
@@ -147,10 +158,12 @@ def float_node(g, node, xs):
         return xs[0] + xs[1]
     if node.op == "mul":
         return xs[0] * xs[1]
+    if node.op == "sub":
+        return xs[0] - xs[1]
     if node.op == "concat":
         return np.concatenate(xs, axis=L.internal_axis(a["axis"], x.ndim))
     if node.op == "softmax":
-        return softmax(x, L.internal_axis(a["axis"], x.ndim))
+        return softmax(x, L.internal_axis(a["axis"], x.ndim), a["beta"])
     if node.op in TABLE_OPS:
         return elementwise(node.op, a, x)
     raise AssertionError(node.op)

@@ -27,7 +27,7 @@ __all__ = ["METHODS", "GRANULARITIES", "quantize_model", "observers", "observe_r
 # (pools, flatten, standalone relu/relu6) keep their input's, as TFLite requires of int8 pools.
 # global_avgpool requantizes its mean like ONNX Runtime's QLinearGlobalAveragePool and TFLite's MEAN;
 # the table ops (sigmoid, tanh, ...) map each input value to a value of their own output quantization.
-REQUANTIZED = ("linear", "conv2d", "add", "mul", "concat", "global_avgpool") + G.TABLE_OPS
+REQUANTIZED = ("linear", "conv2d", "add", "mul", "sub", "concat", "global_avgpool") + G.TABLE_OPS
 
 METHODS = ("minmax", "moving_average", "percentile", "entropy", "mse")
 GRANULARITIES = ("row", "tensor")  # of a sequence model's dynamic activations: per row (token) or per tensor
@@ -47,13 +47,19 @@ def plan_steps(g):
                         groups=a["groups"], depthwise=G.is_depthwise(node, g.shapes[node.inputs[0]][1]))
         elif node.op in ("maxpool2d", "avgpool2d"):
             step.update(kernel=list(a["kernel"]), stride=list(a["stride"]), padding=list(a["padding"]))
-        elif node.op in ("concat", "softmax"):
+            if node.op == "avgpool2d" and not a["count_include_pad"]:
+                step["count_include_pad"] = False
+        elif node.op == "concat":
             step["axis"] = a["axis"]
+        elif node.op == "softmax":
+            step.update(axis=a["axis"], **({} if a["beta"] == 1.0 else {"beta": a["beta"]}))
+        elif node.op == "pad":
+            step["padding"] = list(a["padding"])
         elif node.op in G.TABLE_OPS:
             step.update(a)
         elif node.op in G.SEQUENCE_OPS:
             step.update({k: v for k, v in a.items() if k not in ("weight", "bias")})
-        if node.op in ("linear", "conv2d", "add", "mul"):
+        if node.op in ("linear", "conv2d", "add", "mul", "sub"):
             cons = g.consumers(node.name)
             if (len(cons) == 1 and cons[0].op in ("relu", "relu6") and node.name not in g.outputs):
                 step["act"] = cons[0].op

@@ -1,0 +1,138 @@
+"""The int8 ops of a target that are not a requantized GEMM or an add/mul: the one-input activations
+(each a 256-entry table), SOFTMAX, MEAN and the 8-bit requantizing QUANTIZE, dispatched to the runtime
+modules (docs/conformance.md, "Activations, pools, softmax")."""
+import numpy as np
+
+from .._validate import dtype_arg, scalar_zero_point_arg
+from . import tflite, xnnpack
+from ._common import f32
+from ._dispatch import target_arg
+
+TABLE_OPS = ("sigmoid", "tanh", "hardswish", "leaky_relu")
+_TABLES = {"tflite": tflite.TABLES, "tflite-reference": tflite.TABLES, "xnnpack": xnnpack.TABLES}
+
+
+def table(target, op, attrs, in_scale, in_zero_point, out_scale, out_zero_point, dtype=np.int8):
+    """The 256-entry table of `target`'s int8/uint8 `op` (sigmoid = LOGISTIC, tanh = TANH, hardswish =
+    HARD_SWISH, leaky_relu = LEAKY_RELU with ``attrs["alpha"]``) from the input to the output
+    quantization, indexed by the input's byte (int8 q at ``q & 0xff``); None where `target` has no
+    emulation of its own for `op` (gemmlowp, onnxruntime: the model's table applies)."""
+    target_arg(target)
+    if op not in TABLE_OPS:
+        raise ValueError(f"op must be one of {list(TABLE_OPS)}, got {op!r}")
+    fns = _TABLES.get(target)
+    if fns is None:
+        return None
+    dt = dtype_arg(dtype, (np.int8, np.uint8), "dtype")
+    s_in, s_out = float(f32(in_scale, "in_scale")), float(f32(out_scale, "out_scale"))
+    zp_in = scalar_zero_point_arg(in_zero_point, dt, "in_zero_point")
+    zp_out = scalar_zero_point_arg(out_zero_point, dt, "out_zero_point")
+    return fns[op](dict(attrs or {}), s_in, zp_in, s_out, zp_out, dt)
+
+
+def _tflite_family(target):
+    """The kernel set (``"reference"`` / ``"optimized"`` / ``"xnnpack"``) of a TFLite-family target, or None."""
+    return {"tflite-reference": "reference", "tflite": "optimized", "xnnpack": "xnnpack"}.get(target_arg(target))
+
+
+def softmax(x, target, in_scale, beta, out_scale, out_zero_point, dtype=np.int8):
+    """`target`'s 8-bit SOFTMAX over the last axis of int8/uint8 `x`: TFLite's reference fixed-point kernel,
+    or its optimized float-table kernel (``tflite``, and ``xnnpack``, whose delegate takes no quantized
+    SOFTMAX); None for a target without one."""
+    kind = _tflite_family(target)
+    if kind is None:
+        return None
+    dt = dtype_arg(dtype, (np.int8, np.uint8), "dtype")
+    x = np.asarray(x)
+    if kind == "reference":
+        return tflite.softmax_reference(x, f32(in_scale, "in_scale"), float(np.float32(beta)), dt)
+    return tflite.softmax_optimized(x, f32(in_scale, "in_scale"), float(np.float32(beta)), f32(out_scale, "out_scale"),
+                                    scalar_zero_point_arg(out_zero_point, dt, "out_zero_point"), dt)
+
+
+def mean_hw(x, target, in_scale, in_zero_point, out_scale, out_zero_point, keep_dims=False, dtype=np.int8):
+    """`target`'s MEAN of NHWC int8/uint8 `x` over H and W, as ``[N, C]``: TFLite's reference kernel, its
+    optimized 4-D kernel (``tflite`` with ``keep_dims``; NEON loop in groups of 16 channels, one thread),
+    or XNNPACK's float-folded convert (int8); None for a target without one."""
+    kind = _tflite_family(target)
+    if kind is None:
+        return None
+    dt = dtype_arg(dtype, (np.int8, np.uint8), "dtype")
+    x = np.asarray(x)
+    count = x.shape[1] * x.shape[2]
+    sums = x.astype(np.int64).sum(axis=(1, 2))
+    args = (sums, count, f32(in_scale, "in_scale"), scalar_zero_point_arg(in_zero_point, x.dtype, "in_zero_point"),
+            f32(out_scale, "out_scale"), scalar_zero_point_arg(out_zero_point, dt, "out_zero_point"), dt)
+    if kind == "xnnpack":
+        return xnnpack.mean(*args)
+    if kind == "optimized" and keep_dims:
+        return tflite.mean_optimized(*args)
+    return tflite.mean_reference(*args)
+
+
+def requantize8(q, target, in_scale, in_zero_point, out_scale, out_zero_point, dtype=np.int8):
+    """`target`'s QUANTIZE of int8/uint8 `q` to another 8-bit quantization (a requantization); None for a
+    target without one."""
+    kind = _tflite_family(target)
+    if kind is None:
+        return None
+    q = np.asarray(q)
+    dt = dtype_arg(dtype, (np.int8, np.uint8), "dtype")
+    args = (q, f32(in_scale, "in_scale"), scalar_zero_point_arg(in_zero_point, q.dtype, "in_zero_point"),
+            f32(out_scale, "out_scale"), scalar_zero_point_arg(out_zero_point, dt, "out_zero_point"), dt)
+    return {"reference": tflite.requantize_reference, "optimized": tflite.requantize_optimized,
+            "xnnpack": xnnpack.requantize}[kind](*args)
+
+
+def mean_form(target, in_scale, in_zero_point, out_scale, out_zero_point, count, channels, keep_dims=False,
+              dtype=np.int8):
+    """How `target` computes MEAN over H, W (:func:`mean_hw`) as the engine's global_avgpool takes it:
+    ``{"form": "double", "multiplier", "shift"}`` (MBQM of the sum of q - zp_in: TFLite's reference),
+    ``{"form": "tflite-mean", "multiplier", "shift", "bias", "split"}`` (MBQM of the raw sum + bias, the
+    first `split` channels in NEON form) or ``{"form": "xnnpack-mean", "scale", "offset"}``; None for a
+    target without its own."""
+    kind = _tflite_family(target)
+    if kind is None:
+        return None
+    dt = dtype_arg(dtype, (np.int8, np.uint8), "dtype")
+    if kind == "xnnpack" and dt == np.int8:
+        fs = np.float32
+        inv = fs(fs(fs(in_scale) / fs(out_scale)) * fs(fs(1.0) / fs(count)))
+        offset = fs(fs(out_zero_point) - fs(fs(int(count) * int(in_zero_point)) * inv))
+        return {"form": "xnnpack-mean", "scale": float(inv), "offset": float(offset)}
+    if kind == "optimized" and keep_dims:
+        m, s, bias = tflite.mean_optimized_params(count, in_scale, in_zero_point, out_scale, out_zero_point)
+        return {"form": "tflite-mean", "multiplier": m, "shift": s, "bias": bias,
+                "split": channels - channels % 16}
+    m, s = tflite.mean_reference_multiplier(count, in_scale, out_scale)
+    return {"form": "double", "multiplier": m, "shift": s}
+
+
+def requantize_form(target, in_scale, in_zero_point, out_scale, out_zero_point, size, dtype=np.int8):
+    """How `target` (None: fixq's own, TFLite's reference arithmetic) requantizes an 8-bit tensor of `size`
+    values a sample: ``{"form": "tflite-requantize", "multiplier", "shift", "split"}`` (MBQM of q - zp_in,
+    the first `split` values in NEON form) or ``{"form": "xnnpack-requantize", "multiplier"}``."""
+    kind = None if target is None else _tflite_family(target)
+    ratio = np.float32(np.float32(in_scale) / np.float32(out_scale))
+    if kind == "xnnpack" and np.dtype(dtype) == np.int8 and 2.0**-8 <= ratio <= 128.0:
+        return {"form": "xnnpack-requantize", "multiplier": int(np.rint(np.float32(256.0) * ratio))}
+    m, s = tflite.requantize_multiplier(in_scale, out_scale)
+    return {"form": "tflite-requantize", "multiplier": m, "shift": s,
+            "split": size - size % 16 if kind in ("optimized", "xnnpack") else 0}
+
+
+def sub(a, b, target, a_scale, a_zero_point, b_scale, b_zero_point, out_scale, out_zero_point, out_min=None,
+        out_max=None, dtype=np.int8):
+    """`target`'s 8-bit SUB of equal-shape `a` and `b` (TFLite's reference arithmetic for ``tflite`` and
+    ``tflite-reference``, XNNPACK's vadd with b negated), clamped to [out_min, out_max]; None for a
+    target without one."""
+    kind = _tflite_family(target)
+    if kind is None:
+        return None
+    dt = dtype_arg(dtype, (np.int8, np.uint8), "dtype")
+    info = np.iinfo(dt)
+    lo = info.min if out_min is None else int(out_min)
+    hi = info.max if out_max is None else int(out_max)
+    fn = xnnpack.sub if kind == "xnnpack" else tflite.sub
+    return fn(a, b, f32(a_scale, "a_scale"), int(a_zero_point), f32(b_scale, "b_scale"), int(b_zero_point),
+              f32(out_scale, "out_scale"), int(out_zero_point), lo, hi, dt)
