@@ -265,6 +265,7 @@ def ort_session(path, threads, level="all", optimized_path=None):
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.log_severity_level = 3  # no warning on saving an ORT_ENABLE_ALL graph
     so.graph_optimization_level = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
                                    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
                                    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC}[level]
@@ -292,6 +293,16 @@ def onnx_ops(path):
     m = onnx.load(str(path), load_external_data=False)
     opset = max((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), default=None)
     return opset, len(m.graph.node), dict(collections.Counter(n.op_type for n in m.graph.node).most_common())
+
+
+def ort_optimized_ops(path, level):
+    """(node count, {op_type: count}) of the graph ONNX Runtime runs for the model at `path` after its
+    optimizations at `level` (``"all"`` or ``"extended"``), read back from ``optimized_model_filepath``."""
+    with tempfile.TemporaryDirectory() as d:
+        out = Path(d) / "optimized.onnx"
+        ort_session(path, 1, level, optimized_path=out)
+        _, n, ops = onnx_ops(out)
+    return n, ops
 
 
 def onnx_dir(mdir):
@@ -396,6 +407,10 @@ def accuracy(systems, inputs, reference):
     return res
 
 
+def _top(ops, n=8):
+    return ", ".join(f"{k} {v}" for k, v in list(ops.items())[:n])
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=256, help="sentences (the first N of bench/data/sentences.txt)")
@@ -418,7 +433,16 @@ def main(argv=None):
         print(f"  vs {what}: min cosine {c.min():.7f}, max |diff| {np.abs(e - ref).max():.2e}")
 
     systems = {"torch int8": torch_runner(torch_int8(fp32), args.threads)}
-    for name, path in ort_models(work, fp32).items():
+    paths = ort_models(work, fp32)
+    print("\nONNX graphs (opset, nodes) and what ORT runs after ORT_ENABLE_EXTENDED / ORT_ENABLE_ALL:")
+    for name in ("ort fp32", "ort int8 QInt8", "ort fused fp32", "ort fused int8 QInt8"):
+        if name in paths:
+            opset, n, ops = onnx_ops(paths[name])
+            print(f"  {name}: opset {opset}, {n} nodes: {_top(ops)}")
+            for level in ("extended", "all"):
+                n, ops = ort_optimized_ops(paths[name], level)
+                print(f"    {level}: {n} nodes: {_top(ops)}")
+    for name, path in paths.items():
         systems[name] = ort_runner(ort_session(path, args.threads))
     try:
         systems["fixq int8"] = fixq_runner(fixq_int8(mdir), args.threads)
