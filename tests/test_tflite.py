@@ -22,30 +22,7 @@ DATA = os.path.join(os.path.dirname(__file__), "data", "tflite")
 MODELS = ("mobilenet_v2", "ds_cnn", "mlp", "uint8_io", "same_pad", "mlp_float_io")
 TARGETS = ("tflite-reference", "tflite", "xnnpack")
 
-# (model, kernel set) -> the operators fixq does not compute as that kernel set does yet: their per-kernel-set
-# semantics (fixq.targets) are still to come; each entry must fail (strict), so that it is removed once they land
-_SOFTMAX = "SOFTMAX int8 -> int8 (fixq's softmax is float)"
-_MEAN = "MEAN (fixq's global_avgpool requantization, not TFLite's)"
-_LEAKY = "LEAKY_RELU (fixq's float64 table, not the kernel set's)"
-_SUB = "SUB (no fixq step yet: the import fails)"
-_PAD = "PAD, and the pad step of an asymmetric SAME CONV_2D (no fixq step yet: the import fails)"
-PENDING_OUTPUTS = {("mobilenet_v2", t): f"operator 12 {_MEAN}; operator 14 {_SOFTMAX}" for t in TARGETS}
-PENDING_OUTPUTS.update({("ds_cnn", t): f"operator 7 {_SOFTMAX}" for t in TARGETS})
-PENDING_OUTPUTS.update({("mlp", t): f"operator 5 {_LEAKY}" for t in TARGETS})
-PENDING_OUTPUTS.update({("mlp_float_io", t): f"operator 6 {_LEAKY}" for t in TARGETS})
-PENDING_OUTPUTS.update({("uint8_io", t): f"operator 10 {_SUB}" for t in TARGETS})
-PENDING_OUTPUTS.update({("same_pad", t): f"operators 0, 3 {_PAD}" for t in TARGETS})
-# the same for the recorded intermediate tensors (the first two samples of each golden file)
-PENDING_LAYERS = {("mobilenet_v2", "tflite"): f"operator 12 {_MEAN}"}
-PENDING_LAYERS.update({("mlp", t): f"operator 5 {_LEAKY}" for t in TARGETS})
-PENDING_LAYERS.update({("mlp_float_io", t): f"operator 6 {_LEAKY}" for t in TARGETS})
-PENDING_LAYERS.update({("uint8_io", t): f"operator 10 {_SUB}" for t in TARGETS})
-PENDING_LAYERS.update({("same_pad", t): f"operators 0, 3 {_PAD}" for t in TARGETS})
-
-
-def _cases(pending):
-    return [pytest.param(n, t, marks=pytest.mark.xfail(strict=True, reason=pending[n, t]) if (n, t) in pending
-                         else ()) for n in MODELS for t in TARGETS]
+CASES = [(n, t) for n in MODELS for t in TARGETS]
 
 
 def path(name):
@@ -57,7 +34,7 @@ def golden(name):
         return {k: g[k] for k in g.files}
 
 
-@pytest.mark.parametrize("name,target", _cases(PENDING_OUTPUTS))
+@pytest.mark.parametrize("name,target", CASES)
 def test_outputs_equal_litert(isa, name, target):
     g = golden(name)
     m = fixq.Model.load(path(name), target=target)
@@ -68,7 +45,7 @@ def test_outputs_equal_litert(isa, name, target):
         np.testing.assert_array_equal(y, ref)
 
 
-@pytest.mark.parametrize("name,target", _cases(PENDING_LAYERS))
+@pytest.mark.parametrize("name,target", CASES)
 def test_every_layer_equals_litert(isa, name, target):
     g = golden(name)
     m = fixq.Model.load(path(name), target=target)
@@ -82,7 +59,7 @@ def test_every_layer_equals_litert(isa, name, target):
 
 
 @pytest.mark.skipif(litert() is None, reason="needs ai-edge-litert (LiteRT's interpreter)")
-@pytest.mark.parametrize("name,target", _cases(PENDING_OUTPUTS))
+@pytest.mark.parametrize("name,target", CASES)
 def test_live_litert(name, target):
     m = fixq.Model.load(path(name), target=target)
     io = m.meta["tflite"]["inputs"][0]
