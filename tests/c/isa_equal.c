@@ -1,5 +1,5 @@
 /* Every CPU path this machine supports gives the scalar path's bits: the int8
- * GEMM (int8/uint8 A and B, weights of -128, zero points, bias, every output
+ * GEMM and GEMV (int8/uint8 A and B, weights of -128, zero points, bias, every output
  * stage, one and several threads), requantize (double, single, fp32 rounding;
  * per channel and per tensor; int8/uint8/int16/int32 outputs; int32 extremes
  * and rounding ties), quantize / dequantize (+-inf, NaN), elementwise add /
@@ -235,6 +235,19 @@ static void gemm_cases(int count) {
   gemm_one(131, 64, 100, 2);
   gemm_one(9, 1000, 33, 3);
   gemm_one(1, 517, 200, 1); /* one row: a GEMV */
+}
+
+/* one row of A (a GEMV: the one-row kernels): every K tail of the 4-group
+ * unrolled loop, K = 0, one and two panels and partial ones, all the weight,
+ * zero-point and output-stage draws of gemm_one, a GEMV split over threads */
+static void gemv_cases(int count) {
+  static const size_t ks[] = {0, 1, 3, 4, 5, 8, 12, 13, 15, 16, 17, 20, 28, 31, 32, 33, 63, 64, 65};
+  static const size_t ns[] = {1, 15, 16, 17, 32, 33, 48};
+  for (int t = 0; t < count; t++) {
+    const size_t k = t < 19 ? ks[t] : (size_t)uniform(0, 300), n = t < 19 ? ns[t % 7] : (size_t)uniform(1, 70);
+    gemm_one(1, k, n, 1);
+  }
+  gemm_one(1, 4099, 300, 3); /* columns split over threads */
 }
 
 /* ---- quantize, dequantize, elementwise ------------------------------------- */
@@ -529,6 +542,7 @@ int main(void) {
   const int scale = getenv("FIXQ_TEST_CASES") ? atoi(getenv("FIXQ_TEST_CASES")) : 200;
   requant_cases(scale * 2);
   gemm_cases(scale);
+  gemv_cases(scale / 4);
   quantize_cases(scale / 2);
   eltwise_cases(scale);
   requantize_q8_cases(scale / 4);
