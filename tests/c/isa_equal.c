@@ -436,9 +436,11 @@ static size_t out_dim(size_t in, size_t k, size_t s, size_t p, size_t d) {
 static const fixq_eng_op eng_ops[] = {FIXQ_ENG_DEPTHWISE, FIXQ_ENG_MAXPOOL, FIXQ_ENG_AVGPOOL,
                                       FIXQ_ENG_GLOBAL_AVGPOOL, FIXQ_ENG_CLAMP, FIXQ_ENG_GEMM};
 
-static void engine_cases(int count) {
+/* every op in turn; wide_depthwise: depthwise with MobileNet's shapes alone
+ * (channel multiplier 1, 16-72 channels: the 16-channel blocks and a rest) */
+static void engine_cases(int count, int wide_depthwise) {
   for (int t = 0; t < count; t++) {
-    const fixq_eng_op op = eng_ops[t % 6];
+    const fixq_eng_op op = wide_depthwise ? FIXQ_ENG_DEPTHWISE : eng_ops[t % 6];
     const fixq_dtype dt = next() % 2 ? FIXQ_INT8 : FIXQ_UINT8;
     int32_t lo, hi;
     drange(dt, &lo, &hi);
@@ -460,6 +462,10 @@ static void engine_cases(int count) {
     } else {
       s.groups = op == FIXQ_ENG_DEPTHWISE ? (size_t)uniform(1, 3) : 1;
     }
+    if (wide_depthwise) {
+      s.groups = 1, ts[0].c = (size_t)uniform(16, 72);
+      if (next() % 2) s.kh = s.kw = 3;
+    }
     ts[1].h = out_dim(ts[0].h, s.kh, s.sh, s.ph, s.dh), ts[1].w = out_dim(ts[0].w, s.kw, s.sw, s.pw, s.dw);
     ts[1].c = op == FIXQ_ENG_DEPTHWISE ? ts[0].c * s.groups : op == FIXQ_ENG_GEMM ? s.groups * (size_t)uniform(1, 20) : ts[0].c;
     if (op == FIXQ_ENG_GLOBAL_AVGPOOL || op == FIXQ_ENG_CLAMP) {
@@ -475,7 +481,12 @@ static void engine_cases(int count) {
     int8_t *taps = malloc(T * O);
     int32_t *bias = malloc(O * 4), *mult = malloc(O * 4), *shift = malloc(O * 4), *yzp = malloc(O * 4);
     float *scale = malloc(O * 4);
-    for (size_t i = 0; i < T * O; i++) taps[i] = exact ? (int8_t)uniform(-2, 2) : next() % 5 ? (int8_t)next() : -128;
+    /* (wide depthwise, every other case: no -128 but +-127, so that int16 pair sums reach their bound) */
+    const int no_min = wide_depthwise && t % 2;
+    for (size_t i = 0; i < T * O; i++)
+      taps[i] = exact    ? (int8_t)uniform(-2, 2)
+                : no_min ? (int8_t)(next() % 3 ? uniform(-127, 127) : next() % 2 ? 127 : -127)
+                : next() % 5 ? (int8_t)next() : -128;
     for (size_t o = 0; o < O; o++) {
       bias[o] = exact ? uniform(-20, 20) : uniform(-(1 << 20), 1 << 20);
       mult[o] = exact ? 1 << 30 : uniform(1 << 30, INT32_MAX);
@@ -546,7 +557,8 @@ int main(void) {
   quantize_cases(scale / 2);
   eltwise_cases(scale);
   requantize_q8_cases(scale / 4);
-  engine_cases(scale);
+  engine_cases(scale, 0);
+  engine_cases(scale / 8, 1);
   if (mismatches) {
     printf("%d mismatches in %d cases\n", mismatches, cases);
     return 1;
