@@ -363,6 +363,33 @@ ENG_INLINE void max_pool(const fixq_eng_step *s, const fixq_eng_tensor *xt, cons
       }
 }
 
+/* The average pool's outputs of one pixel: avg_round(acc[c], count), stored
+ * as bytes.  NEON: avg_round is sign(acc) floor((|acc| + count / 2) / count)
+ * (n = |acc| + count / 2 < 2^31: count <= FIXQ_ENG_MAX_POOL_AREA = 2^23 and
+ * |acc| <= 255 count); n * (1 / count) in float32 truncates to within one of
+ * the quotient (< 256, relative error < 2^-22), and the remainder n - q count
+ * (modulo 2^32, its true value in [-count, 2 count)) corrects it: exact. */
+ENG_INLINE void avg_store(const int32_t *acc, size_t C, int32_t count, uint8_t *y) {
+  size_t c = 0;
+#ifdef FIXQ_ENG_LOOPS_NEON
+  const int32x4_t half = vdupq_n_s32(count / 2), d = vdupq_n_s32(count);
+  const float32x4_t inv = vdupq_n_f32(1.0f / (float)count);
+  int32x4_t q2[2];
+  for (; c + 8 <= C; c += 8) {
+    for (size_t i = 0; i < 2; i++) {
+      const int32x4_t a = vld1q_s32(acc + c + 4 * i), n = vaddq_s32(vabsq_s32(a), half);
+      int32x4_t q = vcvtq_s32_f32(vmulq_f32(vcvtq_f32_s32(n), inv));
+      q = vaddq_s32(q, vshrq_n_s32(vmlsq_s32(n, q, d), 31));                        /* r < 0: q - 1 */
+      q = vsubq_s32(q, vreinterpretq_s32_u32(vcgeq_s32(vmlsq_s32(n, q, d), d))); /* r >= count: q + 1 */
+      const int32x4_t sign = vshrq_n_s32(a, 31);
+      q2[i] = vsubq_s32(veorq_s32(q, sign), sign);
+    }
+    vst1_u8(y + c, vreinterpret_u8_s8(vmovn_s16(vcombine_s16(vmovn_s32(q2[0]), vmovn_s32(q2[1])))));
+  }
+#endif
+  for (; c < C; c++) y[c] = (uint8_t)avg_round(acc[c], count);
+}
+
 static void run_pool(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const void *x, void *y,
                      int32_t *acc) {
   const fixq_eng_tensor *xt = &plan->tensors[s->in[0]], *yt = &plan->tensors[s->out];
@@ -380,15 +407,11 @@ static void run_pool(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t b
     for (size_t oy = 0; oy < yt->h; oy++)
       for (size_t ox = 0; ox < yt->w; ox++) {
         const size_t yo = ((n * yt->h + oy) * yt->w + ox) * C;
-        if (u8) {
+        if (u8)
           sum_pixel(s, xt, x, n, oy, ox, acc, 1);
-          uint8_t *d = (uint8_t *)y + yo;
-          for (size_t c = 0; c < C; c++) d[c] = (uint8_t)avg_round(acc[c], count);
-        } else {
+        else
           sum_pixel(s, xt, x, n, oy, ox, acc, 0);
-          int8_t *d = (int8_t *)y + yo;
-          for (size_t c = 0; c < C; c++) d[c] = (int8_t)avg_round(acc[c], count);
-        }
+        avg_store(acc, C, count, (uint8_t *)y + yo); /* the low byte: (uint8_t) or (int8_t) alike */
       }
 }
 
