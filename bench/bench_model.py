@@ -3,7 +3,7 @@ float model in numpy and ONNX Runtime running the same model (fp32, and int8 fro
 at batch 1 and batch 256, one thread, in one run.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 \\
-        PYTHONPATH=src python bench/bench_model.py [--json out.json] [--rounds 5]
+        PYTHONPATH=src python bench/bench_model.py [--json out.json] [--rounds 5] [--targets all]
 
 Peers are optional (``pip install -e '.[bench]'`` brings onnx and onnxruntime).  The same calibration
 set (the bundled 256 digits images) feeds fixq's minmax calibration and ORT's quantize_static (minmax,
@@ -157,6 +157,9 @@ def main():
     ap.add_argument("--models", default="mlp,cnn")
     ap.add_argument("--threads", type=int, default=1,
                     help="Also time fixq with Model.run(x, threads=N) (the peers stay on one thread).")
+    ap.add_argument("--targets", default="",
+                    help="Also time fixq with Model.load(..., target=T) for each T of this comma-separated "
+                         "list ('all': every fixq.targets.TARGETS).")
     args = ap.parse_args()
 
     x_test = np.load(bundled("digits_test_x.npy"))
@@ -183,6 +186,9 @@ def main():
             systems = {"numpy fp32": lambda x: G.run_float(g, x), "fixq int8": m.run}
             if args.threads > 1:
                 systems[f"fixq int8 threads={args.threads}"] = lambda x, m=m: m.run(x, threads=args.threads)
+            for t in (fixq.targets.TARGETS if args.targets == "all" else
+                      [t for t in args.targets.split(",") if t]):
+                systems[f"fixq int8 target={t}"] = fixq.Model.load(path, target=t).run
             if ort is not None:
                 import onnx
                 fpath = os.path.join(d, "float.onnx")

@@ -80,16 +80,17 @@ def test_ruy_x86_epilogue_is_the_scalar_form_on_every_path(dtype, channels):
     bias = rng.integers(-(2**31 - 300), 2**31 - 300, n_out)
     bias[:8] = rng.integers(-300, 300, 8)  # small accumulators: many ties
     bias[8:12] = [2**31 - 300, -(2**31 - 300), 2**30, -(2**30)]
-    m, s = special_multipliers(rng, n_out if channels == "per-channel" else 1)
+    m, s = special_multipliers(rng, n_out)
     out_zp = int(rng.integers(lo, hi + 1))
     act_lo, act_hi = (lo, hi) if dtype == "uint8" else (-100, 90)
-    target = dict(form="ruy-x86", multiplier=m, shift=s, out_zp=out_zp, lo=act_lo, hi=act_hi)
-    plan = gemm_plan(dtype, 1, [np.ones((n_out, 1), np.int8)], bias, target)
     x = np.arange(lo, hi + 1, dtype=np.float32).reshape(-1, 1)  # every input: acc = x + bias
-    got = same_on_every_isa(plan, x)
     acc = x.astype(np.int64) + bias.astype(np.int64)
-    want = np.clip(ruy_reference(acc, m, s) + out_zp, act_lo, act_hi)
-    assert np.array_equal(got.astype(np.int64), want)
+    # per tensor: each special multiplier in turn
+    cases = [(m, s)] if channels == "per-channel" else [(m[k:k + 1], s[k:k + 1]) for k in range(14)]
+    for mk, sk in cases:
+        target = dict(form="ruy-x86", multiplier=mk, shift=sk, out_zp=out_zp, lo=act_lo, hi=act_hi)
+        got = same_on_every_isa(gemm_plan(dtype, 1, [np.ones((n_out, 1), np.int8)], bias, target), x)
+        assert np.array_equal(got.astype(np.int64), np.clip(ruy_reference(acc, mk, sk) + out_zp, act_lo, act_hi))
 
 
 def test_ruy_x86_every_multiplier_on_random_accumulators():
