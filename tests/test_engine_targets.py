@@ -158,6 +158,25 @@ def test_gemm_epilogue_of_groups_in_an_image(form):
     assert np.array_equal(got.astype(np.int64), want.astype(np.int64))
 
 
+@pytest.mark.parametrize("form", ["ruy-x86", "float64-away"])
+@pytest.mark.parametrize("out_zp", [2**20, -(2**31)])
+def test_gemm_epilogue_of_a_zero_point_past_int16(form, out_zp):
+    """A plan's output zero point is not checked against the dtype: the SIMD forms leave one their int32
+    clamp cannot take to the scalar form."""
+    rng = np.random.default_rng(8)
+    bias = rng.integers(-(2**30), 2**30, 16)
+    target = dict(form=form, out_zp=out_zp, lo=-128, hi=127)
+    if form == "ruy-x86":
+        target.update(multiplier=np.full(16, 2**31 - 1, np.int32), shift=np.zeros(16, np.int32))
+    else:
+        target.update(real=np.ones(16))
+    plan = gemm_plan("int8", 1, [np.ones((16, 1), np.int8)], bias, target)
+    x = np.arange(-128, 128, dtype=np.float32).reshape(-1, 1)
+    acc = x.astype(np.int64) + bias
+    want = ruy_reference(acc, target["multiplier"], target["shift"]) if form == "ruy-x86" else acc
+    assert np.array_equal(same_on_every_isa(plan, x).astype(np.int64), np.clip(want + out_zp, -128, 127))
+
+
 # ---- add / mul ------------------------------------------------------------------------------------
 
 def eltwise_plan(dtype, target, n=256):

@@ -8,7 +8,8 @@
  * (t >> r) + bit r-1 of t, for r >= 1 (vpsravd fills counts past 31 with
  * the sign, which gives 0 for r >= 32 as the int64 form does).  The clamp
  * comes before the zero point: clamp(w + zp, lo, hi) = clamp(w, lo - zp,
- * hi - zp) + zp.  Column blocks whose channels shift left run the scalar form.
+ * hi - zp) + zp (a zero point within 2^15).  Column blocks whose channels shift
+ * left run the scalar form.
  *
  * TFLite's float64 rounding: t = trunc(d) and d - t (exact) decide
  * std::round's tie away from zero: t + copysign(1, d) where |d - t| >= 0.5.
@@ -75,8 +76,10 @@ static void gemm_avx2(const fixq_eng_target *t, fixq_dtype dt, size_t m, size_t 
     n *= m;
     m = 1;
   }
+  /* past 2^15, lo - zp and hi - zp could leave int32 */
+  const size_t nv = t->out_zp < -(1 << 15) || t->out_zp > (1 << 15) ? 0 : n;
   size_t j = 0;
-  for (; j + 8 <= n; j += 8) {
+  for (; j + 8 <= nv; j += 8) {
     const int32_t *a = acc + j;
     uint8_t *d = y + j;
     if (t->form == FIXQ_ENG_T_RUY_X86) {
