@@ -1,7 +1,8 @@
 /* AVX-512 forms of the C plan's target arithmetic (engine_targets.h), bit
  * for bit engine_targets__scalar.c, 16 outputs a step, tails under masks.
  *
- * ruy's x86 epilogue in int64 lanes, every shift: vpmuldq gives acc * M
+ * ruy's x86 epilogue: with every shift of the block <= 0, the int32 form of
+ * engine_targets__avx2.c; else in int64 lanes, every shift: vpmuldq gives acc * M
  * exactly, vpsllvq the shift left modulo 2^64 ((acc << l) * M = (acc * M) << l
  * modulo 2^64), then the additions wrap as numpy's int64 and vpsraq /
  * vpsravq shift as its >>.  The other forms are engine_targets__avx2.c's in
@@ -49,6 +50,35 @@ AVX512_INLINE __m256i ruy8(__m256i v, const ruy_half *P, __m512i zp, __m512i lo,
   return _mm512_cvtepi64_epi32(_mm512_min_epi64(_mm512_max_epi64(w, lo), hi));
 }
 
+/* With every shift <= 0 (and a zero point within 2^15), engine_targets__avx2.c's int32 form in 16 lanes */
+typedef struct {
+  __m512i m, right, r1, rbit, lo, hi, zp;
+} ruy32_params;
+
+AVX512_INLINE ruy32_params ruy32_prepare(__m512i m, __m512i sh, const fixq_eng_target *t) {
+  ruy32_params P;
+  const __m512i zero = _mm512_setzero_si512();
+  P.m = m;
+  P.right = _mm512_sub_epi32(zero, sh);
+  P.r1 = _mm512_max_epi32(_mm512_sub_epi32(P.right, _mm512_set1_epi32(1)), zero);
+  P.rbit = _mm512_maskz_set1_epi32(_mm512_cmpgt_epi32_mask(P.right, zero), 1);
+  P.lo = _mm512_set1_epi32(t->lo - t->out_zp), P.hi = _mm512_set1_epi32(t->hi - t->out_zp);
+  P.zp = _mm512_set1_epi32(t->out_zp);
+  return P;
+}
+
+/* floor((x m + 2^30) / 2^31) for m >= 0: srdhm() of fixq_avx2.h in 16 lanes */
+AVX512_INLINE __m512i ruy32(__m512i x, const ruy32_params *P) {
+  const __m512i nudge = _mm512_set1_epi64(INT64_C(1) << 30);
+  const __m512i even = _mm512_srli_epi64(_mm512_add_epi64(_mm512_mul_epi32(x, P->m), nudge), 31);
+  const __m512i odd =
+      _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(x, 32), _mm512_srli_epi64(P->m, 32)), nudge);
+  const __m512i u = _mm512_mask_blend_epi32((__mmask16)0xAAAA, even, _mm512_slli_epi64(odd, 1));
+  const __m512i w =
+      _mm512_add_epi32(_mm512_srav_epi32(u, P->right), _mm512_and_si512(_mm512_srav_epi32(u, P->r1), P->rbit));
+  return _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(w, P->lo), P->hi), P->zp);
+}
+
 AVX512_INLINE __m256i away8(__m256i v, __m512d real, __m512d zp, __m512d lo, __m512d hi) {
   const __m512d d = _mm512_mul_pd(_mm512_cvtepi32_pd(v), real);
   const __m512d t = _mm512_roundscale_pd(d, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
@@ -77,6 +107,11 @@ static void gemm_avx512(const fixq_eng_target *t, fixq_dtype dt, size_t m, size_
         mv = _mm512_set1_epi32(t->multiplier[0]), sv = _mm512_set1_epi32(t->shift[0]);
       } else {
         mv = _mm512_maskz_loadu_epi32(k, t->multiplier + c0 + j), sv = _mm512_maskz_loadu_epi32(k, t->shift + c0 + j);
+      }
+      if (!_mm512_cmpgt_epi32_mask(sv, _mm512_setzero_si512()) && t->out_zp >= -(1 << 15) && t->out_zp <= (1 << 15)) {
+        const ruy32_params P = ruy32_prepare(mv, sv, t);
+        for (size_t r = 0; r < m; r++, a += lda, d += ldy) store16(d, ruy32(_mm512_maskz_loadu_epi32(k, a), &P), k);
+        continue;
       }
       const ruy_half P0 = ruy_prepare(_mm512_castsi512_si256(mv), _mm512_castsi512_si256(sv));
       const ruy_half P1 = ruy_prepare(_mm512_extracti64x4_epi64(mv, 1), _mm512_extracti64x4_epi64(sv, 1));
