@@ -88,7 +88,8 @@ static void gemm_avx2(const fixq_eng_target *t, fixq_dtype dt, size_t m, size_t 
         fixq_eng_targets__scalar.gemm(t, dt, m, 8, c0 + j, a, lda, d, ldy);
         continue;
       }
-      for (size_t r = 0; r < m; r++, a += lda, d += ldy) store8(d, ruy8(_mm256_loadu_si256((const __m256i *)a), &P), dt);
+      for (size_t r = 0; r < m; r++, a += lda, d += ldy)
+        store8(d, ruy8(_mm256_loadu_si256((const __m256i *)a), &P), dt);
     } else {
       const double *re = t->real + (per_tensor ? 0 : c0 + j);
       const __m256d r0 = per_tensor ? _mm256_set1_pd(re[0]) : _mm256_loadu_pd(re);

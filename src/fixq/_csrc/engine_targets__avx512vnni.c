@@ -118,7 +118,10 @@ static void gemm_avx512(const fixq_eng_target *t, fixq_dtype dt, size_t m, size_
       const __m512i zp = _mm512_set1_epi64(t->out_zp), lo = _mm512_set1_epi64(t->lo), hi = _mm512_set1_epi64(t->hi);
       for (size_t r = 0; r < m; r++, a += lda, d += ldy) {
         const __m512i v = _mm512_maskz_loadu_epi32(k, a);
-        store16(d, join(ruy8(_mm512_castsi512_si256(v), &P0, zp, lo, hi), ruy8(_mm512_extracti64x4_epi64(v, 1), &P1, zp, lo, hi)), k);
+        store16(d,
+                join(ruy8(_mm512_castsi512_si256(v), &P0, zp, lo, hi),
+                     ruy8(_mm512_extracti64x4_epi64(v, 1), &P1, zp, lo, hi)),
+                k);
       }
     } else {
       const double *re = t->real + (per_tensor ? 0 : c0 + j);
@@ -127,7 +130,10 @@ static void gemm_avx512(const fixq_eng_target *t, fixq_dtype dt, size_t m, size_
       const __m512d zp = _mm512_set1_pd((double)t->out_zp), lo = _mm512_set1_pd(t->lo), hi = _mm512_set1_pd(t->hi);
       for (size_t r = 0; r < m; r++, a += lda, d += ldy) {
         const __m512i v = _mm512_maskz_loadu_epi32(k, a);
-        store16(d, join(away8(_mm512_castsi512_si256(v), r0, zp, lo, hi), away8(_mm512_extracti64x4_epi64(v, 1), r1, zp, lo, hi)), k);
+        store16(d,
+                join(away8(_mm512_castsi512_si256(v), r0, zp, lo, hi),
+                     away8(_mm512_extracti64x4_epi64(v, 1), r1, zp, lo, hi)),
+                k);
       }
     }
   }
