@@ -116,7 +116,8 @@ static inline int fixq__eng_quantize_away_one(int form, float x, float scale, in
 /* Whether a SIMD form's arithmetic is exact for these parameters: int32 lanes cannot wrap (zero points
  * within 2^15, so (a - za)(b - zb) < 2^31; XNNPACK's multipliers within int32 and its bias within 2^60,
  * so its int64 sum cannot wrap either) and no float NaN can arise (scales below 2^96 keep every product
- * finite, a nonzero out_scale).  Every runtime's parameters pass; others run the element functions. */
+ * finite, a nonzero out_scale).  Every runtime's parameters pass; others, and forms the SIMD files lack,
+ * run the element functions. */
 static inline int fixq__eng_vector_ok(const fixq_eng_target *t) {
   const int32_t z = 1 << 15;
   if (t->a_zp < -z || t->a_zp > z || t->b_zp < -z || t->b_zp > z || t->out_zp < -z || t->out_zp > z) return 0;
@@ -127,8 +128,11 @@ static inline int fixq__eng_vector_ok(const fixq_eng_target *t) {
     case FIXQ_ENG_T_XNN_ADD:
       return t->a_mult >= INT32_MIN && t->a_mult <= INT32_MAX && t->b_mult >= INT32_MIN && t->b_mult <= INT32_MAX &&
              t->bias >= -((int64_t)1 << 60) && t->bias <= ((int64_t)1 << 60);
-    default:
+    case FIXQ_ENG_T_ORT_MUL:
+    case FIXQ_ENG_T_XNN_MUL:
       return fabsf(t->scale) < 0x1p96f;
+    default: /* a form the SIMD files do not know */
+      return 0;
   }
 }
 

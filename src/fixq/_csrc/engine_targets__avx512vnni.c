@@ -92,6 +92,10 @@ AVX512_INLINE __m512i join(__m256i a, __m256i b) { return _mm512_inserti64x4(_mm
 
 static void gemm_avx512(const fixq_eng_target *t, fixq_dtype dt, size_t m, size_t n, size_t c0, const int32_t *acc,
                         size_t lda, uint8_t *y, size_t ldy) {
+  if (t->form != FIXQ_ENG_T_RUY_X86 && t->form != FIXQ_ENG_T_FLOAT64_AWAY) {
+    fixq_eng_targets__scalar.gemm(t, dt, m, n, c0, acc, lda, y, ldy);
+    return;
+  }
   const int per_tensor = t->channels == 1;
   if (per_tensor && lda == n && ldy == n) { /* one row */
     n *= m;
