@@ -51,14 +51,6 @@ static inline int32_t load_q(const void *p, size_t i, int u8) {
 
 static size_t numel(const fixq_eng_tensor *t) { return t->h * t->w * t->c; }
 
-static inline int32_t saturate(int64_t v, int32_t lo, int32_t hi) { return v < lo ? lo : v > hi ? hi : (int32_t)v; }
-
-/* A rounded float as int64 without undefined behaviour: past the range it saturates (the clamp that
- * follows then gives numpy's np.clip of the float), NaN (an infinite scale times 0) is 0 */
-static inline int64_t float_to_i64(float v) {
-  return v != v ? 0 : v <= -0x1p63f ? INT64_MIN : v >= 0x1p63f ? INT64_MAX : (int64_t)v;
-}
-
 /* engine/steps.py avg_round: TFLite reference AveragePool, ties away from zero */
 static inline int32_t avg_round(int32_t acc, int32_t count) {
   const int32_t h = count / 2;

@@ -1,51 +1,11 @@
 /* The runtimes' arithmetic that fixq's kernels lack (fixq.targets, docs/conformance.md), element by
- * element as each runtime computes it: the executor's (engine.c) add / mul / sub, MEAN and QUANTIZE forms,
- * and PAD. */
+ * element as each runtime computes it: the executor's (engine.c) MEAN and requantize forms, and PAD (the add /
+ * mul / sub and GEMM epilogue forms: engine_targets.h and its per-ISA files). */
 #include <math.h>
 #include <string.h>
 
 #include "engine_loops.h"
-
-/* fixq.targets' numpy add / mul of ONNX Runtime (MLAS on x86) and XNNPACK, and TFLite's SUB, element by
- * element */
-void fixq__eng_eltwise_target(const fixq_eng_plan *plan, const fixq_eng_target *t, size_t n, const void *a,
-                              const void *b, void *y) {
-  const int u8 = IS_U8(plan);
-  for (size_t i = 0; i < n; i++) {
-    const int32_t qa = load_q(a, i, u8), qb = load_q(b, i, u8);
-    const int64_t da = (int64_t)qa - t->a_zp, db = (int64_t)qb - t->b_zp;
-    int64_t q;
-    switch (t->form) {
-      case FIXQ_ENG_T_ORT_ADD: {
-        const float fa = (float)da * t->a_scale, fb = (float)db * t->b_scale;
-        float v = (fa + fb) / t->out_scale;
-        const float lo = (float)(t->lo - t->out_zp), hi = (float)(t->hi - t->out_zp);
-        v = v < lo ? lo : v > hi ? hi : v; /* numpy's clip: NaN stays NaN (none arises: finite operands) */
-        q = float_to_i64(rintf(v + (float)t->out_zp));
-        break;
-      }
-      case FIXQ_ENG_T_ORT_MUL:
-        q = float_to_i64(rintf((float)(da * db) * t->scale + (float)t->out_zp));
-        break;
-      case FIXQ_ENG_T_XNN_ADD: {
-        const int64_t acc = t->bias + (int64_t)qa * t->a_mult + (int64_t)qb * t->b_mult;
-        q = (acc >> t->shift_bits) + t->out_zp;
-        break;
-      }
-      case FIXQ_ENG_T_TFLITE_SUB: {
-        const int32_t sa = fixq__mbqm_double((int32_t)(da * (1 << 20)), t->multiplier[0], t->shift[0]);
-        const int32_t sb = fixq__mbqm_double((int32_t)(db * (1 << 20)), t->multiplier[1], t->shift[1]);
-        q = (int64_t)fixq__mbqm_double(sa - sb, t->multiplier[2], t->shift[2]) + t->out_zp;
-        break;
-      }
-      default: /* FIXQ_ENG_T_XNN_MUL */
-        q = float_to_i64(rintf((float)(da * db) * t->scale));
-        q = (q < -((int64_t)1 << 40) ? -((int64_t)1 << 40) : q > ((int64_t)1 << 40) ? ((int64_t)1 << 40) : q) + t->out_zp;
-        break;
-    }
-    fixq__store(y, plan->dtype, i, saturate(q, t->lo, t->hi));
-  }
-}
+#include "engine_targets.h"
 
 /* TFLite's MultiplyByQuantizedMultiplier4Rows (its NEON loops, which the x86 build runs through
  * NEON_2_SSE): vqrdmulh of x << left (wrapping), then vrshl: both steps ties toward +inf */
@@ -68,11 +28,11 @@ void fixq__eng_global_avgpool_target(const fixq_eng_plan *plan, const fixq_eng_s
       for (size_t p = 0; p < hw; p++) sum += load_q(x, (n * hw + p) * C + c, u8);
       int64_t q;
       if (t->form == FIXQ_ENG_T_XNN_MEAN)
-        q = float_to_i64(rintf((float)sum * t->scale + t->offset));
+        q = fixq__eng_float_to_i64(rintf((float)sum * t->scale + t->offset));
       else
         q = (int64_t)(c < t->split ? neon_mbqm(sum, t->multiplier[0], t->shift[0])
                                    : fixq__mbqm_double(sum, t->multiplier[0], t->shift[0])) + t->bias;
-      fixq__store(y, plan->dtype, n * C + c, saturate(q, t->lo, t->hi));
+      fixq__store(y, plan->dtype, n * C + c, fixq__eng_saturate(q, t->lo, t->hi));
     }
 }
 
@@ -91,7 +51,7 @@ void fixq__eng_requantize_target(const fixq_eng_plan *plan, const fixq_eng_step 
       else
         q = (int64_t)(i < t->split ? neon_mbqm(v, t->multiplier[0], t->shift[0])
                                    : fixq__mbqm_double(v, t->multiplier[0], t->shift[0])) + t->out_zp;
-      fixq__store(y, plan->dtype, n * per + i, saturate(q, t->lo, t->hi));
+      fixq__store(y, plan->dtype, n * per + i, fixq__eng_saturate(q, t->lo, t->hi));
     }
 }
 

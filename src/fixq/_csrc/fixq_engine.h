@@ -135,9 +135,7 @@ extern const fixq_eng_loops fixq_eng_loops__avx2;
 extern const fixq_eng_loops fixq_eng_loops__neon;
 #endif
 
-/* The target forms and PAD (engine_targets.c), run by fixq_eng_run on checked steps */
-void fixq__eng_eltwise_target(const fixq_eng_plan *plan, const fixq_eng_target *t, size_t n, const void *a,
-                              const void *b, void *y);
+/* The MEAN and requantize target forms and PAD (engine_targets.c), run by fixq_eng_run on checked steps */
 void fixq__eng_global_avgpool_target(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch,
                                      const void *x, void *y);
 void fixq__eng_requantize_target(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const void *x,
