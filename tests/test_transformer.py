@@ -164,6 +164,47 @@ def test_archive_round_trip(tiny, tmp_path, mode):
     assert m2.sequence and m2.options == m.options
 
 
+def test_quantize_rows_and_gather_rows():
+    rng = np.random.default_rng(11)
+    t = (rng.standard_normal((7, 5)) * rng.uniform(0.01, 3, (7, 1))).astype(np.float32)
+    t[3] = 0
+    q, scale = fixq.float_ops.quantize_rows(t)
+    assert q.dtype == np.int8 and scale.dtype == np.float32 and scale.shape == (7,) and scale[3] == 1
+    np.testing.assert_array_equal(np.abs(q).max(1)[[0, 1, 2, 4, 5, 6]], 127)
+    np.testing.assert_array_equal(q, np.clip(np.rint(t / scale[:, None]), -127, 127))
+    ids = rng.integers(0, 7, (3, 4))
+    rows = fixq.float_ops.gather_rows(q, scale, ids)
+    assert rows.dtype == np.float32 and rows.shape == (3, 4, 5)
+    np.testing.assert_array_equal(rows, q[ids].astype(np.float32) * scale[ids][..., None])  # one float32 product
+    np.testing.assert_array_equal(fixq.float_ops.gather_rows(q, scale, None, 4), q[:4] * scale[:4, None])
+    assert np.abs(rows - t[ids]).max() <= scale.max() / 2 * (1 + 1e-6)
+    with pytest.raises(ValueError, match="must be \\[rows, D\\]"):
+        fixq.float_ops.quantize_rows(t[0])
+
+
+def test_int8_gather_tables(tiny, isa, tmp_path):
+    _, _, g = tiny
+    m = quantize_model(g, dynamic=True)
+    mf = quantize_model(g, dynamic=True, float_gather=True)
+    assert m.options["int8_gather"] is True and mf.options["int8_gather"] is False
+    e = "embeddings.word_embeddings"
+    q, scale = m.arrays[f"{e}:weight"], m.arrays[f"{e}:weight_scale"]
+    assert q.dtype == np.int8 and mf.arrays[f"{e}:weight"].dtype == np.float32 and f"{e}:weight_scale" not in mf.arrays
+    f = feeds(np.random.default_rng(12), n=3, length=10)
+    env = m.run_all(f)
+    ref = q[f["input_ids"]].astype(np.float32) * scale[f["input_ids"]][..., None]
+    np.testing.assert_array_equal(env[e], ref)
+    p = "embeddings.position_embeddings"
+    np.testing.assert_array_equal(env[p][1], m.arrays[f"{p}:weight"][:10] * m.arrays[f"{p}:weight_scale"][:10, None])
+    assert cosine(m.run(f), G.run_float(g, f)).min() > 0.99
+    m.save(tmp_path / "q.npz")
+    mf.save(tmp_path / "f.npz")
+    assert os.path.getsize(tmp_path / "q.npz") < os.path.getsize(tmp_path / "f.npz")
+    np.testing.assert_array_equal(fixq.Model.load(tmp_path / "q.npz").run(f), m.run(f))
+    with pytest.raises(ValueError, match="float_gather"):
+        quantize_model(g, weights="fp32", float_gather=True)
+
+
 def test_single_required_input_takes_an_array():
     spec = {"format": "fixq.graph/1", "inputs": [{"name": "x", "shape": [None, "seq", 4]}], "dims": {"seq": 8},
             "nodes": [{"name": "ln", "op": "layer_norm", "inputs": ["x"]},
@@ -382,7 +423,8 @@ def test_cli_import_quantize_run(tiny, tmp_path):
     m = fixq.Model.load(q)
     assert m.options["granularity"] == "tensor" and m.options["int8_attention"] is True
     r = run(cli, ["inspect", q])
-    assert r.exit_code == 0 and "attention matmuls int8; dynamic activations per tensor" in r.output
+    assert r.exit_code == 0 and "attention matmuls int8; gather tables int8 per row; dynamic activations per tensor" \
+        in r.output
     r = run(cli, ["quantize", f, "-o", q, "--dynamic", "--int8-attention", "--force"])  # per row: batch-independent
     assert r.exit_code == 0, r.output
     m = fixq.Model.load(q)
@@ -424,6 +466,8 @@ def test_cli_errors(tiny, tmp_path, args, message):
 @pytest.mark.parametrize("edit, message", [
     (lambda m: m["options"].update(dynamic=False, weights="int8"), "a sequence model runs"),
     (lambda m: m["options"].update(granularity="column"), "a sequence model runs"),
+    (lambda m: m["options"].update(int8_gather="yes"), "a sequence model runs"),
+    (lambda m: m["options"].update(int8_gather=False), "has dtype int8; expected float32"),
     (lambda m: m["inputs"][0].update(dtype="complex"), "key 'dtype'"),
     (lambda m: m.update(dims={"seq": -3}), "key 'dims'"),
     (lambda m: m["tensors"].update(embedding=[None, 33]), "output shape"),
@@ -444,7 +488,7 @@ def test_tampered_archives_refused(tiny, tmp_path, edit, message):
 
 def test_table_dtype_checked(tiny, tmp_path):
     _, _, g = tiny
-    quantize_model(g, dynamic=True).save(tmp_path / "q.npz")
+    quantize_model(g, dynamic=True, float_gather=True).save(tmp_path / "q.npz")
     z = dict(np.load(tmp_path / "q.npz"))
     z["embeddings.word_embeddings:weight"] = z["embeddings.word_embeddings:weight"].astype(np.float64)
     np.savez(tmp_path / "e.npz", **z)

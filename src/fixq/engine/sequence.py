@@ -50,6 +50,12 @@ def _step(m, s, slots):
         return _linear(m, s, i)
     if op == "gather":
         table = a[f"{name}:weight"]
+        if m.options.get("int8_gather"):
+            scale, gather_rows = a[f"{name}:weight_scale"], F.gather_rows
+            if s["positions"]:
+                return lambda env, threads: np.broadcast_to(gather_rows(table, scale, None, env[i].shape[-1]),
+                                                            env[i].shape + table.shape[1:])
+            return lambda env, threads: gather_rows(table, scale, env[i])
         if s["positions"]:  # a read-only view
             return lambda env, threads: np.broadcast_to(table[:env[i].shape[-1]], env[i].shape + table.shape[1:])
         return lambda env, threads: table.take(env[i], axis=0)
