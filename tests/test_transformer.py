@@ -230,6 +230,51 @@ def test_single_required_input_takes_an_array():
     assert cosine(quantize_model(g, dynamic=True).run(x).reshape(10, 3), ref.reshape(10, 3)).min() > 0.99
 
 
+@pytest.mark.parametrize("mode", [dict(weights="fp32"), dict(dynamic=True), dict(dynamic=True, int8_attention=True),
+                                  dict(dynamic=True, granularity="tensor")])
+def test_in_place_steps_equal_copying_steps(tiny, isa, mode):
+    """run() writes residual/mask adds, gelu, softmax and layer_norm into their inputs and the context matmul into
+    the merged-heads layout; run_all() copies: the same bits on every CPU path, the feeds untouched."""
+    _, _, g = tiny
+    m = quantize_model(g, **mode)
+    f = feeds(np.random.default_rng(13), n=3, length=11)
+    before = {k: v.copy() for k, v in f.items()}
+    y = m.run(f, threads=2)
+    env = m.run_all(f)
+    np.testing.assert_array_equal(y, env["embedding"])
+    for k in f:
+        np.testing.assert_array_equal(f[k], before[k])
+    ref = G.run_float(g, f, keep_all=True)
+    if mode.get("weights") == "fp32":
+        for t in ("encoder.layer.0.attention.self.probs", "encoder.layer.0.attention.self.context_merged",
+                  "encoder.layer.1.intermediate.act", "embedding"):
+            np.testing.assert_allclose(env[t], ref[t], atol=1e-5)
+
+
+def test_in_place_skips_inputs_that_a_view_still_reads():
+    """fc is read by a reshape (a view) and last by an add: the add must not write into fc, as r reads it after."""
+    spec = {"format": "fixq.graph/1", "inputs": [{"name": "x", "shape": [None, "seq", 4]}], "dims": {"seq": 8},
+            "nodes": [{"name": "fc", "op": "linear", "inputs": ["x"]},
+                      {"name": "r", "op": "reshape", "inputs": ["fc"], "shape": [0, 2, 2]},
+                      {"name": "fc2", "op": "linear", "inputs": ["x"]},
+                      {"name": "s", "op": "add", "inputs": ["fc", "fc2"]},
+                      {"name": "g", "op": "gelu", "inputs": ["s"]},
+                      {"name": "r2", "op": "reshape", "inputs": ["g"], "shape": [0, 2, 2]},
+                      {"name": "o", "op": "add", "inputs": ["r", "r2"]},
+                      {"name": "out", "op": "softmax", "inputs": ["o"]}],
+            "outputs": ["out", "s"]}
+    rng = np.random.default_rng(14)
+    w = {"fc.weight": rng.standard_normal((4, 4)).astype(np.float32),
+         "fc2.weight": rng.standard_normal((4, 4)).astype(np.float32)}
+    g = G.validate(spec, w)
+    x = rng.standard_normal((3, 5, 4)).astype(np.float32)
+    m = quantize_model(g, weights="fp32")
+    ref = G.run_float(g, x, keep_all=True)
+    out, s = m.run(x)
+    np.testing.assert_allclose(out, ref["out"], atol=1e-6)
+    np.testing.assert_allclose(s, ref["s"], atol=1e-6)
+
+
 @pytest.mark.parametrize("name", ["digits_mlp", "digits_cnn"])
 def test_fp32_weights_on_image_models(tmp_path, name):
     from fixq.archive import load_float_model
