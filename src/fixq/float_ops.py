@@ -92,13 +92,27 @@ def layer_norm(x, weight, bias, eps, out=None, threads=1):
     return y
 
 
-def softmax(x, out=None, threads=1):
-    """``exp(x - max) / sum(exp(x - max))`` over the last axis."""
+def softmax(x, out=None, threads=1, *, bias=None):
+    """``exp(x - max) / sum(exp(x - max))`` over the last axis; with `bias`, the softmax of ``x + bias``
+    (numpy broadcasting, the sum rounded to float32 first: the bits of the add, then the softmax) for a
+    float32 bias of shape ``(B, 1, ..., 1, x.shape[-1])``, B 1 or ``x.shape[0]`` (an attention mask's bias
+    on the scores), read once per row while the row is in cache."""
     fn = "softmax"
     x = _f32(x, "x", fn)
     rows, n = _rows(x, fn)
     y = _out(out, x, fn)
-    _core.softmax_raw(x, y, rows, n, _threads(threads, fn))
+    if bias is None:
+        _core.softmax_raw(x, y, rows, n, _threads(threads, fn))
+        return y
+    bias = _f32(bias, "bias", fn)
+    if bias.ndim != x.ndim or bias.shape[0] not in (1, x.shape[0]) or bias.shape[-1] != n \
+            or any(d != 1 for d in bias.shape[1:-1]):
+        raise ValueError(f"{fn}: bias must have shape (1 or {x.shape[0]}, 1, ..., 1, {n}) for x of shape {x.shape}, "
+                         f"got {bias.shape}")
+    if np.may_share_memory(bias, y):
+        raise ValueError(f"{fn}: bias overlaps out; pass a separate array")
+    if rows:
+        _core.softmax_bias_raw(x, bias, y, rows, n, bias.shape[0], _threads(threads, fn))
     return y
 
 

@@ -8,7 +8,8 @@ Copies are avoided where the result is the same bits: transpose and reshape are 
 matmuls read strided as their left operand (their right one is copied: strided, it slows BLAS more); a matmul
 read only by a transpose writes its product straight into the transposed layout, so that the head merge costs
 nothing; and a step whose first input is a fresh array (a step's own result, no view of it taken) that no later
-step reads writes its output into that input (residual and mask adds, gelu, softmax, layer_norm).  ``threads``
+step reads writes its output into that input (residual adds, gelu, softmax, layer_norm); an attention mask's
+add goes into the softmax after it (``float_ops.softmax(bias=)``: one pass over the scores instead of two).  ``threads``
 reaches numpy's BLAS through threadpoolctl when that is installed (BLAS keeps its own thread count otherwise)."""
 import contextlib
 import functools
@@ -171,13 +172,29 @@ class SequenceRunner:
             r = readers.get(s["output"], [])
             return (tuple(r[0]["perm"]) if s["op"] == "matmul" and len(r) == 1 and r[0]["op"] == "transpose"
                     and s["output"] not in keep else None)
+        def mask_bias(k, s):  # an in-place add of a row bias read by one softmax alone: the bias (the softmax adds it)
+            r, x, b = readers.get(s["output"], []), tensors[s["inputs"][0]], tensors[s["inputs"][-1]]
+            return (s["inputs"][1] if s["op"] == "add" and s["act"] is None and in_place(k, s) and len(r) == 1
+                    and r[0]["op"] == "softmax" and r[0]["axis"] == len(x) - 1 and s["output"] not in keep
+                    and len(b) == len(x) and b[0] in (1, x[0]) and b[-1] == x[-1] and set(b[1:-1]) <= {1} else None)
+        fused = {s["output"]: mask_bias(k, s) for k, s in enumerate(meta["steps"]) if mask_bias(k, s) is not None}
+        reads = [[s["inputs"][0]] if s["output"] in fused else s["inputs"] + [fused[t] for t in s["inputs"]
+                                                                               if t in fused] for s in meta["steps"]]
+        last_read = {t: k for k, r in enumerate(reads) for t in r}
         self.steps, self.steps_all = [], []
         for k, s in enumerate(meta["steps"]):
             fns = [_step(m, s, slots, False, transposed(s))]
-            fns.append(_step(m, s, slots, True, transposed(s)) if in_place(k, s) else fns[0])
+            if s["output"] in fused:  # the add passes its input on; the softmax after it adds the bias
+                i = slots[s["inputs"][0]]
+                fns.append(lambda env, threads, i=i: env[i])
+            elif s["op"] == "softmax" and s["inputs"][0] in fused:
+                i, j = slots[s["inputs"][0]], slots[fused[s["inputs"][0]]]
+                fns.append(lambda env, threads, i=i, j=j: F.softmax(env[i], env[i], threads, bias=env[j]))
+            else:
+                fns.append(_step(m, s, slots, True, transposed(s)) if in_place(k, s) else fns[0])
             if s["op"] == "linear" and s["act"] is not None:
                 fns = [(lambda f, act: lambda env, threads: act(f(env, threads)))(f, _acts(s["act"])) for f in fns]
-            dead = tuple(slots[t] for t in dict.fromkeys(s["inputs"]) if last[t] == k and t not in keep)
+            dead = tuple(slots[t] for t in dict.fromkeys(reads[k]) if last_read[t] == k and t not in keep)
             self.steps_all.append((fns[0], slots[s["output"]]))
             self.steps.append((fns[1], slots[s["output"]], dead))
         self.outputs = [slots[t] for t in meta["outputs"]]
