@@ -9,8 +9,9 @@ matmuls read strided as their left operand (their right one is copied: strided, 
 read only by a transpose writes its product straight into the transposed layout, so that the head merge costs
 nothing; and a step whose first input is a fresh array (a step's own result, no view of it taken) that no later
 step reads writes its output into that input (residual adds, gelu, softmax, layer_norm); an attention mask's
-add goes into the softmax after it (``float_ops.softmax(bias=)``: one pass over the scores instead of two).  ``threads``
-reaches numpy's BLAS through threadpoolctl when that is installed (BLAS keeps its own thread count otherwise)."""
+add goes into the softmax after it (``float_ops.softmax(bias=)``: one pass over the scores instead of two).
+``threads`` reaches numpy's BLAS through threadpoolctl when that is installed (BLAS keeps its own thread count
+otherwise).  ``run(keep_all=True)`` runs the steps without writing into inputs or fusing."""
 import contextlib
 import functools
 
@@ -77,9 +78,10 @@ def _step(m, s, slots, in_place, transposed):
         axis = s["axis"]
         return lambda env, threads: G.softmax(env[i], axis)
     if op in ("layer_norm", "gelu", "softmax"):
-        kernel, args = {"layer_norm": (F.layer_norm, lambda: (a[f"{name}:weight"], a[f"{name}:bias"], s["eps"])),
-                        "gelu": (F.gelu, lambda: (s["approximate"],)), "softmax": (F.softmax, tuple)}[op]
-        args = args()
+        if op == "layer_norm":
+            kernel, args = F.layer_norm, (a[f"{name}:weight"], a[f"{name}:bias"], s["eps"])
+        else:
+            kernel, args = (F.gelu, (s["approximate"],)) if op == "gelu" else (F.softmax, ())
 
         def float_kernel(env, threads):  # into its input, or into the contiguous copy it had to make
             x = np.ascontiguousarray(env[i])
