@@ -77,6 +77,28 @@ def test_softmax_masked_rows(isa):
     assert np.isnan(y[1]).all() and np.isnan(y[2]).all()  # NaN in, NaN out; a row of -inf is 0/0
 
 
+@pytest.mark.parametrize("bshape", [(3, 1, 1, 37), (1, 1, 1, 37)])
+@pytest.mark.parametrize("threads", [1, 3])
+def test_softmax_with_bias_equals_add_then_softmax(isa, bshape, threads):
+    """The attention mask's bias added in the softmax: the bits of x + bias rounded, then softmax."""
+    rng = np.random.default_rng(9)
+    x = rows_of(rng, (3, 4, 600, 37), 4.0, 2.0)
+    bias = np.where(rng.random(bshape) < 0.3, np.finfo(np.float32).min, rng.standard_normal(bshape)).astype(np.float32)
+    ref = F.softmax(x + bias)
+    np.testing.assert_array_equal(F.softmax(x, bias=bias, threads=threads), ref)
+    y = x.copy()
+    assert F.softmax(y, y, threads, bias=bias) is y
+    np.testing.assert_array_equal(y, ref)
+    for bad in (np.ascontiguousarray(bias[..., :5]), bias.reshape(bshape[0], -1), np.ones((3, 2, 1, 37), np.float32),
+                np.ones((2, 1, 1, 37), np.float32)):
+        with pytest.raises(ValueError, match="bias must have shape"):
+            F.softmax(x, bias=bad)
+    with pytest.raises(ValueError, match="bias overlaps out"):
+        F.softmax(y, y, bias=y[:1, :1, :1])
+    with pytest.raises(ValueError, match="float32"):
+        F.softmax(x, bias=bias.astype(np.float64))
+
+
 def test_softmax_in_place_and_threads(isa):
     x = rows_of(np.random.default_rng(5), (64, 12, 128))
     want = F.softmax(x)

@@ -164,6 +164,47 @@ def test_archive_round_trip(tiny, tmp_path, mode):
     assert m2.sequence and m2.options == m.options
 
 
+def test_quantize_rows_and_gather_rows():
+    rng = np.random.default_rng(11)
+    t = (rng.standard_normal((7, 5)) * rng.uniform(0.01, 3, (7, 1))).astype(np.float32)
+    t[3] = 0
+    q, scale = fixq.float_ops.quantize_rows(t)
+    assert q.dtype == np.int8 and scale.dtype == np.float32 and scale.shape == (7,) and scale[3] == 1
+    np.testing.assert_array_equal(np.abs(q).max(1)[[0, 1, 2, 4, 5, 6]], 127)
+    np.testing.assert_array_equal(q, np.clip(np.rint(t / scale[:, None]), -127, 127))
+    ids = rng.integers(0, 7, (3, 4))
+    rows = fixq.float_ops.gather_rows(q, scale, ids)
+    assert rows.dtype == np.float32 and rows.shape == (3, 4, 5)
+    np.testing.assert_array_equal(rows, q[ids].astype(np.float32) * scale[ids][..., None])  # one float32 product
+    np.testing.assert_array_equal(fixq.float_ops.gather_rows(q, scale, None, 4), q[:4] * scale[:4, None])
+    assert np.abs(rows - t[ids]).max() <= scale.max() / 2 * (1 + 1e-6)
+    with pytest.raises(ValueError, match="must be \\[rows, D\\]"):
+        fixq.float_ops.quantize_rows(t[0])
+
+
+def test_int8_gather_tables(tiny, isa, tmp_path):
+    _, _, g = tiny
+    m = quantize_model(g, dynamic=True)
+    mf = quantize_model(g, dynamic=True, float_gather=True)
+    assert m.options["int8_gather"] is True and mf.options["int8_gather"] is False
+    e = "embeddings.word_embeddings"
+    q, scale = m.arrays[f"{e}:weight"], m.arrays[f"{e}:weight_scale"]
+    assert q.dtype == np.int8 and mf.arrays[f"{e}:weight"].dtype == np.float32 and f"{e}:weight_scale" not in mf.arrays
+    f = feeds(np.random.default_rng(12), n=3, length=10)
+    env = m.run_all(f)
+    ref = q[f["input_ids"]].astype(np.float32) * scale[f["input_ids"]][..., None]
+    np.testing.assert_array_equal(env[e], ref)
+    p = "embeddings.position_embeddings"
+    np.testing.assert_array_equal(env[p][1], m.arrays[f"{p}:weight"][:10] * m.arrays[f"{p}:weight_scale"][:10, None])
+    assert cosine(m.run(f), G.run_float(g, f)).min() > 0.99
+    m.save(tmp_path / "q.npz")
+    mf.save(tmp_path / "f.npz")
+    assert os.path.getsize(tmp_path / "q.npz") < os.path.getsize(tmp_path / "f.npz")
+    np.testing.assert_array_equal(fixq.Model.load(tmp_path / "q.npz").run(f), m.run(f))
+    with pytest.raises(ValueError, match="float_gather"):
+        quantize_model(g, weights="fp32", float_gather=True)
+
+
 def test_single_required_input_takes_an_array():
     spec = {"format": "fixq.graph/1", "inputs": [{"name": "x", "shape": [None, "seq", 4]}], "dims": {"seq": 8},
             "nodes": [{"name": "ln", "op": "layer_norm", "inputs": ["x"]},
@@ -187,6 +228,51 @@ def test_single_required_input_takes_an_array():
     assert ref.shape == (2, 5, 3)
     np.testing.assert_allclose(quantize_model(g, weights="fp32").run(x), ref, atol=1e-5)
     assert cosine(quantize_model(g, dynamic=True).run(x).reshape(10, 3), ref.reshape(10, 3)).min() > 0.99
+
+
+@pytest.mark.parametrize("mode", [dict(weights="fp32"), dict(dynamic=True), dict(dynamic=True, int8_attention=True),
+                                  dict(dynamic=True, granularity="tensor")])
+def test_in_place_steps_equal_copying_steps(tiny, isa, mode):
+    """run() writes residual/mask adds, gelu, softmax and layer_norm into their inputs and the context matmul into
+    the merged-heads layout; run_all() copies: the same bits on every CPU path, the feeds untouched."""
+    _, _, g = tiny
+    m = quantize_model(g, **mode)
+    f = feeds(np.random.default_rng(13), n=3, length=11)
+    before = {k: v.copy() for k, v in f.items()}
+    y = m.run(f, threads=2)
+    env = m.run_all(f)
+    np.testing.assert_array_equal(y, env["embedding"])
+    for k in f:
+        np.testing.assert_array_equal(f[k], before[k])
+    ref = G.run_float(g, f, keep_all=True)
+    if mode.get("weights") == "fp32":
+        for t in ("encoder.layer.0.attention.self.probs", "encoder.layer.0.attention.self.context_merged",
+                  "encoder.layer.1.intermediate.act", "embedding"):
+            np.testing.assert_allclose(env[t], ref[t], atol=1e-5)
+
+
+def test_in_place_skips_inputs_that_a_view_still_reads():
+    """fc is read by a reshape (a view) and last by an add: the add must not write into fc, as r reads it after."""
+    spec = {"format": "fixq.graph/1", "inputs": [{"name": "x", "shape": [None, "seq", 4]}], "dims": {"seq": 8},
+            "nodes": [{"name": "fc", "op": "linear", "inputs": ["x"]},
+                      {"name": "r", "op": "reshape", "inputs": ["fc"], "shape": [0, 2, 2]},
+                      {"name": "fc2", "op": "linear", "inputs": ["x"]},
+                      {"name": "s", "op": "add", "inputs": ["fc", "fc2"]},
+                      {"name": "g", "op": "gelu", "inputs": ["s"]},
+                      {"name": "r2", "op": "reshape", "inputs": ["g"], "shape": [0, 2, 2]},
+                      {"name": "o", "op": "add", "inputs": ["r", "r2"]},
+                      {"name": "out", "op": "softmax", "inputs": ["o"]}],
+            "outputs": ["out", "s"]}
+    rng = np.random.default_rng(14)
+    w = {"fc.weight": rng.standard_normal((4, 4)).astype(np.float32),
+         "fc2.weight": rng.standard_normal((4, 4)).astype(np.float32)}
+    g = G.validate(spec, w)
+    x = rng.standard_normal((3, 5, 4)).astype(np.float32)
+    m = quantize_model(g, weights="fp32")
+    ref = G.run_float(g, x, keep_all=True)
+    out, s = m.run(x)
+    np.testing.assert_allclose(out, ref["out"], atol=1e-6)
+    np.testing.assert_allclose(s, ref["s"], atol=1e-6)
 
 
 @pytest.mark.parametrize("name", ["digits_mlp", "digits_cnn"])
@@ -382,7 +468,8 @@ def test_cli_import_quantize_run(tiny, tmp_path):
     m = fixq.Model.load(q)
     assert m.options["granularity"] == "tensor" and m.options["int8_attention"] is True
     r = run(cli, ["inspect", q])
-    assert r.exit_code == 0 and "attention matmuls int8; dynamic activations per tensor" in r.output
+    assert r.exit_code == 0 and "attention matmuls int8; gather tables int8 per row; dynamic activations per tensor" \
+        in r.output
     r = run(cli, ["quantize", f, "-o", q, "--dynamic", "--int8-attention", "--force"])  # per row: batch-independent
     assert r.exit_code == 0, r.output
     m = fixq.Model.load(q)
@@ -424,6 +511,8 @@ def test_cli_errors(tiny, tmp_path, args, message):
 @pytest.mark.parametrize("edit, message", [
     (lambda m: m["options"].update(dynamic=False, weights="int8"), "a sequence model runs"),
     (lambda m: m["options"].update(granularity="column"), "a sequence model runs"),
+    (lambda m: m["options"].update(int8_gather="yes"), "a sequence model runs"),
+    (lambda m: m["options"].update(int8_gather=False), "has dtype int8; expected float32"),
     (lambda m: m["inputs"][0].update(dtype="complex"), "key 'dtype'"),
     (lambda m: m.update(dims={"seq": -3}), "key 'dims'"),
     (lambda m: m["tensors"].update(embedding=[None, 33]), "output shape"),
@@ -444,7 +533,7 @@ def test_tampered_archives_refused(tiny, tmp_path, edit, message):
 
 def test_table_dtype_checked(tiny, tmp_path):
     _, _, g = tiny
-    quantize_model(g, dynamic=True).save(tmp_path / "q.npz")
+    quantize_model(g, dynamic=True, float_gather=True).save(tmp_path / "q.npz")
     z = dict(np.load(tmp_path / "q.npz"))
     z["embeddings.word_embeddings:weight"] = z["embeddings.word_embeddings:weight"].astype(np.float64)
     np.savez(tmp_path / "e.npz", **z)

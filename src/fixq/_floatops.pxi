@@ -13,6 +13,8 @@ cdef extern from "fixq_floatops.h" nogil:
     fixq_status fixq_layer_norm_f32(const float *x, size_t rows, size_t n, const float *weight, const float *bias,
                                     float eps, float *y, int threads)
     fixq_status fixq_softmax_f32(const float *x, size_t rows, size_t n, float *y, int threads)
+    fixq_status fixq_softmax_bias_f32(const float *x, size_t rows, size_t n, const float *bias, size_t bias_rows,
+                                      float *y, int threads)
     fixq_status fixq_gelu_f32(const float *x, size_t count, fixq_gelu_form form, float *y, int threads)
     fixq_status fixq_dynamic_linear(const float *x, size_t m, const fixq_packed_b *b, const float *w_scale,
                                     size_t w_scale_count, const float *bias, fixq_dyn_granularity granularity,
@@ -90,6 +92,27 @@ def softmax_raw(x, y, size_t rows, size_t n, int threads):
         _float_buffer(&b, y, True, _product(rows, n), "y", &yp)
         with nogil:
             st = fixq_softmax_f32(xp, rows, n, yp, threads)
+    finally:
+        _release(&b)
+    check_status(st, "softmax")
+
+
+def softmax_bias_raw(x, bias, y, size_t rows, size_t n, size_t bias_rows, int threads):
+    """x, y: rows * n float32 values (y may be x); bias: bias_rows * n, bias_rows dividing rows."""
+    cdef _Buffers b
+    cdef float *xp
+    cdef float *bp
+    cdef float *yp
+    cdef fixq_status st = FIXQ_OK
+    if bias_rows == 0 or rows % bias_rows != 0:
+        raise ValueError(f"softmax: {bias_rows} bias rows do not divide {rows} rows")
+    b.count = 0
+    try:
+        _float_buffer(&b, x, False, _product(rows, n), "x", &xp)
+        _float_buffer(&b, bias, False, _product(bias_rows, n), "bias", &bp)
+        _float_buffer(&b, y, True, _product(rows, n), "y", &yp)
+        with nogil:
+            st = fixq_softmax_bias_f32(xp, rows, n, bp, bias_rows, yp, threads)
     finally:
         _release(&b)
     check_status(st, "softmax")

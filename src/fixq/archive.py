@@ -367,14 +367,15 @@ def _check_sequence_meta(meta):
     if len({i["name"] for i in meta["inputs"]}) != len(meta["inputs"]):
         raise ArchiveError("key '__meta__': inputs name one input twice")
     opts = meta["options"]
-    if opts["weights"] == "fp32" and not opts["dynamic"] and "granularity" not in opts \
-            and "int8_attention" not in opts:
+    seq_keys = ("granularity", "int8_attention", "int8_gather")
+    if opts["weights"] == "fp32" and not opts["dynamic"] and not any(k in opts for k in seq_keys):
         return
     if (opts["weights"] != "int8" or opts["dynamic"] is not True or opts.get("granularity") not in ("row", "tensor")
-            or not isinstance(opts.get("int8_attention"), bool)):
+            or not isinstance(opts.get("int8_attention"), bool)
+            or not isinstance(opts.get("int8_gather", False), bool)):
         raise ArchiveError("key '__meta__': a sequence model runs weights fp32, or int8 with dynamic true, granularity "
-                           "'row' or 'tensor' and int8_attention true or false; got options "
-                           f"{ {k: opts.get(k) for k in ('weights', 'dynamic', 'granularity', 'int8_attention')} }")
+                           "'row' or 'tensor', int8_attention and int8_gather (optional) true or false; got options "
+                           f"{ {k: opts.get(k) for k in ('weights', 'dynamic') + seq_keys} }")
 
 
 def _check_steps(meta):
@@ -491,6 +492,11 @@ def _check_archive(meta, arrays):
             if not dynamic:
                 for k, dt in (("multiplier", np.int32), ("shift", np.int32), ("scale", np.float32)):
                     _expect(arrays, f"{name}:{k}", dt, (ch,), name)
+        elif op == "gather" and opts.get("int8_gather"):
+            _expect(arrays, f"{name}:weight", np.int8, s["weight_shape"], name)
+            sc = _expect(arrays, f"{name}:weight_scale", np.float32, s["weight_shape"][:1], name)
+            if not (np.all(np.isfinite(sc)) and np.all(sc > 0)):
+                raise ArchiveError(f"step {name!r}: key '{name}:weight_scale' must be finite and > 0")
         elif op in G.FLOAT_WEIGHTED:
             for k in G.FLOAT_WEIGHTED[op]:
                 a = _expect(arrays, f"{name}:{k}", np.float32, s["weight_shape"], name)

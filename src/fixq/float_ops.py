@@ -21,7 +21,8 @@ from ._core import PackedWeights
 from .gemm import pack_weights
 from ._validate import THREADS_MAX, threads_arg
 
-__all__ = ["layer_norm", "gelu", "softmax", "dynamic_linear", "matmul", "qmatmul_dynamic"]
+__all__ = ["layer_norm", "gelu", "softmax", "dynamic_linear", "matmul", "qmatmul_dynamic", "quantize_rows",
+           "gather_rows"]
 
 _F32 = np.dtype(np.float32)
 _F32_MAX = float(np.finfo(np.float32).max)
@@ -91,13 +92,27 @@ def layer_norm(x, weight, bias, eps, out=None, threads=1):
     return y
 
 
-def softmax(x, out=None, threads=1):
-    """``exp(x - max) / sum(exp(x - max))`` over the last axis."""
+def softmax(x, out=None, threads=1, *, bias=None):
+    """``exp(x - max) / sum(exp(x - max))`` over the last axis; with `bias`, the softmax of ``x + bias``
+    (numpy broadcasting, the sum rounded to float32 first: the bits of the add, then the softmax) for a
+    float32 bias of shape ``(B, 1, ..., 1, x.shape[-1])``, B 1 or ``x.shape[0]`` (an attention mask's bias
+    on the scores), read once per row while the row is in cache."""
     fn = "softmax"
     x = _f32(x, "x", fn)
     rows, n = _rows(x, fn)
     y = _out(out, x, fn)
-    _core.softmax_raw(x, y, rows, n, _threads(threads, fn))
+    if bias is None:
+        _core.softmax_raw(x, y, rows, n, _threads(threads, fn))
+        return y
+    bias = _f32(bias, "bias", fn)
+    if bias.ndim != x.ndim or bias.shape[0] not in (1, x.shape[0]) or bias.shape[-1] != n \
+            or any(d != 1 for d in bias.shape[1:-1]):
+        raise ValueError(f"{fn}: bias must have shape (1 or {x.shape[0]}, 1, ..., 1, {n}) for x of shape {x.shape}, "
+                         f"got {bias.shape}")
+    if np.may_share_memory(bias, y):
+        raise ValueError(f"{fn}: bias overlaps out; pass a separate array")
+    if rows:
+        _core.softmax_bias_raw(x, bias, y, rows, n, bias.shape[0], _threads(threads, fn))
     return y
 
 
@@ -180,12 +195,30 @@ def matmul(a, b, threads=1):
     return np.matmul(a, b)
 
 
-def _quantize_columns(b):
-    """b [..., K, N] float32 -> (int8 [..., K, N], float32 scale [..., N]): symmetric per column,
-    scale = max|b| / 127 (1 for a zero column), q = round_half_even(b / scale) (within [-127, 127])."""
-    amax = np.max(np.abs(b), axis=-2, initial=0)
+def quantize_rows(table):
+    """float32 table [R, D] -> (int8 [R, D], float32 scale [R]): symmetric per row, scale = max|row| / 127
+    (1 for a zero row), q = round_half_even(row / scale) within [-127, 127] (ORT's quantize_dynamic quantizes
+    a Gather's table per tensor; a row each is finer at the same size)."""
+    table = _f32(table, "table", "quantize_rows")
+    if table.ndim != 2:
+        raise ValueError(f"quantize_rows: table must be [rows, D], got shape {table.shape}")
+    return _quantize_symmetric(table, -1)
+
+
+def gather_rows(q, scale, ids, count=None):
+    """Rows `ids` of a table quantized by :func:`quantize_rows`, float32 ``scale[id] * q[id, :]`` (one float32
+    product each, the same bits on every CPU); with `count`, rows 0..count-1 instead (position tables)."""
+    if count is not None:
+        return np.multiply(q[:count], scale[:count, None], dtype=np.float32)
+    return np.multiply(q.take(ids, axis=0), scale.take(ids)[..., None], dtype=np.float32)
+
+
+def _quantize_symmetric(b, axis):
+    """b float32 -> (int8 of b's shape, float32 scale over the other axes): symmetric along `axis`,
+    scale = max|b| / 127 (1 for all zeros), q = round_half_even(b / scale) (within [-127, 127])."""
+    amax = np.max(np.abs(b), axis=axis, initial=0)
     scale = np.where(amax > 0, amax / np.float32(127), np.float32(1)).astype(np.float32)
-    return np.clip(np.rint(b / scale[..., None, :]), -127, 127).astype(np.int8), scale
+    return np.clip(np.rint(b / np.expand_dims(scale, axis)), -127, 127).astype(np.int8), scale
 
 
 def qmatmul_dynamic(a, b, threads=1):
@@ -199,7 +232,7 @@ def qmatmul_dynamic(a, b, threads=1):
         raise ValueError(f"{fn}: b holds NaN or infinity; replace or mask them first")
     m, n = a.shape[-2], b.shape[-1]
     a_full = np.broadcast_to(a, batch + a.shape[-2:])
-    qb, scale = _quantize_columns(b)
+    qb, scale = _quantize_symmetric(b, -2)
     qb, scale = np.broadcast_to(qb, batch + qb.shape[-2:]), np.broadcast_to(scale, batch + (n,))
     out = np.empty(batch + (m, n), _F32)
     for i in np.ndindex(*batch):

@@ -20,6 +20,11 @@ fixq_status fixq_layer_norm_f32(const float *x, size_t rows, size_t n, const flo
                                 float eps, float *y, int threads);
 /* y[r][i] = exp(x[r][i] - max_r) / sum_i exp(x[r][i] - max_r).  y may be x. */
 fixq_status fixq_softmax_f32(const float *x, size_t rows, size_t n, float *y, int threads);
+/* y[r] = softmax(x[r] + bias[r / (rows / bias_rows)]) over rows of n, the sum rounded to float32 first (the
+ * bits of the add, then fixq_softmax_f32): an attention mask's bias [N][1][1][n] on scores [N][H][L][n].
+ * bias_rows divides rows.  y may be x; bias must not overlap y. */
+fixq_status fixq_softmax_bias_f32(const float *x, size_t rows, size_t n, const float *bias, size_t bias_rows,
+                                  float *y, int threads);
 /* ERF: 0.5 x (1 + erf(x / sqrt 2)); TANH: 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))).  y may be x. */
 fixq_status fixq_gelu_f32(const float *x, size_t count, fixq_gelu_form form, float *y, int threads);
 

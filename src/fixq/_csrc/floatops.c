@@ -3,18 +3,20 @@
 #include "fixq_floatops.h"
 
 #define ELEMENTS_PER_THREAD (1 << 15) /* less work than this per thread does not pay for a worker */
+#define BIAS_BLOCK 2048               /* softmax with a bias: rows of this many values biased, then normalized */
 
 static const fixq__float_kernels *const float_table[FIXQ_ISA_COUNT] = {
     &fixq__float_kernels__scalar, FIXQ__AVX2(&fixq__float_kernels__avx2),
     FIXQ__AVX512VNNI(&fixq__float_kernels__avx512vnni), &fixq__float_kernels__scalar,
     &fixq__float_kernels__scalar, &fixq__float_kernels__scalar};
 
-typedef enum { OP_LAYER_NORM, OP_SOFTMAX, OP_GELU } float_op;
+typedef enum { OP_LAYER_NORM, OP_SOFTMAX, OP_SOFTMAX_BIAS, OP_GELU } float_op;
 
 typedef struct {
   float_op op;
   const fixq__float_kernels *kern;
-  const float *x, *w, *b;
+  const float *x, *w, *b; /* OP_SOFTMAX_BIAS: w = the bias rows, each read by `per` rows of x */
+  size_t per;
   float eps;
   fixq_gelu_form form;
   float *y;
@@ -29,6 +31,20 @@ static void run_rows(const float_job *job, size_t r0, size_t r1) {
       job->kern->layer_norm(r1 - r0, job->n, job->x + off, job->w, job->b, job->eps, job->y + off);
       break;
     case OP_SOFTMAX: job->kern->softmax(r1 - r0, job->n, job->x + off, job->y + off); break;
+    case OP_SOFTMAX_BIAS: { /* x + bias into y, then softmax of y in place while the rows are in L1: the bits
+                               of the separate add and softmax */
+      const size_t n = job->n, block = n < BIAS_BLOCK ? BIAS_BLOCK / n : 1;
+      for (size_t r = r0; r < r1; r += block) {
+        const size_t rows = r1 - r < block ? r1 - r : block;
+        for (size_t q = r; q < r + rows; q++) {
+          const float *xr = job->x + q * n, *br = job->w + q / job->per * n;
+          float *yr = job->y + q * n;
+          for (size_t i = 0; i < n; i++) yr[i] = xr[i] + br[i];
+        }
+        job->kern->softmax(rows, n, job->y + r * n, job->y + r * n);
+      }
+      break;
+    }
     default: job->kern->gelu(r1 - r0, job->x + off, job->form, job->y + off); break;
   }
 }
@@ -61,17 +77,24 @@ static fixq_status run(float_job *job, int threads) {
 fixq_status fixq_layer_norm_f32(const float *x, size_t rows, size_t n, const float *weight, const float *bias,
                                 float eps, float *y, int threads) {
   if (!(eps >= 0.0f && isfinite(eps)) || (n > 0 && (weight == NULL || bias == NULL))) return FIXQ_ERR_INVALID_ARGUMENT;
-  float_job job = {OP_LAYER_NORM, NULL, x, weight, bias, eps, FIXQ_GELU_ERF, y, rows, n, 1};
+  float_job job = {OP_LAYER_NORM, NULL, x, weight, bias, 1, eps, FIXQ_GELU_ERF, y, rows, n, 1};
   return run(&job, threads);
 }
 
 fixq_status fixq_softmax_f32(const float *x, size_t rows, size_t n, float *y, int threads) {
-  float_job job = {OP_SOFTMAX, NULL, x, NULL, NULL, 0.0f, FIXQ_GELU_ERF, y, rows, n, 1};
+  float_job job = {OP_SOFTMAX, NULL, x, NULL, NULL, 1, 0.0f, FIXQ_GELU_ERF, y, rows, n, 1};
+  return run(&job, threads);
+}
+
+fixq_status fixq_softmax_bias_f32(const float *x, size_t rows, size_t n, const float *bias, size_t bias_rows,
+                                  float *y, int threads) {
+  if (bias_rows == 0 || rows % bias_rows != 0 || (rows > 0 && n > 0 && bias == NULL)) return FIXQ_ERR_INVALID_ARGUMENT;
+  float_job job = {OP_SOFTMAX_BIAS, NULL, x, bias, NULL, rows / bias_rows, 0.0f, FIXQ_GELU_ERF, y, rows, n, 1};
   return run(&job, threads);
 }
 
 fixq_status fixq_gelu_f32(const float *x, size_t count, fixq_gelu_form form, float *y, int threads) {
   if (form != FIXQ_GELU_ERF && form != FIXQ_GELU_TANH) return FIXQ_ERR_INVALID_ARGUMENT;
-  float_job job = {OP_GELU, NULL, x, NULL, NULL, 0.0f, form, y, count, 1, 1};
+  float_job job = {OP_GELU, NULL, x, NULL, NULL, 1, 0.0f, form, y, count, 1, 1};
   return run(&job, threads);
 }

@@ -153,6 +153,9 @@ def method_options(method, calibrating, **given):
                    "(docs/transformers.md).")
 @click.option("--int8-attention", is_flag=True,
               help="Sequence models with --dynamic: the attention matmuls in dynamic int8 too (float by default).")
+@click.option("--float-gather", is_flag=True,
+              help="Sequence models with --dynamic: keep the embedding (gather) tables float32 (int8 per row by "
+                   "default).")
 @click.option("--rounding", type=click.Choice(["double", "single", "fp32"]), default="double", show_default=True,
               help="Requantization rounding (docs/arithmetic.md).")
 @click.option("--target", type=click.Choice(TARGETS), default=None,
@@ -167,7 +170,7 @@ def method_options(method, calibrating, **given):
 @QUIET
 @one_line_errors
 def quantize(model, output, calib, method, percentile, bins, averaging_constant, per_channel, weights, activations,
-             dynamic, granularity, int8_attention, rounding, target, batch_size, graph_path, activation, scheduler, force,
+             dynamic, granularity, int8_attention, float_gather, rounding, target, batch_size, graph_path, activation, scheduler, force,
              quiet):
     """Quantize a float MODEL.npz to an int8 archive."""
     check_output(output, [model, calib, graph_path], force)
@@ -176,9 +179,9 @@ def quantize(model, output, calib, method, percentile, bins, averaging_constant,
         raise CliError("--dynamic computes activation ranges at run time; drop --calib")
     if float_weights and (calib is not None or dynamic):
         raise CliError(f"--weights {weights} keeps float activations: drop --calib and --dynamic")
-    if (granularity is not None or int8_attention) and not dynamic:
-        raise CliError("--granularity and --int8-attention choose how --dynamic quantizes a sequence model; add "
-                       "--dynamic or drop them")
+    if (granularity is not None or int8_attention or float_gather) and not dynamic:
+        raise CliError("--granularity, --int8-attention and --float-gather choose how --dynamic quantizes a sequence "
+                       "model; add --dynamic or drop them")
     options = method_options(method, not dynamic and not float_weights, percentile=percentile, bins=bins,
                              averaging_constant=averaging_constant)
     if not dynamic and not float_weights and calib is None:
@@ -187,10 +190,11 @@ def quantize(model, output, calib, method, percentile, bins, averaging_constant,
         raise CliError("--scheduler runs the calibration: it needs --calib (a directory of .npy shards)")
     g, inferred = load_float_model(model, graph=graph_path, activation=activation)
     if calib is None:
-        seq = {"granularity": granularity or "row", "int8_attention": int8_attention} if g.sequence else {}
-        if not g.sequence and (granularity is not None or int8_attention):
-            raise CliError(f"--granularity and --int8-attention apply to sequence models (docs/transformers.md); "
-                           f"{model} is not one")
+        seq = {"granularity": granularity or "row", "int8_attention": int8_attention,
+               "float_gather": float_gather} if g.sequence else {}
+        if not g.sequence and (granularity is not None or int8_attention or float_gather):
+            raise CliError(f"--granularity, --int8-attention and --float-gather apply to sequence models "
+                           f"(docs/transformers.md); {model} is not one")
         q = quantize_model(g, dynamic=dynamic, per_channel=per_channel, weights=weights, activations=activations,
                            rounding=rounding, target=target, **seq)
     elif scheduler is not None:
@@ -330,7 +334,8 @@ def inspect(model, as_json):
                f"{'per-channel' if o['per_channel'] else 'per-tensor'}; activations {o['activations']}; "
                f"calibration {o['method']}; rounding {o['rounding']}")
     if m.sequence:
-        click.echo(f"attention matmuls {'int8' if o.get('int8_attention') else 'float'}; dynamic activations "
+        click.echo(f"attention matmuls {'int8' if o.get('int8_attention') else 'float'}; gather tables "
+                   f"{'int8 per row' if o.get('int8_gather') else 'float32'}; dynamic activations "
                    f"per {o.get('granularity') or 'tensor'}" if m.dynamic else "float mode (fp32 weights)")
         ins = ", ".join(f"{i['name']} {shape_text(i['shape'])} {i['dtype']}{' (optional)' if i['optional'] else ''}"
                         for i in m.inputs)

@@ -2,13 +2,27 @@
 GEMMs (``weights="fp32"``) or dynamic int8 (``dynamic=True``: activations quantized per row or per tensor at run
 time), attention matmuls in float or, with ``int8_attention``, dynamic int8; layer_norm, softmax and gelu on
 ``fixq.float_ops``.  Everything a step needs is looked up once, here, at load: a run is one checked feed and one
-call per step into a list of tensors numbered at load.  The kernels take C-contiguous float32 arrays; the
-steps pass them so (np.ascontiguousarray copies only the broadcast view of a position table)."""
+call per step into a list of tensors numbered at load.
+
+Copies are avoided where the result is the same bits: transpose and reshape are views, which the float attention
+matmuls read strided as their left operand (their right one is copied: strided, it slows BLAS more); a matmul
+read only by a transpose writes its product straight into the transposed layout, so that the head merge costs
+nothing; and a step whose first input is a fresh array (a step's own result, no view of it taken) that no later
+step reads writes its output into that input (residual adds, gelu, softmax, layer_norm); an attention mask's
+add goes into the softmax after it (``float_ops.softmax(bias=)``: one pass over the scores instead of two).
+``threads`` reaches numpy's BLAS through threadpoolctl when that is installed (BLAS keeps its own thread count
+otherwise).  ``run(keep_all=True)`` runs the steps without writing into inputs or fusing."""
+import contextlib
+import functools
+
 import numpy as np
 
 from .. import float_ops as F, gemm, graph as G
 
 _PLAIN = type("PlainLayout", (), {"sequence": True, "weights": {}})()  # float_node's view of a sequence graph
+_FRESH = ("linear", "gelu", "softmax", "layer_norm", "matmul", "scale", "add", "mul")  # results nothing else holds
+_VIEWS = ("reshape", "transpose")
+_IN_PLACE = ("add", "mul", "gelu", "softmax", "layer_norm")
 
 
 def _acts(act):
@@ -41,8 +55,9 @@ def _linear(m, s, i):
     return dynamic
 
 
-def _step(m, s, slots):
-    """``fn(env, threads)`` computing step `s` from the numbered tensors `env`."""
+def _step(m, s, slots, in_place, transposed):
+    """``fn(env, threads)`` computing step `s` from the numbered tensors `env`; with `in_place` it writes into its
+    first input, and a matmul with `transposed` (a permutation) writes into an array laid out in that order."""
     op, name, a = s["op"], s["name"], m.arrays
     ins = [slots[t] for t in s["inputs"]]
     i = ins[0]
@@ -50,27 +65,47 @@ def _step(m, s, slots):
         return _linear(m, s, i)
     if op == "gather":
         table = a[f"{name}:weight"]
+        if m.options.get("int8_gather"):
+            scale, gather_rows = a[f"{name}:weight_scale"], F.gather_rows
+            if s["positions"]:
+                return lambda env, threads: np.broadcast_to(gather_rows(table, scale, None, env[i].shape[-1]),
+                                                            env[i].shape + table.shape[1:])
+            return lambda env, threads: gather_rows(table, scale, env[i])
         if s["positions"]:  # a read-only view
             return lambda env, threads: np.broadcast_to(table[:env[i].shape[-1]], env[i].shape + table.shape[1:])
         return lambda env, threads: table.take(env[i], axis=0)
-    if op == "layer_norm":
-        w, b, eps, layer_norm = a[f"{name}:weight"], a[f"{name}:bias"], s["eps"], F.layer_norm
-        return lambda env, threads: layer_norm(np.ascontiguousarray(env[i]), w, b, eps, threads=threads)
-    if op == "gelu":
-        approximate, gelu = s["approximate"], F.gelu
-        return lambda env, threads: gelu(np.ascontiguousarray(env[i]), approximate, threads=threads)
-    if op == "softmax":
-        axis, softmax = s["axis"], F.softmax
-        if axis == len(m.meta["tensors"][s["output"]]) - 1:
-            return lambda env, threads: softmax(np.ascontiguousarray(env[i]), threads=threads)
+    if op == "softmax" and s["axis"] != len(m.meta["tensors"][s["output"]]) - 1:
+        axis = s["axis"]
         return lambda env, threads: G.softmax(env[i], axis)
+    if op in ("layer_norm", "gelu", "softmax"):
+        if op == "layer_norm":
+            kernel, args = F.layer_norm, (a[f"{name}:weight"], a[f"{name}:bias"], s["eps"])
+        else:
+            kernel, args = (F.gelu, (s["approximate"],)) if op == "gelu" else (F.softmax, ())
+
+        def float_kernel(env, threads):  # into its input, or into the contiguous copy it had to make
+            x = np.ascontiguousarray(env[i])
+            return kernel(x, *args, out=x if in_place or x is not env[i] else None, threads=threads)
+        return float_kernel
     if op == "matmul":
         j = ins[1]
-        mm = F.qmatmul_dynamic if m.options.get("int8_attention") else F.matmul
-        return lambda env, threads: mm(np.ascontiguousarray(env[i]), np.ascontiguousarray(env[j]), threads=threads)
+        if m.options.get("int8_attention"):
+            mm = F.qmatmul_dynamic
+            return lambda env, threads: mm(np.ascontiguousarray(env[i]), np.ascontiguousarray(env[j]),
+                                           threads=threads)
+        if transposed is None:
+            return lambda env, threads: np.matmul(env[i], np.ascontiguousarray(env[j]))
+        back = tuple(int(k) for k in np.argsort(transposed))
+
+        def matmul_transposed(env, threads):
+            x, y = env[i], np.ascontiguousarray(env[j])
+            shape = np.broadcast_shapes(x.shape[:-2], y.shape[:-2]) + (x.shape[-2], y.shape[-1])
+            out = np.empty(tuple(shape[k] for k in transposed), np.float32).transpose(back)
+            return np.matmul(x, y, out=out)
+        return matmul_transposed
     if op == "transpose":
         perm = tuple(s["perm"])
-        return lambda env, threads: np.ascontiguousarray(env[i].transpose(perm))
+        return lambda env, threads: env[i].transpose(perm)
     if op == "reshape":
         spec = s["shape"]
         return lambda env, threads: G.reshape_to(env[i], spec)
@@ -79,9 +114,14 @@ def _step(m, s, slots):
         return lambda env, threads: env[i] * c
     if op in ("add", "mul"):
         j, ufunc, act = ins[1], (np.add if op == "add" else np.multiply), _acts(s["act"])
-        if act is None:
-            return lambda env, threads: ufunc(env[i], env[j])
-        return lambda env, threads: act(ufunc(env[i], env[j]))
+        if in_place:
+            def ufunc_in_place(env, threads):
+                x = env[i]
+                return ufunc(x, env[j], out=x)
+            f = ufunc_in_place
+        else:
+            f = lambda env, threads: ufunc(env[i], env[j])  # noqa: E731
+        return f if act is None else (lambda env, threads: act(f(env, threads)))
     if op == "attention_mask":
         value = s["value"]
         return lambda env, threads: G.attention_bias(env[i], value)
@@ -95,6 +135,18 @@ def _step(m, s, slots):
     return lambda env, threads: G.float_node(_PLAIN, node, [env[t] for t in ins])
 
 
+@functools.lru_cache(maxsize=None)
+def _blas_limiter():
+    """``limit(threads)``: a context holding numpy's BLAS to that many threads (threadpoolctl's), or one that
+    does nothing when threadpoolctl is not installed."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return lambda threads: contextlib.nullcontext()
+    controller = ThreadpoolController().select(user_api="blas")
+    return lambda threads: controller.limit(limits=threads)
+
+
 class SequenceRunner:
     """The steps of a sequence model, numbered at load: ``run(feeds, threads, keep_all)``."""
 
@@ -105,31 +157,64 @@ class SequenceRunner:
                                     for s in meta["steps"]])
         self.names = [i["name"] for i in self.inputs] + [s["output"] for s in meta["steps"]]
         slots = {t: k for k, t in enumerate(self.names)}
-        last = {}
+        last, readers = {}, {}
         for k, s in enumerate(meta["steps"]):
             for t in s["inputs"]:
                 last[t] = k
+                readers.setdefault(t, []).append(s)
         keep = set(meta["outputs"])
-        self.steps = []
+        tensors, made_by = meta["tensors"], {s["output"]: s["op"] for s in meta["steps"]}
+
+        def in_place(k, s):  # its first input is a fresh array of its output's shape that nothing reads later
+            t = s["inputs"][0]
+            return (s["op"] in _IN_PLACE and made_by.get(t) in _FRESH and last[t] == k and t not in keep
+                    and tensors[t] == tensors[s["output"]] and not any(r["op"] in _VIEWS for r in readers[t]))
+
+        def transposed(s):  # a matmul read by one transpose alone: the permutation
+            r = readers.get(s["output"], [])
+            return (tuple(r[0]["perm"]) if s["op"] == "matmul" and len(r) == 1 and r[0]["op"] == "transpose"
+                    and s["output"] not in keep else None)
+        def mask_bias(k, s):  # an in-place add of a row bias read by one softmax alone: the bias (the softmax adds it)
+            r, x, b = readers.get(s["output"], []), tensors[s["inputs"][0]], tensors[s["inputs"][-1]]
+            return (s["inputs"][1] if s["op"] == "add" and s["act"] is None and in_place(k, s) and len(r) == 1
+                    and r[0]["op"] == "softmax" and r[0]["axis"] == len(x) - 1 and s["output"] not in keep
+                    and len(b) == len(x) and b[0] in (1, x[0]) and b[-1] == x[-1] and set(b[1:-1]) <= {1} else None)
+        fused = {s["output"]: mask_bias(k, s) for k, s in enumerate(meta["steps"]) if mask_bias(k, s) is not None}
+        reads = [[s["inputs"][0]] if s["output"] in fused else s["inputs"] + [fused[t] for t in s["inputs"]
+                                                                               if t in fused] for s in meta["steps"]]
+        last_read = {t: k for k, r in enumerate(reads) for t in r}
+        self.steps, self.steps_all = [], []
         for k, s in enumerate(meta["steps"]):
-            fn = _step(m, s, slots)
+            fns = [_step(m, s, slots, False, transposed(s))]
+            if s["output"] in fused:  # the add passes its input on; the softmax after it adds the bias
+                i = slots[s["inputs"][0]]
+                fns.append(lambda env, threads, i=i: env[i])
+            elif s["op"] == "softmax" and s["inputs"][0] in fused:
+                i, j = slots[s["inputs"][0]], slots[fused[s["inputs"][0]]]
+                fns.append(lambda env, threads, i=i, j=j: F.softmax(env[i], env[i], threads, bias=env[j]))
+            else:
+                fns.append(_step(m, s, slots, True, transposed(s)) if in_place(k, s) else fns[0])
             if s["op"] == "linear" and s["act"] is not None:
-                fn = (lambda f, act: lambda env, threads: act(f(env, threads)))(fn, _acts(s["act"]))
-            dead = tuple(slots[t] for t in dict.fromkeys(s["inputs"]) if last[t] == k and t not in keep)
-            self.steps.append((fn, slots[s["output"]], dead))
+                fns = [(lambda f, act: lambda env, threads: act(f(env, threads)))(f, _acts(s["act"])) for f in fns]
+            dead = tuple(slots[t] for t in dict.fromkeys(reads[k]) if last_read[t] == k and t not in keep)
+            self.steps_all.append((fns[0], slots[s["output"]]))
+            self.steps.append((fns[1], slots[s["output"]], dead))
         self.outputs = [slots[t] for t in meta["outputs"]]
         self.size = len(self.names)
+        float_matmuls = not m.options.get("int8_attention") and any(s["op"] == "matmul" for s in meta["steps"])
+        self.blas = _blas_limiter() if float_matmuls or m.weights == "fp32" else None
 
     def run(self, feeds, threads, keep_all=False):
-        """The outputs (a list), or with `keep_all` every tensor by name."""
+        """The outputs (a list), or with `keep_all` every tensor by name (then no step writes into its input)."""
         env = [None] * self.size
         env[:len(self.inputs)] = G.check_feeds(self.inputs, self.roles, feeds)
-        if keep_all:
-            for fn, out, _ in self.steps:
+        with self.blas(threads) if self.blas is not None else contextlib.nullcontext():
+            if keep_all:
+                for fn, out in self.steps_all:
+                    env[out] = fn(env, threads)
+                return dict(zip(self.names, env))
+            for fn, out, dead in self.steps:
                 env[out] = fn(env, threads)
-            return dict(zip(self.names, env))
-        for fn, out, dead in self.steps:
-            env[out] = fn(env, threads)
-            for d in dead:
-                env[d] = None
+                for d in dead:
+                    env[d] = None
         return [env[k] for k in self.outputs]

@@ -17,6 +17,7 @@ from .._validate import rounding_arg
 from ..archive import ACT_TYPES, LOWBIT_KEY, QMODEL_FORMAT, WEIGHT_TYPES, check_engine_limits
 from ..arith import quantize, quantize_multiplier
 from ..engine import Model
+from ..float_ops import quantize_rows
 from ..lowbit import binarize, pack_fp16, ternarize
 from ..qparams import choose_qparams, quantize_bias, tensor_qparams
 
@@ -180,34 +181,36 @@ def observe_ranges(g, batches, method="minmax", tensors=None, progress=None, **o
     return {t: tuple(float(v) for v in o.range()) for t, o in obs.items()}
 
 
-def _sequence_options(g, dynamic, weights, target, granularity, int8_attention):
+def _sequence_options(g, dynamic, weights, target, granularity, int8_attention, float_gather):
     """The options of a sequence graph's model (docs/transformers.md), checked: it runs dynamic int8 or fp32."""
     if granularity not in GRANULARITIES:
         raise ValueError(f"granularity must be one of {list(GRANULARITIES)}, got {granularity!r}")
     if not isinstance(int8_attention, bool):
         raise TypeError(f"int8_attention must be True or False, got {int8_attention!r}")
+    if not isinstance(float_gather, bool):
+        raise TypeError(f"float_gather must be True or False, got {float_gather!r}")
     if not g.sequence:
-        if granularity != "row" or int8_attention:
-            raise ValueError("granularity= and int8_attention= apply to sequence graphs (docs/transformers.md); this "
-                             "graph is an image/MLP graph")
+        if granularity != "row" or int8_attention or float_gather:
+            raise ValueError("granularity=, int8_attention= and float_gather= apply to sequence graphs "
+                             "(docs/transformers.md); this graph is an image/MLP graph")
         return {}
     if target is not None:
         raise ValueError("target= emulates a runtime's static int8 kernels; a sequence graph runs dynamic=True or "
                          "weights='fp32'")
     if weights == "fp32":
-        if int8_attention:
-            raise ValueError("int8_attention=True quantizes the attention matmuls of a dynamic model; weights='fp32' "
-                             "runs them in float")
+        if int8_attention or float_gather:
+            raise ValueError("int8_attention=True and float_gather=True choose how a dynamic model quantizes; "
+                             "weights='fp32' runs everything in float")
         return {}
     if not dynamic or weights != "int8":
         raise ValueError("a sequence graph (docs/transformers.md) runs in dynamic int8 (dynamic=True, weights='int8') "
                          "or in float (weights='fp32')")
-    return {"granularity": granularity, "int8_attention": int8_attention}
+    return {"granularity": granularity, "int8_attention": int8_attention, "int8_gather": not float_gather}
 
 
 def quantize_model(g, calib=None, *, method="minmax", per_channel=True, weights="int8", activations="int8",
                    dynamic=False, rounding="double", progress=None, method_options=None, target=None, ranges=None,
-                   granularity="row", int8_attention=False):
+                   granularity="row", int8_attention=False, float_gather=False):
     """A :class:`Model` from the validated float graph `g` (see :func:`fixq.archive.load_float_model`).
 
     `calib` is an iterable of float input batches (NCHW, as the model takes them); static mode needs it,
@@ -220,7 +223,8 @@ def quantize_model(g, calib=None, *, method="minmax", per_channel=True, weights=
     requantization the model emulates by default when run (``fixq.targets``, docs/conformance.md).
     ``"fp32"``: float32 weights and activations (float mode, no quantization).  A sequence graph
     (docs/transformers.md) takes ``dynamic=True`` (int8 linears, activations quantized per row or per tensor
-    at run time by `granularity`, the attention matmuls in float unless `int8_attention`) or ``"fp32"``.
+    at run time by `granularity`, the attention matmuls in float unless `int8_attention`, the gather tables int8 per
+    row unless `float_gather`) or ``"fp32"``.
     `ranges`, instead of `calib`: the (min, max) of every tensor of :func:`calibrated_tensors`, observed
     elsewhere (``fixq.dask.calibrate`` over a cluster, calibration graph :func:`calibration_graph`); `method`
     and `method_options` then only record how they were observed."""
@@ -235,7 +239,7 @@ def quantize_model(g, calib=None, *, method="minmax", per_channel=True, weights=
         targets.target_arg(target)
     if weights in ("fp16", "fp32"):
         dynamic, calib, ranges = False, None, None
-    seq_options = _sequence_options(g, dynamic, weights, target, granularity, int8_attention)
+    seq_options = _sequence_options(g, dynamic, weights, target, granularity, int8_attention, float_gather)
     float_acts = dynamic or weights in ("fp16", "fp32")
     act_dt = ACT_TYPES[activations]
     steps = plan_steps(g)
@@ -308,6 +312,8 @@ def quantize_model(g, calib=None, *, method="minmax", per_channel=True, weights=
             w = g.weights[node.attrs["weight"]]
             s["weight_shape"] = list(w.shape)
             arrays[f"{name}:weight"] = w
+            if s["op"] == "gather" and seq_options.get("int8_gather"):
+                arrays[f"{name}:weight"], arrays[f"{name}:weight_scale"] = quantize_rows(w)
             if s["op"] == "layer_norm":
                 arrays[f"{name}:bias"] = g.weights[node.attrs["bias"]] if node.attrs["bias"] else np.zeros_like(w)
         elif s["op"] == "concat" and not float_acts:
