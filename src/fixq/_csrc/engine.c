@@ -153,6 +153,14 @@ static int check_step(const fixq_eng_plan *plan, const fixq_eng_step *s) {
       return t->form == FIXQ_ENG_T_TFLITE_REQUANT && t->channels == 1 && t->split <= numel(x) &&
              t->shift[0] >= -31 && t->shift[0] <= 30;
     }
+    case FIXQ_ENG_SOFTMAX: {
+      const fixq_eng_target *t = s->target;
+      if (t == NULL || x->h != y->h || x->w != y->w || x->c != y->c || !check_target_range(plan, t)) return 0;
+      if (t->form == FIXQ_ENG_T_TFLITE_SOFTMAX_LUT) return t->table != NULL;
+      /* the Q12.19 sum of c exponentials below 2^19 each stays an int32 */
+      return t->form == FIXQ_ENG_T_TFLITE_SOFTMAX && t->channels == 1 && x->c < 4096 && t->shift[0] >= 0 &&
+             t->shift[0] <= 31 && t->diff_min <= 0;
+    }
     case FIXQ_ENG_CONCAT: {
       if (s->axis < 1 || s->axis > 3 || s->in_zp == NULL || s->in_rq == NULL) return 0;
       size_t total = 0;
@@ -488,6 +496,9 @@ static fixq_status run_step(const fixq_eng_plan *plan, const fixq_eng_step *s, s
       return FIXQ_OK;
     case FIXQ_ENG_REQUANTIZE:
       fixq__eng_requantize_target(plan, s, batch, x, y);
+      return FIXQ_OK;
+    case FIXQ_ENG_SOFTMAX:
+      fixq__eng_softmax_target(plan, s, batch, x, y);
       return FIXQ_OK;
   }
   return FIXQ_ERR_INVALID_ARGUMENT;
