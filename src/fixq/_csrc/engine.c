@@ -325,24 +325,16 @@ static fixq_status gemm_target(const fixq_eng_plan *plan, const fixq_eng_step *s
   const fixq_status st = fixq_qgemm(m, a, plan->dtype, lda, s->zp, s->packed[g], s->bias + g * og, NULL, 0, acc,
                                     FIXQ_INT32, og, threads);
   if (st != FIXQ_OK) return st;
+  if (t->form == FIXQ_ENG_T_RUY_X86) {
+    loops_table[fixq__isa]->ruy_epilogue(plan, t, m, og, g * og, acc, y + g * og, ldy);
+    return FIXQ_OK;
+  }
   for (size_t r = 0; r < m; r++)
     for (size_t j = 0; j < og; j++) {
       const size_t c = t->channels == 1 ? 0 : g * og + j;
-      const int64_t v = acc[r * og + j];
-      int32_t q;
-      if (t->form == FIXQ_ENG_T_RUY_X86) {
-        const int32_t sh = t->shift[c];
-        const int left = sh > 0 ? sh : 0, right = sh < 0 ? -sh : 0;
-        /* numpy's int64: the shift and the product wrap modulo 2^64, >> is arithmetic */
-        const uint64_t p = ((uint64_t)v << left) * (uint64_t)(int64_t)t->multiplier[c] + ((uint64_t)1 << 30);
-        const int64_t u = (int64_t)p >> 31;
-        const int64_t w = (int64_t)((uint64_t)u + (((uint64_t)1 << right) >> 1)) >> right;
-        q = saturate((int64_t)((uint64_t)w + (uint64_t)(int64_t)t->out_zp), t->lo, t->hi);
-      } else { /* round() is std::round: ties away from zero; the clamp in double, as numpy's */
-        const double d = round((double)v * t->real[c]) + (double)t->out_zp;
-        q = d < t->lo ? t->lo : d > t->hi ? t->hi : (int32_t)d;
-      }
-      fixq__store(y + g * og, plan->dtype, r * ldy + j, q);
+      /* round() is std::round: ties away from zero; the clamp in double, as numpy's */
+      const double d = round((double)acc[r * og + j] * t->real[c]) + (double)t->out_zp;
+      fixq__store(y + g * og, plan->dtype, r * ldy + j, d < t->lo ? t->lo : d > t->hi ? t->hi : (int32_t)d);
     }
   return FIXQ_OK;
 }

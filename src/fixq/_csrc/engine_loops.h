@@ -348,6 +348,71 @@ static void run_global_avgpool(const fixq_eng_plan *plan, const fixq_eng_step *s
 }
 
 
-#define FIXQ_ENG_LOOPS_INIT {im2col, depthwise, run_clamp, run_pool, run_global_avgpool}
+/* fixq.targets' ruy x86 GEMM epilogue (FIXQ_ENG_T_RUY_X86) of one accumulator (bias included) of channel c:
+ * numpy's int64, where the shift and the product wrap modulo 2^64 and >> is arithmetic */
+ENG_INLINE int32_t ruy_one(const fixq_eng_target *t, int64_t v, size_t c) {
+  const int32_t sh = t->shift[c];
+  const int left = sh > 0 ? sh : 0, right = sh < 0 ? -sh : 0;
+  const uint64_t p = ((uint64_t)v << left) * (uint64_t)(int64_t)t->multiplier[c] + ((uint64_t)1 << 30);
+  const int64_t u = (int64_t)p >> 31;
+  const int64_t w = (int64_t)((uint64_t)u + (((uint64_t)1 << right) >> 1)) >> right;
+  return saturate((int64_t)((uint64_t)w + (uint64_t)(int64_t)t->out_zp), t->lo, t->hi);
+}
+
+#ifdef __AVX2__
+/* ruy_one of 4 accumulators (int64 lanes) of channels with shift in -31..0: the product is exact and
+ * (((v M + 2^30) >> 31) + h) >> r = (v M + 2^30 + h 2^31) >> (31 + r), h = 2^r >> 1, with no wrap
+ * (|v M| <= 2^62); the arithmetic shift as a logical one of the sign-flipped value */
+ENG_INLINE __m128i ruy_x4(__m256i v, __m256i mult, __m256i right, __m256i zp, __m256i lo, __m256i hi) {
+  const __m256i one = _mm256_set1_epi64x(1), sign = _mm256_set1_epi64x(INT64_MIN);
+  const __m256i h31 = _mm256_slli_epi64(_mm256_srli_epi64(_mm256_sllv_epi64(one, right), 1), 31);
+  const __m256i x = _mm256_add_epi64(_mm256_mul_epi32(v, mult), _mm256_add_epi64(h31, _mm256_set1_epi64x(1 << 30)));
+  const __m256i sh = _mm256_add_epi64(right, _mm256_set1_epi64x(31));
+  __m256i q = _mm256_sub_epi64(_mm256_srlv_epi64(_mm256_xor_si256(x, sign), sh), _mm256_srlv_epi64(sign, sh));
+  q = _mm256_add_epi64(q, zp);
+  q = _mm256_blendv_epi8(q, lo, _mm256_cmpgt_epi64(lo, q));
+  q = _mm256_blendv_epi8(q, hi, _mm256_cmpgt_epi64(q, hi));
+  return _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(q, _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6)));
+}
+#endif
+
+/* ruy_one over m rows of og accumulators into y (row stride ldy), channels c0 + j (or the one channel) */
+static void ruy_epilogue(const fixq_eng_plan *plan, const fixq_eng_target *t, size_t m, size_t og, size_t c0,
+                         const int32_t *acc, uint8_t *y, size_t ldy) {
+  const int per_channel = t->channels != 1;
+#ifdef __AVX2__
+  const __m256i zp = _mm256_set1_epi64x(t->out_zp), lo = _mm256_set1_epi64x(t->lo), hi = _mm256_set1_epi64x(t->hi);
+  const __m256i mult1 = _mm256_set1_epi64x(t->multiplier[0]), right1 = _mm256_set1_epi64x(-(int64_t)t->shift[0]);
+  const int u8 = IS_U8(plan);
+#endif
+  for (size_t r = 0; r < m; r++) {
+    size_t j = 0;
+#ifdef __AVX2__
+    for (; j + 4 <= og; j += 4) {
+      __m256i mult = mult1, right = right1;
+      if (per_channel) {
+        mult = _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(t->multiplier + c0 + j)));
+        right = _mm256_sub_epi64(_mm256_setzero_si256(),
+                                 _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(t->shift + c0 + j))));
+      }
+      const __m256i outside = _mm256_or_si256(_mm256_cmpgt_epi64(_mm256_setzero_si256(), right),
+                                              _mm256_cmpgt_epi64(right, _mm256_set1_epi64x(31)));
+      if (_mm256_movemask_epi8(outside)) { /* a left shift (wraps) or a right one past 31 */
+        for (size_t k = j; k < j + 4; k++)
+          fixq__store(y, plan->dtype, r * ldy + k, ruy_one(t, acc[r * og + k], per_channel ? c0 + k : 0));
+        continue;
+      }
+      const __m256i v = _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(acc + r * og + j)));
+      const __m128i q32 = ruy_x4(v, mult, right, zp, lo, hi), q16 = _mm_packs_epi32(q32, q32);
+      const int32_t b = _mm_cvtsi128_si32(u8 ? _mm_packus_epi16(q16, q16) : _mm_packs_epi16(q16, q16));
+      memcpy(y + r * ldy + j, &b, 4);
+    }
+#endif
+    for (; j < og; j++) fixq__store(y, plan->dtype, r * ldy + j, ruy_one(t, acc[r * og + j], per_channel ? c0 + j : 0));
+  }
+}
+
+
+#define FIXQ_ENG_LOOPS_INIT {im2col, depthwise, run_clamp, run_pool, run_global_avgpool, ruy_epilogue}
 
 #endif

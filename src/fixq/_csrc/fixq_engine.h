@@ -133,6 +133,9 @@ typedef struct {
                int32_t *acc);
   void (*global_avgpool)(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const void *x, void *y,
                          int32_t *acc);
+  /* FIXQ_ENG_T_RUY_X86 of m rows of og int32 (channels c0..) into y with row stride ldy */
+  void (*ruy_epilogue)(const fixq_eng_plan *plan, const fixq_eng_target *t, size_t m, size_t og, size_t c0,
+                       const int32_t *acc, uint8_t *y, size_t ldy);
 } fixq_eng_loops;
 extern const fixq_eng_loops fixq_eng_loops__scalar;
 #ifdef FIXQ_COMPILED_AVX2
