@@ -187,11 +187,11 @@ def test_concurrent_runs_from_threads():
 
 
 @pytest.mark.parametrize("c,k,stride,pad,dil", [(16, 3, 1, 1, 1), (33, 2, 2, 0, 1), (20, 3, 1, 2, 2), (48, 1, 1, 0, 1),
-                                                (32, 4, 1, 2, 1)])
+                                                (32, 4, 1, 2, 1), (24, 3, 2, 1, 1), (13, 3, 1, 1, 2), (8, 2, 1, 0, 1)])
 @pytest.mark.parametrize("activations", ["int8", "uint8"])
 def test_depthwise_blocks_of_16_channels(isa, c, k, stride, pad, dil, activations):
-    """Depthwise with 16 channels or more (the AVX2 tap-pair blocks and their scalar tail), odd and even
-    tap counts, stride, dilation and padding."""
+    """Depthwise with 8 channels or more (the AVX2 tap-pair blocks of 16, then of 8, and their scalar tail),
+    odd and even tap counts, stride, dilation and padding."""
     rng = np.random.default_rng(c + k)
     w = {"pw.weight": rng.standard_normal((c, 2, 1, 1)).astype(np.float32),
          "dw.weight": (rng.standard_normal((c, 1, k, k)) / k).astype(np.float32),

@@ -166,13 +166,29 @@ ENG_INLINE void dw_block16(const uint8_t *px, const size_t *off, size_t pairs, c
   _mm256_storeu_si256((__m256i *)a, _mm256_add_epi32(c0, _mm256_loadu_si256((const __m256i *)bias)));
   _mm256_storeu_si256((__m256i *)(a + 8), _mm256_add_epi32(c1, _mm256_loadu_si256((const __m256i *)(bias + 8))));
 }
+
+/* dw_block16 of 8 channels (the tail of a channel count that is not a multiple of 16) in 128-bit lanes */
+ENG_INLINE void dw_block8(const uint8_t *px, const size_t *off, size_t pairs, const __m128i *wp, const int32_t *bias,
+                          __m128i zp, uint32_t *a, int u8) {
+  __m128i lo = _mm_setzero_si128(), hi = lo;
+  for (size_t p = 0; p < pairs; p++) {
+    const __m128i ra = _mm_loadl_epi64((const __m128i *)(px + off[2 * p]));
+    const __m128i rb = _mm_loadl_epi64((const __m128i *)(px + off[2 * p + 1]));
+    const __m128i xa = _mm_sub_epi16(u8 ? _mm_cvtepu8_epi16(ra) : _mm_cvtepi8_epi16(ra), zp);
+    const __m128i xb = _mm_sub_epi16(u8 ? _mm_cvtepu8_epi16(rb) : _mm_cvtepi8_epi16(rb), zp);
+    lo = _mm_add_epi32(lo, _mm_madd_epi16(_mm_unpacklo_epi16(xa, xb), _mm_loadu_si128(wp + 2 * p)));
+    hi = _mm_add_epi32(hi, _mm_madd_epi16(_mm_unpackhi_epi16(xa, xb), _mm_loadu_si128(wp + 2 * p + 1)));
+  }
+  _mm_storeu_si128((__m128i *)a, _mm_add_epi32(lo, _mm_loadu_si128((const __m128i *)bias)));
+  _mm_storeu_si128((__m128i *)(a + 4), _mm_add_epi32(hi, _mm_loadu_si128((const __m128i *)(bias + 4))));
+}
 #endif
 
 ENG_INLINE void depthwise_acc(const fixq_eng_step *s, const fixq_eng_tensor *xt, const fixq_eng_tensor *yt,
                               size_t batch, const uint8_t *x, int32_t *acc, uint8_t *img, int u8) {
   const size_t O = yt->c, C = xt->c, PW = xt->w + 2 * s->pw;
 #ifdef __AVX2__
-  size_t nfast = 0; /* channels done 16 at a time by dw_block16 */
+  size_t nfast = 0, n8 = 0; /* channels done 16 at a time by dw_block16, then 8 by dw_block8 */
   const size_t T = s->kh * s->kw, pairs = (T + 1) / 2;
   size_t off[64];
   __m256i *wp = (__m256i *)(img + (xt->h + 2 * s->ph) * PW * C + FIXQ_ENG_IM2COL_SLACK);
@@ -189,6 +205,15 @@ ENG_INLINE void depthwise_acc(const fixq_eng_step *s, const fixq_eng_tensor *xt,
         _mm256_storeu_si256(wp + (o0 / 16 * pairs + p) * 2, _mm256_unpacklo_epi16(wa, wb));
         _mm256_storeu_si256(wp + (o0 / 16 * pairs + p) * 2 + 1, _mm256_unpackhi_epi16(wa, wb));
       }
+    n8 = O - nfast >= 8 ? 8 : 0;
+    for (size_t p = 0; n8 && p < pairs; p++) {
+      const __m128i wa = _mm_cvtepi8_epi16(_mm_loadl_epi64((const __m128i *)(s->taps + 2 * p * O + nfast)));
+      const __m128i wb = 2 * p + 1 < T
+                             ? _mm_cvtepi8_epi16(_mm_loadl_epi64((const __m128i *)(s->taps + (2 * p + 1) * O + nfast)))
+                             : _mm_setzero_si128();
+      _mm_storeu_si128((__m128i *)(wp + nfast / 16 * pairs * 2) + 2 * p, _mm_unpacklo_epi16(wa, wb));
+      _mm_storeu_si128((__m128i *)(wp + nfast / 16 * pairs * 2) + 2 * p + 1, _mm_unpackhi_epi16(wa, wb));
+    }
   }
   const __m256i zp16 = _mm256_set1_epi16((int16_t)s->zp);
 #endif
@@ -203,6 +228,11 @@ ENG_INLINE void depthwise_acc(const fixq_eng_step *s, const fixq_eng_tensor *xt,
         const uint8_t *px = img + (oy * s->sh * PW + ox * s->sw) * C;
         for (; o0 < nfast; o0 += 16)
           dw_block16(px + o0, off, pairs, wp + o0 / 16 * pairs * 2, s->bias + o0, zp16, a + o0, u8);
+        if (n8) {
+          dw_block8(px + o0, off, pairs, (const __m128i *)(wp + o0 / 16 * pairs * 2), s->bias + o0,
+                    _mm256_castsi256_si128(zp16), a + o0, u8);
+          o0 += 8;
+        }
 #endif
         for (; o0 + 16 <= O; o0 += 16) dw_block(s, C, PW, O, img, oy, ox, o0, 16, a, u8);
         if (o0 < O) dw_block(s, C, PW, O, img, oy, ox, o0, O - o0, a, u8);

@@ -6,11 +6,30 @@
 
 #include "engine_loops.h"
 
+/* XNNPACK's vadd (FIXQ_ENG_T_XNN_ADD) with the parameters in locals: the byte stores may alias *t */
+static inline __attribute__((always_inline)) void xnn_add(const fixq_eng_target *t, size_t n, const void *a,
+                                                          const void *b, uint8_t *y, int u8) {
+  const int64_t bias = t->bias, ma = t->a_mult, mb = t->b_mult;
+  const int shift = t->shift_bits;
+  const int32_t zp = t->out_zp, lo = t->lo, hi = t->hi;
+  for (size_t i = 0; i < n; i++) {
+    const int64_t acc = bias + (int64_t)load_q(a, i, u8) * ma + (int64_t)load_q(b, i, u8) * mb;
+    y[i] = (uint8_t)saturate((acc >> shift) + zp, lo, hi);
+  }
+}
+
 /* fixq.targets' numpy add / mul of ONNX Runtime (MLAS on x86) and XNNPACK, and TFLite's SUB, element by
  * element */
 void fixq__eng_eltwise_target(const fixq_eng_plan *plan, const fixq_eng_target *t, size_t n, const void *a,
                               const void *b, void *y) {
   const int u8 = IS_U8(plan);
+  if (t->form == FIXQ_ENG_T_XNN_ADD) {
+    if (u8)
+      xnn_add(t, n, a, b, y, 1);
+    else
+      xnn_add(t, n, a, b, y, 0);
+    return;
+  }
   for (size_t i = 0; i < n; i++) {
     const int32_t qa = load_q(a, i, u8), qb = load_q(b, i, u8);
     const int64_t da = (int64_t)qa - t->a_zp, db = (int64_t)qb - t->b_zp;
@@ -27,11 +46,6 @@ void fixq__eng_eltwise_target(const fixq_eng_plan *plan, const fixq_eng_target *
       case FIXQ_ENG_T_ORT_MUL:
         q = float_to_i64(rintf((float)(da * db) * t->scale + (float)t->out_zp));
         break;
-      case FIXQ_ENG_T_XNN_ADD: {
-        const int64_t acc = t->bias + (int64_t)qa * t->a_mult + (int64_t)qb * t->b_mult;
-        q = (acc >> t->shift_bits) + t->out_zp;
-        break;
-      }
       case FIXQ_ENG_T_TFLITE_SUB: {
         const int32_t sa = fixq__mbqm_double((int32_t)(da * (1 << 20)), t->multiplier[0], t->shift[0]);
         const int32_t sb = fixq__mbqm_double((int32_t)(db * (1 << 20)), t->multiplier[1], t->shift[1]);
