@@ -61,11 +61,20 @@ static inline int32_t avg_round(int32_t acc, int32_t count) {
 
 
 /* A padded sample: img holds (h + 2 ph) x (w + 2 pw) x c bytes and
- * FIXQ_ENG_IM2COL_SLACK more; pad_image fills it with the padding value once,
+ * FIXQ_ENG_IM2COL_SLACK more; pad_image fills its border with the padding value once,
  * pad_sample copies sample n of x into its interior. */
 #define FIXQ_ENG_IM2COL_SLACK 16
 ENG_INLINE void pad_image(const fixq_eng_step *s, const fixq_eng_tensor *xt, uint8_t *img, uint8_t pad) {
-  memset(img, pad, (xt->h + 2 * s->ph) * (xt->w + 2 * s->pw) * xt->c + FIXQ_ENG_IM2COL_SLACK);
+  const size_t PW = xt->w + 2 * s->pw, C = xt->c, row = PW * C, side = s->pw * C;
+  if (xt->h == 0 || xt->w == 0) {
+    memset(img, pad, (xt->h + 2 * s->ph) * row + FIXQ_ENG_IM2COL_SLACK);
+    return;
+  }
+  /* the border only: pad_sample writes every byte of the interior */
+  memset(img, pad, s->ph * row + side);
+  for (size_t iy = 0; iy + 1 < xt->h; iy++) memset(img + (s->ph + iy) * row + side + xt->w * C, pad, 2 * side);
+  const size_t tail = (s->ph + xt->h - 1) * row + side + xt->w * C;
+  memset(img + tail, pad, (xt->h + 2 * s->ph) * row + FIXQ_ENG_IM2COL_SLACK - tail);
 }
 
 ENG_INLINE void pad_sample(const fixq_eng_step *s, const fixq_eng_tensor *xt, const uint8_t *x, size_t n,
