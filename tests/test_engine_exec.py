@@ -206,6 +206,24 @@ def test_depthwise_blocks_of_16_channels(isa, c, k, stride, pad, dil, activation
     assert_same(m, (rng.standard_normal((3, 2, 7, 6)) * 1.5).astype(np.float32))
 
 
+@pytest.mark.parametrize("c,mult,k,stride,pad", [(16, 2, 3, 1, 1), (2, 8, 3, 2, 1), (3, 3, 2, 1, 0), (5, 5, 3, 1, 1)])
+@pytest.mark.parametrize("activations", ["int8", "uint8"])
+def test_depthwise_channel_multiplier(isa, c, mult, k, stride, pad, activations):
+    """Depthwise with a channel multiplier (on AVX2: the input channels repeated into an image of the output's,
+    then the tap-pair blocks of 16 and 8 and their tail)."""
+    rng = np.random.default_rng(c * mult + k)
+    w = {"pw.weight": rng.standard_normal((c, 2, 1, 1)).astype(np.float32),
+         "dw.weight": (rng.standard_normal((c * mult, 1, k, k)) / k).astype(np.float32),
+         "dw.bias": rng.standard_normal(c * mult).astype(np.float32)}
+    nodes = [{"name": "pw", "op": "conv2d", "inputs": ["x"]},
+             {"name": "dw", "op": "conv2d", "inputs": ["pw"], "stride": stride, "padding": pad, "groups": c}]
+    g = G.validate(graph_of(nodes, ["dw"], (2, 7, 6)), w)
+    m = quantize_model(g, calib_batches(rng, (2, 7, 6), n=2, batch=8), activations=activations,
+                       per_channel=True)
+    assert m._engine is not None and any(s.get("depthwise") for s in m.steps)
+    assert_same(m, (rng.standard_normal((3, 2, 7, 6)) * 1.5).astype(np.float32))
+
+
 # Every target runs on the C plan: fixq's kernel modes where a recipe is one (gemm_out_stage, TFLite's
 # fixed-point ADD/MUL, the four float32 QUANTIZE forms), the plan's element-by-element forms of the
 # others (ruy's x86 epilogue, TFLite's reference float64 rounding, ONNX Runtime's and XNNPACK's ADD/MUL),

@@ -217,9 +217,13 @@ static size_t step_scratch(const fixq_eng_plan *plan, const fixq_eng_step *s, si
                                                      padded_bytes(s, x));
       return add_sz(cols, s->target != NULL ? add_sz(mul_sz(mul_sz(pixels, y->c / s->groups), sizeof(int32_t)), 64) : 0);
     }
-    case FIXQ_ENG_DEPTHWISE: /* the accumulators, one padded sample, the weight pairs of dw_block16 */
-      return add_sz(add_sz(mul_sz(out_n, sizeof(int32_t)), padded_bytes(s, x)),
+    case FIXQ_ENG_DEPTHWISE: { /* the accumulators, one padded sample of y's channels (a channel multiplier's
+                                  repeated input), the weight pairs of dw_block16 */
+      fixq_eng_tensor xi = *x;
+      xi.c = y->c;
+      return add_sz(add_sz(mul_sz(out_n, sizeof(int32_t)), padded_bytes(s, &xi)),
                     mul_sz(mul_sz(add_sz(mul_sz(s->kh, s->kw), 1) / 2, y->c), 4));
+    }
     case FIXQ_ENG_MAXPOOL:
     case FIXQ_ENG_AVGPOOL:
       return mul_sz(y->c, sizeof(int32_t));

@@ -124,9 +124,8 @@ static void im2col(const fixq_eng_step *s, const fixq_eng_tensor *xt, const fixq
  * stage.  The taps read a padded copy of the sample (padding zp adds
  * (zp - zp) * w = 0, as numpy's windows do).  One output pixel, channels
  * [o0, o0 + nb), nb <= 16: the block of accumulators stays in registers. */
-ENG_INLINE void dw_block(const fixq_eng_step *s, size_t C, size_t PW, size_t O, const uint8_t *img, size_t oy,
-                         size_t ox, size_t o0, size_t nb, uint32_t *a, int u8) {
-  const size_t mult = s->groups;
+ENG_INLINE void dw_block(const fixq_eng_step *s, size_t mult, size_t C, size_t PW, size_t O, const uint8_t *img,
+                         size_t oy, size_t ox, size_t o0, size_t nb, uint32_t *a, int u8) {
   const int32_t zp = s->zp;
   uint32_t blk[16];
   for (size_t k = 0; k < nb; k++) blk[k] = (uint32_t)s->bias[o0 + k];
@@ -193,15 +192,36 @@ ENG_INLINE void dw_block8(const uint8_t *px, const size_t *off, size_t pairs, co
 }
 #endif
 
+/* pad_sample with each input channel repeated mult times: the image of a channel multiplier's output
+ * channels, which then reads as a depthwise of multiplier 1 */
+ENG_INLINE void pad_sample_repeat(const fixq_eng_step *s, const fixq_eng_tensor *xt, const uint8_t *x, size_t n,
+                                  size_t mult, uint8_t *img) {
+  const size_t PW = xt->w + 2 * s->pw, C = xt->c;
+  for (size_t iy = 0; iy < xt->h; iy++)
+    for (size_t ix = 0; ix < xt->w; ix++) {
+      const uint8_t *src = x + ((n * xt->h + iy) * xt->w + ix) * C;
+      uint8_t *dst = img + ((iy + s->ph) * PW + s->pw + ix) * C * mult;
+      for (size_t c = 0; c < C; c++)
+        for (size_t k = 0; k < mult; k++) dst[c * mult + k] = src[c];
+    }
+}
+
 ENG_INLINE void depthwise_acc(const fixq_eng_step *s, const fixq_eng_tensor *xt, const fixq_eng_tensor *yt,
                               size_t batch, const uint8_t *x, int32_t *acc, uint8_t *img, int u8) {
-  const size_t O = yt->c, C = xt->c, PW = xt->w + 2 * s->pw;
+  const size_t O = yt->c, PW = xt->w + 2 * s->pw;
+  fixq_eng_tensor xi = *xt; /* the padded image's tensor */
+  size_t mult = s->groups;  /* of the image */
 #ifdef __AVX2__
   size_t nfast = 0, n8 = 0; /* channels done 16 at a time by dw_block16, then 8 by dw_block8 */
   const size_t T = s->kh * s->kw, pairs = (T + 1) / 2;
   size_t off[64];
+  if (T <= 63 && mult > 1) { /* the channels repeated in the image (engine.c's scratch has room for O) */
+    xi.c = O;
+    mult = 1;
+  }
+  const size_t C = xi.c;
   __m256i *wp = (__m256i *)(img + (xt->h + 2 * s->ph) * PW * C + FIXQ_ENG_IM2COL_SLACK);
-  if (s->groups == 1 && T <= 63) {
+  if (T <= 63) {
     nfast = O / 16 * 16;
     for (size_t t = 0; t < T; t++) off[t] = ((t / s->kw) * s->dh * PW + (t % s->kw) * s->dw) * C;
     off[T] = off[T - 1]; /* the odd tap's partner: weight 0 */
@@ -225,10 +245,15 @@ ENG_INLINE void depthwise_acc(const fixq_eng_step *s, const fixq_eng_tensor *xt,
     }
   }
   const __m256i zp16 = _mm256_set1_epi16((int16_t)s->zp);
+#else
+  const size_t C = xi.c;
 #endif
-  pad_image(s, xt, img, (uint8_t)s->zp);
+  pad_image(s, &xi, img, (uint8_t)s->zp);
   for (size_t n = 0; n < batch; n++) {
-    pad_sample(s, xt, x, n, img);
+    if (xi.c != xt->c)
+      pad_sample_repeat(s, xt, x, n, O / xt->c, img);
+    else
+      pad_sample(s, xt, x, n, img);
     for (size_t oy = 0; oy < yt->h; oy++)
       for (size_t ox = 0; ox < yt->w; ox++) {
         uint32_t *a = (uint32_t *)acc + ((n * yt->h + oy) * yt->w + ox) * O;
@@ -243,8 +268,8 @@ ENG_INLINE void depthwise_acc(const fixq_eng_step *s, const fixq_eng_tensor *xt,
           o0 += 8;
         }
 #endif
-        for (; o0 + 16 <= O; o0 += 16) dw_block(s, C, PW, O, img, oy, ox, o0, 16, a, u8);
-        if (o0 < O) dw_block(s, C, PW, O, img, oy, ox, o0, O - o0, a, u8);
+        for (; o0 + 16 <= O; o0 += 16) dw_block(s, mult, C, PW, O, img, oy, ox, o0, 16, a, u8);
+        if (o0 < O) dw_block(s, mult, C, PW, O, img, oy, ox, o0, O - o0, a, u8);
       }
   }
 }
