@@ -270,7 +270,7 @@ def softmax_step(m, s):
     if quantized_softmax(m, s) is None:
         return None
     nd = len(m.meta["tensors"][s["output"]])
-    if nd not in (2, 4) or L.internal_axis(s["axis"], nd) != nd - 1:
+    if nd not in (2, 4) or L.internal_axis(s["axis"], nd) % nd != nd - 1:
         return None
     (s_in, _), (s_out, zp_out) = m.qparams(s["inputs"][0]), m.qparams(s["output"])
     form = targets.softmax_form(m.target, s_in, s.get("beta", 1.0), s_out, zp_out, m.act_dtype)
