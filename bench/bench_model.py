@@ -3,7 +3,7 @@ float model in numpy and ONNX Runtime running the same model (fp32, and int8 fro
 at batch 1 and batch 256, one thread, in one run.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 \\
-        PYTHONPATH=src python bench/bench_model.py [--json out.json] [--rounds 5]
+        PYTHONPATH=src python bench/bench_model.py [--json out.json] [--rounds 5] [--targets all] [--cpu-time]
 
 Peers are optional (``pip install -e '.[bench]'`` brings onnx and onnxruntime).  The same calibration
 set (the bundled 256 digits images) feeds fixq's minmax calibration and ORT's quantize_static (minmax,
@@ -27,25 +27,25 @@ from fixq.quantizer import quantize_model
 BATCHES = (1, 256)
 
 
-def timeit(fn, x, min_time=0.3, rounds=5):
+def timeit(fn, x, min_time=0.3, rounds=5, clock=time.perf_counter):
     """Median over `rounds` of the mean time of one call, each round at least `min_time` seconds."""
     fn(x)
     n, t = 1, 0.0
     while True:
-        t0 = time.perf_counter()
+        t0 = clock()
         for _ in range(n):
             fn(x)
-        t = time.perf_counter() - t0
+        t = clock() - t0
         if t > min_time / 5:
             break
         n *= 4
     n = max(1, int(n * (min_time / 5) / t) * 5)
     res = []
     for _ in range(rounds):
-        t0 = time.perf_counter()
+        t0 = clock()
         for _ in range(n):
             fn(x)
-        res.append((time.perf_counter() - t0) / n)
+        res.append((clock() - t0) / n)
     return float(np.median(res))
 
 
@@ -157,6 +157,12 @@ def main():
     ap.add_argument("--models", default="mlp,cnn")
     ap.add_argument("--threads", type=int, default=1,
                     help="Also time fixq with Model.run(x, threads=N) (the peers stay on one thread).")
+    ap.add_argument("--targets", default="",
+                    help="Also time fixq with Model.load(..., target=T) for each T of this comma-separated "
+                         "list ('all': every fixq.targets.TARGETS).")
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="Time each call by this thread's CPU time (time.thread_time) instead of the wall clock: "
+                         "on a shared machine, the time the process waited for a core is left out.")
     args = ap.parse_args()
 
     x_test = np.load(bundled("digits_test_x.npy"))
@@ -183,6 +189,9 @@ def main():
             systems = {"numpy fp32": lambda x: G.run_float(g, x), "fixq int8": m.run}
             if args.threads > 1:
                 systems[f"fixq int8 threads={args.threads}"] = lambda x, m=m: m.run(x, threads=args.threads)
+            for t in (fixq.targets.TARGETS if args.targets == "all" else
+                      [t for t in args.targets.split(",") if t]):
+                systems[f"fixq int8 target={t}"] = fixq.Model.load(path, target=t).run
             if ort is not None:
                 import onnx
                 fpath = os.path.join(d, "float.onnx")
@@ -194,7 +203,8 @@ def main():
                 row = {"model": name, "system": label, "accuracy": acc}
                 for b in BATCHES:
                     xb = np.ascontiguousarray(big[:b])
-                    row[f"batch{b}_s"] = timeit(fn, xb, rounds=args.rounds)
+                    row[f"batch{b}_s"] = timeit(fn, xb, rounds=args.rounds,
+                                                clock=time.thread_time if args.cpu_time else time.perf_counter)
                 results.append(row)
     ort_best = {}
     for r in results:

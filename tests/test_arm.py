@@ -8,6 +8,8 @@ import platform
 import runpy
 import shutil
 import subprocess
+import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CROSS = "aarch64-linux-gnu-"
 SYSROOT = "/usr/aarch64-linux-gnu"
 PACKAGES = ["gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross", "qemu-user"]
-TOOLS = [CROSS + "gcc", CROSS + "ar", "qemu-aarch64"]
+TOOLS = [CROSS + "gcc", CROSS + "ar", CROSS + "nm", "qemu-aarch64"]
 
 pytestmark = pytest.mark.slow
 
@@ -92,7 +94,10 @@ def test_arm_paths_follow_the_cpu(isa_equal, cpu, paths):
 
 def test_setup_py_builds_the_arm_files_on_aarch64(cross_tools, tmp_path, monkeypatch):
     """What `pip install .` compiles on an aarch64 host (setup.py read as if platform.machine() were
-    aarch64): the neon, dotprod and i8mm files, each with its -march, cross-compiled here."""
+    aarch64): the neon, dotprod and i8mm files, each with its -march, cross-compiled here, and the
+    Cython wrapper with them, linked as the extension is: no fixq symbol left undefined (every
+    kernel the tables name is built).  The wrapper compiles against this host's Python headers
+    (x86-64 Linux, LP64 as aarch64 Linux: the same sizes)."""
     import setuptools
     import Cython.Build
     captured = {}
@@ -108,7 +113,19 @@ def test_setup_py_builds_the_arm_files_on_aarch64(cross_tools, tmp_path, monkeyp
     macros = [f"-D{name}={value}" for name, value in ext.define_macros]
     assert "-DFIXQ_COMPILED_I8MM=1" in macros and not [m for m in macros if "AVX" in m]
     includes = [f"-I{d}" for d in ext.include_dirs]
+    objects = []
     for src in sources:
         flags = conf["ISA_FLAGS"].get(conf["isa_of"](src), [])
+        objects.append(str(tmp_path / (Path(src).stem + ".o")))
         run([f"{CROSS}gcc", "-fPIC", "-Werror", *ext.extra_compile_args, *macros, *includes, *flags, "-c", src,
-             "-o", str(tmp_path / (Path(src).stem + ".o"))])
+             "-o", objects[-1]])
+    core_c = tmp_path / "_core.c"
+    run([sys.executable, "-m", "cython", "-3", "-I", "src", "-o", str(core_c), "src/fixq/_core.pyx"])
+    objects.append(str(tmp_path / "_core.o"))
+    run([f"{CROSS}gcc", "-fPIC", "-O0", "-std=gnu11", *macros, *includes, f"-I{sysconfig.get_paths()['include']}",
+         "-c", str(core_c), "-o", objects[-1]])
+    so = tmp_path / "_core.so"
+    run([f"{CROSS}gcc", "-shared", *objects, *ext.extra_link_args, "-o", str(so)])
+    undefined = run([f"{CROSS}nm", "-u", str(so)]).split()
+    assert "PyInit__core" in run([f"{CROSS}nm", "-D", "--defined-only", str(so)])
+    assert not [name for name in undefined if "fixq" in name]

@@ -288,35 +288,3 @@ def test_relu6_bounds_are_each_targets(isa):
         if m._engine is not None:
             assert_same(m, x)
     assert tops == {None: -128 + 24, "tflite": -128 + 25, "onnxruntime": -128 + 24}
-
-
-@pytest.mark.parametrize("dtype", ["int8", "uint8"])
-@pytest.mark.parametrize("channels", [1, 37])
-def test_ruy_epilogue_of_the_c_plan_is_numpys(isa, dtype, channels):
-    """The plan's ruy x86 GEMM epilogue (fixq.targets' tflite matmul/conv) against its numpy formula in
-    wrapping int64, for shifts from -62 (past the vector path's 31) to 30 (left shifts, whose product
-    wraps), per channel and per tensor, clamped to a narrowed range."""
-    from fixq import _core, gemm
-    rng = np.random.default_rng(31)
-    lo, hi = (-128, 127) if dtype == "int8" else (0, 255)
-    k, o, zp_in, zp_out = 64, 37, (3 if dtype == "int8" else 131), -5 if dtype == "int8" else 120
-    w = rng.integers(-128, 128, size=(o, k), dtype=np.int8)
-    bias = rng.integers(-2**20, 2**20, size=o, dtype=np.int32)
-    shift = np.concatenate([np.arange(-62, 31), rng.integers(-12, 1, size=o)])[rng.permutation(93 + o)[:channels]]
-    shift = np.ascontiguousarray(shift, np.int32)
-    mult = np.ascontiguousarray(rng.integers(2**30, 2**31, size=channels), np.int32)
-    target = dict(form="ruy-x86", multiplier=mult, shift=shift, out_zp=zp_out, lo=lo + 3, hi=hi - 7)
-    tensors = [(1, 1, k, 4), (1, 1, k, 1), (1, 1, o, 1)]
-    steps = [{"op": "quantize", "name": "x", "in": [0], "out": 1, "scale": 1.0, "zp": 0, "form": "div-even"},
-             {"op": "gemm", "name": "fc", "in": [1], "out": 2, "packed": [gemm.pack_weights(w)], "bias": bias,
-              "zp": zp_in, "target": target}]
-    eng = _core.Engine(dtype, tensors, steps, [(2, False, 1.0, 0, (o,), True)])
-    q = rng.integers(lo, hi + 1, size=(9, k))
-    q[0] = hi  # the largest accumulators
-    acc = (q - zp_in) @ w.T.astype(np.int64) + bias
-    m64, s64 = mult.astype(np.int64), shift.astype(np.int64)
-    left, right = np.maximum(s64, 0), np.maximum(-s64, 0)
-    t = ((acc << left) * m64 + (1 << 30)) >> 31
-    want = np.clip(((t + ((np.int64(1) << right) >> 1)) >> right) + zp_out, lo + 3, hi - 7).astype(dtype)
-    for n in (9, 1):
-        np.testing.assert_array_equal(eng.run(q[:n].astype(np.float32), 1, True, False)[0], want[:n])

@@ -1,5 +1,5 @@
 /* Every CPU path this machine supports gives the scalar path's bits: the int8
- * GEMM (int8/uint8 A and B, weights of -128, zero points, bias, every output
+ * GEMM and GEMV (int8/uint8 A and B, weights of -128, zero points, bias, every output
  * stage, one and several threads), requantize (double, single, fp32 rounding;
  * per channel and per tensor; int8/uint8/int16/int32 outputs; int32 extremes
  * and rounding ties), quantize / dequantize (+-inf, NaN), elementwise add /
@@ -237,6 +237,19 @@ static void gemm_cases(int count) {
   gemm_one(1, 517, 200, 1); /* one row: a GEMV */
 }
 
+/* one row of A (a GEMV: the one-row kernels): every K tail of the 4-group
+ * unrolled loop, K = 0, one and two panels and partial ones, all the weight,
+ * zero-point and output-stage draws of gemm_one, a GEMV split over threads */
+static void gemv_cases(int count) {
+  static const size_t ks[] = {0, 1, 3, 4, 5, 8, 12, 13, 15, 16, 17, 20, 28, 31, 32, 33, 63, 64, 65};
+  static const size_t ns[] = {1, 15, 16, 17, 32, 33, 48};
+  for (int t = 0; t < count; t++) {
+    const size_t k = t < 19 ? ks[t] : (size_t)uniform(0, 300), n = t < 19 ? ns[t % 7] : (size_t)uniform(1, 70);
+    gemm_one(1, k, n, 1);
+  }
+  gemm_one(1, 4099, 300, 3); /* columns split over threads */
+}
+
 /* ---- quantize, dequantize, elementwise ------------------------------------- */
 
 typedef struct {
@@ -423,9 +436,18 @@ static size_t out_dim(size_t in, size_t k, size_t s, size_t p, size_t d) {
 static const fixq_eng_op eng_ops[] = {FIXQ_ENG_DEPTHWISE, FIXQ_ENG_MAXPOOL, FIXQ_ENG_AVGPOOL,
                                       FIXQ_ENG_GLOBAL_AVGPOOL, FIXQ_ENG_CLAMP, FIXQ_ENG_GEMM};
 
-static void engine_cases(int count) {
+/* Which plans engine_cases builds: every op in turn; depthwise with
+ * MobileNet's shapes (channel multiplier 1, 16-72 channels: the 16-channel
+ * blocks and a rest); average pools whose window count (41, 47, 55, 61)
+ * makes the NEON division's float estimate one short of the quotient; one
+ * 1024 x 1024 average pool whose sums make it one over (the float of
+ * |acc| + 2^19 rounding up to k 2^20). */
+enum { ENG_EVERY_OP, ENG_WIDE_DEPTHWISE, ENG_POOL_COUNTS, ENG_HUGE_POOL };
+
+static void engine_cases(int count, int mode) {
+  const int wide_depthwise = mode == ENG_WIDE_DEPTHWISE;
   for (int t = 0; t < count; t++) {
-    const fixq_eng_op op = eng_ops[t % 6];
+    const fixq_eng_op op = wide_depthwise ? FIXQ_ENG_DEPTHWISE : mode != ENG_EVERY_OP ? FIXQ_ENG_AVGPOOL : eng_ops[t % 6];
     const fixq_dtype dt = next() % 2 ? FIXQ_INT8 : FIXQ_UINT8;
     int32_t lo, hi;
     drange(dt, &lo, &hi);
@@ -447,6 +469,18 @@ static void engine_cases(int count) {
     } else {
       s.groups = op == FIXQ_ENG_DEPTHWISE ? (size_t)uniform(1, 3) : 1;
     }
+    if (wide_depthwise) {
+      s.groups = 1, ts[0].c = (size_t)uniform(16, 72);
+      if (next() % 2) s.kh = s.kw = 3;
+    }
+    if (mode == ENG_POOL_COUNTS) {
+      static const size_t win[][2] = {{1, 41}, {47, 1}, {5, 11}, {1, 61}};
+      s.kh = win[t % 4][0], s.kw = win[t % 4][1], s.sh = s.sw = 1;
+      ts[0].h = s.kh + (size_t)uniform(0, 2), ts[0].w = s.kw + (size_t)uniform(0, 2), ts[0].c = (size_t)uniform(8, 40);
+    }
+    if (mode == ENG_HUGE_POOL) {
+      s.kh = s.kw = ts[0].h = ts[0].w = 1024, s.ph = s.pw = 0, ts[0].c = 8;
+    }
     ts[1].h = out_dim(ts[0].h, s.kh, s.sh, s.ph, s.dh), ts[1].w = out_dim(ts[0].w, s.kw, s.sw, s.pw, s.dw);
     ts[1].c = op == FIXQ_ENG_DEPTHWISE ? ts[0].c * s.groups : op == FIXQ_ENG_GEMM ? s.groups * (size_t)uniform(1, 20) : ts[0].c;
     if (op == FIXQ_ENG_GLOBAL_AVGPOOL || op == FIXQ_ENG_CLAMP) {
@@ -462,7 +496,12 @@ static void engine_cases(int count) {
     int8_t *taps = malloc(T * O);
     int32_t *bias = malloc(O * 4), *mult = malloc(O * 4), *shift = malloc(O * 4), *yzp = malloc(O * 4);
     float *scale = malloc(O * 4);
-    for (size_t i = 0; i < T * O; i++) taps[i] = exact ? (int8_t)uniform(-2, 2) : next() % 5 ? (int8_t)next() : -128;
+    /* (wide depthwise, every other case: no -128 but +-127, so that int16 pair sums reach their bound) */
+    const int no_min = wide_depthwise && t % 2;
+    for (size_t i = 0; i < T * O; i++)
+      taps[i] = exact    ? (int8_t)uniform(-2, 2)
+                : no_min ? (int8_t)(next() % 3 ? uniform(-127, 127) : next() % 2 ? 127 : -127)
+                : next() % 5 ? (int8_t)next() : -128;
     for (size_t o = 0; o < O; o++) {
       bias[o] = exact ? uniform(-20, 20) : uniform(-(1 << 20), 1 << 20);
       mult[o] = exact ? 1 << 30 : uniform(1 << 30, INT32_MAX);
@@ -492,7 +531,7 @@ static void engine_cases(int count) {
         free(w);
       }
     s.packed = pbp;
-    eng_case c = {{dt, 2, ts, 1, &s}, (size_t)uniform(1, 3), NULL, NULL};
+    eng_case c = {{dt, 2, ts, 1, &s}, mode == ENG_HUGE_POOL ? 1 : (size_t)uniform(1, 3), NULL, NULL};
     size_t bad;
     if (fixq_eng_check(&c.plan, &bad) != FIXQ_OK) {
       printf("MISMATCH setup: engine plan %d (op %d) refused\n", t, (int)op);
@@ -503,6 +542,11 @@ static void engine_cases(int count) {
       for (size_t i = 0; i < nx; i++) /* the dtype's extremes and the zero point among random bytes */
         ((uint8_t *)c.x)[i] = exact ? (uint8_t)(s.zp + uniform(s.zp - 3 < lo ? 0 : -3, s.zp + 3 > hi ? 0 : 3))
                               : next() % 4 ? (uint8_t)next() : (uint8_t)(next() % 3 == 0 ? lo : next() % 2 ? hi : s.zp);
+      if (mode == ENG_HUGE_POOL) /* channel ch sums to +-(k 2^20 - 2^19 - 1), k = 3 + 9 ch: 2^20 taps of k - 1 or k */
+        for (size_t i = 0; i < nx; i++) {
+          const int32_t k = 3 + 9 * (int32_t)(i % 8), v = (int32_t)(i / 8) < (1 << 19) - 1 ? k : k - 1;
+          ((uint8_t *)c.x)[i] = (uint8_t)(dt == FIXQ_UINT8 ? v : -v);
+        }
       c.scratch = malloc(fixq_eng_scratch_bytes(&c.plan, c.batch) + 64);
       check("engine", run_engine, &c, c.batch * ts[1].h * ts[1].w * ts[1].c);
       free(c.x), free(c.scratch);
@@ -529,10 +573,14 @@ int main(void) {
   const int scale = getenv("FIXQ_TEST_CASES") ? atoi(getenv("FIXQ_TEST_CASES")) : 200;
   requant_cases(scale * 2);
   gemm_cases(scale);
+  gemv_cases(scale / 4);
   quantize_cases(scale / 2);
   eltwise_cases(scale);
   requantize_q8_cases(scale / 4);
-  engine_cases(scale);
+  engine_cases(scale, ENG_EVERY_OP);
+  engine_cases(scale / 8, ENG_WIDE_DEPTHWISE);
+  engine_cases(scale / 25, ENG_POOL_COUNTS);
+  engine_cases(1, ENG_HUGE_POOL);
   if (mismatches) {
     printf("%d mismatches in %d cases\n", mismatches, cases);
     return 1;

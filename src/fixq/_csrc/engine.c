@@ -6,10 +6,16 @@
 #include <stdlib.h>
 
 #include "engine_loops.h"
+#include "engine_targets.h"
 
 static const fixq_eng_loops *const loops_table[FIXQ_ISA_COUNT] = {
     &fixq_eng_loops__scalar, FIXQ__AVX2(&fixq_eng_loops__avx2), FIXQ__AVX512VNNI(&fixq_eng_loops__avx2),
     FIXQ__NEON(&fixq_eng_loops__neon), FIXQ__DOTPROD(&fixq_eng_loops__neon), FIXQ__I8MM(&fixq_eng_loops__neon)};
+/* The runtimes' forms fixq's kernels lack (engine_targets.h) */
+static const fixq_eng_targets *const targets_table[FIXQ_ISA_COUNT] = {
+    &fixq_eng_targets__scalar, FIXQ__AVX2(&fixq_eng_targets__avx2), FIXQ__AVX512VNNI(&fixq_eng_targets__avx512vnni),
+    FIXQ__NEON(&fixq_eng_targets__scalar), FIXQ__DOTPROD(&fixq_eng_targets__scalar),
+    FIXQ__I8MM(&fixq_eng_targets__scalar)};
 
 /* Saturating size arithmetic: SIZE_MAX for a result past PTRDIFF_MAX (fixq__mul_size / fixq__add_size), and
  * SIZE_MAX in gives SIZE_MAX out, so a chain of them is checked once at its end. */
@@ -269,25 +275,6 @@ static void transpose(size_t n, size_t a, size_t b, const void *src, void *dst) 
 
 /* ---- steps ----------------------------------------------------------------- */
 
-/* The two half-away forms of fixq.targets.quantize, element by element: std::round is roundf. */
-static fixq_status quantize_away(const fixq_eng_step *s, size_t n, const float *x, void *y, fixq_dtype dt,
-                                 int32_t lo, int32_t hi) {
-  for (size_t i = 0; i < n; i++) {
-    if (isnan(x[i])) return FIXQ_ERR_NAN;
-    const float q = x[i] / s->scale;
-    int64_t v;
-    if (s->form == FIXQ_ENG_Q_ZP_DIV_AWAY) {
-      const float z = (float)s->zp + q;
-      v = (int64_t)roundf(z < (float)lo ? (float)lo : z > (float)hi ? (float)hi : z);
-    } else {
-      v = (int64_t)roundf(q < -0x1p31f ? -0x1p31f : q > 0x1p31f ? 0x1p31f : q) + s->zp;
-      v = v < lo ? lo : v > hi ? hi : v;
-    }
-    fixq__store(y, dt, i, (int32_t)v);
-  }
-  return FIXQ_OK;
-}
-
 /* engine/steps.py prepared_quantize after layout.to_internal: quantize, then NCHW -> NHWC, in the form of
  * fixq.targets.quantize's recipe (FIXQ_ENG_Q_RECIP_EVEN: the float32 product x * (1/scale), then
  * fixq_quantize_f32 with scale 1, which divides by 1 exactly). */
@@ -307,7 +294,10 @@ static fixq_status run_quantize(const fixq_eng_plan *plan, const fixq_eng_step *
     scale = 1.0f;
   }
   if (s->form == FIXQ_ENG_Q_DIV_AWAY || s->form == FIXQ_ENG_Q_ZP_DIV_AWAY)
-    st = quantize_away(s, n, x, direct ? y : scratch, plan->dtype, lo, hi);
+    st = targets_table[fixq__isa]->quantize_away(s->form, s->scale, s->zp, plan->dtype, lo, hi, n, x,
+                                                 direct ? y : scratch)
+             ? FIXQ_ERR_NAN
+             : FIXQ_OK;
   else
     st = fixq_quantize_f32(x, direct ? y : scratch, plan->dtype, 1, 1, n, &scale, &s->zp, lo, hi);
   if (st == FIXQ_OK && !direct) transpose(batch, t->c, t->h * t->w, scratch, y);
@@ -329,17 +319,7 @@ static fixq_status gemm_target(const fixq_eng_plan *plan, const fixq_eng_step *s
   const fixq_status st = fixq_qgemm(m, a, plan->dtype, lda, s->zp, s->packed[g], s->bias + g * og, NULL, 0, acc,
                                     FIXQ_INT32, og, threads);
   if (st != FIXQ_OK) return st;
-  if (t->form == FIXQ_ENG_T_RUY_X86) {
-    loops_table[fixq__isa]->ruy_epilogue(plan, t, m, og, g * og, acc, y + g * og, ldy);
-    return FIXQ_OK;
-  }
-  for (size_t r = 0; r < m; r++)
-    for (size_t j = 0; j < og; j++) {
-      const size_t c = t->channels == 1 ? 0 : g * og + j;
-      /* round() is std::round: ties away from zero; the clamp in double, as numpy's */
-      const double d = round((double)acc[r * og + j] * t->real[c]) + (double)t->out_zp;
-      fixq__store(y + g * og, plan->dtype, r * ldy + j, d < t->lo ? t->lo : d > t->hi ? t->hi : (int32_t)d);
-    }
+  targets_table[fixq__isa]->gemm(t, plan->dtype, m, og, g * og, acc, og, y + g * og, ldy);
   return FIXQ_OK;
 }
 
@@ -459,7 +439,7 @@ static fixq_status run_step(const fixq_eng_plan *plan, const fixq_eng_step *s, s
       const size_t n = batch * numel(xt);
       const ptrdiff_t one = 1;
       if (s->target != NULL) {
-        fixq__eng_eltwise_target(plan, s->target, n, x, buffers[s->in[1]], y);
+        targets_table[fixq__isa]->eltwise(s->target, plan->dtype, n, x, buffers[s->in[1]], y);
         return FIXQ_OK;
       }
       return fixq_eltwise_nd(s->eltwise, 1, &n, x, &one, buffers[s->in[1]], &one, y, &one);

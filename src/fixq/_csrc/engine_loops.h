@@ -1,13 +1,19 @@
 /* The inner loops of the C executor (engine.c), compiled once per ISA:
- * engine_loops__scalar.c and engine_loops__avx2.c include this file and
+ * engine_loops__scalar.c, __avx2.c and __neon.c include this file and
  * export its functions as fixq_eng_loops (the compiler vectorizes them with
- * that file's flags; integer code, so every path gives the same bits). */
+ * that file's flags; integer code, so every path gives the same bits).  The
+ * depthwise loop has a hand-written 16-channel block for AVX2 (__AVX2__) and
+ * for NEON (FIXQ_ENG_LOOPS_NEON, set by engine_loops__neon.c only: the
+ * scalar file on aarch64 has __ARM_NEON too). */
 #ifndef FIXQ_ENGINE_LOOPS_H_
 #define FIXQ_ENGINE_LOOPS_H_
 
 #include <string.h>
 #ifdef __AVX2__
 #include <immintrin.h>
+#endif
+#ifdef FIXQ_ENG_LOOPS_NEON
+#include <arm_neon.h>
 #endif
 
 #include "fixq_engine.h"
@@ -44,14 +50,6 @@ static inline int32_t load_q(const void *p, size_t i, int u8) {
 }
 
 static size_t numel(const fixq_eng_tensor *t) { return t->h * t->w * t->c; }
-
-static inline int32_t saturate(int64_t v, int32_t lo, int32_t hi) { return v < lo ? lo : v > hi ? hi : (int32_t)v; }
-
-/* A rounded float as int64 without undefined behaviour: past the range it saturates (the clamp that
- * follows then gives numpy's np.clip of the float), NaN (an infinite scale times 0) is 0 */
-static inline int64_t float_to_i64(float v) {
-  return v != v ? 0 : v <= -0x1p63f ? INT64_MIN : v >= 0x1p63f ? INT64_MAX : (int64_t)v;
-}
 
 /* engine/steps.py avg_round: TFLite reference AveragePool, ties away from zero */
 static inline int32_t avg_round(int32_t acc, int32_t count) {
@@ -206,6 +204,49 @@ ENG_INLINE void pad_sample_repeat(const fixq_eng_step *s, const fixq_eng_tensor 
     }
 }
 
+#ifdef FIXQ_ENG_LOOPS_NEON
+/* Channel multiplier 1, 16 channels, int8 x int8 as XNNPACK's qs8 dwconv
+ * (neon-mla8): with x' = x, zp' = zp (int8) or x' = x ^ 0x80 = x - 128,
+ * zp' = zp - 128 (uint8), (x - zp) w = x' w - zp' w, so the sum is
+ * bias' + sum_t x' w with bias' = bias - zp' sum_t w (modulo 2^32, as in
+ * dw_block; the padding, x' = zp', still adds 0).  smull makes each x' w
+ * exactly in int16 (|x' w| <= 128 * 128); with no weight of -128 in the step
+ * (pairs), smlal adds a second tap's product in int16 first (|x' w| <= 128 *
+ * 127: the pair fits), and saddw widens into the int32 lanes.  bias2: bias'
+ * of the block; off: the taps' offsets in img. */
+ENG_INLINE void dw_block16_neon(const uint8_t *px, const size_t *off, size_t T, const int8_t *w, size_t O,
+                                const uint8_t *bias2, int pairs, int u8, uint32_t *a) {
+  int32x4_t c0 = vreinterpretq_s32_u8(vld1q_u8(bias2)), c1 = vreinterpretq_s32_u8(vld1q_u8(bias2 + 16));
+  int32x4_t c2 = vreinterpretq_s32_u8(vld1q_u8(bias2 + 32)), c3 = vreinterpretq_s32_u8(vld1q_u8(bias2 + 48));
+  const uint8x16_t flip = vdupq_n_u8(0x80);
+#define DW_X(t) vreinterpretq_s8_u8(u8 ? veorq_u8(vld1q_u8(px + off[t]), flip) : vld1q_u8(px + off[t]))
+  size_t t = 0;
+  if (pairs)
+    for (; t + 2 <= T; t += 2) {
+      const int8x16_t x0 = DW_X(t), x1 = DW_X(t + 1), w0 = vld1q_s8(w + t * O), w1 = vld1q_s8(w + (t + 1) * O);
+      const int16x8_t lo = vmlal_s8(vmull_s8(vget_low_s8(x0), vget_low_s8(w0)), vget_low_s8(x1), vget_low_s8(w1));
+      const int16x8_t hi = vmlal_high_s8(vmull_high_s8(x0, w0), x1, w1);
+      c0 = vaddw_s16(c0, vget_low_s16(lo));
+      c1 = vaddw_high_s16(c1, lo);
+      c2 = vaddw_s16(c2, vget_low_s16(hi));
+      c3 = vaddw_high_s16(c3, hi);
+    }
+  for (; t < T; t++) {
+    const int8x16_t x0 = DW_X(t), w0 = vld1q_s8(w + t * O);
+    const int16x8_t lo = vmull_s8(vget_low_s8(x0), vget_low_s8(w0)), hi = vmull_high_s8(x0, w0);
+    c0 = vaddw_s16(c0, vget_low_s16(lo));
+    c1 = vaddw_high_s16(c1, lo);
+    c2 = vaddw_s16(c2, vget_low_s16(hi));
+    c3 = vaddw_high_s16(c3, hi);
+  }
+#undef DW_X
+  vst1q_u32(a, vreinterpretq_u32_s32(c0));
+  vst1q_u32(a + 4, vreinterpretq_u32_s32(c1));
+  vst1q_u32(a + 8, vreinterpretq_u32_s32(c2));
+  vst1q_u32(a + 12, vreinterpretq_u32_s32(c3));
+}
+#endif
+
 ENG_INLINE void depthwise_acc(const fixq_eng_step *s, const fixq_eng_tensor *xt, const fixq_eng_tensor *yt,
                               size_t batch, const uint8_t *x, int32_t *acc, uint8_t *img, int u8) {
   const size_t O = yt->c, PW = xt->w + 2 * s->pw;
@@ -248,6 +289,28 @@ ENG_INLINE void depthwise_acc(const fixq_eng_step *s, const fixq_eng_tensor *xt,
 #else
   const size_t C = xi.c;
 #endif
+#ifdef FIXQ_ENG_LOOPS_NEON
+  size_t nfast = 0; /* channels done 16 at a time by dw_block16_neon */
+  const size_t T = s->kh * s->kw;
+  size_t off[64];
+  int pairs = 1;
+  /* bias' as bytes (the scratch has no alignment), within its (T + 1) / 2 * O * 4 */
+  uint8_t *bias2 = img + (xt->h + 2 * s->ph) * PW * C + FIXQ_ENG_IM2COL_SLACK;
+  if (s->groups == 1 && T <= 64) {
+    nfast = O / 16 * 16;
+    const uint32_t zp2 = (uint32_t)(u8 ? s->zp - 128 : s->zp);
+    for (size_t t = 0; t < T; t++) off[t] = ((t / s->kw) * s->dh * PW + (t % s->kw) * s->dw) * C;
+    for (size_t o = 0; o < nfast; o++) {
+      uint32_t wsum = 0;
+      for (size_t t = 0; t < T; t++) {
+        wsum += (uint32_t)(int32_t)s->taps[t * O + o];
+        pairs &= s->taps[t * O + o] != INT8_MIN;
+      }
+      const uint32_t b2 = (uint32_t)s->bias[o] - zp2 * wsum;
+      memcpy(bias2 + 4 * o, &b2, 4);
+    }
+  }
+#endif
   pad_image(s, &xi, img, (uint8_t)s->zp);
   for (size_t n = 0; n < batch; n++) {
     if (xi.c != xt->c)
@@ -267,6 +330,11 @@ ENG_INLINE void depthwise_acc(const fixq_eng_step *s, const fixq_eng_tensor *xt,
                     _mm256_castsi256_si128(zp16), a + o0, u8);
           o0 += 8;
         }
+#endif
+#ifdef FIXQ_ENG_LOOPS_NEON
+        const uint8_t *px = img + (oy * s->sh * PW + ox * s->sw) * C;
+        for (; o0 < nfast; o0 += 16)
+          dw_block16_neon(px + o0, off, T, s->taps + o0, O, bias2 + 4 * o0, pairs, u8, a + o0);
 #endif
         for (; o0 + 16 <= O; o0 += 16) dw_block(s, mult, C, PW, O, img, oy, ox, o0, 16, a, u8);
         if (o0 < O) dw_block(s, mult, C, PW, O, img, oy, ox, o0, O - o0, a, u8);
@@ -361,6 +429,33 @@ ENG_INLINE void max_pool(const fixq_eng_step *s, const fixq_eng_tensor *xt, cons
       }
 }
 
+/* The average pool's outputs of one pixel: avg_round(acc[c], count), stored
+ * as bytes.  NEON: avg_round is sign(acc) floor((|acc| + count / 2) / count)
+ * (n = |acc| + count / 2 < 2^31: count <= FIXQ_ENG_MAX_POOL_AREA = 2^23 and
+ * |acc| <= 255 count); n * (1 / count) in float32 truncates to within one of
+ * the quotient (< 256, relative error < 2^-22), and the remainder n - q count
+ * (modulo 2^32, its true value in [-count, 2 count)) corrects it: exact. */
+ENG_INLINE void avg_store(const int32_t *acc, size_t C, int32_t count, uint8_t *y) {
+  size_t c = 0;
+#ifdef FIXQ_ENG_LOOPS_NEON
+  const int32x4_t half = vdupq_n_s32(count / 2), d = vdupq_n_s32(count);
+  const float32x4_t inv = vdupq_n_f32(1.0f / (float)count);
+  int32x4_t q2[2];
+  for (; c + 8 <= C; c += 8) {
+    for (size_t i = 0; i < 2; i++) {
+      const int32x4_t a = vld1q_s32(acc + c + 4 * i), n = vaddq_s32(vabsq_s32(a), half);
+      int32x4_t q = vcvtq_s32_f32(vmulq_f32(vcvtq_f32_s32(n), inv));
+      q = vaddq_s32(q, vshrq_n_s32(vmlsq_s32(n, q, d), 31));                        /* r < 0: q - 1 */
+      q = vsubq_s32(q, vreinterpretq_s32_u32(vcgeq_s32(vmlsq_s32(n, q, d), d))); /* r >= count: q + 1 */
+      const int32x4_t sign = vshrq_n_s32(a, 31);
+      q2[i] = vsubq_s32(veorq_s32(q, sign), sign);
+    }
+    vst1_u8(y + c, vreinterpret_u8_s8(vmovn_s16(vcombine_s16(vmovn_s32(q2[0]), vmovn_s32(q2[1])))));
+  }
+#endif
+  for (; c < C; c++) y[c] = (uint8_t)avg_round(acc[c], count);
+}
+
 static void run_pool(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const void *x, void *y,
                      int32_t *acc) {
   const fixq_eng_tensor *xt = &plan->tensors[s->in[0]], *yt = &plan->tensors[s->out];
@@ -377,15 +472,9 @@ static void run_pool(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t b
     for (size_t oy = 0; oy < yt->h; oy++)
       for (size_t ox = 0; ox < yt->w; ox++) {
         const size_t yo = ((n * yt->h + oy) * yt->w + ox) * C;
-        if (u8) {
-          const int32_t count = (int32_t)sum_pixel(s, xt, x, n, oy, ox, acc, 1);
-          uint8_t *d = (uint8_t *)y + yo;
-          for (size_t c = 0; c < C; c++) d[c] = (uint8_t)avg_round(acc[c], count);
-        } else {
-          const int32_t count = (int32_t)sum_pixel(s, xt, x, n, oy, ox, acc, 0);
-          int8_t *d = (int8_t *)y + yo;
-          for (size_t c = 0; c < C; c++) d[c] = (int8_t)avg_round(acc[c], count);
-        }
+        const int32_t count = (int32_t)(u8 ? sum_pixel(s, xt, x, n, oy, ox, acc, 1)
+                                           : sum_pixel(s, xt, x, n, oy, ox, acc, 0));
+        avg_store(acc, C, count, (uint8_t *)y + yo); /* the low byte: (uint8_t) or (int8_t) alike */
       }
 }
 
@@ -412,71 +501,6 @@ static void run_global_avgpool(const fixq_eng_plan *plan, const fixq_eng_step *s
 }
 
 
-/* fixq.targets' ruy x86 GEMM epilogue (FIXQ_ENG_T_RUY_X86) of one accumulator (bias included) of channel c:
- * numpy's int64, where the shift and the product wrap modulo 2^64 and >> is arithmetic */
-ENG_INLINE int32_t ruy_one(const fixq_eng_target *t, int64_t v, size_t c) {
-  const int32_t sh = t->shift[c];
-  const int left = sh > 0 ? sh : 0, right = sh < 0 ? -sh : 0;
-  const uint64_t p = ((uint64_t)v << left) * (uint64_t)(int64_t)t->multiplier[c] + ((uint64_t)1 << 30);
-  const int64_t u = (int64_t)p >> 31;
-  const int64_t w = (int64_t)((uint64_t)u + (((uint64_t)1 << right) >> 1)) >> right;
-  return saturate((int64_t)((uint64_t)w + (uint64_t)(int64_t)t->out_zp), t->lo, t->hi);
-}
-
-#ifdef __AVX2__
-/* ruy_one of 4 accumulators (int64 lanes) of channels with shift in -31..0: the product is exact and
- * (((v M + 2^30) >> 31) + h) >> r = (v M + 2^30 + h 2^31) >> (31 + r), h = 2^r >> 1, with no wrap
- * (|v M| <= 2^62); the arithmetic shift as a logical one of the sign-flipped value */
-ENG_INLINE __m128i ruy_x4(__m256i v, __m256i mult, __m256i right, __m256i zp, __m256i lo, __m256i hi) {
-  const __m256i one = _mm256_set1_epi64x(1), sign = _mm256_set1_epi64x(INT64_MIN);
-  const __m256i h31 = _mm256_slli_epi64(_mm256_srli_epi64(_mm256_sllv_epi64(one, right), 1), 31);
-  const __m256i x = _mm256_add_epi64(_mm256_mul_epi32(v, mult), _mm256_add_epi64(h31, _mm256_set1_epi64x(1 << 30)));
-  const __m256i sh = _mm256_add_epi64(right, _mm256_set1_epi64x(31));
-  __m256i q = _mm256_sub_epi64(_mm256_srlv_epi64(_mm256_xor_si256(x, sign), sh), _mm256_srlv_epi64(sign, sh));
-  q = _mm256_add_epi64(q, zp);
-  q = _mm256_blendv_epi8(q, lo, _mm256_cmpgt_epi64(lo, q));
-  q = _mm256_blendv_epi8(q, hi, _mm256_cmpgt_epi64(q, hi));
-  return _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(q, _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6)));
-}
-#endif
-
-/* ruy_one over m rows of og accumulators into y (row stride ldy), channels c0 + j (or the one channel) */
-static void ruy_epilogue(const fixq_eng_plan *plan, const fixq_eng_target *t, size_t m, size_t og, size_t c0,
-                         const int32_t *acc, uint8_t *y, size_t ldy) {
-  const int per_channel = t->channels != 1;
-#ifdef __AVX2__
-  const __m256i zp = _mm256_set1_epi64x(t->out_zp), lo = _mm256_set1_epi64x(t->lo), hi = _mm256_set1_epi64x(t->hi);
-  const __m256i mult1 = _mm256_set1_epi64x(t->multiplier[0]), right1 = _mm256_set1_epi64x(-(int64_t)t->shift[0]);
-  const int u8 = IS_U8(plan);
-#endif
-  for (size_t r = 0; r < m; r++) {
-    size_t j = 0;
-#ifdef __AVX2__
-    for (; j + 4 <= og; j += 4) {
-      __m256i mult = mult1, right = right1;
-      if (per_channel) {
-        mult = _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(t->multiplier + c0 + j)));
-        right = _mm256_sub_epi64(_mm256_setzero_si256(),
-                                 _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(t->shift + c0 + j))));
-      }
-      const __m256i outside = _mm256_or_si256(_mm256_cmpgt_epi64(_mm256_setzero_si256(), right),
-                                              _mm256_cmpgt_epi64(right, _mm256_set1_epi64x(31)));
-      if (_mm256_movemask_epi8(outside)) { /* a left shift (wraps) or a right one past 31 */
-        for (size_t k = j; k < j + 4; k++)
-          fixq__store(y, plan->dtype, r * ldy + k, ruy_one(t, acc[r * og + k], per_channel ? c0 + k : 0));
-        continue;
-      }
-      const __m256i v = _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(acc + r * og + j)));
-      const __m128i q32 = ruy_x4(v, mult, right, zp, lo, hi), q16 = _mm_packs_epi32(q32, q32);
-      const int32_t b = _mm_cvtsi128_si32(u8 ? _mm_packus_epi16(q16, q16) : _mm_packs_epi16(q16, q16));
-      memcpy(y + r * ldy + j, &b, 4);
-    }
-#endif
-    for (; j < og; j++) fixq__store(y, plan->dtype, r * ldy + j, ruy_one(t, acc[r * og + j], per_channel ? c0 + j : 0));
-  }
-}
-
-
-#define FIXQ_ENG_LOOPS_INIT {im2col, depthwise, run_clamp, run_pool, run_global_avgpool, ruy_epilogue}
+#define FIXQ_ENG_LOOPS_INIT {im2col, depthwise, run_clamp, run_pool, run_global_avgpool}
 
 #endif

@@ -1,65 +1,11 @@
 /* The runtimes' arithmetic that fixq's kernels lack (fixq.targets, docs/conformance.md), element by
- * element as each runtime computes it: the executor's (engine.c) add / mul / sub, MEAN and QUANTIZE forms,
- * and PAD. */
+ * element as each runtime computes it: the executor's (engine.c) MEAN, requantize and SOFTMAX forms, and
+ * PAD (the add / mul / sub and GEMM epilogue forms: engine_targets.h and its per-ISA files). */
 #include <math.h>
 #include <string.h>
 
 #include "engine_loops.h"
-
-/* XNNPACK's vadd (FIXQ_ENG_T_XNN_ADD) with the parameters in locals: the byte stores may alias *t */
-static inline __attribute__((always_inline)) void xnn_add(const fixq_eng_target *t, size_t n, const void *a,
-                                                          const void *b, uint8_t *y, int u8) {
-  const int64_t bias = t->bias, ma = t->a_mult, mb = t->b_mult;
-  const int shift = t->shift_bits;
-  const int32_t zp = t->out_zp, lo = t->lo, hi = t->hi;
-  for (size_t i = 0; i < n; i++) {
-    const int64_t acc = bias + (int64_t)load_q(a, i, u8) * ma + (int64_t)load_q(b, i, u8) * mb;
-    y[i] = (uint8_t)saturate((acc >> shift) + zp, lo, hi);
-  }
-}
-
-/* fixq.targets' numpy add / mul of ONNX Runtime (MLAS on x86) and XNNPACK, and TFLite's SUB, element by
- * element */
-void fixq__eng_eltwise_target(const fixq_eng_plan *plan, const fixq_eng_target *t, size_t n, const void *a,
-                              const void *b, void *y) {
-  const int u8 = IS_U8(plan);
-  if (t->form == FIXQ_ENG_T_XNN_ADD) {
-    if (u8)
-      xnn_add(t, n, a, b, y, 1);
-    else
-      xnn_add(t, n, a, b, y, 0);
-    return;
-  }
-  for (size_t i = 0; i < n; i++) {
-    const int32_t qa = load_q(a, i, u8), qb = load_q(b, i, u8);
-    const int64_t da = (int64_t)qa - t->a_zp, db = (int64_t)qb - t->b_zp;
-    int64_t q;
-    switch (t->form) {
-      case FIXQ_ENG_T_ORT_ADD: {
-        const float fa = (float)da * t->a_scale, fb = (float)db * t->b_scale;
-        float v = (fa + fb) / t->out_scale;
-        const float lo = (float)(t->lo - t->out_zp), hi = (float)(t->hi - t->out_zp);
-        v = v < lo ? lo : v > hi ? hi : v; /* numpy's clip: NaN stays NaN (none arises: finite operands) */
-        q = float_to_i64(rintf(v + (float)t->out_zp));
-        break;
-      }
-      case FIXQ_ENG_T_ORT_MUL:
-        q = float_to_i64(rintf((float)(da * db) * t->scale + (float)t->out_zp));
-        break;
-      case FIXQ_ENG_T_TFLITE_SUB: {
-        const int32_t sa = fixq__mbqm_double((int32_t)(da * (1 << 20)), t->multiplier[0], t->shift[0]);
-        const int32_t sb = fixq__mbqm_double((int32_t)(db * (1 << 20)), t->multiplier[1], t->shift[1]);
-        q = (int64_t)fixq__mbqm_double(sa - sb, t->multiplier[2], t->shift[2]) + t->out_zp;
-        break;
-      }
-      default: /* FIXQ_ENG_T_XNN_MUL */
-        q = float_to_i64(rintf((float)(da * db) * t->scale));
-        q = (q < -((int64_t)1 << 40) ? -((int64_t)1 << 40) : q > ((int64_t)1 << 40) ? ((int64_t)1 << 40) : q) + t->out_zp;
-        break;
-    }
-    fixq__store(y, plan->dtype, i, saturate(q, t->lo, t->hi));
-  }
-}
+#include "engine_targets.h"
 
 /* TFLite's MultiplyByQuantizedMultiplier4Rows (its NEON loops, which the x86 build runs through
  * NEON_2_SSE): vqrdmulh of x << left (wrapping), then vrshl: both steps ties toward +inf */
@@ -82,11 +28,11 @@ void fixq__eng_global_avgpool_target(const fixq_eng_plan *plan, const fixq_eng_s
       for (size_t p = 0; p < hw; p++) sum += load_q(x, (n * hw + p) * C + c, u8);
       int64_t q;
       if (t->form == FIXQ_ENG_T_XNN_MEAN)
-        q = float_to_i64(rintf((float)sum * t->scale + t->offset));
+        q = fixq__eng_float_to_i64(rintf((float)sum * t->scale + t->offset));
       else
         q = (int64_t)(c < t->split ? neon_mbqm(sum, t->multiplier[0], t->shift[0])
                                    : fixq__mbqm_double(sum, t->multiplier[0], t->shift[0])) + t->bias;
-      fixq__store(y, plan->dtype, n * C + c, saturate(q, t->lo, t->hi));
+      fixq__store(y, plan->dtype, n * C + c, fixq__eng_saturate(q, t->lo, t->hi));
     }
 }
 
@@ -105,7 +51,7 @@ void fixq__eng_requantize_target(const fixq_eng_plan *plan, const fixq_eng_step 
       else
         q = (int64_t)(i < t->split ? neon_mbqm(v, t->multiplier[0], t->shift[0])
                                    : fixq__mbqm_double(v, t->multiplier[0], t->shift[0])) + t->out_zp;
-      fixq__store(y, plan->dtype, n * per + i, saturate(q, t->lo, t->hi));
+      fixq__store(y, plan->dtype, n * per + i, fixq__eng_saturate(q, t->lo, t->hi));
     }
 }
 
@@ -182,8 +128,8 @@ void fixq__eng_softmax_target(const fixq_eng_plan *plan, const fixq_eng_step *s,
       const float inv = 1.0f / (total * t->out_scale);
       for (size_t i = 0; i < C; i++) {
         const float p = t->table[mx - load_q(x, base + i, u8)] * inv;
-        const int64_t q = float_to_i64(u8 ? floorf(p + 0.5f) : roundf(p)) + t->out_zp;
-        fixq__store(y, plan->dtype, base + i, saturate(q, qmin, qmax));
+        const int64_t q = fixq__eng_float_to_i64(u8 ? floorf(p + 0.5f) : roundf(p)) + t->out_zp;
+        fixq__store(y, plan->dtype, base + i, fixq__eng_saturate(q, qmin, qmax));
       }
       continue;
     }
@@ -200,7 +146,7 @@ void fixq__eng_softmax_target(const fixq_eng_plan *plan, const fixq_eng_step *s,
       const int32_t diff = load_q(x, base + i, u8) - mx;
       int64_t q = qmin;
       if (diff >= t->diff_min) q = rdbpot64(fixq__srdhm(scale, softmax_exp(t, diff)), exponent) + qmin;
-      fixq__store(y, plan->dtype, base + i, saturate(q, qmin, qmax));
+      fixq__store(y, plan->dtype, base + i, fixq__eng_saturate(q, qmin, qmax));
     }
   }
 }

@@ -133,9 +133,6 @@ typedef struct {
                int32_t *acc);
   void (*global_avgpool)(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const void *x, void *y,
                          int32_t *acc);
-  /* FIXQ_ENG_T_RUY_X86 of m rows of og int32 (channels c0..) into y with row stride ldy */
-  void (*ruy_epilogue)(const fixq_eng_plan *plan, const fixq_eng_target *t, size_t m, size_t og, size_t c0,
-                       const int32_t *acc, uint8_t *y, size_t ldy);
 } fixq_eng_loops;
 extern const fixq_eng_loops fixq_eng_loops__scalar;
 #ifdef FIXQ_COMPILED_AVX2
@@ -145,9 +142,7 @@ extern const fixq_eng_loops fixq_eng_loops__avx2;
 extern const fixq_eng_loops fixq_eng_loops__neon;
 #endif
 
-/* The target forms and PAD (engine_targets.c), run by fixq_eng_run on checked steps */
-void fixq__eng_eltwise_target(const fixq_eng_plan *plan, const fixq_eng_target *t, size_t n, const void *a,
-                              const void *b, void *y);
+/* The MEAN and requantize target forms and PAD (engine_targets.c), run by fixq_eng_run on checked steps */
 void fixq__eng_global_avgpool_target(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch,
                                      const void *x, void *y);
 void fixq__eng_requantize_target(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const void *x,

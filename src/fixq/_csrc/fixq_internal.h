@@ -287,8 +287,11 @@ void fixq_qgemm_s8__avx512vnni(size_t mr, size_t np, size_t kq, const uint8_t *a
  * FIXQ__ARM_MR, records of rows past `rows` zero; per group of 4 k, the
  * group's FIXQ__ARM_MR records one after the other (i8mm: per pair of groups,
  * rows 2i and 2i+1 as 8 k each, side by side; an odd last group as the
- * others).  Every a' b' product and pair sum is exact (smull/sadalp, sdot,
- * smmla are signed x signed), so b' = -128 needs no second kernel and
+ * others); one row alone (rows == 1: a GEMV, or the last row of A) as its
+ * a' in order, zeros up to 4 kq, as the AVX-512 VNNI packer does, for the
+ * one-row kernels (the i8mm path runs the dotprod one: smmla multiplies two
+ * rows at once).  Every a' b' product and pair sum is exact (smull/sadalp,
+ * sdot, smmla are signed x signed), so b' = -128 needs no second kernel and
  * row_neg is not used. */
 #define FIXQ__ARM_MR 4
 #define FIXQ__ARM_NP 2
@@ -311,6 +314,9 @@ void fixq_dequantize__neon(size_t rows, size_t channels, size_t inner, const voi
 void fixq_qgemm_s8__dotprod(size_t mr, size_t np, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c,
                             size_t ldc, const int32_t *row_sum, const int32_t *row_neg, const int32_t *b_zp,
                             const int32_t *col_term);
+/* the one-row tile of fixq_qgemm_s8__dotprod (mr == 1), also the i8mm kernel's */
+void fixq_qgemm_s8_row1__dotprod(size_t np, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c,
+                                 const int32_t *row_sum, const int32_t *b_zp, const int32_t *col_term);
 #endif
 #ifdef FIXQ_COMPILED_I8MM
 void fixq_qgemm_pack_a__i8mm(size_t rows, size_t k, const void *a, size_t lda, fixq_dtype a_dtype,

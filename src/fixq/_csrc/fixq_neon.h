@@ -27,6 +27,14 @@ ALWAYS_INLINE void arm_a_quad(size_t rows, size_t r, size_t q, size_t k, const v
   }
 }
 
+/* The packers' one-row format: the row's a' in order, zeros up to 4 kq; its
+ * sum (mod 2^32) in *row_sum unless NULL. */
+ALWAYS_INLINE void arm_pack_row1(size_t k, const void *a, fixq_dtype dt, int8_t *dst, int32_t *row_sum) {
+  uint32_t sum = 0;
+  for (size_t q = 0; q < (k + 3) / 4; q++) arm_a_quad(1, 0, q, k, a, 0, dt, dst + 4 * q, &sum);
+  if (row_sum != NULL) row_sum[0] = (int32_t)sum;
+}
+
 /* c[r * ldc + j] = acc + col_term[j] - b_zp[j] * row_sum[r] (mod 2^32; the
  * row_sum term skipped when row_sum is NULL), for 4 columns from j. */
 ALWAYS_INLINE void arm_finish4(int32x4_t acc, int32_t *c, const int32_t *row_sum, size_t r, const int32_t *b_zp,

@@ -4,7 +4,9 @@
  * for b' = -128 too).  The packed B (fixq.h, unchanged) holds 4 k per column:
  * zip1/zip2 on 32-bit lanes of two groups of 4 k give the 8-k column pairs.
  * A 4 x 16 tile is 2 row pairs x 8 column pairs = 16 accumulators; per 8 k:
- * 2 loads of A, 8 of B, 8 zips, 16 smmla (512 multiply-adds). */
+ * 2 loads of A, 8 of B, 8 zips, 16 smmla (512 multiply-adds).  One row
+ * (mr == 1) runs the dotprod kernel's row loop: smmla would multiply a row of
+ * zeros beside it, twice the instructions for the same bytes of B. */
 #include "fixq_neon.h"
 
 #define MR FIXQ__ARM_MR
@@ -14,6 +16,10 @@ void fixq_qgemm_pack_a__i8mm(size_t rows, size_t k, const void *a, size_t lda, f
                              fixq_gemm_kernel kernel, uint8_t *dst, int32_t *row_sum, int32_t *row_neg) {
   (void)kernel;
   (void)row_neg;
+  if (rows == 1) {
+    arm_pack_row1(k, a, a_dtype, (int8_t *)dst, row_sum);
+    return;
+  }
   const size_t kq = (k + 3) / 4;
   uint32_t sum[MR] = {0};
   int8_t *d = (int8_t *)dst;
@@ -33,6 +39,10 @@ void fixq_qgemm_s8__i8mm(size_t mr, size_t np, size_t kq, const uint8_t *a, cons
                          size_t ldc, const int32_t *row_sum, const int32_t *row_neg, const int32_t *b_zp,
                          const int32_t *col_term) {
   (void)row_neg;
+  if (mr == 1) {
+    fixq_qgemm_s8_row1__dotprod(np, kq, a, b, c, row_sum, b_zp, col_term);
+    return;
+  }
   for (size_t p = 0; p < np; p++) {
     int32x4_t acc[2][8]; /* [row pair][column pair]: lanes r0c0, r0c1, r1c0, r1c1 */
     for (size_t i = 0; i < 2; i++)

@@ -1,0 +1,145 @@
+/* The C plan's forms of a runtime's arithmetic that fixq's kernels lack
+ * (fixq_engine.h fixq_eng_target, fixq_eng_quantize_form), one table per ISA:
+ * engine_targets__scalar.c runs the element functions below one by one and
+ * is the contract; engine_targets__avx2.c and __avx512vnni.c compute the
+ * same bits with SIMD, and fall back on these functions for tails and for
+ * parameters outside what their vector arithmetic proves exact
+ * (fixq_eng_target_vector_ok).  Float forms use exactly the scalar operations
+ * in the same order (no FMA: -ffp-contract=off). */
+#ifndef FIXQ_ENGINE_TARGETS_H_
+#define FIXQ_ENGINE_TARGETS_H_
+
+#include <math.h>
+
+#include "fixq_engine.h"
+#include "fixq_internal.h"
+
+typedef struct {
+  /* RUY_X86, FLOAT64_AWAY: m rows of n int32 accumulators (acc[r * lda + j], channel c0 + j, or 0 for
+   * a per-tensor target) -> y[r * ldy + j] in dt */
+  void (*gemm)(const fixq_eng_target *t, fixq_dtype dt, size_t m, size_t n, size_t c0, const int32_t *acc,
+               size_t lda, uint8_t *y, size_t ldy);
+  /* ORT_ADD, ORT_MUL, XNN_ADD, XNN_MUL on n elements of a and b */
+  void (*eltwise)(const fixq_eng_target *t, fixq_dtype dt, size_t n, const void *a, const void *b, void *y);
+  /* DIV_AWAY, ZP_DIV_AWAY: n floats -> q in dt, saturated to [lo, hi]; 1 at the first NaN (the elements
+   * before it stored) */
+  int (*quantize_away)(int form, float scale, int32_t zp, fixq_dtype dt, int32_t lo, int32_t hi, size_t n,
+                       const float *x, void *y);
+} fixq_eng_targets;
+
+extern const fixq_eng_targets fixq_eng_targets__scalar;
+#ifdef FIXQ_COMPILED_AVX2
+extern const fixq_eng_targets fixq_eng_targets__avx2;
+#endif
+#ifdef FIXQ_COMPILED_AVX512VNNI
+extern const fixq_eng_targets fixq_eng_targets__avx512vnni;
+#endif
+
+static inline int32_t fixq__eng_saturate(int64_t v, int32_t lo, int32_t hi) {
+  return v < lo ? lo : v > hi ? hi : (int32_t)v;
+}
+
+/* A rounded float as int64 without undefined behaviour: past the range it saturates (the clamp that
+ * follows then gives numpy's np.clip of the float), NaN (an infinite scale times 0) is 0 */
+static inline int64_t fixq__eng_float_to_i64(float v) {
+  return v != v ? 0 : v <= -0x1p63f ? INT64_MIN : v >= 0x1p63f ? INT64_MAX : (int64_t)v;
+}
+
+static inline int32_t fixq__eng_load_q(const void *p, size_t i, fixq_dtype dt) {
+  return dt == FIXQ_UINT8 ? (int32_t)((const uint8_t *)p)[i] : (int32_t)((const int8_t *)p)[i];
+}
+
+/* ruy's x86 epilogue (fixq.targets.tflite, numpy int64): t = ((acc << l) * M + 2^30) >> 31,
+ * (t + 2^(r-1)) >> r, both ties to +inf, the shift and product wrapping modulo 2^64, >> arithmetic */
+static inline int32_t fixq__eng_ruy_x86_one(int64_t v, int32_t multiplier, int32_t sh, int32_t zp, int32_t lo,
+                                            int32_t hi) {
+  const int left = sh > 0 ? sh : 0, right = sh < 0 ? -sh : 0;
+  const uint64_t p = ((uint64_t)v << left) * (uint64_t)(int64_t)multiplier + ((uint64_t)1 << 30);
+  const int64_t u = (int64_t)p >> 31;
+  const int64_t w = (int64_t)((uint64_t)u + (((uint64_t)1 << right) >> 1)) >> right;
+  return fixq__eng_saturate((int64_t)((uint64_t)w + (uint64_t)(int64_t)zp), lo, hi);
+}
+
+/* TFLite's reference FULLY_CONNECTED: round() is std::round (ties away from zero); the clamp in double,
+ * as numpy's */
+static inline int32_t fixq__eng_float64_away_one(int64_t v, double real, int32_t zp, int32_t lo, int32_t hi) {
+  const double d = round((double)v * real) + (double)zp;
+  return d < lo ? lo : d > hi ? hi : (int32_t)d;
+}
+
+/* fixq.targets' numpy add / mul of ONNX Runtime (MLAS on x86) and XNNPACK, and TFLite's SUB */
+static inline int32_t fixq__eng_eltwise_one(const fixq_eng_target *t, int32_t qa, int32_t qb) {
+  const int64_t da = (int64_t)qa - t->a_zp, db = (int64_t)qb - t->b_zp;
+  int64_t q;
+  switch (t->form) {
+    case FIXQ_ENG_T_ORT_ADD: {
+      const float fa = (float)da * t->a_scale, fb = (float)db * t->b_scale;
+      float v = (fa + fb) / t->out_scale;
+      const float lo = (float)(t->lo - t->out_zp), hi = (float)(t->hi - t->out_zp);
+      v = v < lo ? lo : v > hi ? hi : v; /* numpy's clip: NaN stays NaN */
+      q = fixq__eng_float_to_i64(rintf(v + (float)t->out_zp));
+      break;
+    }
+    case FIXQ_ENG_T_ORT_MUL:
+      q = fixq__eng_float_to_i64(rintf((float)(da * db) * t->scale + (float)t->out_zp));
+      break;
+    case FIXQ_ENG_T_XNN_ADD: {
+      const int64_t acc = t->bias + (int64_t)qa * t->a_mult + (int64_t)qb * t->b_mult;
+      q = (acc >> t->shift_bits) + t->out_zp;
+      break;
+    }
+    case FIXQ_ENG_T_TFLITE_SUB: { /* TFLite's SubElementwise: inputs << 20, each rescaled, then the difference */
+      const int32_t sa = fixq__mbqm_double((int32_t)(da * (1 << 20)), t->multiplier[0], t->shift[0]);
+      const int32_t sb = fixq__mbqm_double((int32_t)(db * (1 << 20)), t->multiplier[1], t->shift[1]);
+      q = (int64_t)fixq__mbqm_double(sa - sb, t->multiplier[2], t->shift[2]) + t->out_zp;
+      break;
+    }
+    default: /* FIXQ_ENG_T_XNN_MUL */
+      q = fixq__eng_float_to_i64(rintf((float)(da * db) * t->scale));
+      q = (q < -((int64_t)1 << 40) ? -((int64_t)1 << 40) : q > ((int64_t)1 << 40) ? ((int64_t)1 << 40) : q) + t->out_zp;
+      break;
+  }
+  return fixq__eng_saturate(q, t->lo, t->hi);
+}
+
+/* The two half-away forms of fixq.targets.quantize: std::round is roundf.  1 for NaN (nothing stored). */
+static inline int fixq__eng_quantize_away_one(int form, float x, float scale, int32_t zp, int32_t lo, int32_t hi,
+                                              int32_t *out) {
+  if (isnan(x)) return 1;
+  const float q = x / scale;
+  int64_t v;
+  if (form == FIXQ_ENG_Q_ZP_DIV_AWAY) {
+    const float z = (float)zp + q;
+    v = (int64_t)roundf(z < (float)lo ? (float)lo : z > (float)hi ? (float)hi : z);
+  } else {
+    v = (int64_t)roundf(q < -0x1p31f ? -0x1p31f : q > 0x1p31f ? 0x1p31f : q) + zp;
+    v = v < lo ? lo : v > hi ? hi : v;
+  }
+  *out = (int32_t)v;
+  return 0;
+}
+
+/* Whether a SIMD form's arithmetic is exact for these parameters: int32 lanes cannot wrap (zero points
+ * within 2^15, so (a - za)(b - zb) < 2^31; XNNPACK's multipliers within int32 and its bias within 2^60,
+ * so its int64 sum cannot wrap either) and no float NaN can arise (scales below 2^96 keep every product
+ * finite, a nonzero out_scale).  Every runtime's parameters pass; others, and forms the SIMD files lack,
+ * run the element functions. */
+static inline int fixq__eng_vector_ok(const fixq_eng_target *t) {
+  const int32_t z = 1 << 15;
+  if (t->a_zp < -z || t->a_zp > z || t->b_zp < -z || t->b_zp > z || t->out_zp < -z || t->out_zp > z) return 0;
+  switch (t->form) {
+    case FIXQ_ENG_T_ORT_ADD:
+      return fabsf(t->a_scale) < 0x1p96f && fabsf(t->b_scale) < 0x1p96f && t->out_scale == t->out_scale &&
+             t->out_scale != 0;
+    case FIXQ_ENG_T_XNN_ADD:
+      return t->a_mult >= INT32_MIN && t->a_mult <= INT32_MAX && t->b_mult >= INT32_MIN && t->b_mult <= INT32_MAX &&
+             t->bias >= -((int64_t)1 << 60) && t->bias <= ((int64_t)1 << 60);
+    case FIXQ_ENG_T_ORT_MUL:
+    case FIXQ_ENG_T_XNN_MUL:
+      return fabsf(t->scale) < 0x1p96f;
+    default: /* a form the SIMD files do not know */
+      return 0;
+  }
+}
+
+#endif
