@@ -187,11 +187,11 @@ def test_concurrent_runs_from_threads():
 
 
 @pytest.mark.parametrize("c,k,stride,pad,dil", [(16, 3, 1, 1, 1), (33, 2, 2, 0, 1), (20, 3, 1, 2, 2), (48, 1, 1, 0, 1),
-                                                (32, 4, 1, 2, 1)])
+                                                (32, 4, 1, 2, 1), (24, 3, 2, 1, 1), (13, 3, 1, 1, 2), (8, 2, 1, 0, 1)])
 @pytest.mark.parametrize("activations", ["int8", "uint8"])
 def test_depthwise_blocks_of_16_channels(isa, c, k, stride, pad, dil, activations):
-    """Depthwise with 16 channels or more (the AVX2 tap-pair blocks and their scalar tail), odd and even
-    tap counts, stride, dilation and padding."""
+    """Depthwise with 8 channels or more (the AVX2 tap-pair blocks of 16, then of 8, and their scalar tail),
+    odd and even tap counts, stride, dilation and padding."""
     rng = np.random.default_rng(c + k)
     w = {"pw.weight": rng.standard_normal((c, 2, 1, 1)).astype(np.float32),
          "dw.weight": (rng.standard_normal((c, 1, k, k)) / k).astype(np.float32),
@@ -203,6 +203,24 @@ def test_depthwise_blocks_of_16_channels(isa, c, k, stride, pad, dil, activation
     m = quantize_model(g, calib_batches(rng, (2, 7, 6), n=2, batch=8), activations=activations,
                        per_channel=True)
     assert m._engine is not None
+    assert_same(m, (rng.standard_normal((3, 2, 7, 6)) * 1.5).astype(np.float32))
+
+
+@pytest.mark.parametrize("c,mult,k,stride,pad", [(16, 2, 3, 1, 1), (2, 8, 3, 2, 1), (3, 3, 2, 1, 0), (5, 5, 3, 1, 1)])
+@pytest.mark.parametrize("activations", ["int8", "uint8"])
+def test_depthwise_channel_multiplier(isa, c, mult, k, stride, pad, activations):
+    """Depthwise with a channel multiplier (on AVX2: the input channels repeated into an image of the output's,
+    then the tap-pair blocks of 16 and 8 and their tail)."""
+    rng = np.random.default_rng(c * mult + k)
+    w = {"pw.weight": rng.standard_normal((c, 2, 1, 1)).astype(np.float32),
+         "dw.weight": (rng.standard_normal((c * mult, 1, k, k)) / k).astype(np.float32),
+         "dw.bias": rng.standard_normal(c * mult).astype(np.float32)}
+    nodes = [{"name": "pw", "op": "conv2d", "inputs": ["x"]},
+             {"name": "dw", "op": "conv2d", "inputs": ["pw"], "stride": stride, "padding": pad, "groups": c}]
+    g = G.validate(graph_of(nodes, ["dw"], (2, 7, 6)), w)
+    m = quantize_model(g, calib_batches(rng, (2, 7, 6), n=2, batch=8), activations=activations,
+                       per_channel=True)
+    assert m._engine is not None and any(s.get("depthwise") for s in m.steps)
     assert_same(m, (rng.standard_normal((3, 2, 7, 6)) * 1.5).astype(np.float32))
 
 

@@ -125,3 +125,36 @@ def test_sub_step_runs_the_targets_sub(isa, target, tmp_path):
                       np.int8(1))
     np.testing.assert_array_equal(m.run(x, raw=True), want)
     np.testing.assert_array_equal(m.run_all(x, engine=False)["y"], want)
+
+
+@pytest.mark.parametrize("dtype", ["int8", "uint8"])
+@pytest.mark.parametrize("target", ["tflite-reference", "tflite", "xnnpack"])
+def test_softmax_step_equals_the_targets_softmax(isa, target, dtype, tmp_path):
+    """A softmax step over the channels runs in the C plan (fixq.targets.softmax_form) and gives
+    fixq.targets.softmax of its quantized input on every element: widths from 1 to 4095, input scales that
+    leave most differences below the reference kernel's diff_min and ones that leave none, several betas."""
+    dt = np.dtype(dtype)
+    lo, hi = np.iinfo(dt).min, np.iinfo(dt).max
+    rng = np.random.default_rng(16)
+    for k, (width, s_in, beta) in enumerate([(1, 0.1, 1.0), (10, 0.0039, 1.0), (12, 0.25, 1.0), (37, 0.05, 0.5),
+                                             (100, 1.7, 1.0), (1000, 0.0123, 2.0), (4095, 0.02, 1.0),
+                                             (16, 1e-4, 1.0), (33, 0.9, 0.1)]):
+        zp_in = int(rng.integers(lo, hi + 1))
+        arrays = {"t:x:scale": np.float32(s_in), "t:x:zero_point": np.int32(zp_in),
+                  "t:y:scale": np.float32(1 / 256), "t:y:zero_point": np.int32(lo)}
+        step = {"name": "s", "op": "softmax", "inputs": ["x"], "output": "y", "act": None, "axis": 1, "beta": beta}
+        meta = {"format": archive.QMODEL_FORMAT, "fixq_version": "test", "graph": {},
+                "options": {"method": "minmax", "per_channel": True, "weights": "int8", "activations": dtype,
+                            "dynamic": False, "rounding": "double", "method_options": {}},
+                "input": "x", "input_shape": [None, width], "outputs": ["y"],
+                "tensors": {"x": [None, width], "y": [None, width]}, "steps": [step]}
+        archive.write_archive(tmp_path / f"m{k}.npz", meta, arrays)
+        m = Model.load(tmp_path / f"m{k}.npz", target=target)
+        assert not m._softmax, "the softmax did not run in the C plan"
+        q = rng.integers(lo, hi + 1, size=(23, width))
+        q[:3] = rng.integers(hi - 3, hi + 1, size=(3, width))  # rows of near-equal values
+        x = ((q - zp_in) * np.float32(s_in)).astype(np.float32)
+        want = targets.softmax(q.astype(dt), target, s_in, beta, 1 / 256, lo, dt)
+        np.testing.assert_array_equal(m.run(x, raw=True), want)
+        np.testing.assert_array_equal(m.run(x[:1], raw=True), want[:1])
+        np.testing.assert_array_equal(m.run_all(x, engine=False)["y"], want)

@@ -28,6 +28,7 @@ cdef extern from "fixq_engine.h" nogil:
         FIXQ_ENG_LUT
         FIXQ_ENG_PAD
         FIXQ_ENG_REQUANTIZE
+        FIXQ_ENG_SOFTMAX
 
     ctypedef enum fixq_eng_target_form:
         FIXQ_ENG_T_RUY_X86
@@ -41,6 +42,8 @@ cdef extern from "fixq_engine.h" nogil:
         FIXQ_ENG_T_XNN_MEAN
         FIXQ_ENG_T_TFLITE_REQUANT
         FIXQ_ENG_T_XNN_REQUANT
+        FIXQ_ENG_T_TFLITE_SOFTMAX
+        FIXQ_ENG_T_TFLITE_SOFTMAX_LUT
 
     ctypedef struct fixq_eng_target:
         fixq_eng_target_form form
@@ -54,6 +57,8 @@ cdef extern from "fixq_engine.h" nogil:
         int32_t shift_bits
         size_t split
         float offset
+        int32_t diff_min
+        const float *table
 
     ctypedef struct fixq_eng_tensor:
         size_t h, w, c, esize
@@ -118,12 +123,13 @@ _ENG_OPS = {"quantize": FIXQ_ENG_QUANTIZE, "gemm": FIXQ_ENG_GEMM, "depthwise": F
             "eltwise": FIXQ_ENG_ELTWISE, "concat": FIXQ_ENG_CONCAT, "clamp": FIXQ_ENG_CLAMP,
             "maxpool": FIXQ_ENG_MAXPOOL, "avgpool": FIXQ_ENG_AVGPOOL, "global_avgpool": FIXQ_ENG_GLOBAL_AVGPOOL,
             "flatten": FIXQ_ENG_FLATTEN, "lut": FIXQ_ENG_LUT, "pad": FIXQ_ENG_PAD,
-            "requantize": FIXQ_ENG_REQUANTIZE}
+            "requantize": FIXQ_ENG_REQUANTIZE, "softmax": FIXQ_ENG_SOFTMAX}
 _TARGET_FORMS = {"ruy-x86": FIXQ_ENG_T_RUY_X86, "float64-away": FIXQ_ENG_T_FLOAT64_AWAY,
                  "onnxruntime-add": FIXQ_ENG_T_ORT_ADD, "onnxruntime-mul": FIXQ_ENG_T_ORT_MUL,
                  "xnnpack-add": FIXQ_ENG_T_XNN_ADD, "xnnpack-mul": FIXQ_ENG_T_XNN_MUL, "tflite-sub": FIXQ_ENG_T_TFLITE_SUB,
                  "tflite-mean": FIXQ_ENG_T_TFLITE_MEAN, "xnnpack-mean": FIXQ_ENG_T_XNN_MEAN,
-                 "tflite-requantize": FIXQ_ENG_T_TFLITE_REQUANT, "xnnpack-requantize": FIXQ_ENG_T_XNN_REQUANT}
+                 "tflite-requantize": FIXQ_ENG_T_TFLITE_REQUANT, "xnnpack-requantize": FIXQ_ENG_T_XNN_REQUANT,
+                 "tflite-softmax": FIXQ_ENG_T_TFLITE_SOFTMAX, "tflite-softmax-lut": FIXQ_ENG_T_TFLITE_SOFTMAX_LUT}
 _QUANTIZE_FORMS = {"div-even": FIXQ_ENG_Q_DIV_EVEN, "recip-even": FIXQ_ENG_Q_RECIP_EVEN,
                    "div-away": FIXQ_ENG_Q_DIV_AWAY, "zp-div-away": FIXQ_ENG_Q_ZP_DIV_AWAY}
 _ENG_CHUNK_BYTES = 1 << 18  # activations + scratch of one chunk of samples: stays in L2
@@ -248,6 +254,11 @@ cdef class Engine:
         t.shift_bits = d.get("shift_bits", 0)
         t.split = d.get("split", 0)
         t.offset = d.get("offset", 0.0)
+        t.diff_min = d.get("diff_min", 0)
+        if "table" in d:
+            if d["table"].size != 256:
+                raise ValueError("engine plan: a softmax table has 256 entries")
+            t.table = <const float *>_ptr(d["table"], _np.float32)
         return t
 
     def __init__(self, str dtype, list tensors, list steps, list outputs):

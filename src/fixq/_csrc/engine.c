@@ -159,6 +159,14 @@ static int check_step(const fixq_eng_plan *plan, const fixq_eng_step *s) {
       return t->form == FIXQ_ENG_T_TFLITE_REQUANT && t->channels == 1 && t->split <= numel(x) &&
              t->shift[0] >= -31 && t->shift[0] <= 30;
     }
+    case FIXQ_ENG_SOFTMAX: {
+      const fixq_eng_target *t = s->target;
+      if (t == NULL || x->h != y->h || x->w != y->w || x->c != y->c || !check_target_range(plan, t)) return 0;
+      if (t->form == FIXQ_ENG_T_TFLITE_SOFTMAX_LUT) return t->table != NULL;
+      /* the Q12.19 sum of c exponentials below 2^19 each stays an int32 */
+      return t->form == FIXQ_ENG_T_TFLITE_SOFTMAX && t->channels == 1 && x->c < 4096 && t->shift[0] >= 0 &&
+             t->shift[0] <= 31 && t->diff_min <= 0;
+    }
     case FIXQ_ENG_CONCAT: {
       if (s->axis < 1 || s->axis > 3 || s->in_zp == NULL || s->in_rq == NULL) return 0;
       size_t total = 0;
@@ -215,9 +223,13 @@ static size_t step_scratch(const fixq_eng_plan *plan, const fixq_eng_step *s, si
                                                      padded_bytes(s, x));
       return add_sz(cols, s->target != NULL ? add_sz(mul_sz(mul_sz(pixels, y->c / s->groups), sizeof(int32_t)), 64) : 0);
     }
-    case FIXQ_ENG_DEPTHWISE: /* the accumulators, one padded sample, the weight pairs of dw_block16 */
-      return add_sz(add_sz(mul_sz(out_n, sizeof(int32_t)), padded_bytes(s, x)),
+    case FIXQ_ENG_DEPTHWISE: { /* the accumulators, one padded sample of y's channels (a channel multiplier's
+                                  repeated input), the weight pairs of dw_block16 */
+      fixq_eng_tensor xi = *x;
+      xi.c = y->c;
+      return add_sz(add_sz(mul_sz(out_n, sizeof(int32_t)), padded_bytes(s, &xi)),
                     mul_sz(mul_sz(add_sz(mul_sz(s->kh, s->kw), 1) / 2, y->c), 4));
+    }
     case FIXQ_ENG_MAXPOOL:
     case FIXQ_ENG_AVGPOOL:
       return mul_sz(y->c, sizeof(int32_t));
@@ -460,6 +472,9 @@ static fixq_status run_step(const fixq_eng_plan *plan, const fixq_eng_step *s, s
       return FIXQ_OK;
     case FIXQ_ENG_REQUANTIZE:
       fixq__eng_requantize_target(plan, s, batch, x, y);
+      return FIXQ_OK;
+    case FIXQ_ENG_SOFTMAX:
+      fixq__eng_softmax_target(plan, s, batch, x, y);
       return FIXQ_OK;
   }
   return FIXQ_ERR_INVALID_ARGUMENT;

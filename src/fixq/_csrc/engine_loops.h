@@ -59,11 +59,20 @@ static inline int32_t avg_round(int32_t acc, int32_t count) {
 
 
 /* A padded sample: img holds (h + 2 ph) x (w + 2 pw) x c bytes and
- * FIXQ_ENG_IM2COL_SLACK more; pad_image fills it with the padding value once,
+ * FIXQ_ENG_IM2COL_SLACK more; pad_image fills its border with the padding value once,
  * pad_sample copies sample n of x into its interior. */
 #define FIXQ_ENG_IM2COL_SLACK 16
 ENG_INLINE void pad_image(const fixq_eng_step *s, const fixq_eng_tensor *xt, uint8_t *img, uint8_t pad) {
-  memset(img, pad, (xt->h + 2 * s->ph) * (xt->w + 2 * s->pw) * xt->c + FIXQ_ENG_IM2COL_SLACK);
+  const size_t PW = xt->w + 2 * s->pw, C = xt->c, row = PW * C, side = s->pw * C;
+  if (xt->h == 0 || xt->w == 0) {
+    memset(img, pad, (xt->h + 2 * s->ph) * row + FIXQ_ENG_IM2COL_SLACK);
+    return;
+  }
+  /* the border only: pad_sample writes every byte of the interior */
+  memset(img, pad, s->ph * row + side);
+  for (size_t iy = 0; iy + 1 < xt->h; iy++) memset(img + (s->ph + iy) * row + side + xt->w * C, pad, 2 * side);
+  const size_t tail = (s->ph + xt->h - 1) * row + side + xt->w * C;
+  memset(img + tail, pad, (xt->h + 2 * s->ph) * row + FIXQ_ENG_IM2COL_SLACK - tail);
 }
 
 ENG_INLINE void pad_sample(const fixq_eng_step *s, const fixq_eng_tensor *xt, const uint8_t *x, size_t n,
@@ -113,9 +122,8 @@ static void im2col(const fixq_eng_step *s, const fixq_eng_tensor *xt, const fixq
  * stage.  The taps read a padded copy of the sample (padding zp adds
  * (zp - zp) * w = 0, as numpy's windows do).  One output pixel, channels
  * [o0, o0 + nb), nb <= 16: the block of accumulators stays in registers. */
-ENG_INLINE void dw_block(const fixq_eng_step *s, size_t C, size_t PW, size_t O, const uint8_t *img, size_t oy,
-                         size_t ox, size_t o0, size_t nb, uint32_t *a, int u8) {
-  const size_t mult = s->groups;
+ENG_INLINE void dw_block(const fixq_eng_step *s, size_t mult, size_t C, size_t PW, size_t O, const uint8_t *img,
+                         size_t oy, size_t ox, size_t o0, size_t nb, uint32_t *a, int u8) {
   const int32_t zp = s->zp;
   uint32_t blk[16];
   for (size_t k = 0; k < nb; k++) blk[k] = (uint32_t)s->bias[o0 + k];
@@ -164,7 +172,37 @@ ENG_INLINE void dw_block16(const uint8_t *px, const size_t *off, size_t pairs, c
   _mm256_storeu_si256((__m256i *)a, _mm256_add_epi32(c0, _mm256_loadu_si256((const __m256i *)bias)));
   _mm256_storeu_si256((__m256i *)(a + 8), _mm256_add_epi32(c1, _mm256_loadu_si256((const __m256i *)(bias + 8))));
 }
+
+/* dw_block16 of 8 channels (the tail of a channel count that is not a multiple of 16) in 128-bit lanes */
+ENG_INLINE void dw_block8(const uint8_t *px, const size_t *off, size_t pairs, const __m128i *wp, const int32_t *bias,
+                          __m128i zp, uint32_t *a, int u8) {
+  __m128i lo = _mm_setzero_si128(), hi = lo;
+  for (size_t p = 0; p < pairs; p++) {
+    const __m128i ra = _mm_loadl_epi64((const __m128i *)(px + off[2 * p]));
+    const __m128i rb = _mm_loadl_epi64((const __m128i *)(px + off[2 * p + 1]));
+    const __m128i xa = _mm_sub_epi16(u8 ? _mm_cvtepu8_epi16(ra) : _mm_cvtepi8_epi16(ra), zp);
+    const __m128i xb = _mm_sub_epi16(u8 ? _mm_cvtepu8_epi16(rb) : _mm_cvtepi8_epi16(rb), zp);
+    lo = _mm_add_epi32(lo, _mm_madd_epi16(_mm_unpacklo_epi16(xa, xb), _mm_loadu_si128(wp + 2 * p)));
+    hi = _mm_add_epi32(hi, _mm_madd_epi16(_mm_unpackhi_epi16(xa, xb), _mm_loadu_si128(wp + 2 * p + 1)));
+  }
+  _mm_storeu_si128((__m128i *)a, _mm_add_epi32(lo, _mm_loadu_si128((const __m128i *)bias)));
+  _mm_storeu_si128((__m128i *)(a + 4), _mm_add_epi32(hi, _mm_loadu_si128((const __m128i *)(bias + 4))));
+}
 #endif
+
+/* pad_sample with each input channel repeated mult times: the image of a channel multiplier's output
+ * channels, which then reads as a depthwise of multiplier 1 */
+ENG_INLINE void pad_sample_repeat(const fixq_eng_step *s, const fixq_eng_tensor *xt, const uint8_t *x, size_t n,
+                                  size_t mult, uint8_t *img) {
+  const size_t PW = xt->w + 2 * s->pw, C = xt->c;
+  for (size_t iy = 0; iy < xt->h; iy++)
+    for (size_t ix = 0; ix < xt->w; ix++) {
+      const uint8_t *src = x + ((n * xt->h + iy) * xt->w + ix) * C;
+      uint8_t *dst = img + ((iy + s->ph) * PW + s->pw + ix) * C * mult;
+      for (size_t c = 0; c < C; c++)
+        for (size_t k = 0; k < mult; k++) dst[c * mult + k] = src[c];
+    }
+}
 
 #ifdef FIXQ_ENG_LOOPS_NEON
 /* Channel multiplier 1, 16 channels, int8 x int8 as XNNPACK's qs8 dwconv
@@ -211,13 +249,20 @@ ENG_INLINE void dw_block16_neon(const uint8_t *px, const size_t *off, size_t T, 
 
 ENG_INLINE void depthwise_acc(const fixq_eng_step *s, const fixq_eng_tensor *xt, const fixq_eng_tensor *yt,
                               size_t batch, const uint8_t *x, int32_t *acc, uint8_t *img, int u8) {
-  const size_t O = yt->c, C = xt->c, PW = xt->w + 2 * s->pw;
+  const size_t O = yt->c, PW = xt->w + 2 * s->pw;
+  fixq_eng_tensor xi = *xt; /* the padded image's tensor */
+  size_t mult = s->groups;  /* of the image */
 #ifdef __AVX2__
-  size_t nfast = 0; /* channels done 16 at a time by dw_block16 */
+  size_t nfast = 0, n8 = 0; /* channels done 16 at a time by dw_block16, then 8 by dw_block8 */
   const size_t T = s->kh * s->kw, pairs = (T + 1) / 2;
   size_t off[64];
+  if (T <= 63 && mult > 1) { /* the channels repeated in the image (engine.c's scratch has room for O) */
+    xi.c = O;
+    mult = 1;
+  }
+  const size_t C = xi.c;
   __m256i *wp = (__m256i *)(img + (xt->h + 2 * s->ph) * PW * C + FIXQ_ENG_IM2COL_SLACK);
-  if (s->groups == 1 && T <= 63) {
+  if (T <= 63) {
     nfast = O / 16 * 16;
     for (size_t t = 0; t < T; t++) off[t] = ((t / s->kw) * s->dh * PW + (t % s->kw) * s->dw) * C;
     off[T] = off[T - 1]; /* the odd tap's partner: weight 0 */
@@ -230,8 +275,19 @@ ENG_INLINE void depthwise_acc(const fixq_eng_step *s, const fixq_eng_tensor *xt,
         _mm256_storeu_si256(wp + (o0 / 16 * pairs + p) * 2, _mm256_unpacklo_epi16(wa, wb));
         _mm256_storeu_si256(wp + (o0 / 16 * pairs + p) * 2 + 1, _mm256_unpackhi_epi16(wa, wb));
       }
+    n8 = O - nfast >= 8 ? 8 : 0;
+    for (size_t p = 0; n8 && p < pairs; p++) {
+      const __m128i wa = _mm_cvtepi8_epi16(_mm_loadl_epi64((const __m128i *)(s->taps + 2 * p * O + nfast)));
+      const __m128i wb = 2 * p + 1 < T
+                             ? _mm_cvtepi8_epi16(_mm_loadl_epi64((const __m128i *)(s->taps + (2 * p + 1) * O + nfast)))
+                             : _mm_setzero_si128();
+      _mm_storeu_si128((__m128i *)(wp + nfast / 16 * pairs * 2) + 2 * p, _mm_unpacklo_epi16(wa, wb));
+      _mm_storeu_si128((__m128i *)(wp + nfast / 16 * pairs * 2) + 2 * p + 1, _mm_unpackhi_epi16(wa, wb));
+    }
   }
   const __m256i zp16 = _mm256_set1_epi16((int16_t)s->zp);
+#else
+  const size_t C = xi.c;
 #endif
 #ifdef FIXQ_ENG_LOOPS_NEON
   size_t nfast = 0; /* channels done 16 at a time by dw_block16_neon */
@@ -255,9 +311,12 @@ ENG_INLINE void depthwise_acc(const fixq_eng_step *s, const fixq_eng_tensor *xt,
     }
   }
 #endif
-  pad_image(s, xt, img, (uint8_t)s->zp);
+  pad_image(s, &xi, img, (uint8_t)s->zp);
   for (size_t n = 0; n < batch; n++) {
-    pad_sample(s, xt, x, n, img);
+    if (xi.c != xt->c)
+      pad_sample_repeat(s, xt, x, n, O / xt->c, img);
+    else
+      pad_sample(s, xt, x, n, img);
     for (size_t oy = 0; oy < yt->h; oy++)
       for (size_t ox = 0; ox < yt->w; ox++) {
         uint32_t *a = (uint32_t *)acc + ((n * yt->h + oy) * yt->w + ox) * O;
@@ -266,14 +325,19 @@ ENG_INLINE void depthwise_acc(const fixq_eng_step *s, const fixq_eng_tensor *xt,
         const uint8_t *px = img + (oy * s->sh * PW + ox * s->sw) * C;
         for (; o0 < nfast; o0 += 16)
           dw_block16(px + o0, off, pairs, wp + o0 / 16 * pairs * 2, s->bias + o0, zp16, a + o0, u8);
+        if (n8) {
+          dw_block8(px + o0, off, pairs, (const __m128i *)(wp + o0 / 16 * pairs * 2), s->bias + o0,
+                    _mm256_castsi256_si128(zp16), a + o0, u8);
+          o0 += 8;
+        }
 #endif
 #ifdef FIXQ_ENG_LOOPS_NEON
         const uint8_t *px = img + (oy * s->sh * PW + ox * s->sw) * C;
         for (; o0 < nfast; o0 += 16)
           dw_block16_neon(px + o0, off, T, s->taps + o0, O, bias2 + 4 * o0, pairs, u8, a + o0);
 #endif
-        for (; o0 + 16 <= O; o0 += 16) dw_block(s, C, PW, O, img, oy, ox, o0, 16, a, u8);
-        if (o0 < O) dw_block(s, C, PW, O, img, oy, ox, o0, O - o0, a, u8);
+        for (; o0 + 16 <= O; o0 += 16) dw_block(s, mult, C, PW, O, img, oy, ox, o0, 16, a, u8);
+        if (o0 < O) dw_block(s, mult, C, PW, O, img, oy, ox, o0, O - o0, a, u8);
       }
   }
 }

@@ -1,6 +1,6 @@
 /* The runtimes' arithmetic that fixq's kernels lack (fixq.targets, docs/conformance.md), element by
- * element as each runtime computes it: the executor's (engine.c) MEAN and requantize forms, and PAD (the add /
- * mul / sub and GEMM epilogue forms: engine_targets.h and its per-ISA files). */
+ * element as each runtime computes it: the executor's (engine.c) MEAN, requantize and SOFTMAX forms, and
+ * PAD (the add / mul / sub and GEMM epilogue forms: engine_targets.h and its per-ISA files). */
 #include <math.h>
 #include <string.h>
 
@@ -53,6 +53,102 @@ void fixq__eng_requantize_target(const fixq_eng_plan *plan, const fixq_eng_step 
                                    : fixq__mbqm_double(v, t->multiplier[0], t->shift[0])) + t->out_zp;
       fixq__store(y, plan->dtype, n * per + i, fixq__eng_saturate(q, t->lo, t->hi));
     }
+}
+
+/* gemmlowp fixedpoint.h on int32 raws, as fixq.targets._fixedpoint computes them: additions wrap */
+static inline int32_t add_wrap(int32_t a, int32_t b) { return (int32_t)((uint32_t)a + (uint32_t)b); }
+
+/* RoundingDivideByPOT in int64 (ties away from zero), for exponents past 31 too */
+static inline int64_t rdbpot64(int64_t x, int e) {
+  const int64_t mask = (INT64_C(1) << e) - 1;
+  return (x >> e) + ((x & mask) > ((mask >> 1) + (x < 0)));
+}
+
+/* SaturatingRoundingMultiplyByPOT<e > 0> */
+static inline int32_t sat_shl(int32_t x, int e) { return fixq__sat_i32((int64_t)x * (INT64_C(1) << e)); }
+
+/* exp_on_interval_between_negative_one_quarter_and_0_excl */
+static int32_t exp_quarter(int32_t a) {
+  const int32_t constant_term = 1895147668, one_third = 715827883;
+  const int32_t x = add_wrap(a, 1 << 28);
+  const int32_t x2 = fixq__srdhm(x, x), x3 = fixq__srdhm(x2, x), x4 = fixq__srdhm(x2, x2);
+  const int32_t x4_over_4 = (int32_t)rdbpot64(x4, 2);
+  const int32_t poly = (int32_t)rdbpot64(add_wrap(fixq__srdhm(add_wrap(x4_over_4, x3), one_third), x2), 1);
+  return add_wrap(constant_term, fixq__srdhm(constant_term, add_wrap(x, poly)));
+}
+
+/* exp_on_negative_values of a Q5.26 raw a <= 0: a Q0.31 raw */
+static int32_t exp_on_negative_q5(int32_t a) {
+  static const int32_t mult[7] = {1672461947, 1302514674, 790015084, 290630308, 39332535, 720401, 242};
+  const int32_t quarter = 1 << 24;
+  const int32_t a_mod = add_wrap(a & (quarter - 1), -quarter);
+  int32_t result = exp_quarter(sat_shl(a_mod, 5));
+  const int32_t remainder = (int32_t)((uint32_t)a_mod - (uint32_t)a);
+  for (int k = 0; k < 7; k++) /* the barrel shifter of exponents -2..4 */
+    if (remainder & (INT32_C(1) << (24 + k))) result = fixq__srdhm(result, mult[k]);
+  return a == 0 ? INT32_MAX : result;
+}
+
+/* one_over_one_plus_x_for_x_in_0_1 of a Q0.31 raw in [0, 1): Newton-Raphson in Q2.29 */
+static int32_t one_over_one_plus_x(int32_t a) {
+  const int64_t sum = (int64_t)a + INT32_MAX; /* RoundingHalfSum(a, One()) */
+  const int32_t half_denominator = (int32_t)(sum >= 0 ? (sum + 1) / 2 : -((-sum + 1) / 2));
+  int32_t x = add_wrap(1515870810, fixq__srdhm(half_denominator, -1010580540));
+  for (int k = 0; k < 3; k++) {
+    const int32_t t = add_wrap(1 << 29, -fixq__srdhm(half_denominator, x));
+    x = add_wrap(x, sat_shl(fixq__srdhm(x, t), 2));
+  }
+  return sat_shl(x, 1);
+}
+
+/* The input difference to the row's max in Q5.26 (PreprocessSoftmaxScaling's multiplier) */
+static inline int32_t softmax_exp(const fixq_eng_target *t, int32_t diff) {
+  return exp_on_negative_q5(fixq__srdhm((int32_t)((int64_t)diff * (INT64_C(1) << t->shift[0])), t->multiplier[0]));
+}
+
+/* fixq.targets' softmax of TFLite: reference_ops::Softmax (fixed point) or optimized_ops::Softmax (table),
+ * over each row of c values */
+void fixq__eng_softmax_target(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const void *x,
+                              void *y) {
+  const fixq_eng_target *t = s->target;
+  const fixq_eng_tensor *xt = &plan->tensors[s->in[0]];
+  const size_t C = xt->c, rows = batch * xt->h * xt->w;
+  const int u8 = IS_U8(plan);
+  const int32_t qmin = u8 ? 0 : INT8_MIN, qmax = u8 ? UINT8_MAX : INT8_MAX;
+  for (size_t r = 0; r < rows; r++) {
+    const size_t base = r * C;
+    int32_t mx = load_q(x, base, u8);
+    for (size_t i = 1; i < C; i++) {
+      const int32_t v = load_q(x, base + i, u8);
+      mx = v > mx ? v : mx;
+    }
+    if (t->form == FIXQ_ENG_T_TFLITE_SOFTMAX_LUT) {
+      float total = 0.0f; /* std::accumulate: in order */
+      for (size_t i = 0; i < C; i++) total += t->table[mx - load_q(x, base + i, u8)];
+      const float inv = 1.0f / (total * t->out_scale);
+      for (size_t i = 0; i < C; i++) {
+        const float p = t->table[mx - load_q(x, base + i, u8)] * inv;
+        const int64_t q = fixq__eng_float_to_i64(u8 ? floorf(p + 0.5f) : roundf(p)) + t->out_zp;
+        fixq__store(y, plan->dtype, base + i, fixq__eng_saturate(q, qmin, qmax));
+      }
+      continue;
+    }
+    int64_t total = 0; /* Q12.19 */
+    for (size_t i = 0; i < C; i++) {
+      const int32_t diff = load_q(x, base + i, u8) - mx;
+      if (diff >= t->diff_min) total += rdbpot64(softmax_exp(t, diff), 12);
+    }
+    const int headroom = __builtin_clz((uint32_t)total);
+    const int32_t shifted_minus_one = (int32_t)(((uint32_t)total << headroom) - (UINT32_C(1) << 31));
+    const int32_t scale = one_over_one_plus_x(shifted_minus_one);
+    const int exponent = 12 - headroom + 31 - 8;
+    for (size_t i = 0; i < C; i++) {
+      const int32_t diff = load_q(x, base + i, u8) - mx;
+      int64_t q = qmin;
+      if (diff >= t->diff_min) q = rdbpot64(fixq__srdhm(scale, softmax_exp(t, diff)), exponent) + qmin;
+      fixq__store(y, plan->dtype, base + i, fixq__eng_saturate(q, qmin, qmax));
+    }
+  }
 }
 
 /* A sample copied into a larger one at (ph, pw), the rest zp (TFLite PAD with the output's zero point) */

@@ -29,7 +29,8 @@ typedef enum {
   FIXQ_ENG_FLATTEN,        /* NHWC -> NCHW order */
   FIXQ_ENG_LUT,            /* y = table[byte of x]: an elementwise function of one int8 / uint8 value */
   FIXQ_ENG_PAD,            /* ph rows and pw columns before, what y's shape leaves after, filled with zp */
-  FIXQ_ENG_REQUANTIZE      /* one 8-bit quantization to another, in a target's form */
+  FIXQ_ENG_REQUANTIZE,     /* one 8-bit quantization to another, in a target's form */
+  FIXQ_ENG_SOFTMAX         /* 8-bit softmax over c (each h x w position a row), in a target's form */
 } fixq_eng_op;
 
 /* How QUANTIZE rounds x / scale (docs/conformance.md); every product and quotient in float32. */
@@ -57,7 +58,11 @@ typedef enum {
   FIXQ_ENG_T_XNN_MEAN,     /* GLOBAL_AVGPOOL: rne((float)(sum of q) * scale + offset) (XNNPACK mean) */
   FIXQ_ENG_T_TFLITE_REQUANT, /* REQUANTIZE: MBQM(q - a_zp, M, s) + zo, the first `split` values of each
                               sample in the NEON form (TFLite Requantize), the rest double rounding */
-  FIXQ_ENG_T_XNN_REQUANT   /* REQUANTIZE: (((q - a_zp) * a_mult + 128) >> 8) + zo (XNNPACK qs8-vcvt) */
+  FIXQ_ENG_T_XNN_REQUANT,  /* REQUANTIZE: (((q - a_zp) * a_mult + 128) >> 8) + zo (XNNPACK qs8-vcvt) */
+  FIXQ_ENG_T_TFLITE_SOFTMAX, /* SOFTMAX: TFLite reference_ops::Softmax, gemmlowp fixed point: (max - q) << shift
+                              scaled by multiplier into Q5.26, differences below diff_min give lo */
+  FIXQ_ENG_T_TFLITE_SOFTMAX_LUT /* SOFTMAX: TFLite optimized_ops::Softmax: table[max - q] * (1 / (float32 sum in
+                              order * out_scale)), std::round (int8) or (int)(p + 0.5f) (uint8), + zo */
 } fixq_eng_target_form;
 
 typedef struct {
@@ -72,6 +77,8 @@ typedef struct {
   int32_t shift_bits;                /* XNN_ADD: in 1..31 */
   size_t split;                      /* TFLITE_MEAN: channels, TFLITE_REQUANT: values per sample, in NEON form */
   float offset;                      /* XNN_MEAN: the folded zero point */
+  int32_t diff_min;                  /* TFLITE_SOFTMAX */
+  const float *table;                /* TFLITE_SOFTMAX_LUT: [256] expf(-s_in * beta * d) */
 } fixq_eng_target;
 
 typedef struct {
@@ -140,6 +147,8 @@ void fixq__eng_global_avgpool_target(const fixq_eng_plan *plan, const fixq_eng_s
                                      const void *x, void *y);
 void fixq__eng_requantize_target(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const void *x,
                                  void *y);
+void fixq__eng_softmax_target(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const void *x,
+                               void *y);
 void fixq__eng_pad(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const uint8_t *x, uint8_t *y);
 
 /* Shapes, indices and parameters of every step agree (run never reads or

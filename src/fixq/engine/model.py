@@ -13,6 +13,8 @@ from .sequence import SequenceRunner
 from .steps import float_step, prepared_dequantize, prepared_quantize, static_step
 
 
+_F32 = np.dtype(np.float32)
+
 # file suffix -> load(path, rounding, target) of a front-end above this layer (fixq.io registers ".onnx")
 _LOADERS = {}
 
@@ -111,6 +113,7 @@ class Model:
         and fp16 weights run the numpy steps (steps.py; built on demand for run_all(engine=False) too)."""
         self._fns = None
         self._engine = None
+        self._plan_only = False
         if self.sequence:
             self._sequence = SequenceRunner(self)
             return
@@ -122,10 +125,13 @@ class Model:
                 self._quantize_in = prepared_quantize(sc, zp, self.act_dtype)
             self._dequantize_out = [prepared_dequantize(*self.qparams(t), self.act_dtype) for t in self.outputs]
         self._engine = None
+        self._in_tail = self.input_shape[1:]
         if not self.float_acts:
             plan = engine_plan(self)
             if plan is not None:
                 self._engine, self._engine_index, self._softmax = plan
+        # the C plan computes every output (no softmax left to numpy): Model.run is one call of it
+        self._plan_only = self._engine is not None and not self._softmax and not self.sequence
 
     def _python_steps(self):
         if self._fns is None:
@@ -181,6 +187,11 @@ class Model:
         ...; one array for a model of one required input), each checked (fixq.graph.check_feeds)."""
         if type(threads) is not int or not 0 < threads <= THREADS_MAX:  # the common case without a call
             threads = threads_arg(threads)
+        if self._plan_only:
+            if type(x) is not np.ndarray or x.dtype is not _F32 or x.shape[1:] != self._in_tail:
+                x = self._check_x(x)
+            outs = self._engine.run(x, threads, raw, False)
+            return outs[0] if len(outs) == 1 else tuple(outs)
         if raw and self.float_acts:
             raise ValueError("raw=True needs a static int8 model; this model's outputs are float")
         if self.sequence:

@@ -35,9 +35,9 @@ def _overflow_message(name, dt, zp, packed, bias):
 def engine_plan(m):
     """(engine, index, softmax) of Model `m`: its steps as a C plan (_core.Engine) over NHWC tensors, where
     tensor 0 is the float input, then the quantized input and every step's output; ``index`` maps each
-    tensor name to its number; ``softmax`` maps each softmax output to (its input, the NHWC axis, the
-    target's 8-bit softmax of the raw input or None: :func:`quantized_softmax`): softmax
-    runs in numpy on the dequantized output, as in steps.static_step.
+    tensor name to its number; ``softmax`` maps each softmax output the plan does not compute
+    (:func:`softmax_step`) to (its input, the NHWC axis, the target's 8-bit softmax of the raw input or None:
+    :func:`quantized_softmax`): that softmax runs in numpy on the dequantized output, as in steps.static_step.
 
     With ``m.target`` each step takes that runtime's recipe: one of fixq's kernel modes where it is one
     (fixq.targets.gemm_out_stage, TFLite's fixed-point ADD/MUL), else the plan's own element-by-element
@@ -59,11 +59,11 @@ def engine_plan(m):
     plan = [first]
     softmax = {}
     for s in m.steps:
-        if s["op"] == "softmax":
+        d = engine_step(m, s)
+        if d is None and s["op"] == "softmax":
             softmax[s["output"]] = (s["inputs"][0], L.internal_axis(s["axis"], len(shapes[s["output"]])),
                                     quantized_softmax(m, s))
             continue
-        d = engine_step(m, s)
         if d is None:
             return None
         d.update(name=s["name"], **{"in": [index[t] for t in s["inputs"]]})
@@ -263,6 +263,26 @@ def quantized_softmax(m, s):
     return softmax
 
 
+def softmax_step(m, s):
+    """The C plan's SOFTMAX step: the target's 8-bit softmax (:func:`quantized_softmax`) in its engine form
+    (fixq.targets.softmax_form) where it runs over the channels (the last NHWC axis); else None, and the
+    softmax runs in numpy."""
+    if quantized_softmax(m, s) is None:
+        return None
+    nd = len(m.meta["tensors"][s["output"]])
+    if nd not in (2, 4) or L.internal_axis(s["axis"], nd) % nd != nd - 1:
+        return None
+    (s_in, _), (s_out, zp_out) = m.qparams(s["inputs"][0]), m.qparams(s["output"])
+    form = targets.softmax_form(m.target, s_in, s.get("beta", 1.0), s_out, zp_out, m.act_dtype)
+    if form is None:
+        return None
+    qmin, qmax = INT_RANGES[m.act_dtype]
+    form = dict(form, lo=qmin, hi=qmax, out_zp=form.get("out_zp", zp_out))
+    if "multiplier" in form:
+        form.update(multiplier=np.array([form["multiplier"]], np.int32), shift=np.array([form["shift"]], np.int32))
+    return dict(op="softmax", target=form)
+
+
 def _gemm_step(m, s, w, bias, rq=None, target=None):
     """The GEMM step of a linear or (grouped) conv: the weights packed per group, the output stage `rq`
     (or a target's epilogue), the input zero point and the text of a possible int32 overflow."""
@@ -365,4 +385,6 @@ def engine_step(m, s):
         return dict(op=op)
     if op in G.TABLE_OPS:
         return dict(op="lut", table=step_table(m, s).view(np.uint8))
+    if op == "softmax":
+        return softmax_step(m, s)
     raise ArchiveError(f"step {name!r}: key 'op' {op!r} is not a fixq.qmodel/1 op")

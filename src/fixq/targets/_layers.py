@@ -50,6 +50,30 @@ def softmax(x, target, in_scale, beta, out_scale, out_zero_point, dtype=np.int8)
                                     scalar_zero_point_arg(out_zero_point, dt, "out_zero_point"), dt)
 
 
+def softmax_form(target, in_scale, beta, out_scale, out_zero_point, dtype=np.int8):
+    """How `target` computes its 8-bit SOFTMAX (:func:`softmax`) as the engine's step takes it:
+    ``{"form": "tflite-softmax", "multiplier", "shift", "diff_min"}`` (the reference kernel's fixed point)
+    or ``{"form": "tflite-softmax-lut", "table", "out_scale", "out_zp"}`` (the optimized kernel's float
+    table); None for a target without one, or a form the engine does not take (a negative left shift, a
+    table that is not finite)."""
+    kind = _tflite_family(target)
+    if kind is None:
+        return None
+    dt = dtype_arg(dtype, (np.int8, np.uint8), "dtype")
+    s_in, beta = f32(in_scale, "in_scale"), float(np.float32(beta))
+    if kind == "reference":
+        m, left, diff_min = tflite.softmax_reference_params(s_in, beta)
+        if not 0 <= left <= 31:
+            return None
+        return {"form": "tflite-softmax", "multiplier": m, "shift": left, "diff_min": diff_min}
+    table = tflite.softmax_table(s_in, beta)
+    if not np.all(np.isfinite(table)):
+        return None
+    return {"form": "tflite-softmax-lut", "table": np.ascontiguousarray(table, np.float32),
+            "out_scale": float(f32(out_scale, "out_scale")),
+            "out_zp": scalar_zero_point_arg(out_zero_point, dt, "out_zero_point")}
+
+
 def mean_hw(x, target, in_scale, in_zero_point, out_scale, out_zero_point, keep_dims=False, dtype=np.int8):
     """`target`'s MEAN of NHWC int8/uint8 `x` over H and W, as ``[N, C]``: TFLite's reference kernel, its
     optimized 4-D kernel (``tflite`` with ``keep_dims``; NEON loop in groups of 16 channels, one thread),

@@ -184,15 +184,27 @@ def _clz32(v):
     return 32 - np.floor(np.log2(v.astype(np.float64))).astype(np.int64) - 1
 
 
+def softmax_reference_params(in_scale, beta):
+    """PreprocessSoftmaxScaling's (multiplier, left shift) of beta * s_in into Q5.26, and
+    CalculateInputRadius's diff_min."""
+    m, left = quantize_multiplier(min(float(beta) * float(in_scale) * 2.0**26, 2.0**31 - 1.0))
+    m, left = int(m), int(left)
+    return m, left, -int(np.floor(31.0 * 2.0**26 / 2.0**left))
+
+
+def softmax_table(in_scale, beta):
+    """PopulateSoftmaxLookupTable: ``table[d] = expf(-s_in*beta * d)`` for d in 0..255, float32."""
+    f32 = np.float32
+    return _core.libm("expf", (f32(-f32(in_scale) * f32(beta)) * np.arange(256, dtype=f32)).astype(f32))
+
+
 def softmax_reference(x, in_scale, beta, dtype):
     """reference_ops::Softmax for 8-bit input and output (softmax.h): the input difference to the row's
     max scaled by PreprocessSoftmaxScaling's multiplier into Q5.26, gemmlowp's exp_on_negative_values,
     the Q12.19 sum, GetReciprocal's 1/(1+x) and a RoundingDivideByPOT; differences below diff_min give
     the output's minimum.  The output scale is 1/256 and its zero point the dtype's minimum (TFLite
     requires both), so neither enters."""
-    m, left = quantize_multiplier(min(float(beta) * float(in_scale) * 2.0**26, 2.0**31 - 1.0))
-    m, left = int(m), int(left)
-    diff_min = -int(np.floor(31.0 * 2.0**26 / 2.0**left))
+    m, left, diff_min = softmax_reference_params(in_scale, beta)
     x = np.asarray(x).astype(np.int64)
     diff = x - x.max(axis=-1, keepdims=True)
     keep = diff >= diff_min
@@ -220,7 +232,7 @@ def softmax_optimized(x, in_scale, beta, out_scale, out_zero_point, dtype):
     ``1.0f / (sum * s_out)``, each ``table[d] * inv`` rounded by std::round (int8) or ``(int)(p + 0.5f)``
     (uint8), plus the zero point, saturated."""
     f32 = np.float32
-    table = _core.libm("expf", (f32(-f32(in_scale) * f32(beta)) * np.arange(256, dtype=f32)).astype(f32))
+    table = softmax_table(in_scale, beta)
     x = np.asarray(x).astype(np.int64)
     e = table[x.max(axis=-1, keepdims=True) - x]
     total = np.zeros(x.shape[:-1] + (1,), f32)
