@@ -57,7 +57,6 @@ def save(name, **arrays):
 
 def tflite_models(rng):
     """(op, variant, keras model, representative inputs, int8 inputs to run, attrs, scale edits)."""
-    import tensorflow as tf
     from tensorflow import keras
 
     def grid_rep(shape, lo, hi, n=8):

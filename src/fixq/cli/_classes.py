@@ -1,4 +1,5 @@
 """Class ids from a model output: the argmax of several scores, a threshold on a single column."""
+import click
 import numpy as np
 
 RULES = {
@@ -53,3 +54,12 @@ class ClassIds:
 
 def describe(rule, columns):
     return RULES[rule].format(columns=columns)
+
+
+def report_run(outputs, ids, output, n, quiet):
+    """What `fixq run` says on stderr when done: each one-column output's class rule (--argmax), and the file."""
+    for t, acc in zip(outputs, ids or ()):
+        if acc.columns == 1:
+            click.echo(f"{t}: {describe(acc.rule(), 1)}", err=True)
+    if not quiet:
+        click.echo(f"wrote {output}: {n} samples", err=True)

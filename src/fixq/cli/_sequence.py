@@ -4,10 +4,9 @@ batches into the output file."""
 import os
 import zipfile
 
-import click
 import numpy as np
 
-from ._classes import ClassIds, describe
+from ._classes import ClassIds, report_run
 from ._common import CliError, atomic_output, progressbar
 from ._outputs import WRITERS, check_layout, shape_text
 from .. import graph as G
@@ -65,8 +64,4 @@ def run_sequence(m, input, output, fmt, argmax, batch_size, threads, raw, quiet)
                 bar.update(len(ys[0]))
         if ids is not None:
             writer.add([acc.ids() for acc in ids])
-    for t, acc in zip(m.outputs, ids or ()):
-        if acc.columns == 1:
-            click.echo(f"{t}: {describe(acc.rule(), 1)}", err=True)
-    if not quiet:
-        click.echo(f"wrote {output}: {n} samples", err=True)
+    report_run(m.outputs, ids, output, n, quiet)

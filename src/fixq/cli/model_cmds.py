@@ -7,7 +7,7 @@ import click
 import numpy as np
 
 from . import cli
-from ._classes import ClassIds, classes, describe
+from ._classes import ClassIds, classes, describe, report_run
 from ._common import (CliError, atomic_output, batches, check_output, echo_json, load_array, one_line_errors,
                       progressbar)
 from ._float import FloatModel, load_runnable, output_shapes
@@ -290,11 +290,7 @@ def run(model, input, output, argmax, batch_size, threads, raw, target, schedule
                     writer.add(ys)
         if ids is not None:
             writer.add([acc.ids() for acc in ids])
-    for t, acc in zip(m.outputs, ids or ()):
-        if acc.columns == 1:
-            click.echo(f"{t}: {describe(acc.rule(), 1)}", err=True)
-    if not quiet:
-        click.echo(f"wrote {output}: {len(x)} samples", err=True)
+    report_run(m.outputs, ids, output, len(x), quiet)
 
 
 def _runnable(model, target, raw, scheduler):

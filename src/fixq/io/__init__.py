@@ -80,7 +80,12 @@ def load_onnx(path, rounding=None, target=None, float_ok=False):
             return import_float(proto)
         raise ArchiveError(f"{path}: is a float ONNX model; fixq runs int8 models: fixq import {path} -o model.npz, "
                            "then fixq quantize model.npz -o model.q.npz --calib data.npy (docs/onnx.md)")
-    m = import_quantized(proto)
+    return _with_arithmetic(import_quantized(proto), rounding, target)
+
+
+def _with_arithmetic(m, rounding, target):
+    """Imported model `m` as it is, or run with the `rounding` or `target` Model.load was given instead of the
+    runtime it was imported from."""
     if rounding is None and target is None:
         return m
     meta = dict(m.meta, options={k: v for k, v in m.meta["options"].items() if k != "target"})
@@ -104,11 +109,7 @@ def import_tflite(model):
 def load_tflite_model(path, rounding=None, target=None):
     """``Model.load`` of a ``.tflite`` path: imported on the fly (target ``"xnnpack"`` unless `rounding` or
     `target` say otherwise)."""
-    m = import_tflite(path)
-    if rounding is None and target is None:
-        return m
-    meta = dict(m.meta, options={k: v for k, v in m.meta["options"].items() if k != "target"})
-    return Model(meta, m.arrays, rounding, target)
+    return _with_arithmetic(import_tflite(path), rounding, target)
 
 
 register_loader(".tflite", load_tflite_model)
