@@ -149,7 +149,8 @@ def test_run_errors(files):
     assert invoke("quantize", d / "float.npz", "-o", d / "q.npz", "--calib", d / "calib.npy").exit_code == 0
     np.save(d / "bad.npy", np.zeros((3, 5), np.float32))
     r = invoke("run", d / "q.npz", d / "bad.npy", "-o", d / "p.npy")
-    assert (r.exit_code, r.stderr) == (1, "fixq: error: x has shape (1, 5); the model's input 'x' needs [N, 12]\n")
+    assert (r.exit_code, r.stderr) == (1, f"fixq: error: INPUT {d / 'bad.npy'} (shape [3, 5]): the model's input 'x' "
+                                          "needs [N, 12]\n")
     r = invoke("run", d / "q.npz", d / "x.npy", "-o", d / "q.npz", "--force")
     assert (r.exit_code, r.stderr) == (1, f"fixq: error: {d / 'q.npz'}: is also an input; write the output "
                                           "elsewhere\n")

@@ -189,6 +189,9 @@ def quantize(model, output, calib, method, percentile, bins, averaging_constant,
     if scheduler is not None and calib is None:
         raise CliError("--scheduler runs the calibration: it needs --calib (a directory of .npy shards)")
     g, inferred = load_float_model(model, graph=graph_path, activation=activation)
+    if g.sequence and calib is not None:
+        raise CliError(f"{model} is a sequence model: it quantizes without calibration, in dynamic int8 (--dynamic) "
+                       "or float (--weights fp32); drop --calib (docs/transformers.md)")
     if calib is None:
         seq = {"granularity": granularity or "row", "int8_attention": int8_attention,
                "float_gather": float_gather} if g.sequence else {}
@@ -249,9 +252,11 @@ def run(model, input, output, argmax, batch_size, threads, raw, target, schedule
     if raw and argmax:
         raise CliError("--argmax gives class ids from the dequantized scores; drop --raw")
     tflite = model.lower().endswith(".tflite")  # inputs and outputs as the .tflite signature has them
-    if tflite and (raw or os.path.isdir(input)):
-        raise CliError("a .tflite MODEL reads and writes its own input and output types: drop --raw, and give a "
-                       "file INPUT (or fixq import it first and run the archive on a directory)")
+    if tflite and raw:
+        raise CliError("a .tflite MODEL reads and writes its own input and output types: drop --raw")
+    if tflite and os.path.isdir(input):
+        raise CliError("a .tflite MODEL runs a file INPUT; for a directory of shards, fixq import it first and run "
+                       "the archive")
     if os.path.isdir(input):
         if argmax:
             raise CliError("--argmax needs a file INPUT; a directory INPUT writes each shard's scores (.npy)")
@@ -277,7 +282,11 @@ def run(model, input, output, argmax, batch_size, threads, raw, target, schedule
     x = load_array(input, "INPUT")
     if x.ndim == 0 or len(x) == 0:
         raise CliError(f"INPUT {input}: no samples")
-    tflite_input(m, x[:1]) if tflite else m._check_x(x[:1])
+    try:
+        tflite_input(m, x[:1]) if tflite else m._check_x(x[:1])
+    except (ValueError, TypeError) as e:
+        # the check sees one sample: name the file's own shape
+        raise CliError(f"INPUT {input} (shape {list(x.shape)}): {str(e).split('; ', 1)[-1]}") from None
     ids = [ClassIds(shape[1]) for shape in shapes] if argmax else None
     with atomic_output(output) as tmp, WRITERS[fmt](tmp, m.outputs, len(x)) as writer:
         with progressbar(len(x), "running", quiet) as bar:

@@ -1,5 +1,7 @@
 """LiteRT's interpreter (the ``ai-edge-litert`` package, a test and bench extra) run as each of its kernel
 sets, and the first operator where two runs of a .tflite model part ways (``fixq compare``)."""
+import warnings
+
 import numpy as np
 
 from .tflite_file import TfliteError
@@ -23,9 +25,11 @@ def interpreter(content, target, preserve=False, threads=1):
     if lr is None:
         raise TfliteError("running LiteRT needs the ai-edge-litert package: pip install ai-edge-litert")
     try:
-        it = lr.Interpreter(model_content=bytes(content), num_threads=threads,
-                            experimental_op_resolver_type=getattr(lr.OpResolverType, RESOLVERS[target]),
-                            experimental_preserve_all_tensors=preserve)
+        with warnings.catch_warnings():  # preserve_all_tensors' memory warning: fixq keeps them on purpose
+            warnings.simplefilter("ignore", UserWarning)
+            it = lr.Interpreter(model_content=bytes(content), num_threads=threads,
+                                experimental_op_resolver_type=getattr(lr.OpResolverType, RESOLVERS[target]),
+                                experimental_preserve_all_tensors=preserve)
         it.allocate_tensors()
     except (ValueError, RuntimeError) as e:
         raise TfliteError(f"LiteRT cannot load the model ({' '.join(str(e).split())[:200]})") from None
