@@ -1,6 +1,7 @@
 """Archives as a new user meets them: files of other kinds named as what they are, the mode every
 written file gets, pools without a stride, and global_avgpool's calibrated output."""
 import json
+import importlib.util
 import os
 import pickle
 import stat
@@ -59,9 +60,14 @@ def test_files_of_other_kinds_are_named(tmp_path, name, make, expected):
                  ["inspect", path]):
         r = invoke(*args)
         assert r.exit_code == 1 and "Traceback" not in r.output, r.output
-        # run and inspect load .onnx and .tflite paths through their importers, which read these as damaged
-        want = {".onnx": "cannot read it as an ONNX model", ".tflite": "the file is truncated or damaged"}.get(
-            os.path.splitext(name)[1], expected) if args[0] != "quantize" else expected
+        # run and inspect load .onnx and .tflite paths through their importers, which read these as damaged,
+        # or, without the importer's package, say how to install it
+        damaged = {".onnx": ("onnx", "cannot read it as an ONNX model", "pip install 'fixq[onnx]'"),
+                   ".tflite": ("flatbuffers", "the file is truncated or damaged", "pip install 'fixq[tflite]'")}
+        want = expected
+        if args[0] != "quantize" and os.path.splitext(name)[1] in damaged:
+            package, message, install = damaged[os.path.splitext(name)[1]]
+            want = message if importlib.util.find_spec(package) is not None else install
         assert r.stderr.count("\n") == 1 and want in r.stderr, r.stderr
 
 
