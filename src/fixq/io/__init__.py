@@ -61,6 +61,10 @@ def import_bert(path=None):
 def export_onnx(model, path=None):
     """The QDQ ONNX model (opset 13) of int8 :class:`fixq.Model` `model`, written atomically to `path` when
     given; returns the ``onnx.ModelProto`` (fixq.io.onnx_export)."""
+    if model.float_acts:  # before the onnx package is needed: no export of such a model exists
+        from .onnx_file import OnnxError
+        raise OnnxError("fixq exports static int8 models; this one has float activations (dynamic mode, fp16 "
+                        "or fp32 weights)")
     from .onnx_export import export_onnx as export
 
     return export(model, path)
