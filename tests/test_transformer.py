@@ -470,6 +470,13 @@ def test_cli_import_quantize_run(tiny, tmp_path):
     r = run(cli, ["inspect", q])
     assert r.exit_code == 0 and "attention matmuls int8; gather tables int8 per row; dynamic activations per tensor" \
         in r.output
+    r = run(cli, ["quantize", f, "-o", q, "--weights", "fp32", "--force"])
+    assert r.exit_code == 0, r.output
+    r = run(cli, ["inspect", q])  # float mode: no quantization options to describe
+    assert r.exit_code == 0 and "weights fp32\n" in r.output and "rounding" not in r.output, r.output
+    np.save(tmp_path / "calib.npy", np.zeros((2, 4), np.float32))
+    r = run(cli, ["quantize", f, "-o", q, "--calib", str(tmp_path / "calib.npy"), "--force"])
+    assert r.exit_code == 1 and "drop --calib" in r.output and "calibrating" not in r.output, r.output
     r = run(cli, ["quantize", f, "-o", q, "--dynamic", "--int8-attention", "--force"])  # per row: batch-independent
     assert r.exit_code == 0, r.output
     m = fixq.Model.load(q)

@@ -335,9 +335,12 @@ def inspect(model, as_json):
                    "compression": f / max(q, 1)})
         return
     click.echo(f"{model}: {m.meta['format']}, made by fixq {m.meta['fixq_version']}")
-    click.echo(f"mode {mode}; weights {o['weights']} "
-               f"{'per-channel' if o['per_channel'] else 'per-tensor'}; activations {o['activations']}; "
-               f"calibration {o['method']}; rounding {o['rounding']}")
+    if o["weights"] == "fp32":  # float mode: no quantization to describe
+        click.echo(f"mode {mode}; weights fp32")
+    else:
+        click.echo(f"mode {mode}; weights {o['weights']} "
+                   f"{'per-channel' if o['per_channel'] else 'per-tensor'}; activations {o['activations']}; "
+                   f"calibration {o['method']}; rounding {o['rounding']}")
     if m.sequence:
         click.echo(f"attention matmuls {'int8' if o.get('int8_attention') else 'float'}; gather tables "
                    f"{'int8 per row' if o.get('int8_gather') else 'float32'}; dynamic activations "
