@@ -100,17 +100,21 @@ def _fma32(a, b, c):
     return s.astype(np.float32)
 
 
+def _horner_fma(x2, coeffs):
+    """MLAS's polynomial in x^2, highest coefficient first, one fused multiply-add a step (float32; the
+    product's operand order does not change a fused result)."""
+    p = _fma32(x2, np.float32(coeffs[0]), coeffs[1])
+    for c in coeffs[2:]:
+        p = _fma32(x2, p, c)
+    return p
+
+
 def _mlas_logistic(x):
     """MLAS MlasLogisticKernelFma3 (x86-64 with FMA3): x clamped to [-18, 18], p and q by fused
     multiply-adds in x^2, then max(0, x * p / q + 0.5), all in float32."""
     x = np.clip(x, np.float32(-18), np.float32(18)).astype(np.float32)
     x2 = x * x
-    p = _fma32(x2, np.float32(_LOGISTIC_ALPHA[0]), _LOGISTIC_ALPHA[1])
-    for a in _LOGISTIC_ALPHA[2:]:
-        p = _fma32(x2, p, a)
-    q = _fma32(x2, np.float32(_LOGISTIC_BETA[0]), _LOGISTIC_BETA[1])
-    for b in _LOGISTIC_BETA[2:]:
-        q = _fma32(x2, q, b)
+    p, q = _horner_fma(x2, _LOGISTIC_ALPHA), _horner_fma(x2, _LOGISTIC_BETA)
     return np.maximum(np.float32(0), (x * p) / q + np.float32(0.5))
 
 
@@ -126,12 +130,7 @@ def _mlas_tanh(x):
     x^2, then x * p / q, all in float32."""
     x = np.clip(x, np.float32(-9), np.float32(9)).astype(np.float32)
     x2 = x * x
-    p = _fma32(x2, np.float32(_TANH_ALPHA[0]), _TANH_ALPHA[1])
-    for a in _TANH_ALPHA[2:]:
-        p = _fma32(p, x2, a)
-    q = _fma32(x2, np.float32(_TANH_BETA[0]), _TANH_BETA[1])
-    for b in _TANH_BETA[2:]:
-        q = _fma32(q, x2, b)
+    p, q = _horner_fma(x2, _TANH_ALPHA), _horner_fma(x2, _TANH_BETA)
     return (p * x) / q
 
 
