@@ -125,8 +125,9 @@ def ort_session(path):
     return lambda x: sess.run(None, {name: x})[0]
 
 
-def ort_int8_variants(float_path, calib, d):
-    """{label: run} for ORT quantize_static in QDQ and QOperator formats, u8 and s8 activations."""
+def ort_quantize_static(float_path, calib, d):
+    """{label: path} of ORT quantize_static's models of `float_path` in `d`: QDQ and QOperator formats, u8 and
+    s8 activations, per-channel int8 weights (a variant ORT cannot build is reported and left out)."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     class Reader(CalibrationDataReader):
@@ -144,10 +145,15 @@ def ort_int8_variants(float_path, calib, d):
             try:
                 quantize_static(float_path, path, Reader(), quant_format=fmt, activation_type=act,
                                 weight_type=QuantType.QInt8, per_channel=True)
-                out[label] = ort_session(path)
+                out[label] = path
             except Exception as e:  # a variant ORT cannot build for this graph is reported, not fatal
                 print(f"  ORT int8 {label}: unavailable ({type(e).__name__}: {e})", file=sys.stderr)
     return out
+
+
+def ort_int8_variants(float_path, calib, d):
+    """{label: run} for ORT quantize_static in QDQ and QOperator formats, u8 and s8 activations."""
+    return {label: ort_session(path) for label, path in ort_quantize_static(float_path, calib, d).items()}
 
 
 def main():

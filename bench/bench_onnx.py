@@ -30,7 +30,7 @@ from fixq.cli.demo import bundled
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
-from bench_model import ort_session, timeit  # noqa: E402
+from bench_model import ort_quantize_static, ort_session, timeit  # noqa: E402
 from train_demo_models import load_digits_split  # noqa: E402
 
 BATCHES = (1, 256)
@@ -67,27 +67,6 @@ def export(net, path):
                           output_names=["y"], dynamic_axes={"x": {0: "N"}, "y": {0: "N"}}, opset_version=17)
 
 
-def quantize(float_path, calib, d):
-    """{label: path} of ORT quantize_static's models."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.it = iter([{"x": calib[i:i + 64]} for i in range(0, len(calib), 64)])
-
-        def get_next(self):
-            return next(self.it, None)
-
-    out = {}
-    for fmt, fname in ((QuantFormat.QDQ, "QDQ"), (QuantFormat.QOperator, "QOp")):
-        for act, aname in ((QuantType.QUInt8, "u8"), (QuantType.QInt8, "s8")):
-            path = os.path.join(d, f"{fname}_{aname}.onnx")
-            quantize_static(float_path, path, Reader(), quant_format=fmt, activation_type=act,
-                            weight_type=QuantType.QInt8, per_channel=True)
-            out[f"{fname} {aname}"] = path
-    return out
-
-
 def ort_unfused(path):
     """ORT's session without graph optimizations: the QDQ graph as written (float ops on dequantized values)."""
     import onnxruntime as ort
@@ -118,7 +97,7 @@ def main():
         fpath = os.path.join(d, "float.onnx")
         export(train_cnn(x_tr, y_tr, args.epochs), fpath)
         systems = {"ORT fp32": ("-", ort_session(fpath))}
-        for label, path in quantize(fpath, calib, d).items():
+        for label, path in ort_quantize_static(fpath, calib, d).items():
             ort_fn = ort_session(path)
             m = fixq.io.load_onnx(path)  # target onnxruntime
             plain = fixq.io.load_onnx(path, rounding="double")
