@@ -12,6 +12,7 @@ from ..io import load_onnx
 
 class FloatModel:
     """Float graph `g` behind the part of Model's interface the commands use (``outputs``, ``run``)."""
+    sequence = False  # a float sequence graph runs on the engine's float mode, a Model
 
     def __init__(self, g):
         self.graph = g

@@ -261,7 +261,7 @@ def run(model, input, output, argmax, batch_size, threads, raw, target, schedule
         if argmax:
             raise CliError("--argmax needs a file INPUT; a directory INPUT writes each shard's scores (.npy)")
         m = _runnable(model, target, raw, scheduler)
-        if getattr(m, "sequence", False):
+        if m.sequence:
             raise CliError(f"{model} is a sequence model: INPUT is an .npz of its named inputs, not a directory")
         return run_shards(m, input, output, batch_size, threads, raw, scheduler, force, quiet)
     if scheduler is not None:
@@ -271,7 +271,7 @@ def run(model, input, output, argmax, batch_size, threads, raw, target, schedule
     fmt = output_format(output)
     check_output(output, [model, input], force)
     m = _runnable(model, target, raw, scheduler)
-    if getattr(m, "sequence", False):
+    if m.sequence:
         return run_sequence(m, input, output, fmt, argmax, batch_size, threads, raw, quiet)
     shapes = output_shapes(m)
     if argmax:
