@@ -398,6 +398,8 @@ def _check_steps(meta):
         if extra:
             raise ArchiveError(f"step {name!r}: unknown key {sorted(extra)[0]!r} for op {op}")
         n_in = G.OPS[op][0]
+        if n_in is not None and s.get("constant") is not None:  # an add / mul / sub of a constant
+            n_in -= 1
         if (n_in is None and len(s["inputs"]) < 2) or (n_in is not None and len(s["inputs"]) != n_in):
             raise ArchiveError(f"step {name!r}: key 'inputs' names {len(s['inputs'])} tensors; {op} takes "
                                f"{'2 or more' if n_in is None else n_in}")
@@ -505,6 +507,17 @@ def _check_archive(meta, arrays):
         elif op == "concat" and not dynamic:
             for k, dt in (("multiplier", np.int32), ("shift", np.int32), ("scale", np.float32)):
                 _expect(arrays, f"{name}:{k}", dt, (len(s["inputs"]),), name)
+        elif op in ("add", "mul", "sub") and s.get("constant") is not None:
+            shape = s["constant_shape"]
+            shape = [1] + (shape[1:] + shape[:1] if len(shape) == 3 else shape)  # internal layout, batch 1
+            _expect(arrays, f"{name}:constant", act_dt, tuple(shape), name)
+            _expect(arrays, f"{name}:constant_scale", np.float32, (), name)
+            zp = _expect(arrays, f"{name}:constant_zero_point", np.int32, (), name)
+            lo, hi = INT_RANGES[np.dtype(act_dt)]
+            sc = arrays[f"{name}:constant_scale"]
+            if not (lo <= int(zp) <= hi and np.isfinite(sc) and sc > 0):
+                raise ArchiveError(f"step {name!r}: its constant's scale must be finite and > 0 and its zero point "
+                                   f"inside {opts['activations']}")
         elif op in G.TABLE_OPS and not dynamic:
             _expect(arrays, f"{name}:table", act_dt, (256,), name)
         elif op == "global_avgpool" and not dynamic and f"{name}:multiplier" in arrays:

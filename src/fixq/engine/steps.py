@@ -4,7 +4,7 @@ float activations between layers (dynamic mode, fp16 weights).  Each step calls 
 with its arguments checked once, when the step is built."""
 import numpy as np
 
-from .. import _core, arith, gemm, graph as G, layout as L, lowbit, targets
+from .. import _core, arith, eltwise, gemm, graph as G, layout as L, lowbit, targets
 from .._validate import INT_RANGES, scale_arg, zero_point_arg
 from ..archive import ArchiveError
 from ..qparams import tensor_qparams
@@ -114,6 +114,35 @@ def avg_round(acc, count):
     return np.where(acc >= 0, (acc + h) // count, -((h - acc) // count))
 
 
+def broadcast_step(m, s, lo, hi):
+    """An add / mul / sub whose inputs broadcast (an [N, F] input against [N, H, W, C] ones as [N, 1, 1, F]),
+    one of them maybe the step's constant: the target's kernels (fixq.targets.binary8), or fixq's own
+    (fixq.qadd / fixq.qmul with the model's rounding; sub: TFLite's reference arithmetic)."""
+    name, op, a = s["name"], s["op"], m.arrays
+    q = [m.qparams(t) for t in s["inputs"]]
+    if s.get("constant") is not None:
+        q.insert(s["constant"], (a[f"{name}:constant_scale"], int(a[f"{name}:constant_zero_point"])))
+    (sa, za), (sb, zb) = q
+    sc_out, zp_out = m.qparams(s["output"])
+    ndim = len(m.meta["tensors"][s["output"]])
+    dt = m.act_dtype
+
+    def operands(xs):
+        xs = list(xs)
+        if s.get("constant") is not None:
+            xs.insert(s["constant"], a[f"{name}:constant"])
+        return [L.broadcast_operand(x, ndim) for x in xs]
+    if m.target is not None:
+        args = (m.target, sa, za, sb, zb, sc_out, zp_out, lo, hi)
+        return lambda *xs: targets.binary8(op, *operands(xs[:-1]), *args)
+    if op == "sub":
+        return lambda *xs: targets.tflite.sub(*operands(xs[:-1]), sa, za, sb, zb, sc_out, zp_out, lo, hi, dt)
+    kern = eltwise.qadd if op == "add" else eltwise.qmul
+    kw = dict(a_scale=sa, a_zero_point=za, b_scale=sb, b_zero_point=zb, out_scale=sc_out, out_zero_point=zp_out,
+              out_min=lo, out_max=hi, out_dtype=dt, rounding=m.rounding)
+    return lambda *xs: kern(*operands(xs[:-1]), **kw)
+
+
 def static_step(m, s):
     name, op, a = s["name"], s["op"], m.arrays
     dt = m.act_dtype
@@ -188,6 +217,8 @@ def static_step(m, s):
                         acc += np.multiply(v[:, :, :, i, j], taps[i, j])
             return requantize(acc)
         return depthwise
+    if op in ("add", "mul", "sub") and (s.get("broadcast") or s.get("constant") is not None):
+        return broadcast_step(m, s, lo, hi)
     if op in ("add", "mul"):
         kw = dict(a_scale=sc_in[0], a_zero_point=zp_in[0], b_scale=sc_in[1], b_zero_point=zp_in[1],
                   out_scale=sc_out, out_zero_point=zp_out, out_min=lo, out_max=hi, out_dtype=dt,

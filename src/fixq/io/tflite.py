@@ -366,11 +366,49 @@ class _Importer:
         return _Q(name, (None, c * h * w), q.scale, q.zp, (h, w, c) if h * w > 1 and c > 1 else None)
 
     def binary(self, o, op):
-        a, b = self.value(o, 0), self.value(o, 1)
-        if a.shape != b.shape or a.hwc != b.hwc:
-            self.fail(o, f"inputs of shapes {list(a.shape[1:])} and {list(b.shape[1:])}; broadcasting is not "
-                         "supported yet (equal shapes only)")
-        self.step(o, op, [a, b], act=self.act(o)).hwc = a.hwc
+        """ADD / SUB / MUL: equal shapes, or shapes that broadcast as LiteRT extends them (an [N, F] operand of a
+        4-D op is [N, 1, 1, F]); one input may be a constant int8 tensor (kept in the step)."""
+        ins, const = [], None
+        for i in (0, 1):
+            k = o.inputs[i] if i < len(o.inputs) else -1
+            if k in self.env:
+                ins.append(self.env[k])
+            elif k != -1 and self.tensor(k).data is not None and const is None:
+                const = (i, k)
+            else:
+                self.fail(o, f"input {i} must be a computed int8 tensor or a constant (one of the two)")
+        act = self.act(o)
+        if const is None and ins[0].shape == ins[1].shape and ins[0].hwc == ins[1].hwc:
+            self.step(o, op, ins, act=act).hwc = ins[0].hwc
+            return
+        if any(q.hwc for q in ins):
+            self.fail(o, "broadcasting a flattened feature map is not supported")
+        out = _nchw(self.tensor(o.outputs[0]).shape)
+        shapes = [q.shape[1:] for q in ins]
+        name, attrs = f"{op}_{o.index}", {"broadcast": True}
+        if const is not None:
+            i, k = const
+            scale, zp = self.qparams(o, k)
+            data = np.asarray(self.tensor(k).data)
+            if data.ndim > len(out) or (data.ndim == len(out) and data.shape[0] != 1):
+                self.fail(o, f"a constant of shape {list(data.shape)} for an output of shape "
+                             f"{list(self.tensor(o.outputs[0]).shape)}")
+            data = data.reshape((1,) * (len(out) - data.ndim) + data.shape)  # ExtendedShape; NHWC is fixq's inside
+            nchw = [data.shape[3], data.shape[1], data.shape[2]] if data.ndim == 4 else [data.shape[1]]
+            shapes.insert(i, tuple(nchw))
+            attrs.update(constant=i, constant_shape=nchw)
+            self.arrays[f"{name}:constant"] = np.ascontiguousarray(data, np.int8)
+            self.arrays[f"{name}:constant_scale"] = np.float32(scale)
+            self.arrays[f"{name}:constant_zero_point"] = np.int32(zp)
+        shapes = [s + (1, 1) if len(s) == 1 and len(out) == 4 else s for s in shapes]
+        try:
+            ok = np.broadcast_shapes(*shapes) == out[1:] and all(len(s) == len(out) - 1 for s in shapes)
+        except ValueError:
+            ok = False
+        if not ok:
+            self.fail(o, f"inputs of shapes {[list(s) for s in shapes]} (NCHW, no batch) do not broadcast to its "
+                         f"output {list(out[1:])}")
+        self.step(o, op, ins, attrs=attrs, act=act)
 
     def op_ADD(self, o):
         self.binary(o, "add")
@@ -488,8 +526,8 @@ class _Importer:
         shape = _nchw(t.shape)
         if len(t.shape) not in (2, 4) or t.shape[0] != 1:
             self.fail(o, f"output shape {list(t.shape)}; fixq runs [1, features] and [1, H, W, C] tensors")
-        if shape == q.shape:
-            self.env[o.outputs[0]] = q
+        if shape == q.shape or (len(q.shape) == 2 and q.hwc is None and shape == (None, q.shape[1], 1, 1)):
+            self.env[o.outputs[0]] = q  # [1, F] -> [1, 1, 1, F] too: fixq's [N, F] stands for it in a broadcast
         elif len(q.shape) == 4 and len(shape) == 2 and shape[1] == np.prod(q.shape[1:]):
             self.env[o.outputs[0]] = self.flatten(o, q, f"flatten_{o.index}")
             self.origin[self.env[o.outputs[0]].name] = o.outputs[0]

@@ -121,9 +121,84 @@ def same_pad():
     return keras.Model(inp, [a, b]), (1, 16, 16, 3)
 
 
+def broadcast():
+    """Broadcasting ADD, SUB and MUL: a squeeze-and-excite block (MUL of [1, H, W, C] by a computed [1, C],
+    which LiteRT extends to [1, 1, 1, C]), a per-channel affine (MUL and ADD of constant [C] vectors), a SUB
+    of the map's mean ([1, H, W, C] - [1, 1, 1, C]), ADDs of scalar constants to a map and to a row, and a
+    MUL of a [1, C] row by a constant [C].  20 channels: whole NEON groups and a tail in the optimized
+    kernels."""
+    import keras
+    import tensorflow as tf
+    from keras import layers as L
+
+    class Affine(L.Layer):
+        def __init__(self, beta=True, **kw):
+            super().__init__(**kw)
+            self.with_beta = beta
+
+        def build(self, shape):
+            self.gamma = self.add_weight(shape=(shape[-1],), initializer=keras.initializers.RandomUniform(0.5, 1.5))
+            if self.with_beta:
+                self.beta = self.add_weight(shape=(shape[-1],), initializer=keras.initializers.RandomNormal(0, 0.5))
+
+        def call(self, x):
+            return x * self.gamma + self.beta if self.with_beta else x * self.gamma
+
+    x = inp = keras.Input((6, 7, 3), batch_size=1)
+    x = L.ReLU()(L.Conv2D(20, 3, padding="same")(x))
+    s = L.Dense(5, activation="relu")(L.GlobalAveragePooling2D()(x))
+    s = Affine(beta=False)(L.Dense(20, activation="sigmoid")(s))
+    s = L.Lambda(lambda t: t + tf.constant(0.5))(s)
+    x = L.Multiply()([x, L.Reshape((1, 1, 20))(s)])
+    x = Affine()(x)
+    x = L.Subtract()([x, L.GlobalAveragePooling2D(keepdims=True)(x)])
+    x = L.Lambda(lambda t: t + tf.constant(0.25))(x)
+    x = L.Conv2D(20, 1)(x)
+    x = L.Dense(12)(L.GlobalAveragePooling2D()(x))
+    return keras.Model(inp, x), (1, 6, 7, 3)
+
+
+def _requantized(fb, edits):
+    """`fb` with new (scale, zero point) for tensors and new values for constant int8 tensors: {tensor index:
+    (scale, zero point, value or None)}, through the schema's object API (the converter's own file, edited)."""
+    import flatbuffers
+    from tensorflow.lite.python import schema_py_generated as schema
+    m = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(fb, 0))
+    sg = m.subgraphs[0]
+    for k, (scale, zp, value) in edits.items():
+        t = sg.tensors[k]
+        t.quantization.scale, t.quantization.zeroPoint = [scale], [zp]
+        if value is not None:
+            buf = m.buffers[t.buffer]
+            buf.data = np.full(len(buf.data), value, np.int8).view(np.uint8)
+    b = flatbuffers.Builder(1024)
+    b.Finish(m.Pack(b), file_identifier=b"TFL3")
+    return bytes(b.Output())
+
+
+def broadcast_ties(fb):
+    """The broadcast model with the scales of its two constant ADDs set where the optimized kernels' NEON
+    loops round differently from their scalar loops (found by search over scale triples): the [1, H, W, C] +
+    constant [C] ADD (AddElementwiseInt8's NEON loop, at (q_a, q_b) = (-68, 65)) and the [1, C] + scalar ADD
+    (AddScalarBroadcast's NEON loop, at (-79, 1)); the constants hold those values."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    m = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(fb, 0))
+    sg = m.subgraphs[0]
+    adds = [o for o in sg.operators if max(m.operatorCodes[o.opcodeIndex].builtinCode,
+                                           m.operatorCodes[o.opcodeIndex].deprecatedBuiltinCode)
+            == schema.BuiltinOperator.ADD]
+    scalar = next(o for o in adds if len(sg.tensors[o.inputs[1]].shape) == 0)
+    vector = next(o for o in adds if len(sg.tensors[o.inputs[1]].shape) == 1)
+    return _requantized(fb, {
+        vector.inputs[1]: (0.007753962185233831, 38, 65), vector.outputs[0]: (0.026468168944120407, -86, None),
+        scalar.inputs[0]: (0.07916879653930664, -86, None), scalar.inputs[1]: (0.03243165463209152, 19, 1),
+        scalar.outputs[0]: (0.05917685106396675, 31, None)})
+
+
 # name -> (model, the type of the model's input and output: int8, uint8 or float32, the converter's default)
 MODELS = {"mobilenet_v2": (mobilenet_v2, "int8"), "ds_cnn": (ds_cnn, "int8"), "mlp": (mlp, "int8"),
-          "uint8_io": (uint8_io, "uint8"), "same_pad": (same_pad, "int8"), "mlp_float_io": (mlp, "float32")}
+          "uint8_io": (uint8_io, "uint8"), "same_pad": (same_pad, "int8"), "mlp_float_io": (mlp, "float32"),
+          "broadcast": (broadcast, "int8"), "broadcast_ties": (broadcast, "int8", broadcast_ties)}
 
 
 def convert(model, shape, rng, io):
@@ -186,11 +261,16 @@ def versions():
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=os.path.dirname(os.path.abspath(__file__)))
+    ap.add_argument("names", nargs="*", help="the models to make (default: all)")
     args = ap.parse_args()
-    for k, (name, (make, io)) in enumerate(MODELS.items()):
-        rng = _seed(100 + k)
+    for k, (name, (make, io, *edit)) in enumerate(MODELS.items()):
+        if args.names and name not in args.names:
+            continue
+        rng = _seed(100 + (next(i for i, v in enumerate(MODELS.values()) if v[0] is make) if edit else k))
         model, shape = make()
         fb = convert(model, shape, rng, io)
+        for e in edit:
+            fb = e(fb)
         with open(os.path.join(args.out, name + ".tflite"), "wb") as f:
             f.write(fb)
         g = goldens(fb, shape, np.random.default_rng(200 + k))
