@@ -19,7 +19,8 @@ from fixq.io.tflite_litert import first_divergence, litert, run_litert  # noqa: 
 from tflite_edit import patch_field  # noqa: E402
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "tflite")
-MODELS = ("mobilenet_v2", "ds_cnn", "mlp", "uint8_io", "same_pad", "mlp_float_io", "broadcast", "broadcast_ties")
+MODELS = ("mobilenet_v2", "ds_cnn", "mlp", "uint8_io", "same_pad", "mlp_float_io", "broadcast", "broadcast_ties",
+          "uint8_requantize")
 TARGETS = ("tflite-reference", "tflite", "xnnpack")
 
 CASES = [(n, t) for n in MODELS for t in TARGETS]

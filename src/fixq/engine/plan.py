@@ -197,10 +197,13 @@ def mean_target(m, s):
 
 
 def requantize_target(m, s, lo, hi):
-    """The C plan's REQUANTIZE form of the target (fixq's own: TFLite's reference arithmetic)."""
+    """The C plan's REQUANTIZE form of the target (fixq's own: TFLite's reference arithmetic); a step with
+    ``uint8`` (a uint8 end, held shifted by -128: the same arithmetic) is computed as the runtime computes a
+    uint8 QUANTIZE."""
     (s_in, zp_in), (s_out, zp_out) = m.qparams(s["inputs"][0]), m.qparams(s["output"])
     size = int(np.prod(m.meta["tensors"][s["output"]][1:]))
-    form = targets.requantize_form(m.target, s_in, zp_in, s_out, zp_out, size, m.act_dtype)
+    form = targets.requantize_form(m.target, s_in, zp_in, s_out, zp_out, size,
+                                   np.uint8 if s.get("uint8") else m.act_dtype)
     d = dict(form=form["form"], a_zp=zp_in, out_zp=zp_out, lo=lo, hi=hi)
     if form["form"] == "xnnpack-requantize":
         return dict(d, a_mult=form["multiplier"])

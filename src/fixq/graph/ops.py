@@ -22,7 +22,7 @@ OPS = {
     "concat": (None, {"axis": 1}),
     "softmax": (1, {"axis": -1, "beta": 1.0}),
     "pad": (1, {"padding": None}),
-    "requantize": (1, {}),
+    "requantize": (1, {"uint8": False}),
     "sigmoid": (1, {}),
     "tanh": (1, {}),
     "hardswish": (1, {}),
@@ -307,6 +307,8 @@ def output_shape(node, in_shapes, w_shape=None, sequence=False):
         t, left, b, r = a["padding"] = _padding(name, "padding", a["padding"])
         return check_out(name, (None, x[1], x[2] + t + b, x[3] + left + r))
     if op == "requantize":
+        if not isinstance(a["uint8"], bool):
+            raise GraphError(f"node {name!r}: key 'uint8' must be true or false, got {a['uint8']!r}")
         return x
     if op == "flatten":
         return (None, int(np.prod(x[1:])))

@@ -30,12 +30,13 @@ _NHWC_TO_NCHW = {0: 0, 1: 2, 2: 3, 3: 1}
 
 
 class _Q:
-    """A quantized fixq tensor: its name, NCHW shape (batch None), scale, zero point, and for a flattened
-    [N, H·W·C] tensor the (H, W, C) whose TFLite order its features are not in."""
-    __slots__ = ("name", "shape", "scale", "zp", "hwc")
+    """A quantized fixq tensor: its name, NCHW shape (batch None), scale, zero point, for a flattened
+    [N, H·W·C] tensor the (H, W, C) whose TFLite order its features are not in, and whether it holds a
+    uint8 TFLite tensor (as int8 values q - 128 with zero point zp - 128: the same real values)."""
+    __slots__ = ("name", "shape", "scale", "zp", "hwc", "uint8")
 
-    def __init__(self, name, shape, scale, zp, hwc=None):
-        self.name, self.shape, self.scale, self.zp, self.hwc = name, tuple(shape), scale, zp, hwc
+    def __init__(self, name, shape, scale, zp, hwc=None, uint8=False):
+        self.name, self.shape, self.scale, self.zp, self.hwc, self.uint8 = name, tuple(shape), scale, zp, hwc, uint8
 
 
 def _nchw(shape):
@@ -88,6 +89,8 @@ class _Importer:
         k = o.inputs[i] if i < len(o.inputs) else -1
         if k not in self.env:
             self.fail(o, f"input {i} must be a computed int8 tensor")
+        if self.env[k].uint8 and o.op != "QUANTIZE":
+            self.fail(o, f"input {i} is a uint8 tensor; fixq reads uint8 tensors only with QUANTIZE (int8 models)")
         return self.env[k]
 
     def const(self, o, i, what):
@@ -108,11 +111,12 @@ class _Importer:
         raise TfliteError(f"{self.where}: tensor {name!r} of shape {list(shape)}; fixq runs [N, features] and "
                           f"[N, H, W, C] tensors ({DOCS})")
 
-    def step(self, o, op, ins, out_k=None, attrs=None, act=None, name=None):
-        """One fixq step for operator `o` writing TFLite tensor `out_k` (default: its output 0)."""
+    def step(self, o, op, ins, out_k=None, attrs=None, act=None, name=None, qp=None):
+        """One fixq step for operator `o` writing TFLite tensor `out_k` (default: its output 0), of int8
+        quantization `qp` (default: the tensor's own)."""
         out_k = o.outputs[0] if out_k is None else out_k
         t = self.tensor(out_k)
-        scale, zp = self.qparams(o, out_k)
+        scale, zp = qp or self.qparams(o, out_k)
         name = name or f"{op}_{o.index}"
         shape = _nchw(t.shape)
         if len(t.shape) not in (2, 4) or (t.shape and t.shape[0] != 1):
@@ -165,7 +169,7 @@ class _Importer:
         self.input_tensor(tm.inputs[0])
         outs = set(tm.outputs)
         for o in tm.operators:
-            if o.op in ("QUANTIZE", "DEQUANTIZE") and o.outputs and o.outputs[0] in outs:
+            if o.op in ("QUANTIZE", "DEQUANTIZE") and o.outputs and o.outputs[0] in outs and self.edge(o):
                 continue  # the model's output conversion: run_tflite
             handler = getattr(self, "op_" + o.op, None)
             if handler is None:
@@ -187,7 +191,8 @@ class _Importer:
             "input": name, "input_shape": self.tensors[name], "outputs": outputs, "tensors": self.tensors,
             "steps": self.steps,
             "tflite": dict(self.io, tensors={k: v for k, v in self.origin.items() if v >= 0},
-                           hwc={q.name: list(q.hwc) for q in self.env.values() if q.hwc}),
+                           hwc={q.name: list(q.hwc) for q in self.env.values() if q.hwc},
+                           uint8=sorted(q.name for q in self.env.values() if q.uint8)),
         }
         try:
             check_archive(meta, self.arrays, "model")
@@ -206,28 +211,39 @@ class _Importer:
             if t.type not in (0, 3) or len(q) != 1:
                 raise TfliteError(f"{self.where}: input {t.name!r} is {io['dtype']}; fixq takes an int8 input, or a "
                                   f"float32 or uint8 one read by one QUANTIZE ({DOCS})")
-            q[0].op = "INPUT_QUANTIZE"
             src = q[0].outputs[0]
             if t.type == 3:
                 (si, zi), (so, zo) = self.qparams(q[0], k, np.uint8), self.qparams(q[0], src)
-                if si != so or zi - 128 != zo:
-                    self.fail(q[0], "a uint8 input with another scale than the int8 tensor it becomes is not "
-                                    "supported")
                 io.update(scale=float(si), zero_point=zi)
-        scale, zp = self.qparams_input(src)
+                if si != so or zi - 128 != zo:  # a requantizing QUANTIZE: a step on the uint8 input
+                    src = k
+            if src != k:
+                q[0].op = "INPUT_QUANTIZE"
+        uint8 = src == k and t.type == 3
+        scale, zp = self.qparams_input(src, np.uint8 if uint8 else np.int8)
+        zp -= 128 if uint8 else 0
         name = "input"
         self.record(name, _nchw(self.tensor(src).shape), scale, zp, src)
-        self.env[src] = _Q(name, _nchw(self.tensor(src).shape), scale, zp)
+        self.env[src] = _Q(name, _nchw(self.tensor(src).shape), scale, zp, uint8=uint8)
         io.setdefault("scale", float(scale))
         io.setdefault("zero_point", zp)
         self.io["input"] = name
         self.io["inputs"] = [io]
 
-    def qparams_input(self, k):
+    def qparams_input(self, k, dtype):
         t = self.tensor(k)
         if len(t.shape) not in (2, 4) or t.shape[0] != 1:
             self.fail_shape(t.name, t.shape)
-        return self.qparams(None, k)
+        return self.qparams(None, k, dtype)
+
+    def edge(self, o):
+        """Whether output QUANTIZE / DEQUANTIZE `o` is one run_tflite does: a DEQUANTIZE, or int8 -> uint8 with
+        the same scale and zero point + 128 (exact); any other QUANTIZE is a step."""
+        t, src = self.tensor(o.outputs[0]), self.tensor(o.inputs[0]) if o.inputs and o.inputs[0] >= 0 else None
+        if o.op == "DEQUANTIZE" or src is None or t.type != 3 or src.type != 9:
+            return True
+        (si, zi), (so, zo) = self.qparams(o, o.inputs[0]), self.qparams(o, o.outputs[0], np.uint8)
+        return si == so and zi + 128 == zo
 
     def output_tensor(self, k):
         """A model output: an int8 tensor, or the uint8 / float32 one a QUANTIZE / DEQUANTIZE makes of one."""
@@ -558,8 +574,13 @@ class _Importer:
     op_PADV2 = op_PAD
 
     def op_QUANTIZE(self, o):
+        """int8 / uint8 -> int8 / uint8 (a uint8 tensor held as int8 q - 128): TFLite's Requantize."""
         q = self.value(o, 0)
-        self.step(o, "requantize", [q]).hwc = q.hwc
+        uint8 = self.tensor(o.outputs[0]).type == 3
+        scale, zp = self.qparams(o, o.outputs[0], np.uint8 if uint8 else np.int8)
+        attrs = {"uint8": True} if uint8 or q.uint8 else {}
+        r = self.step(o, "requantize", [q], attrs=attrs, qp=(scale, zp - (128 if uint8 else 0)))
+        r.hwc, r.uint8 = q.hwc, uint8
 
     def op_INPUT_QUANTIZE(self, o):
         pass  # the model input's conversion (input_tensor)
@@ -648,5 +669,7 @@ def tflite_tensors(model, x, threads=1):
         if name in io["hwc"]:
             h, w, c = io["hwc"][name]
             y = y.reshape(-1, c, h, w).transpose(0, 2, 3, 1).reshape(y.shape)
+        if name in io.get("uint8", ()):
+            y = (y.astype(np.int16) + 128).astype(np.uint8)
         out[int(k)] = y
     return out

@@ -195,10 +195,55 @@ def broadcast_ties(fb):
         scalar.outputs[0]: (0.05917685106396675, 31, None)})
 
 
+def uint8_requantize(fb):
+    """The MLP with uint8 input and output, edited so that every QUANTIZE requantizes with a type change: the
+    input's (uint8 -> int8) and the output's (int8 -> uint8) get other scales and zero points than the int8
+    tensors beside them, and after the first FULLY_CONNECTED an int8 -> uint8 -> int8 pair of QUANTIZE
+    operators (new scales) feeds the rest."""
+    import copy
+
+    import flatbuffers
+    from tensorflow.lite.python import schema_py_generated as schema
+    m = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(fb, 0))
+    sg = m.subgraphs[0]
+
+    def code(o):
+        c = m.operatorCodes[o.opcodeIndex]
+        return max(c.builtinCode, c.deprecatedBuiltinCode)
+
+    def quant(t, scale, zp):
+        t.quantization.scale, t.quantization.zeroPoint = [scale], [zp]
+
+    t_in, t_out = sg.tensors[sg.inputs[0]], sg.tensors[sg.outputs[0]]
+    quant(t_in, t_in.quantization.scale[0] * 1.37, 140)
+    quant(t_out, t_out.quantization.scale[0] * 0.71, 119)
+    k = next(i for i, o in enumerate(sg.operators) if code(o) == schema.BuiltinOperator.FULLY_CONNECTED)
+    fc, q_in = sg.operators[k], next(o for o in sg.operators if code(o) == schema.BuiltinOperator.QUANTIZE)
+    src = sg.tensors[fc.outputs[0]]
+    new = []
+    for dtype, scale, zp in ((schema.TensorType.UINT8, src.quantization.scale[0] * 1.19, 133),
+                             (schema.TensorType.INT8, src.quantization.scale[0] * 0.87, -5)):
+        t = copy.deepcopy(src)
+        t.type, t.name = dtype, src.name + (b"_u8" if dtype == schema.TensorType.UINT8 else b"_back")
+        quant(t, scale, zp)
+        sg.tensors.append(t)
+        new.append(len(sg.tensors) - 1)
+    for o in sg.operators[k + 1:]:
+        o.inputs = [new[1] if i == fc.outputs[0] else i for i in o.inputs]
+    for i, (a, b) in enumerate(((fc.outputs[0], new[0]), (new[0], new[1]))):
+        q = copy.deepcopy(q_in)
+        q.inputs, q.outputs = [a], [b]
+        sg.operators.insert(k + 1 + i, q)
+    b = flatbuffers.Builder(1024)
+    b.Finish(m.Pack(b), file_identifier=b"TFL3")
+    return bytes(b.Output())
+
+
 # name -> (model, the type of the model's input and output: int8, uint8 or float32, the converter's default)
 MODELS = {"mobilenet_v2": (mobilenet_v2, "int8"), "ds_cnn": (ds_cnn, "int8"), "mlp": (mlp, "int8"),
           "uint8_io": (uint8_io, "uint8"), "same_pad": (same_pad, "int8"), "mlp_float_io": (mlp, "float32"),
-          "broadcast": (broadcast, "int8"), "broadcast_ties": (broadcast, "int8", broadcast_ties)}
+          "broadcast": (broadcast, "int8"), "broadcast_ties": (broadcast, "int8", broadcast_ties),
+          "uint8_requantize": (mlp, "uint8", uint8_requantize)}
 
 
 def convert(model, shape, rng, io):
