@@ -311,8 +311,11 @@ def engine_step(m, s):
     zp_in = [m.qparams(t)[1] for t in s["inputs"]]
     sc_out, zp_out = m.qparams(s["output"])
     lo, hi = step_range(m, s)
-    if op in ("add", "mul", "sub") and (s.get("broadcast") or s.get("constant") is not None):
-        return None  # the plan's eltwise step takes equal shapes: steps.broadcast_step
+    if op in ("add", "mul", "sub") and (s.get("broadcast") or s.get("constant") is not None or (
+            m.target in ("tflite", "xnnpack") and dt == np.int8
+            and targets.binary8_form(op, m.target, *sc_in, sc_out, *zp_in, zp_out, lo, hi)
+            != {"tflite": "reference", "xnnpack": "xnnpack"}[m.target])):
+        return None  # the plan's eltwise step: equal shapes, TFLite's reference or XNNPACK's arithmetic
     if op in G.WEIGHTED:
         w = m.weight(s)
         bias = np.ascontiguousarray(a[f"{name}:bias"], dtype=np.int32)

@@ -114,10 +114,14 @@ def avg_round(acc, count):
     return np.where(acc >= 0, (acc + h) // count, -((h - acc) // count))
 
 
-def broadcast_step(m, s, lo, hi):
-    """An add / mul / sub whose inputs broadcast (an [N, F] input against [N, H, W, C] ones as [N, 1, 1, F]),
-    one of them maybe the step's constant: the target's kernels (fixq.targets.binary8), or fixq's own
-    (fixq.qadd / fixq.qmul with the model's rounding; sub: TFLite's reference arithmetic)."""
+TFLITE_TARGETS = ("tflite", "tflite-reference", "xnnpack")
+
+
+def binary_step(m, s, lo, hi):
+    """An add / mul / sub whose inputs may broadcast (an [N, F] input against [N, H, W, C] ones as
+    [N, 1, 1, F]), one of them maybe the step's constant: a LiteRT kernel set's kernels
+    (fixq.targets.binary8), another target's recipe, or fixq's own (fixq.qadd / fixq.qmul with the model's
+    rounding; sub: TFLite's reference arithmetic)."""
     name, op, a = s["name"], s["op"], m.arrays
     q = [m.qparams(t) for t in s["inputs"]]
     if s.get("constant") is not None:
@@ -132,15 +136,18 @@ def broadcast_step(m, s, lo, hi):
         if s.get("constant") is not None:
             xs.insert(s["constant"], a[f"{name}:constant"])
         return [L.broadcast_operand(x, ndim) for x in xs]
-    if m.target is not None:
+    if m.target in TFLITE_TARGETS and dt == np.int8:
         args = (m.target, sa, za, sb, zb, sc_out, zp_out, lo, hi)
         return lambda *xs: targets.binary8(op, *operands(xs[:-1]), *args)
     if op == "sub":
         return lambda *xs: targets.tflite.sub(*operands(xs[:-1]), sa, za, sb, zb, sc_out, zp_out, lo, hi, dt)
-    kern = eltwise.qadd if op == "add" else eltwise.qmul
     kw = dict(a_scale=sa, a_zero_point=za, b_scale=sb, b_zero_point=zb, out_scale=sc_out, out_zero_point=zp_out,
-              out_min=lo, out_max=hi, out_dtype=dt, rounding=m.rounding)
-    return lambda *xs: kern(*operands(xs[:-1]), **kw)
+              out_min=lo, out_max=hi, out_dtype=dt)
+    if m.target is not None:
+        kern = targets.add if op == "add" else targets.mul
+        return lambda *xs: kern(*operands(xs[:-1]), target=m.target, **kw)
+    kern = eltwise.qadd if op == "add" else eltwise.qmul
+    return lambda *xs: kern(*operands(xs[:-1]), rounding=m.rounding, **kw)
 
 
 def static_step(m, s):
@@ -217,8 +224,9 @@ def static_step(m, s):
                         acc += np.multiply(v[:, :, :, i, j], taps[i, j])
             return requantize(acc)
         return depthwise
-    if op in ("add", "mul", "sub") and (s.get("broadcast") or s.get("constant") is not None):
-        return broadcast_step(m, s, lo, hi)
+    if op in ("add", "mul", "sub") and (s.get("broadcast") or s.get("constant") is not None
+                                        or (m.target in TFLITE_TARGETS and dt == np.int8)):
+        return binary_step(m, s, lo, hi)
     if op in ("add", "mul"):
         kw = dict(a_scale=sc_in[0], a_zero_point=zp_in[0], b_scale=sc_in[1], b_zero_point=zp_in[1],
                   out_scale=sc_out, out_zero_point=zp_out, out_min=lo, out_max=hi, out_dtype=dt,

@@ -194,3 +194,17 @@ def binary8(op, a, b, target, a_scale, a_zero_point, b_scale, b_zero_point, out_
         return rc(a, b, target, a_scale=s_a, a_zero_point=z_a, b_scale=s_b, b_zero_point=z_b, out_scale=s_o,
                   out_zero_point=z_o, out_min=lo, out_max=hi)
     return fn(a, b, s_a, z_a, s_b, z_b, s_o, z_o, lo, hi, np.int8)
+
+
+def binary8_form(op, target, a_scale, b_scale, out_scale, a_zero_point, b_zero_point, out_zero_point, lo, hi):
+    """Which arithmetic `target` (a LiteRT kernel set) runs for an int8 ADD / SUB / MUL of equal shapes with
+    these parameters: ``"xnnpack"`` (delegated), ``"reference"`` (TFLite's reference kernels; the optimized
+    SUB; the optimized ADD / MUL where their NEON loops agree with the scalar one on every input pair,
+    :func:`fixq.targets.tflite.neon_agrees`) or ``"optimized"`` (the NEON and scalar loops by position)."""
+    kind = _tflite_family(target)
+    if kind == "xnnpack" and xnnpack.binary_delegated(op, a_scale, b_scale, out_scale):
+        return "xnnpack"
+    if kind == "reference" or op == "sub" or tflite.neon_agrees(op, a_scale, a_zero_point, b_scale, b_zero_point,
+                                                                 out_scale, out_zero_point, lo, hi):
+        return "reference"
+    return "optimized"

@@ -484,3 +484,32 @@ def mul_optimized(a, b, a_scale, a_zero_point, b_scale, b_zero_point, out_scale,
     def neon(is_scalar):
         return _narrow(rdbpot(srdhm(_vshl(p, max(s, 0)), m), max(-s, 0)), out_zero_point, lo, hi, True)
     return _per_sample(np.asarray(a), np.asarray(b), (16, 16), neon, ref).astype(dtype)
+
+
+def neon_agrees(op, a_scale, a_zero_point, b_scale, b_zero_point, out_scale, out_zero_point, lo, hi):
+    """Whether the optimized int8 ADD / MUL (`op` "add" / "mul") of equal shapes gives every input pair the
+    same output in its NEON loop (AddElementwiseInt8, MulElementwise) as in its scalar (reference) loop, for
+    these parameters: then the reference arithmetic computes it on every element.  Exhaustive over the 65536
+    pairs: the two ADD forms scale each input's 256 values, and only pairs where a scaled value differs can
+    differ; :func:`_narrow` is the identity wherever the (monotonic) result before it stays in int16."""
+    d = np.arange(-128, 128, dtype=np.int64)
+    da, db = d - int(a_zero_point), d - int(b_zero_point)
+    if op == "add":
+        (ma, sa), (mb, sb), (mo, so) = sub_multipliers(a_scale, b_scale, out_scale)
+        (an, ar), (bn, br) = ((srdhm(_vshl(v, 20 + s), m), rdbpot(srdhm(v << 20, m), -s))
+                              for v, m, s in ((da, ma, sa), (db, mb, sb)))
+        ia, ib, every = np.nonzero(an != ar)[0], np.nonzero(bn != br)[0], np.arange(256)
+        i = np.concatenate([np.repeat(ia, 256), np.tile(every, ib.size)])
+        j = np.concatenate([np.tile(every, ia.size), np.repeat(ib, 256)])
+
+        def stage(raw):
+            return rdbpot(srdhm(wrap(raw, 32), mo), -so)
+        if not np.array_equal(stage(an[i] + bn[j]), stage(ar[i] + br[j])):
+            return False
+        ends = stage(np.array([ar.min() + br.min(), ar.max() + br.max(), an.min() + bn.min(), an.max() + bn.max()]))
+    else:
+        m, s = mul_multiplier(a_scale, b_scale, out_scale)
+        p = np.outer(da[[0, -1]], db[[0, -1]]).reshape(-1)
+        ends = multiply_by_quantized_multiplier(p, m, s).astype(np.int64)
+    z = int(out_zero_point)
+    return bool(np.all((np.abs(ends) <= 2**15 - 1) & (np.abs(ends + z) <= 2**15 - 1)))
