@@ -164,6 +164,11 @@ class _Importer:
     # -- the walk -------------------------------------------------------------------------------------------
     def run(self):
         tm = self.tm
+        for o in tm.operators:
+            if (o.op in ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D") and len(o.inputs) > 1 and o.inputs[0] >= 0
+                    and o.inputs[1] >= 0 and self.tensor(o.inputs[0]).type == 0 and self.tensor(o.inputs[1]).type == 9):
+                self.fail(o, "a dynamic-range (hybrid) layer: int8 weights, float32 activations that LiteRT quantizes "
+                             "at run time; fixq imports full-integer models only, see 'Dynamic-range models'")
         if len(tm.inputs) != 1:
             raise TfliteError(f"{self.where}: {len(tm.inputs)} inputs; fixq models take one ({DOCS})")
         self.input_tensor(tm.inputs[0])

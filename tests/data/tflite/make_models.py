@@ -239,17 +239,20 @@ def uint8_requantize(fb):
     return bytes(b.Output())
 
 
-# name -> (model, the type of the model's input and output: int8, uint8 or float32, the converter's default)
+# name -> (model, the type of the model's input and output: int8, uint8 or float32, the converter's default, or
+# "dynamic": dynamic-range quantization, float32 in and out; then the edits of the converted file, if any)
 MODELS = {"mobilenet_v2": (mobilenet_v2, "int8"), "ds_cnn": (ds_cnn, "int8"), "mlp": (mlp, "int8"),
           "uint8_io": (uint8_io, "uint8"), "same_pad": (same_pad, "int8"), "mlp_float_io": (mlp, "float32"),
           "broadcast": (broadcast, "int8"), "broadcast_ties": (broadcast, "int8", broadcast_ties),
-          "uint8_requantize": (mlp, "uint8", uint8_requantize)}
+          "uint8_requantize": (mlp, "uint8", uint8_requantize), "mlp_dynamic": (mlp, "dynamic")}
 
 
 def convert(model, shape, rng, io):
     import tensorflow as tf
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    if io == "dynamic":  # dynamic-range quantization: no representative dataset
+        return conv.convert()
     reps = [rng.normal(0, 1, size=shape).astype(np.float32) for _ in range(32)]
     conv.representative_dataset = lambda: ([r] for r in reps)
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
