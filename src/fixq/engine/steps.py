@@ -137,6 +137,8 @@ def binary_step(m, s, lo, hi):
             xs.insert(s["constant"], a[f"{name}:constant"])
         return [L.broadcast_operand(x, ndim) for x in xs]
     if m.target in TFLITE_TARGETS and dt == np.int8:
+        if m.target == "xnnpack" and s["act"] and not targets.xnnpack.binary_delegated(op, sa, sb, sc_out):
+            lo, hi = targets.activation_range(s["act"], sc_out, zp_out, dt, "tflite")  # TFLite's kernel runs it
         args = (m.target, sa, za, sb, zb, sc_out, zp_out, lo, hi)
         return lambda *xs: targets.binary8(op, *operands(xs[:-1]), *args)
     if op == "sub":

@@ -166,10 +166,10 @@ def binary8(op, a, b, target, a_scale, a_zero_point, b_scale, b_zero_point, out_
             out_max=None):
     """`target`'s int8 ADD / SUB / MUL (`op` "add", "sub", "mul") of `a` and `b` with numpy broadcasting, axis 0
     the batch (one invocation of the kernel per sample, which places the optimized kernels' NEON loops),
-    clamped to [out_min, out_max]: TFLite's reference kernels (``tflite-reference``; SUB in every kernel set),
-    its optimized ADD / MUL with their NEON and scalar loops (``tflite``), XNNPACK's vadd / vmul where the
-    delegate takes the node (``xnnpack``; TFLite's optimized kernels where it does not); None for a target
-    without one."""
+    clamped to [out_min, out_max]: TFLite's reference kernels (``tflite-reference``, and SUB in ``tflite``),
+    its optimized ADD / MUL with their NEON and scalar loops (``tflite``), XNNPACK's vadd / vmul / vadd with b
+    negated where the delegate takes the node (``xnnpack``; TFLite's optimized kernels where it does not); None
+    for a target without one."""
     kind = _tflite_family(target)
     if kind is None:
         return None
@@ -179,8 +179,9 @@ def binary8(op, a, b, target, a_scale, a_zero_point, b_scale, b_zero_point, out_
     if a.dtype != np.int8 or b.dtype != np.int8:
         raise TypeError(f"a and b must be int8, got {a.dtype} and {b.dtype}")
     s_a, s_b, s_o = f32(a_scale, "a_scale"), f32(b_scale, "b_scale"), f32(out_scale, "out_scale")
-    z_a, z_b, z_o = (scalar_zero_point_arg(z, np.int8, n) for z, n in
-                     ((a_zero_point, "a_zero_point"), (b_zero_point, "b_zero_point"), (out_zero_point, "out_zero_point")))
+    z_a, z_b, z_o = (scalar_zero_point_arg(z, np.int8, n) for z, n in ((a_zero_point, "a_zero_point"),
+                                                                      (b_zero_point, "b_zero_point"),
+                                                                      (out_zero_point, "out_zero_point")))
     lo = -128 if out_min is None else int(out_min)
     hi = 127 if out_max is None else int(out_max)
     if kind == "xnnpack" and not xnnpack.binary_delegated(op, s_a, s_b, s_o):
@@ -190,8 +191,8 @@ def binary8(op, a, b, target, a_scale, a_zero_point, b_scale, b_zero_point, out_
     elif kind == "optimized":
         fn = tflite.add_optimized if op == "add" else tflite.mul_optimized
     else:
-        rc = (_dispatch.add if op == "add" else _dispatch.mul)
-        return rc(a, b, target, a_scale=s_a, a_zero_point=z_a, b_scale=s_b, b_zero_point=z_b, out_scale=s_o,
+        fn = _dispatch.add if op == "add" else _dispatch.mul
+        return fn(a, b, target, a_scale=s_a, a_zero_point=z_a, b_scale=s_b, b_zero_point=z_b, out_scale=s_o,
                   out_zero_point=z_o, out_min=lo, out_max=hi)
     return fn(a, b, s_a, z_a, s_b, z_b, s_o, z_o, lo, hi, np.int8)
 
