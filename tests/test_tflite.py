@@ -140,10 +140,11 @@ def test_uint8_tensor_read_by_another_op_is_one_line():
     from fixq.io.tflite import _Importer
     tm = read_model(path("uint8_requantize"))
     assert tm.operators[3].op == "QUANTIZE" and tm.tensors[tm.operators[3].inputs[0]].type == 3  # uint8 -> int8
-    tm.operators[3].op = "RELU"
-    with pytest.raises(TfliteError, match=r"operator 3 \(RELU, version \d+\): input 0 is a uint8 tensor; fixq "
-                                          r"reads uint8 tensors only with QUANTIZE"):
-        _Importer(tm, "m.tflite").run()
+    for op in ("RELU", "ADD"):
+        tm.operators[3].op = op
+        with pytest.raises(TfliteError, match=rf"operator 3 \({op}, version \d+\): input 0 is a uint8 tensor; "
+                                              r"fixq reads uint8 tensors only with QUANTIZE"):
+            _Importer(tm, "m.tflite").run()
 
 
 def test_broadcast_steps_are_checked():

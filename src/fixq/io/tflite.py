@@ -393,7 +393,7 @@ class _Importer:
         for i in (0, 1):
             k = o.inputs[i] if i < len(o.inputs) else -1
             if k in self.env:
-                ins.append(self.env[k])
+                ins.append(self.value(o, i))
             elif k != -1 and self.tensor(k).data is not None and const is None:
                 const = (i, k)
             else:
