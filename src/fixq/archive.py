@@ -488,7 +488,10 @@ def _check_archive(meta, arrays):
             nch = arrays.get(f"{name}:weight_scale", np.zeros(0)).shape
             ch = nch[0] if len(nch) == 1 and nch[0] in (1, o) else o
             _expect(arrays, f"{name}:weight_scale", np.float32, (ch,), name)
-            _expect(arrays, f"{name}:weight_zero_point", np.int32, (ch,), name)
+            wzp = _expect(arrays, f"{name}:weight_zero_point", np.int32, (ch,), name)
+            if np.any(wzp != 0) and (not dynamic or weights != "int8" or np.any((wzp < -128) | (wzp > 127))):
+                raise ArchiveError(f"step {name!r}: key '{name}:weight_zero_point' must be 0 (symmetric weights), or "
+                                   "within int8 in a dynamic int8 model")
             if not dynamic:
                 for k, dt in (("multiplier", np.int32), ("shift", np.int32), ("scale", np.float32)):
                     _expect(arrays, f"{name}:{k}", dt, (ch,), name)

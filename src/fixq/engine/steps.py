@@ -4,10 +4,11 @@ float activations between layers (dynamic mode, fp16 weights).  Each step calls 
 with its arguments checked once, when the step is built."""
 import numpy as np
 
-from .. import _core, arith, gemm, graph as G, layout as L, lowbit, targets
+from .. import _core, arith, float_ops, gemm, graph as G, layout as L, lowbit, targets
 from .._validate import INT_RANGES, scale_arg, zero_point_arg
 from ..archive import ArchiveError
 from ..qparams import tensor_qparams
+from ..targets import onnxruntime as ort
 from .plan import (eltwise_params, mean_requant, mean_target, ort_avgpool, quantized_softmax, requantize_target,
                    step_range, step_table)
 
@@ -375,15 +376,24 @@ def float_step(m, s):
             return finish(outs)
         return fp16_step
     w = m.weight(s)
-    ws = a[f"{name}:weight_scale"].astype(np.float64)
+    ws, wzp = a[f"{name}:weight_scale"], a[f"{name}:weight_zero_point"]
     dt = m.act_dtype
     qlinear = gemm.qlinear
+
+    def per_group(v, k):
+        return v if v.size == 1 else v[k * og:(k + 1) * og]
+
+    def zero_point(v):  # a scalar, or one per output column
+        return int(v[0]) if v.size == 1 else v
     if op == "conv2d":
-        packs = [gemm.pack_weights(L.conv_weight_hwc(w[k * og:(k + 1) * og])) for k in range(groups)]
+        packs = [gemm.pack_weights(L.conv_weight_hwc(w[k * og:(k + 1) * og]), zero_point(per_group(wzp, k)))
+                 for k in range(groups)]
     else:
-        packs = [gemm.pack_weights(w)]
-    scales = [ws if ws.size == 1 else ws[k * og:(k + 1) * og] for k in range(groups)]
+        packs = [gemm.pack_weights(w, zero_point(wzp))]
     biases = [bias[k * og:(k + 1) * og] for k in range(groups)]
+    if m.target == "onnxruntime":
+        return _ort_dynamic(name, op, packs, [per_group(ws, k) for k in range(groups)], biases, gemm_input, finish)
+    scales = [per_group(ws.astype(np.float64), k) for k in range(groups)]
 
     def dynamic(x, threads):
         lo, hi = (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)  # an empty batch
@@ -399,3 +409,37 @@ def float_step(m, s):
                 lead + (og,)))
         return finish(outs)
     return dynamic
+
+
+def _ort_dynamic(name, op, packs, scales, biases, gemm_input, finish):
+    """ORT's DynamicQuantizeLinear -> MatMulInteger / ConvInteger -> Cast -> Mul(x_scale * w_scale) -> Add(bias),
+    which its fused DynamicQuantizeMatMul (MLAS_QGEMM_SCALE_BIAS_OUTPUT_PROCESSOR) computes alike: the input
+    quantized to uint8 per tensor (GetQuantizationParameter, MlasQuantizeLinear), exact int32 sums, then
+    (float)acc * (x_scale * w_scale) + bias, each operation rounded to float32 (no fused multiply-add).  A linear
+    is one float_ops.dynamic_linear call (per tensor); a conv quantizes the whole tensor before its patches are
+    gathered (a stride may skip values that still set the range), pads with the zero point (ConvInteger's
+    im2col) and runs the epilogue in numpy float32."""
+    if op == "linear":
+        dynamic_linear, packed, ws, bias = float_ops.dynamic_linear, packs[0], scales[0], biases[0]
+        ws = ws if ws.size > 1 else ws.reshape(())
+
+        def ort_linear(x, threads):
+            return finish([dynamic_linear(np.ascontiguousarray(x, dtype=np.float32), packed, ws, bias, "tensor",
+                                          threads)])
+        return ort_linear
+    qparams, quantize, qlinear = ort.dynamic_qparams, targets.quantize, gemm.qlinear
+
+    def ort_conv(x, threads):
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        try:
+            xs, xz = qparams(x)
+        except ValueError as e:
+            raise ValueError(f"step {name!r}: {e}") from None
+        xq = quantize(x, "onnxruntime", xs, xz, np.uint8)
+        outs = []
+        for k, packed in enumerate(packs):
+            cols, lead = gemm_input(xq, k, xz)
+            acc = qlinear(cols, packed, a_zero_point=xz, out_dtype=np.int32, threads=threads)
+            outs.append((acc.astype(np.float32) * (xs * scales[k]) + biases[k]).reshape(lead + (acc.shape[-1],)))
+        return finish(outs)
+    return ort_conv

@@ -16,12 +16,13 @@ from ..archive import QMODEL_FORMAT, ArchiveError, check_archive
 from ..arith import quantize_multiplier
 from ..engine import Model
 from .onnx import BATCH, DOCS, _Importer, _Tensor
+from .onnx_dynamic import DYNAMIC_OPS, import_dynamic, is_dynamic
 from .onnx_file import OnnxError
 
 # ONNX ops that only a quantized model holds
 QUANT_OPS = ("QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "QGemm", "QLinearAdd",
-             "QLinearMul", "QLinearGlobalAveragePool", "QLinearConcat", "QLinearAveragePool", "MatMulInteger",
-             "ConvInteger", "DynamicQuantizeLinear", "QLinearSigmoid", "QLinearLeakyRelu")
+             "QLinearMul", "QLinearGlobalAveragePool", "QLinearConcat", "QLinearAveragePool", "QLinearSigmoid",
+             "QLinearLeakyRelu") + DYNAMIC_OPS
 
 
 class _Q:
@@ -614,4 +615,7 @@ def is_quantized(model):
 
 
 def import_quantized(model, constants=None):
+    """The int8 Model of a quantize_static / QAT model, or the dynamic one of a quantize_dynamic model."""
+    if is_dynamic(model):
+        return import_dynamic(model, constants)
     return _QImporter(model, constants).run()
