@@ -68,6 +68,9 @@ class _DynImporter(_Importer):
         symbolic = any(isinstance(v, (_Dyn, _Acc)) for v in ins)
         if nd.op_type in DYNAMIC_OPS or (symbolic and nd.op_type in ("Mul", "Cast")):
             getattr(self, "d_" + nd.op_type)(nd, ins)
+        elif nd.op_type in ("QuantizeLinear", "DequantizeLinear", "QGemm") or nd.op_type.startswith("QLinear"):
+            self.fail(nd, "static quantization (QuantizeLinear, QLinear ops) in a quantize_dynamic model is not "
+                          "supported; fixq imports models quantized one way")
         elif symbolic:
             self.fail(nd, "it reads an output of DynamicQuantizeLinear, MatMulInteger or ConvInteger outside the "
                           "Mul / Cast pattern quantize_dynamic writes")
