@@ -291,6 +291,8 @@ def _step_keys(op):
         keys.add("depthwise")
     if op in FUSED:
         keys |= {"out_min", "out_max"}
+    if op == "softmax":
+        keys.add("quantized")  # its output quantized by the target's own 8-bit kernel (ORT QLinearSoftmax)
     return keys
 
 
@@ -421,6 +423,8 @@ def _check_steps(meta):
                                f"{s['output']!r} has shape {tensors[s['output']]}")
         for k, v in attrs.items():
             s[k] = list(v) if isinstance(v, tuple) else v
+        if s.get("quantized", True) is not True:
+            raise ArchiveError(f"step {name!r}: key 'quantized' is {s['quantized']!r}; it is true or absent")
         if op == "conv2d":
             dw = G.is_depthwise(node, tensors[s["inputs"][0]][1])
             if s.setdefault("depthwise", dw) is not dw:

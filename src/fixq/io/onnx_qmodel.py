@@ -22,7 +22,7 @@ from .onnx_file import OnnxError
 # ONNX ops that only a quantized model holds
 QUANT_OPS = ("QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "QGemm", "QLinearAdd",
              "QLinearMul", "QLinearGlobalAveragePool", "QLinearConcat", "QLinearAveragePool", "QLinearSigmoid",
-             "QLinearLeakyRelu") + DYNAMIC_OPS
+             "QLinearLeakyRelu", "QLinearSoftmax") + DYNAMIC_OPS
 
 
 class _Q:
@@ -484,6 +484,9 @@ class _QImporter(_Importer):
             self.step(qnode, "concat", qs, scale, zp, {"axis": axis}, squeezed=qs[0].squeezed)
         elif op == "AveragePool":  # ORT fuses it into QLinearAveragePool
             self.avgpool(nd, self.q_input(nd, 0), scale, zp, qnode.output[0])
+        elif op == "Softmax":  # ORT fuses it into QLinearSoftmax
+            self.softmax(nd, (scale, zp))
+            self.env[qnode.output[0]] = self.env.pop(nd.output[0])
         elif op in _PASS_THROUGH:
             src = self.env.get(nd.input[0])
             if isinstance(src, _Pending):
@@ -521,11 +524,24 @@ class _QImporter(_Importer):
         else:
             self.env[out] = _Q(q.name, res.shape, scale, zp, res.squeezed)
 
-    def softmax(self, nd):
+    def softmax(self, nd, out=None, opset=None):
+        """The softmax step of Softmax / QLinearSoftmax node `nd` (softmax opset `opset`): with `out`, the
+        output's (scale, zero point) and ORT's QLinearSoftmax arithmetic (the step marked ``quantized``); else
+        float on the dequantized input, the step's output at the input's quantization."""
         q = self.q_input(nd, 0)
-        rank = len(q.onnx_shape)
-        axis = self.attr(nd, "axis", -1 if self.opset >= 13 else 1) % rank
-        return self.step(nd, "softmax", [q], q.scale, q.zp, {"axis": 1 if q.squeezed else axis})
+        rank, opset = len(q.onnx_shape), opset or self.opset
+        axis = self.attr(nd, "axis", -1 if opset >= 13 else 1) % rank
+        if opset < 13 and any(d != 1 for d in q.onnx_shape[axis + 1:]):
+            self.fail(nd, "a softmax before opset 13 over the flattened axes from axis on is supported only when "
+                          "they are the last axis")
+        scale, zp = out or (q.scale, q.zp)
+        out_q = self.step(nd, "softmax", [q], scale, zp, {"axis": 1 if q.squeezed else axis}, squeezed=q.squeezed)
+        if out is not None:
+            self.steps[-1]["quantized"] = True
+        return out_q
+
+    def q_QLinearSoftmax(self, nd):
+        self.softmax(nd, self.qparams(nd, 3, 4), int(self.attr(nd, "opset", self.opset)))
 
     # -- QOperator ---------------------------------------------------------------------------------------
     def _qop_weight(self, nd, i, axis_ok):
