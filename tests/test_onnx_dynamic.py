@@ -120,7 +120,8 @@ def test_archive_and_cli_round_trip(float_models, tmp_path):
 def test_fixq_dynamic_models_run_target_onnxruntime():
     """A model fixq quantized itself in dynamic mode, uint8 activations, runs ORT's dynamic arithmetic too."""
     rng = np.random.default_rng(7)
-    w = {"fc1.weight": rng.standard_normal((16, 12), dtype=np.float32), "fc1.bias": rng.standard_normal(16, dtype=np.float32)}
+    w = {"fc1.weight": rng.standard_normal((16, 12), dtype=np.float32),
+         "fc1.bias": rng.standard_normal(16, dtype=np.float32)}
     g = fixq.graph.validate({"format": "fixq.graph/1", "inputs": [{"name": "x", "shape": [None, 12]}],
                              "nodes": [{"name": "fc1", "op": "linear", "inputs": ["x"]}], "outputs": ["fc1"]}, w)
     m = fixq.quantize_model(g, dynamic=True, activations="uint8", target="onnxruntime")

@@ -4,7 +4,7 @@ float activations between layers (dynamic mode, fp16 weights).  Each step calls 
 with its arguments checked once, when the step is built."""
 import numpy as np
 
-from .. import _core, arith, float_ops, gemm, graph as G, layout as L, lowbit, targets
+from .. import _core, arith, gemm, graph as G, layout as L, lowbit, targets
 from .._validate import INT_RANGES, scale_arg, zero_point_arg
 from ..archive import ArchiveError
 from ..qparams import tensor_qparams
@@ -350,10 +350,12 @@ def float_step(m, s):
         cols, lead = L.im2col(xk, *geo, pad_value=pad)
         return cols, lead
 
-    def finish(outs):
+    def finish(outs):  # y is a new array: the activation writes into it
         y = outs[0] if groups == 1 else np.concatenate(outs, axis=-1)
-        if act is not None:
-            y = act(y)
+        if s["act"] == "relu":
+            np.maximum(y, 0, out=y)
+        elif s["act"] == "relu6":
+            np.clip(y, 0, 6, out=y)
         return y
 
     if m.weights in ("fp16", "fp32"):
@@ -416,16 +418,18 @@ def _ort_dynamic(name, op, packs, scales, biases, gemm_input, finish):
     which its fused DynamicQuantizeMatMul (MLAS_QGEMM_SCALE_BIAS_OUTPUT_PROCESSOR) computes alike: the input
     quantized to uint8 per tensor (GetQuantizationParameter, MlasQuantizeLinear), exact int32 sums, then
     (float)acc * (x_scale * w_scale) + bias, each operation rounded to float32 (no fused multiply-add).  A linear
-    is one float_ops.dynamic_linear call (per tensor); a conv quantizes the whole tensor before its patches are
-    gathered (a stride may skip values that still set the range), pads with the zero point (ConvInteger's
+    is one call of float_ops.dynamic_linear's C kernel (per tensor); a conv quantizes the whole tensor before its
+    patches are gathered (a stride may skip values that still set the range), pads with the zero point (ConvInteger's
     im2col) and runs the epilogue in numpy float32."""
-    if op == "linear":
-        dynamic_linear, packed, ws, bias = float_ops.dynamic_linear, packs[0], scales[0], biases[0]
-        ws = ws if ws.size > 1 else ws.reshape(())
+    if op == "linear":  # float_ops.dynamic_linear, its arguments checked once here (the C call checks x's size)
+        raw, packed, bias, n = _core.dynamic_linear_raw, packs[0], biases[0], packs[0].n
+        ws = np.ascontiguousarray(np.broadcast_to(scales[0], (n,)))
 
         def ort_linear(x, threads):
-            return finish([dynamic_linear(np.ascontiguousarray(x, dtype=np.float32), packed, ws, bias, "tensor",
-                                          threads)])
+            x = np.ascontiguousarray(x, dtype=np.float32)
+            y = np.empty((x.shape[0], n), np.float32)
+            raw(x, x.shape[0], packed, ws, bias, "tensor", y, threads)
+            return finish([y])
         return ort_linear
     qparams, quantize, qlinear = ort.dynamic_qparams, targets.quantize, gemm.qlinear
 

@@ -120,7 +120,8 @@ class _DynImporter(_Importer):
         """An _Acc of the linear (weights [N, K]) of MatMul-like node `nd` on float tensor `t`."""
         b = self.int_weight(nd, w_input, 2)
         if len(t.shape) != 2 or t.shape[1] != b.shape[0]:
-            self.fail(nd, f"A of shape {list(t.onnx_shape)} by B of shape {list(b.shape)}; fixq has [batch, K] x [K, N]")
+            self.fail(nd, f"A of shape {list(t.onnx_shape)} by B of shape {list(b.shape)}; fixq has "
+                          "[batch, K] x [K, N]")
         return _Acc(t, nd, "linear", np.ascontiguousarray(b.T), self.weight_zp(nd, zp_input, b, b.shape[1]), {})
 
     def d_MatMulInteger(self, nd, ins):

@@ -120,7 +120,8 @@ def dynamic_qparams(x):
     with np.errstate(over="ignore", invalid="ignore"):
         scale = f(f(hi - lo) / f(255))
     if not np.isfinite(scale):
-        raise ValueError("x holds NaN or infinity, or a range beyond float32; DynamicQuantizeLinear has no scale for it")
+        raise ValueError("x holds NaN or infinity, or a range beyond float32; DynamicQuantizeLinear has no scale "
+                         "for it")
     if scale == 0:
         scale = f(1)
     return scale, int(np.rint(np.clip(f(0) - f(lo / scale), f(0), f(255))))
