@@ -129,7 +129,7 @@ def test_fixq_dynamic_models_run_target_onnxruntime():
     ws, b = m.arrays["fc1:weight_scale"], m.arrays["fc1:bias"]
     want = fixq.float_ops.dynamic_linear(x, fixq.pack_weights(m.arrays["fc1:weight"]), ws, b, "tensor")
     _bits_equal(m.run(x), want)
-    with pytest.raises(ValueError, match="uint8 activations"):
+    with pytest.raises(ValueError, match="on uint8 activations; quantize it with activations=.uint8."):
         fixq.quantize_model(g, dynamic=True, activations="int8", target="onnxruntime")
 
 

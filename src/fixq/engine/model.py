@@ -43,10 +43,12 @@ class Model:
             if rounding is not None:
                 raise ValueError("give rounding= or target=, not both: a target fixes each op's rounding")
             if self.float_acts and not self._ort_dynamic():
+                if self.target == "onnxruntime" and self.dynamic and self.weights == "int8" and not self.sequence:
+                    raise ValueError("target='onnxruntime' runs a dynamic model as ORT's DynamicQuantizeLinear does, "
+                                     "on uint8 activations; quantize it with activations='uint8' (--activations uint8)")
                 raise ValueError(f"target={self.target!r} emulates a runtime's int8 kernels and needs a static "
-                                 "int8 model (quantized without --dynamic or --weights fp16); a dynamic int8 "
-                                 "image/MLP model with uint8 activations runs target='onnxruntime' (ORT's "
-                                 "DynamicQuantizeLinear)")
+                                 "int8 model (quantized without --dynamic or --weights fp16); of dynamic models, "
+                                 "target='onnxruntime' runs those with int8 weights and uint8 activations")
         self.input = meta["input"]
         self.input_shape = tuple(meta["input_shape"])
         self.inputs = [dict(i, shape=tuple(i["shape"])) for i in meta["inputs"]] if self.sequence else \
