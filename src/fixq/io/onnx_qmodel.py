@@ -285,6 +285,10 @@ class _QImporter(_Importer):
             self.pass_through(nd, ins[0], ins[0].scale, ins[0].zp)
         elif nd.op_type in QUANT_OPS:
             self.fail(nd, "this quantized op is not supported yet")
+        elif nd.op_type == "BatchNormalization":
+            self.fail(nd, "ORT runs this BatchNormalization in float32 between quantized ops, which fixq does not "
+                          "import yet; fold it into the Conv / Gemm next to it before quantizing (torch.onnx.export's "
+                          "default after a Conv, or onnxruntime.quantization.quant_pre_process)")
         else:
             self.fail(nd, "this op is not supported in a quantized model")
 
