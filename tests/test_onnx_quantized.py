@@ -146,23 +146,6 @@ def test_unsupported_quantized_op_is_named(float_models, tmp_path):
         import_onnx(model)
 
 
-def test_float_batchnorm_between_quantized_ops_is_named():
-    g = onnx.helper
-    c = {"s": np.float32(0.1), "z": np.uint8(128), "bs": np.ones(2, np.float32), "bb": np.zeros(2, np.float32),
-         "bm": np.zeros(2, np.float32), "bv": np.ones(2, np.float32)}
-    model = g.make_model(g.make_graph(
-        [g.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]), g.make_node("DequantizeLinear", ["q", "s", "z"], ["d"]),
-         g.make_node("BatchNormalization", ["d", "bs", "bb", "bm", "bv"], ["b"], name="bn"),
-         g.make_node("QuantizeLinear", ["b", "s", "z"], ["q2"]),
-         g.make_node("DequantizeLinear", ["q2", "s", "z"], ["y"])],
-        "g", [g.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 2, 3, 3])],
-        [g.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
-        [onnx.numpy_helper.from_array(v, k) for k, v in c.items()]), opset_imports=[g.make_opsetid("", 17)])
-    with pytest.raises(OnnxError, match=r"node 'bn' \(BatchNormalization, opset 17\): ORT runs this BatchNormalization "
-                                        "in float32"):
-        import_onnx(model)
-
-
 def test_compare_cli_counts_equal_outputs(float_models, tmp_path):
     path = _quantize(float_models["cnn_bn"], "QOperator", "s8", True)
     out, data = tmp_path / "m.q.npz", tmp_path / "x.npy"

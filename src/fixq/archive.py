@@ -514,6 +514,8 @@ def _check_archive(meta, arrays):
                 _expect(arrays, f"{name}:{k}", dt, (len(s["inputs"]),), name)
         elif op in G.TABLE_OPS and not dynamic:
             _expect(arrays, f"{name}:table", act_dt, (256,), name)
+        elif op == "batchnorm" and not dynamic:
+            _expect(arrays, f"{name}:table", act_dt, (tshapes[s["inputs"][0]][1], 256), name)
         elif op == "global_avgpool" and not dynamic and f"{name}:multiplier" in arrays:
             # archives of fixq 0.1 keep the input's scale here, without a requantization
             for k, dt in (("multiplier", np.int32), ("shift", np.int32), ("scale", np.float32)):

@@ -377,6 +377,8 @@ def engine_step(m, s):
         return dict(op="pad", padding=tuple(s["padding"][:2]), zp=zp_out)
     if op == "requantize":
         return dict(op="requantize", target=requantize_target(m, s, qmin, qmax))
+    if op == "batchnorm":  # one table per channel: no C form yet, the model runs the numpy steps
+        return None
     if op == "global_avgpool" and f"{name}:multiplier" in a:
         form = mean_target(m, s)
         if form is not None:

@@ -307,6 +307,10 @@ def static_step(m, s):
                                              x.shape[1] * x.shape[2]).astype(dt)
     if op == "flatten":
         return lambda x, threads: L.flatten(x)
+    if op == "batchnorm":  # channel c's table at row c, indexed by the input's byte; channels last (NHWC)
+        table = np.ascontiguousarray(a[f"{name}:table"]).view(np.uint8)
+        flat, base = table.reshape(-1), np.arange(table.shape[0]) * 256
+        return lambda x, threads: flat[base + x.view(np.uint8)].view(dt)
     if op in G.TABLE_OPS:  # indexed by the input's byte, as the C plan's LUT step
         table = step_table(m, s)
         return lambda x, threads: table[x.view(np.uint8)]

@@ -15,6 +15,7 @@ from .._core import VERSION
 from ..archive import QMODEL_FORMAT, ArchiveError, check_archive
 from ..arith import quantize_multiplier
 from ..engine import Model
+from ..quantizer import batchnorm_table
 from .onnx import BATCH, DOCS, _Importer, _Tensor
 from .onnx_dynamic import DYNAMIC_OPS, import_dynamic, is_dynamic
 from .onnx_file import OnnxError
@@ -75,7 +76,7 @@ _PASS_THROUGH = ("MaxPool", "Flatten", "Reshape", "Identity", "Dropout", "Squeez
 _TABLES = {"Sigmoid": "sigmoid", "LeakyRelu": "leaky_relu", "Tanh": "tanh", "HardSigmoid": "hardsigmoid",
            "HardSwish": "hardswish"}
 _QDQ_FLOAT_OPS = ("Conv", "Gemm", "MatMul", "Add", "Mul", "GlobalAveragePool", "AveragePool", "Concat", "Softmax",
-                  "Relu") + tuple(_TABLES) + _PASS_THROUGH
+                  "Relu", "BatchNormalization") + tuple(_TABLES) + _PASS_THROUGH
 # ORT's QDQPropagationTransformer (CanNodePropagate): a DequantizeLinear read by nothing but one of these
 # ops moves after it, for the op versions listed there (opset ranges [first, end))
 _DQ_PROPAGATES = {"MaxPool": (12, 22), "Reshape": (5, 21), "Squeeze": (1, 21)}
@@ -227,6 +228,10 @@ class _QImporter(_Importer):
         elif op in G.TABLE_OPS:
             s.update(a)
             self.arrays[f"{name}:table"] = _ort_table(op, a, ins[0].scale, ins[0].zp, scale, zp, self.act_dtype)
+        elif op == "batchnorm":
+            s.update(scale=a["scale"], shift=a["shift"])
+            self.arrays[f"{name}:table"] = batchnorm_table(a["scale"], a["shift"], ins[0].scale, ins[0].zp, scale, zp,
+                                                           self.act_dtype)
         if weight is not None:
             if weight.dtype != np.int8:
                 self.fail(nd, f"weights of dtype {weight.dtype}; fixq runs int8 weights")
@@ -286,9 +291,9 @@ class _QImporter(_Importer):
         elif nd.op_type in QUANT_OPS:
             self.fail(nd, "this quantized op is not supported yet")
         elif nd.op_type == "BatchNormalization":
-            self.fail(nd, "ORT runs this BatchNormalization in float32 between quantized ops, which fixq does not "
-                          "import yet; fold it into the Conv / Gemm next to it before quantizing (torch.onnx.export's "
-                          "default after a Conv, or onnxruntime.quantization.quant_pre_process)")
+            self.fail(nd, "a BatchNormalization of a float tensor (not a DequantizeLinear): ORT runs it in float32 "
+                          "before quantizing, which fixq does not import; fold it into the Conv / Gemm next to it "
+                          "before quantizing (torch.onnx.export's default after a Conv, or quant_pre_process)")
         else:
             self.fail(nd, "this op is not supported in a quantized model")
 
@@ -340,7 +345,7 @@ class _QImporter(_Importer):
             if k.startswith("t:") and k.endswith(":zero_point"):
                 self.arrays[k] = np.int32(self.arrays[k] + 128)
             elif k.endswith(":table"):
-                self.arrays[k] = self.arrays[k].view(np.uint8)[flip] ^ np.uint8(0x80)
+                self.arrays[k] = self.arrays[k].view(np.uint8)[..., flip] ^ np.uint8(0x80)
 
     # -- boundaries ---------------------------------------------------------------------------------------
     def q_QuantizeLinear(self, nd):
@@ -488,6 +493,8 @@ class _QImporter(_Importer):
             self.step(qnode, "concat", qs, scale, zp, {"axis": axis}, squeezed=qs[0].squeezed)
         elif op == "AveragePool":  # ORT fuses it into QLinearAveragePool
             self.avgpool(nd, self.q_input(nd, 0), scale, zp, qnode.output[0])
+        elif op == "BatchNormalization":  # ORT keeps it a float op between the DequantizeLinear and QuantizeLinear
+            self.batchnorm(qnode, nd, self.q_input(nd, 0), scale, zp)
         elif op == "Softmax":  # ORT fuses it into QLinearSoftmax
             self.softmax(nd, (scale, zp))
             self.env[qnode.output[0]] = self.env.pop(nd.output[0])
@@ -501,6 +508,42 @@ class _QImporter(_Importer):
             self.pass_through(nd, q, scale, zp, out=qnode.output[0])
         else:
             self.fail(nd, "this float op between quantized tensors is not supported")
+
+    def float_const(self, nd, i, what):
+        """Input `i` of `nd` as float32 values: a float constant, or the DequantizeLinear of an integer constant
+        computed as ORT's kernel does, (float)(q - zp) * scale along its axis."""
+        v = self.env.get(nd.input[i]) if i < len(nd.input) else None
+        if isinstance(v, _CQ):
+            shape = [1] * v.q.ndim
+            if np.size(v.scale) > 1:
+                shape[v.axis % v.q.ndim] = -1
+            zp = np.asarray(v.zp, np.int64).reshape(shape if np.size(v.zp) > 1 else [])
+            return (v.q.astype(np.int64) - zp).astype(np.float32) * np.asarray(v.scale, np.float32).reshape(
+                shape if np.size(v.scale) > 1 else [])
+        v = self.const(nd, i, what)
+        if v.dtype != np.float32:
+            self.fail(nd, f"its {what} has dtype {v.dtype}; ORT's BatchNormalization takes float32")
+        return v
+
+    def batchnorm(self, qnode, nd, q, scale, zp):
+        """DequantizeLinear -> BatchNormalization -> QuantizeLinear, which ORT runs unfused: a batchnorm step whose
+        per-channel tables are ORT's float32 arithmetic (onnxruntime/core/providers/cpu/nn/batch_norm.h):
+        inv_std = 1 / sqrt(var + epsilon), new_scale = inv_std * scale, new_bias = B - mean * new_scale."""
+        if self.attr(nd, "training_mode", 0) or not self.attr(nd, "spatial", 1):
+            self.fail(nd, "training_mode=1 and spatial=0 are not supported")
+        c = q.onnx_shape[1] if len(q.onnx_shape) in (2, 4) else None
+        p = [self.float_const(nd, i, w).reshape(-1) for i, w in ((1, "scale"), (2, "B"), (3, "mean"), (4, "var"))]
+        if c is None or any(v.size != c for v in p):
+            self.fail(nd, f"input of shape {list(q.onnx_shape)} and parameters of sizes {[v.size for v in p]}; fixq "
+                          "normalizes axis 1 of [N, C] or [N, C, H, W]")
+        s, b, mean, var = p
+        inv_std = np.float32(1) / np.sqrt(var + np.float32(self.attr(nd, "epsilon", 1e-5)))
+        new_scale = inv_std * s
+        new_bias = b - mean * new_scale
+        if not (np.all(np.isfinite(new_scale)) and np.all(np.isfinite(new_bias))):
+            self.fail(nd, "its folded scale or shift is not finite (a variance + epsilon of 0 or below?)")
+        self.step(qnode, "batchnorm", [q], scale, zp, {"scale": new_scale.tolist(), "shift": new_bias.tolist()},
+                  squeezed=q.squeezed)
 
     def pass_through(self, nd, q, scale, zp, out=None, op=None):
         """MaxPool / Flatten / Reshape / Identity on a quantized tensor (its scale and zero point kept), or the
