@@ -22,7 +22,7 @@ from ..lowbit import binarize, pack_fp16, ternarize
 from ..qparams import choose_qparams, quantize_bias, tensor_qparams
 
 __all__ = ["METHODS", "GRANULARITIES", "quantize_model", "observers", "observe_ranges", "plan_steps", "calibrated_tensors",
-           "lowbit_weights", "calibration_graph", "activation_table"]
+           "lowbit_weights", "calibration_graph", "activation_table", "batchnorm_table"]
 
 # Steps whose output gets its own calibrated scale and zero point (a requantization); the others
 # (pools, flatten, standalone relu/relu6) keep their input's, as TFLite requires of int8 pools.
