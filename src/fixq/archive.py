@@ -291,6 +291,8 @@ def _step_keys(op):
         keys.add("depthwise")
     if op in FUSED:
         keys |= {"out_min", "out_max"}
+    if op == "softmax":
+        keys.add("quantized")  # its output quantized by the target's own 8-bit kernel (ORT QLinearSoftmax)
     return keys
 
 
@@ -423,6 +425,8 @@ def _check_steps(meta):
                                f"{s['output']!r} has shape {tensors[s['output']]}")
         for k, v in attrs.items():
             s[k] = list(v) if isinstance(v, tuple) else v
+        if s.get("quantized", True) is not True:
+            raise ArchiveError(f"step {name!r}: key 'quantized' is {s['quantized']!r}; it is true or absent")
         if op == "conv2d":
             dw = G.is_depthwise(node, tensors[s["inputs"][0]][1])
             if s.setdefault("depthwise", dw) is not dw:
@@ -490,7 +494,10 @@ def _check_archive(meta, arrays):
             nch = arrays.get(f"{name}:weight_scale", np.zeros(0)).shape
             ch = nch[0] if len(nch) == 1 and nch[0] in (1, o) else o
             _expect(arrays, f"{name}:weight_scale", np.float32, (ch,), name)
-            _expect(arrays, f"{name}:weight_zero_point", np.int32, (ch,), name)
+            wzp = _expect(arrays, f"{name}:weight_zero_point", np.int32, (ch,), name)
+            if np.any(wzp != 0) and (not dynamic or weights != "int8" or np.any((wzp < -128) | (wzp > 127))):
+                raise ArchiveError(f"step {name!r}: key '{name}:weight_zero_point' must be 0 (symmetric weights), or "
+                                   "within int8 in a dynamic int8 model")
             if not dynamic:
                 for k, dt in (("multiplier", np.int32), ("shift", np.int32), ("scale", np.float32)):
                     _expect(arrays, f"{name}:{k}", dt, (ch,), name)
@@ -520,6 +527,8 @@ def _check_archive(meta, arrays):
                                    f"inside {opts['activations']}")
         elif op in G.TABLE_OPS and not dynamic:
             _expect(arrays, f"{name}:table", act_dt, (256,), name)
+        elif op == "batchnorm" and not dynamic:
+            _expect(arrays, f"{name}:table", act_dt, (tshapes[s["inputs"][0]][1], 256), name)
         elif op == "global_avgpool" and not dynamic and f"{name}:multiplier" in arrays:
             # archives of fixq 0.1 keep the input's scale here, without a requantization
             for k, dt in (("multiplier", np.int32), ("shift", np.int32), ("scale", np.float32)):

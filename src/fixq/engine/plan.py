@@ -247,13 +247,16 @@ def step_table(m, s):
 
 def quantized_softmax(m, s):
     """The target's 8-bit SOFTMAX of a softmax step as a function of its raw input (internal layout) to
-    raw outputs, or None: no target, a target without one, or an output quantization other than TFLite's
-    (scale 1/256 within 0.1 %, zero point the dtype's minimum), for which the softmax stays float."""
+    raw outputs, or None, for which the softmax stays float: no target, a target without one, an output
+    quantization other than TFLite's (scale 1/256 within 0.1 %, zero point the dtype's minimum) for the
+    TFLite family, or with target onnxruntime a step not marked ``quantized`` (an imported QLinearSoftmax;
+    ORT runs a Softmax whose output no QuantizeLinear reads in float)."""
     if m.target is None:
         return None
     (s_in, _), (s_out, zp_out) = m.qparams(s["inputs"][0]), m.qparams(s["output"])
     dt = m.act_dtype
-    if zp_out != INT_RANGES[dt][0] or abs(s_out - 1.0 / 256) > 0.001 / 256:
+    if (not s.get("quantized") if m.target == "onnxruntime" else
+            zp_out != INT_RANGES[dt][0] or abs(s_out - 1.0 / 256) > 0.001 / 256):
         return None
     beta = s.get("beta", 1.0)
     if targets.softmax(np.zeros((1, 1), dt), m.target, s_in, beta, s_out, zp_out, dt) is None:
@@ -382,6 +385,8 @@ def engine_step(m, s):
         return dict(op="pad", padding=tuple(s["padding"][:2]), zp=zp_out)
     if op == "requantize":
         return dict(op="requantize", target=requantize_target(m, s, qmin, qmax))
+    if op == "batchnorm":  # one table per channel: no C form yet, the model runs the numpy steps
+        return None
     if op == "global_avgpool" and f"{name}:multiplier" in a:
         form = mean_target(m, s)
         if form is not None:

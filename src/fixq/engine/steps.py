@@ -8,6 +8,7 @@ from .. import _core, arith, eltwise, gemm, graph as G, layout as L, lowbit, tar
 from .._validate import INT_RANGES, scale_arg, zero_point_arg
 from ..archive import ArchiveError
 from ..qparams import tensor_qparams
+from ..targets import onnxruntime as ort
 from .plan import (eltwise_params, mean_requant, mean_target, ort_avgpool, quantized_softmax, requantize_target,
                    step_range, step_table)
 
@@ -347,6 +348,10 @@ def static_step(m, s):
                                              x.shape[1] * x.shape[2]).astype(dt)
     if op == "flatten":
         return lambda x, threads: L.flatten(x)
+    if op == "batchnorm":  # channel c's table at row c, indexed by the input's byte; channels last (NHWC)
+        table = np.ascontiguousarray(a[f"{name}:table"]).view(np.uint8)
+        flat, base = table.reshape(-1), np.arange(table.shape[0]) * 256
+        return lambda x, threads: flat[base + x.view(np.uint8)].view(dt)
     if op in G.TABLE_OPS:  # indexed by the input's byte, as the C plan's LUT step
         table = step_table(m, s)
         return lambda x, threads: table[x.view(np.uint8)]
@@ -390,10 +395,12 @@ def float_step(m, s):
         cols, lead = L.im2col(xk, *geo, pad_value=pad)
         return cols, lead
 
-    def finish(outs):
+    def finish(outs):  # y is a new array: the activation writes into it
         y = outs[0] if groups == 1 else np.concatenate(outs, axis=-1)
-        if act is not None:
-            y = act(y)
+        if s["act"] == "relu":
+            np.maximum(y, 0, out=y)
+        elif s["act"] == "relu6":
+            np.clip(y, 0, 6, out=y)
         return y
 
     if m.weights in ("fp16", "fp32"):
@@ -416,15 +423,24 @@ def float_step(m, s):
             return finish(outs)
         return fp16_step
     w = m.weight(s)
-    ws = a[f"{name}:weight_scale"].astype(np.float64)
+    ws, wzp = a[f"{name}:weight_scale"], a[f"{name}:weight_zero_point"]
     dt = m.act_dtype
     qlinear = gemm.qlinear
+
+    def per_group(v, k):
+        return v if v.size == 1 else v[k * og:(k + 1) * og]
+
+    def zero_point(v):  # a scalar, or one per output column
+        return int(v[0]) if v.size == 1 else v
     if op == "conv2d":
-        packs = [gemm.pack_weights(L.conv_weight_hwc(w[k * og:(k + 1) * og])) for k in range(groups)]
+        packs = [gemm.pack_weights(L.conv_weight_hwc(w[k * og:(k + 1) * og]), zero_point(per_group(wzp, k)))
+                 for k in range(groups)]
     else:
-        packs = [gemm.pack_weights(w)]
-    scales = [ws if ws.size == 1 else ws[k * og:(k + 1) * og] for k in range(groups)]
+        packs = [gemm.pack_weights(w, zero_point(wzp))]
     biases = [bias[k * og:(k + 1) * og] for k in range(groups)]
+    if m.target == "onnxruntime":
+        return _ort_dynamic(name, op, packs, [per_group(ws, k) for k in range(groups)], biases, gemm_input, finish)
+    scales = [per_group(ws.astype(np.float64), k) for k in range(groups)]
 
     def dynamic(x, threads):
         lo, hi = (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)  # an empty batch
@@ -440,3 +456,39 @@ def float_step(m, s):
                 lead + (og,)))
         return finish(outs)
     return dynamic
+
+
+def _ort_dynamic(name, op, packs, scales, biases, gemm_input, finish):
+    """ORT's DynamicQuantizeLinear -> MatMulInteger / ConvInteger -> Cast -> Mul(x_scale * w_scale) -> Add(bias),
+    which its fused DynamicQuantizeMatMul (MLAS_QGEMM_SCALE_BIAS_OUTPUT_PROCESSOR) computes alike: the input
+    quantized to uint8 per tensor (GetQuantizationParameter, MlasQuantizeLinear), exact int32 sums, then
+    (float)acc * (x_scale * w_scale) + bias, each operation rounded to float32 (no fused multiply-add).  A linear
+    is one call of float_ops.dynamic_linear's C kernel (per tensor); a conv quantizes the whole tensor before its
+    patches are gathered (a stride may skip values that still set the range), pads with the zero point (ConvInteger's
+    im2col) and runs the epilogue in numpy float32."""
+    if op == "linear":  # float_ops.dynamic_linear, its arguments checked once here (the C call checks x's size)
+        raw, packed, bias, n = _core.dynamic_linear_raw, packs[0], biases[0], packs[0].n
+        ws = np.ascontiguousarray(np.broadcast_to(scales[0], (n,)))
+
+        def ort_linear(x, threads):
+            x = np.ascontiguousarray(x, dtype=np.float32)
+            y = np.empty((x.shape[0], n), np.float32)
+            raw(x, x.shape[0], packed, ws, bias, "tensor", y, threads)
+            return finish([y])
+        return ort_linear
+    qparams, quantize, qlinear = ort.dynamic_qparams, targets.quantize, gemm.qlinear
+
+    def ort_conv(x, threads):
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        try:
+            xs, xz = qparams(x)
+        except ValueError as e:
+            raise ValueError(f"step {name!r}: {e}") from None
+        xq = quantize(x, "onnxruntime", xs, xz, np.uint8)
+        outs = []
+        for k, packed in enumerate(packs):
+            cols, lead = gemm_input(xq, k, xz)
+            acc = qlinear(cols, packed, a_zero_point=xz, out_dtype=np.int32, threads=threads)
+            outs.append((acc.astype(np.float32) * (xs * scales[k]) + biases[k]).reshape(lead + (acc.shape[-1],)))
+        return finish(outs)
+    return ort_conv

@@ -28,6 +28,8 @@ OPS = {
     "hardswish": (1, {}),
     "leaky_relu": (1, {"alpha": 0.01}),
     "hardsigmoid": (1, {"alpha": 0.2, "beta": 0.5}),
+    # an inference BatchNormalization left unfolded: y = x * scale[c] + shift[c] over axis 1, in float32
+    "batchnorm": (1, {"scale": None, "shift": None}),
     # sequence ops (docs/transformers.md): tensors keep their layout, dims may be symbolic
     "gather": (1, {"weight": None, "positions": False}),
     "layer_norm": (1, {"weight": None, "bias": None, "eps": 1e-5}),
@@ -309,6 +311,15 @@ def output_shape(node, in_shapes, w_shape=None, sequence=False):
     if op == "requantize":
         if not isinstance(a["uint8"], bool):
             raise GraphError(f"node {name!r}: key 'uint8' must be true or false, got {a['uint8']!r}")
+        return x
+    if op == "batchnorm":
+        for key in ("scale", "shift"):
+            v = a[key]
+            if (len(x) not in (2, 4) or not isinstance(v, (list, tuple)) or len(v) != x[1]
+                    or not all(isinstance(e, (int, float)) and not isinstance(e, bool) and np.isfinite(e) for e in v)):
+                raise GraphError(f"node {name!r}: batchnorm needs an [N, C] or [N, C, H, W] input and keys 'scale' "
+                                 f"and 'shift' of C finite numbers; got input {list(x)} and {key} {str(v)[:60]}")
+            a[key] = [float(np.float32(e)) for e in v]
         return x
     if op == "flatten":
         return (None, int(np.prod(x[1:])))

@@ -150,6 +150,8 @@ def float_node(g, node, xs):
         return np.pad(x, ((0, 0), (t, b), (left, r), (0, 0)))
     if node.op == "requantize":
         return x
+    if node.op == "batchnorm":  # the channels are the last axis inside the engine; a product, then a sum, in float32
+        return x * np.float32(a["scale"]) + np.float32(a["shift"])
     if node.op == "global_avgpool":
         return x.mean(axis=(1, 2), dtype=np.float32)
     if node.op == "flatten":

@@ -4,7 +4,7 @@ modules (docs/conformance.md, "Activations, pools, softmax")."""
 import numpy as np
 
 from .._validate import dtype_arg, scalar_zero_point_arg
-from . import _dispatch, tflite, xnnpack
+from . import _dispatch, onnxruntime, tflite, xnnpack
 from ._common import f32
 from ._dispatch import target_arg
 
@@ -38,12 +38,17 @@ def _tflite_family(target):
 def softmax(x, target, in_scale, beta, out_scale, out_zero_point, dtype=np.int8):
     """`target`'s 8-bit SOFTMAX over the last axis of int8/uint8 `x`: TFLite's reference fixed-point kernel,
     or its optimized float-table kernel (``tflite``, and ``xnnpack``, whose delegate takes no quantized
-    SOFTMAX); None for a target without one."""
+    SOFTMAX), or ONNX Runtime's QLinearSoftmax (``onnxruntime``, beta 1); None for a target without one."""
     kind = _tflite_family(target)
-    if kind is None:
+    if kind is None and target != "onnxruntime":
         return None
     dt = dtype_arg(dtype, (np.int8, np.uint8), "dtype")
     x = np.asarray(x)
+    if kind is None:
+        if float(np.float32(beta)) != 1.0:
+            raise ValueError(f"ONNX Runtime's QLinearSoftmax has no beta; got beta={beta!r}")
+        return onnxruntime.qlinear_softmax(x, f32(in_scale, "in_scale"), f32(out_scale, "out_scale"),
+                                           scalar_zero_point_arg(out_zero_point, dt, "out_zero_point"), dt)
     if kind == "reference":
         return tflite.softmax_reference(x, f32(in_scale, "in_scale"), float(np.float32(beta)), dt)
     return tflite.softmax_optimized(x, f32(in_scale, "in_scale"), float(np.float32(beta)), f32(out_scale, "out_scale"),
