@@ -496,16 +496,42 @@ class _SequenceImporter(_Importer):
         self.add_node(nd, "softmax", [t], axis=axis)
 
     def seq_Transpose(self, nd, x):
+        perm = self.attr(nd, "perm")
+        if isinstance(x, _Partial) and x.kind == "merged" and list(perm or []) == [0, 2, 1]:
+            self.env[nd.output[0]] = _Partial("merged", x.x, not x.value)
+            return
         t = self.tensor(nd)
-        perm = list(self.attr(nd, "perm", list(range(len(t.shape)))[::-1]))
-        self.add_node(nd, "transpose", [t], perm=perm)
+        self.add_node(nd, "transpose", [t], perm=list(perm) if perm is not None else list(range(len(t.shape)))[::-1])
+
+    def same_dims(self, dims, shape):
+        return len(dims) == len(shape) and all(
+            (isinstance(d, _Seq) and d.dim == s) or (not isinstance(d, _Batch) and isinstance(s, int) and int(d) == s)
+            for d, s in zip(dims, shape))
 
     def seq_Reshape(self, nd, x, target):
-        t = self.tensor(nd)
         target = self.const(nd, 1, "shape")
-        if self.attr(nd, "allowzero", 0) and 0 in [d for d in target.flat if not isinstance(d, _Batch)]:
-            self.fail(nd, "allowzero=1 with a 0 in the shape is not supported")
         dims = list(target.flat)
+        if self.attr(nd, "allowzero", 0) and 0 in [d for d in dims if not isinstance(d, _Batch)]:
+            self.fail(nd, "allowzero=1 with a 0 in the shape is not supported")
+        # torch's scaled_dot_product_attention (dynamo export) transposes a key as [B, H, L, D] -> [B*H, L, D] ->
+        # [B*H, D, L] -> [B, H, D, L]: one transpose of the last two axes
+        if isinstance(x, _Tensor) and len(x.shape) > 3 and len(dims) == 3 and not isinstance(dims[0], _Batch) \
+                and int(dims[0]) == -1 and self.same_dims(dims[1:], x.shape[-2:]):
+            self.env[nd.output[0]] = _Partial("merged", x, False)
+            return
+        if isinstance(x, _Partial) and x.kind == "merged":
+            t = x.x
+            tail = t.shape[-2:][::-1] if x.value else t.shape[-2:]
+            if not dims or dims[0] is not BATCH or not self.same_dims(dims[1:], t.shape[1:-2] + tail):
+                self.fail(nd, f"Reshape to {dims} does not undo the merge of the batch with the heads")
+            if x.value:
+                perm = list(range(len(t.shape)))
+                perm[-2:] = perm[-1], perm[-2]
+                self.add_node(nd, "transpose", [t], perm=perm)
+            else:
+                self.env[nd.output[0]] = t
+            return
+        t = self.tensor(nd)
         if not dims or not (dims[0] is BATCH or (not isinstance(dims[0], _Batch) and int(dims[0]) == 0)):
             self.fail(nd, f"Reshape to {dims} does not keep the batch first")
         out = []
