@@ -37,7 +37,7 @@ class Hidden(torch.nn.Module):
         super().__init__()
         self.bert, self.pooled = bert, pooled
 
-    def forward(self, input_ids, attention_mask, token_type_ids):
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
         h = self.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).last_hidden_state
         if not self.pooled:
             return h
@@ -56,15 +56,15 @@ def bert(attn="eager", seed=0, **cfg):
     return model
 
 
-def export(model, path, opset=None, pooled=False, dynamo=False, axes=True):
+def export(model, path, opset=None, pooled=False, dynamo=False, axes=True, names=NAMES):
     ex = feeds(np.random.default_rng(5), n=2, length=7)
-    args = tuple(torch.from_numpy(ex[k]) for k in NAMES)
-    kw = dict(input_names=NAMES, output_names=["out"], opset_version=opset, dynamo=dynamo)
+    args = tuple(torch.from_numpy(ex[k]) for k in names)
+    kw = dict(input_names=names, output_names=["out"], opset_version=opset, dynamo=dynamo)
     if dynamo:
         b, s = torch.export.Dim("batch"), torch.export.Dim("seq", max=CONFIG["max_position_embeddings"])
-        kw.update(dynamic_shapes={k: {0: b, 1: s} for k in NAMES}, external_data=False)
+        kw.update(dynamic_shapes={k: {0: b, 1: s} for k in names}, external_data=False)
     elif axes:
-        kw["dynamic_axes"] = {k: AXES for k in NAMES} | {"out": {0: "batch"} if pooled else AXES}
+        kw["dynamic_axes"] = {k: AXES for k in names} | {"out": {0: "batch"} if pooled else AXES}
     with torch.no_grad():
         torch.onnx.export(Hidden(model, pooled).eval(), args, str(path), **kw)
     return str(path)
@@ -134,6 +134,20 @@ def test_pooled_export_equals_import_bert(tmp_path):
         assert np.abs(q - qb).max() < 1e-5, kw
     without_types = {k: f[k] for k in NAMES[:2]}
     np.testing.assert_array_equal(G.run_float(g, without_types), G.run_float(g, dict(f, token_type_ids=0 * f["token_type_ids"])))
+
+
+def test_token_types_left_out_of_the_export(tmp_path):
+    """Exported without token_type_ids, BertModel reads token type 0 for every token (its buffer): the import
+    takes input_ids and attention_mask and gives the same outputs."""
+    model = bert("sdpa", seed=1)
+    path = export(model, tmp_path / "bert.onnx", 17, names=NAMES[:2])
+    g = import_onnx(path)
+    assert [i["name"] for i in g.inputs] == NAMES[:2]
+    f = feeds(np.random.default_rng(3))
+    f["token_type_ids"][:] = 0
+    y, ref = G.run_float(g, {k: f[k] for k in NAMES[:2]}), torch_run(model, f)
+    np.testing.assert_allclose(y, ref, atol=1e-5)
+    np.testing.assert_allclose(y, ort_run(path, {k: f[k] for k in NAMES[:2]}), atol=1e-5)
 
 
 def test_cli_import_quantize_run(tmp_path):

@@ -75,6 +75,7 @@ class _SequenceImporter(_Importer):
         self.evaluator = ReferenceEvaluator
         self.inputs_spec, self.seq_dim, self.fixq_input = [], None, {}
         self.positions_rows = None
+        self.row_tables = []         # gathers of one table row for every token (token types left out)
         self.mask_bias = {}          # (mask input, value) -> the attention_mask fixq tensor
         self.evaluators = {}
         for vi in inputs:
@@ -220,12 +221,17 @@ class _SequenceImporter(_Importer):
             first = self.inputs_spec[0]["name"]
             self.positions_rows = table.shape[0] if self.positions_rows is None else min(self.positions_rows,
                                                                                          table.shape[0])
-            t = self.add_node(nd, "gather", [_Tensor(first, (None, self.seq_dim))], {"weight": table}, positions=True)
-            if vals[0][3].ndim == 1:   # [L] ids give [L, D]: fixq's gather keeps the batch
-                self.env[nd.output[0]] = t
+            self.add_node(nd, "gather", [_Tensor(first, (None, self.seq_dim))], {"weight": table}, positions=True)
             return
-        self.fail(nd, "gathers embedding rows by ids that are neither a graph input nor the positions 0..L-1 (export "
-                  "token_type_ids as an input)")
+        if all(v.ndim <= 2 and v.shape[-1:] == (length,) and not np.any(v) for _, length, _, v in vals):
+            # token types left out of the export: transformers reads row 0 for every token, which is a position
+            # gather of a table whose rows are all row 0 (its row count set with the position table's in run)
+            first = self.inputs_spec[0]["name"]
+            t = self.add_node(nd, "gather", [_Tensor(first, (None, self.seq_dim))], {"weight": table[:1]},
+                              positions=True)
+            self.row_tables.append(t.name)
+            return
+        self.fail(nd, "gathers embedding rows by ids that are neither a graph input, the positions 0..L-1 nor zeros")
 
     def attention_bias(self, nd, p):
         """The fixq attention_mask tensor that probe `p`, an additive bias of the scores, equals, or None."""
@@ -564,6 +570,9 @@ class _SequenceImporter(_Importer):
         if self.positions_rows is None:
             raise OnnxError(f"model: no position embedding (a Gather of the positions 0..L-1) bounds the sequence "
                             f"length ({DOCS})")
+        for name in self.row_tables:
+            key = name + ".weight"
+            self.weights[key] = np.repeat(self.weights[key], self.positions_rows, axis=0)
         read = {t for s in self.spec_nodes for t in s["inputs"]}
         gathered = {s["inputs"][0] for s in self.spec_nodes if s["op"] == "gather" and not s.get("positions")}
         others = {t for s in self.spec_nodes if s["op"] != "gather" or s.get("positions") for t in s["inputs"]}
