@@ -184,3 +184,35 @@ def test_sequence_dim_bounded_by_position_table(tmp_path):
     assert g.spec["dims"] == {"seq": CONFIG["max_position_embeddings"]}
     with pytest.raises(ValueError, match="seq dim must be 1 to 24"):
         G.run_float(g, feeds(np.random.default_rng(0), n=1, length=25))
+
+
+def _edited(path, edit):
+    m = onnx.load(path)
+    edit(m)
+    out = path.replace(".onnx", ".edited.onnx")
+    onnx.save(m, out)
+    return out
+
+
+def _mask_cast(m):
+    return next(n for n in m.graph.node if n.op_type == "Cast" and n.input[0] == "attention_mask")
+
+
+def test_mask_chains_fixq_does_not_read(tmp_path):
+    path = export(bert("eager"), tmp_path / "bert.onnx", 17)
+
+    def unknown_op(m):
+        _mask_cast(m).op_type = "Hardmax"
+
+    with pytest.raises(OnnxError, match=r"^node '[^']+' \(Hardmax, opset 17\): this op is not supported on the "
+                                        r"integer inputs"):
+        import_onnx(_edited(path, unknown_op))
+
+    def positive_bias(m):   # the masked positions get +1 instead of the float32 minimum
+        consts = {n.output[0]: n for n in m.graph.node if n.op_type == "Constant"}
+        const = next(consts[n.input[2]] for n in m.graph.node if n.op_type == "Where" and n.input[2] in consts)
+        const.attribute[0].t.CopyFrom(onnx.numpy_helper.from_array(np.array(1, np.float32)))
+
+    with pytest.raises(OnnxError, match=r"\(Add, opset 17\): adds a tensor computed from the integer inputs that is "
+                                        r"not an attention mask's additive bias"):
+        import_onnx(_edited(path, positive_bias))

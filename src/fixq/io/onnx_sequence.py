@@ -26,6 +26,25 @@ _SYMBOL_SAFE = ("Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Identity",
 # (batch, length, mask rows) at which probes are evaluated: right padding and holes, several lengths
 _PROBES = ((3, 5, [[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 0, 1, 1, 0]]), (2, 3, [[1, 0, 0], [1, 1, 1]]))
 _SQRT2 = math.sqrt(2.0)
+# ops evaluated on the integer inputs; none of them holds a subgraph, and those whose output size is set by input
+# values have it checked before they run
+_PROBE_OPS = ("Shape", "Size", "Gather", "GatherND", "GatherElements", "Cast", "CastLike", "Unsqueeze", "Squeeze",
+              "Concat", "Slice", "Reshape", "Flatten", "Transpose", "Identity", "Add", "Sub", "Mul", "Div", "Neg",
+              "Abs", "Sqrt", "Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "And", "Or", "Not", "Xor",
+              "Where", "Max", "Min", "Clip", "Range", "ConstantOfShape", "Expand", "ReduceSum", "ReduceMax",
+              "ReduceMin", "CumSum", "IsNaN", "IsInf", "Dropout")
+
+
+def _elements(shape):
+    return math.prod(max(int(d), 0) for d in np.ravel(shape))
+
+
+_PROBE_SIZE = {
+    "Range": lambda start, limit, delta: max(0, math.ceil((float(limit) - float(start)) / float(delta)))
+    if float(delta) else 0,
+    "ConstantOfShape": lambda shape: _elements(shape),
+    "Expand": lambda x, shape: math.prod(np.broadcast_shapes(np.shape(x), tuple(int(d) for d in np.ravel(shape)))),
+}
 
 
 class _Seq(_Batch):
@@ -40,11 +59,13 @@ class _Seq(_Batch):
 
 class _Probe:
     """A tensor of the integer inputs and shapes alone: ``source`` a graph input's name, or ONNX node ``node``
-    over ``inputs`` (constants, probes, None for an absent optional input)."""
-    __slots__ = ("node", "inputs", "source")
+    over ``inputs`` (constants, probes, None for an absent optional input); ``reads``: the graph inputs it reads."""
+    __slots__ = ("node", "inputs", "source", "reads")
 
     def __init__(self, node=None, inputs=(), source=None):
         self.node, self.inputs, self.source = node, list(inputs), source
+        self.reads = frozenset([source]) if source is not None else frozenset().union(
+            *(v.reads for v in inputs if isinstance(v, _Probe)))
 
 
 class _Partial:
@@ -158,16 +179,6 @@ class _SequenceImporter(_Importer):
                 self.fail(nd, f"its output {extra!r} is used; fixq computes only the first output")
 
     # -- probes --------------------------------------------------------------------------------------
-    def sources(self, p, seen=None):
-        """The graph inputs probe `p` reads."""
-        if p.source is not None:
-            return {p.source}
-        out = set()
-        for v in p.inputs:
-            if isinstance(v, _Probe):
-                out |= self.sources(v)
-        return out
-
     def evaluate(self, nd, p, batch, length, feeds, memo):
         if isinstance(p, np.ndarray):
             if p.dtype != object:
@@ -180,19 +191,30 @@ class _SequenceImporter(_Importer):
             return feeds[p.source]
         if id(p) not in memo:
             vals = [self.evaluate(nd, v, batch, length, feeds, memo) for v in p.inputs]
+            op = p.node.op_type
+            if op not in _PROBE_OPS:
+                self.fail(p.node, "this op is not supported on the integer inputs (fixq reads attention-mask and "
+                          "position chains of shape, index, comparison and arithmetic ops)")
+            n = _PROBE_SIZE[op](*vals) if op in _PROBE_SIZE else 0
+            if n > G.LIMITS["elements"]:
+                self.fail(p.node, f"computes {n} values on sample masks, more than {G.LIMITS['elements']} "
+                          "(docs/security.md)")
             ev = self.evaluators.get(id(p.node))
             if ev is None:
                 ev = self.evaluators[id(p.node)] = self.evaluator(p.node, opsets={"": self.opset})
             try:
-                memo[id(p)] = np.asarray(ev.run([p.node.output[0]], {k: v for k, v in zip(p.node.input, vals) if k})[0])
+                y = np.asarray(ev.run([p.node.output[0]], {k: v for k, v in zip(p.node.input, vals) if k})[0])
             except Exception as e:  # the reference evaluator raises what its op implementations raise
                 self.fail(p.node, f"cannot evaluate it on sample masks ({' '.join(str(e).split())[:200]})")
+            if y.size > G.LIMITS["elements"]:
+                self.fail(p.node, f"computes {y.size} values on sample masks (docs/security.md)")
+            memo[id(p)] = y
         return memo[id(p)]
 
     def probe_values(self, nd, p):
         """[(batch, length, mask or None, the probe's value)] at each of _PROBES; the mask fed to the one integer
         input the probe reads (none read: shapes alone)."""
-        srcs = self.sources(p)
+        srcs = set(p.reads)
         if len(srcs) > 1:
             self.fail(nd, f"reads a tensor computed from several inputs ({', '.join(sorted(srcs))}); fixq knows an "
                       "attention mask computed from one")
@@ -200,7 +222,10 @@ class _SequenceImporter(_Importer):
         for n, length, rows in _PROBES:
             mask = np.array(rows, dtype=np.int64)
             feeds = {s: mask for s in srcs}
-            out.append((n, length, mask if srcs else None, self.evaluate(nd, p, n, length, feeds, {})))
+            try:
+                out.append((n, length, mask if srcs else None, self.evaluate(nd, p, n, length, feeds, {})))
+            except RecursionError:
+                self.fail(nd, "reads a chain of ops on the integer inputs too deep to evaluate")
         return srcs.pop() if srcs else None, out
 
     def embedding(self, nd, table, ids):
