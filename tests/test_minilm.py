@@ -79,7 +79,7 @@ def onnx32(setup):
 def peer_means(setup, onnx32):
     """Mean cosine vs fp32 of torch quantize_dynamic and of ORT quantize_dynamic: its default (int8
     weights per tensor) and the per-channel int8 and uint8 variants (its most accurate ones)."""
-    mdir, inputs, fp32, ref = setup
+    _, inputs, fp32, ref = setup
     runners = {"torch int8": P.torch_runner(P.torch_int8(fp32), THREADS)}
     work = onnx32.parent
     for wt, pc in (("QInt8", False), ("QInt8", True), ("QUInt8", True)):

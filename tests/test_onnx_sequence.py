@@ -38,7 +38,8 @@ class Hidden(torch.nn.Module):
         self.bert, self.pooled = bert, pooled
 
     def forward(self, input_ids, attention_mask, token_type_ids=None):
-        h = self.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).last_hidden_state
+        h = self.bert(input_ids=input_ids, attention_mask=attention_mask,
+                      token_type_ids=token_type_ids).last_hidden_state
         if not self.pooled:
             return h
         m = attention_mask.unsqueeze(-1).to(h.dtype)   # sentence-transformers' mean pooling, then Normalize
@@ -133,7 +134,8 @@ def test_pooled_export_equals_import_bert(tmp_path):
         q, qb = fixq.quantize_model(g, **kw).run(f), fixq.quantize_model(gb, **kw).run(f)
         assert np.abs(q - qb).max() < 1e-5, kw
     without_types = {k: f[k] for k in NAMES[:2]}
-    np.testing.assert_array_equal(G.run_float(g, without_types), G.run_float(g, dict(f, token_type_ids=0 * f["token_type_ids"])))
+    zero_types = dict(f, token_type_ids=0 * f["token_type_ids"])
+    np.testing.assert_array_equal(G.run_float(g, without_types), G.run_float(g, zero_types))
 
 
 def test_token_types_left_out_of_the_export(tmp_path):

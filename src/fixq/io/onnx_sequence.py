@@ -76,6 +76,13 @@ class _Partial:
         self.kind, self.x, self.value = kind, x, value
 
 
+def _scalar(c):
+    """A constant of one value (an array or an attribute's number) as a float, else None."""
+    if isinstance(c, (int, float)) and not isinstance(c, bool):
+        return float(c)
+    return float(c.reshape(-1)[0]) if isinstance(c, np.ndarray) and c.size == 1 and c.dtype.kind in "fiu" else None
+
+
 def _symbolic(v):
     return isinstance(v, np.ndarray) and v.dtype == object and any(isinstance(e, _Batch) for e in v.flat)
 
@@ -105,8 +112,8 @@ class _SequenceImporter(_Importer):
                 if tt is not None and tt.HasField("shape") else None
             if tt is None or tt.elem_type not in _INT_TYPES or dims is None or len(dims) != 2:
                 raise OnnxError(f"input {vi.name!r}: a transformer encoder's inputs are integer [batch, sequence] "
-                                f"tensors (token ids, attention mask); this one has type {getattr(tt, 'elem_type', None)} "
-                                f"and shape {dims}")
+                                "tensors (token ids, attention mask); this one has type "
+                                f"{getattr(tt, 'elem_type', None)} and shape {dims}")
             if not isinstance(dims[1], str):
                 raise OnnxError(f"input {vi.name!r}: has shape {dims}; fixq imports transformer encoders exported with "
                                 "a symbolic sequence dim (torch.onnx.export(..., dynamic_axes={name: {0: 'batch', "
@@ -278,8 +285,8 @@ class _SequenceImporter(_Importer):
         value = float(np.finfo(np.float32).min) if np.isinf(value) else float(value)
         key = (source, value)
         if key not in self.mask_bias:
-            self.mask_bias[key] = self.add_node(nd, "attention_mask", [_Tensor(self.fixq_input[source], (None, self.seq_dim))],
-                                                value=value, suffix="mask")
+            mask = _Tensor(self.fixq_input[source], (None, self.seq_dim))
+            self.mask_bias[key] = self.add_node(nd, "attention_mask", [mask], value=value, suffix="mask")
         return self.mask_bias[key]
 
     def is_mask(self, nd, p, divisor=False):
@@ -316,8 +323,8 @@ class _SequenceImporter(_Importer):
                 self.scale_producer(spec, mul=vec if op == "Mul" else 1.0 / vec)
             self.env[nd.output[0]] = t
             return True
-        if op in ("Mul", "Div") and np.size(c) == 1:
-            v = float(np.asarray(c, np.float64).reshape(-1)[0])
+        v = _scalar(c)
+        if op in ("Mul", "Div") and v is not None:
             self.add_node(nd, "scale", [t], value=v if op == "Mul" else 1.0 / v)
             return True
         return False
@@ -334,8 +341,8 @@ class _SequenceImporter(_Importer):
             self.add_node(nd, "add", [a, b])
             return
         x, c = self.split(nd, a, b)
-        if isinstance(x, _Partial) and isinstance(c, np.ndarray) and c.size == 1:
-            v = float(np.asarray(c, np.float64).reshape(-1)[0])
+        v = _scalar(c)
+        if isinstance(x, _Partial) and v is not None:
             if x.kind == "var":
                 self.env[nd.output[0]] = _Partial("var_eps", x.x, v)
                 return
@@ -371,8 +378,7 @@ class _SequenceImporter(_Importer):
             if isinstance(t, _Tensor) and isinstance(p, _Partial) and p.kind == "erf1" and p.x is t:
                 self.env[nd.output[0]] = _Partial("gelu2", t)       # x (1 + erf(x / sqrt 2))
                 return
-        if isinstance(x, _Partial) and x.kind == "gelu2" and isinstance(c, np.ndarray) and c.size == 1 \
-                and float(c.reshape(-1)[0]) == 0.5:
+        if isinstance(x, _Partial) and x.kind == "gelu2" and _scalar(c) == 0.5:
             self.add_node(nd, "gelu", [x.x], approximate="none")
             return
         if isinstance(x, _Tensor) and isinstance(c, _Probe):
@@ -402,8 +408,8 @@ class _SequenceImporter(_Importer):
             self.add_node(nd, "l2_normalize", [a], eps=b.value)
             return
         if isinstance(a, _Tensor) and isinstance(b, np.ndarray):
-            if np.size(b) == 1 and abs(float(np.asarray(b).reshape(-1)[0]) - _SQRT2) < 1e-6:
-                self.env[nd.output[0]] = _Partial("div", a, float(np.asarray(b).reshape(-1)[0]))
+            if _scalar(b) is not None and abs(_scalar(b) - _SQRT2) < 1e-6:
+                self.env[nd.output[0]] = _Partial("div", a, _scalar(b))
                 return
             if self.fold_constant(nd, "Div", a, b):
                 return
@@ -434,7 +440,7 @@ class _SequenceImporter(_Importer):
             self.fail(nd, f"ReduceMean of a partial {x.kind} pattern is not understood")
 
     def seq_Pow(self, nd, x, e):
-        if isinstance(x, _Partial) and x.kind == "centered" and np.size(e) == 1 and float(np.asarray(e).reshape(-1)[0]) == 2:
+        if isinstance(x, _Partial) and x.kind == "centered" and _scalar(e) == 2:
             self.env[nd.output[0]] = _Partial("square", x.x)
             return
         self.fail(nd, "Pow is supported as (x - mean)^2 of a layer normalization")
@@ -463,8 +469,8 @@ class _SequenceImporter(_Importer):
     def seq_Clip(self, nd, x, lo=None, hi=None):
         lo = self.attr(nd, "min") if self.opset < 11 else lo
         hi = self.attr(nd, "max") if self.opset < 11 else hi
-        if isinstance(x, _Partial) and x.kind == "norm" and lo is not None and hi is None:
-            self.env[nd.output[0]] = _Partial("l2", x.x, float(np.asarray(lo).reshape(-1)[0]))
+        if isinstance(x, _Partial) and x.kind == "norm" and _scalar(lo) is not None and hi is None:
+            self.env[nd.output[0]] = _Partial("l2", x.x, _scalar(lo))
             return
         self.fail(nd, "Clip is supported as the clamp of an L2 norm (torch.nn.functional.normalize)")
 
@@ -506,7 +512,8 @@ class _SequenceImporter(_Importer):
 
     def seq_Gelu(self, nd, x):
         approx = self.attr(nd, "approximate", "none")
-        self.add_node(nd, "gelu", [self.tensor(nd)], approximate=approx.decode() if isinstance(approx, bytes) else approx)
+        approx = approx.decode() if isinstance(approx, bytes) else approx
+        self.add_node(nd, "gelu", [self.tensor(nd)], approximate=approx)
 
     def seq_LayerNormalization(self, nd, x, w, b=None):
         t = self.tensor(nd)
