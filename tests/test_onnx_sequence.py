@@ -163,6 +163,8 @@ def test_cli_import_quantize_run(tmp_path):
                  ["run", path, str(tmp_path / "in.npz"), "-o", str(tmp_path / "f.npy")]):
         r = runner.invoke(cli, args)
         assert r.exit_code == 0, r.output
+    with pytest.raises(ValueError, match=r"is a float ONNX model; .* --dynamic \(docs/onnx.md\)"):
+        fixq.Model.load(path)
     q, y, ref = np.load(tmp_path / "q.npy"), np.load(tmp_path / "f.npy"), ort_run(path, f)
     assert np.abs(y - ref).max() <= 1e-5
     assert ((q * ref).sum(1) / np.linalg.norm(q, axis=1) / np.linalg.norm(ref, axis=1)).min() > 0.999

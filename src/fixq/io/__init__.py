@@ -85,13 +85,15 @@ def load_onnx(path, rounding=None, target=None, float_ok=False):
     the way to quantize it."""
     from .onnx_file import load_model
     from .onnx_qmodel import import_quantized, is_quantized
+    from .onnx_sequence import is_sequence
 
     proto = load_model(path)
     if not is_quantized(proto):
         if float_ok:
             return _import_float(proto)
+        how = "--dynamic" if is_sequence(proto) else "--calib data.npy"
         raise ArchiveError(f"{path}: is a float ONNX model; fixq runs int8 models: fixq import {path} -o model.npz, "
-                           "then fixq quantize model.npz -o model.q.npz --calib data.npy (docs/onnx.md)")
+                           f"then fixq quantize model.npz -o model.q.npz {how} (docs/onnx.md)")
     return _with_arithmetic(import_quantized(proto), rounding, target)
 
 
