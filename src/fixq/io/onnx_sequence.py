@@ -140,8 +140,9 @@ class _SequenceImporter(_Importer):
         if isinstance(v, _Partial) and v.kind == "div":   # x / c that no GELU read: a scale
             v = self.env[nd.input[i]] = self.add_node(nd, "scale", [v.x], value=1.0 / v.value, suffix="scale")
         if not isinstance(v, _Tensor):
-            self.fail(nd, f"input {i} must be computed from the model's activations (got "
-                      f"{type(v).__name__.strip('_').lower()})")
+            what = ("a constant" if isinstance(v, np.ndarray) else "a tensor of the integer inputs alone"
+                    if isinstance(v, _Probe) else f"a {v.kind} pattern under way that this op does not complete")
+            self.fail(nd, f"input {i} must be computed from the model's activations; it is {what}")
         return v
 
     def add_node(self, nd, op, inputs, weights=None, squeezed=False, suffix=None, **attrs):
@@ -248,8 +249,7 @@ class _SequenceImporter(_Importer):
                           {"weight": table})
             return
         _, vals = self.probe_values(nd, ids)
-        if all(v.shape[-1:] == (length,) and v.ndim <= 2 and np.all(v == np.arange(length))
-                                  for _, length, _, v in vals):
+        if all(v.shape[-1:] == (length,) and v.ndim <= 2 and np.all(v == np.arange(length)) for _, length, _, v in vals):
             first = self.inputs_spec[0]["name"]
             self.positions_rows = table.shape[0] if self.positions_rows is None else min(self.positions_rows,
                                                                                          table.shape[0])
