@@ -249,13 +249,13 @@ class _SequenceImporter(_Importer):
                           {"weight": table})
             return
         _, vals = self.probe_values(nd, ids)
-        if all(v.shape[-1:] == (length,) and v.ndim <= 2 and np.all(v == np.arange(length)) for _, length, _, v in vals):
+        if all(v.ndim <= 2 and v.shape[-1:] == (n,) and np.all(v == np.arange(n)) for _, n, _, v in vals):
             first = self.inputs_spec[0]["name"]
             self.positions_rows = table.shape[0] if self.positions_rows is None else min(self.positions_rows,
                                                                                          table.shape[0])
             self.add_node(nd, "gather", [_Tensor(first, (None, self.seq_dim))], {"weight": table}, positions=True)
             return
-        if all(v.ndim <= 2 and v.shape[-1:] == (length,) and not np.any(v) for _, length, _, v in vals):
+        if all(v.ndim <= 2 and v.shape[-1:] == (n,) and not np.any(v) for _, n, _, v in vals):
             # token types left out of the export: transformers reads row 0 for every token, which is a position
             # gather of a table whose rows are all row 0 (its row count set with the position table's in run)
             first = self.inputs_spec[0]["name"]
