@@ -403,6 +403,19 @@ def test_dynamic_linear_refuses_nan(isa, bad, granularity):
     one_line_value_error(lambda: F.dynamic_linear(x, packed, 1.0, granularity="tensor"), "NaN or infinity")
 
 
+def test_dynamic_linear_uint8_weights_centred(isa):
+    """uint8 weights whose zero points are all 128 (b' = w - 128 with no zero-point term: the kernels that
+    write float straight from the tile take them) and with one zero point off 128 (they do not)."""
+    rng = np.random.default_rng(13)
+    x = rows_of(rng, (37, 200), 1.0, 0.1)
+    w = rng.integers(0, 256, (50, 200)).astype(np.uint8)
+    ws = (rng.random(50) * 0.01 + 1e-3).astype(np.float32)
+    bias = rows_of(rng, 50, 1.0, 0.0)
+    for zp in (np.full(50, 128), np.r_[np.full(49, 128), 127]):
+        want = dynamic_linear_ref(x, w, zp, ws, bias, "row")
+        assert np.array_equal(F.dynamic_linear(x, fixq.pack_weights(w, zp), ws, bias), want)
+
+
 @pytest.mark.parametrize("granularity", ["row", "tensor"])
 def test_dynamic_linear_refuses_nan_in_any_part(isa, granularity):
     """A NaN in any row block, on any thread, fails the whole call."""

@@ -2,7 +2,8 @@
  * or per tensor) a tile's rows at a time as the int8 GEMM driver (qgemm.c)
  * packs them, so that x is read once and its uint8 copy never leaves L1;
  * exact int32 accumulators, and a float epilogue (dequantize, bias) on each
- * block of accumulators while it is in L1.  Per tensor, one range pass over
+ * block of accumulators while it is in L1, or (AVX-512 VNNI, full tiles)
+ * straight from the GEMM kernel's registers.  Per tensor, one range pass over
  * x comes first.
  *
  * With q = quantized x and zp its zero point (per row),
@@ -130,7 +131,8 @@ fixq_status fixq_dynamic_linear(const float *x, size_t m, const fixq_packed_b *b
     }
     if (st == FIXQ_OK && !quant_params(lo, hi, &job.tensor.scale, &job.tensor.zp)) st = FIXQ_ERR_NAN;
   }
-  const fixq__qgemm_source src = {quantize_rows, store, &job, sizeof(fixq__dyn_row)};
+  const fixq__dyn_out out = {b->col_sum, ws, bs, y, n};
+  const fixq__qgemm_source src = {quantize_rows, store, &job, sizeof(fixq__dyn_row), &out};
   if (st == FIXQ_OK) st = fixq__qgemm_u8_source(m, b, &src, threads);
   free(ws);
   return st;

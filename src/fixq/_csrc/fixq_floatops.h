@@ -122,6 +122,20 @@ extern const fixq__float_kernels fixq__float_kernels__avx512vnni;
 extern const fixq__dyn_kernels fixq__dyn_kernels__avx512vnni;
 #endif
 
+/* One full tile (FIXQ__VNNI_MR rows x np panels, the GEMM kernel's records and
+ * panels) of a dynamic linear straight to float: the epilogue above on the
+ * exact sum_k a b' (weights' zero points 0), for columns j < cols (cols > (np
+ * - 1) * FIXQ_GEMM_NR); row, col_sum, w_scale, bias and y from the tile's
+ * first row and column. */
+typedef void (*fixq__qgemm_f32_tile)(size_t np, size_t kq, const uint8_t *a, const int8_t *b, size_t cols,
+                                     const fixq__dyn_row *row, const int32_t *col_sum, const float *w_scale,
+                                     const float *bias, float *y, size_t ldy);
+#ifdef FIXQ_COMPILED_AVX512VNNI
+void fixq_qgemm_u8_f32__avx512vnni(size_t np, size_t kq, const uint8_t *a, const int8_t *b, size_t cols,
+                                   const fixq__dyn_row *row, const int32_t *col_sum, const float *w_scale,
+                                   const float *bias, float *y, size_t ldy);
+#endif
+
 /* The GEMM driver (qgemm.c) with a caller's uint8 A (zero point 0) and output
  * stage: acc[m][n] = sum_k a[m][k] (b[k][n] - b_zp[n]), exact.  For every block
  * of rows, from any of `threads` threads, rows(ctx, m0, rows, a, info) writes
@@ -132,14 +146,24 @@ extern const fixq__dyn_kernels fixq__dyn_kernels__avx512vnni;
  * accumulators (acc[r * lda_acc + j] for row m0 + r, column n0 + j) with
  * those rows' info (row m0 + r's at info + r * info_bytes), every block once.
  * A row may be made more than once (by parts that split the columns), each
- * time into its own info.  The first status other than FIXQ_OK from rows()
+ * time into its own info.  With `out`, the driver may write whole tiles of
+ * y itself with the epilogue of fixq__dyn_kernels (out's arrays from column
+ * 0, y from row 0) where its ISA has a kernel for it and the weights' zero
+ * points are all 0; store() gets the other blocks.  The first status other than FIXQ_OK from rows()
  * is the call's; FIXQ_ERR_OVERFLOW unless 255 * col_abs_max fits int32. */
+typedef struct {
+  const int32_t *col_sum; /* the packed weights' */
+  const float *w_scale, *bias;
+  float *y;
+  size_t ldy;
+} fixq__dyn_out;
 typedef struct {
   fixq_status (*rows)(const void *ctx, size_t m0, size_t rows, uint8_t *a, void *info);
   void (*store)(const void *ctx, const void *info, const int32_t *acc, size_t lda_acc, size_t m0, size_t rows,
                 size_t n0, size_t cols);
   const void *ctx;
   size_t info_bytes;
+  const fixq__dyn_out *out; /* or NULL; given, info is a fixq__dyn_row per row */
 } fixq__qgemm_source;
 fixq_status fixq__qgemm_u8_source(size_t m, const fixq_packed_b *b, const fixq__qgemm_source *src, int threads);
 

@@ -24,22 +24,23 @@ typedef struct {
   size_t mr, np;                 /* tile: mr rows (one pack_a call) x up to np panels */
   size_t record;                 /* packed A bytes per row per 4 k (fixq_internal.h) */
   uint32_t a_offset;             /* the kernels multiply a' + a_offset */
+  fixq__qgemm_f32_tile f32_tile; /* a dynamic linear's full tiles straight to float, or NULL */
 } qgemm_kernels;
 
 static const qgemm_kernels kernel_table[FIXQ_ISA_COUNT] = {
-    {fixq_qgemm_pack_a__scalar, {fixq_qgemm_s8__scalar, fixq_qgemm_s16__scalar}, FIXQ_GEMM_MR, 1, 8, 0},
+    {fixq_qgemm_pack_a__scalar, {fixq_qgemm_s8__scalar, fixq_qgemm_s16__scalar}, FIXQ_GEMM_MR, 1, 8, 0, NULL},
     {FIXQ__AVX2(fixq_qgemm_pack_a__avx2), {FIXQ__AVX2(fixq_qgemm_s8__avx2), FIXQ__AVX2(fixq_qgemm_s16__avx2)},
-     FIXQ__AVX2_MR, FIXQ__AVX2_NP, 8, 0},
+     FIXQ__AVX2_MR, FIXQ__AVX2_NP, 8, 0, NULL},
     /* vpdpbusd is exact for b' = -128 too: one kernel for both */
     {FIXQ__AVX512VNNI(fixq_qgemm_pack_a__avx512vnni),
      {FIXQ__AVX512VNNI(fixq_qgemm_s8__avx512vnni), FIXQ__AVX512VNNI(fixq_qgemm_s8__avx512vnni)}, FIXQ__VNNI_MR,
-     FIXQ__VNNI_NP, 4, 128},
+     FIXQ__VNNI_NP, 4, 128, FIXQ__AVX512VNNI(fixq_qgemm_u8_f32__avx512vnni)},
     {FIXQ__NEON(fixq_qgemm_pack_a__neon), {FIXQ__NEON(fixq_qgemm_s8__neon), FIXQ__NEON(fixq_qgemm_s8__neon)},
-     FIXQ__ARM_MR, FIXQ__ARM_NP, 4, 0},
+     FIXQ__ARM_MR, FIXQ__ARM_NP, 4, 0, NULL},
     {FIXQ__DOTPROD(fixq_qgemm_pack_a__neon), {FIXQ__DOTPROD(fixq_qgemm_s8__dotprod), FIXQ__DOTPROD(fixq_qgemm_s8__dotprod)},
-     FIXQ__ARM_MR, FIXQ__ARM_NP, 4, 0},
+     FIXQ__ARM_MR, FIXQ__ARM_NP, 4, 0, NULL},
     {FIXQ__I8MM(fixq_qgemm_pack_a__i8mm), {FIXQ__I8MM(fixq_qgemm_s8__i8mm), FIXQ__I8MM(fixq_qgemm_s8__i8mm)},
-     FIXQ__ARM_MR, FIXQ__ARM_NP, 4, 0},
+     FIXQ__ARM_MR, FIXQ__ARM_NP, 4, 0, NULL},
 };
 
 /* ---- packing B ------------------------------------------------------------ */
@@ -210,6 +211,8 @@ static void run_part(qgemm_part *part) {
   const fixq_qgemm_ukernel ukernel = kern->ukernel[b->kernel];
   const int need_row_sum = b->zero_point_nonzero;
   const fixq__qgemm_source *src = job->src;
+  const fixq__dyn_out *out = src != NULL ? src->out : NULL;
+  const fixq__qgemm_f32_tile f32_tile = out != NULL && !need_row_sum ? kern->f32_tile : NULL;
   /* packed A block, its row sums and row_neg, the int32 tile, col_term, then a source's mr rows and its
    * per-row data: one allocation */
   const size_t a_bytes = mc_max * kq * kern->record, info_bytes = src != NULL ? src->info_bytes : 0;
@@ -253,18 +256,25 @@ static void run_part(qgemm_part *part) {
       kern->pack_a(rows_i, b->k, a, lda, job->a_dtype, b->kernel, apack + i * kq * kern->record,
                    need_row_sum ? row_sum + i : NULL, row_neg + i);
     }
+    /* rows [0, fused) of the block go to y straight from the kernel */
+    const size_t fused = f32_tile != NULL ? mc / mr * mr : 0;
     for (size_t g0 = part->p0; g0 < part->p1; g0 += group) {
       const size_t g1 = part->p1 - g0 < group ? part->p1 : g0 + group;
+      const size_t n0 = g0 * NR, n1 = g1 * NR < b->n ? g1 * NR : b->n;
       for (size_t pn = g0; pn < g1; pn += np) {
         const int8_t *panel = b->panels + pn * kq * 4 * NR;
-        const size_t j0 = (pn - part->p0) * NR, tile_np = g1 - pn < np ? g1 - pn : np;
-        for (size_t i = 0; i < mc; i += mr)
+        const size_t j0 = (pn - part->p0) * NR, tile_np = g1 - pn < np ? g1 - pn : np, c0 = pn * NR;
+        for (size_t i = 0; i < fused; i += mr)
+          f32_tile(tile_np, kq, apack + i * kq * kern->record, panel, b->n - c0,
+                   (const fixq__dyn_row *)(info + i * info_bytes), out->col_sum + c0, out->w_scale + c0,
+                   out->bias + c0, out->y + (m0 + i) * out->ldy + c0, out->ldy);
+        for (size_t i = fused; i < mc; i += mr)
           ukernel(mc - i < mr ? mc - i : mr, tile_np, kq, apack + i * kq * kern->record, panel,
                   tile + i * ldt + (pn - g0) * NR, ldt, need_row_sum ? row_sum + i : NULL, row_neg + i,
                   b->zero_point + pn * NR, col_term + j0);
       }
-      const size_t n0 = g0 * NR, n1 = g1 * NR < b->n ? g1 * NR : b->n;
-      store_block(job, info, tile, ldt, m0, mc, n0, n1 - n0);
+      if (fused < mc) store_block(job, info + fused * info_bytes, tile + fused * ldt, ldt, m0 + fused, mc - fused, n0,
+                                  n1 - n0);
     }
   }
   free(mem);
