@@ -1,7 +1,8 @@
 """fixq against LiteRT's interpreter on the .tflite test models (tests/data/tflite), one thread, batch 1:
-per model and kernel set, the time of one invocation in fixq (``Model.run`` on the int8 input, through the
-C plan) and in LiteRT (``set_tensor``, ``invoke``, ``get_tensor``), and whether fixq's outputs equal
-LiteRT's on every element of the recorded inputs.
+per model and kernel set, the time of one invocation in fixq and in LiteRT, each given the model's input array
+in its input type and giving its output arrays in their types (fixq: ``fixq.io.tflite.tflite_runner``, one
+check and one call of the C plan; LiteRT: ``set_tensor``, ``invoke``, ``get_tensor``), and whether fixq's
+outputs equal LiteRT's on every element of the recorded inputs.
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python bench/bench_tflite.py [--json out.json] [--rounds 5]
 
@@ -19,7 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_model import timeit  # noqa: E402
 
 import fixq  # noqa: E402
-from fixq.io.tflite import run_tflite, tflite_input  # noqa: E402
+from fixq.io.tflite import run_tflite, tflite_runner  # noqa: E402
 from fixq.io.tflite_litert import interpreter, litert  # noqa: E402
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data", "tflite")
@@ -41,8 +42,7 @@ def bench(name, rounds):
         except ValueError as e:
             rows.append({"model": name, "target": target, "error": str(e)})
             continue
-        xf = tflite_input(m, x1)
-        t_fixq = timeit(lambda x, m=m: m.run(x, raw=True), xf, rounds=rounds)
+        t_fixq = timeit(tflite_runner(m), x1, rounds=rounds)
         exact = all(np.array_equal(y, gold[f"y:{target}:{k}"]) for k, y in enumerate(run_tflite(m, gold["x"])))
         it = interpreter(content, target)
         i_in, i_out = it.get_input_details()[0]["index"], [d["index"] for d in it.get_output_details()]
