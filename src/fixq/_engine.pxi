@@ -530,8 +530,11 @@ cdef class EngineIO:
     back (x, threads) fit for the fast path or raises the one-line error; it runs only where x or threads are
     not already so. A call returns new arrays, one per output."""
     cdef Engine engine
-    cdef object check, in_dtype
+    cdef object check, in_dtype, empty
     cdef tuple in_tail
+    cdef Py_ssize_t in_shape[8]
+    cdef int in_ndim
+    cdef char in_format
     cdef int in_form
     cdef uint8_t in_flip
     cdef size_t in_bytes, n_out
@@ -543,7 +546,12 @@ cdef class EngineIO:
         if in_form not in ("q", "float-nhwc") or not 0 <= in_flip <= 255 or len(outputs) > ENG_MAX_OUTPUTS:
             raise ValueError("engine io: unknown input form or too many outputs")
         self.engine, self.check, self.in_form, self.in_flip = engine, check, _IN_FORMS[in_form], in_flip
-        self.in_dtype, self.in_tail = _np.dtype(in_dtype), in_tail
+        self.in_dtype, self.in_tail, self.empty = _np.dtype(in_dtype), in_tail, _np.empty
+        if len(in_tail) >= 8 or self.in_dtype.char not in "bBf":
+            raise ValueError("engine io: an input of rank 2 to 8 of int8, uint8 or float32")
+        self.in_ndim, self.in_format = len(in_tail) + 1, ord(self.in_dtype.char)
+        for i, d in enumerate(in_tail):
+            self.in_shape[i + 1] = d
         if (engine.plan.n_steps == 0 or engine.steps[0].op != FIXQ_ENG_QUANTIZE or
                 int(_np.prod(in_tail)) != engine.in_elems or
                 self.in_dtype.itemsize != (1 if in_form == "q" else 4)):
@@ -560,22 +568,39 @@ cdef class EngineIO:
             self.out_shapes.append((1,) + tuple(tail))
             self.out_tails.append(tuple(tail))
 
+    cdef bint _fits(self, x, Py_buffer *v):
+        """True, with v held, when x is a C-contiguous array of the input's dtype and shape [N, *in_tail]."""
+        cdef int i
+        if type(x) is not _np.ndarray:
+            return False
+        try:
+            PyObject_GetBuffer(x, v, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT)
+        except (ValueError, BufferError, TypeError):
+            return False
+        if v.format != NULL and v.format[0] == self.in_format and v.format[1] == 0 and v.ndim == self.in_ndim:
+            for i in range(1, self.in_ndim):
+                if v.shape[i] != self.in_shape[i]:
+                    break
+            else:
+                return True
+        PyBuffer_Release(v)
+        return False
+
     def __call__(self, x, threads=1):
         cdef size_t n, k
         cdef char *dst[ENG_MAX_OUTPUTS]
         cdef size_t dst_row[ENG_MAX_OUTPUTS]
         cdef Py_buffer vx, vy
-        if (type(x) is not _np.ndarray or x.dtype is not self.in_dtype or x.shape[1:] != self.in_tail or
-                not x.flags.c_contiguous or type(threads) is not int or not 0 < threads <= 0x7FFFFFFF):  # the C core's int
+        if type(threads) is not int or not 0 < threads <= 0x7FFFFFFF or not self._fits(x, &vx):  # the C core's int
             x, threads = self.check(x, threads)
-        PyObject_GetBuffer(x, &vx, PyBUF_C_CONTIGUOUS)
-        n = x.shape[0]
+            PyObject_GetBuffer(x, &vx, PyBUF_C_CONTIGUOUS)
+        n = vx.shape[0]
         try:
             if <size_t>vx.len != n * self.in_bytes:
                 raise ValueError("engine io: input size does not match the plan")
             ys = []
             for k in range(self.n_out):
-                y = _np.empty(self.out_shapes[k] if n == 1 else (n,) + self.out_tails[k], self.out_dtypes[k])
+                y = self.empty(self.out_shapes[k] if n == 1 else (n,) + self.out_tails[k], self.out_dtypes[k])
                 ys.append(y)
                 dst[k] = <char *>_data(y, &vy, True)
                 dst_row[k] = <size_t>vy.len // n if n else 0

@@ -112,7 +112,9 @@ static int check_step(const fixq_eng_plan *plan, const fixq_eng_step *s) {
         }
       }
       if (g == 0 || x->c % g || y->c % g || s->packed == NULL || s->bias == NULL) return 0;
-      if (s->target == NULL && s->rq_channels != 1 && s->rq_channels != y->c) return 0;
+      if (s->target == NULL && ((s->rq_channels != 1 && s->rq_channels != y->c) ||
+                                fixq__check_requant(&s->rq, s->rq_channels, plan->dtype) != FIXQ_OK))
+        return 0; /* checked once here: run_gemm's fixq__qgemm_checked_rq does not */
       for (size_t k = 0; k < g; k++)
         if (s->packed[k] == NULL || s->packed[k]->k != mul_sz(mul_sz(s->kh, s->kw), x->c / g) ||
             s->packed[k]->n != y->c / g)
@@ -353,8 +355,8 @@ static fixq_status run_gemm(const fixq_eng_plan *plan, const fixq_eng_step *s, s
       if (rq.scale != NULL) rq.scale += off;
       rq.zero_point += off;
     }
-    const fixq_status st = fixq_qgemm(m, a, plan->dtype, lda, s->zp, s->packed[g], s->bias + g * og, &rq,
-                                      per_channel ? og : 1, y + g * og, plan->dtype, yt->c, threads);
+    const fixq_status st = fixq__qgemm_checked_rq(m, a, plan->dtype, lda, s->zp, s->packed[g], s->bias + g * og, &rq,
+                                                  per_channel ? og : 1, y + g * og, plan->dtype, yt->c, threads);
     if (st != FIXQ_OK) return st;
   }
   return FIXQ_OK;
