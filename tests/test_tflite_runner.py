@@ -116,6 +116,8 @@ def test_runner_takes_any_array_like():
     wide[::2] = x
     for y, ref in zip(run_tflite(m, wide[::2]), want):  # a strided view
         np.testing.assert_array_equal(y, ref)
+    for y, ref in zip(run_tflite(m, x, threads=2), want):
+        np.testing.assert_array_equal(y, ref)
     assert [y.shape[0] for y in run_tflite(m, x[:0])] == [0] * len(want)
 
 
