@@ -399,12 +399,16 @@ ENG_INLINE size_t sum_pixel(const fixq_eng_step *s, const fixq_eng_tensor *xt, c
     _mm256_storeu_si256((__m256i *)(acc + c), sum);
   }
 #endif
-  for (; c < C; c++) {
-    int32_t sum = 0;
-    for (size_t iy = y0; iy < y1; iy++)
-      for (size_t ix = x0; ix < x1; ix++) sum += load_q(img, (iy * xt->w + ix) * C + c, u8);
-    acc[c] = sum;
-  }
+  const size_t c0 = c; /* the rest tap by tap, over the channels (a loop the compiler vectorizes) */
+  for (c = c0; c < C; c++) acc[c] = 0;
+  for (size_t iy = y0; iy < y1; iy++)
+    for (size_t ix = x0; ix < x1; ix++) {
+      const size_t base = (iy * xt->w + ix) * C;
+      if (u8)
+        for (c = c0; c < C; c++) acc[c] += img[base + c];
+      else
+        for (c = c0; c < C; c++) acc[c] += (int8_t)img[base + c];
+    }
   /* each padded tap adds zp, or (count_valid) the taps inside are the count */
   if (s->count_valid) return taps;
   if (taps < s->kh * s->kw)
@@ -446,15 +450,16 @@ ENG_INLINE void max_pool(const fixq_eng_step *s, const fixq_eng_tensor *xt, cons
           _mm_storel_epi64((__m128i *)(d + c), m);
         }
 #endif
-        for (; c < C; c++) {
-          int32_t m = s->lo;
-          for (size_t iy = y0; iy < y1; iy++)
-            for (size_t ix = x0; ix < x1; ix++) {
-              const int32_t v = load_q(img, (iy * xt->w + ix) * C + c, u8);
-              m = v > m ? v : m;
-            }
-          d[c] = (uint8_t)m; /* the low byte: (uint8_t) or (int8_t) alike */
-        }
+        const size_t c0 = c; /* the rest tap by tap, over the channels (a loop the compiler vectorizes) */
+        for (c = c0; c < C; c++) d[c] = (uint8_t)s->lo; /* the low byte: (uint8_t) or (int8_t) alike */
+        for (size_t iy = y0; iy < y1; iy++)
+          for (size_t ix = x0; ix < x1; ix++) {
+            const uint8_t *r = img + (iy * xt->w + ix) * C;
+            if (u8)
+              for (c = c0; c < C; c++) d[c] = r[c] > d[c] ? r[c] : d[c];
+            else
+              for (c = c0; c < C; c++) d[c] = (int8_t)r[c] > (int8_t)d[c] ? r[c] : d[c];
+          }
       }
 }
 
