@@ -160,3 +160,15 @@ void fixq__eng_pad(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t bat
       memcpy(y + ((n * yt->h + r + s->ph) * yt->w + s->pw) * yt->c, x + (n * xt->h + r) * xt->w * xt->c,
              xt->w * xt->c);
 }
+
+void fixq__eng_dequantize_tflite(fixq_dtype dtype, size_t batch, size_t n, const void *q, float scale, int32_t zp,
+                                 float *y) {
+  const int u8 = dtype == FIXQ_UINT8;
+  const size_t head = n / 8 * 8;
+  const float offset = (float)(-(double)zp * (double)scale);
+  for (size_t b = 0; b < batch; b++) {
+    const size_t base = b * n;
+    for (size_t i = 0; i < head; i++) y[base + i] = (float)load_q(q, base + i, u8) * scale + offset;
+    for (size_t i = head; i < n; i++) y[base + i] = (float)(load_q(q, base + i, u8) - zp) * scale;
+  }
+}

@@ -159,6 +159,34 @@ size_t fixq_eng_scratch_bytes(const fixq_eng_plan *plan, size_t batch);
 /* Runs every step on `batch` samples; on failure *failed_step is the step. */
 fixq_status fixq_eng_run(const fixq_eng_plan *plan, size_t batch, void *const *buffers, void *scratch,
                          int threads, size_t *failed_step);
+/* How fixq_eng_run_batch reads x, the n samples of the model input */
+typedef enum {
+  FIXQ_ENG_IN_FLOAT_NCHW, /* float32 in tensor 0's NCHW order, through step 0 (Model.run) */
+  FIXQ_ENG_IN_FLOAT_NHWC, /* float32 in NHWC order, through step 0 with no layout change (a .tflite float input) */
+  FIXQ_ENG_IN_Q           /* the bytes of step 0's output (NHWC), each XOR in_flip (0x80: uint8 q -> int8 q - 128,
+                             exact where the zero points differ by 128 and the scales agree); step 0 not run */
+} fixq_eng_in_form;
+
+/* How an output is written */
+typedef enum {
+  FIXQ_ENG_OUT_RAW,         /* q XOR flip */
+  FIXQ_ENG_OUT_FLOAT,       /* (float)(q - zp) * scale: fixq_dequantize, ONNX DequantizeLinear, TFLite's reference
+                               and XNNPACK's DEQUANTIZE */
+  FIXQ_ENG_OUT_FLOAT_TFLITE /* TFLite's optimized DEQUANTIZE: fixq__eng_dequantize_tflite */
+} fixq_eng_out_form;
+
+/* One output: tensor t of each sample, a x b values (a * b = h * w * c), transposed from [a][b] to [b][a]
+ * where a > 1 and b > 1 (NHWC -> NCHW: a = h * w, b = c; a flatten's C, H, W features back to TFLite's H, W, C:
+ * a = c, b = h * w; as they are: a = h * w * c, b = 1), then written in `form` */
+typedef struct {
+  int32_t t;
+  size_t a, b;
+  int form; /* a fixq_eng_out_form */
+  uint8_t flip;
+  float scale;
+  int32_t zp;
+} fixq_eng_out;
+
 /* A batch of n samples run in chunks of `chunk` samples by `workers` threads
  * (the calling one and workers - 1 pthreads), each chunk through every step
  * and its outputs emitted; a worker takes the next chunk until none is left,
@@ -166,15 +194,14 @@ fixq_status fixq_eng_run(const fixq_eng_plan *plan, size_t batch, void *const *b
  * tensor 0 is x), scratch at arenas[w] + scratch_off. */
 typedef struct {
   size_t n, chunk;
-  const float *x;  /* tensor 0 of the n samples */
-  size_t x_sample; /* floats per sample of x */
+  const void *x;   /* the n samples, read in in_form */
+  size_t x_sample; /* bytes per sample of x */
+  int in_form;     /* a fixq_eng_in_form */
+  uint8_t in_flip; /* FIXQ_ENG_IN_Q */
   const size_t *offsets;
   size_t scratch_off;
-  size_t n_out; /* outputs, each as fixq_eng_emit's (t, four_d, scale, zp) */
-  const int32_t *out_t;
-  const int *out_4d, *out_raw; /* raw: into dst as q, else float32 */
-  const float *out_scale;
-  const int32_t *out_zp;
+  size_t n_out;
+  const fixq_eng_out *outs;
   char *const *dst;      /* sample 0 of output k */
   const size_t *dst_row; /* bytes per sample of output k */
 } fixq_eng_batch;
@@ -183,12 +210,18 @@ typedef struct {
  * multiply-adds (GEMM and depthwise) to do. */
 int fixq_eng_workers(const fixq_eng_plan *plan, size_t n, int threads);
 /* Runs the batch; GEMMs get `gemm_threads`.  On failure *failed_step is the
- * step in the first failing chunk (the failure threads=1 reports). */
+ * step in the first failing chunk (the failure threads=1 reports).  An in_form other than
+ * FIXQ_ENG_IN_FLOAT_NCHW needs step 0 to be the QUANTIZE of tensor 0 and x_sample to match. */
 fixq_status fixq_eng_run_batch(const fixq_eng_plan *plan, const fixq_eng_batch *b, char *const *arenas, int workers,
                                int gemm_threads, size_t *failed_step);
-/* Output: tensor t of `batch` samples at src, NHWC -> NCHW (4-D), as float32
- * (fixq_dequantize with scale, zp) into y, or raw (q) into q. */
-fixq_status fixq_eng_emit(const fixq_eng_plan *plan, int32_t t, int four_d, size_t batch, const void *src,
-                          float scale, int32_t zp, float *y, void *q, void *scratch);
+/* Output o of `batch` samples at src (tensor o->t) into dst (float32 or q, per o->form); scratch holds one
+ * tensor of the batch. */
+fixq_status fixq_eng_emit(const fixq_eng_plan *plan, const fixq_eng_out *o, size_t batch, const void *src, void *dst,
+                          void *scratch);
+/* TFLite's optimized DEQUANTIZE (optimized_ops::Dequantize, its NEON loop run by NEON_2_SSE on x86) of `batch`
+ * samples of n values each: the first 8 * (n / 8) of a sample (float)q * scale + (float)(-zp * (double)scale),
+ * a float32 multiply then add, not fused; the rest (float)(q - zp) * scale (the reference). */
+void fixq__eng_dequantize_tflite(fixq_dtype dtype, size_t batch, size_t n, const void *q, float scale, int32_t zp,
+                                 float *y);
 
 #endif

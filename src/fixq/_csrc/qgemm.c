@@ -368,9 +368,10 @@ static fixq_status launch(const qgemm_job *job, int threads) {
   return st;
 }
 
-fixq_status fixq_qgemm(size_t m, const void *a, fixq_dtype a_dtype, size_t lda, int32_t a_zero_point,
-                       const fixq_packed_b *b, const int32_t *bias, const fixq_requant *p,
-                       size_t p_channels, void *y, fixq_dtype y_dtype, size_t ldy, int threads) {
+/* fixq_qgemm; check_p 0: p was checked by fixq__check_requant before (the engine's plan, once) */
+static fixq_status qgemm(size_t m, const void *a, fixq_dtype a_dtype, size_t lda, int32_t a_zero_point,
+                         const fixq_packed_b *b, const int32_t *bias, const fixq_requant *p, size_t p_channels,
+                         void *y, fixq_dtype y_dtype, size_t ldy, int threads, int check_p) {
   int32_t lo, hi;
   size_t bytes;
   if (b == NULL || !packed_ok(b) || threads < 1 || !dtype_bounds(a_dtype, &lo, &hi)) return FIXQ_ERR_INVALID_ARGUMENT;
@@ -382,7 +383,7 @@ fixq_status fixq_qgemm(size_t m, const void *a, fixq_dtype a_dtype, size_t lda, 
     if (y_dtype != FIXQ_INT32) return FIXQ_ERR_INVALID_ARGUMENT;
   } else {
     if (p_channels != 1 && p_channels != b->n) return FIXQ_ERR_INVALID_ARGUMENT;
-    const fixq_status st = fixq__check_requant(p, p_channels, y_dtype);
+    const fixq_status st = check_p ? fixq__check_requant(p, p_channels, y_dtype) : FIXQ_OK;
     if (st != FIXQ_OK) return st;
   }
   if (m == 0 || b->n == 0) return FIXQ_OK;
@@ -394,6 +395,18 @@ fixq_status fixq_qgemm(size_t m, const void *a, fixq_dtype a_dtype, size_t lda, 
   const qgemm_job job = {kern, a, a_dtype, m, lda, a_zero_point - (a_dtype == FIXQ_UINT8 ? 128 : 0), b, bias, p,
                          p != NULL && p_channels > 1, fixq__requant_ukernel(), (char *)y, y_dtype, ldy, NULL};
   return launch(&job, threads);
+}
+
+fixq_status fixq_qgemm(size_t m, const void *a, fixq_dtype a_dtype, size_t lda, int32_t a_zero_point,
+                       const fixq_packed_b *b, const int32_t *bias, const fixq_requant *p,
+                       size_t p_channels, void *y, fixq_dtype y_dtype, size_t ldy, int threads) {
+  return qgemm(m, a, a_dtype, lda, a_zero_point, b, bias, p, p_channels, y, y_dtype, ldy, threads, 1);
+}
+
+fixq_status fixq__qgemm_checked_rq(size_t m, const void *a, fixq_dtype a_dtype, size_t lda, int32_t a_zero_point,
+                                   const fixq_packed_b *b, const int32_t *bias, const fixq_requant *p,
+                                   size_t p_channels, void *y, fixq_dtype y_dtype, size_t ldy, int threads) {
+  return qgemm(m, a, a_dtype, lda, a_zero_point, b, bias, p, p_channels, y, y_dtype, ldy, threads, 0);
 }
 
 fixq_status fixq__qgemm_u8_source(size_t m, const fixq_packed_b *b, const fixq__qgemm_source *src, int threads) {

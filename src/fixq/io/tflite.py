@@ -15,7 +15,8 @@ model's input and output types (int8, uint8, float32) are kept in ``meta["tflite
 import numpy as np
 
 from .. import graph as G
-from .._core import VERSION
+from .._core import VERSION, EngineIO
+from .._validate import threads_arg
 from ..archive import QMODEL_FORMAT, ArchiveError, check_archive
 from ..arith import dequantize, quantize_multiplier
 from ..engine import Model
@@ -605,10 +606,9 @@ def _io(model):
     return io
 
 
-def tflite_input(model, x):
-    """`x` in the .tflite model's own input type and NHWC layout -> the float NCHW batch Model.run takes
-    (an int8/uint8 input dequantized: exact, and quantized back to the same integers by every kernel set)."""
-    io = _io(model)["inputs"][0]
+def _checked_input(io, x):
+    """`x` as an array of the .tflite input `io`'s dtype and shape [N, ...], or a one-line TypeError /
+    ValueError."""
     x = np.asarray(x)
     want = np.dtype(io["dtype"]) if io["dtype"] in ("int8", "uint8", "float32") else None
     if x.dtype != want:
@@ -616,6 +616,14 @@ def tflite_input(model, x):
     if x.ndim != len(io["shape"]) or list(x.shape[1:]) != io["shape"][1:]:
         raise ValueError(f"x has shape {list(x.shape)}; the model's input needs "
                          f"[N, {', '.join(map(str, io['shape'][1:]))}]")
+    return x
+
+
+def tflite_input(model, x):
+    """`x` in the .tflite model's own input type and NHWC layout -> the float NCHW batch Model.run takes
+    (an int8/uint8 input dequantized: exact, and quantized back to the same integers by every kernel set)."""
+    io = _io(model)["inputs"][0]
+    x = _checked_input(io, x)
     if x.dtype != np.float32:
         x = dequantize(x, io["scale"], io["zero_point"])
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2)) if x.ndim == 4 else x
@@ -654,10 +662,55 @@ def tflite_outputs(model, ys):
     return outs
 
 
+def tflite_runner(model):
+    """``runner(x, threads=1)``: :func:`run_tflite` of imported model `model`, checked and prepared once.  Where
+    the C plan computes every output, a call is one check of x's dtype and shape and one C call that reads x
+    as the .tflite input (int8 bytes as they are, uint8 XOR 0x80, float32 through the kernel set's QUANTIZE)
+    and writes each output as the .tflite output (int8, uint8, or float32 by the kernel set's DEQUANTIZE);
+    each call returns new arrays.  Made once per model (kept as ``model._tflite_runner``)."""
+    runner = model.__dict__.get("_tflite_runner")
+    if runner is None:
+        runner = model._tflite_runner = _engine_io(model) or _numpy_runner(model)
+    return runner
+
+
+def _numpy_runner(model):
+    _io(model)
+
+    def run(x, threads=1):
+        return tflite_outputs(model, model.run(tflite_input(model, x), threads=threads, raw=True))
+    return run
+
+
+def _engine_io(model):
+    """The C plan's EngineIO of `model` (the .tflite signature's input and outputs), or None where the plan
+    does not compute every output."""
+    io = _io(model)
+    if not model._plan_only or model.act_dtype != np.int8:
+        return None
+    inp = io["inputs"][0]
+    if inp["dtype"] not in ("int8", "uint8", "float32"):
+        return None
+    outs = []
+    for o, name in zip(io["outputs"], model.outputs):
+        size = int(np.prod(o["shape"][1:]))
+        a, b = (o["hwc"][2], size // o["hwc"][2]) if o.get("hwc") else (size, 1)
+        form = {"int8": "raw", "uint8": "raw"}.get(o["dtype"],
+                                                   "float-tflite" if model.target == "tflite" else "float")
+        outs.append((model._engine_index[name], a, b, form, 0x80 if o["dtype"] == "uint8" else 0,
+                     o["scale"], o["zero_point"], o["dtype"], tuple(o["shape"][1:])))
+
+    def check(x, threads):
+        return np.ascontiguousarray(_checked_input(inp, x)), threads_arg(threads)
+    return EngineIO(model._engine, check, "float-nhwc" if inp["dtype"] == "float32" else "q",
+                    0x80 if inp["dtype"] == "uint8" else 0, inp["dtype"], tuple(inp["shape"][1:]), outs)
+
+
 def run_tflite(model, x, threads=1):
     """Outputs of imported model `model` for `x`, both as the .tflite signature has them (types, NHWC): a
-    list, one array per output."""
-    return tflite_outputs(model, model.run(tflite_input(model, x), threads=threads, raw=True))
+    list, one array per output (:func:`tflite_runner`)."""
+    runner = model.__dict__.get("_tflite_runner")
+    return (runner or tflite_runner(model))(x, threads)
 
 
 def tflite_tensors(model, x, threads=1):
