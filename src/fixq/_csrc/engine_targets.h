@@ -67,6 +67,33 @@ static inline int32_t fixq__eng_float64_away_one(int64_t v, double real, int32_t
   return d < lo ? lo : d > hi ? hi : (int32_t)d;
 }
 
+/* The optimized ADD / MUL's NEON narrowing (fixq.targets.tflite._narrow): to int16 (vqmovn_s32 saturating,
+ * vmovn_s32 wrapping), + zero point in int16 (wrapping), vqmovn_s16 to int8, then the activation clamp */
+static inline int32_t fixq__eng_neon_narrow(int32_t v, int saturate16, const fixq_eng_target *t) {
+  const int32_t v16 = saturate16 ? (v < INT16_MIN ? INT16_MIN : v > INT16_MAX ? INT16_MAX : v) : (int16_t)(uint16_t)v;
+  const int32_t z = (int16_t)(uint16_t)(uint32_t)(v16 + t->out_zp);
+  return fixq__eng_saturate(z < INT8_MIN ? INT8_MIN : z > INT8_MAX ? INT8_MAX : z, t->lo, t->hi);
+}
+
+/* vshlq_s32 by a constant: a left shift wrapping to int32, or (negative count) an arithmetic right shift */
+static inline int32_t fixq__eng_vshl(int32_t x, int n) {
+  return n >= 0 ? (int32_t)((uint32_t)x << n) : x >> -n;
+}
+
+/* The optimized ADD's NEON loops on the offset inputs (fixq.targets.tflite.add_optimized): neon 1
+ * (AddElementwiseInt8) vqrdmulh(d << (20 + s_i), M_i), one rounding; neon 2 (AddScalarBroadcast)
+ * vqrdmulh(d << 20, M_i) >> -s_i, truncating; then vqrdmulh of the wrapping sum by M_out, RoundingDivideByPOT
+ * (ties away) and vmovn (wrapping) */
+static inline int32_t fixq__eng_tflite_add_neon(const fixq_eng_target *t, int32_t da, int32_t db) {
+  int32_t x[2];
+  const int32_t d[2] = {da, db};
+  for (int i = 0; i < 2; i++)
+    x[i] = t->neon == 1 ? fixq__srdhm(fixq__eng_vshl(d[i], 20 + t->shift[i]), t->multiplier[i])
+                        : fixq__srdhm((int32_t)((uint32_t)d[i] << 20), t->multiplier[i]) >> -t->shift[i];
+  const int32_t sum = (int32_t)((uint32_t)x[0] + (uint32_t)x[1]);
+  return fixq__eng_neon_narrow(fixq__rdbpot(fixq__srdhm(sum, t->multiplier[2]), -t->shift[2]), 0, t);
+}
+
 /* fixq.targets' numpy add / mul of ONNX Runtime (MLAS on x86) and XNNPACK, and TFLite's SUB */
 static inline int32_t fixq__eng_eltwise_one(const fixq_eng_target *t, int32_t qa, int32_t qb) {
   const int64_t da = (int64_t)qa - t->a_zp, db = (int64_t)qb - t->b_zp;
@@ -88,10 +115,23 @@ static inline int32_t fixq__eng_eltwise_one(const fixq_eng_target *t, int32_t qa
       q = (acc >> t->shift_bits) + t->out_zp;
       break;
     }
-    case FIXQ_ENG_T_TFLITE_SUB: { /* TFLite's SubElementwise: inputs << 20, each rescaled, then the difference */
+    case FIXQ_ENG_T_TFLITE_SUB: /* TFLite's SubElementwise / AddFunc: inputs << 20, each rescaled, then the
+                                   difference or the sum */
+    case FIXQ_ENG_T_TFLITE_ADD: {
+      if (t->neon) return fixq__eng_tflite_add_neon(t, (int32_t)da, (int32_t)db);
       const int32_t sa = fixq__mbqm_double((int32_t)(da * (1 << 20)), t->multiplier[0], t->shift[0]);
       const int32_t sb = fixq__mbqm_double((int32_t)(db * (1 << 20)), t->multiplier[1], t->shift[1]);
-      q = (int64_t)fixq__mbqm_double(sa - sb, t->multiplier[2], t->shift[2]) + t->out_zp;
+      q = (int64_t)fixq__mbqm_double(t->form == FIXQ_ENG_T_TFLITE_ADD ? sa + sb : sa - sb, t->multiplier[2],
+                                     t->shift[2]) + t->out_zp;
+      break;
+    }
+    case FIXQ_ENG_T_TFLITE_MUL: {
+      const int32_t p = (int32_t)(da * db), s = t->shift[0];
+      if (t->neon) /* vshl (wrapping), vqrdmulh, RoundingDivideByPOT */
+        return fixq__eng_neon_narrow(
+            fixq__rdbpot(fixq__srdhm((int32_t)((uint32_t)p << (s > 0 ? s : 0)), t->multiplier[0]), s < 0 ? -s : 0),
+            1, t);
+      q = (int64_t)fixq__mbqm_double(p, t->multiplier[0], s) + t->out_zp;
       break;
     }
     default: /* FIXQ_ENG_T_XNN_MUL */
