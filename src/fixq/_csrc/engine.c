@@ -64,18 +64,6 @@ static int check_target_range(const fixq_eng_plan *plan, const fixq_eng_target *
   return lo <= t->lo && t->lo <= t->hi && t->hi <= hi;
 }
 
-/* Operand k of an ELTWISE step: the plan's constant, or its input tensor */
-static const fixq_eng_tensor *elt_operand(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t k) {
-  if (s->constant != NULL) return k == s->constant_at ? &s->constant_dims : &plan->tensors[s->in[0]];
-  return &plan->tensors[s->in[k]];
-}
-
-/* Whether operand k of an ELTWISE step is read as it is (a tensor of y's size: flat, as before broadcasting),
- * else broadcast to y's shape (engine.c broadcast_operand) */
-static int elt_direct(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t k) {
-  return (s->constant == NULL || k != s->constant_at) && numel(elt_operand(plan, s, k)) == numel(&plan->tensors[s->out]);
-}
-
 /* numpy's broadcasting of one sample: each dimension y's or 1 */
 static int check_broadcast(const fixq_eng_tensor *a, const fixq_eng_tensor *y) {
   return (a->h == y->h || a->h == 1) && (a->w == y->w || a->w == 1) && (a->c == y->c || a->c == 1);
@@ -119,7 +107,7 @@ static int check_step(const fixq_eng_plan *plan, const fixq_eng_step *s) {
           return 0;
       }
       for (size_t k = 0; k < 2; k++)
-        if (!elt_direct(plan, s, k) && !check_broadcast(elt_operand(plan, s, k), y)) return 0;
+        if (!fixq__eng_elt_direct(plan, s, k) && !check_broadcast(fixq__eng_elt_operand(plan, s, k), y)) return 0;
       if (step_scratch(plan, s, 1) == SIZE_MAX) return 0;
       if (s->target == NULL) return s->eltwise != NULL;
       const fixq_eng_target *t = s->target;
@@ -271,7 +259,7 @@ static size_t step_scratch(const fixq_eng_plan *plan, const fixq_eng_step *s, si
     case FIXQ_ENG_GLOBAL_AVGPOOL:
       return mul_sz(mul_sz(s->rq_channels ? batch : 1, y->c), sizeof(int32_t));
     case FIXQ_ENG_ELTWISE: /* each operand broadcast to y's shape */
-      return mul_sz(out_n, (size_t)!elt_direct(plan, s, 0) + (size_t)!elt_direct(plan, s, 1));
+      return mul_sz(out_n, (size_t)!fixq__eng_elt_direct(plan, s, 0) + (size_t)!fixq__eng_elt_direct(plan, s, 1));
     case FIXQ_ENG_CONCAT: {
       size_t m = 0;
       for (size_t i = 0; i < s->n_in; i++)
@@ -453,61 +441,6 @@ static fixq_status run_concat(const fixq_eng_plan *plan, const fixq_eng_step *s,
   return FIXQ_OK;
 }
 
-/* One operand of `batch` samples, sample after sample `stride` bytes apart (0: the plan's constant), as
- * numpy broadcasts it to y's shape */
-static void broadcast_operand(const fixq_eng_tensor *a, const fixq_eng_tensor *y, size_t batch, const uint8_t *src,
-                              size_t stride, uint8_t *dst) {
-  const size_t sh = a->h == 1 ? 0 : a->w * a->c, sw = a->w == 1 ? 0 : a->c;
-  for (size_t n = 0; n < batch; n++)
-    for (size_t i = 0; i < y->h; i++)
-      for (size_t j = 0; j < y->w; j++, dst += y->c) {
-        const uint8_t *r = src + n * stride + i * sh + j * sw;
-        if (a->c == 1)
-          memset(dst, *r, y->c);
-        else
-          memcpy(dst, r, y->c);
-      }
-}
-
-/* engine/steps.py binary_step: the operands broadcast, then the target's form (TFLite's optimized ADD / MUL:
- * the first `split` outputs of each run in its NEON form, the rest in the scalar loop's) or fixq_eltwise_nd */
-static fixq_status run_eltwise(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch,
-                               void *const *buffers, uint8_t *y, uint8_t *scratch) {
-  const fixq_eng_tensor *yt = &plan->tensors[s->out];
-  const size_t n = batch * numel(yt);
-  const uint8_t *op[2];
-  for (size_t k = 0; k < 2; k++) {
-    const int is_const = s->constant != NULL && k == s->constant_at;
-    const uint8_t *src = is_const ? s->constant : buffers[s->in[s->constant != NULL ? 0 : k]];
-    if (elt_direct(plan, s, k)) {
-      op[k] = src;
-      continue;
-    }
-    const fixq_eng_tensor *t = elt_operand(plan, s, k);
-    broadcast_operand(t, yt, batch, src, is_const ? 0 : numel(t), scratch);
-    op[k] = scratch;
-    scratch += n;
-  }
-  const fixq_eng_target *t = s->target;
-  if (t == NULL) {
-    const ptrdiff_t one = 1;
-    return fixq_eltwise_nd(s->eltwise, 1, &n, op[0], &one, op[1], &one, y, &one);
-  }
-  void (*const eltwise)(const fixq_eng_target *, fixq_dtype, size_t, const void *, const void *, void *) =
-      targets_table[fixq__isa]->eltwise;
-  if (t->run == 0) {
-    eltwise(t, plan->dtype, n, op[0], op[1], y);
-    return FIXQ_OK;
-  }
-  fixq_eng_target scalar = *t;
-  scalar.neon = 0;
-  for (size_t i = 0; i < n; i += t->run) {
-    eltwise(t, plan->dtype, t->split, op[0] + i, op[1] + i, y + i);
-    eltwise(&scalar, plan->dtype, t->run - t->split, op[0] + i + t->split, op[1] + i + t->split, y + i + t->split);
-  }
-  return FIXQ_OK;
-}
-
 /* int8 and uint8 alike: the table is indexed by the input's byte (int8 q at (uint8_t)q) */
 static void run_lut(const uint8_t *table, size_t n, const void *x, void *y) {
   const uint8_t *a = (const uint8_t *)x;
@@ -528,7 +461,7 @@ static fixq_status run_step(const fixq_eng_plan *plan, const fixq_eng_step *s, s
     case FIXQ_ENG_DEPTHWISE:
       return run_depthwise(plan, s, batch, x, y, scratch);
     case FIXQ_ENG_ELTWISE:
-      return run_eltwise(plan, s, batch, buffers, y, scratch);
+      return fixq__eng_eltwise(plan, s, targets_table[fixq__isa], batch, buffers, y, scratch);
     case FIXQ_ENG_CONCAT:
       return run_concat(plan, s, batch, buffers, y, scratch);
     case FIXQ_ENG_CLAMP:

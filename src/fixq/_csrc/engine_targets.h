@@ -35,6 +35,14 @@ extern const fixq_eng_targets fixq_eng_targets__avx2;
 extern const fixq_eng_targets fixq_eng_targets__avx512vnni;
 #endif
 
+/* Operand k of an ELTWISE step (the plan's constant, or its input tensor), and whether it is read as it is
+ * (a tensor of y's size: flat, as before broadcasting), else broadcast to y's shape (engine_targets.c) */
+const fixq_eng_tensor *fixq__eng_elt_operand(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t k);
+int fixq__eng_elt_direct(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t k);
+/* The ELTWISE step on `batch` samples with the ISA's `targets` (engine_targets.c) */
+fixq_status fixq__eng_eltwise(const fixq_eng_plan *plan, const fixq_eng_step *s, const fixq_eng_targets *targets,
+                              size_t batch, void *const *buffers, uint8_t *y, uint8_t *scratch);
+
 static inline int32_t fixq__eng_saturate(int64_t v, int32_t lo, int32_t hi) {
   return v < lo ? lo : v > hi ? hi : (int32_t)v;
 }
