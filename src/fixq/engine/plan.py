@@ -254,9 +254,9 @@ def _binary_step(m, s, op, sc_in, zp_in, sc_out, zp_out, lo, hi):
     broadcast to the output's shape, a constant one held by the plan; None for a shape or recipe the plan
     lacks."""
     shapes, dt = m.meta["tensors"], m.act_dtype
-    dims = [(1, 1, sh[1]) if len(sh) == 2 else (sh[2], sh[3], sh[1]) for sh in (shapes[t] for t in s["inputs"])]
     if any(len(shapes[t]) not in (2, 4) for t in s["inputs"] + [s["output"]]):
         return None
+    dims = [(1, 1, sh[1]) if len(sh) == 2 else (sh[2], sh[3], sh[1]) for sh in (shapes[t] for t in s["inputs"])]
     at = s.get("constant")
     if at is not None:
         c = m.arrays[f"{s['name']}:constant"]
@@ -270,18 +270,14 @@ def _binary_step(m, s, op, sc_in, zp_in, sc_out, zp_out, lo, hi):
         d = dict(op="eltwise", target=_tflite_binary(op, sc_in[0], sc_in[1], sc_out, dict(
             a_zp=zp_in[0], b_zp=zp_in[1], out_zp=zp_out, lo=lo, hi=hi)))
     else:
-        rounding = m.rounding
-        if m.target is not None:
-            rc = targets.recipe(m.target, op)
-            if rc.kernel != "fixq":
-                target = _target_eltwise(m, op, sc_in, zp_in, sc_out, zp_out, lo, hi)
-                d = None if target is None else dict(op="eltwise", target=target)
-            else:
-                rounding = rc.rounding  # TFLite's ADD / MUL: fixq's "double"
-        if m.target is None or rc.kernel == "fixq":
+        rc = None if m.target is None else targets.recipe(m.target, op)
+        if rc is not None and rc.kernel != "fixq":
+            target = _target_eltwise(m, op, sc_in, zp_in, sc_out, zp_out, lo, hi)
+            d = None if target is None else dict(op="eltwise", target=target)
+        else:  # fixq's kernel: the model's rounding, or the target's (TFLite's ADD / MUL: "double")
             kw = dict(a_scale=sc_in[0], a_zero_point=zp_in[0], b_scale=sc_in[1], b_zero_point=zp_in[1],
                       out_scale=sc_out, out_zero_point=zp_out, out_min=lo, out_max=hi, out_dtype=dt,
-                      rounding=rounding)
+                      rounding=m.rounding if rc is None else rc.rounding)
             d = dict(op="eltwise", eltwise=eltwise_params(op, kw))
     if d is not None and at is not None:
         d.update(constant=c, constant_at=at)
