@@ -11,7 +11,8 @@ from fixq import _core, gemm
 from fixq.engine.plan import eltwise_params
 from fixq.targets import tflite
 
-from test_engine_targets import DTYPES, eltwise_reference, eltwise_targets, same_on_every_isa
+from conftest import ISAS, using_isa
+from test_engine_targets import DTYPES, eltwise_reference, eltwise_targets
 
 H, W, C = 3, 5, 19  # 15 pixels of 19 channels: runs and tails that are no multiple of 8 or 16
 
@@ -52,7 +53,6 @@ def inputs(dtype, rng, n=4):
 
 def run(engine, x):
     """(y, a, b-tensor or None) as NHWC int64 arrays, the same on every CPU path."""
-    from conftest import ISAS, using_isa
     outs = {}
     for isa in ISAS:
         with using_isa(isa):

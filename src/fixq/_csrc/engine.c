@@ -90,7 +90,9 @@ static int check_step(const fixq_eng_plan *plan, const fixq_eng_step *s) {
     if (plan->tensors[s->in[i]].esize != (s->op == FIXQ_ENG_QUANTIZE ? 4u : 1u)) return 0;
   }
   const fixq_eng_tensor *x = &plan->tensors[s->in[0]];
-  const size_t want_in = s->op == FIXQ_ENG_ELTWISE ? (s->constant != NULL ? 1 : 2) : s->op == FIXQ_ENG_CONCAT ? s->n_in : 1;
+  const size_t want_in = s->op == FIXQ_ENG_ELTWISE  ? (s->constant != NULL ? 1 : 2)
+                         : s->op == FIXQ_ENG_CONCAT ? s->n_in
+                                                    : 1;
   if (s->n_in != want_in || (s->op == FIXQ_ENG_CONCAT && s->n_in < 2)) return 0;
   switch (s->op) {
     case FIXQ_ENG_QUANTIZE:

@@ -19,7 +19,8 @@ typedef struct {
    * a per-tensor target) -> y[r * ldy + j] in dt */
   void (*gemm)(const fixq_eng_target *t, fixq_dtype dt, size_t m, size_t n, size_t c0, const int32_t *acc,
                size_t lda, uint8_t *y, size_t ldy);
-  /* ORT_ADD, ORT_MUL, XNN_ADD, XNN_MUL on n elements of a and b */
+  /* ORT_ADD, ORT_MUL, XNN_ADD, XNN_MUL, TFLITE_SUB, _ADD, _MUL on n elements of a and b (the TFLite forms and
+   * NEON loops as fixq__eng_eltwise_one on every ISA) */
   void (*eltwise)(const fixq_eng_target *t, fixq_dtype dt, size_t n, const void *a, const void *b, void *y);
   /* DIV_AWAY, ZP_DIV_AWAY: n floats -> q in dt, saturated to [lo, hi]; 1 at the first NaN (the elements
    * before it stored) */
