@@ -14,7 +14,7 @@ pytest.importorskip("flatbuffers")
 import fixq  # noqa: E402
 from fixq.cli import cli  # noqa: E402
 from fixq.io import TfliteError, import_tflite  # noqa: E402
-from fixq.io.tflite import run_tflite, tflite_tensors  # noqa: E402
+from fixq.io.tflite import run_tflite, tflite_input, tflite_tensors  # noqa: E402
 from fixq.io.tflite_file import read_model  # noqa: E402
 from fixq.io.tflite_litert import first_divergence, litert, run_litert  # noqa: E402
 from fixq.archive import ArchiveError, check_archive  # noqa: E402
@@ -59,6 +59,20 @@ def test_every_layer_equals_litert(isa, name, target):
     assert set(gold) - set(mine) <= float_softmax | {o.outputs[0] for o in ops if o.op == "QUANTIZE"}
     d = first_divergence(ops, mine, gold)
     assert d is None, f"operator {d[0].index} ({d[0].op}) differs on {d[2]} of {d[3]} elements"
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_every_model_runs_on_the_c_plan(isa, target):
+    """Each bundled model is one C plan under each kernel set (broadcasting and constant ADD / SUB / MUL, the
+    optimized ADD / MUL's NEON loops by position): every tensor the numpy steps' integers."""
+    for name in MODELS:
+        m = fixq.Model.load(path(name), target=target)
+        assert m._engine is not None, name
+        x = tflite_input(m, golden(name)["x"])
+        want, got = m.run_all(x, engine=False), m.run_all(x)
+        for k, v in got.items():
+            if v.dtype != np.float32:
+                np.testing.assert_array_equal(v, want[k], err_msg=f"{name}: {k}")
 
 
 @pytest.mark.skipif(litert() is None, reason="needs ai-edge-litert (LiteRT's interpreter)")

@@ -43,6 +43,8 @@ cdef extern from "fixq_engine.h" nogil:
         FIXQ_ENG_T_TFLITE_REQUANT
         FIXQ_ENG_T_XNN_REQUANT
         FIXQ_ENG_T_TFLITE_SOFTMAX
+        FIXQ_ENG_T_TFLITE_ADD
+        FIXQ_ENG_T_TFLITE_MUL
         FIXQ_ENG_T_TFLITE_SOFTMAX_LUT
 
     ctypedef struct fixq_eng_target:
@@ -55,7 +57,8 @@ cdef extern from "fixq_engine.h" nogil:
         int32_t a_zp, b_zp, out_zp, lo, hi
         int64_t a_mult, b_mult, bias
         int32_t shift_bits
-        size_t split
+        size_t split, run
+        int neon
         float offset
         int32_t diff_min
         const float *table
@@ -81,6 +84,9 @@ cdef extern from "fixq_engine.h" nogil:
         float scale
         int form
         const fixq_eltwise *eltwise
+        const void *constant
+        fixq_eng_tensor constant_dims
+        size_t constant_at
         const fixq_eng_target *target
         size_t axis
         const int32_t *in_zp
@@ -141,6 +147,7 @@ _ENG_OPS = {"quantize": FIXQ_ENG_QUANTIZE, "gemm": FIXQ_ENG_GEMM, "depthwise": F
 _TARGET_FORMS = {"ruy-x86": FIXQ_ENG_T_RUY_X86, "float64-away": FIXQ_ENG_T_FLOAT64_AWAY,
                  "onnxruntime-add": FIXQ_ENG_T_ORT_ADD, "onnxruntime-mul": FIXQ_ENG_T_ORT_MUL,
                  "xnnpack-add": FIXQ_ENG_T_XNN_ADD, "xnnpack-mul": FIXQ_ENG_T_XNN_MUL, "tflite-sub": FIXQ_ENG_T_TFLITE_SUB,
+                 "tflite-add": FIXQ_ENG_T_TFLITE_ADD, "tflite-mul": FIXQ_ENG_T_TFLITE_MUL,
                  "tflite-mean": FIXQ_ENG_T_TFLITE_MEAN, "xnnpack-mean": FIXQ_ENG_T_XNN_MEAN,
                  "tflite-requantize": FIXQ_ENG_T_TFLITE_REQUANT, "xnnpack-requantize": FIXQ_ENG_T_XNN_REQUANT,
                  "tflite-softmax": FIXQ_ENG_T_TFLITE_SOFTMAX, "tflite-softmax-lut": FIXQ_ENG_T_TFLITE_SOFTMAX_LUT}
@@ -267,7 +274,7 @@ cdef class Engine:
         t.lo, t.hi = d["lo"], d["hi"]
         t.a_mult, t.b_mult, t.bias = d.get("a_mult", 0), d.get("b_mult", 0), d.get("bias", 0)
         t.shift_bits = d.get("shift_bits", 0)
-        t.split = d.get("split", 0)
+        t.split, t.run, t.neon = d.get("split", 0), d.get("run", 0), d.get("neon", 0)
         t.offset = d.get("offset", 0.0)
         t.diff_min = d.get("diff_min", 0)
         if "table" in d:
@@ -342,6 +349,13 @@ cdef class Engine:
                 s.eltwise = &(<EltwiseParams?>d["eltwise"]).p
             if "target" in d:
                 s.target = self._target(d["target"])
+            if "constant" in d:  # one sample [h, w, c] of the dtype's bytes
+                if d["constant"].ndim != 3:
+                    raise ValueError(f"engine plan: step {d['name']!r}: a constant is [h, w, c]")
+                s.constant = _ptr(d["constant"], self.dtype.type)
+                s.constant_dims.h, s.constant_dims.w, s.constant_dims.c = d["constant"].shape
+                s.constant_dims.esize = 1
+                s.constant_at = d["constant_at"]
             if "in_rq" in d:
                 if d["in_zp"].size != len(d["in"]) or len(d["in_rq"]) != len(d["in"]):
                     raise ValueError(f"engine plan: step {d['name']!r}: one zero point and requantization per input")

@@ -64,6 +64,23 @@ static int check_target_range(const fixq_eng_plan *plan, const fixq_eng_target *
   return lo <= t->lo && t->lo <= t->hi && t->hi <= hi;
 }
 
+/* numpy's broadcasting of one sample: each dimension y's or 1 */
+static int check_broadcast(const fixq_eng_tensor *a, const fixq_eng_tensor *y) {
+  return (a->h == y->h || a->h == 1) && (a->w == y->w || a->w == 1) && (a->c == y->c || a->c == 1);
+}
+
+/* The TFLite ADD / SUB / MUL forms: three (ADD, SUB) or one (MUL) multipliers with shifts the element
+ * function's shifts take; ADD and MUL's NEON loops (int8 only) by runs dividing a sample's size */
+static int check_tflite_binary(const fixq_eng_plan *plan, const fixq_eng_target *t, size_t per_sample) {
+  const int mul = t->form == FIXQ_ENG_T_TFLITE_MUL;
+  if (t->multiplier == NULL || t->shift == NULL || t->channels != (mul ? 1u : 3u)) return 0;
+  for (size_t i = 0; i < t->channels; i++)
+    if (t->shift[i] < -31 || t->shift[i] > (mul ? 30 : 0)) return 0;
+  if (t->form == FIXQ_ENG_T_TFLITE_SUB) return t->neon == 0 && t->run == 0;
+  if (t->neon < 0 || t->neon > (mul ? 1 : 2) || (t->neon && IS_U8(plan))) return 0;
+  return t->run == 0 ? t->neon == 0 : per_sample % t->run == 0 && t->split <= t->run;
+}
+
 static int check_step(const fixq_eng_plan *plan, const fixq_eng_step *s) {
   if (s->out < 0 || (size_t)s->out >= plan->n_tensors || s->n_in == 0 || s->in == NULL) return 0;
   const fixq_eng_tensor *y = &plan->tensors[s->out];
@@ -73,7 +90,9 @@ static int check_step(const fixq_eng_plan *plan, const fixq_eng_step *s) {
     if (plan->tensors[s->in[i]].esize != (s->op == FIXQ_ENG_QUANTIZE ? 4u : 1u)) return 0;
   }
   const fixq_eng_tensor *x = &plan->tensors[s->in[0]];
-  const size_t want_in = s->op == FIXQ_ENG_ELTWISE ? 2 : s->op == FIXQ_ENG_CONCAT ? s->n_in : 1;
+  const size_t want_in = s->op == FIXQ_ENG_ELTWISE  ? (s->constant != NULL ? 1 : 2)
+                         : s->op == FIXQ_ENG_CONCAT ? s->n_in
+                                                    : 1;
   if (s->n_in != want_in || (s->op == FIXQ_ENG_CONCAT && s->n_in < 2)) return 0;
   switch (s->op) {
     case FIXQ_ENG_QUANTIZE:
@@ -83,16 +102,22 @@ static int check_step(const fixq_eng_plan *plan, const fixq_eng_step *s) {
     case FIXQ_ENG_CLAMP:
       return x->h == y->h && x->w == y->w && x->c == y->c;
     case FIXQ_ENG_ELTWISE: {
-      const fixq_eng_tensor *b = &plan->tensors[s->in[1]];
-      if (s->target != NULL)
-        return ((s->target->form >= FIXQ_ENG_T_ORT_ADD && s->target->form <= FIXQ_ENG_T_XNN_MUL) ||
-                (s->target->form == FIXQ_ENG_T_TFLITE_SUB && s->target->channels == 3 &&
-                 s->target->shift[0] <= 0 && s->target->shift[1] <= 0 && s->target->shift[2] <= 0 &&
-                 s->target->shift[0] >= -31 && s->target->shift[1] >= -31 && s->target->shift[2] >= -31)) &&
-               check_target_range(plan, s->target) && numel(x) == numel(y) && numel(b) == numel(y) &&
-               (s->target->form != FIXQ_ENG_T_XNN_ADD ||
-                (s->target->shift_bits >= 1 && s->target->shift_bits <= 31));
-      return s->eltwise != NULL && numel(x) == numel(y) && numel(b) == numel(y);
+      if (s->constant != NULL) {
+        const fixq_eng_tensor *k = &s->constant_dims;
+        if (s->constant_at > 1 || k->esize != 1 || k->h == 0 || k->w == 0 || k->c == 0 ||
+            mul_sz(mul_sz(k->h, k->w), k->c) == SIZE_MAX)
+          return 0;
+      }
+      for (size_t k = 0; k < 2; k++)
+        if (!fixq__eng_elt_direct(plan, s, k) && !check_broadcast(fixq__eng_elt_operand(plan, s, k), y)) return 0;
+      if (step_scratch(plan, s, 1) == SIZE_MAX) return 0;
+      if (s->target == NULL) return s->eltwise != NULL;
+      const fixq_eng_target *t = s->target;
+      if (!check_target_range(plan, t)) return 0;
+      if (t->form == FIXQ_ENG_T_TFLITE_SUB || t->form == FIXQ_ENG_T_TFLITE_ADD || t->form == FIXQ_ENG_T_TFLITE_MUL)
+        return check_tflite_binary(plan, t, numel(y));
+      return t->form >= FIXQ_ENG_T_ORT_ADD && t->form <= FIXQ_ENG_T_XNN_MUL &&
+             (t->form != FIXQ_ENG_T_XNN_ADD || (t->shift_bits >= 1 && t->shift_bits <= 31));
     }
     case FIXQ_ENG_GEMM: {
       const size_t g = s->groups;
@@ -237,6 +262,8 @@ static size_t step_scratch(const fixq_eng_plan *plan, const fixq_eng_step *s, si
       return mul_sz(y->c, sizeof(int32_t));
     case FIXQ_ENG_GLOBAL_AVGPOOL:
       return mul_sz(mul_sz(s->rq_channels ? batch : 1, y->c), sizeof(int32_t));
+    case FIXQ_ENG_ELTWISE: /* each operand broadcast to y's shape */
+      return mul_sz(out_n, (size_t)!fixq__eng_elt_direct(plan, s, 0) + (size_t)!fixq__eng_elt_direct(plan, s, 1));
     case FIXQ_ENG_CONCAT: {
       size_t m = 0;
       for (size_t i = 0; i < s->n_in; i++)
@@ -437,15 +464,8 @@ static fixq_status run_step(const fixq_eng_plan *plan, const fixq_eng_step *s, s
       return run_gemm(plan, s, batch, x, y, scratch, threads);
     case FIXQ_ENG_DEPTHWISE:
       return run_depthwise(plan, s, batch, x, y, scratch);
-    case FIXQ_ENG_ELTWISE: {
-      const size_t n = batch * numel(xt);
-      const ptrdiff_t one = 1;
-      if (s->target != NULL) {
-        targets_table[fixq__isa]->eltwise(s->target, plan->dtype, n, x, buffers[s->in[1]], y);
-        return FIXQ_OK;
-      }
-      return fixq_eltwise_nd(s->eltwise, 1, &n, x, &one, buffers[s->in[1]], &one, y, &one);
-    }
+    case FIXQ_ENG_ELTWISE:
+      return fixq__eng_eltwise(plan, s, targets_table[fixq__isa], batch, buffers, y, scratch);
     case FIXQ_ENG_CONCAT:
       return run_concat(plan, s, batch, buffers, y, scratch);
     case FIXQ_ENG_CLAMP:

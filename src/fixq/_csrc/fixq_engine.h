@@ -20,7 +20,8 @@ typedef enum {
   FIXQ_ENG_QUANTIZE,       /* float NCHW -> q NHWC with scale, zp, in the form `form` */
   FIXQ_ENG_GEMM,           /* linear, conv2d (im2col, groups): fixq_qgemm with rq */
   FIXQ_ENG_DEPTHWISE,      /* groups == C_in, channel multiplier `groups`: direct taps, then rq */
-  FIXQ_ENG_ELTWISE,        /* add / mul of two equal tensors: fixq_eltwise_nd */
+  FIXQ_ENG_ELTWISE,        /* add / mul / sub: fixq_eltwise_nd or a target's form, each operand broadcast
+                              (numpy's rules, per sample) to the output's shape; one may be the plan's constant */
   FIXQ_ENG_CONCAT,         /* along internal axis `axis` (1..3), inputs requantized by in_rq */
   FIXQ_ENG_CLAMP,          /* relu / relu6: clamp to [lo, hi] */
   FIXQ_ENG_MAXPOOL,        /* padding counts as lo (qmin) */
@@ -61,6 +62,10 @@ typedef enum {
   FIXQ_ENG_T_XNN_REQUANT,  /* REQUANTIZE: (((q - a_zp) * a_mult + 128) >> 8) + zo (XNNPACK qs8-vcvt) */
   FIXQ_ENG_T_TFLITE_SOFTMAX, /* SOFTMAX: TFLite reference_ops::Softmax, gemmlowp fixed point: (max - q) << shift
                               scaled by multiplier into Q5.26, differences below diff_min give lo */
+  FIXQ_ENG_T_TFLITE_ADD,   /* SUB's form with the sum (TFLite AddFunc); neon 1: optimized AddElementwiseInt8's NEON
+                              loop, 2: AddScalarBroadcast's (fixq.targets.tflite.add_optimized) */
+  FIXQ_ENG_T_TFLITE_MUL,   /* MBQM((a - za)(b - zb), M, s) + zo, double rounding (TFLite MulElementwise's scalar
+                              loop); neon 1: its NEON loop (ties to +inf, then away; vqmovn) */
   FIXQ_ENG_T_TFLITE_SOFTMAX_LUT /* SOFTMAX: TFLite optimized_ops::Softmax: table[max - q] * (1 / (float32 sum in
                               order * out_scale)), std::round (int8) or (int)(p + 0.5f) (uint8), + zo */
 } fixq_eng_target_form;
@@ -75,7 +80,11 @@ typedef struct {
   int32_t a_zp, b_zp, out_zp, lo, hi;
   int64_t a_mult, b_mult, bias;      /* XNN_ADD */
   int32_t shift_bits;                /* XNN_ADD: in 1..31 */
-  size_t split;                      /* TFLITE_MEAN: channels, TFLITE_REQUANT: values per sample, in NEON form */
+  size_t split;                      /* TFLITE_MEAN: channels, TFLITE_REQUANT: values per sample, in NEON form;
+                                        TFLITE_ADD / _MUL with run: the first `split` outputs of each run */
+  size_t run;                        /* TFLITE_ADD / _MUL: 0, or each sample's outputs in runs of `run` (a
+                                        divisor of its size), each run's first `split` in form `neon` */
+  int neon;                          /* TFLITE_ADD / _MUL: 0 (the scalar loop), 1 or 2 (a NEON loop) */
   float offset;                      /* XNN_MEAN: the folded zero point */
   int32_t diff_min;                  /* TFLITE_SOFTMAX */
   const float *table;                /* TFLITE_SOFTMAX_LUT: [256] expf(-s_in * beta * d) */
@@ -106,6 +115,9 @@ typedef struct {
   float scale;                           /* QUANTIZE: the scale (FIXQ_ENG_Q_RECIP_EVEN: its reciprocal) */
   int form;                              /* QUANTIZE: a fixq_eng_quantize_form */
   const fixq_eltwise *eltwise;           /* ELTWISE */
+  const void *constant;                  /* ELTWISE: one sample of an operand held by the plan, or NULL */
+  fixq_eng_tensor constant_dims;         /* ELTWISE: its shape (esize 1) */
+  size_t constant_at;                    /* ELTWISE: which operand (0 or 1) it is; in[0] is the other */
   const fixq_eng_target *target;         /* GEMM, ELTWISE, GLOBAL_AVGPOOL: a runtime's arithmetic instead of
                                             rq / eltwise; REQUANTIZE: its form */
   size_t axis;                           /* CONCAT */

@@ -9,8 +9,8 @@ from .._validate import INT_RANGES, scale_arg, zero_point_arg
 from ..archive import ArchiveError
 from ..qparams import tensor_qparams
 from ..targets import onnxruntime as ort
-from .plan import (eltwise_params, mean_requant, mean_target, ort_avgpool, quantized_softmax, requantize_target,
-                   step_range, step_table)
+from .plan import (TFLITE_TARGETS, eltwise_params, mean_requant, mean_target, ort_avgpool, quantized_softmax,
+                   requantize_target, step_range, step_table)
 
 def prepared_quantize(scale, zero_point, dt):
     """``arith.quantize(x, scale, zero_point, dt)`` per tensor, its arguments checked once here."""
@@ -113,9 +113,6 @@ def avg_round(acc, count):
     """TFLite reference AveragePool: ``acc > 0 ? (acc + n/2) / n : (acc - n/2) / n`` (C division)."""
     h = count // 2
     return np.where(acc >= 0, (acc + h) // count, -((h - acc) // count))
-
-
-TFLITE_TARGETS = ("tflite", "tflite-reference", "xnnpack")
 
 
 def binary_step(m, s, lo, hi):

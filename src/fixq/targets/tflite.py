@@ -410,18 +410,25 @@ def fivefold(shape_a, shape_b):
     return "generic" if i >= 0 else y
 
 
-def neon_lanes(shape_a, shape_b, widths):
-    """(scalar_broadcast, mask): whether one invocation of the optimized ADD / MUL on inputs of `shape_a`
-    and `shape_b` runs the scalar-broadcast function, and which of its outputs (flat, in memory order) a
-    NEON loop computes; `widths` = (elementwise, scalar-broadcast) NEON widths (ADD: 16, 8; MUL: 16, 16)."""
+def neon_runs(shape_a, shape_b, widths):
+    """(scalar_broadcast, run, split): whether one invocation of the optimized ADD / MUL on inputs of `shape_a`
+    and `shape_b` runs the scalar-broadcast function, and its outputs (flat, in memory order) in runs of `run`
+    whose first `split` a NEON loop computes; `widths` = (elementwise, scalar-broadcast) NEON widths (ADD: 16,
+    8; MUL: 16, 16)."""
     size = int(np.prod(np.broadcast_shapes(tuple(shape_a), tuple(shape_b))))
     y = fivefold(shape_a, shape_b)
-    idx = np.arange(size)
     if y == "generic":
-        return False, np.zeros(size, bool)
+        return False, size, 0
     run, scalar = (size, False) if y is None else (y[4], False) if y[4] > 1 else (y[3], True)
     width = widths[scalar]
-    return scalar, idx % run < width * (run // width)
+    return scalar, run, width * (run // width)
+
+
+def neon_lanes(shape_a, shape_b, widths):
+    """(scalar_broadcast, mask) of :func:`neon_runs`: which outputs a NEON loop computes."""
+    scalar, run, split = neon_runs(shape_a, shape_b, widths)
+    size = int(np.prod(np.broadcast_shapes(tuple(shape_a), tuple(shape_b))))
+    return scalar, np.arange(size) % run < split
 
 
 def _vshl(x, n):
