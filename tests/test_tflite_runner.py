@@ -15,7 +15,8 @@ import fixq  # noqa: E402
 from fixq.io.tflite import _engine_io, _numpy_runner, run_tflite, tflite_runner  # noqa: E402
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "tflite")
-MODELS = ("mobilenet_v2", "ds_cnn", "mlp", "uint8_io", "same_pad", "mlp_float_io")
+MODELS = ("mobilenet_v2", "ds_cnn", "mlp", "uint8_io", "same_pad", "mlp_float_io", "broadcast", "broadcast_ties",
+          "uint8_requantize")
 TARGETS = ("tflite-reference", "tflite", "xnnpack")
 CASES = [(n, t) for n in MODELS for t in TARGETS]
 
