@@ -10,6 +10,8 @@ read only by a transpose writes its product straight into the transposed layout,
 nothing; and a step whose first input is a fresh array (a step's own result, no view of it taken) that no later
 step reads writes its output into that input (residual adds, gelu, softmax, layer_norm); an attention mask's
 add goes into the softmax after it (``float_ops.softmax(bias=)``: one pass over the scores instead of two).
+Each float attention written as import_bert writes it (head transposes, scale, scores, mask add, softmax,
+context, head merge) is one ``float_ops.attention`` step reading the heads in place (``_attention_blocks``).
 ``threads`` reaches numpy's BLAS through threadpoolctl when that is installed (BLAS keeps its own thread count
 otherwise).  ``run(keep_all=True)`` runs the steps without writing into inputs or fusing."""
 import contextlib
