@@ -157,7 +157,8 @@ def attention_raw(const float[:, :, :, :] q, const float[:, :, :, :] k, const fl
             or <size_t>out.shape[2] != a.h or <size_t>out.shape[3] != a.d
             or not (a.n and a.m and a.h and a.d and a.l)):
         raise ValueError("attention: shapes do not agree")
-    if bias is not None and (bias_stride not in (0, a.l) or <size_t>bias.shape[0] != (a.n * a.l if bias_stride else a.l)):
+    if bias is not None and (bias_stride not in (0, a.l)
+                             or <size_t>bias.shape[0] != (a.n * a.l if bias_stride else a.l)):
         raise ValueError("attention: bias must hold L or N * L values")
     _strides(q, a.q_stride, "q")
     _strides(k, a.k_stride, "k")

@@ -94,10 +94,10 @@ fixq_status fixq_dynamic_linear(const float *x, size_t m, const fixq_packed_b *b
 #define FIXQ__GELU_TANH_C 0.044715f
 
 /* ---- attention heads ----------------------------------------------------------
- * A head kernel takes query rows in blocks of FIXQ__ATT_MB: the block's scaled
- * queries [MB][D], its scores [MB][Lp] (Lp: L rounded up to 16), K transposed
- * [D][Lp] and the bias row [Lp] in `work`, FIXQ__ATT_WORK(L, D) floats aligned
- * to 64 bytes. */
+ * A head kernel takes query rows in blocks of FIXQ__ATT_MB.  Its `work`,
+ * FIXQ__ATT_WORK(L, D) floats aligned to 64 bytes, holds K transposed [D][Lp]
+ * (Lp: L rounded up to 16), the block's scores [MB][Lp], the bias row [Lp] and
+ * the block's scaled queries [MB][D]. */
 #define FIXQ__ATT_MB 8
 #define FIXQ__ATT_LP(l) (((l) + 15) & ~(size_t)15)
 #define FIXQ__ATT_WORK(l, d) (FIXQ__ATT_LP(l) * ((d) + FIXQ__ATT_MB + 1) + FIXQ__ATT_MB * (((d) + 15) & ~(size_t)15))
@@ -106,9 +106,10 @@ fixq_status fixq_dynamic_linear(const float *x, size_t m, const fixq_packed_b *b
 
 /* The keys a block of queries needs: L' (< L, the keys up to the last unmasked one) when every query row of
  * the block has sum_d |scale * q[d]| <= 2^59 / kv_max, kv_max any finite bound of |k| over all keys and |v|
- * over the skipped ones (the kernels pass the float sum of them: NaN and infinity propagate).  Then every |s_j| <= 2^60 (twice the bound of a float dot product), the kept
- * key's score is above -2^61, a skipped one's below -2^63, their difference below FIXQ__EXP_LO: its
- * exp is 0 on every path, and 0 * v adds nothing to the finite sums.  Otherwise L. */
+ * over the skipped ones (the kernels pass the float sum of them: NaN and infinity propagate).  Then every
+ * |s_j| <= 2^60 (twice the bound of a float dot product), the kept key's score is above -2^61, a skipped
+ * one's below -2^63, their difference below FIXQ__EXP_LO: its exp is 0 on every path, and 0 * v adds
+ * nothing to the finite sums.  Otherwise L. */
 static inline size_t fixq__att_keys(size_t l, size_t l_kept, float kv_max, const float *q_abs_sum, size_t rows) {
   if (l_kept >= l || !(kv_max < INFINITY)) return l;
   const float limit = kv_max > 0.0f ? 576460752303423488.0f / kv_max : INFINITY; /* 2^59 / kv_max */

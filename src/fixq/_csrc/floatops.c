@@ -147,9 +147,11 @@ fixq_status fixq_attention_f32(const fixq_attention_args *a, int threads) {
   if (T > units) T = units;
   if (T < 1) T = 1;
   /* FIXQ__ATT_WORK(l, d) + 16 floats per task (64-byte alignment), then the batches' kept keys */
-  if (a->l > (size_t)-1 / 4 || a->d > (size_t)-1 / 4 || !fixq__mul_size(FIXQ__ATT_LP(a->l), a->d + FIXQ__ATT_MB + 1, &work) ||
-      !fixq__add_size(work, FIXQ__ATT_MB * ((a->d + 15) & ~(size_t)15) + 16, &work))
+  if (a->l > (size_t)-1 / 4 || a->d > (size_t)-1 / 64 ||
+      !fixq__mul_size(FIXQ__ATT_LP(a->l), a->d + FIXQ__ATT_MB + 1, &work) ||
+      !fixq__add_size(work, FIXQ__ATT_MB * (a->d + 15) + 16, &work))
     return FIXQ_ERR_INVALID_ARGUMENT;
+  work = FIXQ__ATT_WORK(a->l, a->d) + 16;
   size_t bytes, kept_bytes;
   if (!fixq__mul_size(work, T * sizeof(float), &bytes) || !fixq__mul_size(a->n, sizeof(size_t), &kept_bytes) ||
       !fixq__add_size(bytes, kept_bytes + 64, &bytes))

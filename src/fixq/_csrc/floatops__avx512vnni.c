@@ -117,7 +117,8 @@ static void softmax(size_t rows, size_t n, const float *x, float *y) {
 static float abs_sum(size_t rows, size_t d, const float *x, ptrdiff_t stride) {
   __m512 acc = _mm512_setzero_ps();
   for (size_t j = 0; j < rows; j++, x += stride)
-    for (size_t c = 0; c < d; c += 16) acc = _mm512_add_ps(acc, _mm512_abs_ps(_mm512_maskz_loadu_ps(tail_mask(d - c), x + c)));
+    for (size_t c = 0; c < d; c += 16)
+      acc = _mm512_add_ps(acc, _mm512_abs_ps(_mm512_maskz_loadu_ps(tail_mask(d - c), x + c)));
   return _mm512_reduce_add_ps(acc);
 }
 
@@ -136,8 +137,10 @@ ALWAYS_INLINE void scores(int nv, size_t d, const float *kt, size_t lp, const fl
     }
   }
   for (size_t r = 0; r < MB; r++)
-    for (int t = 0; t < nv; t++)
-      _mm512_store_ps(s + r * lp + 16 * t, bias != NULL ? _mm512_add_ps(acc[r][t], _mm512_load_ps(bias + 16 * t)) : acc[r][t]);
+    for (int t = 0; t < nv; t++) {
+      const __m512 x = acc[r][t];
+      _mm512_store_ps(s + r * lp + 16 * t, bias != NULL ? _mm512_add_ps(x, _mm512_load_ps(bias + 16 * t)) : x);
+    }
 }
 
 /* Per block of 8 query rows: scores S [8][lp] = Qs K^T (+ bias) as 8 rows x 32 keys of FMA accumulators over
