@@ -159,6 +159,132 @@ def test_gelu_in_place_and_threads(isa):
     assert F.gelu(x, "none", out=x) is x and np.array_equal(x, want)
 
 
+# ---- attention -------------------------------------------------------------------------------------
+
+F32_MIN = float(np.finfo(np.float32).min)
+
+
+def heads_of(rng, n, l, h, d, parts=3):
+    """parts views [n, l, h, d] of one linear output [n, l, parts * h * d] (the graph's head split: strided)."""
+    x = rng.standard_normal((n, l, parts * h * d)).astype(np.float32)
+    return [x[..., i * h * d:(i + 1) * h * d].reshape(n, l, h, d) for i in range(parts)]
+
+
+def attention_ref(q, k, v, scale, bias):
+    """float64 attention of float32 scale * q (the graph's scale step), per batch and head."""
+    qs = (q * np.float32(scale)).astype(np.float64).transpose(0, 2, 1, 3)
+    s = qs @ k.astype(np.float64).transpose(0, 2, 3, 1)
+    if bias is not None:
+        s = s + bias
+    e = np.exp(s - s.max(-1, keepdims=True))
+    return ((e / e.sum(-1, keepdims=True)) @ v.astype(np.float64).transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3)
+
+
+def mask_bias(lengths, l):
+    mask = (np.arange(l)[None, :] < np.asarray(lengths)[:, None]).astype(np.float32)
+    return ((1 - mask) * np.float32(F32_MIN))[:, None, None, :]
+
+
+@pytest.mark.parametrize("n, m, l, h, d", [(2, 128, 128, 12, 32), (3, 17, 17, 1, 64), (2, 1, 1, 2, 32),
+                                           (2, 9, 33, 3, 5), (1, 20, 7, 2, 1), (2, 40, 40, 12, 33)])
+@pytest.mark.parametrize("masked", [False, True])
+def test_attention(isa, n, m, l, h, d, masked):
+    """Against float64 on the strided head split: the scores, softmax and P V each within a few float32
+    roundings; threads change nothing."""
+    rng = np.random.default_rng(n * 100 + l)
+    k, v = heads_of(rng, n, l, h, d, 2)
+    q = heads_of(rng, n, m, h, d, 1)[0] if m != l else heads_of(rng, n, l, h, d, 1)[0]
+    lengths = rng.integers(1, l + 1, n)
+    bias = mask_bias(lengths, l) if masked else None
+    scale = 1 / math.sqrt(d)
+    y = F.attention(q, k, v, scale, bias)
+    assert y.shape == (n, m, h, d) and y.dtype == np.float32 and y.flags.c_contiguous
+    np.testing.assert_allclose(y, attention_ref(q, k, v, scale, bias), rtol=0, atol=3e-6 * math.sqrt(d))
+    np.testing.assert_array_equal(F.attention(q, k, v, scale, bias, threads=2), y)
+    out = np.full_like(y, np.nan)
+    assert F.attention(q, k, v, scale, bias, out=out) is out
+    np.testing.assert_array_equal(out, y)
+
+
+def test_attention_softmax_is_softmax_with_bias(isa):
+    """Integer q and k make every score exact in any order and one-hot v make O = P: P equals
+    F.softmax(scores, bias=) bit for bit."""
+    rng = np.random.default_rng(7)
+    n, l, h = 2, 37, 2
+    q = rng.integers(-3, 4, (n, l, h, 8)).astype(np.float32)
+    k = rng.integers(-3, 4, (n, l, h, 8)).astype(np.float32)
+    v = np.ascontiguousarray(np.broadcast_to(np.eye(l, dtype=np.float32)[None, :, None, :], (n, l, h, l)))
+    bias = np.where(rng.random((n, 1, 1, l)) < 0.3, F32_MIN, rng.standard_normal((n, 1, 1, l))).astype(np.float32)
+    scores = np.ascontiguousarray((q * np.float32(0.5)).transpose(0, 2, 1, 3) @ k.transpose(0, 2, 3, 1))
+    p = F.softmax(scores, bias=bias)
+    qd = np.pad(q, ((0, 0), (0, 0), (0, 0), (0, l - 8)))  # head size l, the padding adds exact zeros
+    kd = np.pad(k, ((0, 0), (0, 0), (0, 0), (0, l - 8)))
+    y = F.attention(qd, kd, v, 0.5, bias)
+    np.testing.assert_array_equal(y.transpose(0, 2, 1, 3), p)
+
+
+def test_attention_skips_right_padding_bit_for_bit(isa):
+    """Keys past a row's last unmasked one (bias <= -2^64, right padding) are skipped: the same bits as
+    masking them with -2^63, which the kernel computes; a query too large for the bound computes them all."""
+    rng = np.random.default_rng(8)
+    q, k, v = heads_of(rng, 3, 128, 12, 32)
+    lengths = [13, 128, 60]
+    bias = mask_bias(lengths, 128)
+    kept = np.where(bias < 0, np.float32(-2.0**63), bias).astype(np.float32)
+    y = F.attention(q, k, v, 0.17, bias)
+    np.testing.assert_array_equal(y, F.attention(q, k, v, 0.17, kept))
+    np.testing.assert_allclose(y, attention_ref(q, k, v, 0.17, bias), atol=2e-5)
+    big = q.copy()
+    big[0, 5, 3] *= np.float32(2.0**60)  # its scores pass 2^60: this block computes every key
+    np.testing.assert_array_equal(F.attention(big, k, v, 0.17, bias), F.attention(big, k, v, 0.17, kept))
+
+
+def test_attention_fully_masked_rows_average_v(isa):
+    """A batch whose keys are all masked: every score + bias rounds to float32 min, the softmax is uniform
+    (as add-then-softmax gives), the context the mean of v."""
+    rng = np.random.default_rng(9)
+    q, k, v = heads_of(rng, 2, 9, 2, 16)
+    bias = mask_bias([0, 4], 9)
+    y = F.attention(q, k, v, 0.25, bias)
+    np.testing.assert_allclose(y[0], np.broadcast_to(v[0].astype(np.float64).mean(0), (9, 2, 16)), atol=1e-6)
+    np.testing.assert_allclose(y, attention_ref(q, k, v, 0.25, bias), atol=1e-5)
+
+
+def test_attention_strides_and_bias_forms(isa):
+    """Any strides with rows of D contiguous (negative ones, broadcast keys), a bias of one row or none."""
+    rng = np.random.default_rng(10)
+    q, k, v = heads_of(rng, 2, 12, 3, 8)
+    bias1 = mask_bias([7], 12)
+    want = F.attention(np.ascontiguousarray(q), np.ascontiguousarray(k), np.ascontiguousarray(v), 0.3, bias1)
+    np.testing.assert_array_equal(F.attention(q, k, v, 0.3, bias1), want)
+    np.testing.assert_array_equal(F.attention(q[::-1], k[::-1], v[::-1], 0.3, bias1), want[::-1])
+    kb = np.broadcast_to(k[:1], k.shape)
+    np.testing.assert_allclose(F.attention(q, kb, v, 0.3), attention_ref(q, kb, v, 0.3, None), atol=1e-5)
+
+
+def test_attention_bad_input():
+    rng = np.random.default_rng(11)
+    q, k, v = heads_of(rng, 2, 5, 2, 4)
+    for args, message in [((q[..., ::2], k, v), "last axis must be contiguous"),
+                          ((q.astype(np.float64), k, v), "float32"),
+                          ((q[0], k, v), "must be \\[batch, tokens, heads, head size\\]"),
+                          ((q, k[:, :3], v), "k and v must be"), ((q, k, v[..., :1, :]), "k and v must be"),
+                          ((q, k[:, :0], v[:, :0]), "no keys")]:
+        with pytest.raises(ValueError, match=message):
+            F.attention(*args, 0.5)
+    for scale in (float("nan"), float("inf"), "1", True):
+        with pytest.raises(ValueError, match="scale must be a finite number"):
+            F.attention(q, k, v, scale)
+    with pytest.raises(ValueError, match="bias must have shape"):
+        F.attention(q, k, v, 0.5, np.zeros((2, 1, 5), np.float32))
+    with pytest.raises(ValueError, match="out must be"):
+        F.attention(q, k, v, 0.5, out=np.zeros((2, 5, 2, 3), np.float32))
+    x = np.zeros((2, 5, 24), np.float32)
+    with pytest.raises(ValueError, match="out overlaps"):
+        F.attention(x[..., :8].reshape(2, 5, 2, 4), k, v, 0.5, out=x.reshape(-1)[:80].reshape(2, 5, 2, 4))
+    assert F.attention(q[:, :0], k, v, 0.5).shape == (2, 0, 2, 4)
+
+
 # ---- dynamic_linear ------------------------------------------------------------------------------
 
 def qparams_ref(lo, hi):

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 import fixq
 from fixq import graph as G
 from fixq.archive import ArchiveError, read_archive
+from fixq.engine import sequence
 from fixq.cli import cli
 from fixq.io import import_bert
 from fixq.io.bert import bert_graph, read_safetensors
@@ -232,10 +233,12 @@ def test_single_required_input_takes_an_array():
 
 @pytest.mark.parametrize("mode", [dict(weights="fp32"), dict(dynamic=True), dict(dynamic=True, int8_attention=True),
                                   dict(dynamic=True, granularity="tensor")])
-def test_in_place_steps_equal_copying_steps(tiny, isa, mode):
+def test_in_place_steps_equal_copying_steps(tiny, isa, mode, monkeypatch):
     """run() writes residual/mask adds, gelu, softmax and layer_norm into their inputs and the context matmul into
-    the merged-heads layout; run_all() copies: the same bits on every CPU path, the feeds untouched."""
+    the merged-heads layout; run_all() copies: the same bits on every CPU path, the feeds untouched (attention
+    unfused: test_fused_attention compares the fused form)."""
     _, _, g = tiny
+    monkeypatch.setattr(sequence, "_attention_blocks", lambda *args: {})
     m = quantize_model(g, **mode)
     f = feeds(np.random.default_rng(13), n=3, length=11)
     before = {k: v.copy() for k, v in f.items()}
@@ -249,6 +252,43 @@ def test_in_place_steps_equal_copying_steps(tiny, isa, mode):
         for t in ("encoder.layer.0.attention.self.probs", "encoder.layer.0.attention.self.context_merged",
                   "encoder.layer.1.intermediate.act", "embedding"):
             np.testing.assert_allclose(env[t], ref[t], atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", [dict(weights="fp32"), dict(dynamic=True), dict(dynamic=True, int8_attention=True)])
+def test_fused_attention(tiny, isa, mode, monkeypatch):
+    """run() computes each layer's attention (head transposes, scale, scores, mask add, softmax, context and
+    its merge) as one float_ops.attention step, except with int8_attention: within rounding of the unfused
+    steps and of the float reference, padded batches included."""
+    _, _, g = tiny
+    m = quantize_model(g, **mode)
+    fused = len(m._sequence.steps_all) - len(m._sequence.steps)
+    assert fused == (0 if mode.get("int8_attention") else 8 * CONFIG["num_hidden_layers"])  # 8 steps a layer
+    f = feeds(np.random.default_rng(14), n=4, length=13)
+    f["attention_mask"][1, 5:] = 0
+    f["attention_mask"][2, 1:] = 0
+    y = m.run(f, threads=2)
+    monkeypatch.setattr(sequence, "_attention_blocks", lambda *args: {})
+    unfused = quantize_model(g, **mode).run(f)
+    ref = G.run_float(g, f)
+    if mode.get("weights") == "fp32":
+        np.testing.assert_allclose(y, unfused, atol=1e-6)
+        np.testing.assert_allclose(y, ref, atol=1e-5)
+    else:
+        assert cosine(y, unfused).min() > 0.9999 and cosine(y, ref).min() > 0.99
+
+
+def test_attention_fusion_needs_the_whole_pattern(tiny):
+    """A graph whose attention probabilities are also an output keeps the unfused steps (and their bits)."""
+    _, _, g = tiny
+    spec = json.loads(json.dumps(g.spec))
+    spec["outputs"].append("encoder.layer.0.attention.self.probs")
+    g2 = G.validate(spec, g.weights)
+    m = quantize_model(g2, weights="fp32")
+    assert len(m._sequence.steps_all) - len(m._sequence.steps) == 8
+    f = feeds(np.random.default_rng(15), n=2, length=7)
+    y = m.run(f)
+    env = m.run_all(f)
+    np.testing.assert_array_equal(y[1], env["encoder.layer.0.attention.self.probs"])
 
 
 def test_in_place_skips_inputs_that_a_view_still_reads():

@@ -1,4 +1,4 @@
-# Float kernels of a transformer encoder (layer norm, softmax, GELU) and the
+# Float kernels of a transformer encoder (layer norm, softmax, GELU, attention) and the
 # dynamic-int8 linear layer.  fixq.float_ops checks the arguments and passes
 # flat C-contiguous float32 views; the functions here check every size handed
 # to C, then call it with the GIL released.
@@ -15,6 +15,19 @@ cdef extern from "fixq_floatops.h" nogil:
     fixq_status fixq_softmax_f32(const float *x, size_t rows, size_t n, float *y, int threads)
     fixq_status fixq_softmax_bias_f32(const float *x, size_t rows, size_t n, const float *bias, size_t bias_rows,
                                       float *y, int threads)
+    ctypedef struct fixq_attention_args:
+        size_t n, h, m, l, d
+        const float *q
+        const float *k
+        const float *v
+        ptrdiff_t q_stride[3]
+        ptrdiff_t k_stride[3]
+        ptrdiff_t v_stride[3]
+        const float *bias
+        size_t bias_stride
+        float scale
+        float *o
+    fixq_status fixq_attention_f32(const fixq_attention_args *a, int threads)
     fixq_status fixq_gelu_f32(const float *x, size_t count, fixq_gelu_form form, float *y, int threads)
     fixq_status fixq_dynamic_linear(const float *x, size_t m, const fixq_packed_b *b, const float *w_scale,
                                     size_t w_scale_count, const float *bias, fixq_dyn_granularity granularity,
@@ -116,6 +129,49 @@ def softmax_bias_raw(x, bias, y, size_t rows, size_t n, size_t bias_rows, int th
     finally:
         _release(&b)
     check_status(st, "softmax")
+
+
+cdef int _strides(const float[:, :, :, :] x, ptrdiff_t *s, str name) except -1:
+    """s = x's batch, token and head strides in floats; its rows of D must be contiguous."""
+    cdef int i
+    if x.shape[3] > 1 and x.strides[3] != sizeof(float):
+        raise ValueError(f"attention: {name}'s last axis must be contiguous; pass np.ascontiguousarray({name})")
+    for i in range(3):
+        if x.strides[i] % <Py_ssize_t>sizeof(float):
+            raise ValueError(f"attention: {name}'s strides must be multiples of 4 bytes, got {x.strides[i]}; "
+                             f"pass np.ascontiguousarray({name})")
+        s[i] = x.strides[i] // <Py_ssize_t>sizeof(float)
+    return 0
+
+
+def attention_raw(const float[:, :, :, :] q, const float[:, :, :, :] k, const float[:, :, :, :] v,
+                  float scale, const float[::1] bias, size_t bias_stride, float[:, :, :, ::1] out, int threads):
+    """out [N, M, H, D] (C-contiguous) = the attention of q [N, M, H, D] over k, v [N, L, H, D] (strided, rows
+    of D contiguous); bias: None or N * L (bias_stride L) or L (bias_stride 0) values.  Every size nonzero."""
+    cdef fixq_attention_args a
+    cdef fixq_status st
+    a.n, a.m, a.h, a.d, a.l = q.shape[0], q.shape[1], q.shape[2], q.shape[3], k.shape[1]
+    if (<size_t>k.shape[0] != a.n or <size_t>v.shape[0] != a.n or <size_t>v.shape[1] != a.l
+            or <size_t>k.shape[2] != a.h or <size_t>v.shape[2] != a.h or <size_t>k.shape[3] != a.d
+            or <size_t>v.shape[3] != a.d or <size_t>out.shape[0] != a.n or <size_t>out.shape[1] != a.m
+            or <size_t>out.shape[2] != a.h or <size_t>out.shape[3] != a.d
+            or not (a.n and a.m and a.h and a.d and a.l)):
+        raise ValueError("attention: shapes do not agree")
+    if bias is not None and (bias_stride not in (0, a.l)
+                             or <size_t>bias.shape[0] != (a.n * a.l if bias_stride else a.l)):
+        raise ValueError("attention: bias must hold L or N * L values")
+    _strides(q, a.q_stride, "q")
+    _strides(k, a.k_stride, "k")
+    _strides(v, a.v_stride, "v")
+    a.q, a.k, a.v, a.o = &q[0, 0, 0, 0], &k[0, 0, 0, 0], &v[0, 0, 0, 0], &out[0, 0, 0, 0]
+    a.bias = NULL
+    if bias is not None:
+        a.bias = &bias[0]
+    a.bias_stride = bias_stride
+    a.scale = scale
+    with nogil:
+        st = fixq_attention_f32(&a, threads)
+    check_status(st, "attention")
 
 
 def gelu_raw(x, str approximate, y, size_t count, int threads):

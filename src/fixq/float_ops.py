@@ -1,7 +1,7 @@
 """Float kernels of a transformer encoder, and its dynamic-int8 linear layer.
 
-``layer_norm``, ``softmax`` (over the last axis) and ``gelu`` run fixq's C
-kernels on float32 arrays; ``dynamic_linear`` quantizes float activations to
+``layer_norm``, ``softmax`` (over the last axis), ``gelu`` and ``attention``
+run fixq's C kernels on float32 arrays; ``dynamic_linear`` quantizes float activations to
 uint8 at run time (per row or per tensor, as ONNX DynamicQuantizeLinear) and
 runs fixq's exact int8 GEMM on weights packed by :func:`fixq.pack_weights`,
 dequantizing in the GEMM's epilogue; docs/arithmetic.md ("Float kernels and
@@ -21,7 +21,7 @@ from ._core import PackedWeights
 from .gemm import pack_weights
 from ._validate import THREADS_MAX, threads_arg
 
-__all__ = ["layer_norm", "gelu", "softmax", "dynamic_linear", "matmul", "qmatmul_dynamic", "quantize_rows",
+__all__ = ["layer_norm", "gelu", "softmax", "attention", "dynamic_linear", "matmul", "qmatmul_dynamic", "quantize_rows",
            "gather_rows"]
 
 _F32 = np.dtype(np.float32)
@@ -114,6 +114,62 @@ def softmax(x, out=None, threads=1, *, bias=None):
     if rows:
         _core.softmax_bias_raw(x, bias, y, rows, n, bias.shape[0], _threads(threads, fn))
     return y
+
+
+def _heads(x, name, fn):
+    """x itself: a float32 [N, tokens, H, D] array whose last axis is contiguous (any other strides)."""
+    if type(x) is not np.ndarray:
+        raise ValueError(f"{fn}: {name} must be a numpy float32 array, got {type(x).__name__}")
+    if x.dtype != _F32:
+        raise ValueError(f"{fn}: {name} must be float32, got {x.dtype}; convert it with {name}.astype(np.float32)")
+    if x.ndim != 4:
+        raise ValueError(f"{fn}: {name} must be [batch, tokens, heads, head size], got shape {x.shape}")
+    if x.shape[-1] > 1 and x.strides[-1] != 4:
+        raise ValueError(f"{fn}: {name}'s last axis must be contiguous; pass np.ascontiguousarray({name})")
+    return x
+
+
+def attention(q, k, v, scale, bias=None, out=None, threads=1):
+    """Multi-head attention in one pass per head, the context in merged-heads layout: for every batch n and
+    head h, ``softmax(scale * q[n, :, h] @ k[n, :, h].T + bias[n]) @ v[n, :, h]`` (``scale * q`` rounded to
+    float32 first, then the dot products; the softmax's numerics are :func:`softmax`'s with ``bias=``).
+    `q` ``[N, M, H, D]``, `k` and `v` ``[N, L, H, D]``: float32, the last axis contiguous, any other strides
+    (a linear's output ``[N, L, H * D]`` reshaped: no transposes or copies); `bias` ``(1 or N, 1, 1, L)``
+    (an attention mask's bias) or None; returns `out`, C-contiguous ``[N, M, H, D]`` (its reshape to
+    ``[N, M, H * D]`` is the merged heads).  A query whose keys are all masked (bias float32 min everywhere)
+    gets the mean of its values, as the add-then-softmax does.  `threads` splits blocks of query rows of
+    the heads over fixq's worker pool."""
+    fn = "attention"
+    q, k, v = _heads(q, "q", fn), _heads(k, "k", fn), _heads(v, "v", fn)
+    n, m, h, d = q.shape
+    if k.shape != v.shape or k.shape[0] != n or k.shape[2:] != (h, d):
+        raise ValueError(f"{fn}: k and v must be [{n}, L, {h}, {d}] for q of shape {q.shape}, got {k.shape} and "
+                         f"{v.shape}")
+    l = k.shape[1]
+    s = float(scale) if isinstance(scale, numbers.Real) and not isinstance(scale, (bool, np.bool_)) else None
+    if s is None or not abs(s) <= _F32_MAX:
+        raise ValueError(f"{fn}: scale must be a finite number, got {scale!r}")
+    threads = _threads(threads, fn)
+    if bias is not None:
+        bias = _f32(bias, "bias", fn)
+        if bias.shape not in ((1, 1, 1, l), (n, 1, 1, l)):
+            raise ValueError(f"{fn}: bias must have shape (1 or {n}, 1, 1, {l}) for k of shape {k.shape}, "
+                             f"got {bias.shape}")
+    if out is None:
+        out = np.empty(q.shape, _F32)
+    else:
+        out = _f32(out, "out", fn)
+        if out.shape != q.shape or not out.flags.writeable:
+            raise ValueError(f"{fn}: out must be a writeable array of q's shape {q.shape}, got {out.shape}")
+        if any(x is not None and np.may_share_memory(out, x) for x in (q, k, v, bias)):
+            raise ValueError(f"{fn}: out overlaps an input; pass a separate array")
+    if out.size == 0:
+        return out
+    if l == 0:
+        raise ValueError(f"{fn}: k and v hold no keys (L = 0): the softmax over them is undefined")
+    _core.attention_raw(q, k, v, s, None if bias is None else bias.reshape(-1),
+                        l if bias is not None and bias.shape[0] > 1 else 0, out, threads)
+    return out
 
 
 def gelu(x, approximate="none", out=None, threads=1):

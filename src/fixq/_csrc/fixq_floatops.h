@@ -1,4 +1,4 @@
-/* Float kernels of a transformer encoder (layer norm, softmax, GELU) and the
+/* Float kernels of a transformer encoder (layer norm, softmax, GELU, attention) and the
  * dynamic-int8 linear layer.  fixq._core calls them; they are not part of the
  * public C API (fixq.h, the capsule).
  *
@@ -29,6 +29,26 @@ fixq_status fixq_softmax_bias_f32(const float *x, size_t rows, size_t n, const f
                                   float *y, int threads);
 /* ERF: 0.5 x (1 + erf(x / sqrt 2)); TANH: 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))).  y may be x. */
 fixq_status fixq_gelu_f32(const float *x, size_t count, fixq_gelu_form form, float *y, int threads);
+
+/* Multi-head attention, per batch b < N, head h < H, query i < M:
+ *   o[b][i][h][:] = sum_j p[j] v[b][j][h][:],  p = softmax_j(s_j + bias[b][j]) over keys j < L,
+ *   s_j = sum_d (scale * q[b][i][h][d]) k[b][j][h][d]  (each product scale * q rounded to float32 first)
+ * with fixq_softmax_bias_f32's numerics for p (the add rounded, then the row's softmax).  q, k, v: rows
+ * of D contiguous floats at q + b * q_stride[0] + i * q_stride[1] + h * q_stride[2] (strides in floats,
+ * any sign); bias: NULL (none) or rows of L floats, bias_stride (0 or L) apart per batch; o: C-contiguous
+ * [N][M][H][D], overlapping none of the inputs.  Keys j >= L' past the last one whose bias is above
+ * -2^64 contribute exactly 0 wherever the bound of fixq__att_keys shows it (right padding of a mask), and
+ * are skipped then: the result is the same bits.  FIXQ_ERR_INVALID_ARGUMENT when L == 0 < M. */
+typedef struct {
+  size_t n, h, m, l, d;
+  const float *q, *k, *v;
+  ptrdiff_t q_stride[3], k_stride[3], v_stride[3]; /* batch, token, head */
+  const float *bias;
+  size_t bias_stride;
+  float scale;
+  float *o;
+} fixq_attention_args;
+fixq_status fixq_attention_f32(const fixq_attention_args *a, int threads);
 
 /* y[m][n] = (float)acc * (x_scale[m] * w_scale[n]) + bias[n] for float x [m][k]
  * (row-major), B packed from int8/uint8 weights, with x quantized to uint8 per
@@ -75,11 +95,41 @@ fixq_status fixq_dynamic_linear(const float *x, size_t m, const fixq_packed_b *b
 #define FIXQ__SQRT_2_OVER_PI 0.79788456080286536f
 #define FIXQ__GELU_TANH_C 0.044715f
 
-/* ---- row kernels, one set per ISA (floatops__<isa>.c) ---------------------- */
+/* ---- attention heads ----------------------------------------------------------
+ * A head kernel takes query rows in blocks of FIXQ__ATT_MB.  Its `work`,
+ * FIXQ__ATT_WORK(L, D) floats aligned to 64 bytes, holds K transposed [D][Lp]
+ * (Lp: L rounded up to 16), the block's scores [MB][Lp], the bias row [Lp] and
+ * the block's scaled queries [MB][D]. */
+#define FIXQ__ATT_MB 8
+#define FIXQ__ATT_LP(l) (((l) + 15) & ~(size_t)15)
+#define FIXQ__ATT_WORK(l, d) (FIXQ__ATT_LP(l) * ((d) + FIXQ__ATT_MB + 1) + FIXQ__ATT_MB * (((d) + 15) & ~(size_t)15))
+#define FIXQ__ATT_MASKED (-18446744073709551616.0f) /* -2^64: a bias at or below it masks its key */
+#define FIXQ__ATT_KEPT (-1152921504606846976.0f)    /* -2^60: the last kept key's bias is at least this */
+
+/* The keys a block of queries needs: L' (< L, the keys up to the last unmasked one) when every query row of
+ * the block has sum_d |scale * q[d]| <= 2^59 / kv_max, kv_max any finite bound of |k| over all keys and |v|
+ * over the skipped ones (the kernels pass the float sum of them: NaN and infinity propagate).  Then every
+ * |s_j| <= 2^60 (twice the bound of a float dot product), the kept key's score is above -2^61, a skipped
+ * one's below -2^63, their difference below FIXQ__EXP_LO: its exp is 0 on every path, and 0 * v adds
+ * nothing to the finite sums.  Otherwise L. */
+static inline size_t fixq__att_keys(size_t l, size_t l_kept, float kv_max, const float *q_abs_sum, size_t rows) {
+  if (l_kept >= l || !(kv_max < INFINITY)) return l;
+  const float limit = kv_max > 0.0f ? 576460752303423488.0f / kv_max : INFINITY; /* 2^59 / kv_max */
+  for (size_t r = 0; r < rows; r++)
+    if (!(q_abs_sum[r] <= limit)) return l;
+  return l_kept;
+}
+
+/* ---- row kernels, one set per ISA (floatops__<isa>.c) ----------------------
+ * attention: one head, query rows [i0, i1) of M (fixq_attention_f32's formula,
+ * strides in floats, the output rows so apart); l_kept: as fixq__att_keys. */
 typedef struct {
   void (*layer_norm)(size_t rows, size_t n, const float *x, const float *w, const float *b, float eps, float *y);
   void (*softmax)(size_t rows, size_t n, const float *x, float *y);
   void (*gelu)(size_t count, const float *x, fixq_gelu_form form, float *y);
+  void (*attention)(size_t i0, size_t i1, size_t l, size_t l_kept, size_t d, const float *q, ptrdiff_t sq,
+                    const float *k, ptrdiff_t sk, const float *v, ptrdiff_t sv, float scale, const float *bias,
+                    float *o, size_t so, float *work);
 } fixq__float_kernels;
 
 /* ---- dynamic linear kernels (dynlinear__<isa>.c) ----------------------------

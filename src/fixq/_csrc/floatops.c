@@ -1,5 +1,8 @@
-/* Layer norm, softmax and GELU in float32: argument checks, rows split over
- * threads, and the selected path's row kernels (floatops__<isa>.c). */
+/* Layer norm, softmax, GELU and attention in float32: argument checks, rows
+ * (attention: blocks of query rows of each head) split over threads, and the
+ * selected path's kernels (floatops__<isa>.c). */
+#include <stdlib.h>
+
 #include "fixq_floatops.h"
 
 #define ELEMENTS_PER_THREAD (1 << 15) /* less work than this per thread does not pay for a worker */
@@ -97,4 +100,75 @@ fixq_status fixq_gelu_f32(const float *x, size_t count, fixq_gelu_form form, flo
   if (form != FIXQ_GELU_ERF && form != FIXQ_GELU_TANH) return FIXQ_ERR_INVALID_ARGUMENT;
   float_job job = {OP_GELU, NULL, x, NULL, NULL, 1, 0.0f, form, y, count, 1, 1};
   return run(&job, threads);
+}
+
+typedef struct {
+  const fixq_attention_args *a;
+  const fixq__float_kernels *kern;
+  const size_t *l_kept; /* per batch */
+  size_t blocks;        /* query blocks per head */
+  size_t units;         /* heads * blocks */
+  float *work;
+  size_t work_floats; /* per task */
+  int tasks;
+} att_job;
+
+static void att_task(void *ctx, int t) {
+  const att_job *job = ctx;
+  const fixq_attention_args *a = job->a;
+  const size_t T = (size_t)job->tasks, u1 = job->units * ((size_t)t + 1) / T;
+  float *work = job->work + job->work_floats * (size_t)t;
+  for (size_t u = job->units * (size_t)t / T; u < u1;) {
+    const size_t head = u / job->blocks, b = head / a->h, h = head % a->h;
+    const size_t last = (head + 1) * job->blocks < u1 ? (head + 1) * job->blocks : u1;
+    const size_t i0 = (u - head * job->blocks) * FIXQ__ATT_MB, i1e = (last - head * job->blocks) * FIXQ__ATT_MB;
+    const ptrdiff_t bb = (ptrdiff_t)b, hh = (ptrdiff_t)h;
+    job->kern->attention(i0, i1e < a->m ? i1e : a->m, a->l, job->l_kept[b], a->d,
+                         a->q + bb * a->q_stride[0] + hh * a->q_stride[2], a->q_stride[1],
+                         a->k + bb * a->k_stride[0] + hh * a->k_stride[2], a->k_stride[1],
+                         a->v + bb * a->v_stride[0] + hh * a->v_stride[2], a->v_stride[1], a->scale,
+                         a->bias == NULL ? NULL : a->bias + b * a->bias_stride, a->o + (b * a->m * a->h + h) * a->d,
+                         a->h * a->d, work);
+    u = last;
+  }
+}
+
+fixq_status fixq_attention_f32(const fixq_attention_args *a, int threads) {
+  size_t heads, rows, out, macs, work;
+  if (a == NULL || threads < 1 || !fixq__mul_size(a->n, a->h, &heads) || !fixq__mul_size(heads, a->m, &rows) ||
+      !fixq__mul_size(rows, a->d, &out) || !fixq__mul_size(out, a->l, &macs) ||
+      (a->bias_stride != 0 && a->bias_stride != a->l) || !isfinite(a->scale))
+    return FIXQ_ERR_INVALID_ARGUMENT;
+  if (rows == 0 || a->d == 0) return FIXQ_OK;
+  if (a->l == 0 || a->q == NULL || a->k == NULL || a->v == NULL || a->o == NULL) return FIXQ_ERR_INVALID_ARGUMENT;
+  const size_t blocks = (a->m + FIXQ__ATT_MB - 1) / FIXQ__ATT_MB, units = heads * blocks;
+  size_t T = macs / FIXQ__MACS_PER_THREAD;
+  if (T > (size_t)threads) T = (size_t)threads;
+  if (T > units) T = units;
+  if (T < 1) T = 1;
+  /* FIXQ__ATT_WORK(l, d) + 16 floats per task (64-byte alignment), then the batches' kept keys */
+  if (a->l > (size_t)-1 / 4 || a->d > (size_t)-1 / 64 ||
+      !fixq__mul_size(FIXQ__ATT_LP(a->l), a->d + FIXQ__ATT_MB + 1, &work) ||
+      !fixq__add_size(work, FIXQ__ATT_MB * (a->d + 15) + 16, &work))
+    return FIXQ_ERR_INVALID_ARGUMENT;
+  work = FIXQ__ATT_WORK(a->l, a->d) + 16;
+  size_t bytes, kept_bytes;
+  if (!fixq__mul_size(work, T * sizeof(float), &bytes) || !fixq__mul_size(a->n, sizeof(size_t), &kept_bytes) ||
+      !fixq__add_size(bytes, kept_bytes + 64, &bytes))
+    return FIXQ_ERR_INVALID_ARGUMENT;
+  char *mem = malloc(bytes);
+  if (mem == NULL) return FIXQ_ERR_OUT_OF_MEMORY;
+  size_t *l_kept = (size_t *)mem;
+  for (size_t b = 0; b < a->n; b++) { /* right padding: keys past the last one above FIXQ__ATT_MASKED */
+    const float *br = a->bias == NULL ? NULL : a->bias + b * a->bias_stride;
+    size_t j = a->l;
+    while (br != NULL && j > 0 && br[j - 1] <= FIXQ__ATT_MASKED) j--;
+    l_kept[b] = j == 0 || br == NULL || !(br[j - 1] >= FIXQ__ATT_KEPT) ? a->l : j;
+  }
+  att_job job = {a, float_table[fixq__isa], l_kept, blocks, units,
+                 (float *)(((uintptr_t)(mem + kept_bytes) + 63) & ~(uintptr_t)63), work, (int)T};
+  if (T == 1) att_task(&job, 0);
+  else fixq__parallel(job.tasks, att_task, &job);
+  free(mem);
+  return FIXQ_OK;
 }

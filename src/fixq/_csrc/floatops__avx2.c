@@ -1,6 +1,6 @@
-/* Layer norm, softmax and GELU: the AVX2 path, 8 floats a vector, the tail
- * of a row through vmaskmovps.  The same formulas as floatops__scalar.c with
- * FMA and 8 partial sums. */
+/* Layer norm, softmax, GELU and attention: the AVX2 path, 8 floats a vector,
+ * the tail of a row through vmaskmovps.  The same formulas as
+ * floatops__scalar.c with FMA and 8 partial sums. */
 #include <immintrin.h>
 
 #include "fixq_floatops.h"
@@ -132,4 +132,86 @@ static void softmax(size_t rows, size_t n, const float *x, float *y) {
   }
 }
 
-const fixq__float_kernels fixq__float_kernels__avx2 = {layer_norm, softmax, gelu};
+/* sum of |x| over rows of d floats, `stride` apart (NaN and infinity propagate) */
+static float abs_sum(size_t rows, size_t d, const float *x, ptrdiff_t stride) {
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  __m256 acc = _mm256_setzero_ps();
+  for (size_t j = 0; j < rows; j++, x += stride)
+    for (size_t c = 0; c < d; c += 8) acc = _mm256_add_ps(acc, _mm256_andnot_ps(sign, load(x + c, tail_mask(d - c))));
+  return hsum_ps(acc);
+}
+
+/* Per block of 8 query rows: scores S [8][lp] = Qs K^T (+ bias) as 4 rows x 16 keys of FMA accumulators over
+ * K^T packed [d][lp] (packed as far as a block needs it), each row's softmax (the function above), then
+ * O = P V as 4 rows x 16 columns of accumulators over V read in place. */
+static void attention(size_t i0, size_t i1, size_t l, size_t l_kept, size_t d, const float *q, ptrdiff_t sq,
+                      const float *k, ptrdiff_t sk, const float *v, ptrdiff_t sv, float scale, const float *bias,
+                      float *o, size_t so, float *work) {
+  enum { MB = FIXQ__ATT_MB, MR = 4 };
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  const size_t lp = FIXQ__ATT_LP(l);
+  float *kt = work, *s = kt + d * lp, *bs = s + MB * lp, *qb = bs + lp;
+  const float kv = abs_sum(l, d, k, sk) + (l_kept < l ? abs_sum(l - l_kept, d, v + (ptrdiff_t)l_kept * sv, sv) : 0.0f);
+  for (size_t j = 0; j < lp; j++) bs[j] = bias != NULL && j < l ? bias[j] : 0.0f;
+  size_t packed = 0; /* K^T columns [0, packed) hold keys, zeros past l */
+  for (size_t i = i0; i < i1; i += MB) {
+    const size_t rows = i1 - i < MB ? i1 - i : MB;
+    float qsum[MB];
+    for (size_t r = 0; r < MB; r++) {
+      __m256 acc = _mm256_setzero_ps();
+      for (size_t c = 0; c < d; c += 8) {
+        const __m256i m = tail_mask(d - c);
+        const __m256 x = r < rows ? _mm256_mul_ps(_mm256_set1_ps(scale), load(q + (ptrdiff_t)(i + r) * sq + c, m))
+                                  : _mm256_setzero_ps();
+        _mm256_maskstore_ps(qb + r * d + c, m, x);
+        acc = _mm256_add_ps(acc, _mm256_andnot_ps(sign, x));
+      }
+      qsum[r] = hsum_ps(acc);
+    }
+    const size_t n = fixq__att_keys(l, l_kept, kv, qsum, rows), np = FIXQ__ATT_LP(n);
+    for (; packed < np; packed++)
+      for (size_t c = 0; c < d; c++) kt[c * lp + packed] = packed < l ? k[(ptrdiff_t)packed * sk + (ptrdiff_t)c] : 0.0f;
+    for (size_t r0 = 0; r0 < MB; r0 += MR)
+      for (size_t j = 0; j < np; j += 16) {
+        __m256 acc[MR][2];
+        for (size_t r = 0; r < MR; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+        for (size_t c = 0; c < d; c++) {
+          const __m256 k0 = _mm256_load_ps(kt + c * lp + j), k1 = _mm256_load_ps(kt + c * lp + j + 8);
+          for (size_t r = 0; r < MR; r++) {
+            const __m256 x = _mm256_broadcast_ss(qb + (r0 + r) * d + c);
+            acc[r][0] = _mm256_fmadd_ps(x, k0, acc[r][0]);
+            acc[r][1] = _mm256_fmadd_ps(x, k1, acc[r][1]);
+          }
+        }
+        const __m256 b0 = _mm256_load_ps(bs + j), b1 = _mm256_load_ps(bs + j + 8);
+        for (size_t r = 0; r < MR; r++) {
+          float *sr = s + (r0 + r) * lp + j;
+          _mm256_store_ps(sr, bias != NULL ? _mm256_add_ps(acc[r][0], b0) : acc[r][0]);
+          _mm256_store_ps(sr + 8, bias != NULL ? _mm256_add_ps(acc[r][1], b1) : acc[r][1]);
+        }
+      }
+    for (size_t r = 0; r < rows; r++) softmax(1, n, s + r * lp, s + r * lp);
+    for (size_t r0 = 0; r0 < rows; r0 += MR)
+      for (size_t c = 0; c < d; c += 16) {
+        const __m256i m0 = tail_mask(d - c), m1 = tail_mask(d - c > 8 ? d - c - 8 : 0);
+        __m256 acc[MR][2];
+        for (size_t r = 0; r < MR; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+        for (size_t j = 0; j < n; j++) {
+          const float *vj = v + (ptrdiff_t)j * sv + c;
+          const __m256 v0 = load(vj, m0), v1 = load(vj + 8, m1);
+          for (size_t r = 0; r < MR; r++) {
+            const __m256 p = _mm256_broadcast_ss(s + (r0 + r) * lp + j);
+            acc[r][0] = _mm256_fmadd_ps(p, v0, acc[r][0]);
+            acc[r][1] = _mm256_fmadd_ps(p, v1, acc[r][1]);
+          }
+        }
+        for (size_t r = 0; r < MR; r++) /* a constant trip count keeps acc in registers */
+          if (r0 + r < rows) {
+            _mm256_maskstore_ps(o + (i + r0 + r) * so + c, m0, acc[r][0]);
+            _mm256_maskstore_ps(o + (i + r0 + r) * so + c + 8, m1, acc[r][1]);
+          }
+      }
+  }
+}
+
+const fixq__float_kernels fixq__float_kernels__avx2 = {layer_norm, softmax, gelu, attention};

@@ -1,6 +1,6 @@
-/* Layer norm, softmax and GELU: the AVX-512 path, 16 floats a vector, the
- * tail of a row through masked loads and stores.  The same formulas as
- * floatops__scalar.c with FMA and 16 partial sums. */
+/* Layer norm, softmax, GELU and attention: the AVX-512 path, 16 floats a
+ * vector, the tail of a row through masked loads and stores.  The same
+ * formulas as floatops__scalar.c with FMA and 16 partial sums. */
 #include <immintrin.h>
 
 #include "fixq_floatops.h"
@@ -113,4 +113,91 @@ static void softmax(size_t rows, size_t n, const float *x, float *y) {
   }
 }
 
-const fixq__float_kernels fixq__float_kernels__avx512vnni = {layer_norm, softmax, gelu};
+/* sum of |x| over rows of d floats, `stride` apart (NaN and infinity propagate) */
+static float abs_sum(size_t rows, size_t d, const float *x, ptrdiff_t stride) {
+  __m512 acc = _mm512_setzero_ps();
+  for (size_t j = 0; j < rows; j++, x += stride)
+    for (size_t c = 0; c < d; c += 16)
+      acc = _mm512_add_ps(acc, _mm512_abs_ps(_mm512_maskz_loadu_ps(tail_mask(d - c), x + c)));
+  return _mm512_reduce_add_ps(acc);
+}
+
+/* s[r][0, 16 nv) = sum_c qb[r][c] kt[c][0, 16 nv) (+ bias[0, 16 nv)) for the 8 rows r of a block, rows of
+ * kt and s lp apart */
+ALWAYS_INLINE void scores(int nv, size_t d, const float *kt, size_t lp, const float *qb, const float *bias, float *s) {
+  enum { MB = FIXQ__ATT_MB };
+  __m512 acc[MB][2];
+  for (size_t r = 0; r < MB; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+  for (size_t c = 0; c < d; c++) {
+    const __m512 k0 = _mm512_load_ps(kt + c * lp), k1 = nv == 2 ? _mm512_load_ps(kt + c * lp + 16) : k0;
+    for (size_t r = 0; r < MB; r++) {
+      const __m512 x = _mm512_set1_ps(qb[r * d + c]);
+      acc[r][0] = _mm512_fmadd_ps(x, k0, acc[r][0]);
+      if (nv == 2) acc[r][1] = _mm512_fmadd_ps(x, k1, acc[r][1]);
+    }
+  }
+  for (size_t r = 0; r < MB; r++)
+    for (int t = 0; t < nv; t++) {
+      const __m512 x = acc[r][t];
+      _mm512_store_ps(s + r * lp + 16 * t, bias != NULL ? _mm512_add_ps(x, _mm512_load_ps(bias + 16 * t)) : x);
+    }
+}
+
+/* Per block of 8 query rows: scores S [8][lp] = Qs K^T (+ bias) as 8 rows x 32 keys of FMA accumulators over
+ * K^T packed [d][lp] (packed as far as a block needs it), each row's softmax (the function above), then
+ * O = P V as 8 rows x 32 columns of accumulators over V read in place. */
+static void attention(size_t i0, size_t i1, size_t l, size_t l_kept, size_t d, const float *q, ptrdiff_t sq,
+                      const float *k, ptrdiff_t sk, const float *v, ptrdiff_t sv, float scale, const float *bias,
+                      float *o, size_t so, float *work) {
+  enum { MB = FIXQ__ATT_MB };
+  const size_t lp = FIXQ__ATT_LP(l);
+  float *kt = work, *s = kt + d * lp, *bs = s + MB * lp, *qb = bs + lp;
+  const float kv = abs_sum(l, d, k, sk) + (l_kept < l ? abs_sum(l - l_kept, d, v + (ptrdiff_t)l_kept * sv, sv) : 0.0f);
+  for (size_t j = 0; j < lp; j++) bs[j] = bias != NULL && j < l ? bias[j] : 0.0f;
+  size_t packed = 0; /* K^T columns [0, packed) hold keys, zeros past l */
+  for (size_t i = i0; i < i1; i += MB) {
+    const size_t rows = i1 - i < MB ? i1 - i : MB;
+    float qsum[MB];
+    for (size_t r = 0; r < MB; r++) {
+      __m512 acc = _mm512_setzero_ps();
+      for (size_t c = 0; c < d; c += 16) {
+        const __mmask16 m = tail_mask(d - c);
+        const __m512 x = r < rows ? _mm512_mul_ps(_mm512_set1_ps(scale),
+                                                  _mm512_maskz_loadu_ps(m, q + (ptrdiff_t)(i + r) * sq + c))
+                                  : _mm512_setzero_ps();
+        _mm512_mask_storeu_ps(qb + r * d + c, m, x);
+        acc = _mm512_add_ps(acc, _mm512_abs_ps(x));
+      }
+      qsum[r] = _mm512_reduce_add_ps(acc);
+    }
+    const size_t n = fixq__att_keys(l, l_kept, kv, qsum, rows), np = FIXQ__ATT_LP(n);
+    for (; packed < np; packed++)
+      for (size_t c = 0; c < d; c++) kt[c * lp + packed] = packed < l ? k[(ptrdiff_t)packed * sk + (ptrdiff_t)c] : 0.0f;
+    for (size_t j = 0; j < np; j += 32) {
+      if (np - j >= 32) scores(2, d, kt + j, lp, qb, bias != NULL ? bs + j : NULL, s + j);
+      else scores(1, d, kt + j, lp, qb, bias != NULL ? bs + j : NULL, s + j);
+    }
+    for (size_t r = 0; r < rows; r++) softmax(1, n, s + r * lp, s + r * lp);
+    for (size_t c = 0; c < d; c += 32) {
+      const __mmask16 m0 = tail_mask(d - c), m1 = d - c > 16 ? tail_mask(d - c - 16) : 0;
+      __m512 acc[MB][2];
+      for (size_t r = 0; r < MB; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+      for (size_t j = 0; j < n; j++) {
+        const float *vj = v + (ptrdiff_t)j * sv + c;
+        const __m512 v0 = _mm512_maskz_loadu_ps(m0, vj), v1 = _mm512_maskz_loadu_ps(m1, vj + 16);
+        for (size_t r = 0; r < MB; r++) {
+          const __m512 p = _mm512_set1_ps(s[r * lp + j]);
+          acc[r][0] = _mm512_fmadd_ps(p, v0, acc[r][0]);
+          acc[r][1] = _mm512_fmadd_ps(p, v1, acc[r][1]);
+        }
+      }
+      for (size_t r = 0; r < MB; r++) /* a constant trip count keeps acc in registers */
+        if (r < rows) {
+          _mm512_mask_storeu_ps(o + (i + r) * so + c, m0, acc[r][0]);
+          _mm512_mask_storeu_ps(o + (i + r) * so + c + 16, m1, acc[r][1]);
+        }
+    }
+  }
+}
+
+const fixq__float_kernels fixq__float_kernels__avx512vnni = {layer_norm, softmax, gelu, attention};

@@ -1,4 +1,4 @@
-/* Layer norm, softmax and GELU: the scalar path (fixq_floatops.h states
+/* Layer norm, softmax, GELU and attention: the scalar path (fixq_floatops.h states
  * what each computes).  Row statistics are summed in double, one pass:
  * var = E[x^2] - mean^2 (exact enough in double unless |mean| / std passes ~1e6). */
 #include <string.h>
@@ -76,4 +76,34 @@ static void gelu(size_t count, const float *x, fixq_gelu_form form, float *y) {
   }
 }
 
-const fixq__float_kernels fixq__float_kernels__scalar = {layer_norm, softmax, gelu};
+/* Scores of each query row against K read in place, the row's softmax (the function above), then P V. */
+static void attention(size_t i0, size_t i1, size_t l, size_t l_kept, size_t d, const float *q, ptrdiff_t sq,
+                      const float *k, ptrdiff_t sk, const float *v, ptrdiff_t sv, float scale, const float *bias,
+                      float *o, size_t so, float *work) {
+  float *s = work, *qs = s + l, kv = 0.0f;
+  for (size_t j = 0; j < l; j++)
+    for (size_t c = 0; c < d; c++) kv += fabsf(k[(ptrdiff_t)j * sk + (ptrdiff_t)c]);
+  for (size_t j = l_kept; j < l; j++)
+    for (size_t c = 0; c < d; c++) kv += fabsf(v[(ptrdiff_t)j * sv + (ptrdiff_t)c]);
+  for (size_t i = i0; i < i1; i++) {
+    const float *qi = q + (ptrdiff_t)i * sq;
+    float qsum = 0.0f;
+    for (size_t c = 0; c < d; c++) qsum += fabsf(qs[c] = scale * qi[c]);
+    const size_t n = fixq__att_keys(l, l_kept, kv, &qsum, 1);
+    for (size_t j = 0; j < n; j++) {
+      const float *kj = k + (ptrdiff_t)j * sk;
+      float acc = 0.0f;
+      for (size_t c = 0; c < d; c++) acc += qs[c] * kj[c];
+      s[j] = bias == NULL ? acc : acc + bias[j];
+    }
+    softmax(1, n, s, s);
+    float *oi = o + i * so;
+    for (size_t c = 0; c < d; c++) oi[c] = 0.0f;
+    for (size_t j = 0; j < n; j++) {
+      const float p = s[j], *vj = v + (ptrdiff_t)j * sv;
+      for (size_t c = 0; c < d; c++) oi[c] += p * vj[c];
+    }
+  }
+}
+
+const fixq__float_kernels fixq__float_kernels__scalar = {layer_norm, softmax, gelu, attention};

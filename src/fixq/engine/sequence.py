@@ -10,6 +10,8 @@ read only by a transpose writes its product straight into the transposed layout,
 nothing; and a step whose first input is a fresh array (a step's own result, no view of it taken) that no later
 step reads writes its output into that input (residual adds, gelu, softmax, layer_norm); an attention mask's
 add goes into the softmax after it (``float_ops.softmax(bias=)``: one pass over the scores instead of two).
+Each float attention written as import_bert writes it (head transposes, scale, scores, mask add, softmax,
+context, head merge) is one ``float_ops.attention`` step reading the heads in place (``_attention_blocks``).
 ``threads`` reaches numpy's BLAS through threadpoolctl when that is installed (BLAS keeps its own thread count
 otherwise).  ``run(keep_all=True)`` runs the steps without writing into inputs or fusing."""
 import contextlib
@@ -53,6 +55,17 @@ def _linear(m, s, i):
     def dynamic(env, threads):
         return dynamic_linear(np.ascontiguousarray(env[i]), packed, ws, bias, granularity, threads)
     return dynamic
+
+
+def _attention(block, slots):
+    """The fused attention step of an _attention_blocks entry: F.attention on the heads, the context
+    [N, L, H, D] out."""
+    q, k, v, bias = (None if t is None else slots[t] for t in block[:4])
+    scale, kernel = np.float32(block[4]), F.attention
+    if bias is None:
+        return lambda env, threads: kernel(env[q], env[k], env[v], scale, threads=threads)
+    return lambda env, threads: kernel(env[q], env[k], env[v], scale, np.ascontiguousarray(env[bias]),
+                                       threads=threads)
 
 
 def _step(m, s, slots, in_place, transposed):
@@ -135,6 +148,55 @@ def _step(m, s, slots, in_place, transposed):
     return lambda env, threads: G.float_node(_PLAIN, node, [env[t] for t in ins])
 
 
+def _attention_blocks(steps, tensors, readers, keep):
+    """{output of a context transpose: (q, k, v heads, mask bias or None, scale, the steps it replaces)} for
+    each attention written as import_bert writes it: heads [N, L, H, D] transposed to [N, H, L, D] (keys to
+    [N, H, D, L]), an optional scale of the queries, the scores matmul, an optional add of a [N or 1, 1, 1, L]
+    bias, a last-axis softmax, the context matmul and its transpose back to [N, L, H, D]; every tensor between
+    read by the next step alone and not an output.  float_ops.attention computes the same, fused."""
+    made = {s["output"]: s for s in steps}
+
+    def sole(t, op, k=0):  # the step making t, when it is `op` and t's only reader reads it as input k
+        s, r = made.get(t), readers.get(t, [])
+        return s if s is not None and s["op"] == op and t not in keep and len(r) == 1 and \
+            r[0]["inputs"].index(t) == k and r[0]["inputs"].count(t) == 1 else None
+
+    def heads(t, perm, k):  # the [N, L, H, D] tensor that t transposes with perm
+        s = sole(t, "transpose", k)
+        return s["inputs"][0] if s is not None and s["perm"] == perm and len(tensors[t]) == 4 else None
+    found = {}
+    for ct in steps:
+        if ct["op"] != "transpose" or ct["perm"] != [0, 2, 1, 3]:
+            continue
+        mm2 = sole(ct["inputs"][0], "matmul")
+        sm = mm2 and sole(mm2["inputs"][0], "softmax")
+        if sm is None or sm["axis"] not in (-1, 3) or len(tensors[sm["output"]]) != 4:
+            continue
+        add, bias = sole(sm["inputs"][0], "add"), None
+        if add is not None:
+            bias, b = add["inputs"][1], tensors[add["inputs"][1]]
+            if add["act"] is not None or len(b) != 4 or b[1:3] != [1, 1] or b[3] != tensors[add["output"]][3]:
+                continue
+        mm1 = sole(add["inputs"][0] if add else sm["inputs"][0], "matmul")
+        if mm1 is None:
+            continue
+        sc, scale = sole(mm1["inputs"][0], "scale"), 1.0
+        if sc is not None:
+            scale = sc["value"]
+        qt = sc["inputs"][0] if sc else mm1["inputs"][0]
+        q = heads(qt, [0, 2, 1, 3], 0)
+        k = heads(mm1["inputs"][1], [0, 2, 3, 1], 1)
+        v = heads(mm2["inputs"][1], [0, 2, 1, 3], 1)
+        if None in (q, k, v) or not (tensors[q][2:] == tensors[k][2:] == tensors[v][2:] and tensors[k] == tensors[v]
+                                     and tensors[q][0] == tensors[k][0] and (bias is None or tensors[bias][0] in
+                                                                            (1, tensors[q][0]))):
+            continue
+        parts = [made[t] for t in (qt, mm1["inputs"][1], mm2["inputs"][1])] + \
+            [x for x in (sc, add) if x is not None] + [mm1, sm, mm2]
+        found[ct["output"]] = (q, k, v, bias, scale, {x["output"] for x in parts})
+    return found
+
+
 @functools.lru_cache(maxsize=None)
 def _blas_limiter():
     """``limit(threads)``: a context holding numpy's BLAS to that many threads (threadpoolctl's), or one that
@@ -179,14 +241,24 @@ class SequenceRunner:
             return (s["inputs"][1] if s["op"] == "add" and s["act"] is None and in_place(k, s) and len(r) == 1
                     and r[0]["op"] == "softmax" and r[0]["axis"] == len(x) - 1 and s["output"] not in keep
                     and len(b) == len(x) and b[0] in (1, x[0]) and b[-1] == x[-1] and set(b[1:-1]) <= {1} else None)
-        fused = {s["output"]: mask_bias(k, s) for k, s in enumerate(meta["steps"]) if mask_bias(k, s) is not None}
-        reads = [[s["inputs"][0]] if s["output"] in fused else s["inputs"] + [fused[t] for t in s["inputs"]
-                                                                               if t in fused] for s in meta["steps"]]
+        attention = {} if m.options.get("int8_attention") else \
+            _attention_blocks(meta["steps"], tensors, readers, keep)
+        replaced = {t for a in attention.values() for t in a[5]}
+        fused = {s["output"]: mask_bias(k, s) for k, s in enumerate(meta["steps"])
+                 if s["output"] not in replaced and mask_bias(k, s) is not None}
+        reads = [[] if s["output"] in replaced else [t for t in attention[s["output"]][:4] if t is not None]
+                 if s["output"] in attention else [s["inputs"][0]] if s["output"] in fused
+                 else s["inputs"] + [fused[t] for t in s["inputs"] if t in fused] for s in meta["steps"]]
         last_read = {t: k for k, r in enumerate(reads) for t in r}
         self.steps, self.steps_all = [], []
         for k, s in enumerate(meta["steps"]):
             fns = [_step(m, s, slots, False, transposed(s))]
-            if s["output"] in fused:  # the add passes its input on; the softmax after it adds the bias
+            if s["output"] in replaced:  # computed inside the fused attention step below
+                self.steps_all.append((fns[0], slots[s["output"]]))
+                continue
+            if s["output"] in attention:
+                fns.append(_attention(attention[s["output"]], slots))
+            elif s["output"] in fused:  # the add passes its input on; the softmax after it adds the bias
                 i = slots[s["inputs"][0]]
                 fns.append(lambda env, threads, i=i: env[i])
             elif s["op"] == "softmax" and s["inputs"][0] in fused:
@@ -201,7 +273,8 @@ class SequenceRunner:
             self.steps.append((fns[1], slots[s["output"]], dead))
         self.outputs = [slots[t] for t in meta["outputs"]]
         self.size = len(self.names)
-        float_matmuls = not m.options.get("int8_attention") and any(s["op"] == "matmul" for s in meta["steps"])
+        float_matmuls = not m.options.get("int8_attention") and any(s["op"] == "matmul" and s["output"] not in replaced
+                                                                    for s in meta["steps"])
         self.blas = _blas_limiter() if float_matmuls or m.weights == "fp32" else None
 
     def run(self, feeds, threads, keep_all=False):
