@@ -256,6 +256,13 @@ typedef void (*fixq_qgemm_ukernel)(size_t mr, size_t np, size_t kq, const uint8_
                                    size_t ldc, const int32_t *row_sum, const int32_t *row_neg,
                                    const int32_t *b_zp, const int32_t *col_term);
 
+/* The tile of fixq_qgemm_ukernel with row_sum NULL (B without zero points), its records made from the
+ * rows of A as they lie (row r at a + r * lda, k values of a_dtype), with no packing: where a path has one,
+ * qgemm.c runs it instead of the packer and the tile kernel for a k up to FIXQ__DIRECT_K_MAX. */
+typedef void (*fixq_qgemm_direct_fn)(size_t mr, size_t np, size_t k, const void *a, size_t lda, fixq_dtype a_dtype,
+                                     const int8_t *b, int32_t *c, size_t ldc, const int32_t *col_term);
+#define FIXQ__DIRECT_K_MAX 64
+
 void fixq_qgemm_pack_a__scalar(size_t rows, size_t k, const void *a, size_t lda, fixq_dtype a_dtype,
                                fixq_gemm_kernel kernel, uint8_t *dst, int32_t *row_sum, int32_t *row_neg);
 void fixq_qgemm_s8__scalar(size_t mr, size_t np, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c,
@@ -280,6 +287,8 @@ void fixq_qgemm_pack_a__avx512vnni(size_t rows, size_t k, const void *a, size_t 
 void fixq_qgemm_s8__avx512vnni(size_t mr, size_t np, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c,
                                size_t ldc, const int32_t *row_sum, const int32_t *row_neg, const int32_t *b_zp,
                                const int32_t *col_term);
+void fixq_qgemm_direct__avx512vnni(size_t mr, size_t np, size_t k, const void *a, size_t lda, fixq_dtype a_dtype,
+                                   const int8_t *b, int32_t *c, size_t ldc, const int32_t *col_term);
 #endif
 
 /* The aarch64 kernels (qgemm_s8__neon.c, __dotprod.c, __i8mm.c) read one A

@@ -7,7 +7,10 @@
  * right-hand side modulo 2^32 (a kernel that multiplies a' + a_offset, the
  * VNNI one, gets -a_offset * sum_k b' in col_term); fixq_qgemm first proves
  * that the exact acc fits int32, so the wrapped value is acc.  Each block of
- * accumulators goes through the requantize micro-kernel while it is still in L1. */
+ * accumulators goes through the requantize micro-kernel while it is still in L1.
+ * A small k on a path with a direct tile (fixq_qgemm_direct_fn, AVX-512 VNNI)
+ * and B without zero points skips the packing of A: the tile reads A's rows
+ * (a 1x1 convolution's NHWC pixels) where they lie. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,24 +24,26 @@
 typedef struct {
   fixq_qgemm_pack_a_fn pack_a;
   fixq_qgemm_ukernel ukernel[2]; /* by fixq_gemm_kernel */
+  fixq_qgemm_direct_fn direct;   /* or NULL: every A packed */
   size_t mr, np;                 /* tile: mr rows (one pack_a call) x up to np panels */
   size_t record;                 /* packed A bytes per row per 4 k (fixq_internal.h) */
   uint32_t a_offset;             /* the kernels multiply a' + a_offset */
 } qgemm_kernels;
 
 static const qgemm_kernels kernel_table[FIXQ_ISA_COUNT] = {
-    {fixq_qgemm_pack_a__scalar, {fixq_qgemm_s8__scalar, fixq_qgemm_s16__scalar}, FIXQ_GEMM_MR, 1, 8, 0},
-    {FIXQ__AVX2(fixq_qgemm_pack_a__avx2), {FIXQ__AVX2(fixq_qgemm_s8__avx2), FIXQ__AVX2(fixq_qgemm_s16__avx2)},
+    {fixq_qgemm_pack_a__scalar, {fixq_qgemm_s8__scalar, fixq_qgemm_s16__scalar}, NULL, FIXQ_GEMM_MR, 1, 8, 0},
+    {FIXQ__AVX2(fixq_qgemm_pack_a__avx2), {FIXQ__AVX2(fixq_qgemm_s8__avx2), FIXQ__AVX2(fixq_qgemm_s16__avx2)}, NULL,
      FIXQ__AVX2_MR, FIXQ__AVX2_NP, 8, 0},
     /* vpdpbusd is exact for b' = -128 too: one kernel for both */
     {FIXQ__AVX512VNNI(fixq_qgemm_pack_a__avx512vnni),
-     {FIXQ__AVX512VNNI(fixq_qgemm_s8__avx512vnni), FIXQ__AVX512VNNI(fixq_qgemm_s8__avx512vnni)}, FIXQ__VNNI_MR,
+     {FIXQ__AVX512VNNI(fixq_qgemm_s8__avx512vnni), FIXQ__AVX512VNNI(fixq_qgemm_s8__avx512vnni)},
+     FIXQ__AVX512VNNI(fixq_qgemm_direct__avx512vnni), FIXQ__VNNI_MR,
      FIXQ__VNNI_NP, 4, 128},
-    {FIXQ__NEON(fixq_qgemm_pack_a__neon), {FIXQ__NEON(fixq_qgemm_s8__neon), FIXQ__NEON(fixq_qgemm_s8__neon)},
+    {FIXQ__NEON(fixq_qgemm_pack_a__neon), {FIXQ__NEON(fixq_qgemm_s8__neon), FIXQ__NEON(fixq_qgemm_s8__neon)}, NULL,
      FIXQ__ARM_MR, FIXQ__ARM_NP, 4, 0},
-    {FIXQ__DOTPROD(fixq_qgemm_pack_a__neon), {FIXQ__DOTPROD(fixq_qgemm_s8__dotprod), FIXQ__DOTPROD(fixq_qgemm_s8__dotprod)},
+    {FIXQ__DOTPROD(fixq_qgemm_pack_a__neon), {FIXQ__DOTPROD(fixq_qgemm_s8__dotprod), FIXQ__DOTPROD(fixq_qgemm_s8__dotprod)}, NULL,
      FIXQ__ARM_MR, FIXQ__ARM_NP, 4, 0},
-    {FIXQ__I8MM(fixq_qgemm_pack_a__i8mm), {FIXQ__I8MM(fixq_qgemm_s8__i8mm), FIXQ__I8MM(fixq_qgemm_s8__i8mm)},
+    {FIXQ__I8MM(fixq_qgemm_pack_a__i8mm), {FIXQ__I8MM(fixq_qgemm_s8__i8mm), FIXQ__I8MM(fixq_qgemm_s8__i8mm)}, NULL,
      FIXQ__ARM_MR, FIXQ__ARM_NP, 4, 0},
 };
 
@@ -209,6 +214,7 @@ static void run_part(qgemm_part *part) {
   const size_t ldt = group * NR, ncols = (part->p1 - part->p0) * NR;
   const fixq_qgemm_ukernel ukernel = kern->ukernel[b->kernel];
   const int need_row_sum = b->zero_point_nonzero;
+  const int direct = kern->direct != NULL && !need_row_sum && b->k <= FIXQ__DIRECT_K_MAX;
   /* packed A block, its row sums and row_neg, the int32 tile, col_term: one allocation */
   const size_t a_bytes = mc_max * kq * kern->record;
   char *mem = malloc(a_bytes + sizeof(int32_t) * (mc_max * (2 + ldt) + ncols) + 64);
@@ -232,7 +238,7 @@ static void run_part(qgemm_part *part) {
     for (size_t j = 0; j < n_bias; j++) col_term[j] = (int32_t)((uint32_t)col_term[j] + (uint32_t)bias[n0 + j]);
   for (size_t m0 = part->m0; m0 < part->m1; m0 += mc_max) {
     const size_t mc = part->m1 - m0 < mc_max ? part->m1 - m0 : mc_max;
-    for (size_t i = 0; i < mc; i += mr)
+    for (size_t i = 0; i < mc && !direct; i += mr)
       kern->pack_a(mc - i < mr ? mc - i : mr, b->k, (const char *)job->a + (m0 + i) * job->lda, job->lda,
                    job->a_dtype, b->kernel, apack + i * kq * kern->record, need_row_sum ? row_sum + i : NULL,
                    row_neg + i);
@@ -241,7 +247,10 @@ static void run_part(qgemm_part *part) {
       for (size_t pn = g0; pn < g1; pn += np) {
         const int8_t *panel = b->panels + pn * kq * 4 * NR;
         const size_t j0 = (pn - part->p0) * NR, tile_np = g1 - pn < np ? g1 - pn : np;
-        for (size_t i = 0; i < mc; i += mr)
+        for (size_t i = 0; i < mc && direct; i += mr)
+          kern->direct(mc - i < mr ? mc - i : mr, tile_np, b->k, (const char *)job->a + (m0 + i) * job->lda, job->lda,
+                       job->a_dtype, panel, tile + i * ldt + (pn - g0) * NR, ldt, col_term + j0);
+        for (size_t i = 0; i < mc && !direct; i += mr)
           ukernel(mc - i < mr ? mc - i : mr, tile_np, kq, apack + i * kq * kern->record, panel,
                   tile + i * ldt + (pn - g0) * NR, ldt, need_row_sum ? row_sum + i : NULL, row_neg + i,
                   b->zero_point + pn * NR, col_term + j0);
