@@ -138,7 +138,7 @@ fixq_status fixq_dynamic_linear(const float *x, size_t m, const fixq_packed_b *b
     else quantize_pass(&job, 2);
     for (size_t r = 1; r < m; r++) x_scale[r] = x_scale[0], zp[r] = zp[0];
   }
-  if (st == FIXQ_OK) st = fixq__qgemm_u8_store(m, q, k, b, store, &job, threads);
+  if (st == FIXQ_OK) st = fixq__qgemm_store_s32(m, q, FIXQ_UINT8, k, 0, b, NULL, store, &job, threads);
   free(mem);
   return st;
 }

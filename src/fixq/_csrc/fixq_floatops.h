@@ -105,15 +105,4 @@ extern const fixq__float_kernels fixq__float_kernels__avx512vnni;
 extern const fixq__dyn_kernels fixq__dyn_kernels__avx512vnni;
 #endif
 
-/* The GEMM driver (qgemm.c) with a caller's output stage: acc[m][n] =
- * sum_k a[m][k] (b[k][n] - b_zp[n]) for uint8 a [m][lda] (zero point 0),
- * exact; store(ctx, acc, lda_acc, m0, rows, n0, cols) gets each block of
- * accumulators (acc[r * lda_acc + j] for row m0 + r, column n0 + j), from any
- * of `threads` threads, every block once.  FIXQ_ERR_OVERFLOW unless
- * 255 * col_abs_max fits int32. */
-typedef void (*fixq__qgemm_store)(const void *ctx, const int32_t *acc, size_t lda_acc, size_t m0, size_t rows,
-                                  size_t n0, size_t cols);
-fixq_status fixq__qgemm_u8_store(size_t m, const uint8_t *a, size_t lda, const fixq_packed_b *b,
-                                 fixq__qgemm_store store, const void *ctx, int threads);
-
 #endif /* FIXQ_FLOATOPS_H_ */

@@ -214,7 +214,7 @@ static void run_part(qgemm_part *part) {
   const size_t ldt = group * NR, ncols = (part->p1 - part->p0) * NR;
   const fixq_qgemm_ukernel ukernel = kern->ukernel[b->kernel];
   const int need_row_sum = b->zero_point_nonzero;
-  const int direct = kern->direct != NULL && !need_row_sum && b->k <= FIXQ__DIRECT_K_MAX;
+  const int direct = kern->direct != NULL && !need_row_sum && b->k <= FIXQ__DIRECT_K_MAX && !getenv("NODIRECT");/*TMPHACK*/
   /* packed A block, its row sums and row_neg, the int32 tile, col_term: one allocation */
   const size_t a_bytes = mc_max * kq * kern->record;
   char *mem = malloc(a_bytes + sizeof(int32_t) * (mc_max * (2 + ldt) + ncols) + 64);
@@ -350,43 +350,47 @@ static fixq_status launch(const qgemm_job *job, int threads) {
   return st;
 }
 
-fixq_status fixq_qgemm(size_t m, const void *a, fixq_dtype a_dtype, size_t lda, int32_t a_zero_point,
-                       const fixq_packed_b *b, const int32_t *bias, const fixq_requant *p,
-                       size_t p_channels, void *y, fixq_dtype y_dtype, size_t ldy, int threads) {
+/* fixq_qgemm's checks and job; store given: the caller's output stage (p, y unused) */
+static fixq_status qgemm(size_t m, const void *a, fixq_dtype a_dtype, size_t lda, int32_t a_zero_point,
+                         const fixq_packed_b *b, const int32_t *bias, const fixq_requant *p, size_t p_channels, void *y,
+                         fixq_dtype y_dtype, size_t ldy, fixq__qgemm_store store, const void *ctx, int threads) {
   int32_t lo, hi;
   size_t bytes;
   if (b == NULL || !packed_ok(b) || threads < 1 || !dtype_bounds(a_dtype, &lo, &hi)) return FIXQ_ERR_INVALID_ARGUMENT;
-  if (a_zero_point < lo || a_zero_point > hi || lda < b->k || ldy < b->n) return FIXQ_ERR_INVALID_ARGUMENT;
-  if (!fixq__mul_size(m, lda, &bytes) || !fixq__mul_size(m, ldy, &bytes) ||
-      !fixq__mul_size(bytes, fixq__dtype_size(y_dtype), &bytes))
+  if (a_zero_point < lo || a_zero_point > hi || lda < b->k || !fixq__mul_size(m, lda, &bytes))
     return FIXQ_ERR_INVALID_ARGUMENT;
-  if (p == NULL) {
-    if (y_dtype != FIXQ_INT32) return FIXQ_ERR_INVALID_ARGUMENT;
-  } else {
-    if (p_channels != 1 && p_channels != b->n) return FIXQ_ERR_INVALID_ARGUMENT;
-    const fixq_status st = fixq__check_requant(p, p_channels, y_dtype);
-    if (st != FIXQ_OK) return st;
+  if (store == NULL) {
+    if (ldy < b->n || !fixq__mul_size(m, ldy, &bytes) || !fixq__mul_size(bytes, fixq__dtype_size(y_dtype), &bytes))
+      return FIXQ_ERR_INVALID_ARGUMENT;
+    if (p == NULL) {
+      if (y_dtype != FIXQ_INT32) return FIXQ_ERR_INVALID_ARGUMENT;
+    } else {
+      if (p_channels != 1 && p_channels != b->n) return FIXQ_ERR_INVALID_ARGUMENT;
+      const fixq_status st = fixq__check_requant(p, p_channels, y_dtype);
+      if (st != FIXQ_OK) return st;
+    }
   }
   if (m == 0 || b->n == 0) return FIXQ_OK;
-  if (y == NULL || (a == NULL && b->k > 0)) return FIXQ_ERR_INVALID_ARGUMENT;
+  if ((store == NULL && y == NULL) || (a == NULL && b->k > 0)) return FIXQ_ERR_INVALID_ARGUMENT;
   const int64_t a_span = a_zero_point - lo > hi - a_zero_point ? a_zero_point - lo : hi - a_zero_point;
   if (!fits_int32(b, a_span, bias)) return FIXQ_ERR_OVERFLOW;
 
   const qgemm_kernels *kern = &kernel_table[fixq__isa];
-  const qgemm_job job = {kern, a, a_dtype, m, lda, a_zero_point - (a_dtype == FIXQ_UINT8 ? 128 : 0), b, bias, p,
-                         p != NULL && p_channels > 1, fixq__requant_ukernel(), (char *)y, y_dtype, ldy, NULL, NULL};
+  const qgemm_job job = {kern, a, a_dtype, m, lda, a_zero_point - (a_dtype == FIXQ_UINT8 ? 128 : 0), b, bias,
+                         store != NULL ? NULL : p, store == NULL && p != NULL && p_channels > 1,
+                         fixq__requant_ukernel(), (char *)y, y_dtype, ldy, store, ctx};
   return launch(&job, threads);
 }
 
-fixq_status fixq__qgemm_u8_store(size_t m, const uint8_t *a, size_t lda, const fixq_packed_b *b,
-                                 fixq__qgemm_store store, const void *ctx, int threads) {
-  size_t bytes;
-  if (b == NULL || !packed_ok(b) || threads < 1 || store == NULL || lda < b->k || !fixq__mul_size(m, lda, &bytes))
-    return FIXQ_ERR_INVALID_ARGUMENT;
-  if (m == 0 || b->n == 0) return FIXQ_OK;
-  if (a == NULL && b->k > 0) return FIXQ_ERR_INVALID_ARGUMENT;
-  if (!fits_int32(b, UINT8_MAX, NULL)) return FIXQ_ERR_OVERFLOW;
-  const qgemm_kernels *kern = &kernel_table[fixq__isa];
-  const qgemm_job job = {kern, a, FIXQ_UINT8, m, lda, -128, b, NULL, NULL, 0, NULL, NULL, FIXQ_INT32, 0, store, ctx};
-  return launch(&job, threads);
+fixq_status fixq_qgemm(size_t m, const void *a, fixq_dtype a_dtype, size_t lda, int32_t a_zero_point,
+                       const fixq_packed_b *b, const int32_t *bias, const fixq_requant *p,
+                       size_t p_channels, void *y, fixq_dtype y_dtype, size_t ldy, int threads) {
+  return qgemm(m, a, a_dtype, lda, a_zero_point, b, bias, p, p_channels, y, y_dtype, ldy, NULL, NULL, threads);
+}
+
+fixq_status fixq__qgemm_store_s32(size_t m, const void *a, fixq_dtype a_dtype, size_t lda, int32_t a_zero_point,
+                                  const fixq_packed_b *b, const int32_t *bias, fixq__qgemm_store store,
+                                  const void *ctx, int threads) {
+  if (store == NULL) return FIXQ_ERR_INVALID_ARGUMENT;
+  return qgemm(m, a, a_dtype, lda, a_zero_point, b, bias, NULL, 0, NULL, FIXQ_INT32, 0, store, ctx, threads);
 }
