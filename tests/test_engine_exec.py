@@ -206,11 +206,13 @@ def test_depthwise_blocks_of_16_channels(isa, c, k, stride, pad, dil, activation
     assert_same(m, (rng.standard_normal((3, 2, 7, 6)) * 1.5).astype(np.float32))
 
 
-@pytest.mark.parametrize("c,mult,k,stride,pad", [(16, 2, 3, 1, 1), (2, 8, 3, 2, 1), (3, 3, 2, 1, 0), (5, 5, 3, 1, 1)])
+@pytest.mark.parametrize("c,mult,k,stride,pad", [(16, 2, 3, 1, 1), (2, 8, 3, 2, 1), (3, 3, 2, 1, 0), (5, 5, 3, 1, 1),
+                                                 (20, 2, 3, 1, 1), (33, 2, 3, 2, 1)])
 @pytest.mark.parametrize("activations", ["int8", "uint8"])
 def test_depthwise_channel_multiplier(isa, c, mult, k, stride, pad, activations):
     """Depthwise with a channel multiplier (on AVX2: the input channels repeated into an image of the output's,
-    then the tap-pair blocks of 16 and 8 and their tail)."""
+    a multiplier of 2 16 channels a move and the rest one by one, then the tap-pair blocks of 16 and 8 and their
+    tail)."""
     rng = np.random.default_rng(c * mult + k)
     w = {"pw.weight": rng.standard_normal((c, 2, 1, 1)).astype(np.float32),
          "dw.weight": (rng.standard_normal((c * mult, 1, k, k)) / k).astype(np.float32),
