@@ -242,10 +242,12 @@ ALWAYS_INLINE __m512i bcast_tail(const uint8_t *p, size_t n, int back) {
 ALWAYS_INLINE void direct_tile(const size_t rows, const size_t np, size_t k, const uint8_t *a, size_t lda,
                                __m512i flip, const int8_t *b, int32_t *c, size_t ldc, const int32_t *col_term) {
   __m512i acc[MR][NP];
-#pragma GCC unroll 8
-  for (size_t r = 0; r < rows; r++)
 #pragma GCC unroll 3
-    for (size_t p = 0; p < np; p++) acc[r][p] = _mm512_setzero_si512();
+  for (size_t p = 0; p < np; p++) {
+    const __m512i ct = _mm512_loadu_si512(col_term + p * NR);
+#pragma GCC unroll 8
+    for (size_t r = 0; r < rows; r++) acc[r][p] = ct;
+  }
   const size_t ps = (k + 3) / 4 * NR * 4, full = k / 4;
   for (size_t q = 0; q < full; q++, a += 4, b += NR * 4) {
     __m512i w[NP];
@@ -273,7 +275,7 @@ ALWAYS_INLINE void direct_tile(const size_t rows, const size_t np, size_t k, con
   for (size_t r = 0; r < rows; r++)
 #pragma GCC unroll 3
     for (size_t p = 0; p < np; p++)
-      _mm512_storeu_si512(c + r * ldc + p * NR, _mm512_add_epi32(acc[r][p], _mm512_loadu_si512(col_term + p * NR)));
+      _mm512_storeu_si512(c + r * ldc + p * NR, acc[r][p]);
 }
 
 void fixq_qgemm_direct__avx512vnni(size_t mr, size_t np, size_t k, const void *a, size_t lda, fixq_dtype a_dtype,
