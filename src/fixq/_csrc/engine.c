@@ -9,7 +9,7 @@
 #include "engine_targets.h"
 
 static const fixq_eng_loops *const loops_table[FIXQ_ISA_COUNT] = {
-    &fixq_eng_loops__scalar, FIXQ__AVX2(&fixq_eng_loops__avx2), FIXQ__AVX512VNNI(&fixq_eng_loops__avx2),
+    &fixq_eng_loops__scalar, FIXQ__AVX2(&fixq_eng_loops__avx2), FIXQ__AVX512VNNI(&fixq_eng_loops__avx512vnni),
     FIXQ__NEON(&fixq_eng_loops__neon), FIXQ__DOTPROD(&fixq_eng_loops__neon), FIXQ__I8MM(&fixq_eng_loops__neon)};
 /* The runtimes' forms fixq's kernels lack (engine_targets.h) */
 static const fixq_eng_targets *const targets_table[FIXQ_ISA_COUNT] = {
@@ -223,11 +223,12 @@ static size_t step_scratch(const fixq_eng_plan *plan, const fixq_eng_step *s, si
                                         padded_bytes(s, x));
     }
     case FIXQ_ENG_DEPTHWISE: { /* the accumulators, one padded sample of y's channels (a channel multiplier's
-                                  repeated input), the weight pairs of dw_block16 */
+                                  repeated input), the weight pairs of dw_block16 or dw_block32 (channels
+                                  rounded up to 32) */
       fixq_eng_tensor xi = *x;
       xi.c = y->c;
       return add_sz(add_sz(mul_sz(out_n, sizeof(int32_t)), padded_bytes(s, &xi)),
-                    mul_sz(mul_sz(add_sz(mul_sz(s->kh, s->kw), 1) / 2, y->c), 4));
+                    mul_sz(mul_sz(add_sz(mul_sz(s->kh, s->kw), 1) / 2, add_sz(y->c, 31) / 32 * 32), 4));
     }
     case FIXQ_ENG_MAXPOOL:
     case FIXQ_ENG_AVGPOOL:
