@@ -214,9 +214,10 @@ ENG_INLINE void dw_block32(const uint8_t *px, const size_t *off, size_t pairs, c
 #endif
 
 /* pad_sample with each input channel repeated mult times: the image of a channel multiplier's output
- * channels, which then reads as a depthwise of multiplier 1 */
-ENG_INLINE void pad_sample_repeat(const fixq_eng_step *s, const fixq_eng_tensor *xt, const uint8_t *x, size_t n,
-                                  size_t mult, uint8_t *img) {
+ * channels, which then reads as a depthwise of multiplier 1 (a call of its own: inlined, it changed how
+ * the compiler laid out depthwise_acc's tap loops) */
+static __attribute__((noinline)) void pad_sample_repeat(const fixq_eng_step *s, const fixq_eng_tensor *xt,
+                                                       const uint8_t *x, size_t n, size_t mult, uint8_t *img) {
   const size_t PW = xt->w + 2 * s->pw, C = xt->c;
   for (size_t iy = 0; iy < xt->h; iy++)
     for (size_t ix = 0; ix < xt->w; ix++) {
