@@ -214,7 +214,7 @@ static void run_part(qgemm_part *part) {
   const size_t ldt = group * NR, ncols = (part->p1 - part->p0) * NR;
   const fixq_qgemm_ukernel ukernel = kern->ukernel[b->kernel];
   const int need_row_sum = b->zero_point_nonzero;
-  const int direct = kern->direct != NULL && !need_row_sum && b->k <= FIXQ__DIRECT_K_MAX && !getenv("NODIRECT");/*TMPHACK*/
+  const int direct = kern->direct != NULL && !need_row_sum && b->k <= FIXQ__DIRECT_K_MAX;
   /* packed A block, its row sums and row_neg, the int32 tile, col_term: one allocation */
   const size_t a_bytes = mc_max * kq * kern->record;
   char *mem = malloc(a_bytes + sizeof(int32_t) * (mc_max * (2 + ldt) + ncols) + 64);
