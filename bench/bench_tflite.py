@@ -1,7 +1,8 @@
 """fixq against LiteRT's interpreter on the .tflite test models (tests/data/tflite), one thread, batch 1:
-per model and kernel set, the time of one invocation in fixq (``Model.run`` on the int8 input, through the
-C plan) and in LiteRT (``set_tensor``, ``invoke``, ``get_tensor``), and whether fixq's outputs equal
-LiteRT's on every element of the recorded inputs.
+per model and kernel set, the time of one invocation in fixq and in LiteRT, each given the model's input array
+in its input type and giving its output arrays in their types (fixq: ``fixq.io.tflite.tflite_runner``, one
+check and one call of the C plan; LiteRT: ``set_tensor``, ``invoke``, ``get_tensor``), and whether fixq's
+outputs equal LiteRT's on every element of the recorded inputs.
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python bench/bench_tflite.py [--json out.json] [--rounds 5]
 
@@ -12,19 +13,40 @@ import json
 import os
 import platform
 import sys
+import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_model import timeit  # noqa: E402
-
 import fixq  # noqa: E402
-from fixq.io.tflite import run_tflite, tflite_input  # noqa: E402
+from fixq.io.tflite import run_tflite, tflite_runner  # noqa: E402
 from fixq.io.tflite_litert import interpreter, litert  # noqa: E402
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data", "tflite")
 MODELS = ("mobilenet_v2", "ds_cnn", "mlp", "uint8_io")
 TARGETS = ("tflite-reference", "tflite", "xnnpack")
+
+
+def time_pair(fa, fb, x, rounds, min_time=0.1):
+    """Medians over `rounds` of the mean time of one call of fa and of fb, timed in turn within each round
+    (each at least `min_time` seconds), so that both see the same load."""
+    fa(x), fb(x)
+    n = 1
+    while True:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fa(x)
+            fb(x)
+        if time.perf_counter() - t0 > min_time:
+            break
+        n *= 2
+    ta, tb = [], []
+    for _ in range(rounds):
+        for fn, ts in ((fa, ta), (fb, tb)):
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn(x)
+            ts.append((time.perf_counter() - t0) / n)
+    return float(np.median(ta)), float(np.median(tb))
 
 
 def bench(name, rounds):
@@ -41,8 +63,6 @@ def bench(name, rounds):
         except ValueError as e:
             rows.append({"model": name, "target": target, "error": str(e)})
             continue
-        xf = tflite_input(m, x1)
-        t_fixq = timeit(lambda x, m=m: m.run(x, raw=True), xf, rounds=rounds)
         exact = all(np.array_equal(y, gold[f"y:{target}:{k}"]) for k, y in enumerate(run_tflite(m, gold["x"])))
         it = interpreter(content, target)
         i_in, i_out = it.get_input_details()[0]["index"], [d["index"] for d in it.get_output_details()]
@@ -51,7 +71,7 @@ def bench(name, rounds):
             it.set_tensor(i_in, x)
             it.invoke()
             return [it.get_tensor(k) for k in i_out]
-        t_lite = timeit(lite, x1, rounds=rounds)
+        t_fixq, t_lite = time_pair(tflite_runner(m), lite, x1, rounds)
         rows.append({"model": name, "target": target, "fixq_us": t_fixq * 1e6, "litert_us": t_lite * 1e6,
                      "speedup": t_lite / t_fixq, "bit_exact": exact})
     return rows
@@ -60,13 +80,13 @@ def bench(name, rounds):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--json", help="Also write the rows as JSON here.")
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=9)
     args = ap.parse_args()
     if litert() is None:
         sys.exit("bench_tflite.py runs LiteRT's interpreter: pip install ai-edge-litert")
     info = fixq.cpu_info()
     print(f"fixq {fixq.__version__}, CPU path {info['selected']} ({platform.processor() or platform.machine()}); "
-          "one thread, batch 1; times per invocation (median of rounds)")
+          "one thread, batch 1; times per invocation (median of rounds, fixq and LiteRT in turn)")
     print(f"{'model':14s} {'kernel set':17s} {'fixq us':>9s} {'LiteRT us':>10s} {'speedup':>8s}  bit-exact")
     rows = []
     for name in MODELS:

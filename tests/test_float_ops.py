@@ -250,6 +250,49 @@ def test_dynamic_linear_threads_and_special_rows(isa, granularity):
         assert np.array_equal(F.dynamic_linear(x, packed, ws, bias, granularity, threads=threads), want)
 
 
+@pytest.mark.parametrize("scale", [1e-41, 1e-38, 1e-30, 3e-7, 0.0123, 1.0, 7.77, 1e20, 1e36, 2.0**119])
+def test_dynamic_linear_half_way_values(isa, scale):
+    """Values at x / scale = n + 1/2 and a few ulps either side, at every magnitude of scale (the SIMD paths
+    multiply by 1 / scale away from ties and divide near them; scales below FLT_MIN always divide)."""
+    rng = np.random.default_rng(int(np.log2(scale)) + 200)
+    m, k = 37, 131
+    lo, hi = np.float32(-100.25 * scale), np.float32(154.75 * scale)
+    s = np.float32(np.float32(hi - lo) / np.float32(255))
+    t = rng.integers(-101, 155, (m, k)) + 0.5
+    x = (t * np.float64(s)).astype(np.float32)
+    steps = rng.integers(-3, 4, (m, k))
+    for d in (-3, -2, -1, 1, 2, 3):
+        sel = steps == d
+        x[sel] = np.nextafter(x[sel], np.float32(np.sign(d) * np.inf))
+        for _ in range(abs(d) - 1):
+            x[sel] = np.nextafter(x[sel], np.float32(np.sign(d) * np.inf))
+    x = np.clip(x, lo, hi)
+    x[:, 0], x[:, 1] = lo, hi
+    w = rng.integers(-127, 128, (40, k)).astype(np.int8)
+    ws = np.full(40, 1e-3, np.float32)
+    for granularity in ("row", "tensor"):
+        want = dynamic_linear_ref(x, w, 0, ws, None, granularity)
+        assert np.array_equal(F.dynamic_linear(x, fixq.pack_weights(w), ws, granularity=granularity), want)
+
+
+@pytest.mark.parametrize("granularity", ["row", "tensor"])
+@pytest.mark.parametrize("m,k,n,threads", [(20, 384, 200, 2), (9, 1000, 300, 2), (61, 70, 500, 3),
+                                           (300, 1536, 40, 2), (257, 384, 1536, 2)])
+def test_dynamic_linear_thread_splits(isa, m, k, n, threads, granularity):
+    """Parts that split the rows (each quantizes its own) and parts that split the columns (each quantizes
+    every row into its own block), row counts off the tile, K off 4 and 64, N off the panel."""
+    rng = np.random.default_rng(m + k + n)
+    x = rows_of(rng, (m, k), 3.0, 0.2)
+    x[m // 2] = 0
+    x[-1] = -1.5
+    w = rng.integers(-127, 128, (n, k)).astype(np.int8)
+    ws = (rng.random(n) * 0.01 + 1e-3).astype(np.float32)
+    bias = rows_of(rng, n, 1.0, 0.0)
+    want = dynamic_linear_ref(x, w, 0, ws, bias, granularity)
+    for t in (1, threads):
+        assert np.array_equal(F.dynamic_linear(x, fixq.pack_weights(w), ws, bias, granularity, threads=t), want)
+
+
 def test_dynamic_linear_close_to_float(isa):
     """Per-row quantization error: |y - x @ w.T * ws| <= sum_k (scale_row / 2) |w| ws per output."""
     rng = np.random.default_rng(9)
@@ -358,6 +401,32 @@ def test_dynamic_linear_refuses_nan(isa, bad, granularity):
     x[3, 37] = 3e38
     x[2, 0] = -3e38  # max - min overflows float32
     one_line_value_error(lambda: F.dynamic_linear(x, packed, 1.0, granularity="tensor"), "NaN or infinity")
+
+
+def test_dynamic_linear_uint8_weights_centred(isa):
+    """uint8 weights whose zero points are all 128 (b' = w - 128 with no zero-point term: the kernels that
+    write float straight from the tile take them) and with one zero point off 128 (they do not)."""
+    rng = np.random.default_rng(13)
+    x = rows_of(rng, (37, 200), 1.0, 0.1)
+    w = rng.integers(0, 256, (50, 200)).astype(np.uint8)
+    ws = (rng.random(50) * 0.01 + 1e-3).astype(np.float32)
+    bias = rows_of(rng, 50, 1.0, 0.0)
+    for zp in (np.full(50, 128), np.r_[np.full(49, 128), 127]):
+        want = dynamic_linear_ref(x, w, zp, ws, bias, "row")
+        assert np.array_equal(F.dynamic_linear(x, fixq.pack_weights(w, zp), ws, bias), want)
+
+
+@pytest.mark.parametrize("granularity", ["row", "tensor"])
+def test_dynamic_linear_refuses_nan_in_any_part(isa, granularity):
+    """A NaN in any row block, on any thread, fails the whole call."""
+    rng = np.random.default_rng(12)
+    packed = fixq.pack_weights(rng.integers(-127, 128, (96, 384)).astype(np.int8))
+    for row in (0, 150, 299):
+        x = rows_of(rng, (300, 384), 1.0, 0.0)
+        x[row, 383] = np.nan
+        for threads in (1, 2):
+            one_line_value_error(lambda: F.dynamic_linear(x, packed, 1.0, granularity=granularity, threads=threads),
+                                 "NaN or infinity")
 
 
 def test_dynamic_linear_overflow_is_refused():

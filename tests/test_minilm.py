@@ -61,18 +61,27 @@ def fixq_cos(setup, fixq_model):
 
 
 @pytest.fixture(scope="module")
-def peer_means(setup):
-    """Mean cosine vs fp32 of torch quantize_dynamic and of ORT quantize_dynamic: its default (int8
-    weights per tensor) and the per-channel int8 and uint8 variants (its most accurate ones)."""
+def onnx32(setup):
+    """The fp32 model exported by torch.onnx.export (opset 17, eager attention, mean pooling and normalize
+    included), made once in the model cache."""
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
-    mdir, inputs, fp32, ref = setup
-    runners = {"torch int8": P.torch_runner(P.torch_int8(fp32), THREADS)}
+    mdir, _, fp32, _ = setup
     work = P.onnx_dir(mdir)
     work.mkdir(parents=True, exist_ok=True)
-    onnx32 = work / "minilm.fp32.onnx"
-    if not onnx32.exists():
-        P.export_onnx(fp32, onnx32)
+    path = work / "minilm.fp32.onnx"
+    if not path.exists():
+        P.export_onnx(fp32, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def peer_means(setup, onnx32):
+    """Mean cosine vs fp32 of torch quantize_dynamic and of ORT quantize_dynamic: its default (int8
+    weights per tensor) and the per-channel int8 and uint8 variants (its most accurate ones)."""
+    _, inputs, fp32, ref = setup
+    runners = {"torch int8": P.torch_runner(P.torch_int8(fp32), THREADS)}
+    work = onnx32.parent
     for wt, pc in (("QInt8", False), ("QInt8", True), ("QUInt8", True)):
         dst = work / f"minilm.fp32.{wt.lower()}{'.pc' if pc else ''}.onnx"
         if not dst.exists():
@@ -117,3 +126,20 @@ def test_padding_to_128_changes_nothing(setup, fixq_model, tmp_path):
     path = tmp_path / "minilm.q.npz"
     fixq_model.save(str(path))
     np.testing.assert_array_equal(fixq_embed(fixq.Model.load(str(path)), full), padded)
+
+
+def test_onnx_route_equals_import_bert(setup, onnx32):
+    """The ONNX export imported (fixq.io.import_onnx) gives import_bert's embeddings in float within float
+    rounding, and the same dynamic int8 accuracy."""
+    mdir, inputs, _, ref = setup
+    g_onnx, g_bert = fixq.io.import_onnx(str(onnx32)), fixq.io.import_bert(str(mdir))
+    assert g_onnx.spec["dims"] == g_bert.spec["dims"]
+    emb = {}
+    for mode, kw in (("fp32", dict(weights="fp32")), ("int8", dict(dynamic=True))):
+        for route, g in (("onnx", g_onnx), ("bert", g_bert)):
+            m = fixq.quantize_model(g, **kw)
+            emb[mode, route] = P.embed_all(lambda x, m=m: fixq_embed(m, x), inputs, trim=True)
+    assert np.abs(emb["fp32", "onnx"] - emb["fp32", "bert"]).max() < 2e-6
+    cos = {route: P.cosine_rows(emb["int8", route], ref) for route in ("onnx", "bert")}
+    assert abs(cos["onnx"].mean() - cos["bert"].mean()) < 1e-4, {k: float(v.mean()) for k, v in cos.items()}
+    assert cos["onnx"].mean() >= 0.99 and cos["onnx"].min() >= 0.97

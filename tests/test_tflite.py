@@ -1,6 +1,7 @@
 """.tflite models (fixq.import_tflite, Model.load of a .tflite path, the CLI) against the outputs of LiteRT's
 three kernel sets, recorded by tests/data/tflite/make_models.py: every element equal, on every CPU path.
 The live checks against LiteRT's interpreter run where ai-edge-litert imports.  TensorFlow is never needed."""
+import copy
 import json
 import os
 
@@ -13,13 +14,15 @@ pytest.importorskip("flatbuffers")
 import fixq  # noqa: E402
 from fixq.cli import cli  # noqa: E402
 from fixq.io import TfliteError, import_tflite  # noqa: E402
-from fixq.io.tflite import run_tflite, tflite_tensors  # noqa: E402
+from fixq.io.tflite import run_tflite, tflite_input, tflite_tensors  # noqa: E402
 from fixq.io.tflite_file import read_model  # noqa: E402
 from fixq.io.tflite_litert import first_divergence, litert, run_litert  # noqa: E402
+from fixq.archive import ArchiveError, check_archive  # noqa: E402
 from tflite_edit import patch_field  # noqa: E402
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "tflite")
-MODELS = ("mobilenet_v2", "ds_cnn", "mlp", "uint8_io", "same_pad", "mlp_float_io")
+MODELS = ("mobilenet_v2", "ds_cnn", "mlp", "uint8_io", "same_pad", "mlp_float_io", "broadcast", "broadcast_ties",
+          "uint8_requantize")
 TARGETS = ("tflite-reference", "tflite", "xnnpack")
 
 CASES = [(n, t) for n in MODELS for t in TARGETS]
@@ -58,6 +61,20 @@ def test_every_layer_equals_litert(isa, name, target):
     assert d is None, f"operator {d[0].index} ({d[0].op}) differs on {d[2]} of {d[3]} elements"
 
 
+@pytest.mark.parametrize("target", TARGETS)
+def test_every_model_runs_on_the_c_plan(isa, target):
+    """Each bundled model is one C plan under each kernel set (broadcasting and constant ADD / SUB / MUL, the
+    optimized ADD / MUL's NEON loops by position): every tensor the numpy steps' integers."""
+    for name in MODELS:
+        m = fixq.Model.load(path(name), target=target)
+        assert m._engine is not None, name
+        x = tflite_input(m, golden(name)["x"])
+        want, got = m.run_all(x, engine=False), m.run_all(x)
+        for k, v in got.items():
+            if v.dtype != np.float32:
+                np.testing.assert_array_equal(v, want[k], err_msg=f"{name}: {k}")
+
+
 @pytest.mark.skipif(litert() is None, reason="needs ai-edge-litert (LiteRT's interpreter)")
 @pytest.mark.parametrize("name,target", CASES)
 def test_live_litert(name, target):
@@ -84,6 +101,75 @@ def test_kernel_sets_part_ways_in_the_goldens():
     ta, tb = ({int(k.split(":")[2]): v for k, v in g.items() if k.startswith(f"t:{t}:")} for t in ("tflite", "xnnpack"))
     o, k, n, size = first_divergence(ops, ta, tb)
     assert (o.index, o.op, k) == (0, "CONV_2D", 23) and 0 < n < size
+
+
+def test_optimized_add_neon_loops_in_the_goldens():
+    """broadcast_ties' constant ADDs hit input pairs where the optimized ADD's NEON loops (AddElementwiseInt8,
+    AddScalarBroadcast) round away from its scalar loop: LiteRT's tflite outputs differ there from the
+    reference arithmetic, and fixq's tflite kernel set follows the NEON loops."""
+    g, tm = golden("broadcast_ties"), read_model(path("broadcast_ties"))
+    differ = 0
+    for o in tm.operators:
+        if o.op != "ADD" or tm.tensors[o.inputs[1]].data is None:
+            continue
+        ta, tb, to = (tm.tensors[k] for k in (o.inputs[0], o.inputs[1], o.outputs[0]))
+        a = g[f"t:tflite:{o.inputs[0]}"]
+        b = tb.data.reshape((1,) * (a.ndim - tb.data.ndim) + tb.data.shape)
+        args = (ta.scale[0], int(ta.zero_point[0]), tb.scale[0], int(tb.zero_point[0]), to.scale[0],
+                int(to.zero_point[0]))
+        gold = g[f"t:tflite:{o.outputs[0]}"]
+        np.testing.assert_array_equal(fixq.targets.binary8("add", a, b, "tflite", *args), gold)
+        differ += int(np.count_nonzero(fixq.targets.binary8("add", a, b, "tflite-reference", *args) != gold))
+    assert differ == 82  # 79 in the [1, H, W, C] + [C] ADD, 3 in the [1, C] + scalar one
+
+
+@pytest.mark.parametrize("op,params,agree", [
+    ("add", (0.05, 3, 0.04, -3, 0.08, 1), False),
+    ("add", (0.015622425, -69, 0.007753962, 38, 0.026468169, -86), False),
+    ("add", (0.05, 3, 0.04, -3, 0.09, 1), True),
+    ("mul", (0.05, 3, 0.04, -3, 0.003, 1), True),
+    ("mul", (0.05, 3, 0.04, -3, 0.00001, 1), False),  # saturates: the NEON loop's int16 narrowing differs
+])
+def test_neon_agrees_is_the_exhaustive_comparison(op, params, agree):
+    """fixq.targets.tflite.neon_agrees (which keeps an equal-shape ADD / MUL on the C plan) against both loops
+    run on all 65536 input pairs."""
+    from fixq.targets import tflite as T
+    q = np.arange(-128, 128, dtype=np.int8)
+    a, b = (v.reshape(-1) for v in np.meshgrid(q, q, indexing="ij"))
+    args = tuple(np.float32(v) if isinstance(v, float) else v for v in params) + (-128, 127)
+    fn = T.add_optimized if op == "add" else T.mul_optimized
+    neon = fn(a.reshape(-1, 16), b.reshape(-1, 16), *args, np.int8).reshape(-1)
+    scalar = fn(a.reshape(-1, 1), b.reshape(-1, 1), *args, np.int8).reshape(-1)
+    assert np.array_equal(neon, scalar) == agree == T.neon_agrees(op, *args)
+
+
+def test_dynamic_range_model_is_one_line():
+    with pytest.raises(TfliteError, match=r"operator 2 \(FULLY_CONNECTED, version \d+\): a dynamic-range \(hybrid\) "
+                                          r"layer: int8 weights, float32 activations") as e:
+        import_tflite(path("mlp_dynamic"))
+    assert "\n" not in str(e.value)
+
+
+def test_uint8_tensor_read_by_another_op_is_one_line():
+    from fixq.io.tflite import _Importer
+    tm = read_model(path("uint8_requantize"))
+    assert tm.operators[3].op == "QUANTIZE" and tm.tensors[tm.operators[3].inputs[0]].type == 3  # uint8 -> int8
+    for op in ("RELU", "ADD"):
+        tm.operators[3].op = op
+        with pytest.raises(TfliteError, match=rf"operator 3 \({op}, version \d+\): input 0 is a uint8 tensor; "
+                                              r"fixq reads uint8 tensors only with QUANTIZE"):
+            _Importer(tm, "m.tflite").run()
+
+
+def test_broadcast_steps_are_checked():
+    """A broadcast step whose constant does not broadcast against its input is refused in one line."""
+    m = import_tflite(path("broadcast"))
+    meta, arrays = copy.deepcopy(m.meta), dict(m.arrays)
+    s = next(s for s in meta["steps"] if s.get("constant") is not None and len(s["constant_shape"]) == 3)
+    s["constant_shape"] = [7, 1, 1]
+    arrays[f"{s['name']}:constant"] = np.zeros((1, 1, 1, 7), np.int8)
+    with pytest.raises(ArchiveError, match=f"node {s['name']!r}: key 'inputs' gives shapes"):
+        check_archive(meta, arrays, "model")
 
 
 def test_import_keeps_the_models_parameters():

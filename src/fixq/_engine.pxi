@@ -43,6 +43,8 @@ cdef extern from "fixq_engine.h" nogil:
         FIXQ_ENG_T_TFLITE_REQUANT
         FIXQ_ENG_T_XNN_REQUANT
         FIXQ_ENG_T_TFLITE_SOFTMAX
+        FIXQ_ENG_T_TFLITE_ADD
+        FIXQ_ENG_T_TFLITE_MUL
         FIXQ_ENG_T_TFLITE_SOFTMAX_LUT
 
     ctypedef struct fixq_eng_target:
@@ -55,7 +57,8 @@ cdef extern from "fixq_engine.h" nogil:
         int32_t a_zp, b_zp, out_zp, lo, hi
         int64_t a_mult, b_mult, bias
         int32_t shift_bits
-        size_t split
+        size_t split, run
+        int neon
         float offset
         int32_t diff_min
         const float *table
@@ -81,6 +84,9 @@ cdef extern from "fixq_engine.h" nogil:
         float scale
         int form
         const fixq_eltwise *eltwise
+        const void *constant
+        fixq_eng_tensor constant_dims
+        size_t constant_at
         const fixq_eng_target *target
         size_t axis
         const int32_t *in_zp
@@ -98,26 +104,40 @@ cdef extern from "fixq_engine.h" nogil:
     size_t fixq_eng_scratch_bytes(const fixq_eng_plan *plan, size_t batch)
     fixq_status fixq_eng_run(const fixq_eng_plan *plan, size_t batch, void *const *buffers, void *scratch,
                              int threads, size_t *failed_step)
+    ctypedef enum fixq_eng_in_form:
+        FIXQ_ENG_IN_FLOAT_NCHW
+        FIXQ_ENG_IN_FLOAT_NHWC
+        FIXQ_ENG_IN_Q
+
+    ctypedef enum fixq_eng_out_form:
+        FIXQ_ENG_OUT_RAW
+        FIXQ_ENG_OUT_FLOAT
+        FIXQ_ENG_OUT_FLOAT_TFLITE
+
+    ctypedef struct fixq_eng_out:
+        int32_t t
+        size_t a, b
+        int form
+        uint8_t flip
+        float scale
+        int32_t zp
+
     ctypedef struct fixq_eng_batch:
         size_t n, chunk
-        const float *x
+        const void *x
         size_t x_sample
+        int in_form
+        uint8_t in_flip
         const size_t *offsets
         size_t scratch_off
         size_t n_out
-        const int32_t *out_t
-        const int *out_4d
-        const int *out_raw
-        const float *out_scale
-        const int32_t *out_zp
+        const fixq_eng_out *outs
         char *const *dst
         const size_t *dst_row
 
     int fixq_eng_workers(const fixq_eng_plan *plan, size_t n, int threads)
     fixq_status fixq_eng_run_batch(const fixq_eng_plan *plan, const fixq_eng_batch *b, char *const *arenas,
                                    int workers, int gemm_threads, size_t *failed_step)
-    fixq_status fixq_eng_emit(const fixq_eng_plan *plan, int32_t t, int four_d, size_t batch, const void *src,
-                              float scale, int32_t zp, float *y, void *q, void *scratch)
 
 _ENG_OPS = {"quantize": FIXQ_ENG_QUANTIZE, "gemm": FIXQ_ENG_GEMM, "depthwise": FIXQ_ENG_DEPTHWISE,
             "eltwise": FIXQ_ENG_ELTWISE, "concat": FIXQ_ENG_CONCAT, "clamp": FIXQ_ENG_CLAMP,
@@ -127,11 +147,14 @@ _ENG_OPS = {"quantize": FIXQ_ENG_QUANTIZE, "gemm": FIXQ_ENG_GEMM, "depthwise": F
 _TARGET_FORMS = {"ruy-x86": FIXQ_ENG_T_RUY_X86, "float64-away": FIXQ_ENG_T_FLOAT64_AWAY,
                  "onnxruntime-add": FIXQ_ENG_T_ORT_ADD, "onnxruntime-mul": FIXQ_ENG_T_ORT_MUL,
                  "xnnpack-add": FIXQ_ENG_T_XNN_ADD, "xnnpack-mul": FIXQ_ENG_T_XNN_MUL, "tflite-sub": FIXQ_ENG_T_TFLITE_SUB,
+                 "tflite-add": FIXQ_ENG_T_TFLITE_ADD, "tflite-mul": FIXQ_ENG_T_TFLITE_MUL,
                  "tflite-mean": FIXQ_ENG_T_TFLITE_MEAN, "xnnpack-mean": FIXQ_ENG_T_XNN_MEAN,
                  "tflite-requantize": FIXQ_ENG_T_TFLITE_REQUANT, "xnnpack-requantize": FIXQ_ENG_T_XNN_REQUANT,
                  "tflite-softmax": FIXQ_ENG_T_TFLITE_SOFTMAX, "tflite-softmax-lut": FIXQ_ENG_T_TFLITE_SOFTMAX_LUT}
 _QUANTIZE_FORMS = {"div-even": FIXQ_ENG_Q_DIV_EVEN, "recip-even": FIXQ_ENG_Q_RECIP_EVEN,
                    "div-away": FIXQ_ENG_Q_DIV_AWAY, "zp-div-away": FIXQ_ENG_Q_ZP_DIV_AWAY}
+_IN_FORMS = {"float-nchw": FIXQ_ENG_IN_FLOAT_NCHW, "float-nhwc": FIXQ_ENG_IN_FLOAT_NHWC, "q": FIXQ_ENG_IN_Q}
+_OUT_FORMS = {"raw": FIXQ_ENG_OUT_RAW, "float": FIXQ_ENG_OUT_FLOAT, "float-tflite": FIXQ_ENG_OUT_FLOAT_TFLITE}
 _ENG_CHUNK_BYTES = 1 << 18  # activations + scratch of one chunk of samples: stays in L2
 DEF ENG_ALIGN = 64
 DEF ENG_MAX_OUTPUTS = 64
@@ -197,11 +220,9 @@ cdef class Engine:
     cdef char *arena
     cdef size_t arena_batch, arena_workers, n_out
     cdef bint busy  # a run uses the cached arena (runs from other threads then take their own)
-    cdef int32_t out_t[ENG_MAX_OUTPUTS]
-    cdef int out_4d[ENG_MAX_OUTPUTS]
+    cdef size_t stride_chunk, stride_bytes, stride_scratch  # _worker_bytes and the scratch offset of one chunk size
+    cdef fixq_eng_out outs[ENG_MAX_OUTPUTS]  # Model.run's float outputs (external layout)
     cdef int out_rawable[ENG_MAX_OUTPUTS]
-    cdef float out_sc[ENG_MAX_OUTPUTS]
-    cdef int32_t out_zp[ENG_MAX_OUTPUTS]
     cdef list out_shapes
 
     def __cinit__(self):
@@ -212,6 +233,7 @@ cdef class Engine:
         self.offsets = NULL
         self.arena = NULL
         self.arena_batch = self.arena_workers = 0
+        self.stride_chunk = 0
         self.busy = False
 
     def __dealloc__(self):
@@ -252,7 +274,7 @@ cdef class Engine:
         t.lo, t.hi = d["lo"], d["hi"]
         t.a_mult, t.b_mult, t.bias = d.get("a_mult", 0), d.get("b_mult", 0), d.get("bias", 0)
         t.shift_bits = d.get("shift_bits", 0)
-        t.split = d.get("split", 0)
+        t.split, t.run, t.neon = d.get("split", 0), d.get("run", 0), d.get("neon", 0)
         t.offset = d.get("offset", 0.0)
         t.diff_min = d.get("diff_min", 0)
         if "table" in d:
@@ -327,6 +349,13 @@ cdef class Engine:
                 s.eltwise = &(<EltwiseParams?>d["eltwise"]).p
             if "target" in d:
                 s.target = self._target(d["target"])
+            if "constant" in d:  # one sample [h, w, c] of the dtype's bytes
+                if d["constant"].ndim != 3:
+                    raise ValueError(f"engine plan: step {d['name']!r}: a constant is [h, w, c]")
+                s.constant = _ptr(d["constant"], self.dtype.type)
+                s.constant_dims.h, s.constant_dims.w, s.constant_dims.c = d["constant"].shape
+                s.constant_dims.esize = 1
+                s.constant_at = d["constant_at"]
             if "in_rq" in d:
                 if d["in_zp"].size != len(d["in"]) or len(d["in_rq"]) != len(d["in"]):
                     raise ValueError(f"engine plan: step {d['name']!r}: one zero point and requantization per input")
@@ -354,7 +383,10 @@ cdef class Engine:
         for i, (t, four_d, sc, zp, shape, rawable) in enumerate(outputs):
             if not 0 < t < nt:
                 raise ValueError("engine plan: an output names no tensor")
-            self.out_t[i], self.out_4d[i], self.out_sc[i], self.out_zp[i], self.out_rawable[i] = t, four_d, sc, zp, rawable
+            hw = self.tensors[t].h * self.tensors[t].w
+            self._out(&self.outs[i], t, hw if four_d else 1, self.tensors[t].c if four_d else hw * self.tensors[t].c,
+                      "float", 0, sc, zp)
+            self.out_rawable[i] = rawable
             self.out_shapes.append((1,) + tuple(shape))
         off = 0  # a Python int: the sum of the checked tensor sizes cannot wrap
         for i in range(1, nt):  # tensor 0 (the float input) is the caller's
@@ -367,6 +399,13 @@ cdef class Engine:
         self.sample_bytes = off + scratch
         self.in_elems = self.tensors[0].h * self.tensors[0].w * self.tensors[0].c
         self.chunk_max = max(1, _ENG_CHUNK_BYTES // max(1, self.sample_bytes))
+
+    cdef int _out(self, fixq_eng_out *o, t, a, b, str form, flip, scale, zp) except -1:
+        """Output descriptor o: tensor t as a x b values (fixq_engine.h fixq_eng_out)."""
+        if not 0 < t < self.plan.n_tensors or a * b != self.tensors[t].h * self.tensors[t].w * self.tensors[t].c:
+            raise ValueError("engine plan: an output does not match its tensor")
+        o.t, o.a, o.b, o.form, o.flip, o.scale, o.zp = t, a, b, _OUT_FORMS[form], flip, scale, zp
+        return 0
 
     cdef size_t _arena_bytes(self, size_t batch):
         cdef size_t i, n = 0, end
@@ -402,37 +441,33 @@ cdef class Engine:
         check_status(st, f"step {self.names[step]!r}")
         return 0
 
-    def run(self, x, int threads, bint raw, bint keep_all):
-        """The outputs (external layout; float32 dequantized unless raw) of float x [N, ...], or with
-        keep_all the views of every tensor of the batch, run in one chunk. threads > 1 runs chunks of the
-        batch on that many threads at once (each in its own memory, its GEMMs on one thread)."""
-        cdef size_t n, chunk, i, k, bad = 0, nt = self.plan.n_tensors, workers, stride
+    cdef object _run(self, const void *x, size_t n, size_t x_sample, int in_form, uint8_t in_flip,
+                     const fixq_eng_out *outs, size_t no, char *const *dst, const size_t *dst_row, int threads,
+                     bint keep_all):
+        """Runs n samples of x (x_sample bytes each, read in in_form) into the outputs dst; with keep_all in one
+        chunk of new memory, returned as (that array, the offset of its aligned start), else None."""
+        cdef size_t chunk, i, bad = 0, workers, stride, start = 0
         cdef char *base
         cdef char *arenas[ENG_MAX_WORKERS]
-        cdef char *dst[ENG_MAX_OUTPUTS]
-        cdef size_t dst_row[ENG_MAX_OUTPUTS]
-        cdef int out_raw[ENG_MAX_OUTPUTS]
         cdef fixq_eng_batch b
         cdef fixq_status st = FIXQ_OK
-        cdef Py_buffer vx, vy
-        if type(x) is not _np.ndarray or not _is_c_f32(x, &vx):
-            x = _np.ascontiguousarray(x, dtype=_np.float32)
-            PyObject_GetBuffer(x, &vx, PyBUF_C_CONTIGUOUS)
-        n = x.shape[0]
-        if <size_t>vx.len != n * self.in_elems * 4:
-            PyBuffer_Release(&vx)
-            raise ValueError("engine: input size does not match the plan")
+        cdef Py_buffer vy
         cdef bint own = False
+        buf = None
+        workers = 1 if keep_all or threads == 1 else min(<size_t>fixq_eng_workers(&self.plan, n, threads),
+                                                         ENG_MAX_WORKERS)
+        chunk = n if keep_all else min(self.chunk_max, (n + workers - 1) // workers)
+        chunk = chunk if chunk else 1
+        workers = min(workers, (n + chunk - 1) // chunk) if n else 1
+        if chunk * workers > (<size_t>1 << 62) // self.sample_bytes:
+            raise MemoryError(f"engine: {chunk} samples of {self.sample_bytes} bytes of activations and scratch "
+                              "do not fit in memory; run a smaller batch")
+        if chunk != self.stride_chunk:
+            self.stride_bytes = self._worker_bytes(chunk)
+            self.stride_scratch = (self._arena_bytes(chunk) + ENG_ALIGN - 1) // ENG_ALIGN * ENG_ALIGN
+            self.stride_chunk = chunk
+        stride = self.stride_bytes
         try:
-            outs = []
-            workers = 1 if keep_all else min(<size_t>fixq_eng_workers(&self.plan, n, threads), ENG_MAX_WORKERS)
-            chunk = n if keep_all else min(self.chunk_max, (n + workers - 1) // workers)
-            chunk = chunk if chunk else 1
-            workers = min(workers, (n + chunk - 1) // chunk) if n else 1
-            if chunk * workers > (<size_t>1 << 62) // self.sample_bytes:
-                raise MemoryError(f"engine: {chunk} samples of {self.sample_bytes} bytes of activations and scratch "
-                                  "do not fit in memory; run a smaller batch")
-            stride = self._worker_bytes(chunk)
             if keep_all or self.busy:  # the views outlive the call / another thread runs in the cached arena
                 buf = _np.empty(workers * stride + ENG_ALIGN, _np.uint8)
                 base = <char *>_data(buf, &vy, True)
@@ -445,33 +480,147 @@ cdef class Engine:
                 base = self.arena
             for i in range(workers):
                 arenas[i] = base + i * stride
-            no = 0 if keep_all else self.n_out
-            for k in range(no):
-                out_raw[k] = raw and self.out_rawable[k]
-                y = _np.empty(self.out_shapes[k] if n == 1 else (n,) + self.out_shapes[k][1:],
-                              self.dtype if out_raw[k] else _np.float32)
-                outs.append(y)
-                dst[k] = <char *>_data(y, &vy, True)
-                dst_row[k] = <size_t>vy.len // n if n else 0
-                PyBuffer_Release(&vy)  # y keeps the memory
-            b.n, b.chunk, b.x, b.x_sample = n, chunk, <const float *>vx.buf, self.in_elems
-            b.offsets, b.scratch_off = self.offsets, (self._arena_bytes(chunk) + ENG_ALIGN - 1) // ENG_ALIGN * ENG_ALIGN
-            b.n_out, b.out_t, b.out_4d, b.out_raw = no, self.out_t, self.out_4d, out_raw
-            b.out_scale, b.out_zp, b.dst, b.dst_row = self.out_sc, self.out_zp, dst, dst_row
+            b.n, b.chunk, b.x, b.x_sample, b.in_form, b.in_flip = n, chunk, x, x_sample, in_form, in_flip
+            b.offsets, b.scratch_off = self.offsets, self.stride_scratch
+            b.n_out, b.outs, b.dst, b.dst_row = no, outs, dst, dst_row
             if n:
                 with nogil:
                     st = fixq_eng_run_batch(&self.plan, &b, arenas, <int>workers, threads if workers == 1 else 1, &bad)
         finally:
-            PyBuffer_Release(&vx)
             if own:
                 self.busy = False
         if st != FIXQ_OK:
             self._fail(st, bad)
+        return (buf, start) if keep_all else None
+
+    def run(self, x, int threads, bint raw, bint keep_all):
+        """The outputs (external layout; float32 dequantized unless raw) of float x [N, ...], or with
+        keep_all the views of every tensor of the batch, run in one chunk. threads > 1 runs chunks of the
+        batch on that many threads at once (each in its own memory, its GEMMs on one thread)."""
+        cdef size_t n, i, k, nt = self.plan.n_tensors, no
+        cdef char *dst[ENG_MAX_OUTPUTS]
+        cdef size_t dst_row[ENG_MAX_OUTPUTS]
+        cdef fixq_eng_out outs[ENG_MAX_OUTPUTS]
+        cdef Py_buffer vx, vy
+        if type(x) is not _np.ndarray or not _is_c_f32(x, &vx):
+            x = _np.ascontiguousarray(x, dtype=_np.float32)
+            PyObject_GetBuffer(x, &vx, PyBUF_C_CONTIGUOUS)
+        n = x.shape[0]
+        try:
+            if <size_t>vx.len != n * self.in_elems * 4:
+                raise ValueError("engine: input size does not match the plan")
+            ys = []
+            no = 0 if keep_all else self.n_out
+            for k in range(no):
+                outs[k] = self.outs[k]
+                if raw and self.out_rawable[k]:
+                    outs[k].form = FIXQ_ENG_OUT_RAW
+                y = _np.empty(self.out_shapes[k] if n == 1 else (n,) + self.out_shapes[k][1:],
+                              self.dtype if outs[k].form == FIXQ_ENG_OUT_RAW else _np.float32)
+                ys.append(y)
+                dst[k] = <char *>_data(y, &vy, True)
+                dst_row[k] = <size_t>vy.len // n if n else 0
+                PyBuffer_Release(&vy)  # y keeps the memory
+            kept = self._run(vx.buf, n, self.in_elems * 4, FIXQ_ENG_IN_FLOAT_NCHW, 0, outs, no, dst, dst_row, threads,
+                             keep_all)
+        finally:
+            PyBuffer_Release(&vx)
         if keep_all:
+            buf, start = kept
             views = [None]
             for i in range(1, nt):
                 size = self.tensors[i].h * self.tensors[i].w * self.tensors[i].c
                 v = buf[start + self.offsets[i] * n:start + (self.offsets[i] + size) * n].view(self.dtype)
                 views.append(v.reshape(n, self.tensors[i].h, self.tensors[i].w, self.tensors[i].c))
             return views
-        return outs
+        return ys
+
+
+cdef class EngineIO:
+    """An Engine run on a model's own input and output types and layouts (built once by fixq.io.tflite's
+    runner; not public): x of dtype `in_dtype`, shape [N, *in_tail], C-contiguous, read in `in_form`
+    ("q": the quantized input's bytes XOR in_flip; "float-nhwc"; fixq_engine.h fixq_eng_in_form); outputs:
+    [(tensor, a, b, form, flip, scale, zero_point, dtype, tail)] (fixq_eng_out). `check(x, threads)` gives
+    back (x, threads) fit for the fast path or raises the one-line error; it runs only where x or threads are
+    not already so. A call returns new arrays, one per output."""
+    cdef Engine engine
+    cdef object check, in_dtype, empty
+    cdef tuple in_tail
+    cdef Py_ssize_t in_shape[8]
+    cdef int in_ndim
+    cdef char in_format
+    cdef int in_form
+    cdef uint8_t in_flip
+    cdef size_t in_bytes, n_out
+    cdef fixq_eng_out outs[ENG_MAX_OUTPUTS]
+    cdef list out_dtypes, out_shapes, out_tails
+
+    def __init__(self, Engine engine not None, check, str in_form, int in_flip, in_dtype, tuple in_tail, list outputs):
+        cdef Py_ssize_t i
+        if in_form not in ("q", "float-nhwc") or not 0 <= in_flip <= 255 or len(outputs) > ENG_MAX_OUTPUTS:
+            raise ValueError("engine io: unknown input form or too many outputs")
+        self.engine, self.check, self.in_form, self.in_flip = engine, check, _IN_FORMS[in_form], in_flip
+        self.in_dtype, self.in_tail, self.empty = _np.dtype(in_dtype), in_tail, _np.empty
+        if len(in_tail) >= 8 or self.in_dtype.char not in "bBf":
+            raise ValueError("engine io: an input of rank 2 to 8 of int8, uint8 or float32")
+        self.in_ndim, self.in_format = len(in_tail) + 1, ord(self.in_dtype.char)
+        for i, d in enumerate(in_tail):
+            self.in_shape[i + 1] = d
+        if (engine.plan.n_steps == 0 or engine.steps[0].op != FIXQ_ENG_QUANTIZE or
+                int(_np.prod(in_tail)) != engine.in_elems or
+                self.in_dtype.itemsize != (1 if in_form == "q" else 4)):
+            raise ValueError("engine io: the input does not match the plan's QUANTIZE step")
+        self.in_bytes = engine.in_elems * self.in_dtype.itemsize
+        self.n_out = len(outputs)
+        self.out_dtypes, self.out_shapes, self.out_tails = [], [], []
+        for i, (t, a, b, form, flip, sc, zp, dt, tail) in enumerate(outputs):
+            engine._out(&self.outs[i], t, a, b, form, flip, sc, zp)
+            dt = _np.dtype(dt)
+            if dt.itemsize != (1 if form == "raw" else 4) or int(_np.prod(tail)) != a * b:
+                raise ValueError("engine io: an output's dtype or shape does not match its form")
+            self.out_dtypes.append(dt)
+            self.out_shapes.append((1,) + tuple(tail))
+            self.out_tails.append(tuple(tail))
+
+    cdef bint _fits(self, x, Py_buffer *v):
+        """True, with v held, when x is a C-contiguous array of the input's dtype and shape [N, *in_tail]."""
+        cdef int i
+        if type(x) is not _np.ndarray:
+            return False
+        try:
+            PyObject_GetBuffer(x, v, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT)
+        except (ValueError, BufferError, TypeError):
+            return False
+        if v.format != NULL and v.format[0] == self.in_format and v.format[1] == 0 and v.ndim == self.in_ndim:
+            for i in range(1, self.in_ndim):
+                if v.shape[i] != self.in_shape[i]:
+                    break
+            else:
+                return True
+        PyBuffer_Release(v)
+        return False
+
+    def __call__(self, x, threads=1):
+        cdef size_t n, k
+        cdef char *dst[ENG_MAX_OUTPUTS]
+        cdef size_t dst_row[ENG_MAX_OUTPUTS]
+        cdef Py_buffer vx, vy
+        if type(threads) is not int or not 0 < threads <= 0x7FFFFFFF or not self._fits(x, &vx):  # the C core's int
+            x, threads = self.check(x, threads)
+            PyObject_GetBuffer(x, &vx, PyBUF_C_CONTIGUOUS)
+        n = vx.shape[0]
+        try:
+            if <size_t>vx.len != n * self.in_bytes:
+                raise ValueError("engine io: input size does not match the plan")
+            ys = []
+            for k in range(self.n_out):
+                y = self.empty(self.out_shapes[k] if n == 1 else (n,) + self.out_tails[k], self.out_dtypes[k])
+                ys.append(y)
+                dst[k] = <char *>_data(y, &vy, True)
+                dst_row[k] = <size_t>vy.len // n if n else 0
+                PyBuffer_Release(&vy)  # y keeps the memory
+            self.engine._run(vx.buf, n, self.in_bytes, self.in_form, self.in_flip, self.outs, self.n_out, dst,
+                             dst_row, threads, False)
+        finally:
+            PyBuffer_Release(&vx)
+        return ys

@@ -291,6 +291,8 @@ def _step_keys(op):
         keys.add("depthwise")
     if op in FUSED:
         keys |= {"out_min", "out_max"}
+    if op == "softmax":
+        keys.add("quantized")  # its output quantized by the target's own 8-bit kernel (ORT QLinearSoftmax)
     return keys
 
 
@@ -398,6 +400,8 @@ def _check_steps(meta):
         if extra:
             raise ArchiveError(f"step {name!r}: unknown key {sorted(extra)[0]!r} for op {op}")
         n_in = G.OPS[op][0]
+        if n_in is not None and s.get("constant") is not None:  # an add / mul / sub of a constant
+            n_in -= 1
         if (n_in is None and len(s["inputs"]) < 2) or (n_in is not None and len(s["inputs"]) != n_in):
             raise ArchiveError(f"step {name!r}: key 'inputs' names {len(s['inputs'])} tensors; {op} takes "
                                f"{'2 or more' if n_in is None else n_in}")
@@ -421,6 +425,8 @@ def _check_steps(meta):
                                f"{s['output']!r} has shape {tensors[s['output']]}")
         for k, v in attrs.items():
             s[k] = list(v) if isinstance(v, tuple) else v
+        if s.get("quantized", True) is not True:
+            raise ArchiveError(f"step {name!r}: key 'quantized' is {s['quantized']!r}; it is true or absent")
         if op == "conv2d":
             dw = G.is_depthwise(node, tensors[s["inputs"][0]][1])
             if s.setdefault("depthwise", dw) is not dw:
@@ -488,7 +494,10 @@ def _check_archive(meta, arrays):
             nch = arrays.get(f"{name}:weight_scale", np.zeros(0)).shape
             ch = nch[0] if len(nch) == 1 and nch[0] in (1, o) else o
             _expect(arrays, f"{name}:weight_scale", np.float32, (ch,), name)
-            _expect(arrays, f"{name}:weight_zero_point", np.int32, (ch,), name)
+            wzp = _expect(arrays, f"{name}:weight_zero_point", np.int32, (ch,), name)
+            if np.any(wzp != 0) and (not dynamic or weights != "int8" or np.any((wzp < -128) | (wzp > 127))):
+                raise ArchiveError(f"step {name!r}: key '{name}:weight_zero_point' must be 0 (symmetric weights), or "
+                                   "within int8 in a dynamic int8 model")
             if not dynamic:
                 for k, dt in (("multiplier", np.int32), ("shift", np.int32), ("scale", np.float32)):
                     _expect(arrays, f"{name}:{k}", dt, (ch,), name)
@@ -505,8 +514,21 @@ def _check_archive(meta, arrays):
         elif op == "concat" and not dynamic:
             for k, dt in (("multiplier", np.int32), ("shift", np.int32), ("scale", np.float32)):
                 _expect(arrays, f"{name}:{k}", dt, (len(s["inputs"]),), name)
+        elif op in ("add", "mul", "sub") and s.get("constant") is not None:
+            shape = s["constant_shape"]
+            shape = [1] + (shape[1:] + shape[:1] if len(shape) == 3 else shape)  # internal layout, batch 1
+            _expect(arrays, f"{name}:constant", act_dt, tuple(shape), name)
+            _expect(arrays, f"{name}:constant_scale", np.float32, (), name)
+            zp = _expect(arrays, f"{name}:constant_zero_point", np.int32, (), name)
+            lo, hi = INT_RANGES[np.dtype(act_dt)]
+            sc = arrays[f"{name}:constant_scale"]
+            if not (lo <= int(zp) <= hi and np.isfinite(sc) and sc > 0):
+                raise ArchiveError(f"step {name!r}: its constant's scale must be finite and > 0 and its zero point "
+                                   f"inside {opts['activations']}")
         elif op in G.TABLE_OPS and not dynamic:
             _expect(arrays, f"{name}:table", act_dt, (256,), name)
+        elif op == "batchnorm" and not dynamic:
+            _expect(arrays, f"{name}:table", act_dt, (tshapes[s["inputs"][0]][1], 256), name)
         elif op == "global_avgpool" and not dynamic and f"{name}:multiplier" in arrays:
             # archives of fixq 0.1 keep the input's scale here, without a requantization
             for k, dt in (("multiplier", np.int32), ("shift", np.int32), ("scale", np.float32)):

@@ -6,7 +6,7 @@ import math
 import numpy as np
 
 __all__ = ["to_internal", "to_external", "flatten", "internal_axis", "windows", "padded", "window_reduce", "im2col",
-           "conv_weight_hwc"]
+           "conv_weight_hwc", "broadcast_operand"]
 
 
 
@@ -23,6 +23,12 @@ def flatten(x):
     """The flatten op: [N, ...] (internal layout) to [N, features] in the external (NCHW) order; N = 0 too."""
     y = to_external(x)
     return y.reshape(y.shape[0], math.prod(y.shape[1:]))
+
+
+def broadcast_operand(x, ndim):
+    """An [N, F] operand of a broadcasting add / mul / sub on [N, H, W, C] tensors as [N, 1, 1, F] (internal
+    layout): fixq's NCHW [N, F, 1, 1], TFLite's [1, F] extended to [1, 1, 1, F]."""
+    return x.reshape(x.shape[0], 1, 1, x.shape[1]) if x.ndim == 2 and ndim == 4 else x
 
 
 def internal_axis(axis, ndim):

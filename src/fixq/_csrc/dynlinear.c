@@ -1,7 +1,10 @@
 /* Dynamic-int8 linear layer: float x quantized to uint8 at run time (per row
- * or per tensor), the int8 GEMM driver (qgemm.c) with exact int32
- * accumulators, and a float epilogue (dequantize, bias) on each block of
- * accumulators while it is in L1.
+ * or per tensor) a tile's rows at a time as the int8 GEMM driver (qgemm.c)
+ * packs them, so that x is read once and its uint8 copy never leaves L1;
+ * exact int32 accumulators, and a float epilogue (dequantize, bias) on each
+ * block of accumulators while it is in L1, or (AVX-512 VNNI, full tiles)
+ * straight from the GEMM kernel's registers.  Per tensor, one range pass over
+ * x comes first.
  *
  * With q = quantized x and zp its zero point (per row),
  *   sum_k (q - zp)(b' - b_zp') = sum_k q (b' - b_zp') - zp * col_sum[n]:
@@ -13,7 +16,7 @@
 
 #include "fixq_floatops.h"
 
-#define ELEMENTS_PER_THREAD (1 << 15) /* quantization: less than this per thread does not pay for a worker */
+#define ELEMENTS_PER_THREAD (1 << 15) /* range pass: less than this per thread does not pay for a worker */
 
 static const fixq__dyn_kernels *const dyn_table[FIXQ_ISA_COUNT] = {
     &fixq__dyn_kernels__scalar, FIXQ__AVX2(&fixq__dyn_kernels__avx2),
@@ -41,56 +44,53 @@ typedef struct {
   const fixq__dyn_kernels *kern;
   const float *x;
   size_t m, k, n;
-  uint8_t *q;
-  float *x_scale, *range; /* range: lo, hi per task (per tensor) */
-  int32_t *zp;
-  int *bad;               /* per task: a row (or the task's block) failed quant_params or finite_range */
-  int tasks, tensor_pass; /* 0: per row, both steps; per tensor: 1 = ranges, 2 = quantize with x_scale[0], zp[0] */
+  int per_tensor;
+  fixq__dyn_row tensor; /* per tensor: the one scale and zero point */
+  float *range;         /* per tensor: lo, hi per task of the range pass */
+  int *bad;             /* per task: its block holds NaN or infinity */
+  int tasks;
   const int32_t *col_sum;
   const float *w_scale, *bias;
   float *y;
 } dyn_job;
 
-static void quantize_task(void *ctx, int t) {
+static void range_task(void *ctx, int t) {
   const dyn_job *j = ctx;
-  const size_t T = (size_t)j->tasks, r0 = j->m * (size_t)t / T, r1 = j->m * ((size_t)t + 1) / T, k = j->k;
-  const float *x = j->x + r0 * k;
-  uint8_t *q = j->q + r0 * k;
-  if (j->tensor_pass == 1) {
-    if (!j->kern->finite_range((r1 - r0) * k, x, &j->range[2 * t], &j->range[2 * t + 1])) j->bad[t] = 1;
-  } else if (j->tensor_pass == 2) {
-    j->kern->quantize_u8((r1 - r0) * k, x, j->x_scale[0], j->zp[0], q);
-  } else {
-    for (size_t r = r0; r < r1; r++, x += k, q += k) {
-      float lo, hi;
-      if (!j->kern->finite_range(k, x, &lo, &hi) || !quant_params(lo, hi, &j->x_scale[r], &j->zp[r])) {
-        j->bad[t] = 1;
-        return;
-      }
-      j->kern->quantize_u8(k, x, j->x_scale[r], j->zp[r], q);
+  const size_t T = (size_t)j->tasks, r0 = j->m * (size_t)t / T, r1 = j->m * ((size_t)t + 1) / T;
+  if (!j->kern->finite_range((r1 - r0) * j->k, j->x + r0 * j->k, &j->range[2 * t], &j->range[2 * t + 1]))
+    j->bad[t] = 1;
+}
+
+/* The GEMM's A, a tile's rows at a time (fixq__qgemm_source): each row's scale and zero point (its own, or
+ * the tensor's) into info, its uint8 values into q. */
+static fixq_status quantize_rows(const void *ctx, size_t m0, size_t rows, uint8_t *q, void *info) {
+  const dyn_job *j = ctx;
+  const size_t k = j->k;
+  const float *x = j->x + m0 * k;
+  fixq__dyn_row *row = info;
+  for (size_t r = 0; r < rows; r++, x += k, q += k) {
+    float lo, hi;
+    if (j->per_tensor || k == 0) {
+      row[r] = j->tensor;
+    } else if (!j->kern->finite_range(k, x, &lo, &hi) || !quant_params(lo, hi, &row[r].scale, &row[r].zp)) {
+      return FIXQ_ERR_NAN;
     }
+    if (k > 0) j->kern->quantize_u8(k, x, row[r].scale, row[r].zp, q);
   }
+  return FIXQ_OK;
 }
 
-static int quantize_pass(dyn_job *job, int pass) {
-  job->tensor_pass = pass;
-  if (job->tasks == 1) quantize_task(job, 0);
-  else fixq__parallel(job->tasks, quantize_task, job);
-  for (int t = 0; t < job->tasks; t++)
-    if (job->bad[t]) return 0;
-  return 1;
-}
-
-static void store(const void *ctx, const int32_t *acc, size_t lda, size_t m0, size_t rows, size_t n0, size_t cols) {
+static void store(const void *ctx, const void *info, const int32_t *acc, size_t lda, size_t m0, size_t rows,
+                  size_t n0, size_t cols) {
   const dyn_job *j = ctx;
-  j->kern->epilogue(rows, cols, acc, lda, j->zp + m0, j->x_scale + m0, j->col_sum + n0, j->w_scale + n0,
-                    j->bias + n0, j->y + m0 * j->n + n0, j->n);
+  j->kern->epilogue(rows, cols, acc, lda, info, j->col_sum + n0, j->w_scale + n0, j->bias + n0,
+                    j->y + m0 * j->n + n0, j->n);
 }
 
 fixq_status fixq_dynamic_linear(const float *x, size_t m, const fixq_packed_b *b, const float *w_scale,
                                 size_t w_scale_count, const float *bias, fixq_dyn_granularity granularity,
                                 float *y, int threads) {
-  size_t mk, mn, bytes;
+  size_t mk, mn;
   if (b == NULL || threads < 1 || (granularity != FIXQ_DYN_ROW && granularity != FIXQ_DYN_TENSOR))
     return FIXQ_ERR_INVALID_ARGUMENT;
   const size_t k = b->k, n = b->n;
@@ -102,43 +102,38 @@ fixq_status fixq_dynamic_linear(const float *x, size_t m, const fixq_packed_b *b
   if (m == 0 || n == 0) return FIXQ_OK;
   if (y == NULL || (x == NULL && k > 0)) return FIXQ_ERR_INVALID_ARGUMENT;
 
+  /* the range pass (per tensor) splits rows over T tasks */
   size_t T = mk / ELEMENTS_PER_THREAD;
   if (T > (size_t)threads) T = (size_t)threads;
   if (T > m) T = m;
   if (T < 1) T = 1;
-  /* q, then x_scale, zp (m each), w_scale and bias (n each), ranges and flags (per task) */
-  if (!fixq__add_size(mk, 64 + 4 * (2 * m + 2 * n + 3 * T), &bytes)) return FIXQ_ERR_INVALID_ARGUMENT;
-  char *mem = malloc(bytes);
-  if (mem == NULL) return FIXQ_ERR_OUT_OF_MEMORY;
-  float *x_scale = (float *)(((uintptr_t)mem + 63) & ~(uintptr_t)63);
-  int32_t *zp = (int32_t *)(x_scale + m);
-  float *ws = (float *)(zp + m), *bs = ws + n, *range = bs + n;
+  /* w_scale and bias (n each), ranges and flags (per task) */
+  float *ws = malloc(sizeof(float) * (2 * n + 3 * T));
+  if (ws == NULL) return FIXQ_ERR_OUT_OF_MEMORY;
+  float *bs = ws + n, *range = bs + n;
   int *bad = (int *)(range + 2 * T);
-  uint8_t *q = (uint8_t *)(bad + T);
   for (size_t i = 0; i < n; i++) {
     ws[i] = w_scale[w_scale_count == 1 ? 0 : i];
     bs[i] = bias == NULL ? 0.0f : bias[i];
   }
   memset(bad, 0, T * sizeof *bad);
-  dyn_job job = {dyn_table[fixq__isa], x, m, k, n, q, x_scale, range, zp, bad, (int)T, 0, b->col_sum, ws, bs, y};
+  dyn_job job = {dyn_table[fixq__isa], x, m, k, n, granularity == FIXQ_DYN_TENSOR, {1.0f, 0}, range, bad, (int)T,
+                 b->col_sum, ws, bs, y};
   fixq_status st = FIXQ_OK;
-  if (k == 0) { /* no values: scale 1, zero point 0, acc 0 */
-    for (size_t r = 0; r < m; r++) x_scale[r] = 1.0f, zp[r] = 0;
-  } else if (granularity == FIXQ_DYN_ROW) {
-    if (!quantize_pass(&job, 0)) st = FIXQ_ERR_NAN;
-  } else if (!quantize_pass(&job, 1)) {
-    st = FIXQ_ERR_NAN;
-  } else {
+  if (job.per_tensor && k > 0) { /* k == 0: no values, scale 1, zero point 0 */
+    if (T == 1) range_task(&job, 0);
+    else fixq__parallel((int)T, range_task, &job);
     float lo = range[0], hi = range[1];
-    for (size_t t = 1; t < T; t++) {
+    for (size_t t = 0; t < T; t++) {
+      if (bad[t]) st = FIXQ_ERR_NAN;
       lo = range[2 * t] < lo ? range[2 * t] : lo;
       hi = range[2 * t + 1] > hi ? range[2 * t + 1] : hi;
     }
-    if (!quant_params(lo, hi, &x_scale[0], &zp[0])) st = FIXQ_ERR_NAN;
-    else quantize_pass(&job, 2);
-    for (size_t r = 1; r < m; r++) x_scale[r] = x_scale[0], zp[r] = zp[0];
+    if (st == FIXQ_OK && !quant_params(lo, hi, &job.tensor.scale, &job.tensor.zp)) st = FIXQ_ERR_NAN;
   }
-  if (st == FIXQ_OK) st = fixq__qgemm_store_s32(m, q, FIXQ_UINT8, k, 0, b, NULL, store, &job, threads);
-  free(mem);
+  const fixq__dyn_out out = {b->col_sum, ws, bs, y, n};
+  const fixq__qgemm_source src = {quantize_rows, store, &job, sizeof(fixq__dyn_row), &out};
+  if (st == FIXQ_OK) st = fixq__qgemm_u8_source(m, b, &src, threads);
+  free(ws);
   return st;
 }

@@ -49,12 +49,11 @@ static void quantize_u8(size_t n, const float *x, float scale, int32_t zp, uint8
   for (; i < n; i++) q[i] = (uint8_t)fixq__clamp_round_f32(x[i] / scale, zp, 0, UINT8_MAX);
 }
 
-static void epilogue(size_t rows, size_t cols, const int32_t *acc, size_t lda, const int32_t *zp,
-                     const float *x_scale, const int32_t *col_sum, const float *w_scale, const float *bias, float *y,
-                     size_t ldy) {
-  for (size_t r = 0; r < rows; r++, acc += lda, y += ldy) {
-    const __m256i z = _mm256_set1_epi32(zp[r]);
-    const __m256 xs = _mm256_set1_ps(x_scale[r]);
+static void epilogue(size_t rows, size_t cols, const int32_t *acc, size_t lda, const fixq__dyn_row *row,
+                     const int32_t *col_sum, const float *w_scale, const float *bias, float *y, size_t ldy) {
+  for (size_t r = 0; r < rows; r++, acc += lda, y += ldy, row++) {
+    const __m256i z = _mm256_set1_epi32(row->zp);
+    const __m256 xs = _mm256_set1_ps(row->scale);
     size_t j = 0;
     for (; j + 8 <= cols; j += 8) {
       const __m256i a = _mm256_sub_epi32(_mm256_loadu_si256((const __m256i *)(acc + j)),
@@ -63,8 +62,8 @@ static void epilogue(size_t rows, size_t cols, const int32_t *acc, size_t lda, c
       _mm256_storeu_ps(y + j, _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(a), s), _mm256_loadu_ps(bias + j)));
     }
     for (; j < cols; j++) {
-      const int32_t a = (int32_t)((uint32_t)acc[j] - (uint32_t)zp[r] * (uint32_t)col_sum[j]);
-      y[j] = (float)a * (x_scale[r] * w_scale[j]) + bias[j];
+      const int32_t a = (int32_t)((uint32_t)acc[j] - (uint32_t)row->zp * (uint32_t)col_sum[j]);
+      y[j] = (float)a * (row->scale * w_scale[j]) + bias[j];
     }
   }
 }

@@ -1,5 +1,7 @@
 /* Dynamic linear kernels, AVX-512: bit-identical to dynlinear__scalar.c
- * (IEEE division and round-half-even as there, no FMA in the epilogue). */
+ * (the quotient x / scale rounded half to even as there, through the
+ * reciprocal where that provably gives the same integer, fixq_floatops.h;
+ * no FMA in the epilogue). */
 #include <immintrin.h>
 
 #include "fixq_floatops.h"
@@ -27,21 +29,29 @@ static int finite_range(size_t n, const float *x, float *lo, float *hi) {
 
 static void quantize_u8(size_t n, const float *x, float scale, int32_t zp, uint8_t *q) {
   const __m512 s = _mm512_set1_ps(scale), lo = _mm512_set1_ps((float)-zp), hi = _mm512_set1_ps((float)(UINT8_MAX - zp));
+  const __m512 r = _mm512_set1_ps(1.0f / scale), far = _mm512_set1_ps(0.5f - FIXQ__DYN_NEAR_TIE);
+  const __m512 abs_mask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7FFFFFFF));
   const __m512i z = _mm512_set1_epi32(zp);
+  const int fast = FIXQ__DYN_RECIPROCAL_OK(scale);
   for (size_t i = 0; i < n; i += 16) {
     const __mmask16 k = tail_mask(n - i);
-    const __m512 v = _mm512_min_ps(_mm512_max_ps(_mm512_div_ps(_mm512_maskz_loadu_ps(k, x + i), s), lo), hi);
-    const __m512i r = _mm512_add_epi32(_mm512_cvt_roundps_epi32(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), z);
-    _mm512_mask_cvtepi32_storeu_epi8(q + i, k, r);
+    const __m512 xv = _mm512_maskz_loadu_ps(k, x + i);
+    __m512 v = _mm512_mul_ps(xv, r);
+    /* x / scale where v - round(v) is within FIXQ__DYN_NEAR_TIE of +-1/2 (or scale is out of range) */
+    if (!fast || _mm512_cmp_ps_mask(_mm512_and_ps(_mm512_reduce_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
+                                                  abs_mask), far, _CMP_GT_OQ))
+      v = _mm512_div_ps(xv, s);
+    v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
+    const __m512i qi = _mm512_add_epi32(_mm512_cvt_roundps_epi32(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), z);
+    _mm512_mask_cvtepi32_storeu_epi8(q + i, k, qi);
   }
 }
 
-static void epilogue(size_t rows, size_t cols, const int32_t *acc, size_t lda, const int32_t *zp,
-                     const float *x_scale, const int32_t *col_sum, const float *w_scale, const float *bias, float *y,
-                     size_t ldy) {
-  for (size_t r = 0; r < rows; r++, acc += lda, y += ldy) {
-    const __m512i z = _mm512_set1_epi32(zp[r]);
-    const __m512 xs = _mm512_set1_ps(x_scale[r]);
+static void epilogue(size_t rows, size_t cols, const int32_t *acc, size_t lda, const fixq__dyn_row *row,
+                     const int32_t *col_sum, const float *w_scale, const float *bias, float *y, size_t ldy) {
+  for (size_t r = 0; r < rows; r++, acc += lda, y += ldy, row++) {
+    const __m512i z = _mm512_set1_epi32(row->zp);
+    const __m512 xs = _mm512_set1_ps(row->scale);
     for (size_t j = 0; j < cols; j += 16) {
       const __mmask16 k = tail_mask(cols - j);
       const __m512i a = _mm512_sub_epi32(_mm512_maskz_loadu_epi32(k, acc + j),

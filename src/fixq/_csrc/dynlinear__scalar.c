@@ -18,13 +18,12 @@ static void quantize_u8(size_t n, const float *x, float scale, int32_t zp, uint8
   for (size_t i = 0; i < n; i++) q[i] = (uint8_t)fixq__clamp_round_f32(x[i] / scale, zp, 0, UINT8_MAX);
 }
 
-static void epilogue(size_t rows, size_t cols, const int32_t *acc, size_t lda, const int32_t *zp,
-                     const float *x_scale, const int32_t *col_sum, const float *w_scale, const float *bias, float *y,
-                     size_t ldy) {
-  for (size_t r = 0; r < rows; r++, acc += lda, y += ldy)
+static void epilogue(size_t rows, size_t cols, const int32_t *acc, size_t lda, const fixq__dyn_row *row,
+                     const int32_t *col_sum, const float *w_scale, const float *bias, float *y, size_t ldy) {
+  for (size_t r = 0; r < rows; r++, acc += lda, y += ldy, row++)
     for (size_t j = 0; j < cols; j++) {
-      const int32_t a = (int32_t)((uint32_t)acc[j] - (uint32_t)zp[r] * (uint32_t)col_sum[j]);
-      y[j] = (float)a * (x_scale[r] * w_scale[j]) + bias[j];
+      const int32_t a = (int32_t)((uint32_t)acc[j] - (uint32_t)row->zp * (uint32_t)col_sum[j]);
+      y[j] = (float)a * (row->scale * w_scale[j]) + bias[j];
     }
 }
 

@@ -64,6 +64,23 @@ static int check_target_range(const fixq_eng_plan *plan, const fixq_eng_target *
   return lo <= t->lo && t->lo <= t->hi && t->hi <= hi;
 }
 
+/* numpy's broadcasting of one sample: each dimension y's or 1 */
+static int check_broadcast(const fixq_eng_tensor *a, const fixq_eng_tensor *y) {
+  return (a->h == y->h || a->h == 1) && (a->w == y->w || a->w == 1) && (a->c == y->c || a->c == 1);
+}
+
+/* The TFLite ADD / SUB / MUL forms: three (ADD, SUB) or one (MUL) multipliers with shifts the element
+ * function's shifts take; ADD and MUL's NEON loops (int8 only) by runs dividing a sample's size */
+static int check_tflite_binary(const fixq_eng_plan *plan, const fixq_eng_target *t, size_t per_sample) {
+  const int mul = t->form == FIXQ_ENG_T_TFLITE_MUL;
+  if (t->multiplier == NULL || t->shift == NULL || t->channels != (mul ? 1u : 3u)) return 0;
+  for (size_t i = 0; i < t->channels; i++)
+    if (t->shift[i] < -31 || t->shift[i] > (mul ? 30 : 0)) return 0;
+  if (t->form == FIXQ_ENG_T_TFLITE_SUB) return t->neon == 0 && t->run == 0;
+  if (t->neon < 0 || t->neon > (mul ? 1 : 2) || (t->neon && IS_U8(plan))) return 0;
+  return t->run == 0 ? t->neon == 0 : per_sample % t->run == 0 && t->split <= t->run;
+}
+
 static int check_step(const fixq_eng_plan *plan, const fixq_eng_step *s) {
   if (s->out < 0 || (size_t)s->out >= plan->n_tensors || s->n_in == 0 || s->in == NULL) return 0;
   const fixq_eng_tensor *y = &plan->tensors[s->out];
@@ -73,7 +90,9 @@ static int check_step(const fixq_eng_plan *plan, const fixq_eng_step *s) {
     if (plan->tensors[s->in[i]].esize != (s->op == FIXQ_ENG_QUANTIZE ? 4u : 1u)) return 0;
   }
   const fixq_eng_tensor *x = &plan->tensors[s->in[0]];
-  const size_t want_in = s->op == FIXQ_ENG_ELTWISE ? 2 : s->op == FIXQ_ENG_CONCAT ? s->n_in : 1;
+  const size_t want_in = s->op == FIXQ_ENG_ELTWISE  ? (s->constant != NULL ? 1 : 2)
+                         : s->op == FIXQ_ENG_CONCAT ? s->n_in
+                                                    : 1;
   if (s->n_in != want_in || (s->op == FIXQ_ENG_CONCAT && s->n_in < 2)) return 0;
   switch (s->op) {
     case FIXQ_ENG_QUANTIZE:
@@ -83,16 +102,22 @@ static int check_step(const fixq_eng_plan *plan, const fixq_eng_step *s) {
     case FIXQ_ENG_CLAMP:
       return x->h == y->h && x->w == y->w && x->c == y->c;
     case FIXQ_ENG_ELTWISE: {
-      const fixq_eng_tensor *b = &plan->tensors[s->in[1]];
-      if (s->target != NULL)
-        return ((s->target->form >= FIXQ_ENG_T_ORT_ADD && s->target->form <= FIXQ_ENG_T_XNN_MUL) ||
-                (s->target->form == FIXQ_ENG_T_TFLITE_SUB && s->target->channels == 3 &&
-                 s->target->shift[0] <= 0 && s->target->shift[1] <= 0 && s->target->shift[2] <= 0 &&
-                 s->target->shift[0] >= -31 && s->target->shift[1] >= -31 && s->target->shift[2] >= -31)) &&
-               check_target_range(plan, s->target) && numel(x) == numel(y) && numel(b) == numel(y) &&
-               (s->target->form != FIXQ_ENG_T_XNN_ADD ||
-                (s->target->shift_bits >= 1 && s->target->shift_bits <= 31));
-      return s->eltwise != NULL && numel(x) == numel(y) && numel(b) == numel(y);
+      if (s->constant != NULL) {
+        const fixq_eng_tensor *k = &s->constant_dims;
+        if (s->constant_at > 1 || k->esize != 1 || k->h == 0 || k->w == 0 || k->c == 0 ||
+            mul_sz(mul_sz(k->h, k->w), k->c) == SIZE_MAX)
+          return 0;
+      }
+      for (size_t k = 0; k < 2; k++)
+        if (!fixq__eng_elt_direct(plan, s, k) && !check_broadcast(fixq__eng_elt_operand(plan, s, k), y)) return 0;
+      if (step_scratch(plan, s, 1) == SIZE_MAX) return 0;
+      if (s->target == NULL) return s->eltwise != NULL;
+      const fixq_eng_target *t = s->target;
+      if (!check_target_range(plan, t)) return 0;
+      if (t->form == FIXQ_ENG_T_TFLITE_SUB || t->form == FIXQ_ENG_T_TFLITE_ADD || t->form == FIXQ_ENG_T_TFLITE_MUL)
+        return check_tflite_binary(plan, t, numel(y));
+      return t->form >= FIXQ_ENG_T_ORT_ADD && t->form <= FIXQ_ENG_T_XNN_MUL &&
+             (t->form != FIXQ_ENG_T_XNN_ADD || (t->shift_bits >= 1 && t->shift_bits <= 31));
     }
     case FIXQ_ENG_GEMM: {
       const size_t g = s->groups;
@@ -112,7 +137,9 @@ static int check_step(const fixq_eng_plan *plan, const fixq_eng_step *s) {
         }
       }
       if (g == 0 || x->c % g || y->c % g || s->packed == NULL || s->bias == NULL) return 0;
-      if (s->target == NULL && s->rq_channels != 1 && s->rq_channels != y->c) return 0;
+      if (s->target == NULL && ((s->rq_channels != 1 && s->rq_channels != y->c) ||
+                                fixq__check_requant(&s->rq, s->rq_channels, plan->dtype) != FIXQ_OK))
+        return 0; /* checked once here: run_gemm's fixq__qgemm_checked_rq does not */
       for (size_t k = 0; k < g; k++)
         if (s->packed[k] == NULL || s->packed[k]->k != mul_sz(mul_sz(s->kh, s->kw), x->c / g) ||
             s->packed[k]->n != y->c / g)
@@ -235,6 +262,8 @@ static size_t step_scratch(const fixq_eng_plan *plan, const fixq_eng_step *s, si
       return mul_sz(y->c, sizeof(int32_t));
     case FIXQ_ENG_GLOBAL_AVGPOOL:
       return mul_sz(mul_sz(s->rq_channels ? batch : 1, y->c), sizeof(int32_t));
+    case FIXQ_ENG_ELTWISE: /* each operand broadcast to y's shape */
+      return mul_sz(out_n, (size_t)!fixq__eng_elt_direct(plan, s, 0) + (size_t)!fixq__eng_elt_direct(plan, s, 1));
     case FIXQ_ENG_CONCAT: {
       size_t m = 0;
       for (size_t i = 0; i < s->n_in; i++)
@@ -275,14 +304,14 @@ static void transpose(size_t n, size_t a, size_t b, const void *src, void *dst) 
 
 /* ---- steps ----------------------------------------------------------------- */
 
-/* engine/steps.py prepared_quantize after layout.to_internal: quantize, then NCHW -> NHWC, in the form of
- * fixq.targets.quantize's recipe (FIXQ_ENG_Q_RECIP_EVEN: the float32 product x * (1/scale), then
- * fixq_quantize_f32 with scale 1, which divides by 1 exactly). */
+/* engine/steps.py prepared_quantize after layout.to_internal: quantize, then NCHW -> NHWC (x already NHWC:
+ * none), in the form of fixq.targets.quantize's recipe (FIXQ_ENG_Q_RECIP_EVEN: the float32 product
+ * x * (1/scale), then fixq_quantize_f32 with scale 1, which divides by 1 exactly). */
 static fixq_status run_quantize(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const float *x,
-                                void *y, void *scratch) {
+                                void *y, void *scratch, int nhwc) {
   const fixq_eng_tensor *t = &plan->tensors[s->out];
   const int32_t lo = IS_U8(plan) ? 0 : INT8_MIN, hi = IS_U8(plan) ? UINT8_MAX : INT8_MAX;
-  const int direct = t->c == 1 || t->h * t->w == 1;
+  const int direct = nhwc || t->c == 1 || t->h * t->w == 1;
   const size_t n = batch * numel(t);
   float scale = s->scale;
   fixq_status st;
@@ -358,8 +387,8 @@ static fixq_status run_gemm(const fixq_eng_plan *plan, const fixq_eng_step *s, s
       if (rq.scale != NULL) rq.scale += off;
       rq.zero_point += off;
     }
-    const fixq_status st = fixq_qgemm(m, a, plan->dtype, lda, s->zp, s->packed[g], s->bias + g * og, &rq,
-                                      per_channel ? og : 1, y + g * og, plan->dtype, yt->c, threads);
+    const fixq_status st = fixq__qgemm_checked_rq(m, a, plan->dtype, lda, s->zp, s->packed[g], s->bias + g * og, &rq,
+                                                  per_channel ? og : 1, y + g * og, plan->dtype, yt->c, threads);
     if (st != FIXQ_OK) return st;
   }
   return FIXQ_OK;
@@ -435,20 +464,13 @@ static fixq_status run_step(const fixq_eng_plan *plan, const fixq_eng_step *s, s
   const fixq_eng_tensor *xt = &plan->tensors[s->in[0]];
   switch (s->op) {
     case FIXQ_ENG_QUANTIZE:
-      return run_quantize(plan, s, batch, x, y, scratch);
+      return run_quantize(plan, s, batch, x, y, scratch, 0);
     case FIXQ_ENG_GEMM:
       return run_gemm(plan, s, batch, x, y, scratch, threads);
     case FIXQ_ENG_DEPTHWISE:
       return run_depthwise(plan, s, batch, x, y, scratch);
-    case FIXQ_ENG_ELTWISE: {
-      const size_t n = batch * numel(xt);
-      const ptrdiff_t one = 1;
-      if (s->target != NULL) {
-        targets_table[fixq__isa]->eltwise(s->target, plan->dtype, n, x, buffers[s->in[1]], y);
-        return FIXQ_OK;
-      }
-      return fixq_eltwise_nd(s->eltwise, 1, &n, x, &one, buffers[s->in[1]], &one, y, &one);
-    }
+    case FIXQ_ENG_ELTWISE:
+      return fixq__eng_eltwise(plan, s, targets_table[fixq__isa], batch, buffers, y, scratch);
     case FIXQ_ENG_CONCAT:
       return run_concat(plan, s, batch, buffers, y, scratch);
     case FIXQ_ENG_CLAMP:
@@ -485,9 +507,9 @@ static fixq_status run_step(const fixq_eng_plan *plan, const fixq_eng_step *s, s
   return FIXQ_ERR_INVALID_ARGUMENT;
 }
 
-fixq_status fixq_eng_run(const fixq_eng_plan *plan, size_t batch, void *const *buffers, void *scratch, int threads,
-                         size_t *failed_step) {
-  for (size_t i = 0; i < plan->n_steps; i++) {
+static fixq_status run_steps(const fixq_eng_plan *plan, size_t first, size_t batch, void *const *buffers,
+                             void *scratch, int threads, size_t *failed_step) {
+  for (size_t i = first; i < plan->n_steps; i++) {
     const fixq_status st = run_step(plan, &plan->steps[i], batch, buffers, scratch, threads);
     if (st != FIXQ_OK) {
       *failed_step = i;
@@ -497,24 +519,42 @@ fixq_status fixq_eng_run(const fixq_eng_plan *plan, size_t batch, void *const *b
   return FIXQ_OK;
 }
 
-fixq_status fixq_eng_emit(const fixq_eng_plan *plan, int32_t t, int four_d, size_t batch, const void *src,
-                          float scale, int32_t zp, float *y, void *q, void *scratch) {
-  if (t < 0 || (size_t)t >= plan->n_tensors || plan->tensors[t].esize != 1) return FIXQ_ERR_INVALID_ARGUMENT;
-  const fixq_eng_tensor *tt = &plan->tensors[t];
-  const size_t n = batch * numel(tt);
-  const int nchw = four_d && tt->h * tt->w > 1 && tt->c > 1;
-  if (q != NULL) { /* raw */
-    if (nchw)
-      transpose(batch, tt->h * tt->w, tt->c, src, q);
-    else
-      memcpy(q, src, n);
-    return FIXQ_OK;
+fixq_status fixq_eng_run(const fixq_eng_plan *plan, size_t batch, void *const *buffers, void *scratch, int threads,
+                         size_t *failed_step) {
+  return run_steps(plan, 0, batch, buffers, scratch, threads, failed_step);
+}
+
+/* y = x XOR flip, byte by byte */
+static void copy_flip(size_t n, const uint8_t *x, uint8_t flip, uint8_t *y) {
+  if (flip == 0) {
+    memcpy(y, x, n);
+    return;
   }
-  if (nchw) {
-    transpose(batch, tt->h * tt->w, tt->c, src, scratch);
+  for (size_t i = 0; i < n; i++) y[i] = x[i] ^ flip;
+}
+
+fixq_status fixq_eng_emit(const fixq_eng_plan *plan, const fixq_eng_out *o, size_t batch, const void *src, void *dst,
+                          void *scratch) {
+  if (o->t < 0 || (size_t)o->t >= plan->n_tensors || plan->tensors[o->t].esize != 1 ||
+      mul_sz(o->a, o->b) != numel(&plan->tensors[o->t]))
+    return FIXQ_ERR_INVALID_ARGUMENT;
+  const size_t per = numel(&plan->tensors[o->t]), n = batch * per;
+  if (o->a > 1 && o->b > 1) {
+    transpose(batch, o->a, o->b, src, o->form == FIXQ_ENG_OUT_RAW && o->flip == 0 ? dst : scratch);
+    if (o->form == FIXQ_ENG_OUT_RAW && o->flip == 0) return FIXQ_OK;
     src = scratch;
   }
-  return fixq_dequantize(src, plan->dtype, y, 1, 1, n, &scale, &zp);
+  switch (o->form) {
+    case FIXQ_ENG_OUT_RAW:
+      copy_flip(n, src, o->flip, dst);
+      return FIXQ_OK;
+    case FIXQ_ENG_OUT_FLOAT:
+      return fixq_dequantize(src, plan->dtype, dst, 1, 1, n, &o->scale, &o->zp);
+    case FIXQ_ENG_OUT_FLOAT_TFLITE:
+      fixq__eng_dequantize_tflite(plan->dtype, batch, per, src, o->scale, o->zp, dst);
+      return FIXQ_OK;
+  }
+  return FIXQ_ERR_INVALID_ARGUMENT;
 }
 
 /* ---- a batch in chunks, on worker threads ----------------------------------- */
@@ -540,13 +580,25 @@ static fixq_status run_chunk(const batch_job *job, char *arena, size_t c, size_t
   const size_t n0 = c * b->chunk, nb = b->n - n0 < b->chunk ? b->n - n0 : b->chunk;
   void *bufs[plan->n_tensors];
   void *scratch = arena + b->scratch_off;
-  bufs[0] = (void *)(b->x + n0 * b->x_sample);
+  const char *x = (const char *)b->x + n0 * b->x_sample;
+  bufs[0] = (void *)x;
   for (size_t i = 1; i < plan->n_tensors; i++) bufs[i] = arena + b->offsets[i] * b->chunk;
-  fixq_status st = fixq_eng_run(plan, nb, bufs, scratch, job->gemm_threads, failed_step);
+  fixq_status st;
+  if (b->in_form == FIXQ_ENG_IN_FLOAT_NCHW) {
+    st = run_steps(plan, 0, nb, bufs, scratch, job->gemm_threads, failed_step);
+  } else {
+    const fixq_eng_step *q = &plan->steps[0];
+    *failed_step = 0;
+    if (b->in_form == FIXQ_ENG_IN_Q) {
+      copy_flip(nb * b->x_sample, (const uint8_t *)x, b->in_flip, bufs[q->out]);
+      st = FIXQ_OK;
+    } else {
+      st = run_quantize(plan, q, nb, (const float *)x, bufs[q->out], scratch, 1);
+    }
+    if (st == FIXQ_OK) st = run_steps(plan, 1, nb, bufs, scratch, job->gemm_threads, failed_step);
+  }
   for (size_t k = 0; k < b->n_out && st == FIXQ_OK; k++) {
-    char *d = b->dst[k] + n0 * b->dst_row[k];
-    st = fixq_eng_emit(plan, b->out_t[k], b->out_4d[k], nb, bufs[b->out_t[k]], b->out_scale[k], b->out_zp[k],
-                       b->out_raw[k] ? NULL : (float *)d, b->out_raw[k] ? d : NULL, scratch);
+    st = fixq_eng_emit(plan, &b->outs[k], nb, bufs[b->outs[k].t], b->dst[k] + n0 * b->dst_row[k], scratch);
     if (st != FIXQ_OK) *failed_step = plan->n_steps; /* not a step: emit failed */
   }
   return st;
@@ -587,7 +639,20 @@ int fixq_eng_workers(const fixq_eng_plan *plan, size_t n, int threads) {
 fixq_status fixq_eng_run_batch(const fixq_eng_plan *plan, const fixq_eng_batch *b, char *const *arenas, int workers,
                                int gemm_threads, size_t *failed_step) {
   if (b->chunk == 0 || workers < 1 || gemm_threads < 1) return FIXQ_ERR_INVALID_ARGUMENT;
+  if (b->in_form != FIXQ_ENG_IN_FLOAT_NCHW &&
+      (plan->n_steps == 0 || plan->steps[0].op != FIXQ_ENG_QUANTIZE || plan->steps[0].in[0] != 0 ||
+       (b->in_form == FIXQ_ENG_IN_Q && b->x_sample != numel(&plan->tensors[plan->steps[0].out])) ||
+       (b->in_form == FIXQ_ENG_IN_FLOAT_NHWC && b->x_sample != numel(&plan->tensors[0]) * sizeof(float)))) {
+    *failed_step = 0;
+    return FIXQ_ERR_INVALID_ARGUMENT;
+  }
   batch_job job = {plan, b, gemm_threads, 0, 0};
+  if (workers == 1) { /* the common batch-1 call: no worker array to allocate */
+    batch_worker w = {&job, arenas[0], SIZE_MAX, 0, FIXQ_OK};
+    batch_work(&w, 0);
+    if (w.failed_chunk != SIZE_MAX) *failed_step = w.failed_step;
+    return w.st;
+  }
   batch_worker *ws = malloc(sizeof(batch_worker) * (size_t)workers);
   if (ws == NULL) {
     *failed_step = plan->n_steps;

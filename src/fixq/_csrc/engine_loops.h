@@ -422,68 +422,102 @@ static void run_clamp(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t 
 }
 
 
-/* graph.window_reduce with sum (padding zp), tap by tap over the channels of
- * one output pixel (acc: C int32); returns the count to divide by */
+/* The taps of output (oy, ox) inside the input: rows [*y0, *y1), columns [*x0, *x1) */
+ENG_INLINE void pool_window(const fixq_eng_step *s, const fixq_eng_tensor *xt, size_t oy, size_t ox, size_t *y0,
+                            size_t *y1, size_t *x0, size_t *x1) {
+  const size_t ty = oy * s->sh, tx = ox * s->sw;
+  *y0 = ty < s->ph ? 0 : ty - s->ph;
+  *x0 = tx < s->pw ? 0 : tx - s->pw;
+  *y1 = ty + s->kh <= s->ph ? 0 : ty + s->kh - s->ph;
+  *x1 = tx + s->kw <= s->pw ? 0 : tx + s->kw - s->pw;
+  if (*y1 > xt->h) *y1 = xt->h;
+  if (*x1 > xt->w) *x1 = xt->w;
+  if (*y0 > *y1) *y0 = *y1;
+  if (*x0 > *x1) *x0 = *x1;
+}
+
+/* graph.window_reduce with sum (padding zp) over the channels of one output pixel (acc: C int32); returns
+ * the count to divide by */
 ENG_INLINE size_t sum_pixel(const fixq_eng_step *s, const fixq_eng_tensor *xt, const void *x, size_t n, size_t oy,
                           size_t ox, int32_t *acc, int u8) {
   const size_t C = xt->c;
-  size_t taps = 0;
-  for (size_t c = 0; c < C; c++) acc[c] = 0;
-  for (size_t i = 0; i < s->kh; i++) {
-    const ptrdiff_t iy = (ptrdiff_t)(oy * s->sh + i) - (ptrdiff_t)s->ph;
-    if (iy < 0 || iy >= (ptrdiff_t)xt->h) continue;
-    for (size_t j = 0; j < s->kw; j++) {
-      const ptrdiff_t ix = (ptrdiff_t)(ox * s->sw + j) - (ptrdiff_t)s->pw;
-      if (ix < 0 || ix >= (ptrdiff_t)xt->w) continue;
-      const size_t base = ((n * xt->h + (size_t)iy) * xt->w + (size_t)ix) * C;
-      taps++;
-      if (u8) {
-        const uint8_t *r = (const uint8_t *)x + base;
-        for (size_t c = 0; c < C; c++) acc[c] += r[c];
-      } else {
-        const int8_t *r = (const int8_t *)x + base;
-        for (size_t c = 0; c < C; c++) acc[c] += r[c];
+  size_t y0, y1, x0, x1;
+  pool_window(s, xt, oy, ox, &y0, &y1, &x0, &x1);
+  const size_t taps = (y1 - y0) * (x1 - x0);
+  const uint8_t *img = (const uint8_t *)x + n * xt->h * xt->w * C;
+  size_t c = 0;
+#ifdef __AVX2__
+  for (; c + 8 <= C; c += 8) {
+    __m256i sum = _mm256_setzero_si256();
+    for (size_t iy = y0; iy < y1; iy++)
+      for (size_t ix = x0; ix < x1; ix++) {
+        const __m128i v = _mm_loadl_epi64((const __m128i *)(img + (iy * xt->w + ix) * C + c));
+        sum = _mm256_add_epi32(sum, u8 ? _mm256_cvtepu8_epi32(v) : _mm256_cvtepi8_epi32(v));
       }
-    }
+    _mm256_storeu_si256((__m256i *)(acc + c), sum);
   }
+#endif
+  const size_t c0 = c; /* the rest tap by tap, over the channels (a loop the compiler vectorizes) */
+  for (c = c0; c < C; c++) acc[c] = 0;
+  for (size_t iy = y0; iy < y1; iy++)
+    for (size_t ix = x0; ix < x1; ix++) {
+      const size_t base = (iy * xt->w + ix) * C;
+      if (u8)
+        for (c = c0; c < C; c++) acc[c] += img[base + c];
+      else
+        for (c = c0; c < C; c++) acc[c] += (int8_t)img[base + c];
+    }
   /* each padded tap adds zp, or (count_valid) the taps inside are the count */
   if (s->count_valid) return taps;
   if (taps < s->kh * s->kw)
-    for (size_t c = 0; c < C; c++) acc[c] += s->zp * (int32_t)(s->kh * s->kw - taps);
+    for (c = 0; c < C; c++) acc[c] += s->zp * (int32_t)(s->kh * s->kw - taps);
   return s->kh * s->kw;
 }
 
-/* maxpool on the integers themselves: each output row starts at lo (the
- * padding) and takes the max with every tap inside the input */
+/* maxpool on the integers themselves: each output pixel starts at lo (the padding) and takes the max with
+ * every tap inside the input */
 ENG_INLINE void max_pool(const fixq_eng_step *s, const fixq_eng_tensor *xt, const fixq_eng_tensor *yt, size_t batch,
                          const void *x, void *y, int u8) {
   const size_t C = xt->c;
   for (size_t n = 0; n < batch; n++)
     for (size_t oy = 0; oy < yt->h; oy++)
       for (size_t ox = 0; ox < yt->w; ox++) {
-        const size_t yo = ((n * yt->h + oy) * yt->w + ox) * C;
-        uint8_t *du = (uint8_t *)y + yo;
-        int8_t *ds = (int8_t *)y + yo;
-        for (size_t c = 0; c < C; c++) {
-          if (u8) du[c] = (uint8_t)s->lo;
-          else ds[c] = (int8_t)s->lo;
-        }
-        for (size_t i = 0; i < s->kh; i++) {
-          const ptrdiff_t iy = (ptrdiff_t)(oy * s->sh + i) - (ptrdiff_t)s->ph;
-          if (iy < 0 || iy >= (ptrdiff_t)xt->h) continue;
-          for (size_t j = 0; j < s->kw; j++) {
-            const ptrdiff_t ix = (ptrdiff_t)(ox * s->sw + j) - (ptrdiff_t)s->pw;
-            if (ix < 0 || ix >= (ptrdiff_t)xt->w) continue;
-            const size_t base = ((n * xt->h + (size_t)iy) * xt->w + (size_t)ix) * C;
-            if (u8) {
-              const uint8_t *r = (const uint8_t *)x + base;
-              for (size_t c = 0; c < C; c++) du[c] = r[c] > du[c] ? r[c] : du[c];
-            } else {
-              const int8_t *r = (const int8_t *)x + base;
-              for (size_t c = 0; c < C; c++) ds[c] = r[c] > ds[c] ? r[c] : ds[c];
+        const uint8_t *img = (const uint8_t *)x + n * xt->h * xt->w * C;
+        uint8_t *d = (uint8_t *)y + ((n * yt->h + oy) * yt->w + ox) * C;
+        size_t y0, y1, x0, x1;
+        pool_window(s, xt, oy, ox, &y0, &y1, &x0, &x1);
+        size_t c = 0;
+#ifdef __AVX2__
+        const __m128i lo = _mm_set1_epi8((char)s->lo);
+        for (; c + 16 <= C; c += 16) {
+          __m128i m = lo;
+          for (size_t iy = y0; iy < y1; iy++)
+            for (size_t ix = x0; ix < x1; ix++) {
+              const __m128i v = _mm_loadu_si128((const __m128i *)(img + (iy * xt->w + ix) * C + c));
+              m = u8 ? _mm_max_epu8(m, v) : _mm_max_epi8(m, v);
             }
-          }
+          _mm_storeu_si128((__m128i *)(d + c), m);
         }
+        for (; c + 8 <= C; c += 8) {
+          __m128i m = lo;
+          for (size_t iy = y0; iy < y1; iy++)
+            for (size_t ix = x0; ix < x1; ix++) {
+              const __m128i v = _mm_loadl_epi64((const __m128i *)(img + (iy * xt->w + ix) * C + c));
+              m = u8 ? _mm_max_epu8(m, v) : _mm_max_epi8(m, v);
+            }
+          _mm_storel_epi64((__m128i *)(d + c), m);
+        }
+#endif
+        const size_t c0 = c; /* the rest tap by tap, over the channels (a loop the compiler vectorizes) */
+        for (c = c0; c < C; c++) d[c] = (uint8_t)s->lo; /* the low byte: (uint8_t) or (int8_t) alike */
+        for (size_t iy = y0; iy < y1; iy++)
+          for (size_t ix = x0; ix < x1; ix++) {
+            const uint8_t *r = img + (iy * xt->w + ix) * C;
+            if (u8)
+              for (c = c0; c < C; c++) d[c] = r[c] > d[c] ? r[c] : d[c];
+            else
+              for (c = c0; c < C; c++) d[c] = (int8_t)r[c] > (int8_t)d[c] ? r[c] : d[c];
+          }
       }
 }
 

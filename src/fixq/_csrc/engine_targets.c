@@ -1,6 +1,7 @@
 /* The runtimes' arithmetic that fixq's kernels lack (fixq.targets, docs/conformance.md), element by
- * element as each runtime computes it: the executor's (engine.c) MEAN, requantize and SOFTMAX forms, and
- * PAD (the add / mul / sub and GEMM epilogue forms: engine_targets.h and its per-ISA files). */
+ * element as each runtime computes it: the executor's (engine.c) MEAN, requantize and SOFTMAX forms, PAD,
+ * and the ELTWISE step's broadcasting (the add / mul / sub and GEMM epilogue forms: engine_targets.h and its
+ * per-ISA files). */
 #include <math.h>
 #include <string.h>
 
@@ -159,4 +160,83 @@ void fixq__eng_pad(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t bat
     for (size_t r = 0; r < xt->h; r++)
       memcpy(y + ((n * yt->h + r + s->ph) * yt->w + s->pw) * yt->c, x + (n * xt->h + r) * xt->w * xt->c,
              xt->w * xt->c);
+}
+
+void fixq__eng_dequantize_tflite(fixq_dtype dtype, size_t batch, size_t n, const void *q, float scale, int32_t zp,
+                                 float *y) {
+  const int u8 = dtype == FIXQ_UINT8;
+  const size_t head = n / 8 * 8;
+  const float offset = (float)(-(double)zp * (double)scale);
+  for (size_t b = 0; b < batch; b++) {
+    const size_t base = b * n;
+    for (size_t i = 0; i < head; i++) y[base + i] = (float)load_q(q, base + i, u8) * scale + offset;
+    for (size_t i = head; i < n; i++) y[base + i] = (float)(load_q(q, base + i, u8) - zp) * scale;
+  }
+}
+
+/* ---- ELTWISE: engine_targets.h ---------------------------------------------- */
+
+const fixq_eng_tensor *fixq__eng_elt_operand(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t k) {
+  if (s->constant != NULL) return k == s->constant_at ? &s->constant_dims : &plan->tensors[s->in[0]];
+  return &plan->tensors[s->in[k]];
+}
+
+int fixq__eng_elt_direct(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t k) {
+  return (s->constant == NULL || k != s->constant_at) &&
+         numel(fixq__eng_elt_operand(plan, s, k)) == numel(&plan->tensors[s->out]);
+}
+
+/* One operand of `batch` samples, sample after sample `stride` bytes apart (0: the plan's constant), as
+ * numpy broadcasts it to y's shape */
+static void broadcast_operand(const fixq_eng_tensor *a, const fixq_eng_tensor *y, size_t batch, const uint8_t *src,
+                              size_t stride, uint8_t *dst) {
+  const size_t sh = a->h == 1 ? 0 : a->w * a->c, sw = a->w == 1 ? 0 : a->c;
+  for (size_t n = 0; n < batch; n++)
+    for (size_t i = 0; i < y->h; i++)
+      for (size_t j = 0; j < y->w; j++, dst += y->c) {
+        const uint8_t *r = src + n * stride + i * sh + j * sw;
+        if (a->c == 1)
+          memset(dst, *r, y->c);
+        else
+          memcpy(dst, r, y->c);
+      }
+}
+
+/* engine/steps.py binary_step: the operands broadcast, then the target's form (TFLite's optimized ADD / MUL:
+ * the first `split` outputs of each run in its NEON form, the rest in the scalar loop's) or fixq_eltwise_nd */
+fixq_status fixq__eng_eltwise(const fixq_eng_plan *plan, const fixq_eng_step *s, const fixq_eng_targets *targets,
+                              size_t batch, void *const *buffers, uint8_t *y, uint8_t *scratch) {
+  const fixq_eng_tensor *yt = &plan->tensors[s->out];
+  const size_t n = batch * numel(yt);
+  const uint8_t *op[2];
+  for (size_t k = 0; k < 2; k++) {
+    const int is_const = s->constant != NULL && k == s->constant_at;
+    const uint8_t *src = is_const ? s->constant : buffers[s->in[s->constant != NULL ? 0 : k]];
+    if (fixq__eng_elt_direct(plan, s, k)) {
+      op[k] = src;
+      continue;
+    }
+    const fixq_eng_tensor *t = fixq__eng_elt_operand(plan, s, k);
+    broadcast_operand(t, yt, batch, src, is_const ? 0 : numel(t), scratch);
+    op[k] = scratch;
+    scratch += n;
+  }
+  const fixq_eng_target *t = s->target;
+  if (t == NULL) {
+    const ptrdiff_t one = 1;
+    return fixq_eltwise_nd(s->eltwise, 1, &n, op[0], &one, op[1], &one, y, &one);
+  }
+  void (*const eltwise)(const fixq_eng_target *, fixq_dtype, size_t, const void *, const void *, void *) =
+      targets->eltwise;
+  if (t->run == 0) {
+    eltwise(t, plan->dtype, n, op[0], op[1], y);
+    return FIXQ_OK;
+  }
+  fixq_eng_target scalar = *t;
+  scalar.neon = 0;
+  for (size_t i = 0; i < n; i += t->run) {
+    eltwise(t, plan->dtype, t->split, op[0] + i, op[1] + i, y + i);
+    eltwise(&scalar, plan->dtype, t->run - t->split, op[0] + i + t->split, op[1] + i + t->split, y + i + t->split);
+  }
+  return FIXQ_OK;
 }

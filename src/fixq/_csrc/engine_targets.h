@@ -19,7 +19,8 @@ typedef struct {
    * a per-tensor target) -> y[r * ldy + j] in dt */
   void (*gemm)(const fixq_eng_target *t, fixq_dtype dt, size_t m, size_t n, size_t c0, const int32_t *acc,
                size_t lda, uint8_t *y, size_t ldy);
-  /* ORT_ADD, ORT_MUL, XNN_ADD, XNN_MUL on n elements of a and b */
+  /* ORT_ADD, ORT_MUL, XNN_ADD, XNN_MUL, TFLITE_SUB, _ADD, _MUL on n elements of a and b (the TFLite forms and
+   * NEON loops as fixq__eng_eltwise_one on every ISA) */
   void (*eltwise)(const fixq_eng_target *t, fixq_dtype dt, size_t n, const void *a, const void *b, void *y);
   /* DIV_AWAY, ZP_DIV_AWAY: n floats -> q in dt, saturated to [lo, hi]; 1 at the first NaN (the elements
    * before it stored) */
@@ -34,6 +35,14 @@ extern const fixq_eng_targets fixq_eng_targets__avx2;
 #ifdef FIXQ_COMPILED_AVX512VNNI
 extern const fixq_eng_targets fixq_eng_targets__avx512vnni;
 #endif
+
+/* Operand k of an ELTWISE step (the plan's constant, or its input tensor), and whether it is read as it is
+ * (a tensor of y's size: flat, as before broadcasting), else broadcast to y's shape (engine_targets.c) */
+const fixq_eng_tensor *fixq__eng_elt_operand(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t k);
+int fixq__eng_elt_direct(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t k);
+/* The ELTWISE step on `batch` samples with the ISA's `targets` (engine_targets.c) */
+fixq_status fixq__eng_eltwise(const fixq_eng_plan *plan, const fixq_eng_step *s, const fixq_eng_targets *targets,
+                              size_t batch, void *const *buffers, uint8_t *y, uint8_t *scratch);
 
 static inline int32_t fixq__eng_saturate(int64_t v, int32_t lo, int32_t hi) {
   return v < lo ? lo : v > hi ? hi : (int32_t)v;
@@ -67,6 +76,33 @@ static inline int32_t fixq__eng_float64_away_one(int64_t v, double real, int32_t
   return d < lo ? lo : d > hi ? hi : (int32_t)d;
 }
 
+/* The optimized ADD / MUL's NEON narrowing (fixq.targets.tflite._narrow): to int16 (vqmovn_s32 saturating,
+ * vmovn_s32 wrapping), + zero point in int16 (wrapping), vqmovn_s16 to int8, then the activation clamp */
+static inline int32_t fixq__eng_neon_narrow(int32_t v, int saturate16, const fixq_eng_target *t) {
+  const int32_t v16 = saturate16 ? (v < INT16_MIN ? INT16_MIN : v > INT16_MAX ? INT16_MAX : v) : (int16_t)(uint16_t)v;
+  const int32_t z = (int16_t)(uint16_t)(uint32_t)(v16 + t->out_zp);
+  return fixq__eng_saturate(z < INT8_MIN ? INT8_MIN : z > INT8_MAX ? INT8_MAX : z, t->lo, t->hi);
+}
+
+/* vshlq_s32 by a constant: a left shift wrapping to int32, or (negative count) an arithmetic right shift */
+static inline int32_t fixq__eng_vshl(int32_t x, int n) {
+  return n >= 0 ? (int32_t)((uint32_t)x << n) : x >> -n;
+}
+
+/* The optimized ADD's NEON loops on the offset inputs (fixq.targets.tflite.add_optimized): neon 1
+ * (AddElementwiseInt8) vqrdmulh(d << (20 + s_i), M_i), one rounding; neon 2 (AddScalarBroadcast)
+ * vqrdmulh(d << 20, M_i) >> -s_i, truncating; then vqrdmulh of the wrapping sum by M_out, RoundingDivideByPOT
+ * (ties away) and vmovn (wrapping) */
+static inline int32_t fixq__eng_tflite_add_neon(const fixq_eng_target *t, int32_t da, int32_t db) {
+  int32_t x[2];
+  const int32_t d[2] = {da, db};
+  for (int i = 0; i < 2; i++)
+    x[i] = t->neon == 1 ? fixq__srdhm(fixq__eng_vshl(d[i], 20 + t->shift[i]), t->multiplier[i])
+                        : fixq__srdhm((int32_t)((uint32_t)d[i] << 20), t->multiplier[i]) >> -t->shift[i];
+  const int32_t sum = (int32_t)((uint32_t)x[0] + (uint32_t)x[1]);
+  return fixq__eng_neon_narrow(fixq__rdbpot(fixq__srdhm(sum, t->multiplier[2]), -t->shift[2]), 0, t);
+}
+
 /* fixq.targets' numpy add / mul of ONNX Runtime (MLAS on x86) and XNNPACK, and TFLite's SUB */
 static inline int32_t fixq__eng_eltwise_one(const fixq_eng_target *t, int32_t qa, int32_t qb) {
   const int64_t da = (int64_t)qa - t->a_zp, db = (int64_t)qb - t->b_zp;
@@ -88,10 +124,23 @@ static inline int32_t fixq__eng_eltwise_one(const fixq_eng_target *t, int32_t qa
       q = (acc >> t->shift_bits) + t->out_zp;
       break;
     }
-    case FIXQ_ENG_T_TFLITE_SUB: { /* TFLite's SubElementwise: inputs << 20, each rescaled, then the difference */
+    case FIXQ_ENG_T_TFLITE_SUB: /* TFLite's SubElementwise / AddFunc: inputs << 20, each rescaled, then the
+                                   difference or the sum */
+    case FIXQ_ENG_T_TFLITE_ADD: {
+      if (t->neon) return fixq__eng_tflite_add_neon(t, (int32_t)da, (int32_t)db);
       const int32_t sa = fixq__mbqm_double((int32_t)(da * (1 << 20)), t->multiplier[0], t->shift[0]);
       const int32_t sb = fixq__mbqm_double((int32_t)(db * (1 << 20)), t->multiplier[1], t->shift[1]);
-      q = (int64_t)fixq__mbqm_double(sa - sb, t->multiplier[2], t->shift[2]) + t->out_zp;
+      q = (int64_t)fixq__mbqm_double(t->form == FIXQ_ENG_T_TFLITE_ADD ? sa + sb : sa - sb, t->multiplier[2],
+                                     t->shift[2]) + t->out_zp;
+      break;
+    }
+    case FIXQ_ENG_T_TFLITE_MUL: {
+      const int32_t p = (int32_t)(da * db), s = t->shift[0];
+      if (t->neon) /* vshl (wrapping), vqrdmulh, RoundingDivideByPOT */
+        return fixq__eng_neon_narrow(
+            fixq__rdbpot(fixq__srdhm((int32_t)((uint32_t)p << (s > 0 ? s : 0)), t->multiplier[0]), s < 0 ? -s : 0),
+            1, t);
+      q = (int64_t)fixq__mbqm_double(p, t->multiplier[0], s) + t->out_zp;
       break;
     }
     default: /* FIXQ_ENG_T_XNN_MUL */

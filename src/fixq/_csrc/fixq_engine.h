@@ -20,7 +20,8 @@ typedef enum {
   FIXQ_ENG_QUANTIZE,       /* float NCHW -> q NHWC with scale, zp, in the form `form` */
   FIXQ_ENG_GEMM,           /* linear, conv2d (im2col, groups): fixq_qgemm with rq */
   FIXQ_ENG_DEPTHWISE,      /* groups == C_in, channel multiplier `groups`: direct taps, then rq */
-  FIXQ_ENG_ELTWISE,        /* add / mul of two equal tensors: fixq_eltwise_nd */
+  FIXQ_ENG_ELTWISE,        /* add / mul / sub: fixq_eltwise_nd or a target's form, each operand broadcast
+                              (numpy's rules, per sample) to the output's shape; one may be the plan's constant */
   FIXQ_ENG_CONCAT,         /* along internal axis `axis` (1..3), inputs requantized by in_rq */
   FIXQ_ENG_CLAMP,          /* relu / relu6: clamp to [lo, hi] */
   FIXQ_ENG_MAXPOOL,        /* padding counts as lo (qmin) */
@@ -61,6 +62,10 @@ typedef enum {
   FIXQ_ENG_T_XNN_REQUANT,  /* REQUANTIZE: (((q - a_zp) * a_mult + 128) >> 8) + zo (XNNPACK qs8-vcvt) */
   FIXQ_ENG_T_TFLITE_SOFTMAX, /* SOFTMAX: TFLite reference_ops::Softmax, gemmlowp fixed point: (max - q) << shift
                               scaled by multiplier into Q5.26, differences below diff_min give lo */
+  FIXQ_ENG_T_TFLITE_ADD,   /* SUB's form with the sum (TFLite AddFunc); neon 1: optimized AddElementwiseInt8's NEON
+                              loop, 2: AddScalarBroadcast's (fixq.targets.tflite.add_optimized) */
+  FIXQ_ENG_T_TFLITE_MUL,   /* MBQM((a - za)(b - zb), M, s) + zo, double rounding (TFLite MulElementwise's scalar
+                              loop); neon 1: its NEON loop (ties to +inf, then away; vqmovn) */
   FIXQ_ENG_T_TFLITE_SOFTMAX_LUT /* SOFTMAX: TFLite optimized_ops::Softmax: table[max - q] * (1 / (float32 sum in
                               order * out_scale)), std::round (int8) or (int)(p + 0.5f) (uint8), + zo */
 } fixq_eng_target_form;
@@ -75,7 +80,11 @@ typedef struct {
   int32_t a_zp, b_zp, out_zp, lo, hi;
   int64_t a_mult, b_mult, bias;      /* XNN_ADD */
   int32_t shift_bits;                /* XNN_ADD: in 1..31 */
-  size_t split;                      /* TFLITE_MEAN: channels, TFLITE_REQUANT: values per sample, in NEON form */
+  size_t split;                      /* TFLITE_MEAN: channels, TFLITE_REQUANT: values per sample, in NEON form;
+                                        TFLITE_ADD / _MUL with run: the first `split` outputs of each run */
+  size_t run;                        /* TFLITE_ADD / _MUL: 0, or each sample's outputs in runs of `run` (a
+                                        divisor of its size), each run's first `split` in form `neon` */
+  int neon;                          /* TFLITE_ADD / _MUL: 0 (the scalar loop), 1 or 2 (a NEON loop) */
   float offset;                      /* XNN_MEAN: the folded zero point */
   int32_t diff_min;                  /* TFLITE_SOFTMAX */
   const float *table;                /* TFLITE_SOFTMAX_LUT: [256] expf(-s_in * beta * d) */
@@ -106,6 +115,9 @@ typedef struct {
   float scale;                           /* QUANTIZE: the scale (FIXQ_ENG_Q_RECIP_EVEN: its reciprocal) */
   int form;                              /* QUANTIZE: a fixq_eng_quantize_form */
   const fixq_eltwise *eltwise;           /* ELTWISE */
+  const void *constant;                  /* ELTWISE: one sample of an operand held by the plan, or NULL */
+  fixq_eng_tensor constant_dims;         /* ELTWISE: its shape (esize 1) */
+  size_t constant_at;                    /* ELTWISE: which operand (0 or 1) it is; in[0] is the other */
   const fixq_eng_target *target;         /* GEMM, ELTWISE, GLOBAL_AVGPOOL: a runtime's arithmetic instead of
                                             rq / eltwise; REQUANTIZE: its form */
   size_t axis;                           /* CONCAT */
@@ -162,6 +174,34 @@ size_t fixq_eng_scratch_bytes(const fixq_eng_plan *plan, size_t batch);
 /* Runs every step on `batch` samples; on failure *failed_step is the step. */
 fixq_status fixq_eng_run(const fixq_eng_plan *plan, size_t batch, void *const *buffers, void *scratch,
                          int threads, size_t *failed_step);
+/* How fixq_eng_run_batch reads x, the n samples of the model input */
+typedef enum {
+  FIXQ_ENG_IN_FLOAT_NCHW, /* float32 in tensor 0's NCHW order, through step 0 (Model.run) */
+  FIXQ_ENG_IN_FLOAT_NHWC, /* float32 in NHWC order, through step 0 with no layout change (a .tflite float input) */
+  FIXQ_ENG_IN_Q           /* the bytes of step 0's output (NHWC), each XOR in_flip (0x80: uint8 q -> int8 q - 128,
+                             exact where the zero points differ by 128 and the scales agree); step 0 not run */
+} fixq_eng_in_form;
+
+/* How an output is written */
+typedef enum {
+  FIXQ_ENG_OUT_RAW,         /* q XOR flip */
+  FIXQ_ENG_OUT_FLOAT,       /* (float)(q - zp) * scale: fixq_dequantize, ONNX DequantizeLinear, TFLite's reference
+                               and XNNPACK's DEQUANTIZE */
+  FIXQ_ENG_OUT_FLOAT_TFLITE /* TFLite's optimized DEQUANTIZE: fixq__eng_dequantize_tflite */
+} fixq_eng_out_form;
+
+/* One output: tensor t of each sample, a x b values (a * b = h * w * c), transposed from [a][b] to [b][a]
+ * where a > 1 and b > 1 (NHWC -> NCHW: a = h * w, b = c; a flatten's C, H, W features back to TFLite's H, W, C:
+ * a = c, b = h * w; as they are: a = h * w * c, b = 1), then written in `form` */
+typedef struct {
+  int32_t t;
+  size_t a, b;
+  int form; /* a fixq_eng_out_form */
+  uint8_t flip;
+  float scale;
+  int32_t zp;
+} fixq_eng_out;
+
 /* A batch of n samples run in chunks of `chunk` samples by `workers` threads
  * (the calling one and workers - 1 pthreads), each chunk through every step
  * and its outputs emitted; a worker takes the next chunk until none is left,
@@ -169,15 +209,14 @@ fixq_status fixq_eng_run(const fixq_eng_plan *plan, size_t batch, void *const *b
  * tensor 0 is x), scratch at arenas[w] + scratch_off. */
 typedef struct {
   size_t n, chunk;
-  const float *x;  /* tensor 0 of the n samples */
-  size_t x_sample; /* floats per sample of x */
+  const void *x;   /* the n samples, read in in_form */
+  size_t x_sample; /* bytes per sample of x */
+  int in_form;     /* a fixq_eng_in_form */
+  uint8_t in_flip; /* FIXQ_ENG_IN_Q */
   const size_t *offsets;
   size_t scratch_off;
-  size_t n_out; /* outputs, each as fixq_eng_emit's (t, four_d, scale, zp) */
-  const int32_t *out_t;
-  const int *out_4d, *out_raw; /* raw: into dst as q, else float32 */
-  const float *out_scale;
-  const int32_t *out_zp;
+  size_t n_out;
+  const fixq_eng_out *outs;
   char *const *dst;      /* sample 0 of output k */
   const size_t *dst_row; /* bytes per sample of output k */
 } fixq_eng_batch;
@@ -186,12 +225,18 @@ typedef struct {
  * multiply-adds (GEMM and depthwise) to do. */
 int fixq_eng_workers(const fixq_eng_plan *plan, size_t n, int threads);
 /* Runs the batch; GEMMs get `gemm_threads`.  On failure *failed_step is the
- * step in the first failing chunk (the failure threads=1 reports). */
+ * step in the first failing chunk (the failure threads=1 reports).  An in_form other than
+ * FIXQ_ENG_IN_FLOAT_NCHW needs step 0 to be the QUANTIZE of tensor 0 and x_sample to match. */
 fixq_status fixq_eng_run_batch(const fixq_eng_plan *plan, const fixq_eng_batch *b, char *const *arenas, int workers,
                                int gemm_threads, size_t *failed_step);
-/* Output: tensor t of `batch` samples at src, NHWC -> NCHW (4-D), as float32
- * (fixq_dequantize with scale, zp) into y, or raw (q) into q. */
-fixq_status fixq_eng_emit(const fixq_eng_plan *plan, int32_t t, int four_d, size_t batch, const void *src,
-                          float scale, int32_t zp, float *y, void *q, void *scratch);
+/* Output o of `batch` samples at src (tensor o->t) into dst (float32 or q, per o->form); scratch holds one
+ * tensor of the batch. */
+fixq_status fixq_eng_emit(const fixq_eng_plan *plan, const fixq_eng_out *o, size_t batch, const void *src, void *dst,
+                          void *scratch);
+/* TFLite's optimized DEQUANTIZE (optimized_ops::Dequantize, its NEON loop run by NEON_2_SSE on x86) of `batch`
+ * samples of n values each: the first 8 * (n / 8) of a sample (float)q * scale + (float)(-zp * (double)scale),
+ * a float32 multiply then add, not fused; the rest (float)(q - zp) * scale (the reference). */
+void fixq__eng_dequantize_tflite(fixq_dtype dtype, size_t batch, size_t n, const void *q, float scale, int32_t zp,
+                                 float *y);
 
 #endif

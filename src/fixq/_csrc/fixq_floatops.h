@@ -9,6 +9,8 @@
 #ifndef FIXQ_FLOATOPS_H_
 #define FIXQ_FLOATOPS_H_
 
+#include <float.h>
+
 #include "fixq_internal.h"
 
 typedef enum { FIXQ_GELU_ERF = 0, FIXQ_GELU_TANH = 1 } fixq_gelu_form;
@@ -84,14 +86,29 @@ typedef struct {
  * finite_range: lo = min(x), hi = max(x) over n >= 1 values; 0 when one is NaN
  * or infinite.  quantize_u8: q[i] = clamp(round_half_even(x[i] / scale) + zp,
  * 0, 255).  epilogue: for rows r < rows, columns j < cols,
- *   y[r * ldy + j] = (float)(int32)(acc[r * lda + j] - zp[r] * col_sum[j]) * (x_scale[r] * w_scale[j]) + bias[j]
+ *   y[r * ldy + j] = (float)(int32)(acc[r * lda + j] - row[r].zp * col_sum[j]) * (row[r].scale * w_scale[j])
+ *                    + bias[j]
  * (the subtraction modulo 2^32, each float operation rounded once: no FMA). */
+/* The AVX-512 quantize_u8 multiplies by r = 1 / scale (rounded) instead of
+ * dividing where that gives the integer of the rounded quotient q = x / scale.
+ * With scale in [FLT_MIN, 2^125], r is normal and v = x * r (rounded) lies
+ * within |x / scale| 2^-22.9 of x / scale (plus 2^-149 where v is subnormal),
+ * q within 2^-16 of it while |x / scale| < 2^9.  So where |v| < 299 and v
+ * lies FIXQ__DYN_NEAR_TIE = 2^-12 or more from every half-integer, v and q
+ * round to one integer; where |v| >= 299, v and q lie past the same clamp
+ * bound (|bound| <= 255).  A vector with a lane nearer a tie divides. */
+#define FIXQ__DYN_RECIPROCAL_OK(scale) ((scale) >= FLT_MIN && (scale) <= 0x1p125f)
+#define FIXQ__DYN_NEAR_TIE 0x1p-12f
+
+typedef struct {
+  float scale; /* of a row of x quantized to uint8 */
+  int32_t zp;
+} fixq__dyn_row;
 typedef struct {
   int (*finite_range)(size_t n, const float *x, float *lo, float *hi);
   void (*quantize_u8)(size_t n, const float *x, float scale, int32_t zp, uint8_t *q);
-  void (*epilogue)(size_t rows, size_t cols, const int32_t *acc, size_t lda, const int32_t *zp,
-                   const float *x_scale, const int32_t *col_sum, const float *w_scale, const float *bias, float *y,
-                   size_t ldy);
+  void (*epilogue)(size_t rows, size_t cols, const int32_t *acc, size_t lda, const fixq__dyn_row *row,
+                   const int32_t *col_sum, const float *w_scale, const float *bias, float *y, size_t ldy);
 } fixq__dyn_kernels;
 
 extern const fixq__float_kernels fixq__float_kernels__scalar;
@@ -104,5 +121,50 @@ extern const fixq__dyn_kernels fixq__dyn_kernels__avx2;
 extern const fixq__float_kernels fixq__float_kernels__avx512vnni;
 extern const fixq__dyn_kernels fixq__dyn_kernels__avx512vnni;
 #endif
+
+/* One full tile (FIXQ__VNNI_MR rows x np panels, the GEMM kernel's records and
+ * panels) of a dynamic linear straight to float: the epilogue above on the
+ * exact sum_k a b' (weights' zero points 0), for columns j < cols (cols > (np
+ * - 1) * FIXQ_GEMM_NR); row, col_sum, w_scale, bias and y from the tile's
+ * first row and column. */
+typedef void (*fixq__qgemm_f32_tile)(size_t np, size_t kq, const uint8_t *a, const int8_t *b, size_t cols,
+                                     const fixq__dyn_row *row, const int32_t *col_sum, const float *w_scale,
+                                     const float *bias, float *y, size_t ldy);
+#ifdef FIXQ_COMPILED_AVX512VNNI
+void fixq_qgemm_u8_f32__avx512vnni(size_t np, size_t kq, const uint8_t *a, const int8_t *b, size_t cols,
+                                   const fixq__dyn_row *row, const int32_t *col_sum, const float *w_scale,
+                                   const float *bias, float *y, size_t ldy);
+#endif
+
+/* The GEMM driver (qgemm.c) with a caller's uint8 A (zero point 0) and output
+ * stage: acc[m][n] = sum_k a[m][k] (b[k][n] - b_zp[n]), exact.  For every block
+ * of rows, from any of `threads` threads, rows(ctx, m0, rows, a, info) writes
+ * rows [m0, m0 + rows) of A (a[r * k + i], rows at most the tile's, so that
+ * they are packed while in L1) and info_bytes of its own per row at info
+ * (8-byte aligned; info_bytes a multiple of the alignment the caller needs);
+ * store(ctx, info, acc, lda_acc, m0, rows, n0, cols) gets each block of
+ * accumulators (acc[r * lda_acc + j] for row m0 + r, column n0 + j) with
+ * those rows' info (row m0 + r's at info + r * info_bytes), every block once.
+ * A row may be made more than once (by parts that split the columns), each
+ * time into its own info.  With `out`, the driver may write whole tiles of
+ * y itself with the epilogue of fixq__dyn_kernels (out's arrays from column
+ * 0, y from row 0) where its ISA has a kernel for it and the weights' zero
+ * points are all 0; store() gets the other blocks.  The first status other than FIXQ_OK from rows()
+ * is the call's; FIXQ_ERR_OVERFLOW unless 255 * col_abs_max fits int32. */
+typedef struct {
+  const int32_t *col_sum; /* the packed weights' */
+  const float *w_scale, *bias;
+  float *y;
+  size_t ldy;
+} fixq__dyn_out;
+typedef struct {
+  fixq_status (*rows)(const void *ctx, size_t m0, size_t rows, uint8_t *a, void *info);
+  void (*store)(const void *ctx, const void *info, const int32_t *acc, size_t lda_acc, size_t m0, size_t rows,
+                size_t n0, size_t cols);
+  const void *ctx;
+  size_t info_bytes;
+  const fixq__dyn_out *out; /* or NULL; given, info is a fixq__dyn_row per row */
+} fixq__qgemm_source;
+fixq_status fixq__qgemm_u8_source(size_t m, const fixq_packed_b *b, const fixq__qgemm_source *src, int threads);
 
 #endif /* FIXQ_FLOATOPS_H_ */

@@ -424,6 +424,12 @@ typedef void (*fixq_f16_linear_ukernel)(size_t m, size_t n, size_t k, const floa
 void fixq_f16_linear__scalar(size_t m, size_t n, size_t k, const float *x, size_t ldx, const uint16_t *packed,
                              const float *bias, float *y, size_t ldy, float *work);
 
+/* fixq_qgemm of an output stage p (not NULL) that fixq__check_requant(p, p_channels, y_dtype) accepted
+ * before: the C plan checks its steps' stages once (fixq_eng_check), not on every call. */
+fixq_status fixq__qgemm_checked_rq(size_t m, const void *a, fixq_dtype a_dtype, size_t lda, int32_t a_zero_point,
+                                   const fixq_packed_b *b, const int32_t *bias, const fixq_requant *p,
+                                   size_t p_channels, void *y, fixq_dtype y_dtype, size_t ldy, int threads);
+
 /* XOR-popcount GEMM on nibble planes (fixq_bgemm_pack; rows of chunks * 64
  * bytes): y[i][j] = k - 2 * popcount(a[i] ^ b[j]). */
 typedef void (*fixq_bgemm_ukernel)(size_t m, size_t n, size_t chunks, const uint8_t *a, const uint8_t *b,

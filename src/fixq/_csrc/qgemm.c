@@ -24,27 +24,28 @@
 typedef struct {
   fixq_qgemm_pack_a_fn pack_a;
   fixq_qgemm_ukernel ukernel[2]; /* by fixq_gemm_kernel */
-  fixq_qgemm_direct_fn direct;   /* or NULL: every A packed */
   size_t mr, np;                 /* tile: mr rows (one pack_a call) x up to np panels */
   size_t record;                 /* packed A bytes per row per 4 k (fixq_internal.h) */
   uint32_t a_offset;             /* the kernels multiply a' + a_offset */
+  fixq__qgemm_f32_tile f32_tile; /* a dynamic linear's full tiles straight to float, or NULL */
+  fixq_qgemm_direct_fn direct;   /* or NULL: every A packed */
 } qgemm_kernels;
 
 static const qgemm_kernels kernel_table[FIXQ_ISA_COUNT] = {
-    {fixq_qgemm_pack_a__scalar, {fixq_qgemm_s8__scalar, fixq_qgemm_s16__scalar}, NULL, FIXQ_GEMM_MR, 1, 8, 0},
-    {FIXQ__AVX2(fixq_qgemm_pack_a__avx2), {FIXQ__AVX2(fixq_qgemm_s8__avx2), FIXQ__AVX2(fixq_qgemm_s16__avx2)}, NULL,
-     FIXQ__AVX2_MR, FIXQ__AVX2_NP, 8, 0},
+    {fixq_qgemm_pack_a__scalar, {fixq_qgemm_s8__scalar, fixq_qgemm_s16__scalar}, FIXQ_GEMM_MR, 1, 8, 0, NULL, NULL},
+    {FIXQ__AVX2(fixq_qgemm_pack_a__avx2), {FIXQ__AVX2(fixq_qgemm_s8__avx2), FIXQ__AVX2(fixq_qgemm_s16__avx2)},
+     FIXQ__AVX2_MR, FIXQ__AVX2_NP, 8, 0, NULL, NULL},
     /* vpdpbusd is exact for b' = -128 too: one kernel for both */
     {FIXQ__AVX512VNNI(fixq_qgemm_pack_a__avx512vnni),
-     {FIXQ__AVX512VNNI(fixq_qgemm_s8__avx512vnni), FIXQ__AVX512VNNI(fixq_qgemm_s8__avx512vnni)},
-     FIXQ__AVX512VNNI(fixq_qgemm_direct__avx512vnni), FIXQ__VNNI_MR,
-     FIXQ__VNNI_NP, 4, 128},
-    {FIXQ__NEON(fixq_qgemm_pack_a__neon), {FIXQ__NEON(fixq_qgemm_s8__neon), FIXQ__NEON(fixq_qgemm_s8__neon)}, NULL,
-     FIXQ__ARM_MR, FIXQ__ARM_NP, 4, 0},
-    {FIXQ__DOTPROD(fixq_qgemm_pack_a__neon), {FIXQ__DOTPROD(fixq_qgemm_s8__dotprod), FIXQ__DOTPROD(fixq_qgemm_s8__dotprod)}, NULL,
-     FIXQ__ARM_MR, FIXQ__ARM_NP, 4, 0},
-    {FIXQ__I8MM(fixq_qgemm_pack_a__i8mm), {FIXQ__I8MM(fixq_qgemm_s8__i8mm), FIXQ__I8MM(fixq_qgemm_s8__i8mm)}, NULL,
-     FIXQ__ARM_MR, FIXQ__ARM_NP, 4, 0},
+     {FIXQ__AVX512VNNI(fixq_qgemm_s8__avx512vnni), FIXQ__AVX512VNNI(fixq_qgemm_s8__avx512vnni)}, FIXQ__VNNI_MR,
+     FIXQ__VNNI_NP, 4, 128, FIXQ__AVX512VNNI(fixq_qgemm_u8_f32__avx512vnni),
+     FIXQ__AVX512VNNI(fixq_qgemm_direct__avx512vnni)},
+    {FIXQ__NEON(fixq_qgemm_pack_a__neon), {FIXQ__NEON(fixq_qgemm_s8__neon), FIXQ__NEON(fixq_qgemm_s8__neon)},
+     FIXQ__ARM_MR, FIXQ__ARM_NP, 4, 0, NULL, NULL},
+    {FIXQ__DOTPROD(fixq_qgemm_pack_a__neon), {FIXQ__DOTPROD(fixq_qgemm_s8__dotprod), FIXQ__DOTPROD(fixq_qgemm_s8__dotprod)},
+     FIXQ__ARM_MR, FIXQ__ARM_NP, 4, 0, NULL, NULL},
+    {FIXQ__I8MM(fixq_qgemm_pack_a__i8mm), {FIXQ__I8MM(fixq_qgemm_s8__i8mm), FIXQ__I8MM(fixq_qgemm_s8__i8mm)},
+     FIXQ__ARM_MR, FIXQ__ARM_NP, 4, 0, NULL, NULL},
 };
 
 /* ---- packing B ------------------------------------------------------------ */
@@ -159,7 +160,8 @@ typedef struct {
   char *y;
   fixq_dtype y_dtype;
   size_t ldy;
-  fixq__qgemm_store store; /* given: the output stage is the caller's (p, y unused) */
+  const fixq__qgemm_source *src; /* given: A's rows and the output stage are the caller's (a, p, y unused) */
+  fixq__qgemm_store store;       /* given: the output stage is the caller's (p, y unused) */
   const void *store_ctx;
 } qgemm_job;
 
@@ -177,8 +179,12 @@ static size_t rows_per_block(const qgemm_kernels *kern, size_t kq) {
 
 /* The output stage on rows [m0, m0 + mc) x columns [n0, n0 + nc) of y; the
  * accumulators are tile[r * ldt + j]. */
-static void store_block(const qgemm_job *job, const int32_t *tile, size_t ldt, size_t m0, size_t mc, size_t n0,
-                        size_t nc) {
+static void store_block(const qgemm_job *job, const void *info, const int32_t *tile, size_t ldt, size_t m0,
+                        size_t mc, size_t n0, size_t nc) {
+  if (job->src != NULL) {
+    job->src->store(job->src->ctx, info, tile, ldt, m0, mc, n0, nc);
+    return;
+  }
   if (job->store != NULL) {
     job->store(job->store_ctx, tile, ldt, m0, mc, n0, nc);
     return;
@@ -199,9 +205,10 @@ static void store_block(const qgemm_job *job, const int32_t *tile, size_t ldt, s
   }
 }
 
-/* Rows [m0, m1) x panels [p0, p1): blocks of mc_max rows of A packed once,
- * groups of panels whose int32 accumulators (mc_max x group * NR) fit in
- * TILE_BYTES go through the output stage together. */
+/* Rows [m0, m1) x panels [p0, p1): blocks of mc_max rows of A packed once
+ * (from a caller's source: made mr rows at a time into a scratch that stays
+ * in L1, then packed), groups of panels whose int32 accumulators (mc_max x
+ * group * NR) fit in TILE_BYTES go through the output stage together. */
 static void run_part(qgemm_part *part) {
   const qgemm_job *job = part->job;
   const qgemm_kernels *kern = job->kern;
@@ -214,10 +221,15 @@ static void run_part(qgemm_part *part) {
   const size_t ldt = group * NR, ncols = (part->p1 - part->p0) * NR;
   const fixq_qgemm_ukernel ukernel = kern->ukernel[b->kernel];
   const int need_row_sum = b->zero_point_nonzero;
-  const int direct = kern->direct != NULL && !need_row_sum && b->k <= FIXQ__DIRECT_K_MAX;
-  /* packed A block, its row sums and row_neg, the int32 tile, col_term: one allocation */
-  const size_t a_bytes = mc_max * kq * kern->record;
-  char *mem = malloc(a_bytes + sizeof(int32_t) * (mc_max * (2 + ldt) + ncols) + 64);
+  const fixq__qgemm_source *src = job->src;
+  const fixq__dyn_out *out = src != NULL ? src->out : NULL;
+  const fixq__qgemm_f32_tile f32_tile = out != NULL && !need_row_sum ? kern->f32_tile : NULL;
+  const int direct = kern->direct != NULL && src == NULL && !need_row_sum && b->k <= FIXQ__DIRECT_K_MAX;
+  /* packed A block, its row sums and row_neg, the int32 tile, col_term, then a source's mr rows and its
+   * per-row data: one allocation */
+  const size_t a_bytes = mc_max * kq * kern->record, info_bytes = src != NULL ? src->info_bytes : 0;
+  const size_t int_bytes = sizeof(int32_t) * (mc_max * (2 + ldt) + ncols);
+  char *mem = malloc(a_bytes + int_bytes + (src != NULL ? mc_max * info_bytes + mr * b->k + 8 : 0) + 64);
   if (mem == NULL) {
     part->status = FIXQ_ERR_OUT_OF_MEMORY;
     return;
@@ -229,6 +241,7 @@ static void run_part(qgemm_part *part) {
   /* col_term = bias - a_zp' * col_sum - a_offset * sum_k b' for the part's columns, where
    * sum_k b' = col_sum + k * zp' (0 in the padding) */
   int32_t *restrict col_term = tile + mc_max * ldt;
+  uint8_t *info = (uint8_t *)(((uintptr_t)(col_term + ncols) + 7) & ~(uintptr_t)7), *rows_u8 = info + mc_max * info_bytes;
   const size_t n0 = part->p0 * NR, n_bias = b->n - n0 < ncols ? b->n - n0 : ncols;
   const uint32_t col_mult = (uint32_t)job->a_zp + kern->a_offset, zp_mult = kern->a_offset * (uint32_t)b->k;
   const int32_t *restrict col_sum = b->col_sum + n0, *restrict zp = b->zero_point + n0, *restrict bias = job->bias;
@@ -238,25 +251,45 @@ static void run_part(qgemm_part *part) {
     for (size_t j = 0; j < n_bias; j++) col_term[j] = (int32_t)((uint32_t)col_term[j] + (uint32_t)bias[n0 + j]);
   for (size_t m0 = part->m0; m0 < part->m1; m0 += mc_max) {
     const size_t mc = part->m1 - m0 < mc_max ? part->m1 - m0 : mc_max;
-    for (size_t i = 0; i < mc && !direct; i += mr)
-      kern->pack_a(mc - i < mr ? mc - i : mr, b->k, (const char *)job->a + (m0 + i) * job->lda, job->lda,
-                   job->a_dtype, b->kernel, apack + i * kq * kern->record, need_row_sum ? row_sum + i : NULL,
-                   row_neg + i);
+    for (size_t i = 0; i < mc && !direct; i += mr) {
+      const size_t rows_i = mc - i < mr ? mc - i : mr;
+      const void *a = (const char *)job->a + (m0 + i) * job->lda;
+      size_t lda = job->lda;
+      if (src != NULL) {
+        const fixq_status st = src->rows(src->ctx, m0 + i, rows_i, rows_u8, info + i * info_bytes);
+        if (st != FIXQ_OK) {
+          free(mem);
+          part->status = st;
+          return;
+        }
+        a = rows_u8;
+        lda = b->k;
+      }
+      kern->pack_a(rows_i, b->k, a, lda, job->a_dtype, b->kernel, apack + i * kq * kern->record,
+                   need_row_sum ? row_sum + i : NULL, row_neg + i);
+    }
+    /* rows [0, fused) of the block go to y straight from the kernel */
+    const size_t fused = f32_tile != NULL ? mc / mr * mr : 0;
     for (size_t g0 = part->p0; g0 < part->p1; g0 += group) {
       const size_t g1 = part->p1 - g0 < group ? part->p1 : g0 + group;
+      const size_t n0 = g0 * NR, n1 = g1 * NR < b->n ? g1 * NR : b->n;
       for (size_t pn = g0; pn < g1; pn += np) {
         const int8_t *panel = b->panels + pn * kq * 4 * NR;
-        const size_t j0 = (pn - part->p0) * NR, tile_np = g1 - pn < np ? g1 - pn : np;
-        for (size_t i = 0; i < mc && direct; i += mr)
+        const size_t j0 = (pn - part->p0) * NR, tile_np = g1 - pn < np ? g1 - pn : np, c0 = pn * NR;
+        for (size_t i = 0; i < fused; i += mr)
+          f32_tile(tile_np, kq, apack + i * kq * kern->record, panel, b->n - c0,
+                   (const fixq__dyn_row *)(info + i * info_bytes), out->col_sum + c0, out->w_scale + c0,
+                   out->bias + c0, out->y + (m0 + i) * out->ldy + c0, out->ldy);
+        for (size_t i = fused; i < mc && direct; i += mr)
           kern->direct(mc - i < mr ? mc - i : mr, tile_np, b->k, (const char *)job->a + (m0 + i) * job->lda, job->lda,
                        job->a_dtype, panel, tile + i * ldt + (pn - g0) * NR, ldt, col_term + j0);
-        for (size_t i = 0; i < mc && !direct; i += mr)
+        for (size_t i = fused; i < mc && !direct; i += mr)
           ukernel(mc - i < mr ? mc - i : mr, tile_np, kq, apack + i * kq * kern->record, panel,
                   tile + i * ldt + (pn - g0) * NR, ldt, need_row_sum ? row_sum + i : NULL, row_neg + i,
                   b->zero_point + pn * NR, col_term + j0);
       }
-      const size_t n0 = g0 * NR, n1 = g1 * NR < b->n ? g1 * NR : b->n;
-      store_block(job, tile, ldt, m0, mc, n0, n1 - n0);
+      if (fused < mc) store_block(job, info + fused * info_bytes, tile + fused * ldt, ldt, m0 + fused, mc - fused, n0,
+                                  n1 - n0);
     }
   }
   free(mem);
@@ -350,10 +383,11 @@ static fixq_status launch(const qgemm_job *job, int threads) {
   return st;
 }
 
-/* fixq_qgemm's checks and job; store given: the caller's output stage (p, y unused) */
+/* fixq_qgemm; check_p 0: p was checked by fixq__check_requant before (the engine's plan, once) */
 static fixq_status qgemm(size_t m, const void *a, fixq_dtype a_dtype, size_t lda, int32_t a_zero_point,
-                         const fixq_packed_b *b, const int32_t *bias, const fixq_requant *p, size_t p_channels, void *y,
-                         fixq_dtype y_dtype, size_t ldy, fixq__qgemm_store store, const void *ctx, int threads) {
+                         const fixq_packed_b *b, const int32_t *bias, const fixq_requant *p, size_t p_channels,
+                         void *y, fixq_dtype y_dtype, size_t ldy, int threads, int check_p, fixq__qgemm_store store,
+                         const void *store_ctx) {
   int32_t lo, hi;
   size_t bytes;
   if (b == NULL || !packed_ok(b) || threads < 1 || !dtype_bounds(a_dtype, &lo, &hi)) return FIXQ_ERR_INVALID_ARGUMENT;
@@ -366,7 +400,7 @@ static fixq_status qgemm(size_t m, const void *a, fixq_dtype a_dtype, size_t lda
       if (y_dtype != FIXQ_INT32) return FIXQ_ERR_INVALID_ARGUMENT;
     } else {
       if (p_channels != 1 && p_channels != b->n) return FIXQ_ERR_INVALID_ARGUMENT;
-      const fixq_status st = fixq__check_requant(p, p_channels, y_dtype);
+      const fixq_status st = check_p ? fixq__check_requant(p, p_channels, y_dtype) : FIXQ_OK;
       if (st != FIXQ_OK) return st;
     }
   }
@@ -378,19 +412,35 @@ static fixq_status qgemm(size_t m, const void *a, fixq_dtype a_dtype, size_t lda
   const qgemm_kernels *kern = &kernel_table[fixq__isa];
   const qgemm_job job = {kern, a, a_dtype, m, lda, a_zero_point - (a_dtype == FIXQ_UINT8 ? 128 : 0), b, bias,
                          store != NULL ? NULL : p, store == NULL && p != NULL && p_channels > 1,
-                         fixq__requant_ukernel(), (char *)y, y_dtype, ldy, store, ctx};
+                         fixq__requant_ukernel(), (char *)y, y_dtype, ldy, NULL, store, store_ctx};
   return launch(&job, threads);
 }
 
 fixq_status fixq_qgemm(size_t m, const void *a, fixq_dtype a_dtype, size_t lda, int32_t a_zero_point,
                        const fixq_packed_b *b, const int32_t *bias, const fixq_requant *p,
                        size_t p_channels, void *y, fixq_dtype y_dtype, size_t ldy, int threads) {
-  return qgemm(m, a, a_dtype, lda, a_zero_point, b, bias, p, p_channels, y, y_dtype, ldy, NULL, NULL, threads);
+  return qgemm(m, a, a_dtype, lda, a_zero_point, b, bias, p, p_channels, y, y_dtype, ldy, threads, 1, NULL, NULL);
+}
+
+fixq_status fixq__qgemm_checked_rq(size_t m, const void *a, fixq_dtype a_dtype, size_t lda, int32_t a_zero_point,
+                                   const fixq_packed_b *b, const int32_t *bias, const fixq_requant *p,
+                                   size_t p_channels, void *y, fixq_dtype y_dtype, size_t ldy, int threads) {
+  return qgemm(m, a, a_dtype, lda, a_zero_point, b, bias, p, p_channels, y, y_dtype, ldy, threads, 0, NULL, NULL);
 }
 
 fixq_status fixq__qgemm_store_s32(size_t m, const void *a, fixq_dtype a_dtype, size_t lda, int32_t a_zero_point,
                                   const fixq_packed_b *b, const int32_t *bias, fixq__qgemm_store store,
                                   const void *ctx, int threads) {
   if (store == NULL) return FIXQ_ERR_INVALID_ARGUMENT;
-  return qgemm(m, a, a_dtype, lda, a_zero_point, b, bias, NULL, 0, NULL, FIXQ_INT32, 0, store, ctx, threads);
+  return qgemm(m, a, a_dtype, lda, a_zero_point, b, bias, NULL, 0, NULL, FIXQ_INT32, 0, threads, 0, store, ctx);
+}
+
+fixq_status fixq__qgemm_u8_source(size_t m, const fixq_packed_b *b, const fixq__qgemm_source *src, int threads) {
+  if (b == NULL || !packed_ok(b) || threads < 1 || src == NULL || src->rows == NULL || src->store == NULL)
+    return FIXQ_ERR_INVALID_ARGUMENT;
+  if (m == 0 || b->n == 0) return FIXQ_OK;
+  if (!fits_int32(b, UINT8_MAX, NULL)) return FIXQ_ERR_OVERFLOW;
+  const qgemm_kernels *kern = &kernel_table[fixq__isa];
+  const qgemm_job job = {kern, NULL, FIXQ_UINT8, m, 0, -128, b, NULL, NULL, 0, NULL, NULL, FIXQ_INT32, 0, src, NULL, NULL};
+  return launch(&job, threads);
 }

@@ -11,7 +11,7 @@
 #include <immintrin.h>
 #include <string.h>
 
-#include "fixq_internal.h"
+#include "fixq_floatops.h"
 
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 #define MR FIXQ__VNNI_MR
@@ -297,6 +297,32 @@ void fixq_qgemm_direct__avx512vnni(size_t mr, size_t np, size_t k, const void *a
 #undef DIRECT_ROWS
 #undef DIRECT
     default: break;
+  }
+}
+
+/* The full tile of a dynamic linear straight to float (fixq_floatops.h): the
+ * accumulators from the tile's registers to y through the epilogue of
+ * dynlinear__avx512vnni.c (the same operations, so the same bits), with no
+ * int32 block in between. */
+void fixq_qgemm_u8_f32__avx512vnni(size_t np, size_t kq, const uint8_t *a, const int8_t *b, size_t cols,
+                                   const fixq__dyn_row *row, const int32_t *col_sum, const float *w_scale,
+                                   const float *bias, float *y, size_t ldy) {
+  int32_t acc[MR * NP * NR] __attribute__((aligned(64)));
+  if (np == 1) tile8x1(kq, a, b, acc);
+  else if (np == 2) tile8x2(kq, a, b, acc);
+  else tile8x3(kq, a, b, acc);
+  for (size_t p = 0; p < np; p++) {
+    const size_t j = p * NR;
+    const __mmask16 k = cols - j >= NR ? (__mmask16)0xFFFF : (__mmask16)((1u << (cols - j)) - 1);
+    const __m512i cs = _mm512_maskz_loadu_epi32(k, col_sum + j);
+    const __m512 ws = _mm512_maskz_loadu_ps(k, w_scale + j), bs = _mm512_maskz_loadu_ps(k, bias + j);
+    for (size_t r = 0; r < MR; r++) {
+      const __m512i v = _mm512_sub_epi32(_mm512_load_si512(acc + (r * np + p) * NR),
+                                         _mm512_mullo_epi32(_mm512_set1_epi32(row[r].zp), cs));
+      const __m512 f = _mm512_cvt_roundepi32_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      const __m512 sc = _mm512_mul_ps(_mm512_set1_ps(row[r].scale), ws);
+      _mm512_mask_storeu_ps(y + r * ldy + j, k, _mm512_add_ps(_mm512_mul_ps(f, sc), bs));
+    }
   }
 }
 

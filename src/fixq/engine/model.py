@@ -37,14 +37,18 @@ class Model:
         self.float_acts = self.dynamic or self.weights in ("fp16", "fp32")
         self.sequence = "inputs" in meta  # a sequence model (docs/transformers.md): several named inputs
         self.target = target if target is not None else self.options.get("target")
+        self.act_dtype = np.dtype(ACT_TYPES[self.options["activations"]])
         if self.target is not None:
             targets.target_arg(self.target)
             if rounding is not None:
                 raise ValueError("give rounding= or target=, not both: a target fixes each op's rounding")
-            if self.float_acts:
+            if self.float_acts and not self._ort_dynamic():
+                if self.target == "onnxruntime" and self.dynamic and self.weights == "int8" and not self.sequence:
+                    raise ValueError("target='onnxruntime' runs a dynamic model as ORT's DynamicQuantizeLinear does, "
+                                     "on uint8 activations; quantize it with activations='uint8' (--activations uint8)")
                 raise ValueError(f"target={self.target!r} emulates a runtime's int8 kernels and needs a static "
-                                 "int8 model (quantized without --dynamic or --weights fp16)")
-        self.act_dtype = np.dtype(ACT_TYPES[self.options["activations"]])
+                                 "int8 model (quantized without --dynamic or --weights fp16); of dynamic models, "
+                                 "target='onnxruntime' runs those with int8 weights and uint8 activations")
         self.input = meta["input"]
         self.input_shape = tuple(meta["input_shape"])
         self.inputs = [dict(i, shape=tuple(i["shape"])) for i in meta["inputs"]] if self.sequence else \
@@ -52,6 +56,12 @@ class Model:
         self.outputs = list(meta["outputs"])
         self.steps = meta["steps"]
         self._build()
+
+    def _ort_dynamic(self):
+        """Whether target onnxruntime can run this float-activation model: dynamic int8 weights, uint8
+        activations (ORT quantizes them as DynamicQuantizeLinear does, engine/steps.py), not a sequence model."""
+        return (self.target == "onnxruntime" and self.dynamic and self.weights == "int8" and not self.sequence
+                and self.act_dtype == np.uint8)
 
     @classmethod
     def load(cls, path, rounding=None, target=None):

@@ -8,6 +8,9 @@ from .. import _core, arith, eltwise, gemm, graph as G, layout as L, targets
 from .._validate import INT_RANGES, scale_arg, zero_point_arg
 from ..archive import ArchiveError
 
+TFLITE_TARGETS = ("tflite", "tflite-reference", "xnnpack")
+
+
 def eltwise_params(op, kw):
     """The checked (by a call of ``fixq.qadd`` / ``fixq.qmul``) ``_core.EltwiseParams`` of `kw`."""
     dt = np.dtype(kw["out_dtype"])
@@ -197,10 +200,13 @@ def mean_target(m, s):
 
 
 def requantize_target(m, s, lo, hi):
-    """The C plan's REQUANTIZE form of the target (fixq's own: TFLite's reference arithmetic)."""
+    """The C plan's REQUANTIZE form of the target (fixq's own: TFLite's reference arithmetic); a step with
+    ``uint8`` (a uint8 end, held shifted by -128: the same arithmetic) is computed as the runtime computes a
+    uint8 QUANTIZE."""
     (s_in, zp_in), (s_out, zp_out) = m.qparams(s["inputs"][0]), m.qparams(s["output"])
     size = int(np.prod(m.meta["tensors"][s["output"]][1:]))
-    form = targets.requantize_form(m.target, s_in, zp_in, s_out, zp_out, size, m.act_dtype)
+    form = targets.requantize_form(m.target, s_in, zp_in, s_out, zp_out, size,
+                                   np.uint8 if s.get("uint8") else m.act_dtype)
     d = dict(form=form["form"], a_zp=zp_in, out_zp=zp_out, lo=lo, hi=hi)
     if form["form"] == "xnnpack-requantize":
         return dict(d, a_mult=form["multiplier"])
@@ -208,17 +214,74 @@ def requantize_target(m, s, lo, hi):
                 split=form["split"])
 
 
-def sub_target(m, s, lo, hi):
-    """The C plan's form of a sub step: XNNPACK's vadd with b negated (int8 under target xnnpack), else
-    TFLite's SubElementwise (every other target, and fixq's own)."""
-    (sa, za), (sb, zb), (so, zo) = m.qparams(s["inputs"][0]), m.qparams(s["inputs"][1]), m.qparams(s["output"])
-    d = dict(a_zp=za, b_zp=zb, out_zp=zo, lo=lo, hi=hi)
-    if m.target == "xnnpack" and m.act_dtype == np.int8:
-        m_a, m_b, shift, bias = targets.xnnpack.sub_params(np.float32(sa), np.float32(sb), np.float32(so), za, zb)
-        return dict(d, form="xnnpack-add", a_mult=m_a, b_mult=m_b, shift_bits=shift, bias=bias)
-    mults = targets.tflite.sub_multipliers(sa, sb, so)
-    return dict(d, form="tflite-sub", multiplier=np.array([mm for mm, _ in mults], np.int32),
-                shift=np.array([sh for _, sh in mults], np.int32))
+def _tflite_binary(op, sa, sb, so, d, run=0, split=0, neon=0):
+    """The C plan's form of TFLite's SUB (SubElementwise), or of the optimized ADD / MUL whose outputs run in
+    runs of `run`, the first `split` of each in NEON form `neon` (fixq.targets.tflite.neon_runs)."""
+    mults = (targets.tflite.mul_multiplier(sa, sb, so),) if op == "mul" else targets.tflite.sub_multipliers(sa, sb, so)
+    return dict(d, form=f"tflite-{op}", multiplier=np.array([mm for mm, _ in mults], np.int32),
+                shift=np.array([sh for _, sh in mults], np.int32), run=run, split=split, neon=neon)
+
+
+def _litert_binary(m, s, op, sc_in, zp_in, sc_out, zp_out, lo, hi, shapes):
+    """A LiteRT kernel set's int8 ADD / SUB / MUL (fixq.targets.binary8) on inputs of one sample's `shapes`:
+    XNNPACK's vadd / vmul (vadd with b negated) where the delegate takes the node; TFLite's SUB; its reference
+    ADD / MUL (fixq's kernel, TFLite's double rounding) where no NEON loop parts from it; else the optimized
+    kernel's NEON and scalar loops by position."""
+    (sa, sb), (za, zb) = sc_in, zp_in
+    if m.target == "xnnpack" and s.get("act") and not targets.xnnpack.binary_delegated(op, sa, sb, sc_out):
+        lo, hi = targets.activation_range(s["act"], sc_out, zp_out, m.act_dtype, "tflite")  # TFLite's kernel
+    form = targets.binary8_form(op, m.target, sa, sb, sc_out, za, zb, zp_out, lo, hi)
+    d = dict(a_zp=za, b_zp=zb, out_zp=zp_out, lo=lo, hi=hi)
+    if form == "xnnpack" and op == "sub":
+        m_a, m_b, shift, bias = targets.xnnpack.sub_params(np.float32(sa), np.float32(sb), np.float32(sc_out), za, zb)
+        return dict(op="eltwise", target=dict(d, form="xnnpack-add", a_mult=m_a, b_mult=m_b, shift_bits=shift,
+                                              bias=bias))
+    if form == "xnnpack":
+        return dict(op="eltwise", target=_target_eltwise(m, op, sc_in, zp_in, sc_out, zp_out, lo, hi))
+    if op == "sub":
+        return dict(op="eltwise", target=_tflite_binary(op, sa, sb, sc_out, d))
+    scalar, run, split = targets.tflite.neon_runs(*shapes, (16, 8) if op == "add" else (16, 16))
+    neon = 2 if scalar and op == "add" else 1  # AddScalarBroadcast's NEON loop rounds as no other
+    if m.target == "tflite-reference" or split == 0 or (form == "reference" and neon == 1):
+        kw = dict(a_scale=sa, a_zero_point=za, b_scale=sb, b_zero_point=zb, out_scale=sc_out,
+                  out_zero_point=zp_out, out_min=lo, out_max=hi, out_dtype=m.act_dtype, rounding="double")
+        return dict(op="eltwise", eltwise=eltwise_params(op, kw))
+    return dict(op="eltwise", target=_tflite_binary(op, sa, sb, sc_out, d, run, split, neon))
+
+
+def _binary_step(m, s, op, sc_in, zp_in, sc_out, zp_out, lo, hi):
+    """The eltwise step of an add / mul / sub (engine/steps.py binary_step and static_step): its operands
+    broadcast to the output's shape, a constant one held by the plan; None for a shape or recipe the plan
+    lacks."""
+    shapes, dt = m.meta["tensors"], m.act_dtype
+    if any(len(shapes[t]) not in (2, 4) for t in s["inputs"] + [s["output"]]):
+        return None
+    dims = [(1, 1, sh[1]) if len(sh) == 2 else (sh[2], sh[3], sh[1]) for sh in (shapes[t] for t in s["inputs"])]
+    at = s.get("constant")
+    if at is not None:
+        c = m.arrays[f"{s['name']}:constant"]
+        if c.dtype != dt or c.ndim not in (2, 4):
+            return None
+        c = np.ascontiguousarray(c.reshape((1, 1) * (c.ndim == 2) + c.shape[1:]))
+        dims.insert(at, c.shape)
+    if m.target in TFLITE_TARGETS and dt == np.int8:
+        d = _litert_binary(m, s, op, sc_in, zp_in, sc_out, zp_out, lo, hi, [(1,) + x for x in dims])
+    elif op == "sub":
+        d = dict(op="eltwise", target=_tflite_binary(op, sc_in[0], sc_in[1], sc_out, dict(
+            a_zp=zp_in[0], b_zp=zp_in[1], out_zp=zp_out, lo=lo, hi=hi)))
+    else:
+        rc = None if m.target is None else targets.recipe(m.target, op)
+        if rc is not None and rc.kernel != "fixq":
+            target = _target_eltwise(m, op, sc_in, zp_in, sc_out, zp_out, lo, hi)
+            d = None if target is None else dict(op="eltwise", target=target)
+        else:  # fixq's kernel: the model's rounding, or the target's (TFLite's ADD / MUL: "double")
+            kw = dict(a_scale=sc_in[0], a_zero_point=zp_in[0], b_scale=sc_in[1], b_zero_point=zp_in[1],
+                      out_scale=sc_out, out_zero_point=zp_out, out_min=lo, out_max=hi, out_dtype=dt,
+                      rounding=m.rounding if rc is None else rc.rounding)
+            d = dict(op="eltwise", eltwise=eltwise_params(op, kw))
+    if d is not None and at is not None:
+        d.update(constant=c, constant_at=at)
+    return d
 
 
 def step_range(m, s):
@@ -244,13 +307,16 @@ def step_table(m, s):
 
 def quantized_softmax(m, s):
     """The target's 8-bit SOFTMAX of a softmax step as a function of its raw input (internal layout) to
-    raw outputs, or None: no target, a target without one, or an output quantization other than TFLite's
-    (scale 1/256 within 0.1 %, zero point the dtype's minimum), for which the softmax stays float."""
+    raw outputs, or None, for which the softmax stays float: no target, a target without one, an output
+    quantization other than TFLite's (scale 1/256 within 0.1 %, zero point the dtype's minimum) for the
+    TFLite family, or with target onnxruntime a step not marked ``quantized`` (an imported QLinearSoftmax;
+    ORT runs a Softmax whose output no QuantizeLinear reads in float)."""
     if m.target is None:
         return None
     (s_in, _), (s_out, zp_out) = m.qparams(s["inputs"][0]), m.qparams(s["output"])
     dt = m.act_dtype
-    if zp_out != INT_RANGES[dt][0] or abs(s_out - 1.0 / 256) > 0.001 / 256:
+    if (not s.get("quantized") if m.target == "onnxruntime" else
+            zp_out != INT_RANGES[dt][0] or abs(s_out - 1.0 / 256) > 0.001 / 256):
         return None
     beta = s.get("beta", 1.0)
     if targets.softmax(np.zeros((1, 1), dt), m.target, s_in, beta, s_out, zp_out, dt) is None:
@@ -308,6 +374,12 @@ def engine_step(m, s):
     zp_in = [m.qparams(t)[1] for t in s["inputs"]]
     sc_out, zp_out = m.qparams(s["output"])
     lo, hi = step_range(m, s)
+    if op in ("add", "mul", "sub"):
+        if s.get("constant") is not None:
+            k = s["constant"]
+            sc_in.insert(k, float(a[f"{name}:constant_scale"]))
+            zp_in.insert(k, int(a[f"{name}:constant_zero_point"]))
+        return _binary_step(m, s, op, sc_in, zp_in, sc_out, zp_out, lo, hi)
     if op in G.WEIGHTED:
         w = m.weight(s)
         bias = np.ascontiguousarray(a[f"{name}:bias"], dtype=np.int32)
@@ -327,20 +399,6 @@ def engine_step(m, s):
                         rq=engine_rq(m, rq, zp_out, lo, hi, w.shape[0], rounding), **_geometry(s, w))
         return _gemm_step(m, s, w, bias, rq=engine_rq(m, rq, zp_out, lo, hi, a[f"{name}:weight_scale"].shape[0],
                                                       rounding))
-    if op in ("add", "mul"):
-        rounding = m.rounding
-        if m.target is not None:
-            rc = targets.recipe(m.target, op)
-            if rc.kernel != "fixq":
-                target = _target_eltwise(m, op, sc_in, zp_in, sc_out, zp_out, lo, hi)
-                return None if target is None else dict(op="eltwise", target=target)
-            rounding = rc.rounding  # TFLite's ADD / MUL: fixq's "double"
-        kw = dict(a_scale=sc_in[0], a_zero_point=zp_in[0], b_scale=sc_in[1], b_zero_point=zp_in[1],
-                  out_scale=sc_out, out_zero_point=zp_out, out_min=lo, out_max=hi, out_dtype=dt,
-                  rounding=rounding)
-        return dict(op="eltwise", eltwise=eltwise_params(op, kw))
-    if op == "sub":
-        return dict(op="eltwise", target=sub_target(m, s, lo, hi))
     if op == "concat":
         rq = m._requant_kw(name)
         nd = len(m.meta["tensors"][s["output"]])
@@ -374,6 +432,8 @@ def engine_step(m, s):
         return dict(op="pad", padding=tuple(s["padding"][:2]), zp=zp_out)
     if op == "requantize":
         return dict(op="requantize", target=requantize_target(m, s, qmin, qmax))
+    if op == "batchnorm":  # one table per channel: no C form yet, the model runs the numpy steps
+        return None
     if op == "global_avgpool" and f"{name}:multiplier" in a:
         form = mean_target(m, s)
         if form is not None:

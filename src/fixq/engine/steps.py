@@ -4,12 +4,13 @@ float activations between layers (dynamic mode, fp16 weights).  Each step calls 
 with its arguments checked once, when the step is built."""
 import numpy as np
 
-from .. import _core, arith, gemm, graph as G, layout as L, lowbit, targets
+from .. import _core, arith, eltwise, gemm, graph as G, layout as L, lowbit, targets
 from .._validate import INT_RANGES, scale_arg, zero_point_arg
 from ..archive import ArchiveError
 from ..qparams import tensor_qparams
-from .plan import (eltwise_params, mean_requant, mean_target, ort_avgpool, quantized_softmax, requantize_target,
-                   step_range, step_table)
+from ..targets import onnxruntime as ort
+from .plan import (TFLITE_TARGETS, eltwise_params, mean_requant, mean_target, ort_avgpool, quantized_softmax,
+                   requantize_target, step_range, step_table)
 
 def prepared_quantize(scale, zero_point, dt):
     """``arith.quantize(x, scale, zero_point, dt)`` per tensor, its arguments checked once here."""
@@ -114,6 +115,41 @@ def avg_round(acc, count):
     return np.where(acc >= 0, (acc + h) // count, -((h - acc) // count))
 
 
+def binary_step(m, s, lo, hi):
+    """An add / mul / sub whose inputs may broadcast (an [N, F] input against [N, H, W, C] ones as
+    [N, 1, 1, F]), one of them maybe the step's constant: a LiteRT kernel set's kernels
+    (fixq.targets.binary8), another target's recipe, or fixq's own (fixq.qadd / fixq.qmul with the model's
+    rounding; sub: TFLite's reference arithmetic)."""
+    name, op, a = s["name"], s["op"], m.arrays
+    q = [m.qparams(t) for t in s["inputs"]]
+    if s.get("constant") is not None:
+        q.insert(s["constant"], (a[f"{name}:constant_scale"], int(a[f"{name}:constant_zero_point"])))
+    (sa, za), (sb, zb) = q
+    sc_out, zp_out = m.qparams(s["output"])
+    ndim = len(m.meta["tensors"][s["output"]])
+    dt = m.act_dtype
+
+    def operands(xs):
+        xs = list(xs)
+        if s.get("constant") is not None:
+            xs.insert(s["constant"], a[f"{name}:constant"])
+        return [L.broadcast_operand(x, ndim) for x in xs]
+    if m.target in TFLITE_TARGETS and dt == np.int8:
+        if m.target == "xnnpack" and s["act"] and not targets.xnnpack.binary_delegated(op, sa, sb, sc_out):
+            lo, hi = targets.activation_range(s["act"], sc_out, zp_out, dt, "tflite")  # TFLite's kernel runs it
+        args = (m.target, sa, za, sb, zb, sc_out, zp_out, lo, hi)
+        return lambda *xs: targets.binary8(op, *operands(xs[:-1]), *args)
+    if op == "sub":
+        return lambda *xs: targets.tflite.sub(*operands(xs[:-1]), sa, za, sb, zb, sc_out, zp_out, lo, hi, dt)
+    kw = dict(a_scale=sa, a_zero_point=za, b_scale=sb, b_zero_point=zb, out_scale=sc_out, out_zero_point=zp_out,
+              out_min=lo, out_max=hi, out_dtype=dt)
+    if m.target is not None:
+        kern = targets.add if op == "add" else targets.mul
+        return lambda *xs: kern(*operands(xs[:-1]), target=m.target, **kw)
+    kern = eltwise.qadd if op == "add" else eltwise.qmul
+    return lambda *xs: kern(*operands(xs[:-1]), rounding=m.rounding, **kw)
+
+
 def static_step(m, s):
     name, op, a = s["name"], s["op"], m.arrays
     dt = m.act_dtype
@@ -188,6 +224,9 @@ def static_step(m, s):
                         acc += np.multiply(v[:, :, :, i, j], taps[i, j])
             return requantize(acc)
         return depthwise
+    if op in ("add", "mul", "sub") and (s.get("broadcast") or s.get("constant") is not None
+                                        or (m.target in TFLITE_TARGETS and dt == np.int8)):
+        return binary_step(m, s, lo, hi)
     if op in ("add", "mul"):
         kw = dict(a_scale=sc_in[0], a_zero_point=zp_in[0], b_scale=sc_in[1], b_zero_point=zp_in[1],
                   out_scale=sc_out, out_zero_point=zp_out, out_min=lo, out_max=hi, out_dtype=dt,
@@ -306,6 +345,10 @@ def static_step(m, s):
                                              x.shape[1] * x.shape[2]).astype(dt)
     if op == "flatten":
         return lambda x, threads: L.flatten(x)
+    if op == "batchnorm":  # channel c's table at row c, indexed by the input's byte; channels last (NHWC)
+        table = np.ascontiguousarray(a[f"{name}:table"]).view(np.uint8)
+        flat, base = table.reshape(-1), np.arange(table.shape[0]) * 256
+        return lambda x, threads: flat[base + x.view(np.uint8)].view(dt)
     if op in G.TABLE_OPS:  # indexed by the input's byte, as the C plan's LUT step
         table = step_table(m, s)
         return lambda x, threads: table[x.view(np.uint8)]
@@ -349,10 +392,12 @@ def float_step(m, s):
         cols, lead = L.im2col(xk, *geo, pad_value=pad)
         return cols, lead
 
-    def finish(outs):
+    def finish(outs):  # y is a new array: the activation writes into it
         y = outs[0] if groups == 1 else np.concatenate(outs, axis=-1)
-        if act is not None:
-            y = act(y)
+        if s["act"] == "relu":
+            np.maximum(y, 0, out=y)
+        elif s["act"] == "relu6":
+            np.clip(y, 0, 6, out=y)
         return y
 
     if m.weights in ("fp16", "fp32"):
@@ -375,15 +420,24 @@ def float_step(m, s):
             return finish(outs)
         return fp16_step
     w = m.weight(s)
-    ws = a[f"{name}:weight_scale"].astype(np.float64)
+    ws, wzp = a[f"{name}:weight_scale"], a[f"{name}:weight_zero_point"]
     dt = m.act_dtype
     qlinear = gemm.qlinear
+
+    def per_group(v, k):
+        return v if v.size == 1 else v[k * og:(k + 1) * og]
+
+    def zero_point(v):  # a scalar, or one per output column
+        return int(v[0]) if v.size == 1 else v
     if op == "conv2d":
-        packs = [gemm.pack_weights(L.conv_weight_hwc(w[k * og:(k + 1) * og])) for k in range(groups)]
+        packs = [gemm.pack_weights(L.conv_weight_hwc(w[k * og:(k + 1) * og]), zero_point(per_group(wzp, k)))
+                 for k in range(groups)]
     else:
-        packs = [gemm.pack_weights(w)]
-    scales = [ws if ws.size == 1 else ws[k * og:(k + 1) * og] for k in range(groups)]
+        packs = [gemm.pack_weights(w, zero_point(wzp))]
     biases = [bias[k * og:(k + 1) * og] for k in range(groups)]
+    if m.target == "onnxruntime":
+        return _ort_dynamic(name, op, packs, [per_group(ws, k) for k in range(groups)], biases, gemm_input, finish)
+    scales = [per_group(ws.astype(np.float64), k) for k in range(groups)]
 
     def dynamic(x, threads):
         lo, hi = (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)  # an empty batch
@@ -399,3 +453,39 @@ def float_step(m, s):
                 lead + (og,)))
         return finish(outs)
     return dynamic
+
+
+def _ort_dynamic(name, op, packs, scales, biases, gemm_input, finish):
+    """ORT's DynamicQuantizeLinear -> MatMulInteger / ConvInteger -> Cast -> Mul(x_scale * w_scale) -> Add(bias),
+    which its fused DynamicQuantizeMatMul (MLAS_QGEMM_SCALE_BIAS_OUTPUT_PROCESSOR) computes alike: the input
+    quantized to uint8 per tensor (GetQuantizationParameter, MlasQuantizeLinear), exact int32 sums, then
+    (float)acc * (x_scale * w_scale) + bias, each operation rounded to float32 (no fused multiply-add).  A linear
+    is one call of float_ops.dynamic_linear's C kernel (per tensor); a conv quantizes the whole tensor before its
+    patches are gathered (a stride may skip values that still set the range), pads with the zero point (ConvInteger's
+    im2col) and runs the epilogue in numpy float32."""
+    if op == "linear":  # float_ops.dynamic_linear, its arguments checked once here (the C call checks x's size)
+        raw, packed, bias, n = _core.dynamic_linear_raw, packs[0], biases[0], packs[0].n
+        ws = np.ascontiguousarray(np.broadcast_to(scales[0], (n,)))
+
+        def ort_linear(x, threads):
+            x = np.ascontiguousarray(x, dtype=np.float32)
+            y = np.empty((x.shape[0], n), np.float32)
+            raw(x, x.shape[0], packed, ws, bias, "tensor", y, threads)
+            return finish([y])
+        return ort_linear
+    qparams, quantize, qlinear = ort.dynamic_qparams, targets.quantize, gemm.qlinear
+
+    def ort_conv(x, threads):
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        try:
+            xs, xz = qparams(x)
+        except ValueError as e:
+            raise ValueError(f"step {name!r}: {e}") from None
+        xq = quantize(x, "onnxruntime", xs, xz, np.uint8)
+        outs = []
+        for k, packed in enumerate(packs):
+            cols, lead = gemm_input(xq, k, xz)
+            acc = qlinear(cols, packed, a_zero_point=xz, out_dtype=np.int32, threads=threads)
+            outs.append((acc.astype(np.float32) * (xs * scales[k]) + biases[k]).reshape(lead + (acc.shape[-1],)))
+        return finish(outs)
+    return ort_conv

@@ -16,18 +16,20 @@ OPS = {
     "avgpool2d": (1, {"kernel": None, "stride": None, "padding": 0, "count_include_pad": True}),
     "global_avgpool": (1, {"keep_dims": False}),
     "flatten": (1, {}),
-    "add": (2, {}),
-    "mul": (2, {}),
-    "sub": (2, {}),
+    "add": (2, {"broadcast": False, "constant": None, "constant_shape": None}),
+    "mul": (2, {"broadcast": False, "constant": None, "constant_shape": None}),
+    "sub": (2, {"broadcast": False, "constant": None, "constant_shape": None}),
     "concat": (None, {"axis": 1}),
     "softmax": (1, {"axis": -1, "beta": 1.0}),
     "pad": (1, {"padding": None}),
-    "requantize": (1, {}),
+    "requantize": (1, {"uint8": False}),
     "sigmoid": (1, {}),
     "tanh": (1, {}),
     "hardswish": (1, {}),
     "leaky_relu": (1, {"alpha": 0.01}),
     "hardsigmoid": (1, {"alpha": 0.2, "beta": 0.5}),
+    # an inference BatchNormalization left unfolded: y = x * scale[c] + shift[c] over axis 1, in float32
+    "batchnorm": (1, {"scale": None, "shift": None}),
     # sequence ops (docs/transformers.md): tensors keep their layout, dims may be symbolic
     "gather": (1, {"weight": None, "positions": False}),
     "layer_norm": (1, {"weight": None, "bias": None, "eps": 1e-5}),
@@ -307,6 +309,17 @@ def output_shape(node, in_shapes, w_shape=None, sequence=False):
         t, left, b, r = a["padding"] = _padding(name, "padding", a["padding"])
         return check_out(name, (None, x[1], x[2] + t + b, x[3] + left + r))
     if op == "requantize":
+        if not isinstance(a["uint8"], bool):
+            raise GraphError(f"node {name!r}: key 'uint8' must be true or false, got {a['uint8']!r}")
+        return x
+    if op == "batchnorm":
+        for key in ("scale", "shift"):
+            v = a[key]
+            if (len(x) not in (2, 4) or not isinstance(v, (list, tuple)) or len(v) != x[1]
+                    or not all(isinstance(e, (int, float)) and not isinstance(e, bool) and np.isfinite(e) for e in v)):
+                raise GraphError(f"node {name!r}: batchnorm needs an [N, C] or [N, C, H, W] input and keys 'scale' "
+                                 f"and 'shift' of C finite numbers; got input {list(x)} and {key} {str(v)[:60]}")
+            a[key] = [float(np.float32(e)) for e in v]
         return x
     if op == "flatten":
         return (None, int(np.prod(x[1:])))
@@ -321,6 +334,8 @@ def output_shape(node, in_shapes, w_shape=None, sequence=False):
         return x
     if op in ("add", "mul") and sequence:
         return check_out(name, broadcast(name, op, in_shapes[0], in_shapes[1]))
+    if op in ("add", "mul", "sub") and (a.get("broadcast") or a.get("constant") is not None):
+        return check_out(name, _binary_shape(node, in_shapes))
     if op in ("add", "mul", "sub"):
         if in_shapes[0] != in_shapes[1]:
             raise GraphError(f"node {name!r}: key 'inputs' gives shapes {list(in_shapes[0])} and "
@@ -365,6 +380,30 @@ def _number(node, key, v, positive=False):
         raise GraphError(f"node {node!r}: key {key!r} must be a finite float32 number{' > 0' if positive else ''}, "
                          f"got {v!r}")
     return float(v)
+
+
+def _binary_shape(node, in_shapes):
+    """The output shape of an add / mul / sub with ``broadcast`` (a quantized model's step: its inputs
+    broadcast, an [N, F] input against [N, C, H, W] ones as [N, F, 1, 1]) and an optional constant input:
+    ``constant`` its position (0 or 1), ``constant_shape`` its shape without the batch."""
+    name, op, a = node.name, node.op, node.attrs
+    if not isinstance(a["broadcast"], bool):
+        raise GraphError(f"node {name!r}: key 'broadcast' must be true or false, got {a['broadcast']!r}")
+    shapes = list(in_shapes)
+    if a["constant"] is not None:
+        shape = a["constant_shape"]
+        if (not _is_int(a["constant"], 0, 1) or not isinstance(shape, (list, tuple)) or len(shape) not in (1, 3)
+                or not all(_is_int(d, 1, LIMITS["elements"]) for d in shape) or len(in_shapes) != 1):
+            raise GraphError(f"node {name!r}: keys 'constant' {a['constant']!r} and 'constant_shape' {shape!r} must "
+                             "be the constant input's position (0 or 1) and its [F] or [C, H, W] shape, with one "
+                             "other input")
+        a["constant_shape"] = [int(d) for d in shape]
+        shapes.insert(a["constant"], (None,) + tuple(a["constant_shape"]))
+    elif a["constant_shape"] is not None:
+        raise GraphError(f"node {name!r}: key 'constant_shape' is set without key 'constant'")
+    rank = max(len(s) for s in shapes)
+    shapes = [(None, s[1], 1, 1) if len(s) == 2 and rank == 4 else s for s in shapes]
+    return broadcast(name, op, shapes[0], shapes[1])
 
 
 def broadcast(node, op, a, b):

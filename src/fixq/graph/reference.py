@@ -150,16 +150,15 @@ def float_node(g, node, xs):
         return np.pad(x, ((0, 0), (t, b), (left, r), (0, 0)))
     if node.op == "requantize":
         return x
+    if node.op == "batchnorm":  # the channels are the last axis inside the engine; a product, then a sum, in float32
+        return x * np.float32(a["scale"]) + np.float32(a["shift"])
     if node.op == "global_avgpool":
         return x.mean(axis=(1, 2), dtype=np.float32)
     if node.op == "flatten":
         return L.flatten(x)
-    if node.op == "add":
-        return xs[0] + xs[1]
-    if node.op == "mul":
-        return xs[0] * xs[1]
-    if node.op == "sub":
-        return xs[0] - xs[1]
+    if node.op in ("add", "mul", "sub"):
+        p, q = (L.broadcast_operand(v, max(xs[0].ndim, xs[1].ndim)) for v in xs[:2])
+        return p + q if node.op == "add" else p * q if node.op == "mul" else p - q
     if node.op == "concat":
         return np.concatenate(xs, axis=L.internal_axis(a["axis"], x.ndim))
     if node.op == "softmax":

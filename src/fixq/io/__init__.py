@@ -1,7 +1,8 @@
 """Front-ends for other model formats (docs/architecture.md: above the model layer).
 
 - :func:`import_onnx`: an ONNX model (a path or an ``onnx.ModelProto``) -> a validated float
-  :class:`fixq.graph.Graph`, or an int8 :class:`fixq.Model` for a quantized one (docs/onnx.md).  The
+  :class:`fixq.graph.Graph` (a sequence graph for a transformer encoder with integer inputs), or an int8
+  :class:`fixq.Model` for a quantized one (docs/onnx.md).  The
   ``onnx`` package is imported only here, on first use.
 - :func:`export_onnx`: an int8 :class:`fixq.Model` -> QDQ ONNX that ONNX Runtime runs.
 - :func:`import_bert`: a BERT sentence-embedding model (safetensors + config.json, a zip of them, or the
@@ -39,14 +40,22 @@ def import_onnx(model, constants=None):
     `constants` maps names of extra graph inputs to arrays that are then treated as initializers (fixq
     models take one input).  Unsupported nodes raise :class:`OnnxError`, one line naming the node, its
     op type and opset (docs/onnx.md lists what is supported)."""
-    from .onnx import import_float
     from .onnx_file import load_model
     from .onnx_qmodel import import_quantized, is_quantized
 
     proto = load_model(model)
     if is_quantized(proto):
         return import_quantized(proto, constants)
-    return import_float(proto, constants)
+    return _import_float(proto, constants)
+
+
+def _import_float(proto, constants=None):
+    """The float graph of ONNX model `proto`: a sequence graph for a transformer encoder (integer inputs,
+    fixq.io.onnx_sequence), else an image / MLP graph (fixq.io.onnx)."""
+    from .onnx import import_float
+    from .onnx_sequence import import_sequence, is_sequence
+
+    return import_sequence(proto, constants) if is_sequence(proto) else import_float(proto, constants)
 
 
 def import_bert(path=None):
@@ -74,16 +83,17 @@ def load_onnx(path, rounding=None, target=None, float_ok=False):
     """A quantized ONNX model at `path` imported as a :class:`fixq.Model` (target ``"onnxruntime"`` unless
     `rounding` or `target` say otherwise); a float one is its float Graph with `float_ok`, else refused with
     the way to quantize it."""
-    from .onnx import import_float
     from .onnx_file import load_model
     from .onnx_qmodel import import_quantized, is_quantized
+    from .onnx_sequence import is_sequence
 
     proto = load_model(path)
     if not is_quantized(proto):
         if float_ok:
-            return import_float(proto)
+            return _import_float(proto)
+        how = "--dynamic" if is_sequence(proto) else "--calib data.npy"
         raise ArchiveError(f"{path}: is a float ONNX model; fixq runs int8 models: fixq import {path} -o model.npz, "
-                           "then fixq quantize model.npz -o model.q.npz --calib data.npy (docs/onnx.md)")
+                           f"then fixq quantize model.npz -o model.q.npz {how} (docs/onnx.md)")
     return _with_arithmetic(import_quantized(proto), rounding, target)
 
 

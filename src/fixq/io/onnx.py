@@ -69,6 +69,8 @@ def _clean(name, fallback):
 
 
 class _Importer:
+    sequence = False  # a sequence graph's add and mul broadcast (fixq.graph.output_shape)
+
     def __init__(self, model, constants):
         onnx, self.nh = _onnx()
         self.onnx = onnx
@@ -91,10 +93,6 @@ class _Importer:
             raise OnnxError(f"initializer {t.values.name!r}: sparse initializers are not supported ({DOCS})")
         for name, v in (constants or {}).items():
             self.env[name] = np.asarray(v)
-        inputs = [i for i in g.input if i.name not in self.env]
-        if len(inputs) != 1:
-            raise OnnxError(f"model: has {len(inputs)} graph inputs ({', '.join(i.name for i in inputs)}); fixq "
-                            "models take exactly one float input (give the others as constants=)")
         self.uses = {}
         for nd in g.node:
             for t in nd.input:
@@ -102,9 +100,16 @@ class _Importer:
         for o in g.output:
             self.uses[o.name] = self.uses.get(o.name, 0) + 1
         self.graph_outputs = [o.name for o in g.output]
+        self.nodes = g.node
+        self.take_inputs([i for i in g.input if i.name not in self.env])
+
+    def take_inputs(self, inputs):
+        """The graph's inputs (those not given as constants) into env: exactly one float tensor."""
+        if len(inputs) != 1:
+            raise OnnxError(f"model: has {len(inputs)} graph inputs ({', '.join(i.name for i in inputs)}); fixq "
+                            "models take exactly one float input (give the others as constants=)")
         self.input_name, self.input_shape = self._graph_input(inputs[0])
         self.env[inputs[0].name] = _Tensor(self.input_name, self.input_shape)
-        self.nodes = g.node
 
     # -- helpers ------------------------------------------------------------------------------------
     def _graph_input(self, vi):
@@ -183,7 +188,7 @@ class _Importer:
         node = G.Node(name, op, list(spec["inputs"]),
                       {k: spec.get(k, d) for k, d in G.OPS[op][1].items()})
         try:
-            shape = G.ops.infer_shape(node, [t.shape for t in inputs], self.weights, {}, set())
+            shape = G.ops.infer_shape(node, [t.shape for t in inputs], self.weights, {}, set(), self.sequence)
         except G.GraphError as e:
             self.fail(nd, str(e))
         self.spec_nodes.append(spec)

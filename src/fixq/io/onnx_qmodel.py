@@ -15,13 +15,15 @@ from .._core import VERSION
 from ..archive import QMODEL_FORMAT, ArchiveError, check_archive
 from ..arith import quantize_multiplier
 from ..engine import Model
+from ..quantizer import batchnorm_table
 from .onnx import BATCH, DOCS, _Importer, _Tensor
+from .onnx_dynamic import DYNAMIC_OPS, import_dynamic, is_dynamic
 from .onnx_file import OnnxError
 
 # ONNX ops that only a quantized model holds
 QUANT_OPS = ("QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "QGemm", "QLinearAdd",
-             "QLinearMul", "QLinearGlobalAveragePool", "QLinearConcat", "QLinearAveragePool", "MatMulInteger",
-             "ConvInteger", "DynamicQuantizeLinear", "QLinearSigmoid", "QLinearLeakyRelu")
+             "QLinearMul", "QLinearGlobalAveragePool", "QLinearConcat", "QLinearAveragePool", "QLinearSigmoid",
+             "QLinearLeakyRelu", "QLinearSoftmax") + DYNAMIC_OPS
 
 
 class _Q:
@@ -74,7 +76,7 @@ _PASS_THROUGH = ("MaxPool", "Flatten", "Reshape", "Identity", "Dropout", "Squeez
 _TABLES = {"Sigmoid": "sigmoid", "LeakyRelu": "leaky_relu", "Tanh": "tanh", "HardSigmoid": "hardsigmoid",
            "HardSwish": "hardswish"}
 _QDQ_FLOAT_OPS = ("Conv", "Gemm", "MatMul", "Add", "Mul", "GlobalAveragePool", "AveragePool", "Concat", "Softmax",
-                  "Relu") + tuple(_TABLES) + _PASS_THROUGH
+                  "Relu", "BatchNormalization") + tuple(_TABLES) + _PASS_THROUGH
 # ORT's QDQPropagationTransformer (CanNodePropagate): a DequantizeLinear read by nothing but one of these
 # ops moves after it, for the op versions listed there (opset ranges [first, end))
 _DQ_PROPAGATES = {"MaxPool": (12, 22), "Reshape": (5, 21), "Squeeze": (1, 21)}
@@ -226,6 +228,10 @@ class _QImporter(_Importer):
         elif op in G.TABLE_OPS:
             s.update(a)
             self.arrays[f"{name}:table"] = _ort_table(op, a, ins[0].scale, ins[0].zp, scale, zp, self.act_dtype)
+        elif op == "batchnorm":
+            s.update(scale=a["scale"], shift=a["shift"])
+            self.arrays[f"{name}:table"] = batchnorm_table(a["scale"], a["shift"], ins[0].scale, ins[0].zp, scale, zp,
+                                                           self.act_dtype)
         if weight is not None:
             if weight.dtype != np.int8:
                 self.fail(nd, f"weights of dtype {weight.dtype}; fixq runs int8 weights")
@@ -284,6 +290,10 @@ class _QImporter(_Importer):
             self.pass_through(nd, ins[0], ins[0].scale, ins[0].zp)
         elif nd.op_type in QUANT_OPS:
             self.fail(nd, "this quantized op is not supported yet")
+        elif nd.op_type == "BatchNormalization":
+            self.fail(nd, "a BatchNormalization of a float tensor (not a DequantizeLinear): ORT runs it in float32 "
+                          "before quantizing, which fixq does not import; fold it into the Conv / Gemm next to it "
+                          "before quantizing (torch.onnx.export's default after a Conv, or quant_pre_process)")
         else:
             self.fail(nd, "this op is not supported in a quantized model")
 
@@ -335,7 +345,7 @@ class _QImporter(_Importer):
             if k.startswith("t:") and k.endswith(":zero_point"):
                 self.arrays[k] = np.int32(self.arrays[k] + 128)
             elif k.endswith(":table"):
-                self.arrays[k] = self.arrays[k].view(np.uint8)[flip] ^ np.uint8(0x80)
+                self.arrays[k] = self.arrays[k].view(np.uint8)[..., flip] ^ np.uint8(0x80)
 
     # -- boundaries ---------------------------------------------------------------------------------------
     def q_QuantizeLinear(self, nd):
@@ -483,6 +493,11 @@ class _QImporter(_Importer):
             self.step(qnode, "concat", qs, scale, zp, {"axis": axis}, squeezed=qs[0].squeezed)
         elif op == "AveragePool":  # ORT fuses it into QLinearAveragePool
             self.avgpool(nd, self.q_input(nd, 0), scale, zp, qnode.output[0])
+        elif op == "BatchNormalization":  # ORT keeps it a float op between the DequantizeLinear and QuantizeLinear
+            self.batchnorm(qnode, nd, self.q_input(nd, 0), scale, zp)
+        elif op == "Softmax":  # ORT fuses it into QLinearSoftmax
+            self.softmax(nd, (scale, zp))
+            self.env[qnode.output[0]] = self.env.pop(nd.output[0])
         elif op in _PASS_THROUGH:
             src = self.env.get(nd.input[0])
             if isinstance(src, _Pending):
@@ -493,6 +508,42 @@ class _QImporter(_Importer):
             self.pass_through(nd, q, scale, zp, out=qnode.output[0])
         else:
             self.fail(nd, "this float op between quantized tensors is not supported")
+
+    def float_const(self, nd, i, what):
+        """Input `i` of `nd` as float32 values: a float constant, or the DequantizeLinear of an integer constant
+        computed as ORT's kernel does, (float)(q - zp) * scale along its axis."""
+        v = self.env.get(nd.input[i]) if i < len(nd.input) else None
+        if isinstance(v, _CQ):
+            shape = [1] * v.q.ndim
+            if np.size(v.scale) > 1:
+                shape[v.axis % v.q.ndim] = -1
+            zp = np.asarray(v.zp, np.int64).reshape(shape if np.size(v.zp) > 1 else [])
+            return (v.q.astype(np.int64) - zp).astype(np.float32) * np.asarray(v.scale, np.float32).reshape(
+                shape if np.size(v.scale) > 1 else [])
+        v = self.const(nd, i, what)
+        if v.dtype != np.float32:
+            self.fail(nd, f"its {what} has dtype {v.dtype}; ORT's BatchNormalization takes float32")
+        return v
+
+    def batchnorm(self, qnode, nd, q, scale, zp):
+        """DequantizeLinear -> BatchNormalization -> QuantizeLinear, which ORT runs unfused: a batchnorm step whose
+        per-channel tables are ORT's float32 arithmetic (onnxruntime/core/providers/cpu/nn/batch_norm.h):
+        inv_std = 1 / sqrt(var + epsilon), new_scale = inv_std * scale, new_bias = B - mean * new_scale."""
+        if self.attr(nd, "training_mode", 0) or not self.attr(nd, "spatial", 1):
+            self.fail(nd, "training_mode=1 and spatial=0 are not supported")
+        c = q.onnx_shape[1] if len(q.onnx_shape) in (2, 4) else None
+        p = [self.float_const(nd, i, w).reshape(-1) for i, w in ((1, "scale"), (2, "B"), (3, "mean"), (4, "var"))]
+        if c is None or any(v.size != c for v in p):
+            self.fail(nd, f"input of shape {list(q.onnx_shape)} and parameters of sizes {[v.size for v in p]}; fixq "
+                          "normalizes axis 1 of [N, C] or [N, C, H, W]")
+        s, b, mean, var = p
+        inv_std = np.float32(1) / np.sqrt(var + np.float32(self.attr(nd, "epsilon", 1e-5)))
+        new_scale = inv_std * s
+        new_bias = b - mean * new_scale
+        if not (np.all(np.isfinite(new_scale)) and np.all(np.isfinite(new_bias))):
+            self.fail(nd, "its folded scale or shift is not finite (a variance + epsilon of 0 or below?)")
+        self.step(qnode, "batchnorm", [q], scale, zp, {"scale": new_scale.tolist(), "shift": new_bias.tolist()},
+                  squeezed=q.squeezed)
 
     def pass_through(self, nd, q, scale, zp, out=None, op=None):
         """MaxPool / Flatten / Reshape / Identity on a quantized tensor (its scale and zero point kept), or the
@@ -520,11 +571,24 @@ class _QImporter(_Importer):
         else:
             self.env[out] = _Q(q.name, res.shape, scale, zp, res.squeezed)
 
-    def softmax(self, nd):
+    def softmax(self, nd, out=None, opset=None):
+        """The softmax step of Softmax / QLinearSoftmax node `nd` (softmax opset `opset`): with `out`, the
+        output's (scale, zero point) and ORT's QLinearSoftmax arithmetic (the step marked ``quantized``); else
+        float on the dequantized input, the step's output at the input's quantization."""
         q = self.q_input(nd, 0)
-        rank = len(q.onnx_shape)
-        axis = self.attr(nd, "axis", -1 if self.opset >= 13 else 1) % rank
-        return self.step(nd, "softmax", [q], q.scale, q.zp, {"axis": 1 if q.squeezed else axis})
+        rank, opset = len(q.onnx_shape), opset or self.opset
+        axis = self.attr(nd, "axis", -1 if opset >= 13 else 1) % rank
+        if opset < 13 and any(d != 1 for d in q.onnx_shape[axis + 1:]):
+            self.fail(nd, "a softmax before opset 13 over the flattened axes from axis on is supported only when "
+                          "they are the last axis")
+        scale, zp = out or (q.scale, q.zp)
+        out_q = self.step(nd, "softmax", [q], scale, zp, {"axis": 1 if q.squeezed else axis}, squeezed=q.squeezed)
+        if out is not None:
+            self.steps[-1]["quantized"] = True
+        return out_q
+
+    def q_QLinearSoftmax(self, nd):
+        self.softmax(nd, self.qparams(nd, 3, 4), int(self.attr(nd, "opset", self.opset)))
 
     # -- QOperator ---------------------------------------------------------------------------------------
     def _qop_weight(self, nd, i, axis_ok):
@@ -614,4 +678,7 @@ def is_quantized(model):
 
 
 def import_quantized(model, constants=None):
+    """The int8 Model of a quantize_static / QAT model, or the dynamic one of a quantize_dynamic model."""
+    if is_dynamic(model):
+        return import_dynamic(model, constants)
     return _QImporter(model, constants).run()

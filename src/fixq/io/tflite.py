@@ -15,7 +15,8 @@ model's input and output types (int8, uint8, float32) are kept in ``meta["tflite
 import numpy as np
 
 from .. import graph as G
-from .._core import VERSION
+from .._core import VERSION, EngineIO
+from .._validate import threads_arg
 from ..archive import QMODEL_FORMAT, ArchiveError, check_archive
 from ..arith import dequantize, quantize_multiplier
 from ..engine import Model
@@ -30,12 +31,13 @@ _NHWC_TO_NCHW = {0: 0, 1: 2, 2: 3, 3: 1}
 
 
 class _Q:
-    """A quantized fixq tensor: its name, NCHW shape (batch None), scale, zero point, and for a flattened
-    [N, H·W·C] tensor the (H, W, C) whose TFLite order its features are not in."""
-    __slots__ = ("name", "shape", "scale", "zp", "hwc")
+    """A quantized fixq tensor: its name, NCHW shape (batch None), scale, zero point, for a flattened
+    [N, H·W·C] tensor the (H, W, C) whose TFLite order its features are not in, and whether it holds a
+    uint8 TFLite tensor (as int8 values q - 128 with zero point zp - 128: the same real values)."""
+    __slots__ = ("name", "shape", "scale", "zp", "hwc", "uint8")
 
-    def __init__(self, name, shape, scale, zp, hwc=None):
-        self.name, self.shape, self.scale, self.zp, self.hwc = name, tuple(shape), scale, zp, hwc
+    def __init__(self, name, shape, scale, zp, hwc=None, uint8=False):
+        self.name, self.shape, self.scale, self.zp, self.hwc, self.uint8 = name, tuple(shape), scale, zp, hwc, uint8
 
 
 def _nchw(shape):
@@ -88,6 +90,8 @@ class _Importer:
         k = o.inputs[i] if i < len(o.inputs) else -1
         if k not in self.env:
             self.fail(o, f"input {i} must be a computed int8 tensor")
+        if self.env[k].uint8 and o.op != "QUANTIZE":
+            self.fail(o, f"input {i} is a uint8 tensor; fixq reads uint8 tensors only with QUANTIZE (int8 models)")
         return self.env[k]
 
     def const(self, o, i, what):
@@ -108,11 +112,12 @@ class _Importer:
         raise TfliteError(f"{self.where}: tensor {name!r} of shape {list(shape)}; fixq runs [N, features] and "
                           f"[N, H, W, C] tensors ({DOCS})")
 
-    def step(self, o, op, ins, out_k=None, attrs=None, act=None, name=None):
-        """One fixq step for operator `o` writing TFLite tensor `out_k` (default: its output 0)."""
+    def step(self, o, op, ins, out_k=None, attrs=None, act=None, name=None, qp=None):
+        """One fixq step for operator `o` writing TFLite tensor `out_k` (default: its output 0), of int8
+        quantization `qp` (default: the tensor's own)."""
         out_k = o.outputs[0] if out_k is None else out_k
         t = self.tensor(out_k)
-        scale, zp = self.qparams(o, out_k)
+        scale, zp = qp or self.qparams(o, out_k)
         name = name or f"{op}_{o.index}"
         shape = _nchw(t.shape)
         if len(t.shape) not in (2, 4) or (t.shape and t.shape[0] != 1):
@@ -160,12 +165,17 @@ class _Importer:
     # -- the walk -------------------------------------------------------------------------------------------
     def run(self):
         tm = self.tm
+        for o in tm.operators:
+            if (o.op in ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D") and len(o.inputs) > 1 and o.inputs[0] >= 0
+                    and o.inputs[1] >= 0 and self.tensor(o.inputs[0]).type == 0 and self.tensor(o.inputs[1]).type == 9):
+                self.fail(o, "a dynamic-range (hybrid) layer: int8 weights, float32 activations that LiteRT quantizes "
+                             "at run time; fixq imports full-integer models only, see 'Dynamic-range models'")
         if len(tm.inputs) != 1:
             raise TfliteError(f"{self.where}: {len(tm.inputs)} inputs; fixq models take one ({DOCS})")
         self.input_tensor(tm.inputs[0])
         outs = set(tm.outputs)
         for o in tm.operators:
-            if o.op in ("QUANTIZE", "DEQUANTIZE") and o.outputs and o.outputs[0] in outs:
+            if o.op in ("QUANTIZE", "DEQUANTIZE") and o.outputs and o.outputs[0] in outs and self.edge(o):
                 continue  # the model's output conversion: run_tflite
             handler = getattr(self, "op_" + o.op, None)
             if handler is None:
@@ -187,7 +197,8 @@ class _Importer:
             "input": name, "input_shape": self.tensors[name], "outputs": outputs, "tensors": self.tensors,
             "steps": self.steps,
             "tflite": dict(self.io, tensors={k: v for k, v in self.origin.items() if v >= 0},
-                           hwc={q.name: list(q.hwc) for q in self.env.values() if q.hwc}),
+                           hwc={q.name: list(q.hwc) for q in self.env.values() if q.hwc},
+                           uint8=sorted(q.name for q in self.env.values() if q.uint8)),
         }
         try:
             check_archive(meta, self.arrays, "model")
@@ -206,28 +217,39 @@ class _Importer:
             if t.type not in (0, 3) or len(q) != 1:
                 raise TfliteError(f"{self.where}: input {t.name!r} is {io['dtype']}; fixq takes an int8 input, or a "
                                   f"float32 or uint8 one read by one QUANTIZE ({DOCS})")
-            q[0].op = "INPUT_QUANTIZE"
             src = q[0].outputs[0]
             if t.type == 3:
                 (si, zi), (so, zo) = self.qparams(q[0], k, np.uint8), self.qparams(q[0], src)
-                if si != so or zi - 128 != zo:
-                    self.fail(q[0], "a uint8 input with another scale than the int8 tensor it becomes is not "
-                                    "supported")
                 io.update(scale=float(si), zero_point=zi)
-        scale, zp = self.qparams_input(src)
+                if si != so or zi - 128 != zo:  # a requantizing QUANTIZE: a step on the uint8 input
+                    src = k
+            if src != k:
+                q[0].op = "INPUT_QUANTIZE"
+        uint8 = src == k and t.type == 3
+        scale, zp = self.qparams_input(src, np.uint8 if uint8 else np.int8)
+        zp -= 128 if uint8 else 0
         name = "input"
         self.record(name, _nchw(self.tensor(src).shape), scale, zp, src)
-        self.env[src] = _Q(name, _nchw(self.tensor(src).shape), scale, zp)
+        self.env[src] = _Q(name, _nchw(self.tensor(src).shape), scale, zp, uint8=uint8)
         io.setdefault("scale", float(scale))
         io.setdefault("zero_point", zp)
         self.io["input"] = name
         self.io["inputs"] = [io]
 
-    def qparams_input(self, k):
+    def qparams_input(self, k, dtype):
         t = self.tensor(k)
         if len(t.shape) not in (2, 4) or t.shape[0] != 1:
             self.fail_shape(t.name, t.shape)
-        return self.qparams(None, k)
+        return self.qparams(None, k, dtype)
+
+    def edge(self, o):
+        """Whether output QUANTIZE / DEQUANTIZE `o` is one run_tflite does: a DEQUANTIZE, or int8 -> uint8 with
+        the same scale and zero point + 128 (exact); any other QUANTIZE is a step."""
+        t, src = self.tensor(o.outputs[0]), self.tensor(o.inputs[0]) if o.inputs and o.inputs[0] >= 0 else None
+        if o.op == "DEQUANTIZE" or src is None or t.type != 3 or src.type != 9:
+            return True
+        (si, zi), (so, zo) = self.qparams(o, o.inputs[0]), self.qparams(o, o.outputs[0], np.uint8)
+        return si == so and zi + 128 == zo
 
     def output_tensor(self, k):
         """A model output: an int8 tensor, or the uint8 / float32 one a QUANTIZE / DEQUANTIZE makes of one."""
@@ -366,11 +388,49 @@ class _Importer:
         return _Q(name, (None, c * h * w), q.scale, q.zp, (h, w, c) if h * w > 1 and c > 1 else None)
 
     def binary(self, o, op):
-        a, b = self.value(o, 0), self.value(o, 1)
-        if a.shape != b.shape or a.hwc != b.hwc:
-            self.fail(o, f"inputs of shapes {list(a.shape[1:])} and {list(b.shape[1:])}; broadcasting is not "
-                         "supported yet (equal shapes only)")
-        self.step(o, op, [a, b], act=self.act(o)).hwc = a.hwc
+        """ADD / SUB / MUL: equal shapes, or shapes that broadcast as LiteRT extends them (an [N, F] operand of a
+        4-D op is [N, 1, 1, F]); one input may be a constant int8 tensor (kept in the step)."""
+        ins, const = [], None
+        for i in (0, 1):
+            k = o.inputs[i] if i < len(o.inputs) else -1
+            if k in self.env:
+                ins.append(self.value(o, i))
+            elif k != -1 and self.tensor(k).data is not None and const is None:
+                const = (i, k)
+            else:
+                self.fail(o, f"input {i} must be a computed int8 tensor or a constant (one of the two)")
+        act = self.act(o)
+        if const is None and ins[0].shape == ins[1].shape and ins[0].hwc == ins[1].hwc:
+            self.step(o, op, ins, act=act).hwc = ins[0].hwc
+            return
+        if any(q.hwc for q in ins):
+            self.fail(o, "broadcasting a flattened feature map is not supported")
+        out = _nchw(self.tensor(o.outputs[0]).shape)
+        shapes = [q.shape[1:] for q in ins]
+        name, attrs = f"{op}_{o.index}", {"broadcast": True}
+        if const is not None:
+            i, k = const
+            scale, zp = self.qparams(o, k)
+            data = np.asarray(self.tensor(k).data)
+            if data.ndim > len(out) or (data.ndim == len(out) and data.shape[0] != 1):
+                self.fail(o, f"a constant of shape {list(data.shape)} for an output of shape "
+                             f"{list(self.tensor(o.outputs[0]).shape)}")
+            data = data.reshape((1,) * (len(out) - data.ndim) + data.shape)  # ExtendedShape; NHWC is fixq's inside
+            nchw = [data.shape[3], data.shape[1], data.shape[2]] if data.ndim == 4 else [data.shape[1]]
+            shapes.insert(i, tuple(nchw))
+            attrs.update(constant=i, constant_shape=nchw)
+            self.arrays[f"{name}:constant"] = np.ascontiguousarray(data, np.int8)
+            self.arrays[f"{name}:constant_scale"] = np.float32(scale)
+            self.arrays[f"{name}:constant_zero_point"] = np.int32(zp)
+        shapes = [s + (1, 1) if len(s) == 1 and len(out) == 4 else s for s in shapes]
+        try:
+            ok = np.broadcast_shapes(*shapes) == out[1:] and all(len(s) == len(out) - 1 for s in shapes)
+        except ValueError:
+            ok = False
+        if not ok:
+            self.fail(o, f"inputs of shapes {[list(s) for s in shapes]} (NCHW, no batch) do not broadcast to its "
+                         f"output {list(out[1:])}")
+        self.step(o, op, ins, attrs=attrs, act=act)
 
     def op_ADD(self, o):
         self.binary(o, "add")
@@ -488,8 +548,8 @@ class _Importer:
         shape = _nchw(t.shape)
         if len(t.shape) not in (2, 4) or t.shape[0] != 1:
             self.fail(o, f"output shape {list(t.shape)}; fixq runs [1, features] and [1, H, W, C] tensors")
-        if shape == q.shape:
-            self.env[o.outputs[0]] = q
+        if shape == q.shape or (len(q.shape) == 2 and q.hwc is None and shape == (None, q.shape[1], 1, 1)):
+            self.env[o.outputs[0]] = q  # [1, F] -> [1, 1, 1, F] too: fixq's [N, F] stands for it in a broadcast
         elif len(q.shape) == 4 and len(shape) == 2 and shape[1] == np.prod(q.shape[1:]):
             self.env[o.outputs[0]] = self.flatten(o, q, f"flatten_{o.index}")
             self.origin[self.env[o.outputs[0]].name] = o.outputs[0]
@@ -520,8 +580,13 @@ class _Importer:
     op_PADV2 = op_PAD
 
     def op_QUANTIZE(self, o):
+        """int8 / uint8 -> int8 / uint8 (a uint8 tensor held as int8 q - 128): TFLite's Requantize."""
         q = self.value(o, 0)
-        self.step(o, "requantize", [q]).hwc = q.hwc
+        uint8 = self.tensor(o.outputs[0]).type == 3
+        scale, zp = self.qparams(o, o.outputs[0], np.uint8 if uint8 else np.int8)
+        attrs = {"uint8": True} if uint8 or q.uint8 else {}
+        r = self.step(o, "requantize", [q], attrs=attrs, qp=(scale, zp - (128 if uint8 else 0)))
+        r.hwc, r.uint8 = q.hwc, uint8
 
     def op_INPUT_QUANTIZE(self, o):
         pass  # the model input's conversion (input_tensor)
@@ -541,10 +606,9 @@ def _io(model):
     return io
 
 
-def tflite_input(model, x):
-    """`x` in the .tflite model's own input type and NHWC layout -> the float NCHW batch Model.run takes
-    (an int8/uint8 input dequantized: exact, and quantized back to the same integers by every kernel set)."""
-    io = _io(model)["inputs"][0]
+def _checked_input(io, x):
+    """`x` as an array of the .tflite input `io`'s dtype and shape [N, ...], or a one-line TypeError /
+    ValueError."""
     x = np.asarray(x)
     want = np.dtype(io["dtype"]) if io["dtype"] in ("int8", "uint8", "float32") else None
     if x.dtype != want:
@@ -552,6 +616,14 @@ def tflite_input(model, x):
     if x.ndim != len(io["shape"]) or list(x.shape[1:]) != io["shape"][1:]:
         raise ValueError(f"x has shape {list(x.shape)}; the model's input needs "
                          f"[N, {', '.join(map(str, io['shape'][1:]))}]")
+    return x
+
+
+def tflite_input(model, x):
+    """`x` in the .tflite model's own input type and NHWC layout -> the float NCHW batch Model.run takes
+    (an int8/uint8 input dequantized: exact, and quantized back to the same integers by every kernel set)."""
+    io = _io(model)["inputs"][0]
+    x = _checked_input(io, x)
     if x.dtype != np.float32:
         x = dequantize(x, io["scale"], io["zero_point"])
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2)) if x.ndim == 4 else x
@@ -590,10 +662,55 @@ def tflite_outputs(model, ys):
     return outs
 
 
+def tflite_runner(model):
+    """``runner(x, threads=1)``: :func:`run_tflite` of imported model `model`, checked and prepared once.  Where
+    the C plan computes every output, a call is one check of x's dtype and shape and one C call that reads x
+    as the .tflite input (int8 bytes as they are, uint8 XOR 0x80, float32 through the kernel set's QUANTIZE)
+    and writes each output as the .tflite output (int8, uint8, or float32 by the kernel set's DEQUANTIZE);
+    each call returns new arrays.  Made once per model (kept as ``model._tflite_runner``)."""
+    runner = model.__dict__.get("_tflite_runner")
+    if runner is None:
+        runner = model._tflite_runner = _engine_io(model) or _numpy_runner(model)
+    return runner
+
+
+def _numpy_runner(model):
+    _io(model)
+
+    def run(x, threads=1):
+        return tflite_outputs(model, model.run(tflite_input(model, x), threads=threads, raw=True))
+    return run
+
+
+def _engine_io(model):
+    """The C plan's EngineIO of `model` (the .tflite signature's input and outputs), or None where the plan
+    does not compute every output."""
+    io = _io(model)
+    if not model._plan_only or model.act_dtype != np.int8:
+        return None
+    inp = io["inputs"][0]
+    if inp["dtype"] not in ("int8", "uint8", "float32"):
+        return None
+    outs = []
+    for o, name in zip(io["outputs"], model.outputs):
+        size = int(np.prod(o["shape"][1:]))
+        a, b = (o["hwc"][2], size // o["hwc"][2]) if o.get("hwc") else (size, 1)
+        form = {"int8": "raw", "uint8": "raw"}.get(o["dtype"],
+                                                   "float-tflite" if model.target == "tflite" else "float")
+        outs.append((model._engine_index[name], a, b, form, 0x80 if o["dtype"] == "uint8" else 0,
+                     o["scale"], o["zero_point"], o["dtype"], tuple(o["shape"][1:])))
+
+    def check(x, threads):
+        return np.ascontiguousarray(_checked_input(inp, x)), threads_arg(threads)
+    return EngineIO(model._engine, check, "float-nhwc" if inp["dtype"] == "float32" else "q",
+                    0x80 if inp["dtype"] == "uint8" else 0, inp["dtype"], tuple(inp["shape"][1:]), outs)
+
+
 def run_tflite(model, x, threads=1):
     """Outputs of imported model `model` for `x`, both as the .tflite signature has them (types, NHWC): a
-    list, one array per output."""
-    return tflite_outputs(model, model.run(tflite_input(model, x), threads=threads, raw=True))
+    list, one array per output (:func:`tflite_runner`)."""
+    runner = model.__dict__.get("_tflite_runner")
+    return (runner or tflite_runner(model))(x, threads)
 
 
 def tflite_tensors(model, x, threads=1):
@@ -610,5 +727,7 @@ def tflite_tensors(model, x, threads=1):
         if name in io["hwc"]:
             h, w, c = io["hwc"][name]
             y = y.reshape(-1, c, h, w).transpose(0, 2, 3, 1).reshape(y.shape)
+        if name in io.get("uint8", ()):
+            y = (y.astype(np.int16) + 128).astype(np.uint8)
         out[int(k)] = y
     return out

@@ -22,13 +22,13 @@ from ..lowbit import binarize, pack_fp16, ternarize
 from ..qparams import choose_qparams, quantize_bias, tensor_qparams
 
 __all__ = ["METHODS", "GRANULARITIES", "quantize_model", "observers", "observe_ranges", "plan_steps", "calibrated_tensors",
-           "lowbit_weights", "calibration_graph", "activation_table"]
+           "lowbit_weights", "calibration_graph", "activation_table", "batchnorm_table"]
 
 # Steps whose output gets its own calibrated scale and zero point (a requantization); the others
 # (pools, flatten, standalone relu/relu6) keep their input's, as TFLite requires of int8 pools.
 # global_avgpool requantizes its mean like ONNX Runtime's QLinearGlobalAveragePool and TFLite's MEAN;
 # the table ops (sigmoid, tanh, ...) map each input value to a value of their own output quantization.
-REQUANTIZED = ("linear", "conv2d", "add", "mul", "sub", "concat", "global_avgpool") + G.TABLE_OPS
+REQUANTIZED = ("linear", "conv2d", "add", "mul", "sub", "concat", "global_avgpool", "batchnorm") + G.TABLE_OPS
 
 METHODS = ("minmax", "moving_average", "percentile", "entropy", "mse")
 GRANULARITIES = ("row", "tensor")  # of a sequence model's dynamic activations: per row (token) or per tensor
@@ -58,6 +58,8 @@ def plan_steps(g):
             step["padding"] = list(a["padding"])
         elif node.op in G.TABLE_OPS:
             step.update(a)
+        elif node.op == "batchnorm":
+            step.update(scale=list(a["scale"]), shift=list(a["shift"]))
         elif node.op in G.SEQUENCE_OPS:
             step.update({k: v for k, v in a.items() if k not in ("weight", "bias")})
         if node.op in ("linear", "conv2d", "add", "mul", "sub"):
@@ -79,6 +81,19 @@ def activation_table(op, attrs, in_scale, in_zero_point, out_scale, out_zero_poi
     f = G.elementwise(op, attrs, (q - in_zero_point) * np.float64(in_scale))
     info = np.iinfo(dt)
     return np.clip(np.rint(f / np.float64(out_scale)) + out_zero_point, info.min, info.max).astype(dt)
+
+
+def batchnorm_table(scale, shift, in_scale, in_zero_point, out_scale, out_zero_point, dtype):
+    """A batchnorm step's tables, one 256-entry table per channel ([C, 256], indexed by the input's byte) from
+    int8/uint8 input to output, all in float32 as ONNX Runtime runs DequantizeLinear -> BatchNormalization ->
+    QuantizeLinear: ``x = (float)(q - zp_in) * s_in``, ``y = x * scale[c] + shift[c]`` (two roundings), then
+    ``saturate(round_half_even(y / s_out) + zp_out)``."""
+    dt, f = np.dtype(dtype), np.float32
+    q = np.arange(256, dtype=np.uint8).view(dt).astype(np.int32)
+    x = (q - int(in_zero_point)).astype(f) * f(in_scale)
+    y = x[None, :] * np.asarray(scale, f)[:, None] + np.asarray(shift, f)[:, None]
+    info = np.iinfo(dt)
+    return np.clip(np.rint(y / f(out_scale)) + out_zero_point, info.min, info.max).astype(dt)
 
 
 def _weight_keys(g):
@@ -327,6 +342,9 @@ def quantize_model(g, calib=None, *, method="minmax", per_channel=True, weights=
             arrays[f"{name}:multiplier"], arrays[f"{name}:shift"], arrays[f"{name}:scale"] = m, sh, sc
         elif s["op"] in G.TABLE_OPS and not float_acts:
             arrays[f"{name}:table"] = activation_table(s["op"], s, *qp[s["inputs"][0]], *qp[s["output"]], act_dt)
+        elif s["op"] == "batchnorm" and not float_acts:
+            arrays[f"{name}:table"] = batchnorm_table(s["scale"], s["shift"], *qp[s["inputs"][0]], *qp[s["output"]],
+                                                      act_dt)
         if not float_acts and s["act"] is not None:  # each target quantizes relu6's bound its own way
             sc, zp = qp[s["output"]]
             s["out_min"], s["out_max"] = targets.activation_range(s["act"], sc, zp, act_dt, target)

@@ -19,8 +19,10 @@ from ._common import Recipe
 from ._common import product_scale
 from ._dispatch import (ACTIVATIONS, OPS, TARGETS, activation_range, add, gemm_out_stage, mul, qgemm, quantize,
                         mean_stage, real_multiplier, recipe, requantize, target_arg)
-from ._layers import TABLE_OPS, mean_form, mean_hw, requantize8, requantize_form, softmax, softmax_form, sub, table
+from ._layers import (TABLE_OPS, binary8, binary8_form, mean_form, mean_hw, requantize8, requantize_form, softmax,
+                      softmax_form, sub, table)
 
 __all__ = ["TARGETS", "OPS", "ACTIVATIONS", "Recipe", "recipe", "target_arg", "gemm_out_stage", "requantize", "qgemm",
            "add", "mul", "quantize", "activation_range", "real_multiplier", "product_scale", "mean_stage",
-           "TABLE_OPS", "table", "softmax", "softmax_form", "mean_hw", "mean_form", "requantize8", "requantize_form", "sub"]
+           "TABLE_OPS", "table", "softmax", "softmax_form", "mean_hw", "mean_form", "requantize8", "requantize_form", "sub",
+           "binary8", "binary8_form"]

@@ -4,7 +4,7 @@ modules (docs/conformance.md, "Activations, pools, softmax")."""
 import numpy as np
 
 from .._validate import dtype_arg, scalar_zero_point_arg
-from . import tflite, xnnpack
+from . import _dispatch, onnxruntime, tflite, xnnpack
 from ._common import f32
 from ._dispatch import target_arg
 
@@ -38,12 +38,17 @@ def _tflite_family(target):
 def softmax(x, target, in_scale, beta, out_scale, out_zero_point, dtype=np.int8):
     """`target`'s 8-bit SOFTMAX over the last axis of int8/uint8 `x`: TFLite's reference fixed-point kernel,
     or its optimized float-table kernel (``tflite``, and ``xnnpack``, whose delegate takes no quantized
-    SOFTMAX); None for a target without one."""
+    SOFTMAX), or ONNX Runtime's QLinearSoftmax (``onnxruntime``, beta 1); None for a target without one."""
     kind = _tflite_family(target)
-    if kind is None:
+    if kind is None and target != "onnxruntime":
         return None
     dt = dtype_arg(dtype, (np.int8, np.uint8), "dtype")
     x = np.asarray(x)
+    if kind is None:
+        if float(np.float32(beta)) != 1.0:
+            raise ValueError(f"ONNX Runtime's QLinearSoftmax has no beta; got beta={beta!r}")
+        return onnxruntime.qlinear_softmax(x, f32(in_scale, "in_scale"), f32(out_scale, "out_scale"),
+                                           scalar_zero_point_arg(out_zero_point, dt, "out_zero_point"), dt)
     if kind == "reference":
         return tflite.softmax_reference(x, f32(in_scale, "in_scale"), float(np.float32(beta)), dt)
     return tflite.softmax_optimized(x, f32(in_scale, "in_scale"), float(np.float32(beta)), f32(out_scale, "out_scale"),
@@ -160,3 +165,52 @@ def sub(a, b, target, a_scale, a_zero_point, b_scale, b_zero_point, out_scale, o
     fn = xnnpack.sub if kind == "xnnpack" else tflite.sub
     return fn(a, b, f32(a_scale, "a_scale"), int(a_zero_point), f32(b_scale, "b_scale"), int(b_zero_point),
               f32(out_scale, "out_scale"), int(out_zero_point), lo, hi, dt)
+
+
+def binary8(op, a, b, target, a_scale, a_zero_point, b_scale, b_zero_point, out_scale, out_zero_point, out_min=None,
+            out_max=None):
+    """`target`'s int8 ADD / SUB / MUL (`op` "add", "sub", "mul") of `a` and `b` with numpy broadcasting, axis 0
+    the batch (one invocation of the kernel per sample, which places the optimized kernels' NEON loops),
+    clamped to [out_min, out_max]: TFLite's reference kernels (``tflite-reference``, and SUB in ``tflite``),
+    its optimized ADD / MUL with their NEON and scalar loops (``tflite``), XNNPACK's vadd / vmul / vadd with b
+    negated where the delegate takes the node (``xnnpack``; TFLite's optimized kernels where it does not); None
+    for a target without one."""
+    kind = _tflite_family(target)
+    if kind is None:
+        return None
+    if op not in ("add", "sub", "mul"):
+        raise ValueError(f"op must be 'add', 'sub' or 'mul', got {op!r}")
+    a, b = np.asarray(a), np.asarray(b)
+    if a.dtype != np.int8 or b.dtype != np.int8:
+        raise TypeError(f"a and b must be int8, got {a.dtype} and {b.dtype}")
+    s_a, s_b, s_o = f32(a_scale, "a_scale"), f32(b_scale, "b_scale"), f32(out_scale, "out_scale")
+    z_a, z_b, z_o = (scalar_zero_point_arg(z, np.int8, n) for z, n in ((a_zero_point, "a_zero_point"),
+                                                                      (b_zero_point, "b_zero_point"),
+                                                                      (out_zero_point, "out_zero_point")))
+    lo = -128 if out_min is None else int(out_min)
+    hi = 127 if out_max is None else int(out_max)
+    if kind == "xnnpack" and not xnnpack.binary_delegated(op, s_a, s_b, s_o):
+        kind = "optimized"
+    if op == "sub":
+        fn = xnnpack.sub if kind == "xnnpack" else tflite.sub
+    elif kind == "optimized":
+        fn = tflite.add_optimized if op == "add" else tflite.mul_optimized
+    else:
+        fn = _dispatch.add if op == "add" else _dispatch.mul
+        return fn(a, b, target, a_scale=s_a, a_zero_point=z_a, b_scale=s_b, b_zero_point=z_b, out_scale=s_o,
+                  out_zero_point=z_o, out_min=lo, out_max=hi)
+    return fn(a, b, s_a, z_a, s_b, z_b, s_o, z_o, lo, hi, np.int8)
+
+
+def binary8_form(op, target, a_scale, b_scale, out_scale, a_zero_point, b_zero_point, out_zero_point, lo, hi):
+    """Which arithmetic `target` (a LiteRT kernel set) runs for an int8 ADD / SUB / MUL of equal shapes with
+    these parameters: ``"xnnpack"`` (delegated), ``"reference"`` (TFLite's reference kernels; the optimized
+    SUB; the optimized ADD / MUL where their NEON loops agree with the scalar one on every input pair,
+    :func:`fixq.targets.tflite.neon_agrees`) or ``"optimized"`` (the NEON and scalar loops by position)."""
+    kind = _tflite_family(target)
+    if kind == "xnnpack" and xnnpack.binary_delegated(op, a_scale, b_scale, out_scale):
+        return "xnnpack"
+    if kind == "reference" or op == "sub" or tflite.neon_agrees(op, a_scale, a_zero_point, b_scale, b_zero_point,
+                                                                 out_scale, out_zero_point, lo, hi):
+        return "reference"
+    return "optimized"

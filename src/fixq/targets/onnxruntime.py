@@ -2,6 +2,8 @@
 QLinearAdd / QLinearMul, which add the output zero point in float before rounding, and the
 QuantizeLinear of an activation's bounds (ONNX has no fused activation: Relu / Clip run on the
 dequantized values and the next QuantizeLinear rounds their bounds)."""
+import math
+
 import numpy as np
 
 from .. import arith
@@ -107,6 +109,51 @@ def concat_scale(in_scale, in_zp, out_scale, out_zp, dtype):
         if np.array_equal(got, table):
             return np.float32(cand)
     return None
+
+
+def dynamic_qparams(x):
+    """ORT DynamicQuantizeLinear's uint8 parameters of float32 `x` (GetQuantizationParameter), all in float32:
+    the range widened to hold 0, scale = (hi - lo) / 255 (1 where that is 0), zero point =
+    round_half_even(clamp(0 - lo / scale, 0, 255)).  (scale, zero point); a ValueError for NaN or infinity."""
+    f = np.float32
+    lo, hi = (f(min(x.min(), 0)), f(max(x.max(), 0))) if x.size else (f(0), f(0))
+    with np.errstate(over="ignore", invalid="ignore"):
+        scale = f(f(hi - lo) / f(255))
+    if not np.isfinite(scale):
+        raise ValueError("x holds NaN or infinity, or a range beyond float32; DynamicQuantizeLinear has no scale "
+                         "for it")
+    if scale == 0:
+        scale = f(1)
+    return scale, int(np.rint(np.clip(f(0) - f(lo / scale), f(0), f(255))))
+
+
+def qlinear_softmax_table(in_scale, d):
+    """ORT QLinearSoftmax's float32 table for rows of `d` values (QlinearBuildLookupTableUint32 as onnxruntime 1.32's
+    x86-64 build computes it): shift = max(0, (double)logf(FLT_MAX / d) - 5) / x_scale, then entry i =
+    (float)exp(((double)i - 255 + shift) * x_scale), the entry of a value 255 - i below its row's maximum.
+    logf is taken as the float32 rounding of the double log (glibc's logf differs from it for 3 row lengths
+    below 200000: 60594, 96962 and 141948)."""
+    s = float(np.float32(in_scale))
+    big = float(np.float32(np.finfo(np.float32).max) / np.float32(d))
+    shift = max(0.0, float(np.float32(math.log(big))) - 5.0) / s
+    return np.array([math.exp((i - 255 + shift) * s) for i in range(256)], np.float32)
+
+
+def qlinear_softmax(x, in_scale, out_scale, out_zero_point, dtype):
+    """ORT QLinearSoftmax (com.microsoft; onnxruntime 1.32's QlinearSoftmaxCPU) over the last axis of uint8 / int8
+    `x`: each value's table entry by its distance to the row's maximum, their float32 sum from first to last,
+    then saturate(nearbyint((double)entry * (double)floorf(1.0f / y_scale) / (double)sum) + y_zero_point), the
+    product, quotient and rounding in double, ties to even."""
+    dt = np.dtype(dtype)
+    xi = np.asarray(x).astype(np.int32)
+    if xi.size == 0:
+        return np.empty(xi.shape, dt)
+    e = qlinear_softmax_table(in_scale, xi.shape[-1])[xi - xi.max(axis=-1, keepdims=True) + 255]
+    total = np.cumsum(e, axis=-1, dtype=np.float32)[..., -1:]  # sequential float32 sum (np.sum is pairwise)
+    y_scale = float(np.floor(np.float32(1) / np.float32(out_scale)))
+    v = np.rint(e.astype(np.float64) * y_scale / total.astype(np.float64)) + int(out_zero_point)
+    info = np.iinfo(dt)
+    return np.clip(v, info.min, info.max).astype(dt)
 
 
 def mean_scale(in_scale, out_scale, count):

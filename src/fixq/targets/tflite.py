@@ -356,13 +356,167 @@ def sub_multipliers(a_scale, b_scale, out_scale):
     return tuple((int(m), int(s)) for m, s in (quantize_multiplier(float(r)) for r in reals))
 
 
+def _add_sub_reference(da, db, sign, multipliers, out_zero_point, lo, hi):
+    """AddFunc / SubElementwise on the offset inputs `da`, `db`: ``MBQM(MBQM(da << 20, M_a) +- MBQM(db << 20,
+    M_b), M_out) + zp_out``, double rounding, clamped to [lo, hi] (int64)."""
+    (ma, sa), (mb, sb), (mo, so) = multipliers
+    raw = (multiply_by_quantized_multiplier(da << 20, ma, sa).astype(np.int64)
+           + sign * multiply_by_quantized_multiplier(db << 20, mb, sb).astype(np.int64))
+    return np.clip(multiply_by_quantized_multiplier(raw, mo, so).astype(np.int64) + int(out_zero_point), lo, hi)
+
+
 def sub(a, b, a_scale, a_zero_point, b_scale, b_zero_point, out_scale, out_zero_point, lo, hi, dtype):
-    """reference_ops::SubElementwise (every kernel set's 8-bit SUB): ``MBQM(MBQM((a - za) << 20, M_a) -
-    MBQM((b - zb) << 20, M_b), M_out) + zp_out``, double rounding, clamped to [lo, hi]."""
+    """reference_ops::SubElementwise / BroadcastQuantSubSlow (every kernel set's 8-bit SUB; numpy
+    broadcasting): ``MBQM(MBQM((a - za) << 20, M_a) - MBQM((b - zb) << 20, M_b), M_out) + zp_out``, double
+    rounding, clamped to [lo, hi]."""
+    da = np.asarray(a).astype(np.int64) - int(a_zero_point)
+    db = np.asarray(b).astype(np.int64) - int(b_zero_point)
+    return _add_sub_reference(da, db, -1, sub_multipliers(a_scale, b_scale, out_scale), out_zero_point, lo,
+                              hi).astype(dtype)
+
+
+# ---------------------------------------------------------------- ADD and MUL of the optimized kernels
+#
+# optimized_integer_ops::Add / Mul (AddElementwiseInt8, MulElementwise) and, where the shapes broadcast,
+# BroadcastAddDispatch / BroadcastMulDispatch: BinaryBroadcastFiveFold runs the elementwise function on
+# runs of y4 outputs, or (y4 == 1) the scalar-broadcast one (AddScalarBroadcast, MulSimpleBroadcast) on runs
+# of y3; a broadcast no fivefold loop fits runs the reference BroadcastAdd6DSlow / BroadcastMul6DSlow.
+# Each function's NEON loop (NEON_2_SSE on x86) takes whole groups of its width at the start of a run and
+# the scalar loop the rest, and the NEON forms round differently.
+
+def fivefold(shape_a, shape_b):
+    """ProcessBroadcastShapes (reference/process_broadcast_shapes.h) of one invocation's input shapes: None
+    where the extended shapes are equal (no broadcast), ``"generic"`` where no fivefold loop fits, else
+    ``[y0, y1, y2, y3, y4]``."""
+    n = max(len(shape_a), len(shape_b))
+    a = (1,) * (n - len(shape_a)) + tuple(shape_a)
+    b = (1,) * (n - len(shape_b)) + tuple(shape_b)
+    if a == b:
+        return None
+    first = None
+    for i in reversed(range(n)):
+        if a[i] != b[i]:
+            if a[i] != 1 and b[i] != 1:
+                return "generic"
+            first = a[i] == 1
+            break
+    sa, sb = (a, b) if first else (b, a)  # shape_a: the input that broadcasts fast
+    y, i = [1] * 5, n - 1
+    for k, test in ((4, lambda i: sa[i] == sb[i]), (3, lambda i: sa[i] == 1), (2, lambda i: sa[i] == sb[i]),
+                    (1, lambda i: sb[i] == 1), (0, lambda i: sa[i] == sb[i])):
+        while i >= 0 and test(i):
+            y[k] *= sb[i] if k in (4, 3, 0) else sa[i]
+            i -= 1
+    return "generic" if i >= 0 else y
+
+
+def neon_runs(shape_a, shape_b, widths):
+    """(scalar_broadcast, run, split): whether one invocation of the optimized ADD / MUL on inputs of `shape_a`
+    and `shape_b` runs the scalar-broadcast function, and its outputs (flat, in memory order) in runs of `run`
+    whose first `split` a NEON loop computes; `widths` = (elementwise, scalar-broadcast) NEON widths (ADD: 16,
+    8; MUL: 16, 16)."""
+    size = int(np.prod(np.broadcast_shapes(tuple(shape_a), tuple(shape_b))))
+    y = fivefold(shape_a, shape_b)
+    if y == "generic":
+        return False, size, 0
+    run, scalar = (size, False) if y is None else (y[4], False) if y[4] > 1 else (y[3], True)
+    width = widths[scalar]
+    return scalar, run, width * (run // width)
+
+
+def neon_lanes(shape_a, shape_b, widths):
+    """(scalar_broadcast, mask) of :func:`neon_runs`: which outputs a NEON loop computes."""
+    scalar, run, split = neon_runs(shape_a, shape_b, widths)
+    size = int(np.prod(np.broadcast_shapes(tuple(shape_a), tuple(shape_b))))
+    return scalar, np.arange(size) % run < split
+
+
+def _vshl(x, n):
+    """vshlq_s32 by a constant: left shift (wrapping to int32), or for a negative count an arithmetic,
+    truncating right shift."""
+    return wrap(x << n, 32) if n >= 0 else x >> -n
+
+
+def _narrow(y, zero_point, lo, hi, saturate16):
+    """The NEON loops' narrowing: to int16 (vqmovn_s32 saturating, vmovn_s32 wrapping), the zero point added
+    in int16 (wrapping), vqmovn_s16 to int8, then the activation clamp."""
+    y16 = np.clip(y, -2**15, 2**15 - 1) if saturate16 else wrap(y, 16)
+    return np.clip(np.clip(wrap(y16 + int(zero_point), 16), -128, 127), lo, hi)
+
+
+def _per_sample(a, b, lanes, neon, scalar):
+    """`neon` where one invocation's NEON loop computes an output (:func:`neon_lanes`), `scalar` elsewhere:
+    a and b hold the batch on axis 0 (one invocation per sample)."""
+    out_shape = np.broadcast_shapes(a.shape, b.shape)
+    is_scalar, mask = neon_lanes((1,) + a.shape[1:], (1,) + b.shape[1:], lanes)
+    mask = np.broadcast_to(mask.reshape((1,) + out_shape[1:]), out_shape)
+    return np.where(mask, neon(is_scalar), scalar)
+
+
+def add_optimized(a, b, a_scale, a_zero_point, b_scale, b_zero_point, out_scale, out_zero_point, lo, hi, dtype):
+    """optimized_integer_ops::Add / BroadcastAddDispatch for int8 (numpy broadcasting; axis 0 the batch).
+    Scalar loop: the reference arithmetic (:func:`sub`'s with a sum).  AddElementwiseInt8's NEON loop: each
+    input ``vqrdmulh((q + off) << (20 + s_i), M_i)`` (one rounding, ties up), AddScalarBroadcast's:
+    ``vqrdmulh((q + off) << 20, M_i) >> -s_i`` (truncating); then ``vqrdmulh(sum, M_out)``, gemmlowp's
+    RoundingDivideByPOT (ties away) and :func:`_narrow` (vmovn: wrapping)."""
     (ma, sa), (mb, sb), (mo, so) = sub_multipliers(a_scale, b_scale, out_scale)
     da = np.asarray(a).astype(np.int64) - int(a_zero_point)
     db = np.asarray(b).astype(np.int64) - int(b_zero_point)
-    raw = (multiply_by_quantized_multiplier(da << 20, ma, sa).astype(np.int64)
-           - multiply_by_quantized_multiplier(db << 20, mb, sb).astype(np.int64))
-    y = multiply_by_quantized_multiplier(raw, mo, so).astype(np.int64) + int(out_zero_point)
-    return np.clip(y, lo, hi).astype(dtype)
+    ref = _add_sub_reference(da, db, 1, ((ma, sa), (mb, sb), (mo, so)), out_zero_point, lo, hi)
+
+    def neon(is_scalar):
+        if is_scalar:
+            xa, xb = (srdhm(wrap(d << 20, 32), m) >> -s for d, m, s in ((da, ma, sa), (db, mb, sb)))
+        else:
+            xa, xb = (srdhm(_vshl(d, 20 + s), m) for d, m, s in ((da, ma, sa), (db, mb, sb)))
+        return _narrow(rdbpot(srdhm(wrap(xa + xb, 32), mo), -so), out_zero_point, lo, hi, False)
+    return _per_sample(da, db, (16, 8), neon, ref).astype(dtype)
+
+
+def mul_multiplier(a_scale, b_scale, out_scale):
+    """mul.cc's QuantizeMultiplier((double)s_a * (double)s_b / (double)s_out)."""
+    m, s = quantize_multiplier(float(np.float64(np.float32(a_scale)) * np.float64(np.float32(b_scale))
+                                     / np.float64(np.float32(out_scale))))
+    return int(m), int(s)
+
+
+def mul_optimized(a, b, a_scale, a_zero_point, b_scale, b_zero_point, out_scale, out_zero_point, lo, hi, dtype):
+    """optimized_integer_ops::Mul / BroadcastMulDispatch for int8 (numpy broadcasting; axis 0 the batch): the
+    scalar loop is the reference ``MBQM((a - za)(b - zb), M, s) + zp_out``; the NEON loops (MulElementwise,
+    MulSimpleBroadcast, 16 wide) round alike and differ only in :func:`_narrow` (vqmovn: saturating)."""
+    m, s = mul_multiplier(a_scale, b_scale, out_scale)
+    p = (np.asarray(a).astype(np.int64) - int(a_zero_point)) * (np.asarray(b).astype(np.int64) - int(b_zero_point))
+    ref = np.clip(multiply_by_quantized_multiplier(p, m, s).astype(np.int64) + int(out_zero_point), lo, hi)
+
+    def neon(is_scalar):
+        return _narrow(rdbpot(srdhm(_vshl(p, max(s, 0)), m), max(-s, 0)), out_zero_point, lo, hi, True)
+    return _per_sample(np.asarray(a), np.asarray(b), (16, 16), neon, ref).astype(dtype)
+
+
+def neon_agrees(op, a_scale, a_zero_point, b_scale, b_zero_point, out_scale, out_zero_point, lo, hi):
+    """Whether the optimized int8 ADD / MUL (`op` "add" / "mul") of equal shapes gives every input pair the
+    same output in its NEON loop (AddElementwiseInt8, MulElementwise) as in its scalar (reference) loop, for
+    these parameters: then the reference arithmetic computes it on every element.  Exhaustive over the 65536
+    pairs: the two ADD forms scale each input's 256 values, and only pairs where a scaled value differs can
+    differ; :func:`_narrow` is the identity wherever the (monotonic) result before it stays in int16."""
+    d = np.arange(-128, 128, dtype=np.int64)
+    da, db = d - int(a_zero_point), d - int(b_zero_point)
+    if op == "add":
+        (ma, sa), (mb, sb), (mo, so) = sub_multipliers(a_scale, b_scale, out_scale)
+        (an, ar), (bn, br) = ((srdhm(_vshl(v, 20 + s), m), rdbpot(srdhm(v << 20, m), -s))
+                              for v, m, s in ((da, ma, sa), (db, mb, sb)))
+        ia, ib, every = np.nonzero(an != ar)[0], np.nonzero(bn != br)[0], np.arange(256)
+        i = np.concatenate([np.repeat(ia, 256), np.tile(every, ib.size)])
+        j = np.concatenate([np.tile(every, ia.size), np.repeat(ib, 256)])
+
+        def stage(raw):
+            return rdbpot(srdhm(wrap(raw, 32), mo), -so)
+        if not np.array_equal(stage(an[i] + bn[j]), stage(ar[i] + br[j])):
+            return False
+        ends = stage(np.array([ar.min() + br.min(), ar.max() + br.max(), an.min() + bn.min(), an.max() + bn.max()]))
+    else:
+        m, s = mul_multiplier(a_scale, b_scale, out_scale)
+        p = np.outer(da[[0, -1]], db[[0, -1]]).reshape(-1)
+        ends = multiply_by_quantized_multiplier(p, m, s).astype(np.int64)
+    z = int(out_zero_point)
+    return bool(np.all((np.abs(ends) <= 2**15 - 1) & (np.abs(ends + z) <= 2**15 - 1)))

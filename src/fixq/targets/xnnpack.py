@@ -184,3 +184,15 @@ def sub(a, b, a_scale, a_zero_point, b_scale, b_zero_point, out_scale, out_zero_
                                        a_zero_point, b_zero_point)
     acc = bias + np.asarray(a).astype(np.int64) * m_a + np.asarray(b).astype(np.int64) * m_b
     return np.clip((acc >> shift) + int(out_zero_point), lo, hi).astype(dtype)
+
+
+def binary_delegated(op, a_scale, b_scale, out_scale):
+    """Whether the delegate takes an int8 ADD / SUB / MUL (VisitBinaryNode, any broadcast): ``s_a / s_out``
+    and ``s_b / s_out`` in [2^-10, 2^8) for ADD and SUB, ``s_a * s_b / s_out`` in [2^-16, 2^8) for MUL, all
+    float32; else TFLite's optimized kernel runs it."""
+    f32 = np.float32
+    if op == "mul":
+        ratios, low = [f32(f32(f32(a_scale) * f32(b_scale)) / f32(out_scale))], 2.0**-16
+    else:
+        ratios, low = [f32(f32(a_scale) / f32(out_scale)), f32(f32(b_scale) / f32(out_scale))], 2.0**-10
+    return all(low <= r < 256.0 for r in ratios)

@@ -121,15 +121,138 @@ def same_pad():
     return keras.Model(inp, [a, b]), (1, 16, 16, 3)
 
 
-# name -> (model, the type of the model's input and output: int8, uint8 or float32, the converter's default)
+def broadcast():
+    """Broadcasting ADD, SUB and MUL: a squeeze-and-excite block (MUL of [1, H, W, C] by a computed [1, C],
+    which LiteRT extends to [1, 1, 1, C]), a per-channel affine (MUL and ADD of constant [C] vectors), a SUB
+    of the map's mean ([1, H, W, C] - [1, 1, 1, C]), ADDs of scalar constants to a map and to a row, and a
+    MUL of a [1, C] row by a constant [C].  20 channels: whole NEON groups and a tail in the optimized
+    kernels."""
+    import keras
+    import tensorflow as tf
+    from keras import layers as L
+
+    class Affine(L.Layer):
+        def __init__(self, beta=True, **kw):
+            super().__init__(**kw)
+            self.with_beta = beta
+
+        def build(self, shape):
+            self.gamma = self.add_weight(shape=(shape[-1],), initializer=keras.initializers.RandomUniform(0.5, 1.5))
+            if self.with_beta:
+                self.beta = self.add_weight(shape=(shape[-1],), initializer=keras.initializers.RandomNormal(0, 0.5))
+
+        def call(self, x):
+            return x * self.gamma + self.beta if self.with_beta else x * self.gamma
+
+    x = inp = keras.Input((6, 7, 3), batch_size=1)
+    x = L.ReLU()(L.Conv2D(20, 3, padding="same")(x))
+    s = L.Dense(5, activation="relu")(L.GlobalAveragePooling2D()(x))
+    s = Affine(beta=False)(L.Dense(20, activation="sigmoid")(s))
+    s = L.Lambda(lambda t: t + tf.constant(0.5))(s)
+    x = L.Multiply()([x, L.Reshape((1, 1, 20))(s)])
+    x = Affine()(x)
+    x = L.Subtract()([x, L.GlobalAveragePooling2D(keepdims=True)(x)])
+    x = L.Lambda(lambda t: t + tf.constant(0.25))(x)
+    x = L.Conv2D(20, 1)(x)
+    x = L.Dense(12)(L.GlobalAveragePooling2D()(x))
+    return keras.Model(inp, x), (1, 6, 7, 3)
+
+
+def _requantized(fb, edits):
+    """`fb` with new (scale, zero point) for tensors and new values for constant int8 tensors: {tensor index:
+    (scale, zero point, value or None)}, through the schema's object API (the converter's own file, edited)."""
+    import flatbuffers
+    from tensorflow.lite.python import schema_py_generated as schema
+    m = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(fb, 0))
+    sg = m.subgraphs[0]
+    for k, (scale, zp, value) in edits.items():
+        t = sg.tensors[k]
+        t.quantization.scale, t.quantization.zeroPoint = [scale], [zp]
+        if value is not None:
+            buf = m.buffers[t.buffer]
+            buf.data = np.full(len(buf.data), value, np.int8).view(np.uint8)
+    b = flatbuffers.Builder(1024)
+    b.Finish(m.Pack(b), file_identifier=b"TFL3")
+    return bytes(b.Output())
+
+
+def broadcast_ties(fb):
+    """The broadcast model with the scales of its two constant ADDs set where the optimized kernels' NEON
+    loops round differently from their scalar loops (found by search over scale triples): the [1, H, W, C] +
+    constant [C] ADD (AddElementwiseInt8's NEON loop, at (q_a, q_b) = (-68, 65)) and the [1, C] + scalar ADD
+    (AddScalarBroadcast's NEON loop, at (-79, 1)); the constants hold those values."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    m = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(fb, 0))
+    sg = m.subgraphs[0]
+    adds = [o for o in sg.operators if max(m.operatorCodes[o.opcodeIndex].builtinCode,
+                                           m.operatorCodes[o.opcodeIndex].deprecatedBuiltinCode)
+            == schema.BuiltinOperator.ADD]
+    scalar = next(o for o in adds if len(sg.tensors[o.inputs[1]].shape) == 0)
+    vector = next(o for o in adds if len(sg.tensors[o.inputs[1]].shape) == 1)
+    return _requantized(fb, {
+        vector.inputs[1]: (0.007753962185233831, 38, 65), vector.outputs[0]: (0.026468168944120407, -86, None),
+        scalar.inputs[0]: (0.07916879653930664, -86, None), scalar.inputs[1]: (0.03243165463209152, 19, 1),
+        scalar.outputs[0]: (0.05917685106396675, 31, None)})
+
+
+def uint8_requantize(fb):
+    """The MLP with uint8 input and output, edited so that every QUANTIZE requantizes with a type change: the
+    input's (uint8 -> int8) and the output's (int8 -> uint8) get other scales and zero points than the int8
+    tensors beside them, and after the first FULLY_CONNECTED an int8 -> uint8 -> int8 pair of QUANTIZE
+    operators (new scales) feeds the rest."""
+    import copy
+
+    import flatbuffers
+    from tensorflow.lite.python import schema_py_generated as schema
+    m = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(fb, 0))
+    sg = m.subgraphs[0]
+
+    def code(o):
+        c = m.operatorCodes[o.opcodeIndex]
+        return max(c.builtinCode, c.deprecatedBuiltinCode)
+
+    def quant(t, scale, zp):
+        t.quantization.scale, t.quantization.zeroPoint = [scale], [zp]
+
+    t_in, t_out = sg.tensors[sg.inputs[0]], sg.tensors[sg.outputs[0]]
+    quant(t_in, t_in.quantization.scale[0] * 1.37, 140)
+    quant(t_out, t_out.quantization.scale[0] * 0.71, 119)
+    k = next(i for i, o in enumerate(sg.operators) if code(o) == schema.BuiltinOperator.FULLY_CONNECTED)
+    fc, q_in = sg.operators[k], next(o for o in sg.operators if code(o) == schema.BuiltinOperator.QUANTIZE)
+    src = sg.tensors[fc.outputs[0]]
+    new = []
+    for dtype, scale, zp in ((schema.TensorType.UINT8, src.quantization.scale[0] * 1.19, 133),
+                             (schema.TensorType.INT8, src.quantization.scale[0] * 0.87, -5)):
+        t = copy.deepcopy(src)
+        t.type, t.name = dtype, src.name + (b"_u8" if dtype == schema.TensorType.UINT8 else b"_back")
+        quant(t, scale, zp)
+        sg.tensors.append(t)
+        new.append(len(sg.tensors) - 1)
+    for o in sg.operators[k + 1:]:
+        o.inputs = [new[1] if i == fc.outputs[0] else i for i in o.inputs]
+    for i, (a, b) in enumerate(((fc.outputs[0], new[0]), (new[0], new[1]))):
+        q = copy.deepcopy(q_in)
+        q.inputs, q.outputs = [a], [b]
+        sg.operators.insert(k + 1 + i, q)
+    b = flatbuffers.Builder(1024)
+    b.Finish(m.Pack(b), file_identifier=b"TFL3")
+    return bytes(b.Output())
+
+
+# name -> (model, the type of the model's input and output: int8, uint8 or float32, the converter's default, or
+# "dynamic": dynamic-range quantization, float32 in and out; then the edits of the converted file, if any)
 MODELS = {"mobilenet_v2": (mobilenet_v2, "int8"), "ds_cnn": (ds_cnn, "int8"), "mlp": (mlp, "int8"),
-          "uint8_io": (uint8_io, "uint8"), "same_pad": (same_pad, "int8"), "mlp_float_io": (mlp, "float32")}
+          "uint8_io": (uint8_io, "uint8"), "same_pad": (same_pad, "int8"), "mlp_float_io": (mlp, "float32"),
+          "broadcast": (broadcast, "int8"), "broadcast_ties": (broadcast, "int8", broadcast_ties),
+          "uint8_requantize": (mlp, "uint8", uint8_requantize), "mlp_dynamic": (mlp, "dynamic")}
 
 
 def convert(model, shape, rng, io):
     import tensorflow as tf
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    if io == "dynamic":  # dynamic-range quantization: no representative dataset
+        return conv.convert()
     reps = [rng.normal(0, 1, size=shape).astype(np.float32) for _ in range(32)]
     conv.representative_dataset = lambda: ([r] for r in reps)
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
@@ -186,11 +309,16 @@ def versions():
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=os.path.dirname(os.path.abspath(__file__)))
+    ap.add_argument("names", nargs="*", help="the models to make (default: all)")
     args = ap.parse_args()
-    for k, (name, (make, io)) in enumerate(MODELS.items()):
-        rng = _seed(100 + k)
+    for k, (name, (make, io, *edit)) in enumerate(MODELS.items()):
+        if args.names and name not in args.names:
+            continue
+        rng = _seed(100 + (next(i for i, v in enumerate(MODELS.values()) if v[0] is make) if edit else k))
         model, shape = make()
         fb = convert(model, shape, rng, io)
+        for e in edit:
+            fb = e(fb)
         with open(os.path.join(args.out, name + ".tflite"), "wb") as f:
             f.write(fb)
         g = goldens(fb, shape, np.random.default_rng(200 + k))
