@@ -187,11 +187,12 @@ def test_concurrent_runs_from_threads():
 
 
 @pytest.mark.parametrize("c,k,stride,pad,dil", [(16, 3, 1, 1, 1), (33, 2, 2, 0, 1), (20, 3, 1, 2, 2), (48, 1, 1, 0, 1),
-                                                (32, 4, 1, 2, 1), (24, 3, 2, 1, 1), (13, 3, 1, 1, 2), (8, 2, 1, 0, 1)])
+                                                (32, 4, 1, 2, 1), (24, 3, 2, 1, 1), (13, 3, 1, 1, 2), (8, 2, 1, 0, 1),
+                                                (5, 3, 1, 1, 1), (63, 3, 1, 1, 1), (64, 5, 2, 2, 1)])
 @pytest.mark.parametrize("activations", ["int8", "uint8"])
 def test_depthwise_blocks_of_16_channels(isa, c, k, stride, pad, dil, activations):
-    """Depthwise with 8 channels or more (the AVX2 tap-pair blocks of 16, then of 8, and their scalar tail),
-    odd and even tap counts, stride, dilation and padding."""
+    """Depthwise with 5 to 64 channels (the AVX2 tap-pair blocks of 16, then of 8, and their scalar tail; the
+    AVX-512 blocks of 32 under a mask), odd and even tap counts, stride, dilation and padding."""
     rng = np.random.default_rng(c + k)
     w = {"pw.weight": rng.standard_normal((c, 2, 1, 1)).astype(np.float32),
          "dw.weight": (rng.standard_normal((c, 1, k, k)) / k).astype(np.float32),
@@ -206,11 +207,13 @@ def test_depthwise_blocks_of_16_channels(isa, c, k, stride, pad, dil, activation
     assert_same(m, (rng.standard_normal((3, 2, 7, 6)) * 1.5).astype(np.float32))
 
 
-@pytest.mark.parametrize("c,mult,k,stride,pad", [(16, 2, 3, 1, 1), (2, 8, 3, 2, 1), (3, 3, 2, 1, 0), (5, 5, 3, 1, 1)])
+@pytest.mark.parametrize("c,mult,k,stride,pad", [(16, 2, 3, 1, 1), (2, 8, 3, 2, 1), (3, 3, 2, 1, 0), (5, 5, 3, 1, 1),
+                                                 (20, 2, 3, 1, 1), (33, 2, 3, 2, 1)])
 @pytest.mark.parametrize("activations", ["int8", "uint8"])
 def test_depthwise_channel_multiplier(isa, c, mult, k, stride, pad, activations):
     """Depthwise with a channel multiplier (on AVX2: the input channels repeated into an image of the output's,
-    then the tap-pair blocks of 16 and 8 and their tail)."""
+    a multiplier of 2 16 channels a move and the rest one by one, then the tap-pair blocks of 16 and 8 and their
+    tail)."""
     rng = np.random.default_rng(c * mult + k)
     w = {"pw.weight": rng.standard_normal((c, 2, 1, 1)).astype(np.float32),
          "dw.weight": (rng.standard_normal((c * mult, 1, k, k)) / k).astype(np.float32),
@@ -259,6 +262,28 @@ def test_targets_run_in_c_bit_for_bit_as_their_numpy_recipes(isa, target, activa
         x[0] = (sc * (np.arange(x[0].size) % 301 - 150 + np.float32(0.5))).reshape(x[0].shape)  # ties
         x[1] = 0
         assert_same(m, x)
+
+
+@pytest.mark.parametrize("target", ["tflite", "tflite-reference", "xnnpack"])
+@pytest.mark.parametrize("activations", ["int8", "uint8"])
+def test_target_epilogue_on_every_block_of_accumulators(isa, target, activations):
+    """A target's GEMM epilogue runs on each block of accumulators as the GEMM makes it: grouped 1x1 and 3x3
+    convolutions of 2 x 56 output channels (several panel groups a group) on 144 pixels a sample (several
+    blocks of rows), and a linear of 60 outputs, against the numpy steps."""
+    rng = np.random.default_rng(31)
+    w = {"c1.weight": rng.standard_normal((112, 4, 1, 1)).astype(np.float32),
+         "c2.weight": (rng.standard_normal((112, 56, 3, 3)) / 9).astype(np.float32),
+         "c2.bias": rng.standard_normal(112).astype(np.float32),
+         "fc.weight": rng.standard_normal((60, 112)).astype(np.float32)}
+    nodes = [{"name": "c1", "op": "conv2d", "inputs": ["x"], "groups": 2},
+             {"name": "c2", "op": "conv2d", "inputs": ["c1"], "padding": 1, "groups": 2},
+             {"name": "gap", "op": "global_avgpool", "inputs": ["c2"]},
+             {"name": "fc", "op": "linear", "inputs": ["gap"]}]
+    g = G.validate(graph_of(nodes, ["fc"], (8, 12, 12)), w)
+    m = quantize_model(g, calib_batches(rng, (8, 12, 12), n=2, batch=4), activations=activations, target=target,
+                       per_channel=True)
+    assert m._engine is not None
+    assert_same(m, (rng.standard_normal((3, 8, 12, 12)) * 2).astype(np.float32))
 
 
 def test_relu6_bounds_are_each_targets(isa):

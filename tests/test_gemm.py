@@ -177,6 +177,30 @@ def test_every_row_and_column_remainder(isa):
             np.testing.assert_array_equal(y, ref, err_msg=f"shape {(m, k, n)}")
 
 
+def test_small_k_every_row_tile_and_k_remainder(isa):
+    """K = 1..66 (the AVX-512 VNNI path reads A's rows in place up to K = 64: every remainder of the
+    4-value groups, the last group's bytes alone), M = 1..17 (every row tile and its remainder), N across
+    1-3 panels, int8 and uint8 A at their extremes, weights with -128 and no zero point (the case read in
+    place) and with one (packed), int32 and requantized outputs."""
+    rng = np.random.default_rng(17)
+    for k in range(1, 67):
+        m, n = 1 + k % 17, (1, 8, 16, 24, 33, 48, 49)[k % 7]
+        adt = (np.int8, np.uint8)[k % 2]
+        a, b = rand(rng, adt, (m, k)), rand(rng, np.int8, (k, n))
+        a[0, :] = np.iinfo(adt).min
+        a[-1, :] = np.iinfo(adt).max
+        azp = zero_points(adt)[k % 3]
+        bias = rng.integers(-10**6, 10**6, n, dtype=np.int32)
+        for bzp in (0, rand(rng, np.int8, n).astype(np.int32)):
+            ref = R.qmatmul_acc(a, b, azp, bzp, bias)
+            y = fixq.qmatmul(a, b, a_zero_point=azp, b_zero_point=bzp, bias=bias, out_dtype=np.int32)
+            np.testing.assert_array_equal(y, ref, err_msg=f"shape {(m, k, n)}")
+        scale = rng.uniform(1e-5, 1e-3, n).astype(np.float32)
+        y = fixq.qmatmul(a, b, a_zero_point=azp, bias=bias, rounding="fp32", scale=scale, out_zero_point=3)
+        np.testing.assert_array_equal(y, R.requantize(R.qmatmul_acc(a, b, azp, 0, bias), "fp32", scale=scale,
+                                                      zero_point=3))
+
+
 def test_gemv_rows_every_column_and_k_remainder(isa):
     """M = 1..3 (the GEMV kernels), N around the 16-column panels and the 3-panel tile, K around the
     4-value groups and the 2-group unroll, int8 and uint8 A, both weight kernels, a per-column b zero point."""

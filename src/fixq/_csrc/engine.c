@@ -9,7 +9,7 @@
 #include "engine_targets.h"
 
 static const fixq_eng_loops *const loops_table[FIXQ_ISA_COUNT] = {
-    &fixq_eng_loops__scalar, FIXQ__AVX2(&fixq_eng_loops__avx2), FIXQ__AVX512VNNI(&fixq_eng_loops__avx2),
+    &fixq_eng_loops__scalar, FIXQ__AVX2(&fixq_eng_loops__avx2), FIXQ__AVX512VNNI(&fixq_eng_loops__avx512vnni),
     FIXQ__NEON(&fixq_eng_loops__neon), FIXQ__DOTPROD(&fixq_eng_loops__neon), FIXQ__I8MM(&fixq_eng_loops__neon)};
 /* The runtimes' forms fixq's kernels lack (engine_targets.h) */
 static const fixq_eng_targets *const targets_table[FIXQ_ISA_COUNT] = {
@@ -242,20 +242,20 @@ static size_t step_scratch(const fixq_eng_plan *plan, const fixq_eng_step *s, si
   switch (s->op) {
     case FIXQ_ENG_QUANTIZE:
       return mul_sz(out_n, s->form == FIXQ_ENG_Q_RECIP_EVEN ? 1 + sizeof(float) : 1);
-    case FIXQ_ENG_GEMM: { /* im2col: the patches, then one padded sample; a target's int32 accumulators */
+    case FIXQ_ENG_GEMM: { /* im2col: the patches, then one padded sample */
       const size_t pixels = mul_sz(mul_sz(batch, y->h), y->w);
-      const size_t cols = gemm_is_direct(s) ? 0
-                                            : add_sz(add_sz(mul_sz(pixels, mul_sz(mul_sz(s->kh, s->kw), x->c / s->groups)),
-                                                            FIXQ_ENG_IM2COL_SLACK),
-                                                     padded_bytes(s, x));
-      return add_sz(cols, s->target != NULL ? add_sz(mul_sz(mul_sz(pixels, y->c / s->groups), sizeof(int32_t)), 64) : 0);
+      return gemm_is_direct(s) ? 0
+                               : add_sz(add_sz(mul_sz(pixels, mul_sz(mul_sz(s->kh, s->kw), x->c / s->groups)),
+                                               FIXQ_ENG_IM2COL_SLACK),
+                                        padded_bytes(s, x));
     }
     case FIXQ_ENG_DEPTHWISE: { /* the accumulators, one padded sample of y's channels (a channel multiplier's
-                                  repeated input), the weight pairs of dw_block16 */
+                                  repeated input), the weight pairs of dw_block16 or dw_block32 (channels
+                                  rounded up to 32) */
       fixq_eng_tensor xi = *x;
       xi.c = y->c;
       return add_sz(add_sz(mul_sz(out_n, sizeof(int32_t)), padded_bytes(s, &xi)),
-                    mul_sz(mul_sz(add_sz(mul_sz(s->kh, s->kw), 1) / 2, y->c), 4));
+                    mul_sz(mul_sz(add_sz(mul_sz(s->kh, s->kw), 1) / 2, add_sz(y->c, 31) / 32 * 32), 4));
     }
     case FIXQ_ENG_MAXPOOL:
     case FIXQ_ENG_AVGPOOL:
@@ -334,22 +334,27 @@ static fixq_status run_quantize(const fixq_eng_plan *plan, const fixq_eng_step *
 }
 
 /* fixq.targets' numpy epilogues of an int32 GEMM (bias included): ruy's x86 kernel and TFLite's reference
- * FULLY_CONNECTED, then + zero point and the clamp. */
+ * FULLY_CONNECTED, then + zero point and the clamp, on each block of accumulators as the GEMM makes it. */
+typedef struct {
+  const fixq_eng_target *t;
+  fixq_dtype dt;
+  size_t c0; /* the group's first output channel */
+  uint8_t *y;
+  size_t ldy;
+} target_store_ctx;
+
+static void target_store(const void *ctx, const int32_t *acc, size_t lda, size_t m0, size_t rows, size_t n0,
+                         size_t cols) {
+  const target_store_ctx *c = ctx;
+  targets_table[fixq__isa]->gemm(c->t, c->dt, rows, cols, c->c0 + n0, acc, lda, c->y + m0 * c->ldy + c->c0 + n0,
+                                 c->ldy);
+}
+
 static fixq_status gemm_target(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t m, const uint8_t *a,
-                               size_t lda, size_t g, size_t og, uint8_t *y, size_t ldy, uint8_t *scratch,
-                               int threads) {
-  const fixq_eng_target *t = s->target;
-  const fixq_eng_tensor *xt = &plan->tensors[s->in[0]];
-  const size_t im2col = gemm_is_direct(s) ? 0
-                                          : m * s->kh * s->kw * (xt->c / s->groups) + FIXQ_ENG_IM2COL_SLACK +
-                                                (xt->h + 2 * s->ph) * (xt->w + 2 * s->pw) * xt->c +
-                                                FIXQ_ENG_IM2COL_SLACK;
-  int32_t *acc = (int32_t *)(scratch + ((im2col + 63) & ~(size_t)63));
-  const fixq_status st = fixq_qgemm(m, a, plan->dtype, lda, s->zp, s->packed[g], s->bias + g * og, NULL, 0, acc,
-                                    FIXQ_INT32, og, threads);
-  if (st != FIXQ_OK) return st;
-  targets_table[fixq__isa]->gemm(t, plan->dtype, m, og, g * og, acc, og, y + g * og, ldy);
-  return FIXQ_OK;
+                               size_t lda, size_t g, size_t og, uint8_t *y, size_t ldy, int threads) {
+  const target_store_ctx ctx = {s->target, plan->dtype, g * og, y, ldy};
+  return fixq__qgemm_store_s32(m, a, plan->dtype, lda, s->zp, s->packed[g], s->bias + g * og, target_store, &ctx,
+                               threads);
 }
 
 /* engine/steps.py conv / qlinear: one fixq_qgemm per group on the group's columns of y */
@@ -370,7 +375,7 @@ static fixq_status run_gemm(const fixq_eng_plan *plan, const fixq_eng_step *s, s
       a = scratch;
     }
     if (s->target != NULL) {
-      const fixq_status st = gemm_target(plan, s, m, a, lda, g, og, y, yt->c, scratch, threads);
+      const fixq_status st = gemm_target(plan, s, m, a, lda, g, og, y, yt->c, threads);
       if (st != FIXQ_OK) return st;
       continue;
     }

@@ -2,7 +2,8 @@
  * engine_loops__scalar.c, __avx2.c and __neon.c include this file and
  * export its functions as fixq_eng_loops (the compiler vectorizes them with
  * that file's flags; integer code, so every path gives the same bits).  The
- * depthwise loop has a hand-written 16-channel block for AVX2 (__AVX2__) and
+ * depthwise loop has a hand-written 16-channel block for AVX2 (__AVX2__), its
+ * 32-channel form for AVX-512 (__AVX512F__, engine_loops__avx512vnni.c) and one
  * for NEON (FIXQ_ENG_LOOPS_NEON, set by engine_loops__neon.c only: the
  * scalar file on aarch64 has __ARM_NEON too). */
 #ifndef FIXQ_ENGINE_LOOPS_H_
@@ -190,16 +191,48 @@ ENG_INLINE void dw_block8(const uint8_t *px, const size_t *off, size_t pairs, co
 }
 #endif
 
+#ifdef __AVX512F__
+/* dw_block16 in 512-bit registers: 32 channels, those of mask k (the others' inputs and weights load as 0,
+ * and are not stored).  wp: the block's weight pairs, lanes as unpack{lo,hi}_epi16 of taps t, t+1. */
+ENG_INLINE void dw_block32(const uint8_t *px, const size_t *off, size_t pairs, const __m512i *wp, const int32_t *bias,
+                           __m512i zp, __mmask32 k, uint32_t *a, int u8) {
+  __m512i lo = _mm512_setzero_si512(), hi = lo;
+  for (size_t p = 0; p < pairs; p++) {
+    const __m256i ra = _mm256_maskz_loadu_epi8(k, px + off[2 * p]), rb = _mm256_maskz_loadu_epi8(k, px + off[2 * p + 1]);
+    const __m512i xa = _mm512_sub_epi16(u8 ? _mm512_cvtepu8_epi16(ra) : _mm512_cvtepi8_epi16(ra), zp);
+    const __m512i xb = _mm512_sub_epi16(u8 ? _mm512_cvtepu8_epi16(rb) : _mm512_cvtepi8_epi16(rb), zp);
+    lo = _mm512_add_epi32(lo, _mm512_madd_epi16(_mm512_unpacklo_epi16(xa, xb), _mm512_loadu_si512(wp + 2 * p)));
+    hi = _mm512_add_epi32(hi, _mm512_madd_epi16(_mm512_unpackhi_epi16(xa, xb), _mm512_loadu_si512(wp + 2 * p + 1)));
+  }
+  /* lo: channels 0-3 | 8-11 | 16-19 | 24-27, hi: 4-7 | 12-15 | 20-23 | 28-31 (64-bit lanes 0-7 of lo, 8-15 of hi) */
+  const __m512i c0 = _mm512_permutex2var_epi64(lo, _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11), hi);
+  const __m512i c1 = _mm512_permutex2var_epi64(lo, _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15), hi);
+  const __mmask16 k0 = (__mmask16)k, k1 = (__mmask16)(k >> 16);
+  _mm512_mask_storeu_epi32(a, k0, _mm512_add_epi32(c0, _mm512_maskz_loadu_epi32(k0, bias)));
+  _mm512_mask_storeu_epi32(a + 16, k1, _mm512_add_epi32(c1, _mm512_maskz_loadu_epi32(k1, bias + 16)));
+}
+#endif
+
 /* pad_sample with each input channel repeated mult times: the image of a channel multiplier's output
- * channels, which then reads as a depthwise of multiplier 1 */
-ENG_INLINE void pad_sample_repeat(const fixq_eng_step *s, const fixq_eng_tensor *xt, const uint8_t *x, size_t n,
-                                  size_t mult, uint8_t *img) {
+ * channels, which then reads as a depthwise of multiplier 1 (a call of its own: inlined, it changed how
+ * the compiler laid out depthwise_acc's tap loops) */
+static __attribute__((noinline)) void pad_sample_repeat(const fixq_eng_step *s, const fixq_eng_tensor *xt,
+                                                       const uint8_t *x, size_t n, size_t mult, uint8_t *img) {
   const size_t PW = xt->w + 2 * s->pw, C = xt->c;
   for (size_t iy = 0; iy < xt->h; iy++)
     for (size_t ix = 0; ix < xt->w; ix++) {
       const uint8_t *src = x + ((n * xt->h + iy) * xt->w + ix) * C;
       uint8_t *dst = img + ((iy + s->ph) * PW + s->pw + ix) * C * mult;
-      for (size_t c = 0; c < C; c++)
+      size_t c = 0;
+#ifdef __AVX2__
+      if (mult == 2) /* each byte twice: the bytes interleaved with themselves, 16 channels a move */
+        for (; c + 16 <= C; c += 16) {
+          const __m128i v = _mm_loadu_si128((const __m128i *)(src + c));
+          _mm_storeu_si128((__m128i *)(dst + 2 * c), _mm_unpacklo_epi8(v, v));
+          _mm_storeu_si128((__m128i *)(dst + 2 * c + 16), _mm_unpackhi_epi8(v, v));
+        }
+#endif
+      for (; c < C; c++)
         for (size_t k = 0; k < mult; k++) dst[c * mult + k] = src[c];
     }
 }
@@ -262,7 +295,26 @@ ENG_INLINE void depthwise_acc(const fixq_eng_step *s, const fixq_eng_tensor *xt,
   }
   const size_t C = xi.c;
   __m256i *wp = (__m256i *)(img + (xt->h + 2 * s->ph) * PW * C + FIXQ_ENG_IM2COL_SLACK);
+#ifdef __AVX512F__
+  const int blocks32 = T <= 63; /* every channel by dw_block32, its weight pairs at wp */
+  if (blocks32) {
+    for (size_t t = 0; t < T; t++) off[t] = ((t / s->kw) * s->dh * PW + (t % s->kw) * s->dw) * C;
+    off[T] = off[T - 1]; /* the odd tap's partner: weight 0 */
+    for (size_t o0 = 0; o0 < O; o0 += 32) {
+      const __mmask32 k = O - o0 >= 32 ? ~(__mmask32)0 : (__mmask32)((1u << (O - o0)) - 1);
+      for (size_t p = 0; p < pairs; p++) {
+        const __m512i wa = _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(k, s->taps + 2 * p * O + o0));
+        const __m512i wb = 2 * p + 1 < T ? _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(k, s->taps + (2 * p + 1) * O + o0))
+                                         : _mm512_setzero_si512();
+        _mm512_storeu_si512((__m512i *)wp + (o0 / 32 * pairs + p) * 2, _mm512_unpacklo_epi16(wa, wb));
+        _mm512_storeu_si512((__m512i *)wp + (o0 / 32 * pairs + p) * 2 + 1, _mm512_unpackhi_epi16(wa, wb));
+      }
+    }
+  }
+  if (T <= 63 && !blocks32) {
+#else
   if (T <= 63) {
+#endif
     nfast = O / 16 * 16;
     for (size_t t = 0; t < T; t++) off[t] = ((t / s->kw) * s->dh * PW + (t % s->kw) * s->dw) * C;
     off[T] = off[T - 1]; /* the odd tap's partner: weight 0 */
@@ -323,6 +375,12 @@ ENG_INLINE void depthwise_acc(const fixq_eng_step *s, const fixq_eng_tensor *xt,
         size_t o0 = 0;
 #ifdef __AVX2__
         const uint8_t *px = img + (oy * s->sh * PW + ox * s->sw) * C;
+#ifdef __AVX512F__
+        for (; blocks32 && o0 < O; o0 += 32)
+          dw_block32(px + o0, off, pairs, (const __m512i *)wp + o0 / 32 * pairs * 2, s->bias + o0,
+                     _mm512_set1_epi16((int16_t)s->zp),
+                     O - o0 >= 32 ? ~(__mmask32)0 : (__mmask32)((1u << (O - o0)) - 1), a + o0, u8);
+#endif
         for (; o0 < nfast; o0 += 16)
           dw_block16(px + o0, off, pairs, wp + o0 / 16 * pairs * 2, s->bias + o0, zp16, a + o0, u8);
         if (n8) {

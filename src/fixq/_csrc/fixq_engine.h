@@ -150,6 +150,9 @@ extern const fixq_eng_loops fixq_eng_loops__scalar;
 #ifdef FIXQ_COMPILED_AVX2
 extern const fixq_eng_loops fixq_eng_loops__avx2;
 #endif
+#ifdef FIXQ_COMPILED_AVX512VNNI
+extern const fixq_eng_loops fixq_eng_loops__avx512vnni;
+#endif
 #ifdef FIXQ_COMPILED_NEON
 extern const fixq_eng_loops fixq_eng_loops__neon;
 #endif

@@ -231,6 +231,15 @@ void fixq_requant_s32__avx512vnni(size_t rows, size_t channels, size_t inner, co
  * vpmaddubsw pair sum lies in [-32768, 32512]: int16 saturation never triggers.
  * The VNNI kernel sums (a' + 128) b' exactly (vpdpbusd); the driver folds
  * -128 * sum_k b' into col_term. */
+/* The GEMM driver (qgemm.c) with a caller's output stage: fixq_qgemm's acc[m][n] (its checks, bias and
+ * zero points; FIXQ_ERR_OVERFLOW where the exact acc could pass int32), and store(ctx, acc, lda_acc, m0, rows,
+ * n0, cols) gets each block of accumulators (acc[r * lda_acc + j] for row m0 + r, column n0 + j) while it
+ * is in L1, from any of `threads` threads, every block once. */
+typedef void (*fixq__qgemm_store)(const void *ctx, const int32_t *acc, size_t lda_acc, size_t m0, size_t rows,
+                                  size_t n0, size_t cols);
+fixq_status fixq__qgemm_store_s32(size_t m, const void *a, fixq_dtype a_dtype, size_t lda, int32_t a_zero_point,
+                                  const fixq_packed_b *b, const int32_t *bias, fixq__qgemm_store store,
+                                  const void *ctx, int threads);
 #define FIXQ__MACS_PER_THREAD (1 << 19) /* less work than this per thread does not pay for a worker */
 
 /* ---- worker threads (parallel.c) ------------------------------------------
@@ -256,6 +265,13 @@ typedef void (*fixq_qgemm_ukernel)(size_t mr, size_t np, size_t kq, const uint8_
                                    size_t ldc, const int32_t *row_sum, const int32_t *row_neg,
                                    const int32_t *b_zp, const int32_t *col_term);
 
+/* The tile of fixq_qgemm_ukernel with row_sum NULL (B without zero points), its records made from the
+ * rows of A as they lie (row r at a + r * lda, k values of a_dtype), with no packing: where a path has one,
+ * qgemm.c runs it instead of the packer and the tile kernel for a k up to FIXQ__DIRECT_K_MAX. */
+typedef void (*fixq_qgemm_direct_fn)(size_t mr, size_t np, size_t k, const void *a, size_t lda, fixq_dtype a_dtype,
+                                     const int8_t *b, int32_t *c, size_t ldc, const int32_t *col_term);
+#define FIXQ__DIRECT_K_MAX 64
+
 void fixq_qgemm_pack_a__scalar(size_t rows, size_t k, const void *a, size_t lda, fixq_dtype a_dtype,
                                fixq_gemm_kernel kernel, uint8_t *dst, int32_t *row_sum, int32_t *row_neg);
 void fixq_qgemm_s8__scalar(size_t mr, size_t np, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c,
@@ -280,6 +296,8 @@ void fixq_qgemm_pack_a__avx512vnni(size_t rows, size_t k, const void *a, size_t 
 void fixq_qgemm_s8__avx512vnni(size_t mr, size_t np, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c,
                                size_t ldc, const int32_t *row_sum, const int32_t *row_neg, const int32_t *b_zp,
                                const int32_t *col_term);
+void fixq_qgemm_direct__avx512vnni(size_t mr, size_t np, size_t k, const void *a, size_t lda, fixq_dtype a_dtype,
+                                   const int8_t *b, int32_t *c, size_t ldc, const int32_t *col_term);
 #endif
 
 /* The aarch64 kernels (qgemm_s8__neon.c, __dotprod.c, __i8mm.c) read one A

@@ -7,7 +7,10 @@
  * right-hand side modulo 2^32 (a kernel that multiplies a' + a_offset, the
  * VNNI one, gets -a_offset * sum_k b' in col_term); fixq_qgemm first proves
  * that the exact acc fits int32, so the wrapped value is acc.  Each block of
- * accumulators goes through the requantize micro-kernel while it is still in L1. */
+ * accumulators goes through the requantize micro-kernel while it is still in L1.
+ * A small k on a path with a direct tile (fixq_qgemm_direct_fn, AVX-512 VNNI)
+ * and B without zero points skips the packing of A: the tile reads A's rows
+ * (a 1x1 convolution's NHWC pixels) where they lie. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,22 +28,24 @@ typedef struct {
   size_t record;                 /* packed A bytes per row per 4 k (fixq_internal.h) */
   uint32_t a_offset;             /* the kernels multiply a' + a_offset */
   fixq__qgemm_f32_tile f32_tile; /* a dynamic linear's full tiles straight to float, or NULL */
+  fixq_qgemm_direct_fn direct;   /* or NULL: every A packed */
 } qgemm_kernels;
 
 static const qgemm_kernels kernel_table[FIXQ_ISA_COUNT] = {
-    {fixq_qgemm_pack_a__scalar, {fixq_qgemm_s8__scalar, fixq_qgemm_s16__scalar}, FIXQ_GEMM_MR, 1, 8, 0, NULL},
+    {fixq_qgemm_pack_a__scalar, {fixq_qgemm_s8__scalar, fixq_qgemm_s16__scalar}, FIXQ_GEMM_MR, 1, 8, 0, NULL, NULL},
     {FIXQ__AVX2(fixq_qgemm_pack_a__avx2), {FIXQ__AVX2(fixq_qgemm_s8__avx2), FIXQ__AVX2(fixq_qgemm_s16__avx2)},
-     FIXQ__AVX2_MR, FIXQ__AVX2_NP, 8, 0, NULL},
+     FIXQ__AVX2_MR, FIXQ__AVX2_NP, 8, 0, NULL, NULL},
     /* vpdpbusd is exact for b' = -128 too: one kernel for both */
     {FIXQ__AVX512VNNI(fixq_qgemm_pack_a__avx512vnni),
      {FIXQ__AVX512VNNI(fixq_qgemm_s8__avx512vnni), FIXQ__AVX512VNNI(fixq_qgemm_s8__avx512vnni)}, FIXQ__VNNI_MR,
-     FIXQ__VNNI_NP, 4, 128, FIXQ__AVX512VNNI(fixq_qgemm_u8_f32__avx512vnni)},
+     FIXQ__VNNI_NP, 4, 128, FIXQ__AVX512VNNI(fixq_qgemm_u8_f32__avx512vnni),
+     FIXQ__AVX512VNNI(fixq_qgemm_direct__avx512vnni)},
     {FIXQ__NEON(fixq_qgemm_pack_a__neon), {FIXQ__NEON(fixq_qgemm_s8__neon), FIXQ__NEON(fixq_qgemm_s8__neon)},
-     FIXQ__ARM_MR, FIXQ__ARM_NP, 4, 0, NULL},
+     FIXQ__ARM_MR, FIXQ__ARM_NP, 4, 0, NULL, NULL},
     {FIXQ__DOTPROD(fixq_qgemm_pack_a__neon), {FIXQ__DOTPROD(fixq_qgemm_s8__dotprod), FIXQ__DOTPROD(fixq_qgemm_s8__dotprod)},
-     FIXQ__ARM_MR, FIXQ__ARM_NP, 4, 0, NULL},
+     FIXQ__ARM_MR, FIXQ__ARM_NP, 4, 0, NULL, NULL},
     {FIXQ__I8MM(fixq_qgemm_pack_a__i8mm), {FIXQ__I8MM(fixq_qgemm_s8__i8mm), FIXQ__I8MM(fixq_qgemm_s8__i8mm)},
-     FIXQ__ARM_MR, FIXQ__ARM_NP, 4, 0, NULL},
+     FIXQ__ARM_MR, FIXQ__ARM_NP, 4, 0, NULL, NULL},
 };
 
 /* ---- packing B ------------------------------------------------------------ */
@@ -156,6 +161,8 @@ typedef struct {
   fixq_dtype y_dtype;
   size_t ldy;
   const fixq__qgemm_source *src; /* given: A's rows and the output stage are the caller's (a, p, y unused) */
+  fixq__qgemm_store store;       /* given: the output stage is the caller's (p, y unused) */
+  const void *store_ctx;
 } qgemm_job;
 
 typedef struct {
@@ -176,6 +183,10 @@ static void store_block(const qgemm_job *job, const void *info, const int32_t *t
                         size_t mc, size_t n0, size_t nc) {
   if (job->src != NULL) {
     job->src->store(job->src->ctx, info, tile, ldt, m0, mc, n0, nc);
+    return;
+  }
+  if (job->store != NULL) {
+    job->store(job->store_ctx, tile, ldt, m0, mc, n0, nc);
     return;
   }
   const size_t esize = fixq__dtype_size(job->y_dtype);
@@ -213,6 +224,7 @@ static void run_part(qgemm_part *part) {
   const fixq__qgemm_source *src = job->src;
   const fixq__dyn_out *out = src != NULL ? src->out : NULL;
   const fixq__qgemm_f32_tile f32_tile = out != NULL && !need_row_sum ? kern->f32_tile : NULL;
+  const int direct = kern->direct != NULL && src == NULL && !need_row_sum && b->k <= FIXQ__DIRECT_K_MAX;
   /* packed A block, its row sums and row_neg, the int32 tile, col_term, then a source's mr rows and its
    * per-row data: one allocation */
   const size_t a_bytes = mc_max * kq * kern->record, info_bytes = src != NULL ? src->info_bytes : 0;
@@ -239,7 +251,7 @@ static void run_part(qgemm_part *part) {
     for (size_t j = 0; j < n_bias; j++) col_term[j] = (int32_t)((uint32_t)col_term[j] + (uint32_t)bias[n0 + j]);
   for (size_t m0 = part->m0; m0 < part->m1; m0 += mc_max) {
     const size_t mc = part->m1 - m0 < mc_max ? part->m1 - m0 : mc_max;
-    for (size_t i = 0; i < mc; i += mr) {
+    for (size_t i = 0; i < mc && !direct; i += mr) {
       const size_t rows_i = mc - i < mr ? mc - i : mr;
       const void *a = (const char *)job->a + (m0 + i) * job->lda;
       size_t lda = job->lda;
@@ -268,7 +280,10 @@ static void run_part(qgemm_part *part) {
           f32_tile(tile_np, kq, apack + i * kq * kern->record, panel, b->n - c0,
                    (const fixq__dyn_row *)(info + i * info_bytes), out->col_sum + c0, out->w_scale + c0,
                    out->bias + c0, out->y + (m0 + i) * out->ldy + c0, out->ldy);
-        for (size_t i = fused; i < mc; i += mr)
+        for (size_t i = fused; i < mc && direct; i += mr)
+          kern->direct(mc - i < mr ? mc - i : mr, tile_np, b->k, (const char *)job->a + (m0 + i) * job->lda, job->lda,
+                       job->a_dtype, panel, tile + i * ldt + (pn - g0) * NR, ldt, col_term + j0);
+        for (size_t i = fused; i < mc && !direct; i += mr)
           ukernel(mc - i < mr ? mc - i : mr, tile_np, kq, apack + i * kq * kern->record, panel,
                   tile + i * ldt + (pn - g0) * NR, ldt, need_row_sum ? row_sum + i : NULL, row_neg + i,
                   b->zero_point + pn * NR, col_term + j0);
@@ -371,42 +386,53 @@ static fixq_status launch(const qgemm_job *job, int threads) {
 /* fixq_qgemm; check_p 0: p was checked by fixq__check_requant before (the engine's plan, once) */
 static fixq_status qgemm(size_t m, const void *a, fixq_dtype a_dtype, size_t lda, int32_t a_zero_point,
                          const fixq_packed_b *b, const int32_t *bias, const fixq_requant *p, size_t p_channels,
-                         void *y, fixq_dtype y_dtype, size_t ldy, int threads, int check_p) {
+                         void *y, fixq_dtype y_dtype, size_t ldy, int threads, int check_p, fixq__qgemm_store store,
+                         const void *store_ctx) {
   int32_t lo, hi;
   size_t bytes;
   if (b == NULL || !packed_ok(b) || threads < 1 || !dtype_bounds(a_dtype, &lo, &hi)) return FIXQ_ERR_INVALID_ARGUMENT;
-  if (a_zero_point < lo || a_zero_point > hi || lda < b->k || ldy < b->n) return FIXQ_ERR_INVALID_ARGUMENT;
-  if (!fixq__mul_size(m, lda, &bytes) || !fixq__mul_size(m, ldy, &bytes) ||
-      !fixq__mul_size(bytes, fixq__dtype_size(y_dtype), &bytes))
+  if (a_zero_point < lo || a_zero_point > hi || lda < b->k || !fixq__mul_size(m, lda, &bytes))
     return FIXQ_ERR_INVALID_ARGUMENT;
-  if (p == NULL) {
-    if (y_dtype != FIXQ_INT32) return FIXQ_ERR_INVALID_ARGUMENT;
-  } else {
-    if (p_channels != 1 && p_channels != b->n) return FIXQ_ERR_INVALID_ARGUMENT;
-    const fixq_status st = check_p ? fixq__check_requant(p, p_channels, y_dtype) : FIXQ_OK;
-    if (st != FIXQ_OK) return st;
+  if (store == NULL) {
+    if (ldy < b->n || !fixq__mul_size(m, ldy, &bytes) || !fixq__mul_size(bytes, fixq__dtype_size(y_dtype), &bytes))
+      return FIXQ_ERR_INVALID_ARGUMENT;
+    if (p == NULL) {
+      if (y_dtype != FIXQ_INT32) return FIXQ_ERR_INVALID_ARGUMENT;
+    } else {
+      if (p_channels != 1 && p_channels != b->n) return FIXQ_ERR_INVALID_ARGUMENT;
+      const fixq_status st = check_p ? fixq__check_requant(p, p_channels, y_dtype) : FIXQ_OK;
+      if (st != FIXQ_OK) return st;
+    }
   }
   if (m == 0 || b->n == 0) return FIXQ_OK;
-  if (y == NULL || (a == NULL && b->k > 0)) return FIXQ_ERR_INVALID_ARGUMENT;
+  if ((store == NULL && y == NULL) || (a == NULL && b->k > 0)) return FIXQ_ERR_INVALID_ARGUMENT;
   const int64_t a_span = a_zero_point - lo > hi - a_zero_point ? a_zero_point - lo : hi - a_zero_point;
   if (!fits_int32(b, a_span, bias)) return FIXQ_ERR_OVERFLOW;
 
   const qgemm_kernels *kern = &kernel_table[fixq__isa];
-  const qgemm_job job = {kern, a, a_dtype, m, lda, a_zero_point - (a_dtype == FIXQ_UINT8 ? 128 : 0), b, bias, p,
-                         p != NULL && p_channels > 1, fixq__requant_ukernel(), (char *)y, y_dtype, ldy, NULL};
+  const qgemm_job job = {kern, a, a_dtype, m, lda, a_zero_point - (a_dtype == FIXQ_UINT8 ? 128 : 0), b, bias,
+                         store != NULL ? NULL : p, store == NULL && p != NULL && p_channels > 1,
+                         fixq__requant_ukernel(), (char *)y, y_dtype, ldy, NULL, store, store_ctx};
   return launch(&job, threads);
 }
 
 fixq_status fixq_qgemm(size_t m, const void *a, fixq_dtype a_dtype, size_t lda, int32_t a_zero_point,
                        const fixq_packed_b *b, const int32_t *bias, const fixq_requant *p,
                        size_t p_channels, void *y, fixq_dtype y_dtype, size_t ldy, int threads) {
-  return qgemm(m, a, a_dtype, lda, a_zero_point, b, bias, p, p_channels, y, y_dtype, ldy, threads, 1);
+  return qgemm(m, a, a_dtype, lda, a_zero_point, b, bias, p, p_channels, y, y_dtype, ldy, threads, 1, NULL, NULL);
 }
 
 fixq_status fixq__qgemm_checked_rq(size_t m, const void *a, fixq_dtype a_dtype, size_t lda, int32_t a_zero_point,
                                    const fixq_packed_b *b, const int32_t *bias, const fixq_requant *p,
                                    size_t p_channels, void *y, fixq_dtype y_dtype, size_t ldy, int threads) {
-  return qgemm(m, a, a_dtype, lda, a_zero_point, b, bias, p, p_channels, y, y_dtype, ldy, threads, 0);
+  return qgemm(m, a, a_dtype, lda, a_zero_point, b, bias, p, p_channels, y, y_dtype, ldy, threads, 0, NULL, NULL);
+}
+
+fixq_status fixq__qgemm_store_s32(size_t m, const void *a, fixq_dtype a_dtype, size_t lda, int32_t a_zero_point,
+                                  const fixq_packed_b *b, const int32_t *bias, fixq__qgemm_store store,
+                                  const void *ctx, int threads) {
+  if (store == NULL) return FIXQ_ERR_INVALID_ARGUMENT;
+  return qgemm(m, a, a_dtype, lda, a_zero_point, b, bias, NULL, 0, NULL, FIXQ_INT32, 0, threads, 0, store, ctx);
 }
 
 fixq_status fixq__qgemm_u8_source(size_t m, const fixq_packed_b *b, const fixq__qgemm_source *src, int threads) {
@@ -415,6 +441,6 @@ fixq_status fixq__qgemm_u8_source(size_t m, const fixq_packed_b *b, const fixq__
   if (m == 0 || b->n == 0) return FIXQ_OK;
   if (!fits_int32(b, UINT8_MAX, NULL)) return FIXQ_ERR_OVERFLOW;
   const qgemm_kernels *kern = &kernel_table[fixq__isa];
-  const qgemm_job job = {kern, NULL, FIXQ_UINT8, m, 0, -128, b, NULL, NULL, 0, NULL, NULL, FIXQ_INT32, 0, src};
+  const qgemm_job job = {kern, NULL, FIXQ_UINT8, m, 0, -128, b, NULL, NULL, 0, NULL, NULL, FIXQ_INT32, 0, src, NULL, NULL};
   return launch(&job, threads);
 }

@@ -222,6 +222,84 @@ void fixq_qgemm_s8__avx512vnni(size_t mr, size_t np, size_t kq, const uint8_t *a
   }
 }
 
+/* ---- A read in place ------------------------------------------------------------
+ * fixq_qgemm_direct__avx512vnni: the records of `tile` made from the rows of A
+ * themselves, each 4 bytes broadcast as they lie (uint8: a' + 128 = a) or
+ * with 0x80 flipped (int8: a' + 128 = a ^ 0x80); the last group of a k that
+ * is not a multiple of 4 takes its bytes alone (the panels hold zeros past k,
+ * so the bytes above them add nothing), never reading past the row. */
+ALWAYS_INLINE __m512i bcast_tail(const uint8_t *p, size_t n, int back) {
+  uint32_t v;
+  if (back) { /* the 4 bytes ending at p + n, inside the row: no partial store to forward from */
+    memcpy(&v, p + n - 4, 4);
+    v >>= 8 * (4 - n);
+  } else {
+    v = p[0] | (n > 1 ? (uint32_t)p[1] << 8 : 0) | (n > 2 ? (uint32_t)p[2] << 16 : 0);
+  }
+  return _mm512_set1_epi32((int32_t)v);
+}
+
+ALWAYS_INLINE void direct_tile(const size_t rows, const size_t np, size_t k, const uint8_t *a, size_t lda,
+                               __m512i flip, const int8_t *b, int32_t *c, size_t ldc, const int32_t *col_term) {
+  __m512i acc[MR][NP];
+#pragma GCC unroll 3
+  for (size_t p = 0; p < np; p++) {
+    const __m512i ct = _mm512_loadu_si512(col_term + p * NR);
+#pragma GCC unroll 8
+    for (size_t r = 0; r < rows; r++) acc[r][p] = ct;
+  }
+  const size_t ps = (k + 3) / 4 * NR * 4, full = k / 4;
+  for (size_t q = 0; q < full; q++, a += 4, b += NR * 4) {
+    __m512i w[NP];
+#pragma GCC unroll 3
+    for (size_t p = 0; p < np; p++) w[p] = _mm512_loadu_si512(b + p * ps);
+#pragma GCC unroll 8
+    for (size_t r = 0; r < rows; r++) {
+      const __m512i x = _mm512_xor_si512(bcast32(a + r * lda), flip);
+#pragma GCC unroll 3
+      for (size_t p = 0; p < np; p++) acc[r][p] = _mm512_dpbusd_epi32(acc[r][p], x, w[p]);
+    }
+  }
+  if (k % 4) {
+    __m512i w[NP];
+#pragma GCC unroll 3
+    for (size_t p = 0; p < np; p++) w[p] = _mm512_loadu_si512(b + p * ps);
+#pragma GCC unroll 8
+    for (size_t r = 0; r < rows; r++) {
+      const __m512i x = _mm512_xor_si512(bcast_tail(a + r * lda, k % 4, full > 0), flip);
+#pragma GCC unroll 3
+      for (size_t p = 0; p < np; p++) acc[r][p] = _mm512_dpbusd_epi32(acc[r][p], x, w[p]);
+    }
+  }
+#pragma GCC unroll 8
+  for (size_t r = 0; r < rows; r++)
+#pragma GCC unroll 3
+    for (size_t p = 0; p < np; p++)
+      _mm512_storeu_si512(c + r * ldc + p * NR, acc[r][p]);
+}
+
+void fixq_qgemm_direct__avx512vnni(size_t mr, size_t np, size_t k, const void *a, size_t lda, fixq_dtype a_dtype,
+                                   const int8_t *b, int32_t *c, size_t ldc, const int32_t *col_term) {
+  const __m512i flip = _mm512_set1_epi32(a_dtype == FIXQ_INT8 ? (int32_t)0x80808080 : 0);
+  const uint8_t *x = (const uint8_t *)a;
+  switch (mr * 4 + np) {
+#define DIRECT(rows, n) \
+  case rows * 4 + n: direct_tile(rows, n, k, x, lda, flip, b, c, ldc, col_term); break;
+#define DIRECT_ROWS(rows) DIRECT(rows, 1) DIRECT(rows, 2) DIRECT(rows, 3)
+    DIRECT_ROWS(1)
+    DIRECT_ROWS(2)
+    DIRECT_ROWS(3)
+    DIRECT_ROWS(4)
+    DIRECT_ROWS(5)
+    DIRECT_ROWS(6)
+    DIRECT_ROWS(7)
+    DIRECT_ROWS(8)
+#undef DIRECT_ROWS
+#undef DIRECT
+    default: break;
+  }
+}
+
 /* The full tile of a dynamic linear straight to float (fixq_floatops.h): the
  * accumulators from the tile's registers to y through the epilogue of
  * dynlinear__avx512vnni.c (the same operations, so the same bits), with no
