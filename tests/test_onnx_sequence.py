@@ -220,3 +220,18 @@ def test_mask_chains_fixq_does_not_read(tmp_path):
     with pytest.raises(OnnxError, match=r"\(Add, opset 17\): adds a tensor computed from the integer inputs that is "
                                         r"not an attention mask's additive bias"):
         import_onnx(_edited(path, positive_bias))
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_exported_attention_runs_fused(tmp_path, attn):
+    """An export's attention (the scores scaled after their matmul; sdpa: query and key scaled each) runs as
+    the fused float_ops.attention step where it has one scale, within float rounding of the separate steps;
+    Fortran-ordered feeds run too."""
+    path = export(bert(attn), tmp_path / "bert.onnx", 17, pooled=True)
+    m = fixq.quantize_model(import_onnx(path), weights="fp32")
+    fused = len(m._sequence.steps_all) - len(m._sequence.steps)
+    assert fused == (8 * CONFIG["num_hidden_layers"] if attn == "eager" else 0)
+    f = feeds(np.random.default_rng(6), n=4, length=10)
+    y, ref = m.run(f), ort_run(path, f)
+    assert np.abs(y - ref).max() <= 1e-5
+    np.testing.assert_array_equal(m.run({k: np.asfortranarray(v) for k, v in f.items()}), y)

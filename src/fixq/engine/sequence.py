@@ -151,7 +151,8 @@ def _step(m, s, slots, in_place, transposed):
 def _attention_blocks(steps, tensors, readers, keep):
     """{output of a context transpose: (q, k, v heads, mask bias or None, scale, the steps it replaces)} for
     each attention written as import_bert writes it: heads [N, L, H, D] transposed to [N, H, L, D] (keys to
-    [N, H, D, L]), an optional scale of the queries, the scores matmul, an optional add of a [N or 1, 1, 1, L]
+    [N, H, D, L]), an optional scale of the queries, the scores matmul (or a scale of the scores after it, as
+    ONNX exports write it; the kernel scales the queries, which differs by float rounding), an optional add of a [N or 1, 1, 1, L]
     bias, a last-axis softmax, the context matmul and its transpose back to [N, L, H, D]; every tensor between
     read by the next step alone and not an output.  float_ops.attention computes the same, fused."""
     made = {s["output"]: s for s in steps}
@@ -177,12 +178,15 @@ def _attention_blocks(steps, tensors, readers, keep):
             bias, b = add["inputs"][1], tensors[add["inputs"][1]]
             if add["act"] is not None or len(b) != 4 or b[1:3] != [1, 1] or b[3] != tensors[add["output"]][3]:
                 continue
-        mm1 = sole(add["inputs"][0] if add else sm["inputs"][0], "matmul")
+        scores = add["inputs"][0] if add else sm["inputs"][0]
+        post = sole(scores, "scale")  # the scores scaled after their matmul (an ONNX export's Div)
+        mm1 = sole(post["inputs"][0] if post else scores, "matmul")
         if mm1 is None:
             continue
-        sc, scale = sole(mm1["inputs"][0], "scale"), 1.0
-        if sc is not None:
-            scale = sc["value"]
+        sc = sole(mm1["inputs"][0], "scale")
+        if sc is not None and post is not None:
+            continue
+        scale = sc["value"] if sc else post["value"] if post else 1.0
         qt = sc["inputs"][0] if sc else mm1["inputs"][0]
         q = heads(qt, [0, 2, 1, 3], 0)
         k = heads(mm1["inputs"][1], [0, 2, 3, 1], 1)
@@ -192,7 +196,7 @@ def _attention_blocks(steps, tensors, readers, keep):
                                                                             (1, tensors[q][0]))):
             continue
         parts = [made[t] for t in (qt, mm1["inputs"][1], mm2["inputs"][1])] + \
-            [x for x in (sc, add) if x is not None] + [mm1, sm, mm2]
+            [x for x in (sc, post, add) if x is not None] + [mm1, sm, mm2]
         found[ct["output"]] = (q, k, v, bias, scale, {x["output"] for x in parts})
     return found
 
@@ -263,7 +267,8 @@ class SequenceRunner:
                 fns.append(lambda env, threads, i=i: env[i])
             elif s["op"] == "softmax" and s["inputs"][0] in fused:
                 i, j = slots[s["inputs"][0]], slots[fused[s["inputs"][0]]]
-                fns.append(lambda env, threads, i=i, j=j: F.softmax(env[i], env[i], threads, bias=env[j]))
+                fns.append(lambda env, threads, i=i, j=j: F.softmax(env[i], env[i], threads,
+                                                                    bias=np.ascontiguousarray(env[j])))
             else:
                 fns.append(_step(m, s, slots, True, transposed(s)) if in_place(k, s) else fns[0])
             if s["op"] == "linear" and s["act"] is not None:
