@@ -560,3 +560,12 @@ def test_dynamic_linear_overflow_is_refused():
     packed = fixq.pack_weights(np.full((1, k), -128, np.int8))
     with pytest.raises(OverflowError, match="dynamic_linear: the int32 accumulator could overflow"):
         F.dynamic_linear(np.ones((1, k), np.float32), packed, 1.0)
+
+
+def test_attention_fresh_empty_arrays():
+    """A freshly allocated empty array (numpy may give it zero strides) is judged by its shape."""
+    k = np.ones((2, 3, 2, 8), np.float32)
+    assert F.attention(np.empty((2, 0, 2, 8), np.float32), k, k, 0.5).shape == (2, 0, 2, 8)
+    empty = np.empty((2, 0, 2, 8), np.float32)
+    with pytest.raises(ValueError, match=r"no keys \(L = 0\)"):
+        F.attention(k, empty, empty, 0.5)

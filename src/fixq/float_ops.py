@@ -124,7 +124,7 @@ def _heads(x, name, fn):
         raise ValueError(f"{fn}: {name} must be float32, got {x.dtype}; convert it with {name}.astype(np.float32)")
     if x.ndim != 4:
         raise ValueError(f"{fn}: {name} must be [batch, tokens, heads, head size], got shape {x.shape}")
-    if x.shape[-1] > 1 and x.strides[-1] != 4:
+    if x.size and x.shape[-1] > 1 and x.strides[-1] != 4:  # an empty array may have zero strides
         raise ValueError(f"{fn}: {name}'s last axis must be contiguous; pass np.ascontiguousarray({name})")
     return x
 
