@@ -235,3 +235,13 @@ def test_exported_attention_runs_fused(tmp_path, attn):
     y, ref = m.run(f), ort_run(path, f)
     assert np.abs(y - ref).max() <= 1e-5
     np.testing.assert_array_equal(m.run({k: np.asfortranarray(v) for k, v in f.items()}), y)
+
+
+def test_quantize_dynamic_export_points_at_the_float_route(tmp_path):
+    """ORT's quantize_dynamic of an encoder is not read; the one line says how such a model gets in."""
+    from onnxruntime.quantization import quantize_dynamic
+    path = export(bert("eager"), tmp_path / "bert.onnx", 17, pooled=True)
+    quantize_dynamic(path, str(tmp_path / "bert_dyn.onnx"))
+    r = CliRunner().invoke(cli, ["import", str(tmp_path / "bert_dyn.onnx"), "-o", str(tmp_path / "m.npz")])
+    assert r.exit_code != 0 and "Traceback" not in r.output
+    assert "imported from its float export, then quantized with `fixq quantize --dynamic`" in r.output

@@ -86,7 +86,7 @@ class _Importer:
             _check_declared(t, "initializer")
             try:
                 self.env[t.name] = self.nh.to_array(t)
-            except (ValueError, TypeError, IndexError) as e:
+            except (ValueError, TypeError, IndexError, KeyError) as e:
                 raise OnnxError(f"initializer {t.name!r}: its data does not match its dims and type "
                                 f"({' '.join(str(e).split())[:200]})") from None
         for t in g.sparse_initializer:
@@ -106,8 +106,11 @@ class _Importer:
     def take_inputs(self, inputs):
         """The graph's inputs (those not given as constants) into env: exactly one float tensor."""
         if len(inputs) != 1:
-            raise OnnxError(f"model: has {len(inputs)} graph inputs ({', '.join(i.name for i in inputs)}); fixq "
-                            "models take exactly one float input (give the others as constants=)")
+            ints = any(i.type.tensor_type.elem_type in (6, 7) for i in inputs)  # int32 / int64: token ids
+            raise OnnxError(f"model: has {len(inputs)} graph inputs ({', '.join(i.name for i in inputs)}); " + (
+                "a transformer encoder is imported from its float export, then quantized with `fixq quantize "
+                "--dynamic` (docs/onnx.md)" if ints else
+                "fixq models take exactly one float input (give the others as constants=)"))
         self.input_name, self.input_shape = self._graph_input(inputs[0])
         self.env[inputs[0].name] = _Tensor(self.input_name, self.input_shape)
 
