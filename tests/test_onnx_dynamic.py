@@ -117,6 +117,23 @@ def test_archive_and_cli_round_trip(float_models, tmp_path):
         fixq.Model.load(q, target="tflite")
 
 
+def test_cli_runs_the_whole_input_as_one_ort_call(float_models, tmp_path):
+    """The activations' range is the whole batch's: `fixq run` keeps INPUT one batch unless --batch-size is
+    given (then each batch is one ORT call, and a note says so)."""
+    path = _quantize(float_models["mlp"], False, "QInt8")
+    x = _inputs("mlp", 300, 8)
+    x[299] *= 50  # an outlier row sets the range of every row beside it
+    np.save(tmp_path / "x.npy", x)
+    y = str(tmp_path / "y.npy")
+    r = CliRunner().invoke(cli, ["run", path, str(tmp_path / "x.npy"), "--target", "onnxruntime", "-o", y])
+    assert r.exit_code == 0, r.output
+    _bits_equal(np.load(y), ort_run(path, x))
+    r = CliRunner().invoke(cli, ["run", path, str(tmp_path / "x.npy"), "--target", "onnxruntime", "-o", y, "-f",
+                                 "--batch-size", "100"])
+    assert r.exit_code == 0 and "range" in r.output, r.output
+    _bits_equal(np.load(y), np.concatenate([ort_run(path, x[i:i + 100]) for i in (0, 100, 200)]))
+
+
 def test_fixq_dynamic_models_run_target_onnxruntime():
     """A model fixq quantized itself in dynamic mode, uint8 activations, runs ORT's dynamic arithmetic too."""
     rng = np.random.default_rng(7)

@@ -233,7 +233,9 @@ def quantize(model, output, calib, method, percentile, bins, averaging_constant,
 @click.option("--argmax", is_flag=True,
               help="Class ids instead of scores: the argmax of several columns; one column: class 1 where a "
                    "probability is > 0.5 or a logit > 0 (the rule used is printed).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Samples a call (an ONNX quantize_dynamic model: the whole INPUT unless given, since its "
+                   "activations' range is the whole batch's, as in one ORT call).")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--raw", is_flag=True, help="Write the int8/uint8 outputs instead of dequantized floats.")
 @click.option("--target", type=click.Choice(TARGETS), default=None,
@@ -288,6 +290,13 @@ def run(model, input, output, argmax, batch_size, threads, raw, target, schedule
         # the check sees one sample: name the file's own shape
         raise CliError(f"INPUT {input} (shape {list(x.shape)}): {str(e).split('; ', 1)[-1]}") from None
     ids = [ClassIds(shape[1]) for shape in shapes] if argmax else None
+    if not tflite and m._ort_dynamic() and len(x) > batch_size:
+        # ORT's DynamicQuantizeLinear takes one range over the whole input: a batch is one ORT call
+        if click.get_current_context().get_parameter_source("batch_size") == click.core.ParameterSource.DEFAULT:
+            batch_size = len(x)
+        elif not quiet:
+            click.echo(f"note: a quantize_dynamic model quantizes each --batch-size {batch_size} batch with that "
+                       "batch's range, as one ORT call on it would", err=True)
     with atomic_output(output) as tmp, WRITERS[fmt](tmp, m.outputs, len(x)) as writer:
         with progressbar(len(x), "running", quiet) as bar:
             for b in batches(x, batch_size, bar, floats=not tflite):
