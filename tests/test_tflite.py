@@ -151,7 +151,7 @@ def test_dynamic_range_model_is_one_line():
 
 
 def test_uint8_tensor_read_by_another_op_is_one_line():
-    from fixq.io.tflite import _Importer
+    from fixq.io.tflite_import import _Importer
     tm = read_model(path("uint8_requantize"))
     assert tm.operators[3].op == "QUANTIZE" and tm.tensors[tm.operators[3].inputs[0]].type == 3  # uint8 -> int8
     for op in ("RELU", "ADD"):

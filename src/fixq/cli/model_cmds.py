@@ -290,7 +290,7 @@ def run(model, input, output, argmax, batch_size, threads, raw, target, schedule
         # the check sees one sample: name the file's own shape
         raise CliError(f"INPUT {input} (shape {list(x.shape)}): {str(e).split('; ', 1)[-1]}") from None
     ids = [ClassIds(shape[1]) for shape in shapes] if argmax else None
-    if not tflite and m._ort_dynamic() and len(x) > batch_size:
+    if isinstance(m, Model) and m._ort_dynamic() and len(x) > batch_size:
         # ORT's DynamicQuantizeLinear takes one range over the whole input: a batch is one ORT call
         if click.get_current_context().get_parameter_source("batch_size") == click.core.ParameterSource.DEFAULT:
             batch_size = len(x)
