@@ -430,6 +430,15 @@ fixq_status fixq__qgemm_checked_rq(size_t m, const void *a, fixq_dtype a_dtype, 
                                    const fixq_packed_b *b, const int32_t *bias, const fixq_requant *p,
                                    size_t p_channels, void *y, fixq_dtype y_dtype, size_t ldy, int threads);
 
+/* fixq_qgemm (p given) or fixq__qgemm_store_s32 (store given) of arguments a caller checked before, for which
+ * fixq__qgemm_fits holds: no checks, no bound (the C plan proves it once per step, fixq_eng_gemm_fits). */
+fixq_status fixq__qgemm_fitted(size_t m, const void *a, fixq_dtype a_dtype, size_t lda, int32_t a_zero_point,
+                               const fixq_packed_b *b, const int32_t *bias, const fixq_requant *p,
+                               size_t p_channels, void *y, fixq_dtype y_dtype, size_t ldy, fixq__qgemm_store store,
+                               const void *store_ctx, int threads);
+/* Every acc of fixq_qgemm(a of a_dtype around a_zero_point, b, bias) fits int32 (else FIXQ_ERR_OVERFLOW). */
+int fixq__qgemm_fits(const fixq_packed_b *b, fixq_dtype a_dtype, int32_t a_zero_point, const int32_t *bias);
+
 /* XOR-popcount GEMM on nibble planes (fixq_bgemm_pack; rows of chunks * 64
  * bytes): y[i][j] = k - 2 * popcount(a[i] ^ b[j]). */
 typedef void (*fixq_bgemm_ukernel)(size_t m, size_t n, size_t chunks, const uint8_t *a, const uint8_t *b,

@@ -20,6 +20,7 @@
 #define MC_MAX 128                /* rows per block */
 #define TILE_BYTES (8 * 1024)     /* int32 accumulators waiting for the output stage: stay in L1 */
 #define A_BLOCK_BYTES (96 * 1024) /* packed A block: stays in L2 */
+#define STACK_BYTES (16 * 1024)   /* run_part's memory on launch's stack, where it fits */
 
 typedef struct {
   fixq_qgemm_pack_a_fn pack_a;
@@ -205,31 +206,51 @@ static void store_block(const qgemm_job *job, const void *info, const int32_t *t
   }
 }
 
+/* The sizes of run_part's memory for `rows` rows x `ncols` columns: the packed A block (mc_max rows), its
+ * row sums and row_neg, the int32 tile (mc_max x ldt), col_term, then a source's mr rows and its per-row
+ * data; `bytes` in all, 64 for the alignment included. */
+typedef struct {
+  size_t mc_max, ldt, a_bytes, info_bytes, bytes;
+} part_layout;
+
+static part_layout layout(const qgemm_kernels *kern, const fixq_packed_b *b, const fixq__qgemm_source *src,
+                          size_t rows, size_t ncols) {
+  const size_t mr = kern->mr, np = kern->np, kq = b->k_padded / 4, block = rows_per_block(kern, kq);
+  part_layout l;
+  if (rows > mr) rows = (rows + mr - 1) / mr * mr; /* fewer: one tile of `rows` rows */
+  l.mc_max = rows < block ? rows : block;
+  size_t group = l.mc_max * NR * 4 >= TILE_BYTES ? 1 : TILE_BYTES / (l.mc_max * NR * 4);
+  if (group > ncols / NR) group = ncols / NR;
+  group = (group + np - 1) / np * np;
+  l.ldt = group * NR;
+  l.a_bytes = l.mc_max * kq * kern->record;
+  l.info_bytes = src != NULL ? src->info_bytes : 0;
+  l.bytes = l.a_bytes + sizeof(int32_t) * (l.mc_max * (2 + l.ldt) + ncols) +
+            (src != NULL ? l.mc_max * l.info_bytes + mr * b->k + 8 : 0) + 64;
+  return l;
+}
+
 /* Rows [m0, m1) x panels [p0, p1): blocks of mc_max rows of A packed once
  * (from a caller's source: made mr rows at a time into a scratch that stays
  * in L1, then packed), groups of panels whose int32 accumulators (mc_max x
- * group * NR) fit in TILE_BYTES go through the output stage together. */
-static void run_part(qgemm_part *part) {
+ * group * NR) fit in TILE_BYTES go through the output stage together.
+ * scratch: layout's bytes, or NULL (allocated here). */
+static void run_part(qgemm_part *part, void *scratch) {
   const qgemm_job *job = part->job;
   const qgemm_kernels *kern = job->kern;
   const fixq_packed_b *b = job->b;
   const size_t mr = kern->mr, np = kern->np, kq = b->k_padded / 4;
-  const size_t rows = (part->m1 - part->m0 + mr - 1) / mr * mr, block = rows_per_block(kern, kq);
-  const size_t mc_max = rows < block ? rows : block;
-  size_t group = mc_max * NR * 4 >= TILE_BYTES ? 1 : TILE_BYTES / (mc_max * NR * 4);
-  group = (group + np - 1) / np * np;
-  const size_t ldt = group * NR, ncols = (part->p1 - part->p0) * NR;
+  const size_t ncols = (part->p1 - part->p0) * NR;
+  const fixq__qgemm_source *src = job->src;
+  const part_layout l = layout(kern, b, src, part->m1 - part->m0, ncols);
+  const size_t mc_max = l.mc_max, ldt = l.ldt, a_bytes = l.a_bytes, info_bytes = l.info_bytes;
+  const size_t group = ldt / NR;
   const fixq_qgemm_ukernel ukernel = kern->ukernel[b->kernel];
   const int need_row_sum = b->zero_point_nonzero;
-  const fixq__qgemm_source *src = job->src;
   const fixq__dyn_out *out = src != NULL ? src->out : NULL;
   const fixq__qgemm_f32_tile f32_tile = out != NULL && !need_row_sum ? kern->f32_tile : NULL;
   const int direct = kern->direct != NULL && src == NULL && !need_row_sum && b->k <= FIXQ__DIRECT_K_MAX;
-  /* packed A block, its row sums and row_neg, the int32 tile, col_term, then a source's mr rows and its
-   * per-row data: one allocation */
-  const size_t a_bytes = mc_max * kq * kern->record, info_bytes = src != NULL ? src->info_bytes : 0;
-  const size_t int_bytes = sizeof(int32_t) * (mc_max * (2 + ldt) + ncols);
-  char *mem = malloc(a_bytes + int_bytes + (src != NULL ? mc_max * info_bytes + mr * b->k + 8 : 0) + 64);
+  char *mem = scratch != NULL ? scratch : malloc(l.bytes);
   if (mem == NULL) {
     part->status = FIXQ_ERR_OUT_OF_MEMORY;
     return;
@@ -258,7 +279,7 @@ static void run_part(qgemm_part *part) {
       if (src != NULL) {
         const fixq_status st = src->rows(src->ctx, m0 + i, rows_i, rows_u8, info + i * info_bytes);
         if (st != FIXQ_OK) {
-          free(mem);
+          if (scratch == NULL) free(mem);
           part->status = st;
           return;
         }
@@ -292,11 +313,11 @@ static void run_part(qgemm_part *part) {
                                   n1 - n0);
     }
   }
-  free(mem);
+  if (scratch == NULL) free(mem);
   part->status = FIXQ_OK;
 }
 
-static void run_part_task(void *parts, int t) { run_part((qgemm_part *)parts + t); }
+static void run_part_task(void *parts, int t) { run_part((qgemm_part *)parts + t, NULL); }
 
 /* Splits rows (in tiles of mr) when there are enough for every thread, else
  * panels; threads is at most the larger count, so no part is empty. */
@@ -351,7 +372,15 @@ static int fits_int32(const fixq_packed_b *b, int64_t a_span, const int32_t *bia
   return 1;
 }
 
-/* Runs job on up to `threads` threads (fewer when the product is small). */
+int fixq__qgemm_fits(const fixq_packed_b *b, fixq_dtype a_dtype, int32_t a_zero_point, const int32_t *bias) {
+  int32_t lo, hi;
+  if (!dtype_bounds(a_dtype, &lo, &hi)) return 0;
+  const int64_t a_span = a_zero_point - lo > hi - a_zero_point ? a_zero_point - lo : hi - a_zero_point;
+  return fits_int32(b, a_span, bias);
+}
+
+/* Runs job on up to `threads` threads (fewer when the product is small); a one-thread run whose memory fits
+ * STACK_BYTES (a few rows: a GEMV) in a buffer on the stack, the others in memory of their own. */
 static fixq_status launch(const qgemm_job *job, int threads) {
   const qgemm_kernels *kern = job->kern;
   const fixq_packed_b *b = job->b;
@@ -365,7 +394,8 @@ static fixq_status launch(const qgemm_job *job, int threads) {
   if ((size_t)T > groups && (size_t)T > panels) T = (int)(groups > panels ? groups : panels); /* split gives each part rows or panels */
   if (T == 1) {
     qgemm_part part = {job, 0, m, 0, panels, FIXQ_OK};
-    run_part(&part);
+    _Alignas(64) char stack[STACK_BYTES];
+    run_part(&part, layout(kern, b, job->src, m, panels * NR).bytes <= sizeof stack ? stack : NULL);
     return part.status;
   }
   qgemm_part *parts = malloc(sizeof(qgemm_part) * (size_t)T);
@@ -406,9 +436,16 @@ static fixq_status qgemm(size_t m, const void *a, fixq_dtype a_dtype, size_t lda
   }
   if (m == 0 || b->n == 0) return FIXQ_OK;
   if ((store == NULL && y == NULL) || (a == NULL && b->k > 0)) return FIXQ_ERR_INVALID_ARGUMENT;
-  const int64_t a_span = a_zero_point - lo > hi - a_zero_point ? a_zero_point - lo : hi - a_zero_point;
-  if (!fits_int32(b, a_span, bias)) return FIXQ_ERR_OVERFLOW;
+  if (!fixq__qgemm_fits(b, a_dtype, a_zero_point, bias)) return FIXQ_ERR_OVERFLOW;
+  return fixq__qgemm_fitted(m, a, a_dtype, lda, a_zero_point, b, bias, p, p_channels, y, y_dtype, ldy, store,
+                            store_ctx, threads);
+}
 
+fixq_status fixq__qgemm_fitted(size_t m, const void *a, fixq_dtype a_dtype, size_t lda, int32_t a_zero_point,
+                               const fixq_packed_b *b, const int32_t *bias, const fixq_requant *p,
+                               size_t p_channels, void *y, fixq_dtype y_dtype, size_t ldy, fixq__qgemm_store store,
+                               const void *store_ctx, int threads) {
+  if (m == 0 || b->n == 0) return FIXQ_OK;
   const qgemm_kernels *kern = &kernel_table[fixq__isa];
   const qgemm_job job = {kern, a, a_dtype, m, lda, a_zero_point - (a_dtype == FIXQ_UINT8 ? 128 : 0), b, bias,
                          store != NULL ? NULL : p, store == NULL && p != NULL && p_channels > 1,
