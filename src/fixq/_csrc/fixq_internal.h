@@ -272,6 +272,27 @@ typedef void (*fixq_qgemm_direct_fn)(size_t mr, size_t np, size_t k, const void 
                                      const int8_t *b, int32_t *c, size_t ldc, const int32_t *col_term);
 #define FIXQ__DIRECT_K_MAX 64
 
+/* The GEMM's column terms for ncols columns (qgemm.c's col_term), modulo 2^32:
+ * col_term[j] = bias[j] - col_mult * col_sum[j] - zp_mult * zp[j], bias[j] read for j < n_bias only.
+ * One definition, compiled per path (the AVX2 one multiplies 8 columns a vpmulld). */
+typedef void (*fixq_qgemm_col_term_fn)(size_t ncols, size_t n_bias, uint32_t col_mult, uint32_t zp_mult,
+                                       const int32_t *col_sum, const int32_t *zp, const int32_t *bias,
+                                       int32_t *col_term);
+static inline void fixq__qgemm_col_term(size_t ncols, size_t n_bias, uint32_t col_mult, uint32_t zp_mult,
+                                        const int32_t *restrict col_sum, const int32_t *restrict zp,
+                                        const int32_t *restrict bias, int32_t *restrict col_term) {
+  size_t j = 0;
+  for (; j < n_bias; j++)
+    col_term[j] = (int32_t)((uint32_t)bias[j] - col_mult * (uint32_t)col_sum[j] - zp_mult * (uint32_t)zp[j]);
+  for (; j < ncols; j++) col_term[j] = (int32_t)(0u - col_mult * (uint32_t)col_sum[j] - zp_mult * (uint32_t)zp[j]);
+}
+void fixq_qgemm_col_term__scalar(size_t ncols, size_t n_bias, uint32_t col_mult, uint32_t zp_mult,
+                                 const int32_t *col_sum, const int32_t *zp, const int32_t *bias, int32_t *col_term);
+#ifdef FIXQ_COMPILED_AVX2
+void fixq_qgemm_col_term__avx2(size_t ncols, size_t n_bias, uint32_t col_mult, uint32_t zp_mult,
+                               const int32_t *col_sum, const int32_t *zp, const int32_t *bias, int32_t *col_term);
+#endif
+
 void fixq_qgemm_pack_a__scalar(size_t rows, size_t k, const void *a, size_t lda, fixq_dtype a_dtype,
                                fixq_gemm_kernel kernel, uint8_t *dst, int32_t *row_sum, int32_t *row_neg);
 void fixq_qgemm_s8__scalar(size_t mr, size_t np, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c,

@@ -30,23 +30,24 @@ typedef struct {
   uint32_t a_offset;             /* the kernels multiply a' + a_offset */
   fixq__qgemm_f32_tile f32_tile; /* a dynamic linear's full tiles straight to float, or NULL */
   fixq_qgemm_direct_fn direct;   /* or NULL: every A packed */
+  fixq_qgemm_col_term_fn col_term;
 } qgemm_kernels;
 
 static const qgemm_kernels kernel_table[FIXQ_ISA_COUNT] = {
-    {fixq_qgemm_pack_a__scalar, {fixq_qgemm_s8__scalar, fixq_qgemm_s16__scalar}, FIXQ_GEMM_MR, 1, 8, 0, NULL, NULL},
+    {fixq_qgemm_pack_a__scalar, {fixq_qgemm_s8__scalar, fixq_qgemm_s16__scalar}, FIXQ_GEMM_MR, 1, 8, 0, NULL, NULL, fixq_qgemm_col_term__scalar},
     {FIXQ__AVX2(fixq_qgemm_pack_a__avx2), {FIXQ__AVX2(fixq_qgemm_s8__avx2), FIXQ__AVX2(fixq_qgemm_s16__avx2)},
-     FIXQ__AVX2_MR, FIXQ__AVX2_NP, 8, 0, NULL, NULL},
+     FIXQ__AVX2_MR, FIXQ__AVX2_NP, 8, 0, NULL, NULL, FIXQ__AVX2(fixq_qgemm_col_term__avx2)},
     /* vpdpbusd is exact for b' = -128 too: one kernel for both */
     {FIXQ__AVX512VNNI(fixq_qgemm_pack_a__avx512vnni),
      {FIXQ__AVX512VNNI(fixq_qgemm_s8__avx512vnni), FIXQ__AVX512VNNI(fixq_qgemm_s8__avx512vnni)}, FIXQ__VNNI_MR,
      FIXQ__VNNI_NP, 4, 128, FIXQ__AVX512VNNI(fixq_qgemm_u8_f32__avx512vnni),
-     FIXQ__AVX512VNNI(fixq_qgemm_direct__avx512vnni)},
+     FIXQ__AVX512VNNI(fixq_qgemm_direct__avx512vnni), FIXQ__AVX512VNNI(fixq_qgemm_col_term__avx2)},
     {FIXQ__NEON(fixq_qgemm_pack_a__neon), {FIXQ__NEON(fixq_qgemm_s8__neon), FIXQ__NEON(fixq_qgemm_s8__neon)},
-     FIXQ__ARM_MR, FIXQ__ARM_NP, 4, 0, NULL, NULL},
+     FIXQ__ARM_MR, FIXQ__ARM_NP, 4, 0, NULL, NULL, fixq_qgemm_col_term__scalar},
     {FIXQ__DOTPROD(fixq_qgemm_pack_a__neon), {FIXQ__DOTPROD(fixq_qgemm_s8__dotprod), FIXQ__DOTPROD(fixq_qgemm_s8__dotprod)},
-     FIXQ__ARM_MR, FIXQ__ARM_NP, 4, 0, NULL, NULL},
+     FIXQ__ARM_MR, FIXQ__ARM_NP, 4, 0, NULL, NULL, fixq_qgemm_col_term__scalar},
     {FIXQ__I8MM(fixq_qgemm_pack_a__i8mm), {FIXQ__I8MM(fixq_qgemm_s8__i8mm), FIXQ__I8MM(fixq_qgemm_s8__i8mm)},
-     FIXQ__ARM_MR, FIXQ__ARM_NP, 4, 0, NULL, NULL},
+     FIXQ__ARM_MR, FIXQ__ARM_NP, 4, 0, NULL, NULL, fixq_qgemm_col_term__scalar},
 };
 
 /* ---- packing B ------------------------------------------------------------ */
@@ -234,8 +235,8 @@ static part_layout layout(const qgemm_kernels *kern, const fixq_packed_b *b, con
  * (from a caller's source: made mr rows at a time into a scratch that stays
  * in L1, then packed), groups of panels whose int32 accumulators (mc_max x
  * group * NR) fit in TILE_BYTES go through the output stage together.
- * scratch: layout's bytes, or NULL (allocated here). */
-static void run_part(qgemm_part *part, void *scratch) {
+ * Its memory: buf where layout's bytes fit in buf_bytes, else allocated here. */
+static void run_part(qgemm_part *part, void *buf, size_t buf_bytes) {
   const qgemm_job *job = part->job;
   const qgemm_kernels *kern = job->kern;
   const fixq_packed_b *b = job->b;
@@ -250,6 +251,7 @@ static void run_part(qgemm_part *part, void *scratch) {
   const fixq__dyn_out *out = src != NULL ? src->out : NULL;
   const fixq__qgemm_f32_tile f32_tile = out != NULL && !need_row_sum ? kern->f32_tile : NULL;
   const int direct = kern->direct != NULL && src == NULL && !need_row_sum && b->k <= FIXQ__DIRECT_K_MAX;
+  void *const scratch = l.bytes <= buf_bytes ? buf : NULL;
   char *mem = scratch != NULL ? scratch : malloc(l.bytes);
   if (mem == NULL) {
     part->status = FIXQ_ERR_OUT_OF_MEMORY;
@@ -261,15 +263,12 @@ static void run_part(qgemm_part *part, void *scratch) {
   int32_t *tile = row_neg + mc_max;
   /* col_term = bias - a_zp' * col_sum - a_offset * sum_k b' for the part's columns, where
    * sum_k b' = col_sum + k * zp' (0 in the padding) */
-  int32_t *restrict col_term = tile + mc_max * ldt;
+  int32_t *col_term = tile + mc_max * ldt;
   uint8_t *info = (uint8_t *)(((uintptr_t)(col_term + ncols) + 7) & ~(uintptr_t)7), *rows_u8 = info + mc_max * info_bytes;
   const size_t n0 = part->p0 * NR, n_bias = b->n - n0 < ncols ? b->n - n0 : ncols;
   const uint32_t col_mult = (uint32_t)job->a_zp + kern->a_offset, zp_mult = kern->a_offset * (uint32_t)b->k;
-  const int32_t *restrict col_sum = b->col_sum + n0, *restrict zp = b->zero_point + n0, *restrict bias = job->bias;
-  for (size_t j = 0; j < ncols; j++)
-    col_term[j] = (int32_t)(0u - col_mult * (uint32_t)col_sum[j] - zp_mult * (uint32_t)zp[j]);
-  if (bias != NULL)
-    for (size_t j = 0; j < n_bias; j++) col_term[j] = (int32_t)((uint32_t)col_term[j] + (uint32_t)bias[n0 + j]);
+  kern->col_term(ncols, job->bias != NULL ? n_bias : 0, col_mult, zp_mult, b->col_sum + n0, b->zero_point + n0,
+                 job->bias != NULL ? job->bias + n0 : NULL, col_term);
   for (size_t m0 = part->m0; m0 < part->m1; m0 += mc_max) {
     const size_t mc = part->m1 - m0 < mc_max ? part->m1 - m0 : mc_max;
     for (size_t i = 0; i < mc && !direct; i += mr) {
@@ -317,7 +316,7 @@ static void run_part(qgemm_part *part, void *scratch) {
   part->status = FIXQ_OK;
 }
 
-static void run_part_task(void *parts, int t) { run_part((qgemm_part *)parts + t, NULL); }
+static void run_part_task(void *parts, int t) { run_part((qgemm_part *)parts + t, NULL, 0); }
 
 /* Splits rows (in tiles of mr) when there are enough for every thread, else
  * panels; threads is at most the larger count, so no part is empty. */
@@ -386,16 +385,18 @@ static fixq_status launch(const qgemm_job *job, int threads) {
   const fixq_packed_b *b = job->b;
   const size_t m = job->m;
   const size_t panels = b->n_padded / NR;
-  const double macs = (double)m * (double)b->n * (double)(b->k ? b->k : 1);
   int T = threads;
-  const double fit = macs / FIXQ__MACS_PER_THREAD;
-  if (fit < T) T = fit > 1 ? (int)fit : 1;
-  const size_t groups = (m + kern->mr - 1) / kern->mr; /* row tiles */
-  if ((size_t)T > groups && (size_t)T > panels) T = (int)(groups > panels ? groups : panels); /* split gives each part rows or panels */
+  if (T > 1) {
+    const double macs = (double)m * (double)b->n * (double)(b->k ? b->k : 1);
+    const double fit = macs / FIXQ__MACS_PER_THREAD;
+    if (fit < T) T = fit > 1 ? (int)fit : 1;
+    const size_t groups = (m + kern->mr - 1) / kern->mr; /* row tiles */
+    if ((size_t)T > groups && (size_t)T > panels) T = (int)(groups > panels ? groups : panels); /* split gives each part rows or panels */
+  }
   if (T == 1) {
     qgemm_part part = {job, 0, m, 0, panels, FIXQ_OK};
     _Alignas(64) char stack[STACK_BYTES];
-    run_part(&part, layout(kern, b, job->src, m, panels * NR).bytes <= sizeof stack ? stack : NULL);
+    run_part(&part, stack, sizeof stack);
     return part.status;
   }
   qgemm_part *parts = malloc(sizeof(qgemm_part) * (size_t)T);
