@@ -218,7 +218,10 @@ static part_layout layout(const qgemm_kernels *kern, const fixq_packed_b *b, con
                           size_t rows, size_t ncols) {
   const size_t mr = kern->mr, np = kern->np, kq = b->k_padded / 4, block = rows_per_block(kern, kq);
   part_layout l;
-  if (rows > mr) rows = (rows + mr - 1) / mr * mr; /* fewer: one tile of `rows` rows */
+  /* fewer rows than a tile: one tile of them, in whole groups of FIXQ_GEMM_MR (the aarch64 packers write
+   * that many records, zeros past `rows`) */
+  const size_t unit = rows > mr ? mr : FIXQ_GEMM_MR;
+  rows = (rows + unit - 1) / unit * unit;
   l.mc_max = rows < block ? rows : block;
   size_t group = l.mc_max * NR * 4 >= TILE_BYTES ? 1 : TILE_BYTES / (l.mc_max * NR * 4);
   if (group > ncols / NR) group = ncols / NR;
