@@ -92,6 +92,7 @@ cdef extern from "fixq_engine.h" nogil:
         const int32_t *in_zp
         const fixq_requant *in_rq
         const uint8_t *table
+        int acc_fits
 
     ctypedef struct fixq_eng_plan:
         fixq_dtype dtype
@@ -101,6 +102,7 @@ cdef extern from "fixq_engine.h" nogil:
         const fixq_eng_step *steps
 
     fixq_status fixq_eng_check(const fixq_eng_plan *plan, size_t *bad_step)
+    int fixq_eng_gemm_fits(const fixq_eng_plan *plan, size_t step)
     size_t fixq_eng_scratch_bytes(const fixq_eng_plan *plan, size_t batch)
     fixq_status fixq_eng_run(const fixq_eng_plan *plan, size_t batch, void *const *buffers, void *scratch,
                              int threads, size_t *failed_step)
@@ -374,6 +376,8 @@ cdef class Engine:
         st = fixq_eng_check(&self.plan, &bad)
         if st != FIXQ_OK:
             raise ValueError(f"engine plan: step {self.names[bad]!r} is inconsistent")
+        for i in range(ns):  # the int32 bound of each GEMM proven once (else every run proves it)
+            self.steps[i].acc_fits = fixq_eng_gemm_fits(&self.plan, i)
         if nt > ENG_MAX_TENSORS:
             raise ValueError(f"engine plan: more than {ENG_MAX_TENSORS} tensors")
         if len(outputs) > ENG_MAX_OUTPUTS:

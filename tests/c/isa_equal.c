@@ -537,6 +537,7 @@ static void engine_cases(int count, int mode) {
       printf("MISMATCH setup: engine plan %d (op %d) refused\n", t, (int)op);
       mismatches++;
     } else {
+      s.acc_fits = fixq_eng_gemm_fits(&c.plan, 0); /* as _core.Engine sets it: a GEMM without per-call bound */
       const size_t nx = c.batch * ts[0].h * ts[0].w * ts[0].c;
       c.x = malloc(nx);
       for (size_t i = 0; i < nx; i++) /* the dtype's extremes and the zero point among random bytes */

@@ -275,6 +275,15 @@ static size_t step_scratch(const fixq_eng_plan *plan, const fixq_eng_step *s, si
   }
 }
 
+int fixq_eng_gemm_fits(const fixq_eng_plan *plan, size_t step) {
+  if (step >= plan->n_steps || plan->steps[step].op != FIXQ_ENG_GEMM) return 0;
+  const fixq_eng_step *s = &plan->steps[step];
+  const size_t og = plan->tensors[s->out].c / s->groups;
+  for (size_t g = 0; g < s->groups; g++)
+    if (!fixq__qgemm_fits(s->packed[g], plan->dtype, s->zp, s->bias + g * og)) return 0;
+  return 1;
+}
+
 size_t fixq_eng_scratch_bytes(const fixq_eng_plan *plan, size_t batch) {
   size_t m = 0;
   for (size_t i = 0; i < plan->n_steps; i++) {
@@ -353,6 +362,9 @@ static void target_store(const void *ctx, const int32_t *acc, size_t lda, size_t
 static fixq_status gemm_target(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t m, const uint8_t *a,
                                size_t lda, size_t g, size_t og, uint8_t *y, size_t ldy, int threads) {
   const target_store_ctx ctx = {s->target, plan->dtype, g * og, y, ldy};
+  if (s->acc_fits)
+    return fixq__qgemm_fitted(m, a, plan->dtype, lda, s->zp, s->packed[g], s->bias + g * og, NULL, 0, NULL,
+                              FIXQ_INT32, 0, target_store, &ctx, threads);
   return fixq__qgemm_store_s32(m, a, plan->dtype, lda, s->zp, s->packed[g], s->bias + g * og, target_store, &ctx,
                                threads);
 }
@@ -387,8 +399,11 @@ static fixq_status run_gemm(const fixq_eng_plan *plan, const fixq_eng_step *s, s
       if (rq.scale != NULL) rq.scale += off;
       rq.zero_point += off;
     }
-    const fixq_status st = fixq__qgemm_checked_rq(m, a, plan->dtype, lda, s->zp, s->packed[g], s->bias + g * og, &rq,
-                                                  per_channel ? og : 1, y + g * og, plan->dtype, yt->c, threads);
+    const fixq_status st =
+        s->acc_fits ? fixq__qgemm_fitted(m, a, plan->dtype, lda, s->zp, s->packed[g], s->bias + g * og, &rq,
+                                         per_channel ? og : 1, y + g * og, plan->dtype, yt->c, NULL, NULL, threads)
+                    : fixq__qgemm_checked_rq(m, a, plan->dtype, lda, s->zp, s->packed[g], s->bias + g * og, &rq,
+                                             per_channel ? og : 1, y + g * og, plan->dtype, yt->c, threads);
     if (st != FIXQ_OK) return st;
   }
   return FIXQ_OK;

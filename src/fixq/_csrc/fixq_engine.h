@@ -124,6 +124,8 @@ typedef struct {
   const int32_t *in_zp;                  /* CONCAT: per input */
   const fixq_requant *in_rq;             /* CONCAT: per input; zero_point NULL: copied as is */
   const uint8_t *table;                  /* LUT: [256] output bytes, indexed by the input's byte */
+  int acc_fits; /* GEMM: fixq_eng_gemm_fits of the step, set after fixq_eng_check (0: every run proves the
+                   int32 bound, and fails with FIXQ_ERR_OVERFLOW where it does not hold) */
 } fixq_eng_step;
 
 typedef struct {
@@ -169,6 +171,9 @@ void fixq__eng_pad(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t bat
 /* Shapes, indices and parameters of every step agree (run never reads or
  * writes outside the tensors); on failure *bad_step is the step. */
 fixq_status fixq_eng_check(const fixq_eng_plan *plan, size_t *bad_step);
+/* Step `step` of a checked plan is a GEMM whose every int32 accumulator fits (fixq__qgemm_fits of each
+ * group's packed B, bias and input zero point), for any input. */
+int fixq_eng_gemm_fits(const fixq_eng_plan *plan, size_t step);
 /* Bytes of scratch fixq_eng_run needs for `batch` samples. */
 size_t fixq_eng_scratch_bytes(const fixq_eng_plan *plan, size_t batch);
 /* Runs every step on `batch` samples; on failure *failed_step is the step. */

@@ -272,6 +272,27 @@ typedef void (*fixq_qgemm_direct_fn)(size_t mr, size_t np, size_t k, const void 
                                      const int8_t *b, int32_t *c, size_t ldc, const int32_t *col_term);
 #define FIXQ__DIRECT_K_MAX 64
 
+/* The GEMM's column terms for ncols columns (qgemm.c's col_term), modulo 2^32:
+ * col_term[j] = bias[j] - col_mult * col_sum[j] - zp_mult * zp[j], bias[j] read for j < n_bias only.
+ * One definition, compiled per path (the AVX2 one multiplies 8 columns a vpmulld). */
+typedef void (*fixq_qgemm_col_term_fn)(size_t ncols, size_t n_bias, uint32_t col_mult, uint32_t zp_mult,
+                                       const int32_t *col_sum, const int32_t *zp, const int32_t *bias,
+                                       int32_t *col_term);
+static inline void fixq__qgemm_col_term(size_t ncols, size_t n_bias, uint32_t col_mult, uint32_t zp_mult,
+                                        const int32_t *restrict col_sum, const int32_t *restrict zp,
+                                        const int32_t *restrict bias, int32_t *restrict col_term) {
+  size_t j = 0;
+  for (; j < n_bias; j++)
+    col_term[j] = (int32_t)((uint32_t)bias[j] - col_mult * (uint32_t)col_sum[j] - zp_mult * (uint32_t)zp[j]);
+  for (; j < ncols; j++) col_term[j] = (int32_t)(0u - col_mult * (uint32_t)col_sum[j] - zp_mult * (uint32_t)zp[j]);
+}
+void fixq_qgemm_col_term__scalar(size_t ncols, size_t n_bias, uint32_t col_mult, uint32_t zp_mult,
+                                 const int32_t *col_sum, const int32_t *zp, const int32_t *bias, int32_t *col_term);
+#ifdef FIXQ_COMPILED_AVX2
+void fixq_qgemm_col_term__avx2(size_t ncols, size_t n_bias, uint32_t col_mult, uint32_t zp_mult,
+                               const int32_t *col_sum, const int32_t *zp, const int32_t *bias, int32_t *col_term);
+#endif
+
 void fixq_qgemm_pack_a__scalar(size_t rows, size_t k, const void *a, size_t lda, fixq_dtype a_dtype,
                                fixq_gemm_kernel kernel, uint8_t *dst, int32_t *row_sum, int32_t *row_neg);
 void fixq_qgemm_s8__scalar(size_t mr, size_t np, size_t kq, const uint8_t *a, const int8_t *b, int32_t *c,
@@ -429,6 +450,15 @@ void fixq_f16_linear__scalar(size_t m, size_t n, size_t k, const float *x, size_
 fixq_status fixq__qgemm_checked_rq(size_t m, const void *a, fixq_dtype a_dtype, size_t lda, int32_t a_zero_point,
                                    const fixq_packed_b *b, const int32_t *bias, const fixq_requant *p,
                                    size_t p_channels, void *y, fixq_dtype y_dtype, size_t ldy, int threads);
+
+/* fixq_qgemm (p given) or fixq__qgemm_store_s32 (store given) of arguments a caller checked before, for which
+ * fixq__qgemm_fits holds: no checks, no bound (the C plan proves it once per step, fixq_eng_gemm_fits). */
+fixq_status fixq__qgemm_fitted(size_t m, const void *a, fixq_dtype a_dtype, size_t lda, int32_t a_zero_point,
+                               const fixq_packed_b *b, const int32_t *bias, const fixq_requant *p,
+                               size_t p_channels, void *y, fixq_dtype y_dtype, size_t ldy, fixq__qgemm_store store,
+                               const void *store_ctx, int threads);
+/* Every acc of fixq_qgemm(a of a_dtype around a_zero_point, b, bias) fits int32 (else FIXQ_ERR_OVERFLOW). */
+int fixq__qgemm_fits(const fixq_packed_b *b, fixq_dtype a_dtype, int32_t a_zero_point, const int32_t *bias);
 
 /* XOR-popcount GEMM on nibble planes (fixq_bgemm_pack; rows of chunks * 64
  * bytes): y[i][j] = k - 2 * popcount(a[i] ^ b[j]). */

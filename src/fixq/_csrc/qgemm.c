@@ -20,6 +20,7 @@
 #define MC_MAX 128                /* rows per block */
 #define TILE_BYTES (8 * 1024)     /* int32 accumulators waiting for the output stage: stay in L1 */
 #define A_BLOCK_BYTES (96 * 1024) /* packed A block: stays in L2 */
+#define STACK_BYTES (16 * 1024)   /* run_part's memory on launch's stack, where it fits */
 
 typedef struct {
   fixq_qgemm_pack_a_fn pack_a;
@@ -29,23 +30,24 @@ typedef struct {
   uint32_t a_offset;             /* the kernels multiply a' + a_offset */
   fixq__qgemm_f32_tile f32_tile; /* a dynamic linear's full tiles straight to float, or NULL */
   fixq_qgemm_direct_fn direct;   /* or NULL: every A packed */
+  fixq_qgemm_col_term_fn col_term;
 } qgemm_kernels;
 
 static const qgemm_kernels kernel_table[FIXQ_ISA_COUNT] = {
-    {fixq_qgemm_pack_a__scalar, {fixq_qgemm_s8__scalar, fixq_qgemm_s16__scalar}, FIXQ_GEMM_MR, 1, 8, 0, NULL, NULL},
+    {fixq_qgemm_pack_a__scalar, {fixq_qgemm_s8__scalar, fixq_qgemm_s16__scalar}, FIXQ_GEMM_MR, 1, 8, 0, NULL, NULL, fixq_qgemm_col_term__scalar},
     {FIXQ__AVX2(fixq_qgemm_pack_a__avx2), {FIXQ__AVX2(fixq_qgemm_s8__avx2), FIXQ__AVX2(fixq_qgemm_s16__avx2)},
-     FIXQ__AVX2_MR, FIXQ__AVX2_NP, 8, 0, NULL, NULL},
+     FIXQ__AVX2_MR, FIXQ__AVX2_NP, 8, 0, NULL, NULL, FIXQ__AVX2(fixq_qgemm_col_term__avx2)},
     /* vpdpbusd is exact for b' = -128 too: one kernel for both */
     {FIXQ__AVX512VNNI(fixq_qgemm_pack_a__avx512vnni),
      {FIXQ__AVX512VNNI(fixq_qgemm_s8__avx512vnni), FIXQ__AVX512VNNI(fixq_qgemm_s8__avx512vnni)}, FIXQ__VNNI_MR,
      FIXQ__VNNI_NP, 4, 128, FIXQ__AVX512VNNI(fixq_qgemm_u8_f32__avx512vnni),
-     FIXQ__AVX512VNNI(fixq_qgemm_direct__avx512vnni)},
+     FIXQ__AVX512VNNI(fixq_qgemm_direct__avx512vnni), FIXQ__AVX512VNNI(fixq_qgemm_col_term__avx2)},
     {FIXQ__NEON(fixq_qgemm_pack_a__neon), {FIXQ__NEON(fixq_qgemm_s8__neon), FIXQ__NEON(fixq_qgemm_s8__neon)},
-     FIXQ__ARM_MR, FIXQ__ARM_NP, 4, 0, NULL, NULL},
+     FIXQ__ARM_MR, FIXQ__ARM_NP, 4, 0, NULL, NULL, fixq_qgemm_col_term__scalar},
     {FIXQ__DOTPROD(fixq_qgemm_pack_a__neon), {FIXQ__DOTPROD(fixq_qgemm_s8__dotprod), FIXQ__DOTPROD(fixq_qgemm_s8__dotprod)},
-     FIXQ__ARM_MR, FIXQ__ARM_NP, 4, 0, NULL, NULL},
+     FIXQ__ARM_MR, FIXQ__ARM_NP, 4, 0, NULL, NULL, fixq_qgemm_col_term__scalar},
     {FIXQ__I8MM(fixq_qgemm_pack_a__i8mm), {FIXQ__I8MM(fixq_qgemm_s8__i8mm), FIXQ__I8MM(fixq_qgemm_s8__i8mm)},
-     FIXQ__ARM_MR, FIXQ__ARM_NP, 4, 0, NULL, NULL},
+     FIXQ__ARM_MR, FIXQ__ARM_NP, 4, 0, NULL, NULL, fixq_qgemm_col_term__scalar},
 };
 
 /* ---- packing B ------------------------------------------------------------ */
@@ -205,31 +207,55 @@ static void store_block(const qgemm_job *job, const void *info, const int32_t *t
   }
 }
 
+/* The sizes of run_part's memory for `rows` rows x `ncols` columns: the packed A block (mc_max rows), its
+ * row sums and row_neg, the int32 tile (mc_max x ldt), col_term, then a source's mr rows and its per-row
+ * data; `bytes` in all, 64 for the alignment included. */
+typedef struct {
+  size_t mc_max, ldt, a_bytes, info_bytes, bytes;
+} part_layout;
+
+static part_layout layout(const qgemm_kernels *kern, const fixq_packed_b *b, const fixq__qgemm_source *src,
+                          size_t rows, size_t ncols) {
+  const size_t mr = kern->mr, np = kern->np, kq = b->k_padded / 4, block = rows_per_block(kern, kq);
+  part_layout l;
+  /* fewer rows than a tile: one tile of them, in whole groups of FIXQ_GEMM_MR (the aarch64 packers write
+   * that many records, zeros past `rows`) */
+  const size_t unit = rows > mr ? mr : FIXQ_GEMM_MR;
+  rows = (rows + unit - 1) / unit * unit;
+  l.mc_max = rows < block ? rows : block;
+  size_t group = l.mc_max * NR * 4 >= TILE_BYTES ? 1 : TILE_BYTES / (l.mc_max * NR * 4);
+  if (group > ncols / NR) group = ncols / NR;
+  group = (group + np - 1) / np * np;
+  l.ldt = group * NR;
+  l.a_bytes = l.mc_max * kq * kern->record;
+  l.info_bytes = src != NULL ? src->info_bytes : 0;
+  l.bytes = l.a_bytes + sizeof(int32_t) * (l.mc_max * (2 + l.ldt) + ncols) +
+            (src != NULL ? l.mc_max * l.info_bytes + mr * b->k + 8 : 0) + 64;
+  return l;
+}
+
 /* Rows [m0, m1) x panels [p0, p1): blocks of mc_max rows of A packed once
  * (from a caller's source: made mr rows at a time into a scratch that stays
  * in L1, then packed), groups of panels whose int32 accumulators (mc_max x
- * group * NR) fit in TILE_BYTES go through the output stage together. */
-static void run_part(qgemm_part *part) {
+ * group * NR) fit in TILE_BYTES go through the output stage together.
+ * Its memory: buf where layout's bytes fit in buf_bytes, else allocated here. */
+static void run_part(qgemm_part *part, void *buf, size_t buf_bytes) {
   const qgemm_job *job = part->job;
   const qgemm_kernels *kern = job->kern;
   const fixq_packed_b *b = job->b;
   const size_t mr = kern->mr, np = kern->np, kq = b->k_padded / 4;
-  const size_t rows = (part->m1 - part->m0 + mr - 1) / mr * mr, block = rows_per_block(kern, kq);
-  const size_t mc_max = rows < block ? rows : block;
-  size_t group = mc_max * NR * 4 >= TILE_BYTES ? 1 : TILE_BYTES / (mc_max * NR * 4);
-  group = (group + np - 1) / np * np;
-  const size_t ldt = group * NR, ncols = (part->p1 - part->p0) * NR;
+  const size_t ncols = (part->p1 - part->p0) * NR;
+  const fixq__qgemm_source *src = job->src;
+  const part_layout l = layout(kern, b, src, part->m1 - part->m0, ncols);
+  const size_t mc_max = l.mc_max, ldt = l.ldt, a_bytes = l.a_bytes, info_bytes = l.info_bytes;
+  const size_t group = ldt / NR;
   const fixq_qgemm_ukernel ukernel = kern->ukernel[b->kernel];
   const int need_row_sum = b->zero_point_nonzero;
-  const fixq__qgemm_source *src = job->src;
   const fixq__dyn_out *out = src != NULL ? src->out : NULL;
   const fixq__qgemm_f32_tile f32_tile = out != NULL && !need_row_sum ? kern->f32_tile : NULL;
   const int direct = kern->direct != NULL && src == NULL && !need_row_sum && b->k <= FIXQ__DIRECT_K_MAX;
-  /* packed A block, its row sums and row_neg, the int32 tile, col_term, then a source's mr rows and its
-   * per-row data: one allocation */
-  const size_t a_bytes = mc_max * kq * kern->record, info_bytes = src != NULL ? src->info_bytes : 0;
-  const size_t int_bytes = sizeof(int32_t) * (mc_max * (2 + ldt) + ncols);
-  char *mem = malloc(a_bytes + int_bytes + (src != NULL ? mc_max * info_bytes + mr * b->k + 8 : 0) + 64);
+  void *const scratch = l.bytes <= buf_bytes ? buf : NULL;
+  char *mem = scratch != NULL ? scratch : malloc(l.bytes);
   if (mem == NULL) {
     part->status = FIXQ_ERR_OUT_OF_MEMORY;
     return;
@@ -240,15 +266,12 @@ static void run_part(qgemm_part *part) {
   int32_t *tile = row_neg + mc_max;
   /* col_term = bias - a_zp' * col_sum - a_offset * sum_k b' for the part's columns, where
    * sum_k b' = col_sum + k * zp' (0 in the padding) */
-  int32_t *restrict col_term = tile + mc_max * ldt;
+  int32_t *col_term = tile + mc_max * ldt;
   uint8_t *info = (uint8_t *)(((uintptr_t)(col_term + ncols) + 7) & ~(uintptr_t)7), *rows_u8 = info + mc_max * info_bytes;
   const size_t n0 = part->p0 * NR, n_bias = b->n - n0 < ncols ? b->n - n0 : ncols;
   const uint32_t col_mult = (uint32_t)job->a_zp + kern->a_offset, zp_mult = kern->a_offset * (uint32_t)b->k;
-  const int32_t *restrict col_sum = b->col_sum + n0, *restrict zp = b->zero_point + n0, *restrict bias = job->bias;
-  for (size_t j = 0; j < ncols; j++)
-    col_term[j] = (int32_t)(0u - col_mult * (uint32_t)col_sum[j] - zp_mult * (uint32_t)zp[j]);
-  if (bias != NULL)
-    for (size_t j = 0; j < n_bias; j++) col_term[j] = (int32_t)((uint32_t)col_term[j] + (uint32_t)bias[n0 + j]);
+  kern->col_term(ncols, job->bias != NULL ? n_bias : 0, col_mult, zp_mult, b->col_sum + n0, b->zero_point + n0,
+                 job->bias != NULL ? job->bias + n0 : NULL, col_term);
   for (size_t m0 = part->m0; m0 < part->m1; m0 += mc_max) {
     const size_t mc = part->m1 - m0 < mc_max ? part->m1 - m0 : mc_max;
     for (size_t i = 0; i < mc && !direct; i += mr) {
@@ -258,7 +281,7 @@ static void run_part(qgemm_part *part) {
       if (src != NULL) {
         const fixq_status st = src->rows(src->ctx, m0 + i, rows_i, rows_u8, info + i * info_bytes);
         if (st != FIXQ_OK) {
-          free(mem);
+          if (scratch == NULL) free(mem);
           part->status = st;
           return;
         }
@@ -292,11 +315,11 @@ static void run_part(qgemm_part *part) {
                                   n1 - n0);
     }
   }
-  free(mem);
+  if (scratch == NULL) free(mem);
   part->status = FIXQ_OK;
 }
 
-static void run_part_task(void *parts, int t) { run_part((qgemm_part *)parts + t); }
+static void run_part_task(void *parts, int t) { run_part((qgemm_part *)parts + t, NULL, 0); }
 
 /* Splits rows (in tiles of mr) when there are enough for every thread, else
  * panels; threads is at most the larger count, so no part is empty. */
@@ -351,21 +374,32 @@ static int fits_int32(const fixq_packed_b *b, int64_t a_span, const int32_t *bia
   return 1;
 }
 
-/* Runs job on up to `threads` threads (fewer when the product is small). */
+int fixq__qgemm_fits(const fixq_packed_b *b, fixq_dtype a_dtype, int32_t a_zero_point, const int32_t *bias) {
+  int32_t lo, hi;
+  if (!dtype_bounds(a_dtype, &lo, &hi)) return 0;
+  const int64_t a_span = a_zero_point - lo > hi - a_zero_point ? a_zero_point - lo : hi - a_zero_point;
+  return fits_int32(b, a_span, bias);
+}
+
+/* Runs job on up to `threads` threads (fewer when the product is small); a one-thread run whose memory fits
+ * STACK_BYTES (a few rows: a GEMV) in a buffer on the stack, the others in memory of their own. */
 static fixq_status launch(const qgemm_job *job, int threads) {
   const qgemm_kernels *kern = job->kern;
   const fixq_packed_b *b = job->b;
   const size_t m = job->m;
   const size_t panels = b->n_padded / NR;
-  const double macs = (double)m * (double)b->n * (double)(b->k ? b->k : 1);
   int T = threads;
-  const double fit = macs / FIXQ__MACS_PER_THREAD;
-  if (fit < T) T = fit > 1 ? (int)fit : 1;
-  const size_t groups = (m + kern->mr - 1) / kern->mr; /* row tiles */
-  if ((size_t)T > groups && (size_t)T > panels) T = (int)(groups > panels ? groups : panels); /* split gives each part rows or panels */
+  if (T > 1) {
+    const double macs = (double)m * (double)b->n * (double)(b->k ? b->k : 1);
+    const double fit = macs / FIXQ__MACS_PER_THREAD;
+    if (fit < T) T = fit > 1 ? (int)fit : 1;
+    const size_t groups = (m + kern->mr - 1) / kern->mr; /* row tiles */
+    if ((size_t)T > groups && (size_t)T > panels) T = (int)(groups > panels ? groups : panels); /* split gives each part rows or panels */
+  }
   if (T == 1) {
     qgemm_part part = {job, 0, m, 0, panels, FIXQ_OK};
-    run_part(&part);
+    _Alignas(64) char stack[STACK_BYTES];
+    run_part(&part, stack, sizeof stack);
     return part.status;
   }
   qgemm_part *parts = malloc(sizeof(qgemm_part) * (size_t)T);
@@ -406,9 +440,16 @@ static fixq_status qgemm(size_t m, const void *a, fixq_dtype a_dtype, size_t lda
   }
   if (m == 0 || b->n == 0) return FIXQ_OK;
   if ((store == NULL && y == NULL) || (a == NULL && b->k > 0)) return FIXQ_ERR_INVALID_ARGUMENT;
-  const int64_t a_span = a_zero_point - lo > hi - a_zero_point ? a_zero_point - lo : hi - a_zero_point;
-  if (!fits_int32(b, a_span, bias)) return FIXQ_ERR_OVERFLOW;
+  if (!fixq__qgemm_fits(b, a_dtype, a_zero_point, bias)) return FIXQ_ERR_OVERFLOW;
+  return fixq__qgemm_fitted(m, a, a_dtype, lda, a_zero_point, b, bias, p, p_channels, y, y_dtype, ldy, store,
+                            store_ctx, threads);
+}
 
+fixq_status fixq__qgemm_fitted(size_t m, const void *a, fixq_dtype a_dtype, size_t lda, int32_t a_zero_point,
+                               const fixq_packed_b *b, const int32_t *bias, const fixq_requant *p,
+                               size_t p_channels, void *y, fixq_dtype y_dtype, size_t ldy, fixq__qgemm_store store,
+                               const void *store_ctx, int threads) {
+  if (m == 0 || b->n == 0) return FIXQ_OK;
   const qgemm_kernels *kern = &kernel_table[fixq__isa];
   const qgemm_job job = {kern, a, a_dtype, m, lda, a_zero_point - (a_dtype == FIXQ_UINT8 ? 128 : 0), b, bias,
                          store != NULL ? NULL : p, store == NULL && p != NULL && p_channels > 1,

@@ -436,3 +436,8 @@ void fixq_qgemm_pack_a__avx2(size_t rows, size_t k, const void *a, size_t lda, f
         pack_rows(n, k, ar, lda, a_dtype, dst + r * kq * 8, row_sum + r, row_neg + r);
     }
 }
+
+void fixq_qgemm_col_term__avx2(size_t ncols, size_t n_bias, uint32_t col_mult, uint32_t zp_mult,
+                               const int32_t *col_sum, const int32_t *zp, const int32_t *bias, int32_t *col_term) {
+  fixq__qgemm_col_term(ncols, n_bias, col_mult, zp_mult, col_sum, zp, bias, col_term);
+}

@@ -84,3 +84,8 @@ void fixq_qgemm_s16__scalar(size_t mr, size_t np, size_t kq, const uint8_t *a, c
     finish_tile(mr, acc, c + p * NR, ldc, row_sum, b_zp + p * NR, col_term + p * NR);
   }
 }
+
+void fixq_qgemm_col_term__scalar(size_t ncols, size_t n_bias, uint32_t col_mult, uint32_t zp_mult,
+                                 const int32_t *col_sum, const int32_t *zp, const int32_t *bias, int32_t *col_term) {
+  fixq__qgemm_col_term(ncols, n_bias, col_mult, zp_mult, col_sum, zp, bias, col_term);
+}
