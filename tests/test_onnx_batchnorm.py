@@ -13,6 +13,7 @@ quantization = pytest.importorskip("onnxruntime.quantization")
 
 import fixq  # noqa: E402
 from fixq.io import OnnxError, import_onnx  # noqa: E402
+from test_onnx_quantized import CalibReader  # noqa: E402
 
 nn = torch.nn
 
@@ -24,14 +25,6 @@ def _models():
                                     nn.Linear(16 * 4 * 4, 10)),
             # a BatchNorm no layer precedes: nothing to fold it into
             "mlp_bn": nn.Sequential(nn.Flatten(), nn.BatchNorm1d(64), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))}
-
-
-class _Reader(quantization.CalibrationDataReader):
-    def __init__(self):
-        self.it = iter([{"x": np.random.default_rng(i).random((8, 1, 8, 8), dtype=np.float32)} for i in range(4)])
-
-    def get_next(self):
-        return next(self.it, None)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +53,7 @@ def _quantize(src, fmt, act):
     dst = src.replace(".onnx", f"_{fmt}_{act}.onnx")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        quantization.quantize_static(src, dst, _Reader(), quant_format=getattr(quantization.QuantFormat, fmt),
+        quantization.quantize_static(src, dst, CalibReader(), quant_format=getattr(quantization.QuantFormat, fmt),
                                      per_channel=True, weight_type=quantization.QuantType.QInt8,
                                      activation_type=getattr(quantization.QuantType, act))
     return dst

@@ -55,7 +55,9 @@ def _models():
             "residual": Residual(), "mobile": Mobile()}
 
 
-class _Reader(quantization.CalibrationDataReader):
+class CalibReader(quantization.CalibrationDataReader):
+    """Four batches of 8 random 1x8x8 images, for quantize_static's calibration."""
+
     def __init__(self):
         self.it = iter([{"x": np.random.default_rng(i).random((8, 1, 8, 8), dtype=np.float32)} for i in range(4)])
 
@@ -87,7 +89,7 @@ def _quantize(src, fmt, act, per_channel):
     QT = quantization.QuantType
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        quantization.quantize_static(src, dst, _Reader(), quant_format=getattr(quantization.QuantFormat, fmt),
+        quantization.quantize_static(src, dst, CalibReader(), quant_format=getattr(quantization.QuantFormat, fmt),
                                      per_channel=per_channel, weight_type=QT.QInt8,
                                      activation_type=QT.QUInt8 if act == "u8" else QT.QInt8)
     return dst

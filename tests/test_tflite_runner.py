@@ -14,11 +14,7 @@ pytest.importorskip("flatbuffers")
 import fixq  # noqa: E402
 from fixq.io.tflite import _engine_io, _numpy_runner, run_tflite, tflite_runner  # noqa: E402
 
-DATA = os.path.join(os.path.dirname(__file__), "data", "tflite")
-MODELS = ("mobilenet_v2", "ds_cnn", "mlp", "uint8_io", "same_pad", "mlp_float_io", "broadcast", "broadcast_ties",
-          "uint8_requantize")
-TARGETS = ("tflite-reference", "tflite", "xnnpack")
-CASES = [(n, t) for n in MODELS for t in TARGETS]
+from test_tflite import CASES, DATA, TARGETS  # noqa: E402
 
 
 def load(name, target, in_dtype=None, out_dtype=None):
