@@ -267,8 +267,7 @@ class SequenceRunner:
                 fns.append(lambda env, threads, i=i: env[i])
             elif s["op"] == "softmax" and s["inputs"][0] in fused:
                 i, j = slots[s["inputs"][0]], slots[fused[s["inputs"][0]]]
-                fns.append(lambda env, threads, i=i, j=j: F.softmax(env[i], env[i], threads,
-                                                                    bias=np.ascontiguousarray(env[j])))
+                fns.append(lambda env, threads, i=i, j=j: F.softmax(env[i], env[i], threads, bias=env[j]))
             else:
                 fns.append(_step(m, s, slots, True, transposed(s)) if in_place(k, s) else fns[0])
             if s["op"] == "linear" and s["act"] is not None:

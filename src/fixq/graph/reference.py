@@ -250,7 +250,7 @@ def check_feeds(inputs, roles, feeds):
                              f"{rows - 1} (the embedding table's rows)")
         if mask and np.any((x != 0) & (x != 1)):
             raise ValueError(f"input {name!r} is a mask and holds values other than 0 and 1")
-        out.append(x)
+        out.append(np.ascontiguousarray(x))  # the kernels read rows in place
     for i, inp in enumerate(inputs):
         if out[i] is None:
             out[i] = np.zeros((batch,) + tuple(sizes.get(d, 1) if isinstance(d, Dim) else d for d in inp["shape"][1:]),
