@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 import fixq
 from fixq import float_ops as F
@@ -432,8 +433,9 @@ def test_dynamic_linear_close_to_float(isa):
     assert np.all(np.abs(y - ref) <= bound)
 
 
-def test_quantization_rule_matches_onnxruntime():
-    """The per-tensor rule is ORT's DynamicQuantizeLinear: same scale, zero point and uint8 values."""
+@pytest.fixture(scope="module")
+def dynamic_quantize_linear():
+    """onnxruntime's DynamicQuantizeLinear on a float32 vector: (uint8 values, scale, zero point)."""
     ort = pytest.importorskip("onnxruntime")
     helper = pytest.importorskip("onnx.helper")
     from onnx import TensorProto
@@ -444,12 +446,58 @@ def test_quantization_rule_matches_onnxruntime():
                                helper.make_tensor_value_info("z", TensorProto.UINT8, [])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    rng = np.random.default_rng(10)
-    for x in [rows_of(rng, 1000, 2.0, 0.5), np.abs(rows_of(rng, 50)), -np.abs(rows_of(rng, 50)),
-              np.zeros(8, np.float32), rows_of(rng, 300, 1e-3, 0.0), np.float32([-1, 254]) / 255]:
-        q, s, z = sess.run(None, {"x": x})
-        q_ref, s_ref, z_ref = quantize_ref(x.reshape(1, -1), "tensor")
-        assert s == s_ref[0] and z == z_ref[0] and np.array_equal(q, q_ref[0])
+    return lambda x: sess.run(None, {"x": x})
+
+
+def _vectors(elements):
+    return st.lists(elements, min_size=1, max_size=16).map(lambda v: np.array(v, np.float32))
+
+
+def _near(base, steps):
+    """Values a few float32 ulps apart at `base`: a range of a few ulps."""
+    b = np.float32(base)
+    return b + np.float32(np.spacing(b)) * np.array(steps, np.float32)
+
+
+def _tie(k, e):
+    """[lo, hi] with scale exactly 2^e and 0 - lo / scale = k + 1/2: the zero point rounds half to even."""
+    return np.float32([-(k + 0.5), 254.5 - k]) * np.float32(2.0**e)
+
+
+F32, BIG, TINY = {"width": 32, "allow_nan": False}, 2.0**123, 2.0**-123  # hi - lo within float32
+QUANTIZATION_INPUTS = st.one_of(
+    st.integers(1, 16).map(lambda n: np.zeros(n, np.float32)),
+    _vectors(st.floats(-BIG, 0.0, exclude_max=True, **F32)),   # all negative
+    _vectors(st.floats(0.0, BIG, exclude_min=True, **F32)),    # all positive
+    _vectors(st.floats(-TINY, TINY, **F32)),                  # subnormal and tiny ranges
+    st.builds(_near, st.floats(-2.0**100, 2.0**100, **F32), st.lists(st.integers(-8, 8), min_size=1, max_size=8)),
+    st.builds(_tie, st.integers(0, 254), st.integers(-148, 119)),
+    _vectors(st.floats(-BIG, BIG, **F32)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(x=QUANTIZATION_INPUTS)
+def test_quantization_rule_matches_onnxruntime(dynamic_quantize_linear, x):
+    """The rule of dynamic_linear (its C function, through targets.onnxruntime.dynamic_qparams) and the test's
+    reference are ORT's DynamicQuantizeLinear: the same scale bits, zero point and uint8 values.  Where the
+    range's (hi - lo) / 255 underflows to 0, ORT keeps scale 0 and zero point 255 and fixq takes 1 and 0
+    (docs/arithmetic.md)."""
+    q, s, z = dynamic_quantize_linear(x)
+    scale, zp = fixq.targets.onnxruntime.dynamic_qparams(x)
+    q_ref, s_ref, z_ref = quantize_ref(x.reshape(1, -1), "tensor")
+    assert type(scale) is np.float32 and (scale, zp) == (s_ref[0], z_ref[0])
+    if s == 0:
+        assert max(x.max(), 0) - min(x.min(), 0) < np.float32(2.0**-149 * 128) and (scale, zp) == (1, 0)
+        return
+    assert scale.tobytes() == s.tobytes() and zp == z and np.array_equal(q, q_ref[0])
+    assert np.array_equal(fixq.targets.quantize(x, "onnxruntime", scale, zp, np.uint8), q)
+
+
+def test_quantization_rule_refuses_what_has_no_scale():
+    for x in (np.float32([1, np.nan]), np.float32([-np.inf]), np.float32([-3e38, 3e38])):
+        with pytest.raises(ValueError, match="NaN or infinity, or a range beyond float32"):
+            fixq.targets.onnxruntime.dynamic_qparams(x)
+    assert fixq.targets.onnxruntime.dynamic_qparams(np.zeros(0, np.float32)) == (1, 0)
 
 
 # ---- matmul, qmatmul_dynamic -----------------------------------------------------------------------

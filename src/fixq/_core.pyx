@@ -6,7 +6,7 @@ here check that buffer sizes agree with the sizes handed to C (so no call can
 read or write out of bounds), release the GIL, and map C status codes to
 Python exceptions.
 """
-from libc.math cimport exp, expf, tanhf
+from libc.math cimport exp, expf, isfinite, tanhf
 from libc.stdint cimport int32_t
 
 _DTYPE_CODES = {"int8": FIXQ_INT8, "uint8": FIXQ_UINT8, "int16": FIXQ_INT16, "int32": FIXQ_INT32}

@@ -32,6 +32,7 @@ cdef extern from "fixq_floatops.h" nogil:
     fixq_status fixq_dynamic_linear(const float *x, size_t m, const fixq_packed_b *b, const float *w_scale,
                                     size_t w_scale_count, const float *bias, fixq_dyn_granularity granularity,
                                     float *y, int threads)
+    int fixq__dyn_qparams(float lo, float hi, float *scale, int32_t *zp)
 
 cdef extern from "Python.h":
     const Py_ssize_t PY_SSIZE_T_MAX
@@ -190,6 +191,17 @@ def gelu_raw(x, str approximate, y, size_t count, int threads):
     finally:
         _release(&b)
     check_status(st, "gelu")
+
+
+def dynamic_qparams_raw(float lo, float hi):
+    """(scale, zero point) of x's range [lo, hi] quantized to uint8 as the dynamic linear layer does (onnxruntime
+    DynamicQuantizeLinear); the scale a float holding a float32."""
+    cdef float scale
+    cdef int32_t zp
+    if not (isfinite(lo) and isfinite(hi) and fixq__dyn_qparams(lo, hi, &scale, &zp)):
+        raise ValueError("x holds NaN or infinity, or a range beyond float32; DynamicQuantizeLinear has no scale "
+                         "for it")
+    return scale, zp
 
 
 def dynamic_linear_raw(x, size_t m, PackedWeights w, w_scale, bias, str granularity, y, int threads):

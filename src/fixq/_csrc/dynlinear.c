@@ -23,11 +23,8 @@ static const fixq__dyn_kernels *const dyn_table[FIXQ_ISA_COUNT] = {
     FIXQ__AVX512VNNI(&fixq__dyn_kernels__avx512vnni), &fixq__dyn_kernels__scalar,
     &fixq__dyn_kernels__scalar, &fixq__dyn_kernels__scalar};
 
-/* onnxruntime DynamicQuantizeLinear (GetQuantizationParameter) for uint8: the
- * range widened to hold 0, scale = (hi - lo) / 255 (1 where that is 0),
- * zero point = round_half_even(clamp(0 - lo / scale, 0, 255)).  0 when the
- * scale is not finite (hi - lo overflows float32). */
-static int quant_params(float lo, float hi, float *scale, int32_t *zp) {
+/* fixq_floatops.h: onnxruntime DynamicQuantizeLinear's uint8 scale and zero point. */
+int fixq__dyn_qparams(float lo, float hi, float *scale, int32_t *zp) {
   lo = lo < 0.0f ? lo : 0.0f;
   hi = hi > 0.0f ? hi : 0.0f;
   float s = (hi - lo) / 255.0f;
@@ -72,7 +69,7 @@ static fixq_status quantize_rows(const void *ctx, size_t m0, size_t rows, uint8_
     float lo, hi;
     if (j->per_tensor || k == 0) {
       row[r] = j->tensor;
-    } else if (!j->kern->finite_range(k, x, &lo, &hi) || !quant_params(lo, hi, &row[r].scale, &row[r].zp)) {
+    } else if (!j->kern->finite_range(k, x, &lo, &hi) || !fixq__dyn_qparams(lo, hi, &row[r].scale, &row[r].zp)) {
       return FIXQ_ERR_NAN;
     }
     if (k > 0) j->kern->quantize_u8(k, x, row[r].scale, row[r].zp, q);
@@ -129,7 +126,7 @@ fixq_status fixq_dynamic_linear(const float *x, size_t m, const fixq_packed_b *b
       lo = range[2 * t] < lo ? range[2 * t] : lo;
       hi = range[2 * t + 1] > hi ? range[2 * t + 1] : hi;
     }
-    if (st == FIXQ_OK && !quant_params(lo, hi, &job.tensor.scale, &job.tensor.zp)) st = FIXQ_ERR_NAN;
+    if (st == FIXQ_OK && !fixq__dyn_qparams(lo, hi, &job.tensor.scale, &job.tensor.zp)) st = FIXQ_ERR_NAN;
   }
   const fixq__dyn_out out = {b->col_sum, ws, bs, y, n};
   const fixq__qgemm_source src = {quantize_rows, store, &job, sizeof(fixq__dyn_row), &out};

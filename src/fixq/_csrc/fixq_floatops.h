@@ -154,6 +154,12 @@ typedef struct {
   float scale; /* of a row of x quantized to uint8 */
   int32_t zp;
 } fixq__dyn_row;
+/* onnxruntime DynamicQuantizeLinear (GetQuantizationParameter) for uint8 over
+ * the finite range [lo, hi]: the range widened to hold 0, scale = (hi - lo) /
+ * 255 (1 where that is 0), zero point = round_half_even(clamp(0 - lo / scale,
+ * 0, 255)), each operation in float32.  0 when the scale is not finite
+ * (hi - lo overflows float32).  fixq.targets.onnxruntime.dynamic_qparams. */
+int fixq__dyn_qparams(float lo, float hi, float *scale, int32_t *zp);
 typedef struct {
   int (*finite_range)(size_t n, const float *x, float *lo, float *hi);
   void (*quantize_u8)(size_t n, const float *x, float scale, int32_t zp, uint8_t *q);

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from .. import arith
+from .. import _core, arith
 from ._common import AFTER, SAT, Recipe, binary_args, float32_product, into, quantize_divide
 
 
@@ -114,17 +114,11 @@ def concat_scale(in_scale, in_zp, out_scale, out_zp, dtype):
 def dynamic_qparams(x):
     """ORT DynamicQuantizeLinear's uint8 parameters of float32 `x` (GetQuantizationParameter), all in float32:
     the range widened to hold 0, scale = (hi - lo) / 255 (1 where that is 0), zero point =
-    round_half_even(clamp(0 - lo / scale, 0, 255)).  (scale, zero point); a ValueError for NaN or infinity."""
-    f = np.float32
-    lo, hi = (f(min(x.min(), 0)), f(max(x.max(), 0))) if x.size else (f(0), f(0))
-    with np.errstate(over="ignore", invalid="ignore"):
-        scale = f(f(hi - lo) / f(255))
-    if not np.isfinite(scale):
-        raise ValueError("x holds NaN or infinity, or a range beyond float32; DynamicQuantizeLinear has no scale "
-                         "for it")
-    if scale == 0:
-        scale = f(1)
-    return scale, int(np.rint(np.clip(f(0) - f(lo / scale), f(0), f(255))))
+    round_half_even(clamp(0 - lo / scale, 0, 255)), the C rule of float_ops.dynamic_linear.  (scale, zero point);
+    a ValueError for NaN or infinity."""
+    x = np.asarray(x, np.float32)
+    scale, zp = _core.dynamic_qparams_raw(*((x.min(), x.max()) if x.size else (0, 0)))
+    return np.float32(scale), zp
 
 
 def qlinear_softmax_table(in_scale, d):
