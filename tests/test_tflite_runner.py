@@ -3,8 +3,12 @@
 float32 by the kernel set's DEQUANTIZE, a flattened map back in TFLite's order) equals the numpy route
 (tflite_input, Model.run, tflite_outputs) on every model, kernel set and CPU path, for every input and output
 type; and its errors are one line."""
+import ast
 import copy
+import gc
 import os
+import weakref
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +16,10 @@ import pytest
 pytest.importorskip("flatbuffers")
 
 import fixq  # noqa: E402
-from fixq.io.tflite import _engine_io, _numpy_runner, run_tflite, tflite_runner  # noqa: E402
+from fixq.io import tflite as io_tflite  # noqa: E402
+from fixq.archive import load_float_model  # noqa: E402
+from fixq.cli.demo import bundled  # noqa: E402
+from fixq.io.tflite import _engine_io, _numpy_runner, run_tflite, tflite_input, tflite_runner  # noqa: E402
 
 from test_tflite import CASES, DATA, TARGETS  # noqa: E402
 
@@ -99,6 +106,41 @@ def test_runner_is_made_once_and_gives_new_arrays():
     b, = run_tflite(m, x)
     assert a is not b and not np.shares_memory(a, b)
     np.testing.assert_array_equal(a, b)
+
+
+def test_output_plan_is_what_the_runner_reads():
+    """Model.output_plan: the C plan and each output's tensor number where Model.run is one plan call (the
+    numbered tensors are the numpy steps' outputs); None where numpy runs a part (a dynamic model)."""
+    m = load("ds_cnn", "tflite")
+    engine, index = m.output_plan()
+    x = tflite_input(m, sample(m, 2, 4))
+    views, ref = engine.run(x, 1, False, True), m.run_all(x, engine=False)
+    assert len(index) == len(m.outputs)
+    for k, t in zip(index, m.outputs):
+        np.testing.assert_array_equal(views[k].reshape(-1), ref[t].reshape(-1))
+    g, _ = load_float_model(bundled("digits_mlp.npz"))
+    assert fixq.quantize_model(g, dynamic=True).output_plan() is None
+
+
+def test_runner_goes_with_its_model():
+    m = load("mlp", "xnnpack")
+    run_tflite(m, sample(m, 1, 0))
+    gone, key = weakref.ref(m), id(m)
+    assert key in io_tflite._PLAN_RUNNERS
+    del m
+    gc.collect()
+    assert gone() is None and key not in io_tflite._PLAN_RUNNERS
+
+
+def test_io_reads_no_private_attribute_of_a_model():
+    """The front-ends use Model's public methods (output_plan for the runner), not its internals."""
+    m = load("ds_cnn", "tflite")
+    private = {k for k in vars(m) if k.startswith("_")} | {k for k in vars(fixq.Model) if k.startswith("_")
+                                                           and not k.startswith("__")}
+    for path in sorted(Path(fixq.io.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            assert not (isinstance(node, ast.Attribute) and node.attr in private), \
+                f"{path.name}:{node.lineno} reads Model.{node.attr}"
 
 
 def test_runner_takes_any_array_like():

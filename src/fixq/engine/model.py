@@ -143,6 +143,16 @@ class Model:
         # the C plan computes every output (no softmax left to numpy): Model.run is one call of it
         self._plan_only = self._engine is not None and not self._softmax and not self.sequence
 
+    def output_plan(self):
+        """``(plan, indices)`` where :meth:`run` is one call of the C plan (every output computed there): the plan
+        (``_core.Engine``, only read) and each of :attr:`outputs`' tensor numbers in it; None where numpy runs a
+        part (dynamic, fp16/fp32-weight and sequence models, a float softmax, a step the plan lacks).  For a
+        front-end that runs the plan on its own input and output forms (``fixq.io.tflite``'s runner,
+        ``_core.EngineIO``)."""
+        if not self._plan_only:
+            return None
+        return self._engine, [self._engine_index[t] for t in self.outputs]
+
     def _python_steps(self):
         if self._fns is None:
             self._fns = []

@@ -1,6 +1,8 @@
 """Running a model imported from a .tflite file (docs/tflite.md) as the .tflite signature has it: its input
 and output types and NHWC layouts, each kernel set's output DEQUANTIZE; :func:`import_model` reads the file
 (``io/tflite_import.py``)."""
+import weakref
+
 import numpy as np
 
 from .._core import EngineIO
@@ -8,6 +10,12 @@ from .._validate import threads_arg
 from ..arith import dequantize
 from .tflite_import import _Importer
 from .tflite_file import read_model
+
+
+# id(model) -> its C plan's EngineIO, or False where the plan does not compute every output; the entry goes
+# when the model does (weakref.finalize; an EngineIO holds no reference to its model).  A dict of ids, not a
+# WeakKeyDictionary: run_tflite's lookup costs what an attribute's does.
+_PLAN_RUNNERS = {}
 
 
 def import_model(source):
@@ -85,11 +93,13 @@ def tflite_runner(model):
     the C plan computes every output, a call is one check of x's dtype and shape and one C call that reads x
     as the .tflite input (int8 bytes as they are, uint8 XOR 0x80, float32 through the kernel set's QUANTIZE)
     and writes each output as the .tflite output (int8, uint8, or float32 by the kernel set's DEQUANTIZE);
-    each call returns new arrays.  Made once per model (kept as ``model._tflite_runner``)."""
-    runner = model.__dict__.get("_tflite_runner")
+    each call returns new arrays.  That runner is made once per model and kept while the model lives; elsewhere
+    the runner is the numpy route (:func:`tflite_input`, ``Model.run``, :func:`tflite_outputs`)."""
+    runner = _PLAN_RUNNERS.get(id(model))
     if runner is None:
-        runner = model._tflite_runner = _engine_io(model) or _numpy_runner(model)
-    return runner
+        runner = _PLAN_RUNNERS[id(model)] = _engine_io(model) or False
+        weakref.finalize(model, _PLAN_RUNNERS.pop, id(model), None)
+    return runner or _numpy_runner(model)
 
 
 def _numpy_runner(model):
@@ -104,31 +114,32 @@ def _engine_io(model):
     """The C plan's EngineIO of `model` (the .tflite signature's input and outputs), or None where the plan
     does not compute every output."""
     io = _io(model)
-    if not model._plan_only or model.act_dtype != np.int8:
+    plan = model.output_plan()
+    if plan is None or model.act_dtype != np.int8:
         return None
+    engine, index = plan
     inp = io["inputs"][0]
     if inp["dtype"] not in ("int8", "uint8", "float32"):
         return None
     outs = []
-    for o, name in zip(io["outputs"], model.outputs):
+    for o, k in zip(io["outputs"], index):
         size = int(np.prod(o["shape"][1:]))
         a, b = (o["hwc"][2], size // o["hwc"][2]) if o.get("hwc") else (size, 1)
         form = {"int8": "raw", "uint8": "raw"}.get(o["dtype"],
                                                    "float-tflite" if model.target == "tflite" else "float")
-        outs.append((model._engine_index[name], a, b, form, 0x80 if o["dtype"] == "uint8" else 0,
+        outs.append((k, a, b, form, 0x80 if o["dtype"] == "uint8" else 0,
                      o["scale"], o["zero_point"], o["dtype"], tuple(o["shape"][1:])))
 
     def check(x, threads):
         return np.ascontiguousarray(_checked_input(inp, x)), threads_arg(threads)
-    return EngineIO(model._engine, check, "float-nhwc" if inp["dtype"] == "float32" else "q",
+    return EngineIO(engine, check, "float-nhwc" if inp["dtype"] == "float32" else "q",
                     0x80 if inp["dtype"] == "uint8" else 0, inp["dtype"], tuple(inp["shape"][1:]), outs)
 
 
 def run_tflite(model, x, threads=1):
     """Outputs of imported model `model` for `x`, both as the .tflite signature has them (types, NHWC): a
     list, one array per output (:func:`tflite_runner`)."""
-    runner = model.__dict__.get("_tflite_runner")
-    return (runner or tflite_runner(model))(x, threads)
+    return (_PLAN_RUNNERS.get(id(model)) or tflite_runner(model))(x, threads)
 
 
 def tflite_tensors(model, x, threads=1):
