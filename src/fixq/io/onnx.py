@@ -233,19 +233,25 @@ class _Importer:
         self.weights[spec["name"] + ".bias"] = b.astype(np.float32)
 
     # -- the walk ----------------------------------------------------------------------------------
-    def inputs(self, nd, domains):
-        """The values of `nd`'s inputs, after the checks every walk makes; None when the node only computes
-        a constant, which is then folded."""
+    def inputs(self, nd, domains, fold=True):
+        """The values of `nd`'s inputs, after the checks every walk makes; with `fold`, None when the node only
+        computes a constant, which is then folded."""
         if nd.domain not in domains:
             self.fail(nd, f"op domain {nd.domain!r} is not supported")
         ins = [self.env.get(t) if t else None for t in nd.input]
         for t, v in zip(nd.input, ins):
             if t and v is None:
                 self.fail(nd, f"input {t!r} is not computed before it")
-        if nd.op_type in _FOLDABLE and all(v is None or isinstance(v, np.ndarray) for v in ins):
+        if fold and nd.op_type in _FOLDABLE and all(v is None or isinstance(v, np.ndarray) for v in ins):
             self.fold(nd)
             return None
         return ins
+
+    def first_output_only(self, nd):
+        """Refuse `nd` where a node reads an output of it past the first (fixq computes only the first)."""
+        for extra in nd.output[1:]:
+            if extra and self.uses.get(extra):
+                self.fail(nd, f"its output {extra!r} is used; fixq computes only the first output")
 
     def visit(self, nd):
         if self.inputs(nd, ("", "ai.onnx")) is None:
@@ -254,9 +260,7 @@ class _Importer:
         if handler is None:
             self.fail(nd, "this op is not supported")
         handler(nd)
-        for extra in nd.output[1:]:
-            if extra and self.uses.get(extra):
-                self.fail(nd, f"its output {extra!r} is used; fixq computes only the first output")
+        self.first_output_only(nd)
 
     def run(self):
         self.walk(self.visit)

@@ -155,12 +155,7 @@ class _SequenceImporter(_Importer):
         return t
 
     def visit(self, nd):
-        if nd.domain not in ("", "ai.onnx"):
-            self.fail(nd, f"op domain {nd.domain!r} is not supported")
-        ins = [self.env.get(t) if t else None for t in nd.input]
-        for t, v in zip(nd.input, ins):
-            if t and v is None:
-                self.fail(nd, f"input {t!r} is not computed before it")
+        ins = self.inputs(nd, ("", "ai.onnx"), fold=False)  # folding waits for the probes' checks below
         if nd.op_type == "Shape" and isinstance(ins[0], _Probe) and ins[0].source is not None:
             ins[0] = _Tensor(self.fixq_input[ins[0].source], (None, self.seq_dim))
             return self.op_Shape(nd, ins[0])
@@ -182,9 +177,7 @@ class _SequenceImporter(_Importer):
         if handler is None:
             self.fail(nd, "this op is not supported in a transformer encoder")
         handler(nd, *ins) if handler.__name__.startswith("seq_") else handler(nd)
-        for extra in nd.output[1:]:
-            if extra and self.uses.get(extra):
-                self.fail(nd, f"its output {extra!r} is used; fixq computes only the first output")
+        self.first_output_only(nd)
 
     # -- probes --------------------------------------------------------------------------------------
     def evaluate(self, nd, p, batch, length, feeds, memo):
