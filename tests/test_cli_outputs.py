@@ -8,7 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from fixq.cli import cli
-from fixq.cli._common import atomic_output
+from fixq.cli._common import CliError, atomic_output
+from fixq.cli._outputs import check_layout
 from fixq.engine import Model
 
 
@@ -115,6 +116,14 @@ def test_refusals_are_one_line(models):
         r = CliRunner().invoke(cli, [str(a) for a in args])
         assert (r.exit_code, r.stderr) == (1, message), args
     assert not [f for f in os.listdir(d) if f.startswith(("p.", "pred", ".fixq-"))]
+
+
+def test_argmax_needs_two_dimensional_outputs():
+    """check_layout refuses --argmax of an output that is not [N, C], for models and sequence models alike."""
+    message = r"^--argmax needs \[N, C\] outputs and output 'h' is \[N, 9, 4\]; drop --argmax$"
+    with pytest.raises(CliError, match=message):
+        check_layout("p.npz", ".npz", ["y", "h"], [(None, 3), (None, 9, 4)], True)
+    check_layout("p.npz", ".npz", ["y", "h"], [(None, 3), (None, 9, 4)], False)
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """``fixq run``'s prediction files: the format comes from the suffix; every file is written to a
 temporary file in its directory (see ``atomic_output``) and renamed into place."""
+import contextlib
 import csv
 import json
 import os
@@ -7,7 +8,8 @@ import zipfile
 
 import numpy as np
 
-from ._common import CliError
+from ._classes import ClassIds, report_run
+from ._common import CliError, atomic_output
 
 FORMATS = (".npy", ".npz", ".csv", ".json")
 
@@ -28,7 +30,11 @@ def output_format(path):
 
 def check_layout(path, fmt, names, shapes, argmax):
     """Refuse, in one line, a format that cannot hold the outputs `names` of `shapes` (class ids with
-    `argmax`)."""
+    `argmax`, which needs [N, C] outputs)."""
+    if argmax:
+        for t, shape in zip(names, shapes):
+            if len(shape) != 2:
+                raise CliError(f"--argmax needs [N, C] outputs and output {t!r} is {shape_text(shape)}; drop --argmax")
     if fmt in (".npy", ".csv") and len(names) > 1:
         raise CliError(f"{path}: a {fmt} file holds one output and this model has {len(names)} "
                        f"({', '.join(names)}); write .npz or .json (keyed by output name)")
@@ -136,3 +142,24 @@ class _Json(_Whole):
 
 
 WRITERS = {".npy": _Npy, ".npz": _Npz, ".csv": _Csv, ".json": _Json}
+
+
+@contextlib.contextmanager
+def run_output(path, fmt, names, shapes, argmax, samples, quiet):
+    """``fixq run``'s output file of the outputs `names` (of `shapes`) for `samples` samples, written whole or
+    not at all: yields ``add(ys)``, called once per batch with the model's output (an array or a tuple of them)
+    and returning it as a tuple; with `argmax`, each output's class ids (ClassIds) are written in place of its
+    values.  Then the run's report on stderr (report_run)."""
+    ids = [ClassIds(shape[1]) for shape in shapes] if argmax else None
+    with atomic_output(path) as tmp, WRITERS[fmt](tmp, names, samples) as writer:
+        def add(ys):
+            ys = ys if isinstance(ys, tuple) else (ys,)
+            for acc, y in zip(ids or (), ys):
+                acc.add(y)
+            if ids is None:
+                writer.add(ys)
+            return ys
+        yield add
+        if ids is not None:
+            writer.add([acc.ids() for acc in ids])
+    report_run(names, ids, path, samples, quiet)

@@ -6,9 +6,8 @@ import zipfile
 
 import numpy as np
 
-from ._classes import ClassIds, report_run
-from ._common import CliError, atomic_output, progressbar
-from ._outputs import WRITERS, check_layout, shape_text
+from ._common import CliError, progressbar
+from ._outputs import check_layout, run_output
 from .. import graph as G
 
 
@@ -42,26 +41,12 @@ def run_sequence(m, input, output, fmt, argmax, batch_size, threads, raw, quiet)
     if raw:
         raise CliError("--raw writes int8 outputs and a sequence model's outputs are float; drop --raw")
     shapes = [m.meta["tensors"][t] for t in m.outputs]
-    if argmax:
-        for t, shape in zip(m.outputs, shapes):
-            if len(shape) != 2:
-                raise CliError(f"--argmax needs [N, C] outputs and output {t!r} is {shape_text(shape)}; drop --argmax")
     check_layout(output, fmt, m.outputs, shapes, argmax)
     feeds = load_feeds(input, m)
     n = len(next(iter(feeds.values())))
     if n == 0:
         raise CliError(f"INPUT {input}: no samples")
-    ids = [ClassIds(shape[1]) for shape in shapes] if argmax else None
-    with atomic_output(output) as tmp, WRITERS[fmt](tmp, m.outputs, n) as writer:
-        with progressbar(n, "running", quiet) as bar:
-            for i in range(0, n, batch_size):
-                ys = m.run({k: v[i:i + batch_size] for k, v in feeds.items()}, threads=threads)
-                ys = ys if isinstance(ys, tuple) else (ys,)
-                for acc, y in zip(ids or (), ys):
-                    acc.add(y)
-                if ids is None:
-                    writer.add(ys)
-                bar.update(len(ys[0]))
-        if ids is not None:
-            writer.add([acc.ids() for acc in ids])
-    report_run(m.outputs, ids, output, n, quiet)
+    with run_output(output, fmt, m.outputs, shapes, argmax, n, quiet) as add, progressbar(n, "running", quiet) as bar:
+        for i in range(0, n, batch_size):
+            ys = add(m.run({k: v[i:i + batch_size] for k, v in feeds.items()}, threads=threads))
+            bar.update(len(ys[0]))

@@ -7,11 +7,11 @@ import click
 import numpy as np
 
 from . import cli
-from ._classes import ClassIds, classes, describe, report_run
+from ._classes import ClassIds, classes, describe
 from ._common import (CliError, atomic_output, batches, check_output, echo_json, load_array, one_line_errors,
                       progressbar)
 from ._float import FloatModel, load_runnable, output_shapes
-from ._outputs import WRITERS, check_layout, output_format, shape_text
+from ._outputs import check_layout, output_format, run_output, shape_text
 from ._sequence import run_sequence
 from ._shards import SCHEDULER, dask_ranges, load_samples, run_shards
 from .. import calibrate, graph as G, layout as L
@@ -276,10 +276,6 @@ def run(model, input, output, argmax, batch_size, threads, raw, target, schedule
     if m.sequence:
         return run_sequence(m, input, output, fmt, argmax, batch_size, threads, raw, quiet)
     shapes = output_shapes(m)
-    if argmax:
-        for t, shape in zip(m.outputs, shapes):
-            if len(shape) != 2:
-                raise CliError(f"--argmax needs [N, C] outputs and output {t!r} is {shape_text(shape)}; drop --argmax")
     check_layout(output, fmt, m.outputs, shapes, argmax)
     x = load_array(input, "INPUT")
     if x.ndim == 0 or len(x) == 0:
@@ -289,7 +285,6 @@ def run(model, input, output, argmax, batch_size, threads, raw, target, schedule
     except (ValueError, TypeError) as e:
         # the check sees one sample: name the file's own shape
         raise CliError(f"INPUT {input} (shape {list(x.shape)}): {str(e).split('; ', 1)[-1]}") from None
-    ids = [ClassIds(shape[1]) for shape in shapes] if argmax else None
     if isinstance(m, Model) and m._ort_dynamic() and len(x) > batch_size:
         # ORT's DynamicQuantizeLinear takes one range over the whole input: a batch is one ORT call
         if click.get_current_context().get_parameter_source("batch_size") == click.core.ParameterSource.DEFAULT:
@@ -297,18 +292,10 @@ def run(model, input, output, argmax, batch_size, threads, raw, target, schedule
         elif not quiet:
             click.echo(f"note: a quantize_dynamic model quantizes each --batch-size {batch_size} batch with that "
                        "batch's range, as one ORT call on it would", err=True)
-    with atomic_output(output) as tmp, WRITERS[fmt](tmp, m.outputs, len(x)) as writer:
-        with progressbar(len(x), "running", quiet) as bar:
-            for b in batches(x, batch_size, bar, floats=not tflite):
-                ys = tuple(run_tflite(m, b, threads)) if tflite else m.run(b, threads=threads, raw=raw)
-                ys = ys if isinstance(ys, tuple) else (ys,)
-                for acc, y in zip(ids or (), ys):
-                    acc.add(y)
-                if ids is None:
-                    writer.add(ys)
-        if ids is not None:
-            writer.add([acc.ids() for acc in ids])
-    report_run(m.outputs, ids, output, len(x), quiet)
+    with run_output(output, fmt, m.outputs, shapes, argmax, len(x), quiet) as add, \
+            progressbar(len(x), "running", quiet) as bar:
+        for b in batches(x, batch_size, bar, floats=not tflite):
+            add(tuple(run_tflite(m, b, threads)) if tflite else m.run(b, threads=threads, raw=raw))
 
 
 def _runnable(model, target, raw, scheduler):
