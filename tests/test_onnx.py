@@ -2,7 +2,6 @@
 with onnx.helper, checked against ONNX Runtime's float outputs; the rewrites (BatchNormalization
 folding, constant shape subgraphs, symbolic batch) and the one-line refusals."""
 import sys
-import warnings
 
 import numpy as np
 import pytest
@@ -17,6 +16,7 @@ import fixq.graph as G  # noqa: E402
 from fixq.archive import ArchiveError, load_float_model  # noqa: E402
 from fixq.cli import cli  # noqa: E402
 from fixq.io import OnnxError, import_onnx  # noqa: E402
+from onnx_helpers import export_torch  # noqa: E402
 
 
 def ort_float(model, x):
@@ -101,14 +101,8 @@ def exported(tmp_path_factory):
     out = {}
     for name, m in models.items():
         for keep_bn in (False, True):
-            p = str(d / f"{name}{'_bn' if keep_bn else ''}.onnx")
             extra = dict(training=torch.onnx.TrainingMode.PRESERVE, do_constant_folding=False) if keep_bn else {}
-            with warnings.catch_warnings():  # the TorchScript exporter's deprecation notices
-                warnings.simplefilter("ignore")
-                torch.onnx.export(m, (torch.rand(2, 1, 8, 8),), p, dynamo=False, input_names=["x"],
-                                  output_names=["y"], dynamic_axes={"x": {0: "N"}, "y": {0: "N"}}, opset_version=17,
-                                  **extra)
-            out[(name, keep_bn)] = p
+            out[(name, keep_bn)] = export_torch(m, d / f"{name}{'_bn' if keep_bn else ''}.onnx", (1, 8, 8), **extra)
     return out
 
 

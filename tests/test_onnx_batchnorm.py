@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 
 onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxruntime")
 torch = pytest.importorskip("torch")
 quantization = pytest.importorskip("onnxruntime.quantization")
 
 import fixq  # noqa: E402
 from fixq.io import OnnxError, import_onnx  # noqa: E402
-from test_onnx_quantized import CalibReader  # noqa: E402
+from onnx_helpers import calib_reader, export_torch, ort_run  # noqa: E402
 
 nn = torch.nn
 
@@ -39,13 +39,8 @@ def kept_bn(tmp_path_factory):
                 mod.running_var.uniform_(0.5, 2)
                 mod.weight.data.uniform_(0.5, 1.5)
                 mod.bias.data.uniform_(-0.5, 0.5)
-        p = str(d / f"{name}.onnx")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(m, (torch.rand(2, 1, 8, 8),), p, dynamo=False, input_names=["x"], output_names=["y"],
-                              dynamic_axes={"x": {0: "N"}, "y": {0: "N"}}, opset_version=17,
-                              training=torch.onnx.TrainingMode.PRESERVE, do_constant_folding=False)
-        out[name] = p
+        out[name] = export_torch(m, d / f"{name}.onnx", (1, 8, 8), training=torch.onnx.TrainingMode.PRESERVE,
+                                 do_constant_folding=False)
     return out
 
 
@@ -53,16 +48,10 @@ def _quantize(src, fmt, act):
     dst = src.replace(".onnx", f"_{fmt}_{act}.onnx")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        quantization.quantize_static(src, dst, CalibReader(), quant_format=getattr(quantization.QuantFormat, fmt),
+        quantization.quantize_static(src, dst, calib_reader(), quant_format=getattr(quantization.QuantFormat, fmt),
                                      per_channel=True, weight_type=quantization.QuantType.QInt8,
                                      activation_type=getattr(quantization.QuantType, act))
     return dst
-
-
-def _ort(path, x):
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
 
 
 @pytest.mark.parametrize("act", ["QUInt8", "QInt8"])
@@ -73,7 +62,7 @@ def test_qdq_float_batchnorm_equals_ort(kept_bn, name, act, tmp_path):
     m = import_onnx(path)
     assert "batchnorm" in [s["op"] for s in m.steps]
     x = np.random.default_rng(3).random((64, 1, 8, 8), dtype=np.float32)
-    ref = _ort(path, x)
+    ref = ort_run(path, x)
     y = m.run(x)
     assert np.array_equal(y, ref), f"{(y != ref).sum()} of {ref.size} differ"
     m.save(str(tmp_path / "m.q.npz"))

@@ -9,13 +9,14 @@ import pytest
 from click.testing import CliRunner
 
 onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxruntime")
 torch = pytest.importorskip("torch")
 quantization = pytest.importorskip("onnxruntime.quantization")
 
 import fixq  # noqa: E402
 from fixq.cli import cli  # noqa: E402
 from fixq.io import OnnxError, import_onnx  # noqa: E402
+from onnx_helpers import export_torch, ort_run  # noqa: E402
 
 nn = torch.nn
 SHAPES = {"mlp": (64,), "cnn": (3, 8, 8)}
@@ -35,12 +36,7 @@ def float_models(tmp_path_factory):
     d = tmp_path_factory.mktemp("donnx")
     out = {}
     for name, m in _models().items():
-        p = str(d / f"{name}.onnx")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(m.eval(), (torch.rand((2,) + SHAPES[name]),), p, dynamo=False, input_names=["x"],
-                              output_names=["y"], dynamic_axes={"x": {0: "N"}, "y": {0: "N"}}, opset_version=17)
-        out[name] = p
+        out[name] = export_torch(m.eval(), d / f"{name}.onnx", SHAPES[name])
     return out
 
 
@@ -53,15 +49,6 @@ def _quantize(src, per_channel, weight_type):
         quantization.quantize_dynamic(src, dst, per_channel=per_channel,
                                       weight_type=getattr(quantization.QuantType, weight_type))
     return dst
-
-
-def ort_run(path, x, level="ORT_ENABLE_ALL", save=None):
-    so = ort.SessionOptions()
-    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
-    so.intra_op_num_threads = 1
-    if save:
-        so.optimized_model_filepath = save
-    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
 
 
 def _inputs(name, n, seed):
@@ -174,7 +161,7 @@ def test_hand_written_group_matches_ort():
     h = onnx.helper
     model = _graph(_group(extra=[h.make_node("Add", ["y0", "b"], ["y"])]), dict(_INITS, b=np.float32([0.5, -0.25])))
     x = np.random.default_rng(2).standard_normal((6, 4), dtype=np.float32)
-    ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    ref = ort_run(model, x)
     _bits_equal(import_onnx(model).run(x), ref)
 
 

@@ -5,20 +5,14 @@ import pytest
 from click.testing import CliRunner
 
 onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxruntime")
 
 import fixq  # noqa: E402
 from fixq.archive import load_float_model  # noqa: E402
 from fixq.cli import cli  # noqa: E402
 from fixq.quantizer import quantize_model  # noqa: E402
 from fixq.cli.demo import bundled  # noqa: E402
-
-
-def _ort(path, x):
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    return sess.run(None, {sess.get_inputs()[0].name: x})[0]
+from onnx_helpers import ort_run  # noqa: E402
 
 
 def _quantized(name, act, per_channel):
@@ -43,7 +37,7 @@ def test_mlp_export_equals_target_onnxruntime_on_every_element(act, per_channel,
     m.save(str(tmp_path / "m.npz"))
     fixq.export_onnx(m, str(tmp_path / "m.onnx"))
     y = fixq.Model.load(str(tmp_path / "m.npz"), target="onnxruntime").run(_x())
-    np.testing.assert_array_equal(_ort(tmp_path / "m.onnx", _x()), y)  # 4500 of 4500
+    np.testing.assert_array_equal(ort_run(tmp_path / "m.onnx", _x()), y)  # 4500 of 4500
 
 
 @pytest.mark.parametrize("per_channel", [True, False])
@@ -54,7 +48,7 @@ def test_cnn_export_equals_target_onnxruntime_on_every_element(act, per_channel,
     imported back does too."""
     m = _quantized("digits_cnn", act, per_channel)
     fixq.export_onnx(m, str(tmp_path / "m.onnx"))
-    ref = _ort(tmp_path / "m.onnx", _x())
+    ref = ort_run(tmp_path / "m.onnx", _x())
     np.testing.assert_array_equal(fixq.Model(m.meta, m.arrays, target="onnxruntime").run(_x()), ref)  # 4500/4500
     np.testing.assert_array_equal(fixq.Model.load(str(tmp_path / "m.onnx")).run(_x()), ref)
 
@@ -68,7 +62,7 @@ def test_export_cli_and_run_onnx_path(tmp_path):
     r = CliRunner().invoke(cli, ["run", str(tmp_path / "m.onnx"), str(tmp_path / "x.npy"), "-o",
                                  str(tmp_path / "y.npy")])
     assert r.exit_code == 0, r.output
-    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), _ort(tmp_path / "m.onnx", _x()[:16]))
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), ort_run(tmp_path / "m.onnx", _x()[:16]))
 
 
 def test_float_onnx_path_says_quantize_first(tmp_path):

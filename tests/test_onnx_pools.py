@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 
 onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxruntime")
 
 import fixq  # noqa: E402
+from onnx_helpers import ort_run  # noqa: E402
 
 h = onnx.helper
 
@@ -35,13 +36,6 @@ def _model(form, dt, geo, qi, qo):
                         opset_imports=[h.make_opsetid("", 17), h.make_opsetid("com.microsoft", 1)])
 
 
-def _ort(model, x):
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    s = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    return s.run(None, {"x": x})[0]
-
-
 @pytest.mark.parametrize("geo", GEOMETRIES, ids=["2x2s2", "3x3p1", "3x2s21", "global"])
 @pytest.mark.parametrize("dt", [np.uint8, np.int8])
 @pytest.mark.parametrize("form", ["QOperator", "QDQ"])
@@ -57,7 +51,7 @@ def test_average_pool_bit_exact_with_ort(form, dt, geo):
         assert [s["op"] for s in m.steps] == ["avgpool2d"]
         x = ((rng.integers(info.min, info.max + 1, size=(64, 5, 7, 6)) - qi[1]) * qi[0]).astype(np.float32)
         x[0] = (np.arange(x[0].size) % 2 * (info.max - qi[1]) * qi[0]).reshape(x[0].shape)  # ties
-        np.testing.assert_array_equal(m.run(x), _ort(model, x), err_msg=f"{qi} {qo}")
+        np.testing.assert_array_equal(m.run(x), ort_run(model, x), err_msg=f"{qi} {qo}")
 
 
 def test_average_pool_excluding_padding_is_refused_by_name():
@@ -99,14 +93,7 @@ def test_export_of_avgpool_and_concat_runs_in_ort_as_target_onnxruntime(act, tmp
     proto = fixq.export_onnx(m, str(path))
     assert {"AveragePool", "Concat"} <= {n.op_type for n in proto.graph.node}
     x = np.random.default_rng(9).random((512, 2, 8, 8), dtype=np.float32) * 2 - 0.5
-    ref = _ort_path(path, x)
+    ref = ort_run(path, x)
     want = fixq.Model(m.meta, m.arrays, target="onnxruntime").run(x)
     assert np.array_equal(want, ref), f"{(want != ref).sum()} of {ref.size} differ"
     np.testing.assert_array_equal(fixq.Model.load(str(path)).run(x), ref)  # the exported model imported back
-
-
-def _ort_path(path, x):
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    s = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    return s.run(None, {s.get_inputs()[0].name: x})[0]

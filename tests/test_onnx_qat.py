@@ -4,17 +4,16 @@ pairs around float ops with float weights and biases, imports with its trained s
 kept and runs bit for bit as ORT runs the same file (ORT_ENABLE_ALL: weight QuantizeLinear folded, float
 biases quantized by WeightBiasQuantization, Relu dropped by ReluQuantFusion, DequantizeLinear moved past
 MaxPool and Reshape by QDQ propagation, then QLinearConv / QGemm)."""
-import warnings
-
 import numpy as np
 import pytest
 
 onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxruntime")
 torch = pytest.importorskip("torch")
 tq = pytest.importorskip("torch.ao.quantization")
 
 from fixq.io import OnnxError, import_onnx  # noqa: E402
+from onnx_helpers import export_torch, ort_run  # noqa: E402
 
 nn = torch.nn
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.ao.quantization says it moves to torchao
@@ -58,18 +57,8 @@ def _qat_model(path, act, per_channel, flatten=False):
         opt.step()
     m.eval()
     m.apply(tq.disable_observer)
-    with warnings.catch_warnings():  # the TorchScript exporter's deprecation notices
-        warnings.simplefilter("ignore")
-        torch.onnx.export(m, (torch.rand(2, 1, 8, 8),), str(path), dynamo=False, input_names=["x"],
-                          output_names=["y"], dynamic_axes={"x": {0: "N"}, "y": {0: "N"}}, opset_version=17)
+    export_torch(m, path, (1, 8, 8))
     return m
-
-
-def _ort(path, x):
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    s = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    return s.run(None, {"x": x})[0]
 
 
 @pytest.mark.parametrize("per_channel", [True, False], ids=["per-channel", "per-tensor"])
@@ -92,7 +81,7 @@ def test_qat_conv_net_keeps_trained_qparams_and_equals_ort(tmp_path, act, per_ch
     np.testing.assert_array_equal(m.arrays[f"{m.steps[0]['name']}:weight_scale"],
                                   net.c1.weight_fake_quant.scale.numpy().astype(np.float32).reshape(-1))
     x = np.random.default_rng(5).random((256, 1, 8, 8), dtype=np.float32)
-    ref = _ort(path, x)
+    ref = ort_run(path, x)
     np.testing.assert_array_equal(m.run(x), ref)
     np.testing.assert_array_equal(m.run_all(x, engine=False)[m.outputs[0]], m.run(x, raw=True))
 

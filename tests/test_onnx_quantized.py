@@ -9,13 +9,14 @@ import pytest
 from click.testing import CliRunner
 
 onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxruntime")
 torch = pytest.importorskip("torch")
 quantization = pytest.importorskip("onnxruntime.quantization")
 
 import fixq  # noqa: E402
 from fixq.cli import cli  # noqa: E402
 from fixq.io import OnnxError, import_onnx  # noqa: E402
+from onnx_helpers import calib_reader, export_torch, ort_run  # noqa: E402
 
 nn = torch.nn
 
@@ -55,16 +56,6 @@ def _models():
             "residual": Residual(), "mobile": Mobile()}
 
 
-class CalibReader(quantization.CalibrationDataReader):
-    """Four batches of 8 random 1x8x8 images, for quantize_static's calibration."""
-
-    def __init__(self):
-        self.it = iter([{"x": np.random.default_rng(i).random((8, 1, 8, 8), dtype=np.float32)} for i in range(4)])
-
-    def get_next(self):
-        return next(self.it, None)
-
-
 @pytest.fixture(scope="module")
 def float_models(tmp_path_factory):
     d = tmp_path_factory.mktemp("qonnx")
@@ -75,12 +66,7 @@ def float_models(tmp_path_factory):
             if isinstance(mod, nn.BatchNorm2d):
                 mod.running_mean.uniform_(-1, 1)
                 mod.running_var.uniform_(0.5, 2)
-        p = str(d / f"{name}.onnx")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(m, (torch.rand(2, 1, 8, 8),), p, dynamo=False, input_names=["x"], output_names=["y"],
-                              dynamic_axes={"x": {0: "N"}, "y": {0: "N"}}, opset_version=17)
-        out[name] = p
+        out[name] = export_torch(m, d / f"{name}.onnx", (1, 8, 8))
     return out
 
 
@@ -89,17 +75,10 @@ def _quantize(src, fmt, act, per_channel):
     QT = quantization.QuantType
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        quantization.quantize_static(src, dst, CalibReader(), quant_format=getattr(quantization.QuantFormat, fmt),
+        quantization.quantize_static(src, dst, calib_reader(), quant_format=getattr(quantization.QuantFormat, fmt),
                                      per_channel=per_channel, weight_type=QT.QInt8,
                                      activation_type=QT.QUInt8 if act == "u8" else QT.QInt8)
     return dst
-
-
-def ort_run(path, x, level="ORT_ENABLE_ALL"):
-    so = ort.SessionOptions()
-    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
-    so.intra_op_num_threads = 1
-    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
 
 
 @pytest.mark.parametrize("per_channel", [True, False], ids=["per-channel", "per-tensor"])

@@ -7,21 +7,16 @@ import numpy as np
 import pytest
 
 onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxruntime")
 
 from fixq.io import import_onnx  # noqa: E402
 from fixq.targets import onnxruntime as ort_target  # noqa: E402
+from onnx_helpers import calib_reader, export_torch, ort_run  # noqa: E402
 
 h = onnx.helper
 # (activation dtype, output zero point, output scale): quantize_static's 1/256 and 1/255, and others
 OUTPUTS = [(np.uint8, 0, 1 / 256), (np.int8, -128, 1 / 256), (np.uint8, 0, 1 / 255), (np.int8, -128, 1 / 255),
            (np.uint8, 3, 0.003), (np.int8, -100, 0.002), (np.int8, 5, 0.0013)]
-
-
-def _session(model):
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
 
 def _qlinear_softmax_model(dt, d, s_in, zp_out, s_out, opset=13):
@@ -49,7 +44,7 @@ def test_qlinear_softmax_kernel_equals_ort(dt, zp_out, s_out):
     for s_in in (0.01, 0.05, 0.1234, 0.3, 0.7):
         for d in (3, 10, 33, 100):
             x = _rows(dt, 600, d, d)
-            ref = _session(_qlinear_softmax_model(dt, d, s_in, zp_out, s_out)).run(None, {"x": x})[0]
+            ref = ort_run(_qlinear_softmax_model(dt, d, s_in, zp_out, s_out), x)
             y = ort_target.qlinear_softmax(x, s_in, s_out, zp_out, dt)
             assert y.dtype == ref.dtype and np.array_equal(y, ref), f"s_in={s_in} d={d}: {(y != ref).sum()} differ"
             n += ref.size
@@ -61,30 +56,17 @@ def _classifier(tmp_path):
     nn = torch.nn
     torch.manual_seed(0)
     m = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10), nn.Softmax(dim=1)).eval()
-    p = str(tmp_path / "sm.onnx")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(m, (torch.rand(2, 1, 8, 8),), p, dynamo=False, input_names=["x"], output_names=["y"],
-                          dynamic_axes={"x": {0: "N"}, "y": {0: "N"}}, opset_version=17)
-    return p
+    return export_torch(m, tmp_path / "sm.onnx", (1, 8, 8))
 
 
 @pytest.mark.parametrize("act", ["QUInt8", "QInt8"])
 @pytest.mark.parametrize("fmt", ["QOperator", "QDQ"])
 def test_quantize_static_classifier_with_softmax(tmp_path, fmt, act):
     quantization = pytest.importorskip("onnxruntime.quantization")
-
-    class Reader(quantization.CalibrationDataReader):
-        def __init__(self):
-            self.it = iter([{"x": np.random.default_rng(i).random((8, 1, 8, 8), dtype=np.float32)} for i in range(4)])
-
-        def get_next(self):
-            return next(self.it, None)
-
     src, dst = _classifier(tmp_path), str(tmp_path / f"sm_{fmt}_{act}.onnx")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        quantization.quantize_static(src, dst, Reader(), quant_format=getattr(quantization.QuantFormat, fmt),
+        quantization.quantize_static(src, dst, calib_reader(), quant_format=getattr(quantization.QuantFormat, fmt),
                                      activation_type=getattr(quantization.QuantType, act),
                                      weight_type=quantization.QuantType.QInt8)
     ops = {n.op_type for n in onnx.load(dst).graph.node}
@@ -92,9 +74,7 @@ def test_quantize_static_classifier_with_softmax(tmp_path, fmt, act):
     m = import_onnx(dst)
     assert any(s.get("quantized") for s in m.steps)
     x = np.random.default_rng(5).random((64, 1, 8, 8), dtype=np.float32)
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    ref = ort.InferenceSession(dst, so, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    ref = ort_run(dst, x)
     y = m.run(x)
     assert np.array_equal(y, ref), f"{(y != ref).sum()} of {ref.size} differ"
     raw = m.run(x, raw=True)

@@ -12,6 +12,7 @@ import fixq
 from fixq import graph as G
 from fixq.quantizer import activation_table, quantize_model
 from engine_reference import simulate
+from onnx_helpers import ort_run
 
 OPS = [("sigmoid", {}), ("tanh", {}), ("hardswish", {}), ("leaky_relu", {"alpha": 0.1}),
        ("hardsigmoid", {"alpha": 0.25, "beta": 0.4})]
@@ -88,14 +89,6 @@ def _onnx_model(nodes, inits, opset=17, ms=False):
                         opset_imports=ops)
 
 
-def _ort(model, x):
-    ort = pytest.importorskip("onnxruntime")
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    return sess.run(None, {"x": x})[0]
-
-
 @pytest.mark.parametrize("op,attrs", [("Sigmoid", {}), ("Tanh", {}), ("HardSwish", {}), ("LeakyRelu", {"alpha": 0.2}),
                                       ("HardSigmoid", {"alpha": 0.3, "beta": 0.6})])
 def test_float_onnx_table_ops_import(op, attrs):
@@ -107,7 +100,7 @@ def test_float_onnx_table_ops_import(op, attrs):
     g = fixq.import_onnx(m)
     assert [n.op for n in g.nodes][-1] in G.TABLE_OPS
     x = (rng.normal(size=(32, 6)) * 3).astype(np.float32)
-    ref = _ort(m, x)
+    ref = ort_run(m, x)
     assert np.abs(G.run_float(g, x) - ref).max() <= 1e-5 * max(1.0, np.abs(ref).max())
 
 
@@ -150,4 +143,4 @@ def test_ort_lookup_ops_bit_exact(op, form, dt):
         # every input value: x sweeps the whole int8 / uint8 range of the input quantization
         q = np.arange(256, dtype=np.uint8).view(dt).astype(np.float32)
         x = np.repeat(((q - float(zi)) * s_in)[:, None], 6, axis=1).astype(np.float32)
-        np.testing.assert_array_equal(m.run(x), _ort(model, x), err_msg=f"{s_in} {zi} {s_out} {zo}")
+        np.testing.assert_array_equal(m.run(x), ort_run(model, x), err_msg=f"{s_in} {zi} {s_out} {zo}")
