@@ -17,6 +17,14 @@ CASES = sorted(p for p in (Path(__file__).parent / "conformance" / "cases").glob
                if p.stem.split("__")[1] in OP_OF)
 
 
+def assert_same_as_runtime(got, want):
+    """fixq's output `got` is the runtime's `want`: dtype, shape and every value (else the first that differ)."""
+    assert got.dtype == want.dtype and got.shape == want.shape
+    diff = np.flatnonzero(got.astype(np.int64) != want.astype(np.int64))
+    assert diff.size == 0, (f"{diff.size} of {want.size} values differ, first at {diff[:5]}: "
+                            f"fixq {got.reshape(-1)[diff[:5]]} runtime {want.reshape(-1)[diff[:5]]}")
+
+
 def _scalar(z, key):
     return np.asarray(z[key]).reshape(-1)[0]
 
@@ -81,12 +89,7 @@ def test_case_bit_exact(isa, path):
     z = np.load(path, allow_pickle=False)
     if "exact_in_int64" in z.files and not bool(z["exact_in_int64"]):
         pytest.skip(f"runtime defect recorded on this CPU ({z['cpu']}): {z['runtime']} is not exact here")
-    got = emulate(z)
-    want = z["y"]
-    assert got.dtype == want.dtype and got.shape == want.shape
-    diff = np.flatnonzero(got.astype(np.int64) != want.astype(np.int64))
-    assert diff.size == 0, (f"{diff.size} of {want.size} values differ, first at {diff[:5]}: "
-                            f"fixq {got.reshape(-1)[diff[:5]]} runtime {want.reshape(-1)[diff[:5]]}")
+    assert_same_as_runtime(emulate(z), z["y"])
 
 
 def test_conv_cases_need_the_conv_recipe():

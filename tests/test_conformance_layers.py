@@ -8,6 +8,8 @@ import pytest
 
 from fixq import targets
 
+from test_conformance import assert_same_as_runtime
+
 TABLE_OP = {"logistic": "sigmoid", "tanh": "tanh", "hard_swish": "hardswish", "leaky_relu": "leaky_relu"}
 LAYER_OPS = tuple(TABLE_OP) + ("softmax", "mean", "requantize", "sub")
 CASES = sorted(p for p in (Path(__file__).parent / "conformance" / "cases").glob("*.npz")
@@ -38,11 +40,7 @@ def emulate(z):
 @pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
 def test_case_bit_exact(path):
     z = np.load(path, allow_pickle=False)
-    got, want = emulate(z), z["y"]
-    assert got.dtype == want.dtype and got.shape == want.shape
-    diff = np.flatnonzero(got.astype(np.int64) != want.astype(np.int64))
-    assert diff.size == 0, (f"{diff.size} of {want.size} values differ, first at {diff[:5]}: "
-                            f"fixq {got.reshape(-1)[diff[:5]]} runtime {want.reshape(-1)[diff[:5]]}")
+    assert_same_as_runtime(emulate(z), z["y"])
 
 
 def test_every_layer_op_has_cases_for_every_tflite_target():

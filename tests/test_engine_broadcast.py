@@ -11,8 +11,7 @@ from fixq import _core, gemm
 from fixq.engine.plan import eltwise_params
 from fixq.targets import tflite
 
-from conftest import ISAS, using_isa
-from test_engine_targets import DTYPES, eltwise_reference, eltwise_targets
+from test_engine_targets import DTYPES, eltwise_reference, eltwise_targets, same_on_every_isa
 
 H, W, C = 3, 5, 19  # 15 pixels of 19 channels: runs and tails that are no multiple of 8 or 16
 
@@ -53,14 +52,7 @@ def inputs(dtype, rng, n=4):
 
 def run(engine, x):
     """(y, a, b-tensor or None) as NHWC int64 arrays, the same on every CPU path."""
-    outs = {}
-    for isa in ISAS:
-        with using_isa(isa):
-            outs[isa] = engine.run(x, 1, True, False)
-    for isa, o in outs.items():
-        for got, want in zip(o, outs["scalar"]):
-            assert np.array_equal(got, want), f"{isa} differs from scalar"
-    o = outs["scalar"]
+    o = same_on_every_isa(engine, x, every_output=True)
     a = np.moveaxis(x, 1, -1).astype(np.int64)
     y = o[0].reshape(len(x), H, W, C).astype(np.int64)
     return y, a, (o[1].reshape(len(x), H, W, 1).astype(np.int64) if len(o) > 1 else None)

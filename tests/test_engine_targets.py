@@ -13,20 +13,17 @@ from conftest import ISAS, using_isa
 DTYPES = {"int8": (-128, 127), "uint8": (0, 255)}
 
 
-def run_on_every_isa(engine, x):
-    """{isa: raw outputs} of one run per CPU path this machine supports."""
-    out = {}
+def same_on_every_isa(engine, x, every_output=False):
+    """The raw outputs of one run of `engine` on `x` per CPU path this machine supports, which must be the same
+    bits on each: the first output, or with `every_output` the list of them."""
+    outs = {}
     for isa in ISAS:
         with using_isa(isa):
-            out[isa] = engine.run(x, 1, True, False)[0]
-    return out
-
-
-def same_on_every_isa(engine, x):
-    out = run_on_every_isa(engine, x)
-    for isa, y in out.items():
-        assert np.array_equal(y, out["scalar"]), f"{isa} differs from scalar at {np.argwhere(y != out['scalar'])[:5]}"
-    return out["scalar"]
+            outs[isa] = engine.run(x, 1, True, False)
+    for isa, o in outs.items():
+        for y, want in zip(o, outs["scalar"]):
+            assert np.array_equal(y, want), f"{isa} differs from scalar at {np.argwhere(y != want)[:5]}"
+    return outs["scalar"] if every_output else outs["scalar"][0]
 
 
 # ---- GEMM epilogues -------------------------------------------------------------------------------
