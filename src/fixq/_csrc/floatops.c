@@ -151,7 +151,8 @@ static void packed_task(void *ctx, int t) {
   size_t u = units * (size_t)t / T, b = 0;
   while (u < u1) {
     while (job->first[b + 1] <= u) b++;
-    const size_t t0 = a->seq_offsets[b], len = a->seq_offsets[b + 1] - t0, blocks = (len + FIXQ__ATT_MB - 1) / FIXQ__ATT_MB;
+    const size_t t0 = a->seq_offsets[b], len = a->seq_offsets[b + 1] - t0;
+    const size_t blocks = (len + FIXQ__ATT_MB - 1) / FIXQ__ATT_MB;
     const size_t local = u - job->first[b], h = local / blocks;
     const size_t last = job->first[b] + (h + 1) * blocks < u1 ? job->first[b] + (h + 1) * blocks : u1;
     const size_t i0 = (local - h * blocks) * FIXQ__ATT_MB, i1e = (last - job->first[b] - h * blocks) * FIXQ__ATT_MB;
@@ -190,7 +191,8 @@ static fixq_status attention_packed(const fixq_attention_args *a, int threads) {
   if (mem == NULL) return FIXQ_ERR_OUT_OF_MEMORY;
   size_t *first = (size_t *)mem;
   first[0] = 0;
-  for (size_t b = 0; b < a->n; b++) first[b + 1] = first[b] + a->h * ((off[b + 1] - off[b] + FIXQ__ATT_MB - 1) / FIXQ__ATT_MB);
+  for (size_t b = 0; b < a->n; b++)
+    first[b + 1] = first[b] + a->h * ((off[b + 1] - off[b] + FIXQ__ATT_MB - 1) / FIXQ__ATT_MB);
   packed_job job = {a, float_table[fixq__isa], first, (float *)(((uintptr_t)(mem + first_bytes) + 63) & ~(uintptr_t)63),
                     work, (int)T};
   if (T == 1) packed_task(&job, 0);
@@ -201,8 +203,8 @@ static fixq_status attention_packed(const fixq_attention_args *a, int threads) {
 
 fixq_status fixq_attention_f32(const fixq_attention_args *a, int threads) {
   size_t heads, rows, out, macs, work;
-  if (a == NULL || threads < 1 || !fixq__mul_size(a->seq_offsets != NULL ? 1 : a->n, a->h, &heads) || !fixq__mul_size(heads, a->m, &rows) ||
-      !fixq__mul_size(rows, a->d, &out) || !fixq__mul_size(out, a->l, &macs) ||
+  if (a == NULL || threads < 1 || !fixq__mul_size(a->seq_offsets != NULL ? 1 : a->n, a->h, &heads) ||
+      !fixq__mul_size(heads, a->m, &rows) || !fixq__mul_size(rows, a->d, &out) || !fixq__mul_size(out, a->l, &macs) ||
       (a->bias_stride != 0 && a->bias_stride != a->l) || !isfinite(a->scale))
     return FIXQ_ERR_INVALID_ARGUMENT;
   if (rows == 0 || a->d == 0) return FIXQ_OK;

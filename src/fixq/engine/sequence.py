@@ -12,8 +12,10 @@ step reads writes its output into that input (residual adds, gelu, softmax, laye
 add goes into the softmax after it (``float_ops.softmax(bias=)``: one pass over the scores instead of two).
 Each float attention written as import_bert writes it (head transposes, scale, scores, mask add, softmax,
 context, head merge) is one ``float_ops.attention`` step reading the heads in place (``_attention_blocks``).
-``threads`` reaches numpy's BLAS through threadpoolctl when that is installed (BLAS keeps its own thread count
-otherwise).  ``run(keep_all=True)`` runs the steps without writing into inputs or fusing."""
+Where no output reads a padded batch's padding (``padding.dead_padding``), a run packs the real tokens and runs
+them alone (``steps_packed``), with the padded run's bits.  ``threads`` reaches numpy's BLAS through threadpoolctl
+when that is installed (BLAS keeps its own thread count otherwise).  ``run(keep_all=True)`` runs the steps without
+writing into inputs, fusing or packing."""
 import contextlib
 import functools
 
