@@ -1,5 +1,5 @@
 """Padded batches of sequence models run only their real tokens where no output reads the padding
-(fixq/engine/padding.py, docs/transformers.md "Padding"): the bits of the padded run, every mask pattern and
+(fixq/engine/padding.py, docs/transformers.md "Padding left out"): the bits of the padded run, every mask pattern and
 CPU path; the models whose outputs or arithmetic read the padding run padded."""
 import json
 

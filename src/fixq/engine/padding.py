@@ -1,4 +1,5 @@
-"""Padding that no output reads, left out of a sequence model's run (docs/transformers.md, "Padding left out").
+"""Padding that no output reads, left out of a sequence model's run (docs/transformers.md, "Padding left
+out").
 
 A padded batch of sentence embeddings spends most of its work on padding tokens whose results the outputs
 never see: every step between the inputs and the mean pooling works token by token, attention gives the
