@@ -1,6 +1,6 @@
 """all-MiniLM-L6-v2 sentence embeddings: fixq's dynamic int8 model against ONNX Runtime and torch, at
 1 and 2 threads, batch 1x128 and 32x128 (every sequence padded or truncated to exactly 128 tokens; the
-benchmark sentences are short, so most tokens are padding, which fixq's attention skips; ``--full-length``
+benchmark sentences are short, so most tokens are padding, which fixq leaves out (docs/transformers.md); ``--full-length``
 joins sentences so that all 128 tokens are real), all in one run.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE PYTHONPATH=src python bench/bench_transformer.py \\

@@ -263,6 +263,41 @@ def test_attention_strides_and_bias_forms(isa):
     np.testing.assert_allclose(F.attention(q, kb, v, 0.3), attention_ref(q, kb, v, 0.3, None), atol=1e-5)
 
 
+@pytest.mark.parametrize("lengths, l, h, d", [([13, 128, 1, 60], 128, 12, 32), ([1], 9, 2, 16), ([9, 9], 9, 2, 16),
+                                              ([5, 1, 17, 2], 17, 3, 5)])
+def test_attention_packed_sequences_equal_the_padded_batch(isa, lengths, l, h, d):
+    """seq_offsets: each sequence's real tokens packed one after another attend to their own alone, the bits
+    of the padded batch's rows (whose padding keys the kernel skips), on any thread count; a sequence with a
+    masked token inside keeps it."""
+    rng = np.random.default_rng(len(lengths) * l)
+    q, k, v = heads_of(rng, len(lengths), l, h, d)
+    bias = mask_bias(lengths, l)
+    if lengths[0] > 1:
+        bias[0, 0, 0, 0] = F32_MIN
+    want = F.attention(q, k, v, 0.3, bias)
+    keep = np.arange(l)[None, :] < np.array(lengths)[:, None]
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    packed = [np.ascontiguousarray(x[keep][None]) for x in (q, k, v)]
+    for threads in (1, 2, 3):
+        y = F.attention(*packed, 0.3, np.ascontiguousarray(bias[:, 0, 0, :][keep])[None, None, None], threads=threads,
+                        seq_offsets=offsets)
+        np.testing.assert_array_equal(y[0], want[keep])
+    y = F.attention(*packed, 0.3, seq_offsets=offsets)
+    for b, (t0, t1) in enumerate(zip(offsets[:-1], offsets[1:])):
+        alone = [x[:, t0:t1] for x in packed]
+        np.testing.assert_array_equal(y[:, t0:t1], F.attention(*alone, 0.3))
+
+
+def test_attention_bad_seq_offsets():
+    q = np.zeros((1, 6, 2, 4), np.float32)
+    for offsets, match in [([0, 3, 3, 6], "rise strictly"), ([1, 6], "rise strictly"), ([0, 5], "rise strictly"),
+                           ([0], "rise strictly"), ([0.0, 6.0], "integer"), ([[0, 6]], "integer")]:
+        one_line_value_error(lambda: F.attention(q, q, q, 1.0, seq_offsets=np.array(offsets)), match)
+    one_line_value_error(lambda: F.attention(q[:, :5], q, q, 1.0, seq_offsets=[0, 6]), "one batch")
+    one_line_value_error(lambda: F.attention(np.zeros((2, 3, 2, 4), np.float32), np.zeros((2, 3, 2, 4), np.float32),
+                                             np.zeros((2, 3, 2, 4), np.float32), 1.0, seq_offsets=[0, 3]), "one batch")
+
+
 def test_attention_bad_input():
     rng = np.random.default_rng(11)
     q, k, v = heads_of(rng, 2, 5, 2, 4)

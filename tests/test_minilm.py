@@ -128,6 +128,20 @@ def test_padding_to_128_changes_nothing(setup, fixq_model, tmp_path):
     np.testing.assert_array_equal(fixq_embed(fixq.Model.load(str(path)), full), padded)
 
 
+def test_padding_left_out_keeps_the_bits(setup, fixq_model):
+    """A batch of the benchmark's sentences padded to 128 runs its real tokens alone (most of the 32 x 128 are
+    padding), with the bits of the padded run; so does a single sentence."""
+    _, inputs, _, _ = setup
+    padded = fixq.quantize_model(fixq.io.import_bert(str(setup[0])), dynamic=True)
+    padded._sequence.padding = None
+    assert fixq_model._sequence.padding is not None
+    for rows in (slice(0, 32), slice(100, 101)):
+        batch = {k: v[rows] for k, v in inputs.items()}
+        assert batch["attention_mask"].mean() < 0.5
+        np.testing.assert_array_equal(fixq_embed(fixq_model, batch).view(np.uint32),
+                                      fixq_embed(padded, batch).view(np.uint32))
+
+
 def test_onnx_route_equals_import_bert(setup, onnx32):
     """The ONNX export imported (fixq.io.import_onnx) gives import_bert's embeddings in float within float
     rounding, and the same dynamic int8 accuracy."""

@@ -237,6 +237,21 @@ def test_exported_attention_runs_fused(tmp_path, attn):
     np.testing.assert_array_equal(m.run({k: np.asfortranarray(v) for k, v in f.items()}), y)
 
 
+@pytest.mark.parametrize("attn, pooled", [("eager", True), ("eager", False), ("sdpa", True)])
+def test_exported_padding_left_out_where_dead(tmp_path, attn, pooled):
+    """In dynamic int8, a pooled export with fused attention runs its batches' real tokens alone, with the bits
+    of the padded run; the last hidden state (its padding rows are outputs) and unfused attention run padded."""
+    path = export(bert(attn, seed=4), tmp_path / "bert.onnx", 17, pooled=pooled)
+    m, padded = (fixq.quantize_model(import_onnx(path), dynamic=True) for _ in range(2))
+    assert (m._sequence.padding is not None) == (attn == "eager" and pooled)
+    padded._sequence.padding = None
+    f = feeds(np.random.default_rng(7), n=4, length=12)
+    f["attention_mask"][0, 1:] = 0
+    for threads in (1, 2):
+        y, want = m.run(f, threads=threads), padded.run(f, threads=threads)
+        np.testing.assert_array_equal(y.view(np.uint32), want.view(np.uint32))
+
+
 def test_quantize_dynamic_export_points_at_the_float_route(tmp_path):
     """ORT's quantize_dynamic of an encoder is not read; the one line says how such a model gets in."""
     from onnxruntime.quantization import quantize_dynamic

@@ -27,6 +27,7 @@ cdef extern from "fixq_floatops.h" nogil:
         size_t bias_stride
         float scale
         float *o
+        const size_t *seq_offsets
     fixq_status fixq_attention_f32(const fixq_attention_args *a, int threads)
     fixq_status fixq_gelu_f32(const float *x, size_t count, fixq_gelu_form form, float *y, int threads)
     fixq_status fixq_dynamic_linear(const float *x, size_t m, const fixq_packed_b *b, const float *w_scale,
@@ -146,12 +147,19 @@ cdef int _strides(const float[:, :, :, :] x, ptrdiff_t *s, str name) except -1:
 
 
 def attention_raw(const float[:, :, :, :] q, const float[:, :, :, :] k, const float[:, :, :, :] v,
-                  float scale, const float[::1] bias, size_t bias_stride, float[:, :, :, ::1] out, int threads):
+                  float scale, const float[::1] bias, size_t bias_stride, float[:, :, :, ::1] out, int threads,
+                  const size_t[::1] seq_offsets=None):
     """out [N, M, H, D] (C-contiguous) = the attention of q [N, M, H, D] over k, v [N, L, H, D] (strided, rows
-    of D contiguous); bias: None or N * L (bias_stride L) or L (bias_stride 0) values.  Every size nonzero."""
+    of D contiguous); bias: None or N * L (bias_stride L) or L (bias_stride 0) values.  Every size nonzero.
+    With seq_offsets (S + 1 values, 0 up to T), N = 1 and M = L = T: S sequences packed (fixq_attention_f32)."""
     cdef fixq_attention_args a
     cdef fixq_status st
     a.n, a.m, a.h, a.d, a.l = q.shape[0], q.shape[1], q.shape[2], q.shape[3], k.shape[1]
+    a.seq_offsets = NULL
+    if seq_offsets is not None:
+        if a.n != 1 or a.m != a.l or bias_stride != 0 or seq_offsets.shape[0] < 2:
+            raise ValueError("attention: packed sequences need q, k, v of one batch of T tokens and T bias values")
+        a.seq_offsets = &seq_offsets[0]
     if (<size_t>k.shape[0] != a.n or <size_t>v.shape[0] != a.n or <size_t>v.shape[1] != a.l
             or <size_t>k.shape[2] != a.h or <size_t>v.shape[2] != a.h or <size_t>k.shape[3] != a.d
             or <size_t>v.shape[3] != a.d or <size_t>out.shape[0] != a.n or <size_t>out.shape[1] != a.m
@@ -170,6 +178,8 @@ def attention_raw(const float[:, :, :, :] q, const float[:, :, :, :] k, const fl
         a.bias = &bias[0]
     a.bias_stride = bias_stride
     a.scale = scale
+    if seq_offsets is not None:
+        a.n = seq_offsets.shape[0] - 1
     with nogil:
         st = fixq_attention_f32(&a, threads)
     check_status(st, "attention")

@@ -129,7 +129,20 @@ def _heads(x, name, fn):
     return x
 
 
-def attention(q, k, v, scale, bias=None, out=None, threads=1):
+def _seq_offsets(offsets, t, fn):
+    """offsets as a C-contiguous uintp array: S + 1 values rising strictly from 0 to t."""
+    if type(offsets) is np.ndarray and offsets.dtype == np.uintp and offsets.ndim == 1 and offsets.flags.c_contiguous:
+        o = offsets
+    else:
+        o = np.asarray(offsets)
+        if o.dtype.kind not in "iu" or o.ndim != 1:
+            raise ValueError(f"{fn}: seq_offsets must be a 1-D integer array, got {o.dtype} of shape {o.shape}")
+    if o.size < 2 or o[0] != 0 or o[-1] != t or not (o[1:] > o[:-1]).all():
+        raise ValueError(f"{fn}: seq_offsets must rise strictly from 0 to the {t} packed tokens, got {o!r:.200}")
+    return np.ascontiguousarray(o, dtype=np.uintp)
+
+
+def attention(q, k, v, scale, bias=None, out=None, threads=1, *, seq_offsets=None):
     """Multi-head attention in one pass per head, the context in merged-heads layout: for every batch n and
     head h, ``softmax(scale * q[n, :, h] @ k[n, :, h].T + bias[n]) @ v[n, :, h]`` (``scale * q`` rounded to
     float32 first, then the dot products; the softmax's numerics are :func:`softmax`'s with ``bias=``).
@@ -138,7 +151,12 @@ def attention(q, k, v, scale, bias=None, out=None, threads=1):
     (an attention mask's bias) or None; returns `out`, C-contiguous ``[N, M, H, D]`` (its reshape to
     ``[N, M, H * D]`` is the merged heads).  A query whose keys are all masked (bias float32 min everywhere)
     gets the mean of its values, as the add-then-softmax does.  `threads` splits blocks of query rows of
-    the heads over fixq's worker pool."""
+    the heads over fixq's worker pool.
+
+    With `seq_offsets` (S + 1 integers rising strictly from 0 to T), `q`, `k` and `v` are ``[1, T, H, D]``: S
+    sequences packed one after another (a padded batch's real tokens), `bias` None or ``(1, 1, 1, T)``; the
+    tokens ``seq_offsets[s]:seq_offsets[s + 1]`` attend to each other alone, each sequence the bits of its own
+    call with N = 1."""
     fn = "attention"
     q, k, v = _heads(q, "q", fn), _heads(k, "k", fn), _heads(v, "v", fn)
     n, m, h, d = q.shape
@@ -146,6 +164,11 @@ def attention(q, k, v, scale, bias=None, out=None, threads=1):
         raise ValueError(f"{fn}: k and v must be [{n}, L, {h}, {d}] for q of shape {q.shape}, got {k.shape} and "
                          f"{v.shape}")
     l = k.shape[1]
+    if seq_offsets is not None:
+        if n != 1 or l != m:
+            raise ValueError(f"{fn}: with seq_offsets q, k and v must be [1, T, {h}, {d}] (one batch of the packed "
+                             f"tokens), got {q.shape} and {k.shape}")
+        seq_offsets = _seq_offsets(seq_offsets, m, fn)
     s = float(scale) if isinstance(scale, numbers.Real) and not isinstance(scale, (bool, np.bool_)) else None
     if s is None or not abs(s) <= _F32_MAX:
         raise ValueError(f"{fn}: scale must be a finite number, got {scale!r}")
@@ -168,7 +191,7 @@ def attention(q, k, v, scale, bias=None, out=None, threads=1):
     if l == 0:
         raise ValueError(f"{fn}: k and v hold no keys (L = 0): the softmax over them is undefined")
     _core.attention_raw(q, k, v, s, None if bias is None else bias.reshape(-1),
-                        l if bias is not None and bias.shape[0] > 1 else 0, out, threads)
+                        l if bias is not None and bias.shape[0] > 1 else 0, out, threads, seq_offsets)
     return out
 
 

@@ -38,7 +38,12 @@ fixq_status fixq_gelu_f32(const float *x, size_t count, fixq_gelu_form form, flo
  * any sign); bias: NULL (none) or rows of L floats, bias_stride (0 or L) apart per batch; o: C-contiguous
  * [N][M][H][D], overlapping none of the inputs.  Keys j >= L' past the last one whose bias is above
  * -2^64 contribute exactly 0 wherever the bound of fixq__att_keys shows it (right padding of a mask), and
- * are skipped then: the result is the same bits.  FIXQ_ERR_INVALID_ARGUMENT when L == 0 < M. */
+ * are skipped then: the result is the same bits.  FIXQ_ERR_INVALID_ARGUMENT when L == 0 < M.
+ * With seq_offsets (N + 1 offsets from 0 up to T, each sequence one token or more) the N sequences lie
+ * packed, one after another, in q, k, v, o and bias as tokens of one batch: M = L = T (the batch strides and
+ * bias_stride unused), and sequence b's tokens [seq_offsets[b], seq_offsets[b + 1]) attend to its own
+ * tokens alone (queries and keys both; bias: T floats or NULL): per sequence, the bits of its own call with
+ * N = 1 and M = L = its length. */
 typedef struct {
   size_t n, h, m, l, d;
   const float *q, *k, *v;
@@ -47,6 +52,7 @@ typedef struct {
   size_t bias_stride;
   float scale;
   float *o;
+  const size_t *seq_offsets; /* or NULL */
 } fixq_attention_args;
 fixq_status fixq_attention_f32(const fixq_attention_args *a, int threads);
 

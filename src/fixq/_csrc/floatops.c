@@ -133,24 +133,93 @@ static void att_task(void *ctx, int t) {
   }
 }
 
-fixq_status fixq_attention_f32(const fixq_attention_args *a, int threads) {
-  size_t heads, rows, out, macs, work;
-  if (a == NULL || threads < 1 || !fixq__mul_size(a->n, a->h, &heads) || !fixq__mul_size(heads, a->m, &rows) ||
-      !fixq__mul_size(rows, a->d, &out) || !fixq__mul_size(out, a->l, &macs) ||
-      (a->bias_stride != 0 && a->bias_stride != a->l) || !isfinite(a->scale))
+/* Packed sequences: units are each sequence's heads x blocks, numbered on from first[b] (first[n] in all). */
+typedef struct {
+  const fixq_attention_args *a;
+  const fixq__float_kernels *kern;
+  const size_t *first;
+  float *work;
+  size_t work_floats;
+  int tasks;
+} packed_job;
+
+static void packed_task(void *ctx, int t) {
+  const packed_job *job = ctx;
+  const fixq_attention_args *a = job->a;
+  const size_t T = (size_t)job->tasks, units = job->first[a->n], u1 = units * ((size_t)t + 1) / T;
+  float *work = job->work + job->work_floats * (size_t)t;
+  size_t u = units * (size_t)t / T, b = 0;
+  while (u < u1) {
+    while (job->first[b + 1] <= u) b++;
+    const size_t t0 = a->seq_offsets[b], len = a->seq_offsets[b + 1] - t0;
+    const size_t blocks = (len + FIXQ__ATT_MB - 1) / FIXQ__ATT_MB;
+    const size_t local = u - job->first[b], h = local / blocks;
+    const size_t last = job->first[b] + (h + 1) * blocks < u1 ? job->first[b] + (h + 1) * blocks : u1;
+    const size_t i0 = (local - h * blocks) * FIXQ__ATT_MB, i1e = (last - job->first[b] - h * blocks) * FIXQ__ATT_MB;
+    const ptrdiff_t tt = (ptrdiff_t)t0, hh = (ptrdiff_t)h;
+    job->kern->attention(i0, i1e < len ? i1e : len, len, len, a->d, a->q + tt * a->q_stride[1] + hh * a->q_stride[2],
+                         a->q_stride[1], a->k + tt * a->k_stride[1] + hh * a->k_stride[2], a->k_stride[1],
+                         a->v + tt * a->v_stride[1] + hh * a->v_stride[2], a->v_stride[1], a->scale,
+                         a->bias == NULL ? NULL : a->bias + t0, a->o + (t0 * a->h + h) * a->d, a->h * a->d, work);
+    u = last;
+  }
+}
+
+/* fixq_attention_f32 with seq_offsets: a->m == a->l == seq_offsets[n], checked here. */
+static fixq_status attention_packed(const fixq_attention_args *a, int threads) {
+  const size_t *off = a->seq_offsets;
+  size_t longest = 0, units = 0, macs = 0, heads_d, work, bytes, first_bytes;
+  if (off[0] != 0 || off[a->n] != a->m || a->m != a->l || !fixq__mul_size(a->h, a->d, &heads_d))
     return FIXQ_ERR_INVALID_ARGUMENT;
-  if (rows == 0 || a->d == 0) return FIXQ_OK;
-  if (a->l == 0 || a->q == NULL || a->k == NULL || a->v == NULL || a->o == NULL) return FIXQ_ERR_INVALID_ARGUMENT;
-  const size_t blocks = (a->m + FIXQ__ATT_MB - 1) / FIXQ__ATT_MB, units = heads * blocks;
+  for (size_t b = 0; b < a->n; b++) {
+    size_t len = off[b + 1] - off[b], sq, m;
+    if (off[b + 1] <= off[b] || off[b + 1] > a->m) return FIXQ_ERR_INVALID_ARGUMENT;
+    if (!fixq__mul_size(len, len, &sq) || !fixq__mul_size(sq, heads_d, &m) || !fixq__add_size(macs, m, &macs))
+      return FIXQ_ERR_INVALID_ARGUMENT;
+    units += a->h * ((len + FIXQ__ATT_MB - 1) / FIXQ__ATT_MB); /* at most h * T */
+    longest = len > longest ? len : longest;
+  }
   size_t T = macs / FIXQ__MACS_PER_THREAD;
   if (T > (size_t)threads) T = (size_t)threads;
   if (T > units) T = units;
   if (T < 1) T = 1;
+  work = FIXQ__ATT_WORK(longest, a->d) + 16; /* sizes checked by the caller for L = T >= longest */
+  if (!fixq__mul_size(work, T * sizeof(float), &bytes) || !fixq__mul_size(a->n + 1, sizeof(size_t), &first_bytes) ||
+      !fixq__add_size(bytes, first_bytes + 64, &bytes))
+    return FIXQ_ERR_INVALID_ARGUMENT;
+  char *mem = malloc(bytes);
+  if (mem == NULL) return FIXQ_ERR_OUT_OF_MEMORY;
+  size_t *first = (size_t *)mem;
+  first[0] = 0;
+  for (size_t b = 0; b < a->n; b++)
+    first[b + 1] = first[b] + a->h * ((off[b + 1] - off[b] + FIXQ__ATT_MB - 1) / FIXQ__ATT_MB);
+  packed_job job = {a, float_table[fixq__isa], first, (float *)(((uintptr_t)(mem + first_bytes) + 63) & ~(uintptr_t)63),
+                    work, (int)T};
+  if (T == 1) packed_task(&job, 0);
+  else fixq__parallel(job.tasks, packed_task, &job);
+  free(mem);
+  return FIXQ_OK;
+}
+
+fixq_status fixq_attention_f32(const fixq_attention_args *a, int threads) {
+  size_t heads, rows, out, macs, work;
+  if (a == NULL || threads < 1 || !fixq__mul_size(a->seq_offsets != NULL ? 1 : a->n, a->h, &heads) ||
+      !fixq__mul_size(heads, a->m, &rows) || !fixq__mul_size(rows, a->d, &out) || !fixq__mul_size(out, a->l, &macs) ||
+      (a->bias_stride != 0 && a->bias_stride != a->l) || !isfinite(a->scale))
+    return FIXQ_ERR_INVALID_ARGUMENT;
+  if (rows == 0 || a->d == 0) return FIXQ_OK;
+  if (a->l == 0 || a->q == NULL || a->k == NULL || a->v == NULL || a->o == NULL) return FIXQ_ERR_INVALID_ARGUMENT;
   /* FIXQ__ATT_WORK(l, d) + 16 floats per task (64-byte alignment), then the batches' kept keys */
   if (a->l > (size_t)-1 / 4 || a->d > (size_t)-1 / 64 ||
       !fixq__mul_size(FIXQ__ATT_LP(a->l), a->d + FIXQ__ATT_MB + 1, &work) ||
       !fixq__add_size(work, FIXQ__ATT_MB * (a->d + 15) + 16, &work))
     return FIXQ_ERR_INVALID_ARGUMENT;
+  if (a->seq_offsets != NULL) return attention_packed(a, threads);
+  const size_t blocks = (a->m + FIXQ__ATT_MB - 1) / FIXQ__ATT_MB, units = heads * blocks;
+  size_t T = macs / FIXQ__MACS_PER_THREAD;
+  if (T > (size_t)threads) T = (size_t)threads;
+  if (T > units) T = units;
+  if (T < 1) T = 1;
   work = FIXQ__ATT_WORK(a->l, a->d) + 16;
   size_t bytes, kept_bytes;
   if (!fixq__mul_size(work, T * sizeof(float), &bytes) || !fixq__mul_size(a->n, sizeof(size_t), &kept_bytes) ||

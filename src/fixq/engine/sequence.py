@@ -12,14 +12,17 @@ step reads writes its output into that input (residual adds, gelu, softmax, laye
 add goes into the softmax after it (``float_ops.softmax(bias=)``: one pass over the scores instead of two).
 Each float attention written as import_bert writes it (head transposes, scale, scores, mask add, softmax,
 context, head merge) is one ``float_ops.attention`` step reading the heads in place (``_attention_blocks``).
-``threads`` reaches numpy's BLAS through threadpoolctl when that is installed (BLAS keeps its own thread count
-otherwise).  ``run(keep_all=True)`` runs the steps without writing into inputs or fusing."""
+Where no output reads a padded batch's padding (``padding.dead_padding``), a run packs the real tokens and runs
+them alone (``steps_packed``), with the padded run's bits.  ``threads`` reaches numpy's BLAS through threadpoolctl
+when that is installed (BLAS keeps its own thread count otherwise).  ``run(keep_all=True)`` runs the steps without
+writing into inputs, fusing or packing."""
 import contextlib
 import functools
 
 import numpy as np
 
 from .. import float_ops as F, gemm, graph as G
+from . import padding as P
 
 _PLAIN = type("PlainLayout", (), {"sequence": True, "weights": {}})()  # float_node's view of a sequence graph
 _FRESH = ("linear", "gelu", "softmax", "layer_norm", "matmul", "scale", "add", "mul")  # results nothing else holds
@@ -254,7 +257,14 @@ class SequenceRunner:
                  if s["output"] in attention else [s["inputs"][0]] if s["output"] in fused
                  else s["inputs"] + [fused[t] for t in s["inputs"] if t in fused] for s in meta["steps"]]
         last_read = {t: k for k, r in enumerate(reads) for t in r}
-        self.steps, self.steps_all = [], []
+        mask = P.dead_padding(meta["steps"], self.inputs, tensors, meta["outputs"],
+                              m.weights != "fp32" and m.options.get("granularity", "row") == "row", attention, replaced)
+        self.size = len(self.names)
+        self.padding = None  # (the mask's slot, the token inputs' slots, the Packing's slot): P.pack's arguments
+        if mask is not None:
+            seq = next(i["shape"][1] for i in self.inputs if i["name"] == mask)
+            self.padding = (slots[mask], [slots[i["name"]] for i in self.inputs if seq in i["shape"]], self.size)
+        self.steps, self.steps_all, self.steps_packed = [], [], []
         for k, s in enumerate(meta["steps"]):
             fns = [_step(m, s, slots, False, transposed(s))]
             if s["output"] in replaced:  # computed inside the fused attention step below
@@ -275,23 +285,34 @@ class SequenceRunner:
             dead = tuple(slots[t] for t in dict.fromkeys(reads[k]) if last_read[t] == k and t not in keep)
             self.steps_all.append((fns[0], slots[s["output"]]))
             self.steps.append((fns[1], slots[s["output"]], dead))
+            if self.padding is not None:
+                packed = P.packed_step(s, m, slots, attention.get(s["output"]), self.size)
+                self.steps_packed.append(self.steps[-1] if packed is None else (packed, slots[s["output"]], dead))
         self.outputs = [slots[t] for t in meta["outputs"]]
-        self.size = len(self.names)
         float_matmuls = not m.options.get("int8_attention") and any(s["op"] == "matmul" and s["output"] not in replaced
                                                                     for s in meta["steps"])
         self.blas = _blas_limiter() if float_matmuls or m.weights == "fp32" else None
 
     def run(self, feeds, threads, keep_all=False):
         """The outputs (a list), or with `keep_all` every tensor by name (then no step writes into its input)."""
-        env = [None] * self.size
-        env[:len(self.inputs)] = G.check_feeds(self.inputs, self.roles, feeds)
+        env = [None] * (self.size + 1)  # the last: a packed run's Packing
+        fed = G.check_feeds(self.inputs, self.roles, feeds)
+        env[:len(fed)] = fed
         with self.blas(threads) if self.blas is not None else contextlib.nullcontext():
             if keep_all:
                 for fn, out in self.steps_all:
                     env[out] = fn(env, threads)
                 return dict(zip(self.names, env))
-            for fn, out, dead in self.steps:
-                env[out] = fn(env, threads)
-                for d in dead:
-                    env[d] = None
+            if self.padding is not None and P.pack(env, *self.padding):
+                try:
+                    return self._run(env, self.steps_packed, threads)
+                except P.Unpacked:
+                    env = fed + [None] * (self.size + 1 - len(fed))
+            return self._run(env, self.steps, threads)
+
+    def _run(self, env, steps, threads):
+        for fn, out, dead in steps:
+            env[out] = fn(env, threads)
+            for d in dead:
+                env[d] = None
         return [env[k] for k in self.outputs]

@@ -1,0 +1,150 @@
+"""Padding that no output reads, left out of a sequence model's run (docs/transformers.md, "Padding left
+out").
+
+A padded batch of sentence embeddings spends most of its work on padding tokens whose results the outputs
+never see: every step between the inputs and the mean pooling works token by token, attention gives the
+padding keys a weight of exactly 0, and the pooling multiplies the padding rows by 0.  Where
+:func:`dead_padding` shows that from the graph, the executor packs each sequence's tokens up to its last
+unmasked one into one batch of T tokens ``[1, T, ...]`` (:func:`pack`), runs the same steps on it, except
+three that read the sequence structure (:func:`packed_step`: position embeddings, attention over each
+sequence's own tokens, pooling per sequence), and gets the bits of the padded run."""
+import numpy as np
+
+from .. import float_ops as F
+
+MASKED = -2.0 ** 64  # float_ops.attention skips the keys whose bias is at or below this (FIXQ__ATT_MASKED)
+_TOKEN_WISE = ("layer_norm", "gelu", "scale", "l2_normalize", "softmax", "add", "mul", "reshape", "transpose")
+
+
+class Unpacked(Exception):
+    """A packed run cannot show it has the padded run's bits (a pooled sum of 0, whose sign the padding
+    rows may set): the caller runs the batch padded."""
+
+
+def dead_padding(steps, inputs, tensors, outputs, linear_rows, attention, replaced):
+    """The name of the 0/1 mask input whose padding no output reads, or None.  `steps` as run (fused attention
+    blocks `attention` replacing the steps in `replaced`); `linear_rows`: whether a linear's row depends on
+    that row alone (dynamic int8 with per-row activation ranges: yes; one range for the tensor: no; float32
+    weights on BLAS: not promised, as its sums may follow the row count).
+
+    With S the mask's sequence dim, a token tensor is ``[N, S, fixed dims]``.  The padding is dead when:
+    every attention_mask and masked_mean reads that one mask; every step that reads a token tensor or the
+    mask's bias is one of these: a gather of ids (positions included); a linear with `linear_rows`; a
+    layer_norm, gelu, scale, l2_normalize or last-axis softmax, token tensor to token tensor; an add or mul
+    of two token tensors; a reshape or a transpose that keeps S second (token tensor to token tensor); a fused
+    attention over token tensors whose bias is attention_mask(mask) with a value at or below -2^64 (the
+    kernel's proof that a masked key's weight is exactly 0 applies); a masked_mean of a ``[N, S, D]`` token
+    tensor (D >= 2: numpy sums it row after row, as it sums each sequence alone) over the mask.  No output is
+    a token tensor or depends on S (a model that outputs its last hidden state shows the padding rows: it
+    runs padded).  Then a token past its sequence's last unmasked one reaches the outputs only as a key of
+    weight 0 and a row times 0 in the pooling, and the packed run has the padded run's bits (the premise of
+    attention's skip: the padding rows' keys and values finite and inside its bound, as float_ops.attention
+    states)."""
+    masks = {s["inputs"][0] for s in steps if s["op"] == "attention_mask" and s["output"] not in replaced} | \
+        {s["inputs"][1] for s in steps if s["op"] == "masked_mean"}
+    shapes = {i["name"]: i["shape"] for i in inputs}
+    if len(masks) != 1:
+        return None
+    mask = masks.pop()
+    shape = shapes.get(mask)
+    if shape is None or len(shape) != 2 or not isinstance(shape[1], str):
+        return None
+    seq = shape[1]
+
+    def kind(t):  # "token", "free" (no S) or "seq" (S elsewhere)
+        s = tensors[t] if t in tensors else shapes[t]
+        if seq not in s:
+            return "free"
+        return "token" if len(s) >= 2 and s[0] is None and s[1] == seq and seq not in s[2:] else "seq"
+    if any(kind(t) != "free" for t in outputs) or any(kind(i["name"]) == "seq" for i in inputs):
+        return None
+    made = {s["output"]: s for s in steps}
+    for s in steps:
+        if s["output"] in replaced:
+            continue
+        op, ins, out = s["op"], s["inputs"], kind(s["output"])
+        kinds = [kind(t) for t in ins]
+        if s["output"] in attention:
+            q, k, v, bias = attention[s["output"]][:4]
+            b = made.get(bias)
+            ok = out == "token" and all(kind(t) == "token" for t in (q, k, v)) and b is not None and \
+                b["op"] == "attention_mask" and b["value"] <= MASKED
+        elif set(kinds) == {"free"} and out == "free":
+            ok = True
+        elif op == "attention_mask":
+            ok = ins == [mask]
+        elif op == "masked_mean":
+            x = tensors[ins[0]]
+            ok = kinds[0] == "token" and ins[1] == mask and len(x) == 3 and isinstance(x[2], int) and x[2] >= 2
+        elif op == "gather" or (op == "linear" and linear_rows):
+            ok = kinds == ["token"] and out == "token"
+        elif op in _TOKEN_WISE:
+            ok = set(kinds) == {"token"} and out == "token" and len({len(tensors[t]) for t in ins}) == 1 and \
+                (op != "transpose" or s["perm"][1] == 1) and \
+                (op != "softmax" or s["axis"] in (-1, len(tensors[s["output"]]) - 1))
+        else:
+            ok = False
+        if not ok:
+            return None
+    return mask
+
+
+class Packing:
+    """One padded batch's tokens packed: `n` sequences, `offsets` (uintp, n + 1), each token's `positions`
+    in its sequence, and which sequences lost padding (`padded`)."""
+
+    def __init__(self, n, offsets, positions, padded):
+        self.n, self.offsets, self.positions, self.padded = n, offsets, positions, padded
+
+
+def pack(env, mask_slot, token_slots, pack_slot):
+    """Packs the token inputs of `env` in place (``[N, L, ...]`` -> ``[1, T, ...]``) and puts the Packing at
+    `pack_slot`: each sequence keeps its tokens up to its last unmasked one (all of them when none is
+    unmasked), the keys float_ops.attention computes for it.  False (env untouched) when no token would go."""
+    mask = env[mask_slot]
+    n, length = mask.shape
+    on = mask != 0
+    last = length - np.argmax(on[:, ::-1], axis=1)
+    lens = np.where(on.any(axis=1), last, length)
+    if n == 0 or lens.sum() == n * length:
+        return False
+    keep = np.arange(length) < lens[:, None]
+    for k in token_slots:
+        env[k] = env[k][keep][None]
+    offsets = np.zeros(n + 1, np.intp)
+    np.cumsum(lens, out=offsets[1:])
+    positions = np.arange(offsets[-1]) - np.repeat(offsets[:-1], lens)
+    env[pack_slot] = Packing(n, offsets.astype(np.uintp), positions, lens < length)
+    return True
+
+
+def packed_step(s, m, slots, block, pack_slot):
+    """The packed form of step `s` where it differs from the padded one (else None): a position gather reads
+    each token's position, the fused attention (`block`, an _attention_blocks entry) each sequence's own
+    tokens, masked_mean sums each sequence's rows."""
+    p, op = pack_slot, s["op"]
+    if block is not None:
+        q, k, v, bias = (slots[t] for t in block[:4])
+        scale, kernel = np.float32(block[4]), F.attention
+        return lambda env, threads: kernel(env[q], env[k], env[v], scale, np.ascontiguousarray(env[bias]),
+                                           threads=threads, seq_offsets=env[p].offsets)
+    if op == "gather" and s["positions"]:
+        table = m.arrays[f"{s['name']}:weight"]
+        if m.options.get("int8_gather"):
+            scale, gather_rows = m.arrays[f"{s['name']}:weight_scale"], F.gather_rows
+            return lambda env, threads: gather_rows(table, scale, env[p].positions)[None]
+        return lambda env, threads: table.take(env[p].positions, axis=0)[None]
+    if op == "masked_mean":
+        i, j = slots[s["inputs"][0]], slots[s["inputs"][1]]
+
+        def masked_mean(env, threads):  # G.masked_mean's products and sums, sequence by sequence
+            pk, m = env[p], env[j][0].astype(np.float32)[:, None]
+            xm, o = env[i][0] * m, pk.offsets.tolist()
+            sums = np.stack([xm[o[b]:o[b + 1]].sum(axis=0) for b in range(pk.n)])
+            if (sums[pk.padded] == 0).any():  # -0 there may be the padded run's +0
+                raise Unpacked
+            counts = np.add.reduceat(m, o[:-1], axis=0)  # integers below 2^24: exact in any order
+            return sums / np.maximum(counts, np.float32(1e-9))
+        return masked_mean
+    return None
+
