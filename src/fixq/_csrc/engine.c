@@ -409,9 +409,19 @@ static fixq_status run_gemm(const fixq_eng_plan *plan, const fixq_eng_step *s, s
   return FIXQ_OK;
 }
 
+/* Depthwise steps of channel multiplier 1 and at most 63 taps with the output stage in registers */
+static const fixq_eng_depthwise_rq_fn depthwise_rq_table[FIXQ_ISA_COUNT] = {
+    NULL, FIXQ__AVX2(fixq__eng_depthwise_rq__avx2), FIXQ__AVX512VNNI(fixq__eng_depthwise_rq__avx512vnni), NULL, NULL,
+    NULL};
+
 static fixq_status run_depthwise(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const void *x,
                                  void *y, int32_t *acc) {
   const fixq_eng_tensor *yt = &plan->tensors[s->out];
+  const fixq_eng_depthwise_rq_fn fused = depthwise_rq_table[fixq__isa];
+  if (fused != NULL && s->groups == 1 && s->kh * s->kw <= 63) {
+    fused(plan, s, batch, x, y, (uint8_t *)(acc + batch * numel(yt)));
+    return FIXQ_OK;
+  }
   loops_table[fixq__isa]->depthwise(plan, s, batch, x, acc, (uint8_t *)(acc + batch * numel(yt)));
   return fixq_requantize_s32(acc, y, plan->dtype, batch * yt->h * yt->w, yt->c, 1, &s->rq);
 }
