@@ -98,8 +98,9 @@ ALWAYS_INLINE void dw_rq(const fixq_eng_plan *plan, const fixq_eng_step *s, size
 }
 
 void fixq__eng_depthwise_rq__avx2(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const void *x,
-                                  void *y, uint8_t *img) {
+                                  void *y, uint8_t *img, uint8_t *triples) {
   const int u8 = IS_U8(plan);
+  (void)triples; /* vpdpbusd's: AVX-512 VNNI only */
   switch (s->rq.rounding) {
     case FIXQ_ROUND_DOUBLE:
       if (u8) dw_rq(plan, s, batch, x, y, img, FIXQ_ROUND_DOUBLE, 1);
