@@ -214,9 +214,9 @@ def test_depthwise_blocks_of_16_channels(isa, c, k, stride, pad, dil, activation
 @pytest.mark.parametrize("activations", ["int8", "uint8"])
 def test_depthwise_output_stage_in_registers(isa, c, k, stride, pad, dil, rounding, activations):
     """Depthwise of multiplier 1 with the output stage in registers (engine_dwconv__*.c: 3x3 taps unrolled, other
-    kernels looped; blocks of 32 channels on AVX-512, of 16 on AVX2, each with its tail; 3x3 of stride 1 on AVX-512
-    VNNI through the map of tap triples, 16 channels a block) on every rounding of the output stage: the numpy
-    steps' integers, the padding's zero point folded into the bias included."""
+    kernels looped; blocks of 32 channels on AVX-512, of 16 on AVX2, each with its tail; 3x3 of stride 1 on
+    AVX-512 VNNI through the map of tap triples, 16 channels a block) on every rounding of the output stage: the
+    numpy steps' integers, the padding's zero point folded into the bias included."""
     rng = np.random.default_rng(c * k + stride)
     w = {"pw.weight": rng.standard_normal((c, 2, 1, 1)).astype(np.float32),
          "dw.weight": (rng.standard_normal((c, 1, k, k)) / k).astype(np.float32),

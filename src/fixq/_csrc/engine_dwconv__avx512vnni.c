@@ -6,8 +6,8 @@
  * (zp - zp) w = 0.  x and w as int16 make each product exact (|x w| <= 255 * 128) and vpdpwssd adds a pair
  * of taps into an int32 lane exactly (vpmaddwd and the add, wrapping, in one instruction).  Per block of 32
  * channels the weight pairs, bias' and the output stage's parameters are loaded once; every output pixel's 32
- * sums then go through requant16 and are stored as bytes, with no int32 map in between.  3x3 of stride 1 takes
- * the map of tap triples below instead. */
+ * sums then go through requant16 and are stored as bytes, with no int32 map in between.  A 3x3 takes the map of
+ * tap triples below instead where engine.c gives one (stride 1). */
 #include "engine_loops.h"
 #include "fixq_requant_avx512.h"
 
@@ -69,26 +69,27 @@ ALWAYS_INLINE void dw_block_rq(const fixq_eng_plan *plan, const fixq_eng_step *s
     }
 }
 
-/* ---- 3x3, stride 1: a row of taps as one vpdpbusd ----------------------------------------------------------
+/* ---- 3x3: a row of taps as one vpdpbusd ----------------------------------------------------------------------
  * The map of tap triples holds, for padded row iy and output column ox, each channel c's bytes
- * u(iy, ox + j, c) for j = 0, 1, 2 and a fourth (the third again) as one int32 lane, u = x ^ 0x80 = x + 128 (int8)
+ * u(iy, ox sw + j dw, c) for j = 0, 1, 2 and a fourth (the third again) as one int32 lane, u = x ^ 0x80 = x + 128 (int8)
  * or x (uint8); 32 channels a record of 128 bytes.  vpdpbusd multiplies the 4 unsigned bytes by the row's 3
  * weights and a 0 and adds them to the lane exactly, so an output is bias'' + 3 vpdpbusd with
  * bias'' = bias - (zp + 128) sum_t w (int8; zp sum_t w for uint8): sum_t (x - zp) w modulo 2^32, the padding
- * (u = zp + 128 or zp) still adding 0.  Each record is made once per call and read by 3 output rows. */
-ALWAYS_INLINE void triples_build(const uint8_t *img, size_t PH, size_t PW, size_t C, size_t OW, int u8,
-                                 uint8_t *q) {
+ * (u = zp + 128 or zp) still adding 0.  Each record is made once per call and read by every output row whose
+ * taps cover its row (3 at stride 1). */
+ALWAYS_INLINE void triples_build(const fixq_eng_step *s, const uint8_t *img, size_t PH, size_t PW, size_t C,
+                                 size_t OW, int u8, uint8_t *q) {
   const size_t CQ = (C + 31) / 32 * 32;
   const __m256i flip = _mm256_set1_epi8(u8 ? 0 : (char)0x80);
   for (size_t iy = 0; iy < PH; iy++)
     for (size_t ox = 0; ox < OW; ox++) {
-      const uint8_t *p = img + (iy * PW + ox) * C;
+      const uint8_t *p = img + (iy * PW + ox * s->sw) * C;
       uint8_t *d = q + (iy * OW + ox) * CQ * 4;
       for (size_t c = 0; c < C; c += 32, d += 128) {
         const __mmask32 k = C - c >= 32 ? ~(__mmask32)0 : (__mmask32)((1u << (C - c)) - 1);
         const __m256i a = _mm256_xor_si256(_mm256_maskz_loadu_epi8(k, p + c), flip);
-        const __m256i b = _mm256_xor_si256(_mm256_maskz_loadu_epi8(k, p + C + c), flip);
-        const __m256i e = _mm256_xor_si256(_mm256_maskz_loadu_epi8(k, p + 2 * C + c), flip);
+        const __m256i b = _mm256_xor_si256(_mm256_maskz_loadu_epi8(k, p + s->dw * C + c), flip);
+        const __m256i e = _mm256_xor_si256(_mm256_maskz_loadu_epi8(k, p + 2 * s->dw * C + c), flip);
         const __m256i ab0 = _mm256_unpacklo_epi8(a, b), ab1 = _mm256_unpackhi_epi8(a, b);
         const __m256i ee0 = _mm256_unpacklo_epi8(e, e), ee1 = _mm256_unpackhi_epi8(e, e);
         /* channels 0-3 | 16-19, 4-7 | 20-23, 8-11 | 24-27, 12-15 | 28-31: each half to its place */
@@ -133,10 +134,10 @@ ALWAYS_INLINE void triples_block_rq(const fixq_eng_plan *plan, const fixq_eng_st
   const uint8_t *qb = q + o0 * 4;
   for (size_t oy = 0; oy < OH; oy++)
     for (size_t ox = 0; ox < OW; ox++) {
-      const uint8_t *r = qb + oy * row + ox * CQ * 4;
+      const uint8_t *r = qb + oy * s->sh * row + ox * CQ * 4;
       __m512i acc = _mm512_dpbusd_epi32(b, _mm512_load_si512(r), w0);
-      acc = _mm512_dpbusd_epi32(acc, _mm512_load_si512(r + row), w1);
-      acc = _mm512_dpbusd_epi32(acc, _mm512_load_si512(r + 2 * row), w2);
+      acc = _mm512_dpbusd_epi32(acc, _mm512_load_si512(r + s->dh * row), w1);
+      acc = _mm512_dpbusd_epi32(acc, _mm512_load_si512(r + 2 * s->dh * row), w2);
       store16(y, (oy * OW + ox) * C + o0, plan->dtype, requant16(acc, &L, mode, qmin, qmax), k);
     }
 }
@@ -153,7 +154,7 @@ ALWAYS_INLINE void dw_rq(const fixq_eng_plan *plan, const fixq_eng_step *s, size
     pad_sample(s, xt, x, n, img);
     uint8_t *yn = y + n * yt->h * yt->w * C;
     if (triples != NULL) {
-      triples_build(img, xt->h + 2 * s->ph, PW, C, yt->w, u8, triples);
+      triples_build(s, img, xt->h + 2 * s->ph, PW, C, yt->w, u8, triples);
       for (size_t o0 = 0; o0 < C; o0 += 16) triples_block_rq(plan, s, triples, C, yt->h, yt->w, o0, yn, mode, u8);
       continue;
     }
