@@ -207,6 +207,31 @@ def test_depthwise_blocks_of_16_channels(isa, c, k, stride, pad, dil, activation
     assert_same(m, (rng.standard_normal((3, 2, 7, 6)) * 1.5).astype(np.float32))
 
 
+@pytest.mark.parametrize("c,k,stride,pad,dil", [(24, 3, 1, 1, 1), (24, 3, 2, 1, 1), (48, 3, 1, 1, 1), (40, 3, 2, 0, 1),
+                                                (7, 3, 1, 2, 2), (72, 5, 1, 2, 1), (17, 2, 2, 1, 1), (96, 1, 1, 0, 1),
+                                                (9, 7, 1, 3, 1), (33, 3, 1, 1, 1), (64, 3, 1, 0, 1)])
+@pytest.mark.parametrize("rounding", ["double", "single", "fp32"])
+@pytest.mark.parametrize("activations", ["int8", "uint8"])
+def test_depthwise_output_stage_in_registers(isa, c, k, stride, pad, dil, rounding, activations):
+    """Depthwise of multiplier 1 with the output stage in registers (engine_dwconv__*.c: 3x3 taps unrolled, other
+    kernels looped; blocks of 32 channels on AVX-512, of 16 on AVX2, each with its tail; 3x3 of stride 1 on
+    AVX-512 VNNI through the map of tap triples, 16 channels a block) on every rounding of the output stage: the
+    numpy steps' integers, the padding's zero point folded into the bias included."""
+    rng = np.random.default_rng(c * k + stride)
+    w = {"pw.weight": rng.standard_normal((c, 2, 1, 1)).astype(np.float32),
+         "dw.weight": (rng.standard_normal((c, 1, k, k)) / k).astype(np.float32),
+         "dw.bias": rng.standard_normal(c).astype(np.float32)}
+    nodes = [{"name": "pw", "op": "conv2d", "inputs": ["x"]},
+             {"name": "dw", "op": "conv2d", "inputs": ["pw"], "stride": stride, "padding": pad, "dilation": dil,
+              "groups": c},
+             {"name": "act", "op": "relu6", "inputs": ["dw"]}]
+    g = G.validate(graph_of(nodes, ["act"], (2, 9, 8)), w)
+    m = quantize_model(g, calib_batches(rng, (2, 9, 8), n=2, batch=8), activations=activations,
+                       per_channel=True, rounding=rounding)
+    assert m._engine is not None and any(s.get("depthwise") for s in m.steps)
+    assert_same(m, (rng.standard_normal((3, 2, 9, 8)) * 1.5).astype(np.float32))
+
+
 @pytest.mark.parametrize("c,mult,k,stride,pad", [(16, 2, 3, 1, 1), (2, 8, 3, 2, 1), (3, 3, 2, 1, 0), (5, 5, 3, 1, 1),
                                                  (20, 2, 3, 1, 1), (33, 2, 3, 2, 1)])
 @pytest.mark.parametrize("activations", ["int8", "uint8"])

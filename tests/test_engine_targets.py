@@ -229,6 +229,10 @@ def eltwise_targets(dtype, rng):
                     lo=lo, hi=hi))
     out.append(dict(form="xnnpack-add", a_mult=2**21, b_mult=2**20, shift_bits=1, bias=-(2**40), a_zp=0, b_zp=0,
                     out_zp=-1 if lo < 0 else 1, lo=lo, hi=hi))
+    # XNNPACK's ADD at the edge of the int32 lanes (fixq__eng_xnn_add_fits32), then one past it (int64 lanes)
+    for extra in (0, 1):
+        out.append(dict(form="xnnpack-add", a_mult=2**22, b_mult=-(2**22), shift_bits=23,
+                        bias=2**31 - 1 - 255 * 2**23 + extra, a_zp=0, b_zp=0, out_zp=1, lo=lo, hi=hi))
     return out
 
 

@@ -51,6 +51,15 @@ static size_t padded_bytes(const fixq_eng_step *s, const fixq_eng_tensor *x) {
                 FIXQ_ENG_IM2COL_SLACK);
 }
 
+/* Bytes of the AVX-512 VNNI depthwise's map of tap triples (engine_dwconv__avx512vnni.c): for each padded input row
+ * and output column, each channel's 3 taps of that row and a fourth byte, channels rounded up to 32; 0 for the
+ * steps it does not run (other than 3x3 of stride 1 and multiplier 1: at stride 2 the map, read by fewer rows,
+ * costs more than the tap pairs) */
+static size_t dw_triples_bytes(const fixq_eng_step *s, const fixq_eng_tensor *x, const fixq_eng_tensor *y) {
+  if (s->kh != 3 || s->kw != 3 || s->sh != 1 || s->sw != 1 || s->groups != 1) return 0;
+  return mul_sz(mul_sz(mul_sz(add_sz(x->h, mul_sz(2, s->ph)), y->w), add_sz(y->c, 31) / 32 * 32), 4);
+}
+
 /* The largest pool window (and global pool area) whose int32 sum of |q| <= 255 cannot wrap */
 #define FIXQ_ENG_MAX_POOL_AREA ((size_t)1 << 23)
 
@@ -251,11 +260,13 @@ static size_t step_scratch(const fixq_eng_plan *plan, const fixq_eng_step *s, si
     }
     case FIXQ_ENG_DEPTHWISE: { /* the accumulators, one padded sample of y's channels (a channel multiplier's
                                   repeated input), the weight pairs of dw_block16 or dw_block32 (channels
-                                  rounded up to 32) */
+                                  rounded up to 32), the map of tap triples and its alignment */
       fixq_eng_tensor xi = *x;
       xi.c = y->c;
-      return add_sz(add_sz(mul_sz(out_n, sizeof(int32_t)), padded_bytes(s, &xi)),
-                    mul_sz(mul_sz(add_sz(mul_sz(s->kh, s->kw), 1) / 2, add_sz(y->c, 31) / 32 * 32), 4));
+      const size_t triples = dw_triples_bytes(s, x, y);
+      return add_sz(add_sz(add_sz(mul_sz(out_n, sizeof(int32_t)), padded_bytes(s, &xi)),
+                           mul_sz(mul_sz(add_sz(mul_sz(s->kh, s->kw), 1) / 2, add_sz(y->c, 31) / 32 * 32), 4)),
+                    triples ? add_sz(triples, 64) : 0);
     }
     case FIXQ_ENG_MAXPOOL:
     case FIXQ_ENG_AVGPOOL:
@@ -409,9 +420,28 @@ static fixq_status run_gemm(const fixq_eng_plan *plan, const fixq_eng_step *s, s
   return FIXQ_OK;
 }
 
+/* Depthwise steps of channel multiplier 1 and at most 63 taps with the output stage in registers */
+static const fixq_eng_depthwise_rq_fn depthwise_rq_table[FIXQ_ISA_COUNT] = {
+    NULL, FIXQ__AVX2(fixq__eng_depthwise_rq__avx2), FIXQ__AVX512VNNI(fixq__eng_depthwise_rq__avx512vnni), NULL, NULL,
+    NULL};
+
 static fixq_status run_depthwise(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const void *x,
                                  void *y, int32_t *acc) {
   const fixq_eng_tensor *yt = &plan->tensors[s->out];
+  const fixq_eng_depthwise_rq_fn fused = depthwise_rq_table[fixq__isa];
+  if (fused != NULL && s->groups == 1 && s->kh * s->kw <= 63) {
+    const fixq_eng_tensor *xt = &plan->tensors[s->in[0]];
+    uint8_t *img = (uint8_t *)(acc + batch * numel(yt)), *triples = NULL;
+    if (dw_triples_bytes(s, xt, yt)) { /* after the image and the weight pairs (step_scratch) */
+      fixq_eng_tensor xi = *xt;
+      xi.c = yt->c;
+      const size_t pairs_bytes = (s->kh * s->kw + 1) / 2 * ((yt->c + 31) / 32 * 32) * 4;
+      const uintptr_t end = (uintptr_t)(img + padded_bytes(s, &xi) + pairs_bytes);
+      triples = (uint8_t *)((end + 63) & ~(uintptr_t)63);
+    }
+    fused(plan, s, batch, x, y, img, triples);
+    return FIXQ_OK;
+  }
   loops_table[fixq__isa]->depthwise(plan, s, batch, x, acc, (uint8_t *)(acc + batch * numel(yt)));
   return fixq_requantize_s32(acc, y, plan->dtype, batch * yt->h * yt->w, yt->c, 1, &s->rq);
 }

@@ -29,9 +29,16 @@ ENG_INLINE void copy_over(uint8_t *d, const uint8_t *src, size_t n) {
   for (size_t i = 0; i < n; i += 16) memcpy(d + i, src + i, 16);
 }
 
-/* memcpy of a short row without a library call: the last move overlaps the
- * one before it */
+/* memcpy of a short row without a library call: 16-byte moves, the last
+ * overlapping the one before it (AVX-512: 64-byte moves, the last through a
+ * mask) */
 ENG_INLINE void copy_exact(uint8_t *d, const uint8_t *src, size_t n) {
+#ifdef __AVX512BW__
+  size_t i = 0;
+  for (; i + 64 <= n; i += 64) _mm512_storeu_si512(d + i, _mm512_loadu_si512(src + i));
+  const __mmask64 k = (__mmask64)(((uint64_t)1 << (n - i)) - 1);
+  _mm512_mask_storeu_epi8(d + i, k, _mm512_maskz_loadu_epi8(k, src + i));
+#else
   if (n >= 16) {
     for (size_t i = 0; i + 16 < n; i += 16) memcpy(d + i, src + i, 16);
     memcpy(d + n - 16, src + n - 16, 16);
@@ -44,6 +51,7 @@ ENG_INLINE void copy_exact(uint8_t *d, const uint8_t *src, size_t n) {
   } else {
     for (size_t i = 0; i < n; i++) d[i] = src[i];
   }
+#endif
 }
 
 static inline int32_t load_q(const void *p, size_t i, int u8) {

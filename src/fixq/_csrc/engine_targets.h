@@ -173,6 +173,14 @@ static inline int fixq__eng_quantize_away_one(int form, float x, float scale, in
  * so its int64 sum cannot wrap either) and no float NaN can arise (scales below 2^96 keep every product
  * finite, a nonzero out_scale).  Every runtime's parameters pass; others, and forms the SIMD files lack,
  * run the element functions. */
+/* XNN_ADD's sum bias + a ma + b mb stays inside int32 for every 8-bit a and b (XNNPACK's qs8-vadd computes it in
+ * int32 lanes; fixq.targets.xnnpack's multipliers are below 2^21): a SIMD form may then compute it in int32 lanes.
+ * For a target fixq__eng_vector_ok accepts. */
+static inline int fixq__eng_xnn_add_fits32(const fixq_eng_target *t) {
+  const int64_t ma = t->a_mult < 0 ? -t->a_mult : t->a_mult, mb = t->b_mult < 0 ? -t->b_mult : t->b_mult;
+  return 255 * (ma + mb) + (t->bias < 0 ? -t->bias : t->bias) <= INT32_MAX;
+}
+
 static inline int fixq__eng_vector_ok(const fixq_eng_target *t) {
   const int32_t z = 1 << 15;
   if (t->a_zp < -z || t->a_zp > z || t->b_zp < -z || t->b_zp > z || t->out_zp < -z || t->out_zp > z) return 0;

@@ -116,7 +116,9 @@ typedef struct {
   __m256i za, zb, zo, lo, hi, qlo, qhi; /* qlo, qhi: the clamp before the zero point */
   __m256 sa, sb, so, scale, flo, fhi, fzo;
   __m256i ma, mb, bias, hi64, lo64, off;
+  __m256i ma32, mb32, bias32; /* XNN_ADD where fixq__eng_xnn_add_fits32: int32 lanes */
   __m128i shift;
+  int fits32;
 } elt_params;
 
 /* XNNPACK vadd on 4 lanes: |acc| < 2^61, so acc + 2^62 is positive and its logical shift less 2^(62-s) is
@@ -145,6 +147,12 @@ ALWAYS_INLINE __m256i eltwise8(int form, __m256i qa, __m256i qb, const elt_param
       return _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(_mm256_add_ps(p, P->fzo), P->flo), P->fhi));
     }
     case FIXQ_ENG_T_XNN_ADD: {
+      if (P->fits32) {
+        const __m256i acc = _mm256_add_epi32(P->bias32, _mm256_add_epi32(_mm256_mullo_epi32(qa, P->ma32),
+                                                                         _mm256_mullo_epi32(qb, P->mb32)));
+        const __m256i w = _mm256_sra_epi32(acc, P->shift);
+        return _mm256_add_epi32(_mm256_min_epi32(_mm256_max_epi32(w, P->qlo), P->qhi), P->zo);
+      }
       const __m128i w0 = xnn_add4(_mm256_castsi256_si128(qa), _mm256_castsi256_si128(qb), P);
       const __m128i w1 = xnn_add4(_mm256_extracti128_si256(qa, 1), _mm256_extracti128_si256(qb, 1), P);
       return _mm256_add_epi32(_mm256_setr_m128i(w0, w1), P->zo);
@@ -179,6 +187,10 @@ static void eltwise_avx2(const fixq_eng_target *t, fixq_dtype dt, size_t n, cons
   P.lo64 = _mm256_set1_epi64x(t->lo - zo), P.hi64 = _mm256_set1_epi64x(t->hi - zo);
   P.shift = _mm_cvtsi32_si128(t->shift_bits);
   P.off = _mm256_set1_epi64x(INT64_C(1) << (62 - (t->form == FIXQ_ENG_T_XNN_ADD ? t->shift_bits : 0)));
+  P.fits32 = t->form == FIXQ_ENG_T_XNN_ADD && fixq__eng_xnn_add_fits32(t);
+  P.ma32 = _mm256_set1_epi32((int32_t)t->a_mult), P.mb32 = _mm256_set1_epi32((int32_t)t->b_mult);
+  P.bias32 = _mm256_set1_epi32((int32_t)t->bias);
+  P.qlo = _mm256_set1_epi32(t->lo - zo), P.qhi = _mm256_set1_epi32(t->hi - zo);
   switch (t->form) {
     case FIXQ_ENG_T_ORT_ADD: eltwise_loop(FIXQ_ENG_T_ORT_ADD, dt, n, a, b, y, &P); break;
     case FIXQ_ENG_T_ORT_MUL: eltwise_loop(FIXQ_ENG_T_ORT_MUL, dt, n, a, b, y, &P); break;

@@ -149,7 +149,8 @@ typedef struct {
   __m512i za, zb, zo, lo, hi;
   __m512 sa, sb, so, scale, flo, fhi, fzo;
   __m512i ma, mb, bias, lo64, hi64; /* XNN_ADD: int64 lanes, the clamp before the zero point */
-  int shift;
+  __m512i ma32, mb32, bias32, qlo, qhi; /* XNN_ADD where fixq__eng_xnn_add_fits32: int32 lanes */
+  int shift, fits32;
 } elt_params;
 
 AVX512_INLINE __m256i xnn_add8(__m256i qa, __m256i qb, const elt_params *P) {
@@ -173,6 +174,12 @@ AVX512_INLINE __m512i eltwise16(int form, __m512i qa, __m512i qb, const elt_para
       return _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(_mm512_add_ps(p, P->fzo), P->flo), P->fhi));
     }
     case FIXQ_ENG_T_XNN_ADD:
+      if (P->fits32) {
+        const __m512i acc = _mm512_add_epi32(P->bias32, _mm512_add_epi32(_mm512_mullo_epi32(qa, P->ma32),
+                                                                         _mm512_mullo_epi32(qb, P->mb32)));
+        const __m512i w = _mm512_sra_epi32(acc, _mm_cvtsi32_si128(P->shift));
+        return _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(w, P->qlo), P->qhi), P->zo);
+      }
       return _mm512_add_epi32(join(xnn_add8(_mm512_castsi512_si256(qa), _mm512_castsi512_si256(qb), P),
                                    xnn_add8(_mm512_extracti64x4_epi64(qa, 1), _mm512_extracti64x4_epi64(qb, 1), P)),
                               P->zo);
@@ -209,6 +216,10 @@ static void eltwise_avx512(const fixq_eng_target *t, fixq_dtype dt, size_t n, co
   P.ma = _mm512_set1_epi64(t->a_mult), P.mb = _mm512_set1_epi64(t->b_mult), P.bias = _mm512_set1_epi64(t->bias);
   P.lo64 = _mm512_set1_epi64(t->lo - zo), P.hi64 = _mm512_set1_epi64(t->hi - zo);
   P.shift = t->shift_bits;
+  P.fits32 = t->form == FIXQ_ENG_T_XNN_ADD && fixq__eng_xnn_add_fits32(t);
+  P.ma32 = _mm512_set1_epi32((int32_t)t->a_mult), P.mb32 = _mm512_set1_epi32((int32_t)t->b_mult);
+  P.bias32 = _mm512_set1_epi32((int32_t)t->bias);
+  P.qlo = _mm512_set1_epi32(t->lo - zo), P.qhi = _mm512_set1_epi32(t->hi - zo);
   switch (t->form) {
     case FIXQ_ENG_T_ORT_ADD: eltwise_loop(FIXQ_ENG_T_ORT_ADD, dt, n, a, b, y, &P); break;
     case FIXQ_ENG_T_ORT_MUL: eltwise_loop(FIXQ_ENG_T_ORT_MUL, dt, n, a, b, y, &P); break;

@@ -159,6 +159,20 @@ extern const fixq_eng_loops fixq_eng_loops__avx512vnni;
 extern const fixq_eng_loops fixq_eng_loops__neon;
 #endif
 
+/* A depthwise step of channel multiplier 1 with its output stage in registers (engine_dwconv__*.c): the bits
+ * of the depthwise loop then fixq_requantize_s32; img: the loop's padded image and its slack; triples: 64-byte
+ * aligned room for the AVX-512 VNNI map of tap triples (fixq__eng_dw_triples_bytes), or NULL */
+typedef void (*fixq_eng_depthwise_rq_fn)(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch,
+                                         const void *x, void *y, uint8_t *img, uint8_t *triples);
+#ifdef FIXQ_COMPILED_AVX2
+void fixq__eng_depthwise_rq__avx2(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const void *x,
+                                  void *y, uint8_t *img, uint8_t *triples);
+#endif
+#ifdef FIXQ_COMPILED_AVX512VNNI
+void fixq__eng_depthwise_rq__avx512vnni(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch,
+                                        const void *x, void *y, uint8_t *img, uint8_t *triples);
+#endif
+
 /* The MEAN and requantize target forms and PAD (engine_targets.c), run by fixq_eng_run on checked steps */
 void fixq__eng_global_avgpool_target(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch,
                                      const void *x, void *y);
