@@ -5,6 +5,7 @@
 #include <string.h>
 #include <stdlib.h>
 
+#include "engine_conv.h"
 #include "engine_loops.h"
 #include "engine_targets.h"
 
@@ -242,12 +243,14 @@ static size_t step_scratch(const fixq_eng_plan *plan, const fixq_eng_step *s, si
   switch (s->op) {
     case FIXQ_ENG_QUANTIZE:
       return mul_sz(out_n, s->form == FIXQ_ENG_Q_RECIP_EVEN ? 1 + sizeof(float) : 1);
-    case FIXQ_ENG_GEMM: { /* im2col: the patches, then one padded sample */
+    case FIXQ_ENG_GEMM: { /* im2col: the patches, then one padded sample; or the direct convolution's */
       const size_t pixels = mul_sz(mul_sz(batch, y->h), y->w);
-      return gemm_is_direct(s) ? 0
-                               : add_sz(add_sz(mul_sz(pixels, mul_sz(mul_sz(s->kh, s->kw), x->c / s->groups)),
-                                               FIXQ_ENG_IM2COL_SLACK),
-                                        padded_bytes(s, x));
+      if (gemm_is_direct(s)) return 0;
+      const size_t cols = add_sz(add_sz(mul_sz(pixels, mul_sz(mul_sz(s->kh, s->kw), x->c / s->groups)),
+                                        FIXQ_ENG_IM2COL_SLACK),
+                                 padded_bytes(s, x));
+      const size_t conv = cols == SIZE_MAX ? 0 : fixq__eng_conv_scratch(plan, s);
+      return conv > cols ? conv : cols;
     }
     case FIXQ_ENG_DEPTHWISE: { /* the accumulators, one padded sample of y's channels (a channel multiplier's
                                   repeated input), the weight pairs of dw_block16 or dw_block32 (channels
@@ -369,12 +372,37 @@ static fixq_status gemm_target(const fixq_eng_plan *plan, const fixq_eng_step *s
                                threads);
 }
 
-/* engine/steps.py conv / qlinear: one fixq_qgemm per group on the group's columns of y */
+/* fixq's output stage (the requantize micro-kernel) on a block of accumulators of every channel (n0 = 0) */
+typedef struct {
+  const fixq_requant *rq;
+  int per_channel;
+  fixq_dtype dt;
+  uint8_t *y;
+  size_t ldy;
+} rq_store_ctx;
+
+static void rq_store(const void *ctx, const int32_t *acc, size_t lda, size_t m0, size_t rows, size_t n0,
+                     size_t cols) {
+  const rq_store_ctx *c = ctx;
+  (void)n0;
+  fixq__requant_ukernel()(rows, c->per_channel ? cols : 1, c->per_channel ? 1 : cols, acc, lda, c->y + m0 * c->ldy,
+                          c->ldy, c->dt, c->rq);
+}
+
+/* engine/steps.py conv / qlinear: the direct convolution (engine_conv.h), or one fixq_qgemm per group on the
+ * group's columns of y */
 static fixq_status run_gemm(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const uint8_t *x,
                             uint8_t *y, uint8_t *scratch, int threads) {
   const fixq_eng_tensor *xt = &plan->tensors[s->in[0]], *yt = &plan->tensors[s->out];
   const size_t cg = xt->c / s->groups, og = yt->c / s->groups, m = batch * yt->h * yt->w;
   const int per_channel = s->rq_channels > 1;
+  if (s->conv != NULL) {
+    const target_store_ctx tc = {s->target, plan->dtype, 0, y, yt->c};
+    const rq_store_ctx rc = {&s->rq, per_channel, plan->dtype, y, yt->c};
+    if (s->target != NULL ? fixq__eng_conv(plan, s, batch, x, scratch, target_store, &tc)
+                          : fixq__eng_conv(plan, s, batch, x, scratch, rq_store, &rc))
+      return FIXQ_OK;
+  }
   for (size_t g = 0; g < s->groups; g++) {
     const uint8_t *a;
     size_t lda;

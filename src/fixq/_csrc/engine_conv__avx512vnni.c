@@ -1,0 +1,71 @@
+/* The direct convolution's tile (engine_conv.h) on AVX-512 VNNI: the image as uint8 x', four k a vpdpbusd
+ * (x' bytes broadcast, the w8 groups of 16 channels, exact u8 x s8 products summed modulo 2^32 as the
+ * contract): 32 channels a pass in two 512-bit registers a pixel, or, for at most 8 channels, one 256-bit
+ * register a pixel. */
+#include <immintrin.h>
+#include <string.h>
+
+#include "engine_conv.h"
+
+#define MR FIXQ_ENG_CONV_MR
+#define TILE_INLINE static inline __attribute__((always_inline))
+
+static inline int32_t load4(const uint8_t *p) {
+  int32_t v;
+  memcpy(&v, p, 4);
+  return v;
+}
+
+/* channels [16 cb, 16 (cb + nb)), nb 1 or 2 */
+TILE_INLINE void tile_zmm(const fixq_eng_conv *cv, const uint8_t *x, const size_t *pix, int32_t *acc, size_t cb,
+                          size_t nb) {
+  const size_t op = cv->op, kq = cv->kq;
+  __m512i c[MR][2];
+  for (size_t j = 0; j < nb; j++) {
+    const __m512i col = _mm512_loadu_si512(cv->col + 16 * (cb + j));
+    for (size_t r = 0; r < MR; r++) c[r][j] = col;
+  }
+  for (size_t g = 0; g < cv->segs; g++) {
+    const uint8_t *px[MR];
+    for (size_t r = 0; r < MR; r++) px[r] = x + pix[r] + cv->off[g];
+    const int8_t *w = cv->w8 + (g * kq * op + 16 * cb) * 4;
+    for (size_t q = 0; q < kq; q++, w += op * 4) {
+      __m512i b[2];
+      for (size_t j = 0; j < nb; j++) b[j] = _mm512_loadu_si512(w + 64 * j);
+      for (size_t r = 0; r < MR; r++) {
+        const __m512i a = _mm512_set1_epi32(load4(px[r] + 4 * q));
+        for (size_t j = 0; j < nb; j++) c[r][j] = _mm512_dpbusd_epi32(c[r][j], a, b[j]);
+      }
+    }
+  }
+  for (size_t r = 0; r < MR; r++)
+    for (size_t j = 0; j < nb; j++) _mm512_storeu_si512(acc + r * op + 16 * (cb + j), c[r][j]);
+}
+
+static void tile_ymm(const fixq_eng_conv *cv, const uint8_t *x, const size_t *pix, int32_t *acc) {
+  const size_t op = cv->op, kq = cv->kq;
+  __m256i c[MR];
+  const __m256i col = _mm256_loadu_si256((const __m256i *)cv->col);
+  for (size_t r = 0; r < MR; r++) c[r] = col;
+  for (size_t g = 0; g < cv->segs; g++) {
+    const uint8_t *px[MR];
+    for (size_t r = 0; r < MR; r++) px[r] = x + pix[r] + cv->off[g];
+    const int8_t *w = cv->w8 + g * kq * op * 4;
+    for (size_t q = 0; q < kq; q++, w += op * 4) {
+      const __m256i b = _mm256_loadu_si256((const __m256i *)w);
+      for (size_t r = 0; r < MR; r++) c[r] = _mm256_dpbusd_epi32(c[r], _mm256_set1_epi32(load4(px[r] + 4 * q)), b);
+    }
+  }
+  for (size_t r = 0; r < MR; r++) _mm256_storeu_si256((__m256i *)(acc + r * op), c[r]);
+}
+
+void fixq_eng_conv_tile__avx512vnni(const fixq_eng_conv *cv, const void *img, const size_t *pix, int32_t *acc) {
+  if (cv->o8 == 1) {
+    tile_ymm(cv, img, pix, acc);
+    return;
+  }
+  const size_t n16 = (cv->o8 + 1) / 2;
+  size_t cb = 0;
+  for (; cb + 2 <= n16; cb += 2) tile_zmm(cv, img, pix, acc, cb, 2);
+  if (cb < n16) tile_zmm(cv, img, pix, acc, cb, 1);
+}
