@@ -372,21 +372,14 @@ static fixq_status gemm_target(const fixq_eng_plan *plan, const fixq_eng_step *s
                                threads);
 }
 
-/* fixq's output stage (the requantize micro-kernel) on a block of accumulators of every channel (n0 = 0) */
-typedef struct {
-  const fixq_requant *rq;
-  int per_channel;
-  fixq_dtype dt;
-  uint8_t *y;
-  size_t ldy;
-} rq_store_ctx;
-
-static void rq_store(const void *ctx, const int32_t *acc, size_t lda, size_t m0, size_t rows, size_t n0,
-                     size_t cols) {
-  const rq_store_ctx *c = ctx;
-  (void)n0;
-  fixq__requant_ukernel()(rows, c->per_channel ? cols : 1, c->per_channel ? 1 : cols, acc, lda, c->y + m0 * c->ldy,
-                          c->ldy, c->dt, c->rq);
+/* fixq_eng_conv_out: the step's output stage on rows x cols accumulators of the direct convolution */
+static void conv_out(const fixq_eng_plan *plan, const fixq_requant *rq, int per_channel, const fixq_eng_target *t,
+                     size_t rows, size_t cols, const int32_t *acc, uint8_t *y) {
+  if (t != NULL)
+    targets_table[fixq__isa]->gemm(t, plan->dtype, rows, cols, 0, acc, cols, y, cols);
+  else
+    fixq__requant_ukernel()(rows, per_channel ? cols : 1, per_channel ? 1 : cols, acc, cols, y, cols, plan->dtype,
+                            rq);
 }
 
 /* engine/steps.py conv / qlinear: the direct convolution (engine_conv.h), or one fixq_qgemm per group on the
@@ -396,13 +389,7 @@ static fixq_status run_gemm(const fixq_eng_plan *plan, const fixq_eng_step *s, s
   const fixq_eng_tensor *xt = &plan->tensors[s->in[0]], *yt = &plan->tensors[s->out];
   const size_t cg = xt->c / s->groups, og = yt->c / s->groups, m = batch * yt->h * yt->w;
   const int per_channel = s->rq_channels > 1;
-  if (s->conv != NULL) {
-    const target_store_ctx tc = {s->target, plan->dtype, 0, y, yt->c};
-    const rq_store_ctx rc = {&s->rq, per_channel, plan->dtype, y, yt->c};
-    if (s->target != NULL ? fixq__eng_conv(plan, s, batch, x, scratch, target_store, &tc)
-                          : fixq__eng_conv(plan, s, batch, x, scratch, rq_store, &rc))
-      return FIXQ_OK;
-  }
+  if (s->conv != NULL && fixq__eng_conv(plan, s, batch, x, y, scratch, conv_out)) return FIXQ_OK;
   for (size_t g = 0; g < s->groups; g++) {
     const uint8_t *a;
     size_t lda;

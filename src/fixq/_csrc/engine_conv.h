@@ -21,16 +21,24 @@
 typedef struct fixq_eng_conv {
   size_t segs, run, kq; /* runs a patch, bytes a run, 4-byte groups a run: (run + 3) / 4 */
   size_t op;            /* output channels rounded up to 16 */
-  size_t o8;            /* blocks of 8 output channels a tile must fill: (O + 7) / 8 */
+  size_t oc, o8;        /* output channels O, and its blocks of 8: (O + 7) / 8 */
+  /* The output stage runs on rows of L = lcm(O, 16) accumulators, `period` = L / O pixels a row, with the
+   * step's per-channel parameters repeated to L channels here (so no SIMD lane idles for O < 16); period 0:
+   * pixel by pixel (L > 128, or a stage of one channel, which takes any row) */
+  size_t period;
+  fixq_requant rq;
+  fixq_eng_target target;
   const size_t *off;    /* [segs]: elements of the padded image from the pixel's first tap */
+  const size_t *off4;   /* [segs kq]: off[g] + 4 q, group q of run g in the uint8 image (bytes) */
+  const size_t *off2;   /* [segs 2 kq]: 2 (off[g] + 2 t), pair t of run g in the int16 image (bytes) */
   const int8_t *w8;
   const int16_t *w16;
   const int32_t *col;  /* [op]: the uint8 image's start */
   const int32_t *bias; /* [op]: the int16 image's (the step's bias, 0 past O) */
 } fixq_eng_conv;
 
-/* One tile of FIXQ_ENG_CONV_MR output pixels (a path's kernel): acc[r * op + o] for o < 8 o8 (at least), the patch
- * of pixel r at img + pix[r] (elements: uint8 x' or int16 x - zp, per the path). */
+/* One tile of FIXQ_ENG_CONV_MR output pixels (a path's kernel): acc[r * O + o] for o < O, the patch of pixel r at
+ * img + pix[r] (elements: uint8 x' or int16 x - zp, per the path). */
 typedef void (*fixq_eng_conv_tile_fn)(const fixq_eng_conv *cv, const void *img, const size_t *pix, int32_t *acc);
 #define FIXQ_ENG_CONV_MR 8
 void fixq_eng_conv_tile__scalar(const fixq_eng_conv *cv, const void *img, const size_t *pix, int32_t *acc);
@@ -48,10 +56,13 @@ size_t fixq_eng_conv_bytes(const fixq_eng_plan *plan, size_t step);
 const fixq_eng_conv *fixq_eng_conv_pack(const fixq_eng_plan *plan, size_t step, void *mem);
 /* Scratch bytes of fixq__eng_conv for one sample of step s (0 where it has no conv) */
 size_t fixq__eng_conv_scratch(const fixq_eng_plan *plan, const fixq_eng_step *s);
-/* Runs step s (s->conv set) on `batch` samples of x: every block of accumulators (rows m0.. of the batch's
- * pixels, all the output channels: n0 = 0, cols = O) to store; 0 where the CPU path has no direct tile (the
- * caller runs the GEMM). */
-int fixq__eng_conv(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const uint8_t *x,
-                   uint8_t *scratch, fixq__qgemm_store store, const void *ctx);
+/* The step's output stage (engine.c) on rows x cols accumulators acc[r * cols + j] of channel j (rq per channel,
+ * or t's channel j), or of its one channel (rq per tensor, t of one channel), into y[r * cols + j] */
+typedef void (*fixq_eng_conv_out)(const fixq_eng_plan *plan, const fixq_requant *rq, int per_channel,
+                                  const fixq_eng_target *t, size_t rows, size_t cols, const int32_t *acc, uint8_t *y);
+/* Runs step s (s->conv set) on `batch` samples of x into y, each block of accumulators through out; 0 where the
+ * CPU path has no direct tile (the caller runs the GEMM). */
+int fixq__eng_conv(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const uint8_t *x, uint8_t *y,
+                   uint8_t *scratch, fixq_eng_conv_out out);
 
 #endif

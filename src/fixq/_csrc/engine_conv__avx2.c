@@ -1,7 +1,8 @@
 /* The direct convolution's tile (engine_conv.h) on AVX2: the image as int16 x - zp, 8 output channels a
  * 256-bit register, two k a vpmaddwd (each pair of x - zp broadcast, the w16 pairs of 8 channels): every
  * product and pair sum is exact in int32 (|x - zp| <= 255, |w| <= 128), so the sum is the contract's modulo
- * 2^32.  A block of 8 channels at a time, the tile's 8 pixels in 8 registers. */
+ * 2^32.  A block of 8 channels at a time, the tile's 8 pixels in 8 registers, the pairs of every run in one
+ * loop (off2). */
 #include <immintrin.h>
 #include <string.h>
 
@@ -10,25 +11,26 @@
 #define MR FIXQ_ENG_CONV_MR
 
 void fixq_eng_conv_tile__avx2(const fixq_eng_conv *cv, const void *img, const size_t *pix, int32_t *acc) {
-  const int16_t *x = img;
-  const size_t op = cv->op, kp = 2 * cv->kq;
+  const size_t op = cv->op, pairs = 2 * cv->segs * cv->kq;
+  const char *px[MR];
+  for (size_t r = 0; r < MR; r++) px[r] = (const char *)img + 2 * pix[r];
   for (size_t cb = 0; cb < cv->o8; cb++) {
     __m256i c[MR];
     const __m256i bias = _mm256_loadu_si256((const __m256i *)(cv->bias + 8 * cb));
     for (size_t r = 0; r < MR; r++) c[r] = bias;
-    for (size_t g = 0; g < cv->segs; g++) {
-      const int16_t *px[MR];
-      for (size_t r = 0; r < MR; r++) px[r] = x + pix[r] + cv->off[g];
-      const int16_t *w = cv->w16 + (g * kp * op + 8 * cb) * 2;
-      for (size_t t = 0; t < kp; t++, w += op * 2) {
-        const __m256i b = _mm256_loadu_si256((const __m256i *)w);
-        for (size_t r = 0; r < MR; r++) {
-          int32_t v;
-          memcpy(&v, px[r] + 2 * t, 4);
-          c[r] = _mm256_add_epi32(c[r], _mm256_madd_epi16(_mm256_set1_epi32(v), b));
-        }
+    const int16_t *w = cv->w16 + 16 * cb;
+    for (size_t t = 0; t < pairs; t++, w += op * 2) {
+      const size_t d = cv->off2[t];
+      const __m256i b = _mm256_loadu_si256((const __m256i *)w);
+      for (size_t r = 0; r < MR; r++) {
+        int32_t v;
+        memcpy(&v, px[r] + d, 4);
+        c[r] = _mm256_add_epi32(c[r], _mm256_madd_epi16(_mm256_set1_epi32(v), b));
       }
     }
-    for (size_t r = 0; r < MR; r++) _mm256_storeu_si256((__m256i *)(acc + r * op + 8 * cb), c[r]);
+    const size_t left = cv->oc - 8 * cb; /* channels of this block, the others' lanes not stored */
+    const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((int32_t)(left < 8 ? left : 8)),
+                                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    for (size_t r = 0; r < MR; r++) _mm256_maskstore_epi32(acc + r * cv->oc + 8 * cb, mask, c[r]);
   }
 }

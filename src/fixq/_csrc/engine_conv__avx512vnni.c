@@ -1,7 +1,7 @@
 /* The direct convolution's tile (engine_conv.h) on AVX-512 VNNI: the image as uint8 x', four k a vpdpbusd
  * (x' bytes broadcast, the w8 groups of 16 channels, exact u8 x s8 products summed modulo 2^32 as the
  * contract): 32 channels a pass in two 512-bit registers a pixel, or, for at most 8 channels, one 256-bit
- * register a pixel. */
+ * register a pixel.  The 4-byte groups of every run in one loop (off4): the tile's pixels stay in registers. */
 #include <immintrin.h>
 #include <string.h>
 
@@ -19,44 +19,46 @@ static inline int32_t load4(const uint8_t *p) {
 /* channels [16 cb, 16 (cb + nb)), nb 1 or 2 */
 TILE_INLINE void tile_zmm(const fixq_eng_conv *cv, const uint8_t *x, const size_t *pix, int32_t *acc, size_t cb,
                           size_t nb) {
-  const size_t op = cv->op, kq = cv->kq;
+  const size_t op = cv->op, groups = cv->segs * cv->kq;
+  const uint8_t *px[MR];
+  for (size_t r = 0; r < MR; r++) px[r] = x + pix[r];
   __m512i c[MR][2];
   for (size_t j = 0; j < nb; j++) {
     const __m512i col = _mm512_loadu_si512(cv->col + 16 * (cb + j));
     for (size_t r = 0; r < MR; r++) c[r][j] = col;
   }
-  for (size_t g = 0; g < cv->segs; g++) {
-    const uint8_t *px[MR];
-    for (size_t r = 0; r < MR; r++) px[r] = x + pix[r] + cv->off[g];
-    const int8_t *w = cv->w8 + (g * kq * op + 16 * cb) * 4;
-    for (size_t q = 0; q < kq; q++, w += op * 4) {
-      __m512i b[2];
-      for (size_t j = 0; j < nb; j++) b[j] = _mm512_loadu_si512(w + 64 * j);
-      for (size_t r = 0; r < MR; r++) {
-        const __m512i a = _mm512_set1_epi32(load4(px[r] + 4 * q));
-        for (size_t j = 0; j < nb; j++) c[r][j] = _mm512_dpbusd_epi32(c[r][j], a, b[j]);
-      }
+  const int8_t *w = cv->w8 + 64 * cb;
+  for (size_t i = 0; i < groups; i++, w += op * 4) {
+    const size_t d = cv->off4[i];
+    __m512i b[2];
+    for (size_t j = 0; j < nb; j++) b[j] = _mm512_loadu_si512(w + 64 * j);
+    for (size_t r = 0; r < MR; r++) {
+      const __m512i a = _mm512_set1_epi32(load4(px[r] + d));
+      for (size_t j = 0; j < nb; j++) c[r][j] = _mm512_dpbusd_epi32(c[r][j], a, b[j]);
     }
   }
-  for (size_t r = 0; r < MR; r++)
-    for (size_t j = 0; j < nb; j++) _mm512_storeu_si512(acc + r * op + 16 * (cb + j), c[r][j]);
+  for (size_t j = 0; j < nb; j++) { /* the block's channels, the others' lanes not stored */
+    const size_t left = cv->oc - 16 * (cb + j);
+    const __mmask16 k = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
+    for (size_t r = 0; r < MR; r++) _mm512_mask_storeu_epi32(acc + r * cv->oc + 16 * (cb + j), k, c[r][j]);
+  }
 }
 
 static void tile_ymm(const fixq_eng_conv *cv, const uint8_t *x, const size_t *pix, int32_t *acc) {
-  const size_t op = cv->op, kq = cv->kq;
+  const size_t op = cv->op, groups = cv->segs * cv->kq;
+  const uint8_t *px[MR];
+  for (size_t r = 0; r < MR; r++) px[r] = x + pix[r];
   __m256i c[MR];
   const __m256i col = _mm256_loadu_si256((const __m256i *)cv->col);
   for (size_t r = 0; r < MR; r++) c[r] = col;
-  for (size_t g = 0; g < cv->segs; g++) {
-    const uint8_t *px[MR];
-    for (size_t r = 0; r < MR; r++) px[r] = x + pix[r] + cv->off[g];
-    const int8_t *w = cv->w8 + g * kq * op * 4;
-    for (size_t q = 0; q < kq; q++, w += op * 4) {
-      const __m256i b = _mm256_loadu_si256((const __m256i *)w);
-      for (size_t r = 0; r < MR; r++) c[r] = _mm256_dpbusd_epi32(c[r], _mm256_set1_epi32(load4(px[r] + 4 * q)), b);
-    }
+  const int8_t *w = cv->w8;
+  for (size_t i = 0; i < groups; i++, w += op * 4) {
+    const size_t d = cv->off4[i];
+    const __m256i b = _mm256_loadu_si256((const __m256i *)w);
+    for (size_t r = 0; r < MR; r++) c[r] = _mm256_dpbusd_epi32(c[r], _mm256_set1_epi32(load4(px[r] + d)), b);
   }
-  for (size_t r = 0; r < MR; r++) _mm256_storeu_si256((__m256i *)(acc + r * op), c[r]);
+  const __mmask8 k = (__mmask8)((1u << cv->oc) - 1);
+  for (size_t r = 0; r < MR; r++) _mm256_mask_storeu_epi32(acc + r * cv->oc, k, c[r]);
 }
 
 void fixq_eng_conv_tile__avx512vnni(const fixq_eng_conv *cv, const void *img, const size_t *pix, int32_t *acc) {

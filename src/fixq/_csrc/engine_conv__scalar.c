@@ -4,9 +4,9 @@
 
 void fixq_eng_conv_tile__scalar(const fixq_eng_conv *cv, const void *img, const size_t *pix, int32_t *acc) {
   const uint8_t *x = img;
-  const size_t op = cv->op, kq = cv->kq, n = cv->o8 * 8;
+  const size_t op = cv->op, kq = cv->kq, n = cv->oc;
   for (size_t r = 0; r < FIXQ_ENG_CONV_MR; r++) {
-    uint32_t *a = (uint32_t *)acc + r * op;
+    uint32_t *a = (uint32_t *)acc + r * n;
     for (size_t o = 0; o < n; o++) a[o] = (uint32_t)cv->col[o];
     for (size_t g = 0; g < cv->segs; g++) {
       const uint8_t *px = x + pix[r] + cv->off[g];
