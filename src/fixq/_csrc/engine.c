@@ -260,7 +260,8 @@ static size_t step_scratch(const fixq_eng_plan *plan, const fixq_eng_step *s, si
       return add_sz(add_sz(mul_sz(out_n, sizeof(int32_t)), padded_bytes(s, &xi)),
                     mul_sz(mul_sz(add_sz(mul_sz(s->kh, s->kw), 1) / 2, add_sz(y->c, 31) / 32 * 32), 4));
     }
-    case FIXQ_ENG_MAXPOOL:
+    case FIXQ_ENG_MAXPOOL: /* a row of the window's max over its input rows */
+      return mul_sz(x->w, x->c);
     case FIXQ_ENG_AVGPOOL:
       return mul_sz(y->c, sizeof(int32_t));
     case FIXQ_ENG_GLOBAL_AVGPOOL:
