@@ -475,7 +475,7 @@ static fixq_status run_concat(const fixq_eng_plan *plan, const fixq_eng_step *s,
       if (st != FIXQ_OK) return st;
       src = q;
     }
-    for (size_t r = 0; r < outer; r++) memcpy(y + r * yinner + off, src + r * inner, inner);
+    for (size_t r = 0; r < outer; r++) copy_exact(y + r * yinner + off, src + r * inner, inner);
     off += inner;
   }
   return FIXQ_OK;

@@ -223,7 +223,7 @@ int fixq__eng_conv(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t bat
             if (++ox == yt->w) ox = 0, at += jump;
           }
         }
-        kern->tile(cv, img, pix, acc + t * O);
+        kern->tile(cv, img, pix, np - t < MR ? np - t : MR, acc + t * O);
       }
       if (++ox == yt->w) ox = 0, at += step + jump;
       else at += step;

@@ -37,16 +37,21 @@ typedef struct fixq_eng_conv {
   const int32_t *bias; /* [op]: the int16 image's (the step's bias, 0 past O) */
 } fixq_eng_conv;
 
-/* One tile of FIXQ_ENG_CONV_MR output pixels (a path's kernel): acc[r * O + o] for o < O, the patch of pixel r at
- * img + pix[r] (elements: uint8 x' or int16 x - zp, per the path). */
-typedef void (*fixq_eng_conv_tile_fn)(const fixq_eng_conv *cv, const void *img, const size_t *pix, int32_t *acc);
-#define FIXQ_ENG_CONV_MR 8
-void fixq_eng_conv_tile__scalar(const fixq_eng_conv *cv, const void *img, const size_t *pix, int32_t *acc);
+/* One tile of `rows` <= FIXQ_ENG_CONV_MR output pixels (a path's kernel): acc[r * O + o] for o < O and r < rows
+ * (rows up to the tile's end or the next multiple of 8 may be written too), the patch of pixel r at img + pix[r]
+ * (elements: uint8 x' or int16 x - zp, per the path); pix has FIXQ_ENG_CONV_MR entries, those past rows
+ * repeating a real pixel. */
+typedef void (*fixq_eng_conv_tile_fn)(const fixq_eng_conv *cv, const void *img, const size_t *pix, size_t rows,
+                                      int32_t *acc);
+#define FIXQ_ENG_CONV_MR 16
+void fixq_eng_conv_tile__scalar(const fixq_eng_conv *cv, const void *img, const size_t *pix, size_t rows,
+                                int32_t *acc);
 #ifdef FIXQ_COMPILED_AVX2
-void fixq_eng_conv_tile__avx2(const fixq_eng_conv *cv, const void *img, const size_t *pix, int32_t *acc);
+void fixq_eng_conv_tile__avx2(const fixq_eng_conv *cv, const void *img, const size_t *pix, size_t rows, int32_t *acc);
 #endif
 #ifdef FIXQ_COMPILED_AVX512VNNI
-void fixq_eng_conv_tile__avx512vnni(const fixq_eng_conv *cv, const void *img, const size_t *pix, int32_t *acc);
+void fixq_eng_conv_tile__avx512vnni(const fixq_eng_conv *cv, const void *img, const size_t *pix, size_t rows,
+                                    int32_t *acc);
 #endif
 
 /* Bytes fixq_eng_conv_pack needs for step `step` of a checked plan whose acc_fits is set, or 0 where the step

@@ -1,17 +1,17 @@
 /* The direct convolution's tile (engine_conv.h) on AVX2: the image as int16 x - zp, 8 output channels a
  * 256-bit register, two k a vpmaddwd (each pair of x - zp broadcast, the w16 pairs of 8 channels): every
  * product and pair sum is exact in int32 (|x - zp| <= 255, |w| <= 128), so the sum is the contract's modulo
- * 2^32.  A block of 8 channels at a time, the tile's 8 pixels in 8 registers, the pairs of every run in one
+ * 2^32.  A block of 8 channels at a time, 8 pixels in 8 registers, the pairs of every run in one
  * loop (off2). */
 #include <immintrin.h>
 #include <string.h>
 
 #include "engine_conv.h"
 
-#define MR FIXQ_ENG_CONV_MR
+#define MR 8 /* pixels a pass: 8 accumulators of the 16 registers */
 
-void fixq_eng_conv_tile__avx2(const fixq_eng_conv *cv, const void *img, const size_t *pix, int32_t *acc) {
-  const size_t op = cv->op, pairs = 2 * cv->segs * cv->kq;
+static void tile8(const fixq_eng_conv *cv, const void *img, const size_t *pix, int32_t *acc) {
+  const size_t op = cv->op, pairs = 2 * cv->segs * cv->kq, O = cv->oc;
   const char *px[MR];
   for (size_t r = 0; r < MR; r++) px[r] = (const char *)img + 2 * pix[r];
   for (size_t cb = 0; cb < cv->o8; cb++) {
@@ -28,9 +28,13 @@ void fixq_eng_conv_tile__avx2(const fixq_eng_conv *cv, const void *img, const si
         c[r] = _mm256_add_epi32(c[r], _mm256_madd_epi16(_mm256_set1_epi32(v), b));
       }
     }
-    const size_t left = cv->oc - 8 * cb; /* channels of this block, the others' lanes not stored */
+    const size_t left = O - 8 * cb; /* channels of this block, the others' lanes not stored */
     const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((int32_t)(left < 8 ? left : 8)),
                                             _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-    for (size_t r = 0; r < MR; r++) _mm256_maskstore_epi32(acc + r * cv->oc + 8 * cb, mask, c[r]);
+    for (size_t r = 0; r < MR; r++) _mm256_maskstore_epi32(acc + r * O + 8 * cb, mask, c[r]);
   }
+}
+
+void fixq_eng_conv_tile__avx2(const fixq_eng_conv *cv, const void *img, const size_t *pix, size_t rows, int32_t *acc) {
+  for (size_t h = 0; h < rows; h += MR) tile8(cv, img, pix + h, acc + h * cv->oc);
 }

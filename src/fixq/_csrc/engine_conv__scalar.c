@@ -2,10 +2,11 @@
  * modulo 2^32, on the uint8 image and the w8 weights. */
 #include "engine_conv.h"
 
-void fixq_eng_conv_tile__scalar(const fixq_eng_conv *cv, const void *img, const size_t *pix, int32_t *acc) {
+void fixq_eng_conv_tile__scalar(const fixq_eng_conv *cv, const void *img, const size_t *pix, size_t rows,
+                                int32_t *acc) {
   const uint8_t *x = img;
   const size_t op = cv->op, kq = cv->kq, n = cv->oc;
-  for (size_t r = 0; r < FIXQ_ENG_CONV_MR; r++) {
+  for (size_t r = 0; r < rows; r++) {
     uint32_t *a = (uint32_t *)acc + r * n;
     for (size_t o = 0; o < n; o++) a[o] = (uint32_t)cv->col[o];
     for (size_t g = 0; g < cv->segs; g++) {
