@@ -245,7 +245,7 @@ static size_t step_scratch(const fixq_eng_plan *plan, const fixq_eng_step *s, si
       return mul_sz(out_n, s->form == FIXQ_ENG_Q_RECIP_EVEN ? 1 + sizeof(float) : 1);
     case FIXQ_ENG_GEMM: { /* im2col: the patches, then one padded sample; or the direct convolution's */
       const size_t pixels = mul_sz(mul_sz(batch, y->h), y->w);
-      if (gemm_is_direct(s)) return 0;
+      if (gemm_is_direct(s)) return fixq__eng_conv_scratch(plan, s); /* 0 but for one pixel a sample */
       const size_t cols = add_sz(add_sz(mul_sz(pixels, mul_sz(mul_sz(s->kh, s->kw), x->c / s->groups)),
                                         FIXQ_ENG_IM2COL_SLACK),
                                  padded_bytes(s, x));

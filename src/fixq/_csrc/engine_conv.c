@@ -26,10 +26,12 @@ static const conv_kernels kernel_table[FIXQ_ISA_COUNT] = {
 
 static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
 
-/* The geometry of a direct convolution: a GEMM step of one group whose patches are not the input's rows */
+/* The geometry of a direct convolution: a GEMM step of one group whose patches are not the input's rows, or
+ * whose input is one pixel a sample (a linear: its one row a sample at batch 1) */
 static int conv_shape(const fixq_eng_plan *plan, const fixq_eng_step *s) {
+  const fixq_eng_tensor *xt = &plan->tensors[s->in[0]];
   if (s->op != FIXQ_ENG_GEMM || s->groups != 1) return 0;
-  if (s->kh == 1 && s->kw == 1 && s->sh == 1 && s->sw == 1 && s->ph == 0 && s->pw == 0) return 0;
+  if (s->kh == 1 && s->kw == 1 && s->sh == 1 && s->sw == 1 && s->ph == 0 && s->pw == 0 && xt->h * xt->w > 1) return 0;
   return (plan->tensors[s->out].c + 15) / 16 * 16 <= MAX_OP && s->kh * s->kw <= 256;
 }
 
@@ -201,7 +203,8 @@ static void block_out(const fixq_eng_plan *plan, const fixq_eng_step *s, const f
 int fixq__eng_conv(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const uint8_t *x, uint8_t *y,
                    uint8_t *scratch, fixq_eng_conv_out out) {
   const conv_kernels *kern = &kernel_table[fixq__isa];
-  if (kern->tile == NULL) return 0;
+  if (kern->tile == NULL || (batch > 1 && plan->tensors[s->out].h * plan->tensors[s->out].w == 1))
+    return 0; /* a linear's batch of rows: the GEMM's tiles */
   const fixq_eng_conv *cv = s->conv;
   const fixq_eng_tensor *xt = &plan->tensors[s->in[0]], *yt = &plan->tensors[s->out];
   const size_t C = xt->c, PW = xt->w + 2 * s->pw, elems = (xt->h + 2 * s->ph) * PW * C + SLACK;

@@ -35,6 +35,35 @@ static void tile8(const fixq_eng_conv *cv, const void *img, const size_t *pix, i
   }
 }
 
+/* A few pixels one at a time (a linear at batch 1, a block's last pixel), the pairs alternately into two
+ * accumulators */
+static void tile_few(const fixq_eng_conv *cv, const void *img, const size_t *pix, size_t rows, int32_t *acc) {
+  const size_t op = cv->op, pairs = 2 * cv->segs * cv->kq, O = cv->oc;
+  for (size_t r = 0; r < rows; r++) {
+    const char *px = (const char *)img + 2 * pix[r];
+    for (size_t cb = 0; cb < cv->o8; cb++) {
+      const int16_t *w = cv->w16 + 16 * cb;
+      __m256i c0 = _mm256_loadu_si256((const __m256i *)(cv->bias + 8 * cb)), c1 = _mm256_setzero_si256();
+      for (size_t t = 0; t < pairs; t += 2, w += 4 * op) { /* pairs is even */
+        int32_t v0, v1;
+        memcpy(&v0, px + cv->off2[t], 4);
+        memcpy(&v1, px + cv->off2[t + 1], 4);
+        c0 = _mm256_add_epi32(c0, _mm256_madd_epi16(_mm256_set1_epi32(v0), _mm256_loadu_si256((const __m256i *)w)));
+        c1 = _mm256_add_epi32(c1, _mm256_madd_epi16(_mm256_set1_epi32(v1),
+                                                    _mm256_loadu_si256((const __m256i *)(w + 2 * op))));
+      }
+      const size_t left = O - 8 * cb;
+      const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((int32_t)(left < 8 ? left : 8)),
+                                              _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+      _mm256_maskstore_epi32(acc + r * O + 8 * cb, mask, _mm256_add_epi32(c0, c1));
+    }
+  }
+}
+
 void fixq_eng_conv_tile__avx2(const fixq_eng_conv *cv, const void *img, const size_t *pix, size_t rows, int32_t *acc) {
+  if (rows <= 2) {
+    tile_few(cv, img, pix, rows, acc);
+    return;
+  }
   for (size_t h = 0; h < rows; h += MR) tile8(cv, img, pix + h, acc + h * cv->oc);
 }

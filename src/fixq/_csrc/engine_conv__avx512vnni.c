@@ -72,8 +72,34 @@ static void tile_ymm(const fixq_eng_conv *cv, const uint8_t *x, const size_t *pi
   for (size_t r = 0; r < 16; r++) _mm256_mask_storeu_epi32(acc + r * O, k, c[r]);
 }
 
+/* A few pixels one at a time (a linear at batch 1, a block's last pixel), 16 channels a register, the groups
+ * alternately into two accumulators */
+static void tile_few(const fixq_eng_conv *cv, const uint8_t *x, const size_t *pix, size_t rows, int32_t *acc) {
+  const size_t op = cv->op, groups = cv->segs * cv->kq, O = cv->oc;
+  for (size_t r = 0; r < rows; r++) {
+    const uint8_t *px = x + pix[r];
+    for (size_t cb = 0; 16 * cb < O; cb++) {
+      const int8_t *w = cv->w8 + 64 * cb;
+      __m512i c0 = _mm512_loadu_si512(cv->col + 16 * cb), c1 = _mm512_setzero_si512();
+      size_t i = 0;
+      for (; i + 2 <= groups; i += 2, w += 2 * op * 4) {
+        c0 = dot512(c0, _mm512_set1_epi32(load4(px + cv->off4[i])), _mm512_loadu_si512(w));
+        c1 = dot512(c1, _mm512_set1_epi32(load4(px + cv->off4[i + 1])), _mm512_loadu_si512(w + op * 4));
+      }
+      if (i < groups) c0 = dot512(c0, _mm512_set1_epi32(load4(px + cv->off4[i])), _mm512_loadu_si512(w));
+      const size_t left = O - 16 * cb;
+      const __mmask16 k = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
+      _mm512_mask_storeu_epi32(acc + r * O + 16 * cb, k, _mm512_add_epi32(c0, c1));
+    }
+  }
+}
+
 void fixq_eng_conv_tile__avx512vnni(const fixq_eng_conv *cv, const void *img, const size_t *pix, size_t rows,
                                     int32_t *acc) {
+  if (rows <= 2) {
+    tile_few(cv, img, pix, rows, acc);
+    return;
+  }
   if (cv->o8 == 1) {
     tile_ymm(cv, img, pix, acc);
     return;
