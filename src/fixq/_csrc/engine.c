@@ -390,7 +390,7 @@ static fixq_status run_gemm(const fixq_eng_plan *plan, const fixq_eng_step *s, s
   const fixq_eng_tensor *xt = &plan->tensors[s->in[0]], *yt = &plan->tensors[s->out];
   const size_t cg = xt->c / s->groups, og = yt->c / s->groups, m = batch * yt->h * yt->w;
   const int per_channel = s->rq_channels > 1;
-  if (s->conv != NULL && fixq__eng_conv(plan, s, batch, x, y, scratch, conv_out)) return FIXQ_OK;
+  if (s->conv != NULL && fixq__eng_conv(plan, s, batch, x, y, scratch, threads, conv_out)) return FIXQ_OK;
   for (size_t g = 0; g < s->groups; g++) {
     const uint8_t *a;
     size_t lda;

@@ -8,6 +8,7 @@
 #define SLACK 16              /* image elements past the end: a run's last 4-byte group reads up to 3 */
 #define BLOCK_BYTES (8 * 1024) /* int32 accumulators waiting for the output stage: stay in L1 */
 #define MAX_OP 64              /* output channels (rounded up to 16) of a direct convolution */
+#define MAX_IMAGE ((size_t)1 << 30) /* elements of its padded image */
 #define MR FIXQ_ENG_CONV_MR
 
 typedef struct {
@@ -30,9 +31,14 @@ static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
  * whose input is one pixel a sample (a linear: its one row a sample at batch 1) */
 static int conv_shape(const fixq_eng_plan *plan, const fixq_eng_step *s) {
   const fixq_eng_tensor *xt = &plan->tensors[s->in[0]];
-  if (s->op != FIXQ_ENG_GEMM || s->groups != 1) return 0;
+  size_t rows, elems;
+  if (s->op != FIXQ_ENG_GEMM || s->groups != 1 || s->kh > 256 || s->kw > 256 || s->kh * s->kw > 256) return 0;
   if (s->kh == 1 && s->kw == 1 && s->sh == 1 && s->sw == 1 && s->ph == 0 && s->pw == 0 && xt->h * xt->w > 1) return 0;
-  return (plan->tensors[s->out].c + 15) / 16 * 16 <= MAX_OP && s->kh * s->kw <= 256;
+  /* the padded image below MAX_IMAGE elements: every size and offset of the step is far from overflow */
+  if (s->ph > MAX_IMAGE || s->pw > MAX_IMAGE || !fixq__mul_size(xt->h + 2 * s->ph, xt->w + 2 * s->pw, &rows) ||
+      !fixq__mul_size(rows, xt->c, &elems) || elems > MAX_IMAGE)
+    return 0;
+  return (plan->tensors[s->out].c + 15) / 16 * 16 <= MAX_OP;
 }
 
 typedef struct {
@@ -201,12 +207,15 @@ static void block_out(const fixq_eng_plan *plan, const fixq_eng_step *s, const f
 }
 
 int fixq__eng_conv(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const uint8_t *x, uint8_t *y,
-                   uint8_t *scratch, fixq_eng_conv_out out) {
+                   uint8_t *scratch, int threads, fixq_eng_conv_out out) {
   const conv_kernels *kern = &kernel_table[fixq__isa];
-  if (kern->tile == NULL || (batch > 1 && plan->tensors[s->out].h * plan->tensors[s->out].w == 1))
-    return 0; /* a linear's batch of rows: the GEMM's tiles */
   const fixq_eng_conv *cv = s->conv;
   const fixq_eng_tensor *xt = &plan->tensors[s->in[0]], *yt = &plan->tensors[s->out];
+  /* the GEMM's tiles for a linear's batch of rows, and its threads for a convolution worth several */
+  if (kern->tile == NULL || (batch > 1 && yt->h * yt->w == 1) ||
+      (threads > 1 && (double)batch * (double)(yt->h * yt->w * yt->c) * (double)(cv->segs * cv->run) >=
+                          2.0 * FIXQ__MACS_PER_THREAD))
+    return 0;
   const size_t C = xt->c, PW = xt->w + 2 * s->pw, elems = (xt->h + 2 * s->ph) * PW * C + SLACK;
   const size_t pixels = yt->h * yt->w, P = block_pixels(yt->c), O = yt->c;
   const size_t step = s->sw * C, jump = s->sh * PW * C - yt->w * step; /* to the next pixel, from a row's end */

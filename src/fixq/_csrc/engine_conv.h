@@ -65,9 +65,10 @@ size_t fixq__eng_conv_scratch(const fixq_eng_plan *plan, const fixq_eng_step *s)
  * or t's channel j), or of its one channel (rq per tensor, t of one channel), into y[r * cols + j] */
 typedef void (*fixq_eng_conv_out)(const fixq_eng_plan *plan, const fixq_requant *rq, int per_channel,
                                   const fixq_eng_target *t, size_t rows, size_t cols, const int32_t *acc, uint8_t *y);
-/* Runs step s (s->conv set) on `batch` samples of x into y, each block of accumulators through out; 0 where the
- * CPU path has no direct tile (the caller runs the GEMM). */
+/* Runs step s (s->conv set) on `batch` samples of x into y, each block of accumulators through out, on one
+ * thread; 0 where the GEMM does better (the caller runs it): the CPU path has no direct tile, a linear's batch
+ * of rows, or `threads` and work enough for two of them. */
 int fixq__eng_conv(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const uint8_t *x, uint8_t *y,
-                   uint8_t *scratch, fixq_eng_conv_out out);
+                   uint8_t *scratch, int threads, fixq_eng_conv_out out);
 
 #endif
