@@ -16,7 +16,7 @@ from test_engine_exec import assert_same
 SHAPES = [(1, 16, (9, 3), (2, 2), (4, 1), 1), (2, 8, 3, 1, 1, 1), (8, 4, 3, 1, 1, 1), (3, 8, 3, 2, 1, 1),
           (3, 5, 3, 2, 0, 1), (5, 3, 2, 1, 0, 1), (4, 17, 3, 1, 2, 2), (7, 9, (1, 3), (1, 2), (0, 1), (1, 2)),
           (1, 1, 5, 1, 2, 1), (6, 33, 3, 2, 1, 1), (16, 64, 3, 1, 1, 1), (13, 24, 2, 2, 1, 1), (2, 6, 1, 2, 0, 1),
-          (3, 12, 1, 1, 1, 1), (8, 65, 3, 1, 1, 1)]
+          (3, 12, 1, 1, 1, 1), (8, 65, 3, 1, 1, 1), (8, 6, 1, 1, 0, 1), (24, 8, 1, 1, 0, 1), (5, 9, 1, 1, 0, 1)]
 
 
 def _conv_model(rng, cin, cout, k, stride, pad, dil, hw, activations, target, rounding, per_channel):
@@ -42,7 +42,7 @@ def _inputs(rng, shape, sc):
 @pytest.mark.parametrize("cin,cout,k,stride,pad,dil", SHAPES)
 @pytest.mark.parametrize("activations", ["int8", "uint8"])
 def test_direct_conv_equals_the_numpy_steps(isa, cin, cout, k, stride, pad, dil, activations):
-    """Kernels 1x1 (strided or padded) to 9x3, strides 1 and 2, padding, dilation (a run per tap), 1 to 65
+    """Kernels 1x1 (up to 8 output channels, strided, padded) to 9x3, strides 1 and 2, padding, dilation (a run per tap), 1 to 65
     output channels (the 8-channel and 16-channel blocks, their tails, the dense output stage's periods, and
     past 64 the im2col GEMM), per tensor and per channel, fixq's three roundings."""
     rng = np.random.default_rng(cin * 100 + cout)

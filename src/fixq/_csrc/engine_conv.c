@@ -28,12 +28,15 @@ static const conv_kernels kernel_table[FIXQ_ISA_COUNT] = {
 static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
 
 /* The geometry of a direct convolution: a GEMM step of one group whose patches are not the input's rows, or
- * whose input is one pixel a sample (a linear: its one row a sample at batch 1) */
+ * whose input is one pixel a sample (a linear: its one row a sample at batch 1), or a 1x1 convolution of at
+ * most 8 output channels (whose 16-column GEMM panels would idle half their lanes or more) */
 static int conv_shape(const fixq_eng_plan *plan, const fixq_eng_step *s) {
   const fixq_eng_tensor *xt = &plan->tensors[s->in[0]];
   size_t rows, elems;
   if (s->op != FIXQ_ENG_GEMM || s->groups != 1 || s->kh > 256 || s->kw > 256 || s->kh * s->kw > 256) return 0;
-  if (s->kh == 1 && s->kw == 1 && s->sh == 1 && s->sw == 1 && s->ph == 0 && s->pw == 0 && xt->h * xt->w > 1) return 0;
+  if (s->kh == 1 && s->kw == 1 && s->sh == 1 && s->sw == 1 && s->ph == 0 && s->pw == 0 && xt->h * xt->w > 1 &&
+      plan->tensors[s->out].c > 8)
+    return 0;
   /* the padded image below MAX_IMAGE elements: every size and offset of the step is far from overflow */
   if (s->ph > MAX_IMAGE || s->pw > MAX_IMAGE || !fixq__mul_size(xt->h + 2 * s->ph, xt->w + 2 * s->pw, &rows) ||
       !fixq__mul_size(rows, xt->c, &elems) || elems > MAX_IMAGE)
