@@ -376,15 +376,13 @@ static fixq_status gemm_target(const fixq_eng_plan *plan, const fixq_eng_step *s
 /* fixq_eng_conv_out: the step's output stage on rows x cols accumulators of the direct convolution */
 static void conv_out(const fixq_eng_plan *plan, const fixq_requant *rq, int per_channel, const fixq_eng_target *t,
                      size_t rows, size_t cols, const int32_t *acc, uint8_t *y) {
-  if (t != NULL)
-    targets_table[fixq__isa]->gemm(t, plan->dtype, rows, cols, 0, acc, cols, y, cols);
+  if (t != NULL) targets_table[fixq__isa]->gemm(t, plan->dtype, rows, cols, 0, acc, cols, y, cols);
   else
     fixq__requant_ukernel()(rows, per_channel ? cols : 1, per_channel ? 1 : cols, acc, cols, y, cols, plan->dtype,
                             rq);
 }
 
-/* engine/steps.py conv / qlinear: the direct convolution (engine_conv.h), or one fixq_qgemm per group on the
- * group's columns of y */
+/* engine/steps.py conv / qlinear: the direct convolution (engine_conv.h) or one fixq_qgemm per group of y */
 static fixq_status run_gemm(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const uint8_t *x,
                             uint8_t *y, uint8_t *scratch, int threads) {
   const fixq_eng_tensor *xt = &plan->tensors[s->in[0]], *yt = &plan->tensors[s->out];
