@@ -8,6 +8,8 @@ cdef extern from "<stdlib.h>" nogil:
     void *aligned_alloc(size_t alignment, size_t size)
 
 cdef extern from "fixq_engine.h" nogil:
+    cdef struct fixq_eng_conv
+
     ctypedef enum fixq_eng_quantize_form:
         FIXQ_ENG_Q_DIV_EVEN
         FIXQ_ENG_Q_RECIP_EVEN
@@ -93,6 +95,7 @@ cdef extern from "fixq_engine.h" nogil:
         const fixq_requant *in_rq
         const uint8_t *table
         int acc_fits
+        const fixq_eng_conv *conv
 
     ctypedef struct fixq_eng_plan:
         fixq_dtype dtype
@@ -138,8 +141,13 @@ cdef extern from "fixq_engine.h" nogil:
         const size_t *dst_row
 
     int fixq_eng_workers(const fixq_eng_plan *plan, size_t n, int threads)
+
     fixq_status fixq_eng_run_batch(const fixq_eng_plan *plan, const fixq_eng_batch *b, char *const *arenas,
                                    int workers, int gemm_threads, size_t *failed_step)
+
+cdef extern from "engine_conv.h" nogil:
+    size_t fixq_eng_conv_bytes(const fixq_eng_plan *plan, size_t step)
+    const fixq_eng_conv *fixq_eng_conv_pack(const fixq_eng_plan *plan, size_t step, void *mem)
 
 _ENG_OPS = {"quantize": FIXQ_ENG_QUANTIZE, "gemm": FIXQ_ENG_GEMM, "depthwise": FIXQ_ENG_DEPTHWISE,
             "eltwise": FIXQ_ENG_ELTWISE, "concat": FIXQ_ENG_CONCAT, "clamp": FIXQ_ENG_CLAMP,
@@ -297,7 +305,7 @@ cdef class Engine:
         self.keep = []
         self.names = []
         self.errors = []
-        self.mem_blocks = <void **>calloc(4 * ns + 1, sizeof(void *))
+        self.mem_blocks = <void **>calloc(5 * ns + 1, sizeof(void *))
         self.tensors = <fixq_eng_tensor *>calloc(nt if nt else 1, sizeof(fixq_eng_tensor))
         self.steps = <fixq_eng_step *>calloc(ns if ns else 1, sizeof(fixq_eng_step))
         self.offsets = <size_t *>calloc(nt if nt else 1, sizeof(size_t))
@@ -378,6 +386,9 @@ cdef class Engine:
             raise ValueError(f"engine plan: step {self.names[bad]!r} is inconsistent")
         for i in range(ns):  # the int32 bound of each GEMM proven once (else every run proves it)
             self.steps[i].acc_fits = fixq_eng_gemm_fits(&self.plan, i)
+            conv_bytes = fixq_eng_conv_bytes(&self.plan, i)
+            if conv_bytes:  # a convolution whose patches are read where they lie (engine_conv.h)
+                self.steps[i].conv = fixq_eng_conv_pack(&self.plan, i, self._alloc(conv_bytes))
         if nt > ENG_MAX_TENSORS:
             raise ValueError(f"engine plan: more than {ENG_MAX_TENSORS} tensors")
         if len(outputs) > ENG_MAX_OUTPUTS:

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <stdlib.h>
 
+#include "engine_conv.h"
 #include "engine_loops.h"
 #include "engine_targets.h"
 
@@ -251,12 +252,14 @@ static size_t step_scratch(const fixq_eng_plan *plan, const fixq_eng_step *s, si
   switch (s->op) {
     case FIXQ_ENG_QUANTIZE:
       return mul_sz(out_n, s->form == FIXQ_ENG_Q_RECIP_EVEN ? 1 + sizeof(float) : 1);
-    case FIXQ_ENG_GEMM: { /* im2col: the patches, then one padded sample */
+    case FIXQ_ENG_GEMM: { /* im2col: the patches, then one padded sample; or the direct convolution's */
       const size_t pixels = mul_sz(mul_sz(batch, y->h), y->w);
-      return gemm_is_direct(s) ? 0
-                               : add_sz(add_sz(mul_sz(pixels, mul_sz(mul_sz(s->kh, s->kw), x->c / s->groups)),
-                                               FIXQ_ENG_IM2COL_SLACK),
-                                        padded_bytes(s, x));
+      if (gemm_is_direct(s)) return fixq__eng_conv_scratch(plan, s); /* 0 but for one pixel a sample */
+      const size_t cols = add_sz(add_sz(mul_sz(pixels, mul_sz(mul_sz(s->kh, s->kw), x->c / s->groups)),
+                                        FIXQ_ENG_IM2COL_SLACK),
+                                 padded_bytes(s, x));
+      const size_t conv = cols == SIZE_MAX ? 0 : fixq__eng_conv_scratch(plan, s);
+      return conv > cols ? conv : cols;
     }
     case FIXQ_ENG_DEPTHWISE: { /* the accumulators, one padded sample of y's channels (a channel multiplier's
                                   repeated input), the weight pairs of dw_block16 or dw_block32 (channels
@@ -268,7 +271,8 @@ static size_t step_scratch(const fixq_eng_plan *plan, const fixq_eng_step *s, si
                            mul_sz(mul_sz(add_sz(mul_sz(s->kh, s->kw), 1) / 2, add_sz(y->c, 31) / 32 * 32), 4)),
                     triples ? add_sz(triples, 64) : 0);
     }
-    case FIXQ_ENG_MAXPOOL:
+    case FIXQ_ENG_MAXPOOL: /* a row of the window's max over its input rows */
+      return mul_sz(x->w, x->c);
     case FIXQ_ENG_AVGPOOL:
       return mul_sz(y->c, sizeof(int32_t));
     case FIXQ_ENG_GLOBAL_AVGPOOL:
@@ -380,12 +384,22 @@ static fixq_status gemm_target(const fixq_eng_plan *plan, const fixq_eng_step *s
                                threads);
 }
 
-/* engine/steps.py conv / qlinear: one fixq_qgemm per group on the group's columns of y */
+/* fixq_eng_conv_out: the step's output stage on rows x cols accumulators of the direct convolution */
+static void conv_out(const fixq_eng_plan *plan, const fixq_requant *rq, int per_channel, const fixq_eng_target *t,
+                     size_t rows, size_t cols, const int32_t *acc, uint8_t *y) {
+  if (t != NULL) targets_table[fixq__isa]->gemm(t, plan->dtype, rows, cols, 0, acc, cols, y, cols);
+  else
+    fixq__requant_ukernel()(rows, per_channel ? cols : 1, per_channel ? 1 : cols, acc, cols, y, cols, plan->dtype,
+                            rq);
+}
+
+/* engine/steps.py conv / qlinear: the direct convolution (engine_conv.h) or one fixq_qgemm per group of y */
 static fixq_status run_gemm(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const uint8_t *x,
                             uint8_t *y, uint8_t *scratch, int threads) {
   const fixq_eng_tensor *xt = &plan->tensors[s->in[0]], *yt = &plan->tensors[s->out];
   const size_t cg = xt->c / s->groups, og = yt->c / s->groups, m = batch * yt->h * yt->w;
   const int per_channel = s->rq_channels > 1;
+  if (s->conv != NULL && fixq__eng_conv(plan, s, batch, x, y, scratch, threads, conv_out)) return FIXQ_OK;
   for (size_t g = 0; g < s->groups; g++) {
     const uint8_t *a;
     size_t lda;
@@ -489,7 +503,7 @@ static fixq_status run_concat(const fixq_eng_plan *plan, const fixq_eng_step *s,
       if (st != FIXQ_OK) return st;
       src = q;
     }
-    for (size_t r = 0; r < outer; r++) memcpy(y + r * yinner + off, src + r * inner, inner);
+    for (size_t r = 0; r < outer; r++) copy_exact(y + r * yinner + off, src + r * inner, inner);
     off += inner;
   }
   return FIXQ_OK;

@@ -454,7 +454,18 @@ ENG_INLINE size_t sum_pixel(const fixq_eng_step *s, const fixq_eng_tensor *xt, c
   const size_t taps = (y1 - y0) * (x1 - x0);
   const uint8_t *img = (const uint8_t *)x + n * xt->h * xt->w * C;
   size_t c = 0;
-#ifdef __AVX2__
+#ifdef __AVX512BW__
+  for (; c < C; c += 16) { /* the last block's channels past C through the mask */
+    const __mmask16 k = C - c >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (C - c)) - 1);
+    __m512i sum = _mm512_setzero_si512();
+    for (size_t iy = y0; iy < y1; iy++)
+      for (size_t ix = x0; ix < x1; ix++) {
+        const __m128i v = _mm_maskz_loadu_epi8(k, img + (iy * xt->w + ix) * C + c);
+        sum = _mm512_add_epi32(sum, u8 ? _mm512_cvtepu8_epi32(v) : _mm512_cvtepi8_epi32(v));
+      }
+    _mm512_mask_storeu_epi32(acc + c, k, sum);
+  }
+#elif defined(__AVX2__)
   for (; c + 8 <= C; c += 8) {
     __m256i sum = _mm256_setzero_si256();
     for (size_t iy = y0; iy < y1; iy++)
@@ -467,7 +478,7 @@ ENG_INLINE size_t sum_pixel(const fixq_eng_step *s, const fixq_eng_tensor *xt, c
 #endif
   const size_t c0 = c; /* the rest tap by tap, over the channels (a loop the compiler vectorizes) */
   for (c = c0; c < C; c++) acc[c] = 0;
-  for (size_t iy = y0; iy < y1; iy++)
+  for (size_t iy = y0; iy < y1 && c0 < C; iy++)
     for (size_t ix = x0; ix < x1; ix++) {
       const size_t base = (iy * xt->w + ix) * C;
       if (u8)
@@ -483,60 +494,124 @@ ENG_INLINE size_t sum_pixel(const fixq_eng_step *s, const fixq_eng_tensor *xt, c
 }
 
 /* maxpool on the integers themselves: each output pixel starts at lo (the padding) and takes the max with
- * every tap inside the input */
+ * every tap inside the input.  Per output row, the max over its window's input rows first, column by column
+ * (rows: x->w * C bytes of scratch), then per pixel the max over its window's columns of that row. */
 ENG_INLINE void max_pool(const fixq_eng_step *s, const fixq_eng_tensor *xt, const fixq_eng_tensor *yt, size_t batch,
-                         const void *x, void *y, int u8) {
-  const size_t C = xt->c;
+                         const void *x, void *y, uint8_t *rows, int u8) {
+  const size_t C = xt->c, W = xt->w * C;
   for (size_t n = 0; n < batch; n++)
-    for (size_t oy = 0; oy < yt->h; oy++)
+    for (size_t oy = 0; oy < yt->h; oy++) {
+      const uint8_t *img = (const uint8_t *)x + n * xt->h * W;
+      size_t y0, y1, x0, x1;
+      pool_window(s, xt, oy, 0, &y0, &y1, &x0, &x1);
+      if (y0 == y1) { /* all padding: lo */
+        memset((uint8_t *)y + (n * yt->h + oy) * yt->w * C, (uint8_t)s->lo, yt->w * C);
+        continue;
+      }
+      memcpy(rows, img + y0 * W, W);
+      for (size_t iy = y0 + 1; iy < y1; iy++) {
+        const uint8_t *r = img + iy * W;
+        size_t i = 0;
+#ifdef __AVX512BW__
+        for (; i < W; i += 64) { /* the last block's bytes past W through the mask */
+          const __mmask64 k = W - i >= 64 ? ~(__mmask64)0 : ((__mmask64)1 << (W - i)) - 1;
+          const __m512i a = _mm512_maskz_loadu_epi8(k, rows + i), b = _mm512_maskz_loadu_epi8(k, r + i);
+          _mm512_mask_storeu_epi8(rows + i, k, u8 ? _mm512_max_epu8(a, b) : _mm512_max_epi8(a, b));
+        }
+#elif defined(__AVX2__)
+        for (; i + 16 <= W; i += 16) {
+          const __m128i a = _mm_loadu_si128((const __m128i *)(rows + i)), b = _mm_loadu_si128((const __m128i *)(r + i));
+          _mm_storeu_si128((__m128i *)(rows + i), u8 ? _mm_max_epu8(a, b) : _mm_max_epi8(a, b));
+        }
+#endif
+        if (u8)
+          for (; i < W; i++) rows[i] = r[i] > rows[i] ? r[i] : rows[i];
+        else
+          for (; i < W; i++) rows[i] = (int8_t)r[i] > (int8_t)rows[i] ? r[i] : rows[i];
+      }
       for (size_t ox = 0; ox < yt->w; ox++) {
-        const uint8_t *img = (const uint8_t *)x + n * xt->h * xt->w * C;
         uint8_t *d = (uint8_t *)y + ((n * yt->h + oy) * yt->w + ox) * C;
-        size_t y0, y1, x0, x1;
         pool_window(s, xt, oy, ox, &y0, &y1, &x0, &x1);
         size_t c = 0;
-#ifdef __AVX2__
+#ifdef __AVX512BW__
+        for (; c < C; c += 16) { /* the last block's channels past C through the mask */
+          const __mmask16 k = C - c >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (C - c)) - 1);
+          __m128i m = _mm_set1_epi8((char)s->lo);
+          for (size_t ix = x0; ix < x1; ix++) {
+            const __m128i v = _mm_maskz_loadu_epi8(k, rows + ix * C + c);
+            m = u8 ? _mm_max_epu8(m, v) : _mm_max_epi8(m, v);
+          }
+          _mm_mask_storeu_epi8(d + c, k, m);
+        }
+#elif defined(__AVX2__)
         const __m128i lo = _mm_set1_epi8((char)s->lo);
         for (; c + 16 <= C; c += 16) {
           __m128i m = lo;
-          for (size_t iy = y0; iy < y1; iy++)
-            for (size_t ix = x0; ix < x1; ix++) {
-              const __m128i v = _mm_loadu_si128((const __m128i *)(img + (iy * xt->w + ix) * C + c));
-              m = u8 ? _mm_max_epu8(m, v) : _mm_max_epi8(m, v);
-            }
+          for (size_t ix = x0; ix < x1; ix++) {
+            const __m128i v = _mm_loadu_si128((const __m128i *)(rows + ix * C + c));
+            m = u8 ? _mm_max_epu8(m, v) : _mm_max_epi8(m, v);
+          }
           _mm_storeu_si128((__m128i *)(d + c), m);
         }
         for (; c + 8 <= C; c += 8) {
           __m128i m = lo;
-          for (size_t iy = y0; iy < y1; iy++)
-            for (size_t ix = x0; ix < x1; ix++) {
-              const __m128i v = _mm_loadl_epi64((const __m128i *)(img + (iy * xt->w + ix) * C + c));
-              m = u8 ? _mm_max_epu8(m, v) : _mm_max_epi8(m, v);
-            }
+          for (size_t ix = x0; ix < x1; ix++) {
+            const __m128i v = _mm_loadl_epi64((const __m128i *)(rows + ix * C + c));
+            m = u8 ? _mm_max_epu8(m, v) : _mm_max_epi8(m, v);
+          }
           _mm_storel_epi64((__m128i *)(d + c), m);
         }
 #endif
         const size_t c0 = c; /* the rest tap by tap, over the channels (a loop the compiler vectorizes) */
         for (c = c0; c < C; c++) d[c] = (uint8_t)s->lo; /* the low byte: (uint8_t) or (int8_t) alike */
-        for (size_t iy = y0; iy < y1; iy++)
-          for (size_t ix = x0; ix < x1; ix++) {
-            const uint8_t *r = img + (iy * xt->w + ix) * C;
-            if (u8)
-              for (c = c0; c < C; c++) d[c] = r[c] > d[c] ? r[c] : d[c];
-            else
-              for (c = c0; c < C; c++) d[c] = (int8_t)r[c] > (int8_t)d[c] ? r[c] : d[c];
-          }
+        for (size_t ix = x0; ix < x1 && c0 < C; ix++) {
+          const uint8_t *r = rows + ix * C;
+          if (u8)
+            for (c = c0; c < C; c++) d[c] = r[c] > d[c] ? r[c] : d[c];
+          else
+            for (c = c0; c < C; c++) d[c] = (int8_t)r[c] > (int8_t)d[c] ? r[c] : d[c];
+        }
       }
+    }
 }
 
 /* The average pool's outputs of one pixel: avg_round(acc[c], count), stored
- * as bytes.  NEON: avg_round is sign(acc) floor((|acc| + count / 2) / count)
+ * as bytes.  NEON, AVX2, AVX-512: avg_round is sign(acc) floor((|acc| + count / 2) / count)
  * (n = |acc| + count / 2 < 2^31: count <= FIXQ_ENG_MAX_POOL_AREA = 2^23 and
  * |acc| <= 255 count); n * (1 / count) in float32 truncates to within one of
  * the quotient (< 256, relative error < 2^-22), and the remainder n - q count
  * (modulo 2^32, its true value in [-count, 2 count)) corrects it: exact. */
 ENG_INLINE void avg_store(const int32_t *acc, size_t C, int32_t count, uint8_t *y) {
   size_t c = 0;
+#ifdef __AVX512BW__
+  /* NEON's quotient and corrections (below) in 16 lanes, the last block's channels past C through the mask */
+  const __m512i half = _mm512_set1_epi32(count / 2), d = _mm512_set1_epi32(count);
+  const __m512 inv = _mm512_set1_ps(1.0f / (float)count);
+  for (; c < C; c += 16) {
+    const __mmask16 k = C - c >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (C - c)) - 1);
+    const __m512i a = _mm512_maskz_loadu_epi32(k, acc + c), n = _mm512_add_epi32(_mm512_abs_epi32(a), half);
+    __m512i q = _mm512_cvttps_epi32(_mm512_mul_ps(_mm512_cvtepi32_ps(n), inv));
+    q = _mm512_add_epi32(q, _mm512_srai_epi32(_mm512_sub_epi32(n, _mm512_mullo_epi32(q, d)), 31)); /* r < 0 */
+    const __mmask16 up = _mm512_cmpge_epi32_mask(_mm512_sub_epi32(n, _mm512_mullo_epi32(q, d)), d); /* r >= count */
+    q = _mm512_mask_add_epi32(q, up, q, _mm512_set1_epi32(1));
+    q = _mm512_mask_sub_epi32(q, _mm512_cmplt_epi32_mask(a, _mm512_setzero_si512()), _mm512_setzero_si512(), q);
+    _mm512_mask_cvtepi32_storeu_epi8(y + c, k, q);
+  }
+#elif defined(__AVX2__)
+  const __m256i half = _mm256_set1_epi32(count / 2), d = _mm256_set1_epi32(count), dm1 = _mm256_set1_epi32(count - 1);
+  const __m256 inv = _mm256_set1_ps(1.0f / (float)count);
+  const __m256i low = _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0, 4, 8, 12, -1,
+                                       -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
+  for (; c + 8 <= C; c += 8) {
+    const __m256i a = _mm256_loadu_si256((const __m256i *)(acc + c)), n = _mm256_add_epi32(_mm256_abs_epi32(a), half);
+    __m256i q = _mm256_cvttps_epi32(_mm256_mul_ps(_mm256_cvtepi32_ps(n), inv));
+    q = _mm256_add_epi32(q, _mm256_srai_epi32(_mm256_sub_epi32(n, _mm256_mullo_epi32(q, d)), 31));        /* r < 0 */
+    q = _mm256_sub_epi32(q, _mm256_cmpgt_epi32(_mm256_sub_epi32(n, _mm256_mullo_epi32(q, d)), dm1)); /* r >= count */
+    q = _mm256_sign_epi32(q, a);
+    const __m256i b = _mm256_permutevar8x32_epi32(_mm256_shuffle_epi8(q, low), _mm256_setr_epi32(0, 4, 1, 1, 1, 1, 1, 1));
+    _mm_storel_epi64((__m128i *)(y + c), _mm256_castsi256_si128(b));
+  }
+#endif
 #ifdef FIXQ_ENG_LOOPS_NEON
   const int32x4_t half = vdupq_n_s32(count / 2), d = vdupq_n_s32(count);
   const float32x4_t inv = vdupq_n_f32(1.0f / (float)count);
@@ -563,9 +638,9 @@ static void run_pool(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t b
   const size_t C = xt->c;
   if (is_max) {
     if (u8)
-      max_pool(s, xt, yt, batch, x, y, 1);
+      max_pool(s, xt, yt, batch, x, y, (uint8_t *)acc, 1);
     else
-      max_pool(s, xt, yt, batch, x, y, 0);
+      max_pool(s, xt, yt, batch, x, y, (uint8_t *)acc, 0);
     return;
   }
   for (size_t n = 0; n < batch; n++)

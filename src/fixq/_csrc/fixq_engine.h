@@ -126,6 +126,7 @@ typedef struct {
   const uint8_t *table;                  /* LUT: [256] output bytes, indexed by the input's byte */
   int acc_fits; /* GEMM: fixq_eng_gemm_fits of the step, set after fixq_eng_check (0: every run proves the
                    int32 bound, and fails with FIXQ_ERR_OVERFLOW where it does not hold) */
+  const struct fixq_eng_conv *conv; /* GEMM: its direct convolution (engine_conv.h), set after acc_fits, or NULL */
 } fixq_eng_step;
 
 typedef struct {
