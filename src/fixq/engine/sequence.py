@@ -31,9 +31,9 @@ def _acts(act):
     return {"relu": lambda y: np.maximum(y, 0, out=y), "relu6": lambda y: np.clip(y, 0, 6, out=y), None: None}[act]
 
 
-def _linear(m, s, i):
+def _linear(m, s, i, act=None, res=None, into=False):
     """A linear step over the last axis: fp32 weights as one float32 GEMM over all rows, int8 weights through
-    F.dynamic_linear."""
+    F.dynamic_linear, with `act` and the tensor `res` added in its epilogue (written into `res` with `into`)."""
     a, name = m.arrays, s["name"]
     bias = a[f"{name}:bias"]
     if m.weights == "fp32":
@@ -54,7 +54,12 @@ def _linear(m, s, i):
 
     def dynamic(env, threads):
         return dynamic_linear(np.ascontiguousarray(env[i]), packed, ws, bias, granularity, threads)
-    return dynamic
+
+    def dynamic_epilogue(env, threads):
+        r = None if res is None else np.ascontiguousarray(env[res])
+        return dynamic_linear(np.ascontiguousarray(env[i]), packed, ws, bias, granularity, threads, residual=r,
+                              act=act, out=r if into else None)
+    return dynamic if act is None and res is None else dynamic_epilogue
 
 
 def _attention(block, slots):
@@ -250,9 +255,34 @@ class SequenceRunner:
         replaced = {t for a in attention.values() for t in a[5]}
         fused = {s["output"]: mask_bias(k, s) for k, s in enumerate(meta["steps"])
                  if s["output"] not in replaced and mask_bias(k, s) is not None}
+        step_of = {s["output"]: k for k, s in enumerate(meta["steps"])}
+
+        def epilogue(k, s):  # a dynamic linear read by one gelu or same-shape add alone: (reader, act, residual, into)
+            t, r = s["output"], readers.get(s["output"], [])
+            if m.weights == "fp32" or s["op"] != "linear" or s["act"] is not None or t in keep or len(r) != 1 \
+                    or t in replaced or r[0]["output"] in replaced or r[0]["output"] in fused:
+                return None
+            nxt, n = r[0], step_of[r[0]["output"]]
+            if nxt["op"] == "gelu":
+                return n, "gelu" if nxt["approximate"] == "none" else "gelu_tanh", None, False
+            if nxt["op"] != "add" or nxt["act"] is not None:
+                return None
+            res = nxt["inputs"][1] if nxt["inputs"][0] == t else nxt["inputs"][0]
+            if res == t or step_of.get(res, k) >= k \
+                    or not tensors[res] == tensors[t] == tensors[nxt["output"]]:
+                return None
+            # into res: a fresh array that no step reads between this one and the add, or after it
+            into = made_by[res] in _FRESH and res not in keep and last[res] == n and res not in s["inputs"] and \
+                not any(x["op"] in _VIEWS or step_of[x["output"]] > k and x is not nxt for x in readers[res])
+            return n, None, res, into
+        epilogues = {s["output"]: e for k, s in enumerate(meta["steps"]) if (e := epilogue(k, s)) is not None}
+        absorbed = {meta["steps"][e[0]]["output"]: t for t, e in epilogues.items()}  # gelu / add -> the linear
         reads = [[] if s["output"] in replaced else [t for t in attention[s["output"]][:4] if t is not None]
                  if s["output"] in attention else [s["inputs"][0]] if s["output"] in fused
-                 else s["inputs"] + [fused[t] for t in s["inputs"] if t in fused] for s in meta["steps"]]
+                 else [absorbed[s["output"]]] if s["output"] in absorbed
+                 else s["inputs"] + [fused[t] for t in s["inputs"] if t in fused]
+                 + [e[2] for e in [epilogues.get(s["output"])] if e is not None and e[2] is not None]
+                 for s in meta["steps"]]
         last_read = {t: k for k, r in enumerate(reads) for t in r}
         self.steps, self.steps_all = [], []
         for k, s in enumerate(meta["steps"]):
@@ -264,6 +294,12 @@ class SequenceRunner:
                 fns.append(_attention(attention[s["output"]], slots))
             elif s["output"] in fused:  # the add passes its input on; the softmax after it adds the bias
                 i = slots[s["inputs"][0]]
+                fns.append(lambda env, threads, i=i: env[i])
+            elif s["output"] in epilogues:  # the gelu or residual add after it, in the GEMM's epilogue
+                _, act, res, into = epilogues[s["output"]]
+                fns.append(_linear(m, s, slots[s["inputs"][0]], act, None if res is None else slots[res], into))
+            elif s["output"] in absorbed:  # the linear before it did this step: its result passes on
+                i = slots[absorbed[s["output"]]]
                 fns.append(lambda env, threads, i=i: env[i])
             elif s["op"] == "softmax" and s["inputs"][0] in fused:
                 i, j = slots[s["inputs"][0]], slots[fused[s["inputs"][0]]]
