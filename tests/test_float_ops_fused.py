@@ -143,3 +143,36 @@ def test_executor_fuses_gelu_and_residual_adds(isa):
             y = m.run(x, threads=threads)
             np.testing.assert_array_equal(y, m.run_all(x)["r6"])
         np.testing.assert_array_equal(x, before)
+
+
+def test_executor_stacks_linears_that_share_their_input(isa):
+    """Dynamic linears reading one tensor (a layer's query, key and value) run as one product over their stacked
+    weights, each output a column view of it: run() gives run_all()'s bits, an in-place add into one view
+    leaves the others alone; a linear with a fused gelu or that is an output stays alone."""
+    k = 20
+    lin = lambda name: {"name": name, "op": "linear", "inputs": ["x"]}  # noqa: E731
+    spec = {"format": "fixq.graph/1", "inputs": [{"name": "x", "shape": [None, "seq", k]}], "dims": {"seq": 16},
+            "nodes": [lin("p"), lin("q"), lin("v"), lin("g"), lin("o"),
+                      {"name": "ga", "op": "gelu", "inputs": ["g"]},
+                      {"name": "pq", "op": "add", "inputs": ["p", "q"]},  # in place into p's view
+                      {"name": "vh", "op": "reshape", "inputs": ["v"], "shape": [0, 4, -1]},
+                      {"name": "vs", "op": "softmax", "inputs": ["vh"]},
+                      {"name": "vb", "op": "reshape", "inputs": ["vs"], "shape": [0, -1]},
+                      {"name": "s1", "op": "add", "inputs": ["pq", "vb"]},
+                      {"name": "s3", "op": "add", "inputs": ["s1", "ga"]}],
+            "outputs": ["s3", "o", "q"]}
+    rng = np.random.default_rng(22)
+    w = {}
+    for name in "pqvgo":
+        w[f"{name}.weight"] = (rng.standard_normal((k, k)) * 0.3).astype(np.float32)
+        w[f"{name}.bias"] = rng.standard_normal(k).astype(np.float32)
+    g = fixq.graph.validate(spec, w)
+    for granularity in ("row", "tensor"):
+        m = fixq.quantize_model(g, dynamic=True, granularity=granularity)
+        names = [fn.__name__ for fn, _, _ in m._sequence.steps]
+        assert names.count("stacked") == 1  # p and v (q and o are outputs, g has its gelu fused)
+        x = rows_of(rng, (3, 13, k))
+        for threads in (1, 2):
+            got, want = m.run(x, threads=threads), m.run_all(x)
+            for y, name in zip(got, spec["outputs"]):
+                np.testing.assert_array_equal(y, want[name])

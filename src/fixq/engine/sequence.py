@@ -62,6 +62,29 @@ def _linear(m, s, i, act=None, res=None, into=False):
     return dynamic if act is None and res is None else dynamic_epilogue
 
 
+def _stacked_linears(m, group, i, outs):
+    """The dynamic int8 linears `group` (steps), all reading tensor i, as one F.dynamic_linear over their weights
+    stacked (i quantized once; per row or per tensor, the same scale and zero point as each alone gets, so the
+    same bits): each member's output is a column view of the product, the first returned and the others set
+    in env at `outs`."""
+    a = m.arrays
+    weights = [a[f"{s['name']}:weight"] for s in group]
+    packed = gemm.pack_weights(np.concatenate(weights))
+    ws = np.concatenate([np.broadcast_to(a[f"{s['name']}:weight_scale"].reshape(-1), (w.shape[0],))
+                         for s, w in zip(group, weights)]).astype(np.float32)
+    bias = np.concatenate([a[f"{s['name']}:bias"] for s in group])
+    cuts = np.cumsum([0] + [w.shape[0] for w in weights]).tolist()
+    parts = list(zip(outs, cuts[1:-1], cuts[2:]))
+    granularity, dynamic_linear = m.options.get("granularity", "row"), F.dynamic_linear
+
+    def stacked(env, threads):
+        y = dynamic_linear(np.ascontiguousarray(env[i]), packed, ws, bias, granularity, threads)
+        for o, c0, c1 in parts:
+            env[o] = y[..., c0:c1]
+        return y[..., :cuts[1]]
+    return stacked
+
+
 def _attention(block, slots):
     """The fused attention step of an _attention_blocks entry: F.attention on the heads, the context
     [N, L, H, D] out."""
@@ -277,9 +300,16 @@ class SequenceRunner:
             return n, None, res, into
         epilogues = {s["output"]: e for k, s in enumerate(meta["steps"]) if (e := epilogue(k, s)) is not None}
         absorbed = {meta["steps"][e[0]]["output"]: t for t, e in epilogues.items()}  # gelu / add -> the linear
+        # dynamic linears sharing their input (a layer's query, key and value): one product, x quantized once
+        stacks = {} if m.weights == "fp32" else {t: [s for s in r if s["op"] == "linear" and s["act"] is None and
+                                                     s["output"] not in keep and s["output"] not in epilogues and
+                                                     not any(x["output"] in fused for x in readers.get(s["output"], []))]
+                                                 for t, r in readers.items()}
+        stacked = {g[0]["output"]: g for g in stacks.values() if len(g) > 1}
+        made_early = {s["output"] for g in stacked.values() for s in g[1:]}  # set by their stack's first linear
         reads = [[] if s["output"] in replaced else [t for t in attention[s["output"]][:4] if t is not None]
                  if s["output"] in attention else [s["inputs"][0]] if s["output"] in fused
-                 else [absorbed[s["output"]]] if s["output"] in absorbed
+                 else [absorbed[s["output"]]] if s["output"] in absorbed else [] if s["output"] in made_early
                  else s["inputs"] + [fused[t] for t in s["inputs"] if t in fused]
                  + [e[2] for e in [epilogues.get(s["output"])] if e is not None and e[2] is not None]
                  for s in meta["steps"]]
@@ -298,6 +328,12 @@ class SequenceRunner:
             elif s["output"] in epilogues:  # the gelu or residual add after it, in the GEMM's epilogue
                 _, act, res, into = epilogues[s["output"]]
                 fns.append(_linear(m, s, slots[s["inputs"][0]], act, None if res is None else slots[res], into))
+            elif s["output"] in stacked:
+                g = stacked[s["output"]]
+                fns.append(_stacked_linears(m, g, slots[s["inputs"][0]], [slots[x["output"]] for x in g[1:]]))
+            elif s["output"] in made_early:
+                i = slots[s["output"]]
+                fns.append(lambda env, threads, i=i: env[i])
             elif s["output"] in absorbed:  # the linear before it did this step: its result passes on
                 i = slots[absorbed[s["output"]]]
                 fns.append(lambda env, threads, i=i: env[i])
