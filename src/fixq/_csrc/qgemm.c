@@ -299,12 +299,17 @@ static void run_part(qgemm_part *part, void *buf, size_t buf_bytes) {
       for (size_t pn = g0; pn < g1; pn += np) {
         const int8_t *panel = b->panels + pn * kq * 4 * NR;
         const size_t j0 = (pn - part->p0) * NR, tile_np = g1 - pn < np ? g1 - pn : np, c0 = pn * NR;
+        const size_t cols = b->n - c0 < tile_np * NR ? b->n - c0 : tile_np * NR;
         for (size_t i = 0; i < fused; i += mr) {
           const size_t at = (m0 + i) * out->ldy + c0;
+          for (size_t r = 0; out->prefetch && r < mr; r++) /* the tile's lines of y and res, while the kernel runs */
+            for (size_t j = 0; j < cols; j += 64 / sizeof(float)) {
+              __builtin_prefetch(out->y + at + r * out->ldy + j, 1, 3);
+              if (out->res != NULL && out->res != out->y) __builtin_prefetch(out->res + at + r * out->ldy + j, 0, 3);
+            }
           f32_tile(tile_np, kq, apack + i * kq * kern->record, panel, b->n - c0,
                    (const fixq__dyn_row *)(info + i * info_bytes), out->col_sum + c0, out->w_scale + c0,
                    out->bias + c0, out->res != NULL ? out->res + at : NULL, out->y + at, out->ldy);
-          const size_t cols = b->n - c0 < tile_np * NR ? b->n - c0 : tile_np * NR;
           for (size_t r = 0; out->act != NULL && r < mr; r++) { /* each row of the tile while it is in L1 */
             float *yr = out->y + at + r * out->ldy;
             out->act(cols, yr, out->form, yr);

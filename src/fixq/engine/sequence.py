@@ -85,6 +85,18 @@ def _stacked_linears(m, group, i, outs):
     return stacked
 
 
+def _on_first_call(make):
+    """fn(env, threads) that makes its step with make() when first called (a stacked linear's own weights, which
+    run_all alone reads, packed only if it runs)."""
+    made = []
+
+    def step(env, threads):
+        if not made:
+            made.append(make())
+        return made[0](env, threads)
+    return step
+
+
 def _attention(block, slots):
     """The fused attention step of an _attention_blocks entry: F.attention on the heads, the context
     [N, L, H, D] out."""
@@ -316,7 +328,8 @@ class SequenceRunner:
         last_read = {t: k for k, r in enumerate(reads) for t in r}
         self.steps, self.steps_all = [], []
         for k, s in enumerate(meta["steps"]):
-            fns = [_step(m, s, slots, False, transposed(s))]
+            fns = [_on_first_call(lambda s=s: _step(m, s, slots, False, None)) if s["output"] in stacked or
+                   s["output"] in made_early else _step(m, s, slots, False, transposed(s))]
             if s["output"] in replaced:  # computed inside the fused attention step below
                 self.steps_all.append((fns[0], slots[s["output"]]))
                 continue
