@@ -244,7 +244,8 @@ def dynamic_linear(x, packed, weight_scale, bias=None, granularity="row", thread
         y = _f32(out, "out", fn)
         if y.shape != shape or not y.flags.writeable:
             raise ValueError(f"{fn}: out must be a writeable array of y's shape {shape}, got {y.shape}")
-        same = residual is not None and y.__array_interface__["data"][0] == residual.__array_interface__["data"][0]
+        same = residual is not None and (y is residual or
+                                         y.__array_interface__["data"][0] == residual.__array_interface__["data"][0])
         if np.may_share_memory(y, x) or (residual is not None and not same and np.may_share_memory(y, residual)):
             raise ValueError(f"{fn}: out overlaps x or residual; pass residual itself or a separate array")
     m = math.prod(x.shape[:-1])
