@@ -322,7 +322,8 @@ void fixq_qgemm_u8_f32__avx512vnni(size_t np, size_t kq, const uint8_t *a, const
       const __m512 f = _mm512_cvt_roundepi32_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
       const __m512 sc = _mm512_mul_ps(_mm512_set1_ps(row[r].scale), ws);
       const __m512 o = _mm512_add_ps(_mm512_mul_ps(f, sc), bs);
-      _mm512_mask_storeu_ps(y + r * ldy + j, k, res != NULL ? _mm512_add_ps(o, _mm512_maskz_loadu_ps(k, res + r * ldy + j)) : o);
+      const __m512 sum = res != NULL ? _mm512_add_ps(o, _mm512_maskz_loadu_ps(k, res + r * ldy + j)) : o;
+      _mm512_mask_storeu_ps(y + r * ldy + j, k, sum);
     }
   }
 }

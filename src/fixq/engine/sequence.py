@@ -313,10 +313,10 @@ class SequenceRunner:
         epilogues = {s["output"]: e for k, s in enumerate(meta["steps"]) if (e := epilogue(k, s)) is not None}
         absorbed = {meta["steps"][e[0]]["output"]: t for t, e in epilogues.items()}  # gelu / add -> the linear
         # dynamic linears sharing their input (a layer's query, key and value): one product, x quantized once
-        stacks = {} if m.weights == "fp32" else {t: [s for s in r if s["op"] == "linear" and s["act"] is None and
-                                                     s["output"] not in keep and s["output"] not in epilogues and
-                                                     not any(x["output"] in fused for x in readers.get(s["output"], []))]
-                                                 for t, r in readers.items()}
+        stacks = {} if m.weights == "fp32" else {
+            t: [s for s in r if s["op"] == "linear" and s["act"] is None and s["output"] not in keep and
+                s["output"] not in epilogues and not any(x["output"] in fused for x in readers.get(s["output"], []))]
+            for t, r in readers.items()}
         stacked = {g[0]["output"]: g for g in stacks.values() if len(g) > 1}
         made_early = {s["output"] for g in stacked.values() for s in g[1:]}  # set by their stack's first linear
         reads = [[] if s["output"] in replaced else [t for t in attention[s["output"]][:4] if t is not None]
