@@ -86,8 +86,8 @@ def _stacked_linears(m, group, i, outs):
 
 
 def _on_first_call(make):
-    """fn(env, threads) that makes its step with make() when first called (a stacked linear's own weights, which
-    run_all alone reads, packed only if it runs)."""
+    """fn(env, threads) that makes its step with make() when first called (the weights of a linear that run()
+    runs stacked or with its epilogue, packed for run_all only if it runs)."""
     made = []
 
     def step(env, threads):
@@ -328,8 +328,9 @@ class SequenceRunner:
         last_read = {t: k for k, r in enumerate(reads) for t in r}
         self.steps, self.steps_all = [], []
         for k, s in enumerate(meta["steps"]):
-            fns = [_on_first_call(lambda s=s: _step(m, s, slots, False, None)) if s["output"] in stacked or
-                   s["output"] in made_early else _step(m, s, slots, False, transposed(s))]
+            own = s["output"] in stacked or s["output"] in made_early or s["output"] in epilogues  # run() packs others
+            fns = [_on_first_call(lambda s=s: _step(m, s, slots, False, None)) if own
+                   else _step(m, s, slots, False, transposed(s))]
             if s["output"] in replaced:  # computed inside the fused attention step below
                 self.steps_all.append((fns[0], slots[s["output"]]))
                 continue
