@@ -10,6 +10,10 @@ cdef extern from "fixq_floatops.h" nogil:
     ctypedef enum fixq_dyn_granularity:
         FIXQ_DYN_ROW
         FIXQ_DYN_TENSOR
+    ctypedef enum fixq_dyn_act:
+        FIXQ_DYN_ACT_NONE
+        FIXQ_DYN_ACT_GELU_ERF
+        FIXQ_DYN_ACT_GELU_TANH
     fixq_status fixq_layer_norm_f32(const float *x, size_t rows, size_t n, const float *weight, const float *bias,
                                     float eps, float *y, int threads)
     fixq_status fixq_softmax_f32(const float *x, size_t rows, size_t n, float *y, int threads)
@@ -32,7 +36,7 @@ cdef extern from "fixq_floatops.h" nogil:
     fixq_status fixq_gelu_f32(const float *x, size_t count, fixq_gelu_form form, float *y, int threads)
     fixq_status fixq_dynamic_linear(const float *x, size_t m, const fixq_packed_b *b, const float *w_scale,
                                     size_t w_scale_count, const float *bias, fixq_dyn_granularity granularity,
-                                    float *y, int threads)
+                                    const float *residual, fixq_dyn_act act, float *y, int threads)
     int fixq__dyn_qparams(float lo, float hi, float *scale, int32_t *zp)
 
 cdef extern from "Python.h":
@@ -40,6 +44,7 @@ cdef extern from "Python.h":
 
 _GELU_FORMS = {"none": FIXQ_GELU_ERF, "tanh": FIXQ_GELU_TANH}
 _GRANULARITIES = {"row": FIXQ_DYN_ROW, "tensor": FIXQ_DYN_TENSOR}
+_DYN_ACTS = {None: FIXQ_DYN_ACT_NONE, "gelu": FIXQ_DYN_ACT_GELU_ERF, "gelu_tanh": FIXQ_DYN_ACT_GELU_TANH}
 
 
 cdef struct _Buffers:
@@ -214,15 +219,19 @@ def dynamic_qparams_raw(float lo, float hi):
     return scale, zp
 
 
-def dynamic_linear_raw(x, size_t m, PackedWeights w, w_scale, bias, str granularity, y, int threads):
-    """y [m * N] = the dynamic-int8 product of x [m * K] and w; w_scale: 1 or N float32 values, bias N or None."""
+def dynamic_linear_raw(x, size_t m, PackedWeights w, w_scale, bias, str granularity, y, int threads, residual=None,
+                       act=None):
+    """y [m * N] = the dynamic-int8 product of x [m * K] and w; w_scale: 1 or N float32 values, bias N or None;
+    then + residual [m * N] (None: none; it may be y) and the activation `act` (None, "gelu", "gelu_tanh")."""
     cdef _Buffers b
     cdef float *xp
     cdef float *sp
     cdef float *bp = NULL
+    cdef float *rp = NULL
     cdef float *yp
     cdef fixq_status st = FIXQ_OK
     cdef fixq_dyn_granularity g = _GRANULARITIES[granularity]
+    cdef fixq_dyn_act a = _DYN_ACTS[act]
     cdef size_t k = w.pb.k, n = w.pb.n, scales = 1 if len(w_scale) == 1 else n
     b.count = 0
     try:
@@ -230,9 +239,11 @@ def dynamic_linear_raw(x, size_t m, PackedWeights w, w_scale, bias, str granular
         _float_buffer(&b, w_scale, False, scales, "weight_scale", &sp)
         if bias is not None:
             _float_buffer(&b, bias, False, n, "bias", &bp)
+        if residual is not None:
+            _float_buffer(&b, residual, False, _product(m, n), "residual", &rp)
         _float_buffer(&b, y, True, _product(m, n), "y", &yp)
         with nogil:
-            st = fixq_dynamic_linear(xp, m, &w.pb, sp, scales, bp, g, yp, threads)
+            st = fixq_dynamic_linear(xp, m, &w.pb, sp, scales, bp, g, rp, a, yp, threads)
     finally:
         _release(&b)
     if st == FIXQ_ERR_NAN:

@@ -28,6 +28,7 @@ _F32 = np.dtype(np.float32)
 _F32_MAX = float(np.finfo(np.float32).max)
 _GELU_FORMS = ("none", "tanh")
 _GRANULARITIES = ("row", "tensor")
+_DYN_ACTS = (None, "gelu", "gelu_tanh")
 
 
 def _f32(x, name, fn):
@@ -225,11 +226,18 @@ def _weight_scale(weight_scale, n, fn):
     return np.ascontiguousarray(ws.reshape(-1), dtype=np.float32)
 
 
-def dynamic_linear(x, packed, weight_scale, bias=None, granularity="row", threads=1):
+def dynamic_linear(x, packed, weight_scale, bias=None, granularity="row", threads=1, *, residual=None, act=None,
+                   out=None):
     """``x @ w.T * weight_scale + bias`` in int8: float32 ``x (..., K)`` quantized to uint8 at run time
     (``granularity="row"``: each row of K values its own scale and zero point; ``"tensor"``: one for all),
     int8/uint8 weights packed by :func:`fixq.pack_weights` (any zero points) with ``weight_scale`` per
-    output column (shape (N,)) or per tensor, exact int32 accumulators, float32 ``(..., N)`` out."""
+    output column (shape (N,)) or per tensor, exact int32 accumulators, float32 ``(..., N)`` out.
+
+    Fused after it, in the GEMM's epilogue while each block of y is in L1 (the bits of the separate ops):
+    ``residual``, a float32 array of y's shape, added (numpy's float32 add), then ``act``: None, ``"gelu"``
+    (:func:`gelu`, ``approximate="none"``) or ``"gelu_tanh"`` (``approximate="tanh"``).  ``out``: the
+    C-contiguous float32 array of y's shape to write (it may be ``residual`` itself: a residual add in
+    place), else a new one."""
     fn = "dynamic_linear"
     x = _f32(x, "x", fn)
     if type(packed) is not PackedWeights:
@@ -246,9 +254,25 @@ def dynamic_linear(x, packed, weight_scale, bias=None, granularity="row", thread
             raise ValueError(f"{fn}: bias must have shape ({n},) (one per output column), got {bias.shape}")
     if not isinstance(granularity, str) or granularity not in _GRANULARITIES:
         raise ValueError(f"{fn}: granularity must be 'row' or 'tensor', got {granularity!r}")
-    y = np.empty(x.shape[:-1] + (n,), _F32)
+    if not (act is None or isinstance(act, str) and act in _DYN_ACTS):
+        raise ValueError(f"{fn}: act must be None, 'gelu' or 'gelu_tanh', got {act!r}")
+    shape = x.shape[:-1] + (n,)
+    if residual is not None:
+        residual = _f32(residual, "residual", fn)
+        if residual.shape != shape:
+            raise ValueError(f"{fn}: residual must have y's shape {shape}, got {residual.shape}")
+    if out is None:
+        y = np.empty(shape, _F32)
+    else:
+        y = _f32(out, "out", fn)
+        if y.shape != shape or not y.flags.writeable:
+            raise ValueError(f"{fn}: out must be a writeable array of y's shape {shape}, got {y.shape}")
+        same = residual is not None and (y is residual or
+                                         y.__array_interface__["data"][0] == residual.__array_interface__["data"][0])
+        if np.may_share_memory(y, x) or (residual is not None and not same and np.may_share_memory(y, residual)):
+            raise ValueError(f"{fn}: out overlaps x or residual; pass residual itself or a separate array")
     m = math.prod(x.shape[:-1])
-    _core.dynamic_linear_raw(x, m, packed, ws, bias, granularity, y, _threads(threads, fn))
+    _core.dynamic_linear_raw(x, m, packed, ws, bias, granularity, y, _threads(threads, fn), residual, act)
     return y
 
 

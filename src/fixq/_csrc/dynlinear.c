@@ -1,10 +1,11 @@
 /* Dynamic-int8 linear layer: float x quantized to uint8 at run time (per row
  * or per tensor) a tile's rows at a time as the int8 GEMM driver (qgemm.c)
  * packs them, so that x is read once and its uint8 copy never leaves L1;
- * exact int32 accumulators, and a float epilogue (dequantize, bias) on each
- * block of accumulators while it is in L1, or (AVX-512 VNNI, full tiles)
- * straight from the GEMM kernel's registers.  Per tensor, one range pass over
- * x comes first.
+ * exact int32 accumulators, and a float epilogue (dequantize, bias, and a
+ * residual add) on each block of accumulators while it is in L1, or (AVX-512
+ * VNNI, full tiles) straight from the GEMM kernel's registers, then GELU on
+ * the block's rows while they are in L1.  Per tensor, one range pass over x
+ * comes first.
  *
  * With q = quantized x and zp its zero point (per row),
  *   sum_k (q - zp)(b' - b_zp') = sum_k q (b' - b_zp') - zp * col_sum[n]:
@@ -17,6 +18,7 @@
 #include "fixq_floatops.h"
 
 #define ELEMENTS_PER_THREAD (1 << 15) /* range pass: less than this per thread does not pay for a worker */
+#define PREFETCH_BYTES (1 << 20)      /* a y larger than this (an L2) is written to memory: fetched ahead */
 
 static const fixq__dyn_kernels *const dyn_table[FIXQ_ISA_COUNT] = {
     &fixq__dyn_kernels__scalar, FIXQ__AVX2(&fixq__dyn_kernels__avx2),
@@ -46,9 +48,7 @@ typedef struct {
   float *range;         /* per tensor: lo, hi per task of the range pass */
   int *bad;             /* per task: its block holds NaN or infinity */
   int tasks;
-  const int32_t *col_sum;
-  const float *w_scale, *bias;
-  float *y;
+  const fixq__dyn_out *out; /* the epilogue's arrays and the activation */
 } dyn_job;
 
 static void range_task(void *ctx, int t) {
@@ -80,15 +80,22 @@ static fixq_status quantize_rows(const void *ctx, size_t m0, size_t rows, uint8_
 static void store(const void *ctx, const void *info, const int32_t *acc, size_t lda, size_t m0, size_t rows,
                   size_t n0, size_t cols) {
   const dyn_job *j = ctx;
-  j->kern->epilogue(rows, cols, acc, lda, info, j->col_sum + n0, j->w_scale + n0, j->bias + n0,
-                    j->y + m0 * j->n + n0, j->n);
+  const fixq__dyn_out *o = j->out;
+  const size_t at = m0 * o->ldy + n0;
+  j->kern->epilogue(rows, cols, acc, lda, info, o->col_sum + n0, o->w_scale + n0, o->bias + n0,
+                    o->res != NULL ? o->res + at : NULL, o->y + at, o->ldy);
+  for (size_t r = 0; o->act != NULL && r < rows; r++) { /* each row of the block while it is in L1 */
+    float *yr = o->y + at + r * o->ldy;
+    o->act(cols, yr, o->form, yr);
+  }
 }
 
 fixq_status fixq_dynamic_linear(const float *x, size_t m, const fixq_packed_b *b, const float *w_scale,
                                 size_t w_scale_count, const float *bias, fixq_dyn_granularity granularity,
-                                float *y, int threads) {
+                                const float *residual, fixq_dyn_act act, float *y, int threads) {
   size_t mk, mn;
-  if (b == NULL || threads < 1 || (granularity != FIXQ_DYN_ROW && granularity != FIXQ_DYN_TENSOR))
+  if (b == NULL || threads < 1 || (granularity != FIXQ_DYN_ROW && granularity != FIXQ_DYN_TENSOR) ||
+      (act != FIXQ_DYN_ACT_NONE && act != FIXQ_DYN_ACT_GELU_ERF && act != FIXQ_DYN_ACT_GELU_TANH))
     return FIXQ_ERR_INVALID_ARGUMENT;
   const size_t k = b->k, n = b->n;
   if (!fixq__mul_size(m, k, &mk) || !fixq__mul_size(m, n, &mn) || (w_scale_count != 1 && w_scale_count != n) ||
@@ -114,8 +121,12 @@ fixq_status fixq_dynamic_linear(const float *x, size_t m, const fixq_packed_b *b
     bs[i] = bias == NULL ? 0.0f : bias[i];
   }
   memset(bad, 0, T * sizeof *bad);
+  const fixq__dyn_out out = {b->col_sum, ws, bs, residual, y, n,
+                             act == FIXQ_DYN_ACT_NONE ? NULL : fixq__float_table[fixq__isa]->gelu,
+                             act == FIXQ_DYN_ACT_GELU_TANH ? FIXQ_GELU_TANH : FIXQ_GELU_ERF,
+                             mn > PREFETCH_BYTES / sizeof(float)};
   dyn_job job = {dyn_table[fixq__isa], x, m, k, n, granularity == FIXQ_DYN_TENSOR, {1.0f, 0}, range, bad, (int)T,
-                 b->col_sum, ws, bs, y};
+                 &out};
   fixq_status st = FIXQ_OK;
   if (job.per_tensor && k > 0) { /* k == 0: no values, scale 1, zero point 0 */
     if (T == 1) range_task(&job, 0);
@@ -128,7 +139,6 @@ fixq_status fixq_dynamic_linear(const float *x, size_t m, const fixq_packed_b *b
     }
     if (st == FIXQ_OK && !fixq__dyn_qparams(lo, hi, &job.tensor.scale, &job.tensor.zp)) st = FIXQ_ERR_NAN;
   }
-  const fixq__dyn_out out = {b->col_sum, ws, bs, y, n};
   const fixq__qgemm_source src = {quantize_rows, store, &job, sizeof(fixq__dyn_row), &out};
   if (st == FIXQ_OK) st = fixq__qgemm_u8_source(m, b, &src, threads);
   free(ws);

@@ -50,8 +50,9 @@ static void quantize_u8(size_t n, const float *x, float scale, int32_t zp, uint8
 }
 
 static void epilogue(size_t rows, size_t cols, const int32_t *acc, size_t lda, const fixq__dyn_row *row,
-                     const int32_t *col_sum, const float *w_scale, const float *bias, float *y, size_t ldy) {
-  for (size_t r = 0; r < rows; r++, acc += lda, y += ldy, row++) {
+                     const int32_t *col_sum, const float *w_scale, const float *bias, const float *res, float *y,
+                     size_t ldy) {
+  for (size_t r = 0; r < rows; r++, acc += lda, y += ldy, row++, res = res != NULL ? res + ldy : NULL) {
     const __m256i z = _mm256_set1_epi32(row->zp);
     const __m256 xs = _mm256_set1_ps(row->scale);
     size_t j = 0;
@@ -59,11 +60,13 @@ static void epilogue(size_t rows, size_t cols, const int32_t *acc, size_t lda, c
       const __m256i a = _mm256_sub_epi32(_mm256_loadu_si256((const __m256i *)(acc + j)),
                                          _mm256_mullo_epi32(z, _mm256_loadu_si256((const __m256i *)(col_sum + j))));
       const __m256 s = _mm256_mul_ps(xs, _mm256_loadu_ps(w_scale + j));
-      _mm256_storeu_ps(y + j, _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(a), s), _mm256_loadu_ps(bias + j)));
+      const __m256 v = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(a), s), _mm256_loadu_ps(bias + j));
+      _mm256_storeu_ps(y + j, res != NULL ? _mm256_add_ps(v, _mm256_loadu_ps(res + j)) : v);
     }
     for (; j < cols; j++) {
       const int32_t a = (int32_t)((uint32_t)acc[j] - (uint32_t)row->zp * (uint32_t)col_sum[j]);
-      y[j] = (float)a * (row->scale * w_scale[j]) + bias[j];
+      const float v = (float)a * (row->scale * w_scale[j]) + bias[j];
+      y[j] = res != NULL ? v + res[j] : v;
     }
   }
 }

@@ -48,8 +48,9 @@ static void quantize_u8(size_t n, const float *x, float scale, int32_t zp, uint8
 }
 
 static void epilogue(size_t rows, size_t cols, const int32_t *acc, size_t lda, const fixq__dyn_row *row,
-                     const int32_t *col_sum, const float *w_scale, const float *bias, float *y, size_t ldy) {
-  for (size_t r = 0; r < rows; r++, acc += lda, y += ldy, row++) {
+                     const int32_t *col_sum, const float *w_scale, const float *bias, const float *res, float *y,
+                     size_t ldy) {
+  for (size_t r = 0; r < rows; r++, acc += lda, y += ldy, row++, res = res != NULL ? res + ldy : NULL) {
     const __m512i z = _mm512_set1_epi32(row->zp);
     const __m512 xs = _mm512_set1_ps(row->scale);
     for (size_t j = 0; j < cols; j += 16) {
@@ -58,7 +59,8 @@ static void epilogue(size_t rows, size_t cols, const int32_t *acc, size_t lda, c
                                          _mm512_mullo_epi32(z, _mm512_maskz_loadu_epi32(k, col_sum + j)));
       const __m512 f = _mm512_cvt_roundepi32_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
       const __m512 s = _mm512_mul_ps(xs, _mm512_maskz_loadu_ps(k, w_scale + j));
-      _mm512_mask_storeu_ps(y + j, k, _mm512_add_ps(_mm512_mul_ps(f, s), _mm512_maskz_loadu_ps(k, bias + j)));
+      const __m512 v = _mm512_add_ps(_mm512_mul_ps(f, s), _mm512_maskz_loadu_ps(k, bias + j));
+      _mm512_mask_storeu_ps(y + j, k, res != NULL ? _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, res + j)) : v);
     }
   }
 }

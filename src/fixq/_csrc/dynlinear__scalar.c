@@ -19,12 +19,16 @@ static void quantize_u8(size_t n, const float *x, float scale, int32_t zp, uint8
 }
 
 static void epilogue(size_t rows, size_t cols, const int32_t *acc, size_t lda, const fixq__dyn_row *row,
-                     const int32_t *col_sum, const float *w_scale, const float *bias, float *y, size_t ldy) {
-  for (size_t r = 0; r < rows; r++, acc += lda, y += ldy, row++)
+                     const int32_t *col_sum, const float *w_scale, const float *bias, const float *res, float *y,
+                     size_t ldy) {
+  for (size_t r = 0; r < rows; r++, acc += lda, y += ldy, row++) {
     for (size_t j = 0; j < cols; j++) {
       const int32_t a = (int32_t)((uint32_t)acc[j] - (uint32_t)row->zp * (uint32_t)col_sum[j]);
-      y[j] = (float)a * (row->scale * w_scale[j]) + bias[j];
+      const float v = (float)a * (row->scale * w_scale[j]) + bias[j];
+      y[j] = res != NULL ? v + res[j] : v;
     }
+    if (res != NULL) res += ldy;
+  }
 }
 
 const fixq__dyn_kernels fixq__dyn_kernels__scalar = {finite_range, quantize_u8, epilogue};

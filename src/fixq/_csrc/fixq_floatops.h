@@ -15,6 +15,8 @@
 
 typedef enum { FIXQ_GELU_ERF = 0, FIXQ_GELU_TANH = 1 } fixq_gelu_form;
 typedef enum { FIXQ_DYN_ROW = 0, FIXQ_DYN_TENSOR = 1 } fixq_dyn_granularity;
+/* what a dynamic linear layer applies to its float result: nothing, or fixq_gelu_f32 of that form */
+typedef enum { FIXQ_DYN_ACT_NONE = 0, FIXQ_DYN_ACT_GELU_ERF = 1, FIXQ_DYN_ACT_GELU_TANH = 2 } fixq_dyn_act;
 
 /* y[r][i] = (x[r][i] - mean_r) / sqrt(var_r + eps) * weight[i] + bias[i] over rows of n
  * (var biased, as torch.nn.functional.layer_norm); eps >= 0 and finite.  y may be x. */
@@ -60,12 +62,15 @@ fixq_status fixq_attention_f32(const fixq_attention_args *a, int threads);
  * (row-major), B packed from int8/uint8 weights, with x quantized to uint8 per
  * row or per tensor as ONNX DynamicQuantizeLinear does (docs/arithmetic.md)
  * and acc = sum_k (q[m][k] - zp[m]) (b[k][n] - b_zp[n]) exact.  w_scale:
- * w_scale_count (1 or n) finite values > 0; bias [n] or NULL.
+ * w_scale_count (1 or n) finite values > 0; bias [n] or NULL.  Then, each
+ * step rounded to float32 as the separate ops round it: + residual[m][n]
+ * (NULL: none; it may be y itself, else overlaps nothing), then `act` over
+ * each row (the bits of fixq_gelu_f32 on the sum).
  * FIXQ_ERR_NAN: x holds a NaN or an infinity (y unspecified);
  * FIXQ_ERR_OVERFLOW: acc could pass int32 (fixq_qgemm's check, |q - zp| <= 255). */
 fixq_status fixq_dynamic_linear(const float *x, size_t m, const fixq_packed_b *b, const float *w_scale,
                                 size_t w_scale_count, const float *bias, fixq_dyn_granularity granularity,
-                                float *y, int threads);
+                                const float *residual, fixq_dyn_act act, float *y, int threads);
 
 /* ---- shared constants -------------------------------------------------------
  * exp: Cephes expf (x = n ln2 + r with ln 2 in two parts, |r| <= ln2 / 2, a
@@ -143,7 +148,7 @@ typedef struct {
  * or infinite.  quantize_u8: q[i] = clamp(round_half_even(x[i] / scale) + zp,
  * 0, 255).  epilogue: for rows r < rows, columns j < cols,
  *   y[r * ldy + j] = (float)(int32)(acc[r * lda + j] - row[r].zp * col_sum[j]) * (row[r].scale * w_scale[j])
- *                    + bias[j]
+ *                    + bias[j] (+ res[r * ldy + j] where res is not NULL; res may be y)
  * (the subtraction modulo 2^32, each float operation rounded once: no FMA). */
 /* The AVX-512 quantize_u8 multiplies by r = 1 / scale (rounded) instead of
  * dividing where that gives the integer of the rounded quotient q = x / scale.
@@ -170,11 +175,13 @@ typedef struct {
   int (*finite_range)(size_t n, const float *x, float *lo, float *hi);
   void (*quantize_u8)(size_t n, const float *x, float scale, int32_t zp, uint8_t *q);
   void (*epilogue)(size_t rows, size_t cols, const int32_t *acc, size_t lda, const fixq__dyn_row *row,
-                   const int32_t *col_sum, const float *w_scale, const float *bias, float *y, size_t ldy);
+                   const int32_t *col_sum, const float *w_scale, const float *bias, const float *res, float *y,
+                   size_t ldy);
 } fixq__dyn_kernels;
 
 extern const fixq__float_kernels fixq__float_kernels__scalar;
 extern const fixq__dyn_kernels fixq__dyn_kernels__scalar;
+extern const fixq__float_kernels *const fixq__float_table[FIXQ_ISA_COUNT]; /* by fixq_isa (floatops.c) */
 #ifdef FIXQ_COMPILED_AVX2
 extern const fixq__float_kernels fixq__float_kernels__avx2;
 extern const fixq__dyn_kernels fixq__dyn_kernels__avx2;
@@ -187,15 +194,15 @@ extern const fixq__dyn_kernels fixq__dyn_kernels__avx512vnni;
 /* One full tile (FIXQ__VNNI_MR rows x np panels, the GEMM kernel's records and
  * panels) of a dynamic linear straight to float: the epilogue above on the
  * exact sum_k a b' (weights' zero points 0), for columns j < cols (cols > (np
- * - 1) * FIXQ_GEMM_NR); row, col_sum, w_scale, bias and y from the tile's
- * first row and column. */
+ * - 1) * FIXQ_GEMM_NR); row, col_sum, w_scale, bias, res (or NULL) and y from
+ * the tile's first row and column. */
 typedef void (*fixq__qgemm_f32_tile)(size_t np, size_t kq, const uint8_t *a, const int8_t *b, size_t cols,
                                      const fixq__dyn_row *row, const int32_t *col_sum, const float *w_scale,
-                                     const float *bias, float *y, size_t ldy);
+                                     const float *bias, const float *res, float *y, size_t ldy);
 #ifdef FIXQ_COMPILED_AVX512VNNI
 void fixq_qgemm_u8_f32__avx512vnni(size_t np, size_t kq, const uint8_t *a, const int8_t *b, size_t cols,
                                    const fixq__dyn_row *row, const int32_t *col_sum, const float *w_scale,
-                                   const float *bias, float *y, size_t ldy);
+                                   const float *bias, const float *res, float *y, size_t ldy);
 #endif
 
 /* The GEMM driver (qgemm.c) with a caller's uint8 A (zero point 0) and output
@@ -210,14 +217,19 @@ void fixq_qgemm_u8_f32__avx512vnni(size_t np, size_t kq, const uint8_t *a, const
  * A row may be made more than once (by parts that split the columns), each
  * time into its own info.  With `out`, the driver may write whole tiles of
  * y itself with the epilogue of fixq__dyn_kernels (out's arrays from column
- * 0, y from row 0) where its ISA has a kernel for it and the weights' zero
- * points are all 0; store() gets the other blocks.  The first status other than FIXQ_OK from rows()
+ * 0, y and res from row 0) where its ISA has a kernel for it and the weights'
+ * zero points are all 0, then out->act (when not NULL) over each of the
+ * tile's rows; store() gets the other blocks.  The first status other than FIXQ_OK from rows()
  * is the call's; FIXQ_ERR_OVERFLOW unless 255 * col_abs_max fits int32. */
 typedef struct {
   const int32_t *col_sum; /* the packed weights' */
   const float *w_scale, *bias;
+  const float *res; /* or NULL */
   float *y;
   size_t ldy;
+  void (*act)(size_t count, const float *x, fixq_gelu_form form, float *y); /* a fixq__float_kernels' gelu, or NULL */
+  fixq_gelu_form form;
+  int prefetch; /* y (and res) lie in memory, not in cache: the driver fetches a tile's lines before its kernel */
 } fixq__dyn_out;
 typedef struct {
   fixq_status (*rows)(const void *ctx, size_t m0, size_t rows, uint8_t *a, void *info);

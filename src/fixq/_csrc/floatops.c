@@ -8,7 +8,7 @@
 #define ELEMENTS_PER_THREAD (1 << 15) /* less work than this per thread does not pay for a worker */
 #define BIAS_BLOCK 2048               /* softmax with a bias: rows of this many values biased, then normalized */
 
-static const fixq__float_kernels *const float_table[FIXQ_ISA_COUNT] = {
+const fixq__float_kernels *const fixq__float_table[FIXQ_ISA_COUNT] = {
     &fixq__float_kernels__scalar, FIXQ__AVX2(&fixq__float_kernels__avx2),
     FIXQ__AVX512VNNI(&fixq__float_kernels__avx512vnni), &fixq__float_kernels__scalar,
     &fixq__float_kernels__scalar, &fixq__float_kernels__scalar};
@@ -64,7 +64,7 @@ static fixq_status run(float_job *job, int threads) {
   if (threads < 1 || !fixq__mul_size(job->rows, job->n, &count)) return FIXQ_ERR_INVALID_ARGUMENT;
   if (count == 0) return FIXQ_OK;
   if (job->x == NULL || job->y == NULL) return FIXQ_ERR_INVALID_ARGUMENT;
-  job->kern = float_table[fixq__isa];
+  job->kern = fixq__float_table[fixq__isa];
   size_t T = count / ELEMENTS_PER_THREAD;
   if (T > (size_t)threads) T = (size_t)threads;
   if (T > job->rows) T = job->rows;
@@ -193,8 +193,8 @@ static fixq_status attention_packed(const fixq_attention_args *a, int threads) {
   first[0] = 0;
   for (size_t b = 0; b < a->n; b++)
     first[b + 1] = first[b] + a->h * ((off[b + 1] - off[b] + FIXQ__ATT_MB - 1) / FIXQ__ATT_MB);
-  packed_job job = {a, float_table[fixq__isa], first, (float *)(((uintptr_t)(mem + first_bytes) + 63) & ~(uintptr_t)63),
-                    work, (int)T};
+  packed_job job = {a, fixq__float_table[fixq__isa], first,
+                    (float *)(((uintptr_t)(mem + first_bytes) + 63) & ~(uintptr_t)63), work, (int)T};
   if (T == 1) packed_task(&job, 0);
   else fixq__parallel(job.tasks, packed_task, &job);
   free(mem);
@@ -234,7 +234,7 @@ fixq_status fixq_attention_f32(const fixq_attention_args *a, int threads) {
     while (br != NULL && j > 0 && br[j - 1] <= FIXQ__ATT_MASKED) j--;
     l_kept[b] = j == 0 || br == NULL || !(br[j - 1] >= FIXQ__ATT_KEPT) ? a->l : j;
   }
-  att_job job = {a, float_table[fixq__isa], l_kept, blocks, units,
+  att_job job = {a, fixq__float_table[fixq__isa], l_kept, blocks, units,
                  (float *)(((uintptr_t)(mem + kept_bytes) + 63) & ~(uintptr_t)63), work, (int)T};
   if (T == 1) att_task(&job, 0);
   else fixq__parallel(job.tasks, att_task, &job);

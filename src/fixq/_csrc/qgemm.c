@@ -21,6 +21,7 @@
 #define TILE_BYTES (8 * 1024)     /* int32 accumulators waiting for the output stage: stay in L1 */
 #define A_BLOCK_BYTES (96 * 1024) /* packed A block: stays in L2 */
 #define STACK_BYTES (16 * 1024)   /* run_part's memory on launch's stack, where it fits */
+#define NEXT_B_BYTES (32 * 1024)  /* a tile's panels up to this size stay in L1: the next tile's are fetched ahead */
 
 typedef struct {
   fixq_qgemm_pack_a_fn pack_a;
@@ -234,6 +235,12 @@ static part_layout layout(const qgemm_kernels *kern, const fixq_packed_b *b, con
   return l;
 }
 
+/* Row tile t of `tiles` fetches its share of bytes [0, bytes) at p into L2. */
+static inline void prefetch_share(const int8_t *p, size_t bytes, size_t t, size_t tiles) {
+  const size_t share = (bytes / tiles + 63) & ~(size_t)63;
+  for (size_t o = t * share; o < bytes && o < (t + 1) * share; o += 64) __builtin_prefetch(p + o, 0, 2);
+}
+
 /* Rows [m0, m1) x panels [p0, p1): blocks of mc_max rows of A packed once
  * (from a caller's source: made mr rows at a time into a scratch that stays
  * in L1, then packed), groups of panels whose int32 accumulators (mc_max x
@@ -299,17 +306,39 @@ static void run_part(qgemm_part *part, void *buf, size_t buf_bytes) {
       for (size_t pn = g0; pn < g1; pn += np) {
         const int8_t *panel = b->panels + pn * kq * 4 * NR;
         const size_t j0 = (pn - part->p0) * NR, tile_np = g1 - pn < np ? g1 - pn : np, c0 = pn * NR;
-        for (size_t i = 0; i < fused; i += mr)
+        const size_t cols = b->n - c0 < tile_np * NR ? b->n - c0 : tile_np * NR;
+        /* the part's first block reads B from memory: the next tile's panels are fetched into L2, a share at
+         * each row tile, where a tile's panels stay in L1 (larger ones stream from L2 at every row tile, and
+         * fetching more beside them measured slower) */
+        const size_t next_np = part->p1 - pn - tile_np < np ? part->p1 - pn - tile_np : np;
+        const int8_t *next = panel + tile_np * kq * 4 * NR;
+        const size_t next_bytes = m0 == part->m0 && tile_np * kq * 4 * NR <= NEXT_B_BYTES ? next_np * kq * 4 * NR : 0;
+        const size_t tiles = (mc + mr - 1) / mr;
+        for (size_t i = 0; i < fused; i += mr) {
+          prefetch_share(next, next_bytes, i / mr, tiles);
+          const size_t at = (m0 + i) * out->ldy + c0;
+          for (size_t r = 0; out->prefetch && r < mr; r++) /* the tile's lines of y and res, while the kernel runs */
+            for (size_t j = 0; j < cols; j += 64 / sizeof(float)) {
+              __builtin_prefetch(out->y + at + r * out->ldy + j, 1, 3);
+              if (out->res != NULL && out->res != out->y) __builtin_prefetch(out->res + at + r * out->ldy + j, 0, 3);
+            }
           f32_tile(tile_np, kq, apack + i * kq * kern->record, panel, b->n - c0,
                    (const fixq__dyn_row *)(info + i * info_bytes), out->col_sum + c0, out->w_scale + c0,
-                   out->bias + c0, out->y + (m0 + i) * out->ldy + c0, out->ldy);
+                   out->bias + c0, out->res != NULL ? out->res + at : NULL, out->y + at, out->ldy);
+          for (size_t r = 0; out->act != NULL && r < mr; r++) { /* each row of the tile while it is in L1 */
+            float *yr = out->y + at + r * out->ldy;
+            out->act(cols, yr, out->form, yr);
+          }
+        }
         for (size_t i = fused; i < mc && direct; i += mr)
           kern->direct(mc - i < mr ? mc - i : mr, tile_np, b->k, (const char *)job->a + (m0 + i) * job->lda, job->lda,
                        job->a_dtype, panel, tile + i * ldt + (pn - g0) * NR, ldt, col_term + j0);
-        for (size_t i = fused; i < mc && !direct; i += mr)
+        for (size_t i = fused; i < mc && !direct; i += mr) {
+          prefetch_share(next, next_bytes, i / mr, tiles);
           ukernel(mc - i < mr ? mc - i : mr, tile_np, kq, apack + i * kq * kern->record, panel,
                   tile + i * ldt + (pn - g0) * NR, ldt, need_row_sum ? row_sum + i : NULL, row_neg + i,
                   b->zero_point + pn * NR, col_term + j0);
+        }
       }
       if (fused < mc) store_block(job, info + fused * info_bytes, tile + fused * ldt, ldt, m0 + fused, mc - fused, n0,
                                   n1 - n0);

@@ -306,7 +306,7 @@ void fixq_qgemm_direct__avx512vnni(size_t mr, size_t np, size_t k, const void *a
  * int32 block in between. */
 void fixq_qgemm_u8_f32__avx512vnni(size_t np, size_t kq, const uint8_t *a, const int8_t *b, size_t cols,
                                    const fixq__dyn_row *row, const int32_t *col_sum, const float *w_scale,
-                                   const float *bias, float *y, size_t ldy) {
+                                   const float *bias, const float *res, float *y, size_t ldy) {
   int32_t acc[MR * NP * NR] __attribute__((aligned(64)));
   if (np == 1) tile8x1(kq, a, b, acc);
   else if (np == 2) tile8x2(kq, a, b, acc);
@@ -321,7 +321,9 @@ void fixq_qgemm_u8_f32__avx512vnni(size_t np, size_t kq, const uint8_t *a, const
                                          _mm512_mullo_epi32(_mm512_set1_epi32(row[r].zp), cs));
       const __m512 f = _mm512_cvt_roundepi32_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
       const __m512 sc = _mm512_mul_ps(_mm512_set1_ps(row[r].scale), ws);
-      _mm512_mask_storeu_ps(y + r * ldy + j, k, _mm512_add_ps(_mm512_mul_ps(f, sc), bs));
+      const __m512 o = _mm512_add_ps(_mm512_mul_ps(f, sc), bs);
+      const __m512 sum = res != NULL ? _mm512_add_ps(o, _mm512_maskz_loadu_ps(k, res + r * ldy + j)) : o;
+      _mm512_mask_storeu_ps(y + r * ldy + j, k, sum);
     }
   }
 }

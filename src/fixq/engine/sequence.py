@@ -34,9 +34,9 @@ def _acts(act):
     return {"relu": lambda y: np.maximum(y, 0, out=y), "relu6": lambda y: np.clip(y, 0, 6, out=y), None: None}[act]
 
 
-def _linear(m, s, i):
+def _linear(m, s, i, act=None, res=None, into=False):
     """A linear step over the last axis: fp32 weights as one float32 GEMM over all rows, int8 weights through
-    F.dynamic_linear."""
+    F.dynamic_linear, with `act` and the tensor `res` added in its epilogue (written into `res` with `into`)."""
     a, name = m.arrays, s["name"]
     bias = a[f"{name}:bias"]
     if m.weights == "fp32":
@@ -57,7 +57,47 @@ def _linear(m, s, i):
 
     def dynamic(env, threads):
         return dynamic_linear(np.ascontiguousarray(env[i]), packed, ws, bias, granularity, threads)
-    return dynamic
+
+    def dynamic_epilogue(env, threads):
+        r = None if res is None else np.ascontiguousarray(env[res])
+        return dynamic_linear(np.ascontiguousarray(env[i]), packed, ws, bias, granularity, threads, residual=r,
+                              act=act, out=r if into else None)
+    return dynamic if act is None and res is None else dynamic_epilogue
+
+
+def _stacked_linears(m, group, i, outs):
+    """The dynamic int8 linears `group` (steps), all reading tensor i, as one F.dynamic_linear over their weights
+    stacked (i quantized once; per row or per tensor, the same scale and zero point as each alone gets, so the
+    same bits): each member's output is a column view of the product, the first returned and the others set
+    in env at `outs`."""
+    a = m.arrays
+    weights = [a[f"{s['name']}:weight"] for s in group]
+    packed = gemm.pack_weights(np.concatenate(weights))
+    ws = np.concatenate([np.broadcast_to(a[f"{s['name']}:weight_scale"].reshape(-1), (w.shape[0],))
+                         for s, w in zip(group, weights)]).astype(np.float32)
+    bias = np.concatenate([a[f"{s['name']}:bias"] for s in group])
+    cuts = np.cumsum([0] + [w.shape[0] for w in weights]).tolist()
+    parts = list(zip(outs, cuts[1:-1], cuts[2:]))
+    granularity, dynamic_linear = m.options.get("granularity", "row"), F.dynamic_linear
+
+    def stacked(env, threads):
+        y = dynamic_linear(np.ascontiguousarray(env[i]), packed, ws, bias, granularity, threads)
+        for o, c0, c1 in parts:
+            env[o] = y[..., c0:c1]
+        return y[..., :cuts[1]]
+    return stacked
+
+
+def _on_first_call(make):
+    """fn(env, threads) that makes its step with make() when first called (the weights of a linear that run()
+    runs stacked or with its epilogue, packed for run_all only if it runs)."""
+    made = []
+
+    def step(env, threads):
+        if not made:
+            made.append(make())
+        return made[0](env, threads)
+    return step
 
 
 def _attention(block, slots):
@@ -253,9 +293,41 @@ class SequenceRunner:
         replaced = {t for a in attention.values() for t in a[5]}
         fused = {s["output"]: mask_bias(k, s) for k, s in enumerate(meta["steps"])
                  if s["output"] not in replaced and mask_bias(k, s) is not None}
+        step_of = {s["output"]: k for k, s in enumerate(meta["steps"])}
+
+        def epilogue(k, s):  # a dynamic linear read by one gelu or same-shape add alone: (reader, act, residual, into)
+            t, r = s["output"], readers.get(s["output"], [])
+            if m.weights == "fp32" or s["op"] != "linear" or s["act"] is not None or t in keep or len(r) != 1 \
+                    or t in replaced or r[0]["output"] in replaced or r[0]["output"] in fused:
+                return None
+            nxt, n = r[0], step_of[r[0]["output"]]
+            if nxt["op"] == "gelu":
+                return n, "gelu" if nxt["approximate"] == "none" else "gelu_tanh", None, False
+            if nxt["op"] != "add" or nxt["act"] is not None:
+                return None
+            res = nxt["inputs"][1] if nxt["inputs"][0] == t else nxt["inputs"][0]
+            if res == t or step_of.get(res, k) >= k \
+                    or not tensors[res] == tensors[t] == tensors[nxt["output"]]:
+                return None
+            # into res: a fresh array that no step reads between this one and the add, or after it
+            into = made_by[res] in _FRESH and res not in keep and last[res] == n and res not in s["inputs"] and \
+                not any(x["op"] in _VIEWS or step_of[x["output"]] > k and x is not nxt for x in readers[res])
+            return n, None, res, into
+        epilogues = {s["output"]: e for k, s in enumerate(meta["steps"]) if (e := epilogue(k, s)) is not None}
+        absorbed = {meta["steps"][e[0]]["output"]: t for t, e in epilogues.items()}  # gelu / add -> the linear
+        # dynamic linears sharing their input (a layer's query, key and value): one product, x quantized once
+        stacks = {} if m.weights == "fp32" else {
+            t: [s for s in r if s["op"] == "linear" and s["act"] is None and s["output"] not in keep and
+                s["output"] not in epilogues and not any(x["output"] in fused for x in readers.get(s["output"], []))]
+            for t, r in readers.items()}
+        stacked = {g[0]["output"]: g for g in stacks.values() if len(g) > 1}
+        made_early = {s["output"] for g in stacked.values() for s in g[1:]}  # set by their stack's first linear
         reads = [[] if s["output"] in replaced else [t for t in attention[s["output"]][:4] if t is not None]
                  if s["output"] in attention else [s["inputs"][0]] if s["output"] in fused
-                 else s["inputs"] + [fused[t] for t in s["inputs"] if t in fused] for s in meta["steps"]]
+                 else [absorbed[s["output"]]] if s["output"] in absorbed else [] if s["output"] in made_early
+                 else s["inputs"] + [fused[t] for t in s["inputs"] if t in fused]
+                 + [e[2] for e in [epilogues.get(s["output"])] if e is not None and e[2] is not None]
+                 for s in meta["steps"]]
         last_read = {t: k for k, r in enumerate(reads) for t in r}
         mask = P.dead_padding(meta["steps"], self.inputs, tensors, meta["outputs"],
                               m.weights != "fp32" and m.options.get("granularity", "row") == "row", attention, replaced)
@@ -266,7 +338,9 @@ class SequenceRunner:
             self.padding = (slots[mask], [slots[i["name"]] for i in self.inputs if seq in i["shape"]], self.size)
         self.steps, self.steps_all, self.steps_packed = [], [], []
         for k, s in enumerate(meta["steps"]):
-            fns = [_step(m, s, slots, False, transposed(s))]
+            own = s["output"] in stacked or s["output"] in made_early or s["output"] in epilogues  # run() packs others
+            fns = [_on_first_call(lambda s=s: _step(m, s, slots, False, None)) if own
+                   else _step(m, s, slots, False, transposed(s))]
             if s["output"] in replaced:  # computed inside the fused attention step below
                 self.steps_all.append((fns[0], slots[s["output"]]))
                 continue
@@ -274,6 +348,18 @@ class SequenceRunner:
                 fns.append(_attention(attention[s["output"]], slots))
             elif s["output"] in fused:  # the add passes its input on; the softmax after it adds the bias
                 i = slots[s["inputs"][0]]
+                fns.append(lambda env, threads, i=i: env[i])
+            elif s["output"] in epilogues:  # the gelu or residual add after it, in the GEMM's epilogue
+                _, act, res, into = epilogues[s["output"]]
+                fns.append(_linear(m, s, slots[s["inputs"][0]], act, None if res is None else slots[res], into))
+            elif s["output"] in stacked:
+                g = stacked[s["output"]]
+                fns.append(_stacked_linears(m, g, slots[s["inputs"][0]], [slots[x["output"]] for x in g[1:]]))
+            elif s["output"] in made_early:
+                i = slots[s["output"]]
+                fns.append(lambda env, threads, i=i: env[i])
+            elif s["output"] in absorbed:  # the linear before it did this step: its result passes on
+                i = slots[absorbed[s["output"]]]
                 fns.append(lambda env, threads, i=i: env[i])
             elif s["op"] == "softmax" and s["inputs"][0] in fused:
                 i, j = slots[s["inputs"][0]], slots[fused[s["inputs"][0]]]

@@ -1,0 +1,178 @@
+"""fixq.float_ops.dynamic_linear with its epilogue fused on every CPU path: ``residual=`` and ``act=`` give the
+bits of the separate ops (the exact int64 reference of test_float_ops, then numpy's float32 add, then
+float_ops.gelu of the same path), on tiles full and partial (rows off every path's tile, columns off the
+panel), on the kernels that write float straight from the tile and on the int32 block (weights with zero
+points), per row and per tensor, split over threads by rows and by columns; in place into the residual; and
+the sequence executor's use of them (a linear then gelu, a linear then a residual add) against its unfused
+run."""
+import numpy as np
+import pytest
+
+import fixq
+from fixq import float_ops as F
+from test_float_ops import dynamic_linear_ref, one_line_value_error, rows_of
+
+# rows off the 8 / 16 / 4-row tiles and below them, columns off the 16-column panel and the 3-panel tile
+SHAPES = [(1, 5, 3), (7, 33, 17), (8, 64, 48), (9, 100, 49), (17, 384, 96), (40, 70, 130), (130, 384, 67),
+          (3, 0, 5)]
+ACTS = [(None, None), ("gelu", "none"), ("gelu_tanh", "tanh")]
+
+
+def case(m, k, n, seed, zp=False):
+    rng = np.random.default_rng(seed)
+    x = rows_of(rng, (m, k), 2.0, 0.3)
+    if zp:  # uint8 weights with zero points: the driver hands the int32 block to the epilogue
+        w = rng.integers(0, 256, (n, k)).astype(np.uint8)
+        w_zp = rng.integers(0, 256, n)
+        packed = fixq.pack_weights(w, w_zp)
+    else:
+        w, w_zp = rng.integers(-128, 128, (n, k)).astype(np.int8), 0
+        packed = fixq.pack_weights(w)
+    ws = (rng.random(n) * 0.02 + 1e-3).astype(np.float32)
+    bias = rows_of(rng, n, 1.0, 0.0)
+    residual = rows_of(rng, (m, n), 1.5, -0.2)
+    return x, w, w_zp, packed, ws, bias, residual
+
+
+@pytest.mark.parametrize("zp", [False, True])
+@pytest.mark.parametrize("granularity", ["row", "tensor"])
+@pytest.mark.parametrize("m,k,n", SHAPES)
+def test_fused_epilogue_is_the_separate_ops(isa, m, k, n, granularity, zp):
+    x, w, w_zp, packed, ws, bias, residual = case(m, k, n, m * 1000 + k * 10 + n, zp)
+    linear = dynamic_linear_ref(x, w, w_zp, ws, bias, granularity)
+    summed = linear + residual
+    for act, approximate in ACTS:
+        plain = linear if act is None else F.gelu(linear, approximate)
+        added = summed if act is None else F.gelu(summed, approximate)
+        assert np.array_equal(F.dynamic_linear(x, packed, ws, bias, granularity, act=act), plain)
+        assert np.array_equal(F.dynamic_linear(x, packed, ws, bias, granularity, residual=residual, act=act), added)
+        into = residual.copy()
+        y = F.dynamic_linear(x, packed, ws, bias, granularity, residual=into, act=act, out=into)
+        assert y is into and np.array_equal(into, added)
+
+
+@pytest.mark.parametrize("m,k,n,threads", [(20, 384, 200, 2), (61, 70, 500, 3), (300, 1536, 40, 2),
+                                           (257, 384, 1536, 2)])
+def test_fused_epilogue_thread_splits(isa, m, k, n, threads):
+    """Parts that split the rows and parts that split the columns (each makes every row's block): each
+    block of y is added to and activated once."""
+    x, w, _, packed, ws, bias, residual = case(m, k, n, m + k + n)
+    linear = dynamic_linear_ref(x, w, 0, ws, bias, "row")
+    want = F.gelu(linear + residual)
+    for t in (1, threads):
+        assert np.array_equal(F.dynamic_linear(x, packed, ws, bias, threads=t, residual=residual, act="gelu"), want)
+        into = residual.copy()
+        F.dynamic_linear(x, packed, ws, bias, threads=t, residual=into, out=into)
+        assert np.array_equal(into, linear + residual)
+
+
+def test_fused_epilogue_batch_axes_and_special_values(isa):
+    """x [N, L, K], no bias; residual values that make the sum infinite, NaN, -0 pass as numpy's add does."""
+    x, w, _, packed, ws, _, _ = case(6, 45, 38, 5)
+    x = x.reshape(2, 3, 45)
+    residual = rows_of(np.random.default_rng(6), (2, 3, 38))
+    residual[0, 0, :3] = [np.inf, -np.inf, np.nan]
+    residual[1, 2, 5] = -0.0
+    linear = dynamic_linear_ref(x, w, 0, ws, None, "row")
+    want = linear + residual
+    assert np.array_equal(F.dynamic_linear(x, packed, ws, residual=residual), want, equal_nan=True)
+    assert np.array_equal(F.dynamic_linear(x, packed, ws, residual=residual, act="gelu"), F.gelu(want),
+                          equal_nan=True)
+    out = np.empty_like(want)
+    assert F.dynamic_linear(x, packed, ws, out=out) is out and np.array_equal(out, linear)
+
+
+def test_fused_epilogue_bad_arguments():
+    x, _, _, packed, ws, bias, residual = case(4, 8, 5, 9)
+    cases = [
+        (lambda: F.dynamic_linear(x, packed, ws, act="relu"), "act must be None, 'gelu' or 'gelu_tanh'"),
+        (lambda: F.dynamic_linear(x, packed, ws, residual=residual[:3]), r"residual must have y's shape \(4, 5\)"),
+        (lambda: F.dynamic_linear(x, packed, ws, residual=residual.astype(np.float64)), "residual must be float32"),
+        (lambda: F.dynamic_linear(x, packed, ws, residual=np.asfortranarray(residual)), "C-contiguous"),
+        (lambda: F.dynamic_linear(x, packed, ws, out=np.empty((4, 6), np.float32)), "out must be a writeable"),
+        (lambda: F.dynamic_linear(x, packed, ws, out=np.empty((4, 5), np.float64)), "out must be float32"),
+    ]
+    for call, match in cases:
+        one_line_value_error(call, match)
+    both = np.zeros(40, np.float32)
+    one_line_value_error(lambda: F.dynamic_linear(x, packed, ws, residual=both[:20].reshape(4, 5),
+                                                  out=both[2:22].reshape(4, 5)), "out overlaps x or residual")
+    xs = np.zeros((4, 8), np.float32)
+    one_line_value_error(lambda: F.dynamic_linear(xs, fixq.pack_weights(np.ones((8, 8), np.int8)), 1.0, out=xs),
+                         "out overlaps x or residual")
+    read_only = np.zeros((4, 5), np.float32)
+    read_only.flags.writeable = False
+    one_line_value_error(lambda: F.dynamic_linear(x, packed, ws, out=read_only), "out must be a writeable")
+
+
+def test_executor_fuses_gelu_and_residual_adds(isa):
+    """The sequence executor runs a dynamic linear read by one gelu, or by one add of a same-shape tensor, with
+    that step in its epilogue (into the residual where nothing reads it later): run() gives run_all()'s bits.
+    Not fused: an add whose other input is a graph input, is made after the linear, or broadcasts."""
+    k = 24
+    lin = lambda name, x: {"name": name, "op": "linear", "inputs": [x]}  # noqa: E731
+    spec = {"format": "fixq.graph/1", "inputs": [{"name": "x", "shape": [None, "seq", k]}], "dims": {"seq": 16},
+            "nodes": [lin("a", "x"), {"name": "ln", "op": "layer_norm", "inputs": ["a"]},
+                      lin("up", "ln"), {"name": "act", "op": "gelu", "inputs": ["up"]},
+                      lin("up2", "ln"), {"name": "act2", "op": "gelu", "inputs": ["up2"], "approximate": "tanh"},
+                      {"name": "h", "op": "add", "inputs": ["act", "act2"]},
+                      lin("down", "h"), {"name": "r1", "op": "add", "inputs": ["ln", "down"]},  # into ln
+                      lin("b", "r1"), {"name": "r2", "op": "add", "inputs": ["b", "r1"]},  # reads r1: not into
+                      lin("c", "r2"), {"name": "r3", "op": "add", "inputs": ["c", "r2"]},  # r2 read later
+                      {"name": "r4", "op": "add", "inputs": ["r3", "r2"]},
+                      lin("d", "r4"), {"name": "r5", "op": "add", "inputs": ["d", "x"]},  # a graph input
+                      lin("e", "r5"), {"name": "f", "op": "scale", "inputs": ["r5"], "value": 0.5},
+                      {"name": "r6", "op": "add", "inputs": ["e", "f"]}],  # f made after e
+            "outputs": ["r6"]}
+    rng = np.random.default_rng(21)
+    shapes = {"a": (k, k), "up": (40, k), "up2": (40, k), "down": (k, 40), "b": (k, k), "c": (k, k), "d": (k, k),
+              "e": (k, k)}
+    w = {}
+    for name, shape in shapes.items():
+        w[f"{name}.weight"] = (rng.standard_normal(shape) * 0.3).astype(np.float32)
+        w[f"{name}.bias"] = rng.standard_normal(shape[0]).astype(np.float32)
+    w["ln.weight"], w["ln.bias"] = np.ones(k, np.float32), np.zeros(k, np.float32)
+    g = fixq.graph.validate(spec, w)
+    for granularity in ("row", "tensor"):
+        m = fixq.quantize_model(g, dynamic=True, granularity=granularity)
+        names = [fn.__name__ for fn, _, _ in m._sequence.steps]
+        assert names.count("dynamic_epilogue") == 5 and names.count("dynamic") == 3  # up, up2, down, b, c fused
+        x = rows_of(rng, (3, 13, k))
+        before = x.copy()
+        for threads in (1, 2):
+            y = m.run(x, threads=threads)
+            np.testing.assert_array_equal(y, m.run_all(x)["r6"])
+        np.testing.assert_array_equal(x, before)
+
+
+def test_executor_stacks_linears_that_share_their_input(isa):
+    """Dynamic linears reading one tensor (a layer's query, key and value) run as one product over their stacked
+    weights, each output a column view of it: run() gives run_all()'s bits, an in-place add into one view
+    leaves the others alone; a linear with a fused gelu or that is an output stays alone."""
+    k = 20
+    lin = lambda name: {"name": name, "op": "linear", "inputs": ["x"]}  # noqa: E731
+    spec = {"format": "fixq.graph/1", "inputs": [{"name": "x", "shape": [None, "seq", k]}], "dims": {"seq": 16},
+            "nodes": [lin("p"), lin("q"), lin("v"), lin("g"), lin("o"),
+                      {"name": "ga", "op": "gelu", "inputs": ["g"]},
+                      {"name": "pq", "op": "add", "inputs": ["p", "q"]},  # in place into p's view
+                      {"name": "vh", "op": "reshape", "inputs": ["v"], "shape": [0, 4, -1]},
+                      {"name": "vs", "op": "softmax", "inputs": ["vh"]},
+                      {"name": "vb", "op": "reshape", "inputs": ["vs"], "shape": [0, -1]},
+                      {"name": "s1", "op": "add", "inputs": ["pq", "vb"]},
+                      {"name": "s3", "op": "add", "inputs": ["s1", "ga"]}],
+            "outputs": ["s3", "o", "q"]}
+    rng = np.random.default_rng(22)
+    w = {}
+    for name in "pqvgo":
+        w[f"{name}.weight"] = (rng.standard_normal((k, k)) * 0.3).astype(np.float32)
+        w[f"{name}.bias"] = rng.standard_normal(k).astype(np.float32)
+    g = fixq.graph.validate(spec, w)
+    for granularity in ("row", "tensor"):
+        m = fixq.quantize_model(g, dynamic=True, granularity=granularity)
+        names = [fn.__name__ for fn, _, _ in m._sequence.steps]
+        assert names.count("stacked") == 1  # p and v (q and o are outputs, g has its gelu fused)
+        x = rows_of(rng, (3, 13, k))
+        for threads in (1, 2):
+            got, want = m.run(x, threads=threads), m.run_all(x)
+            for y, name in zip(got, spec["outputs"]):
+                np.testing.assert_array_equal(y, want[name])
