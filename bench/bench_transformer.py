@@ -19,7 +19,13 @@ tokens.  Rows:
 - ``torch int8`` (quantize_dynamic on nn.Linear) and ``torch fp32`` (transformers' BertModel, eager).
 
 Each figure is the median over ``--rounds`` rounds of the mean time of one call, every system measured
-once inside each round (so all share the machine's load alike).  ORT sessions: intra_op threads = N,
+once inside each round (so all share the machine's load alike), each timing ``--pause`` seconds (0.2) after
+the one before: a thread pool keeps its threads spinning for a while after a run (ORT's intra-op pool
+tens of ms, torch's OpenMP a few ms, fixq's a fraction of a ms), which takes a core from whatever runs
+next; the pause lets every system start on idle cores alike, and no system's settings change.  The
+"other load" figure is the cores the machine's other processes used during the timings (median of the
+rounds, from /proc/stat less this process's CPU time): a 2-thread figure taken beside another process's
+work is not a 2-thread figure.  ORT sessions: intra_op threads = N,
 inter_op 1, sequential; torch: ``torch.set_num_threads(N)``; numpy's BLAS via threadpoolctl.  Then:
 peak RSS of ``fixq run`` on a 32x128 input in a child process, and the int8 archive's bytes against
 model.safetensors'.
@@ -51,16 +57,43 @@ def timeit(fn, x, min_time):
             return t / n
 
 
-def measure(systems, x, rounds, min_time):
-    """({name: median seconds}, {name: fastest round}) with every system timed once per round, after one
-    warm-up call each."""
+def _cpu_seconds():
+    """(busy CPU seconds of the whole machine, CPU seconds of this process), or None off Linux."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(t) for t in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    own = os.times()
+    return (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK"), own.user + own.system
+
+
+def timed_window(fn, x, min_time):
+    """(timeit's mean seconds, cores the machine's other processes used meanwhile, or None off Linux)."""
+    c0, t0 = _cpu_seconds(), time.perf_counter()
+    t = timeit(fn, x, min_time)
+    c1, wall = _cpu_seconds(), time.perf_counter() - t0
+    if c0 is None or c1 is None:
+        return t, None
+    return t, max(0.0, (c1[0] - c0[0]) - (c1[1] - c0[1])) / wall
+
+
+def measure(systems, x, rounds, min_time, pause):
+    """({name: median seconds}, {name: fastest round}, {name: median cores of other processes}) with every
+    system timed once per round, after one warm-up call each, each timing `pause` seconds after the last."""
     for fn in systems.values():
         fn(x)
     res = {k: [] for k in systems}
+    load = {k: [] for k in systems}
     for _ in range(rounds):
         for k, fn in systems.items():
-            res[k].append(timeit(fn, x, min_time))
-    return {k: float(np.median(v)) for k, v in res.items()}, {k: float(min(v)) for k, v in res.items()}
+            time.sleep(pause)  # the system before lets its threads go to sleep (see the module's docstring)
+            t, other = timed_window(fn, x, min_time)
+            res[k].append(t)
+            if other is not None:
+                load[k].append(other)
+    return ({k: float(np.median(v)) for k, v in res.items()}, {k: float(min(v)) for k, v in res.items()},
+            {k: float(np.median(v)) for k, v in load.items() if v})
 
 
 def cpu_name():
@@ -135,6 +168,8 @@ def main(argv=None):
     ap.add_argument("--batches", default="1,32")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--min-time", type=float, default=0.5, help="seconds per timing (default 0.5)")
+    ap.add_argument("--pause", type=float, default=0.2,
+                    help="idle seconds before each timing, so the system timed before stops spinning (default 0.2)")
     ap.add_argument("--ort-variants", choices=("all", "plain", "fused"), default="all",
                     help="which ORT quantize_dynamic graphs to measure (the fastest is 'ORT int8')")
     ap.add_argument("--no-rss", action="store_true", help="skip the child-process peak RSS measurements")
@@ -182,7 +217,7 @@ def main(argv=None):
         for b in batches:
             x = P.batch_of(inputs, b)
             with P.blas_threads(nt):
-                t, tmin = measure(systems, x, args.rounds, args.min_time)
+                t, tmin, load = measure(systems, x, args.rounds, args.min_time, args.pause)
             ort8 = min((k for k in t if " int8 " in k and k.startswith("ort")), key=t.get)
             ort32 = min((k for k in t if k.endswith("fp32") and k.startswith("ort")), key=t.get)
             rows = {"fixq int8": t.get("fixq int8"), "ORT int8": t[ort8], "ORT fp32": t[ort32],
@@ -190,17 +225,19 @@ def main(argv=None):
             print(f"\nthreads {nt}, batch {b}x{P.MAX_LEN}   (ORT int8 = {ort8}, ORT fp32 = {ort32})")
             names = {"fixq int8": "fixq int8", "ORT int8": ort8, "ORT fp32": ort32, "torch int8": "torch int8",
                      "torch fp32": "torch fp32"}
-            print(f"  {'system':<12} {'median ms':>10} {'best ms':>9} {'seq/s':>7}  fixq speed-up")
+            print(f"  {'system':<12} {'median ms':>10} {'best ms':>9} {'seq/s':>7} {'other load':>10}  fixq speed-up")
             for k, v in rows.items():
                 if v is None:
                     continue
                 ratio = f"{v / rows['fixq int8']:.2f}x" if rows["fixq int8"] and k != "fixq int8" else ""
-                print(f"  {k:<12} {v * 1e3:>10.2f} {tmin[names[k]] * 1e3:>9.2f} {b / v:>7.1f}  {ratio}")
+                other = f"{load[names[k]]:.2f}" if names[k] in load else "-"
+                print(f"  {k:<12} {v * 1e3:>10.2f} {tmin[names[k]] * 1e3:>9.2f} {b / v:>7.1f} {other:>10}  {ratio}")
             others = ", ".join(f"{k} {v * 1e3:.1f}" for k, v in sorted(t.items(), key=lambda kv: kv[1])
                                if k.startswith("ort") and " int8 " in k)
             print(f"  ORT int8 variants (ms): {others}")
             report["settings"].append({"threads": nt, "batch": b, "ort_int8": ort8, "ort_fp32": ort32,
-                                       "rows_s": rows, "median_s": t, "best_s": tmin})
+                                       "rows_s": rows, "median_s": t, "best_s": tmin,
+                                       "other_load_cores": load})
     if not args.no_rss:
         with tempfile.TemporaryDirectory() as work:
             if fq is not None:

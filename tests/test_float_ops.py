@@ -160,6 +160,20 @@ def test_gelu_in_place_and_threads(isa):
     assert F.gelu(x, "none", out=x) is x and np.array_equal(x, want)
 
 
+@pytest.mark.parametrize("threads", [2, 3, 5])
+def test_float_kernels_split_as_one_thread(isa, threads):
+    """all-MiniLM-L6-v2's 1x128 shapes (layer_norm 128x384, gelu 128x1536) and element counts off the vector
+    width, split over threads at any element: every row and element as one thread computes it."""
+    rng = np.random.default_rng(threads)
+    x = rows_of(rng, (128, 384))
+    w, b = rows_of(rng, 384, 1.0, 0.0), rows_of(rng, 384, 1.0, 0.0)
+    assert np.array_equal(F.layer_norm(x, w, b, 1e-12, threads=threads), F.layer_norm(x, w, b, 1e-12))
+    for shape in ((128, 1536), (3 * 16384 + 5,), (7, 7001)):
+        g = rows_of(rng, shape)
+        for form in ("none", "tanh"):
+            assert np.array_equal(F.gelu(g, form, threads=threads), F.gelu(g, form))
+
+
 # ---- attention -------------------------------------------------------------------------------------
 
 F32_MIN = float(np.finfo(np.float32).min)

@@ -5,7 +5,7 @@
 
 #include "fixq_floatops.h"
 
-#define ELEMENTS_PER_THREAD (1 << 15) /* less work than this per thread does not pay for a worker */
+#define ELEMENTS_PER_THREAD (1 << 14) /* less work than this per thread does not pay for a worker */
 #define BIAS_BLOCK 2048               /* softmax with a bias: rows of this many values biased, then normalized */
 
 const fixq__float_kernels *const fixq__float_table[FIXQ_ISA_COUNT] = {
