@@ -381,30 +381,14 @@ static fixq_status gemm_target(const fixq_eng_plan *plan, const fixq_eng_step *s
                                threads);
 }
 
-/* The path's 1x1 convolution of few output channels (engine_pw.h), or NULL: the GEMM */
-static const fixq_eng_pw_fn pw_table[FIXQ_ISA_COUNT] = {
-    NULL, NULL, FIXQ__AVX512VNNI(fixq_eng_pw_fp32__avx512vnni), NULL, NULL, NULL};
-
-/* Whether step s runs as pw_table's 1x1 convolution: one group read in place, XNNPACK's fp32 output stage, the
- * accumulators proven inside int32, B without zero points, k and n within the kernel's, and one thread's work */
-static int gemm_is_pw(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t m, int threads) {
-  const fixq_packed_b *b = s->packed[0];
-  return pw_table[fixq__isa] != NULL && s->groups == 1 && gemm_is_direct(s) && s->target == NULL &&
-         s->rq.rounding == FIXQ_ROUND_FP32 && s->acc_fits && !b->zero_point_nonzero && b->k <= FIXQ__DIRECT_K_MAX &&
-         b->n <= FIXQ_ENG_PW_MAX_N && (plan->dtype == FIXQ_INT8 || plan->dtype == FIXQ_UINT8) &&
-         (threads <= 1 || (double)m * (double)b->k * (double)b->n < 2.0 * FIXQ__MACS_PER_THREAD);
-}
-
-/* engine/steps.py conv / qlinear: one fixq_qgemm per group on the group's columns of y */
+/* engine/steps.py conv / qlinear: the 1x1 kernel (engine_pw.h), or one fixq_qgemm per group on the group's
+ * columns of y */
 static fixq_status run_gemm(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const uint8_t *x,
                             uint8_t *y, uint8_t *scratch, int threads) {
   const fixq_eng_tensor *xt = &plan->tensors[s->in[0]], *yt = &plan->tensors[s->out];
   const size_t cg = xt->c / s->groups, og = yt->c / s->groups, m = batch * yt->h * yt->w;
   const int per_channel = s->rq_channels > 1;
-  if (gemm_is_pw(plan, s, m, threads)) {
-    pw_table[fixq__isa](m, x, plan->dtype, s->zp, s->packed[0], s->bias, &s->rq, s->rq_channels, y);
-    return FIXQ_OK;
-  }
+  if (gemm_is_direct(s) && fixq__eng_pw(plan, s, m, x, y, threads)) return FIXQ_OK;
   for (size_t g = 0; g < s->groups; g++) {
     const uint8_t *a;
     size_t lda;

@@ -17,6 +17,13 @@
 typedef void (*fixq_eng_pw_fn)(size_t m, const uint8_t *x, fixq_dtype dt, int32_t a_zp, const fixq_packed_b *b,
                                const int32_t *bias, const fixq_requant *rq, size_t rq_channels, uint8_t *y);
 
+/* Runs GEMM step s, a 1x1 convolution of stride 1 without padding (or a linear) on m pixels of x into y, where
+ * its path has the kernel and the step fits it: one group, XNNPACK's fp32 output stage, the accumulators
+ * proven inside int32, B without zero points, k and n within the kernel's, one thread's work; 0 where it does
+ * not (the caller runs the GEMM). */
+int fixq__eng_pw(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t m, const uint8_t *x, uint8_t *y,
+                 int threads);
+
 #ifdef FIXQ_COMPILED_AVX512VNNI
 void fixq_eng_pw_fp32__avx512vnni(size_t m, const uint8_t *x, fixq_dtype dt, int32_t a_zp, const fixq_packed_b *b,
                                   const int32_t *bias, const fixq_requant *rq, size_t rq_channels, uint8_t *y);
