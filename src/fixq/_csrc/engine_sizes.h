@@ -1,0 +1,41 @@
+/* Sizes of a step's buffers, shared by engine.c (which runs the steps) and engine_check.c (which checks a plan
+ * and sizes its scratch). */
+#ifndef FIXQ_ENGINE_SIZES_H
+#define FIXQ_ENGINE_SIZES_H
+
+#include "engine_loops.h" /* FIXQ_ENG_IM2COL_SLACK */
+#include "fixq_engine.h"
+#include "fixq_internal.h"
+
+/* Saturating size arithmetic: SIZE_MAX for a result past PTRDIFF_MAX (fixq__mul_size / fixq__add_size), and
+ * SIZE_MAX in gives SIZE_MAX out, so a chain of them is checked once at its end. */
+static size_t mul_sz(size_t a, size_t b) {
+  size_t r;
+  return fixq__mul_size(a, b, &r) ? r : SIZE_MAX;
+}
+static size_t add_sz(size_t a, size_t b) {
+  size_t r;
+  return fixq__add_size(a, b, &r) ? r : SIZE_MAX;
+}
+
+/* Bytes of one padded sample of x (pad_image), SIZE_MAX past PTRDIFF_MAX */
+static size_t padded_bytes(const fixq_eng_step *s, const fixq_eng_tensor *x) {
+  return add_sz(mul_sz(mul_sz(add_sz(x->h, mul_sz(2, s->ph)), add_sz(x->w, mul_sz(2, s->pw))), x->c),
+                FIXQ_ENG_IM2COL_SLACK);
+}
+
+/* Bytes of the AVX-512 VNNI depthwise's map of tap triples (engine_dwconv__avx512vnni.c): for each padded input row
+ * and output column, each channel's 3 taps of that row and a fourth byte, channels rounded up to 32; 0 for the
+ * steps it does not run (other than 3x3 of stride 1 and multiplier 1: at stride 2 the map, read by fewer rows,
+ * costs more than the tap pairs) */
+static size_t dw_triples_bytes(const fixq_eng_step *s, const fixq_eng_tensor *x, const fixq_eng_tensor *y) {
+  if (s->kh != 3 || s->kw != 3 || s->sh != 1 || s->sw != 1 || s->groups != 1) return 0;
+  return mul_sz(mul_sz(mul_sz(add_sz(x->h, mul_sz(2, s->ph)), y->w), add_sz(y->c, 31) / 32 * 32), 4);
+}
+
+/* A 1x1 convolution of stride 1 without padding: its NHWC input is the GEMM's A as it is */
+static int gemm_is_direct(const fixq_eng_step *s) {
+  return s->kh == 1 && s->kw == 1 && s->sh == 1 && s->sw == 1 && s->ph == 0 && s->pw == 0;
+}
+
+#endif
