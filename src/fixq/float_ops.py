@@ -237,7 +237,9 @@ def dynamic_linear(x, packed, weight_scale, bias=None, granularity="row", thread
     ``residual``, a float32 array of y's shape, added (numpy's float32 add), then ``act``: None, ``"gelu"``
     (:func:`gelu`, ``approximate="none"``) or ``"gelu_tanh"`` (``approximate="tanh"``).  ``out``: the
     C-contiguous float32 array of y's shape to write (it may be ``residual`` itself: a residual add in
-    place), else a new one."""
+    place), else a new one.  When x holds NaN or infinity the call raises ValueError; with ``granularity="row"``
+    rows are checked as their tiles are quantized, so ``out`` (``residual`` too, when it is ``out``) may by then
+    hold some rows' results: keep a copy if it must survive a failed call."""
     fn = "dynamic_linear"
     x = _f32(x, "x", fn)
     if type(packed) is not PackedWeights:
