@@ -177,7 +177,8 @@ def attention(q, k, v, scale, bias=None, out=None, threads=1, *, seq_offsets=Non
     if bias is not None:
         bias = _f32(bias, "bias", fn)
         if bias.shape not in ((1, 1, 1, l), (n, 1, 1, l)):
-            raise ValueError(f"{fn}: bias must have shape (1 or {n}, 1, 1, {l}) for k of shape {k.shape}, "
+            batch = "1" if n == 1 else f"1 or {n}"
+            raise ValueError(f"{fn}: bias must have shape ({batch}, 1, 1, {l}) for k of shape {k.shape}, "
                              f"got {bias.shape}")
     if out is None:
         out = np.empty(q.shape, _F32)
