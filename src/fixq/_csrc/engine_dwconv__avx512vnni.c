@@ -70,76 +70,114 @@ ALWAYS_INLINE void dw_block_rq(const fixq_eng_plan *plan, const fixq_eng_step *s
 }
 
 /* ---- 3x3: a row of taps as one vpdpbusd ----------------------------------------------------------------------
- * The map of tap triples holds, for padded row iy and output column ox, each channel c's bytes
- * u(iy, ox sw + j dw, c) for j = 0, 1, 2 and a fourth (the third again) as one int32 lane, u = x ^ 0x80 = x + 128 (int8)
- * or x (uint8); 32 channels a record of 128 bytes.  vpdpbusd multiplies the 4 unsigned bytes by the row's 3
- * weights and a 0 and adds them to the lane exactly, so an output is bias'' + 3 vpdpbusd with
- * bias'' = bias - (zp + 128) sum_t w (int8; zp sum_t w for uint8): sum_t (x - zp) w modulo 2^32, the padding
- * (u = zp + 128 or zp) still adding 0.  Each record is made once per call and read by every output row whose
- * taps cover its row (3 at stride 1). */
-ALWAYS_INLINE void triples_build(const fixq_eng_step *s, const uint8_t *img, size_t PH, size_t PW, size_t C,
-                                 size_t OW, int u8, uint8_t *q) {
-  const size_t CQ = (C + 31) / 32 * 32;
-  const __m256i flip = _mm256_set1_epi8(u8 ? 0 : (char)0x80);
-  for (size_t iy = 0; iy < PH; iy++)
-    for (size_t ox = 0; ox < OW; ox++) {
-      const uint8_t *p = img + (iy * PW + ox * s->sw) * C;
-      uint8_t *d = q + (iy * OW + ox) * CQ * 4;
-      for (size_t c = 0; c < C; c += 32, d += 128) {
-        const __mmask32 k = C - c >= 32 ? ~(__mmask32)0 : (__mmask32)((1u << (C - c)) - 1);
-        const __m256i a = _mm256_xor_si256(_mm256_maskz_loadu_epi8(k, p + c), flip);
-        const __m256i b = _mm256_xor_si256(_mm256_maskz_loadu_epi8(k, p + s->dw * C + c), flip);
-        const __m256i e = _mm256_xor_si256(_mm256_maskz_loadu_epi8(k, p + 2 * s->dw * C + c), flip);
-        const __m256i ab0 = _mm256_unpacklo_epi8(a, b), ab1 = _mm256_unpackhi_epi8(a, b);
-        const __m256i ee0 = _mm256_unpacklo_epi8(e, e), ee1 = _mm256_unpackhi_epi8(e, e);
-        /* channels 0-3 | 16-19, 4-7 | 20-23, 8-11 | 24-27, 12-15 | 28-31: each half to its place */
-        const __m256i q0 = _mm256_unpacklo_epi16(ab0, ee0), q1 = _mm256_unpackhi_epi16(ab0, ee0);
-        const __m256i q2 = _mm256_unpacklo_epi16(ab1, ee1), q3 = _mm256_unpackhi_epi16(ab1, ee1);
-        _mm_storeu_si128((__m128i *)d, _mm256_castsi256_si128(q0));
-        _mm_storeu_si128((__m128i *)(d + 16), _mm256_castsi256_si128(q1));
-        _mm_storeu_si128((__m128i *)(d + 32), _mm256_castsi256_si128(q2));
-        _mm_storeu_si128((__m128i *)(d + 48), _mm256_castsi256_si128(q3));
-        _mm_storeu_si128((__m128i *)(d + 64), _mm256_extracti128_si256(q0, 1));
-        _mm_storeu_si128((__m128i *)(d + 80), _mm256_extracti128_si256(q1, 1));
-        _mm_storeu_si128((__m128i *)(d + 96), _mm256_extracti128_si256(q2, 1));
-        _mm_storeu_si128((__m128i *)(d + 112), _mm256_extracti128_si256(q3, 1));
-      }
-    }
+ * The map of tap triples holds, for padded row iy, each output lane f = ox OW_C + c (ox < OW, c < C: an output
+ * row's bytes in order) as one int32 of unsigned bytes u(iy, ox sw + j dw, c) for j = 0, 1, 2 and a fourth 0,
+ * u = x ^ 0x80 = x + 128 (int8) or x (uint8); a map row is OW C lanes rounded up to 16.  vpdpbusd multiplies the
+ * 4 bytes by the row's 3 weights and a 0 and adds them to the lane exactly, so 16 outputs are bias'' + 3 vpdpbusd
+ * with bias'' = bias - (zp + 128) sum_t w (int8; zp sum_t w for uint8): sum_t (x - zp) w modulo 2^32, the
+ * padding (u = zp + 128 or zp) still adding 0.  Each map row is made once per call and read by every output row
+ * whose taps cover it (3 at stride 1).  Lane f is channel f % C, so the 16 lanes of vector v take the weights
+ * and output stage of channels (16 v + l) % C: one of P = C / gcd(C, 16) phases, each laid out once per call
+ * from per-channel arrays repeated past C (as engine_pw__avx512vnni.c does), and the vectors of a phase run
+ * together with its parameters in registers. */
+
+/* Lanes [f, f + n) of a map row from the padded image's bytes p[f], p[f + dj], p[f + 2 dj] */
+ALWAYS_INLINE void triples_run(const uint8_t *p, size_t n, size_t dj, __m512i flip, int32_t *d) {
+  for (size_t f = 0; f < n; f += 16) {
+    const __mmask16 k = n - f >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - f)) - 1);
+    const __m512i a = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(k, p + f));
+    const __m512i b = _mm512_slli_epi32(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(k, p + f + dj)), 8);
+    const __m512i e = _mm512_slli_epi32(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(k, p + f + 2 * dj)), 16);
+    _mm512_mask_storeu_epi32(d + f, k, _mm512_xor_si512(_mm512_ternarylogic_epi32(a, b, e, 0xFE), flip));
+  }
 }
 
-/* Channels [o0, o0 + 16) of every output of a sample from its map of triples q */
-ALWAYS_INLINE void triples_block_rq(const fixq_eng_plan *plan, const fixq_eng_step *s, const uint8_t *q, size_t C,
-                                    size_t OH, size_t OW, size_t o0, uint8_t *y, fixq_rounding mode, int u8) {
-  const size_t CQ = (C + 31) / 32 * 32, nb = C - o0 < 16 ? C - o0 : 16;
-  const __mmask16 k = nb == 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << nb) - 1);
-  const uint32_t off = (uint32_t)s->zp + (u8 ? 0u : 128u);
-  int8_t w[3][64];
-  int32_t bias[16];
-  for (size_t c = 0; c < 16; c++) {
-    uint32_t wsum = 0;
-    for (size_t i = 0; i < 3; i++)
-      for (size_t j = 0; j < 4; j++) {
-        const int8_t v = c < nb && j < 3 ? s->taps[(i * 3 + j) * C + o0 + c] : 0;
-        w[i][4 * c + j] = v;
-        wsum += (uint32_t)(int32_t)v;
-      }
-    bias[c] = c < nb ? (int32_t)((uint32_t)s->bias[o0 + c] - off * wsum) : 0;
-  }
-  const __m512i w0 = _mm512_loadu_si512(w[0]), w1 = _mm512_loadu_si512(w[1]), w2 = _mm512_loadu_si512(w[2]);
-  const __m512i b = _mm512_loadu_si512(bias);
-  const fixq_requant *p = &s->rq;
-  const __m512i qmin = _mm512_set1_epi32(p->qmin), qmax = _mm512_set1_epi32(p->qmax);
-  const lanes L = lanes_load(p, o0, k, 1, mode);
-  const size_t row = OW * CQ * 4;
-  const uint8_t *qb = q + o0 * 4;
-  for (size_t oy = 0; oy < OH; oy++)
-    for (size_t ox = 0; ox < OW; ox++) {
-      const uint8_t *r = qb + oy * s->sh * row + ox * CQ * 4;
-      __m512i acc = _mm512_dpbusd_epi32(b, _mm512_load_si512(r), w0);
-      acc = _mm512_dpbusd_epi32(acc, _mm512_load_si512(r + s->dh * row), w1);
-      acc = _mm512_dpbusd_epi32(acc, _mm512_load_si512(r + 2 * s->dh * row), w2);
-      store16(y, (oy * OW + ox) * C + o0, plan->dtype, requant16(acc, &L, mode, qmin, qmax), k);
+ALWAYS_INLINE void triples_build(const fixq_eng_step *s, const uint8_t *img, size_t PH, size_t PW, size_t C,
+                                 size_t OW, size_t row, int u8, uint8_t *q) {
+  const __m512i flip = _mm512_set1_epi32(u8 ? 0 : 0x808080);
+  for (size_t iy = 0; iy < PH; iy++) {
+    const uint8_t *p = img + iy * PW * C;
+    int32_t *d = (int32_t *)(q + iy * row);
+    if (s->sw == 1) {
+      triples_run(p, OW * C, s->dw * C, flip, d);
+      continue;
     }
+    for (size_t ox = 0; ox < OW; ox++) triples_run(p + ox * s->sw * C, C, s->dw * C, flip, d + ox * C);
+  }
+}
+
+/* Per channel, in arrays of C + 16 with channel c at c and c + C (c + 2C, ..., where C < 16): each row's 3
+ * weights as the map's 4 bytes, bias'', and the output stage's parameters; r points at the latter. */
+ALWAYS_INLINE void triples_params(const fixq_eng_step *s, size_t C, int u8, int32_t *w4, int32_t *bias,
+                                  fixq_requant *r, fixq_rounding mode) {
+  const size_t L = C + 16;
+  const int32_t off = s->zp + (u8 ? 0 : 128);
+  for (size_t c = 0; c < C; c += 16) {
+    const __mmask16 k = C - c >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (C - c)) - 1);
+    __m512i wsum = _mm512_setzero_si512();
+    for (size_t i = 0; i < 3; i++) {
+      __m128i t[3];
+      for (size_t j = 0; j < 3; j++) {
+        t[j] = _mm_maskz_loadu_epi8(k, s->taps + (3 * i + j) * C + c);
+        wsum = _mm512_add_epi32(wsum, _mm512_cvtepi8_epi32(t[j]));
+      }
+      const __m512i w = _mm512_ternarylogic_epi32(_mm512_cvtepu8_epi32(t[0]),
+                                                  _mm512_slli_epi32(_mm512_cvtepu8_epi32(t[1]), 8),
+                                                  _mm512_slli_epi32(_mm512_cvtepu8_epi32(t[2]), 16), 0xFE);
+      _mm512_mask_storeu_epi32(w4 + i * L + c, k, w);
+    }
+    const __m512i b = _mm512_maskz_loadu_epi32(k, s->bias + c);
+    _mm512_mask_storeu_epi32(bias + c, k, _mm512_sub_epi32(b, _mm512_mullo_epi32(wsum, _mm512_set1_epi32(off))));
+  }
+  int32_t *zp = bias + L, *mul = zp + L, *sh = mul + L;
+  float *scale = (float *)(sh + L);
+  memcpy(zp, s->rq.zero_point, C * sizeof(int32_t));
+  if (mode == FIXQ_ROUND_FP32) memcpy(scale, s->rq.scale, C * sizeof(float));
+  else {
+    memcpy(mul, s->rq.multiplier, C * sizeof(int32_t));
+    memcpy(sh, s->rq.shift, C * sizeof(int32_t));
+  }
+  for (size_t c = C; c < L; c++) {
+    for (size_t i = 0; i < 3; i++) w4[i * L + c] = w4[i * L + c - C];
+    bias[c] = bias[c - C];
+    zp[c] = zp[c - C];
+    if (mode == FIXQ_ROUND_FP32) scale[c] = scale[c - C];
+    else mul[c] = mul[c - C], sh[c] = sh[c - C];
+  }
+  *r = s->rq;
+  r->zero_point = zp;
+  r->multiplier = mul;
+  r->shift = sh;
+  r->scale = scale;
+}
+
+/* Every output of a sample from its map of triples q (rows of `row` bytes); w4: room for the parameters */
+ALWAYS_INLINE void triples_rq(const fixq_eng_plan *plan, const fixq_eng_step *s, const uint8_t *q, size_t row,
+                              size_t C, size_t OH, size_t OW, int32_t *w4, uint8_t *y, fixq_rounding mode, int u8) {
+  const size_t L = C + 16, n = OW * C, nv = (n + 15) / 16;
+  size_t P = C, g = 16; /* P = C / gcd(C, 16) */
+  while (P % 2 == 0 && g > 1) P /= 2, g /= 2;
+  int32_t *bias = w4 + 3 * L;
+  fixq_requant r;
+  triples_params(s, C, u8, w4, bias, &r, mode);
+  const __m512i qmin = _mm512_set1_epi32(r.qmin), qmax = _mm512_set1_epi32(r.qmax);
+  const __mmask16 tail = n % 16 ? (__mmask16)((1u << (n % 16)) - 1) : (__mmask16)0xFFFF;
+  for (size_t ph = 0; ph < P && ph < nv; ph++) {
+    const size_t c0 = 16 * ph % C;
+    const __m512i w0 = _mm512_loadu_si512(w4 + c0), w1 = _mm512_loadu_si512(w4 + L + c0);
+    const __m512i w2 = _mm512_loadu_si512(w4 + 2 * L + c0), b = _mm512_loadu_si512(bias + c0);
+    const lanes La = lanes_load(&r, c0, (__mmask16)0xFFFF, 1, mode);
+    for (size_t oy = 0; oy < OH; oy++) {
+      const uint8_t *r0 = q + oy * s->sh * row, *r1 = r0 + s->dh * row, *r2 = r1 + s->dh * row;
+      for (size_t v = ph; v < nv; v += P) {
+        __m512i acc = _mm512_dpbusd_epi32(b, _mm512_load_si512(r0 + 64 * v), w0);
+        acc = _mm512_dpbusd_epi32(acc, _mm512_load_si512(r1 + 64 * v), w1);
+        acc = _mm512_dpbusd_epi32(acc, _mm512_load_si512(r2 + 64 * v), w2);
+        store16(y, oy * n + 16 * v, plan->dtype, requant16(acc, &La, mode, qmin, qmax),
+                v + 1 < nv ? (__mmask16)0xFFFF : tail);
+      }
+    }
+  }
 }
 
 ALWAYS_INLINE void dw_rq(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const uint8_t *x,
@@ -154,8 +192,9 @@ ALWAYS_INLINE void dw_rq(const fixq_eng_plan *plan, const fixq_eng_step *s, size
     pad_sample(s, xt, x, n, img);
     uint8_t *yn = y + n * yt->h * yt->w * C;
     if (triples != NULL) {
-      triples_build(s, img, xt->h + 2 * s->ph, PW, C, yt->w, u8, triples);
-      for (size_t o0 = 0; o0 < C; o0 += 16) triples_block_rq(plan, s, triples, C, yt->h, yt->w, o0, yn, mode, u8);
+      const size_t PH = xt->h + 2 * s->ph, row = (yt->w * C + 15) / 16 * 64;
+      triples_build(s, img, PH, PW, C, yt->w, row, u8, triples);
+      triples_rq(plan, s, triples, row, C, yt->h, yt->w, (int32_t *)(triples + PH * row), yn, mode, u8);
       continue;
     }
     for (size_t o0 = 0; o0 < C; o0 += 32) {

@@ -24,13 +24,14 @@ static size_t padded_bytes(const fixq_eng_step *s, const fixq_eng_tensor *x) {
                 FIXQ_ENG_IM2COL_SLACK);
 }
 
-/* Bytes of the AVX-512 VNNI depthwise's map of tap triples (engine_dwconv__avx512vnni.c): for each padded input row
- * and output column, each channel's 3 taps of that row and a fourth byte, channels rounded up to 32; 0 for the
- * steps it does not run (other than 3x3 of stride 1 and multiplier 1: at stride 2 the map, read by fewer rows,
- * costs more than the tap pairs) */
+/* Bytes of the AVX-512 VNNI depthwise's map of tap triples (engine_dwconv__avx512vnni.c): for each padded input row,
+ * each output lane (an output row's OW C values) as 4 bytes, rounded up to 16 lanes; then 8 arrays of C + 16 int32
+ * (the weights, bias and output stage per lane).  0 for the steps it does not run (other than 3x3 of stride 1 and
+ * multiplier 1: at stride 2 the map, read by fewer rows, costs more than the tap pairs) */
 static size_t dw_triples_bytes(const fixq_eng_step *s, const fixq_eng_tensor *x, const fixq_eng_tensor *y) {
   if (s->kh != 3 || s->kw != 3 || s->sh != 1 || s->sw != 1 || s->groups != 1) return 0;
-  return mul_sz(mul_sz(mul_sz(add_sz(x->h, mul_sz(2, s->ph)), y->w), add_sz(y->c, 31) / 32 * 32), 4);
+  return add_sz(mul_sz(mul_sz(add_sz(x->h, mul_sz(2, s->ph)), add_sz(mul_sz(y->w, y->c), 15) / 16), 64),
+                mul_sz(add_sz(y->c, 16), 8 * sizeof(int32_t)));
 }
 
 /* A 1x1 convolution of stride 1 without padding: its NHWC input is the GEMM's A as it is */
