@@ -209,14 +209,16 @@ def test_depthwise_blocks_of_16_channels(isa, c, k, stride, pad, dil, activation
 
 @pytest.mark.parametrize("c,k,stride,pad,dil", [(24, 3, 1, 1, 1), (24, 3, 2, 1, 1), (48, 3, 1, 1, 1), (40, 3, 2, 0, 1),
                                                 (7, 3, 1, 2, 2), (72, 5, 1, 2, 1), (17, 2, 2, 1, 1), (96, 1, 1, 0, 1),
-                                                (9, 7, 1, 3, 1), (33, 3, 1, 1, 1), (64, 3, 1, 0, 1)])
+                                                (9, 7, 1, 3, 1), (33, 3, 1, 1, 1), (64, 3, 1, 0, 1), (20, 3, 2, 2, 2),
+                                                (7, 3, 2, 1, 1)])
 @pytest.mark.parametrize("rounding", ["double", "single", "fp32"])
 @pytest.mark.parametrize("activations", ["int8", "uint8"])
 def test_depthwise_output_stage_in_registers(isa, c, k, stride, pad, dil, rounding, activations):
     """Depthwise of multiplier 1 with the output stage in registers (engine_dwconv__*.c: 3x3 taps unrolled, other
-    kernels looped; blocks of 32 channels on AVX-512, of 16 on AVX2, each with its tail; 3x3 of stride 1 on
-    AVX-512 VNNI through the map of tap triples, 16 channels a block) on every rounding of the output stage: the
-    numpy steps' integers, the padding's zero point folded into the bias included."""
+    kernels looped; blocks of 32 channels on AVX-512, of 16 on AVX2, each with its tail; 3x3 of stride 1 or 2 on
+    AVX-512 VNNI through the map of tap triples: at stride 1 an output row's lanes in phases of channels (C = 7, 20,
+    24, 33, 48, 64: 7, 5, 3, 33, 3, 4 phases), at stride 2 16 channels a pixel) on every rounding of the output
+    stage: the numpy steps' integers, the padding's zero point folded into the bias included."""
     rng = np.random.default_rng(c * k + stride)
     w = {"pw.weight": rng.standard_normal((c, 2, 1, 1)).astype(np.float32),
          "dw.weight": (rng.standard_normal((c, 1, k, k)) / k).astype(np.float32),

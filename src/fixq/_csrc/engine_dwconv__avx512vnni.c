@@ -59,13 +59,14 @@ ALWAYS_INLINE void dw_block_rq(const fixq_eng_plan *plan, const fixq_eng_step *s
   const fixq_requant *p = &s->rq;
   const __m512i qmin = _mm512_set1_epi32(p->qmin), qmax = _mm512_set1_epi32(p->qmax);
   const lanes L0 = lanes_load(p, o0, k0, 1, mode), L1 = lanes_load(p, o0 + 16, k1, 1, mode);
+  const fixq_dtype dt = plan->dtype; /* in a register: y's stores may alias the plan */
   for (size_t oy = 0; oy < OH; oy++)
     for (size_t ox = 0; ox < OW; ox++) {
       __m512i c0, c1;
       dw_sums32(img + (oy * s->sh * PW + ox * s->sw) * C + o0, off, pairs, wp, k, u8, &c0, &c1);
       const size_t at = (oy * OW + ox) * O + o0;
-      store16(y, at, plan->dtype, requant16(_mm512_add_epi32(c0, b0), &L0, mode, qmin, qmax), k0);
-      if (k1) store16(y, at + 16, plan->dtype, requant16(_mm512_add_epi32(c1, b1), &L1, mode, qmin, qmax), k1);
+      store16(y, at, dt, requant16(_mm512_add_epi32(c0, b0), &L0, mode, qmin, qmax), k0);
+      if (k1) store16(y, at + 16, dt, requant16(_mm512_add_epi32(c1, b1), &L1, mode, qmin, qmax), k1);
     }
 }
 
@@ -82,33 +83,37 @@ ALWAYS_INLINE void dw_block_rq(const fixq_eng_plan *plan, const fixq_eng_step *s
  * together with its parameters in registers. */
 
 /* Lanes [f, f + n) of a map row from the padded image's bytes p[f], p[f + dj], p[f + 2 dj] */
+ALWAYS_INLINE __m512i triples_of(const uint8_t *p, size_t dj, __mmask16 k, __m512i flip) {
+  const __m512i a = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(k, p));
+  const __m512i b = _mm512_slli_epi32(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(k, p + dj)), 8);
+  const __m512i e = _mm512_slli_epi32(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(k, p + 2 * dj)), 16);
+  return _mm512_xor_si512(_mm512_ternarylogic_epi32(a, b, e, 0xFE), flip);
+}
+
 ALWAYS_INLINE void triples_run(const uint8_t *p, size_t n, size_t dj, __m512i flip, int32_t *d) {
-  for (size_t f = 0; f < n; f += 16) {
-    const __mmask16 k = n - f >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - f)) - 1);
-    const __m512i a = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(k, p + f));
-    const __m512i b = _mm512_slli_epi32(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(k, p + f + dj)), 8);
-    const __m512i e = _mm512_slli_epi32(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(k, p + f + 2 * dj)), 16);
-    _mm512_mask_storeu_epi32(d + f, k, _mm512_xor_si512(_mm512_ternarylogic_epi32(a, b, e, 0xFE), flip));
+  size_t f = 0;
+  for (; f + 16 <= n; f += 16) _mm512_storeu_si512(d + f, triples_of(p + f, dj, (__mmask16)0xFFFF, flip));
+  if (f < n) {
+    const __mmask16 k = (__mmask16)((1u << (n - f)) - 1);
+    _mm512_mask_storeu_epi32(d + f, k, triples_of(p + f, dj, k, flip));
   }
 }
 
+/* The map of a sample: rows of `row` bytes */
 ALWAYS_INLINE void triples_build(const fixq_eng_step *s, const uint8_t *img, size_t PH, size_t PW, size_t C,
-                                 size_t OW, size_t row, int u8, uint8_t *q) {
+                                 size_t OH, size_t OW, size_t row, int u8, uint8_t *q) {
   const __m512i flip = _mm512_set1_epi32(u8 ? 0 : 0x808080);
-  for (size_t iy = 0; iy < PH; iy++) {
-    const uint8_t *p = img + iy * PW * C;
-    int32_t *d = (int32_t *)(q + iy * row);
-    if (s->sw == 1) {
-      triples_run(p, OW * C, s->dw * C, flip, d);
-      continue;
-    }
-    for (size_t ox = 0; ox < OW; ox++) triples_run(p + ox * s->sw * C, C, s->dw * C, flip, d + ox * C);
-  }
+  if (s->sw == 1)
+    for (size_t iy = 0; iy < PH; iy++) triples_run(img + iy * PW * C, OW * C, s->dw * C, flip, (int32_t *)(q + iy * row));
+  else
+    for (size_t oy = 0; oy < OH; oy++)
+      triples_run(img + oy * s->sh * PW * C, PW * C, s->dh * PW * C, flip, (int32_t *)(q + oy * row));
 }
 
 /* Per channel, in arrays of C + 16 with channel c at c and c + C (c + 2C, ..., where C < 16): each row's 3
- * weights as the map's 4 bytes, bias'', and the output stage's parameters; r points at the latter. */
-ALWAYS_INLINE void triples_params(const fixq_eng_step *s, size_t C, int u8, int32_t *w4, int32_t *bias,
+ * weights (each column's, for a map of columns) as the map's 4 bytes, bias'', and the output stage's parameters;
+ * r points at the latter. */
+ALWAYS_INLINE void triples_params(const fixq_eng_step *s, size_t C, int u8, int columns, int32_t *w4, int32_t *bias,
                                   fixq_requant *r, fixq_rounding mode) {
   const size_t L = C + 16;
   const int32_t off = s->zp + (u8 ? 0 : 128);
@@ -118,7 +123,7 @@ ALWAYS_INLINE void triples_params(const fixq_eng_step *s, size_t C, int u8, int3
     for (size_t i = 0; i < 3; i++) {
       __m128i t[3];
       for (size_t j = 0; j < 3; j++) {
-        t[j] = _mm_maskz_loadu_epi8(k, s->taps + (3 * i + j) * C + c);
+        t[j] = _mm_maskz_loadu_epi8(k, s->taps + (columns ? 3 * j + i : 3 * i + j) * C + c);
         wsum = _mm512_add_epi32(wsum, _mm512_cvtepi8_epi32(t[j]));
       }
       const __m512i w = _mm512_ternarylogic_epi32(_mm512_cvtepu8_epi32(t[0]),
@@ -159,9 +164,10 @@ ALWAYS_INLINE void triples_rq(const fixq_eng_plan *plan, const fixq_eng_step *s,
   while (P % 2 == 0 && g > 1) P /= 2, g /= 2;
   int32_t *bias = w4 + 3 * L;
   fixq_requant r;
-  triples_params(s, C, u8, w4, bias, &r, mode);
+  triples_params(s, C, u8, 0, w4, bias, &r, mode);
   const __m512i qmin = _mm512_set1_epi32(r.qmin), qmax = _mm512_set1_epi32(r.qmax);
   const __mmask16 tail = n % 16 ? (__mmask16)((1u << (n % 16)) - 1) : (__mmask16)0xFFFF;
+  const fixq_dtype dt = plan->dtype; /* in a register: y's stores may alias the plan */
   for (size_t ph = 0; ph < P && ph < nv; ph++) {
     const size_t c0 = 16 * ph % C;
     const __m512i w0 = _mm512_loadu_si512(w4 + c0), w1 = _mm512_loadu_si512(w4 + L + c0);
@@ -173,10 +179,41 @@ ALWAYS_INLINE void triples_rq(const fixq_eng_plan *plan, const fixq_eng_step *s,
         __m512i acc = _mm512_dpbusd_epi32(b, _mm512_load_si512(r0 + 64 * v), w0);
         acc = _mm512_dpbusd_epi32(acc, _mm512_load_si512(r1 + 64 * v), w1);
         acc = _mm512_dpbusd_epi32(acc, _mm512_load_si512(r2 + 64 * v), w2);
-        store16(y, oy * n + 16 * v, plan->dtype, requant16(acc, &La, mode, qmin, qmax),
-                v + 1 < nv ? (__mmask16)0xFFFF : tail);
+        const __m512i o = requant16(acc, &La, mode, qmin, qmax);
+        if (v + 1 < nv && (dt == FIXQ_INT8 || dt == FIXQ_UINT8))
+          _mm_storeu_si128((__m128i *)((uint8_t *)y + oy * n + 16 * v), _mm512_cvtepi32_epi8(o));
+        else
+          store16(y, oy * n + 16 * v, dt, o, v + 1 < nv ? (__mmask16)0xFFFF : tail);
       }
     }
+  }
+}
+
+/* Every output of a sample from its map of columns q (stride sw > 1: an output row's lanes are not one run of the
+ * map), 16 channels an output pixel */
+ALWAYS_INLINE void triples_cols_rq(const fixq_eng_plan *plan, const fixq_eng_step *s, const uint8_t *q, size_t row,
+                                   size_t C, size_t OH, size_t OW, int32_t *w4, uint8_t *y, fixq_rounding mode,
+                                   int u8) {
+  const size_t L = C + 16;
+  int32_t *bias = w4 + 3 * L;
+  fixq_requant r;
+  triples_params(s, C, u8, 1, w4, bias, &r, mode);
+  const __m512i qmin = _mm512_set1_epi32(r.qmin), qmax = _mm512_set1_epi32(r.qmax);
+  const fixq_dtype dt = plan->dtype; /* in a register: y's stores may alias the plan */
+  const size_t dj = s->dw * C * 4;
+  for (size_t c0 = 0; c0 < C; c0 += 16) {
+    const __mmask16 k = C - c0 >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (C - c0)) - 1);
+    const __m512i w0 = _mm512_loadu_si512(w4 + c0), w1 = _mm512_loadu_si512(w4 + L + c0);
+    const __m512i w2 = _mm512_loadu_si512(w4 + 2 * L + c0), b = _mm512_loadu_si512(bias + c0);
+    const lanes La = lanes_load(&r, c0, (__mmask16)0xFFFF, 1, mode);
+    for (size_t oy = 0; oy < OH; oy++)
+      for (size_t ox = 0; ox < OW; ox++) {
+        const uint8_t *p = q + oy * row + (ox * s->sw * C + c0) * 4;
+        __m512i acc = _mm512_dpbusd_epi32(b, _mm512_maskz_loadu_epi32(k, p), w0);
+        acc = _mm512_dpbusd_epi32(acc, _mm512_maskz_loadu_epi32(k, p + dj), w1);
+        acc = _mm512_dpbusd_epi32(acc, _mm512_maskz_loadu_epi32(k, p + 2 * dj), w2);
+        store16(y, (oy * OW + ox) * C + c0, dt, requant16(acc, &La, mode, qmin, qmax), k);
+      }
   }
 }
 
@@ -192,9 +229,11 @@ ALWAYS_INLINE void dw_rq(const fixq_eng_plan *plan, const fixq_eng_step *s, size
     pad_sample(s, xt, x, n, img);
     uint8_t *yn = y + n * yt->h * yt->w * C;
     if (triples != NULL) {
-      const size_t PH = xt->h + 2 * s->ph, row = (yt->w * C + 15) / 16 * 64;
-      triples_build(s, img, PH, PW, C, yt->w, row, u8, triples);
-      triples_rq(plan, s, triples, row, C, yt->h, yt->w, (int32_t *)(triples + PH * row), yn, mode, u8);
+      const size_t PH = xt->h + 2 * s->ph, row = ((s->sw == 1 ? yt->w : PW) * C + 15) / 16 * 64;
+      int32_t *params = (int32_t *)(triples + (s->sw == 1 ? PH : yt->h) * row);
+      triples_build(s, img, PH, PW, C, yt->h, yt->w, row, u8, triples);
+      if (s->sw == 1) triples_rq(plan, s, triples, row, C, yt->h, yt->w, params, yn, mode, u8);
+      else triples_cols_rq(plan, s, triples, row, C, yt->h, yt->w, params, yn, mode, u8);
       continue;
     }
     for (size_t o0 = 0; o0 < C; o0 += 32) {
