@@ -9,6 +9,7 @@
  * sums then go through requant16 and are stored as bytes, with no int32 map in between.  A 3x3 takes the map of
  * tap triples below instead where engine.c gives one (stride 1). */
 #include "engine_loops.h"
+#include "engine_sizes.h"
 #include "fixq_requant_avx512.h"
 
 /* The 32 sums of one output pixel: pairs of taps (off: their offsets in the padded image, the odd last tap
@@ -82,32 +83,50 @@ ALWAYS_INLINE void dw_block_rq(const fixq_eng_plan *plan, const fixq_eng_step *s
  * from per-channel arrays repeated past C (as engine_pw__avx512vnni.c does), and the vectors of a phase run
  * together with its parameters in registers. */
 
-/* Lanes [f, f + n) of a map row from the padded image's bytes p[f], p[f + dj], p[f + 2 dj] */
-ALWAYS_INLINE __m512i triples_of(const uint8_t *p, size_t dj, __mmask16 k, __m512i flip) {
-  const __m512i a = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(k, p));
-  const __m512i b = _mm512_slli_epi32(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(k, p + dj)), 8);
-  const __m512i e = _mm512_slli_epi32(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(k, p + 2 * dj)), 16);
-  return _mm512_xor_si512(_mm512_ternarylogic_epi32(a, b, e, 0xFE), flip);
+/* The padded sample as the map reads it, u = x ^ flip, every byte written (the border u of the zero point) */
+ALWAYS_INLINE void fill64(uint8_t *d, size_t n, __m512i v) {
+  size_t i = 0;
+  for (; i + 64 <= n; i += 64) _mm512_storeu_si512(d + i, v);
+  if (i < n) _mm512_mask_storeu_epi8(d + i, _cvtu64_mask64((~0ULL) >> (64 - (n - i))), v);
 }
 
-ALWAYS_INLINE void triples_run(const uint8_t *p, size_t n, size_t dj, __m512i flip, int32_t *d) {
-  size_t f = 0;
-  for (; f + 16 <= n; f += 16) _mm512_storeu_si512(d + f, triples_of(p + f, dj, (__mmask16)0xFFFF, flip));
-  if (f < n) {
-    const __mmask16 k = (__mmask16)((1u << (n - f)) - 1);
-    _mm512_mask_storeu_epi32(d + f, k, triples_of(p + f, dj, k, flip));
+ALWAYS_INLINE void pad_flip(const fixq_eng_step *s, const fixq_eng_tensor *xt, const uint8_t *x, uint8_t flip,
+                            uint8_t *img) {
+  const size_t C = xt->c, row = (xt->w + 2 * s->pw) * C, side = s->pw * C, in = xt->w * C;
+  const __m512i f = _mm512_set1_epi8((char)flip), pad = _mm512_set1_epi8((char)((uint8_t)s->zp ^ flip));
+  for (size_t iy = 0; iy < xt->h + 2 * s->ph; iy++) {
+    uint8_t *d = img + iy * row;
+    if (iy < s->ph || iy >= s->ph + xt->h) {
+      fill64(d, row, pad);
+      continue;
+    }
+    const uint8_t *src = x + (iy - s->ph) * in;
+    fill64(d, side, pad);
+    size_t i = 0;
+    for (; i + 64 <= in; i += 64) _mm512_storeu_si512(d + side + i, _mm512_xor_si512(_mm512_loadu_si512(src + i), f));
+    if (i < in) {
+      const __mmask64 k = _cvtu64_mask64((~0ULL) >> (64 - (in - i)));
+      _mm512_mask_storeu_epi8(d + side + i, k, _mm512_xor_si512(_mm512_maskz_loadu_epi8(k, src + i), f));
+    }
+    fill64(d + side + in, side, pad);
   }
 }
 
-/* The map of a sample: rows of `row` bytes */
-ALWAYS_INLINE void triples_build(const fixq_eng_step *s, const uint8_t *img, size_t PH, size_t PW, size_t C,
-                                 size_t OH, size_t OW, size_t row, int u8, uint8_t *q) {
-  const __m512i flip = _mm512_set1_epi32(u8 ? 0 : 0x808080);
-  if (s->sw == 1)
-    for (size_t iy = 0; iy < PH; iy++) triples_run(img + iy * PW * C, OW * C, s->dw * C, flip, (int32_t *)(q + iy * row));
-  else
-    for (size_t oy = 0; oy < OH; oy++)
-      triples_run(img + oy * s->sh * PW * C, PW * C, s->dh * PW * C, flip, (int32_t *)(q + oy * row));
+/* Lanes [f, f + n) of a map row from the image's bytes p[f], p[f + dj], p[f + 2 dj] */
+ALWAYS_INLINE __m512i triples_of(const uint8_t *p, size_t dj, __mmask16 k) {
+  const __m512i a = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(k, p));
+  const __m512i b = _mm512_slli_epi32(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(k, p + dj)), 8);
+  const __m512i e = _mm512_slli_epi32(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(k, p + 2 * dj)), 16);
+  return _mm512_ternarylogic_epi32(a, b, e, 0xFE);
+}
+
+ALWAYS_INLINE void triples_run(const uint8_t *p, size_t n, size_t dj, int32_t *d) {
+  size_t f = 0;
+  for (; f + 16 <= n; f += 16) _mm512_storeu_si512(d + f, triples_of(p + f, dj, (__mmask16)0xFFFF));
+  if (f < n) {
+    const __mmask16 k = (__mmask16)((1u << (n - f)) - 1);
+    _mm512_mask_storeu_epi32(d + f, k, triples_of(p + f, dj, k));
+  }
 }
 
 /* Per channel, in arrays of C + 16 with channel c at c and c + C (c + 2C, ..., where C < 16): each row's 3
@@ -156,64 +175,69 @@ ALWAYS_INLINE void triples_params(const fixq_eng_step *s, size_t C, int u8, int 
   r->scale = scale;
 }
 
-/* Every output of a sample from its map of triples q (rows of `row` bytes); w4: room for the parameters */
-ALWAYS_INLINE void triples_rq(const fixq_eng_plan *plan, const fixq_eng_step *s, const uint8_t *q, size_t row,
-                              size_t C, size_t OH, size_t OW, int32_t *w4, uint8_t *y, fixq_rounding mode, int u8) {
+/* Every output of a sample from its image of u (rows of PW C bytes), stride 1 across: bands of FIXQ_DW_BAND output
+ * rows, each after the map rows it reads (q: a ring of R rows of `row` bytes, the map in L1 with the image) */
+ALWAYS_INLINE void triples_rq(const fixq_eng_plan *plan, const fixq_eng_step *s, const uint8_t *img, size_t PW,
+                              uint8_t *q, size_t row, size_t R, size_t C, size_t OH, size_t OW, const int32_t *w4,
+                              const fixq_requant *r, uint8_t *y, fixq_rounding mode) {
   const size_t L = C + 16, n = OW * C, nv = (n + 15) / 16;
   size_t P = C, g = 16; /* P = C / gcd(C, 16) */
   while (P % 2 == 0 && g > 1) P /= 2, g /= 2;
-  int32_t *bias = w4 + 3 * L;
-  fixq_requant r;
-  triples_params(s, C, u8, 0, w4, bias, &r, mode);
-  const __m512i qmin = _mm512_set1_epi32(r.qmin), qmax = _mm512_set1_epi32(r.qmax);
+  const int32_t *bias = w4 + 3 * L;
+  const __m512i qmin = _mm512_set1_epi32(r->qmin), qmax = _mm512_set1_epi32(r->qmax);
   const __mmask16 tail = n % 16 ? (__mmask16)((1u << (n % 16)) - 1) : (__mmask16)0xFFFF;
   const fixq_dtype dt = plan->dtype; /* in a register: y's stores may alias the plan */
-  for (size_t ph = 0; ph < P && ph < nv; ph++) {
-    const size_t c0 = 16 * ph % C;
-    const __m512i w0 = _mm512_loadu_si512(w4 + c0), w1 = _mm512_loadu_si512(w4 + L + c0);
-    const __m512i w2 = _mm512_loadu_si512(w4 + 2 * L + c0), b = _mm512_loadu_si512(bias + c0);
-    const lanes La = lanes_load(&r, c0, (__mmask16)0xFFFF, 1, mode);
-    for (size_t oy = 0; oy < OH; oy++) {
-      const uint8_t *r0 = q + oy * s->sh * row, *r1 = r0 + s->dh * row, *r2 = r1 + s->dh * row;
-      for (size_t v = ph; v < nv; v += P) {
-        __m512i acc = _mm512_dpbusd_epi32(b, _mm512_load_si512(r0 + 64 * v), w0);
-        acc = _mm512_dpbusd_epi32(acc, _mm512_load_si512(r1 + 64 * v), w1);
-        acc = _mm512_dpbusd_epi32(acc, _mm512_load_si512(r2 + 64 * v), w2);
-        const __m512i o = requant16(acc, &La, mode, qmin, qmax);
-        if (v + 1 < nv && (dt == FIXQ_INT8 || dt == FIXQ_UINT8))
-          _mm_storeu_si128((__m128i *)((uint8_t *)y + oy * n + 16 * v), _mm512_cvtepi32_epi8(o));
-        else
-          store16(y, oy * n + 16 * v, dt, o, v + 1 < nv ? (__mmask16)0xFFFF : tail);
+  size_t built = 0;                  /* map rows made */
+  for (size_t oy0 = 0; oy0 < OH; oy0 += FIXQ_DW_BAND) {
+    const size_t ob = OH - oy0 < FIXQ_DW_BAND ? OH - oy0 : FIXQ_DW_BAND, last = (oy0 + ob - 1) * s->sh + 2 * s->dh;
+    for (; built <= last; built++) triples_run(img + built * PW * C, n, s->dw * C, (int32_t *)(q + built % R * row));
+    for (size_t ph = 0; ph < P && ph < nv; ph++) {
+      const size_t c0 = 16 * ph % C;
+      const __m512i w0 = _mm512_loadu_si512(w4 + c0), w1 = _mm512_loadu_si512(w4 + L + c0);
+      const __m512i w2 = _mm512_loadu_si512(w4 + 2 * L + c0), b = _mm512_loadu_si512(bias + c0);
+      const lanes La = lanes_load(r, c0, (__mmask16)0xFFFF, 1, mode);
+      for (size_t oy = oy0; oy < oy0 + ob; oy++) {
+        const size_t iy = oy * s->sh;
+        const uint8_t *r0 = q + iy % R * row, *r1 = q + (iy + s->dh) % R * row, *r2 = q + (iy + 2 * s->dh) % R * row;
+        for (size_t v = ph; v < nv; v += P) {
+          __m512i acc = _mm512_dpbusd_epi32(b, _mm512_load_si512(r0 + 64 * v), w0);
+          acc = _mm512_dpbusd_epi32(acc, _mm512_load_si512(r1 + 64 * v), w1);
+          acc = _mm512_dpbusd_epi32(acc, _mm512_load_si512(r2 + 64 * v), w2);
+          const __m512i o = requant16(acc, &La, mode, qmin, qmax);
+          if (v + 1 < nv && (dt == FIXQ_INT8 || dt == FIXQ_UINT8))
+            _mm_storeu_si128((__m128i *)((uint8_t *)y + oy * n + 16 * v), _mm512_cvtepi32_epi8(o));
+          else
+            store16(y, oy * n + 16 * v, dt, o, v + 1 < nv ? (__mmask16)0xFFFF : tail);
+        }
       }
     }
   }
 }
 
-/* Every output of a sample from its map of columns q (stride sw > 1: an output row's lanes are not one run of the
- * map), 16 channels an output pixel */
-ALWAYS_INLINE void triples_cols_rq(const fixq_eng_plan *plan, const fixq_eng_step *s, const uint8_t *q, size_t row,
-                                   size_t C, size_t OH, size_t OW, int32_t *w4, uint8_t *y, fixq_rounding mode,
-                                   int u8) {
-  const size_t L = C + 16;
-  int32_t *bias = w4 + 3 * L;
-  fixq_requant r;
-  triples_params(s, C, u8, 1, w4, bias, &r, mode);
-  const __m512i qmin = _mm512_set1_epi32(r.qmin), qmax = _mm512_set1_epi32(r.qmax);
+/* Every output of a sample from its image of u, stride sw > 1 (an output row's lanes are not one run of a map of
+ * rows): per output row its map of columns (one row of `row` bytes at q), then 16 channels an output pixel */
+ALWAYS_INLINE void triples_cols_rq(const fixq_eng_plan *plan, const fixq_eng_step *s, const uint8_t *img, size_t PW,
+                                   uint8_t *q, size_t C, size_t OH, size_t OW, const int32_t *w4,
+                                   const fixq_requant *r, uint8_t *y, fixq_rounding mode) {
+  const size_t L = C + 16, dj = s->dw * C * 4;
+  const int32_t *bias = w4 + 3 * L;
+  const __m512i qmin = _mm512_set1_epi32(r->qmin), qmax = _mm512_set1_epi32(r->qmax);
   const fixq_dtype dt = plan->dtype; /* in a register: y's stores may alias the plan */
-  const size_t dj = s->dw * C * 4;
-  for (size_t c0 = 0; c0 < C; c0 += 16) {
-    const __mmask16 k = C - c0 >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (C - c0)) - 1);
-    const __m512i w0 = _mm512_loadu_si512(w4 + c0), w1 = _mm512_loadu_si512(w4 + L + c0);
-    const __m512i w2 = _mm512_loadu_si512(w4 + 2 * L + c0), b = _mm512_loadu_si512(bias + c0);
-    const lanes La = lanes_load(&r, c0, (__mmask16)0xFFFF, 1, mode);
-    for (size_t oy = 0; oy < OH; oy++)
+  for (size_t oy = 0; oy < OH; oy++) {
+    triples_run(img + oy * s->sh * PW * C, PW * C, s->dh * PW * C, (int32_t *)q);
+    for (size_t c0 = 0; c0 < C; c0 += 16) {
+      const __mmask16 k = C - c0 >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (C - c0)) - 1);
+      const __m512i w0 = _mm512_loadu_si512(w4 + c0), w1 = _mm512_loadu_si512(w4 + L + c0);
+      const __m512i w2 = _mm512_loadu_si512(w4 + 2 * L + c0), b = _mm512_loadu_si512(bias + c0);
+      const lanes La = lanes_load(r, c0, (__mmask16)0xFFFF, 1, mode);
       for (size_t ox = 0; ox < OW; ox++) {
-        const uint8_t *p = q + oy * row + (ox * s->sw * C + c0) * 4;
+        const uint8_t *p = q + (ox * s->sw * C + c0) * 4;
         __m512i acc = _mm512_dpbusd_epi32(b, _mm512_maskz_loadu_epi32(k, p), w0);
         acc = _mm512_dpbusd_epi32(acc, _mm512_maskz_loadu_epi32(k, p + dj), w1);
         acc = _mm512_dpbusd_epi32(acc, _mm512_maskz_loadu_epi32(k, p + 2 * dj), w2);
         store16(y, (oy * OW + ox) * C + c0, dt, requant16(acc, &La, mode, qmin, qmax), k);
       }
+    }
   }
 }
 
@@ -224,18 +248,23 @@ ALWAYS_INLINE void dw_rq(const fixq_eng_plan *plan, const fixq_eng_step *s, size
   size_t off[64];
   for (size_t t = 0; t < T; t++) off[t] = ((t / s->kw) * s->dh * PW + (t % s->kw) * s->dw) * C;
   off[T] = off[T - 1]; /* the odd tap's partner: weight 0 */
+  if (triples != NULL) {
+    const size_t R = dw_triples_rows(s), row = dw_triples_row_bytes(s, xt, yt);
+    int32_t *w4 = (int32_t *)(triples + R * row);
+    fixq_requant r;
+    triples_params(s, C, u8, s->sw != 1, w4, w4 + 3 * (C + 16), &r, mode);
+    for (size_t n = 0; n < batch; n++) {
+      uint8_t *yn = y + n * yt->h * yt->w * C;
+      pad_flip(s, xt, x + n * xt->h * xt->w * C, u8 ? 0 : 0x80, img);
+      if (s->sw == 1) triples_rq(plan, s, img, PW, triples, row, R, C, yt->h, yt->w, w4, &r, yn, mode);
+      else triples_cols_rq(plan, s, img, PW, triples, C, yt->h, yt->w, w4, &r, yn, mode);
+    }
+    return;
+  }
   pad_image(s, xt, img, (uint8_t)s->zp);
   for (size_t n = 0; n < batch; n++) {
     pad_sample(s, xt, x, n, img);
     uint8_t *yn = y + n * yt->h * yt->w * C;
-    if (triples != NULL) {
-      const size_t PH = xt->h + 2 * s->ph, row = ((s->sw == 1 ? yt->w : PW) * C + 15) / 16 * 64;
-      int32_t *params = (int32_t *)(triples + (s->sw == 1 ? PH : yt->h) * row);
-      triples_build(s, img, PH, PW, C, yt->h, yt->w, row, u8, triples);
-      if (s->sw == 1) triples_rq(plan, s, triples, row, C, yt->h, yt->w, params, yn, mode, u8);
-      else triples_cols_rq(plan, s, triples, row, C, yt->h, yt->w, params, yn, mode, u8);
-      continue;
-    }
     for (size_t o0 = 0; o0 < C; o0 += 32) {
       if (T == 9)
         dw_block_rq(plan, s, 9, off, img, PW, C, yt->h, yt->w, o0, yn, mode, u8);

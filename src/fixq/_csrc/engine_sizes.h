@@ -24,16 +24,26 @@ static size_t padded_bytes(const fixq_eng_step *s, const fixq_eng_tensor *x) {
                 FIXQ_ENG_IM2COL_SLACK);
 }
 
-/* Bytes of the AVX-512 VNNI depthwise's map of tap triples (engine_dwconv__avx512vnni.c): at stride 1 across, for
- * each padded input row each output lane (an output row's W C values), else for each output row each padded input
- * column's lanes (W C values), 4 bytes a lane, rounded up to 16 lanes; then 8 arrays of C + 16 int32 (the weights,
- * bias and output stage per lane).  0 for the steps it does not run (other than 3x3 of multiplier 1 and strides
- * up to 2) */
-static size_t dw_triples_bytes(const fixq_eng_step *s, const fixq_eng_tensor *x, const fixq_eng_tensor *y) {
-  if (s->kh != 3 || s->kw != 3 || s->sh > 2 || s->sw > 2 || s->groups != 1) return 0;
-  const size_t rows = s->sw == 1 ? add_sz(x->h, mul_sz(2, s->ph)) : y->h;
+/* The AVX-512 VNNI depthwise's map of tap triples (engine_dwconv__avx512vnni.c), for 3x3 steps of multiplier 1 and
+ * strides up to 2: at stride 1 across, a ring of the padded input rows that a band of FIXQ_DW_BAND output rows
+ * reads, each row holding each output lane (an output row's W C values); else one output row's map, each padded
+ * input column's lanes (W C values); 4 bytes a lane, rows rounded up to 16 lanes.  After it, 8 arrays of C + 16
+ * int32 (the weights, bias and output stage per lane). */
+#define FIXQ_DW_BAND 4
+static int dw_triples_takes(const fixq_eng_step *s) {
+  return s->kh == 3 && s->kw == 3 && s->sh <= 2 && s->sw <= 2 && s->groups == 1;
+}
+static size_t dw_triples_rows(const fixq_eng_step *s) {
+  return s->sw == 1 ? add_sz(add_sz(mul_sz(FIXQ_DW_BAND - 1, s->sh), mul_sz(2, s->dh)), 1) : 1;
+}
+static size_t dw_triples_row_bytes(const fixq_eng_step *s, const fixq_eng_tensor *x, const fixq_eng_tensor *y) {
   const size_t lanes = mul_sz(s->sw == 1 ? y->w : add_sz(x->w, mul_sz(2, s->pw)), y->c);
-  return add_sz(mul_sz(mul_sz(rows, add_sz(lanes, 15) / 16), 64), mul_sz(add_sz(y->c, 16), 8 * sizeof(int32_t)));
+  return mul_sz(add_sz(lanes, 15) / 16, 64);
+}
+/* Bytes of the map and its arrays; 0 for the steps it does not run */
+static size_t dw_triples_bytes(const fixq_eng_step *s, const fixq_eng_tensor *x, const fixq_eng_tensor *y) {
+  if (!dw_triples_takes(s)) return 0;
+  return add_sz(mul_sz(dw_triples_rows(s), dw_triples_row_bytes(s, x, y)), mul_sz(add_sz(y->c, 16), 8 * sizeof(int32_t)));
 }
 
 /* A 1x1 convolution of stride 1 without padding: its NHWC input is the GEMM's A as it is */
