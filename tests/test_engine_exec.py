@@ -236,11 +236,12 @@ def test_depthwise_output_stage_in_registers(isa, c, k, stride, pad, dil, roundi
 
 @pytest.mark.parametrize("c,mult,k,stride,pad", [(16, 2, 3, 1, 1), (2, 8, 3, 2, 1), (3, 3, 2, 1, 0), (5, 5, 3, 1, 1),
                                                  (20, 2, 3, 1, 1), (33, 2, 3, 2, 1)])
+@pytest.mark.parametrize("rounding", ["double", "fp32"])
 @pytest.mark.parametrize("activations", ["int8", "uint8"])
-def test_depthwise_channel_multiplier(isa, c, mult, k, stride, pad, activations):
-    """Depthwise with a channel multiplier (on AVX2: the input channels repeated into an image of the output's,
-    a multiplier of 2 16 channels a move and the rest one by one, then the tap-pair blocks of 16 and 8 and their
-    tail)."""
+def test_depthwise_channel_multiplier(isa, c, mult, k, stride, pad, rounding, activations):
+    """Depthwise with a channel multiplier (the input channels repeated into an image of the output's, a
+    multiplier of 2 16 channels a move and the rest one by one; then on AVX2 and AVX-512 the output stage in
+    registers, 3x3 on AVX-512 VNNI through the map of tap triples, made from that image flipped)."""
     rng = np.random.default_rng(c * mult + k)
     w = {"pw.weight": rng.standard_normal((c, 2, 1, 1)).astype(np.float32),
          "dw.weight": (rng.standard_normal((c * mult, 1, k, k)) / k).astype(np.float32),
@@ -249,7 +250,7 @@ def test_depthwise_channel_multiplier(isa, c, mult, k, stride, pad, activations)
              {"name": "dw", "op": "conv2d", "inputs": ["pw"], "stride": stride, "padding": pad, "groups": c}]
     g = G.validate(graph_of(nodes, ["dw"], (2, 7, 6)), w)
     m = quantize_model(g, calib_batches(rng, (2, 7, 6), n=2, batch=8), activations=activations,
-                       per_channel=True)
+                       per_channel=True, rounding=rounding)
     assert m._engine is not None and any(s.get("depthwise") for s in m.steps)
     assert_same(m, (rng.standard_normal((3, 2, 7, 6)) * 1.5).astype(np.float32))
 

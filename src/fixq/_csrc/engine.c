@@ -146,7 +146,7 @@ static fixq_status run_gemm(const fixq_eng_plan *plan, const fixq_eng_step *s, s
   return FIXQ_OK;
 }
 
-/* Depthwise steps of channel multiplier 1 and at most 63 taps with the output stage in registers */
+/* Depthwise steps of at most 63 taps with the output stage in registers */
 static const fixq_eng_depthwise_rq_fn depthwise_rq_table[FIXQ_ISA_COUNT] = {
     NULL, FIXQ__AVX2(fixq__eng_depthwise_rq__avx2), FIXQ__AVX512VNNI(fixq__eng_depthwise_rq__avx512vnni), NULL, NULL,
     NULL};
@@ -155,7 +155,7 @@ static fixq_status run_depthwise(const fixq_eng_plan *plan, const fixq_eng_step 
                                  void *y, int32_t *acc) {
   const fixq_eng_tensor *yt = &plan->tensors[s->out];
   const fixq_eng_depthwise_rq_fn fused = depthwise_rq_table[fixq__isa];
-  if (fused != NULL && s->groups == 1 && s->kh * s->kw <= 63) {
+  if (fused != NULL && s->kh * s->kw <= 63) {
     const fixq_eng_tensor *xt = &plan->tensors[s->in[0]];
     uint8_t *img = (uint8_t *)(acc + batch * numel(yt)), *triples = NULL;
     if (dw_triples_bytes(s, xt, yt)) { /* after the image and the weight pairs (step_scratch) */

@@ -67,26 +67,30 @@ ALWAYS_INLINE void dw_block_rq(const fixq_eng_plan *plan, const fixq_eng_step *s
   const __m256i qmin = _mm256_set1_epi32(p->qmin), qmax = _mm256_set1_epi32(p->qmax);
   const lanes L0 = lanes_load(p, o0, n0, 1, mode);
   const lanes L1 = n1 ? lanes_load(p, o0 + 8, n1, 1, mode) : L0; /* (L0: unused) */
+  const fixq_dtype dt = plan->dtype; /* in a register: y's stores may alias the plan */
   for (size_t oy = 0; oy < OH; oy++)
     for (size_t ox = 0; ox < OW; ox++) {
       __m256i c0, c1;
       dw_sums16(img + (oy * s->sh * PW + ox * s->sw) * C + o0, off, pairs, wp, u8, &c0, &c1);
       const size_t at = (oy * OW + ox) * O + o0;
-      store_n(y, at, plan->dtype, requant8(_mm256_add_epi32(c0, b0), &L0, mode, qmin, qmax), n0);
-      if (n1) store_n(y, at + 8, plan->dtype, requant8(_mm256_add_epi32(c1, b1), &L1, mode, qmin, qmax), n1);
+      store_n(y, at, dt, requant8(_mm256_add_epi32(c0, b0), &L0, mode, qmin, qmax), n0);
+      if (n1) store_n(y, at + 8, dt, requant8(_mm256_add_epi32(c1, b1), &L1, mode, qmin, qmax), n1);
     }
 }
 
 ALWAYS_INLINE void dw_rq(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const uint8_t *x,
                          uint8_t *y, uint8_t *img, fixq_rounding mode, int u8) {
   const fixq_eng_tensor *xt = &plan->tensors[s->in[0]], *yt = &plan->tensors[s->out];
-  const size_t C = xt->c, PW = xt->w + 2 * s->pw, T = s->kh * s->kw;
+  fixq_eng_tensor xi = *xt; /* the padded image's: y's channels (a channel multiplier's repeated) */
+  xi.c = yt->c;
+  const size_t C = yt->c, PW = xt->w + 2 * s->pw, T = s->kh * s->kw;
   size_t off[64];
   for (size_t t = 0; t < T; t++) off[t] = ((t / s->kw) * s->dh * PW + (t % s->kw) * s->dw) * C;
   off[T] = off[T - 1]; /* the odd tap's partner: weight 0 */
-  pad_image(s, xt, img, (uint8_t)s->zp);
+  pad_image(s, &xi, img, (uint8_t)s->zp);
   for (size_t n = 0; n < batch; n++) {
-    pad_sample(s, xt, x, n, img);
+    if (xi.c != xt->c) pad_sample_repeat(s, xt, x, n, C / xt->c, img);
+    else pad_sample(s, xt, x, n, img);
     uint8_t *yn = y + n * yt->h * yt->w * C;
     for (size_t o0 = 0; o0 < C; o0 += 16) {
       if (T == 9)

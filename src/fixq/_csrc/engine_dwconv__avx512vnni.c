@@ -241,10 +241,31 @@ ALWAYS_INLINE void triples_cols_rq(const fixq_eng_plan *plan, const fixq_eng_ste
   }
 }
 
+/* The padded image of sample n for the tap pairs (x as it is) or the map (u = x ^ flip): a channel multiplier's
+ * image holds x's channels repeated (engine_loops.h pad_sample_repeat), then flipped in place */
+ALWAYS_INLINE void dw_image(const fixq_eng_step *s, const fixq_eng_tensor *xt, const fixq_eng_tensor *xi,
+                            const uint8_t *x, size_t n, uint8_t flip, uint8_t *img) {
+  if (xi->c == xt->c) {
+    pad_flip(s, xt, x + n * xt->h * xt->w * xt->c, flip, img);
+    return;
+  }
+  pad_image(s, xi, img, (uint8_t)s->zp);
+  pad_sample_repeat(s, xt, x, n, xi->c / xt->c, img);
+  if (flip) {
+    const size_t bytes = (xi->h + 2 * s->ph) * (xi->w + 2 * s->pw) * xi->c;
+    const __m512i f = _mm512_set1_epi8((char)flip);
+    size_t i = 0;
+    for (; i + 64 <= bytes; i += 64) _mm512_storeu_si512(img + i, _mm512_xor_si512(_mm512_loadu_si512(img + i), f));
+    for (; i < bytes; i++) img[i] ^= flip;
+  }
+}
+
 ALWAYS_INLINE void dw_rq(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch, const uint8_t *x,
                          uint8_t *y, uint8_t *img, uint8_t *triples, fixq_rounding mode, int u8) {
   const fixq_eng_tensor *xt = &plan->tensors[s->in[0]], *yt = &plan->tensors[s->out];
-  const size_t C = xt->c, PW = xt->w + 2 * s->pw, T = s->kh * s->kw;
+  fixq_eng_tensor xi = *xt; /* the padded image's: y's channels */
+  xi.c = yt->c;
+  const size_t C = yt->c, PW = xt->w + 2 * s->pw, T = s->kh * s->kw;
   size_t off[64];
   for (size_t t = 0; t < T; t++) off[t] = ((t / s->kw) * s->dh * PW + (t % s->kw) * s->dw) * C;
   off[T] = off[T - 1]; /* the odd tap's partner: weight 0 */
@@ -255,15 +276,16 @@ ALWAYS_INLINE void dw_rq(const fixq_eng_plan *plan, const fixq_eng_step *s, size
     triples_params(s, C, u8, s->sw != 1, w4, w4 + 3 * (C + 16), &r, mode);
     for (size_t n = 0; n < batch; n++) {
       uint8_t *yn = y + n * yt->h * yt->w * C;
-      pad_flip(s, xt, x + n * xt->h * xt->w * C, u8 ? 0 : 0x80, img);
+      dw_image(s, xt, &xi, x, n, u8 ? 0 : 0x80, img);
       if (s->sw == 1) triples_rq(plan, s, img, PW, triples, row, R, C, yt->h, yt->w, w4, &r, yn, mode);
       else triples_cols_rq(plan, s, img, PW, triples, C, yt->h, yt->w, w4, &r, yn, mode);
     }
     return;
   }
-  pad_image(s, xt, img, (uint8_t)s->zp);
+  pad_image(s, &xi, img, (uint8_t)s->zp);
   for (size_t n = 0; n < batch; n++) {
-    pad_sample(s, xt, x, n, img);
+    if (xi.c != xt->c) pad_sample_repeat(s, xt, x, n, C / xt->c, img);
+    else pad_sample(s, xt, x, n, img);
     uint8_t *yn = y + n * yt->h * yt->w * C;
     for (size_t o0 = 0; o0 < C; o0 += 32) {
       if (T == 9)

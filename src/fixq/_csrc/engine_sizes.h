@@ -24,14 +24,14 @@ static size_t padded_bytes(const fixq_eng_step *s, const fixq_eng_tensor *x) {
                 FIXQ_ENG_IM2COL_SLACK);
 }
 
-/* The AVX-512 VNNI depthwise's map of tap triples (engine_dwconv__avx512vnni.c), for 3x3 steps of multiplier 1 and
- * strides up to 2: at stride 1 across, a ring of the padded input rows that a band of FIXQ_DW_BAND output rows
+/* The AVX-512 VNNI depthwise's map of tap triples (engine_dwconv__avx512vnni.c), for 3x3 steps of strides up
+ * to 2: at stride 1 across, a ring of the padded input rows that a band of FIXQ_DW_BAND output rows
  * reads, each row holding each output lane (an output row's W C values); else one output row's map, each padded
  * input column's lanes (W C values); 4 bytes a lane, rows rounded up to 16 lanes.  After it, 8 arrays of C + 16
  * int32 (the weights, bias and output stage per lane). */
 #define FIXQ_DW_BAND 4
 static int dw_triples_takes(const fixq_eng_step *s) {
-  return s->kh == 3 && s->kw == 3 && s->sh <= 2 && s->sw <= 2 && s->groups == 1;
+  return s->kh == 3 && s->kw == 3 && s->sh <= 2 && s->sw <= 2;
 }
 static size_t dw_triples_rows(const fixq_eng_step *s) {
   return s->sw == 1 ? add_sz(add_sz(mul_sz(FIXQ_DW_BAND - 1, s->sh), mul_sz(2, s->dh)), 1) : 1;
