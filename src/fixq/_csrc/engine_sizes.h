@@ -40,10 +40,12 @@ static size_t dw_triples_row_bytes(const fixq_eng_step *s, const fixq_eng_tensor
   const size_t lanes = mul_sz(s->sw == 1 ? y->w : add_sz(x->w, mul_sz(2, s->pw)), y->c);
   return mul_sz(add_sz(lanes, 15) / 16, 64);
 }
-/* Bytes of the map and its arrays; 0 for the steps it does not run */
+/* Bytes of the map and its arrays (room for the AVX2 map of pairs too: two rows a ring slot, then 11 arrays);
+ * 0 for the steps it does not run */
 static size_t dw_triples_bytes(const fixq_eng_step *s, const fixq_eng_tensor *x, const fixq_eng_tensor *y) {
   if (!dw_triples_takes(s)) return 0;
-  return add_sz(mul_sz(dw_triples_rows(s), dw_triples_row_bytes(s, x, y)), mul_sz(add_sz(y->c, 16), 8 * sizeof(int32_t)));
+  return add_sz(mul_sz(mul_sz(2, dw_triples_rows(s)), dw_triples_row_bytes(s, x, y)),
+                mul_sz(add_sz(y->c, 16), 11 * sizeof(int32_t)));
 }
 
 /* A 1x1 convolution of stride 1 without padding: its NHWC input is the GEMM's A as it is */
