@@ -1,5 +1,6 @@
-/* The depthwise step of channel multiplier 1 with its output stage in registers, AVX2: the same bits as the
- * depthwise loop (engine_loops.h) followed by fixq_requantize_s32 (engine.c run_depthwise).  The arithmetic
+/* The depthwise step with its output stage in registers, AVX2: the same bits as the depthwise loop
+ * (engine_loops.h) followed by fixq_requantize_s32 (engine.c run_depthwise); a channel multiplier reads an image
+ * of the output's channels, x's repeated (pad_sample_repeat).  The arithmetic
  * is engine_dwconv__avx512vnni.c's (the zero point folded into the bias once per call, pairs of taps through
  * vpmaddwd) in blocks of 16 channels: per block the weight pairs, bias' and the output stage's parameters are
  * loaded once, and every output pixel's 16 sums go through requant8 and are stored as bytes.  The last block

@@ -1,5 +1,6 @@
-/* The depthwise step of channel multiplier 1 with its output stage in registers, AVX-512: the same bits as
- * the depthwise loop (engine_loops.h) followed by fixq_requantize_s32 (engine.c run_depthwise).
+/* The depthwise step with its output stage in registers, AVX-512: the same bits as the depthwise loop
+ * (engine_loops.h) followed by fixq_requantize_s32 (engine.c run_depthwise).  A channel multiplier reads an
+ * image of the output's channels, x's repeated (pad_sample_repeat).
  *
  * (x - zp) w summed over the taps is sum x w - zp sum w (modulo 2^32, as numpy's int32): the zero point goes
  * into the bias once per call (bias' = bias - zp sum_t w), and the padding, which holds zp, still adds
@@ -7,7 +8,7 @@
  * of taps into an int32 lane exactly (vpmaddwd and the add, wrapping, in one instruction).  Per block of 32
  * channels the weight pairs, bias' and the output stage's parameters are loaded once; every output pixel's 32
  * sums then go through requant16 and are stored as bytes, with no int32 map in between.  A 3x3 takes the map of
- * tap triples below instead where engine.c gives one (stride 1). */
+ * tap triples below instead where engine.c gives one (strides up to 2). */
 #include "engine_loops.h"
 #include "engine_sizes.h"
 #include "fixq_requant_avx512.h"

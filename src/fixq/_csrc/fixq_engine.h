@@ -160,9 +160,10 @@ extern const fixq_eng_loops fixq_eng_loops__avx512vnni;
 extern const fixq_eng_loops fixq_eng_loops__neon;
 #endif
 
-/* A depthwise step of channel multiplier 1 with its output stage in registers (engine_dwconv__*.c): the bits
- * of the depthwise loop then fixq_requantize_s32; img: the loop's padded image and its slack; triples: 64-byte
- * aligned room for the AVX-512 VNNI map of tap triples (fixq__eng_dw_triples_bytes), or NULL */
+/* A depthwise step with its output stage in registers (engine_dwconv__*.c): the bits of the depthwise loop then
+ * fixq_requantize_s32; img: the loop's padded image of y's channels and its slack; triples: 64-byte aligned room
+ * for a 3x3's map of tap triples (AVX-512 VNNI) or pairs (AVX2) and its parameters (engine_sizes.h
+ * dw_triples_bytes), or NULL */
 typedef void (*fixq_eng_depthwise_rq_fn)(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t batch,
                                          const void *x, void *y, uint8_t *img, uint8_t *triples);
 #ifdef FIXQ_COMPILED_AVX2
