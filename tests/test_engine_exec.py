@@ -234,6 +234,24 @@ def test_depthwise_output_stage_in_registers(isa, c, k, stride, pad, dil, roundi
     assert_same(m, (rng.standard_normal((3, 2, 9, 8)) * 1.5).astype(np.float32))
 
 
+@pytest.mark.parametrize("c,stride", [(24, (1, 2)), (24, (2, 1)), (13, (2, 1)), (40, (1, 2))])
+@pytest.mark.parametrize("activations", ["int8", "uint8"])
+def test_depthwise_3x3_strides_apart(isa, c, stride, activations):
+    """A 3x3 depthwise whose row and column strides differ (AVX-512 VNNI: the map of rows with a stride of 2 down,
+    the map of columns with one of 1 down; AVX2: the map of pairs, the tap-pair blocks)."""
+    rng = np.random.default_rng(c + 7 * stride[0])
+    w = {"pw.weight": rng.standard_normal((c, 2, 1, 1)).astype(np.float32),
+         "dw.weight": (rng.standard_normal((c, 1, 3, 3)) / 3).astype(np.float32),
+         "dw.bias": rng.standard_normal(c).astype(np.float32)}
+    nodes = [{"name": "pw", "op": "conv2d", "inputs": ["x"]},
+             {"name": "dw", "op": "conv2d", "inputs": ["pw"], "stride": list(stride), "padding": 1, "groups": c}]
+    g = G.validate(graph_of(nodes, ["dw"], (2, 11, 10)), w)
+    m = quantize_model(g, calib_batches(rng, (2, 11, 10), n=2, batch=8), activations=activations,
+                       per_channel=True)
+    assert m._engine is not None and any(s.get("depthwise") for s in m.steps)
+    assert_same(m, (rng.standard_normal((3, 2, 11, 10)) * 1.5).astype(np.float32))
+
+
 @pytest.mark.parametrize("c,mult,k,stride,pad", [(16, 2, 3, 1, 1), (2, 8, 3, 2, 1), (3, 3, 2, 1, 0), (5, 5, 3, 1, 1),
                                                  (20, 2, 3, 1, 1), (33, 2, 3, 2, 1)])
 @pytest.mark.parametrize("rounding", ["double", "fp32"])
