@@ -73,24 +73,27 @@ ALWAYS_INLINE void dw_block_rq(const fixq_eng_plan *plan, const fixq_eng_step *s
 }
 
 /* ---- 3x3: a row of taps as one vpdpbusd ----------------------------------------------------------------------
- * The map of tap triples holds, for padded row iy, each output lane f = ox OW_C + c (ox < OW, c < C: an output
+ * The map of tap triples holds, for padded row iy, each output lane f = ox C + c (ox < OW, c < C: an output
  * row's bytes in order) as one int32 of unsigned bytes u(iy, ox sw + j dw, c) for j = 0, 1, 2 and a fourth 0,
  * u = x ^ 0x80 = x + 128 (int8) or x (uint8); a map row is OW C lanes rounded up to 16.  vpdpbusd multiplies the
  * 4 bytes by the row's 3 weights and a 0 and adds them to the lane exactly, so 16 outputs are bias'' + 3 vpdpbusd
  * with bias'' = bias - (zp + 128) sum_t w (int8; zp sum_t w for uint8): sum_t (x - zp) w modulo 2^32, the
- * padding (u = zp + 128 or zp) still adding 0.  Each map row is made once per call and read by every output row
- * whose taps cover it (3 at stride 1).  Lane f is channel f % C, so the 16 lanes of vector v take the weights
+ * padding (u = zp + 128 or zp) still adding 0.  Each map row is made once per sample, a band of FIXQ_DW_BAND
+ * output rows at a time into a ring, and read by every output row whose taps cover it (3 at stride 1).  Lane f is channel f % C, so the 16 lanes of vector v take the weights
  * and output stage of channels (16 v + l) % C: one of P = C / gcd(C, 16) phases, each laid out once per call
  * from per-channel arrays repeated past C (as engine_pw__avx512vnni.c does), and the vectors of a phase run
- * together with its parameters in registers. */
+ * together with its parameters in registers.  At a column stride of 2 an output row's lanes are not one run of
+ * the map: there each output row has its own map of columns (each padded column's 3 rows), read 16 channels an
+ * output pixel. */
 
-/* The padded sample as the map reads it, u = x ^ flip, every byte written (the border u of the zero point) */
+/* n bytes of v from d on */
 ALWAYS_INLINE void fill64(uint8_t *d, size_t n, __m512i v) {
   size_t i = 0;
   for (; i + 64 <= n; i += 64) _mm512_storeu_si512(d + i, v);
   if (i < n) _mm512_mask_storeu_epi8(d + i, _cvtu64_mask64((~0ULL) >> (64 - (n - i))), v);
 }
 
+/* The padded sample as the map reads it, u = x ^ flip, every byte written (the border u of the zero point) */
 ALWAYS_INLINE void pad_flip(const fixq_eng_step *s, const fixq_eng_tensor *xt, const uint8_t *x, uint8_t flip,
                             uint8_t *img) {
   const size_t C = xt->c, row = (xt->w + 2 * s->pw) * C, side = s->pw * C, in = xt->w * C;
