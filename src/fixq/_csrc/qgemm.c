@@ -241,6 +241,18 @@ static inline void prefetch_share(const int8_t *p, size_t bytes, size_t t, size_
   for (size_t o = t * share; o < bytes && o < (t + 1) * share; o += 64) __builtin_prefetch(p + o, 0, 2);
 }
 
+/* A dynamic linear's lines of y (and res) that a tile of `rows` rows x `cols` columns from y + at writes,
+ * fetched into L1 while its kernel runs: stores that miss L1 stall the epilogue, and a strip of y's rows
+ * (a row stride of 4608 bytes or any multiple of 512 maps them to a few sets) evicts the panels where
+ * each store's line comes in by itself. */
+static inline void prefetch_out(const fixq__dyn_out *out, size_t at, size_t rows, size_t cols) {
+  for (size_t r = 0; r < rows; r++)
+    for (size_t j = 0; j < cols; j += 64 / sizeof(float)) {
+      __builtin_prefetch(out->y + at + r * out->ldy + j, 1, 3);
+      if (out->res != NULL && out->res != out->y) __builtin_prefetch(out->res + at + r * out->ldy + j, 0, 3);
+    }
+}
+
 /* Rows [m0, m1) x panels [p0, p1): blocks of mc_max rows of A packed once
  * (from a caller's source: made mr rows at a time into a scratch that stays
  * in L1, then packed), groups of panels whose int32 accumulators (mc_max x
@@ -317,11 +329,7 @@ static void run_part(qgemm_part *part, void *buf, size_t buf_bytes) {
         for (size_t i = 0; i < fused; i += mr) {
           prefetch_share(next, next_bytes, i / mr, tiles);
           const size_t at = (m0 + i) * out->ldy + c0;
-          for (size_t r = 0; out->prefetch && r < mr; r++) /* the tile's lines of y and res, while the kernel runs */
-            for (size_t j = 0; j < cols; j += 64 / sizeof(float)) {
-              __builtin_prefetch(out->y + at + r * out->ldy + j, 1, 3);
-              if (out->res != NULL && out->res != out->y) __builtin_prefetch(out->res + at + r * out->ldy + j, 0, 3);
-            }
+          prefetch_out(out, at, mr, cols);
           f32_tile(tile_np, kq, apack + i * kq * kern->record, panel, b->n - c0,
                    (const fixq__dyn_row *)(info + i * info_bytes), out->col_sum + c0, out->w_scale + c0,
                    out->bias + c0, out->res != NULL ? out->res + at : NULL, out->y + at, out->ldy);
@@ -335,6 +343,7 @@ static void run_part(qgemm_part *part, void *buf, size_t buf_bytes) {
                        job->a_dtype, panel, tile + i * ldt + (pn - g0) * NR, ldt, col_term + j0);
         for (size_t i = fused; i < mc && !direct; i += mr) {
           prefetch_share(next, next_bytes, i / mr, tiles);
+          if (out != NULL) prefetch_out(out, (m0 + i) * out->ldy + c0, mc - i < mr ? mc - i : mr, cols);
           ukernel(mc - i < mr ? mc - i : mr, tile_np, kq, apack + i * kq * kern->record, panel,
                   tile + i * ldt + (pn - g0) * NR, ldt, need_row_sum ? row_sum + i : NULL, row_neg + i,
                   b->zero_point + pn * NR, col_term + j0);
