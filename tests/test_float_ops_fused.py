@@ -176,3 +176,21 @@ def test_executor_stacks_linears_that_share_their_input(isa):
             got, want = m.run(x, threads=threads), m.run_all(x)
             for y, name in zip(got, spec["outputs"]):
                 np.testing.assert_array_equal(y, want[name])
+
+
+@pytest.mark.parametrize("k", [31, 64, 77, 200])
+def test_dynamic_linear_row_range_at_every_position(isa, k):
+    """A row's min or max (and a NaN) at each position: in each of the range's side-by-side chains (blocks
+    of 64 floats on AVX-512, 32 on AVX2) and in its tail."""
+    rng = np.random.default_rng(k)
+    w = rng.integers(-127, 128, (24, k)).astype(np.int8)
+    packed, ws = fixq.pack_weights(w), np.full(24, 1e-3, np.float32)
+    x = np.repeat(rows_of(rng, (1, k), 0.5, 0.1), k, axis=0)
+    i = np.arange(k)
+    x[i, i] = np.where(i % 2, 7.25, -6.5)  # row i's extreme at position i
+    want = dynamic_linear_ref(x, w, 0, ws, None, "row")
+    assert np.array_equal(F.dynamic_linear(x, packed, ws), want)
+    for p in range(k):
+        bad = x[:2].copy()
+        bad[1, p] = np.nan
+        one_line_value_error(lambda: F.dynamic_linear(bad, packed, ws), "NaN or infinity")

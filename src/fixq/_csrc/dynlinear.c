@@ -18,7 +18,6 @@
 #include "fixq_floatops.h"
 
 #define ELEMENTS_PER_THREAD (1 << 15) /* range pass: less than this per thread does not pay for a worker */
-#define PREFETCH_BYTES (1 << 20)      /* a y larger than this (an L2) is written to memory: fetched ahead */
 
 static const fixq__dyn_kernels *const dyn_table[FIXQ_ISA_COUNT] = {
     &fixq__dyn_kernels__scalar, FIXQ__AVX2(&fixq__dyn_kernels__avx2),
@@ -123,8 +122,7 @@ fixq_status fixq_dynamic_linear(const float *x, size_t m, const fixq_packed_b *b
   memset(bad, 0, T * sizeof *bad);
   const fixq__dyn_out out = {b->col_sum, ws, bs, residual, y, n,
                              act == FIXQ_DYN_ACT_NONE ? NULL : fixq__float_table[fixq__isa]->gelu,
-                             act == FIXQ_DYN_ACT_GELU_TANH ? FIXQ_GELU_TANH : FIXQ_GELU_ERF,
-                             mn > PREFETCH_BYTES / sizeof(float)};
+                             act == FIXQ_DYN_ACT_GELU_TANH ? FIXQ_GELU_TANH : FIXQ_GELU_ERF};
   dyn_job job = {dyn_table[fixq__isa], x, m, k, n, granularity == FIXQ_DYN_TENSOR, {1.0f, 0}, range, bad, (int)T,
                  &out};
   fixq_status st = FIXQ_OK;

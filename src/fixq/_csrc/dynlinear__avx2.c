@@ -5,15 +5,32 @@
 
 #include "fixq_floatops.h"
 
+/* Four chains of min, max and x * 0 side by side (each one waits on its own
+ * latency only): the min and max of a set are the same in any order, and the
+ * zeros' signs do not reach fixq__dyn_qparams. */
 static int finite_range(size_t n, const float *x, float *lo, float *hi) {
-  __m256 l = _mm256_set1_ps(x[0]), h = l, z = _mm256_setzero_ps();
   const __m256 zero = _mm256_setzero_ps();
+  __m256 lc[4], hc[4], zc[4];
+  for (int c = 0; c < 4; c++) {
+    lc[c] = hc[c] = _mm256_set1_ps(x[0]);
+    zc[c] = zero;
+  }
   size_t i = 0;
+  for (; i + 32 <= n; i += 32)
+    for (int c = 0; c < 4; c++) {
+      const __m256 v = _mm256_loadu_ps(x + i + 8 * c);
+      lc[c] = _mm256_min_ps(lc[c], v);
+      hc[c] = _mm256_max_ps(hc[c], v);
+      zc[c] = _mm256_fmadd_ps(v, zero, zc[c]); /* NaN once some x[i] is NaN or infinite */
+    }
+  __m256 l = _mm256_min_ps(_mm256_min_ps(lc[0], lc[1]), _mm256_min_ps(lc[2], lc[3]));
+  __m256 h = _mm256_max_ps(_mm256_max_ps(hc[0], hc[1]), _mm256_max_ps(hc[2], hc[3]));
+  __m256 z = _mm256_add_ps(_mm256_add_ps(zc[0], zc[1]), _mm256_add_ps(zc[2], zc[3]));
   for (; i + 8 <= n; i += 8) {
     const __m256 v = _mm256_loadu_ps(x + i);
     l = _mm256_min_ps(l, v);
     h = _mm256_max_ps(h, v);
-    z = _mm256_fmadd_ps(v, zero, z); /* NaN once some x[i] is NaN or infinite */
+    z = _mm256_fmadd_ps(v, zero, z);
   }
   float lv[8], hv[8], zv[8], zs = 0.0f;
   _mm256_storeu_ps(lv, l);

@@ -229,7 +229,6 @@ typedef struct {
   size_t ldy;
   void (*act)(size_t count, const float *x, fixq_gelu_form form, float *y); /* a fixq__float_kernels' gelu, or NULL */
   fixq_gelu_form form;
-  int prefetch; /* y (and res) lie in memory, not in cache: the driver fetches a tile's lines before its kernel */
 } fixq__dyn_out;
 typedef struct {
   fixq_status (*rows)(const void *ctx, size_t m0, size_t rows, uint8_t *a, void *info);

@@ -241,6 +241,26 @@ static inline void prefetch_share(const int8_t *p, size_t bytes, size_t t, size_
   for (size_t o = t * share; o < bytes && o < (t + 1) * share; o += 64) __builtin_prefetch(p + o, 0, 2);
 }
 
+/* A dynamic linear's lines of y (and res) that a tile of `rows` rows x `cols` columns from y + at writes,
+ * fetched while its kernel runs: into L1 where the tile's epilogue follows its kernel (stores that miss L1
+ * stall it, and a strip of y's rows, 4608 bytes apart at N = 1152, falls on a few L1 sets and evicts the
+ * panels where each store's line comes in by itself), else into L2, where they wait for the int32 block's
+ * epilogue after the block's other row tiles. */
+static inline void prefetch_out(const fixq__dyn_out *out, size_t at, size_t rows, size_t cols, int l1) {
+  const int read_res = out->res != NULL && out->res != out->y;
+  for (size_t r = 0; r < rows; r++)
+    for (size_t j = 0; j < cols; j += 64 / sizeof(float)) {
+      const float *y = out->y + at + r * out->ldy + j, *res = read_res ? out->res + at + r * out->ldy + j : NULL;
+      if (l1) {
+        __builtin_prefetch(y, 1, 3);
+        if (read_res) __builtin_prefetch(res, 0, 3);
+      } else {
+        __builtin_prefetch(y, 1, 2);
+        if (read_res) __builtin_prefetch(res, 0, 2);
+      }
+    }
+}
+
 /* Rows [m0, m1) x panels [p0, p1): blocks of mc_max rows of A packed once
  * (from a caller's source: made mr rows at a time into a scratch that stays
  * in L1, then packed), groups of panels whose int32 accumulators (mc_max x
@@ -317,11 +337,7 @@ static void run_part(qgemm_part *part, void *buf, size_t buf_bytes) {
         for (size_t i = 0; i < fused; i += mr) {
           prefetch_share(next, next_bytes, i / mr, tiles);
           const size_t at = (m0 + i) * out->ldy + c0;
-          for (size_t r = 0; out->prefetch && r < mr; r++) /* the tile's lines of y and res, while the kernel runs */
-            for (size_t j = 0; j < cols; j += 64 / sizeof(float)) {
-              __builtin_prefetch(out->y + at + r * out->ldy + j, 1, 3);
-              if (out->res != NULL && out->res != out->y) __builtin_prefetch(out->res + at + r * out->ldy + j, 0, 3);
-            }
+          prefetch_out(out, at, mr, cols, 1);
           f32_tile(tile_np, kq, apack + i * kq * kern->record, panel, b->n - c0,
                    (const fixq__dyn_row *)(info + i * info_bytes), out->col_sum + c0, out->w_scale + c0,
                    out->bias + c0, out->res != NULL ? out->res + at : NULL, out->y + at, out->ldy);
@@ -335,6 +351,7 @@ static void run_part(qgemm_part *part, void *buf, size_t buf_bytes) {
                        job->a_dtype, panel, tile + i * ldt + (pn - g0) * NR, ldt, col_term + j0);
         for (size_t i = fused; i < mc && !direct; i += mr) {
           prefetch_share(next, next_bytes, i / mr, tiles);
+          if (out != NULL) prefetch_out(out, (m0 + i) * out->ldy + c0, mc - i < mr ? mc - i : mr, cols, 0);
           ukernel(mc - i < mr ? mc - i : mr, tile_np, kq, apack + i * kq * kern->record, panel,
                   tile + i * ldt + (pn - g0) * NR, ldt, need_row_sum ? row_sum + i : NULL, row_neg + i,
                   b->zero_point + pn * NR, col_term + j0);
