@@ -361,9 +361,9 @@ def embed_sum(tables, ids, layer_norm=None, threads=1):
 
 def masked_mean(x, mask, threads=1, *, seq_offsets=None):
     """``sum(x * mask) / max(sum(mask), 1e-9)`` over the tokens: x float32 ``[N, L, D]``, its 0/1 `mask`
-    ``[N, L]`` (any numbers whose sums are exact), float32 ``[N, D]`` out, numpy's bits for
-    ``(x * m[..., None]).sum(axis=1) / np.maximum(m.sum(axis=1)[..., None], 1e-9)`` (products rounded, added
-    row after row).  With `seq_offsets` (S + 1 integers rising from 0 to T), x is ``[1, T, D]`` and mask
+    ``[N, L]`` (any numbers whose sums are exact), float32 ``[N, D]`` out: the products rounded, added row after
+    row to +0, one division each; for D >= 2 numpy's bits for ``(x * m[..., None]).sum(axis=1) /
+    np.maximum(m.sum(axis=1)[..., None], 1e-9)`` (over D = 1 numpy sums pairwise).  With `seq_offsets` (S + 1 integers rising from 0 to T), x is ``[1, T, D]`` and mask
     ``[1, T]``: S sequences packed one after another, ``[S, D]`` out.  `threads` splits the sequences."""
     fn = "masked_mean"
     x = _f32(x, "x", fn)
