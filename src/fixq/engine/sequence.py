@@ -164,7 +164,11 @@ def _step(m, s, slots, in_place, transposed):
         return lambda env, threads: env[i].transpose(perm)
     if op == "reshape":
         spec = s["shape"]
-        return lambda env, threads: G.reshape_to(env[i], spec)
+        head = next((k for k, d in enumerate(spec) if d != 0), len(spec)) + 1  # the batch and the dims 0 copies
+        if 0 in spec[head - 1:]:
+            return lambda env, threads: G.reshape_to(env[i], spec)
+        tail = tuple(spec[head - 1:])  # G.reshape_to's shape, without building it from spec each call
+        return lambda env, threads: env[i].reshape(env[i].shape[:head] + tail)
     if op == "scale":
         c = np.float32(s["value"])
         return lambda env, threads: env[i] * c
