@@ -38,12 +38,22 @@ cdef extern from "fixq_floatops.h" nogil:
                                     size_t w_scale_count, const float *bias, fixq_dyn_granularity granularity,
                                     const float *residual, fixq_dyn_act act, float *y, int threads)
     int fixq__dyn_qparams(float lo, float hi, float *scale, int32_t *zp)
+    ctypedef struct fixq_embed_table:
+        const int8_t *q
+        const float *scale
+        size_t rows
+        const int64_t *ids
+    fixq_status fixq_embed_sum_f32(const fixq_embed_table *tables, size_t count, size_t rows, size_t d,
+                                   const float *ln_weight, const float *ln_bias, float eps, float *y, int threads)
+    fixq_status fixq_masked_mean_f32(const float *x, const float *mask, const size_t *offsets, size_t n, size_t d,
+                                     float *y, int threads)
 
 cdef extern from "Python.h":
     const Py_ssize_t PY_SSIZE_T_MAX
 
 _GELU_FORMS = {"none": FIXQ_GELU_ERF, "tanh": FIXQ_GELU_TANH}
 _GRANULARITIES = {"row": FIXQ_DYN_ROW, "tensor": FIXQ_DYN_TENSOR}
+EMBED_TABLES_MAX = 8  # the size of embed_sum_raw's table array
 _DYN_ACTS = {None: FIXQ_DYN_ACT_NONE, "gelu": FIXQ_DYN_ACT_GELU_ERF, "gelu_tanh": FIXQ_DYN_ACT_GELU_TANH}
 
 
@@ -254,3 +264,52 @@ def dynamic_linear_raw(x, size_t m, PackedWeights w, w_scale, bias, str granular
     if st == FIXQ_ERR_INVALID_ARGUMENT:
         raise ValueError(f"dynamic_linear: weight_scale must hold finite values > 0, got {w_scale!r}")
     check_status(st, "dynamic_linear")
+
+
+def embed_sum_raw(list tables, float[:, ::1] y, const float[::1] ln_weight, const float[::1] ln_bias, float eps,
+                  int threads):
+    """y [T, D] = the float32 sum of the rows (q [R, D] int8, scale [R] float32, ids [T] int64) of each of
+    `tables` (1 to EMBED_TABLES_MAX triples), then its layer norm when ln_weight and ln_bias ([D]) are given."""
+    cdef fixq_embed_table t[8]
+    cdef const int8_t[:, ::1] q
+    cdef const float[::1] sc
+    cdef const int64_t[::1] ids
+    cdef size_t count = len(tables), rows = y.shape[0], d = y.shape[1], k
+    cdef const float *wp = NULL
+    cdef const float *bp = NULL
+    cdef fixq_status st
+    if not 1 <= count <= EMBED_TABLES_MAX:
+        raise ValueError(f"embed_sum: 1 to {EMBED_TABLES_MAX} tables, got {count}")
+    for k in range(count):
+        q, sc, ids = tables[k]
+        if <size_t>q.shape[1] != d or sc.shape[0] != q.shape[0] or <size_t>ids.shape[0] != rows or rows == 0:
+            raise ValueError("embed_sum: the tables, their scales, the ids and y do not agree")
+        t[k].q, t[k].scale, t[k].rows, t[k].ids = &q[0, 0], &sc[0], q.shape[0], &ids[0]
+    if ln_weight is not None:
+        if ln_bias is None or <size_t>ln_weight.shape[0] != d or <size_t>ln_bias.shape[0] != d:
+            raise ValueError(f"embed_sum: the layer norm's weight and bias must hold {d} values")
+        wp, bp = &ln_weight[0], &ln_bias[0]
+    with nogil:
+        st = fixq_embed_sum_f32(t, count, rows, d, wp, bp, eps, &y[0, 0], threads)
+    if st == FIXQ_ERR_INVALID_ARGUMENT:
+        raise ValueError("embed_sum: an id is outside its table (or eps is not a finite number >= 0)")
+    check_status(st, "embed_sum")
+
+
+def masked_mean_raw(const float[:, ::1] x, const float[::1] mask, const size_t[::1] offsets, float[:, ::1] y,
+                    int threads):
+    """y [S, D] = the masked mean of x's rows [T, D] (mask [T]) over the S sequences offsets[s]:offsets[s + 1]
+    (S + 1 offsets rising from 0 to T)."""
+    cdef size_t n = offsets.shape[0] - 1, d = x.shape[1], b
+    cdef fixq_status st
+    if offsets.shape[0] < 2 or <size_t>y.shape[0] != n or <size_t>y.shape[1] != d or mask.shape[0] != x.shape[0] \
+            or offsets[0] != 0 or offsets[n] != <size_t>x.shape[0]:
+        raise ValueError("masked_mean: x, mask, offsets and y do not agree")
+    for b in range(n):
+        if offsets[b + 1] < offsets[b]:
+            raise ValueError("masked_mean: offsets must not fall")
+    if n == 0 or d == 0 or x.shape[0] == 0:
+        raise ValueError("masked_mean: x, offsets and y must not be empty")
+    with nogil:
+        st = fixq_masked_mean_f32(&x[0, 0], &mask[0], &offsets[0], n, d, &y[0, 0], threads)
+    check_status(st, "masked_mean")

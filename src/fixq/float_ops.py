@@ -22,7 +22,7 @@ from .gemm import pack_weights
 from ._validate import THREADS_MAX, threads_arg
 
 __all__ = ["layer_norm", "gelu", "softmax", "attention", "dynamic_linear", "matmul", "qmatmul_dynamic", "quantize_rows",
-           "gather_rows"]
+           "gather_rows", "embed_sum", "masked_mean"]
 
 _F32 = np.dtype(np.float32)
 _F32_MAX = float(np.finfo(np.float32).max)
@@ -317,6 +317,75 @@ def gather_rows(q, scale, ids, count=None):
     if count is not None:
         return np.multiply(q[:count], scale[:count, None], dtype=np.float32)
     return np.multiply(q.take(ids, axis=0), scale.take(ids)[..., None], dtype=np.float32)
+
+
+def embed_sum(tables, ids, layer_norm=None, threads=1):
+    """``gather_rows(q_0, scale_0, ids[0]) + gather_rows(q_1, scale_1, ids[1]) + ...`` (added left to right, each
+    sum rounded to float32: the bits of the separate gathers and adds), then, with `layer_norm` ``(weight, bias,
+    eps)``, :func:`layer_norm` of it: one pass over the tokens, split over `threads`.  `tables`: 1 to 8 pairs
+    ``(q, scale)`` of :func:`quantize_rows` (int8 [R, D], float32 [R], one D); `ids`: one integer array per
+    table, all of one shape, each id inside its table.  Returns float32 ``ids[0].shape + (D,)``."""
+    fn = "embed_sum"
+    if not isinstance(tables, (list, tuple)) or not 1 <= len(tables) <= _core.EMBED_TABLES_MAX \
+            or not isinstance(ids, (list, tuple)) or len(ids) != len(tables):
+        raise ValueError(f"{fn}: tables must be 1 to {_core.EMBED_TABLES_MAX} (q, scale) pairs and ids one integer "
+                         f"array per table")
+    shape, d, args = np.shape(ids[0]), None, []
+    for k, ((q, scale), i) in enumerate(zip(tables, ids)):
+        if type(q) is not np.ndarray or q.dtype != np.int8 or q.ndim != 2 or not q.flags.c_contiguous:
+            raise ValueError(f"{fn}: table {k} must be a C-contiguous int8 [rows, D] array (quantize_rows)")
+        scale = _f32(scale, f"table {k}'s scale", fn)
+        d = q.shape[1] if d is None else d
+        if q.shape[1] != d or scale.shape != q.shape[:1]:
+            raise ValueError(f"{fn}: table {k} must be [rows, {d}] with a scale of shape (rows,), got {q.shape} "
+                             f"and {scale.shape}")
+        i = np.asarray(i)
+        if i.dtype.kind not in "iu" or i.shape != shape:
+            raise ValueError(f"{fn}: ids must be integer arrays of one shape {shape}, got {i.dtype} {i.shape}")
+        if i.size and (i.min() < 0 or i.max() >= q.shape[0]):
+            raise ValueError(f"{fn}: ids[{k}] must lie in [0, {q.shape[0]}) (table {k}'s rows)")
+        args.append((q, scale, np.ascontiguousarray(i, dtype=np.int64).reshape(-1)))
+    w = b = None
+    eps = 0.0
+    if layer_norm is not None:
+        w, b, eps = layer_norm
+        w, b = _f32(w, "layer_norm weight", fn), _f32(b, "layer_norm bias", fn)
+        if w.shape != (d,) or b.shape != (d,) or isinstance(eps, (bool, np.bool_)) or \
+                not isinstance(eps, numbers.Real) or not 0 <= eps <= _F32_MAX:
+            raise ValueError(f"{fn}: layer_norm must be (weight ({d},), bias ({d},), eps in [0, {_F32_MAX:g}])")
+    y = np.empty(shape + (d,), _F32)
+    if y.size:
+        _core.embed_sum_raw(args, y.reshape(-1, d), w, b, float(eps), _threads(threads, fn))
+    return y
+
+
+def masked_mean(x, mask, threads=1, *, seq_offsets=None):
+    """``sum(x * mask) / max(sum(mask), 1e-9)`` over the tokens: x float32 ``[N, L, D]``, its 0/1 `mask`
+    ``[N, L]`` (any numbers whose sums are exact), float32 ``[N, D]`` out: the products rounded, added row after
+    row to +0, one division each; for D >= 2 numpy's bits for ``(x * m[..., None]).sum(axis=1) /
+    np.maximum(m.sum(axis=1)[..., None], 1e-9)`` (over D = 1 numpy sums pairwise).  With `seq_offsets` (S + 1 integers rising from 0 to T), x is ``[1, T, D]`` and mask
+    ``[1, T]``: S sequences packed one after another, ``[S, D]`` out.  `threads` splits the sequences."""
+    fn = "masked_mean"
+    x = _f32(x, "x", fn)
+    mask = np.asarray(mask)
+    if x.ndim != 3 or mask.shape != x.shape[:2] or mask.dtype.kind not in "biuf":
+        raise ValueError(f"{fn}: x must be [N, L, D] and mask [N, L] numbers, got {x.shape} and {mask.shape}")
+    n, length, d = x.shape
+    if seq_offsets is None:
+        offsets = np.arange(0, (n + 1) * length, length, dtype=np.uintp) if length else np.zeros(n + 1, np.uintp)
+    elif n != 1:
+        raise ValueError(f"{fn}: with seq_offsets x must be [1, T, D] (one batch of the packed tokens), got {x.shape}")
+    else:
+        offsets = np.asarray(seq_offsets)
+        if offsets.dtype.kind not in "iu" or offsets.ndim != 1 or offsets.size < 2 or offsets[0] != 0 or \
+                offsets[-1] != length or (offsets[1:] < offsets[:-1]).any():
+            raise ValueError(f"{fn}: seq_offsets must rise from 0 to the {length} packed tokens, got {offsets!r:.200}")
+        offsets = np.ascontiguousarray(offsets, dtype=np.uintp)
+    y = np.zeros((offsets.size - 1, d), _F32)  # no token: 0 / 1e-9
+    if y.size and length:
+        m = np.ascontiguousarray(mask, dtype=_F32).reshape(-1)
+        _core.masked_mean_raw(x.reshape(-1, d), m, offsets, y, _threads(threads, fn))
+    return y
 
 
 def _quantize_symmetric(b, axis):

@@ -1,5 +1,5 @@
-/* Float kernels of a transformer encoder (layer norm, softmax, GELU, attention) and the
- * dynamic-int8 linear layer.  fixq._core calls them; they are not part of the
+/* Float kernels of a transformer encoder (layer norm, softmax, GELU, attention, embedding sums, masked
+ * mean) and the dynamic-int8 linear layer.  fixq._core calls them; they are not part of the
  * public C API (fixq.h, the capsule).
  *
  * Float results are not bit-identical across CPU paths (sums run in
@@ -12,6 +12,8 @@
 #include <float.h>
 
 #include "fixq_internal.h"
+
+#define FIXQ__FLOAT_ELEMENTS_PER_THREAD (1 << 14) /* less work than this per thread does not pay for a worker */
 
 typedef enum { FIXQ_GELU_ERF = 0, FIXQ_GELU_TANH = 1 } fixq_gelu_form;
 typedef enum { FIXQ_DYN_ROW = 0, FIXQ_DYN_TENSOR = 1 } fixq_dyn_granularity;
@@ -71,6 +73,27 @@ fixq_status fixq_attention_f32(const fixq_attention_args *a, int threads);
 fixq_status fixq_dynamic_linear(const float *x, size_t m, const fixq_packed_b *b, const float *w_scale,
                                 size_t w_scale_count, const float *bias, fixq_dyn_granularity granularity,
                                 const float *residual, fixq_dyn_act act, float *y, int threads);
+
+/* One table of fixq_embed_sum_f32: int8 rows [rows][d] with a float32 scale each, and the row each token
+ * reads (ids[t] < rows; any other id is FIXQ_ERR_INVALID_ARGUMENT, checked before anything is read). */
+typedef struct {
+  const int8_t *q;
+  const float *scale;
+  size_t rows;
+  const int64_t *ids; /* one per token */
+} fixq_embed_table;
+/* y[t][:] = ((scale_0[i_0] * q_0[i_0][:] + scale_1[i_1] * q_1[i_1][:]) + ...) over `count` >= 1 tables, i_k =
+ * tables[k].ids[t], for t < rows: each product and each add rounded to float32 (numpy's int8 x float32
+ * multiply, then its adds, left to right); then, with ln_weight and ln_bias (both or neither), each row's
+ * fixq_layer_norm_f32 in place. */
+fixq_status fixq_embed_sum_f32(const fixq_embed_table *tables, size_t count, size_t rows, size_t d,
+                               const float *ln_weight, const float *ln_bias, float eps, float *y, int threads);
+/* y[b][:] = sum_t x[t][:] * mask[t] / max(sum_t mask[t], 1e-9) over the tokens t of sequence b,
+ * offsets[b] <= t < offsets[b + 1], for b < n: numpy's (x * mask).sum(tokens) / maximum(mask.sum(tokens),
+ * 1e-9) in float32 (each product rounded, added row after row to +0; mask values whose sums are exact, as 0/1
+ * are).  x [offsets[n]][d], mask [offsets[n]], y [n][d]; offsets rise from 0. */
+fixq_status fixq_masked_mean_f32(const float *x, const float *mask, const size_t *offsets, size_t n, size_t d,
+                                 float *y, int threads);
 
 /* ---- shared constants -------------------------------------------------------
  * exp: Cephes expf (x = n ln2 + r with ln 2 in two parts, |r| <= ln2 / 2, a

@@ -5,7 +5,6 @@
 
 #include "fixq_floatops.h"
 
-#define ELEMENTS_PER_THREAD (1 << 14) /* less work than this per thread does not pay for a worker */
 #define BIAS_BLOCK 2048               /* softmax with a bias: rows of this many values biased, then normalized */
 
 const fixq__float_kernels *const fixq__float_table[FIXQ_ISA_COUNT] = {
@@ -58,14 +57,14 @@ static void run_task(void *ctx, int t) {
   run_rows(job, job->rows * (size_t)t / T, job->rows * ((size_t)t + 1) / T);
 }
 
-/* Splits rows over up to `threads` threads, none with less than ELEMENTS_PER_THREAD. */
+/* Splits rows over up to `threads` threads, none with less than FIXQ__FLOAT_ELEMENTS_PER_THREAD. */
 static fixq_status run(float_job *job, int threads) {
   size_t count;
   if (threads < 1 || !fixq__mul_size(job->rows, job->n, &count)) return FIXQ_ERR_INVALID_ARGUMENT;
   if (count == 0) return FIXQ_OK;
   if (job->x == NULL || job->y == NULL) return FIXQ_ERR_INVALID_ARGUMENT;
   job->kern = fixq__float_table[fixq__isa];
-  size_t T = count / ELEMENTS_PER_THREAD;
+  size_t T = count / FIXQ__FLOAT_ELEMENTS_PER_THREAD;
   if (T > (size_t)threads) T = (size_t)threads;
   if (T > job->rows) T = job->rows;
   if (T <= 1) {

@@ -135,16 +135,14 @@ def packed_step(s, m, slots, block, pack_slot):
             return lambda env, threads: gather_rows(table, scale, env[p].positions)[None]
         return lambda env, threads: table.take(env[p].positions, axis=0)[None]
     if op == "masked_mean":
-        i, j = slots[s["inputs"][0]], slots[s["inputs"][1]]
+        i, j, kernel = slots[s["inputs"][0]], slots[s["inputs"][1]], F.masked_mean
 
-        def masked_mean(env, threads):  # G.masked_mean's products and sums, sequence by sequence
-            pk, m = env[p], env[j][0].astype(np.float32)[:, None]
-            xm, o = env[i][0] * m, pk.offsets.tolist()
-            sums = np.stack([xm[o[b]:o[b + 1]].sum(axis=0) for b in range(pk.n)])
-            if (sums[pk.padded] == 0).any():  # -0 there may be the padded run's +0
+        def masked_mean(env, threads):  # G.masked_mean's products and sums, each sequence's rows alone
+            pk = env[p]
+            y = kernel(env[i], env[j], threads, seq_offsets=pk.offsets)
+            if (y[pk.padded] == 0).any():  # a sum of 0 (or one that underflows): its -0 may be the padded run's +0
                 raise Unpacked
-            counts = np.add.reduceat(m, o[:-1], axis=0)  # integers below 2^24: exact in any order
-            return sums / np.maximum(counts, np.float32(1e-9))
+            return y
         return masked_mean
     return None
 

@@ -164,7 +164,11 @@ def _step(m, s, slots, in_place, transposed):
         return lambda env, threads: env[i].transpose(perm)
     if op == "reshape":
         spec = s["shape"]
-        return lambda env, threads: G.reshape_to(env[i], spec)
+        head = next((k for k, d in enumerate(spec) if d != 0), len(spec)) + 1  # the batch and the dims 0 copies
+        if 0 in spec[head - 1:]:
+            return lambda env, threads: G.reshape_to(env[i], spec)
+        tail = tuple(spec[head - 1:])  # G.reshape_to's shape, without building it from spec each call
+        return lambda env, threads: env[i].reshape(env[i].shape[:head] + tail)
     if op == "scale":
         c = np.float32(s["value"])
         return lambda env, threads: env[i] * c
@@ -182,7 +186,10 @@ def _step(m, s, slots, in_place, transposed):
         value = s["value"]
         return lambda env, threads: G.attention_bias(env[i], value)
     if op == "masked_mean":
-        j = ins[1]
+        j, x = ins[1], m.meta["tensors"][s["inputs"][0]]
+        if len(x) == 3 and isinstance(x[2], int) and x[2] >= 2:  # numpy's bits (over D = 1 numpy sums pairwise)
+            kernel = F.masked_mean
+            return lambda env, threads: kernel(env[i], env[j], threads)
         return lambda env, threads: G.masked_mean(env[i], env[j])
     if op == "l2_normalize":
         eps = s["eps"]
@@ -244,6 +251,58 @@ def _attention_blocks(steps, tensors, readers, keep):
     return found
 
 
+def _embedding_sums(steps, tensors, readers, keep):
+    """{output: (the int8 gather steps in the order their rows are added, the layer_norm step or None, the outputs
+    of the steps it replaces)} for each sum of gathers (BERT's word, position and token-type embeddings): adds of
+    gathers whose tensors are all of one shape, each added to the sum of the ones before it (either side of an
+    add, as a float add is commutative), every tensor between read by the next step alone and not an output; then
+    the layer_norm reading the sum alone, when there is one.  float_ops.embed_sum computes the same bits."""
+    made = {s["output"]: s for s in steps}
+
+    def sole(t, op):
+        s, r = made.get(t), readers.get(t, [])
+        return s if s is not None and s["op"] == op and t not in keep and len(r) == 1 and \
+            r[0]["inputs"].count(t) == 1 else None
+    chains = {}  # an add's output: (its gathers, the outputs of the steps it stands for)
+    for s in steps:
+        if s["op"] != "add" or s["act"] is not None or len(set(s["inputs"])) != 2 or \
+                any(tensors[t] != tensors[s["output"]] for t in s["inputs"]):
+            continue
+        parts = []
+        for t in s["inputs"]:
+            g, c = sole(t, "gather"), sole(t, "add")
+            chain = chains.pop(t) if c is not None and t in chains else None
+            parts.append(([g], {t}) if g is not None else (chain[0], chain[1] | {t}) if chain else None)
+        if None in parts or len(parts[0][0]) > 1 and len(parts[1][0]) > 1:
+            continue
+        first, second = parts if len(parts[1][0]) == 1 else parts[::-1]
+        chains[s["output"]] = (first[0] + second[0], first[1] | second[1])
+    found = {}
+    for t, (gathers, parts) in chains.items():
+        r = readers.get(t, [])
+        ln = r[0] if t not in keep and len(r) == 1 and r[0]["op"] == "layer_norm" and r[0]["inputs"] == [t] else None
+        found[ln["output"] if ln else t] = (gathers, ln, parts | {t} if ln else parts)
+    return found
+
+
+def _embedding(m, block, slots, pack_slot=None):
+    """The fused step of an _embedding_sums entry: F.embed_sum over the gathers' int8 tables, its layer norm
+    after it; with `pack_slot`, a packed run's (positions read from its Packing)."""
+    a, (gathers, ln, _) = m.arrays, block
+    tables = [(a[f"{g['name']}:weight"], a[f"{g['name']}:weight_scale"]) for g in gathers]
+    ins = [(slots[g["inputs"][0]], g["positions"]) for g in gathers]
+    norm = None if ln is None else (a[f"{ln['name']}:weight"], a[f"{ln['name']}:bias"], ln["eps"])
+    kernel = F.embed_sum
+
+    def ids(env, i, positions):
+        x = env[i]
+        if not positions:
+            return x
+        return env[pack_slot].positions[None] if pack_slot is not None else \
+            np.broadcast_to(np.arange(x.shape[-1]), x.shape)
+    return lambda env, threads: kernel(tables, [ids(env, i, p) for i, p in ins], norm, threads)
+
+
 @functools.lru_cache(maxsize=None)
 def _blas_limiter():
     """``limit(threads)``: a context holding numpy's BLAS to that many threads (threadpoolctl's), or one that
@@ -291,6 +350,8 @@ class SequenceRunner:
         attention = {} if m.options.get("int8_attention") else \
             _attention_blocks(meta["steps"], tensors, readers, keep)
         replaced = {t for a in attention.values() for t in a[5]}
+        embedded = _embedding_sums(meta["steps"], tensors, readers, keep) if m.options.get("int8_gather") else {}
+        summed = {t for e in embedded.values() for t in e[2]} - embedded.keys()  # computed in their sum's step
         fused = {s["output"]: mask_bias(k, s) for k, s in enumerate(meta["steps"])
                  if s["output"] not in replaced and mask_bias(k, s) is not None}
         step_of = {s["output"]: k for k, s in enumerate(meta["steps"])}
@@ -322,8 +383,10 @@ class SequenceRunner:
             for t, r in readers.items()}
         stacked = {g[0]["output"]: g for g in stacks.values() if len(g) > 1}
         made_early = {s["output"] for g in stacked.values() for s in g[1:]}  # set by their stack's first linear
-        reads = [[] if s["output"] in replaced else [t for t in attention[s["output"]][:4] if t is not None]
-                 if s["output"] in attention else [s["inputs"][0]] if s["output"] in fused
+        reads = [[] if s["output"] in replaced or s["output"] in summed
+                 else [t for t in attention[s["output"]][:4] if t is not None] if s["output"] in attention
+                 else [g["inputs"][0] for g in embedded[s["output"]][0]] if s["output"] in embedded
+                 else [s["inputs"][0]] if s["output"] in fused
                  else [absorbed[s["output"]]] if s["output"] in absorbed else [] if s["output"] in made_early
                  else s["inputs"] + [fused[t] for t in s["inputs"] if t in fused]
                  + [e[2] for e in [epilogues.get(s["output"])] if e is not None and e[2] is not None]
@@ -341,11 +404,13 @@ class SequenceRunner:
             own = s["output"] in stacked or s["output"] in made_early or s["output"] in epilogues  # run() packs others
             fns = [_on_first_call(lambda s=s: _step(m, s, slots, False, None)) if own
                    else _step(m, s, slots, False, transposed(s))]
-            if s["output"] in replaced:  # computed inside the fused attention step below
+            if s["output"] in replaced or s["output"] in summed:  # computed inside a fused step below
                 self.steps_all.append((fns[0], slots[s["output"]]))
                 continue
             if s["output"] in attention:
                 fns.append(_attention(attention[s["output"]], slots))
+            elif s["output"] in embedded:
+                fns.append(_embedding(m, embedded[s["output"]], slots))
             elif s["output"] in fused:  # the add passes its input on; the softmax after it adds the bias
                 i = slots[s["inputs"][0]]
                 fns.append(lambda env, threads, i=i: env[i])
@@ -372,7 +437,8 @@ class SequenceRunner:
             self.steps_all.append((fns[0], slots[s["output"]]))
             self.steps.append((fns[1], slots[s["output"]], dead))
             if self.padding is not None:
-                packed = P.packed_step(s, m, slots, attention.get(s["output"]), self.size)
+                packed = _embedding(m, embedded[s["output"]], slots, self.size) if s["output"] in embedded \
+                    else P.packed_step(s, m, slots, attention.get(s["output"]), self.size)
                 self.steps_packed.append(self.steps[-1] if packed is None else (packed, slots[s["output"]], dead))
         self.outputs = [slots[t] for t in meta["outputs"]]
         float_matmuls = not m.options.get("int8_attention") and any(s["op"] == "matmul" and s["output"] not in replaced
