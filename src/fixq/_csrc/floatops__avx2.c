@@ -73,6 +73,14 @@ ALWAYS_INLINE __m256 gelu8(__m256 x, fixq_gelu_form form) {
 
 static void gelu(size_t count, const float *x, fixq_gelu_form form, float *y) {
   size_t i = 0;
+  for (; i + 32 <= count; i += 32) { /* four vectors a step: their chains (~70 cycles) overlap */
+    const __m256 a = gelu8(_mm256_loadu_ps(x + i), form), b = gelu8(_mm256_loadu_ps(x + i + 8), form);
+    const __m256 c = gelu8(_mm256_loadu_ps(x + i + 16), form), d = gelu8(_mm256_loadu_ps(x + i + 24), form);
+    _mm256_storeu_ps(y + i, a);
+    _mm256_storeu_ps(y + i + 8, b);
+    _mm256_storeu_ps(y + i + 16, c);
+    _mm256_storeu_ps(y + i + 24, d);
+  }
   for (; i + 8 <= count; i += 8) _mm256_storeu_ps(y + i, gelu8(_mm256_loadu_ps(x + i), form));
   if (i < count) {
     const __m256i k = tail_mask(count - i);

@@ -68,6 +68,14 @@ ALWAYS_INLINE __m512 gelu16(__m512 x, fixq_gelu_form form) {
 
 static void gelu(size_t count, const float *x, fixq_gelu_form form, float *y) {
   size_t i = 0;
+  for (; i + 64 <= count; i += 64) { /* four vectors a step: their chains (~70 cycles) overlap */
+    const __m512 a = gelu16(_mm512_loadu_ps(x + i), form), b = gelu16(_mm512_loadu_ps(x + i + 16), form);
+    const __m512 c = gelu16(_mm512_loadu_ps(x + i + 32), form), d = gelu16(_mm512_loadu_ps(x + i + 48), form);
+    _mm512_storeu_ps(y + i, a);
+    _mm512_storeu_ps(y + i + 16, b);
+    _mm512_storeu_ps(y + i + 32, c);
+    _mm512_storeu_ps(y + i + 48, d);
+  }
   for (; i + 16 <= count; i += 16) _mm512_storeu_ps(y + i, gelu16(_mm512_loadu_ps(x + i), form));
   if (i < count) {
     const __mmask16 k = tail_mask(count - i);
