@@ -236,7 +236,8 @@ static void attention(size_t i0, size_t i1, size_t l, size_t l_kept, size_t d, c
   const size_t lp = FIXQ__ATT_LP(l);
   const size_t dp = (d + 15) & ~(size_t)15;
   float *kt = work, *s = kt + d * lp, *bs = s + MB * lp, *qb = bs + lp, *vb = qb + MB * dp;
-  const float kv = abs_sum(l, d, k, sk) + (l_kept < l ? abs_sum(l - l_kept, d, v + (ptrdiff_t)l_kept * sv, sv) : 0.0f);
+  const int bound = l_kept < l; /* fixq__att_keys reads the sums only then */
+  const float kv = bound ? abs_sum(l, d, k, sk) + abs_sum(l - l_kept, d, v + (ptrdiff_t)l_kept * sv, sv) : 0.0f;
   for (size_t j = 0; j < lp; j++) bs[j] = bias != NULL && j < l ? bias[j] : 0.0f;
   size_t packed = 0, copied = 0; /* K^T columns [0, packed) hold keys, zeros past l; vb rows [0, copied) V's */
   for (size_t i = i0; i < i1; i += MB) {
@@ -252,7 +253,7 @@ static void attention(size_t i0, size_t i1, size_t l, size_t l_kept, size_t d, c
         _mm512_mask_storeu_ps(qb + r * d + c, m, x);
         acc = _mm512_add_ps(acc, _mm512_abs_ps(x));
       }
-      qsum[r] = _mm512_reduce_add_ps(acc);
+      qsum[r] = bound ? _mm512_reduce_add_ps(acc) : 0.0f;
     }
     const size_t n = fixq__att_keys(l, l_kept, kv, qsum, rows), np = FIXQ__ATT_LP(n);
     for (; packed < np; packed += 16) pack_keys(packed, l, d, k, sk, kt, lp);
