@@ -226,9 +226,9 @@ static void softmax_block(size_t n, float *s, size_t lp) {
   }
 }
 
-/* Per block of 8 query rows: scores S [8][lp] = Qs K^T (+ bias) as 8 rows x 32 keys of FMA accumulators over
- * K^T packed [d][lp] (packed as far as a block needs it), each row's softmax (the function above), then
- * O = P V as 8 rows x 32 columns of accumulators over V read in place. */
+/* Per block of 8 query rows: scores S [8][lp] = Qs K^T (+ bias) as 8 rows x 48 keys of FMA accumulators over
+ * K^T packed [d][lp] (packed as far as a block needs it), each row's softmax (the function above's bits, the
+ * 8 rows interleaved), then O = P V as 8 rows x 32 columns of accumulators over V's rows copied to vb. */
 static void attention(size_t i0, size_t i1, size_t l, size_t l_kept, size_t d, const float *q, ptrdiff_t sq,
                       const float *k, ptrdiff_t sk, const float *v, ptrdiff_t sv, float scale, const float *bias,
                       float *o, size_t so, float *work) {
