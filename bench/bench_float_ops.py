@@ -7,7 +7,9 @@ dynamic_linear: fixq (per-row and per-tensor activation quantization, weights in
 torch.ao.nn.quantized.dynamic.Linear (torch.ao.quantization.quantize_dynamic on an nn.Linear; per-tensor
 activations, fbgemm/x86 engine), numpy float32 ``x @ W.T + b`` (OpenBLAS) and torch float32 linear, on
 (32*128, 384) x (384 -> 1536) and (128, 384) x (384 -> 384).  layer_norm on (32, 128, 384), softmax on
-(32, 12, 128, 128), GELU (erf) on (32, 128, 1536) against torch.nn.functional's.  Every system runs once
+(32, 12, 128, 128), GELU (erf) on (32, 128, 1536) against torch.nn.functional's; attention (12 heads of 32,
+q, k, v strided views of one [N, 128, 1152] array, an attention mask's bias) at N = 1 and 32, full length and
+padded (4-39 real tokens), against torch's scaled_dot_product_attention plus the head merge.  Every system runs once
 per round, in turn, so they share the machine's load; the table gives each one's median round in ms and
 its time over fixq's (> 1: fixq is faster).
 """
@@ -121,6 +123,26 @@ def main():
     run_group("gelu tanh (32, 128, 1536)",
               [("fixq gelu tanh", lambda: F.gelu(h, "tanh", threads=T), 5),
                ("torch gelu tanh", lambda: torch.nn.functional.gelu(th, approximate="tanh"), 5)], args.rounds)
+
+    for n, reps in ((1, 100), (32, 3)):
+        x = rng.standard_normal((n, 128, 3 * 384)).astype(np.float32)
+        q, k, v = (x[..., i * 384:(i + 1) * 384].reshape(n, 128, 12, 32) for i in range(3))
+        tq, tk, tv = (torch.from_numpy(t).transpose(1, 2) for t in (q, k, v))
+        lengths = rng.integers(4, 40, n)
+        for name, real in (("full length", np.full(n, 128)), ("padded", lengths)):
+            bias = np.where(np.arange(128)[None] < real[:, None], 0, np.finfo(np.float32).min).astype(np.float32)
+            bias = bias[:, None, None, :]
+            tb = torch.from_numpy(bias)
+
+            def torch_sdpa(tq=tq, tk=tk, tv=tv, tb=tb, n=n):
+                with torch.inference_mode():
+                    o = torch.nn.functional.scaled_dot_product_attention(tq, tk, tv, attn_mask=tb)
+                    return o.transpose(1, 2).reshape(n, 128, 384)
+
+            run_group(f"attention ({n}, 128, 12, 32), {name}",
+                      [("fixq attention", lambda q=q, k=k, v=v, b=bias: F.attention(q, k, v, 32**-0.5, b, threads=T),
+                        reps),
+                       ("torch scaled_dot_product_attention", torch_sdpa, reps)], args.rounds)
 
 
 if __name__ == "__main__":

@@ -132,11 +132,13 @@ fixq_status fixq_masked_mean_f32(const float *x, const float *mask, const size_t
 /* ---- attention heads ----------------------------------------------------------
  * A head kernel takes query rows in blocks of FIXQ__ATT_MB.  Its `work`,
  * FIXQ__ATT_WORK(L, D) floats aligned to 64 bytes, holds K transposed [D][Lp]
- * (Lp: L rounded up to 16), the block's scores [MB][Lp], the bias row [Lp] and
- * the block's scaled queries [MB][D]. */
+ * (Lp: L rounded up to 16), the block's scores [MB][Lp], the bias row [Lp],
+ * the block's scaled queries [MB][Dp] (Dp: D rounded up to 16) and V's rows
+ * copied [Lp][Dp]. */
 #define FIXQ__ATT_MB 8
 #define FIXQ__ATT_LP(l) (((l) + 15) & ~(size_t)15)
-#define FIXQ__ATT_WORK(l, d) (FIXQ__ATT_LP(l) * ((d) + FIXQ__ATT_MB + 1) + FIXQ__ATT_MB * (((d) + 15) & ~(size_t)15))
+#define FIXQ__ATT_WORK(l, d) \
+  (FIXQ__ATT_LP(l) * ((d) + FIXQ__ATT_MB + 1 + (((d) + 15) & ~(size_t)15)) + FIXQ__ATT_MB * (((d) + 15) & ~(size_t)15))
 #define FIXQ__ATT_MASKED (-18446744073709551616.0f) /* -2^64: a bias at or below it masks its key */
 #define FIXQ__ATT_KEPT (-1152921504606846976.0f)    /* -2^60: the last kept key's bias is at least this */
 

@@ -210,7 +210,7 @@ fixq_status fixq_attention_f32(const fixq_attention_args *a, int threads) {
   if (a->l == 0 || a->q == NULL || a->k == NULL || a->v == NULL || a->o == NULL) return FIXQ_ERR_INVALID_ARGUMENT;
   /* FIXQ__ATT_WORK(l, d) + 16 floats per task (64-byte alignment), then the batches' kept keys */
   if (a->l > (size_t)-1 / 4 || a->d > (size_t)-1 / 64 ||
-      !fixq__mul_size(FIXQ__ATT_LP(a->l), a->d + FIXQ__ATT_MB + 1, &work) ||
+      !fixq__mul_size(FIXQ__ATT_LP(a->l), a->d + FIXQ__ATT_MB + 1 + ((a->d + 15) & ~(size_t)15), &work) ||
       !fixq__add_size(work, FIXQ__ATT_MB * (a->d + 15) + 16, &work))
     return FIXQ_ERR_INVALID_ARGUMENT;
   if (a->seq_offsets != NULL) return attention_packed(a, threads);
