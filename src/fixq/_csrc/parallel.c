@@ -315,7 +315,8 @@ void fixq__parallel(int n, fixq__task_fn fn, void *ctx) {
   pthread_mutex_unlock(&pool.busy);
 }
 
-/* The caller's involuntary context switches (another thread took its CPU), or 0 where not counted. */
+/* The caller's involuntary context switches (another thread took its CPU), or 0 where not counted.  Two in
+ * one burst count as contention (one may be a kernel thread's few microseconds). */
 static long thread_preempted(void) {
 #ifdef RUSAGE_THREAD
   struct rusage u;
@@ -351,7 +352,7 @@ void fixq__parallel_hold(int threads) {
 void fixq__parallel_release(int threads) {
   if (threads <= 1) return;
   pthread_once(&pool_once, pool_init);
-  const int preempted = thread_holds > 0 && --thread_holds == 0 && thread_preempted() != thread_preempted0;
+  const int preempted = thread_holds > 0 && --thread_holds == 0 && thread_preempted() - thread_preempted0 >= 2;
   pthread_mutex_lock(&pool.m);
   if (preempted) contention_locked();
   if (pool.holds == 1 && !pool.contended_burst) pool.backoff = 0; /* a burst that polled undisturbed */
