@@ -258,11 +258,6 @@ void fixq__parallel(int n, fixq__task_fn fn, void *ctx);
 void fixq__parallel_hold(int threads);
 void fixq__parallel_release(int threads);
 int fixq__parallel_holds(void);
-/* How many of `threads` threads a region of `work` should use: one per `per_thread` of it (a share that pays
- * for a worker that is awake), fewer in a burst whose workers sleep between regions (the machine's CPUs are
- * wanted by others), where waking one costs more than such a share; at least 1, at most threads.  Any count
- * gives the same results. */
-int fixq__parallel_threads(int threads, double work, double per_thread);
 #define FIXQ_GEMM_MR 4 /* scalar tile rows; the AVX2 S8 records come in groups of this many rows */
 #define FIXQ__AVX2_MR 16 /* AVX2 tile: 16 rows (groups of FIXQ_GEMM_MR) x 3 panels (qgemm_s8__avx2.c) */
 #define FIXQ__AVX2_NP 3

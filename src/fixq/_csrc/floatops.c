@@ -65,7 +65,8 @@ static fixq_status run(float_job *job, int threads) {
   if (count == 0) return FIXQ_OK;
   if (job->x == NULL || job->y == NULL) return FIXQ_ERR_INVALID_ARGUMENT;
   job->kern = fixq__float_table[fixq__isa];
-  size_t T = (size_t)fixq__parallel_threads(threads, (double)count, ELEMENTS_PER_THREAD);
+  size_t T = count / ELEMENTS_PER_THREAD;
+  if (T > (size_t)threads) T = (size_t)threads;
   if (T > job->rows) T = job->rows;
   if (T <= 1) {
     run_rows(job, 0, job->rows);
@@ -178,8 +179,10 @@ static fixq_status attention_packed(const fixq_attention_args *a, int threads) {
     units += a->h * ((len + FIXQ__ATT_MB - 1) / FIXQ__ATT_MB); /* at most h * T */
     longest = len > longest ? len : longest;
   }
-  size_t T = (size_t)fixq__parallel_threads(threads, (double)macs, FIXQ__MACS_PER_THREAD);
+  size_t T = macs / FIXQ__MACS_PER_THREAD;
+  if (T > (size_t)threads) T = (size_t)threads;
   if (T > units) T = units;
+  if (T < 1) T = 1;
   work = FIXQ__ATT_WORK(longest, a->d) + 16; /* sizes checked by the caller for L = T >= longest */
   if (!fixq__mul_size(work, T * sizeof(float), &bytes) || !fixq__mul_size(a->n + 1, sizeof(size_t), &first_bytes) ||
       !fixq__add_size(bytes, first_bytes + 64, &bytes))
@@ -213,8 +216,10 @@ fixq_status fixq_attention_f32(const fixq_attention_args *a, int threads) {
     return FIXQ_ERR_INVALID_ARGUMENT;
   if (a->seq_offsets != NULL) return attention_packed(a, threads);
   const size_t blocks = (a->m + FIXQ__ATT_MB - 1) / FIXQ__ATT_MB, units = heads * blocks;
-  size_t T = (size_t)fixq__parallel_threads(threads, (double)macs, FIXQ__MACS_PER_THREAD);
+  size_t T = macs / FIXQ__MACS_PER_THREAD;
+  if (T > (size_t)threads) T = (size_t)threads;
   if (T > units) T = units;
+  if (T < 1) T = 1;
   work = FIXQ__ATT_WORK(a->l, a->d) + 16;
   size_t bytes, kept_bytes;
   if (!fixq__mul_size(work, T * sizeof(float), &bytes) || !fixq__mul_size(a->n, sizeof(size_t), &kept_bytes) ||

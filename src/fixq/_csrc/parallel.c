@@ -45,15 +45,14 @@
 #define GAP_NS 50000    /* a poll that finds this long passed since its last check was off the CPU */
 #define BACKOFF_MIN_NS 50000000ull  /* after a contended burst, bursts do not poll for this long, */
 #define BACKOFF_MAX_NS 2000000000ull /* doubled after each contended burst up to this */
-#define WAKE_WORK 16    /* in a quiet burst, a sleeping worker is woken for this many times the work of a polling one */
 
 static struct {
   pthread_mutex_t busy; /* held by the caller running a region */
   pthread_mutex_t m;    /* guards asleep[] and the waits on wake[] / done */
   pthread_cond_t done;
   pthread_cond_t wake[POOL_MAX];
-  int asleep[POOL_MAX]; /* (written under m, read atomically) */
-  int workers;          /* started (written under busy, read atomically) */
+  int asleep[POOL_MAX];
+  int workers;          /* started (under busy) */
   int holds;            /* open holds (under m) */
   int hold_width;       /* workers 0 .. hold_width - 1 poll in this burst (under m; read atomically) */
   uint64_t burst;       /* atomic: the burst number, counted up when a hold opens with none open */
@@ -136,7 +135,7 @@ static uint64_t next_region(int w, uint64_t seen, int poll) {
     }
     pthread_mutex_lock(&pool.m);
     if (pool.contended[w] == __atomic_load_n(&pool.burst, __ATOMIC_ACQUIRE)) contention_locked();
-    __atomic_store_n(&pool.asleep[w], 1, __ATOMIC_RELAXED);
+    pool.asleep[w] = 1;
     int woken = 0;
     for (;;) {
       word = __atomic_load_n(&pool.word, __ATOMIC_ACQUIRE);
@@ -148,7 +147,7 @@ static uint64_t next_region(int w, uint64_t seen, int poll) {
       }
       pthread_cond_wait(&pool.wake[w], &pool.m);
     }
-    __atomic_store_n(&pool.asleep[w], 0, __ATOMIC_RELAXED);
+    pool.asleep[w] = 0;
     pthread_mutex_unlock(&pool.m);
     if (!woken) return region_of(word);
   }
@@ -285,7 +284,7 @@ void fixq__parallel(int n, fixq__task_fn fn, void *ctx) {
   if (pool.workers < want) {
     sigset_t old;
     block_signals(&old);
-    while (pool.workers < want && start_worker()) __atomic_store_n(&pool.workers, pool.workers + 1, __ATOMIC_RELAXED);
+    while (pool.workers < want && start_worker()) pool.workers++;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
   }
   pool.fn = fn;
@@ -367,20 +366,4 @@ int fixq__parallel_holds(void) {
   const int holds = pool.holds;
   pthread_mutex_unlock(&pool.m);
   return holds;
-}
-
-int fixq__parallel_threads(int threads, double work, double per_thread) {
-  const double fit = work / per_thread;
-  const int t = fit >= threads ? threads : fit > 1 ? (int)fit : 1;
-  if (t <= 1 || __atomic_load_n(&pool.holds, __ATOMIC_ACQUIRE) == 0 ||
-      __atomic_load_n(&pool.hold_width, __ATOMIC_ACQUIRE) > 0)
-    return t;
-  /* a burst whose workers sleep between regions (another thread wants the CPUs: contention_locked) */
-  const int workers = __atomic_load_n(&pool.workers, __ATOMIC_RELAXED);
-  int awake = 0; /* workers 0 .. t - 2 polling now: a region of t tasks wakes none */
-  while (awake < t - 1 && awake < workers && !__atomic_load_n(&pool.asleep[awake], __ATOMIC_RELAXED)) awake++;
-  if (awake == t - 1) return t;
-  const double cold = fit / WAKE_WORK;
-  const int woken = cold >= t ? t : cold > 1 ? (int)cold : 1;
-  return woken > awake + 1 ? woken : awake + 1;
 }

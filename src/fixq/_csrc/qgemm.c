@@ -419,7 +419,9 @@ static fixq_status launch(const qgemm_job *job, int threads) {
   const size_t panels = b->n_padded / NR;
   int T = threads;
   if (T > 1) {
-    T = fixq__parallel_threads(T, (double)m * (double)b->n * (double)(b->k ? b->k : 1), FIXQ__MACS_PER_THREAD);
+    const double macs = (double)m * (double)b->n * (double)(b->k ? b->k : 1);
+    const double fit = macs / FIXQ__MACS_PER_THREAD;
+    if (fit < T) T = fit > 1 ? (int)fit : 1;
     const size_t groups = (m + kern->mr - 1) / kern->mr; /* row tiles */
     if ((size_t)T > groups && (size_t)T > panels) T = (int)(groups > panels ? groups : panels); /* split gives each part rows or panels */
   }
