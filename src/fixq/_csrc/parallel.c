@@ -29,13 +29,16 @@
  * region.  The child starts with no workers (they do not survive the fork)
  * and no hold, and makes new workers on demand. */
 #define _GNU_SOURCE /* RUSAGE_THREAD */
+#include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "fixq_internal.h"
 
@@ -43,8 +46,9 @@
 #define SPIN_NS 20000   /* a worker polls this long for the next region before it sleeps */
 #define HOLD_POLL_NS 2000000 /* in a burst, a worker polls this long after its last region before it sleeps */
 #define GAP_NS 50000    /* a poll that finds this long passed since its last check was off the CPU */
+#define LOAD_SAMPLE_NS 100000000ull /* a burst reads the machine's runnable threads at most this often */
 #define BACKOFF_MIN_NS 50000000ull  /* after a contended burst, bursts do not poll for this long, */
-#define BACKOFF_MAX_NS 2000000000ull /* doubled after each contended burst up to this */
+#define BACKOFF_MAX_NS 4000000000ull /* doubled after each contended burst up to this, halved after each clean one */
 
 static struct {
   pthread_mutex_t busy; /* held by the caller running a region */
@@ -59,6 +63,8 @@ static struct {
   int contended_burst;  /* this burst found another thread wanting a CPU (under m) */
   uint64_t quiet_until; /* a burst opened before this time does not poll (under m) */
   uint64_t backoff;     /* the next quiet time after a contended burst (under m) */
+  uint64_t load_read;   /* when a burst last read the runnable threads (under m) */
+  int load_free;        /* whether they left a CPU free for a worker then (under m) */
   uint64_t polled[POOL_MAX]; /* a worker's last burst it polled in (its own; read under m) */
   uint64_t contended[POOL_MAX]; /* a worker's last burst in which it found itself off the CPU (its own) */
   uint64_t word;        /* atomic: region number << 32 | task count << 16 | next task */
@@ -324,6 +330,29 @@ static long thread_preempted(void) {
   return 0;
 }
 
+/* Whether a CPU beside the caller's is free for a worker: the runnable threads /proc/loadavg counts (the
+ * caller and its polling workers among them) fewer than the online CPUs plus those workers; where it cannot
+ * be read, 1.  A sleeping worker is woken ahead of running threads, a polling one is not: on a machine
+ * whose CPUs are all wanted, polling between regions only takes CPU time from the caller's share. */
+static int cpu_free(void) {
+  char buf[128];
+  const int fd = open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 1;
+  const ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return 1;
+  buf[n] = '\0';
+  const char *p = buf; /* "1.00 0.50 0.25 running/threads last-pid" */
+  for (int field = 0; field < 3 && p != NULL; field++)
+    if ((p = strchr(p, ' ')) != NULL) p++;
+  const long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  if (p == NULL || cpus < 1) return 1;
+  int polling = 0;
+  for (int w = 0, workers = __atomic_load_n(&pool.workers, __ATOMIC_RELAXED); w < workers; w++)
+    polling += !__atomic_load_n(&pool.asleep[w], __ATOMIC_RELAXED);
+  return strtol(p, NULL, 10) < cpus + polling;
+}
+
 static __thread int thread_holds;       /* this thread's open holds */
 static __thread long thread_preempted0; /* thread_preempted() at its outermost hold */
 
@@ -332,11 +361,16 @@ void fixq__parallel_hold(int threads) {
   pthread_once(&pool_once, pool_init);
   if (thread_holds++ == 0) thread_preempted0 = thread_preempted();
   const int width = threads - 1 < POOL_MAX ? threads - 1 : POOL_MAX;
+  const uint64_t now = now_ns();
   pthread_mutex_lock(&pool.m);
   int wake = 0;
   if (pool.holds == 0) {
     __atomic_store_n(&pool.burst, pool.burst + 1, __ATOMIC_RELEASE);
-    pool.contended_burst = now_ns() < pool.quiet_until; /* quiet: polls as outside a burst */
+    if (now - pool.load_read >= LOAD_SAMPLE_NS) {
+      pool.load_read = now;
+      pool.load_free = cpu_free();
+    }
+    pool.contended_burst = now < pool.quiet_until || !pool.load_free; /* quiet: polls as outside a burst */
     wake = !pool.contended_burst;
   } else {
     wake = !pool.contended_burst && width > pool.hold_width;
@@ -354,7 +388,8 @@ void fixq__parallel_release(int threads) {
   const int preempted = thread_holds > 0 && --thread_holds == 0 && thread_preempted() - thread_preempted0 >= 2;
   pthread_mutex_lock(&pool.m);
   if (preempted) contention_locked();
-  if (pool.holds == 1 && !pool.contended_burst) pool.backoff = 0; /* a burst that polled undisturbed */
+  if (pool.holds == 1 && !pool.contended_burst) /* a burst that polled undisturbed: half the back-off */
+    pool.backoff = pool.backoff / 2 < BACKOFF_MIN_NS ? 0 : pool.backoff / 2;
   if (pool.holds > 0) __atomic_store_n(&pool.holds, pool.holds - 1, __ATOMIC_RELEASE);
   if (pool.holds == 0) __atomic_store_n(&pool.hold_width, 0, __ATOMIC_RELEASE);
   pthread_mutex_unlock(&pool.m);
