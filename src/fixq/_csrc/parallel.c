@@ -15,12 +15,14 @@
  * follow one another with serial steps between) keeps workers 0 .. threads - 2
  * polling between regions: the hold wakes them while the caller is still in
  * its first serial steps, and each polls, yielding the CPU at every check
- * past SPIN_NS, until the release, HOLD_POLL_NS after its last region, or
- * the first time it finds it was off the CPU for GAP_NS (another process
- * wants that vCPU: from then on in that burst it sleeps between regions, as
- * outside a burst, so that a busy machine gets the wake-up preference of a
- * sleeper, not a spinning thread).  Holds nest and may come from any thread;
- * they only say how long workers poll, never which thread runs a task.
+ * past SPIN_NS, until the release or HOLD_POLL_NS after its last region.  A
+ * burst polls only where a CPU is free for its workers (cpu_free), and not
+ * within a back-off after a burst in which a worker found itself off the CPU
+ * for GAP_NS mid-poll or the caller was preempted: then its workers sleep
+ * between regions as outside a burst, since a woken sleeper is served ahead
+ * of running threads and a polling one only spends the caller's share of a
+ * busy machine.  Holds nest and may come from any thread; they only say how
+ * long workers poll, never which thread runs a task.
  *
  * One region runs on the pool at a time; a caller that finds it busy
  * (another thread's region, or a task of one calling in again) runs its
