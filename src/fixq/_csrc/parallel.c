@@ -57,8 +57,8 @@ static struct {
   pthread_mutex_t m;    /* guards asleep[] and the waits on wake[] / done */
   pthread_cond_t done;
   pthread_cond_t wake[POOL_MAX];
-  int asleep[POOL_MAX];
-  int workers;          /* started (under busy) */
+  int asleep[POOL_MAX]; /* (written under m, read atomically by cpu_free) */
+  int workers;          /* started (written under busy, read atomically by cpu_free) */
   int holds;            /* open holds (under m) */
   int hold_width;       /* workers 0 .. hold_width - 1 poll in this burst (under m; read atomically) */
   uint64_t burst;       /* atomic: the burst number, counted up when a hold opens with none open */
@@ -143,7 +143,7 @@ static uint64_t next_region(int w, uint64_t seen, int poll) {
     }
     pthread_mutex_lock(&pool.m);
     if (pool.contended[w] == __atomic_load_n(&pool.burst, __ATOMIC_ACQUIRE)) contention_locked();
-    pool.asleep[w] = 1;
+    __atomic_store_n(&pool.asleep[w], 1, __ATOMIC_RELAXED);
     int woken = 0;
     for (;;) {
       word = __atomic_load_n(&pool.word, __ATOMIC_ACQUIRE);
@@ -155,7 +155,7 @@ static uint64_t next_region(int w, uint64_t seen, int poll) {
       }
       pthread_cond_wait(&pool.wake[w], &pool.m);
     }
-    pool.asleep[w] = 0;
+    __atomic_store_n(&pool.asleep[w], 0, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&pool.m);
     if (!woken) return region_of(word);
   }
@@ -292,7 +292,7 @@ void fixq__parallel(int n, fixq__task_fn fn, void *ctx) {
   if (pool.workers < want) {
     sigset_t old;
     block_signals(&old);
-    while (pool.workers < want && start_worker()) pool.workers++;
+    while (pool.workers < want && start_worker()) __atomic_store_n(&pool.workers, pool.workers + 1, __ATOMIC_RELAXED);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
   }
   pool.fn = fn;
