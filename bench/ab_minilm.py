@@ -116,7 +116,8 @@ def main():
                 line = (f"{case:7s} t={t} A {a:8.3f} ms  B {b:8.3f} ms  B/A {ratio:.3f} (per-window median)  "
                         f"vcs A {np.median(rec['A']['vcs']):.1f} B {np.median(rec['B']['vcs']):.1f}  "
                         f"ivcs A {np.median(rec['A']['ivcs']):.1f} B {np.median(rec['B']['ivcs']):.1f}  "
-                        f"other load {np.median(rec['A']['load'] + rec['B']['load']):.2f}  calls/window {n}  same bits {same}")
+                        f"other load {np.median(rec['A']['load'] + rec['B']['load']):.2f}  calls/window {n}  "
+                        f"same bits {same}")
                 print(line, flush=True)
                 res[f"{case} t={t}"] = rec
     finally:

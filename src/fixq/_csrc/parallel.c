@@ -99,13 +99,15 @@ static void contention_locked(void) {
   if (pool.contended_burst || pool.holds == 0) return;
   pool.contended_burst = 1;
   __atomic_store_n(&pool.hold_width, 0, __ATOMIC_RELEASE);
-  pool.backoff = pool.backoff == 0 ? BACKOFF_MIN_NS : pool.backoff * 2 < BACKOFF_MAX_NS ? pool.backoff * 2 : BACKOFF_MAX_NS;
+  pool.backoff = pool.backoff == 0 ? BACKOFF_MIN_NS
+                 : pool.backoff * 2 < BACKOFF_MAX_NS ? pool.backoff * 2 : BACKOFF_MAX_NS;
   pool.quiet_until = now_ns() + pool.backoff;
 }
 
 /* Whether an open hold of burst `burst` wants worker w polling. */
 static int held(int w, uint64_t burst) {
-  return __atomic_load_n(&pool.holds, __ATOMIC_ACQUIRE) > 0 && w < __atomic_load_n(&pool.hold_width, __ATOMIC_ACQUIRE) &&
+  return __atomic_load_n(&pool.holds, __ATOMIC_ACQUIRE) > 0 &&
+         w < __atomic_load_n(&pool.hold_width, __ATOMIC_ACQUIRE) &&
          __atomic_load_n(&pool.burst, __ATOMIC_ACQUIRE) == burst && pool.contended[w] != burst;
 }
 
