@@ -149,6 +149,9 @@ cdef extern from "fixq/fixq.h" nogil:
 
 cdef extern from "fixq_internal.h" nogil:
     int FIXQ__MUL_BIAS
+    void fixq__parallel_hold(int threads)
+    void fixq__parallel_release(int threads)
+    int fixq__parallel_holds()
     fixq_status fixq__eltwise_setup(fixq_eltwise *p, fixq_eltwise_op op, fixq_rounding rounding,
                                     fixq_dtype a_dtype, float a_scale, int32_t a_zero_point,
                                     fixq_dtype b_dtype, float b_scale, int32_t b_zero_point,

@@ -218,6 +218,29 @@ def libm(str name, x):
     return out.reshape(np.shape(x))
 
 
+cdef class ParallelBurst:
+    """``with ParallelBurst(threads):`` the kernels' parallel regions inside are one burst (parallel.c's
+    ``fixq__parallel_hold``): the kept workers poll for the next region between them instead of sleeping,
+    released at the exit whatever raised.  Nests, from any thread; threads <= 1 does nothing."""
+    cdef int threads
+
+    def __cinit__(self, int threads):
+        self.threads = threads
+
+    def __enter__(self):
+        fixq__parallel_hold(self.threads)
+        return self
+
+    def __exit__(self, *exc):
+        fixq__parallel_release(self.threads)
+        return False
+
+
+def parallel_holds():
+    """How many ParallelBurst holds are open in this process (parallel.c)."""
+    return fixq__parallel_holds()
+
+
 include "_gemm.pxi"
 include "_eltwise.pxi"
 include "_lowbit.pxi"

@@ -418,9 +418,11 @@ fixq_status fixq_eng_run_batch(const fixq_eng_plan *plan, const fixq_eng_batch *
     return FIXQ_ERR_INVALID_ARGUMENT;
   }
   batch_job job = {plan, b, gemm_threads, 0, 0};
-  if (workers == 1) { /* the common batch-1 call: no worker array to allocate */
+  if (workers == 1) { /* the common batch-1 call: no worker array to allocate; its GEMMs' regions one burst */
     batch_worker w = {&job, arenas[0], SIZE_MAX, 0, FIXQ_OK};
+    fixq__parallel_hold(gemm_threads);
     batch_work(&w, 0);
+    fixq__parallel_release(gemm_threads);
     if (w.failed_chunk != SIZE_MAX) *failed_step = w.failed_step;
     return w.st;
   }

@@ -249,6 +249,15 @@ fixq_status fixq__qgemm_store_s32(size_t m, const void *a, fixq_dtype a_dtype, s
  * be had. */
 typedef void (*fixq__task_fn)(void *ctx, int t);
 void fixq__parallel(int n, fixq__task_fn fn, void *ctx);
+/* A burst of regions of up to `threads` tasks, with serial steps between
+ * them (a model call): between hold and its release, workers 0 .. threads - 2
+ * poll for the next region instead of sleeping (while the CPU is theirs).
+ * Holds nest, come from any thread, and change no result; each hold is
+ * released once, with the same threads; threads <= 1: nothing.  _holds: how
+ * many are open. */
+void fixq__parallel_hold(int threads);
+void fixq__parallel_release(int threads);
+int fixq__parallel_holds(void);
 #define FIXQ_GEMM_MR 4 /* scalar tile rows; the AVX2 S8 records come in groups of this many rows */
 #define FIXQ__AVX2_MR 16 /* AVX2 tile: 16 rows (groups of FIXQ_GEMM_MR) x 3 panels (qgemm_s8__avx2.c) */
 #define FIXQ__AVX2_NP 3

@@ -9,32 +9,66 @@
  * stay put until every claimed task is done.  A region of n tasks wakes
  * workers 0 .. n - 2 only (each has its own condition variable); a worker
  * that took part polls for SPIN_NS before it sleeps again, so back-to-back
- * calls (a model's layers, a benchmark loop) find it awake.
+ * calls (a benchmark loop of one GEMM) find it awake.
+ *
+ * A burst (fixq__parallel_hold / _release, around a model call whose regions
+ * follow one another with serial steps between) keeps workers 0 .. threads - 2
+ * polling between regions: the hold wakes them while the caller is still in
+ * its first serial steps, and each polls, yielding the CPU at every check
+ * past SPIN_NS, until the release or HOLD_POLL_NS after its last region.  A
+ * burst polls only where a CPU is free for its workers (cpu_free), and not
+ * within a back-off after a burst in which a worker found itself off the CPU
+ * for GAP_NS mid-poll or the caller was preempted: then its workers sleep
+ * between regions as outside a burst, since a woken sleeper is served ahead
+ * of running threads and a polling one only spends the caller's share of a
+ * busy machine.  Holds nest and may come from any thread; they only say how
+ * long workers poll, never which thread runs a task.
  *
  * One region runs on the pool at a time; a caller that finds it busy
  * (another thread's region, or a task of one calling in again) runs its
  * tasks on threads of its own.  A task is never dropped: what no thread
  * takes, the caller runs.  Tasks must not fork: fork() waits for the running
  * region.  The child starts with no workers (they do not survive the fork)
- * and makes new ones on demand. */
+ * and no hold, and makes new workers on demand. */
+#define _GNU_SOURCE /* RUSAGE_THREAD */
+#include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "fixq_internal.h"
 
 #define POOL_MAX 63     /* workers kept; more tasks are claimed by the threads there are */
 #define SPIN_NS 20000   /* a worker polls this long for the next region before it sleeps */
+#define HOLD_POLL_NS 2000000 /* in a burst, a worker polls this long after its last region before it sleeps */
+#define GAP_NS 50000    /* a poll that finds this long passed since its last check was off the CPU */
+#define LOAD_SAMPLE_NS 100000000ull /* a burst reads the machine's runnable threads at most this often */
+#define BACKOFF_MIN_NS 50000000ull  /* after a contended burst, bursts do not poll for this long, */
+#define BACKOFF_MAX_NS 4000000000ull /* doubled after each contended burst up to this, halved after each clean one */
 
 static struct {
   pthread_mutex_t busy; /* held by the caller running a region */
   pthread_mutex_t m;    /* guards asleep[] and the waits on wake[] / done */
   pthread_cond_t done;
   pthread_cond_t wake[POOL_MAX];
-  int asleep[POOL_MAX];
-  int workers;          /* started (under busy) */
+  int asleep[POOL_MAX]; /* (written under m, read atomically by cpu_free) */
+  int workers;          /* started (written under busy, read atomically by cpu_free) */
+  int holds;            /* open holds (under m) */
+  int hold_width;       /* workers 0 .. hold_width - 1 poll in this burst (under m; read atomically) */
+  uint64_t burst;       /* atomic: the burst number, counted up when a hold opens with none open */
+  int contended_burst;  /* this burst found another thread wanting a CPU (under m) */
+  uint64_t quiet_until; /* a burst opened before this time does not poll (under m) */
+  uint64_t backoff;     /* the next quiet time after a contended burst (under m) */
+  uint64_t load_read;   /* when a burst last read the runnable threads (under m) */
+  int load_free;        /* whether they left a CPU free for a worker then (under m) */
+  uint64_t polled[POOL_MAX]; /* a worker's last burst it polled in (its own; read under m) */
+  uint64_t contended[POOL_MAX]; /* a worker's last burst in which it found itself off the CPU (its own) */
   uint64_t word;        /* atomic: region number << 32 | task count << 16 | next task */
   int finished;         /* atomic: tasks of this region not yet run to the end */
   fixq__task_fn fn;
@@ -55,30 +89,78 @@ static uint64_t now_ns(void) {
 
 static uint64_t region_of(uint64_t word) { return word >> 32; }
 
-/* Worker w: polls (when it took part in the last region) and then sleeps
- * until a region other than `seen` that has a task for it (more than w + 1
- * tasks); returns that region's number. */
+static int has_task(uint64_t word, uint64_t seen, int w) {
+  return region_of(word) != seen && (int)(word >> 16 & 0xFFFF) > w + 1;
+}
+
+/* A thread of this burst found itself off the CPU while it polled or worked: no thread of the
+ * process polls on in this burst, and none in the bursts of the next backoff ns (under m). */
+static void contention_locked(void) {
+  if (pool.contended_burst || pool.holds == 0) return;
+  pool.contended_burst = 1;
+  __atomic_store_n(&pool.hold_width, 0, __ATOMIC_RELEASE);
+  pool.backoff = pool.backoff == 0 ? BACKOFF_MIN_NS
+                 : pool.backoff * 2 < BACKOFF_MAX_NS ? pool.backoff * 2 : BACKOFF_MAX_NS;
+  pool.quiet_until = now_ns() + pool.backoff;
+}
+
+/* Whether an open hold of burst `burst` wants worker w polling. */
+static int held(int w, uint64_t burst) {
+  return __atomic_load_n(&pool.holds, __ATOMIC_ACQUIRE) > 0 &&
+         w < __atomic_load_n(&pool.hold_width, __ATOMIC_ACQUIRE) &&
+         __atomic_load_n(&pool.burst, __ATOMIC_ACQUIRE) == burst && pool.contended[w] != burst;
+}
+
+/* Worker w: polls (when it took part in the last region, or a hold woke it)
+ * and then sleeps until a region other than `seen` that has a task for it
+ * (more than w + 1 tasks); returns that region's number. */
 static uint64_t next_region(int w, uint64_t seen, int poll) {
   uint64_t word;
-  if (poll) {
-    const uint64_t start = now_ns();
-    for (unsigned i = 1;; i++) {
-      word = __atomic_load_n(&pool.word, __ATOMIC_ACQUIRE);
-      if (region_of(word) != seen && (int)(word >> 16 & 0xFFFF) > w + 1) return region_of(word);
-      if (i % 64 == 0 && now_ns() - start > SPIN_NS) break;
-      relax();
+  for (;; poll = 1) {
+    if (poll) {
+      const uint64_t start = now_ns();
+      for (unsigned i = 1;; i++) {
+        word = __atomic_load_n(&pool.word, __ATOMIC_ACQUIRE);
+        if (has_task(word, seen, w)) return region_of(word);
+        if (i % 64 == 0 && now_ns() - start > SPIN_NS) break;
+        relax();
+      }
+      const uint64_t burst = __atomic_load_n(&pool.burst, __ATOMIC_ACQUIRE);
+      pool.polled[w] = burst;
+      for (uint64_t last = now_ns(); held(w, burst);) { /* a burst: poll on, the CPU yielded at every check */
+        for (int i = 0; i < 16; i++) {
+          word = __atomic_load_n(&pool.word, __ATOMIC_ACQUIRE);
+          if (has_task(word, seen, w)) return region_of(word);
+          relax();
+        }
+        sched_yield();
+        const uint64_t now = now_ns();
+        if (now - last > GAP_NS) { /* off the CPU: another thread wanted it */
+          pool.contended[w] = burst;
+          break;
+        }
+        if (now - start > HOLD_POLL_NS) break;
+        last = now;
+      }
     }
+    pthread_mutex_lock(&pool.m);
+    if (pool.contended[w] == __atomic_load_n(&pool.burst, __ATOMIC_ACQUIRE)) contention_locked();
+    __atomic_store_n(&pool.asleep[w], 1, __ATOMIC_RELAXED);
+    int woken = 0;
+    for (;;) {
+      word = __atomic_load_n(&pool.word, __ATOMIC_ACQUIRE);
+      if (has_task(word, seen, w)) break;
+      const uint64_t burst = __atomic_load_n(&pool.burst, __ATOMIC_ACQUIRE);
+      if (pool.polled[w] != burst && held(w, burst)) { /* a hold opened: poll for its first region */
+        woken = 1;
+        break;
+      }
+      pthread_cond_wait(&pool.wake[w], &pool.m);
+    }
+    __atomic_store_n(&pool.asleep[w], 0, __ATOMIC_RELAXED);
+    pthread_mutex_unlock(&pool.m);
+    if (!woken) return region_of(word);
   }
-  pthread_mutex_lock(&pool.m);
-  pool.asleep[w] = 1;
-  for (;;) {
-    word = __atomic_load_n(&pool.word, __ATOMIC_ACQUIRE);
-    if (region_of(word) != seen && (int)(word >> 16 & 0xFFFF) > w + 1) break;
-    pthread_cond_wait(&pool.wake[w], &pool.m);
-  }
-  pool.asleep[w] = 0;
-  pthread_mutex_unlock(&pool.m);
-  return region_of(word);
 }
 
 /* Claims and runs tasks of region `region` until none is left; returns how many it ran. */
@@ -168,6 +250,8 @@ static void fork_child(void) {
     pool.asleep[w] = 0;
   }
   pool.workers = 0;
+  pool.holds = 0; /* the child's threads released nothing; fixq__parallel_release stops at 0 */
+  pool.hold_width = 0;
   pthread_mutex_unlock(&pool.busy);
 }
 
@@ -183,6 +267,7 @@ static int start_worker(void) {
   pthread_t tid;
   pthread_attr_t attr;
   if (s == NULL) return 0;
+  pool.polled[pool.workers] = pool.contended[pool.workers] = 0; /* bursts are numbered from 1 */
   /* the region changes only under busy, as here */
   *s = (worker_start){pool.workers, region_of(__atomic_load_n(&pool.word, __ATOMIC_RELAXED))};
   int ok = pthread_attr_init(&attr) == 0;
@@ -209,7 +294,7 @@ void fixq__parallel(int n, fixq__task_fn fn, void *ctx) {
   if (pool.workers < want) {
     sigset_t old;
     block_signals(&old);
-    while (pool.workers < want && start_worker()) pool.workers++;
+    while (pool.workers < want && start_worker()) __atomic_store_n(&pool.workers, pool.workers + 1, __ATOMIC_RELAXED);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
   }
   pool.fn = fn;
@@ -237,4 +322,87 @@ void fixq__parallel(int n, fixq__task_fn fn, void *ctx) {
     }
   }
   pthread_mutex_unlock(&pool.busy);
+}
+
+/* The caller's involuntary context switches (another thread took its CPU), or 0 where not counted.  Two in
+ * one burst count as contention (one may be a kernel thread's few microseconds). */
+static long thread_preempted(void) {
+#ifdef RUSAGE_THREAD
+  struct rusage u;
+  if (getrusage(RUSAGE_THREAD, &u) == 0) return u.ru_nivcsw;
+#endif
+  return 0;
+}
+
+/* Whether a CPU beside the caller's is free for a worker: the runnable threads /proc/loadavg counts (the
+ * caller and its polling workers among them) fewer than the online CPUs plus those workers; where it cannot
+ * be read, 1.  A sleeping worker is woken ahead of running threads, a polling one is not: on a machine
+ * whose CPUs are all wanted, polling between regions only takes CPU time from the caller's share. */
+static int cpu_free(void) {
+  char buf[128];
+  const int fd = open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 1;
+  const ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return 1;
+  buf[n] = '\0';
+  const char *p = buf; /* "1.00 0.50 0.25 running/threads last-pid" */
+  for (int field = 0; field < 3 && p != NULL; field++)
+    if ((p = strchr(p, ' ')) != NULL) p++;
+  const long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  if (p == NULL || cpus < 1) return 1;
+  int polling = 0;
+  for (int w = 0, workers = __atomic_load_n(&pool.workers, __ATOMIC_RELAXED); w < workers; w++)
+    polling += !__atomic_load_n(&pool.asleep[w], __ATOMIC_RELAXED);
+  return strtol(p, NULL, 10) < cpus + polling;
+}
+
+static __thread int thread_holds;       /* this thread's open holds */
+static __thread long thread_preempted0; /* thread_preempted() at its outermost hold */
+
+void fixq__parallel_hold(int threads) {
+  if (threads <= 1) return;
+  pthread_once(&pool_once, pool_init);
+  if (thread_holds++ == 0) thread_preempted0 = thread_preempted();
+  const int width = threads - 1 < POOL_MAX ? threads - 1 : POOL_MAX;
+  const uint64_t now = now_ns();
+  pthread_mutex_lock(&pool.m);
+  int wake = 0;
+  if (pool.holds == 0) {
+    __atomic_store_n(&pool.burst, pool.burst + 1, __ATOMIC_RELEASE);
+    if (now - pool.load_read >= LOAD_SAMPLE_NS) {
+      pool.load_read = now;
+      pool.load_free = cpu_free();
+    }
+    pool.contended_burst = now < pool.quiet_until || !pool.load_free; /* quiet: polls as outside a burst */
+    wake = !pool.contended_burst;
+  } else {
+    wake = !pool.contended_burst && width > pool.hold_width;
+  }
+  if (wake) __atomic_store_n(&pool.hold_width, width, __ATOMIC_RELEASE);
+  __atomic_store_n(&pool.holds, pool.holds + 1, __ATOMIC_RELEASE);
+  for (int w = 0; wake && w < width; w++)
+    if (pool.asleep[w]) pthread_cond_signal(&pool.wake[w]);
+  pthread_mutex_unlock(&pool.m);
+}
+
+void fixq__parallel_release(int threads) {
+  if (threads <= 1) return;
+  pthread_once(&pool_once, pool_init);
+  const int preempted = thread_holds > 0 && --thread_holds == 0 && thread_preempted() - thread_preempted0 >= 2;
+  pthread_mutex_lock(&pool.m);
+  if (preempted) contention_locked();
+  if (pool.holds == 1 && !pool.contended_burst) /* a burst that polled undisturbed: half the back-off */
+    pool.backoff = pool.backoff / 2 < BACKOFF_MIN_NS ? 0 : pool.backoff / 2;
+  if (pool.holds > 0) __atomic_store_n(&pool.holds, pool.holds - 1, __ATOMIC_RELEASE);
+  if (pool.holds == 0) __atomic_store_n(&pool.hold_width, 0, __ATOMIC_RELEASE);
+  pthread_mutex_unlock(&pool.m);
+}
+
+int fixq__parallel_holds(void) {
+  pthread_once(&pool_once, pool_init);
+  pthread_mutex_lock(&pool.m);
+  const int holds = pool.holds;
+  pthread_mutex_unlock(&pool.m);
+  return holds;
 }

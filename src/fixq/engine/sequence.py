@@ -21,7 +21,7 @@ import functools
 
 import numpy as np
 
-from .. import float_ops as F, gemm, graph as G
+from .. import _core, float_ops as F, gemm, graph as G
 from . import padding as P
 
 _PLAIN = type("PlainLayout", (), {"sequence": True, "weights": {}})()  # float_node's view of a sequence graph
@@ -450,7 +450,7 @@ class SequenceRunner:
         env = [None] * (self.size + 1)  # the last: a packed run's Packing
         fed = G.check_feeds(self.inputs, self.roles, feeds)
         env[:len(fed)] = fed
-        with self.blas(threads) if self.blas is not None else contextlib.nullcontext():
+        with self.blas(threads) if self.blas is not None else contextlib.nullcontext(), _core.ParallelBurst(threads):
             if keep_all:
                 for fn, out in self.steps_all:
                     env[out] = fn(env, threads)
