@@ -271,6 +271,17 @@ ALWAYS_INLINE void direct_tile(const size_t rows, const size_t np, size_t k, con
       for (size_t p = 0; p < np; p++) acc[r][p] = _mm512_dpbusd_epi32(acc[r][p], x, w[p]);
     }
   }
+  if (ldc % NR == NR / 2) { /* rows of 16 np - 8 (engine_pw's y rows of 8, 24, 40 channels): 32-byte stores,
+                              * which split no 64-byte line, and none past the row */
+#pragma GCC unroll 8
+    for (size_t r = 0; r < rows; r++)
+#pragma GCC unroll 3
+      for (size_t p = 0; p < np; p++) {
+        _mm256_storeu_si256((__m256i *)(c + r * ldc + p * NR), _mm512_castsi512_si256(acc[r][p]));
+        if (p + 1 < np) _mm256_storeu_si256((__m256i *)(c + r * ldc + p * NR + 8), _mm512_extracti64x4_epi64(acc[r][p], 1));
+      }
+    return;
+  }
 #pragma GCC unroll 8
   for (size_t r = 0; r < rows; r++)
 #pragma GCC unroll 3
