@@ -4,18 +4,17 @@
 
 typedef struct {
   fixq_eng_pw_fn pw;
-  void (*pairs)(fixq_eng_flat *st);
   fixq_eng_flat_fn flat;
+  unsigned lanes; /* int32 lanes a vector of the flat stage */
 } pw_kernels;
 
 static const pw_kernels kernel_table[FIXQ_ISA_COUNT] = {
-    {NULL, NULL, NULL},
-    {FIXQ__AVX2(fixq_eng_pw_fp32__avx2), FIXQ__AVX2(fixq_eng_flat_pairs__avx2), FIXQ__AVX2(fixq_eng_flat__avx2)},
-    {FIXQ__AVX512VNNI(fixq_eng_pw_fp32__avx512vnni), FIXQ__AVX512VNNI(fixq_eng_flat_pairs__avx512vnni),
-     FIXQ__AVX512VNNI(fixq_eng_flat__avx512vnni)},
-    {NULL, NULL, NULL},
-    {NULL, NULL, NULL},
-    {NULL, NULL, NULL},
+    {NULL, NULL, 0},
+    {FIXQ__AVX2(fixq_eng_pw_fp32__avx2), FIXQ__AVX2(fixq_eng_flat__avx2), 8},
+    {FIXQ__AVX512VNNI(fixq_eng_pw_fp32__avx512vnni), FIXQ__AVX512VNNI(fixq_eng_flat__avx512vnni), 16},
+    {NULL, NULL, 0},
+    {NULL, NULL, 0},
+    {NULL, NULL, 0},
 };
 
 int fixq__eng_flat_init(fixq_eng_flat *st, const fixq_requant *rq, size_t rq_channels, size_t n, fixq_dtype dt) {
@@ -24,14 +23,15 @@ int fixq__eng_flat_init(fixq_eng_flat *st, const fixq_requant *rq, size_t rq_cha
       (dt != FIXQ_INT8 && dt != FIXQ_UINT8))
     return 0;
   const size_t per_channel = rq_channels != 1;
-  st->n = n, st->dt = dt, st->qmin = rq->qmin, st->run = kern->flat;
-  for (size_t i = 0, j = 0; i < n + FIXQ_ENG_FLAT_LANES; i++, j = j + 1 == n ? 0 : j + 1) { /* j: i % n */
-    const size_t c = per_channel * j;
-    st->scale[i] = rq->scale[c];
-    st->max_less_zp[i] = (float)(rq->qmax - rq->zero_point[c]);
-    st->zp[i] = rq->zero_point[c];
-  }
-  kern->pairs(st);
+  for (size_t i = 1; per_channel && i < n; i++)
+    if (rq->zero_point[i] != rq->zero_point[0]) return 0;
+  st->n = n, st->dt = dt, st->zp = rq->zero_point[0], st->qmin = rq->qmin, st->run = kern->flat;
+  st->max_less_zp = (float)(rq->qmax - rq->zero_point[0]);
+  st->step4 = (unsigned)(4 * kern->lanes) % (unsigned)n;
+  /* the first p >= 16 channels (p a multiple of n), then copies p apart, which vectorize */
+  const size_t p = (16 + n - 1) / n * n;
+  for (size_t i = 0, j = 0; i < p; i++, j = j + 1 == n ? 0 : j + 1) st->scale[i] = rq->scale[per_channel * j];
+  for (size_t i = p; i < n + FIXQ_ENG_FLAT_RUN; i++) st->scale[i] = st->scale[i - p];
   return 1;
 }
 

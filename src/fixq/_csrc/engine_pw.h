@@ -19,7 +19,7 @@
 
 #define FIXQ_ENG_PW_MAX_N 48   /* output channels of the 1x1 kernel: the direct tile's 3 panels cover every column */
 #define FIXQ_ENG_FLAT_MAX_N 64 /* channels of the flat stage (the direct convolution's up to 64) */
-#define FIXQ_ENG_FLAT_LANES 16 /* the widest path's int32 lanes a vector */
+#define FIXQ_ENG_FLAT_RUN 64   /* accumulators a step of the widest path's stage (4 vectors of 16) */
 
 typedef struct fixq_eng_flat fixq_eng_flat;
 /* The path's stage on `total` accumulators acc[i] of channel i % N into y[i] */
@@ -27,19 +27,18 @@ typedef void (*fixq_eng_flat_fn)(const fixq_eng_flat *st, size_t total, const in
 
 struct fixq_eng_flat {
   size_t n;
-  fixq_dtype dt; /* int8 or uint8 */
-  int32_t qmin;
+  size_t step4;       /* the channel four of the path's vectors further on, less the channel, modulo n */
+  fixq_dtype dt;       /* int8 or uint8 */
+  int32_t zp, qmin;    /* one zero point (XNNPACK's output zero point is per tensor) */
+  float max_less_zp;   /* qmax - zp */
   fixq_eng_flat_fn run;
-  /* channel i % n at i, i < n + FIXQ_ENG_FLAT_LANES */
-  float scale[FIXQ_ENG_FLAT_MAX_N + FIXQ_ENG_FLAT_LANES], max_less_zp[FIXQ_ENG_FLAT_MAX_N + FIXQ_ENG_FLAT_LANES];
-  int32_t zp[FIXQ_ENG_FLAT_MAX_N + FIXQ_ENG_FLAT_LANES];
-  /* [c]: the zero points of the two vectors starting at channel c and at the channel after it, in the int16
-   * lane order that the path's int32 -> int16 pack of those two vectors leaves */
-  int16_t zp_pair[FIXQ_ENG_FLAT_MAX_N][2 * FIXQ_ENG_FLAT_LANES] __attribute__((aligned(64)));
+  /* channel i % n at i, i < n + FIXQ_ENG_FLAT_RUN: a stage step's 4 vectors from channel c read at c + lanes j */
+  float scale[FIXQ_ENG_FLAT_MAX_N + FIXQ_ENG_FLAT_RUN];
 };
 
 /* st for rq (FIXQ_ROUND_FP32, per tensor when rq_channels == 1) on n channels of dt on the CPU path; 0 where the
- * path has no flat stage or rq, n or dt is not one it takes (the caller runs the requantize kernel). */
+ * path has no flat stage or rq, n or dt is not one it takes, or the zero points differ between channels (the
+ * caller runs the requantize kernel). */
 int fixq__eng_flat_init(fixq_eng_flat *st, const fixq_requant *rq, size_t rq_channels, size_t n, fixq_dtype dt);
 
 /* y[m][n] = requant_fp32(sum_k (x[m][k] - a_zp) * b[k][n] + bias[n]) for rq (FIXQ_ROUND_FP32, per tensor when
@@ -58,13 +57,11 @@ int fixq__eng_pw(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t m, co
 #ifdef FIXQ_COMPILED_AVX2
 void fixq_eng_pw_fp32__avx2(size_t m, const uint8_t *x, fixq_dtype dt, int32_t a_zp, const fixq_packed_b *b,
                             const int32_t *bias, const fixq_eng_flat *st, uint8_t *y);
-void fixq_eng_flat_pairs__avx2(fixq_eng_flat *st);
 void fixq_eng_flat__avx2(const fixq_eng_flat *st, size_t total, const int32_t *acc, uint8_t *y);
 #endif
 #ifdef FIXQ_COMPILED_AVX512VNNI
 void fixq_eng_pw_fp32__avx512vnni(size_t m, const uint8_t *x, fixq_dtype dt, int32_t a_zp, const fixq_packed_b *b,
                                   const int32_t *bias, const fixq_eng_flat *st, uint8_t *y);
-void fixq_eng_flat_pairs__avx512vnni(fixq_eng_flat *st);
 void fixq_eng_flat__avx512vnni(const fixq_eng_flat *st, size_t total, const int32_t *acc, uint8_t *y);
 #endif
 

@@ -19,62 +19,57 @@
 #define KP_MAX (FIXQ__DIRECT_K_MAX / 2)
 #define NB_MAX (FIXQ_ENG_PW_MAX_N / 8)
 
-/* The channel 8 accumulators after channel c */
-static inline size_t next8(size_t c, size_t step, size_t n) {
-  c += step;
-  return c >= n ? c - n : c;
-}
-
-void fixq_eng_flat_pairs__avx2(fixq_eng_flat *st) {
-  const size_t n = st->n, step = 8 % n;
-  for (size_t c = 0; c < n; c++) /* vpackssdw's order: each 128-bit lane's 4 dwords of a, then of b */
-    _mm256_store_si256((__m256i *)st->zp_pair[c],
-                       _mm256_packs_epi32(_mm256_loadu_si256((const __m256i *)(st->zp + c)),
-                                          _mm256_loadu_si256((const __m256i *)(st->zp + next8(c, step, n)))));
-}
+/* c modulo n, c < 2 n */
+static inline size_t wrap(size_t c, size_t n) { return c >= n ? c - n : c; }
 
 /* XNNPACK's fp32 stage up to the int32 conversion on 8 accumulators of channels c.. (both conversions round to
  * nearest even, MXCSR's as C's (float); below 2^16 in magnitude the second is fixq__round_even_small, and it
  * gives INT32_MIN below -2^31) */
-ALWAYS_INLINE __m256i scaled8(const fixq_eng_flat *st, size_t c, __m256i acc) {
-  return _mm256_cvtps_epi32(_mm256_min_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(acc), _mm256_loadu_ps(st->scale + c)),
-                                          _mm256_loadu_ps(st->max_less_zp + c)));
+ALWAYS_INLINE __m256i scaled8(const float *scale, size_t c, __m256 max_less_zp, __m256i acc) {
+  return _mm256_cvtps_epi32(
+      _mm256_min_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(acc), _mm256_loadu_ps(scale + c)), max_less_zp));
 }
 
-/* 32 outputs from channel c: two int16 packs with the zero points added, the byte pack, the max with qmin,
- * and one vpermd putting the packs' interleaved 128-bit lanes back in order */
-ALWAYS_INLINE __m256i stage32(const fixq_eng_flat *st, size_t c, size_t step, const __m256i a[4], __m256i qmin,
-                              int u8) {
-  const size_t n = st->n, c1 = next8(c, step, n), c2 = next8(c1, step, n), c3 = next8(c2, step, n);
-  const __m256i lo = _mm256_adds_epi16(_mm256_packs_epi32(scaled8(st, c, a[0]), scaled8(st, c1, a[1])),
-                                       _mm256_load_si256((const __m256i *)st->zp_pair[c]));
-  const __m256i hi = _mm256_adds_epi16(_mm256_packs_epi32(scaled8(st, c2, a[2]), scaled8(st, c3, a[3])),
-                                       _mm256_load_si256((const __m256i *)st->zp_pair[c2]));
+/* 32 outputs from channel c: two int16 packs with the zero point added, the byte pack, the max with qmin, and
+ * one vpermd putting the packs' interleaved 128-bit lanes back in order */
+ALWAYS_INLINE __m256i stage32(const float *scale, size_t c, const __m256i a[4], __m256 max_less_zp, __m256i zp,
+                              __m256i qmin, const int u8) {
+  const __m256i lo = _mm256_adds_epi16(
+      _mm256_packs_epi32(scaled8(scale, c, max_less_zp, a[0]), scaled8(scale, c + 8, max_less_zp, a[1])), zp);
+  const __m256i hi = _mm256_adds_epi16(
+      _mm256_packs_epi32(scaled8(scale, c + 16, max_less_zp, a[2]), scaled8(scale, c + 24, max_less_zp, a[3])), zp);
   const __m256i bytes = u8 ? _mm256_max_epu8(_mm256_packus_epi16(lo, hi), qmin)
                            : _mm256_max_epi8(_mm256_packs_epi16(lo, hi), qmin);
   return _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
 }
 
-void fixq_eng_flat__avx2(const fixq_eng_flat *st, size_t total, const int32_t *acc, uint8_t *y) {
-  const size_t n = st->n, step = 8 % n, step4 = 32 % n;
-  const int u8 = st->dt == FIXQ_UINT8;
-  const __m256i qmin = _mm256_set1_epi8((char)st->qmin);
+ALWAYS_INLINE void flat(const fixq_eng_flat *st, size_t total, const int32_t *acc, uint8_t *y, const int u8) {
+  const size_t n = st->n, step4 = st->step4;
+  const float *scale = st->scale;
+  const __m256 max_less_zp = _mm256_set1_ps(st->max_less_zp);
+  const __m256i zp = _mm256_set1_epi16((short)st->zp), qmin = _mm256_set1_epi8((char)st->qmin);
   size_t i = 0, c = 0;
-  for (; i + 32 <= total; i += 32, c = next8(c, step4, n)) {
+  for (; i + 32 <= total; i += 32, c = wrap(c + step4, n)) {
     __m256i a[4];
     for (int j = 0; j < 4; j++) a[j] = _mm256_loadu_si256((const __m256i *)(acc + i + 8 * j));
-    _mm256_storeu_si256((__m256i *)(y + i), stage32(st, c, step, a, qmin, u8));
+    _mm256_storeu_si256((__m256i *)(y + i), stage32(scale, c, a, max_less_zp, zp, qmin, u8));
   }
   if (i == total) return;
   __m256i a[4];
   uint8_t out[32];
   for (size_t j = 0; j < 4; j++) { /* the lanes past total read as 0 */
     const size_t left = total - i > 8 * j ? total - i - 8 * j : 0;
-    a[j] = _mm256_maskload_epi32((const int *)acc + i + 8 * j, _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(left < 8 ? left : 8)),
-                                                                     _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
+    a[j] = _mm256_maskload_epi32((const int *)acc + i + 8 * j,
+                                 _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(left < 8 ? left : 8)),
+                                                    _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
   }
-  _mm256_storeu_si256((__m256i *)out, stage32(st, c, step, a, qmin, u8));
+  _mm256_storeu_si256((__m256i *)out, stage32(scale, c, a, max_less_zp, zp, qmin, u8));
   memcpy(y + i, out, total - i);
+}
+
+void fixq_eng_flat__avx2(const fixq_eng_flat *st, size_t total, const int32_t *acc, uint8_t *y) {
+  if (st->dt == FIXQ_UINT8) flat(st, total, acc, y, 1);
+  else flat(st, total, acc, y, 0);
 }
 
 /* acc[r * n + 8 b] for r < R pixels (x's int16 rows of k at xr) and b < B blocks of the tile's 8 channels (w:

@@ -7,59 +7,51 @@
 
 #include "engine_pw.h"
 
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
 #define NR FIXQ_GEMM_NR
 #define MR FIXQ__VNNI_MR
 #define BLOCK 2048 /* accumulators a block (8 KB: stays in L1 with x's rows and y's) */
 
-/* The channel 16 accumulators after channel c */
-static inline size_t next16(size_t c, size_t step, size_t n) {
-  c += step;
-  return c >= n ? c - n : c;
-}
-
-void fixq_eng_flat_pairs__avx512vnni(fixq_eng_flat *st) {
-  const size_t n = st->n, step = NR % n;
-  for (size_t c = 0; c < n; c++) /* vpackssdw's order: each 128-bit lane's 4 dwords of a, then of b */
-    _mm512_store_si512(st->zp_pair[c], _mm512_packs_epi32(_mm512_loadu_si512(st->zp + c),
-                                                          _mm512_loadu_si512(st->zp + next16(c, step, n))));
-}
+/* c modulo n, c < 2 n */
+static inline size_t wrap(size_t c, size_t n) { return c >= n ? c - n : c; }
 
 /* XNNPACK's fp32 stage up to the int32 conversion on 16 accumulators of channels c.. (the conversion of acc
  * rounds to nearest even as C's; the embedded rounding of the other, half to even, is fixq__round_even_small's
  * below 2^16 in magnitude and saturates to INT32_MIN below -2^31) */
-static inline __m512i scaled16(const fixq_eng_flat *st, size_t c, __m512i acc) {
-  const __m512 f = _mm512_min_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_loadu_ps(st->scale + c)),
-                                 _mm512_loadu_ps(st->max_less_zp + c));
+ALWAYS_INLINE __m512i scaled16(const float *scale, size_t c, __m512 max_less_zp, __m512i acc) {
+  const __m512 f = _mm512_min_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_loadu_ps(scale + c)), max_less_zp);
   return _mm512_cvt_roundps_epi32(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 }
 
-/* 64 outputs (fewer where the masks say) from channel c: two int16 packs with the zero points added, the
- * byte pack, the max with qmin, and one vpermd putting the packs' interleaved 128-bit lanes back in order */
-static inline void stage64(const fixq_eng_flat *st, size_t c, size_t step, const int32_t *acc, uint8_t *y,
-                           __mmask64 keep, __m512i qmin, int u8) {
+/* 64 outputs (fewer where keep says) from channel c: two int16 packs with the zero point added, the byte pack,
+ * the max with qmin, and one vpermd putting the packs' interleaved 128-bit lanes back in order */
+ALWAYS_INLINE void stage64(const float *scale, size_t c, const int32_t *acc, uint8_t *y, __mmask64 keep,
+                           __m512 max_less_zp, __m512i zp, __m512i qmin, const int u8) {
   const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
-  const size_t n = st->n, c1 = next16(c, step, n), c2 = next16(c1, step, n), c3 = next16(c2, step, n);
-  const __mmask16 k0 = (__mmask16)keep, k1 = (__mmask16)(keep >> 16), k2 = (__mmask16)(keep >> 32),
-                  k3 = (__mmask16)(keep >> 48);
-  const __m512i lo = _mm512_adds_epi16(_mm512_packs_epi32(scaled16(st, c, _mm512_maskz_loadu_epi32(k0, acc)),
-                                                          scaled16(st, c1, _mm512_maskz_loadu_epi32(k1, acc + 16))),
-                                       _mm512_load_si512(st->zp_pair[c]));
-  const __m512i hi = _mm512_adds_epi16(_mm512_packs_epi32(scaled16(st, c2, _mm512_maskz_loadu_epi32(k2, acc + 32)),
-                                                          scaled16(st, c3, _mm512_maskz_loadu_epi32(k3, acc + 48))),
-                                       _mm512_load_si512(st->zp_pair[c2]));
+  __m512i q[4];
+  for (int j = 0; j < 4; j++)
+    q[j] = scaled16(scale, c + 16 * j, max_less_zp, _mm512_maskz_loadu_epi32((__mmask16)(keep >> 16 * j), acc + 16 * j));
+  const __m512i lo = _mm512_adds_epi16(_mm512_packs_epi32(q[0], q[1]), zp);
+  const __m512i hi = _mm512_adds_epi16(_mm512_packs_epi32(q[2], q[3]), zp);
   const __m512i bytes = u8 ? _mm512_max_epu8(_mm512_packus_epi16(lo, hi), qmin)
                            : _mm512_max_epi8(_mm512_packs_epi16(lo, hi), qmin);
   _mm512_mask_storeu_epi8(y, keep, _mm512_permutexvar_epi32(order, bytes));
 }
 
-void fixq_eng_flat__avx512vnni(const fixq_eng_flat *st, size_t total, const int32_t *acc, uint8_t *y) {
-  const size_t n = st->n, step4 = 4 * NR % n;
-  const int u8 = st->dt == FIXQ_UINT8;
-  const __m512i qmin = _mm512_set1_epi8((char)st->qmin);
+ALWAYS_INLINE void flat(const fixq_eng_flat *st, size_t total, const int32_t *acc, uint8_t *y, const int u8) {
+  const size_t n = st->n, step4 = st->step4;
+  const float *scale = st->scale;
+  const __m512 max_less_zp = _mm512_set1_ps(st->max_less_zp);
+  const __m512i zp = _mm512_set1_epi16((short)st->zp), qmin = _mm512_set1_epi8((char)st->qmin);
   size_t i = 0, c = 0;
-  for (; i + 4 * NR <= total; i += 4 * NR, c = next16(c, step4, n))
-    stage64(st, c, NR % n, acc + i, y + i, ~(__mmask64)0, qmin, u8);
-  if (i < total) stage64(st, c, NR % n, acc + i, y + i, ((__mmask64)1 << (total - i)) - 1, qmin, u8);
+  for (; i + 4 * NR <= total; i += 4 * NR, c = wrap(c + step4, n))
+    stage64(scale, c, acc + i, y + i, ~(__mmask64)0, max_less_zp, zp, qmin, u8);
+  if (i < total) stage64(scale, c, acc + i, y + i, ((__mmask64)1 << (total - i)) - 1, max_less_zp, zp, qmin, u8);
+}
+
+void fixq_eng_flat__avx512vnni(const fixq_eng_flat *st, size_t total, const int32_t *acc, uint8_t *y) {
+  if (st->dt == FIXQ_UINT8) flat(st, total, acc, y, 1);
+  else flat(st, total, acc, y, 0);
 }
 
 void fixq_eng_pw_fp32__avx512vnni(size_t m, const uint8_t *x, fixq_dtype dt, int32_t a_zp, const fixq_packed_b *b,
