@@ -5,16 +5,18 @@
 typedef struct {
   fixq_eng_pw_fn pw;
   fixq_eng_flat_fn flat;
-  unsigned lanes; /* int32 lanes a vector of the flat stage */
+  unsigned lanes;  /* int32 lanes a vector of the flat stage */
+  size_t min_rows; /* pixels from which the kernel pays (AVX2 lays the weights out each call: a linear at batch
+                    * 1 runs the direct convolution's few-pixel tile for less) */
 } pw_kernels;
 
 static const pw_kernels kernel_table[FIXQ_ISA_COUNT] = {
-    {NULL, NULL, 0},
-    {FIXQ__AVX2(fixq_eng_pw_fp32__avx2), FIXQ__AVX2(fixq_eng_flat__avx2), 8},
-    {FIXQ__AVX512VNNI(fixq_eng_pw_fp32__avx512vnni), FIXQ__AVX512VNNI(fixq_eng_flat__avx512vnni), 16},
-    {NULL, NULL, 0},
-    {NULL, NULL, 0},
-    {NULL, NULL, 0},
+    {NULL, NULL, 0, 0},
+    {FIXQ__AVX2(fixq_eng_pw_fp32__avx2), FIXQ__AVX2(fixq_eng_flat__avx2), 8, 8},
+    {FIXQ__AVX512VNNI(fixq_eng_pw_fp32__avx512vnni), FIXQ__AVX512VNNI(fixq_eng_flat__avx512vnni), 16, 1},
+    {NULL, NULL, 0, 0},
+    {NULL, NULL, 0, 0},
+    {NULL, NULL, 0, 0},
 };
 
 int fixq__eng_flat_init(fixq_eng_flat *st, const fixq_requant *rq, size_t rq_channels, size_t n, fixq_dtype dt) {
@@ -38,14 +40,14 @@ int fixq__eng_flat_init(fixq_eng_flat *st, const fixq_requant *rq, size_t rq_cha
 int fixq__eng_pw(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t m, const uint8_t *x, uint8_t *y,
                  int threads) {
   const fixq_packed_b *b = s->packed[0];
-  const fixq_eng_pw_fn pw = kernel_table[fixq__isa].pw;
-  if (pw == NULL || s->groups != 1 || s->target != NULL || s->rq.rounding != FIXQ_ROUND_FP32 || !s->acc_fits ||
+  const pw_kernels *kern = &kernel_table[fixq__isa];
+  if (kern->pw == NULL || m < kern->min_rows || s->groups != 1 || s->target != NULL || s->rq.rounding != FIXQ_ROUND_FP32 || !s->acc_fits ||
       b->zero_point_nonzero || b->k > FIXQ__DIRECT_K_MAX || b->n > FIXQ_ENG_PW_MAX_N ||
       (plan->dtype != FIXQ_INT8 && plan->dtype != FIXQ_UINT8) ||
       (threads > 1 && (double)m * (double)b->k * (double)b->n >= 2.0 * FIXQ__MACS_PER_THREAD))
     return 0;
   fixq_eng_flat st;
   if (!fixq__eng_flat_init(&st, &s->rq, s->rq_channels, b->n, plan->dtype)) return 0;
-  pw(m, x, plan->dtype, s->zp, b, s->bias, &st, y);
+  kern->pw(m, x, plan->dtype, s->zp, b, s->bias, &st, y);
   return 1;
 }
