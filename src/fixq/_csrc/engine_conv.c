@@ -227,8 +227,9 @@ int fixq__eng_conv(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t bat
   const size_t C = xt->c, PW = xt->w + 2 * s->pw, elems = (xt->h + 2 * s->ph) * PW * C + SLACK;
   const size_t pixels = yt->h * yt->w, P = block_pixels(yt->c), O = yt->c;
   const size_t step = s->sw * C, jump = s->sh * PW * C - yt->w * step; /* to the next pixel, from a row's end */
-  fixq_eng_flat flat; /* XNNPACK's stage as the 1x1 kernel runs it */
-  const int has_flat = s->target == NULL && fixq__eng_flat_init(&flat, &s->rq, s->rq_channels, O, plan->dtype);
+  fixq_eng_flat flat; /* XNNPACK's stage as the 1x1 kernel runs it, where its tables pay (not for one pixel) */
+  const int has_flat =
+      s->target == NULL && pixels > 1 && fixq__eng_flat_init(&flat, &s->rq, s->rq_channels, O, plan->dtype);
   void *img = (void *)align64((size_t)scratch);
   int32_t *acc = (int32_t *)((uint8_t *)img + align64(elems * sizeof(int16_t)));
   for (size_t n = 0; n < batch; n++) {
