@@ -41,7 +41,8 @@ int fixq__eng_pw(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t m, co
                  int threads) {
   const fixq_packed_b *b = s->packed[0];
   const pw_kernels *kern = &kernel_table[fixq__isa];
-  if (kern->pw == NULL || m < kern->min_rows || s->groups != 1 || s->target != NULL || s->rq.rounding != FIXQ_ROUND_FP32 || !s->acc_fits ||
+  if (kern->pw == NULL || m < kern->min_rows || s->groups != 1 || s->target != NULL ||
+      s->rq.rounding != FIXQ_ROUND_FP32 || !s->acc_fits ||
       b->zero_point_nonzero || b->k > FIXQ__DIRECT_K_MAX || b->n > FIXQ_ENG_PW_MAX_N ||
       (plan->dtype != FIXQ_INT8 && plan->dtype != FIXQ_UINT8) ||
       (threads > 1 && (double)m * (double)b->k * (double)b->n >= 2.0 * FIXQ__MACS_PER_THREAD))

@@ -36,6 +36,9 @@ struct fixq_eng_flat {
   float scale[FIXQ_ENG_FLAT_MAX_N + FIXQ_ENG_FLAT_RUN];
 };
 
+/* c modulo n, for c < 2 n (the flat stage's channel after a step) */
+static inline size_t fixq__flat_wrap(size_t c, size_t n) { return c >= n ? c - n : c; }
+
 /* st for rq (FIXQ_ROUND_FP32, per tensor when rq_channels == 1) on n channels of dt on the CPU path; 0 where the
  * path has no flat stage or rq, n or dt is not one it takes, or the zero points differ between channels (the
  * caller runs the requantize kernel). */

@@ -19,9 +19,6 @@
 #define KP_MAX (FIXQ__DIRECT_K_MAX / 2)
 #define NB_MAX (FIXQ_ENG_PW_MAX_N / 8)
 
-/* c modulo n, c < 2 n */
-static inline size_t wrap(size_t c, size_t n) { return c >= n ? c - n : c; }
-
 /* XNNPACK's fp32 stage up to the int32 conversion on 8 accumulators of channels c.. (both conversions round to
  * nearest even, MXCSR's as C's (float); below 2^16 in magnitude the second is fixq__round_even_small, and it
  * gives INT32_MIN below -2^31) */
@@ -49,7 +46,7 @@ ALWAYS_INLINE void flat(const fixq_eng_flat *st, size_t total, const int32_t *ac
   const __m256 max_less_zp = _mm256_set1_ps(st->max_less_zp);
   const __m256i zp = _mm256_set1_epi16((short)st->zp), qmin = _mm256_set1_epi8((char)st->qmin);
   size_t i = 0, c = 0;
-  for (; i + 32 <= total; i += 32, c = wrap(c + step4, n)) {
+  for (; i + 32 <= total; i += 32, c = fixq__flat_wrap(c + step4, n)) {
     __m256i a[4];
     for (int j = 0; j < 4; j++) a[j] = _mm256_loadu_si256((const __m256i *)(acc + i + 8 * j));
     _mm256_storeu_si256((__m256i *)(y + i), stage32(scale, c, a, max_less_zp, zp, qmin, u8));

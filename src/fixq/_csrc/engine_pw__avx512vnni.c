@@ -12,9 +12,6 @@
 #define MR FIXQ__VNNI_MR
 #define BLOCK 2048 /* accumulators a block (8 KB: stays in L1 with x's rows and y's) */
 
-/* c modulo n, c < 2 n */
-static inline size_t wrap(size_t c, size_t n) { return c >= n ? c - n : c; }
-
 /* XNNPACK's fp32 stage up to the int32 conversion on 16 accumulators of channels c.. (the conversion of acc
  * rounds to nearest even as C's; the embedded rounding of the other, half to even, is fixq__round_even_small's
  * below 2^16 in magnitude and saturates to INT32_MIN below -2^31) */
@@ -30,7 +27,8 @@ ALWAYS_INLINE void stage64(const float *scale, size_t c, const int32_t *acc, uin
   const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
   __m512i q[4];
   for (int j = 0; j < 4; j++)
-    q[j] = scaled16(scale, c + 16 * j, max_less_zp, _mm512_maskz_loadu_epi32((__mmask16)(keep >> 16 * j), acc + 16 * j));
+    q[j] = scaled16(scale, c + 16 * j, max_less_zp,
+                    _mm512_maskz_loadu_epi32((__mmask16)(keep >> 16 * j), acc + 16 * j));
   const __m512i lo = _mm512_adds_epi16(_mm512_packs_epi32(q[0], q[1]), zp);
   const __m512i hi = _mm512_adds_epi16(_mm512_packs_epi32(q[2], q[3]), zp);
   const __m512i bytes = u8 ? _mm512_max_epu8(_mm512_packus_epi16(lo, hi), qmin)
@@ -44,7 +42,7 @@ ALWAYS_INLINE void flat(const fixq_eng_flat *st, size_t total, const int32_t *ac
   const __m512 max_less_zp = _mm512_set1_ps(st->max_less_zp);
   const __m512i zp = _mm512_set1_epi16((short)st->zp), qmin = _mm512_set1_epi8((char)st->qmin);
   size_t i = 0, c = 0;
-  for (; i + 4 * NR <= total; i += 4 * NR, c = wrap(c + step4, n))
+  for (; i + 4 * NR <= total; i += 4 * NR, c = fixq__flat_wrap(c + step4, n))
     stage64(scale, c, acc + i, y + i, ~(__mmask64)0, max_less_zp, zp, qmin, u8);
   if (i < total) stage64(scale, c, acc + i, y + i, ((__mmask64)1 << (total - i)) - 1, max_less_zp, zp, qmin, u8);
 }

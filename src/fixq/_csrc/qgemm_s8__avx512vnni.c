@@ -279,7 +279,8 @@ ALWAYS_INLINE void direct_tile(const size_t rows, const size_t np, const int hal
 #pragma GCC unroll 3
       for (size_t p = 0; p < np; p++) {
         _mm256_storeu_si256((__m256i *)(c + r * ldc + p * NR), _mm512_castsi512_si256(acc[r][p]));
-        if (p + 1 < np) _mm256_storeu_si256((__m256i *)(c + r * ldc + p * NR + 8), _mm512_extracti64x4_epi64(acc[r][p], 1));
+        if (p + 1 < np)
+          _mm256_storeu_si256((__m256i *)(c + r * ldc + p * NR + 8), _mm512_extracti64x4_epi64(acc[r][p], 1));
       }
     return;
   }
