@@ -1,9 +1,10 @@
 """The C plan's 1x1 convolution of few output channels with XNNPACK's fp32 output stage
-(src/fixq/_csrc/engine_pw__avx512vnni.c: the direct tile's accumulators laid out as y, the output stage over
-them 16 a vector with the channels' parameters repeated) against the numpy steps, bit for bit, on every CPU
-path: 1 to 70 pixels (the tile's 8 rows and their tails, blocks of whole pixels), input and output channel
-counts on every tail of the 4-byte groups and the 16-lane vectors (and past the kernel's k <= 64, n <= 48,
-where the GEMM runs), per tensor and per channel, every target's epilogue, int8 and uint8 activations."""
+(src/fixq/_csrc/engine_pw__avx2.c, __avx512vnni.c: the accumulators laid out as y, the flat output stage over
+them a vector at a time with the channels' scales repeated) against the numpy steps, bit for bit, on every CPU
+path: 1 to 70 pixels (the tiles' 4 or 8 rows and their tails, blocks of whole pixels), input and output channel
+counts on every tail of the 4-byte groups and the 8- and 16-lane vectors (rows of 8, 24 and 40 channels: the
+AVX-512 tile's 32-byte stores; past the kernel's k <= 64, n <= 48, where the GEMM runs), per tensor and per
+channel, every target's epilogue, int8 and uint8 activations."""
 import numpy as np
 import pytest
 
@@ -15,7 +16,7 @@ from test_engine_exec import assert_same
 
 # (input channels, output channels)
 SIZES = [(1, 1), (3, 5), (4, 8), (8, 8), (16, 16), (5, 17), (24, 8), (17, 24), (8, 48), (33, 47), (64, 48),
-         (61, 40), (65, 8), (16, 49)]
+         (61, 40), (9, 40), (2, 24), (65, 8), (16, 49)]
 
 
 def _rows(rng, n, k, sc):

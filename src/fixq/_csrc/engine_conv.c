@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "engine_conv.h"
+#include "engine_pw.h"
 
 #define SLACK 16              /* image elements past the end: a run's last 4-byte group reads up to 3 */
 #define BLOCK_BYTES (8 * 1024) /* int32 accumulators waiting for the output stage: stay in L1 */
@@ -195,11 +196,15 @@ static void make_image(const fixq_eng_plan *plan, const fixq_eng_step *s, const 
   }
 }
 
-/* The output stage of np pixels' accumulators (acc[p * O + o]) into y: rows of the tiled stage, then the rest
- * pixel by pixel */
-static void block_out(const fixq_eng_plan *plan, const fixq_eng_step *s, const fixq_eng_conv *cv, size_t np,
-                      const int32_t *acc, uint8_t *y, fixq_eng_conv_out out) {
+/* The output stage of np pixels' accumulators (acc[p * O + o]) into y: the flat fp32 stage where the step
+ * has it (engine_pw.h), else rows of the tiled stage, then the rest pixel by pixel */
+static void block_out(const fixq_eng_plan *plan, const fixq_eng_step *s, const fixq_eng_conv *cv,
+                      const fixq_eng_flat *flat, size_t np, const int32_t *acc, uint8_t *y, fixq_eng_conv_out out) {
   const size_t O = cv->oc;
+  if (flat != NULL) {
+    flat->run(flat, np * O, acc, y);
+    return;
+  }
   if ((s->target != NULL ? s->target->channels : s->rq_channels) == 1) {
     out(plan, &s->rq, 0, s->target, 1, np * O, acc, y);
     return;
@@ -222,6 +227,9 @@ int fixq__eng_conv(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t bat
   const size_t C = xt->c, PW = xt->w + 2 * s->pw, elems = (xt->h + 2 * s->ph) * PW * C + SLACK;
   const size_t pixels = yt->h * yt->w, P = block_pixels(yt->c), O = yt->c;
   const size_t step = s->sw * C, jump = s->sh * PW * C - yt->w * step; /* to the next pixel, from a row's end */
+  fixq_eng_flat flat; /* XNNPACK's stage as the 1x1 kernel runs it, where its tables pay (not for one pixel) */
+  const int has_flat =
+      s->target == NULL && pixels > 1 && fixq__eng_flat_init(&flat, &s->rq, s->rq_channels, O, plan->dtype);
   void *img = (void *)align64((size_t)scratch);
   int32_t *acc = (int32_t *)((uint8_t *)img + align64(elems * sizeof(int16_t)));
   for (size_t n = 0; n < batch; n++) {
@@ -242,7 +250,7 @@ int fixq__eng_conv(const fixq_eng_plan *plan, const fixq_eng_step *s, size_t bat
       }
       if (++ox == yt->w) ox = 0, at += step + jump;
       else at += step;
-      block_out(plan, s, cv, np, acc, y + (n * pixels + p0) * O, out);
+      block_out(plan, s, cv, has_flat ? &flat : NULL, np, acc, y + (n * pixels + p0) * O, out);
     }
   }
   return 1;

@@ -276,7 +276,8 @@ typedef void (*fixq_qgemm_ukernel)(size_t mr, size_t np, size_t kq, const uint8_
 
 /* The tile of fixq_qgemm_ukernel with row_sum NULL (B without zero points), its records made from the
  * rows of A as they lie (row r at a + r * lda, k values of a_dtype), with no packing: where a path has one,
- * qgemm.c runs it instead of the packer and the tile kernel for a k up to FIXQ__DIRECT_K_MAX. */
+ * qgemm.c runs it instead of the packer and the tile kernel for a k up to FIXQ__DIRECT_K_MAX.  Where ldc % 16
+ * == 8 (rows of 16 np - 8 columns, engine_pw.h) the last panel's upper 8 columns are not written. */
 typedef void (*fixq_qgemm_direct_fn)(size_t mr, size_t np, size_t k, const void *a, size_t lda, fixq_dtype a_dtype,
                                      const int8_t *b, int32_t *c, size_t ldc, const int32_t *col_term);
 #define FIXQ__DIRECT_K_MAX 64

@@ -239,8 +239,9 @@ ALWAYS_INLINE __m512i bcast_tail(const uint8_t *p, size_t n, int back) {
   return _mm512_set1_epi32((int32_t)v);
 }
 
-ALWAYS_INLINE void direct_tile(const size_t rows, const size_t np, size_t k, const uint8_t *a, size_t lda,
-                               __m512i flip, const int8_t *b, int32_t *c, size_t ldc, const int32_t *col_term) {
+ALWAYS_INLINE void direct_tile(const size_t rows, const size_t np, const int halves, size_t k, const uint8_t *a,
+                               size_t lda, __m512i flip, const int8_t *b, int32_t *c, size_t ldc,
+                               const int32_t *col_term) {
   __m512i acc[MR][NP];
 #pragma GCC unroll 3
   for (size_t p = 0; p < np; p++) {
@@ -271,6 +272,18 @@ ALWAYS_INLINE void direct_tile(const size_t rows, const size_t np, size_t k, con
       for (size_t p = 0; p < np; p++) acc[r][p] = _mm512_dpbusd_epi32(acc[r][p], x, w[p]);
     }
   }
+  if (halves) { /* rows of 16 np - 8 (engine_pw's y rows of 8, 24, 40 channels): 32-byte stores, which split no
+                 * 64-byte line, and none past the row */
+#pragma GCC unroll 8
+    for (size_t r = 0; r < rows; r++)
+#pragma GCC unroll 3
+      for (size_t p = 0; p < np; p++) {
+        _mm256_storeu_si256((__m256i *)(c + r * ldc + p * NR), _mm512_castsi512_si256(acc[r][p]));
+        if (p + 1 < np)
+          _mm256_storeu_si256((__m256i *)(c + r * ldc + p * NR + 8), _mm512_extracti64x4_epi64(acc[r][p], 1));
+      }
+    return;
+  }
 #pragma GCC unroll 8
   for (size_t r = 0; r < rows; r++)
 #pragma GCC unroll 3
@@ -282,9 +295,10 @@ void fixq_qgemm_direct__avx512vnni(size_t mr, size_t np, size_t k, const void *a
                                    const int8_t *b, int32_t *c, size_t ldc, const int32_t *col_term) {
   const __m512i flip = _mm512_set1_epi32(a_dtype == FIXQ_INT8 ? (int32_t)0x80808080 : 0);
   const uint8_t *x = (const uint8_t *)a;
-  switch (mr * 4 + np) {
-#define DIRECT(rows, n) \
-  case rows * 4 + n: direct_tile(rows, n, k, x, lda, flip, b, c, ldc, col_term); break;
+  switch (mr * 8 + np * 2 + (ldc % NR == NR / 2)) {
+#define DIRECT(rows, n)                                                                  \
+  case rows * 8 + n * 2: direct_tile(rows, n, 0, k, x, lda, flip, b, c, ldc, col_term); break; \
+  case rows * 8 + n * 2 + 1: direct_tile(rows, n, 1, k, x, lda, flip, b, c, ldc, col_term); break;
 #define DIRECT_ROWS(rows) DIRECT(rows, 1) DIRECT(rows, 2) DIRECT(rows, 3)
     DIRECT_ROWS(1)
     DIRECT_ROWS(2)
