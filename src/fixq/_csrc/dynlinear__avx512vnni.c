@@ -52,24 +52,38 @@ static int finite_range(size_t n, const float *x, float *lo, float *hi) {
   return _mm512_cmp_ps_mask(z, _mm512_setzero_ps(), _CMP_EQ_OQ) == 0xFFFF;
 }
 
-/* q = clamp(round_half_even(x / s) + zp, 0, 255) (quantize_u8), r = 1 / s rounded. */
+/* q = clamp(round_half_even(x / s) + zp, 0, 255) (quantize_u8), r = 1 / s rounded: clamp(round(v) + zp)
+ * in int32 lanes, 16 values at a time. */
+ALWAYS_INLINE __m512i quantize16(__m512 xv, __m512 s, __m512 r, __m512 lo, __m512 hi, __m512i z, int fast) {
+  const __m512 abs_mask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7FFFFFFF));
+  __m512 v = _mm512_mul_ps(xv, r);
+  /* x / scale where v - round(v) is within FIXQ__DYN_NEAR_TIE of +-1/2 (or scale is out of range) */
+  if (!fast || _mm512_cmp_ps_mask(_mm512_and_ps(_mm512_reduce_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
+                                                abs_mask), _mm512_set1_ps(0.5f - FIXQ__DYN_NEAR_TIE), _CMP_GT_OQ))
+    v = _mm512_div_ps(xv, s);
+  v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
+  return _mm512_add_epi32(_mm512_cvt_roundps_epi32(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), z);
+}
+
 ALWAYS_INLINE void quantize_row(size_t n, const float *x, float scale, float recip, int32_t zp, uint8_t *q) {
   const __m512 s = _mm512_set1_ps(scale), lo = _mm512_set1_ps((float)-zp), hi = _mm512_set1_ps((float)(UINT8_MAX - zp));
-  const __m512 r = _mm512_set1_ps(recip), far = _mm512_set1_ps(0.5f - FIXQ__DYN_NEAR_TIE);
-  const __m512 abs_mask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7FFFFFFF));
+  const __m512 r = _mm512_set1_ps(recip);
   const __m512i z = _mm512_set1_epi32(zp);
+  /* dword p of the packed bytes of four vectors a..d (lane j of each at dword 4 j + a..d): 4 (p % 4) + p / 4 */
+  const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
   const int fast = FIXQ__DYN_RECIPROCAL_OK(scale);
-  for (size_t i = 0; i < n; i += 16) {
+  size_t i = 0;
+  for (; i + 64 <= n; i += 64) { /* four vectors packed to bytes (values in [0, 255]: no saturation) */
+    const __m512i q0 = quantize16(_mm512_loadu_ps(x + i), s, r, lo, hi, z, fast);
+    const __m512i q1 = quantize16(_mm512_loadu_ps(x + i + 16), s, r, lo, hi, z, fast);
+    const __m512i q2 = quantize16(_mm512_loadu_ps(x + i + 32), s, r, lo, hi, z, fast);
+    const __m512i q3 = quantize16(_mm512_loadu_ps(x + i + 48), s, r, lo, hi, z, fast);
+    const __m512i b = _mm512_packus_epi16(_mm512_packs_epi32(q0, q1), _mm512_packs_epi32(q2, q3));
+    _mm512_storeu_si512(q + i, _mm512_permutexvar_epi32(order, b));
+  }
+  for (; i < n; i += 16) {
     const __mmask16 k = tail_mask(n - i);
-    const __m512 xv = _mm512_maskz_loadu_ps(k, x + i);
-    __m512 v = _mm512_mul_ps(xv, r);
-    /* x / scale where v - round(v) is within FIXQ__DYN_NEAR_TIE of +-1/2 (or scale is out of range) */
-    if (!fast || _mm512_cmp_ps_mask(_mm512_and_ps(_mm512_reduce_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
-                                                  abs_mask), far, _CMP_GT_OQ))
-      v = _mm512_div_ps(xv, s);
-    v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
-    const __m512i qi = _mm512_add_epi32(_mm512_cvt_roundps_epi32(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), z);
-    _mm512_mask_cvtepi32_storeu_epi8(q + i, k, qi);
+    _mm512_mask_cvtepi32_storeu_epi8(q + i, k, quantize16(_mm512_maskz_loadu_ps(k, x + i), s, r, lo, hi, z, fast));
   }
 }
 
