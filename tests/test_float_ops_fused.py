@@ -194,3 +194,54 @@ def test_dynamic_linear_row_range_at_every_position(isa, k):
         bad = x[:2].copy()
         bad[1, p] = np.nan
         one_line_value_error(lambda: F.dynamic_linear(bad, packed, ws), "NaN or infinity")
+
+
+def branch_rows(k):
+    """Rows that take every branch of the scale and zero point rule, ordinary rows between them."""
+    rng = np.random.default_rng(k)
+    t = np.float32(1e-44)  # subnormal: its range / 255 rounds to 0, so scale 1
+    special = [np.zeros(k), np.full(k, 3.5), np.full(k, -2.25), np.full(k, t), np.linspace(0, 1e-38, k),
+               np.linspace(-1e-39, 2e-39, k), np.linspace(0.5, 9.0, k), np.linspace(-7.0, -0.25, k),
+               np.linspace(-3.0, 5.0, k), np.linspace(-1e38, 1.5e38, k), np.linspace(-1e-3, 255e-3, k),
+               np.linspace(-255.0, 1.0, k)]
+    rows = []
+    for s in special:  # each special row between two ordinary ones, at every position of an 8- or 16-row tile
+        rows += [rows_of(rng, k, 2.0, 0.3), np.asarray(s, np.float32)]
+    x = np.stack(rows + [rows_of(rng, k, 1.0, 0.0)] * 3).astype(np.float32)
+    x[1::4, -1] = np.where(x[1::4, -1] > 0, x[1::4, -1] * 2, x[1::4, -1])  # some extremes in the row's tail
+    return x
+
+
+@pytest.mark.parametrize("k", [1, 7, 37, 64, 384])
+def test_dynamic_linear_row_params_every_branch(isa, k):
+    """Each row's scale and zero point, computed for a tile's rows together, are fixq__dyn_qparams' (ORT's
+    DynamicQuantizeLinear): through identity weights y[r, i] = (q[r, i] - zp[r]) * scale[r]."""
+    from fixq.targets.onnxruntime import dynamic_qparams
+
+    x = branch_rows(k)
+    packed = fixq.pack_weights(np.eye(k, dtype=np.int8))
+    y = F.dynamic_linear(x, packed, np.float32(1.0))
+    for r, row in enumerate(x):
+        scale, zp = dynamic_qparams(row)
+        q = np.clip(np.rint(row / scale) + zp, 0, 255)
+        assert np.array_equal(y[r], (q - zp).astype(np.float32) * scale), r
+    w = np.random.default_rng(k).integers(-127, 128, (24, k)).astype(np.int8)
+    ws = np.full(24, 1e-3, np.float32)
+    for m in (len(x), 5, 9, 17):
+        assert np.array_equal(F.dynamic_linear(x[:m], fixq.pack_weights(w), ws), dynamic_linear_ref(x[:m], w, 0, ws, None, "row"))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, "overflow"])
+@pytest.mark.parametrize("at", [0, 5, 11, 15])
+def test_dynamic_linear_bad_row_in_a_tile(isa, bad, at):
+    """A row with NaN or infinity, or whose range overflows float32 (no finite scale), among ordinary rows of
+    the same tile: the call raises."""
+    k = 37
+    x = branch_rows(k)[:16].copy()
+    x[:, :][np.abs(x) > 1e30] = 1.0
+    if bad == "overflow":
+        x[at, 0], x[at, 3] = -3e38, 3e38
+    else:
+        x[at, at % k] = bad
+    packed = fixq.pack_weights(np.eye(k, dtype=np.int8))
+    one_line_value_error(lambda: F.dynamic_linear(x, packed, np.float32(1.0)), "NaN or infinity")

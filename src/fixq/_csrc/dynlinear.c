@@ -58,22 +58,18 @@ static void range_task(void *ctx, int t) {
 }
 
 /* The GEMM's A, a tile's rows at a time (fixq__qgemm_source): each row's scale and zero point (its own, or
- * the tensor's) into info, its uint8 values into q. */
+ * the tensor's) into info, its uint8 values into q; the tile's rows share one pass (rows are contiguous). */
 static fixq_status quantize_rows(const void *ctx, size_t m0, size_t rows, uint8_t *q, void *info) {
   const dyn_job *j = ctx;
   const size_t k = j->k;
   const float *x = j->x + m0 * k;
   fixq__dyn_row *row = info;
-  for (size_t r = 0; r < rows; r++, x += k, q += k) {
-    float lo, hi;
-    if (j->per_tensor || k == 0) {
-      row[r] = j->tensor;
-    } else if (!j->kern->finite_range(k, x, &lo, &hi) || !fixq__dyn_qparams(lo, hi, &row[r].scale, &row[r].zp)) {
-      return FIXQ_ERR_NAN;
-    }
-    if (k > 0) j->kern->quantize_u8(k, x, row[r].scale, row[r].zp, q);
+  if (j->per_tensor || k == 0) {
+    for (size_t r = 0; r < rows; r++) row[r] = j->tensor;
+    if (k > 0) j->kern->quantize_u8(rows * k, x, j->tensor.scale, j->tensor.zp, q);
+    return FIXQ_OK;
   }
-  return FIXQ_OK;
+  return j->kern->quantize_rows(rows, k, x, row, q) ? FIXQ_OK : FIXQ_ERR_NAN;
 }
 
 static void store(const void *ctx, const void *info, const int32_t *acc, size_t lda, size_t m0, size_t rows,

@@ -18,6 +18,15 @@ static void quantize_u8(size_t n, const float *x, float scale, int32_t zp, uint8
   for (size_t i = 0; i < n; i++) q[i] = (uint8_t)fixq__clamp_round_f32(x[i] / scale, zp, 0, UINT8_MAX);
 }
 
+static int quantize_rows(size_t rows, size_t k, const float *x, fixq__dyn_row *row, uint8_t *q) {
+  for (size_t r = 0; r < rows; r++, x += k, q += k) {
+    float lo, hi;
+    if (!finite_range(k, x, &lo, &hi) || !fixq__dyn_qparams(lo, hi, &row[r].scale, &row[r].zp)) return 0;
+    quantize_u8(k, x, row[r].scale, row[r].zp, q);
+  }
+  return 1;
+}
+
 static void epilogue(size_t rows, size_t cols, const int32_t *acc, size_t lda, const fixq__dyn_row *row,
                      const int32_t *col_sum, const float *w_scale, const float *bias, const float *res, float *y,
                      size_t ldy) {
@@ -31,4 +40,4 @@ static void epilogue(size_t rows, size_t cols, const int32_t *acc, size_t lda, c
   }
 }
 
-const fixq__dyn_kernels fixq__dyn_kernels__scalar = {finite_range, quantize_u8, epilogue};
+const fixq__dyn_kernels fixq__dyn_kernels__scalar = {finite_range, quantize_u8, quantize_rows, epilogue};

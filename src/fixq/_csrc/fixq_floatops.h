@@ -171,7 +171,11 @@ typedef struct {
 /* ---- dynamic linear kernels (dynlinear__<isa>.c) ----------------------------
  * finite_range: lo = min(x), hi = max(x) over n >= 1 values; 0 when one is NaN
  * or infinite.  quantize_u8: q[i] = clamp(round_half_even(x[i] / scale) + zp,
- * 0, 255).  epilogue: for rows r < rows, columns j < cols,
+ * 0, 255).  quantize_rows: for each of `rows` rows of k >= 1 values (x[r * k
+ * + i]), its scale and zero point by fixq__dyn_qparams over its finite_range
+ * into row[r] and its values by quantize_u8 into q[r * k + i]; 0 when a row
+ * is not finite or its scale is not (then row and q are partly written).
+ * epilogue: for rows r < rows, columns j < cols,
  *   y[r * ldy + j] = (float)(int32)(acc[r * lda + j] - row[r].zp * col_sum[j]) * (row[r].scale * w_scale[j])
  *                    + bias[j] (+ res[r * ldy + j] where res is not NULL; res may be y)
  * (the subtraction modulo 2^32, each float operation rounded once: no FMA). */
@@ -199,6 +203,7 @@ int fixq__dyn_qparams(float lo, float hi, float *scale, int32_t *zp);
 typedef struct {
   int (*finite_range)(size_t n, const float *x, float *lo, float *hi);
   void (*quantize_u8)(size_t n, const float *x, float scale, int32_t zp, uint8_t *q);
+  int (*quantize_rows)(size_t rows, size_t k, const float *x, fixq__dyn_row *row, uint8_t *q);
   void (*epilogue)(size_t rows, size_t cols, const int32_t *acc, size_t lda, const fixq__dyn_row *row,
                    const int32_t *col_sum, const float *w_scale, const float *bias, const float *res, float *y,
                    size_t ldy);
