@@ -1,8 +1,7 @@
 # The static int8 executor: fixq.engine builds a plan of steps once
 # (Model._build); Engine holds it as C structs (_csrc/fixq_engine.h), checks it
-# with the GIL, and runs a whole batch through it in one nogil call.
+# with the GIL, and runs a whole batch through it in one call (nogil unless the run is tiny: ENG_NOGIL_WORK).
 from libc.stdlib cimport calloc, free
-from cpython.buffer cimport PyBUF_FORMAT
 
 cdef extern from "<stdlib.h>" nogil:
     void *aligned_alloc(size_t alignment, size_t size)
@@ -184,16 +183,13 @@ cdef const void *_ptr(object arr, type want) except NULL:
     return <const void *><size_t>arr.ctypes.data
 
 
-cdef bint _is_c_f32(object x, Py_buffer *view):
-    """True, with `view` held, when x is a C-contiguous float32 buffer."""
-    try:
-        PyObject_GetBuffer(x, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT)
-    except (ValueError, BufferError, TypeError):
+cdef bint _is_c_f32(object x) noexcept:
+    """x is an ndarray (not a subclass) of native float32, C-contiguous, of rank 1 or more."""
+    if type(x) is not _cnp.ndarray:
         return False
-    if view.itemsize == 4 and view.format != NULL and view.format[0] == b"f" and view.format[1] == 0:
-        return True
-    PyBuffer_Release(view)
-    return False
+    a = <_cnp.ndarray>x
+    return (_cnp.PyArray_TYPE(a) == _cnp.NPY_FLOAT and _cnp.PyArray_NDIM(a) > 0 and _cnp.PyArray_IS_C_CONTIGUOUS(a)
+            and _cnp.PyArray_ISNOTSWAPPED(a))
 
 
 cdef int _fill_rq(fixq_requant *p, dict rq) except -1:
@@ -237,7 +233,8 @@ cdef class Engine:
     cdef size_t stride_chunk, stride_bytes, stride_scratch  # _worker_bytes and the scratch offset of one chunk size
     cdef fixq_eng_out outs[ENG_MAX_OUTPUTS]  # Model.run's float outputs (external layout)
     cdef int out_rawable[ENG_MAX_OUTPUTS]
-    cdef list out_shapes
+    cdef int out_ndim[ENG_MAX_OUTPUTS]
+    cdef _cnp.npy_intp out_dims[ENG_MAX_OUTPUTS][8]
 
     def __cinit__(self):
         self.tensors = NULL
@@ -398,7 +395,6 @@ cdef class Engine:
         if len(outputs) > ENG_MAX_OUTPUTS:
             raise ValueError(f"engine plan: more than {ENG_MAX_OUTPUTS} outputs")
         self.n_out = len(outputs)
-        self.out_shapes = []
         for i, (t, four_d, sc, zp, shape, rawable) in enumerate(outputs):
             if not 0 < t < nt:
                 raise ValueError("engine plan: an output names no tensor")
@@ -406,7 +402,11 @@ cdef class Engine:
             self._out(&self.outs[i], t, hw if four_d else 1, self.tensors[t].c if four_d else hw * self.tensors[t].c,
                       "float", 0, sc, zp)
             self.out_rawable[i] = rawable
-            self.out_shapes.append((1,) + tuple(shape))
+            if len(shape) >= 8:
+                raise ValueError("engine plan: an output of rank over 8")
+            self.out_ndim[i] = len(shape) + 1
+            for j, d in enumerate(shape):
+                self.out_dims[i][j + 1] = d
         off = 0  # a Python int: the sum of the checked tensor sizes cannot wrap
         for i in range(1, nt):  # tensor 0 (the float input) is the caller's
             self.offsets[i] = off
@@ -532,30 +532,31 @@ cdef class Engine:
         cdef char *dst[ENG_MAX_OUTPUTS]
         cdef size_t dst_row[ENG_MAX_OUTPUTS]
         cdef fixq_eng_out outs[ENG_MAX_OUTPUTS]
-        cdef Py_buffer vx, vy
-        if type(x) is not _np.ndarray or not _is_c_f32(x, &vx):
+        cdef _cnp.npy_intp dims[8]
+        cdef int raw_type = self.dtype.num
+        if not _is_c_f32(x):
             x = _np.ascontiguousarray(x, dtype=_np.float32)
-            PyObject_GetBuffer(x, &vx, PyBUF_C_CONTIGUOUS)
-        n = x.shape[0]
-        try:
-            if <size_t>vx.len != n * self.in_elems * 4:
+            if not _is_c_f32(x):
                 raise ValueError("engine: input size does not match the plan")
-            ys = []
-            no = 0 if keep_all else self.n_out
-            for k in range(no):
-                outs[k] = self.outs[k]
-                if raw and self.out_rawable[k]:
-                    outs[k].form = FIXQ_ENG_OUT_RAW
-                y = _np.empty(self.out_shapes[k] if n == 1 else (n,) + self.out_shapes[k][1:],
-                              self.dtype if outs[k].form == FIXQ_ENG_OUT_RAW else _np.float32)
-                ys.append(y)
-                dst[k] = <char *>_data(y, &vy, True)
-                dst_row[k] = <size_t>vy.len // n if n else 0
-                PyBuffer_Release(&vy)  # y keeps the memory
-            kept = self._run(vx.buf, n, self.in_elems * 4, FIXQ_ENG_IN_FLOAT_NCHW, 0, outs, no, dst, dst_row, threads,
-                             keep_all)
-        finally:
-            PyBuffer_Release(&vx)
+        n = <size_t>_cnp.PyArray_DIM(<_cnp.ndarray>x, 0)
+        if <size_t>_cnp.PyArray_SIZE(<_cnp.ndarray>x) != n * self.in_elems:
+            raise ValueError("engine: input size does not match the plan")
+        ys = []
+        no = 0 if keep_all else self.n_out
+        for k in range(no):
+            outs[k] = self.outs[k]
+            if raw and self.out_rawable[k]:
+                outs[k].form = FIXQ_ENG_OUT_RAW
+            dims[0] = <_cnp.npy_intp>n
+            for i in range(1, <size_t>self.out_ndim[k]):
+                dims[i] = self.out_dims[k][i]
+            y = _cnp.PyArray_EMPTY(self.out_ndim[k], dims,
+                                   raw_type if outs[k].form == FIXQ_ENG_OUT_RAW else _cnp.NPY_FLOAT, 0)
+            ys.append(y)
+            dst[k] = <char *>_cnp.PyArray_DATA(<_cnp.ndarray>y)
+            dst_row[k] = <size_t>_cnp.PyArray_NBYTES(<_cnp.ndarray>y) // n if n else 0
+        kept = self._run(_cnp.PyArray_DATA(<_cnp.ndarray>x), n, self.in_elems * 4, FIXQ_ENG_IN_FLOAT_NCHW, 0, outs, no,
+                         dst, dst_row, threads, keep_all)
         if keep_all:
             buf, start = kept
             views = [None]
