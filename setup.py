@@ -13,6 +13,7 @@ import os
 import platform
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
@@ -95,13 +96,13 @@ class BuildExt(build_ext):
 
 common = ["-std=gnu11", "-ffp-contract=off", "-fno-strict-aliasing", "-Wall", "-Wno-unused-function"]
 common += ["-O0", "-g"] if DEBUG else ["-O3"]
-macros = [("FIXQ_BUILDING", "1")]
+macros = [("FIXQ_BUILDING", "1"), ("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
 macros += [("FIXQ_COMPILED_" + isa.upper(), "1") for isa, ok in ISA_ON_THIS_ARCH.items() if ok]
 
 ext = Extension(
     "fixq._core",
     sources=["src/fixq/_core.pyx"] + c_sources(),
-    include_dirs=["src/fixq/include", CSRC],
+    include_dirs=["src/fixq/include", CSRC, numpy.get_include()],  # numpy's C API in _core (_engine.pxi)
     define_macros=macros,
     extra_compile_args=common,
     extra_link_args=["-lpthread"],

@@ -172,3 +172,34 @@ def test_runner_errors_are_one_line(x, threads, err, match):
     with pytest.raises(err, match=match) as e:
         run_tflite(m, x, threads)
     assert "\n" not in str(e.value)
+
+
+def test_runner_fast_path_takes_only_what_it_can_read():
+    """The runner reads x in place only as a plain C-contiguous ndarray of the input's dtype in native byte
+    order; a byte-swapped float32 is refused in one line, a subclass or a negative-strided view is read as
+    its values."""
+    m = load("mlp_float_io", "xnnpack")
+    x = sample(m, 3, 1)
+    want = run_tflite(m, x)
+    with pytest.raises(TypeError, match="x has dtype >f4"):
+        run_tflite(m, x.astype(">f4"))
+
+    class Sub(np.ndarray):
+        pass
+    for other in (x.view(Sub), x[::-1].copy()[::-1], x[:, ::-1].copy()[:, ::-1]):
+        for y, ref in zip(run_tflite(m, other), want):
+            assert type(y) is np.ndarray and y.flags.c_contiguous and y.flags.writeable
+            np.testing.assert_array_equal(y, ref)
+
+
+@pytest.mark.parametrize("name", ["mlp", "ds_cnn"])  # a plan run with the GIL held, one with it released
+def test_runner_from_several_threads(name):
+    from concurrent.futures import ThreadPoolExecutor
+    m = load(name, "xnnpack")
+    xs = [sample(m, 1, k) for k in range(8)]
+    want = [run_tflite(m, x) for x in xs]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda x: run_tflite(m, x), xs * 8))
+    for k, ys in enumerate(got):
+        for y, ref in zip(ys, want[k % 8]):
+            np.testing.assert_array_equal(y, ref)

@@ -8,6 +8,9 @@ Python exceptions.
 """
 from libc.math cimport exp, expf, isfinite, tanhf
 from libc.stdint cimport int32_t
+cimport numpy as _cnp
+
+_cnp.import_array()  # numpy's C API: the engine runner's input checks and output arrays without a Python call
 
 _DTYPE_CODES = {"int8": FIXQ_INT8, "uint8": FIXQ_UINT8, "int16": FIXQ_INT16, "int32": FIXQ_INT32}
 _ROUNDING_CODES = {"double": FIXQ_ROUND_DOUBLE, "single": FIXQ_ROUND_SINGLE, "fp32": FIXQ_ROUND_FP32}

@@ -1,8 +1,7 @@
 # The static int8 executor: fixq.engine builds a plan of steps once
 # (Model._build); Engine holds it as C structs (_csrc/fixq_engine.h), checks it
-# with the GIL, and runs a whole batch through it in one nogil call.
+# with the GIL, and runs a whole batch through it in one call (nogil unless the run is tiny: ENG_NOGIL_WORK).
 from libc.stdlib cimport calloc, free
-from cpython.buffer cimport PyBUF_FORMAT
 
 cdef extern from "<stdlib.h>" nogil:
     void *aligned_alloc(size_t alignment, size_t size)
@@ -166,6 +165,10 @@ _QUANTIZE_FORMS = {"div-even": FIXQ_ENG_Q_DIV_EVEN, "recip-even": FIXQ_ENG_Q_REC
 _IN_FORMS = {"float-nchw": FIXQ_ENG_IN_FLOAT_NCHW, "float-nhwc": FIXQ_ENG_IN_FLOAT_NHWC, "q": FIXQ_ENG_IN_Q}
 _OUT_FORMS = {"raw": FIXQ_ENG_OUT_RAW, "float": FIXQ_ENG_OUT_FLOAT, "float-tflite": FIXQ_ENG_OUT_FLOAT_TFLITE}
 _ENG_CHUNK_BYTES = 1 << 18  # activations + scratch of one chunk of samples: stays in L2
+# A run of less work (multiply-adds + values written, over all steps) keeps the GIL: releasing and taking it
+# back costs ~400 instructions and a contended hand-over far more, while such a run takes a microsecond or
+# two (numpy keeps the GIL below a size in the same way, NPY_BEGIN_THREADS_THRESHOLDED)
+DEF ENG_NOGIL_WORK = 1 << 15
 DEF ENG_ALIGN = 64
 DEF ENG_MAX_OUTPUTS = 64
 DEF ENG_MAX_TENSORS = 1024
@@ -180,16 +183,13 @@ cdef const void *_ptr(object arr, type want) except NULL:
     return <const void *><size_t>arr.ctypes.data
 
 
-cdef bint _is_c_f32(object x, Py_buffer *view):
-    """True, with `view` held, when x is a C-contiguous float32 buffer."""
-    try:
-        PyObject_GetBuffer(x, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT)
-    except (ValueError, BufferError, TypeError):
+cdef bint _is_c_f32(object x) noexcept:
+    """x is an ndarray (not a subclass) of native float32, C-contiguous, of rank 1 or more."""
+    if type(x) is not _cnp.ndarray:
         return False
-    if view.itemsize == 4 and view.format != NULL and view.format[0] == b"f" and view.format[1] == 0:
-        return True
-    PyBuffer_Release(view)
-    return False
+    a = <_cnp.ndarray>x
+    return (_cnp.PyArray_TYPE(a) == _cnp.NPY_FLOAT and _cnp.PyArray_NDIM(a) > 0 and _cnp.PyArray_IS_C_CONTIGUOUS(a)
+            and _cnp.PyArray_ISNOTSWAPPED(a))
 
 
 cdef int _fill_rq(fixq_requant *p, dict rq) except -1:
@@ -225,7 +225,7 @@ cdef class Engine:
     cdef Py_ssize_t n_blocks
     cdef list keep, names, errors
     cdef object dtype
-    cdef size_t in_elems, sample_bytes, chunk_max
+    cdef size_t in_elems, sample_bytes, chunk_max, work
     cdef size_t *offsets
     cdef char *arena
     cdef size_t arena_batch, arena_workers, n_out
@@ -233,7 +233,8 @@ cdef class Engine:
     cdef size_t stride_chunk, stride_bytes, stride_scratch  # _worker_bytes and the scratch offset of one chunk size
     cdef fixq_eng_out outs[ENG_MAX_OUTPUTS]  # Model.run's float outputs (external layout)
     cdef int out_rawable[ENG_MAX_OUTPUTS]
-    cdef list out_shapes
+    cdef int out_ndim[ENG_MAX_OUTPUTS]
+    cdef _cnp.npy_intp out_dims[ENG_MAX_OUTPUTS][8]
 
     def __cinit__(self):
         self.tensors = NULL
@@ -394,7 +395,6 @@ cdef class Engine:
         if len(outputs) > ENG_MAX_OUTPUTS:
             raise ValueError(f"engine plan: more than {ENG_MAX_OUTPUTS} outputs")
         self.n_out = len(outputs)
-        self.out_shapes = []
         for i, (t, four_d, sc, zp, shape, rawable) in enumerate(outputs):
             if not 0 < t < nt:
                 raise ValueError("engine plan: an output names no tensor")
@@ -402,7 +402,11 @@ cdef class Engine:
             self._out(&self.outs[i], t, hw if four_d else 1, self.tensors[t].c if four_d else hw * self.tensors[t].c,
                       "float", 0, sc, zp)
             self.out_rawable[i] = rawable
-            self.out_shapes.append((1,) + tuple(shape))
+            if len(shape) >= 8:
+                raise ValueError("engine plan: an output of rank over 8")
+            self.out_ndim[i] = len(shape) + 1
+            for j, d in enumerate(shape):
+                self.out_dims[i][j + 1] = d
         off = 0  # a Python int: the sum of the checked tensor sizes cannot wrap
         for i in range(1, nt):  # tensor 0 (the float input) is the caller's
             self.offsets[i] = off
@@ -414,6 +418,16 @@ cdef class Engine:
         self.sample_bytes = off + scratch
         self.in_elems = self.tensors[0].h * self.tensors[0].w * self.tensors[0].c
         self.chunk_max = max(1, _ENG_CHUNK_BYTES // max(1, self.sample_bytes))
+        work = 0  # per sample (a Python int: cannot wrap)
+        for i in range(ns):
+            s = &self.steps[i]
+            out_elems = self.tensors[s.out].h * self.tensors[s.out].w * self.tensors[s.out].c
+            work += out_elems
+            if s.op == FIXQ_ENG_GEMM:
+                work += out_elems * s.kh * s.kw * (self.tensors[s.in_[0]].c // max(1, s.groups))
+            elif s.op == FIXQ_ENG_DEPTHWISE:
+                work += out_elems * s.kh * s.kw
+        self.work = min(work, ENG_NOGIL_WORK)
 
     cdef int _out(self, fixq_eng_out *o, t, a, b, str form, flip, scale, zp) except -1:
         """Output descriptor o: tensor t as a x b values (fixq_engine.h fixq_eng_out)."""
@@ -498,7 +512,9 @@ cdef class Engine:
             b.n, b.chunk, b.x, b.x_sample, b.in_form, b.in_flip = n, chunk, x, x_sample, in_form, in_flip
             b.offsets, b.scratch_off = self.offsets, self.stride_scratch
             b.n_out, b.outs, b.dst, b.dst_row = no, outs, dst, dst_row
-            if n:
+            if n and workers == 1 and n * self.work < ENG_NOGIL_WORK:
+                st = fixq_eng_run_batch(&self.plan, &b, arenas, 1, threads, &bad)
+            elif n:
                 with nogil:
                     st = fixq_eng_run_batch(&self.plan, &b, arenas, <int>workers, threads if workers == 1 else 1, &bad)
         finally:
@@ -516,30 +532,31 @@ cdef class Engine:
         cdef char *dst[ENG_MAX_OUTPUTS]
         cdef size_t dst_row[ENG_MAX_OUTPUTS]
         cdef fixq_eng_out outs[ENG_MAX_OUTPUTS]
-        cdef Py_buffer vx, vy
-        if type(x) is not _np.ndarray or not _is_c_f32(x, &vx):
+        cdef _cnp.npy_intp dims[8]
+        cdef int raw_type = self.dtype.num
+        if not _is_c_f32(x):
             x = _np.ascontiguousarray(x, dtype=_np.float32)
-            PyObject_GetBuffer(x, &vx, PyBUF_C_CONTIGUOUS)
-        n = x.shape[0]
-        try:
-            if <size_t>vx.len != n * self.in_elems * 4:
+            if not _is_c_f32(x):
                 raise ValueError("engine: input size does not match the plan")
-            ys = []
-            no = 0 if keep_all else self.n_out
-            for k in range(no):
-                outs[k] = self.outs[k]
-                if raw and self.out_rawable[k]:
-                    outs[k].form = FIXQ_ENG_OUT_RAW
-                y = _np.empty(self.out_shapes[k] if n == 1 else (n,) + self.out_shapes[k][1:],
-                              self.dtype if outs[k].form == FIXQ_ENG_OUT_RAW else _np.float32)
-                ys.append(y)
-                dst[k] = <char *>_data(y, &vy, True)
-                dst_row[k] = <size_t>vy.len // n if n else 0
-                PyBuffer_Release(&vy)  # y keeps the memory
-            kept = self._run(vx.buf, n, self.in_elems * 4, FIXQ_ENG_IN_FLOAT_NCHW, 0, outs, no, dst, dst_row, threads,
-                             keep_all)
-        finally:
-            PyBuffer_Release(&vx)
+        n = <size_t>_cnp.PyArray_DIM(<_cnp.ndarray>x, 0)
+        if <size_t>_cnp.PyArray_SIZE(<_cnp.ndarray>x) != n * self.in_elems:
+            raise ValueError("engine: input size does not match the plan")
+        ys = []
+        no = 0 if keep_all else self.n_out
+        for k in range(no):
+            outs[k] = self.outs[k]
+            if raw and self.out_rawable[k]:
+                outs[k].form = FIXQ_ENG_OUT_RAW
+            dims[0] = <_cnp.npy_intp>n
+            for i in range(1, <size_t>self.out_ndim[k]):
+                dims[i] = self.out_dims[k][i]
+            y = _cnp.PyArray_EMPTY(self.out_ndim[k], dims,
+                                   raw_type if outs[k].form == FIXQ_ENG_OUT_RAW else _cnp.NPY_FLOAT, 0)
+            ys.append(y)
+            dst[k] = <char *>_cnp.PyArray_DATA(<_cnp.ndarray>y)
+            dst_row[k] = <size_t>_cnp.PyArray_NBYTES(<_cnp.ndarray>y) // n if n else 0
+        kept = self._run(_cnp.PyArray_DATA(<_cnp.ndarray>x), n, self.in_elems * 4, FIXQ_ENG_IN_FLOAT_NCHW, 0, outs, no,
+                         dst, dst_row, threads, keep_all)
         if keep_all:
             buf, start = kept
             views = [None]
@@ -557,85 +574,78 @@ cdef class EngineIO:
     ("q": the quantized input's bytes XOR in_flip; "float-nhwc"; fixq_engine.h fixq_eng_in_form); outputs:
     [(tensor, a, b, form, flip, scale, zero_point, dtype, tail)] (fixq_eng_out). `check(x, threads)` gives
     back (x, threads) fit for the fast path or raises the one-line error; it runs only where x or threads are
-    not already so. A call returns new arrays, one per output."""
+    not already so. A call returns new arrays, one per output, made through numpy's C API (no Python call)."""
     cdef Engine engine
-    cdef object check, in_dtype, empty
-    cdef tuple in_tail
-    cdef Py_ssize_t in_shape[8]
-    cdef int in_ndim
-    cdef char in_format
+    cdef object check
+    cdef _cnp.npy_intp in_shape[8]
+    cdef int in_ndim, in_typenum
     cdef int in_form
     cdef uint8_t in_flip
     cdef size_t in_bytes, n_out
     cdef fixq_eng_out outs[ENG_MAX_OUTPUTS]
-    cdef list out_dtypes, out_shapes, out_tails
+    cdef int out_ndim[ENG_MAX_OUTPUTS]
+    cdef int out_typenum[ENG_MAX_OUTPUTS]
+    cdef _cnp.npy_intp out_dims[ENG_MAX_OUTPUTS][8]
+    cdef size_t out_row[ENG_MAX_OUTPUTS]
 
     def __init__(self, Engine engine not None, check, str in_form, int in_flip, in_dtype, tuple in_tail, list outputs):
-        cdef Py_ssize_t i
+        cdef Py_ssize_t i, j
         if in_form not in ("q", "float-nhwc") or not 0 <= in_flip <= 255 or len(outputs) > ENG_MAX_OUTPUTS:
             raise ValueError("engine io: unknown input form or too many outputs")
         self.engine, self.check, self.in_form, self.in_flip = engine, check, _IN_FORMS[in_form], in_flip
-        self.in_dtype, self.in_tail, self.empty = _np.dtype(in_dtype), in_tail, _np.empty
-        if len(in_tail) >= 8 or self.in_dtype.char not in "bBf":
+        in_dtype = _np.dtype(in_dtype)
+        if len(in_tail) >= 8 or in_dtype.char not in "bBf":
             raise ValueError("engine io: an input of rank 2 to 8 of int8, uint8 or float32")
-        self.in_ndim, self.in_format = len(in_tail) + 1, ord(self.in_dtype.char)
+        self.in_ndim, self.in_typenum = len(in_tail) + 1, in_dtype.num
         for i, d in enumerate(in_tail):
             self.in_shape[i + 1] = d
         if (engine.plan.n_steps == 0 or engine.steps[0].op != FIXQ_ENG_QUANTIZE or
                 int(_np.prod(in_tail)) != engine.in_elems or
-                self.in_dtype.itemsize != (1 if in_form == "q" else 4)):
+                in_dtype.itemsize != (1 if in_form == "q" else 4)):
             raise ValueError("engine io: the input does not match the plan's QUANTIZE step")
-        self.in_bytes = engine.in_elems * self.in_dtype.itemsize
+        self.in_bytes = engine.in_elems * in_dtype.itemsize
         self.n_out = len(outputs)
-        self.out_dtypes, self.out_shapes, self.out_tails = [], [], []
         for i, (t, a, b, form, flip, sc, zp, dt, tail) in enumerate(outputs):
             engine._out(&self.outs[i], t, a, b, form, flip, sc, zp)
             dt = _np.dtype(dt)
-            if dt.itemsize != (1 if form == "raw" else 4) or int(_np.prod(tail)) != a * b:
+            if (dt.char not in "bBf" or dt.itemsize != (1 if form == "raw" else 4) or int(_np.prod(tail)) != a * b
+                    or len(tail) >= 8):
                 raise ValueError("engine io: an output's dtype or shape does not match its form")
-            self.out_dtypes.append(dt)
-            self.out_shapes.append((1,) + tuple(tail))
-            self.out_tails.append(tuple(tail))
+            self.out_ndim[i], self.out_typenum[i], self.out_row[i] = len(tail) + 1, dt.num, a * b * dt.itemsize
+            for j, d in enumerate(tail):
+                self.out_dims[i][j + 1] = d
 
-    cdef bint _fits(self, x, Py_buffer *v):
-        """True, with v held, when x is a C-contiguous array of the input's dtype and shape [N, *in_tail]."""
+    cdef bint _fits(self, x) noexcept:
+        """x is an ndarray (not a subclass) of the input's dtype, native byte order, C-contiguous, of shape
+        [N, *in_tail]."""
         cdef int i
-        if type(x) is not _np.ndarray:
+        cdef _cnp.npy_intp *dims
+        if type(x) is not _cnp.ndarray:  # the type object itself: no lookup of numpy.ndarray
             return False
-        try:
-            PyObject_GetBuffer(x, v, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT)
-        except (ValueError, BufferError, TypeError):
+        a = <_cnp.ndarray>x
+        if (_cnp.PyArray_TYPE(a) != self.in_typenum or _cnp.PyArray_NDIM(a) != self.in_ndim or
+                not _cnp.PyArray_IS_C_CONTIGUOUS(a) or not _cnp.PyArray_ISNOTSWAPPED(a)):
             return False
-        if v.format != NULL and v.format[0] == self.in_format and v.format[1] == 0 and v.ndim == self.in_ndim:
-            for i in range(1, self.in_ndim):
-                if v.shape[i] != self.in_shape[i]:
-                    break
-            else:
-                return True
-        PyBuffer_Release(v)
-        return False
+        dims = _cnp.PyArray_DIMS(a)
+        for i in range(1, self.in_ndim):
+            if dims[i] != self.in_shape[i]:
+                return False
+        return True
 
     def __call__(self, x, threads=1):
         cdef size_t n, k
         cdef char *dst[ENG_MAX_OUTPUTS]
-        cdef size_t dst_row[ENG_MAX_OUTPUTS]
-        cdef Py_buffer vx, vy
-        if type(threads) is not int or not 0 < threads <= 0x7FFFFFFF or not self._fits(x, &vx):  # the C core's int
+        if type(threads) is not int or not 0 < threads <= 0x7FFFFFFF or not self._fits(x):  # the C core's int
             x, threads = self.check(x, threads)
-            PyObject_GetBuffer(x, &vx, PyBUF_C_CONTIGUOUS)
-        n = vx.shape[0]
-        try:
-            if <size_t>vx.len != n * self.in_bytes:
-                raise ValueError("engine io: input size does not match the plan")
-            ys = []
-            for k in range(self.n_out):
-                y = self.empty(self.out_shapes[k] if n == 1 else (n,) + self.out_tails[k], self.out_dtypes[k])
-                ys.append(y)
-                dst[k] = <char *>_data(y, &vy, True)
-                dst_row[k] = <size_t>vy.len // n if n else 0
-                PyBuffer_Release(&vy)  # y keeps the memory
-            self.engine._run(vx.buf, n, self.in_bytes, self.in_form, self.in_flip, self.outs, self.n_out, dst,
-                             dst_row, threads, False)
-        finally:
-            PyBuffer_Release(&vx)
+            if not self._fits(x):
+                raise ValueError("engine io: the checked input does not match the plan")
+        n = <size_t>_cnp.PyArray_DIM(<_cnp.ndarray>x, 0)
+        ys = []
+        for k in range(self.n_out):
+            self.out_dims[k][0] = <_cnp.npy_intp>n
+            y = _cnp.PyArray_EMPTY(self.out_ndim[k], self.out_dims[k], self.out_typenum[k], 0)
+            ys.append(y)
+            dst[k] = <char *>_cnp.PyArray_DATA(<_cnp.ndarray>y)
+        self.engine._run(_cnp.PyArray_DATA(<_cnp.ndarray>x), n, self.in_bytes, self.in_form, self.in_flip, self.outs,
+                         self.n_out, dst, self.out_row, threads, False)
         return ys
