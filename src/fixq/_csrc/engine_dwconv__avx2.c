@@ -132,8 +132,7 @@ ALWAYS_INLINE void pairs_params(const fixq_eng_step *s, size_t C, int u8, int32_
                                 fixq_rounding mode) {
   const size_t L = C + 16;
   const uint32_t off = (uint32_t)s->zp + (u8 ? 0u : 128u);
-  int32_t *bias = w + 6 * L, *zp = bias + L, *mul = zp + L, *sh = mul + L;
-  float *scale = (float *)(sh + L);
+  int32_t *bias = w + 6 * L;
   for (size_t c = 0; c < C; c++) {
     uint32_t wsum = 0;
     for (size_t i = 0; i < 3; i++) {
@@ -144,24 +143,9 @@ ALWAYS_INLINE void pairs_params(const fixq_eng_step *s, size_t C, int u8, int32_
     }
     bias[c] = (int32_t)((uint32_t)s->bias[c] - off * wsum);
   }
-  memcpy(zp, s->rq.zero_point, C * sizeof(int32_t));
-  if (mode == FIXQ_ROUND_FP32) memcpy(scale, s->rq.scale, C * sizeof(float));
-  else {
-    memcpy(mul, s->rq.multiplier, C * sizeof(int32_t));
-    memcpy(sh, s->rq.shift, C * sizeof(int32_t));
-  }
-  for (size_t c = C; c < L; c++) {
+  for (size_t c = C; c < L; c++)
     for (size_t i = 0; i < 6; i++) w[i * L + c] = w[i * L + c - C];
-    bias[c] = bias[c - C];
-    zp[c] = zp[c - C];
-    if (mode == FIXQ_ROUND_FP32) scale[c] = scale[c - C];
-    else mul[c] = mul[c - C], sh[c] = sh[c - C];
-  }
-  *r = s->rq;
-  r->zero_point = zp;
-  r->multiplier = mul;
-  r->shift = sh;
-  r->scale = scale;
+  dw_params_wrap(s, C, bias, r, mode);
 }
 
 /* Every output of a sample from its image of u (rows of PW C bytes): bands of FIXQ_DW_BAND output rows, each after

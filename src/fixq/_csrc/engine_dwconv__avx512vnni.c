@@ -157,26 +157,9 @@ ALWAYS_INLINE void triples_params(const fixq_eng_step *s, size_t C, int u8, int 
     const __m512i b = _mm512_maskz_loadu_epi32(k, s->bias + c);
     _mm512_mask_storeu_epi32(bias + c, k, _mm512_sub_epi32(b, _mm512_mullo_epi32(wsum, _mm512_set1_epi32(off))));
   }
-  int32_t *zp = bias + L, *mul = zp + L, *sh = mul + L;
-  float *scale = (float *)(sh + L);
-  memcpy(zp, s->rq.zero_point, C * sizeof(int32_t));
-  if (mode == FIXQ_ROUND_FP32) memcpy(scale, s->rq.scale, C * sizeof(float));
-  else {
-    memcpy(mul, s->rq.multiplier, C * sizeof(int32_t));
-    memcpy(sh, s->rq.shift, C * sizeof(int32_t));
-  }
-  for (size_t c = C; c < L; c++) {
+  for (size_t c = C; c < L; c++)
     for (size_t i = 0; i < 3; i++) w4[i * L + c] = w4[i * L + c - C];
-    bias[c] = bias[c - C];
-    zp[c] = zp[c - C];
-    if (mode == FIXQ_ROUND_FP32) scale[c] = scale[c - C];
-    else mul[c] = mul[c - C], sh[c] = sh[c - C];
-  }
-  *r = s->rq;
-  r->zero_point = zp;
-  r->multiplier = mul;
-  r->shift = sh;
-  r->scale = scale;
+  dw_params_wrap(s, C, bias, r, mode);
 }
 
 /* Every output of a sample from its image of u (rows of PW C bytes), stride 1 across: bands of FIXQ_DW_BAND output

@@ -3,6 +3,8 @@
 #ifndef FIXQ_ENGINE_SIZES_H
 #define FIXQ_ENGINE_SIZES_H
 
+#include <string.h>
+
 #include "engine_loops.h" /* FIXQ_ENG_IM2COL_SLACK */
 #include "fixq_engine.h"
 #include "fixq_internal.h"
@@ -51,6 +53,33 @@ static size_t dw_triples_bytes(const fixq_eng_step *s, const fixq_eng_tensor *x,
 /* A 1x1 convolution of stride 1 without padding: its NHWC input is the GEMM's A as it is */
 static int gemm_is_direct(const fixq_eng_step *s) {
   return s->kh == 1 && s->kw == 1 && s->sh == 1 && s->sw == 1 && s->ph == 0 && s->pw == 0;
+}
+
+/* The depthwise output stage's per-channel parameters in arrays of L = C + 16 after bias (zp, multiplier, shift,
+ * scale), channel c repeated at c + C, c + 2C, ... up to L as the kernels' lanes read them, with bias (made by the
+ * caller for channels 0 .. C - 1) repeated alike; r: the step's output stage pointing at them.  Shared by the
+ * AVX2 and AVX-512 depthwise kernels. */
+static void dw_params_wrap(const fixq_eng_step *s, size_t C, int32_t *bias, fixq_requant *r, fixq_rounding mode) {
+  const size_t L = C + 16;
+  int32_t *zp = bias + L, *mul = zp + L, *sh = mul + L;
+  float *scale = (float *)(sh + L);
+  memcpy(zp, s->rq.zero_point, C * sizeof(int32_t));
+  if (mode == FIXQ_ROUND_FP32) memcpy(scale, s->rq.scale, C * sizeof(float));
+  else {
+    memcpy(mul, s->rq.multiplier, C * sizeof(int32_t));
+    memcpy(sh, s->rq.shift, C * sizeof(int32_t));
+  }
+  for (size_t c = C; c < L; c++) {
+    bias[c] = bias[c - C];
+    zp[c] = zp[c - C];
+    if (mode == FIXQ_ROUND_FP32) scale[c] = scale[c - C];
+    else mul[c] = mul[c - C], sh[c] = sh[c - C];
+  }
+  *r = s->rq;
+  r->zero_point = zp;
+  r->multiplier = mul;
+  r->shift = sh;
+  r->scale = scale;
 }
 
 #endif
