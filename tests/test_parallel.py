@@ -2,6 +2,7 @@
 whatever raises, come from any thread, survive fork in the child, and change no result at any thread count."""
 import concurrent.futures
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -58,6 +59,26 @@ def test_holds_nest_and_release_whatever_raises():
         assert _core.parallel_holds() == 0
     burst = _core.ParallelBurst(2)
     burst.__exit__(None, None, None)  # a release without its hold stops at none open
+    assert _core.parallel_holds() == 0
+
+
+def test_a_release_without_a_hold_of_its_own_leaves_another_threads_burst_open():
+    opened, done = threading.Event(), threading.Event()
+
+    def holder():
+        with _core.ParallelBurst(2):
+            opened.set()
+            done.wait(10)
+
+    t = threading.Thread(target=holder)
+    t.start()
+    try:
+        assert opened.wait(10)
+        _core.ParallelBurst(2).__exit__(None, None, None)  # this thread holds nothing
+        assert _core.parallel_holds() == 1
+    finally:
+        done.set()
+        t.join()
     assert _core.parallel_holds() == 0
 
 

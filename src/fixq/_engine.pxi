@@ -633,8 +633,9 @@ cdef class EngineIO:
         return True
 
     def __call__(self, x, threads=1):
-        cdef size_t n, k
+        cdef size_t n, k, i
         cdef char *dst[ENG_MAX_OUTPUTS]
+        cdef _cnp.npy_intp dims[8]  # this call's own: the object is shared by every thread calling it
         if type(threads) is not int or not 0 < threads <= 0x7FFFFFFF or not self._fits(x):  # the C core's int
             x, threads = self.check(x, threads)
             if not self._fits(x):
@@ -642,8 +643,10 @@ cdef class EngineIO:
         n = <size_t>_cnp.PyArray_DIM(<_cnp.ndarray>x, 0)
         ys = []
         for k in range(self.n_out):
-            self.out_dims[k][0] = <_cnp.npy_intp>n
-            y = _cnp.PyArray_EMPTY(self.out_ndim[k], self.out_dims[k], self.out_typenum[k], 0)
+            dims[0] = <_cnp.npy_intp>n
+            for i in range(1, <size_t>self.out_ndim[k]):
+                dims[i] = self.out_dims[k][i]
+            y = _cnp.PyArray_EMPTY(self.out_ndim[k], dims, self.out_typenum[k], 0)
             ys.append(y)
             dst[k] = <char *>_cnp.PyArray_DATA(<_cnp.ndarray>y)
         self.engine._run(_cnp.PyArray_DATA(<_cnp.ndarray>x), n, self.in_bytes, self.in_form, self.in_flip, self.outs,

@@ -113,7 +113,7 @@ ALWAYS_INLINE void pad_flip(const fixq_eng_step *s, const fixq_eng_tensor *xt, c
   }
 }
 
-/* Lanes [0, n) of map row (h: the pairs, t: the third taps) from the image's row p */
+/* Lanes [0, n) of map row (h: the pairs, t: the third taps) from the image's row p, zeros up to a multiple of 8 */
 ALWAYS_INLINE void pairs_run(const uint8_t *p, size_t n, size_t dj, int32_t *h, int32_t *t) {
   size_t f = 0;
   for (; f + 8 <= n; f += 8) {
@@ -123,6 +123,7 @@ ALWAYS_INLINE void pairs_run(const uint8_t *p, size_t n, size_t dj, int32_t *h, 
     _mm256_storeu_si256((__m256i *)(t + f), _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(p + f + 2 * dj))));
   }
   for (; f < n; f++) h[f] = p[f] | p[f + dj] << 16, t[f] = p[f + 2 * dj];
+  for (; f % 8; f++) h[f] = t[f] = 0; /* the last vector's lanes past n: read, never stored */
 }
 
 /* Per channel, in arrays of C + 16 with channel c at c and c + C (c + 2C, ..., where C < 8): each row's weights

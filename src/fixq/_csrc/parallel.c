@@ -387,9 +387,9 @@ void fixq__parallel_hold(int threads) {
 }
 
 void fixq__parallel_release(int threads) {
-  if (threads <= 1) return;
+  if (threads <= 1 || thread_holds == 0) return; /* no hold of this thread's own to end: another's stays open */
   pthread_once(&pool_once, pool_init);
-  const int preempted = thread_holds > 0 && --thread_holds == 0 && thread_preempted() - thread_preempted0 >= 2;
+  const int preempted = --thread_holds == 0 && thread_preempted() - thread_preempted0 >= 2;
   pthread_mutex_lock(&pool.m);
   if (preempted) contention_locked();
   if (pool.holds == 1 && !pool.contended_burst) /* a burst that polled undisturbed: half the back-off */
