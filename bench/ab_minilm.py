@@ -3,7 +3,7 @@
 the per-window B/A ratios, context switches a call (the child's getrusage, all its threads), the cores the
 machine's other processes used (as bench_transformer.py), and whether the two trees' outputs have the same bits.
 Cases: full1 / full32 (every token real, --full-length's texts), pad1 (bench_transformer's batch 1: the first
-sentence padded to 128), padall (every benchmark sentence, one call each).  --hog adds a busy process.
+sentence padded to 128), pad32 (its batch 32), padall (every benchmark sentence, one call each).  --hog adds a busy process.
 
     PYTHONPATH=src python bench/ab_minilm.py MAIN/src src --cases full1,pad1 --threads 1,2 --windows 10
 """
@@ -33,6 +33,7 @@ tok = P.tokenizer(mdir)
 full = P.tokenize([" ".join(texts[(24 * i + j) %% len(texts)] for j in range(24)) for i in range(32)], tok)
 pad = P.tokenize(texts, tok)
 X = {"full1": P.batch_of(full, 1), "full32": P.batch_of(full, 32), "pad1": P.batch_of(pad, 1),
+     "pad32": P.batch_of(pad, 32),
      "padall": [P.batch_of({k: v[i:i + 1] for k, v in pad.items()}, 1) for i in range(len(texts))]}
 def run(x, t):
     if isinstance(x, list):

@@ -101,8 +101,86 @@ def mask_value(g, value):
 def test_models_that_read_the_padding_run_padded(tiny, edit, mode):
     g = tiny if edit is None else edit(tiny)
     m = quantize_model(g, **mode)
-    assert m._sequence.padding is None
+    assert m._sequence.padding is None and m._sequence.chunks is None
     y = m.run(feeds(np.random.default_rng(23), n=3, length=10))
     for out in y if isinstance(y, (list, tuple)) else [y]:
         assert np.isfinite(out).all()
 
+
+
+def test_batch_chunks_cut_whole_sequences(monkeypatch):
+    monkeypatch.setattr(padding, "CHUNK_TOKENS", 16)
+    full = np.ones((8, 16), np.int64)
+    assert padding.batch_chunks(full[:1], 1) is None and padding.batch_chunks(full[:1], 2) is None
+    assert padding.batch_chunks(full, 1) == padding.batch_chunks(full, 2) == [(k, k + 1) for k in range(8)]
+    assert padding.batch_chunks(full, 3) == [(k, k + 1) for k in range(8)]  # 9 wanted, 8 sequences
+    assert len(padding.batch_chunks(np.ones((12, 16), np.int64), 5)) == 10  # 12 tokens a chunk: 2 x 5 chunks
+    short = np.zeros((4, 16), np.int64)
+    short[:, :1] = 1
+    assert padding.batch_chunks(short, 1) is None and padding.batch_chunks(short, 2) is None  # 4 tokens in all
+    rng = np.random.default_rng(24)
+    for _ in range(50):
+        n, length = int(rng.integers(1, 40)), int(rng.integers(1, 48))
+        mask = (rng.random((n, length)) < rng.random()).astype(np.int64)
+        for threads in (1, 2, 3):
+            cuts = padding.batch_chunks(mask, threads)
+            if cuts is None:
+                continue
+            assert cuts[0][0] == 0 and cuts[-1][1] == n and len(cuts) >= 2
+            assert all(a < b for a, b in cuts) and all(b == c for (_, b), (c, _) in zip(cuts, cuts[1:]))
+
+
+@pytest.mark.parametrize("mode", [dict(dynamic=True), dict(dynamic=True, float_gather=True)])
+def test_chunked_run_has_the_whole_runs_bits(tiny, isa, mode, monkeypatch):
+    """A batch run as chunks of whole sequences, each on a thread of its own, gives the whole batch's bits."""
+    monkeypatch.setattr(padding, "CHUNK_TOKENS", 16)
+    m, whole = quantize_model(tiny, **mode), quantize_model(tiny, **mode)
+    assert m._sequence.chunks is not None
+    whole._sequence.chunks = None
+    cut = []
+    chunks = padding.batch_chunks
+    monkeypatch.setattr(padding, "batch_chunks", lambda mask, t: cut.append(chunks(mask, t)) or cut[-1])
+    rng = np.random.default_rng(25)
+    full = np.ones((9, SEQ_MAX), np.int64)
+    for mask in masks(rng) + [full]:
+        f = feeds(rng, *mask.shape)
+        f["attention_mask"] = mask
+        for threads in (1, 2, 3):
+            same_bits(m.run(f, threads=threads), whole.run(f, threads=threads))
+    assert sum(c is not None for c in cut) >= 10
+
+
+def test_a_chunks_error_reaches_the_caller(tiny, monkeypatch):
+    monkeypatch.setattr(padding, "CHUNK_TOKENS", 16)
+    m = quantize_model(tiny, dynamic=True)
+    runner, run_fed = m._sequence, m._sequence._run_fed
+    calls = []
+
+    def failing(fed, threads):
+        calls.append(fed[0].shape[0])
+        if len(calls) == 3:
+            raise MemoryError("chunk 3")
+        return run_fed(fed, threads)
+    monkeypatch.setattr(runner, "_run_fed", failing)
+    f = feeds(np.random.default_rng(26), n=8, length=SEQ_MAX)
+    for threads in (1, 2):
+        calls.clear()
+        with pytest.raises(MemoryError, match="chunk 3"):
+            m.run(f, threads=threads)
+
+
+def test_rows_apart_after_the_pooling():
+    """The steps after the pooling (no sequence dim) decide whether sequences stand apart."""
+    inputs = [{"name": "ids", "shape": [None, "seq"]}]
+    tensors = {"pooled": [None, 8], "w": [8], "y": [None, 8]}
+
+    def apart(op, out_shape=(None, 8), linear_rows=True, **attrs):
+        step = dict(op=op, inputs=["pooled", "w"] if op in ("add", "mul") else ["pooled"], output="y", **attrs)
+        return padding.rows_apart([step], inputs, dict(tensors, y=list(out_shape)), ["y"], linear_rows, set())
+    for op in ("l2_normalize", "layer_norm", "gelu", "scale", "add", "mul", "linear"):
+        assert apart(op)
+    assert apart("softmax", axis=-1) and apart("softmax", axis=1)
+    assert not apart("softmax", axis=0)                # across the batch
+    assert not apart("linear", linear_rows=False)      # BLAS's or one range's rows
+    assert not apart("matmul") and not apart("reshape")  # not shown to keep rows apart: the batch runs whole
+    assert not apart("l2_normalize", out_shape=(8,))   # an output without the batch dim

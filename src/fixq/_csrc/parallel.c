@@ -18,10 +18,12 @@
  * past SPIN_NS, until the release or HOLD_POLL_NS after its last region.  A
  * burst polls only where a CPU is free for its workers (cpu_free), and not
  * within a back-off after a burst in which a worker found itself off the CPU
- * for GAP_NS mid-poll or the caller was preempted: then its workers sleep
- * between regions as outside a burst, since a woken sleeper is served ahead
- * of running threads and a polling one only spends the caller's share of a
- * busy machine.  Holds nest and may come from any thread; they only say how
+ * for GAP_NS mid-poll with another thread run in its place (a context switch:
+ * a virtual CPU that the host paused shows none, and is no other thread's
+ * loss) or the caller was preempted twice: then its workers sleep between
+ * regions as outside a burst, since a woken sleeper is served ahead of
+ * running threads and a polling one only spends the caller's share of a busy
+ * machine.  Holds nest and may come from any thread; they only say how
  * long workers poll, never which thread runs a task.
  *
  * One region runs on the pool at a time; a caller that finds it busy
@@ -111,6 +113,16 @@ static int held(int w, uint64_t burst) {
          __atomic_load_n(&pool.burst, __ATOMIC_ACQUIRE) == burst && pool.contended[w] != burst;
 }
 
+/* This thread's involuntary context switches (another thread of this machine took its CPU: a preemption, or
+ * a sched_yield that handed it over), or -1 where not counted.  A virtual CPU that the host pauses counts none. */
+static long thread_preempted(void) {
+#ifdef RUSAGE_THREAD
+  struct rusage u;
+  if (getrusage(RUSAGE_THREAD, &u) == 0) return u.ru_nivcsw;
+#endif
+  return -1;
+}
+
 /* Worker w: polls (when it took part in the last region, or a hold woke it)
  * and then sleeps until a region other than `seen` that has a task for it
  * (more than w + 1 tasks); returns that region's number. */
@@ -127,6 +139,7 @@ static uint64_t next_region(int w, uint64_t seen, int poll) {
       }
       const uint64_t burst = __atomic_load_n(&pool.burst, __ATOMIC_ACQUIRE);
       pool.polled[w] = burst;
+      long switches = thread_preempted();
       for (uint64_t last = now_ns(); held(w, burst);) { /* a burst: poll on, the CPU yielded at every check */
         for (int i = 0; i < 16; i++) {
           word = __atomic_load_n(&pool.word, __ATOMIC_ACQUIRE);
@@ -135,9 +148,13 @@ static uint64_t next_region(int w, uint64_t seen, int poll) {
         }
         sched_yield();
         const uint64_t now = now_ns();
-        if (now - last > GAP_NS) { /* off the CPU: another thread wanted it */
-          pool.contended[w] = burst;
-          break;
+        if (now - last > GAP_NS) { /* off the CPU: contention where another thread took it (a switch) */
+          const long now_switches = thread_preempted();
+          if (now_switches != switches || now_switches < 0) {
+            pool.contended[w] = burst;
+            break;
+          }
+          switches = now_switches;
         }
         if (now - start > HOLD_POLL_NS) break;
         last = now;
@@ -324,16 +341,6 @@ void fixq__parallel(int n, fixq__task_fn fn, void *ctx) {
   pthread_mutex_unlock(&pool.busy);
 }
 
-/* The caller's involuntary context switches (another thread took its CPU), or 0 where not counted.  Two in
- * one burst count as contention (one may be a kernel thread's few microseconds). */
-static long thread_preempted(void) {
-#ifdef RUSAGE_THREAD
-  struct rusage u;
-  if (getrusage(RUSAGE_THREAD, &u) == 0) return u.ru_nivcsw;
-#endif
-  return 0;
-}
-
 /* Whether a CPU beside the caller's is free for a worker: the runnable threads /proc/loadavg counts (the
  * caller and its polling workers among them) fewer than the online CPUs plus those workers; where it cannot
  * be read, 1.  A sleeping worker is woken ahead of running threads, a polling one is not: on a machine
@@ -389,6 +396,7 @@ void fixq__parallel_hold(int threads) {
 void fixq__parallel_release(int threads) {
   if (threads <= 1 || thread_holds == 0) return; /* no hold of this thread's own to end: another's stays open */
   pthread_once(&pool_once, pool_init);
+  /* two switches (one may be a kernel thread's few microseconds) */
   const int preempted = --thread_holds == 0 && thread_preempted() - thread_preempted0 >= 2;
   pthread_mutex_lock(&pool.m);
   if (preempted) contention_locked();

@@ -14,6 +14,8 @@ from .. import float_ops as F
 
 MASKED = -2.0 ** 64  # float_ops.attention skips the keys whose bias is at or below this (FIXQ__ATT_MASKED)
 _TOKEN_WISE = ("layer_norm", "gelu", "scale", "l2_normalize", "softmax", "add", "mul", "reshape", "transpose")
+CHUNK_TOKENS = 512  # a chunk's tokens: 4 sequences of 128 keep a MiniLM layer's intermediates in L2
+_ROW_WISE = ("layer_norm", "gelu", "scale", "l2_normalize", "add", "mul", "linear")  # each row of [N, ...] alone
 
 
 class Unpacked(Exception):
@@ -87,6 +89,46 @@ def dead_padding(steps, inputs, tensors, outputs, linear_rows, attention, replac
         if not ok:
             return None
     return mask
+
+
+def rows_apart(steps, inputs, tensors, outputs, linear_rows, replaced):
+    """Whether, in a graph that :func:`dead_padding` passed, each sequence's outputs depend on that sequence's
+    inputs alone, so that a batch may run as several batches of whole sequences with the same bits: every
+    output is ``[N, ...]``, and every step after the pooling (one without the sequence dim) that reads or makes
+    an ``[N, ...]`` tensor reads each row for that row alone (an elementwise add or mul, a layer_norm, gelu or
+    scale, an l2_normalize or a last-axis softmax, a linear with `linear_rows`)."""
+    shapes = {**{i["name"]: i["shape"] for i in inputs}, **tensors}
+    if any(not shapes[t] or shapes[t][0] is not None for t in outputs):
+        return False
+    for s in steps:
+        shape, op = shapes[s["output"]], s["op"]
+        if s["output"] in replaced or op in ("attention_mask", "masked_mean") or \
+                any(isinstance(d, str) for d in shape):  # a token tensor's step: dead_padding's checks
+            continue
+        if not any(shapes[t] and shapes[t][0] is None for t in [s["output"], *s["inputs"]]):
+            continue
+        ok = s["axis"] in (-1, len(shape) - 1) if op == "softmax" else \
+            op in _ROW_WISE and (op != "linear" or linear_rows)
+        if not ok:
+            return False
+    return True
+
+
+def batch_chunks(mask, threads):
+    """Cuts for running a batch as chunks of whole sequences: [(first, end), ...] of about CHUNK_TOKENS
+    tokens each (those up to each sequence's last unmasked one, which a packed run keeps), their count a
+    multiple of `threads`, none under half CHUNK_TOKENS; None where that leaves one chunk (the batch runs
+    whole, its steps on the threads)."""
+    on = mask != 0
+    n, length = on.shape
+    lens = np.where(on.any(axis=1), length - np.argmax(on[:, ::-1], axis=1), length)
+    total = int(lens.sum())
+    count = min(n, max(1, round(total / CHUNK_TOKENS / threads)) * threads)
+    if count < 2 or total < count * CHUNK_TOKENS / 2:
+        return None
+    ends = np.searchsorted(np.cumsum(lens), total * np.arange(1, count) / count, side="left") + 1
+    cuts = np.unique(np.concatenate([[0], np.minimum(ends, n), [n]]))
+    return list(zip(cuts[:-1].tolist(), cuts[1:].tolist())) if len(cuts) > 2 else None
 
 
 class Packing:

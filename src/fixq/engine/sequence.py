@@ -18,6 +18,8 @@ when that is installed (BLAS keeps its own thread count otherwise).  ``run(keep_
 writing into inputs, fusing or packing."""
 import contextlib
 import functools
+import itertools
+import threading
 
 import numpy as np
 
@@ -91,11 +93,13 @@ def _stacked_linears(m, group, i, outs):
 def _on_first_call(make):
     """fn(env, threads) that makes its step with make() when first called (the weights of a linear that run()
     runs stacked or with its epilogue, packed for run_all only if it runs)."""
-    made = []
+    made, lock = [], threading.Lock()
 
     def step(env, threads):
         if not made:
-            made.append(make())
+            with lock:  # chunks of one batch on several threads: made once
+                if not made:
+                    made.append(make())
         return made[0](env, threads)
     return step
 
@@ -396,9 +400,12 @@ class SequenceRunner:
                               m.weights != "fp32" and m.options.get("granularity", "row") == "row", attention, replaced)
         self.size = len(self.names)
         self.padding = None  # (the mask's slot, the token inputs' slots, the Packing's slot): P.pack's arguments
+        self.chunks = None  # the mask's slot where a batch may run as batches of whole sequences (P.rows_apart)
         if mask is not None:
             seq = next(i["shape"][1] for i in self.inputs if i["name"] == mask)
             self.padding = (slots[mask], [slots[i["name"]] for i in self.inputs if seq in i["shape"]], self.size)
+            if P.rows_apart(meta["steps"], self.inputs, tensors, meta["outputs"], True, replaced):
+                self.chunks = slots[mask]
         self.steps, self.steps_all, self.steps_packed = [], [], []
         for k, s in enumerate(meta["steps"]):
             own = s["output"] in stacked or s["output"] in made_early or s["output"] in epilogues  # run() packs others
@@ -446,21 +453,56 @@ class SequenceRunner:
         self.blas = _blas_limiter() if float_matmuls or m.weights == "fp32" else None
 
     def run(self, feeds, threads, keep_all=False):
-        """The outputs (a list), or with `keep_all` every tensor by name (then no step writes into its input)."""
-        env = [None] * (self.size + 1)  # the last: a packed run's Packing
+        """The outputs (a list), or with `keep_all` every tensor by name (then no step writes into its input).
+        A batch whose sequences stand apart (``chunks``) and hold enough tokens runs as chunks of whole
+        sequences (P.batch_chunks), each on one thread, on up to `threads` threads at once: a chunk's
+        intermediates stay in the caches, and the threads meet once a call instead of at every step."""
         fed = G.check_feeds(self.inputs, self.roles, feeds)
-        env[:len(fed)] = fed
+        cuts = P.batch_chunks(fed[self.chunks], threads) if self.chunks is not None and not keep_all else None
+        if cuts is not None:
+            with self.blas(1) if self.blas is not None else contextlib.nullcontext():
+                return self._run_chunks(fed, cuts, threads)
         with self.blas(threads) if self.blas is not None else contextlib.nullcontext(), _core.ParallelBurst(threads):
             if keep_all:
+                env = fed + [None] * (self.size + 1 - len(fed))
                 for fn, out in self.steps_all:
                     env[out] = fn(env, threads)
                 return dict(zip(self.names, env))
-            if self.padding is not None and P.pack(env, *self.padding):
-                try:
-                    return self._run(env, self.steps_packed, threads)
-                except P.Unpacked:
-                    env = fed + [None] * (self.size + 1 - len(fed))
-            return self._run(env, self.steps, threads)
+            return self._run_fed(fed, threads)
+
+    def _run_chunks(self, fed, cuts, threads):
+        """The outputs of the batch `fed` run as the chunks of sequences `cuts`, claimed in turn by the caller
+        and threads - 1 threads of its own (numpy and the kernels release the GIL), each at one thread."""
+        outs, errors, claim = [None] * len(cuts), [], itertools.count()
+
+        def work():
+            try:
+                for k in iter(claim.__next__, None):
+                    if k >= len(cuts) or errors:
+                        return
+                    b0, b1 = cuts[k]
+                    outs[k] = self._run_fed([x[b0:b1] for x in fed], 1)
+            except BaseException as e:  # noqa: B036 -- raised again by the caller
+                errors.append(e)
+        helpers = [threading.Thread(target=work, daemon=True) for _ in range(min(threads, len(cuts)) - 1)]
+        for t in helpers:
+            t.start()
+        work()
+        for t in helpers:
+            t.join()
+        if errors:
+            raise errors[0]
+        return [np.concatenate(parts) for parts in zip(*outs)]
+
+    def _run_fed(self, fed, threads):
+        """The outputs for the checked inputs `fed`: its real tokens packed where padding would go, else as fed."""
+        env = fed + [None] * (self.size + 1 - len(fed))  # the last: a packed run's Packing
+        if self.padding is not None and P.pack(env, *self.padding):
+            try:
+                return self._run(env, self.steps_packed, threads)
+            except P.Unpacked:
+                env = fed + [None] * (self.size + 1 - len(fed))
+        return self._run(env, self.steps, threads)
 
     def _run(self, env, steps, threads):
         for fn, out, dead in steps:
