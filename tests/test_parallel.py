@@ -138,3 +138,30 @@ def test_fork_inside_a_burst():
         assert _core.parallel_holds() == 1
         assert ops(2) == ref
     assert _core.parallel_holds() == 0
+
+
+def _allowed(tid):
+    """The CPUs a thread of this process may run on (its Cpus_allowed_list)."""
+    with open(f"/proc/self/task/{tid}/status") as f:
+        line = next(x for x in f if x.startswith("Cpus_allowed_list:"))
+    cpus = set()
+    for part in line.split(":", 1)[1].strip().split(","):
+        lo, _, hi = part.partition("-")
+        cpus.update(range(int(lo), int(hi or lo) + 1))
+    return cpus
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task") or not hasattr(os, "sched_getaffinity"),
+                    reason="Linux thread affinity")
+def test_workers_keep_within_the_processs_cpus(isa):
+    """A worker that moves off the caller's CPU keeps to the CPUs it started with, and never to none; the caller's
+    own affinity is never touched."""
+    mine = os.sched_getaffinity(0)
+    want = ops(1)
+    with _core.ParallelBurst(4):
+        for _ in range(3):
+            assert ops(4) == want
+    assert os.sched_getaffinity(0) == mine
+    for tid in os.listdir("/proc/self/task"):
+        cpus = _allowed(tid)
+        assert cpus and cpus <= mine

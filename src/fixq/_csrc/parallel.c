@@ -26,6 +26,14 @@
  * machine.  Holds nest and may come from any thread; they only say how
  * long workers poll, never which thread runs a task.
  *
+ * A worker that finds itself on the CPU of the thread that opened the region
+ * or hold (sched_getcpu) moves off it: its affinity becomes the CPUs it
+ * started with less that one, where that leaves any (keep_apart).  A woken or
+ * yielding worker can be left queued behind the caller on one CPU while
+ * another idles (seen on a 2-vCPU virtual machine: two thirds of a model
+ * call's regions ran their two parts one after the other); its move's switch
+ * is not counted as contention.
+ *
  * One region runs on the pool at a time; a caller that finds it busy
  * (another thread's region, or a task of one calling in again) runs its
  * tasks on threads of its own.  A task is never dropped: what no thread
@@ -71,11 +79,13 @@ static struct {
   int load_free;        /* whether they left a CPU free for a worker then (under m) */
   uint64_t polled[POOL_MAX]; /* a worker's last burst it polled in (its own; read under m) */
   uint64_t contended[POOL_MAX]; /* a worker's last burst in which it found itself off the CPU (its own) */
+  int caller_cpu;       /* atomic: the CPU of the thread that last opened a region or a hold, or -1 */
+  long moves;           /* atomic: workers moved off the caller's CPU (keep_apart), each a switch of its thread */
   uint64_t word;        /* atomic: region number << 32 | task count << 16 | next task */
   int finished;         /* atomic: tasks of this region not yet run to the end */
   fixq__task_fn fn;
   void *ctx;
-} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER};
+} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, .caller_cpu = -1};
 
 static void relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -123,10 +133,47 @@ static long thread_preempted(void) {
   return -1;
 }
 
+/* The caller's CPU, where workers keep off it (keep_apart). */
+static void set_caller_cpu(void) {
+#ifdef __linux__
+  __atomic_store_n(&pool.caller_cpu, sched_getcpu(), __ATOMIC_RELAXED);
+#endif
+}
+
+/* A worker's CPUs: those it started with (`base`), less the caller's CPU it last moved off (`off`, or -1). */
+typedef struct {
+#ifdef __linux__
+  cpu_set_t base;
+#endif
+  int off;
+} worker_cpus;
+
+/* Moves the calling worker off the caller's CPU when it finds itself there (1: it moved): a worker queued on the caller's
+ * CPU runs its tasks only after the caller's (a woken or yielding thread may be left there while another CPU
+ * idles, as a 2-vCPU virtual machine shows: the two parts of a region ran one after the other), so its
+ * affinity becomes its starting CPUs less the caller's, where that leaves one. */
+static int keep_apart(worker_cpus *cpus) {
+#ifdef __linux__
+  const int caller = __atomic_load_n(&pool.caller_cpu, __ATOMIC_RELAXED);
+  if (caller < 0 || caller == cpus->off || caller >= CPU_SETSIZE || sched_getcpu() != caller ||
+      !CPU_ISSET(caller, &cpus->base) || CPU_COUNT(&cpus->base) < 2)
+    return 0;
+  cpu_set_t set = cpus->base;
+  CPU_CLR(caller, &set);
+  if (pthread_setaffinity_np(pthread_self(), sizeof set, &set) != 0) return 0;
+  cpus->off = caller;
+  __atomic_add_fetch(&pool.moves, 1, __ATOMIC_RELAXED);
+  return 1;
+#else
+  (void)cpus;
+  return 0;
+#endif
+}
+
 /* Worker w: polls (when it took part in the last region, or a hold woke it)
  * and then sleeps until a region other than `seen` that has a task for it
  * (more than w + 1 tasks); returns that region's number. */
-static uint64_t next_region(int w, uint64_t seen, int poll) {
+static uint64_t next_region(int w, uint64_t seen, int poll, worker_cpus *cpus) {
   uint64_t word;
   for (;; poll = 1) {
     if (poll) {
@@ -147,6 +194,11 @@ static uint64_t next_region(int w, uint64_t seen, int poll) {
           relax();
         }
         sched_yield();
+        if (keep_apart(cpus)) { /* the move's own switch and time are no other thread's */
+          switches = thread_preempted();
+          last = now_ns();
+          continue;
+        }
         const uint64_t now = now_ns();
         if (now - last > GAP_NS) { /* off the CPU: contention where another thread took it (a switch) */
           const long now_switches = thread_preempted();
@@ -203,8 +255,13 @@ static void *worker(void *arg) {
   free(arg);
   uint64_t seen = start.seen;
   int ran = 1;
+  worker_cpus cpus = {.off = -1};
+#ifdef __linux__
+  if (pthread_getaffinity_np(pthread_self(), sizeof cpus.base, &cpus.base) != 0) CPU_ZERO(&cpus.base);
+#endif
   for (;;) {
-    seen = next_region(start.w, seen, ran > 0);
+    seen = next_region(start.w, seen, ran > 0, &cpus);
+    keep_apart(&cpus);
     ran = run_claimed(seen);
     if (ran > 0 && __atomic_sub_fetch(&pool.finished, ran, __ATOMIC_ACQ_REL) == 0) {
       pthread_mutex_lock(&pool.m);
@@ -316,6 +373,7 @@ void fixq__parallel(int n, fixq__task_fn fn, void *ctx) {
   }
   pool.fn = fn;
   pool.ctx = ctx;
+  set_caller_cpu();
   __atomic_store_n(&pool.finished, n, __ATOMIC_RELAXED);
   const uint64_t region = region_of(__atomic_load_n(&pool.word, __ATOMIC_RELAXED)) + 1;
   __atomic_store_n(&pool.word, region << 32 | (uint64_t)n << 16, __ATOMIC_RELEASE);
@@ -365,12 +423,13 @@ static int cpu_free(void) {
 }
 
 static __thread int thread_holds;       /* this thread's open holds */
-static __thread long thread_preempted0; /* thread_preempted() at its outermost hold */
+static __thread long thread_preempted0; /* thread_preempted() less pool.moves at its outermost hold */
 
 void fixq__parallel_hold(int threads) {
   if (threads <= 1) return;
   pthread_once(&pool_once, pool_init);
-  if (thread_holds++ == 0) thread_preempted0 = thread_preempted();
+  if (thread_holds++ == 0) thread_preempted0 = thread_preempted() - __atomic_load_n(&pool.moves, __ATOMIC_RELAXED);
+  set_caller_cpu();
   const int width = threads - 1 < POOL_MAX ? threads - 1 : POOL_MAX;
   const uint64_t now = now_ns();
   pthread_mutex_lock(&pool.m);
@@ -397,7 +456,9 @@ void fixq__parallel_release(int threads) {
   if (threads <= 1 || thread_holds == 0) return; /* no hold of this thread's own to end: another's stays open */
   pthread_once(&pool_once, pool_init);
   /* two switches (one may be a kernel thread's few microseconds) */
-  const int preempted = --thread_holds == 0 && thread_preempted() - thread_preempted0 >= 2;
+  /* (a worker's move off this thread's CPU preempts it once) */
+  const int preempted = --thread_holds == 0 &&
+                        thread_preempted() - __atomic_load_n(&pool.moves, __ATOMIC_RELAXED) - thread_preempted0 >= 2;
   pthread_mutex_lock(&pool.m);
   if (preempted) contention_locked();
   if (pool.holds == 1 && !pool.contended_burst) /* a burst that polled undisturbed: half the back-off */
