@@ -32,7 +32,9 @@
  * yielding worker can be left queued behind the caller on one CPU while
  * another idles (seen on a 2-vCPU virtual machine: two thirds of a model
  * call's regions ran their two parts one after the other); its move's switch
- * is not counted as contention.
+ * is not counted as contention.  In a polling burst the caller waits for the
+ * workers' tasks polling too, never asleep: a sleeping caller was woken onto
+ * the worker's CPU, which then moved, about four times a call.
  *
  * One region runs on the pool at a time; a caller that finds it busy
  * (another thread's region, or a task of one calling in again) runs its
@@ -384,10 +386,15 @@ void fixq__parallel(int n, fixq__task_fn fn, void *ctx) {
   const int mine = run_claimed(region);
   const int left = mine > 0 ? __atomic_sub_fetch(&pool.finished, mine, __ATOMIC_ACQ_REL)
                             : __atomic_load_n(&pool.finished, __ATOMIC_ACQUIRE);
-  if (left > 0) { /* workers' tasks still running: poll, then sleep */
+  if (left > 0) { /* workers' tasks still running: poll, then sleep (in a polling burst: poll, yielding) */
     const uint64_t start = now_ns();
+    const int burst = __atomic_load_n(&pool.hold_width, __ATOMIC_ACQUIRE) > 0;
     for (unsigned i = 1; __atomic_load_n(&pool.finished, __ATOMIC_ACQUIRE) > 0; i++) {
       if (i % 64 == 0 && now_ns() - start > SPIN_NS) {
+        if (burst) { /* a woken caller may be put on a worker's CPU, which then moves off it */
+          sched_yield();
+          continue;
+        }
         pthread_mutex_lock(&pool.m);
         while (__atomic_load_n(&pool.finished, __ATOMIC_ACQUIRE) > 0) pthread_cond_wait(&pool.done, &pool.m);
         pthread_mutex_unlock(&pool.m);
