@@ -79,10 +79,7 @@ static void store(const void *ctx, const void *info, const int32_t *acc, size_t 
   const size_t at = m0 * o->ldy + n0;
   j->kern->epilogue(rows, cols, acc, lda, info, o->col_sum + n0, o->w_scale + n0, o->bias + n0,
                     o->res != NULL ? o->res + at : NULL, o->y + at, o->ldy);
-  for (size_t r = 0; o->act != NULL && r < rows; r++) { /* each row of the block while it is in L1 */
-    float *yr = o->y + at + r * o->ldy;
-    o->act(cols, yr, o->form, yr);
-  }
+  if (o->act != NULL) o->act(rows, cols, o->y + at, o->ldy, o->form, o->y + at, o->ldy); /* while it is in L1 */
 }
 
 fixq_status fixq_dynamic_linear(const float *x, size_t m, const fixq_packed_b *b, const float *w_scale,

@@ -162,7 +162,7 @@ static inline size_t fixq__att_keys(size_t l, size_t l_kept, float kv_max, const
 typedef struct {
   void (*layer_norm)(size_t rows, size_t n, const float *x, const float *w, const float *b, float eps, float *y);
   void (*softmax)(size_t rows, size_t n, const float *x, float *y);
-  void (*gelu)(size_t count, const float *x, fixq_gelu_form form, float *y);
+  void (*gelu)(size_t rows, size_t cols, const float *x, size_t ldx, fixq_gelu_form form, float *y, size_t ldy);
   void (*attention)(size_t i0, size_t i1, size_t l, size_t l_kept, size_t d, const float *q, ptrdiff_t sq,
                     const float *k, ptrdiff_t sk, const float *v, ptrdiff_t sv, float scale, const float *bias,
                     float *o, size_t so, float *work);
@@ -257,7 +257,8 @@ typedef struct {
   const float *res; /* or NULL */
   float *y;
   size_t ldy;
-  void (*act)(size_t count, const float *x, fixq_gelu_form form, float *y); /* a fixq__float_kernels' gelu, or NULL */
+  /* a fixq__float_kernels' gelu, or NULL */
+  void (*act)(size_t rows, size_t cols, const float *x, size_t ldx, fixq_gelu_form form, float *y, size_t ldy);
   fixq_gelu_form form;
 } fixq__dyn_out;
 typedef struct {

@@ -47,7 +47,7 @@ static void run_rows(const float_job *job, size_t r0, size_t r1) {
       }
       break;
     }
-    default: job->kern->gelu(r1 - r0, job->x + off, job->form, job->y + off); break;
+    default: job->kern->gelu(1, r1 - r0, job->x + off, 0, job->form, job->y + off, 0); break;
   }
 }
 

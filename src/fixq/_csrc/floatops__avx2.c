@@ -71,7 +71,7 @@ ALWAYS_INLINE __m256 gelu8(__m256 x, fixq_gelu_form form) {
   return _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
 }
 
-static void gelu(size_t count, const float *x, fixq_gelu_form form, float *y) {
+static void gelu_row(size_t count, const float *x, fixq_gelu_form form, float *y) {
   size_t i = 0;
   for (; i + 32 <= count; i += 32) { /* four vectors a step: their chains (~70 cycles) overlap */
     const __m256 a = gelu8(_mm256_loadu_ps(x + i), form), b = gelu8(_mm256_loadu_ps(x + i + 8), form);
@@ -86,6 +86,11 @@ static void gelu(size_t count, const float *x, fixq_gelu_form form, float *y) {
     const __m256i k = tail_mask(count - i);
     _mm256_maskstore_ps(y + i, k, gelu8(load(x + i, k), form));
   }
+}
+
+/* rows x cols floats, rows ldx (x) and ldy (y) apart, row by row */
+static void gelu(size_t rows, size_t cols, const float *x, size_t ldx, fixq_gelu_form form, float *y, size_t ldy) {
+  for (size_t r = 0; r < rows; r++) gelu_row(cols, x + r * ldx, form, y + r * ldy);
 }
 
 ALWAYS_INLINE double hsum_pd(__m256d v) {

@@ -66,7 +66,7 @@ ALWAYS_INLINE __m512 gelu16(__m512 x, fixq_gelu_form form) {
   return _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
 }
 
-static void gelu(size_t count, const float *x, fixq_gelu_form form, float *y) {
+static void gelu_row(size_t count, const float *x, fixq_gelu_form form, float *y) {
   size_t i = 0;
   for (; i + 64 <= count; i += 64) { /* four vectors a step: their chains (~70 cycles) overlap */
     const __m512 a = gelu16(_mm512_loadu_ps(x + i), form), b = gelu16(_mm512_loadu_ps(x + i + 16), form);
@@ -80,6 +80,38 @@ static void gelu(size_t count, const float *x, fixq_gelu_form form, float *y) {
   if (i < count) {
     const __mmask16 k = tail_mask(count - i);
     _mm512_mask_storeu_ps(y + i, k, gelu16(_mm512_maskz_loadu_ps(k, x + i), form));
+  }
+}
+
+/* rows x cols floats, rows ldx (x) and ldy (y) apart; rows apart from each other: their vectors in order,
+ * four a step as above, a row's last vector masked to its tail (a dynamic linear's tile of 8 rows x 48
+ * columns runs as 6 steps of 4, not 8 rows of 3 vectors one after another) */
+static void gelu(size_t rows, size_t cols, const float *x, size_t ldx, fixq_gelu_form form, float *y, size_t ldy) {
+  if (rows == 1 || (ldx == cols && ldy == cols)) {
+    gelu_row(rows * cols, x, form, y);
+    return;
+  }
+  for (size_t r = 0, c = 0; r < rows;) {
+    const float *xs[4];
+    float *ys[4];
+    __mmask16 k[4];
+    for (int j = 0; j < 4; j++) { /* past the last row: mask 0 (no access) */
+      k[j] = r < rows ? tail_mask(cols - c) : 0;
+      xs[j] = r < rows ? x + r * ldx + c : x;
+      ys[j] = r < rows ? y + r * ldy + c : y;
+      if (r < rows && (c += 16) >= cols) {
+        c = 0;
+        r++;
+      }
+    }
+    const __m512 a = gelu16(_mm512_maskz_loadu_ps(k[0], xs[0]), form);
+    const __m512 b = gelu16(_mm512_maskz_loadu_ps(k[1], xs[1]), form);
+    const __m512 d = gelu16(_mm512_maskz_loadu_ps(k[2], xs[2]), form);
+    const __m512 e = gelu16(_mm512_maskz_loadu_ps(k[3], xs[3]), form);
+    _mm512_mask_storeu_ps(ys[0], k[0], a);
+    _mm512_mask_storeu_ps(ys[1], k[1], b);
+    _mm512_mask_storeu_ps(ys[2], k[2], d);
+    _mm512_mask_storeu_ps(ys[3], k[3], e);
   }
 }
 

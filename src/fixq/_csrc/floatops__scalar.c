@@ -65,7 +65,7 @@ static void softmax(size_t rows, size_t n, const float *x, float *y) {
   }
 }
 
-static void gelu(size_t count, const float *x, fixq_gelu_form form, float *y) {
+static void gelu_row(size_t count, const float *x, fixq_gelu_form form, float *y) {
   if (form == FIXQ_GELU_ERF) {
     for (size_t i = 0; i < count; i++) y[i] = x[i] * 0.5f * (1.0f + erf_f(x[i] * FIXQ__SQRT1_2));
   } else { /* 0.5 x (1 + tanh u) = x / (1 + e^(-2u)) */
@@ -74,6 +74,11 @@ static void gelu(size_t count, const float *x, fixq_gelu_form form, float *y) {
       y[i] = v / (1.0f + exp_f(-2.0f * u));
     }
   }
+}
+
+/* rows x cols floats, rows ldx (x) and ldy (y) apart, row by row */
+static void gelu(size_t rows, size_t cols, const float *x, size_t ldx, fixq_gelu_form form, float *y, size_t ldy) {
+  for (size_t r = 0; r < rows; r++) gelu_row(cols, x + r * ldx, form, y + r * ldy);
 }
 
 /* Scores of each query row against K read in place, the row's softmax (the function above), then P V. */

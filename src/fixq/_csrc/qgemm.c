@@ -341,10 +341,8 @@ static void run_part(qgemm_part *part, void *buf, size_t buf_bytes) {
           f32_tile(tile_np, kq, apack + i * kq * kern->record, panel, b->n - c0,
                    (const fixq__dyn_row *)(info + i * info_bytes), out->col_sum + c0, out->w_scale + c0,
                    out->bias + c0, out->res != NULL ? out->res + at : NULL, out->y + at, out->ldy);
-          for (size_t r = 0; out->act != NULL && r < mr; r++) { /* each row of the tile while it is in L1 */
-            float *yr = out->y + at + r * out->ldy;
-            out->act(cols, yr, out->form, yr);
-          }
+          if (out->act != NULL) /* the tile's rows while they are in L1 */
+            out->act(mr, cols, out->y + at, out->ldy, out->form, out->y + at, out->ldy);
         }
         for (size_t i = fused; i < mc && direct; i += mr)
           kern->direct(mc - i < mr ? mc - i : mr, tile_np, b->k, (const char *)job->a + (m0 + i) * job->lda, job->lda,
