@@ -113,7 +113,7 @@ def test_batch_chunks_cut_whole_sequences(monkeypatch):
     full = np.ones((8, 16), np.int64)
     assert padding.batch_chunks(full[:1], 1) is None and padding.batch_chunks(full[:1], 2) is None
     assert padding.batch_chunks(full, 1) == padding.batch_chunks(full, 2) == [(k, k + 1) for k in range(8)]
-    assert padding.batch_chunks(full, 3) == [(k, k + 1) for k in range(8)]  # 9 wanted, 8 sequences
+    assert padding.batch_chunks(full, 3) == [(0, 1), (1, 3), (3, 4), (4, 5), (5, 7), (7, 8)]  # 9 wanted, 6 fit
     assert len(padding.batch_chunks(np.ones((12, 16), np.int64), 5)) == 10  # 12 tokens a chunk: 2 x 5 chunks
     short = np.zeros((4, 16), np.int64)
     short[:, :1] = 1
@@ -126,7 +126,7 @@ def test_batch_chunks_cut_whole_sequences(monkeypatch):
             cuts = padding.batch_chunks(mask, threads)
             if cuts is None:
                 continue
-            assert cuts[0][0] == 0 and cuts[-1][1] == n and len(cuts) >= 2
+            assert cuts[0][0] == 0 and cuts[-1][1] == n and len(cuts) >= max(2, threads)
             assert all(a < b for a, b in cuts) and all(b == c for (_, b), (c, _) in zip(cuts, cuts[1:]))
 
 
@@ -176,7 +176,7 @@ def test_rows_apart_after_the_pooling():
 
     def apart(op, out_shape=(None, 8), linear_rows=True, **attrs):
         step = dict(op=op, inputs=["pooled", "w"] if op in ("add", "mul") else ["pooled"], output="y", **attrs)
-        return padding.rows_apart([step], inputs, dict(tensors, y=list(out_shape)), ["y"], linear_rows, set())
+        return padding.rows_apart([step], inputs, dict(tensors, y=list(out_shape)), ["y"], "seq", linear_rows, set())
     for op in ("l2_normalize", "layer_norm", "gelu", "scale", "add", "mul", "linear"):
         assert apart(op)
     assert apart("softmax", axis=-1) and apart("softmax", axis=1)
@@ -184,3 +184,43 @@ def test_rows_apart_after_the_pooling():
     assert not apart("linear", linear_rows=False)      # BLAS's or one range's rows
     assert not apart("matmul") and not apart("reshape")  # not shown to keep rows apart: the batch runs whole
     assert not apart("l2_normalize", out_shape=(8,))   # an output without the batch dim
+
+
+def bag_of_embeddings(d=768, vocab=50, seq=64, out=256):
+    """Token embeddings mean-pooled, then a linear: no linear reads a token tensor."""
+    rng = np.random.default_rng(0)
+    spec = {"format": "fixq.graph/1", "dims": {"seq": seq}, "outputs": ["proj"],
+            "inputs": [{"name": "ids", "shape": [None, "seq"], "dtype": "int64"},
+                       {"name": "mask", "shape": [None, "seq"], "dtype": "int64"}],
+            "nodes": [{"name": "emb", "op": "gather", "inputs": ["ids"]},
+                      {"name": "pool", "op": "masked_mean", "inputs": ["emb", "mask"]},
+                      {"name": "proj", "op": "linear", "inputs": ["pool"]}]}
+    w = {"emb.weight": rng.standard_normal((vocab, d)).astype(np.float32),
+         "proj.weight": rng.standard_normal((out, d)).astype(np.float32),
+         "proj.bias": rng.standard_normal(out).astype(np.float32)}
+    return G.validate(spec, w)
+
+
+@pytest.mark.parametrize("mode, apart", [(dict(dynamic=True), True), (dict(dynamic=True, granularity="tensor"), False),
+                                         (dict(weights="fp32"), False)])
+def test_a_linear_after_the_pooling_that_reads_the_whole_batch_keeps_it_whole(mode, apart, monkeypatch):
+    """One activation range for the batch, or BLAS's sums, make a pooled row's linear read the other rows."""
+    monkeypatch.setattr(padding, "CHUNK_TOKENS", 16)
+    g = bag_of_embeddings()
+    m, whole = quantize_model(g, **mode), quantize_model(g, **mode)
+    assert (m._sequence.chunks is not None) == apart
+    whole._sequence.chunks = None
+    rng = np.random.default_rng(1)
+    f = {"ids": rng.integers(0, 50, (8, 64)), "mask": np.ones((8, 64), np.int64)}
+    f["ids"][0] = 7
+    same_bits(m.run(f, threads=2), whole.run(f, threads=2))
+
+
+def test_rows_apart_checks_steps_with_another_symbolic_dim():
+    """A tensor with a symbolic dim other than the mask's sequence dim is not a token tensor: its steps are
+    checked like the pooled ones."""
+    inputs = [{"name": "ids", "shape": [None, "seq"]}, {"name": "extra", "shape": [None, "k", 8]}]
+    tensors = {"side": [None, "k", 8]}
+    step = {"op": "linear", "inputs": ["extra"], "output": "side"}
+    assert not padding.rows_apart([step], inputs, tensors, ["side"], "seq", False, set())
+    assert padding.rows_apart([step], inputs, tensors, ["side"], "seq", True, set())

@@ -3,6 +3,7 @@ whatever raises, come from any thread, survive fork in the child, and change no 
 import concurrent.futures
 import os
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -154,8 +155,8 @@ def _allowed(tid):
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task") or not hasattr(os, "sched_getaffinity"),
                     reason="Linux thread affinity")
 def test_workers_keep_within_the_processs_cpus(isa):
-    """A worker that moves off the caller's CPU keeps to the CPUs it started with, and never to none; the caller's
-    own affinity is never touched."""
+    """A worker that moves off the caller's CPU keeps to the caller's CPUs, and never to none; the caller's own
+    affinity is never touched."""
     mine = os.sched_getaffinity(0)
     want = ops(1)
     with _core.ParallelBurst(4):
@@ -165,3 +166,24 @@ def test_workers_keep_within_the_processs_cpus(isa):
     for tid in os.listdir("/proc/self/task"):
         cpus = _allowed(tid)
         assert cpus and cpus <= mine
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2
+                    or not os.path.isdir("/proc/self/task"), reason="Linux, 2 or more CPUs")
+def test_workers_keep_within_an_affinity_narrowed_after_they_started():
+    x = np.random.default_rng(0).standard_normal((4096, 1024)).astype(np.float32)
+    F.gelu(x, threads=2)  # the pool's worker starts with every CPU
+    time.sleep(0.05)  # and goes to sleep
+    mine = os.sched_getaffinity(0)
+    narrow = {min(mine)}
+    try:
+        for t in os.listdir("/proc/self/task"):
+            os.sched_setaffinity(int(t), narrow)
+        for _ in range(50):
+            with _core.ParallelBurst(2):
+                for _ in range(5):
+                    F.gelu(x, threads=2)
+        assert all(_allowed(t) <= narrow for t in os.listdir("/proc/self/task"))
+    finally:
+        for t in os.listdir("/proc/self/task"):
+            os.sched_setaffinity(int(t), mine)

@@ -27,8 +27,8 @@
  * long workers poll, never which thread runs a task.
  *
  * A worker that finds itself on the CPU of the thread that opened the region
- * or hold (sched_getcpu) moves off it: its affinity becomes the CPUs it
- * started with less that one, where that leaves any (keep_apart).  A woken or
+ * or hold (sched_getcpu) moves off it: its affinity becomes that thread's
+ * CPUs less that one, where that leaves any (keep_apart).  A woken or
  * yielding worker can be left queued behind the caller on one CPU while
  * another idles (seen on a 2-vCPU virtual machine: two thirds of a model
  * call's regions ran their two parts one after the other); its move's switch
@@ -51,6 +51,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -82,6 +83,7 @@ static struct {
   uint64_t polled[POOL_MAX]; /* a worker's last burst it polled in (its own; read under m) */
   uint64_t contended[POOL_MAX]; /* a worker's last burst in which it found itself off the CPU (its own) */
   int caller_cpu;       /* atomic: the CPU of the thread that last opened a region or a hold, or -1 */
+  int caller_tid;       /* atomic: that thread's id */
   long moves;           /* atomic: workers moved off the caller's CPU (keep_apart), each a switch of its thread */
   uint64_t word;        /* atomic: region number << 32 | task count << 16 | next task */
   int finished;         /* atomic: tasks of this region not yet run to the end */
@@ -138,36 +140,31 @@ static long thread_preempted(void) {
 /* The caller's CPU, where workers keep off it (keep_apart). */
 static void set_caller_cpu(void) {
 #ifdef __linux__
+  static __thread int tid;
+  if (tid == 0) tid = (int)syscall(SYS_gettid);
+  __atomic_store_n(&pool.caller_tid, tid, __ATOMIC_RELAXED);
   __atomic_store_n(&pool.caller_cpu, sched_getcpu(), __ATOMIC_RELAXED);
 #endif
 }
 
-/* A worker's CPUs: those it started with (`base`), less the caller's CPU it last moved off (`off`, or -1). */
-typedef struct {
-#ifdef __linux__
-  cpu_set_t base;
-#endif
-  int off;
-} worker_cpus;
-
-/* Moves the calling worker off the caller's CPU when it finds itself there (1: it moved): a worker queued on the caller's
- * CPU runs its tasks only after the caller's (a woken or yielding thread may be left there while another CPU
- * idles, as a 2-vCPU virtual machine shows: the two parts of a region ran one after the other), so its
- * affinity becomes its starting CPUs less the caller's, where that leaves one. */
-static int keep_apart(worker_cpus *cpus) {
+/* Moves the calling worker off the caller's CPU when it finds itself there (1: it moved): a worker queued on the
+ * caller's CPU runs its tasks only after the caller's (a woken or yielding thread may be left there while another
+ * CPU idles, as a 2-vCPU virtual machine shows: the two parts of a region ran one after the other), so its
+ * affinity becomes the caller's CPUs less the one the caller is on, where that leaves any.  Tried once per CPU
+ * the caller is found on (`off`). */
+static int keep_apart(int *off) {
 #ifdef __linux__
   const int caller = __atomic_load_n(&pool.caller_cpu, __ATOMIC_RELAXED);
-  if (caller < 0 || caller == cpus->off || caller >= CPU_SETSIZE || sched_getcpu() != caller ||
-      !CPU_ISSET(caller, &cpus->base) || CPU_COUNT(&cpus->base) < 2)
-    return 0;
-  cpu_set_t set = cpus->base;
+  if (caller < 0 || caller == *off || caller >= CPU_SETSIZE || sched_getcpu() != caller) return 0;
+  *off = caller;
+  cpu_set_t set;
+  if (sched_getaffinity((pid_t)__atomic_load_n(&pool.caller_tid, __ATOMIC_RELAXED), sizeof set, &set) != 0) return 0;
   CPU_CLR(caller, &set);
-  if (pthread_setaffinity_np(pthread_self(), sizeof set, &set) != 0) return 0;
-  cpus->off = caller;
+  if (CPU_COUNT(&set) == 0 || pthread_setaffinity_np(pthread_self(), sizeof set, &set) != 0) return 0;
   __atomic_add_fetch(&pool.moves, 1, __ATOMIC_RELAXED);
   return 1;
 #else
-  (void)cpus;
+  (void)off;
   return 0;
 #endif
 }
@@ -175,7 +172,7 @@ static int keep_apart(worker_cpus *cpus) {
 /* Worker w: polls (when it took part in the last region, or a hold woke it)
  * and then sleeps until a region other than `seen` that has a task for it
  * (more than w + 1 tasks); returns that region's number. */
-static uint64_t next_region(int w, uint64_t seen, int poll, worker_cpus *cpus) {
+static uint64_t next_region(int w, uint64_t seen, int poll, int *off) {
   uint64_t word;
   for (;; poll = 1) {
     if (poll) {
@@ -196,7 +193,7 @@ static uint64_t next_region(int w, uint64_t seen, int poll, worker_cpus *cpus) {
           relax();
         }
         sched_yield();
-        if (keep_apart(cpus)) { /* the move's own switch and time are no other thread's */
+        if (keep_apart(off)) { /* the move's own switch and time are no other thread's */
           switches = thread_preempted();
           last = now_ns();
           continue;
@@ -257,13 +254,10 @@ static void *worker(void *arg) {
   free(arg);
   uint64_t seen = start.seen;
   int ran = 1;
-  worker_cpus cpus = {.off = -1};
-#ifdef __linux__
-  if (pthread_getaffinity_np(pthread_self(), sizeof cpus.base, &cpus.base) != 0) CPU_ZERO(&cpus.base);
-#endif
+  int off = -1; /* keep_apart's */
   for (;;) {
-    seen = next_region(start.w, seen, ran > 0, &cpus);
-    keep_apart(&cpus);
+    seen = next_region(start.w, seen, ran > 0, &off);
+    keep_apart(&off);
     ran = run_claimed(seen);
     if (ran > 0 && __atomic_sub_fetch(&pool.finished, ran, __ATOMIC_ACQ_REL) == 0) {
       pthread_mutex_lock(&pool.m);
@@ -388,10 +382,10 @@ void fixq__parallel(int n, fixq__task_fn fn, void *ctx) {
                             : __atomic_load_n(&pool.finished, __ATOMIC_ACQUIRE);
   if (left > 0) { /* workers' tasks still running: poll, then sleep (in a polling burst: poll, yielding) */
     const uint64_t start = now_ns();
-    const int burst = __atomic_load_n(&pool.hold_width, __ATOMIC_ACQUIRE) > 0;
     for (unsigned i = 1; __atomic_load_n(&pool.finished, __ATOMIC_ACQUIRE) > 0; i++) {
       if (i % 64 == 0 && now_ns() - start > SPIN_NS) {
-        if (burst) { /* a woken caller may be put on a worker's CPU, which then moves off it */
+        if (__atomic_load_n(&pool.hold_width, __ATOMIC_ACQUIRE) > 0) { /* a woken caller may be put on a worker's
+                                                                            CPU, which then moves off it */
           sched_yield();
           continue;
         }

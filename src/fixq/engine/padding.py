@@ -91,19 +91,20 @@ def dead_padding(steps, inputs, tensors, outputs, linear_rows, attention, replac
     return mask
 
 
-def rows_apart(steps, inputs, tensors, outputs, linear_rows, replaced):
-    """Whether, in a graph that :func:`dead_padding` passed, each sequence's outputs depend on that sequence's
-    inputs alone, so that a batch may run as several batches of whole sequences with the same bits: every
-    output is ``[N, ...]``, and every step after the pooling (one without the sequence dim) that reads or makes
-    an ``[N, ...]`` tensor reads each row for that row alone (an elementwise add or mul, a layer_norm, gelu or
-    scale, an l2_normalize or a last-axis softmax, a linear with `linear_rows`)."""
+def rows_apart(steps, inputs, tensors, outputs, seq, linear_rows, replaced):
+    """Whether, in a graph that :func:`dead_padding` passed for the mask's sequence dim `seq`, each sequence's
+    outputs depend on that sequence's inputs alone, so that a batch may run as several batches of whole
+    sequences with the same bits: every output is ``[N, ...]``, and every step whose output lacks `seq` (those
+    with it are token steps, which dead_padding checked) and that reads or makes an ``[N, ...]`` tensor reads
+    each row for that row alone: an elementwise add or mul, a layer_norm, gelu or scale, an l2_normalize or a
+    last-axis softmax, a linear with `linear_rows` (dynamic int8 with per-row ranges: one range for the
+    tensor, or BLAS's float sums, may follow the other rows)."""
     shapes = {**{i["name"]: i["shape"] for i in inputs}, **tensors}
     if any(not shapes[t] or shapes[t][0] is not None for t in outputs):
         return False
     for s in steps:
         shape, op = shapes[s["output"]], s["op"]
-        if s["output"] in replaced or op in ("attention_mask", "masked_mean") or \
-                any(isinstance(d, str) for d in shape):  # a token tensor's step: dead_padding's checks
+        if s["output"] in replaced or op in ("attention_mask", "masked_mean") or seq in shape:
             continue
         if not any(shapes[t] and shapes[t][0] is None for t in [s["output"], *s["inputs"]]):
             continue
@@ -115,20 +116,25 @@ def rows_apart(steps, inputs, tensors, outputs, linear_rows, replaced):
 
 
 def batch_chunks(mask, threads):
-    """Cuts for running a batch as chunks of whole sequences: [(first, end), ...] of about CHUNK_TOKENS
-    tokens each (those up to each sequence's last unmasked one, which a packed run keeps), their count a
-    multiple of `threads`, none under half CHUNK_TOKENS; None where that leaves one chunk (the batch runs
-    whole, its steps on the threads)."""
+    """Cuts for running a batch as chunks of whole sequences: [(first, end), ...], sequences in order, each cut
+    at the sequence boundary nearest its share of the tokens (those up to each sequence's last unmasked one,
+    which a packed run keeps), about CHUNK_TOKENS a chunk, their count a multiple of `threads` (at most the
+    sequences; fewer where one sequence spans several shares); None where that leaves fewer chunks than
+    `threads`, or one, or under half CHUNK_TOKENS tokens a chunk on average (the batch runs whole, its steps on
+    the threads)."""
     on = mask != 0
     n, length = on.shape
     lens = np.where(on.any(axis=1), length - np.argmax(on[:, ::-1], axis=1), length)
     total = int(lens.sum())
-    count = min(n, max(1, round(total / CHUNK_TOKENS / threads)) * threads)
-    if count < 2 or total < count * CHUNK_TOKENS / 2:
+    count = min(max(1, round(total / CHUNK_TOKENS / threads)), n // threads) * threads
+    if count < max(2, threads) or total < count * CHUNK_TOKENS / 2:
         return None
-    ends = np.searchsorted(np.cumsum(lens), total * np.arange(1, count) / count, side="left") + 1
-    cuts = np.unique(np.concatenate([[0], np.minimum(ends, n), [n]]))
-    return list(zip(cuts[:-1].tolist(), cuts[1:].tolist())) if len(cuts) > 2 else None
+    bounds = np.concatenate([[0], np.cumsum(lens)])  # tokens before sequence j
+    shares = total * np.arange(1, count) / count
+    j = np.searchsorted(bounds, shares)  # bounds[j - 1] < share <= bounds[j]: the nearer of the two
+    j = np.where(shares - bounds[j - 1] < bounds[j] - shares, j - 1, j)
+    cuts = np.unique(np.concatenate([[0], j, [n]]))
+    return list(zip(cuts[:-1].tolist(), cuts[1:].tolist())) if len(cuts) > max(2, threads) else None
 
 
 class Packing:

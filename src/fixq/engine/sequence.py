@@ -97,7 +97,7 @@ def _on_first_call(make):
 
     def step(env, threads):
         if not made:
-            with lock:  # chunks of one batch on several threads: made once
+            with lock:  # run_all from several threads at once: made once
                 if not made:
                     made.append(make())
         return made[0](env, threads)
@@ -396,15 +396,15 @@ class SequenceRunner:
                  + [e[2] for e in [epilogues.get(s["output"])] if e is not None and e[2] is not None]
                  for s in meta["steps"]]
         last_read = {t: k for k, r in enumerate(reads) for t in r}
-        mask = P.dead_padding(meta["steps"], self.inputs, tensors, meta["outputs"],
-                              m.weights != "fp32" and m.options.get("granularity", "row") == "row", attention, replaced)
+        linear_rows = m.weights != "fp32" and m.options.get("granularity", "row") == "row"
+        mask = P.dead_padding(meta["steps"], self.inputs, tensors, meta["outputs"], linear_rows, attention, replaced)
         self.size = len(self.names)
         self.padding = None  # (the mask's slot, the token inputs' slots, the Packing's slot): P.pack's arguments
         self.chunks = None  # the mask's slot where a batch may run as batches of whole sequences (P.rows_apart)
         if mask is not None:
             seq = next(i["shape"][1] for i in self.inputs if i["name"] == mask)
             self.padding = (slots[mask], [slots[i["name"]] for i in self.inputs if seq in i["shape"]], self.size)
-            if P.rows_apart(meta["steps"], self.inputs, tensors, meta["outputs"], True, replaced):
+            if P.rows_apart(meta["steps"], self.inputs, tensors, meta["outputs"], seq, linear_rows, replaced):
                 self.chunks = slots[mask]
         self.steps, self.steps_all, self.steps_packed = [], [], []
         for k, s in enumerate(meta["steps"]):
@@ -485,13 +485,17 @@ class SequenceRunner:
             except BaseException as e:  # noqa: B036 -- raised again by the caller
                 errors.append(e)
         helpers = [threading.Thread(target=work, daemon=True) for _ in range(min(threads, len(cuts)) - 1)]
-        for t in helpers:
-            t.start()
-        work()
-        for t in helpers:
-            t.join()
-        if errors:
-            raise errors[0]
+        try:
+            for t in helpers:
+                t.start()
+            work()
+        finally:
+            errors.append(None)  # no chunk is claimed after this (an interrupt's too)
+            for t in helpers:
+                t.join()
+        raised = [e for e in errors if e is not None]
+        if raised:  # an interrupt before another thread's error
+            raise next((e for e in raised if not isinstance(e, Exception)), raised[0])
         return [np.concatenate(parts) for parts in zip(*outs)]
 
     def _run_fed(self, fed, threads):
