@@ -115,6 +115,14 @@ def rows_apart(steps, inputs, tensors, outputs, seq, linear_rows, replaced):
     return True
 
 
+def kept_lengths(mask):
+    """Each sequence's tokens up to its last unmasked one (all of them when none is unmasked): the keys the fused
+    attention computes for it, the tokens a packed run keeps."""
+    on = mask != 0
+    length = on.shape[1]
+    return np.where(on.any(axis=1), length - np.argmax(on[:, ::-1], axis=1), length)
+
+
 def batch_chunks(mask, threads):
     """Cuts for running a batch as chunks of whole sequences: [(first, end), ...], sequences in order, each cut
     at the sequence boundary nearest its share of the tokens (those up to each sequence's last unmasked one,
@@ -122,9 +130,10 @@ def batch_chunks(mask, threads):
     sequences; fewer where one sequence spans several shares); None where that leaves fewer chunks than
     `threads`, or one, or under half CHUNK_TOKENS tokens a chunk on average (the batch runs whole, its steps on
     the threads)."""
-    on = mask != 0
-    n, length = on.shape
-    lens = np.where(on.any(axis=1), length - np.argmax(on[:, ::-1], axis=1), length)
+    n, length = mask.shape
+    if n < max(2, threads) or n * length < max(2, threads) * CHUNK_TOKENS / 2:  # None, whatever the mask
+        return None
+    lens = kept_lengths(mask)
     total = int(lens.sum())
     count = min(max(1, round(total / CHUNK_TOKENS / threads)), n // threads) * threads
     if count < max(2, threads) or total < count * CHUNK_TOKENS / 2:
@@ -151,9 +160,7 @@ def pack(env, mask_slot, token_slots, pack_slot):
     unmasked), the keys float_ops.attention computes for it.  False (env untouched) when no token would go."""
     mask = env[mask_slot]
     n, length = mask.shape
-    on = mask != 0
-    last = length - np.argmax(on[:, ::-1], axis=1)
-    lens = np.where(on.any(axis=1), last, length)
+    lens = kept_lengths(mask)
     if n == 0 or lens.sum() == n * length:
         return False
     keep = np.arange(length) < lens[:, None]
