@@ -147,11 +147,9 @@ static void set_caller_cpu(void) {
 #endif
 }
 
-/* Moves the calling worker off the caller's CPU when it finds itself there (1: it moved): a worker queued on the
- * caller's CPU runs its tasks only after the caller's (a woken or yielding thread may be left there while another
- * CPU idles, as a 2-vCPU virtual machine shows: the two parts of a region ran one after the other), so its
- * affinity becomes the caller's CPUs less the one the caller is on, where that leaves any.  Tried once per CPU
- * the caller is found on (`off`). */
+/* Moves the calling worker off the caller's CPU when it finds itself there (1: it moved; the file's comment says
+ * why): its affinity becomes the caller's CPUs less that one, where that leaves any.  Tried once per CPU the
+ * caller is found on (`off`). */
 static int keep_apart(int *off) {
 #ifdef __linux__
   const int caller = __atomic_load_n(&pool.caller_cpu, __ATOMIC_RELAXED);
@@ -384,8 +382,8 @@ void fixq__parallel(int n, fixq__task_fn fn, void *ctx) {
     const uint64_t start = now_ns();
     for (unsigned i = 1; __atomic_load_n(&pool.finished, __ATOMIC_ACQUIRE) > 0; i++) {
       if (i % 64 == 0 && now_ns() - start > SPIN_NS) {
-        if (__atomic_load_n(&pool.hold_width, __ATOMIC_ACQUIRE) > 0) { /* a woken caller may be put on a worker's
-                                                                            CPU, which then moves off it */
+        /* a polling burst: a caller woken from a sleep may be put on a worker's CPU */
+        if (__atomic_load_n(&pool.hold_width, __ATOMIC_ACQUIRE) > 0) {
           sched_yield();
           continue;
         }

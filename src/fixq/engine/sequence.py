@@ -93,13 +93,11 @@ def _stacked_linears(m, group, i, outs):
 def _on_first_call(make):
     """fn(env, threads) that makes its step with make() when first called (the weights of a linear that run()
     runs stacked or with its epilogue, packed for run_all only if it runs)."""
-    made, lock = [], threading.Lock()
+    made = []
 
     def step(env, threads):
         if not made:
-            with lock:  # run_all from several threads at once: made once
-                if not made:
-                    made.append(make())
+            made.append(make())
         return made[0](env, threads)
     return step
 
